@@ -1,0 +1,148 @@
+//! An engine that streams the prompt back, for docs, tests and demos.
+
+use std::collections::HashSet;
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::error::Error;
+use crate::request::GenerateRequest;
+use crate::response::{FinishReason, TokenChunk, Usage};
+use crate::stream::TokenStream;
+use crate::tokens::{Token, Tokens};
+
+/// An [`Engine`](crate::Engine) that "generates" its prompt: one prompt token per chunk.
+///
+/// It behaves like a real engine in the ways tests care about:
+///
+/// - it validates the request ([`GenerateRequest::validate`]);
+/// - it stops after `max_tokens` tokens ([`FinishReason::Length`]), or when a stop token would
+///   be produced ([`FinishReason::Stop`], the stop token is not returned) once `min_tokens` are
+///   out, or at the end of the prompt ([`FinishReason::Eos`]);
+/// - the final chunk carries no tokens, only the finish reason and [`Usage`];
+/// - it stops with [`FinishReason::Cancelled`] when the request is cancelled, and dropping the
+///   stream cancels the work.
+///
+/// With a token delay ([`EchoEngine::with_token_delay`]) the stream waits between tokens, like a
+/// decode step; it then needs a tokio runtime with the time driver enabled.
+///
+/// ```
+/// use dynamo_core::{EchoEngine, EngineExt, FinishReason, GenerateRequest};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), dynamo_core::Error> {
+/// let mut engine = EchoEngine::new();
+/// let request = GenerateRequest::new("r1", "echo", vec![5, 6, 7, 8]).with_stop_tokens([7]);
+/// let generation = engine.generate_all(request).await?;
+/// assert_eq!(generation.tokens, [5, 6]);
+/// assert_eq!(generation.finish_reason, Some(FinishReason::Stop));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EchoEngine {
+    token_delay: Duration,
+}
+
+impl EchoEngine {
+    /// An echo engine that streams as fast as it is polled.
+    pub fn new() -> Self {
+        EchoEngine::default()
+    }
+
+    /// Wait `delay` before each token.
+    pub fn with_token_delay(mut self, delay: Duration) -> Self {
+        self.token_delay = delay;
+        self
+    }
+}
+
+impl Service<GenerateRequest> for EchoEngine {
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = Ready<Result<TokenStream, Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        if let Err(error) = request.validate() {
+            return ready(Err(error));
+        }
+        let cancel = request.cancellation().child_token();
+        let echo = Echo {
+            max_tokens: request.limits.max_tokens.map_or(usize::MAX, |n| n as usize),
+            min_tokens: request.limits.min_tokens.unwrap_or(0) as usize,
+            stop_tokens: request.stop.stop_token_ids.iter().copied().collect(),
+            prompt: request.tokens,
+            emitted: 0,
+            delay: self.token_delay,
+            cancel: cancel.clone(),
+            finished: false,
+        };
+        let stream = futures::stream::unfold(echo, |mut echo| async move {
+            let chunk = echo.next_chunk().await?;
+            Some((Ok(chunk), echo))
+        });
+        ready(Ok(TokenStream::new(stream, cancel)))
+    }
+}
+
+/// The state of one echo generation.
+struct Echo {
+    prompt: Tokens,
+    max_tokens: usize,
+    min_tokens: usize,
+    stop_tokens: HashSet<Token>,
+    emitted: usize,
+    delay: Duration,
+    cancel: CancellationToken,
+    finished: bool,
+}
+
+impl Echo {
+    async fn next_chunk(&mut self) -> Option<TokenChunk> {
+        if self.finished {
+            return None;
+        }
+        if !self.delay.is_zero() {
+            tokio::select! {
+                () = self.cancel.cancelled() => {}
+                () = tokio::time::sleep(self.delay) => {}
+            }
+        }
+        let reason = if self.cancel.is_cancelled() {
+            FinishReason::Cancelled
+        } else if self.emitted >= self.max_tokens {
+            FinishReason::Length
+        } else {
+            match self.prompt.get(self.emitted) {
+                None => FinishReason::Eos,
+                Some(token)
+                    if self.emitted >= self.min_tokens && self.stop_tokens.contains(token) =>
+                {
+                    FinishReason::Stop
+                }
+                Some(&token) => {
+                    self.emitted += 1;
+                    return Some(TokenChunk::token(token));
+                }
+            }
+        };
+        self.finished = true;
+        let usage = Usage {
+            prompt_tokens: saturating_u32(self.prompt.len()),
+            cached_tokens: 0,
+            completion_tokens: saturating_u32(self.emitted),
+        };
+        Some(TokenChunk::finish(reason, Some(usage)))
+    }
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,184 @@
+//! What an engine streams back: chunks of tokens, a finish reason and usage.
+
+use serde::{Deserialize, Serialize};
+
+use crate::tokens::Token;
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// The model produced its end-of-sequence token (or, for the echo engine, the prompt ran
+    /// out).
+    Eos,
+    /// A stop token or stop string was produced.
+    Stop,
+    /// The output limit (`max_tokens`) or the context length was reached.
+    Length,
+    /// The request was cancelled before it finished.
+    Cancelled,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` string: `stop` for end-of-sequence and stop conditions,
+    /// `length` for limits, and `cancelled` (not an OpenAI value) for cancellation.
+    pub fn as_openai_str(self) -> &'static str {
+        match self {
+            FinishReason::Eos | FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Token counts of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u32,
+    /// Prompt tokens whose KV was found in a cache and not recomputed.
+    pub cached_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+}
+
+impl Usage {
+    /// Prompt plus completion tokens.
+    pub fn total_tokens(&self) -> u32 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+/// The log-probability of one generated token, with the most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogProb {
+    /// The generated token.
+    pub token: Token,
+    /// Its natural-log probability.
+    pub logprob: f32,
+    /// The most likely tokens at this position with their log-probabilities, most likely first.
+    #[serde(default)]
+    pub top: Vec<(Token, f32)>,
+}
+
+/// One piece of a streamed generation.
+///
+/// A stream carries any number of chunks; the last one has `finish_reason` set, and usually
+/// `usage`. Chunks may carry no tokens (for example a final chunk that only reports the finish).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenChunk {
+    /// Newly generated token ids.
+    pub tokens: Vec<Token>,
+    /// Their text, when the engine detokenizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Log-probabilities of `tokens`, one entry per token, when requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_probs: Option<Vec<TokenLogProb>>,
+    /// Set on the last chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<FinishReason>,
+    /// Token counts, normally on the last chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+impl TokenChunk {
+    /// A chunk of one token.
+    pub fn token(token: Token) -> Self {
+        TokenChunk {
+            tokens: vec![token],
+            ..Default::default()
+        }
+    }
+
+    /// A final chunk with no tokens.
+    pub fn finish(reason: FinishReason, usage: Option<Usage>) -> Self {
+        TokenChunk {
+            finish_reason: Some(reason),
+            usage,
+            ..Default::default()
+        }
+    }
+
+    /// Whether this is the last chunk of its stream.
+    pub fn is_final(&self) -> bool {
+        self.finish_reason.is_some()
+    }
+}
+
+/// A whole generation, collected from a stream by
+/// [`EngineExt::generate_all`](crate::EngineExt::generate_all).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Generation {
+    /// Every generated token, in order.
+    pub tokens: Vec<Token>,
+    /// The concatenated text, when the engine detokenizes.
+    pub text: Option<String>,
+    /// Log-probabilities of every token, when requested.
+    pub log_probs: Option<Vec<TokenLogProb>>,
+    /// Why generation ended; `None` if the stream ended without saying.
+    pub finish_reason: Option<FinishReason>,
+    /// The last usage the stream reported.
+    pub usage: Option<Usage>,
+}
+
+impl Generation {
+    /// Append a chunk to the generation.
+    pub fn push(&mut self, chunk: TokenChunk) {
+        self.tokens.extend_from_slice(&chunk.tokens);
+        if let Some(text) = chunk.text {
+            self.text.get_or_insert_with(String::new).push_str(&text);
+        }
+        if let Some(log_probs) = chunk.log_probs {
+            self.log_probs
+                .get_or_insert_with(Vec::new)
+                .extend(log_probs);
+        }
+        if chunk.finish_reason.is_some() {
+            self.finish_reason = chunk.finish_reason;
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_accumulates_chunks() {
+        let mut generation = Generation::default();
+        generation.push(TokenChunk {
+            tokens: vec![1],
+            text: Some("a".into()),
+            ..Default::default()
+        });
+        generation.push(TokenChunk {
+            tokens: vec![2, 3],
+            text: Some("bc".into()),
+            ..Default::default()
+        });
+        let usage = Usage {
+            prompt_tokens: 4,
+            cached_tokens: 0,
+            completion_tokens: 3,
+        };
+        generation.push(TokenChunk::finish(FinishReason::Length, Some(usage)));
+        assert_eq!(generation.tokens, [1, 2, 3]);
+        assert_eq!(generation.text.as_deref(), Some("abc"));
+        assert_eq!(generation.finish_reason, Some(FinishReason::Length));
+        assert_eq!(generation.usage.map(|u| u.total_tokens()), Some(7));
+    }
+
+    #[test]
+    fn chunk_json_omits_absent_fields() {
+        let json = serde_json::to_string(&TokenChunk::token(7)).unwrap();
+        assert_eq!(json, r#"{"tokens":[7]}"#);
+        let json = serde_json::to_string(&TokenChunk::finish(FinishReason::Eos, None)).unwrap();
+        assert_eq!(json, r#"{"tokens":[],"finish_reason":"eos"}"#);
+    }
+}
