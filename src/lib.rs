@@ -1,0 +1,37 @@
+//! Embeddable LLM inference orchestration for Rust.
+//!
+//! `dynamo` turns a set of inference engine workers into one serving system, built from small
+//! crates that compose with [tower]: KV-cache-aware routing, disaggregated prefill and decode, a
+//! multi-tier KV block manager, an SLA-driven planner and an OpenAI-compatible frontend. This
+//! facade re-exports the family; depend on a single member crate when that is all you need.
+//!
+//! | crate | what it holds | status |
+//! |---|---|---|
+//! | [`dynamo-core`](dynamo_core) | tokens, block hashing, requests, token streams, KV events, the [`Engine`] abstraction, errors | available, re-exported at the root |
+//!
+//! # Example
+//!
+//! ```
+//! use dynamo::{BlockSize, EchoEngine, EngineExt, GenerateRequest};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), dynamo::Error> {
+//! let request = GenerateRequest::new("req-1", "echo", (0..200).collect::<Vec<u32>>());
+//! let blocks = request.block_hasher(BlockSize::new(64)?).hash_blocks(&request.tokens);
+//! assert_eq!(blocks.len(), 3);
+//!
+//! let generation = EchoEngine::new().generate_all(request.with_max_tokens(8)).await?;
+//! assert_eq!(generation.tokens.len(), 8);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | enables | default |
+//! |---|---|---|
+//! | — | `dynamo-core` is always included | — |
+//!
+//! [tower]: https://docs.rs/tower
+
+pub use dynamo_core::*;
