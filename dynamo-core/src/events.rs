@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::hash::{HashedBlock, SequenceHash};
+use crate::tokens::BlockSize;
 
 /// One engine worker: an engine instance and its data-parallel rank.
 ///
@@ -90,6 +91,8 @@ pub enum KvEventData {
     Stored {
         /// The sequence hash of the block the chain continues.
         parent: Option<SequenceHash>,
+        /// The engine's block size; consumers reject events whose size differs from theirs.
+        block_size: BlockSize,
         /// The stored blocks, in sequence order.
         blocks: Vec<HashedBlock>,
     },
@@ -110,12 +113,13 @@ pub enum KvEventData {
 /// ```
 /// use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
 ///
-/// let hasher = BlockHasher::new(BlockSize::new(4)?);
+/// let block_size = BlockSize::new(4)?;
+/// let blocks = BlockHasher::new(block_size).hash_blocks(&[1, 2, 3, 4]);
 /// let event = KvEvent {
 ///     worker: WorkerId::new(1),
 ///     event_id: 0,
 ///     tier: StorageTier::Device,
-///     data: KvEventData::Stored { parent: None, blocks: hasher.hash_blocks(&[1, 2, 3, 4]) },
+///     data: KvEventData::Stored { parent: None, block_size, blocks },
 /// };
 /// assert_eq!(event.block_count(), 1);
 /// # Ok::<(), dynamo_core::Error>(())
@@ -157,6 +161,7 @@ mod tests {
             tier: StorageTier::Host,
             data: KvEventData::Stored {
                 parent: Some(SequenceHash(5)),
+                block_size: BlockSize::new(16).unwrap(),
                 blocks: vec![HashedBlock {
                     local: LocalBlockHash(6),
                     sequence: SequenceHash(7),
@@ -166,7 +171,7 @@ mod tests {
         let json = serde_json::to_string(&event).unwrap();
         assert_eq!(
             json,
-            r#"{"worker":{"worker":3,"dp_rank":1},"event_id":9,"tier":"host","data":{"stored":{"parent":5,"blocks":[{"local":6,"sequence":7}]}}}"#
+            r#"{"worker":{"worker":3,"dp_rank":1},"event_id":9,"tier":"host","data":{"stored":{"parent":5,"block_size":16,"blocks":[{"local":6,"sequence":7}]}}}"#
         );
         let back: KvEvent = serde_json::from_str(&json).unwrap();
         assert_eq!(back, event);
