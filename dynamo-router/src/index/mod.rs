@@ -1,0 +1,334 @@
+//! The KV prefix index: which worker caches which blocks, fed by KV events.
+//!
+//! Sequence hashes already identify whole prefixes (equal hash, equal prefix), so the index
+//! needs no tree: it is one hash map from a block's sequence hash to the workers that hold it,
+//! each with the set of tiers it holds the block in. A query walks the request's sequence hashes
+//! in order and intersects the resident lists, dropping each worker at its first missing block;
+//! it stops as soon as no worker is left. That answer is exact even when an engine evicts a
+//! parent before its children: a hole ends the worker's prefix there.
+
+mod error;
+mod overlap;
+mod residents;
+mod shared;
+mod snapshot;
+mod workers;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dynamo_core::{
+    BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, StorageTier, WorkerId,
+};
+
+pub use error::IndexError;
+pub use overlap::{Overlaps, TierOverlap};
+pub use shared::SharedIndex;
+pub use snapshot::{IndexSnapshot, WorkerSnapshot};
+
+use residents::{Change, Residents, SpillTable, fastest_tier, slot_of, tier_bit, tiers_of};
+use workers::WorkerTable;
+
+/// Told when a worker's event ids skip ahead, meaning events were lost.
+///
+/// A transport implements it by asking the worker for a fresh dump of its cache (for example a
+/// `Cleared` followed by `Stored` events) and feeding that to the index.
+pub trait ResyncHook: Send + Sync + 'static {
+    /// Events of `worker` from `expected` up to (not including) `received` were never seen.
+    fn request_resync(&self, worker: WorkerId, expected: u64, received: u64);
+}
+
+type BlockMap = HashMap<SequenceHash, Residents, foldhash::fast::RandomState>;
+
+/// The prefix index of one model's workers.
+///
+/// `KvIndex` is single-threaded and synchronous; [`SharedIndex`] shares one between the task
+/// that applies events and the tasks that route.
+///
+/// ```
+/// use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
+/// use dynamo_router::KvIndex;
+///
+/// let block_size = BlockSize::new(4)?;
+/// let hasher = BlockHasher::new(block_size);
+/// let mut index = KvIndex::new(block_size);
+///
+/// // Worker 1 caches the first two blocks of a prompt.
+/// let prompt: Vec<u32> = (0..12).collect();
+/// let blocks = hasher.hash_blocks(&prompt[..8]);
+/// index.apply(&KvEvent {
+///     worker: WorkerId::new(1),
+///     event_id: 0,
+///     tier: StorageTier::Device,
+///     data: KvEventData::Stored { parent: None, block_size, blocks },
+/// })?;
+///
+/// // A request with the same 12-token prompt finds 2 of its 3 blocks there.
+/// let overlaps = index.overlaps(&hasher.sequence_hashes(&prompt));
+/// assert_eq!(overlaps.get(WorkerId::new(1)).device, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct KvIndex {
+    block_size: BlockSize,
+    blocks: BlockMap,
+    spill: SpillTable,
+    workers: WorkerTable,
+    resync: Option<Arc<dyn ResyncHook>>,
+}
+
+impl std::fmt::Debug for dyn ResyncHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResyncHook")
+    }
+}
+
+impl KvIndex {
+    /// An empty index for blocks of `block_size` tokens.
+    pub fn new(block_size: BlockSize) -> Self {
+        KvIndex {
+            block_size,
+            blocks: BlockMap::default(),
+            spill: SpillTable::default(),
+            workers: WorkerTable::default(),
+            resync: None,
+        }
+    }
+
+    /// Call `hook` whenever a worker's event ids skip ahead.
+    pub fn with_resync_hook(mut self, hook: Arc<dyn ResyncHook>) -> Self {
+        self.resync = Some(hook);
+        self
+    }
+
+    /// The block size of the index.
+    pub fn block_size(&self) -> BlockSize {
+        self.block_size
+    }
+
+    /// Apply one event.
+    ///
+    /// Event ids are checked per worker: an id that is not newer than the last one is rejected
+    /// as [`IndexError::StaleEvent`]; an id that skips ahead is applied and reported to the
+    /// resync hook.
+    ///
+    /// # Errors
+    ///
+    /// An [`IndexError`] saying what was not applied; the index stays consistent either way.
+    pub fn apply(&mut self, event: &KvEvent) -> Result<(), IndexError> {
+        let result = self.apply_checked(event);
+        if let Err(error) = &result {
+            metrics::counter!("dynamo_router_index_rejected_total", "reason" => error.name())
+                .increment(1);
+        }
+        result
+    }
+
+    fn apply_checked(&mut self, event: &KvEvent) -> Result<(), IndexError> {
+        let slot = self.workers.slot_or_insert(event.worker)?;
+        let expected = self.workers.next_event_id(slot);
+        if let Some(expected) = expected {
+            if event.event_id < expected {
+                return Err(IndexError::StaleEvent {
+                    worker: event.worker,
+                    last_applied: expected - 1,
+                    received: event.event_id,
+                });
+            }
+            if event.event_id > expected {
+                metrics::counter!("dynamo_router_index_event_gaps_total").increment(1);
+                if let Some(hook) = &self.resync {
+                    hook.request_resync(event.worker, expected, event.event_id);
+                }
+            }
+        }
+        self.workers
+            .set_next_event_id(slot, event.event_id.saturating_add(1));
+        let tier = tier_bit(event.tier);
+        match &event.data {
+            KvEventData::Stored {
+                parent,
+                block_size,
+                blocks,
+            } => self.store(event.worker, slot, tier, *parent, *block_size, blocks),
+            KvEventData::Removed { blocks } => self.remove(event.worker, slot, tier, blocks),
+            KvEventData::Cleared => {
+                self.clear(slot, tier);
+                Ok(())
+            }
+            // Event kinds added to dynamo-core later carry nothing this index tracks yet.
+            _ => Ok(()),
+        }
+    }
+
+    fn store(
+        &mut self,
+        worker: WorkerId,
+        slot: u32,
+        tier: u8,
+        parent: Option<SequenceHash>,
+        block_size: BlockSize,
+        blocks: &[HashedBlock],
+    ) -> Result<(), IndexError> {
+        if block_size != self.block_size {
+            return Err(IndexError::BlockSizeMismatch {
+                worker,
+                index: self.block_size,
+                event: block_size,
+            });
+        }
+        if let Some(parent) = parent
+            && self.tiers_of(slot, parent) == 0
+        {
+            return Err(IndexError::UnknownParent { worker, parent });
+        }
+        let mut added = 0;
+        for block in blocks {
+            let change = match self.blocks.entry(block.sequence) {
+                std::collections::hash_map::Entry::Occupied(mut held) => {
+                    held.get_mut().insert(slot, tier, &mut self.spill)
+                }
+                std::collections::hash_map::Entry::Vacant(free) => {
+                    free.insert(Residents::single(residents::pack(slot, tier)));
+                    Change::Residency
+                }
+            };
+            added += u64::from(change == Change::Residency);
+        }
+        self.workers.add_blocks(slot, added);
+        Ok(())
+    }
+
+    fn remove(
+        &mut self,
+        worker: WorkerId,
+        slot: u32,
+        tier: u8,
+        blocks: &[SequenceHash],
+    ) -> Result<(), IndexError> {
+        let (mut removed, mut unknown) = (0, 0);
+        for hash in blocks {
+            let Some(residents) = self.blocks.get_mut(hash) else {
+                unknown += 1;
+                continue;
+            };
+            match residents.remove(slot, tier, &mut self.spill) {
+                Change::Residency => removed += 1,
+                Change::Tiers => {}
+                Change::None => unknown += 1,
+            }
+            if residents.is_empty() {
+                self.blocks.remove(hash);
+            }
+        }
+        self.workers.remove_blocks(slot, removed);
+        if unknown > 0 {
+            return Err(IndexError::UnknownRemoval { worker, unknown });
+        }
+        Ok(())
+    }
+
+    /// Drop `tier` bits of `slot` from every block.
+    fn clear(&mut self, slot: u32, tier: u8) {
+        let mut removed = 0;
+        let spill = &mut self.spill;
+        self.blocks.retain(|_, residents| {
+            removed += u64::from(residents.remove(slot, tier, spill) == Change::Residency);
+            !residents.is_empty()
+        });
+        self.workers.remove_blocks(slot, removed);
+    }
+
+    /// Forget a worker: all its blocks in every tier, and its event-id history. Returns how many
+    /// blocks it held.
+    pub fn remove_worker(&mut self, worker: WorkerId) -> u64 {
+        let Some(slot) = self.workers.slot(worker) else {
+            return 0;
+        };
+        let held = self.workers.block_count(slot);
+        self.clear(slot, u8::MAX);
+        self.workers.release(slot);
+        held
+    }
+
+    /// For a request's sequence hashes, how deep each worker's cached prefix goes.
+    pub fn overlaps(&self, hashes: &[SequenceHash]) -> Overlaps {
+        let mut done: Vec<(u32, TierOverlap)> = Vec::new();
+        let mut alive: Vec<(u32, TierOverlap)> = Vec::new();
+        for (position, hash) in hashes.iter().enumerate() {
+            let Some(residents) = self.blocks.get(hash) else {
+                break;
+            };
+            let residents = residents.as_slice(&self.spill);
+            if position == 0 {
+                alive.extend(residents.iter().map(|&r| {
+                    let mut overlap = TierOverlap::default();
+                    overlap.add(fastest_tier(tiers_of(r)));
+                    (slot_of(r), overlap)
+                }));
+                continue;
+            }
+            // Both lists are sorted by slot: intersect them with a merge.
+            let (mut kept, mut j) = (0, 0);
+            for k in 0..alive.len() {
+                let (slot, mut overlap) = alive[k];
+                while j < residents.len() && slot_of(residents[j]) < slot {
+                    j += 1;
+                }
+                if j < residents.len() && slot_of(residents[j]) == slot {
+                    overlap.add(fastest_tier(tiers_of(residents[j])));
+                    alive[kept] = (slot, overlap);
+                    kept += 1;
+                } else {
+                    done.push((slot, overlap));
+                }
+            }
+            alive.truncate(kept);
+            if alive.is_empty() {
+                break;
+            }
+        }
+        done.extend(alive);
+        Overlaps {
+            workers: done
+                .into_iter()
+                .filter_map(|(slot, overlap)| Some((self.workers.id(slot)?, overlap)))
+                .collect(),
+        }
+    }
+
+    /// The tiers `slot` holds `hash` in, as a bit mask (0: none).
+    fn tiers_of(&self, slot: u32, hash: SequenceHash) -> u8 {
+        self.blocks
+            .get(&hash)
+            .map_or(0, |residents| residents.tiers(slot, &self.spill))
+    }
+
+    /// Whether `worker` holds the block `hash` in `tier`.
+    pub fn contains(&self, worker: WorkerId, hash: SequenceHash, tier: StorageTier) -> bool {
+        self.workers
+            .slot(worker)
+            .is_some_and(|slot| self.tiers_of(slot, hash) & tier_bit(tier) != 0)
+    }
+
+    /// The workers the index knows, with the number of blocks each holds (in any tier).
+    pub fn workers(&self) -> impl Iterator<Item = (WorkerId, u64)> + '_ {
+        self.workers.iter()
+    }
+
+    /// The number of distinct blocks held by any worker.
+    pub fn unique_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The number of (worker, block) pairs held, counting a block once per worker.
+    pub fn resident_blocks(&self) -> u64 {
+        self.workers.iter().map(|(_, blocks)| blocks).sum()
+    }
+
+    /// An estimate of the heap bytes the index holds.
+    pub fn heap_bytes(&self) -> usize {
+        let bucket = std::mem::size_of::<(SequenceHash, Residents)>() + 1;
+        self.blocks.capacity() * bucket + self.spill.heap_bytes() + self.workers.heap_bytes()
+    }
+}

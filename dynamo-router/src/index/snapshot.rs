@@ -1,0 +1,106 @@
+//! Dumping an index and building a replica from the dump.
+
+use std::collections::BTreeMap;
+
+use dynamo_core::{BlockSize, SequenceHash, StorageTier, WorkerId};
+use serde::{Deserialize, Serialize};
+
+use super::residents::{Residents, pack, slot_of, tier_bit, tiers_of};
+use super::{IndexError, KvIndex};
+
+/// Everything one worker holds, as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSnapshot {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The id the worker's next event should carry, if any event was applied.
+    pub next_event_id: Option<u64>,
+    /// The sequence hashes the worker holds, per tier.
+    pub blocks: BTreeMap<StorageTier, Vec<SequenceHash>>,
+}
+
+/// A dump of a whole index, for replicas and for resynchronising after a restart.
+///
+/// The index keeps only sequence hashes (that is what keeps it small), so the dump is a list of
+/// held blocks per worker and tier rather than a replay of the engines' `Stored` events, whose
+/// parent links and local hashes the index never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSnapshot {
+    /// The block size of the index.
+    pub block_size: BlockSize,
+    /// Every worker the index knows, including workers that hold nothing.
+    pub workers: Vec<WorkerSnapshot>,
+}
+
+impl KvIndex {
+    /// Dump the index.
+    pub fn snapshot(&self) -> IndexSnapshot {
+        let mut by_slot: BTreeMap<u32, WorkerSnapshot> = self
+            .workers
+            .slots()
+            .map(|(slot, worker, next_event_id)| {
+                let snapshot = WorkerSnapshot {
+                    worker,
+                    next_event_id,
+                    blocks: BTreeMap::new(),
+                };
+                (slot, snapshot)
+            })
+            .collect();
+        for (hash, residents) in &self.blocks {
+            for &resident in residents.as_slice(&self.spill) {
+                let Some(worker) = by_slot.get_mut(&slot_of(resident)) else {
+                    continue;
+                };
+                for tier in StorageTier::ALL {
+                    if tiers_of(resident) & tier_bit(tier) != 0 {
+                        worker.blocks.entry(tier).or_default().push(*hash);
+                    }
+                }
+            }
+        }
+        let mut workers: Vec<WorkerSnapshot> = by_slot.into_values().collect();
+        for worker in &mut workers {
+            worker
+                .blocks
+                .values_mut()
+                .for_each(|hashes| hashes.sort_unstable());
+        }
+        IndexSnapshot {
+            block_size: self.block_size,
+            workers,
+        }
+    }
+
+    /// Build an index from a dump.
+    ///
+    /// # Errors
+    ///
+    /// [`IndexError::TooManyWorkers`] if the dump names more workers than an index can track.
+    pub fn restore(snapshot: &IndexSnapshot) -> Result<KvIndex, IndexError> {
+        let mut index = KvIndex::new(snapshot.block_size);
+        for worker in &snapshot.workers {
+            let slot = index.workers.slot_or_insert(worker.worker)?;
+            if let Some(next) = worker.next_event_id {
+                index.workers.set_next_event_id(slot, next);
+            }
+            let mut added = 0;
+            for (&tier, hashes) in &worker.blocks {
+                let bit = tier_bit(tier);
+                for &hash in hashes {
+                    let residents = index
+                        .blocks
+                        .entry(hash)
+                        .or_insert_with(|| Residents::single(pack(slot, 0)));
+                    // A fresh entry starts with no tier for this slot; the first tier makes it
+                    // a residency.
+                    let before = residents.tiers(slot, &index.spill);
+                    residents.insert(slot, bit, &mut index.spill);
+                    added += u64::from(before == 0);
+                }
+            }
+            index.workers.add_blocks(slot, added);
+        }
+        Ok(index)
+    }
+}

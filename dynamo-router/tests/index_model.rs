@@ -1,0 +1,246 @@
+//! The prefix index against a naive reference model, under random interleavings of stores,
+//! removes, clears and worker removals across many workers and tiers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use dynamo_core::{
+    BlockSize, HashedBlock, KvEvent, KvEventData, LocalBlockHash, SequenceHash, StorageTier,
+    WorkerId,
+};
+use dynamo_router::{IndexError, KvIndex, TierOverlap};
+use proptest::prelude::*;
+
+const BLOCK_SIZE: u32 = 16;
+const UNIVERSE: u64 = 24;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Store {
+        worker: u64,
+        tier: usize,
+        parent: Option<u64>,
+        blocks: Vec<u64>,
+        wrong_size: bool,
+    },
+    Remove {
+        worker: u64,
+        tier: usize,
+        blocks: Vec<u64>,
+    },
+    Clear {
+        worker: u64,
+        tier: usize,
+    },
+    RemoveWorker {
+        worker: u64,
+    },
+    /// Re-send the worker's last event id (a duplicate), or skip one ahead (a gap).
+    Renumber {
+        worker: u64,
+        skip: bool,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let worker = 0u64..6;
+    let tier = 0usize..3;
+    let hash = 0..UNIVERSE;
+    prop_oneof![
+        6 => (worker.clone(), tier.clone(), prop::option::weighted(0.5, hash.clone()),
+              prop::collection::vec(hash.clone(), 1..6), prop::bool::weighted(0.05))
+            .prop_map(|(worker, tier, parent, blocks, wrong_size)| Op::Store { worker, tier, parent, blocks, wrong_size }),
+        3 => (worker.clone(), tier.clone(), prop::collection::vec(hash, 1..4))
+            .prop_map(|(worker, tier, blocks)| Op::Remove { worker, tier, blocks }),
+        1 => (worker.clone(), tier).prop_map(|(worker, tier)| Op::Clear { worker, tier }),
+        1 => worker.clone().prop_map(|worker| Op::RemoveWorker { worker }),
+        1 => (worker, any::<bool>()).prop_map(|(worker, skip)| Op::Renumber { worker, skip }),
+    ]
+}
+
+/// The reference: per worker, per tier, a plain set of hashes.
+#[derive(Default)]
+struct Model {
+    held: HashMap<u64, BTreeMap<StorageTier, HashSet<u64>>>,
+    next_event_id: HashMap<u64, u64>,
+}
+
+impl Model {
+    fn holds_any(&self, worker: u64, hash: u64) -> Option<StorageTier> {
+        let tiers = self.held.get(&worker)?;
+        StorageTier::ALL
+            .into_iter()
+            .find(|t| tiers.get(t).is_some_and(|set| set.contains(&hash)))
+    }
+
+    fn overlaps(&self, query: &[u64]) -> BTreeMap<u64, TierOverlap> {
+        let mut result = BTreeMap::new();
+        for &worker in self.held.keys() {
+            let mut overlap = TierOverlap::default();
+            for &hash in query {
+                match self.holds_any(worker, hash) {
+                    Some(StorageTier::Device) => overlap.device += 1,
+                    Some(StorageTier::Host) => overlap.host += 1,
+                    Some(StorageTier::Disk) => overlap.disk += 1,
+                    Some(_) => overlap.remote += 1,
+                    None => break,
+                }
+            }
+            if overlap.total() > 0 {
+                result.insert(worker, overlap);
+            }
+        }
+        result
+    }
+
+    fn resident(&self) -> u64 {
+        self.held
+            .values()
+            .map(|tiers| {
+                let all: HashSet<u64> = tiers.values().flatten().copied().collect();
+                all.len() as u64
+            })
+            .sum()
+    }
+
+    fn unique(&self) -> usize {
+        let all: HashSet<u64> = self
+            .held
+            .values()
+            .flat_map(|tiers| tiers.values().flatten().copied())
+            .collect();
+        all.len()
+    }
+
+    /// Apply an event the way the index is documented to; returns the error name, if any.
+    fn apply(
+        &mut self,
+        worker: u64,
+        event_id: u64,
+        tier: StorageTier,
+        data: &KvEventData,
+    ) -> Option<&'static str> {
+        if let Some(&next) = self.next_event_id.get(&worker)
+            && event_id < next
+        {
+            return Some("stale_event");
+        }
+        self.next_event_id.insert(worker, event_id + 1);
+        let entry = self.held.entry(worker).or_default();
+        match data {
+            KvEventData::Stored {
+                parent,
+                block_size,
+                blocks,
+            } => {
+                if block_size.get() != BLOCK_SIZE {
+                    return Some("block_size_mismatch");
+                }
+                if let Some(parent) = parent
+                    && !entry.values().any(|set| set.contains(&parent.0))
+                {
+                    return Some("unknown_parent");
+                }
+                let set = entry.entry(tier).or_default();
+                set.extend(blocks.iter().map(|b| b.sequence.0));
+                None
+            }
+            KvEventData::Removed { blocks } => {
+                let set = entry.entry(tier).or_default();
+                let unknown = blocks.iter().filter(|b| !set.remove(&b.0)).count();
+                (unknown > 0).then_some("unknown_removal")
+            }
+            KvEventData::Cleared => {
+                entry.remove(&tier);
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+fn block(hash: u64) -> HashedBlock {
+    HashedBlock {
+        local: LocalBlockHash(hash),
+        sequence: SequenceHash(hash),
+    }
+}
+
+fn hashes(query: &[u64]) -> Vec<SequenceHash> {
+    query.iter().copied().map(SequenceHash).collect()
+}
+
+fn index_overlaps(index: &KvIndex, query: &[u64]) -> BTreeMap<u64, TierOverlap> {
+    let overlaps = index.overlaps(&hashes(query));
+    let result: BTreeMap<u64, TierOverlap> = overlaps.iter().map(|(w, o)| (w.worker, o)).collect();
+    assert_eq!(result.len(), overlaps.len(), "a worker appears twice");
+    result
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn index_agrees_with_the_reference_model(
+        ops in prop::collection::vec(op(), 1..120),
+        queries in prop::collection::vec(prop::collection::vec(0..UNIVERSE, 0..8), 1..12),
+    ) {
+        let block_size = BlockSize::new(BLOCK_SIZE).unwrap();
+        let mut index = KvIndex::new(block_size);
+        let mut model = Model::default();
+        let mut next_id: HashMap<u64, u64> = HashMap::new();
+
+        for op in ops {
+            let (worker, tier, data, id_shift): (u64, usize, KvEventData, i64) = match op {
+                Op::Store { worker, tier, parent, blocks, wrong_size } => {
+                    let size = if wrong_size { BlockSize::new(BLOCK_SIZE * 2).unwrap() } else { block_size };
+                    let data = KvEventData::Stored {
+                        parent: parent.map(SequenceHash),
+                        block_size: size,
+                        blocks: blocks.into_iter().map(block).collect(),
+                    };
+                    (worker, tier, data, 0)
+                }
+                Op::Remove { worker, tier, blocks } => {
+                    (worker, tier, KvEventData::Removed { blocks: hashes(&blocks) }, 0)
+                }
+                Op::Clear { worker, tier } => (worker, tier, KvEventData::Cleared, 0),
+                Op::RemoveWorker { worker } => {
+                    let held = index.remove_worker(WorkerId::new(worker));
+                    let expected = model.held.remove(&worker).map(|tiers| {
+                        tiers.values().flatten().collect::<HashSet<_>>().len() as u64
+                    }).unwrap_or(0);
+                    model.next_event_id.remove(&worker);
+                    next_id.remove(&worker);
+                    prop_assert_eq!(held, expected);
+                    continue;
+                }
+                Op::Renumber { worker, skip } => {
+                    // A cleared event, numbered as a duplicate or past a gap.
+                    let shift = if skip { 1 } else { -1 };
+                    (worker, 0, KvEventData::Cleared, shift)
+                }
+            };
+            let tier = StorageTier::ALL[tier];
+            let base = next_id.get(&worker).copied().unwrap_or(0) as i64;
+            let event_id = (base + id_shift).max(0) as u64;
+            if event_id >= base as u64 {
+                next_id.insert(worker, event_id + 1);
+            }
+            let event = KvEvent { worker: WorkerId::new(worker), event_id, tier, data };
+            let got = index.apply(&event).err().map(|e: IndexError| e.name());
+            let want = model.apply(worker, event_id, tier, &event.data);
+            prop_assert_eq!(got, want, "event {:?}", event);
+            prop_assert_eq!(index.resident_blocks(), model.resident());
+            prop_assert_eq!(index.unique_blocks(), model.unique());
+            for query in &queries {
+                prop_assert_eq!(index_overlaps(&index, query), model.overlaps(query), "query {:?}", query);
+            }
+        }
+
+        let restored = KvIndex::restore(&index.snapshot()).unwrap();
+        prop_assert_eq!(restored.snapshot(), index.snapshot());
+        for query in &queries {
+            prop_assert_eq!(index_overlaps(&restored, query), model.overlaps(query));
+        }
+    }
+}
