@@ -8,6 +8,7 @@
 //! | crate | what it holds | status |
 //! |---|---|---|
 //! | [`dynamo-core`](dynamo_core) | tokens, block hashing, requests, token streams, KV events, the [`Engine`] abstraction, errors | available, re-exported at the root |
+//! | `dynamo-router` | the KV prefix index and load tracking; routing policies to come | in progress, as `dynamo::router` with the `router` feature |
 //!
 //! # Example
 //!
@@ -31,7 +32,12 @@
 //! | feature | enables | default |
 //! |---|---|---|
 //! | — | `dynamo-core` is always included | — |
+//! | `router` | `dynamo::router`, the `dynamo-router` crate | no |
 //!
 //! [tower]: https://docs.rs/tower
 
 pub use dynamo_core::*;
+
+/// KV-cache-aware routing: the `dynamo-router` crate.
+#[cfg(feature = "router")]
+pub use dynamo_router as router;

@@ -1,6 +1,9 @@
 //! The index driven through its public API: gaps, rejections, and readers during writes.
 
-#![expect(clippy::unwrap_used, reason = "test helpers panic on failure by design")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure by design"
+)]
 
 use std::sync::{Arc, Mutex};
 
