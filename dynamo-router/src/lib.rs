@@ -50,11 +50,29 @@
 //!
 //! `dynamo-router` has no optional features yet.
 
+mod affinity;
+mod approx;
+mod busy;
 mod index;
 mod load;
+mod policy;
+mod queue;
+mod selector;
+mod source;
 
+pub use affinity::AffinityConfig;
+pub use approx::{ApproxConfig, ApproxIndex};
+pub use busy::BusyThresholds;
 pub use index::{
     IndexError, IndexSnapshot, KvIndex, Overlaps, ResyncHook, SharedIndex, TierOverlap,
     WorkerSnapshot,
 };
 pub use load::{Booking, LoadGuard, LoadTracker, WorkerLoad};
+pub use policy::{
+    Decision, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
+    PowerOfTwoChoices, PrefillTimeModel, Random, RoundRobin, RouteContext, Router, TierCredits,
+    WorkerState,
+};
+pub use queue::{QueueFull, QueueOrder, QueuePosition, WaitQueue};
+pub use selector::{NotRouted, RouteRequest, Routed, SelectorConfig, WorkerSelector};
+pub use source::OverlapSource;

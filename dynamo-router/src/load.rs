@@ -115,6 +115,39 @@ impl LoadTracker {
             .collect()
     }
 
+    /// The load of each of `workers`, with how many leading blocks of `blocks` the worker's
+    /// active requests hold, read under one lock.
+    pub(crate) fn with_prefixes(
+        &self,
+        workers: impl Iterator<Item = WorkerId>,
+        blocks: &[SequenceHash],
+    ) -> Vec<(WorkerId, WorkerLoad, u32)> {
+        let books = self.books.lock();
+        workers
+            .map(|worker| match books.get(&worker) {
+                Some(book) => {
+                    let held = blocks
+                        .iter()
+                        .take_while(|hash| book.blocks.contains_key(hash))
+                        .count();
+                    (worker, book.load, held as u32)
+                }
+                None => (worker, WorkerLoad::default(), 0),
+            })
+            .collect()
+    }
+
+    /// Drop the book of a worker that left, if nothing is booked on it any more.
+    pub(crate) fn forget_idle(&self, worker: WorkerId) {
+        let mut books = self.books.lock();
+        if books
+            .get(&worker)
+            .is_some_and(|book| book.load.active_requests == 0)
+        {
+            books.remove(&worker);
+        }
+    }
+
     fn end_prefill(&self, worker: WorkerId, tokens: u64) {
         if let Some(book) = self.books.lock().get_mut(&worker) {
             book.load.active_prefill_tokens =

@@ -182,9 +182,15 @@ impl KvIndex {
         {
             return Err(IndexError::UnknownParent { worker, parent });
         }
+        self.insert_all(slot, tier, blocks.iter().map(|block| block.sequence));
+        Ok(())
+    }
+
+    /// Add `tier` to `slot`'s residency of every block in `hashes`.
+    fn insert_all(&mut self, slot: u32, tier: u8, hashes: impl Iterator<Item = SequenceHash>) {
         let mut added = 0;
-        for block in blocks {
-            let change = match self.blocks.entry(block.sequence) {
+        for hash in hashes {
+            let change = match self.blocks.entry(hash) {
                 std::collections::hash_map::Entry::Occupied(mut held) => {
                     held.get_mut().insert(slot, tier, &mut self.spill)
                 }
@@ -196,7 +202,24 @@ impl KvIndex {
             added += u64::from(change == Change::Residency);
         }
         self.workers.add_blocks(slot, added);
+    }
+
+    /// Record, without an event, that `worker` holds `hashes` on its device (approximate mode).
+    pub(crate) fn hold(
+        &mut self,
+        worker: WorkerId,
+        hashes: &[SequenceHash],
+    ) -> Result<(), IndexError> {
+        let slot = self.workers.slot_or_insert(worker)?;
+        self.insert_all(slot, tier_bit(StorageTier::Device), hashes.iter().copied());
         Ok(())
+    }
+
+    /// Record, without an event, that `worker` no longer holds `hashes` on its device.
+    pub(crate) fn release(&mut self, worker: WorkerId, hashes: &[SequenceHash]) {
+        if let Some(slot) = self.workers.slot(worker) {
+            self.remove_all(slot, tier_bit(StorageTier::Device), hashes);
+        }
     }
 
     fn remove(
@@ -206,6 +229,16 @@ impl KvIndex {
         tier: u8,
         blocks: &[SequenceHash],
     ) -> Result<(), IndexError> {
+        let unknown = self.remove_all(slot, tier, blocks);
+        if unknown > 0 {
+            return Err(IndexError::UnknownRemoval { worker, unknown });
+        }
+        Ok(())
+    }
+
+    /// Remove `tier` from `slot`'s residency of every block in `blocks`; returns how many of
+    /// them `slot` did not hold in `tier`.
+    fn remove_all(&mut self, slot: u32, tier: u8, blocks: &[SequenceHash]) -> usize {
         let (mut removed, mut unknown) = (0, 0);
         for hash in blocks {
             let Some(residents) = self.blocks.get_mut(hash) else {
@@ -222,10 +255,7 @@ impl KvIndex {
             }
         }
         self.workers.remove_blocks(slot, removed);
-        if unknown > 0 {
-            return Err(IndexError::UnknownRemoval { worker, unknown });
-        }
-        Ok(())
+        unknown
     }
 
     /// Drop `tier` bits of `slot` from every block.

@@ -1,0 +1,216 @@
+//! Our policy: route to the worker that will produce the first token soonest.
+
+use super::choose::{SharedRng, lowest_cost};
+use super::kv_cost::TierCredits;
+use super::{Decision, RouteContext, Router, WorkerState};
+
+/// How long an engine takes to prefill a number of tokens, in milliseconds.
+///
+/// The engine prefills in chunks of at most `chunk_tokens` per step, and a step of `n` tokens
+/// takes `a·n² + b·n + c` ms. The defaults are the public timing model of NVIDIA Dynamo's
+/// simulated vLLM worker (8192-token steps); fit `a`, `b`, `c` to your engine's profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrefillTimeModel {
+    /// Quadratic term, ms per token².
+    pub a: f64,
+    /// Linear term, ms per token.
+    pub b: f64,
+    /// Fixed cost of a step, ms.
+    pub c: f64,
+    /// The most tokens one step prefills.
+    pub chunk_tokens: u64,
+}
+
+impl Default for PrefillTimeModel {
+    fn default() -> Self {
+        PrefillTimeModel {
+            a: 4.209989e-7,
+            b: 1.518344e-2,
+            c: 16.50142,
+            chunk_tokens: 8192,
+        }
+    }
+}
+
+impl PrefillTimeModel {
+    /// The time to prefill `tokens`, in whole chunks and a remainder.
+    pub fn time_ms(&self, tokens: u64) -> f64 {
+        let step = |n: u64| {
+            let n = n as f64;
+            self.a * n * n + self.b * n + self.c
+        };
+        let chunk = self.chunk_tokens.max(1);
+        let (full, rest) = (tokens / chunk, tokens % chunk);
+        full as f64 * step(chunk) + if rest > 0 { step(rest) } else { 0.0 }
+    }
+}
+
+/// The settings of [`ExpectedTtft`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExpectedTtftConfig {
+    /// The engine's prefill speed.
+    pub prefill: PrefillTimeModel,
+    /// The credit of a cached block per tier (lower tiers must be brought back first).
+    pub credits: TierCredits,
+    /// The weight of the prefill time this request adds to the worker, which delays every
+    /// request that comes after it there. Default 1.0.
+    pub compute_weight: f64,
+    /// The cost, in ms, of each KV block the worker's active requests hold (and this request
+    /// would add): decode pressure, which slows every step and fills the cache. Default 0.1.
+    pub decode_ms_per_block: f64,
+    /// 0.0 (the default) picks the lowest cost; above 0, a softmax sample at this temperature.
+    pub temperature: f64,
+    /// A seed for reproducible tie-breaks and samples; `None` seeds from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for ExpectedTtftConfig {
+    fn default() -> Self {
+        ExpectedTtftConfig {
+            prefill: PrefillTimeModel::default(),
+            credits: TierCredits::default(),
+            compute_weight: 1.0,
+            decode_ms_per_block: 0.1,
+            temperature: 0.0,
+            seed: None,
+        }
+    }
+}
+
+/// Routes each request to the worker with the lowest expected time to first token.
+///
+/// Two changes to the incumbent's cost ([`KvCost`](crate::KvCost)), each aimed at one of its
+/// blind spots:
+///
+/// 1. **Prefixes in flight count as cached.** When a burst of requests shares a new prefix,
+///    the engine's `Stored` events arrive only after the first request's prefill; until then
+///    the incumbent sees no overlap anywhere and scatters the burst, computing the prefix once
+///    per worker. Here the prompt blocks that requests active on a worker hold
+///    ([`WorkerState::in_flight`]) are credited like cached ones, so the burst follows the
+///    first request, until that worker's queue makes another one faster.
+/// 2. **Time, not blocks.** The incumbent adds prefill blocks and decode blocks as if they cost
+///    the same. Here the cost is the request's expected time to first token (the time to
+///    prefill the worker's queued prompt work plus this request's uncached part, from the
+///    engine's [`PrefillTimeModel`], per-step overhead and the quadratic attention term
+///    included), plus the prefill time it takes from the requests that will queue behind it,
+///    plus a smaller decode-pressure term per held block. A long uncached prompt then weighs
+///    what it will really cost, and recomputing a prefix that another worker is already
+///    computing is charged for the work it duplicates.
+///
+/// ```text
+/// cached   = max(device + 0.75·host + 0.25·disk, in_flight)            (blocks)
+/// uncached = max(0, prompt_tokens − cached · block_size)               (tokens)
+/// cost     = prefill_ms(active_prefill_tokens + uncached)              (expected TTFT)
+///          + compute_weight · prefill_ms(uncached)                     (work added)
+///          + decode_ms_per_block · (active_decode_blocks + new blocks) (decode pressure)
+/// ```
+///
+/// ```
+/// use dynamo_core::{BlockSize, SequenceHash, WorkerId};
+/// use dynamo_router::{Decision, ExpectedTtft, RouteContext, Router, WorkerState};
+///
+/// let blocks: Vec<_> = (0..8).map(SequenceHash).collect();
+/// let request = RouteContext {
+///     blocks: &blocks,
+///     prompt_tokens: 512,
+///     block_size: BlockSize::new(64)?,
+///     expected_output_tokens: None,
+/// };
+/// let mut busy = WorkerState {
+///     worker: WorkerId::new(1),
+///     cached: Default::default(),
+///     in_flight: 8, // an active request is computing this very prefix
+///     load: Default::default(),
+/// };
+/// busy.load.active_requests = 1;
+/// busy.load.active_prefill_tokens = 512; // ... and has not finished it yet
+/// busy.load.active_decode_blocks = 9;
+/// let idle = WorkerState { worker: WorkerId::new(2), in_flight: 0, load: Default::default(), ..busy };
+/// // The burst follows the prefix that is still being computed.
+/// assert_eq!(ExpectedTtft::default().route(&request, &[busy, idle]), Decision::Route(WorkerId::new(1)));
+/// # Ok::<(), dynamo_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ExpectedTtft {
+    config: ExpectedTtftConfig,
+    rng: SharedRng,
+}
+
+impl ExpectedTtft {
+    /// The policy with these settings.
+    pub fn new(config: ExpectedTtftConfig) -> Self {
+        ExpectedTtft {
+            rng: SharedRng::new(config.seed),
+            config,
+        }
+    }
+
+    /// The prompt tokens `worker` would have to compute for `request`.
+    fn uncached_tokens(&self, request: &RouteContext<'_>, worker: &WorkerState) -> u64 {
+        let cached = self
+            .config
+            .credits
+            .credit(&worker.cached)
+            .max(f64::from(worker.in_flight));
+        let cached_tokens = cached * f64::from(request.block_size.get());
+        (request.prompt_tokens as f64 - cached_tokens).max(0.0) as u64
+    }
+
+    /// The expected time to first token of `request` on `worker`, in ms.
+    pub fn expected_ttft_ms(&self, request: &RouteContext<'_>, worker: &WorkerState) -> f64 {
+        let uncached = self.uncached_tokens(request, worker);
+        self.config
+            .prefill
+            .time_ms(worker.load.active_prefill_tokens + uncached)
+    }
+
+    /// The cost of sending `request` to `worker`, in ms: expected time to first token, the
+    /// prefill work added, and decode pressure.
+    pub fn cost(&self, request: &RouteContext<'_>, worker: &WorkerState) -> f64 {
+        let uncached = self.uncached_tokens(request, worker);
+        let ttft = self
+            .config
+            .prefill
+            .time_ms(worker.load.active_prefill_tokens + uncached);
+        let work = self.config.prefill.time_ms(uncached);
+        let shared = (worker.in_flight as usize).min(request.blocks.len());
+        let new_blocks = (request.blocks.len() - shared) as u64 + 1;
+        let held = worker.load.active_decode_blocks + new_blocks;
+        ttft + self.config.compute_weight * work + self.config.decode_ms_per_block * held as f64
+    }
+}
+
+impl Default for ExpectedTtft {
+    fn default() -> Self {
+        ExpectedTtft::new(ExpectedTtftConfig::default())
+    }
+}
+
+impl Router for ExpectedTtft {
+    fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
+        lowest_cost(
+            workers,
+            |w| self.cost(request, w),
+            self.config.temperature,
+            &self.rng,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefill_time_is_charged_per_chunk() {
+        let model = PrefillTimeModel::default();
+        assert_eq!(model.time_ms(0), 0.0);
+        let one_step = model.time_ms(8192);
+        assert!(
+            (one_step - (4.209989e-7 * 8192.0 * 8192.0 + 1.518344e-2 * 8192.0 + 16.50142)).abs()
+                < 1e-9
+        );
+        assert!((model.time_ms(16384) - 2.0 * one_step).abs() < 1e-9);
+        assert!(model.time_ms(8193) > one_step + model.c);
+    }
+}

@@ -1,0 +1,350 @@
+//! Choosing a worker and booking its load in one step.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dynamo_core::{BlockSize, GenerateRequest, SequenceHash, WorkerId};
+use parking_lot::Mutex;
+
+use crate::affinity::{AffinityConfig, SessionAffinity};
+use crate::busy::BusyThresholds;
+use crate::index::TierOverlap;
+use crate::load::{Booking, LoadGuard, LoadTracker};
+use crate::policy::{Decision, RouteContext, Router, WorkerState};
+use crate::source::OverlapSource;
+
+/// A request as the router sees it: its block hashes, computed once, and its hints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRequest {
+    /// The sequence hashes of the prompt's full blocks.
+    pub blocks: Vec<SequenceHash>,
+    /// The prompt's length in tokens.
+    pub prompt_tokens: u64,
+    /// The expected number of output tokens, if hinted.
+    pub expected_output_tokens: Option<u32>,
+    /// The session the request belongs to, for session affinity.
+    pub session_id: Option<String>,
+    /// The scheduling priority if it must wait; lower is served first.
+    pub priority: i32,
+}
+
+impl RouteRequest {
+    /// Hash `request`'s prompt into blocks of `block_size` (with its LoRA adapter and cache
+    /// salt) and take its routing hints.
+    pub fn new(request: &GenerateRequest, block_size: BlockSize) -> Self {
+        RouteRequest {
+            blocks: request
+                .block_hasher(block_size)
+                .sequence_hashes(&request.tokens),
+            prompt_tokens: request.tokens.len() as u64,
+            expected_output_tokens: request.routing.expected_output_tokens,
+            session_id: request.routing.session_id.clone(),
+            priority: request.routing.priority,
+        }
+    }
+}
+
+/// A request placed on a worker, its load booked.
+#[derive(Debug)]
+pub struct Routed {
+    /// The chosen worker.
+    pub worker: WorkerId,
+    /// The prompt's cached prefix on the worker, by tier.
+    pub cached: TierOverlap,
+    /// The prompt's leading blocks held by the worker's other active requests.
+    pub in_flight: u32,
+    /// The booked load; dropping it releases the load.
+    pub guard: LoadGuard,
+}
+
+/// Why a request was not placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotRouted {
+    /// The router knows no worker.
+    #[error("no worker is available")]
+    NoWorkers,
+    /// Every worker is busy, or the policy asked to wait: the request should queue.
+    #[error("every worker is busy")]
+    AllBusy {
+        /// The fewest prompt tokens any worker would have to compute, for queue ordering.
+        uncached_tokens: u64,
+    },
+    /// The policy refused the request.
+    #[error("the router is overloaded")]
+    Overloaded,
+    /// The policy chose a worker that was not offered to it (a bug in the policy).
+    #[error("the policy chose worker {0}, which is not eligible")]
+    IneligibleChoice(WorkerId),
+}
+
+/// The settings of a [`WorkerSelector`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectorConfig {
+    /// The block size requests are hashed with; the same as the engines' and the index's.
+    pub block_size: BlockSize,
+    /// When a worker counts as busy.
+    pub thresholds: BusyThresholds,
+    /// Keep the requests of one session on one worker; off by default.
+    pub affinity: Option<AffinityConfig>,
+}
+
+impl SelectorConfig {
+    /// Blocks of `block_size` tokens, no thresholds, no session affinity.
+    pub fn new(block_size: BlockSize) -> Self {
+        SelectorConfig {
+            block_size,
+            thresholds: BusyThresholds::default(),
+            affinity: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Membership {
+    workers: BTreeSet<WorkerId>,
+    affinity: Option<SessionAffinity>,
+}
+
+struct Inner {
+    config: SelectorConfig,
+    policy: Box<dyn Router>,
+    source: Box<dyn OverlapSource>,
+    load: LoadTracker,
+    /// Held from the snapshot to the booking, so that no two decisions see the same load.
+    membership: Mutex<Membership>,
+}
+
+/// The routing core without I/O: snapshot the workers, let the policy choose, book the load.
+///
+/// Taking the snapshot, deciding and booking happen under one lock, so concurrent requests
+/// never decide on the same stale load (the herding failure of cache-aware routers), and the
+/// only way to obtain a decision is with its [`LoadGuard`]. The tower service
+/// ([`RouterService`](crate::RouterService)) and the trace replay both route through it.
+///
+/// ```
+/// use std::time::Instant;
+/// use dynamo_core::{BlockSize, GenerateRequest, WorkerId};
+/// use dynamo_router::{KvCost, RouteRequest, SelectorConfig, SharedIndex, WorkerSelector};
+///
+/// let block_size = BlockSize::new(4)?;
+/// let selector = WorkerSelector::new(
+///     SelectorConfig::new(block_size),
+///     KvCost::default(),
+///     SharedIndex::new(block_size),
+/// );
+/// selector.insert_worker(WorkerId::new(1));
+/// selector.insert_worker(WorkerId::new(2));
+///
+/// let request = GenerateRequest::new("r1", "m", (0..16).collect::<Vec<u32>>());
+/// let first = selector.select(&RouteRequest::new(&request, block_size), Instant::now())?;
+/// // The first request's load is booked, so an identical second one goes to the other worker.
+/// let second = selector.select(&RouteRequest::new(&request, block_size), Instant::now())?;
+/// assert_ne!(first.worker, second.worker);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct WorkerSelector {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for WorkerSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSelector")
+            .field("config", &self.inner.config)
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerSelector {
+    /// A selector with no workers yet.
+    pub fn new(config: SelectorConfig, policy: impl Router, source: impl OverlapSource) -> Self {
+        WorkerSelector {
+            inner: Arc::new(Inner {
+                config,
+                policy: Box::new(policy),
+                source: Box::new(source),
+                load: LoadTracker::new(),
+                membership: Mutex::new(Membership {
+                    workers: BTreeSet::new(),
+                    affinity: config.affinity.map(SessionAffinity::new),
+                }),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SelectorConfig {
+        &self.inner.config
+    }
+
+    /// The load booked on every worker.
+    pub fn load(&self) -> &LoadTracker {
+        &self.inner.load
+    }
+
+    /// Make `worker` eligible for routing.
+    pub fn insert_worker(&self, worker: WorkerId) {
+        self.inner.membership.lock().workers.insert(worker);
+    }
+
+    /// Stop routing to `worker` and forget what it caches. Its active requests keep their
+    /// bookings until they end.
+    pub fn remove_worker(&self, worker: WorkerId) {
+        let mut membership = self.inner.membership.lock();
+        membership.workers.remove(&worker);
+        if let Some(affinity) = &mut membership.affinity {
+            affinity.remove_worker(worker);
+        }
+        self.inner.source.remove_worker(worker);
+        self.inner.load.forget_idle(worker);
+    }
+
+    /// The workers eligible for routing, by id.
+    pub fn workers(&self) -> Vec<WorkerId> {
+        self.inner
+            .membership
+            .lock()
+            .workers
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Choose a worker for `request` at `now` and book the request's load on it.
+    ///
+    /// # Errors
+    ///
+    /// [`NotRouted`] says why no worker was chosen; nothing is booked then.
+    pub fn select(&self, request: &RouteRequest, now: Instant) -> Result<Routed, NotRouted> {
+        let inner = &*self.inner;
+        let mut membership = inner.membership.lock();
+        if membership.workers.is_empty() {
+            return Err(NotRouted::NoWorkers);
+        }
+        let states = self.snapshot(&membership.workers, request, now);
+        let eligible: Vec<WorkerState> = states
+            .iter()
+            .filter(|w| !inner.config.thresholds.is_busy(&w.load))
+            .copied()
+            .collect();
+        if eligible.is_empty() {
+            let uncached_tokens = states
+                .iter()
+                .map(|w| self.uncached_tokens(request, w))
+                .min()
+                .unwrap_or(request.prompt_tokens);
+            return Err(NotRouted::AllBusy { uncached_tokens });
+        }
+        let bound = match (&membership.affinity, &request.session_id) {
+            (Some(affinity), Some(session)) => affinity
+                .worker(session, now)
+                .filter(|w| eligible.iter().any(|e| e.worker == *w)),
+            _ => None,
+        };
+        let decision = match bound {
+            Some(worker) => Decision::Route(worker),
+            None => {
+                let context = RouteContext {
+                    blocks: &request.blocks,
+                    prompt_tokens: request.prompt_tokens,
+                    block_size: inner.config.block_size,
+                    expected_output_tokens: request.expected_output_tokens,
+                };
+                inner.policy.route(&context, &eligible)
+            }
+        };
+        let chosen = match decision {
+            Decision::Route(worker) => eligible
+                .iter()
+                .find(|w| w.worker == worker)
+                .ok_or(NotRouted::IneligibleChoice(worker))?,
+            Decision::Queue => {
+                let uncached_tokens = eligible
+                    .iter()
+                    .map(|w| self.uncached_tokens(request, w))
+                    .min()
+                    .unwrap_or(request.prompt_tokens);
+                return Err(NotRouted::AllBusy { uncached_tokens });
+            }
+            Decision::Overloaded => return Err(NotRouted::Overloaded),
+        };
+        let guard = inner.load.book(
+            chosen.worker,
+            Booking {
+                blocks: request.blocks.clone(),
+                prefill_tokens: self.uncached_tokens(request, chosen),
+                expected_output_tokens: request.expected_output_tokens.map_or(0, u64::from),
+            },
+        );
+        inner.source.routed(chosen.worker, &request.blocks, now);
+        if let (Some(affinity), Some(session)) = (&mut membership.affinity, &request.session_id) {
+            affinity.bind(session, chosen.worker, now);
+        }
+        record_decision(request, chosen, inner.config.block_size);
+        Ok(Routed {
+            worker: chosen.worker,
+            cached: chosen.cached,
+            in_flight: chosen.in_flight,
+            guard,
+        })
+    }
+
+    /// Every member's state for this request, sorted by worker id.
+    fn snapshot(
+        &self,
+        workers: &BTreeSet<WorkerId>,
+        request: &RouteRequest,
+        now: Instant,
+    ) -> Vec<WorkerState> {
+        let mut overlaps: Vec<(WorkerId, TierOverlap)> = self
+            .inner
+            .source
+            .overlaps(&request.blocks, now)
+            .iter()
+            .collect();
+        overlaps.sort_unstable_by_key(|(worker, _)| *worker);
+        let mut cached = overlaps.into_iter().peekable();
+        self.inner
+            .load
+            .with_prefixes(workers.iter().copied(), &request.blocks)
+            .into_iter()
+            .map(|(worker, load, in_flight)| {
+                // Both lists are sorted by worker id: merge them.
+                while cached.next_if(|(w, _)| *w < worker).is_some() {}
+                let cached = cached
+                    .next_if(|(w, _)| *w == worker)
+                    .map(|(_, overlap)| overlap)
+                    .unwrap_or_default();
+                WorkerState {
+                    worker,
+                    cached,
+                    in_flight,
+                    load,
+                }
+            })
+            .collect()
+    }
+
+    /// The prompt tokens `worker` would compute: those past its cached or in-flight prefix.
+    fn uncached_tokens(&self, request: &RouteRequest, worker: &WorkerState) -> u64 {
+        let held = worker.cached.total().max(worker.in_flight);
+        let held_tokens = u64::from(held) * u64::from(self.inner.config.block_size.get());
+        request.prompt_tokens.saturating_sub(held_tokens)
+    }
+}
+
+fn record_decision(request: &RouteRequest, chosen: &WorkerState, block_size: BlockSize) {
+    metrics::counter!("dynamo_router_decisions_total", "worker" => chosen.worker.to_string())
+        .increment(1);
+    let cached = chosen.cached.total();
+    metrics::histogram!("dynamo_router_overlap_blocks").record(f64::from(cached));
+    if request.prompt_tokens > 0 {
+        let cached_tokens =
+            (u64::from(cached) * u64::from(block_size.get())).min(request.prompt_tokens);
+        metrics::histogram!("dynamo_router_cache_hit_ratio")
+            .record(cached_tokens as f64 / request.prompt_tokens as f64);
+    }
+}

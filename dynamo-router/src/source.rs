@@ -1,0 +1,54 @@
+//! Where the router learns which worker caches what: KV events, or its own decisions.
+
+use std::time::Instant;
+
+use dynamo_core::{SequenceHash, WorkerId};
+
+use crate::approx::ApproxIndex;
+use crate::index::{Overlaps, SharedIndex};
+
+/// What the router knows of the workers' caches.
+///
+/// Two implementations ship with the crate: [`SharedIndex`], fed by the engines' KV events,
+/// and [`ApproxIndex`], fed by the router's own decisions for engines that publish none.
+pub trait OverlapSource: Send + Sync + 'static {
+    /// How deep each worker's cached prefix goes for these sequence hashes, at `now`.
+    fn overlaps(&self, blocks: &[SequenceHash], now: Instant) -> Overlaps;
+
+    /// The router just sent a request with these prompt blocks to `worker`. Sources that learn
+    /// from events ignore it.
+    fn routed(&self, worker: WorkerId, blocks: &[SequenceHash], now: Instant);
+
+    /// `worker` left: forget everything it held.
+    fn remove_worker(&self, worker: WorkerId);
+}
+
+impl OverlapSource for SharedIndex {
+    fn overlaps(&self, blocks: &[SequenceHash], _now: Instant) -> Overlaps {
+        SharedIndex::overlaps(self, blocks)
+    }
+
+    fn routed(&self, _worker: WorkerId, _blocks: &[SequenceHash], _now: Instant) {}
+
+    fn remove_worker(&self, worker: WorkerId) {
+        SharedIndex::remove_worker(self, worker);
+    }
+}
+
+impl OverlapSource for ApproxIndex {
+    fn overlaps(&self, blocks: &[SequenceHash], now: Instant) -> Overlaps {
+        ApproxIndex::overlaps(self, blocks, now)
+    }
+
+    fn routed(&self, worker: WorkerId, blocks: &[SequenceHash], now: Instant) {
+        // The only possible error is an index full of workers; the prediction is then skipped,
+        // which costs cache hits, never correctness. It is counted for the operator.
+        if self.record(worker, blocks, now).is_err() {
+            metrics::counter!("dynamo_router_approx_skipped_total").increment(1);
+        }
+    }
+
+    fn remove_worker(&self, worker: WorkerId) {
+        ApproxIndex::remove_worker(self, worker);
+    }
+}
