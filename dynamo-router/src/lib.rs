@@ -58,6 +58,7 @@ mod load;
 mod policy;
 mod queue;
 mod selector;
+mod service;
 mod source;
 
 pub use affinity::AffinityConfig;
@@ -75,4 +76,5 @@ pub use policy::{
 };
 pub use queue::{QueueFull, QueueOrder, QueuePosition, WaitQueue};
 pub use selector::{NotRouted, RouteRequest, Routed, SelectorConfig, WorkerSelector};
+pub use service::{RouterBuilder, RouterService};
 pub use source::OverlapSource;

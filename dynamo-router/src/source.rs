@@ -23,6 +23,12 @@ pub trait OverlapSource: Send + Sync + 'static {
     fn remove_worker(&self, worker: WorkerId);
 }
 
+impl std::fmt::Debug for dyn OverlapSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OverlapSource")
+    }
+}
+
 impl OverlapSource for SharedIndex {
     fn overlaps(&self, blocks: &[SequenceHash], _now: Instant) -> Overlaps {
         SharedIndex::overlaps(self, blocks)
@@ -50,5 +56,19 @@ impl OverlapSource for ApproxIndex {
 
     fn remove_worker(&self, worker: WorkerId) {
         ApproxIndex::remove_worker(self, worker);
+    }
+}
+
+impl<S: OverlapSource + ?Sized> OverlapSource for Box<S> {
+    fn overlaps(&self, blocks: &[SequenceHash], now: Instant) -> Overlaps {
+        (**self).overlaps(blocks, now)
+    }
+
+    fn routed(&self, worker: WorkerId, blocks: &[SequenceHash], now: Instant) {
+        (**self).routed(worker, blocks, now);
+    }
+
+    fn remove_worker(&self, worker: WorkerId) {
+        (**self).remove_worker(worker);
     }
 }

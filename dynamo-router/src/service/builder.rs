@@ -1,0 +1,125 @@
+//! Configuring a [`RouterService`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dynamo_core::BlockSize;
+use parking_lot::RwLock;
+
+use super::waiting::WaitingRoom;
+use super::{Inner, RouterService};
+use crate::affinity::AffinityConfig;
+use crate::approx::{ApproxConfig, ApproxIndex};
+use crate::busy::BusyThresholds;
+use crate::index::SharedIndex;
+use crate::policy::{ExpectedTtft, Router};
+use crate::queue::QueueOrder;
+use crate::selector::{SelectorConfig, WorkerSelector};
+use crate::source::OverlapSource;
+
+/// Builds a [`RouterService`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`policy`](Self::policy) | [`ExpectedTtft`] with its defaults |
+/// | cache knowledge: [`kv_events`](Self::kv_events), [`approximate`](Self::approximate) | approximate mode, 120 s TTL (it is the only one that learns without an event feed) |
+/// | [`thresholds`](Self::thresholds) | none: no worker is ever busy |
+/// | [`queue`](Self::queue) | first come first served, 1,024 waiting requests |
+/// | [`session_affinity`](Self::session_affinity) | off |
+///
+/// ```
+/// use dynamo_core::BlockSize;
+/// use dynamo_router::{BusyThresholds, KvCost, QueueOrder, RouterService, SharedIndex};
+///
+/// let block_size = BlockSize::new(64)?;
+/// let index = SharedIndex::new(block_size); // feed it the workers' KV events
+/// let router = RouterService::builder(block_size)
+///     .policy(KvCost::default())
+///     .kv_events(index.clone())
+///     .thresholds(BusyThresholds { max_active_requests: Some(256), ..Default::default() })
+///     .queue(QueueOrder::ShortestUncachedFirst, 4096)
+///     .build();
+/// assert_eq!(router.queued(), 0);
+/// # Ok::<(), dynamo_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RouterBuilder {
+    config: SelectorConfig,
+    policy: Option<Box<dyn Router>>,
+    source: Option<Box<dyn OverlapSource>>,
+    queue_order: QueueOrder,
+    queue_capacity: usize,
+}
+
+impl RouterBuilder {
+    pub(super) fn new(block_size: BlockSize) -> Self {
+        RouterBuilder {
+            config: SelectorConfig::new(block_size),
+            policy: None,
+            source: None,
+            queue_order: QueueOrder::Fcfs,
+            queue_capacity: 1024,
+        }
+    }
+
+    /// The routing policy.
+    pub fn policy(mut self, policy: impl Router) -> Self {
+        self.policy = Some(Box::new(policy));
+        self
+    }
+
+    /// Learn the workers' caches from their KV events, applied to `index` by the caller (or a
+    /// transport).
+    pub fn kv_events(self, index: SharedIndex) -> Self {
+        self.overlap_source(index)
+    }
+
+    /// Predict the workers' caches from the router's own decisions (engines without events).
+    pub fn approximate(self, config: ApproxConfig) -> Self {
+        let block_size = self.config.block_size;
+        self.overlap_source(ApproxIndex::new(block_size, config))
+    }
+
+    /// Any other source of cache knowledge.
+    pub fn overlap_source(mut self, source: impl OverlapSource) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// When a worker counts as busy and takes no new request.
+    pub fn thresholds(mut self, thresholds: BusyThresholds) -> Self {
+        self.config.thresholds = thresholds;
+        self
+    }
+
+    /// The order and the capacity of the queue used while every worker is busy.
+    pub fn queue(mut self, order: QueueOrder, capacity: usize) -> Self {
+        self.queue_order = order;
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// Keep the requests of a session (`RoutingHints::session_id`) on one worker.
+    pub fn session_affinity(mut self, config: AffinityConfig) -> Self {
+        self.config.affinity = Some(config);
+        self
+    }
+
+    /// The router, with no workers yet.
+    pub fn build(self) -> RouterService {
+        let block_size = self.config.block_size;
+        let policy = self
+            .policy
+            .unwrap_or_else(|| Box::new(ExpectedTtft::default()));
+        let source = self
+            .source
+            .unwrap_or_else(|| Box::new(ApproxIndex::new(block_size, ApproxConfig::default())));
+        RouterService {
+            inner: Arc::new(Inner {
+                selector: WorkerSelector::new(self.config, policy, source),
+                engines: RwLock::new(HashMap::new()),
+                waiting: WaitingRoom::new(self.queue_order, self.queue_capacity),
+            }),
+        }
+    }
+}

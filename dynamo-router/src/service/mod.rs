@@ -1,0 +1,248 @@
+//! The router as a tower `Service`: an Engine in front of a changing set of worker Engines.
+
+mod builder;
+mod stream;
+mod waiting;
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use dynamo_core::{BoxEngine, Engine, EngineExt, Error, GenerateRequest, TokenStream, WorkerId};
+use futures::future::BoxFuture;
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+use tower::discover::{Change, Discover};
+
+use crate::selector::{NotRouted, RouteRequest, WorkerSelector};
+
+pub use builder::RouterBuilder;
+use stream::{Booked, GuardedStream};
+use waiting::WaitingRoom;
+
+/// A KV-aware router in front of worker engines; itself an [`Engine`], so it nests.
+///
+/// For each request the service hashes the prompt once, asks its [`WorkerSelector`] for a
+/// worker (a snapshot of cached prefixes and booked load, the policy's decision, and the load
+/// booked, in one step), then dispatches to that worker's engine and streams its tokens back.
+/// The booking is released when the stream ends, fails or is dropped, and its prefill part at
+/// the first token.
+///
+/// **Readiness and backpressure.** `poll_ready` is always ready: the service is a cheap,
+/// cloneable handle, and capacity is decided per request. When every worker is busy (see
+/// [`BusyThresholds`](crate::BusyThresholds)) a request waits in a bounded queue, served in
+/// the configured [`QueueOrder`](crate::QueueOrder), until a booking is released; when the
+/// queue is full it fails at once with [`Error::Overloaded`], which a gateway answers with 503.
+/// The chosen worker's own readiness is awaited before dispatch.
+///
+/// **Membership** changes through [`insert_worker`](RouterService::insert_worker) and
+/// [`remove_worker`](RouterService::remove_worker), or from a [`Discover`] stream driven by the
+/// future that [`discover`](RouterService::discover) returns. A removed worker gets no new
+/// requests, its cached blocks are forgotten, and its active streams run to their end.
+///
+/// **Metrics** (through the `metrics` crate): `dynamo_router_decisions_total{worker}`,
+/// `dynamo_router_overlap_blocks` and `dynamo_router_cache_hit_ratio` (histograms, per
+/// decision), `dynamo_router_queue_depth` (gauge), `dynamo_router_rejected_total{reason}`.
+///
+/// ```
+/// use dynamo_core::{BlockSize, EchoEngine, EngineExt, GenerateRequest, WorkerId};
+/// use dynamo_router::RouterService;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), dynamo_core::Error> {
+/// let router = RouterService::builder(BlockSize::new(4)?).build();
+/// router.insert_worker(WorkerId::new(1), EchoEngine::new());
+/// router.insert_worker(WorkerId::new(2), EchoEngine::new());
+///
+/// let request = GenerateRequest::new("r1", "echo", vec![1, 2, 3, 4, 5]).with_max_tokens(3);
+/// let generation = router.clone().generate_all(request).await?;
+/// assert_eq!(generation.tokens, [1, 2, 3]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RouterService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    selector: WorkerSelector,
+    engines: RwLock<HashMap<WorkerId, BoxEngine>>,
+    waiting: WaitingRoom,
+}
+
+impl RouterService {
+    /// Start configuring a router for blocks of `block_size` tokens.
+    pub fn builder(block_size: dynamo_core::BlockSize) -> RouterBuilder {
+        RouterBuilder::new(block_size)
+    }
+
+    /// The routing core: workers, booked load, policy.
+    pub fn selector(&self) -> &WorkerSelector {
+        &self.inner.selector
+    }
+
+    /// The number of requests waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.inner.waiting.len()
+    }
+
+    /// Add (or replace) a worker and its engine.
+    pub fn insert_worker<E>(&self, worker: WorkerId, engine: E)
+    where
+        E: Engine + Clone + Send + Sync + 'static,
+        E::Future: Send + 'static,
+    {
+        self.inner
+            .engines
+            .write()
+            .insert(worker, engine.boxed_engine());
+        self.inner.selector.insert_worker(worker);
+        self.inner.waiting.wake_next();
+    }
+
+    /// Remove a worker: no new requests go to it; its active streams run to their end.
+    pub fn remove_worker(&self, worker: WorkerId) {
+        self.inner.selector.remove_worker(worker);
+        self.inner.engines.write().remove(&worker);
+    }
+
+    /// A future that applies the membership changes of `discover` until it ends; spawn it on
+    /// your runtime.
+    ///
+    /// # Errors
+    ///
+    /// The first error of the discovery stream, which ends the future.
+    pub fn discover<D>(
+        &self,
+        discover: D,
+    ) -> impl Future<Output = Result<(), D::Error>> + Send + 'static
+    where
+        D: Discover<Key = WorkerId> + Send + 'static,
+        D::Service: Engine + Clone + Send + Sync + 'static,
+        <D::Service as Service<GenerateRequest>>::Future: Send + 'static,
+    {
+        let router = self.clone();
+        async move {
+            let mut discover = std::pin::pin!(discover);
+            while let Some(change) = poll_fn(|cx| discover.as_mut().poll_discover(cx)).await {
+                match change? {
+                    Change::Insert(worker, engine) => router.insert_worker(worker, engine),
+                    Change::Remove(worker) => router.remove_worker(worker),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Inner {
+    async fn dispatch(self: Arc<Self>, request: GenerateRequest) -> Result<TokenStream, Error> {
+        let route = RouteRequest::new(&request, self.selector.config().block_size);
+        let booked = self.place(&route, request.cancellation()).await?;
+        let engine = self.engines.read().get(&booked.worker()).cloned();
+        let Some(mut engine) = engine else {
+            return Err(Error::unavailable(format!(
+                "worker {} left before the request reached it",
+                booked.worker()
+            )));
+        };
+        let stream = engine.generate(request).await?;
+        Ok(TokenStream::new(
+            GuardedStream::new(stream, booked),
+            CancellationToken::new(),
+        ))
+    }
+
+    /// Book a worker for `route`, waiting in the queue while every worker is busy.
+    async fn place(
+        self: &Arc<Self>,
+        route: &RouteRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Booked, Error> {
+        let mut ticket = None;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let uncached_tokens = match self.select(route) {
+                Ok(booked) => {
+                    if ticket.is_some() {
+                        // Woken and placed: there may be room for the next one too.
+                        self.waiting.wake_next();
+                    }
+                    return Ok(booked);
+                }
+                Err(NotRouted::AllBusy { uncached_tokens }) => uncached_tokens,
+                Err(other) => return Err(rejection(other)),
+            };
+            let wait = self
+                .waiting
+                .enter(route.priority, uncached_tokens, &mut ticket)
+                .ok_or_else(|| {
+                    reject("queue_full");
+                    Error::Overloaded {
+                        message: format!(
+                            "every worker is busy and {} requests are already waiting",
+                            self.waiting.capacity()
+                        ),
+                        retry_after: Some(std::time::Duration::from_secs(1)),
+                    }
+                })?;
+            // A booking released between the failed selection and entering the queue found
+            // nobody to wake: look once more before sleeping.
+            match self.select(route) {
+                Ok(booked) => return Ok(booked),
+                Err(NotRouted::AllBusy { .. }) => {}
+                Err(other) => return Err(rejection(other)),
+            }
+            wait.woken_or(cancel).await?;
+        }
+    }
+
+    fn select(self: &Arc<Self>, route: &RouteRequest) -> Result<Booked, NotRouted> {
+        let routed = self.selector.select(route, now_std())?;
+        Ok(Booked::new(routed.guard, self.clone()))
+    }
+}
+
+/// The current time, from tokio's clock so that paused-time tests control it.
+fn now_std() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn reject(reason: &'static str) {
+    metrics::counter!("dynamo_router_rejected_total", "reason" => reason).increment(1);
+}
+
+fn rejection(not_routed: NotRouted) -> Error {
+    match not_routed {
+        NotRouted::NoWorkers => {
+            reject("no_workers");
+            Error::unavailable("no worker is available")
+        }
+        NotRouted::Overloaded | NotRouted::AllBusy { .. } => {
+            reject("overloaded");
+            Error::overloaded("the routing policy refused the request")
+        }
+        other => Error::internal(other.to_string()),
+    }
+}
+
+impl Service<GenerateRequest> for RouterService {
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<TokenStream, Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        Box::pin(self.inner.clone().dispatch(request))
+    }
+}
