@@ -1,0 +1,172 @@
+//! The measurements, the same for every indexer: ingest throughput, lookups at arrival, live
+//! bytes per resident (worker, block) pair, and agreement with the exact answers.
+
+use std::time::{Duration, Instant};
+
+use dynamo_core::{KvEvent, LocalBlockHash, SequenceHash};
+
+use crate::alloc;
+use crate::stream::Stream;
+
+/// One prefix indexer behind the bench's common shape.
+///
+/// Events and queries are converted to the indexer's own types before any clock starts, so the
+/// timings cover the indexer's own API calls only. `apply` and `lookup` take their input by
+/// `&mut` so that an API that consumes its input can take it without a copy.
+pub trait Indexer {
+    /// An event in the indexer's own type.
+    type Event;
+    /// A query in the indexer's own type.
+    type Query;
+    /// What a lookup returns, in the indexer's own type.
+    type Answer;
+
+    /// The name in the table.
+    const NAME: &'static str;
+
+    /// An empty index for workers `0..workers`.
+    fn new(workers: u64) -> Self;
+
+    /// `event` in the indexer's own type.
+    fn event(&self, event: &KvEvent) -> Self::Event;
+
+    /// A request in the indexer's own type, from its blocks' sequence hashes and the same
+    /// blocks' local (content) hashes.
+    fn query(&self, sequence: &[SequenceHash], local: &[LocalBlockHash]) -> Self::Query;
+
+    /// Apply one event; `false` when the indexer rejected it.
+    fn apply(&mut self, event: &mut Self::Event) -> bool;
+
+    /// Wait until every event applied so far is visible to lookups (a no-op for synchronous
+    /// indexers).
+    fn sync(&mut self) {}
+
+    /// The per-worker overlap for one request.
+    fn lookup(&self, query: &mut Self::Query) -> Self::Answer;
+
+    /// `answer` as (worker, depth in blocks) pairs with a non-zero depth, in any order.
+    fn depths(&self, answer: &Self::Answer, out: &mut Vec<(u64, u32)>);
+}
+
+/// One line of the table.
+pub struct Row {
+    pub name: &'static str,
+    pub workers: u64,
+    pub ingest_events_per_s: f64,
+    pub ingest_blocks_per_s: f64,
+    pub lookups_per_s: f64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub bytes_per_resident: f64,
+    /// Live bytes of the freshly built, empty index.
+    pub empty_bytes: usize,
+    /// Queries, out of the stream's, where some worker's depth differs from the exact one.
+    pub wrong_answers: usize,
+    /// Events the indexer rejected during ingest (`None`: its API does not say).
+    pub rejected_events: Option<usize>,
+}
+
+/// Measure `I` on `stream`, `runs` times for each timing.
+pub fn measure<I: Indexer>(stream: &Stream, runs: usize) -> Row {
+    let (empty_bytes, full_bytes) = footprint::<I>(stream);
+    let bytes_per_resident = full_bytes as f64 / stream.resident_pairs.max(1) as f64;
+    let (ingest, rejected) = ingest::<I>(stream, runs);
+    let (latencies, wrong_answers) = lookups::<I>(stream, runs);
+    let total: u64 = latencies.iter().sum();
+    Row {
+        name: I::NAME,
+        workers: stream.workers,
+        ingest_events_per_s: stream.events as f64 / ingest.as_secs_f64(),
+        ingest_blocks_per_s: stream.blocks as f64 / ingest.as_secs_f64(),
+        lookups_per_s: latencies.len() as f64 / (total as f64 * 1e-9),
+        p50_ns: percentile(&latencies, 0.50),
+        p99_ns: percentile(&latencies, 0.99),
+        bytes_per_resident,
+        empty_bytes,
+        wrong_answers,
+        rejected_events: rejected,
+    }
+}
+
+/// Live heap bytes of a new, empty index and of the index holding the whole stream. Events are
+/// converted one at a time and dropped after they are applied, so only the index's own
+/// allocations remain.
+fn footprint<I: Indexer>(stream: &Stream) -> (usize, usize) {
+    let before = alloc::live_bytes();
+    let mut index = I::new(stream.workers);
+    let empty = alloc::live_bytes().saturating_sub(before);
+    for step in &stream.steps {
+        for event in &step.events {
+            let mut event = index.event(event);
+            index.apply(&mut event);
+        }
+        index.sync();
+    }
+    let grown = alloc::live_bytes().saturating_sub(before);
+    drop(index);
+    (empty, grown)
+}
+
+/// The median time to apply the whole stream to a fresh index, and the events it rejected.
+fn ingest<I: Indexer>(stream: &Stream, runs: usize) -> (Duration, Option<usize>) {
+    let mut times = Vec::with_capacity(runs);
+    let mut rejected = 0;
+    for _ in 0..runs {
+        let mut index = I::new(stream.workers);
+        let mut events: Vec<I::Event> = stream.events().map(|e| index.event(e)).collect();
+        rejected = 0;
+        let start = Instant::now();
+        for event in &mut events {
+            rejected += usize::from(!index.apply(event));
+        }
+        index.sync();
+        times.push(start.elapsed());
+        drop(events);
+        drop(index);
+    }
+    times.sort_unstable();
+    (times[times.len() / 2], Some(rejected))
+}
+
+/// Replay the stream `runs` times, timing each lookup at its request's arrival. Returns every
+/// lookup's latency in ns (all runs pooled) and the number of wrong answers of the first run.
+fn lookups<I: Indexer>(stream: &Stream, runs: usize) -> (Vec<u64>, usize) {
+    let mut latencies = Vec::with_capacity(runs * stream.steps.len());
+    let mut wrong = 0;
+    let mut depths = Vec::new();
+    for run in 0..runs {
+        let mut index = I::new(stream.workers);
+        let mut queries: Vec<I::Query> = (stream.steps.iter().zip(&stream.locals))
+            .map(|(step, local)| index.query(&step.query, local))
+            .collect();
+        let mut events: Vec<Vec<I::Event>> = stream
+            .steps
+            .iter()
+            .map(|s| s.events.iter().map(|e| index.event(e)).collect())
+            .collect();
+        for (i, query) in queries.iter_mut().enumerate() {
+            let start = Instant::now();
+            let answer = index.lookup(query);
+            latencies.push(start.elapsed().as_nanos() as u64);
+            if run == 0 {
+                depths.clear();
+                index.depths(&answer, &mut depths);
+                depths.sort_unstable();
+                wrong += usize::from(depths != stream.expected[i]);
+            }
+            drop(answer);
+            for event in &mut events[i] {
+                index.apply(event);
+            }
+            index.sync();
+        }
+    }
+    (latencies, wrong)
+}
+
+fn percentile(values: &[u64], q: f64) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(rank).copied().unwrap_or(0)
+}

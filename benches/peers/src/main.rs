@@ -1,0 +1,116 @@
+//! Side-by-side benchmark of `dynamo-router`'s prefix index against published Rust prefix
+//! indexers, on the same KV event stream. See README.md.
+//!
+//! ```text
+//! cargo run --release -- [--trace PATH] [--runs N] [--workers 8,64,256]
+//! ```
+
+mod alloc;
+mod bench;
+mod indexers;
+mod report;
+mod stream;
+
+use std::path::PathBuf;
+
+use bench::{Row, measure};
+use indexers::{
+    dynamo_crtc::DynamoCrtc, dynamo_positional::DynamoPositional, dynamo_radix::DynamoRadix,
+    kv_index_chain::KvIndexChain, ours::Ours,
+};
+use stream::Stream;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
+/// The Mooncake FAST'25 trace, from the project's shared folder.
+const DEFAULT_TRACE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/traces/mooncake-fast25/synthetic_trace.jsonl"
+);
+
+struct Args {
+    trace: PathBuf,
+    runs: usize,
+    workers: Vec<u64>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        trace: PathBuf::from(DEFAULT_TRACE),
+        runs: 5,
+        workers: vec![8, 64, 256],
+    };
+    let mut given = std::env::args().skip(1);
+    while let Some(flag) = given.next() {
+        let mut value = || given.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--trace" => args.trace = PathBuf::from(value()?),
+            "--runs" => {
+                args.runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?;
+                if args.runs == 0 {
+                    return Err("--runs must be at least 1".into());
+                }
+            }
+            "--workers" => {
+                args.workers = value()?
+                    .split(',')
+                    .map(|w| w.trim().parse().map_err(|e| format!("--workers: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: dynamo-peers-bench [--trace PATH] [--runs N] [--workers 8,64,256]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
+    let trace = stream::load_trace(&args.trace).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1);
+    });
+    eprintln!(
+        "trace: {} ({} requests), {} runs per timing",
+        args.trace.display(),
+        trace.len(),
+        args.runs
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    let mut streams = Vec::new();
+    for &workers in &args.workers {
+        let stream = Stream::new(&trace, workers);
+        eprintln!(
+            "W={workers}: {} events, {} blocks, {} resident (worker, block) pairs at the end",
+            stream.events, stream.blocks, stream.resident_pairs
+        );
+        assert_eq!(
+            indexers::ours::resident_pairs(&stream),
+            stream.resident_pairs as u64,
+            "our index and the reference model disagree on what is resident"
+        );
+        let measurements: [fn(&Stream, usize) -> Row; 5] = [
+            measure::<Ours>,
+            measure::<DynamoRadix>,
+            measure::<DynamoPositional>,
+            measure::<DynamoCrtc>,
+            measure::<KvIndexChain>,
+        ];
+        for measurement in measurements {
+            let row = measurement(&stream, args.runs);
+            eprintln!("  measured {}", row.name);
+            rows.push(row);
+        }
+        streams.push(report::Summary::of(&stream));
+    }
+    report::print(&rows, &streams, trace.len());
+}
