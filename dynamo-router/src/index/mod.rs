@@ -9,6 +9,7 @@
 
 mod error;
 mod overlap;
+mod query;
 mod residents;
 mod shared;
 mod snapshot;
@@ -26,7 +27,7 @@ pub use overlap::{Overlaps, TierOverlap};
 pub use shared::SharedIndex;
 pub use snapshot::{IndexSnapshot, WorkerSnapshot};
 
-use residents::{Change, Residents, SpillTable, fastest_tier, slot_of, tier_bit, tiers_of};
+use residents::{Change, Residents, SpillTable, tier_bit};
 use workers::WorkerTable;
 
 /// Told when a worker's event ids skip ahead, meaning events were lost.
@@ -279,52 +280,6 @@ impl KvIndex {
         self.clear(slot, u8::MAX);
         self.workers.release(slot);
         held
-    }
-
-    /// For a request's sequence hashes, how deep each worker's cached prefix goes.
-    pub fn overlaps(&self, hashes: &[SequenceHash]) -> Overlaps {
-        let mut done: Vec<(u32, TierOverlap)> = Vec::new();
-        let mut alive: Vec<(u32, TierOverlap)> = Vec::new();
-        for (position, hash) in hashes.iter().enumerate() {
-            let Some(residents) = self.blocks.get(hash) else {
-                break;
-            };
-            let residents = residents.as_slice(&self.spill);
-            if position == 0 {
-                alive.extend(residents.iter().map(|&r| {
-                    let mut overlap = TierOverlap::default();
-                    overlap.add(fastest_tier(tiers_of(r)));
-                    (slot_of(r), overlap)
-                }));
-                continue;
-            }
-            // Both lists are sorted by slot: intersect them with a merge.
-            let (mut kept, mut j) = (0, 0);
-            for k in 0..alive.len() {
-                let (slot, mut overlap) = alive[k];
-                while j < residents.len() && slot_of(residents[j]) < slot {
-                    j += 1;
-                }
-                if j < residents.len() && slot_of(residents[j]) == slot {
-                    overlap.add(fastest_tier(tiers_of(residents[j])));
-                    alive[kept] = (slot, overlap);
-                    kept += 1;
-                } else {
-                    done.push((slot, overlap));
-                }
-            }
-            alive.truncate(kept);
-            if alive.is_empty() {
-                break;
-            }
-        }
-        done.extend(alive);
-        Overlaps {
-            workers: done
-                .into_iter()
-                .filter_map(|(slot, overlap)| Some((self.workers.id(slot)?, overlap)))
-                .collect(),
-        }
     }
 
     /// The tiers `slot` holds `hash` in, as a bit mask (0: none).

@@ -35,11 +35,15 @@ impl TierOverlap {
     }
 
     pub(crate) fn add(&mut self, tier: StorageTier) {
+        self.add_n(tier, 1);
+    }
+
+    pub(crate) fn add_n(&mut self, tier: StorageTier, blocks: u32) {
         match tier {
-            StorageTier::Device => self.device += 1,
-            StorageTier::Host => self.host += 1,
-            StorageTier::Disk => self.disk += 1,
-            StorageTier::Remote => self.remote += 1,
+            StorageTier::Device => self.device += blocks,
+            StorageTier::Host => self.host += blocks,
+            StorageTier::Disk => self.disk += blocks,
+            StorageTier::Remote => self.remote += blocks,
         }
     }
 }
