@@ -1,54 +1,113 @@
 //! KV-cache-aware routing for LLM inference.
 //!
 //! A router sends each request to the worker that already caches the longest part of its
-//! prompt, without piling every request that shares a hot prefix onto one worker. This crate
-//! holds its parts; `docs/router.md` explains the design and the measured figures.
+//! prompt, without piling every request that shares a hot prefix onto one worker. This crate is
+//! that router, in parts you can use alone or together; `docs/router.md` explains the design and
+//! the measured figures.
 //!
-//! - [`KvIndex`]: which worker caches which blocks, fed by [`KvEvent`](dynamo_core::KvEvent)s;
-//!   answers "how deep does each worker's cached prefix go" for a request's block hashes, split
-//!   by storage tier. [`SharedIndex`] shares one index between the event task and the routing
-//!   tasks.
-//! - [`LoadTracker`]: per-worker load (active requests, prefill tokens, decode blocks), booked
-//!   before dispatch and released by a [`LoadGuard`] when the request ends, however it ends.
+//! | layer | what it does |
+//! |---|---|
+//! | [`RouterService`] | a tower `Service` (and so an [`Engine`](dynamo_core::Engine)) in front of a changing set of worker engines: hashes each prompt once, picks a worker, books its load, dispatches, streams the tokens back, releases the load |
+//! | [`WorkerSelector`] | the same decision without I/O: snapshot, policy, booking in one step; what a simulator or your own dispatcher calls |
+//! | [`Router`] policies | [`ExpectedTtft`] (ours, the default), [`KvCost`] (NVIDIA Dynamo's cost, the baseline), [`RoundRobin`], [`Random`], [`PowerOfTwoChoices`], [`LeastLoaded`] |
+//! | cache knowledge ([`OverlapSource`]) | [`SharedIndex`] over a [`KvIndex`], fed by the engines' [`KvEvent`](dynamo_core::KvEvent)s; or [`ApproxIndex`], which predicts caches from the router's own decisions when engines publish no events |
+//! | load | [`LoadTracker`]: active requests, prefill tokens (released at the first token), decode blocks (shared prompt blocks counted once), booked before dispatch and released by a [`LoadGuard`] however the request ends |
+//! | admission | [`BusyThresholds`] mark workers busy; while all are, requests wait in a bounded [`WaitQueue`] ([`QueueOrder::Fcfs`] or [`QueueOrder::ShortestUncachedFirst`]) and are refused as overloaded when it is full; [`AffinityConfig`] keeps a session on one worker |
 //!
-//! Routing policies and the router as a tower `Service` are being built next (see the README's
-//! crate table).
+//! # Example: a router in front of workers
 //!
-//! # Example
+//! Workers here are echo engines; in production they are remote engines from a transport, or
+//! local models. KV events from the workers go into the [`SharedIndex`].
 //!
 //! ```
-//! use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
-//! use dynamo_router::{Booking, LoadTracker, SharedIndex};
+//! use dynamo_core::{
+//!     BlockHasher, BlockSize, EchoEngine, EngineExt, GenerateRequest, KvEvent, KvEventData,
+//!     StorageTier, WorkerId,
+//! };
+//! use dynamo_router::{KvCost, RouterService, SharedIndex};
 //!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let block_size = BlockSize::new(4)?;
-//! let hasher = BlockHasher::new(block_size);
 //! let index = SharedIndex::new(block_size);
-//! let load = LoadTracker::new();
+//! let router = RouterService::builder(block_size)
+//!     .policy(KvCost::default())
+//!     .kv_events(index.clone())
+//!     .build();
+//! for id in 1..=3 {
+//!     router.insert_worker(WorkerId::new(id), EchoEngine::new());
+//! }
 //!
-//! // Worker 2 reports that it cached a 12-token prompt.
-//! let prompt: Vec<u32> = (100..112).collect();
+//! // Worker 2 reports (through whatever event plane you use) that it cached this prompt.
+//! let prompt: Vec<u32> = (100..116).collect();
 //! index.apply(&KvEvent {
 //!     worker: WorkerId::new(2),
 //!     event_id: 0,
 //!     tier: StorageTier::Device,
-//!     data: KvEventData::Stored { parent: None, block_size, blocks: hasher.hash_blocks(&prompt) },
+//!     data: KvEventData::Stored {
+//!         parent: None,
+//!         block_size,
+//!         blocks: BlockHasher::new(block_size).hash_blocks(&prompt),
+//!     },
 //! })?;
 //!
-//! // A new request that repeats the prompt: hash it once, ask the index, book the load.
-//! let hashes = hasher.sequence_hashes(&prompt);
-//! let overlaps = index.overlaps(&hashes);
-//! let (best, overlap) = overlaps.iter().max_by_key(|(_, o)| o.total()).expect("one worker");
-//! assert_eq!((best, overlap.device), (WorkerId::new(2), 3));
-//! let uncached = prompt.len() as u64 - u64::from(overlap.total()) * 4;
-//! let guard = load.book(best, Booking { blocks: hashes, prefill_tokens: uncached, expected_output_tokens: 0 });
-//! assert_eq!(load.load(best).active_requests, 1);
-//! drop(guard);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! // A request that repeats it goes to worker 2; the load is booked while it streams.
+//! let request = GenerateRequest::new("r1", "model", prompt).with_max_tokens(2);
+//! let mut stream = router.clone().generate(request).await?;
+//! assert_eq!(router.selector().load().load(WorkerId::new(2)).active_requests, 1);
+//! while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+//!     chunk?;
+//! }
+//! assert_eq!(router.selector().load().load(WorkerId::new(2)).active_requests, 0);
+//! # Ok(())
+//! # }
 //! ```
+//!
+//! # Embedding it in your service
+//!
+//! `RouterService` is a cheap, cloneable handle: keep one in your application state and call it
+//! from your handlers, behind any tower layers you already use (timeouts, rate limits). Feed
+//! membership from your discovery with [`RouterService::insert_worker`] and
+//! [`RouterService::remove_worker`], or spawn the future of [`RouterService::discover`] over a
+//! `tower::discover::Discover` stream. Map [`Error`](dynamo_core::Error) classes to your
+//! protocol's statuses: `overloaded` (the wait queue is full) to 503 with `Retry-After`,
+//! `unavailable` (no worker) to 503, `invalid_request` to 400. The facade crate's example
+//! `router_http` is a complete axum app that does this
+//! (`cargo run --example router_http --features router`).
+//!
+//! A handler needs nothing more than this:
+//!
+//! ```
+//! use dynamo_core::{EngineExt, Error, GenerateRequest};
+//! use dynamo_router::RouterService;
+//!
+//! /// Route one prompt and collect the answer's tokens.
+//! async fn complete(router: &RouterService, id: String, prompt: Vec<u32>) -> Result<Vec<u32>, Error> {
+//!     let request = GenerateRequest::new(id, "model", prompt).with_max_tokens(64);
+//!     Ok(router.clone().generate_all(request).await?.tokens)
+//! }
+//! ```
+//!
+//! # Choosing a policy
+//!
+//! [`ExpectedTtft`] estimates each worker's time to first token from its queued prefill work
+//! and the request's uncached tokens, and credits prefixes that in-flight requests are
+//! computing, which the engines' events do not report yet; [`KvCost`] is the incumbent's cost
+//! in blocks, kept as the baseline. Both take a temperature for softmax sampling and a seed for
+//! reproducible runs. The cache-blind policies are for comparison and for engines without
+//! prefix caching. Write your own by implementing [`Router`]: one method, a pure decision.
+//!
+//! # Concurrency
+//!
+//! The index is a reader-writer lock around one hash map ([`SharedIndex`]): lookups share the
+//! read lock, event batches take the write lock once. A routing decision (snapshot, policy,
+//! booking) holds the selector's mutex for a few microseconds, so that two requests never
+//! decide on the same load. The crate has no lock-free structures, hence no loom models; a
+//! stress test runs readers against a writer.
 //!
 //! # Features
 //!
-//! `dynamo-router` has no optional features yet.
+//! `dynamo-router` has no optional features.
 
 mod affinity;
 mod approx;

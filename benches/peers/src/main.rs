@@ -2,8 +2,11 @@
 //! indexers, on the same KV event stream. See README.md.
 //!
 //! ```text
-//! cargo run --release -- [--trace PATH] [--runs N] [--workers 8,64,256]
+//! cargo run --release -- [--trace PATH] [--runs N] [--workers 8,64,256] [--scale N]
 //! ```
+//!
+//! `--scale N` replays N copies of the trace, their hash ids in disjoint ranges and their
+//! requests interleaved, as one longer trace (see [`stream::scaled`]).
 
 mod alloc;
 mod bench;
@@ -33,6 +36,7 @@ struct Args {
     trace: PathBuf,
     runs: usize,
     workers: Vec<u64>,
+    scale: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         trace: PathBuf::from(DEFAULT_TRACE),
         runs: 5,
         workers: vec![8, 64, 256],
+        scale: 1,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -58,9 +63,15 @@ fn parse_args() -> Result<Args, String> {
                     .map(|w| w.trim().parse().map_err(|e| format!("--workers: {e}")))
                     .collect::<Result<_, _>>()?;
             }
+            "--scale" => {
+                args.scale = value()?.parse().map_err(|e| format!("--scale: {e}"))?;
+                if args.scale == 0 {
+                    return Err("--scale must be at least 1".into());
+                }
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: dynamo-peers-bench [--trace PATH] [--runs N] [--workers 8,64,256]"
+                    "usage: dynamo-peers-bench [--trace PATH] [--runs N] [--workers 8,64,256] [--scale N]"
                 );
                 std::process::exit(0);
             }
@@ -79,9 +90,12 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(1);
     });
+    let requests = trace.len();
+    let trace = stream::scaled(trace, args.scale);
     eprintln!(
-        "trace: {} ({} requests), {} runs per timing",
+        "trace: {} ({requests} requests), scale {} ({} requests), {} runs per timing",
         args.trace.display(),
+        args.scale,
         trace.len(),
         args.runs
     );
@@ -90,8 +104,9 @@ fn main() {
     for &workers in &args.workers {
         let stream = Stream::new(&trace, workers);
         eprintln!(
-            "W={workers}: {} events, {} blocks, {} resident (worker, block) pairs at the end",
-            stream.events, stream.blocks, stream.resident_pairs
+            "W={workers}: {} events, {} blocks, {} resident (worker, block) pairs and {} resident \
+             distinct blocks at the end",
+            stream.events, stream.blocks, stream.resident_pairs, stream.resident_blocks
         );
         assert_eq!(
             indexers::ours::resident_pairs(&stream),
@@ -112,5 +127,5 @@ fn main() {
         }
         streams.push(report::Summary::of(&stream));
     }
-    report::print(&rows, &streams, trace.len());
+    report::print(&rows, &streams, args.scale, trace.len());
 }

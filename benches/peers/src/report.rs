@@ -10,6 +10,7 @@ pub struct Summary {
     pub events: usize,
     pub blocks: usize,
     pub resident_pairs: usize,
+    pub resident_blocks: usize,
 }
 
 impl Summary {
@@ -19,12 +20,14 @@ impl Summary {
             events: stream.events,
             blocks: stream.blocks,
             resident_pairs: stream.resident_pairs,
+            resident_blocks: stream.resident_blocks,
         }
     }
 }
 
 /// Print the table, the stream sizes and the ratios ours / best peer for each worker count.
-pub fn print(rows: &[Row], streams: &[Summary], lookups: usize) {
+/// `scale` is the number of trace copies replayed, `lookups` the requests of the replayed trace.
+pub fn print(rows: &[Row], streams: &[Summary], scale: u64, lookups: usize) {
     println!(
         "| indexer | W | ingest events/s | ingest blocks/s | lookup/s | p50 ns | p99 ns | bytes/resident | wrong answers |"
     );
@@ -45,9 +48,9 @@ pub fn print(rows: &[Row], streams: &[Summary], lookups: usize) {
     }
     println!();
     println!(
-        "| W | events | blocks in events | resident (worker, block) pairs | rejected events |"
+        "| scale | W | requests | events | blocks in events | resident (worker, block) pairs | resident distinct blocks | rejected events |"
     );
-    println!("|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|");
     for stream in streams {
         let rejected: Vec<String> = rows
             .iter()
@@ -58,11 +61,12 @@ pub fn print(rows: &[Row], streams: &[Summary], lookups: usize) {
             })
             .collect();
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {scale} | {} | {lookups} | {} | {} | {} | {} | {} |",
             stream.workers,
             stream.events,
             stream.blocks,
             stream.resident_pairs,
+            stream.resident_blocks,
             rejected.join(", ")
         );
     }

@@ -56,6 +56,29 @@ pub fn load_trace(path: &Path) -> Result<Vec<Vec<u64>>, String> {
         .collect()
 }
 
+/// `scale` copies of `trace` as one longer trace. Copy `k` (0-based) has every hash id shifted by
+/// `k * (max_id + 1)`, so that the copies share no block and no prefix, and the copies are
+/// interleaved request by request (request 0 of copies 0, 1, ..., then request 1 of each, ...),
+/// so the longer trace stays a mix of all copies rather than `scale` phases. Scale 1 is `trace`.
+pub fn scaled(trace: Vec<Vec<u64>>, scale: u64) -> Vec<Vec<u64>> {
+    if scale <= 1 {
+        return trace;
+    }
+    let stride = trace.iter().flatten().max().map_or(0, |&max| max + 1);
+    assert!(
+        stride.checked_mul(scale).is_some(),
+        "the scaled hash ids must fit in 64 bits"
+    );
+    let mut out = Vec::with_capacity(trace.len() * scale as usize);
+    for ids in &trace {
+        for copy in 0..scale {
+            let shift = copy * stride;
+            out.push(ids.iter().map(|&id| id + shift).collect());
+        }
+    }
+    out
+}
+
 /// One worker count's replay: the steps, their exact answers and a few totals.
 pub struct Stream {
     /// Worker ids run from 0 to `workers - 1`.
@@ -71,6 +94,8 @@ pub struct Stream {
     pub blocks: usize,
     /// (worker, block) pairs held once the whole stream is applied.
     pub resident_pairs: usize,
+    /// Distinct blocks held by at least one worker once the whole stream is applied.
+    pub resident_blocks: usize,
 }
 
 impl Stream {
@@ -97,6 +122,7 @@ impl Stream {
             events,
             blocks,
             resident_pairs: reference.resident_pairs(),
+            resident_blocks: reference.resident_blocks(),
         }
     }
 
@@ -191,5 +217,9 @@ impl Reference {
 
     fn resident_pairs(&self) -> usize {
         self.held.iter().map(HashSet::len).sum()
+    }
+
+    fn resident_blocks(&self) -> usize {
+        self.held.iter().flatten().collect::<HashSet<_>>().len()
     }
 }

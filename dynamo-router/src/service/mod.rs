@@ -142,6 +142,8 @@ impl RouterService {
 
 impl Inner {
     async fn dispatch(self: Arc<Self>, request: GenerateRequest) -> Result<TokenStream, Error> {
+        // A request no engine would accept books nothing.
+        request.validate()?;
         let route = RouteRequest::new(&request, self.selector.config().block_size);
         let booked = self.place(&route, request.cancellation()).await?;
         let engine = self.engines.read().get(&booked.worker()).cloned();
