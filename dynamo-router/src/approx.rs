@@ -18,8 +18,8 @@ use crate::index::{IndexError, KvIndex, Overlaps};
 /// How long and how much the approximate mode remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApproxConfig {
-    /// A predicted block is forgotten this long after the last request that routed it.
-    /// Default: 120 s.
+    /// A predicted block is forgotten this long after the last request that routed it (checked
+    /// every 1/64 of the TTL, so up to that much later). Default: 120 s.
     pub ttl: Option<Duration>,
     /// At most this many predicted blocks per worker, least recently routed dropped first.
     /// Default: none (bounded by the TTL alone). Set it to the engine's cache size in blocks.
@@ -47,9 +47,12 @@ struct WorkerPredictions {
 #[derive(Debug)]
 struct Predictions {
     index: KvIndex,
-    workers: HashMap<WorkerId, WorkerPredictions>,
+    workers: HashMap<WorkerId, WorkerPredictions, foldhash::fast::RandomState>,
     config: ApproxConfig,
     next_stamp: u64,
+    /// When to look for expired predictions next: every 1/64 of the TTL, so that a query does
+    /// not visit every worker.
+    next_expiry: Option<Instant>,
 }
 
 /// A prefix index fed by the router's own decisions instead of KV events; cheap to clone.
@@ -80,9 +83,10 @@ impl ApproxIndex {
         ApproxIndex {
             inner: Arc::new(Mutex::new(Predictions {
                 index: KvIndex::new(block_size),
-                workers: HashMap::new(),
+                workers: HashMap::default(),
                 config,
                 next_stamp: 0,
+                next_expiry: None,
             })),
         }
     }
@@ -150,6 +154,10 @@ impl Predictions {
         let Some(ttl) = self.config.ttl else {
             return;
         };
+        if self.next_expiry.is_some_and(|next| now < next) {
+            return;
+        }
+        self.next_expiry = Some(now + ttl / 64);
         for (&worker, held) in &mut self.workers {
             let mut expired = Vec::new();
             while let Some(entry) = held.by_stamp.first_entry() {

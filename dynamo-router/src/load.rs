@@ -69,7 +69,7 @@ impl WorkerBook {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct LoadTracker {
-    books: Arc<Mutex<HashMap<WorkerId, WorkerBook>>>,
+    books: Arc<Mutex<HashMap<WorkerId, WorkerBook, foldhash::fast::RandomState>>>,
 }
 
 impl LoadTracker {

@@ -17,7 +17,7 @@ struct SlotState {
 /// Maps workers to small slot numbers, reusing the slots of removed workers.
 #[derive(Debug, Default)]
 pub(super) struct WorkerTable {
-    by_id: HashMap<WorkerId, u32>,
+    by_id: HashMap<WorkerId, u32, foldhash::fast::RandomState>,
     slots: Vec<Option<SlotState>>,
     free: Vec<u32>,
 }
