@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use dynamo_core::{BlockSize, SequenceHash, StorageTier, WorkerId};
+use dynamo_core::{
+    BlockSize, HashedBlock, KvEvent, KvEventData, LocalBlockHash, SequenceHash, StorageTier,
+    WorkerId,
+};
 use serde::{Deserialize, Serialize};
 
 use super::residents::{Residents, pack, slot_of, tier_bit, tiers_of};
@@ -21,9 +24,10 @@ pub struct WorkerSnapshot {
 
 /// A dump of a whole index, for replicas and for resynchronising after a restart.
 ///
-/// The index keeps only sequence hashes (that is what keeps it small), so the dump is a list of
-/// held blocks per worker and tier rather than a replay of the engines' `Stored` events, whose
-/// parent links and local hashes the index never stored.
+/// [`KvIndex::restore`] rebuilds an identical index from it. For consumers that speak only
+/// events, [`IndexSnapshot::to_events`] turns it into an event stream with the same content.
+/// The index keeps only sequence hashes (that is what keeps it small), so the dump lists held
+/// blocks per worker and tier; the engines' parent links and local hashes are not in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexSnapshot {
     /// The block size of the index.
@@ -102,5 +106,57 @@ impl KvIndex {
             index.workers.add_blocks(slot, added);
         }
         Ok(index)
+    }
+}
+
+impl IndexSnapshot {
+    /// The dump as events: for each worker and tier it holds blocks in, a `Cleared`, then one
+    /// `Stored` per block with no parent. Applied to an empty [`KvIndex`] of the same block
+    /// size, they give the same overlaps as the dumped index.
+    ///
+    /// Each worker's events are numbered so that the last one is just below the worker's
+    /// `next_event_id` (from 0 when there are more events than that), so that the worker's live
+    /// events continue the stream without a gap. Local hashes are not kept by the index: each
+    /// block's local hash is set to its sequence hash.
+    pub fn to_events(&self) -> Vec<KvEvent> {
+        let mut events = Vec::new();
+        for worker in &self.workers {
+            let count: u64 = worker
+                .blocks
+                .values()
+                .map(|hashes| 1 + hashes.len() as u64)
+                .sum();
+            let first_id = worker
+                .next_event_id
+                .map_or(0, |next| next.saturating_sub(count));
+            let mut event_id = first_id;
+            let mut push = |tier, data| {
+                events.push(KvEvent {
+                    worker: worker.worker,
+                    event_id,
+                    tier,
+                    data,
+                });
+                event_id += 1;
+            };
+            for (&tier, hashes) in &worker.blocks {
+                push(tier, KvEventData::Cleared);
+                for &sequence in hashes {
+                    let block = HashedBlock {
+                        local: LocalBlockHash(sequence.0),
+                        sequence,
+                    };
+                    push(
+                        tier,
+                        KvEventData::Stored {
+                            parent: None,
+                            block_size: self.block_size,
+                            blocks: vec![block],
+                        },
+                    );
+                }
+            }
+        }
+        events
     }
 }
