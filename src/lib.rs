@@ -8,7 +8,7 @@
 //! | crate | what it holds | status |
 //! |---|---|---|
 //! | [`dynamo-core`](dynamo_core) | tokens, block hashing, requests, token streams, KV events, the [`Engine`] abstraction, errors | available, re-exported at the root |
-//! | `dynamo-router` | the KV prefix index and load tracking; routing policies to come | in progress, as `dynamo::router` with the `router` feature |
+//! | `dynamo-router` | the KV prefix index, load tracking, routing policies and the router as a tower `Service` | available, as `dynamo::router` with the `router` feature |
 //!
 //! # Example
 //!
