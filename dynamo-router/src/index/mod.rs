@@ -256,7 +256,17 @@ impl KvIndex {
             }
         }
         self.workers.remove_blocks(slot, removed);
+        self.shrink_when_sparse();
         unknown
+    }
+
+    /// Give memory back after a wave of removals: when the map is less than a quarter full,
+    /// shrink it to twice its length (so that the next shrink needs another halving).
+    fn shrink_when_sparse(&mut self) {
+        let capacity = self.blocks.capacity();
+        if capacity > 1024 && self.blocks.len() < capacity / 4 {
+            self.blocks.shrink_to(self.blocks.len() * 2);
+        }
     }
 
     /// Drop `tier` bits of `slot` from every block.
@@ -268,6 +278,7 @@ impl KvIndex {
             !residents.is_empty()
         });
         self.workers.remove_blocks(slot, removed);
+        self.shrink_when_sparse();
     }
 
     /// Forget a worker: all its blocks in every tier, and its event-id history. Returns how many
