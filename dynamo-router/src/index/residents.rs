@@ -212,6 +212,11 @@ fn merge_tiers(resident: &mut Resident, tiers: u8) -> Change {
 }
 
 fn insert_sorted(list: &mut Vec<Resident>, slot: u32, tiers: u8) -> Change {
+    // Workers that join a hot block in slot order (round-robin, or a fleet warming up) append.
+    if list.last().is_none_or(|&last| slot_of(last) < slot) {
+        list.push(pack(slot, tiers));
+        return Change::Residency;
+    }
     match list.binary_search_by_key(&slot, |&r| slot_of(r)) {
         Ok(i) => merge_tiers(&mut list[i], tiers),
         Err(i) => {
