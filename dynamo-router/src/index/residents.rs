@@ -3,7 +3,8 @@
 //! A resident is a worker slot and the set of tiers the worker holds the block in, packed into
 //! a `u32` (`slot << 4 | tier mask`). A block's residents are kept sorted by slot, so that an
 //! overlap query intersects them with a merge. Up to two residents live inline in the map
-//! value; more spill into a side table of lists, addressed by index.
+//! value; more spill into one arena of chunks, addressed by offset: a chunk's length and its
+//! residents sit side by side, so reading a spilled list costs one memory access, not two.
 
 use dynamo_core::StorageTier;
 
@@ -64,42 +65,138 @@ pub(crate) enum Change {
     None,
 }
 
-/// The lists of blocks with more than two residents.
+/// The resident lists of blocks with more than two residents, in one arena.
+///
+/// A chunk of class `c` is `4 << c` words: a header (`class << 24 | length`) and room for
+/// `(4 << c) - 1` residents. A list that outgrows its chunk moves to a chunk of the next class;
+/// freed chunks are reused by class.
 #[derive(Debug, Default)]
 pub(crate) struct SpillTable {
-    lists: Vec<Vec<Resident>>,
-    free: Vec<u32>,
+    arena: Vec<u32>,
+    free: Vec<Vec<u32>>,
+}
+
+const LENGTH_BITS: u32 = 24;
+const LENGTH_MASK: u32 = (1 << LENGTH_BITS) - 1;
+
+fn chunk_words(class: u32) -> usize {
+    4 << class
 }
 
 impl SpillTable {
-    fn allocate(&mut self, list: Vec<Resident>) -> u32 {
-        match self.free.pop() {
-            Some(index) => {
-                self.lists[index as usize] = list;
-                index
-            }
+    fn header(&self, chunk: u32) -> (u32, usize) {
+        let header = self.arena[chunk as usize];
+        (header >> LENGTH_BITS, (header & LENGTH_MASK) as usize)
+    }
+
+    fn set_length(&mut self, chunk: u32, class: u32, length: usize) {
+        self.arena[chunk as usize] = (class << LENGTH_BITS) | length as u32;
+    }
+
+    /// The residents of a chunk.
+    fn list(&self, chunk: u32) -> &[Resident] {
+        let (_, length) = self.header(chunk);
+        let start = chunk as usize + 1;
+        &self.arena[start..start + length]
+    }
+
+    fn list_mut(&mut self, chunk: u32) -> &mut [Resident] {
+        let (_, length) = self.header(chunk);
+        let start = chunk as usize + 1;
+        &mut self.arena[start..start + length]
+    }
+
+    /// A chunk of `class` holding `residents`.
+    fn allocate(&mut self, class: u32, residents: &[Resident]) -> u32 {
+        let chunk = match self.free.get_mut(class as usize).and_then(Vec::pop) {
+            Some(chunk) => chunk,
             None => {
-                self.lists.push(list);
-                (self.lists.len() - 1) as u32
+                let chunk = self.arena.len();
+                self.arena.resize(chunk + chunk_words(class), NONE);
+                chunk as u32
             }
+        };
+        let start = chunk as usize + 1;
+        self.arena[start..start + residents.len()].copy_from_slice(residents);
+        self.set_length(chunk, class, residents.len());
+        chunk
+    }
+
+    fn release(&mut self, chunk: u32) {
+        let (class, _) = self.header(chunk);
+        if self.free.len() <= class as usize {
+            self.free.resize_with(class as usize + 1, Vec::new);
+        }
+        self.free[class as usize].push(chunk);
+    }
+
+    /// Add `tiers` to `slot` in the list at `chunk`, moving it to a larger chunk when full.
+    fn insert(&mut self, chunk: &mut u32, slot: u32, tiers: u8) -> Change {
+        let list = self.list(*chunk);
+        let at = if list.last().is_none_or(|&last| slot_of(last) < slot) {
+            // Workers that join a hot block in slot order append.
+            list.len()
+        } else {
+            match list.binary_search_by_key(&slot, |&r| slot_of(r)) {
+                Ok(i) => return merge_tiers(&mut self.list_mut(*chunk)[i], tiers),
+                Err(i) => i,
+            }
+        };
+        let (class, length) = self.header(*chunk);
+        if length + 1 < chunk_words(class) {
+            let start = *chunk as usize + 1;
+            self.arena
+                .copy_within(start + at..start + length, start + at + 1);
+            self.arena[start + at] = pack(slot, tiers);
+            self.set_length(*chunk, class, length + 1);
+        } else {
+            let mut grown = Vec::with_capacity(length + 1);
+            grown.extend_from_slice(&list_of(&self.arena, *chunk, length)[..at]);
+            grown.push(pack(slot, tiers));
+            grown.extend_from_slice(&list_of(&self.arena, *chunk, length)[at..]);
+            self.release(*chunk);
+            *chunk = self.allocate(class + 1, &grown);
+        }
+        Change::Residency
+    }
+
+    /// Remove `tiers` from `slot` in the list at `chunk`.
+    fn remove(&mut self, chunk: u32, slot: u32, tiers: u8) -> Change {
+        let Ok(i) = self
+            .list(chunk)
+            .binary_search_by_key(&slot, |&r| slot_of(r))
+        else {
+            return Change::None;
+        };
+        let resident = &mut self.list_mut(chunk)[i];
+        let before = tiers_of(*resident);
+        let after = before & !tiers;
+        if after == before {
+            Change::None
+        } else if after != 0 {
+            *resident = pack(slot, after);
+            Change::Tiers
+        } else {
+            let (class, length) = self.header(chunk);
+            let start = chunk as usize + 1;
+            self.arena
+                .copy_within(start + i + 1..start + length, start + i);
+            self.set_length(chunk, class, length - 1);
+            Change::Residency
         }
     }
 
-    fn release(&mut self, index: u32) -> Vec<Resident> {
-        self.free.push(index);
-        std::mem::take(&mut self.lists[index as usize])
-    }
-
-    /// Heap bytes held by the spilled lists.
+    /// Heap bytes held by the arena.
     pub(crate) fn heap_bytes(&self) -> usize {
-        let headers = self.lists.capacity() * std::mem::size_of::<Vec<Resident>>();
-        let items: usize = self
-            .lists
-            .iter()
-            .map(|l| l.capacity() * std::mem::size_of::<Resident>())
-            .sum();
-        headers + items + self.free.capacity() * 4
+        self.arena.capacity() * 4
+            + self.free.iter().map(|f| f.capacity() * 4).sum::<usize>()
+            + self.free.capacity() * std::mem::size_of::<Vec<u32>>()
     }
+}
+
+fn list_of(arena: &[u32], chunk: u32, length: usize) -> &[Resident] {
+    let start = chunk as usize + 1;
+    &arena[start..start + length]
 }
 
 impl Residents {
@@ -111,7 +208,7 @@ impl Residents {
     /// The residents, sorted by slot.
     pub(crate) fn as_slice<'a>(&'a self, spill: &'a SpillTable) -> &'a [Resident] {
         match self.0 {
-            [NONE, index] if index != NONE => &spill.lists[index as usize],
+            [NONE, chunk] if chunk != NONE => spill.list(chunk),
             [_, NONE] => &self.0[..1],
             _ => &self.0,
         }
@@ -120,8 +217,10 @@ impl Residents {
     /// Add `tiers` to `slot`'s residency.
     pub(crate) fn insert(&mut self, slot: u32, tiers: u8, spill: &mut SpillTable) -> Change {
         match self.0 {
-            [NONE, index] if index != NONE => {
-                insert_sorted(&mut spill.lists[index as usize], slot, tiers)
+            [NONE, mut chunk] if chunk != NONE => {
+                let change = spill.insert(&mut chunk, slot, tiers);
+                self.0[1] = chunk;
+                change
             }
             [a, NONE] if slot_of(a) == slot => merge_tiers(&mut self.0[0], tiers),
             [a, NONE] => {
@@ -136,10 +235,15 @@ impl Residents {
             [a, _] if slot_of(a) == slot => merge_tiers(&mut self.0[0], tiers),
             [_, b] if slot_of(b) == slot => merge_tiers(&mut self.0[1], tiers),
             [a, b] => {
-                let mut list = Vec::with_capacity(4);
-                list.extend([a, b]);
-                insert_sorted(&mut list, slot, tiers);
-                self.0 = [NONE, spill.allocate(list)];
+                let new = pack(slot, tiers);
+                let list = if slot < slot_of(a) {
+                    [new, a, b]
+                } else if slot < slot_of(b) {
+                    [a, new, b]
+                } else {
+                    [a, b, new]
+                };
+                self.0 = [NONE, spill.allocate(0, &list)];
                 Change::Residency
             }
         }
@@ -148,9 +252,7 @@ impl Residents {
     /// Remove `tiers` from `slot`'s residency; the slot leaves when no tier is left.
     pub(crate) fn remove(&mut self, slot: u32, tiers: u8, spill: &mut SpillTable) -> Change {
         let change = match self.0 {
-            [NONE, index] if index != NONE => {
-                remove_sorted(&mut spill.lists[index as usize], slot, tiers)
-            }
+            [NONE, chunk] if chunk != NONE => spill.remove(chunk, slot, tiers),
             [a, b] => {
                 let i = if slot_of(a) == slot {
                     0
@@ -173,16 +275,17 @@ impl Residents {
                 };
             }
         };
-        // Shrink a spilled list that fits inline again.
-        if let [NONE, index] = self.0
-            && index != NONE
-            && spill.lists[index as usize].len() <= 2
+        // Bring a spilled list that fits inline again back inline.
+        if let [NONE, chunk] = self.0
+            && chunk != NONE
+            && spill.list(chunk).len() <= 2
         {
-            let list = spill.release(index);
+            let list = spill.list(chunk);
             self.0 = [
                 list.first().copied().unwrap_or(NONE),
                 list.get(1).copied().unwrap_or(NONE),
             ];
+            spill.release(chunk);
         }
         change
     }
@@ -211,38 +314,6 @@ fn merge_tiers(resident: &mut Resident, tiers: u8) -> Change {
     }
 }
 
-fn insert_sorted(list: &mut Vec<Resident>, slot: u32, tiers: u8) -> Change {
-    // Workers that join a hot block in slot order (round-robin, or a fleet warming up) append.
-    if list.last().is_none_or(|&last| slot_of(last) < slot) {
-        list.push(pack(slot, tiers));
-        return Change::Residency;
-    }
-    match list.binary_search_by_key(&slot, |&r| slot_of(r)) {
-        Ok(i) => merge_tiers(&mut list[i], tiers),
-        Err(i) => {
-            list.insert(i, pack(slot, tiers));
-            Change::Residency
-        }
-    }
-}
-
-fn remove_sorted(list: &mut Vec<Resident>, slot: u32, tiers: u8) -> Change {
-    let Ok(i) = list.binary_search_by_key(&slot, |&r| slot_of(r)) else {
-        return Change::None;
-    };
-    let before = tiers_of(list[i]);
-    let after = before & !tiers;
-    if after == before {
-        Change::None
-    } else if after == 0 {
-        list.remove(i);
-        Change::Residency
-    } else {
-        list[i] = pack(slot, after);
-        Change::Tiers
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,11 +338,9 @@ mod tests {
         assert_eq!(r.remove(9, 1, &mut spill), Change::None);
         assert_eq!(r.remove(9, 2, &mut spill), Change::Residency);
         assert_eq!(slots(&r, &spill), [2, 5]);
-        assert_eq!(
-            spill.free.len(),
-            1,
-            "the list was released when it fit inline"
-        );
+        // The 3-resident chunk was freed when the list grew to 4, the 7-resident chunk when it
+        // fit inline again.
+        assert_eq!(spill.free.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
         assert_eq!(r.remove(2, 1, &mut spill), Change::Residency);
         assert_eq!(r.remove(5, 1, &mut spill), Change::Residency);
         assert!(r.is_empty());
