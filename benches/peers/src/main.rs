@@ -16,7 +16,7 @@ mod stream;
 
 use std::path::PathBuf;
 
-use bench::{Row, measure};
+use bench::{Indexer, Row, measure};
 use indexers::{
     dynamo_crtc::DynamoCrtc, dynamo_positional::DynamoPositional, dynamo_radix::DynamoRadix,
     kv_index_chain::KvIndexChain, ours::Ours,
@@ -32,11 +32,15 @@ const DEFAULT_TRACE: &str = concat!(
     "/../../../shared/traces/mooncake-fast25/synthetic_trace.jsonl"
 );
 
+type Measurement = fn(&Stream, usize) -> Row;
+
 struct Args {
     trace: PathBuf,
     runs: usize,
     workers: Vec<u64>,
     scale: u64,
+    /// Measure only the indexers whose name contains this.
+    only: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
         runs: 5,
         workers: vec![8, 64, 256],
         scale: 1,
+        only: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -63,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
                     .map(|w| w.trim().parse().map_err(|e| format!("--workers: {e}")))
                     .collect::<Result<_, _>>()?;
             }
+            "--only" => args.only = Some(value()?),
             "--scale" => {
                 args.scale = value()?.parse().map_err(|e| format!("--scale: {e}"))?;
                 if args.scale == 0 {
@@ -71,7 +77,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: dynamo-peers-bench [--trace PATH] [--runs N] [--workers 8,64,256] [--scale N]"
+                    "usage: dynamo-peers-bench [--trace PATH] [--runs N] [--workers 8,64,256] [--scale N] [--only NAME]"
                 );
                 std::process::exit(0);
             }
@@ -113,14 +119,19 @@ fn main() {
             stream.resident_pairs as u64,
             "our index and the reference model disagree on what is resident"
         );
-        let measurements: [fn(&Stream, usize) -> Row; 5] = [
-            measure::<Ours>,
-            measure::<DynamoRadix>,
-            measure::<DynamoPositional>,
-            measure::<DynamoCrtc>,
-            measure::<KvIndexChain>,
+        let measurements: [(&str, Measurement); 5] = [
+            (Ours::NAME, measure::<Ours>),
+            (DynamoRadix::NAME, measure::<DynamoRadix>),
+            (DynamoPositional::NAME, measure::<DynamoPositional>),
+            (DynamoCrtc::NAME, measure::<DynamoCrtc>),
+            (KvIndexChain::NAME, measure::<KvIndexChain>),
         ];
-        for measurement in measurements {
+        let chosen = measurements.into_iter().filter(|(name, _)| {
+            args.only
+                .as_ref()
+                .is_none_or(|only| name.contains(only.as_str()))
+        });
+        for (_, measurement) in chosen {
             let row = measurement(&stream, args.runs);
             eprintln!("  measured {}", row.name);
             rows.push(row);
