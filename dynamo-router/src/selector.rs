@@ -231,12 +231,7 @@ impl WorkerSelector {
             .copied()
             .collect();
         if eligible.is_empty() {
-            let uncached_tokens = states
-                .iter()
-                .map(|w| self.uncached_tokens(request, w))
-                .min()
-                .unwrap_or(request.prompt_tokens);
-            return Err(NotRouted::AllBusy { uncached_tokens });
+            return Err(self.all_busy(request, &states));
         }
         let bound = match (&membership.affinity, &request.session_id) {
             (Some(affinity), Some(session)) => affinity
@@ -261,14 +256,7 @@ impl WorkerSelector {
                 .iter()
                 .find(|w| w.worker == worker)
                 .ok_or(NotRouted::IneligibleChoice(worker))?,
-            Decision::Queue => {
-                let uncached_tokens = eligible
-                    .iter()
-                    .map(|w| self.uncached_tokens(request, w))
-                    .min()
-                    .unwrap_or(request.prompt_tokens);
-                return Err(NotRouted::AllBusy { uncached_tokens });
-            }
+            Decision::Queue => return Err(self.all_busy(request, &eligible)),
             Decision::Overloaded => return Err(NotRouted::Overloaded),
         };
         let guard = inner.load.book(
@@ -326,6 +314,16 @@ impl WorkerSelector {
                 }
             })
             .collect()
+    }
+
+    /// The request must wait; it is queued by the least work any of `workers` would do for it.
+    fn all_busy(&self, request: &RouteRequest, workers: &[WorkerState]) -> NotRouted {
+        let uncached_tokens = workers
+            .iter()
+            .map(|w| self.uncached_tokens(request, w))
+            .min()
+            .unwrap_or(request.prompt_tokens);
+        NotRouted::AllBusy { uncached_tokens }
     }
 
     /// The prompt tokens `worker` would compute: those past its cached or in-flight prefix.

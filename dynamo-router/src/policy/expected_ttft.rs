@@ -167,16 +167,13 @@ impl ExpectedTtft {
     /// The cost of sending `request` to `worker`, in ms: expected time to first token, the
     /// prefill work added, and decode pressure.
     pub fn cost(&self, request: &RouteContext<'_>, worker: &WorkerState) -> f64 {
-        let uncached = self.uncached_tokens(request, worker);
-        let ttft = self
+        let work = self
             .config
             .prefill
-            .time_ms(worker.load.active_prefill_tokens + uncached);
-        let work = self.config.prefill.time_ms(uncached);
-        let shared = (worker.in_flight as usize).min(request.blocks.len());
-        let new_blocks = (request.blocks.len() - shared) as u64 + 1;
-        let held = worker.load.active_decode_blocks + new_blocks;
-        ttft + self.config.compute_weight * work + self.config.decode_ms_per_block * held as f64
+            .time_ms(self.uncached_tokens(request, worker));
+        let ttft = self.expected_ttft_ms(request, worker);
+        let held = worker.decode_blocks_with(request) as f64;
+        ttft + self.config.compute_weight * work + self.config.decode_ms_per_block * held
     }
 }
 

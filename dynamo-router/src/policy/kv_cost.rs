@@ -124,9 +124,7 @@ impl KvCost {
         let load = &worker.load;
         let queued = (load.active_prefill_tokens + request.prompt_tokens) as f64 / block_size;
         let prefill = (queued - self.config.credits.credit(&worker.cached)).max(0.0);
-        let shared = (worker.in_flight as usize).min(request.blocks.len());
-        let new_blocks = (request.blocks.len() - shared) as f64 + 1.0;
-        let decode = load.active_decode_blocks as f64 + new_blocks;
+        let decode = worker.decode_blocks_with(request) as f64;
         self.config.prefill_scale * prefill
             + decode
             + self.config.request_weight * f64::from(load.active_requests)
