@@ -1,0 +1,383 @@
+//! One simulated worker: a vLLM-like scheduler over a paged, prefix-cached KV pool.
+//!
+//! The worker knows no clock. [`SimWorker::step`] runs one engine step and says how long it
+//! took; the caller (the virtual-clock replay, or a live engine that sleeps) advances time.
+
+use std::collections::VecDeque;
+
+use dynamo_core::{BlockSize, HashedBlock, KvEventData, LocalBlockHash, SequenceHash};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::pool::KvPool;
+use crate::timing::{StepShape, StepTiming};
+
+/// The settings of a simulated worker; the defaults are those of NVIDIA Dynamo's mocker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// KV blocks in the cache. Default 16,384.
+    pub num_gpu_blocks: u64,
+    /// Tokens per KV block. Default 64.
+    pub block_size: BlockSize,
+    /// The token budget of one step. Default 8,192.
+    pub max_num_batched_tokens: u64,
+    /// The most sequences running at once. Default 256.
+    pub max_num_seqs: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            num_gpu_blocks: 16_384,
+            block_size: BlockSize::new(64).unwrap_or_else(|_| unreachable!("64 is not zero")),
+            max_num_batched_tokens: 8_192,
+            max_num_seqs: 256,
+        }
+    }
+}
+
+/// A request as the simulated engine sees it: the hashes of its prompt's full blocks and its
+/// lengths; the tokens themselves do not matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimRequest {
+    /// An id unique on the worker.
+    pub id: u64,
+    /// The prompt's full blocks, hashed as the router hashes them.
+    pub prompt_blocks: Vec<HashedBlock>,
+    /// The prompt's length in tokens (at least the full blocks' tokens).
+    pub prompt_tokens: u64,
+    /// The number of tokens to generate, at least 1.
+    pub output_tokens: u64,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepReport {
+    /// How long the step took, in ms.
+    pub duration_ms: f64,
+    /// Requests whose first token the step produced.
+    pub first_tokens: Vec<u64>,
+    /// Requests that produced a token (first ones included).
+    pub produced: Vec<u64>,
+    /// Requests that finished; their blocks are released.
+    pub finished: Vec<u64>,
+    /// Cache changes, in order.
+    pub events: Vec<KvEventData>,
+    /// Prompt tokens computed (cache hits excluded).
+    pub prefill_tokens: u64,
+    /// Requests preempted (their KV freed, to be recomputed).
+    pub preempted: Vec<u64>,
+}
+
+/// The load of a worker, as an engine's metrics would report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerMetrics {
+    /// Requests waiting to be scheduled.
+    pub waiting: usize,
+    /// Requests scheduled (prefilling or decoding).
+    pub running: usize,
+    /// KV blocks held by requests.
+    pub blocks_in_use: u64,
+    /// KV blocks in the cache.
+    pub blocks_total: u64,
+}
+
+#[derive(Debug)]
+struct Sequence {
+    request: SimRequest,
+    /// Full blocks of prompt and output, as far as they are known.
+    blocks: Vec<HashedBlock>,
+    /// Leading blocks of `blocks` that this sequence has registered or pinned.
+    pinned: usize,
+    /// Private blocks held.
+    private: u64,
+    /// Tokens whose KV is computed.
+    computed: u64,
+    /// Tokens generated so far.
+    generated: u64,
+    /// Prompt tokens found in the cache at the first admission.
+    cached_tokens: Option<u64>,
+}
+
+impl Sequence {
+    fn tokens(&self) -> u64 {
+        self.request.prompt_tokens + self.generated
+    }
+
+    /// Whether the sequence must (re)compute tokens before it can decode.
+    fn prefilling(&self) -> bool {
+        self.computed < self.tokens()
+    }
+}
+
+/// One simulated engine worker.
+#[derive(Debug)]
+pub struct SimWorker {
+    config: EngineConfig,
+    timing: Box<dyn StepTiming>,
+    pool: KvPool,
+    waiting: VecDeque<Sequence>,
+    running: Vec<Sequence>,
+    /// The prompt tokens each finished or running request found cached, by id.
+    cached: Vec<(u64, u64)>,
+}
+
+impl SimWorker {
+    /// An idle worker with an empty cache.
+    pub fn new(config: EngineConfig, timing: impl StepTiming + 'static) -> Self {
+        SimWorker {
+            pool: KvPool::new(config.num_gpu_blocks, config.block_size),
+            config,
+            timing: Box::new(timing),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            cached: Vec::new(),
+        }
+    }
+
+    /// Queue a request.
+    pub fn add_request(&mut self, request: SimRequest) {
+        self.waiting.push_back(Sequence {
+            blocks: request.prompt_blocks.clone(),
+            request,
+            pinned: 0,
+            private: 0,
+            computed: 0,
+            generated: 0,
+            cached_tokens: None,
+        });
+    }
+
+    /// Whether the worker has anything to do.
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.running.is_empty()
+    }
+
+    /// The worker's load.
+    pub fn metrics(&self) -> WorkerMetrics {
+        WorkerMetrics {
+            waiting: self.waiting.len(),
+            running: self.running.len(),
+            blocks_in_use: self.pool.in_use(),
+            blocks_total: self.pool.capacity(),
+        }
+    }
+
+    /// The prompt tokens each request found cached at its first admission, drained.
+    pub fn drain_cache_hits(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.cached)
+    }
+
+    /// Run one step: schedule, then apply its work. `None` when there is nothing to do.
+    pub fn step(&mut self) -> Option<StepReport> {
+        if self.is_idle() {
+            return None;
+        }
+        let mut report = StepReport::default();
+        let mut budget = self.config.max_num_batched_tokens;
+        // (index in `running`, tokens scheduled)
+        let mut plan: Vec<(usize, u64)> = Vec::new();
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let sequence = &self.running[i];
+            // A prefilling sequence computes a chunk; a decoding one appends one token.
+            let (chunk, needed) = if sequence.prefilling() {
+                let chunk = (sequence.tokens() - sequence.computed).min(budget);
+                (chunk, sequence.computed + chunk)
+            } else {
+                (1, sequence.tokens() + 1)
+            };
+            if self.ensure_blocks(i, needed, &mut report) {
+                plan.push((i, chunk));
+                budget -= chunk;
+                i += 1;
+            }
+            // Otherwise the sequence itself was preempted: `running[i]` is the next one.
+        }
+        // As in vLLM, a step that had to preempt admits nothing new, unless nothing runs.
+        if report.preempted.is_empty() || plan.is_empty() {
+            self.admit(&mut budget, &mut plan);
+        }
+        if plan.is_empty() {
+            // Nothing runs and the first waiting request cannot be admitted into an empty
+            // cache: it needs more blocks than the cache has.
+            return self.reject_unservable(report);
+        }
+        let mut shape = StepShape {
+            kv_usage: self.pool.in_use() as f64 / self.pool.capacity().max(1) as f64,
+            ..StepShape::default()
+        };
+        for &(index, chunk) in &plan {
+            if self.running[index].prefilling() {
+                shape.prefill_tokens += chunk;
+            } else {
+                shape.decode_sequences += 1;
+            }
+        }
+        report.prefill_tokens = shape.prefill_tokens;
+        report.duration_ms = self.timing.step_ms(&shape);
+        for &(index, chunk) in &plan {
+            self.advance(index, chunk, &mut report);
+        }
+        self.finish(&mut report);
+        report.events = self.pool.drain_events();
+        Some(report)
+    }
+
+    /// Make sure `running[index]` holds blocks for `tokens` tokens, preempting the newest
+    /// running sequences while blocks are short. `false` when `running[index]` itself was
+    /// preempted.
+    fn ensure_blocks(&mut self, index: usize, tokens: u64, report: &mut StepReport) -> bool {
+        let block = u64::from(self.config.block_size.get());
+        loop {
+            let sequence = &self.running[index];
+            let held = sequence.pinned as u64 + sequence.private;
+            let needed = tokens.div_ceil(block).saturating_sub(held);
+            if self.pool.take(needed) {
+                self.running[index].private += needed;
+                return true;
+            }
+            let victim = self.running.len() - 1;
+            self.preempt(victim, report);
+            if victim == index {
+                return false;
+            }
+        }
+    }
+
+    /// Free a running sequence's blocks and send it back to the front of the queue; it will
+    /// recompute what it had (from the cache where it can).
+    fn preempt(&mut self, index: usize, report: &mut StepReport) {
+        let mut sequence = self.running.remove(index);
+        self.release(&mut sequence);
+        sequence.computed = 0;
+        report.preempted.push(sequence.request.id);
+        self.waiting.push_front(sequence);
+    }
+
+    fn release(&mut self, sequence: &mut Sequence) {
+        // Tail first, so that the tail is evicted first.
+        for block in sequence.blocks[..sequence.pinned].iter().rev() {
+            self.pool.unpin(block.sequence);
+        }
+        self.pool.release_private(sequence.private);
+        sequence.pinned = 0;
+        sequence.private = 0;
+    }
+
+    /// Move waiting sequences to running while the budget, the sequence cap and the cache
+    /// allow.
+    fn admit(&mut self, budget: &mut u64, plan: &mut Vec<(usize, u64)>) {
+        let block = u64::from(self.config.block_size.get());
+        while *budget > 0 && self.running.len() < self.config.max_num_seqs {
+            let Some(mut sequence) = self.waiting.pop_front() else {
+                break;
+            };
+            let tokens = sequence.tokens();
+            let full = ((tokens / block) as usize).min(sequence.blocks.len());
+            let mut hit = self.pool.cached_prefix(&sequence.blocks[..full]);
+            // At least one token is always computed, to produce the next one.
+            while hit > 0 && hit as u64 * block >= tokens {
+                hit -= 1;
+            }
+            let computed = hit as u64 * block;
+            let chunk = (tokens - computed).min(*budget);
+            let needed = (computed + chunk).div_ceil(block) - hit as u64;
+            if self.pool.obtainable() < needed + hit as u64 {
+                self.waiting.push_front(sequence);
+                break;
+            }
+            for block in &sequence.blocks[..hit] {
+                self.pool.pin(block.sequence);
+            }
+            if !self.pool.take(needed) {
+                for block in sequence.blocks[..hit].iter().rev() {
+                    self.pool.unpin(block.sequence);
+                }
+                self.waiting.push_front(sequence);
+                break;
+            }
+            sequence.pinned = hit;
+            sequence.private = needed;
+            sequence.computed = computed;
+            if sequence.cached_tokens.is_none() {
+                sequence.cached_tokens = Some(computed);
+                self.cached.push((sequence.request.id, computed));
+            }
+            *budget -= chunk;
+            plan.push((self.running.len(), chunk));
+            self.running.push(sequence);
+        }
+    }
+
+    /// Apply a step's work to `running[index]`.
+    fn advance(&mut self, index: usize, chunk: u64, report: &mut StepReport) {
+        let block = u64::from(self.config.block_size.get());
+        let sequence = &mut self.running[index];
+        let id = sequence.request.id;
+        if sequence.prefilling() {
+            sequence.computed += chunk;
+            if sequence.prefilling() {
+                self.register_full(index);
+                return;
+            }
+            // The prefill is done: this step samples a token.
+            if sequence.generated == 0 {
+                report.first_tokens.push(id);
+            }
+        }
+        let sequence = &mut self.running[index];
+        sequence.generated += 1;
+        sequence.computed = sequence.tokens();
+        // Output tokens fill blocks whose content is this request's own.
+        while (sequence.blocks.len() as u64 + 1) * block <= sequence.tokens() {
+            let position = sequence.blocks.len() as u64;
+            let local = LocalBlockHash(xxh3_64_with_seed(&position.to_le_bytes(), id));
+            let parent = sequence.blocks.last().map(|b| b.sequence);
+            sequence.blocks.push(HashedBlock {
+                local,
+                sequence: SequenceHash::chain(parent, local),
+            });
+        }
+        report.produced.push(id);
+        self.register_full(index);
+    }
+
+    /// Register the sequence's newly full blocks.
+    fn register_full(&mut self, index: usize) {
+        let block = u64::from(self.config.block_size.get());
+        let sequence = &mut self.running[index];
+        let full = ((sequence.computed / block) as usize).min(sequence.blocks.len());
+        while sequence.pinned < full && sequence.private > 0 {
+            let parent = sequence
+                .pinned
+                .checked_sub(1)
+                .map(|p| sequence.blocks[p].sequence);
+            self.pool.register(parent, sequence.blocks[sequence.pinned]);
+            sequence.private -= 1;
+            sequence.pinned += 1;
+        }
+    }
+
+    /// Release the sequences that produced their last token.
+    fn finish(&mut self, report: &mut StepReport) {
+        let mut index = 0;
+        while index < self.running.len() {
+            let sequence = &self.running[index];
+            if sequence.generated >= sequence.request.output_tokens && !sequence.prefilling() {
+                let mut sequence = self.running.remove(index);
+                self.release(&mut sequence);
+                report.finished.push(sequence.request.id);
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// The first waiting request needs more blocks than the whole cache: drop it as finished
+    /// with nothing produced, so the simulation goes on, and say so in the report.
+    fn reject_unservable(&mut self, mut report: StepReport) -> Option<StepReport> {
+        let sequence = self.waiting.pop_front()?;
+        report.finished.push(sequence.request.id);
+        Some(report)
+    }
+}
