@@ -38,7 +38,13 @@
 
 mod engine;
 mod pool;
+mod replay;
+mod summary;
 mod timing;
+mod trace;
 
 pub use engine::{EngineConfig, SimRequest, SimWorker, StepReport, WorkerMetrics};
+pub use replay::{CacheKnowledge, ReplayConfig, replay};
+pub use summary::{RequestRecord, Summary};
 pub use timing::{PolynomialTiming, StepShape, StepTiming};
+pub use trace::{TraceError, TraceRequest, engine_blocks, load_mooncake};
