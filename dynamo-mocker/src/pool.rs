@@ -6,16 +6,22 @@
 //! evictable, least recently released first; a new block takes a never-used slot if one is
 //! left, else evicts. Registering a block emits `Stored`; evicting one emits `Removed`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use dynamo_core::{BlockSize, HashedBlock, KvEventData, SequenceHash};
 
+/// No slot: the end of the eviction list.
+const NIL: u32 = u32::MAX;
+
+/// A registered block, in a slab; unpinned blocks are linked in eviction order.
 #[derive(Debug, Clone, Copy)]
 struct Registered {
+    hash: SequenceHash,
     /// Requests pinning the block.
     pins: u32,
-    /// Its place in the eviction order while no request pins it.
-    evict_stamp: Option<u64>,
+    /// Neighbours in the eviction list, while no request pins the block.
+    prev: u32,
+    next: u32,
 }
 
 /// The blocks of one worker.
@@ -24,10 +30,13 @@ pub(crate) struct KvPool {
     capacity: u64,
     block_size: BlockSize,
     private: u64,
-    registered: HashMap<SequenceHash, Registered, foldhash::fast::RandomState>,
-    /// Unpinned registered blocks, by release order (evicted first: the smallest stamp).
-    evictable: BTreeMap<u64, SequenceHash>,
-    next_stamp: u64,
+    slots: HashMap<SequenceHash, u32, foldhash::fast::RandomState>,
+    slab: Vec<Registered>,
+    free_slab: Vec<u32>,
+    /// The eviction list: least recently released first.
+    oldest: u32,
+    newest: u32,
+    evictable: u64,
     events: Vec<KvEventData>,
 }
 
@@ -37,9 +46,12 @@ impl KvPool {
             capacity,
             block_size,
             private: 0,
-            registered: HashMap::default(),
-            evictable: BTreeMap::new(),
-            next_stamp: 0,
+            slots: HashMap::default(),
+            slab: Vec::new(),
+            free_slab: Vec::new(),
+            oldest: NIL,
+            newest: NIL,
+            evictable: 0,
             events: Vec::new(),
         }
     }
@@ -50,13 +62,13 @@ impl KvPool {
 
     /// Blocks held by requests (private or pinned).
     pub(crate) fn in_use(&self) -> u64 {
-        self.private + (self.registered.len() - self.evictable.len()) as u64
+        self.private + self.slots.len() as u64 - self.evictable
     }
 
     /// Blocks cached but held by no request.
     #[cfg(test)]
     pub(crate) fn evictable(&self) -> u64 {
-        self.evictable.len() as u64
+        self.evictable
     }
 
     /// Blocks a request could still get (free or evictable).
@@ -68,31 +80,57 @@ impl KvPool {
     pub(crate) fn cached_prefix(&self, hashes: &[HashedBlock]) -> usize {
         hashes
             .iter()
-            .take_while(|block| self.registered.contains_key(&block.sequence))
+            .take_while(|block| self.slots.contains_key(&block.sequence))
             .count()
     }
 
     /// Pin a registered block.
     pub(crate) fn pin(&mut self, hash: SequenceHash) {
-        if let Some(block) = self.registered.get_mut(&hash) {
-            block.pins += 1;
-            if let Some(stamp) = block.evict_stamp.take() {
-                self.evictable.remove(&stamp);
+        if let Some(&slot) = self.slots.get(&hash) {
+            if self.slab[slot as usize].pins == 0 {
+                self.unlink(slot);
+            }
+            self.slab[slot as usize].pins += 1;
+        }
+    }
+
+    /// Unpin a registered block; with no pin left it becomes the most recent evictable one.
+    pub(crate) fn unpin(&mut self, hash: SequenceHash) {
+        if let Some(&slot) = self.slots.get(&hash) {
+            let block = &mut self.slab[slot as usize];
+            if block.pins == 0 {
+                return;
+            }
+            block.pins -= 1;
+            if block.pins == 0 {
+                self.link_newest(slot);
             }
         }
     }
 
-    /// Unpin a registered block; with no pin left it becomes evictable.
-    pub(crate) fn unpin(&mut self, hash: SequenceHash) {
-        if let Some(block) = self.registered.get_mut(&hash) {
-            block.pins = block.pins.saturating_sub(1);
-            if block.pins == 0 && block.evict_stamp.is_none() {
-                let stamp = self.next_stamp;
-                self.next_stamp += 1;
-                block.evict_stamp = Some(stamp);
-                self.evictable.insert(stamp, hash);
-            }
+    fn unlink(&mut self, slot: u32) {
+        let Registered { prev, next, .. } = self.slab[slot as usize];
+        match prev {
+            NIL => self.oldest = next,
+            prev => self.slab[prev as usize].next = next,
         }
+        match next {
+            NIL => self.newest = prev,
+            next => self.slab[next as usize].prev = prev,
+        }
+        self.evictable -= 1;
+    }
+
+    fn link_newest(&mut self, slot: u32) {
+        let block = &mut self.slab[slot as usize];
+        block.prev = self.newest;
+        block.next = NIL;
+        match self.newest {
+            NIL => self.oldest = slot,
+            newest => self.slab[newest as usize].next = slot,
+        }
+        self.newest = slot;
+        self.evictable += 1;
     }
 
     /// Take `n` private blocks, evicting as needed; `false` (and nothing taken) when fewer than
@@ -102,24 +140,29 @@ impl KvPool {
             return false;
         }
         for _ in 0..n {
-            let never_used = self.capacity - self.private - self.registered.len() as u64;
+            let never_used = self.capacity - self.private - self.slots.len() as u64;
             if never_used == 0 {
-                self.evict_one();
+                self.evict_oldest();
             }
             self.private += 1;
         }
         true
     }
 
-    fn evict_one(&mut self) {
-        if let Some((_, hash)) = self.evictable.pop_first() {
-            self.registered.remove(&hash);
-            match self.events.last_mut() {
-                Some(KvEventData::Removed { blocks }) => blocks.push(hash),
-                _ => self
-                    .events
-                    .push(KvEventData::Removed { blocks: vec![hash] }),
-            }
+    fn evict_oldest(&mut self) {
+        let slot = self.oldest;
+        if slot == NIL {
+            return;
+        }
+        self.unlink(slot);
+        let hash = self.slab[slot as usize].hash;
+        self.slots.remove(&hash);
+        self.free_slab.push(slot);
+        match self.events.last_mut() {
+            Some(KvEventData::Removed { blocks }) => blocks.push(hash),
+            _ => self
+                .events
+                .push(KvEventData::Removed { blocks: vec![hash] }),
         }
     }
 
@@ -133,21 +176,31 @@ impl KvPool {
     /// private block is freed and the existing one pinned instead.
     pub(crate) fn register(&mut self, parent: Option<SequenceHash>, block: HashedBlock) {
         self.release_private(1);
-        if self.registered.contains_key(&block.sequence) {
+        if self.slots.contains_key(&block.sequence) {
             self.pin(block.sequence);
             return;
         }
-        self.registered.insert(
-            block.sequence,
-            Registered {
-                pins: 1,
-                evict_stamp: None,
-            },
-        );
+        let entry = Registered {
+            hash: block.sequence,
+            pins: 1,
+            prev: NIL,
+            next: NIL,
+        };
+        let slot = match self.free_slab.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.slab.push(entry);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.slots.insert(block.sequence, slot);
         // Consecutive blocks of one chain go into one `Stored` event.
         if let Some(KvEventData::Stored { blocks, .. }) = self.events.last_mut()
-            && blocks.last().map(|b| b.sequence) == parent
             && parent.is_some()
+            && blocks.last().map(|b| b.sequence) == parent
         {
             blocks.push(block);
             return;
