@@ -56,8 +56,6 @@ pub struct StepReport {
     pub duration_ms: f64,
     /// Requests whose first token the step produced.
     pub first_tokens: Vec<u64>,
-    /// Requests that produced a token (first ones included).
-    pub produced: Vec<u64>,
     /// Requests that finished; their blocks are released.
     pub finished: Vec<u64>,
     /// Cache changes, in order.
@@ -119,6 +117,19 @@ pub struct SimWorker {
     running: Vec<Sequence>,
     /// The prompt tokens each finished or running request found cached, by id.
     cached: Vec<(u64, u64)>,
+    /// The step's plan, kept to reuse its allocation: (index in `running`, tokens).
+    plan: Vec<(usize, u64)>,
+}
+
+impl StepReport {
+    fn clear(&mut self) {
+        self.duration_ms = 0.0;
+        self.first_tokens.clear();
+        self.finished.clear();
+        self.events.clear();
+        self.prefill_tokens = 0;
+        self.preempted.clear();
+    }
 }
 
 impl SimWorker {
@@ -131,6 +142,7 @@ impl SimWorker {
             waiting: VecDeque::new(),
             running: Vec::new(),
             cached: Vec::new(),
+            plan: Vec::new(),
         }
     }
 
@@ -169,13 +181,20 @@ impl SimWorker {
 
     /// Run one step: schedule, then apply its work. `None` when there is nothing to do.
     pub fn step(&mut self) -> Option<StepReport> {
-        if self.is_idle() {
-            return None;
-        }
         let mut report = StepReport::default();
+        self.step_into(&mut report).then_some(report)
+    }
+
+    /// [`SimWorker::step`] into a report whose allocations are reused; `false` (and an empty
+    /// report) when there is nothing to do.
+    pub fn step_into(&mut self, report: &mut StepReport) -> bool {
+        report.clear();
+        if self.is_idle() {
+            return false;
+        }
         let mut budget = self.config.max_num_batched_tokens;
-        // (index in `running`, tokens scheduled)
-        let mut plan: Vec<(usize, u64)> = Vec::new();
+        let mut plan = std::mem::take(&mut self.plan);
+        plan.clear();
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let sequence = &self.running[i];
@@ -186,7 +205,7 @@ impl SimWorker {
             } else {
                 (1, sequence.tokens() + 1)
             };
-            if self.ensure_blocks(i, needed, &mut report) {
+            if self.ensure_blocks(i, needed, report) {
                 plan.push((i, chunk));
                 budget -= chunk;
                 i += 1;
@@ -200,6 +219,7 @@ impl SimWorker {
         if plan.is_empty() {
             // Nothing runs and the first waiting request cannot be admitted into an empty
             // cache: it needs more blocks than the cache has.
+            self.plan = plan;
             return self.reject_unservable(report);
         }
         let mut shape = StepShape {
@@ -216,11 +236,12 @@ impl SimWorker {
         report.prefill_tokens = shape.prefill_tokens;
         report.duration_ms = self.timing.step_ms(&shape);
         for &(index, chunk) in &plan {
-            self.advance(index, chunk, &mut report);
+            self.advance(index, chunk, report);
         }
-        self.finish(&mut report);
-        report.events = self.pool.drain_events();
-        Some(report)
+        self.plan = plan;
+        self.finish(report);
+        report.events.append(&mut self.pool.events);
+        true
     }
 
     /// Make sure `running[index]` holds blocks for `tokens` tokens, preempting the newest
@@ -338,7 +359,6 @@ impl SimWorker {
                 sequence: SequenceHash::chain(parent, local),
             });
         }
-        report.produced.push(id);
         self.register_full(index);
     }
 
@@ -375,9 +395,11 @@ impl SimWorker {
 
     /// The first waiting request needs more blocks than the whole cache: drop it as finished
     /// with nothing produced, so the simulation goes on, and say so in the report.
-    fn reject_unservable(&mut self, mut report: StepReport) -> Option<StepReport> {
-        let sequence = self.waiting.pop_front()?;
+    fn reject_unservable(&mut self, report: &mut StepReport) -> bool {
+        let Some(sequence) = self.waiting.pop_front() else {
+            return false;
+        };
         report.finished.push(sequence.request.id);
-        Some(report)
+        true
     }
 }

@@ -37,7 +37,8 @@ pub(crate) struct KvPool {
     oldest: u32,
     newest: u32,
     evictable: u64,
-    events: Vec<KvEventData>,
+    /// Cache changes not yet reported, in order.
+    pub(crate) events: Vec<KvEventData>,
 }
 
 impl KvPool {
@@ -211,11 +212,6 @@ impl KvPool {
             blocks: vec![block],
         });
     }
-
-    /// The cache changes since the last call, in order.
-    pub(crate) fn drain_events(&mut self) -> Vec<KvEventData> {
-        std::mem::take(&mut self.events)
-    }
 }
 
 #[cfg(test)]
@@ -237,7 +233,11 @@ mod tests {
         pool.register(None, block(1));
         pool.register(Some(SequenceHash(1)), block(2));
         pool.register(Some(SequenceHash(2)), block(3));
-        assert_eq!(pool.drain_events().len(), 1, "one chain, one Stored event");
+        assert_eq!(
+            std::mem::take(&mut pool.events).len(),
+            1,
+            "one chain, one Stored event"
+        );
         // Release tail first: block 3 is evicted first.
         for id in [3, 2, 1] {
             pool.unpin(SequenceHash(id));
@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(pool.cached_prefix(&[block(1), block(2), block(9)]), 2);
         assert!(pool.take(1));
         assert_eq!(
-            pool.drain_events(),
+            std::mem::take(&mut pool.events),
             [KvEventData::Removed {
                 blocks: vec![SequenceHash(3)]
             }]

@@ -96,8 +96,9 @@ impl Ord for Scheduled {
 
 struct Worker {
     engine: SimWorker,
-    /// The step in progress, applied when it ends.
-    step: Option<StepReport>,
+    /// The step in progress, applied when it ends; its allocations are reused.
+    report: StepReport,
+    stepping: bool,
     next_event_id: u64,
     /// Event batches on their way to the index.
     in_transit: VecDeque<Vec<KvEvent>>,
@@ -152,7 +153,8 @@ pub fn replay(
         workers: (0..config.workers)
             .map(|_| Worker {
                 engine: SimWorker::new(config.engine, PolynomialTiming::default()),
-                step: None,
+                report: StepReport::default(),
+                stepping: false,
                 next_event_id: 0,
                 in_transit: VecDeque::new(),
             })
@@ -284,23 +286,25 @@ impl Simulation<'_> {
             prompt_tokens: trace.input_length.max(1),
             output_tokens: trace.output_length.max(1),
         });
-        if self.workers[worker].step.is_none() {
+        if !self.workers[worker].stepping {
             self.start_step(worker, now_ms);
         }
     }
 
     fn start_step(&mut self, worker: usize, now_ms: f64) {
-        if let Some(report) = self.workers[worker].engine.step() {
-            let done = now_ms + report.duration_ms;
-            self.workers[worker].step = Some(report);
+        let state = &mut self.workers[worker];
+        state.stepping = state.engine.step_into(&mut state.report);
+        if state.stepping {
+            let done = now_ms + state.report.duration_ms;
             self.schedule(done, Event::StepDone(worker));
         }
     }
 
     fn step_done(&mut self, worker: usize, now_ms: f64) {
-        let Some(report) = self.workers[worker].step.take() else {
+        if !self.workers[worker].stepping {
             return;
-        };
+        }
+        let mut report = std::mem::take(&mut self.workers[worker].report);
         for (id, cached) in self.workers[worker].engine.drain_cache_hits() {
             if let Some(record) = self.record_mut(id) {
                 record.cached_tokens = cached;
@@ -325,19 +329,20 @@ impl Simulation<'_> {
                 self.schedule(now_ms, Event::Arrival(next));
             }
         }
-        self.publish(worker, report, now_ms);
+        self.publish(worker, &mut report, now_ms);
+        self.workers[worker].report = report;
         self.start_step(worker, now_ms);
     }
 
     /// Send the step's KV events towards the index, now or after the lag.
-    fn publish(&mut self, worker: usize, report: StepReport, now_ms: f64) {
+    fn publish(&mut self, worker: usize, report: &mut StepReport, now_ms: f64) {
         if self.index.is_none() || report.events.is_empty() {
             return;
         }
         let state = &mut self.workers[worker];
         let events: Vec<KvEvent> = report
             .events
-            .into_iter()
+            .drain(..)
             .map(|data| {
                 let event = KvEvent {
                     worker: WorkerId::new(worker as u64),
