@@ -222,17 +222,21 @@ impl SimWorker {
             self.plan = plan;
             return self.reject_unservable(report);
         }
-        let mut shape = StepShape {
-            kv_usage: self.pool.in_use() as f64 / self.pool.capacity().max(1) as f64,
-            ..StepShape::default()
-        };
+        // Decode slows with the tokens the decoding sequences attend to, as a share of the
+        // cache's token capacity.
+        let mut shape = StepShape::default();
+        let mut decode_tokens = 0;
         for &(index, chunk) in &plan {
-            if self.running[index].prefilling() {
+            let sequence = &self.running[index];
+            if sequence.prefilling() {
                 shape.prefill_tokens += chunk;
             } else {
                 shape.decode_sequences += 1;
+                decode_tokens += sequence.tokens();
             }
         }
+        let token_capacity = self.pool.capacity() * u64::from(self.config.block_size.get());
+        shape.kv_usage = decode_tokens as f64 / token_capacity.max(1) as f64;
         report.prefill_tokens = shape.prefill_tokens;
         report.duration_ms = self.timing.step_ms(&shape);
         for &(index, chunk) in &plan {

@@ -57,10 +57,13 @@ pub enum CacheKnowledge {
     Events(SharedIndex),
     /// Any other source (for example approximate mode); the workers' events are dropped.
     Other(std::sync::Arc<dyn OverlapSource>),
+    /// None: for cache-blind policies, which never look at overlaps.
+    Nothing,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Event {
+    /// An arrival that waited for the concurrency cap.
     Arrival(usize),
     StepDone(usize),
     Deliver(usize),
@@ -140,6 +143,9 @@ pub fn replay(
             policy,
             SharedSource(source.clone()),
         ),
+        CacheKnowledge::Nothing => {
+            WorkerSelector::new(SelectorConfig::new(block_size), policy, NoKnowledge)
+        }
     };
     let mut sim = Simulation {
         config: *config,
@@ -148,7 +154,7 @@ pub fn replay(
         selector,
         index: match knowledge {
             CacheKnowledge::Events(index) => Some(index),
-            CacheKnowledge::Other(_) => None,
+            CacheKnowledge::Other(_) | CacheKnowledge::Nothing => None,
         },
         workers: (0..config.workers)
             .map(|_| Worker {
@@ -175,15 +181,31 @@ pub fn replay(
     for worker in 0..config.workers {
         sim.selector.insert_worker(WorkerId::new(worker as u64));
     }
-    for (index, request) in trace.iter().enumerate() {
-        sim.schedule(
-            request.timestamp / config.arrival_speedup.max(f64::MIN_POSITIVE),
-            Event::Arrival(index),
-        );
-    }
-    sim.run();
+    let speedup = config.arrival_speedup.max(f64::MIN_POSITIVE);
+    let mut arrivals: Vec<(f64, usize)> = trace
+        .iter()
+        .enumerate()
+        .map(|(index, request)| (request.timestamp / speedup, index))
+        .collect();
+    arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    sim.run(&arrivals);
     let wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
     Ok(Summary::of(name, &sim.records, wall_ms, sim.preemptions))
+}
+
+/// Knows no cached block.
+struct NoKnowledge;
+
+impl OverlapSource for NoKnowledge {
+    fn overlaps(
+        &self,
+        _blocks: &[dynamo_core::SequenceHash],
+        _now: Instant,
+    ) -> dynamo_router::Overlaps {
+        dynamo_router::Overlaps::default()
+    }
+    fn routed(&self, _worker: WorkerId, _blocks: &[dynamo_core::SequenceHash], _now: Instant) {}
+    fn remove_worker(&self, _worker: WorkerId) {}
 }
 
 /// An `Arc<dyn OverlapSource>` as an `OverlapSource`.
@@ -239,8 +261,23 @@ impl Simulation<'_> {
         self.epoch + Duration::from_secs_f64(at_ms.max(0.0) / 1000.0)
     }
 
-    fn run(&mut self) {
-        while let Some(Scheduled { at_ms, event, .. }) = self.queue.pop() {
+    /// Process `arrivals` (sorted by time) and every event they cause, in time order; an
+    /// arrival goes before an event scheduled for the same instant. Arrivals are read in order
+    /// rather than queued, so the queue holds only the workers' pending steps and deliveries.
+    fn run(&mut self, arrivals: &[(f64, usize)]) {
+        let mut next = arrivals.iter().peekable();
+        loop {
+            let queued = self.queue.peek().map(|scheduled| scheduled.at_ms);
+            if let Some(&&(at_ms, index)) = next.peek()
+                && queued.is_none_or(|queued| at_ms <= queued)
+            {
+                next.next();
+                self.arrive(index, at_ms);
+                continue;
+            }
+            let Some(Scheduled { at_ms, event, .. }) = self.queue.pop() else {
+                break;
+            };
             match event {
                 Event::Arrival(index) => self.arrive(index, at_ms),
                 Event::StepDone(worker) => self.step_done(worker, at_ms),

@@ -7,7 +7,8 @@ pub struct StepShape {
     pub prefill_tokens: u64,
     /// Sequences that produced a decode token in the step.
     pub decode_sequences: u32,
-    /// The fraction of the KV cache's blocks in use, in `[0, 1]`.
+    /// The tokens of the decoding sequences as a fraction of the cache's token capacity, in
+    /// `[0, 1]`.
     pub kv_usage: f64,
 }
 
@@ -22,8 +23,8 @@ pub trait StepTiming: std::fmt::Debug + Send + Sync {
 /// A step costs its prefill part plus its decode part, in ms:
 ///
 /// - prefill, when the step computes `N > 0` prompt tokens: `a·N² + b·N + c`;
-/// - decode, when the step decodes any sequence: `d2·u² + d1·u + d0` with `u` the fraction of
-///   KV blocks in use, at least `min_decode_ms`.
+/// - decode, when the step decodes any sequence: `d2·u² + d1·u + d0`, at least
+///   `min_decode_ms`, with `u` the decoding sequences' tokens over the cache's token capacity.
 ///
 /// ```
 /// use dynamo_mocker::{PolynomialTiming, StepShape, StepTiming};

@@ -92,6 +92,7 @@ fn router(name: &str, options: &Options) -> Result<(Box<dyn Router>, CacheKnowle
     let block_size = options.config.engine.block_size;
     let seed = Some(options.seed);
     let events = || CacheKnowledge::Events(SharedIndex::new(block_size));
+    let blind = || CacheKnowledge::Nothing;
     let approx = || {
         let config = ApproxConfig {
             capacity_blocks: Some(options.config.engine.num_gpu_blocks as usize),
@@ -112,10 +113,10 @@ fn router(name: &str, options: &Options) -> Result<(Box<dyn Router>, CacheKnowle
         })) as Box<dyn Router>
     };
     Ok(match name {
-        "round-robin" => (Box::new(RoundRobin::new()), events()),
-        "random" => (Box::new(Random::new(seed)), events()),
-        "p2c" => (Box::new(PowerOfTwoChoices::new(seed)), events()),
-        "least-loaded" => (Box::new(LeastLoaded::new(seed)), events()),
+        "round-robin" => (Box::new(RoundRobin::new()), blind()),
+        "random" => (Box::new(Random::new(seed)), blind()),
+        "p2c" => (Box::new(PowerOfTwoChoices::new(seed)), blind()),
+        "least-loaded" => (Box::new(LeastLoaded::new(seed)), blind()),
         "kv" => (kv(), events()),
         "approx-kv" => (kv(), approx()),
         "ttft" => (ttft(), events()),
