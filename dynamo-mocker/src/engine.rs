@@ -56,6 +56,9 @@ pub struct StepReport {
     pub duration_ms: f64,
     /// Requests whose first token the step produced.
     pub first_tokens: Vec<u64>,
+    /// Requests that produced a token (first ones included), when the worker records them
+    /// ([`SimWorker::record_tokens`]).
+    pub produced: Vec<u64>,
     /// Requests that finished; their blocks are released.
     pub finished: Vec<u64>,
     /// Cache changes, in order.
@@ -119,12 +122,14 @@ pub struct SimWorker {
     cached: Vec<(u64, u64)>,
     /// The step's plan, kept to reuse its allocation: (index in `running`, tokens).
     plan: Vec<(usize, u64)>,
+    record_tokens: bool,
 }
 
 impl StepReport {
     fn clear(&mut self) {
         self.duration_ms = 0.0;
         self.first_tokens.clear();
+        self.produced.clear();
         self.finished.clear();
         self.events.clear();
         self.prefill_tokens = 0;
@@ -143,7 +148,15 @@ impl SimWorker {
             running: Vec::new(),
             cached: Vec::new(),
             plan: Vec::new(),
+            record_tokens: false,
         }
+    }
+
+    /// List in each report the requests that produced a token (off by default: a replay needs
+    /// only first tokens and completions, and a list per step costs time).
+    pub fn record_tokens(mut self, record: bool) -> Self {
+        self.record_tokens = record;
+        self
     }
 
     /// Queue a request.
@@ -349,6 +362,9 @@ impl SimWorker {
             if sequence.generated == 0 {
                 report.first_tokens.push(id);
             }
+        }
+        if self.record_tokens {
+            report.produced.push(id);
         }
         let sequence = &mut self.running[index];
         sequence.generated += 1;

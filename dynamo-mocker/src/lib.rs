@@ -44,7 +44,7 @@ mod timing;
 mod trace;
 
 pub use engine::{EngineConfig, SimRequest, SimWorker, StepReport, WorkerMetrics};
-pub use replay::{CacheKnowledge, ReplayConfig, replay};
+pub use replay::{CacheKnowledge, ReplayConfig, ReplayOutcome, replay};
 pub use summary::{RequestRecord, Summary};
 pub use timing::{PolynomialTiming, StepShape, StepTiming};
 pub use trace::{TraceError, TraceRequest, engine_blocks, load_mooncake};

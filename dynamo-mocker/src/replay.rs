@@ -107,7 +107,17 @@ struct Worker {
     in_transit: VecDeque<Vec<KvEvent>>,
 }
 
-/// Replay `trace` through `config.workers` simulated workers routed by `policy`.
+/// What a replay measured.
+#[derive(Debug, Clone)]
+pub struct ReplayOutcome {
+    /// The summary.
+    pub summary: Summary,
+    /// Every request of the trace, in trace order.
+    pub records: Vec<RequestRecord>,
+}
+
+/// Replay `trace` through `config.workers` simulated workers routed by `policy`; `name` labels
+/// the summary.
 ///
 /// # Errors
 ///
@@ -118,7 +128,7 @@ pub fn replay(
     name: &str,
     policy: impl Router,
     knowledge: CacheKnowledge,
-) -> Result<Summary, TraceError> {
+) -> Result<ReplayOutcome, TraceError> {
     let wall = Instant::now();
     let block_size = config.engine.block_size;
     let requests: Vec<RouteRequest> = trace
@@ -190,7 +200,10 @@ pub fn replay(
     arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     sim.run(&arrivals);
     let wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
-    Ok(Summary::of(name, &sim.records, wall_ms, sim.preemptions))
+    Ok(ReplayOutcome {
+        summary: Summary::of(name, &sim.records, wall_ms, sim.preemptions),
+        records: sim.records,
+    })
 }
 
 /// Knows no cached block.

@@ -166,7 +166,8 @@ fn main() {
         for name in &options.routers {
             let (policy, knowledge) = router(name, &options)?;
             let summary = replay(&trace, &options.config, name, policy, knowledge)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?
+                .summary;
             if options.json {
                 println!(
                     "{}",

@@ -1,0 +1,104 @@
+//! The replay on the shared Mooncake trace: conservation, determinism, and fidelity to NVIDIA
+//! Dynamo 1.6.1's own replay (its round-robin figures are deterministic).
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure by design"
+)]
+
+use std::path::PathBuf;
+
+use dynamo_core::BlockSize;
+use dynamo_mocker::{
+    CacheKnowledge, ReplayConfig, ReplayOutcome, TraceRequest, load_mooncake, replay,
+};
+use dynamo_router::{
+    ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, RoundRobin, SharedIndex,
+};
+
+fn trace() -> Vec<TraceRequest> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/traces/mooncake-fast25/synthetic_trace.jsonl");
+    load_mooncake(path).unwrap()
+}
+
+fn round_robin(trace: &[TraceRequest], config: &ReplayConfig) -> ReplayOutcome {
+    replay(
+        trace,
+        config,
+        "round-robin",
+        RoundRobin::new(),
+        CacheKnowledge::Nothing,
+    )
+    .unwrap()
+}
+
+fn events() -> CacheKnowledge {
+    CacheKnowledge::Events(SharedIndex::new(BlockSize::new(64).unwrap()))
+}
+
+#[test]
+fn every_request_completes_once_with_consistent_times() {
+    let trace = trace();
+    let outcome = replay(
+        &trace[..1500],
+        &ReplayConfig::default(),
+        "kv",
+        KvCost::new(KvCostConfig {
+            seed: Some(3),
+            ..Default::default()
+        }),
+        events(),
+    )
+    .unwrap();
+    assert_eq!(outcome.summary.completed_requests, 1500);
+    for (record, request) in outcome.records.iter().zip(&trace) {
+        let first = record.first_token_ms.unwrap();
+        let finish = record.finish_ms.unwrap();
+        assert!(record.arrival_ms <= first && first <= finish, "{record:?}");
+        assert!(record.cached_tokens < request.input_length.max(1));
+        assert!(record.worker < 8);
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_summary() {
+    let trace = trace();
+    let run = || {
+        let policy = ExpectedTtft::new(ExpectedTtftConfig {
+            seed: Some(11),
+            ..Default::default()
+        });
+        let mut summary = replay(
+            &trace[..800],
+            &ReplayConfig::default(),
+            "ttft",
+            policy,
+            events(),
+        )
+        .unwrap()
+        .summary;
+        summary.wall_time_ms = 0.0;
+        summary.requests_per_wall_s = 0.0;
+        summary
+    };
+    assert_eq!(run(), run());
+}
+
+/// NVIDIA Dynamo 1.6.1's replay of the whole trace, 8 workers, 16384 blocks of 64 tokens,
+/// round-robin (deterministic; see `docs/simulator.md`).
+#[test]
+fn round_robin_matches_dynamos_replay_within_a_percent() {
+    let summary = round_robin(&trace(), &ReplayConfig::default()).summary;
+    let close = |ours: f64, theirs: f64| (ours / theirs - 1.0).abs() < 0.01;
+    assert_eq!(summary.completed_requests, 3993);
+    assert!(
+        close(summary.prefix_cache_reused_ratio, 0.111_745),
+        "{summary:?}"
+    );
+    assert!(close(summary.median_ttft_ms, 136.630), "{summary:?}");
+    assert!(close(summary.p90_ttft_ms, 790.513), "{summary:?}");
+    assert!(close(summary.p99_ttft_ms, 1435.142), "{summary:?}");
+    assert!(close(summary.mean_tpot_ms, 7.300), "{summary:?}");
+    assert!(close(summary.mean_e2e_latency_ms, 1296.670), "{summary:?}");
+}
