@@ -7,6 +7,7 @@
 //! left, else evicts. Registering a block emits `Stored`; evicting one emits `Removed`.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use dynamo_core::{BlockSize, HashedBlock, KvEventData, SequenceHash};
 
@@ -140,13 +141,11 @@ impl KvPool {
         if self.obtainable() < n {
             return false;
         }
-        for _ in 0..n {
-            let never_used = self.capacity - self.private - self.slots.len() as u64;
-            if never_used == 0 {
-                self.evict_oldest();
-            }
-            self.private += 1;
+        let never_used = self.capacity - self.private - self.slots.len() as u64;
+        for _ in never_used..n {
+            self.evict_oldest();
         }
+        self.private += n;
         true
     }
 
@@ -177,10 +176,17 @@ impl KvPool {
     /// private block is freed and the existing one pinned instead.
     pub(crate) fn register(&mut self, parent: Option<SequenceHash>, block: HashedBlock) {
         self.release_private(1);
-        if self.slots.contains_key(&block.sequence) {
-            self.pin(block.sequence);
-            return;
-        }
+        let free = match self.slots.entry(block.sequence) {
+            Entry::Occupied(held) => {
+                let slot = *held.get();
+                if self.slab[slot as usize].pins == 0 {
+                    self.unlink(slot);
+                }
+                self.slab[slot as usize].pins += 1;
+                return;
+            }
+            Entry::Vacant(free) => free,
+        };
         let entry = Registered {
             hash: block.sequence,
             pins: 1,
@@ -197,7 +203,7 @@ impl KvPool {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.slots.insert(block.sequence, slot);
+        free.insert(slot);
         // Consecutive blocks of one chain go into one `Stored` event.
         if let Some(KvEventData::Stored { blocks, .. }) = self.events.last_mut()
             && parent.is_some()

@@ -131,19 +131,10 @@ pub fn replay(
 ) -> Result<ReplayOutcome, TraceError> {
     let wall = Instant::now();
     let block_size = config.engine.block_size;
-    let requests: Vec<RouteRequest> = trace
-        .iter()
-        .map(|r| {
-            let blocks = engine_blocks(r, config.trace_block_size, block_size)?;
-            Ok(RouteRequest {
-                blocks: blocks.iter().map(|b| b.sequence).collect(),
-                prompt_tokens: r.input_length,
-                expected_output_tokens: None,
-                session_id: None,
-                priority: 0,
-            })
-        })
-        .collect::<Result<_, TraceError>>()?;
+    // Check the block sizes once; each arrival then hashes its own prompt.
+    if let Some(first) = trace.first() {
+        engine_blocks(first, config.trace_block_size, block_size)?;
+    }
     let selector = match &knowledge {
         CacheKnowledge::Events(index) => {
             WorkerSelector::new(SelectorConfig::new(block_size), policy, index.clone())
@@ -160,7 +151,7 @@ pub fn replay(
     let mut sim = Simulation {
         config: *config,
         trace,
-        requests: &requests,
+
         selector,
         index: match knowledge {
             CacheKnowledge::Events(index) => Some(index),
@@ -243,7 +234,6 @@ impl OverlapSource for SharedSource {
 struct Simulation<'a> {
     config: ReplayConfig,
     trace: &'a [TraceRequest],
-    requests: &'a [RouteRequest],
     selector: WorkerSelector,
     index: Option<SharedIndex>,
     workers: Vec<Worker>,
@@ -313,16 +303,6 @@ impl Simulation<'_> {
         }
         // Without busy thresholds every arrival is placed; one that is not stays unfinished
         // in the records.
-        let Ok(routed) = self
-            .selector
-            .select(&self.requests[index], self.instant(now_ms))
-        else {
-            return;
-        };
-        self.in_flight += 1;
-        let worker = routed.worker.worker as usize;
-        self.guards.insert(index as u64, routed.guard);
-        self.records[index].worker = worker as u64;
         let trace = &self.trace[index];
         let blocks = engine_blocks(
             trace,
@@ -330,6 +310,20 @@ impl Simulation<'_> {
             self.config.engine.block_size,
         )
         .unwrap_or_default();
+        let route = RouteRequest {
+            blocks: blocks.iter().map(|b| b.sequence).collect(),
+            prompt_tokens: trace.input_length,
+            expected_output_tokens: None,
+            session_id: None,
+            priority: 0,
+        };
+        let Ok(routed) = self.selector.select(&route, self.instant(now_ms)) else {
+            return;
+        };
+        self.in_flight += 1;
+        let worker = routed.worker.worker as usize;
+        self.guards.insert(index as u64, routed.guard);
+        self.records[index].worker = worker as u64;
         self.workers[worker].engine.add_request(SimRequest {
             id: index as u64,
             prompt_blocks: blocks,

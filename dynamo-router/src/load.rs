@@ -7,6 +7,7 @@
 //! or is abandoned.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use dynamo_core::{SequenceHash, WorkerId};
@@ -171,10 +172,10 @@ impl LoadTracker {
             .expected_output_tokens
             .saturating_sub(booking.expected_output_tokens);
         for hash in &booking.blocks {
-            if let Some(count) = book.blocks.get_mut(hash) {
-                *count -= 1;
-                if *count == 0 {
-                    book.blocks.remove(hash);
+            if let Entry::Occupied(mut held) = book.blocks.entry(*hash) {
+                *held.get_mut() -= 1;
+                if *held.get() == 0 {
+                    held.remove();
                 }
             }
         }
