@@ -160,9 +160,9 @@ impl SimWorker {
     }
 
     /// Queue a request.
-    pub fn add_request(&mut self, request: SimRequest) {
+    pub fn add_request(&mut self, mut request: SimRequest) {
         self.waiting.push_back(Sequence {
-            blocks: request.prompt_blocks.clone(),
+            blocks: std::mem::take(&mut request.prompt_blocks),
             request,
             pinned: 0,
             private: 0,
@@ -170,6 +170,21 @@ impl SimWorker {
             generated: 0,
             cached_tokens: None,
         });
+    }
+
+    /// Drop a request wherever it is, releasing its blocks (its registered blocks stay cached).
+    /// `false` when the worker does not have it.
+    pub fn cancel(&mut self, id: u64) -> bool {
+        if let Some(index) = self.waiting.iter().position(|s| s.request.id == id) {
+            self.waiting.remove(index);
+            return true;
+        }
+        let Some(index) = self.running.iter().position(|s| s.request.id == id) else {
+            return false;
+        };
+        let mut sequence = self.running.remove(index);
+        self.release(&mut sequence);
+        true
     }
 
     /// Whether the worker has anything to do.

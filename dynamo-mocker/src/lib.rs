@@ -37,6 +37,7 @@
 //! `dynamo-mocker` has no optional features.
 
 mod engine;
+mod live;
 mod pool;
 mod replay;
 mod summary;
@@ -44,6 +45,7 @@ mod timing;
 mod trace;
 
 pub use engine::{EngineConfig, SimRequest, SimWorker, StepReport, WorkerMetrics};
+pub use live::{LiveConfig, LiveEngine};
 pub use replay::{CacheKnowledge, ReplayConfig, ReplayOutcome, replay};
 pub use summary::{RequestRecord, Summary};
 pub use timing::{PolynomialTiming, StepShape, StepTiming};
