@@ -1,10 +1,5 @@
 //! The live simulated engine, in paused time: streaming, pacing, cancellation, KV events.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers panic on failure by design"
-)]
-
 use std::time::Duration;
 
 use dynamo_core::{EngineExt, FinishReason, GenerateRequest, KvEventData};
