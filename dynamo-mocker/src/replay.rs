@@ -129,6 +129,23 @@ pub fn replay(
     policy: impl Router,
     knowledge: CacheKnowledge,
 ) -> Result<ReplayOutcome, TraceError> {
+    replay_with_progress(trace, config, name, policy, knowledge, &mut |_, _| {})
+}
+
+/// [`replay`], calling `progress(finished, total)` after each percent of the requests
+/// finishes.
+///
+/// # Errors
+///
+/// As [`replay`].
+pub fn replay_with_progress(
+    trace: &[TraceRequest],
+    config: &ReplayConfig,
+    name: &str,
+    policy: impl Router,
+    knowledge: CacheKnowledge,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ReplayOutcome, TraceError> {
     let wall = Instant::now();
     let block_size = config.engine.block_size;
     // Check the block sizes once; each arrival then hashes its own prompt.
@@ -178,6 +195,8 @@ pub fn replay(
         in_flight: 0,
         preemptions: 0,
         epoch: Instant::now(),
+        finished: 0,
+        progress,
     };
     for worker in 0..config.workers {
         sim.selector.insert_worker(WorkerId::new(worker as u64));
@@ -248,6 +267,8 @@ struct Simulation<'a> {
     preemptions: u64,
     /// The instant that stands for virtual time 0, for the router's clock.
     epoch: Instant,
+    finished: usize,
+    progress: &'a mut dyn FnMut(usize, usize),
 }
 
 impl Simulation<'_> {
@@ -369,6 +390,11 @@ impl Simulation<'_> {
                 record.finish_ms = Some(now_ms);
             }
             self.in_flight -= 1;
+            self.finished += 1;
+            let total = self.trace.len();
+            if self.finished % (total / 100).max(1) == 0 || self.finished == total {
+                (self.progress)(self.finished, total);
+            }
             if let Some(next) = self.held_back.pop_front() {
                 self.schedule(now_ms, Event::Arrival(next));
             }

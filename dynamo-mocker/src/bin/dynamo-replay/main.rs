@@ -6,10 +6,16 @@
 //!               [--speedup 1] [--event-lag-ms 0] [--max-in-flight N] [--seed 0]
 //! ```
 
+mod plot;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use dynamo_core::BlockSize;
-use dynamo_mocker::{CacheKnowledge, ReplayConfig, Summary, load_mooncake, replay};
+use dynamo_mocker::{
+    CacheKnowledge, ReplayConfig, RequestRecord, Summary, load_mooncake, replay_with_progress,
+};
 use dynamo_router::{
     ApproxConfig, ApproxIndex, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
     PowerOfTwoChoices, Random, RoundRobin, Router, SharedIndex,
@@ -23,6 +29,8 @@ struct Options {
     routers: Vec<String>,
     json: bool,
     seed: u64,
+    requests_out: Option<PathBuf>,
+    plot: Option<PathBuf>,
 }
 
 fn parse() -> Result<Options, String> {
@@ -32,6 +40,8 @@ fn parse() -> Result<Options, String> {
         routers: Vec::new(),
         json: false,
         seed: 0,
+        requests_out: None,
+        plot: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -69,6 +79,8 @@ fn parse() -> Result<Options, String> {
             "--event-lag-ms" => options.config.event_lag_ms = real()?,
             "--max-in-flight" => options.config.max_in_flight = Some(number()? as usize),
             "--seed" => options.seed = number()?,
+            "--requests-out" => options.requests_out = Some(PathBuf::from(&value)),
+            "--plot" => options.plot = Some(PathBuf::from(&value)),
             "--router" => options
                 .routers
                 .extend(value.split(',').map(|r| r.trim().to_owned())),
@@ -158,26 +170,77 @@ fn print_table(summaries: &[Summary]) {
     }
 }
 
+/// A progress bar on standard error, when it is a terminal.
+fn progress(name: &str) -> impl FnMut(usize, usize) + '_ {
+    let show = std::io::stderr().is_terminal();
+    move |done, total| {
+        if show {
+            let filled = done * 40 / total.max(1);
+            eprint!("\r{name:<14} [{:<40}] {done}/{total}", "#".repeat(filled));
+            if done == total {
+                eprintln!();
+            }
+        }
+    }
+}
+
+fn write_requests(path: &PathBuf, runs: &[(String, Vec<RequestRecord>)]) -> Result<(), String> {
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for (router, records) in runs {
+        for record in records {
+            let mut line = serde_json::to_value(record).map_err(|e| e.to_string())?;
+            line["router"] = serde_json::Value::from(router.as_str());
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+        }
+    }
+    out.flush().map_err(|e| e.to_string())
+}
+
+fn write_plots(dir: &PathBuf, runs: &[(String, Vec<RequestRecord>)]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (file, svg) in [
+        ("ttft_cdf.svg", plot::ttft_cdf(runs)),
+        ("cache_reuse.svg", plot::reuse_over_time(runs)),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn main() {
     let result = (|| -> Result<(), String> {
         let options = parse()?;
         let trace = load_mooncake(&options.trace).map_err(|e| e.to_string())?;
         let mut summaries = Vec::new();
+        let mut runs = Vec::new();
         for name in &options.routers {
             let (policy, knowledge) = router(name, &options)?;
-            let summary = replay(&trace, &options.config, name, policy, knowledge)
-                .map_err(|e| e.to_string())?
-                .summary;
+            let outcome = replay_with_progress(
+                &trace,
+                &options.config,
+                name,
+                policy,
+                knowledge,
+                &mut progress(name),
+            )
+            .map_err(|e| e.to_string())?;
             if options.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&summary).map_err(|e| e.to_string())?
-                );
+                let line = serde_json::to_string(&outcome.summary).map_err(|e| e.to_string())?;
+                println!("{line}");
             }
-            summaries.push(summary);
+            summaries.push(outcome.summary);
+            runs.push((name.clone(), outcome.records));
         }
         if !options.json {
             print_table(&summaries);
+        }
+        if let Some(path) = &options.requests_out {
+            write_requests(path, &runs)?;
+        }
+        if let Some(dir) = &options.plot {
+            write_plots(dir, &runs)?;
         }
         Ok(())
     })();

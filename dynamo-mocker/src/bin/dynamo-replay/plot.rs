@@ -1,0 +1,177 @@
+//! Line charts as self-contained SVG, for `--plot DIR`.
+
+use std::fmt::Write;
+
+use dynamo_mocker::RequestRecord;
+
+const WIDTH: f64 = 720.0;
+const HEIGHT: f64 = 420.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 170.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 50.0;
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// One named line.
+pub(crate) struct Series {
+    pub(crate) name: String,
+    pub(crate) points: Vec<(f64, f64)>,
+}
+
+/// The distribution of time to first token per router, as a CDF over a logarithmic axis.
+pub(crate) fn ttft_cdf(runs: &[(String, Vec<RequestRecord>)]) -> String {
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|(name, records)| {
+            let mut ttft: Vec<f64> = records
+                .iter()
+                .filter_map(RequestRecord::ttft_ms)
+                .map(|t| t.max(0.1))
+                .collect();
+            ttft.sort_by(f64::total_cmp);
+            let n = ttft.len().max(1) as f64;
+            Series {
+                name: name.clone(),
+                points: ttft
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.log10(), (i + 1) as f64 / n))
+                    .collect(),
+            }
+        })
+        .collect();
+    line_chart(
+        "Time to first token (CDF)",
+        "TTFT, ms (log scale)",
+        "share of requests",
+        &series,
+        true,
+    )
+}
+
+/// The prefix-cache reuse ratio over time, in 50 windows of arrival time.
+pub(crate) fn reuse_over_time(runs: &[(String, Vec<RequestRecord>)]) -> String {
+    let series: Vec<Series> = runs
+        .iter()
+        .map(|(name, records)| {
+            let end = records
+                .iter()
+                .map(|r| r.arrival_ms)
+                .fold(0.0, f64::max)
+                .max(1.0);
+            let mut windows = [(0u64, 0u64); 50];
+            for record in records {
+                let w = ((record.arrival_ms / end * 49.999) as usize).min(49);
+                windows[w].0 += record.cached_tokens;
+                windows[w].1 += record.input_tokens;
+            }
+            Series {
+                name: name.clone(),
+                points: windows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, input))| *input > 0)
+                    .map(|(w, (cached, input))| {
+                        (
+                            (w as f64 + 0.5) / 50.0 * end / 1000.0,
+                            *cached as f64 / *input as f64,
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    line_chart(
+        "Prefix cache reuse over time",
+        "arrival time, s",
+        "cached / prompt tokens",
+        &series,
+        false,
+    )
+}
+
+fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_x: bool) -> String {
+    let points = series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
+    for &(x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    if !x0.is_finite() {
+        (x0, x1) = (0.0, 1.0);
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let y1 = if y1 > 0.0 { y1 * 1.05 } else { 1.0 };
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * plot_w;
+    let sy = |y: f64| TOP + plot_h - y / y1 * plot_h;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
+        LEFT + plot_w / 2.0
+    );
+    let _ = write!(
+        svg,
+        r#"<line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}" stroke="black"/>"#,
+        TOP + plot_h,
+        LEFT + plot_w,
+        TOP + plot_h,
+        TOP + plot_h
+    );
+    for tick in 0..=5 {
+        let x = x0 + (x1 - x0) * f64::from(tick) / 5.0;
+        let label = if log_x {
+            format!("{:.0}", 10f64.powf(x))
+        } else {
+            format!("{x:.0}")
+        };
+        let y = y1 * f64::from(tick) / 5.0;
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{label}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{y:.2}</text><line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+            sx(x),
+            TOP + plot_h + 18.0,
+            LEFT - 6.0,
+            sy(y) + 4.0,
+            sy(y),
+            LEFT + plot_w,
+            sy(y)
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{x_label}</text><text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{y_label}</text>"#,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 12.0,
+        TOP + plot_h / 2.0,
+        TOP + plot_h / 2.0
+    );
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = s
+            .points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        let legend_y = TOP + 16.0 + 20.0 * i as f64;
+        let _ = write!(
+            svg,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/><line x1="{:.1}" y1="{legend_y:.1}" x2="{:.1}" y2="{legend_y:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            path.join(" "),
+            LEFT + plot_w + 14.0,
+            LEFT + plot_w + 34.0,
+            LEFT + plot_w + 40.0,
+            legend_y + 4.0,
+            s.name
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
