@@ -392,7 +392,7 @@ impl Simulation<'_> {
             self.in_flight -= 1;
             self.finished += 1;
             let total = self.trace.len();
-            if self.finished % (total / 100).max(1) == 0 || self.finished == total {
+            if self.finished.is_multiple_of((total / 100).max(1)) || self.finished == total {
                 (self.progress)(self.finished, total);
             }
             if let Some(next) = self.held_back.pop_front() {
