@@ -46,7 +46,10 @@ mod trace;
 
 pub use engine::{EngineConfig, SimRequest, SimWorker, StepReport, WorkerMetrics};
 pub use live::{LiveConfig, LiveEngine};
-pub use replay::{CacheKnowledge, ReplayConfig, ReplayOutcome, replay, replay_with_progress};
+pub use replay::{
+    CacheKnowledge, MembershipChange, ReplayConfig, ReplayOutcome, WorkerChange, replay,
+    replay_with_progress,
+};
 pub use summary::{RequestRecord, Summary};
 pub use timing::{PolynomialTiming, StepShape, StepTiming};
 pub use trace::{TraceError, TraceRequest, engine_blocks, load_mooncake};

@@ -21,7 +21,7 @@ use crate::timing::PolynomialTiming;
 use crate::trace::{TraceError, TraceRequest, engine_blocks};
 
 /// The settings of a replay.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReplayConfig {
     /// Simulated workers.
     pub workers: usize,
@@ -35,6 +35,26 @@ pub struct ReplayConfig {
     pub event_lag_ms: f64,
     /// At most this many requests in the system at once; later arrivals wait. Default none.
     pub max_in_flight: Option<usize>,
+    /// Workers added or removed during the replay (a planner's decisions, say).
+    pub membership: Vec<MembershipChange>,
+}
+
+/// A change to the set of workers at a point of the replay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MembershipChange {
+    /// When, in ms of virtual time.
+    pub at_ms: f64,
+    /// What.
+    pub change: WorkerChange,
+}
+
+/// Add a worker, or remove one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerChange {
+    /// A new worker with an empty cache; it takes the next worker number.
+    Add,
+    /// Stop routing to this worker; the requests it holds run to their end.
+    Remove(u64),
 }
 
 impl Default for ReplayConfig {
@@ -46,6 +66,7 @@ impl Default for ReplayConfig {
             arrival_speedup: 1.0,
             event_lag_ms: 0.0,
             max_in_flight: None,
+            membership: Vec::new(),
         }
     }
 }
@@ -65,6 +86,8 @@ pub enum CacheKnowledge {
 enum Event {
     /// An arrival that waited for the concurrency cap.
     Arrival(usize),
+    /// `config.membership[i]`.
+    Membership(usize),
     StepDone(usize),
     Deliver(usize),
 }
@@ -166,7 +189,7 @@ pub fn replay_with_progress(
         }
     };
     let mut sim = Simulation {
-        config: *config,
+        config: config.clone(),
         trace,
 
         selector,
@@ -174,15 +197,7 @@ pub fn replay_with_progress(
             CacheKnowledge::Events(index) => Some(index),
             CacheKnowledge::Other(_) | CacheKnowledge::Nothing => None,
         },
-        workers: (0..config.workers)
-            .map(|_| Worker {
-                engine: SimWorker::new(config.engine, PolynomialTiming::default()),
-                report: StepReport::default(),
-                stepping: false,
-                next_event_id: 0,
-                in_transit: VecDeque::new(),
-            })
-            .collect(),
+        workers: (0..config.workers).map(|_| new_worker(config)).collect(),
         queue: BinaryHeap::new(),
         order: 0,
         records: trace
@@ -200,6 +215,9 @@ pub fn replay_with_progress(
     };
     for worker in 0..config.workers {
         sim.selector.insert_worker(WorkerId::new(worker as u64));
+    }
+    for (i, change) in config.membership.iter().enumerate() {
+        sim.schedule(change.at_ms, Event::Membership(i));
     }
     let speedup = config.arrival_speedup.max(f64::MIN_POSITIVE);
     let mut arrivals: Vec<(f64, usize)> = trace
@@ -306,6 +324,7 @@ impl Simulation<'_> {
                 Event::Arrival(index) => self.arrive(index, at_ms),
                 Event::StepDone(worker) => self.step_done(worker, at_ms),
                 Event::Deliver(worker) => self.deliver(worker),
+                Event::Membership(i) => self.change_membership(i),
             }
         }
     }
@@ -353,6 +372,17 @@ impl Simulation<'_> {
         });
         if !self.workers[worker].stepping {
             self.start_step(worker, now_ms);
+        }
+    }
+
+    fn change_membership(&mut self, i: usize) {
+        match self.config.membership[i].change {
+            WorkerChange::Add => {
+                let id = self.workers.len() as u64;
+                self.workers.push(new_worker(&self.config));
+                self.selector.insert_worker(WorkerId::new(id));
+            }
+            WorkerChange::Remove(id) => self.selector.remove_worker(WorkerId::new(id)),
         }
     }
 
@@ -445,6 +475,16 @@ impl Simulation<'_> {
 
     fn record_mut(&mut self, id: u64) -> Option<&mut RequestRecord> {
         self.records.get_mut(id as usize)
+    }
+}
+
+fn new_worker(config: &ReplayConfig) -> Worker {
+    Worker {
+        engine: SimWorker::new(config.engine, PolynomialTiming::default()),
+        report: StepReport::default(),
+        stepping: false,
+        next_event_id: 0,
+        in_transit: VecDeque::new(),
     }
 }
 

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
-    CacheKnowledge, ReplayConfig, ReplayOutcome, TraceRequest, load_mooncake, replay,
+    CacheKnowledge, MembershipChange, ReplayConfig, ReplayOutcome, TraceRequest, WorkerChange,
+    load_mooncake, replay,
 };
 use dynamo_router::{
     ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, RoundRobin, SharedIndex,
@@ -101,4 +102,38 @@ fn round_robin_matches_dynamos_replay_within_a_percent() {
     assert!(close(summary.p99_ttft_ms, 1435.142), "{summary:?}");
     assert!(close(summary.mean_tpot_ms, 7.300), "{summary:?}");
     assert!(close(summary.mean_e2e_latency_ms, 1296.670), "{summary:?}");
+}
+
+#[test]
+fn workers_join_and_leave_at_their_times() {
+    let trace = trace();
+    let trace = &trace[..1200];
+    let middle = trace[600].timestamp;
+    let config = ReplayConfig {
+        workers: 4,
+        membership: vec![
+            MembershipChange {
+                at_ms: middle,
+                change: WorkerChange::Add,
+            },
+            MembershipChange {
+                at_ms: middle,
+                change: WorkerChange::Remove(0),
+            },
+        ],
+        ..ReplayConfig::default()
+    };
+    let outcome = round_robin(trace, &config);
+    assert_eq!(outcome.summary.completed_requests, 1200);
+    for record in &outcome.records {
+        if record.arrival_ms < middle {
+            assert!(record.worker < 4, "{record:?}");
+        } else if record.arrival_ms > middle {
+            assert!((1..5).contains(&record.worker), "{record:?}");
+        }
+    }
+    assert!(
+        outcome.records.iter().any(|r| r.worker == 4),
+        "the new worker serves"
+    );
 }
