@@ -51,5 +51,5 @@ pub use replay::{
     replay_with_progress,
 };
 pub use summary::{RequestRecord, Summary};
-pub use timing::{PolynomialTiming, StepShape, StepTiming};
+pub use timing::{InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingTableError};
 pub use trace::{TraceError, TraceRequest, engine_blocks, load_mooncake};

@@ -81,3 +81,112 @@ impl StepTiming for PolynomialTiming {
         ms
     }
 }
+
+/// A step-time model interpolated from a profiling table, for engines measured rather than
+/// modelled.
+///
+/// Prefill time is interpolated linearly in the prompt tokens of the step, decode time in the
+/// KV usage; beyond the table the nearest segment's slope carries on (and time never goes below
+/// zero). A table with one point is constant.
+///
+/// ```
+/// use dynamo_mocker::{InterpolatedTiming, StepShape, StepTiming};
+///
+/// let timing = InterpolatedTiming::new(
+///     vec![(1024.0, 20.0), (4096.0, 60.0)], // (prompt tokens, ms)
+///     vec![(0.0, 6.0), (1.0, 30.0)],         // (KV usage, ms)
+/// )?;
+/// let step = StepShape { prefill_tokens: 2560, decode_sequences: 8, kv_usage: 0.5 };
+/// assert!((timing.step_ms(&step) - (40.0 + 18.0)).abs() < 1e-9);
+/// # Ok::<(), dynamo_mocker::TimingTableError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterpolatedTiming {
+    prefill: Vec<(f64, f64)>,
+    decode: Vec<(f64, f64)>,
+}
+
+/// A profiling table that cannot be interpolated.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("the {table} table needs at least one point, with finite values and distinct inputs")]
+pub struct TimingTableError {
+    /// `prefill` or `decode`.
+    pub table: &'static str,
+}
+
+impl InterpolatedTiming {
+    /// A model from `(prompt tokens, ms)` and `(KV usage, ms)` points, in any order.
+    ///
+    /// # Errors
+    ///
+    /// [`TimingTableError`] for an empty table, a non-finite value or a repeated input.
+    pub fn new(
+        prefill: Vec<(f64, f64)>,
+        decode: Vec<(f64, f64)>,
+    ) -> Result<Self, TimingTableError> {
+        Ok(InterpolatedTiming {
+            prefill: sorted_table(prefill, "prefill")?,
+            decode: sorted_table(decode, "decode")?,
+        })
+    }
+}
+
+fn sorted_table(
+    mut points: Vec<(f64, f64)>,
+    table: &'static str,
+) -> Result<Vec<(f64, f64)>, TimingTableError> {
+    let finite = points.iter().all(|(x, y)| x.is_finite() && y.is_finite());
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let distinct = points.windows(2).all(|w| w[0].0 < w[1].0);
+    if points.is_empty() || !finite || !distinct {
+        return Err(TimingTableError { table });
+    }
+    Ok(points)
+}
+
+/// Piecewise-linear interpolation over sorted points, extrapolating the end segments.
+fn interpolate(points: &[(f64, f64)], x: f64) -> f64 {
+    let segment = match points {
+        [] => return 0.0,
+        [(_, y)] => return *y,
+        _ => {
+            let i = points
+                .partition_point(|p| p.0 <= x)
+                .clamp(1, points.len() - 1);
+            (points[i - 1], points[i])
+        }
+    };
+    let ((x0, y0), (x1, y1)) = segment;
+    (y0 + (y1 - y0) * (x - x0) / (x1 - x0)).max(0.0)
+}
+
+impl StepTiming for InterpolatedTiming {
+    fn step_ms(&self, step: &StepShape) -> f64 {
+        let mut ms = 0.0;
+        if step.prefill_tokens > 0 {
+            ms += interpolate(&self.prefill, step.prefill_tokens as f64);
+        }
+        if step.decode_sequences > 0 {
+            ms += interpolate(&self.decode, step.kv_usage);
+        }
+        ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_extrapolate_their_end_segments_and_reject_bad_points() {
+        let points = [(0.0, 1.0), (10.0, 11.0), (20.0, 31.0)];
+        assert_eq!(interpolate(&points, 5.0), 6.0);
+        assert_eq!(interpolate(&points, 15.0), 21.0);
+        assert_eq!(interpolate(&points, 30.0), 51.0);
+        assert_eq!(interpolate(&points, -20.0), 0.0, "never below zero");
+        assert_eq!(interpolate(&[(3.0, 7.0)], 100.0), 7.0);
+        assert!(InterpolatedTiming::new(vec![], vec![(0.0, 1.0)]).is_err());
+        assert!(InterpolatedTiming::new(vec![(1.0, 1.0), (1.0, 2.0)], vec![(0.0, 1.0)]).is_err());
+        assert!(InterpolatedTiming::new(vec![(1.0, f64::NAN)], vec![(0.0, 1.0)]).is_err());
+    }
+}
