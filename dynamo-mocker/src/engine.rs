@@ -122,6 +122,8 @@ pub struct SimWorker {
     cached: Vec<(u64, u64)>,
     /// The step's plan, kept to reuse its allocation: (index in `running`, tokens).
     plan: Vec<(usize, u64)>,
+    /// Indices in `running` of the sequences that produced their last token this step.
+    done: Vec<usize>,
     record_tokens: bool,
 }
 
@@ -148,6 +150,7 @@ impl SimWorker {
             running: Vec::new(),
             cached: Vec::new(),
             plan: Vec::new(),
+            done: Vec::new(),
             record_tokens: false,
         }
     }
@@ -284,7 +287,11 @@ impl SimWorker {
         loop {
             let sequence = &self.running[index];
             let held = sequence.pinned as u64 + sequence.private;
-            let needed = tokens.div_ceil(block).saturating_sub(held);
+            if tokens <= held * block {
+                // The usual decode step: the last block has room.
+                return true;
+            }
+            let needed = tokens.div_ceil(block) - held;
             if self.pool.take(needed) {
                 self.running[index].private += needed;
                 return true;
@@ -384,6 +391,9 @@ impl SimWorker {
         let sequence = &mut self.running[index];
         sequence.generated += 1;
         sequence.computed = sequence.tokens();
+        if sequence.generated >= sequence.request.output_tokens {
+            self.done.push(index);
+        }
         // Output tokens fill blocks whose content is this request's own.
         while (sequence.blocks.len() as u64 + 1) * block <= sequence.tokens() {
             let position = sequence.blocks.len() as u64;
@@ -401,6 +411,10 @@ impl SimWorker {
     fn register_full(&mut self, index: usize) {
         let block = u64::from(self.config.block_size.get());
         let sequence = &mut self.running[index];
+        if sequence.private == 0 || sequence.pinned >= sequence.blocks.len() {
+            // No block filled since the last call.
+            return;
+        }
         let full = ((sequence.computed / block) as usize).min(sequence.blocks.len());
         while sequence.pinned < full && sequence.private > 0 {
             let parent = sequence
@@ -415,17 +429,16 @@ impl SimWorker {
 
     /// Release the sequences that produced their last token.
     fn finish(&mut self, report: &mut StepReport) {
-        let mut index = 0;
-        while index < self.running.len() {
-            let sequence = &self.running[index];
-            if sequence.generated >= sequence.request.output_tokens && !sequence.prefilling() {
-                let mut sequence = self.running.remove(index);
-                self.release(&mut sequence);
-                report.finished.push(sequence.request.id);
-            } else {
-                index += 1;
-            }
+        // Highest index first, so that removing one leaves the others' indices valid.
+        let mut done = std::mem::take(&mut self.done);
+        done.sort_unstable_by(|a, b| b.cmp(a));
+        for index in done.drain(..) {
+            let mut sequence = self.running.remove(index);
+            self.release(&mut sequence);
+            report.finished.push(sequence.request.id);
         }
+        report.finished.reverse();
+        self.done = done;
     }
 
     /// The first waiting request needs more blocks than the whole cache: drop it as finished
