@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | [`dynamo-core`](dynamo_core) | tokens, block hashing, requests, token streams, KV events, the [`Engine`] abstraction, errors | available, re-exported at the root |
 //! | `dynamo-router` | the KV prefix index, load tracking, routing policies and the router as a tower `Service` | available, as `dynamo::router` with the `router` feature |
+//! | `dynamo-mocker` | a simulated vLLM-like engine and the virtual-clock trace replay | available, as `dynamo::mocker` with the `mocker` feature |
 //!
 //! # Example
 //!
@@ -33,6 +34,7 @@
 //! |---|---|---|
 //! | — | `dynamo-core` is always included | — |
 //! | `router` | `dynamo::router`, the `dynamo-router` crate | no |
+//! | `mocker` | `dynamo::mocker`, the `dynamo-mocker` crate | no |
 //!
 //! [tower]: https://docs.rs/tower
 
@@ -41,3 +43,7 @@ pub use dynamo_core::*;
 /// KV-cache-aware routing: the `dynamo-router` crate.
 #[cfg(feature = "router")]
 pub use dynamo_router as router;
+
+/// The simulated engine and the trace replay: the `dynamo-mocker` crate.
+#[cfg(feature = "mocker")]
+pub use dynamo_mocker as mocker;

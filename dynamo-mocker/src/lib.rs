@@ -4,8 +4,16 @@
 //! running queue, one token budget per step spent on running sequences first and then on
 //! waiting ones (chunked prefill), a cap on running sequences, a paged KV cache with prefix
 //! caching and least-recently-released eviction, preemption by recompute when blocks run
-//! out, and the step-time model of NVIDIA Dynamo's mocker ([`PolynomialTiming`]). It emits the
-//! KV events a real engine would, so the router's real index can follow it.
+//! out, and the step-time model of NVIDIA Dynamo's mocker ([`PolynomialTiming`], or
+//! [`InterpolatedTiming`] from a profiling table). It emits the KV events a real engine would,
+//! so the router's real index can follow it.
+//!
+//! - [`replay`] drives N workers with a Mooncake-format trace ([`load_mooncake`]) through any
+//!   [`Router`](dynamo_router::Router), on a virtual clock, and summarises what users would
+//!   have seen ([`Summary`], with NVIDIA Dynamo's field names). The `dynamo-replay` command
+//!   wraps it; `docs/simulator.md` compares it with Dynamo's own replay.
+//! - [`LiveEngine`] runs one worker as an [`Engine`](dynamo_core::Engine) that streams tokens
+//!   in scaled real time, to stand in for a GPU behind a router or a gateway.
 //!
 //! # Example
 //!
@@ -30,6 +38,28 @@
 //! worker.step();
 //! assert_eq!(worker.step().map(|s| s.finished), Some(vec![1]));
 //! assert!(worker.is_idle());
+//! ```
+//!
+//! # Replaying a trace
+//!
+//! ```
+//! use dynamo_core::BlockSize;
+//! use dynamo_mocker::{CacheKnowledge, ReplayConfig, TraceRequest, replay};
+//! use dynamo_router::{KvCost, SharedIndex};
+//!
+//! // Two requests that share their first 512-token trace block.
+//! let trace = vec![
+//!     TraceRequest { timestamp: 0.0, input_length: 1024, output_length: 4, hash_ids: vec![1, 2] },
+//!     TraceRequest { timestamp: 500.0, input_length: 1024, output_length: 4, hash_ids: vec![1, 3] },
+//! ];
+//! let config = ReplayConfig { workers: 2, ..ReplayConfig::default() };
+//! let index = SharedIndex::new(BlockSize::new(64)?);
+//! let outcome = replay(&trace, &config, "kv", KvCost::default(), CacheKnowledge::Events(index))?;
+//! assert_eq!(outcome.summary.completed_requests, 2);
+//! // The second request went where the first one's blocks were cached.
+//! assert_eq!(outcome.records[1].worker, outcome.records[0].worker);
+//! assert_eq!(outcome.records[1].cached_tokens, 512);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Features
