@@ -125,6 +125,13 @@ pub struct SimWorker {
     /// Indices in `running` of the sequences that produced their last token this step.
     done: Vec<usize>,
     record_tokens: bool,
+    /// Quiet steps run since the running sequences were last brought up to date: steps in
+    /// which every running sequence decoded one token and none filled a block or finished.
+    quiet_steps: u64,
+    /// How many more steps are certain to be quiet.
+    quiet_ahead: u64,
+    /// The running sequences' tokens when they were last brought up to date.
+    quiet_tokens: u64,
 }
 
 impl StepReport {
@@ -152,6 +159,9 @@ impl SimWorker {
             plan: Vec::new(),
             done: Vec::new(),
             record_tokens: false,
+            quiet_steps: 0,
+            quiet_ahead: 0,
+            quiet_tokens: 0,
         }
     }
 
@@ -164,6 +174,8 @@ impl SimWorker {
 
     /// Queue a request.
     pub fn add_request(&mut self, mut request: SimRequest) {
+        // The next step may admit it: it is not quiet.
+        self.quiet_ahead = 0;
         self.waiting.push_back(Sequence {
             blocks: std::mem::take(&mut request.prompt_blocks),
             request,
@@ -178,6 +190,8 @@ impl SimWorker {
     /// Drop a request wherever it is, releasing its blocks (its registered blocks stay cached).
     /// `false` when the worker does not have it.
     pub fn cancel(&mut self, id: u64) -> bool {
+        self.catch_up();
+        self.quiet_ahead = 0;
         if let Some(index) = self.waiting.iter().position(|s| s.request.id == id) {
             self.waiting.remove(index);
             return true;
@@ -223,6 +237,11 @@ impl SimWorker {
         if self.is_idle() {
             return false;
         }
+        if self.quiet_ahead > 0 {
+            self.quiet_step(report);
+            return true;
+        }
+        self.catch_up();
         let mut budget = self.config.max_num_batched_tokens;
         let mut plan = std::mem::take(&mut self.plan);
         plan.clear();
@@ -276,7 +295,69 @@ impl SimWorker {
         self.plan = plan;
         self.finish(report);
         report.events.append(&mut self.pool.events);
+        self.plan_quiet_steps();
         true
+    }
+
+    /// A step in which every running sequence decodes one token and nothing else happens:
+    /// counted, not applied to each sequence (see [`SimWorker::catch_up`]).
+    fn quiet_step(&mut self, report: &mut StepReport) {
+        let sequences = self.running.len() as u64;
+        let tokens = self.quiet_tokens + sequences * self.quiet_steps;
+        let token_capacity = self.pool.capacity() * u64::from(self.config.block_size.get());
+        let shape = StepShape {
+            prefill_tokens: 0,
+            decode_sequences: sequences as u32,
+            kv_usage: tokens as f64 / token_capacity.max(1) as f64,
+        };
+        report.duration_ms = self.timing.step_ms(&shape);
+        if self.record_tokens {
+            report
+                .produced
+                .extend(self.running.iter().map(|s| s.request.id));
+        }
+        self.quiet_steps += 1;
+        self.quiet_ahead -= 1;
+    }
+
+    /// Apply the quiet steps to every running sequence.
+    fn catch_up(&mut self) {
+        if self.quiet_steps > 0 {
+            for sequence in &mut self.running {
+                sequence.generated += self.quiet_steps;
+                sequence.computed = sequence.tokens();
+            }
+            self.quiet_steps = 0;
+        }
+    }
+
+    /// After a full step: how many of the next steps are certain to be quiet. None if a
+    /// request waits or a sequence prefills; otherwise until the first sequence needs a new
+    /// block, fills one, or finishes.
+    fn plan_quiet_steps(&mut self) {
+        let block = u64::from(self.config.block_size.get());
+        let sequences = self.running.len() as u64;
+        self.quiet_ahead = 0;
+        if !self.waiting.is_empty() || sequences > self.config.max_num_batched_tokens {
+            return;
+        }
+        let mut ahead = u64::MAX;
+        let mut tokens = 0;
+        for sequence in &self.running {
+            if sequence.prefilling() {
+                return;
+            }
+            let room = (sequence.pinned as u64 + sequence.private) * block;
+            let to_full = room.saturating_sub(sequence.tokens() + 1);
+            let to_last = sequence
+                .request
+                .output_tokens
+                .saturating_sub(sequence.generated + 1);
+            ahead = ahead.min(to_full).min(to_last);
+            tokens += sequence.tokens();
+        }
+        self.quiet_ahead = if sequences == 0 { 0 } else { ahead };
+        self.quiet_tokens = tokens;
     }
 
     /// Make sure `running[index]` holds blocks for `tokens` tokens, preempting the newest
