@@ -179,11 +179,9 @@ pub fn replay_with_progress(
         CacheKnowledge::Events(index) => {
             WorkerSelector::new(SelectorConfig::new(block_size), policy, index.clone())
         }
-        CacheKnowledge::Other(source) => WorkerSelector::new(
-            SelectorConfig::new(block_size),
-            policy,
-            SharedSource(source.clone()),
-        ),
+        CacheKnowledge::Other(source) => {
+            WorkerSelector::new(SelectorConfig::new(block_size), policy, source.clone())
+        }
         CacheKnowledge::Nothing => {
             WorkerSelector::new(SelectorConfig::new(block_size), policy, NoKnowledge)
         }
@@ -191,7 +189,6 @@ pub fn replay_with_progress(
     let mut sim = Simulation {
         config: config.clone(),
         trace,
-
         selector,
         index: match knowledge {
             CacheKnowledge::Events(index) => Some(index),
@@ -247,25 +244,6 @@ impl OverlapSource for NoKnowledge {
     }
     fn routed(&self, _worker: WorkerId, _blocks: &[dynamo_core::SequenceHash], _now: Instant) {}
     fn remove_worker(&self, _worker: WorkerId) {}
-}
-
-/// An `Arc<dyn OverlapSource>` as an `OverlapSource`.
-struct SharedSource(std::sync::Arc<dyn OverlapSource>);
-
-impl OverlapSource for SharedSource {
-    fn overlaps(
-        &self,
-        blocks: &[dynamo_core::SequenceHash],
-        now: Instant,
-    ) -> dynamo_router::Overlaps {
-        self.0.overlaps(blocks, now)
-    }
-    fn routed(&self, worker: WorkerId, blocks: &[dynamo_core::SequenceHash], now: Instant) {
-        self.0.routed(worker, blocks, now);
-    }
-    fn remove_worker(&self, worker: WorkerId) {
-        self.0.remove_worker(worker);
-    }
 }
 
 struct Simulation<'a> {
@@ -344,6 +322,7 @@ impl Simulation<'_> {
         // Without busy thresholds every arrival is placed; one that is not stays unfinished
         // in the records.
         let trace = &self.trace[index];
+        // The block sizes were checked before the replay started, so this cannot fail.
         let blocks = engine_blocks(
             trace,
             self.config.trace_block_size,

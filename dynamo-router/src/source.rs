@@ -59,6 +59,20 @@ impl OverlapSource for ApproxIndex {
     }
 }
 
+impl<S: OverlapSource + ?Sized> OverlapSource for std::sync::Arc<S> {
+    fn overlaps(&self, blocks: &[SequenceHash], now: Instant) -> Overlaps {
+        (**self).overlaps(blocks, now)
+    }
+
+    fn routed(&self, worker: WorkerId, blocks: &[SequenceHash], now: Instant) {
+        (**self).routed(worker, blocks, now);
+    }
+
+    fn remove_worker(&self, worker: WorkerId) {
+        (**self).remove_worker(worker);
+    }
+}
+
 impl<S: OverlapSource + ?Sized> OverlapSource for Box<S> {
     fn overlaps(&self, blocks: &[SequenceHash], now: Instant) -> Overlaps {
         (**self).overlaps(blocks, now)
