@@ -81,5 +81,7 @@ pub use replay::{
     replay_with_progress,
 };
 pub use summary::{RequestRecord, Summary};
-pub use timing::{InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingTableError};
+pub use timing::{
+    InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingModel, TimingTableError,
+};
 pub use trace::{TraceError, TraceRequest, engine_blocks, load_mooncake};

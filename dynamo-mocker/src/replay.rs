@@ -17,7 +17,7 @@ use dynamo_router::{
 
 use crate::engine::{EngineConfig, SimRequest, SimWorker, StepReport};
 use crate::summary::{RequestRecord, Summary};
-use crate::timing::PolynomialTiming;
+use crate::timing::TimingModel;
 use crate::trace::{TraceError, TraceRequest, engine_blocks};
 
 /// The settings of a replay.
@@ -27,6 +27,8 @@ pub struct ReplayConfig {
     pub workers: usize,
     /// Each worker's engine.
     pub engine: EngineConfig,
+    /// How long each engine step takes. Default: the public polynomial model.
+    pub timing: TimingModel,
     /// Tokens per trace block (`hash_ids` entry). Default 512.
     pub trace_block_size: u64,
     /// Arrivals are this many times faster than in the trace. Default 1.
@@ -62,6 +64,7 @@ impl Default for ReplayConfig {
         ReplayConfig {
             workers: 8,
             engine: EngineConfig::default(),
+            timing: TimingModel::default(),
             trace_block_size: 512,
             arrival_speedup: 1.0,
             event_lag_ms: 0.0,
@@ -459,7 +462,7 @@ impl Simulation<'_> {
 
 fn new_worker(config: &ReplayConfig) -> Worker {
     Worker {
-        engine: SimWorker::new(config.engine, PolynomialTiming::default()),
+        engine: SimWorker::new(config.engine, config.timing.clone()),
         report: StepReport::default(),
         stepping: false,
         next_event_id: 0,

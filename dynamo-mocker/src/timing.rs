@@ -82,6 +82,30 @@ impl StepTiming for PolynomialTiming {
     }
 }
 
+/// One of the crate's step-time models, as a value (for configurations).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimingModel {
+    /// The public polynomial model.
+    Polynomial(PolynomialTiming),
+    /// A model interpolated from a profiling table.
+    Interpolated(InterpolatedTiming),
+}
+
+impl Default for TimingModel {
+    fn default() -> Self {
+        TimingModel::Polynomial(PolynomialTiming::default())
+    }
+}
+
+impl StepTiming for TimingModel {
+    fn step_ms(&self, step: &StepShape) -> f64 {
+        match self {
+            TimingModel::Polynomial(model) => model.step_ms(step),
+            TimingModel::Interpolated(model) => model.step_ms(step),
+        }
+    }
+}
+
 /// A step-time model interpolated from a profiling table, for engines measured rather than
 /// modelled.
 ///

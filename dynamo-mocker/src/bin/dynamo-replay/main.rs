@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
-    CacheKnowledge, ReplayConfig, RequestRecord, Summary, load_mooncake, replay_with_progress,
+    CacheKnowledge, InterpolatedTiming, ReplayConfig, RequestRecord, Summary, TimingModel,
+    load_mooncake, replay_with_progress,
 };
 use dynamo_router::{
     ApproxConfig, ApproxIndex, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
@@ -80,6 +81,7 @@ fn parse() -> Result<Options, String> {
             "--max-in-flight" => options.config.max_in_flight = Some(number()? as usize),
             "--seed" => options.seed = number()?,
             "--requests-out" => options.requests_out = Some(PathBuf::from(&value)),
+            "--timing-table" => options.config.timing = timing_table(&value)?,
             "--plot" => options.plot = Some(PathBuf::from(&value)),
             "--router" => options
                 .routers
@@ -97,6 +99,20 @@ fn parse() -> Result<Options, String> {
         options.routers = vec!["round-robin".into(), "kv".into(), "ttft".into()];
     }
     Ok(options)
+}
+
+/// A profiling table: `{"prefill": [[tokens, ms], ...], "decode": [[kv_usage, ms], ...]}`.
+fn timing_table(path: &str) -> Result<TimingModel, String> {
+    #[derive(serde::Deserialize)]
+    struct Table {
+        prefill: Vec<(f64, f64)>,
+        decode: Vec<(f64, f64)>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let table: Table = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    let model =
+        InterpolatedTiming::new(table.prefill, table.decode).map_err(|e| format!("{path}: {e}"))?;
+    Ok(TimingModel::Interpolated(model))
 }
 
 /// The policy and the cache knowledge a router name stands for.
