@@ -6,7 +6,9 @@
 //! most a capacity of predicted blocks, dropping the least recently routed first (an engine's
 //! cache is finite). Queries then work exactly as on the event-fed [`KvIndex`].
 
-use std::collections::{BTreeMap, HashMap};
+mod recency;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use dynamo_core::{BlockSize, SequenceHash, WorkerId};
 use parking_lot::Mutex;
 
 use crate::index::{IndexError, KvIndex, Overlaps};
+use recency::Recency;
 
 /// How long and how much the approximate mode remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,21 +38,12 @@ impl Default for ApproxConfig {
     }
 }
 
-/// The predicted blocks of one worker, oldest first.
-#[derive(Debug, Default)]
-struct WorkerPredictions {
-    /// Block → the stamp of its last routing.
-    stamp_of: HashMap<SequenceHash, u64, foldhash::fast::RandomState>,
-    /// Stamp → the block and when it was routed; the first entry is the least recent.
-    by_stamp: BTreeMap<u64, (SequenceHash, Instant)>,
-}
-
 #[derive(Debug)]
 struct Predictions {
     index: KvIndex,
-    workers: HashMap<WorkerId, WorkerPredictions, foldhash::fast::RandomState>,
+    /// Each worker's predicted blocks, least recently routed first.
+    workers: HashMap<WorkerId, Recency, foldhash::fast::RandomState>,
     config: ApproxConfig,
-    next_stamp: u64,
     /// When to look for expired predictions next: every 1/64 of the TTL, so that a query does
     /// not visit every worker.
     next_expiry: Option<Instant>,
@@ -85,7 +79,6 @@ impl ApproxIndex {
                 index: KvIndex::new(block_size),
                 workers: HashMap::default(),
                 config,
-                next_stamp: 0,
                 next_expiry: None,
             })),
         }
@@ -108,20 +101,14 @@ impl ApproxIndex {
         predictions.index.hold(worker, blocks)?;
         let held = predictions.workers.entry(worker).or_default();
         for &hash in blocks {
-            let stamp = predictions.next_stamp;
-            predictions.next_stamp += 1;
-            if let Some(old) = held.stamp_of.insert(hash, stamp) {
-                held.by_stamp.remove(&old);
-            }
-            held.by_stamp.insert(stamp, (hash, now));
+            held.touch(hash, now);
         }
         if let Some(capacity) = predictions.config.capacity_blocks {
             let mut evicted = Vec::new();
-            while held.stamp_of.len() > capacity {
-                let Some((_, (hash, _))) = held.by_stamp.pop_first() else {
+            while held.len() > capacity {
+                let Some(hash) = held.pop_oldest() else {
                     break;
                 };
-                held.stamp_of.remove(&hash);
                 evicted.push(hash);
             }
             predictions.index.release(worker, &evicted);
@@ -160,14 +147,11 @@ impl Predictions {
         self.next_expiry = Some(now + ttl / 64);
         for (&worker, held) in &mut self.workers {
             let mut expired = Vec::new();
-            while let Some(entry) = held.by_stamp.first_entry() {
-                let (hash, routed_at) = *entry.get();
+            while let Some((_, routed_at)) = held.oldest() {
                 if now.saturating_duration_since(routed_at) < ttl {
                     break;
                 }
-                entry.remove();
-                held.stamp_of.remove(&hash);
-                expired.push(hash);
+                expired.extend(held.pop_oldest());
             }
             self.index.release(worker, &expired);
         }
