@@ -285,8 +285,7 @@ impl SimWorker {
                 decode_tokens += sequence.tokens();
             }
         }
-        let token_capacity = self.pool.capacity() * u64::from(self.config.block_size.get());
-        shape.kv_usage = decode_tokens as f64 / token_capacity.max(1) as f64;
+        shape.kv_usage = self.kv_usage(decode_tokens);
         report.prefill_tokens = shape.prefill_tokens;
         report.duration_ms = self.timing.step_ms(&shape);
         for &(index, chunk) in &plan {
@@ -304,11 +303,10 @@ impl SimWorker {
     fn quiet_step(&mut self, report: &mut StepReport) {
         let sequences = self.running.len() as u64;
         let tokens = self.quiet_tokens + sequences * self.quiet_steps;
-        let token_capacity = self.pool.capacity() * u64::from(self.config.block_size.get());
         let shape = StepShape {
             prefill_tokens: 0,
             decode_sequences: sequences as u32,
-            kv_usage: tokens as f64 / token_capacity.max(1) as f64,
+            kv_usage: self.kv_usage(tokens),
         };
         report.duration_ms = self.timing.step_ms(&shape);
         if self.record_tokens {
@@ -318,6 +316,12 @@ impl SimWorker {
         }
         self.quiet_steps += 1;
         self.quiet_ahead -= 1;
+    }
+
+    /// `tokens` as a share of the cache's token capacity: what slows a decode step.
+    fn kv_usage(&self, tokens: u64) -> f64 {
+        let capacity = self.pool.capacity() * u64::from(self.config.block_size.get());
+        tokens as f64 / capacity.max(1) as f64
     }
 
     /// Apply the quiet steps to every running sequence.
