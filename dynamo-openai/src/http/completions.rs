@@ -1,0 +1,217 @@
+//! `POST /v1/completions`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use dynamo_core::Usage;
+use futures::{StreamExt, TryStreamExt, stream};
+
+use super::generate::{self, TextEvent, TextStream};
+use super::{JsonBody, RequestId, Shared, prepare, sse};
+use crate::ApiError;
+use crate::protocol::common::reject_unknown;
+use crate::protocol::{
+    Completion, CompletionChoice, CompletionChunk, CompletionRequest, Prompt, UsageBody,
+};
+use crate::registry::ModelEntry;
+
+/// OpenAI's default `max_tokens` for text completions.
+const DEFAULT_MAX_TOKENS: u32 = 16;
+
+pub(crate) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    JsonBody(body): JsonBody<CompletionRequest>,
+) -> Response {
+    serve(shared, request_id, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    request_id: String,
+    body: CompletionRequest,
+) -> Result<Response, ApiError> {
+    let entry = shared
+        .registry
+        .get(&body.model)
+        .ok_or_else(|| ApiError::model_not_found(&body.model))?;
+    reject_unknown(&body.extra)?;
+    if body.logprobs.is_some() {
+        return Err(ApiError::invalid_field(
+            "logprobs",
+            "log-probabilities are not supported by this server yet",
+        ));
+    }
+    let prompts = prompt_tokens(&entry, &body.prompt)?;
+    let mut streams = Vec::with_capacity(prompts.len());
+    for (index, tokens) in prompts.into_iter().enumerate() {
+        let echo = match body.echo {
+            true => entry
+                .tokenizer
+                .decode(&tokens, false)
+                .map_err(|error| ApiError::invalid_field("prompt", error.to_string()))?,
+            false => String::new(),
+        };
+        let request = prepare::engine_request(
+            &shared,
+            &entry,
+            format!("{request_id}-{index}"),
+            tokens,
+            &body.sampling,
+            Some(body.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+            "max_tokens",
+        )?;
+        let slot = shared.in_flight.acquire(&entry.name)?;
+        let text = generate::start(entry.clone(), request, slot, "completions").await?;
+        streams.push((echo, text));
+    }
+    let header = Header {
+        id: format!("cmpl-{request_id}"),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs()),
+        model: entry.name.clone(),
+    };
+    if body.stream {
+        let include_usage = body
+            .stream_options
+            .is_some_and(|options| options.include_usage);
+        return Ok(stream(header, streams, include_usage));
+    }
+    collect(header, streams).await
+}
+
+/// Every prompt of the request as token ids.
+fn prompt_tokens(entry: &ModelEntry, prompt: &Prompt) -> Result<Vec<Vec<u32>>, ApiError> {
+    let encode = |text: &str| {
+        entry
+            .tokenizer
+            .encode(text)
+            .map_err(|error| ApiError::invalid_field("prompt", error.to_string()))
+    };
+    let prompts = match prompt {
+        Prompt::Text(text) => vec![encode(text)?],
+        Prompt::Texts(texts) => texts
+            .iter()
+            .map(|text| encode(text))
+            .collect::<Result<_, _>>()?,
+        Prompt::Tokens(tokens) => vec![tokens.clone()],
+        Prompt::TokenLists(lists) => lists.clone(),
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::invalid_field(
+            "prompt",
+            "the prompt list is empty",
+        ));
+    }
+    Ok(prompts)
+}
+
+struct Header {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Header {
+    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<UsageBody>) -> CompletionChunk {
+        CompletionChunk {
+            id: self.id.clone(),
+            object: "text_completion".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        }
+    }
+}
+
+fn add(total: &mut Usage, usage: Usage) {
+    total.prompt_tokens += usage.prompt_tokens;
+    total.completion_tokens += usage.completion_tokens;
+    total.cached_tokens += usage.cached_tokens;
+}
+
+async fn collect(header: Header, streams: Vec<(String, TextStream)>) -> Result<Response, ApiError> {
+    let mut choices = Vec::with_capacity(streams.len());
+    let mut total = Usage::default();
+    let results = futures::future::join_all(
+        streams
+            .into_iter()
+            .map(|(echo, text)| async move { (echo, text.try_collect::<Vec<_>>().await) }),
+    )
+    .await;
+    for (index, (mut text, events)) in (0u32..).zip(results) {
+        let mut finish_reason = None;
+        for event in events? {
+            match event {
+                TextEvent::Delta(delta) => text.push_str(&delta),
+                TextEvent::Done { reason, usage } => {
+                    finish_reason = Some(generate::finish_reason(reason));
+                    add(&mut total, usage);
+                }
+            }
+        }
+        choices.push(CompletionChoice {
+            index,
+            text,
+            logprobs: None,
+            finish_reason,
+        });
+    }
+    Ok(Json(Completion {
+        id: header.id,
+        object: "text_completion".to_owned(),
+        created: header.created,
+        model: header.model,
+        choices,
+        usage: UsageBody::from(total),
+    })
+    .into_response())
+}
+
+fn stream(header: Header, streams: Vec<(String, TextStream)>, include_usage: bool) -> Response {
+    let prompts = streams.len();
+    let mut echoes = Vec::new();
+    let tagged = streams
+        .into_iter()
+        .zip(0u32..)
+        .map(|((echo, text), index)| {
+            if !echo.is_empty() {
+                echoes.push(Ok((index, TextEvent::Delta(echo))));
+            }
+            text.map_ok(move |event| (index, event)).boxed()
+        });
+    let merged = stream::select_all(tagged.collect::<Vec<_>>());
+    let events = stream::iter(echoes).chain(merged);
+    let (mut total, mut finished) = (Usage::default(), 0);
+    let chunks = events.map_ok(move |(index, event)| {
+        let mut out = Vec::new();
+        let choice = |text: String, finish_reason: Option<String>| CompletionChoice {
+            index,
+            text,
+            logprobs: None,
+            finish_reason,
+        };
+        match event {
+            TextEvent::Delta(text) => out.push(header.chunk(vec![choice(text, None)], None)),
+            TextEvent::Done { reason, usage } => {
+                out.push(header.chunk(
+                    vec![choice(String::new(), Some(generate::finish_reason(reason)))],
+                    None,
+                ));
+                add(&mut total, usage);
+                finished += 1;
+                if include_usage && finished == prompts {
+                    out.push(header.chunk(Vec::new(), Some(UsageBody::from(total))));
+                }
+            }
+        }
+        stream::iter(out.into_iter().map(Ok))
+    });
+    sse::respond(chunks.try_flatten())
+}

@@ -1,0 +1,232 @@
+//! The axum service: routes, shared state and the request-body extractor.
+
+mod chat;
+mod completions;
+mod generate;
+pub(crate) mod metrics;
+mod models;
+mod openapi;
+mod prepare;
+mod sse;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
+
+pub use openapi::openapi_document;
+
+use crate::ApiError;
+use crate::registry::ModelRegistry;
+use generate::InFlight;
+
+/// The settings of a [`Gateway`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// The largest request body accepted, in bytes; larger ones get a 413. Default 16 MiB.
+    pub body_limit: usize,
+    /// Requests served at once; more get a 503 with `Retry-After`. Default 4,096.
+    pub max_in_flight: usize,
+    /// `max_tokens` for requests that give none. `None` (the default) lets them run to the
+    /// end of the model's context, as vLLM does.
+    pub default_max_tokens: Option<u32>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            body_limit: 16 << 20,
+            max_in_flight: 4096,
+            default_max_tokens: None,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Set [`GatewayConfig::body_limit`].
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Set [`GatewayConfig::max_in_flight`].
+    pub fn with_max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = requests;
+        self
+    }
+
+    /// Set [`GatewayConfig::default_max_tokens`].
+    pub fn with_default_max_tokens(mut self, tokens: u32) -> Self {
+        self.default_max_tokens = Some(tokens);
+        self
+    }
+}
+
+/// An OpenAI-compatible HTTP service over a [`ModelRegistry`].
+///
+/// [`Gateway::into_router`] gives an [`axum::Router`] with these routes:
+///
+/// | route | what |
+/// |---|---|
+/// | `POST /v1/chat/completions` | chat, streaming (SSE) or not |
+/// | `POST /v1/completions` | text completion, streaming or not |
+/// | `GET /v1/models` | the served models |
+/// | `GET /health`, `/live`, `/ready` | liveness and readiness (ready: at least one model) |
+/// | `GET /metrics` | Prometheus text, when a handle was given |
+/// | `GET /openapi.json` | the OpenAPI 3.1 document |
+///
+/// Every response carries an `x-request-id` header: the client's own if it sent one, else the
+/// completion id. A client that disconnects cancels its generation: the response stream is
+/// dropped, and with it the engine's token stream.
+///
+/// ```
+/// use dynamo_openai::{Gateway, GatewayConfig, ModelRegistry};
+///
+/// let registry = ModelRegistry::default();
+/// let app: axum::Router = Gateway::new(registry, GatewayConfig::default()).into_router();
+/// # let _ = app;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    registry: ModelRegistry,
+    config: GatewayConfig,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// What every handler sees.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) registry: ModelRegistry,
+    pub(crate) config: GatewayConfig,
+    pub(crate) metrics: Option<PrometheusHandle>,
+    pub(crate) in_flight: Arc<InFlight>,
+    next_id: AtomicU64,
+    /// Distinguishes ids across restarts.
+    id_prefix: String,
+}
+
+impl Shared {
+    /// A fresh request id: the gateway's start time and a counter, in hex.
+    fn fresh_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n:08x}", self.id_prefix)
+    }
+}
+
+impl Gateway {
+    /// A gateway serving `registry`.
+    pub fn new(registry: ModelRegistry, config: GatewayConfig) -> Self {
+        Gateway {
+            registry,
+            config,
+            metrics: None,
+        }
+    }
+
+    /// Serve `/metrics` from `handle` (see [`install_prometheus`](crate::install_prometheus)).
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    /// The routes, ready for `axum::serve`.
+    pub fn into_router(self) -> axum::Router {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_micros());
+        let limit = self.config.body_limit;
+        let shared = Arc::new(Shared {
+            registry: self.registry,
+            in_flight: Arc::new(InFlight::new(self.config.max_in_flight.max(1))),
+            config: self.config,
+            metrics: self.metrics,
+            next_id: AtomicU64::new(0),
+            id_prefix: format!("{:x}", started & 0xffff_ffff),
+        });
+        axum::Router::new()
+            .route("/v1/chat/completions", post(chat::handle))
+            .route("/v1/completions", post(completions::handle))
+            .route("/v1/models", get(models::list))
+            .route("/health", get(models::health))
+            .route("/live", get(models::live))
+            .route("/ready", get(models::ready))
+            .route("/metrics", get(models::metrics))
+            .route("/openapi.json", get(openapi::serve))
+            .fallback(models::not_found)
+            .layer(DefaultBodyLimit::max(limit))
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                request_id,
+            ))
+            .with_state(shared)
+    }
+}
+
+/// The request id header.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being served: the client's `x-request-id` when it is a sane one
+/// (visible ASCII, at most 128 bytes), else a fresh one. Completion ids and engine request ids
+/// derive from it.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub(crate) String);
+
+/// Give every request a [`RequestId`], and echo it in the response's `x-request-id`.
+async fn request_id(
+    State(shared): State<Arc<Shared>>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let client = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| {
+            value.len() <= 128 && !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_owned);
+    let id = client.unwrap_or_else(|| shared.fresh_id());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// A JSON body whose every failure is an OpenAI error: 413 over the size limit, 400 with
+/// serde's message (which names the field) when it does not parse.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T> FromRequest<Arc<Shared>> for JsonBody<T>
+where
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, shared: &Arc<Shared>) -> Result<Self, Self::Rejection> {
+        let bytes =
+            Bytes::from_request(request, shared)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        ApiError::payload_too_large(shared.config.body_limit)
+                    }
+                    _ => ApiError::invalid_request(format!(
+                        "cannot read the request body: {rejection}"
+                    )),
+                })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|error| {
+                ApiError::invalid_request(format!("the request body is not valid: {error}"))
+            })
+    }
+}

@@ -1,0 +1,67 @@
+//! An OpenAI-compatible HTTP gateway over dynamo engines.
+//!
+//! `dynamo-openai` is the front door of a dynamo deployment. It speaks the OpenAI API to any
+//! client and turns each request into a [`GenerateRequest`](dynamo_core::GenerateRequest) for an
+//! [`Engine`](dynamo_core::Engine): one worker, or a router in front of many. In between:
+//!
+//! - **Protocol** ([`protocol`]): chat completions, completions and the models list, with strict
+//!   validation: a field the gateway does not implement gets a 400 that names it.
+//! - **Preprocessing**: a [`Tokenizer`] from a `tokenizer.json` or from GGUF metadata
+//!   ([`GgufMetadata`]); [`ChatTemplate`]s rendered with minijinja like Hugging Face's; an
+//!   [`IncrementalDecoder`] that never splits a UTF-8 character; a [`StopMatcher`] that holds
+//!   back text that may become a stop string; [`ToolCallParser`] (Hermes/Qwen and Llama 3 JSON)
+//!   and [`ReasoningSplitter`] (`<think>`).
+//! - **The service** ([`Gateway`]): axum routes for `/v1/chat/completions`, `/v1/completions`,
+//!   `/v1/models`, health probes, `/metrics` and `/openapi.json`; server-sent events with
+//!   `[DONE]` and an optional usage chunk; cancellation of the engine when the client goes away;
+//!   503 with `Retry-After` under overload; every error mapped once by [`ApiError`].
+//!
+//! # Example
+//!
+//! Serve an echo engine under the name `echo`, with a one-token-per-byte tokenizer, and ask it
+//! for a completion in-process:
+//!
+//! ```
+//! use axum::body::Body;
+//! use axum::http::Request;
+//! use dynamo_core::{BoxEngine, EchoEngine};
+//! use dynamo_openai::{Gateway, GatewayConfig, ModelEntry, ModelRegistry, Tokenizer};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! //! let registry = ModelRegistry::default();
+//! registry.insert(ModelEntry::new("echo", BoxEngine::new(EchoEngine::new()), Tokenizer::bytes()));
+//! let app = Gateway::new(registry, GatewayConfig::default()).into_router();
+//!
+//! let request = Request::post("/v1/completions")
+//!     .header("content-type", "application/json")
+//!     .body(Body::from(r#"{"model": "echo", "prompt": "Hello", "max_tokens": 3}"#))?;
+//! let response = app.oneshot(request).await?;
+//! assert_eq!(response.status(), 200);
+//! let body = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+//! let answer: serde_json::Value = serde_json::from_slice(&body)?;
+//! assert_eq!(answer["choices"][0]["text"], "Hel"); // the echo engine repeats the prompt
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! `dynamo-openai` has no optional features.
+
+mod error;
+mod http;
+mod preprocess;
+pub mod protocol;
+mod registry;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use http::metrics::install_prometheus;
+pub use http::{Gateway, GatewayConfig, openapi_document};
+pub use preprocess::{
+    ChatTemplate, Decode, GgufError, GgufMetadata, GgufValue, IncrementalDecoder, ParsedToolCall,
+    ReasoningFormat, ReasoningSplitter, SplitText, StopMatcher, TemplateError, Tokenizer,
+    TokenizerError, ToolCallFormat, ToolCallOutput, ToolCallParser,
+};
+pub use registry::{ModelEntry, ModelError, ModelRegistry};

@@ -1,0 +1,20 @@
+//! Preprocessing around an engine: prompts become token ids on the way in, token ids become
+//! text, reasoning and tool calls on the way out.
+
+mod detokenize;
+mod gguf;
+mod holdback;
+mod reasoning;
+mod stop;
+mod tags;
+mod template;
+mod tokenizer;
+mod tool_calls;
+
+pub use detokenize::{Decode, IncrementalDecoder};
+pub use gguf::{GgufError, GgufMetadata, GgufValue};
+pub use reasoning::{ReasoningFormat, ReasoningSplitter, SplitText};
+pub use stop::StopMatcher;
+pub use template::{ChatTemplate, TemplateError};
+pub use tokenizer::{Tokenizer, TokenizerError};
+pub use tool_calls::{ParsedToolCall, ToolCallFormat, ToolCallOutput, ToolCallParser};

@@ -1,0 +1,100 @@
+//! `/v1/completions`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::common::{SamplingFields, StreamOptions, UsageBody};
+
+/// A text completion request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    /// The model name.
+    pub model: String,
+    /// The prompt: text, several texts, token ids, or several lists of token ids. Several
+    /// prompts give one choice each, with the prompt's position as the choice index.
+    pub prompt: Prompt,
+    /// Stream the answer as server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streaming options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    /// The most tokens to generate; OpenAI's default is 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Return the log-probabilities of this many most likely tokens per position, in `[0, 5]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
+    /// Put the prompt's text before the answer.
+    #[serde(default)]
+    pub echo: bool,
+    /// Sampling and stopping.
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+    /// Fields this server does not know (`suffix`, `best_of`, …); any non-null one is
+    /// rejected.
+    #[serde(flatten, skip_serializing)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// The `prompt` of a completion request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    /// One text.
+    Text(String),
+    /// Several texts.
+    Texts(Vec<String>),
+    /// One prompt as token ids.
+    Tokens(Vec<u32>),
+    /// Several prompts as token ids.
+    TokenLists(Vec<Vec<u32>>),
+}
+
+/// A finished text completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The completion id (`cmpl-…`).
+    pub id: String,
+    /// Always `text_completion`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model.
+    pub model: String,
+    /// One choice per prompt.
+    pub choices: Vec<CompletionChoice>,
+    /// Token counts over all prompts.
+    pub usage: UsageBody,
+}
+
+/// One choice of a text completion, or of a chunk of one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionChoice {
+    /// The prompt's position in the request.
+    pub index: u32,
+    /// The generated text (new text, in a chunk).
+    pub text: String,
+    /// Log-probabilities, when asked for.
+    pub logprobs: Option<Value>,
+    /// Set on the choice's last chunk.
+    pub finish_reason: Option<String>,
+}
+
+/// One server-sent event of a streamed text completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionChunk {
+    /// The completion id, the same in every chunk.
+    pub id: String,
+    /// Always `text_completion`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model.
+    pub model: String,
+    /// New text of one choice, or none in the usage chunk.
+    pub choices: Vec<CompletionChoice>,
+    /// Set only in the last chunk when `stream_options.include_usage` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageBody>,
+}

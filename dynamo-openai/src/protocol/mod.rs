@@ -1,0 +1,21 @@
+//! The OpenAI wire types: requests as clients send them, responses and stream chunks as the
+//! gateway writes them.
+//!
+//! Requests are parsed leniently about *shape* (a `stop` may be a string or a list, a prompt may
+//! be text or token ids) and strictly about *meaning*: a field the gateway does not implement is
+//! rejected with a 400 that names it ([`ApiError::invalid_field`](crate::ApiError::invalid_field)),
+//! never ignored.
+
+mod chat;
+pub(crate) mod common;
+mod completion;
+mod models;
+
+pub use chat::{
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
+    ChatCompletionRequest, ChatDelta, ChatMessage, ContentPart, FunctionCall, FunctionDefinition,
+    MessageContent, Role, Tool, ToolCall, ToolCallDelta,
+};
+pub use common::{PromptTokensDetails, SamplingFields, StopSequences, StreamOptions, UsageBody};
+pub use completion::{Completion, CompletionChoice, CompletionChunk, CompletionRequest, Prompt};
+pub use models::{ModelCard, ModelList};

@@ -1,0 +1,192 @@
+//! The models a gateway serves: a name, the Engine that generates for it, and what
+//! preprocessing it needs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dynamo_core::BoxEngine;
+use parking_lot::RwLock;
+
+use crate::preprocess::{
+    ChatTemplate, GgufMetadata, GgufValue, ReasoningFormat, TemplateError, Tokenizer,
+    TokenizerError, ToolCallFormat,
+};
+
+/// One served model.
+///
+/// The engine may be anything that implements [`Engine`](dynamo_core::Engine): one worker, or a
+/// router in front of many.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    pub(crate) name: String,
+    pub(crate) engine: BoxEngine,
+    pub(crate) tokenizer: Arc<Tokenizer>,
+    pub(crate) template: Option<ChatTemplate>,
+    pub(crate) context_length: Option<u32>,
+    pub(crate) reasoning: Option<ReasoningFormat>,
+    pub(crate) tool_calls: Option<ToolCallFormat>,
+    pub(crate) owned_by: String,
+    pub(crate) created: u64,
+}
+
+/// Why a model could not be loaded from a GGUF file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The metadata could not be read.
+    #[error(transparent)]
+    Gguf(#[from] crate::preprocess::GgufError),
+    /// The tokenizer could not be built.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The chat template does not compile.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+impl ModelEntry {
+    /// A model with a tokenizer and no chat template (only `/v1/completions` works until one is
+    /// set with [`ModelEntry::with_chat_template`]).
+    pub fn new(name: impl Into<String>, engine: BoxEngine, tokenizer: Tokenizer) -> Self {
+        ModelEntry {
+            name: name.into(),
+            engine,
+            tokenizer: Arc::new(tokenizer),
+            template: None,
+            context_length: None,
+            reasoning: None,
+            tool_calls: None,
+            owned_by: "dynamo".to_owned(),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs()),
+        }
+    }
+
+    /// A model whose tokenizer, chat template and context length come from GGUF metadata.
+    pub fn from_gguf(
+        name: impl Into<String>,
+        engine: BoxEngine,
+        metadata: &GgufMetadata,
+    ) -> Result<Self, ModelError> {
+        let tokenizer = Tokenizer::from_gguf(metadata)?;
+        let token_text = |key: &str| {
+            metadata
+                .get(key)
+                .and_then(GgufValue::as_u64)
+                .and_then(|id| u32::try_from(id).ok())
+                .and_then(|id| tokenizer.decode(&[id], false).ok())
+                .unwrap_or_default()
+        };
+        let (bos, eos) = (
+            token_text("tokenizer.ggml.bos_token_id"),
+            token_text("tokenizer.ggml.eos_token_id"),
+        );
+        let template = metadata
+            .get("tokenizer.chat_template")
+            .and_then(GgufValue::as_str)
+            .map(|source| ChatTemplate::new(source).map(|t| t.with_special_tokens(bos, eos)))
+            .transpose()?;
+        let architecture = metadata
+            .get("general.architecture")
+            .and_then(GgufValue::as_str)
+            .unwrap_or("llama");
+        let context_length = metadata
+            .get(&format!("{architecture}.context_length"))
+            .and_then(GgufValue::as_u64)
+            .and_then(|length| u32::try_from(length).ok());
+        let mut entry = ModelEntry::new(name, engine, tokenizer);
+        entry.template = template;
+        entry.context_length = context_length;
+        Ok(entry)
+    }
+
+    /// Use `template` for chat completions.
+    pub fn with_chat_template(mut self, template: ChatTemplate) -> Self {
+        self.template = Some(template);
+        self
+    }
+
+    /// Reject prompts plus `max_tokens` longer than this.
+    pub fn with_context_length(mut self, tokens: u32) -> Self {
+        self.context_length = Some(tokens);
+        self
+    }
+
+    /// Split reasoning text out of answers into `reasoning_content`.
+    pub fn with_reasoning(mut self, format: ReasoningFormat) -> Self {
+        self.reasoning = Some(format);
+        self
+    }
+
+    /// Parse tool calls in this format when a request offers tools.
+    pub fn with_tool_calls(mut self, format: ToolCallFormat) -> Self {
+        self.tool_calls = Some(format);
+        self
+    }
+
+    /// The `owned_by` field of `/v1/models`.
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owned_by = owner.into();
+        self
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template, if the model has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
+    }
+}
+
+/// The served models by name. Cloning shares the registry: models added later are served at
+/// once.
+///
+/// ```
+/// use dynamo_openai::ModelRegistry;
+///
+/// let registry = ModelRegistry::default();
+/// assert!(registry.names().is_empty());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ModelRegistry {
+    models: Arc<RwLock<BTreeMap<String, Arc<ModelEntry>>>>,
+}
+
+impl ModelRegistry {
+    /// Serve `entry` under its name, replacing a model of the same name.
+    pub fn insert(&self, entry: ModelEntry) {
+        self.models
+            .write()
+            .insert(entry.name.clone(), Arc::new(entry));
+    }
+
+    /// Stop serving `name`; requests already running finish.
+    pub fn remove(&self, name: &str) -> bool {
+        self.models.write().remove(name).is_some()
+    }
+
+    /// The model called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<ModelEntry>> {
+        self.models.read().get(name).cloned()
+    }
+
+    /// Every model, by name.
+    pub fn entries(&self) -> Vec<Arc<ModelEntry>> {
+        self.models.read().values().cloned().collect()
+    }
+
+    /// The served names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.models.read().keys().cloned().collect()
+    }
+}

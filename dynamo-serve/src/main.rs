@@ -1,0 +1,146 @@
+//! The dynamo main job: an OpenAI-compatible gateway on 127.0.0.1:8000 that routes with
+//! KV-aware routing across in-process workers, with embedded defaults and no external services.
+//!
+//! ```text
+//! cargo run --release -p dynamo-serve [-- --port 8000 --workers 4 --speedup 1 --model FILE.gguf]
+//! cargo run --release -p dynamo-serve -- openapi [FILE]   # write the OpenAPI document and exit
+//! ```
+//!
+//! The tokenizer and chat template are SmolLM2-135M-Instruct's, read from its GGUF file, which
+//! is fetched once into the cache (see `dynamo-assets`). Until the reference candle engine
+//! lands, the workers are simulated (`dynamo-mocker`): they keep a real paged prefix cache,
+//! publish real KV events to the router and answer at the timing model's pace, echoing the
+//! prompt's tokens.
+
+mod options;
+
+use std::net::SocketAddr;
+
+use dynamo_core::{BlockSize, BoxEngine, KvEvent, WorkerId};
+use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
+use dynamo_openai::{Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegistry};
+use dynamo_router::{RouterService, SharedIndex};
+use tokio::sync::mpsc;
+
+use options::{Command, Options};
+
+/// KV events in flight from all workers to the router's index; when it is full, a worker
+/// drops events and the index notices the gap (see `LiveEngine`).
+const EVENT_CAPACITY: usize = 4096;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = match Options::from_args(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}\n\n{}", options::USAGE);
+            std::process::exit(2);
+        }
+    };
+    match options.command {
+        Command::Help => {
+            println!("{}", options::USAGE);
+            Ok(())
+        }
+        Command::OpenApi(path) => write_openapi(path),
+        Command::Serve => serve(options).await,
+    }
+}
+
+fn write_openapi(path: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+    let text = serde_json::to_string_pretty(&dynamo_openai::openapi_document())?;
+    match path {
+        Some(path) => std::fs::write(path, text + "\n")?,
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    let model_path = match options.model.clone() {
+        Some(path) => path,
+        None => {
+            let cache = dynamo_assets::cache_dir()?;
+            let file = dynamo_assets::SMOLLM2_135M_INSTRUCT;
+            tokio::task::spawn_blocking(move || file.fetch(&cache)).await??
+        }
+    };
+    let metadata = GgufMetadata::open(&model_path)?;
+    let block_size = BlockSize::new(options.block_size)?;
+    let router = workers(&options, block_size);
+    let entry = ModelEntry::from_gguf(options.name.clone(), BoxEngine::new(router), &metadata)?;
+    let registry = ModelRegistry::default();
+    registry.insert(entry);
+
+    let mut config = GatewayConfig::default().with_default_max_tokens(options.default_max_tokens);
+    config.max_in_flight = options.max_in_flight;
+    let gateway = Gateway::new(registry, config).with_metrics(dynamo_openai::install_prometheus()?);
+    let address = SocketAddr::new(options.host, options.port);
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    print_welcome(&options, listener.local_addr()?);
+    axum::serve(listener, gateway.into_router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// The router over `options.workers` simulated workers, whose KV events feed its index.
+fn workers(options: &Options, block_size: BlockSize) -> RouterService {
+    let index = SharedIndex::new(block_size);
+    let router = RouterService::builder(block_size)
+        .kv_events(index.clone())
+        .build();
+    let (events, mut received) = mpsc::channel::<KvEvent>(EVENT_CAPACITY);
+    tokio::spawn(async move {
+        while let Some(event) = received.recv().await {
+            // An index error (a gap, an unknown block) is counted by the index itself.
+            let _ = index.apply(&event);
+        }
+    });
+    for id in 0..options.workers {
+        let config = LiveConfig {
+            engine: EngineConfig {
+                num_gpu_blocks: options.gpu_blocks,
+                block_size,
+                ..EngineConfig::default()
+            },
+            speedup: options.speedup,
+            worker: WorkerId::new(id),
+            ..LiveConfig::default()
+        };
+        let (engine, run) =
+            LiveEngine::new(config, PolynomialTiming::default(), Some(events.clone()));
+        tokio::spawn(run);
+        router.insert_worker(WorkerId::new(id), engine);
+    }
+    router
+}
+
+fn print_welcome(options: &Options, address: SocketAddr) {
+    let name = &options.name;
+    println!(
+        "dynamo gateway on http://{address}: model `{name}` on {} simulated workers with KV-aware routing",
+        options.workers
+    );
+    println!(
+        "  (the workers echo the prompt at a simulated engine's pace, {}x real time)",
+        options.speedup
+    );
+    println!();
+    println!("  curl http://{address}/v1/chat/completions -H 'content-type: application/json' \\");
+    println!(
+        "    -d '{{\"model\": \"{name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}'"
+    );
+    println!("  curl -N http://{address}/v1/completions -H 'content-type: application/json' \\");
+    println!(
+        "    -d '{{\"model\": \"{name}\", \"prompt\": \"Once upon a time\", \"max_tokens\": 16, \"stream\": true}}'"
+    );
+    println!("  curl http://{address}/v1/models     curl http://{address}/metrics");
+    println!();
+    println!(
+        "  OpenAI Python client: OpenAI(base_url=\"http://{address}/v1\", api_key=\"unused\")"
+    );
+    println!("  Ctrl-C stops it.");
+}

@@ -1,0 +1,105 @@
+//! Command-line flags.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+pub(crate) const USAGE: &str = "\
+dynamo-serve: an OpenAI-compatible gateway with KV-aware routing over in-process workers
+
+USAGE:
+    dynamo-serve [FLAGS]            serve (defaults need no flags)
+    dynamo-serve openapi [FILE]     write the OpenAPI document (to standard output without FILE)
+
+FLAGS:
+    --host ADDR              listen address [127.0.0.1]
+    --port N                 listen port [8000]
+    --workers N              simulated workers behind the router [4]
+    --speedup X              simulated engines run X times faster than real time [1]
+    --model FILE             a GGUF file for the tokenizer and chat template
+                             [SmolLM2-135M-Instruct, fetched once into the cache]
+    --name NAME              the model name clients use [smollm2]
+    --block-size N           KV block size in tokens, for the workers and the router [16]
+    --gpu-blocks N           KV blocks per worker [16384]
+    --default-max-tokens N   max_tokens of requests that give none [256]
+    --max-in-flight N        requests served at once before 503 [4096]
+    --help                   this text";
+
+pub(crate) enum Command {
+    Serve,
+    OpenApi(Option<PathBuf>),
+    Help,
+}
+
+pub(crate) struct Options {
+    pub(crate) command: Command,
+    pub(crate) host: IpAddr,
+    pub(crate) port: u16,
+    pub(crate) workers: u64,
+    pub(crate) speedup: f64,
+    pub(crate) model: Option<PathBuf>,
+    pub(crate) name: String,
+    pub(crate) block_size: u32,
+    pub(crate) gpu_blocks: u64,
+    pub(crate) default_max_tokens: u32,
+    pub(crate) max_in_flight: usize,
+}
+
+impl Options {
+    pub(crate) fn from_args(args: impl Iterator<Item = String>) -> Result<Self, String> {
+        let mut options = Options {
+            command: Command::Serve,
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8000,
+            workers: 4,
+            speedup: 1.0,
+            model: None,
+            name: "smollm2".to_owned(),
+            block_size: 16,
+            gpu_blocks: 16384,
+            default_max_tokens: 256,
+            max_in_flight: 4096,
+        };
+        let mut args = args.peekable();
+        if args.peek().map(String::as_str) == Some("openapi") {
+            args.next();
+            options.command = Command::OpenApi(args.next().map(PathBuf::from));
+            return match args.next() {
+                Some(extra) => Err(format!("unexpected argument {extra:?}")),
+                None => Ok(options),
+            };
+        }
+        while let Some(flag) = args.next() {
+            if flag == "--help" || flag == "-h" {
+                options.command = Command::Help;
+                continue;
+            }
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--host" => options.host = parse(&flag, &value)?,
+                "--port" => options.port = parse(&flag, &value)?,
+                "--workers" => options.workers = parse(&flag, &value)?,
+                "--speedup" => options.speedup = parse(&flag, &value)?,
+                "--model" => options.model = Some(PathBuf::from(value)),
+                "--name" => options.name = value,
+                "--block-size" => options.block_size = parse(&flag, &value)?,
+                "--gpu-blocks" => options.gpu_blocks = parse(&flag, &value)?,
+                "--default-max-tokens" => options.default_max_tokens = parse(&flag, &value)?,
+                "--max-in-flight" => options.max_in_flight = parse(&flag, &value)?,
+                other => return Err(format!("unknown flag {other}")),
+            }
+        }
+        if options.workers == 0 {
+            return Err("--workers must be at least 1".to_owned());
+        }
+        if !(options.speedup > 0.0 && options.speedup.is_finite()) {
+            return Err("--speedup must be a positive number".to_owned());
+        }
+        Ok(options)
+    }
+}
+
+fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{flag} does not take {value:?}"))
+}
