@@ -30,7 +30,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! //! let registry = ModelRegistry::default();
+//! let registry = ModelRegistry::default();
 //! registry.insert(ModelEntry::new("echo", BoxEngine::new(EchoEngine::new()), Tokenizer::bytes()));
 //! let app = Gateway::new(registry, GatewayConfig::default()).into_router();
 //!

@@ -230,6 +230,7 @@ mod tests {
                 false,
             )
             .expect("renders");
-        assert_eq!(rendered, "USER: hi\n[{\"name\":\"f\"}]");
+        // Python's `json.dumps` spacing, as Hugging Face renders it.
+        assert_eq!(rendered, "USER: hi\n[{\"name\": \"f\"}]");
     }
 }

@@ -216,11 +216,10 @@ mod tests {
     fn run(format: ToolCallFormat, chunks: &[&str]) -> ToolCallOutput {
         let mut parser = ToolCallParser::new(format);
         let mut all = ToolCallOutput::default();
-        for output in chunks
-            .iter()
-            .map(|chunk| parser.push(chunk))
-            .chain([parser.finish()])
-        {
+        let mut outputs: Vec<ToolCallOutput> =
+            chunks.iter().map(|chunk| parser.push(chunk)).collect();
+        outputs.push(parser.finish());
+        for output in outputs {
             all.content.push_str(&output.content);
             all.calls.extend(output.calls);
         }

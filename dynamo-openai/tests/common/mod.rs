@@ -1,0 +1,122 @@
+//! Shared pieces of the gateway's integration tests: a model over a byte tokenizer, and an
+//! engine that ticks out tokens and records cancellation the way a real engine sees it.
+
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::future::{Ready, ready};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use dynamo_core::{
+    BoxEngine, Error, FinishReason, GenerateRequest, TokenChunk, TokenStream, Usage,
+};
+use dynamo_openai::{ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, Tokenizer};
+use tokio::sync::mpsc;
+
+/// A ChatML template, as SmolLM2 and Qwen use.
+pub const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n\
+                          {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// A registry serving `engine` as the model `test`, with a byte tokenizer and ChatML.
+pub fn registry(engine: BoxEngine) -> ModelRegistry {
+    let registry = ModelRegistry::default();
+    let template = ChatTemplate::new(CHATML).expect("the test template compiles");
+    registry
+        .insert(ModelEntry::new("test", engine, Tokenizer::bytes()).with_chat_template(template));
+    registry
+}
+
+/// The gateway's routes over `engine`.
+pub fn app(engine: BoxEngine, config: GatewayConfig) -> axum::Router {
+    Gateway::new(registry(engine), config).into_router()
+}
+
+/// Serve `app` on a free loopback port; the server stops when the test's runtime ends.
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let address = listener.local_addr().expect("bound");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+/// An engine that emits the bytes of `text` one token per `delay`, cycling, until
+/// `max_tokens`; it counts the generations it started, finished and saw cancelled.
+#[derive(Clone, Debug)]
+pub struct TickingEngine {
+    pub text: &'static str,
+    pub delay: Duration,
+    pub started: Arc<AtomicUsize>,
+    pub finished: Arc<AtomicUsize>,
+    pub cancelled: Arc<AtomicUsize>,
+}
+
+impl TickingEngine {
+    pub fn new(text: &'static str, delay: Duration) -> Self {
+        TickingEngine {
+            text,
+            delay,
+            started: Arc::default(),
+            finished: Arc::default(),
+            cancelled: Arc::default(),
+        }
+    }
+
+    pub fn cancelled(&self) -> usize {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+impl tower::Service<GenerateRequest> for TickingEngine {
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = Ready<Result<TokenStream, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let cancel = request.cancellation().child_token();
+        let (sender, receiver) = mpsc::channel(4);
+        let engine = self.clone();
+        let max = request.limits.max_tokens.unwrap_or(16) as usize;
+        let prompt_tokens = request.tokens.len() as u32;
+        let watch = cancel.clone();
+        tokio::spawn(async move {
+            let bytes = engine.text.as_bytes();
+            for i in 0..max {
+                tokio::select! {
+                    _ = watch.cancelled() => {
+                        engine.cancelled.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    _ = tokio::time::sleep(engine.delay) => {}
+                }
+                let mut chunk = TokenChunk::token(u32::from(bytes[i % bytes.len()]));
+                if i + 1 == max {
+                    chunk.finish_reason = Some(FinishReason::Length);
+                    chunk.usage = Some(Usage {
+                        prompt_tokens,
+                        cached_tokens: 0,
+                        completion_tokens: max as u32,
+                    });
+                }
+                if sender.send(Ok(chunk)).await.is_err() {
+                    engine.cancelled.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+            engine.finished.fetch_add(1, Ordering::SeqCst);
+        });
+        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|chunk| (chunk, receiver))
+        });
+        ready(Ok(TokenStream::new(stream, cancel)))
+    }
+}
