@@ -17,11 +17,11 @@ use dynamo_openai::{ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegis
 use tokio::sync::mpsc;
 
 /// A ChatML template, as SmolLM2 and Qwen use.
-pub const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n\
+pub(crate) const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n\
                           {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
 /// A registry serving `engine` as the model `test`, with a byte tokenizer and ChatML.
-pub fn registry(engine: BoxEngine) -> ModelRegistry {
+pub(crate) fn registry(engine: BoxEngine) -> ModelRegistry {
     let registry = ModelRegistry::default();
     let template = ChatTemplate::new(CHATML).expect("the test template compiles");
     registry
@@ -30,12 +30,12 @@ pub fn registry(engine: BoxEngine) -> ModelRegistry {
 }
 
 /// The gateway's routes over `engine`.
-pub fn app(engine: BoxEngine, config: GatewayConfig) -> axum::Router {
+pub(crate) fn app(engine: BoxEngine, config: GatewayConfig) -> axum::Router {
     Gateway::new(registry(engine), config).into_router()
 }
 
 /// Serve `app` on a free loopback port; the server stops when the test's runtime ends.
-pub async fn serve(app: axum::Router) -> SocketAddr {
+pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port");
@@ -47,16 +47,16 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
 /// An engine that emits the bytes of `text` one token per `delay`, cycling, until
 /// `max_tokens`; it counts the generations it started, finished and saw cancelled.
 #[derive(Clone, Debug)]
-pub struct TickingEngine {
-    pub text: &'static str,
-    pub delay: Duration,
-    pub started: Arc<AtomicUsize>,
-    pub finished: Arc<AtomicUsize>,
-    pub cancelled: Arc<AtomicUsize>,
+pub(crate) struct TickingEngine {
+    pub(crate) text: &'static str,
+    pub(crate) delay: Duration,
+    pub(crate) started: Arc<AtomicUsize>,
+    pub(crate) finished: Arc<AtomicUsize>,
+    pub(crate) cancelled: Arc<AtomicUsize>,
 }
 
 impl TickingEngine {
-    pub fn new(text: &'static str, delay: Duration) -> Self {
+    pub(crate) fn new(text: &'static str, delay: Duration) -> Self {
         TickingEngine {
             text,
             delay,
@@ -66,7 +66,7 @@ impl TickingEngine {
         }
     }
 
-    pub fn cancelled(&self) -> usize {
+    pub(crate) fn cancelled(&self) -> usize {
         self.cancelled.load(Ordering::SeqCst)
     }
 }

@@ -1,0 +1,68 @@
+"""The official OpenAI Python client against a running dynamo gateway.
+
+Usage: python openai_client.py BASE_URL MODEL
+
+Every call must succeed and parse into the client's own types; the checks are about shape, since
+the demo's simulated workers echo the prompt.
+"""
+
+import sys
+
+import openai
+from openai import OpenAI
+
+
+def main(base_url: str, model: str) -> None:
+    client = OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+
+    models = [m.id for m in client.models.list()]
+    assert model in models, models
+
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    chat = client.chat.completions.create(model=model, messages=messages, max_tokens=12)
+    assert chat.object == "chat.completion"
+    assert chat.choices[0].message.role == "assistant"
+    assert isinstance(chat.choices[0].message.content, str) and chat.choices[0].message.content
+    assert chat.choices[0].finish_reason in ("stop", "length")
+    assert chat.usage.prompt_tokens > 0 and 0 < chat.usage.completion_tokens <= 12
+
+    stream = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=12, stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text, chunks
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+    completion = client.completions.create(model=model, prompt=["Once upon", "a time"], max_tokens=4)
+    assert [c.index for c in completion.choices] == [0, 1]
+    assert all(c.text for c in completion.choices)
+
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model=model, prompt="Hello", max_tokens=4, stream=True)
+        if c.choices
+    )
+    assert streamed, "empty streamed completion"
+
+    try:
+        client.chat.completions.create(model=model, messages=messages, n=3)
+        raise AssertionError("n=3 was accepted")
+    except openai.BadRequestError as error:
+        assert error.status_code == 400
+        assert error.body["param"] == "n", error.body
+
+    try:
+        client.chat.completions.create(model="no-such-model", messages=messages)
+        raise AssertionError("an unknown model was accepted")
+    except openai.NotFoundError as error:
+        assert error.status_code == 404
+
+    print(f"openai {openai.__version__}: models, chat (whole and streamed), completions "
+          f"(batched and streamed) and errors all parse")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
