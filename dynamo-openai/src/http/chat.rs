@@ -26,9 +26,14 @@ pub(crate) async fn handle(
     Extension(RequestId(request_id)): Extension<RequestId>,
     JsonBody(body): JsonBody<ChatCompletionRequest>,
 ) -> Response {
-    serve(shared, request_id, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let model = body.model.clone();
+    match serve(shared.clone(), request_id, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            super::metrics::request_refused(&shared, &model, "chat_completions", &error);
+            error.into_response()
+        }
+    }
 }
 
 async fn serve(

@@ -90,14 +90,7 @@ pub(crate) async fn start(
         stop_tokens.extend_from_slice(entry.tokenizer.eos_token_ids());
     }
     let stops = StopMatcher::new(request.stop.stop_strings.clone());
-    let tokens = match entry.engine.clone().oneshot(request).await {
-        Ok(tokens) => tokens,
-        Err(error) => {
-            let error = ApiError::from(error);
-            metrics::request_done(&entry.name, endpoint, error.status());
-            return Err(error);
-        }
-    };
+    let tokens = entry.engine.clone().oneshot(request).await?;
     Ok(TextStream {
         entry,
         endpoint,
