@@ -65,3 +65,10 @@ pub use preprocess::{
     TokenizerError, ToolCallFormat, ToolCallOutput, ToolCallParser,
 };
 pub use registry::{ModelEntry, ModelError, ModelRegistry};
+
+/// Seconds since the Unix epoch (0 if the clock is before it): the `created` of responses.
+pub(crate) fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dynamo_core::BoxEngine;
 use parking_lot::RwLock;
@@ -58,9 +57,7 @@ impl ModelEntry {
             reasoning: None,
             tool_calls: None,
             owned_by: "dynamo".to_owned(),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs()),
+            created: crate::unix_seconds(),
         }
     }
 

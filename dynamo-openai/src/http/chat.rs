@@ -1,7 +1,6 @@
 //! `POST /v1/chat/completions`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -94,7 +93,7 @@ async fn serve(
     let answer = Answer::new(&entry, offers_tools);
     let header = Header {
         id,
-        created: unix_now(),
+        created: crate::unix_seconds(),
         model: entry.name.clone(),
     };
     if body.stream {
@@ -418,10 +417,4 @@ fn stream(
     });
     let chunks = stream::once(async move { Ok(first) }).chain(chunks.try_flatten());
     sse::respond(chunks)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
 }

@@ -76,9 +76,7 @@ async fn serve(
     }
     let header = Header {
         id: format!("cmpl-{request_id}"),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs()),
+        created: crate::unix_seconds(),
         model: entry.name.clone(),
     };
     if body.stream {

@@ -8,7 +8,6 @@
 //! `add_generation_prompt`, `bos_token` and `eos_token`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use minijinja::value::Serde;
 use minijinja::{Environment, ErrorKind, Value, context};
@@ -99,9 +98,7 @@ fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
 
 /// `strftime_now(format)` for the formats templates use: `%Y %m %d %H %M %S %b %B %A %a %%`.
 fn strftime_now(format: String) -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
+    let seconds = crate::unix_seconds();
     strftime(&format, seconds)
 }
 
