@@ -20,19 +20,17 @@ use crate::protocol::{
 };
 use crate::registry::ModelEntry;
 
+/// The endpoint label of this route's metrics.
+const ENDPOINT: &str = "chat_completions";
+
 pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     JsonBody(body): JsonBody<ChatCompletionRequest>,
 ) -> Response {
     let model = body.model.clone();
-    match serve(shared.clone(), request_id, body).await {
-        Ok(response) => response,
-        Err(error) => {
-            super::metrics::request_refused(&shared, &model, "chat_completions", &error);
-            error.into_response()
-        }
-    }
+    let result = serve(shared.clone(), request_id, body).await;
+    super::respond(&shared, &model, ENDPOINT, result)
 }
 
 async fn serve(
@@ -40,10 +38,7 @@ async fn serve(
     request_id: String,
     body: ChatCompletionRequest,
 ) -> Result<Response, ApiError> {
-    let entry = shared
-        .registry
-        .get(&body.model)
-        .ok_or_else(|| ApiError::model_not_found(&body.model))?;
+    let entry = shared.model(&body.model)?;
     check(&body)?;
     let template = entry.template.as_ref().ok_or_else(|| {
         ApiError::invalid_field(
@@ -89,7 +84,7 @@ async fn serve(
         max_name,
     )?;
     let slot = shared.in_flight.acquire(&entry.name)?;
-    let text = generate::start(entry.clone(), request, slot, "chat_completions").await?;
+    let text = generate::start(entry.clone(), request, slot, ENDPOINT).await?;
     let answer = Answer::new(&entry, offers_tools);
     let header = Header {
         id,
@@ -316,7 +311,7 @@ async fn collect(
     let (reason, usage) = finish
         .ok_or_else(|| dynamo_core::Error::internal("the generation ended without a finish"))?;
     let finish_reason = match calls.is_empty() {
-        true => generate::finish_reason(reason),
+        true => reason.as_openai_str().to_owned(),
         false => "tool_calls".to_owned(),
     };
     let message = AssistantMessage {
@@ -403,7 +398,7 @@ fn stream(
         if let Some((reason, usage)) = done {
             let reason = match made_calls {
                 true => "tool_calls".to_owned(),
-                false => generate::finish_reason(reason),
+                false => reason.as_openai_str().to_owned(),
             };
             out.push(chunk(ChatDelta::default(), Some(reason)));
             if include_usage {

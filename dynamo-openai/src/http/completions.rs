@@ -20,19 +20,17 @@ use crate::registry::ModelEntry;
 /// OpenAI's default `max_tokens` for text completions.
 const DEFAULT_MAX_TOKENS: u32 = 16;
 
+/// The endpoint label of this route's metrics.
+const ENDPOINT: &str = "completions";
+
 pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     JsonBody(body): JsonBody<CompletionRequest>,
 ) -> Response {
     let model = body.model.clone();
-    match serve(shared.clone(), request_id, body).await {
-        Ok(response) => response,
-        Err(error) => {
-            super::metrics::request_refused(&shared, &model, "completions", &error);
-            error.into_response()
-        }
-    }
+    let result = serve(shared.clone(), request_id, body).await;
+    super::respond(&shared, &model, ENDPOINT, result)
 }
 
 async fn serve(
@@ -40,10 +38,7 @@ async fn serve(
     request_id: String,
     body: CompletionRequest,
 ) -> Result<Response, ApiError> {
-    let entry = shared
-        .registry
-        .get(&body.model)
-        .ok_or_else(|| ApiError::model_not_found(&body.model))?;
+    let entry = shared.model(&body.model)?;
     reject_unknown(&body.extra)?;
     if body.logprobs.is_some() {
         return Err(ApiError::invalid_field(
@@ -71,7 +66,7 @@ async fn serve(
             "max_tokens",
         )?;
         let slot = shared.in_flight.acquire(&entry.name)?;
-        let text = generate::start(entry.clone(), request, slot, "completions").await?;
+        let text = generate::start(entry.clone(), request, slot, ENDPOINT).await?;
         streams.push((echo, text));
     }
     let header = Header {
@@ -154,7 +149,7 @@ async fn collect(header: Header, streams: Vec<(String, TextStream)>) -> Result<R
             match event {
                 TextEvent::Delta(delta) => text.push_str(&delta),
                 TextEvent::Done { reason, usage } => {
-                    finish_reason = Some(generate::finish_reason(reason));
+                    finish_reason = Some(reason.as_openai_str().to_owned());
                     add(&mut total, usage);
                 }
             }
@@ -204,7 +199,10 @@ fn stream(header: Header, streams: Vec<(String, TextStream)>, include_usage: boo
             TextEvent::Delta(text) => out.push(header.chunk(vec![choice(text, None)], None)),
             TextEvent::Done { reason, usage } => {
                 out.push(header.chunk(
-                    vec![choice(String::new(), Some(generate::finish_reason(reason)))],
+                    vec![choice(
+                        String::new(),
+                        Some(reason.as_openai_str().to_owned()),
+                    )],
                     None,
                 ));
                 add(&mut total, usage);

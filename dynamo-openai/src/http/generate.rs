@@ -235,8 +235,3 @@ impl Stream for TextStream {
         }
     }
 }
-
-/// The OpenAI `finish_reason` of a finished generation.
-pub(crate) fn finish_reason(reason: FinishReason) -> String {
-    reason.as_openai_str().to_owned()
-}

@@ -32,22 +32,6 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
         .install_recorder()
 }
 
-/// Count a request that failed before its answer started. The `model` label is the requested
-/// name only when the gateway serves it (`unknown` otherwise), so clients cannot grow the label
-/// set.
-pub(crate) fn request_refused(
-    shared: &super::Shared,
-    model: &str,
-    endpoint: &'static str,
-    error: &crate::ApiError,
-) {
-    let model = match shared.registry.get(model) {
-        Some(entry) => entry.name.clone(),
-        None => "unknown".to_owned(),
-    };
-    request_done(&model, endpoint, error.status());
-}
-
 pub(crate) fn request_done(model: &str, endpoint: &'static str, status: StatusCode) {
     metrics::counter!(
         "dynamo_frontend_requests_total",

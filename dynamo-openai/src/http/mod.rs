@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 pub use openapi::openapi_document;
 
 use crate::ApiError;
-use crate::registry::ModelRegistry;
+use crate::registry::{ModelEntry, ModelRegistry};
 use generate::InFlight;
 
 /// The settings of a [`Gateway`].
@@ -113,6 +113,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The served model called `name`, or the 404 that says it is not.
+    pub(crate) fn model(&self, name: &str) -> Result<Arc<ModelEntry>, ApiError> {
+        self.registry
+            .get(name)
+            .ok_or_else(|| ApiError::model_not_found(name))
+    }
+
     /// A fresh request id: the gateway's start time and a counter, in hex.
     fn fresh_id(&self) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -167,6 +174,25 @@ impl Gateway {
             ))
             .with_state(shared)
     }
+}
+
+/// A handler's response. A refusal (an error before the answer started) is counted here, once;
+/// the `model` label is the requested name only when the gateway serves it (`unknown`
+/// otherwise), so clients cannot grow the label set.
+pub(crate) fn respond(
+    shared: &Shared,
+    model: &str,
+    endpoint: &'static str,
+    result: Result<axum::response::Response, ApiError>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    result.unwrap_or_else(|error| {
+        let label = shared
+            .model(model)
+            .map_or_else(|_| "unknown".to_owned(), |entry| entry.name.clone());
+        metrics::request_done(&label, endpoint, error.status());
+        error.into_response()
+    })
 }
 
 /// The request id header.
