@@ -29,6 +29,10 @@ use crate::tokens::{Token, Tokens};
 /// With a token delay ([`EchoEngine::with_token_delay`]) the stream waits between tokens, like a
 /// decode step; it then needs a tokio runtime with the time driver enabled.
 ///
+/// [`EchoEngine::repeating`] makes it answer at full length instead: it goes round the prompt
+/// again and again, skipping stop tokens, until `max_tokens` (a required limit in that mode).
+/// That is the instant engine of overhead benches, where every answer should cost the same.
+///
 /// ```
 /// use dynamo_core::{EchoEngine, EngineExt, FinishReason, GenerateRequest};
 ///
@@ -45,6 +49,7 @@ use crate::tokens::{Token, Tokens};
 #[derive(Debug, Clone, Default)]
 pub struct EchoEngine {
     token_delay: Duration,
+    repeating: bool,
 }
 
 impl EchoEngine {
@@ -56,6 +61,30 @@ impl EchoEngine {
     /// Wait `delay` before each token.
     pub fn with_token_delay(mut self, delay: Duration) -> Self {
         self.token_delay = delay;
+        self
+    }
+
+    /// Answer with exactly `max_tokens` tokens: the prompt's tokens round and round, stop tokens
+    /// left out. Requests must then set `max_tokens`, and a prompt made only of stop tokens ends
+    /// at once with [`FinishReason::Eos`].
+    ///
+    /// ```
+    /// use dynamo_core::{EchoEngine, EngineExt, FinishReason, GenerateRequest};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dynamo_core::Error> {
+    /// let mut engine = EchoEngine::new().repeating();
+    /// let request = GenerateRequest::new("r1", "echo", vec![5, 6, 7])
+    ///     .with_stop_tokens([6])
+    ///     .with_max_tokens(5);
+    /// let generation = engine.generate_all(request).await?;
+    /// assert_eq!(generation.tokens, [5, 7, 5, 7, 5]);
+    /// assert_eq!(generation.finish_reason, Some(FinishReason::Length));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn repeating(mut self) -> Self {
+        self.repeating = true;
         self
     }
 }
@@ -73,8 +102,15 @@ impl Service<GenerateRequest> for EchoEngine {
         if let Err(error) = request.validate() {
             return ready(Err(error));
         }
+        if self.repeating && request.limits.max_tokens.is_none() {
+            return ready(Err(Error::invalid_request(
+                "max_tokens is required by a repeating echo engine",
+            )));
+        }
         let cancel = request.cancellation().child_token();
         let echo = Echo {
+            repeating: self.repeating,
+            cursor: 0,
             max_tokens: request.limits.max_tokens.map_or(usize::MAX, |n| n as usize),
             min_tokens: request.limits.min_tokens.unwrap_or(0) as usize,
             stop_tokens: request.stop.stop_token_ids.iter().copied().collect(),
@@ -95,6 +131,9 @@ impl Service<GenerateRequest> for EchoEngine {
 /// The state of one echo generation.
 struct Echo {
     prompt: Tokens,
+    repeating: bool,
+    /// Where a repeating echo reads its next token.
+    cursor: usize,
     max_tokens: usize,
     min_tokens: usize,
     stop_tokens: HashSet<Token>,
@@ -119,6 +158,14 @@ impl Echo {
             FinishReason::Cancelled
         } else if self.emitted >= self.max_tokens {
             FinishReason::Length
+        } else if self.repeating {
+            match self.next_repeated() {
+                Some(token) => {
+                    self.emitted += 1;
+                    return Some(TokenChunk::token(token));
+                }
+                None => FinishReason::Eos,
+            }
         } else {
             match self.prompt.get(self.emitted) {
                 None => FinishReason::Eos,
@@ -140,6 +187,21 @@ impl Echo {
             completion_tokens: saturating_u32(self.emitted),
         };
         Some(TokenChunk::finish(reason, Some(usage)))
+    }
+}
+
+impl Echo {
+    /// The next prompt token round and round from `cursor`, stop tokens left out; `None` when
+    /// every prompt token is a stop token.
+    fn next_repeated(&mut self) -> Option<Token> {
+        for _ in 0..self.prompt.len() {
+            let token = self.prompt[self.cursor];
+            self.cursor = (self.cursor + 1) % self.prompt.len();
+            if !self.stop_tokens.contains(&token) {
+                return Some(token);
+            }
+        }
+        None
     }
 }
 

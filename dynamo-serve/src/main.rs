@@ -16,13 +16,13 @@ mod options;
 
 use std::net::SocketAddr;
 
-use dynamo_core::{BlockSize, BoxEngine, KvEvent, WorkerId};
+use dynamo_core::{BlockSize, BoxEngine, EchoEngine, KvEvent, WorkerId};
 use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
 use dynamo_openai::{Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegistry};
-use dynamo_router::{RouterService, SharedIndex};
+use dynamo_router::{ApproxConfig, RoundRobin, RouterService, SharedIndex};
 use tokio::sync::mpsc;
 
-use options::{Command, Options};
+use options::{Command, EngineKind, Options, RouterKind};
 
 /// KV events in flight from all workers to the router's index; when it is full, a worker
 /// drops events and the index notices the gap (see `LiveEngine`).
@@ -86,48 +86,71 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The router over `options.workers` simulated workers, whose KV events feed its index.
+/// The router over `options.workers` in-process workers.
 fn workers(options: &Options, block_size: BlockSize) -> RouterService {
-    let index = SharedIndex::new(block_size);
-    let router = RouterService::builder(block_size)
-        .kv_events(index.clone())
-        .build();
-    let (events, mut received) = mpsc::channel::<KvEvent>(EVENT_CAPACITY);
-    tokio::spawn(async move {
-        while let Some(event) = received.recv().await {
-            // An index error (a gap, an unknown block) is counted by the index itself.
-            let _ = index.apply(&event);
+    let builder = RouterService::builder(block_size);
+    let (builder, index) = match options.router {
+        RouterKind::Kv => {
+            let index = SharedIndex::new(block_size);
+            (builder.kv_events(index.clone()), Some(index))
         }
+        RouterKind::ApproxKv => (builder.approximate(ApproxConfig::default()), None),
+        RouterKind::RoundRobin => (builder.policy(RoundRobin::new()), None),
+    };
+    let router = builder.build();
+    let events = index.map(|index| {
+        let (events, mut received) = mpsc::channel::<KvEvent>(EVENT_CAPACITY);
+        tokio::spawn(async move {
+            while let Some(event) = received.recv().await {
+                // An index error (a gap, an unknown block) is counted by the index itself.
+                let _ = index.apply(&event);
+            }
+        });
+        events
     });
     for id in 0..options.workers {
-        let config = LiveConfig {
-            engine: EngineConfig {
-                num_gpu_blocks: options.gpu_blocks,
-                block_size,
-                ..EngineConfig::default()
-            },
-            speedup: options.speedup,
-            worker: WorkerId::new(id),
-            ..LiveConfig::default()
-        };
-        let (engine, run) =
-            LiveEngine::new(config, PolynomialTiming::default(), Some(events.clone()));
-        tokio::spawn(run);
-        router.insert_worker(WorkerId::new(id), engine);
+        let worker = WorkerId::new(id);
+        match options.engine {
+            EngineKind::Echo => router.insert_worker(worker, EchoEngine::new().repeating()),
+            EngineKind::Mocker => {
+                let config = LiveConfig {
+                    engine: EngineConfig {
+                        num_gpu_blocks: options.gpu_blocks,
+                        block_size,
+                        ..EngineConfig::default()
+                    },
+                    speedup: options.speedup,
+                    worker,
+                    ..LiveConfig::default()
+                };
+                let (engine, run) =
+                    LiveEngine::new(config, PolynomialTiming::default(), events.clone());
+                tokio::spawn(run);
+                router.insert_worker(worker, engine);
+            }
+        }
     }
     router
 }
 
 fn print_welcome(options: &Options, address: SocketAddr) {
     let name = &options.name;
+    let routing = match options.router {
+        RouterKind::Kv => "KV-aware routing",
+        RouterKind::ApproxKv => "approximate KV-aware routing",
+        RouterKind::RoundRobin => "round-robin routing",
+    };
     println!(
-        "dynamo gateway on http://{address}: model `{name}` on {} simulated workers with KV-aware routing",
+        "dynamo gateway on http://{address}: model `{name}` on {} simulated workers with {routing}",
         options.workers
     );
-    println!(
-        "  (the workers echo the prompt at a simulated engine's pace, {}x real time)",
-        options.speedup
-    );
+    match options.engine {
+        EngineKind::Mocker => println!(
+            "  (the workers echo the prompt at a simulated engine's pace, {}x real time)",
+            options.speedup
+        ),
+        EngineKind::Echo => println!("  (the workers echo the prompt at once, max_tokens long)"),
+    }
     println!();
     println!("  curl http://{address}/v1/chat/completions -H 'content-type: application/json' \\");
     println!(

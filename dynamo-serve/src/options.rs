@@ -14,6 +14,11 @@ FLAGS:
     --host ADDR              listen address [127.0.0.1]
     --port N                 listen port [8000]
     --workers N              simulated workers behind the router [4]
+    --engine KIND            mocker: simulated engines with a paged prefix cache and KV events;
+                             echo: answer max_tokens tokens at once (overhead benches) [mocker]
+    --router POLICY          kv: KV-aware, from the workers' KV events (mocker only);
+                             approx-kv: KV-aware, from the router's own decisions;
+                             round-robin [kv]
     --speedup X              simulated engines run X times faster than real time [1]
     --model FILE             a GGUF file for the tokenizer and chat template
                              [SmolLM2-135M-Instruct, fetched once into the cache]
@@ -23,6 +28,26 @@ FLAGS:
     --default-max-tokens N   max_tokens of requests that give none [256]
     --max-in-flight N        requests served at once before 503 [4096]
     --help                   this text";
+
+/// Which engine the in-process workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EngineKind {
+    /// `dynamo_mocker::LiveEngine`: a simulated engine at the timing model's pace.
+    Mocker,
+    /// `dynamo_core::EchoEngine::repeating`: full-length answers at once.
+    Echo,
+}
+
+/// How the router picks a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouterKind {
+    /// KV-aware, with the index fed by the workers' KV events.
+    Kv,
+    /// KV-aware, with the index predicted from the router's own decisions.
+    ApproxKv,
+    /// Each worker in turn.
+    RoundRobin,
+}
 
 pub(crate) enum Command {
     Serve,
@@ -35,6 +60,8 @@ pub(crate) struct Options {
     pub(crate) host: IpAddr,
     pub(crate) port: u16,
     pub(crate) workers: u64,
+    pub(crate) engine: EngineKind,
+    pub(crate) router: RouterKind,
     pub(crate) speedup: f64,
     pub(crate) model: Option<PathBuf>,
     pub(crate) name: String,
@@ -51,6 +78,8 @@ impl Options {
             host: IpAddr::from([127, 0, 0, 1]),
             port: 8000,
             workers: 4,
+            engine: EngineKind::Mocker,
+            router: RouterKind::Kv,
             speedup: 1.0,
             model: None,
             name: "smollm2".to_owned(),
@@ -78,6 +107,25 @@ impl Options {
                 "--host" => options.host = parse(&flag, &value)?,
                 "--port" => options.port = parse(&flag, &value)?,
                 "--workers" => options.workers = parse(&flag, &value)?,
+                "--engine" => {
+                    options.engine = match value.as_str() {
+                        "mocker" => EngineKind::Mocker,
+                        "echo" => EngineKind::Echo,
+                        _ => return Err(format!("--engine takes mocker or echo, not {value:?}")),
+                    }
+                }
+                "--router" => {
+                    options.router = match value.as_str() {
+                        "kv" => RouterKind::Kv,
+                        "approx-kv" => RouterKind::ApproxKv,
+                        "round-robin" => RouterKind::RoundRobin,
+                        _ => {
+                            return Err(format!(
+                                "--router takes kv, approx-kv or round-robin, not {value:?}"
+                            ));
+                        }
+                    }
+                }
                 "--speedup" => options.speedup = parse(&flag, &value)?,
                 "--model" => options.model = Some(PathBuf::from(value)),
                 "--name" => options.name = value,
@@ -90,6 +138,12 @@ impl Options {
         }
         if options.workers == 0 {
             return Err("--workers must be at least 1".to_owned());
+        }
+        if options.engine == EngineKind::Echo && options.router == RouterKind::Kv {
+            return Err(
+                "echo workers publish no KV events: use --router approx-kv or round-robin"
+                    .to_owned(),
+            );
         }
         if !(options.speedup > 0.0 && options.speedup.is_finite()) {
             return Err("--speedup must be a positive number".to_owned());

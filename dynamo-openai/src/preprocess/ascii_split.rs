@@ -1,0 +1,199 @@
+//! A fast pre-tokenizer for ASCII text, giving the same words as the `tokenizers` pipeline of a
+//! GGUF byte-level BPE tokenizer (special tokens, then optionally one word per digit, then the
+//! GPT-2 split pattern) without a regex engine and without building offset tables.
+//!
+//! The GPT-2 pattern is
+//! `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`. On ASCII,
+//! `\p{L}` is `[A-Za-z]`, `\p{N}` is `[0-9]` and `\s` is space, `\t`, `\n`, `\v`, `\f`, `\r`, so
+//! a byte scanner can follow it exactly. Text with any other character goes the library's way;
+//! the property test at the bottom compares both on random text.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+/// One piece of a pre-tokenized text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Piece<'t> {
+    /// A special token written in the text, as its id.
+    Special(u32),
+    /// A word for the BPE model (not yet byte-level mapped).
+    Word(&'t str),
+}
+
+/// Splits ASCII text into special tokens and words.
+#[derive(Debug, Clone)]
+pub(super) struct AsciiSplitter {
+    specials: Option<AhoCorasick>,
+    special_ids: Vec<u32>,
+    split_digits: bool,
+}
+
+impl AsciiSplitter {
+    /// A splitter for these special tokens (text and id), splitting digits one by one if asked.
+    pub(super) fn new(specials: &[(&str, u32)], split_digits: bool) -> Self {
+        let texts: Vec<&str> = specials.iter().map(|(text, _)| *text).collect();
+        let specials_matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&texts)
+            .ok()
+            .filter(|_| !texts.is_empty());
+        AsciiSplitter {
+            specials: specials_matcher,
+            special_ids: specials.iter().map(|(_, id)| *id).collect(),
+            split_digits,
+        }
+    }
+
+    /// The pieces of `text`, or `None` when it is not ASCII (or a special token matcher could
+    /// not be built), so that the caller takes the general path.
+    pub(super) fn split<'t>(&self, text: &'t str) -> Option<Vec<Piece<'t>>> {
+        if !text.is_ascii() {
+            return None;
+        }
+        let mut pieces = Vec::with_capacity(text.len() / 3 + 1);
+        let mut start = 0;
+        if let Some(specials) = &self.specials {
+            for found in specials.find_iter(text) {
+                self.split_plain(&text[start..found.start()], &mut pieces);
+                pieces.push(Piece::Special(*self.special_ids.get(found.pattern().as_usize())?));
+                start = found.end();
+            }
+        }
+        self.split_plain(&text[start..], &mut pieces);
+        Some(pieces)
+    }
+
+    /// Text without special tokens: digits alone if asked, the GPT-2 pattern between them.
+    fn split_plain<'t>(&self, text: &'t str, pieces: &mut Vec<Piece<'t>>) {
+        if !self.split_digits {
+            return gpt2_words(text, pieces);
+        }
+        let mut start = 0;
+        for (at, byte) in text.bytes().enumerate() {
+            if byte.is_ascii_digit() {
+                gpt2_words(&text[start..at], pieces);
+                pieces.push(Piece::Word(&text[at..=at]));
+                start = at + 1;
+            }
+        }
+        gpt2_words(&text[start..], pieces);
+    }
+}
+
+/// The class of an ASCII byte in the GPT-2 pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Letter,
+    Number,
+    Space,
+    Other,
+}
+
+fn class(byte: u8) -> Class {
+    match byte {
+        b'A'..=b'Z' | b'a'..=b'z' => Class::Letter,
+        b'0'..=b'9' => Class::Number,
+        b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r' => Class::Space,
+        _ => Class::Other,
+    }
+}
+
+/// The length of an English contraction (`s`, `t`, `re`, `ve`, `m`, `ll`, `d`) at the start of
+/// `rest`, the text after an apostrophe.
+fn contraction(rest: &[u8]) -> Option<usize> {
+    match rest {
+        [b'r', b'e', ..] | [b'v', b'e', ..] | [b'l', b'l', ..] => Some(2),
+        [b's' | b't' | b'm' | b'd', ..] => Some(1),
+        _ => None,
+    }
+}
+
+/// The GPT-2 pattern's matches in ASCII `text`, in order; together they cover the text.
+fn gpt2_words<'t>(text: &'t str, pieces: &mut Vec<Piece<'t>>) {
+    let bytes = text.as_bytes();
+    let len = bytes.len();
+    let mut at = 0;
+    while at < len {
+        let start = at;
+        if bytes[at] == b'\'' {
+            if let Some(n) = contraction(&bytes[at + 1..]) {
+                at += 1 + n;
+                pieces.push(Piece::Word(&text[start..at]));
+                continue;
+            }
+        }
+        // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`: an optional space, then a run of one class.
+        let first = if bytes[at] == b' ' && at + 1 < len && class(bytes[at + 1]) != Class::Space {
+            at + 1
+        } else {
+            at
+        };
+        let kind = class(bytes[first]);
+        if kind != Class::Space {
+            at = first + 1;
+            while at < len && class(bytes[at]) == kind {
+                at += 1;
+            }
+        } else {
+            // `\s+(?!\S)` leaves the last space of a run for the next word; `\s+` takes a single
+            // space that a word follows; a run at the end is taken whole.
+            let mut end = at;
+            while end < len && class(bytes[end]) == Class::Space {
+                end += 1;
+            }
+            at = if end == len || end - at == 1 {
+                end
+            } else {
+                end - 1
+            };
+        }
+        pieces.push(Piece::Word(&text[start..at]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<&str> {
+        let mut pieces = Vec::new();
+        gpt2_words(text, &mut pieces);
+        pieces
+            .into_iter()
+            .map(|piece| match piece {
+                Piece::Word(word) => word,
+                Piece::Special(_) => "<special>",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn follows_the_gpt2_pattern_on_hand_picked_cases() {
+        assert_eq!(words("Hello world"), ["Hello", " world"]);
+        assert_eq!(words("it's we're"), ["it", "'s", " we", "'re"]);
+        assert_eq!(words("a  b"), ["a", " ", " b"]);
+        assert_eq!(words("a\n\nb"), ["a", "\n", "\n", "b"]);
+        assert_eq!(words("a \n b"), ["a", " \n", " b"]);
+        assert_eq!(words("end  "), ["end", "  "]);
+        assert_eq!(words("x!!'s"), ["x", "!!'", "s"]);
+        assert_eq!(words(" 42 ?"), [" 42", " ?"]);
+        assert_eq!(words("'S"), ["'", "S"]);
+    }
+
+    #[test]
+    fn splits_special_tokens_and_digits_and_refuses_other_text() {
+        let splitter = AsciiSplitter::new(&[("<|im_start|>", 1), ("<|im_end|>", 2)], true);
+        let pieces = splitter.split("<|im_start|>user\nhi 12<|im_end|>");
+        let expected = [
+            Piece::Special(1),
+            Piece::Word("user"),
+            Piece::Word("\n"),
+            Piece::Word("hi"),
+            Piece::Word(" "),
+            Piece::Word("1"),
+            Piece::Word("2"),
+            Piece::Special(2),
+        ];
+        assert_eq!(pieces.as_deref(), Some(&expected[..]));
+        assert_eq!(splitter.split("héllo"), None);
+    }
+}
