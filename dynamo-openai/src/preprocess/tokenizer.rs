@@ -1,8 +1,11 @@
 //! Text to token ids and back: a Hugging Face `tokenizer.json`, or the byte-level BPE
 //! vocabulary stored in a GGUF file's metadata.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::RwLock;
 
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -44,7 +47,14 @@ pub struct Tokenizer {
     eos_token_ids: Vec<u32>,
     /// The fast path for ASCII text of GGUF byte-level BPE tokenizers.
     ascii: Option<AsciiSplitter>,
+    /// Counted once: the library counts its vocabulary on every call.
+    vocab_size: usize,
+    /// The ids of words the fast path has seen, up to [`WORD_CACHE_CAPACITY`] words.
+    words: Arc<RwLock<HashMap<Box<str>, Box<[u32]>>>>,
 }
+
+/// How many words the fast path remembers; past that, new words are not remembered.
+const WORD_CACHE_CAPACITY: usize = 65_536;
 
 /// GGUF `token_type` of control tokens (`<|im_start|>`, `<|endoftext|>`, …).
 const CONTROL_TOKEN: u64 = 3;
@@ -54,11 +64,7 @@ impl Tokenizer {
     /// alone: add them with [`Tokenizer::with_eos_token_ids`].
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let inner = tokenizers::Tokenizer::from_file(path).map_err(TokenizerError::Library)?;
-        Ok(Tokenizer {
-            inner,
-            eos_token_ids: Vec::new(),
-            ascii: None,
-        })
+        Ok(Tokenizer::wrap(inner, None))
     }
 
     /// Build the byte-level BPE tokenizer a GGUF file describes (`tokenizer.ggml.tokens`,
@@ -141,11 +147,8 @@ impl Tokenizer {
         inner
             .add_special_tokens(added)
             .map_err(TokenizerError::Library)?;
-        Ok(Tokenizer {
-            inner,
-            eos_token_ids: Vec::new(),
-            ascii: Some(AsciiSplitter::new(&special, split_digits)),
-        })
+        let ascii = AsciiSplitter::new(&special, split_digits);
+        Ok(Tokenizer::wrap(inner, Some(ascii)))
     }
 
     /// A byte-level tokenizer with one token per byte (id = the byte's value) and no merges:
@@ -171,10 +174,16 @@ impl Tokenizer {
         let byte_level = ByteLevel::new(false, true, false);
         inner.with_pre_tokenizer(Some(byte_level));
         inner.with_decoder(Some(byte_level));
+        Tokenizer::wrap(inner, None)
+    }
+
+    fn wrap(inner: tokenizers::Tokenizer, ascii: Option<AsciiSplitter>) -> Self {
         Tokenizer {
+            vocab_size: inner.get_vocab_size(true),
             inner,
             eos_token_ids: Vec::new(),
-            ascii: None,
+            ascii,
+            words: Arc::default(),
         }
     }
 
@@ -204,21 +213,39 @@ impl Tokenizer {
     }
 
     fn encode_pieces(&self, pieces: &[Piece<'_>]) -> Result<Vec<u32>, TokenizerError> {
-        let model = self.inner.get_model();
         let mut ids = Vec::with_capacity(pieces.len() * 2);
-        let mut mapped = String::new();
         for piece in pieces {
             match *piece {
                 Piece::Special(id) => ids.push(id),
                 Piece::Word(word) => {
-                    mapped.clear();
-                    mapped.extend(word.bytes().map(|byte| BYTE_LEVEL_CHARS[usize::from(byte)]));
-                    let tokens = model.tokenize(&mapped).map_err(TokenizerError::Library)?;
-                    ids.extend(tokens.iter().map(|token| token.id));
+                    if let Some(known) = self.words.read().get(word) {
+                        ids.extend_from_slice(known);
+                        continue;
+                    }
+                    let learned = self.bpe(word)?;
+                    ids.extend_from_slice(&learned);
+                    let mut words = self.words.write();
+                    if words.len() < WORD_CACHE_CAPACITY {
+                        words.insert(word.into(), learned);
+                    }
                 }
             }
         }
         Ok(ids)
+    }
+
+    /// The BPE model's ids for one word of the fast path.
+    fn bpe(&self, word: &str) -> Result<Box<[u32]>, TokenizerError> {
+        let mapped: String = word
+            .bytes()
+            .map(|byte| BYTE_LEVEL_CHARS[usize::from(byte)])
+            .collect();
+        let tokens = self
+            .inner
+            .get_model()
+            .tokenize(&mapped)
+            .map_err(TokenizerError::Library)?;
+        Ok(tokens.iter().map(|token| token.id).collect())
     }
 
     fn encode_with_library(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
@@ -243,7 +270,7 @@ impl Tokenizer {
 
     /// How many ids the vocabulary has, special tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 }
 
@@ -323,8 +350,10 @@ mod tests {
             split_digits in any::<bool>(),
         ) {
             let tokenizer = small_tokenizer(split_digits);
-            let fast = tokenizer.encode(&text).ok();
-            prop_assert_eq!(fast, Some(library_ids(&tokenizer, &text)));
+            let library = Some(library_ids(&tokenizer, &text));
+            // The second time, the words come from the fast path's cache.
+            prop_assert_eq!(&tokenizer.encode(&text).ok(), &library);
+            prop_assert_eq!(&tokenizer.encode(&text).ok(), &library);
         }
     }
 }

@@ -1,0 +1,165 @@
+//! Snapshots (insta) of the JSON the gateway answers with: whole responses, stream chunks and
+//! error bodies, so that a change of shape shows up in review. Ids and timestamps are redacted.
+//!
+//! After an intended change: `INSTA_UPDATE=always cargo test -p dynamo-openai --test json_shapes`
+//! (or `cargo insta review`), then read the diff of `tests/snapshots/`.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected shapes")]
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use common::{CHATML, TickingEngine};
+use dynamo_core::{BoxEngine, EchoEngine};
+use dynamo_openai::{
+    ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, ReasoningFormat, Tokenizer,
+    ToolCallFormat,
+};
+use insta::assert_json_snapshot;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// A model `test` that answers with `answer` (byte tokens), parsing tool calls and reasoning.
+fn answering(answer: &'static str) -> axum::Router {
+    let registry = ModelRegistry::default();
+    let engine = BoxEngine::new(TickingEngine::new(answer, Duration::ZERO));
+    let entry = ModelEntry::new("test", engine, Tokenizer::bytes())
+        .with_chat_template(ChatTemplate::new(CHATML).unwrap())
+        .with_tool_calls(ToolCallFormat::Hermes)
+        .with_reasoning(ReasoningFormat::Think);
+    registry.insert(entry);
+    Gateway::new(registry, GatewayConfig::default()).into_router()
+}
+
+fn echo() -> axum::Router {
+    common::app(BoxEngine::new(EchoEngine::new()), GatewayConfig::default())
+}
+
+async fn send(app: axum::Router, request: Request<Body>) -> String {
+    let response = app.oneshot(request).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+async fn post(app: axum::Router, path: &str, body: Value) -> String {
+    let request = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(app, request).await
+}
+
+/// A non-streamed answer as JSON.
+async fn answer(app: axum::Router, path: &str, body: Value) -> Value {
+    serde_json::from_str(&post(app, path, body).await).unwrap()
+}
+
+/// A streamed answer: every `data:` payload, JSON where it parses (`[DONE]` stays a string).
+async fn stream(app: axum::Router, path: &str, body: Value) -> Vec<Value> {
+    post(app, path, body)
+        .await
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap_or_else(|_| Value::from(data)))
+        .collect()
+}
+
+fn chat(content: &str, max_tokens: usize) -> Value {
+    json!({"model": "test", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens})
+}
+
+const TOOL_ANSWER: &str = r#"<think>The user wants weather.</think>Let me check.<tool_call>{"name": "weather", "arguments": {"city": "Paris"}}</tool_call>"#;
+
+#[tokio::test]
+async fn chat_completion() {
+    let body = answer(echo(), "/v1/chat/completions", chat("Hi", 4)).await;
+    assert_json_snapshot!(body, {".id" => "[id]", ".created" => "[created]"});
+}
+
+#[tokio::test]
+async fn chat_completion_with_reasoning_and_a_tool_call() {
+    let mut request = chat("Weather in Paris?", TOOL_ANSWER.len());
+    request["tools"] = json!([{"type": "function", "function": {"name": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let body = answer(answering(TOOL_ANSWER), "/v1/chat/completions", request).await;
+    assert_json_snapshot!(body, {
+        ".id" => "[id]",
+        ".created" => "[created]",
+        ".choices[].message.tool_calls[].id" => "[call id]",
+    });
+}
+
+#[tokio::test]
+async fn chat_stream_chunks() {
+    let mut request = chat("Hi", 3);
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let chunks = stream(echo(), "/v1/chat/completions", request).await;
+    assert_json_snapshot!(chunks, {"[].id" => "[id]", "[].created" => "[created]"});
+}
+
+#[tokio::test]
+async fn chat_stream_chunks_with_reasoning_and_a_tool_call() {
+    let mut request = chat("Weather in Paris?", TOOL_ANSWER.len());
+    request["stream"] = json!(true);
+    let chunks = stream(answering(TOOL_ANSWER), "/v1/chat/completions", request).await;
+    // Byte tokens make one chunk per character; keep the chunks that are not plain text.
+    let shaped: Vec<&Value> = chunks
+        .iter()
+        .filter(|chunk| {
+            let delta = &chunk["choices"][0]["delta"];
+            !(delta.as_object().is_some_and(|d| d.len() == 1)
+                && (delta.get("content").is_some() || delta.get("reasoning_content").is_some()))
+        })
+        .collect();
+    assert_json_snapshot!(shaped, {
+        "[].id" => "[id]",
+        "[].created" => "[created]",
+        "[].choices[].delta.tool_calls[].id" => "[call id]",
+    });
+}
+
+#[tokio::test]
+async fn completion_with_two_prompts() {
+    let request = json!({"model": "test", "prompt": ["ab", "cd"], "max_tokens": 2});
+    let body = answer(echo(), "/v1/completions", request).await;
+    assert_json_snapshot!(body, {".id" => "[id]", ".created" => "[created]"});
+}
+
+#[tokio::test]
+async fn completion_stream_chunks() {
+    let request = json!({"model": "test", "prompt": "Hey", "max_tokens": 2, "stream": true,
+        "stream_options": {"include_usage": true}});
+    let chunks = stream(echo(), "/v1/completions", request).await;
+    assert_json_snapshot!(chunks, {"[].id" => "[id]", "[].created" => "[created]"});
+}
+
+#[tokio::test]
+async fn error_bodies() {
+    let mut refused = chat("Hi", 4);
+    refused["n"] = json!(2);
+    let unknown_model = json!({"model": "nope", "prompt": "Hi"});
+    let errors = json!({
+        "unsupported_value": answer(echo(), "/v1/chat/completions", refused).await,
+        "unknown_model": answer(echo(), "/v1/completions", unknown_model).await,
+        "malformed_json": serde_json::from_str::<Value>(
+            &send(echo(), Request::post("/v1/completions")
+                .header("content-type", "application/json")
+                .body(Body::from("{not json"))
+                .unwrap()).await,
+        ).unwrap(),
+    });
+    assert_json_snapshot!(errors);
+}
+
+#[tokio::test]
+async fn models_list() {
+    let text = send(echo(), Request::get("/v1/models").body(Body::empty()).unwrap()).await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_json_snapshot!(body, {".data[].created" => "[created]"});
+}
