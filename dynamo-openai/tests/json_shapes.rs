@@ -73,6 +73,14 @@ fn chat(content: &str, max_tokens: usize) -> Value {
     json!({"model": "test", "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens})
 }
 
+/// A chat request offering the `weather` tool.
+fn chat_with_tools() -> Value {
+    let mut request = chat("Weather in Paris?", TOOL_ANSWER.len());
+    request["tools"] = json!([{"type": "function", "function": {"name": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    request
+}
+
 const TOOL_ANSWER: &str = r#"<think>The user wants weather.</think>Let me check.<tool_call>{"name": "weather", "arguments": {"city": "Paris"}}</tool_call>"#;
 
 #[tokio::test]
@@ -83,9 +91,7 @@ async fn chat_completion() {
 
 #[tokio::test]
 async fn chat_completion_with_reasoning_and_a_tool_call() {
-    let mut request = chat("Weather in Paris?", TOOL_ANSWER.len());
-    request["tools"] = json!([{"type": "function", "function": {"name": "weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let request = chat_with_tools();
     let body = answer(answering(TOOL_ANSWER), "/v1/chat/completions", request).await;
     assert_json_snapshot!(body, {
         ".id" => "[id]",
@@ -105,7 +111,7 @@ async fn chat_stream_chunks() {
 
 #[tokio::test]
 async fn chat_stream_chunks_with_reasoning_and_a_tool_call() {
-    let mut request = chat("Weather in Paris?", TOOL_ANSWER.len());
+    let mut request = chat_with_tools();
     request["stream"] = json!(true);
     let chunks = stream(answering(TOOL_ANSWER), "/v1/chat/completions", request).await;
     // Byte tokens make one chunk per character; keep the chunks that are not plain text.
@@ -159,7 +165,11 @@ async fn error_bodies() {
 
 #[tokio::test]
 async fn models_list() {
-    let text = send(echo(), Request::get("/v1/models").body(Body::empty()).unwrap()).await;
+    let text = send(
+        echo(),
+        Request::get("/v1/models").body(Body::empty()).unwrap(),
+    )
+    .await;
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_json_snapshot!(body, {".data[].created" => "[created]"});
 }

@@ -1,8 +1,8 @@
 //! Preprocessing around an engine: prompts become token ids on the way in, token ids become
 //! text, reasoning and tool calls on the way out.
 
-mod ascii_split;
 mod detokenize;
+mod fast_bpe;
 mod gguf;
 mod holdback;
 mod reasoning;

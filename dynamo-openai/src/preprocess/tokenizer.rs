@@ -1,19 +1,16 @@
 //! Text to token ids and back: a Hugging Face `tokenizer.json`, or the byte-level BPE
 //! vocabulary stored in a GGUF file's metadata.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
-
-use parking_lot::RwLock;
+use std::sync::Arc;
 
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, Model, PreTokenizerWrapper};
+use tokenizers::{AddedToken, PreTokenizerWrapper};
 
-use super::ascii_split::{AsciiSplitter, Piece};
+use super::fast_bpe::{FastBpe, byte_level_char};
 use super::gguf::{GgufMetadata, GgufValue};
 
 /// Why a tokenizer could not be built or could not encode.
@@ -45,16 +42,11 @@ pub enum TokenizerError {
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     eos_token_ids: Vec<u32>,
-    /// The fast path for ASCII text of GGUF byte-level BPE tokenizers.
-    ascii: Option<AsciiSplitter>,
+    /// The fast path of GGUF byte-level BPE tokenizers.
+    fast: Option<Arc<FastBpe>>,
     /// Counted once: the library counts its vocabulary on every call.
     vocab_size: usize,
-    /// The ids of words the fast path has seen, up to [`WORD_CACHE_CAPACITY`] words.
-    words: Arc<RwLock<HashMap<Box<str>, Box<[u32]>>>>,
 }
-
-/// How many words the fast path remembers; past that, new words are not remembered.
-const WORD_CACHE_CAPACITY: usize = 65_536;
 
 /// GGUF `token_type` of control tokens (`<|im_start|>`, `<|endoftext|>`, …).
 const CONTROL_TOKEN: u64 = 3;
@@ -96,8 +88,10 @@ impl Tokenizer {
             .get("tokenizer.ggml.eos_token_id")
             .and_then(GgufValue::as_u64)
             .and_then(|id| u32::try_from(id).ok());
-        Ok(Tokenizer::byte_level_bpe(&tokens, &merges, &control, split_digits)?
-            .with_eos_token_ids(eos_token_ids))
+        Ok(
+            Tokenizer::byte_level_bpe(&tokens, &merges, &control, split_digits)?
+                .with_eos_token_ids(eos_token_ids),
+        )
     }
 
     /// A byte-level BPE tokenizer from its vocabulary (ids in order), its merges (`"left right"`),
@@ -133,22 +127,17 @@ impl Tokenizer {
         };
         inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(byte_level));
-        let special: Vec<(&str, u32)> = tokens
+        let added: Vec<AddedToken> = tokens
             .iter()
-            .zip(0..)
             .zip(control)
             .filter(|(_, is_control)| **is_control)
-            .map(|((token, id), _)| (*token, id))
-            .collect();
-        let added: Vec<AddedToken> = special
-            .iter()
             .map(|(token, _)| AddedToken::from(token.to_string(), true))
             .collect();
         inner
             .add_special_tokens(added)
             .map_err(TokenizerError::Library)?;
-        let ascii = AsciiSplitter::new(&special, split_digits);
-        Ok(Tokenizer::wrap(inner, Some(ascii)))
+        let fast = FastBpe::new(tokens, control, split_digits);
+        Ok(Tokenizer::wrap(inner, Some(Arc::new(fast))))
     }
 
     /// A byte-level tokenizer with one token per byte (id = the byte's value) and no merges:
@@ -177,13 +166,12 @@ impl Tokenizer {
         Tokenizer::wrap(inner, None)
     }
 
-    fn wrap(inner: tokenizers::Tokenizer, ascii: Option<AsciiSplitter>) -> Self {
+    fn wrap(inner: tokenizers::Tokenizer, fast: Option<Arc<FastBpe>>) -> Self {
         Tokenizer {
             vocab_size: inner.get_vocab_size(true),
             inner,
             eos_token_ids: Vec::new(),
-            ascii,
-            words: Arc::default(),
+            fast,
         }
     }
 
@@ -206,46 +194,11 @@ impl Tokenizer {
     /// ASCII text given to a GGUF tokenizer takes a fast path that splits words without the
     /// library's regex and offset tables, then asks the same BPE model; the ids are the same.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        if let Some(pieces) = self.ascii.as_ref().and_then(|ascii| ascii.split(text)) {
-            return self.encode_pieces(&pieces);
+        let fast = self.fast.as_ref();
+        match fast.and_then(|fast| fast.encode(self.inner.get_model(), text)) {
+            Some(ids) => ids,
+            None => self.encode_with_library(text),
         }
-        self.encode_with_library(text)
-    }
-
-    fn encode_pieces(&self, pieces: &[Piece<'_>]) -> Result<Vec<u32>, TokenizerError> {
-        let mut ids = Vec::with_capacity(pieces.len() * 2);
-        for piece in pieces {
-            match *piece {
-                Piece::Special(id) => ids.push(id),
-                Piece::Word(word) => {
-                    if let Some(known) = self.words.read().get(word) {
-                        ids.extend_from_slice(known);
-                        continue;
-                    }
-                    let learned = self.bpe(word)?;
-                    ids.extend_from_slice(&learned);
-                    let mut words = self.words.write();
-                    if words.len() < WORD_CACHE_CAPACITY {
-                        words.insert(word.into(), learned);
-                    }
-                }
-            }
-        }
-        Ok(ids)
-    }
-
-    /// The BPE model's ids for one word of the fast path.
-    fn bpe(&self, word: &str) -> Result<Box<[u32]>, TokenizerError> {
-        let mapped: String = word
-            .bytes()
-            .map(|byte| BYTE_LEVEL_CHARS[usize::from(byte)])
-            .collect();
-        let tokens = self
-            .inner
-            .get_model()
-            .tokenize(&mapped)
-            .map_err(TokenizerError::Library)?;
-        Ok(tokens.iter().map(|token| token.id).collect())
     }
 
     fn encode_with_library(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
@@ -258,6 +211,17 @@ impl Tokenizer {
 
     /// Decode ids to text, leaving special tokens out when `skip_special` is set.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        if let Some(fast) = &self.fast {
+            return Ok(fast.decode(ids, skip_special));
+        }
+        self.decode_with_library(ids, skip_special)
+    }
+
+    fn decode_with_library(
+        &self,
+        ids: &[u32],
+        skip_special: bool,
+    ) -> Result<String, TokenizerError> {
         self.inner
             .decode(ids, skip_special)
             .map_err(TokenizerError::Library)
@@ -272,21 +236,6 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
     }
-}
-
-/// [`byte_level_char`] of every byte.
-static BYTE_LEVEL_CHARS: LazyLock<[char; 256]> =
-    LazyLock::new(|| std::array::from_fn(|byte| byte_level_char(byte as u8)));
-
-/// The character GPT-2's byte-level encoding writes for `byte`: printable Latin-1 bytes stand
-/// for themselves, the other 68 are shifted to U+0100 and up, in order.
-fn byte_level_char(byte: u8) -> char {
-    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-    if printable(byte) {
-        return char::from(byte);
-    }
-    let shifted = (0..byte).filter(|&b| !printable(b)).count() as u32;
-    char::from_u32(256 + shifted).unwrap_or(char::REPLACEMENT_CHARACTER)
 }
 
 fn strings<'a>(
@@ -311,8 +260,12 @@ mod tests {
     /// A small byte-level BPE vocabulary: the 256 byte characters, a few merges of common
     /// English pieces, and two control tokens.
     fn small_tokenizer(split_digits: bool) -> Tokenizer {
-        let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_level_char(b).to_string()).collect();
-        let merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld", "' s", "1 2"];
+        let mut tokens: Vec<String> = (0..=255u8)
+            .map(|b| byte_level_char(b).to_string())
+            .collect();
+        let merges = [
+            "h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld", "' s", "1 2",
+        ];
         for merge in merges {
             tokens.push(merge.replace(' ', ""));
         }
@@ -338,7 +291,13 @@ mod tests {
         let text = "<|im_start|>hello world's 12<|im_end|>";
         let ids = tokenizer.encode(text).ok();
         assert_eq!(ids.as_deref(), Some(&library_ids(&tokenizer, text)[..]));
-        assert_eq!(tokenizer.decode(ids.as_deref().unwrap_or_default(), false).ok().as_deref(), Some(text));
+        assert_eq!(
+            tokenizer
+                .decode(ids.as_deref().unwrap_or_default(), false)
+                .ok()
+                .as_deref(),
+            Some(text)
+        );
     }
 
     proptest! {
@@ -354,6 +313,18 @@ mod tests {
             // The second time, the words come from the fast path's cache.
             prop_assert_eq!(&tokenizer.encode(&text).ok(), &library);
             prop_assert_eq!(&tokenizer.encode(&text).ok(), &library);
+        }
+
+        /// Any ids, known or not, special or not, with or without skipping special tokens,
+        /// decode to the library's text.
+        #[test]
+        fn the_fast_decoder_agrees_with_the_library(
+            ids in proptest::collection::vec(0u32..280, 0..30),
+            skip_special in any::<bool>(),
+        ) {
+            let tokenizer = small_tokenizer(true);
+            let library = tokenizer.decode_with_library(&ids, skip_special).ok();
+            prop_assert_eq!(tokenizer.decode(&ids, skip_special).ok(), library);
         }
     }
 }

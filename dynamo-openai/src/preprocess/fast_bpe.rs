@@ -1,6 +1,10 @@
-//! A fast pre-tokenizer for ASCII text, giving the same words as the `tokenizers` pipeline of a
-//! GGUF byte-level BPE tokenizer (special tokens, then optionally one word per digit, then the
-//! GPT-2 split pattern) without a regex engine and without building offset tables.
+//! A fast path for GGUF byte-level BPE tokenizers, giving the same ids and text as the
+//! `tokenizers` pipeline with less work per request:
+//!
+//! - encoding ASCII text splits it into words like the pipeline does (special tokens, then
+//!   optionally one word per digit, then the GPT-2 split pattern) without a regex engine and
+//!   without offset tables, and remembers the BPE model's ids of each word;
+//! - decoding concatenates each id's bytes from a table built once.
 //!
 //! The GPT-2 pattern is
 //! `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`. On ASCII,
@@ -8,11 +12,149 @@
 //! a byte scanner can follow it exactly. Text with any other character goes the library's way;
 //! the property test at the bottom compares both on random text.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use aho_corasick::{AhoCorasick, MatchKind};
+use parking_lot::RwLock;
+use tokenizers::Model;
+
+use super::tokenizer::TokenizerError;
+
+/// How many words the fast path remembers; past that, new words are not remembered.
+const WORD_CACHE_CAPACITY: usize = 65_536;
+
+/// The fast path of one tokenizer.
+#[derive(Debug)]
+pub(super) struct FastBpe {
+    splitter: AsciiSplitter,
+    /// The ids of words seen so far, up to [`WORD_CACHE_CAPACITY`] words.
+    words: RwLock<HashMap<Box<str>, Box<[u32]>>>,
+    /// The bytes of every id, and whether it is a special token.
+    pieces: Vec<(Box<[u8]>, bool)>,
+}
+
+impl FastBpe {
+    /// The fast path for a vocabulary (byte-level strings, ids in order) with these special
+    /// tokens (`control[id]`).
+    pub(super) fn new(tokens: &[&str], control: &[bool], split_digits: bool) -> Self {
+        let is_control = |id: usize| control.get(id).copied().unwrap_or(false);
+        let specials: Vec<(&str, u32)> = tokens
+            .iter()
+            .zip(0..)
+            .filter(|&(_, id)| is_control(id as usize))
+            .map(|(token, id)| (*token, id))
+            .collect();
+        let pieces = tokens
+            .iter()
+            .enumerate()
+            .map(|(id, token)| (token_bytes(token, is_control(id)), is_control(id)))
+            .collect();
+        FastBpe {
+            splitter: AsciiSplitter::new(&specials, split_digits),
+            words: RwLock::default(),
+            pieces,
+        }
+    }
+
+    /// The ids of `text`, or `None` when the text is not ASCII and must take the general path.
+    pub(super) fn encode(
+        &self,
+        model: &impl Model,
+        text: &str,
+    ) -> Option<Result<Vec<u32>, TokenizerError>> {
+        let pieces = self.splitter.split(text)?;
+        let mut ids = Vec::with_capacity(pieces.len() * 2);
+        for piece in pieces {
+            match piece {
+                Piece::Special(id) => ids.push(id),
+                Piece::Word(word) => {
+                    if let Some(known) = self.words.read().get(word) {
+                        ids.extend_from_slice(known);
+                        continue;
+                    }
+                    let learned = match bpe(model, word) {
+                        Ok(learned) => learned,
+                        Err(error) => return Some(Err(error)),
+                    };
+                    ids.extend_from_slice(&learned);
+                    let mut words = self.words.write();
+                    if words.len() < WORD_CACHE_CAPACITY {
+                        words.insert(word.into(), learned);
+                    }
+                }
+            }
+        }
+        Some(Ok(ids))
+    }
+
+    /// The text of `ids`: unknown ids are left out, special tokens too when `skip_special`,
+    /// and bytes that are not UTF-8 become U+FFFD.
+    pub(super) fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            match self.pieces.get(id as usize) {
+                Some((_, true)) if skip_special => {}
+                Some((piece, _)) => bytes.extend_from_slice(piece),
+                None => {}
+            }
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+        }
+    }
+}
+
+/// The BPE model's ids for one word.
+fn bpe(model: &impl Model, word: &str) -> Result<Box<[u32]>, TokenizerError> {
+    let mapped: String = word
+        .bytes()
+        .map(|byte| BYTE_LEVEL_CHARS[usize::from(byte)])
+        .collect();
+    let tokens = model.tokenize(&mapped).map_err(TokenizerError::Library)?;
+    Ok(tokens.iter().map(|token| token.id).collect())
+}
+
+/// The bytes a token stands for: a special token's own text; otherwise its characters mapped
+/// back through the byte-level table, or, if one of them is not in the table, the token's own
+/// UTF-8 (as the `tokenizers` byte-level decoder does).
+fn token_bytes(token: &str, special: bool) -> Box<[u8]> {
+    if special {
+        return token.as_bytes().into();
+    }
+    token
+        .chars()
+        .map(|c| BYTE_OF_CHAR.get(&c).copied())
+        .collect::<Option<Box<[u8]>>>()
+        .unwrap_or_else(|| token.as_bytes().into())
+}
+
+/// [`byte_level_char`] of every byte.
+static BYTE_LEVEL_CHARS: LazyLock<[char; 256]> =
+    LazyLock::new(|| std::array::from_fn(|byte| byte_level_char(byte as u8)));
+
+/// The byte each byte-level character stands for.
+static BYTE_OF_CHAR: LazyLock<HashMap<char, u8>> = LazyLock::new(|| {
+    (0..=255u8)
+        .map(|byte| (byte_level_char(byte), byte))
+        .collect()
+});
+
+/// The character GPT-2's byte-level encoding writes for `byte`: printable Latin-1 bytes stand
+/// for themselves, the other 68 are shifted to U+0100 and up, in order.
+pub(super) fn byte_level_char(byte: u8) -> char {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    if printable(byte) {
+        return char::from(byte);
+    }
+    let shifted = (0..byte).filter(|&b| !printable(b)).count() as u32;
+    char::from_u32(256 + shifted).unwrap_or(char::REPLACEMENT_CHARACTER)
+}
 
 /// One piece of a pre-tokenized text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Piece<'t> {
+enum Piece<'t> {
     /// A special token written in the text, as its id.
     Special(u32),
     /// A word for the BPE model (not yet byte-level mapped).
@@ -21,7 +163,7 @@ pub(super) enum Piece<'t> {
 
 /// Splits ASCII text into special tokens and words.
 #[derive(Debug, Clone)]
-pub(super) struct AsciiSplitter {
+struct AsciiSplitter {
     specials: Option<AhoCorasick>,
     special_ids: Vec<u32>,
     split_digits: bool,
@@ -29,7 +171,7 @@ pub(super) struct AsciiSplitter {
 
 impl AsciiSplitter {
     /// A splitter for these special tokens (text and id), splitting digits one by one if asked.
-    pub(super) fn new(specials: &[(&str, u32)], split_digits: bool) -> Self {
+    fn new(specials: &[(&str, u32)], split_digits: bool) -> Self {
         let texts: Vec<&str> = specials.iter().map(|(text, _)| *text).collect();
         let specials_matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
@@ -45,7 +187,7 @@ impl AsciiSplitter {
 
     /// The pieces of `text`, or `None` when it is not ASCII (or a special token matcher could
     /// not be built), so that the caller takes the general path.
-    pub(super) fn split<'t>(&self, text: &'t str) -> Option<Vec<Piece<'t>>> {
+    fn split<'t>(&self, text: &'t str) -> Option<Vec<Piece<'t>>> {
         if !text.is_ascii() {
             return None;
         }
@@ -54,7 +196,9 @@ impl AsciiSplitter {
         if let Some(specials) = &self.specials {
             for found in specials.find_iter(text) {
                 self.split_plain(&text[start..found.start()], &mut pieces);
-                pieces.push(Piece::Special(*self.special_ids.get(found.pattern().as_usize())?));
+                pieces.push(Piece::Special(
+                    *self.special_ids.get(found.pattern().as_usize())?,
+                ));
                 start = found.end();
             }
         }
