@@ -24,6 +24,11 @@ use tokio::sync::mpsc;
 
 use options::{Command, EngineKind, Options, RouterKind};
 
+/// mimalloc: the gateway allocates many small short-lived buffers per request, and the system
+/// allocator spent a fifth of the CPU time on them in the overhead bench (`docs/gateway.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// KV events in flight from all workers to the router's index; when it is full, a worker
 /// drops events and the index notices the gap (see `LiveEngine`).
 const EVENT_CAPACITY: usize = 4096;

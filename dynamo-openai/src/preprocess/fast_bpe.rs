@@ -258,12 +258,12 @@ fn gpt2_words<'t>(text: &'t str, pieces: &mut Vec<Piece<'t>>) {
     let mut at = 0;
     while at < len {
         let start = at;
-        if bytes[at] == b'\'' {
-            if let Some(n) = contraction(&bytes[at + 1..]) {
-                at += 1 + n;
-                pieces.push(Piece::Word(&text[start..at]));
-                continue;
-            }
+        if bytes[at] == b'\''
+            && let Some(n) = contraction(&bytes[at + 1..])
+        {
+            at += 1 + n;
+            pieces.push(Piece::Word(&text[start..at]));
+            continue;
         }
         // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`: an optional space, then a run of one class.
         let first = if bytes[at] == b' ' && at + 1 < len && class(bytes[at + 1]) != Class::Space {

@@ -1,0 +1,498 @@
+//! The engine: requests in through a bounded queue, one model thread that batches every running
+//! sequence into each step, tokens out through each request's stream.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::{Ready, ready};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use dynamo_core::{
+    BlockHasher, BlockSize, Error, FinishReason, GenerateRequest, HashedBlock, KvEvent,
+    SequenceHash, StorageTier, TokenChunk, TokenStream, Usage, WorkerId,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::forward::{KvStore, Rope, Row, forward};
+use crate::pool::{BlockId, BlockPool, PoolCounters};
+use crate::sampler::Sampler;
+use crate::weights::LlamaWeights;
+
+/// How a [`CandleEngine`] runs.
+#[derive(Debug, Clone)]
+pub struct CandleConfig {
+    /// KV blocks (each holds `block_size` tokens of K and V for every layer).
+    pub blocks: u32,
+    /// Tokens per KV block; also the block size of the KV events.
+    pub block_size: BlockSize,
+    /// Tokens one step may run (prefill chunks and decode rows together).
+    pub max_step_tokens: usize,
+    /// Sequences running at once; more wait in the queue.
+    pub max_running: usize,
+    /// Requests waiting to start; past that, [`Error::Overloaded`].
+    pub queue_capacity: usize,
+    /// The worker id KV events carry.
+    pub worker: WorkerId,
+}
+
+impl Default for CandleConfig {
+    fn default() -> Self {
+        CandleConfig {
+            blocks: 1024,
+            block_size: BlockSize::new(16).unwrap_or_else(|_| unreachable!("16 is not zero")),
+            max_step_tokens: 512,
+            max_running: 16,
+            queue_capacity: 256,
+            worker: WorkerId::new(0),
+        }
+    }
+}
+
+/// A request on its way to the model thread.
+struct Submission {
+    request: GenerateRequest,
+    output: mpsc::Sender<Result<TokenChunk, Error>>,
+    cancel: CancellationToken,
+}
+
+/// An [`Engine`](dynamo_core::Engine) running a llama-family model on candle.
+///
+/// Cloning gives another handle to the same model thread. The thread stops when every handle
+/// is dropped and the running sequences have finished.
+#[derive(Debug, Clone)]
+pub struct CandleEngine {
+    submit: SyncSender<Submission>,
+    counters: Arc<Mutex<PoolCounters>>,
+    context_length: usize,
+}
+
+impl std::fmt::Debug for Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submission")
+            .field("id", &self.request.id)
+            .finish()
+    }
+}
+
+impl CandleEngine {
+    /// Start the model thread. KV events go to `events` when given (a full channel drops the
+    /// event; the consumer sees the gap in `event_id` and resynchronises).
+    pub fn start(
+        weights: LlamaWeights,
+        config: CandleConfig,
+        events: Option<mpsc::Sender<KvEvent>>,
+    ) -> std::io::Result<Self> {
+        let (submit, submissions) = std::sync::mpsc::sync_channel(config.queue_capacity);
+        let counters = Arc::new(Mutex::new(PoolCounters::default()));
+        let context_length = weights.config().context_length;
+        let model = ModelThread::new(weights, config, events, Arc::clone(&counters));
+        std::thread::Builder::new()
+            .name("dynamo-candle".to_owned())
+            .spawn(move || model.run(&submissions))?;
+        Ok(CandleEngine {
+            submit,
+            counters,
+            context_length,
+        })
+    }
+
+    /// The KV pool's counters after the last step.
+    pub fn counters(&self) -> PoolCounters {
+        *self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Service<GenerateRequest> for CandleEngine {
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = Ready<Result<TokenStream, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        if let Err(error) = request.validate() {
+            return ready(Err(error));
+        }
+        if request.tokens.len() >= self.context_length {
+            return ready(Err(Error::invalid_request(format!(
+                "the prompt has {} tokens; the model's context is {}",
+                request.tokens.len(),
+                self.context_length
+            ))));
+        }
+        // Room for every chunk the request can produce, so the model thread never waits.
+        let most = request
+            .limits
+            .max_tokens
+            .map_or(self.context_length, |n| n as usize);
+        let (output, chunks) = mpsc::channel(most.min(self.context_length) + 2);
+        let cancel = request.cancellation().child_token();
+        let submission = Submission {
+            request,
+            output,
+            cancel: cancel.clone(),
+        };
+        match self.submit.try_send(submission) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return ready(Err(Error::overloaded("the candle engine's queue is full")));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return ready(Err(Error::unavailable("the candle engine has stopped")));
+            }
+        }
+        let stream = futures::stream::unfold(chunks, |mut chunks| async move {
+            let chunk = chunks.recv().await?;
+            Some((chunk, chunks))
+        });
+        ready(Ok(TokenStream::new(stream, cancel)))
+    }
+}
+
+/// One request on the model thread.
+struct Sequence {
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    /// Tokens whose K and V are in the store.
+    computed: usize,
+    blocks: Vec<BlockId>,
+    /// Hashes of the sequence's full blocks, in order.
+    hashes: Vec<HashedBlock>,
+    hasher: BlockHasher,
+    cached_tokens: usize,
+    generated: u32,
+    max_tokens: u32,
+    min_tokens: u32,
+    stop: HashSet<u32>,
+    sampler: Sampler,
+    output: mpsc::Sender<Result<TokenChunk, Error>>,
+    cancel: CancellationToken,
+}
+
+struct ModelThread {
+    weights: LlamaWeights,
+    rope: Rope,
+    store: KvStore,
+    pool: BlockPool,
+    config: CandleConfig,
+    events: Option<mpsc::Sender<KvEvent>>,
+    event_id: u64,
+    counters: Arc<Mutex<PoolCounters>>,
+    waiting: VecDeque<Submission>,
+    running: Vec<Sequence>,
+}
+
+impl ModelThread {
+    fn new(
+        weights: LlamaWeights,
+        config: CandleConfig,
+        events: Option<mpsc::Sender<KvEvent>>,
+        counters: Arc<Mutex<PoolCounters>>,
+    ) -> Self {
+        let model = weights.config().clone();
+        let block_size = config.block_size.get() as usize;
+        ModelThread {
+            rope: Rope::new(model.head_dim, model.rope_theta, model.context_length),
+            store: KvStore::new(&weights, config.blocks as usize, block_size),
+            pool: BlockPool::new(config.blocks, config.block_size),
+            weights,
+            config,
+            events,
+            event_id: 0,
+            counters,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+        }
+    }
+
+    fn block_size(&self) -> usize {
+        self.config.block_size.get() as usize
+    }
+
+    fn run(mut self, submissions: &Receiver<Submission>) {
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() {
+                match submissions.recv() {
+                    Ok(submission) => self.waiting.push_back(submission),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(submission) = submissions.try_recv() {
+                self.waiting.push_back(submission);
+            }
+            self.drop_cancelled();
+            self.admit();
+            if let Err(error) = self.step() {
+                // A failed step leaves the store in an unknown state for its sequences: end them.
+                let message = error.to_string();
+                for sequence in std::mem::take(&mut self.running) {
+                    let _ = sequence
+                        .output
+                        .try_send(Err(Error::internal(message.clone())));
+                    self.pool.release(&sequence.blocks);
+                }
+                self.publish();
+            }
+        }
+    }
+
+    fn drop_cancelled(&mut self) {
+        self.waiting
+            .retain(|s| !s.cancel.is_cancelled() && !s.output.is_closed());
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|s| s.cancel.is_cancelled() || s.output.is_closed());
+        self.running = kept;
+        for sequence in &gone {
+            self.pool.release(&sequence.blocks);
+        }
+        if !gone.is_empty() {
+            self.publish();
+        }
+        for sequence in gone {
+            let _ = sequence
+                .output
+                .try_send(Ok(finish(&sequence, FinishReason::Cancelled)));
+        }
+    }
+
+    /// Start waiting requests while there is room, in arrival order.
+    fn admit(&mut self) {
+        let block_size = self.block_size();
+        while self.running.len() < self.config.max_running {
+            let Some(submission) = self.waiting.pop_front() else {
+                return;
+            };
+            let request = &submission.request;
+            let hasher = request.block_hasher(self.config.block_size);
+            let prompt: Vec<u32> = request.tokens.to_vec();
+            let mut hashes = hasher.hash_blocks(&prompt);
+            // The last prompt token is always computed, for its logits.
+            hashes.truncate((prompt.len() - 1) / block_size);
+            let needed = prompt.len().div_ceil(block_size);
+            if needed > self.config.blocks as usize {
+                let _ = submission
+                    .output
+                    .try_send(Err(Error::invalid_request(format!(
+                        "the prompt needs {needed} KV blocks; this engine has {}",
+                        self.config.blocks
+                    ))));
+                continue;
+            }
+            let sequence_hashes: Vec<SequenceHash> = hashes.iter().map(|h| h.sequence).collect();
+            let mut blocks = self.pool.take_cached_prefix(&sequence_hashes);
+            let cached = blocks.len();
+            if self.pool.obtainable() < needed - cached {
+                self.pool.release(&blocks);
+                self.waiting.push_front(submission);
+                return;
+            }
+            blocks.extend((cached..needed).filter_map(|_| self.pool.allocate()));
+            hashes.truncate(cached);
+            let Submission {
+                request,
+                output,
+                cancel,
+            } = submission;
+            self.running.push(Sequence {
+                prompt_len: prompt.len(),
+                computed: cached * block_size,
+                cached_tokens: cached * block_size,
+                tokens: prompt,
+                blocks,
+                hashes,
+                hasher,
+                generated: 0,
+                max_tokens: request.limits.max_tokens.unwrap_or(u32::MAX),
+                min_tokens: request.limits.min_tokens.unwrap_or(0),
+                stop: request
+                    .stop
+                    .stop_token_ids
+                    .iter()
+                    .copied()
+                    .chain(
+                        self.weights
+                            .config()
+                            .eos_token_id
+                            .filter(|_| !request.stop.ignore_eos),
+                    )
+                    .collect(),
+                sampler: Sampler::new(&request.sampling),
+                output,
+                cancel,
+            });
+        }
+    }
+
+    /// One forward pass over every running sequence's next tokens.
+    fn step(&mut self) -> Result<(), crate::CandleError> {
+        let block_size = self.block_size();
+        let mut rows = Vec::new();
+        let mut want = Vec::new();
+        let mut budget = self.config.max_step_tokens;
+        let mut planned = vec![0; self.running.len()];
+        let mut failed = Vec::new();
+        // Decoding sequences first (one token each), then prompt chunks with the budget left.
+        let decoding = |s: &Sequence| s.tokens.len() - s.computed == 1;
+        let order: Vec<usize> = (0..self.running.len())
+            .filter(|&i| decoding(&self.running[i]))
+            .chain((0..self.running.len()).filter(|&i| !decoding(&self.running[i])))
+            .collect();
+        for index in order {
+            let sequence = &mut self.running[index];
+            let pending = sequence.tokens.len() - sequence.computed;
+            let take = pending.min(budget);
+            if take == 0 {
+                continue;
+            }
+            // A decode step may open a new block.
+            let last = sequence.computed + take - 1;
+            while sequence.blocks.len() * block_size <= last {
+                match self.pool.allocate() {
+                    Some(block) => sequence.blocks.push(block),
+                    None => break,
+                }
+            }
+            if sequence.blocks.len() * block_size <= last {
+                failed.push(index);
+                continue;
+            }
+            budget -= take;
+            for position in sequence.computed..sequence.computed + take {
+                rows.push(Row {
+                    token: sequence.tokens[position],
+                    sequence: index,
+                    position,
+                });
+            }
+            if take == pending {
+                want.push(rows.len() - 1);
+            }
+            planned[index] = take;
+        }
+        let logits = if rows.is_empty() {
+            Vec::new()
+        } else {
+            let tables: Vec<&[BlockId]> =
+                self.running.iter().map(|s| s.blocks.as_slice()).collect();
+            forward(
+                &self.weights,
+                &self.rope,
+                &mut self.store,
+                &tables,
+                &rows,
+                &want,
+            )?
+        };
+        let mut per_sequence: Vec<Option<Vec<f32>>> = vec![None; self.running.len()];
+        for (&row, row_logits) in want.iter().zip(logits) {
+            per_sequence[rows[row].sequence] = Some(row_logits);
+        }
+        let mut finished: Vec<(usize, Result<FinishReason, Error>)> = failed
+            .into_iter()
+            .map(|index| {
+                (
+                    index,
+                    Err(Error::overloaded("the KV cache is full; retry the request")),
+                )
+            })
+            .collect();
+        for (index, sequence) in self.running.iter_mut().enumerate() {
+            let take = planned[index];
+            if take == 0 {
+                continue;
+            }
+            let before = sequence.computed / block_size;
+            sequence.computed += take;
+            for block in before..sequence.computed / block_size {
+                let tokens = &sequence.tokens[block * block_size..(block + 1) * block_size];
+                let parent = sequence.hashes.last().map(|h| h.sequence);
+                let local = sequence.hasher.local_hash(tokens);
+                let hashed = HashedBlock {
+                    local,
+                    sequence: SequenceHash::chain(parent, local),
+                };
+                self.pool.register(sequence.blocks[block], parent, hashed);
+                sequence.hashes.push(hashed);
+            }
+            if sequence.computed < sequence.tokens.len() {
+                continue;
+            }
+            let Some(row_logits) = per_sequence[index].take() else {
+                continue;
+            };
+            if let Some(reason) = advance(sequence, &row_logits, self.rope.positions()) {
+                finished.push((index, Ok(reason)));
+            }
+        }
+        // Remove from the back, so that earlier indices stay valid.
+        finished.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
+        let mut last_chunks = Vec::with_capacity(finished.len());
+        for (index, outcome) in finished {
+            let sequence = self.running.swap_remove(index);
+            self.pool.release(&sequence.blocks);
+            last_chunks.push((
+                outcome.map(|reason| finish(&sequence, reason)),
+                sequence.output,
+            ));
+        }
+        // Events and counters first: a client that sees its answer end sees the cache too.
+        self.publish();
+        for (last, output) in last_chunks {
+            let _ = output.try_send(last);
+        }
+        Ok(())
+    }
+
+    /// Send the pool's events and counters.
+    fn publish(&mut self) {
+        let events = self.pool.take_events();
+        if let Some(sender) = &self.events {
+            for data in events {
+                let event = KvEvent {
+                    worker: self.config.worker,
+                    event_id: self.event_id,
+                    tier: StorageTier::Device,
+                    data,
+                };
+                self.event_id += 1;
+                let _ = sender.try_send(event);
+            }
+        }
+        *self.counters.lock().unwrap_or_else(PoisonError::into_inner) = self.pool.counters();
+    }
+}
+
+/// Sample the next token of `sequence` and send it; the finish reason if it is done.
+fn advance(sequence: &mut Sequence, logits: &[f32], context: usize) -> Option<FinishReason> {
+    let token = sequence.sampler.sample(logits);
+    if sequence.generated >= sequence.min_tokens && sequence.stop.contains(&token) {
+        return Some(FinishReason::Stop);
+    }
+    if sequence
+        .output
+        .try_send(Ok(TokenChunk::token(token)))
+        .is_err()
+    {
+        return Some(FinishReason::Cancelled);
+    }
+    sequence.generated += 1;
+    sequence.tokens.push(token);
+    if sequence.generated >= sequence.max_tokens || sequence.tokens.len() >= context {
+        return Some(FinishReason::Length);
+    }
+    None
+}
+
+fn finish(sequence: &Sequence, reason: FinishReason) -> TokenChunk {
+    let usage = Usage {
+        prompt_tokens: u32::try_from(sequence.prompt_len).unwrap_or(u32::MAX),
+        cached_tokens: u32::try_from(sequence.cached_tokens).unwrap_or(u32::MAX),
+        completion_tokens: sequence.generated,
+    };
+    TokenChunk::finish(reason, Some(usage))
+}

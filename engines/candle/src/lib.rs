@@ -1,0 +1,47 @@
+//! A reference LLM engine on [candle](https://github.com/huggingface/candle): it runs a
+//! llama-family GGUF model (SmolLM2-135M-Instruct in our tests and demo) on the CPU, or on an
+//! NVIDIA GPU with the `cuda` feature, behind the same [`Engine`](dynamo_core::Engine) interface
+//! as every other engine, so that the gateway, the router and the KV events see a real model.
+//!
+//! - **Many requests per worker.** Requests queue (bounded: a full queue answers
+//!   [`Overloaded`](dynamo_core::ErrorClass::Overloaded)); one model thread runs every running
+//!   sequence in each step: prompt chunks and decode tokens share the step's matrix products.
+//!   The async runtime is never blocked.
+//! - **Paged KV cache with prefix caching.** K and V live in blocks of `block_size` tokens
+//!   outside candle ([`KvStore`]); a request whose prompt starts with cached blocks reuses them
+//!   and computes only the rest. Unreferenced cached blocks are evicted least recently released
+//!   first. Every block filled is announced with a `Stored` KV event (the core block hashing),
+//!   every eviction with `Removed`, so the KV router sees the real cache.
+//! - **Sampling**: greedy, temperature, top-k, top-p, seeded; stop tokens (and the model's EOS
+//!   unless `ignore_eos`), `min_tokens`, `max_tokens`; dropping the stream frees the sequence's
+//!   blocks at the next step.
+//!
+//! ```no_run
+//! use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
+//! use dynamo_core::{EngineExt, GenerateRequest};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let weights = LlamaWeights::load("SmolLM2-135M-Instruct.Q4_1.gguf", &candle_core::Device::Cpu)?;
+//! let mut engine = CandleEngine::start(weights, CandleConfig::default(), None)?;
+//! let request = GenerateRequest::new("r1", "smollm2", vec![1, 9690, 198]).with_max_tokens(8);
+//! let generation = engine.generate_all(request).await?;
+//! println!("{:?}", generation.tokens);
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod engine;
+mod error;
+mod forward;
+mod pool;
+mod sampler;
+mod weights;
+
+pub use config::LlamaConfig;
+pub use engine::{CandleConfig, CandleEngine};
+pub use error::CandleError;
+pub use forward::KvStore;
+pub use pool::{BlockPool, PoolCounters};
+pub use weights::LlamaWeights;
