@@ -2,20 +2,21 @@
 //! KV-aware routing across in-process workers, with embedded defaults and no external services.
 //!
 //! ```text
-//! cargo run --release -p dynamo-serve [-- --port 8000 --workers 4 --speedup 1 --model FILE.gguf]
+//! cargo run --release -p dynamo-serve [-- --port 8000 --workers 2 --model FILE.gguf]
 //! cargo run --release -p dynamo-serve -- openapi [FILE]   # write the OpenAPI document and exit
 //! ```
 //!
-//! The tokenizer and chat template are SmolLM2-135M-Instruct's, read from its GGUF file, which
-//! is fetched once into the cache (see `dynamo-assets`). Until the reference candle engine
-//! lands, the workers are simulated (`dynamo-mocker`): they keep a real paged prefix cache,
-//! publish real KV events to the router and answer at the timing model's pace, echoing the
-//! prompt's tokens.
+//! The model is SmolLM2-135M-Instruct, fetched once into the cache (see `dynamo-assets`): its
+//! GGUF file gives the weights, the tokenizer and the chat template. Each worker is a
+//! `dynamo-candle` engine running the model on the CPU with its own paged prefix cache, whose KV
+//! events feed the router's index. `--engine mocker` puts simulated workers there instead, and
+//! `--engine echo` instant ones (for overhead benches).
 
 mod options;
 
 use std::net::SocketAddr;
 
+use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
 use dynamo_core::{BlockSize, BoxEngine, EchoEngine, KvEvent, WorkerId};
 use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
 use dynamo_openai::{Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegistry};
@@ -72,7 +73,7 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     };
     let metadata = GgufMetadata::open(&model_path)?;
     let block_size = BlockSize::new(options.block_size)?;
-    let router = workers(&options, block_size);
+    let router = workers(&options, &model_path, block_size)?;
     let entry = ModelEntry::from_gguf(options.name.clone(), BoxEngine::new(router), &metadata)?;
     let registry = ModelRegistry::default();
     registry.insert(entry);
@@ -92,7 +93,11 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The router over `options.workers` in-process workers.
-fn workers(options: &Options, block_size: BlockSize) -> RouterService {
+fn workers(
+    options: &Options,
+    model_path: &std::path::Path,
+    block_size: BlockSize,
+) -> Result<RouterService, Box<dyn std::error::Error>> {
     let builder = RouterService::builder(block_size);
     let (builder, index) = match options.router {
         RouterKind::Kv => {
@@ -113,14 +118,28 @@ fn workers(options: &Options, block_size: BlockSize) -> RouterService {
         });
         events
     });
+    let weights = match options.engine {
+        EngineKind::Candle => Some(LlamaWeights::load(model_path, &candle_core::Device::Cpu)?),
+        EngineKind::Mocker | EngineKind::Echo => None,
+    };
     for id in 0..options.workers {
         let worker = WorkerId::new(id);
-        match options.engine {
-            EngineKind::Echo => router.insert_worker(worker, EchoEngine::new().repeating()),
-            EngineKind::Mocker => {
+        match (options.engine, &weights) {
+            (EngineKind::Candle, Some(weights)) => {
+                let config = CandleConfig {
+                    blocks: options.kv_blocks.unwrap_or(CandleConfig::default().blocks),
+                    block_size,
+                    worker,
+                    ..CandleConfig::default()
+                };
+                let engine = CandleEngine::start(weights.clone(), config, events.clone())?;
+                router.insert_worker(worker, engine);
+            }
+            (EngineKind::Echo, _) => router.insert_worker(worker, EchoEngine::new().repeating()),
+            _ => {
                 let config = LiveConfig {
                     engine: EngineConfig {
-                        num_gpu_blocks: options.gpu_blocks,
+                        num_gpu_blocks: options.kv_blocks.map_or(16_384, u64::from),
                         block_size,
                         ..EngineConfig::default()
                     },
@@ -135,7 +154,7 @@ fn workers(options: &Options, block_size: BlockSize) -> RouterService {
             }
         }
     }
-    router
+    Ok(router)
 }
 
 fn print_welcome(options: &Options, address: SocketAddr) {
@@ -145,11 +164,16 @@ fn print_welcome(options: &Options, address: SocketAddr) {
         RouterKind::ApproxKv => "approximate KV-aware routing",
         RouterKind::RoundRobin => "round-robin routing",
     };
+    let kind = match options.engine {
+        EngineKind::Candle => "candle (CPU)",
+        EngineKind::Mocker | EngineKind::Echo => "simulated",
+    };
     println!(
-        "dynamo gateway on http://{address}: model `{name}` on {} simulated workers with {routing}",
+        "dynamo gateway on http://{address}: model `{name}` on {} {kind} workers with {routing}",
         options.workers
     );
     match options.engine {
+        EngineKind::Candle => {}
         EngineKind::Mocker => println!(
             "  (the workers echo the prompt at a simulated engine's pace, {}x real time)",
             options.speedup

@@ -13,18 +13,20 @@ USAGE:
 FLAGS:
     --host ADDR              listen address [127.0.0.1]
     --port N                 listen port [8000]
-    --workers N              simulated workers behind the router [4]
-    --engine KIND            mocker: simulated engines with a paged prefix cache and KV events;
-                             echo: answer max_tokens tokens at once (overhead benches) [mocker]
-    --router POLICY          kv: KV-aware, from the workers' KV events (mocker only);
+    --workers N              workers behind the router [2]
+    --engine KIND            candle: the model itself, on the CPU (dynamo-candle);
+                             mocker: simulated engines with a paged prefix cache and KV events,
+                             answering with the prompt at a real engine's pace;
+                             echo: answer max_tokens tokens at once (overhead benches) [candle]
+    --router POLICY          kv: KV-aware, from the workers' KV events (candle, mocker);
                              approx-kv: KV-aware, from the router's own decisions;
                              round-robin [kv]
-    --speedup X              simulated engines run X times faster than real time [1]
-    --model FILE             a GGUF file for the tokenizer and chat template
+    --speedup X              mocker workers run X times faster than real time [1]
+    --model FILE             a llama-family GGUF file: weights, tokenizer and chat template
                              [SmolLM2-135M-Instruct, fetched once into the cache]
     --name NAME              the model name clients use [smollm2]
     --block-size N           KV block size in tokens, for the workers and the router [16]
-    --gpu-blocks N           KV blocks per worker [16384]
+    --kv-blocks N            KV blocks per worker [candle 512, mocker 16384]
     --default-max-tokens N   max_tokens of requests that give none [256]
     --max-in-flight N        requests served at once before 503 [4096]
     --help                   this text";
@@ -32,6 +34,8 @@ FLAGS:
 /// Which engine the in-process workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EngineKind {
+    /// `dynamo_candle::CandleEngine`: the model on the CPU.
+    Candle,
     /// `dynamo_mocker::LiveEngine`: a simulated engine at the timing model's pace.
     Mocker,
     /// `dynamo_core::EchoEngine::repeating`: full-length answers at once.
@@ -66,7 +70,7 @@ pub(crate) struct Options {
     pub(crate) model: Option<PathBuf>,
     pub(crate) name: String,
     pub(crate) block_size: u32,
-    pub(crate) gpu_blocks: u64,
+    pub(crate) kv_blocks: Option<u32>,
     pub(crate) default_max_tokens: u32,
     pub(crate) max_in_flight: usize,
 }
@@ -77,14 +81,14 @@ impl Options {
             command: Command::Serve,
             host: IpAddr::from([127, 0, 0, 1]),
             port: 8000,
-            workers: 4,
-            engine: EngineKind::Mocker,
+            workers: 2,
+            engine: EngineKind::Candle,
             router: RouterKind::Kv,
             speedup: 1.0,
             model: None,
             name: "smollm2".to_owned(),
             block_size: 16,
-            gpu_blocks: 16384,
+            kv_blocks: None,
             default_max_tokens: 256,
             max_in_flight: 4096,
         };
@@ -109,9 +113,14 @@ impl Options {
                 "--workers" => options.workers = parse(&flag, &value)?,
                 "--engine" => {
                     options.engine = match value.as_str() {
+                        "candle" => EngineKind::Candle,
                         "mocker" => EngineKind::Mocker,
                         "echo" => EngineKind::Echo,
-                        _ => return Err(format!("--engine takes mocker or echo, not {value:?}")),
+                        _ => {
+                            return Err(format!(
+                                "--engine takes candle, mocker or echo, not {value:?}"
+                            ));
+                        }
                     }
                 }
                 "--router" => {
@@ -130,7 +139,7 @@ impl Options {
                 "--model" => options.model = Some(PathBuf::from(value)),
                 "--name" => options.name = value,
                 "--block-size" => options.block_size = parse(&flag, &value)?,
-                "--gpu-blocks" => options.gpu_blocks = parse(&flag, &value)?,
+                "--kv-blocks" => options.kv_blocks = Some(parse(&flag, &value)?),
                 "--default-max-tokens" => options.default_max_tokens = parse(&flag, &value)?,
                 "--max-in-flight" => options.max_in_flight = parse(&flag, &value)?,
                 other => return Err(format!("unknown flag {other}")),
@@ -138,6 +147,9 @@ impl Options {
         }
         if options.workers == 0 {
             return Err("--workers must be at least 1".to_owned());
+        }
+        if options.kv_blocks == Some(0) {
+            return Err("--kv-blocks must be at least 1".to_owned());
         }
         if options.engine == EngineKind::Echo && options.router == RouterKind::Kv {
             return Err(

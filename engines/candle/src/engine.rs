@@ -40,7 +40,7 @@ pub struct CandleConfig {
 impl Default for CandleConfig {
     fn default() -> Self {
         CandleConfig {
-            blocks: 1024,
+            blocks: 512,
             block_size: BlockSize::new(16).unwrap_or_else(|_| unreachable!("16 is not zero")),
             max_step_tokens: 512,
             max_running: 16,

@@ -12,7 +12,7 @@ use crate::config::LlamaConfig;
 use crate::error::CandleError;
 
 /// One transformer block.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Layer {
     pub(crate) attn_norm: Tensor,
     pub(crate) wq: QMatMul,
@@ -25,8 +25,10 @@ pub(crate) struct Layer {
     pub(crate) down: QMatMul,
 }
 
-/// All the weights, quantized matrices kept quantized.
-#[derive(Debug)]
+/// All the weights of a model.
+///
+/// Cloning is cheap (the tensors are shared): load once, then give each worker a clone.
+#[derive(Debug, Clone)]
 pub struct LlamaWeights {
     pub(crate) config: LlamaConfig,
     /// Dequantized token embeddings, `(vocab, hidden)`.
