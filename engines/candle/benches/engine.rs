@@ -1,0 +1,181 @@
+//! The candle engine against a plain single-request candle loop of the same model
+//! (candle-transformers' `quantized_llama`), in the same run:
+//!
+//! - `decode`: one request, a 37-token chat prompt and 32 greedy tokens, end to end. The
+//!   baseline and `ours_quantized` run the same quantized matrices; `ours_f32` is the engine's
+//!   default (dequantized matrices).
+//! - `ttft`: the first token of a 512-token prompt with 0, 25, 50 or 90% of it already cached.
+//! - `concurrency`: 1, 4 or 8 requests of 32 tokens at once (throughput in output tokens).
+//!
+//! Every measured request carries its own cache salt, so it reuses exactly what the bench put in
+//! the cache for it and nothing else.
+
+#![expect(clippy::unwrap_used, reason = "benches fail loudly")]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, IndexOp, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
+use dynamo_core::{EngineExt, GenerateRequest};
+use tokio::runtime::Runtime;
+
+const OUTPUT: u32 = 32;
+
+fn model_path() -> PathBuf {
+    let cache = dynamo_assets::cache_dir().unwrap();
+    dynamo_assets::SMOLLM2_135M_INSTRUCT.fetch(&cache).unwrap()
+}
+
+fn chat_prompt(path: &PathBuf) -> Vec<u32> {
+    let metadata = dynamo_openai::GgufMetadata::open(path).unwrap();
+    let echo = dynamo_core::BoxEngine::new(dynamo_core::EchoEngine::new());
+    let entry = dynamo_openai::ModelEntry::from_gguf("smollm2", echo, &metadata).unwrap();
+    let messages =
+        [serde_json::json!({"role": "user", "content": "What is the capital of France?"})];
+    let text = entry
+        .chat_template()
+        .unwrap()
+        .render(&messages, None, true)
+        .unwrap();
+    entry.tokenizer().encode(&text).unwrap()
+}
+
+/// A fresh cache namespace per measured request.
+fn salt() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("bench-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn request(prompt: &[u32], max_tokens: u32, salt: &str) -> GenerateRequest {
+    let mut request =
+        GenerateRequest::new(salt, "smollm2", prompt.to_vec()).with_max_tokens(max_tokens);
+    request.sampling.temperature = Some(0.0);
+    request.stop.ignore_eos = true;
+    request.cache_salt = Some(salt.to_owned());
+    request
+}
+
+/// Prompt, then `steps` greedy tokens, one request at a time: the plain candle loop.
+fn baseline(model: &mut ModelWeights, prompt: &[u32], steps: u32) -> Vec<u32> {
+    let mut input = prompt.to_vec();
+    let mut position = 0;
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let ids = Tensor::new(input.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits = model.forward(&ids, position).unwrap().i(0).unwrap();
+        let next = logits.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        position += input.len();
+        out.push(next);
+        input = vec![next];
+    }
+    out
+}
+
+fn engine(weights: &LlamaWeights) -> CandleEngine {
+    CandleEngine::start(weights.clone(), CandleConfig::default(), None).unwrap()
+}
+
+fn benches(c: &mut Criterion) {
+    let path = model_path();
+    let prompt = chat_prompt(&path);
+    let runtime = Runtime::new().unwrap();
+    let f32_weights = LlamaWeights::load(&path, &Device::Cpu).unwrap();
+    let quantized = LlamaWeights::load_quantized(&path, &Device::Cpu).unwrap();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let mut plain = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+
+    let mut decode = c.benchmark_group("decode");
+    decode
+        .sample_size(10)
+        .throughput(Throughput::Elements(u64::from(OUTPUT)));
+    decode.bench_function("candle_baseline_quantized", |b| {
+        b.iter(|| baseline(&mut plain, &prompt, OUTPUT));
+    });
+    for (name, weights) in [("ours_quantized", &quantized), ("ours_f32", &f32_weights)] {
+        let mut ours = engine(weights);
+        decode.bench_function(name, |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(ours.generate_all(request(&prompt, OUTPUT, &salt())))
+                    .unwrap()
+            });
+        });
+    }
+    decode.finish();
+
+    // A 512-token prompt: the chat prompt's text repeated.
+    let long: Vec<u32> = prompt.iter().copied().cycle().take(512).collect();
+    let mut ttft = c.benchmark_group("ttft_512_tokens");
+    ttft.sample_size(10);
+    ttft.bench_function("candle_baseline_quantized", |b| {
+        b.iter(|| baseline(&mut plain, &long, 1))
+    });
+    let mut ours_quantized = engine(&quantized);
+    ttft.bench_function("ours_quantized", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(ours_quantized.generate_all(request(&long, 1, &salt())))
+                .unwrap()
+        });
+    });
+    let mut ours = engine(&f32_weights);
+    for cached_percent in [0usize, 25, 50, 90] {
+        ttft.bench_with_input(
+            BenchmarkId::new("ours_f32_cached_percent", cached_percent),
+            &cached_percent,
+            |b, &percent| {
+                b.iter_custom(|iterations| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iterations {
+                        let salt = salt();
+                        let cached = long.len() * percent / 100;
+                        if cached > 0 {
+                            runtime
+                                .block_on(ours.generate_all(request(&long[..cached], 1, &salt)))
+                                .unwrap();
+                        }
+                        let start = Instant::now();
+                        runtime
+                            .block_on(ours.generate_all(request(&long, 1, &salt)))
+                            .unwrap();
+                        total += start.elapsed();
+                    }
+                    total
+                });
+            },
+        );
+    }
+    ttft.finish();
+
+    let mut concurrency = c.benchmark_group("concurrency");
+    concurrency.sample_size(10);
+    let ours = engine(&f32_weights);
+    for clients in [1u64, 4, 8] {
+        concurrency.throughput(Throughput::Elements(clients * u64::from(OUTPUT)));
+        concurrency.bench_with_input(
+            BenchmarkId::new("ours_f32_requests", clients),
+            &clients,
+            |b, &clients| {
+                b.iter(|| {
+                    runtime.block_on(futures::future::join_all((0..clients).map(|_| {
+                        let mut engine = ours.clone();
+                        let request = request(&prompt, OUTPUT, &salt());
+                        async move { engine.generate_all(request).await.unwrap() }
+                    })))
+                });
+            },
+        );
+    }
+    concurrency.finish();
+}
+
+criterion_group!(engine_benches, benches);
+criterion_main!(engine_benches);
