@@ -12,37 +12,20 @@
 
 #![expect(clippy::unwrap_used, reason = "benches fail loudly")]
 
-use std::path::PathBuf;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, IndexOp, Tensor};
-use candle_transformers::models::quantized_llama::ModelWeights;
+use candle_core::Device;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
 use dynamo_core::{EngineExt, GenerateRequest};
+use support::plain_candle_greedy as baseline;
 use tokio::runtime::Runtime;
 
 const OUTPUT: u32 = 32;
-
-fn model_path() -> PathBuf {
-    let cache = dynamo_assets::cache_dir().unwrap();
-    dynamo_assets::SMOLLM2_135M_INSTRUCT.fetch(&cache).unwrap()
-}
-
-fn chat_prompt(path: &PathBuf) -> Vec<u32> {
-    let metadata = dynamo_openai::GgufMetadata::open(path).unwrap();
-    let echo = dynamo_core::BoxEngine::new(dynamo_core::EchoEngine::new());
-    let entry = dynamo_openai::ModelEntry::from_gguf("smollm2", echo, &metadata).unwrap();
-    let messages =
-        [serde_json::json!({"role": "user", "content": "What is the capital of France?"})];
-    let text = entry
-        .chat_template()
-        .unwrap()
-        .render(&messages, None, true)
-        .unwrap();
-    entry.tokenizer().encode(&text).unwrap()
-}
 
 /// A fresh cache namespace per measured request.
 fn salt() -> String {
@@ -59,38 +42,17 @@ fn request(prompt: &[u32], max_tokens: u32, salt: &str) -> GenerateRequest {
     request
 }
 
-/// Prompt, then `steps` greedy tokens, one request at a time: the plain candle loop.
-fn baseline(model: &mut ModelWeights, prompt: &[u32], steps: u32) -> Vec<u32> {
-    let mut input = prompt.to_vec();
-    let mut position = 0;
-    let mut out = Vec::new();
-    for _ in 0..steps {
-        let ids = Tensor::new(input.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let logits = model.forward(&ids, position).unwrap().i(0).unwrap();
-        let next = logits.argmax(0).unwrap().to_scalar::<u32>().unwrap();
-        position += input.len();
-        out.push(next);
-        input = vec![next];
-    }
-    out
-}
-
 fn engine(weights: &LlamaWeights) -> CandleEngine {
     CandleEngine::start(weights.clone(), CandleConfig::default(), None).unwrap()
 }
 
 fn benches(c: &mut Criterion) {
-    let path = model_path();
-    let prompt = chat_prompt(&path);
+    let path = support::model_path();
+    let prompt = support::chat_prompt("What is the capital of France?");
     let runtime = Runtime::new().unwrap();
-    let f32_weights = LlamaWeights::load(&path, &Device::Cpu).unwrap();
-    let quantized = LlamaWeights::load_quantized(&path, &Device::Cpu).unwrap();
-    let mut file = std::fs::File::open(&path).unwrap();
-    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
-    let mut plain = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+    let f32_weights = LlamaWeights::load(path, &Device::Cpu).unwrap();
+    let quantized = LlamaWeights::load_quantized(path, &Device::Cpu).unwrap();
+    let mut plain = support::plain_candle();
 
     let mut decode = c.benchmark_group("decode");
     decode

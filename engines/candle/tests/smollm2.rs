@@ -3,50 +3,23 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod support;
+
 use std::time::Duration;
 
 use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
 use dynamo_core::{BlockSize, EngineExt, FinishReason, GenerateRequest, KvEvent, KvEventData};
-use dynamo_openai::{GgufMetadata, ModelEntry, Tokenizer};
+use dynamo_openai::Tokenizer;
 use futures::StreamExt;
+use support::chat_prompt;
 use tokio::sync::mpsc;
 
-fn model_path() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cache = dynamo_assets::cache_dir().unwrap();
-        dynamo_assets::SMOLLM2_135M_INSTRUCT.fetch(&cache).unwrap()
-    })
-}
-
-/// The model's tokenizer and chat template, from the same GGUF file.
-fn preprocessing() -> &'static ModelEntry {
-    static ENTRY: OnceLock<ModelEntry> = OnceLock::new();
-    ENTRY.get_or_init(|| {
-        let metadata = GgufMetadata::open(model_path()).unwrap();
-        let engine = dynamo_core::BoxEngine::new(dynamo_core::EchoEngine::new());
-        ModelEntry::from_gguf("smollm2", engine, &metadata).unwrap()
-    })
-}
-
 fn tokenizer() -> &'static Tokenizer {
-    preprocessing().tokenizer()
-}
-
-fn chat_prompt(question: &str) -> Vec<u32> {
-    let messages = [serde_json::json!({"role": "user", "content": question})];
-    let text = preprocessing()
-        .chat_template()
-        .unwrap()
-        .render(&messages, None, true)
-        .unwrap();
-    tokenizer().encode(&text).unwrap()
+    support::preprocessing().tokenizer()
 }
 
 fn engine(config: CandleConfig, events: Option<mpsc::Sender<KvEvent>>) -> CandleEngine {
-    let weights = LlamaWeights::load(model_path(), &candle_core::Device::Cpu).unwrap();
+    let weights = LlamaWeights::load(support::model_path(), &candle_core::Device::Cpu).unwrap();
     CandleEngine::start(weights, config, events).unwrap()
 }
 
@@ -108,18 +81,18 @@ async fn prefix_reuse_gives_the_same_output_as_computing_from_scratch() {
 async fn concurrent_requests_give_the_answers_they_give_alone() {
     let questions = ["What is 2 + 2?", "Name a fruit.", "Say hello in French."];
     let mut alone = Vec::new();
-    let mut engine = engine(CandleConfig::default(), None);
+    let mut first = engine(CandleConfig::default(), None);
     for (i, question) in questions.iter().enumerate() {
         alone.push(
             answer(
-                &mut engine,
+                &mut first,
                 greedy(&format!("a{i}"), chat_prompt(question), 8),
             )
             .await
             .0,
         );
     }
-    let fresh = engine_with_default();
+    let fresh = engine(CandleConfig::default(), None);
     let together = futures::future::join_all(questions.iter().enumerate().map(|(i, question)| {
         let mut engine = fresh.clone();
         async move {
@@ -133,10 +106,6 @@ async fn concurrent_requests_give_the_answers_they_give_alone() {
     }))
     .await;
     assert_eq!(together, alone);
-}
-
-fn engine_with_default() -> CandleEngine {
-    engine(CandleConfig::default(), None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

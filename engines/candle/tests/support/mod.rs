@@ -1,0 +1,82 @@
+//! Shared by the tests and the benches: the real model file, its chat prompt, and the plain
+//! single-request candle loop (candle-transformers' `quantized_llama`) we compare against.
+
+#![allow(dead_code, reason = "each test and bench uses a different part")]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use candle_core::{Device, IndexOp, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use dynamo_openai::{GgufMetadata, ModelEntry};
+
+/// SmolLM2-135M-Instruct's GGUF file, fetched once into the cache.
+pub(crate) fn model_path() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let cache = dynamo_assets::cache_dir().expect("a cache directory");
+        dynamo_assets::SMOLLM2_135M_INSTRUCT
+            .fetch(&cache)
+            .expect("the model file")
+    })
+}
+
+/// The model's tokenizer and chat template, from the same file (the engine is a stand-in).
+pub(crate) fn preprocessing() -> &'static ModelEntry {
+    static ENTRY: OnceLock<ModelEntry> = OnceLock::new();
+    ENTRY.get_or_init(|| {
+        let metadata = GgufMetadata::open(model_path()).expect("GGUF metadata");
+        let engine = dynamo_core::BoxEngine::new(dynamo_core::EchoEngine::new());
+        ModelEntry::from_gguf("smollm2", engine, &metadata).expect("a model entry")
+    })
+}
+
+/// The token ids of a one-message chat, rendered with the model's template.
+pub(crate) fn chat_prompt(question: &str) -> Vec<u32> {
+    let messages = [serde_json::json!({"role": "user", "content": question})];
+    let text = preprocessing()
+        .chat_template()
+        .expect("a chat template")
+        .render(&messages, None, true)
+        .expect("the template renders");
+    preprocessing()
+        .tokenizer()
+        .encode(&text)
+        .expect("the prompt encodes")
+}
+
+/// candle-transformers' own model of the file, quantized matrices.
+pub(crate) fn plain_candle() -> ModelWeights {
+    let mut file = std::fs::File::open(model_path()).expect("the model file opens");
+    let content =
+        candle_core::quantized::gguf_file::Content::read(&mut file).expect("a GGUF header");
+    ModelWeights::from_gguf(content, &mut file, &Device::Cpu).expect("the model loads")
+}
+
+/// The prompt, then `steps` greedy tokens, one request at a time: the plain candle loop.
+pub(crate) fn plain_candle_greedy(
+    model: &mut ModelWeights,
+    prompt: &[u32],
+    steps: u32,
+) -> Vec<u32> {
+    let mut input = prompt.to_vec();
+    let mut position = 0;
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let ids = Tensor::new(input.as_slice(), &Device::Cpu)
+            .and_then(|ids| ids.unsqueeze(0))
+            .expect("an input tensor");
+        let logits = model
+            .forward(&ids, position)
+            .and_then(|logits| logits.i(0))
+            .expect("a forward pass");
+        let next = logits
+            .argmax(0)
+            .and_then(|id| id.to_scalar::<u32>())
+            .expect("an argmax");
+        position += input.len();
+        out.push(next);
+        input = vec![next];
+    }
+    out
+}
