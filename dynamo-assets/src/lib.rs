@@ -6,6 +6,9 @@
 //! its sha256, unpacks the file into a cache directory and hands back its path; later calls
 //! find it there and touch no network.
 //!
+//! Other models come from the Hugging Face Hub ([`HubFile`], through the `hf-hub` crate and the
+//! Hugging Face cache).
+//!
 //! The cache directory is, in order: the `DYNAMO_CACHE` environment variable, then
 //! `$XDG_CACHE_HOME/dynamo`, then `$HOME/.cache/dynamo`. Binaries and tests call [`cache_dir`]
 //! to get it; library code takes the directory as an argument.
@@ -17,6 +20,10 @@
 //! println!("the model is at {}", path.display());
 //! # Ok::<(), dynamo_assets::FetchError>(())
 //! ```
+
+mod hub;
+
+pub use hub::HubFile;
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};

@@ -64,7 +64,18 @@ fn write_openapi(path: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::er
 
 async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let model_path = match options.model.clone() {
-        Some(path) => path,
+        Some(path) if path.exists() => path,
+        Some(spec) => {
+            let spec = spec.to_string_lossy().into_owned();
+            let Some(file) = dynamo_assets::HubFile::parse(&spec) else {
+                return Err(format!(
+                    "--model {spec}: no such file, and not a Hugging Face Hub file (ORG/REPO/FILE)"
+                )
+                .into());
+            };
+            println!("fetching {spec} from the Hugging Face Hub (once; then from its cache)");
+            tokio::task::spawn_blocking(move || file.fetch()).await??
+        }
         None => {
             let cache = dynamo_assets::cache_dir()?;
             let file = dynamo_assets::SMOLLM2_135M_INSTRUCT;

@@ -22,7 +22,8 @@ FLAGS:
                              approx-kv: KV-aware, from the router's own decisions;
                              round-robin [kv]
     --speedup X              mocker workers run X times faster than real time [1]
-    --model FILE             a llama-family GGUF file: weights, tokenizer and chat template
+    --model FILE             a llama-family GGUF file: weights, tokenizer and chat template;
+                             a local path, or ORG/REPO[@REVISION]/FILE on the Hugging Face Hub
                              [SmolLM2-135M-Instruct, fetched once into the cache]
     --name NAME              the model name clients use [smollm2]
     --block-size N           KV block size in tokens, for the workers and the router [16]
