@@ -1,0 +1,190 @@
+//! An engine on the other end of a TCP connection.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use dynamo_core::{Error, GenerateRequest, TokenChunk, TokenStream};
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tower::Service;
+
+use super::frame::{DEFAULT_MAX_FRAME, Frame, encode_frame, read_frame};
+
+/// Chunks buffered per stream before the connection's reader waits for the stream's consumer.
+const STREAM_BUFFER: usize = 256;
+/// Frames waiting to be written on the connection.
+const WRITE_QUEUE: usize = 1024;
+
+type ChunkSender = mpsc::Sender<Result<TokenChunk, Error>>;
+
+/// What the streams of one connection share.
+#[derive(Debug)]
+struct Connection {
+    peer: SocketAddr,
+    frames: mpsc::Sender<Vec<u8>>,
+    /// Open streams; `None` once the connection is lost.
+    streams: Mutex<Option<HashMap<u64, ChunkSender>>>,
+    next_stream: AtomicU64,
+    max_frame: u32,
+}
+
+impl Connection {
+    fn lost(&self) -> Error {
+        Error::unavailable(format!("the connection to {} was lost", self.peer))
+    }
+
+    /// End every open stream with "unavailable"; later calls fail at once.
+    fn fail_all(&self) {
+        let streams = self.streams.lock().take().unwrap_or_default();
+        for (_, sender) in streams {
+            let _ = sender.try_send(Err(self.lost()));
+        }
+    }
+}
+
+/// An [`Engine`](dynamo_core::Engine) served by [`serve`](super::serve) on another process.
+///
+/// Every clone shares one connection; streams are multiplexed over it. When the connection is
+/// lost, every open stream ends with [`Error::Unavailable`] and so does every later call:
+/// connect again (discovery does that for a router's workers).
+#[derive(Debug, Clone)]
+pub struct RemoteEngine {
+    connection: Arc<Connection>,
+}
+
+impl RemoteEngine {
+    /// Connect to an engine served at `address`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when the connection cannot be made.
+    pub async fn connect(address: SocketAddr) -> Result<Self, Error> {
+        let socket = TcpStream::connect(address).await.map_err(|error| {
+            Error::unavailable(format!("cannot connect to {address}")).with_source(error)
+        })?;
+        let _ = socket.set_nodelay(true);
+        let (mut reader, mut writer) = socket.into_split();
+        let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let connection = Arc::new(Connection {
+            peer: address,
+            frames,
+            streams: Mutex::new(Some(HashMap::new())),
+            next_stream: AtomicU64::new(1),
+            max_frame: DEFAULT_MAX_FRAME,
+        });
+        let writing = Arc::clone(&connection);
+        tokio::spawn(async move {
+            while let Some(bytes) = outgoing.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            writing.fail_all();
+        });
+        let reading = Arc::clone(&connection);
+        tokio::spawn(async move {
+            loop {
+                match read_frame(&mut reader, reading.max_frame).await {
+                    Ok(Some(Frame::Chunk { stream, chunk })) => {
+                        let last = chunk.is_final();
+                        reading.deliver(stream, Ok(chunk), last).await;
+                    }
+                    Ok(Some(Frame::Error { stream, error })) => {
+                        reading.deliver(stream, Err(error.into()), true).await;
+                    }
+                    // Requests and cancels are not for a client; a bad frame concerns no
+                    // stream we can name. Neither stops the others.
+                    Ok(Some(_)) => {}
+                    Err(error) if error.is_recoverable() => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            reading.fail_all();
+        });
+        Ok(RemoteEngine { connection })
+    }
+}
+
+impl Connection {
+    /// Hand a chunk to its stream (waiting if the stream's buffer is full); forget the stream
+    /// after its last chunk.
+    async fn deliver(&self, stream: u64, item: Result<TokenChunk, Error>, last: bool) {
+        let sender = {
+            let mut streams = self.streams.lock();
+            let Some(streams) = streams.as_mut() else {
+                return;
+            };
+            if last {
+                streams.remove(&stream)
+            } else {
+                streams.get(&stream).cloned()
+            }
+        };
+        if let Some(sender) = sender {
+            let _ = sender.send(item).await;
+        }
+    }
+}
+
+impl Service<GenerateRequest> for RemoteEngine {
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<TokenStream, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        let connection = Arc::clone(&self.connection);
+        Box::pin(async move {
+            let stream = connection.next_stream.fetch_add(1, Ordering::Relaxed);
+            let cancel = request.cancellation().child_token();
+            let bytes = encode_frame(
+                &Frame::Request {
+                    stream,
+                    request: Box::new(request),
+                },
+                connection.max_frame,
+            )
+            .map_err(|error| Error::invalid_request(error.to_string()))?;
+            let (sender, chunks) = mpsc::channel(STREAM_BUFFER);
+            match connection.streams.lock().as_mut() {
+                Some(streams) => streams.insert(stream, sender),
+                None => return Err(connection.lost()),
+            };
+            if connection.frames.send(bytes).await.is_err() {
+                return Err(connection.lost());
+            }
+            // Dropping the stream (or cancelling the request) cancels the remote generation.
+            let watcher = Arc::clone(&connection);
+            let watched = cancel.clone();
+            tokio::spawn(async move {
+                watched.cancelled().await;
+                let open = watcher
+                    .streams
+                    .lock()
+                    .as_mut()
+                    .and_then(|streams| streams.remove(&stream))
+                    .is_some();
+                if open
+                    && let Ok(bytes) = encode_frame(&Frame::Cancel { stream }, watcher.max_frame)
+                {
+                    let _ = watcher.frames.send(bytes).await;
+                }
+            });
+            let chunks = futures::stream::unfold(chunks, |mut chunks| async move {
+                let chunk = chunks.recv().await?;
+                Some((chunk, chunks))
+            });
+            Ok(TokenStream::new(chunks, cancel))
+        })
+    }
+}

@@ -1,0 +1,15 @@
+//! The TCP request plane.
+//!
+//! Every message is a *frame*: a 4-byte big-endian length, then that many bytes of JSON (see
+//! [`Frame`]). A client opens a stream with a `request` frame under a stream id of its choosing;
+//! the server answers with `chunk` frames, the last one final, or an `error` frame; a `cancel`
+//! frame from the client stops the remote generation. Frames of different streams interleave
+//! freely on one connection.
+
+mod client;
+mod frame;
+mod server;
+
+pub use client::RemoteEngine;
+pub use frame::{DEFAULT_MAX_FRAME, Frame, FrameError, WireError};
+pub use server::{ServeConfig, serve};

@@ -1,0 +1,175 @@
+//! Serving an engine on a TCP listener.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dynamo_core::{BoxEngine, Engine, EngineExt, Error};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{DEFAULT_MAX_FRAME, Frame, WireError, encode_frame, read_frame};
+
+/// How [`serve`] treats its connections.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The largest frame accepted or sent, in bytes.
+    pub max_frame: u32,
+    /// Frames waiting to be written per connection; a full queue makes the streams wait
+    /// (backpressure all the way to the engine).
+    pub write_queue: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            max_frame: DEFAULT_MAX_FRAME,
+            write_queue: 1024,
+        }
+    }
+}
+
+/// Serve `engine` on every connection `listener` accepts, until the returned future is dropped
+/// (which closes every connection and cancels every generation on them).
+///
+/// # Errors
+///
+/// Only when accepting connections fails.
+pub async fn serve<E>(listener: TcpListener, engine: E, config: ServeConfig) -> std::io::Result<()>
+where
+    E: Engine + Clone + Send + Sync + 'static,
+    E::Future: Send,
+{
+    let engine = BoxEngine::new(engine);
+    let mut connections = JoinSet::new();
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let _ = socket.set_nodelay(true);
+        connections.spawn(connection(socket, engine.clone(), config.clone()));
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+/// One connection: read frames, start and cancel streams, write their chunks.
+async fn connection(socket: TcpStream, engine: BoxEngine, config: ServeConfig) {
+    let (mut reader, mut writer) = socket.into_split();
+    let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(config.write_queue);
+    let live: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
+    let closed = CancellationToken::new();
+    let mut streams = JoinSet::new();
+    let write = async move {
+        while let Some(bytes) = outgoing.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    };
+    let read = async {
+        loop {
+            match read_frame(&mut reader, config.max_frame).await {
+                Ok(Some(Frame::Request { stream, request })) => {
+                    let token = closed.child_token();
+                    live.lock().insert(stream, token.clone());
+                    streams.spawn(run_stream(
+                        stream,
+                        (*request).with_cancellation(token),
+                        engine.clone(),
+                        frames.clone(),
+                        Arc::clone(&live),
+                        config.max_frame,
+                    ));
+                }
+                Ok(Some(Frame::Cancel { stream })) => {
+                    if let Some(token) = live.lock().remove(&stream) {
+                        token.cancel();
+                    }
+                }
+                Ok(Some(_)) => {
+                    let error =
+                        Error::invalid_request("a client may send only request and cancel frames");
+                    send(&frames, 0, &error, config.max_frame).await;
+                }
+                Ok(None) => return,
+                Err(error) if error.is_recoverable() => {
+                    send(
+                        &frames,
+                        0,
+                        &Error::invalid_request(error.to_string()),
+                        config.max_frame,
+                    )
+                    .await;
+                }
+                Err(_) => return,
+            }
+            while streams.try_join_next().is_some() {}
+        }
+    };
+    tokio::select! {
+        () = read => {}
+        () = write => {}
+    }
+    // The connection is gone: stop everything it started.
+    closed.cancel();
+    streams.shutdown().await;
+}
+
+/// Run one generation and forward its chunks.
+async fn run_stream(
+    stream: u64,
+    request: dynamo_core::GenerateRequest,
+    mut engine: BoxEngine,
+    frames: mpsc::Sender<Vec<u8>>,
+    live: Arc<Mutex<HashMap<u64, CancellationToken>>>,
+    max_frame: u32,
+) {
+    let cancelled = request.cancellation().clone();
+    match engine.generate(request).await {
+        Err(error) => send(&frames, stream, &error, max_frame).await,
+        Ok(mut tokens) => loop {
+            let next = tokio::select! {
+                next = tokens.next() => next,
+                () = cancelled.cancelled() => Some(Err(Error::Cancelled)),
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    let last = chunk.is_final();
+                    let frame = Frame::Chunk { stream, chunk };
+                    let Ok(bytes) = encode_frame(&frame, max_frame) else {
+                        let error = Error::internal("a chunk was over the frame limit");
+                        send(&frames, stream, &error, max_frame).await;
+                        break;
+                    };
+                    if frames.send(bytes).await.is_err() || last {
+                        break;
+                    }
+                }
+                Some(Err(error)) => {
+                    send(&frames, stream, &error, max_frame).await;
+                    break;
+                }
+                None => {
+                    let error = Error::internal("the engine's stream ended without a final chunk");
+                    send(&frames, stream, &error, max_frame).await;
+                    break;
+                }
+            }
+        },
+    }
+    live.lock().remove(&stream);
+}
+
+/// Send an error frame (best effort: the connection may be gone).
+async fn send(frames: &mpsc::Sender<Vec<u8>>, stream: u64, error: &Error, max_frame: u32) {
+    let frame = Frame::Error {
+        stream,
+        error: WireError::from(error),
+    };
+    if let Ok(bytes) = encode_frame(&frame, max_frame) {
+        let _ = frames.send(bytes).await;
+    }
+}

@@ -1,0 +1,196 @@
+//! The TCP request plane end to end on loopback: concurrent streams, cancellation reaching the
+//! server's engine, a lost connection, and bad frames that leave the other streams alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dynamo_core::{EchoEngine, EngineExt, ErrorClass, GenerateRequest};
+use dynamo_transport::tcp::{Frame, RemoteEngine, ServeConfig, serve};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+async fn listener() -> (TcpListener, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let address = listener.local_addr().expect("bound");
+    (listener, address)
+}
+
+fn request(id: usize, len: u32, max_tokens: u32) -> GenerateRequest {
+    let prompt: Vec<u32> = (0..len).map(|t| t + id as u32 * 1000).collect();
+    GenerateRequest::new(format!("r{id}"), "echo", prompt).with_max_tokens(max_tokens)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_streams_come_back_whole_and_unmixed() {
+    let (listener, address) = listener().await;
+    let server = tokio::spawn(serve(listener, EchoEngine::new(), ServeConfig::default()));
+    let remote = RemoteEngine::connect(address).await.expect("connected");
+    let answers = futures::future::join_all((0..32).map(|id| {
+        let mut remote = remote.clone();
+        async move {
+            remote
+                .generate_all(request(id, 40, 30))
+                .await
+                .expect("an answer")
+        }
+    }))
+    .await;
+    for (id, answer) in answers.iter().enumerate() {
+        let local = EchoEngine::new()
+            .generate_all(request(id, 40, 30))
+            .await
+            .expect("local");
+        assert_eq!(answer.tokens, local.tokens, "stream {id}");
+        assert_eq!(answer.finish_reason, local.finish_reason);
+        assert_eq!(answer.usage, local.usage);
+    }
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_cancels_the_remote_generation() {
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&cancelled);
+    // The server's engine: a slow echo that counts the requests whose token fires.
+    let engine = tower::service_fn(move |request: GenerateRequest| {
+        let token = request.cancellation().clone();
+        let seen = Arc::clone(&seen);
+        tokio::spawn(async move {
+            token.cancelled().await;
+            seen.fetch_add(1, Ordering::SeqCst);
+        });
+        EchoEngine::new()
+            .with_token_delay(Duration::from_millis(20))
+            .oneshot(request)
+    });
+    let (listener, address) = listener().await;
+    let server = tokio::spawn(serve(listener, engine, ServeConfig::default()));
+    let mut remote = RemoteEngine::connect(address).await.expect("connected");
+    let mut stream = remote
+        .generate(request(1, 200, 200))
+        .await
+        .expect("a stream");
+    for _ in 0..2 {
+        stream.next().await.expect("a chunk").expect("a token");
+    }
+    drop(stream);
+    let mut waited = Duration::ZERO;
+    while cancelled.load(Ordering::SeqCst) == 0 {
+        assert!(
+            waited < Duration::from_secs(5),
+            "the server never saw the cancellation"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    // The connection still serves other streams.
+    let answer = remote
+        .generate_all(request(2, 3, 3))
+        .await
+        .expect("an answer");
+    assert_eq!(answer.tokens.len(), 3);
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_ends_every_stream_as_unavailable() {
+    let engine = EchoEngine::new().with_token_delay(Duration::from_millis(20));
+    let (listener, address) = listener().await;
+    let server = tokio::spawn(serve(listener, engine, ServeConfig::default()));
+    let mut remote = RemoteEngine::connect(address).await.expect("connected");
+    let mut streams = Vec::new();
+    for id in 0..3 {
+        streams.push(
+            remote
+                .generate(request(id, 100, 100))
+                .await
+                .expect("a stream"),
+        );
+    }
+    for stream in &mut streams {
+        stream.next().await.expect("a chunk").expect("a token");
+    }
+    server.abort();
+    for mut stream in streams {
+        let error = loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => break error,
+                None => panic!("the stream ended without an error"),
+            }
+        };
+        assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+    }
+    let later = remote
+        .generate_all(request(9, 3, 3))
+        .await
+        .expect_err("no connection");
+    assert_eq!(later.class(), ErrorClass::Unavailable);
+}
+
+/// Frames as a raw client writes them.
+async fn write_raw(socket: &mut TcpStream, payload: &[u8]) {
+    let length = u32::try_from(payload.len()).expect("small");
+    socket
+        .write_all(&length.to_be_bytes())
+        .await
+        .expect("written");
+    socket.write_all(payload).await.expect("written");
+}
+
+async fn read_raw(socket: &mut TcpStream) -> serde_json::Value {
+    let mut length = [0u8; 4];
+    socket.read_exact(&mut length).await.expect("a frame");
+    let mut payload = vec![0u8; u32::from_be_bytes(length) as usize];
+    socket.read_exact(&mut payload).await.expect("a frame");
+    serde_json::from_slice(&payload).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_an_error_and_the_connection_goes_on() {
+    let config = ServeConfig {
+        max_frame: 4096,
+        ..ServeConfig::default()
+    };
+    let (listener, address) = listener().await;
+    let server = tokio::spawn(serve(listener, EchoEngine::new(), config));
+    let mut socket = TcpStream::connect(address).await.expect("connected");
+
+    write_raw(&mut socket, b"{not json").await;
+    let reply = read_raw(&mut socket).await;
+    assert_eq!(reply["type"], "error");
+    assert_eq!(reply["stream"], 0);
+    assert_eq!(reply["error"]["class"], "invalid_request");
+
+    write_raw(&mut socket, &vec![b' '; 10_000]).await;
+    let reply = read_raw(&mut socket).await;
+    assert_eq!(reply["error"]["class"], "invalid_request");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("over the limit")),
+        "{reply}"
+    );
+
+    let frame = Frame::Request {
+        stream: 5,
+        request: Box::new(request(0, 2, 2)),
+    };
+    write_raw(&mut socket, &serde_json::to_vec(&frame).expect("JSON")).await;
+    let mut tokens = 0;
+    loop {
+        let reply = read_raw(&mut socket).await;
+        assert_eq!(reply["type"], "chunk", "{reply}");
+        assert_eq!(reply["stream"], 5);
+        if reply["chunk"]["finish_reason"].is_null() {
+            tokens += 1;
+        } else {
+            break;
+        }
+    }
+    assert_eq!(tokens, 2);
+    server.abort();
+}
