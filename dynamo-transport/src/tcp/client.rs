@@ -10,12 +10,11 @@ use std::task::{Context, Poll};
 
 use dynamo_core::{Error, GenerateRequest, TokenChunk, TokenStream};
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tower::Service;
 
-use super::frame::{DEFAULT_MAX_FRAME, Frame, encode_frame, read_frame};
+use super::frame::{DEFAULT_MAX_FRAME, Frame, encode_frame, read_frame, write_frames};
 
 /// Chunks buffered per stream before the connection's reader waits for the stream's consumer.
 const STREAM_BUFFER: usize = 256;
@@ -81,11 +80,7 @@ impl RemoteEngine {
         });
         let writing = Arc::clone(&connection);
         tokio::spawn(async move {
-            while let Some(bytes) = outgoing.recv().await {
-                if writer.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
+            write_frames(&mut writer, &mut outgoing).await;
             writing.fail_all();
         });
         let reading = Arc::clone(&connection);

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use dynamo_core::{Error, GenerateRequest, TokenChunk};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 /// The largest frame either side accepts unless configured otherwise: 16 MiB.
 pub const DEFAULT_MAX_FRAME: u32 = 16 << 20;
@@ -209,4 +210,26 @@ pub(crate) fn encode_frame(frame: &Frame, limit: u32) -> Result<Vec<u8>, FrameEr
     }
     bytes[..4].copy_from_slice(&length.to_be_bytes());
     Ok(bytes)
+}
+
+/// Write encoded frames as they come, until the queue closes or the connection fails. Frames
+/// that are already waiting go out together, in one write.
+pub(crate) async fn write_frames(
+    writer: &mut (impl AsyncWrite + Unpin),
+    frames: &mut mpsc::Receiver<Vec<u8>>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = frames.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < 64 * 1024 {
+            match frames.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&batch).await.is_err() {
+            return;
+        }
+    }
 }

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use dynamo_core::{BoxEngine, Engine, EngineExt, Error};
 use futures::StreamExt;
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{DEFAULT_MAX_FRAME, Frame, WireError, encode_frame, read_frame};
+use super::frame::{DEFAULT_MAX_FRAME, Frame, WireError, encode_frame, read_frame, write_frames};
 
 /// How [`serve`] treats its connections.
 #[derive(Debug, Clone)]
@@ -62,13 +61,7 @@ async fn connection(socket: TcpStream, engine: BoxEngine, config: ServeConfig) {
     let live: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
     let closed = CancellationToken::new();
     let mut streams = JoinSet::new();
-    let write = async move {
-        while let Some(bytes) = outgoing.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-    };
+    let write = write_frames(&mut writer, &mut outgoing);
     let read = async {
         loop {
             match read_frame(&mut reader, config.max_frame).await {
