@@ -1,5 +1,8 @@
 //! Engines across processes and machines.
 //!
+//! **The event plane** ([`events`]): KV events over NATS, from workers' engines to routers'
+//! indexes.
+//!
 //! **The request plane** ([`tcp`]): serve any [`Engine`](dynamo_core::Engine) on a TCP
 //! endpoint with [`tcp::serve`], and get an Engine for a remote endpoint with
 //! [`tcp::RemoteEngine::connect`]. One connection carries many concurrent streams, each
@@ -27,4 +30,5 @@
 //! # }
 //! ```
 
+pub mod events;
 pub mod tcp;

@@ -1,0 +1,173 @@
+//! KV events over a real NATS server (the Debian package `nats-server`, started here on a free
+//! loopback port): they arrive whole and in order, a malformed message is skipped, and after the
+//! server restarts the router's index receives the new events.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
+use dynamo_router::SharedIndex;
+use dynamo_transport::events::{EventError, NatsEvents};
+use futures::StreamExt;
+
+/// A `nats-server` child process, killed on drop.
+struct NatsServer {
+    child: Child,
+    port: u16,
+}
+
+impl NatsServer {
+    fn start(port: u16) -> Self {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (Debian package nats-server)");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NatsServer { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound").port()
+}
+
+fn block_size() -> BlockSize {
+    BlockSize::new(4).expect("not zero")
+}
+
+/// A `Stored` event of worker 1 for one block of `tokens`, after `parent`'s chain.
+fn stored(event_id: u64, tokens: &[u32]) -> KvEvent {
+    KvEvent {
+        worker: WorkerId::new(1),
+        event_id,
+        tier: StorageTier::Device,
+        data: KvEventData::Stored {
+            parent: None,
+            block_size: block_size(),
+            blocks: BlockHasher::new(block_size()).hash_blocks(tokens),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_in_order_and_malformed_messages_are_skipped() {
+    let server = NatsServer::start(free_port());
+    let publisher = NatsEvents::connect(&server.url(), "test")
+        .await
+        .expect("connected");
+    let subscriber = NatsEvents::connect(&server.url(), "test")
+        .await
+        .expect("connected");
+    let mut events = Box::pin(subscriber.subscribe().await.expect("subscribed"));
+    subscriber.flush().await.expect("subscription registered");
+
+    let sent: Vec<KvEvent> = (0..50).map(|i| stored(i, &[i as u32, 1, 2, 3])).collect();
+    for event in &sent[..25] {
+        publisher.publish(event).await.expect("published");
+    }
+    let raw = async_nats::connect(server.url()).await.expect("connected");
+    raw.publish(publisher.subject().to_owned(), "not an event".into())
+        .await
+        .expect("published");
+    raw.flush().await.expect("flushed");
+    for event in &sent[25..] {
+        publisher.publish(event).await.expect("published");
+    }
+    publisher.flush().await.expect("flushed");
+
+    let mut received = Vec::new();
+    let mut malformed = 0;
+    while received.len() < sent.len() {
+        let next = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("events keep coming")
+            .expect("the subscription is open");
+        match next {
+            Ok(event) => received.push(event),
+            Err(EventError::Malformed { .. }) => malformed += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(received, sent);
+    assert_eq!(malformed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_receives_new_events_after_nats_restarts() {
+    let port = free_port();
+    let mut server = NatsServer::start(port);
+    let url = server.url();
+    let worker = NatsEvents::connect(&url, "prod").await.expect("connected");
+    let router = NatsEvents::connect(&url, "prod").await.expect("connected");
+    let index = SharedIndex::new(block_size());
+    let _feeding = router.feed(index.clone()).await.expect("subscribed");
+    router.flush().await.expect("subscription registered");
+
+    let before = [10, 11, 12, 13];
+    worker
+        .publish(&stored(0, &before))
+        .await
+        .expect("published");
+    worker.flush().await.expect("flushed");
+    wait_for_block(&index, &before).await;
+
+    server.stop();
+    let _restarted = NatsServer::start(port);
+    // Both clients reconnect by themselves; publish until the router's index has the block.
+    let after = [20, 21, 22, 23];
+    let started = Instant::now();
+    loop {
+        let _ = worker.publish(&stored(1, &after)).await;
+        let _ = worker.flush().await;
+        if holds(&index, &after) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no event after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn holds(index: &SharedIndex, tokens: &[u32]) -> bool {
+    let hashes = BlockHasher::new(block_size()).sequence_hashes(tokens);
+    index.overlaps(&hashes).get(WorkerId::new(1)).total() == 1
+}
+
+async fn wait_for_block(index: &SharedIndex, tokens: &[u32]) {
+    let started = Instant::now();
+    while !holds(index, tokens) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the event never reached the index"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
