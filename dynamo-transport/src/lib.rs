@@ -1,7 +1,8 @@
 //! Engines across processes and machines.
 //!
 //! **The event plane** ([`events`]): KV events over NATS, from workers' engines to routers'
-//! indexes.
+//! indexes. [`engine_events`] decodes the KV events vLLM and SGLang publish (ZMQ frames,
+//! msgpack batches) into ours.
 //!
 //! **The request plane** ([`tcp`]): serve any [`Engine`](dynamo_core::Engine) on a TCP
 //! endpoint with [`tcp::serve`], and get an Engine for a remote endpoint with
@@ -30,5 +31,6 @@
 //! # }
 //! ```
 
+pub mod engine_events;
 pub mod events;
 pub mod tcp;

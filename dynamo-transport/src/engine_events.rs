@@ -1,0 +1,258 @@
+//! KV events as vLLM and SGLang publish them, turned into [`KvEvent`]s.
+//!
+//! The engines publish on a ZMQ PUB socket. Each message has three frames: a topic (UTF-8), a
+//! sequence number (8 bytes, big-endian, signed), and a msgpack payload, the batch
+//! `[timestamp, events, data_parallel_rank]`. An event is a tagged array:
+//!
+//! - `["BlockStored", block_hashes, parent_block_hash | nil, token_ids, block_size,
+//!   lora_id | nil, medium | nil, …]`
+//! - `["BlockRemoved", block_hashes, medium | nil, …]`
+//! - `["AllBlocksCleared", …]`
+//!
+//! Fields past the ones named are ignored (newer engines add some). Hashes come as signed or
+//! unsigned 64-bit integers, or as bytes. They are the engine's own and opaque: the decoder
+//! recomputes our block hashes from the token ids (so a different hash seed in the engine cannot
+//! silently give 0% hits) and keeps the engine-to-ours map to resolve `BlockRemoved`.
+
+use std::collections::HashMap;
+
+use dynamo_core::{
+    BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, StorageTier, WorkerId,
+};
+use rmpv::Value;
+
+/// Why a message could not be decoded. The decoder's state is unchanged by a failed message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineEventError {
+    /// The message does not have the three frames.
+    #[error("a KV event message has {0} frames, not 3")]
+    Frames(usize),
+    /// The sequence number is not 8 bytes.
+    #[error("the sequence number frame has {0} bytes, not 8")]
+    Sequence(usize),
+    /// The payload is not msgpack, or not a batch of events of the documented shape.
+    #[error("malformed KV event payload: {0}")]
+    Malformed(String),
+    /// The engine's block size is not the router's.
+    #[error("the engine stores blocks of {engine} tokens; the router expects {ours}")]
+    BlockSize {
+        /// The engine's.
+        engine: u64,
+        /// Ours.
+        ours: u32,
+    },
+}
+
+/// The outcome of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The message's events, ready for the index (each with the next `event_id`).
+    pub events: Vec<KvEvent>,
+    /// Sequence numbers skipped before this message (`Some((expected, received))`): messages
+    /// were lost, so the index is missing events; ask the engine's replay socket from
+    /// `expected`.
+    pub gap: Option<(i64, i64)>,
+    /// Removed blocks the decoder never saw stored (ignored).
+    pub unknown_removed: usize,
+}
+
+/// Turns one engine's messages into [`KvEvent`]s for one worker.
+#[derive(Debug)]
+pub struct EngineEventDecoder {
+    worker: WorkerId,
+    hasher: BlockHasher,
+    /// Engine block hash → our sequence hash, for the blocks the engine holds.
+    blocks: HashMap<u64, SequenceHash>,
+    next_event_id: u64,
+    last_sequence: Option<i64>,
+}
+
+impl EngineEventDecoder {
+    /// A decoder for `worker`'s engine, whose blocks must be `block_size` tokens.
+    pub fn new(worker: WorkerId, block_size: BlockSize) -> Self {
+        EngineEventDecoder {
+            worker,
+            hasher: BlockHasher::new(block_size),
+            blocks: HashMap::new(),
+            next_event_id: 0,
+            last_sequence: None,
+        }
+    }
+
+    /// Decode one ZMQ message (topic, sequence number, payload).
+    ///
+    /// # Errors
+    ///
+    /// [`EngineEventError`] for a message of the wrong shape or block size; nothing of it is
+    /// applied, and the next message decodes as usual.
+    pub fn decode(&mut self, frames: &[&[u8]]) -> Result<Decoded, EngineEventError> {
+        let [_topic, sequence, payload] = frames else {
+            return Err(EngineEventError::Frames(frames.len()));
+        };
+        let sequence: [u8; 8] = (*sequence)
+            .try_into()
+            .map_err(|_| EngineEventError::Sequence(sequence.len()))?;
+        let sequence = i64::from_be_bytes(sequence);
+        let batch = rmpv::decode::read_value(&mut &payload[..])
+            .map_err(|error| EngineEventError::Malformed(error.to_string()))?;
+        let events = match &batch {
+            Value::Array(fields) => fields.get(1).and_then(Value::as_array),
+            _ => None,
+        }
+        .ok_or_else(|| malformed("the batch is not [timestamp, events, rank]"))?;
+
+        // Work on a copy of the block map, so that a bad event leaves no trace.
+        let mut blocks = self.blocks.clone();
+        let mut changes = Vec::with_capacity(events.len());
+        let mut unknown_removed = 0;
+        for event in events {
+            let fields = event
+                .as_array()
+                .ok_or_else(|| malformed("an event is not an array"))?;
+            let kind = fields.first().and_then(Value::as_str);
+            match kind {
+                Some("BlockStored") => changes.push(self.stored(fields, &mut blocks)?),
+                Some("BlockRemoved") => {
+                    let hashes = engine_hashes(fields.get(1))?;
+                    let tier = tier(fields.get(2));
+                    let removed: Vec<SequenceHash> = hashes
+                        .iter()
+                        .filter_map(|hash| blocks.remove(hash))
+                        .collect();
+                    unknown_removed += hashes.len() - removed.len();
+                    if !removed.is_empty() {
+                        changes.push((tier, KvEventData::Removed { blocks: removed }));
+                    }
+                }
+                Some("AllBlocksCleared") => {
+                    blocks.clear();
+                    changes.push((StorageTier::Device, KvEventData::Cleared));
+                }
+                other => return Err(malformed(&format!("unknown event kind {other:?}"))),
+            }
+        }
+        let gap = match self.last_sequence {
+            Some(last) if sequence != last + 1 => Some((last + 1, sequence)),
+            _ => None,
+        };
+        self.last_sequence = Some(sequence);
+        self.blocks = blocks;
+        let events = changes
+            .into_iter()
+            .map(|(tier, data)| {
+                let event = KvEvent {
+                    worker: self.worker,
+                    event_id: self.next_event_id,
+                    tier,
+                    data,
+                };
+                self.next_event_id += 1;
+                event
+            })
+            .collect();
+        Ok(Decoded {
+            events,
+            gap,
+            unknown_removed,
+        })
+    }
+
+    /// `["BlockStored", hashes, parent, token_ids, block_size, lora_id, medium, …]`.
+    fn stored(
+        &self,
+        fields: &[Value],
+        blocks: &mut HashMap<u64, SequenceHash>,
+    ) -> Result<(StorageTier, KvEventData), EngineEventError> {
+        let hashes = engine_hashes(fields.get(1))?;
+        let parent = match fields.get(2) {
+            None | Some(Value::Nil) => None,
+            Some(value) => {
+                let engine = engine_hash(value)?;
+                Some(
+                    *blocks
+                        .get(&engine)
+                        .ok_or_else(|| malformed("the parent block was never stored"))?,
+                )
+            }
+        };
+        let tokens: Vec<u32> = fields
+            .get(3)
+            .and_then(Value::as_array)
+            .ok_or_else(|| malformed("token_ids is not an array"))?
+            .iter()
+            .map(|token| token.as_u64().and_then(|t| u32::try_from(t).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| malformed("a token id is not a u32"))?;
+        let block_size = fields
+            .get(4)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| malformed("block_size is not an integer"))?;
+        let ours = self.hasher.block_size();
+        if block_size != u64::from(ours.get()) {
+            return Err(EngineEventError::BlockSize {
+                engine: block_size,
+                ours: ours.get(),
+            });
+        }
+        if tokens.len() != hashes.len() * ours.as_usize() {
+            return Err(malformed("token_ids does not fill the stored blocks"));
+        }
+        // A LoRA adapter is known here only by its id: its decimal form names it.
+        let hasher = match fields.get(5).and_then(Value::as_i64) {
+            Some(lora) => self.hasher.with_lora(&lora.to_string()),
+            None => self.hasher,
+        };
+        let mut chain = parent;
+        let mut stored = Vec::with_capacity(hashes.len());
+        for (engine, block) in hashes.iter().zip(tokens.chunks_exact(ours.as_usize())) {
+            let local = hasher.local_hash(block);
+            let sequence = SequenceHash::chain(chain, local);
+            blocks.insert(*engine, sequence);
+            stored.push(HashedBlock { local, sequence });
+            chain = Some(sequence);
+        }
+        Ok((
+            tier(fields.get(6)),
+            KvEventData::Stored {
+                parent,
+                block_size: ours,
+                blocks: stored,
+            },
+        ))
+    }
+}
+
+fn malformed(what: &str) -> EngineEventError {
+    EngineEventError::Malformed(what.to_owned())
+}
+
+fn engine_hashes(value: Option<&Value>) -> Result<Vec<u64>, EngineEventError> {
+    value
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("block_hashes is not an array"))?
+        .iter()
+        .map(engine_hash)
+        .collect()
+}
+
+/// An engine's block hash as a map key: integers as their 64 bits, bytes hashed down to 64.
+fn engine_hash(value: &Value) -> Result<u64, EngineEventError> {
+    match value {
+        Value::Integer(int) => int
+            .as_u64()
+            .or_else(|| int.as_i64().map(|signed| signed as u64))
+            .ok_or_else(|| malformed("a block hash is out of range")),
+        Value::Binary(bytes) => Ok(xxhash_rust::xxh3::xxh3_64(bytes)),
+        _ => Err(malformed("a block hash is neither an integer nor bytes")),
+    }
+}
+
+/// The tier a `medium` names (`GPU` or absent: the device).
+fn tier(value: Option<&Value>) -> StorageTier {
+    match value.and_then(Value::as_str) {
+        Some(medium) if medium.eq_ignore_ascii_case("cpu") => StorageTier::Host,
+        Some(medium) if medium.eq_ignore_ascii_case("disk") => StorageTier::Disk,
+        _ => StorageTier::Device,
+    }
+}

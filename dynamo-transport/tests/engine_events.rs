@@ -1,0 +1,261 @@
+//! vLLM / SGLang KV event messages, written byte by byte from the documented format (ZMQ
+//! frames: topic, 8-byte big-endian sequence, msgpack batch), decoded into our events.
+
+use dynamo_core::{BlockHasher, BlockSize, KvEventData, StorageTier, WorkerId};
+use dynamo_router::SharedIndex;
+use dynamo_transport::engine_events::{EngineEventDecoder, EngineEventError};
+
+/// msgpack, by hand.
+fn array(n: usize) -> Vec<u8> {
+    match u8::try_from(n) {
+        Ok(n) if n < 16 => vec![0x90 | n],
+        _ => {
+            let mut bytes = vec![0xdc];
+            bytes.extend_from_slice(&u16::try_from(n).expect("small").to_be_bytes());
+            bytes
+        }
+    }
+}
+fn string(s: &str) -> Vec<u8> {
+    assert!(s.len() < 32);
+    let mut bytes = vec![0xa0 | s.len() as u8];
+    bytes.extend_from_slice(s.as_bytes());
+    bytes
+}
+fn float(x: f64) -> Vec<u8> {
+    let mut bytes = vec![0xcb];
+    bytes.extend_from_slice(&x.to_be_bytes());
+    bytes
+}
+fn uint(x: u64) -> Vec<u8> {
+    let mut bytes = vec![0xcf];
+    bytes.extend_from_slice(&x.to_be_bytes());
+    bytes
+}
+fn int(x: i64) -> Vec<u8> {
+    let mut bytes = vec![0xd3];
+    bytes.extend_from_slice(&x.to_be_bytes());
+    bytes
+}
+fn small(x: u8) -> Vec<u8> {
+    assert!(x < 128);
+    vec![x]
+}
+fn binary(b: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0xc4, b.len() as u8];
+    bytes.extend_from_slice(b);
+    bytes
+}
+const NIL: u8 = 0xc0;
+
+fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// `[timestamp, [events…], nil]`.
+fn batch(events: &[Vec<u8>]) -> Vec<u8> {
+    let mut events_array = array(events.len());
+    for event in events {
+        events_array.extend_from_slice(event);
+    }
+    concat(&[array(3), float(1_700_000_000.5), events_array, vec![NIL]])
+}
+
+fn tokens(ids: &[u8]) -> Vec<u8> {
+    let mut bytes = array(ids.len());
+    for &id in ids {
+        bytes.extend(small(id));
+    }
+    bytes
+}
+
+const HASH_A: u64 = 0xF000_0000_0000_0001; // above i64::MAX: sent unsigned
+const HASH_B: i64 = -42; // sent signed
+
+fn stored_first_two_blocks() -> Vec<u8> {
+    // ["BlockStored", [A, B], nil, [1..8], 4, nil, "GPU"]
+    concat(&[
+        array(7),
+        string("BlockStored"),
+        concat(&[array(2), uint(HASH_A), int(HASH_B)]),
+        vec![NIL],
+        tokens(&[1, 2, 3, 4, 5, 6, 7, 8]),
+        small(4),
+        vec![NIL],
+        string("GPU"),
+    ])
+}
+
+fn message(sequence: i64, payload: Vec<u8>) -> [Vec<u8>; 3] {
+    [
+        b"kv-events".to_vec(),
+        sequence.to_be_bytes().to_vec(),
+        payload,
+    ]
+}
+
+fn decode(
+    decoder: &mut EngineEventDecoder,
+    frames: &[Vec<u8>],
+) -> Result<dynamo_transport::engine_events::Decoded, EngineEventError> {
+    let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    decoder.decode(&frames)
+}
+
+fn block_size() -> BlockSize {
+    BlockSize::new(4).expect("not zero")
+}
+
+#[test]
+fn stored_blocks_get_our_hashes_and_continue_their_chain() {
+    let worker = WorkerId::new(3);
+    let mut decoder = EngineEventDecoder::new(worker, block_size());
+    let hasher = BlockHasher::new(block_size());
+
+    let first = decode(
+        &mut decoder,
+        &message(0, batch(&[stored_first_two_blocks()])),
+    )
+    .expect("decoded");
+    assert_eq!(first.gap, None);
+    assert_eq!(first.events.len(), 1);
+    let event = &first.events[0];
+    assert_eq!(
+        (event.worker, event.event_id, event.tier),
+        (worker, 0, StorageTier::Device)
+    );
+    let expected = hasher.hash_blocks(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        event.data,
+        KvEventData::Stored {
+            parent: None,
+            block_size: block_size(),
+            blocks: expected.clone()
+        }
+    );
+
+    // A block after A, with a bytes hash, two unknown trailing fields, on the CPU tier.
+    let next = concat(&[
+        array(9),
+        string("BlockStored"),
+        concat(&[array(1), binary(b"sglang-hash")]),
+        uint(HASH_A),
+        tokens(&[9, 10, 11, 12]),
+        small(4),
+        vec![NIL],
+        string("CPU"),
+        string("future"),
+        small(1),
+    ]);
+    let second = decode(&mut decoder, &message(1, batch(&[next]))).expect("decoded");
+    let event = &second.events[0];
+    assert_eq!((event.event_id, event.tier), (1, StorageTier::Host));
+    let chained = hasher.sequence_hashes(&[1, 2, 3, 4, 9, 10, 11, 12]);
+    match &event.data {
+        KvEventData::Stored { parent, blocks, .. } => {
+            assert_eq!(*parent, Some(expected[0].sequence));
+            assert_eq!(blocks[0].sequence, chained[1]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn removed_and_cleared_resolve_through_the_engine_hashes() {
+    let mut decoder = EngineEventDecoder::new(WorkerId::new(1), block_size());
+    decode(
+        &mut decoder,
+        &message(7, batch(&[stored_first_two_blocks()])),
+    )
+    .expect("decoded");
+    let removed = concat(&[
+        array(4),
+        string("BlockRemoved"),
+        concat(&[array(2), int(HASH_B), uint(999)]),
+        vec![NIL],
+        string("ignored"),
+    ]);
+    let cleared = concat(&[array(1), string("AllBlocksCleared")]);
+    let decoded = decode(&mut decoder, &message(8, batch(&[removed, cleared]))).expect("decoded");
+    let hashes = BlockHasher::new(block_size()).sequence_hashes(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        decoded.events[0].data,
+        KvEventData::Removed {
+            blocks: vec![hashes[1]]
+        }
+    );
+    assert_eq!(decoded.events[1].data, KvEventData::Cleared);
+    assert_eq!(decoded.unknown_removed, 1, "999 was never stored");
+}
+
+#[test]
+fn a_skipped_sequence_number_is_reported_as_a_gap() {
+    let mut decoder = EngineEventDecoder::new(WorkerId::new(1), block_size());
+    decode(&mut decoder, &message(0, batch(&[]))).expect("decoded");
+    decode(&mut decoder, &message(1, batch(&[]))).expect("decoded");
+    let after_gap = decode(&mut decoder, &message(4, batch(&[]))).expect("decoded");
+    assert_eq!(after_gap.gap, Some((2, 4)));
+}
+
+#[test]
+fn bad_messages_are_errors_and_change_nothing() {
+    let mut decoder = EngineEventDecoder::new(WorkerId::new(1), block_size());
+    let two_frames = [b"kv".to_vec(), 0i64.to_be_bytes().to_vec()];
+    assert_eq!(
+        decode(&mut decoder, &two_frames),
+        Err(EngineEventError::Frames(2))
+    );
+    let short_sequence = [b"kv".to_vec(), vec![0, 1], batch(&[])];
+    assert_eq!(
+        decode(&mut decoder, &short_sequence),
+        Err(EngineEventError::Sequence(2))
+    );
+    let not_msgpack = message(0, vec![0xc1]);
+    assert!(matches!(
+        decode(&mut decoder, &not_msgpack),
+        Err(EngineEventError::Malformed(_))
+    ));
+    let wrong_size = concat(&[
+        array(7),
+        string("BlockStored"),
+        concat(&[array(1), uint(5)]),
+        vec![NIL],
+        tokens(&[1; 16]),
+        small(16),
+        vec![NIL],
+        vec![NIL],
+    ]);
+    // The good event before the bad one is not applied either.
+    let mixed = batch(&[stored_first_two_blocks(), wrong_size]);
+    assert_eq!(
+        decode(&mut decoder, &message(0, mixed)),
+        Err(EngineEventError::BlockSize {
+            engine: 16,
+            ours: 4
+        })
+    );
+    let removed = concat(&[
+        array(2),
+        string("BlockRemoved"),
+        concat(&[array(1), uint(HASH_A)]),
+    ]);
+    let decoded = decode(&mut decoder, &message(1, batch(&[removed]))).expect("decoded");
+    assert!(decoded.events.is_empty());
+    assert_eq!(decoded.unknown_removed, 1, "A was never applied");
+}
+
+#[test]
+fn decoded_events_fill_the_router_index() {
+    let mut decoder = EngineEventDecoder::new(WorkerId::new(5), block_size());
+    let decoded = decode(
+        &mut decoder,
+        &message(0, batch(&[stored_first_two_blocks()])),
+    )
+    .expect("decoded");
+    let index = SharedIndex::new(block_size());
+    for event in &decoded.events {
+        index.apply(event).expect("applied");
+    }
+    let hashes = BlockHasher::new(block_size()).sequence_hashes(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(index.overlaps(&hashes).get(WorkerId::new(5)).total(), 2);
+}
