@@ -50,6 +50,35 @@ impl TokenStream {
         }
     }
 
+    /// The chunks an engine's worker sends on `chunks`, in order, until it closes the channel;
+    /// dropping the result cancels `cancel`. The shape of every engine that runs its
+    /// generations elsewhere (a thread, a simulator, another process).
+    ///
+    /// ```
+    /// use dynamo_core::{TokenChunk, TokenStream};
+    /// use futures::StreamExt;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    /// let mut stream = TokenStream::from_receiver(receiver, CancellationToken::new());
+    /// sender.send(Ok(TokenChunk::token(7))).await.unwrap();
+    /// drop(sender);
+    /// assert_eq!(stream.next().await.unwrap().unwrap().tokens.as_slice(), [7]);
+    /// assert!(stream.next().await.is_none());
+    /// # }
+    /// ```
+    pub fn from_receiver(
+        chunks: tokio::sync::mpsc::Receiver<Result<TokenChunk, Error>>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let stream = futures::stream::unfold(chunks, |mut chunks| async move {
+            chunks.recv().await.map(|chunk| (chunk, chunks))
+        });
+        TokenStream::new(stream, cancel)
+    }
+
     /// A stream of the given items, with a token of its own; for tests and adapters.
     pub fn from_chunks(chunks: impl IntoIterator<Item = Result<TokenChunk, Error>>) -> Self {
         let chunks: Vec<_> = chunks.into_iter().collect();

@@ -186,10 +186,7 @@ impl tower::Service<GenerateRequest> for LiveEngine {
             };
             return ready(Err(Error::overloaded(message)));
         }
-        let stream = futures::stream::unfold(stream, |mut receiver| async move {
-            receiver.recv().await.map(|chunk| (chunk, receiver))
-        });
-        ready(Ok(TokenStream::new(stream, cancel)))
+        ready(Ok(TokenStream::from_receiver(stream, cancel)))
     }
 }
 

@@ -114,9 +114,6 @@ impl tower::Service<GenerateRequest> for TickingEngine {
             }
             engine.finished.fetch_add(1, Ordering::SeqCst);
         });
-        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|chunk| (chunk, receiver))
-        });
-        ready(Ok(TokenStream::new(stream, cancel)))
+        ready(Ok(TokenStream::from_receiver(receiver, cancel)))
     }
 }

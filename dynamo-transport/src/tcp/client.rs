@@ -175,11 +175,7 @@ impl Service<GenerateRequest> for RemoteEngine {
                     let _ = watcher.frames.send(bytes).await;
                 }
             });
-            let chunks = futures::stream::unfold(chunks, |mut chunks| async move {
-                let chunk = chunks.recv().await?;
-                Some((chunk, chunks))
-            });
-            Ok(TokenStream::new(chunks, cancel))
+            Ok(TokenStream::from_receiver(chunks, cancel))
         })
     }
 }

@@ -145,11 +145,7 @@ impl Service<GenerateRequest> for CandleEngine {
                 return ready(Err(Error::unavailable("the candle engine has stopped")));
             }
         }
-        let stream = futures::stream::unfold(chunks, |mut chunks| async move {
-            let chunk = chunks.recv().await?;
-            Some((chunk, chunks))
-        });
-        ready(Ok(TokenStream::new(stream, cancel)))
+        ready(Ok(TokenStream::from_receiver(chunks, cancel)))
     }
 }
 
