@@ -31,6 +31,8 @@
 //! # }
 //! ```
 
+pub mod discovery;
 pub mod engine_events;
 pub mod events;
+pub mod local;
 pub mod tcp;

@@ -2,60 +2,13 @@
 //! loopback port): they arrive whole and in order, a malformed message is skipped, and after the
 //! server restarts the router's index receives the new events.
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
 use dynamo_router::SharedIndex;
 use dynamo_transport::events::{EventError, NatsEvents};
+use dynamo_transport::local::{LocalNats, free_port};
 use futures::StreamExt;
-
-/// A `nats-server` child process, killed on drop.
-struct NatsServer {
-    child: Child,
-    port: u16,
-}
-
-impl NatsServer {
-    fn start(port: u16) -> Self {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (Debian package nats-server)");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nats-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        NatsServer { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("bound").port()
-}
 
 fn block_size() -> BlockSize {
     BlockSize::new(4).expect("not zero")
@@ -77,7 +30,7 @@ fn stored(event_id: u64, tokens: &[u32]) -> KvEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_arrive_in_order_and_malformed_messages_are_skipped() {
-    let server = NatsServer::start(free_port());
+    let server = LocalNats::start().expect("nats-server starts");
     let publisher = NatsEvents::connect(&server.url(), "test")
         .await
         .expect("connected");
@@ -120,8 +73,8 @@ async fn events_arrive_in_order_and_malformed_messages_are_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_receives_new_events_after_nats_restarts() {
-    let port = free_port();
-    let mut server = NatsServer::start(port);
+    let port = free_port().expect("a free port");
+    let mut server = LocalNats::start_on(port).expect("nats-server starts");
     let url = server.url();
     let worker = NatsEvents::connect(&url, "prod").await.expect("connected");
     let router = NatsEvents::connect(&url, "prod").await.expect("connected");
@@ -138,7 +91,7 @@ async fn the_index_receives_new_events_after_nats_restarts() {
     wait_for_block(&index, &before).await;
 
     server.stop();
-    let _restarted = NatsServer::start(port);
+    let _restarted = LocalNats::start_on(port).expect("nats-server starts");
     // Both clients reconnect by themselves; publish until the router's index has the block.
     let after = [20, 21, 22, 23];
     let started = Instant::now();

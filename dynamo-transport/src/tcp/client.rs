@@ -12,6 +12,7 @@ use dynamo_core::{Error, GenerateRequest, TokenChunk, TokenStream};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use super::frame::{DEFAULT_MAX_FRAME, Frame, encode_frame, read_frame, write_frames};
@@ -32,6 +33,8 @@ struct Connection {
     streams: Mutex<Option<HashMap<u64, ChunkSender>>>,
     next_stream: AtomicU64,
     max_frame: u32,
+    /// Cancelled when the connection is lost.
+    closed: CancellationToken,
 }
 
 impl Connection {
@@ -41,6 +44,7 @@ impl Connection {
 
     /// End every open stream with "unavailable"; later calls fail at once.
     fn fail_all(&self) {
+        self.closed.cancel();
         let streams = self.streams.lock().take().unwrap_or_default();
         for (_, sender) in streams {
             let _ = sender.try_send(Err(self.lost()));
@@ -77,6 +81,7 @@ impl RemoteEngine {
             streams: Mutex::new(Some(HashMap::new())),
             next_stream: AtomicU64::new(1),
             max_frame: DEFAULT_MAX_FRAME,
+            closed: CancellationToken::new(),
         });
         let writing = Arc::clone(&connection);
         tokio::spawn(async move {
@@ -104,6 +109,16 @@ impl RemoteEngine {
             reading.fail_all();
         });
         Ok(RemoteEngine { connection })
+    }
+
+    /// Wait until the connection is lost (at once if it already is).
+    pub async fn closed(&self) {
+        self.connection.closed.cancelled().await;
+    }
+
+    /// Whether the connection is lost.
+    pub fn is_closed(&self) -> bool {
+        self.connection.closed.is_cancelled()
     }
 }
 

@@ -1,0 +1,468 @@
+//! Workers registered in etcd under leases, watched through etcd's JSON gateway.
+//!
+//! etcd serves its v3 API as JSON over HTTP next to gRPC on the same client port (the
+//! grpc-gateway, on by default since etcd 3.4). Speaking it keeps the dependency list to an
+//! HTTP client: keys and values travel base64-encoded, 64-bit integers as strings, and a
+//! watch is one long response with one JSON message per line.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Discovery, DiscoveryError, Membership, MembershipStream, WorkerRecord};
+
+/// How long one etcd call may take before the registry counts as unavailable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the watcher waits before it reconnects after losing etcd.
+const RETRY: Duration = Duration::from_millis(500);
+/// Membership changes buffered for a slow consumer before the watcher waits for it.
+const CHANGES: usize = 256;
+
+/// A small client for the parts of etcd's API that discovery needs.
+#[derive(Debug, Clone)]
+struct Etcd {
+    http: Client<HttpConnector, Full<Bytes>>,
+    endpoint: String,
+}
+
+impl Etcd {
+    fn new(endpoint: &str) -> Result<Self, DiscoveryError> {
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        let uri: hyper::Uri = endpoint
+            .parse()
+            .map_err(|_| DiscoveryError::BadEndpoint(endpoint.clone()))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(DiscoveryError::BadEndpoint(endpoint));
+        }
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        Ok(Etcd { http, endpoint })
+    }
+
+    fn unavailable(&self, reason: impl Display) -> DiscoveryError {
+        DiscoveryError::Unavailable {
+            registry: self.endpoint.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<hyper::Response<Incoming>, DiscoveryError> {
+        let request = hyper::Request::post(format!("{}{path}", self.endpoint))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|error| self.unavailable(error))?;
+        self.http
+            .request(request)
+            .await
+            .map_err(|error| self.unavailable(format!("{path}: {error}")))
+    }
+
+    /// One call and its whole answer; an etcd error is [`DiscoveryError::Unavailable`].
+    async fn call(&self, path: &str, body: Value) -> Result<Value, DiscoveryError> {
+        let answer = async {
+            let response = self.post(path, &body).await?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|error| self.unavailable(format!("{path}: {error}")))?
+                .to_bytes();
+            let value: Value = serde_json::from_slice(&bytes)
+                .map_err(|error| self.unavailable(format!("{path}: not JSON: {error}")))?;
+            if let Some(message) = value.get("message").or(value.get("error")) {
+                return Err(self.unavailable(format!("{path}: {message}")));
+            }
+            if !status.is_success() {
+                return Err(self.unavailable(format!("{path}: HTTP {status}")));
+            }
+            Ok(value)
+        };
+        tokio::time::timeout(CALL_TIMEOUT, answer)
+            .await
+            .map_err(|_| self.unavailable(format!("{path}: no answer within {CALL_TIMEOUT:?}")))?
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<i64, DiscoveryError> {
+        let seconds = ttl.as_secs().max(1);
+        let answer = self
+            .call("/v3/lease/grant", json!({ "TTL": seconds }))
+            .await?;
+        integer(&answer["ID"]).ok_or_else(|| self.unavailable("lease grant without an ID"))
+    }
+
+    /// Renew a lease; `false` when it has already expired.
+    async fn keep_alive(&self, lease: i64) -> Result<bool, DiscoveryError> {
+        let answer = self
+            .call("/v3/lease/keepalive", json!({ "ID": lease.to_string() }))
+            .await?;
+        Ok(integer(&answer["result"]["TTL"]).unwrap_or(0) > 0)
+    }
+
+    async fn revoke(&self, lease: i64) -> Result<(), DiscoveryError> {
+        self.call("/v3/lease/revoke", json!({ "ID": lease.to_string() }))
+            .await
+            .map(drop)
+    }
+
+    async fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<(), DiscoveryError> {
+        let body = json!({
+            "key": BASE64.encode(key),
+            "value": BASE64.encode(value),
+            "lease": lease.to_string(),
+        });
+        self.call("/v3/kv/put", body).await.map(drop)
+    }
+
+    /// Every key under `prefix` and its value, and the store's revision they were read at.
+    async fn range(&self, prefix: &str) -> Result<(i64, Vec<(String, Vec<u8>)>), DiscoveryError> {
+        let body = json!({ "key": BASE64.encode(prefix), "range_end": range_end(prefix) });
+        let answer = self.call("/v3/kv/range", body).await?;
+        let revision = integer(&answer["header"]["revision"]).unwrap_or(0);
+        let pairs = answer["kvs"]
+            .as_array()
+            .map(|kvs| kvs.iter().filter_map(key_value).collect())
+            .unwrap_or_default();
+        Ok((revision, pairs))
+    }
+
+    /// The open watch response for keys under `prefix`, from `revision` on.
+    async fn watch(&self, prefix: &str, revision: i64) -> Result<Incoming, DiscoveryError> {
+        let body = json!({ "create_request": {
+            "key": BASE64.encode(prefix),
+            "range_end": range_end(prefix),
+            "start_revision": revision.to_string(),
+        }});
+        let response = tokio::time::timeout(CALL_TIMEOUT, self.post("/v3/watch", &body))
+            .await
+            .map_err(|_| self.unavailable("/v3/watch: no answer"))??;
+        if !response.status().is_success() {
+            return Err(self.unavailable(format!("/v3/watch: HTTP {}", response.status())));
+        }
+        Ok(response.into_body())
+    }
+}
+
+/// The first key after every key that starts with `prefix`, base64-encoded.
+fn range_end(prefix: &str) -> String {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return BASE64.encode(end);
+        }
+    }
+    // Every byte was 0xff: the range runs to the end of the keyspace.
+    BASE64.encode([0])
+}
+
+/// A 64-bit integer that the gateway writes as a string (or, from older versions, a number).
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::String(text) => text.parse().ok(),
+        Value::Number(number) => number.as_i64(),
+        _ => None,
+    }
+}
+
+fn key_value(kv: &Value) -> Option<(String, Vec<u8>)> {
+    let key = BASE64.decode(kv["key"].as_str()?).ok()?;
+    // A deleted key's value is absent: empty.
+    let value = kv["value"]
+        .as_str()
+        .and_then(|value| BASE64.decode(value).ok())
+        .unwrap_or_default();
+    Some((String::from_utf8(key).ok()?, value))
+}
+
+fn workers_prefix(namespace: &str) -> String {
+    format!("{namespace}/workers/")
+}
+
+/// Watches the workers registered in etcd under `{namespace}/workers/`.
+///
+/// The watcher reads the registered workers, then watches from that revision, so no change
+/// falls between the two. When etcd is lost it reports [`DiscoveryError::Unavailable`],
+/// retries every 500 ms, and on reconnecting reads the workers again and reports the
+/// difference.
+#[derive(Debug, Clone)]
+pub struct EtcdDiscovery {
+    etcd: Etcd,
+    prefix: String,
+}
+
+impl EtcdDiscovery {
+    /// Watch the workers of `namespace` in the etcd at `endpoint` (`http://HOST:PORT`).
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::BadEndpoint`] when `endpoint` is not an `http://` address.
+    pub fn new(endpoint: &str, namespace: &str) -> Result<Self, DiscoveryError> {
+        Ok(EtcdDiscovery {
+            etcd: Etcd::new(endpoint)?,
+            prefix: workers_prefix(namespace),
+        })
+    }
+}
+
+impl Discovery for EtcdDiscovery {
+    fn watch(&self) -> MembershipStream {
+        let (changes, received) = mpsc::channel(CHANGES);
+        let watcher = Watcher {
+            etcd: self.etcd.clone(),
+            prefix: self.prefix.clone(),
+            known: HashMap::new(),
+            changes,
+        };
+        tokio::spawn(async move {
+            let closed = watcher.changes.clone();
+            tokio::select! {
+                () = watcher.run() => {}
+                () = closed.closed() => {}
+            }
+        });
+        Box::pin(tokio_stream_from(received))
+    }
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut received: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| received.poll_recv(cx))
+}
+
+/// The watcher's task: what it has reported, and where it reports.
+struct Watcher {
+    etcd: Etcd,
+    prefix: String,
+    /// The records reported as joined, by key.
+    known: HashMap<String, WorkerRecord>,
+    changes: mpsc::Sender<Result<Membership, DiscoveryError>>,
+}
+
+/// The consumer is gone; stop watching.
+struct Gone;
+
+impl Watcher {
+    async fn run(mut self) {
+        loop {
+            let error = match self.sync_and_watch().await {
+                Ok(error) => error,
+                Err(Gone) => return,
+            };
+            if self.changes.send(Err(error)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Read the registered workers, report the difference, then follow the watch until it
+    /// fails; the error says why.
+    async fn sync_and_watch(&mut self) -> Result<DiscoveryError, Gone> {
+        let (revision, pairs) = match self.etcd.range(&self.prefix).await {
+            Ok(found) => found,
+            Err(error) => return Ok(error),
+        };
+        let present: Vec<String> = pairs.iter().map(|(key, _)| key.clone()).collect();
+        let departed: Vec<String> = self
+            .known
+            .keys()
+            .filter(|key| !present.contains(key))
+            .cloned()
+            .collect();
+        for key in departed {
+            self.delete(&key).await?;
+        }
+        for (key, value) in pairs {
+            self.put(key, &value).await?;
+        }
+        let mut body = match self.etcd.watch(&self.prefix, revision + 1).await {
+            Ok(body) => body,
+            Err(error) => return Ok(error),
+        };
+        let mut buffer = BytesMut::new();
+        loop {
+            let frame = match body.frame().await {
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => return Ok(self.etcd.unavailable(format!("watch: {error}"))),
+                None => return Ok(self.etcd.unavailable("the watch ended")),
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buffer.extend_from_slice(&data);
+            while let Some(end) = buffer.iter().position(|&byte| byte == b'\n') {
+                let line = buffer.split_to(end + 1);
+                let Ok(message) = serde_json::from_slice::<Value>(&line) else {
+                    return Ok(self.etcd.unavailable("watch: a message is not JSON"));
+                };
+                let result = &message["result"];
+                if result["canceled"].as_bool() == Some(true) {
+                    return Ok(self.etcd.unavailable(format!(
+                        "watch cancelled: {}",
+                        result["cancel_reason"]
+                            .as_str()
+                            .unwrap_or("no reason given")
+                    )));
+                }
+                for event in result["events"].as_array().into_iter().flatten() {
+                    let Some((key, value)) = key_value(&event["kv"]) else {
+                        continue;
+                    };
+                    if event["type"].as_str() == Some("DELETE") {
+                        self.delete(&key).await?;
+                    } else {
+                        self.put(key, &value).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&self, change: Result<Membership, DiscoveryError>) -> Result<(), Gone> {
+        self.changes.send(change).await.map_err(|_| Gone)
+    }
+
+    async fn put(&mut self, key: String, value: &[u8]) -> Result<(), Gone> {
+        match serde_json::from_slice::<WorkerRecord>(value) {
+            Ok(record) => {
+                if self.known.get(&key) == Some(&record) {
+                    return Ok(());
+                }
+                if let Some(old) = self.known.insert(key, record.clone()) {
+                    self.send(Ok(Membership::Left(old.id))).await?;
+                }
+                self.send(Ok(Membership::Joined(record))).await
+            }
+            Err(error) => {
+                self.delete(&key).await?;
+                self.send(Err(DiscoveryError::BadRecord {
+                    origin: format!("etcd key {key}"),
+                    reason: error.to_string(),
+                }))
+                .await
+            }
+        }
+    }
+
+    async fn delete(&mut self, key: &str) -> Result<(), Gone> {
+        match self.known.remove(key) {
+            Some(old) => self.send(Ok(Membership::Left(old.id))).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A worker's record in etcd, under a lease that a background task keeps alive.
+///
+/// If the process dies, the lease expires after its TTL and etcd deletes the record: watchers
+/// see the worker leave. If the lease expires while the process lives (etcd was out of reach
+/// for longer than the TTL), the keeper grants a new lease and writes the record again.
+/// [`deregister`](Self::deregister) revokes the lease at once; dropping the registration only
+/// stops the keep-alive, so the record lasts until the TTL runs out.
+#[derive(Debug)]
+pub struct EtcdRegistration {
+    etcd: Etcd,
+    lease: Arc<AtomicI64>,
+    keeper: JoinHandle<()>,
+}
+
+impl EtcdRegistration {
+    /// Register `record` in the etcd at `endpoint` under `{namespace}/workers/`, with a lease
+    /// of `ttl` (whole seconds, at least one) renewed every third of it.
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::BadEndpoint`] for an address that is not `http://HOST:PORT`;
+    /// [`DiscoveryError::Unavailable`] when etcd cannot be reached.
+    pub async fn register(
+        endpoint: &str,
+        namespace: &str,
+        record: &WorkerRecord,
+        ttl: Duration,
+    ) -> Result<Self, DiscoveryError> {
+        let etcd = Etcd::new(endpoint)?;
+        let key = format!(
+            "{}{}-{}",
+            workers_prefix(namespace),
+            record.id.worker,
+            record.id.dp_rank
+        );
+        let value = serde_json::to_vec(record).map_err(|error| DiscoveryError::BadRecord {
+            origin: key.clone(),
+            reason: error.to_string(),
+        })?;
+        let first = etcd.grant(ttl).await?;
+        etcd.put(&key, &value, first).await?;
+        let lease = Arc::new(AtomicI64::new(first));
+        let keeper = tokio::spawn(keep_alive(
+            etcd.clone(),
+            key,
+            value,
+            ttl,
+            Arc::clone(&lease),
+        ));
+        Ok(EtcdRegistration {
+            etcd,
+            lease,
+            keeper,
+        })
+    }
+
+    /// The lease the record lives under now.
+    pub fn lease(&self) -> i64 {
+        self.lease.load(Ordering::Relaxed)
+    }
+
+    /// Remove the record now: watchers see the worker leave at once.
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::Unavailable`] when etcd cannot be reached (the record then expires
+    /// with its lease).
+    pub async fn deregister(self) -> Result<(), DiscoveryError> {
+        self.keeper.abort();
+        self.etcd.revoke(self.lease()).await
+    }
+}
+
+impl Drop for EtcdRegistration {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+async fn keep_alive(etcd: Etcd, key: String, value: Vec<u8>, ttl: Duration, lease: Arc<AtomicI64>) {
+    let period = (ttl.max(Duration::from_secs(1))) / 3;
+    loop {
+        tokio::time::sleep(period).await;
+        let current = lease.load(Ordering::Relaxed);
+        if let Ok(true) = etcd.keep_alive(current).await {
+            continue;
+        }
+        // Expired, or etcd out of reach: register afresh as soon as etcd answers.
+        if let Ok(fresh) = etcd.grant(ttl).await
+            && etcd.put(&key, &value, fresh).await.is_ok()
+        {
+            lease.store(fresh, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Discovery against real registries: an `etcd` started here (Debian package `etcd-server`)
+//! and a directory of JSON records; and a router following them over the TCP request plane.
+
+use std::time::{Duration, Instant};
+
+use dynamo_core::{BlockSize, EchoEngine, EngineExt, GenerateRequest, WorkerId};
+use dynamo_router::{RoundRobin, RouterService};
+use dynamo_transport::discovery::{
+    DirectoryDiscovery, DirectoryRegistration, Discovery, DiscoveryError, EtcdDiscovery,
+    EtcdRegistration, FollowConfig, Followed, Membership, MembershipStream, WorkerRecord, follow,
+};
+use dynamo_transport::local::LocalEtcd;
+use dynamo_transport::tcp::{ServeConfig, serve};
+use futures::{Stream, StreamExt};
+
+fn record(id: u64, port: u16) -> WorkerRecord {
+    WorkerRecord {
+        id: WorkerId::new(id),
+        address: format!("127.0.0.1:{port}").parse().expect("an address"),
+        model: "echo".into(),
+        block_size: 16,
+    }
+}
+
+/// The next item, or a failure after `within`.
+async fn next<T>(stream: &mut (impl Stream<Item = T> + Unpin), within: Duration) -> T {
+    tokio::time::timeout(within, stream.next())
+        .await
+        .expect("an item in time")
+        .expect("the stream goes on")
+}
+
+async fn next_change(changes: &mut MembershipStream) -> Membership {
+    next(changes, Duration::from_secs(10))
+        .await
+        .expect("a change, not an error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_reports_joins_deregistrations_and_expired_leases() {
+    let etcd = LocalEtcd::start().expect("etcd starts (Debian package etcd-server)");
+    let ttl = Duration::from_secs(2);
+    let first = EtcdRegistration::register(&etcd.url(), "test", &record(1, 9001), ttl)
+        .await
+        .expect("registered");
+
+    let discovery = EtcdDiscovery::new(&etcd.url(), "test").expect("an endpoint");
+    let mut changes = discovery.watch();
+    assert_eq!(
+        next_change(&mut changes).await,
+        Membership::Joined(record(1, 9001))
+    );
+
+    // A worker that joins later is seen through the watch.
+    let second = EtcdRegistration::register(&etcd.url(), "test", &record(2, 9002), ttl)
+        .await
+        .expect("registered");
+    assert_eq!(
+        next_change(&mut changes).await,
+        Membership::Joined(record(2, 9002))
+    );
+
+    // The keep-alive holds a registration well past its TTL.
+    tokio::time::sleep(ttl * 2).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(100), changes.next()).await;
+    assert!(quiet.is_err(), "no change while both are alive: {quiet:?}");
+
+    // Deregistering is seen at once.
+    second.deregister().await.expect("deregistered");
+    assert_eq!(
+        next_change(&mut changes).await,
+        Membership::Left(WorkerId::new(2))
+    );
+
+    // A registration whose keeper stops (a dead process) expires with its lease.
+    let stopped = Instant::now();
+    drop(first);
+    assert_eq!(
+        next_change(&mut changes).await,
+        Membership::Left(WorkerId::new(1))
+    );
+    let gone_after = stopped.elapsed();
+    assert!(
+        gone_after <= ttl + Duration::from_secs(2),
+        "left after {gone_after:?}"
+    );
+
+    // Another namespace sees none of it.
+    let other = EtcdDiscovery::new(&etcd.url(), "other").expect("an endpoint");
+    let mut nothing = other.watch();
+    let quiet = tokio::time::timeout(Duration::from_millis(300), nothing.next()).await;
+    assert!(quiet.is_err(), "nothing in another namespace: {quiet:?}");
+}
+
+#[tokio::test]
+async fn etcd_endpoints_must_be_http_addresses() {
+    for endpoint in ["127.0.0.1:2379", "https://etcd:2379", "not a url"] {
+        let error = EtcdDiscovery::new(endpoint, "test").expect_err("refused");
+        assert!(matches!(error, DiscoveryError::BadEndpoint(_)), "{error}");
+    }
+    let unreachable = EtcdRegistration::register(
+        "http://127.0.0.1:1",
+        "test",
+        &record(1, 9001),
+        Duration::from_secs(2),
+    )
+    .await
+    .expect_err("nobody listens on port 1");
+    assert!(
+        matches!(unreachable, DiscoveryError::Unavailable { .. }),
+        "{unreachable}"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_reports_records_as_files_come_and_go() {
+    let directory = std::env::temp_dir().join(format!("dynamo-discovery-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let discovery =
+        DirectoryDiscovery::new(&directory).with_poll_interval(Duration::from_millis(20));
+    let mut changes = discovery.watch();
+
+    let first = DirectoryRegistration::register(&directory, &record(1, 9001)).expect("written");
+    assert_eq!(
+        next_change(&mut changes).await,
+        Membership::Joined(record(1, 9001))
+    );
+
+    // A file that is not a record is reported once and skipped; the others still come.
+    std::fs::write(directory.join("broken.json"), "{\"id\": ").expect("written");
+    let error = next(&mut changes, Duration::from_secs(5))
+        .await
+        .expect_err("a bad record");
+    assert!(
+        matches!(&error, DiscoveryError::BadRecord { origin, .. } if origin.ends_with("broken.json")),
+        "{error}"
+    );
+    let second = DirectoryRegistration::register(&directory, &record(2, 9002)).expect("written");
+    assert_eq!(
+        next_change(&mut changes).await,
+        Membership::Joined(record(2, 9002))
+    );
+
+    // Rewriting a record is a departure and a new join.
+    drop(second);
+    assert_eq!(
+        next_change(&mut changes).await,
+        Membership::Left(WorkerId::new(2))
+    );
+    let moved = DirectoryRegistration::register(&directory, &record(1, 9009)).expect("written");
+    assert_eq!(
+        next_change(&mut changes).await,
+        Membership::Left(WorkerId::new(1))
+    );
+    assert_eq!(
+        next_change(&mut changes).await,
+        Membership::Joined(record(1, 9009))
+    );
+    drop((first, moved));
+    assert_eq!(
+        next_change(&mut changes).await,
+        Membership::Left(WorkerId::new(1))
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_follows_discovery_over_the_request_plane() {
+    let etcd = LocalEtcd::start().expect("etcd starts (Debian package etcd-server)");
+    let mut records = Vec::new();
+    let mut servers = Vec::new();
+    for id in 1..=2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let port = listener.local_addr().expect("bound").port();
+        servers.push(tokio::spawn(serve(
+            listener,
+            EchoEngine::new(),
+            ServeConfig::default(),
+        )));
+        records.push(record(id, port));
+    }
+    let mut registrations = Vec::new();
+    for record in &records {
+        let registration =
+            EtcdRegistration::register(&etcd.url(), "test", record, Duration::from_secs(2))
+                .await
+                .expect("registered");
+        registrations.push(registration);
+    }
+    // A worker with another block size is refused, not routed to.
+    let mut odd = record(3, 9003);
+    odd.block_size = 32;
+    let _odd = EtcdRegistration::register(&etcd.url(), "test", &odd, Duration::from_secs(2))
+        .await
+        .expect("registered");
+
+    let block_size = BlockSize::new(16).expect("not zero");
+    let router = RouterService::builder(block_size)
+        .policy(RoundRobin::new())
+        .build();
+    let discovery = EtcdDiscovery::new(&etcd.url(), "test").expect("an endpoint");
+    let mut reports = Box::pin(follow(
+        &discovery,
+        router.clone(),
+        FollowConfig::new(block_size),
+    ));
+    let mut connected = 0;
+    let mut refused = 0;
+    while connected < 2 || refused < 1 {
+        match next(&mut reports, Duration::from_secs(10)).await {
+            Followed::Connected(_) => connected += 1,
+            Followed::Refused { record, .. } => {
+                assert_eq!(record.id, WorkerId::new(3));
+                refused += 1;
+            }
+            other => panic!("unexpected report {other:?}"),
+        }
+    }
+    let mut workers = router.selector().workers();
+    workers.sort();
+    assert_eq!(workers, [WorkerId::new(1), WorkerId::new(2)]);
+    for n in 0..4 {
+        let request =
+            GenerateRequest::new(format!("r{n}"), "echo", vec![5, 6, 7]).with_max_tokens(2);
+        let generation = router.clone().generate_all(request).await.expect("served");
+        assert_eq!(generation.tokens, [5, 6]);
+    }
+
+    // Deregistering takes the worker out of routing.
+    let leaving = registrations.remove(0);
+    leaving.deregister().await.expect("deregistered");
+    match next(&mut reports, Duration::from_secs(10)).await {
+        Followed::Left(id) => assert_eq!(id, WorkerId::new(1)),
+        other => panic!("unexpected report {other:?}"),
+    }
+    assert_eq!(router.selector().workers(), [WorkerId::new(2)]);
+
+    // A worker whose server stops is taken out of routing at once, before its lease ends.
+    servers[1].abort();
+    let _ = (&mut servers[1]).await;
+    match next(&mut reports, Duration::from_secs(10)).await {
+        Followed::Unreachable { id, .. } => assert_eq!(id, WorkerId::new(2)),
+        other => panic!("unexpected report {other:?}"),
+    }
+    assert!(router.selector().workers().is_empty());
+}
