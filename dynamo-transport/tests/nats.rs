@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
 use dynamo_router::SharedIndex;
-use dynamo_transport::events::{EventError, NatsEvents};
+use dynamo_transport::events::{EventError, EventPlane, NatsEvents, feed};
 use dynamo_transport::local::{LocalNats, free_port};
 use futures::StreamExt;
 
@@ -37,7 +37,7 @@ async fn events_arrive_in_order_and_malformed_messages_are_skipped() {
     let subscriber = NatsEvents::connect(&server.url(), "test")
         .await
         .expect("connected");
-    let mut events = Box::pin(subscriber.subscribe().await.expect("subscribed"));
+    let mut events = subscriber.subscribe::<KvEvent>().await.expect("subscribed");
     subscriber.flush().await.expect("subscription registered");
 
     let sent: Vec<KvEvent> = (0..50).map(|i| stored(i, &[i as u32, 1, 2, 3])).collect();
@@ -45,7 +45,7 @@ async fn events_arrive_in_order_and_malformed_messages_are_skipped() {
         publisher.publish(event).await.expect("published");
     }
     let raw = async_nats::connect(server.url()).await.expect("connected");
-    raw.publish(publisher.subject().to_owned(), "not an event".into())
+    raw.publish(publisher.subject::<KvEvent>(), "not an event".into())
         .await
         .expect("published");
     raw.flush().await.expect("flushed");
@@ -79,7 +79,7 @@ async fn the_index_receives_new_events_after_nats_restarts() {
     let worker = NatsEvents::connect(&url, "prod").await.expect("connected");
     let router = NatsEvents::connect(&url, "prod").await.expect("connected");
     let index = SharedIndex::new(block_size());
-    let _feeding = router.feed(index.clone()).await.expect("subscribed");
+    let _feeding = feed(&router, index.clone()).await.expect("subscribed");
     router.flush().await.expect("subscription registered");
 
     let before = [10, 11, 12, 13];

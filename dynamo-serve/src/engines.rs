@@ -1,0 +1,128 @@
+//! The model file and the engines built on it, shared by the single-process job and the
+//! worker process.
+
+use std::path::{Path, PathBuf};
+
+use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
+use dynamo_core::{BlockSize, BoxEngine, EchoEngine, EngineExt, KvEvent, WorkerId};
+use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
+use tokio::sync::mpsc;
+
+use crate::options::{EngineKind, Options};
+
+/// The GGUF file `--model` names: a local path, a Hugging Face Hub file (fetched once), or by
+/// default SmolLM2-135M-Instruct from the cache.
+pub(crate) async fn model_file(model: Option<&Path>) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    match model {
+        Some(path) if path.exists() => Ok(path.to_path_buf()),
+        Some(spec) => {
+            let spec = spec.to_string_lossy().into_owned();
+            let Some(file) = dynamo_assets::HubFile::parse(&spec) else {
+                return Err(format!(
+                    "--model {spec}: no such file, and not a Hugging Face Hub file (ORG/REPO/FILE)"
+                )
+                .into());
+            };
+            println!("fetching {spec} from the Hugging Face Hub (once; then from its cache)");
+            Ok(tokio::task::spawn_blocking(move || file.fetch()).await??)
+        }
+        None => {
+            let cache = dynamo_assets::cache_dir()?;
+            let file = dynamo_assets::SMOLLM2_135M_INSTRUCT;
+            Ok(tokio::task::spawn_blocking(move || file.fetch(&cache)).await??)
+        }
+    }
+}
+
+/// The weights candle workers share, loaded once; `None` for the other engines.
+pub(crate) fn shared_weights(
+    options: &Options,
+    model_file: &Path,
+) -> Result<Option<LlamaWeights>, Box<dyn std::error::Error>> {
+    Ok(match options.engine {
+        EngineKind::Candle => Some(LlamaWeights::load(model_file, &candle_core::Device::Cpu)?),
+        EngineKind::Mocker | EngineKind::Echo => None,
+    })
+}
+
+/// A started engine, and what it can say about its load.
+pub(crate) struct Started {
+    pub(crate) engine: BoxEngine,
+    pub(crate) load: LoadProbe,
+}
+
+/// Where an engine's queue and KV usage can be read.
+pub(crate) enum LoadProbe {
+    Candle(CandleEngine),
+    Mocker(LiveEngine),
+    Nothing,
+}
+
+impl LoadProbe {
+    /// (requests waiting, KV blocks in use, KV blocks in all).
+    pub(crate) fn read(&self) -> (u64, u64, u64) {
+        match self {
+            LoadProbe::Candle(engine) => {
+                let counters = engine.counters();
+                (0, counters.in_use as u64, counters.capacity as u64)
+            }
+            LoadProbe::Mocker(engine) => {
+                let metrics = engine.metrics();
+                (
+                    metrics.waiting as u64,
+                    metrics.blocks_in_use,
+                    metrics.blocks_total,
+                )
+            }
+            LoadProbe::Nothing => (0, 0, 0),
+        }
+    }
+}
+
+/// Start one worker's engine, writing its KV events to `events`.
+pub(crate) fn start_engine(
+    options: &Options,
+    weights: Option<&LlamaWeights>,
+    block_size: BlockSize,
+    worker: WorkerId,
+    events: Option<mpsc::Sender<KvEvent>>,
+) -> Result<Started, Box<dyn std::error::Error>> {
+    Ok(match (options.engine, weights) {
+        (EngineKind::Candle, Some(weights)) => {
+            let config = CandleConfig {
+                blocks: options.kv_blocks.unwrap_or(CandleConfig::default().blocks),
+                block_size,
+                worker,
+                ..CandleConfig::default()
+            };
+            let engine = CandleEngine::start(weights.clone(), config, events)?;
+            Started {
+                engine: engine.clone().boxed_engine(),
+                load: LoadProbe::Candle(engine),
+            }
+        }
+        (EngineKind::Candle, None) => return Err("the candle engine needs the weights".into()),
+        (EngineKind::Echo, _) => Started {
+            engine: EchoEngine::new().repeating().boxed_engine(),
+            load: LoadProbe::Nothing,
+        },
+        (EngineKind::Mocker, _) => {
+            let config = LiveConfig {
+                engine: EngineConfig {
+                    num_gpu_blocks: options.kv_blocks.map_or(16_384, u64::from),
+                    block_size,
+                    ..EngineConfig::default()
+                },
+                speedup: options.speedup,
+                worker,
+                ..LiveConfig::default()
+            };
+            let (engine, run) = LiveEngine::new(config, PolynomialTiming::default(), events);
+            tokio::spawn(run);
+            Started {
+                engine: engine.clone().boxed_engine(),
+                load: LoadProbe::Mocker(engine),
+            }
+        }
+    })
+}

@@ -1,0 +1,161 @@
+//! The event plane: KV events and load reports from workers to routers.
+//!
+//! An [`EventPlane`] carries [`Topic`]s: [`KvEvent`]s, which keep a router's index equal to the
+//! workers' caches, and [`LoadReport`]s, which tell it how busy each worker is. Two planes:
+//!
+//! - [`LocalBus`], in process (the default for a single-process deployment): a bounded
+//!   broadcast per topic; a subscriber that falls behind by more than its capacity is told how
+//!   many messages it missed ([`EventError::Lagged`]).
+//! - [`NatsEvents`], across processes: each topic is the NATS subject `{namespace}.{topic}`,
+//!   one JSON message per event. The client reconnects (and resubscribes) by itself, so a
+//!   restarted NATS server costs the events published while it was down: the index sees the
+//!   gap in `event_id` and resynchronises that worker from there.
+//!
+//! [`publish_all`] and [`feed`] connect an engine's event channel and a router's index to
+//! either plane.
+//!
+//! ```
+//! use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
+//! use dynamo_router::SharedIndex;
+//! use dynamo_transport::events::{EventPlane, LocalBus, feed};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), dynamo_core::Error> {
+//! let block_size = BlockSize::new(4)?;
+//! let bus = LocalBus::new();
+//! let index = SharedIndex::new(block_size);
+//! let _feeding = feed(&bus, index.clone()).await?;
+//!
+//! let tokens = [1, 2, 3, 4];
+//! bus.publish(&KvEvent {
+//!     worker: WorkerId::new(1),
+//!     event_id: 0,
+//!     tier: StorageTier::Device,
+//!     data: KvEventData::Stored {
+//!         parent: None,
+//!         block_size,
+//!         blocks: BlockHasher::new(block_size).hash_blocks(&tokens),
+//!     },
+//! })
+//! .await?;
+//! tokio::task::yield_now().await;
+//! let hashes = BlockHasher::new(block_size).sequence_hashes(&tokens);
+//! assert_eq!(index.overlaps(&hashes).get(WorkerId::new(1)).total(), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod local;
+mod nats;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use dynamo_core::{Error, KvEvent, WorkerId};
+use dynamo_router::SharedIndex;
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use local::LocalBus;
+pub use nats::NatsEvents;
+
+/// A kind of message on the event plane.
+pub trait Topic: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// Its name: the last part of its NATS subject.
+    const NAME: &'static str;
+}
+
+impl Topic for KvEvent {
+    const NAME: &'static str = "kv_events";
+}
+
+/// How busy a worker is, as its process reports it (about once a second).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Requests it is serving (streams open on its request plane).
+    pub active_requests: u64,
+    /// Requests its engine has queued but not started.
+    pub waiting_requests: u64,
+    /// KV blocks held by running requests.
+    pub kv_blocks_in_use: u64,
+    /// KV blocks in its cache.
+    pub kv_blocks_total: u64,
+}
+
+impl Topic for LoadReport {
+    const NAME: &'static str = "load_metrics";
+}
+
+/// Why a message could not be taken off the event plane; the subscription goes on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// A message on the topic does not parse; it is skipped.
+    #[error("a message on {subject} is not a {topic} message: {source}")]
+    Malformed {
+        /// The subject it came on.
+        subject: String,
+        /// The topic expected there.
+        topic: &'static str,
+        /// Why it does not parse.
+        source: serde_json::Error,
+    },
+    /// The subscriber fell behind and this many messages were dropped for it.
+    #[error("the subscriber fell behind and missed {missed} messages")]
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+/// The messages of one topic, in order per publisher.
+pub type Subscription<T> = Pin<Box<dyn Stream<Item = Result<T, EventError>> + Send + 'static>>;
+
+/// Somewhere to publish and subscribe to [`Topic`]s.
+pub trait EventPlane: Clone + Send + Sync + 'static {
+    /// Publish one message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when the plane cannot take it.
+    fn publish<T: Topic>(&self, message: &T) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The messages of topic `T` published from now on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when the subscription cannot be made.
+    fn subscribe<T: Topic>(&self) -> impl Future<Output = Result<Subscription<T>, Error>> + Send;
+}
+
+/// Publish every event that arrives on `events` (where a worker's engine writes them), until
+/// the channel closes. An event the plane refuses is dropped; subscribers see the gap.
+pub fn publish_all<P: EventPlane>(plane: P, mut events: mpsc::Receiver<KvEvent>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let _ = plane.publish(&event).await;
+        }
+    })
+}
+
+/// Apply every KV event published from now on to `index` (a router's), until the
+/// subscription ends. Malformed messages are skipped; the index counts gaps and errors itself.
+///
+/// # Errors
+///
+/// [`Error::Unavailable`] when the subscription cannot be made.
+pub async fn feed<P: EventPlane>(plane: &P, index: SharedIndex) -> Result<JoinHandle<()>, Error> {
+    let mut events = plane.subscribe::<KvEvent>().await?;
+    Ok(tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let Ok(event) = event {
+                let _ = index.apply(&event);
+            }
+        }
+    }))
+}

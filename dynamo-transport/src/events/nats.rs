@@ -1,0 +1,76 @@
+//! The event plane across processes, over NATS.
+
+use dynamo_core::Error;
+use futures::StreamExt;
+
+use super::{EventError, EventPlane, Subscription, Topic};
+
+/// A NATS connection for the events of one namespace: topic `T` travels on the subject
+/// `{namespace}.{T::NAME}` as JSON.
+#[derive(Debug, Clone)]
+pub struct NatsEvents {
+    client: async_nats::Client,
+    namespace: String,
+}
+
+impl NatsEvents {
+    /// Connect to the NATS server at `url` (for example `nats://127.0.0.1:4222`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when the server cannot be reached.
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self, Error> {
+        let client = async_nats::connect(url).await.map_err(|error| {
+            Error::unavailable(format!("cannot connect to NATS at {url}")).with_source(error)
+        })?;
+        Ok(NatsEvents {
+            client,
+            namespace: namespace.to_owned(),
+        })
+    }
+
+    /// The subject topic `T` travels on.
+    pub fn subject<T: Topic>(&self) -> String {
+        format!("{}.{}", self.namespace, T::NAME)
+    }
+
+    /// Wait until everything published so far has reached the server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when the server does not answer.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.client
+            .flush()
+            .await
+            .map_err(|error| Error::unavailable("flushing to NATS").with_source(error))
+    }
+}
+
+impl EventPlane for NatsEvents {
+    async fn publish<T: Topic>(&self, message: &T) -> Result<(), Error> {
+        let payload = serde_json::to_vec(message)
+            .map_err(|error| Error::internal(format!("encoding a {}: {error}", T::NAME)))?;
+        self.client
+            .publish(self.subject::<T>(), payload.into())
+            .await
+            .map_err(|error| Error::unavailable("publishing to NATS").with_source(error))
+    }
+
+    async fn subscribe<T: Topic>(&self) -> Result<Subscription<T>, Error> {
+        let subscriber = self
+            .client
+            .subscribe(self.subject::<T>())
+            .await
+            .map_err(|error| Error::unavailable("subscribing on NATS").with_source(error))?;
+        Ok(subscriber
+            .map(|message| {
+                serde_json::from_slice(&message.payload).map_err(|source| EventError::Malformed {
+                    subject: message.subject.to_string(),
+                    topic: T::NAME,
+                    source,
+                })
+            })
+            .boxed())
+    }
+}
