@@ -12,7 +12,9 @@ use crate::options::{EngineKind, Options};
 
 /// The GGUF file `--model` names: a local path, a Hugging Face Hub file (fetched once), or by
 /// default SmolLM2-135M-Instruct from the cache.
-pub(crate) async fn model_file(model: Option<&Path>) -> Result<PathBuf, Box<dyn std::error::Error>> {
+pub(crate) async fn model_file(
+    model: Option<&Path>,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
     match model {
         Some(path) if path.exists() => Ok(path.to_path_buf()),
         Some(spec) => {

@@ -1,8 +1,12 @@
 //! The dynamo main job: an OpenAI-compatible gateway on 127.0.0.1:8000 that routes with
-//! KV-aware routing across in-process workers, with embedded defaults and no external services.
+//! KV-aware routing across in-process workers, with embedded defaults and no external services;
+//! or the same split into processes: `worker`s serving engines over TCP and a `frontend`,
+//! joined by NATS (events) and etcd or a directory (discovery).
 //!
 //! ```text
 //! cargo run --release -p dynamo-serve [-- --port 8000 --workers 2 --model FILE.gguf]
+//! cargo run --release -p dynamo-serve -- worker --etcd http://127.0.0.1:2379 --nats nats://127.0.0.1:4222
+//! cargo run --release -p dynamo-serve -- frontend --etcd http://127.0.0.1:2379 --nats nats://127.0.0.1:4222
 //! cargo run --release -p dynamo-serve -- openapi [FILE]   # write the OpenAPI document and exit
 //! ```
 //!
@@ -12,15 +16,17 @@
 //! events feed the router's index. `--engine mocker` puts simulated workers there instead, and
 //! `--engine echo` instant ones (for overhead benches).
 
+mod engines;
+mod frontend;
 mod options;
+mod worker;
 
 use std::net::SocketAddr;
 
-use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
-use dynamo_core::{BlockSize, BoxEngine, EchoEngine, KvEvent, WorkerId};
-use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
+use dynamo_core::{BlockSize, BoxEngine, KvEvent, WorkerId};
 use dynamo_openai::{Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegistry};
 use dynamo_router::{ApproxConfig, RoundRobin, RouterService, SharedIndex};
+use dynamo_transport::events::{LocalBus, feed, publish_all};
 use tokio::sync::mpsc;
 
 use options::{Command, EngineKind, Options, RouterKind};
@@ -32,7 +38,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// KV events in flight from all workers to the router's index; when it is full, a worker
 /// drops events and the index notices the gap (see `LiveEngine`).
-const EVENT_CAPACITY: usize = 4096;
+pub(crate) const EVENT_CAPACITY: usize = 4096;
 
 #[tokio::main]
 async fn main() {
@@ -57,6 +63,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::OpenApi(path) => write_openapi(path),
         Command::Serve => serve(options).await,
+        Command::Worker => worker::run(options).await,
+        Command::Frontend => frontend::run(options).await,
     }
 }
 
@@ -70,109 +78,89 @@ fn write_openapi(path: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::er
 }
 
 async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
-    let model_path = match options.model.clone() {
-        Some(path) if path.exists() => path,
-        Some(spec) => {
-            let spec = spec.to_string_lossy().into_owned();
-            let Some(file) = dynamo_assets::HubFile::parse(&spec) else {
-                return Err(format!(
-                    "--model {spec}: no such file, and not a Hugging Face Hub file (ORG/REPO/FILE)"
-                )
-                .into());
-            };
-            println!("fetching {spec} from the Hugging Face Hub (once; then from its cache)");
-            tokio::task::spawn_blocking(move || file.fetch()).await??
-        }
-        None => {
-            let cache = dynamo_assets::cache_dir()?;
-            let file = dynamo_assets::SMOLLM2_135M_INSTRUCT;
-            tokio::task::spawn_blocking(move || file.fetch(&cache)).await??
-        }
-    };
-    let metadata = GgufMetadata::open(&model_path)?;
+    let model_file = engines::model_file(options.model.as_deref()).await?;
+    let metadata = GgufMetadata::open(&model_file)?;
     let block_size = BlockSize::new(options.block_size)?;
-    let router = workers(&options, &model_path, block_size)?;
-    let entry = ModelEntry::from_gguf(options.name.clone(), BoxEngine::new(router), &metadata)?;
+    let (router, index) = router(&options, block_size);
+    let events = match index {
+        Some(index) => {
+            let bus = LocalBus::new();
+            feed(&bus, index).await?;
+            let (events, received) = mpsc::channel::<KvEvent>(EVENT_CAPACITY);
+            publish_all(bus, received);
+            Some(events)
+        }
+        None => None,
+    };
+    let weights = engines::shared_weights(&options, &model_file)?;
+    for id in 0..options.workers {
+        let worker = WorkerId::new(id);
+        let started = engines::start_engine(
+            &options,
+            weights.as_ref(),
+            block_size,
+            worker,
+            events.clone(),
+        )?;
+        router.insert_worker(worker, started.engine);
+    }
+    serve_gateway(&options, &metadata, BoxEngine::new(router), |address| {
+        print_welcome(&options, address);
+    })
+    .await
+}
+
+/// A router of the kind `--router` names, and the index its KV events must feed.
+pub(crate) fn router(
+    options: &Options,
+    block_size: BlockSize,
+) -> (RouterService, Option<SharedIndex>) {
+    let builder = RouterService::builder(block_size);
+    match options.router {
+        RouterKind::Kv => {
+            let index = SharedIndex::new(block_size);
+            (builder.kv_events(index.clone()).build(), Some(index))
+        }
+        RouterKind::ApproxKv => (builder.approximate(ApproxConfig::default()).build(), None),
+        RouterKind::RoundRobin => (builder.policy(RoundRobin::new()).build(), None),
+    }
+}
+
+/// The OpenAI-compatible gateway for `engine`, on `--host`/`--port`, until Ctrl-C or SIGTERM.
+pub(crate) async fn serve_gateway(
+    options: &Options,
+    metadata: &GgufMetadata,
+    engine: BoxEngine,
+    welcome: impl FnOnce(SocketAddr),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let entry = ModelEntry::from_gguf(options.name.clone(), engine, metadata)?;
     let registry = ModelRegistry::default();
     registry.insert(entry);
-
     let mut config = GatewayConfig::default().with_default_max_tokens(options.default_max_tokens);
     config.max_in_flight = options.max_in_flight;
     let gateway = Gateway::new(registry, config).with_metrics(dynamo_openai::install_prometheus()?);
-    let address = SocketAddr::new(options.host, options.port);
+    let address = SocketAddr::new(options.host, options.port.unwrap_or(8000));
     let listener = tokio::net::TcpListener::bind(address).await?;
-    print_welcome(&options, listener.local_addr()?);
+    welcome(listener.local_addr()?);
     axum::serve(listener, gateway.into_router())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
 }
 
-/// The router over `options.workers` in-process workers.
-fn workers(
-    options: &Options,
-    model_path: &std::path::Path,
-    block_size: BlockSize,
-) -> Result<RouterService, Box<dyn std::error::Error>> {
-    let builder = RouterService::builder(block_size);
-    let (builder, index) = match options.router {
-        RouterKind::Kv => {
-            let index = SharedIndex::new(block_size);
-            (builder.kv_events(index.clone()), Some(index))
-        }
-        RouterKind::ApproxKv => (builder.approximate(ApproxConfig::default()), None),
-        RouterKind::RoundRobin => (builder.policy(RoundRobin::new()), None),
-    };
-    let router = builder.build();
-    let events = index.map(|index| {
-        let (events, mut received) = mpsc::channel::<KvEvent>(EVENT_CAPACITY);
-        tokio::spawn(async move {
-            while let Some(event) = received.recv().await {
-                // An index error (a gap, an unknown block) is counted by the index itself.
-                let _ = index.apply(&event);
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async {
+            match terminate.as_mut() {
+                Some(terminate) => { terminate.recv().await; }
+                None => std::future::pending().await,
             }
-        });
-        events
-    });
-    let weights = match options.engine {
-        EngineKind::Candle => Some(LlamaWeights::load(model_path, &candle_core::Device::Cpu)?),
-        EngineKind::Mocker | EngineKind::Echo => None,
-    };
-    for id in 0..options.workers {
-        let worker = WorkerId::new(id);
-        match (options.engine, &weights) {
-            (EngineKind::Candle, Some(weights)) => {
-                let config = CandleConfig {
-                    blocks: options.kv_blocks.unwrap_or(CandleConfig::default().blocks),
-                    block_size,
-                    worker,
-                    ..CandleConfig::default()
-                };
-                let engine = CandleEngine::start(weights.clone(), config, events.clone())?;
-                router.insert_worker(worker, engine);
-            }
-            (EngineKind::Echo, _) => router.insert_worker(worker, EchoEngine::new().repeating()),
-            _ => {
-                let config = LiveConfig {
-                    engine: EngineConfig {
-                        num_gpu_blocks: options.kv_blocks.map_or(16_384, u64::from),
-                        block_size,
-                        ..EngineConfig::default()
-                    },
-                    speedup: options.speedup,
-                    worker,
-                    ..LiveConfig::default()
-                };
-                let (engine, run) =
-                    LiveEngine::new(config, PolynomialTiming::default(), events.clone());
-                tokio::spawn(run);
-                router.insert_worker(worker, engine);
-            }
-        }
+        } => {}
     }
-    Ok(router)
 }
 
 fn print_welcome(options: &Options, address: SocketAddr) {
@@ -198,6 +186,11 @@ fn print_welcome(options: &Options, address: SocketAddr) {
         ),
         EngineKind::Echo => println!("  (the workers echo the prompt at once, max_tokens long)"),
     }
+    print_examples(name, address);
+}
+
+/// How to talk to the gateway at `address`.
+pub(crate) fn print_examples(name: &str, address: SocketAddr) {
     println!();
     println!("  curl http://{address}/v1/chat/completions -H 'content-type: application/json' \\");
     println!(

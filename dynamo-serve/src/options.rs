@@ -1,35 +1,61 @@
 //! Command-line flags.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 pub(crate) const USAGE: &str = "\
-dynamo-serve: an OpenAI-compatible gateway with KV-aware routing over in-process workers
+dynamo-serve: an OpenAI-compatible gateway with KV-aware routing, in one process or across many
 
 USAGE:
-    dynamo-serve [FLAGS]            serve (defaults need no flags)
+    dynamo-serve [FLAGS]            gateway, router and workers in one process (no flags needed)
+    dynamo-serve worker [FLAGS]     one worker: its engine on the TCP request plane, registered
+                                    for discovery, publishing KV events and load to NATS
+    dynamo-serve frontend [FLAGS]   the gateway and router over the workers discovery reports,
+                                    with KV events and load from NATS
     dynamo-serve openapi [FILE]     write the OpenAPI document (to standard output without FILE)
 
-FLAGS:
+FLAGS (all commands):
     --host ADDR              listen address [127.0.0.1]
-    --port N                 listen port [8000]
-    --workers N              workers behind the router [2]
-    --engine KIND            candle: the model itself, on the CPU (dynamo-candle);
-                             mocker: simulated engines with a paged prefix cache and KV events,
-                             answering with the prompt at a real engine's pace;
-                             echo: answer max_tokens tokens at once (overhead benches) [candle]
-    --router POLICY          kv: KV-aware, from the workers' KV events (candle, mocker);
-                             approx-kv: KV-aware, from the router's own decisions;
-                             round-robin [kv]
-    --speedup X              mocker workers run X times faster than real time [1]
+    --port N                 listen port [8000; worker: any free port]
     --model FILE             a llama-family GGUF file: weights, tokenizer and chat template;
                              a local path, or ORG/REPO[@REVISION]/FILE on the Hugging Face Hub
                              [SmolLM2-135M-Instruct, fetched once into the cache]
     --name NAME              the model name clients use [smollm2]
     --block-size N           KV block size in tokens, for the workers and the router [16]
+
+FLAGS (single process and worker):
+    --engine KIND            candle: the model itself, on the CPU (dynamo-candle);
+                             mocker: simulated engines with a paged prefix cache and KV events,
+                             answering with the prompt at a real engine's pace;
+                             echo: answer max_tokens tokens at once (overhead benches) [candle]
+    --speedup X              mocker workers run X times faster than real time [1]
     --kv-blocks N            KV blocks per worker [candle 512, mocker 16384]
+
+FLAGS (single process and frontend):
+    --router POLICY          kv: KV-aware, from the workers' KV events (candle, mocker);
+                             approx-kv: KV-aware, from the router's own decisions;
+                             round-robin [kv]
     --default-max-tokens N   max_tokens of requests that give none [256]
     --max-in-flight N        requests served at once before 503 [4096]
+
+FLAGS (single process):
+    --workers N              in-process workers behind the router [2]
+
+FLAGS (worker and frontend):
+    --nats URL               NATS for KV events and load reports (nats://HOST:PORT)
+    --etcd URL               discovery through etcd (http://HOST:PORT)
+    --registry DIR           discovery through a shared directory of JSON records
+    --namespace NS           deployment name: etcd key prefix and NATS subject prefix [dynamo]
+
+FLAGS (worker):
+    --id N                   worker id, unique in the deployment [random]
+    --lease-ttl SECONDS      etcd lease: a worker that dies leaves routing after this [5]
+
+FLAGS (frontend):
+    --worker-at [ID=]ADDR    a worker's request-plane address, instead of discovery; repeat
+                             or separate with commas for several. ID is the worker's --id
+                             (KV events name it); without it workers count from 1
+
     --help                   this text";
 
 /// Which engine the in-process workers run.
@@ -56,6 +82,8 @@ pub(crate) enum RouterKind {
 
 pub(crate) enum Command {
     Serve,
+    Worker,
+    Frontend,
     OpenApi(Option<PathBuf>),
     Help,
 }
@@ -63,7 +91,8 @@ pub(crate) enum Command {
 pub(crate) struct Options {
     pub(crate) command: Command,
     pub(crate) host: IpAddr,
-    pub(crate) port: u16,
+    /// `None`: the command's default.
+    pub(crate) port: Option<u16>,
     pub(crate) workers: u64,
     pub(crate) engine: EngineKind,
     pub(crate) router: RouterKind,
@@ -74,14 +103,55 @@ pub(crate) struct Options {
     pub(crate) kv_blocks: Option<u32>,
     pub(crate) default_max_tokens: u32,
     pub(crate) max_in_flight: usize,
+    pub(crate) id: Option<u64>,
+    pub(crate) nats: Option<String>,
+    pub(crate) etcd: Option<String>,
+    pub(crate) registry: Option<PathBuf>,
+    pub(crate) namespace: String,
+    pub(crate) lease_ttl: u64,
+    /// Static workers: (id, request-plane address).
+    pub(crate) worker_at: Vec<(u64, SocketAddr)>,
 }
+
+/// The flags each command takes, besides `--help`.
+const SHARED: &[&str] = &["--host", "--port", "--model", "--name", "--block-size"];
+const SERVE: &[&str] = &[
+    "--engine",
+    "--speedup",
+    "--kv-blocks",
+    "--router",
+    "--default-max-tokens",
+    "--max-in-flight",
+    "--workers",
+];
+const WORKER: &[&str] = &[
+    "--engine",
+    "--speedup",
+    "--kv-blocks",
+    "--nats",
+    "--etcd",
+    "--registry",
+    "--namespace",
+    "--id",
+    "--lease-ttl",
+];
+const FRONTEND: &[&str] = &[
+    "--router",
+    "--default-max-tokens",
+    "--max-in-flight",
+    "--nats",
+    "--etcd",
+    "--registry",
+    "--namespace",
+    "--worker-at",
+];
 
 impl Options {
     pub(crate) fn from_args(args: impl Iterator<Item = String>) -> Result<Self, String> {
         let mut options = Options {
             command: Command::Serve,
             host: IpAddr::from([127, 0, 0, 1]),
-            port: 8000,
+            port: None,
             workers: 2,
             engine: EngineKind::Candle,
             router: RouterKind::Kv,
@@ -92,6 +162,13 @@ impl Options {
             kv_blocks: None,
             default_max_tokens: 256,
             max_in_flight: 4096,
+            id: None,
+            nats: None,
+            etcd: None,
+            registry: None,
+            namespace: "dynamo".to_owned(),
+            lease_ttl: 5,
+            worker_at: Vec::new(),
         };
         let mut args = args.peekable();
         if args.peek().map(String::as_str) == Some("openapi") {
@@ -102,15 +179,29 @@ impl Options {
                 None => Ok(options),
             };
         }
+        let (command, accepted) = match args.peek().map(String::as_str) {
+            Some("worker") => (Command::Worker, WORKER),
+            Some("frontend") => (Command::Frontend, FRONTEND),
+            _ => (Command::Serve, SERVE),
+        };
+        if !matches!(command, Command::Serve) {
+            args.next();
+        }
+        options.command = command;
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
                 options.command = Command::Help;
                 continue;
             }
+            let known = SHARED.contains(&flag.as_str())
+                || [SERVE, WORKER, FRONTEND].concat().contains(&flag.as_str());
+            if known && !SHARED.contains(&flag.as_str()) && !accepted.contains(&flag.as_str()) {
+                return Err(format!("{flag} is not a flag of this command"));
+            }
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
                 "--host" => options.host = parse(&flag, &value)?,
-                "--port" => options.port = parse(&flag, &value)?,
+                "--port" => options.port = Some(parse(&flag, &value)?),
                 "--workers" => options.workers = parse(&flag, &value)?,
                 "--engine" => {
                     options.engine = match value.as_str() {
@@ -143,25 +234,66 @@ impl Options {
                 "--kv-blocks" => options.kv_blocks = Some(parse(&flag, &value)?),
                 "--default-max-tokens" => options.default_max_tokens = parse(&flag, &value)?,
                 "--max-in-flight" => options.max_in_flight = parse(&flag, &value)?,
+                "--id" => options.id = Some(parse(&flag, &value)?),
+                "--nats" => options.nats = Some(value),
+                "--etcd" => options.etcd = Some(value),
+                "--registry" => options.registry = Some(PathBuf::from(value)),
+                "--namespace" => options.namespace = value,
+                "--lease-ttl" => options.lease_ttl = parse(&flag, &value)?,
+                "--worker-at" => {
+                    for part in value.split(',').filter(|part| !part.is_empty()) {
+                        let next_id = options.worker_at.len() as u64 + 1;
+                        let worker = match part.split_once('=') {
+                            Some((id, address)) => (parse(&flag, id)?, parse(&flag, address)?),
+                            None => (next_id, parse(&flag, part)?),
+                        };
+                        options.worker_at.push(worker);
+                    }
+                }
                 other => return Err(format!("unknown flag {other}")),
             }
         }
-        if options.workers == 0 {
+        options.validate()?;
+        Ok(options)
+    }
+
+    /// Reject combinations that cannot work, saying what would.
+    fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 {
             return Err("--workers must be at least 1".to_owned());
         }
-        if options.kv_blocks == Some(0) {
+        if self.kv_blocks == Some(0) {
             return Err("--kv-blocks must be at least 1".to_owned());
         }
-        if options.engine == EngineKind::Echo && options.router == RouterKind::Kv {
-            return Err(
-                "echo workers publish no KV events: use --router approx-kv or round-robin"
-                    .to_owned(),
-            );
-        }
-        if !(options.speedup > 0.0 && options.speedup.is_finite()) {
+        if !(self.speedup > 0.0 && self.speedup.is_finite()) {
             return Err("--speedup must be a positive number".to_owned());
         }
-        Ok(options)
+        if self.lease_ttl == 0 {
+            return Err("--lease-ttl must be at least 1 second".to_owned());
+        }
+        let discoveries = usize::from(self.etcd.is_some())
+            + usize::from(self.registry.is_some())
+            + usize::from(!self.worker_at.is_empty());
+        if discoveries > 1 {
+            return Err("give one of --etcd, --registry and --worker-at".to_owned());
+        }
+        match self.command {
+            Command::Frontend if discoveries == 0 => Err(
+                "a frontend finds its workers through --etcd URL, --registry DIR or --worker-at ADDR"
+                    .to_owned(),
+            ),
+            Command::Frontend if self.router == RouterKind::Kv && self.nats.is_none() => Err(
+                "--router kv needs the workers' KV events: give --nats URL, or use --router approx-kv"
+                    .to_owned(),
+            ),
+            Command::Serve if self.engine == EngineKind::Echo && self.router == RouterKind::Kv => {
+                Err(
+                    "echo workers publish no KV events: use --router approx-kv or round-robin"
+                        .to_owned(),
+                )
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -1,0 +1,117 @@
+//! `dynamo-serve frontend`: the gateway and router over the workers that discovery reports,
+//! with their KV events and load from NATS.
+
+use std::time::Duration;
+
+use dynamo_core::{BlockSize, BoxEngine, WorkerId};
+use dynamo_openai::GgufMetadata;
+use dynamo_transport::discovery::{
+    DirectoryDiscovery, Discovery, EtcdDiscovery, FollowConfig, Followed, StaticDiscovery,
+    WorkerRecord, follow,
+};
+use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents, Subscription, feed};
+use futures::{Stream, StreamExt};
+
+use crate::engines;
+use crate::options::Options;
+
+pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    let model_file = engines::model_file(options.model.as_deref()).await?;
+    let metadata = GgufMetadata::open(&model_file)?;
+    let block_size = BlockSize::new(options.block_size)?;
+    let (router, index) = crate::router(&options, block_size);
+    if let Some(url) = &options.nats {
+        let nats = NatsEvents::connect(url, &options.namespace).await?;
+        if let Some(index) = &index {
+            feed(&nats, index.clone()).await?;
+        }
+        tokio::spawn(record_load(nats.subscribe::<LoadReport>().await?));
+    }
+    let discovery = discovery(&options, block_size)?;
+    let mut config = FollowConfig::new(block_size);
+    config.model = Some(options.name.clone());
+    config.index = index;
+    config.reconnect = Duration::from_millis(500);
+    tokio::spawn(log_reports(follow(
+        discovery.as_ref(),
+        router.clone(),
+        config,
+    )));
+    crate::serve_gateway(&options, &metadata, BoxEngine::new(router), |address| {
+        let found = match (&options.etcd, &options.registry) {
+            (Some(url), _) => format!("workers from etcd {url} ({}/workers/)", options.namespace),
+            (_, Some(directory)) => format!("workers from {}", directory.display()),
+            _ => format!("{} workers given with --worker-at", options.worker_at.len()),
+        };
+        println!(
+            "dynamo frontend on http://{address}: model `{}`, {found}, {:?} routing",
+            options.name, options.router
+        );
+        crate::print_examples(&options.name, address);
+    })
+    .await
+}
+
+/// The registry `--etcd`, `--registry` or `--worker-at` names.
+fn discovery(
+    options: &Options,
+    block_size: BlockSize,
+) -> Result<Box<dyn Discovery>, Box<dyn std::error::Error>> {
+    Ok(match (&options.etcd, &options.registry) {
+        (Some(url), _) => Box::new(EtcdDiscovery::new(url, &options.namespace)?),
+        (_, Some(directory)) => Box::new(DirectoryDiscovery::new(directory)),
+        _ => Box::new(StaticDiscovery::new(
+            options
+                .worker_at
+                .iter()
+                .map(|&(id, address)| WorkerRecord {
+                    id: WorkerId::new(id),
+                    address,
+                    model: options.name.clone(),
+                    block_size: block_size.get(),
+                })
+                .collect(),
+        )),
+    })
+}
+
+/// Say on standard error what happens to the worker set.
+async fn log_reports(reports: impl Stream<Item = Followed>) {
+    let mut reports = std::pin::pin!(reports);
+    while let Some(report) = reports.next().await {
+        match report {
+            Followed::Connected(record) => {
+                eprintln!(
+                    "frontend: worker {} at {} joined",
+                    record.id, record.address
+                );
+            }
+            Followed::Unreachable { id, address, error } => {
+                eprintln!("frontend: worker {id} at {address} is out of routing: {error}");
+            }
+            Followed::Left(id) => eprintln!("frontend: worker {id} left"),
+            Followed::Refused { record, reason } => {
+                eprintln!("frontend: worker {} refused: {reason}", record.id);
+            }
+            Followed::Discovery(error) => eprintln!("frontend: discovery: {error}"),
+            other => eprintln!("frontend: {other:?}"),
+        }
+    }
+}
+
+/// Keep the workers' reported load in the gateway's Prometheus metrics.
+async fn record_load(mut reports: Subscription<LoadReport>) {
+    while let Some(report) = reports.next().await {
+        let Ok(report) = report else { continue };
+        let worker = report.worker.to_string();
+        let gauges = [
+            ("dynamo_worker_active_requests", report.active_requests),
+            ("dynamo_worker_waiting_requests", report.waiting_requests),
+            ("dynamo_worker_kv_blocks_in_use", report.kv_blocks_in_use),
+            ("dynamo_worker_kv_blocks_total", report.kv_blocks_total),
+        ];
+        for (name, value) in gauges {
+            metrics::gauge!(name, "worker" => worker.clone()).set(value as f64);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! `dynamo-serve worker`: one engine on the TCP request plane, registered for discovery,
+//! publishing its KV events and load to NATS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dynamo_core::{BlockSize, BoxEngine, EngineExt, KvEvent, TokenStream, WorkerId};
+use dynamo_transport::discovery::{DirectoryRegistration, EtcdRegistration, WorkerRecord};
+use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents, publish_all};
+use dynamo_transport::tcp::{ServeConfig, serve};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::engines::{self, LoadProbe};
+use crate::options::Options;
+
+/// How often the worker reports its load.
+const LOAD_PERIOD: Duration = Duration::from_secs(1);
+
+/// How the worker is registered; dropping it deregisters (a directory record at once, an etcd
+/// lease when its TTL runs out).
+enum Registration {
+    Etcd(EtcdRegistration),
+    Directory(DirectoryRegistration),
+    Unregistered,
+}
+
+pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    let model_file = engines::model_file(options.model.as_deref()).await?;
+    let block_size = BlockSize::new(options.block_size)?;
+    let id = WorkerId::new(
+        options
+            .id
+            .unwrap_or_else(|| u64::from(rand::random::<u32>())),
+    );
+    let nats = match &options.nats {
+        Some(url) => Some(NatsEvents::connect(url, &options.namespace).await?),
+        None => None,
+    };
+    let events = nats.clone().map(|nats| {
+        let (events, received) = mpsc::channel::<KvEvent>(crate::EVENT_CAPACITY);
+        publish_all(nats, received);
+        events
+    });
+    let weights = engines::shared_weights(&options, &model_file)?;
+    let started = engines::start_engine(&options, weights.as_ref(), block_size, id, events)?;
+    let active = Arc::new(AtomicU64::new(0));
+    let engine = counted(started.engine, Arc::clone(&active));
+
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::new(options.host, options.port.unwrap_or(0)))
+            .await?;
+    let address = listener.local_addr()?;
+    if address.ip().is_unspecified() {
+        return Err(format!(
+            "--host {} cannot be registered: give the address the frontend should connect to",
+            address.ip()
+        )
+        .into());
+    }
+    let serving = tokio::spawn(serve(listener, engine, ServeConfig::default()));
+    if let Some(nats) = nats {
+        tokio::spawn(report_load(nats, id, started.load, active));
+    }
+    let record = WorkerRecord {
+        id,
+        address,
+        model: options.name.clone(),
+        block_size: block_size.get(),
+    };
+    let registration = if let Some(url) = &options.etcd {
+        let ttl = Duration::from_secs(options.lease_ttl);
+        Registration::Etcd(EtcdRegistration::register(url, &options.namespace, &record, ttl).await?)
+    } else if let Some(directory) = &options.registry {
+        Registration::Directory(DirectoryRegistration::register(directory, &record)?)
+    } else {
+        Registration::Unregistered
+    };
+    print_welcome(&options, &record);
+
+    tokio::select! {
+        () = crate::shutdown_signal() => {}
+        served = serving => {
+            served??;
+        }
+    }
+    match registration {
+        Registration::Etcd(registration) => registration.deregister().await?,
+        Registration::Directory(registration) => drop(registration),
+        Registration::Unregistered => {}
+    }
+    Ok(())
+}
+
+/// `engine`, counting its open streams in `active`.
+fn counted(engine: BoxEngine, active: Arc<AtomicU64>) -> BoxEngine {
+    tower::ServiceBuilder::new()
+        .map_future(move |generation| {
+            let active = Arc::clone(&active);
+            async move {
+                let stream: TokenStream = generation.await?;
+                let guard = ActiveGuard::new(active);
+                // The guard lives as long as the stream; the inner stream still cancels its
+                // work when dropped.
+                let stream = stream.map(move |chunk| {
+                    let _counted = &guard;
+                    chunk
+                });
+                Ok::<_, dynamo_core::Error>(TokenStream::new(stream, CancellationToken::new()))
+            }
+        })
+        .service(engine)
+        .boxed_engine()
+}
+
+/// One open stream, counted while it lives.
+struct ActiveGuard(Arc<AtomicU64>);
+
+impl ActiveGuard {
+    fn new(active: Arc<AtomicU64>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(active)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Publish the worker's load every [`LOAD_PERIOD`].
+async fn report_load(nats: NatsEvents, worker: WorkerId, probe: LoadProbe, active: Arc<AtomicU64>) {
+    let mut ticks = tokio::time::interval(LOAD_PERIOD);
+    loop {
+        ticks.tick().await;
+        let (waiting_requests, kv_blocks_in_use, kv_blocks_total) = probe.read();
+        let report = LoadReport {
+            worker,
+            active_requests: active.load(Ordering::Relaxed),
+            waiting_requests,
+            kv_blocks_in_use,
+            kv_blocks_total,
+        };
+        // A report NATS cannot take is superseded by the next one.
+        let _ = nats.publish(&report).await;
+    }
+}
+
+fn print_welcome(options: &Options, record: &WorkerRecord) {
+    let registered = match (&options.etcd, &options.registry) {
+        (Some(url), _) => format!(
+            "registered in etcd {url} under {}/workers/ (lease TTL {} s)",
+            options.namespace, options.lease_ttl
+        ),
+        (_, Some(directory)) => format!("registered in {}", directory.display()),
+        _ => format!(
+            "not registered: start the frontend with --worker-at {}",
+            record.address
+        ),
+    };
+    let events = match &options.nats {
+        Some(url) => format!("KV events and load to NATS {url}"),
+        None => "no NATS: no KV events or load reports".to_owned(),
+    };
+    println!(
+        "dynamo worker {} serving `{}` ({:?} engine) on {}; {registered}; {events}",
+        record.id, record.model, options.engine, record.address
+    );
+}
