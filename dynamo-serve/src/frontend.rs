@@ -22,6 +22,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let (router, index) = crate::router(&options, block_size);
     if let Some(url) = &options.nats {
         let nats = NatsEvents::connect(url, &options.namespace).await?;
+        crate::log_nats_connection("frontend", &nats);
         if let Some(index) = &index {
             feed(&nats, index.clone()).await?;
         }

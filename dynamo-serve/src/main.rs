@@ -148,6 +148,20 @@ pub(crate) async fn serve_gateway(
     Ok(())
 }
 
+/// Say on standard error when `nats` loses or regains its server, as `who`.
+pub(crate) fn log_nats_connection(who: &'static str, nats: &dynamo_transport::events::NatsEvents) {
+    let mut connection = nats.connection();
+    tokio::spawn(async move {
+        while connection.changed().await.is_ok() {
+            if *connection.borrow_and_update() {
+                eprintln!("{who}: NATS connection restored");
+            } else {
+                eprintln!("{who}: NATS connection lost; reconnecting");
+            }
+        }
+    });
+}
+
 /// Ctrl-C or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let mut terminate =

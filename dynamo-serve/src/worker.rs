@@ -37,7 +37,11 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
             .unwrap_or_else(|| u64::from(rand::random::<u32>())),
     );
     let nats = match &options.nats {
-        Some(url) => Some(NatsEvents::connect(url, &options.namespace).await?),
+        Some(url) => {
+            let nats = NatsEvents::connect(url, &options.namespace).await?;
+            crate::log_nats_connection("worker", &nats);
+            Some(nats)
+        }
         None => None,
     };
     let events = nats.clone().map(|nats| {

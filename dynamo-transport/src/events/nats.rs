@@ -2,6 +2,7 @@
 
 use dynamo_core::Error;
 use futures::StreamExt;
+use tokio::sync::watch;
 
 use super::{EventError, EventPlane, Subscription, Topic};
 
@@ -11,6 +12,7 @@ use super::{EventError, EventPlane, Subscription, Topic};
 pub struct NatsEvents {
     client: async_nats::Client,
     namespace: String,
+    connected: watch::Receiver<bool>,
 }
 
 impl NatsEvents {
@@ -20,13 +22,34 @@ impl NatsEvents {
     ///
     /// [`Error::Unavailable`] when the server cannot be reached.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, Error> {
-        let client = async_nats::connect(url).await.map_err(|error| {
-            Error::unavailable(format!("cannot connect to NATS at {url}")).with_source(error)
-        })?;
+        // `connect` returns once connected; the callback reports the changes after that.
+        let (state, connected) = watch::channel(true);
+        let client = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                match event {
+                    async_nats::Event::Connected => state.send_replace(true),
+                    async_nats::Event::Disconnected => state.send_replace(false),
+                    _ => *state.borrow(),
+                };
+                async {}
+            })
+            .connect(url)
+            .await
+            .map_err(|error| {
+                Error::unavailable(format!("cannot connect to NATS at {url}")).with_source(error)
+            })?;
         Ok(NatsEvents {
             client,
             namespace: namespace.to_owned(),
+            connected,
         })
+    }
+
+    /// Whether the client is connected now; [`watch::Receiver::changed`] wakes when it loses
+    /// or regains the server. While disconnected, the client reconnects by itself and
+    /// publications wait in its buffer.
+    pub fn connection(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
     }
 
     /// The subject topic `T` travels on.

@@ -1,0 +1,377 @@
+//! The three-process deployment, as a user runs it: `nats-server` and `etcd` (Debian packages
+//! `nats-server` and `etcd-server`), two `dynamo-serve worker` processes running the mocker, and
+//! a `dynamo-serve frontend`, all on free loopback ports, driven over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
+
+/// The etcd lease TTL the workers register with.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// A `dynamo-serve` child process whose standard error is collected; killed on drop.
+struct Process {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-serve"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dynamo-serve runs");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = BufReader::new(child.stderr.take().expect("piped"));
+        let collected = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                collected.lock().expect("not poisoned").push(line);
+            }
+        });
+        Process { child, log }
+    }
+
+    fn logged(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|line| line.contains(text))
+    }
+
+    /// Wait until a line of standard error contains `text`; how long it took.
+    async fn wait_for(&self, text: &str, within: Duration) -> Duration {
+        let started = Instant::now();
+        while !self.logged(text) {
+            let log = self.log.lock().expect("not poisoned").join("\n");
+            assert!(
+                started.elapsed() < within,
+                "no {text:?} within {within:?}; log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn worker(id: u64, etcd: &LocalEtcd, nats: &LocalNats) -> Process {
+    let (id, etcd, nats, ttl) = (
+        id.to_string(),
+        etcd.url(),
+        nats.url(),
+        LEASE_TTL.as_secs().to_string(),
+    );
+    Process::start(&[
+        "worker",
+        "--engine",
+        "mocker",
+        "--id",
+        &id,
+        "--etcd",
+        &etcd,
+        "--nats",
+        &nats,
+        "--lease-ttl",
+        &ttl,
+    ])
+}
+
+/// A small HTTP client for the frontend.
+struct Frontend {
+    http: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+impl Frontend {
+    fn new(port: u16) -> Self {
+        Frontend {
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> hyper::Response<Incoming> {
+        let request = hyper::Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("a request");
+        self.http
+            .request(request)
+            .await
+            .expect("the frontend answers")
+    }
+
+    /// A completion's status and JSON body.
+    async fn complete(&self, prompt: &str, max_tokens: u32) -> (u16, Value) {
+        let body = json!({ "model": "smollm2", "prompt": prompt, "max_tokens": max_tokens });
+        let response = self.post("/v1/completions", &body).await;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        (status, serde_json::from_slice(&bytes).expect("JSON"))
+    }
+
+    /// Wait until the frontend answers.
+    async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            let request = hyper::Request::get(format!("{}/v1/models", self.base))
+                .body(Full::new(Bytes::new()))
+                .expect("a request");
+            if let Ok(response) = self.http.request(request).await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the frontend never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn cached_tokens(body: &Value) -> u64 {
+    body["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// A prompt of a few hundred tokens that no other call shares a block with.
+fn long_prompt(tag: &str) -> String {
+    (0..100).map(|i| format!("{tag}{i} ")).collect()
+}
+
+/// Send a long prompt twice; whether the second landed where the first left its blocks.
+async fn repeat_lands_on_cache(frontend: &Frontend, tag: &str) -> bool {
+    let prompt = long_prompt(tag);
+    let (status, _) = frontend.complete(&prompt, 2).await;
+    assert_eq!(status, 200);
+    // The first request's KV events travel worker → NATS → frontend.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = frontend.complete(&prompt, 2).await;
+    assert_eq!(status, 200);
+    cached_tokens(&body) >= 128
+}
+
+/// Eight repeats of eight land on the cache: with two workers and no events, the chance is
+/// 1/256.
+async fn kv_events_route_repeats(frontend: &Frontend, round: &str) {
+    for attempt in 0..8 {
+        assert!(
+            repeat_lands_on_cache(frontend, &format!("{round}{attempt}x")).await,
+            "repeat {attempt} of round {round} missed the cache"
+        );
+    }
+}
+
+/// Open a streamed completion and return its body once the first chunk has come.
+async fn open_stream(frontend: &Frontend, prompt: &str) -> Incoming {
+    let body = json!({ "model": "smollm2", "prompt": prompt, "max_tokens": 4000, "stream": true });
+    let response = frontend.post("/v1/completions", &body).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let mut body = response.into_body();
+    let first = body
+        .frame()
+        .await
+        .expect("a first chunk")
+        .expect("readable");
+    assert!(
+        first
+            .data_ref()
+            .is_some_and(|data| data.starts_with(b"data:"))
+    );
+    body
+}
+
+/// Read a stream to its end (or for `within`); its text.
+async fn read_stream(mut body: Incoming, within: Duration) -> String {
+    let mut text = String::new();
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                text.push_str(&String::from_utf8_lossy(data));
+            }
+        }
+    })
+    .await;
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_routes_to_two_worker_processes_through_nats_and_etcd() {
+    let nats_port = free_port().expect("a free port");
+    let mut nats = LocalNats::start_on(nats_port).expect("nats-server starts");
+    let etcd = LocalEtcd::start().expect("etcd starts");
+    let mut first = worker(1, &etcd, &nats);
+    let second = worker(2, &etcd, &nats);
+    let port = free_port().expect("a free port");
+    let frontend_process = Process::start(&[
+        "frontend",
+        "--port",
+        &port.to_string(),
+        "--etcd",
+        &etcd.url(),
+        "--nats",
+        &nats.url(),
+    ]);
+    let frontend = Frontend::new(port);
+    frontend.wait_ready().await;
+    frontend_process
+        .wait_for("worker 1/0 at", Duration::from_secs(60))
+        .await;
+    frontend_process
+        .wait_for("worker 2/0 at", Duration::from_secs(60))
+        .await;
+
+    // Requests succeed through the frontend.
+    let (status, body) = frontend.complete("Once upon a time", 8).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 8);
+
+    // KV events reach the router: a repeated long prefix lands on the worker that cached it.
+    kv_events_route_repeats(&frontend, "before").await;
+
+    // After NATS restarts, the router receives new events again.
+    nats.stop();
+    let _nats = LocalNats::start_on(nats_port).expect("nats-server restarts");
+    for process in [&frontend_process, &first, &second] {
+        process
+            .wait_for("NATS connection restored", Duration::from_secs(30))
+            .await;
+    }
+    kv_events_route_repeats(&frontend, "after").await;
+
+    // A killed worker's in-flight requests fail with a clear error; the others carry on.
+    // Two long streams, the second booked while the first runs, go to different workers.
+    let streams = [
+        open_stream(&frontend, "the first long story").await,
+        open_stream(&frontend, "the second long story").await,
+    ];
+    first.kill();
+    let killed = Instant::now();
+    let mut texts = Vec::new();
+    for stream in streams {
+        texts.push(read_stream(stream, Duration::from_secs(3)).await);
+    }
+    let failed: Vec<&String> = texts
+        .iter()
+        .filter(|text| text.contains("\"error\""))
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "one stream ran on the killed worker: {texts:?}"
+    );
+    assert!(
+        failed[0].contains("unavailable") || failed[0].contains("lost"),
+        "{}",
+        failed[0]
+    );
+    assert!(
+        failed[0].contains("[DONE]"),
+        "the failed stream still ends cleanly"
+    );
+
+    // It leaves routing within the lease TTL, and requests keep succeeding meanwhile.
+    let left = frontend_process
+        .wait_for("worker 1/0 left", LEASE_TTL * 3)
+        .await;
+    assert!(
+        killed.elapsed() <= LEASE_TTL + Duration::from_secs(3),
+        "left after {left:?}"
+    );
+    for n in 0..6 {
+        let (status, body) = frontend.complete(&format!("after the kill {n}"), 2).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_registry_joins_workers_and_a_stopped_worker_leaves() {
+    let directory = std::env::temp_dir().join(format!("dynamo-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    let mut workers: Vec<Process> = (1..=2)
+        .map(|id| {
+            Process::start(&[
+                "worker",
+                "--engine",
+                "echo",
+                "--id",
+                &id.to_string(),
+                "--registry",
+                &registry,
+            ])
+        })
+        .collect();
+    let port = free_port().expect("a free port");
+    let frontend_process = Process::start(&[
+        "frontend",
+        "--port",
+        &port.to_string(),
+        "--registry",
+        &registry,
+        "--router",
+        "approx-kv",
+    ]);
+    let frontend = Frontend::new(port);
+    frontend.wait_ready().await;
+    frontend_process
+        .wait_for("worker 2/0 at", Duration::from_secs(60))
+        .await;
+    frontend_process
+        .wait_for("worker 1/0 at", Duration::from_secs(60))
+        .await;
+    for n in 0..4 {
+        let (status, body) = frontend.complete(&format!("hello {n}"), 3).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["usage"]["completion_tokens"], 3);
+    }
+
+    // SIGTERM: the worker removes its record and leaves.
+    let pid = workers[0].child.id().to_string();
+    let stopped = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+    frontend_process
+        .wait_for("worker 1/0 left", Duration::from_secs(10))
+        .await;
+    let (status, _) = frontend.complete("still here", 2).await;
+    assert_eq!(status, 200);
+    workers.clear();
+    let _ = std::fs::remove_dir_all(&directory);
+}
