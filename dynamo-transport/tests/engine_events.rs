@@ -5,69 +5,9 @@ use dynamo_core::{BlockHasher, BlockSize, KvEventData, StorageTier, WorkerId};
 use dynamo_router::SharedIndex;
 use dynamo_transport::engine_events::{EngineEventDecoder, EngineEventError};
 
-/// msgpack, by hand.
-fn array(n: usize) -> Vec<u8> {
-    match u8::try_from(n) {
-        Ok(n) if n < 16 => vec![0x90 | n],
-        _ => {
-            let mut bytes = vec![0xdc];
-            bytes.extend_from_slice(&u16::try_from(n).expect("small").to_be_bytes());
-            bytes
-        }
-    }
-}
-fn string(s: &str) -> Vec<u8> {
-    assert!(s.len() < 32);
-    let mut bytes = vec![0xa0 | s.len() as u8];
-    bytes.extend_from_slice(s.as_bytes());
-    bytes
-}
-fn float(x: f64) -> Vec<u8> {
-    let mut bytes = vec![0xcb];
-    bytes.extend_from_slice(&x.to_be_bytes());
-    bytes
-}
-fn uint(x: u64) -> Vec<u8> {
-    let mut bytes = vec![0xcf];
-    bytes.extend_from_slice(&x.to_be_bytes());
-    bytes
-}
-fn int(x: i64) -> Vec<u8> {
-    let mut bytes = vec![0xd3];
-    bytes.extend_from_slice(&x.to_be_bytes());
-    bytes
-}
-fn small(x: u8) -> Vec<u8> {
-    assert!(x < 128);
-    vec![x]
-}
-fn binary(b: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0xc4, b.len() as u8];
-    bytes.extend_from_slice(b);
-    bytes
-}
-const NIL: u8 = 0xc0;
+mod msgpack;
 
-fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
-    parts.concat()
-}
-
-/// `[timestamp, [events…], nil]`.
-fn batch(events: &[Vec<u8>]) -> Vec<u8> {
-    let mut events_array = array(events.len());
-    for event in events {
-        events_array.extend_from_slice(event);
-    }
-    concat(&[array(3), float(1_700_000_000.5), events_array, vec![NIL]])
-}
-
-fn tokens(ids: &[u8]) -> Vec<u8> {
-    let mut bytes = array(ids.len());
-    for &id in ids {
-        bytes.extend(small(id));
-    }
-    bytes
-}
+use msgpack::{NIL, array, batch, binary, concat, int, small, string, tokens, uint};
 
 const HASH_A: u64 = 0xF000_0000_0000_0001; // above i64::MAX: sent unsigned
 const HASH_B: i64 = -42; // sent signed

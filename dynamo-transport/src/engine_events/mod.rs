@@ -14,12 +14,16 @@
 //! recomputes our block hashes from the token ids (so a different hash seed in the engine cannot
 //! silently give 0% hits) and keeps the engine-to-ours map to resolve `BlockRemoved`.
 
+mod zmq;
+
 use std::collections::HashMap;
 
 use dynamo_core::{
     BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, StorageTier, WorkerId,
 };
 use rmpv::Value;
+
+pub use zmq::EngineEventSource;
 
 /// Why a message could not be decoded. The decoder's state is unchanged by a failed message.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -34,6 +38,18 @@ pub enum EngineEventError {
     /// The payload is not msgpack, or not a batch of events of the documented shape.
     #[error("malformed KV event payload: {0}")]
     Malformed(String),
+    /// Messages were lost and could not be replayed (no replay socket, or it did not answer):
+    /// the index may lack their blocks, or keep blocks they removed.
+    #[error("KV event messages {expected}..{received} were lost")]
+    Lost {
+        /// The first sequence number missing.
+        expected: i64,
+        /// The sequence number that arrived instead.
+        received: i64,
+    },
+    /// A ZMQ socket failed.
+    #[error("ZMQ: {0}")]
+    Socket(String),
     /// The engine's block size is not the router's.
     #[error("the engine stores blocks of {engine} tokens; the router expects {ours}")]
     BlockSize {
@@ -78,6 +94,17 @@ impl EngineEventDecoder {
             next_event_id: 0,
             last_sequence: None,
         }
+    }
+
+    /// The sequence number the next message should carry, once one has been decoded.
+    pub fn expected_sequence(&self) -> Option<i64> {
+        self.last_sequence.map(|last| last + 1)
+    }
+
+    /// Count message `sequence` as consumed without decoding it (a malformed message that a
+    /// replay would not mend).
+    pub fn skip(&mut self, sequence: i64) {
+        self.last_sequence = Some(sequence);
     }
 
     /// Decode one ZMQ message (topic, sequence number, payload).

@@ -1,0 +1,249 @@
+//! The ZMQ sockets of an engine's KV events: the subscriber, and the replay request that
+//! recovers lost messages.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use dynamo_core::{BlockSize, KvEvent, WorkerId};
+use futures::Stream;
+use tokio::sync::mpsc;
+use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
+
+use super::{EngineEventDecoder, EngineEventError};
+
+/// Decoded events (and errors) buffered for a slow consumer. When it is full the subscriber
+/// stops reading, the engine's publisher drops messages at its high-water mark, and the
+/// sequence gap that follows is replayed.
+const BUFFER: usize = 1024;
+/// How long a replay reply may take before the replay is given up.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The sequence number that ends a replay.
+const END_OF_REPLAY: i64 = -1;
+
+/// One engine's KV event publisher (vLLM `--kv-events-config`, SGLang the same), as a stream
+/// of our [`KvEvent`]s for one worker.
+///
+/// The subscriber connects to the engine's PUB socket (waiting while the engine is not up yet)
+/// and decodes each message with an [`EngineEventDecoder`]. When a message's sequence number
+/// skips ahead, it asks the engine's ROUTER replay socket for the missing ones (one frame: the
+/// first missing sequence number, 8 bytes big-endian; the replies are `[sequence, payload]`
+/// and end with sequence −1) and decodes them first, so events come out in the engine's order.
+/// Without a replay socket, or when the replay does not cover the gap, the stream yields
+/// [`EngineEventError::Lost`] and goes on. A malformed message yields its error and is
+/// skipped; the connection and the messages after it are unaffected.
+///
+/// Limitation: the ZMQ implementation (the pure-Rust `zeromq` crate) does not report a
+/// publisher that went away, so subscribe again when the engine restarts (a worker process
+/// that runs next to its engine restarts with it).
+#[derive(Debug, Clone)]
+pub struct EngineEventSource {
+    endpoint: String,
+    replay: Option<String>,
+    topic: String,
+    worker: WorkerId,
+    block_size: BlockSize,
+}
+
+impl EngineEventSource {
+    /// The engine publishing at `endpoint` (for example `tcp://127.0.0.1:5557`, vLLM's
+    /// default) is `worker`, with blocks of `block_size` tokens; all topics.
+    pub fn new(endpoint: impl Into<String>, worker: WorkerId, block_size: BlockSize) -> Self {
+        EngineEventSource {
+            endpoint: endpoint.into(),
+            replay: None,
+            topic: String::new(),
+            worker,
+            block_size,
+        }
+    }
+
+    /// Recover lost messages from the engine's replay socket at `endpoint`.
+    pub fn with_replay(mut self, endpoint: impl Into<String>) -> Self {
+        self.replay = Some(endpoint.into());
+        self
+    }
+
+    /// Take only messages whose topic starts with `topic`.
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
+    /// Connect and subscribe; the events follow on the stream until it is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineEventError::Socket`] when the endpoint is not a ZMQ address or the connection
+    /// fails other than by being refused (a refused connection is retried until the engine
+    /// listens).
+    pub async fn subscribe(
+        self,
+    ) -> Result<
+        impl Stream<Item = Result<KvEvent, EngineEventError>> + Send + 'static,
+        EngineEventError,
+    > {
+        let mut socket = SubSocket::new();
+        socket.connect(&self.endpoint).await.map_err(socket_error)?;
+        socket.subscribe(&self.topic).await.map_err(socket_error)?;
+        let (items, mut received) = mpsc::channel(BUFFER);
+        let subscriber = Subscriber {
+            decoder: EngineEventDecoder::new(self.worker, self.block_size),
+            replay_endpoint: self.replay,
+            replay: None,
+            items,
+        };
+        tokio::spawn(subscriber.run(socket));
+        Ok(futures::stream::poll_fn(move |cx| received.poll_recv(cx)))
+    }
+}
+
+fn socket_error(error: zeromq::ZmqError) -> EngineEventError {
+    EngineEventError::Socket(error.to_string())
+}
+
+/// The consumer dropped the stream.
+struct Gone;
+
+struct Subscriber {
+    decoder: EngineEventDecoder,
+    replay_endpoint: Option<String>,
+    /// Connected on the first gap, dropped when it fails.
+    replay: Option<DealerSocket>,
+    items: mpsc::Sender<Result<KvEvent, EngineEventError>>,
+}
+
+impl Subscriber {
+    async fn run(mut self, mut socket: SubSocket) {
+        loop {
+            let message = tokio::select! {
+                message = socket.recv() => message,
+                () = self.items.closed() => return,
+            };
+            let outcome = match message {
+                Ok(message) => self.receive(message.into_vec()).await,
+                Err(error) => self.send(Err(socket_error(error))).await,
+            };
+            if outcome.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, item: Result<KvEvent, EngineEventError>) -> Result<(), Gone> {
+        self.items.send(item).await.map_err(|_| Gone)
+    }
+
+    /// One live message: replay what was missed before it, then decode it.
+    async fn receive(&mut self, frames: Vec<Bytes>) -> Result<(), Gone> {
+        let sequence = frames
+            .get(1)
+            .and_then(|frame| <[u8; 8]>::try_from(&frame[..]).ok());
+        let sequence = sequence.map(i64::from_be_bytes);
+        if let (Some(received), Some(expected)) = (sequence, self.decoder.expected_sequence())
+            && received > expected
+        {
+            self.recover(expected, received).await?;
+        }
+        let frames: Vec<&[u8]> = frames.iter().map(|frame| &frame[..]).collect();
+        self.decode(&frames, sequence).await
+    }
+
+    async fn decode(&mut self, frames: &[&[u8]], sequence: Option<i64>) -> Result<(), Gone> {
+        match self.decoder.decode(frames) {
+            Ok(decoded) => {
+                if let Some((expected, received)) = decoded.gap {
+                    // Only when recovery fell short: say so before the events after the gap.
+                    self.send(Err(EngineEventError::Lost { expected, received }))
+                        .await?;
+                }
+                for event in decoded.events {
+                    self.send(Ok(event)).await?;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                if let Some(sequence) = sequence {
+                    self.decoder.skip(sequence);
+                }
+                self.send(Err(error)).await
+            }
+        }
+    }
+
+    /// Ask the replay socket for `expected..received` and decode what comes back in order.
+    /// Whatever it cannot provide shows up as a gap when the live message is decoded.
+    async fn recover(&mut self, expected: i64, received: i64) -> Result<(), Gone> {
+        let Some(endpoint) = self.replay_endpoint.clone() else {
+            return Ok(());
+        };
+        let replies = match self.replay_from(&endpoint, expected).await {
+            Ok(replies) => replies,
+            Err(error) => {
+                self.replay = None;
+                return self.send(Err(error)).await;
+            }
+        };
+        for (sequence, payload) in replies {
+            let next = self.decoder.expected_sequence().unwrap_or(expected);
+            if sequence != next || sequence >= received {
+                continue;
+            }
+            let sequence_bytes = sequence.to_be_bytes();
+            self.decode(&[b"", &sequence_bytes, &payload], Some(sequence))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The replayed messages from `start` on, as `(sequence, payload)`, until the end marker.
+    async fn replay_from(
+        &mut self,
+        endpoint: &str,
+        start: i64,
+    ) -> Result<Vec<(i64, Bytes)>, EngineEventError> {
+        let socket = match &mut self.replay {
+            Some(socket) => socket,
+            None => {
+                let mut socket = DealerSocket::new();
+                tokio::time::timeout(REPLAY_TIMEOUT, socket.connect(endpoint))
+                    .await
+                    .map_err(|_| {
+                        EngineEventError::Socket(format!("no replay socket at {endpoint}"))
+                    })?
+                    .map_err(socket_error)?;
+                self.replay.insert(socket)
+            }
+        };
+        // A DEALER sends the empty delimiter a REQ socket would add.
+        let request = ZmqMessage::try_from(vec![
+            Bytes::new(),
+            Bytes::copy_from_slice(&start.to_be_bytes()),
+        ])
+        .map_err(|error| EngineEventError::Socket(error.to_string()))?;
+        socket.send(request).await.map_err(socket_error)?;
+        let mut replies = Vec::new();
+        loop {
+            let reply = tokio::time::timeout(REPLAY_TIMEOUT, socket.recv())
+                .await
+                .map_err(|_| {
+                    EngineEventError::Socket(format!(
+                        "the replay socket at {endpoint} stopped answering"
+                    ))
+                })?
+                .map_err(socket_error)?
+                .into_vec();
+            // [empty delimiter, sequence, payload]; a reply of another shape is skipped.
+            let [_, sequence, payload] = &reply[..] else {
+                continue;
+            };
+            let Ok(sequence) = <[u8; 8]>::try_from(&sequence[..]) else {
+                continue;
+            };
+            let sequence = i64::from_be_bytes(sequence);
+            if sequence == END_OF_REPLAY {
+                return Ok(replies);
+            }
+            replies.push((sequence, payload.clone()));
+        }
+    }
+}

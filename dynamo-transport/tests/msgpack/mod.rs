@@ -1,0 +1,64 @@
+//! msgpack written by hand, byte by byte, for the engine KV event fixtures.
+
+pub(crate) fn array(n: usize) -> Vec<u8> {
+    match u8::try_from(n) {
+        Ok(n) if n < 16 => vec![0x90 | n],
+        _ => {
+            let mut bytes = vec![0xdc];
+            bytes.extend_from_slice(&u16::try_from(n).expect("small").to_be_bytes());
+            bytes
+        }
+    }
+}
+pub(crate) fn string(s: &str) -> Vec<u8> {
+    assert!(s.len() < 32);
+    let mut bytes = vec![0xa0 | s.len() as u8];
+    bytes.extend_from_slice(s.as_bytes());
+    bytes
+}
+pub(crate) fn float(x: f64) -> Vec<u8> {
+    let mut bytes = vec![0xcb];
+    bytes.extend_from_slice(&x.to_be_bytes());
+    bytes
+}
+pub(crate) fn uint(x: u64) -> Vec<u8> {
+    let mut bytes = vec![0xcf];
+    bytes.extend_from_slice(&x.to_be_bytes());
+    bytes
+}
+pub(crate) fn int(x: i64) -> Vec<u8> {
+    let mut bytes = vec![0xd3];
+    bytes.extend_from_slice(&x.to_be_bytes());
+    bytes
+}
+pub(crate) fn small(x: u8) -> Vec<u8> {
+    assert!(x < 128);
+    vec![x]
+}
+pub(crate) fn binary(b: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0xc4, b.len() as u8];
+    bytes.extend_from_slice(b);
+    bytes
+}
+pub(crate) const NIL: u8 = 0xc0;
+
+pub(crate) fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// `[timestamp, [events…], nil]`.
+pub(crate) fn batch(events: &[Vec<u8>]) -> Vec<u8> {
+    let mut events_array = array(events.len());
+    for event in events {
+        events_array.extend_from_slice(event);
+    }
+    concat(&[array(3), float(1_700_000_000.5), events_array, vec![NIL]])
+}
+
+pub(crate) fn tokens(ids: &[u8]) -> Vec<u8> {
+    let mut bytes = array(ids.len());
+    for &id in ids {
+        bytes.extend(small(id));
+    }
+    bytes
+}

@@ -1,0 +1,283 @@
+//! The ZMQ subscriber against an engine-side PUB socket and ROUTER replay socket built here,
+//! sending messages written byte by byte from the documented vLLM / SGLang format.
+
+mod msgpack;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dynamo_core::{BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, WorkerId};
+use dynamo_transport::engine_events::{EngineEventError, EngineEventSource};
+use futures::{Stream, StreamExt};
+use msgpack::{NIL, array, batch, binary, concat, int, small, string, tokens, uint};
+use parking_lot::Mutex;
+use zeromq::{PubSocket, RouterSocket, Socket, SocketEvent, SocketRecv, SocketSend, ZmqMessage};
+
+fn block_size() -> BlockSize {
+    BlockSize::new(4).expect("not zero")
+}
+
+/// `["BlockStored", [hash], parent, tokens, 4, nil, "GPU"]`, hashes already encoded.
+fn stored(hash: Vec<u8>, parent: Option<Vec<u8>>, ids: &[u8]) -> Vec<u8> {
+    concat(&[
+        array(7),
+        string("BlockStored"),
+        concat(&[array(1), hash]),
+        parent.unwrap_or(vec![NIL]),
+        tokens(ids),
+        small(4),
+        vec![NIL],
+        string("GPU"),
+    ])
+}
+
+/// `["BlockRemoved", [hash], "GPU"]`.
+fn removed(hash: u64) -> Vec<u8> {
+    concat(&[
+        array(3),
+        string("BlockRemoved"),
+        concat(&[array(1), uint(hash)]),
+        string("GPU"),
+    ])
+}
+
+fn message(frames: Vec<Bytes>) -> ZmqMessage {
+    ZmqMessage::try_from(frames).expect("frames")
+}
+
+/// Every message an engine published (or meant to), by sequence number, kept for replay.
+type Sent = Arc<Mutex<Vec<(i64, Vec<u8>)>>>;
+
+/// An engine's two sockets: every message it publishes is kept for replay.
+struct Engine {
+    publisher: PubSocket,
+    endpoint: String,
+    replay_endpoint: String,
+    sent: Sent,
+}
+
+impl Engine {
+    async fn start() -> Self {
+        let mut publisher = PubSocket::new();
+        let endpoint = publisher
+            .bind("tcp://127.0.0.1:0")
+            .await
+            .expect("bound")
+            .to_string();
+        let mut router = RouterSocket::new();
+        let replay_endpoint = router
+            .bind("tcp://127.0.0.1:0")
+            .await
+            .expect("bound")
+            .to_string();
+        let sent: Sent = Arc::default();
+        let buffer = Arc::clone(&sent);
+        tokio::spawn(async move {
+            while let Ok(request) = router.recv().await {
+                // [identity, empty delimiter, first sequence number]
+                let frames = request.into_vec();
+                let [identity, _, start] = &frames[..] else {
+                    continue;
+                };
+                let start = i64::from_be_bytes(start[..].try_into().expect("8 bytes"));
+                let replies: Vec<(i64, Vec<u8>)> = buffer
+                    .lock()
+                    .iter()
+                    .filter(|(sequence, _)| *sequence >= start)
+                    .cloned()
+                    .collect();
+                for (sequence, payload) in replies.into_iter().chain([(-1, Vec::new())]) {
+                    let reply = message(vec![
+                        identity.clone(),
+                        Bytes::new(),
+                        Bytes::copy_from_slice(&sequence.to_be_bytes()),
+                        Bytes::from(payload),
+                    ]);
+                    if router.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Engine {
+            publisher,
+            endpoint,
+            replay_endpoint,
+            sent,
+        }
+    }
+
+    /// Wait for a subscriber to connect and its subscription to arrive.
+    async fn wait_for_subscriber(
+        &mut self,
+        monitor: &mut futures::channel::mpsc::Receiver<SocketEvent>,
+    ) {
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), monitor.next())
+                .await
+                .expect("a subscriber connects")
+                .expect("the monitor is open");
+            if matches!(event, SocketEvent::Accepted(..)) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// Keep message `sequence` for replay, and publish it unless it is to be lost.
+    async fn send(&mut self, sequence: i64, payload: Vec<u8>, lost: bool) {
+        self.sent.lock().push((sequence, payload.clone()));
+        if !lost {
+            let frames = vec![
+                Bytes::from_static(b"kv-events"),
+                Bytes::copy_from_slice(&sequence.to_be_bytes()),
+                Bytes::from(payload),
+            ];
+            self.publisher
+                .send(message(frames))
+                .await
+                .expect("published");
+        }
+    }
+}
+
+async fn next(
+    stream: &mut (impl Stream<Item = Result<KvEvent, EngineEventError>> + Unpin),
+) -> Result<KvEvent, EngineEventError> {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an item in time")
+        .expect("the stream goes on")
+}
+
+fn stored_blocks(event: &KvEvent) -> Vec<HashedBlock> {
+    match &event.data {
+        KvEventData::Stored { blocks, .. } => blocks.clone(),
+        other => panic!("not stored: {other:?}"),
+    }
+}
+
+/// Our hashes of the chain of blocks 1..=16, four tokens each.
+fn chain() -> Vec<HashedBlock> {
+    let tokens: Vec<u32> = (1..=16).collect();
+    BlockHasher::new(block_size()).hash_blocks(&tokens)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_messages_are_replayed_in_order_and_malformed_ones_skipped() {
+    let mut engine = Engine::start().await;
+    let mut monitor = engine.publisher.monitor();
+    let source = EngineEventSource::new(engine.endpoint.clone(), WorkerId::new(7), block_size())
+        .with_replay(engine.replay_endpoint.clone())
+        .with_topic("kv-events");
+    let mut events = Box::pin(source.subscribe().await.expect("subscribed"));
+    engine.wait_for_subscriber(&mut monitor).await;
+
+    // Hashes as the engines send them: unsigned, signed, bytes.
+    engine
+        .send(0, batch(&[stored(uint(100), None, &[1, 2, 3, 4])]), false)
+        .await;
+    engine
+        .send(
+            1,
+            batch(&[stored(int(101), Some(uint(100)), &[5, 6, 7, 8])]),
+            false,
+        )
+        .await;
+    let bytes_hash = binary(&102u64.to_be_bytes());
+    engine
+        .send(
+            2,
+            batch(&[stored(bytes_hash.clone(), Some(int(101)), &[9, 10, 11, 12])]),
+            true,
+        )
+        .await;
+    engine.send(3, batch(&[removed(100)]), false).await;
+
+    let all = chain();
+    let mut received = Vec::new();
+    for _ in 0..4 {
+        received.push(next(&mut events).await.expect("an event"));
+    }
+    let ids: Vec<u64> = received.iter().map(|event| event.event_id).collect();
+    assert_eq!(
+        ids,
+        [0, 1, 2, 3],
+        "in the engine's order, the replayed one in its place"
+    );
+    assert_eq!(stored_blocks(&received[0]), all[0..1]);
+    assert_eq!(stored_blocks(&received[1]), all[1..2]);
+    assert_eq!(
+        stored_blocks(&received[2]),
+        all[2..3],
+        "message 2 came from the replay"
+    );
+    assert_eq!(
+        received[3].data,
+        KvEventData::Removed {
+            blocks: vec![all[0].sequence]
+        }
+    );
+
+    // A payload that is not msgpack is an error, and the messages after it still come.
+    engine.send(4, vec![0xc1, 0xff], false).await;
+    engine
+        .send(
+            5,
+            batch(&[stored(uint(103), Some(bytes_hash), &[13, 14, 15, 16])]),
+            false,
+        )
+        .await;
+    let error = next(&mut events).await.expect_err("a malformed message");
+    assert!(matches!(error, EngineEventError::Malformed(_)), "{error}");
+    let after = next(&mut events).await.expect("the next message");
+    assert_eq!(
+        (after.event_id, stored_blocks(&after)),
+        (4, all[3..4].to_vec())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_replay_socket_a_gap_is_reported_as_lost() {
+    let mut engine = Engine::start().await;
+    let mut monitor = engine.publisher.monitor();
+    let source = EngineEventSource::new(engine.endpoint.clone(), WorkerId::new(7), block_size());
+    let mut events = Box::pin(source.subscribe().await.expect("subscribed"));
+    engine.wait_for_subscriber(&mut monitor).await;
+
+    engine
+        .send(10, batch(&[stored(uint(100), None, &[1, 2, 3, 4])]), false)
+        .await;
+    engine.send(11, batch(&[]), true).await;
+    engine
+        .send(
+            12,
+            batch(&[stored(uint(101), Some(uint(100)), &[5, 6, 7, 8])]),
+            false,
+        )
+        .await;
+    let all = chain();
+    assert_eq!(
+        stored_blocks(&next(&mut events).await.expect("an event")),
+        all[0..1]
+    );
+    assert_eq!(
+        next(&mut events).await.expect_err("a gap"),
+        EngineEventError::Lost {
+            expected: 11,
+            received: 12
+        }
+    );
+    assert_eq!(
+        stored_blocks(&next(&mut events).await.expect("an event")),
+        all[1..2]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_endpoint_is_an_error() {
+    let source = EngineEventSource::new("not-an-endpoint", WorkerId::new(1), block_size());
+    let error = source.subscribe().await.err().expect("refused");
+    assert!(matches!(error, EngineEventError::Socket(_)), "{error}");
+}
