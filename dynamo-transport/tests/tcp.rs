@@ -194,3 +194,50 @@ async fn bad_frames_get_an_error_and_the_connection_goes_on() {
     assert_eq!(tokens, 2);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_spreads_streams_and_closes_when_dropped_after_its_streams() {
+    let (served, address) = listener().await;
+    let server = tokio::spawn(serve(served, EchoEngine::new(), ServeConfig::default()));
+    let remote = RemoteEngine::connect_pooled(address, 3)
+        .await
+        .expect("connected");
+    let answers = futures::future::join_all((0..12).map(|id| {
+        let mut remote = remote.clone();
+        async move { remote.generate_all(request(id, 8, 8)).await }
+    }))
+    .await;
+    assert!(answers.iter().all(Result::is_ok));
+    server.abort();
+
+    // A bare listener shows when the client closes its connections.
+    let (bare, address) = listener().await;
+    let mut remote = RemoteEngine::connect_pooled(address, 2)
+        .await
+        .expect("connected");
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        sockets.push(bare.accept().await.expect("accepted").0);
+    }
+    let open_stream = remote.generate(request(0, 4, 4)).await.expect("a stream");
+    drop(remote);
+    // The open stream keeps the connections: reading them does not reach their end.
+    let mut received = Vec::new();
+    for socket in &mut sockets {
+        let open = tokio::time::timeout(
+            Duration::from_millis(200),
+            socket.read_to_end(&mut received),
+        )
+        .await;
+        assert!(open.is_err(), "a connection closed while a stream was open");
+    }
+    drop(open_stream);
+    for socket in &mut sockets {
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut received)).await;
+        assert!(
+            matches!(closed, Ok(Ok(_))),
+            "the connection closes: {closed:?}"
+        );
+    }
+}

@@ -28,16 +28,20 @@ pub struct FollowConfig {
     pub index: Option<SharedIndex>,
     /// How long to wait between attempts to reach a registered worker.
     pub reconnect: Duration,
+    /// Connections to open to each worker ([`RemoteEngine::connect_pooled`]).
+    pub connections: usize,
 }
 
 impl FollowConfig {
-    /// Accept workers of `block_size`, any model, without an index; retry every 500 ms.
+    /// Accept workers of `block_size`, any model, without an index; one connection to each,
+    /// retried every 500 ms.
     pub fn new(block_size: BlockSize) -> Self {
         FollowConfig {
             block_size,
             model: None,
             index: None,
             reconnect: Duration::from_millis(500),
+            connections: 1,
         }
     }
 }
@@ -172,7 +176,7 @@ impl Follower {
                     record.clone(),
                     self.router.clone(),
                     self.reports.clone(),
-                    self.config.reconnect,
+                    (self.config.reconnect, self.config.connections),
                     left.clone(),
                 ));
                 self.workers.insert(record.id, Connecting { left, task });
@@ -205,14 +209,14 @@ async fn keep_connected(
     record: WorkerRecord,
     router: RouterService,
     reports: mpsc::Sender<Followed>,
-    reconnect: Duration,
+    (reconnect, connections): (Duration, usize),
     left: CancellationToken,
 ) {
     // Report an outage once, not at every attempt.
     let mut reported = false;
     loop {
         let attempt = tokio::select! {
-            attempt = RemoteEngine::connect(record.address) => attempt,
+            attempt = RemoteEngine::connect_pooled(record.address, connections) => attempt,
             () = left.cancelled() => return,
         };
         let error = match attempt {

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use dynamo_core::{Error, GenerateRequest, TokenChunk, TokenStream};
@@ -54,12 +54,34 @@ impl Connection {
 
 /// An [`Engine`](dynamo_core::Engine) served by [`serve`](super::serve) on another process.
 ///
-/// Every clone shares one connection; streams are multiplexed over it. When the connection is
-/// lost, every open stream ends with [`Error::Unavailable`] and so does every later call:
-/// connect again (discovery does that for a router's workers).
+/// Every clone shares its connections: one by default ([`connect`](Self::connect)), or a pool
+/// of several ([`connect_pooled`](Self::connect_pooled)) that calls take in turn, so that a
+/// slow stream holds up only the streams on its own connection. Streams are multiplexed over
+/// each connection. When a connection is lost, every open stream on it ends with
+/// [`Error::Unavailable`], and so does every later call that it would take: connect again
+/// ([`discovery::follow`](crate::discovery::follow) does that for a router's workers).
+///
+/// The connections close when the last clone, and the last stream it returned, are dropped.
 #[derive(Debug, Clone)]
 pub struct RemoteEngine {
-    connection: Arc<Connection>,
+    pool: Arc<Pool>,
+}
+
+/// The connections of a [`RemoteEngine`] and its clones.
+#[derive(Debug)]
+struct Pool {
+    connections: Vec<Arc<Connection>>,
+    next: AtomicUsize,
+    /// Cancelled when any connection is lost.
+    closed: CancellationToken,
+    /// Cancelled when the pool is dropped: the connections' tasks end and close their sockets.
+    shutdown: CancellationToken,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl RemoteEngine {
@@ -69,6 +91,51 @@ impl RemoteEngine {
     ///
     /// [`Error::Unavailable`] when the connection cannot be made.
     pub async fn connect(address: SocketAddr) -> Result<Self, Error> {
+        Self::connect_pooled(address, 1).await
+    }
+
+    /// Open `connections` connections (at least one) to the engine served at `address`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when a connection cannot be made.
+    pub async fn connect_pooled(address: SocketAddr, connections: usize) -> Result<Self, Error> {
+        let mut pool = Pool {
+            connections: Vec::with_capacity(connections.max(1)),
+            next: AtomicUsize::new(0),
+            closed: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+        };
+        // On an error, dropping the pool closes the connections opened so far.
+        for _ in 0..connections.max(1) {
+            let connection =
+                Connection::open(address, pool.closed.clone(), pool.shutdown.clone()).await?;
+            pool.connections.push(connection);
+        }
+        Ok(RemoteEngine {
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// Wait until a connection is lost (at once if one already is).
+    pub async fn closed(&self) {
+        self.pool.closed.cancelled().await;
+    }
+
+    /// Whether a connection is lost.
+    pub fn is_closed(&self) -> bool {
+        self.pool.closed.is_cancelled()
+    }
+}
+
+impl Connection {
+    /// Connect, and start the connection's reader and writer; `closed` is cancelled when it
+    /// is lost, and `shutdown` closes it.
+    async fn open(
+        address: SocketAddr,
+        closed: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, Error> {
         let socket = TcpStream::connect(address).await.map_err(|error| {
             Error::unavailable(format!("cannot connect to {address}")).with_source(error)
         })?;
@@ -81,17 +148,25 @@ impl RemoteEngine {
             streams: Mutex::new(Some(HashMap::new())),
             next_stream: AtomicU64::new(1),
             max_frame: DEFAULT_MAX_FRAME,
-            closed: CancellationToken::new(),
+            closed,
         });
         let writing = Arc::clone(&connection);
+        let writer_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            write_frames(&mut writer, &mut outgoing).await;
+            tokio::select! {
+                () = write_frames(&mut writer, &mut outgoing) => {}
+                () = writer_shutdown.cancelled() => {}
+            }
             writing.fail_all();
         });
         let reading = Arc::clone(&connection);
         tokio::spawn(async move {
             loop {
-                match read_frame(&mut reader, reading.max_frame).await {
+                let frame = tokio::select! {
+                    frame = read_frame(&mut reader, reading.max_frame) => frame,
+                    () = shutdown.cancelled() => break,
+                };
+                match frame {
                     Ok(Some(Frame::Chunk { stream, chunk })) => {
                         let last = chunk.is_final();
                         reading.deliver(stream, Ok(chunk), last).await;
@@ -108,21 +183,9 @@ impl RemoteEngine {
             }
             reading.fail_all();
         });
-        Ok(RemoteEngine { connection })
+        Ok(connection)
     }
 
-    /// Wait until the connection is lost (at once if it already is).
-    pub async fn closed(&self) {
-        self.connection.closed.cancelled().await;
-    }
-
-    /// Whether the connection is lost.
-    pub fn is_closed(&self) -> bool {
-        self.connection.closed.is_cancelled()
-    }
-}
-
-impl Connection {
     /// Hand a chunk to its stream (waiting if the stream's buffer is full); forget the stream
     /// after its last chunk.
     async fn deliver(&self, stream: u64, item: Result<TokenChunk, Error>, last: bool) {
@@ -153,8 +216,10 @@ impl Service<GenerateRequest> for RemoteEngine {
     }
 
     fn call(&mut self, request: GenerateRequest) -> Self::Future {
-        let connection = Arc::clone(&self.connection);
+        let pool = Arc::clone(&self.pool);
         Box::pin(async move {
+            let turn = pool.next.fetch_add(1, Ordering::Relaxed) % pool.connections.len();
+            let connection = Arc::clone(&pool.connections[turn]);
             let stream = connection.next_stream.fetch_add(1, Ordering::Relaxed);
             let cancel = request.cancellation().child_token();
             let bytes = encode_frame(
@@ -190,7 +255,12 @@ impl Service<GenerateRequest> for RemoteEngine {
                     let _ = watcher.frames.send(bytes).await;
                 }
             });
-            Ok(TokenStream::from_receiver(chunks, cancel))
+            // The stream keeps the pool, and so its connection, open until it is dropped.
+            let chunks = futures::stream::unfold((chunks, pool), |(mut chunks, pool)| async move {
+                let chunk = chunks.recv().await?;
+                Some((chunk, (chunks, pool)))
+            });
+            Ok(TokenStream::new(chunks, cancel))
         })
     }
 }
