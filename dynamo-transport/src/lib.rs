@@ -1,12 +1,23 @@
-//! Engines across processes and machines.
+//! Engines across processes and machines: the same engines and router as in one process,
+//! joined by infrastructure users already run — plain TCP for requests, NATS for events, etcd
+//! (or a shared directory) for discovery. `dynamo-serve worker` and `dynamo-serve frontend` are
+//! built from these parts; `docs/transport.md` walks through them with their figures.
 //!
-//! **The event plane** ([`events`]): KV events over NATS, from workers' engines to routers'
-//! indexes. [`engine_events`] decodes the KV events vLLM and SGLang publish (ZMQ frames,
-//! msgpack batches) into ours.
+//! **The event plane** ([`events`]): KV events and load reports from workers to routers, in
+//! process ([`events::LocalBus`]) or over NATS ([`events::NatsEvents`]).
+//! [`engine_events`] subscribes to the KV events vLLM and SGLang publish over ZMQ (three
+//! frames, msgpack batches), replays what was lost from the engine's replay socket, and turns
+//! them into ours.
+//!
+//! **Discovery** ([`discovery`]): workers register a record (etcd under a lease, or a file in a
+//! shared directory, or a fixed list), and [`discovery::follow`] keeps a router's workers equal
+//! to the registered ones over the request plane. [`local`] starts throwaway `nats-server` and
+//! `etcd` processes for tests and trials.
 //!
 //! **The request plane** ([`tcp`]): serve any [`Engine`](dynamo_core::Engine) on a TCP
 //! endpoint with [`tcp::serve`], and get an Engine for a remote endpoint with
-//! [`tcp::RemoteEngine::connect`]. One connection carries many concurrent streams, each
+//! [`tcp::RemoteEngine::connect`] (or a pool of connections with
+//! [`tcp::RemoteEngine::connect_pooled`]). One connection carries many concurrent streams, each
 //! request's tokens come back as they are produced, dropping a stream cancels the remote work,
 //! a slow reader slows its producer instead of filling memory, a frame over the size limit is a
 //! clear error that leaves the other streams alone, and a lost connection ends every stream on
