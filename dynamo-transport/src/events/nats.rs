@@ -26,11 +26,15 @@ impl NatsEvents {
         let (state, connected) = watch::channel(true);
         let client = async_nats::ConnectOptions::new()
             .event_callback(move |event| {
-                match event {
-                    async_nats::Event::Connected => state.send_replace(true),
-                    async_nats::Event::Disconnected => state.send_replace(false),
-                    _ => *state.borrow(),
+                let now = match event {
+                    async_nats::Event::Connected => Some(true),
+                    async_nats::Event::Disconnected => Some(false),
+                    _ => None,
                 };
+                if let Some(now) = now {
+                    // Only changes wake the watchers (the first `Connected` is no change).
+                    state.send_if_modified(|connected| std::mem::replace(connected, now) != now);
+                }
                 async {}
             })
             .connect(url)
