@@ -45,8 +45,9 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
             _ => format!("{} workers given with --worker-at", options.worker_at.len()),
         };
         println!(
-            "dynamo frontend on http://{address}: model `{}`, {found}, {:?} routing",
-            options.name, options.router
+            "dynamo frontend on http://{address}: model `{}`, {found}, {}",
+            options.name,
+            options.router.describe()
         );
         crate::print_examples(&options.name, address);
     })

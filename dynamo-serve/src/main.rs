@@ -179,15 +179,8 @@ pub(crate) async fn shutdown_signal() {
 
 fn print_welcome(options: &Options, address: SocketAddr) {
     let name = &options.name;
-    let routing = match options.router {
-        RouterKind::Kv => "KV-aware routing",
-        RouterKind::ApproxKv => "approximate KV-aware routing",
-        RouterKind::RoundRobin => "round-robin routing",
-    };
-    let kind = match options.engine {
-        EngineKind::Candle => "candle (CPU)",
-        EngineKind::Mocker | EngineKind::Echo => "simulated",
-    };
+    let routing = options.router.describe();
+    let kind = options.engine.describe();
     println!(
         "dynamo gateway on http://{address}: model `{name}` on {} {kind} workers with {routing}",
         options.workers

@@ -88,6 +88,39 @@ pub(crate) enum Command {
     Help,
 }
 
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Serve | Command::Help => "the single-process job",
+            Command::Worker => "`dynamo-serve worker`",
+            Command::Frontend => "`dynamo-serve frontend`",
+            Command::OpenApi(_) => "`dynamo-serve openapi`",
+        }
+    }
+}
+
+impl EngineKind {
+    /// How the engine is called in messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            EngineKind::Candle => "candle (CPU)",
+            EngineKind::Mocker => "simulated (mocker)",
+            EngineKind::Echo => "echo",
+        }
+    }
+}
+
+impl RouterKind {
+    /// How the routing is called in messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            RouterKind::Kv => "KV-aware routing",
+            RouterKind::ApproxKv => "approximate KV-aware routing",
+            RouterKind::RoundRobin => "round-robin routing",
+        }
+    }
+}
+
 pub(crate) struct Options {
     pub(crate) command: Command,
     pub(crate) host: IpAddr,
@@ -113,8 +146,8 @@ pub(crate) struct Options {
     pub(crate) worker_at: Vec<(u64, SocketAddr)>,
 }
 
-/// The flags each command takes, besides `--help`.
-const SHARED: &[&str] = &["--host", "--port", "--model", "--name", "--block-size"];
+/// The flags each command takes besides the shared ones (`--host`, `--port`, `--model`,
+/// `--name`, `--block-size`) and `--help`.
 const SERVE: &[&str] = &[
     "--engine",
     "--speedup",
@@ -193,10 +226,14 @@ impl Options {
                 options.command = Command::Help;
                 continue;
             }
-            let known = SHARED.contains(&flag.as_str())
-                || [SERVE, WORKER, FRONTEND].concat().contains(&flag.as_str());
-            if known && !SHARED.contains(&flag.as_str()) && !accepted.contains(&flag.as_str()) {
-                return Err(format!("{flag} is not a flag of this command"));
+            let of_another = [SERVE, WORKER, FRONTEND]
+                .iter()
+                .any(|flags| flags.contains(&flag.as_str()));
+            if of_another && !accepted.contains(&flag.as_str()) {
+                return Err(format!(
+                    "{flag} is not a flag of {}",
+                    options.command.name()
+                ));
             }
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
             match flag.as_str() {
@@ -301,4 +338,66 @@ fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
     value
         .parse()
         .map_err(|_| format!("{flag} does not take {value:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(args: &str) -> Result<Options, String> {
+        Options::from_args(args.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn each_command_takes_its_own_flags() {
+        let worker = options("worker --engine mocker --etcd http://e:2379 --id 3").expect("valid");
+        assert!(matches!(worker.command, Command::Worker));
+        assert_eq!((worker.id, worker.port), (Some(3), None));
+        let error = options("worker --workers 2").err().expect("refused");
+        assert!(
+            error.contains("--workers is not a flag of `dynamo-serve worker`"),
+            "{error}"
+        );
+        let error = options("--etcd http://e:2379").err().expect("refused");
+        assert!(
+            error.contains("not a flag of the single-process job"),
+            "{error}"
+        );
+        assert!(
+            options("--bogus 1")
+                .err()
+                .expect("refused")
+                .contains("unknown flag")
+        );
+    }
+
+    #[test]
+    fn a_frontend_needs_discovery_and_kv_routing_needs_nats() {
+        let error = options("frontend --nats nats://n:4222")
+            .err()
+            .expect("refused");
+        assert!(
+            error.contains("--etcd URL, --registry DIR or --worker-at"),
+            "{error}"
+        );
+        let error = options("frontend --registry /tmp/r")
+            .err()
+            .expect("refused");
+        assert!(error.contains("--router kv needs"), "{error}");
+        let error = options("frontend --registry /tmp/r --etcd http://e:2379 --nats n")
+            .err()
+            .expect("refused");
+        assert!(error.contains("give one of"), "{error}");
+        let frontend =
+            options("frontend --worker-at 7=127.0.0.1:9000,127.0.0.1:9001 --router round-robin")
+                .expect("valid");
+        let addresses: Vec<(u64, SocketAddr)> = frontend.worker_at;
+        assert_eq!(
+            addresses,
+            [
+                (7, "127.0.0.1:9000".parse().expect("an address")),
+                (2, "127.0.0.1:9001".parse().expect("an address"))
+            ]
+        );
+    }
 }

@@ -171,7 +171,10 @@ fn print_welcome(options: &Options, record: &WorkerRecord) {
         None => "no NATS: no KV events or load reports".to_owned(),
     };
     println!(
-        "dynamo worker {} serving `{}` ({:?} engine) on {}; {registered}; {events}",
-        record.id, record.model, options.engine, record.address
+        "dynamo worker {} serving `{}` ({} engine) on {}; {registered}; {events}",
+        record.id,
+        record.model,
+        options.engine.describe(),
+        record.address
     );
 }
