@@ -224,7 +224,7 @@ impl EtcdDiscovery {
 
 impl Discovery for EtcdDiscovery {
     fn watch(&self) -> MembershipStream {
-        let (changes, received) = mpsc::channel(CHANGES);
+        let (changes, mut received) = mpsc::channel(CHANGES);
         let watcher = Watcher {
             etcd: self.etcd.clone(),
             prefix: self.prefix.clone(),
@@ -238,14 +238,8 @@ impl Discovery for EtcdDiscovery {
                 () = closed.closed() => {}
             }
         });
-        Box::pin(tokio_stream_from(received))
+        Box::pin(futures::stream::poll_fn(move |cx| received.poll_recv(cx)))
     }
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    mut received: mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send + 'static {
-    futures::stream::poll_fn(move |cx| received.poll_recv(cx))
 }
 
 /// The watcher's task: what it has reported, and where it reports.

@@ -81,7 +81,7 @@ pub enum Followed {
 ///
 /// The returned stream reports each change; poll it (for example in a task that logs the
 /// reports), because following waits when 256 reports are unread. Dropping it stops
-/// following; the workers connected so far stay in the router.
+/// following and takes the workers it connected out of the router.
 pub fn follow(
     discovery: &dyn Discovery,
     router: RouterService,
