@@ -89,8 +89,6 @@ pub fn follow(
 ) -> impl Stream<Item = Followed> + Send + 'static {
     let (reports, mut received) = mpsc::channel(REPORTS);
     let mut changes = discovery.watch();
-    let stop = CancellationToken::new();
-    let stopped = stop.clone();
     tokio::spawn(async move {
         let mut follower = Follower {
             router,
@@ -111,13 +109,8 @@ pub fn follow(
         for (_, worker) in follower.workers.drain() {
             worker.left.cancel();
         }
-        stopped.cancel();
     });
-    let guard = stop.drop_guard();
-    futures::stream::poll_fn(move |cx| {
-        let _keep = &guard;
-        received.poll_recv(cx)
-    })
+    futures::stream::poll_fn(move |cx| received.poll_recv(cx))
 }
 
 struct Follower {
