@@ -115,8 +115,12 @@ impl LiveEngine {
         events: Option<mpsc::Sender<KvEvent>>,
     ) -> (LiveEngine, impl Future<Output = ()> + Send + 'static) {
         let (submissions, receiver) = mpsc::channel(config.submission_capacity.max(1));
-        let state = Arc::new(Mutex::new(LiveState::default()));
         let worker = SimWorker::new(config.engine, timing).record_tokens(true);
+        // Before the first step, the load of an idle worker (its cache size included).
+        let state = Arc::new(Mutex::new(LiveState {
+            metrics: worker.metrics(),
+            ..LiveState::default()
+        }));
         let run = run_worker(worker, receiver, events, state.clone(), config);
         (
             LiveEngine {

@@ -85,7 +85,12 @@ impl CandleEngine {
         events: Option<mpsc::Sender<KvEvent>>,
     ) -> std::io::Result<Self> {
         let (submit, submissions) = std::sync::mpsc::sync_channel(config.queue_capacity);
-        let counters = Arc::new(Mutex::new(PoolCounters::default()));
+        // Before the first step: every block free.
+        let counters = Arc::new(Mutex::new(PoolCounters {
+            capacity: config.blocks as usize,
+            free: config.blocks as usize,
+            ..PoolCounters::default()
+        }));
         let context_length = weights.config().context_length;
         let model = ModelThread::new(weights, config, events, Arc::clone(&counters));
         std::thread::Builder::new()
