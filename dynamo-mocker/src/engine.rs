@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use dynamo_core::{BlockSize, HashedBlock, KvEventData, LocalBlockHash, SequenceHash};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::pool::KvPool;
+use crate::pool::{KvPool, Slot};
 use crate::timing::{StepShape, StepTiming};
 
 /// The settings of a simulated worker; the defaults are those of NVIDIA Dynamo's mocker.
@@ -87,8 +87,9 @@ struct Sequence {
     request: SimRequest,
     /// Full blocks of prompt and output, as far as they are known.
     blocks: Vec<HashedBlock>,
-    /// Leading blocks of `blocks` that this sequence has registered or pinned.
-    pinned: usize,
+    /// The pool slots of the leading blocks of `blocks` that this sequence has registered or
+    /// pinned.
+    slots: Vec<Slot>,
     /// Private blocks held.
     private: u64,
     /// Tokens whose KV is computed.
@@ -172,6 +173,13 @@ impl SimWorker {
         self
     }
 
+    /// Report the cache's KV events (on by default). Off, the worker skips building them: for
+    /// replays whose router does not read them.
+    pub fn record_events(mut self, record: bool) -> Self {
+        self.pool.record_events(record);
+        self
+    }
+
     /// Queue a request.
     pub fn add_request(&mut self, mut request: SimRequest) {
         // The next step may admit it: it is not quiet.
@@ -179,7 +187,7 @@ impl SimWorker {
         self.waiting.push_back(Sequence {
             blocks: std::mem::take(&mut request.prompt_blocks),
             request,
-            pinned: 0,
+            slots: Vec::new(),
             private: 0,
             computed: 0,
             generated: 0,
@@ -351,7 +359,7 @@ impl SimWorker {
             if sequence.prefilling() {
                 return;
             }
-            let room = (sequence.pinned as u64 + sequence.private) * block;
+            let room = (sequence.slots.len() as u64 + sequence.private) * block;
             let to_full = room.saturating_sub(sequence.tokens() + 1);
             let to_last = sequence
                 .request
@@ -371,7 +379,7 @@ impl SimWorker {
         let block = u64::from(self.config.block_size.get());
         loop {
             let sequence = &self.running[index];
-            let held = sequence.pinned as u64 + sequence.private;
+            let held = sequence.slots.len() as u64 + sequence.private;
             if tokens <= held * block {
                 // The usual decode step: the last block has room.
                 return true;
@@ -401,11 +409,11 @@ impl SimWorker {
 
     fn release(&mut self, sequence: &mut Sequence) {
         // Tail first, so that the tail is evicted first.
-        for block in sequence.blocks[..sequence.pinned].iter().rev() {
-            self.pool.unpin(block.sequence);
+        for &slot in sequence.slots.iter().rev() {
+            self.pool.unpin(slot);
         }
         self.pool.release_private(sequence.private);
-        sequence.pinned = 0;
+        sequence.slots.clear();
         sequence.private = 0;
     }
 
@@ -419,11 +427,16 @@ impl SimWorker {
             };
             let tokens = sequence.tokens();
             let full = ((tokens / block) as usize).min(sequence.blocks.len());
-            let mut hit = self.pool.cached_prefix(&sequence.blocks[..full]);
+            let mut slots = std::mem::take(&mut sequence.slots);
+            slots.clear();
+            self.pool
+                .cached_prefix(&sequence.blocks[..full], &mut slots);
+            let mut hit = slots.len();
             // At least one token is always computed, to produce the next one.
             while hit > 0 && hit as u64 * block >= tokens {
                 hit -= 1;
             }
+            slots.truncate(hit);
             let computed = hit as u64 * block;
             let chunk = (tokens - computed).min(*budget);
             let needed = (computed + chunk).div_ceil(block) - hit as u64;
@@ -431,17 +444,17 @@ impl SimWorker {
                 self.waiting.push_front(sequence);
                 break;
             }
-            for block in &sequence.blocks[..hit] {
-                self.pool.pin(block.sequence);
+            for &slot in &slots {
+                self.pool.pin(slot);
             }
             if !self.pool.take(needed) {
-                for block in sequence.blocks[..hit].iter().rev() {
-                    self.pool.unpin(block.sequence);
+                for &slot in slots.iter().rev() {
+                    self.pool.unpin(slot);
                 }
                 self.waiting.push_front(sequence);
                 break;
             }
-            sequence.pinned = hit;
+            sequence.slots = slots;
             sequence.private = needed;
             sequence.computed = computed;
             if sequence.cached_tokens.is_none() {
@@ -496,19 +509,17 @@ impl SimWorker {
     fn register_full(&mut self, index: usize) {
         let block = u64::from(self.config.block_size.get());
         let sequence = &mut self.running[index];
-        if sequence.private == 0 || sequence.pinned >= sequence.blocks.len() {
+        if sequence.private == 0 || sequence.slots.len() >= sequence.blocks.len() {
             // No block filled since the last call.
             return;
         }
         let full = ((sequence.computed / block) as usize).min(sequence.blocks.len());
-        while sequence.pinned < full && sequence.private > 0 {
-            let parent = sequence
-                .pinned
-                .checked_sub(1)
-                .map(|p| sequence.blocks[p].sequence);
-            self.pool.register(parent, sequence.blocks[sequence.pinned]);
+        while sequence.slots.len() < full && sequence.private > 0 {
+            let next = sequence.slots.len();
+            let parent = next.checked_sub(1).map(|p| sequence.blocks[p].sequence);
+            let slot = self.pool.register(parent, sequence.blocks[next]);
+            sequence.slots.push(slot);
             sequence.private -= 1;
-            sequence.pinned += 1;
         }
     }
 

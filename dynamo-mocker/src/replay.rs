@@ -189,6 +189,7 @@ pub fn replay_with_progress(
             WorkerSelector::new(SelectorConfig::new(block_size), policy, NoKnowledge)
         }
     };
+    let events = matches!(knowledge, CacheKnowledge::Events(_));
     let mut sim = Simulation {
         config: config.clone(),
         trace,
@@ -197,7 +198,9 @@ pub fn replay_with_progress(
             CacheKnowledge::Events(index) => Some(index),
             CacheKnowledge::Other(_) | CacheKnowledge::Nothing => None,
         },
-        workers: (0..config.workers).map(|_| new_worker(config)).collect(),
+        workers: (0..config.workers)
+            .map(|_| new_worker(config, events))
+            .collect(),
         queue: BinaryHeap::new(),
         order: 0,
         records: trace
@@ -361,7 +364,8 @@ impl Simulation<'_> {
         match self.config.membership[i].change {
             WorkerChange::Add => {
                 let id = self.workers.len() as u64;
-                self.workers.push(new_worker(&self.config));
+                let events = self.index.is_some();
+                self.workers.push(new_worker(&self.config, events));
                 self.selector.insert_worker(WorkerId::new(id));
             }
             WorkerChange::Remove(id) => self.selector.remove_worker(WorkerId::new(id)),
@@ -460,9 +464,10 @@ impl Simulation<'_> {
     }
 }
 
-fn new_worker(config: &ReplayConfig) -> Worker {
+/// A worker; its KV events are recorded only when an index consumes them.
+fn new_worker(config: &ReplayConfig, events: bool) -> Worker {
     Worker {
-        engine: SimWorker::new(config.engine, config.timing.clone()),
+        engine: SimWorker::new(config.engine, config.timing.clone()).record_events(events),
         report: StepReport::default(),
         stepping: false,
         next_event_id: 0,
