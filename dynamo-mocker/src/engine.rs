@@ -227,6 +227,11 @@ impl SimWorker {
         }
     }
 
+    /// Whether [`drain_cache_hits`](Self::drain_cache_hits) has anything.
+    pub(crate) fn has_cache_hits(&self) -> bool {
+        !self.cached.is_empty()
+    }
+
     /// The prompt tokens each request found cached at its first admission, drained.
     pub fn drain_cache_hits(&mut self) -> Vec<(u64, u64)> {
         std::mem::take(&mut self.cached)

@@ -91,7 +91,6 @@ enum Event {
     Arrival(usize),
     /// `config.membership[i]`.
     Membership(usize),
-    StepDone(usize),
     Deliver(usize),
 }
 
@@ -127,7 +126,10 @@ struct Worker {
     engine: SimWorker,
     /// The step in progress, applied when it ends; its allocations are reused.
     report: StepReport,
-    stepping: bool,
+    /// When the step in progress ends, and its place in the event order; `None` when idle.
+    /// Kept here rather than in the queue: the queue would hold one entry per worker anyway,
+    /// and a scan of the workers is cheaper than a heap at a million steps.
+    due: Option<(f64, u64)>,
     next_event_id: u64,
     /// Event batches on their way to the index.
     in_transit: VecDeque<Vec<KvEvent>>,
@@ -287,18 +289,50 @@ impl Simulation<'_> {
         self.epoch + Duration::from_secs_f64(at_ms.max(0.0) / 1000.0)
     }
 
+    /// The worker whose step ends first (ties: the first scheduled), with when and its order.
+    fn next_step(&self) -> Option<(f64, u64, usize)> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(worker, state)| state.due.map(|(at, order)| (at, order, worker)))
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+    }
+
     /// Process `arrivals` (sorted by time) and every event they cause, in time order; an
     /// arrival goes before an event scheduled for the same instant. Arrivals are read in order
-    /// rather than queued, so the queue holds only the workers' pending steps and deliveries.
+    /// and steps from the workers, so the queue holds only deliveries, held-back arrivals and
+    /// membership changes.
     fn run(&mut self, arrivals: &[(f64, usize)]) {
         let mut next = arrivals.iter().peekable();
         loop {
-            let queued = self.queue.peek().map(|scheduled| scheduled.at_ms);
+            let step = self.next_step();
+            let queued = self
+                .queue
+                .peek()
+                .map(|scheduled| (scheduled.at_ms, scheduled.order));
+            let scheduled_first = match (step, queued) {
+                (Some((at, order, _)), Some(queued)) => {
+                    Some(at.total_cmp(&queued.0).then(order.cmp(&queued.1)).is_gt())
+                }
+                (Some(_), None) => Some(false),
+                (None, Some(_)) => Some(true),
+                (None, None) => None,
+            };
+            let earliest = match scheduled_first {
+                Some(true) => queued.map(|(at, _)| at),
+                Some(false) => step.map(|(at, ..)| at),
+                None => None,
+            };
             if let Some(&&(at_ms, index)) = next.peek()
-                && queued.is_none_or(|queued| at_ms <= queued)
+                && earliest.is_none_or(|earliest| at_ms <= earliest)
             {
                 next.next();
                 self.arrive(index, at_ms);
+                continue;
+            }
+            if let (Some(false), Some((at_ms, _, worker))) = (scheduled_first, step) {
+                self.workers[worker].due = None;
+                self.step_done(worker, at_ms);
                 continue;
             }
             let Some(Scheduled { at_ms, event, .. }) = self.queue.pop() else {
@@ -306,7 +340,6 @@ impl Simulation<'_> {
             };
             match event {
                 Event::Arrival(index) => self.arrive(index, at_ms),
-                Event::StepDone(worker) => self.step_done(worker, at_ms),
                 Event::Deliver(worker) => self.deliver(worker),
                 Event::Membership(i) => self.change_membership(i),
             }
@@ -355,7 +388,7 @@ impl Simulation<'_> {
             prompt_tokens: trace.input_length.max(1),
             output_tokens: trace.output_length.max(1),
         });
-        if !self.workers[worker].stepping {
+        if self.workers[worker].due.is_none() {
             self.start_step(worker, now_ms);
         }
     }
@@ -374,15 +407,23 @@ impl Simulation<'_> {
 
     fn start_step(&mut self, worker: usize, now_ms: f64) {
         let state = &mut self.workers[worker];
-        state.stepping = state.engine.step_into(&mut state.report);
-        if state.stepping {
-            let done = now_ms + state.report.duration_ms;
-            self.schedule(done, Event::StepDone(worker));
+        if state.engine.step_into(&mut state.report) {
+            self.order += 1;
+            state.due = Some((now_ms + state.report.duration_ms, self.order));
         }
     }
 
     fn step_done(&mut self, worker: usize, now_ms: f64) {
-        if !self.workers[worker].stepping {
+        // Most steps only decode: nothing to record, nothing to publish.
+        let state = &self.workers[worker];
+        let report = &state.report;
+        if report.first_tokens.is_empty()
+            && report.finished.is_empty()
+            && report.preempted.is_empty()
+            && report.events.is_empty()
+            && !state.engine.has_cache_hits()
+        {
+            self.start_step(worker, now_ms);
             return;
         }
         let mut report = std::mem::take(&mut self.workers[worker].report);
@@ -469,7 +510,7 @@ fn new_worker(config: &ReplayConfig, events: bool) -> Worker {
     Worker {
         engine: SimWorker::new(config.engine, config.timing.clone()).record_events(events),
         report: StepReport::default(),
-        stepping: false,
+        due: None,
         next_event_id: 0,
         in_transit: VecDeque::new(),
     }
