@@ -38,20 +38,19 @@ fn events() -> CacheKnowledge {
     CacheKnowledge::Events(SharedIndex::new(BlockSize::new(64).unwrap()))
 }
 
+/// Dynamo's KV cost router, seeded, over an index fed by the workers' events.
+fn kv(trace: &[TraceRequest], config: &ReplayConfig, seed: u64) -> ReplayOutcome {
+    let policy = KvCost::new(KvCostConfig {
+        seed: Some(seed),
+        ..Default::default()
+    });
+    replay(trace, config, "kv", policy, events()).unwrap()
+}
+
 #[test]
 fn every_request_completes_once_with_consistent_times() {
     let trace = trace();
-    let outcome = replay(
-        &trace[..1500],
-        &ReplayConfig::default(),
-        "kv",
-        KvCost::new(KvCostConfig {
-            seed: Some(3),
-            ..Default::default()
-        }),
-        events(),
-    )
-    .unwrap();
+    let outcome = kv(&trace[..1500], &ReplayConfig::default(), 3);
     assert_eq!(outcome.summary.completed_requests, 1500);
     for (record, request) in outcome.records.iter().zip(&trace) {
         let first = record.first_token_ms.unwrap();
@@ -146,33 +145,13 @@ fn lagged_events_and_a_concurrency_cap_still_complete_every_request_in_order() {
         max_in_flight: Some(6),
         ..ReplayConfig::default()
     };
-    let outcome = replay(
-        &trace[..800],
-        &config,
-        "kv",
-        KvCost::new(KvCostConfig {
-            seed: Some(5),
-            ..Default::default()
-        }),
-        events(),
-    )
-    .unwrap();
+    let outcome = kv(&trace[..800], &config, 5);
     assert_eq!(outcome.summary.completed_requests, 800);
     for record in &outcome.records {
         let first = record.first_token_ms.unwrap();
         assert!(record.arrival_ms <= first && first <= record.finish_ms.unwrap());
     }
     // Held-back arrivals wait for a place: the cap shows in the time to first token.
-    let uncapped = replay(
-        &trace[..800],
-        &ReplayConfig::default(),
-        "kv",
-        KvCost::new(KvCostConfig {
-            seed: Some(5),
-            ..Default::default()
-        }),
-        events(),
-    )
-    .unwrap();
+    let uncapped = kv(&trace[..800], &ReplayConfig::default(), 5);
     assert!(outcome.summary.mean_ttft_ms > uncapped.summary.mean_ttft_ms);
 }
