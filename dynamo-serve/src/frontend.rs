@@ -1,8 +1,6 @@
 //! `dynamo-serve frontend`: the gateway and router over the workers that discovery reports,
 //! with their KV events and load from NATS.
 
-use std::time::Duration;
-
 use dynamo_core::{BlockSize, BoxEngine, WorkerId};
 use dynamo_openai::GgufMetadata;
 use dynamo_transport::discovery::{
@@ -32,7 +30,6 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let mut config = FollowConfig::new(block_size);
     config.model = Some(options.name.clone());
     config.index = index;
-    config.reconnect = Duration::from_millis(500);
     tokio::spawn(log_reports(follow(
         discovery.as_ref(),
         router.clone(),
