@@ -125,7 +125,8 @@ pub trait EventPlane: Clone + Send + Sync + 'static {
     /// [`Error::Unavailable`] when the plane cannot take it.
     fn publish<T: Topic>(&self, message: &T) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// The messages of topic `T` published from now on.
+    /// The messages of topic `T` published from now on: once this returns, every message
+    /// published (from any process) is delivered.
     ///
     /// # Errors
     ///

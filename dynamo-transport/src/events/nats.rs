@@ -4,6 +4,9 @@ use dynamo_core::Error;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+/// How long the server may take to answer a round trip.
+const SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 use super::{EventError, EventPlane, Subscription, Topic};
 
 /// A NATS connection for the events of one namespace: topic `T` travels on the subject
@@ -74,6 +77,30 @@ impl NatsEvents {
     }
 }
 
+impl NatsEvents {
+    /// Wait until the server has processed everything this client sent so far (a new
+    /// subscription included): a message to a private inbox, sent after it, comes back.
+    /// Flushing is not enough: it only writes the bytes, and a publisher on another connection
+    /// can reach the server before the subscription does.
+    async fn server_caught_up(&self) -> Result<(), Error> {
+        let unavailable = |what: &str| Error::unavailable(format!("NATS: {what}"));
+        let inbox = self.client.new_inbox();
+        let mut probe = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|error| unavailable("subscribing").with_source(error))?;
+        self.client
+            .publish(inbox, bytes::Bytes::new())
+            .await
+            .map_err(|error| unavailable("publishing").with_source(error))?;
+        match tokio::time::timeout(SERVER_TIMEOUT, probe.next()).await {
+            Ok(Some(_)) => Ok(()),
+            _ => Err(unavailable("the server did not answer")),
+        }
+    }
+}
+
 impl EventPlane for NatsEvents {
     async fn publish<T: Topic>(&self, message: &T) -> Result<(), Error> {
         let payload = serde_json::to_vec(message)
@@ -90,6 +117,7 @@ impl EventPlane for NatsEvents {
             .subscribe(self.subject::<T>())
             .await
             .map_err(|error| Error::unavailable("subscribing on NATS").with_source(error))?;
+        self.server_caught_up().await?;
         Ok(subscriber
             .map(|message| {
                 serde_json::from_slice(&message.payload).map_err(|source| EventError::Malformed {
