@@ -413,10 +413,7 @@ impl SimWorker {
     }
 
     fn release(&mut self, sequence: &mut Sequence) {
-        // Tail first, so that the tail is evicted first.
-        for &slot in sequence.slots.iter().rev() {
-            self.pool.unpin(slot);
-        }
+        self.pool.unpin_all(&sequence.slots);
         self.pool.release_private(sequence.private);
         sequence.slots.clear();
         sequence.private = 0;
@@ -453,9 +450,7 @@ impl SimWorker {
                 self.pool.pin(slot);
             }
             if !self.pool.take(needed) {
-                for &slot in slots.iter().rev() {
-                    self.pool.unpin(slot);
-                }
+                self.pool.unpin_all(&slots);
                 self.waiting.push_front(sequence);
                 break;
             }
@@ -519,6 +514,9 @@ impl SimWorker {
             return;
         }
         let full = ((sequence.computed / block) as usize).min(sequence.blocks.len());
+        if let Some(filled) = sequence.blocks.get(sequence.slots.len()..full) {
+            self.pool.warm_registrations(filled);
+        }
         while sequence.slots.len() < full && sequence.private > 0 {
             let next = sequence.slots.len();
             let parent = next.checked_sub(1).map(|p| sequence.blocks[p].sequence);

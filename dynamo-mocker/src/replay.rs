@@ -126,10 +126,9 @@ struct Worker {
     engine: SimWorker,
     /// The step in progress, applied when it ends; its allocations are reused.
     report: StepReport,
-    /// When the step in progress ends, and its place in the event order; `None` when idle.
-    /// Kept here rather than in the queue: the queue would hold one entry per worker anyway,
-    /// and a scan of the workers is cheaper than a heap at a million steps.
-    due: Option<(f64, u64)>,
+    /// When the step in progress ends (meaningful while the worker's entry in
+    /// [`Simulation::dues`] is not [`IDLE`]).
+    due_ms: f64,
     next_event_id: u64,
     /// Event batches on their way to the index.
     in_transit: VecDeque<Vec<KvEvent>>,
@@ -203,6 +202,7 @@ pub fn replay_with_progress(
         workers: (0..config.workers)
             .map(|_| new_worker(config, events))
             .collect(),
+        dues: vec![IDLE; config.workers],
         queue: BinaryHeap::new(),
         order: 0,
         records: trace
@@ -260,6 +260,10 @@ struct Simulation<'a> {
     selector: WorkerSelector,
     index: Option<SharedIndex>,
     workers: Vec<Worker>,
+    /// Each worker's [`due_key`], [`IDLE`] when it has no step in progress. Kept here rather
+    /// than in the queue: the queue would hold one entry per worker anyway, and a scan of a
+    /// few integers is cheaper than a heap at a million steps.
+    dues: Vec<u128>,
     queue: BinaryHeap<Scheduled>,
     order: u64,
     records: Vec<RequestRecord>,
@@ -291,11 +295,8 @@ impl Simulation<'_> {
 
     /// The worker whose step ends first (ties: the first scheduled), with when and its order.
     fn next_step(&self) -> Option<(f64, u64, usize)> {
-        self.workers
-            .iter()
-            .enumerate()
-            .filter_map(|(worker, state)| state.due.map(|(at, order)| (at, order, worker)))
-            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        let (worker, &key) = self.dues.iter().enumerate().min_by_key(|(_, key)| **key)?;
+        (key != IDLE).then(|| (self.workers[worker].due_ms, key as u64, worker))
     }
 
     /// Process `arrivals` (sorted by time) and every event they cause, in time order; an
@@ -331,7 +332,7 @@ impl Simulation<'_> {
                 continue;
             }
             if let (Some(false), Some((at_ms, _, worker))) = (scheduled_first, step) {
-                self.workers[worker].due = None;
+                self.dues[worker] = IDLE;
                 self.step_done(worker, at_ms);
                 continue;
             }
@@ -388,7 +389,7 @@ impl Simulation<'_> {
             prompt_tokens: trace.input_length.max(1),
             output_tokens: trace.output_length.max(1),
         });
-        if self.workers[worker].due.is_none() {
+        if self.dues[worker] == IDLE {
             self.start_step(worker, now_ms);
         }
     }
@@ -399,6 +400,7 @@ impl Simulation<'_> {
                 let id = self.workers.len() as u64;
                 let events = self.index.is_some();
                 self.workers.push(new_worker(&self.config, events));
+                self.dues.push(IDLE);
                 self.selector.insert_worker(WorkerId::new(id));
             }
             WorkerChange::Remove(id) => self.selector.remove_worker(WorkerId::new(id)),
@@ -409,7 +411,8 @@ impl Simulation<'_> {
         let state = &mut self.workers[worker];
         if state.engine.step_into(&mut state.report) {
             self.order += 1;
-            state.due = Some((now_ms + state.report.duration_ms, self.order));
+            state.due_ms = now_ms + state.report.duration_ms;
+            self.dues[worker] = due_key(state.due_ms, self.order);
         }
     }
 
@@ -505,12 +508,28 @@ impl Simulation<'_> {
     }
 }
 
+/// The [`Simulation::dues`] entry of a worker with no step in progress.
+const IDLE: u128 = u128::MAX;
+
+/// A step's end as one integer that orders like its time (by `f64::total_cmp`), then its place
+/// in the event order.
+fn due_key(at_ms: f64, order: u64) -> u128 {
+    let bits = at_ms.to_bits();
+    // Negative numbers reverse their order; positive ones go above them.
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    };
+    u128::from(ordered) << 64 | u128::from(order)
+}
+
 /// A worker; its KV events are recorded only when an index consumes them.
 fn new_worker(config: &ReplayConfig, events: bool) -> Worker {
     Worker {
         engine: SimWorker::new(config.engine, config.timing.clone()).record_events(events),
         report: StepReport::default(),
-        due: None,
+        due_ms: 0.0,
         next_event_id: 0,
         in_transit: VecDeque::new(),
     }
@@ -527,5 +546,28 @@ fn record(index: usize, trace: &TraceRequest) -> RequestRecord {
         input_tokens: trace.input_length,
         cached_tokens: 0,
         output_tokens: trace.output_length.max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Keys order steps as comparing (time, order) would, negative times and zeros
+        /// included.
+        #[test]
+        fn due_keys_order_like_time_then_order(
+            a in prop_oneof![any::<f64>().prop_filter("a number", |x| !x.is_nan()), Just(0.0), Just(-0.0)],
+            b in prop_oneof![any::<f64>().prop_filter("a number", |x| !x.is_nan()), Just(0.0), Just(-0.0)],
+            order_a in 0u64..4,
+            order_b in 0u64..4,
+        ) {
+            let expected = a.total_cmp(&b).then(order_a.cmp(&order_b));
+            prop_assert_eq!(due_key(a, order_a).cmp(&due_key(b, order_b)), expected);
+            prop_assert!(due_key(a, order_a) < IDLE);
+        }
     }
 }

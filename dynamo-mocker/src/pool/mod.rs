@@ -30,6 +30,23 @@ struct Registered {
     pins: u32,
 }
 
+/// A released block's entry in the eviction queue.
+#[derive(Debug, Clone, Copy)]
+struct Released {
+    slot: Slot,
+    /// The block's release stamp when it was queued; the entry is stale once they differ.
+    stamp: u64,
+    /// The block's hash, so that a batch of evictions can warm the table without reading the
+    /// slab first.
+    hash: SequenceHash,
+}
+
+/// Read every value at once and discard them: the cache misses overlap instead of each waiting
+/// for the one before, and the work that follows finds the lines in cache.
+fn warm(values: impl Iterator<Item = u64>) {
+    std::hint::black_box(values.fold(0, |all, value| all ^ value));
+}
+
 /// The blocks of one worker.
 ///
 /// Eviction order is a queue of `(slot, release stamp)` in release order. Pinning a block does
@@ -46,7 +63,7 @@ pub(crate) struct KvPool {
     free_slab: Vec<Slot>,
     /// Released blocks, least recently released first; entries whose stamp is stale are
     /// skipped.
-    released: VecDeque<(Slot, u64)>,
+    released: VecDeque<Released>,
     next_stamp: u64,
     evictable: u64,
     /// Whether cache changes are recorded in `events`.
@@ -134,7 +151,8 @@ impl KvPool {
             let stamp = self.next_stamp;
             self.next_stamp += 1;
             block.released = stamp;
-            self.released.push_back((slot, stamp));
+            let hash = block.hash;
+            self.released.push_back(Released { slot, stamp, hash });
             self.evictable += 1;
             self.compact_if_stale();
         }
@@ -146,8 +164,22 @@ impl KvPool {
         if self.released.len() as u64 > 2 * self.evictable + 1024 {
             let slab = &self.slab;
             self.released
-                .retain(|&(slot, stamp)| slab[slot as usize].released == stamp);
+                .retain(|entry| slab[entry.slot as usize].released == entry.stamp);
         }
+    }
+
+    /// Unpin each of `slots`, the last first (so that a sequence's tail is evicted before its
+    /// head).
+    pub(crate) fn unpin_all(&mut self, slots: &[Slot]) {
+        warm(slots.iter().map(|&slot| self.slab[slot as usize].released));
+        for &slot in slots.iter().rev() {
+            self.unpin(slot);
+        }
+    }
+
+    /// Bring into cache what registering `blocks` reads first.
+    pub(crate) fn warm_registrations(&self, blocks: &[HashedBlock]) {
+        warm(blocks.iter().map(|block| self.slots.touch(block.sequence)));
     }
 
     /// Take `n` private blocks, evicting as needed; `false` (and nothing taken) when fewer than
@@ -157,7 +189,14 @@ impl KvPool {
             return false;
         }
         let never_used = self.capacity - self.private - self.slots.len() as u64;
-        for _ in never_used..n {
+        let evictions = n.saturating_sub(never_used);
+        if evictions > 1 {
+            let next = self.released.iter().take(evictions as usize);
+            warm(next.map(|entry| {
+                self.slab[entry.slot as usize].released ^ self.slots.touch(entry.hash)
+            }));
+        }
+        for _ in 0..evictions {
             self.evict_oldest();
         }
         self.private += n;
@@ -165,7 +204,7 @@ impl KvPool {
     }
 
     fn evict_oldest(&mut self) {
-        while let Some((slot, stamp)) = self.released.pop_front() {
+        while let Some(Released { slot, stamp, .. }) = self.released.pop_front() {
             let block = &mut self.slab[slot as usize];
             if block.released != stamp {
                 continue;

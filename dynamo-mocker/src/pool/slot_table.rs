@@ -83,6 +83,12 @@ impl SlotTable {
         }
     }
 
+    /// Read the place where a probe for `hash` starts, bringing it into cache; the value is
+    /// meaningless. See [`KvPool::warm`](super::KvPool).
+    pub(super) fn touch(&self, hash: SequenceHash) -> u64 {
+        self.places[self.home(tag(hash) << 32)]
+    }
+
     /// Add `hash` at `slot`; the caller knows it is absent.
     pub(super) fn insert(&mut self, hash: SequenceHash, slot: Slot) {
         if (self.len + 1) * 2 > self.places.len() {
