@@ -7,7 +7,6 @@
 //! or is abandoned.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use dynamo_core::{SequenceHash, WorkerId};
@@ -30,7 +29,9 @@ pub struct WorkerLoad {
 /// What one request adds to its worker's load.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Booking {
-    /// The request's prompt blocks, by sequence hash.
+    /// The request's prompt blocks, by sequence hash: a chain, in which each hash stands for its
+    /// block and every block before it (as [`SequenceHash::chain`] makes them), so that two
+    /// requests share a block only if they share everything before it.
     pub blocks: Vec<SequenceHash>,
     /// Prompt tokens the worker must prefill (the whole prompt, or the part not cached).
     pub prefill_tokens: u64,
@@ -38,18 +39,76 @@ pub struct Booking {
     pub expected_output_tokens: u64,
 }
 
+/// The load booked on one worker.
+///
+/// Distinct prompt blocks are counted without a set of blocks. The active requests' chains form
+/// a tree; a new chain adds the blocks past the longest prefix it shares with any active chain,
+/// and a finished one takes away the blocks past the longest prefix it shares with the chains
+/// that remain. Because a chain's hashes agree with another's up to some position and differ
+/// after it, the shared prefix of two chains is found by binary search. Booking and releasing
+/// cost `O(active requests × log blocks)` comparisons instead of one hash-map update per block.
 #[derive(Debug, Default)]
 struct WorkerBook {
     load: WorkerLoad,
-    /// Prompt blocks of active requests, with how many requests hold each.
-    blocks: HashMap<SequenceHash, u32, foldhash::fast::RandomState>,
+    /// The prompt blocks of each active request that has any, by booking number.
+    chains: Vec<(u64, Vec<SequenceHash>)>,
+    /// Distinct blocks in `chains`.
+    distinct: u64,
+    next_booking: u64,
 }
 
 impl WorkerBook {
     fn refresh_blocks(&mut self) {
-        self.load.active_decode_blocks =
-            self.blocks.len() as u64 + u64::from(self.load.active_requests);
+        self.load.active_decode_blocks = self.distinct + u64::from(self.load.active_requests);
     }
+
+    /// How many leading blocks of `blocks` some active request holds.
+    fn held_prefix(&self, blocks: &[SequenceHash]) -> usize {
+        self.chains
+            .iter()
+            .map(|(_, chain)| shared_prefix(chain, blocks))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Add a request's chain; its booking number.
+    fn add_chain(&mut self, blocks: Vec<SequenceHash>) -> u64 {
+        let booking = self.next_booking;
+        self.next_booking += 1;
+        if !blocks.is_empty() {
+            self.distinct += (blocks.len() - self.held_prefix(&blocks)) as u64;
+            self.chains.push((booking, blocks));
+        }
+        booking
+    }
+
+    fn remove_chain(&mut self, booking: u64) {
+        if let Some(at) = self.chains.iter().position(|(b, _)| *b == booking) {
+            let (_, blocks) = self.chains.swap_remove(at);
+            let own = blocks.len() - self.held_prefix(&blocks);
+            self.distinct = self.distinct.saturating_sub(own as u64);
+        }
+    }
+}
+
+/// The length of the common prefix of two chains: they agree up to some position and differ
+/// from there on, so a binary search finds it.
+fn shared_prefix(a: &[SequenceHash], b: &[SequenceHash]) -> usize {
+    // Blocks before `low` agree; blocks from `high` on differ.
+    let (mut low, mut high) = (0, a.len().min(b.len()));
+    if high > 0 && a[0] != b[0] {
+        // Unrelated prompts: the usual case.
+        return 0;
+    }
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if a[middle] == b[middle] {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    low
 }
 
 /// The load of every worker, shared by the router's tasks; cheap to clone.
@@ -86,14 +145,19 @@ impl LoadTracker {
         book.load.active_requests += 1;
         book.load.active_prefill_tokens += booking.prefill_tokens;
         book.load.expected_output_tokens += booking.expected_output_tokens;
-        for hash in &booking.blocks {
-            *book.blocks.entry(*hash).or_insert(0) += 1;
-        }
+        let Booking {
+            blocks,
+            prefill_tokens,
+            expected_output_tokens,
+        } = booking;
+        let number = book.add_chain(blocks);
         book.refresh_blocks();
         LoadGuard {
             tracker: self.clone(),
             worker,
-            booking,
+            booking: number,
+            prefill_tokens,
+            expected_output_tokens,
             prefilling: true,
         }
     }
@@ -126,13 +190,7 @@ impl LoadTracker {
         let books = self.books.lock();
         workers
             .map(|worker| match books.get(&worker) {
-                Some(book) => {
-                    let held = blocks
-                        .iter()
-                        .take_while(|hash| book.blocks.contains_key(hash))
-                        .count();
-                    (worker, book.load, held as u32)
-                }
+                Some(book) => (worker, book.load, book.held_prefix(blocks) as u32),
                 None => (worker, WorkerLoad::default(), 0),
             })
             .collect()
@@ -156,29 +214,22 @@ impl LoadTracker {
         }
     }
 
-    fn release(&self, worker: WorkerId, booking: &Booking, prefilling: bool) {
+    fn release(&self, guard: &LoadGuard) {
         let mut books = self.books.lock();
-        let Some(book) = books.get_mut(&worker) else {
+        let Some(book) = books.get_mut(&guard.worker) else {
             return;
         };
         let load = &mut book.load;
         load.active_requests = load.active_requests.saturating_sub(1);
-        if prefilling {
+        if guard.prefilling {
             load.active_prefill_tokens = load
                 .active_prefill_tokens
-                .saturating_sub(booking.prefill_tokens);
+                .saturating_sub(guard.prefill_tokens);
         }
         load.expected_output_tokens = load
             .expected_output_tokens
-            .saturating_sub(booking.expected_output_tokens);
-        for hash in &booking.blocks {
-            if let Entry::Occupied(mut held) = book.blocks.entry(*hash) {
-                *held.get_mut() -= 1;
-                if *held.get() == 0 {
-                    held.remove();
-                }
-            }
-        }
+            .saturating_sub(guard.expected_output_tokens);
+        book.remove_chain(guard.booking);
         book.refresh_blocks();
     }
 }
@@ -194,7 +245,10 @@ impl LoadTracker {
 pub struct LoadGuard {
     tracker: LoadTracker,
     worker: WorkerId,
-    booking: Booking,
+    /// The booking's number in its worker's book.
+    booking: u64,
+    prefill_tokens: u64,
+    expected_output_tokens: u64,
     prefilling: bool,
 }
 
@@ -208,15 +262,66 @@ impl LoadGuard {
     /// again does nothing.
     pub fn first_token(&mut self) {
         if std::mem::take(&mut self.prefilling) {
-            self.tracker
-                .end_prefill(self.worker, self.booking.prefill_tokens);
+            self.tracker.end_prefill(self.worker, self.prefill_tokens);
         }
     }
 }
 
 impl Drop for LoadGuard {
     fn drop(&mut self) {
-        self.tracker
-            .release(self.worker, &self.booking, self.prefilling);
+        self.tracker.release(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use dynamo_core::LocalBlockHash;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn chain(contents: &[u64]) -> Vec<SequenceHash> {
+        let mut parent = None;
+        contents
+            .iter()
+            .map(|&content| {
+                let hash = SequenceHash::chain(parent, LocalBlockHash(content));
+                parent = Some(hash);
+                hash
+            })
+            .collect()
+    }
+
+    fn prompt() -> impl Strategy<Value = Vec<u64>> {
+        prop::collection::vec(0u64..3, 0..7)
+    }
+
+    proptest! {
+        /// The held prefix is the run of leading blocks found in any active booking, and
+        /// shared prefixes are found by binary search as a scan would find them.
+        #[test]
+        fn held_prefixes_match_a_set_of_the_active_blocks(
+            active in prop::collection::vec(prompt(), 0..6),
+            query in prompt(),
+        ) {
+            let tracker = LoadTracker::new();
+            let worker = WorkerId::new(0);
+            let chains: Vec<Vec<SequenceHash>> = active.iter().map(|p| chain(p)).collect();
+            let _guards: Vec<LoadGuard> = chains
+                .iter()
+                .map(|blocks| tracker.book(worker, Booking { blocks: blocks.clone(), ..Booking::default() }))
+                .collect();
+            let held: HashSet<SequenceHash> = chains.iter().flatten().copied().collect();
+            let query = chain(&query);
+            let expected = query.iter().take_while(|hash| held.contains(hash)).count();
+            let found = tracker.with_prefixes(std::iter::once(worker), &query);
+            prop_assert_eq!(found[0].2 as usize, expected);
+            for other in &chains {
+                let scanned = other.iter().zip(&query).take_while(|(a, b)| a == b).count();
+                prop_assert_eq!(shared_prefix(other, &query), scanned);
+            }
+        }
     }
 }

@@ -1,8 +1,11 @@
 //! Load bookkeeping against a reference recomputed from the live bookings.
+//!
+//! Prompts are chains of a few distinct blocks each, so that bookings often share prefixes
+//! of every length.
 
 use std::collections::HashSet;
 
-use dynamo_core::{SequenceHash, WorkerId};
+use dynamo_core::{LocalBlockHash, SequenceHash, WorkerId};
 use dynamo_router::{Booking, LoadGuard, LoadTracker, WorkerLoad};
 use proptest::prelude::*;
 
@@ -22,7 +25,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (
             0u64..3,
-            prop::collection::vec(0u64..6, 0..5),
+            prop::collection::vec(0u64..3, 0..6),
             0u64..1000,
             0u64..50
         )
@@ -35,6 +38,19 @@ fn op() -> impl Strategy<Value = Op> {
         any::<usize>().prop_map(Op::FirstToken),
         any::<usize>().prop_map(Op::Drop),
     ]
+}
+
+/// The sequence hashes of a prompt whose blocks have these contents.
+fn chain(contents: &[u64]) -> Vec<SequenceHash> {
+    let mut parent = None;
+    contents
+        .iter()
+        .map(|&content| {
+            let hash = SequenceHash::chain(parent, LocalBlockHash(content));
+            parent = Some(hash);
+            hash
+        })
+        .collect()
 }
 
 struct Live {
@@ -71,7 +87,7 @@ proptest! {
             match op {
                 Op::Book { worker, blocks, prefill, output } => {
                     let booking = Booking {
-                        blocks: blocks.into_iter().map(SequenceHash).collect(),
+                        blocks: chain(&blocks),
                         prefill_tokens: prefill,
                         expected_output_tokens: output,
                     };
