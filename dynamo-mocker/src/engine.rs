@@ -136,6 +136,15 @@ pub struct SimWorker {
 }
 
 impl StepReport {
+    /// Whether the step changed nothing a caller records: no first token, completion,
+    /// preemption or KV event (tokens produced aside).
+    pub(crate) fn is_uneventful(&self) -> bool {
+        self.first_tokens.is_empty()
+            && self.finished.is_empty()
+            && self.preempted.is_empty()
+            && self.events.is_empty()
+    }
+
     fn clear(&mut self) {
         self.duration_ms = 0.0;
         self.first_tokens.clear();
@@ -314,6 +323,16 @@ impl SimWorker {
     /// A step in which every running sequence decodes one token and nothing else happens:
     /// counted, not applied to each sequence (see [`SimWorker::catch_up`]).
     fn quiet_step(&mut self, report: &mut StepReport) {
+        report.duration_ms = self.quiet_step_ms();
+        if self.record_tokens {
+            report
+                .produced
+                .extend(self.running.iter().map(|s| s.request.id));
+        }
+    }
+
+    /// Count one quiet step; its duration.
+    fn quiet_step_ms(&mut self) -> f64 {
         let sequences = self.running.len() as u64;
         let tokens = self.quiet_tokens + sequences * self.quiet_steps;
         let shape = StepShape {
@@ -321,14 +340,24 @@ impl SimWorker {
             decode_sequences: sequences as u32,
             kv_usage: self.kv_usage(tokens),
         };
-        report.duration_ms = self.timing.step_ms(&shape);
-        if self.record_tokens {
-            report
-                .produced
-                .extend(self.running.iter().map(|s| s.request.id));
-        }
         self.quiet_steps += 1;
         self.quiet_ahead -= 1;
+        self.timing.step_ms(&shape)
+    }
+
+    /// Run the next step if it is certain to be quiet and to report nothing (tokens are not
+    /// recorded); its duration. Equivalent to [`SimWorker::step_into`] with an uneventful
+    /// report, without the report.
+    pub(crate) fn run_quiet_step(&mut self) -> Option<f64> {
+        (self.quiet_ahead > 0 && !self.record_tokens).then(|| self.quiet_step_ms())
+    }
+
+    /// Take back the last `steps` quiet steps, as if they had not run: a request arrived
+    /// before they would have started.
+    pub(crate) fn undo_quiet_steps(&mut self, steps: u64) {
+        let steps = steps.min(self.quiet_steps);
+        self.quiet_steps -= steps;
+        self.quiet_ahead += steps;
     }
 
     /// `tokens` as a share of the cache's token capacity: what slows a decode step.

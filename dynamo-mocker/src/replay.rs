@@ -129,6 +129,11 @@ struct Worker {
     /// When the step in progress ends (meaningful while the worker's entry in
     /// [`Simulation::dues`] is not [`IDLE`]).
     due_ms: f64,
+    /// The end of each step of the run in progress, when it is more than one step; the last
+    /// is `due_ms`. A run is a step that reports nothing followed by the quiet steps certain
+    /// to come after it: nothing outside the worker can see them, so they are run at once and
+    /// the replay wakes up at the end of the last.
+    run_ends: Vec<f64>,
     next_event_id: u64,
     /// Event batches on their way to the index.
     in_transit: VecDeque<Vec<KvEvent>>,
@@ -383,6 +388,7 @@ impl Simulation<'_> {
         let worker = routed.worker.worker as usize;
         self.guards.insert(index as u64, routed.guard);
         self.records[index].worker = worker as u64;
+        self.cut_run(worker, now_ms);
         self.workers[worker].engine.add_request(SimRequest {
             id: index as u64,
             prompt_blocks: blocks,
@@ -409,23 +415,49 @@ impl Simulation<'_> {
 
     fn start_step(&mut self, worker: usize, now_ms: f64) {
         let state = &mut self.workers[worker];
-        if state.engine.step_into(&mut state.report) {
-            self.order += 1;
-            state.due_ms = now_ms + state.report.duration_ms;
-            self.dues[worker] = due_key(state.due_ms, self.order);
+        state.run_ends.clear();
+        if !state.engine.step_into(&mut state.report) {
+            return;
         }
+        let mut end = now_ms + state.report.duration_ms;
+        if state.report.is_uneventful() && !state.engine.has_cache_hits() {
+            while let Some(duration_ms) = state.engine.run_quiet_step() {
+                if state.run_ends.is_empty() {
+                    state.run_ends.push(end);
+                }
+                end += duration_ms;
+                state.run_ends.push(end);
+            }
+        }
+        self.order += 1;
+        state.due_ms = end;
+        self.dues[worker] = due_key(end, self.order);
+    }
+
+    /// A request joins `worker` at `now_ms`: the steps of its run that would start after the
+    /// one in progress do not happen.
+    fn cut_run(&mut self, worker: usize, now_ms: f64) {
+        let state = &mut self.workers[worker];
+        let Some(last) = state.run_ends.len().checked_sub(1) else {
+            return;
+        };
+        // The step in progress is the first that ends at or after `now_ms` (an arrival goes
+        // before a step that ends at the same instant).
+        let in_progress = state
+            .run_ends
+            .partition_point(|&end| end < now_ms)
+            .min(last);
+        state.engine.undo_quiet_steps((last - in_progress) as u64);
+        state.run_ends.truncate(in_progress + 1);
+        state.due_ms = state.run_ends[in_progress];
+        let order = self.dues[worker] as u64;
+        self.dues[worker] = due_key(state.due_ms, order);
     }
 
     fn step_done(&mut self, worker: usize, now_ms: f64) {
         // Most steps only decode: nothing to record, nothing to publish.
         let state = &self.workers[worker];
-        let report = &state.report;
-        if report.first_tokens.is_empty()
-            && report.finished.is_empty()
-            && report.preempted.is_empty()
-            && report.events.is_empty()
-            && !state.engine.has_cache_hits()
-        {
+        if state.report.is_uneventful() && !state.engine.has_cache_hits() {
             self.start_step(worker, now_ms);
             return;
         }
@@ -530,6 +562,7 @@ fn new_worker(config: &ReplayConfig, events: bool) -> Worker {
         engine: SimWorker::new(config.engine, config.timing.clone()).record_events(events),
         report: StepReport::default(),
         due_ms: 0.0,
+        run_ends: Vec::new(),
         next_event_id: 0,
         in_transit: VecDeque::new(),
     }
