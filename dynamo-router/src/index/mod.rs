@@ -188,7 +188,13 @@ impl KvIndex {
     }
 
     /// Add `tier` to `slot`'s residency of every block in `hashes`.
-    fn insert_all(&mut self, slot: u32, tier: u8, hashes: impl Iterator<Item = SequenceHash>) {
+    fn insert_all(
+        &mut self,
+        slot: u32,
+        tier: u8,
+        hashes: impl Iterator<Item = SequenceHash> + Clone,
+    ) {
+        self.warm(hashes.clone());
         let mut added = 0;
         for hash in hashes {
             let change = match self.blocks.entry(hash) {
@@ -240,24 +246,38 @@ impl KvIndex {
     /// Remove `tier` from `slot`'s residency of every block in `blocks`; returns how many of
     /// them `slot` did not hold in `tier`.
     fn remove_all(&mut self, slot: u32, tier: u8, blocks: &[SequenceHash]) -> usize {
+        self.warm(blocks.iter().copied());
         let (mut removed, mut unknown) = (0, 0);
         for hash in blocks {
-            let Some(residents) = self.blocks.get_mut(hash) else {
+            let std::collections::hash_map::Entry::Occupied(mut held) = self.blocks.entry(*hash)
+            else {
                 unknown += 1;
                 continue;
             };
-            match residents.remove(slot, tier, &mut self.spill) {
+            match held.get_mut().remove(slot, tier, &mut self.spill) {
                 Change::Residency => removed += 1,
                 Change::Tiers => {}
                 Change::None => unknown += 1,
             }
-            if residents.is_empty() {
-                self.blocks.remove(hash);
+            if held.get().is_empty() {
+                held.remove();
             }
         }
         self.workers.remove_blocks(slot, removed);
         self.shrink_when_sparse();
         unknown
+    }
+
+    /// Look every one of `hashes` up at once, discarding the answers: their cache misses
+    /// overlap, and the updates that follow find the lines in cache.
+    fn warm(&self, hashes: impl Iterator<Item = SequenceHash>) {
+        let found = hashes.fold(0, |all, hash| {
+            all ^ self
+                .blocks
+                .get(&hash)
+                .map_or(0, |residents| residents.first())
+        });
+        std::hint::black_box(found);
     }
 
     /// Give memory back after a wave of removals: when the map is less than a quarter full,

@@ -291,6 +291,11 @@ impl Residents {
     }
 
     /// Whether no worker holds the block any more.
+    /// The first word, whatever it holds (for reading a block's line into cache).
+    pub(crate) fn first(&self) -> u32 {
+        self.0[0]
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0[0] == NONE && self.0[1] == NONE
     }
