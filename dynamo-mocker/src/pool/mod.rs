@@ -119,14 +119,23 @@ impl KvPool {
     /// The slots of the leading blocks of `hashes` that are registered, appended to `slots`.
     /// They stay valid until the next eviction, or for as long as they are pinned.
     pub(crate) fn cached_prefix(&self, hashes: &[HashedBlock], slots: &mut Vec<Slot>) {
-        for block in hashes {
-            match self
-                .slots
-                .get(block.sequence, |slot| self.slab[slot as usize].hash)
-            {
-                Some(slot) => slots.push(slot),
-                None => break,
+        // Look ahead in batches that double while blocks are found, warming each batch first:
+        // a prefix that ends early costs little, and a long one costs overlapping misses.
+        let (mut start, mut batch) = (0, 4);
+        while start < hashes.len() {
+            let chunk = &hashes[start..(start + batch).min(hashes.len())];
+            self.warm_registrations(chunk);
+            for block in chunk {
+                match self
+                    .slots
+                    .get(block.sequence, |slot| self.slab[slot as usize].hash)
+                {
+                    Some(slot) => slots.push(slot),
+                    None => return,
+                }
             }
+            start += chunk.len();
+            batch = (batch * 2).min(64);
         }
     }
 
@@ -177,7 +186,7 @@ impl KvPool {
         }
     }
 
-    /// Bring into cache what registering `blocks` reads first.
+    /// Bring into cache what registering or looking up `blocks` reads first.
     pub(crate) fn warm_registrations(&self, blocks: &[HashedBlock]) {
         warm(blocks.iter().map(|block| self.slots.touch(block.sequence)));
     }

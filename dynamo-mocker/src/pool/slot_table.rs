@@ -4,8 +4,11 @@
 //! a table as large as the cache, touched at random. A general hash map spends two cache misses
 //! on each (control bytes, then the bucket). Here an entry is one `u64` — the low 32 bits of
 //! the hash (which are also where the entry belongs) beside the slot — so a probe usually costs
-//! one miss. Linear probing at a load of at most one half keeps runs short, and removal shifts
-//! the run back instead of leaving tombstones.
+//! one miss. Probing is linear. A removal leaves a tombstone, which the next insert along the
+//! same run reuses; shifting the run back instead costs a branch misprediction per moved entry,
+//! and evictions are as frequent as inserts. When entries and tombstones together fill half
+//! the table, it is rebuilt (twice as large if the entries alone fill a quarter): nothing
+//! outside refers to a place, so entries may move.
 //!
 //! Two hashes may share their low 32 bits, so a lookup confirms a match against the slab, which
 //! the caller reads next anyway.
@@ -14,16 +17,19 @@ use dynamo_core::SequenceHash;
 
 use super::Slot;
 
-/// An empty place.
+/// An empty place: probes stop here.
 const EMPTY: u64 = 0;
+/// A removed entry: probes go on past it. Entries never have a low half of 0.
+const TOMBSTONE: u64 = 1 << 32;
 /// The smallest table.
 const MIN_PLACES: usize = 64;
 
 #[derive(Debug)]
 pub(super) struct SlotTable {
-    /// `tag << 32 | (slot + 1)`, or [`EMPTY`].
+    /// `tag << 32 | (slot + 1)`, [`EMPTY`] or [`TOMBSTONE`].
     places: Vec<u64>,
     len: usize,
+    tombstones: usize,
 }
 
 fn tag(hash: SequenceHash) -> u64 {
@@ -34,21 +40,32 @@ fn entry(hash: SequenceHash, slot: Slot) -> u64 {
     tag(hash) << 32 | (u64::from(slot) + 1)
 }
 
+/// Whether a place holds an entry (neither empty nor a tombstone).
+fn is_entry(place: u64) -> bool {
+    place & 0xffff_ffff != 0
+}
+
 fn slot_of(entry: u64) -> Slot {
     // Entries hold `slot + 1` in their low half, so this never underflows.
     ((entry & 0xffff_ffff) - 1) as Slot
 }
 
 impl SlotTable {
-    /// A table sized for `expected` entries without growing.
+    /// A table sized for `expected` entries, and as many removals, without rebuilding.
     pub(super) fn with_capacity(expected: usize) -> Self {
-        let places = (expected.saturating_mul(2))
-            .next_power_of_two()
-            .max(MIN_PLACES);
         SlotTable {
-            places: vec![EMPTY; places],
+            places: vec![EMPTY; Self::places_for(expected)],
             len: 0,
+            tombstones: 0,
         }
+    }
+
+    /// Room for `entries` at a quarter of the places.
+    fn places_for(entries: usize) -> usize {
+        entries
+            .saturating_mul(4)
+            .next_power_of_two()
+            .max(MIN_PLACES)
     }
 
     pub(super) fn len(&self) -> usize {
@@ -76,7 +93,7 @@ impl SlotTable {
             if found == EMPTY {
                 return None;
             }
-            if found >> 32 == wanted && hash_at(slot_of(found)) == hash {
+            if found >> 32 == wanted && is_entry(found) && hash_at(slot_of(found)) == hash {
                 return Some(slot_of(found));
             }
             place = (place + 1) & self.mask();
@@ -91,25 +108,29 @@ impl SlotTable {
 
     /// Add `hash` at `slot`; the caller knows it is absent.
     pub(super) fn insert(&mut self, hash: SequenceHash, slot: Slot) {
-        if (self.len + 1) * 2 > self.places.len() {
-            self.grow();
+        if (self.len + self.tombstones + 1) * 2 > self.places.len() {
+            self.rebuild(Self::places_for(self.len + 1).max(self.places.len()));
         }
-        self.place(entry(hash, slot));
+        if self.place(entry(hash, slot)) == TOMBSTONE {
+            self.tombstones -= 1;
+        }
         self.len += 1;
     }
 
-    fn place(&mut self, entry: u64) {
+    /// Put `entry` in the first free place of its run; what that place held.
+    fn place(&mut self, entry: u64) -> u64 {
         let mut place = self.home(entry);
-        while self.places[place] != EMPTY {
+        while is_entry(self.places[place]) {
             place = (place + 1) & self.mask();
         }
-        self.places[place] = entry;
+        std::mem::replace(&mut self.places[place], entry)
     }
 
-    fn grow(&mut self) {
-        let doubled = vec![EMPTY; self.places.len() * 2];
-        let old = std::mem::replace(&mut self.places, doubled);
-        for entry in old.into_iter().filter(|&entry| entry != EMPTY) {
+    /// Place every entry anew in a table of `places`, without tombstones.
+    fn rebuild(&mut self, places: usize) {
+        let old = std::mem::replace(&mut self.places, vec![EMPTY; places]);
+        self.tombstones = 0;
+        for entry in old.into_iter().filter(|&place| is_entry(place)) {
             self.place(entry);
         }
     }
@@ -126,28 +147,8 @@ impl SlotTable {
                 _ => place = (place + 1) & mask,
             }
         }
-        // Shift the rest of the run back over the hole, so that no lookup stops early.
-        let mut hole = place;
-        let mut next = (hole + 1) & mask;
-        loop {
-            let moving = self.places[next];
-            if moving == EMPTY {
-                break;
-            }
-            let home = self.home(moving);
-            // `moving` may fill the hole unless its home lies cyclically in (hole, next].
-            let stays = if hole <= next {
-                hole < home && home <= next
-            } else {
-                hole < home || home <= next
-            };
-            if !stays {
-                self.places[hole] = moving;
-                hole = next;
-            }
-            next = (next + 1) & mask;
-        }
-        self.places[hole] = EMPTY;
+        self.places[place] = TOMBSTONE;
+        self.tombstones += 1;
         self.len -= 1;
     }
 }
