@@ -5,8 +5,9 @@
 //! on each (control bytes, then the bucket). Here an entry is one `u64` — the low 32 bits of
 //! the hash (which are also where the entry belongs) beside the slot — so a probe usually costs
 //! one miss. Probing is linear. A removal leaves a tombstone, which the next insert along the
-//! same run reuses; shifting the run back instead costs a branch misprediction per moved entry,
-//! and evictions are as frequent as inserts. When entries and tombstones together fill half
+//! same run reuses, unless the run ends right after it: then the place and the tombstones
+//! before it become empty. (Shifting the run back instead costs a branch misprediction per
+//! moved entry, and evictions are as frequent as inserts.) When entries and tombstones together fill half
 //! the table, it is rebuilt (twice as large if the entries alone fill a quarter): nothing
 //! outside refers to a place, so entries may move.
 //!
@@ -147,9 +148,20 @@ impl SlotTable {
                 _ => place = (place + 1) & mask,
             }
         }
-        self.places[place] = TOMBSTONE;
-        self.tombstones += 1;
         self.len -= 1;
+        if self.places[(place + 1) & mask] != EMPTY {
+            self.places[place] = TOMBSTONE;
+            self.tombstones += 1;
+            return;
+        }
+        // The run ends here: no probe needs this place, nor the tombstones just before it.
+        self.places[place] = EMPTY;
+        let mut previous = place.wrapping_sub(1) & mask;
+        while self.places[previous] == TOMBSTONE {
+            self.places[previous] = EMPTY;
+            self.tombstones -= 1;
+            previous = previous.wrapping_sub(1) & mask;
+        }
     }
 }
 
