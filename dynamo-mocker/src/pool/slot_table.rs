@@ -7,9 +7,9 @@
 //! one miss. Probing is linear. A removal leaves a tombstone, which the next insert along the
 //! same run reuses, unless the run ends right after it: then the place and the tombstones
 //! before it become empty. (Shifting the run back instead costs a branch misprediction per
-//! moved entry, and evictions are as frequent as inserts.) When entries and tombstones together fill half
-//! the table, it is rebuilt (twice as large if the entries alone fill a quarter): nothing
-//! outside refers to a place, so entries may move.
+//! moved entry, and evictions are as frequent as inserts.) When entries and tombstones
+//! together fill half the table, it is rebuilt, twice as large if the entries alone fill a
+//! quarter: nothing outside refers to a place, so entries may move.
 //!
 //! Two hashes may share their low 32 bits, so a lookup confirms a match against the slab, which
 //! the caller reads next anyway.
@@ -102,7 +102,7 @@ impl SlotTable {
     }
 
     /// Read the place where a probe for `hash` starts, bringing it into cache; the value is
-    /// meaningless. See [`KvPool::warm`](super::KvPool).
+    /// meaningless (the pool's `warm` reads many at once).
     pub(super) fn touch(&self, hash: SequenceHash) -> u64 {
         self.places[self.home(tag(hash) << 32)]
     }
