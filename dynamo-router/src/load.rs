@@ -277,25 +277,18 @@ impl Drop for LoadGuard {
 mod tests {
     use std::collections::HashSet;
 
-    use dynamo_core::LocalBlockHash;
+    use dynamo_core::{BlockHasher, BlockSize};
     use proptest::prelude::*;
 
     use super::*;
 
-    fn chain(contents: &[u64]) -> Vec<SequenceHash> {
-        let mut parent = None;
-        contents
-            .iter()
-            .map(|&content| {
-                let hash = SequenceHash::chain(parent, LocalBlockHash(content));
-                parent = Some(hash);
-                hash
-            })
-            .collect()
+    /// The sequence hashes of a prompt of one-token blocks.
+    fn chain(tokens: &[u32]) -> Vec<SequenceHash> {
+        BlockHasher::new(BlockSize::new(1).expect("a block size")).sequence_hashes(tokens)
     }
 
-    fn prompt() -> impl Strategy<Value = Vec<u64>> {
-        prop::collection::vec(0u64..3, 0..7)
+    fn prompt() -> impl Strategy<Value = Vec<u32>> {
+        prop::collection::vec(0u32..3, 0..7)
     }
 
     proptest! {

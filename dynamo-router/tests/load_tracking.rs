@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use dynamo_core::{LocalBlockHash, SequenceHash, WorkerId};
+use dynamo_core::{BlockHasher, BlockSize, SequenceHash, WorkerId};
 use dynamo_router::{Booking, LoadGuard, LoadTracker, WorkerLoad};
 use proptest::prelude::*;
 
@@ -13,7 +13,7 @@ use proptest::prelude::*;
 enum Op {
     Book {
         worker: u64,
-        blocks: Vec<u64>,
+        blocks: Vec<u32>,
         prefill: u64,
         output: u64,
     },
@@ -25,7 +25,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (
             0u64..3,
-            prop::collection::vec(0u64..3, 0..6),
+            prop::collection::vec(0u32..3, 0..6),
             0u64..1000,
             0u64..50
         )
@@ -40,17 +40,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The sequence hashes of a prompt whose blocks have these contents.
-fn chain(contents: &[u64]) -> Vec<SequenceHash> {
-    let mut parent = None;
-    contents
-        .iter()
-        .map(|&content| {
-            let hash = SequenceHash::chain(parent, LocalBlockHash(content));
-            parent = Some(hash);
-            hash
-        })
-        .collect()
+/// The sequence hashes of a prompt of one-token blocks.
+fn chain(tokens: &[u32]) -> Vec<SequenceHash> {
+    BlockHasher::new(BlockSize::new(1).expect("a block size")).sequence_hashes(tokens)
 }
 
 struct Live {
