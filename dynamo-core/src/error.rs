@@ -127,10 +127,10 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
     /// The request ran out of time.
-    #[error("timed out after {after:?}")]
+    #[error("timed out{}", after.map(|after| format!(" after {after:?}")).unwrap_or_default())]
     Timeout {
-        /// The deadline that passed.
-        after: Duration,
+        /// The deadline that passed, when known (tower's `Timeout` layer does not say).
+        after: Option<Duration>,
     },
     /// An unexpected internal failure.
     #[error("internal error: {message}")]
@@ -202,6 +202,47 @@ impl Error {
         self
     }
 
+    /// The error a tower stack over engines returns, as an [`Error`]: an [`Error`] stays
+    /// itself, tower's load-shedding refusal becomes [`Error::Overloaded`] (retry after a
+    /// second), its timeout [`Error::Timeout`], and anything else [`Error::Internal`] with the
+    /// original as its source.
+    ///
+    /// Layers such as `LoadShed`, `Timeout` and `ConcurrencyLimit` box their errors; map them
+    /// back with this so the stack is an [`Engine`](crate::Engine) again:
+    ///
+    /// ```
+    /// use dynamo_core::{EchoEngine, EngineExt, Error, ErrorClass, GenerateRequest};
+    /// use tower::ServiceBuilder;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut engine = ServiceBuilder::new()
+    ///     .map_err(Error::from_boxed)
+    ///     .load_shed()
+    ///     .timeout(std::time::Duration::from_secs(30))
+    ///     .service(EchoEngine::new())
+    ///     .boxed_engine();
+    /// let error = engine.generate_all(GenerateRequest::new("r1", "m", vec![])).await.unwrap_err();
+    /// assert_eq!(error.class(), ErrorClass::InvalidRequest); // the engine's own error, kept
+    /// # }
+    /// ```
+    pub fn from_boxed(error: BoxError) -> Self {
+        let error = match error.downcast::<Error>() {
+            Ok(error) => return *error,
+            Err(other) => other,
+        };
+        if error.is::<tower::load_shed::error::Overloaded>() {
+            return Error::Overloaded {
+                message: "the engine has no capacity for another request".to_owned(),
+                retry_after: Some(Duration::from_secs(1)),
+            };
+        }
+        if error.is::<tower::timeout::error::Elapsed>() {
+            return Error::Timeout { after: None };
+        }
+        Error::internal(error.to_string()).with_source(error)
+    }
+
     /// The retry hint of an [`Error::Overloaded`].
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -252,7 +293,7 @@ mod tests {
             (Error::Cancelled, ErrorClass::Cancelled),
             (
                 Error::Timeout {
-                    after: Duration::from_secs(1),
+                    after: Some(Duration::from_secs(1)),
                 },
                 ErrorClass::Timeout,
             ),

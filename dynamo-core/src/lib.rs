@@ -12,9 +12,11 @@
 //!   send each request where its prefix is already cached.
 //! - **Engines**: the [`Engine`] abstraction, a [`tower::Service`] from request to token stream,
 //!   with a boxed form ([`BoxEngine`]), the common calls ([`EngineExt`]) and an [`EchoEngine`] for
-//!   tests and docs.
+//!   tests and docs; [`QueuedEngine`], the bounded queue in front of an engine's worker, whose
+//!   readiness is real capacity.
 //! - **Errors**: one [`Error`] type whose variants fall into a closed set of [`ErrorClass`]es
-//!   with stable names.
+//!   with stable names; [`Error::from_boxed`] brings tower layers' errors (load shedding,
+//!   timeouts) back into it.
 //!
 //! # Example
 //!
@@ -60,6 +62,7 @@ mod error;
 mod events;
 mod hash;
 mod incremental;
+mod queue;
 mod request;
 mod response;
 mod stream;
@@ -71,6 +74,7 @@ pub use error::{BoxError, Error, ErrorClass, Result};
 pub use events::{KvEvent, KvEventData, StorageTier, WorkerId};
 pub use hash::{BASE_SEED, BlockHasher, HashedBlock, LocalBlockHash, SequenceHash};
 pub use incremental::IncrementalHasher;
+pub use queue::{QueuedEngine, Submission};
 pub use request::{
     GenerateRequest, OutputLimits, RequestId, RoutingHints, SamplingOptions, StopConditions,
 };

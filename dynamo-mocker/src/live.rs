@@ -7,10 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dynamo_core::{
-    Error, FinishReason, GenerateRequest, KvEvent, StorageTier, TokenChunk, TokenStream, Usage,
-    WorkerId,
+    Error, FinishReason, GenerateRequest, KvEvent, QueuedEngine, StorageTier, Submission,
+    TokenChunk, TokenStream, Usage, WorkerId,
 };
-use futures::future::{Ready, ready};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,8 +26,8 @@ pub struct LiveConfig {
     pub speedup: f64,
     /// Output tokens of a request that sets no `max_tokens`. Default 16.
     pub default_max_tokens: u32,
-    /// Requests accepted but not yet taken by the engine task; more are refused as
-    /// overloaded. Default 1,024.
+    /// Requests accepted but not yet taken by the engine task; while that many wait, the
+    /// engine is not ready. Default 1,024.
     pub submission_capacity: usize,
     /// The worker id its KV events carry.
     pub worker: WorkerId,
@@ -46,13 +45,6 @@ impl Default for LiveConfig {
     }
 }
 
-struct Submission {
-    request: SimRequest,
-    prompt: Arc<[u32]>,
-    cancel: CancellationToken,
-    chunks: mpsc::Sender<Result<TokenChunk, Error>>,
-}
-
 /// A simulated worker behind the [`Engine`](dynamo_core::Engine) interface, for standing in
 /// for a real engine behind a router or a gateway.
 ///
@@ -61,8 +53,9 @@ struct Submission {
 /// the timing model divided by the speed-up (the tokens echo the prompt); its KV events go to
 /// the sender given to [`LiveEngine::new`], if any.
 ///
-/// **Queues.** Submissions wait in a channel of [`LiveConfig::submission_capacity`]; when it is
-/// full, `call` fails with [`Error::Overloaded`]. Each response stream buffers up to its
+/// **Queues.** The simulated worker holds at most `max_num_seqs` requests (running, or waiting
+/// for KV memory); the rest wait in a queue of [`LiveConfig::submission_capacity`], and while
+/// it is full the engine is not ready (`poll_ready` is `Pending`). Each response stream buffers up to its
 /// request's output length, so the engine never blocks on a slow reader. KV events are sent
 /// with `try_send`: when the event channel is full, events are dropped and counted in
 /// [`LiveEngine::dropped_events`] (a router notices the gap in event ids and resyncs).
@@ -87,24 +80,14 @@ struct Submission {
 /// ```
 #[derive(Debug, Clone)]
 pub struct LiveEngine {
-    submissions: mpsc::Sender<Submission>,
+    queue: QueuedEngine,
     state: Arc<Mutex<LiveState>>,
-    config: LiveConfig,
 }
 
 #[derive(Debug, Default)]
 struct LiveState {
     metrics: WorkerMetrics,
     dropped_events: u64,
-    next_id: u64,
-}
-
-impl std::fmt::Debug for Submission {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Submission")
-            .field("request", &self.request.id)
-            .finish_non_exhaustive()
-    }
 }
 
 impl LiveEngine {
@@ -114,7 +97,12 @@ impl LiveEngine {
         timing: impl StepTiming + 'static,
         events: Option<mpsc::Sender<KvEvent>>,
     ) -> (LiveEngine, impl Future<Output = ()> + Send + 'static) {
-        let (submissions, receiver) = mpsc::channel(config.submission_capacity.max(1));
+        let default_max_tokens = config.default_max_tokens;
+        let (queue, receiver) = QueuedEngine::new(config.submission_capacity, move |request| {
+            // The stream holds the whole output, so the worker never waits on a reader.
+            let output = request.limits.max_tokens.unwrap_or(default_max_tokens);
+            Ok(output as usize + 2)
+        });
         let worker = SimWorker::new(config.engine, timing).record_tokens(true);
         // Before the first step, the load of an idle worker (its cache size included).
         let state = Arc::new(Mutex::new(LiveState {
@@ -122,14 +110,7 @@ impl LiveEngine {
             ..LiveState::default()
         }));
         let run = run_worker(worker, receiver, events, state.clone(), config);
-        (
-            LiveEngine {
-                submissions,
-                state,
-                config,
-            },
-            run,
-        )
+        (LiveEngine { queue, state }, run)
     }
 
     /// The worker's load after its last step.
@@ -146,51 +127,14 @@ impl LiveEngine {
 impl tower::Service<GenerateRequest> for LiveEngine {
     type Response = TokenStream;
     type Error = Error;
-    type Future = Ready<Result<TokenStream, Error>>;
+    type Future = <QueuedEngine as tower::Service<GenerateRequest>>::Future;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.queue.poll_ready(cx)
     }
 
     fn call(&mut self, request: GenerateRequest) -> Self::Future {
-        if let Err(error) = request.validate() {
-            return ready(Err(error));
-        }
-        let output = request
-            .limits
-            .max_tokens
-            .unwrap_or(self.config.default_max_tokens);
-        let id = {
-            let mut state = self.state.lock();
-            state.next_id += 1;
-            state.next_id
-        };
-        let blocks = request
-            .block_hasher(self.config.engine.block_size)
-            .hash_blocks(&request.tokens);
-        let (chunks, stream) = mpsc::channel(output as usize + 2);
-        let cancel = request.cancellation().child_token();
-        let submission = Submission {
-            request: SimRequest {
-                id,
-                prompt_blocks: blocks,
-                prompt_tokens: request.tokens.len() as u64,
-                output_tokens: u64::from(output),
-            },
-            prompt: Arc::from(request.tokens.as_slice()),
-            cancel: cancel.clone(),
-            chunks,
-        };
-        if let Err(error) = self.submissions.try_send(submission) {
-            let message = match error {
-                mpsc::error::TrySendError::Full(_) => {
-                    "the simulated engine's submission queue is full"
-                }
-                mpsc::error::TrySendError::Closed(_) => "the simulated engine stopped",
-            };
-            return ready(Err(Error::overloaded(message)));
-        }
-        ready(Ok(TokenStream::from_receiver(stream, cancel)))
+        self.queue.call(request)
     }
 }
 
@@ -213,16 +157,26 @@ async fn run_worker(
     let mut active: HashMap<u64, Active> = HashMap::new();
     let mut report = StepReport::default();
     let mut next_event_id = 0;
+    let mut next_id = 0;
+    let mut take = |worker: &mut SimWorker, active: &mut HashMap<u64, Active>, submission| {
+        next_id += 1;
+        admit(worker, active, next_id, submission, &config);
+    };
     loop {
         if worker.is_idle() {
             // Nothing to do: wait for work, or stop when every handle is gone.
             let Some(submission) = submissions.recv().await else {
                 return;
             };
-            admit(&mut worker, &mut active, submission);
+            take(&mut worker, &mut active, submission);
         }
-        while let Ok(submission) = submissions.try_recv() {
-            admit(&mut worker, &mut active, submission);
+        // Take only what the worker can hold; the rest waits in the bounded queue, which is
+        // what makes the engine not ready when it is full.
+        while active.len() < config.engine.max_num_seqs {
+            let Ok(submission) = submissions.try_recv() else {
+                break;
+            };
+            take(&mut worker, &mut active, submission);
         }
         active.retain(|&id, request| {
             let gone = request.cancel.is_cancelled() || request.chunks.is_closed();
@@ -255,20 +209,42 @@ async fn run_worker(
     }
 }
 
-fn admit(worker: &mut SimWorker, active: &mut HashMap<u64, Active>, submission: Submission) {
-    let id = submission.request.id;
+fn admit(
+    worker: &mut SimWorker,
+    active: &mut HashMap<u64, Active>,
+    id: u64,
+    submission: Submission,
+    config: &LiveConfig,
+) {
+    let Submission {
+        request,
+        chunks,
+        cancel,
+    } = submission;
+    let output = request
+        .limits
+        .max_tokens
+        .unwrap_or(config.default_max_tokens);
+    let prompt_blocks = request
+        .block_hasher(config.engine.block_size)
+        .hash_blocks(&request.tokens);
     active.insert(
         id,
         Active {
-            prompt: submission.prompt,
-            cancel: submission.cancel,
-            chunks: submission.chunks,
+            prompt: Arc::from(request.tokens.as_slice()),
+            cancel,
+            chunks,
             produced: 0,
-            prompt_tokens: submission.request.prompt_tokens as u32,
+            prompt_tokens: u32::try_from(request.tokens.len()).unwrap_or(u32::MAX),
             cached_tokens: 0,
         },
     );
-    worker.add_request(submission.request);
+    worker.add_request(SimRequest {
+        id,
+        prompt_blocks,
+        prompt_tokens: request.tokens.len() as u64,
+        output_tokens: u64::from(output),
+    });
 }
 
 /// Send each request its step's token, and the final chunk to those that finished.

@@ -75,8 +75,9 @@ pub enum WireError {
     Cancelled,
     /// [`Error::Timeout`].
     Timeout {
-        /// The deadline, in milliseconds.
-        after_ms: u64,
+        /// The deadline, in milliseconds, when known.
+        #[serde(default)]
+        after_ms: Option<u64>,
     },
     /// [`Error::Internal`] (its source stays on the server).
     Internal {
@@ -105,7 +106,7 @@ impl From<&Error> for WireError {
             },
             Error::Cancelled => WireError::Cancelled,
             Error::Timeout { after } => WireError::Timeout {
-                after_ms: millis(after),
+                after_ms: after.as_ref().map(millis),
             },
             other => WireError::Internal {
                 message: other.to_string(),
@@ -129,7 +130,7 @@ impl From<WireError> for Error {
             WireError::Unavailable { message } => Error::unavailable(message),
             WireError::Cancelled => Error::Cancelled,
             WireError::Timeout { after_ms } => Error::Timeout {
-                after: Duration::from_millis(after_ms),
+                after: after_ms.map(Duration::from_millis),
             },
             WireError::Internal { message } => Error::internal(message),
         }

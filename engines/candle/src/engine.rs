@@ -2,14 +2,12 @@
 //! sequence into each step, tokens out through each request's stream.
 
 use std::collections::{HashSet, VecDeque};
-use std::future::{Ready, ready};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use dynamo_core::{
     BlockHasher, BlockSize, Error, FinishReason, GenerateRequest, HashedBlock, KvEvent,
-    SequenceHash, StorageTier, TokenChunk, TokenStream, Usage, WorkerId,
+    QueuedEngine, SequenceHash, StorageTier, Submission, TokenChunk, TokenStream, Usage, WorkerId,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +29,7 @@ pub struct CandleConfig {
     pub max_step_tokens: usize,
     /// Sequences running at once; more wait in the queue.
     pub max_running: usize,
-    /// Requests waiting to start; past that, [`Error::Overloaded`].
+    /// Requests waiting to start; while that many wait, the engine is not ready.
     pub queue_capacity: usize,
     /// The worker id KV events carry.
     pub worker: WorkerId,
@@ -50,30 +48,17 @@ impl Default for CandleConfig {
     }
 }
 
-/// A request on its way to the model thread.
-struct Submission {
-    request: GenerateRequest,
-    output: mpsc::Sender<Result<TokenChunk, Error>>,
-    cancel: CancellationToken,
-}
-
 /// An [`Engine`](dynamo_core::Engine) running a llama-family model on candle.
 ///
-/// Cloning gives another handle to the same model thread. The thread stops when every handle
-/// is dropped and the running sequences have finished.
+/// Requests wait in a bounded queue ([`CandleConfig::queue_capacity`]) for the model thread;
+/// while it is full the engine is not ready (`poll_ready` is `Pending`), so tower's load
+/// shedding and concurrency limits see the real capacity. Cloning gives another handle to the
+/// same model thread. The thread stops when every handle is dropped and the running sequences
+/// have finished.
 #[derive(Debug, Clone)]
 pub struct CandleEngine {
-    submit: SyncSender<Submission>,
+    queue: QueuedEngine,
     counters: Arc<Mutex<PoolCounters>>,
-    context_length: usize,
-}
-
-impl std::fmt::Debug for Submission {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Submission")
-            .field("id", &self.request.id)
-            .finish()
-    }
 }
 
 impl CandleEngine {
@@ -84,23 +69,32 @@ impl CandleEngine {
         config: CandleConfig,
         events: Option<mpsc::Sender<KvEvent>>,
     ) -> std::io::Result<Self> {
-        let (submit, submissions) = std::sync::mpsc::sync_channel(config.queue_capacity);
+        let context_length = weights.config().context_length;
+        let (queue, submissions) = QueuedEngine::new(config.queue_capacity, move |request| {
+            if request.tokens.len() >= context_length {
+                return Err(Error::invalid_request(format!(
+                    "the prompt has {} tokens; the model's context is {context_length}",
+                    request.tokens.len(),
+                )));
+            }
+            // Room for every chunk the request can produce, so the model thread never waits.
+            let most = request
+                .limits
+                .max_tokens
+                .map_or(context_length, |n| n as usize);
+            Ok(most.min(context_length) + 2)
+        });
         // Before the first step: every block free.
         let counters = Arc::new(Mutex::new(PoolCounters {
             capacity: config.blocks as usize,
             free: config.blocks as usize,
             ..PoolCounters::default()
         }));
-        let context_length = weights.config().context_length;
         let model = ModelThread::new(weights, config, events, Arc::clone(&counters));
         std::thread::Builder::new()
             .name("dynamo-candle".to_owned())
-            .spawn(move || model.run(&submissions))?;
-        Ok(CandleEngine {
-            submit,
-            counters,
-            context_length,
-        })
+            .spawn(move || model.run(submissions))?;
+        Ok(CandleEngine { queue, counters })
     }
 
     /// The KV pool's counters after the last step.
@@ -112,45 +106,14 @@ impl CandleEngine {
 impl Service<GenerateRequest> for CandleEngine {
     type Response = TokenStream;
     type Error = Error;
-    type Future = Ready<Result<TokenStream, Error>>;
+    type Future = <QueuedEngine as Service<GenerateRequest>>::Future;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.queue.poll_ready(cx)
     }
 
     fn call(&mut self, request: GenerateRequest) -> Self::Future {
-        if let Err(error) = request.validate() {
-            return ready(Err(error));
-        }
-        if request.tokens.len() >= self.context_length {
-            return ready(Err(Error::invalid_request(format!(
-                "the prompt has {} tokens; the model's context is {}",
-                request.tokens.len(),
-                self.context_length
-            ))));
-        }
-        // Room for every chunk the request can produce, so the model thread never waits.
-        let most = request
-            .limits
-            .max_tokens
-            .map_or(self.context_length, |n| n as usize);
-        let (output, chunks) = mpsc::channel(most.min(self.context_length) + 2);
-        let cancel = request.cancellation().child_token();
-        let submission = Submission {
-            request,
-            output,
-            cancel: cancel.clone(),
-        };
-        match self.submit.try_send(submission) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return ready(Err(Error::overloaded("the candle engine's queue is full")));
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return ready(Err(Error::unavailable("the candle engine has stopped")));
-            }
-        }
-        ready(Ok(TokenStream::from_receiver(chunks, cancel)))
+        self.queue.call(request)
     }
 }
 
@@ -214,15 +177,20 @@ impl ModelThread {
         self.config.block_size.get() as usize
     }
 
-    fn run(mut self, submissions: &Receiver<Submission>) {
+    fn run(mut self, mut submissions: mpsc::Receiver<Submission>) {
         loop {
             if self.running.is_empty() && self.waiting.is_empty() {
-                match submissions.recv() {
-                    Ok(submission) => self.waiting.push_back(submission),
-                    Err(_) => return,
+                match submissions.blocking_recv() {
+                    Some(submission) => self.waiting.push_back(submission),
+                    None => return,
                 }
             }
-            while let Ok(submission) = submissions.try_recv() {
+            // Take only what can start now: the rest waits in the engine's bounded queue,
+            // which is what makes the engine not ready when it is full.
+            while self.running.len() + self.waiting.len() < self.config.max_running {
+                let Ok(submission) = submissions.try_recv() else {
+                    break;
+                };
                 self.waiting.push_back(submission);
             }
             self.drop_cancelled();
@@ -243,7 +211,7 @@ impl ModelThread {
 
     fn drop_cancelled(&mut self) {
         self.waiting
-            .retain(|s| !s.cancel.is_cancelled() && !s.output.is_closed());
+            .retain(|s| !s.cancel.is_cancelled() && !s.chunks.is_closed());
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
             .into_iter()
             .partition(|s| s.cancel.is_cancelled() || s.output.is_closed());
@@ -277,7 +245,7 @@ impl ModelThread {
             let needed = prompt.len().div_ceil(block_size);
             if needed > self.config.blocks as usize {
                 let _ = submission
-                    .output
+                    .chunks
                     .try_send(Err(Error::invalid_request(format!(
                         "the prompt needs {needed} KV blocks; this engine has {}",
                         self.config.blocks
@@ -296,7 +264,7 @@ impl ModelThread {
             hashes.truncate(cached);
             let Submission {
                 request,
-                output,
+                chunks: output,
                 cancel,
             } = submission;
             self.running.push(Sequence {
