@@ -202,6 +202,20 @@ impl WorkerSelector {
         self.inner.load.forget_idle(worker);
     }
 
+    /// Whether some worker is not busy, or there is no worker at all (a request then fails at
+    /// once rather than waiting).
+    pub fn has_free_worker(&self) -> bool {
+        let membership = self.inner.membership.lock();
+        let thresholds = self.inner.config.thresholds;
+        if membership.workers.is_empty() || thresholds == BusyThresholds::default() {
+            return true;
+        }
+        membership
+            .workers
+            .iter()
+            .any(|&worker| !thresholds.is_busy(&self.inner.load.load(worker)))
+    }
+
     /// The workers eligible for routing, by id.
     pub fn workers(&self) -> Vec<WorkerId> {
         self.inner

@@ -116,3 +116,15 @@ fn readers_see_a_consistent_index_while_events_stream_in() {
     });
     assert_eq!(index.overlaps(&query).get(WORKER).device, 200);
 }
+
+#[test]
+fn a_restarted_worker_counting_from_zero_again_starts_empty() {
+    let mut index = KvIndex::new(size());
+    index.apply(&stored(0, &[1, 2, 3, 4])).unwrap();
+    index.apply(&stored(1, &[5, 6, 7, 8])).unwrap();
+    // The worker's process restarted: its cache is empty and its ids begin again.
+    index.apply(&stored(0, &[9, 9, 9, 9])).unwrap();
+    assert_eq!(index.resident_blocks(), 1);
+    index.apply(&stored(1, &[8, 8, 8, 8])).unwrap();
+    assert_eq!(index.resident_blocks(), 2);
+}

@@ -119,10 +119,13 @@ impl Model {
         tier: StorageTier,
         data: &KvEventData,
     ) -> Option<&'static str> {
-        if let Some(&next) = self.next_event_id.get(&worker)
-            && event_id < next
-        {
-            return Some("stale_event");
+        if let Some(&next) = self.next_event_id.get(&worker) {
+            if event_id == 0 && next > 0 {
+                // The worker restarted: it holds nothing any more.
+                self.held.remove(&worker);
+            } else if event_id < next {
+                return Some("stale_event");
+            }
         }
         self.next_event_id.insert(worker, event_id + 1);
         let entry = self.held.entry(worker).or_default();

@@ -15,6 +15,7 @@ use dynamo_core::{
 };
 use dynamo_router::{BusyThresholds, KvCost, QueueOrder, RouterService};
 use futures::StreamExt;
+use tower::Service;
 use tower::discover::Change;
 
 type Served = Arc<Mutex<Vec<u64>>>;
@@ -113,9 +114,11 @@ async fn a_full_queue_answers_overloaded_and_a_release_wakes_the_waiting_request
     let waiting = tokio::spawn(generate_all(router.clone(), prompt("b", 0..8)));
     settle().await;
     assert_eq!(router.queued(), 1);
-    let err = generate(router.clone(), prompt("c", 0..8))
-        .await
-        .unwrap_err();
+    // The router is not ready now; a caller that calls anyway is refused at once.
+    let waker = futures::task::noop_waker();
+    let mut context = std::task::Context::from_waker(&waker);
+    assert!(router.clone().poll_ready(&mut context).is_pending());
+    let err = router.clone().call(prompt("c", 0..8)).await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Overloaded);
     assert!(err.retry_after().is_some());
     drop(first);

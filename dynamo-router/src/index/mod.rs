@@ -111,7 +111,8 @@ impl KvIndex {
     ///
     /// Event ids are checked per worker: an id that is not newer than the last one is rejected
     /// as [`IndexError::StaleEvent`]; an id that skips ahead is applied and reported to the
-    /// resync hook.
+    /// resync hook. Id 0 after later ids means the worker restarted (its ids begin again and
+    /// its cache is empty): what the index held for it is cleared, and the event applied.
     ///
     /// # Errors
     ///
@@ -129,7 +130,12 @@ impl KvIndex {
         let slot = self.workers.slot_or_insert(event.worker)?;
         let expected = self.workers.next_event_id(slot);
         if let Some(expected) = expected {
-            if event.event_id < expected {
+            if event.event_id == 0 && expected > 0 {
+                // A worker that restarts numbers its events from 0 again, and its cache
+                // starts empty: what the index knew of it is gone.
+                metrics::counter!("dynamo_router_index_worker_restarts_total").increment(1);
+                self.clear(slot, u8::MAX);
+            } else if event.event_id < expected {
                 return Err(IndexError::StaleEvent {
                     worker: event.worker,
                     last_applied: expected - 1,

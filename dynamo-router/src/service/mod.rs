@@ -31,12 +31,18 @@ use waiting::WaitingRoom;
 /// The booking is released when the stream ends, fails or is dropped, and its prefill part at
 /// the first token.
 ///
-/// **Readiness and backpressure.** `poll_ready` is always ready: the service is a cheap,
-/// cloneable handle, and capacity is decided per request. When every worker is busy (see
-/// [`BusyThresholds`](crate::BusyThresholds)) a request waits in a bounded queue, served in
-/// the configured [`QueueOrder`](crate::QueueOrder), until a booking is released; when the
-/// queue is full it fails at once with [`Error::Overloaded`], which a gateway answers with 503.
-/// The chosen worker's own readiness is awaited before dispatch.
+/// **Readiness and backpressure.** `poll_ready` is ready while a request could be placed now:
+/// some worker is not busy (see [`BusyThresholds`](crate::BusyThresholds)), or the wait
+/// queue has room. When every worker is busy a request waits in that bounded queue, served in
+/// the configured [`QueueOrder`](crate::QueueOrder), until a booking is released. When the
+/// queue is full too, `poll_ready` is `Pending` until a booking is released or a worker joins,
+/// so tower's `LoadShedLayer` refuses at once and `ConcurrencyLimitLayer` and timeouts compose
+/// as usual; a caller that skips readiness gets [`Error::Overloaded`] from `call`, which a
+/// gateway answers with 503. With a queue of capacity 0, the router is ready exactly when some
+/// worker is not busy. A router with no worker at all is ready, and fails each request at once
+/// with [`Error::Unavailable`]. Readiness is not a reservation: clones share the capacity, and
+/// one may take what another saw. The chosen worker's own readiness is awaited before
+/// dispatch.
 ///
 /// **Membership** changes through [`insert_worker`](RouterService::insert_worker) and
 /// [`remove_worker`](RouterService::remove_worker), or from a [`Discover`] stream driven by the
@@ -109,6 +115,8 @@ impl RouterService {
     pub fn remove_worker(&self, worker: WorkerId) {
         self.inner.selector.remove_worker(worker);
         self.inner.engines.write().remove(&worker);
+        // With no worker left, waiting requests and callers of `poll_ready` fail fast.
+        self.inner.waiting.wake_next();
     }
 
     /// A future that applies the membership changes of `discover` until it ends; spawn it on
@@ -141,6 +149,11 @@ impl RouterService {
 }
 
 impl Inner {
+    /// Whether a request now would be placed or queued rather than refused.
+    fn has_capacity(&self) -> bool {
+        self.waiting.has_room() || self.selector.has_free_worker()
+    }
+
     async fn dispatch(self: Arc<Self>, request: GenerateRequest) -> Result<TokenStream, Error> {
         // A request no engine would accept books nothing.
         request.validate()?;
@@ -240,8 +253,16 @@ impl Service<GenerateRequest> for RouterService {
     type Error = Error;
     type Future = BoxFuture<'static, Result<TokenStream, Error>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.inner.has_capacity() {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.waiting.wake_when_ready(cx.waker());
+        // Capacity released between the first look and registering would wake nobody.
+        if self.inner.has_capacity() {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
     }
 
     fn call(&mut self, request: GenerateRequest) -> Self::Future {

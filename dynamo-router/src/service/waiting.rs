@@ -1,6 +1,7 @@
 //! Where requests wait while every worker is busy, and how they are woken.
 
 use std::pin::pin;
+use std::task::Waker;
 
 use dynamo_core::Error;
 use futures::future::{Either, select};
@@ -10,16 +11,41 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::{QueueOrder, QueuePosition, WaitQueue};
 
-/// The bounded queue of waiting requests, each with the sender that wakes it.
+/// The bounded queue of waiting requests, each with the sender that wakes it; and the tasks
+/// waiting for the router to become ready.
 #[derive(Debug)]
 pub(super) struct WaitingRoom {
     queue: Mutex<WaitQueue<oneshot::Sender<()>>>,
+    /// Woken, all of them, whenever capacity may have come back.
+    readiness: Mutex<Vec<Waker>>,
 }
 
 impl WaitingRoom {
     pub(super) fn new(order: QueueOrder, capacity: usize) -> Self {
         WaitingRoom {
             queue: Mutex::new(WaitQueue::new(order, capacity)),
+            readiness: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether a request that finds every worker busy would get a place.
+    pub(super) fn has_room(&self) -> bool {
+        let queue = self.queue.lock();
+        queue.len() < queue.capacity()
+    }
+
+    /// Wake `waker` at the next release of capacity.
+    pub(super) fn wake_when_ready(&self, waker: &Waker) {
+        let mut wakers = self.readiness.lock();
+        if !wakers.iter().any(|known| known.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    fn wake_ready(&self) {
+        let wakers = std::mem::take(&mut *self.readiness.lock());
+        for waker in wakers {
+            waker.wake();
         }
     }
 
@@ -58,15 +84,19 @@ impl WaitingRoom {
         })
     }
 
-    /// Wake the request to serve next, skipping requests that stopped waiting.
+    /// Wake the request to serve next, skipping requests that stopped waiting, and the tasks
+    /// waiting for readiness; called whenever capacity may have come back.
     pub(super) fn wake_next(&self) {
-        let mut queue = self.queue.lock();
-        while let Some((_, wake)) = queue.pop() {
-            if wake.send(()).is_ok() {
-                break;
+        {
+            let mut queue = self.queue.lock();
+            while let Some((_, wake)) = queue.pop() {
+                if wake.send(()).is_ok() {
+                    break;
+                }
             }
+            set_depth(queue.len());
         }
-        set_depth(queue.len());
+        self.wake_ready();
     }
 }
 
@@ -118,7 +148,10 @@ impl Drop for Waiting<'_> {
             removed
         };
         // Popped and signalled, but leaving without retrying: pass the wake-up on.
-        if !still_waiting {
+        if still_waiting {
+            // Its place is free again.
+            self.room.wake_ready();
+        } else {
             self.room.wake_next();
         }
     }
