@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dynamo_core::ErrorClass;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// An error as the client sees it: an HTTP status and an OpenAI error body
 /// (`{"error": {"message", "type", "param", "code"}}`).
@@ -48,14 +49,14 @@ pub struct ApiError {
 }
 
 /// The JSON body of an error response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// The fields of an OpenAI error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// What went wrong, for a person.
     pub message: String,
@@ -63,8 +64,10 @@ pub struct ErrorDetail {
     #[serde(rename = "type")]
     pub kind: String,
     /// The request field at fault, if one is.
+    #[schema(required)]
     pub param: Option<String>,
     /// A stable machine-readable code: the core error class name.
+    #[schema(required)]
     pub code: Option<String>,
 }
 

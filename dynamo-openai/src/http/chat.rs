@@ -9,6 +9,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 
 use super::generate::{self, TextEvent};
+use super::openapi::GenerationErrors;
 use super::{JsonBody, RequestId, Shared, prepare, sse};
 use crate::ApiError;
 use crate::preprocess::{ReasoningSplitter, ToolCallParser};
@@ -23,6 +24,24 @@ use crate::registry::ModelEntry;
 /// The endpoint label of this route's metrics.
 const ENDPOINT: &str = "chat_completions";
 
+/// Chat completion
+///
+/// The model's chat template turns the conversation into a prompt. With `stream: true` the
+/// answer comes as server-sent events, one chunk per `data:` line, ending with `data: [DONE]`.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    operation_id = "createChatCompletion",
+    tag = "openai",
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`", content(
+            (ChatCompletion = "application/json"),
+            (ChatCompletionChunk = "text/event-stream"),
+        )),
+        GenerationErrors,
+    ),
+)]
 pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
     Extension(RequestId(request_id)): Extension<RequestId>,

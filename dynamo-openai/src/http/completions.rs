@@ -9,6 +9,7 @@ use dynamo_core::Usage;
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::generate::{self, TextEvent, TextStream};
+use super::openapi::GenerationErrors;
 use super::{JsonBody, RequestId, Shared, prepare, sse};
 use crate::ApiError;
 use crate::protocol::common::reject_unknown;
@@ -23,6 +24,25 @@ const DEFAULT_MAX_TOKENS: u32 = 16;
 /// The endpoint label of this route's metrics.
 const ENDPOINT: &str = "completions";
 
+/// Text completion
+///
+/// `prompt` may be a text, several texts, token ids or several lists of token ids; several
+/// prompts give one choice each. With `stream: true` the answer comes as server-sent events,
+/// one chunk per `data:` line, ending with `data: [DONE]`.
+#[utoipa::path(
+    post,
+    path = "/v1/completions",
+    operation_id = "createCompletion",
+    tag = "openai",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`", content(
+            (Completion = "application/json"),
+            (CompletionChunk = "text/event-stream"),
+        )),
+        GenerationErrors,
+    ),
+)]
 pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
     Extension(RequestId(request_id)): Extension<RequestId>,

@@ -6,12 +6,41 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::Shared;
+use super::openapi::ErrorResponse;
 use crate::ApiError;
 use crate::protocol::{ModelCard, ModelList};
 
+/// The answer of the health probes.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ProbeStatus {
+    /// `healthy` or `unhealthy` (`/health`), `live` (`/live`), `ready` (`/ready`).
+    status: &'static str,
+    /// The served models, in name order (`/health` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models: Option<Vec<String>>,
+}
+
+impl ProbeStatus {
+    fn new(status: &'static str) -> Self {
+        ProbeStatus {
+            status,
+            models: None,
+        }
+    }
+}
+
+/// The served models
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    operation_id = "listModels",
+    tag = "openai",
+    responses((status = 200, description = "The models, in name order", body = ModelList)),
+)]
 pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Json<ModelList> {
     let data = shared
         .registry
@@ -30,37 +59,74 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Json<ModelList> {
     })
 }
 
-/// Healthy when at least one model is served.
+/// Healthy when at least one model is served
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`healthy`, with the served models", body = ProbeStatus),
+        (status = 503, description = "`unhealthy`: no model is served", body = ProbeStatus),
+    ),
+)]
 pub(crate) async fn health(State(shared): State<Arc<Shared>>) -> Response {
     let models = shared.registry.names();
-    let status = match models.is_empty() {
-        true => StatusCode::SERVICE_UNAVAILABLE,
-        false => StatusCode::OK,
+    let (status, word) = match models.is_empty() {
+        true => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+        false => (StatusCode::OK, "healthy"),
     };
-    let word = if models.is_empty() {
-        "unhealthy"
-    } else {
-        "healthy"
+    let body = ProbeStatus {
+        status: word,
+        models: Some(models),
     };
-    (status, Json(json!({ "status": word, "models": models }))).into_response()
+    (status, Json(body)).into_response()
 }
 
-/// The process answers.
-pub(crate) async fn live() -> Json<serde_json::Value> {
-    Json(json!({ "status": "live" }))
+/// The process answers
+#[utoipa::path(
+    get,
+    path = "/live",
+    operation_id = "live",
+    tag = "operations",
+    responses((status = 200, description = "`live`", body = ProbeStatus)),
+)]
+pub(crate) async fn live() -> Json<ProbeStatus> {
+    Json(ProbeStatus::new("live"))
 }
 
-/// Ready to take requests: at least one model is served.
+/// Ready for requests: at least one model is served
+#[utoipa::path(
+    get,
+    path = "/ready",
+    operation_id = "ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`ready`", body = ProbeStatus),
+        (status = 503, response = ErrorResponse),
+    ),
+)]
 pub(crate) async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     match shared.registry.names().is_empty() {
         true => ApiError::from(dynamo_core::Error::unavailable(
             "no model is registered yet",
         ))
         .into_response(),
-        false => Json(json!({ "status": "ready" })).into_response(),
+        false => Json(ProbeStatus::new("ready")).into_response(),
     }
 }
 
+/// Prometheus metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 404, response = ErrorResponse),
+    ),
+)]
 pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     match &shared.metrics {
         Some(handle) => (

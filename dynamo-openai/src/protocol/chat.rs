@@ -2,15 +2,20 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::common::{SamplingFields, StreamOptions, UsageBody};
+use super::schema;
 
 /// A chat completion request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// A field this server does not implement is refused with a 400 naming it, never ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     /// The model name, as listed by `/v1/models`.
     pub model: String,
     /// The conversation so far.
+    #[schema(min_items = 1)]
     pub messages: Vec<ChatMessage>,
     /// Stream the answer as server-sent events.
     #[serde(default)]
@@ -20,15 +25,18 @@ pub struct ChatCompletionRequest {
     pub stream_options: Option<StreamOptions>,
     /// Deprecated by OpenAI in favour of `max_completion_tokens`; either is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
     /// The most tokens to generate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<u32>,
     /// Return log-probabilities of the output tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
     /// With `logprobs`, how many alternatives per position, in `[0, 20]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 20)]
     pub top_logprobs: Option<u32>,
     /// Functions the model may call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,11 +52,12 @@ pub struct ChatCompletionRequest {
     pub sampling: SamplingFields,
     /// Fields this server does not know; any non-null one is rejected.
     #[serde(flatten, skip_serializing)]
+    #[schema(ignore)]
     pub extra: serde_json::Map<String, Value>,
 }
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Instructions for the model (OpenAI's newer name is `developer`).
@@ -76,7 +85,7 @@ impl Role {
 }
 
 /// One message of the conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatMessage {
     /// The author.
     pub role: Role,
@@ -95,7 +104,7 @@ pub struct ChatMessage {
 }
 
 /// Message content: plain text or a list of parts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum MessageContent {
     /// Plain text.
@@ -105,7 +114,7 @@ pub enum MessageContent {
 }
 
 /// One content part. Parts of other types (images, audio) parse, and are rejected by name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ContentPart {
     /// The part type: `text` is the one supported.
     #[serde(rename = "type")]
@@ -116,17 +125,18 @@ pub struct ContentPart {
 }
 
 /// A tool the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Tool {
     /// Always `function`.
     #[serde(rename = "type")]
+    #[schema(schema_with = schema::function)]
     pub kind: String,
     /// The function.
     pub function: FunctionDefinition,
 }
 
 /// A function's name, description and JSON-schema parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FunctionDefinition {
     /// The name the model calls it by.
     pub name: String,
@@ -135,23 +145,25 @@ pub struct FunctionDefinition {
     pub description: Option<String>,
     /// A JSON schema of its arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
 }
 
 /// A call the model made.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ToolCall {
     /// The call id, quoted back in the `tool` message that answers it.
     pub id: String,
     /// Always `function`.
     #[serde(rename = "type")]
+    #[schema(schema_with = schema::function)]
     pub kind: String,
     /// The function and its arguments.
     pub function: FunctionCall,
 }
 
 /// The function of a call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FunctionCall {
     /// The function's name.
     pub name: String,
@@ -160,7 +172,7 @@ pub struct FunctionCall {
 }
 
 /// A tool call in a stream chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ToolCallDelta {
     /// The call's position among this answer's calls.
     pub index: u32,
@@ -169,17 +181,19 @@ pub struct ToolCallDelta {
     pub id: Option<String>,
     /// Always `function` (on its first delta).
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::function)]
     pub kind: Option<String>,
     /// The function and (part of) its arguments.
     pub function: FunctionCall,
 }
 
 /// A finished chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatCompletion {
     /// The completion id (`chatcmpl-…`), also sent as the `x-request-id` header.
     pub id: String,
     /// Always `chat.completion`.
+    #[schema(schema_with = schema::chat_completion)]
     pub object: String,
     /// Unix seconds.
     pub created: u64,
@@ -192,24 +206,27 @@ pub struct ChatCompletion {
 }
 
 /// A choice of a finished chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatChoice {
     /// Always 0.
     pub index: u32,
     /// The answer.
     pub message: AssistantMessage,
     /// Log-probabilities, when asked for.
+    #[schema(required)]
     pub logprobs: Option<Value>,
     /// `stop`, `length` or `tool_calls`.
+    #[schema(required)]
     pub finish_reason: Option<String>,
 }
 
 /// The assistant's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: Role,
     /// The answer's text (null when the answer is only tool calls).
+    #[schema(required)]
     pub content: Option<String>,
     /// Text the model wrote inside `<think>…</think>`, for models with a reasoning parser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,11 +237,12 @@ pub struct AssistantMessage {
 }
 
 /// One server-sent event of a streamed chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatCompletionChunk {
     /// The completion id, the same in every chunk.
     pub id: String,
     /// Always `chat.completion.chunk`.
+    #[schema(schema_with = schema::chat_completion_chunk)]
     pub object: String,
     /// Unix seconds.
     pub created: u64,
@@ -238,20 +256,22 @@ pub struct ChatCompletionChunk {
 }
 
 /// The choice of a chat stream chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatChunkChoice {
     /// Always 0.
     pub index: u32,
     /// What is new.
     pub delta: ChatDelta,
     /// Log-probabilities of this chunk's tokens, when asked for.
+    #[schema(required)]
     pub logprobs: Option<Value>,
     /// Set on the choice's last chunk.
+    #[schema(required)]
     pub finish_reason: Option<String>,
 }
 
 /// The new part of a streamed answer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatDelta {
     /// `assistant`, in the first chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,6 +3,9 @@
 use dynamo_core::{SamplingOptions, StopConditions, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::ApiError;
 
@@ -19,6 +22,28 @@ pub enum StopSequences {
 /// The most stop strings a request may give (OpenAI's limit).
 const MAX_STOP_STRINGS: usize = 4;
 
+/// Written by hand: the derive cannot put the limit of four on the list variant.
+impl PartialSchema for StopSequences {
+    fn schema() -> RefOr<Schema> {
+        let text = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+        };
+        OneOfBuilder::new()
+            .description(Some("One stop string, or a list of up to four"))
+            .item(text())
+            .item(
+                ArrayBuilder::new()
+                    .items(text())
+                    .max_items(Some(MAX_STOP_STRINGS)),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for StopSequences {}
+
 impl StopSequences {
     fn into_vec(self) -> Vec<String> {
         match self {
@@ -29,7 +54,7 @@ impl StopSequences {
 }
 
 /// `stream_options`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     /// Send a last chunk, before `[DONE]`, with the usage of the whole request.
@@ -38,7 +63,7 @@ pub struct StreamOptions {
 }
 
 /// `usage` in responses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UsageBody {
     /// Tokens in the prompt.
     pub prompt_tokens: u32,
@@ -52,7 +77,7 @@ pub struct UsageBody {
 }
 
 /// `usage.prompt_tokens_details`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PromptTokensDetails {
     /// Prompt tokens whose KV was reused from a cache.
     pub cached_tokens: u32,
@@ -75,31 +100,38 @@ impl From<Usage> for UsageBody {
 ///
 /// `top_k`, `min_p`, `repetition_penalty`, `min_tokens` and `ignore_eos` are the vLLM
 /// extensions most clients know.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SamplingFields {
     /// In `[0, 2]`; 0 is greedy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f32>,
     /// In `(0, 1]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f32>,
     /// At least 1; `-1` means off (vLLM's convention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -1)]
     pub top_k: Option<i32>,
     /// In `[0, 1]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1)]
     pub min_p: Option<f32>,
     /// Seed for reproducible sampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// In `[-2, 2]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -2, maximum = 2)]
     pub presence_penalty: Option<f32>,
     /// In `[-2, 2]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -2, maximum = 2)]
     pub frequency_penalty: Option<f32>,
     /// Greater than 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0)]
     pub repetition_penalty: Option<f32>,
     /// Stop strings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +147,7 @@ pub struct SamplingFields {
     pub ignore_eos: Option<bool>,
     /// How many choices to generate; only 1 is supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1)]
     pub n: Option<u32>,
     /// The end user, for logs; passed on as the routing session when no other is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]

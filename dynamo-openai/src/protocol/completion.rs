@@ -2,11 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::common::{SamplingFields, StreamOptions, UsageBody};
+use super::schema;
 
 /// A text completion request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// A field this server does not implement is refused with a 400 naming it, never ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     /// The model name.
     pub model: String,
@@ -21,9 +25,11 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     /// The most tokens to generate; OpenAI's default is 16.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
     /// Return the log-probabilities of this many most likely tokens per position, in `[0, 5]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 5)]
     pub logprobs: Option<u32>,
     /// Put the prompt's text before the answer.
     #[serde(default)]
@@ -34,11 +40,12 @@ pub struct CompletionRequest {
     /// Fields this server does not know (`suffix`, `best_of`, …); any non-null one is
     /// rejected.
     #[serde(flatten, skip_serializing)]
+    #[schema(ignore)]
     pub extra: serde_json::Map<String, Value>,
 }
 
 /// The `prompt` of a completion request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Prompt {
     /// One text.
@@ -52,11 +59,12 @@ pub enum Prompt {
 }
 
 /// A finished text completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Completion {
     /// The completion id (`cmpl-…`).
     pub id: String,
     /// Always `text_completion`.
+    #[schema(schema_with = schema::text_completion)]
     pub object: String,
     /// Unix seconds.
     pub created: u64,
@@ -69,24 +77,27 @@ pub struct Completion {
 }
 
 /// One choice of a text completion, or of a chunk of one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CompletionChoice {
     /// The prompt's position in the request.
     pub index: u32,
     /// The generated text (new text, in a chunk).
     pub text: String,
     /// Log-probabilities, when asked for.
+    #[schema(required)]
     pub logprobs: Option<Value>,
     /// Set on the choice's last chunk.
+    #[schema(required)]
     pub finish_reason: Option<String>,
 }
 
 /// One server-sent event of a streamed text completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CompletionChunk {
     /// The completion id, the same in every chunk.
     pub id: String,
     /// Always `text_completion`.
+    #[schema(schema_with = schema::text_completion)]
     pub object: String,
     /// Unix seconds.
     pub created: u64,

@@ -10,6 +10,7 @@ mod chat;
 pub(crate) mod common;
 mod completion;
 mod models;
+mod schema;
 
 pub use chat::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
