@@ -14,9 +14,41 @@ use minijinja::{Environment, ErrorKind, Value, context};
 use serde::Serialize;
 
 /// Why a template could not be compiled or rendered.
-#[derive(Debug, thiserror::Error)]
-#[error("chat template: {0}")]
-pub struct TemplateError(#[from] minijinja::Error);
+///
+/// [`message`](TemplateError::message) says what went wrong and where (for a template that calls
+/// `raise_exception`, the template's own message); the template engine's error is the
+/// [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct TemplateError {
+    message: String,
+    source: minijinja::Error,
+}
+
+impl TemplateError {
+    fn new(source: minijinja::Error) -> Self {
+        TemplateError {
+            message: source.to_string(),
+            source,
+        }
+    }
+
+    /// What went wrong, for a person.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "chat template: {}", self.message)
+    }
+}
+
+impl std::error::Error for TemplateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
 
 /// A compiled chat template.
 ///
@@ -46,11 +78,12 @@ impl ChatTemplate {
     /// Compile `source`.
     pub fn new(source: impl Into<String>) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
-        env.set_syntax(hugging_face_syntax()?);
+        env.set_syntax(hugging_face_syntax().map_err(TemplateError::new)?);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned(NAME, source.into())?;
+        env.add_template_owned(NAME, source.into())
+            .map_err(TemplateError::new)?;
         Ok(ChatTemplate {
             env: Arc::new(env),
             bos_token: String::new(),
@@ -73,14 +106,16 @@ impl ChatTemplate {
         tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
-        let template = self.env.get_template(NAME)?;
-        Ok(template.render(context! {
-            messages => Value::from(Serde(messages)),
-            tools => tools.map(|tools| Value::from(Serde(tools))),
-            add_generation_prompt,
-            bos_token => &self.bos_token,
-            eos_token => &self.eos_token,
-        })?)
+        let template = self.env.get_template(NAME).map_err(TemplateError::new)?;
+        template
+            .render(context! {
+                messages => Value::from(Serde(messages)),
+                tools => tools.map(|tools| Value::from(Serde(tools))),
+                add_generation_prompt,
+                bos_token => &self.bos_token,
+                eos_token => &self.eos_token,
+            })
+            .map_err(TemplateError::new)
     }
 }
 
@@ -211,6 +246,9 @@ mod tests {
             .render(&[json!({"role": "assistant", "content": "x"})], None, false)
             .expect_err("raises");
         assert!(error.to_string().contains("user first"), "{error}");
+        assert!(error.message().contains("user first"), "{error}");
+        let source = std::error::Error::source(&error).expect("the engine's error");
+        assert!(source.to_string().contains("user first"), "{source}");
     }
 
     #[test]
