@@ -28,7 +28,7 @@ use utoipa::ToSchema;
 /// | `internal` | 500 | `server_error` |
 ///
 /// The `code` field carries the class name. Internal errors show the client a generic message;
-/// the detail goes to the log.
+/// the detail goes to the log as a `tracing` error event.
 ///
 /// ```
 /// use dynamo_openai::ApiError;
@@ -177,9 +177,10 @@ impl From<dynamo_core::Error> for ApiError {
     }
 }
 
-/// Internal details go to standard error, never to the client.
+/// Internal details go to the log (a `tracing` event, inside the request's span), never to the
+/// client.
 fn log_internal(error: &dynamo_core::Error) {
-    eprintln!("dynamo-openai: internal error: {error}");
+    tracing::error!(%error, "internal error");
 }
 
 impl IntoResponse for ApiError {

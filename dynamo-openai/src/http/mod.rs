@@ -19,6 +19,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
+use tower_http::trace::TraceLayer;
 
 pub use openapi::openapi_document;
 
@@ -85,6 +86,10 @@ impl GatewayConfig {
 /// Every response carries an `x-request-id` header: the client's own if it sent one, else the
 /// completion id. A client that disconnects cancels its generation: the response stream is
 /// dropped, and with it the engine's token stream.
+///
+/// Each request runs in a `tracing` span named `request` (with its method, path and request id),
+/// made by tower-http's `TraceLayer`, which also records the response's status and latency;
+/// internal errors are logged as events inside it. Install a `tracing` subscriber to see them.
 ///
 /// ```
 /// use dynamo_openai::{Gateway, GatewayConfig, ModelRegistry};
@@ -168,6 +173,7 @@ impl Gateway {
             .route("/openapi.json", get(openapi::serve))
             .fallback(models::not_found)
             .layer(DefaultBodyLimit::max(limit))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
             .layer(axum::middleware::from_fn_with_state(
                 shared.clone(),
                 request_id,
@@ -203,6 +209,21 @@ pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id"
 /// derive from it.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestId(pub(crate) String);
+
+/// The `tracing` span of one HTTP request, named by its method, path and [`RequestId`]; the
+/// events of the request (an internal error, the response's status and latency) happen in it.
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", |id| id.0.as_str());
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id = id,
+    )
+}
 
 /// Give every request a [`RequestId`], and echo it in the response's `x-request-id`.
 async fn request_id(
