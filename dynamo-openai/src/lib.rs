@@ -11,6 +11,9 @@
 //!   [`IncrementalDecoder`] that never splits a UTF-8 character; a [`StopMatcher`] that holds
 //!   back text that may become a stop string; [`ToolCallParser`] (Hermes/Qwen and Llama 3 JSON)
 //!   and [`ReasoningSplitter`] (`<think>`).
+//! - **Models** ([`ModelRegistry`]): each served name with its engine, tokenizer, chat template,
+//!   parsers and [`SamplingDefaults`], the sampling settings the model recommends for requests
+//!   that give none (as vLLM applies a model's `generation_config.json`).
 //! - **The service** ([`Gateway`]): axum routes for `/v1/chat/completions`, `/v1/completions`,
 //!   `/v1/models`, health probes, `/metrics` and `/openapi.json`; server-sent events with
 //!   `[DONE]` and an optional usage chunk; cancellation of the engine when the client goes away;
@@ -66,7 +69,7 @@ pub use preprocess::{
     ReasoningFormat, ReasoningSplitter, SplitText, StopMatcher, TemplateError, Tokenizer,
     TokenizerError, ToolCallFormat, ToolCallOutput, ToolCallParser,
 };
-pub use registry::{ModelEntry, ModelError, ModelRegistry};
+pub use registry::{ModelEntry, ModelError, ModelRegistry, SamplingDefaults};
 
 /// Seconds since the Unix epoch (0 if the clock is before it): the `created` of responses.
 pub(crate) fn unix_seconds() -> u64 {

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dynamo_core::BoxEngine;
+use dynamo_core::{BoxEngine, SamplingOptions};
 use parking_lot::RwLock;
 
 use crate::preprocess::{
     ChatTemplate, GgufMetadata, GgufValue, ReasoningFormat, TemplateError, Tokenizer,
     TokenizerError, ToolCallFormat,
 };
+use crate::protocol::SamplingFields;
 
 /// One served model.
 ///
@@ -27,6 +28,58 @@ pub struct ModelEntry {
     pub(crate) tool_calls: Option<ToolCallFormat>,
     pub(crate) owned_by: String,
     pub(crate) created: u64,
+    pub(crate) sampling_defaults: SamplingDefaults,
+}
+
+/// The sampling settings a model recommends, used for the fields a request leaves out.
+///
+/// A small model sampled at OpenAI's default temperature of 1 wanders; its authors usually
+/// publish the settings it answers best with (Hugging Face's `generation_config.json`, which
+/// vLLM applies the same way). With [`ModelEntry::with_sampling_defaults`], a chat or text
+/// completion that does not give `temperature` (or `top_p`, or `top_k`) gets the model's value;
+/// a request that gives one keeps its own, `temperature: 0` included. A field given as `null`
+/// counts as not given. The default (every field `None`) changes nothing: the engine then
+/// applies its own defaults.
+///
+/// Give values in the ranges a request may ask for (`temperature` in `[0, 2]`, `top_p` in
+/// `(0, 1]`, `top_k` at least 1; a `top_k` of 0 means none): they reach the engine as given.
+///
+/// ```
+/// use dynamo_core::{BoxEngine, EchoEngine};
+/// use dynamo_openai::{ModelEntry, SamplingDefaults, Tokenizer};
+///
+/// let recommended = SamplingDefaults {
+///     temperature: Some(0.2),
+///     top_p: Some(0.9),
+///     ..SamplingDefaults::default()
+/// };
+/// let entry = ModelEntry::new("echo", BoxEngine::new(EchoEngine::new()), Tokenizer::bytes())
+///     .with_sampling_defaults(recommended);
+/// assert_eq!(entry.sampling_defaults().temperature, Some(0.2));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SamplingDefaults {
+    /// `temperature` for requests that give none.
+    pub temperature: Option<f32>,
+    /// `top_p` for requests that give none.
+    pub top_p: Option<f32>,
+    /// `top_k` for requests that give none (a request's `-1` or `0` turns it off).
+    pub top_k: Option<u32>,
+}
+
+impl SamplingDefaults {
+    /// Fill the options of a request whose fields left them out.
+    pub(crate) fn fill(&self, fields: &SamplingFields, sampling: &mut SamplingOptions) {
+        if fields.temperature.is_none() {
+            sampling.temperature = self.temperature;
+        }
+        if fields.top_p.is_none() {
+            sampling.top_p = self.top_p;
+        }
+        if fields.top_k.is_none() {
+            sampling.top_k = self.top_k.filter(|&k| k > 0);
+        }
+    }
 }
 
 /// Why a model could not be loaded from a GGUF file.
@@ -58,6 +111,7 @@ impl ModelEntry {
             tool_calls: None,
             owned_by: "dynamo".to_owned(),
             created: crate::unix_seconds(),
+            sampling_defaults: SamplingDefaults::default(),
         }
     }
 
@@ -127,6 +181,18 @@ impl ModelEntry {
     pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
         self.owned_by = owner.into();
         self
+    }
+
+    /// Use the model's recommended sampling settings for the fields a request leaves out (see
+    /// [`SamplingDefaults`]).
+    pub fn with_sampling_defaults(mut self, defaults: SamplingDefaults) -> Self {
+        self.sampling_defaults = defaults;
+        self
+    }
+
+    /// The sampling settings used for the fields a request leaves out.
+    pub fn sampling_defaults(&self) -> SamplingDefaults {
+        self.sampling_defaults
     }
 
     /// The model's name.

@@ -7,8 +7,9 @@ use crate::ApiError;
 use crate::protocol::SamplingFields;
 use crate::registry::ModelEntry;
 
-/// The engine request for `tokens`, with the sampling fields checked and the output limit
-/// fitted to the model's context.
+/// The engine request for `tokens`, with the sampling fields checked, the model's sampling
+/// defaults filled in where the request gave none, and the output limit fitted to the model's
+/// context.
 pub(crate) fn engine_request(
     shared: &Shared,
     entry: &ModelEntry,
@@ -33,7 +34,8 @@ pub(crate) fn engine_request(
             ),
         ));
     }
-    let (sampling, stop) = fields.to_options()?;
+    let (mut sampling, stop) = fields.to_options()?;
+    entry.sampling_defaults.fill(fields, &mut sampling);
     let prompt = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
     let room = entry
         .context_length

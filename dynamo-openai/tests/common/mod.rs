@@ -44,6 +44,34 @@ pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
     address
 }
 
+/// An engine that records every request it is given, then answers as the echo engine does.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RecordingEngine {
+    pub(crate) requests: Arc<parking_lot::Mutex<Vec<GenerateRequest>>>,
+}
+
+impl RecordingEngine {
+    /// The requests received so far.
+    pub(crate) fn requests(&self) -> Vec<GenerateRequest> {
+        self.requests.lock().clone()
+    }
+}
+
+impl tower::Service<GenerateRequest> for RecordingEngine {
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = Ready<Result<TokenStream, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        self.requests.lock().push(request.clone());
+        tower::Service::call(&mut dynamo_core::EchoEngine::new(), request)
+    }
+}
+
 /// An engine that emits the bytes of `text` one token per `delay`, cycling, until
 /// `max_tokens`; it counts the generations it started, finished and saw cancelled.
 #[derive(Clone, Debug)]
