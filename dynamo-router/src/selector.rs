@@ -193,10 +193,24 @@ impl WorkerSelector {
     /// Stop routing to `worker` and forget what it caches. Its active requests keep their
     /// bookings until they end.
     pub fn remove_worker(&self, worker: WorkerId) {
+        self.withdraw_worker(worker);
+        self.forget_worker(worker);
+    }
+
+    /// Stop routing to `worker`, but remember what it caches, for a worker that may come back
+    /// (a dropped connection); [`forget_worker`](Self::forget_worker) when it will not.
+    pub fn withdraw_worker(&self, worker: WorkerId) {
         let mut membership = self.inner.membership.lock();
         membership.workers.remove(&worker);
         if let Some(affinity) = &mut membership.affinity {
             affinity.remove_worker(worker);
+        }
+    }
+
+    /// Forget what a worker that is not routed to caches, and its load history.
+    pub fn forget_worker(&self, worker: WorkerId) {
+        if self.inner.membership.lock().workers.contains(&worker) {
+            return;
         }
         self.inner.source.remove_worker(worker);
         self.inner.load.forget_idle(worker);

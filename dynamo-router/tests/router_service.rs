@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynamo_core::{
-    BlockSize, BoxEngine, EchoEngine, EngineExt, ErrorClass, GenerateRequest, Generation, Result,
-    TokenStream, WorkerId,
+    BlockHasher, BlockSize, BoxEngine, EchoEngine, EngineExt, ErrorClass, GenerateRequest,
+    Generation, KvEvent, KvEventData, Result, StorageTier, TokenStream, WorkerId,
 };
-use dynamo_router::{BusyThresholds, KvCost, QueueOrder, RouterService};
+use dynamo_router::{BusyThresholds, KvCost, QueueOrder, RouterService, SharedIndex};
 use futures::StreamExt;
 use tower::Service;
 use tower::discover::Change;
@@ -173,6 +173,62 @@ async fn shortest_uncached_work_is_served_first() {
         task.await.unwrap();
     }
     assert_eq!(*order.lock().unwrap(), ["short", "medium", "long"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_worker_keeps_its_cache_for_the_grace_period_then_is_forgotten() {
+    let served = Served::default();
+    let index = SharedIndex::new(block_size());
+    let router = RouterService::builder(block_size())
+        .kv_events(index.clone())
+        .forget_after(Duration::from_secs(30))
+        .build();
+    let (changes, discover) = futures::channel::mpsc::unbounded();
+    let driver = tokio::spawn(router.discover(discover));
+    let send = |change| changes.unbounded_send(Ok::<_, Infallible>(change)).unwrap();
+    send(Change::Insert(
+        WorkerId::new(1),
+        worker(1, &served, Duration::ZERO),
+    ));
+    let tokens: Vec<u32> = (0..8).collect();
+    index
+        .apply(&KvEvent {
+            worker: WorkerId::new(1),
+            event_id: 0,
+            tier: StorageTier::Device,
+            data: KvEventData::Stored {
+                parent: None,
+                block_size: block_size(),
+                blocks: BlockHasher::new(block_size()).hash_blocks(&tokens),
+            },
+        })
+        .unwrap();
+    let cached = || {
+        let hashes = BlockHasher::new(block_size()).sequence_hashes(&tokens);
+        index.overlaps(&hashes).get(WorkerId::new(1)).total()
+    };
+
+    // The connection drops and comes back within the grace period: the cache is still known.
+    send(Change::Remove(WorkerId::new(1)));
+    settle().await;
+    assert!(router.selector().workers().is_empty());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(cached(), 2);
+    send(Change::Insert(
+        WorkerId::new(1),
+        worker(1, &served, Duration::ZERO),
+    ));
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(cached(), 2, "a worker that came back is not forgotten");
+
+    // Gone for longer than the grace period: forgotten, by the discover future's own timer.
+    send(Change::Remove(WorkerId::new(1)));
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(cached(), 0);
+    drop(changes);
+    driver.await.unwrap().unwrap();
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use dynamo_core::{KvEvent, SequenceHash, WorkerId};
+use futures::{Stream, StreamExt};
 use parking_lot::RwLock;
 
 use super::{IndexError, IndexSnapshot, KvIndex, Overlaps};
@@ -63,6 +64,45 @@ impl SharedIndex {
             .enumerate()
             .filter_map(|(i, event)| index.apply(event).err().map(|e| (i, e)))
             .collect()
+    }
+
+    /// Apply every event of `events` until the stream ends; spawn the future on your runtime.
+    /// This is how a router follows an event plane: pass it a subscription's events
+    /// (`dynamo_transport::events::EventPlane::subscribe`, its errors filtered out; a lost
+    /// message shows up as a gap in its worker's event ids). An event the index refuses is
+    /// counted (`dynamo_router_index_rejected_total`) and skipped.
+    ///
+    /// ```
+    /// use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
+    /// use dynamo_router::SharedIndex;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dynamo_core::Error> {
+    /// let block_size = BlockSize::new(4)?;
+    /// let index = SharedIndex::new(block_size);
+    /// let blocks = BlockHasher::new(block_size).hash_blocks(&[1, 2, 3, 4]);
+    /// let event = KvEvent {
+    ///     worker: WorkerId::new(1),
+    ///     event_id: 0,
+    ///     tier: StorageTier::Device,
+    ///     data: KvEventData::Stored { parent: None, block_size, blocks: blocks.clone() },
+    /// };
+    /// index.apply_all(futures::stream::iter([event])).await;
+    /// assert_eq!(index.overlaps(&[blocks[0].sequence]).get(WorkerId::new(1)).device, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn apply_all<S>(&self, events: S) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: Stream<Item = KvEvent> + Send + 'static,
+    {
+        let index = self.clone();
+        async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                let _ = index.apply(&event);
+            }
+        }
     }
 
     /// Forget a worker; returns how many blocks it held.

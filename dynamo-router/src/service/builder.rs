@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dynamo_core::BlockSize;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::waiting::WaitingRoom;
 use super::{Inner, RouterService};
@@ -26,6 +27,7 @@ use crate::source::OverlapSource;
 /// | [`thresholds`](Self::thresholds) | none: no worker is ever busy |
 /// | [`queue`](Self::queue) | first come first served, 1,024 waiting requests |
 /// | [`session_affinity`](Self::session_affinity) | off |
+/// | [`forget_after`](Self::forget_after) | 30 s |
 ///
 /// ```
 /// use dynamo_core::BlockSize;
@@ -49,6 +51,7 @@ pub struct RouterBuilder {
     source: Option<Box<dyn OverlapSource>>,
     queue_order: QueueOrder,
     queue_capacity: usize,
+    forget_after: Duration,
 }
 
 impl RouterBuilder {
@@ -59,6 +62,7 @@ impl RouterBuilder {
             source: None,
             queue_order: QueueOrder::Fcfs,
             queue_capacity: 1024,
+            forget_after: Duration::from_secs(30),
         }
     }
 
@@ -105,6 +109,13 @@ impl RouterBuilder {
         self
     }
 
+    /// How long the cache of a removed worker is remembered, in case it comes back (a
+    /// connection that dropped for a moment); `Duration::ZERO` forgets it at once.
+    pub fn forget_after(mut self, grace: Duration) -> Self {
+        self.forget_after = grace;
+        self
+    }
+
     /// The router, with no workers yet.
     pub fn build(self) -> RouterService {
         let block_size = self.config.block_size;
@@ -119,6 +130,8 @@ impl RouterBuilder {
                 selector: WorkerSelector::new(self.config, policy, source),
                 engines: RwLock::new(HashMap::new()),
                 waiting: WaitingRoom::new(self.queue_order, self.queue_capacity),
+                departed: Mutex::new(HashMap::new()),
+                forget_after: self.forget_after,
             }),
         }
     }

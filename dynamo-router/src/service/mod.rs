@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dynamo_core::{BoxEngine, Engine, EngineExt, Error, GenerateRequest, TokenStream, WorkerId};
 use futures::future::BoxFuture;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 use tower::discover::{Change, Discover};
@@ -47,7 +47,10 @@ use waiting::WaitingRoom;
 /// **Membership** changes through [`insert_worker`](RouterService::insert_worker) and
 /// [`remove_worker`](RouterService::remove_worker), or from a [`Discover`] stream driven by the
 /// future that [`discover`](RouterService::discover) returns. A removed worker gets no new
-/// requests, its cached blocks are forgotten, and its active streams run to their end.
+/// requests and its active streams run to their end. What the router knows of its cache is
+/// kept for [`forget_after`](RouterBuilder::forget_after) (30 s by default), so a worker whose
+/// connection drops for a moment comes back with its cached prefixes still routed to; after
+/// that it is forgotten.
 ///
 /// **Metrics** (through the `metrics` crate): `dynamo_router_decisions_total{worker}`,
 /// `dynamo_router_overlap_blocks` and `dynamo_router_cache_hit_ratio` (histograms, per
@@ -79,6 +82,9 @@ struct Inner {
     selector: WorkerSelector,
     engines: RwLock<HashMap<WorkerId, BoxEngine>>,
     waiting: WaitingRoom,
+    /// Removed workers whose cache knowledge is kept until the deadline.
+    departed: Mutex<HashMap<WorkerId, Instant>>,
+    forget_after: Duration,
 }
 
 impl RouterService {
@@ -107,16 +113,39 @@ impl RouterService {
             .engines
             .write()
             .insert(worker, engine.boxed_engine());
+        self.inner.departed.lock().remove(&worker);
         self.inner.selector.insert_worker(worker);
+        self.inner.waiting.wake_next();
+        self.forget_departed();
+    }
+
+    /// Remove a worker: no new requests go to it; its active streams run to their end. What
+    /// it caches is forgotten after [`forget_after`](RouterBuilder::forget_after), unless it
+    /// is inserted again before.
+    pub fn remove_worker(&self, worker: WorkerId) {
+        self.inner.selector.withdraw_worker(worker);
+        self.inner.engines.write().remove(&worker);
+        let deadline = now_std() + self.inner.forget_after;
+        self.inner.departed.lock().insert(worker, deadline);
+        self.forget_departed();
+        // With no worker left, waiting requests and callers of `poll_ready` fail fast.
         self.inner.waiting.wake_next();
     }
 
-    /// Remove a worker: no new requests go to it; its active streams run to their end.
-    pub fn remove_worker(&self, worker: WorkerId) {
-        self.inner.selector.remove_worker(worker);
-        self.inner.engines.write().remove(&worker);
-        // With no worker left, waiting requests and callers of `poll_ready` fail fast.
-        self.inner.waiting.wake_next();
+    /// Forget the cache of every removed worker whose grace period has passed; returns the
+    /// next deadline, if a removed worker is still remembered. Membership changes call it, and
+    /// so does the future of [`discover`](Self::discover) at each deadline.
+    pub fn forget_departed(&self) -> Option<Instant> {
+        let now = now_std();
+        let mut departed = self.inner.departed.lock();
+        departed.retain(|&worker, &mut deadline| {
+            let due = deadline <= now;
+            if due {
+                self.inner.selector.forget_worker(worker);
+            }
+            !due
+        });
+        departed.values().min().copied()
     }
 
     /// A future that applies the membership changes of `discover` until it ends; spawn it on
@@ -137,13 +166,20 @@ impl RouterService {
         let router = self.clone();
         async move {
             let mut discover = std::pin::pin!(discover);
-            while let Some(change) = poll_fn(|cx| discover.as_mut().poll_discover(cx)).await {
+            loop {
+                let forget = router.forget_departed();
+                let change = tokio::select! {
+                    change = poll_fn(|cx| discover.as_mut().poll_discover(cx)) => change,
+                    () = sleep_until(forget) => continue,
+                };
+                let Some(change) = change else {
+                    return Ok(());
+                };
                 match change? {
                     Change::Insert(worker, engine) => router.insert_worker(worker, engine),
                     Change::Remove(worker) => router.remove_worker(worker),
                 }
             }
-            Ok(())
         }
     }
 }
@@ -222,6 +258,14 @@ impl Inner {
     fn select(self: &Arc<Self>, route: &RouteRequest) -> Result<Booked, NotRouted> {
         let routed = self.selector.select(route, now_std())?;
         Ok(Booked::new(routed.guard, self.clone()))
+    }
+}
+
+/// Sleep until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 
