@@ -1,39 +1,45 @@
 //! Engines across processes and machines: the same engines and router as in one process,
 //! joined by infrastructure users already run — plain TCP for requests, NATS for events, etcd
-//! (or a shared directory) for discovery. `dynamo-serve worker` and `dynamo-serve frontend` are
-//! built from these parts; `docs/transport.md` walks through them with their figures.
+//! (or a shared directory) for discovery. `dynamo-serve` assembles both of its deployments,
+//! one process or many, from these parts; `docs/transport.md` walks through them with their
+//! figures.
 //!
-//! **The event plane** ([`events`]): KV events and load reports from workers to routers, in
-//! process ([`events::LocalBus`]) or over NATS ([`events::NatsEvents`]).
-//! [`engine_events`] subscribes to the KV events vLLM and SGLang publish over ZMQ (three
-//! frames, msgpack batches), replays what was lost from the engine's replay socket, and turns
-//! them into ours.
+//! The crate yields plain things and leaves the wiring to you (or to `dynamo-serve`): engines,
+//! streams of events, and a `tower::discover::Discover` of workers. It depends on
+//! `dynamo-core` only, so a router (`dynamo-router`) consumes what it yields without either
+//! crate knowing the other.
 //!
-//! **Discovery** ([`discovery`]): workers register a record (etcd under a lease, or a file in a
-//! shared directory, or a fixed list), and [`discovery::follow`] keeps a router's workers equal
-//! to the registered ones over the request plane. [`local`] starts throwaway `nats-server` and
-//! `etcd` processes for tests and trials.
+//! | part | trait | implementations |
+//! |---|---|---|
+//! | request plane | [`Transport`]: serve an engine at an address, reach one as an engine | [`InProcess`] (one process), [`Tcp`] (framed TCP, [`tcp`]) |
+//! | event plane | [`events::EventPlane`]: publish and subscribe to KV events and load reports | [`events::LocalBus`] (in process), `events::NatsEvents` (feature `nats`) |
+//! | discovery | [`discovery::Discovery`]: the registered workers, as tower `Change`s | [`discovery::StaticDiscovery`], [`discovery::DirectoryDiscovery`], `discovery::EtcdDiscovery` (feature `etcd`) |
+//! | engine events | — | [`engine_events`]: vLLM / SGLang KV events decoded from their msgpack batches; `engine_events::EngineEventSource` reads them over ZMQ with replay (feature `zmq`) |
 //!
-//! **The request plane** ([`tcp`]): serve any [`Engine`](dynamo_core::Engine) on a TCP
-//! endpoint with [`tcp::serve`], and get an Engine for a remote endpoint with
-//! [`tcp::RemoteEngine::connect`] (or a pool of connections with
-//! [`tcp::RemoteEngine::connect_pooled`]). One connection carries many concurrent streams, each
-//! request's tokens come back as they are produced, dropping a stream cancels the remote work,
-//! a slow reader slows its producer instead of filling memory, a frame over the size limit is a
-//! clear error that leaves the other streams alone, and a lost connection ends every stream on
-//! it with [`ErrorClass::Unavailable`](dynamo_core::ErrorClass::Unavailable).
+//! [`discovery::connect`] joins the last two ends: it watches a registry and connects to each
+//! worker through a transport, reconnecting when a connection drops, and yields the workers'
+//! engines as a `Discover` stream for `dynamo_router::RouterService::discover`. [`local`]
+//! starts throwaway `nats-server` and `etcd` processes for tests and trials.
+//!
+//! Nothing here spawns a task behind your back except the TCP connections' reader and writer
+//! ([`tcp::RemoteEngine`]) and the etcd watch and lease keep-alive; every other background job
+//! is a future you run ([`Served::serving`], [`events::publish_all`], [`discovery::Connected`]).
+//!
+//! # Example
+//!
+//! Serve an engine over TCP and call it from elsewhere, exactly as through [`InProcess`]:
 //!
 //! ```
 //! use dynamo_core::{EchoEngine, EngineExt, GenerateRequest};
-//! use dynamo_transport::tcp::{RemoteEngine, ServeConfig, serve};
+//! use dynamo_transport::{Tcp, Transport};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let address = listener.local_addr()?;
-//! tokio::spawn(serve(listener, EchoEngine::new(), ServeConfig::default()));
+//! let transport = Tcp::new();
+//! let served = transport.serve(EchoEngine::new().boxed_engine()).await?;
+//! tokio::spawn(served.serving);
 //!
-//! let mut remote = RemoteEngine::connect(address).await?;
+//! let mut remote = transport.connect(&served.address).await?;
 //! let generation = remote
 //!     .generate_all(GenerateRequest::new("r1", "echo", vec![7, 8, 9]).with_max_tokens(2))
 //!     .await?;
@@ -41,9 +47,26 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! On the wire, one TCP connection carries many concurrent streams, each request's tokens come
+//! back as they are produced, dropping a stream cancels the remote work, a slow reader slows
+//! its producer instead of filling memory, a frame over the size limit is a clear error that
+//! leaves the other streams alone, and a lost connection ends every stream on it with
+//! [`ErrorClass::Unavailable`](dynamo_core::ErrorClass::Unavailable).
+//!
+//! # Features
+//!
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `nats` | `events::NatsEvents`, the event plane over NATS (async-nats) | no |
+//! | `etcd` | `discovery::EtcdDiscovery` and `EtcdRegistration`, over etcd's JSON gateway (hyper) | no |
+//! | `zmq` | `engine_events::EngineEventSource`, vLLM / SGLang events over ZMQ (zeromq) | no |
 
 pub mod discovery;
 pub mod engine_events;
 pub mod events;
 pub mod local;
 pub mod tcp;
+mod transport;
+
+pub use transport::{InProcess, InProcessEngine, Served, Tcp, Transport};

@@ -1,22 +1,30 @@
 //! Discovery against real registries: an `etcd` started here (Debian package `etcd-server`)
-//! and a directory of JSON records; and a router following them over the TCP request plane.
+//! and a directory of JSON records; and the worker engines they lead to over the TCP request
+//! plane.
 
 use std::time::{Duration, Instant};
 
 use dynamo_core::{BlockSize, EchoEngine, EngineExt, GenerateRequest, WorkerId};
-use dynamo_router::{RoundRobin, RouterService};
 use dynamo_transport::discovery::{
-    DirectoryDiscovery, DirectoryRegistration, Discovery, DiscoveryError, EtcdDiscovery,
-    EtcdRegistration, FollowConfig, Followed, Membership, MembershipStream, WorkerRecord, follow,
+    ConnectConfig, DirectoryDiscovery, DirectoryRegistration, Discovery, DiscoveryError,
+    EtcdDiscovery, EtcdRegistration, MembershipStream, WorkerRecord, connect,
 };
 use dynamo_transport::local::LocalEtcd;
-use dynamo_transport::tcp::{ServeConfig, serve};
+use dynamo_transport::{Tcp, Transport};
 use futures::{Stream, StreamExt};
+use tower::discover::Change;
+
+/// A membership change, comparable.
+#[derive(Debug, PartialEq)]
+enum Membership {
+    Joined(WorkerRecord),
+    Left(WorkerId),
+}
 
 fn record(id: u64, port: u16) -> WorkerRecord {
     WorkerRecord {
         id: WorkerId::new(id),
-        address: format!("127.0.0.1:{port}").parse().expect("an address"),
+        address: format!("127.0.0.1:{port}"),
         model: "echo".into(),
         block_size: 16,
     }
@@ -31,9 +39,16 @@ async fn next<T>(stream: &mut (impl Stream<Item = T> + Unpin), within: Duration)
 }
 
 async fn next_change(changes: &mut MembershipStream) -> Membership {
-    next(changes, Duration::from_secs(10))
+    match next(changes, Duration::from_secs(10))
         .await
         .expect("a change, not an error")
+    {
+        Change::Insert(id, record) => {
+            assert_eq!(id, record.id);
+            Membership::Joined(record)
+        }
+        Change::Remove(id) => Membership::Left(id),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,21 +180,21 @@ async fn a_directory_reports_records_as_files_come_and_go() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_router_follows_discovery_over_the_request_plane() {
+async fn connected_workers_follow_discovery_over_the_request_plane() {
     let etcd = LocalEtcd::start().expect("etcd starts (Debian package etcd-server)");
+    let transport = Tcp::new();
     let mut records = Vec::new();
     let mut servers = Vec::new();
     for id in 1..=2 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let served = transport
+            .serve(EchoEngine::new().boxed_engine())
             .await
-            .expect("bound");
-        let port = listener.local_addr().expect("bound").port();
-        servers.push(tokio::spawn(serve(
-            listener,
-            EchoEngine::new(),
-            ServeConfig::default(),
-        )));
-        records.push(record(id, port));
+            .expect("served");
+        records.push(WorkerRecord {
+            address: served.address.clone(),
+            ..record(id, 0)
+        });
+        servers.push(tokio::spawn(served.serving));
     }
     let mut registrations = Vec::new();
     for record in &records {
@@ -189,7 +204,7 @@ async fn a_router_follows_discovery_over_the_request_plane() {
                 .expect("registered");
         registrations.push(registration);
     }
-    // A worker with another block size is refused, not routed to.
+    // A worker with another block size is refused: it never comes out as an engine.
     let mut odd = record(3, 9003);
     odd.block_size = 32;
     let _odd = EtcdRegistration::register(&etcd.url(), "test", &odd, Duration::from_secs(2))
@@ -197,52 +212,48 @@ async fn a_router_follows_discovery_over_the_request_plane() {
         .expect("registered");
 
     let block_size = BlockSize::new(16).expect("not zero");
-    let router = RouterService::builder(block_size)
-        .policy(RoundRobin::new())
-        .build();
     let discovery = EtcdDiscovery::new(&etcd.url(), "test").expect("an endpoint");
-    let mut reports = Box::pin(follow(
-        &discovery,
-        router.clone(),
-        FollowConfig::new(block_size),
-    ));
-    let mut connected = 0;
-    let mut refused = 0;
-    while connected < 2 || refused < 1 {
-        match next(&mut reports, Duration::from_secs(10)).await {
-            Followed::Connected(_) => connected += 1,
-            Followed::Refused { record, .. } => {
-                assert_eq!(record.id, WorkerId::new(3));
-                refused += 1;
-            }
-            other => panic!("unexpected report {other:?}"),
+    let mut workers = connect(&discovery, transport, ConnectConfig::new(block_size));
+    let mut engines = Vec::new();
+    while engines.len() < 2 {
+        match next(&mut workers, Duration::from_secs(10)).await {
+            Ok(Change::Insert(id, engine)) => engines.push((id, engine)),
+            other => panic!("unexpected change {:?}", other.map(|change| key(&change))),
         }
     }
-    let mut workers = router.selector().workers();
-    workers.sort();
-    assert_eq!(workers, [WorkerId::new(1), WorkerId::new(2)]);
-    for n in 0..4 {
+    engines.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        engines.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [WorkerId::new(1), WorkerId::new(2)]
+    );
+    for (n, (_, engine)) in engines.iter_mut().enumerate() {
         let request =
             GenerateRequest::new(format!("r{n}"), "echo", vec![5, 6, 7]).with_max_tokens(2);
-        let generation = router.clone().generate_all(request).await.expect("served");
+        let generation = engine.generate_all(request).await.expect("served");
         assert_eq!(generation.tokens, [5, 6]);
     }
 
-    // Deregistering takes the worker out of routing.
+    // Deregistering removes the worker.
     let leaving = registrations.remove(0);
     leaving.deregister().await.expect("deregistered");
-    match next(&mut reports, Duration::from_secs(10)).await {
-        Followed::Left(id) => assert_eq!(id, WorkerId::new(1)),
-        other => panic!("unexpected report {other:?}"),
+    match next(&mut workers, Duration::from_secs(10)).await {
+        Ok(Change::Remove(id)) => assert_eq!(id, WorkerId::new(1)),
+        other => panic!("unexpected change {:?}", other.map(|change| key(&change))),
     }
-    assert_eq!(router.selector().workers(), [WorkerId::new(2)]);
 
-    // A worker whose server stops is taken out of routing at once, before its lease ends.
+    // A worker whose server stops is removed at once, before its lease ends.
     servers[1].abort();
     let _ = (&mut servers[1]).await;
-    match next(&mut reports, Duration::from_secs(10)).await {
-        Followed::Unreachable { id, .. } => assert_eq!(id, WorkerId::new(2)),
-        other => panic!("unexpected report {other:?}"),
+    match next(&mut workers, Duration::from_secs(10)).await {
+        Ok(Change::Remove(id)) => assert_eq!(id, WorkerId::new(2)),
+        other => panic!("unexpected change {:?}", other.map(|change| key(&change))),
     }
-    assert!(router.selector().workers().is_empty());
+}
+
+/// A change's kind and worker, for messages.
+fn key<S>(change: &Change<WorkerId, S>) -> (&'static str, WorkerId) {
+    match change {
+        Change::Insert(id, _) => ("insert", *id),
+        Change::Remove(id) => ("remove", *id),
+    }
 }

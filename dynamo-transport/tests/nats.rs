@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
-use dynamo_router::SharedIndex;
-use dynamo_transport::events::{EventError, EventPlane, NatsEvents, feed};
+use dynamo_transport::events::{EventError, EventPlane, NatsEvents};
 use dynamo_transport::local::{LocalNats, free_port};
 use futures::StreamExt;
 
@@ -73,54 +72,39 @@ async fn events_arrive_in_order_and_malformed_messages_are_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_index_receives_new_events_after_nats_restarts() {
+async fn a_subscriber_receives_new_events_after_nats_restarts() {
     let port = free_port().expect("a free port");
     let mut server = LocalNats::start_on(port).expect("nats-server starts");
     let url = server.url();
     let worker = NatsEvents::connect(&url, "prod").await.expect("connected");
     let router = NatsEvents::connect(&url, "prod").await.expect("connected");
-    let index = SharedIndex::new(block_size());
-    let _feeding = feed(&router, index.clone()).await.expect("subscribed");
+    let mut events = router.subscribe::<KvEvent>().await.expect("subscribed");
 
-    let before = [10, 11, 12, 13];
-    worker
-        .publish(&stored(0, &before))
-        .await
-        .expect("published");
+    let before = stored(0, &[10, 11, 12, 13]);
+    worker.publish(&before).await.expect("published");
     worker.flush().await.expect("flushed");
-    wait_for_block(&index, &before).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("the event arrives");
+    assert_eq!(first.expect("open").expect("well formed"), before);
 
     server.stop();
     let _restarted = LocalNats::start_on(port).expect("nats-server starts");
-    // Both clients reconnect by themselves; publish until the router's index has the block.
-    let after = [20, 21, 22, 23];
+    // Both clients reconnect by themselves; publish until the subscriber has the new event.
+    let after = stored(1, &[20, 21, 22, 23]);
     let started = Instant::now();
     loop {
-        let _ = worker.publish(&stored(1, &after)).await;
+        let _ = worker.publish(&after).await;
         let _ = worker.flush().await;
-        if holds(&index, &after) {
+        if let Ok(Some(Ok(event))) =
+            tokio::time::timeout(Duration::from_millis(100), events.next()).await
+        {
+            assert_eq!(event, after);
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "no event after the restart"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn holds(index: &SharedIndex, tokens: &[u32]) -> bool {
-    let hashes = BlockHasher::new(block_size()).sequence_hashes(tokens);
-    index.overlaps(&hashes).get(WorkerId::new(1)).total() == 1
-}
-
-async fn wait_for_block(index: &SharedIndex, tokens: &[u32]) {
-    let started = Instant::now();
-    while !holds(index, tokens) {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the event never reached the index"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use dynamo_core::WorkerId;
 
-use super::{Discovery, DiscoveryError, Membership, MembershipStream, WorkerRecord};
+use tower::discover::Change;
+
+use super::{Discovery, DiscoveryError, MembershipStream, WorkerChange, WorkerRecord};
 
 /// How often [`DirectoryDiscovery`] looks at the directory unless told otherwise.
 const DEFAULT_POLL: Duration = Duration::from_millis(250);
@@ -70,7 +72,7 @@ impl Discovery for DirectoryDiscovery {
 }
 
 /// Compare the directory with what was seen last time; the changes, errors included.
-async fn scan(directory: &Path, seen: &mut Seen) -> Vec<Result<Membership, DiscoveryError>> {
+async fn scan(directory: &Path, seen: &mut Seen) -> Vec<Result<WorkerChange, DiscoveryError>> {
     let mut changes = Vec::new();
     let mut now: HashMap<PathBuf, String> = HashMap::new();
     match tokio::fs::read_dir(directory).await {
@@ -105,7 +107,7 @@ async fn scan(directory: &Path, seen: &mut Seen) -> Vec<Result<Membership, Disco
         .collect();
     for path in gone {
         if let Some(record) = seen.records.remove(&path) {
-            changes.push(Ok(Membership::Left(record.id)));
+            changes.push(Ok(Change::Remove(record.id)));
         }
     }
     seen.bad.retain(|path, _| now.contains_key(path));
@@ -116,19 +118,19 @@ async fn scan(directory: &Path, seen: &mut Seen) -> Vec<Result<Membership, Disco
                 match seen.records.get(&path) {
                     Some(old) if *old == record => {}
                     Some(old) => {
-                        changes.push(Ok(Membership::Left(old.id)));
-                        changes.push(Ok(Membership::Joined(record.clone())));
+                        changes.push(Ok(Change::Remove(old.id)));
+                        changes.push(Ok(Change::Insert(record.id, record.clone())));
                         seen.records.insert(path, record);
                     }
                     None => {
-                        changes.push(Ok(Membership::Joined(record.clone())));
+                        changes.push(Ok(Change::Insert(record.id, record.clone())));
                         seen.records.insert(path, record);
                     }
                 }
             }
             Err(error) => {
                 if let Some(old) = seen.records.remove(&path) {
-                    changes.push(Ok(Membership::Left(old.id)));
+                    changes.push(Ok(Change::Remove(old.id)));
                 }
                 if seen.bad.get(&path) != Some(&text) {
                     changes.push(Err(DiscoveryError::BadRecord {

@@ -23,7 +23,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Discovery, DiscoveryError, Membership, MembershipStream, WorkerRecord};
+use tower::discover::Change;
+
+use super::{Discovery, DiscoveryError, MembershipStream, WorkerChange, WorkerRecord};
 
 /// How long one etcd call may take before the registry counts as unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -248,7 +250,7 @@ struct Watcher {
     prefix: String,
     /// The records reported as joined, by key.
     known: HashMap<String, WorkerRecord>,
-    changes: mpsc::Sender<Result<Membership, DiscoveryError>>,
+    changes: mpsc::Sender<Result<WorkerChange, DiscoveryError>>,
 }
 
 /// The consumer is gone; stop watching.
@@ -331,7 +333,7 @@ impl Watcher {
         }
     }
 
-    async fn send(&self, change: Result<Membership, DiscoveryError>) -> Result<(), Gone> {
+    async fn send(&self, change: Result<WorkerChange, DiscoveryError>) -> Result<(), Gone> {
         self.changes.send(change).await.map_err(|_| Gone)
     }
 
@@ -342,9 +344,9 @@ impl Watcher {
                     return Ok(());
                 }
                 if let Some(old) = self.known.insert(key, record.clone()) {
-                    self.send(Ok(Membership::Left(old.id))).await?;
+                    self.send(Ok(Change::Remove(old.id))).await?;
                 }
-                self.send(Ok(Membership::Joined(record))).await
+                self.send(Ok(Change::Insert(record.id, record))).await
             }
             Err(error) => {
                 self.delete(&key).await?;
@@ -359,7 +361,7 @@ impl Watcher {
 
     async fn delete(&mut self, key: &str) -> Result<(), Gone> {
         match self.known.remove(key) {
-            Some(old) => self.send(Ok(Membership::Left(old.id))).await,
+            Some(old) => self.send(Ok(Change::Remove(old.id))).await,
             None => Ok(()),
         }
     }

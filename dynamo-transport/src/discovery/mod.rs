@@ -1,8 +1,10 @@
 //! Discovery: which workers exist, as a stream of joins and departures.
 //!
 //! A worker registers a [`WorkerRecord`] (its id, its request-plane address, its model and
-//! block size) with a registry; a router [`watch`](Discovery::watch)es the registry and connects
-//! to each worker that joins ([`follow`] does that for a [`RouterService`]). Three registries:
+//! block size) with a registry; a router [`watch`](Discovery::watch)es the registry, and
+//! [`connect`] turns what it sees into a [`tower::discover::Discover`] of worker engines,
+//! reached through any [`Transport`](crate::Transport), that a router service consumes
+//! (`dynamo_router::RouterService::discover`). Three registries:
 //!
 //! | registry | registration | a dead worker leaves when |
 //! |---|---|---|
@@ -10,49 +12,46 @@
 //! | [`DirectoryDiscovery`] | one JSON file per worker in a shared directory ([`DirectoryRegistration`]) | its file is removed |
 //! | [`EtcdDiscovery`] | a key under a lease that the worker keeps alive ([`EtcdRegistration`]) | its lease expires (the TTL) |
 //!
-//! The membership stream starts with a [`Membership::Joined`] for every worker registered now,
-//! then reports changes until it is dropped. An item that is an error (a malformed record, the
-//! registry out of reach for a while) does not end the stream: the watcher carries on and
-//! resynchronises, and says so in the error.
-//!
-//! [`RouterService`]: dynamo_router::RouterService
+//! Membership speaks tower's vocabulary: the stream starts with a
+//! [`Change::Insert`](tower::discover::Change::Insert) for every worker registered now, then
+//! reports changes (a record that changes comes as a `Remove` and an `Insert`) until it is
+//! dropped. An item that is an error (a malformed record, the registry out of reach for a
+//! while) does not end the stream: the watcher carries on and resynchronises, and says so in
+//! the error.
 
+mod connect;
 mod directory;
+#[cfg(feature = "etcd")]
 mod etcd;
-mod follow;
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 
 use dynamo_core::WorkerId;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
+use tower::discover::Change;
 
+pub use connect::{ConnectConfig, Connected, connect};
 pub use directory::{DirectoryDiscovery, DirectoryRegistration};
+#[cfg(feature = "etcd")]
 pub use etcd::{EtcdDiscovery, EtcdRegistration};
-pub use follow::{FollowConfig, Followed, follow};
 
 /// What a worker tells the registry about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerRecord {
     /// The worker's id; unique within a deployment.
     pub id: WorkerId,
-    /// Where it serves its engine ([`crate::tcp::serve`]).
-    pub address: SocketAddr,
+    /// Where it serves its engine: an address of the deployment's
+    /// [`Transport`](crate::Transport) (`HOST:PORT` for [`Tcp`](crate::Tcp)).
+    pub address: String,
     /// The model it serves.
     pub model: String,
     /// The KV block size of its engine; a router with another block size refuses the worker.
     pub block_size: u32,
 }
 
-/// A change in the set of workers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Membership {
-    /// A worker registered (or changed its record: then it comes again with the new one).
-    Joined(WorkerRecord),
-    /// A worker deregistered, or its registration expired.
-    Left(WorkerId),
-}
+/// A change in the set of registered workers.
+pub type WorkerChange = Change<WorkerId, WorkerRecord>;
 
 /// Why a registry could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +80,11 @@ pub enum DiscoveryError {
 
 /// A boxed stream of membership changes.
 pub type MembershipStream =
-    Pin<Box<dyn Stream<Item = Result<Membership, DiscoveryError>> + Send + 'static>>;
+    Pin<Box<dyn Stream<Item = Result<WorkerChange, DiscoveryError>> + Send + 'static>>;
 
 /// A registry of workers that can be watched.
 pub trait Discovery: Send + Sync + 'static {
-    /// The workers registered now, as [`Membership::Joined`], then every change, until the
+    /// The workers registered now, as [`Change::Insert`]s, then every change, until the
     /// stream is dropped.
     fn watch(&self) -> MembershipStream;
 }
@@ -94,19 +93,21 @@ pub trait Discovery: Send + Sync + 'static {
 ///
 /// ```
 /// use dynamo_core::WorkerId;
-/// use dynamo_transport::discovery::{Discovery, Membership, StaticDiscovery, WorkerRecord};
+/// use dynamo_transport::discovery::{Discovery, StaticDiscovery, WorkerRecord};
 /// use futures::StreamExt;
+/// use tower::discover::Change;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let record = WorkerRecord {
 ///     id: WorkerId::new(1),
-///     address: "127.0.0.1:9000".parse().unwrap(),
+///     address: "127.0.0.1:9000".into(),
 ///     model: "smollm2".into(),
 ///     block_size: 16,
 /// };
 /// let mut changes = StaticDiscovery::new(vec![record.clone()]).watch();
-/// assert_eq!(changes.next().await.unwrap().unwrap(), Membership::Joined(record));
+/// let Change::Insert(id, joined) = changes.next().await.unwrap().unwrap() else { panic!() };
+/// assert_eq!((id, joined), (record.id, record));
 /// # }
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -127,7 +128,7 @@ impl Discovery for StaticDiscovery {
             .workers
             .clone()
             .into_iter()
-            .map(|record| Ok(Membership::Joined(record)));
+            .map(|record| Ok(Change::Insert(record.id, record)));
         // The list never changes, so the stream stays open rather than ending.
         Box::pin(futures::stream::iter(joined).chain(futures::stream::pending()))
     }

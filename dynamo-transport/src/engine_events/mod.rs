@@ -14,6 +14,7 @@
 //! recomputes our block hashes from the token ids (so a different hash seed in the engine cannot
 //! silently give 0% hits) and keeps the engine-to-ours map to resolve `BlockRemoved`.
 
+#[cfg(feature = "zmq")]
 mod zmq;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use dynamo_core::{
 };
 use rmpv::Value;
 
+#[cfg(feature = "zmq")]
 pub use zmq::EngineEventSource;
 
 /// Why a message could not be decoded. The decoder's state is unchanged by a failed message.

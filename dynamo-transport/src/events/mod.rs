@@ -11,55 +11,51 @@
 //!   restarted NATS server costs the events published while it was down: the index sees the
 //!   gap in `event_id` and resynchronises that worker from there.
 //!
-//! [`publish_all`] and [`feed`] connect an engine's event channel and a router's index to
-//! either plane.
+//! [`publish_all`] publishes what an engine writes to its event channel; a subscription is a
+//! plain [`Stream`] that a router applies to its index (`dynamo_router::SharedIndex::apply_all`).
 //!
 //! ```
 //! use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
-//! use dynamo_router::SharedIndex;
-//! use dynamo_transport::events::{EventPlane, LocalBus, feed};
+//! use dynamo_transport::events::{EventPlane, LocalBus};
+//! use futures::StreamExt;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), dynamo_core::Error> {
 //! let block_size = BlockSize::new(4)?;
 //! let bus = LocalBus::new();
-//! let index = SharedIndex::new(block_size);
-//! let _feeding = feed(&bus, index.clone()).await?;
+//! let mut events = bus.subscribe::<KvEvent>().await?;
 //!
-//! let tokens = [1, 2, 3, 4];
-//! bus.publish(&KvEvent {
+//! let event = KvEvent {
 //!     worker: WorkerId::new(1),
 //!     event_id: 0,
 //!     tier: StorageTier::Device,
 //!     data: KvEventData::Stored {
 //!         parent: None,
 //!         block_size,
-//!         blocks: BlockHasher::new(block_size).hash_blocks(&tokens),
+//!         blocks: BlockHasher::new(block_size).hash_blocks(&[1, 2, 3, 4]),
 //!     },
-//! })
-//! .await?;
-//! tokio::task::yield_now().await;
-//! let hashes = BlockHasher::new(block_size).sequence_hashes(&tokens);
-//! assert_eq!(index.overlaps(&hashes).get(WorkerId::new(1)).total(), 1);
+//! };
+//! bus.publish(&event).await?;
+//! assert_eq!(events.next().await.unwrap().unwrap(), event);
 //! # Ok(())
 //! # }
 //! ```
 
 mod local;
+#[cfg(feature = "nats")]
 mod nats;
 
 use std::future::Future;
 use std::pin::Pin;
 
 use dynamo_core::{Error, KvEvent, WorkerId};
-use dynamo_router::SharedIndex;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 pub use local::LocalBus;
+#[cfg(feature = "nats")]
 pub use nats::NatsEvents;
 
 /// A kind of message on the event plane.
@@ -135,28 +131,10 @@ pub trait EventPlane: Clone + Send + Sync + 'static {
 }
 
 /// Publish every event that arrives on `events` (where a worker's engine writes them), until
-/// the channel closes. An event the plane refuses is dropped; subscribers see the gap.
-pub fn publish_all<P: EventPlane>(plane: P, mut events: mpsc::Receiver<KvEvent>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            let _ = plane.publish(&event).await;
-        }
-    })
-}
-
-/// Apply every KV event published from now on to `index` (a router's), until the
-/// subscription ends. Malformed messages are skipped; the index counts gaps and errors itself.
-///
-/// # Errors
-///
-/// [`Error::Unavailable`] when the subscription cannot be made.
-pub async fn feed<P: EventPlane>(plane: &P, index: SharedIndex) -> Result<JoinHandle<()>, Error> {
-    let mut events = plane.subscribe::<KvEvent>().await?;
-    Ok(tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            if let Ok(event) = event {
-                let _ = index.apply(&event);
-            }
-        }
-    }))
+/// the channel closes; spawn the future on your runtime. An event the plane refuses is
+/// dropped; subscribers see the gap in its worker's event ids.
+pub async fn publish_all<P: EventPlane>(plane: P, mut events: mpsc::Receiver<KvEvent>) {
+    while let Some(event) = events.recv().await {
+        let _ = plane.publish(&event).await;
+    }
 }

@@ -59,7 +59,7 @@ impl Connection {
 /// slow stream holds up only the streams on its own connection. Streams are multiplexed over
 /// each connection. When a connection is lost, every open stream on it ends with
 /// [`Error::Unavailable`], and so does every later call that it would take: connect again
-/// ([`discovery::follow`](crate::discovery::follow) does that for a router's workers).
+/// ([`discovery::connect`](crate::discovery::connect) does that for a router's workers).
 ///
 /// The connections close when the last clone, and the last stream it returned, are dropped.
 #[derive(Debug, Clone)]
@@ -117,9 +117,10 @@ impl RemoteEngine {
         })
     }
 
-    /// Wait until a connection is lost (at once if one already is).
-    pub async fn closed(&self) {
-        self.pool.closed.cancelled().await;
+    /// Wait until a connection is lost (at once if one already is). The future holds no
+    /// handle to the engine, so waiting on it keeps no connection open.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.pool.closed.clone().cancelled_owned()
     }
 
     /// Whether a connection is lost.
@@ -211,8 +212,18 @@ impl Service<GenerateRequest> for RemoteEngine {
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<TokenStream, Error>> + Send>>;
 
+    /// Ready while every connection is up; once one is lost the engine has failed for good
+    /// ([`Error::Unavailable`]): connect again.
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
+        match self
+            .pool
+            .connections
+            .iter()
+            .find(|c| c.closed.is_cancelled())
+        {
+            Some(lost) => Poll::Ready(Err(lost.lost())),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn call(&mut self, request: GenerateRequest) -> Self::Future {
