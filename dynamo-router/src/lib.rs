@@ -12,7 +12,7 @@
 //! | [`Router`] policies | [`ExpectedTtft`] (ours, the default), [`KvCost`] (NVIDIA Dynamo's cost, the baseline), [`RoundRobin`], [`Random`], [`PowerOfTwoChoices`], [`LeastLoaded`] |
 //! | cache knowledge ([`OverlapSource`]) | [`SharedIndex`] over a [`KvIndex`], fed by the engines' [`KvEvent`](dynamo_core::KvEvent)s; or [`ApproxIndex`], which predicts caches from the router's own decisions when engines publish no events |
 //! | load | [`LoadTracker`]: active requests, prefill tokens (released at the first token), decode blocks (shared prompt blocks counted once), booked before dispatch and released by a [`LoadGuard`] however the request ends |
-//! | admission | [`BusyThresholds`] mark workers busy; while all are, requests wait in a bounded [`WaitQueue`] ([`QueueOrder::Fcfs`] or [`QueueOrder::ShortestUncachedFirst`]) and are refused as overloaded when it is full; [`AffinityConfig`] keeps a session on one worker |
+//! | admission | [`BusyThresholds`] mark workers busy; while all are, requests wait in a bounded [`WaitQueue`] ([`QueueOrder::Fcfs`] or [`QueueOrder::ShortestUncachedFirst`]); when it is full too the service is not ready, and a call made anyway is refused as overloaded; [`AffinityConfig`] keeps a session on one worker |
 //!
 //! # Example: a router in front of workers
 //!
@@ -66,13 +66,18 @@
 //! # Embedding it in your service
 //!
 //! `RouterService` is a cheap, cloneable handle: keep one in your application state and call it
-//! from your handlers, behind any tower layers you already use (timeouts, rate limits). Feed
-//! membership from your discovery with [`RouterService::insert_worker`] and
-//! [`RouterService::remove_worker`], or spawn the future of [`RouterService::discover`] over a
-//! `tower::discover::Discover` stream. Map [`Error`](dynamo_core::Error) classes to your
-//! protocol's statuses: `overloaded` (the wait queue is full) to 503 with `Retry-After`,
-//! `unavailable` (no worker) to 503, `invalid_request` to 400. The facade crate's example
-//! `router_http` is a complete axum app that does this
+//! from your handlers, behind any tower layers you already use (timeouts, rate limits). Its
+//! readiness is its capacity: `poll_ready` is pending while every worker is busy and the wait
+//! queue is full, so tower's `LoadShed` refuses at once and `ConcurrencyLimit` composes
+//! (map their boxed errors back with [`Error::from_boxed`](dynamo_core::Error::from_boxed);
+//! `tests/router_backpressure.rs` shows the stack). Feed membership from your discovery with
+//! [`RouterService::insert_worker`] and [`RouterService::remove_worker`], or spawn the future of
+//! [`RouterService::discover`] over a `tower::discover::Discover` stream (`dynamo-transport`'s
+//! `discovery::connect` yields one); a removed worker's cache knowledge is kept for
+//! [`RouterBuilder::forget_after`] in case it comes back. Map [`Error`](dynamo_core::Error)
+//! classes to your protocol's statuses: `overloaded` (no capacity: shed, or the wait queue is
+//! full) to 503 with `Retry-After`, `unavailable` (no worker) to 503, `invalid_request` to 400.
+//! The facade crate's example `router_http` is a complete axum app that maps them this way
 //! (`cargo run --example router_http --features router`).
 //!
 //! A handler needs nothing more than this:
