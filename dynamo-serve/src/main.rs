@@ -15,6 +15,9 @@
 //! `dynamo-candle` engine running the model on the CPU with its own paged prefix cache, whose KV
 //! events feed the router's index. `--engine mocker` puts simulated workers there instead, and
 //! `--engine echo` instant ones (for overhead benches).
+//!
+//! `dynamo-serve --help` lists the single process's flags, and `dynamo-serve worker --help` and
+//! `dynamo-serve frontend --help` their own (`options/`, parsed with clap).
 
 mod engines;
 mod frontend;
@@ -42,25 +45,16 @@ pub(crate) const EVENT_CAPACITY: usize = 4096;
 
 #[tokio::main]
 async fn main() {
-    if let Err(error) = run().await {
+    // clap prints its own errors (status 2) and `--help` (status 0).
+    let options = Options::parse();
+    if let Err(error) = run(options).await {
         eprintln!("dynamo-serve: {error}");
         std::process::exit(1);
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let options = match Options::from_args(std::env::args().skip(1)) {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("{message}\n\n{}", options::USAGE);
-            std::process::exit(2);
-        }
-    };
+async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     match options.command {
-        Command::Help => {
-            println!("{}", options::USAGE);
-            Ok(())
-        }
         Command::OpenApi(path) => write_openapi(path),
         Command::Serve => serve(options).await,
         Command::Worker => worker::run(options).await,

@@ -1,0 +1,313 @@
+//! The flags of each command as clap structs, one per group, flattened into the commands that
+//! take them; and how the parsed command becomes [`Options`].
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, FromArgMatches, Parser, Subcommand};
+
+use super::{Command, EngineKind, Options, RouterKind};
+
+/// An OpenAI-compatible gateway with KV-aware routing, in one process or across many.
+///
+/// Without a command: the gateway, the router and the workers in one process, on
+/// 127.0.0.1:8000 (no flags needed).
+#[derive(Debug, Parser)]
+#[command(name = "dynamo-serve", version, args_conflicts_with_subcommands = true)]
+pub(super) struct Cli {
+    #[command(subcommand)]
+    command: Option<CommandArgs>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum CommandArgs {
+    /// One worker: its engine on the TCP request plane, registered for discovery, publishing
+    /// KV events and load to NATS
+    Worker(WorkerArgs),
+    /// The gateway and router over the workers that discovery reports, with their KV events
+    /// and load from NATS
+    Frontend(FrontendArgs),
+    /// Write the OpenAPI document and exit
+    Openapi {
+        /// Where to write it [default: standard output]
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
+/// The flags of the single-process job.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Listen port
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PORT)]
+    port: u16,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// In-process workers behind the router
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least_one::<u64>)]
+    workers: u64,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+/// The flags of `dynamo-serve worker`.
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// Listen port (the request plane) [default: any free port]
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Worker id, unique in the deployment [default: random]
+    #[arg(long, value_name = "N")]
+    id: Option<u64>,
+    /// etcd lease: a worker that dies leaves routing after this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LEASE_TTL,
+          value_parser = at_least_one::<u64>)]
+    lease_ttl: u64,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    deployment: DeploymentArgs,
+}
+
+/// The flags of `dynamo-serve frontend`.
+#[derive(Debug, Args)]
+struct FrontendArgs {
+    /// Listen port
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PORT)]
+    port: u16,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A worker's request-plane address, instead of discovery
+    ///
+    /// Repeat, or separate with commas, for several. ID is the worker's --id (KV events name
+    /// it); without it workers count from 1.
+    #[arg(long, value_name = "[ID=]ADDR", conflicts_with_all = ["etcd", "registry"])]
+    worker_at: Vec<WorkerAddresses>,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    #[command(flatten)]
+    deployment: DeploymentArgs,
+}
+
+/// The address and the model: the flags of every command but `openapi`.
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// Listen address
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// A llama-family GGUF file: weights, tokenizer and chat template
+    ///
+    /// A local path, or ORG/REPO[@REVISION]/FILE on the Hugging Face Hub (fetched once into
+    /// its cache) [default: SmolLM2-135M-Instruct, fetched once into the dynamo cache]
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// The model name clients use
+    #[arg(long, value_name = "NAME", default_value = "smollm2")]
+    name: String,
+    /// KV block size in tokens, for the workers and the router
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    block_size: u32,
+}
+
+/// The engines' flags: the single-process job and the worker.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Engine")]
+struct EngineArgs {
+    /// What the workers run
+    #[arg(long, value_name = "KIND", value_enum, default_value_t = EngineKind::Candle)]
+    engine: EngineKind,
+    /// Mocker workers run X times faster than real time
+    #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = positive_number)]
+    speedup: f64,
+    /// KV blocks per worker [default: candle 512, mocker 16384]
+    #[arg(long, value_name = "N", value_parser = at_least_one::<u32>)]
+    kv_blocks: Option<u32>,
+}
+
+/// The gateway's flags: the single-process job and the frontend.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Gateway")]
+struct GatewayArgs {
+    /// How the router picks a worker
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = RouterKind::Kv)]
+    router: RouterKind,
+    /// max_tokens of requests that give none
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    default_max_tokens: u32,
+    /// Requests served at once before 503
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_in_flight: usize,
+}
+
+/// The flags that join processes: the worker and the frontend.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Deployment")]
+struct DeploymentArgs {
+    /// NATS for KV events and load reports (nats://HOST:PORT)
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Discovery through etcd (http://HOST:PORT)
+    #[arg(long, value_name = "URL", conflicts_with = "registry")]
+    etcd: Option<String>,
+    /// Discovery through a shared directory of JSON records
+    #[arg(long, value_name = "DIR")]
+    registry: Option<PathBuf>,
+    /// Deployment name: etcd key prefix and NATS subject prefix
+    #[arg(long, value_name = "NS", default_value = "dynamo")]
+    namespace: String,
+}
+
+/// The port of the gateway.
+const DEFAULT_PORT: u16 = 8000;
+
+/// The worker's etcd lease, in seconds.
+const DEFAULT_LEASE_TTL: u64 = 5;
+
+impl Cli {
+    /// The options the parsed command asks for, not yet validated.
+    pub(super) fn into_options(self) -> Options {
+        match self.command {
+            None => serve(Command::Serve, self.serve),
+            Some(CommandArgs::Openapi { file }) => serve(Command::OpenApi(file), defaults()),
+            Some(CommandArgs::Worker(args)) => {
+                let mut options = options(
+                    Command::Worker,
+                    args.model,
+                    args.engine,
+                    defaults(),
+                    args.deployment,
+                );
+                options.port = args.port;
+                options.workers = 1;
+                options.id = args.id;
+                options.lease_ttl = args.lease_ttl;
+                options
+            }
+            Some(CommandArgs::Frontend(args)) => {
+                let mut options = options(
+                    Command::Frontend,
+                    args.model,
+                    defaults(),
+                    args.gateway,
+                    args.deployment,
+                );
+                options.port = Some(args.port);
+                options.workers = 0;
+                options.worker_at = number_workers(&args.worker_at);
+                options
+            }
+        }
+    }
+}
+
+fn serve(command: Command, args: ServeArgs) -> Options {
+    let mut options = options(command, args.model, args.engine, args.gateway, defaults());
+    options.port = Some(args.port);
+    options.workers = args.workers;
+    options
+}
+
+/// The options of these groups, with every other setting at its default.
+fn options(
+    command: Command,
+    model: ModelArgs,
+    engine: EngineArgs,
+    gateway: GatewayArgs,
+    deployment: DeploymentArgs,
+) -> Options {
+    Options {
+        command,
+        host: model.host,
+        port: None,
+        workers: 1,
+        engine: engine.engine,
+        router: gateway.router,
+        speedup: engine.speedup,
+        model: model.model,
+        name: model.name,
+        block_size: model.block_size,
+        kv_blocks: engine.kv_blocks,
+        default_max_tokens: gateway.default_max_tokens,
+        max_in_flight: gateway.max_in_flight,
+        id: None,
+        nats: deployment.nats,
+        etcd: deployment.etcd,
+        registry: deployment.registry,
+        namespace: deployment.namespace,
+        lease_ttl: DEFAULT_LEASE_TTL,
+        worker_at: Vec::new(),
+    }
+}
+
+/// `--worker-at` values: `[ID=]ADDR`, separated by commas.
+#[derive(Debug, Clone)]
+struct WorkerAddresses(Vec<(Option<u64>, SocketAddr)>);
+
+impl FromStr for WorkerAddresses {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        let parse = |part: &str| {
+            let (id, address) = match part.split_once('=') {
+                Some((id, address)) => {
+                    let id = id
+                        .parse()
+                        .map_err(|_| format!("{id:?} is not a worker id"))?;
+                    (Some(id), address)
+                }
+                None => (None, part),
+            };
+            let address = address
+                .parse()
+                .map_err(|_| format!("{address:?} is not an IP address and port"))?;
+            Ok((id, address))
+        };
+        let workers = value
+            .split(',')
+            .filter(|part| !part.is_empty())
+            .map(parse)
+            .collect::<Result<_, String>>()?;
+        Ok(WorkerAddresses(workers))
+    }
+}
+
+/// The workers of every `--worker-at`, in order; one without an id takes its place in the
+/// list, counting from 1.
+fn number_workers(lists: &[WorkerAddresses]) -> Vec<(u64, SocketAddr)> {
+    lists
+        .iter()
+        .flat_map(|list| &list.0)
+        .zip(1..)
+        .map(|(&(id, address), place)| (id.unwrap_or(place), address))
+        .collect()
+}
+
+/// A group's flags as they are when none is given.
+fn defaults<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true));
+    let matches = command.get_matches_from(std::iter::empty::<OsString>());
+    T::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
+fn at_least_one<T: FromStr + PartialEq + From<u8>>(value: &str) -> Result<T, String> {
+    match value.parse::<T>() {
+        Ok(number) if number != T::from(0) => Ok(number),
+        Ok(_) => Err("must be at least 1".to_owned()),
+        Err(_) => Err("not a whole number".to_owned()),
+    }
+}
+
+fn positive_number(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(number) if number > 0.0 && number.is_finite() => Ok(number),
+        _ => Err("must be a positive number".to_owned()),
+    }
+}

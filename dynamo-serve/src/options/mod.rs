@@ -1,0 +1,307 @@
+//! Command-line flags, parsed with clap.
+//!
+//! Each group of flags is one struct (the model, the engine, the gateway, the deployment),
+//! flattened into the commands that take it (`flags.rs`), so that each command's `--help`
+//! lists its own flags and a flag of another command is refused, naming the commands that take
+//! it (`errors.rs`). The parsed command then becomes one [`Options`], the shape the rest of
+//! the binary reads, with the defaults where a command has no such flag.
+
+mod errors;
+mod flags;
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::error::ErrorKind;
+use clap::{Parser, ValueEnum};
+
+use errors::{error_of, named_command, with_owners, with_usage};
+use flags::Cli;
+
+/// Which engine the in-process workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum EngineKind {
+    /// The model itself, on the CPU (dynamo-candle)
+    Candle,
+    /// Simulated engines with a paged prefix cache and KV events, answering with the prompt at
+    /// a real engine's pace (dynamo-mocker)
+    Mocker,
+    /// Answer max_tokens tokens at once, publishing no KV events (overhead benches)
+    Echo,
+}
+
+/// How the router picks a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RouterKind {
+    /// KV-aware, from the workers' KV events (candle, mocker)
+    Kv,
+    /// KV-aware, from the router's own decisions
+    ApproxKv,
+    /// Each worker in turn
+    RoundRobin,
+}
+
+/// The command to run.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Serve,
+    Worker,
+    Frontend,
+    OpenApi(Option<PathBuf>),
+}
+
+impl EngineKind {
+    /// How the engine is called in messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            EngineKind::Candle => "candle (CPU)",
+            EngineKind::Mocker => "simulated (mocker)",
+            EngineKind::Echo => "echo",
+        }
+    }
+}
+
+impl RouterKind {
+    /// How the routing is called in messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            RouterKind::Kv => "KV-aware routing",
+            RouterKind::ApproxKv => "approximate KV-aware routing",
+            RouterKind::RoundRobin => "round-robin routing",
+        }
+    }
+}
+
+/// Every command's settings, with the defaults where a command has no such flag.
+#[derive(Debug)]
+pub(crate) struct Options {
+    pub(crate) command: Command,
+    pub(crate) host: IpAddr,
+    /// `None`: the command's default.
+    pub(crate) port: Option<u16>,
+    pub(crate) workers: u64,
+    pub(crate) engine: EngineKind,
+    pub(crate) router: RouterKind,
+    pub(crate) speedup: f64,
+    pub(crate) model: Option<PathBuf>,
+    pub(crate) name: String,
+    pub(crate) block_size: u32,
+    pub(crate) kv_blocks: Option<u32>,
+    pub(crate) default_max_tokens: u32,
+    pub(crate) max_in_flight: usize,
+    pub(crate) id: Option<u64>,
+    pub(crate) nats: Option<String>,
+    pub(crate) etcd: Option<String>,
+    pub(crate) registry: Option<PathBuf>,
+    pub(crate) namespace: String,
+    pub(crate) lease_ttl: u64,
+    /// Static workers: (id, request-plane address).
+    pub(crate) worker_at: Vec<(u64, SocketAddr)>,
+}
+
+impl Options {
+    /// The options of this process's command line; on an error, or after `--help`, print
+    /// what clap says and exit (status 2 for an error).
+    pub(crate) fn parse() -> Self {
+        Options::try_parse_from(std::env::args_os()).unwrap_or_else(|error| error.exit())
+    }
+
+    /// The options of `args` (the binary's name first), or the error clap would print.
+    pub(crate) fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let named = named_command(&args);
+        Cli::try_parse_from(&args)
+            .map_err(|error| with_owners(with_usage(error, named)))
+            .and_then(|cli| {
+                let options = cli.into_options();
+                options.validate()?;
+                Ok(options)
+            })
+    }
+
+    /// Reject combinations that cannot work, saying what would.
+    fn validate(&self) -> Result<(), clap::Error> {
+        let discovered = self.etcd.is_some() || self.registry.is_some();
+        match self.command {
+            Command::Frontend if !discovered && self.worker_at.is_empty() => Err(error_of(
+                "frontend",
+                ErrorKind::MissingRequiredArgument,
+                "a frontend finds its workers through --etcd URL, --registry DIR or --worker-at ADDR",
+            )),
+            Command::Frontend if self.router == RouterKind::Kv && self.nats.is_none() => {
+                Err(error_of(
+                    "frontend",
+                    ErrorKind::MissingRequiredArgument,
+                    "--router kv needs the workers' KV events: give --nats URL, or use --router approx-kv",
+                ))
+            }
+            Command::Serve if self.engine == EngineKind::Echo && self.router == RouterKind::Kv => {
+                Err(error_of(
+                    "",
+                    ErrorKind::ArgumentConflict,
+                    "echo workers publish no KV events: use --router approx-kv or round-robin",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(args: &str) -> Result<Options, clap::Error> {
+        Options::try_parse_from(std::iter::once("dynamo-serve").chain(args.split_whitespace()))
+    }
+
+    fn refused(args: &str) -> clap::Error {
+        options(args).expect_err("refused")
+    }
+
+    #[test]
+    fn the_single_process_job_needs_no_flags() {
+        let serve = options("").expect("valid");
+        assert!(matches!(serve.command, Command::Serve));
+        assert_eq!(serve.port, Some(8000));
+        assert_eq!(serve.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!((serve.workers, serve.block_size), (2, 16));
+        assert_eq!(
+            (serve.engine, serve.router),
+            (EngineKind::Candle, RouterKind::Kv)
+        );
+        assert_eq!((serve.name.as_str(), serve.model), ("smollm2", None));
+        assert_eq!((serve.default_max_tokens, serve.max_in_flight), (256, 4096));
+        let openapi = options("openapi out.json").expect("valid");
+        assert!(
+            matches!(openapi.command, Command::OpenApi(Some(path)) if path.ends_with("out.json"))
+        );
+        let serve = options("--engine echo --router round-robin --workers 3").expect("valid");
+        assert_eq!(serve.workers, 3);
+    }
+
+    #[test]
+    fn each_command_takes_its_own_flags() {
+        let worker = options("worker --engine mocker --etcd http://e:2379 --id 3").expect("valid");
+        assert!(matches!(worker.command, Command::Worker));
+        assert_eq!((worker.id, worker.port), (Some(3), None));
+        assert_eq!((worker.engine, worker.lease_ttl), (EngineKind::Mocker, 5));
+
+        let error = refused("worker --workers 2");
+        assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+        let text = error.to_string();
+        assert!(text.contains("'--workers'"), "{text}");
+        assert!(text.contains("Usage: dynamo-serve worker"), "{text}");
+        assert!(
+            text.contains("--workers is a flag of `dynamo-serve` (the single process)"),
+            "{text}"
+        );
+
+        let error = refused("frontend --engine mocker --registry r");
+        assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+        assert!(
+            error.to_string().contains("dynamo-serve frontend"),
+            "{error}"
+        );
+        let error = refused("--etcd http://e:2379");
+        assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+        assert!(
+            error
+                .to_string()
+                .contains("--etcd is a flag of `dynamo-serve worker` and `dynamo-serve frontend`"),
+            "{error}"
+        );
+        let error = refused("--bogus 1");
+        assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+        assert!(!error.to_string().contains("is a flag of"), "{error}");
+        // The single process's flags go before no command.
+        assert_eq!(
+            refused("--workers 3 worker").kind(),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn every_error_names_its_command() {
+        let error = refused("worker --engine bogus");
+        assert_eq!(error.kind(), ErrorKind::InvalidValue);
+        let text = error.to_string();
+        assert!(text.contains("candle, mocker, echo"), "{text}");
+        assert!(text.contains("Usage: dynamo-serve worker"), "{text}");
+        let text = refused("--port x").to_string();
+        assert!(text.contains("Usage: dynamo-serve [OPTIONS]"), "{text}");
+        let text = refused("frontend --registry r").to_string();
+        assert!(text.contains("Usage: dynamo-serve frontend"), "{text}");
+    }
+
+    #[test]
+    fn numbers_are_checked() {
+        for args in [
+            "--workers 0",
+            "--kv-blocks 0",
+            "--speedup 0",
+            "--speedup inf",
+            "worker --lease-ttl 0",
+            "--port 70000",
+            "--host localhost",
+        ] {
+            assert_eq!(refused(args).kind(), ErrorKind::ValueValidation, "{args}");
+        }
+        assert!(
+            refused("--workers 0")
+                .to_string()
+                .contains("must be at least 1")
+        );
+    }
+
+    #[test]
+    fn a_frontend_needs_discovery_and_kv_routing_needs_nats() {
+        let error = refused("frontend --nats nats://n:4222");
+        assert!(
+            error
+                .to_string()
+                .contains("--etcd URL, --registry DIR or --worker-at"),
+            "{error}"
+        );
+        let error = refused("frontend --registry /tmp/r");
+        assert!(error.to_string().contains("--router kv needs"), "{error}");
+        let error = refused("frontend --registry /tmp/r --etcd http://e:2379 --nats n");
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+        let error = refused("frontend --worker-at 127.0.0.1:9000 --etcd http://e:2379 --nats n");
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+        let error = refused("worker --registry /tmp/r --etcd http://e:2379");
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+        let error = refused("--engine echo");
+        assert!(
+            error
+                .to_string()
+                .contains("echo workers publish no KV events"),
+            "{error}"
+        );
+
+        let frontend = options(
+            "frontend --worker-at 7=127.0.0.1:9000,127.0.0.1:9001 --worker-at 127.0.0.1:9002 \
+             --router round-robin",
+        )
+        .expect("valid");
+        assert_eq!(frontend.port, Some(8000));
+        let address = |text: &str| text.parse::<SocketAddr>().expect("an address");
+        assert_eq!(
+            frontend.worker_at,
+            [
+                (7, address("127.0.0.1:9000")),
+                (2, address("127.0.0.1:9001")),
+                (3, address("127.0.0.1:9002")),
+            ]
+        );
+        assert_eq!(
+            refused("frontend --worker-at 127.0.0.1 --router round-robin").kind(),
+            ErrorKind::ValueValidation
+        );
+    }
+}
