@@ -9,6 +9,7 @@ use dynamo_transport::discovery::{
 };
 use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents, Subscription, feed};
 use futures::{Stream, StreamExt};
+use tracing::{error, info, warn};
 
 use crate::engines;
 use crate::options::Options;
@@ -74,26 +75,26 @@ fn discovery(
     })
 }
 
-/// Say on standard error what happens to the worker set.
+/// Log what happens to the worker set.
 async fn log_reports(reports: impl Stream<Item = Followed>) {
     let mut reports = std::pin::pin!(reports);
     while let Some(report) = reports.next().await {
         match report {
             Followed::Connected(record) => {
-                eprintln!(
+                info!(
                     "frontend: worker {} at {} joined",
                     record.id, record.address
                 );
             }
             Followed::Unreachable { id, address, error } => {
-                eprintln!("frontend: worker {id} at {address} is out of routing: {error}");
+                warn!("frontend: worker {id} at {address} is out of routing: {error}");
             }
-            Followed::Left(id) => eprintln!("frontend: worker {id} left"),
+            Followed::Left(id) => info!("frontend: worker {id} left"),
             Followed::Refused { record, reason } => {
-                eprintln!("frontend: worker {} refused: {reason}", record.id);
+                warn!("frontend: worker {} refused: {reason}", record.id);
             }
-            Followed::Discovery(error) => eprintln!("frontend: discovery: {error}"),
-            other => eprintln!("frontend: {other:?}"),
+            Followed::Discovery(error) => error!("frontend: discovery: {error}"),
+            other => info!("frontend: {other:?}"),
         }
     }
 }

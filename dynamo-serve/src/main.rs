@@ -17,13 +17,16 @@
 //! `--engine echo` instant ones (for overhead benches).
 //!
 //! `dynamo-serve --help` lists the single process's flags, and `dynamo-serve worker --help` and
-//! `dynamo-serve frontend --help` their own (`options/`, parsed with clap).
+//! `dynamo-serve frontend --help` their own (`options/`, parsed with clap). The welcome text
+//! that says how to call the gateway goes to standard output; logs go to standard error
+//! through `tracing`, filtered by `RUST_LOG` (default `info`).
 
 mod engines;
 mod frontend;
 mod options;
 mod worker;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use dynamo_core::{BlockSize, BoxEngine, KvEvent, WorkerId};
@@ -31,6 +34,8 @@ use dynamo_openai::{Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegis
 use dynamo_router::{ApproxConfig, RoundRobin, RouterService, SharedIndex};
 use dynamo_transport::events::{LocalBus, feed, publish_all};
 use tokio::sync::mpsc;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 use options::{Command, EngineKind, Options, RouterKind};
 
@@ -47,10 +52,25 @@ pub(crate) const EVENT_CAPACITY: usize = 4096;
 async fn main() {
     // clap prints its own errors (status 2) and `--help` (status 0).
     let options = Options::parse();
+    init_logging();
     if let Err(error) = run(options).await {
-        eprintln!("dynamo-serve: {error}");
+        tracing::error!("{error}");
         std::process::exit(1);
     }
+}
+
+/// Log to standard error, filtered by `RUST_LOG` (default: `info`).
+fn init_logging() {
+    let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into());
+    let filter = filter.from_env().unwrap_or_else(|error| {
+        eprintln!("dynamo-serve: RUST_LOG: {error}; logging at info");
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
@@ -142,15 +162,15 @@ pub(crate) async fn serve_gateway(
     Ok(())
 }
 
-/// Say on standard error when `nats` loses or regains its server, as `who`.
+/// Log when `nats` loses or regains its server, as `who`.
 pub(crate) fn log_nats_connection(who: &'static str, nats: &dynamo_transport::events::NatsEvents) {
     let mut connection = nats.connection();
     tokio::spawn(async move {
         while connection.changed().await.is_ok() {
             if *connection.borrow_and_update() {
-                eprintln!("{who}: NATS connection restored");
+                tracing::info!("{who}: NATS connection restored");
             } else {
-                eprintln!("{who}: NATS connection lost; reconnecting");
+                tracing::warn!("{who}: NATS connection lost; reconnecting");
             }
         }
     });

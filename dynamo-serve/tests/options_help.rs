@@ -103,6 +103,13 @@ fn each_command_lists_only_its_own_flags() {
 }
 
 #[test]
+fn the_help_says_how_logs_are_chosen() {
+    let output = dynamo_serve(&["--help"]);
+    let help = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(help.contains("RUST_LOG"), "{help}");
+}
+
+#[test]
 fn a_mistake_exits_with_status_2_naming_its_command() {
     for (args, says) in [
         (&["worker", "--workers", "2"][..], "dynamo-serve worker"),

@@ -14,6 +14,8 @@ use super::{Command, EngineKind, Options, RouterKind};
 ///
 /// Without a command: the gateway, the router and the workers in one process, on
 /// 127.0.0.1:8000 (no flags needed).
+///
+/// Logs go to standard error; RUST_LOG chooses what is logged (default: info).
 #[derive(Debug, Parser)]
 #[command(name = "dynamo-serve", version, args_conflicts_with_subcommands = true)]
 pub(super) struct Cli {
