@@ -9,6 +9,7 @@ use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
 use tokio::sync::mpsc;
 
 use crate::options::{EngineKind, Options};
+use crate::progress::Download;
 
 /// The GGUF file `--model` names: a local path, a Hugging Face Hub file (fetched once), or by
 /// default SmolLM2-135M-Instruct from the cache.
@@ -25,13 +26,29 @@ pub(crate) async fn model_file(
                 )
                 .into());
             };
-            println!("fetching {spec} from the Hugging Face Hub (once; then from its cache)");
-            Ok(tokio::task::spawn_blocking(move || file.fetch()).await??)
+            let mut download = Download::new(format!("{spec} from the Hugging Face Hub"));
+            let fetched = tokio::task::spawn_blocking(move || {
+                let fetched = file.fetch_with_progress(&mut |progress| download.update(progress));
+                download.finish();
+                fetched
+            });
+            Ok(fetched.await??)
         }
         None => {
             let cache = dynamo_assets::cache_dir()?;
             let file = dynamo_assets::SMOLLM2_135M_INSTRUCT;
-            Ok(tokio::task::spawn_blocking(move || file.fetch(&cache)).await??)
+            let mut download = Download::new(format!(
+                "{} once into {}",
+                file.cached_name,
+                cache.join("models").display()
+            ));
+            let fetched = tokio::task::spawn_blocking(move || {
+                let fetched =
+                    file.fetch_with_progress(&cache, &mut |progress| download.update(progress));
+                download.finish();
+                fetched
+            });
+            Ok(fetched.await??)
         }
     }
 }

@@ -19,11 +19,13 @@
 //! `dynamo-serve --help` lists the single process's flags, and `dynamo-serve worker --help` and
 //! `dynamo-serve frontend --help` their own (`options/`, parsed with clap). The welcome text
 //! that says how to call the gateway goes to standard output; logs go to standard error
-//! through `tracing`, filtered by `RUST_LOG` (default `info`).
+//! through `tracing`, filtered by `RUST_LOG` (default `info`). A model download shows a
+//! progress bar when standard error is a terminal, and one log line when it is not.
 
 mod engines;
 mod frontend;
 mod options;
+mod progress;
 mod worker;
 
 use std::io::IsTerminal;
