@@ -14,7 +14,8 @@
 //! GGUF file gives the weights, the tokenizer and the chat template. Each worker is a
 //! `dynamo-candle` engine running the model on the CPU with its own paged prefix cache, whose KV
 //! events feed the router's index. `--engine mocker` puts simulated workers there instead, and
-//! `--engine echo` instant ones (for overhead benches).
+//! `--engine echo` instant ones (for overhead benches). Requests that give no temperature or
+//! top_p are sampled as the model recommends (`--sampling-defaults`).
 //!
 //! `dynamo-serve --help` lists the single process's flags, and `dynamo-serve worker --help` and
 //! `dynamo-serve frontend --help` their own (`options/`, parsed with clap). The welcome text
@@ -26,6 +27,7 @@ mod engines;
 mod frontend;
 mod options;
 mod progress;
+mod sampling;
 mod worker;
 
 use std::io::IsTerminal;
@@ -149,7 +151,8 @@ pub(crate) async fn serve_gateway(
     engine: BoxEngine,
     welcome: impl FnOnce(SocketAddr),
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let entry = ModelEntry::from_gguf(options.name.clone(), engine, metadata)?;
+    let entry = ModelEntry::from_gguf(options.name.clone(), engine, metadata)?
+        .with_sampling_defaults(sampling::defaults(options, metadata));
     let registry = ModelRegistry::default();
     registry.insert(entry);
     let mut config = GatewayConfig::default().with_default_max_tokens(options.default_max_tokens);

@@ -45,6 +45,7 @@ fn each_command_lists_only_its_own_flags() {
                 "--router",
                 "--default-max-tokens",
                 "--max-in-flight",
+                "--sampling-defaults",
             ],
             &[
                 "--nats",
@@ -68,7 +69,12 @@ fn each_command_lists_only_its_own_flags() {
                 "--id",
                 "--lease-ttl",
             ],
-            &["--workers", "--router", "--worker-at"],
+            &[
+                "--workers",
+                "--router",
+                "--sampling-defaults",
+                "--worker-at",
+            ],
         ),
         (
             &["frontend", "--help"],
@@ -76,6 +82,7 @@ fn each_command_lists_only_its_own_flags() {
                 "--router",
                 "--default-max-tokens",
                 "--max-in-flight",
+                "--sampling-defaults",
                 "--nats",
                 "--etcd",
                 "--registry",
@@ -107,6 +114,18 @@ fn the_help_says_how_logs_are_chosen() {
     let output = dynamo_serve(&["--help"]);
     let help = String::from_utf8(output.stdout).expect("UTF-8");
     assert!(help.contains("RUST_LOG"), "{help}");
+}
+
+#[test]
+fn the_sampling_defaults_say_what_the_embedded_model_recommends() {
+    for command in [&["--help"][..], &["frontend", "--help"]] {
+        let output = dynamo_serve(command);
+        let help = String::from_utf8(output.stdout).expect("UTF-8");
+        assert!(
+            help.contains("the embedded SmolLM2 card recommends temperature 0.2, top_p 0.9"),
+            "{help}"
+        );
+    }
 }
 
 #[test]

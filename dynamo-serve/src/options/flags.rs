@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
-use super::{Command, EngineKind, Options, RouterKind};
+use super::{Command, EngineKind, Options, RouterKind, SamplingSource};
 
 /// An OpenAI-compatible gateway with KV-aware routing, in one process or across many.
 ///
@@ -147,6 +147,9 @@ struct GatewayArgs {
     /// Requests served at once before 503
     #[arg(long, value_name = "N", default_value_t = 4096)]
     max_in_flight: usize,
+    /// The temperature and top_p of requests that give none
+    #[arg(long, value_name = "FROM", value_enum, default_value_t = SamplingSource::Model)]
+    sampling_defaults: SamplingSource,
 }
 
 /// The flags that join processes: the worker and the frontend.
@@ -239,6 +242,7 @@ fn options(
         kv_blocks: engine.kv_blocks,
         default_max_tokens: gateway.default_max_tokens,
         max_in_flight: gateway.max_in_flight,
+        sampling_defaults: gateway.sampling_defaults,
         id: None,
         nats: deployment.nats,
         etcd: deployment.etcd,

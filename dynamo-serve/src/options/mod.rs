@@ -42,6 +42,18 @@ pub(crate) enum RouterKind {
     RoundRobin,
 }
 
+/// Where the sampling of requests that give no temperature or top_p comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SamplingSource {
+    /// The model's recommendation: the embedded SmolLM2 card recommends temperature 0.2,
+    /// top_p 0.9; a --model file's comes from its GGUF metadata (general.sampling.temp, top_p
+    /// and top_k), and there is none when the file has no such keys
+    Model,
+    /// The engine's own defaults (the candle engine samples at temperature 1, as OpenAI does)
+    #[value(name = "none")]
+    Off,
+}
+
 /// The command to run.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -90,6 +102,7 @@ pub(crate) struct Options {
     pub(crate) kv_blocks: Option<u32>,
     pub(crate) default_max_tokens: u32,
     pub(crate) max_in_flight: usize,
+    pub(crate) sampling_defaults: SamplingSource,
     pub(crate) id: Option<u64>,
     pub(crate) nats: Option<String>,
     pub(crate) etcd: Option<String>,
@@ -172,8 +185,8 @@ mod tests {
         assert_eq!(serve.host, IpAddr::from([127, 0, 0, 1]));
         assert_eq!((serve.workers, serve.block_size), (2, 16));
         assert_eq!(
-            (serve.engine, serve.router),
-            (EngineKind::Candle, RouterKind::Kv)
+            (serve.engine, serve.router, serve.sampling_defaults),
+            (EngineKind::Candle, RouterKind::Kv, SamplingSource::Model)
         );
         assert_eq!((serve.name.as_str(), serve.model), ("smollm2", None));
         assert_eq!((serve.default_max_tokens, serve.max_in_flight), (256, 4096));
@@ -181,8 +194,13 @@ mod tests {
         assert!(
             matches!(openapi.command, Command::OpenApi(Some(path)) if path.ends_with("out.json"))
         );
-        let serve = options("--engine echo --router round-robin --workers 3").expect("valid");
-        assert_eq!(serve.workers, 3);
+        let serve =
+            options("--engine echo --router round-robin --workers 3 --sampling-defaults none")
+                .expect("valid");
+        assert_eq!(
+            (serve.workers, serve.sampling_defaults),
+            (3, SamplingSource::Off)
+        );
     }
 
     #[test]
@@ -286,10 +304,11 @@ mod tests {
 
         let frontend = options(
             "frontend --worker-at 7=127.0.0.1:9000,127.0.0.1:9001 --worker-at 127.0.0.1:9002 \
-             --router round-robin",
+             --router round-robin --sampling-defaults none",
         )
         .expect("valid");
         assert_eq!(frontend.port, Some(8000));
+        assert_eq!(frontend.sampling_defaults, SamplingSource::Off);
         let address = |text: &str| text.parse::<SocketAddr>().expect("an address");
         assert_eq!(
             frontend.worker_at,
