@@ -1,42 +1,36 @@
 //! `dynamo-serve frontend`: the gateway and router over the workers that discovery reports,
 //! with their KV events and load from NATS.
 
-use dynamo_core::{BlockSize, BoxEngine, WorkerId};
+use dynamo_core::{BlockSize, WorkerId};
 use dynamo_openai::GgufMetadata;
+use dynamo_transport::Tcp;
 use dynamo_transport::discovery::{
-    DirectoryDiscovery, Discovery, EtcdDiscovery, FollowConfig, Followed, StaticDiscovery,
-    WorkerRecord, follow,
+    DirectoryDiscovery, Discovery, EtcdDiscovery, StaticDiscovery, WorkerRecord,
 };
-use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents, Subscription, feed};
-use futures::{Stream, StreamExt};
-use tracing::{error, info, warn};
+use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents, Subscription};
+use futures::StreamExt;
 
-use crate::engines;
 use crate::options::Options;
+use crate::{deploy, engines};
 
 pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let model_file = engines::model_file(options.model.as_deref()).await?;
     let metadata = GgufMetadata::open(&model_file)?;
     let block_size = BlockSize::new(options.block_size)?;
-    let (router, index) = crate::router(&options, block_size);
-    if let Some(url) = &options.nats {
-        let nats = NatsEvents::connect(url, &options.namespace).await?;
-        crate::log_nats_connection("frontend", &nats);
-        if let Some(index) = &index {
-            feed(&nats, index.clone()).await?;
+    let nats = match &options.nats {
+        Some(url) => {
+            let nats = NatsEvents::connect(url, &options.namespace).await?;
+            crate::log_nats_connection("frontend", &nats);
+            tokio::spawn(record_load(nats.subscribe::<LoadReport>().await?));
+            Some(nats)
         }
-        tokio::spawn(record_load(nats.subscribe::<LoadReport>().await?));
-    }
+        None => None,
+    };
+    // The same assembly as the single process (`deploy`), over TCP and NATS.
+    let router = deploy::start_router(&options, nats.as_ref()).await?;
     let discovery = discovery(&options, block_size)?;
-    let mut config = FollowConfig::new(block_size);
-    config.model = Some(options.name.clone());
-    config.index = index;
-    tokio::spawn(log_reports(follow(
-        discovery.as_ref(),
-        router.clone(),
-        config,
-    )));
-    crate::serve_gateway(&options, &metadata, BoxEngine::new(router), |address| {
+    deploy::follow(&options, &router, Tcp::new(), discovery.as_ref())?;
+    crate::serve_gateway(&options, &metadata, deploy::shed_load(router), |address| {
         let found = match (&options.etcd, &options.registry) {
             (Some(url), _) => format!("workers from etcd {url} ({}/workers/)", options.namespace),
             (_, Some(directory)) => format!("workers from {}", directory.display()),
@@ -66,37 +60,13 @@ fn discovery(
                 .iter()
                 .map(|&(id, address)| WorkerRecord {
                     id: WorkerId::new(id),
-                    address,
+                    address: address.to_string(),
                     model: options.name.clone(),
                     block_size: block_size.get(),
                 })
                 .collect(),
         )),
     })
-}
-
-/// Log what happens to the worker set.
-async fn log_reports(reports: impl Stream<Item = Followed>) {
-    let mut reports = std::pin::pin!(reports);
-    while let Some(report) = reports.next().await {
-        match report {
-            Followed::Connected(record) => {
-                info!(
-                    "frontend: worker {} at {} joined",
-                    record.id, record.address
-                );
-            }
-            Followed::Unreachable { id, address, error } => {
-                warn!("frontend: worker {id} at {address} is out of routing: {error}");
-            }
-            Followed::Left(id) => info!("frontend: worker {id} left"),
-            Followed::Refused { record, reason } => {
-                warn!("frontend: worker {} refused: {reason}", record.id);
-            }
-            Followed::Discovery(error) => error!("frontend: discovery: {error}"),
-            other => info!("frontend: {other:?}"),
-        }
-    }
 }
 
 /// Keep the workers' reported load in the gateway's Prometheus metrics.

@@ -23,6 +23,7 @@
 //! through `tracing`, filtered by `RUST_LOG` (default `info`). A model download shows a
 //! progress bar when standard error is a terminal, and one log line when it is not.
 
+mod deploy;
 mod engines;
 mod frontend;
 mod options;
@@ -33,11 +34,12 @@ mod worker;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 
-use dynamo_core::{BlockSize, BoxEngine, KvEvent, WorkerId};
+use dynamo_core::{BlockSize, BoxEngine, WorkerId};
 use dynamo_openai::{Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegistry};
 use dynamo_router::{ApproxConfig, RoundRobin, RouterService, SharedIndex};
-use dynamo_transport::events::{LocalBus, feed, publish_all};
-use tokio::sync::mpsc;
+use dynamo_transport::InProcess;
+use dynamo_transport::discovery::StaticDiscovery;
+use dynamo_transport::events::LocalBus;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -47,10 +49,6 @@ use options::{Command, EngineKind, Options, RouterKind};
 /// allocator spent a fifth of the CPU time on them in the overhead bench (`docs/gateway.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// KV events in flight from all workers to the router's index; when it is full, a worker
-/// drops events and the index notices the gap (see `LiveEngine`).
-pub(crate) const EVENT_CAPACITY: usize = 4096;
 
 #[tokio::main]
 async fn main() {
@@ -98,31 +96,28 @@ fn write_openapi(path: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::er
 async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let model_file = engines::model_file(options.model.as_deref()).await?;
     let metadata = GgufMetadata::open(&model_file)?;
-    let block_size = BlockSize::new(options.block_size)?;
-    let (router, index) = router(&options, block_size);
-    let events = match index {
-        Some(index) => {
-            let bus = LocalBus::new();
-            feed(&bus, index).await?;
-            let (events, received) = mpsc::channel::<KvEvent>(EVENT_CAPACITY);
-            publish_all(bus, received);
-            Some(events)
-        }
-        None => None,
-    };
+    // The same assembly as the split deployment (`deploy`), with in-process parts.
+    let transport = InProcess::new();
+    let bus = (options.router == RouterKind::Kv).then(LocalBus::new);
+    let router = deploy::start_router(&options, bus.as_ref()).await?;
     let weights = engines::shared_weights(&options, &model_file)?;
+    let mut records = Vec::new();
     for id in 0..options.workers {
-        let worker = WorkerId::new(id);
-        let started = engines::start_engine(
+        let id = WorkerId::new(id);
+        let worker = deploy::start_worker(
             &options,
             weights.as_ref(),
-            block_size,
-            worker,
-            events.clone(),
-        )?;
-        router.insert_worker(worker, started.engine);
+            id,
+            &transport,
+            bus.clone(),
+            |e| e,
+        )
+        .await?;
+        tokio::spawn(worker.served.serving);
+        records.push(worker.record);
     }
-    serve_gateway(&options, &metadata, BoxEngine::new(router), |address| {
+    deploy::follow(&options, &router, transport, &StaticDiscovery::new(records))?;
+    serve_gateway(&options, &metadata, deploy::shed_load(router), |address| {
         print_welcome(&options, address);
     })
     .await

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dynamo_core::{BlockSize, BoxEngine, EngineExt, KvEvent, TokenStream, WorkerId};
+use dynamo_core::{BoxEngine, EngineExt, TokenStream, WorkerId};
+use dynamo_transport::Tcp;
 use dynamo_transport::discovery::{DirectoryRegistration, EtcdRegistration, WorkerRecord};
-use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents, publish_all};
-use dynamo_transport::tcp::{ServeConfig, serve};
+use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents};
 use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::deploy;
 use crate::engines::{self, LoadProbe};
 use crate::options::Options;
 
@@ -30,12 +30,18 @@ enum Registration {
 
 pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let model_file = engines::model_file(options.model.as_deref()).await?;
-    let block_size = BlockSize::new(options.block_size)?;
     let id = WorkerId::new(
         options
             .id
             .unwrap_or_else(|| u64::from(rand::random::<u32>())),
     );
+    if options.host.is_unspecified() {
+        return Err(format!(
+            "--host {} cannot be registered: give the address the frontend should connect to",
+            options.host
+        )
+        .into());
+    }
     let nats = match &options.nats {
         Some(url) => {
             let nats = NatsEvents::connect(url, &options.namespace).await?;
@@ -44,37 +50,25 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         }
         None => None,
     };
-    let events = nats.clone().map(|nats| {
-        let (events, received) = mpsc::channel::<KvEvent>(crate::EVENT_CAPACITY);
-        publish_all(nats, received);
-        events
-    });
     let weights = engines::shared_weights(&options, &model_file)?;
-    let started = engines::start_engine(&options, weights.as_ref(), block_size, id, events)?;
+    // The same assembly as the single process (`deploy`), over TCP and NATS.
+    let transport = Tcp::new().bind(SocketAddr::new(options.host, options.port.unwrap_or(0)));
     let active = Arc::new(AtomicU64::new(0));
-    let engine = counted(started.engine, Arc::clone(&active));
-
-    let listener =
-        tokio::net::TcpListener::bind(SocketAddr::new(options.host, options.port.unwrap_or(0)))
-            .await?;
-    let address = listener.local_addr()?;
-    if address.ip().is_unspecified() {
-        return Err(format!(
-            "--host {} cannot be registered: give the address the frontend should connect to",
-            address.ip()
-        )
-        .into());
-    }
-    let serving = tokio::spawn(serve(listener, engine, ServeConfig::default()));
-    if let Some(nats) = nats {
-        tokio::spawn(report_load(nats, id, started.load, active));
-    }
-    let record = WorkerRecord {
+    let counting = Arc::clone(&active);
+    let worker = deploy::start_worker(
+        &options,
+        weights.as_ref(),
         id,
-        address,
-        model: options.name.clone(),
-        block_size: block_size.get(),
-    };
+        &transport,
+        nats.clone(),
+        |e| counted(e, counting),
+    )
+    .await?;
+    let serving = tokio::spawn(worker.served.serving);
+    if let Some(nats) = nats {
+        tokio::spawn(report_load(nats, id, worker.load, active));
+    }
+    let record = worker.record;
     let registration = if let Some(url) = &options.etcd {
         let ttl = Duration::from_secs(options.lease_ttl);
         Registration::Etcd(EtcdRegistration::register(url, &options.namespace, &record, ttl).await?)

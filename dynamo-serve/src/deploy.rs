@@ -1,0 +1,105 @@
+//! The one way both deployments are assembled: workers serve their engines through a
+//! `Transport` and publish their KV events on an `EventPlane`; the frontend's router follows a
+//! `Discovery` of those workers through the same transport and applies the events to its index.
+//!
+//! | deployment | transport | event plane | discovery |
+//! |---|---|---|---|
+//! | one process (`dynamo-serve`) | `InProcess` | `LocalBus` | the workers it started (`StaticDiscovery`) |
+//! | `worker` + `frontend` | `Tcp` | NATS | etcd, a directory, or `--worker-at` |
+
+use dynamo_candle::LlamaWeights;
+use dynamo_core::{BlockSize, BoxEngine, EngineExt, Error, KvEvent, WorkerId};
+use dynamo_router::RouterService;
+use dynamo_transport::discovery::{ConnectConfig, Discovery, WorkerRecord, connect};
+use dynamo_transport::events::{EventPlane, publish_all};
+use dynamo_transport::{Served, Transport};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::engines::{self, LoadProbe};
+use crate::options::Options;
+
+/// KV events in flight from a worker's engine to its event plane; when it is full, the engine
+/// drops events and the index notices the gap in event ids.
+const EVENT_CAPACITY: usize = 4096;
+
+/// A worker whose engine is being served.
+pub(crate) struct Worker {
+    /// What discovery tells the frontend.
+    pub(crate) record: WorkerRecord,
+    /// Serves the engine until dropped: spawn it.
+    pub(crate) served: Served,
+    /// Where its engine's queue and KV usage can be read.
+    pub(crate) load: LoadProbe,
+}
+
+/// Start worker `id`'s engine, with its KV events published on `plane` when there is one, and
+/// serve it through `transport` (after `wrap`, which the worker process uses to count streams).
+pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
+    options: &Options,
+    weights: Option<&LlamaWeights>,
+    id: WorkerId,
+    transport: &T,
+    plane: Option<P>,
+    wrap: impl FnOnce(BoxEngine) -> BoxEngine,
+) -> Result<Worker, Box<dyn std::error::Error>> {
+    let block_size = BlockSize::new(options.block_size)?;
+    let events = plane.map(|plane| {
+        let (events, received) = mpsc::channel::<KvEvent>(EVENT_CAPACITY);
+        tokio::spawn(publish_all(plane, received));
+        events
+    });
+    let started = engines::start_engine(options, weights, block_size, id, events)?;
+    let served = transport.serve(wrap(started.engine)).await?;
+    let record = WorkerRecord {
+        id,
+        address: served.address.clone(),
+        model: options.name.clone(),
+        block_size: block_size.get(),
+    };
+    Ok(Worker {
+        record,
+        served,
+        load: started.load,
+    })
+}
+
+/// The router of the kind `--router` names, its index fed from `plane` when it routes on KV
+/// events. Subscribed before any worker starts, so no event is missed.
+pub(crate) async fn start_router<P: EventPlane>(
+    options: &Options,
+    plane: Option<&P>,
+) -> Result<RouterService, Box<dyn std::error::Error>> {
+    let block_size = BlockSize::new(options.block_size)?;
+    let (router, index) = crate::router(options, block_size);
+    if let (Some(index), Some(plane)) = (index, plane) {
+        let events = plane.subscribe::<KvEvent>().await?;
+        // A message that does not parse, or a lag, is a gap in event ids the index sees.
+        let events = events.filter_map(|event| std::future::ready(event.ok()));
+        tokio::spawn(index.apply_all(events));
+    }
+    Ok(router)
+}
+
+/// Keep `router`'s workers equal to those `discovery` reports, reached through `transport`.
+pub(crate) fn follow<T: Transport>(
+    options: &Options,
+    router: &RouterService,
+    transport: T,
+    discovery: &dyn Discovery,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let block_size = BlockSize::new(options.block_size)?;
+    let config = ConnectConfig::new(block_size).model(options.name.clone());
+    tokio::spawn(router.discover(connect(discovery, transport, config)));
+    Ok(())
+}
+
+/// `router` behind tower's load shedding: when it has no capacity (every worker busy and its
+/// wait queue full), a request is answered at once (503 with `Retry-After`) instead of waiting.
+pub(crate) fn shed_load(router: RouterService) -> BoxEngine {
+    tower::ServiceBuilder::new()
+        .map_err(Error::from_boxed)
+        .load_shed()
+        .service(router)
+        .boxed_engine()
+}
