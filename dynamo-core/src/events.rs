@@ -103,6 +103,27 @@ pub enum KvEventData {
     },
     /// Every block of the worker in this tier was dropped.
     Cleared,
+    /// Every block the worker holds in this tier now, replacing whatever was known of it: the
+    /// answer to a [`ResyncRequest`] (see [`KvPublisher::snapshot`](crate::KvPublisher)).
+    /// The blocks are not a chain; each is known by its sequence hash.
+    Snapshot {
+        /// The engine's block size; consumers reject events whose size differs from theirs.
+        block_size: BlockSize,
+        /// The held blocks, in no particular order.
+        blocks: Vec<HashedBlock>,
+    },
+}
+
+/// A consumer of a worker's KV events missed some (a gap in its event ids) and asks the worker
+/// for a [`KvEventData::Snapshot`] of its cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResyncRequest {
+    /// The worker whose events were missed.
+    pub worker: WorkerId,
+    /// The first event id that was not seen.
+    pub expected: u64,
+    /// The event id that revealed the gap.
+    pub received: u64,
 }
 
 /// One change to one worker's KV cache.
@@ -138,10 +159,12 @@ pub struct KvEvent {
 }
 
 impl KvEvent {
-    /// How many blocks the event stores or removes (0 for [`KvEventData::Cleared`]).
+    /// How many blocks the event stores, removes or lists (0 for [`KvEventData::Cleared`]).
     pub fn block_count(&self) -> usize {
         match &self.data {
-            KvEventData::Stored { blocks, .. } => blocks.len(),
+            KvEventData::Stored { blocks, .. } | KvEventData::Snapshot { blocks, .. } => {
+                blocks.len()
+            }
             KvEventData::Removed { blocks } => blocks.len(),
             KvEventData::Cleared => 0,
         }

@@ -9,7 +9,8 @@
 //!   output limits and routing hints; [`TokenStream`], a stream of [`TokenChunk`]s that cancels
 //!   the work when dropped.
 //! - **KV events**: [`KvEvent`]s that engines publish about the blocks they hold, so a router can
-//!   send each request where its prefix is already cached.
+//!   send each request where its prefix is already cached; a [`KvPublisher`] stamps them and
+//!   answers a [`ResyncRequest`] with a snapshot when a consumer missed some.
 //! - **Engines**: the [`Engine`] abstraction, a [`tower::Service`] from request to token stream,
 //!   with a boxed form ([`BoxEngine`]), the common calls ([`EngineExt`]) and an [`EchoEngine`] for
 //!   tests and docs; [`QueuedEngine`], the bounded queue in front of an engine's worker, whose
@@ -62,6 +63,7 @@ mod error;
 mod events;
 mod hash;
 mod incremental;
+mod publisher;
 mod queue;
 mod request;
 mod response;
@@ -71,9 +73,10 @@ mod tokens;
 pub use echo::EchoEngine;
 pub use engine::{BoxEngine, Engine, EngineExt};
 pub use error::{BoxError, Error, ErrorClass, Result};
-pub use events::{KvEvent, KvEventData, StorageTier, WorkerId};
+pub use events::{KvEvent, KvEventData, ResyncRequest, StorageTier, WorkerId};
 pub use hash::{BASE_SEED, BlockHasher, HashedBlock, LocalBlockHash, SequenceHash};
 pub use incremental::IncrementalHasher;
+pub use publisher::KvPublisher;
 pub use queue::{QueuedEngine, Submission};
 pub use request::{
     GenerateRequest, OutputLimits, RequestId, RoutingHints, SamplingOptions, StopConditions,
