@@ -128,3 +128,40 @@ fn a_restarted_worker_counting_from_zero_again_starts_empty() {
     index.apply(&stored(1, &[8, 8, 8, 8])).unwrap();
     assert_eq!(index.resident_blocks(), 2);
 }
+
+#[test]
+fn a_gap_asks_the_worker_through_a_channel_and_its_snapshot_replaces_what_was_known() {
+    let (requests, mut asked) = tokio::sync::mpsc::channel(4);
+    let mut index = KvIndex::new(size()).with_resync_hook(Arc::new(requests));
+    index.apply(&stored(0, &[1, 2, 3, 4])).unwrap();
+    // Events 1 and 2 (which removed [1, 2, 3, 4] and stored [5, 6, 7, 8]) were lost.
+    index.apply(&stored(3, &[9, 9, 9, 9])).unwrap();
+    let request = asked.try_recv().unwrap();
+    assert_eq!(
+        (request.worker, request.expected, request.received),
+        (WORKER, 1, 3)
+    );
+
+    let held: Vec<u32> = [5, 6, 7, 8, 9, 9, 9, 9].into();
+    let snapshot = KvEvent {
+        worker: WORKER,
+        event_id: 4,
+        tier: StorageTier::Device,
+        data: KvEventData::Snapshot {
+            block_size: size(),
+            blocks: [&held[..4], &held[4..]]
+                .iter()
+                .flat_map(|tokens| BlockHasher::new(size()).hash_blocks(tokens))
+                .collect(),
+        },
+    };
+    index.apply(&snapshot).unwrap();
+    let overlap = |tokens: &[u32]| {
+        let hashes = BlockHasher::new(size()).sequence_hashes(tokens);
+        index.overlaps(&hashes).get(WORKER).device
+    };
+    assert_eq!(overlap(&[1, 2, 3, 4]), 0, "the lost removal is applied");
+    assert_eq!(overlap(&[5, 6, 7, 8]), 1, "the lost store is applied");
+    assert_eq!(overlap(&[9, 9, 9, 9]), 1);
+    assert!(asked.try_recv().is_err(), "no gap, no second request");
+}

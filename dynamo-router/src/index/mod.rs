@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use dynamo_core::{
-    BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, StorageTier, WorkerId,
+    BlockSize, HashedBlock, KvEvent, KvEventData, ResyncRequest, SequenceHash, StorageTier,
+    WorkerId,
 };
 
 pub use error::IndexError;
@@ -32,11 +33,25 @@ use workers::WorkerTable;
 
 /// Told when a worker's event ids skip ahead, meaning events were lost.
 ///
-/// A transport implements it by asking the worker for a fresh dump of its cache (for example a
-/// `Cleared` followed by `Stored` events) and feeding that to the index.
+/// It is called with the index locked, so it must not block: hand the request on. A
+/// [`ResyncRequest`] channel is one: its receiver publishes the requests to the workers
+/// (`dynamo_transport::events::forward_resyncs`), and a worker answers with a
+/// [`KvEventData::Snapshot`] of its cache ([`KvPublisher::snapshot`](dynamo_core::KvPublisher)),
+/// which replaces what the index knew of it. A full channel drops the request; the next gap
+/// asks again.
 pub trait ResyncHook: Send + Sync + 'static {
     /// Events of `worker` from `expected` up to (not including) `received` were never seen.
     fn request_resync(&self, worker: WorkerId, expected: u64, received: u64);
+}
+
+impl ResyncHook for tokio::sync::mpsc::Sender<ResyncRequest> {
+    fn request_resync(&self, worker: WorkerId, expected: u64, received: u64) {
+        let _ = self.try_send(ResyncRequest {
+            worker,
+            expected,
+            received,
+        });
+    }
 }
 
 type BlockMap = HashMap<SequenceHash, Residents, foldhash::fast::RandomState>;
@@ -163,6 +178,12 @@ impl KvIndex {
                 self.clear(slot, tier);
                 Ok(())
             }
+            KvEventData::Snapshot { block_size, blocks } => {
+                self.check_block_size(event.worker, *block_size)?;
+                self.clear(slot, tier);
+                self.insert_all(slot, tier, blocks.iter().map(|block| block.sequence));
+                Ok(())
+            }
             // Event kinds added to dynamo-core later carry nothing this index tracks yet.
             _ => Ok(()),
         }
@@ -177,13 +198,7 @@ impl KvIndex {
         block_size: BlockSize,
         blocks: &[HashedBlock],
     ) -> Result<(), IndexError> {
-        if block_size != self.block_size {
-            return Err(IndexError::BlockSizeMismatch {
-                worker,
-                index: self.block_size,
-                event: block_size,
-            });
-        }
+        self.check_block_size(worker, block_size)?;
         if let Some(parent) = parent
             && self.tiers_of(slot, parent) == 0
         {
@@ -191,6 +206,17 @@ impl KvIndex {
         }
         self.insert_all(slot, tier, blocks.iter().map(|block| block.sequence));
         Ok(())
+    }
+
+    fn check_block_size(&self, worker: WorkerId, block_size: BlockSize) -> Result<(), IndexError> {
+        if block_size == self.block_size {
+            return Ok(());
+        }
+        Err(IndexError::BlockSizeMismatch {
+            worker,
+            index: self.block_size,
+            event: block_size,
+        })
     }
 
     /// Add `tier` to `slot`'s residency of every block in `hashes`.
