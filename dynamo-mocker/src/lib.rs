@@ -76,6 +76,7 @@
 //! `dynamo-mocker` has no optional features.
 
 mod engine;
+mod error;
 mod live;
 mod pool;
 mod replay;
@@ -84,13 +85,12 @@ mod timing;
 mod trace;
 
 pub use engine::{EngineConfig, SimRequest, SimWorker, StepReport, WorkerMetrics};
+pub use error::Error;
 pub use live::{LiveConfig, LiveEngine};
 pub use replay::{
     CacheKnowledge, MembershipChange, ReplayConfig, ReplayOutcome, WorkerChange, replay,
     replay_with_progress,
 };
 pub use summary::{RequestRecord, Summary};
-pub use timing::{
-    InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingModel, TimingTableError,
-};
-pub use trace::{TraceError, TraceRequest, engine_blocks, load_mooncake};
+pub use timing::{InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingModel};
+pub use trace::{TraceRequest, engine_blocks, load_mooncake};

@@ -15,10 +15,11 @@ use dynamo_router::{
     LoadGuard, OverlapSource, RouteRequest, Router, SelectorConfig, SharedIndex, WorkerSelector,
 };
 
+use crate::Error;
 use crate::engine::{EngineConfig, SimRequest, SimWorker, StepReport};
 use crate::summary::{RequestRecord, Summary};
 use crate::timing::TimingModel;
-use crate::trace::{TraceError, TraceRequest, engine_blocks};
+use crate::trace::{TraceRequest, engine_blocks};
 
 /// The settings of a replay.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,14 +154,14 @@ pub struct ReplayOutcome {
 ///
 /// # Errors
 ///
-/// [`TraceError::BlockSizes`] when the trace's blocks cannot be cut into engine blocks.
+/// [`Error::BlockSizes`] when the trace's blocks cannot be cut into engine blocks.
 pub fn replay(
     trace: &[TraceRequest],
     config: &ReplayConfig,
     name: &str,
     policy: impl Router,
     knowledge: CacheKnowledge,
-) -> Result<ReplayOutcome, TraceError> {
+) -> Result<ReplayOutcome, Error> {
     replay_with_progress(trace, config, name, policy, knowledge, &mut |_, _| {})
 }
 
@@ -177,7 +178,7 @@ pub fn replay_with_progress(
     policy: impl Router,
     knowledge: CacheKnowledge,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<ReplayOutcome, TraceError> {
+) -> Result<ReplayOutcome, Error> {
     let wall = Instant::now();
     let block_size = config.engine.block_size;
     // Check the block sizes once; each arrival then hashes its own prompt.

@@ -1,5 +1,7 @@
 //! How long one engine step takes.
 
+use crate::Error;
+
 /// What a step did, as far as its duration is concerned.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepShape {
@@ -122,7 +124,7 @@ impl StepTiming for TimingModel {
 /// )?;
 /// let step = StepShape { prefill_tokens: 2560, decode_sequences: 8, kv_usage: 0.5 };
 /// assert!((timing.step_ms(&step) - (40.0 + 18.0)).abs() < 1e-9);
-/// # Ok::<(), dynamo_mocker::TimingTableError>(())
+/// # Ok::<(), dynamo_mocker::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct InterpolatedTiming {
@@ -130,24 +132,13 @@ pub struct InterpolatedTiming {
     decode: Vec<(f64, f64)>,
 }
 
-/// A profiling table that cannot be interpolated.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("the {table} table needs at least one point, with finite values and distinct inputs")]
-pub struct TimingTableError {
-    /// `prefill` or `decode`.
-    pub table: &'static str,
-}
-
 impl InterpolatedTiming {
     /// A model from `(prompt tokens, ms)` and `(KV usage, ms)` points, in any order.
     ///
     /// # Errors
     ///
-    /// [`TimingTableError`] for an empty table, a non-finite value or a repeated input.
-    pub fn new(
-        prefill: Vec<(f64, f64)>,
-        decode: Vec<(f64, f64)>,
-    ) -> Result<Self, TimingTableError> {
+    /// [`Error::TimingTable`] for an empty table, a non-finite value or a repeated input.
+    pub fn new(prefill: Vec<(f64, f64)>, decode: Vec<(f64, f64)>) -> Result<Self, Error> {
         Ok(InterpolatedTiming {
             prefill: sorted_table(prefill, "prefill")?,
             decode: sorted_table(decode, "decode")?,
@@ -158,12 +149,12 @@ impl InterpolatedTiming {
 fn sorted_table(
     mut points: Vec<(f64, f64)>,
     table: &'static str,
-) -> Result<Vec<(f64, f64)>, TimingTableError> {
+) -> Result<Vec<(f64, f64)>, Error> {
     let finite = points.iter().all(|(x, y)| x.is_finite() && y.is_finite());
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
     let distinct = points.windows(2).all(|w| w[0].0 < w[1].0);
     if points.is_empty() || !finite || !distinct {
-        return Err(TimingTableError { table });
+        return Err(Error::TimingTable { table });
     }
     Ok(points)
 }

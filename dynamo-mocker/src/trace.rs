@@ -6,6 +6,8 @@ use dynamo_core::{BlockSize, HashedBlock, LocalBlockHash, SequenceHash};
 use serde::Deserialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::Error;
+
 /// One request of a trace.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TraceRequest {
@@ -19,45 +21,15 @@ pub struct TraceRequest {
     pub hash_ids: Vec<u64>,
 }
 
-/// Why a trace could not be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TraceError {
-    /// The file could not be read.
-    #[error("cannot read the trace {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A line is not a trace request.
-    #[error("line {line} of the trace is not a request: {source}")]
-    Parse {
-        /// The 1-based line number.
-        line: usize,
-        /// The cause.
-        source: serde_json::Error,
-    },
-    /// The trace's block size is not a multiple of the engine's.
-    #[error("a trace block of {trace} tokens cannot be cut into engine blocks of {engine}")]
-    BlockSizes {
-        /// The trace's block size.
-        trace: u64,
-        /// The engine's block size.
-        engine: BlockSize,
-    },
-}
-
 /// Read a Mooncake trace: one JSON object per line with `timestamp`, `input_length`,
 /// `output_length` and `hash_ids`. Blank lines are skipped.
 ///
 /// # Errors
 ///
-/// [`TraceError::Read`] or [`TraceError::Parse`] with the line.
-pub fn load_mooncake(path: impl AsRef<Path>) -> Result<Vec<TraceRequest>, TraceError> {
+/// [`Error::ReadTrace`] or [`Error::ParseTrace`] with the line.
+pub fn load_mooncake(path: impl AsRef<Path>) -> Result<Vec<TraceRequest>, Error> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadTrace {
         path: path.display().to_string(),
         source,
     })?;
@@ -65,7 +37,7 @@ pub fn load_mooncake(path: impl AsRef<Path>) -> Result<Vec<TraceRequest>, TraceE
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|source| TraceError::Parse {
+            serde_json::from_str(line).map_err(|source| Error::ParseTrace {
                 line: i + 1,
                 source,
             })
@@ -82,15 +54,15 @@ pub fn load_mooncake(path: impl AsRef<Path>) -> Result<Vec<TraceRequest>, TraceE
 ///
 /// # Errors
 ///
-/// [`TraceError::BlockSizes`] when `trace_block` is not a multiple of `block_size`.
+/// [`Error::BlockSizes`] when `trace_block` is not a multiple of `block_size`.
 pub fn engine_blocks(
     request: &TraceRequest,
     trace_block: u64,
     block_size: BlockSize,
-) -> Result<Vec<HashedBlock>, TraceError> {
+) -> Result<Vec<HashedBlock>, Error> {
     let engine = u64::from(block_size.get());
     if trace_block == 0 || !trace_block.is_multiple_of(engine) {
-        return Err(TraceError::BlockSizes {
+        return Err(Error::BlockSizes {
             trace: trace_block,
             engine: block_size,
         });

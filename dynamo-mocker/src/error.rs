@@ -1,0 +1,40 @@
+//! The crate's one error type.
+
+use dynamo_core::BlockSize;
+
+/// What can go wrong with a trace or a timing table.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A trace file could not be read.
+    #[error("cannot read the trace {path}: {source}")]
+    ReadTrace {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A line of a trace is not a request.
+    #[error("line {line} of the trace is not a request: {source}")]
+    ParseTrace {
+        /// The 1-based line number.
+        line: usize,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// The trace's block size is not a multiple of the engine's.
+    #[error("a trace block of {trace} tokens cannot be cut into engine blocks of {engine}")]
+    BlockSizes {
+        /// The trace's block size.
+        trace: u64,
+        /// The engine's block size.
+        engine: BlockSize,
+    },
+    /// A profiling table that cannot be interpolated: empty, with a non-finite value, or with
+    /// a repeated input.
+    #[error("the {table} table needs at least one point, with finite values and distinct inputs")]
+    TimingTable {
+        /// `prefill` or `decode`.
+        table: &'static str,
+    },
+}
