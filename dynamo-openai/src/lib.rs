@@ -51,6 +51,18 @@
 //! # }
 //! ```
 //!
+//! # Errors
+//!
+//! Two error types, for two audiences:
+//!
+//! - [`Error`], for the code that sets a gateway up: loading GGUF metadata, a tokenizer or a
+//!   chat template, and tokenizing or rendering. A `#[non_exhaustive]` enum whose variants say
+//!   what failed (an unreadable file with its path, GGUF metadata that is malformed or lacks a
+//!   key, the tokenizer, the chat template with its message), with the library's error as the
+//!   [`source`](std::error::Error::source).
+//! - [`ApiError`], for HTTP clients: a status and an OpenAI error body, mapped once from the
+//!   class of a [`dynamo_core::Error`] or from what was wrong with the request.
+//!
 //! # Features
 //!
 //! `dynamo-openai` has no optional features.
@@ -61,15 +73,15 @@ mod preprocess;
 pub mod protocol;
 mod registry;
 
-pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use error::Error;
 pub use http::metrics::install_prometheus;
-pub use http::{Gateway, GatewayConfig, openapi_document};
+pub use http::{ApiError, ErrorBody, ErrorDetail, Gateway, GatewayConfig, openapi_document};
 pub use preprocess::{
-    ChatTemplate, Decode, GgufError, GgufMetadata, GgufValue, IncrementalDecoder, ParsedToolCall,
-    ReasoningFormat, ReasoningSplitter, SplitText, StopMatcher, TemplateError, Tokenizer,
-    TokenizerError, ToolCallFormat, ToolCallOutput, ToolCallParser,
+    ChatTemplate, Decode, GgufMetadata, GgufValue, IncrementalDecoder, ParsedToolCall,
+    ReasoningFormat, ReasoningSplitter, SplitText, StopMatcher, Tokenizer, ToolCallFormat,
+    ToolCallOutput, ToolCallParser,
 };
-pub use registry::{ModelEntry, ModelError, ModelRegistry, SamplingDefaults};
+pub use registry::{ModelEntry, ModelRegistry, SamplingDefaults};
 
 /// Seconds since the Unix epoch (0 if the clock is before it): the `created` of responses.
 pub(crate) fn unix_seconds() -> u64 {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use dynamo_core::{BoxEngine, SamplingOptions};
 use parking_lot::RwLock;
 
+use crate::Error;
 use crate::preprocess::{
-    ChatTemplate, GgufMetadata, GgufValue, ReasoningFormat, TemplateError, Tokenizer,
-    TokenizerError, ToolCallFormat,
+    ChatTemplate, GgufMetadata, GgufValue, ReasoningFormat, Tokenizer, ToolCallFormat,
 };
 use crate::protocol::SamplingFields;
 
@@ -82,21 +82,6 @@ impl SamplingDefaults {
     }
 }
 
-/// Why a model could not be loaded from a GGUF file.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ModelError {
-    /// The metadata could not be read.
-    #[error(transparent)]
-    Gguf(#[from] crate::preprocess::GgufError),
-    /// The tokenizer could not be built.
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-    /// The chat template does not compile.
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-}
-
 impl ModelEntry {
     /// A model with a tokenizer and no chat template (only `/v1/completions` works until one is
     /// set with [`ModelEntry::with_chat_template`]).
@@ -116,11 +101,14 @@ impl ModelEntry {
     }
 
     /// A model whose tokenizer, chat template and context length come from GGUF metadata.
+    ///
+    /// Fails with the errors of [`Tokenizer::from_gguf`] and, for a chat template that does
+    /// not compile, [`Error::Template`].
     pub fn from_gguf(
         name: impl Into<String>,
         engine: BoxEngine,
         metadata: &GgufMetadata,
-    ) -> Result<Self, ModelError> {
+    ) -> Result<Self, Error> {
         let tokenizer = Tokenizer::from_gguf(metadata)?;
         let token_text = |key: &str| {
             metadata

@@ -2,6 +2,7 @@
 
 mod chat;
 mod completions;
+mod error;
 mod generate;
 pub(crate) mod metrics;
 mod models;
@@ -21,9 +22,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use tower_http::trace::TraceLayer;
 
+pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use openapi::openapi_document;
 
-use crate::ApiError;
 use crate::registry::{ModelEntry, ModelRegistry};
 use generate::InFlight;
 

@@ -1,17 +1,18 @@
 //! Incremental detokenization: token ids arrive a few at a time, text leaves without ever
 //! splitting a UTF-8 character.
 
-use super::tokenizer::{Tokenizer, TokenizerError};
+use super::tokenizer::Tokenizer;
+use crate::Error;
 
 /// Turns token ids into text. [`Tokenizer`] is the real one; tests use simpler ones.
 pub trait Decode {
     /// The text of `ids`, with special tokens left out. Bytes that do not form a whole
-    /// character become U+FFFD.
-    fn decode_ids(&self, ids: &[u32]) -> Result<String, TokenizerError>;
+    /// character become U+FFFD. A tokenizer that fails reports it with [`Error::tokenizer`].
+    fn decode_ids(&self, ids: &[u32]) -> Result<String, Error>;
 }
 
 impl Decode for Tokenizer {
-    fn decode_ids(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+    fn decode_ids(&self, ids: &[u32]) -> Result<String, Error> {
         self.decode(ids, true)
     }
 }
@@ -30,12 +31,12 @@ const REPLACEMENT: char = '\u{FFFD}';
 /// The concatenation of every delta equals the one-shot decode of all ids.
 ///
 /// ```
-/// use dynamo_openai::{Decode, IncrementalDecoder, TokenizerError};
+/// use dynamo_openai::{Decode, Error, IncrementalDecoder};
 ///
 /// /// One token per byte.
 /// struct Bytes;
 /// impl Decode for Bytes {
-///     fn decode_ids(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+///     fn decode_ids(&self, ids: &[u32]) -> Result<String, Error> {
 ///         let bytes: Vec<u8> = ids.iter().map(|&id| id as u8).collect();
 ///         Ok(String::from_utf8_lossy(&bytes).into_owned())
 ///     }
@@ -46,7 +47,7 @@ const REPLACEMENT: char = '\u{FFFD}';
 /// assert_eq!(decoder.push(&Bytes, &[u32::from(euro[0])])?, "");
 /// assert_eq!(decoder.push(&Bytes, &[u32::from(euro[1])])?, "");
 /// assert_eq!(decoder.push(&Bytes, &[u32::from(euro[2]), u32::from(b'!')])?, "€!");
-/// # Ok::<(), TokenizerError>(())
+/// # Ok::<(), Error>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct IncrementalDecoder {
@@ -59,7 +60,7 @@ pub struct IncrementalDecoder {
 
 impl IncrementalDecoder {
     /// Add `new` ids; returns the text they complete (possibly empty).
-    pub fn push(&mut self, decoder: &impl Decode, new: &[u32]) -> Result<String, TokenizerError> {
+    pub fn push(&mut self, decoder: &impl Decode, new: &[u32]) -> Result<String, Error> {
         self.ids.extend_from_slice(new);
         let (emitted, text) = self.window(decoder)?;
         if text.len() <= emitted.len() || text.ends_with(REPLACEMENT) {
@@ -70,7 +71,7 @@ impl IncrementalDecoder {
 
     /// Flush the text held back at the end of the sequence (incomplete characters become
     /// U+FFFD, as in the one-shot decode).
-    pub fn finish(&mut self, decoder: &impl Decode) -> Result<String, TokenizerError> {
+    pub fn finish(&mut self, decoder: &impl Decode) -> Result<String, Error> {
         let (emitted, text) = self.window(decoder)?;
         if text.len() <= emitted.len() {
             return Ok(String::new());
@@ -84,7 +85,7 @@ impl IncrementalDecoder {
     }
 
     /// The window's text without and with the ids not yet emitted.
-    fn window(&self, decoder: &impl Decode) -> Result<(String, String), TokenizerError> {
+    fn window(&self, decoder: &impl Decode) -> Result<(String, String), Error> {
         let emitted = decoder.decode_ids(&self.ids[self.prefix_offset..self.read_offset])?;
         let text = decoder.decode_ids(&self.ids[self.prefix_offset..])?;
         Ok((emitted, text))

@@ -19,7 +19,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use parking_lot::RwLock;
 use tokenizers::Model;
 
-use super::tokenizer::TokenizerError;
+use crate::Error;
 
 /// How many words the fast path remembers; past that, new words are not remembered.
 const WORD_CACHE_CAPACITY: usize = 65_536;
@@ -58,11 +58,7 @@ impl FastBpe {
     }
 
     /// The ids of `text`, or `None` when the text is not ASCII and must take the general path.
-    pub(super) fn encode(
-        &self,
-        model: &impl Model,
-        text: &str,
-    ) -> Option<Result<Vec<u32>, TokenizerError>> {
+    pub(super) fn encode(&self, model: &impl Model, text: &str) -> Option<Result<Vec<u32>, Error>> {
         let pieces = self.splitter.split(text)?;
         let mut ids = Vec::with_capacity(pieces.len() * 2);
         for piece in pieces {
@@ -107,12 +103,12 @@ impl FastBpe {
 }
 
 /// The BPE model's ids for one word.
-fn bpe(model: &impl Model, word: &str) -> Result<Box<[u32]>, TokenizerError> {
+fn bpe(model: &impl Model, word: &str) -> Result<Box<[u32]>, Error> {
     let mapped: String = word
         .bytes()
         .map(|byte| BYTE_LEVEL_CHARS[usize::from(byte)])
         .collect();
-    let tokens = model.tokenize(&mapped).map_err(TokenizerError::Library)?;
+    let tokens = model.tokenize(&mapped).map_err(Error::tokenizer)?;
     Ok(tokens.iter().map(|token| token.id).collect())
 }
 

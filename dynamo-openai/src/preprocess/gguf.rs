@@ -7,45 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::path::Path;
 
-/// Why a GGUF file could not be read.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum GgufError {
-    /// The file could not be read.
-    #[error("cannot read the GGUF file: {0}")]
-    Io(#[from] std::io::Error),
-    /// The file is not GGUF, or a version this reader does not know.
-    #[error("not a GGUF file (magic {magic:#010x}, version {version})")]
-    NotGguf {
-        /// The first four bytes, little-endian.
-        magic: u32,
-        /// The version field.
-        version: u32,
-    },
-    /// A value has a type tag outside the GGUF specification.
-    #[error("metadata `{key}` has unknown value type {tag}")]
-    UnknownType {
-        /// The key being read.
-        key: String,
-        /// The type tag.
-        tag: u32,
-    },
-    /// A string or array claims a length beyond this reader's limits.
-    #[error("metadata `{key}` is too long ({len} items)")]
-    TooLong {
-        /// The key being read.
-        key: String,
-        /// The claimed length.
-        len: u64,
-    },
-    /// A string is not UTF-8.
-    #[error("metadata `{key}` holds a string that is not UTF-8")]
-    NotUtf8 {
-        /// The key being read.
-        key: String,
-    },
-}
+use crate::Error;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"GGUF");
 /// Strings up to 64 MiB (a chat template is a few KiB).
@@ -105,11 +69,14 @@ pub struct GgufMetadata {
 
 impl GgufMetadata {
     /// Read the metadata from the start of a GGUF file.
-    pub fn read(reader: &mut impl Read) -> Result<Self, GgufError> {
+    ///
+    /// A reader that fails or ends inside the metadata gives [`Error::GgufRead`]; data that is
+    /// not GGUF metadata, one of the `Error::NotGguf` and `Error::Gguf*` errors.
+    pub fn read(reader: &mut impl Read) -> Result<Self, Error> {
         let magic = read_u32(reader)?;
         let version = read_u32(reader)?;
         if magic != MAGIC || !(2..=3).contains(&version) {
-            return Err(GgufError::NotGguf { magic, version });
+            return Err(Error::NotGguf { magic, version });
         }
         let _tensors = read_u64(reader)?;
         let count = read_u64(reader)?;
@@ -124,9 +91,16 @@ impl GgufMetadata {
     }
 
     /// Read the metadata of the GGUF file at `path`.
-    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, GgufError> {
-        let file = std::fs::File::open(path)?;
-        GgufMetadata::read(&mut std::io::BufReader::new(file))
+    ///
+    /// A file that cannot be opened, or that ends inside its metadata, gives [`Error::Io`] with
+    /// the path; otherwise the errors of [`GgufMetadata::read`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|source| Error::io(path, source))?;
+        GgufMetadata::read(&mut std::io::BufReader::new(file)).map_err(|error| match error {
+            Error::GgufRead { source } => Error::io(path, source),
+            other => other,
+        })
     }
 
     /// The value of `key`.
@@ -140,7 +114,7 @@ impl GgufMetadata {
     }
 }
 
-fn read_value(reader: &mut impl Read, key: &str, tag: u32) -> Result<GgufValue, GgufError> {
+fn read_value(reader: &mut impl Read, key: &str, tag: u32) -> Result<GgufValue, Error> {
     Ok(match tag {
         0 => GgufValue::Uint(u64::from(read_array::<1>(reader)?[0])),
         1 => GgufValue::Int(i64::from(i8::from_le_bytes(read_array(reader)?))),
@@ -155,7 +129,7 @@ fn read_value(reader: &mut impl Read, key: &str, tag: u32) -> Result<GgufValue, 
             let item_tag = read_u32(reader)?;
             let len = read_u64(reader)?;
             if len > MAX_ARRAY {
-                return Err(GgufError::TooLong {
+                return Err(Error::GgufTooLong {
                     key: key.to_owned(),
                     len,
                 });
@@ -170,7 +144,7 @@ fn read_value(reader: &mut impl Read, key: &str, tag: u32) -> Result<GgufValue, 
         11 => GgufValue::Int(i64::from_le_bytes(read_array(reader)?)),
         12 => GgufValue::Float(f64::from_le_bytes(read_array(reader)?)),
         tag => {
-            return Err(GgufError::UnknownType {
+            return Err(Error::GgufUnknownType {
                 key: key.to_owned(),
                 tag,
             });
@@ -178,31 +152,35 @@ fn read_value(reader: &mut impl Read, key: &str, tag: u32) -> Result<GgufValue, 
     })
 }
 
-fn read_array<const N: usize>(reader: &mut impl Read) -> Result<[u8; N], GgufError> {
+fn read_array<const N: usize>(reader: &mut impl Read) -> Result<[u8; N], Error> {
     let mut bytes = [0; N];
-    reader.read_exact(&mut bytes)?;
+    reader.read_exact(&mut bytes).map_err(read_error)?;
     Ok(bytes)
 }
 
-fn read_u32(reader: &mut impl Read) -> Result<u32, GgufError> {
+fn read_error(source: std::io::Error) -> Error {
+    Error::GgufRead { source }
+}
+
+fn read_u32(reader: &mut impl Read) -> Result<u32, Error> {
     Ok(u32::from_le_bytes(read_array(reader)?))
 }
 
-fn read_u64(reader: &mut impl Read) -> Result<u64, GgufError> {
+fn read_u64(reader: &mut impl Read) -> Result<u64, Error> {
     Ok(u64::from_le_bytes(read_array(reader)?))
 }
 
-fn read_string(reader: &mut impl Read, key: &str) -> Result<String, GgufError> {
+fn read_string(reader: &mut impl Read, key: &str) -> Result<String, Error> {
     let len = read_u64(reader)?;
     if len > MAX_STRING {
-        return Err(GgufError::TooLong {
+        return Err(Error::GgufTooLong {
             key: key.to_owned(),
             len,
         });
     }
     let mut bytes = vec![0; len as usize];
-    reader.read_exact(&mut bytes)?;
-    String::from_utf8(bytes).map_err(|_| GgufError::NotUtf8 {
+    reader.read_exact(&mut bytes).map_err(read_error)?;
+    String::from_utf8(bytes).map_err(|_| Error::GgufNotUtf8 {
         key: key.to_owned(),
     })
 }
@@ -271,16 +249,16 @@ mod tests {
     #[test]
     fn rejects_other_files_and_absurd_lengths() {
         let error = GgufMetadata::read(&mut b"PK\x03\x04\0\0\0\0".as_slice());
-        assert!(matches!(error, Err(GgufError::NotGguf { .. })));
+        assert!(matches!(error, Err(Error::NotGguf { .. })));
         let mut huge = string("k");
         huge.extend(8u32.to_le_bytes());
         huge.extend(u64::MAX.to_le_bytes());
         let error = GgufMetadata::read(&mut file(&[huge]).as_slice());
-        assert!(matches!(error, Err(GgufError::TooLong { .. })));
+        assert!(matches!(error, Err(Error::GgufTooLong { .. })));
         let truncated = file(&[entry("k", 4, &[1, 2])]);
         assert!(matches!(
             GgufMetadata::read(&mut truncated.as_slice()),
-            Err(GgufError::Io(_))
+            Err(Error::GgufRead { .. })
         ));
     }
 }

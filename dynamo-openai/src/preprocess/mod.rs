@@ -13,9 +13,9 @@ mod tokenizer;
 mod tool_calls;
 
 pub use detokenize::{Decode, IncrementalDecoder};
-pub use gguf::{GgufError, GgufMetadata, GgufValue};
+pub use gguf::{GgufMetadata, GgufValue};
 pub use reasoning::{ReasoningFormat, ReasoningSplitter, SplitText};
 pub use stop::StopMatcher;
-pub use template::{ChatTemplate, TemplateError};
-pub use tokenizer::{Tokenizer, TokenizerError};
+pub use template::ChatTemplate;
+pub use tokenizer::Tokenizer;
 pub use tool_calls::{ParsedToolCall, ToolCallFormat, ToolCallOutput, ToolCallParser};

@@ -13,42 +13,7 @@ use minijinja::value::Serde;
 use minijinja::{Environment, ErrorKind, Value, context};
 use serde::Serialize;
 
-/// Why a template could not be compiled or rendered.
-///
-/// [`message`](TemplateError::message) says what went wrong and where (for a template that calls
-/// `raise_exception`, the template's own message); the template engine's error is the
-/// [`source`](std::error::Error::source).
-#[derive(Debug)]
-pub struct TemplateError {
-    message: String,
-    source: minijinja::Error,
-}
-
-impl TemplateError {
-    fn new(source: minijinja::Error) -> Self {
-        TemplateError {
-            message: source.to_string(),
-            source,
-        }
-    }
-
-    /// What went wrong, for a person.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl std::fmt::Display for TemplateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "chat template: {}", self.message)
-    }
-}
-
-impl std::error::Error for TemplateError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
+use crate::Error;
 
 /// A compiled chat template.
 ///
@@ -63,7 +28,7 @@ impl std::error::Error for TemplateError {
 /// let messages = [json!({"role": "user", "content": " Hi! "})];
 /// let prompt = template.render(&messages, None, true)?;
 /// assert_eq!(prompt, "<|user|>Hi!\n<|assistant|>");
-/// # Ok::<(), dynamo_openai::TemplateError>(())
+/// # Ok::<(), dynamo_openai::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
@@ -75,15 +40,15 @@ pub struct ChatTemplate {
 const NAME: &str = "chat";
 
 impl ChatTemplate {
-    /// Compile `source`.
-    pub fn new(source: impl Into<String>) -> Result<Self, TemplateError> {
+    /// Compile `source`. A template that does not compile gives [`Error::Template`].
+    pub fn new(source: impl Into<String>) -> Result<Self, Error> {
         let mut env = Environment::new();
-        env.set_syntax(hugging_face_syntax().map_err(TemplateError::new)?);
+        env.set_syntax(hugging_face_syntax().map_err(Error::template)?);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned(NAME, source.into())
-            .map_err(TemplateError::new)?;
+            .map_err(Error::template)?;
         Ok(ChatTemplate {
             env: Arc::new(env),
             bos_token: String::new(),
@@ -99,14 +64,15 @@ impl ChatTemplate {
     }
 
     /// Render a conversation. `messages` and `tools` are anything serialisable in the OpenAI
-    /// shapes (`{"role", "content", …}`).
+    /// shapes (`{"role", "content", …}`). A render that fails (an undefined method, a call to
+    /// `raise_exception`) gives [`Error::Template`].
     pub fn render(
         &self,
         messages: &[impl Serialize],
         tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
-    ) -> Result<String, TemplateError> {
-        let template = self.env.get_template(NAME).map_err(TemplateError::new)?;
+    ) -> Result<String, Error> {
+        let template = self.env.get_template(NAME).map_err(Error::template)?;
         template
             .render(context! {
                 messages => Value::from(Serde(messages)),
@@ -115,7 +81,7 @@ impl ChatTemplate {
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
             })
-            .map_err(TemplateError::new)
+            .map_err(Error::template)
     }
 }
 
@@ -246,9 +212,16 @@ mod tests {
             .render(&[json!({"role": "assistant", "content": "x"})], None, false)
             .expect_err("raises");
         assert!(error.to_string().contains("user first"), "{error}");
-        assert!(error.message().contains("user first"), "{error}");
+        let Error::Template { message, .. } = &error else {
+            panic!("a template error: {error:?}");
+        };
+        assert!(message.contains("user first"), "{error}");
         let source = std::error::Error::source(&error).expect("the engine's error");
         assert!(source.to_string().contains("user first"), "{source}");
+        assert!(
+            source.downcast_ref::<minijinja::Error>().is_some(),
+            "{source:?}"
+        );
     }
 
     #[test]

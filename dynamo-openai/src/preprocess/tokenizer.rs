@@ -12,21 +12,7 @@ use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use super::fast_bpe::{FastBpe, byte_level_char};
 use super::gguf::{GgufMetadata, GgufValue};
-
-/// Why a tokenizer could not be built or could not encode.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TokenizerError {
-    /// The `tokenizers` library refused the input.
-    #[error("tokenizer: {0}")]
-    Library(#[source] tokenizers::Error),
-    /// A GGUF file lacks a key the tokenizer needs, or holds it with the wrong type.
-    #[error("the GGUF metadata has no usable `{0}`")]
-    MissingKey(&'static str),
-    /// The GGUF tokenizer is of a kind this crate cannot build (only byte-level BPE, `gpt2`).
-    #[error("GGUF tokenizer model `{0}` is not supported (only `gpt2` byte-level BPE is)")]
-    UnsupportedModel(String),
-}
+use crate::Error;
 
 /// A tokenizer with the model's end-of-sequence tokens.
 ///
@@ -36,7 +22,7 @@ pub enum TokenizerError {
 /// let tokenizer = Tokenizer::from_file("tokenizer.json")?;
 /// let ids = tokenizer.encode("Hello!")?;
 /// assert_eq!(tokenizer.decode(&ids, true)?, "Hello!");
-/// # Ok::<(), dynamo_openai::TokenizerError>(())
+/// # Ok::<(), dynamo_openai::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
@@ -54,21 +40,31 @@ const CONTROL_TOKEN: u64 = 3;
 impl Tokenizer {
     /// Load a Hugging Face `tokenizer.json`. End-of-sequence ids are not known from the file
     /// alone: add them with [`Tokenizer::with_eos_token_ids`].
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(TokenizerError::Library)?;
+    ///
+    /// A file that cannot be read gives [`Error::Io`] with the path; one that does not parse,
+    /// [`Error::Tokenizer`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let json = std::fs::read(path).map_err(|source| Error::io(path, source))?;
+        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(Error::tokenizer)?;
         Ok(Tokenizer::wrap(inner, None))
     }
 
     /// Build the byte-level BPE tokenizer a GGUF file describes (`tokenizer.ggml.tokens`,
     /// `.merges`, `.token_type`, `.eos_token_id`, `.pre`). Control tokens become special
     /// tokens; the `smollm`, `qwen2` and `llama-bpe` pre-tokenizers split digits one by one.
-    pub fn from_gguf(metadata: &GgufMetadata) -> Result<Self, TokenizerError> {
+    ///
+    /// Metadata without a usable key gives [`Error::GgufMissingKey`]; a tokenizer model other
+    /// than `gpt2`, [`Error::UnsupportedTokenizer`].
+    pub fn from_gguf(metadata: &GgufMetadata) -> Result<Self, Error> {
         let model = metadata
             .get("tokenizer.ggml.model")
             .and_then(GgufValue::as_str)
-            .ok_or(TokenizerError::MissingKey("tokenizer.ggml.model"))?;
+            .ok_or_else(|| missing_key("tokenizer.ggml.model"))?;
         if model != "gpt2" {
-            return Err(TokenizerError::UnsupportedModel(model.to_owned()));
+            return Err(Error::UnsupportedTokenizer {
+                model: model.to_owned(),
+            });
         }
         let tokens = strings(metadata, "tokenizer.ggml.tokens")?;
         let merges = strings(metadata, "tokenizer.ggml.merges")?;
@@ -101,7 +97,7 @@ impl Tokenizer {
         merges: &[&str],
         control: &[bool],
         split_digits: bool,
-    ) -> Result<Self, TokenizerError> {
+    ) -> Result<Self, Error> {
         let merges = merges
             .iter()
             .filter_map(|merge| {
@@ -117,7 +113,7 @@ impl Tokenizer {
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
-            .map_err(TokenizerError::Library)?;
+            .map_err(Error::tokenizer)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
         let byte_level = ByteLevel::new(false, true, true);
         let pre_tokenizer: PreTokenizerWrapper = if split_digits {
@@ -133,9 +129,7 @@ impl Tokenizer {
             .filter(|(_, is_control)| **is_control)
             .map(|(token, _)| AddedToken::from(token.to_string(), true))
             .collect();
-        inner
-            .add_special_tokens(added)
-            .map_err(TokenizerError::Library)?;
+        inner.add_special_tokens(added).map_err(Error::tokenizer)?;
         let fast = FastBpe::new(tokens, control, split_digits);
         Ok(Tokenizer::wrap(inner, Some(Arc::new(fast))))
     }
@@ -148,7 +142,7 @@ impl Tokenizer {
     /// let tokenizer = dynamo_openai::Tokenizer::bytes();
     /// assert_eq!(tokenizer.encode("hé")?, [104, 195, 169]);
     /// assert_eq!(tokenizer.decode(&[104, 195, 169], true)?, "hé");
-    /// # Ok::<(), dynamo_openai::TokenizerError>(())
+    /// # Ok::<(), dynamo_openai::Error>(())
     /// ```
     pub fn bytes() -> Self {
         let vocab: Vocab = (0..=255u8)
@@ -193,7 +187,7 @@ impl Tokenizer {
     ///
     /// ASCII text given to a GGUF tokenizer takes a fast path that splits words without the
     /// library's regex and offset tables, then asks the same BPE model; the ids are the same.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, Error> {
         let fast = self.fast.as_ref();
         match fast.and_then(|fast| fast.encode(self.inner.get_model(), text)) {
             Some(ids) => ids,
@@ -201,30 +195,23 @@ impl Tokenizer {
         }
     }
 
-    fn encode_with_library(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(TokenizerError::Library)?;
+    fn encode_with_library(&self, text: &str) -> Result<Vec<u32>, Error> {
+        let encoding = self.inner.encode(text, false).map_err(Error::tokenizer)?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Decode ids to text, leaving special tokens out when `skip_special` is set.
-    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, Error> {
         if let Some(fast) = &self.fast {
             return Ok(fast.decode(ids, skip_special));
         }
         self.decode_with_library(ids, skip_special)
     }
 
-    fn decode_with_library(
-        &self,
-        ids: &[u32],
-        skip_special: bool,
-    ) -> Result<String, TokenizerError> {
+    fn decode_with_library(&self, ids: &[u32], skip_special: bool) -> Result<String, Error> {
         self.inner
             .decode(ids, skip_special)
-            .map_err(TokenizerError::Library)
+            .map_err(Error::tokenizer)
     }
 
     /// The id of `token`, if the vocabulary has it.
@@ -238,17 +225,20 @@ impl Tokenizer {
     }
 }
 
-fn strings<'a>(
-    metadata: &'a GgufMetadata,
-    key: &'static str,
-) -> Result<Vec<&'a str>, TokenizerError> {
+fn strings<'a>(metadata: &'a GgufMetadata, key: &'static str) -> Result<Vec<&'a str>, Error> {
     metadata
         .get(key)
         .and_then(GgufValue::as_array)
-        .ok_or(TokenizerError::MissingKey(key))?
+        .ok_or_else(|| missing_key(key))?
         .iter()
-        .map(|value| value.as_str().ok_or(TokenizerError::MissingKey(key)))
+        .map(|value| value.as_str().ok_or_else(|| missing_key(key)))
         .collect()
+}
+
+fn missing_key(key: &str) -> Error {
+    Error::GgufMissingKey {
+        key: key.to_owned(),
+    }
 }
 
 #[cfg(test)]
