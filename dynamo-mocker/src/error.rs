@@ -1,8 +1,8 @@
 //! The crate's one error type.
 
-use dynamo_core::BlockSize;
+use dynamo_core::{BlockSize, WorkerId};
 
-/// What can go wrong with a trace or a timing table.
+/// What can go wrong with a trace, a timing table or a replay's membership changes.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -36,5 +36,32 @@ pub enum Error {
     TimingTable {
         /// `prefill` or `decode`.
         table: &'static str,
+    },
+    /// A worker joins a replay under an id that a worker of the replay already has or had.
+    #[error("worker {worker} cannot join at {at_ms} ms: the id is already in use")]
+    WorkerInUse {
+        /// The id.
+        worker: WorkerId,
+        /// When, in ms of virtual time.
+        at_ms: f64,
+    },
+    /// A worker leaves a replay that never had it.
+    #[error("worker {worker} cannot leave at {at_ms} ms: no worker has that id")]
+    UnknownWorker {
+        /// The id.
+        worker: WorkerId,
+        /// When, in ms of virtual time.
+        at_ms: f64,
+    },
+    /// A worker joins a replay with a data-parallel rank; the replay simulates whole engines,
+    /// numbered by instance.
+    #[error(
+        "worker {worker} cannot join at {at_ms} ms: a replay's workers have no data-parallel rank"
+    )]
+    DataParallelRank {
+        /// The id.
+        worker: WorkerId,
+        /// When, in ms of virtual time.
+        at_ms: f64,
     },
 }

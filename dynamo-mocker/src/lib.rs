@@ -88,8 +88,7 @@ pub use engine::{EngineConfig, SimRequest, SimWorker, StepReport, WorkerMetrics}
 pub use error::Error;
 pub use live::{LiveConfig, LiveEngine};
 pub use replay::{
-    CacheKnowledge, MembershipChange, ReplayConfig, ReplayOutcome, WorkerChange, replay,
-    replay_with_progress,
+    CacheKnowledge, MembershipChange, ReplayConfig, ReplayOutcome, replay, replay_with_progress,
 };
 pub use summary::{RequestRecord, Summary};
 pub use timing::{InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingModel};

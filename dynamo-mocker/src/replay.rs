@@ -7,13 +7,14 @@
 //! its KV events reach the router's index after a configurable lag.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use dynamo_core::{KvEvent, StorageTier, WorkerId};
 use dynamo_router::{
     LoadGuard, OverlapSource, RouteRequest, Router, SelectorConfig, SharedIndex, WorkerSelector,
 };
+use tower::discover::Change;
 
 use crate::Error;
 use crate::engine::{EngineConfig, SimRequest, SimWorker, StepReport};
@@ -38,26 +39,51 @@ pub struct ReplayConfig {
     pub event_lag_ms: f64,
     /// At most this many requests in the system at once; later arrivals wait. Default none.
     pub max_in_flight: Option<usize>,
-    /// Workers added or removed during the replay (a planner's decisions, say).
+    /// Workers added or removed during the replay (a planner's decisions, say); see
+    /// [`MembershipChange`].
     pub membership: Vec<MembershipChange>,
 }
 
 /// A change to the set of workers at a point of the replay.
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// The replay starts with workers `0..workers` ([`WorkerId::new`]). [`Change::Insert`] adds a
+/// worker with an empty cache under an id that no worker of the replay has had;
+/// [`Change::Remove`] stops routing to a worker, whose requests run to their end.
+///
+/// ```
+/// use dynamo_core::WorkerId;
+/// use dynamo_mocker::{MembershipChange, ReplayConfig};
+/// use tower::discover::Change;
+///
+/// // Workers 0 to 7; a minute in, worker 8 joins and worker 0 leaves.
+/// let config = ReplayConfig {
+///     workers: 8,
+///     membership: vec![
+///         MembershipChange { at_ms: 60_000.0, change: Change::Insert(WorkerId::new(8), ()) },
+///         MembershipChange { at_ms: 60_000.0, change: Change::Remove(WorkerId::new(0)) },
+///     ],
+///     ..ReplayConfig::default()
+/// };
+/// # assert_eq!(config.membership.len(), 2);
+/// ```
+#[derive(Debug, Clone)]
 pub struct MembershipChange {
-    /// When, in ms of virtual time.
+    /// When, in ms of virtual time. Changes at the same time apply in their order in
+    /// [`ReplayConfig::membership`].
     pub at_ms: f64,
     /// What.
-    pub change: WorkerChange,
+    pub change: Change<WorkerId, ()>,
 }
 
-/// Add a worker, or remove one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerChange {
-    /// A new worker with an empty cache; it takes the next worker number.
-    Add,
-    /// Stop routing to this worker; the requests it holds run to their end.
-    Remove(u64),
+impl PartialEq for MembershipChange {
+    fn eq(&self, other: &Self) -> bool {
+        let same_change = match (&self.change, &other.change) {
+            (Change::Insert(a, ()), Change::Insert(b, ())) => a == b,
+            (Change::Remove(a), Change::Remove(b)) => a == b,
+            _ => false,
+        };
+        self.at_ms == other.at_ms && same_change
+    }
 }
 
 impl Default for ReplayConfig {
@@ -124,6 +150,8 @@ impl Ord for Scheduled {
 }
 
 struct Worker {
+    /// The id the router and the records know the worker by.
+    id: WorkerId,
     engine: SimWorker,
     /// The step in progress, applied when it ends; its allocations are reused.
     report: StepReport,
@@ -154,7 +182,9 @@ pub struct ReplayOutcome {
 ///
 /// # Errors
 ///
-/// [`Error::BlockSizes`] when the trace's blocks cannot be cut into engine blocks.
+/// [`Error::BlockSizes`] when the trace's blocks cannot be cut into engine blocks;
+/// [`Error::WorkerInUse`], [`Error::UnknownWorker`] or [`Error::DataParallelRank`] for a
+/// membership change that cannot apply (checked before the replay starts).
 pub fn replay(
     trace: &[TraceRequest],
     config: &ReplayConfig,
@@ -185,6 +215,7 @@ pub fn replay_with_progress(
     if let Some(first) = trace.first() {
         engine_blocks(first, config.trace_block_size, block_size)?;
     }
+    check_membership(config)?;
     let selector = match &knowledge {
         CacheKnowledge::Events(index) => {
             WorkerSelector::new(SelectorConfig::new(block_size), policy, index.clone())
@@ -206,7 +237,10 @@ pub fn replay_with_progress(
             CacheKnowledge::Other(_) | CacheKnowledge::Nothing => None,
         },
         workers: (0..config.workers)
-            .map(|_| new_worker(config, events))
+            .map(|i| new_worker(WorkerId::new(i as u64), config, events))
+            .collect(),
+        slots: (0..config.workers)
+            .map(|i| (WorkerId::new(i as u64), i))
             .collect(),
         dues: vec![IDLE; config.workers],
         queue: BinaryHeap::new(),
@@ -224,8 +258,8 @@ pub fn replay_with_progress(
         finished: 0,
         progress,
     };
-    for worker in 0..config.workers {
-        sim.selector.insert_worker(WorkerId::new(worker as u64));
+    for worker in &sim.workers {
+        sim.selector.insert_worker(worker.id);
     }
     for (i, change) in config.membership.iter().enumerate() {
         sim.schedule(change.at_ms, Event::Membership(i));
@@ -243,6 +277,31 @@ pub fn replay_with_progress(
         summary: Summary::of(name, &sim.records, wall_ms, sim.preemptions),
         records: sim.records,
     })
+}
+
+/// Refuse membership changes that cannot apply, taken in the order the replay applies them:
+/// a worker that joins under an id in use (or once used), with a data-parallel rank, or a
+/// worker that leaves without having been there.
+fn check_membership(config: &ReplayConfig) -> Result<(), Error> {
+    let mut known: HashSet<WorkerId> = (0..config.workers as u64).map(WorkerId::new).collect();
+    let mut changes: Vec<&MembershipChange> = config.membership.iter().collect();
+    // Stable: changes at the same time keep their order, as in the event queue.
+    changes.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+    for &MembershipChange { at_ms, ref change } in changes {
+        match *change {
+            Change::Insert(worker, ()) if worker.dp_rank != 0 => {
+                return Err(Error::DataParallelRank { worker, at_ms });
+            }
+            Change::Insert(worker, ()) if !known.insert(worker) => {
+                return Err(Error::WorkerInUse { worker, at_ms });
+            }
+            Change::Remove(worker) if !known.contains(&worker) => {
+                return Err(Error::UnknownWorker { worker, at_ms });
+            }
+            Change::Insert(..) | Change::Remove(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Knows no cached block.
@@ -265,7 +324,11 @@ struct Simulation<'a> {
     trace: &'a [TraceRequest],
     selector: WorkerSelector,
     index: Option<SharedIndex>,
+    /// Every worker the replay has had, removed ones included (their requests run to their
+    /// end), in the order they joined.
     workers: Vec<Worker>,
+    /// Each worker's place in `workers`, by id.
+    slots: HashMap<WorkerId, usize>,
     /// Each worker's [`due_key`], [`IDLE`] when it has no step in progress. Kept here rather
     /// than in the queue: the queue would hold one entry per worker anyway, and a scan of a
     /// few integers is cheaper than a heap at a million steps.
@@ -385,10 +448,13 @@ impl Simulation<'_> {
         let Ok(routed) = self.selector.select(&route, self.instant(now_ms)) else {
             return;
         };
+        // The selector routes only to workers of the replay.
+        let Some(&worker) = self.slots.get(&routed.worker) else {
+            return;
+        };
         self.in_flight += 1;
-        let worker = routed.worker.worker as usize;
         self.guards.insert(index as u64, routed.guard);
-        self.records[index].worker = worker as u64;
+        self.records[index].worker = routed.worker.worker;
         self.cut_run(worker, now_ms);
         self.workers[worker].engine.add_request(SimRequest {
             id: index as u64,
@@ -401,16 +467,17 @@ impl Simulation<'_> {
         }
     }
 
+    /// Apply `config.membership[i]`, which [`check_membership`] found possible.
     fn change_membership(&mut self, i: usize) {
         match self.config.membership[i].change {
-            WorkerChange::Add => {
-                let id = self.workers.len() as u64;
+            Change::Insert(id, ()) => {
                 let events = self.index.is_some();
-                self.workers.push(new_worker(&self.config, events));
+                self.slots.insert(id, self.workers.len());
+                self.workers.push(new_worker(id, &self.config, events));
                 self.dues.push(IDLE);
-                self.selector.insert_worker(WorkerId::new(id));
+                self.selector.insert_worker(id);
             }
-            WorkerChange::Remove(id) => self.selector.remove_worker(WorkerId::new(id)),
+            Change::Remove(id) => self.selector.remove_worker(id),
         }
     }
 
@@ -508,7 +575,7 @@ impl Simulation<'_> {
             .drain(..)
             .map(|data| {
                 let event = KvEvent {
-                    worker: WorkerId::new(worker as u64),
+                    worker: state.id,
                     event_id: state.next_event_id,
                     tier: StorageTier::Device,
                     data,
@@ -558,8 +625,9 @@ fn due_key(at_ms: f64, order: u64) -> u128 {
 }
 
 /// A worker; its KV events are recorded only when an index consumes them.
-fn new_worker(config: &ReplayConfig, events: bool) -> Worker {
+fn new_worker(id: WorkerId, config: &ReplayConfig, events: bool) -> Worker {
     Worker {
+        id,
         engine: SimWorker::new(config.engine, config.timing.clone()).record_events(events),
         report: StepReport::default(),
         due_ms: 0.0,

@@ -8,14 +8,15 @@
 
 use std::path::PathBuf;
 
-use dynamo_core::BlockSize;
+use dynamo_core::{BlockSize, WorkerId};
 use dynamo_mocker::{
-    CacheKnowledge, MembershipChange, ReplayConfig, ReplayOutcome, TraceRequest, WorkerChange,
+    CacheKnowledge, Error, MembershipChange, ReplayConfig, ReplayOutcome, TraceRequest,
     load_mooncake, replay,
 };
 use dynamo_router::{
     ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, RoundRobin, SharedIndex,
 };
+use tower::discover::Change;
 
 fn trace() -> Vec<TraceRequest> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -113,11 +114,11 @@ fn workers_join_and_leave_at_their_times() {
         membership: vec![
             MembershipChange {
                 at_ms: middle,
-                change: WorkerChange::Add,
+                change: Change::Insert(WorkerId::new(4), ()),
             },
             MembershipChange {
                 at_ms: middle,
-                change: WorkerChange::Remove(0),
+                change: Change::Remove(WorkerId::new(0)),
             },
         ],
         ..ReplayConfig::default()
@@ -134,6 +135,64 @@ fn workers_join_and_leave_at_their_times() {
     assert!(
         outcome.records.iter().any(|r| r.worker == 4),
         "the new worker serves"
+    );
+}
+
+#[test]
+fn membership_changes_that_cannot_apply_are_refused_before_the_replay() {
+    let trace = trace();
+    let trace = &trace[..10];
+    let at = |at_ms, change| MembershipChange { at_ms, change };
+    let refusal = |membership| {
+        let config = ReplayConfig {
+            workers: 2,
+            membership,
+            ..ReplayConfig::default()
+        };
+        replay(
+            trace,
+            &config,
+            "round-robin",
+            RoundRobin::new(),
+            CacheKnowledge::Nothing,
+        )
+        .err()
+    };
+    let (one, two) = (WorkerId::new(1), WorkerId::new(2));
+    // An id of the initial workers, or one inserted before, is in use.
+    assert!(matches!(
+        refusal(vec![at(5.0, Change::Insert(one, ()))]),
+        Some(Error::WorkerInUse { worker, at_ms: 5.0 }) if worker == one
+    ));
+    // Even once its worker has left: its requests may still run.
+    assert!(matches!(
+        refusal(vec![
+            at(9.0, Change::Insert(two, ())),
+            at(3.0, Change::Insert(two, ())),
+            at(6.0, Change::Remove(two)),
+        ]),
+        Some(Error::WorkerInUse { at_ms: 9.0, .. })
+    ));
+    // Changes apply in time order: a removal before the insertion removes nobody.
+    assert!(matches!(
+        refusal(vec![
+            at(4.0, Change::Insert(two, ())),
+            at(2.0, Change::Remove(two)),
+        ]),
+        Some(Error::UnknownWorker { at_ms: 2.0, .. })
+    ));
+    assert!(matches!(
+        refusal(vec![at(1.0, Change::Insert(two.with_dp_rank(1), ()))]),
+        Some(Error::DataParallelRank { .. })
+    ));
+    // Leaving twice is harmless; any fresh id may join.
+    assert!(
+        refusal(vec![
+            at(1.0, Change::Remove(one)),
+            at(1.0, Change::Remove(one)),
+            at(2.0, Change::Insert(WorkerId::new(70), ())),
+        ])
+        .is_none()
     );
 }
 
