@@ -95,11 +95,16 @@ impl KvPublisher {
         }
     }
 
-    /// Send a [`KvEventData::Snapshot`] of every tier, with the next event ids: what the worker
-    /// holds now, replacing what a consumer knew.
+    /// Send a [`KvEventData::Snapshot`] of every tier the worker has published about (the
+    /// device tier at least), with the next event ids: what the worker holds now, replacing
+    /// what a consumer knew.
     pub fn snapshot(&self) {
         let mut state = self.lock();
-        for tier in StorageTier::ALL {
+        let used: Vec<StorageTier> = StorageTier::ALL
+            .into_iter()
+            .filter(|tier| *tier == StorageTier::Device || state.held.contains_key(tier))
+            .collect();
+        for tier in used {
             let blocks = state
                 .held
                 .get(&tier)
