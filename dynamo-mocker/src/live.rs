@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dynamo_core::{
-    Error, FinishReason, GenerateRequest, KvEvent, QueuedEngine, StorageTier, Submission,
-    TokenChunk, TokenStream, Usage, WorkerId,
+    Error, FinishReason, GenerateRequest, KvEvent, KvPublisher, QueuedEngine, StorageTier,
+    Submission, TokenChunk, TokenStream, Usage, WorkerId,
 };
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -57,8 +57,9 @@ impl Default for LiveConfig {
 /// for KV memory); the rest wait in a queue of [`LiveConfig::submission_capacity`], and while
 /// it is full the engine is not ready (`poll_ready` is `Pending`). Each response stream buffers up to its
 /// request's output length, so the engine never blocks on a slow reader. KV events are sent
-/// with `try_send`: when the event channel is full, events are dropped and counted in
-/// [`LiveEngine::dropped_events`] (a router notices the gap in event ids and resyncs).
+/// with `try_send` by a [`KvPublisher`]: when the event channel is full, events are dropped
+/// and counted in [`LiveEngine::dropped_events`]; a router notices the gap in event ids and
+/// asks for a snapshot, which [`LiveEngine::kv_publisher`] sends.
 ///
 /// **Cancellation.** Dropping a response stream, or cancelling the request, removes the
 /// request from the worker at its next step and frees its blocks.
@@ -82,12 +83,12 @@ impl Default for LiveConfig {
 pub struct LiveEngine {
     queue: QueuedEngine,
     state: Arc<Mutex<LiveState>>,
+    publisher: KvPublisher,
 }
 
 #[derive(Debug, Default)]
 struct LiveState {
     metrics: WorkerMetrics,
-    dropped_events: u64,
 }
 
 impl LiveEngine {
@@ -107,10 +108,15 @@ impl LiveEngine {
         // Before the first step, the load of an idle worker (its cache size included).
         let state = Arc::new(Mutex::new(LiveState {
             metrics: worker.metrics(),
-            ..LiveState::default()
         }));
-        let run = run_worker(worker, receiver, events, state.clone(), config);
-        (LiveEngine { queue, state }, run)
+        let publisher = KvPublisher::new(config.worker, config.engine.block_size, events);
+        let run = run_worker(worker, receiver, publisher.clone(), state.clone(), config);
+        let engine = LiveEngine {
+            queue,
+            state,
+            publisher,
+        };
+        (engine, run)
     }
 
     /// The worker's load after its last step.
@@ -120,7 +126,13 @@ impl LiveEngine {
 
     /// KV events dropped because the event channel was full.
     pub fn dropped_events(&self) -> u64 {
-        self.state.lock().dropped_events
+        self.publisher.dropped()
+    }
+
+    /// The publisher of the engine's KV events: [`KvPublisher::snapshot`] answers a consumer
+    /// that missed some.
+    pub fn kv_publisher(&self) -> &KvPublisher {
+        &self.publisher
     }
 }
 
@@ -150,13 +162,12 @@ struct Active {
 async fn run_worker(
     mut worker: SimWorker,
     mut submissions: mpsc::Receiver<Submission>,
-    events: Option<mpsc::Sender<KvEvent>>,
+    publisher: KvPublisher,
     state: Arc<Mutex<LiveState>>,
     config: LiveConfig,
 ) {
     let mut active: HashMap<u64, Active> = HashMap::new();
     let mut report = StepReport::default();
-    let mut next_event_id = 0;
     let mut next_id = 0;
     let mut take = |worker: &mut SimWorker, active: &mut HashMap<u64, Active>, submission| {
         next_id += 1;
@@ -191,20 +202,7 @@ async fn run_worker(
         let pause = report.duration_ms / config.speedup.max(f64::MIN_POSITIVE);
         tokio::time::sleep(Duration::from_secs_f64(pause / 1000.0)).await;
         deliver(&report, &mut active, &mut worker);
-        if let Some(events) = &events {
-            for data in report.events.drain(..) {
-                let event = KvEvent {
-                    worker: config.worker,
-                    event_id: next_event_id,
-                    tier: StorageTier::Device,
-                    data,
-                };
-                next_event_id += 1;
-                if events.try_send(event).is_err() {
-                    state.lock().dropped_events += 1;
-                }
-            }
-        }
+        publisher.publish_all(StorageTier::Device, report.events.drain(..));
         state.lock().metrics = worker.metrics();
     }
 }

@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 
 use dynamo_core::{
     BlockHasher, BlockSize, Error, FinishReason, GenerateRequest, HashedBlock, KvEvent,
-    QueuedEngine, SequenceHash, StorageTier, Submission, TokenChunk, TokenStream, Usage, WorkerId,
+    KvPublisher, QueuedEngine, SequenceHash, StorageTier, Submission, TokenChunk, TokenStream,
+    Usage, WorkerId,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -59,11 +60,13 @@ impl Default for CandleConfig {
 pub struct CandleEngine {
     queue: QueuedEngine,
     counters: Arc<Mutex<PoolCounters>>,
+    publisher: KvPublisher,
 }
 
 impl CandleEngine {
     /// Start the model thread. KV events go to `events` when given (a full channel drops the
-    /// event; the consumer sees the gap in `event_id` and resynchronises).
+    /// event; the consumer sees the gap in `event_id` and asks for a snapshot, which
+    /// [`kv_publisher`](Self::kv_publisher) sends).
     pub fn start(
         weights: LlamaWeights,
         config: CandleConfig,
@@ -90,11 +93,22 @@ impl CandleEngine {
             free: config.blocks as usize,
             ..PoolCounters::default()
         }));
-        let model = ModelThread::new(weights, config, events, Arc::clone(&counters));
+        let publisher = KvPublisher::new(config.worker, config.block_size, events);
+        let model = ModelThread::new(weights, config, publisher.clone(), Arc::clone(&counters));
         std::thread::Builder::new()
             .name("dynamo-candle".to_owned())
             .spawn(move || model.run(submissions))?;
-        Ok(CandleEngine { queue, counters })
+        Ok(CandleEngine {
+            queue,
+            counters,
+            publisher,
+        })
+    }
+
+    /// The publisher of the engine's KV events: [`KvPublisher::snapshot`] answers a consumer
+    /// that missed some.
+    pub fn kv_publisher(&self) -> &KvPublisher {
+        &self.publisher
     }
 
     /// The KV pool's counters after the last step.
@@ -143,8 +157,7 @@ struct ModelThread {
     store: KvStore,
     pool: BlockPool,
     config: CandleConfig,
-    events: Option<mpsc::Sender<KvEvent>>,
-    event_id: u64,
+    publisher: KvPublisher,
     counters: Arc<Mutex<PoolCounters>>,
     waiting: VecDeque<Submission>,
     running: Vec<Sequence>,
@@ -154,7 +167,7 @@ impl ModelThread {
     fn new(
         weights: LlamaWeights,
         config: CandleConfig,
-        events: Option<mpsc::Sender<KvEvent>>,
+        publisher: KvPublisher,
         counters: Arc<Mutex<PoolCounters>>,
     ) -> Self {
         let model = weights.config().clone();
@@ -165,8 +178,7 @@ impl ModelThread {
             pool: BlockPool::new(config.blocks, config.block_size),
             weights,
             config,
-            events,
-            event_id: 0,
+            publisher,
             counters,
             waiting: VecDeque::new(),
             running: Vec::new(),
@@ -419,19 +431,8 @@ impl ModelThread {
 
     /// Send the pool's events and counters.
     fn publish(&mut self) {
-        let events = self.pool.take_events();
-        if let Some(sender) = &self.events {
-            for data in events {
-                let event = KvEvent {
-                    worker: self.config.worker,
-                    event_id: self.event_id,
-                    tier: StorageTier::Device,
-                    data,
-                };
-                self.event_id += 1;
-                let _ = sender.try_send(event);
-            }
-        }
+        self.publisher
+            .publish_all(StorageTier::Device, self.pool.take_events());
         *self.counters.lock().unwrap_or_else(PoisonError::into_inner) = self.pool.counters();
     }
 }
