@@ -1,7 +1,9 @@
 //! The event plane: KV events and load reports from workers to routers.
 //!
 //! An [`EventPlane`] carries [`Topic`]s: [`KvEvent`]s, which keep a router's index equal to the
-//! workers' caches, and [`LoadReport`]s, which tell it how busy each worker is. Two planes:
+//! workers' caches, [`LoadReport`]s, which tell it how busy each worker is, and
+//! [`ResyncRequest`](dynamo_core::ResyncRequest)s, by which a router asks a worker whose events
+//! it missed for a snapshot ([`forward_resyncs`], [`answer_resyncs`]). Two planes:
 //!
 //! - [`LocalBus`], in process (the default for a single-process deployment): a bounded
 //!   broadcast per topic; a subscriber that falls behind by more than its capacity is told how
@@ -9,7 +11,8 @@
 //! - [`NatsEvents`], across processes: each topic is the NATS subject `{namespace}.{topic}`,
 //!   one JSON message per event. The client reconnects (and resubscribes) by itself, so a
 //!   restarted NATS server costs the events published while it was down: the index sees the
-//!   gap in `event_id` and resynchronises that worker from there.
+//!   gap in `event_id` at the worker's next event, asks it for a snapshot, and is exact again
+//!   once the snapshot arrives.
 //!
 //! [`publish_all`] publishes what an engine writes to its event channel; a subscription is a
 //! plain [`Stream`] that a router applies to its index (`dynamo_router::SharedIndex::apply_all`).
@@ -44,6 +47,7 @@
 mod local;
 #[cfg(feature = "nats")]
 mod nats;
+mod resync;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,6 +61,7 @@ use tokio::sync::mpsc;
 pub use local::LocalBus;
 #[cfg(feature = "nats")]
 pub use nats::NatsEvents;
+pub use resync::{RESYNC_PAUSE, answer_resyncs, forward_resyncs};
 
 /// A kind of message on the event plane.
 pub trait Topic: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
