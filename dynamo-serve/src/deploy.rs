@@ -8,20 +8,26 @@
 //! | `worker` + `frontend` | `Tcp` | NATS | etcd, a directory, or `--worker-at` |
 
 use dynamo_candle::LlamaWeights;
-use dynamo_core::{BlockSize, BoxEngine, EngineExt, Error, KvEvent, WorkerId};
-use dynamo_router::RouterService;
+use std::sync::Arc;
+
+use dynamo_core::{BlockSize, BoxEngine, EngineExt, Error, KvEvent, ResyncRequest, WorkerId};
+use dynamo_router::{ApproxConfig, KvIndex, RoundRobin, RouterService, SharedIndex};
 use dynamo_transport::discovery::{ConnectConfig, Discovery, WorkerRecord, connect};
-use dynamo_transport::events::{EventPlane, publish_all};
+use dynamo_transport::events::{EventPlane, answer_resyncs, forward_resyncs, publish_all};
 use dynamo_transport::{Served, Transport};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::engines::{self, LoadProbe};
-use crate::options::Options;
+use crate::options::{Options, RouterKind};
 
 /// KV events in flight from a worker's engine to its event plane; when it is full, the engine
 /// drops events and the index notices the gap in event ids.
 const EVENT_CAPACITY: usize = 4096;
+
+/// Resync requests waiting to be published; when it is full a request is dropped, and the
+/// worker's next gap asks again.
+const RESYNC_CAPACITY: usize = 256;
 
 /// A worker whose engine is being served.
 pub(crate) struct Worker {
@@ -44,12 +50,16 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
     wrap: impl FnOnce(BoxEngine) -> BoxEngine,
 ) -> Result<Worker, Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
-    let events = plane.map(|plane| {
+    let events = plane.clone().map(|plane| {
         let (events, received) = mpsc::channel::<KvEvent>(EVENT_CAPACITY);
         tokio::spawn(publish_all(plane, received));
         events
     });
     let started = engines::start_engine(options, weights, block_size, id, events)?;
+    // A router that missed some of the worker's events asks it for a snapshot.
+    if let (Some(plane), Some(publisher)) = (&plane, started.load.kv_publisher()) {
+        tokio::spawn(answer_resyncs(plane, publisher).await?);
+    }
     let served = transport.serve(wrap(started.engine)).await?;
     let record = WorkerRecord {
         id,
@@ -64,20 +74,33 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
     })
 }
 
-/// The router of the kind `--router` names, its index fed from `plane` when it routes on KV
-/// events. Subscribed before any worker starts, so no event is missed.
+/// The router of the kind `--router` names. When it routes on KV events, its index is fed from
+/// `plane` (subscribed before any worker starts, so no event is missed), and a gap in a
+/// worker's event ids asks that worker for a snapshot over the same plane.
 pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
 ) -> Result<RouterService, Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
-    let (router, index) = crate::router(options, block_size);
-    if let (Some(index), Some(plane)) = (index, plane) {
-        let events = plane.subscribe::<KvEvent>().await?;
-        // A message that does not parse, or a lag, is a gap in event ids the index sees.
-        let events = events.filter_map(|event| std::future::ready(event.ok()));
-        tokio::spawn(index.apply_all(events));
-    }
+    let builder = RouterService::builder(block_size);
+    let router = match (options.router, plane) {
+        (RouterKind::Kv, Some(plane)) => {
+            let (resyncs, requested) = mpsc::channel::<ResyncRequest>(RESYNC_CAPACITY);
+            tokio::spawn(forward_resyncs(plane.clone(), requested));
+            let index = KvIndex::new(block_size).with_resync_hook(Arc::new(resyncs));
+            let index = SharedIndex::from_index(index);
+            let events = plane.subscribe::<KvEvent>().await?;
+            // A message that does not parse, or a lag, is a gap in event ids the index sees.
+            let events = events.filter_map(|event| std::future::ready(event.ok()));
+            tokio::spawn(index.apply_all(events));
+            builder.kv_events(index).build()
+        }
+        (RouterKind::Kv, None) => {
+            return Err("--router kv needs the workers' KV events (an event plane)".into());
+        }
+        (RouterKind::ApproxKv, _) => builder.approximate(ApproxConfig::default()).build(),
+        (RouterKind::RoundRobin, _) => builder.policy(RoundRobin::new()).build(),
+    };
     Ok(router)
 }
 

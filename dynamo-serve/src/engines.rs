@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
-use dynamo_core::{BlockSize, BoxEngine, EchoEngine, EngineExt, KvEvent, WorkerId};
+use dynamo_core::{BlockSize, BoxEngine, EchoEngine, EngineExt, KvEvent, KvPublisher, WorkerId};
 use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
 use tokio::sync::mpsc;
 
@@ -78,6 +78,15 @@ pub(crate) enum LoadProbe {
 }
 
 impl LoadProbe {
+    /// The publisher of the engine's KV events, which answers resync requests.
+    pub(crate) fn kv_publisher(&self) -> Option<KvPublisher> {
+        match self {
+            LoadProbe::Candle(engine) => Some(engine.kv_publisher().clone()),
+            LoadProbe::Mocker(engine) => Some(engine.kv_publisher().clone()),
+            LoadProbe::Nothing => None,
+        }
+    }
+
     /// (requests waiting, KV blocks in use, KV blocks in all).
     pub(crate) fn read(&self) -> (u64, u64, u64) {
         match self {

@@ -34,9 +34,8 @@ mod worker;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 
-use dynamo_core::{BlockSize, BoxEngine, WorkerId};
+use dynamo_core::{BoxEngine, WorkerId};
 use dynamo_openai::{Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegistry};
-use dynamo_router::{ApproxConfig, RoundRobin, RouterService, SharedIndex};
 use dynamo_transport::InProcess;
 use dynamo_transport::discovery::StaticDiscovery;
 use dynamo_transport::events::LocalBus;
@@ -121,22 +120,6 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         print_welcome(&options, address);
     })
     .await
-}
-
-/// A router of the kind `--router` names, and the index its KV events must feed.
-pub(crate) fn router(
-    options: &Options,
-    block_size: BlockSize,
-) -> (RouterService, Option<SharedIndex>) {
-    let builder = RouterService::builder(block_size);
-    match options.router {
-        RouterKind::Kv => {
-            let index = SharedIndex::new(block_size);
-            (builder.kv_events(index.clone()).build(), Some(index))
-        }
-        RouterKind::ApproxKv => (builder.approximate(ApproxConfig::default()).build(), None),
-        RouterKind::RoundRobin => (builder.policy(RoundRobin::new()).build(), None),
-    }
 }
 
 /// The OpenAI-compatible gateway for `engine`, on `--host`/`--port`, until Ctrl-C or SIGTERM.

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dynamo_core::{KvEvent, KvEventData, WorkerId};
+use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -15,10 +17,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+use dynamo_transport::events::{EventPlane, NatsEvents, Subscription};
 use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
 
 /// The etcd lease TTL the workers register with.
 const LEASE_TTL: Duration = Duration::from_secs(2);
+/// The NATS subject prefix of the deployment: `dynamo-serve`'s default `--namespace`.
+const NAMESPACE: &str = "dynamo";
+/// The cached prompt tokens that show a repeat landed where its first request left its blocks.
+const CACHED_ENOUGH: u64 = 128;
 
 /// A `dynamo-serve` child process whose standard error is collected; killed on drop.
 struct Process {
@@ -172,24 +179,59 @@ fn long_prompt(tag: &str) -> String {
     (0..100).map(|i| format!("{tag}{i} ")).collect()
 }
 
+/// Wait until NATS has delivered `Stored` events for at least [`CACHED_ENOUGH`] tokens of one
+/// worker to `events`, a subscriber of the deployment's KV events like the frontend's router.
+///
+/// The frontend's router gets each message at the same time; that it has applied it to its
+/// index cannot be seen from outside, but it takes far less than the next HTTP request does.
+async fn wait_for_stored(events: &mut Subscription<KvEvent>) {
+    let mut stored: Vec<(WorkerId, u64)> = Vec::new();
+    let within = Duration::from_secs(10);
+    while !stored.iter().any(|&(_, tokens)| tokens >= CACHED_ENOUGH) {
+        let event = tokio::time::timeout(within, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no KV events for the prompt within {within:?}: {stored:?}"))
+            .expect("the subscription is open")
+            .expect("a well-formed event");
+        if let KvEventData::Stored {
+            block_size, blocks, ..
+        } = &event.data
+        {
+            let tokens = u64::from(block_size.get()) * blocks.len() as u64;
+            match stored
+                .iter_mut()
+                .find(|(worker, _)| *worker == event.worker)
+            {
+                Some((_, total)) => *total += tokens,
+                None => stored.push((event.worker, tokens)),
+            }
+        }
+    }
+}
+
 /// Send a long prompt twice; whether the second landed where the first left its blocks.
-async fn repeat_lands_on_cache(frontend: &Frontend, tag: &str) -> bool {
+async fn repeat_lands_on_cache(frontend: &Frontend, nats: &NatsEvents, tag: &str) -> bool {
     let prompt = long_prompt(tag);
+    // Subscribed before the first request, so none of its events is missed.
+    let mut events = nats.subscribe::<KvEvent>().await.expect("subscribed");
     let (status, _) = frontend.complete(&prompt, 2).await;
     assert_eq!(status, 200);
     // The first request's KV events travel worker → NATS → frontend.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_stored(&mut events).await;
     let (status, body) = frontend.complete(&prompt, 2).await;
     assert_eq!(status, 200);
-    cached_tokens(&body) >= 128
+    cached_tokens(&body) >= CACHED_ENOUGH
 }
 
 /// Eight repeats of eight land on the cache: with two workers and no events, the chance is
-/// 1/256.
-async fn kv_events_route_repeats(frontend: &Frontend, round: &str) {
+/// 1/256. The KV events are watched on the NATS server at `nats_url`.
+async fn kv_events_route_repeats(frontend: &Frontend, nats_url: &str, round: &str) {
+    let nats = NatsEvents::connect(nats_url, NAMESPACE)
+        .await
+        .expect("connected to NATS");
     for attempt in 0..8 {
         assert!(
-            repeat_lands_on_cache(frontend, &format!("{round}{attempt}x")).await,
+            repeat_lands_on_cache(frontend, &nats, &format!("{round}{attempt}x")).await,
             "repeat {attempt} of round {round} missed the cache"
         );
     }
@@ -232,6 +274,7 @@ async fn read_stream(mut body: Incoming, within: Duration) -> String {
 async fn a_frontend_routes_to_two_worker_processes_through_nats_and_etcd() {
     let nats_port = free_port().expect("a free port");
     let mut nats = LocalNats::start_on(nats_port).expect("nats-server starts");
+    let nats_url = nats.url();
     let etcd = LocalEtcd::start().expect("etcd starts");
     let mut first = worker(1, &etcd, &nats);
     let second = worker(2, &etcd, &nats);
@@ -260,7 +303,7 @@ async fn a_frontend_routes_to_two_worker_processes_through_nats_and_etcd() {
     assert_eq!(body["usage"]["completion_tokens"], 8);
 
     // KV events reach the router: a repeated long prefix lands on the worker that cached it.
-    kv_events_route_repeats(&frontend, "before").await;
+    kv_events_route_repeats(&frontend, &nats_url, "before").await;
 
     // After NATS restarts, the router receives new events again.
     nats.stop();
@@ -270,7 +313,7 @@ async fn a_frontend_routes_to_two_worker_processes_through_nats_and_etcd() {
             .wait_for("NATS connection restored", Duration::from_secs(30))
             .await;
     }
-    kv_events_route_repeats(&frontend, "after").await;
+    kv_events_route_repeats(&frontend, &nats_url, "after").await;
 
     // A killed worker's in-flight requests fail with a clear error; the others carry on.
     // Two long streams, the second booked while the first runs, go to different workers.
