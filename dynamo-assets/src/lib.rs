@@ -26,6 +26,10 @@
 //! println!("the model is at {}", path.display());
 //! # Ok::<(), dynamo_assets::FetchError>(())
 //! ```
+//!
+//! # Features
+//!
+//! `dynamo-assets` has no optional features.
 
 mod hub;
 

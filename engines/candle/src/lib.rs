@@ -3,15 +3,17 @@
 //! NVIDIA GPU with the `cuda` feature, behind the same [`Engine`](dynamo_core::Engine) interface
 //! as every other engine, so that the gateway, the router and the KV events see a real model.
 //!
-//! - **Many requests per worker.** Requests queue (bounded: a full queue answers
-//!   [`Overloaded`](dynamo_core::ErrorClass::Overloaded)); one model thread runs every running
-//!   sequence in each step: prompt chunks and decode tokens share the step's matrix products.
-//!   The async runtime is never blocked.
+//! - **Many requests per worker.** Requests queue in a bounded
+//!   [`QueuedEngine`](dynamo_core::QueuedEngine): while it is full the engine is not ready
+//!   (`poll_ready` is `Pending`), so tower's load shedding and concurrency limits see its real
+//!   capacity. One model thread runs every running sequence in each step: prompt chunks and
+//!   decode tokens share the step's matrix products. The async runtime is never blocked.
 //! - **Paged KV cache with prefix caching.** K and V live in blocks of `block_size` tokens
 //!   outside candle ([`KvStore`]); a request whose prompt starts with cached blocks reuses them
 //!   and computes only the rest. Unreferenced cached blocks are evicted least recently released
 //!   first. Every block filled is announced with a `Stored` KV event (the core block hashing),
-//!   every eviction with `Removed`, so the KV router sees the real cache.
+//!   every eviction with `Removed`, so the KV router sees the real cache; a router that missed
+//!   some asks for a snapshot, which [`CandleEngine::kv_publisher`] sends.
 //! - **Sampling**: greedy, temperature, top-k, top-p, seeded; stop tokens (and the model's EOS
 //!   unless `ignore_eos`), `min_tokens`, `max_tokens`; dropping the stream frees the sequence's
 //!   blocks at the next step.
@@ -30,6 +32,12 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Features
+//!
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `cuda` | runs the model on an NVIDIA GPU (candle's CUDA backend); needs `nvcc` and `CUDA_COMPUTE_CAP` at build time, see `docs/engines.md` | no |
 
 mod config;
 mod engine;
