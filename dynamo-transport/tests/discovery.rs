@@ -75,7 +75,8 @@ async fn etcd_reports_joins_deregistrations_and_expired_leases() {
         Membership::Joined(record(2, 9002))
     );
 
-    // The keep-alive holds a registration well past its TTL.
+    // The keep-alive holds a registration well past its TTL: the fixed wait of two TTLs (real
+    // time: the lease expires in etcd) is what is tested.
     tokio::time::sleep(ttl * 2).await;
     let quiet = tokio::time::timeout(Duration::from_millis(100), changes.next()).await;
     assert!(quiet.is_err(), "no change while both are alive: {quiet:?}");
@@ -100,7 +101,7 @@ async fn etcd_reports_joins_deregistrations_and_expired_leases() {
         "left after {gone_after:?}"
     );
 
-    // Another namespace sees none of it.
+    // Another namespace sees none of it (an absence, watched for a fixed while).
     let other = EtcdDiscovery::new(&etcd.url(), "other").expect("an endpoint");
     let mut nothing = other.watch();
     let quiet = tokio::time::timeout(Duration::from_millis(300), nothing.next()).await;

@@ -4,7 +4,7 @@
 mod msgpack;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dynamo_core::{BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, WorkerId};
@@ -12,7 +12,7 @@ use dynamo_transport::engine_events::{EngineEventError, EngineEventSource};
 use futures::{Stream, StreamExt};
 use msgpack::{NIL, array, batch, binary, concat, int, small, string, tokens, uint};
 use parking_lot::Mutex;
-use zeromq::{PubSocket, RouterSocket, Socket, SocketEvent, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{PubSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
 fn block_size() -> BlockSize {
     BlockSize::new(4).expect("not zero")
@@ -108,21 +108,53 @@ impl Engine {
         }
     }
 
-    /// Wait for a subscriber to connect and its subscription to arrive.
+    /// Wait until a subscriber's subscription has reached the PUB socket (until then ZMQ
+    /// drops what is published), by publishing probes until one comes out of `events`.
+    ///
+    /// A probe's sequence frame is not 8 bytes: the subscriber yields
+    /// [`EngineEventError::Sequence`] for it and leaves its decoder as it was, so the test's
+    /// messages still start the sequence. A last probe of another length fences off the probes
+    /// still in flight: ZMQ keeps one connection's messages in order.
     async fn wait_for_subscriber(
         &mut self,
-        monitor: &mut futures::channel::mpsc::Receiver<SocketEvent>,
+        events: &mut (impl Stream<Item = Result<KvEvent, EngineEventError>> + Unpin),
     ) {
+        const PROBE: usize = 1;
+        const FENCE: usize = 2;
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let event = tokio::time::timeout(Duration::from_secs(10), monitor.next())
-                .await
-                .expect("a subscriber connects")
-                .expect("the monitor is open");
-            if matches!(event, SocketEvent::Accepted(..)) {
-                break;
+            self.probe(PROBE).await;
+            // The pace of the probes; the loop ends on the condition, not on this wait.
+            match tokio::time::timeout(Duration::from_millis(20), events.next()).await {
+                Ok(Some(Err(EngineEventError::Sequence(PROBE)))) => break,
+                Ok(other) => panic!("a probe, not {other:?}"),
+                Err(_) => assert!(
+                    Instant::now() < deadline,
+                    "no subscription reached the publisher within 10 s"
+                ),
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.probe(FENCE).await;
+        loop {
+            match next(events).await {
+                Err(EngineEventError::Sequence(FENCE)) => return,
+                Err(EngineEventError::Sequence(PROBE)) => continue,
+                other => panic!("a probe, not {other:?}"),
+            }
+        }
+    }
+
+    /// A message on the test's topic whose sequence frame is `length` bytes, not 8.
+    async fn probe(&mut self, length: usize) {
+        let frames = vec![
+            Bytes::from_static(b"kv-events"),
+            Bytes::from(vec![0; length]),
+            Bytes::from(batch(&[])),
+        ];
+        self.publisher
+            .send(message(frames))
+            .await
+            .expect("published");
     }
 
     /// Keep message `sequence` for replay, and publish it unless it is to be lost.
@@ -167,12 +199,11 @@ fn chain() -> Vec<HashedBlock> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_messages_are_replayed_in_order_and_malformed_ones_skipped() {
     let mut engine = Engine::start().await;
-    let mut monitor = engine.publisher.monitor();
     let source = EngineEventSource::new(engine.endpoint.clone(), WorkerId::new(7), block_size())
         .with_replay(engine.replay_endpoint.clone())
         .with_topic("kv-events");
     let mut events = Box::pin(source.subscribe().await.expect("subscribed"));
-    engine.wait_for_subscriber(&mut monitor).await;
+    engine.wait_for_subscriber(&mut events).await;
 
     // Hashes as the engines send them: unsigned, signed, bytes.
     engine
@@ -241,10 +272,9 @@ async fn lost_messages_are_replayed_in_order_and_malformed_ones_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_replay_socket_a_gap_is_reported_as_lost() {
     let mut engine = Engine::start().await;
-    let mut monitor = engine.publisher.monitor();
     let source = EngineEventSource::new(engine.endpoint.clone(), WorkerId::new(7), block_size());
     let mut events = Box::pin(source.subscribe().await.expect("subscribed"));
-    engine.wait_for_subscriber(&mut monitor).await;
+    engine.wait_for_subscriber(&mut events).await;
 
     engine
         .send(10, batch(&[stored(uint(100), None, &[1, 2, 3, 4])]), false)
