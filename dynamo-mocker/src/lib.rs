@@ -8,7 +8,7 @@
 //! [`InterpolatedTiming`] from a profiling table). It emits the KV events a real engine would,
 //! so the router's real index can follow it.
 //!
-//! - [`replay`] drives N workers with a Mooncake-format trace ([`load_mooncake`]) through any
+//! - [`Replay`] drives N workers with a Mooncake-format trace ([`load_mooncake`]) through any
 //!   [`Router`](dynamo_router::Router), on a virtual clock, and summarises what users would
 //!   have seen ([`Summary`], with NVIDIA Dynamo's field names). The `dynamo-replay` command
 //!   wraps it; `docs/simulator.md` compares it with Dynamo's own replay.
@@ -44,7 +44,7 @@
 //!
 //! ```
 //! use dynamo_core::BlockSize;
-//! use dynamo_mocker::{CacheKnowledge, ReplayConfig, TraceRequest, replay};
+//! use dynamo_mocker::{CacheKnowledge, Replay, ReplayConfig, TraceRequest};
 //! use dynamo_router::{KvCost, SharedIndex};
 //!
 //! // Two requests that share their first 512-token trace block.
@@ -54,7 +54,11 @@
 //! ];
 //! let config = ReplayConfig { workers: 2, ..ReplayConfig::default() };
 //! let index = SharedIndex::new(BlockSize::new(64)?);
-//! let outcome = replay(&trace, &config, "kv", KvCost::default(), CacheKnowledge::Events(index))?;
+//! let outcome = Replay::new(&trace, &config)
+//!     .label("kv")
+//!     .policy(KvCost::default())
+//!     .knowledge(CacheKnowledge::Events(index))
+//!     .run()?;
 //! assert_eq!(outcome.summary.completed_requests, 2);
 //! // The second request went where the first one's blocks were cached.
 //! assert_eq!(outcome.records[1].worker, outcome.records[0].worker);
@@ -87,9 +91,7 @@ mod trace;
 pub use engine::{EngineConfig, SimRequest, SimWorker, StepReport, WorkerMetrics};
 pub use error::Error;
 pub use live::{LiveConfig, LiveEngine};
-pub use replay::{
-    CacheKnowledge, MembershipChange, ReplayConfig, ReplayOutcome, replay, replay_with_progress,
-};
+pub use replay::{CacheKnowledge, MembershipChange, Replay, ReplayConfig, ReplayOutcome};
 pub use summary::{RequestRecord, Summary};
 pub use timing::{InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingModel};
 pub use trace::{TraceRequest, engine_blocks, load_mooncake};

@@ -8,11 +8,13 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use dynamo_core::{KvEvent, StorageTier, WorkerId};
 use dynamo_router::{
-    LoadGuard, OverlapSource, RouteRequest, Router, SelectorConfig, SharedIndex, WorkerSelector,
+    LoadGuard, OverlapSource, RoundRobin, RouteRequest, Router, SelectorConfig, SharedIndex,
+    WorkerSelector,
 };
 use tower::discover::Change;
 
@@ -177,106 +179,193 @@ pub struct ReplayOutcome {
     pub records: Vec<RequestRecord>,
 }
 
-/// Replay `trace` through `config.workers` simulated workers routed by `policy`; `name` labels
-/// the summary.
+/// A replay of a trace through simulated workers and a router, ready to [`run`](Replay::run).
 ///
-/// # Errors
+/// It routes round-robin over cache-blind workers until told otherwise; a cache-aware policy
+/// wants [`CacheKnowledge::Events`] or [`CacheKnowledge::Other`] as its knowledge.
 ///
-/// [`Error::BlockSizes`] when the trace's blocks cannot be cut into engine blocks;
-/// [`Error::WorkerInUse`], [`Error::UnknownWorker`] or [`Error::DataParallelRank`] for a
-/// membership change that cannot apply (checked before the replay starts).
-pub fn replay(
-    trace: &[TraceRequest],
-    config: &ReplayConfig,
-    name: &str,
-    policy: impl Router,
+/// ```
+/// use dynamo_core::BlockSize;
+/// use dynamo_mocker::{CacheKnowledge, Replay, ReplayConfig, TraceRequest};
+/// use dynamo_router::{KvCost, SharedIndex};
+///
+/// let trace = vec![
+///     TraceRequest { timestamp: 0.0, input_length: 1024, output_length: 4, hash_ids: vec![1, 2] },
+///     TraceRequest { timestamp: 500.0, input_length: 1024, output_length: 4, hash_ids: vec![1, 3] },
+/// ];
+/// let config = ReplayConfig { workers: 2, ..ReplayConfig::default() };
+/// // Round-robin sends the two requests to different workers.
+/// let blind = Replay::new(&trace, &config).label("round-robin").run()?;
+/// assert_ne!(blind.records[0].worker, blind.records[1].worker);
+/// // The KV router, fed by the workers' events, sends the second where its prefix is cached.
+/// let mut reported = Vec::new();
+/// let kv = Replay::new(&trace, &config)
+///     .label("kv")
+///     .policy(KvCost::default())
+///     .knowledge(CacheKnowledge::Events(SharedIndex::new(BlockSize::new(64)?)))
+///     .progress(|finished, total| reported.push((finished, total)))
+///     .run()?;
+/// assert_eq!(kv.records[0].worker, kv.records[1].worker);
+/// assert_eq!(kv.summary.router, "kv");
+/// assert_eq!(reported, [(1, 2), (2, 2)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Replay<'a, P = RoundRobin> {
+    trace: &'a [TraceRequest],
+    config: &'a ReplayConfig,
+    label: String,
+    policy: P,
     knowledge: CacheKnowledge,
-) -> Result<ReplayOutcome, Error> {
-    replay_with_progress(trace, config, name, policy, knowledge, &mut |_, _| {})
+    progress: Option<Box<dyn FnMut(usize, usize) + 'a>>,
 }
 
-/// [`replay`], calling `progress(finished, total)` after each percent of the requests
-/// finishes.
-///
-/// # Errors
-///
-/// As [`replay`].
-pub fn replay_with_progress(
-    trace: &[TraceRequest],
-    config: &ReplayConfig,
-    name: &str,
-    policy: impl Router,
-    knowledge: CacheKnowledge,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<ReplayOutcome, Error> {
-    let wall = Instant::now();
-    let block_size = config.engine.block_size;
-    // Check the block sizes once; each arrival then hashes its own prompt.
-    if let Some(first) = trace.first() {
-        engine_blocks(first, config.trace_block_size, block_size)?;
+impl<P: fmt::Debug> fmt::Debug for Replay<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replay")
+            .field("requests", &self.trace.len())
+            .field("config", self.config)
+            .field("label", &self.label)
+            .field("policy", &self.policy)
+            .field("knowledge", &self.knowledge)
+            .field("progress", &self.progress.is_some())
+            .finish()
     }
-    check_membership(config)?;
-    let selector = match &knowledge {
-        CacheKnowledge::Events(index) => {
-            WorkerSelector::new(SelectorConfig::new(block_size), policy, index.clone())
+}
+
+impl<'a> Replay<'a> {
+    /// A replay of `trace` through `config.workers` simulated workers, routed
+    /// round-robin, with no cache knowledge and an empty label.
+    pub fn new(trace: &'a [TraceRequest], config: &'a ReplayConfig) -> Self {
+        Replay {
+            trace,
+            config,
+            label: String::new(),
+            policy: RoundRobin::new(),
+            knowledge: CacheKnowledge::Nothing,
+            progress: None,
         }
-        CacheKnowledge::Other(source) => {
-            WorkerSelector::new(SelectorConfig::new(block_size), policy, source.clone())
+    }
+}
+
+impl<'a, P> Replay<'a, P> {
+    /// Label the summary with `label` ([`Summary::router`]).
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// Route with `policy`.
+    pub fn policy<Q: Router>(self, policy: Q) -> Replay<'a, Q> {
+        Replay {
+            trace: self.trace,
+            config: self.config,
+            label: self.label,
+            policy,
+            knowledge: self.knowledge,
+            progress: self.progress,
         }
-        CacheKnowledge::Nothing => {
-            WorkerSelector::new(SelectorConfig::new(block_size), policy, NoKnowledge)
+    }
+
+    /// Where the router learns what the workers cache. Default [`CacheKnowledge::Nothing`].
+    pub fn knowledge(mut self, knowledge: CacheKnowledge) -> Self {
+        self.knowledge = knowledge;
+        self
+    }
+
+    /// Call `progress(finished, total)` after each percent of the requests finishes, and
+    /// after the last.
+    pub fn progress(mut self, progress: impl FnMut(usize, usize) + 'a) -> Self {
+        self.progress = Some(Box::new(progress));
+        self
+    }
+}
+
+impl<P: Router> Replay<'_, P> {
+    /// Run the replay to its end, on the virtual clock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BlockSizes`] when the trace's blocks cannot be cut into engine blocks;
+    /// [`Error::WorkerInUse`], [`Error::UnknownWorker`] or [`Error::DataParallelRank`] for a
+    /// membership change that cannot apply. Both are checked before the replay starts.
+    pub fn run(self) -> Result<ReplayOutcome, Error> {
+        let Replay {
+            trace,
+            config,
+            label,
+            policy,
+            knowledge,
+            progress,
+        } = self;
+        let wall = Instant::now();
+        let block_size = config.engine.block_size;
+        // Check the block sizes once; each arrival then hashes its own prompt.
+        if let Some(first) = trace.first() {
+            engine_blocks(first, config.trace_block_size, block_size)?;
         }
-    };
-    let events = matches!(knowledge, CacheKnowledge::Events(_));
-    let mut sim = Simulation {
-        config: config.clone(),
-        trace,
-        selector,
-        index: match knowledge {
-            CacheKnowledge::Events(index) => Some(index),
-            CacheKnowledge::Other(_) | CacheKnowledge::Nothing => None,
-        },
-        workers: (0..config.workers)
-            .map(|i| new_worker(WorkerId::new(i as u64), config, events))
-            .collect(),
-        slots: (0..config.workers)
-            .map(|i| (WorkerId::new(i as u64), i))
-            .collect(),
-        dues: vec![IDLE; config.workers],
-        queue: BinaryHeap::new(),
-        order: 0,
-        records: trace
+        check_membership(config)?;
+        let selector = match &knowledge {
+            CacheKnowledge::Events(index) => {
+                WorkerSelector::new(SelectorConfig::new(block_size), policy, index.clone())
+            }
+            CacheKnowledge::Other(source) => {
+                WorkerSelector::new(SelectorConfig::new(block_size), policy, source.clone())
+            }
+            CacheKnowledge::Nothing => {
+                WorkerSelector::new(SelectorConfig::new(block_size), policy, NoKnowledge)
+            }
+        };
+        let events = matches!(knowledge, CacheKnowledge::Events(_));
+        let mut sim = Simulation {
+            config: config.clone(),
+            trace,
+            selector,
+            index: match knowledge {
+                CacheKnowledge::Events(index) => Some(index),
+                CacheKnowledge::Other(_) | CacheKnowledge::Nothing => None,
+            },
+            workers: (0..config.workers)
+                .map(|i| new_worker(WorkerId::new(i as u64), config, events))
+                .collect(),
+            slots: (0..config.workers)
+                .map(|i| (WorkerId::new(i as u64), i))
+                .collect(),
+            dues: vec![IDLE; config.workers],
+            queue: BinaryHeap::new(),
+            order: 0,
+            records: trace
+                .iter()
+                .enumerate()
+                .map(|(index, request)| record(index, request))
+                .collect(),
+            guards: HashMap::new(),
+            held_back: VecDeque::new(),
+            in_flight: 0,
+            preemptions: 0,
+            epoch: Instant::now(),
+            finished: 0,
+            progress,
+        };
+        for worker in &sim.workers {
+            sim.selector.insert_worker(worker.id);
+        }
+        for (i, change) in config.membership.iter().enumerate() {
+            sim.schedule(change.at_ms, Event::Membership(i));
+        }
+        let speedup = config.arrival_speedup.max(f64::MIN_POSITIVE);
+        let mut arrivals: Vec<(f64, usize)> = trace
             .iter()
             .enumerate()
-            .map(|(index, request)| record(index, request))
-            .collect(),
-        guards: HashMap::new(),
-        held_back: VecDeque::new(),
-        in_flight: 0,
-        preemptions: 0,
-        epoch: Instant::now(),
-        finished: 0,
-        progress,
-    };
-    for worker in &sim.workers {
-        sim.selector.insert_worker(worker.id);
+            .map(|(index, request)| (request.timestamp / speedup, index))
+            .collect();
+        arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        sim.run(&arrivals);
+        let wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
+        Ok(ReplayOutcome {
+            summary: Summary::of(&label, &sim.records, wall_ms, sim.preemptions),
+            records: sim.records,
+        })
     }
-    for (i, change) in config.membership.iter().enumerate() {
-        sim.schedule(change.at_ms, Event::Membership(i));
-    }
-    let speedup = config.arrival_speedup.max(f64::MIN_POSITIVE);
-    let mut arrivals: Vec<(f64, usize)> = trace
-        .iter()
-        .enumerate()
-        .map(|(index, request)| (request.timestamp / speedup, index))
-        .collect();
-    arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    sim.run(&arrivals);
-    let wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
-    Ok(ReplayOutcome {
-        summary: Summary::of(name, &sim.records, wall_ms, sim.preemptions),
-        records: sim.records,
-    })
 }
 
 /// Refuse membership changes that cannot apply, taken in the order the replay applies them:
@@ -345,7 +434,7 @@ struct Simulation<'a> {
     /// The instant that stands for virtual time 0, for the router's clock.
     epoch: Instant,
     finished: usize,
-    progress: &'a mut dyn FnMut(usize, usize),
+    progress: Option<Box<dyn FnMut(usize, usize) + 'a>>,
 }
 
 impl Simulation<'_> {
@@ -552,8 +641,10 @@ impl Simulation<'_> {
             self.in_flight -= 1;
             self.finished += 1;
             let total = self.trace.len();
-            if self.finished.is_multiple_of((total / 100).max(1)) || self.finished == total {
-                (self.progress)(self.finished, total);
+            if let Some(progress) = &mut self.progress
+                && (self.finished.is_multiple_of((total / 100).max(1)) || self.finished == total)
+            {
+                progress(self.finished, total);
             }
             if let Some(next) = self.held_back.pop_front() {
                 self.schedule(now_ms, Event::Arrival(next));

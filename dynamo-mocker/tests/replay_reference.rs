@@ -12,8 +12,7 @@
 
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
-    CacheKnowledge, EngineConfig, ReplayConfig, SimRequest, SimWorker, TraceRequest, engine_blocks,
-    replay,
+    EngineConfig, Replay, ReplayConfig, SimRequest, SimWorker, TraceRequest, engine_blocks,
 };
 use dynamo_router::RoundRobin;
 use proptest::prelude::*;
@@ -104,7 +103,7 @@ proptest! {
         trace in prop::collection::vec(request(), 1..12),
     ) {
         let config = config();
-        let outcome = replay(&trace, &config, "rr", RoundRobin::new(), CacheKnowledge::Nothing).unwrap();
+        let outcome = Replay::new(&trace, &config).policy(RoundRobin::new()).run().unwrap();
         let expected = reference(&trace, &config);
         for (record, (first, finish)) in outcome.records.iter().zip(expected) {
             prop_assert_eq!(record.first_token_ms.unwrap().to_bits(), first.to_bits(), "{:?}", record);
@@ -147,14 +146,10 @@ fn an_arrival_at_the_end_of_a_quiet_step_joins_the_next_step() {
             output_length: 3,
             hash_ids: vec![2],
         });
-        let outcome = replay(
-            &trace,
-            &config,
-            "rr",
-            RoundRobin::new(),
-            CacheKnowledge::Nothing,
-        )
-        .unwrap();
+        let outcome = Replay::new(&trace, &config)
+            .policy(RoundRobin::new())
+            .run()
+            .unwrap();
         let expected = reference(&trace, &config);
         let times: Vec<(f64, f64)> = outcome
             .records

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use dynamo_core::{BlockSize, WorkerId};
 use dynamo_mocker::{
-    CacheKnowledge, Error, MembershipChange, ReplayConfig, ReplayOutcome, TraceRequest,
-    load_mooncake, replay,
+    CacheKnowledge, Error, MembershipChange, Replay, ReplayConfig, ReplayOutcome, TraceRequest,
+    load_mooncake,
 };
 use dynamo_router::{
     ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, RoundRobin, SharedIndex,
@@ -25,14 +25,11 @@ fn trace() -> Vec<TraceRequest> {
 }
 
 fn round_robin(trace: &[TraceRequest], config: &ReplayConfig) -> ReplayOutcome {
-    replay(
-        trace,
-        config,
-        "round-robin",
-        RoundRobin::new(),
-        CacheKnowledge::Nothing,
-    )
-    .unwrap()
+    Replay::new(trace, config)
+        .label("round-robin")
+        .policy(RoundRobin::new())
+        .run()
+        .unwrap()
 }
 
 fn events() -> CacheKnowledge {
@@ -45,7 +42,12 @@ fn kv(trace: &[TraceRequest], config: &ReplayConfig, seed: u64) -> ReplayOutcome
         seed: Some(seed),
         ..Default::default()
     });
-    replay(trace, config, "kv", policy, events()).unwrap()
+    Replay::new(trace, config)
+        .label("kv")
+        .policy(policy)
+        .knowledge(events())
+        .run()
+        .unwrap()
 }
 
 #[test]
@@ -70,15 +72,13 @@ fn the_same_seed_gives_the_same_summary() {
             seed: Some(11),
             ..Default::default()
         });
-        let mut summary = replay(
-            &trace[..800],
-            &ReplayConfig::default(),
-            "ttft",
-            policy,
-            events(),
-        )
-        .unwrap()
-        .summary;
+        let mut summary = Replay::new(&trace[..800], &ReplayConfig::default())
+            .label("ttft")
+            .policy(policy)
+            .knowledge(events())
+            .run()
+            .unwrap()
+            .summary;
         summary.wall_time_ms = 0.0;
         summary.requests_per_wall_s = 0.0;
         summary
@@ -149,14 +149,7 @@ fn membership_changes_that_cannot_apply_are_refused_before_the_replay() {
             membership,
             ..ReplayConfig::default()
         };
-        replay(
-            trace,
-            &config,
-            "round-robin",
-            RoundRobin::new(),
-            CacheKnowledge::Nothing,
-        )
-        .err()
+        Replay::new(trace, &config).run().err()
     };
     let (one, two) = (WorkerId::new(1), WorkerId::new(2));
     // An id of the initial workers, or one inserted before, is in use.

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
-    CacheKnowledge, InterpolatedTiming, ReplayConfig, RequestRecord, Summary, TimingModel,
-    load_mooncake, replay_with_progress,
+    CacheKnowledge, InterpolatedTiming, Replay, ReplayConfig, RequestRecord, Summary, TimingModel,
+    load_mooncake,
 };
 use dynamo_router::{
     ApproxConfig, ApproxIndex, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
@@ -233,15 +233,13 @@ fn main() {
         let mut runs = Vec::new();
         for name in &options.routers {
             let (policy, knowledge) = router(name, &options)?;
-            let outcome = replay_with_progress(
-                &trace,
-                &options.config,
-                name,
-                policy,
-                knowledge,
-                &mut progress(name),
-            )
-            .map_err(|e| e.to_string())?;
+            let outcome = Replay::new(&trace, &options.config)
+                .label(name.as_str())
+                .policy(policy)
+                .knowledge(knowledge)
+                .progress(progress(name))
+                .run()
+                .map_err(|e| e.to_string())?;
             if options.json {
                 let line = serde_json::to_string(&outcome.summary).map_err(|e| e.to_string())?;
                 println!("{line}");
