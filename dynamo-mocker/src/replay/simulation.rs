@@ -1,117 +1,94 @@
-//! Virtual-clock replay: a trace through N simulated workers and a real router.
-//!
-//! A discrete-event simulation: the clock jumps from event to event (an arrival, the end of a
-//! worker's step, the delivery of KV events), so a trace of hours replays in seconds. Each
-//! arrival is routed by a real [`WorkerSelector`] (the policy, the load booking, the index or
-//! the approximate predictions), the chosen worker's engine steps as [`SimWorker`] says, and
-//! its KV events reach the router's index after a configurable lag.
+//! The discrete-event simulation behind [`Replay::run`]: the event queue, the workers' steps
+//! and the delivery of their KV events.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::fmt;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use dynamo_core::{KvEvent, StorageTier, WorkerId};
 use dynamo_router::{
-    LoadGuard, OverlapSource, RoundRobin, RouteRequest, Router, SelectorConfig, SharedIndex,
-    WorkerSelector,
+    LoadGuard, OverlapSource, RouteRequest, Router, SelectorConfig, SharedIndex, WorkerSelector,
 };
 use tower::discover::Change;
 
-use crate::Error;
-use crate::engine::{EngineConfig, SimRequest, SimWorker, StepReport};
+use super::{CacheKnowledge, Replay, ReplayConfig, ReplayOutcome};
+use crate::engine::{SimRequest, SimWorker, StepReport};
 use crate::summary::{RequestRecord, Summary};
-use crate::timing::TimingModel;
 use crate::trace::{TraceRequest, engine_blocks};
 
-/// The settings of a replay.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplayConfig {
-    /// Simulated workers.
-    pub workers: usize,
-    /// Each worker's engine.
-    pub engine: EngineConfig,
-    /// How long each engine step takes. Default: the public polynomial model.
-    pub timing: TimingModel,
-    /// Tokens per trace block (`hash_ids` entry). Default 512.
-    pub trace_block_size: u64,
-    /// Arrivals are this many times faster than in the trace. Default 1.
-    pub arrival_speedup: f64,
-    /// KV events reach the router's index this long after the step that caused them. Default 0.
-    pub event_lag_ms: f64,
-    /// At most this many requests in the system at once; later arrivals wait. Default none.
-    pub max_in_flight: Option<usize>,
-    /// Workers added or removed during the replay (a planner's decisions, say); see
-    /// [`MembershipChange`].
-    pub membership: Vec<MembershipChange>,
-}
-
-/// A change to the set of workers at a point of the replay.
-///
-/// The replay starts with workers `0..workers` ([`WorkerId::new`]). [`Change::Insert`] adds a
-/// worker with an empty cache under an id that no worker of the replay has had;
-/// [`Change::Remove`] stops routing to a worker, whose requests run to their end.
-///
-/// ```
-/// use dynamo_core::WorkerId;
-/// use dynamo_mocker::{MembershipChange, ReplayConfig};
-/// use tower::discover::Change;
-///
-/// // Workers 0 to 7; a minute in, worker 8 joins and worker 0 leaves.
-/// let config = ReplayConfig {
-///     workers: 8,
-///     membership: vec![
-///         MembershipChange { at_ms: 60_000.0, change: Change::Insert(WorkerId::new(8), ()) },
-///         MembershipChange { at_ms: 60_000.0, change: Change::Remove(WorkerId::new(0)) },
-///     ],
-///     ..ReplayConfig::default()
-/// };
-/// # assert_eq!(config.membership.len(), 2);
-/// ```
-#[derive(Debug, Clone)]
-pub struct MembershipChange {
-    /// When, in ms of virtual time. Changes at the same time apply in their order in
-    /// [`ReplayConfig::membership`].
-    pub at_ms: f64,
-    /// What.
-    pub change: Change<WorkerId, ()>,
-}
-
-impl PartialEq for MembershipChange {
-    fn eq(&self, other: &Self) -> bool {
-        let same_change = match (&self.change, &other.change) {
-            (Change::Insert(a, ()), Change::Insert(b, ())) => a == b,
-            (Change::Remove(a), Change::Remove(b)) => a == b,
-            _ => false,
-        };
-        self.at_ms == other.at_ms && same_change
-    }
-}
-
-impl Default for ReplayConfig {
-    fn default() -> Self {
-        ReplayConfig {
-            workers: 8,
-            engine: EngineConfig::default(),
-            timing: TimingModel::default(),
-            trace_block_size: 512,
-            arrival_speedup: 1.0,
-            event_lag_ms: 0.0,
-            max_in_flight: None,
-            membership: Vec::new(),
+/// Run `replay`, whose block sizes and membership changes were checked.
+pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
+    let Replay {
+        trace,
+        config,
+        label,
+        policy,
+        knowledge,
+        progress,
+    } = replay;
+    let wall = Instant::now();
+    let block_size = config.engine.block_size;
+    let selector = match &knowledge {
+        CacheKnowledge::Events(index) => {
+            WorkerSelector::new(SelectorConfig::new(block_size), policy, index.clone())
         }
+        CacheKnowledge::Other(source) => {
+            WorkerSelector::new(SelectorConfig::new(block_size), policy, source.clone())
+        }
+        CacheKnowledge::Nothing => {
+            WorkerSelector::new(SelectorConfig::new(block_size), policy, NoKnowledge)
+        }
+    };
+    let events = matches!(knowledge, CacheKnowledge::Events(_));
+    let mut sim = Simulation {
+        config: config.clone(),
+        trace,
+        selector,
+        index: match knowledge {
+            CacheKnowledge::Events(index) => Some(index),
+            CacheKnowledge::Other(_) | CacheKnowledge::Nothing => None,
+        },
+        workers: (0..config.workers)
+            .map(|i| new_worker(WorkerId::new(i as u64), config, events))
+            .collect(),
+        slots: (0..config.workers)
+            .map(|i| (WorkerId::new(i as u64), i))
+            .collect(),
+        dues: vec![IDLE; config.workers],
+        queue: BinaryHeap::new(),
+        order: 0,
+        records: trace
+            .iter()
+            .enumerate()
+            .map(|(index, request)| record(index, request))
+            .collect(),
+        guards: HashMap::new(),
+        held_back: VecDeque::new(),
+        in_flight: 0,
+        preemptions: 0,
+        epoch: Instant::now(),
+        finished: 0,
+        progress,
+    };
+    for worker in &sim.workers {
+        sim.selector.insert_worker(worker.id);
     }
-}
-
-/// Where the router learns what the workers cache.
-#[derive(Debug, Clone)]
-pub enum CacheKnowledge {
-    /// The workers' KV events, applied to this index.
-    Events(SharedIndex),
-    /// Any other source (for example approximate mode); the workers' events are dropped.
-    Other(std::sync::Arc<dyn OverlapSource>),
-    /// None: for cache-blind policies, which never look at overlaps.
-    Nothing,
+    for (i, change) in config.membership.iter().enumerate() {
+        sim.schedule(change.at_ms, Event::Membership(i));
+    }
+    let speedup = config.arrival_speedup.max(f64::MIN_POSITIVE);
+    let mut arrivals: Vec<(f64, usize)> = trace
+        .iter()
+        .enumerate()
+        .map(|(index, request)| (request.timestamp / speedup, index))
+        .collect();
+    arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    sim.run(&arrivals);
+    let wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
+    ReplayOutcome {
+        summary: Summary::of(&label, &sim.records, wall_ms, sim.preemptions),
+        records: sim.records,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -168,229 +145,6 @@ struct Worker {
     next_event_id: u64,
     /// Event batches on their way to the index.
     in_transit: VecDeque<Vec<KvEvent>>,
-}
-
-/// What a replay measured.
-#[derive(Debug, Clone)]
-pub struct ReplayOutcome {
-    /// The summary.
-    pub summary: Summary,
-    /// Every request of the trace, in trace order.
-    pub records: Vec<RequestRecord>,
-}
-
-/// A replay of a trace through simulated workers and a router, ready to [`run`](Replay::run).
-///
-/// It routes round-robin over cache-blind workers until told otherwise; a cache-aware policy
-/// wants [`CacheKnowledge::Events`] or [`CacheKnowledge::Other`] as its knowledge.
-///
-/// ```
-/// use dynamo_core::BlockSize;
-/// use dynamo_mocker::{CacheKnowledge, Replay, ReplayConfig, TraceRequest};
-/// use dynamo_router::{KvCost, SharedIndex};
-///
-/// let trace = vec![
-///     TraceRequest { timestamp: 0.0, input_length: 1024, output_length: 4, hash_ids: vec![1, 2] },
-///     TraceRequest { timestamp: 500.0, input_length: 1024, output_length: 4, hash_ids: vec![1, 3] },
-/// ];
-/// let config = ReplayConfig { workers: 2, ..ReplayConfig::default() };
-/// // Round-robin sends the two requests to different workers.
-/// let blind = Replay::new(&trace, &config).label("round-robin").run()?;
-/// assert_ne!(blind.records[0].worker, blind.records[1].worker);
-/// // The KV router, fed by the workers' events, sends the second where its prefix is cached.
-/// let mut reported = Vec::new();
-/// let kv = Replay::new(&trace, &config)
-///     .label("kv")
-///     .policy(KvCost::default())
-///     .knowledge(CacheKnowledge::Events(SharedIndex::new(BlockSize::new(64)?)))
-///     .progress(|finished, total| reported.push((finished, total)))
-///     .run()?;
-/// assert_eq!(kv.records[0].worker, kv.records[1].worker);
-/// assert_eq!(kv.summary.router, "kv");
-/// assert_eq!(reported, [(1, 2), (2, 2)]);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub struct Replay<'a, P = RoundRobin> {
-    trace: &'a [TraceRequest],
-    config: &'a ReplayConfig,
-    label: String,
-    policy: P,
-    knowledge: CacheKnowledge,
-    progress: Option<Box<dyn FnMut(usize, usize) + 'a>>,
-}
-
-impl<P: fmt::Debug> fmt::Debug for Replay<'_, P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Replay")
-            .field("requests", &self.trace.len())
-            .field("config", self.config)
-            .field("label", &self.label)
-            .field("policy", &self.policy)
-            .field("knowledge", &self.knowledge)
-            .field("progress", &self.progress.is_some())
-            .finish()
-    }
-}
-
-impl<'a> Replay<'a> {
-    /// A replay of `trace` through `config.workers` simulated workers, routed
-    /// round-robin, with no cache knowledge and an empty label.
-    pub fn new(trace: &'a [TraceRequest], config: &'a ReplayConfig) -> Self {
-        Replay {
-            trace,
-            config,
-            label: String::new(),
-            policy: RoundRobin::new(),
-            knowledge: CacheKnowledge::Nothing,
-            progress: None,
-        }
-    }
-}
-
-impl<'a, P> Replay<'a, P> {
-    /// Label the summary with `label` ([`Summary::router`]).
-    pub fn label(mut self, label: impl Into<String>) -> Self {
-        self.label = label.into();
-        self
-    }
-
-    /// Route with `policy`.
-    pub fn policy<Q: Router>(self, policy: Q) -> Replay<'a, Q> {
-        Replay {
-            trace: self.trace,
-            config: self.config,
-            label: self.label,
-            policy,
-            knowledge: self.knowledge,
-            progress: self.progress,
-        }
-    }
-
-    /// Where the router learns what the workers cache. Default [`CacheKnowledge::Nothing`].
-    pub fn knowledge(mut self, knowledge: CacheKnowledge) -> Self {
-        self.knowledge = knowledge;
-        self
-    }
-
-    /// Call `progress(finished, total)` after each percent of the requests finishes, and
-    /// after the last.
-    pub fn progress(mut self, progress: impl FnMut(usize, usize) + 'a) -> Self {
-        self.progress = Some(Box::new(progress));
-        self
-    }
-}
-
-impl<P: Router> Replay<'_, P> {
-    /// Run the replay to its end, on the virtual clock.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::BlockSizes`] when the trace's blocks cannot be cut into engine blocks;
-    /// [`Error::WorkerInUse`], [`Error::UnknownWorker`] or [`Error::DataParallelRank`] for a
-    /// membership change that cannot apply. Both are checked before the replay starts.
-    pub fn run(self) -> Result<ReplayOutcome, Error> {
-        let Replay {
-            trace,
-            config,
-            label,
-            policy,
-            knowledge,
-            progress,
-        } = self;
-        let wall = Instant::now();
-        let block_size = config.engine.block_size;
-        // Check the block sizes once; each arrival then hashes its own prompt.
-        if let Some(first) = trace.first() {
-            engine_blocks(first, config.trace_block_size, block_size)?;
-        }
-        check_membership(config)?;
-        let selector = match &knowledge {
-            CacheKnowledge::Events(index) => {
-                WorkerSelector::new(SelectorConfig::new(block_size), policy, index.clone())
-            }
-            CacheKnowledge::Other(source) => {
-                WorkerSelector::new(SelectorConfig::new(block_size), policy, source.clone())
-            }
-            CacheKnowledge::Nothing => {
-                WorkerSelector::new(SelectorConfig::new(block_size), policy, NoKnowledge)
-            }
-        };
-        let events = matches!(knowledge, CacheKnowledge::Events(_));
-        let mut sim = Simulation {
-            config: config.clone(),
-            trace,
-            selector,
-            index: match knowledge {
-                CacheKnowledge::Events(index) => Some(index),
-                CacheKnowledge::Other(_) | CacheKnowledge::Nothing => None,
-            },
-            workers: (0..config.workers)
-                .map(|i| new_worker(WorkerId::new(i as u64), config, events))
-                .collect(),
-            slots: (0..config.workers)
-                .map(|i| (WorkerId::new(i as u64), i))
-                .collect(),
-            dues: vec![IDLE; config.workers],
-            queue: BinaryHeap::new(),
-            order: 0,
-            records: trace
-                .iter()
-                .enumerate()
-                .map(|(index, request)| record(index, request))
-                .collect(),
-            guards: HashMap::new(),
-            held_back: VecDeque::new(),
-            in_flight: 0,
-            preemptions: 0,
-            epoch: Instant::now(),
-            finished: 0,
-            progress,
-        };
-        for worker in &sim.workers {
-            sim.selector.insert_worker(worker.id);
-        }
-        for (i, change) in config.membership.iter().enumerate() {
-            sim.schedule(change.at_ms, Event::Membership(i));
-        }
-        let speedup = config.arrival_speedup.max(f64::MIN_POSITIVE);
-        let mut arrivals: Vec<(f64, usize)> = trace
-            .iter()
-            .enumerate()
-            .map(|(index, request)| (request.timestamp / speedup, index))
-            .collect();
-        arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        sim.run(&arrivals);
-        let wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
-        Ok(ReplayOutcome {
-            summary: Summary::of(&label, &sim.records, wall_ms, sim.preemptions),
-            records: sim.records,
-        })
-    }
-}
-
-/// Refuse membership changes that cannot apply, taken in the order the replay applies them:
-/// a worker that joins under an id in use (or once used), with a data-parallel rank, or a
-/// worker that leaves without having been there.
-fn check_membership(config: &ReplayConfig) -> Result<(), Error> {
-    let mut known: HashSet<WorkerId> = (0..config.workers as u64).map(WorkerId::new).collect();
-    let mut changes: Vec<&MembershipChange> = config.membership.iter().collect();
-    // Stable: changes at the same time keep their order, as in the event queue.
-    changes.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
-    for &MembershipChange { at_ms, ref change } in changes {
-        match *change {
-            Change::Insert(worker, ()) if worker.dp_rank != 0 => {
-                return Err(Error::DataParallelRank { worker, at_ms });
-            }
-            Change::Insert(worker, ()) if !known.insert(worker) => {
-                return Err(Error::WorkerInUse { worker, at_ms });
-            }
-            Change::Remove(worker) if !known.contains(&worker) => {
-                return Err(Error::UnknownWorker { worker, at_ms });
-            }
-            Change::Insert(..) | Change::Remove(_) => {}
-        }
-    }
-    Ok(())
 }
 
 /// Knows no cached block.
@@ -556,7 +310,7 @@ impl Simulation<'_> {
         }
     }
 
-    /// Apply `config.membership[i]`, which [`check_membership`] found possible.
+    /// Apply `config.membership[i]`, which [`Replay::run`] found possible.
     fn change_membership(&mut self, i: usize) {
         match self.config.membership[i].change {
             Change::Insert(id, ()) => {
