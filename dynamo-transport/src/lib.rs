@@ -54,6 +54,22 @@
 //! leaves the other streams alone, and a lost connection ends every stream on it with
 //! [`ErrorClass::Unavailable`](dynamo_core::ErrorClass::Unavailable).
 //!
+//! # Errors
+//!
+//! Whatever reaches an engine or a router is a [`dynamo_core::Error`]: [`Transport`]'s
+//! methods, a remote engine's streams, [`events::EventPlane`]'s `publish` and `subscribe`.
+//! Everything else fails with this crate's one [`Error`]: the items of a subscription
+//! ([`events::Subscription`]), of a membership watch ([`discovery::MembershipStream`]) and of
+//! an engine's KV events, registrations, and [`local`] servers. Its variants say what went
+//! wrong ([`Error::Lagged`], [`Error::BadRecord`], [`Error::RegistryUnavailable`],
+//! [`Error::FrameTooLarge`], …); [`Error::name`] is a stable snake_case name for metric
+//! labels, and [`Error::is_recoverable`] tells an error about one skipped item (a frame, a
+//! message, a record), after which the connection or stream that reported it goes on, from
+//! a failure of the connection, socket or registry itself.
+//!
+//! An error on the request plane travels to the client as the body of an error frame
+//! ([`tcp::ErrorBody`]), which keeps a [`dynamo_core::Error`]'s class and message.
+//!
 //! # Features
 //!
 //! | feature | what it enables | default |
@@ -64,9 +80,11 @@
 
 pub mod discovery;
 pub mod engine_events;
+mod error;
 pub mod events;
 pub mod local;
 pub mod tcp;
 mod transport;
 
+pub use error::Error;
 pub use transport::{InProcess, InProcessEngine, Served, Tcp, Transport};

@@ -8,7 +8,7 @@
 //! let nats = LocalNats::start()?;
 //! let etcd = LocalEtcd::start()?;
 //! println!("NATS at {}, etcd at {}", nats.url(), etcd.url());
-//! # Ok::<(), dynamo_transport::local::LocalServerError>(())
+//! # Ok::<(), dynamo_transport::Error>(())
 //! ```
 
 use std::net::{TcpListener, TcpStream};
@@ -16,45 +16,22 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long a server may take to open its port.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+use crate::Error;
 
-/// Why a local server did not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LocalServerError {
-    /// The program could not be run (most often: it is not installed).
-    #[error("cannot run {program} (is it installed and on PATH?): {source}")]
-    Spawn {
-        /// The program.
-        program: &'static str,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// It ran but did not open its port in time, or exited.
-    #[error("{program} did not start listening on port {port} within {START_TIMEOUT:?}")]
-    NotListening {
-        /// The program.
-        program: &'static str,
-        /// The port it was given.
-        port: u16,
-    },
-    /// No free port could be found.
-    #[error("no free loopback port: {0}")]
-    NoPort(std::io::Error),
-}
+/// How long a server may take to open its port.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A port nobody listens on now.
 ///
 /// # Errors
 ///
-/// [`LocalServerError::NoPort`] when the operating system gives none.
-pub fn free_port() -> Result<u16, LocalServerError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(LocalServerError::NoPort)?;
-    Ok(listener
-        .local_addr()
-        .map_err(LocalServerError::NoPort)?
-        .port())
+/// [`Error::NoFreePort`] when the operating system gives none.
+pub fn free_port() -> Result<u16, Error> {
+    let no_port = |error: std::io::Error| Error::NoFreePort {
+        source: error.into(),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(no_port)?;
+    Ok(listener.local_addr().map_err(no_port)?.port())
 }
 
 /// A child process killed (and waited for) on drop.
@@ -66,13 +43,16 @@ struct Server {
 }
 
 impl Server {
-    fn start(program: &'static str, port: u16, args: &[String]) -> Result<Self, LocalServerError> {
+    fn start(program: &'static str, port: u16, args: &[String]) -> Result<Self, Error> {
         let child = Command::new(program)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| LocalServerError::Spawn { program, source })?;
+            .map_err(|error| Error::CannotRun {
+                program,
+                source: error.into(),
+            })?;
         let mut server = Server {
             child: Some(child),
             program,
@@ -82,7 +62,7 @@ impl Server {
         Ok(server)
     }
 
-    fn wait_listening(&mut self) -> Result<(), LocalServerError> {
+    fn wait_listening(&mut self) -> Result<(), Error> {
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             let exited = self
@@ -91,7 +71,7 @@ impl Server {
                 .is_none_or(|child| child.try_wait().ok().flatten().is_some());
             if exited || started.elapsed() > START_TIMEOUT {
                 self.stop();
-                return Err(LocalServerError::NotListening {
+                return Err(Error::NotListening {
                     program: self.program,
                     port: self.port,
                 });
@@ -126,8 +106,9 @@ impl LocalNats {
     ///
     /// # Errors
     ///
-    /// [`LocalServerError`] when it cannot be run or does not listen.
-    pub fn start() -> Result<Self, LocalServerError> {
+    /// [`Error::CannotRun`] when it cannot be run, [`Error::NotListening`] when it does not
+    /// listen, and [`Error::NoFreePort`] when no port is free.
+    pub fn start() -> Result<Self, Error> {
         Self::start_on(free_port()?)
     }
 
@@ -135,8 +116,9 @@ impl LocalNats {
     ///
     /// # Errors
     ///
-    /// [`LocalServerError`] when it cannot be run or does not listen.
-    pub fn start_on(port: u16) -> Result<Self, LocalServerError> {
+    /// [`Error::CannotRun`] when it cannot be run and [`Error::NotListening`] when it does not
+    /// listen.
+    pub fn start_on(port: u16) -> Result<Self, Error> {
         let args = ["-a", "127.0.0.1", "-p", &port.to_string()].map(String::from);
         Ok(LocalNats {
             server: Server::start("nats-server", port, &args)?,
@@ -172,8 +154,9 @@ impl LocalEtcd {
     ///
     /// # Errors
     ///
-    /// [`LocalServerError`] when it cannot be run or does not listen.
-    pub fn start() -> Result<Self, LocalServerError> {
+    /// [`Error::CannotRun`] when it cannot be run, [`Error::NotListening`] when it does not
+    /// listen, and [`Error::NoFreePort`] when no port is free.
+    pub fn start() -> Result<Self, Error> {
         let client = free_port()?;
         let peer = free_port()?;
         let data =

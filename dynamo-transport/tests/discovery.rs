@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use dynamo_core::{BlockSize, EchoEngine, EngineExt, GenerateRequest, WorkerId};
 use dynamo_transport::discovery::{
-    ConnectConfig, DirectoryDiscovery, DirectoryRegistration, Discovery, DiscoveryError,
-    EtcdDiscovery, EtcdRegistration, MembershipStream, WorkerRecord, connect,
+    ConnectConfig, DirectoryDiscovery, DirectoryRegistration, Discovery, EtcdDiscovery,
+    EtcdRegistration, MembershipStream, WorkerRecord, connect,
 };
 use dynamo_transport::local::LocalEtcd;
-use dynamo_transport::{Tcp, Transport};
+use dynamo_transport::{Error, Tcp, Transport};
 use futures::{Stream, StreamExt};
 use tower::discover::Change;
 
@@ -112,7 +112,7 @@ async fn etcd_reports_joins_deregistrations_and_expired_leases() {
 async fn etcd_endpoints_must_be_http_addresses() {
     for endpoint in ["127.0.0.1:2379", "https://etcd:2379", "not a url"] {
         let error = EtcdDiscovery::new(endpoint, "test").expect_err("refused");
-        assert!(matches!(error, DiscoveryError::BadEndpoint(_)), "{error}");
+        assert!(matches!(error, Error::BadEndpoint { .. }), "{error}");
     }
     let unreachable = EtcdRegistration::register(
         "http://127.0.0.1:1",
@@ -123,7 +123,7 @@ async fn etcd_endpoints_must_be_http_addresses() {
     .await
     .expect_err("nobody listens on port 1");
     assert!(
-        matches!(unreachable, DiscoveryError::Unavailable { .. }),
+        matches!(unreachable, Error::RegistryUnavailable { .. }),
         "{unreachable}"
     );
 }
@@ -148,7 +148,7 @@ async fn a_directory_reports_records_as_files_come_and_go() {
         .await
         .expect_err("a bad record");
     assert!(
-        matches!(&error, DiscoveryError::BadRecord { origin, .. } if origin.ends_with("broken.json")),
+        matches!(&error, Error::BadRecord { origin, .. } if origin.ends_with("broken.json")),
         "{error}"
     );
     let second = DirectoryRegistration::register(&directory, &record(2, 9002)).expect("written");

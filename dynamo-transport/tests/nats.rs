@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
-use dynamo_transport::events::{EventError, EventPlane, NatsEvents};
+use dynamo_transport::Error;
+use dynamo_transport::events::{EventPlane, NatsEvents};
 use dynamo_transport::local::{LocalNats, free_port};
 use futures::StreamExt;
 
@@ -63,7 +64,7 @@ async fn events_arrive_in_order_and_malformed_messages_are_skipped() {
             .expect("the subscription is open");
         match next {
             Ok(event) => received.push(event),
-            Err(EventError::Malformed { .. }) => malformed += 1,
+            Err(Error::MalformedMessage { .. }) => malformed += 1,
             Err(other) => panic!("{other}"),
         }
     }

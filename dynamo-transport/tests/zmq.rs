@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dynamo_core::{BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, WorkerId};
-use dynamo_transport::engine_events::{EngineEventError, EngineEventSource};
+use dynamo_transport::Error;
+use dynamo_transport::engine_events::EngineEventSource;
 use futures::{Stream, StreamExt};
 use msgpack::{NIL, array, batch, binary, concat, int, small, string, tokens, uint};
 use parking_lot::Mutex;
@@ -112,12 +113,12 @@ impl Engine {
     /// drops what is published), by publishing probes until one comes out of `events`.
     ///
     /// A probe's sequence frame is not 8 bytes: the subscriber yields
-    /// [`EngineEventError::Sequence`] for it and leaves its decoder as it was, so the test's
+    /// [`Error::EngineEventSequence`] for it and leaves its decoder as it was, so the test's
     /// messages still start the sequence. A last probe of another length fences off the probes
     /// still in flight: ZMQ keeps one connection's messages in order.
     async fn wait_for_subscriber(
         &mut self,
-        events: &mut (impl Stream<Item = Result<KvEvent, EngineEventError>> + Unpin),
+        events: &mut (impl Stream<Item = Result<KvEvent, Error>> + Unpin),
     ) {
         const PROBE: usize = 1;
         const FENCE: usize = 2;
@@ -126,7 +127,7 @@ impl Engine {
             self.probe(PROBE).await;
             // The pace of the probes; the loop ends on the condition, not on this wait.
             match tokio::time::timeout(Duration::from_millis(20), events.next()).await {
-                Ok(Some(Err(EngineEventError::Sequence(PROBE)))) => break,
+                Ok(Some(Err(Error::EngineEventSequence { length: PROBE }))) => break,
                 Ok(other) => panic!("a probe, not {other:?}"),
                 Err(_) => assert!(
                     Instant::now() < deadline,
@@ -137,8 +138,8 @@ impl Engine {
         self.probe(FENCE).await;
         loop {
             match next(events).await {
-                Err(EngineEventError::Sequence(FENCE)) => return,
-                Err(EngineEventError::Sequence(PROBE)) => continue,
+                Err(Error::EngineEventSequence { length: FENCE }) => return,
+                Err(Error::EngineEventSequence { length: PROBE }) => continue,
                 other => panic!("a probe, not {other:?}"),
             }
         }
@@ -175,8 +176,8 @@ impl Engine {
 }
 
 async fn next(
-    stream: &mut (impl Stream<Item = Result<KvEvent, EngineEventError>> + Unpin),
-) -> Result<KvEvent, EngineEventError> {
+    stream: &mut (impl Stream<Item = Result<KvEvent, Error>> + Unpin),
+) -> Result<KvEvent, Error> {
     tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .expect("an item in time")
@@ -261,7 +262,10 @@ async fn lost_messages_are_replayed_in_order_and_malformed_ones_skipped() {
         )
         .await;
     let error = next(&mut events).await.expect_err("a malformed message");
-    assert!(matches!(error, EngineEventError::Malformed(_)), "{error}");
+    assert!(
+        matches!(error, Error::MalformedEngineEvent { .. }),
+        "{error}"
+    );
     let after = next(&mut events).await.expect("the next message");
     assert_eq!(
         (after.event_id, stored_blocks(&after)),
@@ -292,12 +296,16 @@ async fn without_a_replay_socket_a_gap_is_reported_as_lost() {
         stored_blocks(&next(&mut events).await.expect("an event")),
         all[0..1]
     );
-    assert_eq!(
-        next(&mut events).await.expect_err("a gap"),
-        EngineEventError::Lost {
-            expected: 11,
-            received: 12
-        }
+    let gap = next(&mut events).await.expect_err("a gap");
+    assert!(
+        matches!(
+            gap,
+            Error::EngineEventsLost {
+                expected: 11,
+                received: 12
+            }
+        ),
+        "{gap}"
     );
     assert_eq!(
         stored_blocks(&next(&mut events).await.expect("an event")),
@@ -309,5 +317,5 @@ async fn without_a_replay_socket_a_gap_is_reported_as_lost() {
 async fn a_bad_endpoint_is_an_error() {
     let source = EngineEventSource::new("not-an-endpoint", WorkerId::new(1), block_size());
     let error = source.subscribe().await.err().expect("refused");
-    assert!(matches!(error, EngineEventError::Socket(_)), "{error}");
+    assert!(matches!(error, Error::Socket { .. }), "{error}");
 }

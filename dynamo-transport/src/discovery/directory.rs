@@ -8,7 +8,8 @@ use dynamo_core::WorkerId;
 
 use tower::discover::Change;
 
-use super::{Discovery, DiscoveryError, MembershipStream, WorkerChange, WorkerRecord};
+use super::{Discovery, MembershipStream, WorkerChange, WorkerRecord};
+use crate::Error;
 
 /// How often [`DirectoryDiscovery`] looks at the directory unless told otherwise.
 const DEFAULT_POLL: Duration = Duration::from_millis(250);
@@ -72,7 +73,7 @@ impl Discovery for DirectoryDiscovery {
 }
 
 /// Compare the directory with what was seen last time; the changes, errors included.
-async fn scan(directory: &Path, seen: &mut Seen) -> Vec<Result<WorkerChange, DiscoveryError>> {
+async fn scan(directory: &Path, seen: &mut Seen) -> Vec<Result<WorkerChange, Error>> {
     let mut changes = Vec::new();
     let mut now: HashMap<PathBuf, String> = HashMap::new();
     match tokio::fs::read_dir(directory).await {
@@ -93,7 +94,7 @@ async fn scan(directory: &Path, seen: &mut Seen) -> Vec<Result<WorkerChange, Dis
         // No directory yet means no workers yet.
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => {
-            return vec![Err(DiscoveryError::Unavailable {
+            return vec![Err(Error::RegistryUnavailable {
                 registry: directory.display().to_string(),
                 reason: error.to_string(),
             })];
@@ -133,7 +134,7 @@ async fn scan(directory: &Path, seen: &mut Seen) -> Vec<Result<WorkerChange, Dis
                     changes.push(Ok(Change::Remove(old.id)));
                 }
                 if seen.bad.get(&path) != Some(&text) {
-                    changes.push(Err(DiscoveryError::BadRecord {
+                    changes.push(Err(Error::BadRecord {
                         origin: path.display().to_string(),
                         reason: error.to_string(),
                     }));
@@ -158,13 +159,10 @@ impl DirectoryRegistration {
     ///
     /// # Errors
     ///
-    /// [`DiscoveryError::Unavailable`] when the file cannot be written.
-    pub fn register(
-        directory: impl AsRef<Path>,
-        record: &WorkerRecord,
-    ) -> Result<Self, DiscoveryError> {
+    /// [`Error::RegistryUnavailable`] when the file cannot be written.
+    pub fn register(directory: impl AsRef<Path>, record: &WorkerRecord) -> Result<Self, Error> {
         let directory = directory.as_ref();
-        let unavailable = |error: std::io::Error| DiscoveryError::Unavailable {
+        let unavailable = |error: std::io::Error| Error::RegistryUnavailable {
             registry: directory.display().to_string(),
             reason: error.to_string(),
         };
@@ -172,11 +170,10 @@ impl DirectoryRegistration {
         let name = file_name(record.id);
         let path = directory.join(&name);
         let hidden = directory.join(format!(".{name}.tmp"));
-        let text =
-            serde_json::to_string_pretty(record).map_err(|error| DiscoveryError::BadRecord {
-                origin: path.display().to_string(),
-                reason: error.to_string(),
-            })?;
+        let text = serde_json::to_string_pretty(record).map_err(|error| Error::BadRecord {
+            origin: path.display().to_string(),
+            reason: error.to_string(),
+        })?;
         std::fs::write(&hidden, text).map_err(unavailable)?;
         std::fs::rename(&hidden, &path).map_err(unavailable)?;
         Ok(DirectoryRegistration { path })

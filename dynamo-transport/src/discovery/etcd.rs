@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 
 use tower::discover::Change;
 
-use super::{Discovery, DiscoveryError, MembershipStream, WorkerChange, WorkerRecord};
+use super::{Discovery, MembershipStream, WorkerChange, WorkerRecord};
+use crate::Error;
 
 /// How long one etcd call may take before the registry counts as unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,30 +43,26 @@ struct Etcd {
 }
 
 impl Etcd {
-    fn new(endpoint: &str) -> Result<Self, DiscoveryError> {
+    fn new(endpoint: &str) -> Result<Self, Error> {
         let endpoint = endpoint.trim_end_matches('/').to_owned();
-        let uri: hyper::Uri = endpoint
-            .parse()
-            .map_err(|_| DiscoveryError::BadEndpoint(endpoint.clone()))?;
+        let uri: hyper::Uri = endpoint.parse().map_err(|_| Error::BadEndpoint {
+            endpoint: endpoint.clone(),
+        })?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(DiscoveryError::BadEndpoint(endpoint));
+            return Err(Error::BadEndpoint { endpoint });
         }
         let http = Client::builder(TokioExecutor::new()).build_http();
         Ok(Etcd { http, endpoint })
     }
 
-    fn unavailable(&self, reason: impl Display) -> DiscoveryError {
-        DiscoveryError::Unavailable {
+    fn unavailable(&self, reason: impl Display) -> Error {
+        Error::RegistryUnavailable {
             registry: self.endpoint.clone(),
             reason: reason.to_string(),
         }
     }
 
-    async fn post(
-        &self,
-        path: &str,
-        body: &Value,
-    ) -> Result<hyper::Response<Incoming>, DiscoveryError> {
+    async fn post(&self, path: &str, body: &Value) -> Result<hyper::Response<Incoming>, Error> {
         let request = hyper::Request::post(format!("{}{path}", self.endpoint))
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
@@ -76,8 +73,8 @@ impl Etcd {
             .map_err(|error| self.unavailable(format!("{path}: {error}")))
     }
 
-    /// One call and its whole answer; an etcd error is [`DiscoveryError::Unavailable`].
-    async fn call(&self, path: &str, body: Value) -> Result<Value, DiscoveryError> {
+    /// One call and its whole answer; an etcd error is [`Error::RegistryUnavailable`].
+    async fn call(&self, path: &str, body: Value) -> Result<Value, Error> {
         let answer = async {
             let response = self.post(path, &body).await?;
             let status = response.status();
@@ -102,7 +99,7 @@ impl Etcd {
             .map_err(|_| self.unavailable(format!("{path}: no answer within {CALL_TIMEOUT:?}")))?
     }
 
-    async fn grant(&self, ttl: Duration) -> Result<i64, DiscoveryError> {
+    async fn grant(&self, ttl: Duration) -> Result<i64, Error> {
         let seconds = ttl.as_secs().max(1);
         let answer = self
             .call("/v3/lease/grant", json!({ "TTL": seconds }))
@@ -111,20 +108,20 @@ impl Etcd {
     }
 
     /// Renew a lease; `false` when it has already expired.
-    async fn keep_alive(&self, lease: i64) -> Result<bool, DiscoveryError> {
+    async fn keep_alive(&self, lease: i64) -> Result<bool, Error> {
         let answer = self
             .call("/v3/lease/keepalive", json!({ "ID": lease.to_string() }))
             .await?;
         Ok(integer(&answer["result"]["TTL"]).unwrap_or(0) > 0)
     }
 
-    async fn revoke(&self, lease: i64) -> Result<(), DiscoveryError> {
+    async fn revoke(&self, lease: i64) -> Result<(), Error> {
         self.call("/v3/lease/revoke", json!({ "ID": lease.to_string() }))
             .await
             .map(drop)
     }
 
-    async fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<(), DiscoveryError> {
+    async fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<(), Error> {
         let body = json!({
             "key": BASE64.encode(key),
             "value": BASE64.encode(value),
@@ -134,7 +131,7 @@ impl Etcd {
     }
 
     /// Every key under `prefix` and its value, and the store's revision they were read at.
-    async fn range(&self, prefix: &str) -> Result<(i64, Vec<(String, Vec<u8>)>), DiscoveryError> {
+    async fn range(&self, prefix: &str) -> Result<(i64, Vec<(String, Vec<u8>)>), Error> {
         let body = json!({ "key": BASE64.encode(prefix), "range_end": range_end(prefix) });
         let answer = self.call("/v3/kv/range", body).await?;
         let revision = integer(&answer["header"]["revision"]).unwrap_or(0);
@@ -146,7 +143,7 @@ impl Etcd {
     }
 
     /// The open watch response for keys under `prefix`, from `revision` on.
-    async fn watch(&self, prefix: &str, revision: i64) -> Result<Incoming, DiscoveryError> {
+    async fn watch(&self, prefix: &str, revision: i64) -> Result<Incoming, Error> {
         let body = json!({ "create_request": {
             "key": BASE64.encode(prefix),
             "range_end": range_end(prefix),
@@ -201,7 +198,7 @@ fn workers_prefix(namespace: &str) -> String {
 /// Watches the workers registered in etcd under `{namespace}/workers/`.
 ///
 /// The watcher reads the registered workers, then watches from that revision, so no change
-/// falls between the two. When etcd is lost it reports [`DiscoveryError::Unavailable`],
+/// falls between the two. When etcd is lost it reports [`Error::RegistryUnavailable`],
 /// retries every 500 ms, and on reconnecting reads the workers again and reports the
 /// difference.
 #[derive(Debug, Clone)]
@@ -215,8 +212,8 @@ impl EtcdDiscovery {
     ///
     /// # Errors
     ///
-    /// [`DiscoveryError::BadEndpoint`] when `endpoint` is not an `http://` address.
-    pub fn new(endpoint: &str, namespace: &str) -> Result<Self, DiscoveryError> {
+    /// [`Error::BadEndpoint`] when `endpoint` is not an `http://` address.
+    pub fn new(endpoint: &str, namespace: &str) -> Result<Self, Error> {
         Ok(EtcdDiscovery {
             etcd: Etcd::new(endpoint)?,
             prefix: workers_prefix(namespace),
@@ -250,7 +247,7 @@ struct Watcher {
     prefix: String,
     /// The records reported as joined, by key.
     known: HashMap<String, WorkerRecord>,
-    changes: mpsc::Sender<Result<WorkerChange, DiscoveryError>>,
+    changes: mpsc::Sender<Result<WorkerChange, Error>>,
 }
 
 /// The consumer is gone; stop watching.
@@ -272,7 +269,7 @@ impl Watcher {
 
     /// Read the registered workers, report the difference, then follow the watch until it
     /// fails; the error says why.
-    async fn sync_and_watch(&mut self) -> Result<DiscoveryError, Gone> {
+    async fn sync_and_watch(&mut self) -> Result<Error, Gone> {
         let (revision, pairs) = match self.etcd.range(&self.prefix).await {
             Ok(found) => found,
             Err(error) => return Ok(error),
@@ -333,7 +330,7 @@ impl Watcher {
         }
     }
 
-    async fn send(&self, change: Result<WorkerChange, DiscoveryError>) -> Result<(), Gone> {
+    async fn send(&self, change: Result<WorkerChange, Error>) -> Result<(), Gone> {
         self.changes.send(change).await.map_err(|_| Gone)
     }
 
@@ -350,7 +347,7 @@ impl Watcher {
             }
             Err(error) => {
                 self.delete(&key).await?;
-                self.send(Err(DiscoveryError::BadRecord {
+                self.send(Err(Error::BadRecord {
                     origin: format!("etcd key {key}"),
                     reason: error.to_string(),
                 }))
@@ -387,14 +384,14 @@ impl EtcdRegistration {
     ///
     /// # Errors
     ///
-    /// [`DiscoveryError::BadEndpoint`] for an address that is not `http://HOST:PORT`;
-    /// [`DiscoveryError::Unavailable`] when etcd cannot be reached.
+    /// [`Error::BadEndpoint`] for an address that is not `http://HOST:PORT`;
+    /// [`Error::RegistryUnavailable`] when etcd cannot be reached.
     pub async fn register(
         endpoint: &str,
         namespace: &str,
         record: &WorkerRecord,
         ttl: Duration,
-    ) -> Result<Self, DiscoveryError> {
+    ) -> Result<Self, Error> {
         let etcd = Etcd::new(endpoint)?;
         let key = format!(
             "{}{}-{}",
@@ -402,7 +399,7 @@ impl EtcdRegistration {
             record.id.worker,
             record.id.dp_rank
         );
-        let value = serde_json::to_vec(record).map_err(|error| DiscoveryError::BadRecord {
+        let value = serde_json::to_vec(record).map_err(|error| Error::BadRecord {
             origin: key.clone(),
             reason: error.to_string(),
         })?;
@@ -432,9 +429,9 @@ impl EtcdRegistration {
     ///
     /// # Errors
     ///
-    /// [`DiscoveryError::Unavailable`] when etcd cannot be reached (the record then expires
+    /// [`Error::RegistryUnavailable`] when etcd cannot be reached (the record then expires
     /// with its lease).
-    pub async fn deregister(self) -> Result<(), DiscoveryError> {
+    pub async fn deregister(self) -> Result<(), Error> {
         self.keeper.abort();
         self.etcd.revoke(self.lease()).await
     }

@@ -12,12 +12,12 @@
 //! | [`DirectoryDiscovery`] | one JSON file per worker in a shared directory ([`DirectoryRegistration`]) | its file is removed |
 //! | [`EtcdDiscovery`] | a key under a lease that the worker keeps alive ([`EtcdRegistration`]) | its lease expires (the TTL) |
 //!
-//! Membership speaks tower's vocabulary: the stream starts with a
-//! [`Change::Insert`](tower::discover::Change::Insert) for every worker registered now, then
-//! reports changes (a record that changes comes as a `Remove` and an `Insert`) until it is
-//! dropped. An item that is an error (a malformed record, the registry out of reach for a
-//! while) does not end the stream: the watcher carries on and resynchronises, and says so in
-//! the error.
+//! Membership speaks tower's vocabulary: the stream starts with a [`Change::Insert`] for every
+//! worker registered now, then reports changes (a record that changes comes as a `Remove` and
+//! an `Insert`) until it is dropped. An item that is an error (a malformed record,
+//! [`Error::BadRecord`]; the registry out of reach for a while, [`Error::RegistryUnavailable`])
+//! does not end the stream: the watcher carries on and resynchronises, and says so in the
+//! error.
 
 mod connect;
 mod directory;
@@ -30,6 +30,8 @@ use dynamo_core::WorkerId;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tower::discover::Change;
+
+use crate::Error;
 
 pub use connect::{ConnectConfig, Connected, connect};
 pub use directory::{DirectoryDiscovery, DirectoryRegistration};
@@ -53,34 +55,10 @@ pub struct WorkerRecord {
 /// A change in the set of registered workers.
 pub type WorkerChange = Change<WorkerId, WorkerRecord>;
 
-/// Why a registry could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DiscoveryError {
-    /// A record in the registry is not a [`WorkerRecord`]; it is skipped.
-    #[error("{origin} is not a worker record: {reason}")]
-    BadRecord {
-        /// Where it was: a file, an etcd key.
-        origin: String,
-        /// Why it does not parse.
-        reason: String,
-    },
-    /// The registry cannot be reached or refused the operation.
-    #[error("the registry at {registry} is unavailable: {reason}")]
-    Unavailable {
-        /// The registry: a directory, an etcd endpoint.
-        registry: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The registry's address is not one this client can use.
-    #[error("{0} is not a registry address this client can use (expected http://HOST:PORT)")]
-    BadEndpoint(String),
-}
-
-/// A boxed stream of membership changes.
+/// A boxed stream of membership changes. Its errors ([`Error::BadRecord`],
+/// [`Error::RegistryUnavailable`]) do not end it.
 pub type MembershipStream =
-    Pin<Box<dyn Stream<Item = Result<WorkerChange, DiscoveryError>> + Send + 'static>>;
+    Pin<Box<dyn Stream<Item = Result<WorkerChange, Error>> + Send + 'static>>;
 
 /// A registry of workers that can be watched.
 pub trait Discovery: Send + Sync + 'static {

@@ -24,43 +24,10 @@ use dynamo_core::{
 };
 use rmpv::Value;
 
+use crate::Error;
+
 #[cfg(feature = "zmq")]
 pub use zmq::EngineEventSource;
-
-/// Why a message could not be decoded. The decoder's state is unchanged by a failed message.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineEventError {
-    /// The message does not have the three frames.
-    #[error("a KV event message has {0} frames, not 3")]
-    Frames(usize),
-    /// The sequence number is not 8 bytes.
-    #[error("the sequence number frame has {0} bytes, not 8")]
-    Sequence(usize),
-    /// The payload is not msgpack, or not a batch of events of the documented shape.
-    #[error("malformed KV event payload: {0}")]
-    Malformed(String),
-    /// Messages were lost and could not be replayed (no replay socket, or it did not answer):
-    /// the index may lack their blocks, or keep blocks they removed.
-    #[error("KV event messages {expected}..{received} were lost")]
-    Lost {
-        /// The first sequence number missing.
-        expected: i64,
-        /// The sequence number that arrived instead.
-        received: i64,
-    },
-    /// A ZMQ socket failed.
-    #[error("ZMQ: {0}")]
-    Socket(String),
-    /// The engine's block size is not the router's.
-    #[error("the engine stores blocks of {engine} tokens; the router expects {ours}")]
-    BlockSize {
-        /// The engine's.
-        engine: u64,
-        /// Ours.
-        ours: u32,
-    },
-}
 
 /// The outcome of one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,18 +80,24 @@ impl EngineEventDecoder {
     ///
     /// # Errors
     ///
-    /// [`EngineEventError`] for a message of the wrong shape or block size; nothing of it is
-    /// applied, and the next message decodes as usual.
-    pub fn decode(&mut self, frames: &[&[u8]]) -> Result<Decoded, EngineEventError> {
+    /// [`Error::EngineEventFrames`], [`Error::EngineEventSequence`] and
+    /// [`Error::MalformedEngineEvent`] for a message of the wrong shape, and
+    /// [`Error::BlockSizeMismatch`] for one of another block size; nothing of it is applied,
+    /// and the next message decodes as usual.
+    pub fn decode(&mut self, frames: &[&[u8]]) -> Result<Decoded, Error> {
         let [_topic, sequence, payload] = frames else {
-            return Err(EngineEventError::Frames(frames.len()));
+            return Err(Error::EngineEventFrames {
+                count: frames.len(),
+            });
         };
         let sequence: [u8; 8] = (*sequence)
             .try_into()
-            .map_err(|_| EngineEventError::Sequence(sequence.len()))?;
+            .map_err(|_| Error::EngineEventSequence {
+                length: sequence.len(),
+            })?;
         let sequence = i64::from_be_bytes(sequence);
         let batch = rmpv::decode::read_value(&mut &payload[..])
-            .map_err(|error| EngineEventError::Malformed(error.to_string()))?;
+            .map_err(|error| Error::malformed_engine_event(error.to_string()))?;
         let events = match &batch {
             Value::Array(fields) => fields.get(1).and_then(Value::as_array),
             _ => None,
@@ -192,7 +165,7 @@ impl EngineEventDecoder {
         &self,
         fields: &[Value],
         blocks: &mut HashMap<u64, SequenceHash>,
-    ) -> Result<(StorageTier, KvEventData), EngineEventError> {
+    ) -> Result<(StorageTier, KvEventData), Error> {
         let hashes = engine_hashes(fields.get(1))?;
         let parent = match fields.get(2) {
             None | Some(Value::Nil) => None,
@@ -219,7 +192,7 @@ impl EngineEventDecoder {
             .ok_or_else(|| malformed("block_size is not an integer"))?;
         let ours = self.hasher.block_size();
         if block_size != u64::from(ours.get()) {
-            return Err(EngineEventError::BlockSize {
+            return Err(Error::BlockSizeMismatch {
                 engine: block_size,
                 ours: ours.get(),
             });
@@ -252,11 +225,11 @@ impl EngineEventDecoder {
     }
 }
 
-fn malformed(what: &str) -> EngineEventError {
-    EngineEventError::Malformed(what.to_owned())
+fn malformed(what: &str) -> Error {
+    Error::malformed_engine_event(what)
 }
 
-fn engine_hashes(value: Option<&Value>) -> Result<Vec<u64>, EngineEventError> {
+fn engine_hashes(value: Option<&Value>) -> Result<Vec<u64>, Error> {
     value
         .and_then(Value::as_array)
         .ok_or_else(|| malformed("block_hashes is not an array"))?
@@ -266,7 +239,7 @@ fn engine_hashes(value: Option<&Value>) -> Result<Vec<u64>, EngineEventError> {
 }
 
 /// An engine's block hash as a map key: integers as their 64 bits, bytes hashed down to 64.
-fn engine_hash(value: &Value) -> Result<u64, EngineEventError> {
+fn engine_hash(value: &Value) -> Result<u64, Error> {
     match value {
         Value::Integer(int) => int
             .as_u64()

@@ -9,7 +9,8 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
-use super::{EngineEventDecoder, EngineEventError};
+use super::EngineEventDecoder;
+use crate::Error;
 
 /// Decoded events (and errors) buffered for a slow consumer. When it is full the subscriber
 /// stops reading, the engine's publisher drops messages at its high-water mark, and the
@@ -29,7 +30,7 @@ const END_OF_REPLAY: i64 = -1;
 /// first missing sequence number, 8 bytes big-endian; the replies are `[sequence, payload]`
 /// and end with sequence −1) and decodes them first, so events come out in the engine's order.
 /// Without a replay socket, or when the replay does not cover the gap, the stream yields
-/// [`EngineEventError::Lost`] and goes on. A malformed message yields its error and is
+/// [`Error::EngineEventsLost`] and goes on. A malformed message yields its error and is
 /// skipped; the connection and the messages after it are unaffected.
 ///
 /// Limitation: the ZMQ implementation (the pure-Rust `zeromq` crate) does not report a
@@ -73,15 +74,12 @@ impl EngineEventSource {
     ///
     /// # Errors
     ///
-    /// [`EngineEventError::Socket`] when the endpoint is not a ZMQ address or the connection
+    /// [`Error::Socket`] when the endpoint is not a ZMQ address or the connection
     /// fails other than by being refused (a refused connection is retried until the engine
     /// listens).
     pub async fn subscribe(
         self,
-    ) -> Result<
-        impl Stream<Item = Result<KvEvent, EngineEventError>> + Send + 'static,
-        EngineEventError,
-    > {
+    ) -> Result<impl Stream<Item = Result<KvEvent, Error>> + Send + 'static, Error> {
         let mut socket = SubSocket::new();
         socket.connect(&self.endpoint).await.map_err(socket_error)?;
         socket.subscribe(&self.topic).await.map_err(socket_error)?;
@@ -97,8 +95,8 @@ impl EngineEventSource {
     }
 }
 
-fn socket_error(error: zeromq::ZmqError) -> EngineEventError {
-    EngineEventError::Socket(error.to_string())
+fn socket_error(error: zeromq::ZmqError) -> Error {
+    Error::socket(error)
 }
 
 /// The consumer dropped the stream.
@@ -109,7 +107,7 @@ struct Subscriber {
     replay_endpoint: Option<String>,
     /// Connected on the first gap, dropped when it fails.
     replay: Option<DealerSocket>,
-    items: mpsc::Sender<Result<KvEvent, EngineEventError>>,
+    items: mpsc::Sender<Result<KvEvent, Error>>,
 }
 
 impl Subscriber {
@@ -129,7 +127,7 @@ impl Subscriber {
         }
     }
 
-    async fn send(&self, item: Result<KvEvent, EngineEventError>) -> Result<(), Gone> {
+    async fn send(&self, item: Result<KvEvent, Error>) -> Result<(), Gone> {
         self.items.send(item).await.map_err(|_| Gone)
     }
 
@@ -153,7 +151,7 @@ impl Subscriber {
             Ok(decoded) => {
                 if let Some((expected, received)) = decoded.gap {
                     // Only when recovery fell short: say so before the events after the gap.
-                    self.send(Err(EngineEventError::Lost { expected, received }))
+                    self.send(Err(Error::EngineEventsLost { expected, received }))
                         .await?;
                 }
                 for event in decoded.events {
@@ -200,16 +198,14 @@ impl Subscriber {
         &mut self,
         endpoint: &str,
         start: i64,
-    ) -> Result<Vec<(i64, Bytes)>, EngineEventError> {
+    ) -> Result<Vec<(i64, Bytes)>, Error> {
         let socket = match &mut self.replay {
             Some(socket) => socket,
             None => {
                 let mut socket = DealerSocket::new();
                 tokio::time::timeout(REPLAY_TIMEOUT, socket.connect(endpoint))
                     .await
-                    .map_err(|_| {
-                        EngineEventError::Socket(format!("no replay socket at {endpoint}"))
-                    })?
+                    .map_err(|_| Error::socket(format!("no replay socket at {endpoint}")))?
                     .map_err(socket_error)?;
                 self.replay.insert(socket)
             }
@@ -219,16 +215,14 @@ impl Subscriber {
             Bytes::new(),
             Bytes::copy_from_slice(&start.to_be_bytes()),
         ])
-        .map_err(|error| EngineEventError::Socket(error.to_string()))?;
+        .map_err(|error| Error::socket(error.to_string()))?;
         socket.send(request).await.map_err(socket_error)?;
         let mut replies = Vec::new();
         loop {
             let reply = tokio::time::timeout(REPLAY_TIMEOUT, socket.recv())
                 .await
                 .map_err(|_| {
-                    EngineEventError::Socket(format!(
-                        "the replay socket at {endpoint} stopped answering"
-                    ))
+                    Error::socket(format!("the replay socket at {endpoint} stopped answering"))
                 })?
                 .map_err(socket_error)?
                 .into_vec();

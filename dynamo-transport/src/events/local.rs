@@ -9,7 +9,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
-use super::{EventError, EventPlane, Subscription, Topic};
+use super::{EventPlane, Subscription, Topic};
 
 /// Messages buffered per topic for the slowest subscriber.
 const DEFAULT_CAPACITY: usize = 4096;
@@ -19,8 +19,8 @@ type Message = Arc<dyn Any + Send + Sync>;
 /// An in-process event plane: one bounded broadcast channel per topic. Clones share it.
 ///
 /// Publishing never waits: a subscriber more than `capacity` messages behind loses the oldest
-/// and is told how many ([`EventError::Lagged`]). Publishing with no subscriber drops the
-/// message, as on NATS.
+/// and is told how many ([`Error::Lagged`](crate::Error::Lagged)). Publishing with no
+/// subscriber drops the message, as on NATS.
 #[derive(Debug, Clone)]
 pub struct LocalBus {
     topics: Arc<Mutex<HashMap<&'static str, broadcast::Sender<Message>>>>,
@@ -75,7 +75,7 @@ impl EventPlane for LocalBus {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        return Some((Err(EventError::Lagged { missed }), receiver));
+                        return Some((Err(crate::Error::Lagged { missed }), receiver));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }

@@ -7,7 +7,7 @@
 //!
 //! - [`LocalBus`], in process (the default for a single-process deployment): a bounded
 //!   broadcast per topic; a subscriber that falls behind by more than its capacity is told how
-//!   many messages it missed ([`EventError::Lagged`]).
+//!   many messages it missed ([`Error::Lagged`](crate::Error::Lagged)).
 //! - [`NatsEvents`], across processes: each topic is the NATS subject `{namespace}.{topic}`,
 //!   one JSON message per event. The client reconnects (and resubscribes) by itself, so a
 //!   restarted NATS server costs the events published while it was down: the index sees the
@@ -92,30 +92,10 @@ impl Topic for LoadReport {
     const NAME: &'static str = "load_metrics";
 }
 
-/// Why a message could not be taken off the event plane; the subscription goes on.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EventError {
-    /// A message on the topic does not parse; it is skipped.
-    #[error("a message on {subject} is not a {topic} message: {source}")]
-    Malformed {
-        /// The subject it came on.
-        subject: String,
-        /// The topic expected there.
-        topic: &'static str,
-        /// Why it does not parse.
-        source: serde_json::Error,
-    },
-    /// The subscriber fell behind and this many messages were dropped for it.
-    #[error("the subscriber fell behind and missed {missed} messages")]
-    Lagged {
-        /// How many.
-        missed: u64,
-    },
-}
-
-/// The messages of one topic, in order per publisher.
-pub type Subscription<T> = Pin<Box<dyn Stream<Item = Result<T, EventError>> + Send + 'static>>;
+/// The messages of one topic, in order per publisher. An error item
+/// ([`Error::MalformedMessage`](crate::Error::MalformedMessage),
+/// [`Error::Lagged`](crate::Error::Lagged)) does not end the subscription.
+pub type Subscription<T> = Pin<Box<dyn Stream<Item = Result<T, crate::Error>> + Send + 'static>>;
 
 /// Somewhere to publish and subscribe to [`Topic`]s.
 pub trait EventPlane: Clone + Send + Sync + 'static {

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 /// How long the server may take to answer a round trip.
 const SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-use super::{EventError, EventPlane, Subscription, Topic};
+use super::{EventPlane, Subscription, Topic};
 
 /// A NATS connection for the events of one namespace: topic `T` travels on the subject
 /// `{namespace}.{T::NAME}` as JSON.
@@ -120,10 +120,12 @@ impl EventPlane for NatsEvents {
         self.server_caught_up().await?;
         Ok(subscriber
             .map(|message| {
-                serde_json::from_slice(&message.payload).map_err(|source| EventError::Malformed {
-                    subject: message.subject.to_string(),
-                    topic: T::NAME,
-                    source,
+                serde_json::from_slice(&message.payload).map_err(|error| {
+                    crate::Error::MalformedMessage {
+                        subject: message.subject.to_string(),
+                        topic: T::NAME,
+                        source: error.into(),
+                    }
                 })
             })
             .boxed())

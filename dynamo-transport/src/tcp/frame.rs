@@ -35,7 +35,7 @@ pub enum Frame {
         /// The stream, or 0.
         stream: u64,
         /// What went wrong.
-        error: WireError,
+        error: ErrorBody,
     },
     /// Client to server: stop `stream`.
     Cancel {
@@ -44,11 +44,12 @@ pub enum Frame {
     },
 }
 
-/// An [`Error`] as it travels: its class and its words.
+/// The body of a [`Frame::Error`]: a [`dynamo_core::Error`] as it travels, its class and its
+/// words. Not an error type of its own: it converts from and into [`dynamo_core::Error`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "class", rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum WireError {
+pub enum ErrorBody {
     /// [`Error::InvalidRequest`].
     InvalidRequest {
         /// The message.
@@ -86,81 +87,54 @@ pub enum WireError {
     },
 }
 
-impl From<&Error> for WireError {
+impl From<&Error> for ErrorBody {
     fn from(error: &Error) -> Self {
         let millis = |d: &Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         match error {
-            Error::InvalidRequest { message } => WireError::InvalidRequest {
+            Error::InvalidRequest { message } => ErrorBody::InvalidRequest {
                 message: message.clone(),
             },
-            Error::NotFound { what } => WireError::NotFound { what: what.clone() },
+            Error::NotFound { what } => ErrorBody::NotFound { what: what.clone() },
             Error::Overloaded {
                 message,
                 retry_after,
-            } => WireError::Overloaded {
+            } => ErrorBody::Overloaded {
                 message: message.clone(),
                 retry_after_ms: retry_after.as_ref().map(millis),
             },
-            Error::Unavailable { message, .. } => WireError::Unavailable {
+            Error::Unavailable { message, .. } => ErrorBody::Unavailable {
                 message: message.clone(),
             },
-            Error::Cancelled => WireError::Cancelled,
-            Error::Timeout { after } => WireError::Timeout {
+            Error::Cancelled => ErrorBody::Cancelled,
+            Error::Timeout { after } => ErrorBody::Timeout {
                 after_ms: after.as_ref().map(millis),
             },
-            other => WireError::Internal {
+            other => ErrorBody::Internal {
                 message: other.to_string(),
             },
         }
     }
 }
 
-impl From<WireError> for Error {
-    fn from(error: WireError) -> Self {
+impl From<ErrorBody> for Error {
+    fn from(error: ErrorBody) -> Self {
         match error {
-            WireError::InvalidRequest { message } => Error::invalid_request(message),
-            WireError::NotFound { what } => Error::not_found(what),
-            WireError::Overloaded {
+            ErrorBody::InvalidRequest { message } => Error::invalid_request(message),
+            ErrorBody::NotFound { what } => Error::not_found(what),
+            ErrorBody::Overloaded {
                 message,
                 retry_after_ms,
             } => Error::Overloaded {
                 message,
                 retry_after: retry_after_ms.map(Duration::from_millis),
             },
-            WireError::Unavailable { message } => Error::unavailable(message),
-            WireError::Cancelled => Error::Cancelled,
-            WireError::Timeout { after_ms } => Error::Timeout {
+            ErrorBody::Unavailable { message } => Error::unavailable(message),
+            ErrorBody::Cancelled => Error::Cancelled,
+            ErrorBody::Timeout { after_ms } => Error::Timeout {
                 after: after_ms.map(Duration::from_millis),
             },
-            WireError::Internal { message } => Error::internal(message),
+            ErrorBody::Internal { message } => Error::internal(message),
         }
-    }
-}
-
-/// Why a frame could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FrameError {
-    /// The connection failed or closed.
-    #[error("connection: {0}")]
-    Io(#[from] std::io::Error),
-    /// The frame is longer than the limit. Its bytes were skipped: the connection goes on.
-    #[error("a frame of {length} bytes is over the limit of {limit}")]
-    TooLarge {
-        /// The frame's length.
-        length: u32,
-        /// The limit.
-        limit: u32,
-    },
-    /// The frame's bytes are not a frame. The connection goes on.
-    #[error("a malformed frame: {0}")]
-    Malformed(#[source] serde_json::Error),
-}
-
-impl FrameError {
-    /// Whether the connection can still be used after this error.
-    pub fn is_recoverable(&self) -> bool {
-        !matches!(self, FrameError::Io(_))
     }
 }
 
@@ -168,46 +142,55 @@ impl FrameError {
 ///
 /// # Errors
 ///
-/// [`FrameError::Io`] when the connection fails; [`FrameError::TooLarge`] and
-/// [`FrameError::Malformed`] for a bad frame whose bytes were consumed, so the next frame can
-/// be read.
+/// [`crate::Error::Connection`] when the connection fails; [`crate::Error::FrameTooLarge`]
+/// and [`crate::Error::MalformedFrame`] for a bad frame whose bytes were consumed, so the next
+/// frame can be read ([`crate::Error::is_recoverable`]).
 pub(crate) async fn read_frame(
     reader: &mut (impl AsyncRead + Unpin),
     limit: u32,
-) -> Result<Option<Frame>, FrameError> {
+) -> Result<Option<Frame>, crate::Error> {
     let mut length = [0u8; 4];
     match reader.read_exact(&mut length).await {
         Ok(_) => {}
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error.into()),
+        Err(error) => return Err(crate::Error::connection(error)),
     }
     let length = u32::from_be_bytes(length);
     if length > limit {
-        let skipped =
-            tokio::io::copy(&mut reader.take(u64::from(length)), &mut tokio::io::sink()).await?;
+        let skipped = tokio::io::copy(&mut reader.take(u64::from(length)), &mut tokio::io::sink())
+            .await
+            .map_err(crate::Error::connection)?;
         if skipped < u64::from(length) {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+            return Err(crate::Error::connection(eof));
         }
-        return Err(FrameError::TooLarge { length, limit });
+        return Err(crate::Error::FrameTooLarge { length, limit });
     }
     let mut bytes = vec![0u8; length as usize];
-    reader.read_exact(&mut bytes).await?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(FrameError::Malformed)
+    reader
+        .read_exact(&mut bytes)
+        .await
+        .map_err(crate::Error::connection)?;
+    serde_json::from_slice(&bytes).map(Some).map_err(malformed)
+}
+
+fn malformed(error: serde_json::Error) -> crate::Error {
+    crate::Error::MalformedFrame {
+        source: error.into(),
+    }
 }
 
 /// Encode a frame with its length prefix.
 ///
 /// # Errors
 ///
-/// [`FrameError::TooLarge`] when it would be over `limit`.
-pub(crate) fn encode_frame(frame: &Frame, limit: u32) -> Result<Vec<u8>, FrameError> {
+/// [`crate::Error::FrameTooLarge`] when it would be over `limit`.
+pub(crate) fn encode_frame(frame: &Frame, limit: u32) -> Result<Vec<u8>, crate::Error> {
     let mut bytes = vec![0u8; 4];
-    serde_json::to_writer(&mut bytes, frame).map_err(FrameError::Malformed)?;
+    serde_json::to_writer(&mut bytes, frame).map_err(malformed)?;
     let length = u32::try_from(bytes.len() - 4).unwrap_or(u32::MAX);
     if length > limit {
-        return Err(FrameError::TooLarge { length, limit });
+        return Err(crate::Error::FrameTooLarge { length, limit });
     }
     bytes[..4].copy_from_slice(&length.to_be_bytes());
     Ok(bytes)
@@ -232,5 +215,72 @@ pub(crate) async fn write_frames(
         if writer.write_all(&batch).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = u32::try_from(payload.len())
+            .expect("small")
+            .to_be_bytes()
+            .to_vec();
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_recoverable_and_a_cut_connection_is_not() {
+        let cancel = encode_frame(&Frame::Cancel { stream: 3 }, 64).expect("encoded");
+        let mut input = framed(&[b' '; 100]);
+        input.extend(framed(b"{not json"));
+        input.extend(&cancel);
+        input.extend(&framed(b"{}")[..5]);
+        let mut reader = &input[..];
+
+        let too_large = read_frame(&mut reader, 64).await.expect_err("too large");
+        assert!(
+            matches!(
+                too_large,
+                crate::Error::FrameTooLarge {
+                    length: 100,
+                    limit: 64
+                }
+            ),
+            "{too_large}"
+        );
+        assert!(too_large.is_recoverable());
+        let malformed = read_frame(&mut reader, 64).await.expect_err("malformed");
+        assert!(
+            matches!(malformed, crate::Error::MalformedFrame { .. }),
+            "{malformed}"
+        );
+        assert!(malformed.is_recoverable());
+        let next = read_frame(&mut reader, 64).await.expect("read");
+        assert!(
+            matches!(next, Some(Frame::Cancel { stream: 3 })),
+            "{next:?}"
+        );
+        let cut = read_frame(&mut reader, 64).await.expect_err("cut short");
+        assert_eq!(cut.name(), "connection");
+        assert!(!cut.is_recoverable());
+        assert!(
+            read_frame(&mut reader, 64)
+                .await
+                .expect("the end")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_error_body_keeps_the_class_and_words() {
+        let error = Error::invalid_request("max_tokens must be at least 1");
+        let body = ErrorBody::from(&error);
+        let json = serde_json::to_value(&body).expect("JSON");
+        assert_eq!(json["class"], "invalid_request");
+        let back = Error::from(body);
+        assert_eq!(back.to_string(), error.to_string());
     }
 }

@@ -11,5 +11,5 @@ mod frame;
 mod server;
 
 pub use client::RemoteEngine;
-pub use frame::{DEFAULT_MAX_FRAME, Frame, FrameError, WireError};
+pub use frame::{DEFAULT_MAX_FRAME, ErrorBody, Frame};
 pub use server::{ServeConfig, serve};

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{DEFAULT_MAX_FRAME, Frame, WireError, encode_frame, read_frame, write_frames};
+use super::frame::{DEFAULT_MAX_FRAME, ErrorBody, Frame, encode_frame, read_frame, write_frames};
 
 /// How [`serve`] treats its connections.
 #[derive(Debug, Clone)]
@@ -160,7 +160,7 @@ async fn run_stream(
 async fn send(frames: &mpsc::Sender<Vec<u8>>, stream: u64, error: &Error, max_frame: u32) {
     let frame = Frame::Error {
         stream,
-        error: WireError::from(error),
+        error: ErrorBody::from(error),
     };
     if let Ok(bytes) = encode_frame(&frame, max_frame) {
         let _ = frames.send(bytes).await;
