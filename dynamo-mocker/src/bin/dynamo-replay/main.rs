@@ -1,129 +1,37 @@
 //! Replay a request trace through simulated workers and compare routing policies.
 //!
 //! ```text
-//! dynamo-replay --trace FILE [--workers 8] [--num-gpu-blocks 16384] [--block-size 64]
-//!               [--trace-block-size 512] [--router kv,ttft,round-robin,...] [--json]
-//!               [--speedup 1] [--event-lag-ms 0] [--max-in-flight N] [--seed 0]
+//! dynamo-replay --trace FILE [--workers 8] [--router round-robin,kv,ttft] [--json] ...
 //! ```
+//!
+//! `dynamo-replay --help` lists every flag and its default.
 
+mod cli;
 mod plot;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dynamo_core::BlockSize;
-use dynamo_mocker::{
-    CacheKnowledge, InterpolatedTiming, Replay, ReplayConfig, RequestRecord, Summary, TimingModel,
-    load_mooncake,
-};
+use clap::Parser;
+use dynamo_mocker::{CacheKnowledge, Replay, ReplayConfig, RequestRecord, Summary, load_mooncake};
 use dynamo_router::{
     ApproxConfig, ApproxIndex, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
     PowerOfTwoChoices, Random, RoundRobin, Router, SharedIndex,
 };
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-const ROUTERS: &str = "round-robin, random, p2c, least-loaded, kv, approx-kv, ttft, approx-ttft";
-
-struct Options {
-    trace: String,
-    config: ReplayConfig,
-    routers: Vec<String>,
-    json: bool,
-    seed: u64,
-    requests_out: Option<PathBuf>,
-    plot: Option<PathBuf>,
-}
-
-fn parse() -> Result<Options, String> {
-    let mut options = Options {
-        trace: String::new(),
-        config: ReplayConfig::default(),
-        routers: Vec::new(),
-        json: false,
-        seed: 0,
-        requests_out: None,
-        plot: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--json" {
-            options.json = true;
-            continue;
-        }
-        if flag == "-h" || flag == "--help" {
-            println!("{}", include_str!("usage.txt"));
-            std::process::exit(0);
-        }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = || {
-            value
-                .parse::<u64>()
-                .map_err(|_| format!("{flag} takes a whole number, got {value:?}"))
-        };
-        let real = || {
-            value
-                .parse::<f64>()
-                .map_err(|_| format!("{flag} takes a number, got {value:?}"))
-        };
-        match flag.as_str() {
-            "--trace" => options.trace = value.clone(),
-            "--workers" => options.config.workers = number()? as usize,
-            "--num-gpu-blocks" => options.config.engine.num_gpu_blocks = number()?,
-            "--block-size" => {
-                options.config.engine.block_size =
-                    BlockSize::new(number()? as u32).map_err(|e| e.to_string())?
-            }
-            "--trace-block-size" => options.config.trace_block_size = number()?,
-            "--max-num-batched-tokens" => options.config.engine.max_num_batched_tokens = number()?,
-            "--max-num-seqs" => options.config.engine.max_num_seqs = number()? as usize,
-            "--speedup" => options.config.arrival_speedup = real()?,
-            "--event-lag-ms" => options.config.event_lag_ms = real()?,
-            "--max-in-flight" => options.config.max_in_flight = Some(number()? as usize),
-            "--seed" => options.seed = number()?,
-            "--requests-out" => options.requests_out = Some(PathBuf::from(&value)),
-            "--timing-table" => options.config.timing = timing_table(&value)?,
-            "--plot" => options.plot = Some(PathBuf::from(&value)),
-            "--router" => options
-                .routers
-                .extend(value.split(',').map(|r| r.trim().to_owned())),
-            other => return Err(format!("unknown flag {other}; see --help")),
-        }
-    }
-    if options.trace.is_empty() {
-        return Err("--trace FILE is required; see --help".into());
-    }
-    if options.config.workers == 0 {
-        return Err("--workers must be at least 1".into());
-    }
-    if options.routers.is_empty() {
-        options.routers = vec!["round-robin".into(), "kv".into(), "ttft".into()];
-    }
-    Ok(options)
-}
-
-/// A profiling table: `{"prefill": [[tokens, ms], ...], "decode": [[kv_usage, ms], ...]}`.
-fn timing_table(path: &str) -> Result<TimingModel, String> {
-    #[derive(serde::Deserialize)]
-    struct Table {
-        prefill: Vec<(f64, f64)>,
-        decode: Vec<(f64, f64)>,
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let table: Table = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-    let model =
-        InterpolatedTiming::new(table.prefill, table.decode).map_err(|e| format!("{path}: {e}"))?;
-    Ok(TimingModel::Interpolated(model))
-}
+use crate::cli::{Cli, RouterName};
 
 /// The policy and the cache knowledge a router name stands for.
-fn router(name: &str, options: &Options) -> Result<(Box<dyn Router>, CacheKnowledge), String> {
-    let block_size = options.config.engine.block_size;
-    let seed = Some(options.seed);
+fn router(name: RouterName, config: &ReplayConfig, seed: u64) -> (Box<dyn Router>, CacheKnowledge) {
+    let block_size = config.engine.block_size;
+    let seed = Some(seed);
     let events = || CacheKnowledge::Events(SharedIndex::new(block_size));
     let blind = || CacheKnowledge::Nothing;
     let approx = || {
         let config = ApproxConfig {
-            capacity_blocks: Some(options.config.engine.num_gpu_blocks as usize),
+            capacity_blocks: Some(config.engine.num_gpu_blocks as usize),
             ..ApproxConfig::default()
         };
         CacheKnowledge::Other(Arc::new(ApproxIndex::new(block_size, config)))
@@ -140,17 +48,16 @@ fn router(name: &str, options: &Options) -> Result<(Box<dyn Router>, CacheKnowle
             ..Default::default()
         })) as Box<dyn Router>
     };
-    Ok(match name {
-        "round-robin" => (Box::new(RoundRobin::new()), blind()),
-        "random" => (Box::new(Random::new(seed)), blind()),
-        "p2c" => (Box::new(PowerOfTwoChoices::new(seed)), blind()),
-        "least-loaded" => (Box::new(LeastLoaded::new(seed)), blind()),
-        "kv" => (kv(), events()),
-        "approx-kv" => (kv(), approx()),
-        "ttft" => (ttft(), events()),
-        "approx-ttft" => (ttft(), approx()),
-        other => return Err(format!("unknown router {other:?}; choose from {ROUTERS}")),
-    })
+    match name {
+        RouterName::RoundRobin => (Box::new(RoundRobin::new()), blind()),
+        RouterName::Random => (Box::new(Random::new(seed)), blind()),
+        RouterName::P2c => (Box::new(PowerOfTwoChoices::new(seed)), blind()),
+        RouterName::LeastLoaded => (Box::new(LeastLoaded::new(seed)), blind()),
+        RouterName::Kv => (kv(), events()),
+        RouterName::ApproxKv => (kv(), approx()),
+        RouterName::Ttft => (ttft(), events()),
+        RouterName::ApproxTtft => (ttft(), approx()),
+    }
 }
 
 fn print_table(summaries: &[Summary]) {
@@ -186,19 +93,32 @@ fn print_table(summaries: &[Summary]) {
     }
 }
 
-/// A progress bar on standard error, when it is a terminal.
-fn progress(name: &str) -> impl FnMut(usize, usize) + '_ {
-    let show = std::io::stderr().is_terminal();
+/// A progress bar for a replay of `total` requests, on standard error when it is a terminal;
+/// nothing otherwise (CI logs).
+fn progress(name: &str, total: usize) -> impl FnMut(usize, usize) + use<> {
+    let mut bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::hidden())
+        .with_prefix(name.to_owned());
+    // The template is checked by a test below; should it fail, indicatif's own bar shows.
+    if let Ok(style) = ProgressStyle::with_template(BAR) {
+        bar = bar.with_style(style.progress_chars("#>-"));
+    }
+    // Drawn from the first update on, once its style and prefix are set.
+    if std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+    }
     move |done, total| {
-        if show {
-            let filled = done * 40 / total.max(1);
-            eprint!("\r{name:<14} [{:<40}] {done}/{total}", "#".repeat(filled));
-            if done == total {
-                eprintln!();
-            }
+        if bar.length() != Some(total as u64) {
+            bar.set_length(total as u64);
+        }
+        bar.set_position(done as u64);
+        if done == total {
+            bar.finish();
         }
     }
 }
+
+/// The progress bar: router, bar, requests finished, time elapsed.
+const BAR: &str = "{prefix:<14} [{bar:40}] {pos}/{len} {elapsed}";
 
 fn write_requests(path: &PathBuf, runs: &[(String, Vec<RequestRecord>)]) -> Result<(), String> {
     let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -226,40 +146,54 @@ fn write_plots(dir: &PathBuf, runs: &[(String, Vec<RequestRecord>)]) -> Result<(
 }
 
 fn main() {
-    let result = (|| -> Result<(), String> {
-        let options = parse()?;
-        let trace = load_mooncake(&options.trace).map_err(|e| e.to_string())?;
-        let mut summaries = Vec::new();
-        let mut runs = Vec::new();
-        for name in &options.routers {
-            let (policy, knowledge) = router(name, &options)?;
-            let outcome = Replay::new(&trace, &options.config)
-                .label(name.as_str())
-                .policy(policy)
-                .knowledge(knowledge)
-                .progress(progress(name))
-                .run()
-                .map_err(|e| e.to_string())?;
-            if options.json {
-                let line = serde_json::to_string(&outcome.summary).map_err(|e| e.to_string())?;
-                println!("{line}");
-            }
-            summaries.push(outcome.summary);
-            runs.push((name.clone(), outcome.records));
-        }
-        if !options.json {
-            print_table(&summaries);
-        }
-        if let Some(path) = &options.requests_out {
-            write_requests(path, &runs)?;
-        }
-        if let Some(dir) = &options.plot {
-            write_plots(dir, &runs)?;
-        }
-        Ok(())
-    })();
-    if let Err(message) = result {
+    // Bad flags exit with status 2 and clap's message; so do failures of the replay itself.
+    let cli = Cli::parse();
+    if let Err(message) = run(&cli) {
         eprintln!("dynamo-replay: {message}");
         std::process::exit(2);
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), String> {
+    let config = cli.config();
+    let trace = load_mooncake(&cli.trace).map_err(|e| e.to_string())?;
+    let mut summaries = Vec::new();
+    let mut runs = Vec::new();
+    for &name in &cli.routers {
+        let label = name.to_string();
+        let (policy, knowledge) = router(name, &config, cli.seed);
+        let outcome = Replay::new(&trace, &config)
+            .label(label.as_str())
+            .policy(policy)
+            .knowledge(knowledge)
+            .progress(progress(&label, trace.len()))
+            .run()
+            .map_err(|e| e.to_string())?;
+        if cli.json {
+            let line = serde_json::to_string(&outcome.summary).map_err(|e| e.to_string())?;
+            println!("{line}");
+        }
+        summaries.push(outcome.summary);
+        runs.push((label, outcome.records));
+    }
+    if !cli.json {
+        print_table(&summaries);
+    }
+    if let Some(path) = &cli.requests_out {
+        write_requests(path, &runs)?;
+    }
+    if let Some(dir) = &cli.plot {
+        write_plots(dir, &runs)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_bar_template_is_valid() {
+        assert!(ProgressStyle::with_template(BAR).is_ok());
     }
 }

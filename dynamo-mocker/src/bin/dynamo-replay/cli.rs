@@ -1,0 +1,279 @@
+//! The flags of `dynamo-replay`, parsed by clap.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
+use clap::{Parser, ValueEnum};
+use dynamo_core::BlockSize;
+use dynamo_mocker::{EngineConfig, InterpolatedTiming, ReplayConfig, TimingModel};
+
+/// Replay a Mooncake-format request trace through simulated vLLM-like workers, routed by
+/// dynamo-router's policies, on a virtual clock.
+///
+/// Prints one line per router: a table, or a JSON object with --json. A progress bar goes to
+/// standard error when it is a terminal.
+#[derive(Debug, Parser)]
+// The defaults are read from `ReplayConfig::default()`, so the two cannot drift apart.
+// A flag given twice keeps its last value (`--router` adds up instead).
+#[command(name = "dynamo-replay", args_override_self = true)]
+pub(crate) struct Cli {
+    /// Mooncake trace: one JSON object per line (timestamp, input_length, output_length,
+    /// hash_ids)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trace: PathBuf,
+
+    /// Simulated workers
+    #[arg(long, value_name = "N", default_value_t = ReplayConfig::default().workers,
+          value_parser = at_least_one)]
+    pub(crate) workers: usize,
+
+    /// KV blocks per worker
+    #[arg(long, value_name = "B", default_value_t = ReplayConfig::default().engine.num_gpu_blocks)]
+    pub(crate) num_gpu_blocks: u64,
+
+    /// Tokens per KV block
+    #[arg(long, value_name = "T", default_value_t = ReplayConfig::default().engine.block_size,
+          value_parser = block_size)]
+    pub(crate) block_size: BlockSize,
+
+    /// Tokens per trace hash_id
+    #[arg(long, value_name = "T", default_value_t = ReplayConfig::default().trace_block_size)]
+    pub(crate) trace_block_size: u64,
+
+    /// Token budget per engine step
+    #[arg(long, value_name = "T",
+          default_value_t = ReplayConfig::default().engine.max_num_batched_tokens)]
+    pub(crate) max_num_batched_tokens: u64,
+
+    /// Running sequences per worker
+    #[arg(long, value_name = "N", default_value_t = ReplayConfig::default().engine.max_num_seqs)]
+    pub(crate) max_num_seqs: usize,
+
+    /// Routers to compare, comma-separated; repeatable
+    #[arg(long = "router", value_name = "LIST", value_delimiter = ',',
+          action = clap::ArgAction::Append, value_parser = RouterParser,
+          default_value = "round-robin,kv,ttft")]
+    pub(crate) routers: Vec<RouterName>,
+
+    /// Step times from a profiling table instead of the polynomial model:
+    /// {"prefill": [[tokens, ms], ...], "decode": [[kv_usage, ms], ...]}
+    #[arg(long, value_name = "FILE", value_parser = timing_table)]
+    pub(crate) timing_table: Option<TimingModel>,
+
+    /// Arrivals X times faster than the trace
+    #[arg(long, value_name = "X", allow_negative_numbers = true,
+          default_value_t = ReplayConfig::default().arrival_speedup, value_parser = positive)]
+    pub(crate) speedup: f64,
+
+    /// KV events reach the router this late
+    #[arg(long, value_name = "MS", allow_negative_numbers = true,
+          default_value_t = ReplayConfig::default().event_lag_ms)]
+    pub(crate) event_lag_ms: f64,
+
+    /// At most N requests in the system; later arrivals wait
+    #[arg(long, value_name = "N")]
+    pub(crate) max_in_flight: Option<usize>,
+
+    /// Seed of the random tie-breaks
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub(crate) seed: u64,
+
+    /// One JSON object per router instead of a table
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Per-request records as JSON lines (with a "router" field)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) requests_out: Option<PathBuf>,
+
+    /// Write ttft_cdf.svg and cache_reuse.svg into DIR
+    #[arg(long, value_name = "DIR")]
+    pub(crate) plot: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The replay's settings.
+    pub(crate) fn config(&self) -> ReplayConfig {
+        let defaults = ReplayConfig::default();
+        ReplayConfig {
+            workers: self.workers,
+            engine: EngineConfig {
+                num_gpu_blocks: self.num_gpu_blocks,
+                block_size: self.block_size,
+                max_num_batched_tokens: self.max_num_batched_tokens,
+                max_num_seqs: self.max_num_seqs,
+            },
+            timing: self.timing_table.clone().unwrap_or(defaults.timing),
+            trace_block_size: self.trace_block_size,
+            arrival_speedup: self.speedup,
+            event_lag_ms: self.event_lag_ms,
+            max_in_flight: self.max_in_flight,
+            ..defaults
+        }
+    }
+}
+
+/// A routing policy `--router` can name, with the cache knowledge it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RouterName {
+    /// Each worker in turn
+    RoundRobin,
+    /// A worker at random
+    Random,
+    /// The less loaded of two random workers
+    P2c,
+    /// The least loaded worker
+    LeastLoaded,
+    /// NVIDIA Dynamo's cost, fed by the workers' KV events
+    Kv,
+    /// NVIDIA Dynamo's cost, guessing the caches without events
+    ApproxKv,
+    /// Ours: the expected time to first token, fed by KV events
+    Ttft,
+    /// Ours, guessing the caches without events
+    ApproxTtft,
+}
+
+/// The name as given on the command line, which labels the router's results.
+impl fmt::Display for RouterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.to_possible_value().ok_or(fmt::Error)?;
+        f.write_str(value.get_name())
+    }
+}
+
+/// Router names with the spaces around them ignored, so that `--router "kv, ttft"` works.
+#[derive(Debug, Clone, Copy)]
+struct RouterParser;
+
+impl TypedValueParser for RouterParser {
+    type Value = RouterName;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<RouterName, clap::Error> {
+        let trimmed = value.to_str().map_or(value, |text| OsStr::new(text.trim()));
+        EnumValueParser::<RouterName>::new().parse_ref(command, arg, trimmed)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        let names = RouterName::value_variants().iter();
+        Some(Box::new(names.filter_map(ValueEnum::to_possible_value)))
+    }
+}
+
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A number above zero: the replay divides the trace's times by it.
+fn positive(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(x) if x > 0.0 => Ok(x),
+        Ok(_) => Err("must be above 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn block_size(value: &str) -> Result<BlockSize, String> {
+    let tokens = value.parse::<u32>().map_err(|e| e.to_string())?;
+    BlockSize::new(tokens).map_err(|e| e.to_string())
+}
+
+/// A profiling table: `{"prefill": [[tokens, ms], ...], "decode": [[kv_usage, ms], ...]}`.
+fn timing_table(path: &str) -> Result<TimingModel, String> {
+    #[derive(serde::Deserialize)]
+    struct Table {
+        prefill: Vec<(f64, f64)>,
+        decode: Vec<(f64, f64)>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let table: Table =
+        serde_json::from_str(&text).map_err(|e| format!("not a profiling table: {e}"))?;
+    let model = InterpolatedTiming::new(table.prefill, table.decode).map_err(|e| e.to_string())?;
+    Ok(TimingModel::Interpolated(model))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["dynamo-replay", "--trace", "t.jsonl"]).expect("parses");
+        assert_eq!(cli.config(), ReplayConfig::default());
+        assert_eq!(
+            cli.routers,
+            [RouterName::RoundRobin, RouterName::Kv, RouterName::Ttft]
+        );
+        assert_eq!(cli.seed, 0);
+        assert!(!cli.json);
+    }
+
+    #[test]
+    fn routers_are_trimmed_repeatable_and_labelled_by_name() {
+        let cli = Cli::try_parse_from([
+            "dynamo-replay",
+            "--trace",
+            "t.jsonl",
+            "--router",
+            "approx-kv, p2c",
+            "--router",
+            "kv",
+        ])
+        .expect("parses");
+        let names: Vec<String> = cli.routers.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["approx-kv", "p2c", "kv"]);
+    }
+
+    #[test]
+    fn a_repeated_flag_keeps_its_last_value() {
+        let cli = Cli::try_parse_from([
+            "dynamo-replay",
+            "--trace",
+            "t.jsonl",
+            "--workers",
+            "2",
+            "--workers",
+            "3",
+            "--json",
+            "--json",
+        ])
+        .expect("parses");
+        assert_eq!(cli.workers, 3);
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (flag, value) in [
+            ("--workers", "0"),
+            ("--block-size", "0"),
+            ("--seed", "x"),
+            ("--speedup", "0"),
+            ("--speedup", "-1"),
+            ("--speedup", "NaN"),
+            ("--router", "nope"),
+        ] {
+            let error = Cli::try_parse_from(["dynamo-replay", "--trace", "t.jsonl", flag, value])
+                .expect_err("refused");
+            assert!(error.to_string().contains(flag), "{error}");
+            assert_eq!(error.exit_code(), 2);
+        }
+    }
+}
