@@ -77,7 +77,9 @@
 //!
 //! # Features
 //!
-//! `dynamo-mocker` has no optional features.
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `cli` | the `dynamo-replay` command (clap for its flags, indicatif for its progress bars); the library needs neither | yes |
 
 mod engine;
 mod error;
