@@ -107,8 +107,9 @@ struct ModelArgs {
     host: IpAddr,
     /// A llama-family GGUF file: weights, tokenizer and chat template
     ///
-    /// A local path, or ORG/REPO[@REVISION]/FILE on the Hugging Face Hub (fetched once into
-    /// its cache) [default: SmolLM2-135M-Instruct, fetched once into the dynamo cache]
+    /// A local path, or ORG/REPO/FILE (or ORG/REPO@REVISION/FILE) on the Hugging Face Hub
+    /// (fetched once into its cache) [default: SmolLM2-135M-Instruct, fetched once into the
+    /// dynamo cache]
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
     /// The model name clients use
