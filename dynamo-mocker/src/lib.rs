@@ -69,9 +69,9 @@
 //! # Speed
 //!
 //! On a 2-core AMD EPYC VM, the replay of the shared Mooncake trace (3,993 requests, 8 workers
-//! of 16,384 blocks) takes a median 74 ms with round-robin and 107 ms with the KV router,
-//! against 884 ms and 1,165 ms for NVIDIA Dynamo 1.6.1's replay in the same session: 11.9× and
-//! 10.9×, with round-robin results within a percent of Dynamo's. The cost grows linearly
+//! of 16,384 blocks) takes a median 73 ms with round-robin and 92 ms with the KV router,
+//! against 888 ms and 1,211 ms for NVIDIA Dynamo 1.6.1's replay in the same session: 12.2× and
+//! 13.1× (measured 2026-12-03), with round-robin results within a percent of Dynamo's. The cost grows linearly
 //! with the trace.
 //! `docs/simulator.md` has the tables and what the speed comes from.
 //!
