@@ -7,9 +7,9 @@
 //! | one process (`dynamo-serve`) | `InProcess` | `LocalBus` | the workers it started (`StaticDiscovery`) |
 //! | `worker` + `frontend` | `Tcp` | NATS | etcd, a directory, or `--worker-at` |
 
-use dynamo_candle::LlamaWeights;
 use std::sync::Arc;
 
+use dynamo_candle::LlamaWeights;
 use dynamo_core::{BlockSize, BoxEngine, EngineExt, Error, KvEvent, ResyncRequest, WorkerId};
 use dynamo_router::{ApproxConfig, KvIndex, RoundRobin, RouterService, SharedIndex};
 use dynamo_transport::discovery::{ConnectConfig, Discovery, WorkerRecord, connect};
