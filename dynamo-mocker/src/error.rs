@@ -37,6 +37,12 @@ pub enum Error {
         /// `prefill` or `decode`.
         table: &'static str,
     },
+    /// The replay's arrival speed-up is not a positive number.
+    #[error("the arrival speed-up must be above 0, not {value}")]
+    ArrivalSpeedup {
+        /// The value given.
+        value: f64,
+    },
     /// A worker joins a replay under an id that a worker of the replay already has or had.
     #[error("worker {worker} cannot join at {at_ms} ms: the id is already in use")]
     WorkerInUse {

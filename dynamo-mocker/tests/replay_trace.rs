@@ -190,6 +190,22 @@ fn membership_changes_that_cannot_apply_are_refused_before_the_replay() {
 }
 
 #[test]
+fn an_arrival_speedup_that_is_not_positive_is_refused() {
+    let trace = trace();
+    for value in [0.0, -2.0, f64::NAN] {
+        let config = ReplayConfig {
+            arrival_speedup: value,
+            ..ReplayConfig::default()
+        };
+        let refused = Replay::new(&trace[..10], &config).run().err();
+        assert!(
+            matches!(refused, Some(Error::ArrivalSpeedup { .. })),
+            "{value}: {refused:?}"
+        );
+    }
+}
+
+#[test]
 fn lagged_events_and_a_concurrency_cap_still_complete_every_request_in_order() {
     let trace = trace();
     let config = ReplayConfig {

@@ -231,6 +231,11 @@ impl<P: Router> Replay<'_, P> {
     /// [`Error::WorkerInUse`], [`Error::UnknownWorker`] or [`Error::DataParallelRank`] for a
     /// membership change that cannot apply. Both are checked before the replay starts.
     pub fn run(self) -> Result<ReplayOutcome, Error> {
+        let speedup = self.config.arrival_speedup;
+        // Not `<= 0.0`: NaN must be refused too.
+        if !(speedup > 0.0) {
+            return Err(Error::ArrivalSpeedup { value: speedup });
+        }
         // Check the block sizes once; each arrival then hashes its own prompt.
         if let Some(first) = self.trace.first() {
             engine_blocks(
