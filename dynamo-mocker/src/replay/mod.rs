@@ -232,8 +232,7 @@ impl<P: Router> Replay<'_, P> {
     /// membership change that cannot apply. Both are checked before the replay starts.
     pub fn run(self) -> Result<ReplayOutcome, Error> {
         let speedup = self.config.arrival_speedup;
-        // Not `<= 0.0`: NaN must be refused too.
-        if !(speedup > 0.0) {
+        if speedup.is_nan() || speedup <= 0.0 {
             return Err(Error::ArrivalSpeedup { value: speedup });
         }
         // Check the block sizes once; each arrival then hashes its own prompt.
