@@ -75,7 +75,8 @@ async fn without_shedding_a_caller_waits_for_readiness() {
         let mut router = router.clone();
         async move { drain(router.generate(request(3)).await.expect("placed")).await }
     });
-    // However long it waits, it is not placed while both workers are busy.
+    // However long it waits, it is not placed while both workers are busy. The time is
+    // virtual (`start_paused`): the elapsed wait is what is checked, not a guess at timing.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!waiting.is_finished());
     assert_eq!(

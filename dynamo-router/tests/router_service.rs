@@ -212,6 +212,7 @@ async fn a_removed_worker_keeps_its_cache_for_the_grace_period_then_is_forgotten
     send(Change::Remove(WorkerId::new(1)));
     settle().await;
     assert!(router.selector().workers().is_empty());
+    // Virtual time (`start_paused`): the grace period's passing is what these waits check.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(cached(), 2);
     send(Change::Insert(
