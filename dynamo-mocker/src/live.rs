@@ -82,13 +82,9 @@ impl Default for LiveConfig {
 #[derive(Debug, Clone)]
 pub struct LiveEngine {
     queue: QueuedEngine,
-    state: Arc<Mutex<LiveState>>,
+    /// The worker's load after its last step.
+    metrics: Arc<Mutex<WorkerMetrics>>,
     publisher: KvPublisher,
-}
-
-#[derive(Debug, Default)]
-struct LiveState {
-    metrics: WorkerMetrics,
 }
 
 impl LiveEngine {
@@ -106,14 +102,12 @@ impl LiveEngine {
         });
         let worker = SimWorker::new(config.engine, timing).record_tokens(true);
         // Before the first step, the load of an idle worker (its cache size included).
-        let state = Arc::new(Mutex::new(LiveState {
-            metrics: worker.metrics(),
-        }));
+        let metrics = Arc::new(Mutex::new(worker.metrics()));
         let publisher = KvPublisher::new(config.worker, config.engine.block_size, events);
-        let run = run_worker(worker, receiver, publisher.clone(), state.clone(), config);
+        let run = run_worker(worker, receiver, publisher.clone(), metrics.clone(), config);
         let engine = LiveEngine {
             queue,
-            state,
+            metrics,
             publisher,
         };
         (engine, run)
@@ -121,7 +115,7 @@ impl LiveEngine {
 
     /// The worker's load after its last step.
     pub fn metrics(&self) -> WorkerMetrics {
-        self.state.lock().metrics
+        *self.metrics.lock()
     }
 
     /// KV events dropped because the event channel was full.
@@ -163,7 +157,7 @@ async fn run_worker(
     mut worker: SimWorker,
     mut submissions: mpsc::Receiver<Submission>,
     publisher: KvPublisher,
-    state: Arc<Mutex<LiveState>>,
+    metrics: Arc<Mutex<WorkerMetrics>>,
     config: LiveConfig,
 ) {
     let mut active: HashMap<u64, Active> = HashMap::new();
@@ -203,7 +197,7 @@ async fn run_worker(
         tokio::time::sleep(Duration::from_secs_f64(pause / 1000.0)).await;
         deliver(&report, &mut active, &mut worker);
         publisher.publish_all(StorageTier::Device, report.events.drain(..));
-        state.lock().metrics = worker.metrics();
+        *metrics.lock() = worker.metrics();
     }
 }
 
