@@ -1,0 +1,46 @@
+//! What can go wrong in the block manager.
+
+use dynamo_core::{SequenceHash, StorageTier};
+
+/// The error of every fallible operation in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A block's bytes are not the store's block size.
+    #[error("a block of {got} bytes does not fit a {tier:?} store of {expected}-byte blocks")]
+    BlockSize {
+        /// The store's tier.
+        tier: StorageTier,
+        /// The store's block size in bytes.
+        expected: usize,
+        /// The size that was offered.
+        got: usize,
+    },
+    /// The store holds as many blocks as it can; remove some first.
+    #[error("the {tier:?} store is full ({capacity} blocks)")]
+    Full {
+        /// The store's tier.
+        tier: StorageTier,
+        /// Its capacity in blocks.
+        capacity: usize,
+    },
+    /// A store was configured in a way it cannot work.
+    #[error("invalid {tier:?} store configuration: {reason}")]
+    Config {
+        /// The store's tier.
+        tier: StorageTier,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading or writing a block failed in the medium below the store.
+    #[error("{tier:?} store I/O on block {hash}: {source}")]
+    Io {
+        /// The store's tier.
+        tier: StorageTier,
+        /// The block being read or written.
+        hash: SequenceHash,
+        /// What the medium said.
+        #[source]
+        source: std::io::Error,
+    },
+}
