@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use dynamo_core::{BlockSize, HashedBlock, KvEventData, LocalBlockHash, SequenceHash};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::pool::{KvPool, Slot};
 use crate::timing::{StepShape, StepTiming};
+use dynamo_kvbm::{BlockPool, PinnedBlock, PrivateBlock};
 
 /// The settings of a simulated worker; the defaults are those of NVIDIA Dynamo's mocker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,11 +87,10 @@ struct Sequence {
     request: SimRequest,
     /// Full blocks of prompt and output, as far as they are known.
     blocks: Vec<HashedBlock>,
-    /// The pool slots of the leading blocks of `blocks` that this sequence has registered or
-    /// pinned.
-    slots: Vec<Slot>,
+    /// The leading blocks of `blocks` that this sequence has registered or pinned.
+    pinned: Vec<PinnedBlock>,
     /// Private blocks held.
-    private: u64,
+    private: Vec<PrivateBlock>,
     /// Tokens whose KV is computed.
     computed: u64,
     /// Tokens generated so far.
@@ -116,13 +115,15 @@ impl Sequence {
 pub struct SimWorker {
     config: EngineConfig,
     timing: Box<dyn StepTiming>,
-    pool: KvPool,
+    pool: BlockPool,
     waiting: VecDeque<Sequence>,
     running: Vec<Sequence>,
     /// The prompt tokens each finished or running request found cached, by id.
     cached: Vec<(u64, u64)>,
     /// The step's plan, kept to reuse its allocation: (index in `running`, tokens).
     plan: Vec<(usize, u64)>,
+    /// The cached prefix found at an admission, kept to reuse its allocation.
+    found: Vec<dynamo_kvbm::BlockId>,
     /// Indices in `running` of the sequences that produced their last token this step.
     done: Vec<usize>,
     record_tokens: bool,
@@ -160,13 +161,18 @@ impl SimWorker {
     /// An idle worker with an empty cache.
     pub fn new(config: EngineConfig, timing: impl StepTiming + 'static) -> Self {
         SimWorker {
-            pool: KvPool::new(config.num_gpu_blocks, config.block_size),
+            // Four billion blocks is as good as an unbounded cache; the pool grows as it fills.
+            pool: BlockPool::new(
+                u32::try_from(config.num_gpu_blocks).unwrap_or(u32::MAX),
+                config.block_size,
+            ),
             config,
             timing: Box::new(timing),
             waiting: VecDeque::new(),
             running: Vec::new(),
             cached: Vec::new(),
             plan: Vec::new(),
+            found: Vec::new(),
             done: Vec::new(),
             record_tokens: false,
             quiet_steps: 0,
@@ -196,8 +202,8 @@ impl SimWorker {
         self.waiting.push_back(Sequence {
             blocks: std::mem::take(&mut request.prompt_blocks),
             request,
-            slots: Vec::new(),
-            private: 0,
+            pinned: Vec::new(),
+            private: Vec::new(),
             computed: 0,
             generated: 0,
             cached_tokens: None,
@@ -231,8 +237,8 @@ impl SimWorker {
         WorkerMetrics {
             waiting: self.waiting.len(),
             running: self.running.len(),
-            blocks_in_use: self.pool.in_use(),
-            blocks_total: self.pool.capacity(),
+            blocks_in_use: self.pool.in_use() as u64,
+            blocks_total: self.pool.capacity() as u64,
         }
     }
 
@@ -315,7 +321,7 @@ impl SimWorker {
         }
         self.plan = plan;
         self.finish(report);
-        report.events.append(&mut self.pool.events);
+        self.pool.take_events_into(&mut report.events);
         self.plan_quiet_steps();
         true
     }
@@ -362,7 +368,7 @@ impl SimWorker {
 
     /// `tokens` as a share of the cache's token capacity: what slows a decode step.
     fn kv_usage(&self, tokens: u64) -> f64 {
-        let capacity = self.pool.capacity() * u64::from(self.config.block_size.get());
+        let capacity = self.pool.capacity() as u64 * u64::from(self.config.block_size.get());
         tokens as f64 / capacity.max(1) as f64
     }
 
@@ -393,7 +399,7 @@ impl SimWorker {
             if sequence.prefilling() {
                 return;
             }
-            let room = (sequence.slots.len() as u64 + sequence.private) * block;
+            let room = (sequence.pinned.len() + sequence.private.len()) as u64 * block;
             let to_full = room.saturating_sub(sequence.tokens() + 1);
             let to_last = sequence
                 .request
@@ -413,14 +419,16 @@ impl SimWorker {
         let block = u64::from(self.config.block_size.get());
         loop {
             let sequence = &self.running[index];
-            let held = sequence.slots.len() as u64 + sequence.private;
+            let held = (sequence.pinned.len() + sequence.private.len()) as u64;
             if tokens <= held * block {
                 // The usual decode step: the last block has room.
                 return true;
             }
             let needed = tokens.div_ceil(block) - held;
-            if self.pool.take(needed) {
-                self.running[index].private += needed;
+            if self
+                .pool
+                .take(needed as usize, &mut self.running[index].private)
+            {
                 return true;
             }
             let victim = self.running.len() - 1;
@@ -442,10 +450,8 @@ impl SimWorker {
     }
 
     fn release(&mut self, sequence: &mut Sequence) {
-        self.pool.unpin_all(&sequence.slots);
-        self.pool.release_private(sequence.private);
-        sequence.slots.clear();
-        sequence.private = 0;
+        self.pool.release(&mut sequence.pinned);
+        self.pool.release(&mut sequence.private);
     }
 
     /// Move waiting sequences to running while the budget, the sequence cap and the cache
@@ -458,33 +464,33 @@ impl SimWorker {
             };
             let tokens = sequence.tokens();
             let full = ((tokens / block) as usize).min(sequence.blocks.len());
-            let mut slots = std::mem::take(&mut sequence.slots);
-            slots.clear();
+            let mut found = std::mem::take(&mut self.found);
+            found.clear();
             self.pool
-                .cached_prefix(&sequence.blocks[..full], &mut slots);
-            let mut hit = slots.len();
+                .cached_prefix(&sequence.blocks[..full], &mut found);
+            let mut hit = found.len();
             // At least one token is always computed, to produce the next one.
             while hit > 0 && hit as u64 * block >= tokens {
                 hit -= 1;
             }
-            slots.truncate(hit);
+            found.truncate(hit);
             let computed = hit as u64 * block;
             let chunk = (tokens - computed).min(*budget);
             let needed = (computed + chunk).div_ceil(block) - hit as u64;
-            if self.pool.obtainable() < needed + hit as u64 {
+            if self.pool.obtainable() < (needed + hit as u64) as usize {
+                self.found = found;
                 self.waiting.push_front(sequence);
                 break;
             }
-            for &slot in &slots {
-                self.pool.pin(slot);
-            }
-            if !self.pool.take(needed) {
-                self.pool.unpin_all(&slots);
+            sequence
+                .pinned
+                .extend(found.iter().filter_map(|&id| self.pool.pin(id)));
+            self.found = found;
+            if !self.pool.take(needed as usize, &mut sequence.private) {
+                self.pool.release(&mut sequence.pinned);
                 self.waiting.push_front(sequence);
                 break;
             }
-            sequence.slots = slots;
-            sequence.private = needed;
             sequence.computed = computed;
             if sequence.cached_tokens.is_none() {
                 sequence.cached_tokens = Some(computed);
@@ -538,20 +544,22 @@ impl SimWorker {
     fn register_full(&mut self, index: usize) {
         let block = u64::from(self.config.block_size.get());
         let sequence = &mut self.running[index];
-        if sequence.private == 0 || sequence.slots.len() >= sequence.blocks.len() {
+        if sequence.private.is_empty() || sequence.pinned.len() >= sequence.blocks.len() {
             // No block filled since the last call.
             return;
         }
         let full = ((sequence.computed / block) as usize).min(sequence.blocks.len());
-        if let Some(filled) = sequence.blocks.get(sequence.slots.len()..full) {
+        if let Some(filled) = sequence.blocks.get(sequence.pinned.len()..full) {
             self.pool.warm_registrations(filled);
         }
-        while sequence.slots.len() < full && sequence.private > 0 {
-            let next = sequence.slots.len();
+        while sequence.pinned.len() < full {
+            let Some(private) = sequence.private.pop() else {
+                break;
+            };
+            let next = sequence.pinned.len();
             let parent = next.checked_sub(1).map(|p| sequence.blocks[p].sequence);
-            let slot = self.pool.register(parent, sequence.blocks[next]);
-            sequence.slots.push(slot);
-            sequence.private -= 1;
+            let pinned = self.pool.register(private, parent, sequence.blocks[next]);
+            sequence.pinned.push(pinned);
         }
     }
 

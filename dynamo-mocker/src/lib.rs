@@ -84,7 +84,6 @@
 mod engine;
 mod error;
 mod live;
-mod pool;
 mod replay;
 mod summary;
 mod timing;

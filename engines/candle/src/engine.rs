@@ -10,12 +10,12 @@ use dynamo_core::{
     KvPublisher, QueuedEngine, SequenceHash, StorageTier, Submission, TokenChunk, TokenStream,
     Usage, WorkerId,
 };
+use dynamo_kvbm::{BlockId, BlockPool, Held, PinnedBlock, PoolCounters, PrivateBlock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::forward::{KvStore, Rope, Row, forward};
-use crate::pool::{BlockId, BlockPool, PoolCounters};
 use crate::sampler::Sampler;
 use crate::weights::LlamaWeights;
 
@@ -137,7 +137,10 @@ struct Sequence {
     prompt_len: usize,
     /// Tokens whose K and V are in the store.
     computed: usize,
-    blocks: Vec<BlockId>,
+    /// The sequence's full blocks, registered or pinned, in order.
+    pinned: Vec<PinnedBlock>,
+    /// The blocks after them, being filled, in order.
+    private: VecDeque<PrivateBlock>,
     /// Hashes of the sequence's full blocks, in order.
     hashes: Vec<HashedBlock>,
     hasher: BlockHasher,
@@ -149,6 +152,14 @@ struct Sequence {
     sampler: Sampler,
     output: mpsc::Sender<Result<TokenChunk, Error>>,
     cancel: CancellationToken,
+}
+
+impl Sequence {
+    /// Where its blocks are, in order.
+    fn table(&self) -> Vec<BlockId> {
+        let pinned = self.pinned.iter().map(Held::id);
+        pinned.chain(self.private.iter().map(Held::id)).collect()
+    }
 }
 
 struct ModelThread {
@@ -210,11 +221,11 @@ impl ModelThread {
             if let Err(error) = self.step() {
                 // A failed step leaves the store in an unknown state for its sequences: end them.
                 let message = error.to_string();
-                for sequence in std::mem::take(&mut self.running) {
+                for mut sequence in std::mem::take(&mut self.running) {
                     let _ = sequence
                         .output
                         .try_send(Err(Error::internal(message.clone())));
-                    self.pool.release(&sequence.blocks);
+                    self.release(&mut sequence);
                 }
                 self.publish();
             }
@@ -228,8 +239,9 @@ impl ModelThread {
             .into_iter()
             .partition(|s| s.cancel.is_cancelled() || s.output.is_closed());
         self.running = kept;
-        for sequence in &gone {
-            self.pool.release(&sequence.blocks);
+        let mut gone = gone;
+        for sequence in &mut gone {
+            self.release(sequence);
         }
         if !gone.is_empty() {
             self.publish();
@@ -264,15 +276,19 @@ impl ModelThread {
                     ))));
                 continue;
             }
-            let sequence_hashes: Vec<SequenceHash> = hashes.iter().map(|h| h.sequence).collect();
-            let mut blocks = self.pool.take_cached_prefix(&sequence_hashes);
-            let cached = blocks.len();
-            if self.pool.obtainable() < needed - cached {
-                self.pool.release(&blocks);
+            let mut found = Vec::new();
+            self.pool.cached_prefix(&hashes, &mut found);
+            let mut pinned: Vec<PinnedBlock> = found
+                .into_iter()
+                .filter_map(|id| self.pool.pin(id))
+                .collect();
+            let cached = pinned.len();
+            let mut private = Vec::new();
+            if !self.pool.take(needed - cached, &mut private) {
+                self.pool.release(&mut pinned);
                 self.waiting.push_front(submission);
                 return;
             }
-            blocks.extend((cached..needed).filter_map(|_| self.pool.allocate()));
             hashes.truncate(cached);
             let Submission {
                 request,
@@ -284,7 +300,8 @@ impl ModelThread {
                 computed: cached * block_size,
                 cached_tokens: cached * block_size,
                 tokens: prompt,
-                blocks,
+                pinned,
+                private: private.into(),
                 hashes,
                 hasher,
                 generated: 0,
@@ -332,16 +349,14 @@ impl ModelThread {
             }
             // A decode step may open a new block.
             let last = sequence.computed + take - 1;
-            while sequence.blocks.len() * block_size <= last {
-                match self.pool.allocate() {
-                    Some(block) => sequence.blocks.push(block),
-                    None => break,
-                }
-            }
-            if sequence.blocks.len() * block_size <= last {
+            let held = sequence.pinned.len() + sequence.private.len();
+            let opening = (last / block_size + 1).saturating_sub(held);
+            let mut opened = Vec::new();
+            if !self.pool.take(opening, &mut opened) {
                 failed.push(index);
                 continue;
             }
+            sequence.private.extend(opened);
             budget -= take;
             for position in sequence.computed..sequence.computed + take {
                 rows.push(Row {
@@ -358,8 +373,8 @@ impl ModelThread {
         let logits = if rows.is_empty() {
             Vec::new()
         } else {
-            let tables: Vec<&[BlockId]> =
-                self.running.iter().map(|s| s.blocks.as_slice()).collect();
+            let tables: Vec<Vec<BlockId>> = self.running.iter().map(Sequence::table).collect();
+            let tables: Vec<&[BlockId]> = tables.iter().map(Vec::as_slice).collect();
             forward(
                 &self.weights,
                 &self.rope,
@@ -397,7 +412,12 @@ impl ModelThread {
                     local,
                     sequence: SequenceHash::chain(parent, local),
                 };
-                self.pool.register(sequence.blocks[block], parent, hashed);
+                let Some(private) = sequence.private.pop_front() else {
+                    break;
+                };
+                sequence
+                    .pinned
+                    .push(self.pool.register(private, parent, hashed));
                 sequence.hashes.push(hashed);
             }
             if sequence.computed < sequence.tokens.len() {
@@ -414,8 +434,8 @@ impl ModelThread {
         finished.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
         let mut last_chunks = Vec::with_capacity(finished.len());
         for (index, outcome) in finished {
-            let sequence = self.running.swap_remove(index);
-            self.pool.release(&sequence.blocks);
+            let mut sequence = self.running.swap_remove(index);
+            self.release(&mut sequence);
             last_chunks.push((
                 outcome.map(|reason| finish(&sequence, reason)),
                 sequence.output,
@@ -427,6 +447,13 @@ impl ModelThread {
             let _ = output.try_send(last);
         }
         Ok(())
+    }
+
+    /// Give a sequence's blocks back to the pool.
+    fn release(&mut self, sequence: &mut Sequence) {
+        self.pool.release(&mut sequence.pinned);
+        let mut private: Vec<PrivateBlock> = sequence.private.drain(..).collect();
+        self.pool.release(&mut private);
     }
 
     /// Send the pool's events and counters.

@@ -9,8 +9,8 @@
 use candle_core::{DType, Module, Tensor};
 
 use crate::error::CandleError;
-use crate::pool::BlockId;
 use crate::weights::LlamaWeights;
+use dynamo_kvbm::BlockId;
 
 /// K and V of every block, for every layer: `[block][layer][kv_head][slot][dim]`.
 #[derive(Debug)]

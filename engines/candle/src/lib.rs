@@ -43,13 +43,12 @@ mod config;
 mod engine;
 mod error;
 mod forward;
-mod pool;
 mod sampler;
 mod weights;
 
 pub use config::LlamaConfig;
+pub use dynamo_kvbm::PoolCounters;
 pub use engine::{CandleConfig, CandleEngine};
 pub use error::CandleError;
 pub use forward::KvStore;
-pub use pool::{BlockPool, PoolCounters};
 pub use weights::LlamaWeights;

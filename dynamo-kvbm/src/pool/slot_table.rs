@@ -16,7 +16,7 @@
 
 use dynamo_core::SequenceHash;
 
-use super::Slot;
+use super::BlockId as Slot;
 
 /// An empty place: probes stop here.
 const EMPTY: u64 = 0;
@@ -69,6 +69,7 @@ impl SlotTable {
             .max(MIN_PLACES)
     }
 
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.len
     }

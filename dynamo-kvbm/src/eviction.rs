@@ -1,0 +1,254 @@
+//! Which block a lower tier drops when it is full, and which blocks it takes at all.
+//!
+//! - [`Lru`]: the least recently stored or read block goes first. The default.
+//! - [`LeavesFirst`]: only blocks with no child in the tier are candidates, least recently used
+//!   first, so a tier never keeps a block whose prefix it has dropped (such a block can never be
+//!   onboarded: a prefix is read from its start).
+//! - [`SeenTwice`]: an admission filter for tiers that wear (disks): a block is stored only the
+//!   second time it is offered within a window, so one-off prefixes are never written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use dynamo_core::SequenceHash;
+
+/// The eviction order of one tier. The tier tells it what it holds; it names the victim.
+pub trait EvictionPolicy: Send + fmt::Debug {
+    /// `hash` was stored, following `parent` (`None`: the start of a sequence, or unknown).
+    fn inserted(&mut self, hash: SequenceHash, parent: Option<SequenceHash>);
+
+    /// `hash` was read.
+    fn touched(&mut self, hash: SequenceHash);
+
+    /// `hash` is gone (evicted or removed).
+    fn removed(&mut self, hash: SequenceHash);
+
+    /// The block to evict next, if any; the tier then removes it and calls
+    /// [`removed`](Self::removed).
+    fn victim(&self) -> Option<SequenceHash>;
+}
+
+/// Least recently used first.
+#[derive(Debug, Default)]
+pub struct Lru {
+    clock: u64,
+    order: BTreeMap<u64, SequenceHash>,
+    stamps: HashMap<SequenceHash, u64, foldhash::fast::RandomState>,
+}
+
+impl Lru {
+    fn stamp(&mut self, hash: SequenceHash) {
+        self.clock += 1;
+        if let Some(old) = self.stamps.insert(hash, self.clock) {
+            self.order.remove(&old);
+        }
+        self.order.insert(self.clock, hash);
+    }
+}
+
+impl EvictionPolicy for Lru {
+    fn inserted(&mut self, hash: SequenceHash, _parent: Option<SequenceHash>) {
+        self.stamp(hash);
+    }
+
+    fn touched(&mut self, hash: SequenceHash) {
+        if self.stamps.contains_key(&hash) {
+            self.stamp(hash);
+        }
+    }
+
+    fn removed(&mut self, hash: SequenceHash) {
+        if let Some(stamp) = self.stamps.remove(&hash) {
+            self.order.remove(&stamp);
+        }
+    }
+
+    fn victim(&self) -> Option<SequenceHash> {
+        self.order.first_key_value().map(|(_, &hash)| hash)
+    }
+}
+
+/// A block in [`LeavesFirst`].
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    parent: Option<SequenceHash>,
+    /// Children held in the tier.
+    children: u32,
+    stamp: u64,
+}
+
+/// Leaves first, least recently used among them: a parent outlives its children.
+#[derive(Debug, Default)]
+pub struct LeavesFirst {
+    clock: u64,
+    nodes: HashMap<SequenceHash, Node, foldhash::fast::RandomState>,
+    /// Blocks with no child in the tier, by last use.
+    leaves: BTreeMap<u64, SequenceHash>,
+}
+
+impl LeavesFirst {
+    fn restamp(&mut self, hash: SequenceHash) {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some(node) = self.nodes.get_mut(&hash) {
+            if node.children == 0 {
+                self.leaves.remove(&node.stamp);
+                self.leaves.insert(clock, hash);
+            }
+            node.stamp = clock;
+        }
+    }
+}
+
+impl EvictionPolicy for LeavesFirst {
+    fn inserted(&mut self, hash: SequenceHash, parent: Option<SequenceHash>) {
+        if self.nodes.contains_key(&hash) {
+            self.restamp(hash);
+            return;
+        }
+        let parent = parent.filter(|parent| self.nodes.contains_key(parent));
+        if let Some(node) = parent.and_then(|parent| self.nodes.get_mut(&parent)) {
+            if node.children == 0 {
+                self.leaves.remove(&node.stamp);
+            }
+            node.children += 1;
+        }
+        self.clock += 1;
+        self.nodes.insert(
+            hash,
+            Node {
+                parent,
+                children: 0,
+                stamp: self.clock,
+            },
+        );
+        self.leaves.insert(self.clock, hash);
+    }
+
+    fn touched(&mut self, hash: SequenceHash) {
+        self.restamp(hash);
+    }
+
+    fn removed(&mut self, hash: SequenceHash) {
+        let Some(node) = self.nodes.remove(&hash) else {
+            return;
+        };
+        if node.children == 0 {
+            self.leaves.remove(&node.stamp);
+        }
+        if let Some(parent_hash) = node.parent
+            && let Some(parent) = self.nodes.get_mut(&parent_hash)
+        {
+            parent.children -= 1;
+            if parent.children == 0 {
+                self.leaves.insert(parent.stamp, parent_hash);
+            }
+        }
+    }
+
+    fn victim(&self) -> Option<SequenceHash> {
+        self.leaves.first_key_value().map(|(_, &hash)| hash)
+    }
+}
+
+/// Whether a tier takes a block it is offered.
+pub trait AdmissionFilter: Send + fmt::Debug {
+    /// `hash` is offered; whether to store it.
+    fn admit(&mut self, hash: SequenceHash) -> bool;
+}
+
+/// Every block is admitted.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AdmitAll;
+
+impl AdmissionFilter for AdmitAll {
+    fn admit(&mut self, _hash: SequenceHash) -> bool {
+        true
+    }
+}
+
+/// A block is admitted the second time it is offered within the last `window` offers: a
+/// frequency filter that keeps one-off prefixes off a disk. It remembers at most `window`
+/// hashes, forgetting the older half when full.
+#[derive(Debug)]
+pub struct SeenTwice {
+    window: usize,
+    /// Offers counted in the current and the previous half-window.
+    current: HashMap<SequenceHash, (), foldhash::fast::RandomState>,
+    previous: HashMap<SequenceHash, (), foldhash::fast::RandomState>,
+}
+
+impl SeenTwice {
+    /// A filter remembering about `window` recent offers (at least 2).
+    pub fn new(window: usize) -> Self {
+        SeenTwice {
+            window: window.max(2),
+            current: HashMap::default(),
+            previous: HashMap::default(),
+        }
+    }
+}
+
+impl AdmissionFilter for SeenTwice {
+    fn admit(&mut self, hash: SequenceHash) -> bool {
+        if self.current.remove(&hash).is_some() || self.previous.remove(&hash).is_some() {
+            return true;
+        }
+        if self.current.len() >= self.window / 2 {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(hash, ());
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: u64) -> SequenceHash {
+        SequenceHash(n)
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used() {
+        let mut lru = Lru::default();
+        lru.inserted(h(1), None);
+        lru.inserted(h(2), None);
+        lru.touched(h(1));
+        assert_eq!(lru.victim(), Some(h(2)));
+        lru.removed(h(2));
+        assert_eq!(lru.victim(), Some(h(1)));
+        lru.removed(h(1));
+        assert_eq!(lru.victim(), None);
+    }
+
+    #[test]
+    fn leaves_go_before_their_parents_even_when_used_later() {
+        let mut policy = LeavesFirst::default();
+        policy.inserted(h(1), None);
+        policy.inserted(h(2), Some(h(1)));
+        policy.inserted(h(3), None);
+        // The root was used last, but its child is a leaf: the child goes first.
+        policy.touched(h(3));
+        policy.touched(h(1));
+        assert_eq!(policy.victim(), Some(h(2)));
+        policy.removed(h(2));
+        assert_eq!(policy.victim(), Some(h(3)));
+        policy.removed(h(3));
+        assert_eq!(policy.victim(), Some(h(1)));
+    }
+
+    #[test]
+    fn seen_twice_admits_repeats_only() {
+        let mut filter = SeenTwice::new(4);
+        assert!(!filter.admit(h(1)));
+        assert!(filter.admit(h(1)));
+        assert!(!filter.admit(h(1)), "admission resets the count");
+        assert!(!filter.admit(h(2)));
+        assert!(!filter.admit(h(3)));
+        assert!(!filter.admit(h(4)));
+        assert!(!filter.admit(h(5)));
+        assert!(!filter.admit(h(2)), "forgotten after the window");
+    }
+}
