@@ -43,4 +43,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The medium below a store could not be opened or prepared (a disk store's file).
+    #[error("cannot open the {tier:?} store at {}: {source}", path.display())]
+    Open {
+        /// The store's tier.
+        tier: StorageTier,
+        /// The file or place it was opening.
+        path: std::path::PathBuf,
+        /// What the medium said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A request to the object store below the remote tier failed.
+    #[error("object store request on {key}: {source}")]
+    Remote {
+        /// The object (or prefix) the request was about.
+        key: String,
+        /// What the object store said.
+        #[source]
+        source: object_store::Error,
+    },
 }
