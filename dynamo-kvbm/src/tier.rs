@@ -206,6 +206,13 @@ impl TierIndex {
         self.evict(hash).is_some()
     }
 
+    /// Mark `hash` used, if the tier holds it.
+    pub fn touch(&mut self, hash: SequenceHash) {
+        if self.held.contains_key(&hash) {
+            self.policy.touched(hash);
+        }
+    }
+
     /// How many leading blocks of `blocks` the tier holds; each is marked used.
     pub fn prefix(&mut self, blocks: &[HashedBlock]) -> usize {
         let found = blocks

@@ -8,11 +8,13 @@ use std::collections::VecDeque;
 use dynamo_core::{BlockSize, HashedBlock, KvEventData, LocalBlockHash, SequenceHash};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::timing::{StepShape, StepTiming};
 use dynamo_kvbm::{BlockPool, PinnedBlock, PrivateBlock};
 
+use crate::host::{HostTier, HostTierConfig};
+use crate::timing::{StepShape, StepTiming};
+
 /// The settings of a simulated worker; the defaults are those of NVIDIA Dynamo's mocker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineConfig {
     /// KV blocks in the cache. Default 16,384.
     pub num_gpu_blocks: u64,
@@ -22,6 +24,8 @@ pub struct EngineConfig {
     pub max_num_batched_tokens: u64,
     /// The most sequences running at once. Default 256.
     pub max_num_seqs: usize,
+    /// A host-memory tier below the device cache. Default none.
+    pub host: Option<HostTierConfig>,
 }
 
 impl Default for EngineConfig {
@@ -31,6 +35,7 @@ impl Default for EngineConfig {
             block_size: BlockSize::new(64).unwrap_or_else(|_| unreachable!("64 is not zero")),
             max_num_batched_tokens: 8_192,
             max_num_seqs: 256,
+            host: None,
         }
     }
 }
@@ -61,8 +66,10 @@ pub struct StepReport {
     pub produced: Vec<u64>,
     /// Requests that finished; their blocks are released.
     pub finished: Vec<u64>,
-    /// Cache changes, in order.
+    /// Device cache changes, in order.
     pub events: Vec<KvEventData>,
+    /// Host tier cache changes, in order (after the device's of the same step).
+    pub host_events: Vec<KvEventData>,
     /// Prompt tokens computed (cache hits excluded).
     pub prefill_tokens: u64,
     /// Requests preempted (their KV freed, to be recomputed).
@@ -97,6 +104,11 @@ struct Sequence {
     generated: u64,
     /// Prompt tokens found in the cache at the first admission.
     cached_tokens: Option<u64>,
+    /// Prompt blocks copied to the host tier so far.
+    host_cursor: usize,
+    /// While onboarding from the host tier: when the copy ends, and the device prefix found
+    /// before it.
+    onboarding: Option<(f64, usize)>,
 }
 
 impl Sequence {
@@ -120,6 +132,13 @@ pub struct SimWorker {
     running: Vec<Sequence>,
     /// The prompt tokens each finished or running request found cached, by id.
     cached: Vec<(u64, u64)>,
+    /// The part of those that came from the host tier, by id (requests with some only).
+    host_cached: Vec<(u64, u64)>,
+    host: Option<HostTier>,
+    /// Requests waiting for their prefix to be copied from the host tier.
+    onboarding: Vec<Sequence>,
+    /// The worker's clock: the start of the next step, in ms.
+    now_ms: f64,
     /// The step's plan, kept to reuse its allocation: (index in `running`, tokens).
     plan: Vec<(usize, u64)>,
     /// The cached prefix found at an admission, kept to reuse its allocation.
@@ -144,6 +163,7 @@ impl StepReport {
             && self.finished.is_empty()
             && self.preempted.is_empty()
             && self.events.is_empty()
+            && self.host_events.is_empty()
     }
 
     fn clear(&mut self) {
@@ -152,6 +172,7 @@ impl StepReport {
         self.produced.clear();
         self.finished.clear();
         self.events.clear();
+        self.host_events.clear();
         self.prefill_tokens = 0;
         self.preempted.clear();
     }
@@ -171,6 +192,13 @@ impl SimWorker {
             waiting: VecDeque::new(),
             running: Vec::new(),
             cached: Vec::new(),
+            host_cached: Vec::new(),
+            host: config
+                .host
+                .filter(|host| host.blocks > 0)
+                .map(|host| HostTier::new(&host, config.block_size)),
+            onboarding: Vec::new(),
+            now_ms: 0.0,
             plan: Vec::new(),
             found: Vec::new(),
             done: Vec::new(),
@@ -207,6 +235,8 @@ impl SimWorker {
             computed: 0,
             generated: 0,
             cached_tokens: None,
+            host_cursor: 0,
+            onboarding: None,
         });
     }
 
@@ -215,8 +245,15 @@ impl SimWorker {
     pub fn cancel(&mut self, id: u64) -> bool {
         self.catch_up();
         self.quiet_ahead = 0;
-        if let Some(index) = self.waiting.iter().position(|s| s.request.id == id) {
-            self.waiting.remove(index);
+        if let Some(index) = self.waiting.iter().position(|s| s.request.id == id)
+            && let Some(mut sequence) = self.waiting.remove(index)
+        {
+            self.release(&mut sequence);
+            return true;
+        }
+        if let Some(index) = self.onboarding.iter().position(|s| s.request.id == id) {
+            let mut sequence = self.onboarding.swap_remove(index);
+            self.release(&mut sequence);
             return true;
         }
         let Some(index) = self.running.iter().position(|s| s.request.id == id) else {
@@ -229,13 +266,34 @@ impl SimWorker {
 
     /// Whether the worker has anything to do.
     pub fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.running.is_empty()
+        self.waiting.is_empty() && self.running.is_empty() && self.onboarding.is_empty()
+    }
+
+    /// Set the worker's clock to `now_ms`, the start of its next step. A driver with a clock of
+    /// its own (a replay) sets it before each step; otherwise the clock advances by each step's
+    /// duration. It matters only with a host tier, whose copies take time.
+    pub fn set_time(&mut self, now_ms: f64) {
+        self.now_ms = now_ms;
+    }
+
+    /// The worker's clock: the start of its next step, in ms.
+    pub fn now_ms(&self) -> f64 {
+        self.now_ms
+    }
+
+    /// When a worker that has nothing to run now has something again: the end of the first
+    /// copy from the host tier it waits for. `None` if it waits for nothing.
+    pub fn next_wake_ms(&self) -> Option<f64> {
+        self.onboarding
+            .iter()
+            .filter_map(|s| s.onboarding.map(|(ready, _)| ready))
+            .min_by(f64::total_cmp)
     }
 
     /// The worker's load.
     pub fn metrics(&self) -> WorkerMetrics {
         WorkerMetrics {
-            waiting: self.waiting.len(),
+            waiting: self.waiting.len() + self.onboarding.len(),
             running: self.running.len(),
             blocks_in_use: self.pool.in_use() as u64,
             blocks_total: self.pool.capacity() as u64,
@@ -245,6 +303,12 @@ impl SimWorker {
     /// Whether [`drain_cache_hits`](Self::drain_cache_hits) has anything.
     pub(crate) fn has_cache_hits(&self) -> bool {
         !self.cached.is_empty()
+    }
+
+    /// The prompt tokens that requests found in the host tier at their first admission (part of
+    /// [`SimWorker::drain_cache_hits`]), drained; requests that found none are not listed.
+    pub fn drain_host_hits(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.host_cached)
     }
 
     /// The prompt tokens each request found cached at its first admission, drained.
@@ -262,7 +326,10 @@ impl SimWorker {
     /// report) when there is nothing to do.
     pub fn step_into(&mut self, report: &mut StepReport) -> bool {
         report.clear();
-        if self.is_idle() {
+        if !self.onboarding.is_empty() {
+            self.finish_onboarding();
+        }
+        if self.waiting.is_empty() && self.running.is_empty() {
             return false;
         }
         if self.quiet_ahead > 0 {
@@ -295,9 +362,13 @@ impl SimWorker {
             self.admit(&mut budget, &mut plan);
         }
         if plan.is_empty() {
+            self.plan = plan;
+            if !self.onboarding.is_empty() {
+                // The cache is held by onboarding requests: wait for them.
+                return false;
+            }
             // Nothing runs and the first waiting request cannot be admitted into an empty
             // cache: it needs more blocks than the cache has.
-            self.plan = plan;
             return self.reject_unservable(report);
         }
         // Decode slows with the tokens the decoding sequences attend to, as a share of the
@@ -319,9 +390,15 @@ impl SimWorker {
         for &(index, chunk) in &plan {
             self.advance(index, chunk, report);
         }
+        let end_ms = self.now_ms + report.duration_ms;
+        self.copy_to_host(&plan, end_ms);
         self.plan = plan;
         self.finish(report);
         self.pool.take_events_into(&mut report.events);
+        if let Some(host) = &mut self.host {
+            host.take_events_into(&mut report.host_events);
+        }
+        self.now_ms = end_ms;
         self.plan_quiet_steps();
         true
     }
@@ -330,6 +407,7 @@ impl SimWorker {
     /// counted, not applied to each sequence (see [`SimWorker::catch_up`]).
     fn quiet_step(&mut self, report: &mut StepReport) {
         report.duration_ms = self.quiet_step_ms();
+        self.now_ms += report.duration_ms;
         if self.record_tokens {
             report
                 .produced
@@ -390,7 +468,10 @@ impl SimWorker {
         let block = u64::from(self.config.block_size.get());
         let sequences = self.running.len() as u64;
         self.quiet_ahead = 0;
-        if !self.waiting.is_empty() || sequences > self.config.max_num_batched_tokens {
+        if !self.waiting.is_empty()
+            || !self.onboarding.is_empty()
+            || sequences > self.config.max_num_batched_tokens
+        {
             return;
         }
         let mut ahead = u64::MAX;
@@ -455,7 +536,7 @@ impl SimWorker {
     }
 
     /// Move waiting sequences to running while the budget, the sequence cap and the cache
-    /// allow.
+    /// allow. A sequence whose prompt continues in the host tier starts onboarding instead.
     fn admit(&mut self, budget: &mut u64, plan: &mut Vec<(usize, u64)>) {
         let block = u64::from(self.config.block_size.get());
         while *budget > 0 && self.running.len() < self.config.max_num_seqs {
@@ -464,11 +545,27 @@ impl SimWorker {
             };
             let tokens = sequence.tokens();
             let full = ((tokens / block) as usize).min(sequence.blocks.len());
+            // An onboarded sequence holds its prefix already; any other looks it up.
+            let onboarded = sequence.onboarding.take();
             let mut found = std::mem::take(&mut self.found);
             found.clear();
-            self.pool
-                .cached_prefix(&sequence.blocks[..full], &mut found);
-            let mut hit = found.len();
+            if onboarded.is_none() {
+                self.pool
+                    .cached_prefix(&sequence.blocks[..full], &mut found);
+                match self.start_onboarding(sequence, &found) {
+                    None => {
+                        self.found = found;
+                        continue;
+                    }
+                    Some(not_onboarding) => sequence = not_onboarding,
+                }
+            }
+            let held = sequence.pinned.len();
+            let mut hit = if onboarded.is_some() {
+                held
+            } else {
+                found.len()
+            };
             // At least one token is always computed, to produce the next one.
             while hit > 0 && hit as u64 * block >= tokens {
                 hit -= 1;
@@ -477,14 +574,21 @@ impl SimWorker {
             let computed = hit as u64 * block;
             let chunk = (tokens - computed).min(*budget);
             let needed = (computed + chunk).div_ceil(block) - hit as u64;
-            if self.pool.obtainable() < (needed + hit as u64) as usize {
+            if self.pool.obtainable() + held < (needed + hit as u64) as usize {
                 self.found = found;
+                sequence.onboarding = onboarded;
                 self.waiting.push_front(sequence);
                 break;
             }
-            sequence
-                .pinned
-                .extend(found.iter().filter_map(|&id| self.pool.pin(id)));
+            if onboarded.is_some() {
+                // Blocks onboarded past what the sequence may count as cached go back.
+                let mut beyond = sequence.pinned.split_off(hit);
+                self.pool.release(&mut beyond);
+            } else {
+                sequence
+                    .pinned
+                    .extend(found.iter().filter_map(|&id| self.pool.pin(id)));
+            }
             self.found = found;
             if !self.pool.take(needed as usize, &mut sequence.private) {
                 self.pool.release(&mut sequence.pinned);
@@ -495,10 +599,105 @@ impl SimWorker {
             if sequence.cached_tokens.is_none() {
                 sequence.cached_tokens = Some(computed);
                 self.cached.push((sequence.request.id, computed));
+                if let Some((_, device)) = onboarded {
+                    let host = computed.saturating_sub(device as u64 * block);
+                    self.host_cached.push((sequence.request.id, host));
+                }
             }
+            // A recomputation after preemption copies nothing it copied before; an onboarded
+            // prefix is in the host tier already.
+            sequence.host_cursor = sequence.host_cursor.max(hit);
             *budget -= chunk;
             plan.push((self.running.len(), chunk));
             self.running.push(sequence);
+        }
+    }
+
+    /// If `sequence`'s prompt continues in the host tier past its device prefix `found`,
+    /// reserve device blocks for both and start copying the continuation; the sequence then
+    /// waits in `onboarding`. The sequence back when there is nothing to onboard or no room for
+    /// it (an `Option`, not a `Result`: not onboarding is no error).
+    fn start_onboarding(
+        &mut self,
+        mut sequence: Sequence,
+        found: &[dynamo_kvbm::BlockId],
+    ) -> Option<Sequence> {
+        let Some(host) = &mut self.host else {
+            return Some(sequence);
+        };
+        let block = u64::from(self.config.block_size.get());
+        let prompt = ((sequence.request.prompt_tokens / block) as usize).min(sequence.blocks.len());
+        let (more, ready) = host.continuation(&sequence.blocks[..prompt], found.len(), self.now_ms);
+        if more == 0 || self.pool.obtainable() < found.len() + more {
+            return Some(sequence);
+        }
+        sequence
+            .pinned
+            .extend(found.iter().filter_map(|&id| self.pool.pin(id)));
+        if !self.pool.take(more, &mut sequence.private) {
+            self.release(&mut sequence);
+            return Some(sequence);
+        }
+        let done = host.onboard(more, ready.max(self.now_ms));
+        sequence.onboarding = Some((done, found.len()));
+        self.onboarding.push(sequence);
+        None
+    }
+
+    /// Register the blocks of every sequence whose copy from the host tier has ended by now, and
+    /// queue those sequences first, in the order their copies ended.
+    fn finish_onboarding(&mut self) {
+        let now = self.now_ms;
+        let mut ready: Vec<Sequence> = Vec::new();
+        let mut i = 0;
+        while i < self.onboarding.len() {
+            if self.onboarding[i]
+                .onboarding
+                .is_some_and(|(done, _)| done <= now)
+            {
+                ready.push(self.onboarding.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        ready.sort_by(|a, b| {
+            let end = |s: &Sequence| s.onboarding.map_or(0.0, |(done, _)| done);
+            end(b).total_cmp(&end(a))
+        });
+        for mut sequence in ready {
+            for private in std::mem::take(&mut sequence.private) {
+                let next = sequence.pinned.len();
+                let parent = next.checked_sub(1).map(|p| sequence.blocks[p].sequence);
+                let pinned = self.pool.register(private, parent, sequence.blocks[next]);
+                sequence.pinned.push(pinned);
+            }
+            self.quiet_ahead = 0;
+            self.waiting.push_front(sequence);
+        }
+    }
+
+    /// After a step ending at `end_ms`: copy to the host tier the prompt blocks that the
+    /// step's sequences have computed since their last copy.
+    fn copy_to_host(&mut self, plan: &[(usize, u64)], end_ms: f64) {
+        let Some(host) = &mut self.host else {
+            return;
+        };
+        let block = u64::from(self.config.block_size.get());
+        for &(index, _) in plan {
+            let sequence = &mut self.running[index];
+            let prompt_tokens = sequence.request.prompt_tokens;
+            let prompt = ((prompt_tokens / block) as usize).min(sequence.blocks.len());
+            let computed = ((sequence.computed.min(prompt_tokens) / block) as usize).min(prompt);
+            if computed > sequence.host_cursor
+                && host.store(
+                    &sequence.blocks[..prompt],
+                    sequence.host_cursor,
+                    computed,
+                    end_ms,
+                )
+            {
+                sequence.host_cursor = computed;
+            }
         }
     }
 

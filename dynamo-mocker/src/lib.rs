@@ -83,6 +83,7 @@
 
 mod engine;
 mod error;
+mod host;
 mod live;
 mod replay;
 mod summary;
@@ -91,6 +92,7 @@ mod trace;
 
 pub use engine::{EngineConfig, SimRequest, SimWorker, StepReport, WorkerMetrics};
 pub use error::Error;
+pub use host::HostTierConfig;
 pub use live::{LiveConfig, LiveEngine};
 pub use replay::{CacheKnowledge, MembershipChange, Replay, ReplayConfig, ReplayOutcome};
 pub use summary::{RequestRecord, Summary};

@@ -191,12 +191,20 @@ async fn run_worker(
             !gone
         });
         if !worker.step_into(&mut report) {
+            // Waiting for a copy from the host tier: sleep until it ends.
+            if let Some(wake_ms) = worker.next_wake_ms() {
+                let pause =
+                    (wake_ms - worker.now_ms()).max(0.0) / config.speedup.max(f64::MIN_POSITIVE);
+                tokio::time::sleep(Duration::from_secs_f64(pause / 1000.0)).await;
+                worker.set_time(wake_ms);
+            }
             continue;
         }
         let pause = report.duration_ms / config.speedup.max(f64::MIN_POSITIVE);
         tokio::time::sleep(Duration::from_secs_f64(pause / 1000.0)).await;
         deliver(&report, &mut active, &mut worker);
         publisher.publish_all(StorageTier::Device, report.events.drain(..));
+        publisher.publish_all(StorageTier::Host, report.host_events.drain(..));
         *metrics.lock() = worker.metrics();
     }
 }

@@ -19,6 +19,8 @@ pub struct RequestRecord {
     pub input_tokens: u64,
     /// Prompt tokens found in the worker's cache at admission.
     pub cached_tokens: u64,
+    /// The part of `cached_tokens` onboarded from the worker's host tier.
+    pub host_cached_tokens: u64,
     /// Output tokens asked for.
     pub output_tokens: u64,
 }
@@ -56,6 +58,9 @@ pub struct Summary {
     pub wall_time_ms: f64,
     /// Prompt tokens found in a cache over all prompt tokens.
     pub prefix_cache_reused_ratio: f64,
+    /// The part of `prefix_cache_reused_ratio` onboarded from host tiers (as NVIDIA Dynamo's
+    /// `host_reused_ratio`).
+    pub host_reused_ratio: f64,
     /// Mean time to first token.
     pub mean_ttft_ms: f64,
     /// Median time to first token.
@@ -102,6 +107,7 @@ impl Summary {
         let duration_ms = if end > start { end - start } else { 0.0 };
         let input: u64 = records.iter().map(|r| r.input_tokens).sum();
         let cached: u64 = records.iter().map(|r| r.cached_tokens).sum();
+        let host: u64 = records.iter().map(|r| r.host_cached_tokens).sum();
         let output: u64 = finished.iter().map(|r| r.output_tokens).sum();
         Summary {
             router: router.to_owned(),
@@ -110,6 +116,7 @@ impl Summary {
             duration_ms,
             wall_time_ms,
             prefix_cache_reused_ratio: ratio(cached as f64, input as f64),
+            host_reused_ratio: ratio(host as f64, input as f64),
             mean_ttft_ms: mean(&ttft),
             median_ttft_ms: percentile(&ttft, 50.0),
             p90_ttft_ms: percentile(&ttft, 90.0),

@@ -9,7 +9,10 @@
 use std::collections::HashMap;
 
 use dynamo_core::{BlockHasher, BlockSize, KvEventData};
-use dynamo_mocker::{EngineConfig, PolynomialTiming, SimRequest, SimWorker, StepShape, StepTiming};
+use dynamo_mocker::{
+    EngineConfig, HostTierConfig, PolynomialTiming, SimRequest, SimWorker, StepReport, StepShape,
+    StepTiming,
+};
 use proptest::prelude::*;
 
 const BLOCK: u32 = 4;
@@ -20,6 +23,7 @@ fn config(blocks: u64, budget: u64, seqs: usize) -> EngineConfig {
         block_size: BlockSize::new(BLOCK).unwrap(),
         max_num_batched_tokens: budget,
         max_num_seqs: seqs,
+        host: None,
     }
 }
 
@@ -181,4 +185,69 @@ fn a_repeated_prompt_reuses_its_cached_blocks_but_computes_its_last_one() {
         while worker.step().is_some() {}
     }
     assert_eq!(worker.drain_cache_hits(), [(0, 0), (1, 960)]);
+}
+
+#[test]
+fn a_prefix_evicted_from_the_device_is_onboarded_from_the_host_tier_in_copy_time() {
+    let host = HostTierConfig {
+        blocks: 64,
+        ..HostTierConfig::default()
+    };
+    let engine = EngineConfig {
+        num_gpu_blocks: 20,
+        host: Some(host),
+        ..EngineConfig::default()
+    };
+    let mut worker = SimWorker::new(engine, PolynomialTiming::default());
+    let hasher = BlockHasher::new(engine.block_size);
+    let prompt = |offset: u32| -> Vec<u32> { (offset..offset + 1024).collect() };
+    /// Run one request to its end on the worker's clock; the host tier's events.
+    fn run(worker: &mut SimWorker, now: &mut f64, request: SimRequest) -> Vec<KvEventData> {
+        worker.add_request(request);
+        let mut host_events = Vec::new();
+        loop {
+            worker.set_time(*now);
+            let mut report = StepReport::default();
+            if worker.step_into(&mut report) {
+                *now += report.duration_ms;
+                host_events.append(&mut report.host_events);
+            } else if let Some(wake) = worker.next_wake_ms() {
+                *now = wake;
+            } else {
+                return host_events;
+            }
+        }
+    }
+    let request = |id: u64, offset: u32| SimRequest {
+        id,
+        prompt_blocks: hasher.hash_blocks(&prompt(offset)),
+        prompt_tokens: 1024,
+        output_tokens: 1,
+    };
+    let mut now = 0.0;
+    // The first prompt's 16 blocks are copied to the host as they are computed...
+    let stored = run(&mut worker, &mut now, request(0, 0));
+    assert!(matches!(&stored[..], [KvEventData::Stored { blocks, .. }] if blocks.len() == 16));
+    // ...and a second prompt evicts them from the 20-block device cache.
+    run(&mut worker, &mut now, request(1, 5_000));
+    let before = now;
+    run(&mut worker, &mut now, request(2, 0));
+    // The device kept the prompt's first 4 blocks (a sequence's tail is evicted first); the
+    // next 11 come back from the host (the 16th is copied too, but computed again: the last
+    // token always is).
+    assert_eq!(worker.drain_cache_hits()[2], (2, 960));
+    assert_eq!(worker.drain_host_hits(), [(2, 704)]);
+    // The copy of 12 blocks of 64 tokens × 131,072 bytes at 32 GB/s took 3.15 ms, before a
+    // prefill of one block.
+    let copy = 12.0 * 64.0 * 131_072.0 / 32e6;
+    let prefill = PolynomialTiming::default().step_ms(&StepShape {
+        prefill_tokens: 64,
+        decode_sequences: 0,
+        kv_usage: 0.0,
+    });
+    assert!(
+        (now - before - copy - prefill).abs() < 1e-6,
+        "{}",
+        now - before
+    );
 }

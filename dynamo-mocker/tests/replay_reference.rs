@@ -27,6 +27,7 @@ fn config() -> ReplayConfig {
             block_size: BlockSize::new(16).unwrap(),
             max_num_batched_tokens: 256,
             max_num_seqs: 4,
+            host: None,
         },
         trace_block_size: TRACE_BLOCK,
         ..ReplayConfig::default()

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use dynamo_core::{BlockSize, WorkerId};
 use dynamo_mocker::{
-    CacheKnowledge, Error, MembershipChange, Replay, ReplayConfig, ReplayOutcome, TraceRequest,
-    load_mooncake,
+    CacheKnowledge, Error, HostTierConfig, MembershipChange, Replay, ReplayConfig, ReplayOutcome,
+    TraceRequest, load_mooncake,
 };
 use dynamo_router::{
     ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, RoundRobin, SharedIndex,
@@ -84,6 +84,29 @@ fn the_same_seed_gives_the_same_summary() {
         summary
     };
     assert_eq!(run(), run());
+}
+
+/// The same with a host tier of 65,536 blocks per worker at 32 GB/s and 131,072 KV bytes per
+/// token (`../shared/anchors/dynamo_replay_offload.py`; round-robin is deterministic there too).
+#[test]
+fn a_host_tier_matches_dynamos_replay_within_a_percent() {
+    let mut config = ReplayConfig::default();
+    config.engine.host = Some(HostTierConfig {
+        blocks: 65_536,
+        ..HostTierConfig::default()
+    });
+    let summary = round_robin(&trace(), &config).summary;
+    let close = |ours: f64, theirs: f64| (ours / theirs - 1.0).abs() < 0.01;
+    assert!(
+        close(summary.prefix_cache_reused_ratio, 0.219_320),
+        "{summary:?}"
+    );
+    assert!(close(summary.host_reused_ratio, 0.107_574), "{summary:?}");
+    assert!(close(summary.median_ttft_ms, 100.869), "{summary:?}");
+    assert!(close(summary.p90_ttft_ms, 760.111), "{summary:?}");
+    assert!(close(summary.p99_ttft_ms, 1383.954), "{summary:?}");
+    assert!(close(summary.mean_ttft_ms, 273.555), "{summary:?}");
+    assert!(close(summary.mean_tpot_ms, 7.165), "{summary:?}");
 }
 
 /// NVIDIA Dynamo 1.6.1's replay of the whole trace, 8 workers, 16384 blocks of 64 tokens,

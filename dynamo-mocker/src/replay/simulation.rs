@@ -98,6 +98,8 @@ enum Event {
     /// `config.membership[i]`.
     Membership(usize),
     Deliver(usize),
+    /// A worker's copy from its host tier ends: it may have work again.
+    Wake(usize),
 }
 
 #[derive(Debug)]
@@ -255,6 +257,11 @@ impl Simulation<'_> {
                 Event::Arrival(index) => self.arrive(index, at_ms),
                 Event::Deliver(worker) => self.deliver(worker),
                 Event::Membership(i) => self.change_membership(i),
+                Event::Wake(worker) => {
+                    if self.dues[worker] == IDLE {
+                        self.start_step(worker, at_ms);
+                    }
+                }
             }
         }
     }
@@ -327,7 +334,11 @@ impl Simulation<'_> {
     fn start_step(&mut self, worker: usize, now_ms: f64) {
         let state = &mut self.workers[worker];
         state.run_ends.clear();
+        state.engine.set_time(now_ms);
         if !state.engine.step_into(&mut state.report) {
+            if let Some(wake_ms) = state.engine.next_wake_ms() {
+                self.schedule(wake_ms.max(now_ms), Event::Wake(worker));
+            }
             return;
         }
         let mut end = now_ms + state.report.duration_ms;
@@ -378,6 +389,11 @@ impl Simulation<'_> {
                 record.cached_tokens = cached;
             }
         }
+        for (id, cached) in self.workers[worker].engine.drain_host_hits() {
+            if let Some(record) = self.record_mut(id) {
+                record.host_cached_tokens = cached;
+            }
+        }
         for &id in &report.first_tokens {
             if let Some(guard) = self.guards.get_mut(&id) {
                 guard.first_token();
@@ -411,18 +427,25 @@ impl Simulation<'_> {
 
     /// Send the step's KV events towards the index, now or after the lag.
     fn publish(&mut self, worker: usize, report: &mut StepReport, now_ms: f64) {
-        if self.index.is_none() || report.events.is_empty() {
+        if self.index.is_none() || (report.events.is_empty() && report.host_events.is_empty()) {
             return;
         }
         let state = &mut self.workers[worker];
-        let events: Vec<KvEvent> = report
+        let device = report
             .events
             .drain(..)
-            .map(|data| {
+            .map(|data| (StorageTier::Device, data));
+        let host = report
+            .host_events
+            .drain(..)
+            .map(|data| (StorageTier::Host, data));
+        let events: Vec<KvEvent> = device
+            .chain(host)
+            .map(|(tier, data)| {
                 let event = KvEvent {
                     worker: state.id,
                     event_id: state.next_event_id,
-                    tier: StorageTier::Device,
+                    tier,
                     data,
                 };
                 state.next_event_id += 1;
@@ -492,6 +515,7 @@ fn record(index: usize, trace: &TraceRequest) -> RequestRecord {
         finish_ms: None,
         input_tokens: trace.input_length,
         cached_tokens: 0,
+        host_cached_tokens: 0,
         output_tokens: trace.output_length.max(1),
     }
 }

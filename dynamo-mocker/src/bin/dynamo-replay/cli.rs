@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use dynamo_core::BlockSize;
-use dynamo_mocker::{EngineConfig, InterpolatedTiming, ReplayConfig, TimingModel};
+use dynamo_mocker::{EngineConfig, HostTierConfig, InterpolatedTiming, ReplayConfig, TimingModel};
 
 /// Replay a Mooncake-format request trace through simulated vLLM-like workers, routed by
 /// dynamo-router's policies, on a virtual clock.
@@ -50,6 +50,20 @@ pub(crate) struct Cli {
     /// Running sequences per worker
     #[arg(long, value_name = "N", default_value_t = ReplayConfig::default().engine.max_num_seqs)]
     pub(crate) max_num_seqs: usize,
+
+    /// Host-memory (G2) KV blocks per worker, below the device cache (0: no host tier)
+    #[arg(long, value_name = "B", default_value_t = 0)]
+    pub(crate) host_blocks: u64,
+
+    /// KV bytes per token, which size the copies between device and host
+    #[arg(long, value_name = "BYTES",
+          default_value_t = HostTierConfig::default().kv_bytes_per_token)]
+    pub(crate) kv_bytes_per_token: u64,
+
+    /// Bandwidth of copies between device and host, each way, in GB/s (0: instant)
+    #[arg(long, value_name = "GB/S", default_value_t = HostTierConfig::default().h2d_gb_per_s,
+          value_parser = not_negative)]
+    pub(crate) host_bandwidth: f64,
 
     /// Routers to compare, comma-separated; repeatable
     #[arg(long = "router", value_name = "LIST", value_delimiter = ',',
@@ -104,6 +118,13 @@ impl Cli {
                 block_size: self.block_size,
                 max_num_batched_tokens: self.max_num_batched_tokens,
                 max_num_seqs: self.max_num_seqs,
+                host: (self.host_blocks > 0).then_some(HostTierConfig {
+                    blocks: self.host_blocks,
+                    kv_bytes_per_token: self.kv_bytes_per_token,
+                    d2h_gb_per_s: self.host_bandwidth,
+                    h2d_gb_per_s: self.host_bandwidth,
+                    ..HostTierConfig::default()
+                }),
             },
             timing: self.timing_table.clone().unwrap_or(defaults.timing),
             trace_block_size: self.trace_block_size,
@@ -180,6 +201,14 @@ fn positive(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(x) if x > 0.0 => Ok(x),
         Ok(_) => Err("must be above 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn not_negative(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(x) if x >= 0.0 => Ok(x),
+        Ok(_) => Err("must not be negative".into()),
         Err(e) => Err(e.to_string()),
     }
 }
