@@ -7,7 +7,7 @@
 //! - [`SeenTwice`]: an admission filter for tiers that wear (disks): a block is stored only the
 //!   second time it is offered within a window, so one-off prefixes are never written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 
 use dynamo_core::SequenceHash;
@@ -25,24 +25,32 @@ pub trait EvictionPolicy: Send + fmt::Debug {
 
     /// The block to evict next, if any; the tier then removes it and calls
     /// [`removed`](Self::removed).
-    fn victim(&self) -> Option<SequenceHash>;
+    fn victim(&mut self) -> Option<SequenceHash>;
 }
 
 /// Least recently used first.
+///
+/// Every use appends `(hash, stamp)` to a queue and records the stamp; an entry whose stamp is
+/// no longer the block's is stale and skipped when it reaches the front. A use costs one
+/// append and one map write, never a search, and the queue is compacted when stale entries
+/// outnumber live ones.
 #[derive(Debug, Default)]
 pub struct Lru {
     clock: u64,
-    order: BTreeMap<u64, SequenceHash>,
+    queue: VecDeque<(SequenceHash, u64)>,
     stamps: HashMap<SequenceHash, u64, foldhash::fast::RandomState>,
 }
 
 impl Lru {
     fn stamp(&mut self, hash: SequenceHash) {
         self.clock += 1;
-        if let Some(old) = self.stamps.insert(hash, self.clock) {
-            self.order.remove(&old);
+        self.stamps.insert(hash, self.clock);
+        self.queue.push_back((hash, self.clock));
+        if self.queue.len() > 2 * self.stamps.len() + 1024 {
+            let stamps = &self.stamps;
+            self.queue
+                .retain(|(hash, stamp)| stamps.get(hash) == Some(stamp));
         }
-        self.order.insert(self.clock, hash);
     }
 }
 
@@ -58,13 +66,17 @@ impl EvictionPolicy for Lru {
     }
 
     fn removed(&mut self, hash: SequenceHash) {
-        if let Some(stamp) = self.stamps.remove(&hash) {
-            self.order.remove(&stamp);
-        }
+        self.stamps.remove(&hash);
     }
 
-    fn victim(&self) -> Option<SequenceHash> {
-        self.order.first_key_value().map(|(_, &hash)| hash)
+    fn victim(&mut self) -> Option<SequenceHash> {
+        while let Some(&(hash, stamp)) = self.queue.front() {
+            if self.stamps.get(&hash) == Some(&stamp) {
+                return Some(hash);
+            }
+            self.queue.pop_front();
+        }
+        None
     }
 }
 
@@ -146,7 +158,7 @@ impl EvictionPolicy for LeavesFirst {
         }
     }
 
-    fn victim(&self) -> Option<SequenceHash> {
+    fn victim(&mut self) -> Option<SequenceHash> {
         self.leaves.first_key_value().map(|(_, &hash)| hash)
     }
 }
