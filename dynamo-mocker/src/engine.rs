@@ -5,12 +5,12 @@
 
 use std::collections::VecDeque;
 
-use dynamo_core::{BlockSize, HashedBlock, KvEventData, LocalBlockHash, SequenceHash};
+use dynamo_core::{BlockSize, HashedBlock, KvEventData, LocalBlockHash, SequenceHash, StorageTier};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use dynamo_kvbm::{BlockPool, PinnedBlock, PrivateBlock};
 
-use crate::host::{HostTier, HostTierConfig};
+use crate::host::{DiskTierConfig, HostTier, HostTierConfig};
 use crate::timing::{StepShape, StepTiming};
 
 /// The settings of a simulated worker; the defaults are those of NVIDIA Dynamo's mocker.
@@ -26,6 +26,8 @@ pub struct EngineConfig {
     pub max_num_seqs: usize,
     /// A host-memory tier below the device cache. Default none.
     pub host: Option<HostTierConfig>,
+    /// A local disk tier below the host tier (ignored without one). Default none.
+    pub disk: Option<DiskTierConfig>,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +38,7 @@ impl Default for EngineConfig {
             max_num_batched_tokens: 8_192,
             max_num_seqs: 256,
             host: None,
+            disk: None,
         }
     }
 }
@@ -68,8 +71,8 @@ pub struct StepReport {
     pub finished: Vec<u64>,
     /// Device cache changes, in order.
     pub events: Vec<KvEventData>,
-    /// Host tier cache changes, in order (after the device's of the same step).
-    pub host_events: Vec<KvEventData>,
+    /// Host and disk tier cache changes, in order (after the device's of the same step).
+    pub tier_events: Vec<(StorageTier, KvEventData)>,
     /// Prompt tokens computed (cache hits excluded).
     pub prefill_tokens: u64,
     /// Requests preempted (their KV freed, to be recomputed).
@@ -106,9 +109,9 @@ struct Sequence {
     cached_tokens: Option<u64>,
     /// Prompt blocks copied to the host tier so far.
     host_cursor: usize,
-    /// While onboarding from the host tier: when the copy ends, and the device prefix found
-    /// before it.
-    onboarding: Option<(f64, usize)>,
+    /// While onboarding from the lower tiers: when the copy ends, and the prefix found in each
+    /// tier.
+    onboarding: Option<Onboarding>,
 }
 
 impl Sequence {
@@ -122,6 +125,28 @@ impl Sequence {
     }
 }
 
+/// A sequence's copy from the lower tiers.
+#[derive(Debug, Clone, Copy)]
+struct Onboarding {
+    /// When it lands on the device.
+    done_ms: f64,
+    /// Blocks found on the device, then in host memory, then on disk.
+    device: usize,
+    host: usize,
+    disk: usize,
+}
+
+/// The prompt tokens a request found in the lower tiers at its first admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowerTierHit {
+    /// The request.
+    pub id: u64,
+    /// Tokens onboarded from host memory.
+    pub host_tokens: u64,
+    /// Tokens onboarded from disk.
+    pub disk_tokens: u64,
+}
+
 /// One simulated engine worker.
 #[derive(Debug)]
 pub struct SimWorker {
@@ -132,8 +157,8 @@ pub struct SimWorker {
     running: Vec<Sequence>,
     /// The prompt tokens each finished or running request found cached, by id.
     cached: Vec<(u64, u64)>,
-    /// The part of those that came from the host tier, by id (requests with some only).
-    host_cached: Vec<(u64, u64)>,
+    /// The part of those that came from the lower tiers (requests with some only).
+    lower_tier_hits: Vec<LowerTierHit>,
     host: Option<HostTier>,
     /// Requests waiting for their prefix to be copied from the host tier.
     onboarding: Vec<Sequence>,
@@ -163,7 +188,7 @@ impl StepReport {
             && self.finished.is_empty()
             && self.preempted.is_empty()
             && self.events.is_empty()
-            && self.host_events.is_empty()
+            && self.tier_events.is_empty()
     }
 
     fn clear(&mut self) {
@@ -172,7 +197,7 @@ impl StepReport {
         self.produced.clear();
         self.finished.clear();
         self.events.clear();
-        self.host_events.clear();
+        self.tier_events.clear();
         self.prefill_tokens = 0;
         self.preempted.clear();
     }
@@ -192,11 +217,11 @@ impl SimWorker {
             waiting: VecDeque::new(),
             running: Vec::new(),
             cached: Vec::new(),
-            host_cached: Vec::new(),
+            lower_tier_hits: Vec::new(),
             host: config
                 .host
                 .filter(|host| host.blocks > 0)
-                .map(|host| HostTier::new(&host, config.block_size)),
+                .map(|host| HostTier::new(&host, config.disk.as_ref(), config.block_size)),
             onboarding: Vec::new(),
             now_ms: 0.0,
             plan: Vec::new(),
@@ -286,7 +311,7 @@ impl SimWorker {
     pub fn next_wake_ms(&self) -> Option<f64> {
         self.onboarding
             .iter()
-            .filter_map(|s| s.onboarding.map(|(ready, _)| ready))
+            .filter_map(|s| s.onboarding.map(|onboarding| onboarding.done_ms))
             .min_by(f64::total_cmp)
     }
 
@@ -305,10 +330,10 @@ impl SimWorker {
         !self.cached.is_empty()
     }
 
-    /// The prompt tokens that requests found in the host tier at their first admission (part of
-    /// [`SimWorker::drain_cache_hits`]), drained; requests that found none are not listed.
-    pub fn drain_host_hits(&mut self) -> Vec<(u64, u64)> {
-        std::mem::take(&mut self.host_cached)
+    /// The prompt tokens that requests found in the lower tiers at their first admission (part
+    /// of [`SimWorker::drain_cache_hits`]), drained; requests that found none are not listed.
+    pub fn drain_lower_tier_hits(&mut self) -> Vec<LowerTierHit> {
+        std::mem::take(&mut self.lower_tier_hits)
     }
 
     /// The prompt tokens each request found cached at its first admission, drained.
@@ -396,7 +421,7 @@ impl SimWorker {
         self.finish(report);
         self.pool.take_events_into(&mut report.events);
         if let Some(host) = &mut self.host {
-            host.take_events_into(&mut report.host_events);
+            host.take_events_into(&mut report.tier_events);
         }
         self.now_ms = end_ms;
         self.plan_quiet_steps();
@@ -599,9 +624,15 @@ impl SimWorker {
             if sequence.cached_tokens.is_none() {
                 sequence.cached_tokens = Some(computed);
                 self.cached.push((sequence.request.id, computed));
-                if let Some((_, device)) = onboarded {
-                    let host = computed.saturating_sub(device as u64 * block);
-                    self.host_cached.push((sequence.request.id, host));
+                if let Some(found) = onboarded {
+                    // Credit the tiers in order: the device's prefix, the host's, the disk's.
+                    let device = (found.device as u64 * block).min(computed);
+                    let host = (found.host as u64 * block).min(computed - device);
+                    self.lower_tier_hits.push(LowerTierHit {
+                        id: sequence.request.id,
+                        host_tokens: host,
+                        disk_tokens: (found.disk as u64 * block).min(computed - device - host),
+                    });
                 }
             }
             // A recomputation after preemption copies nothing it copied before; an onboarded
@@ -627,7 +658,8 @@ impl SimWorker {
         };
         let block = u64::from(self.config.block_size.get());
         let prompt = ((sequence.request.prompt_tokens / block) as usize).min(sequence.blocks.len());
-        let (more, ready) = host.continuation(&sequence.blocks[..prompt], found.len(), self.now_ms);
+        let below = host.continuation(&sequence.blocks[..prompt], found.len(), self.now_ms);
+        let more = below.blocks();
         if more == 0 || self.pool.obtainable() < found.len() + more {
             return Some(sequence);
         }
@@ -638,8 +670,14 @@ impl SimWorker {
             self.release(&mut sequence);
             return Some(sequence);
         }
-        let done = host.onboard(more, ready.max(self.now_ms));
-        sequence.onboarding = Some((done, found.len()));
+        let not_before = below.ready_ms.max(self.now_ms);
+        let done_ms = host.onboard(&sequence.blocks[..prompt], found.len(), &below, not_before);
+        sequence.onboarding = Some(Onboarding {
+            done_ms,
+            device: found.len(),
+            host: below.host,
+            disk: below.disk,
+        });
         self.onboarding.push(sequence);
         None
     }
@@ -653,7 +691,7 @@ impl SimWorker {
         while i < self.onboarding.len() {
             if self.onboarding[i]
                 .onboarding
-                .is_some_and(|(done, _)| done <= now)
+                .is_some_and(|onboarding| onboarding.done_ms <= now)
             {
                 ready.push(self.onboarding.swap_remove(i));
             } else {
@@ -661,7 +699,7 @@ impl SimWorker {
             }
         }
         ready.sort_by(|a, b| {
-            let end = |s: &Sequence| s.onboarding.map_or(0.0, |(done, _)| done);
+            let end = |s: &Sequence| s.onboarding.map_or(0.0, |onboarding| onboarding.done_ms);
             end(b).total_cmp(&end(a))
         });
         for mut sequence in ready {

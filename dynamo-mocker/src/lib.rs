@@ -90,9 +90,9 @@ mod summary;
 mod timing;
 mod trace;
 
-pub use engine::{EngineConfig, SimRequest, SimWorker, StepReport, WorkerMetrics};
+pub use engine::{EngineConfig, LowerTierHit, SimRequest, SimWorker, StepReport, WorkerMetrics};
 pub use error::Error;
-pub use host::HostTierConfig;
+pub use host::{DiskTierConfig, HostTierConfig};
 pub use live::{LiveConfig, LiveEngine};
 pub use replay::{CacheKnowledge, MembershipChange, Replay, ReplayConfig, ReplayOutcome};
 pub use summary::{RequestRecord, Summary};

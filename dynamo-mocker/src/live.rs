@@ -204,7 +204,9 @@ async fn run_worker(
         tokio::time::sleep(Duration::from_secs_f64(pause / 1000.0)).await;
         deliver(&report, &mut active, &mut worker);
         publisher.publish_all(StorageTier::Device, report.events.drain(..));
-        publisher.publish_all(StorageTier::Host, report.host_events.drain(..));
+        for (tier, event) in report.tier_events.drain(..) {
+            publisher.publish_all(tier, [event]);
+        }
         *metrics.lock() = worker.metrics();
     }
 }

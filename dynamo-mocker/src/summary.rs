@@ -21,6 +21,8 @@ pub struct RequestRecord {
     pub cached_tokens: u64,
     /// The part of `cached_tokens` onboarded from the worker's host tier.
     pub host_cached_tokens: u64,
+    /// The part of `cached_tokens` onboarded from the worker's disk tier.
+    pub disk_cached_tokens: u64,
     /// Output tokens asked for.
     pub output_tokens: u64,
 }
@@ -61,6 +63,8 @@ pub struct Summary {
     /// The part of `prefix_cache_reused_ratio` onboarded from host tiers (as NVIDIA Dynamo's
     /// `host_reused_ratio`).
     pub host_reused_ratio: f64,
+    /// The part of `prefix_cache_reused_ratio` onboarded from disk tiers.
+    pub disk_reused_ratio: f64,
     /// Mean time to first token.
     pub mean_ttft_ms: f64,
     /// Median time to first token.
@@ -108,6 +112,7 @@ impl Summary {
         let input: u64 = records.iter().map(|r| r.input_tokens).sum();
         let cached: u64 = records.iter().map(|r| r.cached_tokens).sum();
         let host: u64 = records.iter().map(|r| r.host_cached_tokens).sum();
+        let disk: u64 = records.iter().map(|r| r.disk_cached_tokens).sum();
         let output: u64 = finished.iter().map(|r| r.output_tokens).sum();
         Summary {
             router: router.to_owned(),
@@ -117,6 +122,7 @@ impl Summary {
             wall_time_ms,
             prefix_cache_reused_ratio: ratio(cached as f64, input as f64),
             host_reused_ratio: ratio(host as f64, input as f64),
+            disk_reused_ratio: ratio(disk as f64, input as f64),
             mean_ttft_ms: mean(&ttft),
             median_ttft_ms: percentile(&ttft, 50.0),
             p90_ttft_ms: percentile(&ttft, 90.0),

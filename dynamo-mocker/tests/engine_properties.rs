@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 
-use dynamo_core::{BlockHasher, BlockSize, KvEventData};
+use dynamo_core::{BlockHasher, BlockSize, KvEventData, StorageTier};
 use dynamo_mocker::{
-    EngineConfig, HostTierConfig, PolynomialTiming, SimRequest, SimWorker, StepReport, StepShape,
-    StepTiming,
+    EngineConfig, HostTierConfig, LowerTierHit, PolynomialTiming, SimRequest, SimWorker,
+    StepReport, StepShape, StepTiming,
 };
 use proptest::prelude::*;
 
@@ -24,6 +24,7 @@ fn config(blocks: u64, budget: u64, seqs: usize) -> EngineConfig {
         max_num_batched_tokens: budget,
         max_num_seqs: seqs,
         host: None,
+        disk: None,
     }
 }
 
@@ -202,19 +203,23 @@ fn a_prefix_evicted_from_the_device_is_onboarded_from_the_host_tier_in_copy_time
     let hasher = BlockHasher::new(engine.block_size);
     let prompt = |offset: u32| -> Vec<u32> { (offset..offset + 1024).collect() };
     /// Run one request to its end on the worker's clock; the host tier's events.
-    fn run(worker: &mut SimWorker, now: &mut f64, request: SimRequest) -> Vec<KvEventData> {
+    fn run(
+        worker: &mut SimWorker,
+        now: &mut f64,
+        request: SimRequest,
+    ) -> Vec<(StorageTier, KvEventData)> {
         worker.add_request(request);
-        let mut host_events = Vec::new();
+        let mut tier_events = Vec::new();
         loop {
             worker.set_time(*now);
             let mut report = StepReport::default();
             if worker.step_into(&mut report) {
                 *now += report.duration_ms;
-                host_events.append(&mut report.host_events);
+                tier_events.append(&mut report.tier_events);
             } else if let Some(wake) = worker.next_wake_ms() {
                 *now = wake;
             } else {
-                return host_events;
+                return tier_events;
             }
         }
     }
@@ -227,7 +232,10 @@ fn a_prefix_evicted_from_the_device_is_onboarded_from_the_host_tier_in_copy_time
     let mut now = 0.0;
     // The first prompt's 16 blocks are copied to the host as they are computed...
     let stored = run(&mut worker, &mut now, request(0, 0));
-    assert!(matches!(&stored[..], [KvEventData::Stored { blocks, .. }] if blocks.len() == 16));
+    assert!(matches!(
+        &stored[..],
+        [(StorageTier::Host, KvEventData::Stored { blocks, .. })] if blocks.len() == 16
+    ));
     // ...and a second prompt evicts them from the 20-block device cache.
     run(&mut worker, &mut now, request(1, 5_000));
     let before = now;
@@ -236,7 +244,14 @@ fn a_prefix_evicted_from_the_device_is_onboarded_from_the_host_tier_in_copy_time
     // next 11 come back from the host (the 16th is copied too, but computed again: the last
     // token always is).
     assert_eq!(worker.drain_cache_hits()[2], (2, 960));
-    assert_eq!(worker.drain_host_hits(), [(2, 704)]);
+    assert_eq!(
+        worker.drain_lower_tier_hits(),
+        [LowerTierHit {
+            id: 2,
+            host_tokens: 704,
+            disk_tokens: 0
+        }]
+    );
     // The copy of 12 blocks of 64 tokens × 131,072 bytes at 32 GB/s took 3.15 ms, before a
     // prefill of one block.
     let copy = 12.0 * 64.0 * 131_072.0 / 32e6;

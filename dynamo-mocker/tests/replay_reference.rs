@@ -28,6 +28,7 @@ fn config() -> ReplayConfig {
             max_num_batched_tokens: 256,
             max_num_seqs: 4,
             host: None,
+            disk: None,
         },
         trace_block_size: TRACE_BLOCK,
         ..ReplayConfig::default()

@@ -389,9 +389,10 @@ impl Simulation<'_> {
                 record.cached_tokens = cached;
             }
         }
-        for (id, cached) in self.workers[worker].engine.drain_host_hits() {
-            if let Some(record) = self.record_mut(id) {
-                record.host_cached_tokens = cached;
+        for hit in self.workers[worker].engine.drain_lower_tier_hits() {
+            if let Some(record) = self.record_mut(hit.id) {
+                record.host_cached_tokens = hit.host_tokens;
+                record.disk_cached_tokens = hit.disk_tokens;
             }
         }
         for &id in &report.first_tokens {
@@ -427,7 +428,7 @@ impl Simulation<'_> {
 
     /// Send the step's KV events towards the index, now or after the lag.
     fn publish(&mut self, worker: usize, report: &mut StepReport, now_ms: f64) {
-        if self.index.is_none() || (report.events.is_empty() && report.host_events.is_empty()) {
+        if self.index.is_none() || (report.events.is_empty() && report.tier_events.is_empty()) {
             return;
         }
         let state = &mut self.workers[worker];
@@ -435,12 +436,8 @@ impl Simulation<'_> {
             .events
             .drain(..)
             .map(|data| (StorageTier::Device, data));
-        let host = report
-            .host_events
-            .drain(..)
-            .map(|data| (StorageTier::Host, data));
         let events: Vec<KvEvent> = device
-            .chain(host)
+            .chain(report.tier_events.drain(..))
             .map(|(tier, data)| {
                 let event = KvEvent {
                     worker: state.id,
@@ -516,6 +513,7 @@ fn record(index: usize, trace: &TraceRequest) -> RequestRecord {
         input_tokens: trace.input_length,
         cached_tokens: 0,
         host_cached_tokens: 0,
+        disk_cached_tokens: 0,
         output_tokens: trace.output_length.max(1),
     }
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use dynamo_core::BlockSize;
-use dynamo_mocker::{EngineConfig, HostTierConfig, InterpolatedTiming, ReplayConfig, TimingModel};
+use dynamo_mocker::{
+    DiskTierConfig, EngineConfig, HostTierConfig, InterpolatedTiming, ReplayConfig, TimingModel,
+};
 
 /// Replay a Mooncake-format request trace through simulated vLLM-like workers, routed by
 /// dynamo-router's policies, on a virtual clock.
@@ -64,6 +66,15 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "GB/S", default_value_t = HostTierConfig::default().h2d_gb_per_s,
           value_parser = not_negative)]
     pub(crate) host_bandwidth: f64,
+
+    /// Local disk (G3) KV blocks per worker, below the host tier (0: none; needs --host-blocks)
+    #[arg(long, value_name = "B", default_value_t = 0)]
+    pub(crate) disk_blocks: u64,
+
+    /// Disk read and write bandwidth, each, in GB/s (0: instant)
+    #[arg(long, value_name = "GB/S", default_value_t = DiskTierConfig::default().gb_per_s,
+          value_parser = not_negative)]
+    pub(crate) disk_bandwidth: f64,
 
     /// Routers to compare, comma-separated; repeatable
     #[arg(long = "router", value_name = "LIST", value_delimiter = ',',
@@ -124,6 +135,11 @@ impl Cli {
                     d2h_gb_per_s: self.host_bandwidth,
                     h2d_gb_per_s: self.host_bandwidth,
                     ..HostTierConfig::default()
+                }),
+                disk: (self.disk_blocks > 0).then_some(DiskTierConfig {
+                    blocks: self.disk_blocks,
+                    gb_per_s: self.disk_bandwidth,
+                    ..DiskTierConfig::default()
                 }),
             },
             timing: self.timing_table.clone().unwrap_or(defaults.timing),
