@@ -5,8 +5,11 @@
 //! waiting ones (chunked prefill), a cap on running sequences, a paged KV cache with prefix
 //! caching and least-recently-released eviction, preemption by recompute when blocks run
 //! out, and the step-time model of NVIDIA Dynamo's mocker ([`PolynomialTiming`], or
-//! [`InterpolatedTiming`] from a profiling table). It emits the KV events a real engine would,
-//! so the router's real index can follow it.
+//! [`InterpolatedTiming`] from a profiling table). Its cache is `dynamo-kvbm`'s block pool;
+//! below it, an optional host tier ([`HostTierConfig`], Dynamo's `native_host_offload` model)
+//! and disk tier ([`DiskTierConfig`]) keep blocks for onboarding, with copy times. It emits the
+//! KV events a real engine would, tagged with their tier, so the router's real index can follow
+//! it.
 //!
 //! - [`Replay`] drives N workers with a Mooncake-format trace ([`load_mooncake`]) through any
 //!   [`Router`](dynamo_router::Router), on a virtual clock, and summarises what users would
