@@ -54,6 +54,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The medium of a store is not on this machine or cannot be used: no GPU driver, no
+    /// device of that ordinal, or its memory cannot be had.
+    #[error("the {tier:?} store is unavailable: {reason}")]
+    Unavailable {
+        /// The store's tier.
+        tier: StorageTier,
+        /// What is missing, as the driver or loader said it.
+        reason: String,
+    },
     /// A request to the object store below the remote tier failed.
     #[error("object store request on {key}: {source}")]
     Remote {

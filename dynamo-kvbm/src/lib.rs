@@ -102,5 +102,7 @@ pub use pool::{
     BlockId, BlockPool, Evicted, Held, HeldBlock, PinnedBlock, PoolCounters, PrivateBlock,
 };
 pub use store::BlockStore;
+#[cfg(feature = "cuda")]
+pub use stores::DeviceStore;
 pub use stores::{DiskConfig, DiskStore, HostStore, ObjectConfig, ObjectStoreBlocks};
 pub use tier::{Dropped, Offer, TierCounters, TierIndex};

@@ -6,10 +6,14 @@
 //!
 //! [`BlockStore`]: crate::BlockStore
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod disk;
 mod host;
 mod object;
 
+#[cfg(feature = "cuda")]
+pub use cuda::DeviceStore;
 pub use disk::{DiskConfig, DiskStore};
 pub use host::HostStore;
 pub use object::{ObjectConfig, ObjectStoreBlocks};
