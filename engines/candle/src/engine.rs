@@ -10,13 +10,16 @@ use dynamo_core::{
     KvPublisher, QueuedEngine, SequenceHash, StorageTier, Submission, TokenChunk, TokenStream,
     Usage, WorkerId,
 };
-use dynamo_kvbm::{BlockId, BlockPool, Held, PinnedBlock, PoolCounters, PrivateBlock};
+use dynamo_kvbm::{
+    BlockId, BlockPool, Held, LowerTiers, OffloadCounters, PinnedBlock, PoolCounters, PrivateBlock,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::forward::{KvStore, Rope, Row, forward};
 use crate::sampler::Sampler;
+use crate::tiers::{DiskTier, Tiers};
 use crate::weights::LlamaWeights;
 
 /// How a [`CandleEngine`] runs.
@@ -34,6 +37,16 @@ pub struct CandleConfig {
     pub queue_capacity: usize,
     /// The worker id KV events carry.
     pub worker: WorkerId,
+    /// Blocks of a host-memory tier below the KV cache (0: none). A block evicted from the
+    /// cache is copied there, and a request whose prompt continues past the cached prefix
+    /// onboards the next blocks from there instead of computing them. Each block takes
+    /// `2 × block_size × layers × kv_heads × head_dim × 4` bytes (720 KiB for SmolLM2-135M
+    /// with 16-token blocks).
+    pub host_blocks: u32,
+    /// A disk tier below the host tier (below the cache itself without one): what the host
+    /// tier evicts is written there in the background, through a bounded queue that drops
+    /// offloads when full (see [`CandleEngine::offload_counters`]).
+    pub disk: Option<DiskTier>,
 }
 
 impl Default for CandleConfig {
@@ -45,6 +58,8 @@ impl Default for CandleConfig {
             max_running: 16,
             queue_capacity: 256,
             worker: WorkerId::new(0),
+            host_blocks: 0,
+            disk: None,
         }
     }
 }
@@ -61,12 +76,18 @@ pub struct CandleEngine {
     queue: QueuedEngine,
     counters: Arc<Mutex<PoolCounters>>,
     publisher: KvPublisher,
+    tiers: Option<LowerTiers>,
 }
 
 impl CandleEngine {
     /// Start the model thread. KV events go to `events` when given (a full channel drops the
     /// event; the consumer sees the gap in `event_id` and asks for a snapshot, which
     /// [`kv_publisher`](Self::kv_publisher) sends).
+    ///
+    /// # Errors
+    ///
+    /// When a thread cannot be started, or the lower tiers the config asks for cannot be made
+    /// (the disk tier's file cannot be created, say).
     pub fn start(
         weights: LlamaWeights,
         config: CandleConfig,
@@ -94,7 +115,16 @@ impl CandleEngine {
             ..PoolCounters::default()
         }));
         let publisher = KvPublisher::new(config.worker, config.block_size, events);
-        let model = ModelThread::new(weights, config, publisher.clone(), Arc::clone(&counters));
+        let mut model = ModelThread::new(weights, config, publisher.clone(), Arc::clone(&counters));
+        model.tiers = Tiers::start(
+            model.config.host_blocks,
+            model.config.disk.as_ref(),
+            model.config.block_size,
+            model.store.block_bytes(),
+            model.config.worker,
+        )?;
+        model.pool.track_evictions(model.tiers.is_some());
+        let tiers = model.tiers.as_ref().map(|tiers| tiers.lower().clone());
         std::thread::Builder::new()
             .name("dynamo-candle".to_owned())
             .spawn(move || model.run(submissions))?;
@@ -102,6 +132,7 @@ impl CandleEngine {
             queue,
             counters,
             publisher,
+            tiers,
         })
     }
 
@@ -114,6 +145,12 @@ impl CandleEngine {
     /// The KV pool's counters after the last step.
     pub fn counters(&self) -> PoolCounters {
         *self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lower tiers' counters (blocks and bytes offloaded and onboarded per tier, offloads
+    /// dropped); `None` without lower tiers.
+    pub fn offload_counters(&self) -> Option<OffloadCounters> {
+        self.tiers.as_ref().map(LowerTiers::counters)
     }
 }
 
@@ -172,6 +209,8 @@ struct ModelThread {
     counters: Arc<Mutex<PoolCounters>>,
     waiting: VecDeque<Submission>,
     running: Vec<Sequence>,
+    /// The tiers below the pool, if configured.
+    tiers: Option<Tiers>,
 }
 
 impl ModelThread {
@@ -193,6 +232,7 @@ impl ModelThread {
             counters,
             waiting: VecDeque::new(),
             running: Vec::new(),
+            tiers: None,
         }
     }
 
@@ -289,6 +329,10 @@ impl ModelThread {
                 self.waiting.push_front(submission);
                 return;
             }
+            self.offload_evicted();
+            let parent = cached.checked_sub(1).map(|last| hashes[last].sequence);
+            let cached =
+                cached + self.onboard(parent, &hashes[cached..], &mut pinned, &mut private);
             hashes.truncate(cached);
             let Submission {
                 request,
@@ -370,6 +414,8 @@ impl ModelThread {
             }
             planned[index] = take;
         }
+        // The blocks just taken are written by the forward pass: offload what they held first.
+        self.offload_evicted();
         let logits = if rows.is_empty() {
             Vec::new()
         } else {
@@ -456,10 +502,41 @@ impl ModelThread {
         self.pool.release(&mut private);
     }
 
-    /// Send the pool's events and counters.
+    /// Offload the blocks the pool evicted since the last call to the lower tiers, if any.
+    fn offload_evicted(&mut self) {
+        if let Some(tiers) = &mut self.tiers {
+            tiers.offload_evicted(&mut self.pool, &self.store);
+        }
+    }
+
+    /// Onboard the leading blocks of `blocks` (which follow `parent`, the last of the `pinned`
+    /// ones) that the lower tiers hold into the first of `private`, and register them: they
+    /// move from `private` to the end of `pinned`. How many.
+    fn onboard(
+        &mut self,
+        mut parent: Option<SequenceHash>,
+        blocks: &[HashedBlock],
+        pinned: &mut Vec<PinnedBlock>,
+        private: &mut Vec<PrivateBlock>,
+    ) -> usize {
+        let Some(tiers) = &mut self.tiers else {
+            return 0;
+        };
+        let onboarded = tiers.onboard(blocks, private, &mut self.store);
+        for (block, filled) in blocks[..onboarded].iter().zip(private.drain(..onboarded)) {
+            pinned.push(self.pool.register(filled, parent, *block));
+            parent = Some(block.sequence);
+        }
+        onboarded
+    }
+
+    /// Send the pool's events, the lower tiers' and the counters.
     fn publish(&mut self) {
         self.publisher
             .publish_all(StorageTier::Device, self.pool.take_events());
+        if let Some(tiers) = &self.tiers {
+            tiers.publish(&self.publisher);
+        }
         *self.counters.lock().unwrap_or_else(PoisonError::into_inner) = self.pool.counters();
     }
 }

@@ -38,6 +38,48 @@ impl KvStore {
         }
     }
 
+    /// Bytes of one block's K and V together: what [`read_block`](Self::read_block) gives and
+    /// [`write_block`](Self::write_block) takes.
+    pub fn block_bytes(&self) -> usize {
+        2 * self.block_floats() * std::mem::size_of::<f32>()
+    }
+
+    /// Floats of one block's K (or V): every layer, head, slot and dimension, contiguous.
+    fn block_floats(&self) -> usize {
+        self.layers * self.kv_heads * self.block_size * self.head_dim
+    }
+
+    /// Copy block `block`'s K then V, as f32 in native byte order, into `into`, which is
+    /// [`block_bytes`](Self::block_bytes) long. This is what a lower tier keeps of the block.
+    ///
+    /// # Panics
+    ///
+    /// When `into` is not [`block_bytes`](Self::block_bytes) long or `block` is not a block of
+    /// the store.
+    pub fn read_block(&self, block: BlockId, into: &mut [u8]) {
+        let floats = self.block_floats();
+        let start = block as usize * floats;
+        let (keys, values) = into.split_at_mut(floats * std::mem::size_of::<f32>());
+        keys.copy_from_slice(bytemuck::cast_slice(&self.keys[start..start + floats]));
+        values.copy_from_slice(bytemuck::cast_slice(&self.values[start..start + floats]));
+    }
+
+    /// Overwrite block `block`'s K and V with `from`, as [`read_block`](Self::read_block) gave
+    /// them.
+    ///
+    /// # Panics
+    ///
+    /// As [`read_block`](Self::read_block).
+    pub fn write_block(&mut self, block: BlockId, from: &[u8]) {
+        let floats = self.block_floats();
+        let start = block as usize * floats;
+        let (keys, values) = from.split_at(floats * std::mem::size_of::<f32>());
+        bytemuck::cast_slice_mut::<f32, u8>(&mut self.keys[start..start + floats])
+            .copy_from_slice(keys);
+        bytemuck::cast_slice_mut::<f32, u8>(&mut self.values[start..start + floats])
+            .copy_from_slice(values);
+    }
+
     /// Where the vector of (block, layer, head, slot) starts.
     fn offset(&self, block: BlockId, layer: usize, head: usize, slot: usize) -> usize {
         (((block as usize * self.layers + layer) * self.kv_heads + head) * self.block_size + slot)

@@ -44,11 +44,13 @@ mod engine;
 mod error;
 mod forward;
 mod sampler;
+mod tiers;
 mod weights;
 
 pub use config::LlamaConfig;
-pub use dynamo_kvbm::PoolCounters;
+pub use dynamo_kvbm::{OffloadCounters, PoolCounters, TierTraffic};
 pub use engine::{CandleConfig, CandleEngine};
 pub use error::CandleError;
 pub use forward::KvStore;
+pub use tiers::DiskTier;
 pub use weights::LlamaWeights;

@@ -33,11 +33,15 @@ pub(crate) fn preprocessing() -> &'static ModelEntry {
 
 /// The token ids of a one-message chat, rendered with the model's template.
 pub(crate) fn chat_prompt(question: &str) -> Vec<u32> {
-    let messages = [serde_json::json!({"role": "user", "content": question})];
+    render(&[serde_json::json!({"role": "user", "content": question})])
+}
+
+/// The token ids of `messages`, rendered with the model's template, ready for the answer.
+fn render(messages: &[serde_json::Value]) -> Vec<u32> {
     let text = preprocessing()
         .chat_template()
         .expect("a chat template")
-        .render(&messages, None, true)
+        .render(messages, None, true)
         .expect("the template renders");
     preprocessing()
         .tokenizer()
@@ -79,4 +83,24 @@ pub(crate) fn plain_candle_greedy(
         input = vec![next];
     }
     out
+}
+
+/// A conversation's first prompt: a system message and a question, rendered with the model's
+/// template.
+pub(crate) fn system_chat_prompt(system: &str, question: &str) -> Vec<u32> {
+    render(&[
+        serde_json::json!({"role": "system", "content": system}),
+        serde_json::json!({"role": "user", "content": question}),
+    ])
+}
+
+/// What follows an answer in the conversation's prompt when the user asks `question`: the end
+/// of the assistant's turn, the question, and the start of the next answer (SmolLM2's markup).
+pub(crate) fn next_turn(question: &str) -> Vec<u32> {
+    let text =
+        format!("<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n");
+    preprocessing()
+        .tokenizer()
+        .encode(&text)
+        .expect("the turn encodes")
 }
