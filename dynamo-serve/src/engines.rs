@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
+use dynamo_candle::{CandleConfig, CandleEngine, DiskTier, LlamaWeights};
 use dynamo_core::{BlockSize, BoxEngine, EchoEngine, EngineExt, KvEvent, KvPublisher, WorkerId};
 use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
 use tokio::sync::mpsc;
@@ -121,6 +121,11 @@ pub(crate) fn start_engine(
                 blocks: options.kv_blocks.unwrap_or(CandleConfig::default().blocks),
                 block_size,
                 worker,
+                host_blocks: options.host_cache_blocks,
+                disk: options
+                    .disk_cache
+                    .clone()
+                    .map(|(dir, blocks)| DiskTier { dir, blocks }),
                 ..CandleConfig::default()
             };
             let engine = CandleEngine::start(weights.clone(), config, events)?;

@@ -133,6 +133,17 @@ struct EngineArgs {
     /// KV blocks per worker [default: candle 512, mocker 16384]
     #[arg(long, value_name = "N", value_parser = at_least_one::<u32>)]
     kv_blocks: Option<u32>,
+    /// Candle workers keep blocks evicted from their KV cache in N blocks of host memory, and
+    /// onboard them for a returning prompt instead of recomputing it [default: 0, none]
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    host_cache_blocks: u32,
+    /// Candle workers keep blocks evicted from the host tier in a file in DIR, one per worker
+    #[arg(long, value_name = "DIR")]
+    disk_cache: Option<PathBuf>,
+    /// Blocks of each worker's --disk-cache file
+    #[arg(long, value_name = "N", default_value_t = 1024, requires = "disk_cache",
+          value_parser = at_least_one::<u32>)]
+    disk_cache_blocks: u32,
 }
 
 /// The gateway's flags: the single-process job and the frontend.
@@ -241,6 +252,8 @@ fn options(
         name: model.name,
         block_size: model.block_size,
         kv_blocks: engine.kv_blocks,
+        host_cache_blocks: engine.host_cache_blocks,
+        disk_cache: engine.disk_cache.map(|dir| (dir, engine.disk_cache_blocks)),
         default_max_tokens: gateway.default_max_tokens,
         max_in_flight: gateway.max_in_flight,
         sampling_defaults: gateway.sampling_defaults,

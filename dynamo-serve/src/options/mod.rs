@@ -100,6 +100,10 @@ pub(crate) struct Options {
     pub(crate) name: String,
     pub(crate) block_size: u32,
     pub(crate) kv_blocks: Option<u32>,
+    /// Blocks of each candle worker's host tier (0: none).
+    pub(crate) host_cache_blocks: u32,
+    /// Each candle worker's disk tier: its folder and blocks.
+    pub(crate) disk_cache: Option<(PathBuf, u32)>,
     pub(crate) default_max_tokens: u32,
     pub(crate) max_in_flight: usize,
     pub(crate) sampling_defaults: SamplingSource,
@@ -255,6 +259,22 @@ mod tests {
         assert!(text.contains("Usage: dynamo-serve [OPTIONS]"), "{text}");
         let text = refused("frontend --registry r").to_string();
         assert!(text.contains("Usage: dynamo-serve frontend"), "{text}");
+    }
+
+    #[test]
+    fn candle_workers_take_host_and_disk_tiers() {
+        let serve = options("").expect("valid");
+        assert_eq!((serve.host_cache_blocks, serve.disk_cache), (0, None));
+        let serve = options("--host-cache-blocks 64 --disk-cache /tmp/kv").expect("valid");
+        assert_eq!(serve.host_cache_blocks, 64);
+        assert_eq!(serve.disk_cache, Some((PathBuf::from("/tmp/kv"), 1024)));
+        let worker = options("worker --etcd http://e:2379 --disk-cache d --disk-cache-blocks 8")
+            .expect("valid");
+        assert_eq!(worker.disk_cache, Some((PathBuf::from("d"), 8)));
+        let error = refused("--disk-cache-blocks 8");
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+        let error = refused("--disk-cache d --disk-cache-blocks 0");
+        assert_eq!(error.kind(), ErrorKind::ValueValidation);
     }
 
     #[test]
