@@ -85,6 +85,8 @@
 
 mod error;
 mod eviction;
+#[cfg(feature = "nixl")]
+mod nixl;
 mod offload;
 mod pool;
 mod store;
@@ -93,6 +95,8 @@ mod tier;
 
 pub use error::Error;
 pub use eviction::{AdmissionFilter, AdmitAll, EvictionPolicy, LeavesFirst, Lru, SeenTwice};
+#[cfg(feature = "nixl")]
+pub use nixl::is_nixl_loaded;
 /// The `object_store` crate the remote tier is built on, to make its backends with.
 pub use object_store;
 pub use offload::{

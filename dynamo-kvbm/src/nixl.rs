@@ -1,0 +1,24 @@
+//! NIXL, the transfer library for moving KV blocks between GPUs, hosts and storage across
+//! nodes: for now only whether it is there.
+//!
+//! `nixl-sys` is built with its stub API: a C++ shim that opens `libnixl_capi.so` on its first
+//! call and forwards every NIXL function to it. Where the library cannot be opened, any NIXL
+//! call but one aborts the process (an `abort()` in C++, which no Rust code can catch). That one
+//! is the stub check behind [`is_nixl_loaded`], and every NIXL call this crate makes must come
+//! after it answers `true`.
+
+/// Whether the real NIXL library (`libnixl_capi.so`, found through the dynamic loader's path,
+/// for example `LD_LIBRARY_PATH`) is loaded in this process.
+///
+/// The first call tries to open it; the answer is then fixed for the life of the process. It
+/// never aborts and never panics. This crate has no NIXL transfers yet, so `true` only says the
+/// library could be used.
+///
+/// ```
+/// if !dynamo_kvbm::is_nixl_loaded() {
+///     eprintln!("NIXL is not installed here: blocks move through the local tiers only");
+/// }
+/// ```
+pub fn is_nixl_loaded() -> bool {
+    !nixl_sys::is_stub()
+}
