@@ -14,6 +14,12 @@
 //!   first. Every block filled is announced with a `Stored` KV event (the core block hashing),
 //!   every eviction with `Removed`, so the KV router sees the real cache; a router that missed
 //!   some asks for a snapshot, which [`CandleEngine::kv_publisher`] sends.
+//! - **Host and disk tiers.** With [`CandleConfig::host_blocks`] and [`CandleConfig::disk`],
+//!   a block evicted from the cache keeps its bytes in host memory, and what that tier evicts
+//!   goes to a file on disk in the background (through a bounded queue that drops offloads when
+//!   full). A prompt that continues past the cached prefix onboards the next blocks from them
+//!   instead of computing them; every tier change is a KV event tagged with its tier, and
+//!   [`CandleEngine::offload_counters`] counts the traffic.
 //! - **Sampling**: greedy, temperature, top-k, top-p, seeded; stop tokens (and the model's EOS
 //!   unless `ignore_eos`), `min_tokens`, `max_tokens`; dropping the stream frees the sequence's
 //!   blocks at the next step.
