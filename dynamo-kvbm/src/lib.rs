@@ -85,6 +85,7 @@
 
 mod error;
 mod eviction;
+pub mod metrics;
 #[cfg(feature = "nixl")]
 mod nixl;
 mod offload;

@@ -101,6 +101,9 @@ pub struct OffloadCounters {
     pub failed_reads: u64,
     /// Blocks queued for the worker or being written by it now.
     pub queue_depth: usize,
+    /// Blocks asked of the tiers by onboarding (each tier's hit rate is its onboarded blocks
+    /// over these).
+    pub looked_up: u64,
 }
 
 /// The tiers below a device pool, with the bytes of the blocks it evicted: offload on eviction,
@@ -391,6 +394,7 @@ impl LowerTiers {
         }
         into.truncate(onboarded * size);
         let mut state = self.shared.lock();
+        state.counters.looked_up += blocks.len() as u64;
         for (tier, held) in read {
             state.counters.tiers[tier].add_onboarded(held, size);
         }

@@ -537,7 +537,10 @@ impl ModelThread {
         if let Some(tiers) = &self.tiers {
             tiers.publish(&self.publisher);
         }
-        *self.counters.lock().unwrap_or_else(PoisonError::into_inner) = self.pool.counters();
+        let counters = self.pool.counters();
+        let offload = self.tiers.as_ref().map(|tiers| tiers.lower().counters());
+        dynamo_kvbm::metrics::record(&counters, offload.as_ref());
+        *self.counters.lock().unwrap_or_else(PoisonError::into_inner) = counters;
     }
 }
 
