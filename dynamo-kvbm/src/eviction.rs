@@ -83,7 +83,11 @@ impl EvictionPolicy for Lru {
 /// A block in [`LeavesFirst`].
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    parent: Option<SequenceHash>,
+    /// The parent held in the tier when this block was stored, with the parent's `born`: a
+    /// parent removed and stored again since is another node, which this one is not a child of.
+    parent: Option<(SequenceHash, u64)>,
+    /// When the node was stored; unique.
+    born: u64,
     /// Children held in the tier.
     children: u32,
     stamp: u64,
@@ -118,18 +122,22 @@ impl EvictionPolicy for LeavesFirst {
             self.restamp(hash);
             return;
         }
-        let parent = parent.filter(|parent| self.nodes.contains_key(parent));
-        if let Some(node) = parent.and_then(|parent| self.nodes.get_mut(&parent)) {
+        let mut linked = None;
+        if let Some(parent) = parent
+            && let Some(node) = self.nodes.get_mut(&parent)
+        {
             if node.children == 0 {
                 self.leaves.remove(&node.stamp);
             }
             node.children += 1;
+            linked = Some((parent, node.born));
         }
         self.clock += 1;
         self.nodes.insert(
             hash,
             Node {
-                parent,
+                parent: linked,
+                born: self.clock,
                 children: 0,
                 stamp: self.clock,
             },
@@ -148,8 +156,9 @@ impl EvictionPolicy for LeavesFirst {
         if node.children == 0 {
             self.leaves.remove(&node.stamp);
         }
-        if let Some(parent_hash) = node.parent
+        if let Some((parent_hash, born)) = node.parent
             && let Some(parent) = self.nodes.get_mut(&parent_hash)
+            && parent.born == born
         {
             parent.children -= 1;
             if parent.children == 0 {

@@ -236,3 +236,117 @@ impl TierIndex {
         into.append(&mut self.events);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{LeavesFirst, SeenTwice};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Offer block `n` of a chain (its parent is `n - 1`).
+        Offer(u64),
+        Remove(u64),
+        Prefix(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u64..12).prop_map(Op::Offer),
+            1 => (0u64..12).prop_map(Op::Remove),
+            1 => (0u64..12).prop_map(Op::Prefix),
+        ]
+    }
+
+    fn block(n: u64) -> HashedBlock {
+        HashedBlock {
+            local: LocalBlockHash(n),
+            sequence: SequenceHash(n),
+        }
+    }
+
+    fn tiers() -> Vec<TierIndex> {
+        let block_size = BlockSize::new(4).expect("a valid block size");
+        vec![
+            TierIndex::new(StorageTier::Host, 4, block_size),
+            TierIndex::new(StorageTier::Disk, 4, block_size).with_policy(LeavesFirst::default()),
+            TierIndex::new(StorageTier::Disk, 4, block_size).with_admission(SeenTwice::new(8)),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the policy and filter: the tier never holds more than its capacity, the
+        /// blocks it drops are what it held, and replaying its events gives what it holds.
+        #[test]
+        fn events_replay_to_what_the_tier_holds(ops in proptest::collection::vec(op(), 1..80)) {
+            for mut tier in tiers() {
+                let mut held: HashSet<SequenceHash> = HashSet::new();
+                let mut replayed: HashSet<SequenceHash> = HashSet::new();
+                for op in &ops {
+                    match *op {
+                        Op::Offer(n) => {
+                            let parent = n.checked_sub(1).map(SequenceHash);
+                            let mut dropped = Vec::new();
+                            let offer = tier.offer(block(n), parent, &mut dropped);
+                            for gone in &dropped {
+                                prop_assert!(held.remove(&gone.block.sequence), "dropped unheld");
+                            }
+                            if offer == Offer::Stored {
+                                prop_assert!(held.insert(SequenceHash(n)));
+                            }
+                        }
+                        Op::Remove(n) => {
+                            prop_assert_eq!(tier.remove(SequenceHash(n)), held.remove(&SequenceHash(n)));
+                        }
+                        Op::Prefix(n) => {
+                            let chain: Vec<HashedBlock> = (0..=n).map(block).collect();
+                            let found = tier.prefix(&chain);
+                            let expected = (0..=n).take_while(|i| held.contains(&SequenceHash(*i))).count();
+                            prop_assert_eq!(found, expected);
+                        }
+                    }
+                    prop_assert!(tier.len() <= tier.capacity());
+                    prop_assert_eq!(tier.len(), held.len());
+                    for event in tier.take_events() {
+                        match event {
+                            KvEventData::Stored { blocks, .. } => {
+                                for b in blocks {
+                                    prop_assert!(replayed.insert(b.sequence), "stored twice");
+                                }
+                            }
+                            KvEventData::Removed { blocks } => {
+                                for hash in blocks {
+                                    prop_assert!(replayed.remove(&hash), "removed unknown");
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    prop_assert_eq!(&replayed, &held);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_leaves_first_tier_never_keeps_a_block_whose_parent_it_dropped() {
+        let block_size = BlockSize::new(4).expect("a valid block size");
+        let mut tier =
+            TierIndex::new(StorageTier::Disk, 3, block_size).with_policy(LeavesFirst::default());
+        let mut dropped = Vec::new();
+        for n in 0..3 {
+            tier.offer(block(n), n.checked_sub(1).map(SequenceHash), &mut dropped);
+        }
+        // The root is used last, but the chain's leaf goes first, then its parent.
+        tier.touch(SequenceHash(0));
+        tier.offer(block(10), None, &mut dropped);
+        tier.offer(block(11), Some(SequenceHash(10)), &mut dropped);
+        let gone: Vec<u64> = dropped.iter().map(|d| d.block.sequence.0).collect();
+        assert_eq!(gone, [2, 1]);
+        assert!(tier.contains(SequenceHash(0)));
+    }
+}
