@@ -80,6 +80,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Features
+//!
+//! | feature | adds | builds without |
+//! |---|---|---|
+//! | `s3` | S3 and S3-compatible servers for [`ObjectStoreBlocks`] (`object_store`'s `aws`) | — |
+//! | `cuda` | `DeviceStore`, the device tier (G1) in GPU memory through `cudarc`, loaded at run time; opening one without a driver is an [`Error::Unavailable`] | a CUDA toolkit, a driver or a GPU |
+//! | `nixl` | `is_nixl_loaded`: whether NIXL's library is loaded (no transfers yet) | NIXL (it needs `libclang` to build) |
+//!
 //! `docs/kvbm.md` has the design, the choices where vLLM, SGLang and Dynamo differ, and the
 //! measurements.
 
