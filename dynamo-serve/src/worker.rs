@@ -23,7 +23,8 @@ const LOAD_PERIOD: Duration = Duration::from_secs(1);
 /// How the worker is registered; dropping it deregisters (a directory record at once, an etcd
 /// lease when its TTL runs out).
 enum Registration {
-    Etcd(EtcdRegistration),
+    /// Boxed: an etcd client is large, the other variants small.
+    Etcd(Box<EtcdRegistration>),
     Directory(DirectoryRegistration),
     Unregistered,
 }
@@ -71,7 +72,9 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let record = worker.record;
     let registration = if let Some(url) = &options.etcd {
         let ttl = Duration::from_secs(options.lease_ttl);
-        Registration::Etcd(EtcdRegistration::register(url, &options.namespace, &record, ttl).await?)
+        let registration =
+            EtcdRegistration::register(url, &options.namespace, &record, ttl).await?;
+        Registration::Etcd(Box::new(registration))
     } else if let Some(directory) = &options.registry {
         Registration::Directory(DirectoryRegistration::register(directory, &record)?)
     } else {
@@ -86,7 +89,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         }
     }
     match registration {
-        Registration::Etcd(registration) => registration.deregister().await?,
+        Registration::Etcd(registration) => (*registration).deregister().await?,
         Registration::Directory(registration) => drop(registration),
         Registration::Unregistered => {}
     }

@@ -275,11 +275,10 @@ impl ModelThread {
     fn drop_cancelled(&mut self) {
         self.waiting
             .retain(|s| !s.cancel.is_cancelled() && !s.chunks.is_closed());
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
+        let (mut gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
             .into_iter()
             .partition(|s| s.cancel.is_cancelled() || s.output.is_closed());
         self.running = kept;
-        let mut gone = gone;
         for sequence in &mut gone {
             self.release(sequence);
         }
