@@ -14,6 +14,7 @@ DIR=${1:-${TMPDIR:-/tmp}}
 QD=${DYNAMO_KVBM_QUEUE_DEPTH:-4}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dynamo-ci/target}
 command -v fio >/dev/null || { echo "fio is missing: apt-get install fio" >&2; exit 1; }
+mkdir -p "$DIR"
 LOG=$(mktemp)
 
 # name, block bytes, blocks per batch: as in store_host.rs and store_disk.rs.
