@@ -118,8 +118,9 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     /// Replaying the pool's events onto a set gives exactly the registered blocks, every block
-    /// is in use, cached or free, never two at once, and no two live sequences share a private
-    /// block.
+    /// is in use, cached or free, never two at once, and a block is never evicted while a child
+    /// of it is registered: least recently released is leaves first, because a sequence pins a
+    /// block's whole prefix with it and releases its tail first.
     #[test]
     fn events_describe_the_registered_blocks(ops in proptest::collection::vec(op(), 1..60)) {
         let block_size = block_size(2);
@@ -127,6 +128,8 @@ proptest! {
         let mut pool = BlockPool::new(10, block_size);
         let mut live: Vec<Vec<PinnedBlock>> = Vec::new();
         let mut announced: HashSet<SequenceHash> = HashSet::new();
+        let mut parent_of: std::collections::HashMap<SequenceHash, SequenceHash> =
+            std::collections::HashMap::new();
         for op in ops {
             match op {
                 Op::Start(contents) => {
@@ -158,14 +161,24 @@ proptest! {
             }
             for event in pool.take_events() {
                 match event {
-                    KvEventData::Stored { blocks, .. } => {
+                    KvEventData::Stored { parent, blocks, .. } => {
+                        let mut parent = parent;
                         for block in blocks {
                             prop_assert!(announced.insert(block.sequence), "stored twice");
+                            if let Some(parent) = parent {
+                                parent_of.insert(block.sequence, parent);
+                            }
+                            parent = Some(block.sequence);
                         }
                     }
                     KvEventData::Removed { blocks } => {
                         for hash in blocks {
                             prop_assert!(announced.remove(&hash), "removed unknown");
+                            let orphans = announced
+                                .iter()
+                                .filter(|child| parent_of.get(child) == Some(&hash))
+                                .count();
+                            prop_assert_eq!(orphans, 0, "a parent evicted before its child");
                         }
                     }
                     KvEventData::Cleared => announced.clear(),
