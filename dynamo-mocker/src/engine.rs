@@ -160,7 +160,7 @@ pub struct SimWorker {
     /// The part of those that came from the lower tiers (requests with some only).
     lower_tier_hits: Vec<LowerTierHit>,
     host: Option<HostTier>,
-    /// Requests waiting for their prefix to be copied from the host tier.
+    /// Requests waiting for their prefix to be copied from the lower tiers.
     onboarding: Vec<Sequence>,
     /// The worker's clock: the start of the next step, in ms.
     now_ms: f64,
