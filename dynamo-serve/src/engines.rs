@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dynamo_candle::{CandleConfig, CandleEngine, DiskTier, LlamaWeights};
+use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
 use dynamo_core::{BlockSize, BoxEngine, EchoEngine, EngineExt, KvEvent, KvPublisher, WorkerId};
 use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
 use tokio::sync::mpsc;
@@ -122,10 +122,7 @@ pub(crate) fn start_engine(
                 block_size,
                 worker,
                 host_blocks: options.host_cache_blocks,
-                disk: options
-                    .disk_cache
-                    .clone()
-                    .map(|(dir, blocks)| DiskTier { dir, blocks }),
+                disk: options.disk_cache.clone(),
                 ..CandleConfig::default()
             };
             let engine = CandleEngine::start(weights.clone(), config, events)?;

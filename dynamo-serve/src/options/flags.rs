@@ -8,7 +8,9 @@ use std::str::FromStr;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
-use super::{Command, EngineKind, Options, RouterKind, SamplingSource};
+use dynamo_candle::DiskTier;
+
+use super::{Command, DiskAdmission, EngineKind, Options, RouterKind, SamplingSource};
 
 /// An OpenAI-compatible gateway with KV-aware routing, in one process or across many.
 ///
@@ -144,6 +146,11 @@ struct EngineArgs {
     #[arg(long, value_name = "N", default_value_t = 1024, requires = "disk_cache",
           value_parser = at_least_one::<u32>)]
     disk_cache_blocks: u32,
+    /// Which blocks the --disk-cache tier writes: every block the host tier evicts, or only
+    /// those evicted a second time (prefixes seen once never wear the disk)
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = DiskAdmission::All,
+          requires = "disk_cache")]
+    disk_cache_admission: DiskAdmission,
 }
 
 /// The gateway's flags: the single-process job and the frontend.
@@ -253,7 +260,11 @@ fn options(
         block_size: model.block_size,
         kv_blocks: engine.kv_blocks,
         host_cache_blocks: engine.host_cache_blocks,
-        disk_cache: engine.disk_cache.map(|dir| (dir, engine.disk_cache_blocks)),
+        disk_cache: engine.disk_cache.map(|dir| DiskTier {
+            dir,
+            blocks: engine.disk_cache_blocks,
+            repeats_only: engine.disk_cache_admission == DiskAdmission::SeenTwice,
+        }),
         default_max_tokens: gateway.default_max_tokens,
         max_in_flight: gateway.max_in_flight,
         sampling_defaults: gateway.sampling_defaults,

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
+use dynamo_candle::DiskTier;
 
 use errors::{error_of, named_command, with_owners, with_usage};
 use flags::Cli;
@@ -52,6 +53,15 @@ pub(crate) enum SamplingSource {
     /// The engine's own defaults (the candle engine samples at temperature 1, as OpenAI does)
     #[value(name = "none")]
     Off,
+}
+
+/// `--disk-cache-admission`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DiskAdmission {
+    /// Every block the tier above evicts
+    All,
+    /// Only blocks offered a second time within a window as large as the tier
+    SeenTwice,
 }
 
 /// The command to run.
@@ -102,8 +112,8 @@ pub(crate) struct Options {
     pub(crate) kv_blocks: Option<u32>,
     /// Blocks of each candle worker's host tier (0: none).
     pub(crate) host_cache_blocks: u32,
-    /// Each candle worker's disk tier: its folder and blocks.
-    pub(crate) disk_cache: Option<(PathBuf, u32)>,
+    /// Each candle worker's disk tier.
+    pub(crate) disk_cache: Option<DiskTier>,
     pub(crate) default_max_tokens: u32,
     pub(crate) max_in_flight: usize,
     pub(crate) sampling_defaults: SamplingSource,
@@ -267,10 +277,20 @@ mod tests {
         assert_eq!((serve.host_cache_blocks, serve.disk_cache), (0, None));
         let serve = options("--host-cache-blocks 64 --disk-cache /tmp/kv").expect("valid");
         assert_eq!(serve.host_cache_blocks, 64);
-        assert_eq!(serve.disk_cache, Some((PathBuf::from("/tmp/kv"), 1024)));
-        let worker = options("worker --etcd http://e:2379 --disk-cache d --disk-cache-blocks 8")
-            .expect("valid");
-        assert_eq!(worker.disk_cache, Some((PathBuf::from("d"), 8)));
+        let disk = |dir: &str, blocks, repeats_only| DiskTier {
+            dir: PathBuf::from(dir),
+            blocks,
+            repeats_only,
+        };
+        assert_eq!(serve.disk_cache, Some(disk("/tmp/kv", 1024, false)));
+        let worker = options(
+            "worker --etcd http://e:2379 --disk-cache d --disk-cache-blocks 8 \
+             --disk-cache-admission seen-twice",
+        )
+        .expect("valid");
+        assert_eq!(worker.disk_cache, Some(disk("d", 8, true)));
+        let error = refused("--disk-cache-admission seen-twice");
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
         let error = refused("--disk-cache-blocks 8");
         assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
         let error = refused("--disk-cache d --disk-cache-blocks 0");

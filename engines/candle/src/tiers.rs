@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dynamo_core::{BlockSize, HashedBlock, KvPublisher, WorkerId};
 use dynamo_kvbm::{
     BlockPool, BlockStore, DiskConfig, DiskStore, Held, HostStore, LowerTier, LowerTiers,
-    OffloadConfig, PrivateBlock,
+    OffloadConfig, PrivateBlock, SeenTwice,
 };
 
 use crate::forward::KvStore;
@@ -21,6 +21,10 @@ pub struct DiskTier {
     pub dir: PathBuf,
     /// Its capacity in blocks.
     pub blocks: u32,
+    /// Write only blocks offered a second time within a window as large as the tier (the
+    /// `SeenTwice` admission filter), so that prefixes seen once never wear the disk; otherwise
+    /// every block the tier above evicts is written.
+    pub repeats_only: bool,
 }
 
 /// The lower tiers and the model thread's buffers for moving bytes to and from them.
@@ -43,11 +47,11 @@ impl Tiers {
         block_bytes: usize,
         worker: WorkerId,
     ) -> std::io::Result<Option<Self>> {
-        let mut stores: Vec<Arc<dyn BlockStore>> = Vec::new();
+        let mut tiers: Vec<LowerTier> = Vec::new();
         if host_blocks > 0 {
             let host =
                 HostStore::new(block_bytes, host_blocks as usize).map_err(std::io::Error::other)?;
-            stores.push(Arc::new(host));
+            tiers.push(LowerTier::new(Arc::new(host), block_size));
         }
         if let Some(disk) = disk.filter(|disk| disk.blocks > 0) {
             let path = disk.dir.join(format!(
@@ -55,17 +59,19 @@ impl Tiers {
                 worker.worker, worker.dp_rank
             ));
             let config = DiskConfig::new(path, block_bytes, disk.blocks as usize);
-            stores.push(Arc::new(
-                DiskStore::open(config).map_err(std::io::Error::other)?,
-            ));
+            let store: Arc<dyn BlockStore> =
+                Arc::new(DiskStore::open(config).map_err(std::io::Error::other)?);
+            let mut tier = LowerTier::new(store, block_size);
+            if disk.repeats_only {
+                tier.index = tier
+                    .index
+                    .with_admission(SeenTwice::new(disk.blocks as usize));
+            }
+            tiers.push(tier);
         }
-        if stores.is_empty() {
+        if tiers.is_empty() {
             return Ok(None);
         }
-        let tiers = stores
-            .into_iter()
-            .map(|store| LowerTier::new(store, block_size))
-            .collect();
         let (lower, offload) =
             LowerTiers::new(tiers, OffloadConfig::default()).map_err(std::io::Error::other)?;
         std::thread::Builder::new()
@@ -117,5 +123,47 @@ impl Tiers {
         for (tier, change) in self.lower.take_events() {
             publisher.publish(tier, change);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use dynamo_core::BlockHasher;
+
+    use super::*;
+
+    #[test]
+    fn a_repeats_only_disk_writes_a_block_the_second_time_the_host_evicts_it() {
+        let block_size = BlockSize::new(4).expect("a valid block size");
+        let dir =
+            std::env::temp_dir().join(format!("dynamo-candle-repeats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp folder");
+        let disk = DiskTier {
+            dir: dir.clone(),
+            blocks: 8,
+            repeats_only: true,
+        };
+        let tiers = Tiers::start(1, Some(&disk), block_size, 4096, WorkerId::new(7))
+            .expect("tiers start")
+            .expect("tiers were asked for");
+        let blocks = BlockHasher::new(block_size).hash_blocks(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let (a, b) = (blocks[0], blocks[1]);
+        let bytes = vec![1u8; 4096];
+        // The one-block host tier evicts A, then B, then A again: only A's second eviction
+        // reaches the disk.
+        for block in [a, b, a, b] {
+            tiers
+                .lower
+                .offload(block, None, &bytes)
+                .expect("block-sized bytes");
+        }
+        assert!(tiers.lower.wait_idle(Duration::from_secs(10)));
+        let counters = tiers.lower.counters();
+        let disk = &counters.tiers[1];
+        assert_eq!((disk.held, disk.index.declined), (1, 2), "{counters:?}");
+        drop(tiers);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -156,6 +156,7 @@ async fn evicted_turns_onboarded_from_host_or_disk_answer_as_if_never_evicted() 
             disk: Some(DiskTier {
                 dir: dir.clone(),
                 blocks: 256,
+                repeats_only: false,
             }),
             ..config(20)
         },
