@@ -16,7 +16,6 @@
 //!   tier holds, the last first, so a prompt's first block ends up the most recent.
 //! - The tier reports `Stored` and `Removed` events with tier `Host`, which the router's index
 //!   credits at the host weight.
-//!
 //! - **A disk tier (G3) below**, optional and ours: blocks the host tier evicts are written to
 //!   the worker's local disk (one write lane, `latency_ms` then bytes over bandwidth); a prompt
 //!   that continues on disk past the host is read back (one read lane) and then copied to the
@@ -27,7 +26,7 @@
 //!
 //! Two fences of Dynamo's model are left out: a device block reused while its copy to host is
 //! still in flight does not delay the step, and a preempted request does not wait for its last
-//! copy. Both are rare on the public traces (`docs/simulator.md` compares the two replays).
+//! copy. Both are rare on the public traces (`docs/kvbm.md` compares the two replays).
 
 use std::collections::HashMap;
 
