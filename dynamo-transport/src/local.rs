@@ -11,9 +11,11 @@
 //! # Ok::<(), dynamo_transport::Error>(())
 //! ```
 
+use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::Error;
@@ -21,7 +23,12 @@ use crate::Error;
 /// How long a server may take to open its port.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A port nobody listens on now.
+/// The ports [`free_port`] has handed out in this process.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A port nobody listens on now, and that this process has not been given before: tests that
+/// run side by side and each start a server never get the same port, even when the first has
+/// not bound it yet.
 ///
 /// # Errors
 ///
@@ -30,8 +37,14 @@ pub fn free_port() -> Result<u16, Error> {
     let no_port = |error: std::io::Error| Error::NoFreePort {
         source: error.into(),
     };
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(no_port)?;
-    Ok(listener.local_addr().map_err(no_port)?.port())
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(no_port)?;
+        let port = listener.local_addr().map_err(no_port)?.port();
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 /// A child process killed (and waited for) on drop.
