@@ -91,6 +91,7 @@
 //! `docs/kvbm.md` has the design, the choices where vLLM, SGLang and Dynamo differ, and the
 //! measurements.
 
+mod changes;
 mod error;
 mod eviction;
 pub mod metrics;

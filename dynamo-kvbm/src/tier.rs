@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use dynamo_core::{BlockSize, HashedBlock, KvEventData, LocalBlockHash, SequenceHash, StorageTier};
 
+use crate::changes::{record_removed, record_stored};
 use crate::eviction::{AdmissionFilter, AdmitAll, EvictionPolicy, Lru};
 
 /// What a tier did with a block it was offered.
@@ -170,34 +171,14 @@ impl TierIndex {
         self.held.insert(block.sequence, (block.local, parent));
         self.policy.inserted(block.sequence, parent);
         self.counters.stored += 1;
-        self.record_stored(parent, block);
+        record_stored(&mut self.events, self.block_size, parent, block);
         Offer::Stored
-    }
-
-    fn record_stored(&mut self, parent: Option<SequenceHash>, block: HashedBlock) {
-        if let Some(KvEventData::Stored { blocks, .. }) = self.events.last_mut()
-            && parent.is_some()
-            && blocks.last().map(|b| b.sequence) == parent
-        {
-            blocks.push(block);
-            return;
-        }
-        self.events.push(KvEventData::Stored {
-            parent,
-            block_size: self.block_size,
-            blocks: vec![block],
-        });
     }
 
     fn evict(&mut self, hash: SequenceHash) -> Option<(LocalBlockHash, Option<SequenceHash>)> {
         self.policy.removed(hash);
         let held = self.held.remove(&hash)?;
-        match self.events.last_mut() {
-            Some(KvEventData::Removed { blocks }) => blocks.push(hash),
-            _ => self
-                .events
-                .push(KvEventData::Removed { blocks: vec![hash] }),
-        }
+        record_removed(&mut self.events, hash);
         Some(held)
     }
 

@@ -20,6 +20,8 @@ use dynamo_core::{BlockSize, HashedBlock, KvEventData, LocalBlockHash, SequenceH
 
 use slot_table::SlotTable;
 
+use crate::changes::{record_removed, record_stored};
+
 /// A block's place in the pool: `0..capacity`, the index of its bytes in the engine's store.
 pub type BlockId = u32;
 
@@ -395,12 +397,7 @@ impl BlockPool {
                 });
             }
             if self.record_events {
-                match self.events.last_mut() {
-                    Some(KvEventData::Removed { blocks }) => blocks.push(hash),
-                    _ => self
-                        .events
-                        .push(KvEventData::Removed { blocks: vec![hash] }),
-                }
+                record_removed(&mut self.events, hash);
             }
             return Some(id);
         }
@@ -435,25 +432,9 @@ impl BlockPool {
             self.lineage[id as usize] = (block.local, parent);
         }
         if self.record_events {
-            self.record_stored(parent, block);
+            record_stored(&mut self.events, self.block_size, parent, block);
         }
         PinnedBlock(id)
-    }
-
-    fn record_stored(&mut self, parent: Option<SequenceHash>, block: HashedBlock) {
-        // Consecutive blocks of one chain go into one `Stored` event.
-        if let Some(KvEventData::Stored { blocks, .. }) = self.events.last_mut()
-            && parent.is_some()
-            && blocks.last().map(|b| b.sequence) == parent
-        {
-            blocks.push(block);
-            return;
-        }
-        self.events.push(KvEventData::Stored {
-            parent,
-            block_size: self.block_size,
-            blocks: vec![block],
-        });
     }
 
     /// Move the cache changes since the last call, in order, to the end of `into`.
