@@ -2,8 +2,9 @@
 //!
 //! - [`Lru`]: the least recently stored or read block goes first. The default.
 //! - [`LeavesFirst`]: only blocks with no child in the tier are candidates, least recently used
-//!   first, so a tier never keeps a block whose prefix it has dropped (such a block can never be
-//!   onboarded: a prefix is read from its start).
+//!   first, so a tier does not keep a block whose prefix it has dropped (such a block can never
+//!   be onboarded: a prefix is read from its start). A child counts only if it was stored while
+//!   its parent was held: one stored before its parent is not linked to it.
 //! - [`SeenTwice`]: an admission filter for tiers that wear (disks): a block is stored only the
 //!   second time it is offered within a window, so one-off prefixes are never written.
 
