@@ -57,6 +57,7 @@
 //!
 //! `dynamo-core` has no optional features.
 
+mod disagg;
 mod echo;
 mod engine;
 mod error;
@@ -70,6 +71,7 @@ mod response;
 mod stream;
 mod tokens;
 
+pub use disagg::{Disaggregation, KvHandoff, KvLayout, LayoutMismatch, WorkerRole};
 pub use echo::EchoEngine;
 pub use engine::{BoxEngine, Engine, EngineExt};
 pub use error::{BoxError, Error, ErrorClass, Result};

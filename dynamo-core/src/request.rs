@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::disagg::Disaggregation;
 use crate::error::Error;
 use crate::hash::BlockHasher;
 use crate::tokens::{BlockSize, Token, Tokens};
@@ -155,6 +156,10 @@ pub struct GenerateRequest {
     /// A cache namespace (for example a tenant): blocks are shared only within one salt.
     #[serde(default)]
     pub cache_salt: Option<String>,
+    /// Which phase of a disaggregated request to run; [`Disaggregation::None`] (the whole
+    /// request) unless a disaggregated router set it.
+    #[serde(default, skip_serializing_if = "is_whole")]
+    pub disaggregation: Disaggregation,
     #[serde(skip)]
     cancel: CancellationToken,
 }
@@ -176,6 +181,7 @@ impl GenerateRequest {
             routing: RoutingHints::default(),
             lora_name: None,
             cache_salt: None,
+            disaggregation: Disaggregation::None,
             cancel: CancellationToken::new(),
         }
     }
@@ -301,6 +307,10 @@ impl SamplingOptions {
         }
         Ok(())
     }
+}
+
+fn is_whole(phase: &Disaggregation) -> bool {
+    *phase == Disaggregation::None
 }
 
 fn check(

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::disagg::KvHandoff;
 use crate::tokens::Token;
 
 /// Why generation ended.
@@ -82,6 +83,10 @@ pub struct TokenChunk {
     /// Token counts, normally on the last chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// On the last chunk of a [`Disaggregation::Prefill`](crate::Disaggregation::Prefill)
+    /// request: where the worker left the prompt's KV blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_handoff: Option<KvHandoff>,
 }
 
 impl TokenChunk {

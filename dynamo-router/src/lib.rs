@@ -117,6 +117,7 @@
 mod affinity;
 mod approx;
 mod busy;
+pub mod disagg;
 mod index;
 mod load;
 mod policy;

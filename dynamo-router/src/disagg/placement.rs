@@ -1,0 +1,266 @@
+//! Conditional disaggregation: for each request, whether its prompt is computed by a prefill
+//! worker and handed over (remote), or by the decode worker itself (local).
+
+use dynamo_core::BlockSize;
+
+use crate::load::WorkerLoad;
+use crate::policy::PrefillTimeModel;
+
+/// Where a request's prompt is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Placement {
+    /// On the prefill worker, whose KV blocks are then handed to the decode worker.
+    Remote,
+    /// On the decode worker, as in aggregated serving.
+    Local,
+}
+
+/// The prefill worker a request would go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefillCandidate {
+    /// Prompt tokens it would compute (past its cached prefix).
+    pub uncached_tokens: u64,
+    /// Its booked load, before this request.
+    pub load: WorkerLoad,
+}
+
+/// What a [`PlacementPolicy`] knows of one request and the two workers it could use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlacementContext {
+    /// The prompt's length in tokens.
+    pub prompt_tokens: u64,
+    /// The block size of both pools.
+    pub block_size: BlockSize,
+    /// Prompt tokens the decode worker would compute itself (past its cached prefix).
+    pub decode_uncached_tokens: u64,
+    /// The decode worker's booked load, before this request.
+    pub decode_load: WorkerLoad,
+    /// The prefill worker the request would use; `None` when no prefill worker can take it
+    /// now (none registered, or all above their busy thresholds).
+    pub prefill: Option<PrefillCandidate>,
+}
+
+impl PlacementContext {
+    /// The share of the prompt the decode worker would compute, in `[0, 1]`.
+    pub fn decode_uncached_ratio(&self) -> f64 {
+        if self.prompt_tokens == 0 {
+            return 0.0;
+        }
+        self.decode_uncached_tokens as f64 / self.prompt_tokens as f64
+    }
+
+    /// The prompt's full blocks: what a hand-over moves.
+    pub fn full_blocks(&self) -> u64 {
+        self.prompt_tokens / u64::from(self.block_size.get())
+    }
+}
+
+/// Decides, per request, between remote and local prefill. A pure decision, like
+/// [`Router`](crate::Router): the disaggregated service falls back to local prefill on its
+/// own when there is no prefill candidate or the remote prefill fails.
+///
+/// ```
+/// use dynamo_core::BlockSize;
+/// use dynamo_router::disagg::{Placement, PlacementContext, PlacementPolicy, PrefillCandidate, Threshold};
+/// use dynamo_router::WorkerLoad;
+///
+/// let policy = Threshold::default();
+/// let mut request = PlacementContext {
+///     prompt_tokens: 4000,
+///     block_size: BlockSize::new(16)?,
+///     decode_uncached_tokens: 4000,
+///     decode_load: WorkerLoad::default(),
+///     prefill: Some(PrefillCandidate { uncached_tokens: 4000, load: WorkerLoad::default() }),
+/// };
+/// assert_eq!(policy.place(&request), Placement::Remote);
+/// // The decode worker already holds all but the last 100 tokens: computing them there is cheaper.
+/// request.decode_uncached_tokens = 100;
+/// assert_eq!(policy.place(&request), Placement::Local);
+/// # Ok::<(), dynamo_core::Error>(())
+/// ```
+pub trait PlacementPolicy: std::fmt::Debug + Send + Sync + 'static {
+    /// Where `request`'s prompt is computed. Only asked when there is a prefill candidate.
+    fn place(&self, request: &PlacementContext) -> Placement;
+}
+
+/// Every prompt on a prefill worker when one can take it: NVIDIA Dynamo's disaggregated
+/// serving without conditional disaggregation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlwaysRemote;
+
+impl PlacementPolicy for AlwaysRemote {
+    fn place(&self, _request: &PlacementContext) -> Placement {
+        Placement::Remote
+    }
+}
+
+/// NVIDIA Dynamo's conditional disaggregation rule: compute the prompt on the decode worker
+/// when what it would compute is short, or a small share of the prompt (it caches the rest),
+/// or when the prefill worker is above its queue threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    /// Local when the decode worker would compute at most this many tokens. Default 1000
+    /// (Dynamo's `max_local_prefill_length`).
+    pub max_local_prefill_tokens: u64,
+    /// Local when the decode worker would compute at most this share of the prompt. Default
+    /// 0.1.
+    pub max_local_uncached_ratio: f64,
+    /// Local when the prefill worker has this many prompts queued or running. Default 2
+    /// (Dynamo's `max_prefill_queue_size`).
+    pub max_prefill_queue: u32,
+}
+
+impl Default for Threshold {
+    fn default() -> Self {
+        Threshold {
+            max_local_prefill_tokens: 1000,
+            max_local_uncached_ratio: 0.1,
+            max_prefill_queue: 2,
+        }
+    }
+}
+
+impl PlacementPolicy for Threshold {
+    fn place(&self, request: &PlacementContext) -> Placement {
+        let short = request.decode_uncached_tokens <= self.max_local_prefill_tokens;
+        let mostly_cached = request.decode_uncached_ratio() <= self.max_local_uncached_ratio;
+        let queued = request
+            .prefill
+            .is_none_or(|p| p.load.active_requests >= self.max_prefill_queue);
+        if short || mostly_cached || queued {
+            Placement::Local
+        } else {
+            Placement::Remote
+        }
+    }
+}
+
+/// Our rule: compare the expected time to first token of both placements, and charge local
+/// prefill for the decode steps it stalls.
+///
+/// - Remote: the prefill worker's queued prompt tokens and this prompt's uncached part, at
+///   [`prefill`](Self::prefill) speed, plus the hand-over of the prompt's full blocks
+///   ([`transfer_ms_per_block`](Self::transfer_ms_per_block) each, plus
+///   [`transfer_latency_ms`](Self::transfer_latency_ms)).
+/// - Local: the decode worker's queued prompt tokens and its uncached part, plus
+///   [`stall_weight`](Self::stall_weight) × the prefill time × the requests decoding there,
+///   since each waits for those steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExpectedTtftPlacement {
+    /// The engines' prefill speed.
+    pub prefill: PrefillTimeModel,
+    /// Milliseconds to move one block from the prefill to the decode worker. Default 0.05
+    /// (a 2 MiB block at 40 GB/s).
+    pub transfer_ms_per_block: f64,
+    /// Fixed cost of a hand-over, ms. Default 1.0.
+    pub transfer_latency_ms: f64,
+    /// How much a millisecond of stall for one running decode counts against a millisecond of
+    /// this request's TTFT. Default 0.05.
+    pub stall_weight: f64,
+}
+
+impl Default for ExpectedTtftPlacement {
+    fn default() -> Self {
+        ExpectedTtftPlacement {
+            prefill: PrefillTimeModel::default(),
+            transfer_ms_per_block: 0.05,
+            transfer_latency_ms: 1.0,
+            stall_weight: 0.05,
+        }
+    }
+}
+
+impl ExpectedTtftPlacement {
+    /// The expected TTFT of remote prefill, ms; `None` without a prefill candidate.
+    pub fn remote_ms(&self, request: &PlacementContext) -> Option<f64> {
+        let prefill = request.prefill?;
+        let queued = self.prefill.time_ms(prefill.load.active_prefill_tokens);
+        let own = self.prefill.time_ms(prefill.uncached_tokens);
+        let transfer =
+            self.transfer_latency_ms + self.transfer_ms_per_block * request.full_blocks() as f64;
+        // The decode worker computes the tail past the last full block (and the first token).
+        let tail = request.prompt_tokens % u64::from(request.block_size.get()) + 1;
+        Some(queued + own + transfer + self.prefill.time_ms(tail))
+    }
+
+    /// The cost of local prefill, ms: its expected TTFT plus the weighted stall of the
+    /// decode worker's running requests.
+    pub fn local_ms(&self, request: &PlacementContext) -> f64 {
+        let queued = self.prefill.time_ms(request.decode_load.active_prefill_tokens);
+        let own = self.prefill.time_ms(request.decode_uncached_tokens);
+        let stall = self.stall_weight * own * f64::from(request.decode_load.active_requests);
+        queued + own + stall
+    }
+}
+
+impl PlacementPolicy for ExpectedTtftPlacement {
+    fn place(&self, request: &PlacementContext) -> Placement {
+        match self.remote_ms(request) {
+            Some(remote) if remote < self.local_ms(request) => Placement::Remote,
+            _ => Placement::Local,
+        }
+    }
+}
+
+impl<P: PlacementPolicy + ?Sized> PlacementPolicy for std::sync::Arc<P> {
+    fn place(&self, request: &PlacementContext) -> Placement {
+        (**self).place(request)
+    }
+}
+
+impl<P: PlacementPolicy + ?Sized> PlacementPolicy for Box<P> {
+    fn place(&self, request: &PlacementContext) -> Placement {
+        (**self).place(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(prompt: u64, decode_uncached: u64, prefill_queue: u32) -> PlacementContext {
+        PlacementContext {
+            prompt_tokens: prompt,
+            block_size: BlockSize::new(16).expect("16 is a block size"),
+            decode_uncached_tokens: decode_uncached,
+            decode_load: WorkerLoad::default(),
+            prefill: Some(PrefillCandidate {
+                uncached_tokens: prompt,
+                load: WorkerLoad {
+                    active_requests: prefill_queue,
+                    ..WorkerLoad::default()
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn the_threshold_rule_keeps_short_cached_or_queued_prompts_local() {
+        let policy = Threshold::default();
+        assert_eq!(policy.place(&request(4000, 4000, 0)), Placement::Remote);
+        assert_eq!(policy.place(&request(4000, 900, 0)), Placement::Local);
+        assert_eq!(policy.place(&request(40_000, 3000, 0)), Placement::Local);
+        assert_eq!(policy.place(&request(4000, 4000, 2)), Placement::Local);
+        let mut none = request(4000, 4000, 0);
+        none.prefill = None;
+        assert_eq!(policy.place(&none), Placement::Local);
+    }
+
+    #[test]
+    fn expected_ttft_sends_long_prompts_away_from_a_busy_decode_worker() {
+        let policy = ExpectedTtftPlacement::default();
+        let mut busy = request(8000, 8000, 0);
+        busy.decode_load.active_requests = 64;
+        assert_eq!(policy.place(&busy), Placement::Remote);
+        // A prompt the decode worker caches but for its tail stays there.
+        let mut cached = request(8000, 20, 0);
+        cached.decode_load.active_requests = 64;
+        assert_eq!(policy.place(&cached), Placement::Local);
+        // An idle decode worker and a prefill worker with a long queue: local.
+        let mut queued = request(2000, 2000, 0);
+        if let Some(prefill) = &mut queued.prefill {
+            prefill.load.active_prefill_tokens = 50_000;
+        }
+        assert_eq!(policy.place(&queued), Placement::Local);
+    }
+}
