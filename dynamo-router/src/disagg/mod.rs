@@ -1,9 +1,12 @@
-//! Disaggregated prefill and decode: which requests to split, and (planned in this module) the
-//! service that runs the prefill on one pool and the decode on another.
+//! Disaggregated prefill and decode: [`DisaggRouter`] runs a request's prefill on one pool of
+//! workers and its decode on another, and a [`PlacementPolicy`] decides per request whether
+//! splitting pays.
 
 mod placement;
+mod service;
 
 pub use placement::{
     AlwaysRemote, ExpectedTtftPlacement, Placement, PlacementContext, PlacementPolicy,
     PrefillCandidate, Threshold,
 };
+pub use service::{BlockSizeMismatch, DisaggRouter};

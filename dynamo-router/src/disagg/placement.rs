@@ -186,7 +186,9 @@ impl ExpectedTtftPlacement {
     /// The cost of local prefill, ms: its expected TTFT plus the weighted stall of the
     /// decode worker's running requests.
     pub fn local_ms(&self, request: &PlacementContext) -> f64 {
-        let queued = self.prefill.time_ms(request.decode_load.active_prefill_tokens);
+        let queued = self
+            .prefill
+            .time_ms(request.decode_load.active_prefill_tokens);
         let own = self.prefill.time_ms(request.decode_uncached_tokens);
         let stall = self.stall_weight * own * f64::from(request.decode_load.active_requests);
         queued + own + stall

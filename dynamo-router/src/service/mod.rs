@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 use tower::discover::{Change, Discover};
 
+use crate::index::TierOverlap;
 use crate::selector::{NotRouted, RouteRequest, WorkerSelector};
 
 pub use builder::RouterBuilder;
@@ -194,7 +195,14 @@ impl Inner {
         // A request no engine would accept books nothing.
         request.validate()?;
         let route = RouteRequest::new(&request, self.selector.config().block_size);
-        let booked = self.place(&route, request.cancellation()).await?;
+        let placed = self.place(&route, request.cancellation()).await?;
+        self.run(placed, request).await
+    }
+
+    /// Send `request` to the worker `placed` booked, and stream its tokens back under the
+    /// booking.
+    async fn run(&self, placed: Placed, request: GenerateRequest) -> Result<TokenStream, Error> {
+        let booked = placed.booked;
         let engine = self.engines.read().get(&booked.worker()).cloned();
         let Some(mut engine) = engine else {
             return Err(Error::unavailable(format!(
@@ -214,7 +222,7 @@ impl Inner {
         self: &Arc<Self>,
         route: &RouteRequest,
         cancel: &CancellationToken,
-    ) -> Result<Booked, Error> {
+    ) -> Result<Placed, Error> {
         let mut ticket = None;
         loop {
             if cancel.is_cancelled() {
@@ -255,9 +263,63 @@ impl Inner {
         }
     }
 
-    fn select(self: &Arc<Self>, route: &RouteRequest) -> Result<Booked, NotRouted> {
+    fn select(self: &Arc<Self>, route: &RouteRequest) -> Result<Placed, NotRouted> {
         let routed = self.selector.select(route, now_std())?;
-        Ok(Booked::new(routed.guard, self.clone()))
+        Ok(Placed {
+            cached: routed.cached,
+            booked: Booked::new(routed.guard, self.clone()),
+        })
+    }
+}
+
+/// A worker booked for a request that has not been sent yet: what the disaggregated router
+/// holds while it decides where the prompt is computed.
+#[derive(Debug)]
+pub(crate) struct Placed {
+    booked: Booked,
+    cached: TierOverlap,
+}
+
+impl Placed {
+    /// The booked worker.
+    pub(crate) fn worker(&self) -> WorkerId {
+        self.booked.worker()
+    }
+
+    /// The leading prompt blocks the worker caches, by tier.
+    pub(crate) fn cached(&self) -> TierOverlap {
+        self.cached
+    }
+
+    /// End the prefill part of the booking now: another worker computes the prompt.
+    pub(crate) fn prefilled_elsewhere(&mut self) {
+        self.booked.first_token();
+    }
+}
+
+impl RouterService {
+    /// Book a worker for `route`, waiting in the queue while every worker is busy.
+    pub(crate) async fn book(
+        &self,
+        route: &RouteRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Placed, Error> {
+        self.inner.place(route, cancel).await
+    }
+
+    /// Book a worker for `route` if one is free now; `None` when there is none, or every one
+    /// is busy.
+    pub(crate) fn try_book(&self, route: &RouteRequest) -> Option<Placed> {
+        self.inner.select(route).ok()
+    }
+
+    /// Send `request` to the worker `placed` booked.
+    pub(crate) async fn run(
+        &self,
+        placed: Placed,
+        request: GenerateRequest,
+    ) -> Result<TokenStream, Error> {
+        self.inner.run(placed, request).await
     }
 }
 

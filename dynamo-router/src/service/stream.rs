@@ -31,7 +31,7 @@ impl Booked {
         self.worker
     }
 
-    fn first_token(&mut self) {
+    pub(super) fn first_token(&mut self) {
         if let Some(guard) = &mut self.guard {
             guard.first_token();
             self.router.waiting.wake_next();
