@@ -66,6 +66,8 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
         address: served.address.clone(),
         model: options.name.clone(),
         block_size: block_size.get(),
+        role: dynamo_core::WorkerRole::Aggregated,
+        kv_layout: None,
     };
     Ok(Worker {
         record,

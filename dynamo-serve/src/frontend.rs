@@ -63,6 +63,8 @@ fn discovery(
                     address: address.to_string(),
                     model: options.name.clone(),
                     block_size: block_size.get(),
+                    role: dynamo_core::WorkerRole::Aggregated,
+                    kv_layout: None,
                 })
                 .collect(),
         )),

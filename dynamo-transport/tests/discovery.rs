@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use dynamo_core::{BlockSize, EchoEngine, EngineExt, GenerateRequest, WorkerId};
+use dynamo_core::{
+    BlockSize, EchoEngine, EngineExt, GenerateRequest, KvLayout, WorkerId, WorkerRole,
+};
 use dynamo_transport::discovery::{
     ConnectConfig, DirectoryDiscovery, DirectoryRegistration, Discovery, EtcdDiscovery,
-    EtcdRegistration, MembershipStream, WorkerRecord, connect,
+    EtcdRegistration, MembershipStream, StaticDiscovery, WorkerRecord, connect,
 };
 use dynamo_transport::local::LocalEtcd;
 use dynamo_transport::{Error, Tcp, Transport};
@@ -27,6 +29,8 @@ fn record(id: u64, port: u16) -> WorkerRecord {
         address: format!("127.0.0.1:{port}"),
         model: "echo".into(),
         block_size: 16,
+        role: WorkerRole::Aggregated,
+        kv_layout: None,
     }
 }
 
@@ -256,5 +260,52 @@ fn key<S>(change: &Change<WorkerId, S>) -> (&'static str, WorkerId) {
     match change {
         Change::Insert(id, _) => ("insert", *id),
         Change::Remove(id) => ("remove", *id),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disaggregated_pool_refuses_other_roles_and_layouts_at_join_time() {
+    let transport = Tcp::new();
+    let layout = KvLayout::new("echo", 16, 30, 3, 64, "f32");
+    let mut records = Vec::new();
+    let mut servers = Vec::new();
+    // Refused: a decode worker, a prefill worker of another layout, one that gives none; then
+    // the one that pairs. Every one of them answers, so only the refusal keeps them out.
+    let variants: [(WorkerRole, Option<KvLayout>); 4] = [
+        (WorkerRole::Decode, Some(layout.clone())),
+        (
+            WorkerRole::Prefill,
+            Some(KvLayout {
+                dtype: "bf16".into(),
+                ..layout.clone()
+            }),
+        ),
+        (WorkerRole::Prefill, None),
+        (WorkerRole::Prefill, Some(layout.clone())),
+    ];
+    for (id, (role, kv_layout)) in (1..).zip(variants) {
+        let served = transport
+            .serve(EchoEngine::new().boxed_engine())
+            .await
+            .expect("served");
+        records.push(WorkerRecord {
+            address: served.address.clone(),
+            role,
+            kv_layout,
+            ..record(id, 0)
+        });
+        servers.push(tokio::spawn(served.serving));
+    }
+    let block_size = BlockSize::new(16).expect("not zero");
+    let config = ConnectConfig::new(block_size)
+        .roles([WorkerRole::Prefill])
+        .kv_layout(layout);
+    let mut workers = connect(&StaticDiscovery::new(records), transport, config);
+    match next(&mut workers, Duration::from_secs(10)).await {
+        Ok(Change::Insert(id, _)) => assert_eq!(id, WorkerId::new(4)),
+        other => panic!("unexpected change {:?}", other.map(|change| key(&change))),
+    }
+    for server in servers {
+        server.abort();
     }
 }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use dynamo_core::{BlockSize, Error, WorkerId};
+use dynamo_core::{BlockSize, Error, KvLayout, WorkerId, WorkerRole};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
@@ -26,6 +26,11 @@ pub struct ConnectConfig {
     pub model: Option<String>,
     /// How long to wait between attempts to reach a registered worker.
     pub reconnect: Duration,
+    /// Serve only workers of these roles; empty takes every role.
+    pub roles: Vec<WorkerRole>,
+    /// Serve only workers whose KV layout pairs with this one (a worker that registers none is
+    /// refused too); `None` does not look at layouts.
+    pub kv_layout: Option<KvLayout>,
 }
 
 impl ConnectConfig {
@@ -35,7 +40,23 @@ impl ConnectConfig {
             block_size,
             model: None,
             reconnect: Duration::from_millis(500),
+            roles: Vec::new(),
+            kv_layout: None,
         }
+    }
+
+    /// Serve only workers of `roles`: a disaggregated router's prefill pool takes
+    /// [`WorkerRole::Prefill`], its decode pool [`WorkerRole::Decode`] and
+    /// [`WorkerRole::Aggregated`].
+    pub fn roles(mut self, roles: impl IntoIterator<Item = WorkerRole>) -> Self {
+        self.roles = roles.into_iter().collect();
+        self
+    }
+
+    /// Serve only workers whose blocks pair with `layout`.
+    pub fn kv_layout(mut self, layout: KvLayout) -> Self {
+        self.kv_layout = Some(layout);
+        self
     }
 
     /// Serve only workers of `model`.
@@ -146,12 +167,33 @@ impl<T: Transport> Connected<T> {
                 self.config.block_size.get()
             ));
         }
-        match &self.config.model {
-            Some(model) if *model != record.model => Some(format!(
+        if let Some(model) = &self.config.model
+            && *model != record.model
+        {
+            return Some(format!(
                 "it serves `{}` and this router `{model}`",
                 record.model
-            )),
-            _ => None,
+            ));
+        }
+        if !self.config.roles.is_empty() && !self.config.roles.contains(&record.role) {
+            return Some(format!(
+                "it is a {} worker and this pool takes {}",
+                record.role,
+                self.config
+                    .roles
+                    .iter()
+                    .map(|role| role.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
+        }
+        let layout = self.config.kv_layout.as_ref()?;
+        match &record.kv_layout {
+            None => Some("it does not say how its KV blocks are laid out".to_owned()),
+            Some(theirs) => layout
+                .check_pairs_with(theirs)
+                .err()
+                .map(|mismatch| format!("its KV blocks could not be handed over: {mismatch}")),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Discovery: which workers exist, as a stream of joins and departures.
 //!
-//! A worker registers a [`WorkerRecord`] (its id, its request-plane address, its model and
-//! block size) with a registry; a router [`watch`](Discovery::watch)es the registry, and
+//! A worker registers a [`WorkerRecord`] (its id, its request-plane address, its model, block
+//! size and role, and the layout of its KV blocks when it hands them over) with a registry; a router [`watch`](Discovery::watch)es the registry, and
 //! [`connect`] turns what it sees into a [`tower::discover::Discover`] of worker engines,
 //! reached through any [`Transport`](crate::Transport), that a router service consumes
 //! (`dynamo_router::RouterService::discover`). Three registries:
@@ -26,7 +26,7 @@ mod etcd;
 
 use std::pin::Pin;
 
-use dynamo_core::WorkerId;
+use dynamo_core::{KvLayout, WorkerId, WorkerRole};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tower::discover::Change;
@@ -50,6 +50,14 @@ pub struct WorkerRecord {
     pub model: String,
     /// The KV block size of its engine; a router with another block size refuses the worker.
     pub block_size: u32,
+    /// What it does: aggregated (the default, and what a record without the field means),
+    /// prefill or decode.
+    #[serde(default)]
+    pub role: WorkerRole,
+    /// How its KV blocks are laid out, for workers that hand blocks over (prefill and decode);
+    /// a disaggregated router refuses a worker whose layout does not pair with its pool's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_layout: Option<KvLayout>,
 }
 
 /// A change in the set of registered workers.
@@ -70,7 +78,7 @@ pub trait Discovery: Send + Sync + 'static {
 /// A fixed list of workers: they join once and never leave.
 ///
 /// ```
-/// use dynamo_core::WorkerId;
+/// use dynamo_core::{WorkerId, WorkerRole};
 /// use dynamo_transport::discovery::{Discovery, StaticDiscovery, WorkerRecord};
 /// use futures::StreamExt;
 /// use tower::discover::Change;
@@ -82,6 +90,8 @@ pub trait Discovery: Send + Sync + 'static {
 ///     address: "127.0.0.1:9000".into(),
 ///     model: "smollm2".into(),
 ///     block_size: 16,
+///     role: WorkerRole::Aggregated,
+///     kv_layout: None,
 /// };
 /// let mut changes = StaticDiscovery::new(vec![record.clone()]).watch();
 /// let Change::Insert(id, joined) = changes.next().await.unwrap().unwrap() else { panic!() };
