@@ -70,4 +70,10 @@ pub enum Error {
         /// When, in ms of virtual time.
         at_ms: f64,
     },
+    /// A disaggregated replay that cannot run.
+    #[error("cannot replay disaggregated: {reason}")]
+    Disaggregation {
+        /// Why.
+        reason: &'static str,
+    },
 }

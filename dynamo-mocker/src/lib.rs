@@ -88,6 +88,7 @@ mod engine;
 mod error;
 mod host;
 mod live;
+mod phases;
 mod replay;
 mod summary;
 mod timing;
@@ -97,7 +98,11 @@ pub use engine::{EngineConfig, LowerTierHit, SimRequest, SimWorker, StepReport, 
 pub use error::Error;
 pub use host::{DiskTierConfig, HostTierConfig};
 pub use live::{LiveConfig, LiveEngine};
-pub use replay::{CacheKnowledge, MembershipChange, Replay, ReplayConfig, ReplayOutcome};
+pub use phases::{DisaggSummary, Spread};
+pub use replay::{
+    CacheKnowledge, DisaggConfig, MembershipChange, Replay, ReplayConfig, ReplayOutcome,
+    TransferConfig,
+};
 pub use summary::{RequestRecord, Summary};
 pub use timing::{InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingModel};
 pub use trace::{TraceRequest, engine_blocks, load_mooncake};

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::phases::DisaggSummary;
+
 /// One request's life in a replay, in ms of virtual time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestRecord {
@@ -25,6 +27,16 @@ pub struct RequestRecord {
     pub disk_cached_tokens: u64,
     /// Output tokens asked for.
     pub output_tokens: u64,
+    /// In a disaggregated replay, the prefill worker that computed the prompt; `None` when
+    /// the serving worker computed it itself (aggregated, or local prefill).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_worker: Option<u64>,
+    /// When the prefill worker finished the prompt (its KV ready to hand over).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_done_ms: Option<f64>,
+    /// When the prompt's KV reached the decode worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_arrival_ms: Option<f64>,
 }
 
 impl RequestRecord {
@@ -85,6 +97,9 @@ pub struct Summary {
     pub requests_per_wall_s: f64,
     /// Requests preempted, counting each preemption.
     pub preemptions: u64,
+    /// In a disaggregated replay: placements and where the time to first token went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disagg: Option<DisaggSummary>,
 }
 
 impl Summary {
@@ -133,21 +148,22 @@ impl Summary {
             output_throughput_tok_s: ratio(output as f64, duration_ms / 1000.0),
             requests_per_wall_s: ratio(records.len() as f64, wall_time_ms / 1000.0),
             preemptions,
+            disagg: None,
         }
     }
 }
 
-fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
+pub(crate) fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
     let mut values: Vec<f64> = values.collect();
     values.sort_by(f64::total_cmp);
     values
 }
 
-fn mean(values: &[f64]) -> f64 {
+pub(crate) fn mean(values: &[f64]) -> f64 {
     ratio(values.iter().sum(), values.len() as f64)
 }
 
-fn ratio(numerator: f64, denominator: f64) -> f64 {
+pub(crate) fn ratio(numerator: f64, denominator: f64) -> f64 {
     if denominator > 0.0 {
         numerator / denominator
     } else {
@@ -157,7 +173,7 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
 
 /// The `p`-th percentile of sorted `values` by nearest rank (`values[round((n - 1)·p/100)]`),
 /// as NVIDIA Dynamo's replay reports it.
-fn percentile(values: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(values: &[f64], p: f64) -> f64 {
     if values.is_empty() {
         return 0.0;
     }

@@ -45,6 +45,12 @@ fn help_lists_every_flag_and_exits_0() {
         "--json",
         "--requests-out",
         "--plot",
+        "--prefill-workers",
+        "--decode-workers",
+        "--placement",
+        "--decode-router",
+        "--transfer-bandwidth",
+        "--transfer-latency-ms",
     ] {
         assert!(help.contains(flag), "--help does not list {flag}:\n{help}");
     }
@@ -160,4 +166,50 @@ fn without_json_prints_a_table_and_writes_the_records() {
     assert!(lines.next().is_some_and(|row| row.starts_with("p2c")));
     let written = std::fs::read_to_string(&records).expect("records written");
     assert_eq!(written.lines().count(), 3);
+}
+
+#[test]
+fn a_disaggregated_replay_reports_its_phases_per_placement() {
+    let path = trace("disagg", &TINY);
+    let output = replay(&[
+        "--trace",
+        path.to_str().expect("utf-8 path"),
+        "--prefill-workers",
+        "1",
+        "--decode-workers",
+        "2",
+        "--router",
+        "kv",
+        "--placement",
+        "always-remote,threshold",
+        "--transfer-bandwidth",
+        "25",
+        "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON summary"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["router"], "kv/always-remote");
+    assert_eq!(lines[1]["router"], "kv/threshold");
+    for line in &lines {
+        assert_eq!(line["completed_requests"], 3);
+        let phases = &line["disagg"];
+        let placed = phases["remote_requests"].as_u64().expect("a count")
+            + phases["local_requests"].as_u64().expect("a count");
+        assert_eq!(placed, 3, "{line}");
+    }
+    assert_eq!(lines[0]["disagg"]["remote_requests"], 3);
+    assert!(
+        lines[0]["disagg"]["transfer"]["mean_ms"]
+            .as_f64()
+            .expect("ms")
+            > 0.0
+    );
+    // The 600-token prompt is short: the threshold rule keeps it on its decode worker.
+    let local = lines[1]["disagg"]["local_requests"].as_u64();
+    assert!(local.is_some_and(|n| n >= 1), "{}", lines[1]);
 }

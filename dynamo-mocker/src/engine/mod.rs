@@ -5,17 +5,20 @@
 //! virtual-clock replay, or a live engine that sleeps) advances time. The worker's own clock
 //! ([`SimWorker::set_time`]) matters only to its lower tiers, whose copies take time.
 
+mod report;
 mod tiers;
 
 use std::collections::VecDeque;
 
-use dynamo_core::{BlockSize, HashedBlock, KvEventData, LocalBlockHash, SequenceHash, StorageTier};
+use dynamo_core::{BlockSize, HashedBlock, LocalBlockHash, SequenceHash};
 use dynamo_kvbm::{BlockPool, PinnedBlock, PrivateBlock};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::host::{DiskTierConfig, HostTier, HostTierConfig};
 use crate::timing::{StepShape, StepTiming};
 use tiers::Onboarding;
+
+pub use report::{LowerTierHit, SimRequest, StepReport, WorkerMetrics};
 
 /// The settings of a simulated worker; the defaults are those of NVIDIA Dynamo's mocker.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,55 +50,6 @@ impl Default for EngineConfig {
     }
 }
 
-/// A request as the simulated engine sees it: the hashes of its prompt's full blocks and its
-/// lengths; the tokens themselves do not matter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimRequest {
-    /// An id unique on the worker.
-    pub id: u64,
-    /// The prompt's full blocks, hashed as the router hashes them.
-    pub prompt_blocks: Vec<HashedBlock>,
-    /// The prompt's length in tokens (at least the full blocks' tokens).
-    pub prompt_tokens: u64,
-    /// The number of tokens to generate, at least 1.
-    pub output_tokens: u64,
-}
-
-/// What one step did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StepReport {
-    /// How long the step took, in ms.
-    pub duration_ms: f64,
-    /// Requests whose first token the step produced.
-    pub first_tokens: Vec<u64>,
-    /// Requests that produced a token (first ones included), when the worker records them
-    /// ([`SimWorker::record_tokens`]).
-    pub produced: Vec<u64>,
-    /// Requests that finished; their blocks are released.
-    pub finished: Vec<u64>,
-    /// Device cache changes, in order.
-    pub events: Vec<KvEventData>,
-    /// Host and disk tier cache changes, in order (after the device's of the same step).
-    pub tier_events: Vec<(StorageTier, KvEventData)>,
-    /// Prompt tokens computed (cache hits excluded).
-    pub prefill_tokens: u64,
-    /// Requests preempted (their KV freed, to be recomputed).
-    pub preempted: Vec<u64>,
-}
-
-/// The load of a worker, as an engine's metrics would report it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WorkerMetrics {
-    /// Requests waiting to be scheduled.
-    pub waiting: usize,
-    /// Requests scheduled (prefilling or decoding).
-    pub running: usize,
-    /// KV blocks held by requests.
-    pub blocks_in_use: u64,
-    /// KV blocks in the cache.
-    pub blocks_total: u64,
-}
-
 #[derive(Debug)]
 struct Sequence {
     request: SimRequest,
@@ -116,6 +70,9 @@ struct Sequence {
     /// While onboarding from the lower tiers: when the copy ends, and the prefix found in each
     /// tier.
     onboarding: Option<Onboarding>,
+    /// The prompt's KV was computed elsewhere and handed over
+    /// ([`SimWorker::add_transferred_request`]): it is never computed here.
+    transferred: bool,
 }
 
 impl Sequence {
@@ -127,17 +84,6 @@ impl Sequence {
     fn prefilling(&self) -> bool {
         self.computed < self.tokens()
     }
-}
-
-/// The prompt tokens a request found in the lower tiers at its first admission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LowerTierHit {
-    /// The request.
-    pub id: u64,
-    /// Tokens onboarded from host memory.
-    pub host_tokens: u64,
-    /// Tokens onboarded from disk.
-    pub disk_tokens: u64,
 }
 
 /// One simulated engine worker.
@@ -171,29 +117,6 @@ pub struct SimWorker {
     quiet_ahead: u64,
     /// The running sequences' tokens when they were last brought up to date.
     quiet_tokens: u64,
-}
-
-impl StepReport {
-    /// Whether the step changed nothing a caller records: no first token, completion,
-    /// preemption or KV event (tokens produced aside).
-    pub(crate) fn is_uneventful(&self) -> bool {
-        self.first_tokens.is_empty()
-            && self.finished.is_empty()
-            && self.preempted.is_empty()
-            && self.events.is_empty()
-            && self.tier_events.is_empty()
-    }
-
-    fn clear(&mut self) {
-        self.duration_ms = 0.0;
-        self.first_tokens.clear();
-        self.produced.clear();
-        self.finished.clear();
-        self.events.clear();
-        self.tier_events.clear();
-        self.prefill_tokens = 0;
-        self.preempted.clear();
-    }
 }
 
 impl SimWorker {
@@ -242,10 +165,28 @@ impl SimWorker {
     }
 
     /// Queue a request.
-    pub fn add_request(&mut self, mut request: SimRequest) {
+    pub fn add_request(&mut self, request: SimRequest) {
+        self.queue(request, false);
+    }
+
+    /// Queue a request whose prompt's KV another worker computed and handed over, as a
+    /// disaggregated decode worker receives it (NVIDIA Dynamo's mocker does the same).
+    ///
+    /// Admitted, it takes blocks for its whole prompt (pinning those the cache holds) and
+    /// decodes at once: its first step samples its first token at the cost of a decode step,
+    /// and its prompt blocks are registered, so they stay cached for later requests. It
+    /// computes nothing of its prompt, even after a preemption, and the cache hits it finds
+    /// are not reported ([`SimWorker::drain_cache_hits`]): the worker that computed the
+    /// prompt reports its own.
+    pub fn add_transferred_request(&mut self, request: SimRequest) {
+        self.queue(request, true);
+    }
+
+    fn queue(&mut self, mut request: SimRequest, transferred: bool) {
         // The next step may admit it: it is not quiet.
         self.quiet_ahead = 0;
         self.waiting.push_back(Sequence {
+            transferred,
             blocks: std::mem::take(&mut request.prompt_blocks),
             request,
             pinned: Vec::new(),
@@ -570,6 +511,9 @@ impl SimWorker {
             if onboarded.is_none() {
                 self.pool
                     .cached_prefix(&sequence.blocks[..full], &mut found);
+            }
+            // A handed-over prompt has its KV: it onboards nothing.
+            if onboarded.is_none() && !sequence.transferred {
                 match self.start_onboarding(sequence, &found) {
                     None => {
                         self.found = found;
@@ -584,13 +528,18 @@ impl SimWorker {
             } else {
                 found.len()
             };
-            // At least one token is always computed, to produce the next one.
-            while hit > 0 && hit as u64 * block >= tokens {
+            // At least one token is always computed, to produce the next one; a handed-over
+            // prompt is all there, and its next token is a decode.
+            while !sequence.transferred && hit > 0 && hit as u64 * block >= tokens {
                 hit -= 1;
             }
             found.truncate(hit);
-            let computed = hit as u64 * block;
-            let chunk = (tokens - computed).min(*budget);
+            let (computed, chunk) = if sequence.transferred {
+                (tokens, 1)
+            } else {
+                let computed = hit as u64 * block;
+                (computed, (tokens - computed).min(*budget))
+            };
             let needed = (computed + chunk).div_ceil(block) - hit as u64;
             if self.pool.obtainable() + held < (needed + hit as u64) as usize {
                 self.found = found;
@@ -614,6 +563,9 @@ impl SimWorker {
                 break;
             }
             sequence.computed = computed;
+            if sequence.transferred {
+                sequence.cached_tokens = Some(0);
+            }
             if sequence.cached_tokens.is_none() {
                 sequence.cached_tokens = Some(computed);
                 self.cached.push((sequence.request.id, computed));
@@ -648,10 +600,11 @@ impl SimWorker {
                 self.register_full(index);
                 return;
             }
-            // The prefill is done: this step samples a token.
-            if sequence.generated == 0 {
-                report.first_tokens.push(id);
-            }
+        }
+        // The prefill is done (here, or on the worker that handed the prompt over): this step
+        // samples a token.
+        if sequence.generated == 0 {
+            report.first_tokens.push(id);
         }
         if self.record_tokens {
             report.produced.push(id);

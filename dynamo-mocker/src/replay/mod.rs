@@ -7,12 +7,14 @@
 //! steps as [`SimWorker`](crate::SimWorker) says, and its KV events reach the router's index
 //! after a configurable lag. The simulation itself is in `simulation.rs`.
 
+mod disagg;
 mod simulation;
 
 use std::collections::HashSet;
 use std::fmt;
 
 use dynamo_core::WorkerId;
+use dynamo_router::disagg::{AlwaysRemote, PlacementPolicy};
 use dynamo_router::{OverlapSource, RoundRobin, Router, SharedIndex};
 use tower::discover::Change;
 
@@ -22,11 +24,16 @@ use crate::summary::{RequestRecord, Summary};
 use crate::timing::TimingModel;
 use crate::trace::{TraceRequest, engine_blocks};
 
+pub use disagg::{DisaggConfig, TransferConfig};
+
 /// The settings of a replay.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayConfig {
-    /// Simulated workers.
+    /// Simulated workers (aggregated replays; a disaggregated one sizes its pools in
+    /// [`disagg`](Self::disagg)).
     pub workers: usize,
+    /// Separate prefill and decode pools instead of `workers` aggregated ones. Default none.
+    pub disagg: Option<DisaggConfig>,
     /// Each worker's engine.
     pub engine: EngineConfig,
     /// How long each engine step takes. Default: the public polynomial model.
@@ -90,6 +97,7 @@ impl Default for ReplayConfig {
     fn default() -> Self {
         ReplayConfig {
             workers: 8,
+            disagg: None,
             engine: EngineConfig::default(),
             timing: TimingModel::default(),
             trace_block_size: 512,
@@ -158,6 +166,9 @@ pub struct Replay<'a, P = RoundRobin> {
     label: String,
     policy: P,
     knowledge: CacheKnowledge,
+    /// The decode pool's policy and knowledge, when set.
+    decode: Option<(Box<dyn Router>, CacheKnowledge)>,
+    placement: Box<dyn PlacementPolicy>,
     progress: Option<Box<dyn FnMut(usize, usize) + 'a>>,
 }
 
@@ -169,6 +180,8 @@ impl<P: fmt::Debug> fmt::Debug for Replay<'_, P> {
             .field("label", &self.label)
             .field("policy", &self.policy)
             .field("knowledge", &self.knowledge)
+            .field("decode", &self.decode)
+            .field("placement", &self.placement)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -184,6 +197,8 @@ impl<'a> Replay<'a> {
             label: String::new(),
             policy: RoundRobin::new(),
             knowledge: CacheKnowledge::Nothing,
+            decode: None,
+            placement: Box::new(AlwaysRemote),
             progress: None,
         }
     }
@@ -204,8 +219,26 @@ impl<'a, P> Replay<'a, P> {
             label: self.label,
             policy,
             knowledge: self.knowledge,
+            decode: self.decode,
+            placement: self.placement,
             progress: self.progress,
         }
+    }
+
+    /// In a disaggregated replay, route over the decode pool with `policy`, which learns the
+    /// decode workers' caches from `knowledge`. Default: NVIDIA Dynamo's decode router (its KV
+    /// cost without the prefill term: the least active blocks win), over an index of the decode
+    /// workers' events, which placement policies read.
+    pub fn decode_policy(mut self, policy: impl Router, knowledge: CacheKnowledge) -> Self {
+        self.decode = Some((Box::new(policy), knowledge));
+        self
+    }
+
+    /// In a disaggregated replay, decide per request between remote and local prefill with
+    /// `placement`. Default [`AlwaysRemote`].
+    pub fn placement(mut self, placement: impl PlacementPolicy) -> Self {
+        self.placement = Box::new(placement);
+        self
     }
 
     /// Where the router learns what the workers cache. Default [`CacheKnowledge::Nothing`].
@@ -229,7 +262,9 @@ impl<P: Router> Replay<'_, P> {
     ///
     /// [`Error::BlockSizes`] when the trace's blocks cannot be cut into engine blocks;
     /// [`Error::WorkerInUse`], [`Error::UnknownWorker`] or [`Error::DataParallelRank`] for a
-    /// membership change that cannot apply. Both are checked before the replay starts.
+    /// membership change that cannot apply; [`Error::Disaggregation`] for an empty pool, or
+    /// membership changes in a disaggregated replay. All are checked before the replay
+    /// starts.
     pub fn run(self) -> Result<ReplayOutcome, Error> {
         let speedup = self.config.arrival_speedup;
         if speedup.is_nan() || speedup <= 0.0 {
@@ -244,6 +279,18 @@ impl<P: Router> Replay<'_, P> {
             )?;
         }
         check_membership(self.config)?;
+        if let Some(disagg) = &self.config.disagg {
+            let reason = if disagg.prefill_workers == 0 || disagg.decode_workers == 0 {
+                Some("each pool needs at least one worker")
+            } else if !self.config.membership.is_empty() {
+                Some("workers cannot join or leave a disaggregated replay")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Error::Disaggregation { reason });
+            }
+        }
         Ok(simulation::run(self))
     }
 }

@@ -8,7 +8,8 @@ use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
-    DiskTierConfig, EngineConfig, HostTierConfig, InterpolatedTiming, ReplayConfig, TimingModel,
+    DisaggConfig, DiskTierConfig, EngineConfig, HostTierConfig, InterpolatedTiming, ReplayConfig,
+    TimingModel, TransferConfig,
 };
 
 /// Replay a Mooncake-format request trace through simulated vLLM-like workers, routed by
@@ -26,10 +27,40 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "FILE")]
     pub(crate) trace: PathBuf,
 
-    /// Simulated workers
+    /// Simulated workers (aggregated; unused with --prefill-workers and --decode-workers)
     #[arg(long, value_name = "N", default_value_t = ReplayConfig::default().workers,
           value_parser = at_least_one)]
     pub(crate) workers: usize,
+
+    /// Prefill workers of a disaggregated replay (with --decode-workers)
+    #[arg(long, value_name = "P", requires = "decode_workers", value_parser = at_least_one)]
+    pub(crate) prefill_workers: Option<usize>,
+
+    /// Decode workers of a disaggregated replay (with --prefill-workers)
+    #[arg(long, value_name = "D", requires = "prefill_workers", value_parser = at_least_one)]
+    pub(crate) decode_workers: Option<usize>,
+
+    /// Where prompts are computed in a disaggregated replay, comma-separated to compare;
+    /// repeatable
+    #[arg(long = "placement", value_name = "LIST", value_delimiter = ',',
+          action = clap::ArgAction::Append, value_parser = PLACEMENT,
+          default_value = "always-remote")]
+    pub(crate) placements: Vec<PlacementName>,
+
+    /// The decode pool's router in a disaggregated replay (the prefill pool uses --router)
+    #[arg(long, value_name = "NAME", value_parser = ROUTER, default_value = "kv-load")]
+    pub(crate) decode_router: RouterName,
+
+    /// Bandwidth of the KV hand-over from prefill to decode worker, in GB/s (0: instant, as
+    /// NVIDIA Dynamo's mocker by default)
+    #[arg(long, value_name = "GB/S", value_parser = not_negative, allow_negative_numbers = true,
+          default_value_t = TransferConfig::default().bandwidth_gb_per_s)]
+    pub(crate) transfer_bandwidth: f64,
+
+    /// Fixed cost of each KV hand-over, in ms
+    #[arg(long, value_name = "MS", value_parser = not_negative, allow_negative_numbers = true,
+          default_value_t = TransferConfig::default().latency_ms)]
+    pub(crate) transfer_latency_ms: f64,
 
     /// KV blocks per worker
     #[arg(long, value_name = "B", default_value_t = ReplayConfig::default().engine.num_gpu_blocks)]
@@ -57,7 +88,8 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "B", default_value_t = 0)]
     pub(crate) host_blocks: u64,
 
-    /// KV bytes per token, which size the copies between device and host
+    /// KV bytes per token, which size the copies between device and host and the KV
+    /// hand-over of a disaggregated replay
     #[arg(long, value_name = "BYTES",
           default_value_t = HostTierConfig::default().kv_bytes_per_token)]
     pub(crate) kv_bytes_per_token: u64,
@@ -78,7 +110,7 @@ pub(crate) struct Cli {
 
     /// Routers to compare, comma-separated; repeatable
     #[arg(long = "router", value_name = "LIST", value_delimiter = ',',
-          action = clap::ArgAction::Append, value_parser = RouterParser,
+          action = clap::ArgAction::Append, value_parser = ROUTER,
           default_value = "round-robin,kv,ttft")]
     pub(crate) routers: Vec<RouterName>,
 
@@ -122,8 +154,17 @@ impl Cli {
     /// The replay's settings.
     pub(crate) fn config(&self) -> ReplayConfig {
         let defaults = ReplayConfig::default();
+        let disagg = match (self.prefill_workers, self.decode_workers) {
+            (Some(prefill_workers), Some(decode_workers)) => Some(DisaggConfig {
+                prefill_workers,
+                decode_workers,
+                transfer: self.transfer(),
+            }),
+            _ => None,
+        };
         ReplayConfig {
             workers: self.workers,
+            disagg,
             engine: EngineConfig {
                 num_gpu_blocks: self.num_gpu_blocks,
                 block_size: self.block_size,
@@ -152,6 +193,40 @@ impl Cli {
     }
 }
 
+impl Cli {
+    /// The KV hand-over of a disaggregated replay.
+    pub(crate) fn transfer(&self) -> TransferConfig {
+        TransferConfig {
+            bandwidth_gb_per_s: self.transfer_bandwidth,
+            latency_ms: self.transfer_latency_ms,
+            kv_bytes_per_token: self.kv_bytes_per_token,
+        }
+    }
+}
+
+/// A placement policy `--placement` can name (`dynamo_router::disagg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PlacementName {
+    /// Every prompt on a prefill worker (NVIDIA Dynamo's disaggregated serving)
+    AlwaysRemote,
+    /// NVIDIA Dynamo's conditional disaggregation: short, mostly cached or queued prompts stay
+    Threshold,
+    /// Ours: the lower expected time to first token, local prefill charged for its stalls
+    ExpectedTtft,
+}
+
+impl fmt::Display for PlacementName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_name(self, f)
+    }
+}
+
+/// Write `value` as its flag value: the name given on the command line.
+fn write_name(value: &impl ValueEnum, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let value = value.to_possible_value().ok_or(fmt::Error)?;
+    f.write_str(value.get_name())
+}
+
 /// A routing policy `--router` can name, with the cache knowledge it gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum RouterName {
@@ -167,6 +242,8 @@ pub(crate) enum RouterName {
     Kv,
     /// NVIDIA Dynamo's cost, guessing the caches without events
     ApproxKv,
+    /// NVIDIA Dynamo's decode-pool cost: active blocks only, no prefill term
+    KvLoad,
     /// Ours: the expected time to first token, fed by KV events
     Ttft,
     /// Ours, guessing the caches without events
@@ -176,30 +253,33 @@ pub(crate) enum RouterName {
 /// The name as given on the command line, which labels the router's results.
 impl fmt::Display for RouterName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value = self.to_possible_value().ok_or(fmt::Error)?;
-        f.write_str(value.get_name())
+        write_name(self, f)
     }
 }
 
-/// Router names with the spaces around them ignored, so that `--router "kv, ttft"` works.
+/// Names (of routers, of placements) with the spaces around them ignored, so that
+/// `--router "kv, ttft"` works.
 #[derive(Debug, Clone, Copy)]
-struct RouterParser;
+struct Trimmed<T>(std::marker::PhantomData<T>);
 
-impl TypedValueParser for RouterParser {
-    type Value = RouterName;
+const ROUTER: Trimmed<RouterName> = Trimmed(std::marker::PhantomData);
+const PLACEMENT: Trimmed<PlacementName> = Trimmed(std::marker::PhantomData);
+
+impl<T: ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for Trimmed<T> {
+    type Value = T;
 
     fn parse_ref(
         &self,
         command: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &OsStr,
-    ) -> Result<RouterName, clap::Error> {
+    ) -> Result<T, clap::Error> {
         let trimmed = value.to_str().map_or(value, |text| OsStr::new(text.trim()));
-        EnumValueParser::<RouterName>::new().parse_ref(command, arg, trimmed)
+        EnumValueParser::<T>::new().parse_ref(command, arg, trimmed)
     }
 
     fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        let names = RouterName::value_variants().iter();
+        let names = T::value_variants().iter();
         Some(Box::new(names.filter_map(ValueEnum::to_possible_value)))
     }
 }
@@ -305,6 +385,54 @@ mod tests {
     }
 
     #[test]
+    fn prefill_and_decode_pools_make_a_disaggregated_replay() {
+        let cli = Cli::try_parse_from([
+            "dynamo-replay",
+            "--trace",
+            "t.jsonl",
+            "--prefill-workers",
+            "2",
+            "--decode-workers",
+            "6",
+            "--transfer-bandwidth",
+            "50",
+            "--transfer-latency-ms",
+            "0.5",
+            "--placement",
+            "always-remote, expected-ttft",
+        ])
+        .expect("parses");
+        let config = cli.config();
+        let disagg = config.disagg.expect("disaggregated");
+        assert_eq!((disagg.prefill_workers, disagg.decode_workers), (2, 6));
+        assert_eq!(disagg.transfer.bandwidth_gb_per_s, 50.0);
+        assert_eq!(disagg.transfer.latency_ms, 0.5);
+        assert_eq!(disagg.transfer.kv_bytes_per_token, 131_072);
+        assert_eq!(
+            cli.placements,
+            [PlacementName::AlwaysRemote, PlacementName::ExpectedTtft]
+        );
+        assert_eq!(cli.decode_router, RouterName::KvLoad);
+        // Without the flags: aggregated, with Dynamo's instant hand-over as the default link.
+        let cli = Cli::try_parse_from(["dynamo-replay", "--trace", "t.jsonl"]).expect("parses");
+        assert_eq!(cli.config().disagg, None);
+        assert_eq!(cli.transfer(), TransferConfig::default());
+    }
+
+    #[test]
+    fn one_pool_alone_is_refused() {
+        for (flag, missing) in [
+            ("--prefill-workers", "--decode-workers"),
+            ("--decode-workers", "--prefill-workers"),
+        ] {
+            let error = Cli::try_parse_from(["dynamo-replay", "--trace", "t.jsonl", flag, "2"])
+                .expect_err("refused");
+            assert!(error.to_string().contains(missing), "{error}");
+            assert_eq!(error.exit_code(), 2);
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_flag() {
         for (flag, value) in [
             ("--workers", "0"),
@@ -314,6 +442,9 @@ mod tests {
             ("--speedup", "-1"),
             ("--speedup", "NaN"),
             ("--router", "nope"),
+            ("--placement", "nowhere"),
+            ("--transfer-bandwidth", "-1"),
+            ("--decode-router", "nope"),
         ] {
             let error = Cli::try_parse_from(["dynamo-replay", "--trace", "t.jsonl", flag, value])
                 .expect_err("refused");

@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use clap::Parser;
 use dynamo_mocker::{CacheKnowledge, Replay, ReplayConfig, RequestRecord, Summary, load_mooncake};
+use dynamo_router::disagg::{AlwaysRemote, ExpectedTtftPlacement, PlacementPolicy, Threshold};
 use dynamo_router::{
     ApproxConfig, ApproxIndex, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
     PowerOfTwoChoices, Random, RoundRobin, Router, SharedIndex,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::{Cli, RouterName};
+use crate::cli::{Cli, PlacementName, RouterName};
 
 /// The policy and the cache knowledge a router name stands for.
 fn router(name: RouterName, config: &ReplayConfig, seed: u64) -> (Box<dyn Router>, CacheKnowledge) {
@@ -36,9 +37,10 @@ fn router(name: RouterName, config: &ReplayConfig, seed: u64) -> (Box<dyn Router
         };
         CacheKnowledge::Other(Arc::new(ApproxIndex::new(block_size, config)))
     };
-    let kv = || {
+    let kv = |prefill_scale| {
         Box::new(KvCost::new(KvCostConfig {
             seed,
+            prefill_scale,
             ..Default::default()
         })) as Box<dyn Router>
     };
@@ -53,16 +55,74 @@ fn router(name: RouterName, config: &ReplayConfig, seed: u64) -> (Box<dyn Router
         RouterName::Random => (Box::new(Random::new(seed)), blind()),
         RouterName::P2c => (Box::new(PowerOfTwoChoices::new(seed)), blind()),
         RouterName::LeastLoaded => (Box::new(LeastLoaded::new(seed)), blind()),
-        RouterName::Kv => (kv(), events()),
-        RouterName::ApproxKv => (kv(), approx()),
+        RouterName::Kv => (kv(1.0), events()),
+        RouterName::ApproxKv => (kv(1.0), approx()),
+        RouterName::KvLoad => (kv(0.0), events()),
         RouterName::Ttft => (ttft(), events()),
         RouterName::ApproxTtft => (ttft(), approx()),
     }
 }
 
+/// The placement policy a name stands for; ours is told the replay's KV link.
+fn placement(name: PlacementName, cli: &Cli) -> Box<dyn PlacementPolicy> {
+    match name {
+        PlacementName::AlwaysRemote => Box::new(AlwaysRemote),
+        PlacementName::Threshold => Box::new(Threshold::default()),
+        PlacementName::ExpectedTtft => {
+            let transfer = cli.transfer();
+            let block = u64::from(cli.block_size.get());
+            Box::new(ExpectedTtftPlacement {
+                transfer_ms_per_block: transfer.time_ms(block, cli.block_size)
+                    - transfer.latency_ms,
+                transfer_latency_ms: transfer.latency_ms,
+                ..ExpectedTtftPlacement::default()
+            })
+        }
+    }
+}
+
+/// Where the time went in disaggregated replays: placements, and the phases of remote
+/// requests (prefill = arrival to the end of the prefill; decode wait = the KV's arrival to
+/// the first token).
+fn print_phases(summaries: &[Summary]) {
+    println!(
+        "{:<28} {:>7} {:>6} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "router/placement",
+        "remote",
+        "local",
+        "prefill_p50",
+        "prefill_p90",
+        "xfer_avg",
+        "dwait_p50",
+        "dwait_p90",
+        "ttft_r_p90",
+        "ttft_l_p90",
+        "tpot_r",
+        "tpot_l"
+    );
+    for s in summaries {
+        let Some(d) = &s.disagg else { continue };
+        println!(
+            "{:<28} {:>7} {:>6} {:>11.1} {:>11.1} {:>10.2} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.2} {:>10.2}",
+            s.router,
+            d.remote_requests,
+            d.local_requests,
+            d.prefill.p50_ms,
+            d.prefill.p90_ms,
+            d.transfer.mean_ms,
+            d.decode_wait.p50_ms,
+            d.decode_wait.p90_ms,
+            d.remote_ttft.p90_ms,
+            d.local_ttft.p90_ms,
+            d.remote_mean_tpot_ms,
+            d.local_mean_tpot_ms
+        );
+    }
+}
+
 fn print_table(summaries: &[Summary]) {
     println!(
-        "{:<14} {:>9} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "{:<28} {:>9} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "router",
         "completed",
         "reuse",
@@ -77,7 +137,7 @@ fn print_table(summaries: &[Summary]) {
     );
     for s in summaries {
         println!(
-            "{:<14} {:>9} {:>8.3} {:>11.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9.1} {:>10.0} {:>9.0}",
+            "{:<28} {:>9} {:>8.3} {:>11.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9.1} {:>10.0} {:>9.0}",
             s.router,
             s.completed_requests,
             s.prefix_cache_reused_ratio,
@@ -118,7 +178,7 @@ fn progress(name: &str, total: usize) -> impl FnMut(usize, usize) + use<> {
 }
 
 /// The progress bar: router, bar, requests finished, time elapsed.
-const BAR: &str = "{prefix:<14} [{bar:40}] {pos}/{len} {elapsed}";
+const BAR: &str = "{prefix:<28} [{bar:40}] {pos}/{len} {elapsed}";
 
 fn write_requests(path: &PathBuf, runs: &[(String, Vec<RequestRecord>)]) -> Result<(), String> {
     let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -159,13 +219,32 @@ fn run(cli: &Cli) -> Result<(), String> {
     let trace = load_mooncake(&cli.trace).map_err(|e| e.to_string())?;
     let mut summaries = Vec::new();
     let mut runs = Vec::new();
-    for &name in &cli.routers {
-        let label = name.to_string();
+    // A disaggregated replay runs each router with each placement.
+    let placements: Vec<Option<PlacementName>> = match config.disagg {
+        Some(_) => cli.placements.iter().copied().map(Some).collect(),
+        None => vec![None],
+    };
+    let runs_of = cli
+        .routers
+        .iter()
+        .flat_map(|&name| placements.iter().map(move |&p| (name, p)));
+    for (name, placement_name) in runs_of {
+        let label = match placement_name {
+            Some(p) => format!("{name}/{p}"),
+            None => name.to_string(),
+        };
         let (policy, knowledge) = router(name, &config, cli.seed);
-        let outcome = Replay::new(&trace, &config)
+        let mut replay = Replay::new(&trace, &config)
             .label(label.as_str())
             .policy(policy)
-            .knowledge(knowledge)
+            .knowledge(knowledge);
+        if let Some(p) = placement_name {
+            let (decode_policy, decode_knowledge) = router(cli.decode_router, &config, cli.seed);
+            replay = replay
+                .decode_policy(decode_policy, decode_knowledge)
+                .placement(placement(p, cli));
+        }
+        let outcome = replay
             .progress(progress(&label, trace.len()))
             .run()
             .map_err(|e| e.to_string())?;
@@ -178,6 +257,10 @@ fn run(cli: &Cli) -> Result<(), String> {
     }
     if !cli.json {
         print_table(&summaries);
+        if config.disagg.is_some() {
+            println!();
+            print_phases(&summaries);
+        }
     }
     if let Some(path) = &cli.requests_out {
         write_requests(path, &runs)?;

@@ -1,5 +1,8 @@
 //! The discrete-event simulation behind [`Replay::run`]: the event queue, the workers' steps
-//! and the delivery of their KV events.
+//! and the delivery of their KV events. The hand-over between the pools of a disaggregated
+//! replay is in `disagg.rs`.
+
+mod disagg;
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -7,14 +10,18 @@ use std::time::{Duration, Instant};
 
 use dynamo_core::{KvEvent, StorageTier, WorkerId};
 use dynamo_router::{
-    LoadGuard, OverlapSource, RouteRequest, Router, SelectorConfig, SharedIndex, WorkerSelector,
+    LoadGuard, OverlapSource, RouteRequest, Routed, Router, SelectorConfig, SharedIndex,
+    WorkerSelector,
 };
 use tower::discover::Change;
 
+use super::disagg::{PrefillPool, decode_load_policy};
 use super::{CacheKnowledge, Replay, ReplayConfig, ReplayOutcome};
 use crate::engine::{SimRequest, SimWorker, StepReport};
+use crate::phases::DisaggSummary;
 use crate::summary::{RequestRecord, Summary};
 use crate::trace::{TraceRequest, engine_blocks};
+use disagg::Disagg;
 
 /// Run `replay`, whose block sizes and membership changes were checked.
 pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
@@ -24,37 +31,51 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
         label,
         policy,
         knowledge,
+        decode,
+        placement,
         progress,
     } = replay;
     let wall = Instant::now();
-    let block_size = config.engine.block_size;
-    let selector = match &knowledge {
-        CacheKnowledge::Events(index) => {
-            WorkerSelector::new(SelectorConfig::new(block_size), policy, index.clone())
-        }
-        CacheKnowledge::Other(source) => {
-            WorkerSelector::new(SelectorConfig::new(block_size), policy, source.clone())
-        }
-        CacheKnowledge::Nothing => {
-            WorkerSelector::new(SelectorConfig::new(block_size), policy, NoKnowledge)
+    // One pool of workers, or a prefill pool (0) and a decode pool (1).
+    let (pools, sizes, disagg) = match config.disagg {
+        None => (
+            vec![Pool::new(config, policy, knowledge)],
+            vec![config.workers],
+            None,
+        ),
+        Some(setup) => {
+            let (decode_policy, decode_knowledge) = decode.unwrap_or_else(|| {
+                let index = SharedIndex::new(config.engine.block_size);
+                let policy: Box<dyn Router> = Box::new(decode_load_policy(Some(0)));
+                (policy, CacheKnowledge::Events(index))
+            });
+            let pools = vec![
+                Pool::new(config, PrefillPool(policy), knowledge),
+                Pool::new(config, decode_policy, decode_knowledge),
+            ];
+            let sizes = vec![setup.prefill_workers, setup.decode_workers];
+            (pools, sizes, Some(Disagg::new(setup, placement)))
         }
     };
-    let events = matches!(knowledge, CacheKnowledge::Events(_));
+    let mut workers = Vec::new();
+    for (pool, &size) in sizes.iter().enumerate() {
+        for _ in 0..size {
+            let id = WorkerId::new(workers.len() as u64);
+            workers.push(new_worker(id, pool, config, pools[pool].index.is_some()));
+        }
+    }
     let mut sim = Simulation {
         config: config.clone(),
         trace,
-        selector,
-        index: match knowledge {
-            CacheKnowledge::Events(index) => Some(index),
-            CacheKnowledge::Other(_) | CacheKnowledge::Nothing => None,
-        },
-        workers: (0..config.workers)
-            .map(|i| new_worker(WorkerId::new(i as u64), config, events))
+        pools,
+        disagg,
+        slots: workers
+            .iter()
+            .enumerate()
+            .map(|(slot, worker)| (worker.id, slot))
             .collect(),
-        slots: (0..config.workers)
-            .map(|i| (WorkerId::new(i as u64), i))
-            .collect(),
-        dues: vec![IDLE; config.workers],
+        dues: vec![IDLE; workers.len()],
+        workers,
         queue: BinaryHeap::new(),
         order: 0,
         records: trace
@@ -71,7 +92,7 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
         progress,
     };
     for worker in &sim.workers {
-        sim.selector.insert_worker(worker.id);
+        sim.pools[worker.pool].selector.insert_worker(worker.id);
     }
     for (i, change) in config.membership.iter().enumerate() {
         sim.schedule(change.at_ms, Event::Membership(i));
@@ -85,9 +106,40 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
     arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     sim.run(&arrivals);
     let wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
+    let mut summary = Summary::of(&label, &sim.records, wall_ms, sim.preemptions);
+    if sim.disagg.is_some() {
+        summary.disagg = Some(DisaggSummary::of(&sim.records));
+    }
     ReplayOutcome {
-        summary: Summary::of(&label, &sim.records, wall_ms, sim.preemptions),
+        summary,
         records: sim.records,
+    }
+}
+
+/// A pool of workers and its router.
+struct Pool {
+    selector: WorkerSelector,
+    /// The index the pool's workers' KV events feed, if its router reads them.
+    index: Option<SharedIndex>,
+}
+
+impl Pool {
+    fn new(config: &ReplayConfig, policy: impl Router, knowledge: CacheKnowledge) -> Self {
+        let settings = SelectorConfig::new(config.engine.block_size);
+        match knowledge {
+            CacheKnowledge::Events(index) => Pool {
+                selector: WorkerSelector::new(settings, policy, index.clone()),
+                index: Some(index),
+            },
+            CacheKnowledge::Other(source) => Pool {
+                selector: WorkerSelector::new(settings, policy, source),
+                index: None,
+            },
+            CacheKnowledge::Nothing => Pool {
+                selector: WorkerSelector::new(settings, policy, NoKnowledge),
+                index: None,
+            },
+        }
     }
 }
 
@@ -100,6 +152,8 @@ enum Event {
     Deliver(usize),
     /// A worker's copy from its host tier ends: it may have work again.
     Wake(usize),
+    /// A request's KV reaches its decode worker.
+    Handoff(usize),
 }
 
 #[derive(Debug)]
@@ -147,6 +201,8 @@ struct Worker {
     next_event_id: u64,
     /// Event batches on their way to the index.
     in_transit: VecDeque<Vec<KvEvent>>,
+    /// The worker's pool, in [`Simulation::pools`].
+    pool: usize,
 }
 
 /// Knows no cached block.
@@ -167,8 +223,10 @@ impl OverlapSource for NoKnowledge {
 struct Simulation<'a> {
     config: ReplayConfig,
     trace: &'a [TraceRequest],
-    selector: WorkerSelector,
-    index: Option<SharedIndex>,
+    /// The aggregated pool, or the prefill pool and the decode pool.
+    pools: Vec<Pool>,
+    /// The state of a disaggregated replay.
+    disagg: Option<Disagg>,
     /// Every worker the replay has had, removed ones included (their requests run to their
     /// end), in the order they joined.
     workers: Vec<Worker>,
@@ -262,6 +320,7 @@ impl Simulation<'_> {
                         self.start_step(worker, at_ms);
                     }
                 }
+                Event::Handoff(index) => self.hand_over(index, at_ms),
             }
         }
     }
@@ -288,30 +347,55 @@ impl Simulation<'_> {
             self.config.engine.block_size,
         )
         .unwrap_or_default();
-        let route = RouteRequest {
-            blocks: blocks.iter().map(|b| b.sequence).collect(),
-            prompt_tokens: trace.input_length,
-            expected_output_tokens: None,
-            session_id: None,
-            priority: 0,
-        };
-        let Ok(routed) = self.selector.select(&route, self.instant(now_ms)) else {
-            return;
-        };
-        // The selector routes only to workers of the replay.
-        let Some(&worker) = self.slots.get(&routed.worker) else {
-            return;
-        };
-        self.in_flight += 1;
-        self.guards.insert(index as u64, routed.guard);
-        self.records[index].worker = routed.worker.worker;
-        self.cut_run(worker, now_ms);
-        self.workers[worker].engine.add_request(SimRequest {
+        let route = route(trace, &blocks);
+        let request = SimRequest {
             id: index as u64,
             prompt_blocks: blocks,
             prompt_tokens: trace.input_length.max(1),
             output_tokens: trace.output_length.max(1),
-        });
+        };
+        if self.disagg.is_some() {
+            self.arrive_disaggregated(index, &route, request, now_ms);
+            return;
+        }
+        let Ok(routed) = self.pools[0].selector.select(&route, self.instant(now_ms)) else {
+            return;
+        };
+        if self.dispatch(index, routed, request, false, now_ms) {
+            self.in_flight += 1;
+        }
+    }
+
+    /// Start `request` (trace entry `index`) on the worker `routed` chose, its load booked;
+    /// `transferred` when its prompt's KV was computed elsewhere. `false` if the worker is not
+    /// one of the replay's.
+    fn dispatch(
+        &mut self,
+        index: usize,
+        routed: Routed,
+        request: SimRequest,
+        transferred: bool,
+        now_ms: f64,
+    ) -> bool {
+        // The selectors route only to workers of the replay.
+        let Some(&worker) = self.slots.get(&routed.worker) else {
+            return false;
+        };
+        self.guards.insert(index as u64, routed.guard);
+        self.records[index].worker = routed.worker.worker;
+        self.add_request(worker, request, transferred, now_ms);
+        true
+    }
+
+    /// Queue `request` on `worker` (a slot) at `now_ms`, which starts stepping if it was idle.
+    fn add_request(&mut self, worker: usize, request: SimRequest, transferred: bool, now_ms: f64) {
+        self.cut_run(worker, now_ms);
+        let engine = &mut self.workers[worker].engine;
+        if transferred {
+            engine.add_transferred_request(request);
+        } else {
+            engine.add_request(request);
+        }
         if self.dues[worker] == IDLE {
             self.start_step(worker, now_ms);
         }
@@ -321,13 +405,13 @@ impl Simulation<'_> {
     fn change_membership(&mut self, i: usize) {
         match self.config.membership[i].change {
             Change::Insert(id, ()) => {
-                let events = self.index.is_some();
+                let events = self.pools[0].index.is_some();
                 self.slots.insert(id, self.workers.len());
-                self.workers.push(new_worker(id, &self.config, events));
+                self.workers.push(new_worker(id, 0, &self.config, events));
                 self.dues.push(IDLE);
-                self.selector.insert_worker(id);
+                self.pools[0].selector.insert_worker(id);
             }
-            Change::Remove(id) => self.selector.remove_worker(id),
+            Change::Remove(id) => self.pools[0].selector.remove_worker(id),
         }
     }
 
@@ -395,17 +479,24 @@ impl Simulation<'_> {
                 record.disk_cached_tokens = hit.disk_tokens;
             }
         }
+        // A prefill worker's first tokens are nobody's; its requests go on elsewhere.
+        let prefill = self.disagg.is_some() && self.workers[worker].pool == 0;
         for &id in &report.first_tokens {
             if let Some(guard) = self.guards.get_mut(&id) {
                 guard.first_token();
             }
-            if let Some(record) = self.record_mut(id) {
+            if prefill {
+                self.prefilled(id);
+            } else if let Some(record) = self.record_mut(id) {
                 record.first_token_ms = Some(now_ms);
             }
         }
         self.preemptions += report.preempted.len() as u64;
         for &id in &report.finished {
             self.guards.remove(&id);
+            if prefill && self.prefill_finished(id, now_ms) {
+                continue;
+            }
             if let Some(record) = self.record_mut(id) {
                 record.finish_ms = Some(now_ms);
             }
@@ -428,7 +519,10 @@ impl Simulation<'_> {
 
     /// Send the step's KV events towards the index, now or after the lag.
     fn publish(&mut self, worker: usize, report: &mut StepReport, now_ms: f64) {
-        if self.index.is_none() || (report.events.is_empty() && report.tier_events.is_empty()) {
+        let pool = self.workers[worker].pool;
+        if self.pools[pool].index.is_none()
+            || (report.events.is_empty() && report.tier_events.is_empty())
+        {
             return;
         }
         let state = &mut self.workers[worker];
@@ -461,7 +555,7 @@ impl Simulation<'_> {
         let Some(events) = self.workers[worker].in_transit.pop_front() else {
             return;
         };
-        if let Some(index) = &self.index {
+        if let Some(index) = &self.pools[self.workers[worker].pool].index {
             // The simulated engine emits consistent events; a rejection here would be a bug in
             // the simulator, and the index stays consistent regardless.
             let _ = index.apply_batch(&events);
@@ -489,10 +583,11 @@ fn due_key(at_ms: f64, order: u64) -> u128 {
     u128::from(ordered) << 64 | u128::from(order)
 }
 
-/// A worker; its KV events are recorded only when an index consumes them.
-fn new_worker(id: WorkerId, config: &ReplayConfig, events: bool) -> Worker {
+/// A worker of `pool`; its KV events are recorded only when an index consumes them.
+fn new_worker(id: WorkerId, pool: usize, config: &ReplayConfig, events: bool) -> Worker {
     Worker {
         id,
+        pool,
         engine: SimWorker::new(config.engine, config.timing.clone()).record_events(events),
         report: StepReport::default(),
         due_ms: 0.0,
@@ -515,6 +610,20 @@ fn record(index: usize, trace: &TraceRequest) -> RequestRecord {
         host_cached_tokens: 0,
         disk_cached_tokens: 0,
         output_tokens: trace.output_length.max(1),
+        prefill_worker: None,
+        prefill_done_ms: None,
+        kv_arrival_ms: None,
+    }
+}
+
+/// The router's view of a trace request whose prompt has these engine blocks.
+fn route(trace: &TraceRequest, blocks: &[dynamo_core::HashedBlock]) -> RouteRequest {
+    RouteRequest {
+        blocks: blocks.iter().map(|b| b.sequence).collect(),
+        prompt_tokens: trace.input_length,
+        expected_output_tokens: None,
+        session_id: None,
+        priority: 0,
     }
 }
 

@@ -1,0 +1,109 @@
+//! The settings of a disaggregated replay: a prefill pool, a decode pool, and the link that
+//! carries the KV cache from one to the other.
+
+use dynamo_router::{Decision, KvCost, KvCostConfig, RouteContext, Router, WorkerState};
+
+/// A replay with separate prefill and decode workers ([`ReplayConfig::disagg`]).
+///
+/// A request is placed at its arrival by the replay's
+/// [`PlacementPolicy`](dynamo_router::disagg::PlacementPolicy)
+/// ([`Replay::placement`](crate::Replay::placement)):
+///
+/// - **Remote** (every request under the default
+///   [`AlwaysRemote`](dynamo_router::disagg::AlwaysRemote)): a prefill worker, chosen by the
+///   replay's policy over the prefill pool, computes the prompt and samples one token, which
+///   nobody sees (as NVIDIA Dynamo's mocker does). When it finishes, a decode worker is chosen
+///   by the decode pool's policy and booked; the prompt's KV travels for
+///   [`TransferConfig::time_ms`]; then the decode worker holds the whole prompt in its cache
+///   and decodes every output token, the first included
+///   ([`SimWorker::add_transferred_request`](crate::SimWorker::add_transferred_request)).
+/// - **Local**: the decode worker computes the prompt itself, as an aggregated worker does.
+///
+/// [`ReplayConfig::disagg`]: crate::ReplayConfig::disagg
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DisaggConfig {
+    /// Prefill workers: ids `0..prefill_workers`.
+    pub prefill_workers: usize,
+    /// Decode workers: ids `prefill_workers..prefill_workers + decode_workers`.
+    pub decode_workers: usize,
+    /// The KV hand-over.
+    pub transfer: TransferConfig,
+}
+
+/// How long the hand-over of a prompt's KV takes: a fixed latency, plus the prompt's blocks
+/// (the last, partial one included) at the link's bandwidth.
+///
+/// The default is NVIDIA Dynamo's mocker's: an instant hand-over (its `kv_transfer_bandwidth`
+/// is unset unless given).
+///
+/// ```
+/// use dynamo_core::BlockSize;
+/// use dynamo_mocker::TransferConfig;
+///
+/// let block = BlockSize::new(64)?;
+/// assert_eq!(TransferConfig::default().time_ms(8000, block), 0.0);
+/// // Llama-3-8B in bf16 (128 KiB per token) over a 50 GB/s link, 0.5 ms to set up.
+/// let link = TransferConfig { bandwidth_gb_per_s: 50.0, latency_ms: 0.5, kv_bytes_per_token: 131_072 };
+/// // 8,000 tokens are 125 blocks of 64 tokens: 1.05 GB, 21 ms.
+/// assert!((link.time_ms(8000, block) - 21.47).abs() < 0.01);
+/// # Ok::<(), dynamo_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransferConfig {
+    /// The link's bandwidth in GB/s (10⁹ bytes); 0 moves the blocks instantly. Default 0.
+    pub bandwidth_gb_per_s: f64,
+    /// A fixed cost per hand-over, ms. Default 0.
+    pub latency_ms: f64,
+    /// KV bytes per token (all layers, keys and values). Default 131,072: Llama-3-8B in bf16.
+    pub kv_bytes_per_token: u64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            bandwidth_gb_per_s: 0.0,
+            latency_ms: 0.0,
+            kv_bytes_per_token: 131_072,
+        }
+    }
+}
+
+impl TransferConfig {
+    /// How long handing over the KV of a prompt of `prompt_tokens` takes, ms.
+    pub fn time_ms(&self, prompt_tokens: u64, block_size: dynamo_core::BlockSize) -> f64 {
+        let block = u64::from(block_size.get());
+        let mut ms = self.latency_ms.max(0.0);
+        if self.bandwidth_gb_per_s > 0.0 {
+            let bytes = prompt_tokens.div_ceil(block) * block * self.kv_bytes_per_token;
+            ms += bytes as f64 / (self.bandwidth_gb_per_s * 1e9) * 1000.0;
+        }
+        ms
+    }
+}
+
+/// The decode pool's default policy, NVIDIA Dynamo's decode router: its KV cost without the
+/// prefill term (no overlap credit, no queued prompt tokens), so the active blocks alone
+/// decide.
+pub(crate) fn decode_load_policy(seed: Option<u64>) -> KvCost {
+    KvCost::new(KvCostConfig {
+        prefill_scale: 0.0,
+        seed,
+        ..KvCostConfig::default()
+    })
+}
+
+/// The prefill pool's view of a policy: the workers' active decode blocks left out, as NVIDIA
+/// Dynamo's prefill router leaves them out (`router_track_active_blocks = false`). On a prefill
+/// worker they are the prompts in its queue, which the prefill term counts already.
+#[derive(Debug)]
+pub(crate) struct PrefillPool<P>(pub(crate) P);
+
+impl<P: Router> Router for PrefillPool<P> {
+    fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
+        let mut view = workers.to_vec();
+        for worker in &mut view {
+            worker.load.active_decode_blocks = 0;
+        }
+        self.0.route(request, &view)
+    }
+}

@@ -1,0 +1,161 @@
+//! The hand-over of a disaggregated replay: the placement of each arrival, the end of a
+//! prefill, and the prompt's KV on its way to the decode worker.
+
+use std::collections::{HashMap, HashSet};
+
+use dynamo_router::disagg::{Placement, PlacementContext, PlacementPolicy, PrefillCandidate};
+use dynamo_router::{RouteRequest, Routed, WorkerLoad};
+
+use super::{Event, Simulation, route};
+use crate::engine::SimRequest;
+use crate::replay::{DisaggConfig, TransferConfig};
+
+/// The prefill pool is `Simulation::pools[PREFILL]`, the decode pool `pools[DECODE]`.
+const PREFILL: usize = 0;
+const DECODE: usize = 1;
+
+/// What a disaggregated replay keeps beside the workers.
+pub(super) struct Disagg {
+    transfer: TransferConfig,
+    placement: Box<dyn PlacementPolicy>,
+    /// The whole request of each one a prefill worker has, by trace index, for its decode.
+    prefilling: HashMap<u64, SimRequest>,
+    /// Those whose prompt the prefill worker has finished (the others it could not serve).
+    prefilled: HashSet<u64>,
+    /// Requests whose KV is on its way, with their booked decode worker.
+    in_transfer: HashMap<u64, (Routed, SimRequest)>,
+}
+
+impl Disagg {
+    pub(super) fn new(config: DisaggConfig, placement: Box<dyn PlacementPolicy>) -> Self {
+        Disagg {
+            transfer: config.transfer,
+            placement,
+            prefilling: HashMap::new(),
+            prefilled: HashSet::new(),
+            in_transfer: HashMap::new(),
+        }
+    }
+}
+
+impl Simulation<'_> {
+    /// Place and start an arrival: a decode worker is chosen first, then a prefill worker,
+    /// and the placement policy decides whether the prompt goes to the prefill worker (whose
+    /// booking is kept, the decode worker's dropped: the decode worker is chosen again when the
+    /// prefill ends) or stays on the decode worker.
+    pub(super) fn arrive_disaggregated(
+        &mut self,
+        index: usize,
+        route: &RouteRequest,
+        request: SimRequest,
+        now_ms: f64,
+    ) {
+        let now = self.instant(now_ms);
+        let Ok(decode) = self.pools[DECODE].selector.select(route, now) else {
+            return;
+        };
+        let prefill = self.pools[PREFILL].selector.select(route, now).ok();
+        let placement = match (&self.disagg, &prefill) {
+            (Some(disagg), Some(prefill)) => disagg
+                .placement
+                .place(&self.context(route, &decode, prefill)),
+            _ => Placement::Local,
+        };
+        let started = match (placement, prefill) {
+            (Placement::Remote, Some(prefill)) => {
+                drop(decode);
+                self.records[index].prefill_worker = Some(prefill.worker.worker);
+                let prompt_only = SimRequest {
+                    output_tokens: 1,
+                    ..request.clone()
+                };
+                if let Some(disagg) = &mut self.disagg {
+                    disagg.prefilling.insert(index as u64, request);
+                }
+                self.dispatch(index, prefill, prompt_only, false, now_ms)
+            }
+            _ => self.dispatch(index, decode, request, false, now_ms),
+        };
+        if started {
+            self.in_flight += 1;
+        }
+    }
+
+    /// What the placement policy sees: both workers' uncached tokens and load, without this
+    /// request's own booking.
+    fn context(&self, route: &RouteRequest, decode: &Routed, prefill: &Routed) -> PlacementContext {
+        let block_size = self.config.engine.block_size;
+        let uncached = |routed: &Routed| {
+            let cached = u64::from(routed.cached.total()) * u64::from(block_size.get());
+            route.prompt_tokens.saturating_sub(cached)
+        };
+        let before = |pool: usize, routed: &Routed, uncached: u64| {
+            let load = self.pools[pool].selector.load().load(routed.worker);
+            WorkerLoad {
+                active_requests: load.active_requests.saturating_sub(1),
+                active_prefill_tokens: load.active_prefill_tokens.saturating_sub(uncached),
+                ..load
+            }
+        };
+        let decode_uncached = uncached(decode);
+        let prefill_uncached = uncached(prefill);
+        PlacementContext {
+            prompt_tokens: route.prompt_tokens,
+            block_size,
+            decode_uncached_tokens: decode_uncached,
+            decode_load: before(DECODE, decode, decode_uncached),
+            prefill: Some(PrefillCandidate {
+                uncached_tokens: prefill_uncached,
+                load: before(PREFILL, prefill, prefill_uncached),
+            }),
+        }
+    }
+
+    /// A prefill worker sampled the (unseen) token of request `id`: its prompt is computed.
+    pub(super) fn prefilled(&mut self, id: u64) {
+        if let Some(disagg) = &mut self.disagg {
+            disagg.prefilled.insert(id);
+        }
+    }
+
+    /// A prefill worker is done with request `id`: choose and book its decode worker, and send
+    /// the prompt's KV there. `false` if the request goes no further (the prefill worker
+    /// could not serve it, or no decode worker takes it): it ends here.
+    pub(super) fn prefill_finished(&mut self, id: u64, now_ms: f64) -> bool {
+        let now = self.instant(now_ms);
+        let block_size = self.config.engine.block_size;
+        let Some(disagg) = &mut self.disagg else {
+            return false;
+        };
+        let Some(request) = disagg.prefilling.remove(&id) else {
+            return false;
+        };
+        if !disagg.prefilled.remove(&id) {
+            return false;
+        }
+        let transfer_ms = disagg.transfer.time_ms(request.prompt_tokens, block_size);
+        let index = id as usize;
+        let route = route(&self.trace[index], &request.prompt_blocks);
+        let Ok(decode) = self.pools[DECODE].selector.select(&route, now) else {
+            return false;
+        };
+        self.records[index].prefill_done_ms = Some(now_ms);
+        if let Some(disagg) = &mut self.disagg {
+            disagg.in_transfer.insert(id, (decode, request));
+        }
+        self.schedule(now_ms + transfer_ms, Event::Handoff(index));
+        true
+    }
+
+    /// The KV of trace request `index` reaches its decode worker, which starts decoding.
+    pub(super) fn hand_over(&mut self, index: usize, now_ms: f64) {
+        let Some(disagg) = &mut self.disagg else {
+            return;
+        };
+        let Some((decode, request)) = disagg.in_transfer.remove(&(index as u64)) else {
+            return;
+        };
+        self.records[index].kv_arrival_ms = Some(now_ms);
+        self.dispatch(index, decode, request, true, now_ms);
+    }
+}

@@ -1,0 +1,197 @@
+//! Disaggregated replays: separate prefill and decode pools, the KV hand-over, placement.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure by design"
+)]
+
+use std::path::PathBuf;
+
+use dynamo_core::BlockSize;
+use dynamo_mocker::{
+    CacheKnowledge, DisaggConfig, Error, Replay, ReplayConfig, ReplayOutcome, TraceRequest,
+    TransferConfig, load_mooncake,
+};
+use dynamo_router::disagg::{Placement, PlacementContext, PlacementPolicy};
+use dynamo_router::{KvCost, KvCostConfig, SharedIndex};
+
+fn events() -> CacheKnowledge {
+    CacheKnowledge::Events(SharedIndex::new(BlockSize::new(64).unwrap()))
+}
+
+fn kv() -> KvCost {
+    KvCost::new(KvCostConfig {
+        seed: Some(7),
+        ..KvCostConfig::default()
+    })
+}
+
+fn disagg(prefill: usize, decode: usize, transfer: TransferConfig) -> ReplayConfig {
+    ReplayConfig {
+        disagg: Some(DisaggConfig {
+            prefill_workers: prefill,
+            decode_workers: decode,
+            transfer,
+        }),
+        ..ReplayConfig::default()
+    }
+}
+
+/// The first `n` requests of the shared Mooncake trace.
+fn mooncake(n: usize) -> Vec<TraceRequest> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/traces/mooncake-fast25/synthetic_trace.jsonl");
+    let mut trace = load_mooncake(path).unwrap();
+    trace.truncate(n);
+    trace
+}
+
+fn replay_kv(trace: &[TraceRequest], config: &ReplayConfig) -> ReplayOutcome {
+    Replay::new(trace, config)
+        .policy(kv())
+        .knowledge(events())
+        .run()
+        .unwrap()
+}
+
+/// Every prompt on the decode worker.
+#[derive(Debug)]
+struct LocalOnly;
+
+impl PlacementPolicy for LocalOnly {
+    fn place(&self, _request: &PlacementContext) -> Placement {
+        Placement::Local
+    }
+}
+
+#[test]
+fn a_disaggregated_replay_is_deterministic_and_loses_no_request() {
+    let trace = mooncake(600);
+    let config = disagg(2, 3, TransferConfig::default());
+    let first = replay_kv(&trace, &config);
+    let second = replay_kv(&trace, &config);
+    assert_eq!(first.records, second.records);
+    assert_eq!(first.summary.completed_requests, trace.len());
+    let phases = first.summary.disagg.unwrap();
+    assert_eq!(phases.remote_requests, trace.len());
+    assert_eq!(phases.local_requests, 0);
+    for record in &first.records {
+        let prefill = record.prefill_worker.unwrap();
+        assert!(prefill < 2, "{record:?}");
+        assert!((2..5).contains(&record.worker), "{record:?}");
+        let done = record.prefill_done_ms.unwrap();
+        let kv_arrival = record.kv_arrival_ms.unwrap();
+        let first_token = record.first_token_ms.unwrap();
+        assert!(record.arrival_ms < done && done == kv_arrival && kv_arrival < first_token);
+        assert!(first_token <= record.finish_ms.unwrap());
+    }
+}
+
+#[test]
+fn local_prefill_everywhere_is_the_aggregated_replay_of_the_decode_pool() {
+    let trace = mooncake(600);
+    let aggregated = replay_kv(
+        &trace,
+        &ReplayConfig {
+            workers: 3,
+            ..ReplayConfig::default()
+        },
+    );
+    let local = Replay::new(&trace, &disagg(2, 3, TransferConfig::default()))
+        .policy(kv())
+        .knowledge(events())
+        .decode_policy(kv(), events())
+        .placement(LocalOnly)
+        .run()
+        .unwrap();
+    for (agg, local) in aggregated.records.iter().zip(&local.records) {
+        // The decode workers are numbered after the two prefill workers.
+        let renumbered = dynamo_mocker::RequestRecord {
+            worker: local.worker - 2,
+            ..local.clone()
+        };
+        assert_eq!(agg, &renumbered);
+    }
+    assert_eq!(
+        local.summary.prefix_cache_reused_ratio,
+        aggregated.summary.prefix_cache_reused_ratio
+    );
+    assert_eq!(local.summary.disagg.unwrap().local_requests, trace.len());
+}
+
+#[test]
+fn the_hand_over_adds_its_transfer_time_to_the_first_token() {
+    // One request of 1,024 tokens and 10 output tokens on an idle 1P+1D pair.
+    let trace = vec![TraceRequest {
+        timestamp: 0.0,
+        input_length: 1024,
+        output_length: 10,
+        hash_ids: vec![1, 2],
+    }];
+    let instant = replay_kv(&trace, &disagg(1, 1, TransferConfig::default()));
+    let record = &instant.records[0];
+    // As in NVIDIA Dynamo 1.6.1's replay: the prefill step (32.49 ms), then one decode step
+    // on the decode worker samples the first token, and nine more the rest.
+    let prefill_ms = 4.209989e-7 * 1024.0 * 1024.0 + 1.518344e-2 * 1024.0 + 16.50142;
+    let decode_ms =
+        5.74 + 54.01 * 1024.0 / (16384.0 * 64.0) - 25.74 * (1024.0f64 / (16384.0 * 64.0)).powi(2);
+    assert!((record.prefill_done_ms.unwrap() - prefill_ms).abs() < 1e-9);
+    assert!((record.first_token_ms.unwrap() - (prefill_ms + decode_ms)).abs() < 1e-6);
+    // Dynamo measured 38.283 ms and 90.420 ms.
+    assert!((record.ttft_ms().unwrap() - 38.283).abs() < 0.01);
+    assert!((record.e2e_ms().unwrap() - 90.420).abs() < 0.01);
+
+    let link = TransferConfig {
+        bandwidth_gb_per_s: 1.0,
+        latency_ms: 2.0,
+        kv_bytes_per_token: 131_072,
+    };
+    let slow = replay_kv(&trace, &disagg(1, 1, link));
+    let transfer_ms = link.time_ms(1024, BlockSize::new(64).unwrap());
+    // 1,024 tokens of 128 KiB at 1 GB/s, and the latency: 136.2 ms (Dynamo: 134.2 without it).
+    assert!((transfer_ms - 136.217728).abs() < 1e-6);
+    let delayed = &slow.records[0];
+    assert!((delayed.ttft_ms().unwrap() - record.ttft_ms().unwrap() - transfer_ms).abs() < 1e-6);
+    let phases = slow.summary.disagg.unwrap();
+    assert!((phases.transfer.mean_ms - transfer_ms).abs() < 1e-6);
+    assert!((phases.prefill.mean_ms - prefill_ms).abs() < 1e-6);
+    assert!((phases.decode_wait.mean_ms - decode_ms).abs() < 1e-6);
+}
+
+#[test]
+fn the_prefill_worker_caches_and_reports_the_reuse() {
+    // The second request repeats the first one's prompt and adds a block: the prefill worker
+    // finds 1,024 tokens cached (Dynamo's replay reports the same, 0.4 of the prompts).
+    let trace = vec![
+        TraceRequest {
+            timestamp: 0.0,
+            input_length: 1024,
+            output_length: 10,
+            hash_ids: vec![1, 2],
+        },
+        TraceRequest {
+            timestamp: 1000.0,
+            input_length: 1536,
+            output_length: 10,
+            hash_ids: vec![1, 2, 3],
+        },
+    ];
+    let outcome = replay_kv(&trace, &disagg(2, 2, TransferConfig::default()));
+    assert_eq!(outcome.records[1].cached_tokens, 1024);
+    assert_eq!(
+        outcome.records[1].prefill_worker,
+        outcome.records[0].prefill_worker
+    );
+    assert!((outcome.summary.prefix_cache_reused_ratio - 0.4).abs() < 1e-12);
+}
+
+#[test]
+fn an_empty_pool_is_refused() {
+    let trace = mooncake(3);
+    for (prefill, decode) in [(0, 2), (2, 0)] {
+        let error = Replay::new(&trace, &disagg(prefill, decode, TransferConfig::default()))
+            .run()
+            .unwrap_err();
+        assert!(matches!(error, Error::Disaggregation { .. }), "{error}");
+    }
+}
