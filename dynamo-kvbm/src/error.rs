@@ -1,6 +1,8 @@
 //! What can go wrong in the block manager.
 
-use dynamo_core::{SequenceHash, StorageTier};
+use std::time::Duration;
+
+use dynamo_core::{SequenceHash, StorageTier, WorkerId};
 
 /// The error of every fallible operation in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -71,5 +73,51 @@ pub enum Error {
         /// What the object store said.
         #[source]
         source: object_store::Error,
+    },
+    /// A store that can only be read was asked to write or remove a block (the exports of a
+    /// [`KvExports`](crate::transfer::KvExports) read as a [`BlockStore`](crate::BlockStore)).
+    #[error("the {tier:?} store is read-only here")]
+    ReadOnly {
+        /// The store's tier.
+        tier: StorageTier,
+    },
+    /// A KV transfer that the source does not hold: never offered, released, expired, or
+    /// dropped to make room for a newer one.
+    #[error("KV transfer {transfer} is not held by its source")]
+    UnknownTransfer {
+        /// The transfer's id at the source.
+        transfer: u64,
+    },
+    /// A hand-over whose source is not registered in this process and has no block server
+    /// address to pull from.
+    #[error("no way to reach the KV blocks of worker {worker}: not in this process, no address")]
+    NoRoute {
+        /// The prefill worker that holds the blocks.
+        worker: WorkerId,
+    },
+    /// Talking to a block server failed: it could not be reached, or the connection broke.
+    #[error("KV transfer with {address}: {source}")]
+    Transfer {
+        /// The block server (`HOST:PORT`).
+        address: String,
+        /// What the socket said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A block server did not answer a pull or release within the deadline.
+    #[error("KV transfer with {address} timed out after {after:?}")]
+    TransferTimeout {
+        /// The block server (`HOST:PORT`).
+        address: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// A block server answered something this side cannot read, or refused the request.
+    #[error("KV transfer with {address}: {reason}")]
+    Protocol {
+        /// The block server (`HOST:PORT`).
+        address: String,
+        /// What was wrong.
+        reason: String,
     },
 }

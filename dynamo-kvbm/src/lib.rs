@@ -12,6 +12,13 @@
 //! | tier bookkeeping | which blocks a lower tier holds within its capacity, what it evicts ([`EvictionPolicy`]: [`Lru`], [`LeavesFirst`]), what it admits ([`AdmissionFilter`]: [`SeenTwice`] keeps one-off prefixes off a disk), tier-tagged events | [`TierIndex`] |
 //! | storage | the bytes: put / get / contains / remove fixed-size blocks by hash | [`BlockStore`]: [`HostStore`] (G2, one slab), [`DiskStore`] (G3, one preallocated file, `O_DIRECT`), [`ObjectStoreBlocks`] (G4, any `object_store` backend: S3, GCS, Azure, a local directory) |
 //! | the hierarchy | the tiers below a device pool: offload on eviction (host on the engine's thread, the tiers below through a bounded queue and a batching worker), onboard a request's continuation, counters | [`LowerTiers`], [`OffloadWorker`] |
+//! | the data plane | a prompt's blocks from a prefill worker to a decode worker: a bounded, leased outbox; reads in place within a process, pulls over TCP across processes | [`KvExports`], [`KvFetch`]: [`LocalExports`], [`TcpFetch`], [`KvFetcher`]; [`serve_exports`] |
+//!
+//! For disaggregated serving, a prefill worker [offers](KvExports::offer) a prompt's blocks to
+//! its exports and hands the transfer over ([`dynamo_core::KvHandoff`]); a decode worker
+//! [fetches](KvFetch::fetch) them, straight from the exports when both run in one process, or
+//! from the prefill worker's block server over TCP into a bounded landing store, and releases
+//! them. The [`transfer`] module shows both.
 //!
 //! The candle engine (`dynamo-candle`) uses all four with real bytes. The simulator
 //! (`dynamo-mocker`) uses the pool and the bookkeeping with a transfer-time model instead of
@@ -102,6 +109,7 @@ mod pool;
 mod store;
 mod stores;
 mod tier;
+pub mod transfer;
 
 pub use error::Error;
 pub use eviction::{AdmissionFilter, AdmitAll, EvictionPolicy, LeavesFirst, Lru, SeenTwice};
@@ -120,3 +128,7 @@ pub use store::BlockStore;
 pub use stores::DeviceStore;
 pub use stores::{DiskConfig, DiskStore, HostStore, ObjectConfig, ObjectStoreBlocks};
 pub use tier::{Dropped, Offer, TierCounters, TierIndex};
+pub use transfer::{
+    BlockServerConfig, ExportCounters, Fetched, KvExports, KvFetch, KvFetcher, LocalExports,
+    Offered, TcpFetch, TcpFetchConfig, serve_exports, serve_exports_with,
+};

@@ -1,0 +1,311 @@
+//! The KV transfer data plane the way a prefill and a decode worker use it: exports served over
+//! a real TCP socket on loopback, pulled by `TcpFetch`, and read in process through
+//! `LocalExports`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dynamo_core::{KvHandoff, SequenceHash, WorkerId};
+use dynamo_kvbm::{
+    BlockServerConfig, BlockStore, Error, KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch,
+    TcpFetchConfig, serve_exports, serve_exports_with,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+const PREFILL: WorkerId = WorkerId::new(1);
+
+/// Distinct, position-dependent bytes for `blocks` blocks (a xorshift stream).
+fn kv_bytes(blocks: usize, block_bytes: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..blocks * block_bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn prompt(blocks: u64, first: u64) -> Vec<SequenceHash> {
+    (first..first + blocks).map(SequenceHash).collect()
+}
+
+/// A block server for `exports` on a free loopback port.
+async fn serve(
+    exports: &Arc<KvExports>,
+    config: BlockServerConfig,
+) -> (SocketAddr, JoinHandle<std::io::Result<()>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let address = listener.local_addr().expect("bound");
+    let server = tokio::spawn(serve_exports_with(listener, exports.clone(), config));
+    (address, server)
+}
+
+/// Exports of 64 blocks of `block_bytes`, served, with one transfer of `blocks` blocks offered.
+struct Served {
+    exports: Arc<KvExports>,
+    handoff: KvHandoff,
+    bytes: Vec<u8>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+async fn served(block_bytes: usize, blocks: u64, config: BlockServerConfig) -> Served {
+    let exports =
+        Arc::new(KvExports::new(block_bytes, 64, Duration::from_secs(60)).expect("exports"));
+    let (address, server) = serve(&exports, config).await;
+    let hashes = prompt(blocks, 100);
+    let bytes = kv_bytes(blocks as usize, block_bytes, blocks);
+    let handoff = exports
+        .offer(&hashes, &bytes)
+        .expect("offered")
+        .handoff(PREFILL, Some(address.to_string()));
+    Served {
+        exports,
+        handoff,
+        bytes,
+        server,
+    }
+}
+
+/// The first `blocks` blocks of `handoff` as read from `fetched`.
+fn read_back(fetched: &dynamo_kvbm::Fetched, handoff: &KvHandoff) -> Vec<u8> {
+    let mut bytes = vec![0; fetched.blocks * fetched.store.block_bytes()];
+    let found = fetched
+        .store
+        .get_many(&handoff.blocks[..fetched.blocks], &mut bytes)
+        .expect("read");
+    assert!(found.iter().all(|found| *found));
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_megabyte_transfer_arrives_byte_exact_and_release_frees_the_source() {
+    let block_bytes = 256 << 10;
+    let Served {
+        exports,
+        handoff,
+        bytes,
+        ..
+    } = served(block_bytes, 40, BlockServerConfig::default()).await;
+
+    let mut config = TcpFetchConfig::new(block_bytes, 64);
+    config.request_bytes = 1 << 20; // four blocks per request, four requests in flight
+    let fetch = TcpFetch::new(config).expect("client");
+    let fetched = fetch.fetch(&handoff).await.expect("pulled");
+    assert_eq!(fetched.blocks, 40);
+    assert!(read_back(&fetched, &handoff) == bytes, "10 MiB byte-exact");
+    assert_eq!(fetch.landing_in_use(), 40);
+    drop(fetched);
+    assert_eq!(fetch.landing_in_use(), 0);
+    assert_eq!(fetched_store_len(&fetch).await, 0);
+
+    // The same connection serves the next pull, then the release.
+    let again = fetch.fetch(&handoff).await.expect("pulled again");
+    assert_eq!(again.blocks, 40);
+    drop(again);
+    fetch.release(&handoff).await;
+    assert_eq!((exports.transfers(), exports.len()), (0, 0));
+    let counters = exports.counters();
+    assert_eq!((counters.released, counters.pulled_blocks), (1, 80));
+    assert!(matches!(
+        fetch.fetch(&handoff).await,
+        Err(Error::UnknownTransfer { transfer }) if transfer == handoff.transfer
+    ));
+}
+
+/// How many blocks the landing store of `fetch` holds, through an empty hand-over.
+async fn fetched_store_len(fetch: &TcpFetch) -> usize {
+    let empty = KvHandoff {
+        source: PREFILL,
+        address: Some("127.0.0.1:9".into()),
+        transfer: 0,
+        blocks: Vec::new(),
+    };
+    let fetched = fetch.fetch(&empty).await.expect("nothing to pull");
+    fetched.store.len()
+}
+
+#[tokio::test]
+async fn a_transfer_larger_than_the_landing_store_pulls_its_leading_blocks() {
+    let block_bytes = 1024;
+    let Served { handoff, bytes, .. } = served(block_bytes, 8, BlockServerConfig::default()).await;
+
+    let fetch = TcpFetch::new(TcpFetchConfig::new(block_bytes, 5)).expect("client");
+    let fetched = fetch.fetch(&handoff).await.expect("pulled");
+    assert_eq!(fetched.blocks, 5);
+    assert!(read_back(&fetched, &handoff) == bytes[..5 * block_bytes]);
+    // A second pull of the same prompt shares the landed blocks.
+    let shared = fetch.fetch(&handoff).await.expect("pulled");
+    assert_eq!((shared.blocks, fetch.landing_in_use()), (5, 5));
+    drop((fetched, shared));
+    assert_eq!(fetch.landing_in_use(), 0);
+}
+
+/// A server that accepts connections, says when, and never answers.
+async fn silent_server() -> (SocketAddr, tokio::sync::mpsc::Receiver<()>, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let address = listener.local_addr().expect("bound");
+    let (accepted, rx) = tokio::sync::mpsc::channel(8);
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+            let _ = accepted.send(()).await;
+        }
+    });
+    (address, rx, server)
+}
+
+#[tokio::test]
+async fn a_silent_server_fails_the_pull_at_the_deadline() {
+    let (address, _accepted, _server) = silent_server().await;
+    let deadline = Duration::from_millis(300);
+    let mut config = TcpFetchConfig::new(64, 8);
+    config.deadline = deadline;
+    let fetch = TcpFetch::new(config).expect("client");
+    let handoff = KvHandoff {
+        source: PREFILL,
+        address: Some(address.to_string()),
+        transfer: 1,
+        blocks: prompt(4, 1),
+    };
+    let started = Instant::now();
+    let pulled = fetch.fetch(&handoff).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(pulled, Err(Error::TransferTimeout { after, .. }) if after == deadline),
+        "{pulled:?}"
+    );
+    assert!(took >= deadline && took < deadline * 10, "{took:?}");
+    assert_eq!(fetch.landing_in_use(), 0);
+    // Releasing to a silent server gives up at the deadline too.
+    fetch.release(&handoff).await;
+}
+
+#[tokio::test]
+async fn a_dropped_pull_gives_its_landing_room_back() {
+    let (address, mut accepted, _server) = silent_server().await;
+    let fetch = TcpFetch::new(TcpFetchConfig::new(64, 8)).expect("client");
+    let handoff = KvHandoff {
+        source: PREFILL,
+        address: Some(address.to_string()),
+        transfer: 1,
+        blocks: prompt(6, 1),
+    };
+    let pull = tokio::spawn(fetch.fetch(&handoff));
+    accepted.recv().await.expect("the pull connected");
+    assert_eq!(
+        fetch.landing_in_use(),
+        6,
+        "room is taken before the bytes come"
+    );
+    pull.abort();
+    assert!(pull.await.is_err_and(|error| error.is_cancelled()));
+    assert_eq!(fetch.landing_in_use(), 0);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_to_a_restarted_server_is_replaced() {
+    let block_bytes = 512;
+    let Served {
+        exports,
+        handoff,
+        bytes,
+        server: first,
+    } = served(block_bytes, 3, BlockServerConfig::default()).await;
+    let fetch = TcpFetch::new(TcpFetchConfig::new(block_bytes, 8)).expect("client");
+    assert_eq!(fetch.fetch(&handoff).await.expect("pulled").blocks, 3);
+
+    // The server goes away with the pooled connection, and comes back on the same port.
+    first.abort();
+    let _ = first.await;
+    let address = handoff.address.as_deref().expect("served");
+    let listener = TcpListener::bind(address).await.expect("the same port");
+    let _second = tokio::spawn(serve_exports(listener, exports.clone()));
+    let fetched = fetch
+        .fetch(&handoff)
+        .await
+        .expect("pulled on a new connection");
+    assert!(read_back(&fetched, &handoff) == bytes);
+}
+
+#[tokio::test]
+async fn refusals_are_typed_errors() {
+    let mut small = BlockServerConfig::default();
+    small.max_request_bytes = 2048;
+    let Served { handoff, .. } = served(1024, 4, small).await;
+
+    let mut greedy = TcpFetchConfig::new(1024, 8);
+    greedy.request_bytes = 4096;
+    let refused = TcpFetch::new(greedy).expect("client").fetch(&handoff).await;
+    assert!(
+        matches!(&refused, Err(Error::Protocol { reason, .. }) if reason.contains("at most 2 blocks")),
+        "{refused:?}"
+    );
+
+    let other_layout = TcpFetch::new(TcpFetchConfig::new(2048, 8)).expect("client");
+    let refused = other_layout.fetch(&handoff).await;
+    assert!(
+        matches!(&refused, Err(Error::Protocol { reason, .. }) if reason.contains("1024")),
+        "{refused:?}"
+    );
+
+    let mut nowhere = handoff.clone();
+    nowhere.address = None;
+    let fetch = TcpFetch::new(TcpFetchConfig::new(1024, 8)).expect("client");
+    assert!(
+        matches!(fetch.fetch(&nowhere).await, Err(Error::NoRoute { worker }) if worker == PREFILL)
+    );
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let mut unreachable = handoff.clone();
+    unreachable.address = Some(closed.local_addr().expect("bound").to_string());
+    drop(closed);
+    assert!(matches!(
+        fetch.fetch(&unreachable).await,
+        Err(Error::Transfer { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_fetcher_reads_local_exports_in_place_and_pulls_remote_ones() {
+    let block_bytes = 256;
+    let Served {
+        exports,
+        handoff,
+        bytes,
+        ..
+    } = served(block_bytes, 4, BlockServerConfig::default()).await;
+
+    let local = LocalExports::new();
+    let tcp = TcpFetch::new(TcpFetchConfig::new(block_bytes, 8)).expect("client");
+    let fetcher = KvFetcher::new(local.clone()).with_tcp(tcp.clone());
+    // Not registered here: pulled over TCP into the landing store.
+    let pulled = fetcher.fetch(&handoff).await.expect("pulled");
+    assert!(read_back(&pulled, &handoff) == bytes);
+    assert_eq!(tcp.landing_in_use(), 4);
+    drop(pulled);
+
+    // Registered: the exports themselves are the store.
+    local.register(PREFILL, exports.clone());
+    let in_place = fetcher.fetch(&handoff).await.expect("read in place");
+    assert!(read_back(&in_place, &handoff) == bytes);
+    assert_eq!(tcp.landing_in_use(), 0);
+    drop(in_place);
+    fetcher.release(&handoff).await;
+    assert!(exports.is_empty());
+    assert!(matches!(
+        fetcher.fetch(&handoff).await,
+        Err(Error::UnknownTransfer { .. })
+    ));
+
+    local.unregister(PREFILL);
+    let mut nowhere = handoff;
+    nowhere.address = None;
+    assert!(matches!(
+        fetcher.fetch(&nowhere).await,
+        Err(Error::NoRoute { .. })
+    ));
+}
