@@ -1,24 +1,27 @@
 //! The engine: requests in through a bounded queue, one model thread that batches every running
 //! sequence into each step, tokens out through each request's stream.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use dynamo_core::{
-    BlockHasher, BlockSize, Error, FinishReason, GenerateRequest, HashedBlock, KvEvent,
-    KvPublisher, QueuedEngine, SequenceHash, StorageTier, Submission, TokenChunk, TokenStream,
-    Usage, WorkerId,
+    BlockSize, Disaggregation, Error, FinishReason, GenerateRequest, HashedBlock, KvEvent,
+    KvPublisher, QueuedEngine, RequestId, SequenceHash, StorageTier, Submission, TokenChunk,
+    TokenStream, WorkerId,
 };
 use dynamo_kvbm::{
-    BlockId, BlockPool, Held, LowerTiers, OffloadCounters, PinnedBlock, PoolCounters, PrivateBlock,
+    BlockId, BlockPool, KvFetch, LowerTiers, OffloadCounters, PinnedBlock, PoolCounters,
+    PrivateBlock,
 };
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::forward::{KvStore, Rope, Row, forward};
+use crate::handoff::{Arrivals, Handoffs, KvExport, pull_then_queue};
 use crate::sampler::Sampler;
+use crate::sequence::{Sequence, advance, finish};
 use crate::tiers::{DiskTier, Tiers};
 use crate::weights::LlamaWeights;
 
@@ -47,6 +50,17 @@ pub struct CandleConfig {
     /// tier evicts is written there in the background, through a bounded queue that drops
     /// offloads when full (see [`CandleEngine::offload_counters`]).
     pub disk: Option<DiskTier>,
+    /// Disaggregated serving, prefill side: where a
+    /// [`Disaggregation::Prefill`](dynamo_core::Disaggregation::Prefill) request leaves its
+    /// prompt's full blocks for the decode worker. Without it such a request runs as usual and
+    /// its stream ends without a hand-over (the decode worker then computes the prompt).
+    pub export: Option<KvExport>,
+    /// Disaggregated serving, decode side: how a
+    /// [`Disaggregation::Decode`](dynamo_core::Disaggregation::Decode) request pulls the blocks
+    /// its hand-over names (for example a [`KvFetcher`](dynamo_kvbm::KvFetcher)). The pull runs
+    /// before the request is queued, while the model thread goes on with other work; without
+    /// it, or when the pull fails, the worker computes the prompt itself.
+    pub fetch: Option<Arc<dyn KvFetch>>,
 }
 
 impl Default for CandleConfig {
@@ -60,6 +74,8 @@ impl Default for CandleConfig {
             worker: WorkerId::new(0),
             host_blocks: 0,
             disk: None,
+            export: None,
+            fetch: None,
         }
     }
 }
@@ -77,6 +93,8 @@ pub struct CandleEngine {
     counters: Arc<Mutex<PoolCounters>>,
     publisher: KvPublisher,
     tiers: Option<LowerTiers>,
+    fetch: Option<Arc<dyn KvFetch>>,
+    arrivals: Arrivals,
 }
 
 impl CandleEngine {
@@ -115,7 +133,15 @@ impl CandleEngine {
             ..PoolCounters::default()
         }));
         let publisher = KvPublisher::new(config.worker, config.block_size, events);
-        let mut model = ModelThread::new(weights, config, publisher.clone(), Arc::clone(&counters));
+        let arrivals = Arrivals::default();
+        let fetch = config.fetch.clone();
+        let mut model = ModelThread::new(
+            weights,
+            config,
+            publisher.clone(),
+            Arc::clone(&counters),
+            arrivals.clone(),
+        );
         model.tiers = Tiers::start(
             model.config.host_blocks,
             model.config.disk.as_ref(),
@@ -133,6 +159,8 @@ impl CandleEngine {
             counters,
             publisher,
             tiers,
+            fetch,
+            arrivals,
         })
     }
 
@@ -157,45 +185,23 @@ impl CandleEngine {
 impl Service<GenerateRequest> for CandleEngine {
     type Response = TokenStream;
     type Error = Error;
-    type Future = <QueuedEngine as Service<GenerateRequest>>::Future;
+    type Future = BoxFuture<'static, Result<TokenStream, Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.queue.poll_ready(cx)
     }
 
     fn call(&mut self, request: GenerateRequest) -> Self::Future {
-        self.queue.call(request)
-    }
-}
-
-/// One request on the model thread.
-struct Sequence {
-    tokens: Vec<u32>,
-    prompt_len: usize,
-    /// Tokens whose K and V are in the store.
-    computed: usize,
-    /// The sequence's full blocks, registered or pinned, in order.
-    pinned: Vec<PinnedBlock>,
-    /// The blocks after them, being filled, in order.
-    private: VecDeque<PrivateBlock>,
-    /// Hashes of the sequence's full blocks, in order.
-    hashes: Vec<HashedBlock>,
-    hasher: BlockHasher,
-    cached_tokens: usize,
-    generated: u32,
-    max_tokens: u32,
-    min_tokens: u32,
-    stop: HashSet<u32>,
-    sampler: Sampler,
-    output: mpsc::Sender<Result<TokenChunk, Error>>,
-    cancel: CancellationToken,
-}
-
-impl Sequence {
-    /// Where its blocks are, in order.
-    fn table(&self) -> Vec<BlockId> {
-        let pinned = self.pinned.iter().map(Held::id);
-        pinned.chain(self.private.iter().map(Held::id)).collect()
+        match (&request.disaggregation, &self.fetch) {
+            (Disaggregation::Decode(handoff), Some(fetch)) => pull_then_queue(
+                self.queue.clone(),
+                Arc::clone(fetch),
+                self.arrivals.clone(),
+                handoff.clone(),
+                request,
+            ),
+            _ => Box::pin(self.queue.call(request)),
+        }
     }
 }
 
@@ -211,6 +217,8 @@ struct ModelThread {
     running: Vec<Sequence>,
     /// The tiers below the pool, if configured.
     tiers: Option<Tiers>,
+    /// Blocks handed over by prefill workers and to decode workers.
+    handoffs: Handoffs,
 }
 
 impl ModelThread {
@@ -219,9 +227,11 @@ impl ModelThread {
         config: CandleConfig,
         publisher: KvPublisher,
         counters: Arc<Mutex<PoolCounters>>,
+        arrivals: Arrivals,
     ) -> Self {
         let model = weights.config().clone();
         let block_size = config.block_size.get() as usize;
+        let handoffs = Handoffs::new(config.export.clone(), arrivals, config.worker);
         ModelThread {
             rope: Rope::new(model.head_dim, model.rope_theta, model.context_length),
             store: KvStore::new(&weights, config.blocks as usize, block_size),
@@ -233,6 +243,7 @@ impl ModelThread {
             waiting: VecDeque::new(),
             running: Vec::new(),
             tiers: None,
+            handoffs,
         }
     }
 
@@ -329,9 +340,8 @@ impl ModelThread {
                 return;
             }
             self.offload_evicted();
-            let parent = cached.checked_sub(1).map(|last| hashes[last].sequence);
-            let cached =
-                cached + self.onboard(parent, &hashes[cached..], &mut pinned, &mut private);
+            let onboarded = self.onboard(&request.id, cached, &hashes, &mut pinned, &mut private);
+            let cached = cached + onboarded;
             hashes.truncate(cached);
             let Submission {
                 request,
@@ -345,6 +355,7 @@ impl ModelThread {
                 tokens: prompt,
                 pinned,
                 private: private.into(),
+                hands_over: request.disaggregation == Disaggregation::Prefill,
                 hashes,
                 hasher,
                 generated: 0,
@@ -480,9 +491,18 @@ impl ModelThread {
         let mut last_chunks = Vec::with_capacity(finished.len());
         for (index, outcome) in finished {
             let mut sequence = self.running.swap_remove(index);
+            let handoff = match outcome {
+                Ok(FinishReason::Length) if sequence.hands_over && sequence.generated == 1 => self
+                    .handoffs
+                    .export(&sequence.hashes, &sequence.pinned, &self.store),
+                _ => None,
+            };
             self.release(&mut sequence);
             last_chunks.push((
-                outcome.map(|reason| finish(&sequence, reason)),
+                outcome.map(|reason| TokenChunk {
+                    kv_handoff: handoff,
+                    ..finish(&sequence, reason)
+                }),
                 sequence.output,
             ));
         }
@@ -508,20 +528,32 @@ impl ModelThread {
         }
     }
 
-    /// Onboard the leading blocks of `blocks` (which follow `parent`, the last of the `pinned`
-    /// ones) that the lower tiers hold into the first of `private`, and register them: they
-    /// move from `private` to the end of `pinned`. How many.
+    /// Onboard the prompt blocks of `request` after the first `cached` of `hashes` (those
+    /// `pinned` holds) into the first of `private`, from the lower tiers and then from the
+    /// blocks handed over to it, and register them: they move from `private` to the end of
+    /// `pinned`. How many.
     fn onboard(
         &mut self,
-        mut parent: Option<SequenceHash>,
-        blocks: &[HashedBlock],
+        request: &RequestId,
+        cached: usize,
+        hashes: &[HashedBlock],
         pinned: &mut Vec<PinnedBlock>,
         private: &mut Vec<PrivateBlock>,
     ) -> usize {
-        let Some(tiers) = &mut self.tiers else {
-            return 0;
+        let blocks = &hashes[cached..];
+        let from_tiers = match &mut self.tiers {
+            Some(tiers) => tiers.onboard(blocks, private, &mut self.store),
+            None => 0,
         };
-        let onboarded = tiers.onboard(blocks, private, &mut self.store);
+        let handed_over = self.handoffs.onboard(
+            request,
+            cached + from_tiers,
+            &blocks[from_tiers..],
+            &private[from_tiers..],
+            &mut self.store,
+        );
+        let onboarded = from_tiers + handed_over;
+        let mut parent = cached.checked_sub(1).map(|last| hashes[last].sequence);
         for (block, filled) in blocks[..onboarded].iter().zip(private.drain(..onboarded)) {
             pinned.push(self.pool.register(filled, parent, *block));
             parent = Some(block.sequence);
@@ -541,34 +573,4 @@ impl ModelThread {
         dynamo_kvbm::metrics::record(&counters, offload.as_ref());
         *self.counters.lock().unwrap_or_else(PoisonError::into_inner) = counters;
     }
-}
-
-/// Sample the next token of `sequence` and send it; the finish reason if it is done.
-fn advance(sequence: &mut Sequence, logits: &[f32], context: usize) -> Option<FinishReason> {
-    let token = sequence.sampler.sample(logits);
-    if sequence.generated >= sequence.min_tokens && sequence.stop.contains(&token) {
-        return Some(FinishReason::Stop);
-    }
-    if sequence
-        .output
-        .try_send(Ok(TokenChunk::token(token)))
-        .is_err()
-    {
-        return Some(FinishReason::Cancelled);
-    }
-    sequence.generated += 1;
-    sequence.tokens.push(token);
-    if sequence.generated >= sequence.max_tokens || sequence.tokens.len() >= context {
-        return Some(FinishReason::Length);
-    }
-    None
-}
-
-fn finish(sequence: &Sequence, reason: FinishReason) -> TokenChunk {
-    let usage = Usage {
-        prompt_tokens: u32::try_from(sequence.prompt_len).unwrap_or(u32::MAX),
-        cached_tokens: u32::try_from(sequence.cached_tokens).unwrap_or(u32::MAX),
-        completion_tokens: sequence.generated,
-    };
-    TokenChunk::finish(reason, Some(usage))
 }

@@ -49,7 +49,9 @@ mod config;
 mod engine;
 mod error;
 mod forward;
+mod handoff;
 mod sampler;
+mod sequence;
 mod tiers;
 mod weights;
 
@@ -58,5 +60,6 @@ pub use dynamo_kvbm::{OffloadCounters, PoolCounters, TierTraffic};
 pub use engine::{CandleConfig, CandleEngine};
 pub use error::CandleError;
 pub use forward::KvStore;
+pub use handoff::KvExport;
 pub use tiers::DiskTier;
 pub use weights::LlamaWeights;

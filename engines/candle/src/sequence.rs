@@ -1,0 +1,78 @@
+//! One request on the model thread: its tokens, its blocks, and how its next token is sampled
+//! and sent.
+
+use std::collections::{HashSet, VecDeque};
+
+use dynamo_core::{BlockHasher, Error, FinishReason, HashedBlock, TokenChunk, Usage};
+use dynamo_kvbm::{BlockId, Held, PinnedBlock, PrivateBlock};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::sampler::Sampler;
+
+/// One request on the model thread.
+pub(crate) struct Sequence {
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) prompt_len: usize,
+    /// Tokens whose K and V are in the store.
+    pub(crate) computed: usize,
+    /// The sequence's full blocks, registered or pinned, in order.
+    pub(crate) pinned: Vec<PinnedBlock>,
+    /// The blocks after them, being filled, in order.
+    pub(crate) private: VecDeque<PrivateBlock>,
+    /// A disaggregated prefill: its prompt's blocks are handed over when it ends.
+    pub(crate) hands_over: bool,
+    /// Hashes of the sequence's full blocks, in order.
+    pub(crate) hashes: Vec<HashedBlock>,
+    pub(crate) hasher: BlockHasher,
+    pub(crate) cached_tokens: usize,
+    pub(crate) generated: u32,
+    pub(crate) max_tokens: u32,
+    pub(crate) min_tokens: u32,
+    pub(crate) stop: HashSet<u32>,
+    pub(crate) sampler: Sampler,
+    pub(crate) output: mpsc::Sender<Result<TokenChunk, Error>>,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Sequence {
+    /// Where its blocks are, in order.
+    pub(crate) fn table(&self) -> Vec<BlockId> {
+        let pinned = self.pinned.iter().map(Held::id);
+        pinned.chain(self.private.iter().map(Held::id)).collect()
+    }
+}
+
+/// Sample the next token of `sequence` and send it; the finish reason if it is done.
+pub(crate) fn advance(
+    sequence: &mut Sequence,
+    logits: &[f32],
+    context: usize,
+) -> Option<FinishReason> {
+    let token = sequence.sampler.sample(logits);
+    if sequence.generated >= sequence.min_tokens && sequence.stop.contains(&token) {
+        return Some(FinishReason::Stop);
+    }
+    if sequence
+        .output
+        .try_send(Ok(TokenChunk::token(token)))
+        .is_err()
+    {
+        return Some(FinishReason::Cancelled);
+    }
+    sequence.generated += 1;
+    sequence.tokens.push(token);
+    if sequence.generated >= sequence.max_tokens || sequence.tokens.len() >= context {
+        return Some(FinishReason::Length);
+    }
+    None
+}
+
+pub(crate) fn finish(sequence: &Sequence, reason: FinishReason) -> TokenChunk {
+    let usage = Usage {
+        prompt_tokens: u32::try_from(sequence.prompt_len).unwrap_or(u32::MAX),
+        cached_tokens: u32::try_from(sequence.cached_tokens).unwrap_or(u32::MAX),
+        completion_tokens: sequence.generated,
+    };
+    TokenChunk::finish(reason, Some(usage))
+}
