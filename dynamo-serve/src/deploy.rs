@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use dynamo_candle::LlamaWeights;
-use dynamo_core::{BlockSize, BoxEngine, EngineExt, Error, KvEvent, ResyncRequest, WorkerId};
+use dynamo_core::{
+    BlockSize, BoxEngine, EngineExt, Error, KvEvent, KvLayout, ResyncRequest, WorkerId, WorkerRole,
+};
 use dynamo_router::{ApproxConfig, KvIndex, RoundRobin, RouterService, SharedIndex};
 use dynamo_transport::discovery::{ConnectConfig, Discovery, WorkerRecord, connect};
 use dynamo_transport::events::{EventPlane, answer_resyncs, forward_resyncs, publish_all};
@@ -18,6 +20,7 @@ use dynamo_transport::{Served, Transport};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use crate::disagg::{self, Part};
 use crate::engines::{self, LoadProbe};
 use crate::options::{Options, RouterKind};
 
@@ -39,12 +42,14 @@ pub(crate) struct Worker {
     pub(crate) load: LoadProbe,
 }
 
-/// Start worker `id`'s engine, with its KV events published on `plane` when there is one, and
-/// serve it through `transport` (after `wrap`, which the worker process uses to count streams).
+/// Start worker `id`'s engine, in its `part` of disaggregated serving, with its KV events
+/// published on `plane` when there is one, and serve it through `transport` (after `wrap`,
+/// which the worker process uses to count streams).
 pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
     options: &Options,
     weights: Option<&LlamaWeights>,
     id: WorkerId,
+    part: Part,
     transport: &T,
     plane: Option<P>,
     wrap: impl FnOnce(BoxEngine) -> BoxEngine,
@@ -55,7 +60,7 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
         tokio::spawn(publish_all(plane, received));
         events
     });
-    let started = engines::start_engine(options, weights, block_size, id, events)?;
+    let started = engines::start_engine(options, weights, block_size, id, events, &part)?;
     // A router that missed some of the worker's events asks it for a snapshot.
     if let (Some(plane), Some(publisher)) = (&plane, started.load.kv_publisher()) {
         tokio::spawn(answer_resyncs(plane, publisher).await?);
@@ -66,8 +71,8 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
         address: served.address.clone(),
         model: options.name.clone(),
         block_size: block_size.get(),
-        role: dynamo_core::WorkerRole::Aggregated,
-        kv_layout: None,
+        role: part.role,
+        kv_layout: disagg::layout_of(options, weights)?,
     };
     Ok(Worker {
         record,
@@ -106,25 +111,54 @@ pub(crate) async fn start_router<P: EventPlane>(
     Ok(router)
 }
 
-/// Keep `router`'s workers equal to those `discovery` reports, reached through `transport`.
+/// Which of the workers discovery reports a router takes.
+pub(crate) enum Pool {
+    /// Every one (aggregated serving).
+    All,
+    /// Prefill workers whose KV blocks pair with the layout, when there is one.
+    Prefill(Option<KvLayout>),
+    /// Decode and aggregated workers; a decode worker's blocks must pair with the layout.
+    Decode(Option<KvLayout>),
+}
+
+/// Keep `router`'s workers equal to those of `pool` that `discovery` reports, reached through
+/// `transport`.
 pub(crate) fn follow<T: Transport>(
     options: &Options,
     router: &RouterService,
     transport: T,
     discovery: &dyn Discovery,
+    pool: Pool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
     let config = ConnectConfig::new(block_size).model(options.name.clone());
+    let (config, layout) = match pool {
+        Pool::All => (config, None),
+        Pool::Prefill(layout) => (config.roles([WorkerRole::Prefill]), layout),
+        Pool::Decode(layout) => (
+            config.roles([WorkerRole::Decode, WorkerRole::Aggregated]),
+            layout,
+        ),
+    };
+    let config = match layout {
+        Some(layout) => config.kv_layout(layout),
+        None => config,
+    };
     tokio::spawn(router.discover(connect(discovery, transport, config)));
     Ok(())
 }
 
-/// `router` behind tower's load shedding: when it has no capacity (every worker busy and its
-/// wait queue full), a request is answered at once (503 with `Retry-After`) instead of waiting.
-pub(crate) fn shed_load(router: RouterService) -> BoxEngine {
+/// `engine` (a router) behind tower's load shedding: when it has no capacity (every worker
+/// busy and its wait queue full), a request is answered at once (503 with `Retry-After`)
+/// instead of waiting.
+pub(crate) fn shed_load<E>(engine: E) -> BoxEngine
+where
+    E: dynamo_core::Engine + Clone + Send + Sync + 'static,
+    E::Future: Send + 'static,
+{
     tower::ServiceBuilder::new()
         .map_err(Error::from_boxed)
         .load_shed()
-        .service(router)
+        .service(engine)
         .boxed_engine()
 }

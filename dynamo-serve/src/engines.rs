@@ -8,6 +8,7 @@ use dynamo_core::{BlockSize, BoxEngine, EchoEngine, EngineExt, KvEvent, KvPublis
 use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
 use tokio::sync::mpsc;
 
+use crate::disagg::Part;
 use crate::options::{EngineKind, Options};
 use crate::progress::Download;
 
@@ -107,13 +108,15 @@ impl LoadProbe {
     }
 }
 
-/// Start one worker's engine, writing its KV events to `events`.
+/// Start one worker's engine, writing its KV events to `events`, in its `part` of
+/// disaggregated serving.
 pub(crate) fn start_engine(
     options: &Options,
     weights: Option<&LlamaWeights>,
     block_size: BlockSize,
     worker: WorkerId,
     events: Option<mpsc::Sender<KvEvent>>,
+    part: &Part,
 ) -> Result<Started, Box<dyn std::error::Error>> {
     Ok(match (options.engine, weights) {
         (EngineKind::Candle, Some(weights)) => {
@@ -123,6 +126,8 @@ pub(crate) fn start_engine(
                 worker,
                 host_blocks: options.host_cache_blocks,
                 disk: options.disk_cache.clone(),
+                export: part.export.clone(),
+                fetch: part.fetch.clone(),
                 ..CandleConfig::default()
             };
             let engine = CandleEngine::start(weights.clone(), config, events)?;

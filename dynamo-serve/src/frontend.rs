@@ -10,8 +10,9 @@ use dynamo_transport::discovery::{
 use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents, Subscription};
 use futures::StreamExt;
 
+use crate::deploy::Pool;
 use crate::options::Options;
-use crate::{deploy, engines};
+use crate::{deploy, disagg, engines};
 
 pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let model_file = engines::model_file(options.model.as_deref()).await?;
@@ -27,10 +28,18 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         None => None,
     };
     // The same assembly as the single process (`deploy`), over TCP and NATS.
-    let router = deploy::start_router(&options, nats.as_ref()).await?;
+    // Two pools: prefill workers, and the decode and aggregated workers. With no prefill
+    // worker registered every request goes to the second, as in aggregated serving.
+    let layout = disagg::layout_of_file(&options, &model_file)?;
+    let prefill = deploy::start_router(&options, nats.as_ref()).await?;
+    let decode = deploy::start_router(&options, nats.as_ref()).await?;
     let discovery = discovery(&options, block_size)?;
-    deploy::follow(&options, &router, Tcp::new(), discovery.as_ref())?;
-    crate::serve_gateway(&options, &metadata, deploy::shed_load(router), |address| {
+    let pool = Pool::Prefill(layout.clone());
+    deploy::follow(&options, &prefill, Tcp::new(), discovery.as_ref(), pool)?;
+    let pool = Pool::Decode(layout);
+    deploy::follow(&options, &decode, Tcp::new(), discovery.as_ref(), pool)?;
+    let engine = deploy::shed_load(disagg::router(&options, prefill, decode)?);
+    crate::serve_gateway(&options, &metadata, engine, |address| {
         let found = match (&options.etcd, &options.registry) {
             (Some(url), _) => format!("workers from etcd {url} ({}/workers/)", options.namespace),
             (_, Some(directory)) => format!("workers from {}", directory.display()),

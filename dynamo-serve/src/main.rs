@@ -24,6 +24,7 @@
 //! progress bar when standard error is a terminal, and one log line when it is not.
 
 mod deploy;
+mod disagg;
 mod engines;
 mod frontend;
 mod options;
@@ -42,6 +43,7 @@ use dynamo_transport::events::LocalBus;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
+use deploy::Pool;
 use options::{Command, EngineKind, Options, RouterKind};
 
 /// mimalloc: the gateway allocates many small short-lived buffers per request, and the system
@@ -100,13 +102,22 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let bus = (options.router == RouterKind::Kv).then(LocalBus::new);
     let router = deploy::start_router(&options, bus.as_ref()).await?;
     let weights = engines::shared_weights(&options, &model_file)?;
+    let disaggregated = options.prefill_workers > 0;
+    let parts = if disaggregated {
+        let layout = disagg::layout_of(&options, weights.as_ref())?;
+        disagg::in_process_parts(&options, layout.as_ref())?
+    } else {
+        (0..options.workers)
+            .map(|id| (WorkerId::new(id), disagg::Part::default()))
+            .collect()
+    };
     let mut records = Vec::new();
-    for id in 0..options.workers {
-        let id = WorkerId::new(id);
+    for (id, part) in parts {
         let worker = deploy::start_worker(
             &options,
             weights.as_ref(),
             id,
+            part,
             &transport,
             bus.clone(),
             |e| e,
@@ -115,8 +126,24 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(worker.served.serving);
         records.push(worker.record);
     }
-    deploy::follow(&options, &router, transport, &StaticDiscovery::new(records))?;
-    serve_gateway(&options, &metadata, deploy::shed_load(router), |address| {
+    let workers = StaticDiscovery::new(records);
+    let engine = if disaggregated {
+        // The in-process workers' layouts were made here: the roles are the only filter.
+        let prefill = deploy::start_router(&options, bus.as_ref()).await?;
+        deploy::follow(
+            &options,
+            &prefill,
+            transport.clone(),
+            &workers,
+            Pool::Prefill(None),
+        )?;
+        deploy::follow(&options, &router, transport, &workers, Pool::Decode(None))?;
+        deploy::shed_load(disagg::router(&options, prefill, router)?)
+    } else {
+        deploy::follow(&options, &router, transport, &workers, Pool::All)?;
+        deploy::shed_load(router)
+    };
+    serve_gateway(&options, &metadata, engine, |address| {
         print_welcome(&options, address);
     })
     .await
@@ -178,10 +205,20 @@ fn print_welcome(options: &Options, address: SocketAddr) {
     let name = &options.name;
     let routing = options.router.describe();
     let kind = options.engine.describe();
-    println!(
-        "dynamo gateway on http://{address}: model `{name}` on {} {kind} workers with {routing}",
-        options.workers
-    );
+    if options.prefill_workers > 0 {
+        println!(
+            "dynamo gateway on http://{address}: model `{name}` on {} prefill and {} decode {kind} \
+             workers with {routing} and {} placement",
+            options.prefill_workers,
+            options.decode_workers,
+            options.placement.describe()
+        );
+    } else {
+        println!(
+            "dynamo gateway on http://{address}: model `{name}` on {} {kind} workers with {routing}",
+            options.workers
+        );
+    }
     match options.engine {
         EngineKind::Candle => {}
         EngineKind::Mocker => println!(

@@ -13,9 +13,9 @@ use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::deploy;
 use crate::engines::{self, LoadProbe};
 use crate::options::Options;
+use crate::{deploy, disagg};
 
 /// How often the worker reports its load.
 const LOAD_PERIOD: Duration = Duration::from_secs(1);
@@ -56,10 +56,13 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let transport = Tcp::new().bind(SocketAddr::new(options.host, options.port.unwrap_or(0)));
     let active = Arc::new(AtomicU64::new(0));
     let counting = Arc::clone(&active);
+    let layout = disagg::layout_of(&options, weights.as_ref())?;
+    let part = disagg::worker_part(&options, layout.as_ref()).await?;
     let worker = deploy::start_worker(
         &options,
         weights.as_ref(),
         id,
+        part,
         &transport,
         nats.clone(),
         |e| counted(e, counting),
@@ -168,8 +171,9 @@ fn print_welcome(options: &Options, record: &WorkerRecord) {
         None => "no NATS: no KV events or load reports".to_owned(),
     };
     println!(
-        "dynamo worker {} serving `{}` ({} engine) on {}; {registered}; {events}",
+        "dynamo worker {} ({}) serving `{}` ({} engine) on {}; {registered}; {events}",
         record.id,
+        record.role,
         record.model,
         options.engine.describe(),
         record.address

@@ -10,7 +10,10 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use dynamo_candle::DiskTier;
 
-use super::{Command, DiskAdmission, EngineKind, Options, RouterKind, SamplingSource};
+use super::{
+    Command, DiskAdmission, EngineKind, Options, PlacementKind, RoleKind, RouterKind,
+    SamplingSource,
+};
 
 /// An OpenAI-compatible gateway with KV-aware routing, in one process or across many.
 ///
@@ -54,6 +57,15 @@ struct ServeArgs {
     /// In-process workers behind the router
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least_one::<u64>)]
     workers: u64,
+    /// Disaggregated serving: N in-process workers compute prompts and hand their KV blocks
+    /// to the --decode-workers, instead of --workers aggregated ones
+    #[arg(long, value_name = "N", conflicts_with = "workers", value_parser = at_least_one::<u64>)]
+    prefill_workers: Option<u64>,
+    /// Disaggregated serving: in-process workers that continue what the --prefill-workers
+    /// computed
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "prefill_workers",
+          value_parser = at_least_one::<u64>)]
+    decode_workers: u64,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -75,6 +87,14 @@ struct WorkerArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LEASE_TTL,
           value_parser = at_least_one::<u64>)]
     lease_ttl: u64,
+    /// What the worker does; a frontend puts prefill workers in its prefill pool and the
+    /// others in its decode pool
+    #[arg(long, value_name = "ROLE", value_enum, default_value_t = RoleKind::Aggregated)]
+    role: RoleKind,
+    /// A prefill worker's block server port, from which decode workers pull the KV blocks it
+    /// hands over [default: any free port]
+    #[arg(long, value_name = "N")]
+    kv_port: Option<u16>,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -160,6 +180,11 @@ struct GatewayArgs {
     /// How the router picks a worker
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = RouterKind::Kv)]
     router: RouterKind,
+    /// With prefill workers: where each request's prompt is computed (conditional
+    /// disaggregation); a request falls back to its decode worker when no prefill worker is
+    /// free or a prefill fails
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = PlacementKind::AlwaysRemote)]
+    placement: PlacementKind,
     /// max_tokens of requests that give none
     #[arg(long, value_name = "N", default_value_t = 256)]
     default_max_tokens: u32,
@@ -213,6 +238,8 @@ impl Cli {
                 options.workers = 1;
                 options.id = args.id;
                 options.lease_ttl = args.lease_ttl;
+                options.role = args.role;
+                options.kv_port = args.kv_port;
                 options
             }
             Some(CommandArgs::Frontend(args)) => {
@@ -236,6 +263,11 @@ fn serve(command: Command, args: ServeArgs) -> Options {
     let mut options = options(command, args.model, args.engine, args.gateway, defaults());
     options.port = Some(args.port);
     options.workers = args.workers;
+    if let Some(prefill) = args.prefill_workers {
+        options.prefill_workers = prefill;
+        options.decode_workers = args.decode_workers;
+        options.workers = prefill + args.decode_workers;
+    }
     options
 }
 
@@ -252,6 +284,11 @@ fn options(
         host: model.host,
         port: None,
         workers: 1,
+        prefill_workers: 0,
+        decode_workers: 0,
+        placement: gateway.placement,
+        role: RoleKind::Aggregated,
+        kv_port: None,
         engine: engine.engine,
         router: gateway.router,
         speedup: engine.speedup,

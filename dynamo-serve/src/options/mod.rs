@@ -55,6 +55,29 @@ pub(crate) enum SamplingSource {
     Off,
 }
 
+/// `--placement`: where a disaggregated request's prompt is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PlacementKind {
+    /// On a prefill worker whenever one is free (NVIDIA Dynamo's disaggregated serving)
+    AlwaysRemote,
+    /// On the decode worker when it would compute at most 1000 tokens or a tenth of the prompt,
+    /// or the prefill worker has 2 prompts in hand (Dynamo's conditional disaggregation)
+    Threshold,
+    /// Where the expected time to first token, with the stall of running decodes, is lower
+    ExpectedTtft,
+}
+
+/// `--role`: what a worker does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RoleKind {
+    /// Prefill and decode
+    Aggregated,
+    /// Compute prompts and hand their KV blocks over (serves them on --kv-port)
+    Prefill,
+    /// Continue requests whose prompt a prefill worker computed, pulling its KV blocks
+    Decode,
+}
+
 /// `--disk-cache-admission`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum DiskAdmission {
@@ -84,6 +107,17 @@ impl EngineKind {
     }
 }
 
+impl PlacementKind {
+    /// How the placement is called in messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            PlacementKind::AlwaysRemote => "always-remote",
+            PlacementKind::Threshold => "threshold",
+            PlacementKind::ExpectedTtft => "expected-TTFT",
+        }
+    }
+}
+
 impl RouterKind {
     /// How the routing is called in messages.
     pub(crate) fn describe(self) -> &'static str {
@@ -103,6 +137,15 @@ pub(crate) struct Options {
     /// `None`: the command's default.
     pub(crate) port: Option<u16>,
     pub(crate) workers: u64,
+    /// Disaggregated single process: prefill workers (0: aggregated).
+    pub(crate) prefill_workers: u64,
+    /// Disaggregated single process: decode workers.
+    pub(crate) decode_workers: u64,
+    pub(crate) placement: PlacementKind,
+    /// A worker's role.
+    pub(crate) role: RoleKind,
+    /// A prefill worker's block server port (`None`: any free port).
+    pub(crate) kv_port: Option<u16>,
     pub(crate) engine: EngineKind,
     pub(crate) router: RouterKind,
     pub(crate) speedup: f64,
@@ -295,6 +338,37 @@ mod tests {
         assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
         let error = refused("--disk-cache d --disk-cache-blocks 0");
         assert_eq!(error.kind(), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn disaggregated_serving_takes_pools_roles_and_a_placement() {
+        let serve = options("--prefill-workers 1 --decode-workers 2").expect("valid");
+        assert_eq!(
+            (serve.prefill_workers, serve.decode_workers, serve.workers),
+            (1, 2, 3)
+        );
+        assert_eq!(serve.placement, PlacementKind::AlwaysRemote);
+        let serve = options("--prefill-workers 2 --placement expected-ttft").expect("valid");
+        assert_eq!(
+            (serve.decode_workers, serve.placement),
+            (1, PlacementKind::ExpectedTtft)
+        );
+        assert_eq!(
+            refused("--prefill-workers 1 --workers 2").kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            refused("--decode-workers 2").kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        let worker = options("worker --registry r --role prefill --kv-port 7100").expect("valid");
+        assert_eq!(
+            (worker.role, worker.kv_port),
+            (RoleKind::Prefill, Some(7100))
+        );
+        assert_eq!(options("").expect("valid").prefill_workers, 0);
+        let error = refused("frontend --registry r --router round-robin --role decode");
+        assert_eq!(error.kind(), ErrorKind::UnknownArgument);
     }
 
     #[test]

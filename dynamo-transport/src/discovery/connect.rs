@@ -28,8 +28,9 @@ pub struct ConnectConfig {
     pub reconnect: Duration,
     /// Serve only workers of these roles; empty takes every role.
     pub roles: Vec<WorkerRole>,
-    /// Serve only workers whose KV layout pairs with this one (a worker that registers none is
-    /// refused too); `None` does not look at layouts.
+    /// Serve only workers whose KV layout pairs with this one; a prefill or decode worker that
+    /// registers none is refused too (an aggregated one is not: it hands nothing over). `None`
+    /// does not look at layouts.
     pub kv_layout: Option<KvLayout>,
 }
 
@@ -175,21 +176,14 @@ impl<T: Transport> Connected<T> {
                 record.model
             ));
         }
-        if !self.config.roles.is_empty() && !self.config.roles.contains(&record.role) {
-            return Some(format!(
-                "it is a {} worker and this pool takes {}",
-                record.role,
-                self.config
-                    .roles
-                    .iter()
-                    .map(|role| role.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ));
-        }
         let layout = self.config.kv_layout.as_ref()?;
         match &record.kv_layout {
-            None => Some("it does not say how its KV blocks are laid out".to_owned()),
+            // An aggregated worker hands nothing over; it computes a hand-over's prompt itself.
+            None if record.role == WorkerRole::Aggregated => None,
+            None => Some(format!(
+                "it is a {} worker that does not say how its KV blocks are laid out",
+                record.role
+            )),
             Some(theirs) => layout
                 .check_pairs_with(theirs)
                 .err()
@@ -203,6 +197,11 @@ impl<T: Transport> Connected<T> {
         id: WorkerId,
         record: WorkerRecord,
     ) -> Option<Change<WorkerId, T::Remote>> {
+        if !self.config.roles.is_empty() && !self.config.roles.contains(&record.role) {
+            // Another pool's worker (a disaggregated router follows one registry twice).
+            tracing::debug!("worker {id} is a {} worker: not in this pool", record.role);
+            return self.left(id, false);
+        }
         if let Some(reason) = self.refusal(&record) {
             tracing::warn!("worker {id} refused: {reason}");
             return self.left(id, false);

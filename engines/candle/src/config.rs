@@ -1,6 +1,11 @@
 //! The shape of a llama-family model, read from its GGUF metadata.
 
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
 use candle_core::quantized::gguf_file::{Content, Value};
+use dynamo_core::{BlockSize, KvLayout};
 
 use crate::error::CandleError;
 
@@ -89,6 +94,40 @@ impl LlamaConfig {
     /// Floats of K (or of V) that one token occupies across all layers.
     pub fn kv_floats_per_token(&self) -> usize {
         self.layers * self.kv_heads * self.head_dim
+    }
+
+    /// Read the shape of the model in the GGUF file at `path`, without its tensors.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, a file that is not GGUF, or as [`from_gguf`](Self::from_gguf).
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, CandleError> {
+        let mut file = BufReader::new(File::open(path)?);
+        LlamaConfig::from_gguf(&Content::read(&mut file)?)
+    }
+
+    /// The layout of the KV blocks a candle engine of this model keeps (`f32` K and V),
+    /// named `model`: what disaggregated workers compare before they hand blocks over.
+    ///
+    /// ```no_run
+    /// use dynamo_candle::LlamaConfig;
+    /// use dynamo_core::BlockSize;
+    ///
+    /// let config = LlamaConfig::read("SmolLM2-135M-Instruct-Q4_1.gguf")?;
+    /// let layout = config.kv_layout("smollm2", BlockSize::new(16)?);
+    /// assert_eq!(layout.block_bytes(), 737_280);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn kv_layout(&self, model: impl Into<String>, block_size: BlockSize) -> KvLayout {
+        let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        KvLayout::new(
+            model,
+            block_size.get(),
+            as_u32(self.layers),
+            as_u32(self.kv_heads),
+            as_u32(self.head_dim),
+            "f32",
+        )
     }
 }
 

@@ -7,7 +7,6 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Device, Tensor};
-use dynamo_core::{BlockSize, KvLayout};
 
 use crate::config::LlamaConfig;
 use crate::error::CandleError;
@@ -118,20 +117,6 @@ impl LlamaWeights {
     /// How many token ids the model knows.
     pub fn vocab_size(&self) -> usize {
         self.embeddings.dims().first().copied().unwrap_or(0)
-    }
-
-    /// The layout of the KV blocks an engine of this model keeps (f32 K and V), named
-    /// `model`: what disaggregated workers compare before they hand blocks over.
-    pub fn kv_layout(&self, model: impl Into<String>, block_size: BlockSize) -> KvLayout {
-        let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        KvLayout::new(
-            model,
-            block_size.get(),
-            as_u32(self.config.layers),
-            as_u32(self.config.kv_heads),
-            as_u32(self.config.head_dim),
-            "f32",
-        )
     }
 }
 
