@@ -136,7 +136,12 @@ impl Frontend {
     /// A completion's status and JSON body.
     async fn complete(&self, prompt: &str, max_tokens: u32) -> (u16, Value) {
         let body = json!({ "model": "smollm2", "prompt": prompt, "max_tokens": max_tokens });
-        let response = self.post("/v1/completions", &body).await;
+        self.complete_with(&body).await
+    }
+
+    /// The status and JSON body of the completion `body` asks for.
+    async fn complete_with(&self, body: &Value) -> (u16, Value) {
+        let response = self.post("/v1/completions", body).await;
         let status = response.status().as_u16();
         let bytes = response
             .into_body()
@@ -145,6 +150,21 @@ impl Frontend {
             .expect("a body")
             .to_bytes();
         (status, serde_json::from_slice(&bytes).expect("JSON"))
+    }
+
+    /// The text of `/metrics`.
+    async fn metrics(&self) -> String {
+        let request = hyper::Request::get(format!("{}/metrics", self.base))
+            .body(Full::new(Bytes::new()))
+            .expect("a request");
+        let response = self.http.request(request).await.expect("metrics");
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Wait until the frontend answers.
@@ -416,5 +436,92 @@ async fn a_directory_registry_joins_workers_and_a_stopped_worker_leaves() {
     let (status, _) = frontend.complete("still here", 2).await;
     assert_eq!(status, 200);
     workers.clear();
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// Greedy completions of prompts from shorter than a KV block to several blocks with a
+/// partial last one.
+const SPLIT_PROMPTS: [&str; 3] = [
+    "The capital of France is",
+    "A hash table stores keys in buckets. When two keys land in the same bucket, the table \
+     resolves the collision by",
+    "Photosynthesis is the process by which green plants, algae and some bacteria turn light \
+     into chemical energy. It takes place in the chloroplasts, which hold chlorophyll, the \
+     pigment that absorbs red and blue light. The first stage, the light reactions,",
+];
+
+async fn greedy_texts(frontend: &Frontend) -> Vec<String> {
+    let mut texts = Vec::new();
+    for prompt in SPLIT_PROMPTS {
+        let body = json!({
+            "model": "smollm2", "prompt": prompt, "max_tokens": 12, "temperature": 0
+        });
+        let (status, body) = frontend.complete_with(&body).await;
+        assert_eq!(status, 200, "{body}");
+        texts.push(
+            body["choices"][0]["text"]
+                .as_str()
+                .expect("a text")
+                .to_owned(),
+        );
+    }
+    texts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_prefill_and_decode_workers_answer_as_one_aggregated_process() {
+    // The reference: the single process with one aggregated candle worker.
+    let reference_port = free_port().expect("a free port");
+    let _reference = Process::start(&["--port", &reference_port.to_string(), "--workers", "1"]);
+    let reference = Frontend::new(reference_port);
+
+    let directory = std::env::temp_dir().join(format!("dynamo-split-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    let role = |id: &str, role: &str| {
+        Process::start(&[
+            "worker",
+            "--role",
+            role,
+            "--id",
+            id,
+            "--registry",
+            &registry,
+        ])
+    };
+    let _prefill = role("1", "prefill");
+    let decode = role("2", "decode");
+    let port = free_port().expect("a free port");
+    let frontend_process = Process::start(&[
+        "frontend",
+        "--port",
+        &port.to_string(),
+        "--registry",
+        &registry,
+        "--router",
+        "approx-kv",
+    ]);
+    let frontend = Frontend::new(port);
+    frontend.wait_ready().await;
+    for joined in ["worker 1/0 at", "worker 2/0 at"] {
+        frontend_process
+            .wait_for(joined, Duration::from_secs(120))
+            .await;
+    }
+    reference.wait_ready().await;
+
+    let split = greedy_texts(&frontend).await;
+    assert_eq!(split, greedy_texts(&reference).await);
+    let metrics = frontend.metrics().await;
+    let remote = format!(
+        "dynamo_disagg_requests_total{{placement=\"remote\"}} {}",
+        SPLIT_PROMPTS.len()
+    );
+    assert!(metrics.contains(&remote), "{metrics}");
+    assert!(!metrics.contains("placement=\"fallback\""), "{metrics}");
+    assert!(
+        !decode.logged("could not be pulled"),
+        "every hand-over was pulled over TCP"
+    );
     let _ = std::fs::remove_dir_all(&directory);
 }
