@@ -91,6 +91,7 @@ fn split(
 
 fn block_bytes() -> usize {
     weights()
+        .config()
         .kv_layout("smollm2", BlockSize::new(BLOCK).unwrap())
         .block_bytes()
 }
