@@ -1,21 +1,21 @@
 //! Embeddable LLM inference orchestration for Rust.
 //!
 //! `dynamo` turns a set of inference engine workers into one serving system, built from small
-//! crates that compose with [tower]. Today that is KV-cache-aware routing, an OpenAI-compatible
-//! frontend, engines reached across processes, a reference engine and an engine simulator.
-//! Disaggregated prefill and decode, a multi-tier KV block manager and an SLA-driven
-//! autoscaling planner are planned: none of them exists yet. This facade re-exports part of the
+//! crates that compose with [tower]. Today that is KV-cache-aware routing, disaggregated
+//! prefill and decode, an OpenAI-compatible frontend, engines reached across processes, a
+//! multi-tier KV block manager, a reference engine and an engine simulator. An SLA-driven
+//! autoscaling planner is planned: it does not exist yet. This facade re-exports part of the
 //! family; depend on a single member crate when that is all you need.
 //!
 //! | crate | what it holds | status |
 //! |---|---|---|
 //! | [`dynamo-core`](dynamo_core) | tokens, block hashing, requests, token streams, KV events, the [`Engine`] abstraction, errors | available, re-exported at the root |
-//! | `dynamo-router` | the KV prefix index, load tracking, routing policies and the router as a tower `Service` | available, as `dynamo::router` with the `router` feature |
+//! | `dynamo-router` | the KV prefix index, load tracking, routing policies, the router as a tower `Service`, and the disaggregated router over a prefill and a decode pool | available, as `dynamo::router` with the `router` feature |
 //! | `dynamo-mocker` | a simulated vLLM-like engine and the virtual-clock trace replay | available, as `dynamo::mocker` with the `mocker` feature |
 //! | `dynamo-openai` | the OpenAI-compatible HTTP gateway over any engine | available as its own crate, not re-exported |
 //! | `dynamo-transport` | engines across processes (in-process and TCP transports), KV events over NATS, discovery | available as its own crate, not re-exported |
 //! | `dynamo-candle` | a reference engine running llama-family GGUF models on candle | available as its own crate, not re-exported |
-//! | `dynamo-kvbm` | a multi-tier KV block manager | planned |
+//! | `dynamo-kvbm` | the KV block manager: block pool, host, disk and object-store tiers, and the data plane that hands KV blocks from prefill to decode workers | available as its own crate, not re-exported |
 //! | `dynamo-planner` | an SLA-driven autoscaling planner | planned |
 //!
 //! # Example

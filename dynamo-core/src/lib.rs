@@ -15,6 +15,9 @@
 //!   with a boxed form ([`BoxEngine`]), the common calls ([`EngineExt`]) and an [`EchoEngine`] for
 //!   tests and docs; [`QueuedEngine`], the bounded queue in front of an engine's worker, whose
 //!   readiness is real capacity.
+//! - **Disaggregated serving**: a worker's [`WorkerRole`], the [`KvLayout`] two workers must
+//!   share to exchange KV blocks, and the [`KvHandoff`] a prefill worker gives a decode worker
+//!   ([`Disaggregation`] says which phase a request asks for).
 //! - **Errors**: one [`Error`] type whose variants fall into a closed set of [`ErrorClass`]es
 //!   with stable names; [`Error::from_boxed`] brings tower layers' errors (load shedding,
 //!   timeouts) back into it.

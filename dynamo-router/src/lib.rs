@@ -102,6 +102,17 @@
 //! reproducible runs. The cache-blind policies are for comparison and for engines without
 //! prefix caching. Write your own by implementing [`Router`]: one method, a pure decision.
 //!
+//! # Disaggregated serving
+//!
+//! [`disagg::DisaggRouter`] puts two routers behind one Engine: a prefill pool and a decode
+//! pool. A request books a decode worker, and a [`disagg::PlacementPolicy`] decides whether a
+//! free prefill worker computes its prompt (the prefill worker streams the first token and
+//! hands the prompt's KV blocks over; the decode worker continues from there) or the decode
+//! worker does. Three policies ship: NVIDIA Dynamo's behaviour ([`disagg::AlwaysRemote`]), its
+//! conditional rule ([`disagg::Threshold`]) and ours ([`disagg::ExpectedTtftPlacement`]). A
+//! request never fails for disaggregation: without a free prefill worker, or when the prefill
+//! fails, the decode worker computes the prompt.
+//!
 //! # Concurrency
 //!
 //! The index is a reader-writer lock around one hash map ([`SharedIndex`]): lookups share the
