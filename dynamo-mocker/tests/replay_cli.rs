@@ -51,6 +51,8 @@ fn help_lists_every_flag_and_exits_0() {
         "--decode-router",
         "--transfer-bandwidth",
         "--transfer-latency-ms",
+        "--stall-weight",
+        "--handoff-router",
     ] {
         assert!(help.contains(flag), "--help does not list {flag}:\n{help}");
     }

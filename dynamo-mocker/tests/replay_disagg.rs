@@ -195,3 +195,27 @@ fn an_empty_pool_is_refused() {
         assert!(matches!(error, Error::Disaggregation { .. }), "{error}");
     }
 }
+
+#[test]
+fn round_robin_over_both_pools_reproduces_dynamos_disaggregated_replay() {
+    // NVIDIA Dynamo 1.6.1, `dynamo_replay_disagg.py TRACE 2 6` in round-robin mode, which is
+    // deterministic: reuse 0.149848, TTFT p50 393.20, p90 1409.48, p99 3842.35 ms, mean TPOT
+    // 6.63465 ms, duration 1,022,604.28 ms.
+    let trace = mooncake(usize::MAX);
+    let outcome = Replay::new(&trace, &disagg(2, 6, TransferConfig::default()))
+        .handoff_policy(dynamo_router::RoundRobin::new())
+        .run()
+        .unwrap();
+    let summary = &outcome.summary;
+    let close = |ours: f64, theirs: f64| (ours - theirs).abs() / theirs < 0.01;
+    assert_eq!(summary.completed_requests, trace.len());
+    assert!(
+        close(summary.prefix_cache_reused_ratio, 0.149848),
+        "{summary:?}"
+    );
+    assert!(close(summary.median_ttft_ms, 393.20), "{summary:?}");
+    assert!(close(summary.p90_ttft_ms, 1409.48), "{summary:?}");
+    assert!(close(summary.p99_ttft_ms, 3842.35), "{summary:?}");
+    assert!(close(summary.mean_tpot_ms, 6.63465), "{summary:?}");
+    assert!(close(summary.duration_ms, 1_022_604.28), "{summary:?}");
+}

@@ -107,3 +107,24 @@ impl<P: Router> Router for PrefillPool<P> {
         self.0.route(request, &view)
     }
 }
+
+/// The decode pool's router: handed-over requests by the hand-over policy (by default NVIDIA
+/// Dynamo's decode cost: they compute nothing there, so the least active blocks decide),
+/// candidates for local prefill by the decode policy. The simulation says which is asked
+/// through `handing_over`.
+#[derive(Debug)]
+pub(crate) struct DecodePool {
+    pub(crate) local: Box<dyn Router>,
+    pub(crate) handoff: Box<dyn Router>,
+    pub(crate) handing_over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Router for DecodePool {
+    fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
+        if self.handing_over.load(std::sync::atomic::Ordering::Relaxed) {
+            self.handoff.route(request, workers)
+        } else {
+            self.local.route(request, workers)
+        }
+    }
+}

@@ -168,6 +168,8 @@ pub struct Replay<'a, P = RoundRobin> {
     knowledge: CacheKnowledge,
     /// The decode pool's policy and knowledge, when set.
     decode: Option<(Box<dyn Router>, CacheKnowledge)>,
+    /// The decode pool's policy for handed-over requests, when set.
+    handoff: Option<Box<dyn Router>>,
     placement: Box<dyn PlacementPolicy>,
     progress: Option<Box<dyn FnMut(usize, usize) + 'a>>,
 }
@@ -181,6 +183,7 @@ impl<P: fmt::Debug> fmt::Debug for Replay<'_, P> {
             .field("policy", &self.policy)
             .field("knowledge", &self.knowledge)
             .field("decode", &self.decode)
+            .field("handoff", &self.handoff)
             .field("placement", &self.placement)
             .field("progress", &self.progress.is_some())
             .finish()
@@ -198,6 +201,7 @@ impl<'a> Replay<'a> {
             policy: RoundRobin::new(),
             knowledge: CacheKnowledge::Nothing,
             decode: None,
+            handoff: None,
             placement: Box::new(AlwaysRemote),
             progress: None,
         }
@@ -220,17 +224,27 @@ impl<'a, P> Replay<'a, P> {
             policy,
             knowledge: self.knowledge,
             decode: self.decode,
+            handoff: self.handoff,
             placement: self.placement,
             progress: self.progress,
         }
     }
 
-    /// In a disaggregated replay, route over the decode pool with `policy`, which learns the
-    /// decode workers' caches from `knowledge`. Default: NVIDIA Dynamo's decode router (its KV
-    /// cost without the prefill term: the least active blocks win), over an index of the decode
-    /// workers' events, which placement policies read.
+    /// In a disaggregated replay, choose the decode worker that would compute a prompt
+    /// locally with `policy`, which learns the decode workers' caches from `knowledge` (the
+    /// placement policy then compares it with the prefill worker). Default: NVIDIA Dynamo's
+    /// decode router (its KV cost without the prefill term: the least active blocks win), over
+    /// an index of the decode workers' events.
     pub fn decode_policy(mut self, policy: impl Router, knowledge: CacheKnowledge) -> Self {
         self.decode = Some((Box::new(policy), knowledge));
+        self
+    }
+
+    /// In a disaggregated replay, choose the decode worker of a request whose prompt a
+    /// prefill worker computed with `policy`, when the prefill ends. Default: NVIDIA Dynamo's
+    /// decode router, as for [`decode_policy`](Self::decode_policy).
+    pub fn handoff_policy(mut self, policy: impl Router) -> Self {
+        self.handoff = Some(Box::new(policy));
         self
     }
 

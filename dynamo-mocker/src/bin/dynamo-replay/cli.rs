@@ -11,6 +11,7 @@ use dynamo_mocker::{
     DisaggConfig, DiskTierConfig, EngineConfig, HostTierConfig, InterpolatedTiming, ReplayConfig,
     TimingModel, TransferConfig,
 };
+use dynamo_router::disagg::ExpectedTtftPlacement;
 
 /// Replay a Mooncake-format request trace through simulated vLLM-like workers, routed by
 /// dynamo-router's policies, on a virtual clock.
@@ -47,9 +48,21 @@ pub(crate) struct Cli {
           default_value = "always-remote")]
     pub(crate) placements: Vec<PlacementName>,
 
-    /// The decode pool's router in a disaggregated replay (the prefill pool uses --router)
+    /// expected-ttft placement: how much a ms of stall of each decode running on the decode
+    /// worker counts against a ms of the new request's TTFT (higher: fewer local prefills)
+    #[arg(long, value_name = "W", value_parser = not_negative, allow_negative_numbers = true,
+          default_value_t = ExpectedTtftPlacement::default().stall_weight)]
+    pub(crate) stall_weight: f64,
+
+    /// The decode pool's router for prompts computed there, in a disaggregated replay (the
+    /// prefill pool uses --router)
     #[arg(long, value_name = "NAME", value_parser = ROUTER, default_value = "kv-load")]
     pub(crate) decode_router: RouterName,
+
+    /// The decode pool's router for prompts a prefill worker computed, in a disaggregated
+    /// replay
+    #[arg(long, value_name = "NAME", value_parser = ROUTER, default_value = "kv-load")]
+    pub(crate) handoff_router: RouterName,
 
     /// Bandwidth of the KV hand-over from prefill to decode worker, in GB/s (0: instant, as
     /// NVIDIA Dynamo's mocker by default)
@@ -413,6 +426,7 @@ mod tests {
             [PlacementName::AlwaysRemote, PlacementName::ExpectedTtft]
         );
         assert_eq!(cli.decode_router, RouterName::KvLoad);
+        assert_eq!(cli.handoff_router, RouterName::KvLoad);
         // Without the flags: aggregated, with Dynamo's instant hand-over as the default link.
         let cli = Cli::try_parse_from(["dynamo-replay", "--trace", "t.jsonl"]).expect("parses");
         assert_eq!(cli.config().disagg, None);

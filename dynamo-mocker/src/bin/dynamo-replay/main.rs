@@ -75,6 +75,7 @@ fn placement(name: PlacementName, cli: &Cli) -> Box<dyn PlacementPolicy> {
                 transfer_ms_per_block: transfer.time_ms(block, cli.block_size)
                     - transfer.latency_ms,
                 transfer_latency_ms: transfer.latency_ms,
+                stall_weight: cli.stall_weight,
                 ..ExpectedTtftPlacement::default()
             })
         }
@@ -240,8 +241,10 @@ fn run(cli: &Cli) -> Result<(), String> {
             .knowledge(knowledge);
         if let Some(p) = placement_name {
             let (decode_policy, decode_knowledge) = router(cli.decode_router, &config, cli.seed);
+            let (handoff_policy, _) = router(cli.handoff_router, &config, cli.seed);
             replay = replay
                 .decode_policy(decode_policy, decode_knowledge)
+                .handoff_policy(handoff_policy)
                 .placement(placement(p, cli));
         }
         let outcome = replay

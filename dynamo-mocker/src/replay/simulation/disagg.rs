@@ -2,6 +2,8 @@
 //! prefill, and the prompt's KV on its way to the decode worker.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use dynamo_router::disagg::{Placement, PlacementContext, PlacementPolicy, PrefillCandidate};
 use dynamo_router::{RouteRequest, Routed, WorkerLoad};
@@ -18,6 +20,8 @@ const DECODE: usize = 1;
 pub(super) struct Disagg {
     transfer: TransferConfig,
     placement: Box<dyn PlacementPolicy>,
+    /// Set while the decode pool's router places a handed-over request.
+    handing_over: Arc<AtomicBool>,
     /// The whole request of each one a prefill worker has, by trace index, for its decode.
     prefilling: HashMap<u64, SimRequest>,
     /// Those whose prompt the prefill worker has finished (the others it could not serve).
@@ -27,10 +31,15 @@ pub(super) struct Disagg {
 }
 
 impl Disagg {
-    pub(super) fn new(config: DisaggConfig, placement: Box<dyn PlacementPolicy>) -> Self {
+    pub(super) fn new(
+        config: DisaggConfig,
+        placement: Box<dyn PlacementPolicy>,
+        handing_over: Arc<AtomicBool>,
+    ) -> Self {
         Disagg {
             transfer: config.transfer,
             placement,
+            handing_over,
             prefilling: HashMap::new(),
             prefilled: HashSet::new(),
             in_transfer: HashMap::new(),
@@ -134,9 +143,13 @@ impl Simulation<'_> {
             return false;
         }
         let transfer_ms = disagg.transfer.time_ms(request.prompt_tokens, block_size);
+        let handing_over = disagg.handing_over.clone();
         let index = id as usize;
         let route = route(&self.trace[index], &request.prompt_blocks);
-        let Ok(decode) = self.pools[DECODE].selector.select(&route, now) else {
+        handing_over.store(true, Ordering::Relaxed);
+        let decode = self.pools[DECODE].selector.select(&route, now);
+        handing_over.store(false, Ordering::Relaxed);
+        let Ok(decode) = decode else {
             return false;
         };
         self.records[index].prefill_done_ms = Some(now_ms);

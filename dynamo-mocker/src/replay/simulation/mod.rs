@@ -15,7 +15,10 @@ use dynamo_router::{
 };
 use tower::discover::Change;
 
-use super::disagg::{PrefillPool, decode_load_policy};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use super::disagg::{DecodePool, PrefillPool, decode_load_policy};
 use super::{CacheKnowledge, Replay, ReplayConfig, ReplayOutcome};
 use crate::engine::{SimRequest, SimWorker, StepReport};
 use crate::phases::DisaggSummary;
@@ -32,6 +35,7 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
         policy,
         knowledge,
         decode,
+        handoff,
         placement,
         progress,
     } = replay;
@@ -49,12 +53,22 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
                 let policy: Box<dyn Router> = Box::new(decode_load_policy(Some(0)));
                 (policy, CacheKnowledge::Events(index))
             });
+            let handing_over = Arc::new(AtomicBool::new(false));
+            let decode_pool = DecodePool {
+                local: decode_policy,
+                handoff: handoff.unwrap_or_else(|| Box::new(decode_load_policy(Some(0)))),
+                handing_over: handing_over.clone(),
+            };
             let pools = vec![
                 Pool::new(config, PrefillPool(policy), knowledge),
-                Pool::new(config, decode_policy, decode_knowledge),
+                Pool::new(config, decode_pool, decode_knowledge),
             ];
             let sizes = vec![setup.prefill_workers, setup.decode_workers];
-            (pools, sizes, Some(Disagg::new(setup, placement)))
+            (
+                pools,
+                sizes,
+                Some(Disagg::new(setup, placement, handing_over)),
+            )
         }
     };
     let mut workers = Vec::new();
