@@ -155,7 +155,9 @@ pub struct ExpectedTtftPlacement {
     /// Fixed cost of a hand-over, ms. Default 1.0.
     pub transfer_latency_ms: f64,
     /// How much a millisecond of stall for one running decode counts against a millisecond of
-    /// this request's TTFT. Default 0.05.
+    /// this request's TTFT. Default 0.15: in the replay (`docs/disaggregation.md`) it keeps
+    /// the p90 TTFT of 0.05 within 2% and lowers the mean time per output token by up to 8%
+    /// on long prompts; much above it, the decode worker stops taking prompts it caches.
     pub stall_weight: f64,
 }
 
@@ -165,7 +167,7 @@ impl Default for ExpectedTtftPlacement {
             prefill: PrefillTimeModel::default(),
             transfer_ms_per_block: 0.05,
             transfer_latency_ms: 1.0,
-            stall_weight: 0.05,
+            stall_weight: 0.15,
         }
     }
 }
