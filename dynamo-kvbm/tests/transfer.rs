@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dynamo_core::{KvHandoff, SequenceHash, WorkerId};
 use dynamo_kvbm::{
-    BlockServerConfig, BlockStore, Error, KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch,
+    BlockServerConfig, Error, KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch,
     TcpFetchConfig, serve_exports, serve_exports_with,
 };
 use tokio::net::TcpListener;

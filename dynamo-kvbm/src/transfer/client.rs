@@ -83,11 +83,8 @@ struct Inner {
     idle: Mutex<HashMap<String, Vec<Connection>>>,
 }
 
-/// A connection and the buffer its answers are read into.
-struct Connection {
-    socket: TcpStream,
-    buffer: Vec<u8>,
-}
+/// A connection to a block server.
+type Connection = TcpStream;
 
 impl TcpFetch {
     /// A client with its landing store allocated.
@@ -211,8 +208,7 @@ impl Inner {
         let chunks: Vec<&[SequenceHash]> = hashes
             .chunks(wire::blocks_per_request(self.config.request_bytes, size))
             .collect();
-        let store = self.landing.store();
-        let (mut reader, mut writer) = connection.socket.split();
+        let (mut reader, mut writer) = connection.split();
         let mut request = Vec::new();
         let (mut sent, mut found) = (0, 0);
         for (received, chunk) in chunks.iter().enumerate() {
@@ -224,21 +220,12 @@ impl Inner {
             writer.write_all(&request).await.map_err(io)?;
             let answer = read_answer(&mut reader, address).await?;
             let came = self.check(answer, address, transfer, chunk.len())?;
-            let bytes = &mut connection.buffer;
-            if bytes.len() < came * size {
-                bytes.resize(came * size, 0);
+            // Straight from the socket into the block's own buffer.
+            for &hash in &chunk[..came] {
+                let mut block = self.landing.buffer();
+                reader.read_exact(&mut block).await.map_err(io)?;
+                self.landing.place(hash, block.freeze());
             }
-            reader
-                .read_exact(&mut bytes[..came * size])
-                .await
-                .map_err(io)?;
-            let blocks: Vec<(SequenceHash, &[u8])> = chunk
-                .iter()
-                .copied()
-                .zip(bytes.chunks_exact(size))
-                .take(came)
-                .collect();
-            store.put_many(&blocks)?;
             found += came;
             if came < chunk.len() {
                 return Ok((found, sent == received + 1));
@@ -284,7 +271,7 @@ impl Inner {
         let (mut connection, _) = self.connect(address, false).await?;
         let mut request = Vec::new();
         Request::encode(Op::Release, transfer, &[], &mut request);
-        let socket = &mut connection.socket;
+        let socket = &mut connection;
         socket
             .write_all(&request)
             .await
@@ -306,8 +293,7 @@ impl Inner {
             .await
             .map_err(io_error(address))?;
         let _ = socket.set_nodelay(true);
-        let buffer = Vec::new();
-        Ok((Connection { socket, buffer }, false))
+        Ok((socket, false))
     }
 
     /// Keep a connection with no answer pending for the next pull, if the pool has room.

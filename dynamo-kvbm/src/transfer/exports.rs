@@ -2,19 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dynamo_core::{KvHandoff, SequenceHash, StorageTier, WorkerId};
+use bytes::Bytes;
+use dynamo_core::{KvHandoff, SequenceHash, WorkerId};
 use parking_lot::Mutex;
 
-use super::refs::RefCounts;
-use crate::{BlockStore, Error, HostStore};
+use super::shelf::ShelfStore;
+use crate::{BlockStore, Error};
 
-const TIER: StorageTier = StorageTier::Host;
-
-/// A prefill worker's outbox: copies of the KV blocks it handed over, kept in host memory until
-/// the decode worker releases them or their lease runs out.
+/// A prefill worker's outbox: copies of the KV blocks it handed over, kept in host memory (a
+/// buffer per block, reused) until the decode worker releases them or their lease runs out.
 ///
 /// [`offer`](Self::offer) copies a prompt's blocks in and names them with a transfer id;
 /// [`read`](Self::read) copies them out (the block server does, for a decode worker in another
@@ -22,9 +21,10 @@ const TIER: StorageTier = StorageTier::Host;
 /// hash and counted per transfer: two transfers of the same prefix share its blocks, and a block
 /// leaves when no transfer holds it.
 ///
-/// An in-process decode worker reads the exports themselves as a [`BlockStore`] (through
-/// [`LocalExports`](super::LocalExports)): one copy, from here into its KV memory. As a store,
-/// the exports can be read but not written ([`Error::ReadOnly`]).
+/// An in-process decode worker reads the exports themselves as a [`BlockStore`]
+/// ([`store`](Self::store), which [`LocalExports`](super::LocalExports) hands out): one copy,
+/// from here into its KV memory. The block server sends the blocks from here with no copy. As
+/// a store, the exports can be read but not written ([`Error::ReadOnly`]).
 ///
 /// # Bounds, and what happens when full
 ///
@@ -51,20 +51,20 @@ const TIER: StorageTier = StorageTier::Host;
 /// assert_eq!(exports.read(offered.transfer, &offered.blocks, &mut bytes)?, 2);
 /// assert_eq!(bytes, [1, 1, 1, 1, 2, 2, 2, 2]);
 /// let handoff = offered.handoff(WorkerId::new(1), None);
+/// assert_eq!(exports.len(), 2);
 /// assert!(exports.release(handoff.transfer));
 /// assert_eq!(exports.counters().released, 1);
 /// # Ok::<(), dynamo_kvbm::Error>(())
 /// ```
 pub struct KvExports {
-    store: HostStore,
     lease: Duration,
+    /// The blocks; locked after `state` when both are.
+    store: Arc<ShelfStore>,
     state: Mutex<State>,
-    pulled_blocks: AtomicU64,
 }
 
-/// The transfers and their blocks, under the exports' lock.
+/// The transfers, under the exports' lock.
 struct State {
-    refs: RefCounts,
     /// Live transfers by id; ids grow, so the first is the oldest and expires first.
     transfers: BTreeMap<u64, Export>,
     next: u64,
@@ -109,7 +109,7 @@ pub struct ExportCounters {
     pub offered_blocks: u64,
     /// Blocks offered but not kept, for lack of room.
     pub refused_blocks: u64,
-    /// Blocks read out, by [`read`](KvExports::read) or as a [`BlockStore`].
+    /// Blocks read out, by [`read`](KvExports::read), the block server or [`store`](KvExports::store).
     pub pulled_blocks: u64,
     /// Their bytes.
     pub pulled_bytes: u64,
@@ -123,7 +123,7 @@ pub struct ExportCounters {
 
 impl KvExports {
     /// Exports of at most `capacity_blocks` blocks of `block_bytes` bytes, each transfer kept
-    /// for `lease` unless released earlier.
+    /// for `lease` unless released earlier. Memory is taken as blocks come, and kept for reuse.
     ///
     /// # Errors
     ///
@@ -131,16 +131,19 @@ impl KvExports {
     /// space.
     pub fn new(block_bytes: usize, capacity_blocks: usize, lease: Duration) -> Result<Self, Error> {
         Ok(KvExports {
-            store: HostStore::new(block_bytes, capacity_blocks)?,
             lease,
+            store: Arc::new(ShelfStore::new(block_bytes, capacity_blocks)?),
             state: Mutex::new(State {
-                refs: RefCounts::new(capacity_blocks),
                 transfers: BTreeMap::new(),
                 next: 1,
                 counters: ExportCounters::default(),
             }),
-            pulled_blocks: AtomicU64::new(0),
         })
+    }
+
+    /// The size of every block, in bytes.
+    pub fn block_bytes(&self) -> usize {
+        self.store.block_bytes()
     }
 
     /// How long a transfer is kept unless released.
@@ -153,10 +156,26 @@ impl KvExports {
         self.state.lock().transfers.len()
     }
 
+    /// How many distinct blocks the live transfers hold.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether no transfer holds a block.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The blocks of every live transfer as a read-only [`BlockStore`], for a decode worker in
+    /// this process: it copies them straight into its KV memory.
+    pub fn store(&self) -> Arc<dyn BlockStore> {
+        self.store.clone()
+    }
+
     /// Keep a prompt's `blocks`, whose bytes are `bytes`: one block of
-    /// [`block_bytes`](BlockStore::block_bytes) after another, in order. Drops expired
-    /// transfers, then the oldest ones while the offer does not fit; keeps the leading blocks
-    /// that fit (see [`Offered`]).
+    /// [`block_bytes`](Self::block_bytes) after another, in order. Drops expired transfers,
+    /// then the oldest ones while the offer does not fit; keeps the leading blocks that fit
+    /// (see [`Offered`]).
     ///
     /// # Errors
     ///
@@ -171,52 +190,47 @@ impl KvExports {
         blocks: &[SequenceHash],
         bytes: &[u8],
     ) -> Result<Offered, Error> {
-        let size = self.store.block_bytes();
-        self.check_span(blocks.len(), bytes.len())?;
+        let size = self.block_bytes();
+        self.store.check_span(blocks.len(), bytes.len())?;
         let mut state = self.state.lock();
         self.expire_locked(&mut state, now);
-        while state.transfers.len() >= self.store.capacity().max(1)
-            || (state.refs.fitting(blocks) < blocks.len() && !state.transfers.is_empty())
+        let capacity = self.store.capacity();
+        while state.transfers.len() >= capacity.max(1)
+            || (self.store.lock().refs().fitting(blocks) < blocks.len()
+                && !state.transfers.is_empty())
         {
             self.drop_oldest(&mut state);
         }
-        let kept = &blocks[..state.refs.fitting(blocks)];
         let transfer = state.next;
         state.next += 1;
-        state.counters.refused_blocks += (blocks.len() - kept.len()) as u64;
-        if kept.is_empty() {
-            return Ok(Offered {
-                transfer,
-                blocks: Vec::new(),
-            });
+        let mut shelf = self.store.lock();
+        let (fit, new) = shelf.acquire(blocks);
+        for i in new {
+            let mut buffer = shelf.buffer();
+            buffer.copy_from_slice(&bytes[i * size..(i + 1) * size]);
+            shelf.place(blocks[i], buffer.freeze());
         }
-        let new: Vec<(SequenceHash, &[u8])> = state
-            .refs
-            .acquire(kept)
-            .into_iter()
-            .map(|i| (kept[i], &bytes[i * size..(i + 1) * size]))
-            .collect();
-        if let Err(error) = self.store.put_many(&new) {
-            self.forget(&mut state, kept);
-            return Err(error);
+        drop(shelf);
+        state.counters.refused_blocks += (blocks.len() - fit) as u64;
+        let kept = blocks[..fit].to_vec();
+        if !kept.is_empty() {
+            state.counters.offered += 1;
+            state.counters.offered_blocks += fit as u64;
+            let export = Export {
+                blocks: kept.clone(),
+                expires: now + self.lease,
+            };
+            state.transfers.insert(transfer, export);
         }
-        state.counters.offered += 1;
-        state.counters.offered_blocks += kept.len() as u64;
-        let expires = now + self.lease;
-        let blocks = kept.to_vec();
-        state.transfers.insert(
+        Ok(Offered {
             transfer,
-            Export {
-                blocks: blocks.clone(),
-                expires,
-            },
-        );
-        Ok(Offered { transfer, blocks })
+            blocks: kept,
+        })
     }
 
     /// Copy the blocks of `hashes` of a live `transfer` into consecutive
-    /// [`block_bytes`](BlockStore::block_bytes) chunks of `into`; how many leading ones were
-    /// there. Drops expired transfers first.
+    /// [`block_bytes`](Self::block_bytes) chunks of `into`; how many leading ones were there.
+    /// Drops expired transfers first.
     ///
     /// # Errors
     ///
@@ -238,17 +252,43 @@ impl KvExports {
         hashes: &[SequenceHash],
         into: &mut [u8],
     ) -> Result<usize, Error> {
-        self.check_span(hashes.len(), into.len())?;
-        self.check_live(&mut self.state.lock(), now, transfer)?;
-        // A block dropped meanwhile reads as missing; one offered again reads the same bytes.
-        let found = self.store.get_many(hashes, into)?;
-        let leading = found.iter().take_while(|found| **found).count();
-        self.count_pulled(leading);
-        Ok(leading)
+        self.store.check_span(hashes.len(), into.len())?;
+        let blocks = self.blocks_at(now, transfer, hashes)?;
+        for (block, chunk) in blocks.iter().zip(into.chunks_exact_mut(self.block_bytes())) {
+            chunk.copy_from_slice(block);
+        }
+        Ok(blocks.len())
+    }
+
+    /// The leading blocks of `hashes` of a live `transfer`, shared: what the block server
+    /// sends, with no copy.
+    pub(crate) fn blocks(
+        &self,
+        transfer: u64,
+        hashes: &[SequenceHash],
+    ) -> Result<Vec<Bytes>, Error> {
+        self.blocks_at(Instant::now(), transfer, hashes)
+    }
+
+    fn blocks_at(
+        &self,
+        now: Instant,
+        transfer: u64,
+        hashes: &[SequenceHash],
+    ) -> Result<Vec<Bytes>, Error> {
+        let blocks: Vec<Bytes> = {
+            let mut state = self.state.lock();
+            self.check_live(&mut state, now, transfer)?;
+            let shelf = self.store.lock();
+            hashes.iter().map_while(|hash| shelf.get(*hash)).collect()
+        };
+        self.store.count_read(blocks.len());
+        Ok(blocks)
     }
 
     /// How many leading `hashes` of a live `transfer` the exports hold (for a reader in this
-    /// process, who then reads them as a [`BlockStore`]). Drops expired transfers first.
+    /// process, who then reads them from [`store`](Self::store)). Drops expired transfers
+    /// first.
     ///
     /// # Errors
     ///
@@ -256,9 +296,10 @@ impl KvExports {
     pub fn available(&self, transfer: u64, hashes: &[SequenceHash]) -> Result<usize, Error> {
         let mut state = self.state.lock();
         self.check_live(&mut state, Instant::now(), transfer)?;
+        let shelf = self.store.lock();
         Ok(hashes
             .iter()
-            .take_while(|hash| state.refs.contains(**hash))
+            .take_while(|hash| shelf.contains(**hash))
             .count())
     }
 
@@ -280,23 +321,9 @@ impl KvExports {
     /// What the exports have done so far.
     pub fn counters(&self) -> ExportCounters {
         let mut counters = self.state.lock().counters;
-        counters.pulled_blocks = self.pulled_blocks.load(Ordering::Relaxed);
-        counters.pulled_bytes = counters.pulled_blocks * self.store.block_bytes() as u64;
+        counters.pulled_blocks = self.store.read();
+        counters.pulled_bytes = counters.pulled_blocks * self.block_bytes() as u64;
         counters
-    }
-
-    /// [`Error::BlockSize`] unless `bytes` is `blocks` blocks long.
-    fn check_span(&self, blocks: usize, bytes: usize) -> Result<(), Error> {
-        let expected = blocks.saturating_mul(self.store.block_bytes());
-        if bytes == expected {
-            Ok(())
-        } else {
-            Err(Error::BlockSize {
-                tier: TIER,
-                expected,
-                got: bytes,
-            })
-        }
     }
 
     /// Drop expired transfers; [`Error::UnknownTransfer`] unless `transfer` is still live.
@@ -307,11 +334,6 @@ impl KvExports {
         } else {
             Err(Error::UnknownTransfer { transfer })
         }
-    }
-
-    fn count_pulled(&self, blocks: usize) {
-        self.pulled_blocks
-            .fetch_add(blocks as u64, Ordering::Relaxed);
     }
 
     fn expire_locked(&self, state: &mut State, now: Instant) -> usize {
@@ -338,71 +360,15 @@ impl KvExports {
         let Some(export) = state.transfers.remove(&transfer) else {
             return false;
         };
-        self.forget(state, &export.blocks);
+        self.store.lock().release(&export.blocks);
         true
-    }
-
-    /// Release `blocks` once and remove from the store those nothing holds.
-    fn forget(&self, state: &mut State, blocks: &[SequenceHash]) {
-        for hash in state.refs.release(blocks) {
-            // A host store's removal cannot fail; a missing block is already gone.
-            let _ = self.store.remove(hash);
-        }
-    }
-}
-
-/// The exports as a read-only store, for a decode worker in the same process: it reads every
-/// block of every live transfer.
-impl BlockStore for KvExports {
-    fn tier(&self) -> StorageTier {
-        TIER
-    }
-
-    fn block_bytes(&self) -> usize {
-        self.store.block_bytes()
-    }
-
-    fn capacity(&self) -> usize {
-        self.store.capacity()
-    }
-
-    fn len(&self) -> usize {
-        self.store.len()
-    }
-
-    fn contains(&self, hash: SequenceHash) -> bool {
-        self.store.contains(hash)
-    }
-
-    /// Always [`Error::ReadOnly`]: blocks come in by [`KvExports::offer`].
-    fn put(&self, _hash: SequenceHash, _block: &[u8]) -> Result<(), Error> {
-        Err(Error::ReadOnly { tier: TIER })
-    }
-
-    fn get(&self, hash: SequenceHash, into: &mut [u8]) -> Result<bool, Error> {
-        let found = self.store.get(hash, into)?;
-        self.count_pulled(usize::from(found));
-        Ok(found)
-    }
-
-    /// Always [`Error::ReadOnly`]: blocks leave by [`KvExports::release`] or expiry.
-    fn remove(&self, _hash: SequenceHash) -> Result<bool, Error> {
-        Err(Error::ReadOnly { tier: TIER })
-    }
-
-    fn get_many(&self, hashes: &[SequenceHash], into: &mut [u8]) -> Result<Vec<bool>, Error> {
-        let found = self.store.get_many(hashes, into)?;
-        self.count_pulled(found.iter().filter(|found| **found).count());
-        Ok(found)
     }
 }
 
 impl fmt::Debug for KvExports {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KvExports")
-            .field("block_bytes", &self.store.block_bytes())
-            .field("capacity", &self.store.capacity())
-            .field("len", &self.store.len())
+            .field("store", &self.store)
             .field("transfers", &self.transfers())
             .field("lease", &self.lease)
             .finish()

@@ -123,7 +123,7 @@ impl KvFetch for LocalExports {
             }),
             Some(exports) => exports
                 .available(handoff.transfer, &handoff.blocks)
-                .map(|blocks| Fetched::new(exports, blocks)),
+                .map(|blocks| Fetched::new(exports.store(), blocks)),
         };
         future::ready(fetched).boxed()
     }

@@ -1,67 +1,56 @@
-//! [`Landing`]: the bounded host store a decode worker pulls remote blocks into.
+//! [`Landing`]: the bounded store a decode worker pulls remote blocks into.
 
-use std::fmt;
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use dynamo_core::SequenceHash;
-use parking_lot::Mutex;
 
-use super::refs::RefCounts;
-use crate::{BlockStore, Error, HostStore};
+use super::shelf::ShelfStore;
+use crate::Error;
 
-/// A host store shared by the transfers in flight, each holding its blocks through a
+/// Host memory shared by the pulls in flight, each holding its blocks through a
 /// [`Reservation`]: room is taken before the bytes arrive and given back when the reservation
-/// is dropped, so a cancelled pull leaves nothing behind.
+/// is dropped, so a cancelled pull leaves nothing behind. Bytes are read from the socket
+/// straight into a block's buffer.
+#[derive(Debug)]
 pub(crate) struct Landing {
-    store: Arc<HostStore>,
-    refs: Mutex<RefCounts>,
+    store: Arc<ShelfStore>,
 }
 
 impl Landing {
     pub(crate) fn new(block_bytes: usize, capacity: usize) -> Result<Self, Error> {
         Ok(Landing {
-            store: Arc::new(HostStore::new(block_bytes, capacity)?),
-            refs: Mutex::new(RefCounts::new(capacity)),
+            store: Arc::new(ShelfStore::new(block_bytes, capacity)?),
         })
     }
 
-    pub(crate) fn store(&self) -> Arc<HostStore> {
+    /// The landed blocks, to read.
+    pub(crate) fn store(&self) -> Arc<ShelfStore> {
         self.store.clone()
     }
 
     /// How many distinct blocks are reserved.
     pub(crate) fn reserved(&self) -> usize {
-        self.refs.lock().len()
+        self.store.lock().refs().len()
     }
 
     /// Room for the leading `hashes` that fit (maybe none).
     pub(crate) fn reserve(self: &Arc<Self>, hashes: &[SequenceHash]) -> Reservation {
-        let mut refs = self.refs.lock();
-        let fit = &hashes[..refs.fitting(hashes)];
-        refs.acquire(fit);
+        let (fit, _) = self.store.lock().acquire(hashes);
         Reservation {
             landing: self.clone(),
-            hashes: fit.to_vec(),
+            hashes: hashes[..fit].to_vec(),
         }
     }
 
-    /// Give back one hold on each of `hashes`; remove the blocks nobody holds any more.
-    fn release(&self, hashes: &[SequenceHash]) {
-        let mut refs = self.refs.lock();
-        // Removed under the lock, so a new reservation of the same hash puts after this.
-        for hash in refs.release(hashes) {
-            // A host store's removal cannot fail; a block never written is simply not there.
-            let _ = self.store.remove(hash);
-        }
+    /// A buffer to read one block into.
+    pub(crate) fn buffer(&self) -> BytesMut {
+        self.store.lock().buffer()
     }
-}
 
-impl fmt::Debug for Landing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Landing")
-            .field("store", &self.store)
-            .field("reserved", &self.reserved())
-            .finish()
+    /// Keep the bytes of a reserved block.
+    pub(crate) fn place(&self, hash: SequenceHash, block: Bytes) {
+        self.store.lock().place(hash, block);
     }
 }
 
@@ -80,7 +69,7 @@ impl Reservation {
     /// Keep only the first `len` blocks.
     pub(crate) fn truncate(&mut self, len: usize) {
         if len < self.hashes.len() {
-            self.landing.release(&self.hashes[len..]);
+            self.landing.store.lock().release(&self.hashes[len..]);
             self.hashes.truncate(len);
         }
     }
@@ -88,6 +77,6 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.landing.release(&self.hashes);
+        self.landing.store.lock().release(&self.hashes);
     }
 }

@@ -111,6 +111,7 @@ mod fetch;
 mod landing;
 mod refs;
 mod server;
+mod shelf;
 mod wire;
 
 #[cfg(test)]

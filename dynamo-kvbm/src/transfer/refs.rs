@@ -23,6 +23,11 @@ impl RefCounts {
         }
     }
 
+    /// How many distinct blocks can be held.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// How many distinct blocks are held.
     pub(crate) fn len(&self) -> usize {
         self.counts.len()

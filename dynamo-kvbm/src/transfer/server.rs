@@ -3,21 +3,22 @@
 use std::io;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::wire::{ANSWER_HEADER, Answer, Op, REQUEST_HEADER, Request, Status, read_hashes};
 use super::{KvExports, wire};
-use crate::{BlockStore, Error};
+use crate::Error;
 
 /// How a block server bounds its work.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockServerConfig {
-    /// The most block bytes one request may ask for (at least one block is always allowed); the
-    /// server's only buffer per connection is this big. A larger request is refused with the
-    /// limit, and the client reports it. Default 16 MiB.
+    /// The most block bytes one request may ask for (at least one block is always allowed). The
+    /// server sends blocks straight from the exports, holding at most this much of them per
+    /// connection (blocks released meanwhile stay in memory until sent). A larger request is
+    /// refused with the limit, and the client reports it. Default 16 MiB.
     pub max_request_bytes: usize,
     /// Connections served at once; further ones wait in the listener's backlog. Default 64.
     pub max_connections: usize,
@@ -42,8 +43,9 @@ pub async fn serve_exports(listener: TcpListener, exports: Arc<KvExports>) -> io
     serve_exports_with(listener, exports, BlockServerConfig::default()).await
 }
 
-/// Serve `exports` on `listener`: every connection is answered in order, one request at a time,
-/// each from a buffer of at most [`max_request_bytes`](BlockServerConfig::max_request_bytes).
+/// Serve `exports` on `listener`: every connection is answered in order, one request of at most
+/// [`max_request_bytes`](BlockServerConfig::max_request_bytes) at a time, its blocks written
+/// from the exports' own buffers.
 ///
 /// The future runs until the listener fails; spawn it, and drop or abort it to stop serving.
 /// Its connections are its own tasks, cancelled with it.
@@ -87,66 +89,82 @@ pub async fn serve_exports_with(
 }
 
 /// Answer one connection's requests until it closes or sends something unreadable.
-async fn serve_connection(mut socket: TcpStream, exports: Arc<KvExports>, max_blocks: usize) {
-    let block_bytes = exports.block_bytes();
-    let answer = |status, found| Answer {
-        status,
-        found,
-        block_bytes: u32::try_from(block_bytes).unwrap_or(u32::MAX),
+async fn serve_connection(socket: TcpStream, exports: Arc<KvExports>, max_blocks: usize) {
+    let block_bytes = u32::try_from(exports.block_bytes()).unwrap_or(u32::MAX);
+    let answer = |status, found| {
+        Answer {
+            status,
+            found,
+            block_bytes,
+        }
+        .encode()
     };
+    // Headers are buffered; blocks larger than the buffer go straight to the socket.
+    let mut socket = BufWriter::with_capacity(64 << 10, socket);
     let mut header = [0; REQUEST_HEADER];
     let mut scratch = Vec::new();
     let mut hashes = Vec::new();
-    // The answer header, then room for the blocks of the largest request seen so far.
-    let mut out = vec![0; ANSWER_HEADER];
     while socket.read_exact(&mut header).await.is_ok() {
         let Some(request) = Request::decode(header) else {
-            let _ = socket
-                .write_all(&answer(Status::Malformed, 0).encode())
-                .await;
+            let _ = socket.write_all(&answer(Status::Malformed, 0)).await;
+            let _ = socket.flush().await;
             return;
         };
         let count = request.count as usize;
-        if count > max_blocks {
+        let blocks = if count > max_blocks {
             // Skip the hashes so that the connection stays usable.
             let mut skipped = (&mut socket).take(count as u64 * 8);
-            let refused = answer(Status::TooLarge, max_blocks as u32).encode();
             if tokio::io::copy(&mut skipped, &mut tokio::io::sink())
                 .await
                 .is_err()
-                || socket.write_all(&refused).await.is_err()
             {
                 return;
             }
-            continue;
-        }
-        if read_hashes(&mut socket, count, &mut scratch, &mut hashes)
+            Err(answer(Status::TooLarge, max_blocks as u32))
+        } else if read_hashes(&mut socket, count, &mut scratch, &mut hashes)
             .await
             .is_err()
         {
             return;
-        }
-        let (reply, found) = match request.op {
-            Op::Release => (
-                answer(Status::Ok, u32::from(exports.release(request.transfer))),
-                0,
-            ),
-            Op::Fetch => {
-                let end = ANSWER_HEADER + count * block_bytes;
-                if out.len() < end {
-                    out.resize(end, 0);
-                }
-                match exports.read(request.transfer, &hashes, &mut out[ANSWER_HEADER..end]) {
-                    Ok(found) => (answer(Status::Ok, found as u32), found),
-                    Err(Error::UnknownTransfer { .. }) => (answer(Status::UnknownTransfer, 0), 0),
-                    Err(_) => (answer(Status::Malformed, 0), 0),
-                }
+        } else {
+            match request.op {
+                Op::Release => Err(answer(
+                    Status::Ok,
+                    u32::from(exports.release(request.transfer)),
+                )),
+                Op::Fetch => match exports.blocks(request.transfer, &hashes) {
+                    Ok(blocks) => Ok(blocks),
+                    Err(Error::UnknownTransfer { .. }) => Err(answer(Status::UnknownTransfer, 0)),
+                    Err(_) => Err(answer(Status::Malformed, 0)),
+                },
             }
         };
-        out[..ANSWER_HEADER].copy_from_slice(&reply.encode());
-        let len = ANSWER_HEADER + found * block_bytes;
-        if socket.write_all(&out[..len]).await.is_err() {
+        let sent = match blocks {
+            Err(header) => socket.write_all(&header).await,
+            Ok(blocks) => {
+                send_blocks(
+                    &mut socket,
+                    answer(Status::Ok, blocks.len() as u32),
+                    &blocks,
+                )
+                .await
+            }
+        };
+        if sent.is_err() || socket.flush().await.is_err() {
             return;
         }
     }
+}
+
+/// An answer header and its blocks.
+async fn send_blocks(
+    socket: &mut BufWriter<TcpStream>,
+    header: [u8; ANSWER_HEADER],
+    blocks: &[bytes::Bytes],
+) -> io::Result<()> {
+    socket.write_all(&header).await?;
+    for block in blocks {
+        socket.write_all(block).await?;
+    }
+    Ok(())
 }
