@@ -14,7 +14,11 @@
 //! - [`Replay`] drives N workers with a Mooncake-format trace ([`load_mooncake`]) through any
 //!   [`Router`](dynamo_router::Router), on a virtual clock, and summarises what users would
 //!   have seen ([`Summary`], with NVIDIA Dynamo's field names). The `dynamo-replay` command
-//!   wraps it; `docs/simulator.md` compares it with Dynamo's own replay.
+//!   wraps it; `docs/simulator.md` compares it with Dynamo's own replay. With
+//!   [`ReplayConfig::disagg`] the workers form a prefill and a decode pool, with a KV hand-over
+//!   between them and a placement policy per request ([`DisaggConfig`]; the per-phase figures
+//!   are in [`DisaggSummary`]); `docs/disaggregation.md` compares it with Dynamo's
+//!   disaggregated replay.
 //! - [`LiveEngine`] runs one worker as an [`Engine`](dynamo_core::Engine) that streams tokens
 //!   in scaled real time, to stand in for a GPU behind a router or a gateway.
 //!

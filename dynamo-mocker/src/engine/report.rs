@@ -24,7 +24,7 @@ pub struct StepReport {
     /// Requests whose first token the step produced.
     pub first_tokens: Vec<u64>,
     /// Requests that produced a token (first ones included), when the worker records them
-    /// ([`SimWorker::record_tokens`]).
+    /// ([`SimWorker::record_tokens`](super::SimWorker::record_tokens)).
     pub produced: Vec<u64>,
     /// Requests that finished; their blocks are released.
     pub finished: Vec<u64>,
