@@ -46,17 +46,25 @@ struct Arrival {
     shared: u32,
     own: u32,
     output: u64,
+    /// Its prompt's KV computed elsewhere and handed over.
+    transferred: bool,
 }
 
 fn arrival() -> impl Strategy<Value = Arrival> {
-    (0usize..3, 0u32..24, 1u32..24, 1u64..12).prop_map(|(after_steps, shared, own, output)| {
-        Arrival {
+    (
+        0usize..3,
+        0u32..24,
+        1u32..24,
+        1u64..12,
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(|(after_steps, shared, own, output, transferred)| Arrival {
             after_steps,
             shared,
             own,
             output,
-        }
-    })
+            transferred,
+        })
 }
 
 proptest! {
@@ -87,7 +95,11 @@ proptest! {
                 if a.after_steps > step % 3 && !worker.is_idle() {
                     break;
                 }
-                worker.add_request((*r).clone());
+                if a.transferred {
+                    worker.add_transferred_request((*r).clone());
+                } else {
+                    worker.add_request((*r).clone());
+                }
                 pending.next();
             }
             let Some(report) = worker.step() else {
@@ -131,6 +143,7 @@ proptest! {
         }
         for (id, cached) in worker.drain_cache_hits() {
             prop_assert!(cached < requests[id as usize].prompt_tokens, "at least one prompt token is computed");
+            prop_assert!(!arrivals[id as usize].transferred, "a handed-over prompt reports no hit");
         }
     }
 }
