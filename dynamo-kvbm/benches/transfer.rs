@@ -19,6 +19,10 @@
 //! `PAIRED_ROUNDS` rounds of the three pulls back to back, and prints the median throughput of
 //! each and the medians of the per-round ratios: on a shared machine, load that drifts between
 //! criterion's groups then weighs on all sides alike.
+//!
+//! The parent's runtime is tokio's multi-threaded one; with `KVBM_BENCH_CURRENT_THREAD` set it
+//! is a current-thread runtime (tokio's raw client and `TcpFetch` then run their I/O on the
+//! bench's thread).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
@@ -196,7 +200,14 @@ fn main() {
         blocks: prompt(),
     };
 
-    let runtime = Runtime::new().expect("a runtime");
+    let runtime = if std::env::var_os("KVBM_BENCH_CURRENT_THREAD").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    } else {
+        Runtime::new().expect("a runtime")
+    };
     let blocking = std::net::TcpStream::connect(blocking).expect("connected");
     let _ = blocking.set_nodelay(true);
     let tokio_raw = runtime.block_on(async {

@@ -63,8 +63,8 @@ impl TcpFetchConfig {
 /// store of host memory, then releases them there.
 ///
 /// A pull asks for a few blocks per request and keeps [`window`](TcpFetchConfig::window)
-/// requests in flight on one connection; each answer is copied into the landing store as it
-/// arrives. [`Fetched::store`] is the landing store, holding the pulled blocks until the
+/// requests in flight on one connection; each block is read from the socket straight into its
+/// landing buffer. [`Fetched::store`] is the landing store, holding the pulled blocks until the
 /// [`Fetched`] is dropped. A pull that does not finish within the deadline, or whose
 /// connection fails, is an error, and the decode worker computes the blocks itself.
 ///

@@ -100,10 +100,18 @@
 //! All integers are little-endian. A fetch answers the leading blocks the transfer still has.
 //!
 //! The client asks for at most [`request_bytes`](TcpFetchConfig::request_bytes) of blocks per
-//! request and keeps at most [`window`](TcpFetchConfig::window) requests in flight; the server
-//! answers one request at a time per connection from one buffer of at most
-//! [`max_request_bytes`](BlockServerConfig::max_request_bytes), so neither side ever buffers a
-//! whole transfer, and TCP's own flow control paces the rest.
+//! request and keeps at most [`window`](TcpFetchConfig::window) requests in flight, reading each
+//! block from the socket straight into its landing buffer; the server answers one request at a
+//! time per connection, writing the blocks straight from the exports' buffers and holding at
+//! most [`max_request_bytes`](BlockServerConfig::max_request_bytes) of them. Neither side ever
+//! buffers a whole transfer, and TCP's own flow control paces the rest.
+//!
+//! # When full
+//!
+//! See [`KvExports`] for the prefill side (expired, then oldest transfers make room; an offer
+//! that still does not fit keeps its leading blocks) and
+//! [`landing_blocks`](TcpFetchConfig::landing_blocks) for the decode side (a pull takes the
+//! leading blocks that fit). `docs/kvbm.md` has the design and the measurements.
 
 mod client;
 mod exports;
