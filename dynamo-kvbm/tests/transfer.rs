@@ -309,3 +309,59 @@ async fn the_fetcher_reads_local_exports_in_place_and_pulls_remote_ones() {
         Err(Error::NoRoute { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_one_prefix_share_the_landing_store() {
+    let block_bytes = 64 << 10;
+    let Served {
+        exports, handoff, ..
+    } = served(block_bytes, 8, BlockServerConfig::default()).await;
+    // Three more transfers: the same first four blocks, then four of their own.
+    let mut handoffs = vec![handoff.clone()];
+    for first in [200, 300, 400] {
+        let hashes: Vec<SequenceHash> = handoff.blocks[..4]
+            .iter()
+            .copied()
+            .chain(prompt(4, first))
+            .collect();
+        let mut bytes = Vec::new();
+        for hash in &hashes {
+            bytes.extend(std::iter::repeat_n(hash.0 as u8, block_bytes));
+        }
+        let offered = exports.offer(&hashes, &bytes).expect("offered");
+        assert_eq!(offered.blocks, hashes);
+        handoffs.push(offered.handoff(PREFILL, handoff.address.clone()));
+    }
+    assert_eq!(exports.len(), 8 + 3 * 4);
+
+    let fetch = TcpFetch::new(TcpFetchConfig::new(block_bytes, 64)).expect("client");
+    let pulls = handoffs.iter().map(|handoff| fetch.fetch(handoff));
+    let fetched = futures::future::try_join_all(pulls).await.expect("pulled");
+    assert_eq!(fetch.landing_in_use(), 8 + 3 * 4);
+    // The shared blocks keep the bytes they were first offered with.
+    let first = read_back(&fetched[0], &handoffs[0]);
+    for (fetched, handoff) in fetched.iter().zip(&handoffs) {
+        let bytes = read_back(fetched, handoff);
+        assert!(bytes[..4 * block_bytes] == first[..4 * block_bytes]);
+    }
+    drop(fetched);
+    assert_eq!(fetch.landing_in_use(), 0);
+    for handoff in &handoffs {
+        fetch.release(handoff).await;
+    }
+    assert!(exports.is_empty());
+}
+
+#[tokio::test]
+async fn a_transfer_past_its_lease_is_unknown_to_the_puller() {
+    let Served {
+        exports, handoff, ..
+    } = served(1024, 2, BlockServerConfig::default()).await;
+    assert_eq!(exports.expire(Instant::now() + exports.lease()), 1);
+    let fetch = TcpFetch::new(TcpFetchConfig::new(1024, 8)).expect("client");
+    assert!(matches!(
+        fetch.fetch(&handoff).await,
+        Err(Error::UnknownTransfer { .. })
+    ));
+    assert_eq!((exports.counters().expired, fetch.landing_in_use()), (1, 0));
+}
