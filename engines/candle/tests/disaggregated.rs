@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use dynamo_candle::{CandleConfig, CandleEngine, KvExport, LlamaWeights};
 use dynamo_core::{BlockSize, EngineExt, GenerateRequest, Usage, WorkerId};
-use dynamo_kvbm::{
-    BlockStore, KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch, TcpFetchConfig,
-};
+use dynamo_kvbm::{KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch, TcpFetchConfig};
 use dynamo_router::RouterService;
 use dynamo_router::disagg::{AlwaysRemote, DisaggRouter};
 
