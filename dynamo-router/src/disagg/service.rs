@@ -47,6 +47,9 @@ pub struct BlockSizeMismatch {
 ///    [`Disaggregation::Decode`] with the prefill's [`KvHandoff`](dynamo_core::KvHandoff), and
 ///    streams the rest.
 ///
+/// A request of one output token, or one already marked with a phase, goes whole to its
+/// decode worker.
+///
 /// The request never fails for disaggregation: with no free prefill worker, or a prefill that
 /// fails or takes longer than [`prefill_timeout`](Self::prefill_timeout), the decode worker
 /// computes the prompt itself; a decode worker that cannot pull the hand-over's blocks
