@@ -98,7 +98,9 @@ mod summary;
 mod timing;
 mod trace;
 
-pub use engine::{EngineConfig, LowerTierHit, SimRequest, SimWorker, StepReport, WorkerMetrics};
+pub use engine::{
+    EngineConfig, HandedOverKv, LowerTierHit, SimRequest, SimWorker, StepReport, WorkerMetrics,
+};
 pub use error::Error;
 pub use host::{DiskTierConfig, HostTierConfig};
 pub use live::{LiveConfig, LiveEngine};

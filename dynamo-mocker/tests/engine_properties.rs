@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use dynamo_core::{BlockHasher, BlockSize, KvEventData, StorageTier};
 use dynamo_mocker::{
-    EngineConfig, HostTierConfig, LowerTierHit, PolynomialTiming, SimRequest, SimWorker,
-    StepReport, StepShape, StepTiming,
+    EngineConfig, HandedOverKv, HostTierConfig, LowerTierHit, PolynomialTiming, SimRequest,
+    SimWorker, StepReport, StepShape, StepTiming,
 };
 use proptest::prelude::*;
 
@@ -96,7 +96,9 @@ proptest! {
                     break;
                 }
                 if a.transferred {
-                    worker.add_transferred_request((*r).clone());
+                    // Odd ids keep the handed-over blocks cached, even ones free them.
+                    let kv = if r.id % 2 == 1 { HandedOverKv::Cached } else { HandedOverKv::Discarded };
+                    worker.add_transferred_request((*r).clone(), kv);
                 } else {
                     worker.add_request((*r).clone());
                 }

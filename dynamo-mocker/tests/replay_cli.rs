@@ -53,6 +53,7 @@ fn help_lists_every_flag_and_exits_0() {
         "--transfer-latency-ms",
         "--stall-weight",
         "--handoff-router",
+        "--keep-handed-over-kv",
     ] {
         assert!(help.contains(flag), "--help does not list {flag}:\n{help}");
     }

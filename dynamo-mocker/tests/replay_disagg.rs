@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
-    CacheKnowledge, DisaggConfig, Error, Replay, ReplayConfig, ReplayOutcome, TraceRequest,
-    TransferConfig, load_mooncake,
+    CacheKnowledge, DisaggConfig, Error, HandedOverKv, Replay, ReplayConfig, ReplayOutcome,
+    TraceRequest, TransferConfig, load_mooncake,
 };
 use dynamo_router::disagg::{Placement, PlacementContext, PlacementPolicy};
 use dynamo_router::{KvCost, KvCostConfig, SharedIndex};
@@ -32,6 +32,7 @@ fn disagg(prefill: usize, decode: usize, transfer: TransferConfig) -> ReplayConf
             prefill_workers: prefill,
             decode_workers: decode,
             transfer,
+            handed_over_kv: HandedOverKv::Discarded,
         }),
         ..ReplayConfig::default()
     }
@@ -52,6 +53,18 @@ fn replay_kv(trace: &[TraceRequest], config: &ReplayConfig) -> ReplayOutcome {
         .knowledge(events())
         .run()
         .unwrap()
+}
+
+/// Two requests a second apart; the second repeats the first one's 1,024-token prompt and
+/// adds a block.
+fn repeated_prompt() -> Vec<TraceRequest> {
+    let request = |timestamp, hash_ids: Vec<u64>| TraceRequest {
+        timestamp,
+        input_length: hash_ids.len() as u64 * 512,
+        output_length: 10,
+        hash_ids,
+    };
+    vec![request(0.0, vec![1, 2]), request(1000.0, vec![1, 2, 3])]
 }
 
 /// Every prompt on the decode worker.
@@ -162,20 +175,7 @@ fn the_hand_over_adds_its_transfer_time_to_the_first_token() {
 fn the_prefill_worker_caches_and_reports_the_reuse() {
     // The second request repeats the first one's prompt and adds a block: the prefill worker
     // finds 1,024 tokens cached (Dynamo's replay reports the same, 0.4 of the prompts).
-    let trace = vec![
-        TraceRequest {
-            timestamp: 0.0,
-            input_length: 1024,
-            output_length: 10,
-            hash_ids: vec![1, 2],
-        },
-        TraceRequest {
-            timestamp: 1000.0,
-            input_length: 1536,
-            output_length: 10,
-            hash_ids: vec![1, 2, 3],
-        },
-    ];
+    let trace = repeated_prompt();
     let outcome = replay_kv(&trace, &disagg(2, 2, TransferConfig::default()));
     assert_eq!(outcome.records[1].cached_tokens, 1024);
     assert_eq!(
@@ -218,4 +218,41 @@ fn round_robin_over_both_pools_reproduces_dynamos_disaggregated_replay() {
     assert!(close(summary.p99_ttft_ms, 3842.35), "{summary:?}");
     assert!(close(summary.mean_tpot_ms, 6.63465), "{summary:?}");
     assert!(close(summary.duration_ms, 1_022_604.28), "{summary:?}");
+}
+
+/// The first request's prompt is handed over; the second, which repeats it, stays local.
+#[derive(Debug)]
+struct RemoteThenLocal(std::sync::atomic::AtomicBool);
+
+impl PlacementPolicy for RemoteThenLocal {
+    fn place(&self, _request: &PlacementContext) -> Placement {
+        if self.0.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            Placement::Local
+        } else {
+            Placement::Remote
+        }
+    }
+}
+
+#[test]
+fn a_decode_worker_keeps_handed_over_prompts_cached_only_when_told() {
+    let trace = repeated_prompt();
+    let cached_by_decode = |handed_over_kv| {
+        let mut config = disagg(1, 1, TransferConfig::default());
+        if let Some(setup) = &mut config.disagg {
+            setup.handed_over_kv = handed_over_kv;
+        }
+        let outcome = Replay::new(&trace, &config)
+            .policy(kv())
+            .knowledge(events())
+            .placement(RemoteThenLocal(Default::default()))
+            .run()
+            .unwrap();
+        assert_eq!(outcome.records[0].prefill_worker, Some(0));
+        assert_eq!(outcome.records[1].prefill_worker, None);
+        outcome.records[1].cached_tokens
+    };
+    // As NVIDIA Dynamo's mocker: the decode worker freed the first prompt's blocks.
+    assert_eq!(cached_by_decode(HandedOverKv::Discarded), 0);
+    assert_eq!(cached_by_decode(HandedOverKv::Cached), 1024);
 }

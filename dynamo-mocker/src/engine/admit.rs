@@ -1,7 +1,7 @@
 //! Admission: waiting requests join the running batch while the step's budget, the sequence
 //! cap and the cache allow.
 
-use super::{LowerTierHit, SimWorker};
+use super::{HandedOverKv, LowerTierHit, SimWorker};
 
 impl SimWorker {
     /// Move waiting sequences to running while the budget, the sequence cap and the cache
@@ -18,12 +18,13 @@ impl SimWorker {
             let onboarded = sequence.onboarding.take();
             let mut found = std::mem::take(&mut self.found);
             found.clear();
-            if onboarded.is_none() {
+            let transferred = sequence.handed_over.is_some();
+            if onboarded.is_none() && sequence.handed_over != Some(HandedOverKv::Discarded) {
                 self.pool
                     .cached_prefix(&sequence.blocks[..full], &mut found);
             }
             // A handed-over prompt has its KV: it onboards nothing.
-            if onboarded.is_none() && !sequence.transferred {
+            if onboarded.is_none() && !transferred {
                 match self.start_onboarding(sequence, &found) {
                     None => {
                         self.found = found;
@@ -40,11 +41,11 @@ impl SimWorker {
             };
             // At least one token is always computed, to produce the next one; a handed-over
             // prompt is all there, and its next token is a decode.
-            while !sequence.transferred && hit > 0 && hit as u64 * block >= tokens {
+            while !transferred && hit > 0 && hit as u64 * block >= tokens {
                 hit -= 1;
             }
             found.truncate(hit);
-            let (computed, chunk) = if sequence.transferred {
+            let (computed, chunk) = if transferred {
                 (tokens, 1)
             } else {
                 let computed = hit as u64 * block;
@@ -73,7 +74,7 @@ impl SimWorker {
                 break;
             }
             sequence.computed = computed;
-            if sequence.transferred {
+            if transferred {
                 sequence.cached_tokens = Some(0);
             }
             if sequence.cached_tokens.is_none() {

@@ -19,7 +19,7 @@ use crate::host::{DiskTierConfig, HostTier, HostTierConfig};
 use crate::timing::{StepShape, StepTiming};
 use tiers::Onboarding;
 
-pub use report::{LowerTierHit, SimRequest, StepReport, WorkerMetrics};
+pub use report::{HandedOverKv, LowerTierHit, SimRequest, StepReport, WorkerMetrics};
 
 /// The settings of a simulated worker; the defaults are those of NVIDIA Dynamo's mocker.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,7 +73,7 @@ struct Sequence {
     onboarding: Option<Onboarding>,
     /// The prompt's KV was computed elsewhere and handed over
     /// ([`SimWorker::add_transferred_request`]): it is never computed here.
-    transferred: bool,
+    handed_over: Option<HandedOverKv>,
 }
 
 impl Sequence {
@@ -167,27 +167,26 @@ impl SimWorker {
 
     /// Queue a request.
     pub fn add_request(&mut self, request: SimRequest) {
-        self.queue(request, false);
+        self.queue(request, None);
     }
 
     /// Queue a request whose prompt's KV another worker computed and handed over, as a
     /// disaggregated decode worker receives it (NVIDIA Dynamo's mocker does the same).
     ///
-    /// Admitted, it takes blocks for its whole prompt (pinning those the cache holds) and
-    /// decodes at once: its first step samples its first token at the cost of a decode step,
-    /// and its prompt blocks are registered, so they stay cached for later requests. It
-    /// computes nothing of its prompt, even after a preemption, and the cache hits it finds
-    /// are not reported ([`SimWorker::drain_cache_hits`]): the worker that computed the
-    /// prompt reports its own.
-    pub fn add_transferred_request(&mut self, request: SimRequest) {
-        self.queue(request, true);
+    /// Admitted, it takes blocks for its whole prompt and decodes at once: its first step
+    /// samples its first token at the cost of a decode step. `kv` says whether those blocks
+    /// are its cache's ([`HandedOverKv`]). It computes nothing of its prompt, even after a
+    /// preemption, and reports no cache hit ([`SimWorker::drain_cache_hits`]): the worker
+    /// that computed the prompt reports its own.
+    pub fn add_transferred_request(&mut self, request: SimRequest, kv: HandedOverKv) {
+        self.queue(request, Some(kv));
     }
 
-    fn queue(&mut self, mut request: SimRequest, transferred: bool) {
+    fn queue(&mut self, mut request: SimRequest, handed_over: Option<HandedOverKv>) {
         // The next step may admit it: it is not quiet.
         self.quiet_ahead = 0;
         self.waiting.push_back(Sequence {
-            transferred,
+            handed_over,
             blocks: std::mem::take(&mut request.prompt_blocks),
             request,
             pinned: Vec::new(),
@@ -538,6 +537,10 @@ impl SimWorker {
     fn register_full(&mut self, index: usize) {
         let block = u64::from(self.config.block_size.get());
         let sequence = &mut self.running[index];
+        if sequence.handed_over == Some(HandedOverKv::Discarded) {
+            // Its blocks are never the cache's.
+            return;
+        }
         if sequence.private.is_empty() || sequence.pinned.len() >= sequence.blocks.len() {
             // No block filled since the last call.
             return;

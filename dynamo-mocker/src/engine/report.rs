@@ -2,6 +2,21 @@
 
 use dynamo_core::{HashedBlock, KvEventData, StorageTier};
 
+/// What a worker does with the KV of a prompt handed over to it
+/// ([`SimWorker::add_transferred_request`](super::SimWorker::add_transferred_request)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum HandedOverKv {
+    /// Fresh blocks for the whole prompt, freed when the request ends: no later request finds
+    /// them. NVIDIA Dynamo's mocker behaves so: its decode workers report no cache hit for a
+    /// handed-over prompt, even one handed over before.
+    #[default]
+    Discarded,
+    /// The blocks the cache holds are pinned, the others registered once they arrive: they
+    /// stay in the prefix cache for later requests, as vLLM's prefix cache keeps blocks loaded
+    /// by a KV connector.
+    Cached,
+}
+
 /// A request as the simulated engine sees it: the hashes of its prompt's full blocks and its
 /// lengths; the tokens themselves do not matter.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 
 use dynamo_router::{Decision, KvCost, KvCostConfig, RouteContext, Router, WorkerState};
 
+use crate::engine::HandedOverKv;
+
 /// A replay with separate prefill and decode workers ([`ReplayConfig::disagg`]).
 ///
 /// A request is placed at its arrival by the replay's
@@ -16,7 +18,8 @@ use dynamo_router::{Decision, KvCost, KvCostConfig, RouteContext, Router, Worker
 ///   by the decode pool's policy and booked; the prompt's KV travels for
 ///   [`TransferConfig::time_ms`]; then the decode worker holds the whole prompt in its cache
 ///   and decodes every output token, the first included
-///   ([`SimWorker::add_transferred_request`](crate::SimWorker::add_transferred_request)).
+///   ([`SimWorker::add_transferred_request`](crate::SimWorker::add_transferred_request));
+///   [`handed_over_kv`](Self::handed_over_kv) says whether it keeps the prompt cached after.
 /// - **Local**: the decode worker computes the prompt itself, as an aggregated worker does.
 ///
 /// [`ReplayConfig::disagg`]: crate::ReplayConfig::disagg
@@ -28,6 +31,9 @@ pub struct DisaggConfig {
     pub decode_workers: usize,
     /// The KV hand-over.
     pub transfer: TransferConfig,
+    /// Whether a decode worker keeps handed-over prompts in its prefix cache. Default
+    /// [`HandedOverKv::Discarded`], as NVIDIA Dynamo's mocker.
+    pub handed_over_kv: HandedOverKv,
 }
 
 /// How long the hand-over of a prompt's KV takes: a fixed latency, plus the prompt's blocks

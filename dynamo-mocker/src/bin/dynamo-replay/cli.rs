@@ -8,8 +8,8 @@ use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
-    DisaggConfig, DiskTierConfig, EngineConfig, HostTierConfig, InterpolatedTiming, ReplayConfig,
-    TimingModel, TransferConfig,
+    DisaggConfig, DiskTierConfig, EngineConfig, HandedOverKv, HostTierConfig, InterpolatedTiming,
+    ReplayConfig, TimingModel, TransferConfig,
 };
 use dynamo_router::disagg::ExpectedTtftPlacement;
 
@@ -69,6 +69,11 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "GB/S", value_parser = not_negative, allow_negative_numbers = true,
           default_value_t = TransferConfig::default().bandwidth_gb_per_s)]
     pub(crate) transfer_bandwidth: f64,
+
+    /// Decode workers keep handed-over prompts in their prefix cache, where later local
+    /// prefills find them (by default they free them, as NVIDIA Dynamo's mocker)
+    #[arg(long)]
+    pub(crate) keep_handed_over_kv: bool,
 
     /// Fixed cost of each KV hand-over, in ms
     #[arg(long, value_name = "MS", value_parser = not_negative, allow_negative_numbers = true,
@@ -172,6 +177,11 @@ impl Cli {
                 prefill_workers,
                 decode_workers,
                 transfer: self.transfer(),
+                handed_over_kv: if self.keep_handed_over_kv {
+                    HandedOverKv::Cached
+                } else {
+                    HandedOverKv::Discarded
+                },
             }),
             _ => None,
         };
@@ -421,6 +431,7 @@ mod tests {
         assert_eq!(disagg.transfer.bandwidth_gb_per_s, 50.0);
         assert_eq!(disagg.transfer.latency_ms, 0.5);
         assert_eq!(disagg.transfer.kv_bytes_per_token, 131_072);
+        assert_eq!(disagg.handed_over_kv, HandedOverKv::Discarded);
         assert_eq!(
             cli.placements,
             [PlacementName::AlwaysRemote, PlacementName::ExpectedTtft]

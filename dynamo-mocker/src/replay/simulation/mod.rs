@@ -366,7 +366,12 @@ impl Simulation<'_> {
         self.cut_run(worker, now_ms);
         let engine = &mut self.workers[worker].engine;
         if transferred {
-            engine.add_transferred_request(request);
+            let kv = self
+                .config
+                .disagg
+                .map(|d| d.handed_over_kv)
+                .unwrap_or_default();
+            engine.add_transferred_request(request, kv);
         } else {
             engine.add_request(request);
         }
