@@ -156,8 +156,8 @@ pub struct ExpectedTtftPlacement {
     pub transfer_latency_ms: f64,
     /// How much a millisecond of stall for one running decode counts against a millisecond of
     /// this request's TTFT. Default 0.15: in the replay (`docs/disaggregation.md`) it keeps
-    /// the p90 TTFT of 0.05 within 2% and lowers the mean time per output token by up to 8%
-    /// on long prompts; much above it, the decode worker stops taking prompts it caches.
+    /// the p90 TTFT of 0.05 within 1% and lowers the mean time per output token by 5–6% on
+    /// long prompts; much above it, the decode worker stops taking prompts it caches.
     pub stall_weight: f64,
 }
 
