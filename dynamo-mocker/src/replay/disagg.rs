@@ -22,6 +22,44 @@ use crate::engine::HandedOverKv;
 ///   [`handed_over_kv`](Self::handed_over_kv) says whether it keeps the prompt cached after.
 /// - **Local**: the decode worker computes the prompt itself, as an aggregated worker does.
 ///
+/// ```
+/// use dynamo_core::BlockSize;
+/// use dynamo_mocker::{
+///     CacheKnowledge, DisaggConfig, HandedOverKv, Replay, ReplayConfig, TraceRequest,
+///     TransferConfig,
+/// };
+/// use dynamo_router::{KvCost, SharedIndex};
+///
+/// let trace = vec![
+///     TraceRequest { timestamp: 0.0, input_length: 1024, output_length: 8, hash_ids: vec![1, 2] },
+///     TraceRequest { timestamp: 500.0, input_length: 1024, output_length: 8, hash_ids: vec![1, 3] },
+/// ];
+/// // One prefill and two decode workers, over a 50 GB/s link.
+/// let config = ReplayConfig {
+///     disagg: Some(DisaggConfig {
+///         prefill_workers: 1,
+///         decode_workers: 2,
+///         transfer: TransferConfig { bandwidth_gb_per_s: 50.0, ..TransferConfig::default() },
+///         handed_over_kv: HandedOverKv::Discarded,
+///     }),
+///     ..ReplayConfig::default()
+/// };
+/// let outcome = Replay::new(&trace, &config)
+///     .policy(KvCost::default())
+///     .knowledge(CacheKnowledge::Events(SharedIndex::new(BlockSize::new(64)?)))
+///     .run()?;
+/// let phases = outcome.summary.disagg.expect("a disaggregated replay");
+/// assert_eq!(phases.remote_requests, 2);
+/// // 1,024 tokens of 128 KiB each at 50 GB/s: 2.7 ms on the link.
+/// assert!((phases.transfer.mean_ms - 2.68).abs() < 0.01);
+/// // The prefill worker (id 0) found the shared first trace block cached for the second.
+/// assert_eq!(outcome.records[1].prefill_worker, Some(0));
+/// assert_eq!(outcome.records[1].cached_tokens, 512);
+/// // Both decoded on decode workers (ids 1 and 2).
+/// assert!(outcome.records.iter().all(|r| r.worker >= 1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// [`ReplayConfig::disagg`]: crate::ReplayConfig::disagg
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DisaggConfig {
