@@ -256,3 +256,45 @@ fn a_decode_worker_keeps_handed_over_prompts_cached_only_when_told() {
     assert_eq!(cached_by_decode(HandedOverKv::Discarded), 0);
     assert_eq!(cached_by_decode(HandedOverKv::Cached), 1024);
 }
+
+#[test]
+fn conditional_placement_over_a_slow_link_under_a_cap_loses_no_request() {
+    let trace = mooncake(600);
+    let mut config = disagg(
+        2,
+        3,
+        TransferConfig {
+            bandwidth_gb_per_s: 5.0,
+            latency_ms: 1.0,
+            kv_bytes_per_token: 131_072,
+        },
+    );
+    config.max_in_flight = Some(16);
+    let run = || {
+        Replay::new(&trace, &config)
+            .policy(kv())
+            .knowledge(events())
+            .decode_policy(kv(), events())
+            .placement(dynamo_router::disagg::ExpectedTtftPlacement::default())
+            .run()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(first.records, run().records);
+    assert_eq!(first.summary.completed_requests, trace.len());
+    let phases = first.summary.disagg.unwrap();
+    assert_eq!(phases.remote_requests + phases.local_requests, trace.len());
+    assert!(
+        phases.remote_requests > 0 && phases.local_requests > 0,
+        "{phases:?}"
+    );
+    for record in first.records.iter().filter(|r| r.prefill_worker.is_some()) {
+        let transfer = record.kv_arrival_ms.unwrap() - record.prefill_done_ms.unwrap();
+        let expected = config
+            .disagg
+            .unwrap()
+            .transfer
+            .time_ms(record.input_tokens, BlockSize::new(64).unwrap());
+        assert!((transfer - expected).abs() < 1e-6, "{record:?}");
+    }
+}
