@@ -86,8 +86,9 @@ fn placement(name: PlacementName, cli: &Cli) -> Box<dyn PlacementPolicy> {
 /// requests (prefill = arrival to the end of the prefill; decode wait = the KV's arrival to
 /// the first token).
 fn print_phases(summaries: &[Summary]) {
+    let w = label_width(summaries);
     println!(
-        "{:<28} {:>7} {:>6} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "{:<w$} {:>7} {:>6} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "router/placement",
         "remote",
         "local",
@@ -104,7 +105,7 @@ fn print_phases(summaries: &[Summary]) {
     for s in summaries {
         let Some(d) = &s.disagg else { continue };
         println!(
-            "{:<28} {:>7} {:>6} {:>11.1} {:>11.1} {:>10.2} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.2} {:>10.2}",
+            "{:<w$} {:>7} {:>6} {:>11.1} {:>11.1} {:>10.2} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.2} {:>10.2}",
             s.router,
             d.remote_requests,
             d.local_requests,
@@ -121,9 +122,20 @@ fn print_phases(summaries: &[Summary]) {
     }
 }
 
+/// The width of the first column: the longest router label.
+fn label_width(summaries: &[Summary]) -> usize {
+    summaries
+        .iter()
+        .map(|s| s.router.len())
+        .max()
+        .unwrap_or(0)
+        .max(14)
+}
+
 fn print_table(summaries: &[Summary]) {
+    let w = label_width(summaries);
     println!(
-        "{:<28} {:>9} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "{:<w$} {:>9} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "router",
         "completed",
         "reuse",
@@ -138,7 +150,7 @@ fn print_table(summaries: &[Summary]) {
     );
     for s in summaries {
         println!(
-            "{:<28} {:>9} {:>8.3} {:>11.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9.1} {:>10.0} {:>9.0}",
+            "{:<w$} {:>9} {:>8.3} {:>11.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9.1} {:>10.0} {:>9.0}",
             s.router,
             s.completed_requests,
             s.prefix_cache_reused_ratio,
