@@ -6,7 +6,7 @@ mod placement;
 mod service;
 
 pub use placement::{
-    AlwaysRemote, ExpectedTtftPlacement, Placement, PlacementContext, PlacementPolicy,
-    PrefillCandidate, Threshold,
+    AlwaysRemote, BookedWorker, ExpectedTtftPlacement, Placement, PlacementContext,
+    PlacementPolicy, PrefillCandidate, Threshold,
 };
 pub use service::{BlockSizeMismatch, DisaggRouter};

@@ -40,7 +40,50 @@ pub struct PlacementContext {
     pub prefill: Option<PrefillCandidate>,
 }
 
+/// A worker booked for the request being placed, as its selector reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookedWorker {
+    /// The leading prompt blocks it caches, in every tier.
+    pub cached_blocks: u32,
+    /// Its booked load, this request's booking included.
+    pub load: WorkerLoad,
+}
+
 impl PlacementContext {
+    /// The context of a request of `prompt_tokens` whose `decode` worker (and `prefill`
+    /// candidate, if any) are booked already: each worker's uncached tokens, from its cached
+    /// blocks, and its load without this request's own booking.
+    pub fn from_booked(
+        prompt_tokens: u64,
+        block_size: BlockSize,
+        decode: BookedWorker,
+        prefill: Option<BookedWorker>,
+    ) -> Self {
+        let uncached = |worker: &BookedWorker| {
+            let cached = u64::from(worker.cached_blocks) * u64::from(block_size.get());
+            prompt_tokens.saturating_sub(cached)
+        };
+        let before = |worker: &BookedWorker, uncached: u64| WorkerLoad {
+            active_requests: worker.load.active_requests.saturating_sub(1),
+            active_prefill_tokens: worker.load.active_prefill_tokens.saturating_sub(uncached),
+            ..worker.load
+        };
+        let decode_uncached = uncached(&decode);
+        PlacementContext {
+            prompt_tokens,
+            block_size,
+            decode_uncached_tokens: decode_uncached,
+            decode_load: before(&decode, decode_uncached),
+            prefill: prefill.map(|prefill| {
+                let uncached_tokens = uncached(&prefill);
+                PrefillCandidate {
+                    uncached_tokens,
+                    load: before(&prefill, uncached_tokens),
+                }
+            }),
+        }
+    }
+
     /// The share of the prompt the decode worker would compute, in `[0, 1]`.
     pub fn decode_uncached_ratio(&self) -> f64 {
         if self.prompt_tokens == 0 {

@@ -13,9 +13,8 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tower::Service;
 
-use super::placement::{Placement, PlacementContext, PlacementPolicy, PrefillCandidate};
+use super::placement::{BookedWorker, Placement, PlacementContext, PlacementPolicy};
 use crate::RouterService;
-use crate::load::WorkerLoad;
 use crate::selector::RouteRequest;
 use crate::service::Placed;
 
@@ -188,33 +187,18 @@ impl Inner {
         Ok(TokenStream::from_receiver(receiver, cancel))
     }
 
-    /// What the policy sees: both workers' uncached tokens and load, without this request's
-    /// own booking.
+    /// What the policy sees of the request and the two booked workers.
     fn context(&self, route: &RouteRequest, decode: &Placed, prefill: &Placed) -> PlacementContext {
-        let uncached = |placed: &Placed| {
-            let cached = u64::from(placed.cached().total()) * u64::from(self.block_size.get());
-            route.prompt_tokens.saturating_sub(cached)
+        let booked = |router: &RouterService, placed: &Placed| BookedWorker {
+            cached_blocks: placed.cached().total(),
+            load: router.selector().load().load(placed.worker()),
         };
-        let load_before = |router: &RouterService, placed: &Placed, uncached: u64| {
-            let load = router.selector().load().load(placed.worker());
-            WorkerLoad {
-                active_requests: load.active_requests.saturating_sub(1),
-                active_prefill_tokens: load.active_prefill_tokens.saturating_sub(uncached),
-                ..load
-            }
-        };
-        let decode_uncached = uncached(decode);
-        let prefill_uncached = uncached(prefill);
-        PlacementContext {
-            prompt_tokens: route.prompt_tokens,
-            block_size: self.block_size,
-            decode_uncached_tokens: decode_uncached,
-            decode_load: load_before(&self.decode, decode, decode_uncached),
-            prefill: Some(PrefillCandidate {
-                uncached_tokens: prefill_uncached,
-                load: load_before(&self.prefill, prefill, prefill_uncached),
-            }),
-        }
+        PlacementContext::from_booked(
+            route.prompt_tokens,
+            self.block_size,
+            booked(&self.decode, decode),
+            Some(booked(&self.prefill, prefill)),
+        )
     }
 
     /// Prefill on `prefill`, then decode on `decode`, sending the client's chunks on `chunks`

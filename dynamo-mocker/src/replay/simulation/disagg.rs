@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use dynamo_router::disagg::{Placement, PlacementContext, PlacementPolicy, PrefillCandidate};
-use dynamo_router::{RouteRequest, Routed, WorkerLoad};
+use dynamo_router::disagg::{BookedWorker, Placement, PlacementContext, PlacementPolicy};
+use dynamo_router::{RouteRequest, Routed};
 
 use super::{Event, Simulation, route};
 use crate::engine::SimRequest;
@@ -90,34 +90,18 @@ impl Simulation<'_> {
         }
     }
 
-    /// What the placement policy sees: both workers' uncached tokens and load, without this
-    /// request's own booking.
+    /// What the placement policy sees of the request and the two booked workers.
     fn context(&self, route: &RouteRequest, decode: &Routed, prefill: &Routed) -> PlacementContext {
-        let block_size = self.config.engine.block_size;
-        let uncached = |routed: &Routed| {
-            let cached = u64::from(routed.cached.total()) * u64::from(block_size.get());
-            route.prompt_tokens.saturating_sub(cached)
+        let booked = |pool: usize, routed: &Routed| BookedWorker {
+            cached_blocks: routed.cached.total(),
+            load: self.pools[pool].selector.load().load(routed.worker),
         };
-        let before = |pool: usize, routed: &Routed, uncached: u64| {
-            let load = self.pools[pool].selector.load().load(routed.worker);
-            WorkerLoad {
-                active_requests: load.active_requests.saturating_sub(1),
-                active_prefill_tokens: load.active_prefill_tokens.saturating_sub(uncached),
-                ..load
-            }
-        };
-        let decode_uncached = uncached(decode);
-        let prefill_uncached = uncached(prefill);
-        PlacementContext {
-            prompt_tokens: route.prompt_tokens,
-            block_size,
-            decode_uncached_tokens: decode_uncached,
-            decode_load: before(DECODE, decode, decode_uncached),
-            prefill: Some(PrefillCandidate {
-                uncached_tokens: prefill_uncached,
-                load: before(PREFILL, prefill, prefill_uncached),
-            }),
-        }
+        PlacementContext::from_booked(
+            route.prompt_tokens,
+            self.config.engine.block_size,
+            booked(DECODE, decode),
+            Some(booked(PREFILL, prefill)),
+        )
     }
 
     /// A prefill worker sampled the (unseen) token of request `id`: its prompt is computed.
