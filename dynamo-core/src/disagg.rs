@@ -200,7 +200,8 @@ mod tests {
     #[test]
     fn every_part_of_a_layout_is_checked() {
         let base = KvLayout::new("m", 16, 30, 3, 64, "f32");
-        let changes: [(&str, fn(&mut KvLayout)); 6] = [
+        type Change = fn(&mut KvLayout);
+        let changes: [(&str, Change); 6] = [
             ("model", |l| l.model = "other".into()),
             ("block size", |l| l.block_size = 8),
             ("layers", |l| l.layers = 2),

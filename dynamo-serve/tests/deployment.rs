@@ -188,6 +188,24 @@ impl Frontend {
     }
 }
 
+/// A frontend over the workers registered in `registry`, routing without KV events, once it
+/// answers.
+async fn directory_frontend(registry: &str) -> (Process, Frontend) {
+    let port = free_port().expect("a free port");
+    let process = Process::start(&[
+        "frontend",
+        "--port",
+        &port.to_string(),
+        "--registry",
+        registry,
+        "--router",
+        "approx-kv",
+    ]);
+    let frontend = Frontend::new(port);
+    frontend.wait_ready().await;
+    (process, frontend)
+}
+
 fn cached_tokens(body: &Value) -> u64 {
     body["usage"]["prompt_tokens_details"]["cached_tokens"]
         .as_u64()
@@ -399,18 +417,7 @@ async fn a_directory_registry_joins_workers_and_a_stopped_worker_leaves() {
             ])
         })
         .collect();
-    let port = free_port().expect("a free port");
-    let frontend_process = Process::start(&[
-        "frontend",
-        "--port",
-        &port.to_string(),
-        "--registry",
-        &registry,
-        "--router",
-        "approx-kv",
-    ]);
-    let frontend = Frontend::new(port);
-    frontend.wait_ready().await;
+    let (frontend_process, frontend) = directory_frontend(&registry).await;
     frontend_process
         .wait_for("worker 2/0 at", Duration::from_secs(60))
         .await;
@@ -491,18 +498,7 @@ async fn split_prefill_and_decode_workers_answer_as_one_aggregated_process() {
     };
     let _prefill = role("1", "prefill");
     let decode = role("2", "decode");
-    let port = free_port().expect("a free port");
-    let frontend_process = Process::start(&[
-        "frontend",
-        "--port",
-        &port.to_string(),
-        "--registry",
-        &registry,
-        "--router",
-        "approx-kv",
-    ]);
-    let frontend = Frontend::new(port);
-    frontend.wait_ready().await;
+    let (frontend_process, frontend) = directory_frontend(&registry).await;
     for joined in ["worker 1/0 at", "worker 2/0 at"] {
         frontend_process
             .wait_for(joined, Duration::from_secs(120))

@@ -34,6 +34,20 @@ fn record(id: u64, port: u16) -> WorkerRecord {
     }
 }
 
+/// An echo engine served over `transport`: its address, and the task serving it.
+async fn serve_echo(
+    transport: &Tcp,
+) -> (
+    String,
+    tokio::task::JoinHandle<Result<(), dynamo_core::Error>>,
+) {
+    let served = transport
+        .serve(EchoEngine::new().boxed_engine())
+        .await
+        .expect("served");
+    (served.address.clone(), tokio::spawn(served.serving))
+}
+
 /// The next item, or a failure after `within`.
 async fn next<T>(stream: &mut (impl Stream<Item = T> + Unpin), within: Duration) -> T {
     tokio::time::timeout(within, stream.next())
@@ -191,15 +205,12 @@ async fn connected_workers_follow_discovery_over_the_request_plane() {
     let mut records = Vec::new();
     let mut servers = Vec::new();
     for id in 1..=2 {
-        let served = transport
-            .serve(EchoEngine::new().boxed_engine())
-            .await
-            .expect("served");
+        let (address, server) = serve_echo(&transport).await;
         records.push(WorkerRecord {
-            address: served.address.clone(),
+            address,
             ..record(id, 0)
         });
-        servers.push(tokio::spawn(served.serving));
+        servers.push(server);
     }
     let mut registrations = Vec::new();
     for record in &records {
@@ -284,17 +295,14 @@ async fn a_disaggregated_pool_refuses_other_roles_and_layouts_at_join_time() {
         (WorkerRole::Prefill, Some(layout.clone())),
     ];
     for (id, (role, kv_layout)) in (1..).zip(variants) {
-        let served = transport
-            .serve(EchoEngine::new().boxed_engine())
-            .await
-            .expect("served");
+        let (address, server) = serve_echo(&transport).await;
         records.push(WorkerRecord {
-            address: served.address.clone(),
+            address,
             role,
             kv_layout,
             ..record(id, 0)
         });
-        servers.push(tokio::spawn(served.serving));
+        servers.push(server);
     }
     let block_size = BlockSize::new(16).expect("not zero");
     let config = ConnectConfig::new(block_size)

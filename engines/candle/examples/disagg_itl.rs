@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use dynamo_candle::{CandleConfig, CandleEngine, KvExport, KvStore, LlamaWeights};
+use dynamo_candle::{CandleConfig, CandleEngine, KvExport, LlamaWeights};
 use dynamo_core::{BlockSize, BoxEngine, EngineExt, GenerateRequest, WorkerId};
 use dynamo_kvbm::{KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch, TcpFetchConfig};
 use dynamo_router::disagg::{AlwaysRemote, DisaggRouter, ExpectedTtftPlacement, PlacementPolicy};
@@ -216,7 +216,11 @@ async fn disaggregated(
     placement: impl PlacementPolicy,
     handover: Handover,
 ) -> Shape {
-    let block_bytes = KvStore::new(weights, 1, BLOCK as usize).block_bytes();
+    let block_size = BlockSize::new(BLOCK).unwrap();
+    let block_bytes = weights
+        .config()
+        .kv_layout("smollm2", block_size)
+        .block_bytes();
     let exports = Arc::new(KvExports::new(block_bytes, 512, Duration::from_secs(30)).unwrap());
     let (address, fetch, server): (_, Arc<dyn KvFetch>, _) = match handover {
         Handover::InProcess => {
