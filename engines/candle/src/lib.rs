@@ -20,6 +20,13 @@
 //!   full). A prompt that continues past the cached prefix onboards the next blocks from them
 //!   instead of computing them; every tier change is a KV event tagged with its tier, and
 //!   [`CandleEngine::offload_counters`] counts the traffic.
+//! - **Disaggregated serving.** With [`CandleConfig::export`] a prefill-phase request
+//!   (`Disaggregation::Prefill`) offers its prompt's full blocks to a
+//!   [`KvExports`](dynamo_kvbm::KvExports) when it ends and names them in the last chunk's
+//!   hand-over; with [`CandleConfig::fetch`] a decode-phase request pulls them (in process, or
+//!   over TCP from the prefill worker's block server) before it is queued, onboards them as
+//!   prefix-cache hits and computes only the tokens after the last full block. Greedy answers
+//!   are token for token the aggregated ones (`tests/disaggregated.rs`).
 //! - **Sampling**: greedy, temperature, top-k, top-p, seeded; stop tokens (and the model's EOS
 //!   unless `ignore_eos`), `min_tokens`, `max_tokens`; dropping the stream frees the sequence's
 //!   blocks at the next step.
