@@ -113,6 +113,16 @@
 //! request never fails for disaggregation: without a free prefill worker, or when the prefill
 //! fails, the decode worker computes the prompt.
 //!
+//! # Request migration
+//!
+//! [`migrate::Migrate`] (or [`migrate::MigrateLayer`]) wraps any Engine, a router above all:
+//! when a worker fails mid-stream (its connection lost, an `unavailable` error, a stream that
+//! ends without a finish reason), the request continues through the router on another worker,
+//! with the tokens already streamed appended to its prompt. The client sees one stream, no
+//! token twice and none missing, with one request's usage; after
+//! [`migrate::MigrationConfig::limit`] migrations the stream ends with an `unavailable` error
+//! whose source is a [`migrate::MigrationExhausted`].
+//!
 //! # Concurrency
 //!
 //! The index is a reader-writer lock around one hash map ([`SharedIndex`]): lookups share the
@@ -131,6 +141,7 @@ mod busy;
 pub mod disagg;
 mod index;
 mod load;
+pub mod migrate;
 mod policy;
 mod queue;
 mod selector;

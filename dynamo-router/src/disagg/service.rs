@@ -15,6 +15,7 @@ use tower::Service;
 
 use super::placement::{BookedWorker, Placement, PlacementContext, PlacementPolicy};
 use crate::RouterService;
+use crate::migrate::continuation::{as_one_request, continuation, count};
 use crate::selector::RouteRequest;
 use crate::service::Placed;
 
@@ -257,17 +258,16 @@ impl Inner {
         if chunks.send(Ok(first)).await.is_err() {
             return;
         }
-        let continued = continuation(&request, &prefilled.tokens, prefilled.handoff);
+        let phase = prefilled
+            .handoff
+            .map_or(Disaggregation::None, Disaggregation::Decode);
+        let continued = continuation(&request, &prefilled.tokens, phase);
         decode.prefilled_elsewhere();
-        let added = prefilled.tokens.len() as u32;
+        let added = count(&prefilled.tokens);
         let outcome = self.decode.run(decode, continued).await;
         forward(outcome, &chunks, |mut chunk| {
             if let Some(decoded) = &mut chunk.usage {
-                *decoded = Usage {
-                    prompt_tokens: decoded.prompt_tokens.saturating_sub(added),
-                    cached_tokens: usage.cached_tokens,
-                    completion_tokens: decoded.completion_tokens + added,
-                };
+                *decoded = as_one_request(*decoded, added, usage.cached_tokens);
             }
             chunk
         })
@@ -314,27 +314,6 @@ impl Inner {
         }
         Ok(prefilled)
     }
-}
-
-/// The decode phase of `request`, whose first `generated` tokens the prefill worker produced.
-fn continuation(
-    request: &GenerateRequest,
-    generated: &[u32],
-    handoff: Option<dynamo_core::KvHandoff>,
-) -> GenerateRequest {
-    let mut continued = request.clone();
-    let added = generated.len() as u32;
-    continued.tokens = request
-        .tokens
-        .as_slice()
-        .iter()
-        .chain(generated)
-        .copied()
-        .collect();
-    continued.limits.max_tokens = request.limits.max_tokens.map(|n| n.saturating_sub(added));
-    continued.limits.min_tokens = request.limits.min_tokens.map(|n| n.saturating_sub(added));
-    continued.disaggregation = handoff.map_or(Disaggregation::None, Disaggregation::Decode);
-    continued
 }
 
 /// Send every chunk of `outcome`, changed by `map`, until the client hangs up.

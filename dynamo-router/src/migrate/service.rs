@@ -1,0 +1,237 @@
+//! [`Migrate`]: the service that continues a failed request on a new attempt.
+
+use std::task::{Context, Poll};
+
+use dynamo_core::{Disaggregation, Engine, Error, GenerateRequest, TokenChunk, TokenStream};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tower::{Service, ServiceExt};
+
+use super::continuation::{as_one_request, continuation, count};
+use super::{MigrationConfig, MigrationExhausted, is_migratable};
+
+/// An [`Engine`] that continues a request on a new attempt through the wrapped engine when an
+/// attempt fails with a [migratable](super::is_migratable) error or its stream ends without a
+/// last chunk; see [the module](super).
+///
+/// The first attempt, and those that follow a refusal before any stream, run in the call's
+/// future, so an error that ends the request before its first chunk is the call's error. Once a
+/// stream has started, a task spawned on the current runtime reads the attempts and sends
+/// their chunks to the client through a channel of [`MigrationConfig::buffer`] chunks.
+///
+/// # Cancel safety
+///
+/// Dropping the call's future starts nothing more; dropping the returned stream cancels the
+/// request's token (and so the current attempt), and the task ends at once.
+#[derive(Debug, Clone)]
+pub struct Migrate<S> {
+    inner: S,
+    config: MigrationConfig,
+}
+
+impl<S> Migrate<S> {
+    /// Wrap `inner`, migrating requests as `config` says.
+    pub fn new(inner: S, config: MigrationConfig) -> Self {
+        Migrate { inner, config }
+    }
+
+    /// The wrapped engine.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S> Service<GenerateRequest> for Migrate<S>
+where
+    S: Engine + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<TokenStream, Error>>;
+
+    /// Ready when the wrapped engine is: the first attempt goes to it at once.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        // The instance polled ready takes the first attempt; its clone waits for the next.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        if self.config.limit == 0 {
+            return Box::pin(ready.call(request));
+        }
+        let first = ready.call(request.clone());
+        Box::pin(start(ready, first, Migration::new(request, self.config)))
+    }
+}
+
+/// One request's progress across its attempts.
+struct Migration {
+    request: GenerateRequest,
+    config: MigrationConfig,
+    /// Every token sent to the client.
+    generated: Vec<u32>,
+    /// Of those, the ones the current attempt was given in its prompt.
+    carried: u32,
+    /// Attempts made so far, the current one included.
+    attempts: u32,
+}
+
+impl Migration {
+    fn new(request: GenerateRequest, config: MigrationConfig) -> Self {
+        Migration {
+            request,
+            config,
+            generated: Vec::new(),
+            carried: 0,
+            attempts: 1,
+        }
+    }
+
+    /// Note a chunk of the current attempt and make it the client's.
+    fn record(&mut self, mut chunk: TokenChunk) -> TokenChunk {
+        self.generated.extend_from_slice(&chunk.tokens);
+        if self.carried > 0
+            && let Some(usage) = &mut chunk.usage
+        {
+            let prompt = count(self.request.tokens.as_slice());
+            *usage = as_one_request(*usage, self.carried, usage.cached_tokens.min(prompt));
+        }
+        chunk
+    }
+
+    /// The current attempt failed with `error`: `Ok` when the request may go on, or the error
+    /// that ends it.
+    fn failed(&mut self, error: Error) -> Result<(), Error> {
+        if !is_migratable(&error) || self.request.is_cancelled() {
+            return Err(error);
+        }
+        if self.attempts > self.config.limit {
+            record("exhausted");
+            tracing::warn!(
+                "request {} failed on its attempt {} and may not migrate again: {error}",
+                self.request.id,
+                self.attempts
+            );
+            let exhausted = MigrationExhausted {
+                attempts: self.attempts,
+                limit: self.config.limit,
+                last: error,
+            };
+            return Err(exhausted.into_error());
+        }
+        record("migrated");
+        tracing::warn!(
+            "request {} failed on its attempt {} after {} tokens ({error}); it continues on \
+             another attempt",
+            self.request.id,
+            self.attempts,
+            self.generated.len()
+        );
+        self.attempts += 1;
+        Ok(())
+    }
+
+    /// Start the next attempt through `inner`.
+    async fn call<S>(&mut self, inner: &mut S) -> Result<TokenStream, Error>
+    where
+        S: Engine,
+    {
+        self.carried = count(&self.generated);
+        let next = if self.generated.is_empty() {
+            self.request.clone()
+        } else {
+            // A hand-over from a prefill worker covers the prompt alone: compute the rest.
+            let phase = match &self.request.disaggregation {
+                Disaggregation::Decode(_) => Disaggregation::None,
+                other => other.clone(),
+            };
+            continuation(&self.request, &self.generated, phase)
+        };
+        inner.ready().await?.call(next).await
+    }
+}
+
+/// Wait for the first attempt, and those after a refusal, then stream from a task.
+async fn start<S>(
+    mut inner: S,
+    first: S::Future,
+    mut migration: Migration,
+) -> Result<TokenStream, Error>
+where
+    S: Engine + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let mut outcome = first.await;
+    let stream = loop {
+        match outcome {
+            Ok(stream) => break stream,
+            Err(error) => migration.failed(error)?,
+        }
+        outcome = migration.call(&mut inner).await;
+    };
+    let (chunks, receiver) = mpsc::channel(migration.config.buffer.max(1));
+    let cancel = migration.request.cancellation().clone();
+    tokio::spawn(forward(inner, migration, stream, chunks));
+    Ok(TokenStream::from_receiver(receiver, cancel))
+}
+
+/// Send the chunks of `stream`, and of the attempts after it, to the client until the last
+/// chunk, an error that ends the request, or the client hangs up.
+async fn forward<S>(
+    mut inner: S,
+    mut migration: Migration,
+    mut stream: TokenStream,
+    chunks: mpsc::Sender<Result<TokenChunk, Error>>,
+) where
+    S: Engine,
+{
+    loop {
+        let failure = loop {
+            let chunk = tokio::select! {
+                chunk = stream.next() => chunk,
+                () = chunks.closed() => return,
+            };
+            match chunk {
+                Some(Ok(chunk)) => {
+                    let last = chunk.is_final();
+                    if chunks.send(Ok(migration.record(chunk))).await.is_err() || last {
+                        return;
+                    }
+                }
+                Some(Err(error)) => break error,
+                None => {
+                    break Error::unavailable("the worker's stream ended before its last chunk");
+                }
+            }
+        };
+        // Dropping the failed attempt's stream cancels whatever is left of it.
+        drop(stream);
+        if let Err(error) = migration.failed(failure) {
+            let _ = chunks.send(Err(error)).await;
+            return;
+        }
+        stream = loop {
+            let outcome = tokio::select! {
+                outcome = migration.call(&mut inner) => outcome,
+                () = chunks.closed() => return,
+            };
+            match outcome {
+                Ok(stream) => break stream,
+                Err(error) => {
+                    if let Err(error) = migration.failed(error) {
+                        let _ = chunks.send(Err(error)).await;
+                        return;
+                    }
+                }
+            }
+        };
+    }
+}
+
+fn record(outcome: &'static str) {
+    metrics::counter!("dynamo_router_migrations_total", "outcome" => outcome).increment(1);
+}
