@@ -25,6 +25,9 @@ enum Fault {
     /// Stream `after` tokens, then lose the connection and leave the router (as discovery
     /// removes a worker whose connection is lost).
     Die { after: usize },
+    /// Stream `after` tokens, then lose the connection, and refuse the next call before leaving
+    /// the router (discovery has not caught up yet).
+    DieLate { after: usize },
     /// Stream `after` tokens, then end the stream without a last chunk.
     Truncate { after: usize },
     /// Stream `after` tokens, then fail with this error and stay.
@@ -47,6 +50,8 @@ struct Workers {
     fault: Fault,
     faults_left: Arc<AtomicUsize>,
     attempts: Arc<Mutex<Vec<Attempt>>>,
+    /// Workers that died and have not left the router yet.
+    dead: Arc<Mutex<Vec<u64>>>,
 }
 
 /// The next token after `tokens`: a function of every token so far, as a model's is, so that a
@@ -73,6 +78,7 @@ impl Workers {
             fault,
             faults_left: Arc::new(AtomicUsize::new(faults)),
             attempts: Arc::default(),
+            dead: Arc::default(),
         };
         for id in 1..=count {
             workers
@@ -86,7 +92,16 @@ impl Workers {
         let workers = self.clone();
         tower::service_fn(move |request: GenerateRequest| {
             let workers = workers.clone();
-            async move { Ok::<_, Error>(workers.generate(id, &request)) }
+            async move {
+                let mut dead = workers.dead.lock().unwrap();
+                if dead.contains(&id) {
+                    dead.retain(|&d| d != id);
+                    workers.router.remove_worker(WorkerId::new(id));
+                    return Err(Error::unavailable("cannot connect"));
+                }
+                drop(dead);
+                Ok(workers.generate(id, &request))
+            }
         })
         .boxed_engine()
     }
@@ -125,6 +140,11 @@ impl Workers {
             Fault::Die { after } => {
                 chunks.truncate(after);
                 self.router.remove_worker(WorkerId::new(id));
+                chunks.push(Err(Error::unavailable("the connection was lost")));
+            }
+            Fault::DieLate { after } => {
+                chunks.truncate(after);
+                self.dead.lock().unwrap().push(id);
                 chunks.push(Err(Error::unavailable("the connection was lost")));
             }
             Fault::Truncate { after } => chunks.truncate(after),
@@ -184,6 +204,19 @@ async fn a_worker_that_dies_mid_stream_is_replaced_and_the_client_sees_one_answe
         if let Fault::Die { .. } = fault {
             assert_ne!(attempts[0].worker, attempts[1].worker, "another worker");
         }
+    }
+}
+
+#[tokio::test]
+async fn a_retry_refused_by_a_worker_not_yet_removed_tries_again() {
+    for _ in 0..8 {
+        let workers = Workers::new(2, Fault::DieLate { after: 3 }, 1);
+        let generation = workers.migrate(3).generate_all(request(12)).await.unwrap();
+        let prompt: Vec<u32> = (1..=10).collect();
+        assert_eq!(generation.tokens, answer(&prompt, 12));
+        assert_eq!(generation.usage.unwrap().completion_tokens, 12);
+        let attempts = workers.attempts.lock().unwrap();
+        assert_ne!(attempts[0].worker, attempts.last().unwrap().worker);
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) mod continuation;
 mod layer;
 mod service;
 
+use std::time::Duration;
+
 use dynamo_core::{Error, ErrorClass};
 
 pub use layer::MigrateLayer;
@@ -52,14 +54,19 @@ pub struct MigrationConfig {
     /// How many chunks wait between the current attempt and a slow client; when it is full the
     /// attempt is not read further until the client reads.
     pub buffer: usize,
+    /// The pause before an attempt that follows one refused before it streamed anything,
+    /// multiplied by the refusals in a row: time for discovery to remove a worker whose
+    /// connection was lost (an attempt after a failure mid-stream starts at once).
+    pub backoff: Duration,
 }
 
 impl Default for MigrationConfig {
-    /// Three migrations per request, 32 chunks of buffer.
+    /// Three migrations per request, 32 chunks of buffer, 25 ms of backoff.
     fn default() -> Self {
         MigrationConfig {
             limit: 3,
             buffer: 32,
+            backoff: Duration::from_millis(25),
         }
     }
 }

@@ -78,6 +78,8 @@ struct Migration {
     carried: u32,
     /// Attempts made so far, the current one included.
     attempts: u32,
+    /// Attempts in a row refused before they streamed anything.
+    refusals: u32,
 }
 
 impl Migration {
@@ -88,6 +90,7 @@ impl Migration {
             generated: Vec::new(),
             carried: 0,
             attempts: 1,
+            refusals: 0,
         }
     }
 
@@ -135,11 +138,16 @@ impl Migration {
         Ok(())
     }
 
-    /// Start the next attempt through `inner`.
+    /// Start the next attempt through `inner`, after a pause when the last one was refused
+    /// before it streamed: a worker whose connection was just lost may still be in the
+    /// router's set until discovery removes it.
     async fn call<S>(&mut self, inner: &mut S) -> Result<TokenStream, Error>
     where
         S: Engine,
     {
+        if self.refusals > 0 {
+            tokio::time::sleep(self.config.backoff.saturating_mul(self.refusals)).await;
+        }
         self.carried = count(&self.generated);
         let next = if self.generated.is_empty() {
             self.request.clone()
@@ -151,7 +159,13 @@ impl Migration {
             };
             continuation(&self.request, &self.generated, phase)
         };
-        inner.ready().await?.call(next).await
+        let outcome = async { inner.ready().await?.call(next).await }.await;
+        self.refusals = if outcome.is_ok() {
+            0
+        } else {
+            self.refusals + 1
+        };
+        outcome
     }
 }
 
@@ -166,6 +180,7 @@ where
     S::Future: Send + 'static,
 {
     let mut outcome = first.await;
+    migration.refusals = u32::from(outcome.is_err());
     let stream = loop {
         match outcome {
             Ok(stream) => break stream,
