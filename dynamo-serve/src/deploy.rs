@@ -13,6 +13,7 @@ use dynamo_candle::LlamaWeights;
 use dynamo_core::{
     BlockSize, BoxEngine, EngineExt, Error, KvEvent, KvLayout, ResyncRequest, WorkerId, WorkerRole,
 };
+use dynamo_router::migrate::{MigrateLayer, MigrationConfig};
 use dynamo_router::{ApproxConfig, KvIndex, RoundRobin, RouterService, SharedIndex};
 use dynamo_transport::discovery::{ConnectConfig, Discovery, WorkerRecord, connect};
 use dynamo_transport::events::{EventPlane, answer_resyncs, forward_resyncs, publish_all};
@@ -148,9 +149,10 @@ pub(crate) fn follow<T: Transport>(
     Ok(())
 }
 
-/// `engine` (a router) behind tower's load shedding: when it has no capacity (every worker
-/// busy and its wait queue full), a request is answered at once (503 with `Retry-After`)
-/// instead of waiting.
+/// `engine` (a router) behind request migration and tower's load shedding: a request whose
+/// worker fails mid-stream continues on another (three times at most), and when the router has
+/// no capacity (every worker busy and its wait queue full), a request is answered at once (503
+/// with `Retry-After`) instead of waiting.
 pub(crate) fn shed_load<E>(engine: E) -> BoxEngine
 where
     E: dynamo_core::Engine + Clone + Send + Sync + 'static,
@@ -159,6 +161,7 @@ where
     tower::ServiceBuilder::new()
         .map_err(Error::from_boxed)
         .load_shed()
+        .layer(MigrateLayer::new(MigrationConfig::default()))
         .service(engine)
         .boxed_engine()
 }
