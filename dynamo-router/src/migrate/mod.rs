@@ -51,9 +51,6 @@ pub use service::Migrate;
 pub struct MigrationConfig {
     /// How many times one request may continue on a new attempt; 0 turns migration off.
     pub limit: u32,
-    /// How many chunks wait between the current attempt and a slow client; when it is full the
-    /// attempt is not read further until the client reads.
-    pub buffer: usize,
     /// The pause before an attempt that follows one refused before it streamed anything,
     /// multiplied by the refusals in a row: time for discovery to remove a worker whose
     /// connection was lost (an attempt after a failure mid-stream starts at once).
@@ -61,11 +58,10 @@ pub struct MigrationConfig {
 }
 
 impl Default for MigrationConfig {
-    /// Three migrations per request, 32 chunks of buffer, 25 ms of backoff.
+    /// Three migrations per request, 25 ms of backoff.
     fn default() -> Self {
         MigrationConfig {
             limit: 3,
-            buffer: 32,
             backoff: Duration::from_millis(25),
         }
     }

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use dynamo_core::{Disaggregation, Engine, Error, GenerateRequest, TokenChunk, TokenStream};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
 use super::continuation::{as_one_request, continuation, count};
@@ -17,13 +17,14 @@ use super::{MigrationConfig, MigrationExhausted, is_migratable};
 ///
 /// The first attempt, and those that follow a refusal before any stream, run in the call's
 /// future, so an error that ends the request before its first chunk is the call's error. Once a
-/// stream has started, a task spawned on the current runtime reads the attempts and sends
-/// their chunks to the client through a channel of [`MigrationConfig::buffer`] chunks.
+/// stream has started, the returned stream reads the attempts itself as the client polls it: no
+/// task, no channel, and a slow client slows the worker's stream as it would without migration.
 ///
 /// # Cancel safety
 ///
-/// Dropping the call's future starts nothing more; dropping the returned stream cancels the
-/// request's token (and so the current attempt), and the task ends at once.
+/// Dropping the call's future starts nothing more; dropping the returned stream, between
+/// chunks or while it waits for a new attempt, drops the current attempt's stream (which
+/// cancels its work) and starts no other.
 #[derive(Debug, Clone)]
 pub struct Migrate<S> {
     inner: S,
@@ -169,7 +170,7 @@ impl Migration {
     }
 }
 
-/// Wait for the first attempt, and those after a refusal, then stream from a task.
+/// Wait for the first attempt, and those after a refusal, then stream the attempts.
 async fn start<S>(
     mut inner: S,
     first: S::Future,
@@ -188,58 +189,47 @@ where
         }
         outcome = migration.call(&mut inner).await;
     };
-    let (chunks, receiver) = mpsc::channel(migration.config.buffer.max(1));
-    let cancel = migration.request.cancellation().clone();
-    tokio::spawn(forward(inner, migration, stream, chunks));
-    Ok(TokenStream::from_receiver(receiver, cancel))
+    let chunks = futures::stream::unfold(Some((inner, migration, stream)), |state| async move {
+        let (inner, migration, stream) = state?;
+        Some(next_chunk(inner, migration, stream).await)
+    });
+    Ok(TokenStream::new(chunks, CancellationToken::new()))
 }
 
-/// Send the chunks of `stream`, and of the attempts after it, to the client until the last
-/// chunk, an error that ends the request, or the client hangs up.
-async fn forward<S>(
+/// The client's next item: the current attempt's next chunk, or, when the attempt fails, the
+/// first chunk of the attempts after it; with what is left to read, unless the request ended.
+async fn next_chunk<S>(
     mut inner: S,
     mut migration: Migration,
     mut stream: TokenStream,
-    chunks: mpsc::Sender<Result<TokenChunk, Error>>,
-) where
+) -> (
+    Result<TokenChunk, Error>,
+    Option<(S, Migration, TokenStream)>,
+)
+where
     S: Engine,
 {
     loop {
-        let failure = loop {
-            let chunk = tokio::select! {
-                chunk = stream.next() => chunk,
-                () = chunks.closed() => return,
-            };
-            match chunk {
-                Some(Ok(chunk)) => {
-                    let last = chunk.is_final();
-                    if chunks.send(Ok(migration.record(chunk))).await.is_err() || last {
-                        return;
-                    }
-                }
-                Some(Err(error)) => break error,
-                None => {
-                    break Error::unavailable("the worker's stream ended before its last chunk");
-                }
+        let failure = match stream.next().await {
+            Some(Ok(chunk)) => {
+                let last = chunk.is_final();
+                let chunk = migration.record(chunk);
+                return (Ok(chunk), (!last).then_some((inner, migration, stream)));
             }
+            Some(Err(error)) => error,
+            None => Error::unavailable("the worker's stream ended before its last chunk"),
         };
         // Dropping the failed attempt's stream cancels whatever is left of it.
         drop(stream);
         if let Err(error) = migration.failed(failure) {
-            let _ = chunks.send(Err(error)).await;
-            return;
+            return (Err(error), None);
         }
         stream = loop {
-            let outcome = tokio::select! {
-                outcome = migration.call(&mut inner) => outcome,
-                () = chunks.closed() => return,
-            };
-            match outcome {
+            match migration.call(&mut inner).await {
                 Ok(stream) => break stream,
                 Err(error) => {
                     if let Err(error) = migration.failed(error) {
-                        let _ = chunks.send(Err(error)).await;
-                        return;
+                        return (Err(error), None);
                     }
                 }
             }
