@@ -75,7 +75,10 @@ mod registry;
 
 pub use error::Error;
 pub use http::metrics::install_prometheus;
-pub use http::{ApiError, ErrorBody, ErrorDetail, Gateway, GatewayConfig, openapi_document};
+pub use http::{
+    ApiError, ApiKeys, ErrorBody, ErrorDetail, Gateway, GatewayConfig, NoDelayListener, no_delay,
+    openapi_document,
+};
 pub use preprocess::{
     ChatTemplate, Decode, GgufMetadata, GgufValue, IncrementalDecoder, ParsedToolCall,
     ReasoningFormat, ReasoningSplitter, SplitText, StopMatcher, Tokenizer, ToolCallFormat,

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use dynamo_core::{BoxEngine, Error, GenerateRequest, TokenStream};
-use dynamo_openai::GatewayConfig;
+use dynamo_openai::{ApiKeys, GatewayConfig};
 use parking_lot::Mutex;
 use serde_json::json;
 use tower::ServiceExt;
@@ -152,4 +152,43 @@ async fn requests_run_in_spans_and_internal_errors_are_logged_in_them() {
         .find(|event| event.fields.iter().any(|f| f.contains("secret detail")))
         .unwrap_or_else(|| panic!("the internal error is not logged: {events:?}"));
     assert_eq!(logged.inside, Some(*span), "{logged:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn api_keys_never_reach_a_log_line() {
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+
+    let config = GatewayConfig::default().with_api_keys(ApiKeys::new(["sk-known-secret-1"]));
+    let app = common::app(BoxEngine::new(Broken), config);
+    for key in ["sk-known-secret-1", "sk-guessed-secret-2"] {
+        let request = Request::post("/v1/completions")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::from(
+                json!({"model": "test", "prompt": "Hi", "max_tokens": 1}).to_string(),
+            ))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_ne!(response.status(), StatusCode::OK);
+    }
+
+    let spans = recorder.0.spans.lock().clone();
+    let events = recorder.0.events.lock().clone();
+    assert!(
+        events
+            .iter()
+            .any(|event| event.fields.iter().any(|f| f.contains("API key"))),
+        "the refusal is logged: {events:?}"
+    );
+    let seen = spans.iter().map(|(_, seen)| seen).chain(events.iter());
+    for seen in seen {
+        assert!(
+            !seen
+                .fields
+                .iter()
+                .any(|f| f.contains("known-secret") || f.contains("guessed-secret")),
+            "a key in the log: {seen:?}"
+        );
+    }
 }

@@ -36,7 +36,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use dynamo_core::{BoxEngine, WorkerId};
-use dynamo_openai::{Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegistry};
+use dynamo_openai::{ApiKeys, Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegistry};
 use dynamo_transport::InProcess;
 use dynamo_transport::discovery::StaticDiscovery;
 use dynamo_transport::events::LocalBus;
@@ -160,16 +160,48 @@ pub(crate) async fn serve_gateway(
         .with_sampling_defaults(sampling::defaults(options, metadata));
     let registry = ModelRegistry::default();
     registry.insert(entry);
-    let mut config = GatewayConfig::default().with_default_max_tokens(options.default_max_tokens);
-    config.max_in_flight = options.max_in_flight;
+    let keys = api_keys(options)?;
+    if !keys.is_empty() {
+        tracing::info!(keys = keys.len(), "the gateway asks for an API key");
+    }
+    let config = GatewayConfig::default()
+        .with_default_max_tokens(options.default_max_tokens)
+        .with_max_in_flight(options.max_in_flight)
+        .with_body_limit(options.body_limit)
+        .with_api_keys(keys)
+        .with_open_metrics(options.open_metrics);
     let gateway = Gateway::new(registry, config).with_metrics(dynamo_openai::install_prometheus()?);
     let address = SocketAddr::new(options.host, options.port.unwrap_or(8000));
     let listener = tokio::net::TcpListener::bind(address).await?;
     welcome(listener.local_addr()?);
-    axum::serve(listener, gateway.into_router())
+    // Streamed answers are many small writes: without TCP_NODELAY each waits for the client's
+    // delayed acknowledgement of the one before (about 40 ms).
+    axum::serve(dynamo_openai::no_delay(listener), gateway.into_router())
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// The API keys of `--api-key-file` (one a line) and `DYNAMO_API_KEYS` (comma separated).
+fn api_keys(options: &Options) -> Result<ApiKeys, Box<dyn std::error::Error>> {
+    let mut keys: Vec<String> = match &options.api_key_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|error| format!("cannot read the API key file {}: {error}", file.display()))?
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    };
+    if let Ok(more) = std::env::var("DYNAMO_API_KEYS") {
+        keys.extend(more.split(',').map(str::to_owned));
+    }
+    let keys = ApiKeys::new(keys);
+    if keys.is_empty() && options.api_key_file.is_some() {
+        return Err(
+            "the API key file holds no key; an empty file would leave the gateway open".into(),
+        );
+    }
+    Ok(keys)
 }
 
 /// Log when `nats` loses or regains its server, as `who`.

@@ -109,6 +109,31 @@ impl ApiError {
         }
     }
 
+    /// A 401 for a request without an `Authorization: Bearer` key, shaped as OpenAI's.
+    pub fn missing_api_key() -> Self {
+        ApiError::unauthorized(
+            "no API key was given; send it in an Authorization header using Bearer auth \
+             (Authorization: Bearer YOUR_KEY)",
+        )
+    }
+
+    /// A 401 for a key the gateway does not know, shaped as OpenAI's. The key itself is not
+    /// echoed, even masked.
+    pub fn invalid_api_key() -> Self {
+        ApiError::unauthorized("incorrect API key provided")
+    }
+
+    fn unauthorized(message: &str) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "invalid_request_error",
+            message: message.to_owned(),
+            param: None,
+            code: Some("invalid_api_key".to_owned()),
+            retry_after: None,
+        }
+    }
+
     fn from_class(class: ErrorClass, message: String) -> Self {
         let (status, kind) = match class {
             ErrorClass::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request_error"),

@@ -1,9 +1,11 @@
 //! The axum service: routes, shared state and the request-body extractor.
 
+mod auth;
 mod chat;
 mod completions;
 mod error;
 mod generate;
+mod listener;
 pub(crate) mod metrics;
 mod models;
 mod openapi;
@@ -22,7 +24,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use tower_http::trace::TraceLayer;
 
+pub use auth::ApiKeys;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use listener::{NoDelayListener, no_delay};
 pub use openapi::openapi_document;
 
 use crate::registry::{ModelEntry, ModelRegistry};
@@ -34,6 +38,13 @@ use generate::InFlight;
 pub struct GatewayConfig {
     /// The largest request body accepted, in bytes; larger ones get a 413. Default 16 MiB.
     pub body_limit: usize,
+    /// The keys clients must send as `Authorization: Bearer <key>`; a request without one of
+    /// them gets a 401. Empty (the default): the gateway is open. The health probes never
+    /// need a key; `/metrics` does unless [`GatewayConfig::open_metrics`].
+    pub api_keys: ApiKeys,
+    /// Serve `/metrics` without a key even when [`GatewayConfig::api_keys`] is set, for a
+    /// scraper on a trusted network. Default `false`.
+    pub open_metrics: bool,
     /// Requests served at once; more get a 503 with `Retry-After`. Default 4,096.
     pub max_in_flight: usize,
     /// `max_tokens` for requests that give none. `None` (the default) lets them run to the
@@ -45,6 +56,8 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             body_limit: 16 << 20,
+            api_keys: ApiKeys::default(),
+            open_metrics: false,
             max_in_flight: 4096,
             default_max_tokens: None,
         }
@@ -61,6 +74,18 @@ impl GatewayConfig {
     /// Set [`GatewayConfig::max_in_flight`].
     pub fn with_max_in_flight(mut self, requests: usize) -> Self {
         self.max_in_flight = requests;
+        self
+    }
+
+    /// Set [`GatewayConfig::api_keys`].
+    pub fn with_api_keys(mut self, keys: ApiKeys) -> Self {
+        self.api_keys = keys;
+        self
+    }
+
+    /// Set [`GatewayConfig::open_metrics`].
+    pub fn with_open_metrics(mut self, open: bool) -> Self {
+        self.open_metrics = open;
         self
     }
 
@@ -83,6 +108,12 @@ impl GatewayConfig {
 /// | `GET /health`, `/live`, `/ready` | liveness and readiness (ready: at least one model) |
 /// | `GET /metrics` | Prometheus text, when a handle was given |
 /// | `GET /openapi.json` | the OpenAPI 3.1 document |
+///
+/// With [`GatewayConfig::api_keys`] set, every route but the health probes (and `/metrics`
+/// when [`GatewayConfig::open_metrics`]) answers a request without a valid
+/// `Authorization: Bearer` key with a 401 and an OpenAI error body (`invalid_api_key`).
+///
+/// Serve it from a [`no_delay`] listener so that each streamed chunk leaves at once.
 ///
 /// Every response carries an `x-request-id` header: the client's own if it sent one, else the
 /// completion id. A client that disconnects cancels its generation: the response stream is
@@ -155,6 +186,10 @@ impl Gateway {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_micros());
         let limit = self.config.body_limit;
+        let guard = Arc::new(auth::Guard {
+            keys: self.config.api_keys.clone(),
+            open_metrics: self.config.open_metrics,
+        });
         let shared = Arc::new(Shared {
             registry: self.registry,
             in_flight: Arc::new(InFlight::new(self.config.max_in_flight.max(1))),
@@ -174,6 +209,10 @@ impl Gateway {
             .route("/openapi.json", get(openapi::serve))
             .fallback(models::not_found)
             .layer(DefaultBodyLimit::max(limit))
+            .layer(axum::middleware::from_fn_with_state(
+                guard,
+                auth::require_key,
+            ))
             .layer(TraceLayer::new_for_http().make_span_with(request_span))
             .layer(axum::middleware::from_fn_with_state(
                 shared.clone(),

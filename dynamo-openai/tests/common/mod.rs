@@ -34,13 +34,13 @@ pub(crate) fn app(engine: BoxEngine, config: GatewayConfig) -> axum::Router {
     Gateway::new(registry(engine), config).into_router()
 }
 
-/// Serve `app` on a free loopback port; the server stops when the test's runtime ends.
+/// Serve `app` on a free loopback port, with `TCP_NODELAY` as `dynamo-serve` does; the server stops when the test's runtime ends.
 pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port");
     let address = listener.local_addr().expect("bound");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { axum::serve(dynamo_openai::no_delay(listener), app).await });
     address
 }
 

@@ -191,6 +191,16 @@ struct GatewayArgs {
     /// Requests served at once before 503
     #[arg(long, value_name = "N", default_value_t = 4096)]
     max_in_flight: usize,
+    /// API keys, one a line: clients must send `Authorization: Bearer KEY` (401 otherwise).
+    /// DYNAMO_API_KEYS (comma separated) adds more; with neither, the gateway is open
+    #[arg(long, value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
+    /// Serve /metrics without an API key (the health probes never need one)
+    #[arg(long)]
+    open_metrics: bool,
+    /// The largest request body accepted, in bytes (413 beyond)
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    body_limit: usize,
     /// The temperature and top_p of requests that give none
     #[arg(long, value_name = "FROM", value_enum, default_value_t = SamplingSource::Model)]
     sampling_defaults: SamplingSource,
@@ -304,6 +314,9 @@ fn options(
         }),
         default_max_tokens: gateway.default_max_tokens,
         max_in_flight: gateway.max_in_flight,
+        api_key_file: gateway.api_key_file,
+        open_metrics: gateway.open_metrics,
+        body_limit: gateway.body_limit,
         sampling_defaults: gateway.sampling_defaults,
         id: None,
         nats: deployment.nats,

@@ -159,6 +159,12 @@ pub(crate) struct Options {
     pub(crate) disk_cache: Option<DiskTier>,
     pub(crate) default_max_tokens: u32,
     pub(crate) max_in_flight: usize,
+    /// API keys, one a line (`DYNAMO_API_KEYS` adds more).
+    pub(crate) api_key_file: Option<PathBuf>,
+    /// `/metrics` without a key.
+    pub(crate) open_metrics: bool,
+    /// The largest request body, in bytes.
+    pub(crate) body_limit: usize,
     pub(crate) sampling_defaults: SamplingSource,
     pub(crate) id: Option<u64>,
     pub(crate) nats: Option<String>,
@@ -436,5 +442,29 @@ mod tests {
             refused("frontend --worker-at 127.0.0.1 --router round-robin").kind(),
             ErrorKind::ValueValidation
         );
+    }
+
+    #[test]
+    fn the_gateway_flags_set_keys_metrics_and_the_body_limit() {
+        let serve = options("").expect("valid");
+        assert_eq!(
+            (serve.api_key_file, serve.open_metrics, serve.body_limit),
+            (None, false, 16 << 20)
+        );
+        for line in [
+            "--api-key-file keys.txt --open-metrics --body-limit 1024",
+            "frontend --registry r --router approx-kv --api-key-file keys.txt --open-metrics \
+             --body-limit 1024",
+        ] {
+            let options = options(line).expect("valid");
+            assert!(
+                options
+                    .api_key_file
+                    .is_some_and(|file| file.ends_with("keys.txt"))
+            );
+            assert_eq!((options.open_metrics, options.body_limit), (true, 1024));
+        }
+        let error = refused("worker --api-key-file keys.txt");
+        assert_eq!(error.kind(), ErrorKind::UnknownArgument);
     }
 }
