@@ -120,7 +120,7 @@ pub(crate) async fn require_key(
         Some(_) => ApiError::invalid_api_key(),
         None => ApiError::missing_api_key(),
     };
-    tracing::info!("refused: no valid API key");
+    tracing::debug!("refused: no valid API key");
     let mut response = refusal.into_response();
     response
         .headers_mut()
