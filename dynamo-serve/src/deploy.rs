@@ -150,18 +150,23 @@ pub(crate) fn follow<T: Transport>(
 }
 
 /// `engine` (a router) behind request migration and tower's load shedding: a request whose
-/// worker fails mid-stream continues on another (three times at most), and when the router has
+/// worker fails mid-stream continues on another (`--migration-limit` times at most), and when
+/// the router has
 /// no capacity (every worker busy and its wait queue full), a request is answered at once (503
 /// with `Retry-After`) instead of waiting.
-pub(crate) fn shed_load<E>(engine: E) -> BoxEngine
+pub(crate) fn shed_load<E>(options: &Options, engine: E) -> BoxEngine
 where
     E: dynamo_core::Engine + Clone + Send + Sync + 'static,
     E::Future: Send + 'static,
 {
+    let migration = MigrationConfig {
+        limit: options.migration_limit,
+        ..MigrationConfig::default()
+    };
     tower::ServiceBuilder::new()
         .map_err(Error::from_boxed)
         .load_shed()
-        .layer(MigrateLayer::new(MigrationConfig::default()))
+        .layer(MigrateLayer::new(migration))
         .service(engine)
         .boxed_engine()
 }

@@ -38,7 +38,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     deploy::follow(&options, &prefill, Tcp::new(), discovery.as_ref(), pool)?;
     let pool = Pool::Decode(layout);
     deploy::follow(&options, &decode, Tcp::new(), discovery.as_ref(), pool)?;
-    let engine = deploy::shed_load(disagg::router(&options, prefill, decode)?);
+    let engine = deploy::shed_load(&options, disagg::router(&options, prefill, decode)?);
     crate::serve_gateway(&options, &metadata, engine, |address| {
         let found = match (&options.etcd, &options.registry) {
             (Some(url), _) => format!("workers from etcd {url} ({}/workers/)", options.namespace),

@@ -138,10 +138,10 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
             Pool::Prefill(None),
         )?;
         deploy::follow(&options, &router, transport, &workers, Pool::Decode(None))?;
-        deploy::shed_load(disagg::router(&options, prefill, router)?)
+        deploy::shed_load(&options, disagg::router(&options, prefill, router)?)
     } else {
         deploy::follow(&options, &router, transport, &workers, Pool::All)?;
-        deploy::shed_load(router)
+        deploy::shed_load(&options, router)
     };
     serve_gateway(&options, &metadata, engine, |address| {
         print_welcome(&options, address);

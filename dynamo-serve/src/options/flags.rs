@@ -201,6 +201,10 @@ struct GatewayArgs {
     /// The largest request body accepted, in bytes (413 beyond)
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     body_limit: usize,
+    /// How many times a request whose worker fails mid-stream continues on another worker
+    /// (0: never)
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    migration_limit: u32,
     /// The temperature and top_p of requests that give none
     #[arg(long, value_name = "FROM", value_enum, default_value_t = SamplingSource::Model)]
     sampling_defaults: SamplingSource,
@@ -317,6 +321,7 @@ fn options(
         api_key_file: gateway.api_key_file,
         open_metrics: gateway.open_metrics,
         body_limit: gateway.body_limit,
+        migration_limit: gateway.migration_limit,
         sampling_defaults: gateway.sampling_defaults,
         id: None,
         nats: deployment.nats,

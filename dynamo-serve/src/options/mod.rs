@@ -165,6 +165,8 @@ pub(crate) struct Options {
     pub(crate) open_metrics: bool,
     /// The largest request body, in bytes.
     pub(crate) body_limit: usize,
+    /// Continuations of a request whose worker fails mid-stream.
+    pub(crate) migration_limit: u32,
     pub(crate) sampling_defaults: SamplingSource,
     pub(crate) id: Option<u64>,
     pub(crate) nats: Option<String>,
@@ -447,6 +449,10 @@ mod tests {
     #[test]
     fn the_gateway_flags_set_keys_metrics_and_the_body_limit() {
         let serve = options("").expect("valid");
+        assert_eq!(serve.migration_limit, 3);
+        let frontend =
+            options("frontend --registry r --router approx-kv --migration-limit 0").expect("valid");
+        assert_eq!(frontend.migration_limit, 0);
         assert_eq!(
             (serve.api_key_file, serve.open_metrics, serve.body_limit),
             (None, false, 16 << 20)
