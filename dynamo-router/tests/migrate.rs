@@ -287,3 +287,23 @@ async fn a_limit_of_zero_turns_migration_off() {
     );
     assert_eq!(workers.attempts.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_worker_that_dies_after_its_last_token_ends_the_request_without_another_attempt() {
+    let workers = Workers::new(2, Fault::Die { after: 12 }, 1);
+    let generation = workers.migrate(3).generate_all(request(12)).await.unwrap();
+    let prompt: Vec<u32> = (1..=10).collect();
+    assert_eq!(generation.tokens, answer(&prompt, 12));
+    assert_eq!(generation.finish_reason, Some(FinishReason::Length));
+    assert_eq!(
+        generation
+            .usage
+            .map(|u| (u.prompt_tokens, u.completion_tokens)),
+        Some((10, 12))
+    );
+    assert_eq!(
+        workers.attempts.lock().unwrap().len(),
+        1,
+        "nothing left to ask"
+    );
+}

@@ -2,7 +2,9 @@
 
 use std::task::{Context, Poll};
 
-use dynamo_core::{Disaggregation, Engine, Error, GenerateRequest, TokenChunk, TokenStream};
+use dynamo_core::{
+    Disaggregation, Engine, Error, FinishReason, GenerateRequest, TokenChunk, TokenStream, Usage,
+};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -105,6 +107,21 @@ impl Migration {
             *usage = as_one_request(*usage, self.carried, usage.cached_tokens.min(prompt));
         }
         chunk
+    }
+
+    /// The last chunk of a request whose every token asked for (`max_tokens`) was streamed
+    /// before its attempt failed; `None` while some are left to generate.
+    fn complete(&self) -> Option<TokenChunk> {
+        let max = self.request.limits.max_tokens?;
+        let generated = count(&self.generated);
+        (generated >= max).then(|| {
+            let usage = Usage {
+                prompt_tokens: count(self.request.tokens.as_slice()),
+                cached_tokens: 0,
+                completion_tokens: generated,
+            };
+            TokenChunk::finish(FinishReason::Length, Some(usage))
+        })
     }
 
     /// The current attempt failed with `error`: `Ok` when the request may go on, or the error
@@ -221,6 +238,12 @@ where
         };
         // Dropping the failed attempt's stream cancels whatever is left of it.
         drop(stream);
+        if is_migratable(&failure)
+            && let Some(last) = migration.complete()
+        {
+            // Every token asked for was streamed: only the last chunk was lost.
+            return (Ok(last), None);
+        }
         if let Err(error) = migration.failed(failure) {
             return (Err(error), None);
         }
