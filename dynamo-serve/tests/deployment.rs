@@ -2,23 +2,20 @@
 //! `nats-server` and `etcd-server`), two `dynamo-serve worker` processes running the mocker, and
 //! a `dynamo-serve frontend`, all on free loopback ports, driven over HTTP.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use dynamo_core::{KvEvent, KvEventData, WorkerId};
 use futures::StreamExt;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use dynamo_transport::events::{EventPlane, NatsEvents, Subscription};
 use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
+use support::{Frontend, Process, directory_frontend, read_stream, streamed_completion};
 
 /// The etcd lease TTL the workers register with.
 const LEASE_TTL: Duration = Duration::from_secs(2);
@@ -26,65 +23,6 @@ const LEASE_TTL: Duration = Duration::from_secs(2);
 const NAMESPACE: &str = "dynamo";
 /// The cached prompt tokens that show a repeat landed where its first request left its blocks.
 const CACHED_ENOUGH: u64 = 128;
-
-/// A `dynamo-serve` child process whose standard error is collected; killed on drop.
-struct Process {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Process {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-serve"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("dynamo-serve runs");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = BufReader::new(child.stderr.take().expect("piped"));
-        let collected = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.lines().map_while(Result::ok) {
-                collected.lock().expect("not poisoned").push(line);
-            }
-        });
-        Process { child, log }
-    }
-
-    fn logged(&self, text: &str) -> bool {
-        self.log
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .any(|line| line.contains(text))
-    }
-
-    /// Wait until a line of standard error contains `text`; how long it took.
-    async fn wait_for(&self, text: &str, within: Duration) -> Duration {
-        let started = Instant::now();
-        while !self.logged(text) {
-            let log = self.log.lock().expect("not poisoned").join("\n");
-            assert!(
-                started.elapsed() < within,
-                "no {text:?} within {within:?}; log:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        started.elapsed()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn worker(id: u64, etcd: &LocalEtcd, nats: &LocalNats) -> Process {
     let (id, etcd, nats, ttl) = (
@@ -106,104 +44,6 @@ fn worker(id: u64, etcd: &LocalEtcd, nats: &LocalNats) -> Process {
         "--lease-ttl",
         &ttl,
     ])
-}
-
-/// A small HTTP client for the frontend.
-struct Frontend {
-    http: Client<HttpConnector, Full<Bytes>>,
-    base: String,
-}
-
-impl Frontend {
-    fn new(port: u16) -> Self {
-        Frontend {
-            http: Client::builder(TokioExecutor::new()).build_http(),
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> hyper::Response<Incoming> {
-        let request = hyper::Request::post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .expect("a request");
-        self.http
-            .request(request)
-            .await
-            .expect("the frontend answers")
-    }
-
-    /// A completion's status and JSON body.
-    async fn complete(&self, prompt: &str, max_tokens: u32) -> (u16, Value) {
-        let body = json!({ "model": "smollm2", "prompt": prompt, "max_tokens": max_tokens });
-        self.complete_with(&body).await
-    }
-
-    /// The status and JSON body of the completion `body` asks for.
-    async fn complete_with(&self, body: &Value) -> (u16, Value) {
-        let response = self.post("/v1/completions", body).await;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        (status, serde_json::from_slice(&bytes).expect("JSON"))
-    }
-
-    /// The text of `/metrics`.
-    async fn metrics(&self) -> String {
-        let request = hyper::Request::get(format!("{}/metrics", self.base))
-            .body(Full::new(Bytes::new()))
-            .expect("a request");
-        let response = self.http.request(request).await.expect("metrics");
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
-    /// Wait until the frontend answers.
-    async fn wait_ready(&self) {
-        let started = Instant::now();
-        loop {
-            let request = hyper::Request::get(format!("{}/v1/models", self.base))
-                .body(Full::new(Bytes::new()))
-                .expect("a request");
-            if let Ok(response) = self.http.request(request).await
-                && response.status().is_success()
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the frontend never answered"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// A frontend over the workers registered in `registry`, routing without KV events, once it
-/// answers.
-async fn directory_frontend(registry: &str) -> (Process, Frontend) {
-    let port = free_port().expect("a free port");
-    let process = Process::start(&[
-        "frontend",
-        "--port",
-        &port.to_string(),
-        "--registry",
-        registry,
-        "--router",
-        "approx-kv",
-    ]);
-    let frontend = Frontend::new(port);
-    frontend.wait_ready().await;
-    (process, frontend)
 }
 
 fn cached_tokens(body: &Value) -> u64 {
@@ -292,20 +132,6 @@ async fn open_stream(frontend: &Frontend, prompt: &str) -> Incoming {
             .is_some_and(|data| data.starts_with(b"data:"))
     );
     body
-}
-
-/// Read a stream to its end (or for `within`); its text.
-async fn read_stream(mut body: Incoming, within: Duration) -> String {
-    let mut text = String::new();
-    let _ = tokio::time::timeout(within, async {
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Some(data) = frame.data_ref() {
-                text.push_str(&String::from_utf8_lossy(data));
-            }
-        }
-    })
-    .await;
-    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,28 +333,6 @@ async fn split_prefill_and_decode_workers_answer_as_one_aggregated_process() {
         "every hand-over was pulled over TCP"
     );
     let _ = std::fs::remove_dir_all(&directory);
-}
-
-/// The text, the usage and the number of errors of a streamed completion's server-sent
-/// events, and whether they end with `[DONE]`.
-fn streamed_completion(events: &str) -> (String, Value, usize, bool) {
-    let (mut text, mut usage, mut errors, mut done) = (String::new(), Value::Null, 0, false);
-    for data in events
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-    {
-        if data == "[DONE]" {
-            done = true;
-            continue;
-        }
-        let event: Value = serde_json::from_str(data).expect("a JSON event");
-        errors += usize::from(event.get("error").is_some());
-        text.push_str(event["choices"][0]["text"].as_str().unwrap_or_default());
-        if !event["usage"].is_null() {
-            usage = event["usage"].clone();
-        }
-    }
-    (text, usage, errors, done)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
