@@ -123,6 +123,18 @@
 //! [`migrate::MigrationConfig::limit`] migrations the stream ends with an `unavailable` error
 //! whose source is a [`migrate::MigrationExhausted`].
 //!
+//! # Worker health
+//!
+//! A worker that hangs without closing its connection is caught by the router itself: an
+//! attempt that produces no chunk for the stall timeout ([`RouterBuilder::stall_timeout`],
+//! 30 s by default; first token and between tokens) ends with an `unavailable` error whose
+//! source is a [`health::Stalled`], so [`migrate::Migrate`] continues the request elsewhere, and
+//! the worker is ejected from routing (so is one whose attempts fail with `unavailable` three
+//! times in a row). Spawn the future of [`RouterService::health_checks`]: it sends ejected
+//! workers a one-token canary each probe interval and brings back those that answer, and
+//! probes idle workers so that one that hangs while idle is ejected before a client finds it.
+//! [`HealthConfig`] holds the settings; [`health`] explains them.
+//!
 //! # Concurrency
 //!
 //! The index is a reader-writer lock around one hash map ([`SharedIndex`]): lookups share the
@@ -139,6 +151,7 @@ mod affinity;
 mod approx;
 mod busy;
 pub mod disagg;
+pub mod health;
 mod index;
 mod load;
 pub mod migrate;
@@ -151,6 +164,7 @@ mod source;
 pub use affinity::AffinityConfig;
 pub use approx::{ApproxConfig, ApproxIndex};
 pub use busy::BusyThresholds;
+pub use health::HealthConfig;
 pub use index::{
     IndexError, IndexSnapshot, KvIndex, Overlaps, ResyncHook, SharedIndex, TierOverlap,
     WorkerSnapshot,

@@ -14,7 +14,7 @@ use dynamo_core::{
     BlockSize, BoxEngine, EngineExt, Error, KvEvent, KvLayout, ResyncRequest, WorkerId, WorkerRole,
 };
 use dynamo_router::migrate::{MigrateLayer, MigrationConfig};
-use dynamo_router::{ApproxConfig, KvIndex, RoundRobin, RouterService, SharedIndex};
+use dynamo_router::{ApproxConfig, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex};
 use dynamo_transport::discovery::{ConnectConfig, Discovery, WorkerRecord, connect};
 use dynamo_transport::events::{EventPlane, answer_resyncs, forward_resyncs, publish_all};
 use dynamo_transport::{Served, Transport};
@@ -85,12 +85,17 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
 /// The router of the kind `--router` names. When it routes on KV events, its index is fed from
 /// `plane` (subscribed before any worker starts, so no event is missed), and a gap in a
 /// worker's event ids asks that worker for a snapshot over the same plane.
+///
+/// Its workers are watched with the default [`HealthConfig`]: an attempt with no token for 30 s
+/// ends (and migrates), its worker leaves routing until it answers a canary; the canaries run
+/// on a spawned task.
 pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
 ) -> Result<RouterService, Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
-    let builder = RouterService::builder(block_size);
+    let health = HealthConfig::default().canary_model(options.name.clone());
+    let builder = RouterService::builder(block_size).health(health);
     let router = match (options.router, plane) {
         (RouterKind::Kv, Some(plane)) => {
             let (resyncs, requested) = mpsc::channel::<ResyncRequest>(RESYNC_CAPACITY);
@@ -109,6 +114,7 @@ pub(crate) async fn start_router<P: EventPlane>(
         (RouterKind::ApproxKv, _) => builder.approximate(ApproxConfig::default()).build(),
         (RouterKind::RoundRobin, _) => builder.policy(RoundRobin::new()).build(),
     };
+    tokio::spawn(router.health_checks());
     Ok(router)
 }
 

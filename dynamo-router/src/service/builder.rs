@@ -12,6 +12,7 @@ use super::{Inner, RouterService};
 use crate::affinity::AffinityConfig;
 use crate::approx::{ApproxConfig, ApproxIndex};
 use crate::busy::BusyThresholds;
+use crate::health::{HealthConfig, HealthTracker};
 use crate::index::SharedIndex;
 use crate::policy::{ExpectedTtft, Router};
 use crate::queue::QueueOrder;
@@ -28,6 +29,7 @@ use crate::source::OverlapSource;
 /// | [`queue`](Self::queue) | first come first served, 1,024 waiting requests |
 /// | [`session_affinity`](Self::session_affinity) | off |
 /// | [`forget_after`](Self::forget_after) | 30 s |
+/// | [`health`](Self::health), [`stall_timeout`](Self::stall_timeout) | [`HealthConfig::default`]: stalls after 30 s, ejection after 3 failures in a row |
 ///
 /// ```
 /// use dynamo_core::BlockSize;
@@ -52,6 +54,7 @@ pub struct RouterBuilder {
     queue_order: QueueOrder,
     queue_capacity: usize,
     forget_after: Duration,
+    health: HealthConfig,
 }
 
 impl RouterBuilder {
@@ -63,6 +66,7 @@ impl RouterBuilder {
             queue_order: QueueOrder::Fcfs,
             queue_capacity: 1024,
             forget_after: Duration::from_secs(30),
+            health: HealthConfig::default(),
         }
     }
 
@@ -116,6 +120,20 @@ impl RouterBuilder {
         self
     }
 
+    /// How workers are watched for stalls and failures, ejected and probed; see
+    /// [`health`](crate::health).
+    pub fn health(mut self, config: HealthConfig) -> Self {
+        self.health = config;
+        self
+    }
+
+    /// End an attempt whose worker produces no chunk for `timeout` (and eject the worker);
+    /// `None` turns stall detection off. Short for the same field of [`health`](Self::health).
+    pub fn stall_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.health.stall_timeout = timeout;
+        self
+    }
+
     /// The router, with no workers yet.
     pub fn build(self) -> RouterService {
         let block_size = self.config.block_size;
@@ -125,13 +143,16 @@ impl RouterBuilder {
         let source = self
             .source
             .unwrap_or_else(|| Box::new(ApproxIndex::new(block_size, ApproxConfig::default())));
+        let selector = WorkerSelector::new(self.config, policy, source);
+        let health = Arc::new(HealthTracker::new(self.health, selector.clone()));
         RouterService {
             inner: Arc::new(Inner {
-                selector: WorkerSelector::new(self.config, policy, source),
+                selector,
                 engines: RwLock::new(HashMap::new()),
                 waiting: WaitingRoom::new(self.queue_order, self.queue_capacity),
                 departed: Mutex::new(HashMap::new()),
                 forget_after: self.forget_after,
+                health,
             }),
         }
     }

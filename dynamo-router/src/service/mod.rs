@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 use tower::discover::{Change, Discover};
 
+use crate::health::{HealthTracker, Stalled, Watched};
 use crate::index::TierOverlap;
 use crate::selector::{NotRouted, RouteRequest, WorkerSelector};
 
@@ -86,6 +87,7 @@ struct Inner {
     /// Removed workers whose cache knowledge is kept until the deadline.
     departed: Mutex<HashMap<WorkerId, Instant>>,
     forget_after: Duration,
+    health: Arc<HealthTracker>,
 }
 
 impl RouterService {
@@ -97,6 +99,22 @@ impl RouterService {
     /// The routing core: workers, booked load, policy.
     pub fn selector(&self) -> &WorkerSelector {
         &self.inner.selector
+    }
+
+    /// Whether `worker` is ejected from routing for failing or stalling; see
+    /// [`health`](crate::health).
+    pub fn is_ejected(&self, worker: WorkerId) -> bool {
+        self.inner.health.is_ejected(worker)
+    }
+
+    /// The health of the workers.
+    pub(crate) fn health(&self) -> &HealthTracker {
+        &self.inner.health
+    }
+
+    /// The engine of `worker`, if it is a member.
+    pub(crate) fn engine(&self, worker: WorkerId) -> Option<BoxEngine> {
+        self.inner.engines.read().get(&worker).cloned()
     }
 
     /// The number of requests waiting for a worker.
@@ -115,6 +133,7 @@ impl RouterService {
             .write()
             .insert(worker, engine.boxed_engine());
         self.inner.departed.lock().remove(&worker);
+        self.inner.health.insert(worker);
         self.inner.selector.insert_worker(worker);
         self.inner.waiting.wake_next();
         self.forget_departed();
@@ -126,6 +145,7 @@ impl RouterService {
     pub fn remove_worker(&self, worker: WorkerId) {
         self.inner.selector.withdraw_worker(worker);
         self.inner.engines.write().remove(&worker);
+        self.inner.health.remove(worker);
         let deadline = now_std() + self.inner.forget_after;
         self.inner.departed.lock().insert(worker, deadline);
         self.forget_departed();
@@ -200,19 +220,33 @@ impl Inner {
     }
 
     /// Send `request` to the worker `placed` booked, and stream its tokens back under the
-    /// booking.
+    /// booking, watched for stalls.
     async fn run(&self, placed: Placed, request: GenerateRequest) -> Result<TokenStream, Error> {
         let booked = placed.booked;
-        let engine = self.engines.read().get(&booked.worker()).cloned();
+        let worker = booked.worker();
+        let engine = self.engines.read().get(&worker).cloned();
         let Some(mut engine) = engine else {
             return Err(Error::unavailable(format!(
-                "worker {} left before the request reached it",
-                booked.worker()
+                "worker {worker} left before the request reached it"
             )));
         };
-        let stream = engine.generate(request).await?;
+        self.health.dispatched(worker);
+        let call = engine.generate(request);
+        let stream = match self.health.config().stall_timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, call).await {
+                Ok(outcome) => outcome,
+                Err(_elapsed) => {
+                    let stalled = Stalled { worker, timeout };
+                    self.health.stalled(worker, &stalled);
+                    return Err(stalled.into_error());
+                }
+            },
+            None => call.await,
+        };
+        let stream = stream.inspect_err(|error| self.health.refused(worker, error))?;
+        let guarded = GuardedStream::new(stream, booked);
         Ok(TokenStream::new(
-            GuardedStream::new(stream, booked),
+            Watched::new(guarded, worker, self.health.clone()),
             CancellationToken::new(),
         ))
     }

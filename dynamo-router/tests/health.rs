@@ -1,0 +1,294 @@
+//! Worker health over a router of test workers: a worker that hangs without closing its stream
+//! is detected within the stall timeout, its request continues on a healthy worker token for
+//! token, it is ejected from routing, and a canary brings it back once it answers again. Time
+//! is tokio's paused clock: nothing here waits for real.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure by design"
+)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dynamo_core::{
+    BlockSize, BoxEngine, EngineExt, Error, ErrorClass, FinishReason, GenerateRequest, TokenChunk,
+    TokenStream, WorkerId,
+};
+use dynamo_router::health::{HealthConfig, Stalled};
+use dynamo_router::migrate::{Migrate, MigrationConfig};
+use dynamo_router::{RoundRobin, RouterService};
+use futures::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const STALL: Duration = Duration::from_secs(2);
+const PROBE: Duration = Duration::from_secs(5);
+
+/// How a worker misbehaves while its `faulty` flag is set.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Stream `after` tokens, then neither yield nor close.
+    Hang { after: usize },
+    /// Refuse each call with `unavailable`.
+    Refuse,
+}
+
+/// What a worker was asked.
+struct Attempt {
+    worker: u64,
+    prompt: Vec<u32>,
+    max_tokens: Option<u32>,
+    cancel: CancellationToken,
+}
+
+#[derive(Clone)]
+struct Workers {
+    router: RouterService,
+    fault: Fault,
+    /// Worker 1 misbehaves while this is set.
+    faulty: Arc<AtomicBool>,
+    attempts: Arc<Mutex<Vec<Attempt>>>,
+}
+
+/// The next token after `tokens`: a function of every token so far, so that a duplicated or
+/// missing token changes everything after it.
+fn next_token(tokens: &[u32]) -> u32 {
+    let sum: u64 = tokens.iter().map(|&t| u64::from(t)).sum();
+    ((sum * 31 + tokens.len() as u64) % 50_000) as u32 + 1
+}
+
+/// The answer of a healthy worker.
+fn answer(prompt: &[u32], max_tokens: u32) -> Vec<u32> {
+    let mut tokens = prompt.to_vec();
+    for _ in 0..max_tokens {
+        tokens.push(next_token(&tokens));
+    }
+    tokens.split_off(prompt.len())
+}
+
+impl Workers {
+    /// A router watched as `health` says, with no workers yet; worker 1 fails as `fault` says.
+    fn new(health: HealthConfig, fault: Fault) -> Self {
+        Workers {
+            // Round robin, so that a worker back in routing is chosen again for sure (a
+            // cache-aware policy may keep the repeated prompt where it is cached).
+            router: RouterService::builder(BlockSize::new(4).unwrap())
+                .policy(RoundRobin::new())
+                .health(health)
+                .build(),
+            fault,
+            faulty: Arc::new(AtomicBool::new(true)),
+            attempts: Arc::default(),
+        }
+    }
+
+    fn insert(&self, id: u64) {
+        self.router
+            .insert_worker(WorkerId::new(id), self.engine(id));
+    }
+
+    fn engine(&self, id: u64) -> BoxEngine {
+        let workers = self.clone();
+        tower::service_fn(move |request: GenerateRequest| {
+            let workers = workers.clone();
+            async move { workers.generate(id, &request) }
+        })
+        .boxed_engine()
+    }
+
+    fn generate(&self, id: u64, request: &GenerateRequest) -> Result<TokenStream, Error> {
+        let prompt = request.tokens.as_slice().to_vec();
+        let max_tokens = request.limits.max_tokens.unwrap_or(16);
+        let cancel = request.cancellation().child_token();
+        self.attempts.lock().unwrap().push(Attempt {
+            worker: id,
+            prompt: prompt.clone(),
+            max_tokens: request.limits.max_tokens,
+            cancel: cancel.clone(),
+        });
+        let mut chunks: Vec<Result<TokenChunk, Error>> = answer(&prompt, max_tokens)
+            .into_iter()
+            .map(|t| Ok(TokenChunk::token(t)))
+            .collect();
+        chunks.push(Ok(TokenChunk::finish(FinishReason::Length, None)));
+        if id != 1 || !self.faulty.load(Ordering::SeqCst) {
+            return Ok(TokenStream::new(futures::stream::iter(chunks), cancel));
+        }
+        match self.fault {
+            Fault::Hang { after } => {
+                chunks.truncate(after);
+                let hung = futures::stream::iter(chunks).chain(futures::stream::pending());
+                Ok(TokenStream::new(hung, cancel))
+            }
+            Fault::Refuse => Err(Error::unavailable("cannot connect")),
+        }
+    }
+
+    fn migrate(&self) -> Migrate<RouterService> {
+        Migrate::new(self.router.clone(), MigrationConfig::default())
+    }
+
+    /// The workers asked, in order, canaries left out.
+    fn routed(&self) -> Vec<u64> {
+        let attempts = self.attempts.lock().unwrap();
+        attempts
+            .iter()
+            .filter(|a| a.max_tokens != Some(1))
+            .map(|a| a.worker)
+            .collect()
+    }
+
+    /// The canaries `worker` got.
+    fn canaries(&self, worker: u64) -> usize {
+        let attempts = self.attempts.lock().unwrap();
+        attempts
+            .iter()
+            .filter(|a| a.worker == worker && a.max_tokens == Some(1) && a.prompt == [1])
+            .count()
+    }
+}
+
+fn config() -> HealthConfig {
+    HealthConfig::default()
+        .stall_timeout(Some(STALL))
+        .probe(PROBE, Duration::from_secs(1))
+        .probe_idle(false)
+}
+
+fn request(id: &str) -> GenerateRequest {
+    GenerateRequest::new(id, "m", (1..=10).collect::<Vec<_>>()).with_max_tokens(12)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_worker_is_ejected_its_request_continues_and_a_canary_brings_it_back() {
+    let workers = Workers::new(config(), Fault::Hang { after: 3 });
+    workers.insert(1);
+    let start = Instant::now();
+    let mut stream = workers.migrate().generate(request("r1")).await.unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.extend(stream.next().await.unwrap().unwrap().tokens);
+    }
+    // The healthy worker joins while the first one hangs.
+    workers.insert(2);
+    while let Some(chunk) = stream.next().await {
+        tokens.extend(chunk.unwrap().tokens);
+    }
+    let prompt: Vec<u32> = (1..=10).collect();
+    assert_eq!(tokens, answer(&prompt, 12), "no token twice, none missing");
+    assert_eq!(start.elapsed(), STALL, "detected at the stall deadline");
+    assert!(workers.router.is_ejected(WorkerId::new(1)));
+    {
+        let attempts = workers.attempts.lock().unwrap();
+        assert_eq!(attempts.len(), 2);
+        assert!(
+            attempts[0].cancel.is_cancelled(),
+            "the hung work is cancelled"
+        );
+        assert_eq!(attempts[1].worker, 2);
+        assert_eq!(
+            attempts[1].prompt.len(),
+            13,
+            "the prompt and the tokens streamed"
+        );
+    }
+
+    // New requests avoid the ejected worker.
+    for i in 0..4 {
+        let mut engine = workers.migrate();
+        let generation = engine.generate_all(request(&format!("n{i}"))).await;
+        assert_eq!(generation.unwrap().tokens, answer(&prompt, 12));
+    }
+    assert_eq!(workers.routed(), [1, 2, 2, 2, 2, 2]);
+
+    // While it still hangs, canaries time out and it stays out.
+    let checks = tokio::spawn(workers.router.health_checks());
+    tokio::time::sleep(PROBE * 2 + Duration::from_secs(2)).await;
+    assert_eq!(workers.canaries(1), 2);
+    assert_eq!(workers.canaries(2), 0, "idle probes are off");
+    assert!(workers.router.is_ejected(WorkerId::new(1)));
+
+    // Once it answers, the next canary brings it back, and it is routed to again.
+    workers.faulty.store(false, Ordering::SeqCst);
+    tokio::time::sleep(PROBE).await;
+    assert_eq!(workers.canaries(1), 3);
+    assert!(!workers.router.is_ejected(WorkerId::new(1)));
+    for i in 0..2 {
+        let mut engine = workers.router.clone();
+        engine
+            .generate_all(request(&format!("b{i}")))
+            .await
+            .unwrap();
+    }
+    let mut back = workers.routed()[6..].to_vec();
+    back.sort_unstable();
+    assert_eq!(back, [1, 2], "both workers are routed to");
+    checks.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_attempt_ends_with_an_unavailable_error_naming_the_worker() {
+    let workers = Workers::new(config(), Fault::Hang { after: 0 });
+    workers.insert(1);
+    let mut stream = workers.router.clone().generate(request("r")).await.unwrap();
+    let error = stream.next().await.unwrap().unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Unavailable);
+    let stalled = Stalled::of(&error).unwrap();
+    assert_eq!((stalled.worker, stalled.timeout), (WorkerId::new(1), STALL));
+    assert!(stream.next().await.is_none());
+    // Its only worker ejected, the router refuses at once.
+    let refused = workers.router.clone().generate(request("r2")).await;
+    assert_eq!(
+        refused.err().map(|e| e.class()),
+        Some(ErrorClass::Unavailable)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_stall_timeout_a_hung_stream_is_left_alone() {
+    let workers = Workers::new(config().stall_timeout(None), Fault::Hang { after: 0 });
+    workers.insert(1);
+    let mut stream = workers.router.clone().generate(request("r")).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(3600), stream.next()).await;
+    assert!(waited.is_err());
+    assert!(!workers.router.is_ejected(WorkerId::new(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_refuses_in_a_row_is_ejected_after_the_limit() {
+    let workers = Workers::new(config().eject_after(3), Fault::Refuse);
+    workers.insert(1);
+    for _ in 0..3 {
+        assert!(!workers.router.is_ejected(WorkerId::new(1)));
+        let refused = workers.router.clone().generate(request("r")).await;
+        assert_eq!(
+            refused.err().map(|e| e.class()),
+            Some(ErrorClass::Unavailable)
+        );
+    }
+    assert!(workers.router.is_ejected(WorkerId::new(1)));
+    assert_eq!(workers.routed(), [1, 1, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_worker_that_hangs_is_ejected_by_a_canary() {
+    let workers = Workers::new(config().probe_idle(true), Fault::Hang { after: 0 });
+    workers.insert(1);
+    workers.insert(2);
+    let checks = tokio::spawn(workers.router.health_checks());
+    tokio::time::sleep(PROBE * 2 + Duration::from_secs(2)).await;
+    assert!(workers.router.is_ejected(WorkerId::new(1)));
+    assert!(!workers.router.is_ejected(WorkerId::new(2)));
+    assert!(workers.canaries(2) >= 1);
+    // Every new request goes to the healthy worker.
+    workers
+        .router
+        .clone()
+        .generate_all(request("r"))
+        .await
+        .unwrap();
+    assert_eq!(workers.routed(), [2]);
+    checks.abort();
+}
