@@ -8,6 +8,7 @@
 //! | `worker` + `frontend` | `Tcp` | NATS | etcd, a directory, or `--worker-at` |
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dynamo_candle::LlamaWeights;
 use dynamo_core::{
@@ -86,15 +87,19 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
 /// `plane` (subscribed before any worker starts, so no event is missed), and a gap in a
 /// worker's event ids asks that worker for a snapshot over the same plane.
 ///
-/// Its workers are watched with the default [`HealthConfig`]: an attempt with no token for 30 s
-/// ends (and migrates), its worker leaves routing until it answers a canary; the canaries run
-/// on a spawned task.
+/// Its workers are watched as [`HealthConfig`] says: an attempt with no token for
+/// `--stall-timeout` seconds ends (and migrates), its worker leaves routing until it answers a
+/// canary; the canaries run on a spawned task.
 pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
 ) -> Result<RouterService, Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
-    let health = HealthConfig::default().canary_model(options.name.clone());
+    let stall_timeout =
+        (options.stall_timeout > 0).then(|| Duration::from_secs(options.stall_timeout));
+    let health = HealthConfig::default()
+        .stall_timeout(stall_timeout)
+        .canary_model(options.name.clone());
     let builder = RouterService::builder(block_size).health(health);
     let router = match (options.router, plane) {
         (RouterKind::Kv, Some(plane)) => {

@@ -205,6 +205,10 @@ struct GatewayArgs {
     /// (0: never)
     #[arg(long, value_name = "N", default_value_t = 3)]
     migration_limit: u32,
+    /// A worker that sends no token for this many seconds (first token or between tokens) has
+    /// its request continued elsewhere and leaves routing until it answers a canary (0: never)
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    stall_timeout: u64,
     /// The temperature and top_p of requests that give none
     #[arg(long, value_name = "FROM", value_enum, default_value_t = SamplingSource::Model)]
     sampling_defaults: SamplingSource,
@@ -322,6 +326,7 @@ fn options(
         open_metrics: gateway.open_metrics,
         body_limit: gateway.body_limit,
         migration_limit: gateway.migration_limit,
+        stall_timeout: gateway.stall_timeout,
         sampling_defaults: gateway.sampling_defaults,
         id: None,
         nats: deployment.nats,

@@ -167,6 +167,8 @@ pub(crate) struct Options {
     pub(crate) body_limit: usize,
     /// Continuations of a request whose worker fails mid-stream.
     pub(crate) migration_limit: u32,
+    /// Seconds without a token before an attempt ends and its worker is ejected (0: never).
+    pub(crate) stall_timeout: u64,
     pub(crate) sampling_defaults: SamplingSource,
     pub(crate) id: Option<u64>,
     pub(crate) nats: Option<String>,
@@ -453,6 +455,9 @@ mod tests {
         let frontend =
             options("frontend --registry r --router approx-kv --migration-limit 0").expect("valid");
         assert_eq!(frontend.migration_limit, 0);
+        assert_eq!(serve.stall_timeout, 30);
+        let unwatched = options("frontend --registry r --router approx-kv --stall-timeout 0");
+        assert_eq!(unwatched.expect("valid").stall_timeout, 0);
         assert_eq!(
             (serve.api_key_file, serve.open_metrics, serve.body_limit),
             (None, false, 16 << 20)
