@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use dynamo_core::{EchoEngine, EngineExt, ErrorClass, GenerateRequest};
-use dynamo_transport::tcp::{Frame, RemoteEngine, ServeConfig, serve};
+use dynamo_transport::tcp::{Frame, RemoteEngine, ServeConfig, serve, serve_with_shutdown};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 async fn listener() -> (TcpListener, std::net::SocketAddr) {
@@ -124,6 +125,47 @@ async fn a_lost_connection_ends_every_stream_as_unavailable() {
         .await
         .expect_err("no connection");
     assert_eq!(later.class(), ErrorClass::Unavailable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_finishes_open_streams_refuses_new_ones_and_then_ends() {
+    let engine = EchoEngine::new().with_token_delay(Duration::from_millis(10));
+    let (listener, address) = listener().await;
+    let shutdown = CancellationToken::new();
+    let config = ServeConfig::default();
+    let server = tokio::spawn(serve_with_shutdown(
+        listener,
+        engine,
+        config,
+        shutdown.clone(),
+    ));
+    let mut remote = RemoteEngine::connect(address).await.expect("connected");
+    let mut open = remote.generate(request(1, 30, 30)).await.expect("a stream");
+    let first = open.next().await.expect("a chunk").expect("a token");
+    shutdown.cancel();
+    let refused = remote
+        .generate_all(request(2, 3, 3))
+        .await
+        .expect_err("refused while draining");
+    assert_eq!(refused.class(), ErrorClass::Unavailable, "{refused}");
+    let mut tokens = first.tokens.len();
+    let mut finished = false;
+    while let Some(chunk) = open.next().await {
+        let chunk = chunk.expect("the open stream runs to its end");
+        tokens += chunk.tokens.len();
+        finished |= chunk.is_final();
+    }
+    assert!(finished, "the open stream got its final chunk");
+    assert_eq!(tokens, 30);
+    let ended = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serving ends once its streams have")
+        .expect("no panic");
+    assert!(ended.is_ok(), "{ended:?}");
+    assert!(
+        TcpStream::connect(address).await.is_err(),
+        "the listener is closed"
+    );
 }
 
 /// Frames as a raw client writes them.

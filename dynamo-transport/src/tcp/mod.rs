@@ -12,4 +12,4 @@ mod server;
 
 pub use client::RemoteEngine;
 pub use frame::{DEFAULT_MAX_FRAME, ErrorBody, Frame};
-pub use server::{ServeConfig, serve};
+pub use server::{ServeConfig, serve, serve_with_shutdown};

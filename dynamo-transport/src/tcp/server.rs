@@ -43,28 +43,77 @@ where
     E: Engine + Clone + Send + Sync + 'static,
     E::Future: Send,
 {
+    serve_with_shutdown(listener, engine, config, CancellationToken::new()).await
+}
+
+/// [`serve`], with a graceful shutdown: once `shutdown` is cancelled the listener stops
+/// accepting, new requests on open connections are answered `unavailable`, and each connection
+/// closes when its open streams have ended and their frames are written. The future resolves
+/// when every connection has closed.
+///
+/// # Cancel safety
+///
+/// Dropping the future (a drain deadline) closes every connection at once and cancels every
+/// generation on them, as with [`serve`].
+///
+/// # Errors
+///
+/// Only when accepting connections fails.
+pub async fn serve_with_shutdown<E>(
+    listener: TcpListener,
+    engine: E,
+    config: ServeConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    E: Engine + Clone + Send + Sync + 'static,
+    E::Future: Send,
+{
     let engine = BoxEngine::new(engine);
     let mut connections = JoinSet::new();
     loop {
-        let (socket, _) = listener.accept().await?;
+        let (socket, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = shutdown.cancelled() => break,
+        };
         let _ = socket.set_nodelay(true);
-        connections.spawn(connection(socket, engine.clone(), config.clone()));
+        let connection = connection(socket, engine.clone(), config.clone(), shutdown.clone());
+        connections.spawn(connection);
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
-/// One connection: read frames, start and cancel streams, write their chunks.
-async fn connection(socket: TcpStream, engine: BoxEngine, config: ServeConfig) {
+/// One connection: read frames, start and cancel streams, write their chunks; after
+/// `shutdown`, refuse new streams and close once the open ones have ended.
+async fn connection(
+    socket: TcpStream,
+    engine: BoxEngine,
+    config: ServeConfig,
+    shutdown: CancellationToken,
+) {
     let (mut reader, mut writer) = socket.into_split();
     let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(config.write_queue);
     let live: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
     let closed = CancellationToken::new();
     let mut streams = JoinSet::new();
     let write = write_frames(&mut writer, &mut outgoing);
+    tokio::pin!(write);
     let read = async {
         loop {
-            match read_frame(&mut reader, config.max_frame).await {
+            // Cancel safety: a frame half read when the drain ends is lost with the connection.
+            let frame = tokio::select! {
+                frame = read_frame(&mut reader, config.max_frame) => frame,
+                () = drained(&shutdown, &mut streams) => return true,
+            };
+            match frame {
+                Ok(Some(Frame::Request { stream, .. })) if shutdown.is_cancelled() => {
+                    let error = Error::unavailable("the worker is shutting down");
+                    send(&frames, stream, &error, config.max_frame).await;
+                }
                 Ok(Some(Frame::Request { stream, request })) => {
                     let token = closed.child_token();
                     live.lock().insert(stream, token.clone());
@@ -87,7 +136,7 @@ async fn connection(socket: TcpStream, engine: BoxEngine, config: ServeConfig) {
                         Error::invalid_request("a client may send only request and cancel frames");
                     send(&frames, 0, &error, config.max_frame).await;
                 }
-                Ok(None) => return,
+                Ok(None) => return false,
                 Err(error) if error.is_recoverable() => {
                     send(
                         &frames,
@@ -97,18 +146,29 @@ async fn connection(socket: TcpStream, engine: BoxEngine, config: ServeConfig) {
                     )
                     .await;
                 }
-                Err(_) => return,
+                Err(_) => return false,
             }
             while streams.try_join_next().is_some() {}
         }
     };
-    tokio::select! {
-        () = read => {}
-        () = write => {}
+    let drained = tokio::select! {
+        drained = read => drained,
+        () = &mut write => false,
+    };
+    if drained {
+        // Every stream has ended: write what they queued, then close.
+        drop(frames);
+        write.await;
     }
     // The connection is gone: stop everything it started.
     closed.cancel();
     streams.shutdown().await;
+}
+
+/// Resolves once `shutdown` is cancelled and every stream in `streams` has ended.
+async fn drained(shutdown: &CancellationToken, streams: &mut JoinSet<()>) {
+    shutdown.cancelled().await;
+    while streams.join_next().await.is_some() {}
 }
 
 /// Run one generation and forward its chunks.

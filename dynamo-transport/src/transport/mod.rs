@@ -75,7 +75,8 @@ pub struct Served {
     /// Where clients reach it ([`Transport::connect`]).
     pub address: String,
     /// Serves it until dropped (spawn it on your runtime); dropping it stops serving and ends
-    /// the generations in flight. It resolves only if serving fails.
+    /// the generations in flight. It resolves only if serving fails, or once a graceful
+    /// shutdown the transport offers has ended (see [`Tcp::shutdown`](crate::Tcp::shutdown)).
     pub serving: BoxFuture<'static, Result<(), Error>>,
 }
 

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use dynamo_core::{BoxEngine, Error};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
 
 use super::{Served, Transport};
-use crate::tcp::{RemoteEngine, ServeConfig, serve};
+use crate::tcp::{RemoteEngine, ServeConfig, serve_with_shutdown};
 
 /// The TCP [`Transport`]: [`serve`](Transport::serve) listens on [`Tcp::bind`]'s address
 /// (`127.0.0.1`, any free port, by default) with the [`tcp`](crate::tcp) framed protocol, and
@@ -25,6 +26,7 @@ pub struct Tcp {
     bind: SocketAddr,
     connections: usize,
     config: ServeConfig,
+    shutdown: CancellationToken,
 }
 
 impl Default for Tcp {
@@ -33,6 +35,7 @@ impl Default for Tcp {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             connections: 1,
             config: ServeConfig::default(),
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -61,6 +64,15 @@ impl Tcp {
         self.config = config;
         self
     }
+
+    /// A graceful shutdown for the engines served: once `shutdown` is cancelled they stop
+    /// accepting connections, answer new requests `unavailable`, and their
+    /// [`serving`](Served::serving) futures resolve when the open streams have ended (see
+    /// [`serve_with_shutdown`]).
+    pub fn shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
 }
 
 impl Transport for Tcp {
@@ -82,10 +94,13 @@ impl Transport for Tcp {
             .local_addr()
             .map_err(|error| Error::unavailable("no local address").with_source(error))?;
         let config = self.config.clone();
+        let shutdown = self.shutdown.clone();
         let serving = async move {
-            serve(listener, engine, config).await.map_err(|error| {
-                Error::unavailable(format!("serving on {address} failed")).with_source(error)
-            })
+            serve_with_shutdown(listener, engine, config, shutdown)
+                .await
+                .map_err(|error| {
+                    Error::unavailable(format!("serving on {address} failed")).with_source(error)
+                })
         };
         Ok(Served {
             address: address.to_string(),
