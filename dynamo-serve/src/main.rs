@@ -149,7 +149,9 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     .await
 }
 
-/// The OpenAI-compatible gateway for `engine`, on `--host`/`--port`, until Ctrl-C or SIGTERM.
+/// The OpenAI-compatible gateway for `engine`, on `--host`/`--port`, until Ctrl-C or SIGTERM;
+/// then it stops accepting connections and finishes the open streams for up to
+/// `--drain-timeout` seconds.
 pub(crate) async fn serve_gateway(
     options: &Options,
     metadata: &GgufMetadata,
@@ -176,9 +178,30 @@ pub(crate) async fn serve_gateway(
     welcome(listener.local_addr()?);
     // Streamed answers are many small writes: without TCP_NODELAY each waits for the client's
     // delayed acknowledgement of the one before (about 40 ms).
-    axum::serve(dynamo_openai::no_delay(listener), gateway.into_router())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // axum's graceful shutdown waits for every open connection, a long stream's too: the
+    // deadline bounds it.
+    let deadline = std::time::Duration::from_secs(options.drain_timeout);
+    let signalled = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stopping = std::sync::Arc::clone(&signalled);
+    let served = axum::serve(dynamo_openai::no_delay(listener), gateway.into_router())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!(
+                "stopping: no new connections; finishing open streams (up to {} s)",
+                deadline.as_secs()
+            );
+            stopping.notify_one();
+        });
+    tokio::select! {
+        served = served => {
+            served?;
+            tracing::info!("drained");
+        }
+        () = async {
+            signalled.notified().await;
+            tokio::time::sleep(deadline).await;
+        } => tracing::warn!("drain deadline passed with streams still open"),
+    }
     Ok(())
 }
 

@@ -1,5 +1,10 @@
 //! `dynamo-serve worker`: one engine on the TCP request plane, registered for discovery,
 //! publishing its KV events and load to NATS.
+//!
+//! SIGTERM (or Ctrl-C) drains it: the worker leaves discovery first, so the frontend routes
+//! nothing new to it, answers the requests that still reach it `unavailable` (the frontend's
+//! migration sends them elsewhere), finishes its open streams for up to `--drain-timeout`
+//! seconds, and exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,7 +58,10 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     };
     let weights = engines::shared_weights(&options, &model_file)?;
     // The same assembly as the single process (`deploy`), over TCP and NATS.
-    let transport = Tcp::new().bind(SocketAddr::new(options.host, options.port.unwrap_or(0)));
+    let shutdown = CancellationToken::new();
+    let transport = Tcp::new()
+        .bind(SocketAddr::new(options.host, options.port.unwrap_or(0)))
+        .shutdown(shutdown.clone());
     let active = Arc::new(AtomicU64::new(0));
     let counting = Arc::clone(&active);
     let layout = disagg::layout_of(&options, weights.as_ref())?;
@@ -68,9 +76,9 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         |e| counted(e, counting),
     )
     .await?;
-    let serving = tokio::spawn(worker.served.serving);
+    let mut serving = tokio::spawn(worker.served.serving);
     if let Some(nats) = nats {
-        tokio::spawn(report_load(nats, id, worker.load, active));
+        tokio::spawn(report_load(nats, id, worker.load, Arc::clone(&active)));
     }
     let record = worker.record;
     let registration = if let Some(url) = &options.etcd {
@@ -85,16 +93,49 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     };
     print_welcome(&options, &record);
 
-    tokio::select! {
-        () = crate::shutdown_signal() => {}
-        served = serving => {
+    let signalled = tokio::select! {
+        () = crate::shutdown_signal() => true,
+        served = &mut serving => {
             served??;
+            false
         }
-    }
+    };
+    // Deregister first: the frontend stops routing here while the open streams finish.
     match registration {
         Registration::Etcd(registration) => (*registration).deregister().await?,
         Registration::Directory(registration) => drop(registration),
         Registration::Unregistered => {}
+    }
+    if signalled {
+        let deadline = Duration::from_secs(options.drain_timeout);
+        drain(serving, &shutdown, &active, deadline).await?;
+    }
+    Ok(())
+}
+
+/// Stop taking requests and wait until the open streams have ended, or `deadline` has passed
+/// (the streams left are then cut when the process exits).
+async fn drain(
+    serving: tokio::task::JoinHandle<Result<(), dynamo_core::Error>>,
+    shutdown: &CancellationToken,
+    active: &AtomicU64,
+    deadline: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    tracing::info!(
+        "deregistered; draining {} streams (up to {} s)",
+        active.load(Ordering::Relaxed),
+        deadline.as_secs()
+    );
+    shutdown.cancel();
+    match tokio::time::timeout(deadline, serving).await {
+        Ok(served) => {
+            served??;
+            tracing::info!("drained");
+        }
+        Err(_) => tracing::warn!(
+            "drain deadline passed with {} streams",
+            active.load(Ordering::Relaxed)
+        ),
     }
     Ok(())
 }

@@ -335,31 +335,40 @@ async fn split_prefill_and_decode_workers_answer_as_one_aggregated_process() {
     let _ = std::fs::remove_dir_all(&directory);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_whose_worker_is_killed_mid_stream_continues_on_the_other_worker() {
-    let directory = std::env::temp_dir().join(format!("dynamo-migration-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    let registry = directory.display().to_string();
-    let mut workers: Vec<Process> = (1..=2)
-        .map(|id| {
+/// Mocker workers 1 and 2 with `flags`, registered in `registry`, and a frontend over them once
+/// both have joined.
+async fn mocker_deployment(registry: &str, flags: &[&str]) -> (Vec<Process>, Process, Frontend) {
+    let workers = (1..=2)
+        .map(|id: u64| {
             let id = id.to_string();
-            Process::start(&[
+            let mut args = vec![
                 "worker",
                 "--engine",
                 "mocker",
                 "--id",
                 &id,
                 "--registry",
-                &registry,
-            ])
+                registry,
+            ];
+            args.extend_from_slice(flags);
+            Process::start(&args)
         })
         .collect();
-    let (frontend_process, frontend) = directory_frontend(&registry).await;
+    let (frontend_process, frontend) = directory_frontend(registry).await;
     for joined in ["worker 1/0 at", "worker 2/0 at"] {
         frontend_process
             .wait_for(joined, Duration::from_secs(60))
             .await;
     }
+    (workers, frontend_process, frontend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_worker_is_killed_mid_stream_continues_on_the_other_worker() {
+    let directory = std::env::temp_dir().join(format!("dynamo-migration-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    let (mut workers, _frontend_process, frontend) = mocker_deployment(&registry, &[]).await;
     // The mocker echoes its prompt: one repeated token makes the answer the same however the
     // stream is cut, so the text checks that no token is lost or repeated.
     let prompt = vec![314_u32; 64];
@@ -407,6 +416,105 @@ async fn a_stream_whose_worker_is_killed_mid_stream_continues_on_the_other_worke
     let (status, answer) = frontend.complete_with(&whole).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(text, answer["choices"][0]["text"].as_str().expect("a text"));
+    workers.clear();
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// Start the streamed completion `body` asks for; its body and first events.
+async fn first_events(frontend: &Frontend, body: &Value) -> (Incoming, String) {
+    let response = frontend.post("/v1/completions", body).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let mut stream = response.into_body();
+    let first = stream.frame().await.expect("a chunk").expect("readable");
+    let events = String::from_utf8_lossy(first.data_ref().expect("data")).into_owned();
+    (stream, events)
+}
+
+/// The routing decisions `/metrics` counts for worker `id`.
+fn decisions(metrics: &str, id: u64) -> u64 {
+    let worker = format!("worker=\"{id}/0\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("dynamo_router_decisions_total{") && line.contains(&worker))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_by_sigterm_leaves_routing_and_finishes_its_stream() {
+    let directory = std::env::temp_dir().join(format!("dynamo-drain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    let flags = ["--speedup", "0.2", "--drain-timeout", "60"];
+    let (mut workers, frontend_process, frontend) = mocker_deployment(&registry, &flags).await;
+    let prompt = vec![314_u32; 64];
+    let max_tokens = 400;
+    let body = json!({
+        "model": "smollm2", "prompt": prompt, "max_tokens": max_tokens,
+        "stream": true, "stream_options": { "include_usage": true },
+    });
+    let (stream, mut events) = first_events(&frontend, &body).await;
+    let metrics = frontend.metrics().await;
+    let serving = (1..=2)
+        .find(|&id| decisions(&metrics, id) > 0)
+        .expect("a routing decision");
+    let other = 3 - serving;
+
+    // SIGTERM: the worker leaves discovery first, then drains its stream.
+    let started = Instant::now();
+    let draining = &workers[serving as usize - 1];
+    draining.terminate();
+    draining
+        .wait_for("draining 1 streams", Duration::from_secs(10))
+        .await;
+    frontend_process
+        .wait_for(&format!("worker {serving}/0 left"), Duration::from_secs(10))
+        .await;
+    // New requests go to the other worker meanwhile.
+    let before = frontend.metrics().await;
+    for n in 0..4 {
+        let (status, body) = frontend.complete(&format!("during the drain {n}"), 2).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let after = frontend.metrics().await;
+    assert_eq!(decisions(&after, other), decisions(&before, other) + 4);
+    assert_eq!(decisions(&after, serving), decisions(&before, serving));
+    assert!(
+        !draining.logged("drained"),
+        "the stream outlasts the requests sent during the drain ({:?})",
+        started.elapsed()
+    );
+
+    // The stream ends on the draining worker, whole and not migrated; then the worker exits 0.
+    events.push_str(&read_stream(stream, Duration::from_secs(120)).await);
+    let (text, usage, errors, done) = streamed_completion(&events);
+    assert!(done && errors == 0, "the stream ends well:\n{events}");
+    assert_eq!(usage["completion_tokens"], max_tokens, "{usage}");
+    assert!(!text.is_empty());
+    let metrics = frontend.metrics().await;
+    assert!(
+        !metrics.contains("dynamo_router_migrations_total"),
+        "{metrics}"
+    );
+    let status = workers[serving as usize - 1]
+        .wait_exit(Duration::from_secs(30))
+        .await;
+    assert!(status.success(), "{status:?}");
+    assert!(workers[serving as usize - 1].logged("drained"));
+
+    // SIGTERM on the frontend: its open stream finishes, then it exits 0.
+    let mut frontend_process = frontend_process;
+    let (stream, mut events) = first_events(&frontend, &body).await;
+    frontend_process.terminate();
+    frontend_process
+        .wait_for("stopping: no new connections", Duration::from_secs(10))
+        .await;
+    events.push_str(&read_stream(stream, Duration::from_secs(120)).await);
+    let (_, usage, errors, done) = streamed_completion(&events);
+    assert!(done && errors == 0, "the stream ends well:\n{events}");
+    assert_eq!(usage["completion_tokens"], max_tokens, "{usage}");
+    let status = frontend_process.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success() && frontend_process.logged("drained"));
     workers.clear();
     let _ = std::fs::remove_dir_all(&directory);
 }

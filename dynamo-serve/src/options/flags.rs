@@ -95,6 +95,10 @@ struct WorkerArgs {
     /// hands over [default: any free port]
     #[arg(long, value_name = "N")]
     kv_port: Option<u16>,
+    /// On SIGTERM: leave discovery, then finish the open streams for up to this many seconds
+    /// before exiting (new requests are refused, and the frontend sends them elsewhere)
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_TIMEOUT)]
+    drain_timeout: u64,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -209,6 +213,10 @@ struct GatewayArgs {
     /// its request continued elsewhere and leaves routing until it answers a canary (0: never)
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     stall_timeout: u64,
+    /// On SIGTERM: stop accepting connections, then finish the open streams for up to this
+    /// many seconds before exiting
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_TIMEOUT)]
+    drain_timeout: u64,
     /// The temperature and top_p of requests that give none
     #[arg(long, value_name = "FROM", value_enum, default_value_t = SamplingSource::Model)]
     sampling_defaults: SamplingSource,
@@ -238,6 +246,9 @@ const DEFAULT_PORT: u16 = 8000;
 /// The worker's etcd lease, in seconds.
 const DEFAULT_LEASE_TTL: u64 = 5;
 
+/// How long a process stopped by SIGTERM finishes its open streams, in seconds.
+const DEFAULT_DRAIN_TIMEOUT: u64 = 30;
+
 impl Cli {
     /// The options the parsed command asks for, not yet validated.
     pub(super) fn into_options(self) -> Options {
@@ -258,6 +269,7 @@ impl Cli {
                 options.lease_ttl = args.lease_ttl;
                 options.role = args.role;
                 options.kv_port = args.kv_port;
+                options.drain_timeout = args.drain_timeout;
                 options
             }
             Some(CommandArgs::Frontend(args)) => {
@@ -327,6 +339,7 @@ fn options(
         body_limit: gateway.body_limit,
         migration_limit: gateway.migration_limit,
         stall_timeout: gateway.stall_timeout,
+        drain_timeout: gateway.drain_timeout,
         sampling_defaults: gateway.sampling_defaults,
         id: None,
         nats: deployment.nats,

@@ -169,6 +169,8 @@ pub(crate) struct Options {
     pub(crate) migration_limit: u32,
     /// Seconds without a token before an attempt ends and its worker is ejected (0: never).
     pub(crate) stall_timeout: u64,
+    /// Seconds a process stopped by SIGTERM finishes its open streams.
+    pub(crate) drain_timeout: u64,
     pub(crate) sampling_defaults: SamplingSource,
     pub(crate) id: Option<u64>,
     pub(crate) nats: Option<String>,
@@ -458,6 +460,11 @@ mod tests {
         assert_eq!(serve.stall_timeout, 30);
         let unwatched = options("frontend --registry r --router approx-kv --stall-timeout 0");
         assert_eq!(unwatched.expect("valid").stall_timeout, 0);
+        assert_eq!(serve.drain_timeout, 30);
+        let worker = options("worker --registry r --drain-timeout 5").expect("valid");
+        let frontend = options("frontend --registry r --router approx-kv --drain-timeout 7");
+        assert_eq!(worker.drain_timeout, 5);
+        assert_eq!(frontend.expect("valid").drain_timeout, 7);
         assert_eq!(
             (serve.api_key_file, serve.open_metrics, serve.body_limit),
             (None, false, 16 << 20)

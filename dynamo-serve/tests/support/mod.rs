@@ -63,6 +63,32 @@ impl Process {
         started.elapsed()
     }
 
+    /// Send SIGTERM, as a supervisor stopping the process does.
+    pub(crate) fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
+    /// Wait until the process has exited; its status.
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited on") {
+                return status;
+            }
+            let log = self.log.lock().expect("not poisoned").join("\n");
+            assert!(
+                started.elapsed() < within,
+                "still running after {within:?}; log:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
