@@ -210,8 +210,9 @@ struct GatewayArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     migration_limit: u32,
     /// A worker that sends no token for this many seconds (first token or between tokens) has
-    /// its request continued elsewhere and leaves routing until it answers a canary (0: never)
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    /// its request continued elsewhere and leaves routing until it answers a canary (0: never).
+    /// Above the longest honest wait: a CPU model's first token under load can take a minute
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     stall_timeout: u64,
     /// On SIGTERM: stop accepting connections, then finish the open streams for up to this
     /// many seconds before exiting

@@ -457,7 +457,7 @@ mod tests {
         let frontend =
             options("frontend --registry r --router approx-kv --migration-limit 0").expect("valid");
         assert_eq!(frontend.migration_limit, 0);
-        assert_eq!(serve.stall_timeout, 30);
+        assert_eq!(serve.stall_timeout, 120);
         let unwatched = options("frontend --registry r --router approx-kv --stall-timeout 0");
         assert_eq!(unwatched.expect("valid").stall_timeout, 0);
         assert_eq!(serve.drain_timeout, 30);
