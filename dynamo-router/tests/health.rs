@@ -8,6 +8,10 @@
     reason = "test helpers panic on failure by design"
 )]
 
+mod common;
+
+use common::answer;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,22 +54,6 @@ struct Workers {
     /// Worker 1 misbehaves while this is set.
     faulty: Arc<AtomicBool>,
     attempts: Arc<Mutex<Vec<Attempt>>>,
-}
-
-/// The next token after `tokens`: a function of every token so far, so that a duplicated or
-/// missing token changes everything after it.
-fn next_token(tokens: &[u32]) -> u32 {
-    let sum: u64 = tokens.iter().map(|&t| u64::from(t)).sum();
-    ((sum * 31 + tokens.len() as u64) % 50_000) as u32 + 1
-}
-
-/// The answer of a healthy worker.
-fn answer(prompt: &[u32], max_tokens: u32) -> Vec<u32> {
-    let mut tokens = prompt.to_vec();
-    for _ in 0..max_tokens {
-        tokens.push(next_token(&tokens));
-    }
-    tokens.split_off(prompt.len())
 }
 
 impl Workers {

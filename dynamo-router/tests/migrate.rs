@@ -6,6 +6,10 @@
     reason = "test helpers panic on failure by design"
 )]
 
+mod common;
+
+use common::answer;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,22 +56,6 @@ struct Workers {
     attempts: Arc<Mutex<Vec<Attempt>>>,
     /// Workers that died and have not left the router yet.
     dead: Arc<Mutex<Vec<u64>>>,
-}
-
-/// The next token after `tokens`: a function of every token so far, as a model's is, so that a
-/// duplicated or missing token changes everything after it.
-fn next_token(tokens: &[u32]) -> u32 {
-    let sum: u64 = tokens.iter().map(|&t| u64::from(t)).sum();
-    ((sum * 31 + tokens.len() as u64) % 50_000) as u32 + 1
-}
-
-/// The answer of a healthy worker.
-fn answer(prompt: &[u32], max_tokens: u32) -> Vec<u32> {
-    let mut tokens = prompt.to_vec();
-    for _ in 0..max_tokens {
-        tokens.push(next_token(&tokens));
-    }
-    tokens.split_off(prompt.len())
 }
 
 impl Workers {

@@ -132,12 +132,13 @@ enum Step<R> {
 /// ```no_run
 /// use dynamo_core::BlockSize;
 /// use dynamo_transport::Tcp;
-/// use dynamo_transport::discovery::{ConnectConfig, EtcdDiscovery, connect};
+/// use dynamo_transport::discovery::{ConnectConfig, DirectoryDiscovery, connect};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let etcd = EtcdDiscovery::new("http://127.0.0.1:2379", "dynamo")?;
+/// // The workers registered in a shared directory (`EtcdDiscovery` with the `etcd` feature).
+/// let registry = DirectoryDiscovery::new("/tmp/dynamo-workers");
 /// let config = ConnectConfig::new(BlockSize::new(16)?).model("smollm2");
-/// let workers = connect(&etcd, Tcp::new(), config);
+/// let workers = connect(&registry, Tcp::new(), config);
 /// // A router applies the changes: `tokio::spawn(router.discover(workers))`.
 /// # drop(workers);
 /// # Ok(())
