@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::answer;
+use common::{Attempt, answer};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,6 @@ use dynamo_router::migrate::{Migrate, MigrationConfig};
 use dynamo_router::{RoundRobin, RouterService};
 use futures::StreamExt;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 const STALL: Duration = Duration::from_secs(2);
 const PROBE: Duration = Duration::from_secs(5);
@@ -37,14 +36,6 @@ enum Fault {
     Hang { after: usize },
     /// Refuse each call with `unavailable`.
     Refuse,
-}
-
-/// What a worker was asked.
-struct Attempt {
-    worker: u64,
-    prompt: Vec<u32>,
-    max_tokens: Option<u32>,
-    cancel: CancellationToken,
 }
 
 #[derive(Clone)]
@@ -193,14 +184,17 @@ async fn a_hung_worker_is_ejected_its_request_continues_and_a_canary_brings_it_b
 
     // While it still hangs, canaries time out and it stays out.
     let checks = tokio::spawn(workers.router.health_checks());
-    tokio::time::sleep(PROBE * 2 + Duration::from_secs(2)).await;
+    until("two canaries", || workers.canaries(1) >= 2).await;
     assert_eq!(workers.canaries(1), 2);
     assert_eq!(workers.canaries(2), 0, "idle probes are off");
     assert!(workers.router.is_ejected(WorkerId::new(1)));
 
     // Once it answers, the next canary brings it back, and it is routed to again.
     workers.faulty.store(false, Ordering::SeqCst);
-    tokio::time::sleep(PROBE).await;
+    until("the worker's return", || {
+        !workers.router.is_ejected(WorkerId::new(1))
+    })
+    .await;
     assert_eq!(workers.canaries(1), 3);
     assert!(!workers.router.is_ejected(WorkerId::new(1)));
     for i in 0..2 {
@@ -266,8 +260,10 @@ async fn an_idle_worker_that_hangs_is_ejected_by_a_canary() {
     workers.insert(1);
     workers.insert(2);
     let checks = tokio::spawn(workers.router.health_checks());
-    tokio::time::sleep(PROBE * 2 + Duration::from_secs(2)).await;
-    assert!(workers.router.is_ejected(WorkerId::new(1)));
+    until("the ejection and a canary of the healthy worker", || {
+        workers.router.is_ejected(WorkerId::new(1)) && workers.canaries(2) >= 1
+    })
+    .await;
     assert!(!workers.router.is_ejected(WorkerId::new(2)));
     assert!(workers.canaries(2) >= 1);
     // Every new request goes to the healthy worker.
@@ -279,4 +275,16 @@ async fn an_idle_worker_that_hangs_is_ejected_by_a_canary() {
         .unwrap();
     assert_eq!(workers.routed(), [2]);
     checks.abort();
+}
+
+/// Wait, on the paused clock, until `done` holds; fail after a minute of virtual time.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {what} within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

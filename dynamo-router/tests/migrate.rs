@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::answer;
+use common::{Attempt, answer};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,6 @@ use dynamo_core::{
 use dynamo_router::RouterService;
 use dynamo_router::migrate::{Migrate, MigrationConfig, MigrationExhausted};
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 /// How a worker fails, while the shared budget of faults lasts.
 #[derive(Clone, Copy)]
@@ -38,14 +37,6 @@ enum Fault {
     Fail { after: usize, error: fn() -> Error },
     /// Stream `after` tokens, then hold the stream open until cancelled.
     Hold { after: usize },
-}
-
-/// What a worker was asked.
-struct Attempt {
-    worker: u64,
-    prompt: Vec<u32>,
-    max_tokens: Option<u32>,
-    cancel: CancellationToken,
 }
 
 #[derive(Clone)]

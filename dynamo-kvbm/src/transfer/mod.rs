@@ -84,7 +84,7 @@
 //!         let mut kv = vec![0; fetched.blocks * block_bytes];
 //!         fetched.store.get_many(&handoff.blocks[..fetched.blocks], &mut kv)?;
 //!     }
-//!     Err(error) => eprintln!("computing the prompt instead: {error}"),
+//!     Err(error) => tracing::warn!("computing the prompt instead: {error}"),
 //! }
 //! fetcher.release(&handoff).await;
 //! # Ok(())

@@ -2,6 +2,16 @@
 //! token depends on all the tokens before it, so a duplicated or missing token changes
 //! everything after it.
 
+use tokio_util::sync::CancellationToken;
+
+/// What a worker was asked.
+pub(crate) struct Attempt {
+    pub(crate) worker: u64,
+    pub(crate) prompt: Vec<u32>,
+    pub(crate) max_tokens: Option<u32>,
+    pub(crate) cancel: CancellationToken,
+}
+
 /// The next token after `tokens`.
 pub(crate) fn next_token(tokens: &[u32]) -> u32 {
     let sum: u64 = tokens.iter().map(|&t| u64::from(t)).sum();
