@@ -65,7 +65,13 @@ impl LocalS3 {
             .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
         let mut server = LocalS3 { child, port };
         let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // A connection to a free port can connect to itself (TCP simultaneous open): only one
+        // whose two ends differ reaches the server.
+        let listening = || {
+            TcpStream::connect(("127.0.0.1", port))
+                .is_ok_and(|stream| stream.local_addr().is_ok_and(|local| local.port() != port))
+        };
+        while !listening() {
             let exited = server.child.try_wait().ok().flatten();
             assert!(exited.is_none(), "{} exited: {exited:?}", program.display());
             assert!(

@@ -77,7 +77,7 @@ impl Server {
 
     fn wait_listening(&mut self) -> Result<(), Error> {
         let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !someone_listens(self.port) {
             let exited = self
                 .child
                 .as_mut()
@@ -100,6 +100,14 @@ impl Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Whether a process listens on `port`. A connection to a free port in the ephemeral range can
+/// succeed by connecting to itself (TCP simultaneous open, when the kernel happens to pick the
+/// same port for the client's end); that one is not a listener.
+fn someone_listens(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port))
+        .is_ok_and(|stream| stream.local_addr().ok().map(|local| local.port()) != Some(port))
 }
 
 impl Drop for Server {
