@@ -1,0 +1,1 @@
+//! Performance models: what one worker achieves, measured by `profile`, interpolated.

@@ -1,0 +1,248 @@
+//! One planning step: predict, ask the policy, respect the bounds, say why.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::observe::Observation;
+use crate::policy::{Forecast, Policy};
+use crate::predict::Predictor;
+
+/// The replica counts of a deployment's worker pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replicas {
+    /// One pool of aggregated workers.
+    Aggregated(usize),
+    /// A prefill pool and a decode pool.
+    Disaggregated {
+        /// Prefill workers.
+        prefill: usize,
+        /// Decode workers.
+        decode: usize,
+    },
+}
+
+impl Replicas {
+    /// Workers in all pools.
+    pub fn total(self) -> usize {
+        match self {
+            Replicas::Aggregated(workers) => workers,
+            Replicas::Disaggregated { prefill, decode } => prefill + decode,
+        }
+    }
+}
+
+/// The limits every decision respects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bounds {
+    /// Fewest workers per pool. Default 1.
+    pub min_per_pool: usize,
+    /// Most workers per pool. Default 8.
+    pub max_per_pool: usize,
+    /// Most workers in all pools together. Default 8.
+    pub budget: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            min_per_pool: 1,
+            max_per_pool: 8,
+            budget: 8,
+        }
+    }
+}
+
+impl Bounds {
+    /// Check that the bounds can all be met.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] when the minimum is 0 or above the maximum, or the budget is below
+    /// the minimum.
+    pub fn check(&self) -> Result<(), Error> {
+        let reason = if self.min_per_pool == 0 {
+            Some("each pool needs at least one worker".to_string())
+        } else if self.min_per_pool > self.max_per_pool {
+            Some(format!(
+                "the minimum {} is above the maximum {}",
+                self.min_per_pool, self.max_per_pool
+            ))
+        } else if self.budget < self.min_per_pool {
+            Some(format!(
+                "the budget {} is below the minimum {}",
+                self.budget, self.min_per_pool
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::Setting {
+                setting: "bounds",
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// `wanted` within the bounds: each pool clamped to its range, then, over the budget,
+    /// every pool shrunk in proportion (never below the minimum).
+    pub fn apply(&self, wanted: Replicas) -> Replicas {
+        let clamp = |n: usize| n.clamp(self.min_per_pool, self.max_per_pool);
+        match wanted {
+            Replicas::Aggregated(n) => Replicas::Aggregated(clamp(n).min(self.budget)),
+            Replicas::Disaggregated { prefill, decode } => {
+                let (mut prefill, mut decode) = (clamp(prefill), clamp(decode));
+                if prefill + decode > self.budget {
+                    let scale = self.budget as f64 / (prefill + decode) as f64;
+                    prefill = ((prefill as f64 * scale).floor() as usize).max(self.min_per_pool);
+                    decode = self.budget.saturating_sub(prefill).max(self.min_per_pool);
+                }
+                Replicas::Disaggregated { prefill, decode }
+            }
+        }
+    }
+}
+
+/// How the planner runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PlannerConfig {
+    /// Seconds between planning steps. Default 60.
+    pub interval_s: f64,
+    /// The limits of every decision.
+    pub bounds: Bounds,
+    /// Only log and record decisions; never change the deployment. Default false.
+    pub advisory: bool,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            interval_s: 60.0,
+            bounds: Bounds::default(),
+            advisory: false,
+        }
+    }
+}
+
+/// What one planning step decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The replica counts the planner wants, within the bounds.
+    pub target: Replicas,
+    /// The counts when the step began.
+    pub current: Replicas,
+    /// What the predictors expect of the next interval.
+    pub forecast: Forecast,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// Whether the caller should act on it (false in advisory mode).
+    pub act: bool,
+}
+
+/// Predictors of the next interval's load, a policy, and the bounds.
+pub struct Planner {
+    config: PlannerConfig,
+    policy: Box<dyn Policy>,
+    requests: Box<dyn Predictor>,
+    input_tokens: Box<dyn Predictor>,
+    output_tokens: Box<dyn Predictor>,
+}
+
+impl std::fmt::Debug for Planner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planner")
+            .field("config", &self.config)
+            .field("policy", &self.policy.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Planner {
+    /// A planner that asks `policy`, forecasting each load figure with a fresh predictor from
+    /// `predictor`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] for bounds that cannot be met or an interval that is not positive.
+    pub fn new(
+        config: PlannerConfig,
+        policy: impl Policy + 'static,
+        predictor: impl Fn() -> Box<dyn Predictor>,
+    ) -> Result<Self, Error> {
+        config.bounds.check()?;
+        if config.interval_s.is_nan() || config.interval_s <= 0.0 {
+            return Err(Error::Setting {
+                setting: "interval_s",
+                reason: format!("{} is not a positive number of seconds", config.interval_s),
+            });
+        }
+        Ok(Planner {
+            config,
+            policy: Box::new(policy),
+            requests: predictor(),
+            input_tokens: predictor(),
+            output_tokens: predictor(),
+        })
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &PlannerConfig {
+        &self.config
+    }
+
+    /// One planning step: learn from `observed`, forecast the next interval, and decide the
+    /// pools' sizes, starting from `current`. Logs the decision and records it as metrics.
+    pub fn tick(&mut self, observed: &Observation, current: Replicas) -> Decision {
+        let rate = if observed.interval_s > 0.0 {
+            observed.requests as f64 / observed.interval_s
+        } else {
+            0.0
+        };
+        self.requests.observe(rate);
+        if observed.requests > 0 {
+            self.input_tokens.observe(observed.mean_input_tokens);
+            self.output_tokens.observe(observed.mean_output_tokens);
+        }
+        let forecast = Forecast {
+            requests_per_s: self.requests.predict().max(0.0),
+            input_tokens: self.input_tokens.predict().max(0.0),
+            output_tokens: self.output_tokens.predict().max(0.0),
+        };
+        let proposal = self.policy.plan(observed, &forecast, current);
+        let target = self.config.bounds.apply(proposal.target);
+        let decision = Decision {
+            target,
+            current,
+            forecast,
+            reason: proposal.reason,
+            act: !self.config.advisory,
+        };
+        record(self.policy.name(), &decision);
+        decision
+    }
+}
+
+/// The decision as a log line and as gauges.
+fn record(policy: &str, decision: &Decision) {
+    tracing::info!(
+        policy,
+        current = ?decision.current,
+        target = ?decision.target,
+        requests_per_s = decision.forecast.requests_per_s,
+        input_tokens = decision.forecast.input_tokens,
+        output_tokens = decision.forecast.output_tokens,
+        act = decision.act,
+        "planner: {}",
+        decision.reason
+    );
+    let pools: &[(&'static str, usize)] = match decision.target {
+        Replicas::Aggregated(n) => &[("aggregated", n)],
+        Replicas::Disaggregated { prefill, decode } => &[("prefill", prefill), ("decode", decode)],
+    };
+    for &(pool, replicas) in pools {
+        metrics::gauge!("dynamo_planner_target_replicas", "pool" => pool).set(replicas as f64);
+    }
+    metrics::gauge!("dynamo_planner_predicted_requests_per_second")
+        .set(decision.forecast.requests_per_s);
+}
