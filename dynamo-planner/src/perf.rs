@@ -1,1 +1,0 @@
-//! Performance models: what one worker achieves, measured by `profile`, interpolated.
