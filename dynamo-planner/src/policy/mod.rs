@@ -1,0 +1,72 @@
+//! Planning policies: from a forecast of the next interval to replica counts.
+//!
+//! | policy | needs | plans by |
+//! |---|---|---|
+//! | [`DynamoSla`] | a [`PerfProfile`](crate::perf::PerfProfile) | NVIDIA Dynamo's throughput-based SLA algorithm (the baseline) |
+//! | [`SlaPolicy`] | a [`PerfProfile`](crate::perf::PerfProfile) | capacity with headroom for the uncached load, reacting at once to SLA misses and queues |
+//! | [`LoadPolicy`] | nothing | per-worker queues and KV usage, with hysteresis |
+//!
+//! Each handles [`Replicas::Aggregated`] and [`Replicas::Disaggregated`], and says in
+//! [`Proposal::reason`] which figures drove its choice.
+
+mod dynamo;
+mod load;
+mod pool;
+mod sla;
+
+use serde::{Deserialize, Serialize};
+
+pub use dynamo::{DynamoSla, DynamoSlaConfig};
+pub use load::{LoadConfig, LoadPolicy};
+pub use sla::{SlaConfig, SlaPolicy};
+
+use crate::observe::Observation;
+use crate::plan::Replicas;
+
+/// What the predictors expect of the next interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// Arrivals per second.
+    pub requests_per_s: f64,
+    /// Mean prompt length, in tokens.
+    pub input_tokens: f64,
+    /// Mean output length, in tokens.
+    pub output_tokens: f64,
+}
+
+/// What a policy proposes, before the bounds apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    /// The replica counts it wants.
+    pub target: Replicas,
+    /// Why, in a sentence a person reading the log understands.
+    pub reason: String,
+}
+
+/// Turns what was observed and what is forecast into replica counts.
+pub trait Policy: Send {
+    /// Its name, for logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// The pools' sizes for the next interval, starting from `current`.
+    fn plan(&mut self, observed: &Observation, forecast: &Forecast, current: Replicas) -> Proposal;
+}
+
+/// The latency targets of a service-level agreement.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SlaTargets {
+    /// Time to first token, in milliseconds. Default 500.
+    pub ttft_ms: f64,
+    /// Time between output tokens, in milliseconds. Default 50.
+    pub itl_ms: f64,
+}
+
+impl Default for SlaTargets {
+    fn default() -> Self {
+        SlaTargets {
+            ttft_ms: 500.0,
+            itl_ms: 50.0,
+        }
+    }
+}

@@ -1,0 +1,164 @@
+use dynamo_core::WorkerRole;
+
+use super::*;
+use crate::observe::WorkerLoad;
+use crate::perf::tests::sample;
+
+fn policy() -> Result<SlaPolicy, crate::Error> {
+    Ok(SlaPolicy::new(sample()?, SlaConfig::default()))
+}
+
+/// An interval of `rate` req/s of 1000 input and 200 output tokens, without latencies.
+fn interval(rate: f64, hit: f64) -> Observation {
+    Observation {
+        interval_s: 60.0,
+        requests: (rate * 60.0) as u64,
+        mean_input_tokens: 1000.0,
+        mean_output_tokens: 200.0,
+        kv_hit_rate: hit,
+        ..Observation::default()
+    }
+}
+
+fn forecast(rate: f64) -> Forecast {
+    Forecast {
+        requests_per_s: rate,
+        input_tokens: 1000.0,
+        output_tokens: 200.0,
+    }
+}
+
+fn workers(role: WorkerRole, n: usize, waiting: u64) -> Vec<WorkerLoad> {
+    (0..n)
+        .map(|_| WorkerLoad {
+            role,
+            waiting,
+            ..WorkerLoad::default()
+        })
+        .collect()
+}
+
+const SPLIT: Replicas = Replicas::Disaggregated {
+    prefill: 1,
+    decode: 1,
+};
+
+#[test]
+fn plans_with_headroom_for_uncached_tokens_only() -> Result<(), crate::Error> {
+    // Prefill: 40 req/s × 1000 tokens / 20 000 per worker = 2 workers, / 0.8 = 2.5 → 3.
+    // Decode: 40 × 200 / 489.1 tokens/s per worker (50 ms, context 1100) = 16.4, / 0.8 → 21.
+    let proposal = policy()?.plan(&interval(40.0, 0.0), &forecast(40.0), SPLIT);
+    assert_eq!(
+        proposal.target,
+        Replicas::Disaggregated {
+            prefill: 3,
+            decode: 21
+        }
+    );
+    // With 90% of the prompt cached: 40 × 100 / 10 000 = 0.4, / 0.8 = 0.5 → 1.
+    let mut cached = policy()?;
+    let proposal = cached.plan(&interval(40.0, 0.9), &forecast(40.0), SPLIT);
+    assert_eq!(
+        proposal.target,
+        Replicas::Disaggregated {
+            prefill: 1,
+            decode: 21
+        }
+    );
+    assert!((cached.hit_rate() - 0.9).abs() < 1e-12);
+    assert!(
+        proposal.reason.contains("90% cached"),
+        "{}",
+        proposal.reason
+    );
+    Ok(())
+}
+
+#[test]
+fn plans_for_the_last_rate_when_it_beats_the_forecast() -> Result<(), crate::Error> {
+    let low = policy()?.plan(&interval(40.0, 0.0), &forecast(1.0), SPLIT);
+    assert_eq!(
+        low.target,
+        Replicas::Disaggregated {
+            prefill: 3,
+            decode: 21
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn a_deep_queue_grows_the_pool_at_once() -> Result<(), crate::Error> {
+    let mut observed = interval(0.1, 0.0);
+    observed.workers = workers(WorkerRole::Aggregated, 2, 8);
+    let proposal = policy()?.plan(&observed, &forecast(0.1), Replicas::Aggregated(2));
+    // 8 waiting per worker is 4× the limit of 2: grow by 2 × 3 = 6, at most doubling.
+    assert_eq!(proposal.target, Replicas::Aggregated(4));
+    assert!(
+        proposal
+            .reason
+            .contains("waiting requests per worker 8.00 over 2.00"),
+        "{}",
+        proposal.reason
+    );
+    Ok(())
+}
+
+#[test]
+fn a_ttft_miss_grows_only_the_prefill_pool() -> Result<(), crate::Error> {
+    let mut observed = interval(0.1, 0.0);
+    observed.mean_ttft_ms = Some(1500.0);
+    let current = Replicas::Disaggregated {
+        prefill: 2,
+        decode: 2,
+    };
+    let proposal = policy()?.plan(&observed, &forecast(0.1), current);
+    assert_eq!(
+        proposal.target,
+        Replicas::Disaggregated {
+            prefill: 4,
+            decode: 2
+        }
+    );
+    assert!(
+        proposal
+            .reason
+            .contains("mean TTFT (ms) 1500.00 over 500.00")
+    );
+    Ok(())
+}
+
+#[test]
+fn shrinks_one_worker_at_a_time_after_calm_intervals() -> Result<(), crate::Error> {
+    let mut p = policy()?;
+    let mut current = Replicas::Aggregated(5);
+    let mut sizes = Vec::new();
+    for _ in 0..6 {
+        current = p.plan(&interval(0.1, 0.0), &forecast(0.1), current).target;
+        sizes.push(current.total());
+    }
+    assert_eq!(sizes, [5, 5, 4, 3, 2, 1]);
+    // A miss stops the shrinking and resets the count.
+    let mut missed = interval(0.1, 0.0);
+    missed.mean_itl_ms = Some(60.0);
+    assert_eq!(
+        p.plan(&missed, &forecast(0.1), current).target,
+        Replicas::Aggregated(2)
+    );
+    Ok(())
+}
+
+#[test]
+fn settings_out_of_range_take_their_defaults() -> Result<(), crate::Error> {
+    let p = SlaPolicy::new(
+        sample()?,
+        SlaConfig {
+            utilisation: 0.0,
+            smoothing: 2.0,
+            max_growth: 0.5,
+            ..SlaConfig::default()
+        },
+    );
+    assert_eq!(*p.config(), SlaConfig::default());
+    Ok(())
+}
