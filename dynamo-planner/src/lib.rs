@@ -1,21 +1,83 @@
 //! SLA-driven autoscaling: watch the load, predict the next interval, turn the TTFT and ITL
 //! targets into replica counts for each worker pool, and ask a [`Scaler`] for them.
 //!
-//! One planning step ([`Planner::tick`]) takes an [`Observation`] of the interval that just
-//! ended and the pools' current sizes, and returns a [`Decision`]: the replica counts it
-//! wants and why. What reads the metrics and what acts on the decision are the caller's: the
-//! trace replay (`dynamo-replay --planner`) drives it on its virtual clock, and a live
-//! deployment drives it with a [`Scaler`].
+//! # The loop
+//!
+//! Every interval (a minute by default) the caller hands [`Planner::tick`] an
+//! [`Observation`] of the interval that just ended — arrivals, mean prompt and output
+//! lengths, KV hit rate, mean TTFT and ITL, each worker's queue and KV usage — and the pools'
+//! current sizes. The planner then
+//!
+//! 1. **predicts** the next interval's arrival rate and lengths, each with its own
+//!    [`Predictor`](predict::Predictor) (constant, moving average, Kalman trend,
+//!    Holt-Winters: [`predict`]);
+//! 2. **asks a [`Policy`](policy::Policy)** for the pools' sizes ([`policy`]): NVIDIA
+//!    Dynamo's throughput-based SLA algorithm ([`DynamoSla`](policy::DynamoSla)), ours
+//!    ([`SlaPolicy`](policy::SlaPolicy)), or load-based scaling with hysteresis
+//!    ([`LoadPolicy`](policy::LoadPolicy)); the SLA policies read what one worker achieves
+//!    from a measured [`PerfProfile`](perf::PerfProfile) ([`perf`]);
+//! 3. **bounds** the answer ([`Bounds`]: least and most workers per pool, a total budget);
+//! 4. **logs and records** the [`Decision`] with the sentence that explains it, and says
+//!    whether to act on it (not in advisory mode).
+//!
+//! What reads the metrics and what acts on the decision are the caller's: the trace replay
+//! (`dynamo-replay --planner`) drives the planner on its virtual clock, and a live
+//! deployment drives it with [`run`] and a [`Scaler`] (`local::LocalProcesses` for worker
+//! processes on one machine).
+//!
+//! # Example
+//!
+//! A load-based planner grows an aggregated pool as its workers' queues deepen:
+//!
+//! ```
+//! use dynamo_planner::policy::{LoadConfig, LoadPolicy};
+//! use dynamo_planner::predict::PredictorKind;
+//! use dynamo_planner::{Observation, Planner, PlannerConfig, Replicas, WorkerLoad};
+//!
+//! let predictor: PredictorKind = "kalman".parse()?;
+//! let policy = LoadPolicy::new(LoadConfig::default());
+//! let mut planner = Planner::new(PlannerConfig::default(), policy, move || predictor.build())?;
+//! let mut replicas = Replicas::Aggregated(1);
+//! for waiting in [0, 6, 9] {
+//!     let worker = WorkerLoad { waiting, running: 32, kv_usage: 0.6, ..WorkerLoad::default() };
+//!     let observed = Observation {
+//!         interval_s: 60.0,
+//!         requests: 600,
+//!         mean_input_tokens: 2000.0,
+//!         mean_output_tokens: 200.0,
+//!         workers: vec![worker; replicas.total()],
+//!         ..Observation::default()
+//!     };
+//!     let decision = planner.tick(&observed, replicas);
+//!     if decision.act {
+//!         replicas = decision.target;
+//!     }
+//! }
+//! assert_eq!(replicas, Replicas::Aggregated(3));
+//! # Ok::<(), dynamo_planner::Error>(())
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `local` | `local::LocalProcesses`: a [`Scaler`] that starts and stops worker processes on this machine (tokio's `process`, rustix's `kill`; Unix) | off |
+
+#![forbid(unsafe_code)]
 
 mod error;
+mod live;
+#[cfg(feature = "local")]
+pub mod local;
 mod observe;
-mod plan;
 pub mod perf;
+mod plan;
 pub mod policy;
 pub mod predict;
 mod scaler;
 
 pub use error::Error;
+pub use live::run;
 pub use observe::{Observation, WorkerLoad};
 pub use plan::{Bounds, Decision, Planner, PlannerConfig, Replicas};
 pub use scaler::{PoolSize, Scaler};
