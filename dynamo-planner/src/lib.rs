@@ -22,7 +22,8 @@
 //!
 //! What reads the metrics and what acts on the decision are the caller's: the trace replay
 //! (`dynamo-replay --planner`) drives the planner on its virtual clock, and a live
-//! deployment drives it with a [`Scaler`].
+//! deployment drives it with [`run`] and a [`Scaler`] (`local::LocalProcesses` for worker
+//! processes on one machine).
 //!
 //! # Example
 //!
@@ -58,11 +59,16 @@
 //!
 //! # Features
 //!
-//! None yet: the planner core has no optional parts.
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `local` | `local::LocalProcesses`: a [`Scaler`] that starts and stops worker processes on this machine (tokio's `process`, rustix's `kill`; Unix) | off |
 
 #![forbid(unsafe_code)]
 
 mod error;
+mod live;
+#[cfg(feature = "local")]
+pub mod local;
 mod observe;
 pub mod perf;
 mod plan;
@@ -71,6 +77,7 @@ pub mod predict;
 mod scaler;
 
 pub use error::Error;
+pub use live::run;
 pub use observe::{Observation, WorkerLoad};
 pub use plan::{Bounds, Decision, Planner, PlannerConfig, Replicas};
 pub use scaler::{PoolSize, Scaler};
