@@ -86,7 +86,8 @@ impl Bounds {
     }
 
     /// `wanted` within the bounds: each pool clamped to its range, then, over the budget,
-    /// every pool shrunk in proportion (never below the minimum).
+    /// every pool shrunk in proportion (never below the minimum). Two pools cannot both keep
+    /// their minimum within a budget under twice the minimum; they then keep the minimum.
     pub fn apply(&self, wanted: Replicas) -> Replicas {
         let clamp = |n: usize| n.clamp(self.min_per_pool, self.max_per_pool);
         match wanted {
@@ -95,8 +96,15 @@ impl Bounds {
                 let (mut prefill, mut decode) = (clamp(prefill), clamp(decode));
                 if prefill + decode > self.budget {
                     let scale = self.budget as f64 / (prefill + decode) as f64;
-                    prefill = ((prefill as f64 * scale).floor() as usize).max(self.min_per_pool);
-                    decode = self.budget.saturating_sub(prefill).max(self.min_per_pool);
+                    // Leave the decode pool its minimum within the budget.
+                    let most = self.budget.saturating_sub(self.min_per_pool);
+                    let most = most.max(self.min_per_pool);
+                    prefill =
+                        ((prefill as f64 * scale).floor() as usize).clamp(self.min_per_pool, most);
+                    decode = self
+                        .budget
+                        .saturating_sub(prefill)
+                        .clamp(self.min_per_pool, decode);
                 }
                 Replicas::Disaggregated { prefill, decode }
             }

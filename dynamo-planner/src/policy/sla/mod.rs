@@ -73,7 +73,8 @@ impl Default for SlaConfig {
 ///    (prefill, aggregated) or ITL (decode, aggregated) passed its target, whose waiting
 ///    requests per worker passed `queue_per_worker`, or whose KV usage passed `kv_high`
 ///    grows now — by the ratio of the worst figure to its limit, at least one worker, at most
-///    `max_growth` times.
+///    `max_growth` times, less the workers asked for earlier that have not joined yet (when
+///    the observation lists the workers, those missing from it are still starting).
 /// 5. **Shrink slowly**: only after `calm_intervals` calm intervals in a row, one worker per
 ///    interval.
 #[derive(Debug, Clone)]
@@ -204,10 +205,12 @@ impl SlaPolicy {
         if let Some(step) = pressure.step(current, self.config.max_growth) {
             *calm = 0;
             let target = planned.max(current + step);
-            return (
-                target,
-                format!("{}: grow to {target} now", pressure.describe()),
-            );
+            let action = if target > current {
+                format!("grow to {target} now")
+            } else {
+                format!("keep {current} until they join")
+            };
+            return (target, format!("{}: {action}", pressure.describe()));
         }
         if planned >= current {
             *calm = 0;
@@ -261,7 +264,7 @@ impl Policy for SlaPolicy {
                 WorkerRole::Prefill => (need.prefill / u, "prefill"),
                 WorkerRole::Decode => (need.decode / u, "decode"),
             };
-            let pressure = Pressure::of(role, observed, &config);
+            let pressure = Pressure::of(role, n, observed, &config);
             let (size, why) = self.size(role, n, whole(planned), &pressure);
             parts.push(format!(
                 "{} pool of {n}: {load} need {planned:.2} workers at {:.0}% utilisation; {why}",

@@ -11,12 +11,23 @@ use crate::policy::pool::PoolLoad;
 pub(super) struct Pressure {
     /// `(what, figure, limit)` for each figure past its limit.
     over: Vec<(&'static str, f64, f64)>,
+    /// Workers that reported, when any did.
+    ready: Option<usize>,
+    /// Workers asked for that have not joined yet (0 when no worker reported at all).
+    pending: usize,
 }
 
 impl Pressure {
-    /// The pressure on the `role` pool in `observed`.
-    pub(super) fn of(role: WorkerRole, observed: &Observation, config: &SlaConfig) -> Self {
+    /// The pressure on the `role` pool of `current` workers in `observed`.
+    pub(super) fn of(
+        role: WorkerRole,
+        current: usize,
+        observed: &Observation,
+        config: &SlaConfig,
+    ) -> Self {
         let load = PoolLoad::of(observed, role);
+        let ready = (!observed.workers.is_empty()).then_some(load.workers);
+        let pending = ready.map_or(0, |ready| current.saturating_sub(ready));
         let prefills = role != WorkerRole::Decode;
         let decodes = role != WorkerRole::Prefill;
         let mut candidates = vec![(
@@ -38,12 +49,15 @@ impl Pressure {
                 .into_iter()
                 .filter(|&(_, figure, limit)| figure.is_finite() && figure > limit)
                 .collect(),
+            ready,
+            pending,
         }
     }
 
-    /// Workers to add now to a pool of `current`, if it is under pressure: the worst ratio of
-    /// figure to limit says by how much it grows, at least one worker, at most `max_growth`
-    /// times its size.
+    /// Workers to add now to a pool of `current`, if it is under pressure. The workers that
+    /// serve (those that reported, or `current` when none did) grow by the ratio of the worst
+    /// figure to its limit — at least one worker, at most `max_growth` times — and what is
+    /// still starting from an earlier step counts towards that growth.
     pub(super) fn step(&self, current: usize, max_growth: f64) -> Option<usize> {
         let worst = self
             .over
@@ -52,10 +66,12 @@ impl Pressure {
             .fold(None, |acc: Option<f64>, r| {
                 Some(acc.map_or(r, |a| a.max(r)))
             })?;
-        let n = current.max(1) as f64;
+        let serving = self.ready.unwrap_or(current).max(1);
+        let n = serving as f64;
         let wanted = (n * (worst - 1.0)).ceil();
         let most = (n * (max_growth - 1.0)).floor().max(1.0);
-        Some(wanted.clamp(1.0, most) as usize)
+        let target = serving + wanted.clamp(1.0, most) as usize;
+        Some(target.saturating_sub(current))
     }
 
     /// The figures past their limits, in words.
@@ -65,6 +81,9 @@ impl Pressure {
             .iter()
             .map(|(what, figure, limit)| format!("{what} {figure:.2} over {limit:.2}"))
             .collect();
-        parts.join(", ")
+        match self.pending {
+            0 => parts.join(", "),
+            n => format!("{} ({n} worker(s) still starting)", parts.join(", ")),
+        }
     }
 }

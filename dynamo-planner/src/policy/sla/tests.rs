@@ -162,3 +162,21 @@ fn settings_out_of_range_take_their_defaults() -> Result<(), crate::Error> {
     assert_eq!(*p.config(), SlaConfig::default());
     Ok(())
 }
+
+#[test]
+fn workers_still_starting_count_against_a_reactive_step() -> Result<(), crate::Error> {
+    // Four asked for, two serving with deep queues: the two starting cover the step of two.
+    let mut observed = interval(0.1, 0.0);
+    observed.workers = workers(WorkerRole::Aggregated, 2, 8);
+    let proposal = policy()?.plan(&observed, &forecast(0.1), Replicas::Aggregated(4));
+    assert_eq!(proposal.target, Replicas::Aggregated(4));
+    assert!(
+        proposal.reason.contains("2 worker(s) still starting"),
+        "{}",
+        proposal.reason
+    );
+    // With one starting, one more is added.
+    let proposal = policy()?.plan(&observed, &forecast(0.1), Replicas::Aggregated(3));
+    assert_eq!(proposal.target, Replicas::Aggregated(4));
+    Ok(())
+}
