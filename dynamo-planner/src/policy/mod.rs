@@ -6,10 +6,12 @@
 //! | [`SlaPolicy`] | a [`PerfProfile`](crate::perf::PerfProfile) | capacity with headroom for the uncached load, reacting at once to SLA misses and queues |
 //! | [`LoadPolicy`] | nothing | per-worker queues and KV usage, with hysteresis |
 //!
-//! Each handles [`Replicas::Aggregated`] and [`Replicas::Disaggregated`], and says in
-//! [`Proposal::reason`] which figures drove its choice.
+//! [`PolicyKind`] names them for a command line. Each handles [`Replicas::Aggregated`] and
+//! [`Replicas::Disaggregated`], and says in [`Proposal::reason`] which figures drove its
+//! choice.
 
 mod dynamo;
+mod kind;
 mod load;
 mod pool;
 mod sla;
@@ -17,6 +19,7 @@ mod sla;
 use serde::{Deserialize, Serialize};
 
 pub use dynamo::{DynamoSla, DynamoSlaConfig};
+pub use kind::PolicyKind;
 pub use load::{LoadConfig, LoadPolicy};
 pub use sla::{SlaConfig, SlaPolicy};
 
@@ -50,6 +53,18 @@ pub trait Policy: Send {
 
     /// The pools' sizes for the next interval, starting from `current`.
     fn plan(&mut self, observed: &Observation, forecast: &Forecast, current: Replicas) -> Proposal;
+}
+
+/// A boxed policy is a policy, so one chosen at run time ([`PolicyKind::build`]) goes
+/// wherever a policy does.
+impl<P: Policy + ?Sized> Policy for Box<P> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn plan(&mut self, observed: &Observation, forecast: &Forecast, current: Replicas) -> Proposal {
+        (**self).plan(observed, forecast, current)
+    }
 }
 
 /// The latency targets of a service-level agreement.
