@@ -31,6 +31,10 @@ pub struct SlaConfig {
     /// Intervals in a row the plan must want fewer workers, with no pressure, before a pool
     /// shrinks; then it shrinks by one worker per interval while that lasts. Default 3.
     pub calm_intervals: u32,
+    /// A pool shrinks only when its plan fits in one worker fewer at this share of them, so
+    /// that a load that wavers around a whole number of workers does not make the pool
+    /// waver too. Default 0.85.
+    pub shrink_below: f64,
     /// The most one reactive step multiplies a pool by (it always adds at least one
     /// worker). Default 2.
     pub max_growth: f64,
@@ -47,6 +51,7 @@ impl Default for SlaConfig {
             queue_per_worker: 2.0,
             kv_high: 0.9,
             calm_intervals: 3,
+            shrink_below: 0.85,
             max_growth: 2.0,
             smoothing: 0.3,
         }
@@ -75,7 +80,8 @@ impl Default for SlaConfig {
 ///    grows now — by the ratio of the worst figure to its limit, at least one worker, at most
 ///    `max_growth` times, less the workers asked for earlier that have not joined yet (when
 ///    the observation lists the workers, those missing from it are still starting).
-/// 5. **Shrink slowly**: only after `calm_intervals` calm intervals in a row, one worker per
+/// 5. **Shrink slowly**: only when the plan fits in one worker fewer at `shrink_below` of
+///    their capacity, after `calm_intervals` such calm intervals in a row, one worker per
 ///    interval.
 #[derive(Debug, Clone)]
 pub struct SlaPolicy {
@@ -105,6 +111,7 @@ impl SlaPolicy {
             utilisation: within(config.utilisation, 0.0, 1.0, d.utilisation),
             queue_per_worker: within(config.queue_per_worker, 0.0, f64::MAX, d.queue_per_worker),
             kv_high: within(config.kv_high, 0.0, 1.0, d.kv_high),
+            shrink_below: within(config.shrink_below, 0.0, 1.0, d.shrink_below),
             max_growth: within(config.max_growth, 1.0, f64::MAX, d.max_growth),
             smoothing: within(config.smoothing, 0.0, 1.0, d.smoothing),
             ..config
@@ -193,14 +200,16 @@ impl SlaPolicy {
         Need { prefill, decode }
     }
 
-    /// One pool's size: the plan, pressure, and the calm count.
+    /// One pool's size from the plan (in fractional workers, headroom included), the
+    /// pressure, and the calm count.
     fn size(
         &mut self,
         role: WorkerRole,
         current: usize,
-        planned: usize,
+        exact: f64,
         pressure: &Pressure,
     ) -> (usize, String) {
+        let planned = whole(exact);
         let calm = &mut self.calm[slot(role)];
         if let Some(step) = pressure.step(current, self.config.max_growth) {
             *calm = 0;
@@ -216,24 +225,33 @@ impl SlaPolicy {
             *calm = 0;
             return (planned, format!("the plan wants {planned}"));
         }
-        *calm += 1;
-        if *calm >= self.config.calm_intervals.max(1) {
-            let target = current - 1;
-            (
-                target,
-                format!(
-                    "calm for {} intervals and the plan wants {planned}: shrink by one to {target}",
-                    *calm
-                ),
-            )
-        } else {
-            (
+        let fits = (current - 1) as f64 * self.config.shrink_below;
+        if exact > fits {
+            *calm = 0;
+            return (
                 current,
                 format!(
-                    "the plan wants {planned}; calm for {} of {} intervals before shrinking",
-                    *calm, self.config.calm_intervals
+                    "the plan wants {planned}, but {exact:.2} is above {fits:.2}, {:.0}% of one \
+                     worker fewer: keep {current}",
+                    self.config.shrink_below * 100.0
                 ),
-            )
+            );
+        }
+        *calm += 1;
+        let needed = self.config.calm_intervals.max(1);
+        if *calm >= needed {
+            let target = current - 1;
+            let why = format!(
+                "calm for {} intervals and the plan wants {planned}: shrink by one to {target}",
+                *calm
+            );
+            (target, why)
+        } else {
+            let why = format!(
+                "the plan wants {planned}; calm for {} of {needed} intervals before shrinking",
+                *calm
+            );
+            (current, why)
         }
     }
 }
@@ -265,7 +283,7 @@ impl Policy for SlaPolicy {
                 WorkerRole::Decode => (need.decode / u, "decode"),
             };
             let pressure = Pressure::of(role, n, observed, &config);
-            let (size, why) = self.size(role, n, whole(planned), &pressure);
+            let (size, why) = self.size(role, n, planned, &pressure);
             parts.push(format!(
                 "{} pool of {n}: {load} need {planned:.2} workers at {:.0}% utilisation; {why}",
                 role.as_str(),

@@ -1,0 +1,158 @@
+//! The planner over scripted intervals: steady load, a burst, and its end.
+
+use dynamo_core::WorkerRole;
+use dynamo_planner::perf::{DecodePoint, PerfProfile, PrefillPoint};
+use dynamo_planner::policy::{DynamoSla, DynamoSlaConfig, Policy, SlaConfig, SlaPolicy};
+use dynamo_planner::predict::PredictorKind;
+use dynamo_planner::{Bounds, Observation, Planner, PlannerConfig, Replicas, WorkerLoad};
+
+/// One worker: 10 000 prompt tokens/s; 600 output tokens/s within 50 ms ITL at 2k context.
+fn profile() -> PerfProfile {
+    let prefill = vec![
+        PrefillPoint {
+            input_tokens: 256,
+            ttft_ms: 30.0,
+            tokens_per_s: 8_500.0,
+        },
+        PrefillPoint {
+            input_tokens: 2048,
+            ttft_ms: 200.0,
+            tokens_per_s: 10_000.0,
+        },
+        PrefillPoint {
+            input_tokens: 8192,
+            ttft_ms: 900.0,
+            tokens_per_s: 9_000.0,
+        },
+    ];
+    let decode = [(1, 10.0, 100.0), (16, 30.0, 530.0), (48, 80.0, 600.0)]
+        .into_iter()
+        .flat_map(|(concurrency, itl_ms, tokens_per_s)| {
+            [(2048, 1.0), (8192, 1.5)].map(|(context_tokens, slower)| DecodePoint {
+                context_tokens,
+                concurrency,
+                kv_usage: (0.015 * f64::from(concurrency) * slower).min(1.0),
+                itl_ms: itl_ms * slower,
+                tokens_per_s: tokens_per_s / slower,
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut decode = decode;
+    decode.sort_by_key(|p| (p.context_tokens, p.concurrency));
+    PerfProfile::new(prefill, decode).unwrap_or_else(|e| panic!("usable profile: {e}"))
+}
+
+fn planner(policy: impl Policy + 'static) -> Planner {
+    let config = PlannerConfig {
+        interval_s: 60.0,
+        bounds: Bounds {
+            min_per_pool: 1,
+            max_per_pool: 16,
+            budget: 16,
+        },
+        advisory: false,
+    };
+    let kind = PredictorKind::Kalman;
+    Planner::new(config, policy, move || kind.build()).unwrap_or_else(|e| panic!("valid: {e}"))
+}
+
+/// An interval at `rate` req/s; over capacity it shows queues and a TTFT miss.
+fn interval(rate: f64, workers: usize, waiting: u64, ttft_ms: f64) -> Observation {
+    Observation {
+        interval_s: 60.0,
+        requests: (rate * 60.0).round() as u64,
+        mean_input_tokens: 2000.0,
+        mean_output_tokens: 250.0,
+        kv_hit_rate: 0.5,
+        mean_ttft_ms: Some(ttft_ms),
+        mean_itl_ms: Some(30.0),
+        workers: vec![
+            WorkerLoad {
+                role: WorkerRole::Aggregated,
+                waiting,
+                running: 16,
+                kv_usage: 0.4,
+            };
+            workers
+        ],
+    }
+}
+
+fn sla() -> SlaPolicy {
+    SlaPolicy::new(profile(), SlaConfig::default())
+}
+
+#[test]
+fn a_steady_noisy_load_keeps_a_steady_size() {
+    let mut p = planner(sla());
+    let mut current = Replicas::Aggregated(1);
+    let mut sizes = Vec::new();
+    for i in 0..30 {
+        // 4 req/s ± 10%.
+        let rate = 4.0 * (1.0 + 0.1 * [1.0, -1.0, 0.5, -0.5, 0.0][i % 5]);
+        current = p
+            .tick(&interval(rate, current.total(), 0, 250.0), current)
+            .target;
+        sizes.push(current.total());
+    }
+    let settled = &sizes[5..];
+    assert!(settled.iter().all(|&n| n == settled[0]), "{sizes:?}");
+}
+
+#[test]
+fn a_burst_is_met_at_once_and_its_end_slowly() {
+    let mut p = planner(sla());
+    let mut current = Replicas::Aggregated(1);
+    for _ in 0..5 {
+        current = p
+            .tick(&interval(2.0, current.total(), 0, 250.0), current)
+            .target;
+    }
+    let calm = current.total();
+    // Five times the load: queues of 10 per worker and TTFT four times the target.
+    let burst = p.tick(&interval(10.0, calm, 10, 2000.0), current);
+    assert!(
+        burst.target.total() >= 2 * calm,
+        "{calm} → {}: {}",
+        burst.target.total(),
+        burst.reason
+    );
+    current = burst.target;
+    let peak = current.total();
+    let mut sizes = Vec::new();
+    for _ in 0..10 {
+        current = p
+            .tick(&interval(2.0, current.total(), 0, 250.0), current)
+            .target;
+        sizes.push(current.total());
+    }
+    // Down one at a time, never below the calm size's plan.
+    for pair in sizes.windows(2) {
+        assert!(pair[1] + 1 >= pair[0], "{sizes:?}");
+    }
+    assert!(sizes[0] == peak && sizes[9] < peak, "{peak} then {sizes:?}");
+}
+
+#[test]
+fn ours_plans_less_prefill_than_dynamo_for_cached_prompts() {
+    // Multi-turn: 90% of each prompt is cached, so little prefill is needed.
+    let mut observed = interval(8.0, 4, 0, 250.0);
+    observed.kv_hit_rate = 0.9;
+    let split = Replicas::Disaggregated {
+        prefill: 2,
+        decode: 2,
+    };
+    let mut ours = planner(sla());
+    let mut dynamo = planner(DynamoSla::new(profile(), DynamoSlaConfig::default()));
+    let (a, b) = (ours.tick(&observed, split), dynamo.tick(&observed, split));
+    let prefill = |r: Replicas| match r {
+        Replicas::Disaggregated { prefill, .. } => prefill,
+        Replicas::Aggregated(n) => n,
+    };
+    assert!(
+        prefill(a.target) <= prefill(b.target),
+        "ours: {}; dynamo: {}",
+        a.reason,
+        b.reason
+    );
+}
