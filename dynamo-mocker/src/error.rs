@@ -70,6 +70,12 @@ pub enum Error {
         /// When, in ms of virtual time.
         at_ms: f64,
     },
+    /// A planner replay that cannot run.
+    #[error("cannot replay with the planner: {reason}")]
+    Planner {
+        /// Why.
+        reason: &'static str,
+    },
     /// A disaggregated replay that cannot run.
     #[error("cannot replay disaggregated: {reason}")]
     Disaggregation {

@@ -106,8 +106,8 @@ pub use host::{DiskTierConfig, HostTierConfig};
 pub use live::{LiveConfig, LiveEngine};
 pub use phases::{DisaggSummary, Spread};
 pub use replay::{
-    CacheKnowledge, DisaggConfig, MembershipChange, Replay, ReplayConfig, ReplayOutcome,
-    TransferConfig,
+    CacheKnowledge, DisaggConfig, MembershipChange, PlannerReplayConfig, Replay, ReplayConfig,
+    ReplayOutcome, ReplicaPoint, Sla, TransferConfig,
 };
 pub use summary::{RequestRecord, Summary};
 pub use timing::{InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingModel};

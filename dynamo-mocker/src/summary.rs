@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::phases::DisaggSummary;
+use crate::replay::ReplicaPoint;
 
 /// One request's life in a replay, in ms of virtual time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -100,6 +101,18 @@ pub struct Summary {
     /// In a disaggregated replay: placements and where the time to first token went.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disagg: Option<DisaggSummary>,
+    /// The share of requests within the replay's [`Sla`](crate::Sla) (unfinished ones
+    /// miss), when it was given one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sla_attainment: Option<f64>,
+    /// Workers alive over the replay, in hours of virtual time: from virtual time 0 (or the
+    /// moment a worker was asked for) to the last finish (or the moment a removed worker had
+    /// drained), starting and draining workers included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_hours: Option<f64>,
+    /// In a planner replay, the pool's size over time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<ReplicaPoint>>,
 }
 
 impl Summary {
@@ -149,6 +162,9 @@ impl Summary {
             requests_per_wall_s: ratio(records.len() as f64, wall_time_ms / 1000.0),
             preemptions,
             disagg: None,
+            sla_attainment: None,
+            worker_hours: None,
+            replicas: None,
         }
     }
 }

@@ -8,12 +8,14 @@
 //! after a configurable lag. The simulation itself is in `simulation.rs`.
 
 mod disagg;
+mod planner;
 mod simulation;
 
 use std::collections::HashSet;
 use std::fmt;
 
 use dynamo_core::WorkerId;
+use dynamo_planner::Planner;
 use dynamo_router::disagg::{AlwaysRemote, PlacementPolicy};
 use dynamo_router::{OverlapSource, RoundRobin, Router, SharedIndex};
 use tower::discover::Change;
@@ -25,6 +27,7 @@ use crate::timing::TimingModel;
 use crate::trace::{TraceRequest, engine_blocks};
 
 pub use disagg::{DisaggConfig, TransferConfig};
+pub use planner::{PlannerReplayConfig, ReplicaPoint, Sla};
 
 /// The settings of a replay.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +175,8 @@ pub struct Replay<'a, P = RoundRobin> {
     handoff: Option<Box<dyn Router>>,
     placement: Box<dyn PlacementPolicy>,
     progress: Option<Box<dyn FnMut(usize, usize) + 'a>>,
+    planner: Option<(Planner, PlannerReplayConfig)>,
+    sla: Option<Sla>,
 }
 
 impl<P: fmt::Debug> fmt::Debug for Replay<'_, P> {
@@ -186,6 +191,8 @@ impl<P: fmt::Debug> fmt::Debug for Replay<'_, P> {
             .field("handoff", &self.handoff)
             .field("placement", &self.placement)
             .field("progress", &self.progress.is_some())
+            .field("planner", &self.planner)
+            .field("sla", &self.sla)
             .finish()
     }
 }
@@ -204,6 +211,8 @@ impl<'a> Replay<'a> {
             handoff: None,
             placement: Box::new(AlwaysRemote),
             progress: None,
+            planner: None,
+            sla: None,
         }
     }
 }
@@ -227,6 +236,8 @@ impl<'a, P> Replay<'a, P> {
             handoff: self.handoff,
             placement: self.placement,
             progress: self.progress,
+            planner: self.planner,
+            sla: self.sla,
         }
     }
 
@@ -258,6 +269,62 @@ impl<'a, P> Replay<'a, P> {
     /// Where the router learns what the workers cache. Default [`CacheKnowledge::Nothing`].
     pub fn knowledge(mut self, knowledge: CacheKnowledge) -> Self {
         self.knowledge = knowledge;
+        self
+    }
+
+    /// Let `planner` size the (aggregated) pool as the replay goes, starting from
+    /// [`ReplayConfig::workers`]: every planning interval of virtual time it observes the
+    /// interval that ended and its decision is played out as `config` says. The summary then
+    /// has the replica timeline ([`Summary::replicas`]).
+    ///
+    /// ```
+    /// use dynamo_mocker::{PlannerReplayConfig, Replay, ReplayConfig, Sla, TraceRequest};
+    /// use dynamo_planner::policy::{Forecast, Policy, Proposal};
+    /// use dynamo_planner::predict::{Constant, Predictor};
+    /// use dynamo_planner::{Observation, Planner, PlannerConfig, Replicas};
+    ///
+    /// /// One worker per request a second, rounded up.
+    /// struct PerRequest;
+    /// impl Policy for PerRequest {
+    ///     fn name(&self) -> &'static str { "per-request" }
+    ///     fn plan(&mut self, _: &Observation, forecast: &Forecast, _: Replicas) -> Proposal {
+    ///         let target = Replicas::Aggregated(forecast.requests_per_s.ceil() as usize);
+    ///         Proposal { target, reason: "one worker per request a second".into() }
+    ///     }
+    /// }
+    ///
+    /// // Three requests a second for a minute.
+    /// let trace: Vec<TraceRequest> = (0..180)
+    ///     .map(|i| TraceRequest {
+    ///         timestamp: i as f64 * 1000.0 / 3.0,
+    ///         input_length: 512,
+    ///         output_length: 8,
+    ///         hash_ids: vec![i],
+    ///     })
+    ///     .collect();
+    /// let config = ReplayConfig { workers: 1, ..ReplayConfig::default() };
+    /// let planner_config = PlannerConfig { interval_s: 10.0, ..PlannerConfig::default() };
+    /// let planner = Planner::new(planner_config, PerRequest, || Box::new(Constant::default()))?;
+    /// let outcome = Replay::new(&trace, &config)
+    ///     .planner(planner, PlannerReplayConfig { startup_ms: 5_000.0 })
+    ///     .sla(Sla { ttft_ms: 500.0, itl_ms: 50.0 })
+    ///     .run()?;
+    /// let timeline = outcome.summary.replicas.expect("a planner replay");
+    /// // The first step, 10 s in, asks for 3 workers; they join 5 s later.
+    /// assert_eq!((timeline[1].at_ms, timeline[1].ready, timeline[1].desired), (10_000.0, 1, 3));
+    /// assert_eq!((timeline[2].at_ms, timeline[2].ready), (15_000.0, 2));
+    /// assert_eq!(outcome.summary.completed_requests, 180);
+    /// assert!(outcome.summary.sla_attainment.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn planner(mut self, planner: Planner, config: PlannerReplayConfig) -> Self {
+        self.planner = Some((planner, config));
+        self
+    }
+
+    /// Judge the requests by `sla` ([`Summary::sla_attainment`]).
+    pub fn sla(mut self, sla: Sla) -> Self {
+        self.sla = Some(sla);
         self
     }
 
@@ -293,11 +360,18 @@ impl<P: Router> Replay<'_, P> {
             )?;
         }
         check_membership(self.config)?;
+        if self.planner.is_some() && !self.config.membership.is_empty() {
+            return Err(Error::Planner {
+                reason: "a planner replay takes no membership changes: the planner decides them",
+            });
+        }
         if let Some(disagg) = &self.config.disagg {
             let reason = if disagg.prefill_workers == 0 || disagg.decode_workers == 0 {
                 Some("each pool needs at least one worker")
             } else if !self.config.membership.is_empty() {
                 Some("workers cannot join or leave a disaggregated replay")
+            } else if self.planner.is_some() {
+                Some("the planner sizes aggregated replays only, for now")
             } else {
                 None
             };

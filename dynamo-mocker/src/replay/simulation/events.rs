@@ -13,6 +13,10 @@ pub(super) enum Event {
     Wake(usize),
     /// A request's KV reaches its decode worker.
     Handoff(usize),
+    /// A planning step.
+    Plan,
+    /// A worker the planner asked for has started.
+    Ready(usize),
 }
 
 #[derive(Debug)]

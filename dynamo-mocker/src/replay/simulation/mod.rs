@@ -4,15 +4,14 @@
 
 mod disagg;
 mod events;
+mod planner;
+mod setup;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use dynamo_core::{KvEvent, StorageTier, WorkerId};
-use dynamo_router::{
-    LoadGuard, OverlapSource, RouteRequest, Routed, Router, SelectorConfig, SharedIndex,
-    WorkerSelector,
-};
+use dynamo_router::{LoadGuard, Routed, Router, SelectorConfig, SharedIndex, WorkerSelector};
 use tower::discover::Change;
 
 use std::sync::Arc;
@@ -26,6 +25,8 @@ use crate::summary::{RequestRecord, Summary};
 use crate::trace::{TraceRequest, engine_blocks};
 use disagg::Disagg;
 use events::{Event, IDLE, Scheduled, due_key};
+use planner::PlannerState;
+use setup::{NoKnowledge, new_worker, record, route};
 
 /// Run `replay`, whose block sizes and membership changes were checked.
 pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
@@ -39,6 +40,8 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
         handoff,
         placement,
         progress,
+        planner,
+        sla,
     } = replay;
     let wall = Instant::now();
     // One pool of workers, or a prefill pool (0) and a decode pool (1).
@@ -105,6 +108,7 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
         epoch: Instant::now(),
         finished: 0,
         progress,
+        planner: None,
     };
     for worker in &sim.workers {
         sim.pools[worker.pool].selector.insert_worker(worker.id);
@@ -119,9 +123,25 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
         .map(|(index, request)| (request.timestamp / speedup, index))
         .collect();
     arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    if let Some((planner, planner_config)) = planner {
+        let last_arrival_ms = arrivals.last().map_or(0.0, |&(at, _)| at);
+        let state = PlannerState::new(planner, planner_config, config.workers, last_arrival_ms);
+        sim.schedule(state.interval_ms(), Event::Plan);
+        sim.planner = Some(state);
+    }
     sim.run(&arrivals);
     let wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
     let mut summary = Summary::of(&label, &sim.records, wall_ms, sim.preemptions);
+    let end_ms = sim
+        .records
+        .iter()
+        .flat_map(|r| [r.arrival_ms, r.finish_ms.unwrap_or(f64::NAN)])
+        .filter(|t| !t.is_nan())
+        .fold(0.0, f64::max);
+    let seconds = planner::worker_seconds(&sim.workers, &sim.records, end_ms);
+    summary.worker_hours = Some(seconds / 3600.0);
+    summary.sla_attainment = sla.map(|sla| sla.attainment(&sim.records));
+    summary.replicas = sim.planner.map(|state| state.timeline);
     if sim.disagg.is_some() {
         summary.disagg = Some(DisaggSummary::of(&sim.records));
     }
@@ -177,21 +197,10 @@ struct Worker {
     in_transit: VecDeque<Vec<KvEvent>>,
     /// The worker's pool, in [`Simulation::pools`].
     pool: usize,
-}
-
-/// Knows no cached block.
-struct NoKnowledge;
-
-impl OverlapSource for NoKnowledge {
-    fn overlaps(
-        &self,
-        _blocks: &[dynamo_core::SequenceHash],
-        _now: Instant,
-    ) -> dynamo_router::Overlaps {
-        dynamo_router::Overlaps::default()
-    }
-    fn routed(&self, _worker: WorkerId, _blocks: &[dynamo_core::SequenceHash], _now: Instant) {}
-    fn remove_worker(&self, _worker: WorkerId) {}
+    /// When it was asked for (0 for the replay's first workers), in ms of virtual time.
+    asked_ms: f64,
+    /// When it was told to leave: it gets no more requests and leaves once drained.
+    removed_ms: Option<f64>,
 }
 
 struct Simulation<'a> {
@@ -223,6 +232,8 @@ struct Simulation<'a> {
     epoch: Instant,
     finished: usize,
     progress: Option<Box<dyn FnMut(usize, usize) + 'a>>,
+    /// The planner and the workers it manages, in a planner replay.
+    planner: Option<PlannerState>,
 }
 
 impl Simulation<'_> {
@@ -295,6 +306,8 @@ impl Simulation<'_> {
                     }
                 }
                 Event::Handoff(index) => self.hand_over(index, at_ms),
+                Event::Plan => self.plan(at_ms),
+                Event::Ready(worker) => self.worker_ready(worker, at_ms),
             }
         }
     }
@@ -382,15 +395,23 @@ impl Simulation<'_> {
 
     /// Apply `config.membership[i]`, which [`Replay::run`] found possible.
     fn change_membership(&mut self, i: usize) {
+        let at_ms = self.config.membership[i].at_ms;
         match self.config.membership[i].change {
             Change::Insert(id, ()) => {
                 let events = self.pools[0].index.is_some();
                 self.slots.insert(id, self.workers.len());
-                self.workers.push(new_worker(id, 0, &self.config, events));
+                let mut worker = new_worker(id, 0, &self.config, events);
+                worker.asked_ms = at_ms;
+                self.workers.push(worker);
                 self.dues.push(IDLE);
                 self.pools[0].selector.insert_worker(id);
             }
-            Change::Remove(id) => self.pools[0].selector.remove_worker(id),
+            Change::Remove(id) => {
+                self.pools[0].selector.remove_worker(id);
+                if let Some(&slot) = self.slots.get(&id) {
+                    self.workers[slot].removed_ms = Some(at_ms);
+                }
+            }
         }
     }
 
@@ -543,49 +564,5 @@ impl Simulation<'_> {
 
     fn record_mut(&mut self, id: u64) -> Option<&mut RequestRecord> {
         self.records.get_mut(id as usize)
-    }
-}
-
-/// A worker of `pool`; its KV events are recorded only when an index consumes them.
-fn new_worker(id: WorkerId, pool: usize, config: &ReplayConfig, events: bool) -> Worker {
-    Worker {
-        id,
-        pool,
-        engine: SimWorker::new(config.engine, config.timing.clone()).record_events(events),
-        report: StepReport::default(),
-        due_ms: 0.0,
-        run_ends: Vec::new(),
-        next_event_id: 0,
-        in_transit: VecDeque::new(),
-    }
-}
-
-/// The record of a request before it arrives.
-fn record(index: usize, trace: &TraceRequest) -> RequestRecord {
-    RequestRecord {
-        index,
-        worker: u64::MAX,
-        arrival_ms: f64::NAN,
-        first_token_ms: None,
-        finish_ms: None,
-        input_tokens: trace.input_length,
-        cached_tokens: 0,
-        host_cached_tokens: 0,
-        disk_cached_tokens: 0,
-        output_tokens: trace.output_length.max(1),
-        prefill_worker: None,
-        prefill_done_ms: None,
-        kv_arrival_ms: None,
-    }
-}
-
-/// The router's view of a trace request whose prompt has these engine blocks.
-fn route(trace: &TraceRequest, blocks: &[dynamo_core::HashedBlock]) -> RouteRequest {
-    RouteRequest {
-        blocks: blocks.iter().map(|b| b.sequence).collect(),
-        prompt_tokens: trace.input_length,
-        expected_output_tokens: None,
-        session_id: None,
-        priority: 0,
     }
 }
