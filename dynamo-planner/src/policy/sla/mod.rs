@@ -1,62 +1,18 @@
 //! Our SLA policy: capacity with headroom for the uncached load, and a quick reaction to
 //! what the last interval showed.
 
+mod config;
 mod pressure;
 
 use dynamo_core::WorkerRole;
-use serde::{Deserialize, Serialize};
 
 use super::pool::{PoolLoad, resize, slot, whole};
-use super::{Forecast, Policy, Proposal, SlaTargets};
+use super::{Forecast, Policy, Proposal};
 use crate::observe::Observation;
 use crate::perf::{Correction, PerfProfile};
 use crate::plan::Replicas;
+pub use config::SlaConfig;
 use pressure::Pressure;
-
-/// The settings of [`SlaPolicy`]. Every knob has a default that suits a 30–60 s interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SlaConfig {
-    /// The latency targets.
-    pub targets: SlaTargets,
-    /// The share of each worker's profiled capacity the plan may use, in `(0, 1]`: the rest is
-    /// headroom for bursts within the interval. Default 0.8.
-    pub utilisation: f64,
-    /// Mean waiting requests per worker above which a pool is short of workers now.
-    /// Default 2.
-    pub queue_per_worker: f64,
-    /// Mean KV usage above which a decode (or aggregated) pool is short of workers now: past
-    /// it, engines start to preempt. Default 0.9.
-    pub kv_high: f64,
-    /// Intervals in a row the plan must want fewer workers, with no pressure, before a pool
-    /// shrinks; then it shrinks by one worker per interval while that lasts. Default 3.
-    pub calm_intervals: u32,
-    /// A pool shrinks only when its plan fits in one worker fewer at this share of them, so
-    /// that a load that wavers around a whole number of workers does not make the pool
-    /// waver too. Default 0.85.
-    pub shrink_below: f64,
-    /// The most one reactive step multiplies a pool by (it always adds at least one
-    /// worker). Default 2.
-    pub max_growth: f64,
-    /// Weight of the newest interval in the smoothed KV hit rate and ITL correction, in
-    /// `(0, 1]`. Default 0.3.
-    pub smoothing: f64,
-}
-
-impl Default for SlaConfig {
-    fn default() -> Self {
-        SlaConfig {
-            targets: SlaTargets::default(),
-            utilisation: 0.8,
-            queue_per_worker: 2.0,
-            kv_high: 0.9,
-            calm_intervals: 3,
-            shrink_below: 0.85,
-            max_growth: 2.0,
-            smoothing: 0.3,
-        }
-    }
-}
 
 /// Our SLA planner, built to beat [`DynamoSla`](super::DynamoSla) on SLA attainment per
 /// worker-hour on bursty and multi-turn traffic.
@@ -103,19 +59,7 @@ impl SlaPolicy {
     /// The policy for `profile`'s workers with these settings; settings out of range take
     /// their defaults.
     pub fn new(profile: PerfProfile, config: SlaConfig) -> Self {
-        let d = SlaConfig::default();
-        let within = |v: f64, lo: f64, hi: f64, default: f64| {
-            if v > lo && v <= hi { v } else { default }
-        };
-        let config = SlaConfig {
-            utilisation: within(config.utilisation, 0.0, 1.0, d.utilisation),
-            queue_per_worker: within(config.queue_per_worker, 0.0, f64::MAX, d.queue_per_worker),
-            kv_high: within(config.kv_high, 0.0, 1.0, d.kv_high),
-            shrink_below: within(config.shrink_below, 0.0, 1.0, d.shrink_below),
-            max_growth: within(config.max_growth, 1.0, f64::MAX, d.max_growth),
-            smoothing: within(config.smoothing, 0.0, 1.0, d.smoothing),
-            ..config
-        };
+        let config = config.sanitized();
         SlaPolicy {
             config,
             profile,

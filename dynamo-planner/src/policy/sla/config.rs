@@ -1,0 +1,69 @@
+//! The settings of the SLA policy.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::SlaTargets;
+
+/// The settings of [`SlaPolicy`]. Every knob has a default that suits a 30–60 s interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SlaConfig {
+    /// The latency targets.
+    pub targets: SlaTargets,
+    /// The share of each worker's profiled capacity the plan may use, in `(0, 1]`: the rest is
+    /// headroom for bursts within the interval. Default 0.8.
+    pub utilisation: f64,
+    /// Mean waiting requests per worker above which a pool is short of workers now.
+    /// Default 2.
+    pub queue_per_worker: f64,
+    /// Mean KV usage above which a decode (or aggregated) pool is short of workers now: past
+    /// it, engines start to preempt. Default 0.9.
+    pub kv_high: f64,
+    /// Intervals in a row the plan must want fewer workers, with no pressure, before a pool
+    /// shrinks; then it shrinks by one worker per interval while that lasts. Default 3.
+    pub calm_intervals: u32,
+    /// A pool shrinks only when its plan fits in one worker fewer at this share of them, so
+    /// that a load that wavers around a whole number of workers does not make the pool
+    /// waver too. Default 0.85.
+    pub shrink_below: f64,
+    /// The most one reactive step multiplies a pool by (it always adds at least one
+    /// worker). Default 2.
+    pub max_growth: f64,
+    /// Weight of the newest interval in the smoothed KV hit rate and ITL correction, in
+    /// `(0, 1]`. Default 0.3.
+    pub smoothing: f64,
+}
+
+impl Default for SlaConfig {
+    fn default() -> Self {
+        SlaConfig {
+            targets: SlaTargets::default(),
+            utilisation: 0.8,
+            queue_per_worker: 2.0,
+            kv_high: 0.9,
+            calm_intervals: 3,
+            shrink_below: 0.85,
+            max_growth: 2.0,
+            smoothing: 0.3,
+        }
+    }
+}
+
+impl SlaConfig {
+    /// The same settings, each out of its range replaced by its default.
+    pub(super) fn sanitized(self) -> Self {
+        let d = SlaConfig::default();
+        let within = |v: f64, lo: f64, hi: f64, default: f64| {
+            if v > lo && v <= hi { v } else { default }
+        };
+        SlaConfig {
+            utilisation: within(self.utilisation, 0.0, 1.0, d.utilisation),
+            queue_per_worker: within(self.queue_per_worker, 0.0, f64::MAX, d.queue_per_worker),
+            kv_high: within(self.kv_high, 0.0, 1.0, d.kv_high),
+            shrink_below: within(self.shrink_below, 0.0, 1.0, d.shrink_below),
+            max_growth: within(self.max_growth, 1.0, f64::MAX, d.max_growth),
+            smoothing: within(self.smoothing, 0.0, 1.0, d.smoothing),
+            ..self
+        }
+    }
+}
