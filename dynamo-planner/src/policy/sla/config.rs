@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::SlaTargets;
 
-/// The settings of [`SlaPolicy`]. Every knob has a default that suits a 30–60 s interval.
+/// The settings of [`SlaPolicy`](super::SlaPolicy). Every knob has a default that suits a 30–60 s interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SlaConfig {
