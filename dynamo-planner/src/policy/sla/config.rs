@@ -13,7 +13,12 @@ pub struct SlaConfig {
     /// The share of each worker's profiled capacity the plan may use, in `(0, 1]`: the rest is
     /// headroom for bursts within the interval. Default 0.8.
     pub utilisation: f64,
-    /// Mean waiting requests per worker above which a pool is short of workers now.
+    /// A pool that computes prompts (prefill, aggregated) is short of workers now when the
+    /// mean queue of its workers would take more than this share of the TTFT target to
+    /// prefill, at the profile's throughput for the uncached part of a prompt (and when more
+    /// than one request waits per worker, whatever the prompts). Default 1.
+    pub queue_drain: f64,
+    /// A decode pool is short of workers now when more requests than this wait per worker.
     /// Default 2.
     pub queue_per_worker: f64,
     /// Mean KV usage above which a decode (or aggregated) pool is short of workers now: past
@@ -39,6 +44,7 @@ impl Default for SlaConfig {
         SlaConfig {
             targets: SlaTargets::default(),
             utilisation: 0.8,
+            queue_drain: 1.0,
             queue_per_worker: 2.0,
             kv_high: 0.9,
             calm_intervals: 3,
@@ -58,6 +64,7 @@ impl SlaConfig {
         };
         SlaConfig {
             utilisation: within(self.utilisation, 0.0, 1.0, d.utilisation),
+            queue_drain: within(self.queue_drain, 0.0, f64::MAX, d.queue_drain),
             queue_per_worker: within(self.queue_per_worker, 0.0, f64::MAX, d.queue_per_worker),
             kv_high: within(self.kv_high, 0.0, 1.0, d.kv_high),
             shrink_below: within(self.shrink_below, 0.0, 1.0, d.shrink_below),

@@ -31,8 +31,9 @@ use pressure::Pressure;
 ///    so its pool needs the sum of the two shares; the ITL it is expected to show is the
 ///    profile's stretched by the share of time prefill takes.
 /// 4. **React at once** when the interval missed a target or queued: a pool whose mean TTFT
-///    (prefill, aggregated) or ITL (decode, aggregated) passed its target, whose waiting
-///    requests per worker passed `queue_per_worker`, or whose KV usage passed `kv_high`
+///    (prefill, aggregated) or ITL (decode, aggregated) passed its target, whose queues would
+///    take more than `queue_drain` of the TTFT target to prefill (prefill, aggregated) or hold
+///    more than `queue_per_worker` requests (decode), or whose KV usage passed `kv_high`
 ///    grows now — by the ratio of the worst figure to its limit, at least one worker, at most
 ///    `max_growth` times, less the workers asked for earlier that have not joined yet (when
 ///    the observation lists the workers, those missing from it are still starting).
@@ -144,6 +145,14 @@ impl SlaPolicy {
         Need { prefill, decode }
     }
 
+    /// The requests that may wait per prefilling worker: as many as it prefills in
+    /// `queue_drain` of the TTFT target, at least one.
+    fn prefill_queue_limit(&self, isl: f64) -> f64 {
+        let uncached = (isl * (1.0 - self.hit_rate())).max(1.0);
+        let seconds = self.config.queue_drain * self.config.targets.ttft_ms / 1000.0;
+        (seconds * self.profile.prefill_tokens_per_s(uncached) / uncached).max(1.0)
+    }
+
     /// One pool's size from the plan (in fractional workers, headroom included), the
     /// pressure, and the calm count.
     fn size(
@@ -217,6 +226,7 @@ impl Policy for SlaPolicy {
         let isl = or_observed(forecast.input_tokens, observed.mean_input_tokens);
         let osl = or_observed(forecast.output_tokens, observed.mean_output_tokens);
         let need = self.need(rate, isl, osl);
+        let prefill_queue = self.prefill_queue_limit(isl);
         let u = self.config.utilisation;
         let mut parts = Vec::new();
         let config = self.config;
@@ -226,7 +236,11 @@ impl Policy for SlaPolicy {
                 WorkerRole::Prefill => (need.prefill / u, "prefill"),
                 WorkerRole::Decode => (need.decode / u, "decode"),
             };
-            let pressure = Pressure::of(role, n, observed, &config);
+            let queue_limit = match role {
+                WorkerRole::Decode => config.queue_per_worker,
+                _ => prefill_queue,
+            };
+            let pressure = Pressure::of(role, n, observed, &config, queue_limit);
             let (size, why) = self.size(role, n, planned, &pressure);
             parts.push(format!(
                 "{} pool of {n}: {load} need {planned:.2} workers at {:.0}% utilisation; {why}",

@@ -18,12 +18,14 @@ pub(super) struct Pressure {
 }
 
 impl Pressure {
-    /// The pressure on the `role` pool of `current` workers in `observed`.
+    /// The pressure on the `role` pool of `current` workers in `observed`, where each
+    /// worker may have `queue_limit` requests waiting.
     pub(super) fn of(
         role: WorkerRole,
         current: usize,
         observed: &Observation,
         config: &SlaConfig,
+        queue_limit: f64,
     ) -> Self {
         let load = PoolLoad::of(observed, role);
         let ready = (!observed.workers.is_empty()).then_some(load.workers);
@@ -33,7 +35,7 @@ impl Pressure {
         let mut candidates = vec![(
             "waiting requests per worker",
             load.mean_waiting(),
-            config.queue_per_worker,
+            queue_limit,
         )];
         if prefills && let Some(ttft) = observed.mean_ttft_ms {
             candidates.push(("mean TTFT (ms)", ttft, config.targets.ttft_ms));

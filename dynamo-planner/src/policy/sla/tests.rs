@@ -90,16 +90,38 @@ fn plans_for_the_last_rate_when_it_beats_the_forecast() -> Result<(), crate::Err
 #[test]
 fn a_deep_queue_grows_the_pool_at_once() -> Result<(), crate::Error> {
     let mut observed = interval(0.1, 0.0);
-    observed.workers = workers(WorkerRole::Aggregated, 2, 8);
+    observed.workers = workers(WorkerRole::Aggregated, 2, 40);
     let proposal = policy()?.plan(&observed, &forecast(0.1), Replicas::Aggregated(2));
-    // 8 waiting per worker is 4× the limit of 2: grow by 2 × 3 = 6, at most doubling.
+    // A worker prefills 10 prompts of 1000 tokens in the 500 ms TTFT target (20 000
+    // tokens/s); 40 waiting per worker is 4× that: grow by 2 × 3 = 6, at most doubling.
     assert_eq!(proposal.target, Replicas::Aggregated(4));
     assert!(
         proposal
             .reason
-            .contains("waiting requests per worker 8.00 over 2.00"),
+            .contains("waiting requests per worker 40.00 over 10.00"),
         "{}",
         proposal.reason
+    );
+    Ok(())
+}
+
+#[test]
+fn a_decode_queue_is_counted_in_requests() -> Result<(), crate::Error> {
+    let mut observed = interval(0.1, 0.0);
+    observed.workers = workers(WorkerRole::Decode, 2, 3);
+    observed.workers.extend(workers(WorkerRole::Prefill, 1, 3));
+    let current = Replicas::Disaggregated {
+        prefill: 1,
+        decode: 2,
+    };
+    // 3 waiting per decode worker is over 2; 3 prompts of 1000 tokens drain in 150 ms.
+    let proposal = policy()?.plan(&observed, &forecast(0.1), current);
+    assert_eq!(
+        proposal.target,
+        Replicas::Disaggregated {
+            prefill: 1,
+            decode: 3
+        }
     );
     Ok(())
 }
@@ -167,7 +189,7 @@ fn settings_out_of_range_take_their_defaults() -> Result<(), crate::Error> {
 fn workers_still_starting_count_against_a_reactive_step() -> Result<(), crate::Error> {
     // Four asked for, two serving with deep queues: the two starting cover the step of two.
     let mut observed = interval(0.1, 0.0);
-    observed.workers = workers(WorkerRole::Aggregated, 2, 8);
+    observed.workers = workers(WorkerRole::Aggregated, 2, 40);
     let proposal = policy()?.plan(&observed, &forecast(0.1), Replicas::Aggregated(4));
     assert_eq!(proposal.target, Replicas::Aggregated(4));
     assert!(
