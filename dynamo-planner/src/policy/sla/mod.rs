@@ -49,7 +49,7 @@ pub struct SlaPolicy {
     calm: [u32; 3],
 }
 
-/// What the model wants of one pool, in fractional workers, with the figures behind it.
+/// What the forecast needs, in fractional workers, before headroom.
 #[derive(Debug, Clone, Copy)]
 struct Need {
     prefill: f64,
