@@ -25,6 +25,17 @@ pub struct Observation {
     pub workers: Vec<WorkerLoad>,
 }
 
+impl Observation {
+    /// Arrivals per second over the interval (0 for an interval that is not positive).
+    pub fn requests_per_s(&self) -> f64 {
+        if self.interval_s > 0.0 && self.interval_s.is_finite() {
+            self.requests as f64 / self.interval_s
+        } else {
+            0.0
+        }
+    }
+}
+
 /// One worker's load at the end of an interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerLoad {

@@ -202,11 +202,7 @@ impl Planner {
     /// One planning step: learn from `observed`, forecast the next interval, and decide the
     /// pools' sizes, starting from `current`. Logs the decision and records it as metrics.
     pub fn tick(&mut self, observed: &Observation, current: Replicas) -> Decision {
-        let rate = if observed.interval_s > 0.0 {
-            observed.requests as f64 / observed.interval_s
-        } else {
-            0.0
-        };
+        let rate = observed.requests_per_s();
         self.requests.observe(rate);
         if observed.requests > 0 {
             self.input_tokens.observe(observed.mean_input_tokens);

@@ -82,7 +82,7 @@ impl DynamoSla {
                 Replicas::Disaggregated { decode, .. } => decode,
             }
             .max(1) as f64;
-            let rate = observed.requests as f64 / observed.interval_s;
+            let rate = observed.requests_per_s();
             let seconds = (observed.mean_ttft_ms.unwrap_or(0.0) + osl * itl) / 1000.0;
             let concurrency = (rate * seconds / decoders).max(1.0);
             let expected = self.profile.decode_itl_ms(concurrency, isl + osl / 2.0);

@@ -108,7 +108,7 @@ impl SlaPolicy {
             load.mean_running()
         } else if observed.interval_s > 0.0 {
             // Little's law, as Dynamo estimates it.
-            let rate = observed.requests as f64 / observed.interval_s;
+            let rate = observed.requests_per_s();
             let seconds = (observed.mean_ttft_ms.unwrap_or(0.0) + osl * itl) / 1000.0;
             rate * seconds / decoders.max(1) as f64
         } else {
@@ -120,7 +120,7 @@ impl SlaPolicy {
         if role == WorkerRole::Aggregated && observed.interval_s > 0.0 {
             // Prefill steals this share of an aggregated worker's time from decode steps.
             let uncached = isl * (1.0 - self.hit_rate());
-            let rate = observed.requests as f64 / observed.interval_s;
+            let rate = observed.requests_per_s();
             let per_worker =
                 self.profile.prefill_tokens_per_s(uncached.max(1.0)) * decoders.max(1) as f64;
             let share = (rate * uncached / per_worker).clamp(0.0, 0.9);
@@ -216,11 +216,7 @@ impl Policy for SlaPolicy {
 
     fn plan(&mut self, observed: &Observation, forecast: &Forecast, current: Replicas) -> Proposal {
         self.learn(observed, current);
-        let last_rate = if observed.interval_s > 0.0 {
-            observed.requests as f64 / observed.interval_s
-        } else {
-            0.0
-        };
+        let last_rate = observed.requests_per_s();
         let rate = forecast.requests_per_s.max(last_rate);
         let or_observed = |f: f64, o: f64| if f > 0.0 { f } else { o.max(0.0) };
         let isl = or_observed(forecast.input_tokens, observed.mean_input_tokens);
