@@ -24,6 +24,11 @@ pub struct SlaConfig {
     /// Mean KV usage above which a decode (or aggregated) pool is short of workers now: past
     /// it, engines start to preempt. Default 0.9.
     pub kv_high: f64,
+    /// A mean TTFT or ITL counts as a miss only when it also passes this multiple of what
+    /// one unloaded worker shows (the profile's TTFT for the interval's uncached prompt, its
+    /// ITL at batch size 1 for the interval's context): past the target for that reason alone,
+    /// more workers would not help. Default 1.5.
+    pub unloaded_margin: f64,
     /// Intervals in a row the plan must want fewer workers, with no pressure, before a pool
     /// shrinks; then it shrinks by one worker per interval while that lasts. Default 3.
     pub calm_intervals: u32,
@@ -47,6 +52,7 @@ impl Default for SlaConfig {
             queue_drain: 1.0,
             queue_per_worker: 2.0,
             kv_high: 0.9,
+            unloaded_margin: 1.5,
             calm_intervals: 3,
             shrink_below: 0.85,
             max_growth: 2.0,
@@ -67,6 +73,7 @@ impl SlaConfig {
             queue_drain: within(self.queue_drain, 0.0, f64::MAX, d.queue_drain),
             queue_per_worker: within(self.queue_per_worker, 0.0, f64::MAX, d.queue_per_worker),
             kv_high: within(self.kv_high, 0.0, 1.0, d.kv_high),
+            unloaded_margin: within(self.unloaded_margin, 0.0, f64::MAX, d.unloaded_margin),
             shrink_below: within(self.shrink_below, 0.0, 1.0, d.shrink_below),
             max_growth: within(self.max_growth, 1.0, f64::MAX, d.max_growth),
             smoothing: within(self.smoothing, 0.0, 1.0, d.smoothing),

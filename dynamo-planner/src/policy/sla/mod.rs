@@ -12,7 +12,7 @@ use crate::observe::Observation;
 use crate::perf::{Correction, PerfProfile};
 use crate::plan::Replicas;
 pub use config::SlaConfig;
-use pressure::Pressure;
+use pressure::{Limits, Pressure};
 
 /// Our SLA planner, built to beat [`DynamoSla`](super::DynamoSla) on SLA attainment per
 /// worker-hour on bursty and multi-turn traffic.
@@ -31,7 +31,9 @@ use pressure::Pressure;
 ///    so its pool needs the sum of the two shares; the ITL it is expected to show is the
 ///    profile's stretched by the share of time prefill takes.
 /// 4. **React at once** when the interval missed a target or queued: a pool whose mean TTFT
-///    (prefill, aggregated) or ITL (decode, aggregated) passed its target, whose queues would
+///    (prefill, aggregated) or ITL (decode, aggregated) passed its target (and
+///    `unloaded_margin` times what one unloaded worker shows, which more workers cannot
+///    improve), whose queues would
 ///    take more than `queue_drain` of the TTFT target to prefill (prefill, aggregated) or hold
 ///    more than `queue_per_worker` requests (decode), or whose KV usage passed `kv_high`
 ///    grows now — by the ratio of the worst figure to its limit, at least one worker, at most
@@ -145,12 +147,33 @@ impl SlaPolicy {
         Need { prefill, decode }
     }
 
-    /// The requests that may wait per prefilling worker: as many as it prefills in
-    /// `queue_drain` of the TTFT target, at least one.
-    fn prefill_queue_limit(&self, isl: f64) -> f64 {
+    /// What the last interval may show before a pool counts as short of workers. A prefilling
+    /// worker may have as many requests waiting as it prefills in `queue_drain` of the TTFT
+    /// target (at least one). A latency counts as a miss only past both its target and
+    /// `unloaded_margin` times what one unloaded worker shows for the interval's prompts and
+    /// contexts: more workers cannot make a long prompt faster than one worker computes it.
+    fn limits(&self, observed: &Observation, isl: f64) -> Limits {
         let uncached = (isl * (1.0 - self.hit_rate())).max(1.0);
         let seconds = self.config.queue_drain * self.config.targets.ttft_ms / 1000.0;
-        (seconds * self.profile.prefill_tokens_per_s(uncached) / uncached).max(1.0)
+        let prefill_queue =
+            (seconds * self.profile.prefill_tokens_per_s(uncached) / uncached).max(1.0);
+        let hit = observed.kv_hit_rate.clamp(0.0, 1.0);
+        let hit = if hit.is_finite() { hit } else { 0.0 };
+        let prompt = (observed.mean_input_tokens * (1.0 - hit)).max(1.0);
+        let context = observed.mean_input_tokens + observed.mean_output_tokens / 2.0;
+        let margin = self.config.unloaded_margin;
+        let targets = self.config.targets;
+        Limits {
+            prefill_queue,
+            decode_queue: self.config.queue_per_worker,
+            ttft_ms: targets
+                .ttft_ms
+                .max(margin * self.profile.prefill_ttft_ms(prompt)),
+            itl_ms: targets
+                .itl_ms
+                .max(margin * self.profile.decode_itl_ms(1.0, context)),
+            kv_usage: self.config.kv_high,
+        }
     }
 
     /// One pool's size from the plan (in fractional workers, headroom included), the
@@ -222,21 +245,16 @@ impl Policy for SlaPolicy {
         let isl = or_observed(forecast.input_tokens, observed.mean_input_tokens);
         let osl = or_observed(forecast.output_tokens, observed.mean_output_tokens);
         let need = self.need(rate, isl, osl);
-        let prefill_queue = self.prefill_queue_limit(isl);
+        let limits = self.limits(observed, isl);
         let u = self.config.utilisation;
         let mut parts = Vec::new();
-        let config = self.config;
         let target = resize(current, |role, n| {
             let (planned, load) = match role {
                 WorkerRole::Aggregated => ((need.prefill + need.decode) / u, "prefill and decode"),
                 WorkerRole::Prefill => (need.prefill / u, "prefill"),
                 WorkerRole::Decode => (need.decode / u, "decode"),
             };
-            let queue_limit = match role {
-                WorkerRole::Decode => config.queue_per_worker,
-                _ => prefill_queue,
-            };
-            let pressure = Pressure::of(role, n, observed, &config, queue_limit);
+            let pressure = Pressure::of(role, n, observed, &limits);
             let (size, why) = self.size(role, n, planned, &pressure);
             parts.push(format!(
                 "{} pool of {n}: {load} need {planned:.2} workers at {:.0}% utilisation; {why}",

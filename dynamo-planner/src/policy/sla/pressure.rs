@@ -2,9 +2,24 @@
 
 use dynamo_core::WorkerRole;
 
-use super::SlaConfig;
 use crate::observe::Observation;
 use crate::policy::pool::PoolLoad;
+
+/// The most each figure of the last interval may show before a pool counts as short of
+/// workers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Limits {
+    /// Waiting requests per prefilling (prefill, aggregated) worker.
+    pub(super) prefill_queue: f64,
+    /// Waiting requests per decode worker.
+    pub(super) decode_queue: f64,
+    /// Mean TTFT, in ms.
+    pub(super) ttft_ms: f64,
+    /// Mean ITL, in ms.
+    pub(super) itl_ms: f64,
+    /// Mean KV usage.
+    pub(super) kv_usage: f64,
+}
 
 /// The figures of one pool that passed their limits, each as figure over limit.
 #[derive(Debug, Clone, Default)]
@@ -18,33 +33,32 @@ pub(super) struct Pressure {
 }
 
 impl Pressure {
-    /// The pressure on the `role` pool of `current` workers in `observed`, where each
-    /// worker may have `queue_limit` requests waiting.
+    /// The pressure on the `role` pool of `current` workers in `observed`.
     pub(super) fn of(
         role: WorkerRole,
         current: usize,
         observed: &Observation,
-        config: &SlaConfig,
-        queue_limit: f64,
+        limits: &Limits,
     ) -> Self {
         let load = PoolLoad::of(observed, role);
         let ready = (!observed.workers.is_empty()).then_some(load.workers);
         let pending = ready.map_or(0, |ready| current.saturating_sub(ready));
         let prefills = role != WorkerRole::Decode;
         let decodes = role != WorkerRole::Prefill;
-        let mut candidates = vec![(
-            "waiting requests per worker",
-            load.mean_waiting(),
-            queue_limit,
-        )];
+        let queue = if prefills {
+            limits.prefill_queue
+        } else {
+            limits.decode_queue
+        };
+        let mut candidates = vec![("waiting requests per worker", load.mean_waiting(), queue)];
         if prefills && let Some(ttft) = observed.mean_ttft_ms {
-            candidates.push(("mean TTFT (ms)", ttft, config.targets.ttft_ms));
+            candidates.push(("mean TTFT (ms)", ttft, limits.ttft_ms));
         }
         if decodes {
             if let Some(itl) = observed.mean_itl_ms {
-                candidates.push(("mean ITL (ms)", itl, config.targets.itl_ms));
+                candidates.push(("mean ITL (ms)", itl, limits.itl_ms));
             }
-            candidates.push(("mean KV usage", load.mean_kv, config.kv_high));
+            candidates.push(("mean KV usage", load.mean_kv, limits.kv_usage));
         }
         Pressure {
             over: candidates

@@ -202,3 +202,38 @@ fn workers_still_starting_count_against_a_reactive_step() -> Result<(), crate::E
     assert_eq!(proposal.target, Replicas::Aggregated(4));
     Ok(())
 }
+
+#[test]
+fn a_ttft_that_only_a_long_prompt_explains_is_no_miss() -> Result<(), crate::Error> {
+    use crate::perf::{PerfProfile, PrefillPoint};
+    // One worker needs 2 s for a lone 16k-token prompt.
+    let long = PrefillPoint {
+        input_tokens: 16_000,
+        ttft_ms: 2000.0,
+        tokens_per_s: 8000.0,
+    };
+    let base = sample()?;
+    let mut prefill = base.prefill().to_vec();
+    prefill.push(long);
+    let profile = PerfProfile::new(prefill, base.decode().to_vec())?;
+    let mut observed = interval(0.01, 0.0);
+    observed.mean_input_tokens = 16_000.0;
+    let current = Replicas::Aggregated(2);
+    // 2.5 s is within 1.5 × 2 s: no reason to grow.
+    observed.mean_ttft_ms = Some(2500.0);
+    let mut p = SlaPolicy::new(profile.clone(), SlaConfig::default());
+    assert_eq!(p.plan(&observed, &forecast(0.01), current).target, current);
+    // 4 s is a third over 3 s: queueing, so grow.
+    observed.mean_ttft_ms = Some(4000.0);
+    let mut p = SlaPolicy::new(profile, SlaConfig::default());
+    let proposal = p.plan(&observed, &forecast(0.01), current);
+    assert_eq!(proposal.target, Replicas::Aggregated(3));
+    assert!(
+        proposal
+            .reason
+            .contains("mean TTFT (ms) 4000.00 over 3000.00"),
+        "{}",
+        proposal.reason
+    );
+    Ok(())
+}
