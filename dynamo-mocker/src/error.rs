@@ -22,6 +22,14 @@ pub enum Error {
         /// The cause.
         source: serde_json::Error,
     },
+    /// A line of a CSV trace is not a request.
+    #[error("line {line} of the CSV trace is not a request: {reason}")]
+    ParseCsv {
+        /// The 1-based line number.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
     /// The trace's block size is not a multiple of the engine's.
     #[error("a trace block of {trace} tokens cannot be cut into engine blocks of {engine}")]
     BlockSizes {
@@ -69,6 +77,12 @@ pub enum Error {
         worker: WorkerId,
         /// When, in ms of virtual time.
         at_ms: f64,
+    },
+    /// A profile of the engine that the planner cannot use.
+    #[error("the engine's profile is not usable: {source}")]
+    Profile {
+        /// Why.
+        source: dynamo_planner::Error,
     },
     /// A planner replay that cannot run.
     #[error("cannot replay with the planner: {reason}")]

@@ -93,6 +93,7 @@ mod error;
 mod host;
 mod live;
 mod phases;
+mod profile;
 mod replay;
 mod summary;
 mod timing;
@@ -105,10 +106,11 @@ pub use error::Error;
 pub use host::{DiskTierConfig, HostTierConfig};
 pub use live::{LiveConfig, LiveEngine};
 pub use phases::{DisaggSummary, Spread};
+pub use profile::{ProfileSweep, profile_engine};
 pub use replay::{
     CacheKnowledge, DisaggConfig, MembershipChange, PlannerReplayConfig, Replay, ReplayConfig,
     ReplayOutcome, ReplicaPoint, Sla, TransferConfig,
 };
 pub use summary::{RequestRecord, Summary};
 pub use timing::{InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingModel};
-pub use trace::{TraceRequest, engine_blocks, load_mooncake};
+pub use trace::{TraceRequest, engine_blocks, load_azure, load_mooncake, load_trace};

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
     DisaggConfig, DiskTierConfig, EngineConfig, HandedOverKv, HostTierConfig, InterpolatedTiming,
@@ -13,20 +13,29 @@ use dynamo_mocker::{
 };
 use dynamo_router::disagg::ExpectedTtftPlacement;
 
-/// Replay a Mooncake-format request trace through simulated vLLM-like workers, routed by
-/// dynamo-router's policies, on a virtual clock.
+/// Replay a request trace (Mooncake JSON lines, or an Azure CSV) through simulated vLLM-like
+/// workers, routed by dynamo-router's policies, on a virtual clock; optionally with the
+/// planner sizing the pool.
 ///
 /// Prints one line per router: a table, or a JSON object with --json. A progress bar goes to
 /// standard error when it is a terminal.
 #[derive(Debug, Parser)]
 // The defaults are read from `ReplayConfig::default()`, so the two cannot drift apart.
 // A flag given twice keeps its last value (`--router` adds up instead).
-#[command(name = "dynamo-replay", args_override_self = true)]
+#[command(
+    name = "dynamo-replay",
+    args_override_self = true,
+    subcommand_negates_reqs = true
+)]
 pub(crate) struct Cli {
-    /// Mooncake trace: one JSON object per line (timestamp, input_length, output_length,
-    /// hash_ids)
-    #[arg(long, value_name = "FILE")]
-    pub(crate) trace: PathBuf,
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+
+    /// The trace: Mooncake JSON lines (timestamp, input_length, output_length, hash_ids), or an
+    /// Azure CSV (TIMESTAMP, ContextTokens, GeneratedTokens; a name ending in .csv), whose
+    /// prompts get fresh hash_ids
+    #[arg(long, value_name = "FILE", required = true)]
+    pub(crate) trace: Option<PathBuf>,
 
     /// Simulated workers (aggregated; unused with --prefill-workers and --decode-workers)
     #[arg(long, value_name = "N", default_value_t = ReplayConfig::default().workers,
@@ -163,9 +172,25 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "FILE")]
     pub(crate) requests_out: Option<PathBuf>,
 
-    /// Write ttft_cdf.svg and cache_reuse.svg into DIR
+    /// Write ttft_cdf.svg and cache_reuse.svg into DIR (and replicas.svg with --planner,
+    /// frontier.svg with --fixed-sweep)
     #[arg(long, value_name = "DIR")]
     pub(crate) plot: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) planner: crate::planning::PlannerArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Profile one simulated worker (the engine flags before `profile` set it up) and write
+    /// the planner's performance profile as JSON
+    Profile {
+        /// Where to write the profile
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 impl Cli {
@@ -245,7 +270,7 @@ impl fmt::Display for PlacementName {
 }
 
 /// Write `value` as its flag value: the name given on the command line.
-fn write_name(value: &impl ValueEnum, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+pub(crate) fn write_name(value: &impl ValueEnum, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let value = value.to_possible_value().ok_or(fmt::Error)?;
     f.write_str(value.get_name())
 }
@@ -307,7 +332,7 @@ impl<T: ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for Trimmed<
     }
 }
 
-fn at_least_one(value: &str) -> Result<usize, String> {
+pub(crate) fn at_least_one(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
@@ -316,7 +341,7 @@ fn at_least_one(value: &str) -> Result<usize, String> {
 }
 
 /// A number above zero: the replay divides the trace's times by it.
-fn positive(value: &str) -> Result<f64, String> {
+pub(crate) fn positive(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(x) if x > 0.0 => Ok(x),
         Ok(_) => Err("must be above 0".into()),
@@ -324,7 +349,7 @@ fn positive(value: &str) -> Result<f64, String> {
     }
 }
 
-fn not_negative(value: &str) -> Result<f64, String> {
+pub(crate) fn not_negative(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(x) if x >= 0.0 => Ok(x),
         Ok(_) => Err("must not be negative".into()),
@@ -356,6 +381,8 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+    use crate::planning::PlannerName;
+    use dynamo_planner::predict::PredictorKind;
 
     #[test]
     fn the_command_is_well_formed() {
@@ -372,6 +399,40 @@ mod tests {
         );
         assert_eq!(cli.seed, 0);
         assert!(!cli.json);
+        assert_eq!(cli.planner.policy, PlannerName::None);
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn planner_flags_parse_and_profile_needs_no_trace() {
+        let cli = Cli::try_parse_from([
+            "dynamo-replay",
+            "--trace",
+            "t.csv",
+            "--planner",
+            "dynamo",
+            "--predictor",
+            "moving_average:3",
+            "--max-workers",
+            "6",
+            "--fixed-sweep",
+        ])
+        .expect("parses");
+        assert_eq!(cli.planner.policy, PlannerName::Dynamo);
+        assert_eq!(
+            cli.planner.predictor,
+            PredictorKind::MovingAverage { window: 3 }
+        );
+        assert_eq!(cli.planner.max_workers, 6);
+        assert!(cli.planner.fixed_sweep);
+        let cli =
+            Cli::try_parse_from(["dynamo-replay", "profile", "--out", "p.json"]).expect("parses");
+        assert!(matches!(cli.command, Some(Command::Profile { .. })));
+        assert!(Cli::try_parse_from(["dynamo-replay"]).is_err());
+        assert!(
+            Cli::try_parse_from(["dynamo-replay", "--trace", "t", "--predictor", "oracle"])
+                .is_err()
+        );
     }
 
     #[test]

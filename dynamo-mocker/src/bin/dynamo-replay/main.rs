@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! dynamo-replay --trace FILE [--workers 8] [--router round-robin,kv,ttft] [--json] ...
+//! dynamo-replay --trace FILE --planner sla [--fixed-sweep] [--max-workers 8] ...
+//! dynamo-replay [ENGINE FLAGS] profile --out profile.json
 //! ```
 //!
 //! `dynamo-replay --help` lists every flag and its default.
 
 mod cli;
+mod planning;
 mod plot;
 
 use std::io::{IsTerminal, Write};
@@ -14,7 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use dynamo_mocker::{CacheKnowledge, Replay, ReplayConfig, RequestRecord, Summary, load_mooncake};
+use dynamo_mocker::{
+    CacheKnowledge, Replay, ReplayConfig, RequestRecord, Sla, Summary, load_trace,
+};
 use dynamo_router::disagg::{AlwaysRemote, ExpectedTtftPlacement, PlacementPolicy, Threshold};
 use dynamo_router::{
     ApproxConfig, ApproxIndex, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
@@ -22,7 +27,8 @@ use dynamo_router::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::{Cli, PlacementName, RouterName};
+use crate::cli::{Cli, Command, PlacementName, RouterName};
+use crate::planning::PlannerName;
 
 /// The policy and the cache knowledge a router name stands for.
 fn router(name: RouterName, config: &ReplayConfig, seed: u64) -> (Box<dyn Router>, CacheKnowledge) {
@@ -206,12 +212,24 @@ fn write_requests(path: &PathBuf, runs: &[(String, Vec<RequestRecord>)]) -> Resu
     out.flush().map_err(|e| e.to_string())
 }
 
-fn write_plots(dir: &PathBuf, runs: &[(String, Vec<RequestRecord>)]) -> Result<(), String> {
+fn write_plots(
+    dir: &PathBuf,
+    runs: &[(String, Vec<RequestRecord>)],
+    summaries: &[Summary],
+    fixed: &[(usize, Summary)],
+) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (file, svg) in [
+    let mut charts = vec![
         ("ttft_cdf.svg", plot::ttft_cdf(runs)),
         ("cache_reuse.svg", plot::reuse_over_time(runs)),
-    ] {
+    ];
+    if summaries.iter().any(|s| s.replicas.is_some()) {
+        charts.push(("replicas.svg", plot::replicas(runs, summaries)));
+    }
+    if !fixed.is_empty() {
+        charts.push(("frontier.svg", plot::frontier(fixed, summaries)));
+    }
+    for (file, svg) in charts {
         let path = dir.join(file);
         std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -228,8 +246,29 @@ fn main() {
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
-    let config = cli.config();
-    let trace = load_mooncake(&cli.trace).map_err(|e| e.to_string())?;
+    if let Some(Command::Profile { out }) = &cli.command {
+        return planning::write_profile(cli, out);
+    }
+    let mut config = cli.config();
+    let path = cli.trace.as_ref().ok_or("--trace is required")?;
+    let trace = load_trace(path, cli.trace_block_size).map_err(|e| e.to_string())?;
+    let sla = Sla {
+        ttft_ms: cli.planner.ttft_ms,
+        itl_ms: cli.planner.itl_ms,
+    };
+    let planned = cli.planner.policy != PlannerName::None;
+    let profile = match cli.planner.policy {
+        PlannerName::Sla | PlannerName::Dynamo => Some(planning::profile(cli, &config)?),
+        PlannerName::None | PlannerName::Load => None,
+    };
+    // A planner run starts within the planner's bounds.
+    let fixed_config = config.clone();
+    if planned {
+        config.workers = config.workers.clamp(
+            cli.planner.min_workers,
+            cli.planner.max_workers.max(cli.planner.min_workers),
+        );
+    }
     let mut summaries = Vec::new();
     let mut runs = Vec::new();
     // A disaggregated replay runs each router with each placement.
@@ -242,15 +281,22 @@ fn run(cli: &Cli) -> Result<(), String> {
         .iter()
         .flat_map(|&name| placements.iter().map(move |&p| (name, p)));
     for (name, placement_name) in runs_of {
-        let label = match placement_name {
+        let mut label = match placement_name {
             Some(p) => format!("{name}/{p}"),
             None => name.to_string(),
         };
+        if planned {
+            label = format!("{label}+{}", cli.planner.policy);
+        }
         let (policy, knowledge) = router(name, &config, cli.seed);
         let mut replay = Replay::new(&trace, &config)
             .label(label.as_str())
             .policy(policy)
-            .knowledge(knowledge);
+            .knowledge(knowledge)
+            .sla(sla);
+        if let Some((planner, planner_config)) = planning::planner(cli, profile.as_ref())? {
+            replay = replay.planner(planner, planner_config);
+        }
         if let Some(p) = placement_name {
             let (decode_policy, decode_knowledge) = router(cli.decode_router, &config, cli.seed);
             let (handoff_policy, _) = router(cli.handoff_router, &config, cli.seed);
@@ -277,11 +323,49 @@ fn run(cli: &Cli) -> Result<(), String> {
             print_phases(&summaries);
         }
     }
+    let mut fixed = Vec::new();
+    if cli.planner.fixed_sweep {
+        let name = cli
+            .routers
+            .first()
+            .copied()
+            .unwrap_or(RouterName::RoundRobin);
+        for workers in cli.planner.min_workers..=cli.planner.max_workers {
+            let config = ReplayConfig {
+                workers,
+                ..fixed_config.clone()
+            };
+            let label = format!("{name} fixed {workers}");
+            let (policy, knowledge) = router(name, &config, cli.seed);
+            let outcome = Replay::new(&trace, &config)
+                .label(label.as_str())
+                .policy(policy)
+                .knowledge(knowledge)
+                .sla(sla)
+                .progress(progress(&label, trace.len()))
+                .run()
+                .map_err(|e| e.to_string())?;
+            if cli.json {
+                let line = serde_json::to_string(&outcome.summary).map_err(|e| e.to_string())?;
+                println!("{line}");
+            }
+            fixed.push((workers, outcome.summary));
+        }
+    }
+    if !cli.json && (planned || !fixed.is_empty()) {
+        println!();
+        let planner_runs: Vec<Summary> = summaries
+            .iter()
+            .filter(|s| s.replicas.is_some())
+            .cloned()
+            .collect();
+        planning::print_frontier(&fixed, &planner_runs);
+    }
     if let Some(path) = &cli.requests_out {
         write_requests(path, &runs)?;
     }
     if let Some(dir) = &cli.plot {
-        write_plots(dir, &runs)?;
+        write_plots(dir, &runs, &summaries, &fixed)?;
     }
     Ok(())
 }

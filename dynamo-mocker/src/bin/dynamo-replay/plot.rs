@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use dynamo_mocker::RequestRecord;
+use dynamo_mocker::{RequestRecord, Summary};
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 420.0;
@@ -95,6 +95,99 @@ pub(crate) fn reuse_over_time(runs: &[(String, Vec<RequestRecord>)]) -> String {
     )
 }
 
+/// The load (arrivals per second, in 100 windows) above the pool's size (ready and desired
+/// workers) of each planner run, on one time axis.
+pub(crate) fn replicas(runs: &[(String, Vec<RequestRecord>)], summaries: &[Summary]) -> String {
+    let planned: Vec<&Summary> = summaries.iter().filter(|s| s.replicas.is_some()).collect();
+    let end_s = summaries
+        .iter()
+        .map(|s| s.duration_ms / 1000.0)
+        .fold(1.0, f64::max);
+    let mut load = Vec::new();
+    if let Some((name, records)) = runs
+        .iter()
+        .find(|(name, _)| planned.iter().any(|s| &s.router == name))
+    {
+        let width = end_s / 100.0;
+        let mut counts = [0u64; 100];
+        for record in records.iter().filter(|r| !r.arrival_ms.is_nan()) {
+            let w = ((record.arrival_ms / 1000.0 / width) as usize).min(99);
+            counts[w] += 1;
+        }
+        load.push(Series {
+            name: format!("{} arrivals", name.split('+').next().unwrap_or(name)),
+            points: counts
+                .iter()
+                .enumerate()
+                .map(|(w, &n)| ((w as f64 + 0.5) * width, n as f64 / width))
+                .collect(),
+        });
+    }
+    let mut sizes = Vec::new();
+    for s in &planned {
+        let Some(points) = &s.replicas else { continue };
+        let step = |value: fn(&dynamo_mocker::ReplicaPoint) -> usize| {
+            let mut line: Vec<(f64, f64)> = Vec::new();
+            for p in points {
+                if let Some(&(_, previous)) = line.last() {
+                    line.push((p.at_ms / 1000.0, previous));
+                }
+                line.push((p.at_ms / 1000.0, value(p) as f64));
+            }
+            if let Some(&(_, last)) = line.last() {
+                line.push((end_s, last));
+            }
+            line
+        };
+        sizes.push(Series {
+            name: format!("{} ready", s.router),
+            points: step(|p| p.ready),
+        });
+        sizes.push(Series {
+            name: format!("{} desired", s.router),
+            points: step(|p| p.desired),
+        });
+    }
+    let top = line_chart("Load", "time, s", "arrivals per s", &load, false);
+    let bottom = line_chart("Workers", "time, s", "workers", &sizes, false);
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{}">{}{}</svg>
+"#,
+        2.0 * HEIGHT,
+        top.trim_end(),
+        bottom
+            .trim_end()
+            .replacen("<svg ", &format!(r#"<svg y="{HEIGHT}" "#), 1)
+    )
+}
+
+/// SLA attainment against worker-hours: the fixed pools as a line, each planner run a point.
+pub(crate) fn frontier(fixed: &[(usize, Summary)], summaries: &[Summary]) -> String {
+    let point = |s: &Summary| {
+        (
+            s.worker_hours.unwrap_or(0.0),
+            s.sla_attainment.unwrap_or(0.0),
+        )
+    };
+    let mut series = vec![Series {
+        name: "fixed pools".into(),
+        points: fixed.iter().map(|(_, s)| point(s)).collect(),
+    }];
+    for s in summaries.iter().filter(|s| s.replicas.is_some()) {
+        series.push(Series {
+            name: s.router.clone(),
+            points: vec![point(s)],
+        });
+    }
+    line_chart(
+        "SLA attainment against worker-hours",
+        "worker-hours",
+        "share of requests within the SLA",
+        &series,
+        false,
+    )
+}
+
 fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_x: bool) -> String {
     let points = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
@@ -132,6 +225,8 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_
         let x = x0 + (x1 - x0) * f64::from(tick) / 5.0;
         let label = if log_x {
             format!("{:.0}", 10f64.powf(x))
+        } else if x1 - x0 < 10.0 {
+            format!("{x:.2}")
         } else {
             format!("{x:.0}")
         };
@@ -174,6 +269,17 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_
             legend_y + 4.0,
             s.name
         );
+        // Few points (a frontier, a single run): mark each.
+        if s.points.len() <= 32 {
+            for &(x, y) in &s.points {
+                let _ = write!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#,
+                    sx(x),
+                    sy(y)
+                );
+            }
+        }
     }
     svg.push_str("</svg>\n");
     svg

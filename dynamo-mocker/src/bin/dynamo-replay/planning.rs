@@ -1,0 +1,244 @@
+//! `--planner`, `--fixed-sweep` and `profile`: the planner's side of the command.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+
+use dynamo_mocker::{PlannerReplayConfig, ProfileSweep, ReplayConfig, Summary, profile_engine};
+use dynamo_planner::perf::PerfProfile;
+use dynamo_planner::policy::{
+    DynamoSla, DynamoSlaConfig, LoadConfig, LoadPolicy, Policy, SlaConfig, SlaPolicy, SlaTargets,
+};
+use dynamo_planner::predict::PredictorKind;
+use dynamo_planner::{Bounds, Planner, PlannerConfig};
+
+use crate::cli::{Cli, at_least_one, not_negative, positive, write_name};
+
+/// The planner's flags.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PlannerArgs {
+    /// Let a planner size the pool during the replay, starting from --workers (aggregated
+    /// replays only)
+    #[arg(long = "planner", value_name = "POLICY", default_value = "none")]
+    pub(crate) policy: PlannerName,
+
+    /// SLA target on the time to first token, for the attainment and the SLA policies
+    #[arg(long, value_name = "MS", default_value_t = 500.0, value_parser = positive)]
+    pub(crate) ttft_ms: f64,
+
+    /// SLA target on the mean time between output tokens
+    #[arg(long, value_name = "MS", default_value_t = 50.0, value_parser = positive)]
+    pub(crate) itl_ms: f64,
+
+    /// Seconds of virtual time between planning steps
+    #[arg(long, value_name = "S", default_value_t = 60.0, value_parser = positive)]
+    pub(crate) planner_interval_s: f64,
+
+    /// Fewest workers the planner keeps (and the first size of --fixed-sweep)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
+    pub(crate) min_workers: usize,
+
+    /// Most workers the planner asks for (and the last size of --fixed-sweep)
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = at_least_one)]
+    pub(crate) max_workers: usize,
+
+    /// Seconds from asking for a worker to routing to it (model load)
+    #[arg(long, value_name = "S", default_value_t = 30.0, value_parser = not_negative)]
+    pub(crate) startup_s: f64,
+
+    /// The load predictor: constant, moving_average (moving_average:N averages N intervals),
+    /// kalman, or holt_winters (holt_winters:N for a season of N intervals)
+    #[arg(long, value_name = "NAME", default_value = "constant", value_parser = predictor)]
+    pub(crate) predictor: PredictorKind,
+
+    /// The planner's performance profile (from `dynamo-replay profile`); by default the
+    /// replay's engine is profiled first
+    #[arg(long, value_name = "FILE")]
+    pub(crate) profile: Option<PathBuf>,
+
+    /// sla policy: the share of each worker's profiled capacity the plan may use (default:
+    /// the policy's)
+    #[arg(long, value_name = "X", value_parser = positive)]
+    pub(crate) sla_utilisation: Option<f64>,
+
+    /// Also replay fixed pools of --min-workers to --max-workers workers (first router) and
+    /// print the attainment / worker-hours frontier beside the planner's point
+    #[arg(long)]
+    pub(crate) fixed_sweep: bool,
+}
+
+/// A planning policy `--planner` can name (`dynamo_planner::policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PlannerName {
+    /// No planner: --workers workers throughout
+    None,
+    /// Ours: throughput planning from the profile, corrected by what is observed
+    Sla,
+    /// NVIDIA Dynamo's throughput-based SLA planner
+    Dynamo,
+    /// Queues and KV usage, with hysteresis
+    Load,
+}
+
+impl fmt::Display for PlannerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_name(self, f)
+    }
+}
+
+fn predictor(value: &str) -> Result<PredictorKind, String> {
+    value
+        .parse()
+        .map_err(|e: dynamo_planner::Error| e.to_string())
+}
+
+/// The performance profile the SLA policies plan from: `--profile`, or a profile of the
+/// replay's engine measured now.
+pub(crate) fn profile(cli: &Cli, config: &ReplayConfig) -> Result<PerfProfile, String> {
+    match &cli.planner.profile {
+        Some(path) => PerfProfile::from_json_file(path).map_err(|e| e.to_string()),
+        None => profile_engine(config.engine, &config.timing, &ProfileSweep::default())
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// `dynamo-replay profile --out FILE`.
+pub(crate) fn write_profile(cli: &Cli, out: &Path) -> Result<(), String> {
+    let config = cli.config();
+    let profile = profile_engine(config.engine, &config.timing, &ProfileSweep::default())
+        .map_err(|e| e.to_string())?;
+    std::fs::write(out, profile.to_json()).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!(
+        "wrote {} prefill and {} decode points to {}",
+        profile.prefill().len(),
+        profile.decode().len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// A fresh planner as the flags say, and how the replay plays its decisions out; `None`
+/// with `--planner none`.
+pub(crate) fn planner(
+    cli: &Cli,
+    profile: Option<&PerfProfile>,
+) -> Result<Option<(Planner, PlannerReplayConfig)>, String> {
+    let args = &cli.planner;
+    let targets = SlaTargets {
+        ttft_ms: args.ttft_ms,
+        itl_ms: args.itl_ms,
+    };
+    let needs_profile = || {
+        profile
+            .cloned()
+            .ok_or("this policy needs a profile".to_string())
+    };
+    let policy: Box<dyn Policy> = match args.policy {
+        PlannerName::None => return Ok(None),
+        PlannerName::Sla => {
+            let mut config = SlaConfig {
+                targets,
+                ..SlaConfig::default()
+            };
+            if let Some(utilisation) = args.sla_utilisation {
+                config.utilisation = utilisation;
+            }
+            Box::new(SlaPolicy::new(needs_profile()?, config))
+        }
+        PlannerName::Dynamo => Box::new(DynamoSla::new(
+            needs_profile()?,
+            DynamoSlaConfig { targets },
+        )),
+        PlannerName::Load => Box::new(LoadPolicy::new(LoadConfig::default())),
+    };
+    let config = PlannerConfig {
+        interval_s: args.planner_interval_s,
+        bounds: Bounds {
+            min_per_pool: args.min_workers,
+            max_per_pool: args.max_workers,
+            budget: args.max_workers,
+        },
+        advisory: false,
+    };
+    let predictor = args.predictor;
+    let planner =
+        Planner::new(config, policy, move || predictor.build()).map_err(|e| e.to_string())?;
+    let replay = PlannerReplayConfig {
+        startup_ms: args.startup_s * 1000.0,
+    };
+    Ok(Some((planner, replay)))
+}
+
+/// The fixed pools and the planner runs side by side: attainment against worker-hours.
+pub(crate) fn print_frontier(fixed: &[(usize, Summary)], planned: &[Summary]) {
+    let w = planned
+        .iter()
+        .map(|s| s.router.len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
+    println!(
+        "{:<w$} {:>8} {:>10} {:>12} {:>9} {:>9} {:>9}",
+        "run", "workers", "attainment", "worker_hours", "ttft_p90", "tpot_p90", "wall_ms"
+    );
+    let row = |label: &str, workers: String, s: &Summary| {
+        println!(
+            "{:<w$} {:>8} {:>10.4} {:>12.3} {:>9.1} {:>9.2} {:>9.0}",
+            label,
+            workers,
+            s.sla_attainment.unwrap_or(0.0),
+            s.worker_hours.unwrap_or(0.0),
+            s.p90_ttft_ms,
+            s.p90_tpot_ms,
+            s.wall_time_ms
+        );
+    };
+    for (workers, s) in fixed {
+        row(&format!("fixed {workers}"), workers.to_string(), s);
+    }
+    for s in planned {
+        let (low, high) = s.replicas.as_deref().map_or((0, 0), |points| {
+            let ready = points.iter().map(|p| p.ready);
+            (ready.clone().min().unwrap_or(0), ready.max().unwrap_or(0))
+        });
+        row(&s.router, format!("{low}-{high}"), s);
+    }
+    // The claims of the issue, for each planner run: at least the attainment of the best
+    // fixed pool that uses no more worker-hours, and at least 0.9 of the largest pool's at
+    // no more than 0.7 of its worker-hours.
+    let Some((peak_workers, peak)) = fixed.last() else {
+        return;
+    };
+    for s in planned {
+        let hours = s.worker_hours.unwrap_or(f64::INFINITY);
+        let attainment = s.sla_attainment.unwrap_or(0.0);
+        let best_within = fixed
+            .iter()
+            .filter(|(_, f)| f.worker_hours.unwrap_or(f64::INFINITY) <= hours)
+            .map(|(_, f)| f.sla_attainment.unwrap_or(0.0))
+            .fold(0.0, f64::max);
+        let peak_attainment = peak.sla_attainment.unwrap_or(0.0);
+        let peak_hours = peak.worker_hours.unwrap_or(f64::INFINITY);
+        println!(
+            "{}: attainment {:.4} vs {:.4} for the best fixed pool within its worker-hours ({}); \
+             {:.2}x the attainment of fixed {} at {:.2}x its worker-hours ({})",
+            s.router,
+            attainment,
+            best_within,
+            if attainment >= best_within {
+                "met"
+            } else {
+                "missed"
+            },
+            attainment / peak_attainment.max(f64::MIN_POSITIVE),
+            peak_workers,
+            hours / peak_hours,
+            if attainment >= 0.9 * peak_attainment && hours <= 0.7 * peak_hours {
+                "met"
+            } else {
+                "missed"
+            }
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! A performance profile of the simulated engine, for the planner: what `dynamo-replay
+//! profile` measures.
+
+use dynamo_core::BlockHasher;
+use dynamo_planner::perf::{DecodePoint, PerfProfile, PrefillPoint};
+
+use crate::Error;
+use crate::engine::{EngineConfig, SimRequest, SimWorker};
+use crate::timing::TimingModel;
+
+/// The lengths and batch sizes a profile sweeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSweep {
+    /// Prompt lengths of the prefill table (one request at a time, nothing cached). Default
+    /// 128 to 16,384 by powers of two.
+    pub input_tokens: Vec<u64>,
+    /// Context lengths of the decode table. Default 512 to 16,384 by powers of two.
+    pub context_tokens: Vec<u64>,
+    /// Batch sizes of the decode table; a batch whose contexts do not fit in the KV cache is
+    /// left out. Default 1 to 256 by powers of two.
+    pub concurrency: Vec<u32>,
+    /// Decode steps timed at each point. Default 16.
+    pub decode_steps: u32,
+}
+
+impl Default for ProfileSweep {
+    fn default() -> Self {
+        ProfileSweep {
+            input_tokens: (7..=14).map(|p| 1u64 << p).collect(),
+            context_tokens: (9..=14).map(|p| 1u64 << p).collect(),
+            concurrency: (0..=8).map(|p| 1u32 << p).collect(),
+            decode_steps: 16,
+        }
+    }
+}
+
+/// Profile one simulated worker of `engine` stepping as `timing` says, over `sweep`: the
+/// prefill table (time to first token and prompt tokens per second by prompt length, one
+/// request at a time) and the decode table (time between tokens, KV usage and output tokens
+/// per second by context length and batch size, once every prompt of the batch is in).
+///
+/// ```
+/// use dynamo_mocker::{EngineConfig, ProfileSweep, TimingModel, profile_engine};
+///
+/// let sweep = ProfileSweep {
+///     input_tokens: vec![512, 4096],
+///     context_tokens: vec![1024],
+///     concurrency: vec![1, 8],
+///     decode_steps: 4,
+/// };
+/// let profile = profile_engine(EngineConfig::default(), &TimingModel::default(), &sweep)?;
+/// // Longer prompts take longer, and run faster per token.
+/// assert!(profile.prefill_ttft_ms(4096.0) > profile.prefill_ttft_ms(512.0));
+/// assert!(profile.prefill_tokens_per_s(4096.0) > profile.prefill_tokens_per_s(512.0));
+/// // A batch of 8 decodes more tokens per second than one request.
+/// assert!(profile.decode_tokens_per_s(8.0, 1024.0) > profile.decode_tokens_per_s(1.0, 1024.0));
+/// # Ok::<(), dynamo_mocker::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Profile`] when the sweep measured nothing usable (an empty table).
+pub fn profile_engine(
+    engine: EngineConfig,
+    timing: &TimingModel,
+    sweep: &ProfileSweep,
+) -> Result<PerfProfile, Error> {
+    let hasher = BlockHasher::new(engine.block_size);
+    let block = u64::from(engine.block_size.get());
+    let request = |id: u64, tokens: u64, output: u64| {
+        // Tokens no other request of the sweep has: nothing is cached.
+        let prompt: Vec<u32> = (0..tokens)
+            .map(|t| (id * tokens + t) as u32 ^ (id as u32).rotate_left(24))
+            .collect();
+        SimRequest {
+            id,
+            prompt_blocks: hasher.hash_blocks(&prompt),
+            prompt_tokens: tokens,
+            output_tokens: output,
+        }
+    };
+    let mut inputs = sweep.input_tokens.clone();
+    inputs.sort_unstable();
+    inputs.dedup();
+    let mut prefill = Vec::new();
+    for &tokens in inputs.iter().filter(|&&t| t > 0) {
+        let mut worker = SimWorker::new(engine, timing.clone());
+        worker.add_request(request(0, tokens, 2));
+        let mut ttft_ms = 0.0;
+        while let Some(step) = worker.step() {
+            ttft_ms += step.duration_ms;
+            if step.first_tokens.contains(&0) {
+                break;
+            }
+        }
+        if ttft_ms > 0.0 {
+            prefill.push(PrefillPoint {
+                input_tokens: tokens,
+                ttft_ms,
+                tokens_per_s: tokens as f64 / ttft_ms * 1000.0,
+            });
+        }
+    }
+    let mut contexts = sweep.context_tokens.clone();
+    contexts.sort_unstable();
+    contexts.dedup();
+    let mut batches = sweep.concurrency.clone();
+    batches.sort_unstable();
+    batches.dedup();
+    let steps = sweep.decode_steps.max(1);
+    let mut decode = Vec::new();
+    for &context in contexts.iter().filter(|&&c| c > 0) {
+        for &batch in batches.iter().filter(|&&b| b > 0) {
+            let blocks_each = (context + u64::from(steps) + 1).div_ceil(block);
+            let fits = blocks_each * u64::from(batch) <= engine.num_gpu_blocks;
+            if !fits || batch as usize > engine.max_num_seqs {
+                continue;
+            }
+            let mut worker = SimWorker::new(engine, timing.clone());
+            for id in 0..u64::from(batch) {
+                worker.add_request(request(id, context, u64::from(steps) + 2));
+            }
+            // Prefill every prompt, then time the steps that only decode.
+            let mut started = 0;
+            while started < batch as usize {
+                let Some(step) = worker.step() else { break };
+                started += step.first_tokens.len();
+            }
+            let (mut elapsed_ms, mut timed) = (0.0, 0u32);
+            while timed < steps {
+                let Some(step) = worker.step() else { break };
+                elapsed_ms += step.duration_ms;
+                timed += 1;
+            }
+            if timed == 0 || elapsed_ms <= 0.0 {
+                continue;
+            }
+            let itl_ms = elapsed_ms / f64::from(timed);
+            // The tokens the batch attends to, midway through the timed steps, as a share of
+            // the cache's token capacity (what the step-time model reads as KV usage).
+            let attended = f64::from(batch) * (context as f64 + f64::from(timed) / 2.0);
+            let kv_usage = attended / (engine.num_gpu_blocks.max(1) * block) as f64;
+            decode.push(DecodePoint {
+                context_tokens: context,
+                concurrency: batch,
+                kv_usage: kv_usage.clamp(0.0, 1.0),
+                itl_ms,
+                tokens_per_s: f64::from(batch) / itl_ms * 1000.0,
+            });
+        }
+    }
+    let profile = PerfProfile::new(prefill, decode).map_err(|source| Error::Profile { source })?;
+    Ok(profile.with_engine("dynamo-mocker"))
+}
