@@ -29,6 +29,11 @@ pub struct SlaConfig {
     /// ITL at batch size 1 for the interval's context): past the target for that reason alone,
     /// more workers would not help. Default 1.5.
     pub unloaded_margin: f64,
+    /// A pool is calm, and may shrink, only when each latency stayed within what one unloaded
+    /// worker shows plus this share of the room between that and its limit, and each queue
+    /// within this share of its limit: means well inside the targets, since the SLA is met
+    /// request by request, not on average. Default 0.5.
+    pub calm_share: f64,
     /// Intervals in a row the plan must want fewer workers, with no pressure, before a pool
     /// shrinks; then it shrinks by one worker per interval while that lasts. Default 3.
     pub calm_intervals: u32,
@@ -37,7 +42,7 @@ pub struct SlaConfig {
     /// waver too. Default 0.85.
     pub shrink_below: f64,
     /// The most one reactive step multiplies a pool by (it always adds at least one
-    /// worker). Default 2.
+    /// worker). Default 4.
     pub max_growth: f64,
     /// Weight of the newest interval in the smoothed KV hit rate and ITL correction, in
     /// `(0, 1]`. Default 0.3.
@@ -53,9 +58,10 @@ impl Default for SlaConfig {
             queue_per_worker: 2.0,
             kv_high: 0.9,
             unloaded_margin: 1.5,
+            calm_share: 0.5,
             calm_intervals: 3,
             shrink_below: 0.85,
-            max_growth: 2.0,
+            max_growth: 4.0,
             smoothing: 0.3,
         }
     }
@@ -74,6 +80,7 @@ impl SlaConfig {
             queue_per_worker: within(self.queue_per_worker, 0.0, f64::MAX, d.queue_per_worker),
             kv_high: within(self.kv_high, 0.0, 1.0, d.kv_high),
             unloaded_margin: within(self.unloaded_margin, 0.0, f64::MAX, d.unloaded_margin),
+            calm_share: within(self.calm_share, 0.0, 1.0, d.calm_share),
             shrink_below: within(self.shrink_below, 0.0, 1.0, d.shrink_below),
             max_growth: within(self.max_growth, 1.0, f64::MAX, d.max_growth),
             smoothing: within(self.smoothing, 0.0, 1.0, d.smoothing),

@@ -39,9 +39,10 @@ use pressure::{Limits, Pressure};
 ///    grows now — by the ratio of the worst figure to its limit, at least one worker, at most
 ///    `max_growth` times, less the workers asked for earlier that have not joined yet (when
 ///    the observation lists the workers, those missing from it are still starting).
-/// 5. **Shrink slowly**: only when the plan fits in one worker fewer at `shrink_below` of
-///    their capacity, after `calm_intervals` such calm intervals in a row, one worker per
-///    interval.
+/// 5. **Shrink slowly**: only when the interval was calm — each latency within its unloaded
+///    value plus `calm_share` of the room up to its limit, queues within `calm_share` of
+///    theirs — and the plan fits in one worker fewer at `shrink_below` of their capacity;
+///    after `calm_intervals` such intervals in a row, one worker per interval.
 #[derive(Debug, Clone)]
 pub struct SlaPolicy {
     config: SlaConfig,
@@ -163,16 +164,17 @@ impl SlaPolicy {
         let context = observed.mean_input_tokens + observed.mean_output_tokens / 2.0;
         let margin = self.config.unloaded_margin;
         let targets = self.config.targets;
+        let unloaded_ttft_ms = self.profile.prefill_ttft_ms(prompt);
+        let unloaded_itl_ms = self.profile.decode_itl_ms(1.0, context);
         Limits {
             prefill_queue,
             decode_queue: self.config.queue_per_worker,
-            ttft_ms: targets
-                .ttft_ms
-                .max(margin * self.profile.prefill_ttft_ms(prompt)),
-            itl_ms: targets
-                .itl_ms
-                .max(margin * self.profile.decode_itl_ms(1.0, context)),
+            ttft_ms: targets.ttft_ms.max(margin * unloaded_ttft_ms),
+            unloaded_ttft_ms,
+            itl_ms: targets.itl_ms.max(margin * unloaded_itl_ms),
+            unloaded_itl_ms,
             kv_usage: self.config.kv_high,
+            calm_share: self.config.calm_share,
         }
     }
 
@@ -200,6 +202,14 @@ impl SlaPolicy {
         if planned >= current {
             *calm = 0;
             return (planned, format!("the plan wants {planned}"));
+        }
+        if !pressure.is_calm() {
+            *calm = 0;
+            let why = format!(
+                "the plan wants {planned}, but {}: keep {current}",
+                pressure.describe_unsettled()
+            );
+            return (current, why);
         }
         let fits = (current - 1) as f64 * self.config.shrink_below;
         if exact > fits {

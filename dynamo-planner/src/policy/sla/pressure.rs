@@ -15,10 +15,16 @@ pub(super) struct Limits {
     pub(super) decode_queue: f64,
     /// Mean TTFT, in ms.
     pub(super) ttft_ms: f64,
+    /// What one unloaded worker shows as TTFT, in ms.
+    pub(super) unloaded_ttft_ms: f64,
     /// Mean ITL, in ms.
     pub(super) itl_ms: f64,
+    /// What one unloaded worker shows as ITL, in ms.
+    pub(super) unloaded_itl_ms: f64,
     /// Mean KV usage.
     pub(super) kv_usage: f64,
+    /// The share of the room between unloaded and limit a calm pool stays within.
+    pub(super) calm_share: f64,
 }
 
 /// The figures of one pool that passed their limits, each as figure over limit.
@@ -26,6 +32,9 @@ pub(super) struct Limits {
 pub(super) struct Pressure {
     /// `(what, figure, limit)` for each figure past its limit.
     over: Vec<(&'static str, f64, f64)>,
+    /// `(what, figure, calm limit)` for each figure past its calm limit: the pool may not
+    /// shrink.
+    unsettled: Vec<(&'static str, f64, f64)>,
     /// Workers that reported, when any did.
     ready: Option<usize>,
     /// Workers asked for that have not joined yet (0 when no worker reported at all).
@@ -50,24 +59,63 @@ impl Pressure {
         } else {
             limits.decode_queue
         };
-        let mut candidates = vec![("waiting requests per worker", load.mean_waiting(), queue)];
+        // (what, figure, limit, floor): calm below floor + calm_share × (limit − floor).
+        let mut candidates = vec![(
+            "waiting requests per worker",
+            load.mean_waiting(),
+            queue,
+            0.0,
+        )];
         if prefills && let Some(ttft) = observed.mean_ttft_ms {
-            candidates.push(("mean TTFT (ms)", ttft, limits.ttft_ms));
+            candidates.push((
+                "mean TTFT (ms)",
+                ttft,
+                limits.ttft_ms,
+                limits.unloaded_ttft_ms,
+            ));
         }
         if decodes {
             if let Some(itl) = observed.mean_itl_ms {
-                candidates.push(("mean ITL (ms)", itl, limits.itl_ms));
+                candidates.push(("mean ITL (ms)", itl, limits.itl_ms, limits.unloaded_itl_ms));
             }
-            candidates.push(("mean KV usage", load.mean_kv, limits.kv_usage));
+            let kv = limits.kv_usage;
+            candidates.push(("mean KV usage", load.mean_kv, kv, kv));
+        }
+        let mut over = Vec::new();
+        let mut unsettled = Vec::new();
+        for (what, figure, limit, floor) in candidates {
+            if !figure.is_finite() {
+                continue;
+            }
+            let floor = floor.min(limit);
+            let calm = floor + limits.calm_share * (limit - floor);
+            if figure > limit {
+                over.push((what, figure, limit));
+            } else if figure > calm {
+                unsettled.push((what, figure, calm));
+            }
         }
         Pressure {
-            over: candidates
-                .into_iter()
-                .filter(|&(_, figure, limit)| figure.is_finite() && figure > limit)
-                .collect(),
+            over,
+            unsettled,
             ready,
             pending,
         }
+    }
+
+    /// Whether every figure stayed within its calm limit, so the pool may shrink.
+    pub(super) fn is_calm(&self) -> bool {
+        self.over.is_empty() && self.unsettled.is_empty()
+    }
+
+    /// The figures past their calm limits, in words.
+    pub(super) fn describe_unsettled(&self) -> String {
+        let parts: Vec<String> = self
+            .unsettled
+            .iter()
+            .map(|(what, figure, calm)| format!("{what} {figure:.2} above the calm {calm:.2}"))
+            .collect();
+        parts.join(", ")
     }
 
     /// Workers to add now to a pool of `current`, if it is under pressure. The workers that
