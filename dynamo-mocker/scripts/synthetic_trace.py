@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Write a synthetic Mooncake-format trace with a known arrival shape, for planner replays.
+
+    synthetic_trace.py step  OUT.jsonl   # 3 req/s for 20 min, 16 req/s for 20 min, 3 req/s for 20 min
+    synthetic_trace.py ramp  OUT.jsonl   # 2 -> 16 req/s over 30 min, back down over 30 min
+    synthetic_trace.py sine  OUT.jsonl   # 9 +- 7 req/s, a 20-minute period, one hour
+
+Poisson arrivals (seeded, reproducible), prompt lengths log-normal around 2,000 tokens, output
+lengths log-normal around 150 tokens, one fresh hash id per 512 prompt tokens (no sharing).
+"""
+
+import json
+import math
+import random
+import sys
+
+
+def rate(shape, t):
+    if shape == "step":
+        return 16.0 if 1200 <= t < 2400 else 3.0
+    if shape == "ramp":
+        return 2.0 + 14.0 * (1 - abs(t - 1800) / 1800)
+    if shape == "sine":
+        return 9.0 + 7.0 * math.sin(2 * math.pi * t / 1200)
+    raise SystemExit(f"unknown shape {shape}: step, ramp or sine")
+
+
+def main():
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    shape, out = sys.argv[1], sys.argv[2]
+    rng = random.Random(7)
+    peak = 16.0
+    t, next_id, lines = 0.0, 0, []
+    # Thinning: candidates at the peak rate, kept with probability rate(t) / peak.
+    while True:
+        t += rng.expovariate(peak)
+        if t >= 3600:
+            break
+        if rng.random() > rate(shape, t) / peak:
+            continue
+        isl = max(16, min(16000, int(rng.lognormvariate(math.log(2000), 0.6))))
+        osl = max(1, min(2000, int(rng.lognormvariate(math.log(150), 0.7))))
+        blocks = -(-isl // 512)
+        lines.append(
+            {
+                "timestamp": round(t * 1000, 3),
+                "input_length": isl,
+                "output_length": osl,
+                "hash_ids": list(range(next_id, next_id + blocks)),
+            }
+        )
+        next_id += blocks
+    with open(out, "w") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+    print(f"{len(lines)} requests to {out}")
+
+
+if __name__ == "__main__":
+    main()
