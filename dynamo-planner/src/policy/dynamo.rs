@@ -39,7 +39,9 @@ pub struct DynamoSlaConfig {
 /// The corrections are not smoothed: each interval's ratio replaces the last, as in Dynamo.
 /// For an aggregated pool it takes the larger of the two requirements; Dynamo's design
 /// describes the disaggregated computation, and its own aggregated planner may combine them
-/// differently.
+/// differently. This is the throughput-based part only: Dynamo 1.6.1's `sla` target can also
+/// run a load-based loop on a shorter interval (online regression over live engine metrics),
+/// which is not reproduced here.
 #[derive(Debug, Clone)]
 pub struct DynamoSla {
     config: DynamoSlaConfig,
