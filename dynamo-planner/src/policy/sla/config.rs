@@ -34,9 +34,12 @@ pub struct SlaConfig {
     /// within this share of its limit: means well inside the targets, since the SLA is met
     /// request by request, not on average. Default 0.5.
     pub calm_share: f64,
-    /// Intervals in a row the plan must want fewer workers, with no pressure, before a pool
-    /// shrinks; then it shrinks by one worker per interval while that lasts. Default 3.
-    pub calm_intervals: u32,
+    /// Seconds a pool must stay calm, with a plan that wants fewer workers, before it
+    /// shrinks by one worker. In seconds rather than intervals, so that a shorter planning
+    /// interval does not make the planner quicker to shrink. Default 180.
+    pub calm_s: f64,
+    /// Seconds of further calm between one shrinking step and the next. Default 60.
+    pub shrink_step_s: f64,
     /// A pool shrinks only when its plan fits in one worker fewer at this share of them, so
     /// that a load that wavers around a whole number of workers does not make the pool
     /// waver too. Default 0.85.
@@ -59,7 +62,8 @@ impl Default for SlaConfig {
             kv_high: 0.9,
             unloaded_margin: 1.5,
             calm_share: 0.5,
-            calm_intervals: 3,
+            calm_s: 180.0,
+            shrink_step_s: 60.0,
             shrink_below: 0.85,
             max_growth: 4.0,
             smoothing: 0.3,
@@ -81,6 +85,8 @@ impl SlaConfig {
             kv_high: within(self.kv_high, 0.0, 1.0, d.kv_high),
             unloaded_margin: within(self.unloaded_margin, 0.0, f64::MAX, d.unloaded_margin),
             calm_share: within(self.calm_share, 0.0, 1.0, d.calm_share),
+            calm_s: within(self.calm_s, -1.0, f64::MAX, d.calm_s).max(0.0),
+            shrink_step_s: within(self.shrink_step_s, -1.0, f64::MAX, d.shrink_step_s).max(0.0),
             shrink_below: within(self.shrink_below, 0.0, 1.0, d.shrink_below),
             max_growth: within(self.max_growth, 1.0, f64::MAX, d.max_growth),
             smoothing: within(self.smoothing, 0.0, 1.0, d.smoothing),

@@ -42,14 +42,16 @@ use pressure::{Limits, Pressure};
 /// 5. **Shrink slowly**: only when the interval was calm — each latency within its unloaded
 ///    value plus `calm_share` of the room up to its limit, queues within `calm_share` of
 ///    theirs — and the plan fits in one worker fewer at `shrink_below` of their capacity;
-///    after `calm_intervals` such intervals in a row, one worker per interval.
+///    after `calm_s` seconds of such intervals in a row, one worker, then one more per
+///    `shrink_step_s` seconds while that lasts.
 #[derive(Debug, Clone)]
 pub struct SlaPolicy {
     config: SlaConfig,
     profile: PerfProfile,
     hit_rate: Option<f64>,
     itl_correction: Correction,
-    calm: [u32; 3],
+    /// Seconds each pool has been calm (by [`slot`]).
+    calm: [f64; 3],
 }
 
 /// What the forecast needs, in fractional workers, before headroom.
@@ -69,7 +71,7 @@ impl SlaPolicy {
             profile,
             hit_rate: None,
             itl_correction: Correction::new(config.smoothing),
-            calm: [0; 3],
+            calm: [0.0; 3],
         }
     }
 
@@ -179,18 +181,20 @@ impl SlaPolicy {
     }
 
     /// One pool's size from the plan (in fractional workers, headroom included), the
-    /// pressure, and the calm count.
+    /// pressure, and how long it has been calm, after an interval of `interval_s`.
     fn size(
         &mut self,
         role: WorkerRole,
         current: usize,
         exact: f64,
         pressure: &Pressure,
+        interval_s: f64,
     ) -> (usize, String) {
         let planned = whole(exact);
+        let (calm_s, step_s) = (self.config.calm_s, self.config.shrink_step_s);
         let calm = &mut self.calm[slot(role)];
         if let Some(step) = pressure.step(current, self.config.max_growth) {
-            *calm = 0;
+            *calm = 0.0;
             let target = planned.max(current + step);
             let action = if target > current {
                 format!("grow to {target} now")
@@ -200,11 +204,11 @@ impl SlaPolicy {
             return (target, format!("{}: {action}", pressure.describe()));
         }
         if planned >= current {
-            *calm = 0;
+            *calm = 0.0;
             return (planned, format!("the plan wants {planned}"));
         }
         if !pressure.is_calm() {
-            *calm = 0;
+            *calm = 0.0;
             let why = format!(
                 "the plan wants {planned}, but {}: keep {current}",
                 pressure.describe_unsettled()
@@ -213,28 +217,27 @@ impl SlaPolicy {
         }
         let fits = (current - 1) as f64 * self.config.shrink_below;
         if exact > fits {
-            *calm = 0;
-            return (
-                current,
-                format!(
-                    "the plan wants {planned}, but {exact:.2} is above {fits:.2}, {:.0}% of one \
-                     worker fewer: keep {current}",
-                    self.config.shrink_below * 100.0
-                ),
+            *calm = 0.0;
+            let why = format!(
+                "the plan wants {planned}, but {exact:.2} is above {fits:.2}, {:.0}% of one \
+                 worker fewer: keep {current}",
+                self.config.shrink_below * 100.0
             );
+            return (current, why);
         }
-        *calm += 1;
-        let needed = self.config.calm_intervals.max(1);
-        if *calm >= needed {
+        *calm += interval_s.max(0.0);
+        if *calm >= calm_s {
             let target = current - 1;
             let why = format!(
-                "calm for {} intervals and the plan wants {planned}: shrink by one to {target}",
+                "calm for {:.0} s and the plan wants {planned}: shrink by one to {target}",
                 *calm
             );
+            // The next step needs `shrink_step_s` more of calm.
+            *calm = (calm_s - step_s).max(0.0);
             (target, why)
         } else {
             let why = format!(
-                "the plan wants {planned}; calm for {} of {needed} intervals before shrinking",
+                "the plan wants {planned}; calm for {:.0} of {calm_s:.0} s before shrinking",
                 *calm
             );
             (current, why)
@@ -265,7 +268,7 @@ impl Policy for SlaPolicy {
                 WorkerRole::Decode => (need.decode / u, "decode"),
             };
             let pressure = Pressure::of(role, n, observed, &limits);
-            let (size, why) = self.size(role, n, planned, &pressure);
+            let (size, why) = self.size(role, n, planned, &pressure, observed.interval_s);
             parts.push(format!(
                 "{} pool of {n}: {load} need {planned:.2} workers at {:.0}% utilisation; {why}",
                 role.as_str(),

@@ -268,3 +268,20 @@ fn latencies_inside_the_target_but_not_calm_hold_the_size() -> Result<(), crate:
     assert_eq!(sizes, [5, 5, 4, 3]);
     Ok(())
 }
+
+#[test]
+fn calm_is_counted_in_seconds_whatever_the_interval() -> Result<(), crate::Error> {
+    let mut p = policy()?;
+    let mut observed = interval(0.1, 0.0);
+    observed.interval_s = 15.0;
+    let mut current = Replicas::Aggregated(5);
+    let mut sizes = Vec::new();
+    for _ in 0..20 {
+        current = p.plan(&observed, &forecast(0.1), current).target;
+        sizes.push(current.total());
+    }
+    // 180 s (12 intervals) of calm before the first step, then one per 60 s (4 intervals).
+    let expected = [5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 3, 3, 3, 3, 2];
+    assert_eq!(sizes, expected);
+    Ok(())
+}
