@@ -1,0 +1,170 @@
+//! The planner's local-process scaler (`dynamo_planner::local::LocalProcesses`) scales a real
+//! deployment: `dynamo-serve worker` processes running the mocker, which join a frontend
+//! through a directory registry. A worker added is routed to; a worker removed leaves routing
+//! at once and finishes its stream, losing no token.
+
+#[expect(dead_code, reason = "each test binary uses part of the shared support")]
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dynamo_core::WorkerRole;
+use dynamo_planner::local::{LocalProcesses, RegistryDirectory, WorkerTemplate};
+use dynamo_planner::{PoolSize, Scaler};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use support::{Frontend, directory_frontend, read_stream, streamed_completion};
+
+const POOL: WorkerRole = WorkerRole::Aggregated;
+/// Tokens per long stream: about 11 s of the mocker at `--speedup 0.2`, long enough to outlast
+/// the scale-down and the requests sent during the drain.
+const MAX_TOKENS: u64 = 400;
+
+/// A pool of `desired` workers, `ready` of them ready.
+fn sized(desired: usize, ready: usize) -> PoolSize {
+    PoolSize { desired, ready }
+}
+
+/// Wait until the scaler reports `expected`.
+async fn settles(scaler: &LocalProcesses, expected: PoolSize) {
+    let started = Instant::now();
+    loop {
+        let size = scaler.size(POOL).await.expect("the registry is readable");
+        if size == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the pool is {size:?}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The routing decisions `/metrics` counts for worker `id`.
+fn decisions(metrics: &str, id: u64) -> u64 {
+    let worker = format!("worker=\"{id}/0\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("dynamo_router_decisions_total{") && line.contains(&worker))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A streamed completion of a prompt of `token` repeated (the mocker echoes it, so the text
+/// shows a lost or repeated token); its body and first events.
+async fn open_stream(frontend: &Frontend, token: u32) -> (Incoming, String) {
+    let body = json!({
+        "model": "smollm2", "prompt": vec![token; 64], "max_tokens": MAX_TOKENS,
+        "stream": true, "stream_options": { "include_usage": true },
+    });
+    let response = frontend.post("/v1/completions", &body).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let mut stream = response.into_body();
+    let first = stream.frame().await.expect("a chunk").expect("readable");
+    let events = String::from_utf8_lossy(first.data_ref().expect("data")).into_owned();
+    (stream, events)
+}
+
+/// Read the rest of a stream; assert it ends whole.
+async fn ends_whole(stream: Incoming, mut events: String) -> Value {
+    events.push_str(&read_stream(stream, Duration::from_secs(120)).await);
+    let (text, usage, errors, done) = streamed_completion(&events);
+    assert!(done && errors == 0, "the stream ends well:\n{events}");
+    assert_eq!(usage["completion_tokens"], MAX_TOKENS, "{usage}");
+    assert!(!text.is_empty());
+    usage
+}
+
+fn log_of(logs: &Path, id: u64) -> String {
+    std::fs::read_to_string(logs.join(format!("{POOL}-{id}.log"))).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_process_scaler_adds_a_routed_worker_and_drains_a_removed_one() {
+    let directory = std::env::temp_dir().join(format!("dynamo-scaling-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let (registry, logs) = (directory.join("registry"), directory.join("logs"));
+    let workers = WorkerTemplate::new(env!("CARGO_BIN_EXE_dynamo-serve"))
+        .args(["worker", "--engine", "mocker", "--speedup", "0.2"])
+        .args(["--drain-timeout", "60", "--registry"])
+        .arg(&registry)
+        .log_dir(&logs);
+    let scaler = LocalProcesses::new(RegistryDirectory::new(&registry)).with_pool(POOL, workers);
+
+    // One worker, then the frontend over the registry.
+    scaler.scale(POOL, 1).await.expect("a worker starts");
+    let (frontend_process, frontend) = directory_frontend(&registry.display().to_string()).await;
+    settles(&scaler, sized(1, 1)).await;
+    frontend_process
+        .wait_for("worker 1/0 at", Duration::from_secs(60))
+        .await;
+    let (status, body) = frontend.complete("one worker", 2).await;
+    assert_eq!(status, 200, "{body}");
+
+    // 1 → 2: ready once it has registered, and the frontend routes to it. Two long streams of
+    // different prompts: the second, booked while the first runs, goes to the idle worker.
+    scaler.scale(POOL, 2).await.expect("a second worker starts");
+    settles(&scaler, sized(2, 2)).await;
+    frontend_process
+        .wait_for("worker 2/0 at", Duration::from_secs(60))
+        .await;
+    let before = frontend.metrics().await;
+    let (first, first_events) = open_stream(&frontend, 314).await;
+    let (second, second_events) = open_stream(&frontend, 271).await;
+    let after = frontend.metrics().await;
+    let routed = |id| decisions(&after, id) - decisions(&before, id);
+    assert_eq!((routed(1), routed(2)), (1, 1), "one stream on each worker");
+
+    // 2 → 1: the newest worker (2) is stopped with SIGTERM while a stream runs on it. It stops
+    // counting as ready at once, leaves routing, and drains.
+    scaler.scale(POOL, 1).await.expect("a worker stops");
+    let size = scaler.size(POOL).await.expect("a size");
+    assert_eq!(size, sized(1, 1));
+    assert_eq!(scaler.draining(POOL), 1);
+    frontend_process
+        .wait_for("worker 2/0 left", Duration::from_secs(10))
+        .await;
+    let before = frontend.metrics().await;
+    for n in 0..4 {
+        let (status, body) = frontend.complete(&format!("during the drain {n}"), 2).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let after = frontend.metrics().await;
+    assert_eq!(decisions(&after, 1), decisions(&before, 1) + 4);
+    assert_eq!(decisions(&after, 2), decisions(&before, 2));
+    assert!(
+        scaler.draining(POOL) == 1 && !log_of(&logs, 2).contains("drained"),
+        "the stream outlasts the requests sent during the drain"
+    );
+
+    // Both streams end whole, none migrated; the stopped worker then exits, drained.
+    let (first, second) = tokio::join!(
+        ends_whole(first, first_events),
+        ends_whole(second, second_events)
+    );
+    assert_eq!(first["prompt_tokens"], second["prompt_tokens"]);
+    let metrics = frontend.metrics().await;
+    assert!(
+        !metrics.contains("dynamo_router_migrations_total"),
+        "{metrics}"
+    );
+    let started = Instant::now();
+    while scaler.draining(POOL) > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "worker 2 still running:\n{}",
+            log_of(&logs, 2)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(log_of(&logs, 2).contains("drained"), "{}", log_of(&logs, 2));
+    settles(&scaler, sized(1, 1)).await;
+
+    scaler.shutdown(Duration::from_secs(10)).await;
+    drop(frontend_process);
+    let _ = std::fs::remove_dir_all(&directory);
+}
