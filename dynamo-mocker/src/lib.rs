@@ -19,6 +19,13 @@
 //!   between them and a placement policy per request ([`DisaggConfig`]; the per-phase figures
 //!   are in [`DisaggSummary`]); `docs/disaggregation.md` compares it with Dynamo's
 //!   disaggregated replay.
+//! - With [`Replay::planner`], a [`dynamo_planner::Planner`] sizes the pool as the replay
+//!   goes: each planning interval of virtual time it observes the interval and its decision is
+//!   played out with a start-up delay for new workers and a graceful drain for removed ones
+//!   ([`PlannerReplayConfig`]); the summary reports the SLA attainment ([`Sla`]), the
+//!   worker-hours and the replica timeline ([`ReplicaPoint`]). [`profile_engine`] measures the
+//!   performance profile the planner's SLA policies plan from. `docs/planner.md` has the
+//!   design and the figures. Azure CSV traces read with [`load_azure`].
 //! - [`LiveEngine`] runs one worker as an [`Engine`](dynamo_core::Engine) that streams tokens
 //!   in scaled real time, to stand in for a GPU behind a router or a gateway.
 //!
