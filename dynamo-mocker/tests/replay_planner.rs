@@ -232,3 +232,106 @@ fn a_fixed_replay_reports_worker_hours_and_no_timeline() {
     let hours = outcome.summary.worker_hours.expect("worker-hours");
     assert!((hours * 3600.0 - 4.0 * last_finish(&outcome) / 1000.0).abs() < 1e-6);
 }
+
+/// Prefill and decode targets, the same at every step.
+struct Pools {
+    prefill: usize,
+    decode: usize,
+}
+
+impl Policy for Pools {
+    fn name(&self) -> &'static str {
+        "pools"
+    }
+
+    fn plan(&mut self, _: &Observation, _: &Forecast, _: Replicas) -> Proposal {
+        Proposal {
+            target: Replicas::Disaggregated {
+                prefill: self.prefill,
+                decode: self.decode,
+            },
+            reason: "fixed targets".into(),
+        }
+    }
+}
+
+#[test]
+fn a_disaggregated_replay_scales_each_pool_and_loses_nothing() {
+    use dynamo_mocker::{DisaggConfig, HandedOverKv, TransferConfig};
+
+    // 4 requests a second for a minute; 1 prefill and 2 decode workers, then 2 and 1.
+    let trace = arrivals(0.0, 60.0, 4.0, 0, 64);
+    let config = ReplayConfig {
+        disagg: Some(DisaggConfig {
+            prefill_workers: 1,
+            decode_workers: 2,
+            transfer: TransferConfig::default(),
+            handed_over_kv: HandedOverKv::Discarded,
+        }),
+        ..ReplayConfig::default()
+    };
+    let policy = Pools {
+        prefill: 2,
+        decode: 1,
+    };
+    let outcome = Replay::new(&trace, &config)
+        .planner(
+            planner(policy, 10.0),
+            PlannerReplayConfig {
+                startup_ms: 5_000.0,
+            },
+        )
+        .run()
+        .expect("the replay runs");
+    assert_eq!(outcome.summary.completed_requests, trace.len());
+    let timeline = outcome.summary.replicas.clone().expect("a timeline");
+    let at = |i: usize| {
+        let p = timeline[i];
+        (
+            p.at_ms,
+            p.prefill_ready,
+            p.prefill_desired,
+            p.ready,
+            p.desired,
+        )
+    };
+    assert_eq!(at(0), (0.0, Some(1), Some(1), 2, 2));
+    // 10 s in, a decode worker leaves at once and a prefill worker is asked for.
+    assert_eq!(at(1), (10_000.0, Some(1), Some(2), 1, 1));
+    assert_eq!(at(2), (15_000.0, Some(2), Some(2), 1, 1));
+    // The new prefill worker (id 3) computes prompts once it has joined, and only then.
+    let on_new: Vec<f64> = outcome
+        .records
+        .iter()
+        .filter(|r| r.prefill_worker == Some(3))
+        .map(|r| r.arrival_ms)
+        .collect();
+    assert!(!on_new.is_empty());
+    assert!(on_new.iter().all(|&t| t >= 15_000.0), "{on_new:?}");
+    // No request reaches the removed decode worker after it left.
+    let removed: Vec<u64> = (1..=2)
+        .filter(|&w| {
+            outcome
+                .records
+                .iter()
+                .filter(|r| r.worker == w)
+                .all(|r| r.arrival_ms < 10_000.0)
+        })
+        .collect();
+    assert_eq!(removed.len(), 1, "one of the decode workers left");
+    // Worker-time: the stayers to the end, the new prefill worker from 10 s, the removed
+    // decode worker until its last request finished.
+    let end = last_finish(&outcome);
+    let drained = outcome
+        .records
+        .iter()
+        .filter(|r| r.worker == removed[0])
+        .filter_map(|r| r.finish_ms)
+        .fold(10_000.0, f64::max);
+    let expected_s = (2.0 * end + (end - 10_000.0) + drained) / 1000.0;
+    let hours = outcome.summary.worker_hours.expect("worker-hours");
+    assert!(
+        (hours * 3600.0 - expected_s).abs() < 1e-6,
+        "{hours} h, {expected_s} s"
+    );
+}

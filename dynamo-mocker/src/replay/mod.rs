@@ -272,8 +272,9 @@ impl<'a, P> Replay<'a, P> {
         self
     }
 
-    /// Let `planner` size the (aggregated) pool as the replay goes, starting from
-    /// [`ReplayConfig::workers`]: every planning interval of virtual time it observes the
+    /// Let `planner` size the pool as the replay goes (or the prefill and decode pools of a
+    /// disaggregated replay), starting from [`ReplayConfig::workers`] (or the pools' sizes in
+    /// [`ReplayConfig::disagg`]): every planning interval of virtual time it observes the
     /// interval that ended and its decision is played out as `config` says. The summary then
     /// has the replica timeline ([`Summary::replicas`]).
     ///
@@ -344,7 +345,8 @@ impl<P: Router> Replay<'_, P> {
     /// [`Error::BlockSizes`] when the trace's blocks cannot be cut into engine blocks;
     /// [`Error::WorkerInUse`], [`Error::UnknownWorker`] or [`Error::DataParallelRank`] for a
     /// membership change that cannot apply; [`Error::Disaggregation`] for an empty pool, or
-    /// membership changes in a disaggregated replay. All are checked before the replay
+    /// membership changes in a disaggregated replay; [`Error::Planner`] for a planner replay
+    /// with membership changes. All are checked before the replay
     /// starts.
     pub fn run(self) -> Result<ReplayOutcome, Error> {
         let speedup = self.config.arrival_speedup;
@@ -370,8 +372,6 @@ impl<P: Router> Replay<'_, P> {
                 Some("each pool needs at least one worker")
             } else if !self.config.membership.is_empty() {
                 Some("workers cannot join or leave a disaggregated replay")
-            } else if self.planner.is_some() {
-                Some("the planner sizes aggregated replays only, for now")
             } else {
                 None
             };

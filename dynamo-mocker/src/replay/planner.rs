@@ -84,7 +84,8 @@ impl Sla {
 }
 
 /// The size of the worker pool at a moment of a planner replay: each planning step and each
-/// worker that joins adds a point.
+/// worker that joins adds a point. In a disaggregated replay `ready` and `desired` count the
+/// decode pool, and the prefill pool has its own two counts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ReplicaPoint {
     /// When, in ms of virtual time.
@@ -93,4 +94,10 @@ pub struct ReplicaPoint {
     pub ready: usize,
     /// Workers asked for: ready ones and those starting.
     pub desired: usize,
+    /// In a disaggregated replay, the prefill workers routed to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_ready: Option<usize>,
+    /// In a disaggregated replay, the prefill workers asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_desired: Option<usize>,
 }

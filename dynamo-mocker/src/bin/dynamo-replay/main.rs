@@ -261,8 +261,12 @@ fn run(cli: &Cli) -> Result<(), String> {
         PlannerName::Sla | PlannerName::Dynamo => Some(planning::profile(cli, &config)?),
         PlannerName::None | PlannerName::Load => None,
     };
-    // A planner run starts within the planner's bounds.
-    let fixed_config = config.clone();
+    // A planner run starts within the planner's bounds; the fixed pools beside it are
+    // aggregated.
+    let fixed_config = ReplayConfig {
+        disagg: None,
+        ..config.clone()
+    };
     if planned {
         config.workers = config.workers.clamp(
             cli.planner.min_workers,

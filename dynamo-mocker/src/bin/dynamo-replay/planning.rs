@@ -62,8 +62,8 @@ pub(crate) struct PlannerArgs {
     #[arg(long, value_name = "X", value_parser = positive)]
     pub(crate) sla_utilisation: Option<f64>,
 
-    /// Also replay fixed pools of --min-workers to --max-workers workers (first router) and
-    /// print the attainment / worker-hours frontier beside the planner's point
+    /// Also replay fixed aggregated pools of --min-workers to --max-workers workers (first
+    /// router) and print the attainment / worker-hours frontier beside the planner's point
     #[arg(long)]
     pub(crate) fixed_sweep: bool,
 }

@@ -147,6 +147,12 @@ pub(crate) fn replicas(runs: &[(String, Vec<RequestRecord>)], summaries: &[Summa
             name: format!("{} desired", s.router),
             points: step(|p| p.desired),
         });
+        if points.iter().any(|p| p.prefill_ready.is_some()) {
+            sizes.push(Series {
+                name: format!("{} prefill ready", s.router),
+                points: step(|p| p.prefill_ready.unwrap_or(0)),
+            });
+        }
     }
     let top = line_chart("Load", "time, s", "arrivals per s", &load, false);
     let bottom = line_chart("Workers", "time, s", "workers", &sizes, false);

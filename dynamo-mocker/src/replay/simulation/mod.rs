@@ -125,7 +125,7 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
     arrivals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     if let Some((planner, planner_config)) = planner {
         let last_arrival_ms = arrivals.last().map_or(0.0, |&(at, _)| at);
-        let state = PlannerState::new(planner, planner_config, config.workers, last_arrival_ms);
+        let state = PlannerState::new(planner, planner_config, &sizes, last_arrival_ms);
         sim.schedule(state.interval_ms(), Event::Plan);
         sim.planner = Some(state);
     }

@@ -1,6 +1,7 @@
 //! The planner in the simulation: each planning step observes the interval that ended, asks
 //! the [`Planner`], and plays its decision out as a simulated scaler (start-up delay for a
-//! worker added, graceful drain for one removed). Also the worker-time of a replay.
+//! worker added, graceful drain for one removed), on the aggregated pool or on the prefill and
+//! decode pools of a disaggregated replay. Also the worker-time of a replay.
 //!
 //! The replay applies decisions itself rather than through a [`dynamo_planner::Scaler`]: the
 //! scaler's futures would need an executor and state shared behind locks inside a
@@ -28,52 +29,86 @@ pub(super) struct PlannerState {
     last_arrival_ms: f64,
     /// The id the next worker gets.
     next_id: u64,
+    /// Each of [`Simulation::pools`]: the aggregated pool, or the prefill and decode pools.
+    pools: Vec<PoolState>,
+    pub(super) timeline: Vec<ReplicaPoint>,
+}
+
+/// The workers of one pool.
+#[derive(Default)]
+struct PoolState {
     /// Workers asked for and not yet routed to, by slot, oldest first.
     starting: Vec<usize>,
     /// Workers routed to, by slot, in the order they joined.
     ready: Vec<usize>,
-    pub(super) timeline: Vec<ReplicaPoint>,
+}
+
+impl PoolState {
+    fn desired(&self) -> usize {
+        self.starting.len() + self.ready.len()
+    }
 }
 
 impl PlannerState {
-    /// The planner of a replay whose `workers` (all routed, ids `0..n`) start at time 0.
+    /// The planner of a replay whose pools start with `sizes` workers each, all routed at
+    /// time 0, numbered (slots and ids) pool after pool from 0.
     pub(super) fn new(
         planner: Planner,
         config: PlannerReplayConfig,
-        workers: usize,
+        sizes: &[usize],
         last_arrival_ms: f64,
     ) -> Self {
         let interval_ms = planner.config().interval_s * 1000.0;
-        PlannerState {
+        let mut first = 0;
+        let pools = sizes
+            .iter()
+            .map(|&size| {
+                let pool = PoolState {
+                    starting: Vec::new(),
+                    ready: (first..first + size).collect(),
+                };
+                first += size;
+                pool
+            })
+            .collect();
+        let mut state = PlannerState {
             planner,
             config,
             interval_ms,
             since_ms: 0.0,
             last_arrival_ms,
-            next_id: workers as u64,
-            starting: Vec::new(),
-            ready: (0..workers).collect(),
-            timeline: vec![ReplicaPoint {
-                at_ms: 0.0,
-                ready: workers,
-                desired: workers,
-            }],
-        }
+            next_id: first as u64,
+            pools,
+            timeline: Vec::new(),
+        };
+        state.point(0.0);
+        state
     }
 
     pub(super) fn interval_ms(&self) -> f64 {
         self.interval_ms
     }
 
-    fn desired(&self) -> usize {
-        self.starting.len() + self.ready.len()
+    /// The pools' sizes as the planner counts them: workers asked for, started or not.
+    fn current(&self) -> Replicas {
+        match self.pools.as_slice() {
+            [prefill, decode] => Replicas::Disaggregated {
+                prefill: prefill.desired(),
+                decode: decode.desired(),
+            },
+            pools => Replicas::Aggregated(pools.first().map_or(0, PoolState::desired)),
+        }
     }
 
     fn point(&mut self, at_ms: f64) {
+        let last = self.pools.last();
+        let prefill = (self.pools.len() == 2).then(|| &self.pools[0]);
         self.timeline.push(ReplicaPoint {
             at_ms,
-            ready: self.ready.len(),
-            desired: self.desired(),
+            ready: last.map_or(0, |p| p.ready.len()),
+            desired: last.map_or(0, PoolState::desired),
+            prefill_ready: prefill.map(|p| p.ready.len()),
+            prefill_desired: prefill.map(PoolState::desired),
         });
     }
 }
@@ -86,12 +121,19 @@ impl Simulation<'_> {
             return;
         };
         let observation = self.observe(&state, now_ms);
-        let current = Replicas::Aggregated(state.desired());
+        let current = state.current();
         let decision = state.planner.tick(&observation, current);
-        if decision.act
-            && let Replicas::Aggregated(target) = decision.target
-        {
-            self.resize(&mut state, target, now_ms);
+        // A target of another shape than the replay's pools (a policy that plans aggregated
+        // pools in a disaggregated replay, say) changes nothing.
+        let targets = match (decision.target, state.pools.len()) {
+            (Replicas::Aggregated(n), 1) => vec![n],
+            (Replicas::Disaggregated { prefill, decode }, 2) => vec![prefill, decode],
+            _ => Vec::new(),
+        };
+        if decision.act {
+            for (pool, target) in targets.into_iter().enumerate() {
+                self.resize(&mut state, pool, target, now_ms);
+            }
         }
         state.point(now_ms);
         state.since_ms = now_ms;
@@ -130,13 +172,21 @@ impl Simulation<'_> {
             }
         }
         let per = |sum: u64, n: u64| if n > 0 { sum as f64 / n as f64 } else { 0.0 };
+        let disaggregated = state.pools.len() == 2;
         let workers = state
-            .ready
+            .pools
             .iter()
-            .map(|&slot| {
+            .enumerate()
+            .flat_map(|(pool, p)| p.ready.iter().map(move |&slot| (pool, slot)))
+            .map(|(pool, slot)| {
                 let metrics = self.workers[slot].engine.metrics();
+                let role = match (disaggregated, pool) {
+                    (false, _) => WorkerRole::Aggregated,
+                    (true, 0) => WorkerRole::Prefill,
+                    (true, _) => WorkerRole::Decode,
+                };
                 WorkerLoad {
-                    role: WorkerRole::Aggregated,
+                    role,
                     waiting: metrics.waiting as u64,
                     running: metrics.running as u64,
                     kv_usage: per(metrics.blocks_in_use, metrics.blocks_total),
@@ -155,23 +205,24 @@ impl Simulation<'_> {
         }
     }
 
-    /// Ask for `target` workers: start new ones, or remove workers still starting (the
-    /// newest first), then the least loaded routed ones (the newest among equals).
-    fn resize(&mut self, state: &mut PlannerState, target: usize, now_ms: f64) {
-        let desired = state.desired();
+    /// Ask for `target` workers in `pool`: start new ones, or remove workers still starting
+    /// (the newest first), then the least loaded routed ones (the newest among equals).
+    fn resize(&mut self, state: &mut PlannerState, pool: usize, target: usize, now_ms: f64) {
+        let desired = state.pools[pool].desired();
         for _ in desired..target {
             let slot = self.workers.len();
             let id = WorkerId::new(state.next_id);
             state.next_id += 1;
-            let events = self.pools[0].index.is_some();
-            let mut worker = new_worker(id, 0, &self.config, events);
+            let events = self.pools[pool].index.is_some();
+            let mut worker = new_worker(id, pool, &self.config, events);
             worker.asked_ms = now_ms;
             self.slots.insert(id, slot);
             self.workers.push(worker);
             self.dues.push(IDLE);
-            state.starting.push(slot);
+            state.pools[pool].starting.push(slot);
             self.schedule(now_ms + state.config.startup_ms, Event::Ready(slot));
         }
+        let state = &mut state.pools[pool];
         let mut surplus = desired.saturating_sub(target);
         while surplus > 0
             && let Some(slot) = state.starting.pop()
@@ -191,7 +242,9 @@ impl Simulation<'_> {
                 break;
             };
             state.ready.remove(place);
-            self.pools[0].selector.remove_worker(self.workers[slot].id);
+            self.pools[pool]
+                .selector
+                .remove_worker(self.workers[slot].id);
             self.workers[slot].removed_ms = Some(now_ms);
             surplus -= 1;
         }
@@ -202,10 +255,14 @@ impl Simulation<'_> {
         let Some(mut state) = self.planner.take() else {
             return;
         };
-        if let Some(place) = state.starting.iter().position(|&s| s == slot) {
-            state.starting.remove(place);
-            state.ready.push(slot);
-            self.pools[0].selector.insert_worker(self.workers[slot].id);
+        let pool = self.workers[slot].pool;
+        let starting = &mut state.pools[pool].starting;
+        if let Some(place) = starting.iter().position(|&s| s == slot) {
+            starting.remove(place);
+            state.pools[pool].ready.push(slot);
+            self.pools[pool]
+                .selector
+                .insert_worker(self.workers[slot].id);
             state.point(now_ms);
         }
         self.planner = Some(state);
@@ -213,15 +270,25 @@ impl Simulation<'_> {
 }
 
 /// Worker-seconds of a replay that ends at `end_ms`: each worker counts from the moment it
-/// was asked for until it left (a removed worker leaves when the last request routed to it
-/// finishes, or at once when it had none; one still serving at the end counts to the end).
+/// was asked for until it left (a removed worker leaves when the last request routed to it is
+/// done with it, or at once when it had none; one still serving at the end counts to the end).
 pub(super) fn worker_seconds(workers: &[Worker], records: &[RequestRecord], end_ms: f64) -> f64 {
-    // The last finish of each worker's requests; infinity while one is unfinished.
+    // When each worker is done with its requests; infinity while one is not. A decode (or
+    // aggregated) worker is done with a request when it finishes, a prefill worker when the
+    // prompt is computed and handed over.
     let mut last: HashMap<u64, f64> = HashMap::new();
-    for record in records.iter().filter(|r| r.worker != u64::MAX) {
-        let finish = record.finish_ms.unwrap_or(f64::INFINITY);
-        let entry = last.entry(record.worker).or_insert(finish);
-        *entry = entry.max(finish);
+    let mut done = |worker: u64, at: Option<f64>| {
+        let at = at.unwrap_or(f64::INFINITY);
+        let entry = last.entry(worker).or_insert(at);
+        *entry = entry.max(at);
+    };
+    for record in records {
+        if record.worker != u64::MAX {
+            done(record.worker, record.finish_ms);
+        }
+        if let Some(prefill) = record.prefill_worker {
+            done(prefill, record.prefill_done_ms);
+        }
     }
     let alive_ms: f64 = workers
         .iter()
