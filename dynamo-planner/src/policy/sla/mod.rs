@@ -33,12 +33,12 @@ use pressure::{Limits, Pressure};
 /// 4. **React at once** when the interval missed a target or queued: a pool whose mean TTFT
 ///    (prefill, aggregated) or ITL (decode, aggregated) passed its target (and
 ///    `unloaded_margin` times what one unloaded worker shows, which more workers cannot
-///    improve), whose queues would
-///    take more than `queue_drain` of the TTFT target to prefill (prefill, aggregated) or hold
-///    more than `queue_per_worker` requests (decode), or whose KV usage passed `kv_high`
-///    grows now — by the ratio of the worst figure to its limit, at least one worker, at most
-///    `max_growth` times, less the workers asked for earlier that have not joined yet (when
-///    the observation lists the workers, those missing from it are still starting).
+///    improve), whose queues would take more than `queue_drain` of the TTFT target to
+///    prefill (prefill, aggregated) or hold more than `queue_per_worker` requests (decode),
+///    or whose KV usage passed `kv_high` grows now — by the square root of the worst
+///    figure's ratio to its limit, at least one worker, at most `max_growth` times, less the
+///    workers asked for earlier that have not joined yet (when the observation lists the
+///    workers, those missing from it are still starting).
 /// 5. **Shrink slowly**: only when the interval was calm — each latency within its unloaded
 ///    value plus `calm_share` of the room up to its limit, queues within `calm_share` of
 ///    theirs — and the plan fits in one worker fewer at `shrink_below` of their capacity;

@@ -119,9 +119,11 @@ impl Pressure {
     }
 
     /// Workers to add now to a pool of `current`, if it is under pressure. The workers that
-    /// serve (those that reported, or `current` when none did) grow by the ratio of the worst
-    /// figure to its limit — at least one worker, at most `max_growth` times — and what is
-    /// still starting from an earlier step counts towards that growth.
+    /// serve (those that reported, or `current` when none did) grow by the square root of the
+    /// worst ratio of figure to limit — latencies and queues grow faster than the load near
+    /// saturation, so the ratio itself overstates the shortfall — at least one worker, at
+    /// most `max_growth` times; what is still starting from an earlier step counts towards
+    /// that growth.
     pub(super) fn step(&self, current: usize, max_growth: f64) -> Option<usize> {
         let worst = self
             .over
@@ -132,7 +134,7 @@ impl Pressure {
             })?;
         let serving = self.ready.unwrap_or(current).max(1);
         let n = serving as f64;
-        let wanted = (n * (worst - 1.0)).ceil();
+        let wanted = (n * (worst.sqrt() - 1.0)).ceil();
         let most = (n * (max_growth - 1.0)).floor().max(1.0);
         let target = serving + wanted.clamp(1.0, most) as usize;
         Some(target.saturating_sub(current))

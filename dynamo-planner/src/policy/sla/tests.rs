@@ -93,8 +93,8 @@ fn a_deep_queue_grows_the_pool_at_once() -> Result<(), crate::Error> {
     observed.workers = workers(WorkerRole::Aggregated, 2, 40);
     let proposal = policy()?.plan(&observed, &forecast(0.1), Replicas::Aggregated(2));
     // A worker prefills 10 prompts of 1000 tokens in the 500 ms TTFT target (20 000
-    // tokens/s); 40 waiting per worker is 4× that: grow by 2 × 3 = 6, within quadrupling.
-    assert_eq!(proposal.target, Replicas::Aggregated(8));
+    // tokens/s); 40 waiting per worker is 4× that: grow by 2 × (√4 − 1) = 2.
+    assert_eq!(proposal.target, Replicas::Aggregated(4));
     assert!(
         proposal
             .reason
@@ -135,11 +135,11 @@ fn a_ttft_miss_grows_only_the_prefill_pool() -> Result<(), crate::Error> {
         decode: 2,
     };
     let proposal = policy()?.plan(&observed, &forecast(0.1), current);
-    // Three times the target: grow by 2 × 2 = 4.
+    // Three times the target: grow by ⌈2 × (√3 − 1)⌉ = 2.
     assert_eq!(
         proposal.target,
         Replicas::Disaggregated {
-            prefill: 6,
+            prefill: 4,
             decode: 2
         }
     );
@@ -188,10 +188,10 @@ fn settings_out_of_range_take_their_defaults() -> Result<(), crate::Error> {
 
 #[test]
 fn workers_still_starting_count_against_a_reactive_step() -> Result<(), crate::Error> {
-    // Four asked for, two serving with queues twice their limit: the two starting cover the
-    // step of two.
+    // Four asked for, two serving with queues four times their limit: the two starting cover
+    // the step of two.
     let mut observed = interval(0.1, 0.0);
-    observed.workers = workers(WorkerRole::Aggregated, 2, 20);
+    observed.workers = workers(WorkerRole::Aggregated, 2, 40);
     let proposal = policy()?.plan(&observed, &forecast(0.1), Replicas::Aggregated(4));
     assert_eq!(proposal.target, Replicas::Aggregated(4));
     assert!(
