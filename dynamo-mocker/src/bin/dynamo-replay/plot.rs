@@ -116,10 +116,13 @@ pub(crate) fn replicas(runs: &[(String, Vec<RequestRecord>)], summaries: &[Summa
         }
         load.push(Series {
             name: format!("{} arrivals", name.split('+').next().unwrap_or(name)),
+            // Each window's rate from its start, and the last one's to the end, so that the two
+            // charts share their time axis.
             points: counts
                 .iter()
                 .enumerate()
-                .map(|(w, &n)| ((w as f64 + 0.5) * width, n as f64 / width))
+                .map(|(w, &n)| (w as f64 * width, n as f64 / width))
+                .chain(std::iter::once((end_s, counts[99] as f64 / width)))
                 .collect(),
         });
     }
@@ -128,7 +131,8 @@ pub(crate) fn replicas(runs: &[(String, Vec<RequestRecord>)], summaries: &[Summa
         let Some(points) = &s.replicas else { continue };
         let step = |value: fn(&dynamo_mocker::ReplicaPoint) -> usize| {
             let mut line: Vec<(f64, f64)> = Vec::new();
-            for p in points {
+            // Planning steps after the last finish are not on the load's time axis.
+            for p in points.iter().filter(|p| p.at_ms / 1000.0 <= end_s) {
                 if let Some(&(_, previous)) = line.last() {
                     line.push((p.at_ms / 1000.0, previous));
                 }
@@ -280,9 +284,10 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_
             for &(x, y) in &s.points {
                 let _ = write!(
                     svg,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="{}" fill="{color}"/>"#,
                     sx(x),
-                    sy(y)
+                    sy(y),
+                    if s.points.len() == 1 { 6.0 } else { 3.5 }
                 );
             }
         }
