@@ -1,12 +1,14 @@
 //! The dynamo main job: an OpenAI-compatible gateway on 127.0.0.1:8000 that routes with
 //! KV-aware routing across in-process workers, with embedded defaults and no external services;
 //! or the same split into processes: `worker`s serving engines over TCP and a `frontend`,
-//! joined by NATS (events) and etcd or a directory (discovery).
+//! joined by NATS (events) and etcd or a directory (discovery); and a `planner` that starts and
+//! stops such workers as their load asks.
 //!
 //! ```text
 //! cargo run --release -p dynamo-serve [-- --port 8000 --workers 2 --model FILE.gguf]
 //! cargo run --release -p dynamo-serve -- worker --etcd http://127.0.0.1:2379 --nats nats://127.0.0.1:4222
 //! cargo run --release -p dynamo-serve -- frontend --etcd http://127.0.0.1:2379 --nats nats://127.0.0.1:4222
+//! cargo run --release -p dynamo-serve -- planner --registry DIR --nats URL -- --engine mocker
 //! cargo run --release -p dynamo-serve -- openapi [FILE]   # write the OpenAPI document and exit
 //! ```
 //!
@@ -28,6 +30,7 @@ mod disagg;
 mod engines;
 mod frontend;
 mod options;
+mod planner;
 mod progress;
 mod sampling;
 mod worker;
@@ -82,6 +85,7 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         Command::Serve => serve(options).await,
         Command::Worker => worker::run(options).await,
         Command::Frontend => frontend::run(options).await,
+        Command::Planner(ref settings) => planner::run(&options, settings).await,
     }
 }
 

@@ -1,9 +1,9 @@
 //! The planner's local-process scaler (`dynamo_planner::local::LocalProcesses`) scales a real
 //! deployment: `dynamo-serve worker` processes running the mocker, which join a frontend
 //! through a directory registry. A worker added is routed to; a worker removed leaves routing
-//! at once and finishes its stream, losing no token.
+//! at once and finishes its stream, losing no token. And `dynamo-serve planner` runs the
+//! load-based planner over such workers, from their load reports on NATS.
 
-#[expect(dead_code, reason = "each test binary uses part of the shared support")]
 mod support;
 
 use std::path::Path;
@@ -16,7 +16,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use support::{Frontend, directory_frontend, read_stream, streamed_completion};
+use dynamo_transport::local::LocalNats;
+use support::{Frontend, Process, directory_frontend, read_stream, streamed_completion};
 
 const POOL: WorkerRole = WorkerRole::Aggregated;
 /// Tokens per long stream: about 11 s of the mocker at `--speedup 0.2`, long enough to outlast
@@ -166,5 +167,81 @@ async fn the_local_process_scaler_adds_a_routed_worker_and_drains_a_removed_one(
 
     scaler.shutdown(Duration::from_secs(10)).await;
     drop(frontend_process);
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// The records in the registry `directory`.
+fn registered(directory: &Path) -> usize {
+    std::fs::read_dir(directory).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planner_command_grows_the_pool_under_load_and_shrinks_it_when_calm() {
+    let nats = LocalNats::start().expect("nats-server starts");
+    let directory = std::env::temp_dir().join(format!("dynamo-planner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    // Small KV caches (64 blocks of 16 tokens): three long prompts fill one worker's.
+    let mut planner = Process::start(&[
+        "planner",
+        "--registry",
+        &registry,
+        "--nats",
+        &nats.url(),
+        "--interval",
+        "1",
+        "--max-workers",
+        "2",
+        "--drain-timeout",
+        "30",
+        "--",
+        "--engine",
+        "mocker",
+        "--speedup",
+        "0.2",
+        "--kv-blocks",
+        "64",
+    ]);
+    let (frontend_process, frontend) = directory_frontend(&registry).await;
+    frontend_process
+        .wait_for("worker 1/0 at", Duration::from_secs(60))
+        .await;
+
+    // Under load the planner starts a second worker, which joins the frontend.
+    let bodies = [314, 271, 161].map(|token| {
+        json!({
+            "model": "smollm2", "prompt": vec![token; 256], "max_tokens": MAX_TOKENS,
+            "stream": true,
+        })
+    });
+    let posts = bodies
+        .iter()
+        .map(|body| frontend.post("/v1/completions", body));
+    let streams = futures::future::join_all(posts).await;
+    assert!(streams.iter().all(|s| s.status().as_u16() == 200));
+    frontend_process
+        .wait_for("worker 2/0 at", Duration::from_secs(60))
+        .await;
+    assert!(planner.logged("grow by one to 2") && planner.logged("started worker"));
+
+    // Without load (the streams dropped, which cancels them) it stops the second worker.
+    drop(streams);
+    frontend_process
+        .wait_for("worker 2/0 left", Duration::from_secs(60))
+        .await;
+    assert!(planner.logged("shrink by one to 1") && planner.logged("stopping worker"));
+    let (status, body) = frontend.complete("after the load", 2).await;
+    assert_eq!(status, 200, "{body}");
+
+    // SIGTERM stops the planner and its workers, which leave the registry.
+    planner.terminate();
+    let status = planner.wait_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(registered(&directory), 0);
     let _ = std::fs::remove_dir_all(&directory);
 }

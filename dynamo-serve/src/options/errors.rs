@@ -11,7 +11,7 @@ use super::flags::Cli;
 /// The command `args` name (`""` for the single-process job).
 pub(super) fn named_command(args: &[OsString]) -> &'static str {
     let first = args.get(1).and_then(|arg| arg.to_str());
-    ["worker", "frontend", "openapi"]
+    ["worker", "frontend", "planner", "openapi"]
         .into_iter()
         .find(|&name| first == Some(name))
         .unwrap_or("")

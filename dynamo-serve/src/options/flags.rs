@@ -38,6 +38,9 @@ enum CommandArgs {
     /// The gateway and router over the workers that discovery reports, with their KV events
     /// and load from NATS
     Frontend(FrontendArgs),
+    /// The load-based planner: starts and stops `dynamo-serve worker` processes on this
+    /// machine as their load reports (NATS) ask
+    Planner(PlannerArgs),
     /// Write the OpenAPI document and exit
     Openapi {
         /// Where to write it [default: standard output]
@@ -123,6 +126,35 @@ struct FrontendArgs {
     gateway: GatewayArgs,
     #[command(flatten)]
     deployment: DeploymentArgs,
+}
+
+/// The flags of `dynamo-serve planner`.
+#[derive(Debug, Args)]
+struct PlannerArgs {
+    /// Seconds between planning steps
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_number)]
+    interval: f64,
+    /// Fewest workers
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one::<usize>)]
+    min_workers: usize,
+    /// Most workers
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = at_least_one::<usize>)]
+    max_workers: usize,
+    /// Only log the decisions; start no worker beyond --min-workers
+    #[arg(long)]
+    advisory: bool,
+    /// The id of the first worker started; the next ones count up from it
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    first_id: u64,
+    /// Seconds a stopped worker is given to drain when the planner stops
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_TIMEOUT)]
+    drain_timeout: u64,
+    #[command(flatten)]
+    deployment: DeploymentArgs,
+    /// Flags of every `dynamo-serve worker` started (after `--`); the planner adds --id,
+    /// --registry, --nats and --namespace
+    #[arg(last = true, value_name = "WORKER FLAGS")]
+    worker_flags: Vec<OsString>,
 }
 
 /// The address and the model: the flags of every command but `openapi`.
@@ -256,6 +288,21 @@ impl Cli {
         match self.command {
             None => serve(Command::Serve, self.serve),
             Some(CommandArgs::Openapi { file }) => serve(Command::OpenApi(file), defaults()),
+            Some(CommandArgs::Planner(args)) => {
+                let settings = crate::planner::Settings {
+                    interval_s: args.interval,
+                    min_workers: args.min_workers,
+                    max_workers: args.max_workers,
+                    advisory: args.advisory,
+                    first_id: args.first_id,
+                    worker_flags: args.worker_flags,
+                };
+                let command = Command::Planner(Box::new(settings));
+                let mut options =
+                    options(command, defaults(), defaults(), defaults(), args.deployment);
+                options.drain_timeout = args.drain_timeout;
+                options
+            }
             Some(CommandArgs::Worker(args)) => {
                 let mut options = options(
                     Command::Worker,

@@ -93,6 +93,7 @@ pub(crate) enum Command {
     Serve,
     Worker,
     Frontend,
+    Planner(Box<crate::planner::Settings>),
     OpenApi(Option<PathBuf>),
 }
 
@@ -220,6 +221,18 @@ impl Options {
                     "frontend",
                     ErrorKind::MissingRequiredArgument,
                     "--router kv needs the workers' KV events: give --nats URL, or use --router approx-kv",
+                ))
+            }
+            Command::Planner(_) if self.registry.is_none() || self.nats.is_none() => Err(error_of(
+                "planner",
+                ErrorKind::MissingRequiredArgument,
+                "the planner counts workers in --registry DIR and reads their load from --nats URL",
+            )),
+            Command::Planner(ref settings) if settings.min_workers > settings.max_workers => {
+                Err(error_of(
+                    "planner",
+                    ErrorKind::ArgumentConflict,
+                    "--min-workers is above --max-workers",
                 ))
             }
             Command::Serve if self.engine == EngineKind::Echo && self.router == RouterKind::Kv => {
@@ -484,5 +497,33 @@ mod tests {
         }
         let error = refused("worker --api-key-file keys.txt");
         assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
+        let planner = options(
+            "planner --registry r --nats nats://n --interval 2 --max-workers 3 \
+                               -- --engine mocker --speedup 2",
+        )
+        .expect("valid");
+        let Command::Planner(settings) = planner.command else {
+            panic!("not the planner: {:?}", planner.command);
+        };
+        assert_eq!(
+            (
+                settings.interval_s,
+                settings.min_workers,
+                settings.max_workers
+            ),
+            (2.0, 1, 3)
+        );
+        assert_eq!(
+            settings.worker_flags,
+            ["--engine", "mocker", "--speedup", "2"]
+        );
+        let missing = refused("planner --registry r");
+        assert_eq!(missing.kind(), ErrorKind::MissingRequiredArgument);
+        let upside_down = refused("planner --registry r --nats n --min-workers 3 --max-workers 2");
+        assert_eq!(upside_down.kind(), ErrorKind::ArgumentConflict);
     }
 }
