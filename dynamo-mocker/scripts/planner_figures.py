@@ -6,9 +6,10 @@ against worker-hours for 1..MAX workers) beside the planner runs, as a Markdown 
                        [--interval-s 60] [--startup-s 30] [--trace-time]
                        [--policies sla,dynamo,load] [--start-workers 1] [-- EXTRA FLAGS]
 
-With --trace-time the planning interval and the start-up delay are divided by the speed-up,
-so that they cover the same share of the trace's load pattern as at speed-up 1. Flags after
-`--` go to every planner run (for example `--sla-utilisation 0.3`).
+With --trace-time the planning interval, the start-up delay and the sla policy's calm periods
+(calm_s 180, shrink_step_s 60) are divided by the speed-up, so that they cover the same share of
+the trace's load pattern as at speed-up 1. Flags after `--` go to every planner run (for
+example `--sla-utilisation 0.3`).
 """
 
 import argparse
@@ -52,7 +53,10 @@ def main():
     planned = []
     for policy in a.policies.split(","):
         start = ["--workers", str(a.start_workers)]
-        runs, wall = replay(a.binary, base + start + ["--planner", policy] + extra)
+        calm = []
+        if policy == "sla" and a.trace_time:
+            calm = ["--sla-config", json.dumps({"calm_s": 180 / scale, "shrink_step_s": 60 / scale})]
+        runs, wall = replay(a.binary, base + start + ["--planner", policy] + calm + extra)
         for s in runs:
             sizes = [p["ready"] for p in s["replicas"]]
             planned.append((f"{min(sizes)}-{max(sizes)}", s, wall))

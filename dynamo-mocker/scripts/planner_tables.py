@@ -5,7 +5,9 @@
 
 BINARY is a release build of dynamo-replay; TRACES_DIR holds azure-2023/ and mooncake-fast25/
 (default ../shared/traces from the workspace root). The step, ramp and sine workloads are
-generated into a temporary directory by synthetic_trace.py. Takes about a minute.
+generated into a temporary directory by synthetic_trace.py. Takes about a minute. As
+planner_figures.py --trace-time, the planning interval, the start-up delay and the sla policy's
+calm periods are divided by the speed-up.
 """
 import json, os, subprocess, sys, tempfile
 
@@ -43,7 +45,11 @@ for name, path, x in TRACES:
     fixed[name] = [s for s in run(base(path, x) + ["--workers", "1", "--fixed-sweep"]) if " fixed " in s["router"]]
     for setting, start, extra in [("defaults", 1, []), ("start4", 4, []), ("B", 4, B_FLAGS)]:
         for policy in ["sla", "dynamo", "load"]:
-            s = run(base(path, x) + ["--workers", str(start), "--planner", policy] + extra)[0]
+            calm = []
+            if policy == "sla":
+                # Trace time: the sla policy's calm periods shrink with the speed-up too.
+                calm = ["--sla-config", json.dumps({"calm_s": 180 / x, "shrink_step_s": 60 / x})]
+            s = run(base(path, x) + ["--workers", str(start), "--planner", policy] + calm + extra)[0]
             planned[(name, setting, policy)] = s
 
 print("| workers | " + " | ".join(n for n, _, _ in TRACES) + " |")

@@ -58,9 +58,14 @@ pub(crate) struct PlannerArgs {
     pub(crate) profile: Option<PathBuf>,
 
     /// sla policy: the share of each worker's profiled capacity the plan may use (default:
-    /// the policy's)
+    /// the policy's; overrides --sla-config's)
     #[arg(long, value_name = "X", value_parser = positive)]
     pub(crate) sla_utilisation: Option<f64>,
+
+    /// sla policy: non-default settings as JSON, for example '{"calm_s": 45}' (fields of
+    /// dynamo_planner::policy::SlaConfig; the targets come from --ttft-ms and --itl-ms)
+    #[arg(long, value_name = "JSON")]
+    pub(crate) sla_config: Option<String>,
 
     /// Also replay fixed aggregated pools of --min-workers to --max-workers workers (first
     /// router) and print the attainment / worker-hours frontier beside the planner's point
@@ -137,10 +142,12 @@ pub(crate) fn planner(
     let policy: Box<dyn Policy> = match args.policy {
         PlannerName::None => return Ok(None),
         PlannerName::Sla => {
-            let mut config = SlaConfig {
-                targets,
-                ..SlaConfig::default()
+            let mut config: SlaConfig = match &args.sla_config {
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| format!("--sla-config is not the sla policy's settings: {e}"))?,
+                None => SlaConfig::default(),
             };
+            config.targets = targets;
             if let Some(utilisation) = args.sla_utilisation {
                 config.utilisation = utilisation;
             }
