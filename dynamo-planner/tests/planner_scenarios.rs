@@ -65,7 +65,7 @@ fn interval(rate: f64, workers: usize, waiting: u64, ttft_ms: f64) -> Observatio
         mean_output_tokens: 250.0,
         kv_hit_rate: 0.5,
         mean_ttft_ms: Some(ttft_ms),
-        mean_itl_ms: Some(30.0),
+        mean_itl_ms: Some(15.0),
         workers: vec![
             WorkerLoad {
                 role: WorkerRole::Aggregated,
@@ -91,7 +91,7 @@ fn a_steady_noisy_load_keeps_a_steady_size() {
         // 4 req/s ± 10%.
         let rate = 4.0 * (1.0 + 0.1 * [1.0, -1.0, 0.5, -0.5, 0.0][i % 5]);
         current = p
-            .tick(&interval(rate, current.total(), 0, 250.0), current)
+            .tick(&interval(rate, current.total(), 0, 150.0), current)
             .target;
         sizes.push(current.total());
     }
@@ -105,7 +105,7 @@ fn a_burst_is_met_at_once_and_its_end_slowly() {
     let mut current = Replicas::Aggregated(1);
     for _ in 0..5 {
         current = p
-            .tick(&interval(2.0, current.total(), 0, 250.0), current)
+            .tick(&interval(2.0, current.total(), 0, 150.0), current)
             .target;
     }
     let calm = current.total();
@@ -122,7 +122,7 @@ fn a_burst_is_met_at_once_and_its_end_slowly() {
     let mut sizes = Vec::new();
     for _ in 0..10 {
         current = p
-            .tick(&interval(2.0, current.total(), 0, 250.0), current)
+            .tick(&interval(2.0, current.total(), 0, 150.0), current)
             .target;
         sizes.push(current.total());
     }
@@ -136,7 +136,7 @@ fn a_burst_is_met_at_once_and_its_end_slowly() {
 #[test]
 fn ours_plans_less_prefill_than_dynamo_for_cached_prompts() {
     // Multi-turn: 90% of each prompt is cached, so little prefill is needed.
-    let mut observed = interval(8.0, 4, 0, 250.0);
+    let mut observed = interval(8.0, 4, 0, 150.0);
     observed.kv_hit_rate = 0.9;
     let split = Replicas::Disaggregated {
         prefill: 2,

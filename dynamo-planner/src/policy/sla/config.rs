@@ -29,11 +29,14 @@ pub struct SlaConfig {
     /// ITL at batch size 1 for the interval's context): past the target for that reason alone,
     /// more workers would not help. Default 1.5.
     pub unloaded_margin: f64,
-    /// A pool is calm, and may shrink, only when each latency stayed within what one unloaded
-    /// worker shows plus this share of the room between that and its limit, and each queue
-    /// within this share of its limit: means well inside the targets, since the SLA is met
-    /// request by request, not on average. Default 0.5.
-    pub calm_share: f64,
+    /// The share of requests the pool should keep within the targets, in `(0.5, 1)`. The
+    /// policy sees mean latencies, while the SLA is met request by request; if the time a
+    /// request spends beyond what one unloaded worker needs (queueing, interference) is
+    /// roughly exponential, a share `g` of requests stays within the target when that mean
+    /// excess is at most `room / ln(1 / (1 − g))` (room: the target less the unloaded time).
+    /// Past that mean a pool grows; it is calm, and may shrink, below half of it. Default
+    /// 0.9 (grow past 43% of the room, calm below 22%).
+    pub attainment_goal: f64,
     /// Seconds a pool must stay calm, with a plan that wants fewer workers, before it
     /// shrinks by one worker. In seconds rather than intervals, so that a shorter planning
     /// interval does not make the planner quicker to shrink. Default 180.
@@ -61,7 +64,7 @@ impl Default for SlaConfig {
             queue_per_worker: 2.0,
             kv_high: 0.9,
             unloaded_margin: 1.5,
-            calm_share: 0.5,
+            attainment_goal: 0.9,
             calm_s: 180.0,
             shrink_step_s: 60.0,
             shrink_below: 0.85,
@@ -84,7 +87,7 @@ impl SlaConfig {
             queue_per_worker: within(self.queue_per_worker, 0.0, f64::MAX, d.queue_per_worker),
             kv_high: within(self.kv_high, 0.0, 1.0, d.kv_high),
             unloaded_margin: within(self.unloaded_margin, 0.0, f64::MAX, d.unloaded_margin),
-            calm_share: within(self.calm_share, 0.0, 1.0, d.calm_share),
+            attainment_goal: within(self.attainment_goal, 0.5, 0.999, d.attainment_goal),
             calm_s: within(self.calm_s, -1.0, f64::MAX, d.calm_s).max(0.0),
             shrink_step_s: within(self.shrink_step_s, -1.0, f64::MAX, d.shrink_step_s).max(0.0),
             shrink_below: within(self.shrink_below, 0.0, 1.0, d.shrink_below),
@@ -92,5 +95,13 @@ impl SlaConfig {
             smoothing: within(self.smoothing, 0.0, 1.0, d.smoothing),
             ..self
         }
+    }
+}
+
+impl SlaConfig {
+    /// The share of the room between the unloaded latency and its limit a mean latency may
+    /// take before a pool grows: `1 / ln(1 / (1 − attainment_goal))`, at most 1.
+    pub fn grow_share(&self) -> f64 {
+        (1.0 / (1.0 / (1.0 - self.attainment_goal)).ln()).min(1.0)
     }
 }

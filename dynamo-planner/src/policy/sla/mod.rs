@@ -31,19 +31,20 @@ use pressure::{Limits, Pressure};
 ///    so its pool needs the sum of the two shares; the ITL it is expected to show is the
 ///    profile's stretched by the share of time prefill takes.
 /// 4. **React at once** when the interval missed a target or queued: a pool whose mean TTFT
-///    (prefill, aggregated) or ITL (decode, aggregated) passed its target (and
-///    `unloaded_margin` times what one unloaded worker shows, which more workers cannot
-///    improve), whose queues would take more than `queue_drain` of the TTFT target to
-///    prefill (prefill, aggregated) or hold more than `queue_per_worker` requests (decode),
-///    or whose KV usage passed `kv_high` grows now — by the square root of the worst
-///    figure's ratio to its limit, at least one worker, at most `max_growth` times, less the
-///    workers asked for earlier that have not joined yet (when the observation lists the
-///    workers, those missing from it are still starting).
-/// 5. **Shrink slowly**: only when the interval was calm — each latency within its unloaded
-///    value plus `calm_share` of the room up to its limit, queues within `calm_share` of
-///    theirs — and the plan fits in one worker fewer at `shrink_below` of their capacity;
-///    after `calm_s` seconds of such intervals in a row, one worker, then one more per
-///    `shrink_step_s` seconds while that lasts.
+///    (prefill, aggregated) or ITL (decode, aggregated) took more than its share (from
+///    `attainment_goal`) of the room between what one unloaded worker shows and its limit
+///    (the target, or `unloaded_margin` times the unloaded figure where that is more: more
+///    workers cannot make a long prompt faster), whose queues would take more than
+///    `queue_drain` of the TTFT target to prefill (prefill, aggregated) or hold more than
+///    `queue_per_worker` requests (decode), or whose KV usage passed `kv_high` grows now —
+///    by the square root of the worst figure's ratio to its limit, at least one worker, at
+///    most `max_growth` times, less the workers asked for earlier that have not joined yet
+///    (when the observation lists the workers, those missing from it are still starting).
+/// 5. **Shrink slowly**: only when the interval was calm — each latency within half of its
+///    share of the room, queues within half of their limit — and the plan fits in one
+///    worker fewer at `shrink_below` of their capacity; after `calm_s` seconds of such
+///    intervals in a row, one worker, then one more per `shrink_step_s` seconds while that
+///    lasts.
 #[derive(Debug, Clone)]
 pub struct SlaPolicy {
     config: SlaConfig,
@@ -176,7 +177,8 @@ impl SlaPolicy {
             itl_ms: targets.itl_ms.max(margin * unloaded_itl_ms),
             unloaded_itl_ms,
             kv_usage: self.config.kv_high,
-            calm_share: self.config.calm_share,
+            grow_share: self.config.grow_share(),
+            calm_share: self.config.grow_share() / 2.0,
         }
     }
 

@@ -23,7 +23,10 @@ pub(super) struct Limits {
     pub(super) unloaded_itl_ms: f64,
     /// Mean KV usage.
     pub(super) kv_usage: f64,
-    /// The share of the room between unloaded and limit a calm pool stays within.
+    /// The share of the room between unloaded and limit a mean latency may take before the
+    /// pool counts as short of workers.
+    pub(super) grow_share: f64,
+    /// The share of that room a calm pool's mean latencies stay within.
     pub(super) calm_share: f64,
 }
 
@@ -59,38 +62,43 @@ impl Pressure {
         } else {
             limits.decode_queue
         };
-        // (what, figure, limit, floor): calm below floor + calm_share × (limit − floor).
+        // (what, figure, grow past, calm below).
         let mut candidates = vec![(
             "waiting requests per worker",
             load.mean_waiting(),
             queue,
-            0.0,
+            queue / 2.0,
         )];
+        let room = |limit: f64, floor: f64, share: f64| {
+            let floor = floor.min(limit);
+            floor + share * (limit - floor)
+        };
+        let latency = |limit: f64, floor: f64| {
+            (
+                room(limit, floor, limits.grow_share),
+                room(limit, floor, limits.calm_share),
+            )
+        };
         if prefills && let Some(ttft) = observed.mean_ttft_ms {
-            candidates.push((
-                "mean TTFT (ms)",
-                ttft,
-                limits.ttft_ms,
-                limits.unloaded_ttft_ms,
-            ));
+            let (grow, calm) = latency(limits.ttft_ms, limits.unloaded_ttft_ms);
+            candidates.push(("mean TTFT (ms)", ttft, grow, calm));
         }
         if decodes {
             if let Some(itl) = observed.mean_itl_ms {
-                candidates.push(("mean ITL (ms)", itl, limits.itl_ms, limits.unloaded_itl_ms));
+                let (grow, calm) = latency(limits.itl_ms, limits.unloaded_itl_ms);
+                candidates.push(("mean ITL (ms)", itl, grow, calm));
             }
             let kv = limits.kv_usage;
             candidates.push(("mean KV usage", load.mean_kv, kv, kv));
         }
         let mut over = Vec::new();
         let mut unsettled = Vec::new();
-        for (what, figure, limit, floor) in candidates {
+        for (what, figure, grow, calm) in candidates {
             if !figure.is_finite() {
                 continue;
             }
-            let floor = floor.min(limit);
-            let calm = floor + limits.calm_share * (limit - floor);
-            if figure > limit {
-                over.push((what, figure, limit));
+            if figure > grow {
+                over.push((what, figure, grow));
             } else if figure > calm {
                 unsettled.push((what, figure, calm));
             }
