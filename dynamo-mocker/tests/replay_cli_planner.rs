@@ -143,21 +143,43 @@ fn profile_writes_a_profile_the_planner_reads() {
 }
 
 #[test]
-fn a_planner_with_bad_bounds_exits_2() {
+fn a_planner_with_bad_bounds_or_settings_exits_2() {
     let trace = azure_trace("refused");
     let path = trace.to_str().expect("utf-8 path");
+    for extra in [
+        &[
+            "--planner",
+            "load",
+            "--min-workers",
+            "4",
+            "--max-workers",
+            "2",
+        ][..],
+        &["--planner", "sla", "--sla-config", r#"{"calm_s": "long"}"#][..],
+    ] {
+        let mut args = vec!["--trace", path];
+        args.extend_from_slice(extra);
+        let output = replay(&args);
+        assert_eq!(output.status.code(), Some(2), "{extra:?}");
+        assert!(!output.stderr.is_empty());
+    }
+    // Settings it knows are taken.
     let output = replay(&[
         "--trace",
         path,
         "--planner",
-        "load",
-        "--min-workers",
-        "4",
-        "--max-workers",
-        "2",
+        "sla",
+        "--planner-interval-s",
+        "10",
+        "--sla-config",
+        r#"{"calm_s": 20, "utilisation": 0.5}"#,
     ]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(!output.stderr.is_empty());
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
