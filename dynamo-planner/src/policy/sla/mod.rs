@@ -39,7 +39,9 @@ use pressure::{Limits, Pressure};
 ///    `queue_per_worker` requests (decode), or whose KV usage passed `kv_high` grows now —
 ///    by the square root of the worst figure's ratio to its limit, at least one worker, at
 ///    most `max_growth` times, less the workers asked for earlier that have not joined yet
-///    (when the observation lists the workers, those missing from it are still starting).
+///    (when the observation lists the workers, those missing from it are still starting);
+///    while the pressure lasts after a step, the pool grows again only if its queue did not
+///    fall since, since a falling queue is the last step's workers draining a backlog.
 /// 5. **Shrink slowly**: only when the interval was calm — each latency within half of its
 ///    share of the room, queues within half of their limit — and the plan fits in one
 ///    worker fewer at `shrink_below` of their capacity; after `calm_s` seconds of such
@@ -53,6 +55,8 @@ pub struct SlaPolicy {
     itl_correction: Correction,
     /// Seconds each pool has been calm (by [`slot`]).
     calm: [f64; 3],
+    /// The pool's queue when it last grew under pressure, while the pressure lasts.
+    grew_at_queue: [Option<u64>; 3],
 }
 
 /// What the forecast needs, in fractional workers, before headroom.
@@ -73,6 +77,7 @@ impl SlaPolicy {
             hit_rate: None,
             itl_correction: Correction::new(config.smoothing),
             calm: [0.0; 3],
+            grew_at_queue: [None; 3],
         }
     }
 
@@ -194,17 +199,35 @@ impl SlaPolicy {
     ) -> (usize, String) {
         let planned = whole(exact);
         let (calm_s, step_s) = (self.config.calm_s, self.config.shrink_step_s);
-        let calm = &mut self.calm[slot(role)];
+        let pool = slot(role);
         if let Some(step) = pressure.step(current, self.config.max_growth) {
-            *calm = 0.0;
+            self.calm[pool] = 0.0;
+            let queue = pressure.queue();
+            if let Some(before) = self.grew_at_queue[pool]
+                && queue < before
+                && planned <= current
+            {
+                // The workers of the last step are draining the backlog that the latencies
+                // still show: give them time.
+                self.grew_at_queue[pool] = Some(queue);
+                let why = format!(
+                    "{}, but the queue fell from {before} to {queue} requests since the pool \
+                     last grew: keep {current}",
+                    pressure.describe()
+                );
+                return (current, why);
+            }
             let target = planned.max(current + step);
             let action = if target > current {
+                self.grew_at_queue[pool] = Some(queue);
                 format!("grow to {target} now")
             } else {
                 format!("keep {current} until they join")
             };
             return (target, format!("{}: {action}", pressure.describe()));
         }
+        self.grew_at_queue[pool] = None;
+        let calm = &mut self.calm[pool];
         if planned >= current {
             *calm = 0.0;
             return (planned, format!("the plan wants {planned}"));

@@ -42,6 +42,8 @@ pub(super) struct Pressure {
     ready: Option<usize>,
     /// Workers asked for that have not joined yet (0 when no worker reported at all).
     pending: usize,
+    /// Requests waiting, all the pool's workers together.
+    queue: u64,
 }
 
 impl Pressure {
@@ -108,7 +110,13 @@ impl Pressure {
             unsettled,
             ready,
             pending,
+            queue: load.waiting,
         }
+    }
+
+    /// Requests waiting in the pool, all workers together.
+    pub(super) fn queue(&self) -> u64 {
+        self.queue
     }
 
     /// Whether every figure stayed within its calm limit, so the pool may shrink.

@@ -287,3 +287,24 @@ fn calm_is_counted_in_seconds_whatever_the_interval() -> Result<(), crate::Error
     assert_eq!(sizes, expected);
     Ok(())
 }
+
+#[test]
+fn a_draining_backlog_holds_the_pool_after_a_step() -> Result<(), crate::Error> {
+    let mut p = policy()?;
+    let queued = |workers_n: usize, waiting: u64| {
+        let mut o = interval(0.1, 0.0);
+        o.workers = workers(WorkerRole::Aggregated, workers_n, waiting);
+        o
+    };
+    // 40 waiting on each of 2 (limit 10): grow to 4.
+    let first = p.plan(&queued(2, 40), &forecast(0.1), Replicas::Aggregated(2));
+    assert_eq!(first.target, Replicas::Aggregated(4));
+    // Still 15 on each of 4, but 60 in all is fewer than 80: the backlog drains; hold.
+    let second = p.plan(&queued(4, 15), &forecast(0.1), Replicas::Aggregated(4));
+    assert_eq!(second.target, Replicas::Aggregated(4), "{}", second.reason);
+    assert!(second.reason.contains("the queue fell from 80 to 60"));
+    // 18 on each, 72 in all: growing again, so grow.
+    let third = p.plan(&queued(4, 18), &forecast(0.1), Replicas::Aggregated(4));
+    assert_eq!(third.target, Replicas::Aggregated(6), "{}", third.reason);
+    Ok(())
+}
