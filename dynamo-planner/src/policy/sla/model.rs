@@ -1,0 +1,112 @@
+//! The SLA policy's model: what it learns from each interval, what the forecast needs, and
+//! the limits the interval's figures are judged by.
+
+use dynamo_core::WorkerRole;
+
+use super::SlaPolicy;
+use super::pressure::Limits;
+use crate::observe::Observation;
+use crate::plan::Replicas;
+use crate::policy::pool::PoolLoad;
+
+/// What the forecast needs, in fractional workers, before headroom.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Need {
+    /// Prefill workers.
+    pub(super) prefill: f64,
+    /// Decode workers.
+    pub(super) decode: f64,
+}
+
+impl SlaPolicy {
+    /// Learn the hit rate and the ITL correction from the interval that ended.
+    pub(super) fn learn(&mut self, observed: &Observation, current: Replicas) {
+        if observed.requests == 0 {
+            return;
+        }
+        let hit = observed.kv_hit_rate.clamp(0.0, 1.0);
+        if hit.is_finite() {
+            let s = self.config.smoothing;
+            self.hit_rate = Some(self.hit_rate.map_or(hit, |old| s * hit + (1.0 - s) * old));
+        }
+        let Some(itl) = observed.mean_itl_ms else {
+            return;
+        };
+        let (isl, osl) = (observed.mean_input_tokens, observed.mean_output_tokens);
+        let (role, decoders) = match current {
+            Replicas::Aggregated(n) => (WorkerRole::Aggregated, n),
+            Replicas::Disaggregated { decode, .. } => (WorkerRole::Decode, decode),
+        };
+        let load = PoolLoad::of(observed, role);
+        let concurrency = if load.workers > 0 {
+            load.mean_running()
+        } else if observed.interval_s > 0.0 {
+            // Little's law, as Dynamo estimates it.
+            let rate = observed.requests_per_s();
+            let seconds = (observed.mean_ttft_ms.unwrap_or(0.0) + osl * itl) / 1000.0;
+            rate * seconds / decoders.max(1) as f64
+        } else {
+            return;
+        };
+        let mut expected = self
+            .profile
+            .decode_itl_ms(concurrency.max(1.0), isl + osl / 2.0);
+        if role == WorkerRole::Aggregated && observed.interval_s > 0.0 {
+            // Prefill steals this share of an aggregated worker's time from decode steps.
+            let uncached = isl * (1.0 - self.hit_rate());
+            let rate = observed.requests_per_s();
+            let per_worker =
+                self.profile.prefill_tokens_per_s(uncached.max(1.0)) * decoders.max(1) as f64;
+            let share = (rate * uncached / per_worker).clamp(0.0, 0.9);
+            expected /= 1.0 - share;
+        }
+        self.itl_correction.observe(itl, expected);
+    }
+
+    /// Fractional workers the forecast needs for prefill and for decode, before headroom.
+    pub(super) fn need(&self, rate: f64, isl: f64, osl: f64) -> Need {
+        let uncached = isl * (1.0 - self.hit_rate());
+        let prefill = if uncached > 0.0 {
+            rate * uncached / self.profile.prefill_tokens_per_s(uncached)
+        } else {
+            0.0
+        };
+        let itl = self.config.targets.itl_ms / self.itl_correction();
+        let decode = rate * osl
+            / self
+                .profile
+                .decode_tokens_per_s_within(itl, isl + osl / 2.0);
+        Need { prefill, decode }
+    }
+
+    /// What the last interval may show before a pool counts as short of workers. A prefilling
+    /// worker may have as many requests waiting as it prefills in `queue_drain` of the TTFT
+    /// target (at least one). A latency counts as a miss only past both its target and
+    /// `unloaded_margin` times what one unloaded worker shows for the interval's prompts and
+    /// contexts: more workers cannot make a long prompt faster than one worker computes it.
+    pub(super) fn limits(&self, observed: &Observation, isl: f64) -> Limits {
+        let uncached = (isl * (1.0 - self.hit_rate())).max(1.0);
+        let seconds = self.config.queue_drain * self.config.targets.ttft_ms / 1000.0;
+        let prefill_queue =
+            (seconds * self.profile.prefill_tokens_per_s(uncached) / uncached).max(1.0);
+        let hit = observed.kv_hit_rate.clamp(0.0, 1.0);
+        let hit = if hit.is_finite() { hit } else { 0.0 };
+        let prompt = (observed.mean_input_tokens * (1.0 - hit)).max(1.0);
+        let context = observed.mean_input_tokens + observed.mean_output_tokens / 2.0;
+        let margin = self.config.unloaded_margin;
+        let targets = self.config.targets;
+        let unloaded_ttft_ms = self.profile.prefill_ttft_ms(prompt);
+        let unloaded_itl_ms = self.profile.decode_itl_ms(1.0, context);
+        Limits {
+            prefill_queue,
+            decode_queue: self.config.queue_per_worker,
+            ttft_ms: targets.ttft_ms.max(margin * unloaded_ttft_ms),
+            unloaded_ttft_ms,
+            itl_ms: targets.itl_ms.max(margin * unloaded_itl_ms),
+            unloaded_itl_ms,
+            kv_usage: self.config.kv_high,
+            grow_share: self.config.grow_share(),
+            calm_share: self.config.grow_share() / 2.0,
+        }
+    }
+}
