@@ -59,21 +59,6 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let entry = shared.model(&body.model)?;
     check(&body)?;
-    let template = entry.template.as_ref().ok_or_else(|| {
-        ApiError::invalid_field(
-            "messages",
-            format!(
-                "the model `{}` has no chat template; use /v1/completions",
-                entry.name
-            ),
-        )
-    })?;
-    let messages = body
-        .messages
-        .iter()
-        .enumerate()
-        .map(template_message)
-        .collect::<Result<Vec<_>, _>>()?;
     let offers_tools = body.tools.as_ref().is_some_and(|tools| !tools.is_empty())
         && body.tool_choice.as_ref().and_then(Value::as_str) != Some("none");
     let tools: Option<Vec<Value>> = body
@@ -81,9 +66,7 @@ async fn serve(
         .as_ref()
         .filter(|_| offers_tools)
         .map(|tools| tools.iter().map(|tool| json!(tool)).collect());
-    let prompt = template
-        .render(&messages, tools.as_deref(), true)
-        .map_err(|error| ApiError::invalid_field("messages", error.to_string()))?;
+    let prompt = render(&entry, &body.messages, tools.as_deref(), true)?;
     let tokens = entry
         .tokenizer
         .encode(&prompt)
@@ -156,6 +139,32 @@ fn check(body: &ChatCompletionRequest) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// The conversation `messages` as the model's chat template renders it, offering `tools`.
+pub(crate) fn render(
+    entry: &ModelEntry,
+    messages: &[ChatMessage],
+    tools: Option<&[Value]>,
+    add_generation_prompt: bool,
+) -> Result<String, ApiError> {
+    let template = entry.template.as_ref().ok_or_else(|| {
+        ApiError::invalid_field(
+            "messages",
+            format!(
+                "the model `{}` has no chat template; use /v1/completions",
+                entry.name
+            ),
+        )
+    })?;
+    let messages = messages
+        .iter()
+        .enumerate()
+        .map(template_message)
+        .collect::<Result<Vec<_>, _>>()?;
+    template
+        .render(&messages, tools, add_generation_prompt)
+        .map_err(|error| ApiError::invalid_field("messages", error.to_string()))
 }
 
 /// A message as chat templates expect it: `content` as one string, tool-call arguments as

@@ -11,6 +11,7 @@ mod models;
 mod openapi;
 mod prepare;
 mod sse;
+mod tokenize;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,6 +106,7 @@ impl GatewayConfig {
 /// | `POST /v1/chat/completions` | chat, streaming (SSE) or not |
 /// | `POST /v1/completions` | text completion, streaming or not |
 /// | `GET /v1/models` | the served models |
+/// | `POST /tokenize`, `/detokenize` | the model's tokenizer, as vLLM serves it |
 /// | `GET /health`, `/live`, `/ready` | liveness and readiness (ready: at least one model) |
 /// | `GET /metrics` | Prometheus text, when a handle was given |
 /// | `GET /openapi.json` | the OpenAPI 3.1 document |
@@ -202,6 +204,8 @@ impl Gateway {
             .route("/v1/chat/completions", post(chat::handle))
             .route("/v1/completions", post(completions::handle))
             .route("/v1/models", get(models::list))
+            .route("/tokenize", post(tokenize::tokenize))
+            .route("/detokenize", post(tokenize::detokenize))
             .route("/health", get(models::health))
             .route("/live", get(models::live))
             .route("/ready", get(models::ready))

@@ -13,7 +13,7 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{IntoResponses, OpenApi, ToResponse, ToSchema};
 
-use super::{chat, completions, models};
+use super::{chat, completions, models, tokenize};
 use crate::ErrorBody;
 
 /// The routes and the components they share.
@@ -22,6 +22,7 @@ use crate::ErrorBody;
     info(
         title = "dynamo OpenAI-compatible gateway",
         description = "OpenAI's chat completions, completions and models list over dynamo engines, \
+                       with the model's tokenizer (vLLM's /tokenize and /detokenize), \
                        with health probes and Prometheus metrics.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
@@ -29,6 +30,8 @@ use crate::ErrorBody;
         chat::handle,
         completions::handle,
         models::list,
+        tokenize::tokenize,
+        tokenize::detokenize,
         models::health,
         models::live,
         models::ready,
@@ -38,6 +41,7 @@ use crate::ErrorBody;
     components(schemas(ErrorBody), responses(ErrorResponse)),
     tags(
         (name = "openai", description = "The OpenAI API"),
+        (name = "tokenizer", description = "The model's tokenizer, as vLLM serves it"),
         (name = "operations", description = "Probes, metrics and this document"),
     ),
 )]

@@ -11,6 +11,7 @@ pub(crate) mod common;
 mod completion;
 mod models;
 mod schema;
+mod tokenize;
 
 pub use chat::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
@@ -20,3 +21,4 @@ pub use chat::{
 pub use common::{PromptTokensDetails, SamplingFields, StopSequences, StreamOptions, UsageBody};
 pub use completion::{Completion, CompletionChoice, CompletionChunk, CompletionRequest, Prompt};
 pub use models::{ModelCard, ModelList};
+pub use tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};
