@@ -10,7 +10,7 @@ use tower::Service;
 
 use crate::error::Error;
 use crate::request::GenerateRequest;
-use crate::response::{FinishReason, TokenChunk, Usage};
+use crate::response::{FinishReason, TokenChunk, TokenLogProb, Usage};
 use crate::stream::TokenStream;
 use crate::tokens::{Token, Tokens};
 
@@ -24,7 +24,11 @@ use crate::tokens::{Token, Tokens};
 ///   out, or at the end of the prompt ([`FinishReason::Eos`]);
 /// - the final chunk carries no tokens, only the finish reason and [`Usage`];
 /// - it stops with [`FinishReason::Cancelled`] when the request is cancelled, and dropping the
-///   stream cancels the work.
+///   stream cancels the work;
+/// - with [`SamplingOptions::logprobs`](crate::SamplingOptions::logprobs) set, each token comes
+///   with synthetic log-probabilities: the token itself at `ln(1/2)`, and as its `i`-th
+///   alternative the token `token ^ i` at `ln(1/2^(i+1))` (made up, but shaped as a real
+///   distribution: sorted, the chosen token first, probabilities summing below 1).
 ///
 /// With a token delay ([`EchoEngine::with_token_delay`]) the stream waits between tokens, like a
 /// decode step; it then needs a tokio runtime with the time driver enabled.
@@ -114,6 +118,7 @@ impl Service<GenerateRequest> for EchoEngine {
             max_tokens: request.limits.max_tokens.map_or(usize::MAX, |n| n as usize),
             min_tokens: request.limits.min_tokens.unwrap_or(0) as usize,
             stop_tokens: request.stop.stop_token_ids.iter().copied().collect(),
+            logprobs: request.sampling.logprobs,
             prompt: request.tokens,
             emitted: 0,
             delay: self.token_delay,
@@ -137,6 +142,8 @@ struct Echo {
     max_tokens: usize,
     min_tokens: usize,
     stop_tokens: HashSet<Token>,
+    /// How many alternatives to report per token, when log-probabilities are asked for.
+    logprobs: Option<u32>,
     emitted: usize,
     delay: Duration,
     cancel: CancellationToken,
@@ -162,7 +169,7 @@ impl Echo {
             match self.next_repeated() {
                 Some(token) => {
                     self.emitted += 1;
-                    return Some(TokenChunk::token(token));
+                    return Some(self.chunk(token));
                 }
                 None => FinishReason::Eos,
             }
@@ -176,7 +183,7 @@ impl Echo {
                 }
                 Some(&token) => {
                     self.emitted += 1;
-                    return Some(TokenChunk::token(token));
+                    return Some(self.chunk(token));
                 }
             }
         };
@@ -191,6 +198,20 @@ impl Echo {
 }
 
 impl Echo {
+    /// A chunk of `token`, with its synthetic log-probabilities when asked for.
+    fn chunk(&self, token: Token) -> TokenChunk {
+        let mut chunk = TokenChunk::token(token);
+        if let Some(alternatives) = self.logprobs {
+            let logprob = |rank: u32| -(rank as f32 + 1.0) * std::f32::consts::LN_2;
+            chunk.log_probs = Some(vec![TokenLogProb {
+                token,
+                logprob: logprob(0),
+                top: (0..alternatives).map(|i| (token ^ i, logprob(i))).collect(),
+            }]);
+        }
+        chunk
+    }
+
     /// The next prompt token round and round from `cursor`, stop tokens left out; `None` when
     /// every prompt token is a stop token.
     fn next_repeated(&mut self) -> Option<Token> {

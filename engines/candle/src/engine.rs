@@ -374,6 +374,7 @@ impl ModelThread {
                     )
                     .collect(),
                 sampler: Sampler::new(&request.sampling),
+                logprobs: request.sampling.logprobs,
                 output,
                 cancel,
             });

@@ -57,6 +57,7 @@ mod engine;
 mod error;
 mod forward;
 mod handoff;
+mod logprobs;
 mod sampler;
 mod sequence;
 mod tiers;

@@ -8,6 +8,7 @@ use dynamo_kvbm::{BlockId, Held, PinnedBlock, PrivateBlock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::logprobs::token_log_prob;
 use crate::sampler::Sampler;
 
 /// One request on the model thread.
@@ -31,6 +32,8 @@ pub(crate) struct Sequence {
     pub(crate) min_tokens: u32,
     pub(crate) stop: HashSet<u32>,
     pub(crate) sampler: Sampler,
+    /// How many alternatives to report with each token's log-probability, when asked for.
+    pub(crate) logprobs: Option<u32>,
     pub(crate) output: mpsc::Sender<Result<TokenChunk, Error>>,
     pub(crate) cancel: CancellationToken,
 }
@@ -53,11 +56,11 @@ pub(crate) fn advance(
     if sequence.generated >= sequence.min_tokens && sequence.stop.contains(&token) {
         return Some(FinishReason::Stop);
     }
-    if sequence
-        .output
-        .try_send(Ok(TokenChunk::token(token)))
-        .is_err()
-    {
+    let mut chunk = TokenChunk::token(token);
+    if let Some(top) = sequence.logprobs {
+        chunk.log_probs = Some(vec![token_log_prob(logits, token, top as usize)]);
+    }
+    if sequence.output.try_send(Ok(chunk)).is_err() {
         return Some(FinishReason::Cancelled);
     }
     sequence.generated += 1;
