@@ -3,9 +3,9 @@
 //! `dynamo` turns a set of inference engine workers into one serving system, built from small
 //! crates that compose with [tower]. Today that is KV-cache-aware routing, disaggregated
 //! prefill and decode, an OpenAI-compatible frontend, engines reached across processes, a
-//! multi-tier KV block manager, a reference engine and an engine simulator. An SLA-driven
-//! autoscaling planner is planned: it does not exist yet. This facade re-exports part of the
-//! family; depend on a single member crate when that is all you need.
+//! multi-tier KV block manager, an SLA-driven autoscaling planner, a reference engine and an
+//! engine simulator. This facade re-exports part of the family; depend on a single member crate
+//! when that is all you need.
 //!
 //! | crate | what it holds | status |
 //! |---|---|---|
@@ -16,7 +16,7 @@
 //! | `dynamo-transport` | engines across processes (in-process and TCP transports), KV events over NATS, discovery | available as its own crate, not re-exported |
 //! | `dynamo-candle` | a reference engine running llama-family GGUF models on candle | available as its own crate, not re-exported |
 //! | `dynamo-kvbm` | the KV block manager: block pool, host, disk and object-store tiers, and the data plane that hands KV blocks from prefill to decode workers | available as its own crate, not re-exported |
-//! | `dynamo-planner` | an SLA-driven autoscaling planner | planned |
+//! | `dynamo-planner` | an SLA-driven autoscaling planner: load predictors, performance profiles, planning policies, the `Scaler` trait and a local-process scaler | available as its own crate, not re-exported |
 //!
 //! # Example
 //!
