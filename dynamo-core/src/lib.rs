@@ -21,6 +21,8 @@
 //! - **Errors**: one [`Error`] type whose variants fall into a closed set of [`ErrorClass`]es
 //!   with stable names; [`Error::from_boxed`] brings tower layers' errors (load shedding,
 //!   timeouts) back into it.
+//! - **Resilience**: tower [`layers`] any engine can wear: retries with a budget before the
+//!   first token, per-request deadlines, a circuit breaker per worker.
 //!
 //! # Example
 //!
@@ -67,6 +69,7 @@ mod error;
 mod events;
 mod hash;
 mod incremental;
+pub mod layers;
 mod publisher;
 mod queue;
 mod request;

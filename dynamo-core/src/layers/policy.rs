@@ -1,0 +1,110 @@
+//! The retry policy behind [`Retry`](super::Retry): which failures are retried, how often, and
+//! against which budget.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::retry::Policy;
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::error::{Error, ErrorClass};
+use crate::request::GenerateRequest;
+use crate::stream::TokenStream;
+
+use super::RetryConfig;
+
+/// Whether a failure before the first token is worth another attempt: the engine was
+/// overloaded or unavailable. Invalid requests, cancellations, timeouts (the deadline has
+/// passed), missing models and internal errors are not retried.
+///
+/// ```
+/// use dynamo_core::Error;
+/// use dynamo_core::layers::is_retried;
+///
+/// assert!(is_retried(&Error::unavailable("worker 3 is gone")));
+/// assert!(!is_retried(&Error::invalid_request("max_tokens must be at least 1")));
+/// ```
+pub fn is_retried(error: &Error) -> bool {
+    matches!(
+        error.class(),
+        ErrorClass::Overloaded | ErrorClass::Unavailable
+    )
+}
+
+/// The per-request state of a retried request; cloned from the layer's template for each
+/// request, sharing the budget.
+#[derive(Clone)]
+pub(crate) struct RetryPolicy {
+    budget: Arc<TpsBudget>,
+    max_attempts: u32,
+    backoff: Duration,
+    /// Attempts made so far for this request (0 before the first).
+    attempts: u32,
+}
+
+impl std::fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryPolicy {
+    pub(crate) fn new(config: &RetryConfig) -> Self {
+        // TpsBudget asserts its ranges; clamp what the caller configured into them.
+        let window = config
+            .budget_window
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let ratio = if config.budget_ratio.is_finite() {
+            config.budget_ratio.clamp(0.0, 1000.0)
+        } else {
+            0.0
+        };
+        let floor = config.min_retries_per_sec.min(i32::MAX as u32 - 1);
+        RetryPolicy {
+            budget: Arc::new(TpsBudget::new(window, floor, ratio)),
+            max_attempts: config.max_attempts.max(1),
+            backoff: config.backoff,
+            attempts: 0,
+        }
+    }
+}
+
+impl Policy<GenerateRequest, TokenStream, Error> for RetryPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        request: &mut GenerateRequest,
+        result: &mut Result<TokenStream, Error>,
+    ) -> Option<Self::Future> {
+        let error = result.as_ref().err()?;
+        if !is_retried(error) || request.is_cancelled() || self.attempts >= self.max_attempts {
+            return None;
+        }
+        if !self.budget.withdraw() {
+            return None;
+        }
+        // The engine's own `retry_after` hint is meant for clients; retries stay on the
+        // configured backoff, bounded by the budget rather than by waiting.
+        Some(tokio::time::sleep(self.backoff))
+    }
+
+    fn clone_request(&mut self, request: &GenerateRequest) -> Option<GenerateRequest> {
+        if self.attempts == 0 {
+            // Every request earns the budget a share of a retry.
+            self.budget.deposit();
+        }
+        self.attempts += 1;
+        if self.attempts >= self.max_attempts {
+            return None;
+        }
+        // Each attempt watches a child of the request's token: a failed attempt's stream cancels
+        // only its own work when dropped, and cancelling the request still stops every attempt.
+        let token = request.cancellation().child_token();
+        Some(request.clone().with_cancellation(token))
+    }
+}
