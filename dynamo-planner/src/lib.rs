@@ -62,10 +62,13 @@
 //! | feature | what it enables | default |
 //! |---|---|---|
 //! | `local` | `local::LocalProcesses`: a [`Scaler`] that starts and stops worker processes on this machine (tokio's `process`, rustix's `kill`; Unix) | off |
+//! | `kube` | `kube::KubernetesScaler`: a [`Scaler`] over the `scale` subresource of Kubernetes Deployments and custom resources (`kube`, `k8s-openapi`) | off |
 
 #![forbid(unsafe_code)]
 
 mod error;
+#[cfg(feature = "kube")]
+pub mod kube;
 mod live;
 #[cfg(feature = "local")]
 pub mod local;
