@@ -11,12 +11,18 @@
 //!   overloaded or unavailable error, a few times at most and within a budget shared by every
 //!   request (a share of recent requests plus a floor), so a failing fleet sees no retry storm.
 //!   Failures after the first token are request migration's business (`dynamo-router`).
+//! - [`CircuitBreakerLayer`]: around one worker's engine, stop sending it requests after a few
+//!   failures in a row, refusing at once with `unavailable`, and let one probe through after a
+//!   cool-down.
 //!
 //! The design and the order to stack them in are in `docs/reliability.md`.
 
+mod breaker;
+mod breaker_state;
 mod first_chunk;
 mod policy;
 mod retry;
 
+pub use breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
 pub use policy::is_retried;
 pub use retry::{ResponseFuture as RetryFuture, Retry, RetryConfig, RetryLayer};

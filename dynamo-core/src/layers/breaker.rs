@@ -1,0 +1,172 @@
+//! [`CircuitBreaker`]: stop sending requests to a worker that keeps failing, for a while.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tower::{Layer, Service};
+
+use crate::error::Error;
+use crate::request::GenerateRequest;
+use crate::stream::TokenStream;
+
+use super::breaker_state::{Breaker, Outcome};
+
+/// When a [`CircuitBreaker`] opens and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreakerConfig {
+    /// Retryable failures in a row (overloaded, unavailable, timeout) that open the circuit.
+    /// At least 1.
+    pub failure_threshold: u32,
+    /// How long an open circuit refuses every request before it lets one probe through.
+    pub cool_down: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    /// Open after 5 failures in a row, probe again after 5 s.
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_threshold: 5,
+            cool_down: Duration::from_secs(5),
+        }
+    }
+}
+
+impl CircuitBreakerConfig {
+    /// Open after `failures` retryable failures in a row.
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures.max(1);
+        self
+    }
+
+    /// Refuse for `cool_down` once open.
+    pub fn cool_down(mut self, cool_down: Duration) -> Self {
+        self.cool_down = cool_down;
+        self
+    }
+}
+
+/// Where a [`CircuitBreaker`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CircuitState {
+    /// Requests pass; failures in a row are counted.
+    Closed,
+    /// Requests are refused with [`Error::Unavailable`] until the cool-down ends.
+    Open,
+    /// The cool-down has ended: the next request goes through as a probe (others are refused
+    /// while it is in flight); its success closes the circuit, its failure opens it again.
+    HalfOpen,
+}
+
+/// A [`Layer`] that puts a [`CircuitBreaker`] on an engine. Each service it builds has a
+/// breaker of its own: put it on each worker's engine, not in front of a router.
+///
+/// ```
+/// use dynamo_core::layers::{CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
+/// use dynamo_core::{EchoEngine, EngineExt, GenerateRequest};
+/// use tower::ServiceBuilder;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), dynamo_core::Error> {
+/// let mut worker = ServiceBuilder::new()
+///     .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default().failure_threshold(3)))
+///     .service(EchoEngine::new());
+/// let request = GenerateRequest::new("r1", "echo", vec![1, 2]).with_max_tokens(1);
+/// assert_eq!(worker.generate_all(request).await?.tokens, [1]);
+/// assert_eq!(worker.state(), CircuitState::Closed);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CircuitBreakerLayer {
+    config: CircuitBreakerConfig,
+}
+
+impl CircuitBreakerLayer {
+    /// A layer whose breakers follow `config`.
+    pub fn new(config: CircuitBreakerConfig) -> Self {
+        CircuitBreakerLayer { config }
+    }
+}
+
+impl<S> Layer<S> for CircuitBreakerLayer {
+    type Service = CircuitBreaker<S>;
+
+    fn layer(&self, inner: S) -> CircuitBreaker<S> {
+        CircuitBreaker::new(inner, self.config)
+    }
+}
+
+/// A circuit breaker around one worker's engine.
+///
+/// Closed, it passes requests and counts retryable failures in a row (a call that fails, or a
+/// stream whose first item is an error); a success (a first chunk) resets the count. After
+/// [`CircuitBreakerConfig::failure_threshold`] of them it opens: every call fails at once with
+/// [`Error::Unavailable`], without reaching the worker, for
+/// [`CircuitBreakerConfig::cool_down`]. Then it is half-open: one request goes through as a
+/// probe; a success closes the circuit, a failure opens it for another cool-down. Invalid and
+/// cancelled requests say nothing about the worker and do not count.
+///
+/// `poll_ready` is the wrapped engine's: an open breaker refuses in `call`, so a caller never
+/// waits on it, and a router or a [`Retry`](super::Retry) above sees an `unavailable` error it
+/// knows how to handle (send elsewhere, count towards ejection). Clones share one breaker.
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker<S> {
+    inner: S,
+    breaker: Arc<Breaker>,
+}
+
+impl<S> CircuitBreaker<S> {
+    /// Wrap `inner` in a closed breaker following `config`.
+    pub fn new(inner: S, config: CircuitBreakerConfig) -> Self {
+        CircuitBreaker {
+            inner,
+            breaker: Arc::new(Breaker::new(config)),
+        }
+    }
+
+    /// Where the breaker stands now.
+    pub fn state(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    /// The wrapped engine.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S> Service<GenerateRequest> for CircuitBreaker<S>
+where
+    S: Service<GenerateRequest, Response = TokenStream, Error = Error>,
+    S::Future: Send + 'static,
+{
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<TokenStream, Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        let Some(mut ticket) = self.breaker.admit() else {
+            let refusal = Error::unavailable("the worker's circuit breaker is open");
+            return futures::future::ready(Err(refusal)).boxed();
+        };
+        let call = self.inner.call(request);
+        async move {
+            match call.await {
+                Ok(stream) => Ok(ticket.watch(stream)),
+                Err(error) => {
+                    ticket.decide(Outcome::of(&error));
+                    Err(error)
+                }
+            }
+        }
+        .boxed()
+    }
+}
