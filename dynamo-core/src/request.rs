@@ -160,6 +160,12 @@ pub struct GenerateRequest {
     /// request) unless a disaggregated router set it.
     #[serde(default, skip_serializing_if = "is_whole")]
     pub disaggregation: Disaggregation,
+    /// How long the request may take, counted from when each hop receives it; `None`: no
+    /// limit. A relative budget rather than an instant, so that it crosses processes: the
+    /// deadline layer of [`layers`](crate::layers) enforces it, and sets it to what is left
+    /// before passing the request on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
     #[serde(skip)]
     cancel: CancellationToken,
 }
@@ -182,6 +188,7 @@ impl GenerateRequest {
             lora_name: None,
             cache_salt: None,
             disaggregation: Disaggregation::None,
+            timeout: None,
             cancel: CancellationToken::new(),
         }
     }
@@ -207,6 +214,12 @@ impl GenerateRequest {
     /// Set the routing hints.
     pub fn with_routing(mut self, routing: RoutingHints) -> Self {
         self.routing = routing;
+        self
+    }
+
+    /// Give the request at most `timeout` to finish (see [`GenerateRequest::timeout`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 
