@@ -75,7 +75,15 @@ async fn unsupported_values_are_rejected_by_name() {
         (chat(json!({"temperature": 3.5})), "temperature"),
         (chat(json!({"top_p": 0.0})), "top_p"),
         (chat(json!({"top_k": -7})), "top_k"),
-        (chat(json!({"logprobs": true})), "logprobs"),
+        (
+            chat(json!({"logprobs": true, "top_logprobs": 21})),
+            "top_logprobs",
+        ),
+        (chat(json!({"top_logprobs": 2})), "top_logprobs"),
+        (
+            chat(json!({"logprobs": false, "top_logprobs": 2})),
+            "top_logprobs",
+        ),
         (chat(json!({"max_tokens": 0})), "max_tokens"),
         (
             chat(json!({"max_completion_tokens": 0})),
@@ -99,19 +107,23 @@ async fn unsupported_values_are_rejected_by_name() {
         let (status, answer) = post_json(echo_app(), "/v1/chat/completions", body).await;
         assert_error(status, &answer, 400, "invalid_request_error", Some(param));
     }
-    let (status, answer) = post_json(
-        echo_app(),
-        "/v1/completions",
-        json!({"model": "test", "prompt": "x", "suffix": "y"}),
-    )
-    .await;
-    assert_error(
-        status,
-        &answer,
-        400,
-        "invalid_request_error",
-        Some("suffix"),
-    );
+    for (body, param) in [
+        (
+            json!({"model": "test", "prompt": "x", "suffix": "y"}),
+            "suffix",
+        ),
+        (
+            json!({"model": "test", "prompt": "x", "logprobs": 6}),
+            "logprobs",
+        ),
+        (
+            json!({"model": "test", "prompt": "x", "logprobs": 2, "echo": true}),
+            "echo",
+        ),
+    ] {
+        let (status, answer) = post_json(echo_app(), "/v1/completions", body).await;
+        assert_error(status, &answer, 400, "invalid_request_error", Some(param));
+    }
 }
 
 #[tokio::test]

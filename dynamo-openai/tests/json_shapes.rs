@@ -146,6 +146,40 @@ async fn completion_stream_chunks() {
 }
 
 #[tokio::test]
+async fn chat_completion_with_logprobs() {
+    let mut request = chat("Hé", 3);
+    request["logprobs"] = json!(true);
+    request["top_logprobs"] = json!(2);
+    let body = answer(echo(), "/v1/chat/completions", request).await;
+    assert_json_snapshot!(body, {".id" => "[id]", ".created" => "[created]"});
+}
+
+#[tokio::test]
+async fn chat_stream_chunks_with_logprobs() {
+    let mut request = chat("Hé", 3);
+    request["logprobs"] = json!(true);
+    request["top_logprobs"] = json!(1);
+    request["stream"] = json!(true);
+    let chunks = stream(echo(), "/v1/chat/completions", request).await;
+    assert_json_snapshot!(chunks, {"[].id" => "[id]", "[].created" => "[created]"});
+}
+
+#[tokio::test]
+async fn completion_with_logprobs() {
+    let request = json!({"model": "test", "prompt": "Hé!", "max_tokens": 4, "logprobs": 2});
+    let body = answer(echo(), "/v1/completions", request).await;
+    assert_json_snapshot!(body, {".id" => "[id]", ".created" => "[created]"});
+}
+
+#[tokio::test]
+async fn completion_stream_chunks_with_logprobs() {
+    let request = json!({"model": "test", "prompt": "Hé", "max_tokens": 3, "logprobs": 1,
+        "stream": true});
+    let chunks = stream(echo(), "/v1/completions", request).await;
+    assert_json_snapshot!(chunks, {"[].id" => "[id]", "[].created" => "[created]"});
+}
+
+#[tokio::test]
 async fn error_bodies() {
     let mut refused = chat("Hi", 4);
     refused["n"] = json!(2);

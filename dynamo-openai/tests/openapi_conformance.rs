@@ -349,6 +349,23 @@ async fn completions_conform() {
 }
 
 #[tokio::test]
+async fn logprobs_conform() {
+    let contract = Contract::new();
+    for stream in [false, true] {
+        let mut request = chat("Hé", 3);
+        request["logprobs"] = json!(true);
+        request["top_logprobs"] = json!(2);
+        request["stream"] = json!(stream);
+        let answer = exchange(&contract, echo(), "/v1/chat/completions", request).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        let request = json!({"model": "test", "prompt": "Hé", "max_tokens": 3, "logprobs": 2,
+            "stream": stream});
+        let answer = exchange(&contract, echo(), "/v1/completions", request).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+}
+
+#[tokio::test]
 async fn error_bodies_conform() {
     let contract = Contract::new();
     // Requests that conform to the schema but not to what is served or supported.
@@ -356,7 +373,7 @@ async fn error_bodies_conform() {
     let answer = exchange(&contract, echo(), "/v1/completions", unknown_model).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     let mut logprobs = chat("Hi", 4);
-    logprobs["logprobs"] = json!(true);
+    logprobs["top_logprobs"] = json!(3);
     let answer = exchange(&contract, echo(), "/v1/chat/completions", logprobs).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
 

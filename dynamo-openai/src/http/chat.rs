@@ -5,19 +5,20 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
+use dynamo_core::TokenLogProb;
 use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 
 use super::generate::{self, TextEvent};
 use super::openapi::GenerationErrors;
-use super::{JsonBody, RequestId, Shared, prepare, sse};
+use super::{JsonBody, RequestId, Shared, logprobs, prepare, sse};
 use crate::ApiError;
-use crate::preprocess::{ReasoningSplitter, ToolCallParser};
+use crate::preprocess::{ReasoningSplitter, Tokenizer, ToolCallParser};
 use crate::protocol::common::reject_unknown;
 use crate::protocol::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatCompletionRequest, ChatDelta, ChatMessage, FunctionCall, MessageContent, Role, ToolCall,
-    ToolCallDelta, UsageBody,
+    ChatCompletionRequest, ChatDelta, ChatLogProbs, ChatMessage, FunctionCall, MessageContent,
+    Role, ToolCall, ToolCallDelta, UsageBody,
 };
 use crate::registry::ModelEntry;
 
@@ -76,7 +77,7 @@ async fn serve(
         None => (body.max_tokens, "max_tokens"),
     };
     let id = format!("chatcmpl-{request_id}");
-    let request = prepare::engine_request(
+    let mut request = prepare::engine_request(
         &shared,
         &entry,
         request_id,
@@ -85,6 +86,8 @@ async fn serve(
         max_tokens,
         max_name,
     )?;
+    let wants_logprobs = body.logprobs == Some(true);
+    request.sampling.logprobs = wants_logprobs.then(|| body.top_logprobs.unwrap_or(0));
     let slot = shared.in_flight.acquire(&entry.name)?;
     let text = generate::start(entry.clone(), request, slot, ENDPOINT).await?;
     let answer = Answer::new(&entry, offers_tools);
@@ -92,6 +95,7 @@ async fn serve(
         id,
         created: crate::unix_seconds(),
         model: entry.name.clone(),
+        logprobs: wants_logprobs.then(|| entry.tokenizer.clone()),
     };
     if body.stream {
         let include_usage = body
@@ -111,11 +115,22 @@ fn check(body: &ChatCompletionRequest) -> Result<(), ApiError> {
             "messages must not be empty",
         ));
     }
-    if body.logprobs == Some(true) || body.top_logprobs.is_some() {
-        return Err(ApiError::invalid_field(
-            "logprobs",
-            "log-probabilities are not supported by this server yet",
-        ));
+    if let Some(top) = body.top_logprobs {
+        if body.logprobs != Some(true) {
+            return Err(ApiError::invalid_field(
+                "top_logprobs",
+                "top_logprobs needs logprobs: true",
+            ));
+        }
+        if top > logprobs::MAX_TOP_LOGPROBS {
+            return Err(ApiError::invalid_field(
+                "top_logprobs",
+                format!(
+                    "top_logprobs must be at most {}, got {top}",
+                    logprobs::MAX_TOP_LOGPROBS
+                ),
+            ));
+        }
     }
     match &body.tool_choice {
         None => {}
@@ -221,6 +236,21 @@ struct Header {
     id: String,
     created: u64,
     model: String,
+    /// The tokenizer to write log-probabilities with, when the request asks for them.
+    logprobs: Option<Arc<Tokenizer>>,
+}
+
+impl Header {
+    /// `logprobs` of these tokens, when the request asks for them.
+    fn shape(&self, log_probs: &[TokenLogProb]) -> Result<Option<ChatLogProbs>, ApiError> {
+        let Some(tokenizer) = &self.logprobs else {
+            return Ok(None);
+        };
+        Ok(Some(ChatLogProbs {
+            content: Some(logprobs::chat(tokenizer, log_probs)?),
+            refusal: None,
+        }))
+    }
 }
 
 /// Reasoning and tool calls taken out of the answer text, as the model's parsers say.
@@ -324,9 +354,16 @@ async fn collect(
     let events: Vec<TextEvent> = text.try_collect().await?;
     let (mut content, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
     let mut finish = None;
+    let mut log_probs = Vec::new();
     for event in events {
         let delta = match event {
-            TextEvent::Delta(text) => answer.push(&text, &header.id),
+            TextEvent::Delta {
+                text,
+                log_probs: more,
+            } => {
+                log_probs.extend(more);
+                answer.push(&text, &header.id)
+            }
             TextEvent::Done { reason, usage } => {
                 finish = Some((reason, usage));
                 answer.finish(&header.id)
@@ -348,6 +385,7 @@ async fn collect(
         reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
         tool_calls: (!calls.is_empty()).then_some(calls),
     };
+    let logprobs = header.shape(&log_probs)?;
     Ok(Json(ChatCompletion {
         id: header.id,
         object: "chat.completion".to_owned(),
@@ -356,7 +394,7 @@ async fn collect(
         choices: vec![ChatChoice {
             index: 0,
             message,
-            logprobs: None,
+            logprobs,
             finish_reason: Some(finish_reason),
         }],
         usage: UsageBody::from(usage),
@@ -370,7 +408,10 @@ fn stream(
     mut answer: Answer,
     include_usage: bool,
 ) -> Response {
-    let chunk = move |delta: ChatDelta, finish_reason: Option<String>| ChatCompletionChunk {
+    let shaper = header.clone();
+    let chunk = move |delta: ChatDelta,
+                      logprobs: Option<ChatLogProbs>,
+                      finish_reason: Option<String>| ChatCompletionChunk {
         id: header.id.clone(),
         object: "chat.completion.chunk".to_owned(),
         created: header.created,
@@ -378,7 +419,7 @@ fn stream(
         choices: vec![ChatChunkChoice {
             index: 0,
             delta,
-            logprobs: None,
+            logprobs,
             finish_reason,
         }],
         usage: None,
@@ -390,16 +431,30 @@ fn stream(
             ..ChatDelta::default()
         },
         None,
+        None,
     );
     let mut made_calls = false;
     let id = first.id.clone();
+    // Log-probabilities of tokens whose text the parsers still hold; they go with the next
+    // chunk that carries text, or with the last one.
+    let mut held: Vec<TokenLogProb> = Vec::new();
     let chunks = text.map_ok(move |event| {
         let (delta, done) = match event {
-            TextEvent::Delta(text) => (answer.push(&text, &id), None),
+            TextEvent::Delta { text, log_probs } => {
+                held.extend(log_probs);
+                (answer.push(&text, &id), None)
+            }
             TextEvent::Done { reason, usage } => (answer.finish(&id), Some((reason, usage))),
         };
         let mut out = Vec::new();
-        if !delta.content.is_empty() || !delta.reasoning.is_empty() || !delta.calls.is_empty() {
+        let has_text =
+            !delta.content.is_empty() || !delta.reasoning.is_empty() || !delta.calls.is_empty();
+        if has_text || (done.is_some() && !held.is_empty()) {
+            let logprobs = match shaper.shape(&held) {
+                Ok(logprobs) => logprobs,
+                Err(error) => return stream::iter(vec![Err(error)]),
+            };
+            held.clear();
             made_calls |= !delta.calls.is_empty();
             let tool_calls = (!delta.calls.is_empty()).then(|| {
                 delta
@@ -420,6 +475,7 @@ fn stream(
                     reasoning_content: (!delta.reasoning.is_empty()).then_some(delta.reasoning),
                     tool_calls,
                 },
+                logprobs,
                 None,
             ));
         }
@@ -428,15 +484,15 @@ fn stream(
                 true => "tool_calls".to_owned(),
                 false => reason.as_openai_str().to_owned(),
             };
-            out.push(chunk(ChatDelta::default(), Some(reason)));
+            out.push(chunk(ChatDelta::default(), None, Some(reason)));
             if include_usage {
-                let mut last = chunk(ChatDelta::default(), None);
+                let mut last = chunk(ChatDelta::default(), None, None);
                 last.choices.clear();
                 last.usage = Some(UsageBody::from(usage));
                 out.push(last);
             }
         }
-        stream::iter(out.into_iter().map(Ok))
+        stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>())
     });
     let chunks = stream::once(async move { Ok(first) }).chain(chunks.try_flatten());
     sse::respond(chunks)

@@ -5,16 +5,19 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use dynamo_core::Usage;
+use dynamo_core::{TokenLogProb, Usage};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::generate::{self, TextEvent, TextStream};
+use super::logprobs::{self, CompletionShaper};
 use super::openapi::GenerationErrors;
 use super::{JsonBody, RequestId, Shared, prepare, sse};
 use crate::ApiError;
+use crate::preprocess::Tokenizer;
 use crate::protocol::common::reject_unknown;
 use crate::protocol::{
-    Completion, CompletionChoice, CompletionChunk, CompletionRequest, Prompt, UsageBody,
+    Completion, CompletionChoice, CompletionChunk, CompletionLogProbs, CompletionRequest, Prompt,
+    UsageBody,
 };
 use crate::registry::ModelEntry;
 
@@ -60,11 +63,22 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let entry = shared.model(&body.model)?;
     reject_unknown(&body.extra)?;
-    if body.logprobs.is_some() {
-        return Err(ApiError::invalid_field(
-            "logprobs",
-            "log-probabilities are not supported by this server yet",
-        ));
+    if let Some(top) = body.logprobs {
+        if top > logprobs::MAX_COMPLETION_LOGPROBS {
+            return Err(ApiError::invalid_field(
+                "logprobs",
+                format!(
+                    "logprobs must be at most {}, got {top}",
+                    logprobs::MAX_COMPLETION_LOGPROBS
+                ),
+            ));
+        }
+        if body.echo {
+            return Err(ApiError::invalid_field(
+                "echo",
+                "echo with logprobs (log-probabilities of the prompt) is not supported",
+            ));
+        }
     }
     let prompts = prompt_tokens(&entry, &body.prompt)?;
     let mut streams = Vec::with_capacity(prompts.len());
@@ -76,7 +90,7 @@ async fn serve(
                 .map_err(|error| ApiError::invalid_field("prompt", error.to_string()))?,
             false => String::new(),
         };
-        let request = prepare::engine_request(
+        let mut request = prepare::engine_request(
             &shared,
             &entry,
             format!("{request_id}-{index}"),
@@ -85,6 +99,7 @@ async fn serve(
             Some(body.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
             "max_tokens",
         )?;
+        request.sampling.logprobs = body.logprobs;
         let slot = shared.in_flight.acquire(&entry.name)?;
         let text = generate::start(entry.clone(), request, slot, ENDPOINT).await?;
         streams.push((echo, text));
@@ -93,6 +108,7 @@ async fn serve(
         id: format!("cmpl-{request_id}"),
         created: crate::unix_seconds(),
         model: entry.name.clone(),
+        logprobs: body.logprobs.map(|_| entry.tokenizer.clone()),
     };
     if body.stream {
         let include_usage = body
@@ -133,9 +149,23 @@ struct Header {
     id: String,
     created: u64,
     model: String,
+    /// The tokenizer to write log-probabilities with, when the request asks for them.
+    logprobs: Option<Arc<Tokenizer>>,
 }
 
 impl Header {
+    /// `logprobs` of a choice's next tokens, when the request asks for them.
+    fn shape(
+        &self,
+        shaper: &mut CompletionShaper,
+        log_probs: &[TokenLogProb],
+    ) -> Result<Option<CompletionLogProbs>, ApiError> {
+        self.logprobs
+            .as_ref()
+            .map(|tokenizer| shaper.push(tokenizer, log_probs))
+            .transpose()
+    }
+
     fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<UsageBody>) -> CompletionChunk {
         CompletionChunk {
             id: self.id.clone(),
@@ -165,19 +195,27 @@ async fn collect(header: Header, streams: Vec<(String, TextStream)>) -> Result<R
     .await;
     for (index, (mut text, events)) in (0u32..).zip(results) {
         let mut finish_reason = None;
+        let mut log_probs = Vec::new();
         for event in events? {
             match event {
-                TextEvent::Delta(delta) => text.push_str(&delta),
+                TextEvent::Delta {
+                    text: delta,
+                    log_probs: more,
+                } => {
+                    text.push_str(&delta);
+                    log_probs.extend(more);
+                }
                 TextEvent::Done { reason, usage } => {
                     finish_reason = Some(reason.as_openai_str().to_owned());
                     add(&mut total, usage);
                 }
             }
         }
+        let logprobs = header.shape(&mut CompletionShaper::default(), &log_probs)?;
         choices.push(CompletionChoice {
             index,
             text,
-            logprobs: None,
+            logprobs,
             finish_reason,
         });
     }
@@ -200,27 +238,44 @@ fn stream(header: Header, streams: Vec<(String, TextStream)>, include_usage: boo
         .zip(0u32..)
         .map(|((echo, text), index)| {
             if !echo.is_empty() {
-                echoes.push(Ok((index, TextEvent::Delta(echo))));
+                echoes.push(Ok((
+                    index,
+                    TextEvent::Delta {
+                        text: echo,
+                        log_probs: Vec::new(),
+                    },
+                )));
             }
             text.map_ok(move |event| (index, event)).boxed()
         });
     let merged = stream::select_all(tagged.collect::<Vec<_>>());
     let events = stream::iter(echoes).chain(merged);
     let (mut total, mut finished) = (Usage::default(), 0);
+    let mut shapers: Vec<CompletionShaper> =
+        (0..prompts).map(|_| CompletionShaper::default()).collect();
     let chunks = events.map_ok(move |(index, event)| {
         let mut out = Vec::new();
-        let choice = |text: String, finish_reason: Option<String>| CompletionChoice {
+        let choice = |text: String, logprobs, finish_reason: Option<String>| CompletionChoice {
             index,
             text,
-            logprobs: None,
+            logprobs,
             finish_reason,
         };
         match event {
-            TextEvent::Delta(text) => out.push(header.chunk(vec![choice(text, None)], None)),
+            TextEvent::Delta { text, log_probs } => {
+                let shaper = shapers.get_mut(index as usize);
+                let logprobs = match shaper.map(|shaper| header.shape(shaper, &log_probs)) {
+                    Some(Err(error)) => return stream::iter(vec![Err(error)]),
+                    Some(Ok(logprobs)) => logprobs,
+                    None => None,
+                };
+                out.push(header.chunk(vec![choice(text, logprobs, None)], None));
+            }
             TextEvent::Done { reason, usage } => {
                 out.push(header.chunk(
                     vec![choice(
                         String::new(),
+                        None,
                         Some(reason.as_openai_str().to_owned()),
                     )],
                     None,
@@ -232,7 +287,7 @@ fn stream(header: Header, streams: Vec<(String, TextStream)>, include_usage: boo
                 }
             }
         }
-        stream::iter(out.into_iter().map(Ok))
+        stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>())
     });
     sse::respond(chunks.try_flatten())
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use dynamo_core::{FinishReason, GenerateRequest, TokenChunk, TokenStream, Usage};
+use dynamo_core::{FinishReason, GenerateRequest, TokenChunk, TokenLogProb, TokenStream, Usage};
 use futures::{Stream, StreamExt};
 use tower::ServiceExt;
 
@@ -21,8 +21,13 @@ use crate::registry::ModelEntry;
 /// What the pipeline yields.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum TextEvent {
-    /// New text.
-    Delta(String),
+    /// New text, with the log-probabilities of the tokens released since the last delta (when
+    /// asked for; a delta may carry log-probabilities and no text while a character or a
+    /// possible stop string is held back).
+    Delta {
+        text: String,
+        log_probs: Vec<TokenLogProb>,
+    },
     /// The end, with the OpenAI finish reason and the token counts.
     Done { reason: FinishReason, usage: Usage },
 }
@@ -103,6 +108,7 @@ pub(crate) async fn start(
             ..Usage::default()
         },
         pending: VecDeque::new(),
+        log_probs: Vec::new(),
         started,
         last_token: None,
         _slot: slot,
@@ -123,6 +129,8 @@ pub(crate) struct TextStream {
     stop_tokens: Vec<u32>,
     usage: Usage,
     pending: VecDeque<TextEvent>,
+    /// Log-probabilities of tokens whose text has not been released yet.
+    log_probs: Vec<TokenLogProb>,
     started: Instant,
     last_token: Option<Instant>,
     _slot: InFlightSlot,
@@ -137,6 +145,11 @@ impl TextStream {
             tokens = &tokens[..at];
         }
         self.usage.completion_tokens += u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        if let Some(log_probs) = chunk.log_probs {
+            // One entry per token; a stop token's entry goes with it.
+            self.log_probs
+                .extend(log_probs.into_iter().take(tokens.len()));
+        }
         if let Some(usage) = chunk.usage {
             self.usage.cached_tokens = usage.cached_tokens;
         }
@@ -159,7 +172,10 @@ impl TextStream {
     fn release(&mut self, text: &str) -> bool {
         let (released, stopped) = self.stops.push(text);
         if !released.is_empty() {
-            self.pending.push_back(TextEvent::Delta(released));
+            self.pending.push_back(TextEvent::Delta {
+                text: released,
+                log_probs: std::mem::take(&mut self.log_probs),
+            });
         }
         if stopped {
             self.done(FinishReason::Stop);
@@ -178,7 +194,10 @@ impl TextStream {
         }
         let held = self.stops.finish();
         if !held.is_empty() {
-            self.pending.push_back(TextEvent::Delta(held));
+            self.pending.push_back(TextEvent::Delta {
+                text: held,
+                log_probs: std::mem::take(&mut self.log_probs),
+            });
         }
         self.done(reason);
         Ok(())
@@ -186,6 +205,12 @@ impl TextStream {
 
     fn done(&mut self, reason: FinishReason) {
         self.tokens = None;
+        if !self.log_probs.is_empty() {
+            self.pending.push_back(TextEvent::Delta {
+                text: String::new(),
+                log_probs: std::mem::take(&mut self.log_probs),
+            });
+        }
         metrics::tokens(&self.entry.name, &self.usage);
         metrics::request_done(&self.entry.name, self.endpoint, axum::http::StatusCode::OK);
         self.pending.push_back(TextEvent::Done {

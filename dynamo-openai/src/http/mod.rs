@@ -6,6 +6,7 @@ mod completions;
 mod error;
 mod generate;
 mod listener;
+mod logprobs;
 pub(crate) mod metrics;
 mod models;
 mod openapi;

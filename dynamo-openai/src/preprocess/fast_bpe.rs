@@ -84,6 +84,11 @@ impl FastBpe {
         Some(Ok(ids))
     }
 
+    /// The bytes `id` stands for, if the vocabulary has it.
+    pub(super) fn piece(&self, id: u32) -> Option<&[u8]> {
+        self.pieces.get(id as usize).map(|(piece, _)| &piece[..])
+    }
+
     /// The text of `ids`: unknown ids are left out, special tokens too when `skip_special`,
     /// and bytes that are not UTF-8 become U+FFFD.
     pub(super) fn decode(&self, ids: &[u32], skip_special: bool) -> String {
@@ -115,7 +120,7 @@ fn bpe(model: &impl Model, word: &str) -> Result<Box<[u32]>, Error> {
 /// The bytes a token stands for: a special token's own text; otherwise its characters mapped
 /// back through the byte-level table, or, if one of them is not in the table, the token's own
 /// UTF-8 (as the `tokenizers` byte-level decoder does).
-fn token_bytes(token: &str, special: bool) -> Box<[u8]> {
+pub(super) fn token_bytes(token: &str, special: bool) -> Box<[u8]> {
     if special {
         return token.as_bytes().into();
     }

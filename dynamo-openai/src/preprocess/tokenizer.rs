@@ -214,6 +214,23 @@ impl Tokenizer {
             .map_err(Error::tokenizer)
     }
 
+    /// The bytes one token stands for, which may be part of a UTF-8 character (as OpenAI's
+    /// `logprobs.content[].bytes` reports them). Byte-level vocabularies map the token's
+    /// characters back to bytes; others give the UTF-8 of the token decoded alone.
+    pub fn token_bytes(&self, id: u32) -> Result<Vec<u8>, Error> {
+        if let Some(piece) = self.fast.as_ref().and_then(|fast| fast.piece(id)) {
+            return Ok(piece.to_vec());
+        }
+        let decoded = self.decode_with_library(&[id], false)?;
+        if !decoded.contains(char::REPLACEMENT_CHARACTER) {
+            return Ok(decoded.into_bytes());
+        }
+        Ok(match self.inner.id_to_token(id) {
+            Some(token) => super::fast_bpe::token_bytes(&token, false).into_vec(),
+            None => decoded.into_bytes(),
+        })
+    }
+
     /// The id of `token`, if the vocabulary has it.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

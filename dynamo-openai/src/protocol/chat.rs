@@ -5,6 +5,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::common::{SamplingFields, StreamOptions, UsageBody};
+use super::logprobs::ChatLogProbs;
 use super::schema;
 
 /// A chat completion request.
@@ -214,7 +215,7 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     /// Log-probabilities, when asked for.
     #[schema(required)]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<ChatLogProbs>,
     /// `stop`, `length` or `tool_calls`.
     #[schema(required)]
     pub finish_reason: Option<String>,
@@ -264,7 +265,7 @@ pub struct ChatChunkChoice {
     pub delta: ChatDelta,
     /// Log-probabilities of this chunk's tokens, when asked for.
     #[schema(required)]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<ChatLogProbs>,
     /// Set on the choice's last chunk.
     #[schema(required)]
     pub finish_reason: Option<String>,

@@ -5,6 +5,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::common::{SamplingFields, StreamOptions, UsageBody};
+use super::logprobs::CompletionLogProbs;
 use super::schema;
 
 /// A text completion request.
@@ -85,7 +86,7 @@ pub struct CompletionChoice {
     pub text: String,
     /// Log-probabilities, when asked for.
     #[schema(required)]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<CompletionLogProbs>,
     /// Set on the choice's last chunk.
     #[schema(required)]
     pub finish_reason: Option<String>,

@@ -9,6 +9,7 @@
 mod chat;
 pub(crate) mod common;
 mod completion;
+mod logprobs;
 mod models;
 mod schema;
 mod tokenize;
@@ -20,5 +21,6 @@ pub use chat::{
 };
 pub use common::{PromptTokensDetails, SamplingFields, StopSequences, StreamOptions, UsageBody};
 pub use completion::{Completion, CompletionChoice, CompletionChunk, CompletionRequest, Prompt};
+pub use logprobs::{ChatLogProbs, ChatTokenLogProb, CompletionLogProbs, TopLogProb};
 pub use models::{ModelCard, ModelList};
 pub use tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};

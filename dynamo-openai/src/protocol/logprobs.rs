@@ -1,0 +1,58 @@
+//! Log-probabilities as OpenAI shapes them: per token with alternatives for chat, in parallel
+//! lists for text completions.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The log-probabilities of a chat choice, or of the tokens of one stream chunk.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatLogProbs {
+    /// One entry per generated token, in order.
+    #[schema(required)]
+    pub content: Option<Vec<ChatTokenLogProb>>,
+    /// Log-probabilities of a refusal; always null here (no engine produces refusals).
+    #[schema(required)]
+    pub refusal: Option<Vec<ChatTokenLogProb>>,
+}
+
+/// One generated token of a chat answer, with the most likely alternatives at its position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatTokenLogProb {
+    /// The token's text (`bytes:\xNN…` when it is part of a UTF-8 character).
+    pub token: String,
+    /// Its natural-log probability under the model's distribution.
+    pub logprob: f32,
+    /// The token's bytes, which may be part of a UTF-8 character.
+    #[schema(required)]
+    pub bytes: Option<Vec<u8>>,
+    /// The `top_logprobs` most likely tokens at this position, most likely first.
+    pub top_logprobs: Vec<TopLogProb>,
+}
+
+/// An alternative token at a position of a chat answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TopLogProb {
+    /// The token's text.
+    pub token: String,
+    /// Its natural-log probability.
+    pub logprob: f32,
+    /// The token's bytes.
+    #[schema(required)]
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// The log-probabilities of a text completion choice (or of one chunk's tokens), as parallel
+/// lists with one entry per token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CompletionLogProbs {
+    /// The tokens' texts.
+    pub tokens: Vec<String>,
+    /// Their natural-log probabilities.
+    pub token_logprobs: Vec<f32>,
+    /// The `logprobs` most likely tokens at each position, as token text to log-probability.
+    pub top_logprobs: Vec<BTreeMap<String, f32>>,
+    /// Where each token starts in the choice's text, in characters.
+    pub text_offset: Vec<u32>,
+}
