@@ -14,15 +14,20 @@
 //! - [`CircuitBreakerLayer`]: around one worker's engine, stop sending it requests after a few
 //!   failures in a row, refusing at once with `unavailable`, and let one probe through after a
 //!   cool-down.
+//! - [`DeadlineLayer`]: end a request that runs past its
+//!   [`timeout`](crate::GenerateRequest::timeout) with a `timeout` error, and cancel its work,
+//!   there and on the worker.
 //!
 //! The design and the order to stack them in are in `docs/reliability.md`.
 
 mod breaker;
 mod breaker_state;
+mod deadline;
 mod first_chunk;
 mod policy;
 mod retry;
 
 pub use breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
+pub use deadline::{Deadline, DeadlineLayer};
 pub use policy::is_retried;
 pub use retry::{ResponseFuture as RetryFuture, Retry, RetryConfig, RetryLayer};
