@@ -18,7 +18,37 @@
 //!   [`timeout`](crate::GenerateRequest::timeout) with a `timeout` error, and cancel its work,
 //!   there and on the worker.
 //!
-//! The design and the order to stack them in are in `docs/reliability.md`.
+//! From the outside in: the deadline (it covers every attempt), then retries, then (per
+//! worker, below a router, or directly on a single worker's engine) the circuit breaker:
+//!
+//! ```
+//! use std::time::Duration;
+//! use dynamo_core::layers::{CircuitBreakerConfig, CircuitBreakerLayer, DeadlineLayer};
+//! use dynamo_core::layers::{RetryConfig, RetryLayer};
+//! use dynamo_core::{EchoEngine, EngineExt, GenerateRequest};
+//! use tower::ServiceBuilder;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), dynamo_core::Error> {
+//! let mut engine = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::new().default_timeout(Duration::from_secs(120)))
+//!     .layer(RetryLayer::new(RetryConfig::default().max_attempts(3).budget(0.2, 10)))
+//!     .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+//!     .service(EchoEngine::new())
+//!     .boxed_engine();
+//! let request = GenerateRequest::new("r1", "echo", vec![1, 2, 3])
+//!     .with_max_tokens(2)
+//!     .with_timeout(Duration::from_secs(10));
+//! assert_eq!(engine.generate_all(request).await?.tokens, [1, 2]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! In front of a `dynamo_router::RouterService`, put the deadline and the retries above the
+//! router and a breaker on each worker's engine as it joins (`insert_worker`, or by mapping
+//! the services of the discover stream); the router's own health checks eject a worker whose
+//! attempts fail and bring it back with canaries, and the breaker adds an immediate refusal
+//! that costs the worker nothing while it is open. The design is in `docs/reliability.md`.
 
 mod breaker;
 mod breaker_state;
