@@ -46,7 +46,6 @@ impl Service<GenerateRequest> for Flaky {
 
     fn call(&mut self, request: GenerateRequest) -> Self::Future {
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
-        assert!(!request.is_cancelled(), "each attempt gets a live token");
         if attempt >= self.failures {
             let chunk = TokenChunk {
                 finish_reason: Some(FinishReason::Length),
@@ -56,7 +55,10 @@ impl Service<GenerateRequest> for Flaky {
         }
         let error = (self.error)();
         if self.in_stream {
-            return std::future::ready(Ok(TokenStream::from_chunks([Err(error)])));
+            // The worst case: the stream cancels the very token its request came with.
+            let token = request.cancellation().clone();
+            let chunks = futures::stream::iter([Err(error)]);
+            return std::future::ready(Ok(TokenStream::new(chunks, token)));
         }
         std::future::ready(Err(error))
     }
@@ -78,9 +80,15 @@ async fn retries_a_transient_failure() {
             ..Flaky::new(2, || Error::unavailable("worker restarting"))
         };
         let mut retried = RetryLayer::new(config().max_attempts(3)).layer(engine.clone());
-        let generation = retried.generate_all(request(1)).await.unwrap();
+        let request = request(1);
+        let token = request.cancellation().clone();
+        let generation = retried.generate_all(request).await.unwrap();
         assert_eq!(generation.tokens, [7]);
         assert_eq!(engine.attempts(), 3, "in_stream: {in_stream}");
+        assert!(
+            !token.is_cancelled(),
+            "failed attempts cancel only their own work"
+        );
     }
 }
 
@@ -110,6 +118,14 @@ async fn does_not_retry_invalid_or_cancelled_requests() {
             .unwrap_err()
             .is_cancelled()
     );
+    assert_eq!(engine.attempts(), 1);
+
+    // A request cancelled by its caller is not sent again, whatever the error.
+    let engine = Flaky::new(u32::MAX, || Error::unavailable("down"));
+    let mut retried = RetryLayer::new(config()).layer(engine.clone());
+    let cancelled = request(2);
+    cancelled.cancellation().cancel();
+    assert!(retried.generate_all(cancelled).await.is_err());
     assert_eq!(engine.attempts(), 1);
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
@@ -40,6 +41,8 @@ pub(crate) struct RetryPolicy {
     backoff: Duration,
     /// Attempts made so far for this request (0 before the first).
     attempts: u32,
+    /// The request's own cancellation token; each attempt watches a child of it.
+    root: Option<CancellationToken>,
 }
 
 impl std::fmt::Debug for RetryPolicy {
@@ -69,7 +72,27 @@ impl RetryPolicy {
             max_attempts: config.max_attempts.max(1),
             backoff: config.backoff,
             attempts: 0,
+            root: None,
         }
+    }
+
+    /// This template's policy for one request, and the request as its first attempt sends it:
+    /// with a child of its token, so that a failed attempt's work, cancelled when its stream is
+    /// dropped, is that attempt's alone.
+    pub(crate) fn for_request(&self, request: GenerateRequest) -> (Self, GenerateRequest) {
+        let root = request.cancellation().clone();
+        let first = request.with_cancellation(root.child_token());
+        let policy = RetryPolicy {
+            root: Some(root),
+            ..self.clone()
+        };
+        (policy, first)
+    }
+
+    fn is_cancelled(&self, request: &GenerateRequest) -> bool {
+        self.root
+            .as_ref()
+            .map_or_else(|| request.is_cancelled(), CancellationToken::is_cancelled)
     }
 }
 
@@ -82,7 +105,7 @@ impl Policy<GenerateRequest, TokenStream, Error> for RetryPolicy {
         result: &mut Result<TokenStream, Error>,
     ) -> Option<Self::Future> {
         let error = result.as_ref().err()?;
-        if !is_retried(error) || request.is_cancelled() || self.attempts >= self.max_attempts {
+        if !is_retried(error) || self.is_cancelled(request) || self.attempts >= self.max_attempts {
             return None;
         }
         if !self.budget.withdraw() {
@@ -104,7 +127,10 @@ impl Policy<GenerateRequest, TokenStream, Error> for RetryPolicy {
         }
         // Each attempt watches a child of the request's token: a failed attempt's stream cancels
         // only its own work when dropped, and cancelling the request still stops every attempt.
-        let token = request.cancellation().child_token();
+        let token = match &self.root {
+            Some(root) => root.child_token(),
+            None => request.cancellation().child_token(),
+        };
         Some(request.clone().with_cancellation(token))
     }
 }

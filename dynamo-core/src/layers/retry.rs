@@ -154,9 +154,10 @@ where
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         // A fresh policy per request: its attempt count starts at zero, its budget is shared.
-        let mut retry = tower::retry::Retry::new(self.policy.clone(), ready);
+        let (policy, first) = self.policy.for_request(request);
+        let mut retry = tower::retry::Retry::new(policy, ready);
         ResponseFuture {
-            inner: retry.call(request),
+            inner: retry.call(first),
         }
     }
 }
