@@ -2,8 +2,8 @@
 
 Usage: python openai_client.py BASE_URL MODEL
 
-Every call must succeed and parse into the client's own types; the checks are about shape, since
-the demo's simulated workers echo the prompt.
+Every call must succeed and parse into the client's own types; the checks are about shape, and
+about the log-probabilities of greedy answers on the real model.
 """
 
 import sys
@@ -47,6 +47,8 @@ def main(base_url: str, model: str) -> None:
     )
     assert streamed, "empty streamed completion"
 
+    check_logprobs(client, model, messages)
+
     try:
         client.chat.completions.create(model=model, messages=messages, n=3)
         raise AssertionError("n=3 was accepted")
@@ -61,7 +63,43 @@ def main(base_url: str, model: str) -> None:
         assert error.status_code == 404
 
     print(f"openai {openai.__version__}: models, chat (whole and streamed), completions "
-          f"(batched and streamed) and errors all parse")
+          f"(batched and streamed), log-probabilities and errors all parse")
+
+
+def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
+    """Greedy answers with log-probabilities: each token's is at most 0 and the largest of its
+    alternatives, the tokens spell the answer, and a streamed rerun gives the same ones."""
+    greedy = {"model": model, "messages": messages, "max_tokens": 8, "temperature": 0}
+    chat = client.chat.completions.create(**greedy, logprobs=True, top_logprobs=3)
+    content = chat.choices[0].logprobs.content
+    assert content, chat
+    for entry in content:
+        assert entry.logprob <= 0, entry
+        assert len(entry.top_logprobs) == 3, entry
+        best = max(top.logprob for top in entry.top_logprobs)
+        assert abs(entry.logprob - best) < 1e-6, entry
+        assert bytes(entry.bytes) == entry.token.encode(), entry
+    assert "".join(entry.token for entry in content) == chat.choices[0].message.content, chat
+
+    stream = client.chat.completions.create(**greedy, logprobs=True, top_logprobs=3, stream=True)
+    streamed = [entry for chunk in stream if chunk.choices and chunk.choices[0].logprobs
+                for entry in chunk.choices[0].logprobs.content]
+    assert [e.token for e in streamed] == [e.token for e in content], streamed
+    assert all(abs(a.logprob - b.logprob) < 1e-2 for a, b in zip(streamed, content)), streamed
+
+    completion = client.completions.create(model=model, prompt="The capital of France is",
+                                           max_tokens=4, temperature=0, logprobs=2)
+    logprobs = completion.choices[0].logprobs
+    assert "".join(logprobs.tokens) == completion.choices[0].text, completion
+    assert all(lp <= 0 for lp in logprobs.token_logprobs), logprobs
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs), logprobs
+    assert logprobs.text_offset[0] == 0 and logprobs.text_offset == sorted(logprobs.text_offset)
+
+    try:
+        client.chat.completions.create(**greedy, logprobs=True, top_logprobs=21)
+        raise AssertionError("top_logprobs=21 was accepted")
+    except openai.BadRequestError as error:
+        assert error.body["param"] == "top_logprobs", error.body
 
 
 if __name__ == "__main__":
