@@ -20,10 +20,13 @@
 //! ```no_run
 //! use dynamo_assets::{SMOLLM2_135M_INSTRUCT, cache_dir};
 //!
+//! let mut received = 0;
 //! let path = SMOLLM2_135M_INSTRUCT.fetch_with_progress(&cache_dir()?, &mut |progress| {
-//!     eprint!("\r{} of {:?} bytes", progress.done, progress.total);
+//!     received = progress.done;
 //! })?;
-//! println!("the model is at {}", path.display());
+//! // `received` stays 0 when the file was already in the cache.
+//! let size = std::fs::metadata(&path).map_or(0, |file| file.len());
+//! assert!(received <= size);
 //! # Ok::<(), dynamo_assets::FetchError>(())
 //! ```
 //!

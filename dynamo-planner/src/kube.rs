@@ -55,7 +55,7 @@ const FIELD_MANAGER: &str = "dynamo-planner";
 ///     .with_custom_resource(WorkerRole::Decode, graph, "llama-decode");
 /// scaler.scale(WorkerRole::Prefill, 3).await?;
 /// let size = scaler.size(WorkerRole::Prefill).await?;
-/// println!("{} of {} prefill workers ready", size.ready, size.desired);
+/// tracing::info!("{} of {} prefill workers ready", size.ready, size.desired);
 /// # Ok(())
 /// # }
 /// ```

@@ -28,7 +28,7 @@ use crate::{Decision, Error, Observation, Planner, Replicas, Scaler};
 /// use dynamo_planner::Replicas;
 ///
 /// let decisions = dynamo_planner::run(&mut planner, observations, scaler, Replicas::Aggregated(1)).await;
-/// println!("{} planning steps", decisions.len());
+/// tracing::info!("{} planning steps", decisions.len());
 /// # }
 /// ```
 pub async fn run(

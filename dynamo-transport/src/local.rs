@@ -7,7 +7,7 @@
 //!
 //! let nats = LocalNats::start()?;
 //! let etcd = LocalEtcd::start()?;
-//! println!("NATS at {}, etcd at {}", nats.url(), etcd.url());
+//! tracing::info!("NATS at {}, etcd at {}", nats.url(), etcd.url());
 //! # Ok::<(), dynamo_transport::Error>(())
 //! ```
 

@@ -31,7 +31,7 @@ pub trait Membership: Send + Sync {
 ///
 /// let registry = RegistryDirectory::new("/tmp/dynamo-registry");
 /// let listed = registry.members(WorkerRole::Aggregated).await?;
-/// println!("{} workers joined", listed.len());
+/// tracing::info!("{} workers joined", listed.len());
 /// # Ok(())
 /// # }
 /// ```

@@ -43,7 +43,7 @@ use crate::{Error, PoolSize, Scaler};
 /// scaler.scale(WorkerRole::Aggregated, 2).await?;
 /// // Later: ready reaches 2 once both workers have registered.
 /// let size = scaler.size(WorkerRole::Aggregated).await?;
-/// println!("{} of {} ready", size.ready, size.desired);
+/// tracing::info!("{} of {} ready", size.ready, size.desired);
 /// # Ok(())
 /// # }
 /// ```

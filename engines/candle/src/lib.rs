@@ -41,7 +41,7 @@
 //! let mut engine = CandleEngine::start(weights, CandleConfig::default(), None)?;
 //! let request = GenerateRequest::new("r1", "smollm2", vec![1, 9690, 198]).with_max_tokens(8);
 //! let generation = engine.generate_all(request).await?;
-//! println!("{:?}", generation.tokens);
+//! tracing::info!("{:?}", generation.tokens);
 //! # Ok(())
 //! # }
 //! ```
