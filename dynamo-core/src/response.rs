@@ -180,6 +180,23 @@ mod tests {
     }
 
     #[test]
+    fn log_probs_survive_json_as_the_request_plane_sends_them() {
+        let chunk = TokenChunk {
+            log_probs: Some(vec![TokenLogProb {
+                token: 7,
+                logprob: -0.125,
+                top: vec![(7, -0.125), (9, -2.5)],
+            }]),
+            ..TokenChunk::token(7)
+        };
+        let json = serde_json::to_string(&chunk).unwrap();
+        assert_eq!(serde_json::from_str::<TokenChunk>(&json).unwrap(), chunk);
+        // A sender that does not know the alternatives leaves them out.
+        let old: TokenLogProb = serde_json::from_str(r#"{"token":7,"logprob":-1.0}"#).unwrap();
+        assert!(old.top.is_empty());
+    }
+
+    #[test]
     fn chunk_json_omits_absent_fields() {
         let json = serde_json::to_string(&TokenChunk::token(7)).unwrap();
         assert_eq!(json, r#"{"tokens":[7]}"#);
