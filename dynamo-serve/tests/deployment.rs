@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 
 use dynamo_transport::events::{EventPlane, NatsEvents, Subscription};
 use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
-use support::{Frontend, Process, directory_frontend, read_stream, streamed_completion};
+use support::{
+    Frontend, Process, decisions, directory_frontend, first_events, read_stream,
+    streamed_completion,
+};
 
 /// The etcd lease TTL the workers register with.
 const LEASE_TTL: Duration = Duration::from_secs(2);
@@ -418,26 +421,6 @@ async fn a_stream_whose_worker_is_killed_mid_stream_continues_on_the_other_worke
     assert_eq!(text, answer["choices"][0]["text"].as_str().expect("a text"));
     workers.clear();
     let _ = std::fs::remove_dir_all(&directory);
-}
-
-/// Start the streamed completion `body` asks for; its body and first events.
-async fn first_events(frontend: &Frontend, body: &Value) -> (Incoming, String) {
-    let response = frontend.post("/v1/completions", body).await;
-    assert_eq!(response.status().as_u16(), 200);
-    let mut stream = response.into_body();
-    let first = stream.frame().await.expect("a chunk").expect("readable");
-    let events = String::from_utf8_lossy(first.data_ref().expect("data")).into_owned();
-    (stream, events)
-}
-
-/// The routing decisions `/metrics` counts for worker `id`.
-fn decisions(metrics: &str, id: u64) -> u64 {
-    let worker = format!("worker=\"{id}/0\"");
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("dynamo_router_decisions_total{") && line.contains(&worker))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

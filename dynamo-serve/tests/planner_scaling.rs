@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use dynamo_core::WorkerRole;
 use dynamo_planner::local::{LocalProcesses, RegistryDirectory, WorkerTemplate};
 use dynamo_planner::{PoolSize, Scaler};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use dynamo_transport::local::LocalNats;
-use support::{Frontend, Process, directory_frontend, read_stream, streamed_completion};
+use support::{
+    Frontend, Process, decisions, directory_frontend, first_events, read_stream,
+    streamed_completion,
+};
 
 const POOL: WorkerRole = WorkerRole::Aggregated;
 /// Tokens per long stream: about 11 s of the mocker at `--speedup 0.2`, long enough to outlast
@@ -45,16 +47,6 @@ async fn settles(scaler: &LocalProcesses, expected: PoolSize) {
     }
 }
 
-/// The routing decisions `/metrics` counts for worker `id`.
-fn decisions(metrics: &str, id: u64) -> u64 {
-    let worker = format!("worker=\"{id}/0\"");
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("dynamo_router_decisions_total{") && line.contains(&worker))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// A streamed completion of a prompt of `token` repeated (the mocker echoes it, so the text
 /// shows a lost or repeated token); its body and first events.
 async fn open_stream(frontend: &Frontend, token: u32) -> (Incoming, String) {
@@ -62,12 +54,7 @@ async fn open_stream(frontend: &Frontend, token: u32) -> (Incoming, String) {
         "model": "smollm2", "prompt": vec![token; 64], "max_tokens": MAX_TOKENS,
         "stream": true, "stream_options": { "include_usage": true },
     });
-    let response = frontend.post("/v1/completions", &body).await;
-    assert_eq!(response.status().as_u16(), 200);
-    let mut stream = response.into_body();
-    let first = stream.frame().await.expect("a chunk").expect("readable");
-    let events = String::from_utf8_lossy(first.data_ref().expect("data")).into_owned();
-    (stream, events)
+    first_events(frontend, &body).await
 }
 
 /// Read the rest of a stream; assert it ends whole.

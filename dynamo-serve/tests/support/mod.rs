@@ -234,3 +234,23 @@ pub(crate) fn streamed_completion(events: &str) -> (String, Value, usize, bool) 
     }
     (text, usage, errors, done)
 }
+
+/// Start the streamed completion `body` asks for; its body and first events.
+pub(crate) async fn first_events(frontend: &Frontend, body: &Value) -> (Incoming, String) {
+    let response = frontend.post("/v1/completions", body).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let mut stream = response.into_body();
+    let first = stream.frame().await.expect("a chunk").expect("readable");
+    let events = String::from_utf8_lossy(first.data_ref().expect("data")).into_owned();
+    (stream, events)
+}
+
+/// The routing decisions `/metrics` counts for worker `id`.
+pub(crate) fn decisions(metrics: &str, id: u64) -> u64 {
+    let worker = format!("worker=\"{id}/0\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("dynamo_router_decisions_total{") && line.contains(&worker))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
