@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::time::Instant;
 
 use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
 use dynamo_core::{EngineExt, GenerateRequest};
@@ -48,27 +47,4 @@ async fn greedy_tokens_have_the_largest_logprob_of_a_sorted_top() {
     // Without the option, no log-probabilities travel.
     let plain = engine.generate_all(greedy("plain", 2, None)).await.unwrap();
     assert!(plain.log_probs.is_none());
-}
-
-/// Tokens per second of a greedy answer of `tokens` tokens (prefill included).
-async fn rate(engine: &mut CandleEngine, tokens: u32, logprobs: Option<u32>) -> f64 {
-    let started = Instant::now();
-    let generation = engine
-        .generate_all(greedy("overhead", tokens, logprobs))
-        .await
-        .unwrap();
-    generation.tokens.len() as f64 / started.elapsed().as_secs_f64()
-}
-
-/// Decode speed with and without log-probabilities, in the same run (printed, not asserted:
-/// `cargo test -p dynamo-candle --release --test logprobs -- --nocapture`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logprobs_overhead() {
-    let mut engine = engine();
-    let plain = rate(&mut engine, 16, None).await;
-    let with = rate(&mut engine, 16, Some(20)).await;
-    let again = rate(&mut engine, 16, None).await;
-    eprintln!(
-        "decode: {plain:.1} and {again:.1} tokens/s plain, {with:.1} tokens/s with top-20 logprobs"
-    );
 }
