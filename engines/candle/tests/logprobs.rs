@@ -6,7 +6,6 @@
 
 mod support;
 
-
 use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
 use dynamo_core::{EngineExt, GenerateRequest};
 use support::chat_prompt;
