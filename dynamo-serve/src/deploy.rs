@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynamo_candle::LlamaWeights;
+use dynamo_core::layers::DeadlineLayer;
 use dynamo_core::{
     BlockSize, BoxEngine, EngineExt, Error, KvEvent, KvLayout, ResyncRequest, WorkerId, WorkerRole,
 };
@@ -160,11 +161,11 @@ pub(crate) fn follow<T: Transport>(
     Ok(())
 }
 
-/// `engine` (a router) behind request migration and tower's load shedding: a request whose
-/// worker fails mid-stream continues on another (`--migration-limit` times at most), and when
-/// the router has
-/// no capacity (every worker busy and its wait queue full), a request is answered at once (503
-/// with `Retry-After`) instead of waiting.
+/// `engine` (a router) behind request migration, a deadline and tower's load shedding: a
+/// request whose worker fails mid-stream continues on another (`--migration-limit` times at
+/// most), a request still running after `--request-timeout` ends with a timeout and its work
+/// is cancelled, and when the router has no capacity (every worker busy and its wait queue
+/// full), a request is answered at once (503 with `Retry-After`) instead of waiting.
 pub(crate) fn shed_load<E>(options: &Options, engine: E) -> BoxEngine
 where
     E: dynamo_core::Engine + Clone + Send + Sync + 'static,
@@ -174,9 +175,14 @@ where
         limit: options.migration_limit,
         ..MigrationConfig::default()
     };
+    let mut deadline = DeadlineLayer::new();
+    if options.request_timeout > 0 {
+        deadline = deadline.default_timeout(Duration::from_secs(options.request_timeout));
+    }
     tower::ServiceBuilder::new()
         .map_err(Error::from_boxed)
         .load_shed()
+        .layer(deadline)
         .layer(MigrateLayer::new(migration))
         .service(engine)
         .boxed_engine()

@@ -501,3 +501,28 @@ async fn a_worker_stopped_by_sigterm_leaves_routing_and_finishes_its_stream() {
     workers.clear();
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_timeout_ends_with_a_504_and_the_next_is_served() {
+    let port = free_port().expect("a free port").to_string();
+    // A slow simulated engine: 2,000 tokens take far longer than the 1-second limit.
+    let _serve = Process::start(&[
+        "--engine",
+        "mocker",
+        "--speedup",
+        "0.05",
+        "--request-timeout",
+        "1",
+        "--port",
+        &port,
+    ]);
+    let frontend = Frontend::new(port.parse().expect("a port"));
+    frontend.wait_ready().await;
+    let started = std::time::Instant::now();
+    let (status, body) = frontend.complete("a long answer", 2000).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["type"], "timeout_error", "{body}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let (status, body) = frontend.complete("a short answer", 2).await;
+    assert_eq!(status, 200, "{body}");
+}

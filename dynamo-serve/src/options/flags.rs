@@ -246,6 +246,10 @@ struct GatewayArgs {
     /// Above the longest honest wait: a CPU model's first token under load can take a minute
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     stall_timeout: u64,
+    /// Each request ends with a 504 (`timeout`) after this many seconds, migrations included,
+    /// and its work is cancelled on the worker, which is told the time left (0: no limit)
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    request_timeout: u64,
     /// On SIGTERM: stop accepting connections, then finish the open streams for up to this
     /// many seconds before exiting
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_TIMEOUT)]
@@ -387,6 +391,7 @@ fn options(
         body_limit: gateway.body_limit,
         migration_limit: gateway.migration_limit,
         stall_timeout: gateway.stall_timeout,
+        request_timeout: gateway.request_timeout,
         drain_timeout: gateway.drain_timeout,
         sampling_defaults: gateway.sampling_defaults,
         id: None,

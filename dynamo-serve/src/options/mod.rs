@@ -170,6 +170,8 @@ pub(crate) struct Options {
     pub(crate) migration_limit: u32,
     /// Seconds without a token before an attempt ends and its worker is ejected (0: never).
     pub(crate) stall_timeout: u64,
+    /// Seconds before a request ends with a timeout, its work cancelled (0: never).
+    pub(crate) request_timeout: u64,
     /// Seconds a process stopped by SIGTERM finishes its open streams.
     pub(crate) drain_timeout: u64,
     pub(crate) sampling_defaults: SamplingSource,
@@ -471,6 +473,7 @@ mod tests {
             options("frontend --registry r --router approx-kv --migration-limit 0").expect("valid");
         assert_eq!(frontend.migration_limit, 0);
         assert_eq!(serve.stall_timeout, 120);
+        assert_eq!(serve.request_timeout, 0);
         let unwatched = options("frontend --registry r --router approx-kv --stall-timeout 0");
         assert_eq!(unwatched.expect("valid").stall_timeout, 0);
         assert_eq!(serve.drain_timeout, 30);
