@@ -15,11 +15,11 @@ use tower::{Layer, Service};
 /// when the call's work is cancelled.
 type Seen = (Option<Duration>, oneshot::Receiver<()>);
 
-/// Emits one token a second, after `first_after`; reports the timeout it was given and the
-/// moment its request is cancelled.
+/// Answers at once and then emits one token a second on the paused clock (or never answers);
+/// reports the timeout it was given and the moment its request is cancelled.
 #[derive(Clone)]
 struct Slow {
-    first_after: Duration,
+    answers: bool,
     seen: mpsc::UnboundedSender<Seen>,
 }
 
@@ -41,12 +41,17 @@ impl Service<GenerateRequest> for Slow {
             let _ = cancelled.send(());
         });
         let _ = self.seen.send((request.timeout, observed));
-        let first_after = self.first_after;
+        let answers = self.answers;
         Box::pin(async move {
-            tokio::time::sleep(first_after).await;
-            let tokens = futures::stream::unfold(1u32, |n| async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                Some((Ok(TokenChunk::token(n)), n + 1))
+            if !answers {
+                std::future::pending::<()>().await;
+            }
+            // The engine's pace: a token at each tick of a one-second clock after the first.
+            let second = Duration::from_secs(1);
+            let clock = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
+            let tokens = futures::stream::unfold((1u32, clock), |(n, mut clock)| async move {
+                clock.tick().await;
+                Some((Ok(TokenChunk::token(n)), (n + 1, clock)))
             });
             let first = futures::stream::once(async { Ok(TokenChunk::token(0)) });
             Ok(TokenStream::new(first.chain(tokens), work))
@@ -54,14 +59,14 @@ impl Service<GenerateRequest> for Slow {
     }
 }
 
-fn slow(first_after: Duration) -> (Slow, mpsc::UnboundedReceiver<Seen>) {
+fn slow(answers: bool) -> (Slow, mpsc::UnboundedReceiver<Seen>) {
     let (seen, calls) = mpsc::unbounded_channel();
-    (Slow { first_after, seen }, calls)
+    (Slow { answers, seen }, calls)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_stream_past_its_deadline_ends_with_a_timeout_and_cancels_the_work() {
-    let (engine, mut calls) = slow(Duration::ZERO);
+    let (engine, mut calls) = slow(true);
     let mut engine = DeadlineLayer::new().layer(engine);
     let request = GenerateRequest::new("r", "m", vec![1]).with_timeout(Duration::from_millis(2500));
     let mut stream = engine.generate(request).await.unwrap();
@@ -86,7 +91,7 @@ async fn a_stream_past_its_deadline_ends_with_a_timeout_and_cancels_the_work() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deadline_before_the_first_answer_fails_the_call() {
-    let (engine, mut calls) = slow(Duration::from_secs(60));
+    let (engine, mut calls) = slow(false);
     let mut engine = DeadlineLayer::new()
         .default_timeout(Duration::from_secs(10))
         .layer(engine);
@@ -110,7 +115,7 @@ async fn a_deadline_before_the_first_answer_fails_the_call() {
 
 #[tokio::test(start_paused = true)]
 async fn requests_within_their_deadline_are_untouched() {
-    let (engine, _calls) = slow(Duration::ZERO);
+    let (engine, _calls) = slow(true);
     let mut engine = DeadlineLayer::new().layer(engine);
     let request = GenerateRequest::new("r", "m", vec![1]);
     let mut stream = engine.generate(request).await.unwrap();
