@@ -130,7 +130,15 @@ impl LocalNats {
     /// [`Error::CannotRun`] when it cannot be run, [`Error::NotListening`] when it does not
     /// listen, and [`Error::NoFreePort`] when no port is free.
     pub fn start() -> Result<Self, Error> {
-        Self::start_on(free_port()?)
+        // A server that lost its port to another process in the moment after `free_port`
+        // does not greet; a fresh port is tried then.
+        let mut tries = 3;
+        loop {
+            match Self::start_on(free_port()?) {
+                Err(Error::NotListening { .. }) if tries > 1 => tries -= 1,
+                started => return started,
+            }
+        }
     }
 
     /// Start one on `port` (to restart a stopped one where its clients expect it).
@@ -141,9 +149,23 @@ impl LocalNats {
     /// listen.
     pub fn start_on(port: u16) -> Result<Self, Error> {
         let args = ["-a", "127.0.0.1", "-p", &port.to_string()].map(String::from);
-        Ok(LocalNats {
-            server: Server::start("nats-server", port, &args)?,
-        })
+        let mut server = Server::start("nats-server", port, &args)?;
+        // Something answers on the port: it is this server only if it greets as NATS does
+        // and is still running.
+        let alive = |server: &mut Server| {
+            server
+                .child
+                .as_mut()
+                .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+        };
+        if !(greets_as_nats(port) && alive(&mut server)) {
+            server.stop();
+            return Err(Error::NotListening {
+                program: "nats-server",
+                port,
+            });
+        }
+        Ok(LocalNats { server })
     }
 
     /// Its port.
@@ -160,6 +182,18 @@ impl LocalNats {
     pub fn stop(&mut self) {
         self.server.stop();
     }
+}
+
+/// Whether the server on `port` opens a connection with NATS's `INFO` line.
+fn greets_as_nats(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut greeting = [0u8; 4];
+    stream.set_read_timeout(Some(START_TIMEOUT)).is_ok()
+        && stream.read_exact(&mut greeting).is_ok()
+        && &greeting == b"INFO"
 }
 
 /// A single-member `etcd` on loopback ports, with its data in a fresh temporary directory
