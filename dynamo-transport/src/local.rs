@@ -34,18 +34,26 @@ static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 ///
 /// [`Error::NoFreePort`] when the operating system gives none.
 pub fn free_port() -> Result<u16, Error> {
-    let no_port = |error: std::io::Error| Error::NoFreePort {
-        source: error.into(),
-    };
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(no_port)?;
-        let port = listener.local_addr().map_err(no_port)?.port();
-        if handed_out.insert(port) {
+    // Below Linux's ephemeral range (32768 and up): a port from that range can be taken by any
+    // outgoing connection in the moment before the server binds it.
+    let span = u32::from(EPHEMERAL_START - FIRST_PORT);
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for step in 0..span {
+        let port = FIRST_PORT + ((offset + step) % span) as u16;
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return Ok(port);
         }
     }
+    Err(Error::NoFreePort {
+        source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port left").into(),
+    })
 }
+
+/// The ports [`free_port`] hands out: from here up to the ephemeral range.
+const FIRST_PORT: u16 = 20_000;
+const EPHEMERAL_START: u16 = 32_768;
 
 /// A child process killed (and waited for) on drop.
 #[derive(Debug)]

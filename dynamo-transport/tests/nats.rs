@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, StorageTier, WorkerId};
 use dynamo_transport::Error;
 use dynamo_transport::events::{EventPlane, NatsEvents};
-use dynamo_transport::local::{LocalNats, free_port};
+use dynamo_transport::local::LocalNats;
 use futures::StreamExt;
 
 fn block_size() -> BlockSize {
@@ -74,8 +74,8 @@ async fn events_arrive_in_order_and_malformed_messages_are_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_receives_new_events_after_nats_restarts() {
-    let port = free_port().expect("a free port");
-    let mut server = LocalNats::start_on(port).expect("nats-server starts");
+    let mut server = LocalNats::start().expect("nats-server starts");
+    let port = server.port();
     let url = server.url();
     let worker = NatsEvents::connect(&url, "prod").await.expect("connected");
     let router = NatsEvents::connect(&url, "prod").await.expect("connected");
