@@ -139,8 +139,8 @@ async fn open_stream(frontend: &Frontend, prompt: &str) -> Incoming {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frontend_routes_to_two_worker_processes_through_nats_and_etcd() {
-    let nats_port = free_port().expect("a free port");
-    let mut nats = LocalNats::start_on(nats_port).expect("nats-server starts");
+    let mut nats = LocalNats::start().expect("nats-server starts");
+    let nats_port = nats.port();
     let nats_url = nats.url();
     let etcd = LocalEtcd::start().expect("etcd starts");
     let mut first = worker(1, &etcd, &nats);

@@ -133,12 +133,16 @@ pub enum Error {
         source: BoxError,
     },
     /// A local server ran but did not open its port in time, or exited.
-    #[error("{program} did not start listening on port {port} within {START_TIMEOUT:?}")]
+    #[error(
+        "{program} did not start listening on port {port} within {START_TIMEOUT:?}; it wrote:\n{log}"
+    )]
     NotListening {
         /// The program.
         program: &'static str,
         /// The port it was given.
         port: u16,
+        /// The end of what it wrote to stdout and stderr.
+        log: String,
     },
     /// No free loopback port could be found for a local server.
     #[error("no free loopback port: {source}")]
@@ -292,6 +296,7 @@ mod tests {
             Error::NotListening {
                 program: "etcd",
                 port: 1,
+                log: String::new(),
             },
             Error::NoFreePort {
                 source: io().into(),

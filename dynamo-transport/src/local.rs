@@ -12,9 +12,11 @@
 //! ```
 
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -55,29 +57,42 @@ pub fn free_port() -> Result<u16, Error> {
 const FIRST_PORT: u16 = 20_000;
 const EPHEMERAL_START: u16 = 32_768;
 
-/// A child process killed (and waited for) on drop.
+/// A child process killed (and waited for) on drop. What it writes goes to a log file, removed
+/// on drop, whose end is reported when the process does not start.
 #[derive(Debug)]
 struct Server {
     child: Option<Child>,
     program: &'static str,
     port: u16,
+    log: PathBuf,
 }
+
+/// Numbers the log files of this process's servers (one port can be started twice).
+static STARTED: AtomicUsize = AtomicUsize::new(0);
 
 impl Server {
     fn start(program: &'static str, port: u16, args: &[String]) -> Result<Self, Error> {
+        let cannot_run = |error: std::io::Error| Error::CannotRun {
+            program,
+            source: error.into(),
+        };
+        let log = std::env::temp_dir().join(format!(
+            "dynamo-{program}-{}-{port}-{}.log",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        let output = File::create(&log).map_err(cannot_run)?;
         let child = Command::new(program)
             .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(output.try_clone().map_err(cannot_run)?)
+            .stderr(output)
             .spawn()
-            .map_err(|error| Error::CannotRun {
-                program,
-                source: error.into(),
-            })?;
+            .map_err(cannot_run)?;
         let mut server = Server {
             child: Some(child),
             program,
             port,
+            log,
         };
         server.wait_listening()?;
         Ok(server)
@@ -86,20 +101,34 @@ impl Server {
     fn wait_listening(&mut self) -> Result<(), Error> {
         let started = Instant::now();
         while !someone_listens(self.port) {
-            let exited = self
-                .child
-                .as_mut()
-                .is_none_or(|child| child.try_wait().ok().flatten().is_some());
-            if exited || started.elapsed() > START_TIMEOUT {
-                self.stop();
-                return Err(Error::NotListening {
-                    program: self.program,
-                    port: self.port,
-                });
+            if !self.running() || started.elapsed() > START_TIMEOUT {
+                return Err(self.not_listening());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Stop it and say that it did not start, with the end of what it wrote.
+    fn not_listening(&mut self) -> Error {
+        let state = match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => format!("[it exited: {status}]"),
+            _ => "[it was still running]".to_owned(),
+        };
+        self.stop();
+        let written = std::fs::read(&self.log).unwrap_or_default();
+        let tail = &written[written.len().saturating_sub(LOG_TAIL)..];
+        Error::NotListening {
+            program: self.program,
+            port: self.port,
+            log: format!("{}{state}", String::from_utf8_lossy(tail)),
+        }
     }
 
     fn stop(&mut self) {
@@ -109,6 +138,9 @@ impl Server {
         }
     }
 }
+
+/// How much of a server's log a [`Error::NotListening`] carries, in bytes.
+const LOG_TAIL: usize = 2048;
 
 /// Whether a process listens on `port`. A connection to a free port in the ephemeral range can
 /// succeed by connecting to itself (TCP simultaneous open, when the kernel happens to pick the
@@ -121,6 +153,7 @@ fn someone_listens(port: u16) -> bool {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -140,13 +173,7 @@ impl LocalNats {
     pub fn start() -> Result<Self, Error> {
         // A server that lost its port to another process in the moment after `free_port`
         // does not greet; a fresh port is tried then.
-        let mut tries = 3;
-        loop {
-            match Self::start_on(free_port()?) {
-                Err(Error::NotListening { .. }) if tries > 1 => tries -= 1,
-                started => return started,
-            }
-        }
+        retry_not_listening(|| Self::start_once(free_port()?))
     }
 
     /// Start one on `port` (to restart a stopped one where its clients expect it).
@@ -156,22 +183,16 @@ impl LocalNats {
     /// [`Error::CannotRun`] when it cannot be run and [`Error::NotListening`] when it does not
     /// listen.
     pub fn start_on(port: u16) -> Result<Self, Error> {
+        retry_not_listening(|| Self::start_once(port))
+    }
+
+    fn start_once(port: u16) -> Result<Self, Error> {
         let args = ["-a", "127.0.0.1", "-p", &port.to_string()].map(String::from);
         let mut server = Server::start("nats-server", port, &args)?;
         // Something answers on the port: it is this server only if it greets as NATS does
         // and is still running.
-        let alive = |server: &mut Server| {
-            server
-                .child
-                .as_mut()
-                .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
-        };
-        if !(greets_as_nats(port) && alive(&mut server)) {
-            server.stop();
-            return Err(Error::NotListening {
-                program: "nats-server",
-                port,
-            });
+        if !(greets_as_nats(port) && server.running()) {
+            return Err(server.not_listening());
         }
         Ok(LocalNats { server })
     }
@@ -189,6 +210,22 @@ impl LocalNats {
     /// Kill it now.
     pub fn stop(&mut self) {
         self.server.stop();
+    }
+}
+
+/// Run `start` up to three times while it fails with [`Error::NotListening`]: on a loaded
+/// machine a nats-server rarely fails to start without writing a word (seen once in about
+/// thirty thousand starts), and a second try succeeds. The last error, with the server's output, is returned.
+fn retry_not_listening<T>(mut start: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut tries = 3;
+    loop {
+        match start() {
+            Err(error @ Error::NotListening { .. }) if tries > 1 => {
+                tracing::warn!(%error, "a local server did not start; trying again");
+                tries -= 1;
+            }
+            started => return started,
+        }
     }
 }
 
@@ -220,6 +257,10 @@ impl LocalEtcd {
     /// [`Error::CannotRun`] when it cannot be run, [`Error::NotListening`] when it does not
     /// listen, and [`Error::NoFreePort`] when no port is free.
     pub fn start() -> Result<Self, Error> {
+        retry_not_listening(Self::start_once)
+    }
+
+    fn start_once() -> Result<Self, Error> {
         let client = free_port()?;
         let peer = free_port()?;
         let data =
@@ -239,7 +280,9 @@ impl LocalEtcd {
             "--initial-cluster".to_owned(),
             format!("default=http://127.0.0.1:{peer}"),
         ];
-        let server = Server::start("etcd", client, &args)?;
+        let server = Server::start("etcd", client, &args).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&data);
+        })?;
         Ok(LocalEtcd { server, data })
     }
 
