@@ -144,6 +144,15 @@ pub enum Error {
         /// The end of what it wrote to stdout and stderr.
         log: String,
     },
+    /// A part of the request plane's TLS set-up cannot be used: a file that cannot be read,
+    /// PEM without a certificate or key, a key that does not match.
+    #[error("TLS: {what} cannot be used: {reason}")]
+    BadTls {
+        /// Which part.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// No free loopback port could be found for a local server.
     #[error("no free loopback port: {source}")]
     NoFreePort {
@@ -180,6 +189,7 @@ impl Error {
             Error::CannotRun { .. } => "cannot_run",
             Error::NotListening { .. } => "not_listening",
             Error::NoFreePort { .. } => "no_free_port",
+            Error::BadTls { .. } => "bad_tls",
         }
     }
 
@@ -217,7 +227,8 @@ impl Error {
             | Error::Socket { .. }
             | Error::CannotRun { .. }
             | Error::NotListening { .. }
-            | Error::NoFreePort { .. } => false,
+            | Error::NoFreePort { .. }
+            | Error::BadTls { .. } => false,
         }
     }
 
@@ -301,6 +312,10 @@ mod tests {
             Error::NoFreePort {
                 source: io().into(),
             },
+            Error::BadTls {
+                what: "the key",
+                reason: "x".into(),
+            },
         ];
         let names: Vec<&str> = errors.iter().map(Error::name).collect();
         assert_eq!(
@@ -323,6 +338,7 @@ mod tests {
                 "cannot_run",
                 "not_listening",
                 "no_free_port",
+                "bad_tls",
             ]
         );
     }

@@ -298,3 +298,87 @@ impl Drop for LocalEtcd {
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }
+
+/// A throwaway certificate authority for trying TLS on the request plane ([`PlaneTls`]) in
+/// tests and local trials: a fresh key pair and self-signed CA certificate, which issues
+/// certificates for the names and IP addresses asked for. Production deployments bring their
+/// own authority.
+///
+/// ```
+/// use dynamo_transport::local::LocalAuthority;
+/// use dynamo_transport::tcp::PlaneTls;
+///
+/// let authority = LocalAuthority::new()?;
+/// let worker = authority.issue(&["127.0.0.1", "dynamo-worker"])?;
+/// let tls = PlaneTls::from_pem(authority.pem().as_bytes(), worker.cert.as_bytes(), worker.key.as_bytes())?;
+/// assert!(!tls.is_mutual());
+/// # Ok::<(), dynamo_transport::Error>(())
+/// ```
+///
+/// [`PlaneTls`]: crate::tcp::PlaneTls
+pub struct LocalAuthority {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl std::fmt::Debug for LocalAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAuthority").finish_non_exhaustive()
+    }
+}
+
+/// A certificate and its private key, as PEM text.
+#[derive(Debug, Clone)]
+pub struct LocalIdentity {
+    /// The certificate.
+    pub cert: String,
+    /// Its private key (PKCS#8).
+    pub key: String,
+}
+
+impl LocalAuthority {
+    /// A new authority.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadTls`] when the key or certificate cannot be made.
+    pub fn new() -> Result<Self, Error> {
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cannot_issue)?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "dynamo local authority");
+        let key = rcgen::KeyPair::generate().map_err(cannot_issue)?;
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).map_err(cannot_issue)?;
+        Ok(LocalAuthority { issuer })
+    }
+
+    /// Its certificate, the one to trust.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate for `names` (DNS names, or IP addresses, which become IP address
+    /// subject-alternative names), signed by this authority, with a fresh key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadTls`] when a name cannot be used.
+    pub fn issue(&self, names: &[&str]) -> Result<LocalIdentity, Error> {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let params = rcgen::CertificateParams::new(names).map_err(cannot_issue)?;
+        let key = rcgen::KeyPair::generate().map_err(cannot_issue)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(cannot_issue)?;
+        Ok(LocalIdentity {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+}
+
+fn cannot_issue(error: rcgen::Error) -> Error {
+    Error::BadTls {
+        what: "a local certificate",
+        reason: error.to_string(),
+    }
+}

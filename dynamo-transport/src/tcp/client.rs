@@ -10,12 +10,14 @@ use std::task::{Context, Poll};
 
 use dynamo_core::{Error, GenerateRequest, TokenChunk, TokenStream};
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use super::frame::{DEFAULT_MAX_FRAME, Frame, encode_frame, read_frame, write_frames};
+use super::tls::PlaneTls;
 
 /// Chunks buffered per stream before the connection's reader waits for the stream's consumer.
 const STREAM_BUFFER: usize = 256;
@@ -100,6 +102,29 @@ impl RemoteEngine {
     ///
     /// [`Error::Unavailable`] when a connection cannot be made.
     pub async fn connect_pooled(address: SocketAddr, connections: usize) -> Result<Self, Error> {
+        Self::open_pool(address, connections, None).await
+    }
+
+    /// [`connect_pooled`](Self::connect_pooled) over TLS: the worker must present a
+    /// certificate signed by `tls`'s authority for its address (or for
+    /// [`PlaneTls::verify_name`]'s name), and is shown this process's certificate.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when a connection cannot be made or its handshake fails.
+    pub async fn connect_tls(
+        address: SocketAddr,
+        connections: usize,
+        tls: &PlaneTls,
+    ) -> Result<Self, Error> {
+        Self::open_pool(address, connections, Some(tls)).await
+    }
+
+    async fn open_pool(
+        address: SocketAddr,
+        connections: usize,
+        tls: Option<&PlaneTls>,
+    ) -> Result<Self, Error> {
         let mut pool = Pool {
             connections: Vec::with_capacity(connections.max(1)),
             next: AtomicUsize::new(0),
@@ -109,7 +134,7 @@ impl RemoteEngine {
         // On an error, dropping the pool closes the connections opened so far.
         for _ in 0..connections.max(1) {
             let connection =
-                Connection::open(address, pool.closed.clone(), pool.shutdown.clone()).await?;
+                Connection::open(address, tls, pool.closed.clone(), pool.shutdown.clone()).await?;
             pool.connections.push(connection);
         }
         Ok(RemoteEngine {
@@ -134,6 +159,7 @@ impl Connection {
     /// is lost, and `shutdown` closes it.
     async fn open(
         address: SocketAddr,
+        tls: Option<&PlaneTls>,
         closed: CancellationToken,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, Error> {
@@ -141,7 +167,26 @@ impl Connection {
             Error::unavailable(format!("cannot connect to {address}")).with_source(error)
         })?;
         let _ = socket.set_nodelay(true);
-        let (mut reader, mut writer) = socket.into_split();
+        let Some(tls) = tls else {
+            let (reader, writer) = socket.into_split();
+            return Ok(Self::start(address, reader, writer, closed, shutdown));
+        };
+        let stream = tls.connect(address, socket).await.map_err(|error| {
+            Error::unavailable(format!("the TLS handshake with {address} failed"))
+                .with_source(error)
+        })?;
+        let (reader, writer) = tokio::io::split(stream);
+        Ok(Self::start(address, reader, writer, closed, shutdown))
+    }
+
+    /// Start the connection's reader and writer tasks.
+    fn start(
+        address: SocketAddr,
+        mut reader: impl AsyncRead + Unpin + Send + 'static,
+        mut writer: impl AsyncWrite + Unpin + Send + 'static,
+        closed: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let connection = Arc::new(Connection {
             peer: address,
@@ -184,7 +229,7 @@ impl Connection {
             }
             reading.fail_all();
         });
-        Ok(connection)
+        connection
     }
 
     /// Hand a chunk to its stream (waiting if the stream's buffer is full); forget the stream

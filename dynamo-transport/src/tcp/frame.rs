@@ -212,7 +212,8 @@ pub(crate) async fn write_frames(
                 Err(_) => break,
             }
         }
-        if writer.write_all(&batch).await.is_err() {
+        // A TLS stream sends what it holds only when flushed; for plain TCP this is free.
+        if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
             return;
         }
     }

@@ -5,11 +5,17 @@
 //! the server answers with `chunk` frames, the last one final, or an `error` frame; a `cancel`
 //! frame from the client stops the remote generation. Frames of different streams interleave
 //! freely on one connection.
+//!
+//! The connections can run over TLS, optionally mutual ([`PlaneTls`]): set
+//! [`ServeConfig::tls`] on the serving side and connect with [`RemoteEngine::connect_tls`], or
+//! give both to [`Tcp::tls`](crate::Tcp::tls).
 
 mod client;
 mod frame;
 mod server;
+mod tls;
 
 pub use client::RemoteEngine;
 pub use frame::{DEFAULT_MAX_FRAME, ErrorBody, Frame};
 pub use server::{ServeConfig, serve, serve_with_shutdown};
+pub use tls::PlaneTls;

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use dynamo_core::{BoxEngine, Engine, EngineExt, Error};
 use futures::StreamExt;
 use parking_lot::Mutex;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{DEFAULT_MAX_FRAME, ErrorBody, Frame, encode_frame, read_frame, write_frames};
+use super::tls::PlaneTls;
 
 /// How [`serve`] treats its connections.
 #[derive(Debug, Clone)]
@@ -21,6 +23,9 @@ pub struct ServeConfig {
     /// Frames waiting to be written per connection; a full queue makes the streams wait
     /// (backpressure all the way to the engine).
     pub write_queue: usize,
+    /// TLS on every connection (`None`: plain TCP). A connection whose handshake fails, or
+    /// takes over 10 s, is closed and logged.
+    pub tls: Option<PlaneTls>,
 }
 
 impl Default for ServeConfig {
@@ -28,6 +33,7 @@ impl Default for ServeConfig {
         ServeConfig {
             max_frame: DEFAULT_MAX_FRAME,
             write_queue: 1024,
+            tls: None,
         }
     }
 }
@@ -72,13 +78,30 @@ where
     let engine = BoxEngine::new(engine);
     let mut connections = JoinSet::new();
     loop {
-        let (socket, _) = tokio::select! {
+        let (socket, peer) = tokio::select! {
             accepted = listener.accept() => accepted?,
             () = shutdown.cancelled() => break,
         };
         let _ = socket.set_nodelay(true);
-        let connection = connection(socket, engine.clone(), config.clone(), shutdown.clone());
-        connections.spawn(connection);
+        let (engine, config, shutdown) = (engine.clone(), config.clone(), shutdown.clone());
+        // The handshake runs in the connection's task, so a slow one holds up no other.
+        connections.spawn(async move {
+            match config.tls.clone() {
+                None => {
+                    let (reader, writer) = socket.into_split();
+                    connection(reader, writer, engine, config, shutdown).await;
+                }
+                Some(tls) => match tls.accept(socket).await {
+                    Ok(stream) => {
+                        let (reader, writer) = tokio::io::split(stream);
+                        connection(reader, writer, engine, config, shutdown).await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%peer, %error, "refused a request-plane connection: TLS");
+                    }
+                },
+            }
+        });
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
     }
@@ -90,12 +113,12 @@ where
 /// One connection: read frames, start and cancel streams, write their chunks; after
 /// `shutdown`, refuse new streams and close once the open ones have ended.
 async fn connection(
-    socket: TcpStream,
+    mut reader: impl AsyncRead + Unpin,
+    mut writer: impl AsyncWrite + Unpin,
     engine: BoxEngine,
     config: ServeConfig,
     shutdown: CancellationToken,
 ) {
-    let (mut reader, mut writer) = socket.into_split();
     let (frames, mut outgoing) = mpsc::channel::<Vec<u8>>(config.write_queue);
     let live: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
     let closed = CancellationToken::new();

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::{Served, Transport};
-use crate::tcp::{RemoteEngine, ServeConfig, serve_with_shutdown};
+use crate::tcp::{PlaneTls, RemoteEngine, ServeConfig, serve_with_shutdown};
 
 /// The TCP [`Transport`]: [`serve`](Transport::serve) listens on [`Tcp::bind`]'s address
 /// (`127.0.0.1`, any free port, by default) with the [`tcp`](crate::tcp) framed protocol, and
@@ -59,9 +59,18 @@ impl Tcp {
         self
     }
 
-    /// How served engines treat their connections.
+    /// How served engines treat their connections (its [`tls`](ServeConfig::tls) is kept if
+    /// [`Tcp::tls`] came first).
     pub fn serve_config(mut self, config: ServeConfig) -> Self {
+        let tls = self.config.tls.take();
         self.config = config;
+        self.config.tls = self.config.tls.take().or(tls);
+        self
+    }
+
+    /// TLS on both ends: engines are served over TLS and reached over TLS (see [`PlaneTls`]).
+    pub fn tls(mut self, tls: PlaneTls) -> Self {
+        self.config.tls = Some(tls);
         self
     }
 
@@ -112,7 +121,10 @@ impl Transport for Tcp {
         let socket: SocketAddr = address
             .parse()
             .map_err(|_| Error::invalid_request(format!("{address} is not a HOST:PORT address")))?;
-        RemoteEngine::connect_pooled(socket, self.connections).await
+        match &self.config.tls {
+            Some(tls) => RemoteEngine::connect_tls(socket, self.connections, tls).await,
+            None => RemoteEngine::connect_pooled(socket, self.connections).await,
+        }
     }
 
     fn closed(&self, remote: &RemoteEngine) -> BoxFuture<'static, ()> {
