@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::error::Error;
+use crate::format::OutputFormat;
 use crate::request::GenerateRequest;
 use crate::response::{FinishReason, TokenChunk, TokenLogProb, Usage};
 use crate::stream::TokenStream;
@@ -18,7 +19,8 @@ use crate::tokens::{Token, Tokens};
 ///
 /// It behaves like a real engine in the ways tests care about:
 ///
-/// - it validates the request ([`GenerateRequest::validate`]);
+/// - it validates the request ([`GenerateRequest::validate`]), and refuses an output
+///   [`format`](GenerateRequest::format), which it cannot enforce;
 /// - it stops after `max_tokens` tokens ([`FinishReason::Length`]), or when a stop token would
 ///   be produced ([`FinishReason::Stop`], the stop token is not returned) once `min_tokens` are
 ///   out, or at the end of the prompt ([`FinishReason::Eos`]);
@@ -105,6 +107,9 @@ impl Service<GenerateRequest> for EchoEngine {
     fn call(&mut self, request: GenerateRequest) -> Self::Future {
         if let Err(error) = request.validate() {
             return ready(Err(error));
+        }
+        if request.format.is_some() {
+            return ready(Err(OutputFormat::unsupported("echo")));
         }
         if self.repeating && request.limits.max_tokens.is_none() {
             return ready(Err(Error::invalid_request(

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::disagg::Disaggregation;
 use crate::error::Error;
+use crate::format::OutputFormat;
 use crate::hash::BlockHasher;
 use crate::tokens::{BlockSize, Token, Tokens};
 
@@ -166,6 +167,10 @@ pub struct GenerateRequest {
     /// before passing the request on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// A format the answer must follow (a JSON schema, say), enforced while sampling; `None`:
+    /// free text. Engines that cannot enforce it refuse the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<OutputFormat>,
     #[serde(skip)]
     cancel: CancellationToken,
 }
@@ -189,6 +194,7 @@ impl GenerateRequest {
             cache_salt: None,
             disaggregation: Disaggregation::None,
             timeout: None,
+            format: None,
             cancel: CancellationToken::new(),
         }
     }

@@ -96,6 +96,10 @@ impl LiveEngine {
     ) -> (LiveEngine, impl Future<Output = ()> + Send + 'static) {
         let default_max_tokens = config.default_max_tokens;
         let (queue, receiver) = QueuedEngine::new(config.submission_capacity, move |request| {
+            // The simulator samples no real tokens, so it cannot enforce an output format.
+            if request.format.is_some() {
+                return Err(dynamo_core::OutputFormat::unsupported("mocker"));
+            }
             // The stream holds the whole output, so the worker never waits on a reader.
             let output = request.limits.max_tokens.unwrap_or(default_max_tokens);
             Ok(output as usize + 2)

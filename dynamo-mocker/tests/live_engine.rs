@@ -61,3 +61,15 @@ async fn dropping_the_stream_cancels_the_request_and_frees_its_blocks() {
         (0, 0, 0)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn refuses_an_output_format_it_cannot_enforce() {
+    let (mut engine, worker) =
+        LiveEngine::new(LiveConfig::default(), PolynomialTiming::default(), None);
+    tokio::spawn(worker);
+    let mut request = prompt("json", 8, 4);
+    request.format = Some(dynamo_core::OutputFormat::JsonObject);
+    let error = engine.generate_all(request).await.unwrap_err();
+    assert_eq!(error.class(), dynamo_core::ErrorClass::InvalidRequest);
+    assert!(error.to_string().contains("response_format"), "{error}");
+}
