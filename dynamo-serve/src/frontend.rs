@@ -3,7 +3,6 @@
 
 use dynamo_core::{BlockSize, WorkerId};
 use dynamo_openai::GgufMetadata;
-use dynamo_transport::Tcp;
 use dynamo_transport::discovery::{
     DirectoryDiscovery, Discovery, EtcdDiscovery, StaticDiscovery, WorkerRecord,
 };
@@ -35,22 +34,23 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let decode = deploy::start_router(&options, nats.as_ref()).await?;
     let discovery = discovery(&options, block_size)?;
     let pool = Pool::Prefill(layout.clone());
-    deploy::follow(&options, &prefill, Tcp::new(), discovery.as_ref(), pool)?;
+    let plane = crate::tls::request_plane(options.plane_tls.as_ref())?;
+    deploy::follow(&options, &prefill, plane.clone(), discovery.as_ref(), pool)?;
     let pool = Pool::Decode(layout);
-    deploy::follow(&options, &decode, Tcp::new(), discovery.as_ref(), pool)?;
+    deploy::follow(&options, &decode, plane, discovery.as_ref(), pool)?;
     let engine = deploy::shed_load(&options, disagg::router(&options, prefill, decode)?);
-    crate::serve_gateway(&options, &metadata, engine, |address| {
+    crate::serve_gateway(&options, &metadata, engine, |base| {
         let found = match (&options.etcd, &options.registry) {
             (Some(url), _) => format!("workers from etcd {url} ({}/workers/)", options.namespace),
             (_, Some(directory)) => format!("workers from {}", directory.display()),
             _ => format!("{} workers given with --worker-at", options.worker_at.len()),
         };
         println!(
-            "dynamo frontend on http://{address}: model `{}`, {found}, {}",
+            "dynamo frontend on {base}: model `{}`, {found}, {}",
             options.name,
             options.router.describe()
         );
-        crate::print_examples(&options.name, address);
+        crate::print_examples(&options.name, base);
     })
     .await
 }

@@ -33,6 +33,7 @@ mod options;
 mod planner;
 mod progress;
 mod sampling;
+mod tls;
 mod worker;
 
 use std::io::IsTerminal;
@@ -147,8 +148,8 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         deploy::follow(&options, &router, transport, &workers, Pool::All)?;
         deploy::shed_load(&options, router)
     };
-    serve_gateway(&options, &metadata, engine, |address| {
-        print_welcome(&options, address);
+    serve_gateway(&options, &metadata, engine, |base| {
+        print_welcome(&options, base);
     })
     .await
 }
@@ -160,7 +161,7 @@ pub(crate) async fn serve_gateway(
     options: &Options,
     metadata: &GgufMetadata,
     engine: BoxEngine,
-    welcome: impl FnOnce(SocketAddr),
+    welcome: impl FnOnce(&str),
 ) -> Result<(), Box<dyn std::error::Error>> {
     let entry = ModelEntry::from_gguf(options.name.clone(), engine, metadata)?
         .with_sampling_defaults(sampling::defaults(options, metadata));
@@ -177,25 +178,57 @@ pub(crate) async fn serve_gateway(
         .with_api_keys(keys)
         .with_open_metrics(options.open_metrics);
     let gateway = Gateway::new(registry, config).with_metrics(dynamo_openai::install_prometheus()?);
+    let acceptor = options
+        .edge_tls
+        .as_ref()
+        .map(tls::edge_acceptor)
+        .transpose()?;
     let address = SocketAddr::new(options.host, options.port.unwrap_or(8000));
     let listener = tokio::net::TcpListener::bind(address).await?;
-    welcome(listener.local_addr()?);
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    welcome(&format!("{scheme}://{}", listener.local_addr()?));
+    let deadline = std::time::Duration::from_secs(options.drain_timeout);
+    let router = gateway.into_router();
     // Streamed answers are many small writes: without TCP_NODELAY each waits for the client's
     // delayed acknowledgement of the one before (about 40 ms).
+    match acceptor {
+        None => serve_until_drained(dynamo_openai::no_delay(listener), router, deadline).await,
+        Some(acceptor) => {
+            use axum::serve::ListenerExt;
+            let listener = tls_listener::builder(acceptor)
+                .handshake_timeout(tls::HANDSHAKE_TIMEOUT)
+                .listen(listener)
+                .tap_io(|stream: &mut tls_listener::rustls::server::TlsStream<_>| {
+                    let _ = stream.get_ref().0.set_nodelay(true);
+                });
+            serve_until_drained(listener, router, deadline).await
+        }
+    }
+}
+
+/// Serve `router` on `listener` until Ctrl-C or SIGTERM; then stop accepting connections and
+/// finish the open streams for up to `deadline`.
+async fn serve_until_drained<L>(
+    listener: L,
+    router: axum::Router,
+    deadline: std::time::Duration,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     // axum's graceful shutdown waits for every open connection, a long stream's too: the
     // deadline bounds it.
-    let deadline = std::time::Duration::from_secs(options.drain_timeout);
     let signalled = std::sync::Arc::new(tokio::sync::Notify::new());
     let stopping = std::sync::Arc::clone(&signalled);
-    let served = axum::serve(dynamo_openai::no_delay(listener), gateway.into_router())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!(
-                "stopping: no new connections; finishing open streams (up to {} s)",
-                deadline.as_secs()
-            );
-            stopping.notify_one();
-        });
+    let served = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!(
+            "stopping: no new connections; finishing open streams (up to {} s)",
+            deadline.as_secs()
+        );
+        stopping.notify_one();
+    });
     tokio::select! {
         served = served => {
             served?;
@@ -260,13 +293,13 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-fn print_welcome(options: &Options, address: SocketAddr) {
+fn print_welcome(options: &Options, base: &str) {
     let name = &options.name;
     let routing = options.router.describe();
     let kind = options.engine.describe();
     if options.prefill_workers > 0 {
         println!(
-            "dynamo gateway on http://{address}: model `{name}` on {} prefill and {} decode {kind} \
+            "dynamo gateway on {base}: model `{name}` on {} prefill and {} decode {kind} \
              workers with {routing} and {} placement",
             options.prefill_workers,
             options.decode_workers,
@@ -274,7 +307,7 @@ fn print_welcome(options: &Options, address: SocketAddr) {
         );
     } else {
         println!(
-            "dynamo gateway on http://{address}: model `{name}` on {} {kind} workers with {routing}",
+            "dynamo gateway on {base}: model `{name}` on {} {kind} workers with {routing}",
             options.workers
         );
     }
@@ -286,24 +319,22 @@ fn print_welcome(options: &Options, address: SocketAddr) {
         ),
         EngineKind::Echo => println!("  (the workers echo the prompt at once, max_tokens long)"),
     }
-    print_examples(name, address);
+    print_examples(name, base);
 }
 
-/// How to talk to the gateway at `address`.
-pub(crate) fn print_examples(name: &str, address: SocketAddr) {
+/// How to talk to the gateway at `base`.
+pub(crate) fn print_examples(name: &str, base: &str) {
     println!();
-    println!("  curl http://{address}/v1/chat/completions -H 'content-type: application/json' \\");
+    println!("  curl {base}/v1/chat/completions -H 'content-type: application/json' \\");
     println!(
         "    -d '{{\"model\": \"{name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"What is the capital of France?\"}}]}}'"
     );
-    println!("  curl -N http://{address}/v1/completions -H 'content-type: application/json' \\");
+    println!("  curl -N {base}/v1/completions -H 'content-type: application/json' \\");
     println!(
         "    -d '{{\"model\": \"{name}\", \"prompt\": \"Once upon a time\", \"max_tokens\": 16, \"stream\": true}}'"
     );
-    println!("  curl http://{address}/v1/models     curl http://{address}/metrics");
+    println!("  curl {base}/v1/models     curl {base}/metrics");
     println!();
-    println!(
-        "  OpenAI Python client: OpenAI(base_url=\"http://{address}/v1\", api_key=\"unused\")"
-    );
+    println!("  OpenAI Python client: OpenAI(base_url=\"{base}/v1\", api_key=\"unused\")");
     println!("  Ctrl-C stops it.");
 }

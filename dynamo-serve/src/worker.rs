@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dynamo_core::{BoxEngine, EngineExt, TokenStream, WorkerId};
-use dynamo_transport::Tcp;
 use dynamo_transport::discovery::{DirectoryRegistration, EtcdRegistration, WorkerRecord};
 use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents};
 use futures::StreamExt;
@@ -59,7 +58,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let weights = engines::shared_weights(&options, &model_file)?;
     // The same assembly as the single process (`deploy`), over TCP and NATS.
     let shutdown = CancellationToken::new();
-    let transport = Tcp::new()
+    let transport = crate::tls::request_plane(options.plane_tls.as_ref())?
         .bind(SocketAddr::new(options.host, options.port.unwrap_or(0)))
         .shutdown(shutdown.clone());
     let active = Arc::new(AtomicU64::new(0));

@@ -106,6 +106,8 @@ struct WorkerArgs {
     engine: EngineArgs,
     #[command(flatten)]
     deployment: DeploymentArgs,
+    #[command(flatten)]
+    plane_tls: PlaneTlsArgs,
 }
 
 /// The flags of `dynamo-serve frontend`.
@@ -126,6 +128,8 @@ struct FrontendArgs {
     gateway: GatewayArgs,
     #[command(flatten)]
     deployment: DeploymentArgs,
+    #[command(flatten)]
+    plane_tls: PlaneTlsArgs,
 }
 
 /// The flags of `dynamo-serve planner`.
@@ -234,6 +238,12 @@ struct GatewayArgs {
     /// Serve /metrics without an API key (the health probes never need one)
     #[arg(long)]
     open_metrics: bool,
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The largest request body accepted, in bytes (413 beyond)
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     body_limit: usize,
@@ -275,6 +285,41 @@ struct DeploymentArgs {
     /// Deployment name: etcd key prefix and NATS subject prefix
     #[arg(long, value_name = "NS", default_value = "dynamo")]
     namespace: String,
+}
+
+/// TLS between the frontend and its workers: the worker's and the frontend's flags.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Request-plane TLS")]
+struct PlaneTlsArgs {
+    /// The deployment's certificate authority (PEM): the request plane runs over TLS, and
+    /// only workers with a certificate it signed are used
+    #[arg(long, value_name = "FILE", requires_all = ["plane_tls_cert", "plane_tls_key"])]
+    plane_tls_ca: Option<PathBuf>,
+    /// This process's certificate chain (PEM), signed by --plane-tls-ca; a worker's must name
+    /// the address it registers (or --plane-tls-name)
+    #[arg(long, value_name = "FILE", requires = "plane_tls_ca")]
+    plane_tls_cert: Option<PathBuf>,
+    /// The private key of --plane-tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "plane_tls_ca")]
+    plane_tls_key: Option<PathBuf>,
+    /// Mutual TLS: a worker serves only clients with a certificate from --plane-tls-ca
+    #[arg(long, requires = "plane_tls_ca")]
+    plane_tls_mutual: bool,
+    /// Check this name in workers' certificates instead of their addresses
+    #[arg(long, value_name = "NAME", requires = "plane_tls_ca")]
+    plane_tls_name: Option<String>,
+}
+
+impl PlaneTlsArgs {
+    fn files(self) -> Option<crate::tls::PlaneFiles> {
+        Some(crate::tls::PlaneFiles {
+            ca: self.plane_tls_ca?,
+            cert: self.plane_tls_cert?,
+            key: self.plane_tls_key?,
+            mutual: self.plane_tls_mutual,
+            name: self.plane_tls_name,
+        })
+    }
 }
 
 /// The port of the gateway.
@@ -322,6 +367,7 @@ impl Cli {
                 options.role = args.role;
                 options.kv_port = args.kv_port;
                 options.drain_timeout = args.drain_timeout;
+                options.plane_tls = args.plane_tls.files();
                 options
             }
             Some(CommandArgs::Frontend(args)) => {
@@ -335,6 +381,7 @@ impl Cli {
                 options.port = Some(args.port);
                 options.workers = 0;
                 options.worker_at = number_workers(&args.worker_at);
+                options.plane_tls = args.plane_tls.files();
                 options
             }
         }
@@ -388,6 +435,11 @@ fn options(
         max_in_flight: gateway.max_in_flight,
         api_key_file: gateway.api_key_file,
         open_metrics: gateway.open_metrics,
+        edge_tls: gateway
+            .tls_cert
+            .zip(gateway.tls_key)
+            .map(|(cert, key)| crate::tls::EdgeFiles { cert, key }),
+        plane_tls: None,
         body_limit: gateway.body_limit,
         migration_limit: gateway.migration_limit,
         stall_timeout: gateway.stall_timeout,

@@ -164,6 +164,10 @@ pub(crate) struct Options {
     pub(crate) api_key_file: Option<PathBuf>,
     /// `/metrics` without a key.
     pub(crate) open_metrics: bool,
+    /// HTTPS on the gateway.
+    pub(crate) edge_tls: Option<crate::tls::EdgeFiles>,
+    /// TLS on the request plane (worker and frontend).
+    pub(crate) plane_tls: Option<crate::tls::PlaneFiles>,
     /// The largest request body, in bytes.
     pub(crate) body_limit: usize,
     /// Continuations of a request whose worker fails mid-stream.
