@@ -15,6 +15,9 @@
 //!   with a boxed form ([`BoxEngine`]), the common calls ([`EngineExt`]) and an [`EchoEngine`] for
 //!   tests and docs; [`QueuedEngine`], the bounded queue in front of an engine's worker, whose
 //!   readiness is real capacity.
+//! - **Embeddings**: the [`Embedder`] abstraction, a [`tower::Service`] from token sequences
+//!   ([`EmbedRequest`]) to one vector each ([`Embeddings`]), with a boxed form
+//!   ([`BoxEmbedder`]).
 //! - **Disaggregated serving**: a worker's [`WorkerRole`], the [`KvLayout`] two workers must
 //!   share to exchange KV blocks, and the [`KvHandoff`] a prefill worker gives a decode worker
 //!   ([`Disaggregation`] says which phase a request asks for).
@@ -64,6 +67,7 @@
 
 mod disagg;
 mod echo;
+mod embed;
 mod engine;
 mod error;
 mod events;
@@ -80,6 +84,7 @@ mod tokens;
 
 pub use disagg::{Disaggregation, KvHandoff, KvLayout, LayoutMismatch, WorkerRole};
 pub use echo::EchoEngine;
+pub use embed::{BoxEmbedder, EmbedRequest, Embedder, Embeddings};
 pub use engine::{BoxEngine, Engine, EngineExt};
 pub use error::{BoxError, Error, ErrorClass, Result};
 pub use events::{KvEvent, KvEventData, ResyncRequest, StorageTier, WorkerId};
