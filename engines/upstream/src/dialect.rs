@@ -1,0 +1,282 @@
+//! What a server understands beyond OpenAI's `/v1/completions`, and the request body built
+//! from a [`GenerateRequest`] for it, field by field.
+
+use dynamo_core::{Disaggregation, Error, GenerateRequest};
+use serde_json::{Map, Value, json};
+
+use crate::codec::{OutputTokens, PromptFormat};
+
+/// The request fields beyond OpenAI's that a server accepts, each named as vLLM names it.
+///
+/// A request that sets a field its server does not accept is refused with
+/// [`Error::InvalidRequest`] naming the field; nothing is dropped silently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// `top_k`.
+    pub top_k: bool,
+    /// `min_p`.
+    pub min_p: bool,
+    /// `repetition_penalty`.
+    pub repetition_penalty: bool,
+    /// `stop_token_ids`.
+    pub stop_token_ids: bool,
+    /// `ignore_eos`.
+    pub ignore_eos: bool,
+    /// `min_tokens`.
+    pub min_tokens: bool,
+    /// `cache_salt`.
+    pub cache_salt: bool,
+    /// A LoRA adapter is served under its own model name, so `lora_name` goes in `model`.
+    pub lora_as_model: bool,
+    /// `logprobs` answered with token ids (`"return_tokens_as_token_ids": true`, tokens
+    /// written `token_id:N`).
+    pub token_id_logprobs: bool,
+}
+
+impl Extensions {
+    /// Every extension vLLM's OpenAI-compatible server accepts.
+    pub const VLLM: Extensions = Extensions {
+        top_k: true,
+        min_p: true,
+        repetition_penalty: true,
+        stop_token_ids: true,
+        ignore_eos: true,
+        min_tokens: true,
+        cache_salt: true,
+        lora_as_model: true,
+        token_id_logprobs: true,
+    };
+}
+
+/// How to speak to one kind of server.
+///
+/// ```
+/// use dynamo_upstream::{Dialect, Extensions};
+///
+/// let plain = Dialect::openai();           // OpenAI's fields only, text out
+/// let vllm = Dialect::openai().named("vLLM").extensions(Extensions::VLLM);
+/// assert_eq!(vllm.name(), "vLLM");
+/// # let _ = plain;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Dialect {
+    name: &'static str,
+    extensions: Extensions,
+    prompt: PromptFormat,
+    output: OutputTokens,
+    extra: Map<String, Value>,
+}
+
+impl Dialect {
+    /// OpenAI's `/v1/completions` and nothing more: token-id prompts, text out
+    /// ([`OutputTokens::TextOnly`] until [`output`](Self::output) says otherwise).
+    pub fn openai() -> Self {
+        Dialect {
+            name: "OpenAI-compatible",
+            extensions: Extensions::default(),
+            prompt: PromptFormat::TokenIds,
+            output: OutputTokens::TextOnly,
+            extra: Map::new(),
+        }
+    }
+
+    /// Name the server kind in error messages.
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// Accept these extension fields.
+    pub fn extensions(mut self, extensions: Extensions) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
+    /// Send prompts this way.
+    pub fn prompt(mut self, prompt: PromptFormat) -> Self {
+        self.prompt = prompt;
+        self
+    }
+
+    /// Take generated ids from here.
+    pub fn output(mut self, output: OutputTokens) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// Add a fixed field to every request body (for example a server-specific flag).
+    pub fn with_field(mut self, name: impl Into<String>, value: Value) -> Self {
+        self.extra.insert(name.into(), value);
+        self
+    }
+
+    /// The server kind, as named in messages.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub(crate) fn output_tokens(&self) -> &OutputTokens {
+        &self.output
+    }
+
+    /// The `/v1/completions` body for `request`, streamed.
+    pub(crate) fn body(
+        &self,
+        request: &GenerateRequest,
+        model: &str,
+        default_max_tokens: Option<u32>,
+    ) -> Result<Map<String, Value>, Error> {
+        let ext = self.extensions;
+        let mut body = self.extra.clone();
+        let model = match &request.lora_name {
+            Some(lora) => {
+                self.require(ext.lora_as_model, "a LoRA adapter (lora_name)")?;
+                lora.as_str()
+            }
+            None => model,
+        };
+        body.insert("model".into(), json!(model));
+        let prompt = match &self.prompt {
+            PromptFormat::TokenIds => json!(request.tokens.as_slice()),
+            PromptFormat::Text(codec) => {
+                let text = codec.decode(&request.tokens).map_err(|error| {
+                    Error::internal("cannot decode the prompt to text").with_source(error)
+                })?;
+                json!(text)
+            }
+        };
+        body.insert("prompt".into(), prompt);
+        body.insert("stream".into(), json!(true));
+        body.insert("stream_options".into(), json!({ "include_usage": true }));
+        if let Some(max) = request.limits.max_tokens.or(default_max_tokens) {
+            body.insert("max_tokens".into(), json!(max));
+        }
+        if matches!(self.output, OutputTokens::TokenIdsField) {
+            body.insert("return_token_ids".into(), json!(true));
+        }
+        let sampling = &request.sampling;
+        put(&mut body, "temperature", sampling.temperature);
+        put(&mut body, "top_p", sampling.top_p);
+        put(&mut body, "seed", sampling.seed);
+        put(&mut body, "presence_penalty", sampling.presence_penalty);
+        put(&mut body, "frequency_penalty", sampling.frequency_penalty);
+        self.extension(&mut body, "top_k", ext.top_k, sampling.top_k)?;
+        self.extension(&mut body, "min_p", ext.min_p, sampling.min_p)?;
+        let repetition = sampling.repetition_penalty;
+        self.extension(
+            &mut body,
+            "repetition_penalty",
+            ext.repetition_penalty,
+            repetition,
+        )?;
+        if let Some(top) = sampling.logprobs {
+            self.require(ext.token_id_logprobs, "logprobs (as token ids)")?;
+            body.insert("logprobs".into(), json!(top));
+            body.insert("return_tokens_as_token_ids".into(), json!(true));
+        }
+        let stop = &request.stop;
+        let stop_ids = (!stop.stop_token_ids.is_empty()).then_some(&stop.stop_token_ids);
+        self.extension(&mut body, "stop_token_ids", ext.stop_token_ids, stop_ids)?;
+        let ignore_eos = stop.ignore_eos.then_some(true);
+        self.extension(&mut body, "ignore_eos", ext.ignore_eos, ignore_eos)?;
+        let min_tokens = request.limits.min_tokens;
+        self.extension(&mut body, "min_tokens", ext.min_tokens, min_tokens)?;
+        let salt = request.cache_salt.as_deref();
+        self.extension(&mut body, "cache_salt", ext.cache_salt, salt)?;
+        // Stop strings are matched by the gateway's detokenizer (core's `StopConditions`), so
+        // they are not sent: the server would cut the text where the gateway cuts it anyway.
+        if request.disaggregation != Disaggregation::None {
+            return Err(Error::invalid_request(format!(
+                "a {} server takes whole requests, not one phase of a disaggregated one",
+                self.name
+            )));
+        }
+        Ok(body)
+    }
+
+    fn extension<T: serde::Serialize>(
+        &self,
+        body: &mut Map<String, Value>,
+        field: &str,
+        supported: bool,
+        value: Option<T>,
+    ) -> Result<(), Error> {
+        if let Some(value) = value {
+            self.require(supported, field)?;
+            body.insert(field.into(), json!(value));
+        }
+        Ok(())
+    }
+
+    fn require(&self, supported: bool, what: &str) -> Result<(), Error> {
+        if supported {
+            Ok(())
+        } else {
+            Err(Error::invalid_request(format!(
+                "{what} is not supported by this {} upstream",
+                self.name
+            )))
+        }
+    }
+}
+
+fn put<T: serde::Serialize>(body: &mut Map<String, Value>, field: &str, value: Option<T>) {
+    if let Some(value) = value {
+        body.insert(field.into(), json!(value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_core::{ErrorClass, SamplingOptions};
+
+    use super::*;
+
+    #[test]
+    fn vllm_gets_every_field_and_openai_refuses_extensions() {
+        let mut request = GenerateRequest::new("r", "m", vec![1, 2, 3])
+            .with_max_tokens(8)
+            .with_stop_tokens(vec![2])
+            .with_sampling(SamplingOptions {
+                temperature: Some(0.5),
+                top_k: Some(20),
+                min_p: Some(0.1),
+                repetition_penalty: Some(1.1),
+                seed: Some(7),
+                ..Default::default()
+            });
+        request.stop.ignore_eos = true;
+        request.limits.min_tokens = Some(2);
+        let vllm = Dialect::openai()
+            .named("vLLM")
+            .extensions(Extensions::VLLM)
+            .output(OutputTokens::TokenIdsField);
+        let body = Value::Object(vllm.body(&request, "served", None).unwrap());
+        assert_eq!(
+            body,
+            json!({
+                "model": "served", "prompt": [1, 2, 3], "stream": true,
+                "stream_options": {"include_usage": true}, "max_tokens": 8,
+                "return_token_ids": true, "temperature": 0.5, "seed": 7, "top_k": 20,
+                "min_p": 0.1f32, "repetition_penalty": 1.1f32, "stop_token_ids": [2],
+                "ignore_eos": true, "min_tokens": 2
+            })
+        );
+        let error = Dialect::openai().body(&request, "m", None).unwrap_err();
+        assert_eq!(error.class(), ErrorClass::InvalidRequest);
+        assert!(error.to_string().contains("top_k"), "{error}");
+    }
+
+    #[test]
+    fn lora_salt_and_phases_are_refused_where_unsupported() {
+        let mut request = GenerateRequest::new("r", "m", vec![1]);
+        request.lora_name = Some("adapter".into());
+        let vllm = Dialect::openai().extensions(Extensions::VLLM);
+        assert_eq!(vllm.body(&request, "m", None).unwrap()["model"], "adapter");
+        assert!(Dialect::openai().body(&request, "m", None).is_err());
+        let mut request = GenerateRequest::new("r", "m", vec![1]);
+        request.cache_salt = Some("tenant".into());
+        assert!(Dialect::openai().body(&request, "m", None).is_err());
+        assert_eq!(vllm.body(&request, "m", Some(4)).unwrap()["max_tokens"], 4);
+    }
+}

@@ -1,0 +1,300 @@
+//! [`CompletionsEngine`]: an [`Engine`](dynamo_core::Engine) over a server's
+//! `/v1/completions`, streamed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use dynamo_core::{Error, FinishReason, GenerateRequest, TokenChunk, TokenStream, Usage};
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::client::{HttpClient, read_body};
+use crate::codec::OutputTokens;
+use crate::dialect::Dialect;
+use crate::sse::SseDecoder;
+use crate::status::{error_of_answer, error_of_event};
+use crate::wire::{Choice, Chunk};
+
+/// The largest server-sent event accepted (1 MiB).
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// The largest error body read (64 KiB).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// An [`Engine`](dynamo_core::Engine) that sends each request to a server's `/v1/completions`
+/// and streams its answer back as token chunks; cheap to clone.
+///
+/// Each call posts one streamed completion (`"stream": true`, with the usage in the last
+/// event) built field by field from the request as its [`Dialect`] allows, then parses the
+/// server-sent events as they arrive. The last chunk carries the finish reason and the usage,
+/// with the cached prompt tokens from `usage.prompt_tokens_details.cached_tokens`.
+///
+/// Errors: the answer's HTTP status becomes an error class (see [`error_from_status`]); a
+/// connection that cannot be made is `unavailable`; an error event mid-stream is mapped by its
+/// `code`; a stream that ends before `data: [DONE]` (cut mid-event or between events) ends
+/// with `unavailable`, so a router may continue the request elsewhere.
+///
+/// # Cancel safety
+///
+/// Dropping the returned [`TokenStream`], or cancelling the request's token, drops the
+/// response body: hyper closes that connection, and the server (vLLM, SGLang, TensorRT-LLM,
+/// llama.cpp alike) aborts a request whose client has gone.
+///
+/// ```no_run
+/// use dynamo_core::{EngineExt, GenerateRequest};
+/// use dynamo_upstream::{CompletionsEngine, Dialect, HttpClient, HttpConfig};
+///
+/// # async fn run() -> Result<(), dynamo_core::Error> {
+/// let client = HttpClient::new("http://127.0.0.1:8000", HttpConfig::default())?;
+/// let mut engine = CompletionsEngine::new(client, Dialect::openai()).model("my-model");
+/// let request = GenerateRequest::new("r1", "my-model", vec![1, 2, 3]).with_max_tokens(8);
+/// let answer = engine.generate_all(request).await?;
+/// tracing::info!(text = ?answer.text, usage = ?answer.usage, "done");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`error_from_status`]: crate::error_from_status
+#[derive(Debug, Clone)]
+pub struct CompletionsEngine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Clone)]
+struct Inner {
+    client: HttpClient,
+    dialect: Dialect,
+    model: Option<String>,
+    path: String,
+    default_max_tokens: Option<u32>,
+}
+
+impl CompletionsEngine {
+    /// An engine over `client`'s server, speaking `dialect`.
+    pub fn new(client: HttpClient, dialect: Dialect) -> Self {
+        CompletionsEngine {
+            inner: Arc::new(Inner {
+                client,
+                dialect,
+                model: None,
+                path: "/v1/completions".to_owned(),
+                default_max_tokens: None,
+            }),
+        }
+    }
+
+    /// Send this model name instead of the request's (the server's `--served-model-name`).
+    pub fn model(self, model: impl Into<String>) -> Self {
+        self.map(|inner| inner.model = Some(model.into()))
+    }
+
+    /// Post to this path instead of `/v1/completions`.
+    pub fn path(self, path: impl Into<String>) -> Self {
+        self.map(|inner| inner.path = path.into())
+    }
+
+    /// The `max_tokens` sent for a request that sets none. Without it the field is left out
+    /// and the server's default applies (OpenAI's and recent vLLM's: 16).
+    pub fn default_max_tokens(self, max_tokens: u32) -> Self {
+        self.map(|inner| inner.default_max_tokens = Some(max_tokens))
+    }
+
+    /// The server's HTTP client.
+    pub fn client(&self) -> &HttpClient {
+        &self.inner.client
+    }
+
+    fn map(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        change(&mut inner);
+        CompletionsEngine {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+impl Service<GenerateRequest> for CompletionsEngine {
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<TokenStream, Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // The pool opens connections on demand; the server says when it is full (503).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { inner.start(request).await })
+    }
+}
+
+impl Inner {
+    async fn start(&self, request: GenerateRequest) -> Result<TokenStream, Error> {
+        request.validate()?;
+        let model = self.model.as_deref().unwrap_or(&request.model);
+        let body = self
+            .dialect
+            .body(&request, model, self.default_max_tokens)?;
+        let body = serde_json::to_vec(&body)
+            .map_err(|error| Error::internal("cannot encode the request").with_source(error))?;
+        let cancel = request.cancellation().child_token();
+        let response = tokio::select! {
+            response = self.client.post_json(&self.path, Bytes::from(body)) => response?,
+            () = cancel.cancelled() => return Err(Error::Cancelled),
+        };
+        let (head, body) = response.into_parts();
+        if !head.status.is_success() {
+            let bytes = read_body(body, MAX_ERROR_BODY).await?;
+            return Err(error_of_answer(head.status, &head.headers, &bytes));
+        }
+        let state = StreamState {
+            body,
+            decoder: SseDecoder::new(MAX_EVENT_BYTES),
+            output: self.dialect.output_tokens().clone(),
+            pending: VecDeque::new(),
+            finish: None,
+            usage: None,
+            done: false,
+            cancel: cancel.clone(),
+        };
+        let stream = futures::stream::unfold(state, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        });
+        Ok(TokenStream::new(stream, cancel))
+    }
+}
+
+/// One answer being read.
+struct StreamState {
+    body: Incoming,
+    decoder: SseDecoder,
+    output: OutputTokens,
+    pending: VecDeque<TokenChunk>,
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+    /// `[DONE]` was seen, or an error ended the stream.
+    done: bool,
+    cancel: CancellationToken,
+}
+
+impl StreamState {
+    async fn next(&mut self) -> Option<Result<TokenChunk, Error>> {
+        loop {
+            if let Some(chunk) = self.pending.pop_front() {
+                return Some(Ok(chunk));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(error) = self.read().await {
+                self.done = true;
+                return Some(Err(error));
+            }
+        }
+    }
+
+    /// Read one frame of the body and decode the events it completes.
+    async fn read(&mut self) -> Result<(), Error> {
+        let frame = tokio::select! {
+            frame = self.body.frame() => frame,
+            () = self.cancel.cancelled() => return Err(Error::Cancelled),
+        };
+        let data = match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_trailers) => return Ok(()),
+            },
+            Some(Err(error)) => {
+                return Err(Error::unavailable("the upstream stream failed").with_source(error));
+            }
+            None => {
+                let cut = self.decoder.finish().err();
+                let message = match cut {
+                    Some(cut) => cut.to_string(),
+                    None => "the upstream stream ended before [DONE]".to_owned(),
+                };
+                return Err(Error::unavailable(message));
+            }
+        };
+        self.decoder
+            .push(&data)
+            .map_err(|error| Error::internal(error.to_string()))?;
+        while let Some(event) = self.decoder.next_event() {
+            self.on_event(&event.data)?;
+            if self.done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, data: &str) -> Result<(), Error> {
+        if data.trim() == "[DONE]" {
+            let reason = self.finish.unwrap_or(FinishReason::Stop);
+            self.pending
+                .push_back(TokenChunk::finish(reason, self.usage));
+            self.done = true;
+            return Ok(());
+        }
+        let chunk: Chunk = serde_json::from_str(data).map_err(|error| {
+            Error::internal("the upstream sent an event that is not a completion chunk")
+                .with_source(error)
+        })?;
+        if let Some(error) = &chunk.error {
+            return Err(error_of_event(error));
+        }
+        if chunk.object.as_deref() == Some("error") {
+            let message = chunk.message.as_deref().unwrap_or("unknown error");
+            return Err(error_of_event(&serde_json::json!({ "message": message })));
+        }
+        if let Some(usage) = &chunk.usage {
+            self.usage = Some(usage.to_usage());
+        }
+        // One prompt and `n` = 1: only choice 0 exists.
+        for choice in chunk.choices.iter().filter(|choice| choice.index == 0) {
+            self.on_choice(choice)?;
+        }
+        Ok(())
+    }
+
+    fn on_choice(&mut self, choice: &Choice) -> Result<(), Error> {
+        let tokens = match &self.output {
+            OutputTokens::TokenIdsField => match &choice.token_ids {
+                Some(ids) => ids.clone(),
+                None if choice.text.is_empty() => Vec::new(),
+                None => {
+                    return Err(Error::internal(
+                        "the upstream returned text without token_ids: it does not support \
+                         return_token_ids (vLLM 0.10.2 or later does)",
+                    ));
+                }
+            },
+            OutputTokens::Retokenize(codec) if !choice.text.is_empty() => {
+                codec.encode(&choice.text).map_err(|error| {
+                    Error::internal("cannot tokenize the upstream's text").with_source(error)
+                })?
+            }
+            OutputTokens::Retokenize(_) | OutputTokens::TextOnly => Vec::new(),
+        };
+        let log_probs = choice.logprobs.as_ref().and_then(|l| l.to_log_probs());
+        if !tokens.is_empty() || !choice.text.is_empty() {
+            self.pending.push_back(TokenChunk {
+                tokens,
+                text: (!choice.text.is_empty()).then(|| choice.text.clone()),
+                log_probs,
+                ..TokenChunk::default()
+            });
+        }
+        if let Some(reason) = choice.finish() {
+            self.finish = Some(reason);
+        }
+        Ok(())
+    }
+}

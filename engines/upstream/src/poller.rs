@@ -1,0 +1,228 @@
+//! A server's load, read from its Prometheus `/metrics` at an interval and kept fresh.
+
+use std::future::Future;
+use std::time::Duration;
+
+use dynamo_core::Error;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::client::{HttpClient, read_body};
+use crate::metrics::samples;
+use crate::status::error_of_answer;
+
+/// Which metrics hold the load figures. For each figure the first name found in a scrape is
+/// used, summed over its label sets (data-parallel ranks, engines); the KV usage takes the
+/// largest value instead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadMetrics {
+    /// Requests running in the engine's batch.
+    pub running: Vec<String>,
+    /// Requests queued in the engine.
+    pub waiting: Vec<String>,
+    /// KV cache usage.
+    pub kv_usage: Vec<String>,
+    /// Multiply the KV usage by this to get a fraction (1 for a fraction, 0.01 for percent).
+    pub kv_usage_scale: f64,
+}
+
+/// The load one scrape found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineLoad {
+    /// Requests running.
+    pub running_requests: f64,
+    /// Requests waiting.
+    pub waiting_requests: f64,
+    /// KV cache usage as a fraction in `[0, 1]`, when the server exports it.
+    pub kv_cache_usage: Option<f64>,
+    /// When the scrape answered.
+    pub scraped_at: Instant,
+}
+
+impl EngineLoad {
+    /// The load in a `/metrics` text, read as `metrics` says.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Internal`] when neither the running nor the waiting figure is in the text.
+    ///
+    /// ```
+    /// use dynamo_upstream::{EngineLoad, LoadMetrics};
+    ///
+    /// let metrics = LoadMetrics {
+    ///     running: vec!["vllm:num_requests_running".into()],
+    ///     waiting: vec!["vllm:num_requests_waiting".into()],
+    ///     kv_usage: vec!["vllm:kv_cache_usage_perc".into()],
+    ///     kv_usage_scale: 1.0,
+    /// };
+    /// let text = "vllm:num_requests_running{engine=\"0\"} 2\nvllm:num_requests_running{engine=\"1\"} 1\n\
+    ///             vllm:num_requests_waiting{engine=\"0\"} 4\nvllm:kv_cache_usage_perc{engine=\"0\"} 0.5\n";
+    /// let load = EngineLoad::from_text(text, &metrics)?;
+    /// assert_eq!((load.running_requests, load.waiting_requests), (3.0, 4.0));
+    /// assert_eq!(load.kv_cache_usage, Some(0.5));
+    /// # Ok::<(), dynamo_core::Error>(())
+    /// ```
+    pub fn from_text(text: &str, metrics: &LoadMetrics) -> Result<Self, Error> {
+        let running = first_found(text, &metrics.running, |a, b| a + b);
+        let waiting = first_found(text, &metrics.waiting, |a, b| a + b);
+        let kv = first_found(text, &metrics.kv_usage, f64::max);
+        if running.is_none() && waiting.is_none() {
+            return Err(Error::internal(format!(
+                "the metrics name none of {:?} or {:?}",
+                metrics.running, metrics.waiting
+            )));
+        }
+        Ok(EngineLoad {
+            running_requests: running.unwrap_or(0.0),
+            waiting_requests: waiting.unwrap_or(0.0),
+            kv_cache_usage: kv.map(|usage| (usage * metrics.kv_usage_scale).clamp(0.0, 1.0)),
+            scraped_at: Instant::now(),
+        })
+    }
+}
+
+/// The value of the first of `names` present in `text`, its series combined with `combine`.
+fn first_found(text: &str, names: &[String], combine: fn(f64, f64) -> f64) -> Option<f64> {
+    names.iter().find_map(|name| {
+        samples(text)
+            .filter(|sample| sample.name == name && sample.value.is_finite())
+            .map(|sample| sample.value)
+            .reduce(combine)
+    })
+}
+
+/// The latest load of one server, as its poller last read it; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LoadView {
+    latest: watch::Receiver<Option<EngineLoad>>,
+    staleness: Duration,
+}
+
+impl LoadView {
+    /// The latest load, unless it is older than the staleness limit (the server stopped
+    /// answering its metrics) or there is none yet.
+    pub fn current(&self) -> Option<EngineLoad> {
+        let load = (*self.latest.borrow())?;
+        (load.scraped_at.elapsed() <= self.staleness).then_some(load)
+    }
+
+    /// The latest load, however old.
+    pub fn last(&self) -> Option<EngineLoad> {
+        *self.latest.borrow()
+    }
+
+    /// Wait until the next scrape lands (or the poller stops, returning `false`).
+    pub async fn changed(&mut self) -> bool {
+        self.latest.changed().await.is_ok()
+    }
+}
+
+/// Reads a server's `/metrics` at an interval, one scrape at a time, each bounded in time and
+/// size; a failed scrape keeps the last load, which goes stale after the limit.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use dynamo_upstream::{HttpClient, HttpConfig, LoadMetrics, MetricsPoller};
+///
+/// # async fn run(metrics: LoadMetrics) -> Result<(), dynamo_core::Error> {
+/// let client = HttpClient::new("http://127.0.0.1:8000", HttpConfig::default())?;
+/// let (view, poll) = MetricsPoller::new(client, metrics)
+///     .interval(Duration::from_millis(500))
+///     .staleness(Duration::from_secs(3))
+///     .start();
+/// tokio::spawn(poll); // ends when every view is dropped
+/// if let Some(load) = view.current() {
+///     tracing::info!(waiting = load.waiting_requests, "engine load");
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MetricsPoller {
+    client: HttpClient,
+    metrics: LoadMetrics,
+    path: String,
+    interval: Duration,
+    staleness: Duration,
+    max_body: usize,
+}
+
+impl MetricsPoller {
+    /// A poller of `client`'s `/metrics`, every second, stale after 5 s, bodies up to 4 MiB.
+    pub fn new(client: HttpClient, metrics: LoadMetrics) -> Self {
+        MetricsPoller {
+            client,
+            metrics,
+            path: "/metrics".to_owned(),
+            interval: Duration::from_secs(1),
+            staleness: Duration::from_secs(5),
+            max_body: 4 << 20,
+        }
+    }
+
+    /// Scrape this path instead of `/metrics`.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Scrape this often (each scrape may take at most this long).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Trust a load for at most this long after its scrape.
+    pub fn staleness(mut self, staleness: Duration) -> Self {
+        self.staleness = staleness;
+        self
+    }
+
+    /// Read one scrape now.
+    ///
+    /// # Errors
+    ///
+    /// The server's error class when it answers with an error status, `unavailable` when it
+    /// cannot be reached, `internal` when the body is too large or names no load figure.
+    pub async fn scrape(&self) -> Result<EngineLoad, Error> {
+        let response = self.client.get(&self.path).await?;
+        let (head, body) = response.into_parts();
+        let bytes = read_body(body, self.max_body).await?;
+        if !head.status.is_success() {
+            return Err(error_of_answer(head.status, &head.headers, &bytes));
+        }
+        EngineLoad::from_text(&String::from_utf8_lossy(&bytes), &self.metrics)
+    }
+
+    /// The view of the load, and the future that keeps it fresh: spawn it on your runtime;
+    /// it ends when every [`LoadView`] has been dropped.
+    pub fn start(self) -> (LoadView, impl Future<Output = ()> + Send + 'static) {
+        let (sender, latest) = watch::channel(None);
+        let view = LoadView {
+            latest,
+            staleness: self.staleness,
+        };
+        let poll = async move {
+            let mut ticks = tokio::time::interval(self.interval);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = sender.closed() => return,
+                }
+                match tokio::time::timeout(self.interval, self.scrape()).await {
+                    Ok(Ok(load)) => {
+                        sender.send_replace(Some(load));
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(url = self.client.base_url(), %error, "metrics scrape failed");
+                    }
+                    Err(_elapsed) => {
+                        tracing::debug!(url = self.client.base_url(), "metrics scrape timed out");
+                    }
+                }
+            }
+        };
+        (view, poll)
+    }
+}

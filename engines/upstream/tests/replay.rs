@@ -1,0 +1,247 @@
+//! The upstream engine against a server replaying fixtures byte for byte: streamed token ids
+//! and usage, a stream cut mid-chunk, an error event mid-stream, error statuses, cancellation,
+//! and a metrics scrape with labels. `tests/fixtures/README.md` says where each comes from.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dynamo_core::{EngineExt, ErrorClass, FinishReason, GenerateRequest, Usage};
+use dynamo_upstream::{
+    CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, LoadMetrics, MetricsPoller,
+    OutputTokens,
+};
+use futures::StreamExt;
+use serde_json::json;
+use support::replay::{Replay, fixture_bytes};
+
+fn vllm_engine(url: &str) -> CompletionsEngine {
+    let client = HttpClient::new(url, HttpConfig::default()).expect("a URL");
+    let dialect = Dialect::openai()
+        .named("vLLM")
+        .extensions(Extensions::VLLM)
+        .output(OutputTokens::TokenIdsField);
+    CompletionsEngine::new(client, dialect).model("smollm2")
+}
+
+fn request() -> GenerateRequest {
+    GenerateRequest::new("r1", "gateway-name", vec![1, 9690, 198, 2683, 359, 253])
+        .with_max_tokens(4)
+}
+
+#[tokio::test]
+async fn a_stream_of_token_ids_ends_with_the_finish_and_the_usage() {
+    let server = Replay::one("/v1/completions", "vllm_stream_token_ids.http").await;
+    let mut engine = vllm_engine(&server.url());
+    let mut stream = engine.generate(request()).await.expect("a stream");
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        chunks.push(chunk.expect("a chunk"));
+    }
+    let tokens: Vec<_> = chunks.iter().map(|c| c.tokens.clone()).collect();
+    assert_eq!(tokens, [vec![378], vec![3575], vec![282, 4649], vec![]]);
+    let last = chunks.last().expect("a last chunk");
+    assert_eq!(last.finish_reason, Some(FinishReason::Length));
+    assert_eq!(
+        last.usage,
+        Some(Usage {
+            prompt_tokens: 6,
+            cached_tokens: 4,
+            completion_tokens: 4
+        })
+    );
+    let text: String = chunks.iter().filter_map(|c| c.text.clone()).collect();
+    assert_eq!(text, " The capital of France");
+    // The request went out field by field, under the server's model name.
+    let sent = server.request_json(0);
+    assert_eq!(sent["model"], "smollm2");
+    assert_eq!(sent["prompt"], json!([1, 9690, 198, 2683, 359, 253]));
+    assert_eq!(sent["max_tokens"], 4);
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["return_token_ids"], true);
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_chunk_ends_unavailable_after_its_tokens() {
+    let server = Replay::one("/v1/completions", "vllm_stream_cut.http").await;
+    let mut stream = vllm_engine(&server.url())
+        .generate(request())
+        .await
+        .expect("a stream");
+    let first = stream.next().await.expect("a chunk").expect("tokens");
+    assert_eq!(first.tokens, [378]);
+    let error = stream.next().await.expect("an item").expect_err("cut");
+    assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+    assert!(stream.next().await.is_none());
+}
+
+#[tokio::test]
+async fn an_error_event_mid_stream_keeps_its_class() {
+    let server = Replay::one("/v1/completions", "vllm_stream_error_event.http").await;
+    let error = vllm_engine(&server.url())
+        .generate_all(request())
+        .await
+        .expect_err("an error event");
+    assert_eq!(error.class(), ErrorClass::InvalidRequest);
+    assert!(
+        error.to_string().contains("maximum context length"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn error_statuses_map_to_classes_with_their_messages() {
+    let cases = [
+        (
+            "vllm_error_400.http",
+            ErrorClass::InvalidRequest,
+            "top_p must be in (0, 1]",
+        ),
+        (
+            "vllm_error_404.http",
+            ErrorClass::NotFound,
+            "does not exist",
+        ),
+        ("overloaded_503.http", ErrorClass::Overloaded, "at capacity"),
+    ];
+    for (fixture, class, message) in cases {
+        let server = Replay::one("/v1/completions", fixture).await;
+        let error = vllm_engine(&server.url())
+            .generate(request())
+            .await
+            .expect_err(fixture);
+        assert_eq!(error.class(), class, "{fixture}: {error}");
+        assert!(error.to_string().contains(message), "{fixture}: {error}");
+        if class == ErrorClass::Overloaded {
+            assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_unavailable() {
+    // Bind a port, then free it: nothing listens there.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let address = listener.local_addr().expect("bound");
+    drop(listener);
+    let error = vllm_engine(&format!("http://{address}"))
+        .generate(request())
+        .await
+        .expect_err("refused");
+    assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+}
+
+#[tokio::test]
+async fn dropping_the_stream_closes_the_connection() {
+    let server = Replay::one("/v1/completions", "vllm_stream_hold.http").await;
+    let mut stream = vllm_engine(&server.url())
+        .generate(request())
+        .await
+        .expect("a stream");
+    assert_eq!(
+        stream.next().await.expect("a chunk").expect("ok").tokens,
+        [378]
+    );
+    let closed = server.seen.closed.notified();
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the server sees the connection close");
+}
+
+#[tokio::test]
+async fn cancelling_the_request_ends_the_stream_and_the_connection() {
+    let server = Replay::one("/v1/completions", "vllm_stream_hold.http").await;
+    let request = request();
+    let token = request.cancellation().clone();
+    let mut stream = vllm_engine(&server.url())
+        .generate(request)
+        .await
+        .expect("a stream");
+    assert!(stream.next().await.expect("a chunk").is_ok());
+    let closed = server.seen.closed.notified();
+    token.cancel();
+    let error = stream
+        .next()
+        .await
+        .expect("an item")
+        .expect_err("cancelled");
+    assert_eq!(error.class(), ErrorClass::Cancelled);
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the server sees the connection close");
+}
+
+#[tokio::test]
+async fn unsupported_fields_are_refused_before_sending() {
+    let server = Replay::one("/v1/completions", "vllm_stream_token_ids.http").await;
+    let client = HttpClient::new(&server.url(), HttpConfig::default()).expect("a URL");
+    let mut engine = CompletionsEngine::new(client, Dialect::openai());
+    let mut request = request();
+    request.stop.ignore_eos = true;
+    let error = engine.generate(request).await.expect_err("refused");
+    assert_eq!(error.class(), ErrorClass::InvalidRequest);
+    assert!(error.to_string().contains("ignore_eos"), "{error}");
+    assert!(
+        server
+            .seen
+            .requests
+            .lock()
+            .expect("not poisoned")
+            .is_empty()
+    );
+}
+
+fn vllm_metrics() -> LoadMetrics {
+    LoadMetrics {
+        running: vec!["vllm:num_requests_running".into()],
+        waiting: vec!["vllm:num_requests_waiting".into()],
+        kv_usage: vec![
+            "vllm:kv_cache_usage_perc".into(),
+            "vllm:gpu_cache_usage_perc".into(),
+        ],
+        kv_usage_scale: 1.0,
+    }
+}
+
+#[tokio::test]
+async fn the_poller_sums_labelled_series_and_goes_stale() {
+    let server = Replay::start(HashMap::from([(
+        "/metrics".to_owned(),
+        fixture_bytes("vllm_metrics.http"),
+    )]))
+    .await;
+    let client = HttpClient::new(&server.url(), HttpConfig::default()).expect("a URL");
+    let poller = MetricsPoller::new(client, vllm_metrics())
+        .interval(Duration::from_millis(20))
+        .staleness(Duration::from_millis(500));
+    let load = poller.scrape().await.expect("a scrape");
+    assert_eq!(load.running_requests, 5.0);
+    assert_eq!(load.waiting_requests, 4.0);
+    assert_eq!(load.kv_cache_usage, Some(0.625));
+    let (mut view, poll) = poller.start();
+    let task = tokio::spawn(poll);
+    assert!(view.changed().await);
+    assert_eq!(view.current().map(|l| l.running_requests), Some(5.0));
+    // The server goes away: the last load stays readable but is no longer current.
+    drop(server);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while view.current().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the load never went stale"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(view.last().is_some());
+    drop(view);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the poller ends with its last view")
+        .expect("no panic");
+}

@@ -1,0 +1,199 @@
+//! A test server that replays fixture files byte for byte.
+//!
+//! A fixture is an HTTP response head (status line and headers, one a line), a blank line, and
+//! the body. Heads are sent with CRLF line ends. A chunked body is sent one server-sent event
+//! per HTTP chunk, as uvicorn and axum write a stream; a line `#CUT` in it sends what follows
+//! as a chunk that announces more bytes than it has, then closes the connection (a stream cut
+//! mid-chunk). Any other body is sent with its `content-length`. A line `#HOLD` sends what came
+//! before and then keeps the connection open until the client closes it.
+
+#![allow(dead_code, reason = "each test binary uses part of the replay server")]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// What the server received and saw.
+#[derive(Default)]
+pub(crate) struct Seen {
+    /// Each request: method and path, and its body.
+    pub(crate) requests: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Notified when a held connection is closed by the client.
+    pub(crate) closed: Notify,
+}
+
+/// A running replay server; stops when dropped.
+pub(crate) struct Replay {
+    pub(crate) address: SocketAddr,
+    pub(crate) seen: Arc<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Replay {
+    /// Serve `routes`: request path → fixture bytes.
+    pub(crate) async fn start(routes: HashMap<String, Vec<u8>>) -> Replay {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let address = listener.local_addr().expect("bound");
+        let seen = Arc::new(Seen::default());
+        let routes = Arc::new(routes);
+        let shared = Arc::clone(&seen);
+        // Connections live in the accept task's set: stopping the server closes them all.
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                connections.spawn(serve(socket, Arc::clone(&routes), Arc::clone(&shared)));
+            }
+        });
+        Replay {
+            address,
+            seen,
+            task,
+        }
+    }
+
+    /// Serve one fixture on `path`.
+    pub(crate) async fn one(path: &str, fixture: &str) -> Replay {
+        Replay::start(HashMap::from([(path.to_owned(), fixture_bytes(fixture))])).await
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The JSON body of the `n`th request.
+    pub(crate) fn request_json(&self, n: usize) -> serde_json::Value {
+        let requests = self.seen.requests.lock().expect("not poisoned");
+        serde_json::from_slice(&requests[n].1).expect("a JSON request body")
+    }
+}
+
+/// The bytes of `tests/fixtures/<name>` of the crate under test.
+pub(crate) fn fixture_bytes(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+async fn serve(mut socket: TcpStream, routes: Arc<HashMap<String, Vec<u8>>>, seen: Arc<Seen>) {
+    loop {
+        let Some((target, body)) = read_request(&mut socket).await else {
+            return;
+        };
+        let path = target.split_whitespace().nth(1).unwrap_or("").to_owned();
+        seen.requests
+            .lock()
+            .expect("not poisoned")
+            .push((target.clone(), body));
+        let Some(fixture) = routes.get(&path) else {
+            let _ = socket
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            continue;
+        };
+        if !send(&mut socket, fixture, &seen).await {
+            return;
+        }
+    }
+}
+
+/// Write one fixture; whether the connection stays usable.
+async fn send(socket: &mut TcpStream, fixture: &[u8], seen: &Seen) -> bool {
+    let text = String::from_utf8_lossy(fixture);
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let mut out = String::new();
+    for line in head.lines() {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if !chunked {
+        out.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        out.push_str(body);
+        return socket.write_all(out.as_bytes()).await.is_ok();
+    }
+    out.push_str("\r\n");
+    let (whole, cut) = match body.split_once("#CUT\n") {
+        Some((whole, cut)) => (whole, Some(cut)),
+        None => (body, None),
+    };
+    let (whole, hold) = match whole.split_once("#HOLD\n") {
+        Some((whole, _)) => (whole, true),
+        None => (whole, false),
+    };
+    let mut events: Vec<&str> = whole.split_inclusive("\n\n").collect();
+    events.retain(|event| !event.is_empty());
+    if socket.write_all(out.as_bytes()).await.is_err() {
+        return false;
+    }
+    for event in events {
+        let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+        if socket.write_all(chunk.as_bytes()).await.is_err() {
+            return false;
+        }
+        socket.flush().await.ok();
+        tokio::task::yield_now().await;
+    }
+    if let Some(cut) = cut {
+        let chunk = format!("{:x}\r\n{cut}", cut.len() + 100);
+        let _ = socket.write_all(chunk.as_bytes()).await;
+        let _ = socket.shutdown().await;
+        return false;
+    }
+    if hold {
+        let mut buffer = [0u8; 1024];
+        while matches!(socket.read(&mut buffer).await, Ok(n) if n > 0) {}
+        seen.closed.notify_one();
+        return false;
+    }
+    socket.write_all(b"0\r\n\r\n").await.is_ok()
+}
+
+/// The request line and the body of the next request, or `None` at the end of the connection.
+async fn read_request(socket: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut data = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = socket.read(&mut buffer).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buffer[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while data.len() < head_end + length {
+        let n = socket.read(&mut buffer).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buffer[..n]);
+    }
+    let request_line = head.lines().next().unwrap_or("").to_owned();
+    Some((request_line, data[head_end..head_end + length].to_vec()))
+}
