@@ -173,7 +173,17 @@ impl LocalNats {
     pub fn start() -> Result<Self, Error> {
         // A server that lost its port to another process in the moment after `free_port`
         // does not greet; a fresh port is tried then.
-        retry_not_listening(|| Self::start_once(free_port()?))
+        Self::start_with(&[])
+    }
+
+    /// Start one on a free port with more command-line flags, for example `--user` and
+    /// `--pass`, or `--tls --tlscert FILE --tlskey FILE`.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with(flags: &[&str]) -> Result<Self, Error> {
+        retry_not_listening(|| Self::start_once(free_port()?, flags))
     }
 
     /// Start one on `port` (to restart a stopped one where its clients expect it).
@@ -183,11 +193,16 @@ impl LocalNats {
     /// [`Error::CannotRun`] when it cannot be run and [`Error::NotListening`] when it does not
     /// listen.
     pub fn start_on(port: u16) -> Result<Self, Error> {
-        retry_not_listening(|| Self::start_once(port))
+        retry_not_listening(|| Self::start_once(port, &[]))
     }
 
-    fn start_once(port: u16) -> Result<Self, Error> {
-        let args = ["-a", "127.0.0.1", "-p", &port.to_string()].map(String::from);
+    fn start_once(port: u16, flags: &[&str]) -> Result<Self, Error> {
+        let port_text = port.to_string();
+        let args: Vec<String> = ["-a", "127.0.0.1", "-p", &port_text]
+            .iter()
+            .chain(flags)
+            .map(|arg| (*arg).to_owned())
+            .collect();
         let mut server = Server::start("nats-server", port, &args)?;
         // Something answers on the port: it is this server only if it greets as NATS does
         // and is still running.

@@ -60,7 +60,7 @@ use tokio::sync::mpsc;
 
 pub use local::LocalBus;
 #[cfg(feature = "nats")]
-pub use nats::NatsEvents;
+pub use nats::{NatsAccess, NatsEvents, url_without_credentials};
 pub use resync::{RESYNC_PAUSE, answer_resyncs, forward_resyncs};
 
 /// A kind of message on the event plane.

@@ -1,5 +1,7 @@
 //! The event plane across processes, over NATS.
 
+use std::path::PathBuf;
+
 use dynamo_core::Error;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -18,6 +20,25 @@ pub struct NatsEvents {
     connected: watch::Receiver<bool>,
 }
 
+/// How to reach a NATS server that asks for credentials or TLS, beyond what its URL says.
+///
+/// A user and password, or a token, go in the URL as NATS clients expect
+/// (`nats://USER:PASSWORD@HOST:PORT`, `nats://TOKEN@HOST:PORT`); they are never written in an
+/// error or a log line. A `tls://` URL, or a server that requires TLS, makes the connection
+/// TLS; the server's certificate is checked against the system's roots plus
+/// [`root_certificate`](Self::root_certificate).
+#[derive(Debug, Clone, Default)]
+pub struct NatsAccess {
+    /// A `.creds` file (a user JWT and its NKey seed), as `nsc` writes for decentralised auth.
+    pub credentials_file: Option<PathBuf>,
+    /// A PEM certificate authority to trust for the server's certificate.
+    pub root_certificate: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for a server that verifies clients.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+    /// Refuse to connect without TLS.
+    pub require_tls: bool,
+}
+
 impl NatsEvents {
     /// Connect to the NATS server at `url` (for example `nats://127.0.0.1:4222`).
     ///
@@ -25,9 +46,24 @@ impl NatsEvents {
     ///
     /// [`Error::Unavailable`] when the server cannot be reached.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, Error> {
+        Self::connect_with(url, namespace, &NatsAccess::default()).await
+    }
+
+    /// [`connect`](Self::connect), with credentials or TLS.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] when the server cannot be reached or refuses the credentials,
+    /// and [`Error::InvalidRequest`](dynamo_core::ErrorClass::InvalidRequest) when the
+    /// credentials file cannot be read.
+    pub async fn connect_with(
+        url: &str,
+        namespace: &str,
+        access: &NatsAccess,
+    ) -> Result<Self, Error> {
         // `connect` returns once connected; the callback reports the changes after that.
         let (state, connected) = watch::channel(true);
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .event_callback(move |event| {
                 let now = match event {
                     async_nats::Event::Connected => Some(true),
@@ -40,11 +76,34 @@ impl NatsEvents {
                 }
                 async {}
             })
-            .connect(url)
-            .await
-            .map_err(|error| {
-                Error::unavailable(format!("cannot connect to NATS at {url}")).with_source(error)
+            .require_tls(access.require_tls);
+        if let Some(file) = &access.credentials_file {
+            options = options.credentials_file(file).await.map_err(|error| {
+                Error::invalid_request(format!(
+                    "cannot use the NATS credentials file {}",
+                    file.display()
+                ))
+                .with_source(error)
             })?;
+        }
+        if let Some(authority) = &access.root_certificate {
+            options = options.add_root_certificates(authority.clone());
+        }
+        if let Some((certificate, key)) = &access.client_certificate {
+            options = options.add_client_certificate(certificate.clone(), key.clone());
+        }
+        // async-nats reads no credentials from the URL: they are taken out and given to it.
+        let (servers, credentials) = split_credentials(url);
+        options = match credentials.as_deref().map(|given| given.split_once(':')) {
+            Some(Some((user, password))) => {
+                options.user_and_password(user.to_owned(), password.to_owned())
+            }
+            Some(None) => options.token(credentials.unwrap_or_default()),
+            None => options,
+        };
+        let client = options.connect(servers.as_str()).await.map_err(|error| {
+            Error::unavailable(format!("cannot connect to NATS at {servers}")).with_source(error)
+        })?;
         Ok(NatsEvents {
             client,
             namespace: namespace.to_owned(),
@@ -129,5 +188,60 @@ impl EventPlane for NatsEvents {
                 })
             })
             .boxed())
+    }
+}
+
+/// `url` without the user, password or token it may carry, for messages and for the
+/// connection itself; and what it carried (`USER:PASSWORD` or `TOKEN`).
+fn split_credentials(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    // Each of a comma-separated list of servers may carry some; the first found is used.
+    let mut found = None;
+    let servers: Vec<&str> = rest
+        .split(',')
+        .map(|server| match server.rsplit_once('@') {
+            Some((credentials, host)) => {
+                found.get_or_insert_with(|| credentials.to_owned());
+                host
+            }
+            None => server,
+        })
+        .collect();
+    (format!("{scheme}://{}", servers.join(",")), found)
+}
+
+/// `url` without the user, password or token it may carry.
+pub fn url_without_credentials(url: &str) -> String {
+    split_credentials(url).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_credentials;
+
+    #[test]
+    fn credentials_are_taken_out_of_the_url() {
+        let plain = "nats://127.0.0.1:4222";
+        assert_eq!(split_credentials(plain), (plain.to_owned(), None));
+        assert_eq!(
+            split_credentials("nats://dyn:s3cret@10.0.0.1:4222"),
+            (
+                "nats://10.0.0.1:4222".to_owned(),
+                Some("dyn:s3cret".to_owned())
+            )
+        );
+        assert_eq!(
+            split_credentials("tls://tok3n@a:4222,tls://b:4222"),
+            (
+                "tls://a:4222,tls://b:4222".to_owned(),
+                Some("tok3n".to_owned())
+            )
+        );
+        assert_eq!(
+            split_credentials("nats-server"),
+            ("nats-server".to_owned(), None)
+        );
     }
 }
