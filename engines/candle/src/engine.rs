@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tower::Service;
 
 use crate::forward::{KvStore, Rope, Row, forward};
+use crate::grammar::Grammars;
 use crate::handoff::{Arrivals, Handoffs, KvExport, pull_then_queue};
 use crate::sampler::Sampler;
 use crate::sequence::{Sequence, advance, finish};
@@ -219,6 +220,8 @@ struct ModelThread {
     tiers: Option<Tiers>,
     /// Blocks handed over by prefill workers and to decode workers.
     handoffs: Handoffs,
+    /// The grammars of output formats.
+    grammars: Grammars,
 }
 
 impl ModelThread {
@@ -232,6 +235,11 @@ impl ModelThread {
         let model = weights.config().clone();
         let block_size = config.block_size.get() as usize;
         let handoffs = Handoffs::new(config.export.clone(), arrivals, config.worker);
+        let grammars = Grammars::new(
+            weights.vocabulary.0.clone(),
+            weights.vocab_size(),
+            model.eos_token_id,
+        );
         ModelThread {
             rope: Rope::new(model.head_dim, model.rope_theta, model.context_length),
             store: KvStore::new(&weights, config.blocks as usize, block_size),
@@ -244,6 +252,7 @@ impl ModelThread {
             running: Vec::new(),
             tiers: None,
             handoffs,
+            grammars,
         }
     }
 
@@ -339,6 +348,16 @@ impl ModelThread {
                 self.waiting.push_front(submission);
                 return;
             }
+            let grammar = match request.format.as_ref().map(|f| self.grammars.start(f)) {
+                None => None,
+                Some(Ok(grammar)) => Some(grammar),
+                Some(Err(error)) => {
+                    self.pool.release(&mut pinned);
+                    self.pool.release(&mut private);
+                    let _ = submission.chunks.try_send(Err(error));
+                    continue;
+                }
+            };
             self.offload_evicted();
             let onboarded = self.onboard(&request.id, cached, &hashes, &mut pinned, &mut private);
             let cached = cached + onboarded;
@@ -375,6 +394,7 @@ impl ModelThread {
                     .collect(),
                 sampler: Sampler::new(&request.sampling),
                 logprobs: request.sampling.logprobs,
+                grammar,
                 output,
                 cancel,
             });
@@ -480,11 +500,13 @@ impl ModelThread {
             if sequence.computed < sequence.tokens.len() {
                 continue;
             }
-            let Some(row_logits) = per_sequence[index].take() else {
+            let Some(mut row_logits) = per_sequence[index].take() else {
                 continue;
             };
-            if let Some(reason) = advance(sequence, &row_logits, self.rope.positions()) {
-                finished.push((index, Ok(reason)));
+            match advance(sequence, &mut row_logits, self.rope.positions()) {
+                Ok(None) => {}
+                Ok(Some(reason)) => finished.push((index, Ok(reason))),
+                Err(error) => finished.push((index, Err(error))),
             }
         }
         // Remove from the back, so that earlier indices stay valid.

@@ -30,6 +30,13 @@
 //! - **Sampling**: greedy, temperature, top-k, top-p, seeded; stop tokens (and the model's EOS
 //!   unless `ignore_eos`), `min_tokens`, `max_tokens`; dropping the stream frees the sequence's
 //!   blocks at the next step.
+//! - **Output formats.** A request with a [`format`](dynamo_core::GenerateRequest::format) (a
+//!   JSON object, or JSON valid against a JSON schema) is held to it while sampling by
+//!   [llguidance](https://docs.rs/llguidance): each step masks the tokens that would leave the
+//!   format before sampling and log-probabilities, each sampled token advances the grammar, and
+//!   the sequence stops (`Stop`) as soon as the format is complete. The grammar engine reads the
+//!   token bytes from the GGUF tokenizer metadata and builds its tables on the first such
+//!   request; a schema it cannot compile is an invalid request naming `response_format`.
 //!
 //! ```no_run
 //! use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
@@ -53,17 +60,21 @@
 //! | `cuda` | runs the model on an NVIDIA GPU (candle's CUDA backend); needs `nvcc` and `CUDA_COMPUTE_CAP` at build time, see `docs/engines.md` | no |
 
 mod config;
+mod embed;
 mod engine;
 mod error;
 mod forward;
+mod grammar;
 mod handoff;
 mod logprobs;
 mod sampler;
 mod sequence;
 mod tiers;
+mod vocab;
 mod weights;
 
 pub use config::LlamaConfig;
+pub use embed::{BertEmbedder, EmbedderConfig};
 pub use dynamo_kvbm::{OffloadCounters, PoolCounters, TierTraffic};
 pub use engine::{CandleConfig, CandleEngine};
 pub use error::CandleError;

@@ -3,6 +3,9 @@
 //! They are those of the model's own distribution: `log_softmax` of the raw logits, before
 //! temperature, top-k or top-p shape what the sampler draws from. This is what vLLM reports by
 //! default and what OpenAI documents; a greedy token is therefore always the most likely one.
+//! An output format's grammar is the exception: it masks the logits first, so the
+//! log-probabilities are those of the distribution the token was drawn from (renormalised over
+//! the tokens the format allows), and the alternatives are only tokens it allows.
 
 use dynamo_core::TokenLogProb;
 
@@ -20,6 +23,8 @@ pub(crate) fn token_log_prob(logits: &[f32], token: u32, top: usize) -> TokenLog
         top: top_ids(logits, top)
             .into_iter()
             .map(|id| (id as u32, logprob(id)))
+            // Tokens an output format masks out are no alternatives.
+            .filter(|(_, logprob)| logprob.is_finite())
             .collect(),
     }
 }

@@ -8,6 +8,7 @@ use dynamo_kvbm::{BlockId, Held, PinnedBlock, PrivateBlock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::grammar::Grammar;
 use crate::logprobs::token_log_prob;
 use crate::sampler::Sampler;
 
@@ -34,6 +35,8 @@ pub(crate) struct Sequence {
     pub(crate) sampler: Sampler,
     /// How many alternatives to report with each token's log-probability, when asked for.
     pub(crate) logprobs: Option<u32>,
+    /// The output format's grammar, when the request has one.
+    pub(crate) grammar: Option<Grammar>,
     pub(crate) output: mpsc::Sender<Result<TokenChunk, Error>>,
     pub(crate) cancel: CancellationToken,
 }
@@ -46,29 +49,45 @@ impl Sequence {
     }
 }
 
-/// Sample the next token of `sequence` and send it; the finish reason if it is done.
+/// Sample the next token of `sequence` and send it; the finish reason if it is done. With an
+/// output format, the grammar masks `logits` first and takes the sampled token; the sequence
+/// stops once the format is complete.
+///
+/// # Errors
+///
+/// When the grammar fails (it allows no token, or refuses the one sampled).
 pub(crate) fn advance(
     sequence: &mut Sequence,
-    logits: &[f32],
+    logits: &mut [f32],
     context: usize,
-) -> Option<FinishReason> {
+) -> Result<Option<FinishReason>, Error> {
+    if let Some(grammar) = &mut sequence.grammar {
+        grammar.mask(logits, &sequence.stop)?;
+    }
     let token = sequence.sampler.sample(logits);
     if sequence.generated >= sequence.min_tokens && sequence.stop.contains(&token) {
-        return Some(FinishReason::Stop);
+        return Ok(Some(FinishReason::Stop));
     }
+    let complete = match &mut sequence.grammar {
+        Some(grammar) => grammar.accept(token)?,
+        None => false,
+    };
     let mut chunk = TokenChunk::token(token);
     if let Some(top) = sequence.logprobs {
         chunk.log_probs = Some(vec![token_log_prob(logits, token, top as usize)]);
     }
     if sequence.output.try_send(Ok(chunk)).is_err() {
-        return Some(FinishReason::Cancelled);
+        return Ok(Some(FinishReason::Cancelled));
     }
     sequence.generated += 1;
     sequence.tokens.push(token);
-    if sequence.generated >= sequence.max_tokens || sequence.tokens.len() >= context {
-        return Some(FinishReason::Length);
+    if complete {
+        return Ok(Some(FinishReason::Stop));
     }
-    None
+    if sequence.generated >= sequence.max_tokens || sequence.tokens.len() >= context {
+        return Ok(Some(FinishReason::Length));
+    }
+    Ok(None)
 }
 
 pub(crate) fn finish(sequence: &Sequence, reason: FinishReason) -> TokenChunk {

@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 
 use crate::config::LlamaConfig;
 use crate::error::CandleError;
+use crate::vocab::{self, Vocabulary};
 
 /// One transformer block.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct LlamaWeights {
     /// The output projection (the token embeddings when the model ties them).
     pub(crate) output: QMatMul,
     pub(crate) device: Device,
+    /// The bytes of every token, for output formats.
+    pub(crate) vocabulary: Vocabulary,
 }
 
 impl LlamaWeights {
@@ -70,6 +73,7 @@ impl LlamaWeights {
         let mut reader = BufReader::new(File::open(path)?);
         let content = Content::read(&mut reader)?;
         let config = LlamaConfig::from_gguf(&content)?;
+        let vocabulary = Vocabulary(vocab::from_gguf(&content));
         let mut file = GgufFile {
             content: &content,
             reader: &mut reader,
@@ -106,6 +110,7 @@ impl LlamaWeights {
             output_norm,
             output: file.to_matrix(output)?,
             device: device.clone(),
+            vocabulary,
         })
     }
 

@@ -1,0 +1,182 @@
+//! Output formats on the real SmolLM2-135M-Instruct: every answer to a request with a JSON
+//! schema parses and validates against it (a property over generated schemas, validated by the
+//! `jsonschema` crate), `json_object` gives an object, and a schema the grammar engine cannot
+//! compile is an invalid request.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod support;
+
+use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
+use dynamo_core::{EngineExt, ErrorClass, FinishReason, GenerateRequest, OutputFormat};
+use futures::future::join_all;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use support::chat_prompt;
+
+fn engine() -> CandleEngine {
+    let weights = LlamaWeights::load(support::model_path(), &candle_core::Device::Cpu).unwrap();
+    CandleEngine::start(weights, CandleConfig::default(), None).unwrap()
+}
+
+/// A request for JSON following `format`, asked in the prompt too (as users do), sampled with
+/// `seed` (greedy without one).
+fn request(id: &str, question: &str, format: OutputFormat, seed: Option<u64>) -> GenerateRequest {
+    let mut request =
+        GenerateRequest::new(id, "smollm2", chat_prompt(question)).with_max_tokens(400);
+    request.sampling.temperature = Some(if seed.is_some() { 1.0 } else { 0.0 });
+    request.sampling.seed = seed;
+    request.format = Some(format);
+    request
+}
+
+/// The answer's text: the model's tokens as the gateway would decode them.
+fn text(tokens: &[u32]) -> String {
+    support::preprocessing()
+        .tokenizer()
+        .decode(tokens, true)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_object_answers_with_an_object_and_stops() {
+    let mut engine = engine();
+    let question = "Describe Paris as JSON with its country and population.";
+    let generation = engine
+        .generate_all(request("object", question, OutputFormat::JsonObject, None))
+        .await
+        .unwrap();
+    let answer = text(&generation.tokens);
+    let value: Value = serde_json::from_str(&answer).unwrap();
+    assert!(value.is_object(), "{answer}");
+    assert_eq!(generation.finish_reason, Some(FinishReason::Stop));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_probabilities_are_those_of_the_masked_distribution() {
+    let mut engine = engine();
+    let schema = json!({"type": "object", "properties": {"capital": {"type": "string", "maxLength": 12}},
+        "required": ["capital"], "additionalProperties": false});
+    let format = OutputFormat::JsonSchema {
+        schema: schema.to_string(),
+    };
+    let mut request = request("lp", "What is the capital of France?", format, None);
+    request.sampling.logprobs = Some(3);
+    let generation = engine.generate_all(request).await.unwrap();
+    let answer = text(&generation.tokens);
+    let value: Value = serde_json::from_str(&answer).unwrap();
+    assert!(value["capital"].is_string(), "{answer}");
+    let log_probs = generation.log_probs.unwrap();
+    // Only a couple of tokens can open the object (`{`, `{"`): their probabilities, renormalised
+    // over what the mask allows, sum to one.
+    let first: f32 = log_probs[0].top.iter().map(|t| t.1.exp()).sum();
+    assert!((first - 1.0).abs() < 1e-3, "{:?}", log_probs[0]);
+    for entry in &log_probs {
+        assert!(
+            entry.logprob.is_finite() && entry.logprob <= 0.0,
+            "{entry:?}"
+        );
+        assert!(entry.top.iter().all(|t| t.1.is_finite()), "{entry:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_the_grammar_engine_refuses_is_an_invalid_request() {
+    let mut engine = engine();
+    for schema in [
+        r#"{"$ref": "https://example.com/remote.json"}"#,
+        r#"{"type": "no-such-type"}"#,
+        "not json",
+    ] {
+        let format = OutputFormat::JsonSchema {
+            schema: schema.to_owned(),
+        };
+        let error = engine
+            .generate_all(request("bad", "Hi", format, None))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.class(),
+            ErrorClass::InvalidRequest,
+            "{schema}: {error}"
+        );
+        assert!(error.to_string().contains("response_format"), "{error}");
+    }
+    // The engine goes on serving.
+    let generation = engine
+        .generate_all(request("after", "Hi", OutputFormat::JsonObject, None))
+        .await
+        .unwrap();
+    assert!(!generation.tokens.is_empty());
+}
+
+/// A JSON schema of the kind applications send (OpenAI's strict mode: every property required,
+/// no others), with bounds that keep a small model's answers short.
+fn schema() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(json!({"type": "boolean"})),
+        (-100i64..100, 0i64..1000).prop_map(
+            |(low, span)| json!({"type": "integer", "minimum": low, "maximum": low + span})
+        ),
+        (1usize..12).prop_map(|max| json!({"type": "string", "maxLength": max})),
+        prop::collection::vec("[a-z]{1,8}", 1..4)
+            .prop_map(|words| json!({"type": "string", "enum": words})),
+        Just(json!({"type": "null"})),
+    ];
+    leaf.prop_recursive(2, 12, 4, |inner| {
+        prop_oneof![
+            (inner.clone(), 1usize..4)
+                .prop_map(|(items, max)| json!({"type": "array", "items": items, "maxItems": max})),
+            prop::collection::vec(inner, 1..4).prop_map(object),
+        ]
+    })
+    .prop_map(|value| match value["type"].as_str() {
+        Some("object") => value,
+        _ => object(vec![value]),
+    })
+}
+
+/// An object whose properties `p0`, `p1`… have the given schemas, all required.
+fn object(properties: Vec<Value>) -> Value {
+    let names: Vec<String> = (0..properties.len()).map(|i| format!("p{i}")).collect();
+    let properties: serde_json::Map<String, Value> =
+        names.iter().cloned().zip(properties).collect();
+    json!({"type": "object", "properties": properties, "required": names,
+        "additionalProperties": false})
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3, max_shrink_iters: 4, ..ProptestConfig::default() })]
+
+    /// Every answer parses and validates against its schema, sampled answers included. The
+    /// schemas of one case run at once, so the engine batches them.
+    #[test]
+    fn every_answer_validates_against_its_schema(
+        schemas in prop::collection::vec(schema(), 4),
+        seed in any::<u64>(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let engine = engine();
+        let answers = runtime.block_on(join_all(schemas.iter().enumerate().map(|(i, schema)| {
+            let mut engine = engine.clone();
+            let question = format!("Reply with JSON following this schema: {schema}");
+            let format = OutputFormat::JsonSchema { schema: schema.to_string() };
+            let seed = (i > 0).then_some(seed.wrapping_add(i as u64));
+            async move { engine.generate_all(request(&format!("s{i}"), &question, format, seed)).await }
+        })));
+        for (schema, generation) in schemas.iter().zip(answers) {
+            let generation = generation.unwrap();
+            let answer = text(&generation.tokens);
+            prop_assert_eq!(generation.finish_reason, Some(FinishReason::Stop), "{}", answer);
+            let value: Value = serde_json::from_str(&answer)
+                .map_err(|e| TestCaseError::fail(format!("{answer:?} is not JSON: {e}")))?;
+            let validator = jsonschema::validator_for(schema).unwrap();
+            let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+            prop_assert!(errors.is_empty(), "{} against {}: {:?}", answer, schema, errors);
+        }
+    }
+}
