@@ -1,0 +1,52 @@
+//! Put dynamo's gateway and KV-aware router in front of [vLLM](https://docs.vllm.ai) servers,
+//! without changing them.
+//!
+//! A [`VllmServer`] names one `vllm serve` process and gives the three things a router needs
+//! from it:
+//!
+//! | what | how | from vLLM |
+//! |---|---|---|
+//! | an [`Engine`](dynamo_core::Engine) ([`VllmServer::engine`]) | `POST /v1/completions`, streamed, with the prompt as token ids and `"return_token_ids": true`, so ids travel end to end | the OpenAI-compatible server; `return_token_ids` needs vLLM 0.10.2 or later |
+//! | its load ([`VllmServer::load_poller`]) | `GET /metrics`: `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc` (or the older `vllm:gpu_cache_usage_perc`), summed over data-parallel engines | Prometheus text |
+//! | its KV events ([`VllmServer::kv_events`], feature `events`) | the ZMQ publisher decoded by `dynamo-transport`, with replay of lost messages | `--kv-events-config '{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://*:5557", "replay_endpoint": "tcp://*:5558"}'` |
+//!
+//! Every sampling field of a [`GenerateRequest`](dynamo_core::GenerateRequest) maps to the
+//! vLLM field of the same name (`temperature`, `top_p`, `top_k`, `min_p`, `seed`,
+//! `presence_penalty`, `frequency_penalty`, `repetition_penalty`, `stop_token_ids`,
+//! `ignore_eos`, `min_tokens`, `cache_salt`; `logprobs` with `return_tokens_as_token_ids`; a
+//! LoRA adapter goes in `model`, as vLLM serves adapters under their own names). Stop strings
+//! stay with the gateway's detokenizer. Cached prompt tokens come from
+//! `usage.prompt_tokens_details.cached_tokens`, which vLLM fills when started with
+//! `--enable-prompt-tokens-details`.
+//!
+//! Errors map as `dynamo_upstream::error_from_status` says: 400 is `invalid_request`, 404 (an
+//! unknown model) `not_found`, 503 `overloaded`, a refused connection `unavailable`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use dynamo_core::{EngineExt, GenerateRequest};
+//! use dynamo_vllm::VllmServer;
+//!
+//! # async fn run() -> Result<(), dynamo_core::Error> {
+//! let server = VllmServer::new("http://10.0.0.7:8000")?.model("Qwen/Qwen3-8B");
+//! let (load, poll) = server.load_poller().start();
+//! tokio::spawn(poll);
+//! let mut engine = server.engine();
+//! let answer = engine
+//!     .generate_all(GenerateRequest::new("r1", "qwen", vec![9707, 11, 1879]).with_max_tokens(16))
+//!     .await?;
+//! tracing::info!(tokens = ?answer.tokens, load = ?load.current(), "answered");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `events` | [`VllmServer::kv_events`], vLLM's ZMQ KV events through `dynamo-transport` | no |
+
+mod server;
+
+pub use server::{VllmServer, dialect, load_metrics};

@@ -1,0 +1,115 @@
+//! The vLLM adapter against a server replaying vLLM's wire format (`tests/fixtures`): every
+//! sampling field sent under vLLM's name, token ids and token-id log-probabilities back, a
+//! stop token's finish, and the load from both generations of its metrics.
+
+#[path = "../../upstream/tests/support/replay.rs"]
+mod replay;
+
+use std::collections::HashMap;
+
+use dynamo_core::{EngineExt, FinishReason, GenerateRequest, SamplingOptions};
+use dynamo_vllm::VllmServer;
+use replay::{Replay, fixture_bytes};
+use serde_json::json;
+
+#[tokio::test]
+async fn sampling_fields_go_out_under_vllm_names_and_ids_come_back() {
+    let server = Replay::one("/v1/completions", "stream_token_ids.http").await;
+    let vllm = VllmServer::new(&server.url())
+        .expect("a URL")
+        .model("smollm2");
+    let mut request = GenerateRequest::new("r1", "gateway", vec![1, 9690, 198, 2683, 359, 253])
+        .with_max_tokens(4)
+        .with_stop_tokens(vec![2])
+        .with_sampling(SamplingOptions {
+            temperature: Some(0.0),
+            top_p: Some(0.5),
+            top_k: Some(40),
+            min_p: Some(0.25),
+            seed: Some(11),
+            presence_penalty: Some(0.5),
+            frequency_penalty: Some(-0.5),
+            repetition_penalty: Some(1.25),
+            logprobs: None,
+        });
+    request.limits.min_tokens = Some(1);
+    request.stop.ignore_eos = true;
+    request.cache_salt = Some("tenant-a".into());
+    let answer = vllm
+        .engine()
+        .generate_all(request)
+        .await
+        .expect("an answer");
+    assert_eq!(answer.tokens, [378, 3575, 282, 4649]);
+    assert_eq!(answer.finish_reason, Some(FinishReason::Length));
+    assert_eq!(answer.usage.map(|u| u.cached_tokens), Some(4));
+    let sent = server.request_json(0);
+    assert_eq!(
+        sent,
+        json!({
+            "model": "smollm2", "prompt": [1, 9690, 198, 2683, 359, 253], "stream": true,
+            "stream_options": {"include_usage": true}, "max_tokens": 4, "return_token_ids": true,
+            "temperature": 0.0, "top_p": 0.5, "seed": 11, "presence_penalty": 0.5,
+            "frequency_penalty": -0.5, "top_k": 40, "min_p": 0.25, "repetition_penalty": 1.25,
+            "stop_token_ids": [2], "ignore_eos": true, "min_tokens": 1, "cache_salt": "tenant-a"
+        })
+    );
+}
+
+#[tokio::test]
+async fn log_probabilities_come_back_as_token_ids() {
+    let server = Replay::one("/v1/completions", "stream_logprobs_stop_token.http").await;
+    let vllm = VllmServer::new(&server.url()).expect("a URL");
+    let request = GenerateRequest::new("r1", "smollm2", vec![1, 9690, 198])
+        .with_max_tokens(8)
+        .with_sampling(SamplingOptions {
+            logprobs: Some(1),
+            ..Default::default()
+        });
+    let answer = vllm
+        .engine()
+        .generate_all(request)
+        .await
+        .expect("an answer");
+    assert_eq!(answer.tokens, [7042]);
+    // Stopped by a stop token (stop_reason 2), not by end of sequence.
+    assert_eq!(answer.finish_reason, Some(FinishReason::Stop));
+    let log_probs = answer.log_probs.expect("log-probabilities");
+    assert_eq!(log_probs.len(), 1);
+    assert_eq!((log_probs[0].token, log_probs[0].logprob), (7042, -0.125));
+    assert_eq!(log_probs[0].top, [(7042, -0.125), (378, -2.5)]);
+    // A server without --enable-prompt-tokens-details reports no cached tokens.
+    assert_eq!(
+        answer.usage.map(|u| (u.prompt_tokens, u.cached_tokens)),
+        Some((3, 0))
+    );
+    let sent = server.request_json(0);
+    assert_eq!(sent["logprobs"], 1);
+    assert_eq!(sent["return_tokens_as_token_ids"], true);
+    assert_eq!(
+        sent["model"], "smollm2",
+        "the request's model when none is set"
+    );
+}
+
+#[tokio::test]
+async fn load_comes_from_current_and_older_metric_names() {
+    for (fixture, running, waiting, kv) in [
+        ("metrics_v1.http", 5.0, 4.0, 0.625),
+        ("metrics_v0_gpu_cache.http", 7.0, 1.0, 0.875),
+    ] {
+        let routes = HashMap::from([("/metrics".to_owned(), fixture_bytes(fixture))]);
+        let server = Replay::start(routes).await;
+        let vllm = VllmServer::new(&server.url()).expect("a URL");
+        let load = vllm.load_poller().scrape().await.expect("a scrape");
+        assert_eq!(
+            (
+                load.running_requests,
+                load.waiting_requests,
+                load.kv_cache_usage
+            ),
+            (running, waiting, Some(kv)),
+            "{fixture}"
+        );
+    }
+}
