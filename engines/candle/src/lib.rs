@@ -74,8 +74,8 @@ mod vocab;
 mod weights;
 
 pub use config::LlamaConfig;
-pub use embed::{BertEmbedder, EmbedderConfig};
 pub use dynamo_kvbm::{OffloadCounters, PoolCounters, TierTraffic};
+pub use embed::{BertEmbedder, EmbedderConfig};
 pub use engine::{CandleConfig, CandleEngine};
 pub use error::CandleError;
 pub use forward::KvStore;
