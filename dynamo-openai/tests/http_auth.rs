@@ -9,9 +9,17 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use dynamo_core::{BoxEngine, EchoEngine};
 use dynamo_openai::{ApiKeys, GatewayConfig};
-use insta::assert_json_snapshot;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+/// insta's `assert_json_snapshot!` with map keys sorted, so that a snapshot does not depend on
+/// whether serde_json keeps insertion order (its `preserve_order` feature, which a dependency
+/// elsewhere in the workspace turns on in workspace-wide builds).
+macro_rules! assert_json_snapshot {
+    ($($arg:tt)*) => {
+        insta::with_settings!({sort_maps => true}, { insta::assert_json_snapshot!($($arg)*) })
+    };
+}
 
 const KEY: &str = "sk-right-key-0123456789";
 const WRONG: &str = "sk-wrong-key-9876543210";

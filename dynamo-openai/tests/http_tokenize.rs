@@ -11,9 +11,17 @@ use axum::http::{Request, StatusCode};
 use common::CHATML;
 use dynamo_core::{BoxEngine, EchoEngine};
 use dynamo_openai::{ChatTemplate, GatewayConfig};
-use insta::assert_json_snapshot;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+/// insta's `assert_json_snapshot!` with map keys sorted, so that a snapshot does not depend on
+/// whether serde_json keeps insertion order (its `preserve_order` feature, which a dependency
+/// elsewhere in the workspace turns on in workspace-wide builds).
+macro_rules! assert_json_snapshot {
+    ($($arg:tt)*) => {
+        insta::with_settings!({sort_maps => true}, { insta::assert_json_snapshot!($($arg)*) })
+    };
+}
 
 fn app() -> axum::Router {
     common::app(BoxEngine::new(EchoEngine::new()), GatewayConfig::default())

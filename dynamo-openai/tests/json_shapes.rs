@@ -18,9 +18,17 @@ use dynamo_openai::{
     ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, ReasoningFormat, Tokenizer,
     ToolCallFormat,
 };
-use insta::assert_json_snapshot;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+/// insta's `assert_json_snapshot!` with map keys sorted, so that a snapshot does not depend on
+/// whether serde_json keeps insertion order (its `preserve_order` feature, which a dependency
+/// elsewhere in the workspace turns on in workspace-wide builds).
+macro_rules! assert_json_snapshot {
+    ($($arg:tt)*) => {
+        insta::with_settings!({sort_maps => true}, { insta::assert_json_snapshot!($($arg)*) })
+    };
+}
 
 /// A model `test` that answers with `answer` (byte tokens), parsing tool calls and reasoning.
 fn answering(answer: &'static str) -> axum::Router {
