@@ -6,7 +6,7 @@ use dynamo_openai::GgufMetadata;
 use dynamo_transport::discovery::{
     DirectoryDiscovery, Discovery, EtcdDiscovery, StaticDiscovery, WorkerRecord,
 };
-use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents, Subscription};
+use dynamo_transport::events::{EventPlane, LoadReport, Subscription};
 use futures::StreamExt;
 
 use crate::deploy::Pool;
@@ -19,7 +19,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let block_size = BlockSize::new(options.block_size)?;
     let nats = match &options.nats {
         Some(url) => {
-            let nats = NatsEvents::connect(url, &options.namespace).await?;
+            let nats = crate::connect_nats(&options, url).await?;
             crate::log_nats_connection("frontend", &nats);
             tokio::spawn(record_load(nats.subscribe::<LoadReport>().await?));
             Some(nats)

@@ -264,6 +264,19 @@ fn api_keys(options: &Options) -> Result<ApiKeys, Box<dyn std::error::Error>> {
     Ok(keys)
 }
 
+/// Connect to the NATS server at `url` for `--namespace`, with `--nats-creds` and `--nats-tls-*`.
+pub(crate) async fn connect_nats(
+    options: &Options,
+    url: &str,
+) -> Result<dynamo_transport::events::NatsEvents, dynamo_core::Error> {
+    dynamo_transport::events::NatsEvents::connect_with(
+        url,
+        &options.namespace,
+        &options.nats_access,
+    )
+    .await
+}
+
 /// Log when `nats` loses or regains its server, as `who`.
 pub(crate) fn log_nats_connection(who: &'static str, nats: &dynamo_transport::events::NatsEvents) {
     let mut connection = nats.connection();

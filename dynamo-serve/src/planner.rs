@@ -17,7 +17,7 @@ use dynamo_planner::local::{LocalProcesses, Membership, RegistryDirectory, Worke
 use dynamo_planner::policy::{LoadConfig, LoadPolicy};
 use dynamo_planner::predict::{Constant, Predictor};
 use dynamo_planner::{Bounds, Observation, Planner, PlannerConfig, Replicas, Scaler, WorkerLoad};
-use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents, Subscription};
+use dynamo_transport::events::{EventPlane, LoadReport, Subscription};
 use futures::{Stream, StreamExt};
 
 use crate::options::Options;
@@ -44,7 +44,7 @@ pub(crate) async fn run(
     let (Some(registry), Some(nats_url)) = (&options.registry, &options.nats) else {
         return Err("the planner needs --registry DIR and --nats URL".into());
     };
-    let nats = NatsEvents::connect(nats_url, &options.namespace).await?;
+    let nats = crate::connect_nats(options, nats_url).await?;
     crate::log_nats_connection("planner", &nats);
     let reports = nats.subscribe::<LoadReport>().await?;
     let workers = WorkerTemplate::new(std::env::current_exe()?)
@@ -52,7 +52,8 @@ pub(crate) async fn run(
         .args(&settings.worker_flags)
         .arg("--registry")
         .arg(registry)
-        .args(["--nats", nats_url, "--namespace", &options.namespace]);
+        .args(["--nats", nats_url, "--namespace", &options.namespace])
+        .args(nats_access_flags(&options.nats_access));
     let scaler = LocalProcesses::new(RegistryDirectory::new(registry))
         .with_pool(POOL, workers)
         .with_first_id(settings.first_id);
@@ -69,10 +70,11 @@ pub(crate) async fn run(
     let mut planner = Planner::new(config, LoadPolicy::new(LoadConfig::default()), constant)?;
     scaler.scale(POOL, settings.min_workers).await?;
     println!(
-        "dynamo planner: {} to {} workers registered in {}, load from NATS {nats_url}, a step every {} s{}",
+        "dynamo planner: {} to {} workers registered in {}, load from NATS {}, a step every {} s{}",
         settings.min_workers,
         settings.max_workers,
         registry.display(),
+        dynamo_transport::events::url_without_credentials(nats_url),
         settings.interval_s,
         if settings.advisory { " (advisory)" } else { "" }
     );
@@ -145,4 +147,24 @@ fn load(report: &LoadReport) -> WorkerLoad {
         running: report.active_requests,
         kv_usage: kv_usage.clamp(0.0, 1.0),
     }
+}
+
+/// The flags that give a worker the planner's NATS credentials file and TLS files.
+fn nats_access_flags(access: &dynamo_transport::events::NatsAccess) -> Vec<std::ffi::OsString> {
+    let mut flags = Vec::new();
+    let mut flag = |name: &str, path: &std::path::Path| {
+        flags.push(name.into());
+        flags.push(path.as_os_str().to_owned());
+    };
+    if let Some(file) = &access.credentials_file {
+        flag("--nats-creds", file);
+    }
+    if let Some(authority) = &access.root_certificate {
+        flag("--nats-tls-ca", authority);
+    }
+    if let Some((certificate, key)) = &access.client_certificate {
+        flag("--nats-tls-cert", certificate);
+        flag("--nats-tls-key", key);
+    }
+    flags
 }

@@ -49,7 +49,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     }
     let nats = match &options.nats {
         Some(url) => {
-            let nats = NatsEvents::connect(url, &options.namespace).await?;
+            let nats = crate::connect_nats(&options, url).await?;
             crate::log_nats_connection("worker", &nats);
             Some(nats)
         }

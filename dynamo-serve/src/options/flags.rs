@@ -9,6 +9,7 @@ use std::str::FromStr;
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use dynamo_candle::DiskTier;
+use dynamo_transport::events::NatsAccess;
 
 use super::{
     Command, DiskAdmission, EngineKind, Options, PlacementKind, RoleKind, RouterKind,
@@ -285,6 +286,32 @@ struct DeploymentArgs {
     /// Deployment name: etcd key prefix and NATS subject prefix
     #[arg(long, value_name = "NS", default_value = "dynamo")]
     namespace: String,
+    /// NATS credentials file (a user JWT and NKey seed, as `nsc` writes). A user and password
+    /// or a token can instead go in --nats (nats://USER:PASSWORD@HOST:PORT); they are never
+    /// logged
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    nats_creds: Option<PathBuf>,
+    /// A certificate authority (PEM) to trust for the NATS server's certificate; NATS is then
+    /// reached over TLS only
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    nats_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for a NATS server that verifies clients
+    #[arg(long, value_name = "FILE", requires_all = ["nats", "nats_tls_key"])]
+    nats_tls_cert: Option<PathBuf>,
+    /// The key of --nats-tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "nats_tls_cert")]
+    nats_tls_key: Option<PathBuf>,
+}
+
+impl DeploymentArgs {
+    fn nats_access(&self) -> NatsAccess {
+        NatsAccess {
+            credentials_file: self.nats_creds.clone(),
+            root_certificate: self.nats_tls_ca.clone(),
+            client_certificate: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+            require_tls: self.nats_tls_ca.is_some(),
+        }
+    }
 }
 
 /// TLS between the frontend and its workers: the worker's and the frontend's flags.
@@ -447,6 +474,7 @@ fn options(
         drain_timeout: gateway.drain_timeout,
         sampling_defaults: gateway.sampling_defaults,
         id: None,
+        nats_access: deployment.nats_access(),
         nats: deployment.nats,
         etcd: deployment.etcd,
         registry: deployment.registry,

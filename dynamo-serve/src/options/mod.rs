@@ -181,6 +181,8 @@ pub(crate) struct Options {
     pub(crate) sampling_defaults: SamplingSource,
     pub(crate) id: Option<u64>,
     pub(crate) nats: Option<String>,
+    /// NATS credentials and TLS beyond what the URL says.
+    pub(crate) nats_access: dynamo_transport::events::NatsAccess,
     pub(crate) etcd: Option<String>,
     pub(crate) registry: Option<PathBuf>,
     pub(crate) namespace: String,
