@@ -262,6 +262,7 @@ fn greets_as_nats(port: u16) -> bool {
 pub struct LocalEtcd {
     server: Server,
     data: PathBuf,
+    args: Vec<String>,
 }
 
 impl LocalEtcd {
@@ -298,7 +299,24 @@ impl LocalEtcd {
         let server = Server::start("etcd", client, &args).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&data);
         })?;
-        Ok(LocalEtcd { server, data })
+        Ok(LocalEtcd {
+            server,
+            data,
+            args: args.to_vec(),
+        })
+    }
+
+    /// Kill it and start it again on the same ports with the same data (its keys and leases
+    /// survive), as an operator restarting etcd does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotListening`] when it does not come back.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.server.stop();
+        let port = self.server.port;
+        self.server = retry_not_listening(|| Server::start("etcd", port, &self.args))?;
+        Ok(())
     }
 
     /// Its client URL, `http://127.0.0.1:PORT`.
