@@ -9,6 +9,8 @@ use dynamo_transport::discovery::{
 use dynamo_transport::events::{EventPlane, LoadReport, Subscription};
 use futures::StreamExt;
 
+mod engine_at;
+
 use crate::deploy::Pool;
 use crate::options::Options;
 use crate::{deploy, disagg, engines};
@@ -30,8 +32,19 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     // Two pools: prefill workers, and the decode and aggregated workers. With no prefill
     // worker registered every request goes to the second, as in aggregated serving.
     let layout = disagg::layout_of_file(&options, &model_file)?;
-    let prefill = deploy::start_router(&options, nats.as_ref()).await?;
-    let decode = deploy::start_router(&options, nats.as_ref()).await?;
+    let (prefill, decode) = if options.engine_at.is_empty() {
+        let prefill = deploy::start_router(&options, nats.as_ref()).await?;
+        (
+            prefill,
+            deploy::start_router(&options, nats.as_ref()).await?,
+        )
+    } else {
+        // Engine servers join the decode pool, their KV events into its index.
+        let (prefill, _) = engine_at::start_router(&options, nats.as_ref()).await?;
+        let (decode, index) = engine_at::start_router(&options, nats.as_ref()).await?;
+        engine_at::attach(&options, &metadata, &decode, index.as_ref()).await?;
+        (prefill, decode)
+    };
     let discovery = discovery(&options, block_size)?;
     let pool = Pool::Prefill(layout.clone());
     let plane = crate::tls::request_plane(options.plane_tls.as_ref())?;
@@ -44,6 +57,10 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
             (Some(url), _) => format!("workers from etcd {url} ({}/workers/)", options.namespace),
             (_, Some(directory)) => format!("workers from {}", directory.display()),
             _ => format!("{} workers given with --worker-at", options.worker_at.len()),
+        };
+        let found = match options.engine_at.len() {
+            0 => found,
+            servers => format!("{found} and {servers} engine servers given with --engine-at"),
         };
         println!(
             "dynamo frontend on {base}: model `{}`, {found}, {}",

@@ -125,6 +125,15 @@ struct FrontendArgs {
     /// it); without it workers count from 1.
     #[arg(long, value_name = "[ID=]ADDR", conflicts_with_all = ["etcd", "registry"])]
     worker_at: Vec<WorkerAddresses>,
+    /// An engine server to route to directly, beside the discovered workers
+    ///
+    /// KIND is vllm (token ids over its OpenAI-compatible API, its load from /metrics) or
+    /// openai (any OpenAI-compatible /v1/completions; its text is tokenized by the gateway).
+    /// events=ADDR is a vLLM server's ZMQ KV-event publisher (replay=ADDR its replay socket),
+    /// model=NAME its --served-model-name (default: --name), id=N its worker id (default:
+    /// 1000000 plus its position). Repeat for several.
+    #[arg(long, value_name = "KIND=URL[,events=ADDR]")]
+    engine_at: Vec<super::EngineAt>,
     #[command(flatten)]
     gateway: GatewayArgs,
     #[command(flatten)]
@@ -408,6 +417,7 @@ impl Cli {
                 options.port = Some(args.port);
                 options.workers = 0;
                 options.worker_at = number_workers(&args.worker_at);
+                options.engine_at = args.engine_at;
                 options.plane_tls = args.plane_tls.files();
                 options
             }
@@ -481,6 +491,7 @@ fn options(
         namespace: deployment.namespace,
         lease_ttl: DEFAULT_LEASE_TTL,
         worker_at: Vec::new(),
+        engine_at: Vec::new(),
     }
 }
 

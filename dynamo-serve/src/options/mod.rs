@@ -6,6 +6,7 @@
 //! it (`errors.rs`). The parsed command then becomes one [`Options`], the shape the rest of
 //! the binary reads, with the defaults where a command has no such flag.
 
+mod engine_at;
 mod errors;
 mod flags;
 
@@ -17,6 +18,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 use dynamo_candle::DiskTier;
 
+pub(crate) use engine_at::{EngineAt, UpstreamKind};
 use errors::{error_of, named_command, with_owners, with_usage};
 use flags::Cli;
 
@@ -189,6 +191,8 @@ pub(crate) struct Options {
     pub(crate) lease_ttl: u64,
     /// Static workers: (id, request-plane address).
     pub(crate) worker_at: Vec<(u64, SocketAddr)>,
+    /// Engine servers routed to directly (`--engine-at`).
+    pub(crate) engine_at: Vec<EngineAt>,
 }
 
 impl Options {
@@ -219,16 +223,24 @@ impl Options {
     fn validate(&self) -> Result<(), clap::Error> {
         let discovered = self.etcd.is_some() || self.registry.is_some();
         match self.command {
-            Command::Frontend if !discovered && self.worker_at.is_empty() => Err(error_of(
-                "frontend",
-                ErrorKind::MissingRequiredArgument,
-                "a frontend finds its workers through --etcd URL, --registry DIR or --worker-at ADDR",
-            )),
-            Command::Frontend if self.router == RouterKind::Kv && self.nats.is_none() => {
+            Command::Frontend
+                if !discovered && self.worker_at.is_empty() && self.engine_at.is_empty() =>
+            {
                 Err(error_of(
                     "frontend",
                     ErrorKind::MissingRequiredArgument,
-                    "--router kv needs the workers' KV events: give --nats URL, or use --router approx-kv",
+                    "a frontend finds its workers through --etcd URL, --registry DIR or --worker-at ADDR, or routes to engine servers given with --engine-at",
+                ))
+            }
+            Command::Frontend
+                if self.router == RouterKind::Kv
+                    && self.nats.is_none()
+                    && !self.engine_at.iter().any(|engine| engine.events.is_some()) =>
+            {
+                Err(error_of(
+                    "frontend",
+                    ErrorKind::MissingRequiredArgument,
+                    "--router kv needs the workers' KV events: give --nats URL, an --engine-at with events=ADDR, or use --router approx-kv",
                 ))
             }
             Command::Planner(_) if self.registry.is_none() || self.nats.is_none() => Err(error_of(

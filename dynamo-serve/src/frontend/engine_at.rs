@@ -1,0 +1,194 @@
+//! `--engine-at`: engine servers the frontend routes to directly, beside the workers that
+//! discovery reports: vLLM through `dynamo-vllm` (token ids, its `/metrics` load, its ZMQ KV
+//! events), any OpenAI-compatible server through `dynamo-upstream` (its text tokenized by the
+//! gateway's tokenizer, routed with the approximate index or by load).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynamo_core::{BlockSize, BoxError, KvEvent, ResyncRequest, Token, WorkerId};
+use dynamo_openai::{GgufMetadata, Tokenizer};
+use dynamo_router::{ApproxConfig, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex};
+use dynamo_transport::events::{EventPlane, forward_resyncs};
+use dynamo_upstream::{
+    CompletionsEngine, Dialect, HttpClient, HttpConfig, LoadView, OutputTokens, TextCodec,
+};
+use dynamo_vllm::VllmServer;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::options::{EngineAt, Options, RouterKind, UpstreamKind};
+
+/// Worker ids of `--engine-at` servers without `id=` start here (then count by position), far
+/// from the small ids of `--worker-at` and clear of nothing else in particular: give `id=` when
+/// discovery's ids could collide.
+const FIRST_ID: u64 = 1_000_000;
+
+/// Resync requests waiting to be published to NATS workers (as `deploy` keeps them).
+const RESYNC_CAPACITY: usize = 256;
+
+/// How often each server's `/metrics` is read, and how long a reading is trusted.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+const SCRAPE_STALENESS: Duration = Duration::from_secs(5);
+
+/// A router of the kind `--router` names, as `deploy::start_router` builds it, except that
+/// its KV index (kind `kv`) is returned so that engine servers' ZMQ events can feed it too;
+/// NATS events feed it when there is a plane.
+pub(crate) async fn start_router<P: EventPlane>(
+    options: &Options,
+    plane: Option<&P>,
+) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
+    let block_size = BlockSize::new(options.block_size)?;
+    let stall_timeout =
+        (options.stall_timeout > 0).then(|| Duration::from_secs(options.stall_timeout));
+    let health = HealthConfig::default()
+        .stall_timeout(stall_timeout)
+        .canary_model(options.name.clone());
+    let builder = RouterService::builder(block_size).health(health);
+    let (router, index) = match options.router {
+        RouterKind::Kv => {
+            let index = match plane {
+                Some(plane) => {
+                    let (resyncs, requested) = mpsc::channel::<ResyncRequest>(RESYNC_CAPACITY);
+                    tokio::spawn(forward_resyncs(plane.clone(), requested));
+                    let index = KvIndex::new(block_size).with_resync_hook(Arc::new(resyncs));
+                    let index = SharedIndex::from_index(index);
+                    let events = plane.subscribe::<KvEvent>().await?;
+                    let events = events.filter_map(|event| std::future::ready(event.ok()));
+                    tokio::spawn(index.apply_all(events));
+                    index
+                }
+                None => SharedIndex::new(block_size),
+            };
+            (builder.kv_events(index.clone()).build(), Some(index))
+        }
+        RouterKind::ApproxKv => (builder.approximate(ApproxConfig::default()).build(), None),
+        RouterKind::RoundRobin => (builder.policy(RoundRobin::new()).build(), None),
+    };
+    tokio::spawn(router.health_checks());
+    Ok((router, index))
+}
+
+/// Add every `--engine-at` server to `router` as a worker, with its KV events into `index`
+/// (when the router routes on events) and its load polled into the gateway's metrics.
+pub(crate) async fn attach(
+    options: &Options,
+    metadata: &GgufMetadata,
+    router: &RouterService,
+    index: Option<&SharedIndex>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let block_size = BlockSize::new(options.block_size)?;
+    let mut tokenizer = None;
+    for (place, engine_at) in options.engine_at.iter().enumerate() {
+        let worker = WorkerId::new(engine_at.id.unwrap_or(FIRST_ID + place as u64));
+        let model = engine_at
+            .model
+            .clone()
+            .unwrap_or_else(|| options.name.clone());
+        match engine_at.kind {
+            UpstreamKind::Vllm => {
+                let server = VllmServer::new(&engine_at.url)?
+                    .model(model)
+                    .default_max_tokens(options.default_max_tokens);
+                router.insert_worker(worker, server.engine());
+                let (view, poll) = server
+                    .load_poller()
+                    .interval(SCRAPE_INTERVAL)
+                    .staleness(SCRAPE_STALENESS)
+                    .start();
+                tokio::spawn(poll);
+                tokio::spawn(record_load(worker, view));
+                if let Some(events) = &engine_at.events {
+                    subscribe_events(engine_at, &server, events, worker, block_size, index).await?;
+                }
+            }
+            UpstreamKind::Openai => {
+                let codec = match &tokenizer {
+                    Some(codec) => Arc::clone(codec),
+                    None => {
+                        let codec: Arc<dyn TextCodec> =
+                            Arc::new(GatewayTokenizer(Tokenizer::from_gguf(metadata)?));
+                        tokenizer = Some(Arc::clone(&codec));
+                        codec
+                    }
+                };
+                let client = HttpClient::new(&engine_at.url, HttpConfig::default())?;
+                let dialect = Dialect::openai().output(OutputTokens::Retokenize(codec));
+                let engine = CompletionsEngine::new(client, dialect)
+                    .model(model)
+                    .default_max_tokens(options.default_max_tokens);
+                router.insert_worker(worker, engine);
+            }
+        }
+        tracing::info!(
+            %worker,
+            url = engine_at.url,
+            kind = engine_at.kind.describe(),
+            events = engine_at.events.as_deref().unwrap_or("none"),
+            "routing to an engine server"
+        );
+    }
+    Ok(())
+}
+
+async fn subscribe_events(
+    engine_at: &EngineAt,
+    server: &VllmServer,
+    endpoint: &str,
+    worker: WorkerId,
+    block_size: BlockSize,
+    index: Option<&SharedIndex>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(index) = index else {
+        tracing::warn!(%worker, "events= is ignored: --router is not kv");
+        return Ok(());
+    };
+    let mut source = server.kv_events(endpoint, worker, block_size);
+    if let Some(replay) = &engine_at.replay {
+        source = source.with_replay(replay.clone());
+    }
+    let events = source.subscribe().await?;
+    let events = events.filter_map(move |event| {
+        std::future::ready(match event {
+            Ok(event) => Some(event),
+            Err(error) => {
+                tracing::warn!(%worker, %error, "engine KV events");
+                None
+            }
+        })
+    });
+    tokio::spawn(index.apply_all(events));
+    Ok(())
+}
+
+/// Keep an engine server's load in the gateway's Prometheus metrics, labelled by worker.
+async fn record_load(worker: WorkerId, mut view: LoadView) {
+    let worker = worker.to_string();
+    while view.changed().await {
+        let Some(load) = view.current() else { continue };
+        let gauges = [
+            ("dynamo_engine_running_requests", load.running_requests),
+            ("dynamo_engine_waiting_requests", load.waiting_requests),
+            (
+                "dynamo_engine_kv_cache_usage",
+                load.kv_cache_usage.unwrap_or(f64::NAN),
+            ),
+        ];
+        for (name, value) in gauges {
+            metrics::gauge!(name, "worker" => worker.clone()).set(value);
+        }
+    }
+}
+
+/// The gateway's tokenizer, for servers that answer in text.
+struct GatewayTokenizer(Tokenizer);
+
+impl TextCodec for GatewayTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<Token>, BoxError> {
+        Ok(self.0.encode(text)?)
+    }
+
+    fn decode(&self, tokens: &[Token]) -> Result<String, BoxError> {
+        Ok(self.0.decode(tokens, false)?)
+    }
+}

@@ -1,0 +1,221 @@
+//! `dynamo-serve frontend --engine-at`, and the upstream adapters under it, against real
+//! processes: our own main job (the real SmolLM2 model behind an OpenAI-compatible server) as
+//! the upstream of the generic adapter, and a server replaying vLLM's wire format
+//! (`engines/upstream/tests/fixtures`) as a vLLM server.
+
+#[expect(dead_code, reason = "these tests use part of the shared support")]
+mod support;
+
+#[path = "../../engines/upstream/tests/support/replay.rs"]
+mod replay;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dynamo_core::{EngineExt, ErrorClass, GenerateRequest, SamplingOptions};
+use dynamo_transport::local::free_port;
+use dynamo_upstream::{CompletionsEngine, Dialect, HttpClient, HttpConfig};
+use futures::StreamExt;
+use replay::Replay;
+use serde_json::{Value, json};
+use support::{Frontend, Process};
+
+const QUESTION: &str = "What is the capital of France?";
+
+fn greedy(tokens: Vec<u32>, max_tokens: u32) -> GenerateRequest {
+    GenerateRequest::new("r", "smollm2", tokens)
+        .with_max_tokens(max_tokens)
+        .with_sampling(SamplingOptions {
+            temperature: Some(0.0),
+            ..Default::default()
+        })
+}
+
+async fn chat_prompt_ids(server: &Frontend) -> Vec<u32> {
+    let body = json!({"model": "smollm2", "messages": [{"role": "user", "content": QUESTION}]});
+    let response = server.post("/tokenize", &body).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("a body")
+        .to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
+    serde_json::from_value(answer["tokens"].clone()).expect("token ids")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generic_adapter_and_a_frontend_front_a_real_openai_compatible_server() {
+    let upstream_port = free_port().expect("a free port");
+    let _upstream_process =
+        Process::start(&["--port", &upstream_port.to_string(), "--workers", "1"]);
+    let upstream = Frontend::new(upstream_port);
+    upstream.wait_ready().await;
+    let url = format!("http://127.0.0.1:{upstream_port}");
+
+    // The adapter alone: token ids in, the server's text out, its usage with cached tokens.
+    let client = HttpClient::new(&url, HttpConfig::default()).expect("a URL");
+    let mut engine = CompletionsEngine::new(client, Dialect::openai());
+    let prompt = chat_prompt_ids(&upstream).await;
+    let first = engine
+        .generate_all(greedy(prompt.clone(), 12))
+        .await
+        .expect("an answer");
+    let text = first.text.clone().unwrap_or_default();
+    assert!(text.contains("Paris"), "{text:?}");
+    let usage = first.usage.expect("usage");
+    assert_eq!(usage.prompt_tokens as usize, prompt.len());
+    let again = engine
+        .generate_all(greedy(prompt.clone(), 12))
+        .await
+        .expect("an answer");
+    assert_eq!(again.text, first.text);
+    let cached = again.usage.expect("usage").cached_tokens;
+    assert!(
+        cached > 0,
+        "the repeated prompt's blocks come from the cache"
+    );
+
+    // The server's refusals keep their class: an unknown model, a value out of its range.
+    let mut unknown = greedy(prompt.clone(), 4);
+    unknown.model = "no-such-model".into();
+    let error = engine.generate(unknown).await.expect_err("unknown model");
+    assert_eq!(error.class(), ErrorClass::NotFound, "{error}");
+    let mut hot = greedy(prompt.clone(), 4);
+    hot.sampling.temperature = Some(5.0);
+    let error = engine.generate(hot).await.expect_err("out of range");
+    assert_eq!(error.class(), ErrorClass::InvalidRequest, "{error}");
+
+    // Dropping a stream mid-answer frees the server for the next request.
+    let mut stream = engine
+        .generate(greedy(prompt.clone(), 200))
+        .await
+        .expect("a stream");
+    assert!(stream.next().await.expect("a chunk").is_ok());
+    drop(stream);
+    let after = engine
+        .generate_all(greedy(prompt.clone(), 12))
+        .await
+        .expect("an answer");
+    assert_eq!(after.text, first.text);
+
+    // A frontend with that server as an engine: the gateway's chat template and detokenizer,
+    // the server's compute.
+    let port = free_port().expect("a free port");
+    let _frontend_process = Process::start(&[
+        "frontend",
+        "--port",
+        &port.to_string(),
+        "--engine-at",
+        &format!("openai={url}"),
+        "--router",
+        "approx-kv",
+    ]);
+    let frontend = Frontend::new(port);
+    frontend.wait_ready().await;
+    let body = json!({
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": 12,
+        "temperature": 0
+    });
+    let response = frontend.post("/v1/chat/completions", &body).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("a body")
+        .to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
+    let content = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(content, text, "the frontend answers as the server does");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_fronts_a_vllm_server_with_token_ids_and_its_errors() {
+    let stream = replay_of("vllm_stream_token_ids.http").await;
+    let refusing = replay_of("vllm_error_400.http").await;
+    let port = free_port().expect("a free port");
+    let process = Process::start(&[
+        "frontend",
+        "--port",
+        &port.to_string(),
+        "--engine-at",
+        &format!("vllm={},model=served-smollm2", stream.url()),
+        "--router",
+        "round-robin",
+    ]);
+    let frontend = Frontend::new(port);
+    frontend.wait_ready().await;
+    process
+        .wait_for("routing to an engine server", Duration::from_secs(10))
+        .await;
+    let (status, answer) = frontend
+        .complete_with(&json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 4}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // The replayed ids, detokenized by the gateway.
+    let (status, expected) = frontend_detokenize(&frontend, &[378, 3575, 282, 4649]).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["choices"][0]["text"], expected["prompt"]);
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
+    assert_eq!(answer["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+    let sent = posted(&stream);
+    assert_eq!(sent["model"], "served-smollm2");
+    assert_eq!(sent["return_token_ids"], true);
+    assert_eq!(sent["max_tokens"], 4);
+
+    let port = free_port().expect("a free port");
+    let _refusing_frontend = Process::start(&[
+        "frontend",
+        "--port",
+        &port.to_string(),
+        "--engine-at",
+        &format!("vllm={}", refusing.url()),
+        "--router",
+        "round-robin",
+    ]);
+    let frontend = Frontend::new(port);
+    frontend.wait_ready().await;
+    let (status, answer) = frontend
+        .complete_with(&json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 4}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("top_p must be in (0, 1]"), "{answer}");
+}
+
+/// The body of the first completion posted to `server` (its load poller also reads
+/// `/metrics`).
+fn posted(server: &Replay) -> Value {
+    let requests = server.seen.requests.lock().expect("not poisoned");
+    let (_, body) = requests
+        .iter()
+        .find(|(line, _)| line.starts_with("POST /v1/completions"))
+        .expect("a completion was posted");
+    serde_json::from_slice(body).expect("a JSON body")
+}
+
+/// A server replaying one of `engines/upstream`'s fixtures on `/v1/completions`.
+async fn replay_of(fixture: &str) -> Replay {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../engines/upstream/tests/fixtures")
+        .join(fixture);
+    let bytes = std::fs::read(&path).expect("the fixture");
+    Replay::start(HashMap::from([("/v1/completions".to_owned(), bytes)])).await
+}
+
+async fn frontend_detokenize(frontend: &Frontend, tokens: &[u32]) -> (u16, Value) {
+    let response = frontend
+        .post(
+            "/detokenize",
+            &json!({"model": "smollm2", "tokens": tokens}),
+        )
+        .await;
+    let status = response.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("a body")
+        .to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("JSON"))
+}
