@@ -14,8 +14,11 @@
 //! - **Models** ([`ModelRegistry`]): each served name with its engine, tokenizer, chat template,
 //!   parsers and [`SamplingDefaults`], the sampling settings the model recommends for requests
 //!   that give none (as vLLM applies a model's `generation_config.json`).
+//! - **Embeddings** ([`EmbeddingModel`]): a model served by `/v1/embeddings`, an
+//!   [`Embedder`](dynamo_core::Embedder) with its tokenizer, registered next to the generation
+//!   models ([`ModelRegistry::insert_embedding`]).
 //! - **The service** ([`Gateway`]): axum routes for `/v1/chat/completions`, `/v1/completions`,
-//!   `/v1/models`, health probes, `/metrics` and `/openapi.json`; server-sent events with
+//!   `/v1/embeddings`, `/v1/models`, health probes, `/metrics` and `/openapi.json`; server-sent events with
 //!   `[DONE]` and an optional usage chunk; cancellation of the engine when the client goes away;
 //!   503 with `Retry-After` under overload; optional API keys ([`ApiKeys`], a 401 without one);
 //!   every error mapped once by [`ApiError`]; a `tracing` span per request; [`no_delay`], the
@@ -68,12 +71,14 @@
 //!
 //! `dynamo-openai` has no optional features.
 
+mod embedding;
 mod error;
 mod http;
 mod preprocess;
 pub mod protocol;
 mod registry;
 
+pub use embedding::EmbeddingModel;
 pub use error::Error;
 pub use http::metrics::install_prometheus;
 pub use http::{

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use dynamo_core::{BoxEngine, SamplingOptions};
 use parking_lot::RwLock;
 
-use crate::Error;
 use crate::preprocess::{
     ChatTemplate, GgufMetadata, GgufValue, ReasoningFormat, Tokenizer, ToolCallFormat,
 };
 use crate::protocol::SamplingFields;
+use crate::{EmbeddingModel, Error};
 
 /// One served model.
 ///
@@ -211,6 +211,7 @@ impl ModelEntry {
 #[derive(Debug, Clone, Default)]
 pub struct ModelRegistry {
     models: Arc<RwLock<BTreeMap<String, Arc<ModelEntry>>>>,
+    embedding: Arc<RwLock<BTreeMap<String, Arc<EmbeddingModel>>>>,
 }
 
 impl ModelRegistry {
@@ -239,5 +240,23 @@ impl ModelRegistry {
     /// The served names, in order.
     pub fn names(&self) -> Vec<String> {
         self.models.read().keys().cloned().collect()
+    }
+
+    /// Serve the embedding model `model` under its name (for `/v1/embeddings`), replacing an
+    /// embedding model of the same name. A name may serve both generation and embeddings.
+    pub fn insert_embedding(&self, model: EmbeddingModel) {
+        self.embedding
+            .write()
+            .insert(model.name.clone(), Arc::new(model));
+    }
+
+    /// The embedding model called `name`.
+    pub fn embedding(&self, name: &str) -> Option<Arc<EmbeddingModel>> {
+        self.embedding.read().get(name).cloned()
+    }
+
+    /// Every embedding model, by name.
+    pub fn embedding_models(&self) -> Vec<Arc<EmbeddingModel>> {
+        self.embedding.read().values().cloned().collect()
     }
 }

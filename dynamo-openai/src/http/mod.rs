@@ -3,6 +3,7 @@
 mod auth;
 mod chat;
 mod completions;
+mod embeddings;
 mod error;
 mod generate;
 mod listener;
@@ -106,7 +107,8 @@ impl GatewayConfig {
 /// |---|---|
 /// | `POST /v1/chat/completions` | chat, streaming (SSE) or not |
 /// | `POST /v1/completions` | text completion, streaming or not |
-/// | `GET /v1/models` | the served models |
+/// | `POST /v1/embeddings` | vectors from an embedding model ([`ModelRegistry::insert_embedding`]) |
+/// | `GET /v1/models` | the served models, embedding models included |
 /// | `POST /tokenize`, `/detokenize` | the model's tokenizer, as vLLM serves it |
 /// | `GET /health`, `/live`, `/ready` | liveness and readiness (ready: at least one model) |
 /// | `GET /metrics` | Prometheus text, when a handle was given |
@@ -204,6 +206,7 @@ impl Gateway {
         axum::Router::new()
             .route("/v1/chat/completions", post(chat::handle))
             .route("/v1/completions", post(completions::handle))
+            .route("/v1/embeddings", post(embeddings::handle))
             .route("/v1/models", get(models::list))
             .route("/tokenize", post(tokenize::tokenize))
             .route("/detokenize", post(tokenize::detokenize))

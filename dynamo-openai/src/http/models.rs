@@ -42,17 +42,24 @@ impl ProbeStatus {
     responses((status = 200, description = "The models, in name order", body = ModelList)),
 )]
 pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Json<ModelList> {
-    let data = shared
+    let card = |id: &str, created, owned_by: &str| ModelCard {
+        id: id.to_owned(),
+        object: "model".to_owned(),
+        created,
+        owned_by: owned_by.to_owned(),
+    };
+    let mut data: Vec<ModelCard> = shared
         .registry
         .entries()
         .iter()
-        .map(|entry| ModelCard {
-            id: entry.name.clone(),
-            object: "model".to_owned(),
-            created: entry.created,
-            owned_by: entry.owned_by.clone(),
-        })
+        .map(|entry| card(&entry.name, entry.created, &entry.owned_by))
         .collect();
+    for model in shared.registry.embedding_models() {
+        if !data.iter().any(|listed| listed.id == model.name) {
+            data.push(card(&model.name, model.created, &model.owned_by));
+        }
+    }
+    data.sort_by(|a, b| a.id.cmp(&b.id));
     Json(ModelList {
         object: "list".to_owned(),
         data,

@@ -13,7 +13,7 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{IntoResponses, OpenApi, ToResponse, ToSchema};
 
-use super::{chat, completions, models, tokenize};
+use super::{chat, completions, embeddings, models, tokenize};
 use crate::ErrorBody;
 
 /// The routes and the components they share.
@@ -21,7 +21,7 @@ use crate::ErrorBody;
 #[openapi(
     info(
         title = "dynamo OpenAI-compatible gateway",
-        description = "OpenAI's chat completions, completions and models list over dynamo engines, \
+        description = "OpenAI's chat completions, completions, embeddings and models list over dynamo engines, \
                        with the model's tokenizer (vLLM's /tokenize and /detokenize), \
                        with health probes and Prometheus metrics.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
@@ -29,6 +29,7 @@ use crate::ErrorBody;
     paths(
         chat::handle,
         completions::handle,
+        embeddings::handle,
         models::list,
         tokenize::tokenize,
         tokenize::detokenize,

@@ -9,6 +9,7 @@
 mod chat;
 pub(crate) mod common;
 mod completion;
+mod embeddings;
 mod logprobs;
 mod models;
 mod schema;
@@ -21,6 +22,10 @@ pub use chat::{
 };
 pub use common::{PromptTokensDetails, SamplingFields, StopSequences, StreamOptions, UsageBody};
 pub use completion::{Completion, CompletionChoice, CompletionChunk, CompletionRequest, Prompt};
+pub use embeddings::{
+    Embedding, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage,
+    EmbeddingVector, EncodingFormat,
+};
 pub use logprobs::{ChatLogProbs, ChatTokenLogProb, CompletionLogProbs, TopLogProb};
 pub use models::{ModelCard, ModelList};
 pub use tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};
