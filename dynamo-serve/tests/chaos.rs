@@ -198,3 +198,178 @@ async fn killed_workers_and_restarted_nats_and_etcd_lose_no_request_and_no_token
     }
     workers.clear();
 }
+
+/// A directory-registry deployment of `workers` mocker workers and a frontend started with
+/// `frontend_flags`, once every worker has joined.
+async fn directory_deployment(
+    registry: &str,
+    workers: u64,
+    frontend_flags: &[&str],
+) -> (Vec<Process>, Process, Arc<Frontend>) {
+    let workers: Vec<Process> = (1..=workers)
+        .map(|id| {
+            let id = id.to_string();
+            Process::start(&[
+                "worker",
+                "--engine",
+                "mocker",
+                "--id",
+                &id,
+                "--registry",
+                registry,
+            ])
+        })
+        .collect();
+    let port = free_port().expect("a free port").to_string();
+    let mut args = vec!["frontend", "--port", &port, "--registry", registry];
+    args.extend(["--router", "approx-kv"]);
+    args.extend_from_slice(frontend_flags);
+    let process = Process::start(&args);
+    for id in 1..=workers.len() {
+        let joined = format!("worker {id}/0 at");
+        process.wait_for(&joined, Duration::from_secs(60)).await;
+    }
+    let frontend = Arc::new(Frontend::new(port.parse().expect("a port")));
+    frontend.wait_ready().await;
+    (workers, process, frontend)
+}
+
+/// Send `signal` (`STOP`, `CONT`) to `process`.
+fn signal(process: &Process, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &process.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_hangs_with_its_socket_open_loses_no_request() {
+    let directory = std::env::temp_dir().join(format!("dynamo-hang-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    // A worker that sends no token for 2 s has its requests continued elsewhere.
+    let (workers, _process, frontend) =
+        directory_deployment(&registry, 2, &["--stall-timeout", "2"]).await;
+    let expected: Vec<String> = {
+        let mut answers = Vec::new();
+        for client in 0..8 {
+            answers.push(streamed(&frontend, client).await.expect("an answer"));
+        }
+        answers
+    };
+    // Worker 1 stops mid-load (SIGSTOP): its sockets stay open, it answers nothing.
+    let load: Vec<_> = (0..8)
+        .map(|client| {
+            let frontend = Arc::clone(&frontend);
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for _ in 0..6 {
+                    answers.push(streamed(&frontend, client).await);
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&workers[0], "STOP");
+    let stopped = Instant::now();
+    for (client, answers) in load.into_iter().enumerate() {
+        for answer in answers.await.expect("a client") {
+            assert_eq!(answer.as_deref(), Ok(expected[client].as_str()));
+        }
+    }
+    let metrics = frontend.metrics().await;
+    assert!(
+        metrics.contains("dynamo_router_ejections_total{reason=\"stalled\"}"),
+        "{metrics}"
+    );
+    eprintln!(
+        "all answers whole {:?} after the worker hung",
+        stopped.elapsed()
+    );
+    signal(&workers[0], "CONT");
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// The resident memory of `process`, in kB (`VmRSS` of `/proc/PID/status`).
+fn resident_kb(process: &Process) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", process.child.id())).expect("a status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_times_more_load_than_capacity_is_refused_with_retry_after_and_recovers() {
+    let directory = std::env::temp_dir().join(format!("dynamo-overload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    let capacity = 16;
+    let flags = ["--max-in-flight", "16"];
+    let (_workers, process, frontend) = directory_deployment(&registry, 2, &flags).await;
+    let before = resident_kb(&process);
+
+    // Ten times as many clients as requests the frontend serves at once, each sending one
+    // request after another for 10 s.
+    let started = Instant::now();
+    let clients: Vec<_> = (0..capacity * 10)
+        .map(|client| {
+            let frontend = Arc::clone(&frontend);
+            tokio::spawn(async move {
+                let (mut served, mut refused, mut other) = (0_u32, 0_u32, Vec::new());
+                while started.elapsed() < Duration::from_secs(10) {
+                    let body = json!({
+                        "model": "smollm2", "prompt": prompt(client), "max_tokens": MAX_TOKENS,
+                        "stream": true,
+                    });
+                    let response = frontend.post("/v1/completions", &body).await;
+                    let status = response.status().as_u16();
+                    let retry_after = response.headers().get("retry-after").is_some();
+                    let events = read_stream(response.into_body(), Duration::from_secs(60)).await;
+                    match status {
+                        200 if events.ends_with("data: [DONE]\n\n") => served += 1,
+                        503 if retry_after => refused += 1,
+                        _ => other.push(format!("{status} {events}")),
+                    }
+                }
+                (served, refused, other)
+            })
+        })
+        .collect();
+    let mut peak = before;
+    while started.elapsed() < Duration::from_secs(10) {
+        peak = peak.max(resident_kb(&process));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut served, mut refused, mut other) = (0, 0, Vec::new());
+    for client in clients {
+        let (client_served, client_refused, client_other) = client.await.expect("a client");
+        served += client_served;
+        refused += client_refused;
+        other.extend(client_other);
+    }
+    assert!(other.is_empty(), "neither served nor refused: {other:?}");
+    assert!(
+        served > 0 && refused > 0,
+        "served {served}, refused {refused}"
+    );
+    // Memory stays bounded: what waits is bounded by --max-in-flight.
+    let after = resident_kb(&process);
+    assert!(
+        after < before + 256 * 1024,
+        "{before} kB before, {after} kB after"
+    );
+
+    // Recovery: the next request is served at once.
+    let answer = streamed(&frontend, 0).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    eprintln!(
+        "overload: {served} served, {refused} refused with Retry-After; resident {before} kB \
+         before, {peak} kB at the peak (sampled every 100 ms), {after} kB after"
+    );
+    let _ = std::fs::remove_dir_all(&directory);
+}
