@@ -13,7 +13,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Request;
 use common::{CHATML, TickingEngine};
-use dynamo_core::{BoxEngine, EchoEngine};
+use dynamo_core::{
+    BoxEngine, EchoEngine, FinishReason, GenerateRequest, TokenChunk, TokenStream, Usage,
+};
 use dynamo_openai::{
     ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, ReasoningFormat, Tokenizer,
     ToolCallFormat,
@@ -214,4 +216,59 @@ async fn models_list() {
     .await;
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_json_snapshot!(body, {".data[].created" => "[created]"});
+}
+
+/// A chat request forcing a call of the `weather` tool.
+fn chat_forcing_a_call() -> Value {
+    let mut request = chat_with_tools();
+    request["tool_choice"] = json!({"type": "function", "function": {"name": "weather"}});
+    request
+}
+
+/// A model `test` whose engine writes what a forced call's format holds it to (the arguments
+/// alone, byte tokens), then stops as an engine does once the format is complete.
+fn forced_arguments() -> axum::Router {
+    const ARGUMENTS: &str = r#"{"city":"Paris"}"#;
+    let engine = tower::service_fn(|request: GenerateRequest| async move {
+        assert!(request.format.is_some(), "the format reaches the engine");
+        let mut chunks: Vec<_> = ARGUMENTS
+            .bytes()
+            .map(|b| Ok(TokenChunk::token(b.into())))
+            .collect();
+        let usage = Usage {
+            prompt_tokens: 1,
+            cached_tokens: 0,
+            completion_tokens: ARGUMENTS.len() as u32,
+        };
+        chunks.push(Ok(TokenChunk::finish(FinishReason::Stop, Some(usage))));
+        Ok::<_, dynamo_core::Error>(TokenStream::from_chunks(chunks))
+    });
+    common::app(BoxEngine::new(engine), GatewayConfig::default())
+}
+
+#[tokio::test]
+async fn chat_completion_with_a_forced_tool_call() {
+    let body = answer(
+        forced_arguments(),
+        "/v1/chat/completions",
+        chat_forcing_a_call(),
+    )
+    .await;
+    assert_json_snapshot!(body, {
+        ".id" => "[id]",
+        ".created" => "[created]",
+        ".choices[].message.tool_calls[].id" => "[call id]",
+    });
+}
+
+#[tokio::test]
+async fn chat_stream_chunks_with_a_forced_tool_call() {
+    let mut request = chat_forcing_a_call();
+    request["stream"] = json!(true);
+    let chunks = stream(forced_arguments(), "/v1/chat/completions", request).await;
+    assert_json_snapshot!(chunks, {
+        "[].id" => "[id]",
+        "[].created" => "[created]",
+        "[].choices[].delta.tool_calls[].id" => "[call id]",
+    });
 }

@@ -376,6 +376,10 @@ async fn error_bodies_conform() {
     logprobs["top_logprobs"] = json!(3);
     let answer = exchange(&contract, echo(), "/v1/chat/completions", logprobs).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let mut regex = chat("Hi", 4);
+    regex["response_format"] = json!({"type": "regex"});
+    let answer = exchange(&contract, echo(), "/v1/chat/completions", regex).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
 
     // Bodies the schema refuses, and the gateway with it.
     let schema = contract.response_schema(
@@ -390,7 +394,7 @@ async fn error_bodies_conform() {
         ("temperature", json!(3.5)),
         ("top_p", json!(0)),
         ("stop", json!(["a", "b", "c", "d", "e"])),
-        ("response_format", json!({"type": "json_object"})),
+        ("logit_bias", json!({"1": 5})),
     ] {
         let mut request = chat("Hi", 4);
         request[field] = value;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::generate::{self, TextEvent};
 use super::openapi::GenerationErrors;
-use super::{JsonBody, RequestId, Shared, logprobs, prepare, sse};
+use super::{JsonBody, RequestId, Shared, logprobs, prepare, sse, structured};
 use crate::ApiError;
 use crate::preprocess::{ReasoningSplitter, Tokenizer, ToolCallParser};
 use crate::protocol::common::reject_unknown;
@@ -60,6 +60,7 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let entry = shared.model(&body.model)?;
     check(&body)?;
+    let structured = structured::plan(&body)?;
     let offers_tools = body.tools.as_ref().is_some_and(|tools| !tools.is_empty())
         && body.tool_choice.as_ref().and_then(Value::as_str) != Some("none");
     let tools: Option<Vec<Value>> = body
@@ -88,9 +89,10 @@ async fn serve(
     )?;
     let wants_logprobs = body.logprobs == Some(true);
     request.sampling.logprobs = wants_logprobs.then(|| body.top_logprobs.unwrap_or(0));
+    request.format = structured.format;
     let slot = shared.in_flight.acquire(&entry.name)?;
     let text = generate::start(entry.clone(), request, slot, ENDPOINT).await?;
-    let answer = Answer::new(&entry, offers_tools);
+    let answer = Answer::new(&entry, offers_tools, structured.forced);
     let header = Header {
         id,
         created: crate::unix_seconds(),
@@ -129,16 +131,6 @@ fn check(body: &ChatCompletionRequest) -> Result<(), ApiError> {
                     "top_logprobs must be at most {}, got {top}",
                     logprobs::MAX_TOP_LOGPROBS
                 ),
-            ));
-        }
-    }
-    match &body.tool_choice {
-        None => {}
-        Some(Value::String(choice)) if choice == "auto" || choice == "none" => {}
-        Some(_) => {
-            return Err(ApiError::invalid_field(
-                "tool_choice",
-                "only tool_choice \"auto\" and \"none\" are supported (forcing a call needs guided decoding)",
             ));
         }
     }
@@ -258,6 +250,9 @@ struct Answer {
     reasoning: Option<ReasoningSplitter>,
     tools: Option<ToolCallParser>,
     calls: u32,
+    /// A call `tool_choice` forced: the function's name and the arguments so far (the whole
+    /// answer text is the arguments, which the output format held to the parameters' schema).
+    forced: Option<(String, String)>,
 }
 
 /// What one step of the answer released.
@@ -270,8 +265,17 @@ struct AnswerDelta {
 }
 
 impl Answer {
-    fn new(entry: &ModelEntry, offers_tools: bool) -> Self {
+    fn new(entry: &ModelEntry, offers_tools: bool, forced: Option<String>) -> Self {
+        if let Some(name) = forced {
+            return Answer {
+                reasoning: None,
+                tools: None,
+                calls: 0,
+                forced: Some((name, String::new())),
+            };
+        }
         Answer {
+            forced: None,
             reasoning: entry.reasoning.map(ReasoningSplitter::new),
             tools: entry
                 .tool_calls
@@ -279,6 +283,12 @@ impl Answer {
                 .map(ToolCallParser::new),
             calls: 0,
         }
+    }
+
+    /// Whether a forced call's arguments were cut short by the length limit (its finish reason
+    /// is then `length`, not `tool_calls`).
+    fn cut_short(&self, reason: dynamo_core::FinishReason) -> bool {
+        self.forced.is_some() && reason == dynamo_core::FinishReason::Length
     }
 
     fn push(&mut self, text: &str, id: &str) -> AnswerDelta {
@@ -308,6 +318,23 @@ impl Answer {
         id: &str,
         last: bool,
     ) -> AnswerDelta {
+        if let Some((name, arguments)) = &mut self.forced {
+            arguments.push_str(&content);
+            let call = last.then(|| {
+                let function = FunctionCall {
+                    name: name.clone(),
+                    arguments: std::mem::take(arguments),
+                };
+                let id = format!("call-{id}-0");
+                let kind = "function".to_owned();
+                (0, ToolCall { id, kind, function })
+            });
+            return AnswerDelta {
+                content: String::new(),
+                reasoning,
+                calls: call.into_iter().collect(),
+            };
+        }
         let Some(parser) = &mut self.tools else {
             return AnswerDelta {
                 content,
@@ -375,7 +402,7 @@ async fn collect(
     }
     let (reason, usage) = finish
         .ok_or_else(|| dynamo_core::Error::internal("the generation ended without a finish"))?;
-    let finish_reason = match calls.is_empty() {
+    let finish_reason = match calls.is_empty() || answer.cut_short(reason) {
         true => reason.as_openai_str().to_owned(),
         false => "tool_calls".to_owned(),
     };
@@ -480,7 +507,7 @@ fn stream(
             ));
         }
         if let Some((reason, usage)) = done {
-            let reason = match made_calls {
+            let reason = match made_calls && !answer.cut_short(reason) {
                 true => "tool_calls".to_owned(),
                 false => reason.as_openai_str().to_owned(),
             };

@@ -13,6 +13,7 @@ mod models;
 mod openapi;
 mod prepare;
 mod sse;
+mod structured;
 mod tokenize;
 
 use std::sync::Arc;

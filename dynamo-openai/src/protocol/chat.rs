@@ -5,6 +5,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::common::{SamplingFields, StreamOptions, UsageBody};
+use super::format::ResponseFormat;
 use super::logprobs::ChatLogProbs;
 use super::schema;
 
@@ -42,9 +43,14 @@ pub struct ChatCompletionRequest {
     /// Functions the model may call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Tool>>,
-    /// `"none"`, `"auto"`, `"required"` or `{"type": "function", "function": {"name": …}}`.
+    /// `"none"`, `"auto"`, or `{"type": "function", "function": {"name": …}}` to force a call
+    /// of that function (its arguments then follow its parameters' schema); `"required"` is
+    /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
+    /// The answer's format: `text`, `json_object` or `json_schema`, enforced while sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
     /// Accepted for compatibility: several tool calls in one answer are always allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,

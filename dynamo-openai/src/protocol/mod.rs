@@ -10,6 +10,7 @@ mod chat;
 pub(crate) mod common;
 mod completion;
 mod embeddings;
+mod format;
 mod logprobs;
 mod models;
 mod schema;
@@ -26,6 +27,7 @@ pub use embeddings::{
     Embedding, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage,
     EmbeddingVector, EncodingFormat,
 };
+pub use format::{JsonSchemaFormat, ResponseFormat};
 pub use logprobs::{ChatLogProbs, ChatTokenLogProb, CompletionLogProbs, TopLogProb};
 pub use models::{ModelCard, ModelList};
 pub use tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};

@@ -1,0 +1,191 @@
+//! Structured outputs at the HTTP edge: what `response_format` and a forced `tool_choice` send
+//! to the engine, and the 400s (naming the field) for what the gateway or the grammar engine
+//! cannot do.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use dynamo_core::{BoxEngine, EchoEngine, Error, GenerateRequest, OutputFormat, TokenStream};
+use dynamo_openai::GatewayConfig;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tower::{Service, ServiceExt};
+
+/// An engine that records the requests it gets and answers as the echo engine (refusing a
+/// format, so the gateway's requests are seen before the refusal).
+#[derive(Clone, Default)]
+struct Recording(Arc<Mutex<Vec<GenerateRequest>>>);
+
+impl Service<GenerateRequest> for Recording {
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<TokenStream, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        self.0.lock().unwrap().push(request.clone());
+        let mut echo = EchoEngine::new();
+        Box::pin(async move { echo.call(request).await })
+    }
+}
+
+async fn post(engine: BoxEngine, body: Value) -> (StatusCode, Value) {
+    let app = common::app(engine, GatewayConfig::default());
+    let request = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn chat() -> Value {
+    json!({"model": "test", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+}
+
+const SCHEMA: &str =
+    r#"{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}"#;
+
+fn tools() -> Value {
+    json!([{"type": "function", "function": {"name": "weather",
+        "parameters": serde_json::from_str::<Value>(SCHEMA).unwrap()}}])
+}
+
+/// The format the engine was asked for, and the status of the answer.
+async fn sent_format(body: Value) -> (Option<OutputFormat>, StatusCode, Value) {
+    let recording = Recording::default();
+    let (status, answer) = post(BoxEngine::new(recording.clone()), body).await;
+    let format = recording
+        .0
+        .lock()
+        .unwrap()
+        .last()
+        .and_then(|r| r.format.clone());
+    (format, status, answer)
+}
+
+#[tokio::test]
+async fn formats_reach_the_engine_and_an_engine_that_cannot_enforce_them_says_so() {
+    let mut body = chat();
+    body["response_format"] = json!({"type": "json_schema",
+        "json_schema": {"name": "city", "strict": true, "schema": serde_json::from_str::<Value>(SCHEMA).unwrap()}});
+    let (format, status, answer) = sent_format(body).await;
+    let Some(OutputFormat::JsonSchema { schema }) = format else {
+        panic!("{format:?}")
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(&schema).unwrap(),
+        serde_json::from_str::<Value>(SCHEMA).unwrap()
+    );
+    // The echo engine cannot enforce it: a 400, never an answer that ignores the format.
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("response_format"),
+        "{answer}"
+    );
+
+    let mut body = chat();
+    body["response_format"] = json!({"type": "json_object"});
+    assert_eq!(sent_format(body).await.0, Some(OutputFormat::JsonObject));
+    let mut body = chat();
+    body["response_format"] = json!({"type": "text"});
+    let (format, status, _) = sent_format(body).await;
+    assert_eq!((format, status), (None, StatusCode::OK));
+
+    let mut body = chat();
+    body["tools"] = tools();
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "weather"}});
+    let (format, _, _) = sent_format(body).await;
+    assert!(
+        matches!(format, Some(OutputFormat::JsonSchema { .. })),
+        "{format:?}"
+    );
+}
+
+#[tokio::test]
+async fn what_cannot_be_done_is_a_400_naming_the_field() {
+    let with = |field: &str, value: Value| {
+        let mut body = chat();
+        body[field] = value;
+        body
+    };
+    let json_schema = |spec: Value| {
+        with(
+            "response_format",
+            json!({"type": "json_schema", "json_schema": spec}),
+        )
+    };
+    let mut forced_and_format = with(
+        "tool_choice",
+        json!({"type": "function", "function": {"name": "weather"}}),
+    );
+    forced_and_format["tools"] = tools();
+    forced_and_format["response_format"] = json!({"type": "json_object"});
+    let mut bad_parameters = with(
+        "tool_choice",
+        json!({"type": "function", "function": {"name": "weather"}}),
+    );
+    bad_parameters["tools"] = json!([{"type": "function", "function": {"name": "weather",
+        "parameters": {"type": "no-such-type"}}}]);
+    let cases = [
+        (
+            with("response_format", json!({"type": "regex"})),
+            "response_format.type",
+        ),
+        (
+            with("response_format", json!({"type": "grammar"})),
+            "response_format.type",
+        ),
+        (
+            with("response_format", json!({"type": "json_schema"})),
+            "response_format.json_schema",
+        ),
+        (
+            json_schema(json!({"name": "has space", "schema": {}})),
+            "response_format.json_schema.name",
+        ),
+        (
+            json_schema(json!({"name": "x", "schema": {"type": "no-such-type"}})),
+            "response_format.json_schema.schema",
+        ),
+        (
+            json_schema(json!({"name": "x", "schema": {"$ref": "https://example.com/s.json"}})),
+            "response_format.json_schema.schema",
+        ),
+        (
+            json_schema(json!({"name": "x", "schema": 7})),
+            "response_format.json_schema.schema",
+        ),
+        (with("tool_choice", json!("required")), "tool_choice"),
+        (
+            with(
+                "tool_choice",
+                json!({"type": "function", "function": {"name": "nope"}}),
+            ),
+            "tool_choice.function.name",
+        ),
+        (forced_and_format, "response_format"),
+        (bad_parameters, "tools[0].function.parameters"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = post(BoxEngine::new(EchoEngine::new()), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["error"]["param"], json!(field), "{body}: {answer}");
+    }
+}
