@@ -16,12 +16,21 @@ use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
 use serde_json::json;
 use support::{Frontend, Process, decisions, read_stream, streamed_completion};
 
-/// Clients sending one streamed completion after another.
+/// Clients sending one streamed completion after another (`DYNAMO_CHAOS_CLIENTS` for a longer
+/// run).
 const CLIENTS: u32 = 24;
 /// Tokens each answer streams.
 const MAX_TOKENS: u32 = 48;
-/// How long the load runs; the faults come during it.
-const LOAD: Duration = Duration::from_secs(24);
+/// How long the load runs, in seconds; the faults come during it (`DYNAMO_CHAOS_SECONDS`).
+const LOAD_SECONDS: u64 = 24;
+
+/// `variable`'s number, or `default`.
+fn setting<T: std::str::FromStr>(variable: &str, default: T) -> T {
+    std::env::var(variable)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
 /// Workers' etcd lease: a killed worker leaves routing within it.
 const LEASE_TTL: &str = "2";
 
@@ -69,6 +78,8 @@ async fn streamed(frontend: &Frontend, client: u32) -> Result<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_and_restarted_nats_and_etcd_lose_no_request_and_no_token() {
+    let client_count = setting("DYNAMO_CHAOS_CLIENTS", CLIENTS);
+    let load = setting("DYNAMO_CHAOS_SECONDS", LOAD_SECONDS);
     let mut nats = LocalNats::start().expect("nats-server starts");
     let nats_port = nats.port();
     let mut etcd = LocalEtcd::start().expect("etcd starts");
@@ -95,17 +106,21 @@ async fn killed_workers_and_restarted_nats_and_etcd_lose_no_request_and_no_token
     frontend.wait_ready().await;
 
     // What an undisturbed deployment answers to each client.
+    let baseline: Vec<_> = (0..client_count)
+        .map(|client| {
+            let frontend = Arc::clone(&frontend);
+            tokio::spawn(async move { (client, streamed(&frontend, client).await) })
+        })
+        .collect();
     let mut expected = BTreeMap::new();
-    for client in 0..CLIENTS {
-        expected.insert(
-            client,
-            streamed(&frontend, client).await.expect("an answer"),
-        );
+    for answer in baseline {
+        let (client, answer) = answer.await.expect("a client");
+        expected.insert(client, answer.expect("an answer"));
     }
     let expected = Arc::new(expected);
 
     let running = Arc::new(AtomicBool::new(true));
-    let clients: Vec<_> = (0..CLIENTS)
+    let clients: Vec<_> = (0..client_count)
         .map(|client| {
             let (frontend, expected, running) = (
                 Arc::clone(&frontend),
@@ -126,10 +141,12 @@ async fn killed_workers_and_restarted_nats_and_etcd_lose_no_request_and_no_token
         })
         .collect();
 
-    // The faults, spread over the load.
+    // The faults, spread over the load: their times are for CI's 24 s, stretched to `load`.
     let started = Instant::now();
-    let at =
-        |seconds: u64| tokio::time::sleep_until((started + Duration::from_secs(seconds)).into());
+    let at = |seconds: u64| {
+        let after = Duration::from_secs(seconds * load / LOAD_SECONDS);
+        tokio::time::sleep_until((started + after).into())
+    };
     at(3).await;
     if let Some(mut killed) = workers.remove(&1) {
         killed.kill();
@@ -147,7 +164,7 @@ async fn killed_workers_and_restarted_nats_and_etcd_lose_no_request_and_no_token
     workers.insert(2, worker(2, &etcd_url, &nats_url));
     at(17).await;
     etcd.restart().expect("etcd restarts");
-    tokio::time::sleep_until((started + LOAD).into()).await;
+    at(LOAD_SECONDS).await;
     running.store(false, Ordering::Relaxed);
 
     let (mut answered, mut failures) = (0, Vec::new());
@@ -162,7 +179,7 @@ async fn killed_workers_and_restarted_nats_and_etcd_lose_no_request_and_no_token
         failures.len(),
         failures.join("\n")
     );
-    assert!(answered >= CLIENTS * 4, "only {answered} answers");
+    assert!(answered >= client_count * 4, "only {answered} answers");
     let metrics = frontend.metrics().await;
     let migrations: Vec<&str> = metrics
         .lines()
