@@ -27,6 +27,7 @@
 
 mod deploy;
 mod disagg;
+mod embedding;
 mod engines;
 mod frontend;
 mod options;
@@ -167,6 +168,9 @@ pub(crate) async fn serve_gateway(
         .with_sampling_defaults(sampling::defaults(options, metadata));
     let registry = ModelRegistry::default();
     registry.insert(entry);
+    if let Some(model) = embedding::load(&options.embedding_model).await? {
+        registry.insert_embedding(model);
+    }
     let keys = api_keys(options)?;
     if !keys.is_empty() {
         tracing::info!(keys = keys.len(), "the gateway asks for an API key");

@@ -257,6 +257,11 @@ struct GatewayArgs {
     /// The largest request body accepted, in bytes (413 beyond)
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     body_limit: usize,
+    /// The model served at /v1/embeddings: `all-minilm-l6-v2` (all-MiniLM-L6-v2, fetched once
+    /// into the dynamo cache), a BERT model's directory (config.json, model.safetensors,
+    /// tokenizer.json; served under the directory's name), or `none`
+    #[arg(long, value_name = "MODEL", default_value = "all-minilm-l6-v2")]
+    embedding_model: crate::embedding::EmbeddingSource,
     /// How many times a request whose worker fails mid-stream continues on another worker
     /// (0: never)
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -478,6 +483,7 @@ fn options(
             .map(|(cert, key)| crate::tls::EdgeFiles { cert, key }),
         plane_tls: None,
         body_limit: gateway.body_limit,
+        embedding_model: gateway.embedding_model,
         migration_limit: gateway.migration_limit,
         stall_timeout: gateway.stall_timeout,
         request_timeout: gateway.request_timeout,

@@ -172,6 +172,8 @@ pub(crate) struct Options {
     pub(crate) plane_tls: Option<crate::tls::PlaneFiles>,
     /// The largest request body, in bytes.
     pub(crate) body_limit: usize,
+    /// The model served at `/v1/embeddings`.
+    pub(crate) embedding_model: crate::embedding::EmbeddingSource,
     /// Continuations of a request whose worker fails mid-stream.
     pub(crate) migration_limit: u32,
     /// Seconds without a token before an attempt ends and its worker is ejected (0: never).

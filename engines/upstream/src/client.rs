@@ -146,13 +146,13 @@ impl HttpClient {
     }
 }
 
-/// Read a whole body of at most `limit` bytes.
+/// Read a whole body of at most `limit` bytes (an error body, a metrics page).
 ///
 /// # Errors
 ///
 /// [`Error::Unavailable`] when the connection fails mid-body; [`Error::Internal`] when the body
 /// is larger than `limit`.
-pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Error> {
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Error> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Error::internal(

@@ -265,7 +265,7 @@ impl StreamState {
     }
 
     fn on_choice(&mut self, choice: &Choice) -> Result<(), Error> {
-        let tokens = match &self.output {
+        let mut tokens = match &self.output {
             OutputTokens::TokenIdsField => match &choice.token_ids {
                 Some(ids) => ids.clone(),
                 None if choice.text.is_empty() => Vec::new(),
@@ -283,6 +283,14 @@ impl StreamState {
             }
             OutputTokens::Retokenize(_) | OutputTokens::TextOnly => Vec::new(),
         };
+        // A matched stop token (vLLM's `stop_reason` as an id) is not part of the answer.
+        let stop_token = choice
+            .stop_reason
+            .as_ref()
+            .and_then(serde_json::Value::as_u64);
+        if stop_token.is_some_and(|stop| tokens.last().map(|&id| u64::from(id)) == Some(stop)) {
+            tokens.pop();
+        }
         let log_probs = choice.logprobs.as_ref().and_then(|l| l.to_log_probs());
         if !tokens.is_empty() || !choice.text.is_empty() {
             self.pending.push_back(TokenChunk {

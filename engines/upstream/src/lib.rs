@@ -64,7 +64,7 @@ mod sse;
 mod status;
 mod wire;
 
-pub use client::{HttpClient, HttpConfig};
+pub use client::{HttpClient, HttpConfig, read_body};
 pub use codec::{OutputTokens, PromptFormat, TextCodec};
 pub use dialect::{Dialect, Extensions};
 pub use engine::CompletionsEngine;

@@ -1,0 +1,238 @@
+//! [`SglangEngine`]: an [`Engine`](dynamo_core::Engine) over SGLang's native `/generate`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use dynamo_core::{Error, GenerateRequest, Token, TokenChunk, TokenStream};
+use dynamo_upstream::{HttpClient, SseDecoder, error_from_status, read_body, retry_after};
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::wire::{self, Event};
+
+/// The largest server-sent event accepted (1 MiB).
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// The largest error body read (64 KiB).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Attempts started by this process, so that each `rid` sent is unique even when a router
+/// sends the same request again.
+static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
+
+/// An [`Engine`](dynamo_core::Engine) that sends each request to an SGLang server's
+/// `/generate` with its prompt as `input_ids` and streams the output ids back; cheap to clone.
+///
+/// Each event's `meta_info.completion_tokens` says how many ids the answer holds so far, so the
+/// new ones are read correctly whether the server streams deltas
+/// (`--incremental-streaming-output`) or the whole answer so far (the default of most versions).
+/// The last chunk carries `meta_info`'s `prompt_tokens`, `cached_tokens` and
+/// `completion_tokens`. Errors map as in `dynamo_upstream` (an HTTP status by class; an
+/// `{"error": …}` event mid-stream, which SGLang sends for a request it refuses, as
+/// `invalid_request`; a `finish_reason` of type `abort` by its `status_code`); a stream that
+/// ends before the answer finished is `unavailable`.
+///
+/// # Cancel safety
+///
+/// Dropping the returned stream, or cancelling the request, closes the connection; SGLang
+/// aborts a request whose client went away.
+#[derive(Debug, Clone)]
+pub struct SglangEngine {
+    client: HttpClient,
+}
+
+impl SglangEngine {
+    /// An engine over `client`'s server.
+    pub fn new(client: HttpClient) -> Self {
+        SglangEngine { client }
+    }
+}
+
+impl Service<GenerateRequest> for SglangEngine {
+    type Response = TokenStream;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<TokenStream, Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GenerateRequest) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(start(client, request))
+    }
+}
+
+async fn start(client: HttpClient, request: GenerateRequest) -> Result<TokenStream, Error> {
+    request.validate()?;
+    let attempt = ATTEMPTS.fetch_add(1, Ordering::Relaxed);
+    let rid = format!("{}-{attempt}", request.id);
+    let body = serde_json::to_vec(&wire::body(&request, &rid)?)
+        .map_err(|error| Error::internal("cannot encode the request").with_source(error))?;
+    let cancel = request.cancellation().child_token();
+    let response = tokio::select! {
+        response = client.post_json("/generate", Bytes::from(body)) => response?,
+        () = cancel.cancelled() => return Err(Error::Cancelled),
+    };
+    let (head, body) = response.into_parts();
+    if !head.status.is_success() {
+        let bytes = read_body(body, MAX_ERROR_BODY).await?;
+        let hint = retry_after(&head.headers);
+        return Err(error_from_status(head.status.as_u16(), hint, &bytes));
+    }
+    let state = Answer {
+        body,
+        decoder: SseDecoder::new(MAX_EVENT_BYTES),
+        emitted: Vec::new(),
+        pending: VecDeque::new(),
+        finished: false,
+        done: false,
+        cancel: cancel.clone(),
+    };
+    let stream = futures::stream::unfold(state, |mut state| async move {
+        let item = state.next().await?;
+        Some((item, state))
+    });
+    Ok(TokenStream::new(stream, cancel))
+}
+
+/// One answer being read.
+struct Answer {
+    body: Incoming,
+    decoder: SseDecoder,
+    /// The ids passed on so far.
+    emitted: Vec<Token>,
+    pending: VecDeque<TokenChunk>,
+    /// A `finish_reason` arrived: the last chunk is queued.
+    finished: bool,
+    /// Nothing more will be read.
+    done: bool,
+    cancel: CancellationToken,
+}
+
+impl Answer {
+    async fn next(&mut self) -> Option<Result<TokenChunk, Error>> {
+        loop {
+            if let Some(chunk) = self.pending.pop_front() {
+                return Some(Ok(chunk));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(error) = self.read().await {
+                self.done = true;
+                return Some(Err(error));
+            }
+        }
+    }
+
+    async fn read(&mut self) -> Result<(), Error> {
+        let frame = tokio::select! {
+            frame = self.body.frame() => frame,
+            () = self.cancel.cancelled() => return Err(Error::Cancelled),
+        };
+        let data = match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_trailers) => return Ok(()),
+            },
+            Some(Err(error)) => {
+                return Err(Error::unavailable("the SGLang stream failed").with_source(error));
+            }
+            None if self.finished => {
+                self.done = true;
+                return Ok(());
+            }
+            None => {
+                let message = match self.decoder.finish() {
+                    Err(cut) => cut.to_string(),
+                    Ok(()) => "the SGLang stream ended before the answer finished".to_owned(),
+                };
+                return Err(Error::unavailable(message));
+            }
+        };
+        self.decoder
+            .push(&data)
+            .map_err(|error| Error::internal(error.to_string()))?;
+        while let Some(event) = self.decoder.next_event() {
+            if event.data.trim() == "[DONE]" {
+                if !self.finished {
+                    return Err(Error::unavailable(
+                        "the SGLang stream ended before the answer finished",
+                    ));
+                }
+                self.done = true;
+                return Ok(());
+            }
+            self.on_event(&event.data)?;
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, data: &str) -> Result<(), Error> {
+        let event: Event = serde_json::from_str(data).map_err(|error| {
+            Error::internal("SGLang sent an event that is not an answer").with_source(error)
+        })?;
+        if let Some(error) = &event.error {
+            let message = error
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("SGLang refused the request");
+            return Err(Error::invalid_request(message));
+        }
+        let ids = event.output_ids.unwrap_or_default();
+        let total = event
+            .meta_info
+            .as_ref()
+            .and_then(|meta| meta.completion_tokens)
+            .map(|total| total as usize);
+        let mut new = self.new_ids(&ids, total);
+        // A matched stop token is not part of the answer (core's contract).
+        let matched = event
+            .meta_info
+            .as_ref()
+            .and_then(|meta| meta.finish_reason.as_ref())
+            .and_then(|reason| reason.get("matched"))
+            .and_then(serde_json::Value::as_u64);
+        if matched.is_some_and(|stop| new.last().map(|&id| u64::from(id)) == Some(stop)) {
+            new.pop();
+        }
+        if !new.is_empty() {
+            self.emitted.extend_from_slice(&new);
+            self.pending.push_back(TokenChunk {
+                tokens: new,
+                ..TokenChunk::default()
+            });
+        }
+        let Some(meta) = event.meta_info else {
+            return Ok(());
+        };
+        if let Some(reason) = meta.finish_reason.as_ref().filter(|r| !r.is_null()) {
+            let reason = wire::finish(reason)?;
+            if !self.finished {
+                self.finished = true;
+                self.pending
+                    .push_back(TokenChunk::finish(reason, Some(meta.usage())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of `ids` not passed on yet: the last `total − emitted` when the server says how
+    /// many it has produced, else the part past what was passed on when `ids` repeats it.
+    fn new_ids(&self, ids: &[Token], total: Option<usize>) -> Vec<Token> {
+        let seen = self.emitted.len();
+        let count = match total {
+            Some(total) => total.saturating_sub(seen).min(ids.len()),
+            None if ids.len() > seen && ids.starts_with(&self.emitted) => ids.len() - seen,
+            None if ids.starts_with(&self.emitted) && seen > 0 => 0,
+            None => ids.len(),
+        };
+        ids[ids.len() - count..].to_vec()
+    }
+}

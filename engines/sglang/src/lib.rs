@@ -1,0 +1,47 @@
+//! Put dynamo's gateway and KV-aware router in front of [SGLang](https://docs.sglang.ai)
+//! servers, without changing them.
+//!
+//! A [`SglangServer`] names one `python -m sglang.launch_server` process and gives what a
+//! router needs from it:
+//!
+//! | what | how | from SGLang |
+//! |---|---|---|
+//! | an [`Engine`](dynamo_core::Engine) ([`SglangServer::engine`], a [`SglangEngine`]) | `POST /generate` with `input_ids`, `sampling_params` and `stream: true`; output ids from `output_ids`, usage and cached tokens from `meta_info` | the native API (`python/sglang/srt/entrypoints/http_server.py`) |
+//! | its load ([`SglangServer::load_poller`]) | `GET /metrics`: `sglang:num_running_reqs`, `sglang:num_queue_reqs`, `sglang:token_usage` | `--enable-metrics` |
+//! | its KV events ([`SglangServer::kv_events`], feature `events`) | the ZMQ publisher, vLLM's layout, decoded by `dynamo-transport` | `--kv-events-config` |
+//!
+//! Sampling fields go in `sampling_params` under SGLang's names: `max_new_tokens`,
+//! `min_new_tokens`, `temperature`, `top_p`, `top_k`, `min_p`, `frequency_penalty`,
+//! `presence_penalty`, `repetition_penalty`, `stop_token_ids`, `ignore_eos`; a LoRA adapter
+//! goes in `lora_path`. A seed, log-probabilities and a cache salt are refused with
+//! `invalid_request` (not mapped yet), never dropped.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use dynamo_core::{EngineExt, GenerateRequest};
+//! use dynamo_sglang::SglangServer;
+//!
+//! # async fn run() -> Result<(), dynamo_core::Error> {
+//! let server = SglangServer::new("http://10.0.0.8:30000")?;
+//! let answer = server
+//!     .engine()
+//!     .generate_all(GenerateRequest::new("r1", "qwen", vec![9707, 11, 1879]).with_max_tokens(16))
+//!     .await?;
+//! tracing::info!(tokens = ?answer.tokens, cached = ?answer.usage.map(|u| u.cached_tokens));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `events` | [`SglangServer::kv_events`], SGLang's ZMQ KV events through `dynamo-transport` | no |
+
+mod engine;
+mod server;
+mod wire;
+
+pub use engine::SglangEngine;
+pub use server::{SglangServer, load_metrics};
