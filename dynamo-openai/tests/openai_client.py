@@ -6,9 +6,11 @@ Every call must succeed and parse into the client's own types; the checks are ab
 about the log-probabilities of greedy answers on the real model.
 """
 
+import json
 import sys
 
 import openai
+import pydantic
 from openai import OpenAI
 
 
@@ -48,6 +50,7 @@ def main(base_url: str, model: str) -> None:
     assert streamed, "empty streamed completion"
 
     check_logprobs(client, model, messages)
+    check_structured_outputs(client, model)
 
     try:
         client.chat.completions.create(model=model, messages=messages, n=3)
@@ -63,7 +66,7 @@ def main(base_url: str, model: str) -> None:
         assert error.status_code == 404
 
     print(f"openai {openai.__version__}: models, chat (whole and streamed), completions "
-          f"(batched and streamed), log-probabilities and errors all parse")
+          f"(batched and streamed), log-probabilities, structured outputs and errors all parse")
 
 
 def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
@@ -100,6 +103,72 @@ def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
         raise AssertionError("top_logprobs=21 was accepted")
     except openai.BadRequestError as error:
         assert error.body["param"] == "top_logprobs", error.body
+
+
+class Capital(pydantic.BaseModel):
+    """The schema of the structured-output checks; pydantic validates the answers against it."""
+    model_config = pydantic.ConfigDict(extra="forbid")
+    city: str = pydantic.Field(max_length=24)
+    country: str = pydantic.Field(max_length=24)
+    population_millions: int = pydantic.Field(ge=0, le=100)
+
+
+def check_structured_outputs(client: OpenAI, model: str) -> None:
+    """response_format json_schema (whole, streamed, and through the client's own parse()),
+    json_object, and a forced function call: every answer parses and validates."""
+    messages = [{"role": "user", "content":
+                 "Give the capital of France as JSON: city, country, population in millions."}]
+    schema = {"type": "object", "additionalProperties": False,
+              "required": ["city", "country", "population_millions"],
+              "properties": {"city": {"type": "string", "maxLength": 24},
+                             "country": {"type": "string", "maxLength": 24},
+                             "population_millions": {"type": "integer", "minimum": 0,
+                                                     "maximum": 100}}}
+    response_format = {"type": "json_schema",
+                       "json_schema": {"name": "capital", "schema": schema, "strict": True}}
+    common = {"model": model, "messages": messages, "max_tokens": 120, "temperature": 0}
+    chat = client.chat.completions.create(**common, response_format=response_format)
+    assert chat.choices[0].finish_reason == "stop", chat
+    Capital.model_validate_json(chat.choices[0].message.content)
+
+    stream = client.chat.completions.create(**common, response_format=response_format, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert streamed == chat.choices[0].message.content, (streamed, chat)
+
+    # The client's own structured-output path: the schema comes from the pydantic model.
+    parsed = client.chat.completions.parse(**common, response_format=Capital)
+    assert isinstance(parsed.choices[0].message.parsed, Capital), parsed
+
+    question = ('Reply with a JSON object with one key, "capital", whose value is the capital of '
+                "France.")
+    obj = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], max_tokens=80,
+        temperature=0, response_format={"type": "json_object"})
+    assert obj.choices[0].finish_reason == "stop", obj
+    assert isinstance(json.loads(obj.choices[0].message.content), dict), obj
+
+    weather = {"type": "function", "function": {
+        "name": "weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "additionalProperties": False, "required": ["city"],
+                       "properties": {"city": {"type": "string", "maxLength": 24}}}}}
+    forced = client.chat.completions.create(
+        model=model, max_tokens=60, temperature=0, tools=[weather],
+        tool_choice={"type": "function", "function": {"name": "weather"}},
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}])
+    calls = forced.choices[0].message.tool_calls
+    assert calls and calls[0].function.name == "weather", forced
+    assert set(json.loads(calls[0].function.arguments)) == {"city"}, forced
+
+    for bad, param in [
+        ({"type": "regex", "regex": "a+"}, "response_format.type"),
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such"}}},
+         "response_format.json_schema.schema"),
+    ]:
+        try:
+            client.chat.completions.create(**common, response_format=bad)
+            raise AssertionError(f"{bad} was accepted")
+        except openai.BadRequestError as error:
+            assert error.body["param"] == param, error.body
 
 
 if __name__ == "__main__":
