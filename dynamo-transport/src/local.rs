@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -263,6 +263,7 @@ pub struct LocalEtcd {
     server: Server,
     data: PathBuf,
     args: Vec<String>,
+    scheme: &'static str,
 }
 
 impl LocalEtcd {
@@ -273,16 +274,27 @@ impl LocalEtcd {
     /// [`Error::CannotRun`] when it cannot be run, [`Error::NotListening`] when it does not
     /// listen, and [`Error::NoFreePort`] when no port is free.
     pub fn start() -> Result<Self, Error> {
-        retry_not_listening(Self::start_once)
+        retry_not_listening(|| Self::start_once(None))
     }
 
-    fn start_once() -> Result<Self, Error> {
+    /// Start one that serves its clients HTTPS with the PEM certificate `cert` (which must
+    /// name 127.0.0.1) and its key.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_tls(cert: &Path, key: &Path) -> Result<Self, Error> {
+        retry_not_listening(|| Self::start_once(Some((cert, key))))
+    }
+
+    fn start_once(tls: Option<(&Path, &Path)>) -> Result<Self, Error> {
         let client = free_port()?;
         let peer = free_port()?;
         let data =
             std::env::temp_dir().join(format!("dynamo-etcd-{}-{client}", std::process::id()));
-        let client_url = format!("http://127.0.0.1:{client}");
-        let args = [
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client}");
+        let mut args = vec![
             "--data-dir".to_owned(),
             data.display().to_string(),
             "--listen-client-urls".to_owned(),
@@ -296,13 +308,22 @@ impl LocalEtcd {
             "--initial-cluster".to_owned(),
             format!("default=http://127.0.0.1:{peer}"),
         ];
+        if let Some((cert, key)) = tls {
+            args.extend([
+                "--cert-file".to_owned(),
+                cert.display().to_string(),
+                "--key-file".to_owned(),
+                key.display().to_string(),
+            ]);
+        }
         let server = Server::start("etcd", client, &args).inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&data);
         })?;
         Ok(LocalEtcd {
             server,
             data,
-            args: args.to_vec(),
+            args,
+            scheme,
         })
     }
 
@@ -319,9 +340,9 @@ impl LocalEtcd {
         Ok(())
     }
 
-    /// Its client URL, `http://127.0.0.1:PORT`.
+    /// Its client URL, `http://127.0.0.1:PORT` (`https://` from [`start_tls`](Self::start_tls)).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.server.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.server.port)
     }
 }
 

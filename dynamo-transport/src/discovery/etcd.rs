@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -16,9 +17,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -35,24 +38,117 @@ const RETRY: Duration = Duration::from_millis(500);
 /// Membership changes buffered for a slow consumer before the watcher waits for it.
 const CHANGES: usize = 256;
 
+/// How to reach an etcd that asks for a user or serves HTTPS, beyond what its URL says.
+///
+/// A user and password go in the URL (`http://USER:PASSWORD@HOST:2379`), as they do for NATS;
+/// they are taken out of it, exchanged for an auth token (`/v3/auth/authenticate`, again when
+/// etcd says the token expired), and never shown in an error or a log line. An `https://` URL
+/// needs [`root_certificate`](Self::root_certificate).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdAccess {
+    /// A PEM certificate authority to trust for etcd's certificate.
+    pub root_certificate: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for an etcd started with
+    /// `--client-cert-auth`.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+}
+
 /// A small client for the parts of etcd's API that discovery needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Etcd {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The URL without credentials.
     endpoint: String,
+    /// The user and password of the URL.
+    user: Option<Arc<(String, String)>>,
+    /// The auth token they were exchanged for.
+    token: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The user's name, never the password or the token.
+        f.debug_struct("Etcd")
+            .field("endpoint", &self.endpoint)
+            .field("user", &self.user.as_ref().map(|user| &user.0))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Etcd {
-    fn new(endpoint: &str) -> Result<Self, Error> {
-        let endpoint = endpoint.trim_end_matches('/').to_owned();
-        let uri: hyper::Uri = endpoint.parse().map_err(|_| Error::BadEndpoint {
+    fn new(endpoint: &str, access: &EtcdAccess) -> Result<Self, Error> {
+        let (endpoint, user) = split_user(endpoint.trim_end_matches('/'));
+        let bad = || Error::BadEndpoint {
             endpoint: endpoint.clone(),
-        })?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(Error::BadEndpoint { endpoint });
+        };
+        let uri: hyper::Uri = endpoint.parse().map_err(|_| bad())?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad()),
+        };
+        if uri.host().is_none() || (https && access.root_certificate.is_none()) {
+            return Err(bad());
         }
-        let http = Client::builder(TokioExecutor::new()).build_http();
-        Ok(Etcd { http, endpoint })
+        let connector = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match &access.root_certificate {
+            Some(authority) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(|error| Error::BadTls {
+                        what: "a file",
+                        reason: format!("{}: {error}", path.display()),
+                    })
+                };
+                let identity = match &access.client_certificate {
+                    Some((chain, key)) => Some((read(chain)?, read(key)?)),
+                    None => None,
+                };
+                let config = crate::tcp::client_config(
+                    &read(authority)?,
+                    identity.as_ref().map(|(chain, key)| (&chain[..], &key[..])),
+                )?;
+                connector.with_tls_config(config)
+            }
+            None => connector.with_tls_config(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|error| Error::BadTls {
+                    what: "the protocol versions",
+                    reason: error.to_string(),
+                })?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            ),
+        };
+        let http = Client::builder(TokioExecutor::new())
+            .build(connector.https_or_http().enable_http1().build());
+        Ok(Etcd {
+            http,
+            endpoint,
+            user: user.map(Arc::new),
+            token: Arc::default(),
+        })
+    }
+
+    /// The auth token to send, asking etcd for one first when there is a user and none yet.
+    async fn token(&self) -> Result<Option<String>, Error> {
+        let Some(user) = &self.user else {
+            return Ok(None);
+        };
+        if let Some(token) = self.token.lock().clone() {
+            return Ok(Some(token));
+        }
+        let (name, password) = (&user.0, &user.1);
+        let body = json!({ "name": name, "password": password });
+        let answer = self.send("/v3/auth/authenticate", &body, None).await?;
+        let token = answer["token"]
+            .as_str()
+            .ok_or_else(|| self.unavailable("/v3/auth/authenticate: no token"))?
+            .to_owned();
+        *self.token.lock() = Some(token.clone());
+        Ok(Some(token))
     }
 
     fn unavailable(&self, reason: impl Display) -> Error {
@@ -63,8 +159,22 @@ impl Etcd {
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<hyper::Response<Incoming>, Error> {
-        let request = hyper::Request::post(format!("{}{path}", self.endpoint))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+        let token = self.token().await?;
+        self.post_with(path, body, token.as_deref()).await
+    }
+
+    async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<hyper::Response<Incoming>, Error> {
+        let mut request = hyper::Request::post(format!("{}{path}", self.endpoint))
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(hyper::header::AUTHORIZATION, token);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|error| self.unavailable(error))?;
         self.http
@@ -73,10 +183,25 @@ impl Etcd {
             .map_err(|error| self.unavailable(format!("{path}: {error}")))
     }
 
-    /// One call and its whole answer; an etcd error is [`Error::RegistryUnavailable`].
+    /// One call and its whole answer; an etcd error is [`Error::RegistryUnavailable`]. An
+    /// expired auth token is renewed once.
     async fn call(&self, path: &str, body: Value) -> Result<Value, Error> {
+        let token = self.token().await?;
+        match self.send(path, &body, token.as_deref()).await {
+            Err(Error::RegistryUnavailable { reason, .. })
+                if token.is_some() && reason.contains("invalid auth token") =>
+            {
+                *self.token.lock() = None;
+                let token = self.token().await?;
+                self.send(path, &body, token.as_deref()).await
+            }
+            answered => answered,
+        }
+    }
+
+    async fn send(&self, path: &str, body: &Value, token: Option<&str>) -> Result<Value, Error> {
         let answer = async {
-            let response = self.post(path, &body).await?;
+            let response = self.post_with(path, body, token).await?;
             let status = response.status();
             let bytes = response
                 .into_body()
@@ -160,6 +285,23 @@ impl Etcd {
 }
 
 /// The first key after every key that starts with `prefix`, base64-encoded.
+/// `endpoint` without the `USER:PASSWORD@` it may carry, and that user and password.
+fn split_user(endpoint: &str) -> (String, Option<(String, String)>) {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return (endpoint.to_owned(), None);
+    };
+    match rest.split_once('@') {
+        Some((user, host)) => {
+            let (name, password) = user.split_once(':').unwrap_or((user, ""));
+            (
+                format!("{scheme}://{host}"),
+                Some((name.to_owned(), password.to_owned())),
+            )
+        }
+        None => (endpoint.to_owned(), None),
+    }
+}
+
 fn range_end(prefix: &str) -> String {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
@@ -214,8 +356,18 @@ impl EtcdDiscovery {
     ///
     /// [`Error::BadEndpoint`] when `endpoint` is not an `http://` address.
     pub fn new(endpoint: &str, namespace: &str) -> Result<Self, Error> {
+        Self::new_with(endpoint, namespace, &EtcdAccess::default())
+    }
+
+    /// [`new`](Self::new) for an etcd that asks for a user (in `endpoint`) or serves HTTPS.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadEndpoint`] when `endpoint` is neither `http://` nor `https://` with a root
+    /// certificate; [`Error::BadTls`] when the certificate files cannot be used.
+    pub fn new_with(endpoint: &str, namespace: &str, access: &EtcdAccess) -> Result<Self, Error> {
         Ok(EtcdDiscovery {
-            etcd: Etcd::new(endpoint)?,
+            etcd: Etcd::new(endpoint, access)?,
             prefix: workers_prefix(namespace),
         })
     }
@@ -392,7 +544,24 @@ impl EtcdRegistration {
         record: &WorkerRecord,
         ttl: Duration,
     ) -> Result<Self, Error> {
-        let etcd = Etcd::new(endpoint)?;
+        Self::register_with(endpoint, namespace, record, ttl, &EtcdAccess::default()).await
+    }
+
+    /// [`register`](Self::register) in an etcd that asks for a user (in `endpoint`) or serves
+    /// HTTPS.
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register), and [`Error::BadTls`] when the certificate files
+    /// cannot be used.
+    pub async fn register_with(
+        endpoint: &str,
+        namespace: &str,
+        record: &WorkerRecord,
+        ttl: Duration,
+        access: &EtcdAccess,
+    ) -> Result<Self, Error> {
+        let etcd = Etcd::new(endpoint, access)?;
         let key = format!(
             "{}{}-{}",
             workers_prefix(namespace),

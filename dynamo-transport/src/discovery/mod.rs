@@ -36,7 +36,7 @@ use crate::Error;
 pub use connect::{ConnectConfig, Connected, connect};
 pub use directory::{DirectoryDiscovery, DirectoryRegistration};
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdDiscovery, EtcdRegistration};
+pub use etcd::{EtcdAccess, EtcdDiscovery, EtcdRegistration};
 
 /// What a worker tells the registry about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,3 +19,5 @@ pub use client::RemoteEngine;
 pub use frame::{DEFAULT_MAX_FRAME, ErrorBody, Frame};
 pub use server::{ServeConfig, serve, serve_with_shutdown};
 pub use tls::PlaneTls;
+#[cfg(feature = "etcd")]
+pub(crate) use tls::client_config;

@@ -55,7 +55,7 @@ pub struct PlaneTls {
 }
 
 /// A certificate chain and its private key.
-struct Identity {
+pub(crate) struct Identity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 }
@@ -81,27 +81,9 @@ impl PlaneTls {
     ///
     /// [`Error::BadTls`] when a part is missing or cannot be used.
     pub fn from_pem(authority: &[u8], chain: &[u8], key: &[u8]) -> Result<Self, Error> {
-        let mut roots = RootCertStore::empty();
-        for certificate in CertificateDer::pem_slice_iter(authority) {
-            let certificate = certificate.map_err(|error| bad("the authority", error))?;
-            roots
-                .add(certificate)
-                .map_err(|error| bad("the authority", error))?;
-        }
-        if roots.is_empty() {
-            return Err(bad("the authority", "no certificate in it"));
-        }
-        let chain = CertificateDer::pem_slice_iter(chain)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| bad("the certificate chain", error))?;
-        if chain.is_empty() {
-            return Err(bad("the certificate chain", "no certificate in it"));
-        }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|error| bad("the key", error))?;
-        let identity = Identity { chain, key };
         Self::build(
-            Arc::new(roots),
-            Arc::new(identity),
+            Arc::new(authority_from_pem(authority)?),
+            Arc::new(identity_from_pem(chain, key)?),
             Arc::new(rustls::crypto::ring::default_provider()),
             None,
             false,
@@ -218,6 +200,56 @@ impl PlaneTls {
             .clone()
             .unwrap_or_else(|| ServerName::from(address.ip()));
         within_timeout(self.connector.connect(name, socket)).await
+    }
+}
+
+/// The certificates of PEM text, as trusted roots.
+pub(crate) fn authority_from_pem(authority: &[u8]) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(authority) {
+        let certificate = certificate.map_err(|error| bad("the authority", error))?;
+        roots
+            .add(certificate)
+            .map_err(|error| bad("the authority", error))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("the authority", "no certificate in it"));
+    }
+    Ok(roots)
+}
+
+/// A certificate chain and its key from PEM text.
+pub(crate) fn identity_from_pem(chain: &[u8], key: &[u8]) -> Result<Identity, Error> {
+    let chain = CertificateDer::pem_slice_iter(chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| bad("the certificate chain", error))?;
+    if chain.is_empty() {
+        return Err(bad("the certificate chain", "no certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|error| bad("the key", error))?;
+    Ok(Identity { chain, key })
+}
+
+/// A client configuration (ring provider) that trusts the authority in `authority` (PEM) and
+/// presents the certificate and key in `identity` (PEM), if given: for HTTPS clients of
+/// other services (etcd).
+pub(crate) fn client_config(
+    authority: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| bad("the protocol versions", error))?
+        .with_root_certificates(authority_from_pem(authority)?);
+    match identity {
+        Some((chain, key)) => {
+            let identity = identity_from_pem(chain, key)?;
+            builder
+                .with_client_auth_cert(identity.chain, identity.key)
+                .map_err(|error| bad("the certificate and key", error))
+        }
+        None => Ok(builder.with_no_client_auth()),
     }
 }
 
