@@ -54,7 +54,11 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let engine = deploy::shed_load(&options, disagg::router(&options, prefill, decode)?);
     crate::serve_gateway(&options, &metadata, engine, |base| {
         let found = match (&options.etcd, &options.registry) {
-            (Some(url), _) => format!("workers from etcd {url} ({}/workers/)", options.namespace),
+            (Some(url), _) => format!(
+                "workers from etcd {} ({}/workers/)",
+                dynamo_transport::events::url_without_credentials(url),
+                options.namespace
+            ),
             (_, Some(directory)) => format!("workers from {}", directory.display()),
             _ => format!("{} workers given with --worker-at", options.worker_at.len()),
         };
@@ -78,7 +82,11 @@ fn discovery(
     block_size: BlockSize,
 ) -> Result<Box<dyn Discovery>, Box<dyn std::error::Error>> {
     Ok(match (&options.etcd, &options.registry) {
-        (Some(url), _) => Box::new(EtcdDiscovery::new(url, &options.namespace)?),
+        (Some(url), _) => Box::new(EtcdDiscovery::new_with(
+            url,
+            &options.namespace,
+            &options.etcd_access,
+        )?),
         (_, Some(directory)) => Box::new(DirectoryDiscovery::new(directory)),
         _ => Box::new(StaticDiscovery::new(
             options

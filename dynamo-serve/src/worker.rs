@@ -82,8 +82,14 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let record = worker.record;
     let registration = if let Some(url) = &options.etcd {
         let ttl = Duration::from_secs(options.lease_ttl);
-        let registration =
-            EtcdRegistration::register(url, &options.namespace, &record, ttl).await?;
+        let registration = EtcdRegistration::register_with(
+            url,
+            &options.namespace,
+            &record,
+            ttl,
+            &options.etcd_access,
+        )
+        .await?;
         Registration::Etcd(Box::new(registration))
     } else if let Some(directory) = &options.registry {
         Registration::Directory(DirectoryRegistration::register(directory, &record)?)
@@ -197,8 +203,10 @@ async fn report_load(nats: NatsEvents, worker: WorkerId, probe: LoadProbe, activ
 fn print_welcome(options: &Options, record: &WorkerRecord) {
     let registered = match (&options.etcd, &options.registry) {
         (Some(url), _) => format!(
-            "registered in etcd {url} under {}/workers/ (lease TTL {} s)",
-            options.namespace, options.lease_ttl
+            "registered in etcd {} under {}/workers/ (lease TTL {} s)",
+            dynamo_transport::events::url_without_credentials(url),
+            options.namespace,
+            options.lease_ttl
         ),
         (_, Some(directory)) => format!("registered in {}", directory.display()),
         _ => format!(

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use dynamo_candle::DiskTier;
+use dynamo_transport::discovery::EtcdAccess;
 use dynamo_transport::events::NatsAccess;
 
 use super::{
@@ -315,6 +316,16 @@ struct DeploymentArgs {
     /// The key of --nats-tls-cert (PEM)
     #[arg(long, value_name = "FILE", requires = "nats_tls_cert")]
     nats_tls_key: Option<PathBuf>,
+    /// A certificate authority (PEM) to trust for etcd's certificate (an https:// --etcd). A
+    /// user and password go in --etcd (http://USER:PASSWORD@HOST:PORT); they are never logged
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for an etcd started with --client-cert-auth
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_tls_ca", "etcd_tls_key"])]
+    etcd_tls_cert: Option<PathBuf>,
+    /// The key of --etcd-tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "etcd_tls_cert")]
+    etcd_tls_key: Option<PathBuf>,
 }
 
 impl DeploymentArgs {
@@ -324,6 +335,13 @@ impl DeploymentArgs {
             root_certificate: self.nats_tls_ca.clone(),
             client_certificate: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
             require_tls: self.nats_tls_ca.is_some(),
+        }
+    }
+
+    fn etcd_access(&self) -> EtcdAccess {
+        EtcdAccess {
+            root_certificate: self.etcd_tls_ca.clone(),
+            client_certificate: self.etcd_tls_cert.clone().zip(self.etcd_tls_key.clone()),
         }
     }
 }
@@ -491,6 +509,7 @@ fn options(
         sampling_defaults: gateway.sampling_defaults,
         id: None,
         nats_access: deployment.nats_access(),
+        etcd_access: deployment.etcd_access(),
         nats: deployment.nats,
         etcd: deployment.etcd,
         registry: deployment.registry,

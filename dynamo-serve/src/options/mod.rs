@@ -188,6 +188,8 @@ pub(crate) struct Options {
     /// NATS credentials and TLS beyond what the URL says.
     pub(crate) nats_access: dynamo_transport::events::NatsAccess,
     pub(crate) etcd: Option<String>,
+    /// etcd TLS beyond what the URL says.
+    pub(crate) etcd_access: dynamo_transport::discovery::EtcdAccess,
     pub(crate) registry: Option<PathBuf>,
     pub(crate) namespace: String,
     pub(crate) lease_ttl: u64,
