@@ -113,7 +113,7 @@ async fn scan(directory: &Path, seen: &mut Seen) -> Vec<Result<WorkerChange, Err
     }
     seen.bad.retain(|path, _| now.contains_key(path));
     for (path, text) in now {
-        match serde_json::from_str::<WorkerRecord>(&text) {
+        match super::decode_record(&path.display().to_string(), text.as_bytes()) {
             Ok(record) => {
                 seen.bad.remove(&path);
                 match seen.records.get(&path) {
@@ -134,10 +134,7 @@ async fn scan(directory: &Path, seen: &mut Seen) -> Vec<Result<WorkerChange, Err
                     changes.push(Ok(Change::Remove(old.id)));
                 }
                 if seen.bad.get(&path) != Some(&text) {
-                    changes.push(Err(Error::BadRecord {
-                        origin: path.display().to_string(),
-                        reason: error.to_string(),
-                    }));
+                    changes.push(Err(error));
                     seen.bad.insert(path, text);
                 }
             }

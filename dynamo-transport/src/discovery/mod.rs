@@ -60,6 +60,23 @@ pub struct WorkerRecord {
     pub kv_layout: Option<KvLayout>,
 }
 
+/// Decode a worker's record as a registry holds it (one JSON document), found at `origin` (a
+/// file, an etcd key).
+///
+/// Public (hidden) so that the fuzz targets in `fuzz/` and the corpus replay test reach the
+/// decoder the registries use.
+///
+/// # Errors
+///
+/// [`Error::BadRecord`] naming `origin` when the bytes are not a record.
+#[doc(hidden)]
+pub fn decode_record(origin: &str, bytes: &[u8]) -> Result<WorkerRecord, Error> {
+    serde_json::from_slice(bytes).map_err(|error| Error::BadRecord {
+        origin: origin.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
 /// A change in the set of registered workers.
 pub type WorkerChange = Change<WorkerId, WorkerRecord>;
 

@@ -65,9 +65,10 @@ impl EngineEventDecoder {
         }
     }
 
-    /// The sequence number the next message should carry, once one has been decoded.
+    /// The sequence number the next message should carry, once one has been decoded; `None`
+    /// before that, and after a message numbered `i64::MAX`, which no number follows.
     pub fn expected_sequence(&self) -> Option<i64> {
-        self.last_sequence.map(|last| last + 1)
+        self.last_sequence.and_then(|last| last.checked_add(1))
     }
 
     /// Count message `sequence` as consumed without decoding it (a malformed message that a
@@ -134,8 +135,8 @@ impl EngineEventDecoder {
                 other => return Err(malformed(&format!("unknown event kind {other:?}"))),
             }
         }
-        let gap = match self.last_sequence {
-            Some(last) if sequence != last + 1 => Some((last + 1, sequence)),
+        let gap = match self.expected_sequence() {
+            Some(expected) if sequence != expected => Some((expected, sequence)),
             _ => None,
         };
         self.last_sequence = Some(sequence);
@@ -256,5 +257,30 @@ fn tier(value: Option<&Value>) -> StorageTier {
         Some(medium) if medium.eq_ignore_ascii_case("cpu") => StorageTier::Host,
         Some(medium) if medium.eq_ignore_ascii_case("disk") => StorageTier::Disk,
         _ => StorageTier::Device,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[timestamp, [], rank]`: a batch without events.
+    const EMPTY_BATCH: &[u8] = &[0x93, 0x00, 0x90, 0x00];
+
+    #[test]
+    fn the_last_sequence_number_is_followed_by_no_expectation() {
+        // Found by the `engine_events` fuzz target: `last + 1` overflowed (a panic in debug
+        // builds) once a message carried sequence number i64::MAX.
+        let block_size = BlockSize::new(4).expect("a block size");
+        let mut decoder = EngineEventDecoder::new(WorkerId::new(1), block_size);
+        let last = i64::MAX.to_be_bytes();
+        let decoded = decoder.decode(&[b"kv", &last, EMPTY_BATCH]).expect("decoded");
+        assert_eq!(decoded.gap, None);
+        assert_eq!(decoder.expected_sequence(), None);
+        let next = decoder
+            .decode(&[b"kv", &0i64.to_be_bytes(), EMPTY_BATCH])
+            .expect("decoded");
+        assert_eq!(next.gap, None);
+        assert_eq!(decoder.expected_sequence(), Some(1));
     }
 }

@@ -115,6 +115,23 @@ pub trait EventPlane: Clone + Send + Sync + 'static {
     fn subscribe<T: Topic>(&self) -> impl Future<Output = Result<Subscription<T>, Error>> + Send;
 }
 
+/// Decode one message of topic `T` as it arrives on `subject` (one JSON document).
+///
+/// Public (hidden) so that the fuzz targets in `fuzz/` and the corpus replay test reach the
+/// decoder that `NatsEvents` subscriptions use.
+///
+/// # Errors
+///
+/// [`Error::MalformedMessage`](crate::Error::MalformedMessage) when the payload is not a `T`.
+#[doc(hidden)]
+pub fn decode_message<T: Topic>(subject: &str, payload: &[u8]) -> Result<T, crate::Error> {
+    serde_json::from_slice(payload).map_err(|error| crate::Error::MalformedMessage {
+        subject: subject.to_owned(),
+        topic: T::NAME,
+        source: error.into(),
+    })
+}
+
 /// Publish every event that arrives on `events` (where a worker's engine writes them), until
 /// the channel closes; spawn the future on your runtime. An event the plane refuses is
 /// dropped; subscribers see the gap in its worker's event ids.

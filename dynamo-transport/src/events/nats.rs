@@ -178,15 +178,7 @@ impl EventPlane for NatsEvents {
             .map_err(|error| Error::unavailable("subscribing on NATS").with_source(error))?;
         self.server_caught_up().await?;
         Ok(subscriber
-            .map(|message| {
-                serde_json::from_slice(&message.payload).map_err(|error| {
-                    crate::Error::MalformedMessage {
-                        subject: message.subject.to_string(),
-                        topic: T::NAME,
-                        source: error.into(),
-                    }
-                })
-            })
+            .map(|message| super::decode_message(&message.subject, &message.payload))
             .boxed())
     }
 }

@@ -140,12 +140,15 @@ impl From<ErrorBody> for Error {
 
 /// Read one frame; `Ok(None)` at a clean end of the connection.
 ///
+/// Public (hidden) so that the fuzz targets in `fuzz/` and the corpus replay test reach the
+/// decoder the request plane uses.
+///
 /// # Errors
 ///
 /// [`crate::Error::Connection`] when the connection fails; [`crate::Error::FrameTooLarge`]
 /// and [`crate::Error::MalformedFrame`] for a bad frame whose bytes were consumed, so the next
 /// frame can be read ([`crate::Error::is_recoverable`]).
-pub(crate) async fn read_frame(
+pub async fn read_frame(
     reader: &mut (impl AsyncRead + Unpin),
     limit: u32,
 ) -> Result<Option<Frame>, crate::Error> {
