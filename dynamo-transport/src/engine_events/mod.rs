@@ -29,6 +29,11 @@ use crate::Error;
 #[cfg(feature = "zmq")]
 pub use zmq::EngineEventSource;
 
+/// How deep a payload's arrays and maps may nest: a batch nests four levels (batch, events,
+/// event, hashes); rmpv's default of 1,024 recursive calls overflows a 2 MiB thread stack in a
+/// debug build.
+const MAX_NESTING: usize = 16;
+
 /// The outcome of one message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
@@ -97,7 +102,7 @@ impl EngineEventDecoder {
                 length: sequence.len(),
             })?;
         let sequence = i64::from_be_bytes(sequence);
-        let batch = rmpv::decode::read_value(&mut &payload[..])
+        let batch = rmpv::decode::read_value_with_max_depth(&mut &payload[..], MAX_NESTING)
             .map_err(|error| Error::malformed_engine_event(error.to_string()))?;
         let events = match &batch {
             Value::Array(fields) => fields.get(1).and_then(Value::as_array),
@@ -274,7 +279,9 @@ mod tests {
         let block_size = BlockSize::new(4).expect("a block size");
         let mut decoder = EngineEventDecoder::new(WorkerId::new(1), block_size);
         let last = i64::MAX.to_be_bytes();
-        let decoded = decoder.decode(&[b"kv", &last, EMPTY_BATCH]).expect("decoded");
+        let decoded = decoder
+            .decode(&[b"kv", &last, EMPTY_BATCH])
+            .expect("decoded");
         assert_eq!(decoded.gap, None);
         assert_eq!(decoder.expected_sequence(), None);
         let next = decoder
@@ -282,5 +289,21 @@ mod tests {
             .expect("decoded");
         assert_eq!(next.gap, None);
         assert_eq!(decoder.expected_sequence(), Some(1));
+    }
+
+    #[test]
+    fn deeply_nested_payloads_are_malformed_not_a_stack_overflow() {
+        // Found by replaying the `engine_events` corpus in a debug build: a payload of 1,000
+        // nested arrays overflowed the test thread's stack inside rmpv.
+        let mut payload = vec![0x93, 0x00];
+        payload.extend(std::iter::repeat_n(0x91, 1000));
+        payload.push(0x90);
+        payload.push(0x00);
+        let block_size = BlockSize::new(4).expect("a block size");
+        let mut decoder = EngineEventDecoder::new(WorkerId::new(1), block_size);
+        let error = decoder
+            .decode(&[b"kv", &0i64.to_be_bytes(), &payload])
+            .expect_err("too deep");
+        assert_eq!(error.name(), "malformed_engine_event");
     }
 }
