@@ -78,6 +78,16 @@ pub enum Error {
         /// The claimed length.
         len: u64,
     },
+    /// A GGUF array nests arrays deeper than this crate reads (8 levels; real files nest at
+    /// most one).
+    #[error("GGUF metadata `{key}` nests arrays more than {limit} deep")]
+    #[non_exhaustive]
+    GgufTooDeep {
+        /// The key being read.
+        key: String,
+        /// The deepest nesting read.
+        limit: usize,
+    },
     /// A GGUF string is not UTF-8.
     #[error("GGUF metadata `{key}` holds a string that is not UTF-8")]
     #[non_exhaustive]

@@ -16,6 +16,10 @@ const MAGIC: u32 = u32::from_le_bytes(*b"GGUF");
 const MAX_STRING: u64 = 64 << 20;
 /// Arrays up to 16 M items (a vocabulary is 32 K–256 K).
 const MAX_ARRAY: u64 = 16 << 20;
+/// Arrays of arrays up to 8 deep: each level is a call, so the depth is bounded for the stack.
+const MAX_DEPTH: usize = 8;
+/// Items reserved before they are read: a claimed length costs memory only as items arrive.
+const RESERVE: usize = 4096;
 
 /// One metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,7 +88,7 @@ impl GgufMetadata {
         for _ in 0..count {
             let key = read_string(reader, "(key)")?;
             let tag = read_u32(reader)?;
-            let value = read_value(reader, &key, tag)?;
+            let value = read_value(reader, &key, tag, 0)?;
             entries.insert(key, value);
         }
         Ok(GgufMetadata { entries })
@@ -114,7 +118,12 @@ impl GgufMetadata {
     }
 }
 
-fn read_value(reader: &mut impl Read, key: &str, tag: u32) -> Result<GgufValue, Error> {
+fn read_value(
+    reader: &mut impl Read,
+    key: &str,
+    tag: u32,
+    depth: usize,
+) -> Result<GgufValue, Error> {
     Ok(match tag {
         0 => GgufValue::Uint(u64::from(read_array::<1>(reader)?[0])),
         1 => GgufValue::Int(i64::from(i8::from_le_bytes(read_array(reader)?))),
@@ -126,6 +135,12 @@ fn read_value(reader: &mut impl Read, key: &str, tag: u32) -> Result<GgufValue, 
         7 => GgufValue::Bool(read_array::<1>(reader)?[0] != 0),
         8 => GgufValue::String(read_string(reader, key)?),
         9 => {
+            if depth >= MAX_DEPTH {
+                return Err(Error::GgufTooDeep {
+                    key: key.to_owned(),
+                    limit: MAX_DEPTH,
+                });
+            }
             let item_tag = read_u32(reader)?;
             let len = read_u64(reader)?;
             if len > MAX_ARRAY {
@@ -134,9 +149,9 @@ fn read_value(reader: &mut impl Read, key: &str, tag: u32) -> Result<GgufValue, 
                     len,
                 });
             }
-            let mut items = Vec::with_capacity(len as usize);
+            let mut items = Vec::with_capacity((len as usize).min(RESERVE));
             for _ in 0..len {
-                items.push(read_value(reader, key, item_tag)?);
+                items.push(read_value(reader, key, item_tag, depth + 1)?);
             }
             GgufValue::Array(items)
         }
@@ -255,6 +270,40 @@ mod tests {
         huge.extend(u64::MAX.to_le_bytes());
         let error = GgufMetadata::read(&mut file(&[huge]).as_slice());
         assert!(matches!(error, Err(Error::GgufTooLong { .. })));
+        let truncated = file(&[entry("k", 4, &[1, 2])]);
+        assert!(matches!(
+            GgufMetadata::read(&mut truncated.as_slice()),
+            Err(Error::GgufRead { .. })
+        ));
+    }
+
+    /// An array of arrays of arrays… nested `levels` deep, each claiming `len` items, then
+    /// nothing: as small as a file gets, and as deep as the nesting asks.
+    fn nested(levels: usize, len: u64) -> Vec<u8> {
+        let mut value = Vec::new();
+        for _ in 0..levels {
+            value.extend(9u32.to_le_bytes());
+            value.extend(len.to_le_bytes());
+        }
+        file(&[entry("k", 9, &value)])
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        // 100,000 levels in 1.2 MB: before the limit, one call per level overflowed the stack.
+        let error = GgufMetadata::read(&mut nested(100_000, 1).as_slice());
+        assert!(
+            matches!(error, Err(Error::GgufTooDeep { limit: 8, .. })),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn claimed_lengths_reserve_no_memory_before_items_arrive() {
+        // Seven levels of 16 M-item arrays in 100 bytes: reserving each claimed length up
+        // front asked for 7 × 512 MiB before the first item was found missing.
+        let error = GgufMetadata::read(&mut nested(7, 16 << 20).as_slice());
+        assert!(matches!(error, Err(Error::GgufRead { .. })), "{error:?}");
         let truncated = file(&[entry("k", 4, &[1, 2])]);
         assert!(matches!(
             GgufMetadata::read(&mut truncated.as_slice()),
