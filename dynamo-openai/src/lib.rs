@@ -18,12 +18,14 @@
 //!   [`Embedder`](dynamo_core::Embedder) with its tokenizer, registered next to the generation
 //!   models ([`ModelRegistry::insert_embedding`]).
 //! - **The service** ([`Gateway`]): axum routes for `/v1/chat/completions`, `/v1/completions`,
-//!   `/v1/embeddings`, `/v1/models`, health probes, `/metrics` and `/openapi.json`; server-sent events with
-//!   `[DONE]` and an optional usage chunk; cancellation of the engine when the client goes away;
-//!   503 with `Retry-After` under overload; optional API keys ([`ApiKeys`], a 401 without one);
-//!   every error mapped once by [`ApiError`]; a `tracing` span per request; [`no_delay`], the
-//!   listener that sends each streamed chunk at once. The OpenAPI document ([`openapi_document`]) is derived from the
-//!   [`protocol`] types, so it describes exactly what the handlers parse and write.
+//!   `/v1/embeddings`, `/v1/responses` (OpenAI's Responses API, text in and out), `/v1/models`,
+//!   health probes, `/metrics` and `/openapi.json`; server-sent events with `[DONE]` and an
+//!   optional usage chunk (the Responses API's named events, without `[DONE]`); cancellation of the
+//!   engine when the client goes away; 503 with `Retry-After` under overload; optional API keys
+//!   ([`ApiKeys`], a 401 without one); every error mapped once by [`ApiError`]; a `tracing` span
+//!   per request; [`no_delay`], the listener that sends each streamed chunk at once. The OpenAPI
+//!   document ([`openapi_document`]) is derived from the [`protocol`] types, so it describes
+//!   exactly what the handlers parse and write.
 //!
 //! # Example
 //!

@@ -12,6 +12,7 @@ pub(crate) mod metrics;
 mod models;
 mod openapi;
 mod prepare;
+mod responses;
 mod sse;
 mod structured;
 mod tokenize;
@@ -109,6 +110,7 @@ impl GatewayConfig {
 /// | `POST /v1/chat/completions` | chat, streaming (SSE) or not |
 /// | `POST /v1/completions` | text completion, streaming or not |
 /// | `POST /v1/embeddings` | vectors from an embedding model ([`ModelRegistry::insert_embedding`]) |
+/// | `POST /v1/responses` | OpenAI's Responses API, text in and out, streaming or not |
 /// | `GET /v1/models` | the served models, embedding models included |
 /// | `POST /tokenize`, `/detokenize` | the model's tokenizer, as vLLM serves it |
 /// | `GET /health`, `/live`, `/ready` | liveness and readiness (ready: at least one model) |
@@ -208,6 +210,7 @@ impl Gateway {
             .route("/v1/chat/completions", post(chat::handle))
             .route("/v1/completions", post(completions::handle))
             .route("/v1/embeddings", post(embeddings::handle))
+            .route("/v1/responses", post(responses::handle))
             .route("/v1/models", get(models::list))
             .route("/tokenize", post(tokenize::tokenize))
             .route("/detokenize", post(tokenize::detokenize))

@@ -13,7 +13,7 @@ use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{IntoResponses, OpenApi, ToResponse, ToSchema};
 
-use super::{chat, completions, embeddings, models, tokenize};
+use super::{chat, completions, embeddings, models, responses, tokenize};
 use crate::ErrorBody;
 
 /// The routes and the components they share.
@@ -30,6 +30,7 @@ use crate::ErrorBody;
         chat::handle,
         completions::handle,
         embeddings::handle,
+        responses::handle,
         models::list,
         tokenize::tokenize,
         tokenize::detokenize,

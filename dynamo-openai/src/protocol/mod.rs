@@ -13,6 +13,7 @@ mod embeddings;
 mod format;
 mod logprobs;
 mod models;
+mod responses;
 mod schema;
 mod tokenize;
 
@@ -30,4 +31,9 @@ pub use embeddings::{
 pub use format::{JsonSchemaFormat, ResponseFormat};
 pub use logprobs::{ChatLogProbs, ChatTokenLogProb, CompletionLogProbs, TopLogProb};
 pub use models::{ModelCard, ModelList};
+pub use responses::{
+    IncompleteDetails, InputContent, InputItem, InputPart, InputTokensDetails, OutputMessage,
+    OutputText, OutputTokensDetails, ResponseObject, ResponseStreamEvent, ResponseUsage,
+    ResponsesInput, ResponsesRequest,
+};
 pub use tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};

@@ -1,0 +1,374 @@
+//! `/v1/responses`: OpenAI's Responses API, for text in and text out.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::chat::Role;
+
+/// A Responses API request.
+///
+/// The text subset: a string or a list of messages in, one assistant message out. Tools,
+/// reasoning, stored responses (`store: true`, `previous_response_id`) and output formats are
+/// refused with a 400 naming the field, never ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResponsesRequest {
+    /// The model name, as listed by `/v1/models`.
+    pub model: String,
+    /// The user's text, or the conversation so far.
+    pub input: ResponsesInput,
+    /// A system message put before the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+    /// The most tokens to generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub max_output_tokens: Option<u32>,
+    /// In `[0, 2]`; 0 is greedy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// In `(0, 1]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Stream the answer as server-sent events (`response.output_text.delta` and the rest).
+    #[serde(default)]
+    pub stream: bool,
+    /// Only `false`: responses are not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<bool>,
+    /// Echoed in the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// The end user; passed on as the routing session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Only `"disabled"`: a prompt over the context is refused, not truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<String>,
+    /// Accepted and echoed; no tools are called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// Only `"auto"` or `"none"`, with no tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    /// Only an empty list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    /// Fields this server does not know; any non-null one is rejected.
+    #[serde(flatten, skip_serializing)]
+    #[schema(ignore)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// What a Responses request reads: text, or messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ResponsesInput {
+    /// One user message.
+    Text(String),
+    /// The conversation so far.
+    Items(Vec<InputItem>),
+}
+
+/// One message of a Responses input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InputItem {
+    /// `"message"` (the default); other item types (function calls and their outputs) are
+    /// refused.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The author.
+    pub role: Role,
+    /// Text, or parts of type `input_text` (and `output_text` in earlier assistant messages).
+    pub content: InputContent,
+}
+
+/// A message's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum InputContent {
+    /// Plain text.
+    Text(String),
+    /// Parts.
+    Parts(Vec<InputPart>),
+}
+
+/// One content part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InputPart {
+    /// `input_text` or `output_text`; images and files are refused.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// A response, whole or (in stream events) as it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResponseObject {
+    /// `resp_` and the request id.
+    pub id: String,
+    /// Always `response`.
+    pub object: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// `in_progress`, `completed`, or `incomplete` (the output limit was reached).
+    pub status: String,
+    /// Always null: an error ends the stream with an `error` event instead.
+    pub error: Option<Value>,
+    /// Why it is incomplete.
+    pub incomplete_details: Option<IncompleteDetails>,
+    /// The request's instructions.
+    pub instructions: Option<String>,
+    /// The request's output limit.
+    pub max_output_tokens: Option<u32>,
+    /// The model that answered.
+    pub model: String,
+    /// The answer: one assistant message (none yet while in progress).
+    pub output: Vec<OutputMessage>,
+    /// As the request said (default true).
+    pub parallel_tool_calls: bool,
+    /// Always null.
+    pub previous_response_id: Option<String>,
+    /// The request's temperature.
+    pub temperature: Option<f32>,
+    /// The request's top_p.
+    pub top_p: Option<f32>,
+    /// `auto` or `none`, as the request said.
+    pub tool_choice: Value,
+    /// Always empty.
+    pub tools: Vec<Value>,
+    /// `{"format": {"type": "text"}}`.
+    pub text: Value,
+    /// Always `disabled`.
+    pub truncation: String,
+    /// Token counts, once done.
+    pub usage: Option<ResponseUsage>,
+    /// The request's metadata (an empty object without).
+    pub metadata: Value,
+    /// Always false.
+    pub store: bool,
+    /// The request's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// `incomplete_details`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IncompleteDetails {
+    /// `max_output_tokens`.
+    pub reason: String,
+}
+
+/// The assistant's message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OutputMessage {
+    /// Always `message`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `msg_` and the request id.
+    pub id: String,
+    /// `in_progress`, `completed` or `incomplete`.
+    pub status: String,
+    /// Always `assistant`.
+    pub role: String,
+    /// Its text (none yet while in progress).
+    pub content: Vec<OutputText>,
+}
+
+/// A text part of the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OutputText {
+    /// Always `output_text`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text.
+    pub text: String,
+    /// Always empty.
+    pub annotations: Vec<Value>,
+}
+
+/// `usage` of a response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResponseUsage {
+    /// Tokens in the prompt.
+    pub input_tokens: u32,
+    /// Of which served from the KV cache.
+    pub input_tokens_details: InputTokensDetails,
+    /// Tokens generated.
+    pub output_tokens: u32,
+    /// Of which reasoning (always 0: reasoning is not split out here).
+    pub output_tokens_details: OutputTokensDetails,
+    /// Their sum.
+    pub total_tokens: u32,
+}
+
+/// `usage.input_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InputTokensDetails {
+    /// Prompt tokens whose KV was reused from a cache.
+    pub cached_tokens: u32,
+}
+
+/// `usage.output_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OutputTokensDetails {
+    /// Always 0.
+    pub reasoning_tokens: u32,
+}
+
+/// One server-sent event of a streamed response; its `type` is also the SSE event name.
+///
+/// A stream runs `response.created`, `response.in_progress`, `response.output_item.added`,
+/// `response.content_part.added`, any number of `response.output_text.delta`, then
+/// `response.output_text.done`, `response.content_part.done`, `response.output_item.done` and
+/// `response.completed` (or `response.incomplete` at the output limit); an error mid-stream is
+/// an `error` event, and ends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type")]
+pub enum ResponseStreamEvent {
+    /// The response exists, in progress.
+    #[serde(rename = "response.created")]
+    Created {
+        /// The event's place in the stream, from 0.
+        sequence_number: u64,
+        /// The response so far.
+        response: Box<ResponseObject>,
+    },
+    /// Generation has started.
+    #[serde(rename = "response.in_progress")]
+    InProgress {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The response so far.
+        response: Box<ResponseObject>,
+    },
+    /// The assistant message begins.
+    #[serde(rename = "response.output_item.added")]
+    OutputItemAdded {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// Always 0.
+        output_index: u32,
+        /// The message, empty.
+        item: OutputMessage,
+    },
+    /// Its text part begins.
+    #[serde(rename = "response.content_part.added")]
+    ContentPartAdded {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The message's id.
+        item_id: String,
+        /// Always 0.
+        output_index: u32,
+        /// Always 0.
+        content_index: u32,
+        /// The part, empty.
+        part: OutputText,
+    },
+    /// More text.
+    #[serde(rename = "response.output_text.delta")]
+    OutputTextDelta {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The message's id.
+        item_id: String,
+        /// Always 0.
+        output_index: u32,
+        /// Always 0.
+        content_index: u32,
+        /// The new text.
+        delta: String,
+        /// Always empty.
+        logprobs: Vec<Value>,
+    },
+    /// The text is whole.
+    #[serde(rename = "response.output_text.done")]
+    OutputTextDone {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The message's id.
+        item_id: String,
+        /// Always 0.
+        output_index: u32,
+        /// Always 0.
+        content_index: u32,
+        /// The whole text.
+        text: String,
+        /// Always empty.
+        logprobs: Vec<Value>,
+    },
+    /// The text part is whole.
+    #[serde(rename = "response.content_part.done")]
+    ContentPartDone {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The message's id.
+        item_id: String,
+        /// Always 0.
+        output_index: u32,
+        /// Always 0.
+        content_index: u32,
+        /// The whole part.
+        part: OutputText,
+    },
+    /// The message is whole.
+    #[serde(rename = "response.output_item.done")]
+    OutputItemDone {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// Always 0.
+        output_index: u32,
+        /// The whole message.
+        item: OutputMessage,
+    },
+    /// The response is whole.
+    #[serde(rename = "response.completed")]
+    Completed {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The whole response.
+        response: Box<ResponseObject>,
+    },
+    /// The response stopped at the output limit.
+    #[serde(rename = "response.incomplete")]
+    Incomplete {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The response as it ended.
+        response: Box<ResponseObject>,
+    },
+    /// The generation failed; nothing follows.
+    #[serde(rename = "error")]
+    Error {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The error's code, if any.
+        code: Option<String>,
+        /// What went wrong.
+        message: String,
+        /// The field at fault, if any.
+        param: Option<String>,
+    },
+}
+
+impl ResponseStreamEvent {
+    /// The event's `type`, which is also its SSE event name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ResponseStreamEvent::Created { .. } => "response.created",
+            ResponseStreamEvent::InProgress { .. } => "response.in_progress",
+            ResponseStreamEvent::OutputItemAdded { .. } => "response.output_item.added",
+            ResponseStreamEvent::ContentPartAdded { .. } => "response.content_part.added",
+            ResponseStreamEvent::OutputTextDelta { .. } => "response.output_text.delta",
+            ResponseStreamEvent::OutputTextDone { .. } => "response.output_text.done",
+            ResponseStreamEvent::ContentPartDone { .. } => "response.content_part.done",
+            ResponseStreamEvent::OutputItemDone { .. } => "response.output_item.done",
+            ResponseStreamEvent::Completed { .. } => "response.completed",
+            ResponseStreamEvent::Incomplete { .. } => "response.incomplete",
+            ResponseStreamEvent::Error { .. } => "error",
+        }
+    }
+}
