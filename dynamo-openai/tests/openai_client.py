@@ -51,6 +51,7 @@ def main(base_url: str, model: str) -> None:
 
     check_logprobs(client, model, messages)
     check_structured_outputs(client, model)
+    check_embeddings(client)
 
     try:
         client.chat.completions.create(model=model, messages=messages, n=3)
@@ -66,7 +67,7 @@ def main(base_url: str, model: str) -> None:
         assert error.status_code == 404
 
     print(f"openai {openai.__version__}: models, chat (whole and streamed), completions "
-          f"(batched and streamed), log-probabilities, structured outputs and errors all parse")
+          f"(batched and streamed), log-probabilities, structured outputs, embeddings and errors all parse")
 
 
 def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
@@ -169,6 +170,38 @@ def check_structured_outputs(client: OpenAI, model: str) -> None:
             raise AssertionError(f"{bad} was accepted")
         except openai.BadRequestError as error:
             assert error.body["param"] == param, error.body
+
+
+EMBEDDING_MODEL = "all-minilm-l6-v2"
+
+
+def check_embeddings(client: OpenAI) -> None:
+    """The main job's default embedding model: 384 numbers of unit length per input, whether the
+    client asks for base64 (its default, decoded by the client) or floats, the same either way,
+    and closer for sentences that mean the same."""
+    models = [m.id for m in client.models.list()]
+    assert EMBEDDING_MODEL in models, models
+    sentences = ["The cat sits on the mat", "A cat is sitting on a mat", "Stock prices fell sharply"]
+    answer = client.embeddings.create(model=EMBEDDING_MODEL, input=sentences)
+    assert answer.object == "list" and answer.model == EMBEDDING_MODEL
+    assert [d.index for d in answer.data] == [0, 1, 2]
+    assert answer.usage.prompt_tokens == answer.usage.total_tokens > 0
+    vectors = [d.embedding for d in answer.data]
+    for vector in vectors:
+        assert len(vector) == 384, len(vector)
+        assert abs(sum(x * x for x in vector) - 1.0) < 1e-4
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))
+    near, far = dot(vectors[0], vectors[1]), dot(vectors[0], vectors[2])
+    assert near > far, (near, far)
+
+    floats = client.embeddings.create(model=EMBEDDING_MODEL, input=sentences[0], encoding_format="float")
+    assert dot(floats.data[0].embedding, vectors[0]) > 0.99999
+
+    try:
+        client.embeddings.create(model=EMBEDDING_MODEL, input="hello", dimensions=64)
+        raise AssertionError("dimensions=64 was accepted")
+    except openai.BadRequestError as error:
+        assert error.body["param"] == "dimensions", error.body
 
 
 if __name__ == "__main__":
