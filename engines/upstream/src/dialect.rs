@@ -64,6 +64,8 @@ pub struct Dialect {
     extensions: Extensions,
     prompt: PromptFormat,
     output: OutputTokens,
+    /// The field (and value) that asks for `token_ids` in the answer.
+    ids_request: (String, Value),
     extra: Map<String, Value>,
 }
 
@@ -76,6 +78,7 @@ impl Dialect {
             extensions: Extensions::default(),
             prompt: PromptFormat::TokenIds,
             output: OutputTokens::TextOnly,
+            ids_request: ("return_token_ids".to_owned(), Value::Bool(true)),
             extra: Map::new(),
         }
     }
@@ -101,6 +104,13 @@ impl Dialect {
     /// Take generated ids from here.
     pub fn output(mut self, output: OutputTokens) -> Self {
         self.output = output;
+        self
+    }
+
+    /// With [`OutputTokens::TokenIdsField`], ask for the ids with this field and value
+    /// instead of vLLM's `"return_token_ids": true` (TensorRT-LLM: `"detokenize": false`).
+    pub fn token_ids_request(mut self, field: impl Into<String>, value: Value) -> Self {
+        self.ids_request = (field.into(), value);
         self
     }
 
@@ -152,7 +162,8 @@ impl Dialect {
             body.insert("max_tokens".into(), json!(max));
         }
         if matches!(self.output, OutputTokens::TokenIdsField) {
-            body.insert("return_token_ids".into(), json!(true));
+            let (field, value) = &self.ids_request;
+            body.insert(field.clone(), value.clone());
         }
         let sampling = &request.sampling;
         put(&mut body, "temperature", sampling.temperature);

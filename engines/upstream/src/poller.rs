@@ -26,6 +26,13 @@ pub struct LoadMetrics {
     pub kv_usage_scale: f64,
 }
 
+/// How a scrape's body becomes a load.
+#[derive(Debug, Clone)]
+enum Reader {
+    Prometheus(LoadMetrics),
+    Custom(fn(&[u8]) -> Result<EngineLoad, Error>),
+}
+
 /// The load one scrape found.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineLoad {
@@ -140,7 +147,7 @@ impl LoadView {
 #[derive(Debug, Clone)]
 pub struct MetricsPoller {
     client: HttpClient,
-    metrics: LoadMetrics,
+    reader: Reader,
     path: String,
     interval: Duration,
     staleness: Duration,
@@ -152,8 +159,25 @@ impl MetricsPoller {
     pub fn new(client: HttpClient, metrics: LoadMetrics) -> Self {
         MetricsPoller {
             client,
-            metrics,
+            reader: Reader::Prometheus(metrics),
             path: "/metrics".to_owned(),
+            interval: Duration::from_secs(1),
+            staleness: Duration::from_secs(5),
+            max_body: 4 << 20,
+        }
+    }
+
+    /// A poller of `client`'s `path` whose body `read` turns into a load, for servers whose
+    /// metrics are not Prometheus text (TensorRT-LLM's JSON iteration statistics).
+    pub fn with_reader(
+        client: HttpClient,
+        path: impl Into<String>,
+        read: fn(&[u8]) -> Result<EngineLoad, Error>,
+    ) -> Self {
+        MetricsPoller {
+            client,
+            reader: Reader::Custom(read),
+            path: path.into(),
             interval: Duration::from_secs(1),
             staleness: Duration::from_secs(5),
             max_body: 4 << 20,
@@ -191,7 +215,12 @@ impl MetricsPoller {
         if !head.status.is_success() {
             return Err(error_of_answer(head.status, &head.headers, &bytes));
         }
-        EngineLoad::from_text(&String::from_utf8_lossy(&bytes), &self.metrics)
+        match &self.reader {
+            Reader::Prometheus(metrics) => {
+                EngineLoad::from_text(&String::from_utf8_lossy(&bytes), metrics)
+            }
+            Reader::Custom(read) => read(&bytes),
+        }
     }
 
     /// The view of the load, and the future that keeps it fresh: spawn it on your runtime;

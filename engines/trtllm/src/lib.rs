@@ -1,0 +1,41 @@
+//! Put dynamo's gateway and router in front of
+//! [TensorRT-LLM](https://nvidia.github.io/TensorRT-LLM/) servers (`trtllm-serve`), without
+//! changing them.
+//!
+//! | what | how | from TensorRT-LLM |
+//! |---|---|---|
+//! | an [`Engine`](dynamo_core::Engine) ([`TrtllmServer::engine`]) | `POST /v1/completions`, streamed, prompt as token ids, `"detokenize": false` so that each chunk's `token_ids` carries its new ids | `tensorrt_llm/serve/openai_protocol.py` (`CompletionRequest.detokenize`), `postprocess_handlers.py` (`token_ids_diff` when not detokenizing) |
+//! | its load ([`TrtllmServer::load_poller`]) | `GET /metrics`: a JSON list of iteration statistics (not Prometheus text); the last one's `numActiveRequests`, `numQueuedRequests` and `kvCacheStats.usedNumBlocks / maxNumBlocks` | `openai_server.py` (`get_iteration_stats`); filled only when the server runs with `enable_iter_perf_stats` |
+//! | KV events | **not consumed yet**: `trtllm-serve` serves them as JSON on `POST /kv_cache_events` (when `kv_cache_config.event_buffer_max_size` > 0), not on a ZMQ socket in vLLM's layout | `openai_server.py` (`get_kv_cache_events`) |
+//!
+//! The request is validated strictly by the server (`extra="forbid"`): only the fields it
+//! defines are sent — OpenAI's, plus `top_k`, `min_p`, `repetition_penalty`,
+//! `stop_token_ids`, `ignore_eos` and `min_tokens`. A cache salt, a LoRA adapter (the server
+//! takes a `lora_request` object, not a name) and log-probabilities are refused with
+//! `invalid_request`. Route TensorRT-LLM servers with the approximate index
+//! (`--router approx-kv`) until their KV events are read.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use dynamo_core::{EngineExt, GenerateRequest};
+//! use dynamo_trtllm::TrtllmServer;
+//!
+//! # async fn run() -> Result<(), dynamo_core::Error> {
+//! let server = TrtllmServer::new("http://10.0.0.9:8000")?.model("llama");
+//! let answer = server
+//!     .engine()
+//!     .generate_all(GenerateRequest::new("r1", "llama", vec![128000, 9906]).with_max_tokens(16))
+//!     .await?;
+//! tracing::info!(tokens = ?answer.tokens);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! `dynamo-trtllm` has no optional features.
+
+mod server;
+
+pub use server::{TrtllmServer, dialect, read_iteration_stats};

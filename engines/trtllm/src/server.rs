@@ -1,0 +1,136 @@
+//! One `trtllm-serve` process: its engine and its load.
+
+use dynamo_core::Error;
+use dynamo_upstream::{
+    CompletionsEngine, Dialect, EngineLoad, Extensions, HttpClient, HttpConfig, MetricsPoller,
+    OutputTokens,
+};
+use serde_json::Value;
+
+/// How `trtllm-serve`'s `/v1/completions` is spoken to: the extension fields its
+/// `CompletionRequest` defines, ids asked for with `"detokenize": false`.
+pub fn dialect() -> Dialect {
+    Dialect::openai()
+        .named("TensorRT-LLM")
+        .extensions(Extensions {
+            top_k: true,
+            min_p: true,
+            repetition_penalty: true,
+            stop_token_ids: true,
+            ignore_eos: true,
+            min_tokens: true,
+            ..Extensions::default()
+        })
+        .output(OutputTokens::TokenIdsField)
+        .token_ids_request("detokenize", Value::Bool(false))
+}
+
+/// The load in `trtllm-serve`'s `/metrics` answer, a JSON list of iteration statistics: the
+/// last entry's `numActiveRequests` (running), `numQueuedRequests` (waiting) and
+/// `kvCacheStats.usedNumBlocks / maxNumBlocks`. An empty list (no iteration since the last
+/// read: the server is idle) is no load.
+///
+/// # Errors
+///
+/// [`Error::Internal`] when the body is not a JSON list.
+///
+/// ```
+/// let body = br#"[{"iter": 7, "numActiveRequests": 3, "numQueuedRequests": 1,
+///                  "kvCacheStats": {"maxNumBlocks": 100, "usedNumBlocks": 25}}]"#;
+/// let load = dynamo_trtllm::read_iteration_stats(body)?;
+/// assert_eq!((load.running_requests, load.waiting_requests), (3.0, 1.0));
+/// assert_eq!(load.kv_cache_usage, Some(0.25));
+/// # Ok::<(), dynamo_core::Error>(())
+/// ```
+pub fn read_iteration_stats(body: &[u8]) -> Result<EngineLoad, Error> {
+    let stats: Vec<Value> = serde_json::from_slice(body).map_err(|error| {
+        Error::internal("the iteration statistics are not a JSON list").with_source(error)
+    })?;
+    let number = |stat: &Value, key: &str| stat.get(key).and_then(Value::as_f64);
+    let (running, waiting, kv) = match stats.last() {
+        Some(last) => {
+            let kv = last.get("kvCacheStats").and_then(|kv| {
+                let max = number(kv, "maxNumBlocks").filter(|max| *max > 0.0)?;
+                Some((number(kv, "usedNumBlocks")? / max).clamp(0.0, 1.0))
+            });
+            (
+                number(last, "numActiveRequests").unwrap_or(0.0),
+                number(last, "numQueuedRequests").unwrap_or(0.0),
+                kv,
+            )
+        }
+        None => (0.0, 0.0, None),
+    };
+    Ok(EngineLoad {
+        running_requests: running,
+        waiting_requests: waiting,
+        kv_cache_usage: kv,
+        scraped_at: tokio::time::Instant::now(),
+    })
+}
+
+/// One `trtllm-serve` process, by its base URL; cheap to clone.
+///
+/// ```
+/// use dynamo_trtllm::TrtllmServer;
+///
+/// let server = TrtllmServer::new("http://127.0.0.1:8000")?.model("llama");
+/// assert_eq!(server.url(), "http://127.0.0.1:8000");
+/// # Ok::<(), dynamo_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct TrtllmServer {
+    client: HttpClient,
+    model: Option<String>,
+    default_max_tokens: Option<u32>,
+}
+
+impl TrtllmServer {
+    /// The server at `url` (`http://host:port`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when `url` is not an `http://` URL.
+    pub fn new(url: &str) -> Result<Self, Error> {
+        Ok(TrtllmServer {
+            client: HttpClient::new(url, HttpConfig::default())?,
+            model: None,
+            default_max_tokens: None,
+        })
+    }
+
+    /// The model name the server expects in `model`; without it the request's is sent.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// The `max_tokens` sent for requests that set none.
+    pub fn default_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.default_max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        self.client.base_url()
+    }
+
+    /// The engine that sends requests to this server.
+    pub fn engine(&self) -> CompletionsEngine {
+        let mut engine = CompletionsEngine::new(self.client.clone(), dialect());
+        if let Some(model) = &self.model {
+            engine = engine.model(model.clone());
+        }
+        if let Some(max_tokens) = self.default_max_tokens {
+            engine = engine.default_max_tokens(max_tokens);
+        }
+        engine
+    }
+
+    /// A poller of this server's `/metrics` iteration statistics. Each read drains the
+    /// statistics the server buffered since the last one, so run one poller per server.
+    pub fn load_poller(&self) -> MetricsPoller {
+        MetricsPoller::with_reader(self.client.clone(), "/metrics", read_iteration_stats)
+    }
+}

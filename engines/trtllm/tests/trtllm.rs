@@ -1,0 +1,87 @@
+//! The TensorRT-LLM adapter against a server replaying `trtllm-serve`'s wire format.
+
+#[path = "../../upstream/tests/support/replay.rs"]
+mod replay;
+
+use std::collections::HashMap;
+
+use dynamo_core::{EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions};
+use dynamo_trtllm::TrtllmServer;
+use replay::{Replay, fixture_bytes};
+use serde_json::json;
+
+fn request() -> GenerateRequest {
+    GenerateRequest::new("r1", "gateway", vec![1, 9690, 198, 2683, 359, 253])
+        .with_max_tokens(8)
+        .with_sampling(SamplingOptions {
+            top_k: Some(4),
+            seed: Some(3),
+            ..Default::default()
+        })
+}
+
+#[tokio::test]
+async fn ids_come_from_token_ids_with_detokenize_off() {
+    let server = Replay::one("/v1/completions", "stream_token_ids.http").await;
+    let trtllm = TrtllmServer::new(&server.url())
+        .expect("a URL")
+        .model("llama");
+    let answer = trtllm
+        .engine()
+        .generate_all(request())
+        .await
+        .expect("an answer");
+    // The stop token that ended the answer is not part of it.
+    assert_eq!(answer.tokens, [378, 3575, 282]);
+    assert_eq!(answer.finish_reason, Some(FinishReason::Stop));
+    let usage = answer.usage.expect("usage");
+    assert_eq!((usage.prompt_tokens, usage.cached_tokens), (6, 5));
+    let sent = server.request_json(0);
+    assert_eq!(sent["detokenize"], false);
+    assert!(
+        sent.get("return_token_ids").is_none(),
+        "the server forbids unknown fields"
+    );
+    assert_eq!(sent["model"], "llama");
+    assert_eq!(
+        (sent["top_k"].clone(), sent["seed"].clone()),
+        (json!(4), json!(3))
+    );
+}
+
+#[tokio::test]
+async fn unsupported_fields_are_refused_and_errors_keep_their_message() {
+    let trtllm = TrtllmServer::new("http://127.0.0.1:9").expect("a URL");
+    let mut salted = request();
+    salted.cache_salt = Some("tenant".into());
+    let error = trtllm.engine().generate(salted).await.expect_err("refused");
+    assert_eq!(error.class(), ErrorClass::InvalidRequest);
+    assert!(error.to_string().contains("cache_salt"), "{error}");
+
+    let server = Replay::one("/v1/completions", "error_400.http").await;
+    let trtllm = TrtllmServer::new(&server.url()).expect("a URL");
+    let error = trtllm.engine().generate(request()).await.expect_err("400");
+    assert_eq!(error.class(), ErrorClass::InvalidRequest);
+    assert!(
+        error.to_string().contains("Extra inputs are not permitted"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn load_comes_from_the_last_iteration() {
+    let routes = HashMap::from([("/metrics".to_owned(), fixture_bytes("metrics.http"))]);
+    let server = Replay::start(routes).await;
+    let trtllm = TrtllmServer::new(&server.url()).expect("a URL");
+    let load = trtllm.load_poller().scrape().await.expect("a scrape");
+    assert_eq!(
+        (
+            load.running_requests,
+            load.waiting_requests,
+            load.kv_cache_usage
+        ),
+        (3.0, 4.0, Some(0.5))
+    );
+    let idle = dynamo_trtllm::read_iteration_stats(b"[]").expect("an empty list");
+    assert_eq!((idle.running_requests, idle.kv_cache_usage), (0.0, None));
+}
