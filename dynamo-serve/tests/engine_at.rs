@@ -198,11 +198,51 @@ fn posted(server: &Replay) -> Value {
 
 /// A server replaying one of `engines/upstream`'s fixtures on `/v1/completions`.
 async fn replay_of(fixture: &str) -> Replay {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../engines/upstream/tests/fixtures")
+    replay_at("upstream", "/v1/completions", fixture).await
+}
+
+/// A server replaying `engines/<adapter>/tests/fixtures/<fixture>` on `path`.
+async fn replay_at(adapter: &str, path: &str, fixture: &str) -> Replay {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../engines")
+        .join(adapter)
+        .join("tests/fixtures")
         .join(fixture);
-    let bytes = std::fs::read(&path).expect("the fixture");
-    Replay::start(HashMap::from([("/v1/completions".to_owned(), bytes)])).await
+    let bytes = std::fs::read(&file).expect("the fixture");
+    Replay::start(HashMap::from([(path.to_owned(), bytes)])).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_fronts_an_sglang_server_with_token_ids() {
+    let sglang = replay_at("sglang", "/generate", "stream_cumulative.http").await;
+    let port = free_port().expect("a free port");
+    let _process = Process::start(&[
+        "frontend",
+        "--port",
+        &port.to_string(),
+        "--engine-at",
+        &format!("sglang={}", sglang.url()),
+        "--router",
+        "round-robin",
+    ]);
+    let frontend = Frontend::new(port);
+    frontend.wait_ready().await;
+    let (status, answer) = frontend
+        .complete_with(&json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 3}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, expected) = frontend_detokenize(&frontend, &[378, 3575, 282]).await;
+    assert_eq!(answer["choices"][0]["text"], expected["prompt"]);
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
+    assert_eq!(answer["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+    let requests = sglang.seen.requests.lock().expect("not poisoned");
+    let (_, body) = requests
+        .iter()
+        .find(|(line, _)| line.starts_with("POST /generate"))
+        .expect("a generation was posted");
+    let sent: Value = serde_json::from_slice(body).expect("JSON");
+    assert_eq!(sent["sampling_params"]["max_new_tokens"], 3);
+    assert_eq!(sent["stream"], true);
 }
 
 async fn frontend_detokenize(frontend: &Frontend, tokens: &[u32]) -> (u16, Value) {

@@ -1,6 +1,7 @@
 //! `--engine-at`: engine servers the frontend routes to directly, beside the workers that
-//! discovery reports: vLLM through `dynamo-vllm` (token ids, its `/metrics` load, its ZMQ KV
-//! events), any OpenAI-compatible server through `dynamo-upstream` (its text tokenized by the
+//! discovery reports: vLLM through `dynamo-vllm` and SGLang through `dynamo-sglang` (token
+//! ids, their `/metrics` load, their ZMQ KV events), TensorRT-LLM through `dynamo-trtllm`
+//! (token ids, its iteration statistics; no KV events), any OpenAI-compatible server through `dynamo-upstream` (its text tokenized by the
 //! gateway's tokenizer, routed with the approximate index or by load).
 
 use std::sync::Arc;
@@ -9,7 +10,10 @@ use std::time::Duration;
 use dynamo_core::{BlockSize, BoxError, KvEvent, ResyncRequest, Token, WorkerId};
 use dynamo_openai::{GgufMetadata, Tokenizer};
 use dynamo_router::{ApproxConfig, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex};
+use dynamo_sglang::SglangServer;
+use dynamo_transport::engine_events::EngineEventSource;
 use dynamo_transport::events::{EventPlane, forward_resyncs};
+use dynamo_trtllm::TrtllmServer;
 use dynamo_upstream::{
     CompletionsEngine, Dialect, HttpClient, HttpConfig, LoadView, OutputTokens, TextCodec,
 };
@@ -99,8 +103,37 @@ pub(crate) async fn attach(
                 tokio::spawn(poll);
                 tokio::spawn(record_load(worker, view));
                 if let Some(events) = &engine_at.events {
-                    subscribe_events(engine_at, &server, events, worker, block_size, index).await?;
+                    let source = server.kv_events(events.clone(), worker, block_size);
+                    subscribe_events(engine_at, source, worker, index).await?;
                 }
+            }
+            UpstreamKind::Sglang => {
+                let server = SglangServer::new(&engine_at.url)?;
+                router.insert_worker(worker, server.engine());
+                let (view, poll) = server
+                    .load_poller()
+                    .interval(SCRAPE_INTERVAL)
+                    .staleness(SCRAPE_STALENESS)
+                    .start();
+                tokio::spawn(poll);
+                tokio::spawn(record_load(worker, view));
+                if let Some(events) = &engine_at.events {
+                    let source = server.kv_events(events.clone(), worker, block_size);
+                    subscribe_events(engine_at, source, worker, index).await?;
+                }
+            }
+            UpstreamKind::Trtllm => {
+                let server = TrtllmServer::new(&engine_at.url)?
+                    .model(model)
+                    .default_max_tokens(options.default_max_tokens);
+                router.insert_worker(worker, server.engine());
+                let (view, poll) = server
+                    .load_poller()
+                    .interval(SCRAPE_INTERVAL)
+                    .staleness(SCRAPE_STALENESS)
+                    .start();
+                tokio::spawn(poll);
+                tokio::spawn(record_load(worker, view));
             }
             UpstreamKind::Openai => {
                 let codec = match &tokenizer {
@@ -133,17 +166,14 @@ pub(crate) async fn attach(
 
 async fn subscribe_events(
     engine_at: &EngineAt,
-    server: &VllmServer,
-    endpoint: &str,
+    mut source: EngineEventSource,
     worker: WorkerId,
-    block_size: BlockSize,
     index: Option<&SharedIndex>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let Some(index) = index else {
         tracing::warn!(%worker, "events= is ignored: --router is not kv");
         return Ok(());
     };
-    let mut source = server.kv_events(endpoint, worker, block_size);
     if let Some(replay) = &engine_at.replay {
         source = source.with_replay(replay.clone());
     }

@@ -8,6 +8,10 @@ use std::str::FromStr;
 pub(crate) enum UpstreamKind {
     /// vLLM's OpenAI-compatible server (dynamo-vllm).
     Vllm,
+    /// SGLang's native `/generate` (dynamo-sglang).
+    Sglang,
+    /// trtllm-serve's OpenAI-compatible server (dynamo-trtllm).
+    Trtllm,
     /// Any OpenAI-compatible `/v1/completions`; its text is tokenized by the gateway
     /// (dynamo-upstream).
     Openai,
@@ -18,6 +22,8 @@ impl UpstreamKind {
     pub(crate) fn describe(self) -> &'static str {
         match self {
             UpstreamKind::Vllm => "vLLM",
+            UpstreamKind::Sglang => "SGLang",
+            UpstreamKind::Trtllm => "TensorRT-LLM",
             UpstreamKind::Openai => "OpenAI-compatible",
         }
     }
@@ -52,8 +58,14 @@ impl FromStr for EngineAt {
         };
         let kind = match kind {
             "vllm" => UpstreamKind::Vllm,
+            "sglang" => UpstreamKind::Sglang,
+            "trtllm" => UpstreamKind::Trtllm,
             "openai" => UpstreamKind::Openai,
-            other => return Err(format!("{other:?} is not an engine kind (vllm, openai)")),
+            other => {
+                return Err(format!(
+                    "{other:?} is not an engine kind (vllm, sglang, trtllm, openai)"
+                ));
+            }
         };
         if !url.starts_with("http://") {
             return Err(format!("{url:?} is not an http:// URL"));
@@ -87,8 +99,13 @@ impl FromStr for EngineAt {
                 }
             }
         }
-        if engine.kind == UpstreamKind::Openai && engine.events.is_some() {
-            return Err("an openai= server publishes no KV events; events= is for vllm".into());
+        if matches!(engine.kind, UpstreamKind::Openai | UpstreamKind::Trtllm)
+            && engine.events.is_some()
+        {
+            return Err(format!(
+                "events= is for vllm and sglang: a {} server publishes no ZMQ KV events",
+                engine.kind.describe()
+            ));
         }
         Ok(engine)
     }
@@ -114,7 +131,8 @@ mod tests {
             ("tgi=http://h:8000", "engine kind"),
             ("vllm=https://h", "http://"),
             ("vllm=http://h,colour=blue", "colour"),
-            ("openai=http://h,events=tcp://h:1", "no KV events"),
+            ("openai=http://h,events=tcp://h:1", "no ZMQ KV events"),
+            ("trtllm=http://h,events=tcp://h:1", "no ZMQ KV events"),
         ] {
             let error = bad.parse::<EngineAt>().unwrap_err();
             assert!(error.contains(says), "{bad}: {error}");

@@ -128,9 +128,11 @@ struct FrontendArgs {
     worker_at: Vec<WorkerAddresses>,
     /// An engine server to route to directly, beside the discovered workers
     ///
-    /// KIND is vllm (token ids over its OpenAI-compatible API, its load from /metrics) or
-    /// openai (any OpenAI-compatible /v1/completions; its text is tokenized by the gateway).
-    /// events=ADDR is a vLLM server's ZMQ KV-event publisher (replay=ADDR its replay socket),
+    /// KIND is vllm (token ids over its OpenAI-compatible API, its load from /metrics), sglang
+    /// (token ids over its native /generate, its load from /metrics), trtllm (token ids over
+    /// trtllm-serve's OpenAI-compatible API, its load from /metrics) or openai (any
+    /// OpenAI-compatible /v1/completions; its text is tokenized by the gateway). events=ADDR
+    /// is a vLLM or SGLang server's ZMQ KV-event publisher (replay=ADDR its replay socket),
     /// model=NAME its --served-model-name (default: --name), id=N its worker id (default:
     /// 1000000 plus its position). Repeat for several.
     #[arg(long, value_name = "KIND=URL[,events=ADDR]")]
