@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | an [`Engine`](dynamo_core::Engine) ([`SglangServer::engine`], a [`SglangEngine`]) | `POST /generate` with `input_ids`, `sampling_params` and `stream: true`; output ids from `output_ids`, usage and cached tokens from `meta_info` | the native API (`python/sglang/srt/entrypoints/http_server.py`) |
 //! | its load ([`SglangServer::load_poller`]) | `GET /metrics`: `sglang:num_running_reqs`, `sglang:num_queue_reqs`, `sglang:token_usage` | `--enable-metrics` |
-//! | its KV events ([`SglangServer::kv_events`], feature `events`) | the ZMQ publisher, vLLM's layout, decoded by `dynamo-transport` | `--kv-events-config` |
+//! | its KV events (`SglangServer::kv_events`, feature `events`) | the ZMQ publisher, vLLM's layout, decoded by `dynamo-transport` | `--kv-events-config` |
 //!
 //! Sampling fields go in `sampling_params` under SGLang's names: `max_new_tokens`,
 //! `min_new_tokens`, `temperature`, `top_p`, `top_k`, `min_p`, `frequency_penalty`,
@@ -37,7 +37,7 @@
 //!
 //! | feature | what it enables | default |
 //! |---|---|---|
-//! | `events` | [`SglangServer::kv_events`], SGLang's ZMQ KV events through `dynamo-transport` | no |
+//! | `events` | `SglangServer::kv_events`, SGLang's ZMQ KV events through `dynamo-transport` | no |
 
 mod engine;
 mod server;
