@@ -276,6 +276,7 @@ async fn a_worker_that_hangs_with_its_socket_open_loses_no_request() {
         answers
     };
     // Worker 1 stops mid-load (SIGSTOP): its sockets stay open, it answers nothing.
+    let routed_before = decisions(&frontend.metrics().await, 1);
     let load: Vec<_> = (0..8)
         .map(|client| {
             let frontend = Arc::clone(&frontend);
@@ -288,7 +289,15 @@ async fn a_worker_that_hangs_with_its_socket_open_loses_no_request() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the load reaches worker 1.
+    let waiting = Instant::now();
+    while decisions(&frontend.metrics().await, 1) == routed_before {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "no request reached worker 1"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     signal(&workers[0], "STOP");
     let stopped = Instant::now();
     for (client, answers) in load.into_iter().enumerate() {
