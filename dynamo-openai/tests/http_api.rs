@@ -152,7 +152,7 @@ async fn malformed_bodies_unknown_models_and_routes_get_openai_errors() {
     assert_error(status, &body, 404, "not_found_error", Some("model"));
     assert_eq!(body["error"]["code"], "model_not_found");
 
-    let (status, body) = post_json(echo_app(), "/v1/embeddings", json!({})).await;
+    let (status, body) = post_json(echo_app(), "/v1/images/generations", json!({})).await;
     assert_error(status, &body, 404, "not_found_error", None);
 }
 
