@@ -18,10 +18,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{CHATML, TickingEngine};
-use dynamo_core::{BoxEngine, EchoEngine};
+use dynamo_core::{BoxEmbedder, BoxEngine, EchoEngine, EmbedRequest, Embeddings};
 use dynamo_openai::{
-    ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, ReasoningFormat, Tokenizer,
-    ToolCallFormat, openapi_document,
+    ChatTemplate, EmbeddingModel, Gateway, GatewayConfig, ModelEntry, ModelRegistry,
+    ReasoningFormat, Tokenizer, ToolCallFormat, openapi_document,
 };
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
@@ -267,6 +267,56 @@ fn chat_with_tools() -> Value {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
     request["tool_choice"] = json!("auto");
     request
+}
+
+/// A gateway serving the embedding model `vectors`: a word-level tokenizer of three words, and
+/// vectors of two numbers (the input's length and its first id).
+fn embedding() -> axum::Router {
+    let dir = std::env::temp_dir().join(format!("conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokenizer = dir.join("tokenizer.json");
+    let json = json!({"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null, "model": {"type": "WordLevel",
+        "vocab": {"[UNK]": 0, "hello": 1, "world": 2}, "unk_token": "[UNK]"}});
+    std::fs::write(&tokenizer, json.to_string()).unwrap();
+    let vectors = tower::service_fn(|request: EmbedRequest| async move {
+        let count = request.token_count() as u32;
+        let vectors = request
+            .inputs
+            .iter()
+            .map(|input| vec![input.len() as f32, input[0] as f32])
+            .collect();
+        Ok::<_, dynamo_core::Error>(Embeddings::new(vectors, count))
+    });
+    let model =
+        EmbeddingModel::from_tokenizer_file("vectors", BoxEmbedder::new(vectors), tokenizer, 2, 8)
+            .unwrap();
+    let registry = ModelRegistry::default();
+    registry.insert_embedding(model);
+    Gateway::new(registry, GatewayConfig::default()).into_router()
+}
+
+#[tokio::test]
+async fn embeddings_conform() {
+    let contract = Contract::new();
+    for (input, format) in [
+        (json!("hello world"), "float"),
+        (json!(["hello", "world hello"]), "base64"),
+        (json!([1, 2]), "float"),
+        (json!([[1], [2, 1]]), "base64"),
+    ] {
+        let request = json!({"model": "vectors", "input": input, "encoding_format": format,
+            "dimensions": 2, "user": "someone"});
+        let answer = exchange(&contract, embedding(), "/v1/embeddings", request).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    let request = json!({"model": "vectors", "input": "hello", "dimensions": 3});
+    let answer = exchange(&contract, embedding(), "/v1/embeddings", request).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    let request = json!({"model": "nothing", "input": "hello"});
+    let answer = exchange(&contract, embedding(), "/v1/embeddings", request).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.body);
 }
 
 #[tokio::test]
