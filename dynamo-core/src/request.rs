@@ -171,6 +171,12 @@ pub struct GenerateRequest {
     /// free text. Engines that cannot enforce it refuse the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<OutputFormat>,
+    /// How many of the prompt's last tokens this request generated already: a continuation on
+    /// another worker (after a migration, or a disaggregated prefill) carries its output so far
+    /// at the end of its prompt, and an output format's grammar reads them before generating
+    /// more. 0 for a fresh request.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumed_tokens: u32,
     #[serde(skip)]
     cancel: CancellationToken,
 }
@@ -195,6 +201,7 @@ impl GenerateRequest {
             disaggregation: Disaggregation::None,
             timeout: None,
             format: None,
+            resumed_tokens: 0,
             cancel: CancellationToken::new(),
         }
     }
@@ -326,6 +333,10 @@ impl SamplingOptions {
         }
         Ok(())
     }
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 fn is_whole(phase: &Disaggregation) -> bool {

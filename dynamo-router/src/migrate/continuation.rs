@@ -5,7 +5,8 @@
 use dynamo_core::{Disaggregation, GenerateRequest, Usage};
 
 /// `request` continued after its first `generated` tokens: the prompt with those tokens
-/// appended, the output limits reduced by as many, and `disaggregation` as the phase to run.
+/// appended (and counted in `resumed_tokens`), the output limits reduced by as many, and
+/// `disaggregation` as the phase to run.
 pub(crate) fn continuation(
     request: &GenerateRequest,
     generated: &[u32],
@@ -23,6 +24,8 @@ pub(crate) fn continuation(
     continued.limits.max_tokens = request.limits.max_tokens.map(|n| n.saturating_sub(added));
     continued.limits.min_tokens = request.limits.min_tokens.map(|n| n.saturating_sub(added));
     continued.disaggregation = disaggregation;
+    // An output format's grammar reads the tokens generated so far before going on.
+    continued.resumed_tokens = request.resumed_tokens.saturating_add(added);
     continued
 }
 
@@ -53,6 +56,12 @@ mod tests {
         assert_eq!(continued.tokens.as_slice(), [1, 2, 3, 4, 5]);
         assert_eq!(continued.limits.max_tokens, Some(3));
         assert_eq!(continued.limits.min_tokens, Some(0));
+        assert_eq!(continued.resumed_tokens, 2);
+        let again = continuation(&continued, &[6], Disaggregation::None);
+        assert_eq!(
+            again.resumed_tokens, 3,
+            "the output so far, across every hop"
+        );
         let usage = Usage {
             prompt_tokens: 5,
             cached_tokens: 2,

@@ -348,7 +348,14 @@ impl ModelThread {
                 self.waiting.push_front(submission);
                 return;
             }
-            let grammar = match request.format.as_ref().map(|f| self.grammars.start(f)) {
+            // A continuation's output so far ends its prompt: the grammar reads it first.
+            let resumed =
+                &prompt[prompt.len() - (request.resumed_tokens as usize).min(prompt.len())..];
+            let grammar = match request.format.as_ref().map(|format| {
+                let mut grammar = self.grammars.start(format)?;
+                grammar.resume(resumed)?;
+                Ok::<_, Error>(grammar)
+            }) {
                 None => None,
                 Some(Ok(grammar)) => Some(grammar),
                 Some(Err(error)) => {

@@ -140,6 +140,19 @@ impl Grammar {
         }
     }
 
+    /// Advance the grammar over `tokens` generated before (a continuation's output so far).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when the format does not allow them.
+    pub(crate) fn resume(&mut self, tokens: &[u32]) -> Result<(), Error> {
+        self.matcher.consume_tokens(tokens).map_err(|error| {
+            Error::invalid_request(format!(
+                "response_format: the output so far does not follow the format: {error}"
+            ))
+        })
+    }
+
     /// Advance the grammar by a sampled `token`; whether the format is complete, with nothing
     /// but the end of the sequence left to sample.
     ///

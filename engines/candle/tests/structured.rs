@@ -180,3 +180,35 @@ proptest! {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_reads_its_output_so_far_before_going_on() {
+    let mut engine = engine();
+    let schema = json!({"type": "object", "properties": {"capital": {"type": "string", "maxLength": 12}},
+        "required": ["capital"], "additionalProperties": false});
+    let format = OutputFormat::JsonSchema {
+        schema: schema.to_string(),
+    };
+    let question = "What is the capital of France?";
+    let whole = engine
+        .generate_all(request("whole", question, format.clone(), None))
+        .await
+        .unwrap();
+    // The same request resumed after its first three tokens, as a migration sends it on.
+    let mut resumed = request("resumed", question, format.clone(), None);
+    resumed.tokens = resumed
+        .tokens
+        .as_slice()
+        .iter()
+        .chain(&whole.tokens[..3])
+        .copied()
+        .collect();
+    resumed.resumed_tokens = 3;
+    let rest = engine.generate_all(resumed).await.unwrap();
+    assert_eq!(rest.tokens, whole.tokens[3..], "greedy: the same answer");
+    // Output so far that leaves the format is refused.
+    let mut wrong = request("wrong", question, format, None);
+    wrong.resumed_tokens = 2;
+    let error = engine.generate_all(wrong).await.unwrap_err();
+    assert_eq!(error.class(), ErrorClass::InvalidRequest, "{error}");
+}
