@@ -92,8 +92,8 @@ async fn unsupported_values_are_rejected_by_name() {
         (chat(json!({"stop": ["a", "b", "c", "d", "e"]})), "stop"),
         (chat(json!({"tool_choice": "required"})), "tool_choice"),
         (
-            chat(json!({"response_format": {"type": "json_object"}})),
-            "response_format",
+            chat(json!({"response_format": {"type": "regex"}})),
+            "response_format.type",
         ),
         (chat(json!({"messages": []})), "messages"),
         (
