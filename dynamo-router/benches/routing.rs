@@ -4,17 +4,21 @@
 //!
 //! Each request of the trace is routed with its 512-token blocks; the last 64 requests' loads
 //! stay booked, as if they were still streaming, and the cache knowledge is the approximate
-//! index, fed by the decisions themselves.
+//! index, fed by the decisions themselves. `decision_w64_b32` holds the decision cost to its
+//! target: 64 workers, prompts of 32 blocks, an approximate index in its steady state.
+//!
+//! Times are the benchmark thread's CPU time (`support/cpu_time.rs`), so that other processes
+//! on a shared machine inflate them less.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dynamo_core::{BlockSize, SequenceHash, WorkerId};
 use dynamo_router::{
-    ApproxConfig, ApproxIndex, ExpectedTtft, KvCost, LeastLoaded, PowerOfTwoChoices, RoundRobin,
-    RouteRequest, Router, SelectorConfig, WorkerSelector,
+    ApproxConfig, ApproxIndex, ExpectedTtft, KvCost, LeastLoaded, LoadGuard, PowerOfTwoChoices,
+    RoundRobin, RouteRequest, Router, SelectorConfig, WorkerSelector,
 };
 
 #[expect(
@@ -23,6 +27,11 @@ use dynamo_router::{
 )]
 #[path = "support/trace_events.rs"]
 mod trace_events;
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+
+use cpu_time::ThreadCpuTime;
 
 type PolicyFactory = fn() -> Box<dyn Router>;
 
@@ -45,17 +54,36 @@ fn requests(trace: &[Vec<u64>]) -> Vec<RouteRequest> {
         .collect()
 }
 
-fn route_all(selector: &WorkerSelector, requests: &[RouteRequest]) {
-    let now = Instant::now();
-    let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);
-    for request in requests {
-        if in_flight.len() == IN_FLIGHT {
-            in_flight.pop_front();
-        }
-        if let Ok(routed) = selector.select(black_box(request), now) {
-            in_flight.push_back(routed.guard);
+/// A selector being driven: its open guards and its clock.
+struct Run {
+    selector: WorkerSelector,
+    in_flight: VecDeque<LoadGuard>,
+    now: Instant,
+}
+
+impl Run {
+    fn new(selector: WorkerSelector) -> Self {
+        Run {
+            selector,
+            in_flight: VecDeque::with_capacity(IN_FLIGHT),
+            now: Instant::now(),
         }
     }
+}
+
+/// Route every request, `gap` apart, the loads of the last `IN_FLIGHT` requests staying
+/// booked. The run is returned, so that dropping the selector and the guards is not timed.
+fn route_all(mut run: Run, requests: &[RouteRequest], gap: Duration) -> Run {
+    for request in requests {
+        if run.in_flight.len() == IN_FLIGHT {
+            run.in_flight.pop_front();
+        }
+        if let Ok(routed) = run.selector.select(black_box(request), run.now) {
+            run.in_flight.push_back(routed.guard);
+        }
+        run.now += gap;
+    }
+    run
 }
 
 fn selector(workers: u64, policy: impl Router) -> WorkerSelector {
@@ -68,7 +96,7 @@ fn selector(workers: u64, policy: impl Router) -> WorkerSelector {
     selector
 }
 
-fn routing(c: &mut Criterion) {
+fn routing(c: &mut Criterion<ThreadCpuTime>) {
     let requests = requests(&trace_events::load_trace());
     for workers in [8u64, 64, 256] {
         let mut group = c.benchmark_group(format!("routing_w{workers}"));
@@ -85,7 +113,7 @@ fn routing(c: &mut Criterion) {
             group.bench_function(name, |b| {
                 b.iter_batched(
                     || selector(workers, policy()),
-                    |selector| route_all(&selector, &requests),
+                    |selector| route_all(Run::new(selector), &requests, Duration::ZERO),
                     criterion::BatchSize::LargeInput,
                 )
             });
@@ -94,5 +122,78 @@ fn routing(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, routing);
+/// Requests of exactly `PROMPT_BLOCKS` blocks: a shared prefix of 4 to 28 blocks, one of 64,
+/// then blocks of the request's own; generated with a fixed linear congruential sequence.
+fn synthetic_requests(count: usize) -> Vec<RouteRequest> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    (0..count)
+        .map(|i| {
+            let prefix = next() % 64;
+            let shared = 4 + next() % 25;
+            let blocks = (0..PROMPT_BLOCKS)
+                .map(|b| {
+                    let id = if b < shared {
+                        (prefix << 32) | b
+                    } else {
+                        (1 << 63) | ((i as u64) << 8) | b
+                    };
+                    SequenceHash(id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                })
+                .collect();
+            RouteRequest {
+                blocks,
+                prompt_tokens: PROMPT_BLOCKS * TRACE_BLOCK,
+                expected_output_tokens: None,
+                session_id: None,
+                priority: 0,
+            }
+        })
+        .collect()
+}
+
+const PROMPT_BLOCKS: u64 = 32;
+
+/// The time between two requests of the decision bench: 16 requests a second, so that the
+/// approximate index's predictions expire (after the default 120 s, about 2,000 requests) and
+/// it keeps a steady size, as in a router that has been running for a while.
+const ARRIVAL_GAP: Duration = Duration::from_millis(60);
+
+/// One decision at 64 workers with a 32-block prompt: the figure the router's decision cost is
+/// held to.
+fn decision_w64_b32(c: &mut Criterion<ThreadCpuTime>) {
+    // The first half (4 minutes of arrivals) warms the selector up, untimed, until its
+    // approximate index holds what a running router holds; the second half is timed.
+    let mut requests = synthetic_requests(8192);
+    let warm_up: Vec<RouteRequest> = requests.drain(..4096).collect();
+    let mut group = c.benchmark_group("decision_w64_b32");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(requests.len() as u64));
+    let policies: [(&str, PolicyFactory); 3] = [
+        ("baseline_round_robin", || Box::new(RoundRobin::new())),
+        ("kv_cost", || Box::new(KvCost::default())),
+        ("expected_ttft", || Box::new(ExpectedTtft::default())),
+    ];
+    for (name, policy) in policies {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || route_all(Run::new(selector(64, policy())), &warm_up, ARRIVAL_GAP),
+                |run| route_all(run, &requests, ARRIVAL_GAP),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = decision_w64_b32, routing
+}
 criterion_main!(benches);

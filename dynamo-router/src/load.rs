@@ -12,6 +12,11 @@ use std::sync::Arc;
 use dynamo_core::{SequenceHash, WorkerId};
 use parking_lot::Mutex;
 
+use smallvec::SmallVec;
+
+use crate::index::TierOverlap;
+use crate::policy::WorkerState;
+
 /// The load of one worker, as booked by the router.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerLoad {
@@ -50,8 +55,10 @@ pub struct Booking {
 #[derive(Debug, Default)]
 struct WorkerBook {
     load: WorkerLoad,
-    /// The prompt blocks of each active request that has any, by booking number.
-    chains: Vec<(u64, Vec<SequenceHash>)>,
+    /// The prompt blocks of each active request that has any, by booking number, with the
+    /// first block beside them (most chains share nothing with a query, and this finds it
+    /// without reading the chain).
+    chains: Vec<(u64, SequenceHash, Vec<SequenceHash>)>,
     /// Distinct blocks in `chains`.
     distinct: u64,
     next_booking: u64,
@@ -64,9 +71,13 @@ impl WorkerBook {
 
     /// How many leading blocks of `blocks` some active request holds.
     fn held_prefix(&self, blocks: &[SequenceHash]) -> usize {
+        let Some(first) = blocks.first() else {
+            return 0;
+        };
         self.chains
             .iter()
-            .map(|(_, chain)| shared_prefix(chain, blocks))
+            .filter(|(_, head, _)| head == first)
+            .map(|(_, _, chain)| shared_prefix(chain, blocks))
             .max()
             .unwrap_or(0)
     }
@@ -75,19 +86,20 @@ impl WorkerBook {
     fn add_chain(&mut self, blocks: Vec<SequenceHash>) -> u64 {
         let booking = self.next_booking;
         self.next_booking += 1;
-        if !blocks.is_empty() {
+        if let Some(&first) = blocks.first() {
             self.distinct += (blocks.len() - self.held_prefix(&blocks)) as u64;
-            self.chains.push((booking, blocks));
+            self.chains.push((booking, first, blocks));
         }
         booking
     }
 
-    fn remove_chain(&mut self, booking: u64) {
-        if let Some(at) = self.chains.iter().position(|(b, _)| *b == booking) {
-            let (_, blocks) = self.chains.swap_remove(at);
-            let own = blocks.len() - self.held_prefix(&blocks);
-            self.distinct = self.distinct.saturating_sub(own as u64);
-        }
+    /// Remove a request's chain; the chain, for reuse.
+    fn remove_chain(&mut self, booking: u64) -> Option<Vec<SequenceHash>> {
+        let at = self.chains.iter().position(|(b, _, _)| *b == booking)?;
+        let (_, _, blocks) = self.chains.swap_remove(at);
+        let own = blocks.len() - self.held_prefix(&blocks);
+        self.distinct = self.distinct.saturating_sub(own as u64);
+        Some(blocks)
     }
 }
 
@@ -111,6 +123,89 @@ fn shared_prefix(a: &[SequenceHash], b: &[SequenceHash]) -> usize {
     low
 }
 
+/// The books of every worker, indexed by a dense slot so that the selector and the guards
+/// reach a worker's book without a hash lookup.
+#[derive(Debug, Default)]
+struct Books {
+    slot_of: HashMap<WorkerId, u32, foldhash::fast::RandomState>,
+    /// Each slot's worker and book; a freed slot holds `None` until it is reused.
+    books: Vec<Option<(WorkerId, WorkerBook)>>,
+    free: Vec<u32>,
+    /// Chains of finished requests, kept to hold the next requests' blocks without allocating.
+    spare: Vec<Vec<SequenceHash>>,
+    /// The first block of every active chain, with its slot and booking: a query finds the
+    /// few workers whose active requests share its first block in one scan of this list.
+    heads: Vec<Head>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    first: SequenceHash,
+    slot: u32,
+    booking: u64,
+}
+
+/// At most this many spare chains are kept.
+const MAX_SPARE: usize = 64;
+
+impl Books {
+    fn slot_or_insert(&mut self, worker: WorkerId) -> u32 {
+        if let Some(&slot) = self.slot_of.get(&worker) {
+            return slot;
+        }
+        let entry = Some((worker, WorkerBook::default()));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.books[slot as usize] = entry;
+                slot
+            }
+            None => {
+                self.books.push(entry);
+                (self.books.len() - 1) as u32
+            }
+        };
+        self.slot_of.insert(worker, slot);
+        slot
+    }
+
+    fn book(&mut self, slot: u32) -> Option<&mut WorkerBook> {
+        self.books
+            .get_mut(slot as usize)
+            .and_then(|entry| entry.as_mut().map(|(_, book)| book))
+    }
+
+    fn get(&self, worker: WorkerId) -> Option<&WorkerBook> {
+        let slot = *self.slot_of.get(&worker)?;
+        self.books[slot as usize].as_ref().map(|(_, book)| book)
+    }
+
+    fn book_chain(
+        &mut self,
+        slot: u32,
+        blocks: Vec<SequenceHash>,
+        prefill: u64,
+        output: u64,
+    ) -> u64 {
+        let Some(book) = self.book(slot) else {
+            return 0;
+        };
+        book.load.active_requests += 1;
+        book.load.active_prefill_tokens += prefill;
+        book.load.expected_output_tokens += output;
+        let first = blocks.first().copied();
+        let booking = book.add_chain(blocks);
+        book.refresh_blocks();
+        if let Some(first) = first {
+            self.heads.push(Head {
+                first,
+                slot,
+                booking,
+            });
+        }
+        booking
+    }
+}
+
 /// The load of every worker, shared by the router's tasks; cheap to clone.
 ///
 /// ```
@@ -129,7 +224,7 @@ fn shared_prefix(a: &[SequenceHash], b: &[SequenceHash]) -> usize {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct LoadTracker {
-    books: Arc<Mutex<HashMap<WorkerId, WorkerBook, foldhash::fast::RandomState>>>,
+    books: Arc<Mutex<Books>>,
 }
 
 impl LoadTracker {
@@ -140,22 +235,47 @@ impl LoadTracker {
 
     /// Book a request on `worker`; the load is released when the returned guard drops.
     pub fn book(&self, worker: WorkerId, booking: Booking) -> LoadGuard {
-        let mut books = self.books.lock();
-        let book = books.entry(worker).or_default();
-        book.load.active_requests += 1;
-        book.load.active_prefill_tokens += booking.prefill_tokens;
-        book.load.expected_output_tokens += booking.expected_output_tokens;
         let Booking {
             blocks,
             prefill_tokens,
             expected_output_tokens,
         } = booking;
-        let number = book.add_chain(blocks);
-        book.refresh_blocks();
+        let mut books = self.books.lock();
+        let slot = books.slot_or_insert(worker);
+        let number = books.book_chain(slot, blocks, prefill_tokens, expected_output_tokens);
+        self.guard(worker, slot, number, prefill_tokens, expected_output_tokens)
+    }
+
+    /// Book a request on the worker in `slot` (from [`register`](Self::register)), copying its
+    /// blocks into a spare chain rather than a new allocation.
+    pub(crate) fn book_slot(
+        &self,
+        worker: WorkerId,
+        slot: u32,
+        blocks: &[SequenceHash],
+        prefill_tokens: u64,
+        expected_output_tokens: u64,
+    ) -> LoadGuard {
+        let mut books = self.books.lock();
+        let mut chain = books.spare.pop().unwrap_or_default();
+        chain.extend_from_slice(blocks);
+        let number = books.book_chain(slot, chain, prefill_tokens, expected_output_tokens);
+        self.guard(worker, slot, number, prefill_tokens, expected_output_tokens)
+    }
+
+    fn guard(
+        &self,
+        worker: WorkerId,
+        slot: u32,
+        booking: u64,
+        prefill_tokens: u64,
+        expected_output_tokens: u64,
+    ) -> LoadGuard {
         LoadGuard {
             tracker: self.clone(),
             worker,
-            booking: number,
+            slot,
+            booking,
             prefill_tokens,
             expected_output_tokens,
             prefilling: true,
@@ -166,7 +286,7 @@ impl LoadTracker {
     pub fn load(&self, worker: WorkerId) -> WorkerLoad {
         self.books
             .lock()
-            .get(&worker)
+            .get(worker)
             .map(|book| book.load)
             .unwrap_or_default()
     }
@@ -175,40 +295,84 @@ impl LoadTracker {
     pub fn loads(&self) -> Vec<(WorkerId, WorkerLoad)> {
         self.books
             .lock()
+            .books
             .iter()
+            .flatten()
+            .filter(|(_, book)| book.next_booking > 0)
             .map(|(worker, book)| (*worker, book.load))
             .collect()
     }
 
-    /// The load of each of `workers`, with how many leading blocks of `blocks` the worker's
-    /// active requests hold, read under one lock.
-    pub(crate) fn with_prefixes(
+    /// The slot of `worker`'s book, made if it has none: it stays the worker's until
+    /// [`forget_idle`](Self::forget_idle) drops the book.
+    pub(crate) fn register(&self, worker: WorkerId) -> u32 {
+        self.books.lock().slot_or_insert(worker)
+    }
+
+    /// Fill `states` with each of `workers`' load (its book in the same place of `slots`),
+    /// and how many leading blocks of `blocks` its active requests hold, under one lock.
+    pub(crate) fn snapshot(
         &self,
-        workers: impl Iterator<Item = WorkerId>,
+        workers: &[WorkerId],
+        slots: &[u32],
+        states: &mut Vec<WorkerState>,
         blocks: &[SequenceHash],
-    ) -> Vec<(WorkerId, WorkerLoad, u32)> {
+    ) {
         let books = self.books.lock();
-        workers
-            .map(|worker| match books.get(&worker) {
-                Some(book) => (worker, book.load, book.held_prefix(blocks) as u32),
-                None => (worker, WorkerLoad::default(), 0),
-            })
-            .collect()
+        states.clear();
+        states.extend(workers.iter().zip(slots).map(|(&worker, &slot)| {
+            let load = match books.books.get(slot as usize) {
+                Some(Some((_, book))) => book.load,
+                _ => WorkerLoad::default(),
+            };
+            WorkerState {
+                worker,
+                cached: TierOverlap::default(),
+                in_flight: 0,
+                load,
+            }
+        }));
+        let Some(first) = blocks.first() else {
+            return;
+        };
+        // Only workers with an active chain that starts like the request hold any of it.
+        let mut sharing: SmallVec<[u32; 8]> = books
+            .heads
+            .iter()
+            .filter(|head| head.first == *first)
+            .map(|head| head.slot)
+            .collect();
+        sharing.sort_unstable();
+        sharing.dedup();
+        for slot in sharing {
+            let (Some(at), Some(Some((_, book)))) = (
+                slots.iter().position(|&s| s == slot),
+                books.books.get(slot as usize),
+            ) else {
+                continue;
+            };
+            states[at].in_flight = book.held_prefix(blocks) as u32;
+        }
     }
 
     /// Drop the book of a worker that left, if nothing is booked on it any more.
     pub(crate) fn forget_idle(&self, worker: WorkerId) {
         let mut books = self.books.lock();
+        let Some(&slot) = books.slot_of.get(&worker) else {
+            return;
+        };
         if books
-            .get(&worker)
+            .book(slot)
             .is_some_and(|book| book.load.active_requests == 0)
         {
-            books.remove(&worker);
+            books.slot_of.remove(&worker);
+            books.books[slot as usize] = None;
+            books.free.push(slot);
         }
     }
 
-    fn end_prefill(&self, worker: WorkerId, tokens: u64) {
-        if let Some(book) = self.books.lock().get_mut(&worker) {
+    fn end_prefill(&self, slot: u32, tokens: u64) {
+        if let Some(book) = self.books.lock().book(slot) {
             book.load.active_prefill_tokens =
                 book.load.active_prefill_tokens.saturating_sub(tokens);
         }
@@ -216,7 +380,8 @@ impl LoadTracker {
 
     fn release(&self, guard: &LoadGuard) {
         let mut books = self.books.lock();
-        let Some(book) = books.get_mut(&guard.worker) else {
+        let books = &mut *books;
+        let Some(Some((_, book))) = books.books.get_mut(guard.slot as usize) else {
             return;
         };
         let load = &mut book.load;
@@ -229,8 +394,21 @@ impl LoadTracker {
         load.expected_output_tokens = load
             .expected_output_tokens
             .saturating_sub(guard.expected_output_tokens);
-        book.remove_chain(guard.booking);
+        let removed = book.remove_chain(guard.booking);
         book.refresh_blocks();
+        if let Some(mut chain) = removed {
+            if let Some(at) = books
+                .heads
+                .iter()
+                .position(|head| head.slot == guard.slot && head.booking == guard.booking)
+            {
+                books.heads.swap_remove(at);
+            }
+            if books.spare.len() < MAX_SPARE {
+                chain.clear();
+                books.spare.push(chain);
+            }
+        }
     }
 }
 
@@ -245,6 +423,8 @@ impl LoadTracker {
 pub struct LoadGuard {
     tracker: LoadTracker,
     worker: WorkerId,
+    /// The worker's slot in the tracker, stable while a booking is on it.
+    slot: u32,
     /// The booking's number in its worker's book.
     booking: u64,
     prefill_tokens: u64,
@@ -262,7 +442,7 @@ impl LoadGuard {
     /// again does nothing.
     pub fn first_token(&mut self) {
         if std::mem::take(&mut self.prefilling) {
-            self.tracker.end_prefill(self.worker, self.prefill_tokens);
+            self.tracker.end_prefill(self.slot, self.prefill_tokens);
         }
     }
 }
@@ -309,8 +489,20 @@ mod tests {
             let held: HashSet<SequenceHash> = chains.iter().flatten().copied().collect();
             let query = chain(&query);
             let expected = query.iter().take_while(|hash| held.contains(hash)).count();
-            let found = tracker.with_prefixes(std::iter::once(worker), &query);
-            prop_assert_eq!(found[0].2 as usize, expected);
+            // Another worker, booked with the same chains, must not count.
+            let other_worker = WorkerId::new(1);
+            let _others: Vec<LoadGuard> = chains
+                .iter()
+                .map(|blocks| tracker.book(other_worker, Booking { blocks: blocks.clone(), ..Booking::default() }))
+                .collect();
+            let workers = [worker, other_worker, WorkerId::new(2)];
+            let slots: Vec<u32> = workers.iter().map(|&w| tracker.register(w)).collect();
+            let mut states = Vec::new();
+            tracker.snapshot(&workers, &slots, &mut states, &query);
+            prop_assert_eq!(states[0].in_flight as usize, expected);
+            prop_assert_eq!(states[1].in_flight as usize, expected);
+            prop_assert_eq!(states[2].in_flight, 0);
+            prop_assert_eq!(states[0].load, tracker.load(worker));
             for other in &chains {
                 let scanned = other.iter().zip(&query).take_while(|(a, b)| a == b).count();
                 prop_assert_eq!(shared_prefix(other, &query), scanned);

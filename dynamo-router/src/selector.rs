@@ -1,6 +1,5 @@
 //! Choosing a worker and booking its load in one step.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,7 +9,7 @@ use parking_lot::Mutex;
 use crate::affinity::{AffinityConfig, SessionAffinity};
 use crate::busy::BusyThresholds;
 use crate::index::TierOverlap;
-use crate::load::{Booking, LoadGuard, LoadTracker};
+use crate::load::{LoadGuard, LoadTracker};
 use crate::policy::{Decision, RouteContext, Router, WorkerState};
 use crate::source::OverlapSource;
 
@@ -101,10 +100,37 @@ impl SelectorConfig {
     }
 }
 
+/// The eligible workers and what a decision reuses from one to the next.
 #[derive(Debug)]
 struct Membership {
-    workers: BTreeSet<WorkerId>,
+    /// The members, sorted by id.
+    workers: Vec<WorkerId>,
+    /// Each member's slot in the load tracker (same order).
+    slots: Vec<u32>,
+    /// Each member's `dynamo_router_decisions_total` key, made once rather than per decision.
+    decision_keys: Vec<metrics::Key>,
     affinity: Option<SessionAffinity>,
+    /// Every member's state for the decision being made.
+    states: Vec<WorkerState>,
+    /// The members that are not busy, when thresholds are set.
+    eligible: Vec<WorkerState>,
+}
+
+impl Membership {
+    fn new(affinity: Option<SessionAffinity>) -> Self {
+        Membership {
+            workers: Vec::new(),
+            slots: Vec::new(),
+            decision_keys: Vec::new(),
+            affinity,
+            states: Vec::new(),
+            eligible: Vec::new(),
+        }
+    }
+
+    fn contains(&self, worker: WorkerId) -> bool {
+        self.workers.binary_search(&worker).is_ok()
+    }
 }
 
 struct Inner {
@@ -167,10 +193,7 @@ impl WorkerSelector {
                 policy: Box::new(policy),
                 source: Box::new(source),
                 load: LoadTracker::new(),
-                membership: Mutex::new(Membership {
-                    workers: BTreeSet::new(),
-                    affinity: config.affinity.map(SessionAffinity::new),
-                }),
+                membership: Mutex::new(Membership::new(config.affinity.map(SessionAffinity::new))),
             }),
         }
     }
@@ -187,7 +210,17 @@ impl WorkerSelector {
 
     /// Make `worker` eligible for routing.
     pub fn insert_worker(&self, worker: WorkerId) {
-        self.inner.membership.lock().workers.insert(worker);
+        let mut membership = self.inner.membership.lock();
+        if let Err(at) = membership.workers.binary_search(&worker) {
+            let slot = self.inner.load.register(worker);
+            let key = metrics::Key::from_parts(
+                "dynamo_router_decisions_total",
+                vec![metrics::Label::new("worker", worker.to_string())],
+            );
+            membership.workers.insert(at, worker);
+            membership.slots.insert(at, slot);
+            membership.decision_keys.insert(at, key);
+        }
     }
 
     /// Stop routing to `worker` and forget what it caches. Its active requests keep their
@@ -201,7 +234,11 @@ impl WorkerSelector {
     /// (a dropped connection); [`forget_worker`](Self::forget_worker) when it will not.
     pub fn withdraw_worker(&self, worker: WorkerId) {
         let mut membership = self.inner.membership.lock();
-        membership.workers.remove(&worker);
+        if let Ok(at) = membership.workers.binary_search(&worker) {
+            membership.workers.remove(at);
+            membership.slots.remove(at);
+            membership.decision_keys.remove(at);
+        }
         if let Some(affinity) = &mut membership.affinity {
             affinity.remove_worker(worker);
         }
@@ -209,7 +246,10 @@ impl WorkerSelector {
 
     /// Forget what a worker that is not routed to caches, and its load history.
     pub fn forget_worker(&self, worker: WorkerId) {
-        if self.inner.membership.lock().workers.contains(&worker) {
+        // Held throughout, so that the worker cannot join again (and take its load slot)
+        // between the check and the forgetting.
+        let membership = self.inner.membership.lock();
+        if membership.contains(worker) {
             return;
         }
         self.inner.source.remove_worker(worker);
@@ -232,13 +272,7 @@ impl WorkerSelector {
 
     /// The workers eligible for routing, by id.
     pub fn workers(&self) -> Vec<WorkerId> {
-        self.inner
-            .membership
-            .lock()
-            .workers
-            .iter()
-            .copied()
-            .collect()
+        self.inner.membership.lock().workers.clone()
     }
 
     /// Choose a worker for `request` at `now` and book the request's load on it.
@@ -249,19 +283,31 @@ impl WorkerSelector {
     pub fn select(&self, request: &RouteRequest, now: Instant) -> Result<Routed, NotRouted> {
         let inner = &*self.inner;
         let mut membership = inner.membership.lock();
-        if membership.workers.is_empty() {
+        let Membership {
+            workers,
+            slots,
+            decision_keys,
+            affinity,
+            states,
+            eligible,
+        } = &mut *membership;
+        if workers.is_empty() {
             return Err(NotRouted::NoWorkers);
         }
-        let states = self.snapshot(&membership.workers, request, now);
-        let eligible: Vec<WorkerState> = states
-            .iter()
-            .filter(|w| !inner.config.thresholds.is_busy(&w.load))
-            .copied()
-            .collect();
+        self.snapshot(workers, slots, states, request, now);
+        let thresholds = inner.config.thresholds;
+        let eligible: &[WorkerState] = if thresholds == BusyThresholds::default() {
+            // No limit: no worker is ever busy.
+            states
+        } else {
+            eligible.clear();
+            eligible.extend(states.iter().filter(|w| !thresholds.is_busy(&w.load)));
+            eligible
+        };
         if eligible.is_empty() {
-            return Err(self.all_busy(request, &states));
+            return Err(self.all_busy(request, states));
         }
-        let bound = match (&membership.affinity, &request.session_id) {
+        let bound = match (&*affinity, &request.session_id) {
             (Some(affinity), Some(session)) => affinity
                 .worker(session, now)
                 .filter(|w| eligible.iter().any(|e| e.worker == *w)),
@@ -276,7 +322,7 @@ impl WorkerSelector {
                     block_size: inner.config.block_size,
                     expected_output_tokens: request.expected_output_tokens,
                 };
-                inner.policy.route(&context, &eligible)
+                inner.policy.route(&context, eligible)
             }
         };
         let chosen = match decision {
@@ -284,22 +330,29 @@ impl WorkerSelector {
                 .iter()
                 .find(|w| w.worker == worker)
                 .ok_or(NotRouted::IneligibleChoice(worker))?,
-            Decision::Queue => return Err(self.all_busy(request, &eligible)),
+            Decision::Queue => return Err(self.all_busy(request, eligible)),
             Decision::Overloaded => return Err(NotRouted::Overloaded),
         };
-        let guard = inner.load.book(
+        let member = workers
+            .binary_search(&chosen.worker)
+            .map_err(|_| NotRouted::IneligibleChoice(chosen.worker))?;
+        let guard = inner.load.book_slot(
             chosen.worker,
-            Booking {
-                blocks: request.blocks.clone(),
-                prefill_tokens: self.uncached_tokens(request, chosen),
-                expected_output_tokens: request.expected_output_tokens.map_or(0, u64::from),
-            },
+            slots[member],
+            &request.blocks,
+            self.uncached_tokens(request, chosen),
+            request.expected_output_tokens.map_or(0, u64::from),
         );
         inner.source.routed(chosen.worker, &request.blocks, now);
-        if let (Some(affinity), Some(session)) = (&mut membership.affinity, &request.session_id) {
+        if let (Some(affinity), Some(session)) = (affinity, &request.session_id) {
             affinity.bind(session, chosen.worker, now);
         }
-        record_decision(request, chosen, inner.config.block_size);
+        record_decision(
+            &decision_keys[member],
+            request,
+            chosen,
+            inner.config.block_size,
+        );
         Ok(Routed {
             worker: chosen.worker,
             cached: chosen.cached,
@@ -308,40 +361,24 @@ impl WorkerSelector {
         })
     }
 
-    /// Every member's state for this request, sorted by worker id.
+    /// Fill `states` with every member's state for this request, sorted by worker id.
     fn snapshot(
         &self,
-        workers: &BTreeSet<WorkerId>,
+        workers: &[WorkerId],
+        slots: &[u32],
+        states: &mut Vec<WorkerState>,
         request: &RouteRequest,
         now: Instant,
-    ) -> Vec<WorkerState> {
-        let mut overlaps: Vec<(WorkerId, TierOverlap)> = self
-            .inner
-            .source
-            .overlaps(&request.blocks, now)
-            .iter()
-            .collect();
-        overlaps.sort_unstable_by_key(|(worker, _)| *worker);
-        let mut cached = overlaps.into_iter().peekable();
+    ) {
         self.inner
             .load
-            .with_prefixes(workers.iter().copied(), &request.blocks)
-            .into_iter()
-            .map(|(worker, load, in_flight)| {
-                // Both lists are sorted by worker id: merge them.
-                while cached.next_if(|(w, _)| *w < worker).is_some() {}
-                let cached = cached
-                    .next_if(|(w, _)| *w == worker)
-                    .map(|(_, overlap)| overlap)
-                    .unwrap_or_default();
-                WorkerState {
-                    worker,
-                    cached,
-                    in_flight,
-                    load,
-                }
-            })
-            .collect()
+            .snapshot(workers, slots, states, &request.blocks);
+        // Usually few workers hold the prefix: find each among the members.
+        for (worker, overlap) in self.inner.source.overlaps(&request.blocks, now).iter() {
+            if let Ok(at) = workers.binary_search(&worker) {
+                states[at].cached = overlap;
+            }
+        }
     }
 
     /// The request must wait; it is queued by the least work any of `workers` would do for it.
@@ -362,9 +399,22 @@ impl WorkerSelector {
     }
 }
 
-fn record_decision(request: &RouteRequest, chosen: &WorkerState, block_size: BlockSize) {
-    metrics::counter!("dynamo_router_decisions_total", "worker" => chosen.worker.to_string())
-        .increment(1);
+/// The metadata of the decision counter, as `metrics::counter!` would make it here.
+static DECISION_METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+fn record_decision(
+    decisions: &metrics::Key,
+    request: &RouteRequest,
+    chosen: &WorkerState,
+    block_size: BlockSize,
+) {
+    // The worker's key was made when it joined: no label string is allocated per decision.
+    metrics::with_recorder(|recorder| {
+        recorder
+            .register_counter(decisions, &DECISION_METADATA)
+            .increment(1);
+    });
     let cached = chosen.cached.total();
     metrics::histogram!("dynamo_router_overlap_blocks").record(f64::from(cached));
     if request.prompt_tokens > 0 {

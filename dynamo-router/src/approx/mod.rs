@@ -100,9 +100,7 @@ impl ApproxIndex {
         let predictions = &mut *guard;
         predictions.index.hold(worker, blocks)?;
         let held = predictions.workers.entry(worker).or_default();
-        for &hash in blocks {
-            held.touch(hash, now);
-        }
+        held.touch_all(blocks, now);
         if let Some(capacity) = predictions.config.capacity_blocks {
             let mut evicted = Vec::new();
             while held.len() > capacity {
@@ -147,11 +145,10 @@ impl Predictions {
         self.next_expiry = Some(now + ttl / 64);
         for (&worker, held) in &mut self.workers {
             let mut expired = Vec::new();
-            while let Some((_, routed_at)) = held.oldest() {
-                if now.saturating_duration_since(routed_at) < ttl {
-                    break;
-                }
-                expired.extend(held.pop_oldest());
+            while let Some(hash) =
+                held.pop_oldest_if(|routed_at| now.saturating_duration_since(routed_at) >= ttl)
+            {
+                expired.push(hash);
             }
             self.index.release(worker, &expired);
         }

@@ -3,6 +3,7 @@
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use smallvec::SmallVec;
 
 use super::{Decision, WorkerState};
 
@@ -35,43 +36,44 @@ pub(crate) fn lowest_cost(
     temperature: f64,
     rng: &SharedRng,
 ) -> Decision {
-    let costs: Vec<f64> = workers
-        .iter()
-        .map(|w| {
-            let c = cost(w);
-            if c.is_nan() { f64::INFINITY } else { c }
-        })
-        .collect();
+    let cost = |w: &WorkerState| {
+        let c = cost(w);
+        if c.is_nan() { f64::INFINITY } else { c }
+    };
     let index = rng.with(|rng| {
         if temperature > 0.0 {
+            // Inline up to 128 workers: no allocation per decision.
+            let costs: SmallVec<[f64; 128]> = workers.iter().map(cost).collect();
             sample_softmax(&costs, temperature, rng)
         } else {
-            min_with_random_ties(&costs, rng)
+            // The lowest cost needs no list of costs: keep the best as they come.
+            min_with_random_ties(workers.iter().map(cost), rng)
         }
     });
     index.map_or(Decision::Queue, |i| Decision::Route(workers[i].worker))
 }
 
-fn min_with_random_ties(costs: &[f64], rng: &mut SmallRng) -> Option<usize> {
-    let mut best: Option<usize> = None;
+/// The position of the lowest of `costs`, ties broken uniformly at random.
+fn min_with_random_ties(costs: impl Iterator<Item = f64>, rng: &mut SmallRng) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
     let mut ties = 0u32;
-    for (i, &c) in costs.iter().enumerate() {
+    for (i, c) in costs.enumerate() {
         match best {
-            Some(b) if c > costs[b] => {}
-            Some(b) if c == costs[b] => {
+            Some((_, b)) if c > b => {}
+            Some((_, b)) if c == b => {
                 // Reservoir sampling: the k-th tie replaces the pick with probability 1/k.
                 ties += 1;
                 if rng.random_range(0..ties) == 0 {
-                    best = Some(i);
+                    best = Some((i, c));
                 }
             }
             _ => {
-                best = Some(i);
+                best = Some((i, c));
                 ties = 1;
             }
         }
     }
-    best
+    best.map(|(i, _)| i)
 }
 
 fn sample_softmax(costs: &[f64], temperature: f64, rng: &mut SmallRng) -> Option<usize> {
@@ -79,7 +81,7 @@ fn sample_softmax(costs: &[f64], temperature: f64, rng: &mut SmallRng) -> Option
     let min = finite().fold(f64::INFINITY, f64::min);
     let max = finite().fold(f64::NEG_INFINITY, f64::max);
     if !min.is_finite() {
-        return min_with_random_ties(costs, rng);
+        return min_with_random_ties(costs.iter().copied(), rng);
     }
     let span = if max > min { max - min } else { 1.0 };
     let weights: Vec<f64> = costs

@@ -1,5 +1,7 @@
 //! Our policy: route to the worker that will produce the first token soonest.
 
+use std::cell::Cell;
+
 use super::choose::{SharedRng, lowest_cost};
 use super::kv_cost::TierCredits;
 use super::{Decision, RouteContext, Router, WorkerState};
@@ -40,7 +42,16 @@ impl PrefillTimeModel {
             self.a * n * n + self.b * n + self.c
         };
         let chunk = self.chunk_tokens.max(1);
-        let (full, rest) = (tokens / chunk, tokens % chunk);
+        if tokens < chunk {
+            // One partial chunk, without the divisions (the same sum as below).
+            return if tokens > 0 { step(tokens) } else { 0.0 };
+        }
+        let (full, rest) = if chunk.is_power_of_two() {
+            // The usual chunk sizes: a shift and a mask instead of a division.
+            (tokens >> chunk.trailing_zeros(), tokens & (chunk - 1))
+        } else {
+            (tokens / chunk, tokens % chunk)
+        };
         full as f64 * step(chunk) + if rest > 0 { step(rest) } else { 0.0 }
     }
 }
@@ -171,11 +182,24 @@ impl ExpectedTtft {
     /// The cost of sending `request` to `worker`, in ms: expected time to first token, the
     /// prefill work added, and decode pressure.
     pub fn cost(&self, request: &RouteContext<'_>, worker: &WorkerState) -> f64 {
-        let work = self
-            .config
-            .prefill
-            .time_ms(self.uncached_tokens(request, worker));
-        let ttft = self.expected_ttft_ms(request, worker);
+        let time = |tokens| self.config.prefill.time_ms(tokens);
+        self.cost_with(request, worker, time, time)
+    }
+
+    /// [`cost`](Self::cost), with the prefill times of the added work and of the queue taken
+    /// from `work_ms` and `queue_ms` (which may remember earlier answers).
+    #[inline]
+    fn cost_with(
+        &self,
+        request: &RouteContext<'_>,
+        worker: &WorkerState,
+        work_ms: impl Fn(u64) -> f64,
+        queue_ms: impl Fn(u64) -> f64,
+    ) -> f64 {
+        let uncached = self.uncached_tokens(request, worker);
+        let work = work_ms(uncached);
+        // `expected_ttft_ms`, without computing the uncached tokens again.
+        let ttft = queue_ms(worker.load.active_prefill_tokens + uncached);
         let held = worker.decode_blocks_with(request) as f64;
         ttft + self.config.compute_weight * work + self.config.decode_ms_per_block * held
     }
@@ -189,12 +213,43 @@ impl Default for ExpectedTtft {
 
 impl Router for ExpectedTtft {
     fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
+        // Most workers hold none of the prompt and many have no queue, so consecutive workers
+        // often ask for the same prefill time: remember the last one of each kind.
+        let work = Memo::new(&self.config.prefill);
+        let queue = Memo::new(&self.config.prefill);
         lowest_cost(
             workers,
-            |w| self.cost(request, w),
+            |w| self.cost_with(request, w, |t| work.time_ms(t), |t| queue.time_ms(t)),
             self.config.temperature,
             &self.rng,
         )
+    }
+}
+
+/// A prefill time model that remembers its last answer.
+struct Memo<'a> {
+    model: &'a PrefillTimeModel,
+    last: Cell<Option<(u64, f64)>>,
+}
+
+impl<'a> Memo<'a> {
+    fn new(model: &'a PrefillTimeModel) -> Self {
+        Memo {
+            model,
+            last: Cell::new(None),
+        }
+    }
+
+    #[inline]
+    fn time_ms(&self, tokens: u64) -> f64 {
+        match self.last.get() {
+            Some((last, ms)) if last == tokens => ms,
+            _ => {
+                let ms = self.model.time_ms(tokens);
+                self.last.set(Some((tokens, ms)));
+                ms
+            }
+        }
     }
 }
 
