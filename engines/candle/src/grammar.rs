@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dynamo_core::{Error, OutputFormat};
 use llguidance::api::TopLevelGrammar;
@@ -63,6 +64,7 @@ impl Grammars {
         Ok(Grammar {
             matcher,
             eos: factory.tok_env().tok_trie().eos_token(),
+            spent: Duration::ZERO,
         })
     }
 
@@ -105,6 +107,8 @@ fn grammar(mut schema: Value) -> TopLevelGrammar {
 pub(crate) struct Grammar {
     matcher: Matcher,
     eos: u32,
+    /// Time spent masking and advancing, for the record the sequence leaves when it ends.
+    spent: Duration,
 }
 
 impl Grammar {
@@ -116,6 +120,7 @@ impl Grammar {
     ///
     /// When the grammar is in error, or allows no token at all.
     pub(crate) fn mask(&mut self, logits: &mut [f32], stop: &HashSet<u32>) -> Result<(), Error> {
+        let started = Instant::now();
         let mask = self
             .matcher
             .compute_mask_or_eos()
@@ -133,6 +138,7 @@ impl Grammar {
                 *logit = f32::NEG_INFINITY;
             }
         }
+        self.spent += started.elapsed();
         if any {
             Ok(())
         } else {
@@ -160,9 +166,17 @@ impl Grammar {
     ///
     /// When the grammar does not accept the token (the mask should have prevented it).
     pub(crate) fn accept(&mut self, token: u32) -> Result<bool, Error> {
+        let started = Instant::now();
         self.matcher
             .consume_token(token)
             .map_err(|error| Error::internal(format!("the grammar engine: {error}")))?;
-        Ok(self.matcher.is_stopped())
+        let stopped = self.matcher.is_stopped();
+        self.spent += started.elapsed();
+        Ok(stopped)
+    }
+
+    /// Time spent masking logits and advancing the grammar so far.
+    pub(crate) fn spent(&self) -> Duration {
+        self.spent
     }
 }

@@ -91,6 +91,15 @@ pub(crate) fn advance(
 }
 
 pub(crate) fn finish(sequence: &Sequence, reason: FinishReason) -> TokenChunk {
+    if let Some(grammar) = &sequence.grammar {
+        // What the output format cost this sequence (target `dynamo_candle::grammar`).
+        tracing::debug!(
+            target: "dynamo_candle::grammar",
+            mask_us = u64::try_from(grammar.spent().as_micros()).unwrap_or(u64::MAX),
+            tokens = sequence.generated,
+            "output format enforced"
+        );
+    }
     let usage = Usage {
         prompt_tokens: u32::try_from(sequence.prompt_len).unwrap_or(u32::MAX),
         cached_tokens: u32::try_from(sequence.cached_tokens).unwrap_or(u32::MAX),
