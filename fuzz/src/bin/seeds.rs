@@ -1,7 +1,8 @@
 //! Writes the starting corpus of every target into `corpus/<target>/`, built from our own
 //! types so that the fuzzer starts from what the network carries.
 //!
-//! `cargo run --bin seeds` (from `fuzz/`); then `cargo fuzz cmin <target>` keeps it small.
+//! `cargo +nightly fuzz build -s none -a seeds && target/x86_64-unknown-linux-gnu/release/seeds`
+//! (from `fuzz/`); then `cargo fuzz cmin <target>` keeps it small.
 
 use std::path::Path;
 
