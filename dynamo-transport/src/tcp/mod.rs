@@ -16,9 +16,9 @@ mod server;
 mod tls;
 
 pub use client::RemoteEngine;
-pub use frame::{DEFAULT_MAX_FRAME, ErrorBody, Frame};
 #[doc(hidden)]
 pub use frame::read_frame;
+pub use frame::{DEFAULT_MAX_FRAME, ErrorBody, Frame};
 pub use server::{ServeConfig, serve, serve_with_shutdown};
 pub use tls::PlaneTls;
 #[cfg(feature = "etcd")]
