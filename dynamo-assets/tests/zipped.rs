@@ -164,7 +164,10 @@ fn fetches_at_once_agree_and_leave_no_partial_files() {
         .collect();
     for fetch in fetches {
         let dir = fetch.join().expect("no panic").expect("fetched");
-        assert_eq!(std::fs::read(dir.join("weights.bin")).expect("read"), weights);
+        assert_eq!(
+            std::fs::read(dir.join("weights.bin")).expect("read"),
+            weights
+        );
     }
     let left: Vec<_> = std::fs::read_dir(cache.join("models"))
         .expect("the models directory")
