@@ -233,6 +233,7 @@ pub(crate) fn identity_from_pem(chain: &[u8], key: &[u8]) -> Result<Identity, Er
 /// A client configuration (ring provider) that trusts the authority in `authority` (PEM) and
 /// presents the certificate and key in `identity` (PEM), if given: for HTTPS clients of
 /// other services (etcd).
+#[cfg(feature = "etcd")]
 pub(crate) fn client_config(
     authority: &[u8],
     identity: Option<(&[u8], &[u8])>,
