@@ -10,36 +10,10 @@
 #[path = "../../fuzz/src/openai.rs"]
 mod harness;
 
-use std::path::Path;
+#[path = "../../fuzz/replay.rs"]
+mod replay;
 
-/// Every input of `target`, by file name.
-fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut inputs = Vec::new();
-    for kind in ["corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(root.join(kind).join(target)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_file() {
-                let bytes = std::fs::read(&path).expect("a readable input");
-                inputs.push((path.display().to_string(), bytes));
-            }
-        }
-    }
-    inputs.sort();
-    inputs
-}
-
-fn replay(target: &str, run: fn(&[u8])) {
-    let inputs = inputs(target);
-    assert!(!inputs.is_empty(), "no corpus for {target}");
-    for (name, bytes) in inputs {
-        let outcome = std::panic::catch_unwind(|| run(&bytes));
-        assert!(outcome.is_ok(), "{target}: {name} panicked");
-    }
-}
+use replay::replay;
 
 #[test]
 fn openai_request_bodies() {
