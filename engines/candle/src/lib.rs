@@ -62,6 +62,7 @@
 mod config;
 mod embed;
 mod engine;
+mod engine_config;
 mod error;
 mod forward;
 mod grammar;
@@ -76,7 +77,8 @@ mod weights;
 pub use config::LlamaConfig;
 pub use dynamo_kvbm::{OffloadCounters, PoolCounters, TierTraffic};
 pub use embed::{BertEmbedder, EmbedderConfig};
-pub use engine::{CandleConfig, CandleEngine};
+pub use engine::CandleEngine;
+pub use engine_config::CandleConfig;
 pub use error::CandleError;
 pub use forward::KvStore;
 pub use handoff::KvExport;
