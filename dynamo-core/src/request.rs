@@ -177,6 +177,16 @@ pub struct GenerateRequest {
     /// more. 0 for a fresh request.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resumed_tokens: u32,
+    /// How many choices (independent answers to the same prompt) to generate; at least 1.
+    /// An engine that forks computes the prompt once and streams every choice on the one
+    /// stream, each chunk tagged with its [`TokenChunk::index`](crate::TokenChunk::index).
+    /// An engine that does not fork ignores `n` and streams one choice: a frontend that knows
+    /// its engine does not fork asks it once per choice instead.
+    ///
+    /// A field of the request rather than of [`SamplingOptions`], whose struct literals callers
+    /// write out in full.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub n: u32,
     #[serde(skip)]
     cancel: CancellationToken,
 }
@@ -202,6 +212,7 @@ impl GenerateRequest {
             timeout: None,
             format: None,
             resumed_tokens: 0,
+            n: 1,
             cancel: CancellationToken::new(),
         }
     }
@@ -221,6 +232,12 @@ impl GenerateRequest {
     /// Set the stop token ids.
     pub fn with_stop_tokens(mut self, tokens: impl Into<Vec<Token>>) -> Self {
         self.stop.stop_token_ids = tokens.into();
+        self
+    }
+
+    /// Ask for `n` choices (see [`GenerateRequest::n`]).
+    pub fn with_n(mut self, n: u32) -> Self {
+        self.n = n;
         self
     }
 
@@ -272,8 +289,8 @@ impl GenerateRequest {
     /// # Errors
     ///
     /// [`Error::InvalidRequest`] naming the first field that is out of range: an empty prompt,
-    /// `max_tokens` of 0, `min_tokens` above `max_tokens`, or a sampling value outside its
-    /// documented range.
+    /// `max_tokens` of 0, `min_tokens` above `max_tokens`, `n` of 0, or a sampling value
+    /// outside its documented range.
     pub fn validate(&self) -> Result<(), Error> {
         if self.tokens.is_empty() {
             return Err(Error::invalid_request(
@@ -289,6 +306,9 @@ impl GenerateRequest {
             return Err(Error::invalid_request(format!(
                 "min_tokens ({min}) must not exceed max_tokens ({max})"
             )));
+        }
+        if self.n == 0 {
+            return Err(Error::invalid_request("n must be at least 1"));
         }
         self.sampling.validate()
     }
@@ -333,6 +353,14 @@ impl SamplingOptions {
         }
         Ok(())
     }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 fn is_zero(count: &u32) -> bool {
@@ -399,6 +427,7 @@ mod tests {
                 },
                 "min_tokens",
             ),
+            (request().with_n(0), "n must"),
         ];
         for (request, field) in cases {
             let err = request.validate().unwrap_err();
@@ -434,5 +463,13 @@ mod tests {
         let minimal: GenerateRequest =
             serde_json::from_str(r#"{"id":"x","model":"m","tokens":[1]}"#).unwrap();
         assert_eq!(minimal.routing, RoutingHints::default());
+        assert_eq!(
+            minimal.n, 1,
+            "a sender that does not know n asks for one choice"
+        );
+        assert!(!json.contains("\"n\""), "n = 1 is left out: {json}");
+        let forked: GenerateRequest =
+            serde_json::from_str(&serde_json::to_string(&request().with_n(4)).unwrap()).unwrap();
+        assert_eq!(forked.n, 4);
     }
 }

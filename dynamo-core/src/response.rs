@@ -67,8 +67,20 @@ pub struct TokenLogProb {
 ///
 /// A stream carries any number of chunks; the last one has `finish_reason` set, and usually
 /// `usage`. Chunks may carry no tokens (for example a final chunk that only reports the finish).
+///
+/// A request for several choices ([`GenerateRequest::n`](crate::GenerateRequest::n)) to an
+/// engine that forks gets every choice on one stream: each chunk names its choice in `index`,
+/// each choice ends with a chunk of its own with `finish_reason` and that choice's `usage`,
+/// and every such finish but the stream's last has `more_choices` set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TokenChunk {
+    /// The choice these tokens belong to, in `0..n`; 0 for a request of one choice.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub index: u32,
+    /// On a finish chunk: other choices of the request are still generating, so this chunk
+    /// ends its choice and not the stream.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more_choices: bool,
     /// Newly generated token ids.
     pub tokens: Vec<Token>,
     /// Their text, when the engine detokenizes.
@@ -107,10 +119,20 @@ impl TokenChunk {
         }
     }
 
-    /// Whether this is the last chunk of its stream.
+    /// Whether this is the last chunk of its stream: a finish after which no choice is left.
     pub fn is_final(&self) -> bool {
+        self.finish_reason.is_some() && !self.more_choices
+    }
+
+    /// Whether this chunk ends its choice (the stream's last chunk, or a choice's finish while
+    /// others go on).
+    pub fn ends_choice(&self) -> bool {
         self.finish_reason.is_some()
     }
+}
+
+fn is_zero(index: &u32) -> bool {
+    *index == 0
 }
 
 /// A whole generation, collected from a stream by
@@ -194,6 +216,30 @@ mod tests {
         // A sender that does not know the alternatives leaves them out.
         let old: TokenLogProb = serde_json::from_str(r#"{"token":7,"logprob":-1.0}"#).unwrap();
         assert!(old.top.is_empty());
+    }
+
+    #[test]
+    fn choices_travel_and_only_the_last_finish_ends_the_stream() {
+        let first_done = TokenChunk {
+            index: 2,
+            more_choices: true,
+            ..TokenChunk::finish(FinishReason::Stop, None)
+        };
+        assert!(first_done.ends_choice() && !first_done.is_final());
+        let json = serde_json::to_string(&first_done).unwrap();
+        assert_eq!(
+            json,
+            r#"{"index":2,"more_choices":true,"tokens":[],"finish_reason":"stop"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<TokenChunk>(&json).unwrap(),
+            first_done
+        );
+        let last = TokenChunk {
+            index: 1,
+            ..TokenChunk::finish(FinishReason::Length, None)
+        };
+        assert!(last.is_final());
     }
 
     #[test]

@@ -278,6 +278,40 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn choices_cross_the_wire() {
+        let request = GenerateRequest::new("r", "m", vec![1, 2]).with_n(3);
+        let frame = Frame::Request {
+            stream: 1,
+            request: Box::new(request),
+        };
+        let bytes = encode_frame(&frame, DEFAULT_MAX_FRAME).expect("encoded");
+        let back = read_frame(&mut &bytes[..], DEFAULT_MAX_FRAME).await;
+        assert!(
+            matches!(back, Ok(Some(Frame::Request { ref request, .. })) if request.n == 3),
+            "{back:?}"
+        );
+        let chunk = TokenChunk {
+            index: 2,
+            more_choices: true,
+            ..TokenChunk::finish(dynamo_core::FinishReason::Stop, None)
+        };
+        let frame = Frame::Chunk {
+            stream: 1,
+            chunk: chunk.clone(),
+        };
+        let bytes = encode_frame(&frame, DEFAULT_MAX_FRAME).expect("encoded");
+        let back = read_frame(&mut &bytes[..], DEFAULT_MAX_FRAME).await;
+        assert!(
+            matches!(back, Ok(Some(Frame::Chunk { chunk: ref got, .. })) if *got == chunk),
+            "{back:?}"
+        );
+        assert!(
+            !chunk.is_final(),
+            "a choice's finish does not end the stream"
+        );
+    }
+
     #[test]
     fn an_error_body_keeps_the_class_and_words() {
         let error = Error::invalid_request("max_tokens must be at least 1");
