@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamo_core::{KvHandoff, SequenceHash, WorkerId};
+use dynamo_kvbm::transfer::{BlockStream, SocketWrap};
 use dynamo_kvbm::{
     BlockServerConfig, Error, KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch,
     TcpFetchConfig, serve_exports, serve_exports_with,
 };
-use tokio::net::TcpListener;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 const PREFILL: WorkerId = WorkerId::new(1);
@@ -364,4 +367,82 @@ async fn a_transfer_past_its_lease_is_unknown_to_the_puller() {
         Err(Error::UnknownTransfer { .. })
     ));
     assert_eq!((exports.counters().expired, fetch.landing_in_use()), (1, 0));
+}
+
+/// A wrap that counts the connections it wraps, or refuses every one.
+#[derive(Debug, Default)]
+struct Counting {
+    wrapped: std::sync::atomic::AtomicUsize,
+    refuse: bool,
+}
+
+impl Counting {
+    fn wrap(&self, socket: TcpStream) -> BoxFuture<'static, std::io::Result<Box<dyn BlockStream>>> {
+        self.wrapped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let refuse = self.refuse;
+        async move {
+            if refuse {
+                return Err(std::io::Error::other("refused by the wrap"));
+            }
+            Ok(Box::new(socket) as Box<dyn BlockStream>)
+        }
+        .boxed()
+    }
+
+    fn count(&self) -> usize {
+        self.wrapped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl SocketWrap for Counting {
+    fn server(
+        &self,
+        socket: TcpStream,
+    ) -> BoxFuture<'static, std::io::Result<Box<dyn BlockStream>>> {
+        self.wrap(socket)
+    }
+
+    fn client(
+        &self,
+        socket: TcpStream,
+    ) -> BoxFuture<'static, std::io::Result<Box<dyn BlockStream>>> {
+        self.wrap(socket)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_run_the_protocol_over_their_wrap_and_a_refused_wrap_fails_the_pull() {
+    let block_bytes = 4096;
+    let server_wrap = Arc::new(Counting::default());
+    let mut server = BlockServerConfig::default();
+    server.wrap = Some(server_wrap.clone());
+    let Served { handoff, bytes, .. } = served(block_bytes, 6, server).await;
+
+    let client_wrap = Arc::new(Counting::default());
+    let mut config = TcpFetchConfig::new(block_bytes, 8);
+    config.wrap = Some(client_wrap.clone());
+    let fetch = TcpFetch::new(config).expect("client");
+    let fetched = fetch.fetch(&handoff).await.expect("pulled over the wrap");
+    assert!(read_back(&fetched, &handoff) == bytes);
+    drop(fetched);
+    fetch.release(&handoff).await;
+    // One connection, wrapped once on each side, reused for the release.
+    assert_eq!((client_wrap.count(), server_wrap.count()), (1, 1));
+
+    let refusing = Arc::new(Counting {
+        refuse: true,
+        ..Counting::default()
+    });
+    let mut server = BlockServerConfig::default();
+    server.wrap = Some(refusing.clone());
+    let Served { handoff, .. } = served(block_bytes, 2, server).await;
+    let plain = TcpFetch::new(TcpFetchConfig::new(block_bytes, 8)).expect("client");
+    let refused = plain.fetch(&handoff).await;
+    assert!(
+        matches!(refused, Err(Error::Transfer { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(plain.landing_in_use(), 0);
+    assert!(refusing.count() >= 1);
 }

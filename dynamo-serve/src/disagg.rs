@@ -6,6 +6,8 @@
 //! | one process (`--prefill-workers P --decode-workers D`) | `KvExports` registered in a `LocalExports` | that registry (no socket) |
 //! | `worker --role prefill` / `--role decode` + `frontend` | `KvExports` served on `--kv-port` | `TcpFetch` from the address in the hand-over |
 //!
+//! Across processes, `--plane-tls-*` secures the block transfers as it does the request plane.
+//!
 //! Only candle workers move KV blocks; mocker and echo workers of either role hand nothing
 //! over, and their decode workers compute the prompt.
 
@@ -15,7 +17,9 @@ use std::time::Duration;
 
 use dynamo_candle::{KvExport, LlamaConfig, LlamaWeights};
 use dynamo_core::{BlockSize, BoxEngine, EngineExt, KvLayout, WorkerId, WorkerRole};
-use dynamo_kvbm::{KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch, TcpFetchConfig};
+use dynamo_kvbm::{
+    BlockServerConfig, KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch, TcpFetchConfig,
+};
 use dynamo_router::RouterService;
 use dynamo_router::disagg::{AlwaysRemote, DisaggRouter, ExpectedTtftPlacement, Threshold};
 
@@ -124,12 +128,20 @@ pub(crate) async fn worker_part(
                 tokio::net::TcpListener::bind((options.host, options.kv_port.unwrap_or(0))).await?;
             let address = listener.local_addr()?.to_string();
             let (part, exports) = Part::prefill(options, layout, Some(address.clone()))?;
-            tokio::spawn(dynamo_kvbm::serve_exports(listener, exports));
-            tracing::info!("serving handed-over KV blocks on {address}");
+            let mut server = BlockServerConfig::default();
+            server.wrap = crate::tls::kv_transfers(options.plane_tls.as_ref())?;
+            let secure = if server.wrap.is_some() {
+                " over TLS"
+            } else {
+                ""
+            };
+            tokio::spawn(dynamo_kvbm::serve_exports_with(listener, exports, server));
+            tracing::info!("serving handed-over KV blocks on {address}{secure}");
             part
         }
         WorkerRole::Decode => {
-            let config = TcpFetchConfig::new(layout.block_bytes(), kv_blocks(options));
+            let mut config = TcpFetchConfig::new(layout.block_bytes(), kv_blocks(options));
+            config.wrap = crate::tls::kv_transfers(options.plane_tls.as_ref())?;
             let fetch = KvFetcher::new(LocalExports::new()).with_tcp(TcpFetch::new(config)?);
             Part::decode(Arc::new(fetch))
         }

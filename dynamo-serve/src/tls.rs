@@ -1,12 +1,16 @@
-//! TLS: the gateway's HTTP edge (`--tls-cert`, `--tls-key`) and the request plane between the
-//! frontend and its workers (`--plane-tls-*`).
+//! TLS: the gateway's HTTP edge (`--tls-cert`, `--tls-key`), and the request plane between the
+//! frontend and its workers and the KV block transfers between prefill and decode workers
+//! (`--plane-tls-*`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dynamo_kvbm::transfer::{BlockStream, SocketWrap};
 use dynamo_transport::Tcp;
 use dynamo_transport::tcp::PlaneTls;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -39,16 +43,59 @@ pub(crate) fn request_plane(plane: Option<&PlaneFiles>) -> Result<Tcp, Box<dyn s
     let Some(files) = plane else {
         return Ok(Tcp::new());
     };
-    let mut tls = PlaneTls::from_files(&files.ca, &files.cert, &files.key)?.mutual(files.mutual)?;
-    if let Some(name) = &files.name {
-        tls = tls.verify_name(name)?;
-    }
     tracing::info!(
         mutual = files.mutual,
         "the request plane runs over TLS ({})",
         files.ca.display()
     );
-    Ok(Tcp::new().tls(tls))
+    Ok(Tcp::new().tls(plane_tls(files)?))
+}
+
+/// The TLS of `--plane-tls-*`.
+fn plane_tls(files: &PlaneFiles) -> Result<PlaneTls, Box<dyn std::error::Error>> {
+    let mut tls = PlaneTls::from_files(&files.ca, &files.cert, &files.key)?.mutual(files.mutual)?;
+    if let Some(name) = &files.name {
+        tls = tls.verify_name(name)?;
+    }
+    Ok(tls)
+}
+
+/// KV block transfers over the request plane's TLS when `plane` says so: the prefill worker's
+/// block server presents the worker's certificate (and asks for the puller's when mutual); a
+/// decode worker checks it as the frontend checks a worker's.
+pub(crate) fn kv_transfers(
+    plane: Option<&PlaneFiles>,
+) -> Result<Option<Arc<dyn SocketWrap>>, Box<dyn std::error::Error>> {
+    let Some(files) = plane else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(KvTls(plane_tls(files)?))))
+}
+
+/// [`PlaneTls`] as the KV block protocol's [`SocketWrap`].
+#[derive(Debug)]
+struct KvTls(PlaneTls);
+
+impl SocketWrap for KvTls {
+    fn server(
+        &self,
+        socket: tokio::net::TcpStream,
+    ) -> BoxFuture<'static, std::io::Result<Box<dyn BlockStream>>> {
+        let tls = self.0.clone();
+        async move { Ok(Box::new(tls.accept(socket).await?) as Box<dyn BlockStream>) }.boxed()
+    }
+
+    fn client(
+        &self,
+        socket: tokio::net::TcpStream,
+    ) -> BoxFuture<'static, std::io::Result<Box<dyn BlockStream>>> {
+        let tls = self.0.clone();
+        async move {
+            let server = socket.peer_addr()?;
+            Ok(Box::new(tls.connect(server, socket).await?) as Box<dyn BlockStream>)
+        }
+        .boxed()
+    }
 }
 
 /// The gateway's TLS acceptor: the chain and key of `files`, HTTP/1.1 announced by ALPN.

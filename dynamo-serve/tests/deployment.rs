@@ -7,17 +7,18 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dynamo_core::{KvEvent, KvEventData, WorkerId};
+use dynamo_core::{KvEvent, KvEventData, KvHandoff, SequenceHash, WorkerId};
+use dynamo_kvbm::{Error as KvError, KvFetch, TcpFetch, TcpFetchConfig};
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use dynamo_transport::events::{EventPlane, NatsEvents, Subscription};
-use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
+use dynamo_transport::local::{LocalAuthority, LocalEtcd, LocalNats, free_port};
 use support::{
-    Frontend, Process, decisions, directory_frontend, first_events, read_stream,
-    streamed_completion,
+    Frontend, Process, decisions, directory_frontend, directory_frontend_with, first_events, issue,
+    read_stream, streamed_completion,
 };
 
 /// The etcd lease TTL the workers register with.
@@ -292,7 +293,7 @@ async fn greedy_texts(frontend: &Frontend) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn split_prefill_and_decode_workers_answer_as_one_aggregated_process() {
+async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregated_process() {
     // The reference: the single process with one aggregated candle worker.
     let reference_port = free_port().expect("a free port");
     let _reference = Process::start(&["--port", &reference_port.to_string(), "--workers", "1"]);
@@ -300,9 +301,30 @@ async fn split_prefill_and_decode_workers_answer_as_one_aggregated_process() {
 
     let directory = std::env::temp_dir().join(format!("dynamo-split-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&directory);
-    let registry = directory.display().to_string();
-    let role = |id: &str, role: &str| {
-        Process::start(&[
+    std::fs::create_dir_all(&directory).expect("a directory");
+    let registry = directory.join("registry").display().to_string();
+    // Every process of the deployment has a certificate from one authority: the request plane
+    // and the KV block transfers run over mutual TLS.
+    let authority = LocalAuthority::new().expect("an authority");
+    let ca = directory.join("ca.pem");
+    std::fs::write(&ca, authority.pem()).expect("written");
+    let ca = ca.display().to_string();
+    let plane = |name: &str, names: &[&str]| {
+        let [cert, key] = issue(&authority, &directory, name, names);
+        [
+            "--plane-tls-ca",
+            &ca,
+            "--plane-tls-cert",
+            &cert,
+            "--plane-tls-key",
+            &key,
+        ]
+        .map(str::to_owned)
+    };
+    let kv_port = free_port().expect("a free port").to_string();
+    let role = |id: &str, role: &str, kv_port: &str| {
+        let plane = plane(role, &["127.0.0.1"]);
+        let mut args = vec![
             "worker",
             "--role",
             role,
@@ -310,11 +332,16 @@ async fn split_prefill_and_decode_workers_answer_as_one_aggregated_process() {
             id,
             "--registry",
             &registry,
-        ])
+        ];
+        args.extend(["--kv-port", kv_port, "--plane-tls-mutual"]);
+        args.extend(plane.iter().map(String::as_str));
+        Process::start(&args)
     };
-    let _prefill = role("1", "prefill");
-    let decode = role("2", "decode");
-    let (frontend_process, frontend) = directory_frontend(&registry).await;
+    let prefill = role("1", "prefill", &kv_port);
+    let decode = role("2", "decode", "0");
+    let frontend_plane = plane("frontend", &["frontend"]);
+    let frontend_flags: Vec<&str> = frontend_plane.iter().map(String::as_str).collect();
+    let (frontend_process, frontend) = directory_frontend_with(&registry, &frontend_flags).await;
     for joined in ["worker 1/0 at", "worker 2/0 at"] {
         frontend_process
             .wait_for(joined, Duration::from_secs(120))
@@ -334,6 +361,21 @@ async fn split_prefill_and_decode_workers_answer_as_one_aggregated_process() {
     assert!(
         !decode.logged("could not be pulled"),
         "every hand-over was pulled over TCP"
+    );
+    assert!(prefill.logged(&format!("KV blocks on 127.0.0.1:{kv_port} over TLS")));
+
+    // A puller without the deployment's TLS gets nothing from the block server.
+    let handoff = KvHandoff {
+        source: WorkerId::new(1),
+        address: Some(format!("127.0.0.1:{kv_port}")),
+        transfer: 0,
+        blocks: vec![SequenceHash(1)],
+    };
+    let plain = TcpFetch::new(TcpFetchConfig::new(4096, 4)).expect("a client");
+    let refused = plain.fetch(&handoff).await;
+    assert!(
+        matches!(refused, Err(KvError::Transfer { .. })),
+        "{refused:?}"
     );
     let _ = std::fs::remove_dir_all(&directory);
 }

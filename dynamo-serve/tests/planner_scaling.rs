@@ -4,6 +4,7 @@
 //! at once and finishes its stream, losing no token. And `dynamo-serve planner` runs the
 //! load-based planner over such workers, from their load reports on NATS.
 
+#[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
 
 use std::path::Path;

@@ -4,24 +4,13 @@
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamo_transport::local::{LocalAuthority, free_port};
 use serde_json::{Value, json};
-use support::Process;
+use support::{Process, issue};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
-
-/// Write `name.pem` and `name.key` for a certificate naming `names`; their paths.
-fn issue(authority: &LocalAuthority, dir: &Path, name: &str, names: &[&str]) -> [String; 2] {
-    let identity = authority.issue(names).expect("a certificate");
-    let cert = dir.join(format!("{name}.pem"));
-    let key = dir.join(format!("{name}.key"));
-    std::fs::write(&cert, identity.cert).expect("written");
-    std::fs::write(&key, identity.key).expect("written");
-    [cert, key].map(|path| path.display().to_string())
-}
 
 /// An HTTPS client that trusts `authority` alone.
 fn client(authority: &LocalAuthority) -> ureq::Agent {

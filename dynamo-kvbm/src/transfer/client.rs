@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::landing::{Landing, Reservation};
 use super::wire::{self, ANSWER_HEADER, Answer, Op, Request, Status};
-use super::{Fetched, KvFetch};
+use super::{BlockStream, Fetched, KvFetch, SocketWrap};
 use crate::{BlockStore, Error};
 
 /// How a [`TcpFetch`] pulls.
@@ -40,6 +40,9 @@ pub struct TcpFetchConfig {
     /// Block servers whose idle connections are kept; connections to further ones are closed
     /// after use. Default 64.
     pub idle_servers: usize,
+    /// What every connection is wrapped in before the protocol runs (TLS); none by default. It
+    /// must match the block servers' [`wrap`](super::BlockServerConfig::wrap).
+    pub wrap: Option<Arc<dyn SocketWrap>>,
 }
 
 impl TcpFetchConfig {
@@ -54,6 +57,7 @@ impl TcpFetchConfig {
             window: 4,
             idle_connections: 4,
             idle_servers: 64,
+            wrap: None,
         }
     }
 }
@@ -83,8 +87,8 @@ struct Inner {
     idle: Mutex<HashMap<String, Vec<Connection>>>,
 }
 
-/// A connection to a block server.
-type Connection = TcpStream;
+/// A connection to a block server, wrapped if the config says so.
+type Connection = Box<dyn BlockStream>;
 
 impl TcpFetch {
     /// A client with its landing store allocated.
@@ -208,7 +212,6 @@ impl Inner {
         let chunks: Vec<&[SequenceHash]> = hashes
             .chunks(wire::blocks_per_request(self.config.request_bytes, size))
             .collect();
-        let (mut reader, mut writer) = connection.split();
         let mut request = Vec::new();
         let (mut sent, mut found) = (0, 0);
         for (received, chunk) in chunks.iter().enumerate() {
@@ -217,13 +220,15 @@ impl Inner {
                 Request::encode(Op::Fetch, transfer, chunks[sent], &mut request);
                 sent += 1;
             }
-            writer.write_all(&request).await.map_err(io)?;
-            let answer = read_answer(&mut reader, address).await?;
+            // A wrap (TLS) may hold written bytes until flushed.
+            connection.write_all(&request).await.map_err(io)?;
+            connection.flush().await.map_err(io)?;
+            let answer = read_answer(connection, address).await?;
             let came = self.check(answer, address, transfer, chunk.len())?;
             // Straight from the socket into the block's own buffer.
             for &hash in &chunk[..came] {
                 let mut block = self.landing.buffer();
-                reader.read_exact(&mut block).await.map_err(io)?;
+                connection.read_exact(&mut block).await.map_err(io)?;
                 self.landing.place(hash, block.freeze());
             }
             found += came;
@@ -271,12 +276,10 @@ impl Inner {
         let (mut connection, _) = self.connect(address, false).await?;
         let mut request = Vec::new();
         Request::encode(Op::Release, transfer, &[], &mut request);
-        let socket = &mut connection;
-        socket
-            .write_all(&request)
-            .await
-            .map_err(io_error(address))?;
-        read_answer(socket, address).await?;
+        let io = io_error(address);
+        connection.write_all(&request).await.map_err(io)?;
+        connection.flush().await.map_err(io)?;
+        read_answer(&mut connection, address).await?;
         self.keep(address, connection);
         Ok(())
     }
@@ -293,7 +296,11 @@ impl Inner {
             .await
             .map_err(io_error(address))?;
         let _ = socket.set_nodelay(true);
-        Ok((socket, false))
+        let connection: Connection = match &self.config.wrap {
+            None => Box::new(socket),
+            Some(wrap) => wrap.client(socket).await.map_err(io_error(address))?,
+        };
+        Ok((connection, false))
     }
 
     /// Keep a connection with no answer pending for the next pull, if the pool has room.

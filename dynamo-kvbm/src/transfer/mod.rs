@@ -106,6 +106,9 @@
 //! most [`max_request_bytes`](BlockServerConfig::max_request_bytes) of them. Neither side ever
 //! buffers a whole transfer, and TCP's own flow control paces the rest.
 //!
+//! Both sides can run the protocol over a [`SocketWrap`] (the `wrap` of [`BlockServerConfig`]
+//! and of [`TcpFetchConfig`]): TLS, in a deployment.
+//!
 //! # When full
 //!
 //! See [`KvExports`] for the prefill side (expired, then oldest transfers make room; an offer
@@ -121,6 +124,7 @@ mod refs;
 mod server;
 mod shelf;
 mod wire;
+mod wrap;
 
 #[cfg(test)]
 mod tests;
@@ -129,3 +133,4 @@ pub use client::{TcpFetch, TcpFetchConfig};
 pub use exports::{ExportCounters, KvExports, Offered};
 pub use fetch::{Fetched, KvFetch, KvFetcher, LocalExports};
 pub use server::{BlockServerConfig, serve_exports, serve_exports_with};
+pub use wrap::{BlockStream, SocketWrap};

@@ -3,12 +3,12 @@
 use std::io;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::wire::{ANSWER_HEADER, Answer, Op, REQUEST_HEADER, Request, Status, read_hashes};
-use super::{KvExports, wire};
+use super::{KvExports, SocketWrap, wire};
 use crate::Error;
 
 /// How a block server bounds its work.
@@ -22,6 +22,9 @@ pub struct BlockServerConfig {
     pub max_request_bytes: usize,
     /// Connections served at once; further ones wait in the listener's backlog. Default 64.
     pub max_connections: usize,
+    /// What every accepted connection is wrapped in before the protocol runs (TLS); none by
+    /// default. A connection whose wrap fails is closed.
+    pub wrap: Option<Arc<dyn SocketWrap>>,
 }
 
 impl Default for BlockServerConfig {
@@ -29,6 +32,7 @@ impl Default for BlockServerConfig {
         BlockServerConfig {
             max_request_bytes: 16 << 20,
             max_connections: 64,
+            wrap: None,
         }
     }
 }
@@ -84,12 +88,30 @@ pub async fn serve_exports_with(
             Err(error) => return Err(error),
         };
         let _ = socket.set_nodelay(true);
-        connections.spawn(serve_connection(socket, exports.clone(), max_blocks));
+        let exports = exports.clone();
+        match &config.wrap {
+            None => connections.spawn(serve_connection(socket, exports, max_blocks)),
+            Some(wrap) => {
+                let handshake = wrap.server(socket);
+                connections.spawn(async move {
+                    match handshake.await {
+                        Ok(socket) => serve_connection(socket, exports, max_blocks).await,
+                        Err(error) => {
+                            tracing::debug!(%error, "a block server connection was refused");
+                        }
+                    }
+                })
+            }
+        };
     }
 }
 
 /// Answer one connection's requests until it closes or sends something unreadable.
-async fn serve_connection(socket: TcpStream, exports: Arc<KvExports>, max_blocks: usize) {
+async fn serve_connection(
+    socket: impl AsyncRead + AsyncWrite + Unpin,
+    exports: Arc<KvExports>,
+    max_blocks: usize,
+) {
     let block_bytes = u32::try_from(exports.block_bytes()).unwrap_or(u32::MAX);
     let answer = |status, found| {
         Answer {
@@ -158,7 +180,7 @@ async fn serve_connection(socket: TcpStream, exports: Arc<KvExports>, max_blocks
 
 /// An answer header and its blocks.
 async fn send_blocks(
-    socket: &mut BufWriter<TcpStream>,
+    socket: &mut (impl AsyncWrite + Unpin),
     header: [u8; ANSWER_HEADER],
     blocks: &[bytes::Bytes],
 ) -> io::Result<()> {

@@ -348,12 +348,13 @@ impl DeploymentArgs {
     }
 }
 
-/// TLS between the frontend and its workers: the worker's and the frontend's flags.
+/// TLS between the frontend and its workers, and between prefill and decode workers' KV block
+/// transfers: the worker's and the frontend's flags.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Request-plane TLS")]
 struct PlaneTlsArgs {
-    /// The deployment's certificate authority (PEM): the request plane runs over TLS, and
-    /// only workers with a certificate it signed are used
+    /// The deployment's certificate authority (PEM): the request plane and KV block transfers
+    /// run over TLS, and only workers with a certificate it signed are used
     #[arg(long, value_name = "FILE", requires_all = ["plane_tls_cert", "plane_tls_key"])]
     plane_tls_ca: Option<PathBuf>,
     /// This process's certificate chain (PEM), signed by --plane-tls-ca; a worker's must name

@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use dynamo_transport::local::free_port;
+use dynamo_transport::local::{LocalAuthority, free_port};
 
 /// A `dynamo-serve` child process whose standard error is collected; killed on drop.
 pub(crate) struct Process {
@@ -184,16 +184,17 @@ impl Frontend {
 /// A frontend over the workers registered in `registry`, routing without KV events, once it
 /// answers.
 pub(crate) async fn directory_frontend(registry: &str) -> (Process, Frontend) {
-    let port = free_port().expect("a free port");
-    let process = Process::start(&[
-        "frontend",
-        "--port",
-        &port.to_string(),
-        "--registry",
-        registry,
-        "--router",
-        "approx-kv",
-    ]);
+    directory_frontend_with(registry, &[]).await
+}
+
+/// [`directory_frontend`] with more flags.
+pub(crate) async fn directory_frontend_with(registry: &str, flags: &[&str]) -> (Process, Frontend) {
+    let port = free_port().expect("a free port").to_string();
+    let mut args = vec!["frontend", "--port", &port, "--registry", registry];
+    args.extend(["--router", "approx-kv"]);
+    args.extend_from_slice(flags);
+    let process = Process::start(&args);
+    let port = port.parse().expect("a port");
     let frontend = Frontend::new(port);
     frontend.wait_ready().await;
     (process, frontend)
@@ -253,4 +254,20 @@ pub(crate) fn decisions(metrics: &str, id: u64) -> u64 {
         .filter(|line| line.starts_with("dynamo_router_decisions_total{") && line.contains(&worker))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// Write `name.pem` and `name.key` into `dir`: a certificate from `authority` naming `names`, and
+/// its key; their paths.
+pub(crate) fn issue(
+    authority: &LocalAuthority,
+    dir: &std::path::Path,
+    name: &str,
+    names: &[&str],
+) -> [String; 2] {
+    let identity = authority.issue(names).expect("a certificate");
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, identity.cert).expect("written");
+    std::fs::write(&key, identity.key).expect("written");
+    [cert, key].map(|path| path.display().to_string())
 }

@@ -180,17 +180,26 @@ impl PlaneTls {
         })
     }
 
-    /// The server's half of the handshake, within [`HANDSHAKE_TIMEOUT`].
-    pub(crate) async fn accept(
-        &self,
-        socket: TcpStream,
-    ) -> std::io::Result<server::TlsStream<TcpStream>> {
+    /// The server's half of the handshake on an accepted `socket`, within 10 s: for other protocols a deployment secures with the same authority
+    /// (dynamo-serve's KV block transfers).
+    ///
+    /// # Errors
+    ///
+    /// The handshake's I/O error: a client that is not trusted (when mutual), that speaks no
+    /// TLS, or that takes too long.
+    pub async fn accept(&self, socket: TcpStream) -> std::io::Result<server::TlsStream<TcpStream>> {
         within_timeout(self.acceptor.accept(socket)).await
     }
 
-    /// The client's half of the handshake with the worker at `address`, within
-    /// [`HANDSHAKE_TIMEOUT`].
-    pub(crate) async fn connect(
+    /// The client's half of the handshake with the worker at `address` over `socket`, within
+    /// 10 s: the worker's certificate must name `address`'s IP (or the name of
+    /// [`verify_name`](PlaneTls::verify_name)).
+    ///
+    /// # Errors
+    ///
+    /// The handshake's I/O error: a certificate that is not trusted or does not name the
+    /// worker, a server that speaks no TLS, or one that takes too long.
+    pub async fn connect(
         &self,
         address: SocketAddr,
         socket: TcpStream,
