@@ -6,11 +6,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use dynamo_core::{Error, GenerateRequest, Token, TokenChunk, TokenStream};
-use dynamo_upstream::{HttpClient, SseDecoder, error_from_status, read_body, retry_after};
+use dynamo_upstream::{
+    EventHandler, HttpClient, error_from_status, event_stream, read_body, retry_after,
+};
 use futures::future::BoxFuture;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::wire::{self, Event};
@@ -85,96 +84,44 @@ async fn start(client: HttpClient, request: GenerateRequest) -> Result<TokenStre
         let hint = retry_after(&head.headers);
         return Err(error_from_status(head.status.as_u16(), hint, &bytes));
     }
-    let state = Answer {
-        body,
-        decoder: SseDecoder::new(MAX_EVENT_BYTES),
+    let answer = Answer {
         emitted: Vec::new(),
-        pending: VecDeque::new(),
         finished: false,
-        done: false,
-        cancel: cancel.clone(),
     };
-    let stream = futures::stream::unfold(state, |mut state| async move {
-        let item = state.next().await?;
-        Some((item, state))
-    });
-    Ok(TokenStream::new(stream, cancel))
+    Ok(event_stream(body, answer, MAX_EVENT_BYTES, cancel))
 }
 
-/// One answer being read.
+/// What an answer's events say, as they arrive.
 struct Answer {
-    body: Incoming,
-    decoder: SseDecoder,
     /// The ids passed on so far.
     emitted: Vec<Token>,
-    pending: VecDeque<TokenChunk>,
     /// A `finish_reason` arrived: the last chunk is queued.
     finished: bool,
-    /// Nothing more will be read.
-    done: bool,
-    cancel: CancellationToken,
+}
+
+impl EventHandler for Answer {
+    fn on_event(&mut self, data: &str, out: &mut VecDeque<TokenChunk>) -> Result<bool, Error> {
+        if data.trim() == "[DONE]" {
+            self.on_end(out)?;
+            return Ok(true);
+        }
+        self.on_answer(data, out)?;
+        Ok(false)
+    }
+
+    fn on_end(&mut self, _out: &mut VecDeque<TokenChunk>) -> Result<(), Error> {
+        if self.finished {
+            Ok(())
+        } else {
+            Err(Error::unavailable(
+                "the SGLang stream ended before the answer finished",
+            ))
+        }
+    }
 }
 
 impl Answer {
-    async fn next(&mut self) -> Option<Result<TokenChunk, Error>> {
-        loop {
-            if let Some(chunk) = self.pending.pop_front() {
-                return Some(Ok(chunk));
-            }
-            if self.done {
-                return None;
-            }
-            if let Err(error) = self.read().await {
-                self.done = true;
-                return Some(Err(error));
-            }
-        }
-    }
-
-    async fn read(&mut self) -> Result<(), Error> {
-        let frame = tokio::select! {
-            frame = self.body.frame() => frame,
-            () = self.cancel.cancelled() => return Err(Error::Cancelled),
-        };
-        let data = match frame {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_trailers) => return Ok(()),
-            },
-            Some(Err(error)) => {
-                return Err(Error::unavailable("the SGLang stream failed").with_source(error));
-            }
-            None if self.finished => {
-                self.done = true;
-                return Ok(());
-            }
-            None => {
-                let message = match self.decoder.finish() {
-                    Err(cut) => cut.to_string(),
-                    Ok(()) => "the SGLang stream ended before the answer finished".to_owned(),
-                };
-                return Err(Error::unavailable(message));
-            }
-        };
-        self.decoder
-            .push(&data)
-            .map_err(|error| Error::internal(error.to_string()))?;
-        while let Some(event) = self.decoder.next_event() {
-            if event.data.trim() == "[DONE]" {
-                if !self.finished {
-                    return Err(Error::unavailable(
-                        "the SGLang stream ended before the answer finished",
-                    ));
-                }
-                self.done = true;
-                return Ok(());
-            }
-            self.on_event(&event.data)?;
-        }
-        Ok(())
-    }
-
-    fn on_event(&mut self, data: &str) -> Result<(), Error> {
+    fn on_answer(&mut self, data: &str, out: &mut VecDeque<TokenChunk>) -> Result<(), Error> {
         let event: Event = serde_json::from_str(data).map_err(|error| {
             Error::internal("SGLang sent an event that is not an answer").with_source(error)
         })?;
@@ -204,7 +151,7 @@ impl Answer {
         }
         if !new.is_empty() {
             self.emitted.extend_from_slice(&new);
-            self.pending.push_back(TokenChunk {
+            out.push_back(TokenChunk {
                 tokens: new,
                 ..TokenChunk::default()
             });
@@ -216,8 +163,7 @@ impl Answer {
             let reason = wire::finish(reason)?;
             if !self.finished {
                 self.finished = true;
-                self.pending
-                    .push_back(TokenChunk::finish(reason, Some(meta.usage())));
+                out.push_back(TokenChunk::finish(reason, Some(meta.usage())));
             }
         }
         Ok(())

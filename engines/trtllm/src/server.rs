@@ -80,9 +80,9 @@ pub fn read_iteration_stats(body: &[u8]) -> Result<EngineLoad, Error> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct TrtllmServer {
-    client: HttpClient,
-    model: Option<String>,
-    default_max_tokens: Option<u32>,
+    /// The engine, which holds the client, the served model name and the default
+    /// `max_tokens`: [`engine`](Self::engine) hands out clones of it.
+    engine: CompletionsEngine,
 }
 
 impl TrtllmServer {
@@ -93,44 +93,39 @@ impl TrtllmServer {
     /// [`Error::InvalidRequest`] when `url` is not an `http://` URL.
     pub fn new(url: &str) -> Result<Self, Error> {
         Ok(TrtllmServer {
-            client: HttpClient::new(url, HttpConfig::default())?,
-            model: None,
-            default_max_tokens: None,
+            engine: CompletionsEngine::new(HttpClient::new(url, HttpConfig::default())?, dialect()),
         })
     }
 
     /// The model name the server expects in `model`; without it the request's is sent.
     pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
+        self.engine = self.engine.model(model);
         self
     }
 
     /// The `max_tokens` sent for requests that set none.
     pub fn default_max_tokens(mut self, max_tokens: u32) -> Self {
-        self.default_max_tokens = Some(max_tokens);
+        self.engine = self.engine.default_max_tokens(max_tokens);
         self
     }
 
     /// The base URL.
     pub fn url(&self) -> &str {
-        self.client.base_url()
+        self.engine.client().base_url()
     }
 
     /// The engine that sends requests to this server.
     pub fn engine(&self) -> CompletionsEngine {
-        let mut engine = CompletionsEngine::new(self.client.clone(), dialect());
-        if let Some(model) = &self.model {
-            engine = engine.model(model.clone());
-        }
-        if let Some(max_tokens) = self.default_max_tokens {
-            engine = engine.default_max_tokens(max_tokens);
-        }
-        engine
+        self.engine.clone()
     }
 
     /// A poller of this server's `/metrics` iteration statistics. Each read drains the
     /// statistics the server buffered since the last one, so run one poller per server.
     pub fn load_poller(&self) -> MetricsPoller {
-        MetricsPoller::with_reader(self.client.clone(), "/metrics", read_iteration_stats)
+        MetricsPoller::with_reader(
+            self.engine.client().clone(),
+            "/metrics",
+            read_iteration_stats,
+        )
     }
 }

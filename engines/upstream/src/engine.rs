@@ -8,16 +8,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use dynamo_core::{Error, FinishReason, GenerateRequest, TokenChunk, TokenStream, Usage};
 use futures::future::BoxFuture;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::client::{HttpClient, read_body};
 use crate::codec::OutputTokens;
 use crate::dialect::Dialect;
-use crate::sse::SseDecoder;
 use crate::status::{error_of_answer, error_of_event};
+use crate::stream::{EventHandler, event_stream};
 use crate::wire::{Choice, Chunk};
 
 /// The largest server-sent event accepted (1 MiB).
@@ -153,97 +150,30 @@ impl Inner {
             let bytes = read_body(body, MAX_ERROR_BODY).await?;
             return Err(error_of_answer(head.status, &head.headers, &bytes));
         }
-        let state = StreamState {
-            body,
-            decoder: SseDecoder::new(MAX_EVENT_BYTES),
+        let events = CompletionEvents {
             output: self.dialect.output_tokens().clone(),
-            pending: VecDeque::new(),
             finish: None,
             usage: None,
-            done: false,
-            cancel: cancel.clone(),
         };
-        let stream = futures::stream::unfold(state, |mut state| async move {
-            let item = state.next().await?;
-            Some((item, state))
-        });
-        Ok(TokenStream::new(stream, cancel))
+        Ok(event_stream(body, events, MAX_EVENT_BYTES, cancel))
     }
 }
 
-/// One answer being read.
-struct StreamState {
-    body: Incoming,
-    decoder: SseDecoder,
+/// What a `/v1/completions` answer's events say, as they arrive.
+struct CompletionEvents {
     output: OutputTokens,
-    pending: VecDeque<TokenChunk>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
-    /// `[DONE]` was seen, or an error ended the stream.
-    done: bool,
-    cancel: CancellationToken,
 }
 
-impl StreamState {
-    async fn next(&mut self) -> Option<Result<TokenChunk, Error>> {
-        loop {
-            if let Some(chunk) = self.pending.pop_front() {
-                return Some(Ok(chunk));
-            }
-            if self.done {
-                return None;
-            }
-            if let Err(error) = self.read().await {
-                self.done = true;
-                return Some(Err(error));
-            }
-        }
-    }
-
-    /// Read one frame of the body and decode the events it completes.
-    async fn read(&mut self) -> Result<(), Error> {
-        let frame = tokio::select! {
-            frame = self.body.frame() => frame,
-            () = self.cancel.cancelled() => return Err(Error::Cancelled),
-        };
-        let data = match frame {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_trailers) => return Ok(()),
-            },
-            Some(Err(error)) => {
-                return Err(Error::unavailable("the upstream stream failed").with_source(error));
-            }
-            None => {
-                let cut = self.decoder.finish().err();
-                let message = match cut {
-                    Some(cut) => cut.to_string(),
-                    None => "the upstream stream ended before [DONE]".to_owned(),
-                };
-                return Err(Error::unavailable(message));
-            }
-        };
-        self.decoder
-            .push(&data)
-            .map_err(|error| Error::internal(error.to_string()))?;
-        while let Some(event) = self.decoder.next_event() {
-            self.on_event(&event.data)?;
-            if self.done {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn on_event(&mut self, data: &str) -> Result<(), Error> {
+impl EventHandler for CompletionEvents {
+    fn on_event(&mut self, data: &str, out: &mut VecDeque<TokenChunk>) -> Result<bool, Error> {
         if data.trim() == "[DONE]" {
             let reason = self.finish.unwrap_or(FinishReason::Stop);
-            self.pending
-                .push_back(TokenChunk::finish(reason, self.usage));
-            self.done = true;
-            return Ok(());
+            out.push_back(TokenChunk::finish(reason, self.usage));
+            return Ok(true);
         }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|error| {
+        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|error| {
             Error::internal("the upstream sent an event that is not a completion chunk")
                 .with_source(error)
         })?;
@@ -258,13 +188,25 @@ impl StreamState {
             self.usage = Some(usage.to_usage());
         }
         // One prompt and `n` = 1: only choice 0 exists.
-        for choice in chunk.choices.iter().filter(|choice| choice.index == 0) {
-            self.on_choice(choice)?;
+        for choice in chunk.choices.into_iter().filter(|choice| choice.index == 0) {
+            self.on_choice(choice, out)?;
         }
-        Ok(())
+        Ok(false)
     }
 
-    fn on_choice(&mut self, choice: &Choice) -> Result<(), Error> {
+    fn on_end(&mut self, _out: &mut VecDeque<TokenChunk>) -> Result<(), Error> {
+        Err(Error::unavailable(
+            "the upstream stream ended before [DONE]",
+        ))
+    }
+}
+
+impl CompletionEvents {
+    fn on_choice(
+        &mut self,
+        choice: Choice<'_>,
+        out: &mut VecDeque<TokenChunk>,
+    ) -> Result<(), Error> {
         let mut tokens = match &self.output {
             OutputTokens::TokenIdsField => match &choice.token_ids {
                 Some(ids) => ids.clone(),
@@ -292,16 +234,16 @@ impl StreamState {
             tokens.pop();
         }
         let log_probs = choice.logprobs.as_ref().and_then(|l| l.to_log_probs());
+        if let Some(reason) = choice.finish() {
+            self.finish = Some(reason);
+        }
         if !tokens.is_empty() || !choice.text.is_empty() {
-            self.pending.push_back(TokenChunk {
+            out.push_back(TokenChunk {
                 tokens,
-                text: (!choice.text.is_empty()).then(|| choice.text.clone()),
+                text: (!choice.text.is_empty()).then(|| choice.text.into_owned()),
                 log_probs,
                 ..TokenChunk::default()
             });
-        }
-        if let Some(reason) = choice.finish() {
-            self.finish = Some(reason);
         }
         Ok(())
     }

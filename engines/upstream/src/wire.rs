@@ -1,36 +1,38 @@
 //! The parts of `/v1/completions` answers the adapter reads. Unknown fields are ignored.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use dynamo_core::{FinishReason, Token, TokenLogProb, Usage};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// A streamed chunk (`text_completion`), or a mid-stream error.
+/// A streamed chunk (`text_completion`), or a mid-stream error; strings borrow from the
+/// event where they have no escapes.
 #[derive(Debug, Deserialize)]
-pub(crate) struct Chunk {
-    #[serde(default)]
-    pub(crate) choices: Vec<Choice>,
+pub(crate) struct Chunk<'a> {
+    #[serde(default, borrow)]
+    pub(crate) choices: Vec<Choice<'a>>,
     #[serde(default)]
     pub(crate) usage: Option<UsageWire>,
     /// `{"error": {...}}`, as vLLM sends an error after the stream has begun.
     #[serde(default)]
     pub(crate) error: Option<Value>,
     /// `"error"` in older vLLM's flat error objects.
-    #[serde(default)]
-    pub(crate) object: Option<String>,
-    #[serde(default)]
-    pub(crate) message: Option<String>,
+    #[serde(default, borrow)]
+    pub(crate) object: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(crate) message: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct Choice {
+pub(crate) struct Choice<'a> {
     #[serde(default)]
     pub(crate) index: u32,
-    #[serde(default)]
-    pub(crate) text: String,
-    #[serde(default)]
-    pub(crate) finish_reason: Option<String>,
+    #[serde(default, borrow)]
+    pub(crate) text: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub(crate) finish_reason: Option<Cow<'a, str>>,
     /// vLLM: the stop token id or stop string that ended the choice, `null` for EOS.
     #[serde(default)]
     pub(crate) stop_reason: Option<Value>,
@@ -83,7 +85,7 @@ impl UsageWire {
     }
 }
 
-impl Choice {
+impl Choice<'_> {
     /// Our finish reason: `stop` with no `stop_reason` is the model's end of sequence.
     pub(crate) fn finish(&self) -> Option<FinishReason> {
         let reason = self.finish_reason.as_deref()?;

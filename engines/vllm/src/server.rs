@@ -40,9 +40,9 @@ pub fn load_metrics() -> LoadMetrics {
 /// ```
 #[derive(Debug, Clone)]
 pub struct VllmServer {
-    client: HttpClient,
-    model: Option<String>,
-    default_max_tokens: Option<u32>,
+    /// The engine, which holds the client, the served model name and the default
+    /// `max_tokens`: [`engine`](Self::engine) hands out clones of it.
+    engine: CompletionsEngine,
 }
 
 impl VllmServer {
@@ -62,47 +62,38 @@ impl VllmServer {
     /// As [`new`](Self::new).
     pub fn with_http(url: &str, http: HttpConfig) -> Result<Self, Error> {
         Ok(VllmServer {
-            client: HttpClient::new(url, http)?,
-            model: None,
-            default_max_tokens: None,
+            engine: CompletionsEngine::new(HttpClient::new(url, http)?, dialect()),
         })
     }
 
     /// The name the server serves its model under (`--served-model-name`); without it each
     /// request's own model name is sent.
     pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
+        self.engine = self.engine.model(model);
         self
     }
 
     /// The `max_tokens` sent for requests that set none (recent vLLM would otherwise stop at
     /// OpenAI's default of 16).
     pub fn default_max_tokens(mut self, max_tokens: u32) -> Self {
-        self.default_max_tokens = Some(max_tokens);
+        self.engine = self.engine.default_max_tokens(max_tokens);
         self
     }
 
     /// The base URL.
     pub fn url(&self) -> &str {
-        self.client.base_url()
+        self.engine.client().base_url()
     }
 
     /// The engine that sends requests to this server.
     pub fn engine(&self) -> CompletionsEngine {
-        let mut engine = CompletionsEngine::new(self.client.clone(), dialect());
-        if let Some(model) = &self.model {
-            engine = engine.model(model.clone());
-        }
-        if let Some(max_tokens) = self.default_max_tokens {
-            engine = engine.default_max_tokens(max_tokens);
-        }
-        engine
+        self.engine.clone()
     }
 
     /// A poller of this server's `/metrics` (every second, stale after 5 s; change both on the
     /// poller).
     pub fn load_poller(&self) -> MetricsPoller {
-        MetricsPoller::new(self.client.clone(), load_metrics())
+        MetricsPoller::new(self.engine.client().clone(), load_metrics())
     }
 
     /// The KV events this server publishes at `endpoint` (its `--kv-events-config` endpoint,
