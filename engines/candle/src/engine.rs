@@ -2,6 +2,7 @@
 //! sequence into each step, tokens out through each request's stream.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -18,11 +19,11 @@ use tokio::sync::mpsc;
 use tower::Service;
 
 use crate::engine_config::CandleConfig;
+use crate::fork::{Fork, Live, check_choices, fork};
 use crate::forward::{KvStore, Rope, Row, forward};
 use crate::grammar::Grammars;
 use crate::handoff::{Arrivals, Handoffs, pull_then_queue};
-use crate::sampler::Sampler;
-use crate::sequence::{Sequence, advance, finish};
+use crate::sequence::{Sequence, advance, finish, stop_tokens};
 use crate::tiers::Tiers;
 use crate::weights::LlamaWeights;
 
@@ -37,6 +38,7 @@ use crate::weights::LlamaWeights;
 pub struct CandleEngine {
     queue: QueuedEngine,
     counters: Arc<Mutex<PoolCounters>>,
+    prefilled: Arc<AtomicU64>,
     publisher: KvPublisher,
     tiers: Option<LowerTiers>,
     fetch: Option<Arc<dyn KvFetch>>,
@@ -58,7 +60,9 @@ impl CandleEngine {
         events: Option<mpsc::Sender<KvEvent>>,
     ) -> std::io::Result<Self> {
         let context_length = weights.config().context_length;
+        let max_running = config.max_running;
         let (queue, submissions) = QueuedEngine::new(config.queue_capacity, move |request| {
+            check_choices(request, max_running)?;
             if request.tokens.len() >= context_length {
                 return Err(Error::invalid_request(format!(
                     "the prompt has {} tokens; the model's context is {context_length}",
@@ -70,9 +74,10 @@ impl CandleEngine {
                 .limits
                 .max_tokens
                 .map_or(context_length, |n| n as usize);
-            Ok(most.min(context_length) + 2)
+            Ok((most.min(context_length) + 2) * request.n as usize)
         });
         // Before the first step: every block free.
+        let prefilled = Arc::new(AtomicU64::new(0));
         let counters = Arc::new(Mutex::new(PoolCounters {
             capacity: config.blocks as usize,
             free: config.blocks as usize,
@@ -88,6 +93,7 @@ impl CandleEngine {
             Arc::clone(&counters),
             arrivals.clone(),
         );
+        model.prefilled = Arc::clone(&prefilled);
         model.tiers = Tiers::start(
             model.config.host_blocks,
             model.config.disk.as_ref(),
@@ -103,6 +109,7 @@ impl CandleEngine {
         Ok(CandleEngine {
             queue,
             counters,
+            prefilled,
             publisher,
             tiers,
             fetch,
@@ -119,6 +126,12 @@ impl CandleEngine {
     /// The KV pool's counters after the last step.
     pub fn counters(&self) -> PoolCounters {
         *self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many prompt tokens the model has computed since it started (prompt tokens found in
+    /// a cache are not computed, and the choices of one request share one prompt).
+    pub fn prefilled_tokens(&self) -> u64 {
+        self.prefilled.load(Ordering::Relaxed)
     }
 
     /// The lower tiers' counters (blocks and bytes offloaded and onboarded per tier, offloads
@@ -167,6 +180,8 @@ struct ModelThread {
     handoffs: Handoffs,
     /// The grammars of output formats.
     grammars: Grammars,
+    /// Prompt tokens computed, for [`CandleEngine::prefilled_tokens`].
+    prefilled: Arc<AtomicU64>,
 }
 
 impl ModelThread {
@@ -198,6 +213,7 @@ impl ModelThread {
             tiers: None,
             handoffs,
             grammars,
+            prefilled: Arc::default(),
         }
     }
 
@@ -264,6 +280,11 @@ impl ModelThread {
             let Some(submission) = self.waiting.pop_front() else {
                 return;
             };
+            // Room for every choice once the request forks.
+            if self.running.len() + submission.request.n as usize > self.config.max_running {
+                self.waiting.push_front(submission);
+                return;
+            }
             let request = &submission.request;
             let hasher = request.block_hasher(self.config.block_size);
             let prompt: Vec<u32> = request.tokens.to_vec();
@@ -319,7 +340,11 @@ impl ModelThread {
                 chunks: output,
                 cancel,
             } = submission;
+            let fork = Fork::of(&request, resumed);
             self.running.push(Sequence {
+                index: 0,
+                fork,
+                live: Live::one(),
                 prompt_len: prompt.len(),
                 computed: cached * block_size,
                 cached_tokens: cached * block_size,
@@ -332,19 +357,8 @@ impl ModelThread {
                 generated: 0,
                 max_tokens: request.limits.max_tokens.unwrap_or(u32::MAX),
                 min_tokens: request.limits.min_tokens.unwrap_or(0),
-                stop: request
-                    .stop
-                    .stop_token_ids
-                    .iter()
-                    .copied()
-                    .chain(
-                        self.weights
-                            .config()
-                            .eos_token_id
-                            .filter(|_| !request.stop.ignore_eos),
-                    )
-                    .collect(),
-                sampler: Sampler::new(&request.sampling),
+                stop: stop_tokens(&request, self.weights.config().eos_token_id),
+                sampler: crate::fork::sampler(&request.sampling, 0),
                 logprobs: request.sampling.logprobs,
                 grammar,
                 output,
@@ -385,6 +399,12 @@ impl ModelThread {
             }
             sequence.private.extend(opened);
             budget -= take;
+            let prompt_rows = sequence
+                .prompt_len
+                .saturating_sub(sequence.computed)
+                .min(take);
+            self.prefilled
+                .fetch_add(prompt_rows as u64, Ordering::Relaxed);
             for position in sequence.computed..sequence.computed + take {
                 rows.push(Row {
                     token: sequence.tokens[position],
@@ -426,6 +446,7 @@ impl ModelThread {
                 )
             })
             .collect();
+        let mut forks = Vec::new();
         for (index, sequence) in self.running.iter_mut().enumerate() {
             let take = planned[index];
             if take == 0 {
@@ -455,10 +476,33 @@ impl ModelThread {
             let Some(mut row_logits) = per_sequence[index].take() else {
                 continue;
             };
-            match advance(sequence, &mut row_logits, self.rope.positions()) {
-                Ok(None) => {}
-                Ok(Some(reason)) => finished.push((index, Ok(reason))),
-                Err(error) => finished.push((index, Err(error))),
+            if sequence.fork.is_some() {
+                // The prompt is computed: the other choices start from the same logits.
+                match fork(
+                    sequence,
+                    &mut self.pool,
+                    &mut self.store,
+                    &mut self.grammars,
+                ) {
+                    Ok(more) => forks.extend(more.into_iter().map(|f| (f, row_logits.clone()))),
+                    Err(error) => {
+                        finished.push((index, Err(error)));
+                        continue;
+                    }
+                }
+            }
+            let outcome = advance(sequence, &mut row_logits, self.rope.positions());
+            if let Some(outcome) = outcome.transpose() {
+                finished.push((index, outcome));
+            }
+        }
+        for (sequence, mut row_logits) in forks {
+            self.running.push(sequence);
+            let index = self.running.len() - 1;
+            let sequence = &mut self.running[index];
+            let outcome = advance(sequence, &mut row_logits, self.rope.positions());
+            if let Some(outcome) = outcome.transpose() {
+                finished.push((index, outcome));
             }
         }
         // Remove from the back, so that earlier indices stay valid.

@@ -64,6 +64,7 @@ mod embed;
 mod engine;
 mod engine_config;
 mod error;
+mod fork;
 mod forward;
 mod grammar;
 mod handoff;

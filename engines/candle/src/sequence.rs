@@ -3,17 +3,22 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use dynamo_core::{BlockHasher, Error, FinishReason, HashedBlock, TokenChunk, Usage};
+use dynamo_core::{
+    BlockHasher, Error, FinishReason, GenerateRequest, HashedBlock, TokenChunk, Usage,
+};
 use dynamo_kvbm::{BlockId, Held, PinnedBlock, PrivateBlock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::fork::{Fork, Live};
 use crate::grammar::Grammar;
 use crate::logprobs::token_log_prob;
 use crate::sampler::Sampler;
 
-/// One request on the model thread.
+/// One choice of a request on the model thread.
 pub(crate) struct Sequence {
+    /// The choice, in `0..n`.
+    pub(crate) index: u32,
     pub(crate) tokens: Vec<u32>,
     pub(crate) prompt_len: usize,
     /// Tokens whose K and V are in the store.
@@ -39,6 +44,11 @@ pub(crate) struct Sequence {
     pub(crate) grammar: Option<Grammar>,
     pub(crate) output: mpsc::Sender<Result<TokenChunk, Error>>,
     pub(crate) cancel: CancellationToken,
+    /// On the first choice of a request for several, until its prompt is computed: how to make
+    /// the others.
+    pub(crate) fork: Option<Box<Fork>>,
+    /// How many choices of the request still run.
+    pub(crate) live: Live,
 }
 
 impl Sequence {
@@ -47,6 +57,19 @@ impl Sequence {
         let pinned = self.pinned.iter().map(Held::id);
         pinned.chain(self.private.iter().map(Held::id)).collect()
     }
+}
+
+/// The tokens that end `request`: its stop tokens, and the model's end of sequence unless it
+/// ignores it.
+pub(crate) fn stop_tokens(request: &GenerateRequest, eos: Option<u32>) -> HashSet<u32> {
+    let eos = eos.filter(|_| !request.stop.ignore_eos);
+    request
+        .stop
+        .stop_token_ids
+        .iter()
+        .copied()
+        .chain(eos)
+        .collect()
 }
 
 /// Sample the next token of `sequence` and send it; the finish reason if it is done. With an
@@ -73,6 +96,7 @@ pub(crate) fn advance(
         None => false,
     };
     let mut chunk = TokenChunk::token(token);
+    chunk.index = sequence.index;
     if let Some(top) = sequence.logprobs {
         chunk.log_probs = Some(vec![token_log_prob(logits, token, top as usize)]);
     }
@@ -90,6 +114,8 @@ pub(crate) fn advance(
     Ok(None)
 }
 
+/// The last chunk of a choice; it ends the stream when no other choice of the request runs.
+/// Call it once per sequence.
 pub(crate) fn finish(sequence: &Sequence, reason: FinishReason) -> TokenChunk {
     if let Some(grammar) = &sequence.grammar {
         // What the output format cost this sequence (target `dynamo_candle::grammar`).
@@ -105,5 +131,9 @@ pub(crate) fn finish(sequence: &Sequence, reason: FinishReason) -> TokenChunk {
         cached_tokens: u32::try_from(sequence.cached_tokens).unwrap_or(u32::MAX),
         completion_tokens: sequence.generated,
     };
-    TokenChunk::finish(reason, Some(usage))
+    TokenChunk {
+        index: sequence.index,
+        more_choices: sequence.live.end_one(),
+        ..TokenChunk::finish(reason, Some(usage))
+    }
 }
