@@ -77,6 +77,7 @@ mod incremental;
 pub mod layers;
 mod publisher;
 mod queue;
+mod replica;
 mod request;
 mod response;
 mod stream;
@@ -93,6 +94,7 @@ pub use hash::{BASE_SEED, BlockHasher, HashedBlock, LocalBlockHash, SequenceHash
 pub use incremental::IncrementalHasher;
 pub use publisher::KvPublisher;
 pub use queue::{QueuedEngine, Submission};
+pub use replica::{ReplicaId, ReplicaMessage, ReplicaUpdate, SharedBooking};
 pub use request::{
     GenerateRequest, OutputLimits, RequestId, RoutingHints, SamplingOptions, StopConditions,
 };

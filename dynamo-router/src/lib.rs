@@ -135,6 +135,16 @@
 //! probes idle workers so that one that hangs while idle is ejected before a client finds it.
 //! [`HealthConfig`] holds the settings; [`health`] explains them.
 //!
+//! # Router replicas
+//!
+//! Several router replicas behind a load balancer each see only their own traffic. A
+//! [`replicas::ReplicaState`] shares what each one books (and, in approximate mode, predicts)
+//! with the others: give its [`load`](replicas::ReplicaState::load) tracker to the router
+//! ([`RouterBuilder::load_tracker`]), publish the messages it queues on your event plane and
+//! apply the others'. The messages are
+//! bounded and loss tolerant: digests repair lost messages, remote bookings expire, and a
+//! replica that joins catches up from a snapshot.
+//!
 //! # Concurrency
 //!
 //! The index is a reader-writer lock around one hash map ([`SharedIndex`]): lookups share the
@@ -157,6 +167,7 @@ mod load;
 pub mod migrate;
 mod policy;
 mod queue;
+pub mod replicas;
 mod selector;
 mod service;
 mod source;

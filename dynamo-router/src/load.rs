@@ -225,6 +225,25 @@ impl Books {
 #[derive(Debug, Clone, Default)]
 pub struct LoadTracker {
     books: Arc<Mutex<Books>>,
+    /// Told of every booking made through [`book`](Self::book) and the selector (not of
+    /// [`book_unobserved`](Self::book_unobserved)): how replicas share their load.
+    observer: Option<Arc<dyn LoadObserver>>,
+}
+
+/// Told of a tracker's bookings, outside its lock (see [`crate::replicas`]).
+pub(crate) trait LoadObserver: std::fmt::Debug + Send + Sync + 'static {
+    /// A request was booked on `worker`; returns the key its later calls carry.
+    fn booked(
+        &self,
+        worker: WorkerId,
+        blocks: &[SequenceHash],
+        prefill_tokens: u64,
+        expected_output_tokens: u64,
+    ) -> u64;
+    /// The request of `key` produced its first token.
+    fn prefilled(&self, key: u64);
+    /// The request of `key` ended.
+    fn released(&self, key: u64);
 }
 
 impl LoadTracker {
@@ -233,8 +252,16 @@ impl LoadTracker {
         LoadTracker::default()
     }
 
-    /// Book a request on `worker`; the load is released when the returned guard drops.
-    pub fn book(&self, worker: WorkerId, booking: Booking) -> LoadGuard {
+    /// A tracker that tells `observer` of its bookings.
+    pub(crate) fn observed(observer: Arc<dyn LoadObserver>) -> Self {
+        LoadTracker {
+            books: Arc::default(),
+            observer: Some(observer),
+        }
+    }
+
+    /// Book a request on `worker` without telling the observer: another replica's booking.
+    pub(crate) fn book_unobserved(&self, worker: WorkerId, booking: Booking) -> LoadGuard {
         let Booking {
             blocks,
             prefill_tokens,
@@ -243,7 +270,30 @@ impl LoadTracker {
         let mut books = self.books.lock();
         let slot = books.slot_or_insert(worker);
         let number = books.book_chain(slot, blocks, prefill_tokens, expected_output_tokens);
-        self.guard(worker, slot, number, prefill_tokens, expected_output_tokens)
+        drop(books);
+        self.guard(
+            worker,
+            slot,
+            number,
+            prefill_tokens,
+            expected_output_tokens,
+            None,
+        )
+    }
+
+    /// Book a request on `worker`; the load is released when the returned guard drops.
+    pub fn book(&self, worker: WorkerId, booking: Booking) -> LoadGuard {
+        let key = self.observer.as_ref().map(|observer| {
+            observer.booked(
+                worker,
+                &booking.blocks,
+                booking.prefill_tokens,
+                booking.expected_output_tokens,
+            )
+        });
+        let mut guard = self.book_unobserved(worker, booking);
+        guard.key = key;
+        guard
     }
 
     /// Book a request on the worker in `slot` (from [`register`](Self::register)), copying its
@@ -260,7 +310,18 @@ impl LoadTracker {
         let mut chain = books.spare.pop().unwrap_or_default();
         chain.extend_from_slice(blocks);
         let number = books.book_chain(slot, chain, prefill_tokens, expected_output_tokens);
-        self.guard(worker, slot, number, prefill_tokens, expected_output_tokens)
+        drop(books);
+        let key = self.observer.as_ref().map(|observer| {
+            observer.booked(worker, blocks, prefill_tokens, expected_output_tokens)
+        });
+        self.guard(
+            worker,
+            slot,
+            number,
+            prefill_tokens,
+            expected_output_tokens,
+            key,
+        )
     }
 
     fn guard(
@@ -270,8 +331,10 @@ impl LoadTracker {
         booking: u64,
         prefill_tokens: u64,
         expected_output_tokens: u64,
+        key: Option<u64>,
     ) -> LoadGuard {
         LoadGuard {
+            key,
             tracker: self.clone(),
             worker,
             slot,
@@ -430,6 +493,8 @@ pub struct LoadGuard {
     prefill_tokens: u64,
     expected_output_tokens: u64,
     prefilling: bool,
+    /// The observer's key for the booking, when the tracker has an observer and it saw it.
+    key: Option<u64>,
 }
 
 impl LoadGuard {
@@ -443,6 +508,9 @@ impl LoadGuard {
     pub fn first_token(&mut self) {
         if std::mem::take(&mut self.prefilling) {
             self.tracker.end_prefill(self.slot, self.prefill_tokens);
+            if let (Some(observer), Some(key)) = (&self.tracker.observer, self.key) {
+                observer.prefilled(key);
+            }
         }
     }
 }
@@ -450,6 +518,9 @@ impl LoadGuard {
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.tracker.release(self);
+        if let (Some(observer), Some(key)) = (&self.tracker.observer, self.key) {
+            observer.released(key);
+        }
     }
 }
 

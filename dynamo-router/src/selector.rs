@@ -187,12 +187,23 @@ impl std::fmt::Debug for WorkerSelector {
 impl WorkerSelector {
     /// A selector with no workers yet.
     pub fn new(config: SelectorConfig, policy: impl Router, source: impl OverlapSource) -> Self {
+        Self::with_load(config, policy, source, LoadTracker::new())
+    }
+
+    /// A selector that books on `load`, which may hold other bookings too: those of other
+    /// router replicas ([`ReplicaState::load`](crate::replicas::ReplicaState::load)).
+    pub fn with_load(
+        config: SelectorConfig,
+        policy: impl Router,
+        source: impl OverlapSource,
+        load: LoadTracker,
+    ) -> Self {
         WorkerSelector {
             inner: Arc::new(Inner {
                 config,
                 policy: Box::new(policy),
                 source: Box::new(source),
-                load: LoadTracker::new(),
+                load,
                 membership: Mutex::new(Membership::new(config.affinity.map(SessionAffinity::new))),
             }),
         }

@@ -128,6 +128,16 @@ impl ApproxIndex {
         predictions.index.remove_worker(worker);
     }
 
+    /// Every worker's predicted blocks, least recently routed first (for another replica).
+    pub(crate) fn export(&self) -> Vec<(WorkerId, Vec<SequenceHash>)> {
+        let predictions = self.inner.lock();
+        predictions
+            .workers
+            .iter()
+            .map(|(&worker, held)| (worker, held.oldest_first().collect()))
+            .collect()
+    }
+
     /// The number of (worker, block) predictions held.
     pub fn predicted_blocks(&self) -> u64 {
         self.inner.lock().index.resident_blocks()

@@ -123,6 +123,14 @@ impl Recency {
         }
     }
 
+    /// The live blocks, least recently routed first.
+    pub(super) fn oldest_first(&self) -> impl Iterator<Item = SequenceHash> + '_ {
+        self.touches
+            .iter()
+            .filter(|touch| self.stamp_of.get(&touch.hash) == Some(&touch.stamp))
+            .map(|touch| touch.hash)
+    }
+
     /// Forget the least recently routed block.
     pub(super) fn pop_oldest(&mut self) -> Option<SequenceHash> {
         self.pop_oldest_if(|_| true)

@@ -14,6 +14,7 @@ use crate::approx::{ApproxConfig, ApproxIndex};
 use crate::busy::BusyThresholds;
 use crate::health::{HealthConfig, HealthTracker};
 use crate::index::SharedIndex;
+use crate::load::LoadTracker;
 use crate::policy::{ExpectedTtft, Router};
 use crate::queue::QueueOrder;
 use crate::selector::{SelectorConfig, WorkerSelector};
@@ -28,6 +29,7 @@ use crate::source::OverlapSource;
 /// | [`thresholds`](Self::thresholds) | none: no worker is ever busy |
 /// | [`queue`](Self::queue) | first come first served, 1,024 waiting requests |
 /// | [`session_affinity`](Self::session_affinity) | off |
+/// | [`load_tracker`](Self::load_tracker) | a tracker of its own (no other replica's load) |
 /// | [`forget_after`](Self::forget_after) | 30 s |
 /// | [`health`](Self::health), [`stall_timeout`](Self::stall_timeout) | [`HealthConfig::default`]: stalls after 30 s, ejection after 3 failures in a row |
 ///
@@ -55,6 +57,7 @@ pub struct RouterBuilder {
     queue_capacity: usize,
     forget_after: Duration,
     health: HealthConfig,
+    load: Option<LoadTracker>,
 }
 
 impl RouterBuilder {
@@ -67,6 +70,7 @@ impl RouterBuilder {
             queue_capacity: 1024,
             forget_after: Duration::from_secs(30),
             health: HealthConfig::default(),
+            load: None,
         }
     }
 
@@ -91,6 +95,13 @@ impl RouterBuilder {
     /// Any other source of cache knowledge.
     pub fn overlap_source(mut self, source: impl OverlapSource) -> Self {
         self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Book load on `load` rather than on a tracker of its own: one that other router
+    /// replicas' bookings reach too ([`ReplicaState::load`](crate::replicas::ReplicaState::load)).
+    pub fn load_tracker(mut self, load: LoadTracker) -> Self {
+        self.load = Some(load);
         self
     }
 
@@ -143,7 +154,8 @@ impl RouterBuilder {
         let source = self
             .source
             .unwrap_or_else(|| Box::new(ApproxIndex::new(block_size, ApproxConfig::default())));
-        let selector = WorkerSelector::new(self.config, policy, source);
+        let load = self.load.unwrap_or_default();
+        let selector = WorkerSelector::with_load(self.config, policy, source, load);
         let health = Arc::new(HealthTracker::new(self.health, selector.clone()));
         RouterService {
             inner: Arc::new(Inner {
