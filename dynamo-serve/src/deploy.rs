@@ -35,6 +35,9 @@ const EVENT_CAPACITY: usize = 4096;
 /// worker's next gap asks again.
 const RESYNC_CAPACITY: usize = 256;
 
+/// How often the frontend sets `dynamo_router_indexed_blocks` from its index.
+const INDEX_SIZES_EVERY: Duration = Duration::from_millis(250);
+
 /// A worker whose engine is being served.
 pub(crate) struct Worker {
     /// What discovery tells the frontend.
@@ -112,6 +115,7 @@ pub(crate) async fn start_router<P: EventPlane>(
             // A message that does not parse, or a lag, is a gap in event ids the index sees.
             let events = events.filter_map(|event| std::future::ready(event.ok()));
             tokio::spawn(index.apply_all(events));
+            tokio::spawn(report_index_sizes(index.clone()));
             builder.kv_events(index).build()
         }
         (RouterKind::Kv, None) => {
@@ -122,6 +126,31 @@ pub(crate) async fn start_router<P: EventPlane>(
     };
     tokio::spawn(router.health_checks());
     Ok(router)
+}
+
+/// Every [`INDEX_SIZES_EVERY`], the gauge `dynamo_router_indexed_blocks{worker}`: the blocks the
+/// index says each worker holds (0 once it forgets the worker), to compare with the workers' own
+/// view (a snapshot) after faults.
+async fn report_index_sizes(index: SharedIndex) {
+    let mut known: Vec<WorkerId> = Vec::new();
+    let mut every = tokio::time::interval(INDEX_SIZES_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let sizes: Vec<(WorkerId, u64)> = index.read(|index| index.workers().collect());
+        for forgotten in known
+            .iter()
+            .filter(|id| sizes.iter().all(|(w, _)| w != *id))
+        {
+            metrics::gauge!("dynamo_router_indexed_blocks", "worker" => forgotten.to_string())
+                .set(0.0);
+        }
+        for (worker, blocks) in &sizes {
+            metrics::gauge!("dynamo_router_indexed_blocks", "worker" => worker.to_string())
+                .set(*blocks as f64);
+        }
+        known = sizes.into_iter().map(|(worker, _)| worker).collect();
+    }
 }
 
 /// Which of the workers discovery reports a router takes.

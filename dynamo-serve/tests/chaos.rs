@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use dynamo_core::{KvEvent, KvEventData, ResyncRequest, WorkerId};
+use dynamo_transport::events::{EventPlane, NatsEvents};
 use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
+use futures::StreamExt;
 use serde_json::json;
 use support::{Frontend, Process, decisions, read_stream, streamed_completion};
 
@@ -31,8 +34,8 @@ fn setting<T: std::str::FromStr>(variable: &str, default: T) -> T {
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
 }
-/// Workers' etcd lease: a killed worker leaves routing within it.
-const LEASE_TTL: &str = "2";
+/// Workers' etcd lease, in seconds: a restarted worker is back in routing within it.
+const LEASE_TTL: u64 = 2;
 
 fn worker(id: u64, etcd: &str, nats: &str) -> Process {
     let id = id.to_string();
@@ -47,7 +50,7 @@ fn worker(id: u64, etcd: &str, nats: &str) -> Process {
         "--nats",
         nats,
         "--lease-ttl",
-        LEASE_TTL,
+        &LEASE_TTL.to_string(),
     ])
 }
 
@@ -147,21 +150,29 @@ async fn killed_workers_and_restarted_nats_and_etcd_lose_no_request_and_no_token
         let after = Duration::from_secs(seconds * load / LOAD_SECONDS);
         tokio::time::sleep_until((started + after).into())
     };
+    // A killed worker leaves routing when its lease ends; a restarted one is back in routing
+    // (joined) within its lease TTL of starting.
+    let ttl = Duration::from_secs(LEASE_TTL);
+    let (mut left_after, mut back_after) = (Vec::new(), Vec::new());
     at(3).await;
     if let Some(mut killed) = workers.remove(&1) {
         killed.kill();
     }
+    left_after.push(frontend_process.wait_for("worker 1/0 left", 2 * ttl).await);
     at(6).await;
     workers.insert(1, worker(1, &etcd_url, &nats_url));
+    back_after.push(rejoined(&frontend_process, 1, ttl).await);
     at(9).await;
     if let Some(mut killed) = workers.remove(&2) {
         killed.kill();
     }
+    left_after.push(frontend_process.wait_for("worker 2/0 left", 2 * ttl).await);
     at(11).await;
     nats.stop();
     let _restarted = LocalNats::start_on(nats_port).expect("nats-server restarts");
     at(13).await;
     workers.insert(2, worker(2, &etcd_url, &nats_url));
+    back_after.push(rejoined(&frontend_process, 2, ttl).await);
     at(17).await;
     etcd.restart().expect("etcd restarts");
     at(LOAD_SECONDS).await;
@@ -185,7 +196,10 @@ async fn killed_workers_and_restarted_nats_and_etcd_lose_no_request_and_no_token
         .lines()
         .filter(|line| line.starts_with("dynamo_router_migrations_total"))
         .collect();
-    eprintln!("{answered} answers, none failed; {migrations:?}");
+    eprintln!(
+        "{answered} answers, none failed; {migrations:?}; killed workers left routing after \
+         {left_after:?}, restarted ones were back after {back_after:?}"
+    );
 
     // The restarted workers are back in routing: each takes requests again. Fresh prompts,
     // eight at once, so that load rather than cached blocks decides.
@@ -213,7 +227,87 @@ async fn killed_workers_and_restarted_nats_and_etcd_lose_no_request_and_no_token
             "a restarted worker takes no request"
         );
     }
+
+    // The router's index agrees with the workers' own blocks: first the frontend's view once
+    // it has settled, then each worker's own, a snapshot asked for over NATS.
+    let indexed = settled_index_sizes(&frontend, &[1, 2, 3]).await;
+    let own = own_blocks(&nats_url, &[1, 2, 3]).await;
+    eprintln!("blocks per worker: indexed {indexed:?}, the workers' own {own:?}");
+    assert_eq!(
+        indexed, own,
+        "the index agrees with the workers after the faults"
+    );
+    assert!(own.values().all(|blocks| *blocks > 0), "{own:?}");
     workers.clear();
+}
+
+/// Wait until worker `id` has joined the frontend twice (started, then restarted), within
+/// `ttl`; how long it took.
+async fn rejoined(frontend: &Process, id: u64, ttl: Duration) -> Duration {
+    let joined = format!("worker {id}/0 at");
+    frontend.wait_for_count(&[&joined, " joined"], 2, ttl).await
+}
+
+/// The frontend's `dynamo_router_indexed_blocks` of `workers` once it has not changed for a
+/// second (four of the frontend's updates).
+async fn settled_index_sizes(frontend: &Frontend, workers: &[u64]) -> BTreeMap<u64, u64> {
+    let started = Instant::now();
+    let (mut last, mut since) = (BTreeMap::new(), Instant::now());
+    loop {
+        let metrics = frontend.metrics().await;
+        let sizes: BTreeMap<u64, u64> = workers
+            .iter()
+            .map(|&id| {
+                let key = format!("dynamo_router_indexed_blocks{{worker=\"{id}/0\"}} ");
+                let value = metrics
+                    .lines()
+                    .find_map(|line| line.strip_prefix(&key))
+                    .and_then(|value| value.trim().parse::<f64>().ok())
+                    .unwrap_or(-1.0);
+                (id, value as u64)
+            })
+            .collect();
+        if sizes != last {
+            (last, since) = (sizes, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(1) {
+            return last;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the index did not settle: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The blocks each of `workers` holds by its own account: the snapshot it sends when asked for
+/// a resync.
+async fn own_blocks(nats_url: &str, workers: &[u64]) -> BTreeMap<u64, u64> {
+    let plane = NatsEvents::connect(nats_url, "dynamo")
+        .await
+        .expect("NATS reachable");
+    let mut events = plane.subscribe::<KvEvent>().await.expect("subscribed");
+    for &id in workers {
+        let request = ResyncRequest {
+            worker: WorkerId::new(id),
+            expected: 0,
+            received: 0,
+        };
+        plane.publish(&request).await.expect("published");
+    }
+    let mut own = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while own.len() < workers.len() {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("every worker answers with a snapshot")
+            .expect("the subscription is open")
+            .expect("an event");
+        if let KvEventData::Snapshot { blocks, .. } = &event.data {
+            own.insert(event.worker.worker, blocks.len() as u64);
+        }
+    }
+    own
 }
 
 /// A directory-registry deployment of `workers` mocker workers and a frontend started with

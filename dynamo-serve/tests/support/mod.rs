@@ -49,14 +49,35 @@ impl Process {
             .any(|line| line.contains(text))
     }
 
+    /// How many lines of standard error contain every one of `parts`.
+    pub(crate) fn count(&self, parts: &[&str]) -> usize {
+        self.log
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|line| parts.iter().all(|part| line.contains(part)))
+            .count()
+    }
+
     /// Wait until a line of standard error contains `text`; how long it took.
     pub(crate) async fn wait_for(&self, text: &str, within: Duration) -> Duration {
+        self.wait_for_count(&[text], 1, within).await
+    }
+
+    /// Wait until `count` lines of standard error contain every one of `parts`; how long it
+    /// took.
+    pub(crate) async fn wait_for_count(
+        &self,
+        parts: &[&str],
+        count: usize,
+        within: Duration,
+    ) -> Duration {
         let started = Instant::now();
-        while !self.logged(text) {
+        while self.count(parts) < count {
             let log = self.log.lock().expect("not poisoned").join("\n");
             assert!(
                 started.elapsed() < within,
-                "no {text:?} within {within:?}; log:\n{log}"
+                "no {count} lines with {parts:?} within {within:?}; log:\n{log}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
