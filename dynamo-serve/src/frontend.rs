@@ -40,9 +40,10 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         )
     } else {
         // Engine servers join the decode pool, their KV events into its index.
-        let (prefill, _) = engine_at::start_router(&options, nats.as_ref()).await?;
-        let (decode, index) = engine_at::start_router(&options, nats.as_ref()).await?;
-        engine_at::attach(&options, &metadata, &decode, index.as_ref()).await?;
+        let loads = engine_at::ReportedLoads::default();
+        let (prefill, _) = engine_at::start_router(&options, nats.as_ref(), &loads).await?;
+        let (decode, index) = engine_at::start_router(&options, nats.as_ref(), &loads).await?;
+        engine_at::attach(&options, &metadata, &decode, index.as_ref(), &loads).await?;
         (prefill, decode)
     };
     let discovery = discovery(&options, block_size)?;

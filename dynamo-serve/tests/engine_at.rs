@@ -100,18 +100,7 @@ async fn the_generic_adapter_and_a_frontend_front_a_real_openai_compatible_serve
 
     // A frontend with that server as an engine: the gateway's chat template and detokenizer,
     // the server's compute.
-    let port = free_port().expect("a free port");
-    let _frontend_process = Process::start(&[
-        "frontend",
-        "--port",
-        &port.to_string(),
-        "--engine-at",
-        &format!("openai={url}"),
-        "--router",
-        "approx-kv",
-    ]);
-    let frontend = Frontend::new(port);
-    frontend.wait_ready().await;
+    let (_frontend_process, frontend) = frontend_of(&[format!("openai={url}")], "approx-kv").await;
     let body = json!({
         "model": "smollm2",
         "messages": [{"role": "user", "content": QUESTION}],
@@ -135,18 +124,8 @@ async fn the_generic_adapter_and_a_frontend_front_a_real_openai_compatible_serve
 async fn a_frontend_fronts_a_vllm_server_with_token_ids_and_its_errors() {
     let stream = replay_of("vllm_stream_token_ids.http").await;
     let refusing = replay_of("vllm_error_400.http").await;
-    let port = free_port().expect("a free port");
-    let process = Process::start(&[
-        "frontend",
-        "--port",
-        &port.to_string(),
-        "--engine-at",
-        &format!("vllm={},model=served-smollm2", stream.url()),
-        "--router",
-        "round-robin",
-    ]);
-    let frontend = Frontend::new(port);
-    frontend.wait_ready().await;
+    let engine = format!("vllm={},model=served-smollm2", stream.url());
+    let (process, frontend) = frontend_of(&[engine], "round-robin").await;
     process
         .wait_for("routing to an engine server", Duration::from_secs(10))
         .await;
@@ -165,24 +144,94 @@ async fn a_frontend_fronts_a_vllm_server_with_token_ids_and_its_errors() {
     assert_eq!(sent["return_token_ids"], true);
     assert_eq!(sent["max_tokens"], 4);
 
-    let port = free_port().expect("a free port");
-    let _refusing_frontend = Process::start(&[
-        "frontend",
-        "--port",
-        &port.to_string(),
-        "--engine-at",
-        &format!("vllm={}", refusing.url()),
-        "--router",
-        "round-robin",
-    ]);
-    let frontend = Frontend::new(port);
-    frontend.wait_ready().await;
+    let engine = format!("vllm={}", refusing.url());
+    let (_refusing_frontend, frontend) = frontend_of(&[engine], "round-robin").await;
     let (status, answer) = frontend
         .complete_with(&json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 4}))
         .await;
     assert_eq!(status, 400, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("top_p must be in (0, 1]"), "{answer}");
+}
+
+/// A `dynamo-serve frontend` routing with `router` to the `--engine-at` servers `engines`, once
+/// it answers.
+async fn frontend_of(engines: &[String], router: &str) -> (Process, Frontend) {
+    let port = free_port().expect("a free port").to_string();
+    let mut args = vec!["frontend", "--port", &port, "--router", router];
+    for engine in engines {
+        args.extend(["--engine-at", engine.as_str()]);
+    }
+    let process = Process::start(&args);
+    let frontend = Frontend::new(port.parse().expect("a port"));
+    frontend.wait_ready().await;
+    (process, frontend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_steers_requests_away_from_a_server_that_reports_a_queue() {
+    // Two vLLM servers answering alike; the first reports 8 running and 8 waiting requests
+    // (other clients' work the router did not book), the second none.
+    let metrics = |running: u32, waiting: u32| {
+        format!(
+            "HTTP/1.1 200 OK\ncontent-type: text/plain; version=0.0.4\n\n\
+             vllm:num_requests_running{{engine=\"0\"}} {running}\n\
+             vllm:num_requests_waiting{{engine=\"0\"}} {waiting}\n\
+             vllm:kv_cache_usage_perc{{engine=\"0\"}} 0.5\n"
+        )
+        .into_bytes()
+    };
+    let answer = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../engines/upstream/tests/fixtures/vllm_stream_token_ids.http"),
+    )
+    .expect("the fixture");
+    let server = |load: Vec<u8>| {
+        Replay::start(HashMap::from([
+            ("/v1/completions".to_owned(), answer.clone()),
+            ("/metrics".to_owned(), load),
+        ]))
+    };
+    let busy = server(metrics(8, 8)).await;
+    let idle = server(metrics(0, 0)).await;
+    let engines = [
+        format!("vllm={},id=1", busy.url()),
+        format!("vllm={},id=2", idle.url()),
+    ];
+    let (_process, frontend) = frontend_of(&engines, "approx-kv").await;
+    // Wait until both servers' loads have been read (the frontend exports them).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = frontend.metrics().await;
+        let read = |worker: &str| {
+            text.lines().any(|line| {
+                line.starts_with("dynamo_engine_running_requests") && line.contains(worker)
+            })
+        };
+        if read("worker=\"1/") && read("worker=\"2/") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no load read: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in 0..8 {
+        let body = json!({"model": "smollm2", "prompt": format!("{n} hello"), "max_tokens": 4});
+        let (status, answer) = frontend.complete_with(&body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let completions = |server: &Replay| {
+        let requests = server.seen.requests.lock().expect("not poisoned");
+        requests
+            .iter()
+            .filter(|(line, _)| line.starts_with("POST /v1/completions"))
+            .count()
+    };
+    assert_eq!(
+        completions(&idle),
+        8,
+        "every request goes to the idle server"
+    );
+    assert_eq!(completions(&busy), 0);
 }
 
 /// The body of the first completion posted to `server` (its load poller also reads
@@ -215,18 +264,8 @@ async fn replay_at(adapter: &str, path: &str, fixture: &str) -> Replay {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frontend_fronts_an_sglang_server_with_token_ids() {
     let sglang = replay_at("sglang", "/generate", "stream_cumulative.http").await;
-    let port = free_port().expect("a free port");
-    let _process = Process::start(&[
-        "frontend",
-        "--port",
-        &port.to_string(),
-        "--engine-at",
-        &format!("sglang={}", sglang.url()),
-        "--router",
-        "round-robin",
-    ]);
-    let frontend = Frontend::new(port);
-    frontend.wait_ready().await;
+    let engine = format!("sglang={}", sglang.url());
+    let (_process, frontend) = frontend_of(&[engine], "round-robin").await;
     let (status, answer) = frontend
         .complete_with(&json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 3}))
         .await;

@@ -9,19 +9,27 @@ use std::time::Duration;
 
 use dynamo_core::{BlockSize, BoxError, KvEvent, ResyncRequest, Token, WorkerId};
 use dynamo_openai::{GgufMetadata, Tokenizer};
-use dynamo_router::{ApproxConfig, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex};
+use dynamo_router::{
+    ApproxConfig, ExpectedTtft, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex,
+};
 use dynamo_sglang::SglangServer;
 use dynamo_transport::engine_events::EngineEventSource;
 use dynamo_transport::events::{EventPlane, forward_resyncs};
 use dynamo_trtllm::TrtllmServer;
 use dynamo_upstream::{
-    CompletionsEngine, Dialect, HttpClient, HttpConfig, LoadView, OutputTokens, TextCodec,
+    CompletionsEngine, Dialect, HttpClient, HttpConfig, LoadView, MetricsPoller, OutputTokens,
+    TextCodec,
 };
 use dynamo_vllm::VllmServer;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::options::{EngineAt, Options, RouterKind, UpstreamKind};
+
+mod reported_load;
+
+pub(crate) use reported_load::ReportedLoads;
+use reported_load::{Reported, WithReportedLoad};
 
 /// Worker ids of `--engine-at` servers without `id=` start here (then count by position), far
 /// from the small ids of `--worker-at` and clear of nothing else in particular: give `id=` when
@@ -36,11 +44,13 @@ const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 const SCRAPE_STALENESS: Duration = Duration::from_secs(5);
 
 /// A router of the kind `--router` names, as `deploy::start_router` builds it, except that
-/// its KV index (kind `kv`) is returned so that engine servers' ZMQ events can feed it too;
-/// NATS events feed it when there is a plane.
+/// its KV index (kind `kv`) is returned so that engine servers' ZMQ events can feed it too
+/// (NATS events feed it when there is a plane), and that its policy (kinds `kv` and
+/// `approx-kv`) sees each engine server's load raised to what the server reports in `loads`.
 pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
+    loads: &ReportedLoads,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
     let stall_timeout =
@@ -49,6 +59,7 @@ pub(crate) async fn start_router<P: EventPlane>(
         .stall_timeout(stall_timeout)
         .canary_model(options.name.clone());
     let builder = RouterService::builder(block_size).health(health);
+    let policy = WithReportedLoad::new(ExpectedTtft::default(), loads.clone());
     let (router, index) = match options.router {
         RouterKind::Kv => {
             let index = match plane {
@@ -64,9 +75,13 @@ pub(crate) async fn start_router<P: EventPlane>(
                 }
                 None => SharedIndex::new(block_size),
             };
-            (builder.kv_events(index.clone()).build(), Some(index))
+            let builder = builder.policy(policy).kv_events(index.clone());
+            (builder.build(), Some(index))
         }
-        RouterKind::ApproxKv => (builder.approximate(ApproxConfig::default()).build(), None),
+        RouterKind::ApproxKv => {
+            let builder = builder.policy(policy).approximate(ApproxConfig::default());
+            (builder.build(), None)
+        }
         RouterKind::RoundRobin => (builder.policy(RoundRobin::new()).build(), None),
     };
     tokio::spawn(router.health_checks());
@@ -74,12 +89,14 @@ pub(crate) async fn start_router<P: EventPlane>(
 }
 
 /// Add every `--engine-at` server to `router` as a worker, with its KV events into `index`
-/// (when the router routes on events) and its load polled into the gateway's metrics.
+/// (when the router routes on events) and its load polled into the gateway's metrics and into
+/// `loads`, which the router's policy reads.
 pub(crate) async fn attach(
     options: &Options,
     metadata: &GgufMetadata,
     router: &RouterService,
     index: Option<&SharedIndex>,
+    loads: &ReportedLoads,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
     let mut tokenizer = None;
@@ -95,13 +112,7 @@ pub(crate) async fn attach(
                     .model(model)
                     .default_max_tokens(options.default_max_tokens);
                 router.insert_worker(worker, server.engine());
-                let (view, poll) = server
-                    .load_poller()
-                    .interval(SCRAPE_INTERVAL)
-                    .staleness(SCRAPE_STALENESS)
-                    .start();
-                tokio::spawn(poll);
-                tokio::spawn(record_load(worker, view));
+                poll_load(worker, server.load_poller(), loads);
                 if let Some(events) = &engine_at.events {
                     let source = server.kv_events(events.clone(), worker, block_size);
                     subscribe_events(engine_at, source, worker, index).await?;
@@ -110,13 +121,7 @@ pub(crate) async fn attach(
             UpstreamKind::Sglang => {
                 let server = SglangServer::new(&engine_at.url)?;
                 router.insert_worker(worker, server.engine());
-                let (view, poll) = server
-                    .load_poller()
-                    .interval(SCRAPE_INTERVAL)
-                    .staleness(SCRAPE_STALENESS)
-                    .start();
-                tokio::spawn(poll);
-                tokio::spawn(record_load(worker, view));
+                poll_load(worker, server.load_poller(), loads);
                 if let Some(events) = &engine_at.events {
                     let source = server.kv_events(events.clone(), worker, block_size);
                     subscribe_events(engine_at, source, worker, index).await?;
@@ -127,13 +132,7 @@ pub(crate) async fn attach(
                     .model(model)
                     .default_max_tokens(options.default_max_tokens);
                 router.insert_worker(worker, server.engine());
-                let (view, poll) = server
-                    .load_poller()
-                    .interval(SCRAPE_INTERVAL)
-                    .staleness(SCRAPE_STALENESS)
-                    .start();
-                tokio::spawn(poll);
-                tokio::spawn(record_load(worker, view));
+                poll_load(worker, server.load_poller(), loads);
             }
             UpstreamKind::Openai => {
                 let codec = match &tokenizer {
@@ -191,11 +190,38 @@ async fn subscribe_events(
     Ok(())
 }
 
-/// Keep an engine server's load in the gateway's Prometheus metrics, labelled by worker.
-async fn record_load(worker: WorkerId, mut view: LoadView) {
-    let worker = worker.to_string();
-    while view.changed().await {
-        let Some(load) = view.current() else { continue };
+/// Poll a server's load with `poller`, into `loads` and the gateway's metrics.
+fn poll_load(worker: WorkerId, poller: MetricsPoller, loads: &ReportedLoads) {
+    let (view, poll) = poller
+        .interval(SCRAPE_INTERVAL)
+        .staleness(SCRAPE_STALENESS)
+        .start();
+    tokio::spawn(poll);
+    tokio::spawn(record_load(worker, view, loads.clone()));
+}
+
+/// Keep an engine server's load in the router's reported loads (until it goes stale) and in
+/// the gateway's Prometheus metrics, labelled by worker.
+async fn record_load(worker: WorkerId, mut view: LoadView, loads: ReportedLoads) {
+    let label = worker.to_string();
+    loop {
+        // Wake at each scrape, or when the last one goes stale without a new one.
+        let changed = tokio::time::timeout(SCRAPE_STALENESS, view.changed()).await;
+        if changed == Ok(false) {
+            loads.set(worker, None);
+            return;
+        }
+        let Some(load) = view.current() else {
+            loads.set(worker, None);
+            continue;
+        };
+        let until = load.scraped_at.into_std() + SCRAPE_STALENESS;
+        let reported = Reported {
+            running: count(load.running_requests),
+            waiting: count(load.waiting_requests),
+            until,
+        };
+        loads.set(worker, Some(reported));
         let gauges = [
             ("dynamo_engine_running_requests", load.running_requests),
             ("dynamo_engine_waiting_requests", load.waiting_requests),
@@ -205,8 +231,17 @@ async fn record_load(worker: WorkerId, mut view: LoadView) {
             ),
         ];
         for (name, value) in gauges {
-            metrics::gauge!(name, "worker" => worker.clone()).set(value);
+            metrics::gauge!(name, "worker" => label.clone()).set(value);
         }
+    }
+}
+
+/// A reported request count as a whole number (gauges are floats; NaN and negatives are 0).
+fn count(value: f64) -> u32 {
+    if value.is_finite() && value > 0.0 {
+        value.round().min(f64::from(u32::MAX)) as u32
+    } else {
+        0
     }
 }
 
