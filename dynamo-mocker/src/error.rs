@@ -96,4 +96,10 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// Router replicas asked of a replay that cannot have them.
+    #[error("router replicas: {reason}")]
+    RouterReplicas {
+        /// Why.
+        reason: &'static str,
+    },
 }

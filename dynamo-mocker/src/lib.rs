@@ -116,7 +116,7 @@ pub use phases::{DisaggSummary, Spread};
 pub use profile::{ProfileSweep, profile_engine};
 pub use replay::{
     CacheKnowledge, DisaggConfig, MembershipChange, PlannerReplayConfig, Replay, ReplayConfig,
-    ReplayOutcome, ReplicaPoint, Sla, TransferConfig,
+    ReplayOutcome, ReplicaPoint, RouterReplicas, Sla, TransferConfig,
 };
 pub use summary::{RequestRecord, Summary};
 pub use timing::{InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingModel};

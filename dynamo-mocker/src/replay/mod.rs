@@ -9,6 +9,7 @@
 
 mod disagg;
 mod planner;
+mod replicas;
 mod simulation;
 
 use std::collections::HashSet;
@@ -17,7 +18,7 @@ use std::fmt;
 use dynamo_core::WorkerId;
 use dynamo_planner::Planner;
 use dynamo_router::disagg::{AlwaysRemote, PlacementPolicy};
-use dynamo_router::{OverlapSource, RoundRobin, Router, SharedIndex};
+use dynamo_router::{ApproxConfig, OverlapSource, RoundRobin, Router, SharedIndex};
 use tower::discover::Change;
 
 use crate::Error;
@@ -28,6 +29,7 @@ use crate::trace::{TraceRequest, engine_blocks};
 
 pub use disagg::{DisaggConfig, TransferConfig};
 pub use planner::{PlannerReplayConfig, ReplicaPoint, Sla};
+pub use replicas::RouterReplicas;
 
 /// The settings of a replay.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +119,10 @@ impl Default for ReplayConfig {
 pub enum CacheKnowledge {
     /// The workers' KV events, applied to this index.
     Events(SharedIndex),
-    /// Any other source (for example approximate mode); the workers' events are dropped.
+    /// Approximate mode: an [`ApproxIndex`](dynamo_router::ApproxIndex) of these settings
+    /// (one per router replica); the workers' events are dropped.
+    Approximate(ApproxConfig),
+    /// Any other source; the workers' events are dropped. Router replicas all read this one.
     Other(std::sync::Arc<dyn OverlapSource>),
     /// None: for cache-blind policies, which never look at overlaps.
     Nothing,
@@ -177,6 +182,7 @@ pub struct Replay<'a, P = RoundRobin> {
     progress: Option<Box<dyn FnMut(usize, usize) + 'a>>,
     planner: Option<(Planner, PlannerReplayConfig)>,
     sla: Option<Sla>,
+    router_replicas: RouterReplicas,
 }
 
 impl<P: fmt::Debug> fmt::Debug for Replay<'_, P> {
@@ -193,6 +199,7 @@ impl<P: fmt::Debug> fmt::Debug for Replay<'_, P> {
             .field("progress", &self.progress.is_some())
             .field("planner", &self.planner)
             .field("sla", &self.sla)
+            .field("router_replicas", &self.router_replicas)
             .finish()
     }
 }
@@ -213,6 +220,7 @@ impl<'a> Replay<'a> {
             progress: None,
             planner: None,
             sla: None,
+            router_replicas: RouterReplicas::default(),
         }
     }
 }
@@ -238,6 +246,7 @@ impl<'a, P> Replay<'a, P> {
             progress: self.progress,
             planner: self.planner,
             sla: self.sla,
+            router_replicas: self.router_replicas,
         }
     }
 
@@ -323,6 +332,13 @@ impl<'a, P> Replay<'a, P> {
         self
     }
 
+    /// Route with several router replicas, sharing their state or not; see
+    /// [`RouterReplicas`]. Default: one.
+    pub fn router_replicas(mut self, replicas: RouterReplicas) -> Self {
+        self.router_replicas = replicas;
+        self
+    }
+
     /// Judge the requests by `sla` ([`Summary::sla_attainment`]).
     pub fn sla(mut self, sla: Sla) -> Self {
         self.sla = Some(sla);
@@ -362,6 +378,18 @@ impl<P: Router> Replay<'_, P> {
             )?;
         }
         check_membership(self.config)?;
+        if self.router_replicas.count == 0 {
+            return Err(Error::RouterReplicas {
+                reason: "at least one router replica is needed",
+            });
+        }
+        if self.router_replicas.count > 1
+            && (self.config.disagg.is_some() || self.planner.is_some())
+        {
+            return Err(Error::RouterReplicas {
+                reason: "router replicas route an aggregated replay without a planner",
+            });
+        }
         if self.planner.is_some() && !self.config.membership.is_empty() {
             return Err(Error::Planner {
                 reason: "a planner replay takes no membership changes: the planner decides them",

@@ -160,6 +160,20 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "N")]
     pub(crate) max_in_flight: Option<usize>,
 
+    /// Route with N router replicas (arrivals dealt round-robin); a list runs each count
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = at_least_one,
+          default_value = "1")]
+    pub(crate) router_replicas: Vec<usize>,
+
+    /// Router replicas' messages reach the others this late
+    #[arg(long, value_name = "MS", value_parser = not_negative, allow_negative_numbers = true,
+          default_value_t = 0.0)]
+    pub(crate) share_delay_ms: f64,
+
+    /// Router replicas do not share their load and predictions
+    #[arg(long)]
+    pub(crate) no_share: bool,
+
     /// Seed of the random tie-breaks
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub(crate) seed: u64,

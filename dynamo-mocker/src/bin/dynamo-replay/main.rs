@@ -14,15 +14,14 @@ mod plot;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Parser;
 use dynamo_mocker::{
-    CacheKnowledge, Replay, ReplayConfig, RequestRecord, Sla, Summary, load_trace,
+    CacheKnowledge, Replay, ReplayConfig, RequestRecord, RouterReplicas, Sla, Summary, load_trace,
 };
 use dynamo_router::disagg::{AlwaysRemote, ExpectedTtftPlacement, PlacementPolicy, Threshold};
 use dynamo_router::{
-    ApproxConfig, ApproxIndex, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
+    ApproxConfig, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
     PowerOfTwoChoices, Random, RoundRobin, Router, SharedIndex,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -41,7 +40,7 @@ fn router(name: RouterName, config: &ReplayConfig, seed: u64) -> (Box<dyn Router
             capacity_blocks: Some(config.engine.num_gpu_blocks as usize),
             ..ApproxConfig::default()
         };
-        CacheKnowledge::Other(Arc::new(ApproxIndex::new(block_size, config)))
+        CacheKnowledge::Approximate(config)
     };
     let kv = |prefill_scale| {
         Box::new(KvCost::new(KvCostConfig {
@@ -280,15 +279,22 @@ fn run(cli: &Cli) -> Result<(), String> {
         Some(_) => cli.placements.iter().copied().map(Some).collect(),
         None => vec![None],
     };
-    let runs_of = cli
-        .routers
-        .iter()
-        .flat_map(|&name| placements.iter().map(move |&p| (name, p)));
-    for (name, placement_name) in runs_of {
+    let runs_of = cli.routers.iter().flat_map(|&name| {
+        placements.iter().flat_map(move |&p| {
+            cli.router_replicas
+                .iter()
+                .map(move |&replicas| (name, p, replicas))
+        })
+    });
+    for (name, placement_name, replicas) in runs_of {
         let mut label = match placement_name {
             Some(p) => format!("{name}/{p}"),
             None => name.to_string(),
         };
+        if cli.router_replicas != [1] {
+            let alone = if cli.no_share { " alone" } else { "" };
+            label = format!("{label} x{replicas}{alone}");
+        }
         if planned {
             label = format!("{label}+{}", cli.planner.policy);
         }
@@ -297,6 +303,11 @@ fn run(cli: &Cli) -> Result<(), String> {
             .label(label.as_str())
             .policy(policy)
             .knowledge(knowledge)
+            .router_replicas(RouterReplicas {
+                count: replicas,
+                share: !cli.no_share,
+                delay_ms: cli.share_delay_ms,
+            })
             .sla(sla);
         if let Some((planner, planner_config)) = planning::planner(cli, profile.as_ref())? {
             replay = replay.planner(planner, planner_config);

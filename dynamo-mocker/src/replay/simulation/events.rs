@@ -17,6 +17,8 @@ pub(super) enum Event {
     Plan,
     /// A worker the planner asked for has started.
     Ready(usize),
+    /// Router replicas' messages arrive.
+    Share,
 }
 
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 mod disagg;
 mod events;
 mod planner;
+mod replicas;
 mod setup;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -42,12 +43,13 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
         progress,
         planner,
         sla,
+        router_replicas,
     } = replay;
     let wall = Instant::now();
     // One pool of workers, or a prefill pool (0) and a decode pool (1).
     let (pools, sizes, disagg) = match config.disagg {
         None => (
-            vec![Pool::new(config, policy, knowledge)],
+            vec![Pool::replicated(config, policy, knowledge, router_replicas)],
             vec![config.workers],
             None,
         ),
@@ -112,6 +114,9 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
     };
     for worker in &sim.workers {
         sim.pools[worker.pool].selector.insert_worker(worker.id);
+        for selector in sim.pools[worker.pool].other_selectors() {
+            selector.insert_worker(worker.id);
+        }
     }
     for (i, change) in config.membership.iter().enumerate() {
         sim.schedule(change.at_ms, Event::Membership(i));
@@ -156,6 +161,8 @@ struct Pool {
     selector: WorkerSelector,
     /// The index the pool's workers' KV events feed, if its router reads them.
     index: Option<SharedIndex>,
+    /// The router's replicas, when there are several (the aggregated pool only).
+    replicas: Option<replicas::Replicas>,
 }
 
 impl Pool {
@@ -165,14 +172,26 @@ impl Pool {
             CacheKnowledge::Events(index) => Pool {
                 selector: WorkerSelector::new(settings, policy, index.clone()),
                 index: Some(index),
+                replicas: None,
             },
             CacheKnowledge::Other(source) => Pool {
                 selector: WorkerSelector::new(settings, policy, source),
                 index: None,
+                replicas: None,
+            },
+            CacheKnowledge::Approximate(approx) => Pool {
+                selector: WorkerSelector::new(
+                    settings,
+                    policy,
+                    dynamo_router::ApproxIndex::new(config.engine.block_size, approx),
+                ),
+                index: None,
+                replicas: None,
             },
             CacheKnowledge::Nothing => Pool {
                 selector: WorkerSelector::new(settings, policy, NoKnowledge),
                 index: None,
+                replicas: None,
             },
         }
     }
@@ -308,6 +327,7 @@ impl Simulation<'_> {
                 Event::Handoff(index) => self.hand_over(index, at_ms),
                 Event::Plan => self.plan(at_ms),
                 Event::Ready(worker) => self.worker_ready(worker, at_ms),
+                Event::Share => self.deliver_shared(at_ms),
             }
         }
     }
@@ -345,12 +365,14 @@ impl Simulation<'_> {
             self.arrive_disaggregated(index, &route, request, now_ms);
             return;
         }
-        let Ok(routed) = self.pools[0].selector.select(&route, self.instant(now_ms)) else {
+        let now = self.instant(now_ms);
+        let Some(routed) = self.pools[0].select_next(&route, now) else {
             return;
         };
         if self.dispatch(index, routed, request, false, now_ms) {
             self.in_flight += 1;
         }
+        self.share(now_ms);
     }
 
     /// Start `request` (trace entry `index`) on the worker `routed` chose, its load booked;
@@ -405,9 +427,15 @@ impl Simulation<'_> {
                 self.workers.push(worker);
                 self.dues.push(IDLE);
                 self.pools[0].selector.insert_worker(id);
+                for selector in self.pools[0].other_selectors() {
+                    selector.insert_worker(id);
+                }
             }
             Change::Remove(id) => {
                 self.pools[0].selector.remove_worker(id);
+                for selector in self.pools[0].other_selectors() {
+                    selector.remove_worker(id);
+                }
                 if let Some(&slot) = self.slots.get(&id) {
                     self.workers[slot].removed_ms = Some(at_ms);
                 }
@@ -513,6 +541,7 @@ impl Simulation<'_> {
             }
         }
         self.publish(worker, &mut report, now_ms);
+        self.share(now_ms);
         self.workers[worker].report = report;
         self.start_step(worker, now_ms);
     }
