@@ -29,6 +29,7 @@ pub struct ModelEntry {
     pub(crate) owned_by: String,
     pub(crate) created: u64,
     pub(crate) sampling_defaults: SamplingDefaults,
+    pub(crate) forks: bool,
 }
 
 /// The sampling settings a model recommends, used for the fields a request leaves out.
@@ -97,6 +98,7 @@ impl ModelEntry {
             owned_by: "dynamo".to_owned(),
             created: crate::unix_seconds(),
             sampling_defaults: SamplingDefaults::default(),
+            forks: false,
         }
     }
 
@@ -181,6 +183,21 @@ impl ModelEntry {
     /// The sampling settings used for the fields a request leaves out.
     pub fn sampling_defaults(&self) -> SamplingDefaults {
         self.sampling_defaults
+    }
+
+    /// Say whether the engine serves several choices of one request itself
+    /// ([`GenerateRequest::n`](dynamo_core::GenerateRequest::n): one prefill, forked sequences,
+    /// chunks tagged with their choice), as the candle engine does. Off by default: a request
+    /// for `n` choices then becomes `n` engine requests of one choice each, which any engine
+    /// serves.
+    pub fn with_forking(mut self, forks: bool) -> Self {
+        self.forks = forks;
+        self
+    }
+
+    /// Whether the engine serves several choices of one request itself.
+    pub fn forks(&self) -> bool {
+        self.forks
     }
 
     /// The model's name.

@@ -5,20 +5,22 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use dynamo_core::TokenLogProb;
+use dynamo_core::{TokenLogProb, Usage};
 use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 
-use super::generate::{self, TextEvent};
+use super::answer::Answer;
+use super::choices::{self, ChoiceStream, Choices};
+use super::generate::TextEvent;
 use super::openapi::GenerationErrors;
 use super::{JsonBody, RequestId, Shared, logprobs, prepare, sse, structured};
 use crate::ApiError;
-use crate::preprocess::{ReasoningSplitter, Tokenizer, ToolCallParser};
+use crate::preprocess::Tokenizer;
 use crate::protocol::common::reject_unknown;
 use crate::protocol::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatCompletionRequest, ChatDelta, ChatLogProbs, ChatMessage, FunctionCall, MessageContent,
-    Role, ToolCall, ToolCallDelta, UsageBody,
+    ChatCompletionRequest, ChatDelta, ChatLogProbs, ChatMessage, MessageContent, Role, ToolCall,
+    ToolCallDelta, UsageBody,
 };
 use crate::registry::ModelEntry;
 
@@ -90,9 +92,12 @@ async fn serve(
     let wants_logprobs = body.logprobs == Some(true);
     request.sampling.logprobs = wants_logprobs.then(|| body.top_logprobs.unwrap_or(0));
     request.format = structured.format;
+    let n = Choices::of(body.sampling.n, None, shared.config.max_choices)?.n;
     let slot = shared.in_flight.acquire(&entry.name)?;
-    let text = generate::start(entry.clone(), request, slot, ENDPOINT).await?;
-    let answer = Answer::new(&entry, offers_tools, structured.forced);
+    let text = choices::start(entry.clone(), request, n, slot, ENDPOINT).await?;
+    let answers = (0..n)
+        .map(|_| Answer::new(&entry, offers_tools, structured.forced.clone()))
+        .collect();
     let header = Header {
         id,
         created: crate::unix_seconds(),
@@ -103,9 +108,9 @@ async fn serve(
         let include_usage = body
             .stream_options
             .is_some_and(|options| options.include_usage);
-        return Ok(stream(header, text, answer, include_usage));
+        return Ok(stream(header, text, answers, include_usage));
     }
-    collect(header, text, answer).await
+    collect(header, text, answers).await
 }
 
 /// Reject what this gateway does not implement, naming the field.
@@ -245,198 +250,110 @@ impl Header {
     }
 }
 
-/// Reasoning and tool calls taken out of the answer text, as the model's parsers say.
-struct Answer {
-    reasoning: Option<ReasoningSplitter>,
-    tools: Option<ToolCallParser>,
-    calls: u32,
-    /// A call `tool_choice` forced: the function's name and the arguments so far (the whole
-    /// answer text is the arguments, which the output format held to the parameters' schema).
-    forced: Option<(String, String)>,
-}
-
-/// What one step of the answer released.
+/// What one choice has said so far.
 #[derive(Default)]
-struct AnswerDelta {
+struct Said {
     content: String,
     reasoning: String,
-    /// Calls with their position among the answer's calls.
-    calls: Vec<(u32, ToolCall)>,
+    calls: Vec<ToolCall>,
+    log_probs: Vec<TokenLogProb>,
+    finish: Option<String>,
 }
 
-impl Answer {
-    fn new(entry: &ModelEntry, offers_tools: bool, forced: Option<String>) -> Self {
-        if let Some(name) = forced {
-            return Answer {
-                reasoning: None,
-                tools: None,
-                calls: 0,
-                forced: Some((name, String::new())),
-            };
-        }
-        Answer {
-            forced: None,
-            reasoning: entry.reasoning.map(ReasoningSplitter::new),
-            tools: entry
-                .tool_calls
-                .filter(|_| offers_tools)
-                .map(ToolCallParser::new),
-            calls: 0,
-        }
-    }
-
-    /// Whether a forced call's arguments were cut short by the length limit (its finish reason
-    /// is then `length`, not `tool_calls`).
-    fn cut_short(&self, reason: dynamo_core::FinishReason) -> bool {
-        self.forced.is_some() && reason == dynamo_core::FinishReason::Length
-    }
-
-    fn push(&mut self, text: &str, id: &str) -> AnswerDelta {
-        let split = match &mut self.reasoning {
-            Some(splitter) => splitter.push(text),
-            None => crate::preprocess::SplitText {
-                content: text.to_owned(),
-                reasoning: String::new(),
-            },
-        };
-        self.parse_tools(split.content, split.reasoning, id, false)
-    }
-
-    fn finish(&mut self, id: &str) -> AnswerDelta {
-        let split = self
-            .reasoning
-            .as_mut()
-            .map(ReasoningSplitter::finish)
-            .unwrap_or_default();
-        self.parse_tools(split.content, split.reasoning, id, true)
-    }
-
-    fn parse_tools(
-        &mut self,
-        content: String,
-        reasoning: String,
-        id: &str,
-        last: bool,
-    ) -> AnswerDelta {
-        if let Some((name, arguments)) = &mut self.forced {
-            arguments.push_str(&content);
-            let call = last.then(|| {
-                let function = FunctionCall {
-                    name: name.clone(),
-                    arguments: std::mem::take(arguments),
-                };
-                let id = format!("call-{id}-0");
-                let kind = "function".to_owned();
-                (0, ToolCall { id, kind, function })
-            });
-            return AnswerDelta {
-                content: String::new(),
-                reasoning,
-                calls: call.into_iter().collect(),
-            };
-        }
-        let Some(parser) = &mut self.tools else {
-            return AnswerDelta {
-                content,
-                reasoning,
-                calls: Vec::new(),
-            };
-        };
-        let mut output = parser.push(&content);
-        if last {
-            let tail = parser.finish();
-            output.content.push_str(&tail.content);
-            output.calls.extend(tail.calls);
-        }
-        let calls = output
-            .calls
-            .into_iter()
-            .map(|call| {
-                let index = self.calls;
-                self.calls += 1;
-                let call = ToolCall {
-                    id: format!("call-{id}-{index}"),
-                    kind: "function".to_owned(),
-                    function: FunctionCall {
-                        name: call.name,
-                        arguments: call.arguments,
-                    },
-                };
-                (index, call)
-            })
-            .collect();
-        AnswerDelta {
-            content: output.content,
-            reasoning,
-            calls,
-        }
+/// The id tool calls of choice `index` are named after: the completion's, and the choice's
+/// index after the first.
+fn call_id(id: &str, index: u32) -> String {
+    match index {
+        0 => id.to_owned(),
+        _ => format!("{id}-{index}"),
     }
 }
 
 async fn collect(
     header: Header,
-    text: generate::TextStream,
-    mut answer: Answer,
+    text: ChoiceStream,
+    mut answers: Vec<Answer>,
 ) -> Result<Response, ApiError> {
-    let events: Vec<TextEvent> = text.try_collect().await?;
-    let (mut content, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
-    let mut finish = None;
-    let mut log_probs = Vec::new();
-    for event in events {
+    let events: Vec<(u32, TextEvent)> = text.try_collect().await?;
+    let mut said: Vec<Said> = answers.iter().map(|_| Said::default()).collect();
+    let mut total = Usage::default();
+    for (index, event) in events {
+        let (Some(answer), Some(said)) = (
+            answers.get_mut(index as usize),
+            said.get_mut(index as usize),
+        ) else {
+            continue;
+        };
+        let id = call_id(&header.id, index);
         let delta = match event {
-            TextEvent::Delta {
-                text,
-                log_probs: more,
-            } => {
-                log_probs.extend(more);
-                answer.push(&text, &header.id)
+            TextEvent::Delta { text, log_probs } => {
+                said.log_probs.extend(log_probs);
+                answer.push(&text, &id)
             }
             TextEvent::Done { reason, usage } => {
-                finish = Some((reason, usage));
-                answer.finish(&header.id)
+                choices::add_usage(&mut total, usage, index == 0);
+                let delta = answer.finish(&id);
+                let calls = !said.calls.is_empty() || !delta.calls.is_empty();
+                said.finish = Some(match calls && !answer.cut_short(reason) {
+                    true => "tool_calls".to_owned(),
+                    false => reason.as_openai_str().to_owned(),
+                });
+                delta
             }
         };
-        content.push_str(&delta.content);
-        reasoning.push_str(&delta.reasoning);
-        calls.extend(delta.calls.into_iter().map(|(_, call)| call));
+        said.content.push_str(&delta.content);
+        said.reasoning.push_str(&delta.reasoning);
+        said.calls
+            .extend(delta.calls.into_iter().map(|(_, call)| call));
     }
-    let (reason, usage) = finish
-        .ok_or_else(|| dynamo_core::Error::internal("the generation ended without a finish"))?;
-    let finish_reason = match calls.is_empty() || answer.cut_short(reason) {
-        true => reason.as_openai_str().to_owned(),
-        false => "tool_calls".to_owned(),
-    };
-    let message = AssistantMessage {
-        role: Role::Assistant,
-        content: (!content.is_empty() || calls.is_empty()).then_some(content),
-        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-        tool_calls: (!calls.is_empty()).then_some(calls),
-    };
-    let logprobs = header.shape(&log_probs)?;
+    let mut out = Vec::with_capacity(said.len());
+    for (index, said) in (0..).zip(said) {
+        let finish_reason = Some(said.finish.ok_or_else(|| {
+            dynamo_core::Error::internal("the generation ended without a finish")
+        })?);
+        let message = AssistantMessage {
+            role: Role::Assistant,
+            content: (!said.content.is_empty() || said.calls.is_empty()).then_some(said.content),
+            reasoning_content: (!said.reasoning.is_empty()).then_some(said.reasoning),
+            tool_calls: (!said.calls.is_empty()).then_some(said.calls),
+        };
+        let logprobs = header.shape(&said.log_probs)?;
+        out.push(ChatChoice {
+            index,
+            message,
+            logprobs,
+            finish_reason,
+        });
+    }
     Ok(Json(ChatCompletion {
         id: header.id,
         object: "chat.completion".to_owned(),
         created: header.created,
         model: header.model,
-        choices: vec![ChatChoice {
-            index: 0,
-            message,
-            logprobs,
-            finish_reason: Some(finish_reason),
-        }],
-        usage: UsageBody::from(usage),
+        choices: out,
+        usage: UsageBody::from(total),
     })
     .into_response())
 }
 
+/// What one streamed choice holds between chunks.
+struct Streaming {
+    answer: Answer,
+    made_calls: bool,
+    /// Log-probabilities of tokens whose text the parsers still hold; they go with the next
+    /// chunk that carries text, or with the last one.
+    held: Vec<TokenLogProb>,
+}
+
 fn stream(
     header: Header,
-    text: generate::TextStream,
-    mut answer: Answer,
+    text: ChoiceStream,
+    answers: Vec<Answer>,
     include_usage: bool,
 ) -> Response {
     let shaper = header.clone();
-    let chunk = move |delta: ChatDelta,
+    let chunk = move |index: u32,
+                      delta: ChatDelta,
                       logprobs: Option<ChatLogProbs>,
                       finish_reason: Option<String>| ChatCompletionChunk {
         id: header.id.clone(),
@@ -444,45 +361,60 @@ fn stream(
         created: header.created,
         model: header.model.clone(),
         choices: vec![ChatChunkChoice {
-            index: 0,
+            index,
             delta,
             logprobs,
             finish_reason,
         }],
         usage: None,
     };
-    let first = chunk(
-        ChatDelta {
-            role: Some(Role::Assistant),
-            content: Some(String::new()),
-            ..ChatDelta::default()
-        },
-        None,
-        None,
-    );
-    let mut made_calls = false;
-    let id = first.id.clone();
-    // Log-probabilities of tokens whose text the parsers still hold; they go with the next
-    // chunk that carries text, or with the last one.
-    let mut held: Vec<TokenLogProb> = Vec::new();
-    let chunks = text.map_ok(move |event| {
+    let n = u32::try_from(answers.len()).unwrap_or(u32::MAX);
+    let firsts: Vec<_> = (0..n)
+        .map(|index| {
+            let role = ChatDelta {
+                role: Some(Role::Assistant),
+                content: Some(String::new()),
+                ..ChatDelta::default()
+            };
+            Ok(chunk(index, role, None, None))
+        })
+        .collect();
+    let id = firsts
+        .first()
+        .and_then(|first| first.as_ref().ok())
+        .map(|first| first.id.clone())
+        .unwrap_or_default();
+    let mut choices: Vec<Streaming> = answers
+        .into_iter()
+        .map(|answer| Streaming {
+            answer,
+            made_calls: false,
+            held: Vec::new(),
+        })
+        .collect();
+    let (mut total, mut finished) = (Usage::default(), 0);
+    let chunks = text.map_ok(move |(index, event)| {
+        let Some(choice) = choices.get_mut(index as usize) else {
+            return stream::iter(Vec::new());
+        };
+        let id = call_id(&id, index);
         let (delta, done) = match event {
             TextEvent::Delta { text, log_probs } => {
-                held.extend(log_probs);
-                (answer.push(&text, &id), None)
+                choice.held.extend(log_probs);
+                (choice.answer.push(&text, &id), None)
             }
-            TextEvent::Done { reason, usage } => (answer.finish(&id), Some((reason, usage))),
+            TextEvent::Done { reason, usage } => (choice.answer.finish(&id), Some((reason, usage))),
         };
         let mut out = Vec::new();
         let has_text =
             !delta.content.is_empty() || !delta.reasoning.is_empty() || !delta.calls.is_empty();
-        if has_text || (done.is_some() && !held.is_empty()) {
-            let logprobs = match shaper.shape(&held) {
+        if has_text || (done.is_some() && !choice.held.is_empty()) {
+            let logprobs = match shaper.shape(&choice.held) {
                 Ok(logprobs) => logprobs,
                 Err(error) => return stream::iter(vec![Err(error)]),
             };
-            held.clear();
-            made_calls |= !delta.calls.is_empty();
+            choice.held.clear();
+            choice.made_calls |= !delta.calls.is_empty();
             let tool_calls = (!delta.calls.is_empty()).then(|| {
                 delta
                     .calls
@@ -495,32 +427,30 @@ fn stream(
                     })
                     .collect()
             });
-            out.push(chunk(
-                ChatDelta {
-                    role: None,
-                    content: (!delta.content.is_empty()).then_some(delta.content),
-                    reasoning_content: (!delta.reasoning.is_empty()).then_some(delta.reasoning),
-                    tool_calls,
-                },
-                logprobs,
-                None,
-            ));
+            let delta = ChatDelta {
+                role: None,
+                content: (!delta.content.is_empty()).then_some(delta.content),
+                reasoning_content: (!delta.reasoning.is_empty()).then_some(delta.reasoning),
+                tool_calls,
+            };
+            out.push(chunk(index, delta, logprobs, None));
         }
         if let Some((reason, usage)) = done {
-            let reason = match made_calls && !answer.cut_short(reason) {
+            let reason = match choice.made_calls && !choice.answer.cut_short(reason) {
                 true => "tool_calls".to_owned(),
                 false => reason.as_openai_str().to_owned(),
             };
-            out.push(chunk(ChatDelta::default(), None, Some(reason)));
-            if include_usage {
-                let mut last = chunk(ChatDelta::default(), None, None);
+            out.push(chunk(index, ChatDelta::default(), None, Some(reason)));
+            choices::add_usage(&mut total, usage, index == 0);
+            finished += 1;
+            if include_usage && finished == n {
+                let mut last = chunk(0, ChatDelta::default(), None, None);
                 last.choices.clear();
-                last.usage = Some(UsageBody::from(usage));
+                last.usage = Some(UsageBody::from(total));
                 out.push(last);
             }
         }
         stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>())
     });
-    let chunks = stream::once(async move { Ok(first) }).chain(chunks.try_flatten());
-    sse::respond(chunks)
+    sse::respond(stream::iter(firsts).chain(chunks.try_flatten()))
 }

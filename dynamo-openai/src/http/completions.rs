@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use dynamo_core::{TokenLogProb, Usage};
 use futures::{StreamExt, TryStreamExt, stream};
 
-use super::generate::{self, TextEvent, TextStream};
+use super::choices::{self, ChoiceStream, Choices};
+use super::generate::TextEvent;
 use super::logprobs::{self, CompletionShaper};
 use super::openapi::GenerationErrors;
 use super::{JsonBody, RequestId, Shared, prepare, sse};
@@ -80,6 +81,13 @@ async fn serve(
             ));
         }
     }
+    let choices = Choices::of(body.sampling.n, body.best_of, shared.config.max_choices)?;
+    if choices.ranks() && body.stream {
+        return Err(ApiError::invalid_field(
+            "best_of",
+            "best_of above n needs the whole answer; it does not work with stream: true",
+        ));
+    }
     let prompts = prompt_tokens(&entry, &body.prompt)?;
     let mut streams = Vec::with_capacity(prompts.len());
     for (index, tokens) in prompts.into_iter().enumerate() {
@@ -99,9 +107,11 @@ async fn serve(
             Some(body.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
             "max_tokens",
         )?;
-        request.sampling.logprobs = body.logprobs;
+        // Ranking candidates needs each token's log-probability.
+        request.sampling.logprobs = body.logprobs.or(choices.ranks().then_some(0));
         let slot = shared.in_flight.acquire(&entry.name)?;
-        let text = generate::start(entry.clone(), request, slot, ENDPOINT).await?;
+        let text =
+            choices::start(entry.clone(), request, choices.generated, slot, ENDPOINT).await?;
         streams.push((echo, text));
     }
     let header = Header {
@@ -114,9 +124,9 @@ async fn serve(
         let include_usage = body
             .stream_options
             .is_some_and(|options| options.include_usage);
-        return Ok(stream(header, streams, include_usage));
+        return Ok(stream(header, streams, choices.n, include_usage));
     }
-    collect(header, streams).await
+    collect(header, streams, choices).await
 }
 
 /// Every prompt of the request as token ids.
@@ -178,14 +188,19 @@ impl Header {
     }
 }
 
-fn add(total: &mut Usage, usage: Usage) {
-    total.prompt_tokens += usage.prompt_tokens;
-    total.completion_tokens += usage.completion_tokens;
-    total.cached_tokens += usage.cached_tokens;
+/// One choice of a prompt, collected.
+struct Collected {
+    text: String,
+    log_probs: Vec<TokenLogProb>,
+    finish_reason: Option<String>,
 }
 
-async fn collect(header: Header, streams: Vec<(String, TextStream)>) -> Result<Response, ApiError> {
-    let mut choices = Vec::with_capacity(streams.len());
+async fn collect(
+    header: Header,
+    streams: Vec<(String, ChoiceStream)>,
+    choices: Choices,
+) -> Result<Response, ApiError> {
+    let generated = choices.generated as usize;
     let mut total = Usage::default();
     let results = futures::future::join_all(
         streams
@@ -193,66 +208,90 @@ async fn collect(header: Header, streams: Vec<(String, TextStream)>) -> Result<R
             .map(|(echo, text)| async move { (echo, text.try_collect::<Vec<_>>().await) }),
     )
     .await;
-    for (index, (mut text, events)) in (0u32..).zip(results) {
-        let mut finish_reason = None;
-        let mut log_probs = Vec::new();
-        for event in events? {
+    let mut out = Vec::with_capacity(results.len() * choices.n as usize);
+    for (prompt, (echo, events)) in (0u32..).zip(results) {
+        let mut candidates: Vec<Collected> = (0..generated)
+            .map(|_| Collected {
+                text: echo.clone(),
+                log_probs: Vec::new(),
+                finish_reason: None,
+            })
+            .collect();
+        for (index, event) in events? {
+            let Some(candidate) = candidates.get_mut(index as usize) else {
+                continue;
+            };
             match event {
-                TextEvent::Delta {
-                    text: delta,
-                    log_probs: more,
-                } => {
-                    text.push_str(&delta);
-                    log_probs.extend(more);
+                TextEvent::Delta { text, log_probs } => {
+                    candidate.text.push_str(&text);
+                    candidate.log_probs.extend(log_probs);
                 }
                 TextEvent::Done { reason, usage } => {
-                    finish_reason = Some(reason.as_openai_str().to_owned());
-                    add(&mut total, usage);
+                    candidate.finish_reason = Some(reason.as_openai_str().to_owned());
+                    choices::add_usage(&mut total, usage, index == 0);
                 }
             }
         }
-        let logprobs = header.shape(&mut CompletionShaper::default(), &log_probs)?;
-        choices.push(CompletionChoice {
-            index,
-            text,
-            logprobs,
-            finish_reason,
-        });
+        let kept = match choices.ranks() {
+            true => choices::best(
+                candidates
+                    .into_iter()
+                    .map(|c| (choices::cumulative(&c.log_probs), c))
+                    .collect(),
+                choices.n,
+            ),
+            false => candidates,
+        };
+        for (choice, candidate) in (0..).zip(kept) {
+            let logprobs = header.shape(&mut CompletionShaper::default(), &candidate.log_probs)?;
+            out.push(CompletionChoice {
+                index: prompt * choices.n + choice,
+                text: candidate.text,
+                logprobs,
+                finish_reason: candidate.finish_reason,
+            });
+        }
     }
     Ok(Json(Completion {
         id: header.id,
         object: "text_completion".to_owned(),
         created: header.created,
         model: header.model,
-        choices,
+        choices: out,
         usage: UsageBody::from(total),
     })
     .into_response())
 }
 
-fn stream(header: Header, streams: Vec<(String, TextStream)>, include_usage: bool) -> Response {
-    let prompts = streams.len();
+fn stream(
+    header: Header,
+    streams: Vec<(String, ChoiceStream)>,
+    n: u32,
+    include_usage: bool,
+) -> Response {
+    let choices = streams.len() * n as usize;
     let mut echoes = Vec::new();
     let tagged = streams
         .into_iter()
         .zip(0u32..)
-        .map(|((echo, text), index)| {
+        .map(|((echo, text), prompt)| {
             if !echo.is_empty() {
-                echoes.push(Ok((
-                    index,
-                    TextEvent::Delta {
-                        text: echo,
+                echoes.extend((0..n).map(|choice| {
+                    let delta = TextEvent::Delta {
+                        text: echo.clone(),
                         log_probs: Vec::new(),
-                    },
-                )));
+                    };
+                    Ok((prompt * n + choice, delta))
+                }));
             }
-            text.map_ok(move |event| (index, event)).boxed()
+            text.map_ok(move |(choice, event)| (prompt * n + choice, event))
+                .boxed()
         });
     let merged = stream::select_all(tagged.collect::<Vec<_>>());
     let events = stream::iter(echoes).chain(merged);
     let (mut total, mut finished) = (Usage::default(), 0);
     let mut shapers: Vec<CompletionShaper> =
-        (0..prompts).map(|_| CompletionShaper::default()).collect();
+        (0..choices).map(|_| CompletionShaper::default()).collect();
     let chunks = events.map_ok(move |(index, event)| {
         let mut out = Vec::new();
         let choice = |text: String, logprobs, finish_reason: Option<String>| CompletionChoice {
@@ -280,9 +319,9 @@ fn stream(header: Header, streams: Vec<(String, TextStream)>, include_usage: boo
                     )],
                     None,
                 ));
-                add(&mut total, usage);
+                choices::add_usage(&mut total, usage, index % n == 0);
                 finished += 1;
-                if include_usage && finished == prompts {
+                if include_usage && finished == choices {
                     out.push(header.chunk(Vec::new(), Some(UsageBody::from(total))));
                 }
             }

@@ -33,9 +33,9 @@ use utoipa::ToSchema;
 /// ```
 /// use dynamo_openai::ApiError;
 ///
-/// let error = ApiError::invalid_field("n", "only n = 1 is supported");
+/// let error = ApiError::invalid_field("top_k", "top_k must be at least 1");
 /// assert_eq!(error.status().as_u16(), 400);
-/// assert_eq!(error.body().error.param.as_deref(), Some("n"));
+/// assert_eq!(error.body().error.param.as_deref(), Some("top_k"));
 /// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status}: {message}")]

@@ -80,12 +80,14 @@ impl Drop for InFlightSlot {
     }
 }
 
-/// Send `request` to the model's engine. Errors before the first token (overload, an invalid
-/// request, an unreachable worker) come back here, so the client gets the matching status.
+/// Send `request` to the model's engine, for all its [`n`](GenerateRequest::n) choices at once
+/// (an engine that forks streams them all). Errors before the first token (overload, an
+/// invalid request, an unreachable worker) come back here, so the client gets the matching
+/// status.
 pub(crate) async fn start(
     entry: Arc<ModelEntry>,
     request: GenerateRequest,
-    slot: InFlightSlot,
+    slot: Option<InFlightSlot>,
     endpoint: &'static str,
 ) -> Result<TextStream, ApiError> {
     let started = Instant::now();
@@ -94,129 +96,191 @@ pub(crate) async fn start(
     if !request.stop.ignore_eos {
         stop_tokens.extend_from_slice(entry.tokenizer.eos_token_ids());
     }
-    let stops = StopMatcher::new(request.stop.stop_strings.clone());
+    let choices: Vec<ChoiceText> = (0..request.n)
+        .map(|_| ChoiceText {
+            decoder: IncrementalDecoder::default(),
+            stops: StopMatcher::new(request.stop.stop_strings.clone()),
+            usage: Usage {
+                prompt_tokens,
+                ..Usage::default()
+            },
+            log_probs: Vec::new(),
+            done: false,
+        })
+        .collect();
     let tokens = entry.engine.clone().oneshot(request).await?;
     Ok(TextStream {
         entry,
         endpoint,
         tokens: Some(tokens),
-        decoder: IncrementalDecoder::default(),
-        stops,
+        open: choices.len(),
+        choices,
         stop_tokens,
-        usage: Usage {
-            prompt_tokens,
-            ..Usage::default()
-        },
         pending: VecDeque::new(),
-        log_probs: Vec::new(),
         started,
         last_token: None,
-        _slot: slot,
+        slot,
     })
 }
 
-/// The text of one generation, as a stream of [`TextEvent`]s ending with `Done`.
+/// What one choice's text has reached.
+struct ChoiceText {
+    decoder: IncrementalDecoder,
+    stops: StopMatcher,
+    usage: Usage,
+    /// Log-probabilities of tokens whose text has not been released yet.
+    log_probs: Vec<TokenLogProb>,
+    done: bool,
+}
+
+/// The text of one engine call's choices, as a stream of `(choice, TextEvent)` ending with a
+/// `Done` for every choice.
 ///
 /// Cancel safety: dropping it drops the engine's token stream, which cancels the generation.
 pub(crate) struct TextStream {
     entry: Arc<ModelEntry>,
     endpoint: &'static str,
-    /// `None` once finished: dropping it cancels the engine at once, even while the client
-    /// still holds this stream.
+    /// `None` once every choice finished: dropping it cancels the engine at once, even while
+    /// the client still holds this stream.
     tokens: Option<TokenStream>,
-    decoder: IncrementalDecoder,
-    stops: StopMatcher,
+    choices: Vec<ChoiceText>,
+    /// Choices not done yet.
+    open: usize,
     stop_tokens: Vec<u32>,
-    usage: Usage,
-    pending: VecDeque<TextEvent>,
-    /// Log-probabilities of tokens whose text has not been released yet.
-    log_probs: Vec<TokenLogProb>,
+    pending: VecDeque<(u32, TextEvent)>,
     started: Instant,
     last_token: Option<Instant>,
-    _slot: InFlightSlot,
+    /// The request's in-flight slot. Of the streams of a request fanned out to one engine call
+    /// per choice, the first holds it, and it alone counts the request in the metrics.
+    slot: Option<InFlightSlot>,
 }
 
 impl TextStream {
     fn on_chunk(&mut self, chunk: TokenChunk) -> Result<(), ApiError> {
-        self.note_timing(chunk.tokens.len());
+        let index = chunk.index;
+        match self.choices.get(index as usize) {
+            None => {
+                let choices = self.choices.len();
+                let message = format!("the engine sent choice {index} of {choices}");
+                return Err(dynamo_core::Error::internal(message).into());
+            }
+            // A choice the stop strings ended while the engine went on.
+            Some(choice) if choice.done => return Ok(()),
+            Some(_) => {}
+        }
+        if index == 0 {
+            self.note_timing(chunk.tokens.len());
+        }
+        let choice = &mut self.choices[index as usize];
         let mut tokens = chunk.tokens.as_slice();
         let stop_at = tokens.iter().position(|t| self.stop_tokens.contains(t));
         if let Some(at) = stop_at {
             tokens = &tokens[..at];
         }
-        self.usage.completion_tokens += u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        choice.usage.completion_tokens += u32::try_from(tokens.len()).unwrap_or(u32::MAX);
         if let Some(log_probs) = chunk.log_probs {
             // One entry per token; a stop token's entry goes with it.
-            self.log_probs
+            choice
+                .log_probs
                 .extend(log_probs.into_iter().take(tokens.len()));
         }
         if let Some(usage) = chunk.usage {
-            self.usage.cached_tokens = usage.cached_tokens;
+            choice.usage.cached_tokens = usage.cached_tokens;
         }
-        let text = self
+        let text = choice
             .decoder
             .push(self.entry.tokenizer.as_ref(), tokens)
             .map_err(|error| dynamo_core::Error::internal(error.to_string()))?;
-        if self.release(&text) {
+        if self.release(index, &text) {
             return Ok(());
         }
         match (stop_at, chunk.finish_reason) {
-            (Some(_), _) => self.finish(FinishReason::Stop)?,
-            (None, Some(reason)) => self.finish(reason)?,
+            (Some(_), _) => self.finish(index, FinishReason::Stop)?,
+            (None, Some(reason)) => self.finish(index, reason)?,
             (None, None) => {}
         }
         Ok(())
     }
 
-    /// Pass text through the stop strings; returns whether one ended the generation.
-    fn release(&mut self, text: &str) -> bool {
-        let (released, stopped) = self.stops.push(text);
+    /// Pass a choice's text through the stop strings; returns whether one ended the choice.
+    fn release(&mut self, index: u32, text: &str) -> bool {
+        let choice = &mut self.choices[index as usize];
+        let (released, stopped) = choice.stops.push(text);
         if !released.is_empty() {
-            self.pending.push_back(TextEvent::Delta {
-                text: released,
-                log_probs: std::mem::take(&mut self.log_probs),
-            });
+            let log_probs = std::mem::take(&mut choice.log_probs);
+            self.pending.push_back((
+                index,
+                TextEvent::Delta {
+                    text: released,
+                    log_probs,
+                },
+            ));
         }
         if stopped {
-            self.done(FinishReason::Stop);
+            self.done(index, FinishReason::Stop);
         }
         stopped
     }
 
-    /// Flush what the decoder and the stop matcher hold, then end.
-    fn finish(&mut self, reason: FinishReason) -> Result<(), ApiError> {
-        let tail = self
+    /// Flush what a choice's decoder and stop matcher hold, then end it.
+    fn finish(&mut self, index: u32, reason: FinishReason) -> Result<(), ApiError> {
+        let choice = &mut self.choices[index as usize];
+        let tail = choice
             .decoder
             .finish(self.entry.tokenizer.as_ref())
             .map_err(|error| dynamo_core::Error::internal(error.to_string()))?;
-        if self.release(&tail) {
+        if self.release(index, &tail) {
             return Ok(());
         }
-        let held = self.stops.finish();
+        let choice = &mut self.choices[index as usize];
+        let held = choice.stops.finish();
         if !held.is_empty() {
-            self.pending.push_back(TextEvent::Delta {
+            let log_probs = std::mem::take(&mut choice.log_probs);
+            let delta = TextEvent::Delta {
                 text: held,
-                log_probs: std::mem::take(&mut self.log_probs),
-            });
+                log_probs,
+            };
+            self.pending.push_back((index, delta));
         }
-        self.done(reason);
+        self.done(index, reason);
         Ok(())
     }
 
-    fn done(&mut self, reason: FinishReason) {
-        self.tokens = None;
-        if !self.log_probs.is_empty() {
-            self.pending.push_back(TextEvent::Delta {
+    fn done(&mut self, index: u32, reason: FinishReason) {
+        let choice = &mut self.choices[index as usize];
+        choice.done = true;
+        if !choice.log_probs.is_empty() {
+            let log_probs = std::mem::take(&mut choice.log_probs);
+            let delta = TextEvent::Delta {
                 text: String::new(),
-                log_probs: std::mem::take(&mut self.log_probs),
-            });
+                log_probs,
+            };
+            self.pending.push_back((index, delta));
         }
-        metrics::tokens(&self.entry.name, &self.usage);
-        metrics::request_done(&self.entry.name, self.endpoint, axum::http::StatusCode::OK);
-        self.pending.push_back(TextEvent::Done {
-            reason,
-            usage: self.usage,
-        });
+        let usage = choice.usage;
+        metrics::tokens(&self.entry.name, &usage);
+        self.pending
+            .push_back((index, TextEvent::Done { reason, usage }));
+        self.open -= 1;
+        if self.open == 0 {
+            self.tokens = None;
+            if self.slot.is_some() {
+                let ok = axum::http::StatusCode::OK;
+                metrics::request_done(&self.entry.name, self.endpoint, ok);
+            }
+        }
+    }
+
+    /// End every open choice: the engine's stream ended.
+    fn finish_all(&mut self) -> Result<(), ApiError> {
+        for index in 0..self.choices.len() {
+            if !self.choices[index].done {
+                // An engine that ends without a finish reason ran out of output.
+                self.finish(u32::try_from(index).unwrap_or(u32::MAX), FinishReason::Eos)?;
+            }
+        }
+        self.tokens = None;
+        Ok(())
     }
 
     fn note_timing(&mut self, tokens: usize) {
@@ -235,7 +299,7 @@ impl TextStream {
 }
 
 impl Stream for TextStream {
-    type Item = Result<TextEvent, ApiError>;
+    type Item = Result<(u32, TextEvent), ApiError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -248,13 +312,14 @@ impl Stream for TextStream {
             };
             let step = match ready!(tokens.poll_next_unpin(cx)) {
                 Some(Ok(chunk)) => this.on_chunk(chunk),
-                // An engine that ends without a finish reason ran out of output.
-                None => this.finish(FinishReason::Eos),
+                None => this.finish_all(),
                 Some(Err(error)) => Err(ApiError::from(error)),
             };
             if let Err(error) = step {
                 this.tokens = None;
-                metrics::request_done(&this.entry.name, this.endpoint, error.status());
+                if this.slot.is_some() {
+                    metrics::request_done(&this.entry.name, this.endpoint, error.status());
+                }
                 return Poll::Ready(Some(Err(error)));
             }
         }

@@ -1,7 +1,9 @@
 //! The axum service: routes, shared state and the request-body extractor.
 
+mod answer;
 mod auth;
 mod chat;
+mod choices;
 mod completions;
 mod embeddings;
 mod error;
@@ -55,6 +57,9 @@ pub struct GatewayConfig {
     /// `max_tokens` for requests that give none. `None` (the default) lets them run to the
     /// end of the model's context, as vLLM does.
     pub default_max_tokens: Option<u32>,
+    /// The most choices one chat or text completion may ask for (`n`, and `best_of`); more
+    /// get a 400 naming the field. Default 16.
+    pub max_choices: u32,
 }
 
 impl Default for GatewayConfig {
@@ -65,6 +70,7 @@ impl Default for GatewayConfig {
             open_metrics: false,
             max_in_flight: 4096,
             default_max_tokens: None,
+            max_choices: 16,
         }
     }
 }
@@ -97,6 +103,12 @@ impl GatewayConfig {
     /// Set [`GatewayConfig::default_max_tokens`].
     pub fn with_default_max_tokens(mut self, tokens: u32) -> Self {
         self.default_max_tokens = Some(tokens);
+        self
+    }
+
+    /// Set [`GatewayConfig::max_choices`] (at least 1).
+    pub fn with_max_choices(mut self, choices: u32) -> Self {
+        self.max_choices = choices.max(1);
         self
     }
 }

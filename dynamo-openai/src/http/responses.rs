@@ -8,6 +8,7 @@ use axum::extract::{Extension, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use dynamo_core::{FinishReason, Usage};
+use futures::TryStreamExt;
 use futures::{Stream, StreamExt, stream};
 use serde_json::json;
 
@@ -83,7 +84,9 @@ async fn serve(
         "max_output_tokens",
     )?;
     let slot = shared.in_flight.acquire(&entry.name)?;
-    let text = generate::start(entry.clone(), request, slot, ENDPOINT).await?;
+    let text = generate::start(entry.clone(), request, Some(slot), ENDPOINT)
+        .await?
+        .map_ok(|(_, event)| event);
     let response = skeleton(&body, &entry.name, &request_id);
     if body.stream {
         return Ok(stream_events(response, text));

@@ -145,9 +145,10 @@ pub struct SamplingFields {
     /// Keep generating past end-of-sequence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_eos: Option<bool>,
-    /// How many choices to generate; only 1 is supported.
+    /// How many choices to generate, at least 1 and at most the gateway's limit (16 by
+    /// default). Usage counts the prompt once and every choice's tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, maximum = 1)]
+    #[schema(minimum = 1)]
     pub n: Option<u32>,
     /// The end user, for logs; passed on as the routing session when no other is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,16 +156,9 @@ pub struct SamplingFields {
 }
 
 impl SamplingFields {
-    /// Check every field and turn them into the engine's options.
+    /// Check every field and turn them into the engine's options (`n` is checked against the
+    /// gateway's limit where the choices are made).
     pub(crate) fn to_options(&self) -> Result<(SamplingOptions, StopConditions), ApiError> {
-        if let Some(n) = self.n
-            && n != 1
-        {
-            return Err(ApiError::invalid_field(
-                "n",
-                format!("n = {n} is not supported; send n = 1 and repeat the request"),
-            ));
-        }
         in_range("temperature", self.temperature, 0.0, 2.0)?;
         in_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
         in_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;

@@ -16,7 +16,7 @@ pub struct CompletionRequest {
     /// The model name.
     pub model: String,
     /// The prompt: text, several texts, token ids, or several lists of token ids. Several
-    /// prompts give one choice each, with the prompt's position as the choice index.
+    /// prompts give `n` choices each, the choices of prompt `p` at indices `p·n` to `p·n + n - 1`.
     pub prompt: Prompt,
     /// Stream the answer as server-sent events.
     #[serde(default)]
@@ -35,10 +35,16 @@ pub struct CompletionRequest {
     /// Put the prompt's text before the answer.
     #[serde(default)]
     pub echo: bool,
+    /// Generate this many candidates per prompt and return the `n` with the highest
+    /// cumulative log-probability; at least `n`. Not with `stream: true`. Usage counts every
+    /// candidate's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub best_of: Option<u32>,
     /// Sampling and stopping.
     #[serde(flatten)]
     pub sampling: SamplingFields,
-    /// Fields this server does not know (`suffix`, `best_of`, …); any non-null one is
+    /// Fields this server does not know (`suffix`, …); any non-null one is
     /// rejected.
     #[serde(flatten, skip_serializing)]
     #[schema(ignore)]
@@ -71,7 +77,7 @@ pub struct Completion {
     pub created: u64,
     /// The model.
     pub model: String,
-    /// One choice per prompt.
+    /// `n` choices per prompt, prompt by prompt.
     pub choices: Vec<CompletionChoice>,
     /// Token counts over all prompts.
     pub usage: UsageBody,
@@ -80,7 +86,7 @@ pub struct Completion {
 /// One choice of a text completion, or of a chunk of one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CompletionChoice {
-    /// The prompt's position in the request.
+    /// The choice's position: `prompt position · n + choice`.
     pub index: u32,
     /// The generated text (new text, in a chunk).
     pub text: String,
