@@ -71,7 +71,7 @@ fn assert_error(status: StatusCode, body: &Value, want: u16, kind: &str, param: 
 #[tokio::test]
 async fn unsupported_values_are_rejected_by_name() {
     let cases = [
-        (chat(json!({"n": 2})), "n"),
+        (chat(json!({"n": 17})), "n"),
         (chat(json!({"temperature": 3.5})), "temperature"),
         (chat(json!({"top_p": 0.0})), "top_p"),
         (chat(json!({"top_k": -7})), "top_k"),

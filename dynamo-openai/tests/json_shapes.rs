@@ -192,7 +192,7 @@ async fn completion_stream_chunks_with_logprobs() {
 #[tokio::test]
 async fn error_bodies() {
     let mut refused = chat("Hi", 4);
-    refused["n"] = json!(2);
+    refused["n"] = json!(17);
     let unknown_model = json!({"model": "nope", "prompt": "Hi"});
     let errors = json!({
         "unsupported_value": answer(echo(), "/v1/chat/completions", refused).await,

@@ -440,7 +440,7 @@ async fn error_bodies_conform() {
     );
     let request_schema = contract.request_schema("/v1/chat/completions");
     for (field, value) in [
-        ("n", json!(2)),
+        ("n", json!(0)),
         ("temperature", json!(3.5)),
         ("top_p", json!(0)),
         ("stop", json!(["a", "b", "c", "d", "e"])),
