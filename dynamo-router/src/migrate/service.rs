@@ -130,6 +130,11 @@ impl Migration {
         if !is_migratable(&error) || self.request.is_cancelled() {
             return Err(error);
         }
+        // Several choices interleave on one stream: what they generated is no one sequence to
+        // continue from.
+        if self.request.n > 1 && !self.generated.is_empty() {
+            return Err(error);
+        }
         if self.attempts > self.config.limit {
             record("exhausted");
             tracing::warn!(
