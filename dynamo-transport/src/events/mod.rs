@@ -14,6 +14,10 @@
 //!   gap in `event_id` at the worker's next event, asks it for a snapshot, and is exact again
 //!   once the snapshot arrives.
 //!
+//! Router replicas share their load bookings and predictions as
+//! [`ReplicaMessage`](dynamo_core::ReplicaMessage)s on the topic `router_state`
+//! ([`exchange_replica_messages`]).
+//!
 //! [`publish_all`] publishes what an engine writes to its event channel; a subscription is a
 //! plain [`Stream`] that a router applies to its index (`dynamo_router::SharedIndex::apply_all`).
 //!
@@ -47,6 +51,7 @@
 mod local;
 #[cfg(feature = "nats")]
 mod nats;
+mod replicas;
 mod resync;
 
 use std::future::Future;
@@ -61,6 +66,7 @@ use tokio::sync::mpsc;
 pub use local::LocalBus;
 #[cfg(feature = "nats")]
 pub use nats::{NatsAccess, NatsEvents, url_without_credentials};
+pub use replicas::exchange_replica_messages;
 pub use resync::{RESYNC_PAUSE, answer_resyncs, forward_resyncs};
 
 /// A kind of message on the event plane.

@@ -1,0 +1,149 @@
+//! Router replicas sharing their state over a real NATS server (started here on a free
+//! loopback port): one replica's bookings and predictions reach the other, its releases too,
+//! and a replica that joins mid-stream catches up from a snapshot.
+
+use std::time::{Duration, Instant};
+
+use dynamo_core::{BlockSize, EchoEngine, EngineExt, GenerateRequest, ReplicaId, WorkerId};
+use dynamo_router::replicas::{ReplicaConfig, ReplicaState};
+use dynamo_router::{ApproxConfig, ApproxIndex, KvCost, RouteRequest, RouterService};
+use dynamo_transport::events::{NatsEvents, exchange_replica_messages};
+use dynamo_transport::local::LocalNats;
+
+fn block_size() -> BlockSize {
+    BlockSize::new(4).expect("not zero")
+}
+
+/// A router replica: its router over two echo workers, its shared state, its predictions.
+struct Replica {
+    router: RouterService,
+    state: ReplicaState,
+    approx: ApproxIndex,
+}
+
+/// Start replica `id`, sharing its state over the NATS server at `url`, and ask the others for
+/// theirs.
+async fn replica(url: &str, id: u64) -> Replica {
+    let state = ReplicaState::new(ReplicaConfig::new(ReplicaId(id)));
+    let approx = ApproxIndex::new(block_size(), ApproxConfig::default());
+    let router = RouterService::builder(block_size())
+        .policy(KvCost::default())
+        .load_tracker(state.load())
+        .overlap_source(state.predictions(approx.clone()))
+        .build();
+    for worker in 1..=2 {
+        router.insert_worker(WorkerId::new(worker), EchoEngine::new());
+    }
+    let nats = NatsEvents::connect(url, "test").await.expect("connected");
+    let outgoing = futures::stream::unfold(state.clone(), |state| async move {
+        Some((state.next_message().await, state))
+    });
+    let receiver = state.clone();
+    let exchange = exchange_replica_messages(&nats, state.id(), outgoing, move |message| {
+        receiver.apply(&message, Instant::now());
+    })
+    .await
+    .expect("subscribed");
+    tokio::spawn(exchange);
+    let ticking = state.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(ticking.config().digest_interval);
+        loop {
+            ticks.tick().await;
+            ticking.tick(Instant::now());
+        }
+    });
+    state.join();
+    Replica {
+        router,
+        state,
+        approx,
+    }
+}
+
+/// Wait until `condition` holds, for at most ten seconds.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn request(id: &str) -> GenerateRequest {
+    GenerateRequest::new(id, "echo", (0..16).collect::<Vec<u32>>()).with_max_tokens(4)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_bookings_and_predictions_and_a_late_one_catches_up() {
+    let server = LocalNats::start().expect("nats-server starts");
+    let a = replica(&server.url(), 1).await;
+    let b = replica(&server.url(), 2).await;
+
+    // A routes a request and holds its stream open: B sees the booking and the prediction.
+    let held = a
+        .router
+        .clone()
+        .generate(request("r1"))
+        .await
+        .expect("routed");
+    let worker = a
+        .router
+        .selector()
+        .load()
+        .loads()
+        .into_iter()
+        .find(|(_, load)| load.active_requests == 1)
+        .map(|(worker, _)| worker)
+        .expect("a booked worker");
+    until("B sees A's booking", || {
+        b.state.load().load(worker).active_requests == 1
+    })
+    .await;
+    let blocks = RouteRequest::new(&request("r1"), block_size()).blocks;
+    until("B knows A's prediction", || {
+        b.approx
+            .overlaps(&blocks, Instant::now())
+            .get(worker)
+            .device
+            == 4
+    })
+    .await;
+
+    // A's stream ends: B releases the booking.
+    drop(held);
+    until("B sees A's release", || {
+        b.state.load().load(worker).active_requests == 0
+    })
+    .await;
+
+    // C joins while A has a request in flight: it catches up from A's snapshot.
+    let held = a
+        .router
+        .clone()
+        .generate(request("r2"))
+        .await
+        .expect("routed");
+    until("B sees the second booking", || {
+        b.state.load().load(worker).active_requests == 1
+    })
+    .await;
+    let c = replica(&server.url(), 3).await;
+    until("C catches up", || {
+        c.state.load().load(worker).active_requests == 1
+            && c.approx
+                .overlaps(&blocks, Instant::now())
+                .get(worker)
+                .device
+                == 4
+    })
+    .await;
+    assert_eq!(c.state.remote_bookings(), [(ReplicaId(1), vec![1])]);
+    drop(held);
+    until("C sees the release", || {
+        c.state.load().load(worker).active_requests == 0
+    })
+    .await;
+    assert_eq!(c.state.dropped(), 0);
+    assert_eq!(a.state.dropped(), 0);
+}
