@@ -164,8 +164,14 @@ pub(crate) async fn serve_gateway(
     engine: BoxEngine,
     welcome: impl FnOnce(&str),
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // The main job's own candle workers serve a request's `n` choices from one prefill; the
+    // gateway sends any other engine one request per choice (docs/gateway.md).
+    let forks = matches!(options.command, Command::Serve)
+        && options.engine == EngineKind::Candle
+        && options.prefill_workers == 0;
     let entry = ModelEntry::from_gguf(options.name.clone(), engine, metadata)?
-        .with_sampling_defaults(sampling::defaults(options, metadata));
+        .with_sampling_defaults(sampling::defaults(options, metadata))
+        .with_forking(forks);
     let registry = ModelRegistry::default();
     registry.insert(entry);
     if let Some(model) = embedding::load(&options.embedding_model).await? {
