@@ -1,16 +1,21 @@
 //! The KV prefix index: which worker caches which blocks, fed by KV events.
 //!
 //! Sequence hashes already identify whole prefixes (equal hash, equal prefix), so the index
-//! needs no tree: it is one hash map from a block's sequence hash to the workers that hold it,
-//! each with the set of tiers it holds the block in. A query walks the request's sequence hashes
-//! in order and intersects the resident lists, dropping each worker at its first missing block;
-//! it stops as soon as no worker is left. That answer is exact even when an engine evicts a
-//! parent before its children: a hole ends the worker's prefix there.
+//! needs no tree: a hash map takes a block's sequence hash to its position in a run, an array
+//! of sequence hashes kept in the order the blocks were stored, cut into segments whose
+//! positions all have the same residents (the workers that hold them, each with its tiers).
+//! A query finds the request's first block in the map, then compares the request's next hashes
+//! with the run's next positions as plain arrays, taking each segment's residents once for its
+//! whole stretch, and goes back to the map only where the run and the request part. It drops
+//! each worker at its first missing block and stops as soon as no worker is left. That answer
+//! is exact even when an engine evicts a parent before its children: a hole is a segment the
+//! worker is not in, and ends the worker's prefix there.
 
 mod error;
 mod overlap;
 mod query;
 mod residents;
+mod runs;
 mod shared;
 mod snapshot;
 mod workers;
@@ -28,7 +33,8 @@ pub use overlap::{Overlaps, TierOverlap};
 pub use shared::SharedIndex;
 pub use snapshot::{IndexSnapshot, WorkerSnapshot};
 
-use residents::{Change, Residents, SpillTable, tier_bit};
+use residents::tier_bit;
+use runs::{Loc, Op, Runs, Touched};
 use workers::WorkerTable;
 
 /// Told when a worker's event ids skip ahead, meaning events were lost.
@@ -54,7 +60,14 @@ impl ResyncHook for tokio::sync::mpsc::Sender<ResyncRequest> {
     }
 }
 
-type BlockMap = HashMap<SequenceHash, Residents, foldhash::fast::RandomState>;
+type BlockMap = HashMap<SequenceHash, Loc, foldhash::fast::RandomState>;
+
+/// The tiers `slot` holds in `residents` (0: none).
+fn tiers_in(residents: &[residents::Resident], slot: u32) -> u8 {
+    residents
+        .binary_search_by_key(&slot, |&r| residents::slot_of(r))
+        .map_or(0, |i| residents::tiers_of(residents[i]))
+}
 
 /// The prefix index of one model's workers.
 ///
@@ -88,7 +101,7 @@ type BlockMap = HashMap<SequenceHash, Residents, foldhash::fast::RandomState>;
 pub struct KvIndex {
     block_size: BlockSize,
     blocks: BlockMap,
-    spill: SpillTable,
+    runs: Runs,
     workers: WorkerTable,
     resync: Option<Arc<dyn ResyncHook>>,
 }
@@ -105,7 +118,7 @@ impl KvIndex {
         KvIndex {
             block_size,
             blocks: BlockMap::default(),
-            spill: SpillTable::default(),
+            runs: Runs::default(),
             workers: WorkerTable::default(),
             resync: None,
         }
@@ -199,12 +212,17 @@ impl KvIndex {
         blocks: &[HashedBlock],
     ) -> Result<(), IndexError> {
         self.check_block_size(worker, block_size)?;
-        if let Some(parent) = parent
-            && self.tiers_of(slot, parent) == 0
-        {
-            return Err(IndexError::UnknownParent { worker, parent });
+        let mut after = None;
+        if let Some(parent) = parent {
+            let Some(&at) = self.blocks.get(&parent) else {
+                return Err(IndexError::UnknownParent { worker, parent });
+            };
+            if tiers_in(self.runs.residents(at), slot) == 0 {
+                return Err(IndexError::UnknownParent { worker, parent });
+            }
+            after = Some(at);
         }
-        self.insert_all(slot, tier, blocks.iter().map(|block| block.sequence));
+        self.insert_after(after, slot, tier, blocks.iter().map(|block| block.sequence));
         Ok(())
     }
 
@@ -220,27 +238,88 @@ impl KvIndex {
     }
 
     /// Add `tier` to `slot`'s residency of every block in `hashes`.
+    ///
+    /// Each block is placed after the previous one when the run there already names it (no
+    /// probe), else found in the map, else placed at the next position of the previous block's
+    /// run (its end, or a dead position with the same hash), else in a new run. Consecutive
+    /// positions of one run are updated as one range.
     fn insert_all(
         &mut self,
         slot: u32,
         tier: u8,
-        hashes: impl Iterator<Item = SequenceHash> + Clone,
+        hashes: impl ExactSizeIterator<Item = SequenceHash>,
     ) {
-        self.warm(hashes.clone());
+        self.insert_after(None, slot, tier, hashes);
+    }
+
+    /// [`KvIndex::insert_all`], the first block placed as if it followed the block at `after`
+    /// (its parent).
+    fn insert_after(
+        &mut self,
+        after: Option<Loc>,
+        slot: u32,
+        tier: u8,
+        hashes: impl ExactSizeIterator<Item = SequenceHash>,
+    ) {
+        let mut left = hashes.len();
+        let mut cursor = after;
+        let mut range: Option<(u32, u32, u32)> = None;
         let mut added = 0;
         for hash in hashes {
-            let change = match self.blocks.entry(hash) {
-                std::collections::hash_map::Entry::Occupied(mut held) => {
-                    held.get_mut().insert(slot, tier, &mut self.spill)
+            left -= 1;
+            let loc = self.place(cursor, hash, left);
+            range = match range {
+                Some((run, start, end)) if run == loc.run && end == loc.offset => {
+                    Some((run, start, end + 1))
                 }
-                std::collections::hash_map::Entry::Vacant(free) => {
-                    free.insert(Residents::single(residents::pack(slot, tier)));
-                    Change::Residency
+                pending => {
+                    if let Some((run, start, end)) = pending {
+                        added += self
+                            .runs
+                            .update(&mut self.blocks, run, start, end, Op::Insert(slot, tier))
+                            .residency;
+                    }
+                    Some((loc.run, loc.offset, loc.offset + 1))
                 }
             };
-            added += u64::from(change == Change::Residency);
+            cursor = Some(loc);
+        }
+        if let Some((run, start, end)) = range {
+            added += self
+                .runs
+                .update(&mut self.blocks, run, start, end, Op::Insert(slot, tier))
+                .residency;
         }
         self.workers.add_blocks(slot, added);
+    }
+
+    /// Where `hash` sits, placing it if no worker holds it; `cursor` is where the block before
+    /// it was placed, and `left` how many blocks follow it.
+    fn place(&mut self, cursor: Option<Loc>, hash: SequenceHash, left: usize) -> Loc {
+        let next = cursor.map(|c| Loc {
+            run: c.run,
+            offset: c.offset + 1,
+        });
+        if let Some(next) = next
+            && self.runs.holds(next.run, next.offset, hash)
+        {
+            return next;
+        }
+        match self.blocks.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(held) => *held.get(),
+            std::collections::hash_map::Entry::Vacant(free) => {
+                let loc = match next {
+                    Some(next) if self.runs.names(next.run, next.offset, hash) => next,
+                    Some(next) if self.runs.ends_before(next.run, next.offset) => {
+                        self.runs.append(next.run, hash, left)
+                    }
+                    // A lone block (a snapshot replayed as events) shares a run with others.
+                    None if left == 0 => self.runs.open(hash),
+                    _ => self.runs.create(hash, left + 1),
+                };
+                *free.insert(loc)
+            }
+        }
     }
 
     /// Record, without an event, that `worker` holds `hashes` on its device (approximate mode).
@@ -278,38 +357,46 @@ impl KvIndex {
     /// Remove `tier` from `slot`'s residency of every block in `blocks`; returns how many of
     /// them `slot` did not hold in `tier`.
     fn remove_all(&mut self, slot: u32, tier: u8, blocks: &[SequenceHash]) -> usize {
-        self.warm(blocks.iter().copied());
-        let (mut removed, mut unknown) = (0, 0);
+        let (mut removed, mut unknown, mut missing) = (0, 0, 0);
+        let mut range: Option<(u32, u32, u32)> = None;
+        let mut touched = Touched::new();
+        let mut flush = |index: &mut Self, (run, start, end): (u32, u32, u32)| {
+            let tally =
+                index
+                    .runs
+                    .update(&mut index.blocks, run, start, end, Op::Remove(slot, tier));
+            removed += tally.residency;
+            unknown += tally.unchanged as usize;
+            if !touched.contains(&run) {
+                touched.push(run);
+            }
+        };
         for hash in blocks {
-            let std::collections::hash_map::Entry::Occupied(mut held) = self.blocks.entry(*hash)
-            else {
-                unknown += 1;
+            let Some(&loc) = self.blocks.get(hash) else {
+                missing += 1;
                 continue;
             };
-            match held.get_mut().remove(slot, tier, &mut self.spill) {
-                Change::Residency => removed += 1,
-                Change::Tiers => {}
-                Change::None => unknown += 1,
-            }
-            if held.get().is_empty() {
-                held.remove();
-            }
+            range = match range {
+                Some((run, start, end)) if run == loc.run && end == loc.offset => {
+                    Some((run, start, end + 1))
+                }
+                pending => {
+                    if let Some(pending) = pending {
+                        flush(self, pending);
+                    }
+                    Some((loc.run, loc.offset, loc.offset + 1))
+                }
+            };
+        }
+        if let Some(pending) = range {
+            flush(self, pending);
+        }
+        for run in touched {
+            self.runs.tidy(&mut self.blocks, run);
         }
         self.workers.remove_blocks(slot, removed);
         self.shrink_when_sparse();
-        unknown
-    }
-
-    /// Look every one of `hashes` up at once, discarding the answers: their cache misses
-    /// overlap, and the updates that follow find the lines in cache.
-    fn warm(&self, hashes: impl Iterator<Item = SequenceHash>) {
-        let found = hashes.fold(0, |all, hash| {
-            all ^ self
-                .blocks
-                .get(&hash)
-                .map_or(0, |residents| residents.first())
-        });
-        std::hint::black_box(found);
+        unknown + missing
     }
 
     /// Give memory back after a wave of removals: when the map is less than a quarter full,
@@ -323,12 +410,10 @@ impl KvIndex {
 
     /// Drop `tier` bits of `slot` from every block.
     fn clear(&mut self, slot: u32, tier: u8) {
-        let mut removed = 0;
-        let spill = &mut self.spill;
-        self.blocks.retain(|_, residents| {
-            removed += u64::from(residents.remove(slot, tier, spill) == Change::Residency);
-            !residents.is_empty()
-        });
+        let removed = self
+            .runs
+            .update_all(&mut self.blocks, Op::Remove(slot, tier))
+            .residency;
         self.workers.remove_blocks(slot, removed);
         self.shrink_when_sparse();
     }
@@ -349,7 +434,7 @@ impl KvIndex {
     fn tiers_of(&self, slot: u32, hash: SequenceHash) -> u8 {
         self.blocks
             .get(&hash)
-            .map_or(0, |residents| residents.tiers(slot, &self.spill))
+            .map_or(0, |&loc| tiers_in(self.runs.residents(loc), slot))
     }
 
     /// Whether `worker` holds the block `hash` in `tier`.
@@ -376,7 +461,7 @@ impl KvIndex {
 
     /// An estimate of the heap bytes the index holds.
     pub fn heap_bytes(&self) -> usize {
-        let bucket = std::mem::size_of::<(SequenceHash, Residents)>() + 1;
-        self.blocks.capacity() * bucket + self.spill.heap_bytes() + self.workers.heap_bytes()
+        let bucket = std::mem::size_of::<(SequenceHash, Loc)>() + 1;
+        self.blocks.capacity() * bucket + self.runs.heap_bytes() + self.workers.heap_bytes()
     }
 }

@@ -1,6 +1,10 @@
 //! The answer to "how much of this prefix does each worker hold?".
 
 use dynamo_core::{StorageTier, WorkerId};
+use smallvec::SmallVec;
+
+/// Workers an answer holds without allocating (most requests match one or two).
+pub(crate) type Answer = SmallVec<[(WorkerId, TierOverlap); 2]>;
 
 /// How many leading blocks of a request one worker holds, split by the fastest tier each block
 /// is held in.
@@ -53,7 +57,7 @@ impl TierOverlap {
 /// Workers that are not listed hold nothing of the prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overlaps {
-    pub(crate) workers: Vec<(WorkerId, TierOverlap)>,
+    pub(crate) workers: Answer,
 }
 
 impl Overlaps {

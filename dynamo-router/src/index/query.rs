@@ -1,46 +1,69 @@
 //! The overlap query: how deep each worker's cached prefix goes for a request's blocks.
 
-use dynamo_core::{SequenceHash, WorkerId};
+use dynamo_core::SequenceHash;
 use smallvec::SmallVec;
 
 use super::KvIndex;
-use super::overlap::{Overlaps, TierOverlap};
+use super::overlap::{Answer, Overlaps, TierOverlap};
 use super::residents::{Resident, fastest_tier, slot_of, tiers_of};
+use super::runs::common_prefix;
 use super::workers::WorkerTable;
-
-/// The most blocks looked up ahead of the merge.
-const MAX_BATCH: usize = 16;
 
 impl KvIndex {
     /// For a request's sequence hashes, how deep each worker's cached prefix goes.
     ///
-    /// The walk looks up blocks in growing batches (4, 8, then 16 at a time) before merging
-    /// them: the lookups of one batch do not depend on each other, so the processor overlaps
-    /// their cache misses. A batch may look up a few blocks past the end of the match; that is
-    /// the price of the overlap, and it is capped by the batch size.
+    /// The walk finds the first block in the map, then compares the request's next hashes with
+    /// the positions that follow it in its run, and takes the residents of each segment it
+    /// crosses once for all its positions. Where the run and the request part (or the run's
+    /// positions are dead), the next block is looked up in the map again, and so on.
     pub fn overlaps(&self, hashes: &[SequenceHash]) -> Overlaps {
-        let Some(first) = hashes.first().and_then(|hash| self.blocks.get(hash)) else {
+        let Some(&first) = hashes.first().and_then(|hash| self.blocks.get(hash)) else {
             return Overlaps::default();
         };
-        let mut walk = Walk::start(first.as_slice(&self.spill));
-        let mut position = 1;
-        let mut batch = 4;
-        'blocks: while position < hashes.len() {
-            let end = (position + batch).min(hashes.len());
-            let mut found = [None; MAX_BATCH];
-            for (slot, hash) in found.iter_mut().zip(&hashes[position..end]) {
-                *slot = self.blocks.get(hash);
-            }
-            for residents in &found[..end - position] {
-                let Some(residents) = residents else {
-                    break 'blocks;
-                };
-                if !walk.step(residents.as_slice(&self.spill), &self.workers) {
-                    break 'blocks;
+        let mut walk = Walk::start(self.runs.residents(first));
+        let (mut loc, mut next) = (first, 1);
+        'walk: while next < hashes.len() {
+            let run = &self.runs.runs[loc.run as usize];
+            let from = loc.offset + 1;
+            let ahead = run.hashes.get(from as usize..).unwrap_or_default();
+            let matched = common_prefix(&hashes[next..], ahead);
+            let end = from + matched as u32;
+            // The block after the stretch, looked up now: its cache miss overlaps the
+            // segments' while they are read.
+            let beyond = hashes
+                .get(next + matched)
+                .and_then(|hash| self.blocks.get(hash));
+            let mut at = from;
+            if at < end {
+                let mut seg = run.seg_at(at);
+                while at < end {
+                    let residents = run.segs[seg].residents.as_slice(&self.runs.spill);
+                    if residents.is_empty() {
+                        break;
+                    }
+                    let stop = run.seg_end(seg).min(end);
+                    if !walk.step(residents, stop - at, &self.workers) {
+                        break 'walk;
+                    }
+                    at = stop;
+                    seg += 1;
                 }
             }
-            position = end;
-            batch = (batch * 2).min(MAX_BATCH);
+            next += (at - from) as usize;
+            // A dead stretch ends the run's help early: look the block up where it stopped.
+            let found = if at == end {
+                beyond
+            } else {
+                self.blocks.get(&hashes[next])
+            };
+            let Some(&found) = found else {
+                break;
+            };
+            if !walk.step(self.runs.residents(found), 1, &self.workers) {
+                break;
+            }
+            loc = found;
+            next += 1;
         }
         Overlaps {
             workers: walk.finish(&self.workers),
@@ -53,9 +76,9 @@ impl KvIndex {
 /// Along a cached prefix the residents of consecutive blocks are usually the same workers in
 /// the same tiers. Such a block is only counted (`pending`), with one slice comparison, and
 /// added to every live worker's overlap when the residents change or the walk ends; so a prefix
-/// that 24 workers hold costs a comparison per block, not 24 updates.
+/// that 24 workers hold costs a comparison per segment, not 24 updates per block.
 ///
-/// The answer is the only allocation of a walk that starts with at most [`INLINE`] workers.
+/// A walk that starts with at most [`INLINE`] workers and ends with at most two allocates nothing.
 struct Walk {
     /// The workers whose prefix is still going, as they hold the last block, sorted by slot.
     alive: SmallVec<[Resident; INLINE]>,
@@ -64,7 +87,7 @@ struct Walk {
     /// Blocks held by exactly `alive`, not yet added to `counts`.
     pending: u32,
     /// Workers whose prefix ended, with their overlap: the answer.
-    done: Vec<(WorkerId, TierOverlap)>,
+    done: Answer,
 }
 
 /// Live workers kept without allocating.
@@ -76,17 +99,18 @@ impl Walk {
             alive: SmallVec::from_slice(first),
             counts: SmallVec::from_elem(TierOverlap::default(), first.len()),
             pending: 1,
-            done: Vec::with_capacity(first.len()),
+            done: Answer::new(),
         }
     }
 
-    /// Go one block further; `false` when no worker's prefix goes on.
-    fn step(&mut self, residents: &[Resident], workers: &WorkerTable) -> bool {
+    /// Go `blocks` blocks further, all held by `residents`; `false` when no worker's prefix
+    /// goes on.
+    fn step(&mut self, residents: &[Resident], blocks: u32, workers: &WorkerTable) -> bool {
         // Mostly one or two residents: compare inline rather than through `memcmp`.
         if residents.len() == self.alive.len()
             && residents.iter().zip(&self.alive).all(|(a, b)| a == b)
         {
-            self.pending += 1;
+            self.pending += blocks;
             return true;
         }
         self.flush();
@@ -109,6 +133,7 @@ impl Walk {
         }
         self.alive.truncate(kept);
         self.counts.truncate(kept);
+        self.pending = blocks - 1;
         kept > 0
     }
 
@@ -123,7 +148,7 @@ impl Walk {
     }
 
     /// Every worker with a non-empty prefix, and its overlap.
-    fn finish(mut self, workers: &WorkerTable) -> Vec<(WorkerId, TierOverlap)> {
+    fn finish(mut self, workers: &WorkerTable) -> Answer {
         self.flush();
         for (resident, overlap) in self.alive.iter().zip(self.counts) {
             if let Some(worker) = workers.id(slot_of(*resident)) {

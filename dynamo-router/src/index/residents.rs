@@ -200,7 +200,11 @@ fn list_of(arena: &[u32], chunk: u32, length: usize) -> &[Resident] {
 }
 
 impl Residents {
+    /// No resident.
+    pub(crate) const EMPTY: Residents = Residents([NONE, NONE]);
+
     /// One resident.
+    #[cfg(test)]
     pub(crate) fn single(resident: Resident) -> Self {
         Residents([resident, NONE])
     }
@@ -208,7 +212,8 @@ impl Residents {
     /// The residents, sorted by slot.
     pub(crate) fn as_slice<'a>(&'a self, spill: &'a SpillTable) -> &'a [Resident] {
         match self.0 {
-            [NONE, chunk] if chunk != NONE => spill.list(chunk),
+            [NONE, NONE] => &[],
+            [NONE, chunk] => spill.list(chunk),
             [_, NONE] => &self.0[..1],
             _ => &self.0,
         }
@@ -290,17 +295,35 @@ impl Residents {
         change
     }
 
-    /// Whether no worker holds the block any more.
-    /// The first word, whatever it holds (for reading a block's line into cache).
-    pub(crate) fn first(&self) -> u32 {
-        self.0[0]
+    /// The same residents, with a spilled list of their own.
+    pub(crate) fn duplicate(&self, spill: &mut SpillTable) -> Residents {
+        match self.0 {
+            [NONE, chunk] if chunk != NONE => {
+                let list: smallvec::SmallVec<[Resident; 16]> =
+                    smallvec::SmallVec::from_slice(spill.list(chunk));
+                let class = (0..).find(|&c| chunk_words(c) > list.len()).unwrap_or(0);
+                Residents([NONE, spill.allocate(class, &list)])
+            }
+            _ => *self,
+        }
     }
 
+    /// Give a spilled list's chunk back to the arena.
+    pub(crate) fn release(self, spill: &mut SpillTable) {
+        if let [NONE, chunk] = self.0
+            && chunk != NONE
+        {
+            spill.release(chunk);
+        }
+    }
+
+    /// Whether no worker holds the block any more.
     pub(crate) fn is_empty(&self) -> bool {
         self.0[0] == NONE && self.0[1] == NONE
     }
 
     /// The tiers `slot` holds the block in (0: none).
+    #[cfg(test)]
     pub(crate) fn tiers(&self, slot: u32, spill: &SpillTable) -> u8 {
         let residents = self.as_slice(spill);
         residents

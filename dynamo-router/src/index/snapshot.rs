@@ -8,7 +8,7 @@ use dynamo_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::residents::{Residents, pack, slot_of, tier_bit, tiers_of};
+use super::residents::{slot_of, tier_bit, tiers_of};
 use super::{IndexError, KvIndex};
 
 /// Everything one worker holds, as the index knows it.
@@ -51,14 +51,18 @@ impl KvIndex {
                 (slot, snapshot)
             })
             .collect();
-        for (hash, residents) in &self.blocks {
-            for &resident in residents.as_slice(&self.spill) {
+        for (hashes, residents) in self.runs.live() {
+            for &resident in residents {
                 let Some(worker) = by_slot.get_mut(&slot_of(resident)) else {
                     continue;
                 };
                 for tier in StorageTier::ALL {
                     if tiers_of(resident) & tier_bit(tier) != 0 {
-                        worker.blocks.entry(tier).or_default().push(*hash);
+                        worker
+                            .blocks
+                            .entry(tier)
+                            .or_default()
+                            .extend_from_slice(hashes);
                     }
                 }
             }
@@ -88,22 +92,9 @@ impl KvIndex {
             if let Some(next) = worker.next_event_id {
                 index.workers.set_next_event_id(slot, next);
             }
-            let mut added = 0;
             for (&tier, hashes) in &worker.blocks {
-                let bit = tier_bit(tier);
-                for &hash in hashes {
-                    let residents = index
-                        .blocks
-                        .entry(hash)
-                        .or_insert_with(|| Residents::single(pack(slot, 0)));
-                    // A fresh entry starts with no tier for this slot; the first tier makes it
-                    // a residency.
-                    let before = residents.tiers(slot, &index.spill);
-                    residents.insert(slot, bit, &mut index.spill);
-                    added += u64::from(before == 0);
-                }
+                index.insert_all(slot, tier_bit(tier), hashes.iter().copied());
             }
-            index.workers.add_blocks(slot, added);
         }
         Ok(index)
     }
