@@ -60,6 +60,33 @@ pub fn event_stream<H: EventHandler>(
     TokenStream::new(stream, cancel)
 }
 
+/// Whether `next` may join `chunk`: both are plain token chunks of the same choice (`next` may
+/// end the answer).
+fn mergeable(chunk: &TokenChunk, next: &TokenChunk) -> bool {
+    let plain = |c: &TokenChunk| {
+        c.log_probs.is_none() && c.kv_handoff.is_none() && !c.more_choices && c.usage.is_none()
+    };
+    !(!plain(chunk)
+        || chunk.finish_reason.is_some()
+        || next.log_probs.is_some()
+        || next.kv_handoff.is_some()
+        || next.more_choices
+        || next.index != chunk.index
+        // Text joins text; a text-less finish joins anything.
+        || (next.text.is_some() && chunk.text.is_none())
+        || (next.text.is_none() && chunk.text.is_some() && !next.tokens.is_empty()))
+}
+
+/// Add `next`'s tokens, text, finish and usage to `chunk`.
+fn merge(chunk: &mut TokenChunk, next: TokenChunk) {
+    chunk.tokens.extend_from_slice(&next.tokens);
+    if let (Some(text), Some(more)) = (&mut chunk.text, &next.text) {
+        text.push_str(more);
+    }
+    chunk.finish_reason = next.finish_reason;
+    chunk.usage = next.usage;
+}
+
 struct Reader<H> {
     body: Incoming,
     decoder: SseDecoder,
@@ -75,7 +102,16 @@ struct Reader<H> {
 impl<H: EventHandler> Reader<H> {
     async fn next(&mut self) -> Option<Result<TokenChunk, Error>> {
         loop {
-            if let Some(chunk) = self.pending.pop_front() {
+            if let Some(mut chunk) = self.pending.pop_front() {
+                // Tokens that arrived together travel together: one chunk for the whole read
+                // costs the gateway one pass instead of one per event.
+                while let Some(next) = self.pending.pop_front() {
+                    if !mergeable(&chunk, &next) {
+                        self.pending.push_front(next);
+                        break;
+                    }
+                    merge(&mut chunk, next);
+                }
                 return Some(Ok(chunk));
             }
             // The chunks queued before an error go first, then the error.
@@ -124,5 +160,68 @@ impl<H: EventHandler> Reader<H> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_core::{FinishReason, TokenLogProb, Usage};
+
+    use super::*;
+
+    fn absorb(chunk: &mut TokenChunk, next: TokenChunk) -> Result<(), ()> {
+        if !mergeable(chunk, &next) {
+            return Err(());
+        }
+        merge(chunk, next);
+        Ok(())
+    }
+
+    #[test]
+    fn plain_chunks_merge_and_the_finish_joins_them() {
+        let mut chunk = TokenChunk::token(1);
+        assert!(absorb(&mut chunk, TokenChunk::token(2)).is_ok());
+        let usage = Usage {
+            prompt_tokens: 3,
+            cached_tokens: 0,
+            completion_tokens: 2,
+        };
+        assert!(
+            absorb(
+                &mut chunk,
+                TokenChunk::finish(FinishReason::Length, Some(usage))
+            )
+            .is_ok()
+        );
+        assert_eq!(chunk.tokens, [1, 2]);
+        assert_eq!(chunk.finish_reason, Some(FinishReason::Length));
+        assert_eq!(chunk.usage, Some(usage));
+        // Nothing follows a finish.
+        assert!(absorb(&mut chunk, TokenChunk::token(3)).is_err());
+        // Log-probabilities stay with their tokens; text only joins text.
+        let mut chunk = TokenChunk::token(1);
+        let mut scored = TokenChunk::token(2);
+        scored.log_probs = Some(vec![TokenLogProb {
+            token: 2,
+            logprob: -0.5,
+            top: Vec::new(),
+        }]);
+        assert!(absorb(&mut chunk, scored).is_err());
+        let mut text = TokenChunk::token(2);
+        text.text = Some("b".into());
+        assert!(absorb(&mut chunk, text).is_err());
+        let mut chunk = TokenChunk {
+            text: Some("a".into()),
+            ..TokenChunk::token(1)
+        };
+        let next = TokenChunk {
+            text: Some("b".into()),
+            ..TokenChunk::token(2)
+        };
+        assert!(absorb(&mut chunk, next).is_ok());
+        assert!(absorb(&mut chunk, TokenChunk::token(3)).is_err());
+        assert!(absorb(&mut chunk, TokenChunk::finish(FinishReason::Eos, None)).is_ok());
+        assert_eq!(chunk.text.as_deref(), Some("ab"));
+        assert_eq!(chunk.tokens, [1, 2]);
     }
 }
