@@ -22,7 +22,12 @@
 //!   replica that went away): load never leaks for ever.
 //! - A replica that joins calls [`ReplicaState::join`]: the others answer with a snapshot of
 //!   their bookings and their predictions.
-//! - At most [`ReplicaConfig::max_remote_bookings`] remote bookings are held.
+//! - At most [`ReplicaConfig::max_remote_bookings`] remote bookings are held (more are
+//!   refused and counted, `dynamo_router_replica_refused_total`).
+//!
+//! Each message applied from another replica counts in
+//! `dynamo_router_replica_applied_total{update}` (`booked`, `prefilled`, `released`, `routed`,
+//! `digest`, `snapshot_request`, `snapshot`).
 //!
 //! ```
 //! use std::time::Instant;
@@ -223,6 +228,8 @@ impl ReplicaState {
             return;
         }
         let limits = inner.config.limits();
+        metrics::counter!("dynamo_router_replica_applied_total", "update" => kind(&message.update))
+            .increment(1);
         match &message.update {
             ReplicaUpdate::Booked(booking) => {
                 inner
@@ -292,6 +299,20 @@ impl ReplicaState {
             .into_iter()
             .map(|(n, _)| n)
             .collect()
+    }
+}
+
+/// The name of an update's kind, for the metric's label.
+fn kind(update: &ReplicaUpdate) -> &'static str {
+    match update {
+        ReplicaUpdate::Booked(_) => "booked",
+        ReplicaUpdate::Prefilled { .. } => "prefilled",
+        ReplicaUpdate::Released { .. } => "released",
+        ReplicaUpdate::Routed { .. } => "routed",
+        ReplicaUpdate::Digest { .. } => "digest",
+        ReplicaUpdate::SnapshotRequest { .. } => "snapshot_request",
+        ReplicaUpdate::Snapshot { .. } => "snapshot",
+        _ => "other",
     }
 }
 
