@@ -16,7 +16,9 @@ use dynamo_core::{
     BlockSize, BoxEngine, EngineExt, Error, KvEvent, KvLayout, ResyncRequest, WorkerId, WorkerRole,
 };
 use dynamo_router::migrate::{MigrateLayer, MigrationConfig};
-use dynamo_router::{ApproxConfig, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex};
+use dynamo_router::{
+    ApproxConfig, ApproxIndex, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex,
+};
 use dynamo_transport::discovery::{ConnectConfig, Discovery, WorkerRecord, connect};
 use dynamo_transport::events::{EventPlane, answer_resyncs, forward_resyncs, publish_all};
 use dynamo_transport::{Served, Transport};
@@ -98,13 +100,36 @@ pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
 ) -> Result<RouterService, Box<dyn std::error::Error>> {
+    build_router(options, plane, false).await
+}
+
+/// [`start_router`], and the router shares its state (its load bookings, and in approximate
+/// mode its predictions) with the other frontends' routers on `plane` (see
+/// `dynamo_router::replicas`): what a frontend replica behind a load balancer runs.
+pub(crate) async fn start_shared_router<P: EventPlane>(
+    options: &Options,
+    plane: Option<&P>,
+) -> Result<RouterService, Box<dyn std::error::Error>> {
+    build_router(options, plane, true).await
+}
+
+async fn build_router<P: EventPlane>(
+    options: &Options,
+    plane: Option<&P>,
+    share: bool,
+) -> Result<RouterService, Box<dyn std::error::Error>> {
+    let replica = (share && plane.is_some() && options.router != RouterKind::RoundRobin)
+        .then(crate::share::replica);
     let block_size = BlockSize::new(options.block_size)?;
     let stall_timeout =
         (options.stall_timeout > 0).then(|| Duration::from_secs(options.stall_timeout));
     let health = HealthConfig::default()
         .stall_timeout(stall_timeout)
         .canary_model(options.name.clone());
-    let builder = RouterService::builder(block_size).health(health);
+    let mut builder = RouterService::builder(block_size).health(health);
+    if let Some(replica) = &replica {
+        builder = builder.load_tracker(replica.load());
+    }
     let router = match (options.router, plane) {
         (RouterKind::Kv, Some(plane)) => {
             let (resyncs, requested) = mpsc::channel::<ResyncRequest>(RESYNC_CAPACITY);
@@ -121,9 +146,19 @@ pub(crate) async fn start_router<P: EventPlane>(
         (RouterKind::Kv, None) => {
             return Err("--router kv needs the workers' KV events (an event plane)".into());
         }
-        (RouterKind::ApproxKv, _) => builder.approximate(ApproxConfig::default()).build(),
+        (RouterKind::ApproxKv, _) => {
+            let index = ApproxIndex::new(block_size, ApproxConfig::default());
+            match &replica {
+                Some(replica) => builder.overlap_source(replica.predictions(index)),
+                None => builder.overlap_source(index),
+            }
+            .build()
+        }
         (RouterKind::RoundRobin, _) => builder.policy(RoundRobin::new()).build(),
     };
+    if let (Some(replica), Some(plane)) = (replica, plane) {
+        crate::share::share(plane, replica).await?;
+    }
     tokio::spawn(router.health_checks());
     Ok(router)
 }

@@ -36,7 +36,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         let prefill = deploy::start_router(&options, nats.as_ref()).await?;
         (
             prefill,
-            deploy::start_router(&options, nats.as_ref()).await?,
+            deploy::start_shared_router(&options, nats.as_ref()).await?,
         )
     } else {
         // Engine servers join the decode pool, their KV events into its index.

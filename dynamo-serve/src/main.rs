@@ -34,6 +34,7 @@ mod options;
 mod planner;
 mod progress;
 mod sampling;
+mod share;
 mod tls;
 mod worker;
 

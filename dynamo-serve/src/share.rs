@@ -1,0 +1,39 @@
+//! Router replicas share their state: several frontends behind one load balancer, with the
+//! same NATS server, book each other's requests and (in approximate mode) learn each other's
+//! cache predictions.
+
+use std::time::Instant;
+
+use dynamo_core::{Error, ReplicaId};
+use dynamo_router::replicas::{ReplicaConfig, ReplicaState};
+use dynamo_transport::events::{EventPlane, exchange_replica_messages};
+
+/// A replica state under a random id.
+pub(crate) fn replica() -> ReplicaState {
+    ReplicaState::new(ReplicaConfig::new(ReplicaId(rand::random())))
+}
+
+/// Publish `state`'s messages on `plane`, apply the other replicas', publish a digest every
+/// digest interval, and ask the others for their state; on spawned tasks.
+pub(crate) async fn share<P: EventPlane>(plane: &P, state: ReplicaState) -> Result<(), Error> {
+    let outgoing = futures::stream::unfold(state.clone(), |state| async move {
+        Some((state.next_message().await, state))
+    });
+    let receiver = state.clone();
+    let exchange = exchange_replica_messages(plane, state.id(), outgoing, move |message| {
+        receiver.apply(&message, Instant::now());
+    })
+    .await?;
+    tokio::spawn(exchange);
+    let ticking = state.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(ticking.config().digest_interval);
+        loop {
+            ticks.tick().await;
+            ticking.tick(Instant::now());
+        }
+    });
+    state.join();
+    tracing::info!("router replica {} shares its state", state.id());
+    Ok(())
+}

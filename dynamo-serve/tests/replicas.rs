@@ -1,0 +1,83 @@
+//! Two frontends behind one load balancer, with one NATS server: in approximate mode, a prompt
+//! routed by one frontend is routed to the same worker by the other (which finds it cached),
+//! because the frontends' routers share their predictions and bookings.
+
+#[expect(dead_code, reason = "this test uses a part of the shared helpers")]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use dynamo_transport::local::LocalNats;
+use serde_json::Value;
+use support::{Frontend, Process, directory_frontend_with};
+
+fn cached_tokens(body: &Value) -> u64 {
+    body["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// A prompt of a few hundred tokens that no other call shares a block with.
+fn long_prompt(tag: &str) -> String {
+    (0..100).map(|i| format!("{tag}{i} ")).collect()
+}
+
+/// The routing predictions `frontend` has applied from other frontends.
+async fn routed_applied(frontend: &Frontend) -> u64 {
+    frontend
+        .metrics()
+        .await
+        .lines()
+        .find(|line| {
+            line.starts_with("dynamo_router_replica_applied_total{")
+                && line.contains("update=\"routed\"")
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_routed_by_one_frontend_is_found_cached_through_the_other() {
+    let nats = LocalNats::start().expect("nats-server starts");
+    let directory = std::env::temp_dir().join(format!("dynamo-replicas-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    let _workers: Vec<Process> = (1..=2)
+        .map(|id: u64| {
+            let id = id.to_string();
+            Process::start(&[
+                "worker",
+                "--engine",
+                "mocker",
+                "--id",
+                &id,
+                "--registry",
+                &registry,
+            ])
+        })
+        .collect();
+    let url = nats.url();
+    let (a_process, a) = directory_frontend_with(&registry, &["--nats", &url]).await;
+    let (b_process, b) = directory_frontend_with(&registry, &["--nats", &url]).await;
+    for process in [&a_process, &b_process] {
+        for joined in ["worker 1/0 at", "worker 2/0 at"] {
+            process.wait_for(joined, Duration::from_secs(60)).await;
+        }
+    }
+    for round in 0..4 {
+        let prompt = long_prompt(&format!("replica{round}x"));
+        let (status, first) = a.complete(&prompt, 2).await;
+        assert_eq!(status, 200, "{first}");
+        assert_eq!(cached_tokens(&first), 0, "{first}");
+        // B has applied A's prediction for this prompt.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while routed_applied(&b).await < round + 1 {
+            assert!(Instant::now() < deadline, "B never heard of A's decision");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (status, second) = b.complete(&prompt, 2).await;
+        assert_eq!(status, 200, "{second}");
+        assert!(cached_tokens(&second) > 0, "round {round}: {second}");
+    }
+    let _ = std::fs::remove_dir_all(&directory);
+}
