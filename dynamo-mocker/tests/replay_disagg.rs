@@ -298,3 +298,41 @@ fn conditional_placement_over_a_slow_link_under_a_cap_loses_no_request() {
         assert!((transfer - expected).abs() < 1e-6, "{record:?}");
     }
 }
+
+#[test]
+fn a_flexible_prefill_pool_serves_whole_requests_and_counts_their_first_tokens() {
+    let trace = mooncake(600);
+    let config = disagg(2, 3, TransferConfig::default());
+    let flexible = dynamo_router::disagg::ExpectedTtftPlacement {
+        prefill_workers_decode: true,
+        ..dynamo_router::disagg::ExpectedTtftPlacement::default()
+    };
+    let outcome = Replay::new(&trace, &config)
+        .policy(kv())
+        .knowledge(events())
+        .decode_policy(kv(), events())
+        .placement(flexible)
+        .run()
+        .unwrap();
+    assert_eq!(outcome.summary.completed_requests, trace.len());
+    // Served whole on a prefill worker (ids 0 and 1): no hand-over, a first token of their own.
+    let whole: Vec<_> = outcome
+        .records
+        .iter()
+        .filter(|r| r.worker < 2 && r.prefill_worker.is_none())
+        .collect();
+    assert!(!whole.is_empty());
+    for record in whole {
+        let first = record.first_token_ms.unwrap();
+        assert!(first > record.arrival_ms && record.finish_ms.unwrap() >= first);
+        assert!(record.kv_arrival_ms.is_none(), "{record:?}");
+    }
+    // Every other request ends on a decode worker.
+    assert!(
+        outcome
+            .records
+            .iter()
+            .filter(|r| r.prefill_worker.is_some())
+            .all(|r| r.worker >= 2)
+    );
+}

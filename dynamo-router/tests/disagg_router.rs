@@ -13,7 +13,7 @@ use dynamo_core::{
     GenerateRequest, KvHandoff, TokenChunk, TokenStream, Usage, WorkerId,
 };
 use dynamo_router::RouterService;
-use dynamo_router::disagg::{AlwaysRemote, DisaggRouter, Threshold};
+use dynamo_router::disagg::{AlwaysRemote, DisaggRouter, ExpectedTtftPlacement, Threshold};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -187,6 +187,32 @@ async fn without_a_prefill_worker_or_when_it_does_not_pay_the_decode_worker_pref
     chunks(router, request(10, 2)).await;
     assert!(prefill.seen.lock().unwrap().is_empty());
     assert_eq!(decode.seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_idle_prefill_worker_of_a_flexible_pool_serves_the_whole_request() {
+    let (prefill, decode) = (Successor::default(), Successor::default());
+    let (p, d) = pools(&prefill, &decode);
+    let flexible = ExpectedTtftPlacement {
+        prefill_workers_decode: true,
+        ..ExpectedTtftPlacement::default()
+    };
+    let router = DisaggRouter::new(p, d, flexible).unwrap();
+    let tokens: Vec<u32> = chunks(router.clone(), request(10, 4))
+        .await
+        .iter()
+        .flat_map(|c| c.tokens.clone())
+        .collect();
+    assert_eq!(tokens, [11, 12, 13, 14], "the aggregated answer");
+    let prefill_seen = prefill.seen.lock().unwrap();
+    assert_eq!(prefill_seen.len(), 1);
+    assert_eq!(prefill_seen[0].disaggregation, Disaggregation::None);
+    assert_eq!(prefill_seen[0].limits.max_tokens, Some(4));
+    assert!(decode.seen.lock().unwrap().is_empty());
+    // Nothing stays booked on either pool.
+    let (p, d) = (router.prefill().selector(), router.decode().selector());
+    assert_eq!(p.load().load(WorkerId::new(1)).active_requests, 0);
+    assert_eq!(d.load().load(WorkerId::new(2)).active_requests, 0);
 }
 
 #[tokio::test]

@@ -21,6 +21,10 @@ use crate::engine::HandedOverKv;
 ///   ([`SimWorker::add_transferred_request`](crate::SimWorker::add_transferred_request));
 ///   [`handed_over_kv`](Self::handed_over_kv) says whether it keeps the prompt cached after.
 /// - **Local**: the decode worker computes the prompt itself, as an aggregated worker does.
+/// - **Prefill worker** (a flexible-role pool, with
+///   [`ExpectedTtftPlacement::prefill_workers_decode`](dynamo_router::disagg::ExpectedTtftPlacement::prefill_workers_decode)):
+///   the prefill worker serves the whole request, as an aggregated worker does; its first
+///   token is the request's.
 ///
 /// ```
 /// use dynamo_core::BlockSize;

@@ -13,6 +13,12 @@ pub enum Placement {
     Remote,
     /// On the decode worker, as in aggregated serving.
     Local,
+    /// The whole request on the prefill worker, which computes the prompt and decodes it as
+    /// an aggregated worker would: a flexible-role pool, for a prefill worker that is free
+    /// when splitting does not pay. Only [`ExpectedTtftPlacement`] with
+    /// [`prefill_workers_decode`](ExpectedTtftPlacement::prefill_workers_decode) chooses it;
+    /// a policy that does not asks for a prefill worker that only prefills.
+    PrefillWorker,
 }
 
 /// The prefill worker a request would go to.
@@ -178,16 +184,20 @@ impl PlacementPolicy for Threshold {
     }
 }
 
-/// Our rule: compare the expected time to first token of both placements, and charge local
-/// prefill for the decode steps it stalls.
+/// Our rule: compare the expected time to first token of both placements, charge each for
+/// the prefill work it adds to its worker (as the router's expected-TTFT cost does), and
+/// charge local prefill for the decode steps it stalls.
 ///
 /// - Remote: the prefill worker's queued prompt tokens and this prompt's uncached part, at
-///   [`prefill`](Self::prefill) speed, plus the hand-over of the prompt's full blocks
+///   [`prefill`](Self::prefill) speed (the uncached part weighted by 1 +
+///   [`compute_weight`](Self::compute_weight)), plus the hand-over of the prompt's full blocks
 ///   ([`transfer_ms_per_block`](Self::transfer_ms_per_block) each, plus
 ///   [`transfer_latency_ms`](Self::transfer_latency_ms)).
-/// - Local: the decode worker's queued prompt tokens and its uncached part, plus
+/// - Local: the decode worker's queued prompt tokens and its uncached part (weighted so), plus
 ///   [`stall_weight`](Self::stall_weight) × the prefill time × the requests decoding there,
 ///   since each waits for those steps.
+/// - With [`prefill_workers_decode`](Self::prefill_workers_decode), also the whole request on
+///   an idle prefill worker: its uncached part alone (weighted so).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ExpectedTtftPlacement {
     /// The engines' prefill speed.
@@ -202,6 +212,16 @@ pub struct ExpectedTtftPlacement {
     /// the p90 TTFT of 0.05 within 1% and lowers the mean time per output token by 5–6% on
     /// long prompts; much above it, the decode worker stops taking prompts it caches.
     pub stall_weight: f64,
+    /// How much the prefill time a placement adds to its worker counts, on top of this
+    /// request's own TTFT: every request placed after it there waits for it, so a worker that
+    /// caches more of the prompt is preferred by more than the TTFT difference. Default 1.0,
+    /// as the router's [`ExpectedTtftConfig::compute_weight`](crate::ExpectedTtftConfig).
+    pub compute_weight: f64,
+    /// A flexible-role prefill pool: a prefill worker with nothing booked serves a whole
+    /// request ([`Placement::PrefillWorker`]) when its expected TTFT is no worse than the
+    /// decode worker's; a busy one is charged, like a decode worker, for the requests it may
+    /// be decoding. Default `false`: prefill workers only prefill.
+    pub prefill_workers_decode: bool,
 }
 
 impl Default for ExpectedTtftPlacement {
@@ -211,16 +231,19 @@ impl Default for ExpectedTtftPlacement {
             transfer_ms_per_block: 0.05,
             transfer_latency_ms: 1.0,
             stall_weight: 0.15,
+            compute_weight: 1.0,
+            prefill_workers_decode: false,
         }
     }
 }
 
 impl ExpectedTtftPlacement {
-    /// The expected TTFT of remote prefill, ms; `None` without a prefill candidate.
+    /// The cost of remote prefill, ms: its expected TTFT, plus the weighted prefill work it
+    /// adds to the prefill worker; `None` without a prefill candidate.
     pub fn remote_ms(&self, request: &PlacementContext) -> Option<f64> {
         let prefill = request.prefill?;
         let queued = self.prefill.time_ms(prefill.load.active_prefill_tokens);
-        let own = self.prefill.time_ms(prefill.uncached_tokens);
+        let own = self.work_ms(prefill.uncached_tokens);
         let transfer =
             self.transfer_latency_ms + self.transfer_ms_per_block * request.full_blocks() as f64;
         // The decode worker computes the tail past the last full block (and the first token).
@@ -228,23 +251,50 @@ impl ExpectedTtftPlacement {
         Some(queued + own + transfer + self.prefill.time_ms(tail))
     }
 
-    /// The cost of local prefill, ms: its expected TTFT plus the weighted stall of the
-    /// decode worker's running requests.
+    /// The cost of local prefill, ms: its expected TTFT, plus the weighted prefill work it adds
+    /// to the decode worker and the weighted stall of the decode worker's running requests.
     pub fn local_ms(&self, request: &PlacementContext) -> f64 {
         let queued = self
             .prefill
             .time_ms(request.decode_load.active_prefill_tokens);
         let own = self.prefill.time_ms(request.decode_uncached_tokens);
         let stall = self.stall_weight * own * f64::from(request.decode_load.active_requests);
-        queued + own + stall
+        queued + own * (1.0 + self.compute_weight) + stall
+    }
+
+    /// The prefill time of `tokens`, plus [`compute_weight`](Self::compute_weight) × it for
+    /// the requests it delays after it on the same worker.
+    fn work_ms(&self, tokens: u64) -> f64 {
+        self.prefill.time_ms(tokens) * (1.0 + self.compute_weight)
     }
 }
 
 impl PlacementPolicy for ExpectedTtftPlacement {
     fn place(&self, request: &PlacementContext) -> Placement {
-        match self.remote_ms(request) {
-            Some(remote) if remote < self.local_ms(request) => Placement::Remote,
-            _ => Placement::Local,
+        let Some((mut remote, prefill)) = self.remote_ms(request).zip(request.prefill) else {
+            return Placement::Local;
+        };
+        let local = self.local_ms(request);
+        if self.prefill_workers_decode {
+            if prefill.load.active_requests == 0 {
+                // The whole request on an idle prefill worker is the remote placement without
+                // the hand-over and the tail: it wins over remote, and over local when no
+                // dearer (the decode worker's steps stay free for the requests handed to it).
+                let whole = self.work_ms(prefill.uncached_tokens);
+                return if whole <= local {
+                    Placement::PrefillWorker
+                } else {
+                    Placement::Local
+                };
+            }
+            // The prefill worker may be decoding whole requests: a prompt there stalls them.
+            let own = self.prefill.time_ms(prefill.uncached_tokens);
+            remote += self.stall_weight * own * f64::from(prefill.load.active_requests);
+        }
+        if remote < local {
+            Placement::Remote
+        } else {
+            Placement::Local
         }
     }
 }
@@ -309,5 +359,30 @@ mod tests {
             prefill.load.active_prefill_tokens = 50_000;
         }
         assert_eq!(policy.place(&queued), Placement::Local);
+    }
+
+    #[test]
+    fn a_flexible_prefill_pool_serves_whole_requests_only_on_idle_workers() {
+        let policy = ExpectedTtftPlacement {
+            prefill_workers_decode: true,
+            ..ExpectedTtftPlacement::default()
+        };
+        // Both idle and uncached: the prefill worker takes the whole request.
+        assert_eq!(
+            policy.place(&request(4000, 4000, 0)),
+            Placement::PrefillWorker
+        );
+        // The decode worker caches most of the prompt: local.
+        assert_eq!(policy.place(&request(4000, 100, 0)), Placement::Local);
+        // A prefill worker with a prompt booked prefills only, when that pays.
+        let mut busy = request(8000, 8000, 1);
+        busy.decode_load.active_requests = 64;
+        assert_eq!(policy.place(&busy), Placement::Remote);
+        // Without the flexible pool, an idle prefill worker only prefills.
+        let plain = ExpectedTtftPlacement::default();
+        assert_ne!(
+            plain.place(&request(4000, 4000, 0)),
+            Placement::PrefillWorker
+        );
     }
 }

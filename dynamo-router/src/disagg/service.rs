@@ -45,7 +45,9 @@ pub struct BlockSizeMismatch {
 ///    [`Disaggregation::Prefill`] request (one output token), streams that token to the client
 ///    at once, then sends the request with the token appended to the decode worker as
 ///    [`Disaggregation::Decode`] with the prefill's [`KvHandoff`](dynamo_core::KvHandoff), and
-///    streams the rest.
+///    streams the rest; **prefill worker** (a flexible-role pool,
+///    [`ExpectedTtftPlacement::prefill_workers_decode`](super::ExpectedTtftPlacement::prefill_workers_decode))
+///    sends the whole request to the prefill worker, as aggregated serving would.
 ///
 /// A request of one output token, or one already marked with a phase, goes whole to its
 /// decode worker.
@@ -59,7 +61,8 @@ pub struct BlockSizeMismatch {
 /// a hand-over that never comes are freed when their lease there ends.
 ///
 /// Metrics: `dynamo_disagg_requests_total{placement}` with `remote`, `local` (the policy's
-/// choice), `no_prefill_worker` and `fallback` (a failed remote prefill).
+/// choice), `prefill_worker` (the whole request on the prefill worker), `no_prefill_worker`
+/// and `fallback` (a failed remote prefill).
 ///
 /// ```
 /// use dynamo_core::{BlockSize, EchoEngine, EngineExt, GenerateRequest, WorkerId};
@@ -177,11 +180,18 @@ impl Inner {
             return self.decode.run(decode, request).await;
         };
         let context = self.context(&route, &decode, &prefill);
-        if self.placement.place(&context) == Placement::Local {
-            record("local");
-            return self.decode.run(decode, request).await;
+        match self.placement.place(&context) {
+            Placement::Local => {
+                record("local");
+                return self.decode.run(decode, request).await;
+            }
+            Placement::PrefillWorker => {
+                record("prefill_worker");
+                drop(decode);
+                return self.prefill.run(prefill, request).await;
+            }
+            Placement::Remote => record("remote"),
         }
-        record("remote");
         let (chunks, receiver) = mpsc::channel(32);
         let cancel = request.cancellation().clone();
         tokio::spawn(self.remote(prefill, decode, request, chunks));

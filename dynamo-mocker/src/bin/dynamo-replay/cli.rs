@@ -275,6 +275,8 @@ pub(crate) enum PlacementName {
     Threshold,
     /// Ours: the lower expected time to first token, local prefill charged for its stalls
     ExpectedTtft,
+    /// expected-ttft with a flexible prefill pool: an idle prefill worker serves whole requests
+    Flexible,
 }
 
 impl fmt::Display for PlacementName {

@@ -73,7 +73,7 @@ fn placement(name: PlacementName, cli: &Cli) -> Box<dyn PlacementPolicy> {
     match name {
         PlacementName::AlwaysRemote => Box::new(AlwaysRemote),
         PlacementName::Threshold => Box::new(Threshold::default()),
-        PlacementName::ExpectedTtft => {
+        PlacementName::ExpectedTtft | PlacementName::Flexible => {
             let transfer = cli.transfer();
             let block = u64::from(cli.block_size.get());
             Box::new(ExpectedTtftPlacement {
@@ -81,6 +81,7 @@ fn placement(name: PlacementName, cli: &Cli) -> Box<dyn PlacementPolicy> {
                     - transfer.latency_ms,
                 transfer_latency_ms: transfer.latency_ms,
                 stall_weight: cli.stall_weight,
+                prefill_workers_decode: name == PlacementName::Flexible,
                 ..ExpectedTtftPlacement::default()
             })
         }

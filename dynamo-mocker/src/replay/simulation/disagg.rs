@@ -83,6 +83,10 @@ impl Simulation<'_> {
                 }
                 self.dispatch(index, prefill, prompt_only, false, now_ms)
             }
+            (Placement::PrefillWorker, Some(prefill)) => {
+                drop(decode);
+                self.dispatch(index, prefill, request, false, now_ms)
+            }
             _ => self.dispatch(index, decode, request, false, now_ms),
         };
         if started {
@@ -102,6 +106,14 @@ impl Simulation<'_> {
             booked(DECODE, decode),
             Some(booked(PREFILL, prefill)),
         )
+    }
+
+    /// Whether request `id` is in its prefill phase on a prefill worker (rather than served
+    /// whole there): its first token is nobody's, and it goes on to a decode worker.
+    pub(super) fn in_prefill_phase(&self, id: u64) -> bool {
+        self.disagg
+            .as_ref()
+            .is_some_and(|disagg| disagg.prefilling.contains_key(&id))
     }
 
     /// A prefill worker sampled the (unseen) token of request `id`: its prompt is computed.

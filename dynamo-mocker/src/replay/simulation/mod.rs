@@ -513,7 +513,7 @@ impl Simulation<'_> {
             if let Some(guard) = self.guards.get_mut(&id) {
                 guard.first_token();
             }
-            if prefill {
+            if prefill && self.in_prefill_phase(id) {
                 self.prefilled(id);
             } else if let Some(record) = self.record_mut(id) {
                 record.first_token_ms = Some(now_ms);
