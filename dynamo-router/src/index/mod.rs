@@ -357,6 +357,7 @@ impl KvIndex {
     /// Remove `tier` from `slot`'s residency of every block in `blocks`; returns how many of
     /// them `slot` did not hold in `tier`.
     fn remove_all(&mut self, slot: u32, tier: u8, blocks: &[SequenceHash]) -> usize {
+        self.warm(blocks.iter().copied());
         let (mut removed, mut unknown, mut missing) = (0, 0, 0);
         let mut range: Option<(u32, u32, u32)> = None;
         let mut touched = Touched::new();
@@ -397,6 +398,15 @@ impl KvIndex {
         self.workers.remove_blocks(slot, removed);
         self.shrink_when_sparse();
         unknown + missing
+    }
+
+    /// Look every one of `hashes` up at once, discarding the answers: their cache misses
+    /// overlap, and the updates that follow find the lines in cache.
+    fn warm(&self, hashes: impl Iterator<Item = SequenceHash>) {
+        let found = hashes.fold(0, |all, hash| {
+            all ^ self.blocks.get(&hash).map_or(0, |loc| loc.offset)
+        });
+        std::hint::black_box(found);
     }
 
     /// Give memory back after a wave of removals: when the map is less than a quarter full,

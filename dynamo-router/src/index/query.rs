@@ -15,56 +15,61 @@ impl KvIndex {
     /// The walk finds the first block in the map, then compares the request's next hashes with
     /// the positions that follow it in its run, and takes the residents of each segment it
     /// crosses once for all its positions. Where the run and the request part (or the run's
-    /// positions are dead), the next block is looked up in the map again, and so on.
+    /// positions are dead), the next block is looked up in the map again, and so on. The
+    /// comparison, the segments and the next lookup do not wait on each other, so their cache
+    /// misses overlap.
     pub fn overlaps(&self, hashes: &[SequenceHash]) -> Overlaps {
         let Some(&first) = hashes.first().and_then(|hash| self.blocks.get(hash)) else {
             return Overlaps::default();
         };
-        let mut walk = Walk::start(self.runs.residents(first));
-        let (mut loc, mut next) = (first, 1);
-        'walk: while next < hashes.len() {
+        let mut walk: Option<Walk> = None;
+        // `loc` is where `hashes[next]` sits, a live position (the map has only those).
+        let (mut loc, mut next) = (first, 0);
+        'walk: loop {
             let run = &self.runs.runs[loc.run as usize];
-            let from = loc.offset + 1;
-            let ahead = run.hashes.get(from as usize..).unwrap_or_default();
-            let matched = common_prefix(&hashes[next..], ahead);
+            let from = loc.offset;
+            let mut seg = run.seg_at(from);
+            let ahead = run.hashes.get(from as usize + 1..).unwrap_or_default();
+            let matched = 1 + common_prefix(&hashes[next + 1..], ahead);
             let end = from + matched as u32;
-            // The block after the stretch, looked up now: its cache miss overlaps the
-            // segments' while they are read.
+            // The block after the stretch, looked up before the segments are read.
             let beyond = hashes
                 .get(next + matched)
                 .and_then(|hash| self.blocks.get(hash));
+            self.runs.touch_spilled(run, seg, end);
             let mut at = from;
-            if at < end {
-                let mut seg = run.seg_at(at);
-                while at < end {
-                    let residents = run.segs[seg].residents.as_slice(&self.runs.spill);
-                    if residents.is_empty() {
-                        break;
-                    }
-                    let stop = run.seg_end(seg).min(end);
-                    if !walk.step(residents, stop - at, &self.workers) {
-                        break 'walk;
-                    }
-                    at = stop;
-                    seg += 1;
+            while at < end {
+                let residents = run.segs[seg].residents.as_slice(&self.runs.spill);
+                if residents.is_empty() {
+                    break;
                 }
+                let stop = run.seg_end(seg).min(end);
+                match &mut walk {
+                    None => walk = Some(Walk::start(residents, stop - at)),
+                    Some(walk) => {
+                        if !walk.step(residents, stop - at, &self.workers) {
+                            break 'walk;
+                        }
+                    }
+                }
+                at = stop;
+                seg += 1;
             }
             next += (at - from) as usize;
             // A dead stretch ends the run's help early: look the block up where it stopped.
             let found = if at == end {
                 beyond
             } else {
-                self.blocks.get(&hashes[next])
+                hashes.get(next).and_then(|hash| self.blocks.get(hash))
             };
             let Some(&found) = found else {
                 break;
             };
-            if !walk.step(self.runs.residents(found), 1, &self.workers) {
-                break;
-            }
             loc = found;
-            next += 1;
         }
+        let Some(walk) = walk else {
+            return Overlaps::default();
+        };
         Overlaps {
             workers: walk.finish(&self.workers),
         }
@@ -94,11 +99,12 @@ struct Walk {
 const INLINE: usize = 8;
 
 impl Walk {
-    fn start(first: &[Resident]) -> Self {
+    /// A walk whose first `blocks` blocks are held by `first`.
+    fn start(first: &[Resident], blocks: u32) -> Self {
         Walk {
             alive: SmallVec::from_slice(first),
             counts: SmallVec::from_elem(TierOverlap::default(), first.len()),
-            pending: 1,
+            pending: blocks,
             done: Answer::new(),
         }
     }

@@ -308,6 +308,14 @@ impl Residents {
         }
     }
 
+    /// The first word of a spilled list (its header), or 0 for inline residents.
+    pub(crate) fn peek(&self, spill: &SpillTable) -> u32 {
+        match self.0 {
+            [NONE, chunk] if chunk != NONE => spill.arena[chunk as usize],
+            _ => 0,
+        }
+    }
+
     /// Give a spilled list's chunk back to the arena.
     pub(crate) fn release(self, spill: &mut SpillTable) {
         if let [NONE, chunk] = self.0

@@ -114,7 +114,7 @@ pub(crate) struct Runs {
 }
 
 /// Positions past which the open run is left for a new one.
-const OPEN_RUN_MAX: usize = 1024;
+const OPEN_RUN_MAX: usize = 64;
 
 /// Dead positions a run may carry before it is compacted (and at least as many as live ones).
 const MIN_DEAD: u32 = 8;
@@ -126,6 +126,17 @@ impl Runs {
         run.segs[run.seg_at(loc.offset)]
             .residents
             .as_slice(&self.spill)
+    }
+
+    /// Read the first word of the spilled resident list of each segment of `run` from `seg`
+    /// up to position `end`, discarding it: the loads do not depend on each other, so their
+    /// cache misses overlap, and the walk over the segments finds the lists in cache.
+    pub(crate) fn touch_spilled(&self, run: &Run, seg: usize, end: u32) {
+        let mut words = 0;
+        for s in run.segs[seg..].iter().take_while(|s| s.start < end) {
+            words ^= s.residents.peek(&self.spill);
+        }
+        std::hint::black_box(words);
     }
 
     /// Whether `offset` of `run` exists, holds `hash` and is alive.
@@ -314,8 +325,10 @@ impl Runs {
             r.segs = segs;
             let last = r.segs.len();
             r.merge(spill, 0, last);
-        } else if r.hashes.capacity() > 2 * r.hashes.len() + 8 {
-            r.hashes.shrink_to_fit();
+        } else if r.hashes.capacity() > 4 * r.hashes.len() + 64 {
+            // Only well past the length, so that a run trimmed at its end and grown again
+            // does not move back and forth.
+            r.hashes.shrink_to(2 * r.hashes.len());
         }
     }
 
