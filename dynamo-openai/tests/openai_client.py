@@ -54,12 +54,7 @@ def main(base_url: str, model: str) -> None:
     check_embeddings(client)
     check_responses(client, model)
 
-    try:
-        client.chat.completions.create(model=model, messages=messages, n=3)
-        raise AssertionError("n=3 was accepted")
-    except openai.BadRequestError as error:
-        assert error.status_code == 400
-        assert error.body["param"] == "n", error.body
+    check_choices(client, model, messages)
 
     try:
         client.chat.completions.create(model="no-such-model", messages=messages)
@@ -68,8 +63,8 @@ def main(base_url: str, model: str) -> None:
         assert error.status_code == 404
 
     print(f"openai {openai.__version__}: models, chat (whole and streamed), completions "
-          f"(batched and streamed), log-probabilities, structured outputs, embeddings, responses "
-          f"(whole and streamed) and errors all parse")
+          f"(batched and streamed), several choices (n, best_of), log-probabilities, structured "
+          f"outputs, embeddings, responses (whole and streamed) and errors all parse")
 
 
 def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
@@ -106,6 +101,60 @@ def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
         raise AssertionError("top_logprobs=21 was accepted")
     except openai.BadRequestError as error:
         assert error.body["param"] == "top_logprobs", error.body
+
+
+def check_choices(client: OpenAI, model: str, messages: list) -> None:
+    """n choices agree under greedy decoding and differ under sampling, whole and streamed, each
+    with its own finish reason; best_of returns n choices and counts every candidate's tokens;
+    out-of-range values are a 400 naming the field."""
+    greedy = client.chat.completions.create(model=model, messages=messages, max_tokens=8,
+                                            temperature=0, n=3)
+    assert [c.index for c in greedy.choices] == [0, 1, 2], greedy
+    one = client.chat.completions.create(model=model, messages=messages, max_tokens=8,
+                                         temperature=0)
+    assert all(c.message.content == one.choices[0].message.content for c in greedy.choices), greedy
+    assert all(c.finish_reason in ("stop", "length") for c in greedy.choices), greedy
+    assert greedy.usage.prompt_tokens == one.usage.prompt_tokens, (greedy.usage, one.usage)
+    assert greedy.usage.completion_tokens == 3 * one.usage.completion_tokens, greedy.usage
+
+    poem = [{"role": "user", "content": "Write one line of a poem about the sea."}]
+    sampled = client.chat.completions.create(model=model, messages=poem, max_tokens=16,
+                                             temperature=1.0, top_p=1.0, n=4)
+    texts = [c.message.content for c in sampled.choices]
+    assert len(texts) == 4 and len(set(texts)) > 1, texts
+
+    stream = client.chat.completions.create(model=model, messages=poem, max_tokens=12,
+                                            temperature=1.0, n=2, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    by_choice, finishes = {0: "", 1: ""}, {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            by_choice[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert all(by_choice.values()) and sorted(finishes) == [0, 1], (by_choice, finishes)
+    assert chunks[-1].usage is not None and not chunks[-1].choices, chunks[-1]
+
+    best = client.completions.create(model=model, prompt="The sea is", max_tokens=6, n=2,
+                                     best_of=3, temperature=1.0)
+    assert [c.index for c in best.choices] == [0, 1], best
+    assert all(c.text for c in best.choices), best
+    # Every candidate counts: at least the two returned, at most three times max_tokens.
+    assert 2 <= best.usage.completion_tokens <= 3 * 6, best.usage
+
+    for call, param in [
+        (lambda: client.chat.completions.create(model=model, messages=messages, n=17), "n"),
+        (lambda: client.completions.create(model=model, prompt="Hi", n=3, best_of=2), "best_of"),
+        (lambda: client.completions.create(model=model, prompt="Hi", best_of=2, stream=True),
+         "best_of"),
+    ]:
+        try:
+            call()
+            raise AssertionError(f"{param} out of range was accepted")
+        except openai.BadRequestError as error:
+            assert error.status_code == 400
+            assert error.body["param"] == param, error.body
 
 
 class Capital(pydantic.BaseModel):
