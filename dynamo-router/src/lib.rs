@@ -141,7 +141,8 @@
 //! [`replicas::ReplicaState`] shares what each one books (and, in approximate mode, predicts)
 //! with the others: give its [`load`](replicas::ReplicaState::load) tracker to the router
 //! ([`RouterBuilder::load_tracker`]), publish the messages it queues on your event plane and
-//! apply the others'. The messages are
+//! apply the others' (`dynamo-transport`'s `events::exchange_replica_messages` carries them
+//! over NATS, and `dynamo-serve`'s frontend does all of it). The messages are
 //! bounded and loss tolerant: digests repair lost messages, remote bookings expire, and a
 //! replica that joins catches up from a snapshot.
 //!

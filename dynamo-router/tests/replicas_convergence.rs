@@ -233,3 +233,45 @@ fn a_full_outbox_drops_and_counts_and_a_lost_release_expires() {
     b.tick(now + b.config().booking_ttl);
     assert_eq!(b.load().load(worker).active_requests, 0);
 }
+
+#[tokio::test]
+async fn a_request_waiting_on_another_replicas_load_goes_when_that_load_is_released() {
+    use dynamo_core::{BlockSize, EchoEngine, EngineExt, GenerateRequest};
+    use dynamo_router::{BusyThresholds, QueueOrder, RouterService};
+
+    let a = ReplicaState::new(ReplicaConfig::new(ReplicaId(1)));
+    let b = ReplicaState::new(ReplicaConfig::new(ReplicaId(2)));
+    let worker = WorkerId::new(1);
+    let router = RouterService::builder(BlockSize::new(4).expect("not zero"))
+        .load_tracker(b.load())
+        .thresholds(BusyThresholds {
+            max_active_requests: Some(1),
+            ..BusyThresholds::default()
+        })
+        .queue(QueueOrder::Fcfs, 8)
+        .build();
+    router.insert_worker(worker, EchoEngine::new());
+    // A's request makes the only worker busy for B too.
+    let held = a.load().book(worker, Booking::default());
+    let now = Instant::now();
+    while let Some(message) = a.try_next_message() {
+        b.apply(&message, now);
+    }
+    let request = GenerateRequest::new("r1", "echo", vec![1, 2, 3]).with_max_tokens(1);
+    let mut caller = router.clone();
+    let waiting = tokio::spawn(async move { caller.generate_all(request).await });
+    while router.queued() == 0 {
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    while let Some(message) = a.try_next_message() {
+        b.apply(&message, now);
+    }
+    router.wake_waiting();
+    let generation = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("woken")
+        .expect("joined")
+        .expect("served");
+    assert_eq!(generation.tokens, [1]);
+}

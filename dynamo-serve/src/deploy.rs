@@ -157,7 +157,7 @@ async fn build_router<P: EventPlane>(
         (RouterKind::RoundRobin, _) => builder.policy(RoundRobin::new()).build(),
     };
     if let (Some(replica), Some(plane)) = (replica, plane) {
-        crate::share::share(plane, replica).await?;
+        crate::share::share(plane, replica, router.clone()).await?;
     }
     tokio::spawn(router.health_checks());
     Ok(router)

@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use dynamo_core::{Error, ReplicaId};
+use dynamo_core::{Error, ReplicaId, ReplicaUpdate};
+use dynamo_router::RouterService;
 use dynamo_router::replicas::{ReplicaConfig, ReplicaState};
 use dynamo_transport::events::{EventPlane, exchange_replica_messages};
 
@@ -13,15 +14,29 @@ pub(crate) fn replica() -> ReplicaState {
     ReplicaState::new(ReplicaConfig::new(ReplicaId(rand::random())))
 }
 
-/// Publish `state`'s messages on `plane`, apply the other replicas', publish a digest every
-/// digest interval, and ask the others for their state; on spawned tasks.
-pub(crate) async fn share<P: EventPlane>(plane: &P, state: ReplicaState) -> Result<(), Error> {
+/// Publish `state`'s messages on `plane`, apply the other replicas' (waking `router`'s
+/// waiting requests when one releases load), publish a digest every digest interval, and ask
+/// the others for their state; on spawned tasks.
+pub(crate) async fn share<P: EventPlane>(
+    plane: &P,
+    state: ReplicaState,
+    router: RouterService,
+) -> Result<(), Error> {
     let outgoing = futures::stream::unfold(state.clone(), |state| async move {
         Some((state.next_message().await, state))
     });
     let receiver = state.clone();
     let exchange = exchange_replica_messages(plane, state.id(), outgoing, move |message| {
         receiver.apply(&message, Instant::now());
+        if matches!(
+            message.update,
+            ReplicaUpdate::Prefilled { .. }
+                | ReplicaUpdate::Released { .. }
+                | ReplicaUpdate::Digest { .. }
+                | ReplicaUpdate::Snapshot { .. }
+        ) {
+            router.wake_waiting();
+        }
     })
     .await?;
     tokio::spawn(exchange);

@@ -5,9 +5,13 @@
 //! only the placements it decided: as replicas are added, each sees a smaller part of the load
 //! and of the caches, and cache hits and balance fall. A [`ReplicaState`] closes the gap: the
 //! replica's load tracker tells it of every booking, which it queues as a [`ReplicaUpdate`]
-//! in a bounded outbox for a transport to publish; the transport hands the other replicas'
+//! in a bounded outbox for a transport to publish (`dynamo-transport`'s
+//! `events::exchange_replica_messages`, over NATS); the transport hands the other replicas'
 //! messages to [`ReplicaState::apply`], which books their requests on this replica's tracker
-//! (and records their predictions in its approximate index).
+//! (and records their predictions in its approximate index). With busy thresholds, call
+//! [`RouterService::wake_waiting`](crate::RouterService::wake_waiting) after applying a
+//! message that releases load (`prefilled`, `released`, `digest`, `snapshot`), so that a
+//! request waiting for capacity looks again.
 //!
 //! Loss tolerance:
 //! - The outbox holds at most [`ReplicaConfig::outbox_capacity`] updates; when it is full an

@@ -122,6 +122,13 @@ impl RouterService {
         self.inner.waiting.len()
     }
 
+    /// Capacity was released outside this router: a request of another router replica, booked
+    /// on this router's load tracker ([`replicas`](crate::replicas)), ended. The next waiting
+    /// request looks again, and so does a caller waiting for readiness.
+    pub fn wake_waiting(&self) {
+        self.inner.waiting.wake_next();
+    }
+
     /// Add (or replace) a worker and its engine.
     pub fn insert_worker<E>(&self, worker: WorkerId, engine: E)
     where
