@@ -1,13 +1,15 @@
 //! `dynamo-serve frontend`: the gateway and router over the workers that discovery reports,
 //! with their KV events and load from NATS.
 
-use dynamo_core::{BlockSize, WorkerId};
+use dynamo_core::layers::Traffic;
+use dynamo_core::{BlockSize, BoxEngine, EngineExt, WorkerId};
 use dynamo_openai::GgufMetadata;
 use dynamo_transport::discovery::{
     DirectoryDiscovery, Discovery, EtcdDiscovery, StaticDiscovery, WorkerRecord,
 };
 use dynamo_transport::events::{EventPlane, LoadReport, Subscription};
 use futures::StreamExt;
+use tower::Layer;
 
 mod engine_at;
 
@@ -53,6 +55,10 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let pool = Pool::Decode(layout);
     deploy::follow(&options, &decode, plane, discovery.as_ref(), pool)?;
     let engine = deploy::shed_load(&options, disagg::router(&options, prefill, decode)?);
+    let engine = match &nats {
+        Some(nats) => report_traffic(nats.clone(), engine),
+        None => engine,
+    };
     crate::serve_gateway(&options, &metadata, engine, |base| {
         let found = match (&options.etcd, &options.registry) {
             (Some(url), _) => format!(
@@ -104,6 +110,32 @@ fn discovery(
                 .collect(),
         )),
     })
+}
+
+/// `engine`, its requests counted and published on the event plane every
+/// [`TRAFFIC_EVERY`] as a `TrafficReport`: the planner's view of the traffic.
+fn report_traffic<P: EventPlane>(plane: P, engine: BoxEngine) -> BoxEngine {
+    let traffic = Traffic::new();
+    tokio::spawn(publish_traffic(plane, traffic.clone()));
+    traffic.layer().layer(engine).boxed_engine()
+}
+
+/// How often a frontend publishes its traffic.
+const TRAFFIC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn publish_traffic<P: EventPlane>(plane: P, traffic: Traffic) {
+    let mut every = tokio::time::interval(TRAFFIC_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let report = traffic.take();
+        if report.is_empty() {
+            continue;
+        }
+        if let Err(error) = plane.publish(&report).await {
+            tracing::debug!(%error, "a traffic report was not published");
+        }
+    }
 }
 
 /// Keep the workers' reported load in the gateway's Prometheus metrics.

@@ -2,12 +2,14 @@
 //! deployment: `dynamo-serve worker` processes running the mocker, which join a frontend
 //! through a directory registry. A worker added is routed to; a worker removed leaves routing
 //! at once and finishes its stream, losing no token. And `dynamo-serve planner` runs the
-//! load-based planner over such workers, from their load reports on NATS.
+//! load-based planner over such workers, from their load reports on NATS, and the SLA planner,
+//! from the frontend's traffic reports on NATS.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamo_core::WorkerRole;
@@ -18,8 +20,8 @@ use serde_json::{Value, json};
 
 use dynamo_transport::local::LocalNats;
 use support::{
-    Frontend, Process, decisions, directory_frontend, first_events, read_stream,
-    streamed_completion,
+    Frontend, Process, decisions, directory_frontend, directory_frontend_with, first_events,
+    read_stream, streamed_completion,
 };
 
 const POOL: WorkerRole = WorkerRole::Aggregated;
@@ -231,5 +233,95 @@ async fn the_planner_command_grows_the_pool_under_load_and_shrinks_it_when_calm(
     let status = planner.wait_exit(Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}");
     assert_eq!(registered(&directory), 0);
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// A profile of a slow worker: 400 prompt tokens a second, one request at a time.
+const SLOW_WORKER: &str = r#"{
+  "engine": "mocker",
+  "prefill": [
+    { "input_tokens": 64, "ttft_ms": 160.0, "tokens_per_s": 400.0 },
+    { "input_tokens": 1024, "ttft_ms": 2560.0, "tokens_per_s": 400.0 }
+  ],
+  "decode": [
+    { "context_tokens": 256, "concurrency": 1, "kv_usage": 0.01, "itl_ms": 10.0, "tokens_per_s": 100.0 },
+    { "context_tokens": 256, "concurrency": 8, "kv_usage": 0.08, "itl_ms": 12.0, "tokens_per_s": 660.0 },
+    { "context_tokens": 1024, "concurrency": 1, "kv_usage": 0.04, "itl_ms": 11.0, "tokens_per_s": 90.0 },
+    { "context_tokens": 1024, "concurrency": 8, "kv_usage": 0.3, "itl_ms": 14.0, "tokens_per_s": 570.0 }
+  ]
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
+    let nats = LocalNats::start().expect("nats-server starts");
+    let directory = std::env::temp_dir().join(format!("dynamo-sla-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).expect("a directory");
+    let profile = directory.join("profile.json");
+    std::fs::write(&profile, SLOW_WORKER).expect("written");
+    let registry = directory.join("registry").display().to_string();
+    let profile = profile.display().to_string();
+    let mut planner = Process::start(&[
+        "planner",
+        "--registry",
+        &registry,
+        "--nats",
+        &nats.url(),
+        "--interval",
+        "1",
+        "--max-workers",
+        "2",
+        "--policy",
+        "sla",
+        "--profile",
+        &profile,
+        "--ttft-ms",
+        "1000",
+        "--",
+        "--engine",
+        "mocker",
+    ]);
+    // The frontend reports its traffic on NATS.
+    let (frontend_process, frontend) =
+        directory_frontend_with(&registry, &["--nats", &nats.url()]).await;
+    frontend_process
+        .wait_for("worker 1/0 at", Duration::from_secs(60))
+        .await;
+
+    // Fresh 256-token prompts, eight at a time: more prompt tokens a second than the profile
+    // says one worker computes. The mocker itself keeps up, so no queue builds: only the
+    // traffic can tell the planner to grow.
+    let frontend = Arc::new(frontend);
+    let load = {
+        let frontend = Arc::clone(&frontend);
+        tokio::spawn(async move {
+            for round in 0_u32.. {
+                let posts = (0..8).map(|n| {
+                    let body = json!({
+                        "model": "smollm2", "prompt": vec![1_000 + round * 8 + n; 256],
+                        "max_tokens": 4,
+                    });
+                    let frontend = Arc::clone(&frontend);
+                    async move { frontend.complete_with(&body).await }
+                });
+                for (status, body) in futures::future::join_all(posts).await {
+                    assert_eq!(status, 200, "{body}");
+                }
+            }
+        })
+    };
+    frontend_process
+        .wait_for("worker 2/0 at", Duration::from_secs(60))
+        .await;
+    load.abort();
+    // The SLA policy decided it, from the traffic: a forecast of requests a second.
+    let grown = planner.lines(&["policy=\"sla\"", "target=Aggregated(2)"]);
+    eprintln!("{grown:?}");
+    assert!(!grown.is_empty(), "the SLA policy grew the pool");
+    assert!(planner.logged("started worker"));
+
+    planner.terminate();
+    let status = planner.wait_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&directory);
 }

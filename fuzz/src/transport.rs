@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use dynamo_core::layers::TrafficReport;
 use dynamo_core::{BlockSize, KvEvent, ResyncRequest, WorkerId};
 use dynamo_router::KvIndex;
 use dynamo_transport::discovery::decode_record;
@@ -100,13 +101,13 @@ pub fn engine_events(data: &[u8]) {
 }
 
 /// Event-plane messages as a NATS subscription decodes them: the first byte picks the topic
-/// (KV event, load report, resync request), the rest is the payload. KV events that decode
+/// (KV event, load report, resync request, traffic report), the rest is the payload. KV events that decode
 /// are applied to a router's index, twice (the second time as stale events).
 pub fn nats_payload(data: &[u8]) {
     let Some((&topic, payload)) = data.split_first() else {
         return;
     };
-    match topic % 3 {
+    match topic % 4 {
         0 => {
             if let Ok(event) = decode_message::<KvEvent>("dynamo.kv_events", payload) {
                 let _ = event.block_count();
@@ -125,8 +126,15 @@ pub fn nats_payload(data: &[u8]) {
         1 => {
             let _ = decode_message::<LoadReport>("dynamo.load_metrics", payload);
         }
-        _ => {
+        2 => {
             let _ = decode_message::<ResyncRequest>("dynamo.kv_resync", payload);
+        }
+        _ => {
+            if let Ok(report) = decode_message::<TrafficReport>("dynamo.traffic", payload) {
+                let mut sum = report.clone();
+                sum.merge(&report);
+                let _ = sum.is_empty();
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Resilience layers for any [`Engine`](crate::Engine): retries with a budget, per-request
-//! deadlines and a circuit breaker per worker.
+//! Layers for any [`Engine`](crate::Engine): retries with a budget, per-request deadlines and a
+//! circuit breaker per worker for resilience, and a traffic meter for a planner.
 //!
 //! They live in `dynamo-core`, beside the [`Engine`](crate::Engine) abstraction, so that any
 //! engine can use them (a local model, a remote worker's client, a router) without depending on
@@ -17,6 +17,9 @@
 //! - [`DeadlineLayer`]: end a request that runs past its
 //!   [`timeout`](crate::GenerateRequest::timeout) with a `timeout` error, and cancel its work,
 //!   there and on the worker.
+//! - [`TrafficLayer`]: count the requests that pass (arrivals, prompt and output tokens, cache
+//!   hits, time to first token and between tokens) into a [`Traffic`], which a frontend reports
+//!   to the planner once per interval as a [`TrafficReport`].
 //!
 //! From the outside in: the deadline (it covers every attempt), then retries, then (per
 //! worker, below a router, or directly on a single worker's engine) the circuit breaker:
@@ -56,8 +59,10 @@ mod deadline;
 mod first_chunk;
 mod policy;
 mod retry;
+mod traffic;
 
 pub use breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use policy::is_retried;
 pub use retry::{ResponseFuture as RetryFuture, Retry, RetryConfig, RetryLayer};
+pub use traffic::{Traffic, TrafficLayer, TrafficMeter, TrafficReport};

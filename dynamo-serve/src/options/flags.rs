@@ -2,16 +2,17 @@
 //! take them; and how the parsed command becomes [`Options`].
 
 use std::ffi::OsString;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use dynamo_candle::DiskTier;
+use dynamo_planner::policy::{PolicyKind, SlaTargets};
 use dynamo_transport::discovery::EtcdAccess;
 use dynamo_transport::events::NatsAccess;
 
+use super::values::{WorkerAddresses, at_least_one, number_workers, positive_number};
 use super::{
     Command, DiskAdmission, EngineKind, Options, PlacementKind, RoleKind, RouterKind,
     SamplingSource,
@@ -40,8 +41,8 @@ enum CommandArgs {
     /// The gateway and router over the workers that discovery reports, with their KV events
     /// and load from NATS
     Frontend(FrontendArgs),
-    /// The load-based planner: starts and stops `dynamo-serve worker` processes on this
-    /// machine as their load reports (NATS) ask
+    /// The planner: starts and stops `dynamo-serve worker` processes on this machine as their
+    /// load reports or the frontends' traffic reports (NATS) ask
     Planner(PlannerArgs),
     /// Write the OpenAPI document and exit
     Openapi {
@@ -160,6 +161,21 @@ struct PlannerArgs {
     /// Only log the decisions; start no worker beyond --min-workers
     #[arg(long)]
     advisory: bool,
+    /// How to size the pool: `load` (the workers' queues and KV usage), `sla` (ours) or
+    /// `dynamo_sla` (NVIDIA Dynamo's), the SLA policies from the frontends' traffic reports
+    /// and --profile
+    #[arg(long, value_name = "POLICY", default_value = "load")]
+    policy: PolicyKind,
+    /// What one worker achieves, for the SLA policies: a profile `dynamo-replay profile --out
+    /// FILE` writes
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// The SLA policies' time-to-first-token target, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 500.0, value_parser = positive_number)]
+    ttft_ms: f64,
+    /// The SLA policies' target time between output tokens, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 50.0, value_parser = positive_number)]
+    itl_ms: f64,
     /// The id of the first worker started; the next ones count up from it
     #[arg(long, value_name = "N", default_value_t = 1)]
     first_id: u64,
@@ -405,6 +421,12 @@ impl Cli {
                     min_workers: args.min_workers,
                     max_workers: args.max_workers,
                     advisory: args.advisory,
+                    policy: args.policy,
+                    profile: args.profile,
+                    targets: SlaTargets {
+                        ttft_ms: args.ttft_ms,
+                        itl_ms: args.itl_ms,
+                    },
                     first_id: args.first_id,
                     worker_flags: args.worker_flags,
                 };
@@ -523,67 +545,9 @@ fn options(
     }
 }
 
-/// `--worker-at` values: `[ID=]ADDR`, separated by commas.
-#[derive(Debug, Clone)]
-struct WorkerAddresses(Vec<(Option<u64>, SocketAddr)>);
-
-impl FromStr for WorkerAddresses {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, String> {
-        let parse = |part: &str| {
-            let (id, address) = match part.split_once('=') {
-                Some((id, address)) => {
-                    let id = id
-                        .parse()
-                        .map_err(|_| format!("{id:?} is not a worker id"))?;
-                    (Some(id), address)
-                }
-                None => (None, part),
-            };
-            let address = address
-                .parse()
-                .map_err(|_| format!("{address:?} is not an IP address and port"))?;
-            Ok((id, address))
-        };
-        let workers = value
-            .split(',')
-            .filter(|part| !part.is_empty())
-            .map(parse)
-            .collect::<Result<_, String>>()?;
-        Ok(WorkerAddresses(workers))
-    }
-}
-
-/// The workers of every `--worker-at`, in order; one without an id takes its place in the
-/// list, counting from 1.
-fn number_workers(lists: &[WorkerAddresses]) -> Vec<(u64, SocketAddr)> {
-    lists
-        .iter()
-        .flat_map(|list| &list.0)
-        .zip(1..)
-        .map(|(&(id, address), place)| (id.unwrap_or(place), address))
-        .collect()
-}
-
 /// A group's flags as they are when none is given.
 fn defaults<T: Args + FromArgMatches>() -> T {
     let command = T::augment_args(clap::Command::new("defaults").no_binary_name(true));
     let matches = command.get_matches_from(std::iter::empty::<OsString>());
     T::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
-}
-
-fn at_least_one<T: FromStr + PartialEq + From<u8>>(value: &str) -> Result<T, String> {
-    match value.parse::<T>() {
-        Ok(number) if number != T::from(0) => Ok(number),
-        Ok(_) => Err("must be at least 1".to_owned()),
-        Err(_) => Err("not a whole number".to_owned()),
-    }
-}
-
-fn positive_number(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(number) if number > 0.0 && number.is_finite() => Ok(number),
-        _ => Err("must be a positive number".to_owned()),
-    }
 }

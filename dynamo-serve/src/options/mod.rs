@@ -9,6 +9,7 @@
 mod engine_at;
 mod errors;
 mod flags;
+mod values;
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
@@ -257,6 +258,15 @@ impl Options {
                     "planner",
                     ErrorKind::ArgumentConflict,
                     "--min-workers is above --max-workers",
+                ))
+            }
+            Command::Planner(ref settings)
+                if settings.policy.needs_profile() && settings.profile.is_none() =>
+            {
+                Err(error_of(
+                    "planner",
+                    ErrorKind::MissingRequiredArgument,
+                    "the SLA policies plan from what one worker achieves: give --profile FILE (dynamo-replay profile --out FILE writes one)",
                 ))
             }
             Command::Serve if self.engine == EngineKind::Echo && self.router == RouterKind::Kv => {
@@ -550,5 +560,17 @@ mod tests {
         assert_eq!(missing.kind(), ErrorKind::MissingRequiredArgument);
         let upside_down = refused("planner --registry r --nats n --min-workers 3 --max-workers 2");
         assert_eq!(upside_down.kind(), ErrorKind::ArgumentConflict);
+        let no_profile = refused("planner --registry r --nats n --policy sla");
+        assert_eq!(no_profile.kind(), ErrorKind::MissingRequiredArgument);
+        let sla =
+            options("planner --registry r --nats n --policy sla --profile p.json --ttft-ms 300")
+                .expect("valid");
+        let Command::Planner(settings) = sla.command else {
+            panic!("not the planner: {:?}", sla.command);
+        };
+        assert_eq!(
+            (settings.policy.as_str(), settings.targets.ttft_ms),
+            ("sla", 300.0)
+        );
     }
 }

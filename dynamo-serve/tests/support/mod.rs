@@ -51,12 +51,18 @@ impl Process {
 
     /// How many lines of standard error contain every one of `parts`.
     pub(crate) fn count(&self, parts: &[&str]) -> usize {
+        self.lines(parts).len()
+    }
+
+    /// The lines of standard error that contain every one of `parts`.
+    pub(crate) fn lines(&self, parts: &[&str]) -> Vec<String> {
         self.log
             .lock()
             .expect("not poisoned")
             .iter()
             .filter(|line| parts.iter().all(|part| line.contains(part)))
-            .count()
+            .cloned()
+            .collect()
     }
 
     /// Wait until a line of standard error contains `text`; how long it took.

@@ -3,7 +3,8 @@
 //! An [`EventPlane`] carries [`Topic`]s: [`KvEvent`]s, which keep a router's index equal to the
 //! workers' caches, [`LoadReport`]s, which tell it how busy each worker is, and
 //! [`ResyncRequest`](dynamo_core::ResyncRequest)s, by which a router asks a worker whose events
-//! it missed for a snapshot ([`forward_resyncs`], [`answer_resyncs`]). Two planes:
+//! it missed for a snapshot ([`forward_resyncs`], [`answer_resyncs`]), and frontends'
+//! [`TrafficReport`](dynamo_core::layers::TrafficReport)s for the planner. Two planes:
 //!
 //! - [`LocalBus`], in process (the default for a single-process deployment): a bounded
 //!   broadcast per topic; a subscriber that falls behind by more than its capacity is told how
@@ -96,6 +97,11 @@ pub struct LoadReport {
 
 impl Topic for LoadReport {
     const NAME: &'static str = "load_metrics";
+}
+
+/// A frontend's traffic of the last interval (about a second), for the planner.
+impl Topic for dynamo_core::layers::TrafficReport {
+    const NAME: &'static str = "traffic";
 }
 
 /// The messages of one topic, in order per publisher. An error item
