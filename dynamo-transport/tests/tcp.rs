@@ -279,3 +279,50 @@ async fn a_pool_spreads_streams_and_closes_when_dropped_after_its_streams() {
         );
     }
 }
+
+/// A request for several choices crosses the wire with its `n`, and every choice's chunks come
+/// back: a choice's finish (with others still running) does not end the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_choice_of_a_forked_request_comes_back() {
+    use dynamo_core::{FinishReason, TokenChunk, TokenStream};
+    let engine = tower::service_fn(|request: GenerateRequest| async move {
+        let n = request.n;
+        let mut chunks = Vec::new();
+        for index in 0..n {
+            chunks.push(Ok(TokenChunk {
+                index,
+                ..TokenChunk::token(100 + index)
+            }));
+        }
+        for index in 0..n {
+            chunks.push(Ok(TokenChunk {
+                index,
+                more_choices: index + 1 < n,
+                ..TokenChunk::finish(FinishReason::Stop, None)
+            }));
+        }
+        Ok::<_, dynamo_core::Error>(TokenStream::from_chunks(chunks))
+    });
+    let (listener, address) = listener().await;
+    let server = tokio::spawn(serve(listener, engine, ServeConfig::default()));
+    let remote = RemoteEngine::connect(address).await.expect("connected");
+    let stream = remote
+        .oneshot(request(1, 4, 4).with_n(3))
+        .await
+        .expect("a stream");
+    let chunks: Vec<TokenChunk> = stream.map(|chunk| chunk.expect("a chunk")).collect().await;
+    let tokens: Vec<(u32, Vec<u32>)> = chunks
+        .iter()
+        .filter(|c| !c.tokens.is_empty())
+        .map(|c| (c.index, c.tokens.clone()))
+        .collect();
+    assert_eq!(tokens, [(0, vec![100]), (1, vec![101]), (2, vec![102])]);
+    let finishes: Vec<u32> = chunks
+        .iter()
+        .filter(|c| c.ends_choice())
+        .map(|c| c.index)
+        .collect();
+    assert_eq!(finishes, [0, 1, 2], "{chunks:?}");
+    assert!(chunks.last().expect("chunks").is_final());
+    server.abort();
+}
