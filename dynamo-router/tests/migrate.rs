@@ -286,3 +286,25 @@ async fn a_worker_that_dies_after_its_last_token_ends_the_request_without_anothe
         "nothing left to ask"
     );
 }
+
+#[tokio::test]
+async fn a_request_of_several_choices_migrates_only_before_its_first_token() {
+    let workers = Workers::new(2, Fault::Die { after: 5 }, 1);
+    let items = items(workers.migrate(3), request(12).with_n(2)).await;
+    let last = items.last().unwrap().as_ref().unwrap_err();
+    assert_eq!(last.class(), ErrorClass::Unavailable, "{last}");
+    assert_eq!(
+        workers.attempts.lock().unwrap().len(),
+        1,
+        "no second attempt"
+    );
+
+    let workers = Workers::new(2, Fault::Die { after: 0 }, 1);
+    let generation = workers
+        .migrate(3)
+        .generate_all(request(12).with_n(2))
+        .await
+        .unwrap();
+    assert_eq!(generation.finish_reason, Some(FinishReason::Length));
+    assert_eq!(workers.attempts.lock().unwrap().len(), 2, "retried whole");
+}
