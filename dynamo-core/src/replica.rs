@@ -6,7 +6,7 @@
 //! worker now caches a prompt. Every replica applies the others'. The messages are loss
 //! tolerant: each replica also publishes a [`ReplicaUpdate::Digest`] of its active bookings now
 //! and then, so a replica that missed messages converges again, and one that joins asks for a
-//! [`ReplicaUpdate::Snapshot`]. The router (`dynamo_router::replicas`) owns the logic; a
+//! snapshot ([`ReplicaUpdate::SnapshotRequest`]). The router (`dynamo_router::replicas`) owns the logic; a
 //! transport carries the messages.
 
 use serde::{Deserialize, Serialize};
@@ -83,15 +83,11 @@ pub enum ReplicaUpdate {
         bookings: Vec<(u64, bool)>,
     },
     /// It asks for the state of `of` (every replica, when `None`), having just joined or
-    /// found its view out of date.
+    /// found its view out of date. The replica asked answers with small messages, none larger
+    /// than an ordinary one: a [`Booked`](Self::Booked) per active booking, then a
+    /// [`Digest`](Self::Digest), then its predictions as [`Routed`](Self::Routed) messages.
     SnapshotRequest {
         /// The replica asked.
         of: Option<ReplicaId>,
-    },
-    /// Its active bookings in full, in answer to a snapshot request; its predictions follow as
-    /// [`Routed`](Self::Routed) messages.
-    Snapshot {
-        /// Every active booking.
-        bookings: Vec<SharedBooking>,
     },
 }

@@ -33,7 +33,6 @@ pub(crate) async fn share<P: EventPlane>(
             ReplicaUpdate::Prefilled { .. }
                 | ReplicaUpdate::Released { .. }
                 | ReplicaUpdate::Digest { .. }
-                | ReplicaUpdate::Snapshot { .. }
         ) {
             router.wake_waiting();
         }

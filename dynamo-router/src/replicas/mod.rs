@@ -10,7 +10,7 @@
 //! messages to [`ReplicaState::apply`], which books their requests on this replica's tracker
 //! (and records their predictions in its approximate index). With busy thresholds, call
 //! [`RouterService::wake_waiting`](crate::RouterService::wake_waiting) after applying a
-//! message that releases load (`prefilled`, `released`, `digest`, `snapshot`), so that a
+//! message that releases load (`prefilled`, `released`, `digest`), so that a
 //! request waiting for capacity looks again.
 //!
 //! Loss tolerance:
@@ -31,7 +31,7 @@
 //!
 //! Each message applied from another replica counts in
 //! `dynamo_router_replica_applied_total{update}` (`booked`, `prefilled`, `released`, `routed`,
-//! `digest`, `snapshot_request`, `snapshot`).
+//! `digest`, `snapshot_request`).
 //!
 //! ```
 //! use std::time::Instant;
@@ -216,7 +216,10 @@ impl ReplicaState {
     /// Expire the remote bookings nobody renewed and queue a digest of this replica's own;
     /// call it every [`ReplicaConfig::digest_interval`].
     pub fn tick(&self, now: Instant) {
-        self.inner.peers.lock().expire(now);
+        self.inner
+            .peers
+            .lock()
+            .expire(now, self.inner.config.limits());
         let bookings = self.inner.local.digest();
         self.inner
             .local
@@ -262,12 +265,6 @@ impl ReplicaState {
             ReplicaUpdate::SnapshotRequest { of } if of.is_none_or(|of| of == self.id()) => {
                 self.answer_snapshot();
             }
-            ReplicaUpdate::Snapshot { bookings } => {
-                inner
-                    .peers
-                    .lock()
-                    .snapshot(&inner.load, peer, bookings.clone(), now, limits);
-            }
             _ => {}
         }
     }
@@ -275,9 +272,14 @@ impl ReplicaState {
     /// Queue this replica's bookings, then its predictions.
     fn answer_snapshot(&self) {
         let outbox = &self.inner.local.outbox;
-        outbox.push(ReplicaUpdate::Snapshot {
-            bookings: self.inner.local.bookings(),
-        });
+        // Every booking (which a receiver adds or renews), then the digest (which drops what
+        // it holds of this replica beyond them): each message stays as small as usual.
+        let bookings = self.inner.local.bookings();
+        let digest = bookings.iter().map(|b| (b.booking, b.prefilled)).collect();
+        for booking in bookings {
+            outbox.push(ReplicaUpdate::Booked(booking));
+        }
+        outbox.push(ReplicaUpdate::Digest { bookings: digest });
         let approx = self.inner.approx.lock().clone();
         for (worker, blocks) in approx.map(|index| index.export()).unwrap_or_default() {
             for chunk in blocks.chunks(PREDICTIONS_PER_MESSAGE) {
@@ -315,7 +317,6 @@ fn kind(update: &ReplicaUpdate) -> &'static str {
         ReplicaUpdate::Routed { .. } => "routed",
         ReplicaUpdate::Digest { .. } => "digest",
         ReplicaUpdate::SnapshotRequest { .. } => "snapshot_request",
-        ReplicaUpdate::Snapshot { .. } => "snapshot",
         _ => "other",
     }
 }

@@ -54,6 +54,9 @@ impl Peers {
         let expires = now + limits.ttl;
         if let Some(known) = entry.bookings.get_mut(&booking.booking) {
             known.expires = expires;
+            if booking.prefilled {
+                known.guard.first_token();
+            }
             return;
         }
         if held >= limits.max_bookings {
@@ -131,34 +134,18 @@ impl Peers {
         false
     }
 
-    /// `peer`'s full state: it replaces what this replica knew of it.
-    pub(super) fn snapshot(
-        &mut self,
-        load: &LoadTracker,
-        peer: ReplicaId,
-        bookings: Vec<SharedBooking>,
-        now: Instant,
-        limits: Limits,
-    ) {
-        let listed: Vec<(u64, bool)> = bookings.iter().map(|b| (b.booking, b.prefilled)).collect();
-        self.digest(peer, &listed, now, limits);
-        for booking in bookings {
-            self.booked(load, peer, booking, now, limits);
-        }
-        if let Some(entry) = self.peers.get_mut(&peer) {
-            entry.asked_at = None;
-        }
-    }
-
     /// Drop the bookings nobody renewed in time: a replica that went away, or a release that
     /// was lost with the digests after it.
-    pub(super) fn expire(&mut self, now: Instant) {
+    pub(super) fn expire(&mut self, now: Instant, limits: Limits) {
         let mut dropped = 0;
         self.peers.retain(|_, peer| {
             let before = peer.bookings.len();
             peer.bookings.retain(|_, remote| remote.expires > now);
             dropped += before - peer.bookings.len();
-            !peer.bookings.is_empty() || peer.asked_at.is_some()
+            let asked_lately = peer
+                .asked_at
+                .is_some_and(|asked| now.saturating_duration_since(asked) < limits.ask_pause);
+            !peer.bookings.is_empty() || asked_lately
         });
         self.held -= dropped;
     }
