@@ -121,3 +121,42 @@ fn replicas_are_refused_where_they_cannot_route() {
         .run();
     assert!(matches!(refused, Err(Error::RouterReplicas { .. })));
 }
+
+/// `dynamo-replay`, run as a user runs it.
+fn replay_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dynamo-replay"))
+        .args(args)
+        .output()
+        .expect("dynamo-replay runs")
+}
+
+#[test]
+fn the_command_runs_each_replica_count_shared_or_alone() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("replay_replicas_cli.jsonl");
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                r#"{{"timestamp": {}, "input_length": 1024, "output_length": 4, "hash_ids": [1, {}]}}"#,
+                i * 100,
+                i + 2
+            )
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let path = path.display().to_string();
+    let common = ["--trace", &path, "--workers", "2", "--router", "approx-kv"];
+    let run = |extra: &[&str]| {
+        let output = replay_cli(&[&common[..], extra].concat());
+        assert_eq!(output.status.code(), Some(0), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let shared = run(&["--router-replicas", "1,2", "--share-delay-ms", "5"]);
+    assert!(
+        shared.contains("approx-kv x1 ") && shared.contains("approx-kv x2 "),
+        "{shared}"
+    );
+    let alone = run(&["--router-replicas", "2", "--no-share"]);
+    assert!(alone.contains("approx-kv x2 alone"), "{alone}");
+    let refused = replay_cli(&[&common[..], &["--router-replicas", "0"]].concat());
+    assert_eq!(refused.status.code(), Some(2));
+}
