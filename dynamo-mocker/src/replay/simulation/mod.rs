@@ -5,14 +5,14 @@
 mod disagg;
 mod events;
 mod planner;
-mod replicas;
+mod pool;
 mod setup;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use dynamo_core::{KvEvent, StorageTier, WorkerId};
-use dynamo_router::{LoadGuard, Routed, Router, SelectorConfig, SharedIndex, WorkerSelector};
+use dynamo_router::{LoadGuard, Routed, Router, SharedIndex};
 use tower::discover::Change;
 
 use std::sync::Arc;
@@ -27,7 +27,8 @@ use crate::trace::{TraceRequest, engine_blocks};
 use disagg::Disagg;
 use events::{Event, IDLE, Scheduled, due_key};
 use planner::PlannerState;
-use setup::{NoKnowledge, new_worker, record, route};
+use pool::Pool;
+use setup::{new_worker, record, route};
 
 /// Run `replay`, whose block sizes and membership changes were checked.
 pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
@@ -153,47 +154,6 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
     ReplayOutcome {
         summary,
         records: sim.records,
-    }
-}
-
-/// A pool of workers and its router.
-struct Pool {
-    selector: WorkerSelector,
-    /// The index the pool's workers' KV events feed, if its router reads them.
-    index: Option<SharedIndex>,
-    /// The router's replicas, when there are several (the aggregated pool only).
-    replicas: Option<replicas::Replicas>,
-}
-
-impl Pool {
-    fn new(config: &ReplayConfig, policy: impl Router, knowledge: CacheKnowledge) -> Self {
-        let settings = SelectorConfig::new(config.engine.block_size);
-        match knowledge {
-            CacheKnowledge::Events(index) => Pool {
-                selector: WorkerSelector::new(settings, policy, index.clone()),
-                index: Some(index),
-                replicas: None,
-            },
-            CacheKnowledge::Other(source) => Pool {
-                selector: WorkerSelector::new(settings, policy, source),
-                index: None,
-                replicas: None,
-            },
-            CacheKnowledge::Approximate(approx) => Pool {
-                selector: WorkerSelector::new(
-                    settings,
-                    policy,
-                    dynamo_router::ApproxIndex::new(config.engine.block_size, approx),
-                ),
-                index: None,
-                replicas: None,
-            },
-            CacheKnowledge::Nothing => Pool {
-                selector: WorkerSelector::new(settings, policy, NoKnowledge),
-                index: None,
-                replicas: None,
-            },
-        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Router replicas in an aggregated replay: each arrival goes to one replica's selector, and
-//! the replicas' messages reach the others after the configured delay.
+//! A pool of workers and its router: one selector, or in an aggregated replay several router
+//! replicas, each arrival going to one replica's selector and the replicas' messages reaching
+//! the others after the configured delay.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -10,9 +11,11 @@ use dynamo_router::{
     ApproxIndex, OverlapSource, RouteRequest, Routed, Router, SelectorConfig, WorkerSelector,
 };
 
+use dynamo_router::SharedIndex;
+
+use super::Simulation;
 use super::events::Event;
 use super::setup::NoKnowledge;
-use super::{Pool, Simulation};
 use crate::replay::{CacheKnowledge, ReplayConfig, RouterReplicas};
 
 /// The replicas of the aggregated pool's router.
@@ -29,8 +32,27 @@ pub(super) struct Replicas {
     in_transit: VecDeque<(f64, ReplicaMessage)>,
 }
 
+/// A pool of workers and its router.
+pub(super) struct Pool {
+    /// The router's selector (the first replica's, when there are several).
+    pub(super) selector: WorkerSelector,
+    /// The index the pool's workers' KV events feed, if its router reads them.
+    pub(super) index: Option<SharedIndex>,
+    /// The router's replicas, when there are several (the aggregated pool only).
+    replicas: Option<Replicas>,
+}
+
 impl Pool {
-    /// The aggregated pool, routed by `replicas.count` replicas.
+    /// A pool routed by one router.
+    pub(super) fn new(
+        config: &ReplayConfig,
+        policy: impl Router,
+        knowledge: CacheKnowledge,
+    ) -> Pool {
+        Pool::replicated(config, policy, knowledge, RouterReplicas::default())
+    }
+
+    /// A pool routed by `replicas.count` replicas.
     pub(super) fn replicated(
         config: &ReplayConfig,
         policy: impl Router,
