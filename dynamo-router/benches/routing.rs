@@ -7,6 +7,11 @@
 //! index, fed by the decisions themselves. `decision_w64_b32` holds the decision cost to its
 //! target: 64 workers, prompts of 32 blocks, an approximate index in its steady state.
 //!
+//! `decision_w64_b32_shared` is the same decision by a router replica that shares its state
+//! (`dynamo_router::replicas`): each decision also builds and queues its messages, which are
+//! taken from the outbox as a transport would (their JSON encoding, the transport's work, is
+//! not included); its baseline is the same policy without sharing, in the same run.
+//!
 //! Times are the benchmark thread's CPU time (`support/cpu_time.rs`), so that other processes
 //! on a shared machine inflate them less.
 
@@ -15,7 +20,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dynamo_core::{BlockSize, SequenceHash, WorkerId};
+use dynamo_core::{BlockSize, ReplicaId, SequenceHash, WorkerId};
+use dynamo_router::replicas::{ReplicaConfig, ReplicaState};
 use dynamo_router::{
     ApproxConfig, ApproxIndex, ExpectedTtft, KvCost, LeastLoaded, LoadGuard, PowerOfTwoChoices,
     RoundRobin, RouteRequest, Router, SelectorConfig, WorkerSelector,
@@ -191,9 +197,76 @@ fn decision_w64_b32(c: &mut Criterion<ThreadCpuTime>) {
     group.finish();
 }
 
+/// [`route_all`] by a replica that shares its state, its messages taken as they come.
+fn route_all_shared(
+    mut run: Run,
+    state: &ReplicaState,
+    requests: &[RouteRequest],
+    gap: Duration,
+) -> Run {
+    for request in requests {
+        if run.in_flight.len() == IN_FLIGHT {
+            run.in_flight.pop_front();
+        }
+        if let Ok(routed) = run.selector.select(black_box(request), run.now) {
+            run.in_flight.push_back(routed.guard);
+        }
+        while let Some(message) = state.try_next_message() {
+            black_box(message);
+        }
+        run.now += gap;
+    }
+    run
+}
+
+/// A selector over 64 workers whose load and predictions are shared.
+fn shared_selector(policy: impl Router) -> (WorkerSelector, ReplicaState) {
+    let block_size = BlockSize::new(TRACE_BLOCK as u32).expect("non-zero");
+    let state = ReplicaState::new(ReplicaConfig::new(ReplicaId(1)));
+    let source = state.predictions(ApproxIndex::new(block_size, ApproxConfig::default()));
+    let config = SelectorConfig::new(block_size);
+    let selector = WorkerSelector::with_load(config, policy, source, state.load());
+    for w in 0..64 {
+        selector.insert_worker(WorkerId::new(w));
+    }
+    (selector, state)
+}
+
+/// The decision of `decision_w64_b32` by a replica that shares its state, against the same
+/// policy alone.
+fn decision_w64_b32_shared(c: &mut Criterion<ThreadCpuTime>) {
+    let mut requests = synthetic_requests(8192);
+    let warm_up: Vec<RouteRequest> = requests.drain(..4096).collect();
+    let mut group = c.benchmark_group("decision_w64_b32_shared");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(requests.len() as u64));
+    group.bench_function("baseline_expected_ttft_alone", |b| {
+        b.iter_batched(
+            || {
+                let selector = selector(64, ExpectedTtft::default());
+                route_all(Run::new(selector), &warm_up, ARRIVAL_GAP)
+            },
+            |run| route_all(run, &requests, ARRIVAL_GAP),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("expected_ttft_shared", |b| {
+        b.iter_batched(
+            || {
+                let (selector, state) = shared_selector(ExpectedTtft::default());
+                let run = route_all_shared(Run::new(selector), &state, &warm_up, ARRIVAL_GAP);
+                (run, state)
+            },
+            |(run, state)| (route_all_shared(run, &state, &requests, ARRIVAL_GAP), state),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().with_measurement(ThreadCpuTime);
-    targets = decision_w64_b32, routing
+    targets = decision_w64_b32, decision_w64_b32_shared, routing
 }
 criterion_main!(benches);
