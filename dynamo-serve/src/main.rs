@@ -9,6 +9,7 @@
 //! cargo run --release -p dynamo-serve -- worker --etcd http://127.0.0.1:2379 --nats nats://127.0.0.1:4222
 //! cargo run --release -p dynamo-serve -- frontend --etcd http://127.0.0.1:2379 --nats nats://127.0.0.1:4222
 //! cargo run --release -p dynamo-serve -- planner --registry DIR --nats URL -- --engine mocker
+//! cargo run --release -p dynamo-serve -- profile --out profile.json   # measure one worker
 //! cargo run --release -p dynamo-serve -- openapi [FILE]   # write the OpenAPI document and exit
 //! ```
 //!
@@ -32,6 +33,7 @@ mod engines;
 mod frontend;
 mod options;
 mod planner;
+mod profile;
 mod progress;
 mod sampling;
 mod share;
@@ -89,6 +91,7 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         Command::Worker => worker::run(options).await,
         Command::Frontend => frontend::run(options).await,
         Command::Planner(ref settings) => planner::run(&options, settings).await,
+        Command::Profile(ref settings) => profile::run(&options, settings).await,
     }
 }
 

@@ -28,12 +28,14 @@
 
 mod correction;
 mod interpolate;
+mod measure;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 pub use correction::Correction;
+pub use measure::{LiveSweep, measure_engine};
 
 use crate::Error;
 

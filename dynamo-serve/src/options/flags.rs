@@ -44,6 +44,9 @@ enum CommandArgs {
     /// The planner: starts and stops `dynamo-serve worker` processes on this machine as their
     /// load reports or the frontends' traffic reports (NATS) ask
     Planner(PlannerArgs),
+    /// Measure one worker's engine (prefill by prompt length, decode by context and batch size)
+    /// and write the performance profile the SLA planners plan from
+    Profile(ProfileArgs),
     /// Write the OpenAPI document and exit
     Openapi {
         /// Where to write it [default: standard output]
@@ -188,6 +191,33 @@ struct PlannerArgs {
     /// --registry, --nats and --namespace
     #[arg(last = true, value_name = "WORKER FLAGS")]
     worker_flags: Vec<OsString>,
+}
+
+/// The flags of `dynamo-serve profile`.
+#[derive(Debug, Args)]
+struct ProfileArgs {
+    /// Where to write the profile (JSON, as `dynamo-serve planner --profile` reads it)
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Prompt lengths of the prefill table, one request at a time
+    #[arg(long, value_name = "N,...", value_delimiter = ',',
+          default_values_t = [128_u64, 256, 512, 1024, 2048])]
+    input_tokens: Vec<u64>,
+    /// Context lengths of the decode table
+    #[arg(long, value_name = "N,...", value_delimiter = ',',
+          default_values_t = [256_u64, 1024, 2048])]
+    context_tokens: Vec<u64>,
+    /// Batch sizes of the decode table
+    #[arg(long, value_name = "N,...", value_delimiter = ',',
+          default_values_t = [1_u32, 2, 4, 8])]
+    concurrency: Vec<u32>,
+    /// Output tokens of each decode request
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = at_least_one::<u32>)]
+    decode_steps: u32,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// The address and the model: the flags of every command but `openapi`.
@@ -415,6 +445,17 @@ impl Cli {
         match self.command {
             None => serve(Command::Serve, self.serve),
             Some(CommandArgs::Openapi { file }) => serve(Command::OpenApi(file), defaults()),
+            Some(CommandArgs::Profile(args)) => {
+                let settings = crate::profile::Settings {
+                    out: args.out,
+                    input_tokens: args.input_tokens,
+                    context_tokens: args.context_tokens,
+                    concurrency: args.concurrency,
+                    decode_steps: args.decode_steps,
+                };
+                let command = Command::Profile(Box::new(settings));
+                options(command, args.model, args.engine, defaults(), defaults())
+            }
             Some(CommandArgs::Planner(args)) => {
                 let settings = crate::planner::Settings {
                     interval_s: args.interval,

@@ -97,6 +97,7 @@ pub(crate) enum Command {
     Worker,
     Frontend,
     Planner(Box<crate::planner::Settings>),
+    Profile(Box<crate::profile::Settings>),
     OpenApi(Option<PathBuf>),
 }
 

@@ -1,0 +1,230 @@
+//! Profiling a live engine: the tables of a [`PerfProfile`], measured on the wall clock by
+//! sending the engine requests, as `dynamo-serve profile` does for the candle engine.
+
+use std::time::Instant;
+
+use dynamo_core::{Engine, EngineExt, GenerateRequest, StopConditions, Token};
+use futures::StreamExt;
+
+use super::{DecodePoint, PerfProfile, PrefillPoint};
+use crate::Error;
+
+/// The prompt lengths, context lengths and batch sizes a [`measure_engine`] sweeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSweep {
+    /// The model name the requests carry.
+    pub model: String,
+    /// Prompt lengths of the prefill table (one request at a time, nothing cached). Default
+    /// 128 to 2,048 by powers of two.
+    pub input_tokens: Vec<u64>,
+    /// Context lengths of the decode table. Default 256, 1,024 and 2,048.
+    pub context_tokens: Vec<u64>,
+    /// Batch sizes of the decode table. Default 1 to 8 by powers of two.
+    pub concurrency: Vec<u32>,
+    /// Output tokens each decode request generates (end of sequence ignored). Default 16.
+    pub decode_steps: u32,
+    /// Token ids the prompts are drawn from: `first..last` (default 1,000..30,000), so that no
+    /// two prompts share a block and none holds a special token.
+    pub token_range: (Token, Token),
+}
+
+impl LiveSweep {
+    /// The default sweep, for requests naming `model`.
+    pub fn new(model: impl Into<String>) -> Self {
+        LiveSweep {
+            model: model.into(),
+            input_tokens: vec![128, 256, 512, 1024, 2048],
+            context_tokens: vec![256, 1024, 2048],
+            concurrency: vec![1, 2, 4, 8],
+            decode_steps: 16,
+            token_range: (1_000, 30_000),
+        }
+    }
+}
+
+/// Measure `engine` over `sweep`: the prefill table (time to first token of one request at a
+/// time, and prompt tokens per second), then the decode table (for each context length and
+/// batch size, that many requests at once, each generating `decode_steps` tokens: the mean
+/// time between their tokens and the batch's output tokens per second). `kv_usage` is asked
+/// for the engine's KV usage (`0..=1`) once every request of a batch has its first token, if
+/// the caller can read it (an engine's load probe); otherwise the decode points say 0.
+///
+/// Every prompt is fresh (no prefix cache), and one warm-up request runs first. The figures
+/// are wall-clock times of this process: measure on a machine doing nothing else.
+///
+/// ```
+/// use dynamo_core::EchoEngine;
+/// use dynamo_planner::perf::{LiveSweep, measure_engine};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), dynamo_planner::Error> {
+/// let sweep = LiveSweep {
+///     input_tokens: vec![64, 256],
+///     context_tokens: vec![128],
+///     concurrency: vec![1, 4],
+///     decode_steps: 4,
+///     ..LiveSweep::new("echo")
+/// };
+/// let profile = measure_engine(EchoEngine::new(), &sweep, || None).await?;
+/// assert_eq!((profile.prefill().len(), profile.decode().len()), (2, 2));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Profile`] when the engine fails a request or ends one early, or the sweep is
+/// empty; the engine's error is in the reason.
+pub async fn measure_engine<E>(
+    engine: E,
+    sweep: &LiveSweep,
+    kv_usage: impl Fn() -> Option<f64>,
+) -> Result<PerfProfile, Error>
+where
+    E: Engine + Clone + Send + 'static,
+    E::Future: Send,
+{
+    let mut prompts = Prompts::new(sweep.token_range);
+    let warm_up = sweep.input_tokens.first().copied().unwrap_or(64);
+    timed(engine.clone(), sweep, prompts.next(warm_up), 1).await?;
+    let mut prefill = Vec::new();
+    for &input_tokens in &sweep.input_tokens {
+        let times = timed(engine.clone(), sweep, prompts.next(input_tokens), 1).await?;
+        let ttft_ms = times.first_ms().max(1e-3);
+        prefill.push(PrefillPoint {
+            input_tokens,
+            ttft_ms,
+            tokens_per_s: input_tokens as f64 * 1e3 / ttft_ms,
+        });
+    }
+    let mut decode = Vec::new();
+    for &context_tokens in &sweep.context_tokens {
+        for &concurrency in &sweep.concurrency {
+            let batch = (0..concurrency).map(|_| {
+                let prompt = prompts.next(context_tokens);
+                timed(engine.clone(), sweep, prompt, sweep.decode_steps.max(2))
+            });
+            let usage = std::sync::Mutex::new(None);
+            let batch = futures::future::join_all(batch.map(|request| async {
+                let times = request.await;
+                // When the first request of the batch ends, the others are still decoding.
+                let mut usage = usage
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if usage.is_none() {
+                    *usage = kv_usage();
+                }
+                times
+            }))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+            let usage = usage
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let itl_ms = batch.iter().map(Times::itl_ms).sum::<f64>() / batch.len() as f64;
+            let itl_ms = itl_ms.max(1e-3);
+            decode.push(DecodePoint {
+                context_tokens,
+                concurrency,
+                kv_usage: usage.unwrap_or(0.0).clamp(0.0, 1.0),
+                itl_ms,
+                tokens_per_s: f64::from(concurrency) * 1e3 / itl_ms,
+            });
+        }
+    }
+    PerfProfile::new(prefill, decode)
+}
+
+/// When one request's tokens came, from its call.
+struct Times {
+    first_ms: f64,
+    last_ms: f64,
+    tokens: u32,
+}
+
+impl Times {
+    fn first_ms(&self) -> f64 {
+        self.first_ms
+    }
+
+    /// The mean time between its tokens.
+    fn itl_ms(&self) -> f64 {
+        (self.last_ms - self.first_ms) / f64::from(self.tokens.saturating_sub(1).max(1))
+    }
+}
+
+/// Send one request of `prompt` for `tokens` output tokens, ignoring the end of sequence; when
+/// its tokens came.
+async fn timed<E>(
+    mut engine: E,
+    sweep: &LiveSweep,
+    prompt: Vec<Token>,
+    tokens: u32,
+) -> Result<Times, Error>
+where
+    E: Engine + Send,
+    E::Future: Send,
+{
+    let failed = |reason: String| Error::Profile {
+        reason: format!("measuring the engine: {reason}"),
+    };
+    let mut request =
+        GenerateRequest::new("profile", sweep.model.clone(), prompt).with_max_tokens(tokens);
+    request.stop = StopConditions {
+        ignore_eos: true,
+        ..StopConditions::default()
+    };
+    let called = Instant::now();
+    let mut stream = engine
+        .generate(request)
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    let (mut first, mut last, mut count) = (None, 0.0, 0);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| failed(error.to_string()))?;
+        if chunk.tokens.is_empty() {
+            continue;
+        }
+        let at = called.elapsed().as_secs_f64() * 1e3;
+        first.get_or_insert(at);
+        last = at;
+        count += chunk.tokens.len() as u32;
+    }
+    match first {
+        Some(first_ms) if count >= tokens => Ok(Times {
+            first_ms,
+            last_ms: last,
+            tokens: count,
+        }),
+        _ => Err(failed(format!("a request for {tokens} tokens got {count}"))),
+    }
+}
+
+/// Fresh prompts: consecutive token ids within a range, never repeating a block's contents
+/// until the range wraps.
+struct Prompts {
+    range: (Token, Token),
+    next: Token,
+}
+
+impl Prompts {
+    fn new(range: (Token, Token)) -> Self {
+        let range = (range.0, range.1.max(range.0 + 1));
+        Prompts {
+            range,
+            next: range.0,
+        }
+    }
+
+    fn next(&mut self, length: u64) -> Vec<Token> {
+        let span = self.range.1 - self.range.0;
+        (0..length)
+            .map(|_| {
+                let token = self.next;
+                self.next = self.range.0 + (self.next - self.range.0 + 1) % span;
+                token
+            })
+            .collect()
+    }
+}
