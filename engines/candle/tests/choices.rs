@@ -120,15 +120,20 @@ async fn each_choice_keeps_its_own_output_format() {
     let engine = engine();
     let mut request = request("json-3", 3, 1.0, 48);
     request.sampling.seed = Some(3);
-    request.format = Some(OutputFormat::JsonObject);
+    // Small enough that every choice completes it well within 48 tokens.
+    let schema = serde_json::json!({"type": "object", "additionalProperties": false,
+        "required": ["ok"], "properties": {"ok": {"type": "boolean"}}});
+    request.format = Some(OutputFormat::JsonSchema {
+        schema: schema.to_string(),
+    });
     let forked = choices(&engine, request).await;
+    assert_eq!(forked.len(), 3);
     let tokenizer = support::preprocessing().tokenizer();
     for (index, choice) in &forked {
-        if choice.finish == Some(FinishReason::Stop) {
-            let text = tokenizer.decode(&choice.tokens, true).unwrap();
-            let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
-            assert!(parsed.is_ok(), "choice {index}: {text}");
-        }
+        assert_eq!(choice.finish, Some(FinishReason::Stop), "choice {index}");
+        let text = tokenizer.decode(&choice.tokens, true).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(parsed["ok"].is_boolean(), "choice {index}: {text}");
     }
     wait_for_free_pool(&engine).await;
 }
