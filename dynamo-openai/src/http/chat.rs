@@ -352,6 +352,7 @@ fn stream(
     include_usage: bool,
 ) -> Response {
     let shaper = header.clone();
+    let id = header.id.clone();
     let chunk = move |index: u32,
                       delta: ChatDelta,
                       logprobs: Option<ChatLogProbs>,
@@ -379,11 +380,6 @@ fn stream(
             Ok(chunk(index, role, None, None))
         })
         .collect();
-    let id = firsts
-        .first()
-        .and_then(|first| first.as_ref().ok())
-        .map(|first| first.id.clone())
-        .unwrap_or_default();
     let mut choices: Vec<Streaming> = answers
         .into_iter()
         .map(|answer| Streaming {
