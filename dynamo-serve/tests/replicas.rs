@@ -22,15 +22,15 @@ fn long_prompt(tag: &str) -> String {
     (0..100).map(|i| format!("{tag}{i} ")).collect()
 }
 
-/// The routing predictions `frontend` has applied from other frontends.
-async fn routed_applied(frontend: &Frontend) -> u64 {
+/// The messages of kind `update` that `frontend` has applied from other frontends.
+async fn applied(frontend: &Frontend, update: &str) -> u64 {
+    let label = format!("update=\"{update}\"");
     frontend
         .metrics()
         .await
         .lines()
         .find(|line| {
-            line.starts_with("dynamo_router_replica_applied_total{")
-                && line.contains("update=\"routed\"")
+            line.starts_with("dynamo_router_replica_applied_total{") && line.contains(&label)
         })
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0)
@@ -69,9 +69,9 @@ async fn a_prompt_routed_by_one_frontend_is_found_cached_through_the_other() {
         let (status, first) = a.complete(&prompt, 2).await;
         assert_eq!(status, 200, "{first}");
         assert_eq!(cached_tokens(&first), 0, "{first}");
-        // B has applied A's prediction for this prompt.
+        // B has applied A's prediction for this prompt, and the end of A's request.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while routed_applied(&b).await < round + 1 {
+        while applied(&b, "routed").await < round + 1 || applied(&b, "released").await < round + 1 {
             assert!(Instant::now() < deadline, "B never heard of A's decision");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
