@@ -220,11 +220,7 @@ impl ReplicaState {
             .peers
             .lock()
             .expire(now, self.inner.config.limits());
-        let bookings = self.inner.local.digest();
-        self.inner
-            .local
-            .outbox
-            .push(ReplicaUpdate::Digest { bookings });
+        self.inner.local.push_digest();
     }
 
     /// Apply a message another replica published (this replica's own are ignored), at `now`.
@@ -274,12 +270,7 @@ impl ReplicaState {
         let outbox = &self.inner.local.outbox;
         // Every booking (which a receiver adds or renews), then the digest (which drops what
         // it holds of this replica beyond them): each message stays as small as usual.
-        let bookings = self.inner.local.bookings();
-        let digest = bookings.iter().map(|b| (b.booking, b.prefilled)).collect();
-        for booking in bookings {
-            outbox.push(ReplicaUpdate::Booked(booking));
-        }
-        outbox.push(ReplicaUpdate::Digest { bookings: digest });
+        self.inner.local.push_snapshot();
         let approx = self.inner.approx.lock().clone();
         for (worker, blocks) in approx.map(|index| index.export()).unwrap_or_default() {
             for chunk in blocks.chunks(PREDICTIONS_PER_MESSAGE) {

@@ -62,7 +62,9 @@ impl Outbox {
 }
 
 /// The replica's own active bookings, told by its load tracker; each change goes out as an
-/// update.
+/// update. A change and its update happen under one lock, and so do a digest and its update,
+/// so that a digest lists exactly the bookings whose `booked` went out before it and whose
+/// `released` did not.
 #[derive(Debug)]
 pub(super) struct Local {
     pub(super) outbox: Outbox,
@@ -79,23 +81,30 @@ impl Local {
         }
     }
 
-    /// Every active booking.
-    pub(super) fn bookings(&self) -> Vec<SharedBooking> {
-        let mut bookings: Vec<SharedBooking> = self.bookings.lock().values().cloned().collect();
-        bookings.sort_unstable_by_key(|booking| booking.booking);
-        bookings
-    }
-
     /// Every active booking's number, and whether its prefill ended.
     pub(super) fn digest(&self) -> Vec<(u64, bool)> {
-        let mut digest: Vec<(u64, bool)> = self
-            .bookings
-            .lock()
-            .values()
-            .map(|booking| (booking.booking, booking.prefilled))
-            .collect();
-        digest.sort_unstable();
-        digest
+        digest_of(&self.bookings.lock())
+    }
+
+    /// Queue a digest.
+    pub(super) fn push_digest(&self) {
+        let bookings = self.bookings.lock();
+        self.outbox.push(ReplicaUpdate::Digest {
+            bookings: digest_of(&bookings),
+        });
+    }
+
+    /// Queue every booking, then a digest: what a snapshot request is answered with.
+    pub(super) fn push_snapshot(&self) {
+        let bookings = self.bookings.lock();
+        let mut all: Vec<&SharedBooking> = bookings.values().collect();
+        all.sort_unstable_by_key(|booking| booking.booking);
+        for booking in all {
+            self.outbox.push(ReplicaUpdate::Booked(booking.clone()));
+        }
+        self.outbox.push(ReplicaUpdate::Digest {
+            bookings: digest_of(&bookings),
+        });
     }
 }
 
@@ -116,20 +125,33 @@ impl LoadObserver for Local {
             expected_output_tokens,
             prefilled: false,
         };
-        self.bookings.lock().insert(key, booking.clone());
+        let mut bookings = self.bookings.lock();
+        bookings.insert(key, booking.clone());
         self.outbox.push(ReplicaUpdate::Booked(booking));
         key
     }
 
     fn prefilled(&self, key: u64) {
-        if let Some(booking) = self.bookings.lock().get_mut(&key) {
+        let mut bookings = self.bookings.lock();
+        if let Some(booking) = bookings.get_mut(&key) {
             booking.prefilled = true;
         }
         self.outbox.push(ReplicaUpdate::Prefilled { booking: key });
     }
 
     fn released(&self, key: u64) {
-        self.bookings.lock().remove(&key);
+        let mut bookings = self.bookings.lock();
+        bookings.remove(&key);
         self.outbox.push(ReplicaUpdate::Released { booking: key });
     }
+}
+
+/// `(booking, prefilled)` of every booking, sorted.
+fn digest_of(bookings: &HashMap<u64, SharedBooking>) -> Vec<(u64, bool)> {
+    let mut digest: Vec<(u64, bool)> = bookings
+        .values()
+        .map(|booking| (booking.booking, booking.prefilled))
+        .collect();
+    digest.sort_unstable();
+    digest
 }
