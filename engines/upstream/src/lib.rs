@@ -52,8 +52,12 @@
 //!
 //! # Features
 //!
-//! `dynamo-upstream` has no optional features. Only `http://` is spoken; put a TLS-terminating
-//! proxy in front of a server that accepts only HTTPS.
+//! | feature | what it enables | default |
+//! |---|---|---|
+//! | `llama-cpp` | nothing in the library: the test against llama.cpp's server (`tests/llama_cpp.rs`), which needs the PyPI package `xllamacpp` | no |
+//!
+//! Only `http://` is spoken; put a TLS-terminating proxy in front of a server that accepts only
+//! HTTPS.
 
 mod client;
 mod codec;

@@ -1,0 +1,169 @@
+//! The generic adapter against an engine nobody here wrote: llama.cpp's HTTP server, from the
+//! prebuilt CPU wheel of the PyPI package `xllamacpp` (which CI installs in its virtual
+//! environment), serving the SmolLM2 GGUF file the other tests use, started here on a free
+//! loopback port.
+//!
+//! Python is found at `DYNAMO_LLAMA_PYTHON`, else in CI's virtual environment
+//! (`~/.cache/dynamo-ci/venv/bin/python`). Without `xllamacpp` there the test fails and says how
+//! to install it. Run with `cargo test -p dynamo-upstream --features llama-cpp --test llama_cpp`.
+
+#![cfg(feature = "llama-cpp")]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dynamo_core::{EngineExt, GenerateRequest, SamplingOptions};
+use dynamo_upstream::{
+    CompletionsEngine, Dialect, HttpClient, HttpConfig, LoadMetrics, MetricsPoller, read_body,
+};
+use futures::StreamExt;
+
+/// Starts llama.cpp's server through `xllamacpp` and waits until it listens.
+const LAUNCHER: &str = r#"
+import sys, time
+import xllamacpp as xlc
+params = xlc.CommonParams()
+params.model.path = sys.argv[1]
+params.port = int(sys.argv[2])
+params.n_ctx = 1024
+params.cpuparams.n_threads = 2
+params.endpoint_metrics = True
+server = xlc.Server(params)
+print("listening", server.listening_address, flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+/// The server process; killed when dropped.
+struct LlamaServer {
+    child: Child,
+    url: String,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("DYNAMO_LLAMA_PYTHON") {
+        return path.into();
+    }
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    PathBuf::from(home).join(".cache/dynamo-ci/venv/bin/python")
+}
+
+fn start() -> LlamaServer {
+    let cache = dynamo_assets::cache_dir().expect("a cache directory");
+    let model = dynamo_assets::SMOLLM2_135M_INSTRUCT
+        .fetch(&cache)
+        .expect("the model file");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let python = python();
+    let mut child = Command::new(&python)
+        .args(["-c", LAUNCHER])
+        .arg(&model)
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{}: {error}", python.display()));
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let listening = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        listening.starts_with("listening"),
+        "llama.cpp's server did not start: install it with `{} -m pip install xllamacpp==2026.10.11549`",
+        python.display()
+    );
+    LlamaServer {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// The server's own tokenization of `text` (`POST /tokenize`).
+async fn tokenize(client: &HttpClient, text: &str) -> Vec<u32> {
+    let body = serde_json::json!({ "content": text }).to_string();
+    let response = client
+        .post_json("/tokenize", Bytes::from(body))
+        .await
+        .expect("an answer");
+    let bytes = read_body(response.into_body(), 1 << 20)
+        .await
+        .expect("a body");
+    let answer: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    serde_json::from_value(answer["tokens"].clone()).expect("token ids")
+}
+
+fn greedy(tokens: Vec<u32>, max_tokens: u32) -> GenerateRequest {
+    GenerateRequest::new("r", "smollm2", tokens)
+        .with_max_tokens(max_tokens)
+        .with_sampling(SamplingOptions {
+            temperature: Some(0.0),
+            ..Default::default()
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generic_adapter_serves_llama_cpp() {
+    let server = tokio::task::spawn_blocking(start).await.expect("started");
+    let client = HttpClient::new(&server.url, HttpConfig::default()).expect("a URL");
+    let mut engine = CompletionsEngine::new(client.clone(), Dialect::openai());
+    let prompt = tokenize(&client, "The capital of France is").await;
+
+    // Token ids in, llama.cpp's text and usage out.
+    let first = engine
+        .generate_all(greedy(prompt.clone(), 4))
+        .await
+        .expect("an answer");
+    let text = first.text.clone().unwrap_or_default();
+    assert!(text.contains("Paris"), "{text:?}");
+    let usage = first.usage.expect("usage");
+    assert_eq!(usage.prompt_tokens as usize, prompt.len());
+    assert_eq!(usage.completion_tokens, 4);
+
+    // A stream dropped mid-answer leaves the server answering the next request the same, and
+    // the repeated prompt comes from its cache.
+    let mut stream = engine
+        .generate(greedy(prompt.clone(), 64))
+        .await
+        .expect("a stream");
+    assert!(stream.next().await.expect("a chunk").is_ok());
+    drop(stream);
+    let again = engine
+        .generate_all(greedy(prompt.clone(), 4))
+        .await
+        .expect("an answer");
+    assert_eq!(again.text, first.text);
+    assert!(again.usage.expect("usage").cached_tokens > 0);
+
+    // Its load, from its Prometheus metrics (`--metrics`).
+    let metrics = LoadMetrics {
+        running: vec!["llamacpp:requests_processing".into()],
+        waiting: vec!["llamacpp:requests_deferred".into()],
+        kv_usage: vec![],
+        kv_usage_scale: 1.0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let load = loop {
+        match MetricsPoller::new(client.clone(), metrics.clone())
+            .scrape()
+            .await
+        {
+            Ok(load) => break load,
+            Err(error) if Instant::now() > deadline => panic!("no load: {error}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(load.waiting_requests, 0.0);
+    assert!(load.running_requests <= 1.0, "{load:?}");
+}
