@@ -166,7 +166,7 @@ async fn build_router<P: EventPlane>(
 /// Every [`INDEX_SIZES_EVERY`], the gauge `dynamo_router_indexed_blocks{worker}`: the blocks the
 /// index says each worker holds (0 once it forgets the worker), to compare with the workers' own
 /// view (a snapshot) after faults.
-async fn report_index_sizes(index: SharedIndex) {
+pub(crate) async fn report_index_sizes(index: SharedIndex) {
     let mut known: Vec<WorkerId> = Vec::new();
     let mut every = tokio::time::interval(INDEX_SIZES_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

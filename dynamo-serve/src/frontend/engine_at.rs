@@ -75,6 +75,8 @@ pub(crate) async fn start_router<P: EventPlane>(
                 }
                 None => SharedIndex::new(block_size),
             };
+            // The gauge the main job keeps too: the blocks the index says each server holds.
+            tokio::spawn(crate::deploy::report_index_sizes(index.clone()));
             let builder = builder.policy(policy).kv_events(index.clone());
             (builder.build(), Some(index))
         }

@@ -1,0 +1,158 @@
+//! `dynamo-serve frontend --router kv --engine-at vllm=URL,events=ADDR` end to end: two vLLM
+//! replay servers, each with a ZMQ PUB socket built here that publishes KV events in vLLM's
+//! layout; the blocks one server announces draw the requests for that prompt to it.
+
+#[expect(dead_code, reason = "these tests use part of the shared support")]
+mod support;
+
+#[path = "../../engines/upstream/tests/support/replay.rs"]
+mod replay;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use replay::Replay;
+use rmpv::Value;
+use serde_json::{Value as Json, json};
+use support::{Frontend, Process};
+use zeromq::{PubSocket, Socket, SocketSend, ZmqMessage};
+
+/// The frontend's default `--block-size`.
+const BLOCK: usize = 16;
+
+/// A vLLM server answering every completion with the same replayed stream.
+async fn vllm_server() -> Replay {
+    let answer = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../engines/upstream/tests/fixtures/vllm_stream_token_ids.http"),
+    )
+    .expect("the fixture");
+    Replay::start(HashMap::from([("/v1/completions".to_owned(), answer)])).await
+}
+
+/// A PUB socket on a free loopback port, and its address.
+async fn publisher() -> (PubSocket, String) {
+    let mut socket = PubSocket::new();
+    let endpoint = socket
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("bound")
+        .to_string();
+    (socket, endpoint)
+}
+
+/// One message as vLLM's publisher sends it: topic, sequence number, and the batch
+/// `[timestamp, [["BlockStored", hashes, parent, token_ids, block_size, lora_id, medium]], rank]`
+/// storing `tokens`' full blocks as one chain, with made-up engine hashes.
+fn stored(sequence: i64, tokens: &[u32]) -> ZmqMessage {
+    let blocks = tokens.len() / BLOCK;
+    let hashes: Vec<Value> = (0..blocks).map(|b| Value::from(9000 + b as u64)).collect();
+    let ids: Vec<Value> = tokens[..blocks * BLOCK]
+        .iter()
+        .map(|&t| Value::from(t))
+        .collect();
+    let event = Value::Array(vec![
+        "BlockStored".into(),
+        Value::Array(hashes),
+        Value::Nil,
+        Value::Array(ids),
+        Value::from(BLOCK as u64),
+        Value::Nil,
+        "GPU".into(),
+    ]);
+    let batch = Value::Array(vec![
+        Value::from(1.0),
+        Value::Array(vec![event]),
+        Value::from(0),
+    ]);
+    let mut payload = Vec::new();
+    rmpv::encode::write_value(&mut payload, &batch).expect("msgpack");
+    let frames = vec![
+        Bytes::from_static(b"kv"),
+        Bytes::copy_from_slice(&sequence.to_be_bytes()),
+        Bytes::from(payload),
+    ];
+    ZmqMessage::try_from(frames).expect("frames")
+}
+
+fn completions(server: &Replay) -> usize {
+    let requests = server.seen.requests.lock().expect("not poisoned");
+    requests
+        .iter()
+        .filter(|(line, _)| line.starts_with("POST /v1/completions"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
+    let (plain, holder) = (vllm_server().await, vllm_server().await);
+    let (_plain_events, plain_endpoint) = publisher().await;
+    let (mut holder_events, holder_endpoint) = publisher().await;
+    let port = free_port();
+    let engines = [
+        format!("vllm={},id=1,events={plain_endpoint}", plain.url()),
+        format!("vllm={},id=2,events={holder_endpoint}", holder.url()),
+    ];
+    let mut args = vec!["frontend", "--port", &port, "--router", "kv"];
+    for engine in &engines {
+        args.extend(["--engine-at", engine.as_str()]);
+    }
+    let _process = Process::start(&args);
+    let frontend = Frontend::new(port.parse().expect("a port"));
+    frontend.wait_ready().await;
+
+    let prompt = "The history of the city begins with a small settlement on the river, where \
+                  traders met to exchange grain, salt and cloth in the early spring of each year.";
+    let response = frontend
+        .post("/tokenize", &json!({"model": "smollm2", "prompt": prompt}))
+        .await;
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("a body")
+        .to_bytes();
+    let answer: Json = serde_json::from_slice(&bytes).expect("JSON");
+    let tokens: Vec<u32> = serde_json::from_value(answer["tokens"].clone()).expect("token ids");
+    assert!(tokens.len() >= 2 * BLOCK, "{} tokens", tokens.len());
+    let body = json!({"model": "smollm2", "prompt": prompt, "max_tokens": 4});
+
+    // The second server announces the prompt's blocks. A subscriber that has just connected
+    // misses what was published before (ZMQ's PUB drops it), so announce again, numbered on,
+    // until the frontend's index holds them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut sequence = 0;
+    loop {
+        sequence += 1;
+        holder_events
+            .send(stored(sequence, &tokens))
+            .await
+            .expect("published");
+        let metrics = frontend.metrics().await;
+        let indexed = metrics
+            .lines()
+            .filter(|line| line.starts_with("dynamo_router_indexed_blocks"))
+            .filter(|line| line.contains("worker=\"2/"))
+            .find_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+        if indexed.is_some_and(|blocks| blocks >= (tokens.len() / BLOCK) as f64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the events never reached the index: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every request for the prompt goes to the server that caches it.
+    for _ in 0..6 {
+        let (status, answer) = frontend.complete_with(&body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(completions(&plain), 0, "none to the other server");
+    assert_eq!(completions(&holder), 6);
+}
+
+fn free_port() -> String {
+    dynamo_transport::local::free_port()
+        .expect("a free port")
+        .to_string()
+}
