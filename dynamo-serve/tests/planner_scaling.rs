@@ -170,6 +170,18 @@ fn registered(directory: &Path) -> usize {
     })
 }
 
+/// `dynamo-serve planner` over `registry` and `nats`, a step a second, one or two workers, with
+/// `flags`, starting its workers with `worker`.
+fn planner(registry: &str, nats: &LocalNats, flags: &[&str], worker: &[&str]) -> Process {
+    let url = nats.url();
+    let mut args = vec!["planner", "--registry", registry, "--nats", &url];
+    args.extend(["--interval", "1", "--max-workers", "2"]);
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(worker);
+    Process::start(&args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_planner_command_grows_the_pool_under_load_and_shrinks_it_when_calm() {
     let nats = LocalNats::start().expect("nats-server starts");
@@ -177,26 +189,15 @@ async fn the_planner_command_grows_the_pool_under_load_and_shrinks_it_when_calm(
     let _ = std::fs::remove_dir_all(&directory);
     let registry = directory.display().to_string();
     // Small KV caches (64 blocks of 16 tokens): three long prompts fill one worker's.
-    let mut planner = Process::start(&[
-        "planner",
-        "--registry",
-        &registry,
-        "--nats",
-        &nats.url(),
-        "--interval",
-        "1",
-        "--max-workers",
-        "2",
-        "--drain-timeout",
-        "30",
-        "--",
+    let worker = [
         "--engine",
         "mocker",
         "--speedup",
         "0.2",
         "--kv-blocks",
         "64",
-    ]);
+    ];
+    let mut planner = planner(&registry, &nats, &["--drain-timeout", "30"], &worker);
     let (frontend_process, frontend) = directory_frontend(&registry).await;
     frontend_process
         .wait_for("worker 1/0 at", Duration::from_secs(60))
@@ -261,26 +262,15 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
     std::fs::write(&profile, SLOW_WORKER).expect("written");
     let registry = directory.join("registry").display().to_string();
     let profile = profile.display().to_string();
-    let mut planner = Process::start(&[
-        "planner",
-        "--registry",
-        &registry,
-        "--nats",
-        &nats.url(),
-        "--interval",
-        "1",
-        "--max-workers",
-        "2",
+    let sla = [
         "--policy",
         "sla",
         "--profile",
         &profile,
         "--ttft-ms",
         "1000",
-        "--",
-        "--engine",
-        "mocker",
-    ]);
+    ];
+    let mut planner = planner(&registry, &nats, &sla, &["--engine", "mocker"]);
     // The frontend reports its traffic on NATS.
     let (frontend_process, frontend) =
         directory_frontend_with(&registry, &["--nats", &nats.url()]).await;

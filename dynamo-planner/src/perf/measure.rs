@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use dynamo_core::{Engine, EngineExt, GenerateRequest, StopConditions, Token};
+use dynamo_core::{Engine, EngineExt, ErrorClass, GenerateRequest, StopConditions, Token};
 use futures::StreamExt;
 
 use super::{DecodePoint, PerfProfile, PrefillPoint};
@@ -44,10 +44,13 @@ impl LiveSweep {
 
 /// Measure `engine` over `sweep`: the prefill table (time to first token of one request at a
 /// time, and prompt tokens per second), then the decode table (for each context length and
-/// batch size, that many requests at once, each generating `decode_steps` tokens: the mean
-/// time between their tokens and the batch's output tokens per second). `kv_usage` is asked
-/// for the engine's KV usage (`0..=1`) once every request of a batch has its first token, if
-/// the caller can read it (an engine's load probe); otherwise the decode points say 0.
+/// batch size, that many requests at once on prompts computed just before, so found cached,
+/// each generating `decode_steps` tokens: the mean time between their tokens and the batch's
+/// output tokens per second). `kv_usage` is asked for the engine's KV usage (`0..=1`) once
+/// every request of a batch has its second token, if
+/// the caller can read it (an engine's load probe); otherwise the decode points say 0. A batch
+/// the engine refuses as overloaded (its contexts do not fit in the KV cache) is left out of the
+/// table, as the simulator's profile leaves it out.
 ///
 /// Every prompt is fresh (no prefix cache), and one warm-up request runs first. The figures
 /// are wall-clock times of this process: measure on a machine doing nothing else.
@@ -84,12 +87,19 @@ where
     E: Engine + Clone + Send + 'static,
     E::Future: Send,
 {
+    let failed = |error: dynamo_core::Error| Error::Profile {
+        reason: format!("measuring the engine: {error}"),
+    };
     let mut prompts = Prompts::new(sweep.token_range);
     let warm_up = sweep.input_tokens.first().copied().unwrap_or(64);
-    timed(engine.clone(), sweep, prompts.next(warm_up), 1).await?;
+    timed(engine.clone(), sweep, prompts.next(warm_up), 1, || {})
+        .await
+        .map_err(failed)?;
     let mut prefill = Vec::new();
     for &input_tokens in &sweep.input_tokens {
-        let times = timed(engine.clone(), sweep, prompts.next(input_tokens), 1).await?;
+        let times = timed(engine.clone(), sweep, prompts.next(input_tokens), 1, || {})
+            .await
+            .map_err(failed)?;
         let ttft_ms = times.first_ms().max(1e-3);
         prefill.push(PrefillPoint {
             input_tokens,
@@ -100,25 +110,57 @@ where
     let mut decode = Vec::new();
     for &context_tokens in &sweep.context_tokens {
         for &concurrency in &sweep.concurrency {
-            let batch = (0..concurrency).map(|_| {
-                let prompt = prompts.next(context_tokens);
-                timed(engine.clone(), sweep, prompt, sweep.decode_steps.max(2))
-            });
-            let usage = std::sync::Mutex::new(None);
-            let batch = futures::future::join_all(batch.map(|request| async {
-                let times = request.await;
-                // When the first request of the batch ends, the others are still decoding.
-                let mut usage = usage
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if usage.is_none() {
-                    *usage = kv_usage();
+            // The batch's prompts are computed first, one request each, so that the batch
+            // itself finds them cached and its time is decode time.
+            let batch_prompts: Vec<Vec<Token>> = (0..concurrency)
+                .map(|_| prompts.next(context_tokens))
+                .collect();
+            let mut warmed = Ok(());
+            for prompt in &batch_prompts {
+                if warmed.is_ok() {
+                    let warm = timed(engine.clone(), sweep, prompt.clone(), 1, || {}).await;
+                    warmed = warm.map(|_| ());
                 }
-                times
-            }))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+            }
+            let decoding = std::sync::atomic::AtomicU32::new(0);
+            let usage = std::sync::Mutex::new(None);
+            // Once every request of the batch has its second token, the batch is decoding.
+            let all_decoding = || {
+                let seen = decoding.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if seen == concurrency {
+                    *usage
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = kv_usage();
+                }
+            };
+            let batch = batch_prompts.into_iter().map(|prompt| {
+                timed(
+                    engine.clone(),
+                    sweep,
+                    prompt,
+                    sweep.decode_steps.max(2),
+                    &all_decoding,
+                )
+            });
+            let batch = match warmed {
+                Ok(_) => futures::future::join_all(batch)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>(),
+                Err(error) => Err(error),
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(error) if error.class() == ErrorClass::Overloaded => {
+                    tracing::info!(
+                        context_tokens,
+                        concurrency,
+                        "left out of the decode table: {error}"
+                    );
+                    continue;
+                }
+                Err(error) => return Err(failed(error)),
+            };
             let usage = usage
                 .into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -154,21 +196,19 @@ impl Times {
     }
 }
 
-/// Send one request of `prompt` for `tokens` output tokens, ignoring the end of sequence; when
-/// its tokens came.
+/// Send one request of `prompt` for `tokens` output tokens, ignoring the end of sequence, and
+/// call `on_decoding` when its second token comes; when its tokens came.
 async fn timed<E>(
     mut engine: E,
     sweep: &LiveSweep,
     prompt: Vec<Token>,
     tokens: u32,
-) -> Result<Times, Error>
+    on_decoding: impl Fn(),
+) -> Result<Times, dynamo_core::Error>
 where
     E: Engine + Send,
     E::Future: Send,
 {
-    let failed = |reason: String| Error::Profile {
-        reason: format!("measuring the engine: {reason}"),
-    };
     let mut request =
         GenerateRequest::new("profile", sweep.model.clone(), prompt).with_max_tokens(tokens);
     request.stop = StopConditions {
@@ -176,20 +216,21 @@ where
         ..StopConditions::default()
     };
     let called = Instant::now();
-    let mut stream = engine
-        .generate(request)
-        .await
-        .map_err(|error| failed(error.to_string()))?;
+    let mut stream = engine.generate(request).await?;
     let (mut first, mut last, mut count) = (None, 0.0, 0);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|error| failed(error.to_string()))?;
+        let chunk = chunk?;
         if chunk.tokens.is_empty() {
             continue;
         }
         let at = called.elapsed().as_secs_f64() * 1e3;
         first.get_or_insert(at);
         last = at;
+        let before = count;
         count += chunk.tokens.len() as u32;
+        if before < 2 && count >= 2 {
+            on_decoding();
+        }
     }
     match first {
         Some(first_ms) if count >= tokens => Ok(Times {
@@ -197,7 +238,12 @@ where
             last_ms: last,
             tokens: count,
         }),
-        _ => Err(failed(format!("a request for {tokens} tokens got {count}"))),
+        _ => Err(dynamo_core::Error::Internal {
+            message: format!(
+                "a request for {tokens} tokens ignoring the end of sequence got {count}"
+            ),
+            source: None,
+        }),
     }
 }
 
