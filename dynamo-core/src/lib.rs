@@ -24,8 +24,9 @@
 //! - **Errors**: one [`Error`] type whose variants fall into a closed set of [`ErrorClass`]es
 //!   with stable names; [`Error::from_boxed`] brings tower layers' errors (load shedding,
 //!   timeouts) back into it.
-//! - **Resilience**: tower [`layers`] any engine can wear: retries with a budget before the
-//!   first token, per-request deadlines, a circuit breaker per worker.
+//! - **Resilience and metering**: tower [`layers`] any engine can wear: retries with a budget
+//!   before the first token, per-request deadlines, a circuit breaker per worker, and a traffic
+//!   meter whose reports a planner reads.
 //!
 //! # Example
 //!

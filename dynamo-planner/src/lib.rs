@@ -5,8 +5,9 @@
 //!
 //! Every interval (a minute by default) the caller hands [`Planner::tick`] an
 //! [`Observation`] of the interval that just ended — arrivals, mean prompt and output
-//! lengths, KV hit rate, mean TTFT and ITL, each worker's queue and KV usage — and the pools'
-//! current sizes. The planner then
+//! lengths, KV hit rate, mean TTFT and ITL, each worker's queue and KV usage (a frontend's
+//! `dynamo_core::layers::TrafficReport`s give the traffic: [`Observation::with_traffic`]) —
+//! and the pools' current sizes. The planner then
 //!
 //! 1. **predicts** the next interval's arrival rate and lengths, each with its own
 //!    [`Predictor`](predict::Predictor) (constant, moving average, Kalman trend,
@@ -15,7 +16,8 @@
 //!    Dynamo's throughput-based SLA algorithm ([`DynamoSla`](policy::DynamoSla)), ours
 //!    ([`SlaPolicy`](policy::SlaPolicy)), or load-based scaling with hysteresis
 //!    ([`LoadPolicy`](policy::LoadPolicy)); the SLA policies read what one worker achieves
-//!    from a measured [`PerfProfile`](perf::PerfProfile) ([`perf`]);
+//!    from a measured [`PerfProfile`](perf::PerfProfile) ([`perf`]: the simulator's profile,
+//!    or a live engine's through [`perf::measure_engine`]);
 //! 3. **bounds** the answer ([`Bounds`]: least and most workers per pool, a total budget);
 //! 4. **logs and records** the [`Decision`] with the sentence that explains it, and says
 //!    whether to act on it (not in advisory mode).
