@@ -12,13 +12,13 @@ use dynamo_kvbm::{Error as KvError, KvFetch, TcpFetch, TcpFetchConfig};
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use dynamo_transport::events::{EventPlane, NatsEvents, Subscription};
 use dynamo_transport::local::{LocalAuthority, LocalEtcd, LocalNats, free_port};
 use support::{
-    Frontend, Process, decisions, directory_frontend, directory_frontend_with, first_events, issue,
-    read_stream, streamed_completion,
+    Frontend, Process, cached_tokens, decisions, directory_frontend, directory_frontend_with,
+    first_events, issue, long_prompt, read_stream, streamed_completion,
 };
 
 /// The etcd lease TTL the workers register with.
@@ -48,17 +48,6 @@ fn worker(id: u64, etcd: &LocalEtcd, nats: &LocalNats) -> Process {
         "--lease-ttl",
         &ttl,
     ])
-}
-
-fn cached_tokens(body: &Value) -> u64 {
-    body["usage"]["prompt_tokens_details"]["cached_tokens"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-/// A prompt of a few hundred tokens that no other call shares a block with.
-fn long_prompt(tag: &str) -> String {
-    (0..100).map(|i| format!("{tag}{i} ")).collect()
 }
 
 /// Wait until NATS has delivered `Stored` events for at least [`CACHED_ENOUGH`] tokens of one

@@ -8,19 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use dynamo_transport::local::LocalNats;
-use serde_json::Value;
-use support::{Frontend, Process, directory_frontend_with};
-
-fn cached_tokens(body: &Value) -> u64 {
-    body["usage"]["prompt_tokens_details"]["cached_tokens"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-/// A prompt of a few hundred tokens that no other call shares a block with.
-fn long_prompt(tag: &str) -> String {
-    (0..100).map(|i| format!("{tag}{i} ")).collect()
-}
+use support::{Frontend, Process, cached_tokens, directory_frontend_with, long_prompt};
 
 /// The messages of kind `update` that `frontend` has applied from other frontends.
 async fn applied(frontend: &Frontend, update: &str) -> u64 {

@@ -298,3 +298,15 @@ pub(crate) fn issue(
     std::fs::write(&key, identity.key).expect("written");
     [cert, key].map(|path| path.display().to_string())
 }
+
+/// The prompt tokens a completion's usage says were found cached.
+pub(crate) fn cached_tokens(body: &Value) -> u64 {
+    body["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// A prompt of a few hundred tokens that no other call shares a block with.
+pub(crate) fn long_prompt(tag: &str) -> String {
+    (0..100).map(|i| format!("{tag}{i} ")).collect()
+}
