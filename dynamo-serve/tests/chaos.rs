@@ -17,7 +17,7 @@ use dynamo_transport::events::{EventPlane, NatsEvents};
 use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
 use futures::StreamExt;
 use serde_json::json;
-use support::{Frontend, Process, decisions, read_stream, streamed_completion};
+use support::{Frontend, Process, decisions, read_stream, registry_worker, streamed_completion};
 
 /// Clients sending one streamed completion after another (`DYNAMO_CHAOS_CLIENTS` for a longer
 /// run).
@@ -318,18 +318,7 @@ async fn directory_deployment(
     frontend_flags: &[&str],
 ) -> (Vec<Process>, Process, Arc<Frontend>) {
     let workers: Vec<Process> = (1..=workers)
-        .map(|id| {
-            let id = id.to_string();
-            Process::start(&[
-                "worker",
-                "--engine",
-                "mocker",
-                "--id",
-                &id,
-                "--registry",
-                registry,
-            ])
-        })
+        .map(|id| registry_worker("mocker", id, registry, &[]))
         .collect();
     let port = free_port().expect("a free port").to_string();
     let mut args = vec!["frontend", "--port", &port, "--registry", registry];

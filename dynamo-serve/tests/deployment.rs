@@ -18,7 +18,7 @@ use dynamo_transport::events::{EventPlane, NatsEvents, Subscription};
 use dynamo_transport::local::{LocalAuthority, LocalEtcd, LocalNats, free_port};
 use support::{
     Frontend, Process, cached_tokens, decisions, directory_frontend, directory_frontend_with,
-    first_events, issue, long_prompt, read_stream, streamed_completion,
+    first_events, issue, long_prompt, read_stream, registry_worker, streamed_completion,
 };
 
 /// The etcd lease TTL the workers register with.
@@ -211,17 +211,7 @@ async fn a_directory_registry_joins_workers_and_a_stopped_worker_leaves() {
     let _ = std::fs::remove_dir_all(&directory);
     let registry = directory.display().to_string();
     let mut workers: Vec<Process> = (1..=2)
-        .map(|id| {
-            Process::start(&[
-                "worker",
-                "--engine",
-                "echo",
-                "--id",
-                &id.to_string(),
-                "--registry",
-                &registry,
-            ])
-        })
+        .map(|id| registry_worker("echo", id, &registry, &[]))
         .collect();
     let (frontend_process, frontend) = directory_frontend(&registry).await;
     frontend_process
@@ -373,20 +363,7 @@ async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregat
 /// both have joined.
 async fn mocker_deployment(registry: &str, flags: &[&str]) -> (Vec<Process>, Process, Frontend) {
     let workers = (1..=2)
-        .map(|id: u64| {
-            let id = id.to_string();
-            let mut args = vec![
-                "worker",
-                "--engine",
-                "mocker",
-                "--id",
-                &id,
-                "--registry",
-                registry,
-            ];
-            args.extend_from_slice(flags);
-            Process::start(&args)
-        })
+        .map(|id| registry_worker("mocker", id, registry, flags))
         .collect();
     let (frontend_process, frontend) = directory_frontend(registry).await;
     for joined in ["worker 1/0 at", "worker 2/0 at"] {

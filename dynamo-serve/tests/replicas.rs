@@ -8,7 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use dynamo_transport::local::LocalNats;
-use support::{Frontend, Process, cached_tokens, directory_frontend_with, long_prompt};
+use support::{
+    Frontend, Process, cached_tokens, directory_frontend_with, long_prompt, registry_worker,
+};
 
 /// The messages of kind `update` that `frontend` has applied from other frontends.
 async fn applied(frontend: &Frontend, update: &str) -> u64 {
@@ -31,18 +33,7 @@ async fn a_prompt_routed_by_one_frontend_is_found_cached_through_the_other() {
     let _ = std::fs::remove_dir_all(&directory);
     let registry = directory.display().to_string();
     let _workers: Vec<Process> = (1..=2)
-        .map(|id: u64| {
-            let id = id.to_string();
-            Process::start(&[
-                "worker",
-                "--engine",
-                "mocker",
-                "--id",
-                &id,
-                "--registry",
-                &registry,
-            ])
-        })
+        .map(|id| registry_worker("mocker", id, &registry, &[]))
         .collect();
     let url = nats.url();
     let (a_process, a) = directory_frontend_with(&registry, &["--nats", &url]).await;

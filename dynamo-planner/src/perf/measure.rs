@@ -100,7 +100,7 @@ where
         let times = timed(engine.clone(), sweep, prompts.next(input_tokens), 1, || {})
             .await
             .map_err(failed)?;
-        let ttft_ms = times.first_ms().max(1e-3);
+        let ttft_ms = times.first_ms.max(1e-3);
         prefill.push(PrefillPoint {
             input_tokens,
             ttft_ms,
@@ -186,10 +186,6 @@ struct Times {
 }
 
 impl Times {
-    fn first_ms(&self) -> f64 {
-        self.first_ms
-    }
-
     /// The mean time between its tokens.
     fn itl_ms(&self) -> f64 {
         (self.last_ms - self.first_ms) / f64::from(self.tokens.saturating_sub(1).max(1))

@@ -310,3 +310,19 @@ pub(crate) fn cached_tokens(body: &Value) -> u64 {
 pub(crate) fn long_prompt(tag: &str) -> String {
     (0..100).map(|i| format!("{tag}{i} ")).collect()
 }
+
+/// `dynamo-serve worker --engine ENGINE --id ID --registry REGISTRY` with `flags`.
+pub(crate) fn registry_worker(engine: &str, id: u64, registry: &str, flags: &[&str]) -> Process {
+    let id = id.to_string();
+    let mut args = vec![
+        "worker",
+        "--engine",
+        engine,
+        "--id",
+        &id,
+        "--registry",
+        registry,
+    ];
+    args.extend_from_slice(flags);
+    Process::start(&args)
+}
