@@ -190,6 +190,13 @@ pub(crate) fn router(
         PlacementKind::ExpectedTtft => {
             DisaggRouter::new(prefill, decode, ExpectedTtftPlacement::default())?
         }
+        PlacementKind::Flexible => {
+            let flexible = ExpectedTtftPlacement {
+                prefill_workers_decode: true,
+                ..ExpectedTtftPlacement::default()
+            };
+            DisaggRouter::new(prefill, decode, flexible)?
+        }
     };
     Ok(router.boxed_engine())
 }

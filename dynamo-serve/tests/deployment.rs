@@ -17,8 +17,9 @@ use serde_json::json;
 use dynamo_transport::events::{EventPlane, NatsEvents, Subscription};
 use dynamo_transport::local::{LocalAuthority, LocalEtcd, LocalNats, free_port};
 use support::{
-    Frontend, Process, cached_tokens, decisions, directory_frontend, directory_frontend_with,
-    first_events, issue, long_prompt, read_stream, registry_worker, streamed_completion,
+    Frontend, GREEDY_PROMPTS, Process, cached_tokens, decisions, directory_frontend,
+    directory_frontend_with, first_events, greedy_texts, issue, long_prompt, placed, read_stream,
+    registry_worker, streamed_completion,
 };
 
 /// The etcd lease TTL the workers register with.
@@ -242,35 +243,6 @@ async fn a_directory_registry_joins_workers_and_a_stopped_worker_leaves() {
     let _ = std::fs::remove_dir_all(&directory);
 }
 
-/// Greedy completions of prompts from shorter than a KV block to several blocks with a
-/// partial last one.
-const SPLIT_PROMPTS: [&str; 3] = [
-    "The capital of France is",
-    "A hash table stores keys in buckets. When two keys land in the same bucket, the table \
-     resolves the collision by",
-    "Photosynthesis is the process by which green plants, algae and some bacteria turn light \
-     into chemical energy. It takes place in the chloroplasts, which hold chlorophyll, the \
-     pigment that absorbs red and blue light. The first stage, the light reactions,",
-];
-
-async fn greedy_texts(frontend: &Frontend) -> Vec<String> {
-    let mut texts = Vec::new();
-    for prompt in SPLIT_PROMPTS {
-        let body = json!({
-            "model": "smollm2", "prompt": prompt, "max_tokens": 12, "temperature": 0
-        });
-        let (status, body) = frontend.complete_with(&body).await;
-        assert_eq!(status, 200, "{body}");
-        texts.push(
-            body["choices"][0]["text"]
-                .as_str()
-                .expect("a text")
-                .to_owned(),
-        );
-    }
-    texts
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregated_process() {
     // The reference: the single process with one aggregated candle worker.
@@ -331,17 +303,33 @@ async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregat
     let split = greedy_texts(&frontend).await;
     assert_eq!(split, greedy_texts(&reference).await);
     let metrics = frontend.metrics().await;
-    let remote = format!(
-        "dynamo_disagg_requests_total{{placement=\"remote\"}} {}",
-        SPLIT_PROMPTS.len()
+    assert_eq!(
+        placed(&metrics, "remote"),
+        GREEDY_PROMPTS.len() as u64,
+        "{metrics}"
     );
-    assert!(metrics.contains(&remote), "{metrics}");
-    assert!(!metrics.contains("placement=\"fallback\""), "{metrics}");
+    assert_eq!(placed(&metrics, "fallback"), 0, "{metrics}");
     assert!(
         !decode.logged("could not be pulled"),
         "every hand-over was pulled over TCP"
     );
     assert!(prefill.logged(&format!("KV blocks on 127.0.0.1:{kv_port} over TLS")));
+
+    // A second frontend over the same workers with a flexible prefill pool: the prefill
+    // worker, idle when each request comes, serves it whole, with the same answer.
+    let mut flexible_flags = frontend_flags.clone();
+    flexible_flags.extend(["--placement", "flexible"]);
+    let (flexible_process, flexible) = directory_frontend_with(&registry, &flexible_flags).await;
+    for joined in ["worker 1/0 at", "worker 2/0 at"] {
+        flexible_process
+            .wait_for(joined, Duration::from_secs(120))
+            .await;
+    }
+    assert_eq!(greedy_texts(&flexible).await, split);
+    let metrics = flexible.metrics().await;
+    let whole = placed(&metrics, "prefill_worker");
+    assert_eq!(whole, GREEDY_PROMPTS.len() as u64, "{metrics}");
+    assert_eq!(placed(&metrics, "remote") + placed(&metrics, "local"), 0);
 
     // A puller without the deployment's TLS gets nothing from the block server.
     let handoff = KvHandoff {

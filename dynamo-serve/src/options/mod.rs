@@ -68,6 +68,9 @@ pub(crate) enum PlacementKind {
     Threshold,
     /// Where the expected time to first token, with the stall of running decodes, is lower
     ExpectedTtft,
+    /// As expected-ttft, and a prefill worker with nothing in hand serves the whole request
+    /// (prompt and decode) when that costs no more than the decode worker computing the prompt
+    Flexible,
 }
 
 /// `--role`: what a worker does.
@@ -119,6 +122,7 @@ impl PlacementKind {
             PlacementKind::AlwaysRemote => "always-remote",
             PlacementKind::Threshold => "threshold",
             PlacementKind::ExpectedTtft => "expected-TTFT",
+            PlacementKind::Flexible => "flexible expected-TTFT",
         }
     }
 }
@@ -413,6 +417,9 @@ mod tests {
             (serve.decode_workers, serve.placement),
             (1, PlacementKind::ExpectedTtft)
         );
+        let frontend = options("frontend --registry r --router approx-kv --placement flexible")
+            .expect("valid");
+        assert_eq!(frontend.placement, PlacementKind::Flexible);
         assert_eq!(
             refused("--prefill-workers 1 --workers 2").kind(),
             ErrorKind::ArgumentConflict

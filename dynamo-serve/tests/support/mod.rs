@@ -326,3 +326,44 @@ pub(crate) fn registry_worker(engine: &str, id: u64, registry: &str, flags: &[&s
     args.extend_from_slice(flags);
     Process::start(&args)
 }
+
+/// Greedy completions of prompts from shorter than a KV block to several blocks with a
+/// partial last one.
+pub(crate) const GREEDY_PROMPTS: [&str; 3] = [
+    "The capital of France is",
+    "A hash table stores keys in buckets. When two keys land in the same bucket, the table \
+     resolves the collision by",
+    "Photosynthesis is the process by which green plants, algae and some bacteria turn light \
+     into chemical energy. It takes place in the chloroplasts, which hold chlorophyll, the \
+     pigment that absorbs red and blue light. The first stage, the light reactions,",
+];
+
+/// The text of a greedy completion of `prompt`, 12 tokens at most.
+pub(crate) async fn greedy_text(frontend: &Frontend, prompt: &str) -> String {
+    let body = json!({ "model": "smollm2", "prompt": prompt, "max_tokens": 12, "temperature": 0 });
+    let (status, body) = frontend.complete_with(&body).await;
+    assert_eq!(status, 200, "{body}");
+    body["choices"][0]["text"]
+        .as_str()
+        .expect("a text")
+        .to_owned()
+}
+
+/// The greedy completions of [`GREEDY_PROMPTS`], one after the other.
+pub(crate) async fn greedy_texts(frontend: &Frontend) -> Vec<String> {
+    let mut texts = Vec::new();
+    for prompt in GREEDY_PROMPTS {
+        texts.push(greedy_text(frontend, prompt).await);
+    }
+    texts
+}
+
+/// The requests `/metrics` counts as placed `placement` by a disaggregated router
+/// (`dynamo_disagg_requests_total`).
+pub(crate) fn placed(metrics: &str, placement: &str) -> u64 {
+    let label = format!("dynamo_disagg_requests_total{{placement=\"{placement}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&label)?.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,77 @@
+//! Disaggregated serving in one process, as a user starts it: `dynamo-serve --prefill-workers 1
+//! --decode-workers 1 --placement flexible` (candle workers, SmolLM2-135M), driven over HTTP
+//! beside an aggregated `dynamo-serve --workers 1`. The split processes with the same placement
+//! are tested in `deployment.rs`.
+
+#[expect(dead_code, reason = "this test uses a part of the shared helpers")]
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use dynamo_transport::local::free_port;
+use support::{
+    Frontend, GREEDY_PROMPTS, Process, first_events, greedy_text, greedy_texts, placed,
+    read_stream, streamed_completion,
+};
+
+/// `dynamo-serve` in one process with `flags`, once it answers.
+async fn serve(flags: &[&str]) -> (Process, Frontend) {
+    let port = free_port().expect("a free port").to_string();
+    let mut args = vec!["--port", &port];
+    args.extend_from_slice(flags);
+    let process = Process::start(&args);
+    let frontend = Frontend::new(port.parse().expect("a port"));
+    frontend.wait_ready().await;
+    (process, frontend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flexible_prefill_pool_serves_whole_requests_on_its_idle_worker_only() {
+    let (_aggregated, reference) = serve(&["--workers", "1"]).await;
+    let pools = [
+        "--prefill-workers",
+        "1",
+        "--decode-workers",
+        "1",
+        "--placement",
+        "flexible",
+    ];
+    let (_flexible, flexible) = serve(&pools).await;
+    let whole = GREEDY_PROMPTS.len() as u64;
+
+    // One request at a time: each finds the prefill worker idle (the one before released its
+    // booking there) and is served whole by it, with the aggregated answer.
+    let texts = greedy_texts(&flexible).await;
+    assert_eq!(texts, greedy_texts(&reference).await);
+    let metrics = flexible.metrics().await;
+    assert_eq!(placed(&metrics, "prefill_worker"), whole, "{metrics}");
+
+    // While the prefill worker decodes a long answer it is not idle: the next request is not
+    // given to it; on these idle workers a hand-over does not pay, so the decode worker
+    // computes the prompt.
+    let long = json!({
+        "model": "smollm2", "prompt": "Count from one to a hundred:", "max_tokens": 64,
+        "ignore_eos": true, "temperature": 0,
+        "stream": true, "stream_options": { "include_usage": true },
+    });
+    let (stream, first) = first_events(&flexible, &long).await;
+    assert_eq!(greedy_text(&flexible, GREEDY_PROMPTS[0]).await, texts[0]);
+    let metrics = flexible.metrics().await;
+    assert_eq!(placed(&metrics, "prefill_worker"), whole + 1, "{metrics}");
+    assert_eq!(placed(&metrics, "local"), 1, "{metrics}");
+    let events = first + &read_stream(stream, Duration::from_secs(600)).await;
+    let (_, usage, errors, done) = streamed_completion(&events);
+    assert!(done && errors == 0, "{events}");
+    assert_eq!(usage["completion_tokens"], 64, "{events}");
+
+    // The long answer ended: nothing stays booked on the prefill worker, which serves the next
+    // request whole again.
+    assert_eq!(greedy_text(&flexible, GREEDY_PROMPTS[1]).await, texts[1]);
+    let metrics = flexible.metrics().await;
+    assert_eq!(placed(&metrics, "prefill_worker"), whole + 2, "{metrics}");
+    for never in ["remote", "no_prefill_worker", "fallback"] {
+        assert_eq!(placed(&metrics, never), 0, "{never}: {metrics}");
+    }
+}
