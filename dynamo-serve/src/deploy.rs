@@ -19,7 +19,9 @@ use dynamo_router::migrate::{MigrateLayer, MigrationConfig};
 use dynamo_router::{
     ApproxConfig, ApproxIndex, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex,
 };
-use dynamo_transport::discovery::{ConnectConfig, Discovery, WorkerRecord, connect};
+use dynamo_transport::discovery::{
+    ConnectConfig, DirectoryDiscovery, Discovery, EtcdDiscovery, WorkerRecord, connect,
+};
 use dynamo_transport::events::{EventPlane, answer_resyncs, forward_resyncs, publish_all};
 use dynamo_transport::{Served, Transport};
 use futures::StreamExt;
@@ -185,6 +187,34 @@ pub(crate) async fn report_index_sizes(index: SharedIndex) {
                 .set(*blocks as f64);
         }
         known = sizes.into_iter().map(|(worker, _)| worker).collect();
+    }
+}
+
+/// The registry `--etcd` or `--registry` names, if either does.
+pub(crate) fn registry(
+    options: &Options,
+) -> Result<Option<Box<dyn Discovery>>, Box<dyn std::error::Error>> {
+    Ok(match (&options.etcd, &options.registry) {
+        (Some(url), _) => Some(Box::new(EtcdDiscovery::new_with(
+            url,
+            &options.namespace,
+            &options.etcd_access,
+        )?)),
+        (_, Some(directory)) => Some(Box::new(DirectoryDiscovery::new(directory))),
+        _ => None,
+    })
+}
+
+/// Where [`registry`] looks, for the start-up line (etcd's URL without credentials).
+pub(crate) fn registry_name(options: &Options) -> String {
+    match (&options.etcd, &options.registry) {
+        (Some(url), _) => format!(
+            "etcd {} ({}/workers/)",
+            dynamo_transport::events::url_without_credentials(url),
+            options.namespace
+        ),
+        (_, Some(directory)) => directory.display().to_string(),
+        _ => "no registry".to_owned(),
     }
 }
 

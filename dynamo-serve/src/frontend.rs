@@ -4,9 +4,7 @@
 use dynamo_core::layers::Traffic;
 use dynamo_core::{BlockSize, BoxEngine, EngineExt, WorkerId};
 use dynamo_openai::GgufMetadata;
-use dynamo_transport::discovery::{
-    DirectoryDiscovery, Discovery, EtcdDiscovery, StaticDiscovery, WorkerRecord,
-};
+use dynamo_transport::discovery::{Discovery, StaticDiscovery, WorkerRecord};
 use dynamo_transport::events::{EventPlane, LoadReport, Subscription};
 use futures::StreamExt;
 use tower::Layer;
@@ -60,14 +58,10 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         None => engine,
     };
     crate::serve_gateway(&options, &metadata, engine, |base| {
-        let found = match (&options.etcd, &options.registry) {
-            (Some(url), _) => format!(
-                "workers from etcd {} ({}/workers/)",
-                dynamo_transport::events::url_without_credentials(url),
-                options.namespace
-            ),
-            (_, Some(directory)) => format!("workers from {}", directory.display()),
-            _ => format!("{} workers given with --worker-at", options.worker_at.len()),
+        let found = if options.etcd.is_some() || options.registry.is_some() {
+            format!("workers from {}", deploy::registry_name(&options))
+        } else {
+            format!("{} workers given with --worker-at", options.worker_at.len())
         };
         let found = match options.engine_at.len() {
             0 => found,
@@ -88,14 +82,9 @@ fn discovery(
     options: &Options,
     block_size: BlockSize,
 ) -> Result<Box<dyn Discovery>, Box<dyn std::error::Error>> {
-    Ok(match (&options.etcd, &options.registry) {
-        (Some(url), _) => Box::new(EtcdDiscovery::new_with(
-            url,
-            &options.namespace,
-            &options.etcd_access,
-        )?),
-        (_, Some(directory)) => Box::new(DirectoryDiscovery::new(directory)),
-        _ => Box::new(StaticDiscovery::new(
+    Ok(match deploy::registry(options)? {
+        Some(registry) => registry,
+        None => Box::new(StaticDiscovery::new(
             options
                 .worker_at
                 .iter()

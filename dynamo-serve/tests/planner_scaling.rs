@@ -3,7 +3,8 @@
 //! through a directory registry. A worker added is routed to; a worker removed leaves routing
 //! at once and finishes its stream, losing no token. And `dynamo-serve planner` runs the
 //! load-based planner over such workers, from their load reports on NATS, and the SLA planner,
-//! from the frontend's traffic reports on NATS.
+//! from the frontend's traffic reports on NATS; with `--disaggregated`, over a prefill and a
+//! decode pool registered in a real etcd.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
@@ -18,7 +19,7 @@ use dynamo_planner::{PoolSize, Scaler};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use dynamo_transport::local::LocalNats;
+use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
 use support::{
     Frontend, Process, decisions, directory_frontend, directory_frontend_with, first_events,
     read_stream, streamed_completion,
@@ -314,4 +315,86 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
     let status = planner.wait_exit(Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&directory);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disaggregated_planner_sizes_prefill_and_decode_pools_registered_in_etcd() {
+    let nats = LocalNats::start().expect("nats-server starts");
+    let etcd = LocalEtcd::start().expect("etcd starts");
+    let (nats_url, etcd_url) = (nats.url(), etcd.url());
+    let mut args = vec!["planner", "--etcd", &etcd_url, "--nats", &nats_url];
+    args.extend(["--disaggregated", "--interval", "1", "--max-workers", "2"]);
+    args.extend(["--drain-timeout", "30", "--"]);
+    // Candle workers (a split pair must say how its KV blocks are laid out, which mocker
+    // workers cannot), with small KV caches (64 blocks of 16 tokens): three long streams fill
+    // one decode worker's.
+    args.extend(["--kv-blocks", "64"]);
+    let mut planner = Process::start(&args);
+    let port = free_port().expect("a free port").to_string();
+    let frontend_process = Process::start(&[
+        "frontend",
+        "--port",
+        &port,
+        "--etcd",
+        &etcd_url,
+        "--router",
+        "approx-kv",
+    ]);
+    let frontend = Frontend::new(port.parse().expect("a port"));
+    frontend.wait_ready().await;
+    // The planner starts one worker per pool, the prefill worker first.
+    for joined in ["worker 1/0 at", "worker 2/0 at"] {
+        frontend_process
+            .wait_for(joined, Duration::from_secs(60))
+            .await;
+    }
+    assert_eq!(planner.count(&["started worker", "pool=prefill"]), 1);
+    assert_eq!(planner.count(&["started worker", "pool=decode"]), 1);
+    let (status, body) = frontend.complete("split in two", 2).await;
+    assert_eq!(status, 200, "{body}");
+    let metrics = frontend.metrics().await;
+    assert!(
+        metrics.contains("dynamo_disagg_requests_total{placement="),
+        "{metrics}"
+    );
+
+    // Long streams fill the decode worker's KV cache: the planner grows the decode pool.
+    let bodies = [314, 271, 161].map(|token| {
+        json!({
+            "model": "smollm2", "prompt": vec![token; 256], "max_tokens": MAX_TOKENS,
+            "stream": true,
+        })
+    });
+    let posts = bodies
+        .iter()
+        .map(|body| frontend.post("/v1/completions", body));
+    let streams = futures::future::join_all(posts).await;
+    assert!(streams.iter().all(|s| s.status().as_u16() == 200));
+    frontend_process
+        .wait_for("worker 3/0 at", Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        planner.count(&["started worker", "pool=decode", "worker=3"]),
+        1
+    );
+
+    // Calm again (the streams dropped, which cancels them), it stops the third worker.
+    drop(streams);
+    frontend_process
+        .wait_for("worker 3/0 left", Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        planner.count(&["stopping worker", "pool=decode", "worker=3"]),
+        1
+    );
+
+    // SIGTERM stops the planner and its workers, which leave etcd.
+    planner.terminate();
+    let status = planner.wait_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}");
+    for left in ["worker 1/0 left", "worker 2/0 left"] {
+        frontend_process
+            .wait_for(left, Duration::from_secs(30))
+            .await;
+    }
 }

@@ -164,6 +164,10 @@ struct PlannerArgs {
     /// Only log the decisions; start no worker beyond --min-workers
     #[arg(long)]
     advisory: bool,
+    /// Plan a prefill pool and a decode pool (workers started with --role prefill and --role
+    /// decode), each between --min-workers and --max-workers
+    #[arg(long)]
+    disaggregated: bool,
     /// How to size the pool: `load` (the workers' queues and KV usage), `sla` (ours) or
     /// `dynamo_sla` (NVIDIA Dynamo's), the SLA policies from the frontends' traffic reports
     /// and --profile
@@ -188,7 +192,7 @@ struct PlannerArgs {
     #[command(flatten)]
     deployment: DeploymentArgs,
     /// Flags of every `dynamo-serve worker` started (after `--`); the planner adds --id,
-    /// --registry, --nats and --namespace
+    /// --etcd or --registry, --nats, --namespace and, with --disaggregated, --role
     #[arg(last = true, value_name = "WORKER FLAGS")]
     worker_flags: Vec<OsString>,
 }
@@ -470,6 +474,7 @@ impl Cli {
                     },
                     first_id: args.first_id,
                     worker_flags: args.worker_flags,
+                    disaggregated: args.disaggregated,
                 };
                 let command = Command::Planner(Box::new(settings));
                 let mut options =

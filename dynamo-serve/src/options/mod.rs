@@ -253,10 +253,10 @@ impl Options {
                     "--router kv needs the workers' KV events: give --nats URL, an --engine-at with events=ADDR, or use --router approx-kv",
                 ))
             }
-            Command::Planner(_) if self.registry.is_none() || self.nats.is_none() => Err(error_of(
+            Command::Planner(_) if !discovered || self.nats.is_none() => Err(error_of(
                 "planner",
                 ErrorKind::MissingRequiredArgument,
-                "the planner counts workers in --registry DIR and reads their load from --nats URL",
+                "the planner counts the workers registered in --etcd URL or --registry DIR and reads their load from --nats URL",
             )),
             Command::Planner(ref settings) if settings.min_workers > settings.max_workers => {
                 Err(error_of(
@@ -564,8 +564,16 @@ mod tests {
             settings.worker_flags,
             ["--engine", "mocker", "--speedup", "2"]
         );
+        assert!(!settings.disaggregated);
         let missing = refused("planner --registry r");
         assert_eq!(missing.kind(), ErrorKind::MissingRequiredArgument);
+        let unregistered = refused("planner --nats n");
+        assert_eq!(unregistered.kind(), ErrorKind::MissingRequiredArgument);
+        let etcd = options("planner --etcd http://e:2379 --nats n --disaggregated").expect("valid");
+        let Command::Planner(settings) = etcd.command else {
+            panic!("not the planner: {:?}", etcd.command);
+        };
+        assert!(settings.disaggregated);
         let upside_down = refused("planner --registry r --nats n --min-workers 3 --max-workers 2");
         assert_eq!(upside_down.kind(), ErrorKind::ArgumentConflict);
         let no_profile = refused("planner --registry r --nats n --policy sla");

@@ -1,16 +1,20 @@
 //! `dynamo-serve planner`: a planner over a pool of `dynamo-serve worker` processes it starts
-//! and stops on this machine.
+//! and stops on this machine (with `--disaggregated`, a prefill pool and a decode pool).
 //!
 //! Each interval it gathers, from NATS, the workers' load reports (the typed `LoadReport` each
 //! worker publishes every second) and the frontends' traffic reports (the `TrafficReport` each
 //! frontend publishes every second: arrivals, prompt and output lengths, cache hits, time to
-//! first token and between tokens), keeps the reports of the workers the directory registry
-//! lists, and hands them to `dynamo_planner::run` as one `Observation`. The load policy (the
-//! default) grows the pool when the queues deepen or the KV caches fill, and shrinks it after
-//! calm intervals; the SLA policies (`--policy sla|dynamo_sla --profile FILE`) plan from the
-//! traffic and what one worker achieves.
+//! first token and between tokens), keeps the reports of the workers the deployment's registry
+//! (`--etcd` or `--registry`) lists, each in the pool of the role it registered with, and hands
+//! them to `dynamo_planner::run` as one `Observation`. The load policy (the default) grows a
+//! pool when its queues deepen or its KV caches fill, and shrinks it after calm intervals; the
+//! SLA policies (`--policy sla|dynamo_sla --profile FILE`) plan from the traffic and what one
+//! worker achieves.
 //! Workers are started and stopped (SIGTERM: they leave discovery, then drain) by
-//! `LocalProcesses`. Ctrl-C or SIGTERM stops the planner and its workers gracefully.
+//! `LocalProcesses`, and counted ready once the registry lists them. Ctrl-C or SIGTERM stops
+//! the planner and its workers gracefully.
+
+mod listed;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -19,7 +23,7 @@ use std::time::Duration;
 
 use dynamo_core::layers::TrafficReport;
 use dynamo_core::{WorkerId, WorkerRole};
-use dynamo_planner::local::{LocalProcesses, Membership, RegistryDirectory, WorkerTemplate};
+use dynamo_planner::local::{LocalProcesses, WorkerTemplate};
 use dynamo_planner::perf::PerfProfile;
 use dynamo_planner::policy::{PolicyKind, SlaTargets};
 use dynamo_planner::predict::{Constant, Predictor};
@@ -28,8 +32,7 @@ use dynamo_transport::events::{EventPlane, LoadReport, Subscription};
 use futures::{Stream, StreamExt};
 
 use crate::options::Options;
-
-const POOL: WorkerRole = WorkerRole::Aggregated;
+use listed::Listed;
 
 /// The settings of `dynamo-serve planner` beyond the deployment's.
 #[derive(Debug)]
@@ -46,14 +49,20 @@ pub(crate) struct Settings {
     pub(crate) first_id: u64,
     /// The flags of every worker started, before the deployment's own.
     pub(crate) worker_flags: Vec<OsString>,
+    /// Plan a prefill pool and a decode pool (workers started with `--role prefill` and
+    /// `--role decode`), each between `min_workers` and `max_workers`.
+    pub(crate) disaggregated: bool,
 }
 
 pub(crate) async fn run(
     options: &Options,
     settings: &Settings,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let (Some(registry), Some(nats_url)) = (&options.registry, &options.nats) else {
-        return Err("the planner needs --registry DIR and --nats URL".into());
+    let Some(nats_url) = &options.nats else {
+        return Err("the planner needs --nats URL".into());
+    };
+    let Some(registry) = crate::deploy::registry(options)? else {
+        return Err("the planner needs --etcd URL or --registry DIR".into());
     };
     let nats = crate::connect_nats(options, nats_url).await?;
     crate::log_nats_connection("planner", &nats);
@@ -67,41 +76,54 @@ pub(crate) async fn run(
     let policy = settings.policy.build(profile, settings.targets)?;
     let reports = nats.subscribe::<LoadReport>().await?;
     let traffic = nats.subscribe::<TrafficReport>().await?;
+    let listed = Listed::follow(registry.as_ref());
     let workers = WorkerTemplate::new(std::env::current_exe()?)
         .arg("worker")
         .args(&settings.worker_flags)
-        .arg("--registry")
-        .arg(registry)
+        .args(registry_flags(options))
         .args(["--nats", nats_url, "--namespace", &options.namespace])
         .args(nats_access_flags(&options.nats_access));
-    let scaler = LocalProcesses::new(RegistryDirectory::new(registry))
-        .with_pool(POOL, workers)
-        .with_first_id(settings.first_id);
+    let shape = settings.shape();
+    let mut scaler = LocalProcesses::new(listed.clone()).with_first_id(settings.first_id);
+    for (pool, role) in pools(shape) {
+        let template = match role {
+            Some(role) => workers.clone().args(["--role", role]),
+            None => workers.clone(),
+        };
+        scaler = scaler.with_pool(pool, template);
+    }
+    let pool_count = pools(shape).len();
     let config = PlannerConfig {
         interval_s: settings.interval_s,
         bounds: Bounds {
             min_per_pool: settings.min_workers,
             max_per_pool: settings.max_workers,
-            budget: settings.max_workers,
+            budget: settings.max_workers * pool_count,
         },
         advisory: settings.advisory,
     };
     let constant = || Box::new(Constant::default()) as Box<dyn Predictor>;
     let mut planner = Planner::new(config, policy, constant)?;
-    scaler.scale(POOL, settings.min_workers).await?;
+    for (pool, _) in pools(shape) {
+        scaler.scale(pool, settings.min_workers).await?;
+    }
     println!(
-        "dynamo planner ({}): {} to {} workers registered in {}, load from NATS {}, a step every {} s{}",
+        "dynamo planner ({}): {} to {} {} registered in {}, load from NATS {}, a step every {} s{}",
         settings.policy,
         settings.min_workers,
         settings.max_workers,
-        registry.display(),
+        if pool_count == 1 {
+            "workers"
+        } else {
+            "prefill and as many decode workers"
+        },
+        crate::deploy::registry_name(options),
         dynamo_transport::events::url_without_credentials(nats_url),
         settings.interval_s,
         if settings.advisory { " (advisory)" } else { "" }
     );
     let interval = Duration::from_secs_f64(settings.interval_s);
-    let observations = observations(reports, traffic, RegistryDirectory::new(registry), interval);
-    let shape = Replicas::Aggregated(settings.min_workers);
+    let observations = observations(reports, traffic, listed, interval);
     tokio::select! {
         _ = dynamo_planner::run(&mut planner, observations, &scaler, shape) => {}
         () = crate::shutdown_signal() => tracing::info!("stopping the planner and its workers"),
@@ -111,12 +133,38 @@ pub(crate) async fn run(
     Ok(())
 }
 
+impl Settings {
+    /// The pools the planner sizes, at their smallest.
+    fn shape(&self) -> Replicas {
+        if self.disaggregated {
+            Replicas::Disaggregated {
+                prefill: self.min_workers,
+                decode: self.min_workers,
+            }
+        } else {
+            Replicas::Aggregated(self.min_workers)
+        }
+    }
+}
+
+/// The pools of `shape`, each with the `--role` its workers are started with (none for
+/// aggregated workers).
+fn pools(shape: Replicas) -> Vec<(WorkerRole, Option<&'static str>)> {
+    match shape {
+        Replicas::Aggregated(_) => vec![(WorkerRole::Aggregated, None)],
+        Replicas::Disaggregated { .. } => vec![
+            (WorkerRole::Prefill, Some("prefill")),
+            (WorkerRole::Decode, Some("decode")),
+        ],
+    }
+}
+
 /// One observation per `interval`: the traffic the frontends reported in it, and the last load
-/// report of each worker `registry` lists.
+/// report of each worker the registry lists, in the pool it registered in.
 fn observations(
     reports: Subscription<LoadReport>,
     traffic: Subscription<TrafficReport>,
-    registry: RegistryDirectory,
+    listed: Listed,
     interval: Duration,
 ) -> impl Stream<Item = Observation> {
     let mut ticks = tokio::time::interval(interval);
@@ -124,7 +172,7 @@ fn observations(
     let seen = Seen {
         reports,
         traffic,
-        registry,
+        listed,
         ticks,
         latest: HashMap::new(),
         summed: TrafficReport::default(),
@@ -150,18 +198,17 @@ fn observations(
                 },
             }
         }
-        let listed = match seen.registry.members(POOL).await {
-            Ok(listed) => listed,
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the registry");
-                Vec::new()
-            }
-        };
+        let listed = &seen.listed;
         seen.latest
-            .retain(|worker: &WorkerId, _| listed.contains(worker));
+            .retain(|&worker, _| listed.role(worker).is_some());
+        let workers = seen
+            .latest
+            .values()
+            .filter_map(|report| Some(load(report, listed.role(report.worker)?)))
+            .collect();
         let observed = Observation {
             interval_s: interval.as_secs_f64(),
-            workers: seen.latest.values().map(load).collect(),
+            workers,
             ..Observation::default()
         }
         .with_traffic(&std::mem::take(&mut seen.summed));
@@ -173,7 +220,7 @@ fn observations(
 struct Seen {
     reports: Subscription<LoadReport>,
     traffic: Subscription<TrafficReport>,
-    registry: RegistryDirectory,
+    listed: Listed,
     ticks: tokio::time::Interval,
     /// Each worker's last load report.
     latest: HashMap<WorkerId, LoadReport>,
@@ -182,19 +229,39 @@ struct Seen {
     first: bool,
 }
 
-/// A worker's report as the planner reads it.
-fn load(report: &LoadReport) -> WorkerLoad {
+/// A worker's report as the planner reads it, in the pool of `role`.
+fn load(report: &LoadReport, role: WorkerRole) -> WorkerLoad {
     let kv_usage = if report.kv_blocks_total == 0 {
         0.0
     } else {
         report.kv_blocks_in_use as f64 / report.kv_blocks_total as f64
     };
     WorkerLoad {
-        role: POOL,
+        role,
         waiting: report.waiting_requests,
         running: report.active_requests,
         kv_usage: kv_usage.clamp(0.0, 1.0),
     }
+}
+
+/// The flags that register a started worker where the planner counts it: `--etcd` (with
+/// etcd's TLS files) or `--registry`.
+fn registry_flags(options: &Options) -> Vec<OsString> {
+    let mut flags: Vec<OsString> = Vec::new();
+    if let Some(url) = &options.etcd {
+        flags.extend(["--etcd".into(), url.into()]);
+        let access = &options.etcd_access;
+        if let Some(authority) = &access.root_certificate {
+            flags.extend(["--etcd-tls-ca".into(), authority.into()]);
+        }
+        if let Some((certificate, key)) = &access.client_certificate {
+            flags.extend(["--etcd-tls-cert".into(), certificate.into()]);
+            flags.extend(["--etcd-tls-key".into(), key.into()]);
+        }
+    } else if let Some(directory) = &options.registry {
+        flags.extend(["--registry".into(), directory.into()]);
+    }
+    flags
 }
 
 /// The flags that give a worker the planner's NATS credentials file and TLS files.
