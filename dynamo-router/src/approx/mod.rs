@@ -5,8 +5,12 @@
 //! expires after a time to live (an engine evicts what nobody reuses), and each worker keeps at
 //! most a capacity of predicted blocks, dropping the least recently routed first (an engine's
 //! cache is finite). Queries then work exactly as on the event-fed [`KvIndex`].
+//!
+//! A worker's predictions are kept as the requests routed to it, one record each, rather than
+//! one entry per block ([`records`]): recording a request appends its blocks, and expiry pops
+//! whole records.
 
-mod recency;
+mod records;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use dynamo_core::{BlockSize, SequenceHash, WorkerId};
 use parking_lot::Mutex;
 
 use crate::index::{IndexError, KvIndex, Overlaps};
-use recency::Recency;
+use records::Routed;
 
 /// How long and how much the approximate mode remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +46,54 @@ impl Default for ApproxConfig {
 struct Predictions {
     index: KvIndex,
     /// Each worker's predicted blocks, least recently routed first.
-    workers: HashMap<WorkerId, Recency, foldhash::fast::RandomState>,
+    workers: HashMap<WorkerId, Routed, foldhash::fast::RandomState>,
     config: ApproxConfig,
     /// When to look for expired predictions next: every 1/64 of the TTL, so that a query does
     /// not visit every worker.
     next_expiry: Option<Instant>,
+    /// Reused buffers: the positions of a request's blocks the worker held already, and the
+    /// blocks a worker no longer holds.
+    held: Vec<u32>,
+    gone: Vec<SequenceHash>,
+    /// Bumped by every change to the predictions.
+    version: u64,
+    /// The last overlap query, while nothing changed since: its blocks, and each worker's
+    /// predicted prefix. The request is usually recorded right after it was asked about, and
+    /// the prefix its worker holds then needs no look-up.
+    last_query: LastQuery,
+}
+
+#[derive(Debug, Default)]
+struct LastQuery {
+    /// The version the answer is valid at (`None`: no answer).
+    version: Option<u64>,
+    blocks: Vec<SequenceHash>,
+    prefixes: Vec<(WorkerId, u32)>,
+}
+
+impl LastQuery {
+    /// How many leading blocks of `blocks` `worker` is known to hold at `version`.
+    fn known(&self, version: u64, worker: WorkerId, blocks: &[SequenceHash]) -> usize {
+        if self.version != Some(version) || self.blocks != blocks {
+            return 0;
+        }
+        self.prefixes
+            .iter()
+            .find(|(w, _)| *w == worker)
+            .map_or(0, |&(_, depth)| depth as usize)
+    }
+
+    fn remember(&mut self, version: u64, blocks: &[SequenceHash], answer: &Overlaps) {
+        self.version = Some(version);
+        self.blocks.clear();
+        self.blocks.extend_from_slice(blocks);
+        self.prefixes.clear();
+        self.prefixes.extend(
+            answer
+                .iter()
+                .map(|(worker, overlap)| (worker, overlap.total())),
+        );
+    }
 }
 
 /// A prefix index fed by the router's own decisions instead of KV events; cheap to clone.
@@ -80,6 +127,10 @@ impl ApproxIndex {
                 workers: HashMap::default(),
                 config,
                 next_expiry: None,
+                held: Vec::new(),
+                gone: Vec::new(),
+                version: 0,
+                last_query: LastQuery::default(),
             })),
         }
     }
@@ -97,33 +148,48 @@ impl ApproxIndex {
         now: Instant,
     ) -> Result<(), IndexError> {
         let mut guard = self.inner.lock();
-        let predictions = &mut *guard;
-        predictions.index.hold(worker, blocks)?;
-        let held = predictions.workers.entry(worker).or_default();
-        held.touch_all(blocks, now);
-        if let Some(capacity) = predictions.config.capacity_blocks {
-            let mut evicted = Vec::new();
-            while held.len() > capacity {
-                let Some(hash) = held.pop_oldest() else {
-                    break;
-                };
-                evicted.push(hash);
-            }
-            predictions.index.release(worker, &evicted);
+        let Predictions {
+            index,
+            workers,
+            config,
+            held,
+            gone,
+            version,
+            last_query,
+            ..
+        } = &mut *guard;
+        held.clear();
+        let known = last_query.known(*version, worker, blocks);
+        index.hold(worker, blocks, known, held)?;
+        *version += 1;
+        let routed = workers.entry(worker).or_default();
+        routed.touch(blocks, held, now);
+        if let Some(capacity) = config.capacity_blocks
+            && routed.len() > capacity
+        {
+            gone.clear();
+            routed.pop_oldest(routed.len() - capacity, gone);
+            index.release(worker, gone);
         }
         Ok(())
     }
 
     /// How deep each worker's predicted prefix goes at `now`, after forgetting what expired.
     pub fn overlaps(&self, blocks: &[SequenceHash], now: Instant) -> Overlaps {
-        let mut predictions = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let predictions = &mut *guard;
         predictions.expire(now);
-        predictions.index.overlaps(blocks)
+        let answer = predictions.index.overlaps(blocks);
+        predictions
+            .last_query
+            .remember(predictions.version, blocks, &answer);
+        answer
     }
 
     /// Forget every prediction about `worker`.
     pub fn remove_worker(&self, worker: WorkerId) {
         let mut predictions = self.inner.lock();
+        predictions.version += 1;
         predictions.workers.remove(&worker);
         predictions.index.remove_worker(worker);
     }
@@ -153,59 +219,18 @@ impl Predictions {
             return;
         }
         self.next_expiry = Some(now + ttl / 64);
-        for (&worker, held) in &mut self.workers {
-            let mut expired = Vec::new();
-            while let Some(hash) =
-                held.pop_oldest_if(|routed_at| now.saturating_duration_since(routed_at) >= ttl)
-            {
-                expired.push(hash);
+        let expired = |routed_at: Instant| now.saturating_duration_since(routed_at) >= ttl;
+        for (&worker, routed) in &mut self.workers {
+            self.gone.clear();
+            routed.pop_expired(expired, &mut self.gone);
+            if !self.gone.is_empty() {
+                self.version += 1;
+                self.index.release(worker, &self.gone);
             }
-            self.index.release(worker, &expired);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hashes(ids: &[u64]) -> Vec<SequenceHash> {
-        ids.iter().map(|&id| SequenceHash(id)).collect()
-    }
-
-    #[test]
-    fn capacity_drops_the_least_recently_routed_blocks() {
-        let config = ApproxConfig {
-            ttl: None,
-            capacity_blocks: Some(3),
-        };
-        let index = ApproxIndex::new(BlockSize::new(4).unwrap(), config);
-        let worker = WorkerId::new(1);
-        let now = Instant::now();
-        index.record(worker, &hashes(&[1, 2]), now).unwrap();
-        index.record(worker, &hashes(&[3]), now).unwrap();
-        // Routing 1 again makes 2 the least recent; adding 4 evicts it.
-        index.record(worker, &hashes(&[1]), now).unwrap();
-        index.record(worker, &hashes(&[4]), now).unwrap();
-        assert_eq!(index.predicted_blocks(), 3);
-        assert_eq!(index.overlaps(&hashes(&[1, 2]), now).get(worker).device, 1);
-        assert_eq!(index.overlaps(&hashes(&[3]), now).get(worker).device, 1);
-    }
-
-    #[test]
-    fn routing_again_renews_the_time_to_live() {
-        let index = ApproxIndex::new(BlockSize::new(4).unwrap(), ApproxConfig::default());
-        let worker = WorkerId::new(7);
-        let start = Instant::now();
-        let blocks = hashes(&[10, 11]);
-        index.record(worker, &blocks, start).unwrap();
-        index
-            .record(worker, &blocks[..1], start + Duration::from_secs(100))
-            .unwrap();
-        let later = start + Duration::from_secs(150);
-        assert_eq!(index.overlaps(&blocks, later).get(worker).device, 1);
-        assert_eq!(index.predicted_blocks(), 1);
-        index.remove_worker(worker);
-        assert!(index.overlaps(&blocks, later).is_empty());
-    }
-}
+#[path = "tests.rs"]
+mod tests;
