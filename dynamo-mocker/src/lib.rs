@@ -26,6 +26,9 @@
 //!   worker-hours and the replica timeline ([`ReplicaPoint`]). [`profile_engine`] measures the
 //!   performance profile the planner's SLA policies plan from. `docs/planner.md` has the
 //!   design and the figures. Azure CSV traces read with [`load_azure`].
+//! - [`generate`] writes seeded synthetic traces in chosen [`SharingPattern`]s (short or long
+//!   conversations, a hot system prompt, shared documents, no sharing), to judge routers on
+//!   more than one trace (`dynamo-replay generate`).
 //! - [`LiveEngine`] runs one worker as an [`Engine`](dynamo_core::Engine) that streams tokens
 //!   in scaled real time, to stand in for a GPU behind a router or a gateway.
 //!
@@ -105,6 +108,7 @@ mod replay;
 mod summary;
 mod timing;
 mod trace;
+mod workload;
 
 pub use engine::{
     EngineConfig, HandedOverKv, LowerTierHit, SimRequest, SimWorker, StepReport, WorkerMetrics,
@@ -121,3 +125,4 @@ pub use replay::{
 pub use summary::{RequestRecord, Summary};
 pub use timing::{InterpolatedTiming, PolynomialTiming, StepShape, StepTiming, TimingModel};
 pub use trace::{TraceRequest, engine_blocks, load_azure, load_mooncake, load_trace};
+pub use workload::{SharingPattern, TRACE_BLOCK_TOKENS, WorkloadConfig, generate, write_mooncake};

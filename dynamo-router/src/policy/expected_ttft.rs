@@ -66,6 +66,13 @@ pub struct ExpectedTtftConfig {
     /// The weight of the prefill time this request adds to the worker, which delays every
     /// request that comes after it there. Default 1.0.
     pub compute_weight: f64,
+    /// The weight of the stall this request's prefill causes each request already active on
+    /// the worker: an engine with chunked prefill runs the prompt in the same steps as their
+    /// decodes, so each of them waits the prompt's prefill time for a token. Without it, a
+    /// worker that holds a hot prefix draws every request that shares it until its batch is
+    /// full, since computing the prefix elsewhere costs more than any one of them. Default 0.2
+    /// (chosen with `dynamo-replay` over generated workloads, `docs/router.md`).
+    pub stall_weight: f64,
     /// The cost, in ms, of each KV block the worker's active requests hold (and this request
     /// would add): decode pressure, which slows every step and fills the cache. Default 0.1.
     pub decode_ms_per_block: f64,
@@ -81,6 +88,7 @@ impl Default for ExpectedTtftConfig {
             prefill: PrefillTimeModel::default(),
             credits: TierCredits::default(),
             compute_weight: 1.0,
+            stall_weight: 0.2,
             decode_ms_per_block: 0.1,
             temperature: 0.0,
             seed: None,
@@ -116,7 +124,8 @@ impl Default for ExpectedTtftConfig {
 /// cached   = max(device + 0.75·host + 0.25·disk, in_flight)            (blocks)
 /// uncached = max(0, prompt_tokens − cached · block_size)               (tokens)
 /// cost     = prefill_ms(active_prefill_tokens + uncached)              (expected TTFT)
-///          + compute_weight · prefill_ms(uncached)                     (work added)
+///          + (compute_weight + stall_weight · decoding) · prefill_ms(uncached)
+///                                                          (work added, decodes stalled)
 ///          + decode_ms_per_block · (active_decode_blocks + new blocks) (decode pressure)
 /// ```
 ///
@@ -201,7 +210,9 @@ impl ExpectedTtft {
         // `expected_ttft_ms`, without computing the uncached tokens again.
         let ttft = queue_ms(worker.load.active_prefill_tokens + uncached);
         let held = worker.decode_blocks_with(request) as f64;
-        ttft + self.config.compute_weight * work + self.config.decode_ms_per_block * held
+        let stalled = decoding_requests(request, worker) as f64;
+        let work_weight = self.config.compute_weight + self.config.stall_weight * stalled;
+        ttft + work_weight * work + self.config.decode_ms_per_block * held
     }
 }
 
@@ -224,6 +235,16 @@ impl Router for ExpectedTtft {
             &self.rng,
         )
     }
+}
+
+/// The requests on `worker` that are past their prefill, estimated: its booked prefill tokens
+/// are counted as requests of `request`'s length that have not started decoding.
+fn decoding_requests(request: &RouteContext<'_>, worker: &WorkerState) -> u64 {
+    let prefilling = worker
+        .load
+        .active_prefill_tokens
+        .div_ceil(request.prompt_tokens.max(1));
+    u64::from(worker.load.active_requests).saturating_sub(prefilling)
 }
 
 /// A prefill time model that remembers its last answer.
@@ -268,5 +289,49 @@ mod tests {
         );
         assert!((model.time_ms(16384) - 2.0 * one_step).abs() < 1e-9);
         assert!(model.time_ms(8193) > one_step + model.c);
+    }
+
+    /// A worker that caches a hot 8k-token system prompt and is decoding `decoding` requests,
+    /// and an idle worker that caches nothing, for a prompt of that prefix and 1k tokens more.
+    fn hot_prefix_choice(policy: &ExpectedTtft, decoding: u32) -> Decision {
+        use dynamo_core::{BlockSize, SequenceHash, WorkerId};
+        let blocks: Vec<_> = (0..144).map(SequenceHash).collect();
+        let request = RouteContext {
+            blocks: &blocks,
+            prompt_tokens: 144 * 64,
+            block_size: BlockSize::new(64).expect("valid"),
+            expected_output_tokens: None,
+        };
+        let mut hot = WorkerState {
+            worker: WorkerId::new(1),
+            cached: Default::default(),
+            in_flight: 0,
+            load: Default::default(),
+        };
+        hot.cached.device = 128;
+        hot.load.active_requests = decoding;
+        hot.load.active_decode_blocks = 128 + 20 * u64::from(decoding);
+        let idle = WorkerState {
+            worker: WorkerId::new(2),
+            cached: Default::default(),
+            load: Default::default(),
+            ..hot
+        };
+        policy.route(&request, &[hot, idle])
+    }
+
+    #[test]
+    fn a_hot_prefix_draws_requests_until_their_stalls_outweigh_it() {
+        let ours = ExpectedTtft::default();
+        let hot = Decision::Route(dynamo_core::WorkerId::new(1));
+        let idle = Decision::Route(dynamo_core::WorkerId::new(2));
+        assert_eq!(hot_prefix_choice(&ours, 4), hot);
+        assert_eq!(hot_prefix_choice(&ours, 100), idle);
+        // Without the stall term, the hot worker's batch would keep growing.
+        let herding = ExpectedTtft::new(ExpectedTtftConfig {
+            stall_weight: 0.0,
+            ..ExpectedTtftConfig::default()
+        });
+        assert_eq!(hot_prefix_choice(&herding, 100), hot);
     }
 }

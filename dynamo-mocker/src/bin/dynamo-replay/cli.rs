@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
     DisaggConfig, DiskTierConfig, EngineConfig, HandedOverKv, HostTierConfig, InterpolatedTiming,
-    ReplayConfig, TimingModel, TransferConfig,
+    ReplayConfig, SharingPattern, TimingModel, TransferConfig,
 };
+use dynamo_router::ExpectedTtftConfig;
 use dynamo_router::disagg::ExpectedTtftPlacement;
 
 /// Replay a request trace (Mooncake JSON lines, or an Azure CSV) through simulated vLLM-like
@@ -141,6 +142,23 @@ pub(crate) struct Cli {
           default_value = "round-robin,kv,ttft")]
     pub(crate) routers: Vec<RouterName>,
 
+    /// ttft and approx-ttft: the weight of the prefill time a request adds for the requests
+    /// that queue behind it
+    #[arg(long, value_name = "W", value_parser = not_negative,
+          default_value_t = ExpectedTtftConfig::default().compute_weight)]
+    pub(crate) ttft_compute_weight: f64,
+
+    /// ttft and approx-ttft: the weight of the stall a request's prefill causes each request
+    /// already active on the worker
+    #[arg(long, value_name = "W", value_parser = not_negative,
+          default_value_t = ExpectedTtftConfig::default().stall_weight)]
+    pub(crate) ttft_stall_weight: f64,
+
+    /// ttft and approx-ttft: the cost, in ms, of each KV block held on the worker
+    #[arg(long, value_name = "MS", value_parser = not_negative,
+          default_value_t = ExpectedTtftConfig::default().decode_ms_per_block)]
+    pub(crate) ttft_decode_ms_per_block: f64,
+
     /// Step times from a profiling table instead of the polynomial model:
     /// {"prefill": [[tokens, ms], ...], "decode": [[kv_usage, ms], ...]}
     #[arg(long, value_name = "FILE", value_parser = timing_table)]
@@ -205,6 +223,52 @@ pub(crate) enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Write a seeded synthetic trace (Mooncake JSON lines, trace blocks of 512 tokens) with
+    /// a chosen sharing pattern
+    Generate {
+        /// How the prompts share prefixes
+        #[arg(long, value_name = "NAME")]
+        pattern: PatternName,
+        /// Requests in the trace
+        #[arg(long, value_name = "N", default_value_t = 4000, value_parser = at_least_one)]
+        requests: usize,
+        /// Mean requests per second (default: the pattern's own)
+        #[arg(long, value_name = "R", value_parser = positive)]
+        rate: Option<f64>,
+        /// Seed: the same flags and seed write the same trace
+        #[arg(long, value_name = "S", default_value_t = 0)]
+        seed: u64,
+        /// Where to write the trace
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+/// A sharing pattern `generate` can write (`dynamo_mocker::SharingPattern`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PatternName {
+    /// Many conversations of 1-6 short turns, each turn extending the previous one
+    ManyShortChats,
+    /// 16 long conversations side by side, growing to 100k tokens
+    FewLongChats,
+    /// One 8,192-token system prompt before every request
+    HotPrefix,
+    /// 200 documents with Zipf popularity, each request a document and a question
+    Documents,
+    /// No shared blocks at all
+    NoSharing,
+}
+
+impl From<PatternName> for SharingPattern {
+    fn from(name: PatternName) -> Self {
+        match name {
+            PatternName::ManyShortChats => SharingPattern::ManyShortChats,
+            PatternName::FewLongChats => SharingPattern::FewLongChats,
+            PatternName::HotPrefix => SharingPattern::HotPrefix,
+            PatternName::Documents => SharingPattern::Documents,
+            PatternName::NoSharing => SharingPattern::NoSharing,
+        }
+    }
 }
 
 impl Cli {

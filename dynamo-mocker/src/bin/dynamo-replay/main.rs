@@ -17,7 +17,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use dynamo_mocker::{
-    CacheKnowledge, Replay, ReplayConfig, RequestRecord, RouterReplicas, Sla, Summary, load_trace,
+    CacheKnowledge, Replay, ReplayConfig, RequestRecord, RouterReplicas, Sla, Summary,
+    WorkloadConfig, generate, load_trace, write_mooncake,
 };
 use dynamo_router::disagg::{AlwaysRemote, ExpectedTtftPlacement, PlacementPolicy, Threshold};
 use dynamo_router::{
@@ -26,11 +27,17 @@ use dynamo_router::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::{Cli, Command, PlacementName, RouterName};
+use crate::cli::{Cli, Command, PatternName, PlacementName, RouterName};
 use crate::planning::PlannerName;
 
 /// The policy and the cache knowledge a router name stands for.
-fn router(name: RouterName, config: &ReplayConfig, seed: u64) -> (Box<dyn Router>, CacheKnowledge) {
+fn router(name: RouterName, config: &ReplayConfig, cli: &Cli) -> (Box<dyn Router>, CacheKnowledge) {
+    let seed = cli.seed;
+    let weights = (
+        cli.ttft_compute_weight,
+        cli.ttft_decode_ms_per_block,
+        cli.ttft_stall_weight,
+    );
     let block_size = config.engine.block_size;
     let seed = Some(seed);
     let events = || CacheKnowledge::Events(SharedIndex::new(block_size));
@@ -52,6 +59,9 @@ fn router(name: RouterName, config: &ReplayConfig, seed: u64) -> (Box<dyn Router
     let ttft = || {
         Box::new(ExpectedTtft::new(ExpectedTtftConfig {
             seed,
+            compute_weight: weights.0,
+            decode_ms_per_block: weights.1,
+            stall_weight: weights.2,
             ..Default::default()
         })) as Box<dyn Router>
     };
@@ -66,6 +76,29 @@ fn router(name: RouterName, config: &ReplayConfig, seed: u64) -> (Box<dyn Router
         RouterName::Ttft => (ttft(), events()),
         RouterName::ApproxTtft => (ttft(), approx()),
     }
+}
+
+/// `dynamo-replay generate`: write a synthetic trace.
+fn write_workload(
+    pattern: PatternName,
+    requests: usize,
+    rate_per_s: Option<f64>,
+    seed: u64,
+    out: &std::path::Path,
+) -> Result<(), String> {
+    let config = WorkloadConfig {
+        pattern: pattern.into(),
+        requests,
+        rate_per_s,
+        seed,
+    };
+    let trace = generate(&config);
+    let file =
+        std::fs::File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    write_mooncake(&trace, &mut writer)
+        .and_then(|()| writer.flush())
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))
 }
 
 /// The placement policy a name stands for; ours is told the replay's KV link.
@@ -249,6 +282,16 @@ fn run(cli: &Cli) -> Result<(), String> {
     if let Some(Command::Profile { out }) = &cli.command {
         return planning::write_profile(cli, out);
     }
+    if let Some(Command::Generate {
+        pattern,
+        requests,
+        rate,
+        seed,
+        out,
+    }) = &cli.command
+    {
+        return write_workload(*pattern, *requests, *rate, *seed, out);
+    }
     let mut config = cli.config();
     let path = cli.trace.as_ref().ok_or("--trace is required")?;
     let trace = load_trace(path, cli.trace_block_size).map_err(|e| e.to_string())?;
@@ -299,7 +342,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         if planned {
             label = format!("{label}+{}", cli.planner.policy);
         }
-        let (policy, knowledge) = router(name, &config, cli.seed);
+        let (policy, knowledge) = router(name, &config, cli);
         let mut replay = Replay::new(&trace, &config)
             .label(label.as_str())
             .policy(policy)
@@ -314,8 +357,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             replay = replay.planner(planner, planner_config);
         }
         if let Some(p) = placement_name {
-            let (decode_policy, decode_knowledge) = router(cli.decode_router, &config, cli.seed);
-            let (handoff_policy, _) = router(cli.handoff_router, &config, cli.seed);
+            let (decode_policy, decode_knowledge) = router(cli.decode_router, &config, cli);
+            let (handoff_policy, _) = router(cli.handoff_router, &config, cli);
             replay = replay
                 .decode_policy(decode_policy, decode_knowledge)
                 .handoff_policy(handoff_policy)
@@ -352,7 +395,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 ..fixed_config.clone()
             };
             let label = format!("{name} fixed {workers}");
-            let (policy, knowledge) = router(name, &config, cli.seed);
+            let (policy, knowledge) = router(name, &config, cli);
             let outcome = Replay::new(&trace, &config)
                 .label(label.as_str())
                 .policy(policy)
