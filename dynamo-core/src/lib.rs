@@ -97,7 +97,8 @@ pub use publisher::KvPublisher;
 pub use queue::{QueuedEngine, Submission};
 pub use replica::{ReplicaId, ReplicaMessage, ReplicaUpdate, SharedBooking};
 pub use request::{
-    GenerateRequest, OutputLimits, RequestId, RoutingHints, SamplingOptions, StopConditions,
+    Delivery, GenerateRequest, OutputLimits, RequestId, RoutingHints, SamplingOptions,
+    StopConditions,
 };
 pub use response::{FinishReason, Generation, TokenChunk, TokenLogProb, Usage};
 pub use stream::TokenStream;

@@ -115,6 +115,22 @@ pub struct RoutingHints {
     pub cache_pin_ttl: Option<Duration>,
 }
 
+/// How the client reads the answer: a hint for engines that can produce it either way.
+///
+/// Every engine still answers with a [`TokenStream`](crate::TokenStream); the hint only lets an
+/// engine over another server (an upstream adapter) ask that server for the whole answer in
+/// one response instead of streaming it, which costs both sides less when nobody reads the
+/// tokens as they come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Token by token, as they are generated (the default).
+    #[default]
+    Streamed,
+    /// All at once, when the answer is complete: an engine may send it in one chunk.
+    Whole,
+}
+
 /// A request to generate tokens from a prompt of token ids.
 ///
 /// The prompt is a [`Tokens`], so the request is cheap to clone and pass through layers. Every
@@ -187,6 +203,10 @@ pub struct GenerateRequest {
     /// write out in full.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub n: u32,
+    /// How the client reads the answer ([`Delivery::Streamed`] unless the frontend knows it
+    /// reads the whole answer at once); a hint, which engines may ignore.
+    #[serde(default, skip_serializing_if = "is_streamed")]
+    pub delivery: Delivery,
     #[serde(skip)]
     cancel: CancellationToken,
 }
@@ -213,6 +233,7 @@ impl GenerateRequest {
             format: None,
             resumed_tokens: 0,
             n: 1,
+            delivery: Delivery::Streamed,
             cancel: CancellationToken::new(),
         }
     }
@@ -365,6 +386,10 @@ fn is_one(n: &u32) -> bool {
 
 fn is_zero(count: &u32) -> bool {
     *count == 0
+}
+
+fn is_streamed(delivery: &Delivery) -> bool {
+    *delivery == Delivery::Streamed
 }
 
 fn is_whole(phase: &Disaggregation) -> bool {

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynamo_core::{
-    BlockSize, BoxEngine, EngineExt, Error, ErrorClass, FinishReason, GenerateRequest, TokenChunk,
-    TokenStream, WorkerId,
+    BlockSize, BoxEngine, Delivery, EngineExt, Error, ErrorClass, FinishReason, GenerateRequest,
+    TokenChunk, TokenStream, WorkerId,
 };
 use dynamo_router::health::{HealthConfig, Stalled};
 use dynamo_router::migrate::{Migrate, MigrationConfig};
@@ -236,6 +236,43 @@ async fn without_a_stall_timeout_a_hung_stream_is_left_alone() {
     let waited = tokio::time::timeout(Duration::from_secs(3600), stream.next()).await;
     assert!(waited.is_err());
     assert!(!workers.router.is_ejected(WorkerId::new(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_answer_may_come_later_than_the_stall_timeout() {
+    let router = RouterService::builder(BlockSize::new(4).unwrap())
+        .policy(RoundRobin::new())
+        .health(config())
+        .build();
+    // A worker that sends its whole answer in one chunk, after ten stall timeouts.
+    let slow = tower::service_fn(|request: GenerateRequest| async move {
+        let answer = futures::stream::once(async {
+            tokio::time::sleep(STALL * 10).await;
+            Ok(TokenChunk {
+                tokens: vec![7, 8],
+                finish_reason: Some(FinishReason::Length),
+                ..TokenChunk::default()
+            })
+        });
+        Ok::<_, Error>(TokenStream::new(
+            answer,
+            request.cancellation().child_token(),
+        ))
+    })
+    .boxed_engine();
+    router.insert_worker(WorkerId::new(1), slow);
+    let mut whole = request("whole");
+    whole.delivery = Delivery::Whole;
+    let answer = router.clone().generate_all(whole).await.unwrap();
+    assert_eq!(answer.tokens, [7, 8]);
+    assert!(!router.is_ejected(WorkerId::new(1)));
+    // To a client reading the stream, the same silence is a stall.
+    let error = router
+        .clone()
+        .generate_all(request("streamed"))
+        .await
+        .unwrap_err();
+    assert!(Stalled::of(&error).is_some(), "{error}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -92,6 +92,7 @@ async fn serve(
     let wants_logprobs = body.logprobs == Some(true);
     request.sampling.logprobs = wants_logprobs.then(|| body.top_logprobs.unwrap_or(0));
     request.format = structured.format;
+    request.delivery = prepare::delivery(body.stream);
     let n = Choices::of(body.sampling.n, None, shared.config.max_choices)?.n;
     let slot = shared.in_flight.acquire(&entry.name)?;
     let text = choices::start(entry.clone(), request, n, slot, ENDPOINT).await?;

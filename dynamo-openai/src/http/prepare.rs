@@ -1,6 +1,6 @@
 //! Turning a validated OpenAI request into the engine's [`GenerateRequest`].
 
-use dynamo_core::{GenerateRequest, OutputLimits, RoutingHints};
+use dynamo_core::{Delivery, GenerateRequest, OutputLimits, RoutingHints};
 
 use super::Shared;
 use crate::ApiError;
@@ -84,4 +84,14 @@ pub(crate) fn engine_request(
     };
     request.validate()?;
     Ok(request)
+}
+
+/// How the client reads the answer: an engine over another server asks it for the whole answer
+/// in one response when the client does not stream.
+pub(crate) fn delivery(stream: bool) -> Delivery {
+    if stream {
+        Delivery::Streamed
+    } else {
+        Delivery::Whole
+    }
 }

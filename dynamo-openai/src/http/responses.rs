@@ -74,7 +74,7 @@ async fn serve(
         user: body.user.clone(),
         ..SamplingFields::default()
     };
-    let request = prepare::engine_request(
+    let mut request = prepare::engine_request(
         &shared,
         &entry,
         request_id.clone(),
@@ -83,6 +83,7 @@ async fn serve(
         body.max_output_tokens,
         "max_output_tokens",
     )?;
+    request.delivery = prepare::delivery(body.stream);
     let slot = shared.in_flight.acquire(&entry.name)?;
     let text = generate::start(entry.clone(), request, Some(slot), ENDPOINT)
         .await?

@@ -10,7 +10,10 @@
 //!   with an [`Error::Unavailable`](dynamo_core::Error::Unavailable) whose source is a
 //!   [`Stalled`] naming the worker and the deadline, and its stream is dropped, which cancels
 //!   the work on the worker. Behind [`Migrate`](crate::migrate::Migrate) the request continues
-//!   on another worker with the tokens already streamed.
+//!   on another worker with the tokens already streamed. A request whose client reads the
+//!   answer whole ([`Delivery::Whole`](dynamo_core::Delivery::Whole)) is watched only until its
+//!   engine call returns: an engine may then send the whole answer as one chunk, after any
+//!   time.
 //! - **Passive ejection.** A worker whose attempts fail with `unavailable` (or end without a
 //!   last chunk) [`eject_after`](HealthConfig::eject_after) times in a row, or stall once, is
 //!   withdrawn from routing. What the router knows of its cache is kept. The log says

@@ -49,6 +49,13 @@ impl<S> Watched<S> {
         }
     }
 
+    /// No stall deadline between chunks: for a request whose answer may come whole
+    /// ([`Delivery::Whole`](dynamo_core::Delivery::Whole)), whose first chunk may be its last.
+    pub(crate) fn without_stall_deadline(mut self) -> Self {
+        self.stall = None;
+        self
+    }
+
     fn chunk(&mut self, chunk: &TokenChunk) {
         if !self.answered {
             self.answered = true;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use dynamo_core::{BoxEngine, Engine, EngineExt, Error, GenerateRequest, TokenStream, WorkerId};
+use dynamo_core::{
+    BoxEngine, Delivery, Engine, EngineExt, Error, GenerateRequest, TokenStream, WorkerId,
+};
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -238,6 +240,7 @@ impl Inner {
             )));
         };
         self.health.dispatched(worker);
+        let whole = request.delivery == Delivery::Whole;
         let call = engine.generate(request);
         let stream = match self.health.config().stall_timeout {
             Some(timeout) => match tokio::time::timeout(timeout, call).await {
@@ -252,10 +255,13 @@ impl Inner {
         };
         let stream = stream.inspect_err(|error| self.health.refused(worker, error))?;
         let guarded = GuardedStream::new(stream, booked);
-        Ok(TokenStream::new(
-            Watched::new(guarded, worker, self.health.clone()),
-            CancellationToken::new(),
-        ))
+        let mut watched = Watched::new(guarded, worker, self.health.clone());
+        if whole {
+            // The engine may hold the answer until it is complete (an upstream adapter's
+            // non-streamed call): only the call itself is under the stall timeout.
+            watched = watched.without_stall_deadline();
+        }
+        Ok(TokenStream::new(watched, CancellationToken::new()))
     }
 
     /// Book a worker for `route`, waiting in the queue while every worker is busy.
