@@ -122,7 +122,8 @@ async fn the_generic_adapter_and_a_frontend_front_a_real_openai_compatible_serve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frontend_fronts_a_vllm_server_with_token_ids_and_its_errors() {
-    let stream = replay_of("vllm_stream_token_ids.http").await;
+    // The client does not stream, so neither does the frontend's call to the server.
+    let stream = replay_of("vllm_whole_token_ids.http").await;
     let refusing = replay_of("vllm_error_400.http").await;
     let engine = format!("vllm={},model=served-smollm2", stream.url());
     let (process, frontend) = frontend_of(&[engine], "round-robin").await;
@@ -143,6 +144,7 @@ async fn a_frontend_fronts_a_vllm_server_with_token_ids_and_its_errors() {
     assert_eq!(sent["model"], "served-smollm2");
     assert_eq!(sent["return_token_ids"], true);
     assert_eq!(sent["max_tokens"], 4);
+    assert_eq!(sent["stream"], false);
 
     let engine = format!("vllm={}", refusing.url());
     let (_refusing_frontend, frontend) = frontend_of(&[engine], "round-robin").await;
@@ -183,7 +185,7 @@ async fn the_router_steers_requests_away_from_a_server_that_reports_a_queue() {
     };
     let answer = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../engines/upstream/tests/fixtures/vllm_stream_token_ids.http"),
+            .join("../engines/upstream/tests/fixtures/vllm_whole_token_ids.http"),
     )
     .expect("the fixture");
     let server = |load: Vec<u8>| {
@@ -266,14 +268,20 @@ async fn a_frontend_fronts_an_sglang_server_with_token_ids() {
     let sglang = replay_at("sglang", "/generate", "stream_cumulative.http").await;
     let engine = format!("sglang={}", sglang.url());
     let (_process, frontend) = frontend_of(&[engine], "round-robin").await;
-    let (status, answer) = frontend
-        .complete_with(&json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 3}))
-        .await;
-    assert_eq!(status, 200, "{answer}");
+    // The client streams, so does the frontend's call to the server.
+    let body = json!({
+        "model": "smollm2", "prompt": "Hi", "max_tokens": 3, "stream": true,
+        "stream_options": {"include_usage": true}
+    });
+    let response = frontend.post("/v1/completions", &body).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let events = support::read_stream(response.into_body(), Duration::from_secs(30)).await;
+    let (text, usage, errors, done) = support::streamed_completion(&events);
+    assert!(done && errors == 0, "{events}");
     let (_, expected) = frontend_detokenize(&frontend, &[378, 3575, 282]).await;
-    assert_eq!(answer["choices"][0]["text"], expected["prompt"]);
-    assert_eq!(answer["choices"][0]["finish_reason"], "length");
-    assert_eq!(answer["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+    assert_eq!(text, expected["prompt"].as_str().unwrap_or_default());
+    assert!(events.contains(r#""finish_reason":"length""#), "{events}");
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 4);
     let requests = sglang.seen.requests.lock().expect("not poisoned");
     let (_, body) = requests
         .iter()

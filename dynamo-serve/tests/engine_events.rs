@@ -21,11 +21,12 @@ use zeromq::{PubSocket, Socket, SocketSend, ZmqMessage};
 /// The frontend's default `--block-size`.
 const BLOCK: usize = 16;
 
-/// A vLLM server answering every completion with the same replayed stream.
+/// A vLLM server answering every completion with the same replayed answer (the frontend asks
+/// for whole answers: its clients here do not stream).
 async fn vllm_server() -> Replay {
     let answer = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../engines/upstream/tests/fixtures/vllm_stream_token_ids.http"),
+            .join("../engines/upstream/tests/fixtures/vllm_whole_token_ids.http"),
     )
     .expect("the fixture");
     Replay::start(HashMap::from([("/v1/completions".to_owned(), answer)])).await

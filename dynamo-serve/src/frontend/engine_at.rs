@@ -1,6 +1,7 @@
 //! `--engine-at`: engine servers the frontend routes to directly, beside the workers that
 //! discovery reports: vLLM through `dynamo-vllm` and SGLang through `dynamo-sglang` (token
-//! ids, their `/metrics` load, their ZMQ KV events), TensorRT-LLM through `dynamo-trtllm`
+//! ids, their `/metrics` load, their ZMQ KV events; an older vLLM's text without ids tokenized
+//! by the gateway's tokenizer), TensorRT-LLM through `dynamo-trtllm`
 //! (token ids, its iteration statistics; no KV events), any OpenAI-compatible server through `dynamo-upstream` (its text tokenized by the
 //! gateway's tokenizer, routed with the approximate index or by load).
 
@@ -101,7 +102,16 @@ pub(crate) async fn attach(
     loads: &ReportedLoads,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
-    let mut tokenizer = None;
+    // The gateway's tokenizer, for servers that answer in text; built once, when first needed.
+    let mut tokenizer: Option<Arc<dyn TextCodec>> = None;
+    let mut codec = || -> Result<Arc<dyn TextCodec>, Box<dyn std::error::Error>> {
+        if let Some(codec) = &tokenizer {
+            return Ok(Arc::clone(codec));
+        }
+        let codec: Arc<dyn TextCodec> = Arc::new(GatewayTokenizer(Tokenizer::from_gguf(metadata)?));
+        tokenizer = Some(Arc::clone(&codec));
+        Ok(codec)
+    };
     for (place, engine_at) in options.engine_at.iter().enumerate() {
         let worker = WorkerId::new(engine_at.id.unwrap_or(FIRST_ID + place as u64));
         let model = engine_at
@@ -110,9 +120,12 @@ pub(crate) async fn attach(
             .unwrap_or_else(|| options.name.clone());
         match engine_at.kind {
             UpstreamKind::Vllm => {
+                // An older vLLM (before 0.10.2) answers without token ids: its text is
+                // tokenized by the gateway's tokenizer, with a warning.
                 let server = VllmServer::new(&engine_at.url)?
                     .model(model)
-                    .default_max_tokens(options.default_max_tokens);
+                    .default_max_tokens(options.default_max_tokens)
+                    .text_codec(codec()?);
                 router.insert_worker(worker, server.engine());
                 poll_load(worker, server.load_poller(), loads);
                 if let Some(events) = &engine_at.events {
@@ -137,17 +150,8 @@ pub(crate) async fn attach(
                 poll_load(worker, server.load_poller(), loads);
             }
             UpstreamKind::Openai => {
-                let codec = match &tokenizer {
-                    Some(codec) => Arc::clone(codec),
-                    None => {
-                        let codec: Arc<dyn TextCodec> =
-                            Arc::new(GatewayTokenizer(Tokenizer::from_gguf(metadata)?));
-                        tokenizer = Some(Arc::clone(&codec));
-                        codec
-                    }
-                };
                 let client = HttpClient::new(&engine_at.url, HttpConfig::default())?;
-                let dialect = Dialect::openai().output(OutputTokens::Retokenize(codec));
+                let dialect = Dialect::openai().output(OutputTokens::Retokenize(codec()?));
                 let engine = CompletionsEngine::new(client, dialect)
                     .model(model)
                     .default_max_tokens(options.default_max_tokens);

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use dynamo_core::{Error, GenerateRequest, Token, TokenChunk, TokenStream};
+use dynamo_core::{Delivery, Error, GenerateRequest, Token, TokenChunk, TokenStream};
 use dynamo_upstream::{
-    EventHandler, HttpClient, error_from_status, event_stream, read_body, retry_after,
+    EventHandler, HttpClient, error_from_status, event_stream, read_body, retry_after, whole_answer,
 };
 use futures::future::BoxFuture;
 use tower::Service;
@@ -20,6 +20,9 @@ const MAX_EVENT_BYTES: usize = 1 << 20;
 /// The largest error body read (64 KiB).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
+/// The largest whole (non-streamed) answer accepted (16 MiB).
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
 /// Attempts started by this process, so that each `rid` sent is unique even when a router
 /// sends the same request again.
 static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
@@ -30,6 +33,8 @@ static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
 /// Each event's `meta_info.completion_tokens` says how many ids the answer holds so far, so the
 /// new ones are read correctly whether the server streams deltas
 /// (`--incremental-streaming-output`) or the whole answer so far (the default of most versions).
+/// A request whose client reads the answer whole ([`Delivery::Whole`]) is sent with
+/// `"stream": false`, and its one answer object comes back as one chunk.
 /// The last chunk carries `meta_info`'s `prompt_tokens`, `cached_tokens` and
 /// `completion_tokens`. Errors map as in `dynamo_upstream` (an HTTP status by class; an
 /// `{"error": …}` event mid-stream, which SGLang sends for a request it refuses, as
@@ -88,7 +93,11 @@ async fn start(client: HttpClient, request: GenerateRequest) -> Result<TokenStre
         emitted: Vec::new(),
         finished: false,
     };
-    Ok(event_stream(body, answer, MAX_EVENT_BYTES, cancel))
+    Ok(match request.delivery {
+        // One answer object, the shape of a stream's last event: every id and the usage.
+        Delivery::Whole => whole_answer(body, answer, MAX_ANSWER_BYTES, cancel),
+        Delivery::Streamed => event_stream(body, answer, MAX_EVENT_BYTES, cancel),
+    })
 }
 
 /// What an answer's events say, as they arrive.

@@ -3,11 +3,12 @@
 //! `GenerateReqInput`, `python/sglang/srt/sampling/sampling_params.py`,
 //! `python/sglang/srt/entrypoints/http_server.py`).
 
-use dynamo_core::{Disaggregation, Error, FinishReason, GenerateRequest, Token, Usage};
+use dynamo_core::{Delivery, Disaggregation, Error, FinishReason, GenerateRequest, Token, Usage};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-/// The `/generate` body for `request`, streamed, with request id `rid`.
+/// The `/generate` body for `request`, with request id `rid`: streamed, unless its client reads
+/// the answer whole ([`Delivery::Whole`]).
 ///
 /// # Errors
 ///
@@ -69,7 +70,10 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
     body.insert("rid".into(), json!(rid));
     body.insert("input_ids".into(), json!(request.tokens.as_slice()));
     body.insert("sampling_params".into(), Value::Object(params));
-    body.insert("stream".into(), json!(true));
+    body.insert(
+        "stream".into(),
+        json!(request.delivery == Delivery::Streamed),
+    );
     if let Some(lora) = &request.lora_name {
         body.insert("lora_path".into(), json!(lora));
     }

@@ -5,8 +5,11 @@ mod replay;
 
 use std::collections::HashMap;
 
-use dynamo_core::{EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions, Usage};
+use dynamo_core::{
+    Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions, Usage,
+};
 use dynamo_sglang::SglangServer;
+use futures::StreamExt;
 use replay::{Replay, fixture_bytes};
 use serde_json::json;
 
@@ -70,6 +73,29 @@ async fn cumulative_and_incremental_streams_give_each_id_once() {
                 .is_some_and(|rid| rid.starts_with("r1-"))
         );
     }
+}
+
+#[tokio::test]
+async fn a_whole_answer_is_one_call_without_streaming_and_one_chunk() {
+    let server = Replay::one("/generate", "generate_whole.http").await;
+    let sglang = SglangServer::new(&server.url()).expect("a URL");
+    let mut request = request();
+    request.delivery = Delivery::Whole;
+    let mut stream = sglang.engine().generate(request).await.expect("a stream");
+    let chunk = stream.next().await.expect("a chunk").expect("tokens");
+    assert!(stream.next().await.is_none(), "one chunk");
+    // The matched stop token is not part of the answer.
+    assert_eq!(chunk.tokens, [378, 3575, 282]);
+    assert_eq!(chunk.finish_reason, Some(FinishReason::Stop));
+    assert_eq!(
+        chunk.usage,
+        Some(Usage {
+            prompt_tokens: 6,
+            cached_tokens: 4,
+            completion_tokens: 4
+        })
+    );
+    assert_eq!(server.request_json(0)["stream"], false);
 }
 
 #[tokio::test]

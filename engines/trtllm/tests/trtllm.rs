@@ -5,7 +5,9 @@ mod replay;
 
 use std::collections::HashMap;
 
-use dynamo_core::{EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions};
+use dynamo_core::{
+    Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions,
+};
 use dynamo_trtllm::TrtllmServer;
 use replay::{Replay, fixture_bytes};
 use serde_json::json;
@@ -84,4 +86,28 @@ async fn load_comes_from_the_last_iteration() {
     );
     let idle = dynamo_trtllm::read_iteration_stats(b"[]").expect("an empty list");
     assert_eq!((idle.running_requests, idle.kv_cache_usage), (0.0, None));
+}
+
+#[tokio::test]
+async fn a_whole_answer_is_one_call_without_streaming() {
+    let server = Replay::one("/v1/completions", "whole_token_ids.http").await;
+    let trtllm = TrtllmServer::new(&server.url()).expect("a URL");
+    let mut request = request();
+    request.delivery = Delivery::Whole;
+    let answer = trtllm
+        .engine()
+        .generate_all(request)
+        .await
+        .expect("an answer");
+    assert_eq!(answer.tokens, [378, 3575, 282]);
+    assert_eq!(answer.finish_reason, Some(FinishReason::Stop));
+    let usage = answer.usage.expect("usage");
+    assert_eq!((usage.prompt_tokens, usage.cached_tokens), (6, 5));
+    let sent = server.request_json(0);
+    assert_eq!(sent["stream"], false);
+    assert_eq!(sent["detokenize"], false);
+    assert!(
+        sent.get("stream_options").is_none(),
+        "the server forbids stream_options without streaming"
+    );
 }

@@ -45,6 +45,11 @@ pub enum OutputTokens {
     /// extension, `vllm/entrypoints/openai/completion/protocol.py`).
     #[default]
     TokenIdsField,
+    /// From each choice's `token_ids` as [`TokenIdsField`](Self::TokenIdsField) when the
+    /// server returns them, else from the text as [`Retokenize`](Self::Retokenize): for a
+    /// server that may predate `return_token_ids` (vLLM before 0.10.2 ignores the field and
+    /// answers in text). A warning is logged the first time.
+    TokenIdsOrRetokenize(Arc<dyn TextCodec>),
     /// From the text, encoded with the codec, one text delta at a time. The ids may differ
     /// from the model's own (a word split differently), but their text is the server's text,
     /// byte for byte, with a byte-level BPE tokenizer.
@@ -67,6 +72,7 @@ impl fmt::Debug for OutputTokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OutputTokens::TokenIdsField => f.write_str("TokenIdsField"),
+            OutputTokens::TokenIdsOrRetokenize(_) => f.write_str("TokenIdsOrRetokenize(..)"),
             OutputTokens::Retokenize(_) => f.write_str("Retokenize(..)"),
             OutputTokens::TextOnly => f.write_str("TextOnly"),
         }

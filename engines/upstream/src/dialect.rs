@@ -1,7 +1,7 @@
 //! What a server understands beyond OpenAI's `/v1/completions`, and the request body built
 //! from a [`GenerateRequest`] for it, field by field.
 
-use dynamo_core::{Disaggregation, Error, GenerateRequest};
+use dynamo_core::{Delivery, Disaggregation, Error, GenerateRequest};
 use serde_json::{Map, Value, json};
 
 use crate::codec::{OutputTokens, PromptFormat};
@@ -107,7 +107,7 @@ impl Dialect {
         self
     }
 
-    /// With [`OutputTokens::TokenIdsField`], ask for the ids with this field and value
+    /// With [`OutputTokens::TokenIdsField`] (or [`TokenIdsOrRetokenize`](OutputTokens::TokenIdsOrRetokenize)), ask for the ids with this field and value
     /// instead of vLLM's `"return_token_ids": true` (TensorRT-LLM: `"detokenize": false`).
     pub fn token_ids_request(mut self, field: impl Into<String>, value: Value) -> Self {
         self.ids_request = (field.into(), value);
@@ -129,7 +129,8 @@ impl Dialect {
         &self.output
     }
 
-    /// The `/v1/completions` body for `request`, streamed.
+    /// The `/v1/completions` body for `request`: streamed, with the usage in the last event,
+    /// unless its client reads the answer whole ([`Delivery::Whole`]).
     pub(crate) fn body(
         &self,
         request: &GenerateRequest,
@@ -156,12 +157,19 @@ impl Dialect {
             }
         };
         body.insert("prompt".into(), prompt);
-        body.insert("stream".into(), json!(true));
-        body.insert("stream_options".into(), json!({ "include_usage": true }));
+        if request.delivery == Delivery::Whole {
+            body.insert("stream".into(), json!(false));
+        } else {
+            body.insert("stream".into(), json!(true));
+            body.insert("stream_options".into(), json!({ "include_usage": true }));
+        }
         if let Some(max) = request.limits.max_tokens.or(default_max_tokens) {
             body.insert("max_tokens".into(), json!(max));
         }
-        if matches!(self.output, OutputTokens::TokenIdsField) {
+        if matches!(
+            self.output,
+            OutputTokens::TokenIdsField | OutputTokens::TokenIdsOrRetokenize(_)
+        ) {
             let (field, value) = &self.ids_request;
             body.insert(field.clone(), value.clone());
         }

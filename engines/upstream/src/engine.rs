@@ -1,12 +1,13 @@
 //! [`CompletionsEngine`]: an [`Engine`](dynamo_core::Engine) over a server's
-//! `/v1/completions`, streamed.
+//! `/v1/completions`, streamed, or in one answer when the client reads it whole.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use dynamo_core::{Error, FinishReason, GenerateRequest, TokenChunk, TokenStream, Usage};
+use dynamo_core::{Delivery, Error, FinishReason, GenerateRequest, TokenChunk, TokenStream, Usage};
 use futures::future::BoxFuture;
 use tower::Service;
 
@@ -14,7 +15,7 @@ use crate::client::{HttpClient, read_body};
 use crate::codec::OutputTokens;
 use crate::dialect::Dialect;
 use crate::status::{error_of_answer, error_of_event};
-use crate::stream::{EventHandler, event_stream};
+use crate::stream::{EventHandler, event_stream, whole_answer};
 use crate::wire::{Choice, Chunk};
 
 /// The largest server-sent event accepted (1 MiB).
@@ -23,18 +24,30 @@ const MAX_EVENT_BYTES: usize = 1 << 20;
 /// The largest error body read (64 KiB).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
+/// The largest whole (non-streamed) answer accepted (16 MiB: a long answer with
+/// log-probabilities).
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// Whether a server has answered without the token ids asked for, and the answer's text was
+/// tokenized instead ([`OutputTokens::TokenIdsOrRetokenize`]); said once a process.
+static RETOKENIZED: AtomicBool = AtomicBool::new(false);
+
 /// An [`Engine`](dynamo_core::Engine) that sends each request to a server's `/v1/completions`
 /// and streams its answer back as token chunks; cheap to clone.
 ///
 /// Each call posts one streamed completion (`"stream": true`, with the usage in the last
 /// event) built field by field from the request as its [`Dialect`] allows, then parses the
-/// server-sent events as they arrive. The last chunk carries the finish reason and the usage,
-/// with the cached prompt tokens from `usage.prompt_tokens_details.cached_tokens`.
+/// server-sent events as they arrive. A request whose client reads the answer whole
+/// ([`Delivery::Whole`]) is posted with `"stream": false` instead and its answer read in one
+/// body, which costs both sides less, and comes back as one chunk. The last chunk carries the
+/// finish reason and the usage, with the cached prompt tokens from
+/// `usage.prompt_tokens_details.cached_tokens`.
 ///
 /// Errors: the answer's HTTP status becomes an error class (see [`error_from_status`]); a
 /// connection that cannot be made is `unavailable`; an error event mid-stream is mapped by its
-/// `code`; a stream that ends before `data: [DONE]` (cut mid-event or between events) ends
-/// with `unavailable`, so a router may continue the request elsewhere.
+/// `code`; a stream that ends before `data: [DONE]` (cut mid-event or between events), or a
+/// whole answer cut before its end, ends with `unavailable`, so a router may continue the
+/// request elsewhere.
 ///
 /// # Cancel safety
 ///
@@ -101,6 +114,12 @@ impl CompletionsEngine {
         self.map(|inner| inner.default_max_tokens = Some(max_tokens))
     }
 
+    /// Take the generated tokens' ids from `output` instead of the dialect's choice (for
+    /// example [`OutputTokens::TokenIdsOrRetokenize`] for a server that may not return ids).
+    pub fn output(self, output: OutputTokens) -> Self {
+        self.map(|inner| inner.dialect = inner.dialect.clone().output(output))
+    }
+
     /// The server's HTTP client.
     pub fn client(&self) -> &HttpClient {
         &self.inner.client
@@ -155,7 +174,10 @@ impl Inner {
             finish: None,
             usage: None,
         };
-        Ok(event_stream(body, events, MAX_EVENT_BYTES, cancel))
+        Ok(match request.delivery {
+            Delivery::Whole => whole_answer(body, events, MAX_ANSWER_BYTES, cancel),
+            Delivery::Streamed => event_stream(body, events, MAX_EVENT_BYTES, cancel),
+        })
     }
 }
 
@@ -199,31 +221,43 @@ impl EventHandler for CompletionEvents {
             "the upstream stream ended before [DONE]",
         ))
     }
+
+    /// A whole completion has the shape of one event, with its usage: that event, then the
+    /// end the `[DONE]` of a stream stands for.
+    fn on_whole(&mut self, body: &str, out: &mut VecDeque<TokenChunk>) -> Result<(), Error> {
+        self.on_event(body, out)?;
+        self.on_event("[DONE]", out).map(|_| ())
+    }
 }
 
 impl CompletionEvents {
     fn on_choice(
         &mut self,
-        choice: Choice<'_>,
+        mut choice: Choice<'_>,
         out: &mut VecDeque<TokenChunk>,
     ) -> Result<(), Error> {
-        let mut tokens = match &self.output {
-            OutputTokens::TokenIdsField => match &choice.token_ids {
-                Some(ids) => ids.clone(),
-                None if choice.text.is_empty() => Vec::new(),
-                None => {
-                    return Err(Error::internal(
-                        "the upstream returned text without token_ids: it does not support \
-                         return_token_ids (vLLM 0.10.2 or later does)",
-                    ));
-                }
-            },
-            OutputTokens::Retokenize(codec) if !choice.text.is_empty() => {
-                codec.encode(&choice.text).map_err(|error| {
-                    Error::internal("cannot tokenize the upstream's text").with_source(error)
-                })?
+        let ids = choice.token_ids.take();
+        let mut tokens = match (&self.output, ids) {
+            (OutputTokens::TokenIdsField | OutputTokens::TokenIdsOrRetokenize(_), Some(ids)) => ids,
+            (_, _) if choice.text.is_empty() => Vec::new(),
+            (OutputTokens::TokenIdsField, None) => {
+                return Err(Error::internal(
+                    "the upstream returned text without token_ids: it does not support \
+                     return_token_ids (vLLM 0.10.2 or later does)",
+                ));
             }
-            OutputTokens::Retokenize(_) | OutputTokens::TextOnly => Vec::new(),
+            (OutputTokens::TokenIdsOrRetokenize(codec), None) => {
+                if !RETOKENIZED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the upstream returns text without token_ids (vLLM before 0.10.2, or \
+                         a server that only looks like vLLM): tokenizing its text with the \
+                         gateway's tokenizer"
+                    );
+                }
+                encode(codec.as_ref(), &choice.text)?
+            }
+            (OutputTokens::Retokenize(codec), _) => encode(codec.as_ref(), &choice.text)?,
+            (OutputTokens::TextOnly, _) => Vec::new(),
         };
         // A matched stop token (vLLM's `stop_reason` as an id) is not part of the answer.
         let stop_token = choice
@@ -247,4 +281,11 @@ impl CompletionEvents {
         }
         Ok(())
     }
+}
+
+/// The ids of a text the server sent, by the gateway's tokenizer.
+fn encode(codec: &dyn crate::TextCodec, text: &str) -> Result<Vec<dynamo_core::Token>, Error> {
+    codec
+        .encode(text)
+        .map_err(|error| Error::internal("cannot tokenize the upstream's text").with_source(error))
 }

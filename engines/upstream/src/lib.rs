@@ -10,10 +10,11 @@
 //! | part | what it does |
 //! |---|---|
 //! | [`HttpClient`] | hyper's pooled HTTP/1.1 client bound to one server; connection failures are `unavailable` |
-//! | [`CompletionsEngine`] | the generic adapter over `/v1/completions`: streamed, parsed incrementally ([`SseDecoder`]), cancelled by dropping the stream |
+//! | [`CompletionsEngine`] | the generic adapter over `/v1/completions`: streamed, parsed incrementally ([`SseDecoder`]), cancelled by dropping the stream; one non-streamed call when the client reads the answer whole ([`Delivery::Whole`](dynamo_core::Delivery::Whole)) |
 //! | [`Dialect`] | what a server accepts beyond OpenAI's fields ([`Extensions`]), how prompts go ([`PromptFormat`]) and where output ids come from ([`OutputTokens`]); an unsupported field is refused, never dropped |
 //! | [`error_from_status`] | HTTP statuses and error bodies as our error classes (503 + `Retry-After` is `overloaded` with the hint) |
 //! | [`event_stream`] | the loop of every streamed answer: body frames to events ([`SseDecoder`]) to the chunks an engine's [`EventHandler`] makes, with cancellation and cut streams as errors |
+//! | [`whole_answer`] | the same handler over a non-streamed answer, read in one bounded body |
 //! | [`MetricsPoller`] | a server's load (running, waiting, KV usage) from its Prometheus `/metrics`, bounded, with a staleness limit ([`LoadView`]) |
 //!
 //! The engine-specific crates (`dynamo-vllm`, `dynamo-sglang`, `dynamo-trtllm`) build on these
@@ -78,4 +79,4 @@ pub use metrics::{Sample, samples};
 pub use poller::{EngineLoad, LoadMetrics, LoadView, MetricsPoller};
 pub use sse::{SseDecoder, SseError, SseEvent};
 pub use status::{error_from_status, retry_after};
-pub use stream::{EventHandler, event_stream};
+pub use stream::{EventHandler, event_stream, whole_answer};

@@ -1,14 +1,17 @@
 //! The loop every streamed upstream answer shares: read the body's frames, decode its
 //! server-sent events, hand each to the engine's [`EventHandler`] and pass on the chunks it
-//! queues, until the answer is complete, the body ends or the request is cancelled.
+//! queues, until the answer is complete, the body ends or the request is cancelled; and
+//! [`whole_answer`], the same handler over an answer that comes in one body.
 
 use std::collections::VecDeque;
 
 use dynamo_core::{Error, TokenChunk, TokenStream};
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::read_body;
 use crate::sse::SseDecoder;
 
 /// What an engine does with its server's events.
@@ -31,6 +34,21 @@ pub trait EventHandler: Send + 'static {
     ///
     /// As said.
     fn on_end(&mut self, out: &mut VecDeque<TokenChunk>) -> Result<(), Error>;
+
+    /// Handle a whole answer in one body (a request sent with `"stream": false`), queueing its
+    /// chunks on `out`. By default: the body as one event, then the end of the stream unless
+    /// that event completed the answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`on_event`](Self::on_event) and [`on_end`](Self::on_end).
+    fn on_whole(&mut self, body: &str, out: &mut VecDeque<TokenChunk>) -> Result<(), Error> {
+        if self.on_event(body, out)? {
+            Ok(())
+        } else {
+            self.on_end(out)
+        }
+    }
 }
 
 /// The [`TokenStream`] of a streamed answer whose events `handler` reads, each at most
@@ -58,6 +76,59 @@ pub fn event_stream<H: EventHandler>(
         Some((item, state))
     });
     TokenStream::new(stream, cancel)
+}
+
+/// The [`TokenStream`] of an answer that comes whole in `body` (at most `max_body` bytes),
+/// which `handler` reads once it has all arrived ([`EventHandler::on_whole`]); its chunks are
+/// merged as a streamed answer's are, usually into one. `cancel` (the request's token) ends
+/// it with [`Error::Cancelled`].
+///
+/// A connection that fails before the body is complete ends the stream with `unavailable`; a
+/// body over `max_body` bytes, or not UTF-8, with `internal`; an error the handler finds, with
+/// that error and no chunk.
+pub fn whole_answer<H: EventHandler>(
+    body: Incoming,
+    mut handler: H,
+    max_body: usize,
+    cancel: CancellationToken,
+) -> TokenStream {
+    let watched = cancel.clone();
+    let read = async move {
+        let bytes = tokio::select! {
+            bytes = read_body(body, max_body) => bytes?,
+            () = watched.cancelled() => return Err(Error::Cancelled),
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|error| {
+            Error::internal("the upstream's answer is not UTF-8").with_source(error)
+        })?;
+        let mut out = VecDeque::new();
+        handler.on_whole(text, &mut out)?;
+        Ok(out)
+    };
+    let chunks = futures::stream::once(read).flat_map(|answer| {
+        let items: Vec<Result<TokenChunk, Error>> = match answer {
+            Ok(mut out) => std::iter::from_fn(|| take_merged(&mut out))
+                .map(Ok)
+                .collect(),
+            Err(error) => vec![Err(error)],
+        };
+        futures::stream::iter(items)
+    });
+    TokenStream::new(chunks, cancel)
+}
+
+/// The first chunk of `pending` with every one after it that may join it: tokens that arrived
+/// together travel together, costing the gateway one pass instead of one per event.
+fn take_merged(pending: &mut VecDeque<TokenChunk>) -> Option<TokenChunk> {
+    let mut chunk = pending.pop_front()?;
+    while let Some(next) = pending.pop_front() {
+        if !mergeable(&chunk, &next) {
+            pending.push_front(next);
+            break;
+        }
+        merge(&mut chunk, next);
+    }
+    Some(chunk)
 }
 
 /// Whether `next` may join `chunk`: both are plain token chunks of the same choice (`next` may
@@ -102,16 +173,7 @@ struct Reader<H> {
 impl<H: EventHandler> Reader<H> {
     async fn next(&mut self) -> Option<Result<TokenChunk, Error>> {
         loop {
-            if let Some(mut chunk) = self.pending.pop_front() {
-                // Tokens that arrived together travel together: one chunk for the whole read
-                // costs the gateway one pass instead of one per event.
-                while let Some(next) = self.pending.pop_front() {
-                    if !mergeable(&chunk, &next) {
-                        self.pending.push_front(next);
-                        break;
-                    }
-                    merge(&mut chunk, next);
-                }
+            if let Some(chunk) = take_merged(&mut self.pending) {
                 return Some(Ok(chunk));
             }
             // The chunks queued before an error go first, then the error.

@@ -36,7 +36,8 @@ pub(crate) struct Choice<'a> {
     /// vLLM: the stop token id or stop string that ended the choice, `null` for EOS.
     #[serde(default)]
     pub(crate) stop_reason: Option<Value>,
-    /// vLLM with `return_token_ids`: the new tokens of this chunk.
+    /// vLLM with `return_token_ids`: the new tokens of this chunk (of the whole answer when it
+    /// is not streamed).
     #[serde(default)]
     pub(crate) token_ids: Option<Vec<Token>>,
     #[serde(default)]

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynamo_core::{EngineExt, GenerateRequest, SamplingOptions};
+use dynamo_core::{Delivery, EngineExt, GenerateRequest, SamplingOptions};
 use dynamo_upstream::{
     CompletionsEngine, Dialect, HttpClient, HttpConfig, LoadMetrics, MetricsPoller, read_body,
 };
@@ -145,6 +145,18 @@ async fn the_generic_adapter_serves_llama_cpp() {
         .expect("an answer");
     assert_eq!(again.text, first.text);
     assert!(again.usage.expect("usage").cached_tokens > 0);
+
+    // Read whole, the same answer comes from one non-streamed call, in one chunk.
+    let mut request = greedy(prompt.clone(), 4);
+    request.delivery = Delivery::Whole;
+    let mut stream = engine.generate(request).await.expect("a stream");
+    let chunk = stream.next().await.expect("a chunk").expect("the answer");
+    assert!(stream.next().await.is_none(), "one chunk");
+    assert_eq!(chunk.text, first.text);
+    assert!(chunk.finish_reason.is_some());
+    let usage = chunk.usage.expect("usage");
+    assert_eq!(usage.completion_tokens, 4);
+    assert_eq!(usage.prompt_tokens as usize, prompt.len());
 
     // Its load, from its Prometheus metrics (`--metrics`).
     let metrics = LoadMetrics {

@@ -1,13 +1,13 @@
 //! The upstream engine against a server replaying fixtures byte for byte: streamed token ids
-//! and usage, a stream cut mid-chunk, an error event mid-stream, error statuses, cancellation,
-//! and a metrics scrape with labels. `tests/fixtures/README.md` says where each comes from.
+//! and usage, whole (non-streamed) answers, a stream or an answer cut mid-chunk, an error event
+//! mid-stream, error statuses, cancellation, and a metrics scrape with labels. `tests/fixtures/README.md` says where each comes from.
 
 mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dynamo_core::{EngineExt, ErrorClass, FinishReason, GenerateRequest, Usage};
+use dynamo_core::{Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, Usage};
 use dynamo_upstream::{
     CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, LoadMetrics, MetricsPoller,
     OutputTokens,
@@ -28,6 +28,76 @@ fn vllm_engine(url: &str) -> CompletionsEngine {
 fn request() -> GenerateRequest {
     GenerateRequest::new("r1", "gateway-name", vec![1, 9690, 198, 2683, 359, 253])
         .with_max_tokens(4)
+}
+
+/// The same request, from a client that reads the answer whole.
+fn whole() -> GenerateRequest {
+    let mut request = request();
+    request.delivery = Delivery::Whole;
+    request
+}
+
+#[tokio::test]
+async fn a_whole_answer_is_one_call_without_streaming_and_one_chunk() {
+    let server = Replay::one("/v1/completions", "vllm_whole_token_ids.http").await;
+    let mut stream = vllm_engine(&server.url())
+        .generate(whole())
+        .await
+        .expect("a stream");
+    let chunk = stream.next().await.expect("a chunk").expect("tokens");
+    assert!(stream.next().await.is_none(), "one chunk");
+    assert_eq!(chunk.tokens, [378, 3575, 282, 4649]);
+    assert_eq!(chunk.text.as_deref(), Some(" The capital of France"));
+    assert_eq!(chunk.finish_reason, Some(FinishReason::Length));
+    assert_eq!(
+        chunk.usage,
+        Some(Usage {
+            prompt_tokens: 6,
+            cached_tokens: 4,
+            completion_tokens: 4
+        })
+    );
+    let sent = server.request_json(0);
+    assert_eq!(sent["stream"], false);
+    assert!(sent.get("stream_options").is_none(), "{sent}");
+    assert_eq!(sent["return_token_ids"], true);
+    assert_eq!(sent["prompt"], json!([1, 9690, 198, 2683, 359, 253]));
+}
+
+#[tokio::test]
+async fn a_whole_answer_cut_mid_body_is_unavailable() {
+    let server = Replay::one("/v1/completions", "vllm_whole_cut.http").await;
+    let mut stream = vllm_engine(&server.url())
+        .generate(whole())
+        .await
+        .expect("a stream");
+    let error = stream.next().await.expect("an item").expect_err("cut");
+    assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+    assert!(stream.next().await.is_none());
+}
+
+#[tokio::test]
+async fn cancelling_a_whole_answer_closes_the_connection() {
+    // The server sends part of its answer and holds the rest.
+    let server = Replay::one("/v1/completions", "vllm_stream_hold.http").await;
+    let request = whole();
+    let token = request.cancellation().clone();
+    let mut stream = vllm_engine(&server.url())
+        .generate(request)
+        .await
+        .expect("a stream");
+    let closed = server.seen.closed.notified();
+    token.cancel();
+    let error = stream
+        .next()
+        .await
+        .expect("an item")
+        .expect_err("cancelled");
+    assert_eq!(error.class(), ErrorClass::Cancelled);
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the server sees the connection close");
 }
 
 #[tokio::test]
@@ -106,10 +176,14 @@ async fn error_statuses_map_to_classes_with_their_messages() {
         ),
         ("overloaded_503.http", ErrorClass::Overloaded, "at capacity"),
     ];
-    for (fixture, class, message) in cases {
+    // Streamed or whole, the status decides.
+    for ((fixture, class, message), request) in cases
+        .into_iter()
+        .flat_map(|case| [(case, request()), (case, whole())])
+    {
         let server = Replay::one("/v1/completions", fixture).await;
         let error = vllm_engine(&server.url())
-            .generate(request())
+            .generate(request)
             .await
             .expect_err(fixture);
         assert_eq!(error.class(), class, "{fixture}: {error}");

@@ -6,7 +6,7 @@
 //!
 //! | what | how | from vLLM |
 //! |---|---|---|
-//! | an [`Engine`](dynamo_core::Engine) ([`VllmServer::engine`]) | `POST /v1/completions`, streamed, with the prompt as token ids and `"return_token_ids": true`, so ids travel end to end | the OpenAI-compatible server; `return_token_ids` needs vLLM 0.10.2 or later |
+//! | an [`Engine`](dynamo_core::Engine) ([`VllmServer::engine`]) | `POST /v1/completions`, streamed (one non-streamed call when the client reads the answer whole), with the prompt as token ids and `"return_token_ids": true`, so ids travel end to end | the OpenAI-compatible server; `return_token_ids` needs vLLM 0.10.2 or later, and older servers' text is tokenized by the gateway's tokenizer when given one ([`VllmServer::text_codec`]) |
 //! | its load ([`VllmServer::load_poller`]) | `GET /metrics`: `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc` (or the older `vllm:gpu_cache_usage_perc`), summed over data-parallel engines | Prometheus text |
 //! | its KV events (`VllmServer::kv_events`, feature `events`) | the ZMQ publisher decoded by `dynamo-transport`, with replay of lost messages | `--kv-events-config '{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://*:5557", "replay_endpoint": "tcp://*:5558"}'` |
 //!

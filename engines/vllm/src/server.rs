@@ -1,9 +1,11 @@
 //! One vLLM server: its engine, its load and its KV events.
 
+use std::sync::Arc;
+
 use dynamo_core::Error;
 use dynamo_upstream::{
     CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, LoadMetrics, MetricsPoller,
-    OutputTokens,
+    OutputTokens, TextCodec,
 };
 
 /// How vLLM's OpenAI-compatible server is spoken to: every extension field it accepts
@@ -77,6 +79,19 @@ impl VllmServer {
     /// OpenAI's default of 16).
     pub fn default_max_tokens(mut self, max_tokens: u32) -> Self {
         self.engine = self.engine.default_max_tokens(max_tokens);
+        self
+    }
+
+    /// Tokenize the answer's text with `codec` (the gateway's tokenizer) when the server
+    /// returns no `token_ids`: vLLM before 0.10.2 has no `return_token_ids` (it ignores the
+    /// field and answers in text), and neither has a server that only looks like vLLM. The
+    /// ids are then the gateway's reading of the text, which may split a word differently
+    /// from the model; a warning is logged the first time. Without it such an answer is an
+    /// `internal` error.
+    pub fn text_codec(mut self, codec: Arc<dyn TextCodec>) -> Self {
+        self.engine = self
+            .engine
+            .output(OutputTokens::TokenIdsOrRetokenize(codec));
         self
     }
 

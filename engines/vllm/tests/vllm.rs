@@ -1,13 +1,19 @@
 //! The vLLM adapter against a server replaying vLLM's wire format (`tests/fixtures`): every
 //! sampling field sent under vLLM's name, token ids and token-id log-probabilities back, a
-//! stop token's finish, and the load from both generations of its metrics.
+//! stop token's finish, an older server's text without ids tokenized by the gateway's
+//! tokenizer, and the load from both generations of its metrics.
 
 #[path = "../../upstream/tests/support/replay.rs"]
 mod replay;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use dynamo_core::{EngineExt, FinishReason, GenerateRequest, SamplingOptions};
+use dynamo_core::{
+    BoxError, Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions,
+    Token,
+};
+use dynamo_upstream::TextCodec;
 use dynamo_vllm::VllmServer;
 use replay::{Replay, fixture_bytes};
 use serde_json::json;
@@ -111,5 +117,63 @@ async fn load_comes_from_current_and_older_metric_names() {
             (running, waiting, Some(kv)),
             "{fixture}"
         );
+    }
+}
+
+/// A toy tokenizer: one token a byte.
+struct Bytes;
+
+impl TextCodec for Bytes {
+    fn encode(&self, text: &str) -> Result<Vec<Token>, BoxError> {
+        Ok(text.bytes().map(Token::from).collect())
+    }
+
+    fn decode(&self, tokens: &[Token]) -> Result<String, BoxError> {
+        let bytes: Vec<u8> = tokens.iter().map(|&t| t as u8).collect();
+        Ok(String::from_utf8(bytes)?)
+    }
+}
+
+#[tokio::test]
+async fn an_older_vllm_answering_text_is_tokenized_by_the_gateway() {
+    // vLLM before 0.10.2 ignores return_token_ids: text only, streamed or whole.
+    for (fixture, delivery) in [
+        ("stream_text_only.http", Delivery::Streamed),
+        ("whole_text_only.http", Delivery::Whole),
+    ] {
+        let server = Replay::one("/v1/completions", fixture).await;
+        let mut request = GenerateRequest::new("r1", "smollm2", vec![1, 9690, 198, 2683, 359, 253])
+            .with_max_tokens(4);
+        request.delivery = delivery;
+        // Without a tokenizer the adapter cannot make ids and says why.
+        let strict = VllmServer::new(&server.url()).expect("a URL");
+        let error = strict
+            .engine()
+            .generate_all(request.clone())
+            .await
+            .expect_err(fixture);
+        assert_eq!(error.class(), ErrorClass::Internal, "{fixture}: {error}");
+        assert!(error.to_string().contains("0.10.2"), "{fixture}: {error}");
+        let lenient = VllmServer::new(&server.url())
+            .expect("a URL")
+            .text_codec(Arc::new(Bytes));
+        let answer = lenient.engine().generate_all(request).await.expect(fixture);
+        let text = " The capital of France";
+        assert_eq!(
+            answer.tokens,
+            Bytes.encode(text).expect("bytes"),
+            "{fixture}"
+        );
+        assert_eq!(answer.text.as_deref(), Some(text), "{fixture}");
+        assert_eq!(
+            answer.finish_reason,
+            Some(FinishReason::Length),
+            "{fixture}"
+        );
+        assert_eq!(answer.usage.map(|u| u.cached_tokens), Some(4), "{fixture}");
+        // The ids are still asked for, in case the server has them.
+        let sent = server.request_json(1);
+        assert_eq!(sent["return_token_ids"], true, "{fixture}");
+        assert_eq!(sent["stream"], delivery == Delivery::Streamed, "{fixture}");
     }
 }
