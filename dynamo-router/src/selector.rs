@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use crate::affinity::{AffinityConfig, SessionAffinity};
 use crate::busy::BusyThresholds;
 use crate::index::TierOverlap;
-use crate::load::{LoadGuard, LoadTracker};
+use crate::load::{LoadGuard, LoadTracker, StateCache};
 use crate::policy::{Decision, RouteContext, Router, WorkerState};
 use crate::source::OverlapSource;
 
@@ -110,8 +110,8 @@ struct Membership {
     /// Each member's `dynamo_router_decisions_total` key, made once rather than per decision.
     decision_keys: Vec<metrics::Key>,
     affinity: Option<SessionAffinity>,
-    /// Every member's state for the decision being made.
-    states: Vec<WorkerState>,
+    /// Every member's state for the decision being made, kept for the next one.
+    states: StateCache,
     /// The members that are not busy, when thresholds are set.
     eligible: Vec<WorkerState>,
 }
@@ -123,7 +123,7 @@ impl Membership {
             slots: Vec::new(),
             decision_keys: Vec::new(),
             affinity,
-            states: Vec::new(),
+            states: StateCache::default(),
             eligible: Vec::new(),
         }
     }
@@ -231,6 +231,7 @@ impl WorkerSelector {
             membership.workers.insert(at, worker);
             membership.slots.insert(at, slot);
             membership.decision_keys.insert(at, key);
+            membership.states.invalidate();
         }
     }
 
@@ -249,6 +250,7 @@ impl WorkerSelector {
             membership.workers.remove(at);
             membership.slots.remove(at);
             membership.decision_keys.remove(at);
+            membership.states.invalidate();
         }
         if let Some(affinity) = &mut membership.affinity {
             affinity.remove_worker(worker);
@@ -306,6 +308,7 @@ impl WorkerSelector {
             return Err(NotRouted::NoWorkers);
         }
         self.snapshot(workers, slots, states, request, now);
+        let states = states.states();
         let thresholds = inner.config.thresholds;
         let eligible: &[WorkerState] = if thresholds == BusyThresholds::default() {
             // No limit: no worker is ever busy.
@@ -372,12 +375,13 @@ impl WorkerSelector {
         })
     }
 
-    /// Fill `states` with every member's state for this request, sorted by worker id.
+    /// Bring `states` up to date with every member's state for this request, sorted by
+    /// worker id.
     fn snapshot(
         &self,
         workers: &[WorkerId],
         slots: &[u32],
-        states: &mut Vec<WorkerState>,
+        states: &mut StateCache,
         request: &RouteRequest,
         now: Instant,
     ) {
@@ -387,7 +391,7 @@ impl WorkerSelector {
         // Usually few workers hold the prefix: find each among the members.
         for (worker, overlap) in self.inner.source.overlaps(&request.blocks, now).iter() {
             if let Ok(at) = workers.binary_search(&worker) {
-                states[at].cached = overlap;
+                states.set_cached(at, overlap);
             }
         }
     }

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use dynamo_core::{SequenceHash, WorkerId};
 use parking_lot::Mutex;
 
-use smallvec::SmallVec;
+mod snapshot;
 
-use crate::index::TierOverlap;
-use crate::policy::WorkerState;
+pub(crate) use snapshot::StateCache;
 
 /// The load of one worker, as booked by the router.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -136,6 +135,11 @@ struct Books {
     /// The first block of every active chain, with its slot and booking: a query finds the
     /// few workers whose active requests share its first block in one scan of this list.
     heads: Vec<Head>,
+    /// Each slot's load as last changed, with the version of that change: a snapshot reads
+    /// them side by side, and copies only those that changed since it last did.
+    loads: Vec<(u64, WorkerLoad)>,
+    /// The version the next change gets (never reused, so a reused slot reads as changed).
+    next_version: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,7 +169,28 @@ impl Books {
             }
         };
         self.slot_of.insert(worker, slot);
+        self.publish(slot);
         slot
+    }
+
+    /// Record that the load of `slot` changed (a freed slot reads as no load).
+    fn publish(&mut self, slot: u32) {
+        let load = self
+            .get_slot(slot)
+            .map(|book| book.load)
+            .unwrap_or_default();
+        let at = slot as usize;
+        if self.loads.len() <= at {
+            self.loads.resize(at + 1, (0, WorkerLoad::default()));
+        }
+        self.next_version += 1;
+        self.loads[at] = (self.next_version, load);
+    }
+
+    fn get_slot(&self, slot: u32) -> Option<&WorkerBook> {
+        self.books
+            .get(slot as usize)
+            .and_then(|entry| entry.as_ref().map(|(_, book)| book))
     }
 
     fn book(&mut self, slot: u32) -> Option<&mut WorkerBook> {
@@ -195,6 +220,7 @@ impl Books {
         let first = blocks.first().copied();
         let booking = book.add_chain(blocks);
         book.refresh_blocks();
+        self.publish(slot);
         if let Some(first) = first {
             self.heads.push(Head {
                 first,
@@ -372,52 +398,6 @@ impl LoadTracker {
         self.books.lock().slot_or_insert(worker)
     }
 
-    /// Fill `states` with each of `workers`' load (its book in the same place of `slots`),
-    /// and how many leading blocks of `blocks` its active requests hold, under one lock.
-    pub(crate) fn snapshot(
-        &self,
-        workers: &[WorkerId],
-        slots: &[u32],
-        states: &mut Vec<WorkerState>,
-        blocks: &[SequenceHash],
-    ) {
-        let books = self.books.lock();
-        states.clear();
-        states.extend(workers.iter().zip(slots).map(|(&worker, &slot)| {
-            let load = match books.books.get(slot as usize) {
-                Some(Some((_, book))) => book.load,
-                _ => WorkerLoad::default(),
-            };
-            WorkerState {
-                worker,
-                cached: TierOverlap::default(),
-                in_flight: 0,
-                load,
-            }
-        }));
-        let Some(first) = blocks.first() else {
-            return;
-        };
-        // Only workers with an active chain that starts like the request hold any of it.
-        let mut sharing: SmallVec<[u32; 8]> = books
-            .heads
-            .iter()
-            .filter(|head| head.first == *first)
-            .map(|head| head.slot)
-            .collect();
-        sharing.sort_unstable();
-        sharing.dedup();
-        for slot in sharing {
-            let (Some(at), Some(Some((_, book)))) = (
-                slots.iter().position(|&s| s == slot),
-                books.books.get(slot as usize),
-            ) else {
-                continue;
-            };
-            states[at].in_flight = book.held_prefix(blocks) as u32;
-        }
-    }
-
     /// Drop the book of a worker that left, if nothing is booked on it any more.
     pub(crate) fn forget_idle(&self, worker: WorkerId) {
         let mut books = self.books.lock();
@@ -431,13 +411,16 @@ impl LoadTracker {
             books.slot_of.remove(&worker);
             books.books[slot as usize] = None;
             books.free.push(slot);
+            books.publish(slot);
         }
     }
 
     fn end_prefill(&self, slot: u32, tokens: u64) {
-        if let Some(book) = self.books.lock().book(slot) {
+        let mut books = self.books.lock();
+        if let Some(book) = books.book(slot) {
             book.load.active_prefill_tokens =
                 book.load.active_prefill_tokens.saturating_sub(tokens);
+            books.publish(slot);
         }
     }
 
@@ -459,6 +442,7 @@ impl LoadTracker {
             .saturating_sub(guard.expected_output_tokens);
         let removed = book.remove_chain(guard.booking);
         book.refresh_blocks();
+        books.publish(guard.slot);
         if let Some(mut chain) = removed {
             if let Some(at) = books
                 .heads
@@ -525,59 +509,5 @@ impl Drop for LoadGuard {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-
-    use dynamo_core::{BlockHasher, BlockSize};
-    use proptest::prelude::*;
-
-    use super::*;
-
-    /// The sequence hashes of a prompt of one-token blocks.
-    fn chain(tokens: &[u32]) -> Vec<SequenceHash> {
-        BlockHasher::new(BlockSize::new(1).expect("a block size")).sequence_hashes(tokens)
-    }
-
-    fn prompt() -> impl Strategy<Value = Vec<u32>> {
-        prop::collection::vec(0u32..3, 0..7)
-    }
-
-    proptest! {
-        /// The held prefix is the run of leading blocks found in any active booking, and
-        /// shared prefixes are found by binary search as a scan would find them.
-        #[test]
-        fn held_prefixes_match_a_set_of_the_active_blocks(
-            active in prop::collection::vec(prompt(), 0..6),
-            query in prompt(),
-        ) {
-            let tracker = LoadTracker::new();
-            let worker = WorkerId::new(0);
-            let chains: Vec<Vec<SequenceHash>> = active.iter().map(|p| chain(p)).collect();
-            let _guards: Vec<LoadGuard> = chains
-                .iter()
-                .map(|blocks| tracker.book(worker, Booking { blocks: blocks.clone(), ..Booking::default() }))
-                .collect();
-            let held: HashSet<SequenceHash> = chains.iter().flatten().copied().collect();
-            let query = chain(&query);
-            let expected = query.iter().take_while(|hash| held.contains(hash)).count();
-            // Another worker, booked with the same chains, must not count.
-            let other_worker = WorkerId::new(1);
-            let _others: Vec<LoadGuard> = chains
-                .iter()
-                .map(|blocks| tracker.book(other_worker, Booking { blocks: blocks.clone(), ..Booking::default() }))
-                .collect();
-            let workers = [worker, other_worker, WorkerId::new(2)];
-            let slots: Vec<u32> = workers.iter().map(|&w| tracker.register(w)).collect();
-            let mut states = Vec::new();
-            tracker.snapshot(&workers, &slots, &mut states, &query);
-            prop_assert_eq!(states[0].in_flight as usize, expected);
-            prop_assert_eq!(states[1].in_flight as usize, expected);
-            prop_assert_eq!(states[2].in_flight, 0);
-            prop_assert_eq!(states[0].load, tracker.load(worker));
-            for other in &chains {
-                let scanned = other.iter().zip(&query).take_while(|(a, b)| a == b).count();
-                prop_assert_eq!(shared_prefix(other, &query), scanned);
-            }
-        }
-    }
-}
+#[path = "tests.rs"]
+mod tests;

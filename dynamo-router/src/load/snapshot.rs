@@ -1,0 +1,122 @@
+//! The workers' states for a decision, kept from one decision to the next.
+//!
+//! Between two decisions few loads change (the last booking, a few first tokens and releases),
+//! and only the few workers the last request's prefix reached had a cached or in-flight prefix.
+//! So the states are not rebuilt: each one remembers the version of the load it copied and
+//! copies it again only when the tracker's version differs, and the prefixes set by the last
+//! decision are cleared before the next.
+
+use dynamo_core::{SequenceHash, WorkerId};
+use smallvec::SmallVec;
+
+use super::{LoadTracker, WorkerLoad};
+use crate::index::TierOverlap;
+use crate::policy::WorkerState;
+
+/// Every member's state for the decision being made, and what lets the next one reuse it.
+#[derive(Debug, Default)]
+pub(crate) struct StateCache {
+    states: Vec<WorkerState>,
+    /// The version of the load each state holds.
+    seen: Vec<u64>,
+    /// The states whose `cached` or `in_flight` the last decision set.
+    marked: Vec<u32>,
+}
+
+impl StateCache {
+    /// The states, sorted like the members they were made for.
+    pub(crate) fn states(&self) -> &[WorkerState] {
+        &self.states
+    }
+
+    /// The members changed: rebuild every state at the next snapshot.
+    pub(crate) fn invalidate(&mut self) {
+        self.states.clear();
+        self.seen.clear();
+        self.marked.clear();
+    }
+
+    /// Set the cached prefix of the state at `at` for this decision.
+    pub(crate) fn set_cached(&mut self, at: usize, cached: TierOverlap) {
+        if let Some(state) = self.states.get_mut(at) {
+            state.cached = cached;
+            self.marked.push(at as u32);
+        }
+    }
+
+    /// Clear what the last decision set, keeping the loads.
+    fn clear_marks(&mut self) {
+        for at in self.marked.drain(..) {
+            if let Some(state) = self.states.get_mut(at as usize) {
+                state.cached = TierOverlap::default();
+                state.in_flight = 0;
+            }
+        }
+    }
+}
+
+impl LoadTracker {
+    /// Bring `cache` up to date for `workers` (their books in the same places of `slots`): each
+    /// worker's load, and how many leading blocks of `blocks` its active requests hold, under
+    /// one lock. Cached prefixes are left at zero for the caller to set.
+    pub(crate) fn snapshot(
+        &self,
+        workers: &[WorkerId],
+        slots: &[u32],
+        cache: &mut StateCache,
+        blocks: &[SequenceHash],
+    ) {
+        let books = self.books.lock();
+        let load_of = |slot: u32| {
+            books
+                .loads
+                .get(slot as usize)
+                .copied()
+                .unwrap_or((0, WorkerLoad::default()))
+        };
+        if cache.states.len() != workers.len() {
+            cache.invalidate();
+            for (&worker, &slot) in workers.iter().zip(slots) {
+                let (version, load) = load_of(slot);
+                cache.states.push(WorkerState {
+                    worker,
+                    cached: TierOverlap::default(),
+                    in_flight: 0,
+                    load,
+                });
+                cache.seen.push(version);
+            }
+        } else {
+            cache.clear_marks();
+            for ((state, seen), &slot) in cache.states.iter_mut().zip(&mut cache.seen).zip(slots) {
+                let (version, load) = load_of(slot);
+                if version != *seen {
+                    *seen = version;
+                    state.load = load;
+                }
+            }
+        }
+        let Some(first) = blocks.first() else {
+            return;
+        };
+        // Only workers with an active chain that starts like the request hold any of it.
+        let mut sharing: SmallVec<[u32; 8]> = books
+            .heads
+            .iter()
+            .filter(|head| head.first == *first)
+            .map(|head| head.slot)
+            .collect();
+        sharing.sort_unstable();
+        sharing.dedup();
+        for slot in sharing {
+            let (Some(at), Some(Some((_, book)))) = (
+                slots.iter().position(|&s| s == slot),
+                books.books.get(slot as usize),
+            ) else {
+                continue;
+            };
+            cache.states[at].in_flight = book.held_prefix(blocks) as u32;
+            cache.marked.push(at as u32);
+        }
+    }
+}
