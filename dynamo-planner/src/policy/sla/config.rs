@@ -53,6 +53,30 @@ pub struct SlaConfig {
     /// Weight of the newest interval in the smoothed KV hit rate and ITL correction, in
     /// `(0, 1]`. Default 0.3.
     pub smoothing: f64,
+    /// Seconds of past intervals whose surges above the planned rate (how far each
+    /// interval's arrival rate rose above the rate planned for it) the plan keeps headroom
+    /// for; 0 (the default) plans for the forecast alone. Off by default: it keeps capacity
+    /// for bursts between them, which bought attainment on bursty traces but cost more
+    /// worker-hours than the fixed pools that reach it (docs/planner.md).
+    pub surge_window_s: f64,
+    /// The quantile of those surges the plan adds to the rate it plans for, in `(0, 1]`.
+    /// Default 0.9.
+    pub surge_quantile: f64,
+    /// Seconds over which the learned burstiness of the traffic (how much latency grows with
+    /// utilisation, against a Poisson queue) fades by a factor e; 0 plans at `utilisation`
+    /// alone, without learning. Default 1800.
+    pub variability_memory_s: f64,
+    /// Where the plan aims each mean latency, as a share of the limit past which a pool
+    /// grows (the rest of the room is headroom), in `(0, 1]`: the learned burstiness turns
+    /// it into the utilisation the plan may use. Default 0.75, midway between the calm
+    /// limit (half of the grow limit, below which a pool may shrink) and the grow limit, so
+    /// that a plan met exactly neither grows nor shrinks the pool.
+    pub setpoint: f64,
+    /// A pool shrinks only when the largest of its plans of this many seconds past fits in
+    /// one worker fewer, and never before the policy has seen this many seconds: load that
+    /// comes back within the window finds the workers still there. Default 300, the
+    /// scale-down stabilisation window of Kubernetes' horizontal pod autoscaler.
+    pub hold_s: f64,
 }
 
 impl Default for SlaConfig {
@@ -70,6 +94,11 @@ impl Default for SlaConfig {
             shrink_below: 0.85,
             max_growth: 4.0,
             smoothing: 0.3,
+            surge_window_s: 0.0,
+            surge_quantile: 0.9,
+            variability_memory_s: 1800.0,
+            hold_s: 300.0,
+            setpoint: 0.75,
         }
     }
 }
@@ -93,6 +122,17 @@ impl SlaConfig {
             shrink_below: within(self.shrink_below, 0.0, 1.0, d.shrink_below),
             max_growth: within(self.max_growth, 1.0, f64::MAX, d.max_growth),
             smoothing: within(self.smoothing, 0.0, 1.0, d.smoothing),
+            surge_window_s: within(self.surge_window_s, -1.0, f64::MAX, d.surge_window_s).max(0.0),
+            surge_quantile: within(self.surge_quantile, 0.0, 1.0, d.surge_quantile),
+            setpoint: within(self.setpoint, 0.0, 1.0, d.setpoint),
+            hold_s: within(self.hold_s, -1.0, f64::MAX, d.hold_s).max(0.0),
+            variability_memory_s: within(
+                self.variability_memory_s,
+                -1.0,
+                f64::MAX,
+                d.variability_memory_s,
+            )
+            .max(0.0),
             ..self
         }
     }

@@ -4,6 +4,9 @@
 mod config;
 mod model;
 mod pressure;
+mod recent;
+mod surge;
+mod variability;
 
 use dynamo_core::WorkerRole;
 
@@ -14,6 +17,9 @@ use crate::perf::{Correction, PerfProfile};
 use crate::plan::Replicas;
 pub use config::SlaConfig;
 use pressure::Pressure;
+use recent::Recent;
+use surge::Surge;
+use variability::Variability;
 
 /// Our SLA planner, built to beat [`DynamoSla`](super::DynamoSla) on SLA attainment per
 /// worker-hour on bursty and multi-turn traffic.
@@ -58,6 +64,16 @@ pub struct SlaPolicy {
     calm: [f64; 3],
     /// The pool's queue when it last grew under pressure, while the pressure lasts.
     grew_at_queue: [Option<u64>; 3],
+    /// Recent surges of the arrival rate above the plan.
+    surge: Surge,
+    /// Seconds since the first interval.
+    clock_s: f64,
+    /// Each pool's plans (fractional workers, headroom included) of the last `hold_s`.
+    plans: [Recent; 3],
+    /// The learned burstiness of each prefilling pool's TTFT (by [`slot`]).
+    ttft_variability: [Variability; 3],
+    /// The learned burstiness of an aggregated pool's ITL.
+    itl_variability: Variability,
 }
 
 impl SlaPolicy {
@@ -72,6 +88,11 @@ impl SlaPolicy {
             itl_correction: Correction::new(config.smoothing),
             calm: [0.0; 3],
             grew_at_queue: [None; 3],
+            surge: Surge::new(config.surge_window_s, config.surge_quantile),
+            clock_s: 0.0,
+            plans: std::array::from_fn(|_| Recent::new(config.hold_s)),
+            ttft_variability: [Variability::new(config.variability_memory_s); 3],
+            itl_variability: Variability::new(config.variability_memory_s),
         }
     }
 
@@ -103,6 +124,9 @@ impl SlaPolicy {
         let planned = whole(exact);
         let (calm_s, step_s) = (self.config.calm_s, self.config.shrink_step_s);
         let pool = slot(role);
+        self.plans[pool].push(self.clock_s, exact);
+        // What the pool must still hold: the largest plan of the last `hold_s`.
+        let held = self.plans[pool].quantile(1.0).unwrap_or(exact).max(exact);
         if let Some(step) = pressure.step(current, self.config.max_growth) {
             self.calm[pool] = 0.0;
             let queue = pressure.queue();
@@ -143,12 +167,22 @@ impl SlaPolicy {
             );
             return (current, why);
         }
+        if self.clock_s < self.config.hold_s {
+            *calm += interval_s.max(0.0);
+            let why = format!(
+                "the plan wants {planned}, but {:.0} s of {:.0} seen are too few to know the \
+                 load will stay low: keep {current}",
+                self.clock_s, self.config.hold_s
+            );
+            return (current, why);
+        }
         let fits = (current - 1) as f64 * self.config.shrink_below;
-        if exact > fits {
+        if held > fits {
             *calm = 0.0;
             let why = format!(
-                "the plan wants {planned}, but {exact:.2} is above {fits:.2}, {:.0}% of one \
-                 worker fewer: keep {current}",
+                "the plan wants {planned}, but {held:.2} (the most planned in the last {:.0} s) \
+                 is above {fits:.2}, {:.0}% of one worker fewer: keep {current}",
+                self.config.hold_s,
                 self.config.shrink_below * 100.0
             );
             return (current, why);
@@ -180,16 +214,24 @@ impl Policy for SlaPolicy {
 
     fn plan(&mut self, observed: &Observation, forecast: &Forecast, current: Replicas) -> Proposal {
         self.learn(observed, current);
+        self.learn_variability(observed, current);
         let last_rate = observed.requests_per_s();
-        let rate = forecast.requests_per_s.max(last_rate);
+        if observed.interval_s.is_finite() && observed.interval_s > 0.0 {
+            self.clock_s += observed.interval_s;
+        }
+        self.surge.observe(self.clock_s, last_rate);
+        let base = forecast.requests_per_s.max(last_rate);
+        self.surge.planned(base);
+        let surge = self.surge.margin();
+        let rate = base + surge;
         let or_observed = |f: f64, o: f64| if f > 0.0 { f } else { o.max(0.0) };
         let isl = or_observed(forecast.input_tokens, observed.mean_input_tokens);
         let osl = or_observed(forecast.output_tokens, observed.mean_output_tokens);
         let need = self.need(rate, isl, osl);
         let limits = self.limits(observed, isl);
-        let u = self.config.utilisation;
         let mut parts = Vec::new();
         let target = resize(current, |role, n| {
+            let u = self.utilisation(role, &limits);
             let (planned, load) = match role {
                 WorkerRole::Aggregated => ((need.prefill + need.decode) / u, "prefill and decode"),
                 WorkerRole::Prefill => (need.prefill / u, "prefill"),
@@ -205,7 +247,8 @@ impl Policy for SlaPolicy {
             size
         });
         let reason = format!(
-            "planning for {rate:.2} req/s (forecast {:.2}, last {last_rate:.2}) of {isl:.0} input tokens \
+            "planning for {rate:.2} req/s (forecast {:.2}, last {last_rate:.2}, recent surge \
+             {surge:.2}) of {isl:.0} input tokens \
              ({:.0}% cached) and {osl:.0} output tokens, ITL correction {:.2}; {}",
             forecast.requests_per_s,
             self.hit_rate() * 100.0,

@@ -7,7 +7,11 @@ use super::SlaPolicy;
 use super::pressure::Limits;
 use crate::observe::Observation;
 use crate::plan::Replicas;
-use crate::policy::pool::PoolLoad;
+use crate::policy::pool::{PoolLoad, slot};
+
+/// The least share of its capacity a plan uses, however bursty the traffic looks: below it
+/// one interval's odd latency would ask for more workers than any load needs.
+const LEAST_UTILISATION: f64 = 0.05;
 
 /// What the forecast needs, in fractional workers, before headroom.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +65,83 @@ impl SlaPolicy {
             expected /= 1.0 - share;
         }
         self.itl_correction.observe(itl, expected);
+    }
+
+    /// Learn each pool's burstiness from the interval that ended: its utilisation (the
+    /// interval's load over the profiled capacity of the workers that served it) against its
+    /// mean TTFT (prefilling pools) and ITL (aggregated pools), each over what an unloaded
+    /// worker shows for the same requests.
+    pub(super) fn learn_variability(&mut self, observed: &Observation, current: Replicas) {
+        if self.config.variability_memory_s <= 0.0
+            || observed.requests == 0
+            || observed.interval_s <= 0.0
+        {
+            return;
+        }
+        let (isl, osl) = (observed.mean_input_tokens, observed.mean_output_tokens);
+        let need = self.need(observed.requests_per_s(), isl, osl);
+        let uncached = (isl * (1.0 - self.hit_rate())).max(1.0);
+        let unloaded_ttft = self.profile.prefill_ttft_ms(uncached);
+        let pools = match current {
+            Replicas::Aggregated(n) => vec![(WorkerRole::Aggregated, n)],
+            Replicas::Disaggregated { prefill, decode } => {
+                vec![(WorkerRole::Prefill, prefill), (WorkerRole::Decode, decode)]
+            }
+        };
+        for (role, n) in pools {
+            let load = PoolLoad::of(observed, role);
+            let serving = if load.workers > 0 { load.workers } else { n }.max(1) as f64;
+            let rho = match role {
+                WorkerRole::Aggregated => need.prefill + need.decode,
+                WorkerRole::Prefill => need.prefill,
+                WorkerRole::Decode => need.decode,
+            } / serving;
+            let pool = slot(role);
+            if role != WorkerRole::Decode
+                && let Some(ttft) = observed.mean_ttft_ms
+            {
+                self.ttft_variability[pool].observe(observed.interval_s, rho, ttft, unloaded_ttft);
+            }
+            // A decode pool's ITL grows with its batch, which its profile already says; an
+            // aggregated pool's also with the prefills that share its steps, as a queue's
+            // wait grows with the load.
+            if role == WorkerRole::Aggregated
+                && let Some(itl) = observed.mean_itl_ms
+            {
+                let batch = load.mean_running().max(1.0);
+                let unloaded = self.profile.decode_itl_ms(batch, isl + osl / 2.0);
+                self.itl_variability
+                    .observe(observed.interval_s, rho, itl, unloaded);
+            }
+        }
+    }
+
+    /// The share of its profiled capacity a pool's plan may use: `utilisation`, or less where
+    /// the learned burstiness says the mean latency would pass the setpoint (`setpoint` of
+    /// the share of the room up to its limit past which the pool grows) at that load.
+    pub(super) fn utilisation(&self, role: WorkerRole, limits: &Limits) -> f64 {
+        let mut u = self.config.utilisation;
+        if self.config.variability_memory_s <= 0.0 {
+            return u;
+        }
+        let pool = slot(role);
+        let aim = limits.grow_share * self.config.setpoint;
+        let allowed = |limit: f64, unloaded: f64| {
+            aim * (limit - unloaded).max(0.0) / unloaded.max(f64::MIN_POSITIVE)
+        };
+        if role != WorkerRole::Decode {
+            let a = allowed(limits.ttft_ms, limits.unloaded_ttft_ms);
+            if let Some(learned) = self.ttft_variability[pool].utilisation(a) {
+                u = u.min(learned);
+            }
+        }
+        if role == WorkerRole::Aggregated {
+            let a = allowed(limits.itl_ms, limits.unloaded_itl_ms);
+            if let Some(learned) = self.itl_variability.utilisation(a) {
+                u = u.min(learned);
+            }
+        }
+        u.max(LEAST_UTILISATION)
     }
 
     /// Fractional workers the forecast needs for prefill and for decode, before headroom.

@@ -152,9 +152,18 @@ fn a_ttft_miss_grows_only_the_prefill_pool() -> Result<(), crate::Error> {
     Ok(())
 }
 
+/// The policy without the hold window, to test the calm periods alone.
+fn unheld() -> Result<SlaPolicy, crate::Error> {
+    let config = SlaConfig {
+        hold_s: 0.0,
+        ..SlaConfig::default()
+    };
+    Ok(SlaPolicy::new(sample()?, config))
+}
+
 #[test]
 fn shrinks_one_worker_at_a_time_after_calm_intervals() -> Result<(), crate::Error> {
-    let mut p = policy()?;
+    let mut p = unheld()?;
     let mut current = Replicas::Aggregated(5);
     let mut sizes = Vec::new();
     for _ in 0..6 {
@@ -273,7 +282,7 @@ fn latencies_inside_the_target_but_not_calm_hold_the_size() -> Result<(), crate:
 
 #[test]
 fn calm_is_counted_in_seconds_whatever_the_interval() -> Result<(), crate::Error> {
-    let mut p = policy()?;
+    let mut p = unheld()?;
     let mut observed = interval(0.1, 0.0);
     observed.interval_s = 15.0;
     let mut current = Replicas::Aggregated(5);
