@@ -4,23 +4,25 @@
 //! routing decision records the request's blocks as held by the chosen worker. A prediction
 //! expires after a time to live (an engine evicts what nobody reuses), and each worker keeps at
 //! most a capacity of predicted blocks, dropping the least recently routed first (an engine's
-//! cache is finite). Queries then work exactly as on the event-fed [`KvIndex`].
+//! cache is finite). Queries answer as the event-fed [`KvIndex`](crate::KvIndex) would.
 //!
-//! A worker's predictions are kept as the requests routed to it, one record each, rather than
-//! one entry per block ([`records`]): recording a request appends its blocks, and expiry pops
-//! whole records.
+//! The predictions have their own store ([`store`]) rather than a [`KvIndex`](crate::KvIndex):
+//! one map from a block to the workers predicted to hold it, each with its latest touch, and
+//! each worker's requests as one record each ([`records`]). Recording a request is one map
+//! update per block and one record; a touch is forgotten, when its request expires or its
+//! worker is over capacity, only if it is still the worker's latest touch of the block.
 
 mod records;
+mod store;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamo_core::{BlockSize, SequenceHash, WorkerId};
 use parking_lot::Mutex;
 
-use crate::index::{IndexError, KvIndex, Overlaps};
-use records::Routed;
+use crate::index::{IndexError, Overlaps};
+use store::Store;
 
 /// How long and how much the approximate mode remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,56 +46,11 @@ impl Default for ApproxConfig {
 
 #[derive(Debug)]
 struct Predictions {
-    index: KvIndex,
-    /// Each worker's predicted blocks, least recently routed first.
-    workers: HashMap<WorkerId, Routed, foldhash::fast::RandomState>,
+    store: Store,
     config: ApproxConfig,
     /// When to look for expired predictions next: every 1/64 of the TTL, so that a query does
     /// not visit every worker.
     next_expiry: Option<Instant>,
-    /// Reused buffers: the positions of a request's blocks the worker held already, and the
-    /// blocks a worker no longer holds.
-    held: Vec<u32>,
-    gone: Vec<SequenceHash>,
-    /// Bumped by every change to the predictions.
-    version: u64,
-    /// The last overlap query, while nothing changed since: its blocks, and each worker's
-    /// predicted prefix. The request is usually recorded right after it was asked about, and
-    /// the prefix its worker holds then needs no look-up.
-    last_query: LastQuery,
-}
-
-#[derive(Debug, Default)]
-struct LastQuery {
-    /// The version the answer is valid at (`None`: no answer).
-    version: Option<u64>,
-    blocks: Vec<SequenceHash>,
-    prefixes: Vec<(WorkerId, u32)>,
-}
-
-impl LastQuery {
-    /// How many leading blocks of `blocks` `worker` is known to hold at `version`.
-    fn known(&self, version: u64, worker: WorkerId, blocks: &[SequenceHash]) -> usize {
-        if self.version != Some(version) || self.blocks != blocks {
-            return 0;
-        }
-        self.prefixes
-            .iter()
-            .find(|(w, _)| *w == worker)
-            .map_or(0, |&(_, depth)| depth as usize)
-    }
-
-    fn remember(&mut self, version: u64, blocks: &[SequenceHash], answer: &Overlaps) {
-        self.version = Some(version);
-        self.blocks.clear();
-        self.blocks.extend_from_slice(blocks);
-        self.prefixes.clear();
-        self.prefixes.extend(
-            answer
-                .iter()
-                .map(|(worker, overlap)| (worker, overlap.total())),
-        );
-    }
 }
 
 /// A prefix index fed by the router's own decisions instead of KV events; cheap to clone.
@@ -118,19 +75,22 @@ pub struct ApproxIndex {
     inner: Arc<Mutex<Predictions>>,
 }
 
+/// Stale touches a worker's records may carry beyond its live blocks before compacting.
+const SLACK: usize = 1024;
+
 impl ApproxIndex {
-    /// An empty approximate index for blocks of `block_size` tokens.
-    pub fn new(block_size: BlockSize, config: ApproxConfig) -> Self {
+    /// An empty approximate index for blocks of `block_size` tokens (the size the recorded
+    /// sequence hashes were made with; the predictions need nothing more of it).
+    pub fn new(_block_size: BlockSize, config: ApproxConfig) -> Self {
+        Self::with_slack(config, SLACK)
+    }
+
+    fn with_slack(config: ApproxConfig, slack: usize) -> Self {
         ApproxIndex {
             inner: Arc::new(Mutex::new(Predictions {
-                index: KvIndex::new(block_size),
-                workers: HashMap::default(),
+                store: Store::new(slack),
                 config,
                 next_expiry: None,
-                held: Vec::new(),
-                gone: Vec::new(),
-                version: 0,
-                last_query: LastQuery::default(),
             })),
         }
     }
@@ -147,66 +107,31 @@ impl ApproxIndex {
         blocks: &[SequenceHash],
         now: Instant,
     ) -> Result<(), IndexError> {
-        let mut guard = self.inner.lock();
-        let Predictions {
-            index,
-            workers,
-            config,
-            held,
-            gone,
-            version,
-            last_query,
-            ..
-        } = &mut *guard;
-        held.clear();
-        let known = last_query.known(*version, worker, blocks);
-        index.hold(worker, blocks, known, held)?;
-        *version += 1;
-        let routed = workers.entry(worker).or_default();
-        routed.touch(blocks, held, now);
-        if let Some(capacity) = config.capacity_blocks
-            && routed.len() > capacity
-        {
-            gone.clear();
-            routed.pop_oldest(routed.len() - capacity, gone);
-            index.release(worker, gone);
-        }
-        Ok(())
+        let mut predictions = self.inner.lock();
+        let capacity = predictions.config.capacity_blocks;
+        predictions.store.record(worker, blocks, now, capacity)
     }
 
     /// How deep each worker's predicted prefix goes at `now`, after forgetting what expired.
     pub fn overlaps(&self, blocks: &[SequenceHash], now: Instant) -> Overlaps {
-        let mut guard = self.inner.lock();
-        let predictions = &mut *guard;
+        let mut predictions = self.inner.lock();
         predictions.expire(now);
-        let answer = predictions.index.overlaps(blocks);
-        predictions
-            .last_query
-            .remember(predictions.version, blocks, &answer);
-        answer
+        predictions.store.overlaps(blocks)
     }
 
     /// Forget every prediction about `worker`.
     pub fn remove_worker(&self, worker: WorkerId) {
-        let mut predictions = self.inner.lock();
-        predictions.version += 1;
-        predictions.workers.remove(&worker);
-        predictions.index.remove_worker(worker);
+        self.inner.lock().store.remove_worker(worker);
     }
 
     /// Every worker's predicted blocks, least recently routed first (for another replica).
     pub(crate) fn export(&self) -> Vec<(WorkerId, Vec<SequenceHash>)> {
-        let predictions = self.inner.lock();
-        predictions
-            .workers
-            .iter()
-            .map(|(&worker, held)| (worker, held.oldest_first().collect()))
-            .collect()
+        self.inner.lock().store.export()
     }
 
     /// The number of (worker, block) predictions held.
     pub fn predicted_blocks(&self) -> u64 {
-        self.inner.lock().index.resident_blocks()
+        self.inner.lock().store.predicted_blocks()
     }
 }
 
@@ -219,15 +144,8 @@ impl Predictions {
             return;
         }
         self.next_expiry = Some(now + ttl / 64);
-        let expired = |routed_at: Instant| now.saturating_duration_since(routed_at) >= ttl;
-        for (&worker, routed) in &mut self.workers {
-            self.gone.clear();
-            routed.pop_expired(expired, &mut self.gone);
-            if !self.gone.is_empty() {
-                self.version += 1;
-                self.index.release(worker, &self.gone);
-            }
-        }
+        self.store
+            .expire(|routed_at| now.saturating_duration_since(routed_at) >= ttl);
     }
 }
 

@@ -129,14 +129,15 @@ proptest::proptest! {
     fn approximate_index_agrees_with_the_reference_model(
         ops in proptest::collection::vec(op(), 1..60),
         capacity in proptest::option::of(1usize..6),
+        slack in 0usize..4,
     ) {
         let ttl = Duration::from_secs(8);
         let config = ApproxConfig { ttl: Some(ttl), capacity_blocks: capacity };
-        let index = ApproxIndex::new(BlockSize::new(4).unwrap(), config);
+        let index = ApproxIndex::with_slack(config, slack);
         let mut model = Model::default();
         let mut now = Instant::now();
         for op in ops {
-            match op {
+            match op.clone() {
                 Op::Route(worker, ids) => {
                     let expected = model.overlaps(&ids, now, ttl);
                     proptest::prop_assert_eq!(answer(&index.overlaps(&hashes(&ids), now)), expected);
@@ -159,6 +160,13 @@ proptest::proptest! {
             }
             let held: usize = model.workers.values().map(Vec::len).sum();
             proptest::prop_assert_eq!(index.predicted_blocks(), held as u64);
+            // Compacted as they grow: each worker's records stay within twice its live
+            // blocks and the slack (evictions over capacity take live blocks after the check).
+            if capacity.is_none() && matches!(op, Op::Route(..) | Op::Record(..)) {
+                for (touches, live) in index.inner.lock().store.touches() {
+                    proptest::prop_assert!(touches <= 2 * live + slack);
+                }
+            }
             let mut exported = index.export();
             exported.retain(|(_, blocks)| !blocks.is_empty());
             exported.sort_unstable_by_key(|(worker, _)| worker.worker);

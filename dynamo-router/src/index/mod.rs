@@ -222,8 +222,7 @@ impl KvIndex {
             }
             after = Some(at);
         }
-        let hashes = blocks.iter().map(|block| block.sequence);
-        self.insert_after(after, slot, tier, hashes, None);
+        self.insert_after(after, slot, tier, blocks.iter().map(|block| block.sequence));
         Ok(())
     }
 
@@ -250,36 +249,25 @@ impl KvIndex {
         tier: u8,
         hashes: impl ExactSizeIterator<Item = SequenceHash>,
     ) {
-        self.insert_after(None, slot, tier, hashes, None);
+        self.insert_after(None, slot, tier, hashes);
     }
 
     /// [`KvIndex::insert_all`], the first block placed as if it followed the block at `after`
-    /// (its parent); with `held`, the positions of `hashes` that `slot` held in `tier` already
-    /// (before, or earlier in `hashes`) are pushed to it.
+    /// (its parent).
     fn insert_after(
         &mut self,
         after: Option<Loc>,
         slot: u32,
         tier: u8,
         hashes: impl ExactSizeIterator<Item = SequenceHash>,
-        mut held: Option<&mut Vec<u32>>,
     ) {
         let mut left = hashes.len();
         let mut cursor = after;
         let mut range: Option<(u32, u32, u32)> = None;
         let mut added = 0;
-        for (position, hash) in hashes.enumerate() {
+        for hash in hashes {
             left -= 1;
             let loc = self.place(cursor, hash, left);
-            if let Some(held) = held.as_deref_mut() {
-                // The pending range is not applied yet: a position in it was named earlier.
-                let pending = range.is_some_and(|(run, start, end)| {
-                    run == loc.run && (start..end).contains(&loc.offset)
-                });
-                if pending || tiers_in(self.runs.residents(loc), slot) & tier != 0 {
-                    held.push(position as u32);
-                }
-            }
             range = match range {
                 Some((run, start, end)) if run == loc.run && end == loc.offset => {
                     Some((run, start, end + 1))
@@ -331,46 +319,6 @@ impl KvIndex {
                 };
                 *free.insert(loc)
             }
-        }
-    }
-
-    /// Record, without an event, that `worker` holds `hashes` on its device (approximate mode),
-    /// pushing to `held` the positions of `hashes` it held already (before, or earlier in
-    /// `hashes`), ascending. The caller may know that the worker holds the first `known`
-    /// blocks already (from an overlap query since which nothing changed): they are then not
-    /// looked at one by one.
-    pub(crate) fn hold(
-        &mut self,
-        worker: WorkerId,
-        hashes: &[SequenceHash],
-        known: usize,
-        held: &mut Vec<u32>,
-    ) -> Result<(), IndexError> {
-        let slot = self.workers.slot_or_insert(worker)?;
-        let device = tier_bit(StorageTier::Device);
-        let known = known.min(hashes.len());
-        let after = known
-            .checked_sub(1)
-            .and_then(|last| self.blocks.get(&hashes[last]).copied());
-        let start = held.len();
-        held.extend(0..known as u32);
-        self.insert_after(
-            after,
-            slot,
-            device,
-            hashes[known..].iter().copied(),
-            Some(held),
-        );
-        for position in &mut held[start + known..] {
-            *position += known as u32;
-        }
-        Ok(())
-    }
-
-    /// Record, without an event, that `worker` no longer holds `hashes` on its device.
-    pub(crate) fn release(&mut self, worker: WorkerId, hashes: &[SequenceHash]) {
-        if let Some(slot) = self.workers.slot(worker) {
-            self.remove_all(slot, tier_bit(StorageTier::Device), hashes);
         }
     }
 

@@ -1,0 +1,342 @@
+//! The predictions: one map from a block to the workers predicted to hold it, each with its
+//! latest touch, and each worker's requests in routing order.
+//!
+//! Recording a request is one map update per block (the worker's touch number set, or the
+//! worker added); the request itself is one record. Forgetting a touch checks, in the same map
+//! entry, that it is still the worker's latest touch of the block; if so the worker leaves the
+//! block, and the entry goes with its last worker. A query looks each block up until no worker
+//! is left, comparing holders only where they change.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::time::Instant;
+
+use dynamo_core::{SequenceHash, WorkerId};
+use smallvec::SmallVec;
+
+use super::records::{Records, Touch};
+use crate::index::{IndexError, Overlaps, TierOverlap};
+
+/// A worker predicted to hold a block, with the number of its latest touch of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Holder {
+    slot: u32,
+    touch: u64,
+}
+
+/// A block's holders, sorted by slot; most blocks have one.
+type Holders = SmallVec<[Holder; 1]>;
+
+/// The most workers the predictions track (as many as the event-fed index).
+const MAX_WORKERS: usize = 1 << 24;
+
+#[derive(Debug)]
+struct Worker {
+    id: WorkerId,
+    records: Records,
+    /// Blocks the worker is predicted to hold.
+    blocks: usize,
+}
+
+/// Every worker's predictions.
+#[derive(Debug)]
+pub(super) struct Store {
+    blocks: HashMap<SequenceHash, Holders, foldhash::fast::RandomState>,
+    workers: Vec<Option<Worker>>,
+    slot_of: HashMap<WorkerId, u32, foldhash::fast::RandomState>,
+    free: Vec<u32>,
+    /// Stale touches a worker may carry beyond its live blocks before its records are compacted.
+    slack: usize,
+    /// Touches being forgotten (a buffer kept between expiries).
+    popped: Vec<Touch>,
+}
+
+impl Store {
+    pub(super) fn new(slack: usize) -> Self {
+        Store {
+            blocks: HashMap::default(),
+            workers: Vec::new(),
+            slot_of: HashMap::default(),
+            free: Vec::new(),
+            slack,
+            popped: Vec::new(),
+        }
+    }
+
+    fn slot_or_insert(&mut self, worker: WorkerId) -> Result<u32, IndexError> {
+        if let Some(&slot) = self.slot_of.get(&worker) {
+            return Ok(slot);
+        }
+        let entry = Some(Worker {
+            id: worker,
+            records: Records::default(),
+            blocks: 0,
+        });
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.workers[slot as usize] = entry;
+                slot
+            }
+            None if self.workers.len() < MAX_WORKERS => {
+                self.workers.push(entry);
+                (self.workers.len() - 1) as u32
+            }
+            None => {
+                return Err(IndexError::TooManyWorkers {
+                    max: MAX_WORKERS as u32,
+                });
+            }
+        };
+        self.slot_of.insert(worker, slot);
+        Ok(slot)
+    }
+
+    /// Record that `worker` was sent `hashes` at `at`, the last the most recent; then drop its
+    /// least recently routed blocks beyond `capacity`.
+    pub(super) fn record(
+        &mut self,
+        worker: WorkerId,
+        hashes: &[SequenceHash],
+        at: Instant,
+        capacity: Option<usize>,
+    ) -> Result<(), IndexError> {
+        let slot = self.slot_or_insert(worker)?;
+        let Some(state) = self.workers[slot as usize].as_mut() else {
+            return Ok(());
+        };
+        let first = state.records.next_touch();
+        for (touch, &hash) in (first..).zip(hashes) {
+            let holder = Holder { slot, touch };
+            match self.blocks.entry(hash) {
+                Entry::Occupied(mut held) => {
+                    let holders = held.get_mut();
+                    match holders.binary_search_by_key(&slot, |h| h.slot) {
+                        Ok(i) => holders[i].touch = touch,
+                        Err(i) => {
+                            holders.insert(i, holder);
+                            state.blocks += 1;
+                        }
+                    }
+                }
+                Entry::Vacant(free) => {
+                    free.insert(SmallVec::from_elem(holder, 1));
+                    state.blocks += 1;
+                }
+            }
+        }
+        state.records.push(hashes, at);
+        if state.records.len() > 2 * state.blocks + self.slack {
+            let blocks = &mut self.blocks;
+            state.records.compact(|(hash, number), renumbered| {
+                match holder_mut(blocks, hash, slot) {
+                    Some(holder) if holder.touch == number => {
+                        holder.touch = renumbered;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+        }
+        if let Some(capacity) = capacity {
+            while self.held_by(slot) > capacity {
+                if !self.pop_front(slot) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn held_by(&self, slot: u32) -> usize {
+        self.workers
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .map_or(0, |w| w.blocks)
+    }
+
+    /// Pop the front touch of `slot`, forgetting its block if it was the latest touch.
+    /// `false` when there is none.
+    fn pop_front(&mut self, slot: u32) -> bool {
+        let Some(state) = self.workers.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        let Some(touch) = state.records.pop() else {
+            return false;
+        };
+        if forget(&mut self.blocks, touch, slot) {
+            state.blocks -= 1;
+        }
+        true
+    }
+
+    /// Forget, for every worker, the blocks whose latest touch was routed at a time `expired`
+    /// says so of, least recent first, stopping at each worker's first live touch that is not.
+    pub(super) fn expire(&mut self, expired: impl Fn(Instant) -> bool) {
+        let mut popped = std::mem::take(&mut self.popped);
+        for slot in 0..self.workers.len() as u32 {
+            let Some(state) = self.workers[slot as usize].as_mut() else {
+                continue;
+            };
+            // Whole requests that expired, and stale touches, up to the first live touch that
+            // did not expire.
+            loop {
+                if state.records.pop_record_if(&expired, &mut popped) {
+                    for touch in popped.drain(..) {
+                        if forget(&mut self.blocks, touch, slot) {
+                            state.blocks -= 1;
+                        }
+                    }
+                } else if let Some((touch, _)) = state.records.front()
+                    && !is_latest(&self.blocks, touch, slot)
+                {
+                    state.records.pop();
+                } else {
+                    break;
+                }
+            }
+        }
+        self.popped = popped;
+    }
+
+    /// Forget every prediction about `worker`.
+    pub(super) fn remove_worker(&mut self, worker: WorkerId) {
+        let Some(slot) = self.slot_of.remove(&worker) else {
+            return;
+        };
+        if let Some(state) = self.workers[slot as usize].take() {
+            for touch in state.records.iter() {
+                forget(&mut self.blocks, touch, slot);
+            }
+        }
+        self.free.push(slot);
+    }
+
+    /// How deep each worker's predicted prefix of `hashes` goes.
+    pub(super) fn overlaps(&self, hashes: &[SequenceHash]) -> Overlaps {
+        let mut answer = Overlaps::default();
+        let Some(first) = hashes.first().and_then(|hash| self.blocks.get(hash)) else {
+            return answer;
+        };
+        // The workers holding every block so far, sorted by slot.
+        let mut alive: SmallVec<[u32; 8]> = first.iter().map(|h| h.slot).collect();
+        let mut depth = 1;
+        for hash in &hashes[1..] {
+            let Some(holders) = self.blocks.get(hash) else {
+                break;
+            };
+            let same = holders.len() == alive.len()
+                && holders.iter().zip(&alive).all(|(h, &slot)| h.slot == slot);
+            if !same {
+                let mut j = 0;
+                alive.retain(|slot| {
+                    while j < holders.len() && holders[j].slot < *slot {
+                        j += 1;
+                    }
+                    let kept = j < holders.len() && holders[j].slot == *slot;
+                    if !kept {
+                        answer.workers.extend(self.entry(*slot, depth));
+                    }
+                    kept
+                });
+                if alive.is_empty() {
+                    return answer;
+                }
+            }
+            depth += 1;
+        }
+        for &slot in &alive {
+            answer.workers.extend(self.entry(slot, depth));
+        }
+        answer
+    }
+
+    /// The answer's entry for `slot`: its worker and a prefix of `depth` device blocks.
+    fn entry(&self, slot: u32, depth: u32) -> Option<(WorkerId, TierOverlap)> {
+        let worker = self.workers.get(slot as usize)?.as_ref()?;
+        let overlap = TierOverlap {
+            device: depth,
+            ..TierOverlap::default()
+        };
+        Some((worker.id, overlap))
+    }
+
+    /// Every worker's predicted blocks, least recently routed first.
+    pub(super) fn export(&self) -> Vec<(WorkerId, Vec<SequenceHash>)> {
+        self.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, state)| {
+                let state = state.as_ref()?;
+                let live = state
+                    .records
+                    .iter()
+                    .filter(|&touch| is_latest(&self.blocks, touch, slot as u32))
+                    .map(|(hash, _)| hash)
+                    .collect();
+                Some((state.id, live))
+            })
+            .collect()
+    }
+
+    /// The number of (worker, block) predictions held.
+    pub(super) fn predicted_blocks(&self) -> u64 {
+        self.workers.iter().flatten().map(|w| w.blocks as u64).sum()
+    }
+
+    /// The touches each worker carries and its live blocks (for tests).
+    #[cfg(test)]
+    pub(super) fn touches(&self) -> Vec<(usize, usize)> {
+        self.workers
+            .iter()
+            .flatten()
+            .map(|w| (w.records.len(), w.blocks))
+            .collect()
+    }
+}
+
+fn holder_mut(
+    blocks: &mut HashMap<SequenceHash, Holders, foldhash::fast::RandomState>,
+    hash: SequenceHash,
+    slot: u32,
+) -> Option<&mut Holder> {
+    let holders = blocks.get_mut(&hash)?;
+    let i = holders.binary_search_by_key(&slot, |h| h.slot).ok()?;
+    holders.get_mut(i)
+}
+
+/// Whether `touch` is `slot`'s latest touch of its block.
+fn is_latest(
+    blocks: &HashMap<SequenceHash, Holders, foldhash::fast::RandomState>,
+    (hash, number): Touch,
+    slot: u32,
+) -> bool {
+    blocks.get(&hash).is_some_and(|holders| {
+        holders
+            .binary_search_by_key(&slot, |h| h.slot)
+            .is_ok_and(|i| holders[i].touch == number)
+    })
+}
+
+/// If `touch` is `slot`'s latest touch of its block, take `slot` off the block (and the block
+/// off the map with its last holder); whether it was.
+fn forget(
+    blocks: &mut HashMap<SequenceHash, Holders, foldhash::fast::RandomState>,
+    (hash, number): Touch,
+    slot: u32,
+) -> bool {
+    let Entry::Occupied(mut held) = blocks.entry(hash) else {
+        return false;
+    };
+    let holders = held.get_mut();
+    let Ok(i) = holders.binary_search_by_key(&slot, |h| h.slot) else {
+        return false;
+    };
+    if holders[i].touch != number {
+        return false;
+    }
+    holders.remove(i);
+    if holders.is_empty() {
+        held.remove();
+    }
+    true
+}
