@@ -6,9 +6,9 @@ against worker-hours for 1..MAX workers) beside the planner runs, as a Markdown 
                        [--interval-s 60] [--startup-s 30] [--trace-time]
                        [--policies sla,dynamo,load] [--start-workers 1] [-- EXTRA FLAGS]
 
-With --trace-time the planning interval, the start-up delay and the sla policy's calm periods
-(calm_s 180, shrink_step_s 60) are divided by the speed-up, so that they cover the same share of
-the trace's load pattern as at speed-up 1. Flags after `--` go to every planner run (for
+With --trace-time the planning interval, the start-up delay and the sla policy's periods
+(calm_s 180, shrink_step_s 60, hold_s 300, variability_memory_s 1800) are divided by the
+speed-up, so that they cover the same share of the trace's load pattern as at speed-up 1. Flags after `--` go to every planner run (for
 example `--sla-utilisation 0.3`).
 """
 
@@ -17,6 +17,15 @@ import json
 import subprocess
 import sys
 import time
+
+
+# The sla policy's settings in seconds, at their defaults (dynamo_planner::policy::SlaConfig).
+SLA_SECONDS = {"calm_s": 180, "shrink_step_s": 60, "hold_s": 300, "variability_memory_s": 1800}
+
+
+def trace_time(scale):
+    """The sla policy's periods divided by the speed-up: the same share of the trace."""
+    return {k: v / scale for k, v in SLA_SECONDS.items()}
 
 
 def replay(binary, args):
@@ -55,7 +64,7 @@ def main():
         start = ["--workers", str(a.start_workers)]
         calm = []
         if policy == "sla" and a.trace_time:
-            calm = ["--sla-config", json.dumps({"calm_s": 180 / scale, "shrink_step_s": 60 / scale})]
+            calm = ["--sla-config", json.dumps(trace_time(scale))]
         runs, wall = replay(a.binary, base + start + ["--planner", policy] + calm + extra)
         for s in runs:
             sizes = [p["ready"] for p in s["replicas"]]

@@ -4,30 +4,33 @@
     planner_tables.py BINARY [TRACES_DIR]
 
 BINARY is a release build of dynamo-replay; TRACES_DIR holds azure-2023/ and mooncake-fast25/
-(default ../shared/traces from the workspace root). The step, ramp and sine workloads are
-generated into a temporary directory by synthetic_trace.py. Takes about a minute. As
-planner_figures.py --trace-time, the planning interval, the start-up delay and the sla policy's
-calm periods are divided by the speed-up.
+(default ../shared/traces from the workspace root). The step, ramp, sine, bursts and diurnal
+workloads are generated into a temporary directory by synthetic_trace.py. Takes a minute or two.
+As planner_figures.py --trace-time, the planning interval, the start-up delay and the sla
+policy's periods are divided by the speed-up.
 """
-import json, os, subprocess, sys, tempfile
+import json, os, subprocess, sys, tempfile, time
+
+from planner_figures import trace_time
 
 B = sys.argv[1]
-T = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "traces")
+HERE = os.path.dirname(os.path.abspath(__file__))
+T = sys.argv[2] if len(sys.argv) > 2 else os.path.join(HERE, "..", "..", "..", "shared", "traces")
 A = os.path.join(T, "azure-2023", "AzureLLMInferenceTrace_code.csv")
 M = os.path.join(T, "mooncake-fast25", "synthetic_trace.jsonl")
 TMP = tempfile.mkdtemp()
-for shape in ["step", "ramp", "sine"]:
-    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "synthetic_trace.py"), shape,
+SHAPES = ["step", "ramp", "sine", "bursts", "diurnal"]
+for shape in SHAPES:
+    subprocess.run([sys.executable, os.path.join(HERE, "synthetic_trace.py"), shape,
                     os.path.join(TMP, f"{shape}.jsonl")], check=True, capture_output=True)
-TRACES = [("Azure code ×4", A, 4), ("Mooncake ×1", M, 1), ("Mooncake ×2", M, 2),
-          ("step ×4", os.path.join(TMP, "step.jsonl"), 4), ("ramp ×4", os.path.join(TMP, "ramp.jsonl"), 4),
-          ("sine ×4", os.path.join(TMP, "sine.jsonl"), 4)]
+TRACES = [("Azure code ×2", A, 2), ("Azure code ×4", A, 4), ("Mooncake ×1", M, 1), ("Mooncake ×2", M, 2)]
+TRACES += [(f"{shape} ×4", os.path.join(TMP, f"{shape}.jsonl"), 4) for shape in SHAPES]
 # NVIDIA Dynamo 1.6.1's planner in its own replay (../shared/anchors/dynamo_replay_planner.py
 # TRACE [--speedup X] --target sla --initial 4 --load), measured 2026-12-03: (attainment,
 # GPU-hours). It does not change with our code, so it is not rerun here.
 DYNAMO = {"Azure code ×4": (0.284, 0.475), "Mooncake ×1": (0.696, 1.012), "Mooncake ×2": (0.774, 0.766),
           "step ×4": (0.799, 1.046), "ramp ×4": (0.830, 1.074), "sine ×4": (0.810, 1.177)}
-B_FLAGS = ["--sla-utilisation", "0.3", "--predictor", "kalman"]
+POLICIES = ["sla", "dynamo", "load"]
 
 
 def run(args):
@@ -40,23 +43,15 @@ def base(path, x):
             "--planner-interval-s", str(60 / x), "--startup-s", str(30 / x)]
 
 
-fixed, planned, wall = {}, {}, {}
+fixed, planned, walls = {}, {}, {}
 for name, path, x in TRACES:
     fixed[name] = [s for s in run(base(path, x) + ["--workers", "1", "--fixed-sweep"]) if " fixed " in s["router"]]
-    for setting, start, extra in [("defaults", 1, []), ("start4", 4, []), ("B", 4, B_FLAGS)]:
-        for policy in ["sla", "dynamo", "load"]:
-            calm = []
-            if policy == "sla":
-                # Trace time: the sla policy's calm periods shrink with the speed-up too.
-                calm = ["--sla-config", json.dumps({"calm_s": 180 / x, "shrink_step_s": 60 / x})]
-            s = run(base(path, x) + ["--workers", str(start), "--planner", policy] + calm + extra)[0]
-            planned[(name, setting, policy)] = s
-
-print("| workers | " + " | ".join(n for n, _, _ in TRACES) + " |")
-print("|---|" + "---|" * len(TRACES))
-for w in range(8):
-    print(f"| {w + 1} | " + " | ".join(f"{fixed[n][w]['sla_attainment']:.3f} / {fixed[n][w]['worker_hours']:.3f}" for n, _, _ in TRACES) + " |")
-print()
+    for start in [1, 4]:
+        for policy in POLICIES:
+            config = ["--sla-config", json.dumps(trace_time(x))] if policy == "sla" else []
+            began = time.time()
+            planned[(name, start, policy)] = run(base(path, x) + ["--workers", str(start), "--planner", policy] + config)[0]
+            walls[(name, start, policy)] = time.time() - began
 
 
 def claims(name, s):
@@ -75,31 +70,38 @@ def cell(s):
     return f"{s['sla_attainment']:.3f} / {s['worker_hours']:.3f} ({min(r)}–{max(r)})"
 
 
-print("| trace | policy | defaults | A | B | settings B | A | B |")
+names = [n for n, _, _ in TRACES]
+print("| workers | " + " | ".join(names) + " |")
+print("|---|" + "---|" * len(names))
+for w in range(8):
+    print(f"| {w + 1} | " + " | ".join(f"{fixed[n][w]['sla_attainment']:.3f} / {fixed[n][w]['worker_hours']:.3f}" for n in names) + " |")
+print()
+print("| trace | policy | start 1 | A | B | start 4 | A | B |")
 print("|---|---|---|---|---|---|---|---|")
-for name, _, _ in TRACES:
-    for i, policy in enumerate(["sla", "dynamo", "load"]):
-        d, b = planned[(name, "defaults", policy)], planned[(name, "B", policy)]
-        da, db = claims(name, d)
-        ba, bb = claims(name, b)
-        print(f"| {name if i == 0 else ''} | {policy} | {cell(d)} | {da} | {db} | {cell(b)} | {ba} | {bb} |")
+for name in names:
+    for i, policy in enumerate(POLICIES):
+        one, four = planned[(name, 1, policy)], planned[(name, 4, policy)]
+        oa, ob = claims(name, one)
+        fa, fb = claims(name, four)
+        print(f"| {name if i == 0 else ''} | {policy} | {cell(one)} | {oa} | {ob} | {cell(four)} | {fa} | {fb} |")
 print()
-print("| trace | Dynamo's planner, own replay | per worker-hour | ours, defaults, start 4 | per worker-hour | A | B | ours, settings B | per worker-hour |")
-print("|---|---|---|---|---|---|---|---|---|")
-for name, _, _ in TRACES:
+print("| trace | Dynamo's planner, own replay | per worker-hour | ours, start 4 | per worker-hour |")
+print("|---|---|---|---|---|")
+for name in names:
+    if name not in DYNAMO:
+        continue
     da, dh = DYNAMO[name]
-    s, b = planned[(name, "start4", "sla")], planned[(name, "B", "sla")]
-    ca, cb = claims(name, s)
+    s = planned[(name, 4, "sla")]
     print(f"| {name} | {da:.3f} / {dh:.3f} | {da / dh:.3f} | {s['sla_attainment']:.3f} / {s['worker_hours']:.3f} | "
-          f"{s['sla_attainment'] / s['worker_hours']:.3f} | {ca} | {cb} | {b['sla_attainment']:.3f} / {b['worker_hours']:.3f} | "
-          f"{b['sla_attainment'] / b['worker_hours']:.3f} |")
+          f"{s['sla_attainment'] / s['worker_hours']:.3f} |")
 print()
-print("dynamo-in-ours start4:", {n: round(planned[(n, 'start4', 'dynamo')]['sla_attainment'], 3) for n, _, _ in TRACES})
-print("walls (ms):", {k[0] + "/" + k[1] + "/" + k[2]: round(v["wall_time_ms"]) for k, v in planned.items() if k[2] == "sla"})
-# Disaggregated
-for policy in ["sla", "dynamo", "load"]:
+print("sla replay wall (ms, in the binary / whole process):",
+      {f"{k[0]}/{k[1]}": (round(planned[k]["wall_time_ms"]), round(walls[k] * 1000)) for k in planned if k[2] == "sla"})
+# Disaggregated: Mooncake ×1 from 2 + 2.
+for policy in POLICIES:
+    config = ["--sla-config", json.dumps(trace_time(1))] if policy == "sla" else []
     s = run(["--trace", M, "--router", "kv", "--prefill-workers", "2", "--decode-workers", "2", "--planner", policy,
-             "--planner-interval-s", "60", "--startup-s", "30"])[0]
+             "--planner-interval-s", "60", "--startup-s", "30"] + config)[0]
     r = s["replicas"]
     print(f"disagg {policy}: {s['sla_attainment']:.3f} / {s['worker_hours']:.3f} prefill {min(p['prefill_ready'] for p in r)}–{max(p['prefill_ready'] for p in r)} decode {min(p['ready'] for p in r)}–{max(p['ready'] for p in r)}")
 for p, d in [(2, 2), (4, 4)]:

@@ -74,6 +74,8 @@ pub struct SlaPolicy {
     ttft_variability: [Variability; 3],
     /// The learned burstiness of an aggregated pool's ITL.
     itl_variability: Variability,
+    /// Whether each pool ended the last interval with a backlog (by [`slot`]).
+    backlog: [bool; 3],
 }
 
 impl SlaPolicy {
@@ -93,6 +95,7 @@ impl SlaPolicy {
             plans: std::array::from_fn(|_| Recent::new(config.hold_s)),
             ttft_variability: [Variability::new(config.variability_memory_s); 3],
             itl_variability: Variability::new(config.variability_memory_s),
+            backlog: [false; 3],
         }
     }
 
@@ -145,6 +148,8 @@ impl SlaPolicy {
                 return (current, why);
             }
             let target = planned.max(current + step);
+            // The hold window keeps what the pressure asked for, as it keeps what was planned.
+            self.plans[pool].push(self.clock_s, target as f64);
             let action = if target > current {
                 self.grew_at_queue[pool] = Some(queue);
                 format!("grow to {target} now")
@@ -259,5 +264,7 @@ impl Policy for SlaPolicy {
     }
 }
 
+#[cfg(test)]
+mod dynamics;
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,10 @@ use crate::policy::pool::{PoolLoad, slot};
 /// one interval's odd latency would ask for more workers than any load needs.
 const LEAST_UTILISATION: f64 = 0.05;
 
+/// Waiting requests per worker at the end of an interval past which the next one begins
+/// with a backlog.
+const BACKLOG: f64 = 1.0;
+
 /// What the forecast needs, in fractional workers, before headroom.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Need {
@@ -70,7 +74,8 @@ impl SlaPolicy {
     /// Learn each pool's burstiness from the interval that ended: its utilisation (the
     /// interval's load over the profiled capacity of the workers that served it) against its
     /// mean TTFT (prefilling pools) and ITL (aggregated pools), each over what an unloaded
-    /// worker shows for the same requests.
+    /// worker shows for the same requests. An interval that began with more than one request
+    /// waiting per worker teaches nothing.
     pub(super) fn learn_variability(&mut self, observed: &Observation, current: Replicas) {
         if self.config.variability_memory_s <= 0.0
             || observed.requests == 0
@@ -90,13 +95,20 @@ impl SlaPolicy {
         };
         for (role, n) in pools {
             let load = PoolLoad::of(observed, role);
+            let pool = slot(role);
+            // An interval that began with a backlog shows how long the backlog took to drain,
+            // not how the traffic queues: it is left out.
+            let began_backlogged = self.backlog[pool];
+            self.backlog[pool] = load.mean_waiting() > BACKLOG;
+            if began_backlogged {
+                continue;
+            }
             let serving = if load.workers > 0 { load.workers } else { n }.max(1) as f64;
             let rho = match role {
                 WorkerRole::Aggregated => need.prefill + need.decode,
                 WorkerRole::Prefill => need.prefill,
                 WorkerRole::Decode => need.decode,
             } / serving;
-            let pool = slot(role);
             if role != WorkerRole::Decode
                 && let Some(ttft) = observed.mean_ttft_ms
             {

@@ -1,12 +1,15 @@
 //! How bursty the traffic is, learned from how latency grew with the load.
 
-/// Utilisation is kept below this in the fit: past it a queue grows without bound and the
-/// interval's latency says how long the overload lasted, not how bursty the traffic is.
-const MOST_RHO: f64 = 0.95;
+/// Intervals with more load than this per worker are left out of the fit: near and past
+/// saturation a queue grows through the interval, and its latency says how long the
+/// overload lasted, not how bursty the traffic is.
+const MOST_RHO: f64 = 0.9;
 /// Intervals with less load than this per worker say too little about queueing to learn from.
 const LEAST_RHO: f64 = 0.05;
 /// The largest excess (latency over its unloaded value, less one) one interval may contribute.
 const MOST_EXCESS: f64 = 100.0;
+/// `ρ / (1 − ρ)` of the prior's one observation.
+const PRIOR_X: f64 = 0.5;
 /// The range of the learned coefficient.
 const RANGE: (f64, f64) = (0.05, 1000.0);
 
@@ -26,7 +29,7 @@ const RANGE: (f64, f64) = (0.05, 1000.0);
 /// `memory` per second of age, and turns a latency target into the utilisation that meets it:
 /// `ρ = x / (1 + x)` with `x = allowed excess / k`. Before any usable interval it knows
 /// nothing, and sets no utilisation. The first interval joins a prior of a Poisson queue
-/// (`k` 1) observed once at `ρ` 0.5, which fades like any interval: one odd interval at a
+/// (`k` 1) observed once at `ρ / (1 − ρ)` 0.5, which fades like any interval: one odd interval at a
 /// low load cannot make the traffic look a hundred times burstier than a Poisson stream.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Variability {
@@ -54,10 +57,9 @@ impl Variability {
         if !usable(interval_s) || !usable(latency) || !usable(unloaded) || !rho.is_finite() {
             return;
         }
-        if rho < LEAST_RHO {
+        if !(LEAST_RHO..=MOST_RHO).contains(&rho) {
             return;
         }
-        let rho = rho.min(MOST_RHO);
         let x = rho / (1.0 - rho);
         let y = (latency / unloaded - 1.0).clamp(0.0, MOST_EXCESS);
         let keep = if self.memory_s > 0.0 {
@@ -67,7 +69,7 @@ impl Variability {
         };
         if self.sxx == 0.0 {
             // The prior: k = 1 at ρ / (1 − ρ) = 1.
-            (self.sxx, self.sxy) = (1.0, 1.0);
+            (self.sxx, self.sxy) = (PRIOR_X * PRIOR_X, PRIOR_X * PRIOR_X);
         }
         self.sxx = keep * self.sxx + x * x;
         self.sxy = keep * self.sxy + x * y;
@@ -124,10 +126,12 @@ mod tests {
     #[test]
     fn one_odd_interval_at_low_load_is_weighed_against_the_prior() {
         let mut v = Variability::new(600.0);
-        // Five times the unloaded latency at 10% load: alone it would say k = 36.
+        // Five times the unloaded latency at 10% load: alone it would say k = 36; with the
+        // prior (k = 1 at ρ / (1 − ρ) = 0.5, faded by e^−0.1 over the interval) it says
+        // (0.226 + 4 / 9) / (0.226 + 1 / 81) = 2.81.
         v.observe(60.0, 0.1, 500.0, 100.0);
         let k = v.k().unwrap_or(0.0);
-        assert!(k > 1.0 && k < 2.0, "{k}");
+        assert!((k - 2.81).abs() < 0.01, "{k}");
     }
 
     #[test]

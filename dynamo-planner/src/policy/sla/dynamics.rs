@@ -1,0 +1,117 @@
+//! The policy in a loop with a simulated pool: bursts, steady load and quiet gaps.
+
+use super::*;
+use crate::perf::tests::sample;
+
+/// A pool of `workers` serving `rate` req/s of 1000-token prompts and 2-token outputs, whose
+/// latencies grow with utilisation as a queue `burstiness` times as variable as a Poisson
+/// stream: unloaded × (1 + burstiness × ρ / (1 − ρ)). The sample profile prefills 20,000
+/// tokens a second (50 ms for one prompt) and decodes at 10 ms a token.
+fn served(rate: f64, workers: usize, burstiness: f64) -> Observation {
+    let rho = (rate * 1000.0 / 20_000.0 / workers.max(1) as f64).min(0.95);
+    let stretch = 1.0 + burstiness * rho / (1.0 - rho);
+    Observation {
+        interval_s: 60.0,
+        requests: (rate * 60.0) as u64,
+        mean_input_tokens: 1000.0,
+        mean_output_tokens: 2.0,
+        mean_ttft_ms: Some(50.0 * stretch),
+        mean_itl_ms: Some(10.0 * stretch),
+        ..Observation::default()
+    }
+}
+
+/// Run `rates` (one a minute) through the policy, starting from `workers`; the sizes it
+/// chose after each.
+fn run(policy: &mut SlaPolicy, mut workers: usize, rates: &[f64], burstiness: f64) -> Vec<usize> {
+    rates
+        .iter()
+        .map(|&rate| {
+            let observed = served(rate, workers, burstiness);
+            let forecast = Forecast {
+                requests_per_s: rate,
+                input_tokens: 1000.0,
+                output_tokens: 2.0,
+            };
+            let proposal = policy.plan(&observed, &forecast, Replicas::Aggregated(workers));
+            workers = proposal.target.total().min(16);
+            workers
+        })
+        .collect()
+}
+
+fn policy() -> Result<SlaPolicy, crate::Error> {
+    Ok(SlaPolicy::new(sample()?, SlaConfig::default()))
+}
+
+/// How many times a series of sizes turns from growing to shrinking or back.
+fn turns(sizes: &[usize]) -> usize {
+    let steps: Vec<i64> = sizes
+        .windows(2)
+        .map(|w| (w[1] as i64 - w[0] as i64).signum())
+        .filter(|&s| s != 0)
+        .collect();
+    steps.windows(2).filter(|w| w[0] != w[1]).count()
+}
+
+#[test]
+fn a_burst_grows_the_pool_in_the_interval_it_is_seen() -> Result<(), crate::Error> {
+    let mut p = policy()?;
+    let mut rates = vec![2.0; 6];
+    rates.push(40.0);
+    let sizes = run(&mut p, 2, &rates, 3.0);
+    // Two workers are more than 2 req/s needs: after the five-minute hold one goes.
+    assert!(sizes[..6].iter().all(|&n| n <= 2), "{sizes:?}");
+    // 40 req/s is two workers' whole capacity: at least four are needed to keep the queue
+    // short, and they are asked for at the first interval that shows the burst.
+    assert!(sizes[6] >= 4, "{sizes:?}");
+    Ok(())
+}
+
+#[test]
+fn a_steady_load_settles_without_oscillating() -> Result<(), crate::Error> {
+    for start in [1, 2, 8] {
+        let mut p = policy()?;
+        let sizes = run(&mut p, start, &[20.0; 40], 3.0);
+        assert!(turns(&sizes) <= 1, "from {start}: {sizes:?}");
+        let settled = &sizes[20..];
+        assert!(
+            settled.iter().all(|&n| n == settled[0]),
+            "from {start}: {sizes:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn bursty_traffic_is_planned_with_more_headroom() -> Result<(), crate::Error> {
+    // The same load, once as a Poisson-like queue and once ten times as variable.
+    let smooth = run(&mut policy()?, 2, &[20.0; 10], 1.0);
+    let bursty = run(&mut policy()?, 2, &[20.0; 10], 10.0);
+    assert!(
+        bursty[9] > smooth[9],
+        "smooth {smooth:?}, bursty {bursty:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn quiet_gaps_between_bursts_keep_the_workers() -> Result<(), crate::Error> {
+    // A burst every four minutes, quiet in between.
+    let rates: Vec<f64> = (0..16)
+        .map(|i| if i % 4 == 0 { 30.0 } else { 1.0 })
+        .collect();
+    let held = run(&mut policy()?, 2, &rates, 3.0);
+    let grown = held[0];
+    assert!(grown > 2, "{held:?}");
+    assert!(held.iter().all(|&n| n >= grown), "{held:?}");
+    // Without the hold window the pool shrinks in each gap and meets the next burst short.
+    let config = SlaConfig {
+        hold_s: 0.0,
+        calm_s: 120.0,
+        ..SlaConfig::default()
+    };
+    let unheld = run(&mut SlaPolicy::new(sample()?, config), 2, &rates, 3.0);
+    assert!(unheld.iter().any(|&n| n < grown), "{unheld:?}");
+    Ok(())
+}
