@@ -31,12 +31,18 @@ use variability::Variability;
 /// 2. **Count only uncached prompt tokens**: the prefill load is `rate × ISL × (1 − hit
 ///    rate)`, with the KV hit rate smoothed over intervals; multi-turn conversations reuse
 ///    most of their prompt.
-/// 3. **Keep headroom**: each pool needs `load / (capacity per worker × utilisation)`
-///    workers. Prefill capacity is the profile's at the uncached prompt length; decode
+/// 3. **Keep the headroom the traffic needs**: each pool needs `load / (capacity per worker ×
+///    u)` workers. Prefill capacity is the profile's at the uncached prompt length; decode
 ///    capacity is the profile's best throughput within the ITL target (divided by a smoothed
 ///    ITL correction of at least 1) at context `ISL + OSL/2`. An aggregated worker does both,
-///    so its pool needs the sum of the two shares; the ITL it is expected to show is the
-///    profile's stretched by the share of time prefill takes.
+///    so its pool needs the sum of the two shares. The utilisation `u` is `utilisation`, or
+///    less where the traffic has shown itself bursty: a queueing model (Kingman's, `latency /
+///    unloaded − 1 = k × ρ / (1 − ρ)`) fitted to the intervals seen (each interval's
+///    utilisation against its mean TTFT, and for an aggregated pool its mean ITL) gives the
+///    utilisation at which the mean latency sits at `setpoint` of the share of the room that
+///    makes a pool grow. Poisson-like traffic (`k` about 1) plans near `utilisation`; traffic
+///    that arrives in bursts within an interval (`k` 3–8 on the Azure code trace at ×4)
+///    plans at a third of it or less.
 /// 4. **React at once** when the interval missed a target or queued: a pool whose mean TTFT
 ///    (prefill, aggregated) or ITL (decode, aggregated) took more than its share (from
 ///    `attainment_goal`) of the room between what one unloaded worker shows and its limit
@@ -50,10 +56,15 @@ use variability::Variability;
 ///    while the pressure lasts after a step, the pool grows again only if its queue did not
 ///    fall since, since a falling queue is the last step's workers draining a backlog.
 /// 5. **Shrink slowly**: only when the interval was calm — each latency within half of its
-///    share of the room, queues within half of their limit — and the plan fits in one
-///    worker fewer at `shrink_below` of their capacity; after `calm_s` seconds of such
-///    intervals in a row, one worker, then one more per `shrink_step_s` seconds while that
-///    lasts.
+///    share of the room, queues within half of their limit —, the largest plan (or reactive
+///    target) of the last `hold_s` seconds fits in one worker fewer at `shrink_below` of their
+///    capacity, and the policy has seen at least `hold_s` seconds; after `calm_s` seconds of
+///    such intervals in a row, one worker, then one more per `shrink_step_s` seconds while
+///    that lasts. Load that comes back within the window (bursts a few minutes apart) finds
+///    the workers still there.
+///
+/// With `surge_window_s` set, the rate planned for also gets the `surge_quantile` of how far
+/// the arrival rate rose above the plan in that window (off by default).
 #[derive(Debug, Clone)]
 pub struct SlaPolicy {
     config: SlaConfig,
