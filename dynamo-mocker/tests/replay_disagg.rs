@@ -336,3 +336,47 @@ fn a_flexible_prefill_pool_serves_whole_requests_and_counts_their_first_tokens()
             .all(|r| r.worker >= 2)
     );
 }
+
+#[test]
+fn a_pool_placed_by_the_router_s_cost_serves_as_one_aggregated_pool() {
+    let trace = mooncake(600);
+    let ttft = || {
+        dynamo_router::ExpectedTtft::new(dynamo_router::ExpectedTtftConfig {
+            seed: Some(7),
+            ..dynamo_router::ExpectedTtftConfig::default()
+        })
+    };
+    let aggregated = Replay::new(
+        &trace,
+        &ReplayConfig {
+            workers: 5,
+            ..ReplayConfig::default()
+        },
+    )
+    .policy(ttft())
+    .knowledge(events())
+    .run()
+    .unwrap();
+    let pools = Replay::new(&trace, &disagg(2, 3, TransferConfig::default()))
+        .policy(ttft())
+        .knowledge(events())
+        .decode_policy(ttft(), events())
+        .placement(dynamo_router::disagg::RouterCostPlacement::default())
+        .run()
+        .unwrap();
+    assert_eq!(pools.summary.completed_requests, trace.len());
+    // Nothing is handed over; both pools serve whole requests.
+    assert!(pools.records.iter().all(|r| r.prefill_worker.is_none()));
+    assert!(pools.records.iter().any(|r| r.worker < 2));
+    assert!(pools.records.iter().any(|r| r.worker >= 2));
+    // The prompts land where one router over the five workers would put them, tie-breaks
+    // aside (10.3% of prompt tokens reused here, 9.9% by the aggregated replay): no less.
+    let (reuse, aggregated_reuse) = (
+        pools.summary.prefix_cache_reused_ratio,
+        aggregated.summary.prefix_cache_reused_ratio,
+    );
+    assert!(
+        reuse >= 0.97 * aggregated_reuse,
+        "{reuse} against {aggregated_reuse}"
+    );
+}

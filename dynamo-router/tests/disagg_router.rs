@@ -12,8 +12,10 @@ use dynamo_core::{
     BlockHasher, BlockSize, BoxEngine, Disaggregation, EngineExt, Error, FinishReason,
     GenerateRequest, KvHandoff, TokenChunk, TokenStream, Usage, WorkerId,
 };
-use dynamo_router::RouterService;
-use dynamo_router::disagg::{AlwaysRemote, DisaggRouter, ExpectedTtftPlacement, Threshold};
+use dynamo_router::disagg::{
+    AlwaysRemote, DisaggRouter, ExpectedTtftPlacement, RouterCostPlacement, Threshold,
+};
+use dynamo_router::{Booking, LoadGuard, RouterService};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -209,6 +211,49 @@ async fn an_idle_prefill_worker_of_a_flexible_pool_serves_the_whole_request() {
     assert_eq!(prefill_seen[0].disaggregation, Disaggregation::None);
     assert_eq!(prefill_seen[0].limits.max_tokens, Some(4));
     assert!(decode.seen.lock().unwrap().is_empty());
+    // Nothing stays booked on either pool.
+    let (p, d) = (router.prefill().selector(), router.decode().selector());
+    assert_eq!(p.load().load(WorkerId::new(1)).active_requests, 0);
+    assert_eq!(d.load().load(WorkerId::new(2)).active_requests, 0);
+}
+
+#[tokio::test]
+async fn the_router_s_cost_sends_the_whole_request_to_the_less_loaded_pool() {
+    let (prefill, decode) = (Successor::default(), Successor::default());
+    let (p, d) = pools(&prefill, &decode);
+    let router = DisaggRouter::new(p, d, RouterCostPlacement::default()).unwrap();
+    // A long prompt queued on a worker, as another request would book it.
+    let queued = |pool: &RouterService, id: u64| -> LoadGuard {
+        let booking = Booking {
+            blocks: Vec::new(),
+            prefill_tokens: 4000,
+            expected_output_tokens: 0,
+        };
+        pool.selector().load().book(WorkerId::new(id), booking)
+    };
+    let tokens = |chunks: Vec<TokenChunk>| -> Vec<u32> {
+        chunks.iter().flat_map(|c| c.tokens.clone()).collect()
+    };
+    // The decode worker is the queued one: the prefill worker serves the request whole.
+    let guard = queued(router.decode(), 2);
+    let answer = tokens(chunks(router.clone(), request(10, 4)).await);
+    assert_eq!(answer, [11, 12, 13, 14], "the aggregated answer");
+    drop(guard);
+    {
+        let prefill_seen = prefill.seen.lock().unwrap();
+        assert_eq!(prefill_seen.len(), 1);
+        assert_eq!(prefill_seen[0].disaggregation, Disaggregation::None);
+        assert!(decode.seen.lock().unwrap().is_empty());
+    }
+    // Now the prefill worker is: the decode worker computes the prompt.
+    let guard = queued(router.prefill(), 1);
+    let answer = tokens(chunks(router.clone(), request(10, 4)).await);
+    assert_eq!(answer, [11, 12, 13, 14]);
+    drop(guard);
+    assert_eq!(prefill.seen.lock().unwrap().len(), 1);
+    let decode_seen = decode.seen.lock().unwrap();
+    assert_eq!(decode_seen.len(), 1);
+    assert_eq!(decode_seen[0].disaggregation, Disaggregation::None);
     // Nothing stays booked on either pool.
     let (p, d) = (router.prefill().selector(), router.decode().selector());
     assert_eq!(p.load().load(WorkerId::new(1)).active_requests, 0);

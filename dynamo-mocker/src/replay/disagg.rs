@@ -142,17 +142,25 @@ pub(crate) fn decode_load_policy(seed: Option<u64>) -> KvCost {
 
 /// The prefill pool's view of a policy: the workers' active decode blocks left out, as NVIDIA
 /// Dynamo's prefill router leaves them out (`router_track_active_blocks = false`). On a prefill
-/// worker they are the prompts in its queue, which the prefill term counts already.
+/// worker they are the prompts in its queue, which the prefill term counts already. When the
+/// placement gives prefill workers whole requests (`decodes`), they are these requests'
+/// decodes too, and the router sees them, as `DisaggRouter`'s prefill pool does.
 #[derive(Debug)]
-pub(crate) struct PrefillPool<P>(pub(crate) P);
+pub(crate) struct PrefillPool<P> {
+    pub(crate) policy: P,
+    pub(crate) decodes: bool,
+}
 
 impl<P: Router> Router for PrefillPool<P> {
     fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
+        if self.decodes {
+            return self.policy.route(request, workers);
+        }
         let mut view = workers.to_vec();
         for worker in &mut view {
             worker.load.active_decode_blocks = 0;
         }
-        self.0.route(request, &view)
+        self.policy.route(request, &view)
     }
 }
 

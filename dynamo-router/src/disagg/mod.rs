@@ -3,10 +3,12 @@
 //! splitting pays.
 
 mod placement;
+mod router_cost;
 mod service;
 
 pub use placement::{
     AlwaysRemote, BookedWorker, ExpectedTtftPlacement, Placement, PlacementContext,
     PlacementPolicy, PrefillCandidate, Threshold,
 };
+pub use router_cost::{Candidates, RouterCostPlacement, Unbooked, draw};
 pub use service::{BlockSizeMismatch, DisaggRouter};

@@ -3,6 +3,7 @@
 
 use dynamo_core::BlockSize;
 
+use super::router_cost::Candidates;
 use crate::load::WorkerLoad;
 use crate::policy::PrefillTimeModel;
 
@@ -44,6 +45,10 @@ pub struct PlacementContext {
     /// The prefill worker the request would use; `None` when no prefill worker can take it
     /// now (none registered, or all above their busy thresholds).
     pub prefill: Option<PrefillCandidate>,
+    /// Both candidates as their routers saw them, for a placement that weighs them with a
+    /// router's cost ([`RouterCostPlacement`](super::RouterCostPlacement)); `None` when the
+    /// caller does not give them.
+    pub candidates: Option<Candidates>,
 }
 
 /// A worker booked for the request being placed, as its selector reported it.
@@ -87,6 +92,16 @@ impl PlacementContext {
                     load: before(&prefill, uncached_tokens),
                 }
             }),
+            candidates: None,
+        }
+    }
+
+    /// The same context with both candidates' states, for
+    /// [`RouterCostPlacement`](super::RouterCostPlacement).
+    pub fn with_candidates(self, candidates: Candidates) -> Self {
+        PlacementContext {
+            candidates: Some(candidates),
+            ..self
         }
     }
 
@@ -120,6 +135,7 @@ impl PlacementContext {
 ///     decode_uncached_tokens: 4000,
 ///     decode_load: WorkerLoad::default(),
 ///     prefill: Some(PrefillCandidate { uncached_tokens: 4000, load: WorkerLoad::default() }),
+///     candidates: None,
 /// };
 /// assert_eq!(policy.place(&request), Placement::Remote);
 /// // The decode worker already holds all but the last 100 tokens: computing them there is cheaper.
@@ -130,6 +146,13 @@ impl PlacementContext {
 pub trait PlacementPolicy: std::fmt::Debug + Send + Sync + 'static {
     /// Where `request`'s prompt is computed. Only asked when there is a prefill candidate.
     fn place(&self, request: &PlacementContext) -> Placement;
+
+    /// Whether the policy may give a prefill worker whole requests
+    /// ([`Placement::PrefillWorker`]), which it then decodes: the prefill pool's router should
+    /// count their decode blocks. Default `false`.
+    fn prefill_workers_decode(&self) -> bool {
+        false
+    }
 }
 
 /// Every prompt on a prefill worker when one can take it: NVIDIA Dynamo's disaggregated
@@ -297,17 +320,29 @@ impl PlacementPolicy for ExpectedTtftPlacement {
             Placement::Local
         }
     }
+
+    fn prefill_workers_decode(&self) -> bool {
+        self.prefill_workers_decode
+    }
 }
 
 impl<P: PlacementPolicy + ?Sized> PlacementPolicy for std::sync::Arc<P> {
     fn place(&self, request: &PlacementContext) -> Placement {
         (**self).place(request)
     }
+
+    fn prefill_workers_decode(&self) -> bool {
+        (**self).prefill_workers_decode()
+    }
 }
 
 impl<P: PlacementPolicy + ?Sized> PlacementPolicy for Box<P> {
     fn place(&self, request: &PlacementContext) -> Placement {
         (**self).place(request)
+    }
+
+    fn prefill_workers_decode(&self) -> bool {
+        (**self).prefill_workers_decode()
     }
 }
 
@@ -328,6 +363,7 @@ mod tests {
                     ..WorkerLoad::default()
                 },
             }),
+            candidates: None,
         }
     }
 

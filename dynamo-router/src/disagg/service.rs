@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tower::Service;
 
 use super::placement::{BookedWorker, Placement, PlacementContext, PlacementPolicy};
+use super::router_cost::{Candidates, Unbooked, draw};
 use crate::RouterService;
 use crate::migrate::continuation::{as_one_request, continuation, count};
 use crate::selector::RouteRequest;
@@ -179,7 +180,7 @@ impl Inner {
             record("no_prefill_worker");
             return self.decode.run(decode, request).await;
         };
-        let context = self.context(&route, &decode, &prefill);
+        let context = self.context(&request, &route, &decode, &prefill);
         match self.placement.place(&context) {
             Placement::Local => {
                 record("local");
@@ -198,18 +199,55 @@ impl Inner {
         Ok(TokenStream::from_receiver(receiver, cancel))
     }
 
-    /// What the policy sees of the request and the two booked workers.
-    fn context(&self, route: &RouteRequest, decode: &Placed, prefill: &Placed) -> PlacementContext {
+    /// What the policy sees of the request and the two booked workers. The candidates' states
+    /// leave out the prompt blocks other requests hold there (`in_flight`), which the pools'
+    /// routers saw but do not report.
+    fn context(
+        &self,
+        request: &GenerateRequest,
+        route: &RouteRequest,
+        decode: &Placed,
+        prefill: &Placed,
+    ) -> PlacementContext {
         let booked = |router: &RouterService, placed: &Placed| BookedWorker {
             cached_blocks: placed.cached().total(),
             load: router.selector().load().load(placed.worker()),
         };
+        let (decode_booked, prefill_booked) =
+            (booked(&self.decode, decode), booked(&self.prefill, prefill));
+        let prompt_blocks = route.blocks.len() as u32;
+        let unbooked = |placed: &Placed, booked: &BookedWorker| {
+            let seen = Unbooked {
+                cached: placed.cached(),
+                in_flight: 0,
+                booked: booked.load,
+            };
+            seen.state(
+                placed.worker(),
+                route.prompt_tokens,
+                prompt_blocks,
+                self.block_size,
+            )
+        };
+        let sizes = [&self.prefill, &self.decode].map(|pool| pool.selector().workers().len());
+        let id = request.id.as_str().bytes();
+        let key = id.fold(0xCBF2_9CE4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01B3)
+        });
+        let candidates = Candidates {
+            decode: unbooked(decode, &decode_booked),
+            prefill: unbooked(prefill, &prefill_booked),
+            prompt_blocks,
+            prefill_share: sizes[0] as f64 / (sizes[0] + sizes[1]).max(1) as f64,
+            draw: draw(key),
+        };
         PlacementContext::from_booked(
             route.prompt_tokens,
             self.block_size,
-            booked(&self.decode, decode),
-            Some(booked(&self.prefill, prefill)),
+            decode_booked,
+            Some(prefill_booked),
         )
+        .with_candidates(candidates)
     }
 
     /// Prefill on `prefill`, then decode on `decode`, sending the client's chunks on `chunks`

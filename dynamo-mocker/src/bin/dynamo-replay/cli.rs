@@ -341,6 +341,9 @@ pub(crate) enum PlacementName {
     ExpectedTtft,
     /// expected-ttft with a flexible prefill pool: an idle prefill worker serves whole requests
     Flexible,
+    /// A flexible prefill pool placed by the ttft router's cost (its --ttft-* weights): each
+    /// request goes whole to the candidate that router prefers, as over one aggregated pool
+    RouterCost,
 }
 
 impl fmt::Display for PlacementName {
@@ -563,7 +566,7 @@ mod tests {
             "--transfer-latency-ms",
             "0.5",
             "--placement",
-            "always-remote, expected-ttft",
+            "always-remote, expected-ttft,router-cost",
         ])
         .expect("parses");
         let config = cli.config();
@@ -575,7 +578,11 @@ mod tests {
         assert_eq!(disagg.handed_over_kv, HandedOverKv::Discarded);
         assert_eq!(
             cli.placements,
-            [PlacementName::AlwaysRemote, PlacementName::ExpectedTtft]
+            [
+                PlacementName::AlwaysRemote,
+                PlacementName::ExpectedTtft,
+                PlacementName::RouterCost
+            ]
         );
         assert_eq!(cli.decode_router, RouterName::KvLoad);
         assert_eq!(cli.handoff_router, RouterName::KvLoad);

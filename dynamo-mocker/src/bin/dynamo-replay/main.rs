@@ -20,7 +20,9 @@ use dynamo_mocker::{
     CacheKnowledge, Replay, ReplayConfig, RequestRecord, RouterReplicas, Sla, Summary,
     WorkloadConfig, generate, load_trace, write_mooncake,
 };
-use dynamo_router::disagg::{AlwaysRemote, ExpectedTtftPlacement, PlacementPolicy, Threshold};
+use dynamo_router::disagg::{
+    AlwaysRemote, ExpectedTtftPlacement, PlacementPolicy, RouterCostPlacement, Threshold,
+};
 use dynamo_router::{
     ApproxConfig, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
     PowerOfTwoChoices, Random, RoundRobin, Router, SharedIndex,
@@ -118,6 +120,12 @@ fn placement(name: PlacementName, cli: &Cli) -> Box<dyn PlacementPolicy> {
                 ..ExpectedTtftPlacement::default()
             })
         }
+        PlacementName::RouterCost => Box::new(RouterCostPlacement::new(ExpectedTtftConfig {
+            compute_weight: cli.ttft_compute_weight,
+            decode_ms_per_block: cli.ttft_decode_ms_per_block,
+            stall_weight: cli.ttft_stall_weight,
+            ..ExpectedTtftConfig::default()
+        })),
     }
 }
 

@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use dynamo_router::disagg::{BookedWorker, Placement, PlacementContext, PlacementPolicy};
+use dynamo_router::disagg::{
+    BookedWorker, Candidates, Placement, PlacementContext, PlacementPolicy, Unbooked, draw,
+};
 use dynamo_router::{RouteRequest, Routed};
 
 use super::{Event, Simulation, route};
@@ -67,7 +69,7 @@ impl Simulation<'_> {
         let placement = match (&self.disagg, &prefill) {
             (Some(disagg), Some(prefill)) => disagg
                 .placement
-                .place(&self.context(route, &decode, prefill)),
+                .place(&self.context(index, route, &decode, prefill)),
             _ => Placement::Local,
         };
         let started = match (placement, prefill) {
@@ -94,18 +96,49 @@ impl Simulation<'_> {
         }
     }
 
-    /// What the placement policy sees of the request and the two booked workers.
-    fn context(&self, route: &RouteRequest, decode: &Routed, prefill: &Routed) -> PlacementContext {
+    /// What the placement policy sees of trace request `index` and the two booked workers.
+    fn context(
+        &self,
+        index: usize,
+        route: &RouteRequest,
+        decode: &Routed,
+        prefill: &Routed,
+    ) -> PlacementContext {
+        let block_size = self.config.engine.block_size;
         let booked = |pool: usize, routed: &Routed| BookedWorker {
             cached_blocks: routed.cached.total(),
             load: self.pools[pool].selector.load().load(routed.worker),
         };
+        let (decode_booked, prefill_booked) = (booked(DECODE, decode), booked(PREFILL, prefill));
+        let prompt_blocks = route.blocks.len() as u32;
+        let unbooked = |routed: &Routed, booked: &BookedWorker| {
+            let seen = Unbooked {
+                cached: routed.cached,
+                in_flight: routed.in_flight,
+                booked: booked.load,
+            };
+            seen.state(
+                routed.worker,
+                route.prompt_tokens,
+                prompt_blocks,
+                block_size,
+            )
+        };
+        let sizes = [PREFILL, DECODE].map(|pool| self.pools[pool].selector.workers().len());
+        let candidates = Candidates {
+            decode: unbooked(decode, &decode_booked),
+            prefill: unbooked(prefill, &prefill_booked),
+            prompt_blocks,
+            prefill_share: sizes[0] as f64 / (sizes[0] + sizes[1]).max(1) as f64,
+            draw: draw(index as u64),
+        };
         PlacementContext::from_booked(
             route.prompt_tokens,
-            self.config.engine.block_size,
-            booked(DECODE, decode),
-            Some(booked(PREFILL, prefill)),
+            block_size,
+            decode_booked,
+            Some(prefill_booked),
         )
+        .with_candidates(candidates)
     }
 
     /// Whether request `id` is in its prefill phase on a prefill worker (rather than served

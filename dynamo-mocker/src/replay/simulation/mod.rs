@@ -67,7 +67,14 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
                 handing_over: handing_over.clone(),
             };
             let pools = vec![
-                Pool::new(config, PrefillPool(policy), knowledge),
+                Pool::new(
+                    config,
+                    PrefillPool {
+                        policy,
+                        decodes: placement.prefill_workers_decode(),
+                    },
+                    knowledge,
+                ),
                 Pool::new(config, decode_pool, decode_knowledge),
             ];
             let sizes = vec![setup.prefill_workers, setup.decode_workers];
