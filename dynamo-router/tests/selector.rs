@@ -83,8 +83,9 @@ fn a_shared_prefix_spreads_once_load_builds() {
         );
         assert!(most < 120, "no worker takes most of the burst: {counts:?}");
     }
-    // Ours first follows the prefix the first request is computing, before spreading.
-    assert!(first.iter().all(|&w| w == first[0]), "{first:?}");
+    // Ours first follows the prefix the first request is computing, before spreading (with
+    // a prefix of 1,024 tokens the stall of one more request there soon outweighs it).
+    assert_eq!(first[1], first[0], "{first:?}");
 }
 
 #[test]

@@ -68,9 +68,10 @@ pub struct ExpectedTtftConfig {
     pub compute_weight: f64,
     /// The weight of the stall this request's prefill causes each request already active on
     /// the worker: an engine with chunked prefill runs the prompt in the same steps as their
-    /// decodes, so each of them waits the prompt's prefill time for a token. Without it, a
+    /// decodes, so each of them waits the prompt's prefill time for a token (the router does
+    /// not know which of them still wait for their own prefill, so all count). Without it, a
     /// worker that holds a hot prefix draws every request that shares it until its batch is
-    /// full, since computing the prefix elsewhere costs more than any one of them. Default 0.2
+    /// full, since computing the prefix elsewhere costs more than any one of them. Default 0.5
     /// (chosen with `dynamo-replay` over generated workloads, `docs/router.md`).
     pub stall_weight: f64,
     /// The cost, in ms, of each KV block the worker's active requests hold (and this request
@@ -88,7 +89,7 @@ impl Default for ExpectedTtftConfig {
             prefill: PrefillTimeModel::default(),
             credits: TierCredits::default(),
             compute_weight: 1.0,
-            stall_weight: 0.2,
+            stall_weight: 0.5,
             decode_ms_per_block: 0.1,
             temperature: 0.0,
             seed: None,
@@ -98,7 +99,7 @@ impl Default for ExpectedTtftConfig {
 
 /// Routes each request to the worker with the lowest expected time to first token.
 ///
-/// Two changes to the incumbent's cost ([`KvCost`](crate::KvCost)), each aimed at one of its
+/// Three changes to the incumbent's cost ([`KvCost`](crate::KvCost)), each aimed at one of its
 /// blind spots:
 ///
 /// 1. **Prefixes in flight count as cached.** When a burst of requests shares a new prefix,
@@ -115,6 +116,13 @@ impl Default for ExpectedTtftConfig {
 ///    plus a smaller decode-pressure term per held block. A long uncached prompt then weighs
 ///    what it will really cost, and recomputing a prefix that another worker is already
 ///    computing is charged for the work it duplicates.
+/// 3. **Stalled decodes.** With chunked prefill a prompt runs in the same steps as the
+///    worker's decoding requests, and each of them waits its prefill time for a token. That
+///    stall, [`ExpectedTtftConfig::stall_weight`] times the prefill time per request active on
+///    the worker, keeps a worker that holds a hot prefix from drawing every request that
+///    shares it: computing the prefix on another worker costs more than any one request's
+///    wait there, but not more than the stalls of a growing batch. The charge stops at what
+///    the whole prompt costs on an idle worker, so that on a busy pool the queue decides.
 ///
 /// On the Mooncake trace replayed through 8 simulated workers (`docs/simulator.md`), it
 /// reaches a prefix-cache reuse of 0.537 and a p90 TTFT of 520 ms, against 0.503 and 546 ms
@@ -124,8 +132,9 @@ impl Default for ExpectedTtftConfig {
 /// cached   = max(device + 0.75·host + 0.25·disk, in_flight)            (blocks)
 /// uncached = max(0, prompt_tokens − cached · block_size)               (tokens)
 /// cost     = prefill_ms(active_prefill_tokens + uncached)              (expected TTFT)
-///          + (compute_weight + stall_weight · decoding) · prefill_ms(uncached)
-///                                                          (work added, decodes stalled)
+///          + compute_weight · prefill_ms(uncached)                     (work added)
+///          + min(stall_weight · active_requests · prefill_ms(uncached),
+///                (1 + compute_weight) · prefill_ms(prompt_tokens))     (requests stalled)
 ///          + decode_ms_per_block · (active_decode_blocks + new blocks) (decode pressure)
 /// ```
 ///
@@ -180,6 +189,16 @@ impl ExpectedTtft {
         (request.prompt_tokens as f64 - cached_tokens).max(0.0) as u64
     }
 
+    /// The most the stalls of `request`'s prefill are charged on any worker: what computing
+    /// its whole prompt costs on an idle worker (its TTFT and its work). Past that, sending
+    /// it to a worker without its prefix is cheaper anyway, so a larger charge would only
+    /// reorder busy workers, which is the queue's part; and on a busy pool every worker
+    /// reaches the cap, so the queue decides, instead of long prompts gathering on the
+    /// workers with the fewest requests.
+    fn stall_cap(&self, request: &RouteContext<'_>) -> f64 {
+        (1.0 + self.config.compute_weight) * self.config.prefill.time_ms(request.prompt_tokens)
+    }
+
     /// The expected time to first token of `request` on `worker`, in ms.
     pub fn expected_ttft_ms(&self, request: &RouteContext<'_>, worker: &WorkerState) -> f64 {
         let uncached = self.uncached_tokens(request, worker);
@@ -189,10 +208,10 @@ impl ExpectedTtft {
     }
 
     /// The cost of sending `request` to `worker`, in ms: expected time to first token, the
-    /// prefill work added, and decode pressure.
+    /// prefill work added, the stalls of the worker's active requests, and decode pressure.
     pub fn cost(&self, request: &RouteContext<'_>, worker: &WorkerState) -> f64 {
         let time = |tokens| self.config.prefill.time_ms(tokens);
-        self.cost_with(request, worker, time, time)
+        self.cost_with(request, worker, self.stall_cap(request), time, time)
     }
 
     /// [`cost`](Self::cost), with the prefill times of the added work and of the queue taken
@@ -202,6 +221,7 @@ impl ExpectedTtft {
         &self,
         request: &RouteContext<'_>,
         worker: &WorkerState,
+        stall_cap: f64,
         work_ms: impl Fn(u64) -> f64,
         queue_ms: impl Fn(u64) -> f64,
     ) -> f64 {
@@ -210,9 +230,9 @@ impl ExpectedTtft {
         // `expected_ttft_ms`, without computing the uncached tokens again.
         let ttft = queue_ms(worker.load.active_prefill_tokens + uncached);
         let held = worker.decode_blocks_with(request) as f64;
-        let stalled = decoding_requests(request, worker) as f64;
-        let work_weight = self.config.compute_weight + self.config.stall_weight * stalled;
-        ttft + work_weight * work + self.config.decode_ms_per_block * held
+        let stalled = f64::from(worker.load.active_requests);
+        let stall = (self.config.stall_weight * stalled * work).min(stall_cap);
+        ttft + self.config.compute_weight * work + stall + self.config.decode_ms_per_block * held
     }
 }
 
@@ -228,23 +248,22 @@ impl Router for ExpectedTtft {
         // often ask for the same prefill time: remember the last one of each kind.
         let work = Memo::new(&self.config.prefill);
         let queue = Memo::new(&self.config.prefill);
+        let stall_cap = self.stall_cap(request);
         lowest_cost(
             workers,
-            |w| self.cost_with(request, w, |t| work.time_ms(t), |t| queue.time_ms(t)),
+            |w| {
+                self.cost_with(
+                    request,
+                    w,
+                    stall_cap,
+                    |t| work.time_ms(t),
+                    |t| queue.time_ms(t),
+                )
+            },
             self.config.temperature,
             &self.rng,
         )
     }
-}
-
-/// The requests on `worker` that are past their prefill, estimated: its booked prefill tokens
-/// are counted as requests of `request`'s length that have not started decoding.
-fn decoding_requests(request: &RouteContext<'_>, worker: &WorkerState) -> u64 {
-    let prefilling = worker
-        .load
-        .active_prefill_tokens
-        .div_ceil(request.prompt_tokens.max(1));
-    u64::from(worker.load.active_requests).saturating_sub(prefilling)
 }
 
 /// A prefill time model that remembers its last answer.
@@ -333,5 +352,45 @@ mod tests {
             ..ExpectedTtftConfig::default()
         });
         assert_eq!(hot_prefix_choice(&herding, 100), hot);
+    }
+
+    #[test]
+    fn on_a_busy_pool_the_queue_decides_not_the_stall() {
+        use dynamo_core::{BlockSize, SequenceHash, WorkerId};
+        // A 20k-token prompt that no worker caches. Worker 1 decodes 40 requests and has no
+        // prefill queue; worker 2 decodes 2 long ones and has 60k tokens queued. Charged in
+        // full, 40 stalls would send the prompt behind the queue; capped, it goes where it
+        // starts at once.
+        let blocks: Vec<_> = (0..320).map(SequenceHash).collect();
+        let request = RouteContext {
+            blocks: &blocks,
+            prompt_tokens: 320 * 64,
+            block_size: BlockSize::new(64).expect("valid"),
+            expected_output_tokens: None,
+        };
+        let mut many = WorkerState {
+            worker: WorkerId::new(1),
+            cached: Default::default(),
+            in_flight: 0,
+            load: Default::default(),
+        };
+        many.load.active_requests = 40;
+        many.load.active_decode_blocks = 40 * 40;
+        let mut queued = WorkerState {
+            worker: WorkerId::new(2),
+            ..many
+        };
+        queued.load.active_requests = 2;
+        queued.load.active_prefill_tokens = 60_000;
+        queued.load.active_decode_blocks = 1000;
+        let ours = ExpectedTtft::default();
+        assert_eq!(
+            ours.route(&request, &[many, queued]),
+            Decision::Route(WorkerId::new(1))
+        );
+        let cap = 2.0 * ours.config.prefill.time_ms(request.prompt_tokens);
+        let queue = ours.config.prefill.time_ms(request.prompt_tokens);
+        let expected = queue + queue + cap + 0.1 * (1600 + 320 + 1) as f64;
+        assert!((ours.cost(&request, &many) - expected).abs() < 1e-6);
     }
 }
