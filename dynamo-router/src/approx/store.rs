@@ -17,15 +17,22 @@ use smallvec::SmallVec;
 use super::records::{Records, Touch};
 use crate::index::{IndexError, Overlaps, TierOverlap};
 
-/// A worker predicted to hold a block, with the number of its latest touch of it.
+/// A worker predicted to hold a block, with the number of its latest touch of it, modulo
+/// 2^32: touch numbers are only compared for equality with touches still in the worker's
+/// queue, which holds far fewer than 2^32 of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Holder {
     slot: u32,
-    touch: u64,
+    touch: u32,
 }
 
-/// A block's holders, sorted by slot; most blocks have one.
-type Holders = SmallVec<[Holder; 1]>;
+/// A touch number as a holder keeps it.
+fn short(number: u64) -> u32 {
+    number as u32
+}
+
+/// A block's holders, sorted by slot; two fit in the map entry.
+type Holders = SmallVec<[Holder; 2]>;
 
 /// The most workers the predictions track (as many as the event-fed index).
 const MAX_WORKERS: usize = 1 << 24;
@@ -106,6 +113,7 @@ impl Store {
         };
         let first = state.records.next_touch();
         for (touch, &hash) in (first..).zip(hashes) {
+            let touch = short(touch);
             let holder = Holder { slot, touch };
             match self.blocks.entry(hash) {
                 Entry::Occupied(mut held) => {
@@ -129,8 +137,8 @@ impl Store {
             let blocks = &mut self.blocks;
             state.records.compact(|(hash, number), renumbered| {
                 match holder_mut(blocks, hash, slot) {
-                    Some(holder) if holder.touch == number => {
-                        holder.touch = renumbered;
+                    Some(holder) if holder.touch == short(number) => {
+                        holder.touch = short(renumbered);
                         true
                     }
                     _ => false,
@@ -313,7 +321,7 @@ fn is_latest(
     blocks.get(&hash).is_some_and(|holders| {
         holders
             .binary_search_by_key(&slot, |h| h.slot)
-            .is_ok_and(|i| holders[i].touch == number)
+            .is_ok_and(|i| holders[i].touch == short(number))
     })
 }
 
@@ -331,7 +339,7 @@ fn forget(
     let Ok(i) = holders.binary_search_by_key(&slot, |h| h.slot) else {
         return false;
     };
-    if holders[i].touch != number {
+    if holders[i].touch != short(number) {
         return false;
     }
     holders.remove(i);
