@@ -21,7 +21,9 @@ use dynamo_kvbm::{
     BlockServerConfig, KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch, TcpFetchConfig,
 };
 use dynamo_router::RouterService;
-use dynamo_router::disagg::{AlwaysRemote, DisaggRouter, ExpectedTtftPlacement, Threshold};
+use dynamo_router::disagg::{
+    AlwaysRemote, DisaggRouter, ExpectedTtftPlacement, RouterCostPlacement, Threshold,
+};
 
 use crate::options::{EngineKind, Options, PlacementKind, RoleKind};
 
@@ -196,6 +198,9 @@ pub(crate) fn router(
                 ..ExpectedTtftPlacement::default()
             };
             DisaggRouter::new(prefill, decode, flexible)?
+        }
+        PlacementKind::RouterCost => {
+            DisaggRouter::new(prefill, decode, RouterCostPlacement::default())?
         }
     };
     Ok(router.boxed_engine())

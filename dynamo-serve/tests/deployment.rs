@@ -330,6 +330,21 @@ async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregat
     let whole = placed(&metrics, "prefill_worker");
     assert_eq!(whole, GREEDY_PROMPTS.len() as u64, "{metrics}");
     assert_eq!(placed(&metrics, "remote") + placed(&metrics, "local"), 0);
+    // And a third placed by the router's cost: each request whole on one worker or the other.
+    let mut router_cost_flags = frontend_flags.clone();
+    router_cost_flags.extend(["--placement", "router-cost"]);
+    let (router_cost_process, router_cost) =
+        directory_frontend_with(&registry, &router_cost_flags).await;
+    for joined in ["worker 1/0 at", "worker 2/0 at"] {
+        router_cost_process
+            .wait_for(joined, Duration::from_secs(120))
+            .await;
+    }
+    assert_eq!(greedy_texts(&router_cost).await, split);
+    let metrics = router_cost.metrics().await;
+    let served = placed(&metrics, "prefill_worker") + placed(&metrics, "local");
+    assert_eq!(served, GREEDY_PROMPTS.len() as u64, "{metrics}");
+    assert_eq!(placed(&metrics, "remote"), 0, "{metrics}");
 
     // A puller without the deployment's TLS gets nothing from the block server.
     let handoff = KvHandoff {

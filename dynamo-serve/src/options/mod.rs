@@ -71,6 +71,9 @@ pub(crate) enum PlacementKind {
     /// As expected-ttft, and a prefill worker with nothing in hand serves the whole request
     /// (prompt and decode) when that costs no more than the decode worker computing the prompt
     Flexible,
+    /// The whole request on the prefill or the decode candidate, whichever the router's
+    /// expected-TTFT cost prefers: the two pools serve as one aggregated pool would
+    RouterCost,
 }
 
 /// `--role`: what a worker does.
@@ -123,6 +126,7 @@ impl PlacementKind {
             PlacementKind::Threshold => "threshold",
             PlacementKind::ExpectedTtft => "expected-TTFT",
             PlacementKind::Flexible => "flexible expected-TTFT",
+            PlacementKind::RouterCost => "router-cost",
         }
     }
 }
@@ -420,6 +424,8 @@ mod tests {
         let frontend = options("frontend --registry r --router approx-kv --placement flexible")
             .expect("valid");
         assert_eq!(frontend.placement, PlacementKind::Flexible);
+        let serve = options("--prefill-workers 1 --placement router-cost").expect("valid");
+        assert_eq!(serve.placement, PlacementKind::RouterCost);
         assert_eq!(
             refused("--prefill-workers 1 --workers 2").kind(),
             ErrorKind::ArgumentConflict
