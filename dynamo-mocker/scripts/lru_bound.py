@@ -13,9 +13,11 @@ every request then ran alone on an idle worker (the replay's prefill step model,
 8,192 tokens; the engine always computes a prompt's last block). A router beats these figures
 only by placing prompts so that the caches together evict better than LRU (for instance by
 keeping prompts that will not come back away from those that will), which needs to know the
-future or predict it.
+future or predict it. For scale, it also prints the reuse of the same cache evicting the
+block used again furthest in the future (Belady's choice, which no router can know).
 """
 import argparse
+import heapq
 import json
 from collections import OrderedDict
 
@@ -27,6 +29,42 @@ def step_ms(n):
 def prefill_ms(tokens):
     full, rest = divmod(tokens, 8192)
     return full * step_ms(8192) + (step_ms(rest) if rest else 0.0)
+
+
+def cached_blocks(r, prefix, per_trace_block, block_size):
+    """The engine blocks of request `r` found cached when `prefix` trace blocks are."""
+    length = r["input_length"]
+    cached = min(prefix * per_trace_block, length // block_size)
+    if cached * block_size >= length:  # the engine computes at least the last block
+        cached = (length - 1) // block_size
+    return cached
+
+
+def belady_reuse(trace, capacity, per_trace_block, block_size):
+    """Reuse of a cache of `capacity` trace blocks that evicts the block needed furthest ahead."""
+    never = len(trace)
+    next_use, later = [None] * len(trace), {}
+    for i in range(len(trace) - 1, -1, -1):
+        next_use[i] = [later.get(h, never) for h in trace[i]["hash_ids"]]
+        for h in trace[i]["hash_ids"]:
+            later[h] = i
+    cache, heap, reused, total = {}, [], 0, 0
+    for i, r in enumerate(trace):
+        prefix = 0
+        for h in r["hash_ids"]:
+            if h not in cache:
+                break
+            prefix += 1
+        reused += cached_blocks(r, prefix, per_trace_block, block_size) * block_size
+        total += r["input_length"]
+        for h, nxt in zip(r["hash_ids"], next_use[i]):
+            cache[h] = nxt
+            heapq.heappush(heap, (-nxt, h))
+        while len(cache) > capacity:
+            nxt, h = heapq.heappop(heap)
+            if cache.get(h) == -nxt:
+                del cache[h]
+    return reused / total
 
 
 def main():
@@ -49,9 +87,7 @@ def main():
                 if h not in cache:
                     break
                 prefix += 1
-            cached = min(prefix * per_trace_block, length // a.block_size)
-            if cached * a.block_size >= length:
-                cached = (length - 1) // a.block_size
+            cached = cached_blocks(r, prefix, per_trace_block, a.block_size)
             reused += cached * a.block_size
             total += length
             ttfts.append(prefill_ms(length - cached * a.block_size))
@@ -62,8 +98,10 @@ def main():
                 cache.popitem(last=False)
         ttfts.sort()
         p90 = ttfts[max(0, int(0.9 * len(ttfts)) - 1)]
+        belady = belady_reuse(trace, capacity, per_trace_block, a.block_size)
         print(f"workers {workers}: one LRU cache of {workers * a.blocks} blocks: "
-              f"reuse {reused / total:.3f}, p90 TTFT alone on an idle worker {p90:.1f} ms")
+              f"reuse {reused / total:.3f}, p90 TTFT alone on an idle worker {p90:.1f} ms; "
+              f"Belady's eviction: reuse {belady:.3f}")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ pub struct ExpectedTtftConfig {
     /// decodes, so each of them waits the prompt's prefill time for a token (the router does
     /// not know which of them still wait for their own prefill, so all count). Without it, a
     /// worker that holds a hot prefix draws every request that shares it until its batch is
-    /// full, since computing the prefix elsewhere costs more than any one of them. Default 0.5
+    /// full, since computing the prefix elsewhere costs more than any one of them. The charge
+    /// is capped at what the whole prompt costs on an idle worker. Default 0.5
     /// (chosen with `dynamo-replay` over generated workloads, `docs/router.md`).
     pub stall_weight: f64,
     /// The cost, in ms, of each KV block the worker's active requests hold (and this request
@@ -125,8 +126,9 @@ impl Default for ExpectedTtftConfig {
 ///    the whole prompt costs on an idle worker, so that on a busy pool the queue decides.
 ///
 /// On the Mooncake trace replayed through 8 simulated workers (`docs/simulator.md`), it
-/// reaches a prefix-cache reuse of 0.537 and a p90 TTFT of 520 ms, against 0.503 and 546 ms
-/// for [`KvCost`](crate::KvCost) in the same replay.
+/// reaches a prefix-cache reuse of 0.540 and a p90 TTFT of 519 ms, against 0.503 and 546 ms
+/// for [`KvCost`](crate::KvCost) in the same replay; `docs/router.md` ("Routing quality") has
+/// 4 and 16 workers and generated workloads of other shapes.
 ///
 /// ```text
 /// cached   = max(device + 0.75·host + 0.25·disk, in_flight)            (blocks)
