@@ -291,14 +291,13 @@ impl Store {
         self.workers.iter().flatten().map(|w| w.blocks as u64).sum()
     }
 
-    /// The touches each worker carries and its live blocks (for tests).
+    /// The touches `worker` carries and its live blocks (for tests).
     #[cfg(test)]
-    pub(super) fn touches(&self) -> Vec<(usize, usize)> {
-        self.workers
-            .iter()
-            .flatten()
-            .map(|w| (w.records.len(), w.blocks))
-            .collect()
+    pub(super) fn touches(&self, worker: WorkerId) -> (usize, usize) {
+        self.slot_of
+            .get(&worker)
+            .and_then(|&slot| self.workers[slot as usize].as_ref())
+            .map_or((0, 0), |w| (w.records.len(), w.blocks))
     }
 }
 
