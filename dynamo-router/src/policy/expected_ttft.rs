@@ -312,32 +312,38 @@ mod tests {
         assert!(model.time_ms(8193) > one_step + model.c);
     }
 
-    /// A worker that caches a hot 8k-token system prompt and is decoding `decoding` requests,
-    /// and an idle worker that caches nothing, for a prompt of that prefix and 1k tokens more.
-    fn hot_prefix_choice(policy: &ExpectedTtft, decoding: u32) -> Decision {
-        use dynamo_core::{BlockSize, SequenceHash, WorkerId};
-        let blocks: Vec<_> = (0..144).map(SequenceHash).collect();
+    /// A request of `blocks` full 64-token blocks sharing nothing, and an idle worker `id`.
+    fn request_and_worker(
+        blocks: &[dynamo_core::SequenceHash],
+        id: u64,
+    ) -> (RouteContext<'_>, WorkerState) {
         let request = RouteContext {
-            blocks: &blocks,
-            prompt_tokens: 144 * 64,
-            block_size: BlockSize::new(64).expect("valid"),
+            blocks,
+            prompt_tokens: blocks.len() as u64 * 64,
+            block_size: dynamo_core::BlockSize::new(64).expect("valid"),
             expected_output_tokens: None,
         };
-        let mut hot = WorkerState {
-            worker: WorkerId::new(1),
+        let worker = WorkerState {
+            worker: dynamo_core::WorkerId::new(id),
             cached: Default::default(),
             in_flight: 0,
             load: Default::default(),
         };
+        (request, worker)
+    }
+
+    /// A worker that caches a hot 8k-token system prompt and is decoding `decoding` requests,
+    /// and an idle worker that caches nothing, for a prompt of that prefix and 1k tokens more.
+    fn hot_prefix_choice(policy: &ExpectedTtft, decoding: u32) -> Decision {
+        let blocks: Vec<_> = (0..144).map(dynamo_core::SequenceHash).collect();
+        let (request, idle) = request_and_worker(&blocks, 2);
+        let mut hot = WorkerState {
+            worker: dynamo_core::WorkerId::new(1),
+            ..idle
+        };
         hot.cached.device = 128;
         hot.load.active_requests = decoding;
         hot.load.active_decode_blocks = 128 + 20 * u64::from(decoding);
-        let idle = WorkerState {
-            worker: WorkerId::new(2),
-            cached: Default::default(),
-            load: Default::default(),
-            ..hot
-        };
         policy.route(&request, &[hot, idle])
     }
 
@@ -358,37 +364,22 @@ mod tests {
 
     #[test]
     fn on_a_busy_pool_the_queue_decides_not_the_stall() {
-        use dynamo_core::{BlockSize, SequenceHash, WorkerId};
         // A 20k-token prompt that no worker caches. Worker 1 decodes 40 requests and has no
         // prefill queue; worker 2 decodes 2 long ones and has 60k tokens queued. Charged in
         // full, 40 stalls would send the prompt behind the queue; capped, it goes where it
         // starts at once.
-        let blocks: Vec<_> = (0..320).map(SequenceHash).collect();
-        let request = RouteContext {
-            blocks: &blocks,
-            prompt_tokens: 320 * 64,
-            block_size: BlockSize::new(64).expect("valid"),
-            expected_output_tokens: None,
-        };
-        let mut many = WorkerState {
-            worker: WorkerId::new(1),
-            cached: Default::default(),
-            in_flight: 0,
-            load: Default::default(),
-        };
+        let blocks: Vec<_> = (0..320).map(dynamo_core::SequenceHash).collect();
+        let (request, mut many) = request_and_worker(&blocks, 1);
         many.load.active_requests = 40;
         many.load.active_decode_blocks = 40 * 40;
-        let mut queued = WorkerState {
-            worker: WorkerId::new(2),
-            ..many
-        };
+        let (_, mut queued) = request_and_worker(&blocks, 2);
         queued.load.active_requests = 2;
         queued.load.active_prefill_tokens = 60_000;
         queued.load.active_decode_blocks = 1000;
         let ours = ExpectedTtft::default();
         assert_eq!(
             ours.route(&request, &[many, queued]),
-            Decision::Route(WorkerId::new(1))
+            Decision::Route(dynamo_core::WorkerId::new(1))
         );
         let cap = 2.0 * ours.config.prefill.time_ms(request.prompt_tokens);
         let queue = ours.config.prefill.time_ms(request.prompt_tokens);
