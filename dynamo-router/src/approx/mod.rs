@@ -12,6 +12,7 @@
 //! update per block and one record; a touch is forgotten, when its request expires or its
 //! worker is over capacity, only if it is still the worker's latest touch of the block.
 
+mod holders;
 mod records;
 mod store;
 

@@ -14,25 +14,9 @@ use std::time::Instant;
 use dynamo_core::{SequenceHash, WorkerId};
 use smallvec::SmallVec;
 
+use super::holders::{Holder, Holders, short};
 use super::records::{Records, Touch};
 use crate::index::{IndexError, Overlaps, TierOverlap};
-
-/// A worker predicted to hold a block, with the number of its latest touch of it, modulo
-/// 2^32: touch numbers are only compared for equality with touches still in the worker's
-/// queue, which holds far fewer than 2^32 of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Holder {
-    slot: u32,
-    touch: u32,
-}
-
-/// A touch number as a holder keeps it.
-fn short(number: u64) -> u32 {
-    number as u32
-}
-
-/// A block's holders, sorted by slot; two fit in the map entry.
-type Holders = SmallVec<[Holder; 2]>;
 
 /// The most workers the predictions track (as many as the event-fed index).
 const MAX_WORKERS: usize = 1 << 24;
@@ -118,8 +102,12 @@ impl Store {
             match self.blocks.entry(hash) {
                 Entry::Occupied(mut held) => {
                     let holders = held.get_mut();
-                    match holders.binary_search_by_key(&slot, |h| h.slot) {
-                        Ok(i) => holders[i].touch = touch,
+                    match holders.find(slot) {
+                        Ok(_) => {
+                            if let Some(held) = holders.get_mut(slot) {
+                                held.touch = touch;
+                            }
+                        }
                         Err(i) => {
                             holders.insert(i, holder);
                             state.blocks += 1;
@@ -127,7 +115,7 @@ impl Store {
                     }
                 }
                 Entry::Vacant(free) => {
-                    free.insert(SmallVec::from_elem(holder, 1));
+                    free.insert(Holders::one(holder));
                     state.blocks += 1;
                 }
             }
@@ -221,17 +209,59 @@ impl Store {
 
     /// How deep each worker's predicted prefix of `hashes` goes.
     pub(super) fn overlaps(&self, hashes: &[SequenceHash]) -> Overlaps {
-        let mut answer = Overlaps::default();
         let Some(first) = hashes.first().and_then(|hash| self.blocks.get(hash)) else {
-            return answer;
+            return Overlaps::default();
         };
-        // The workers holding every block so far, sorted by slot.
-        let mut alive: SmallVec<[u32; 8]> = first.iter().map(|h| h.slot).collect();
+        if self.workers.len() <= 64 {
+            self.overlaps_masked(first, &hashes[1..])
+        } else {
+            self.overlaps_merged(first, &hashes[1..])
+        }
+    }
+
+    /// [`overlaps`](Self::overlaps) when every slot is below 64: the workers still going are
+    /// a bit mask, intersected with each block's.
+    fn overlaps_masked(&self, first: &Holders, rest: &[SequenceHash]) -> Overlaps {
+        let mut answer = Overlaps::default();
+        let mut alive = first.mask();
         let mut depth = 1;
-        for hash in &hashes[1..] {
+        let end = |gone: u64, depth: u32, answer: &mut Overlaps| {
+            let mut gone = gone;
+            while gone != 0 {
+                let slot = gone.trailing_zeros();
+                gone &= gone - 1;
+                answer.workers.extend(self.entry(slot, depth));
+            }
+        };
+        for hash in rest {
             let Some(holders) = self.blocks.get(hash) else {
                 break;
             };
+            let kept = alive & holders.mask();
+            if kept != alive {
+                end(alive & !kept, depth, &mut answer);
+                alive = kept;
+                if alive == 0 {
+                    return answer;
+                }
+            }
+            depth += 1;
+        }
+        end(alive, depth, &mut answer);
+        answer
+    }
+
+    /// [`overlaps`](Self::overlaps) for any slots: sorted lists, merged where they differ.
+    fn overlaps_merged(&self, first: &Holders, rest: &[SequenceHash]) -> Overlaps {
+        let mut answer = Overlaps::default();
+        // The workers holding every block so far, sorted by slot.
+        let mut alive: SmallVec<[u32; 8]> = first.as_slice().iter().map(|h| h.slot).collect();
+        let mut depth = 1;
+        for hash in rest {
+            let Some(holders) = self.blocks.get(hash) else {
+                break;
+            };
+            let holders = holders.as_slice();
             let same = holders.len() == alive.len()
                 && holders.iter().zip(&alive).all(|(h, &slot)| h.slot == slot);
             if !same {
@@ -306,9 +336,7 @@ fn holder_mut(
     hash: SequenceHash,
     slot: u32,
 ) -> Option<&mut Holder> {
-    let holders = blocks.get_mut(&hash)?;
-    let i = holders.binary_search_by_key(&slot, |h| h.slot).ok()?;
-    holders.get_mut(i)
+    blocks.get_mut(&hash)?.get_mut(slot)
 }
 
 /// Whether `touch` is `slot`'s latest touch of its block.
@@ -319,8 +347,8 @@ fn is_latest(
 ) -> bool {
     blocks.get(&hash).is_some_and(|holders| {
         holders
-            .binary_search_by_key(&slot, |h| h.slot)
-            .is_ok_and(|i| holders[i].touch == short(number))
+            .find(slot)
+            .is_ok_and(|i| holders.as_slice()[i].touch == short(number))
     })
 }
 
@@ -335,10 +363,10 @@ fn forget(
         return false;
     };
     let holders = held.get_mut();
-    let Ok(i) = holders.binary_search_by_key(&slot, |h| h.slot) else {
+    let Ok(i) = holders.find(slot) else {
         return false;
     };
-    if holders[i].touch != short(number) {
+    if holders.as_slice()[i].touch != short(number) {
         return false;
     }
     holders.remove(i);

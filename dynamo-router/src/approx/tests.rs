@@ -130,12 +130,21 @@ proptest::proptest! {
         ops in proptest::collection::vec(op(), 1..60),
         capacity in proptest::option::of(1usize..6),
         slack in 0usize..4,
+        crowded in proptest::bool::ANY,
     ) {
         let ttl = Duration::from_secs(8);
         let config = ApproxConfig { ttl: Some(ttl), capacity_blocks: capacity };
         let index = ApproxIndex::with_slack(config, slack);
         let mut model = Model::default();
         let mut now = Instant::now();
+        if crowded {
+            // 70 other workers first: the workers under test get slots past 64, where a
+            // query merges lists instead of intersecting masks.
+            for other in 100..170 {
+                index.record(WorkerId::new(other), &hashes(&[other]), now).unwrap();
+                model.record(other, &[other], now, capacity);
+            }
+        }
         for op in ops {
             match op.clone() {
                 Op::Route(worker, ids) => {
