@@ -63,7 +63,7 @@ def infinite_cache_reuse(trace):
 
 
 def cells(s):
-    return "%.3f | %.1f | %.1f | %.2f" % (s["prefix_cache_reused_ratio"], s["median_ttft_ms"],
+    return "%.3f / %.1f / %.1f / %.2f" % (s["prefix_cache_reused_ratio"], s["median_ttft_ms"],
                                           s["p90_ttft_ms"], s["mean_tpot_ms"])
 
 
