@@ -52,8 +52,11 @@ pub struct WorkloadConfig {
     pub pattern: SharingPattern,
     /// The number of requests.
     pub requests: usize,
-    /// Requests per second (on average); `None` takes the pattern's default, which loads
-    /// 8 of the replay's default workers to a third to a half of their prefill capacity.
+    /// Requests per second (on average); `None` takes the pattern's default ([`rate`]), with
+    /// which 4 of the replay's default workers are busy (`NoSharing` saturates them) and 16
+    /// lightly loaded.
+    ///
+    /// [`rate`]: WorkloadConfig::rate
     pub rate_per_s: Option<f64>,
     /// The seed: the same settings and seed give the same trace.
     pub seed: u64,
