@@ -292,12 +292,7 @@ async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregat
     let decode = role("2", "decode", "0");
     let frontend_plane = plane("frontend", &["frontend"]);
     let frontend_flags: Vec<&str> = frontend_plane.iter().map(String::as_str).collect();
-    let (frontend_process, frontend) = directory_frontend_with(&registry, &frontend_flags).await;
-    for joined in ["worker 1/0 at", "worker 2/0 at"] {
-        frontend_process
-            .wait_for(joined, Duration::from_secs(120))
-            .await;
-    }
+    let (_frontend, frontend) = joined_frontend(&registry, &frontend_flags).await;
     reference.wait_ready().await;
 
     let split = greedy_texts(&frontend).await;
@@ -319,12 +314,7 @@ async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregat
     // worker, idle when each request comes, serves it whole, with the same answer.
     let mut flexible_flags = frontend_flags.clone();
     flexible_flags.extend(["--placement", "flexible"]);
-    let (flexible_process, flexible) = directory_frontend_with(&registry, &flexible_flags).await;
-    for joined in ["worker 1/0 at", "worker 2/0 at"] {
-        flexible_process
-            .wait_for(joined, Duration::from_secs(120))
-            .await;
-    }
+    let (_flexible, flexible) = joined_frontend(&registry, &flexible_flags).await;
     assert_eq!(greedy_texts(&flexible).await, split);
     let metrics = flexible.metrics().await;
     let whole = placed(&metrics, "prefill_worker");
@@ -333,13 +323,7 @@ async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregat
     // And a third placed by the router's cost: each request whole on one worker or the other.
     let mut router_cost_flags = frontend_flags.clone();
     router_cost_flags.extend(["--placement", "router-cost"]);
-    let (router_cost_process, router_cost) =
-        directory_frontend_with(&registry, &router_cost_flags).await;
-    for joined in ["worker 1/0 at", "worker 2/0 at"] {
-        router_cost_process
-            .wait_for(joined, Duration::from_secs(120))
-            .await;
-    }
+    let (_router_cost, router_cost) = joined_frontend(&registry, &router_cost_flags).await;
     assert_eq!(greedy_texts(&router_cost).await, split);
     let metrics = router_cost.metrics().await;
     let served = placed(&metrics, "prefill_worker") + placed(&metrics, "local");
@@ -362,18 +346,23 @@ async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregat
     let _ = std::fs::remove_dir_all(&directory);
 }
 
+/// A frontend over the workers registered in `registry`, with `flags`, once workers 1 and 2
+/// have joined it.
+async fn joined_frontend(registry: &str, flags: &[&str]) -> (Process, Frontend) {
+    let (process, frontend) = directory_frontend_with(registry, flags).await;
+    for joined in ["worker 1/0 at", "worker 2/0 at"] {
+        process.wait_for(joined, Duration::from_secs(120)).await;
+    }
+    (process, frontend)
+}
+
 /// Mocker workers 1 and 2 with `flags`, registered in `registry`, and a frontend over them once
 /// both have joined.
 async fn mocker_deployment(registry: &str, flags: &[&str]) -> (Vec<Process>, Process, Frontend) {
     let workers = (1..=2)
         .map(|id| registry_worker("mocker", id, registry, flags))
         .collect();
-    let (frontend_process, frontend) = directory_frontend(registry).await;
-    for joined in ["worker 1/0 at", "worker 2/0 at"] {
-        frontend_process
-            .wait_for(joined, Duration::from_secs(60))
-            .await;
-    }
+    let (frontend_process, frontend) = joined_frontend(registry, &[]).await;
     (workers, frontend_process, frontend)
 }
 
