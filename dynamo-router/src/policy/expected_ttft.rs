@@ -78,6 +78,14 @@ pub struct ExpectedTtftConfig {
     /// The cost, in ms, of each KV block the worker's active requests hold (and this request
     /// would add): decode pressure, which slows every step and fills the cache. Default 0.1.
     pub decode_ms_per_block: f64,
+    /// The KV blocks a worker holds, if known. A request whose blocks, with those of the
+    /// worker's active requests, would not fit waits there for memory (or is preempted), so
+    /// each block past the capacity costs [`overflow_ms_per_block`](Self::overflow_ms_per_block).
+    /// Default `None`: not charged.
+    pub kv_capacity_blocks: Option<u64>,
+    /// The cost, in ms, of each block past [`kv_capacity_blocks`](Self::kv_capacity_blocks).
+    /// Default 10.
+    pub overflow_ms_per_block: f64,
     /// 0.0 (the default) picks the lowest cost; above 0, a softmax sample at this temperature.
     pub temperature: f64,
     /// A seed for reproducible tie-breaks and samples; `None` seeds from the OS.
@@ -92,6 +100,8 @@ impl Default for ExpectedTtftConfig {
             compute_weight: 1.0,
             stall_weight: 0.5,
             decode_ms_per_block: 0.1,
+            kv_capacity_blocks: None,
+            overflow_ms_per_block: 10.0,
             temperature: 0.0,
             seed: None,
         }
@@ -125,6 +135,10 @@ impl Default for ExpectedTtftConfig {
 ///    wait there, but not more than the stalls of a growing batch. The charge stops at what
 ///    the whole prompt costs on an idle worker, so that on a busy pool the queue decides.
 ///
+/// Given each worker's KV capacity ([`ExpectedTtftConfig::kv_capacity_blocks`]), the blocks a
+/// request would hold past it are charged too: there it waits for memory however short its
+/// prefill, which the time model does not see (long conversations on small caches).
+///
 /// On the Mooncake trace replayed through 8 simulated workers (`docs/simulator.md`), it
 /// reaches a prefix-cache reuse of 0.540 and a p90 TTFT of 519 ms, against 0.503 and 546 ms
 /// for [`KvCost`](crate::KvCost) in the same replay; `docs/router.md` ("Routing quality") has
@@ -137,7 +151,9 @@ impl Default for ExpectedTtftConfig {
 ///          + compute_weight · prefill_ms(uncached)                     (work added)
 ///          + min(stall_weight · active_requests · prefill_ms(uncached),
 ///                (1 + compute_weight) · prefill_ms(prompt_tokens))     (requests stalled)
-///          + decode_ms_per_block · (active_decode_blocks + new blocks) (decode pressure)
+///          + decode_ms_per_block · held                                (decode pressure)
+///          + overflow_ms_per_block · max(0, held − kv_capacity_blocks) (memory, if known)
+/// held     = active_decode_blocks + new blocks
 /// ```
 ///
 /// ```
@@ -234,7 +250,14 @@ impl ExpectedTtft {
         let held = worker.decode_blocks_with(request) as f64;
         let stalled = f64::from(worker.load.active_requests);
         let stall = (self.config.stall_weight * stalled * work).min(stall_cap);
-        ttft + self.config.compute_weight * work + stall + self.config.decode_ms_per_block * held
+        let overflow = self
+            .config
+            .kv_capacity_blocks
+            .map_or(0.0, |capacity| (held - capacity as f64).max(0.0));
+        ttft + self.config.compute_weight * work
+            + stall
+            + self.config.decode_ms_per_block * held
+            + self.config.overflow_ms_per_block * overflow
     }
 }
 
@@ -385,5 +408,30 @@ mod tests {
         let queue = ours.config.prefill.time_ms(request.prompt_tokens);
         let expected = queue + queue + cap + 0.1 * (1600 + 320 + 1) as f64;
         assert!((ours.cost(&request, &many) - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_worker_whose_memory_is_full_is_charged_when_its_capacity_is_known() {
+        // Worker 1 caches the whole 64-block conversation but holds 1,000 of its 1,024 blocks;
+        // worker 2 caches nothing and holds nothing.
+        let blocks: Vec<_> = (0..64).map(dynamo_core::SequenceHash).collect();
+        let (request, mut full) = request_and_worker(&blocks, 1);
+        full.cached.device = 64;
+        full.load.active_requests = 3;
+        full.load.active_decode_blocks = 1000;
+        let (_, empty) = request_and_worker(&blocks, 2);
+        let blind = ExpectedTtft::default();
+        assert_eq!(
+            blind.route(&request, &[full, empty]),
+            Decision::Route(dynamo_core::WorkerId::new(1))
+        );
+        let knowing = ExpectedTtft::new(ExpectedTtftConfig {
+            kv_capacity_blocks: Some(1024),
+            ..ExpectedTtftConfig::default()
+        });
+        assert_eq!(
+            knowing.route(&request, &[full, empty]),
+            Decision::Route(dynamo_core::WorkerId::new(2))
+        );
     }
 }

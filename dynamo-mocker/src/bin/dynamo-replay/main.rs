@@ -64,6 +64,8 @@ fn router(name: RouterName, config: &ReplayConfig, cli: &Cli) -> (Box<dyn Router
             compute_weight: weights.0,
             decode_ms_per_block: weights.1,
             stall_weight: weights.2,
+            // The replay knows each worker's KV capacity; a deployment configures it.
+            kv_capacity_blocks: Some(config.engine.num_gpu_blocks),
             ..Default::default()
         })) as Box<dyn Router>
     };
