@@ -6,7 +6,7 @@
 //!
 //! | what | how | from SGLang |
 //! |---|---|---|
-//! | an [`Engine`](dynamo_core::Engine) ([`SglangServer::engine`], a [`SglangEngine`]) | `POST /generate` with `input_ids`, `sampling_params` and `stream: true`; output ids from `output_ids`, usage and cached tokens from `meta_info` | the native API (`python/sglang/srt/entrypoints/http_server.py`) |
+//! | an [`Engine`](dynamo_core::Engine) ([`SglangServer::engine`], a [`SglangEngine`]) | `POST /generate` with `input_ids`, `sampling_params` and `stream: true` (`false` when the client reads the answer whole: one answer object, one chunk); output ids from `output_ids`, usage and cached tokens from `meta_info` | the native API (`python/sglang/srt/entrypoints/http_server.py`) |
 //! | its load ([`SglangServer::load_poller`]) | `GET /metrics`: `sglang:num_running_reqs`, `sglang:num_queue_reqs`, `sglang:token_usage` | `--enable-metrics` |
 //! | its KV events (`SglangServer::kv_events`, feature `events`) | the ZMQ publisher, vLLM's layout, decoded by `dynamo-transport` | `--kv-events-config` |
 //!

@@ -4,7 +4,7 @@
 //!
 //! | what | how | from TensorRT-LLM |
 //! |---|---|---|
-//! | an [`Engine`](dynamo_core::Engine) ([`TrtllmServer::engine`]) | `POST /v1/completions`, streamed, prompt as token ids, `"detokenize": false` so that each chunk's `token_ids` carries its new ids | `tensorrt_llm/serve/openai_protocol.py` (`CompletionRequest.detokenize`), `postprocess_handlers.py` (`token_ids_diff` when not detokenizing) |
+//! | an [`Engine`](dynamo_core::Engine) ([`TrtllmServer::engine`]) | `POST /v1/completions`, streamed (one non-streamed call when the client reads the answer whole), prompt as token ids, `"detokenize": false` so that each chunk's `token_ids` carries its new ids | `tensorrt_llm/serve/openai_protocol.py` (`CompletionRequest.detokenize`), `postprocess_handlers.py` (`token_ids_diff` when not detokenizing) |
 //! | its load ([`TrtllmServer::load_poller`]) | `GET /metrics`: a JSON list of iteration statistics (not Prometheus text); the last one's `numActiveRequests`, `numQueuedRequests` and `kvCacheStats.usedNumBlocks / maxNumBlocks` | `openai_server.py` (`get_iteration_stats`); filled only when the server runs with `enable_iter_perf_stats` |
 //! | KV events | **not consumed yet**: `trtllm-serve` serves them as JSON on `POST /kv_cache_events` (when `kv_cache_config.event_buffer_max_size` > 0), not on a ZMQ socket in vLLM's layout | `openai_server.py` (`get_kv_cache_events`) |
 //!

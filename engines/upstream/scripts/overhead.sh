@@ -1,27 +1,36 @@
 #!/usr/bin/env bash
 # The adapters' overhead in front of instant backends, by gateway-bench's method
 # (../shared/anchors/gateway-bench: wrk with its chat.lua, 16 connections, a 1 s warm-up run
-# discarded, then 5 s measured, non-streamed then streamed), the gateways interleaved and each
-# started fresh per repetition. Prints one RESULT line of wrk per gateway, mode and repetition.
+# discarded, then 5 s measured, non-streamed then streamed), the gateways interleaved (in an order
+# rotated each repetition) and each started fresh per repetition. Prints one RESULT line of wrk
+# per gateway, mode and repetition; engines/upstream/scripts/overhead_summary.py prints their
+# medians and ratios.
 #
 # Written beside run.sh because run.sh's start-up check reported routers that had started as
 # "exited during start-up" on most configurations in the session that wrote this (2026-12-03).
 #
 # Usage: engines/upstream/scripts/overhead.sh  (from the repository root)
 # Environment: GB (gateway-bench's directory), BACKEND (its instant-backend), PEERS (the venv of
-# ../shared/anchors/setup-peers.sh), OURS ("NAME=BINARY ..." dynamo-serve binaries to compare),
-# CONFIGS (default: "vllm sglang" and OURS's names), REPS (3), PORT (28100; backends on
-# PORT-99 and PORT-98).
+# ../shared/anchors/setup-peers.sh), OURS ("NAME=BINARY[:KIND] ..." dynamo-serve binaries to
+# compare, each fronting the backends with the adapter KIND of --engine-at: openai, the
+# default, or vllm), CONFIGS (default: "vllm sglang" and OURS's names), REPS (3), CONNS (16;
+# wrk runs 2 threads, 1 for a single connection), SECONDS_PER
+# (5, measured seconds per run), PORT (28100; backends on PORT-99 and PORT-98).
 set -u
+THREADS=$(( ${CONNS:-16} < 2 ? 1 : 2 ))
 GB=${GB:-../shared/anchors/gateway-bench}
 BACKEND=${BACKEND:-$GB/target/release/instant-backend}
 PEERS=${PEERS:-/tmp/peers}
 OURS=${OURS:-ours=target/release/dynamo-serve}
 PORT=${PORT:-28100}
 W1=http://127.0.0.1:$((PORT - 99)); W2=http://127.0.0.1:$((PORT - 98))
-declare -A BIN
+declare -A BIN KIND
 names=""
-for pair in $OURS; do BIN[${pair%%=*}]=${pair#*=}; names="$names ${pair%%=*}"; done
+for pair in $OURS; do
+  name=${pair%%=*}; binary=${pair#*=}
+  case $binary in *:*) KIND[$name]=${binary##*:}; binary=${binary%:*} ;; *) KIND[$name]=openai ;; esac
+  BIN[$name]=$binary; names="$names $name"
+done
 CONFIGS=${CONFIGS:-vllm sglang$names}
 export HF_HUB_OFFLINE=1
 
@@ -34,14 +43,18 @@ command_of() {
   case $1 in
     vllm) echo "$PEERS/bin/vllm-router $common --log-level warning" ;;
     sglang) echo "$PEERS/bin/python -m sglang_router.launch_router $common --log-level warn" ;;
-    *) echo "${BIN[$1]} frontend --host 127.0.0.1 --port $PORT --name instant --router round-robin --engine-at openai=$W1,model=instant --engine-at openai=$W2,model=instant" ;;
+    *) local kind=${KIND[$1]}
+       echo "${BIN[$1]} frontend --host 127.0.0.1 --port $PORT --name instant --router round-robin --engine-at $kind=$W1,model=instant --engine-at $kind=$W2,model=instant" ;;
   esac
 }
 
 BODY='{"model":"instant","messages":[{"role":"user","content":"ping"}],"max_tokens":16}'
 URL=http://127.0.0.1:$PORT/v1/chat/completions
+read -r -a order <<< "$CONFIGS"
 for rep in $(seq "${REPS:-3}"); do
-  for config in $CONFIGS; do
+  # Repetition r runs the configurations rotated by r - 1, so that none always comes first.
+  shift=$(( (rep - 1) % ${#order[@]} ))
+  for config in "${order[@]:shift}" "${order[@]:0:shift}"; do
     setsid bash -c "exec $(command_of "$config")" > /dev/null 2>&1 < /dev/null & GROUP=$!
     for _ in $(seq 600); do
       code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' -H 'content-type: application/json' -d "$BODY" "$URL")
@@ -49,8 +62,8 @@ for rep in $(seq "${REPS:-3}"); do
       sleep 0.1
     done
     for mode in nostream stream; do
-      wrk -t2 -c16 -d1s --timeout 5s -s "$GB/chat.lua" "$URL" -- $mode > /dev/null 2>&1
-      echo "rep=$rep config=$config mode=$mode $(wrk -t2 -c16 -d5s --timeout 5s -s "$GB/chat.lua" "$URL" -- $mode | grep RESULT)"
+      wrk -t"$THREADS" -c${CONNS:-16} -d1s --timeout 5s -s "$GB/chat.lua" "$URL" -- $mode > /dev/null 2>&1
+      echo "rep=$rep config=$config mode=$mode $(wrk -t"$THREADS" -c${CONNS:-16} -d"${SECONDS_PER:-5}"s --timeout 5s -s "$GB/chat.lua" "$URL" -- $mode | grep RESULT)"
     done
     kill -TERM -- -$GROUP 2>/dev/null
     for _ in $(seq 50); do kill -0 -- -$GROUP 2>/dev/null || break; sleep 0.1; done

@@ -247,7 +247,10 @@ impl CompletionEvents {
                 ));
             }
             (OutputTokens::TokenIdsOrRetokenize(codec), None) => {
-                if !RETOKENIZED.swap(true, Ordering::Relaxed) {
+                // A load first: the flag's cache line is only written once.
+                if !RETOKENIZED.load(Ordering::Relaxed)
+                    && !RETOKENIZED.swap(true, Ordering::Relaxed)
+                {
                     tracing::warn!(
                         "the upstream returns text without token_ids (vLLM before 0.10.2, or \
                          a server that only looks like vLLM): tokenizing its text with the \
