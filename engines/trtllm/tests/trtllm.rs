@@ -24,15 +24,23 @@ fn request() -> GenerateRequest {
 
 #[tokio::test]
 async fn ids_come_from_token_ids_with_detokenize_off() {
-    let server = Replay::one("/v1/completions", "stream_token_ids.http").await;
+    // Streamed, and whole in one non-streamed answer.
+    for (fixture, delivery) in [
+        ("stream_token_ids.http", Delivery::Streamed),
+        ("whole_token_ids.http", Delivery::Whole),
+    ] {
+        ids_from(fixture, delivery).await;
+    }
+}
+
+async fn ids_from(fixture: &str, delivery: Delivery) {
+    let server = Replay::one("/v1/completions", fixture).await;
     let trtllm = TrtllmServer::new(&server.url())
         .expect("a URL")
         .model("llama");
-    let answer = trtllm
-        .engine()
-        .generate_all(request())
-        .await
-        .expect("an answer");
+    let mut request = request();
+    request.delivery = delivery;
+    let answer = trtllm.engine().generate_all(request).await.expect(fixture);
     // The stop token that ended the answer is not part of it.
     assert_eq!(answer.tokens, [378, 3575, 282]);
     assert_eq!(answer.finish_reason, Some(FinishReason::Stop));
@@ -40,9 +48,15 @@ async fn ids_come_from_token_ids_with_detokenize_off() {
     assert_eq!((usage.prompt_tokens, usage.cached_tokens), (6, 5));
     let sent = server.request_json(0);
     assert_eq!(sent["detokenize"], false);
+    assert_eq!(sent["stream"], delivery == Delivery::Streamed);
     assert!(
         sent.get("return_token_ids").is_none(),
         "the server forbids unknown fields"
+    );
+    // It refuses stream_options without streaming.
+    assert_eq!(
+        sent.get("stream_options").is_some(),
+        delivery == Delivery::Streamed
     );
     assert_eq!(sent["model"], "llama");
     assert_eq!(
@@ -86,28 +100,4 @@ async fn load_comes_from_the_last_iteration() {
     );
     let idle = dynamo_trtllm::read_iteration_stats(b"[]").expect("an empty list");
     assert_eq!((idle.running_requests, idle.kv_cache_usage), (0.0, None));
-}
-
-#[tokio::test]
-async fn a_whole_answer_is_one_call_without_streaming() {
-    let server = Replay::one("/v1/completions", "whole_token_ids.http").await;
-    let trtllm = TrtllmServer::new(&server.url()).expect("a URL");
-    let mut request = request();
-    request.delivery = Delivery::Whole;
-    let answer = trtllm
-        .engine()
-        .generate_all(request)
-        .await
-        .expect("an answer");
-    assert_eq!(answer.tokens, [378, 3575, 282]);
-    assert_eq!(answer.finish_reason, Some(FinishReason::Stop));
-    let usage = answer.usage.expect("usage");
-    assert_eq!((usage.prompt_tokens, usage.cached_tokens), (6, 5));
-    let sent = server.request_json(0);
-    assert_eq!(sent["stream"], false);
-    assert_eq!(sent["detokenize"], false);
-    assert!(
-        sent.get("stream_options").is_none(),
-        "the server forbids stream_options without streaming"
-    );
 }
