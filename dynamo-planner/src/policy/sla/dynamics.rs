@@ -115,3 +115,44 @@ fn quiet_gaps_between_bursts_keep_the_workers() -> Result<(), crate::Error> {
     assert!(unheld.iter().any(|&n| n < grown), "{unheld:?}");
     Ok(())
 }
+
+fn following() -> Result<SlaPolicy, crate::Error> {
+    let config = SlaConfig {
+        follow_predictable: true,
+        ..SlaConfig::default()
+    };
+    Ok(SlaPolicy::new(sample()?, config))
+}
+
+#[test]
+fn a_predictable_fall_is_followed_sooner() -> Result<(), crate::Error> {
+    // Ten minutes at 40 req/s, then a fall of 2 req/s a minute: each interval misses the
+    // plan by less than a worker.
+    let rates: Vec<f64> = (0..40)
+        .map(|i: i32| (40 - 2 * (i - 10).max(0)).max(4) as f64)
+        .collect();
+    let held = run(&mut policy()?, 2, &rates, 1.0);
+    let followed = run(&mut following()?, 2, &rates, 1.0);
+    // Both grow alike at first; the followed pool then settles and falls without waiting
+    // out the window, never above the held one.
+    assert_eq!(held[0], followed[0], "{held:?} {followed:?}");
+    let (h, f): (usize, usize) = (held.iter().sum(), followed.iter().sum());
+    assert!(f < h, "held {held:?} ({h}), followed {followed:?} ({f})");
+    assert!(
+        followed.iter().zip(&held).all(|(f, h)| f <= h),
+        "{held:?} {followed:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn bursts_are_misses_the_window_still_holds_for() -> Result<(), crate::Error> {
+    let rates: Vec<f64> = (0..16)
+        .map(|i| if i % 4 == 0 { 30.0 } else { 1.0 })
+        .collect();
+    let sizes = run(&mut following()?, 2, &rates, 3.0);
+    let grown = sizes[0];
+    assert!(grown > 2, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n >= grown), "{sizes:?}");
+    Ok(())
+}

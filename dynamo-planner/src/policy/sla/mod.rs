@@ -61,7 +61,10 @@ use variability::Variability;
 ///    capacity, and the policy has seen at least `hold_s` seconds; after `calm_s` seconds of
 ///    such intervals in a row, one worker, then one more per `shrink_step_s` seconds while
 ///    that lasts. Load that comes back within the window (bursts a few minutes apart) finds
-///    the workers still there.
+///    the workers still there. With `follow_predictable`, a pool whose load has missed no
+///    plan of the window by a worker or more (up or down) keeps room only for the window's
+///    largest rise above the plan, and its calm keeps counting meanwhile: a smooth, periodic
+///    load is followed down without the window's lag.
 ///
 /// With `surge_window_s` set, the rate planned for also gets the `surge_quantile` of how far
 /// the arrival rate rose above the plan in that window (off by default).
@@ -79,14 +82,31 @@ pub struct SlaPolicy {
     surge: Surge,
     /// Seconds since the first interval.
     clock_s: f64,
-    /// Each pool's plans (fractional workers, headroom included) of the last `hold_s`.
+    /// How far the arrival rate rose above the rate planned for, over the last `hold_s`:
+    /// the load the pool must keep room for when it shrinks.
+    missed: Surge,
+    /// Each pool's plans (fractional workers, headroom included) and reactive targets of the
+    /// last `hold_s`.
     plans: [Recent; 3],
+    /// When each pool last saw the load miss its plan by a worker or more, up or down.
+    surprised_at: [Option<f64>; 3],
     /// The learned burstiness of each prefilling pool's TTFT (by [`slot`]).
     ttft_variability: [Variability; 3],
     /// The learned burstiness of an aggregated pool's ITL.
     itl_variability: Variability,
     /// Whether each pool ended the last interval with a backlog (by [`slot`]).
     backlog: [bool; 3],
+}
+
+/// One pool's plan for the next interval, in fractional workers with headroom included.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// For the rate planned for.
+    exact: f64,
+    /// For that rate plus the largest rise above the plan of the last `hold_s`.
+    kept: f64,
+    /// Whether the interval that ended missed its plan by a worker or more, up or down.
+    surprised: bool,
 }
 
 impl SlaPolicy {
@@ -103,7 +123,9 @@ impl SlaPolicy {
             grew_at_queue: [None; 3],
             surge: Surge::new(config.surge_window_s, config.surge_quantile),
             clock_s: 0.0,
+            missed: Surge::new(config.hold_s, 1.0),
             plans: std::array::from_fn(|_| Recent::new(config.hold_s)),
+            surprised_at: [None; 3],
             ttft_variability: [Variability::new(config.variability_memory_s); 3],
             itl_variability: Variability::new(config.variability_memory_s),
             backlog: [false; 3],
@@ -125,22 +147,34 @@ impl SlaPolicy {
         self.itl_correction.factor().max(1.0)
     }
 
-    /// One pool's size from the plan (in fractional workers, headroom included), the
-    /// pressure, and how long it has been calm, after an interval of `interval_s`.
+    /// One pool's size after an interval of `interval_s`, from its [`Plan`], the pressure,
+    /// and how long it has been calm.
     fn size(
         &mut self,
         role: WorkerRole,
         current: usize,
-        exact: f64,
+        plan: Plan,
         pressure: &Pressure,
         interval_s: f64,
     ) -> (usize, String) {
+        let exact = plan.exact;
         let planned = whole(exact);
         let (calm_s, step_s) = (self.config.calm_s, self.config.shrink_step_s);
         let pool = slot(role);
         self.plans[pool].push(self.clock_s, exact);
-        // What the pool must still hold: the largest plan of the last `hold_s`.
-        let held = self.plans[pool].quantile(1.0).unwrap_or(exact).max(exact);
+        if plan.surprised {
+            self.surprised_at[pool] = Some(self.clock_s);
+        }
+        // With `follow_predictable`, the load has been predictable when no interval of the
+        // last `hold_s` missed its plan by a worker or more, up or down: the pool then keeps room for the largest rise of the
+        // window above today's plan. Otherwise it keeps the largest plan of the window.
+        let predictable = self.config.follow_predictable
+            && self.surprised_at[pool].is_none_or(|at| self.clock_s - at >= self.config.hold_s);
+        let held = if predictable {
+            plan.kept.max(exact)
+        } else {
+            self.plans[pool].quantile(1.0).unwrap_or(exact).max(exact)
+        };
         if let Some(step) = pressure.step(current, self.config.max_growth) {
             self.calm[pool] = 0.0;
             let queue = pressure.queue();
@@ -194,10 +228,22 @@ impl SlaPolicy {
         }
         let fits = (current - 1) as f64 * self.config.shrink_below;
         if held > fits {
-            *calm = 0.0;
+            // A predictable load's calm still counts while the room kept holds the pool: it
+            // shrinks as soon as that room fits fewer workers. After a surprise the calm
+            // starts only when the window's largest plan fits.
+            *calm = if predictable {
+                *calm + interval_s.max(0.0)
+            } else {
+                0.0
+            };
+            let kept = if predictable {
+                "room for the load's largest rise above the plan"
+            } else {
+                "the most planned since the load missed its plan by a worker or more"
+            };
             let why = format!(
-                "the plan wants {planned}, but {held:.2} (the most planned in the last {:.0} s) \
-                 is above {fits:.2}, {:.0}% of one worker fewer: keep {current}",
+                "the plan wants {planned}, but {held:.2} ({kept}, in the last {:.0} s) is above \
+                 {fits:.2}, {:.0}% of one worker fewer: keep {current}",
                 self.config.hold_s,
                 self.config.shrink_below * 100.0
             );
@@ -236,25 +282,41 @@ impl Policy for SlaPolicy {
             self.clock_s += observed.interval_s;
         }
         self.surge.observe(self.clock_s, last_rate);
+        self.missed.observe(self.clock_s, last_rate);
         let base = forecast.requests_per_s.max(last_rate);
         self.surge.planned(base);
         let surge = self.surge.margin();
         let rate = base + surge;
+        self.missed.planned(rate);
+        let rise = self.missed.margin();
         let or_observed = |f: f64, o: f64| if f > 0.0 { f } else { o.max(0.0) };
         let isl = or_observed(forecast.input_tokens, observed.mean_input_tokens);
         let osl = or_observed(forecast.output_tokens, observed.mean_output_tokens);
         let need = self.need(rate, isl, osl);
+        let risen = self.need(rate + rise, isl, osl);
+        let surprise = self.need(self.missed.last(), isl, osl);
         let limits = self.limits(observed, isl);
         let mut parts = Vec::new();
         let target = resize(current, |role, n| {
             let u = self.utilisation(role, &limits);
-            let (planned, load) = match role {
-                WorkerRole::Aggregated => ((need.prefill + need.decode) / u, "prefill and decode"),
-                WorkerRole::Prefill => (need.prefill / u, "prefill"),
-                WorkerRole::Decode => (need.decode / u, "decode"),
+            let share = |n: &model::Need| match role {
+                WorkerRole::Aggregated => (n.prefill + n.decode) / u,
+                WorkerRole::Prefill => n.prefill / u,
+                WorkerRole::Decode => n.decode / u,
+            };
+            let (planned, kept) = (share(&need), share(&risen));
+            let load = match role {
+                WorkerRole::Aggregated => "prefill and decode",
+                WorkerRole::Prefill => "prefill",
+                WorkerRole::Decode => "decode",
+            };
+            let plan = Plan {
+                exact: planned,
+                kept,
+                surprised: share(&surprise) >= 1.0,
             };
             let pressure = Pressure::of(role, n, observed, &limits);
-            let (size, why) = self.size(role, n, planned, &pressure, observed.interval_s);
+            let (size, why) = self.size(role, n, plan, &pressure, observed.interval_s);
             parts.push(format!(
                 "{} pool of {n}: {load} need {planned:.2} workers at {:.0}% utilisation; {why}",
                 role.as_str(),
@@ -264,7 +326,7 @@ impl Policy for SlaPolicy {
         });
         let reason = format!(
             "planning for {rate:.2} req/s (forecast {:.2}, last {last_rate:.2}, recent surge \
-             {surge:.2}) of {isl:.0} input tokens \
+             {surge:.2}, largest recent rise above the plan {rise:.2}) of {isl:.0} input tokens \
              ({:.0}% cached) and {osl:.0} output tokens, ITL correction {:.2}; {}",
             forecast.requests_per_s,
             self.hit_rate() * 100.0,

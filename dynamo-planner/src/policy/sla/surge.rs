@@ -15,6 +15,8 @@ pub(super) struct Surge {
     errors: Recent,
     /// The base rate planned for at the last step.
     base: Option<f64>,
+    /// How far the last interval's rate was from its plan (0 when it had none).
+    last: f64,
 }
 
 impl Surge {
@@ -24,13 +26,21 @@ impl Surge {
             quantile,
             errors: Recent::new(window_s),
             base: None,
+            last: 0.0,
         }
     }
 
     /// Learn the interval that ended at `at_s`, whose arrival rate was `rate`.
     pub(super) fn observe(&mut self, at_s: f64, rate: f64) {
         let error = self.base.map_or(f64::NAN, |base| rate - base);
+        self.last = if error.is_finite() { error.abs() } else { 0.0 };
         self.errors.push(at_s, error);
+    }
+
+    /// How far the last interval's rate was above or below the rate planned for it, in
+    /// requests per second (0 when it had no plan).
+    pub(super) fn last(&self) -> f64 {
+        self.last
     }
 
     /// Remember the base rate the policy plans for now; the next interval is judged by it.
@@ -79,6 +89,21 @@ mod tests {
         // Ten minutes of steady load later the burst has left the window.
         feed(&mut s, 10, &[2.0; 10], 2.0);
         assert_eq!(s.margin(), 0.0);
+    }
+
+    #[test]
+    fn the_last_miss_counts_both_ways() {
+        let mut s = Surge::new(600.0, 0.9);
+        s.observe(60.0, 5.0);
+        assert_eq!(s.last(), 0.0);
+        s.planned(5.0);
+        s.observe(120.0, 8.0);
+        assert_eq!(s.last(), 3.0);
+        s.planned(8.0);
+        s.observe(180.0, 2.0);
+        assert_eq!(s.last(), 6.0);
+        // Only the rise stays in the margin.
+        assert_eq!(s.margin(), 3.0);
     }
 
     #[test]
