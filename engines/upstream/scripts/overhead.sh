@@ -3,8 +3,8 @@
 # (../shared/anchors/gateway-bench: wrk with its chat.lua, 16 connections, a 1 s warm-up run
 # discarded, then 5 s measured, non-streamed then streamed), the gateways interleaved (in an order
 # rotated each repetition) and each started fresh per repetition. Prints one RESULT line of wrk
-# per gateway, mode and repetition; engines/upstream/scripts/overhead_summary.py prints their
-# medians and ratios.
+# per gateway, mode and repetition, with the CPU each request cost the gateway, both backends and
+# wrk; engines/upstream/scripts/overhead_summary.py prints their medians and ratios.
 #
 # Written beside run.sh because run.sh's start-up check reported routers that had started as
 # "exited during start-up" on most configurations in the session that wrote this (2026-12-03).
@@ -48,6 +48,14 @@ command_of() {
   esac
 }
 
+# CPU per request: utime + stime from /proc (in clock ticks) of the gateway's process group and
+# of both backends across the measured run, and wrk's own from bash's `time`.
+TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
+ticks() { local sum=0 pid; for pid in "$@"; do [ -r /proc/$pid/stat ] && sum=$((sum + $(awk '{print $14 + $15}' /proc/$pid/stat))); done; echo $sum; }
+RUN_OUT=$(mktemp); RUN_TIME=$(mktemp)
+TIMEFORMAT='%U %S'
+trap 'kill $B1 $B2 2>/dev/null; rm -f "$RUN_OUT" "$RUN_TIME"' EXIT
+
 BODY='{"model":"instant","messages":[{"role":"user","content":"ping"}],"max_tokens":16}'
 URL=http://127.0.0.1:$PORT/v1/chat/completions
 read -r -a order <<< "$CONFIGS"
@@ -63,7 +71,17 @@ for rep in $(seq "${REPS:-3}"); do
     done
     for mode in nostream stream; do
       wrk -t"$THREADS" -c${CONNS:-16} -d1s --timeout 5s -s "$GB/chat.lua" "$URL" -- $mode > /dev/null 2>&1
-      echo "rep=$rep config=$config mode=$mode $(wrk -t"$THREADS" -c${CONNS:-16} -d"${SECONDS_PER:-5}"s --timeout 5s -s "$GB/chat.lua" "$URL" -- $mode | grep RESULT)"
+      g0=$(ticks $(pgrep -g "$GROUP")); b0=$(ticks $B1 $B2)
+      # bash's `time` gives wrk's own CPU seconds (user and system).
+      { time wrk -t"$THREADS" -c${CONNS:-16} -d"${SECONDS_PER:-5}"s --timeout 5s -s "$GB/chat.lua" "$URL" -- $mode > "$RUN_OUT"; } 2> "$RUN_TIME"
+      g1=$(ticks $(pgrep -g "$GROUP")); b1=$(ticks $B1 $B2)
+      result=$(grep RESULT "$RUN_OUT")
+      requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<< "$result")
+      cpu=$(awk -v g=$((g1 - g0)) -v b=$((b1 - b0)) -v n="${requests:-0}" -v tick="$TICK_US" \
+        -v times="$RUN_TIME" 'BEGIN { if (n > 0) { getline w < times; split(w, t, " ");
+          printf "gateway_cpu_us=%.1f backends_cpu_us=%.1f wrk_cpu_us=%.1f",
+            g * tick / n, b * tick / n, (t[1] + t[2]) * 1e6 / n } }')
+      echo "rep=$rep config=$config mode=$mode $result $cpu"
     done
     kill -TERM -- -$GROUP 2>/dev/null
     for _ in $(seq 50); do kill -0 -- -$GROUP 2>/dev/null || break; sleep 0.1; done
