@@ -267,10 +267,16 @@ impl CompletionEvents {
             .stop_reason
             .as_ref()
             .and_then(serde_json::Value::as_u64);
+        let mut log_probs = choice.logprobs.as_ref().and_then(|l| l.to_log_probs());
         if stop_token.is_some_and(|stop| tokens.last().map(|&id| u64::from(id)) == Some(stop)) {
             tokens.pop();
+            // Its log-probability goes with it (a whole answer lists every token's).
+            if let Some(scores) = &mut log_probs
+                && scores.len() == tokens.len() + 1
+            {
+                scores.pop();
+            }
         }
-        let log_probs = choice.logprobs.as_ref().and_then(|l| l.to_log_probs());
         if let Some(reason) = choice.finish() {
             self.finish = Some(reason);
         }

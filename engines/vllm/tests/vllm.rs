@@ -99,6 +99,32 @@ async fn log_probabilities_come_back_as_token_ids() {
 }
 
 #[tokio::test]
+async fn a_whole_answer_drops_its_stop_token_with_its_log_probability() {
+    // A stop token that is not a special token stays in vLLM's output, with its score.
+    let server = Replay::one("/v1/completions", "whole_logprobs_stop_token.http").await;
+    let vllm = VllmServer::new(&server.url()).expect("a URL");
+    let mut request = GenerateRequest::new("r1", "smollm2", vec![1, 9690, 198])
+        .with_max_tokens(8)
+        .with_stop_tokens(vec![13])
+        .with_sampling(SamplingOptions {
+            logprobs: Some(1),
+            ..Default::default()
+        });
+    request.delivery = Delivery::Whole;
+    let answer = vllm
+        .engine()
+        .generate_all(request)
+        .await
+        .expect("an answer");
+    assert_eq!(answer.tokens, [7042]);
+    assert_eq!(answer.finish_reason, Some(FinishReason::Stop));
+    let log_probs = answer.log_probs.expect("log-probabilities");
+    assert_eq!(log_probs.len(), 1, "one score a token");
+    assert_eq!((log_probs[0].token, log_probs[0].logprob), (7042, -0.125));
+    assert_eq!(server.request_json(0)["stream"], false);
+}
+
+#[tokio::test]
 async fn load_comes_from_current_and_older_metric_names() {
     for (fixture, running, waiting, kv) in [
         ("metrics_v1.http", 5.0, 4.0, 0.625),
