@@ -30,6 +30,8 @@ pub struct ModelEntry {
     pub(crate) created: u64,
     pub(crate) sampling_defaults: SamplingDefaults,
     pub(crate) forks: bool,
+    /// Its metric handles, shared by the entry's clones.
+    pub(crate) metrics: Arc<crate::http::metrics::ModelMetrics>,
 }
 
 /// The sampling settings a model recommends, used for the fields a request leaves out.
@@ -99,6 +101,7 @@ impl ModelEntry {
             created: crate::unix_seconds(),
             sampling_defaults: SamplingDefaults::default(),
             forks: false,
+            metrics: Arc::default(),
         }
     }
 

@@ -94,7 +94,9 @@ async fn serve(
     request.format = structured.format;
     request.delivery = prepare::delivery(body.stream);
     let n = Choices::of(body.sampling.n, None, shared.config.max_choices)?.n;
-    let slot = shared.in_flight.acquire(&entry.name)?;
+    let slot = shared
+        .in_flight
+        .acquire(entry.metrics.in_flight(&entry.name))?;
     let text = choices::start(entry.clone(), request, n, slot, ENDPOINT).await?;
     let answers = (0..n)
         .map(|_| Answer::new(&entry, offers_tools, structured.forced.clone()))

@@ -110,7 +110,9 @@ async fn serve(
         // Ranking candidates needs each token's log-probability.
         request.sampling.logprobs = body.logprobs.or(choices.ranks().then_some(0));
         request.delivery = prepare::delivery(body.stream);
-        let slot = shared.in_flight.acquire(&entry.name)?;
+        let slot = shared
+            .in_flight
+            .acquire(entry.metrics.in_flight(&entry.name))?;
         let text =
             choices::start(entry.clone(), request, choices.generated, slot, ENDPOINT).await?;
         streams.push((echo, text));

@@ -86,7 +86,9 @@ async fn embed(
         ));
     }
     // Counted with the generations against `max_in_flight`: past it, a 503.
-    let _slot = shared.in_flight.acquire(&model.name)?;
+    let _slot = shared
+        .in_flight
+        .acquire(super::metrics::in_flight(&model.name))?;
     let inputs = tokenize(&model, &body.input)?;
     let request = EmbedRequest::new(id.0, model.name.clone(), inputs);
     let prompt_tokens = u32::try_from(request.token_count()).unwrap_or(u32::MAX);

@@ -48,7 +48,10 @@ impl InFlight {
     }
 
     /// A slot, or an overload error when all are taken.
-    pub(crate) fn acquire(self: &Arc<Self>, model: &str) -> Result<InFlightSlot, ApiError> {
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        gauge: ::metrics::Gauge,
+    ) -> Result<InFlightSlot, ApiError> {
         let taken = self.count.fetch_add(1, Ordering::AcqRel);
         if taken >= self.limit {
             self.count.fetch_sub(1, Ordering::AcqRel);
@@ -58,10 +61,10 @@ impl InFlight {
             ))
             .into());
         }
-        metrics::in_flight(model, 1.0);
+        gauge.increment(1.0);
         Ok(InFlightSlot {
             owner: self.clone(),
-            model: model.to_owned(),
+            gauge,
         })
     }
 }
@@ -70,13 +73,13 @@ impl InFlight {
 #[derive(Debug)]
 pub(crate) struct InFlightSlot {
     owner: Arc<InFlight>,
-    model: String,
+    gauge: ::metrics::Gauge,
 }
 
 impl Drop for InFlightSlot {
     fn drop(&mut self) {
         self.owner.count.fetch_sub(1, Ordering::AcqRel);
-        metrics::in_flight(&self.model, -1.0);
+        self.gauge.decrement(1.0);
     }
 }
 
@@ -258,15 +261,15 @@ impl TextStream {
             self.pending.push_back((index, delta));
         }
         let usage = choice.usage;
-        metrics::tokens(&self.entry.name, &usage);
+        self.entry.metrics.tokens(&self.entry.name, &usage);
         self.pending
             .push_back((index, TextEvent::Done { reason, usage }));
         self.open -= 1;
         if self.open == 0 {
             self.tokens = None;
             if self.slot.is_some() {
-                let ok = axum::http::StatusCode::OK;
-                metrics::request_done(&self.entry.name, self.endpoint, ok);
+                let entry = &self.entry;
+                entry.metrics.answered(&entry.name, self.endpoint);
             }
         }
     }
@@ -288,10 +291,11 @@ impl TextStream {
             return;
         }
         let now = Instant::now();
+        let metrics = &self.entry.metrics;
         match self.last_token {
-            None => metrics::time_to_first_token(&self.entry.name, now - self.started),
+            None => metrics.time_to_first_token(&self.entry.name, now - self.started),
             Some(last) => {
-                metrics::inter_token_latency(&self.entry.name, (now - last) / tokens as u32)
+                metrics.inter_token_latency(&self.entry.name, (now - last) / tokens as u32)
             }
         }
         self.last_token = Some(now);

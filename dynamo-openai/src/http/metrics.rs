@@ -12,7 +12,12 @@
 //! | `dynamo_frontend_cached_tokens_total` | counter | `model` |
 //!
 //! A router in front of the workers adds its own (`dynamo_router_*`, see `dynamo-router`).
+//!
+//! A served model resolves its handles once, at first use ([`ModelMetrics`]), rather than
+//! looking its label set up in the recorder on every request; the process's recorder must be
+//! installed before the first request (a handle resolved earlier records nothing).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -42,27 +47,83 @@ pub(crate) fn request_done(model: &str, endpoint: &'static str, status: StatusCo
     .increment(1);
 }
 
-pub(crate) fn in_flight(model: &str, change: f64) {
+/// The gauge of requests in flight for `model`.
+pub(crate) fn in_flight(model: &str) -> metrics::Gauge {
     metrics::gauge!("dynamo_frontend_inflight_requests", "model" => model.to_owned())
-        .increment(change);
 }
 
-pub(crate) fn time_to_first_token(model: &str, elapsed: Duration) {
-    metrics::histogram!("dynamo_frontend_time_to_first_token_seconds", "model" => model.to_owned())
-        .record(elapsed.as_secs_f64());
+/// The endpoints whose successful answers [`ModelMetrics`] counts through a held handle.
+const ENDPOINTS: [&str; 3] = ["chat_completions", "completions", "responses"];
+
+/// One served model's metric handles, each resolved from the recorder the first time it is
+/// used (so a series appears in `/metrics` exactly when it would with the macros) and reused
+/// after: a request records without hashing its labels. The handles are the same series the
+/// free functions above record to.
+#[derive(Debug, Default)]
+pub(crate) struct ModelMetrics {
+    in_flight: OnceLock<metrics::Gauge>,
+    time_to_first_token: OnceLock<metrics::Histogram>,
+    inter_token_latency: OnceLock<metrics::Histogram>,
+    input_tokens: OnceLock<metrics::Counter>,
+    output_tokens: OnceLock<metrics::Counter>,
+    cached_tokens: OnceLock<metrics::Counter>,
+    answered: [OnceLock<metrics::Counter>; ENDPOINTS.len()],
 }
 
-pub(crate) fn inter_token_latency(model: &str, elapsed: Duration) {
-    metrics::histogram!("dynamo_frontend_inter_token_latency_seconds", "model" => model.to_owned())
-        .record(elapsed.as_secs_f64());
-}
+impl ModelMetrics {
+    pub(crate) fn in_flight(&self, model: &str) -> metrics::Gauge {
+        self.in_flight.get_or_init(|| in_flight(model)).clone()
+    }
 
-pub(crate) fn tokens(model: &str, usage: &Usage) {
-    let model = model.to_owned();
-    metrics::counter!("dynamo_frontend_input_tokens_total", "model" => model.clone())
-        .increment(u64::from(usage.prompt_tokens));
-    metrics::counter!("dynamo_frontend_output_tokens_total", "model" => model.clone())
-        .increment(u64::from(usage.completion_tokens));
-    metrics::counter!("dynamo_frontend_cached_tokens_total", "model" => model)
-        .increment(u64::from(usage.cached_tokens));
+    /// Count a request to `endpoint` that ended with 200.
+    pub(crate) fn answered(&self, model: &str, endpoint: &'static str) {
+        match ENDPOINTS.iter().position(|known| *known == endpoint) {
+            Some(index) => self.answered[index]
+                .get_or_init(|| {
+                    metrics::counter!(
+                        "dynamo_frontend_requests_total",
+                        "model" => model.to_owned(),
+                        "endpoint" => endpoint,
+                        "status" => StatusCode::OK.as_str().to_owned(),
+                    )
+                })
+                .increment(1),
+            None => request_done(model, endpoint, StatusCode::OK),
+        }
+    }
+
+    pub(crate) fn time_to_first_token(&self, model: &str, elapsed: Duration) {
+        self.time_to_first_token
+            .get_or_init(|| {
+                metrics::histogram!(
+                    "dynamo_frontend_time_to_first_token_seconds",
+                    "model" => model.to_owned()
+                )
+            })
+            .record(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn inter_token_latency(&self, model: &str, elapsed: Duration) {
+        self.inter_token_latency
+            .get_or_init(|| {
+                metrics::histogram!(
+                    "dynamo_frontend_inter_token_latency_seconds",
+                    "model" => model.to_owned()
+                )
+            })
+            .record(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn tokens(&self, model: &str, usage: &Usage) {
+        let counter = |name: &'static str| metrics::counter!(name, "model" => model.to_owned());
+        self.input_tokens
+            .get_or_init(|| counter("dynamo_frontend_input_tokens_total"))
+            .increment(u64::from(usage.prompt_tokens));
+        self.output_tokens
+            .get_or_init(|| counter("dynamo_frontend_output_tokens_total"))
+            .increment(u64::from(usage.completion_tokens));
+        self.cached_tokens
+            .get_or_init(|| counter("dynamo_frontend_cached_tokens_total"))
+            .increment(u64::from(usage.cached_tokens));
+    }
 }

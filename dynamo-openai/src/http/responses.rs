@@ -84,7 +84,9 @@ async fn serve(
         "max_output_tokens",
     )?;
     request.delivery = prepare::delivery(body.stream);
-    let slot = shared.in_flight.acquire(&entry.name)?;
+    let slot = shared
+        .in_flight
+        .acquire(entry.metrics.in_flight(&entry.name))?;
     let text = generate::start(entry.clone(), request, Some(slot), ENDPOINT)
         .await?
         .map_ok(|(_, event)| event);
