@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Json;
@@ -7,6 +8,7 @@ use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use dynamo_core::{TokenLogProb, Usage};
 use futures::{StreamExt, TryStreamExt, stream};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::answer::Answer;
@@ -183,11 +185,27 @@ pub(crate) fn render(
 }
 
 /// A message as chat templates expect it: `content` as one string, tool-call arguments as
-/// objects.
-fn template_message((index, message): (usize, &ChatMessage)) -> Result<Value, ApiError> {
+/// objects. It borrows from the request (a plain text message is not copied before the
+/// template reads it). Templates see a map with the keys in sorted order, as they did when
+/// messages reached them as JSON values.
+#[derive(Serialize)]
+struct TemplateMessage<'a> {
+    content: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<Value>>,
+}
+
+fn template_message(
+    (index, message): (usize, &ChatMessage),
+) -> Result<TemplateMessage<'_>, ApiError> {
     let content = match &message.content {
-        None => Value::Null,
-        Some(MessageContent::Text(text)) => Value::String(text.clone()),
+        None => None,
+        Some(MessageContent::Text(text)) => Some(Cow::Borrowed(text.as_str())),
         Some(MessageContent::Parts(parts)) => {
             let mut text = String::new();
             for part in parts {
@@ -203,18 +221,11 @@ fn template_message((index, message): (usize, &ChatMessage)) -> Result<Value, Ap
                     }
                 }
             }
-            Value::String(text)
+            Some(Cow::Owned(text))
         }
     };
-    let mut value = json!({ "role": message.role.as_str(), "content": content });
-    if let Some(name) = &message.name {
-        value["name"] = json!(name);
-    }
-    if let Some(id) = &message.tool_call_id {
-        value["tool_call_id"] = json!(id);
-    }
-    if let Some(calls) = &message.tool_calls {
-        value["tool_calls"] = calls
+    let tool_calls = message.tool_calls.as_ref().map(|calls| {
+        calls
             .iter()
             .map(|call| {
                 let arguments = serde_json::from_str::<Value>(&call.function.arguments)
@@ -225,9 +236,15 @@ fn template_message((index, message): (usize, &ChatMessage)) -> Result<Value, Ap
                     "function": { "name": call.function.name, "arguments": arguments },
                 })
             })
-            .collect();
-    }
-    Ok(value)
+            .collect()
+    });
+    Ok(TemplateMessage {
+        role: message.role.as_str(),
+        content,
+        name: message.name.as_deref(),
+        tool_call_id: message.tool_call_id.as_deref(),
+        tool_calls,
+    })
 }
 
 /// The fields every response and chunk repeats.
@@ -452,4 +469,60 @@ fn stream(
         stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>())
     });
     sse::respond(stream::iter(firsts).chain(chunks.try_flatten()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ChatTemplate;
+
+    /// What a template that prints and inspects `messages` renders for one message given as `request`, and for the
+    /// message as templates have always been given it (`given`, built as a JSON value).
+    fn rendered(request: Value, given: Value) -> (String, String) {
+        let message: ChatMessage = serde_json::from_value(request).expect("a chat message");
+        let template = ChatTemplate::new(
+            "{{ messages | tojson }}|{% for m in messages %}{{ m is mapping }} {{ m | length }} \
+             {{ 'name' in m }} {% for k, v in m | items %}{{ k }}={{ v }};{% endfor %}\
+             {{ m.get('name') }}{% endfor %}",
+        )
+        .expect("compiles");
+        let messages = [template_message((0, &message)).expect("a text message")];
+        let ours = template.render(&messages, None, false).expect("renders");
+        let expected = template.render(&[given], None, false).expect("renders");
+        (ours, expected)
+    }
+
+    #[test]
+    fn a_template_sees_every_field_in_the_order_it_always_did() {
+        let (ours, expected) = rendered(
+            json!({
+                "role": "assistant",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                "name": "n",
+                "tool_call_id": "t",
+                "tool_calls": [{"id": "c", "type": "function",
+                                "function": {"name": "f", "arguments": "{\"x\": 1}"}}],
+            }),
+            json!({
+                "role": "assistant",
+                "content": "ab",
+                "name": "n",
+                "tool_call_id": "t",
+                "tool_calls": [{"id": "c", "type": "function",
+                                "function": {"name": "f", "arguments": {"x": 1}}}],
+            }),
+        );
+        assert_eq!(ours, expected);
+        assert!(ours.starts_with(r#"[{"content": "ab", "name": "n", "role": "assistant""#));
+    }
+
+    #[test]
+    fn a_message_without_content_shows_null_and_no_optional_fields() {
+        let message = json!({"role": "user", "content": null});
+        let (ours, expected) = rendered(message.clone(), message);
+        assert_eq!(ours, expected);
+        let shown =
+            r#"[{"content": null, "role": "user"}]|True 2 False content=None;role=user;None"#;
+        assert_eq!(ours, shown);
+    }
 }
