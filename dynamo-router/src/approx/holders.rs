@@ -1,6 +1,15 @@
-//! The workers predicted to hold one block, sorted by slot, with a bit mask of those in the
-//! first 64 slots: a query over at most 64 workers intersects blocks with one `and`.
+//! The workers predicted to hold each block, with a bit mask of those in the first 64 slots: a
+//! query over at most 64 workers intersects blocks with one `and`.
+//!
+//! Most blocks have one holder (a request's own blocks), so a block's entry in the main map is 16
+//! bytes: the mask and that holder inline. A block held by two workers or more is marked there,
+//! and its holders, sorted by slot, are in a second map. Expiry probes the main map once per
+//! block; its smaller entries miss the cache less often.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use dynamo_core::SequenceHash;
 use smallvec::SmallVec;
 
 /// A worker predicted to hold a block, with the number of its latest touch of it, modulo
@@ -22,54 +31,158 @@ pub(super) fn bit(slot: u32) -> u64 {
     1u64.checked_shl(slot).unwrap_or(0)
 }
 
-/// A block's holders; two fit without a heap list.
-#[derive(Debug, Clone)]
-pub(super) struct Holders {
+/// The slot of a main entry whose holders are in the shared map (no worker's slot: the store
+/// keeps fewer than 2^24 workers).
+const SHARED: u32 = u32::MAX;
+
+/// A block's entry in the main map: its only holder, or [`SHARED`].
+#[derive(Debug, Clone, Copy)]
+struct Head {
     /// The bits of the holders in slots below 64.
     mask: u64,
-    list: SmallVec<[Holder; 2]>,
+    only: Holder,
 }
 
-impl Holders {
-    pub(super) fn one(holder: Holder) -> Self {
-        Holders {
-            mask: bit(holder.slot),
-            list: SmallVec::from_elem(holder, 1),
+type Map<V> = HashMap<SequenceHash, V, foldhash::fast::RandomState>;
+
+/// The holders of every block.
+#[derive(Debug, Default)]
+pub(super) struct Blocks {
+    main: Map<Head>,
+    /// The holders of blocks held by two workers or more, sorted by slot.
+    shared: Map<SmallVec<[Holder; 4]>>,
+}
+
+impl Blocks {
+    /// The bits of `hash`'s holders in slots below 64; `None` when nobody holds it.
+    pub(super) fn mask(&self, hash: &SequenceHash) -> Option<u64> {
+        self.main.get(hash).map(|head| head.mask)
+    }
+
+    /// `hash`'s holders, sorted by slot; `None` when nobody holds it.
+    pub(super) fn holders(&self, hash: &SequenceHash) -> Option<&[Holder]> {
+        let head = self.main.get(hash)?;
+        if head.only.slot == SHARED {
+            self.shared.get(hash).map(|list| list.as_slice())
+        } else {
+            Some(std::slice::from_ref(&head.only))
         }
     }
 
-    /// The bits of the holders in slots below 64.
-    pub(super) fn mask(&self) -> u64 {
-        self.mask
+    /// `holder.slot`'s holder of `hash`, if it holds it.
+    pub(super) fn holder_mut(&mut self, hash: &SequenceHash, slot: u32) -> Option<&mut Holder> {
+        let head = self.main.get_mut(hash)?;
+        if head.only.slot == SHARED {
+            let list = self.shared.get_mut(hash)?;
+            let i = find(head.mask, list, slot).ok()?;
+            list.get_mut(i)
+        } else {
+            (head.only.slot == slot).then_some(&mut head.only)
+        }
     }
 
-    pub(super) fn as_slice(&self) -> &[Holder] {
-        &self.list
+    /// Set `holder` as its worker's latest touch of `hash`; whether the worker was added.
+    pub(super) fn touch(&mut self, hash: SequenceHash, holder: Holder) -> bool {
+        let head = match self.main.entry(hash) {
+            Entry::Vacant(free) => {
+                free.insert(Head {
+                    mask: bit(holder.slot),
+                    only: holder,
+                });
+                return true;
+            }
+            Entry::Occupied(held) => held.into_mut(),
+        };
+        if head.only.slot == holder.slot {
+            head.only.touch = holder.touch;
+            return false;
+        }
+        let list = self.shared.entry(hash).or_default();
+        if head.only.slot != SHARED {
+            list.clear();
+            list.push(head.only);
+            head.only.slot = SHARED;
+        }
+        match find(head.mask, list, holder.slot) {
+            Ok(i) => {
+                list[i].touch = holder.touch;
+                false
+            }
+            Err(i) => {
+                list.insert(i, holder);
+                head.mask |= bit(holder.slot);
+                true
+            }
+        }
     }
 
-    /// Where `slot` is, or would go.
-    pub(super) fn find(&self, slot: u32) -> Result<usize, usize> {
-        self.list.binary_search_by_key(&slot, |h| h.slot)
+    /// Whether `touch` is `slot`'s latest touch of `hash`.
+    pub(super) fn is_latest(&self, hash: &SequenceHash, slot: u32, touch: u32) -> bool {
+        let Some(head) = self.main.get(hash) else {
+            return false;
+        };
+        if head.only.slot != SHARED {
+            return head.only == Holder { slot, touch };
+        }
+        self.shared
+            .get(hash)
+            .is_some_and(|list| find(head.mask, list, slot).is_ok_and(|i| list[i].touch == touch))
     }
 
-    pub(super) fn get_mut(&mut self, slot: u32) -> Option<&mut Holder> {
-        let i = self.find(slot).ok()?;
-        self.list.get_mut(i)
+    /// If `touch` is `slot`'s latest touch of `hash`, take `slot` off the block (and the block
+    /// off the maps with its last holder); whether it was.
+    pub(super) fn forget(&mut self, hash: SequenceHash, slot: u32, touch: u32) -> bool {
+        let Entry::Occupied(mut held) = self.main.entry(hash) else {
+            return false;
+        };
+        let head = held.get_mut();
+        if head.only.slot != SHARED {
+            if head.only.slot != slot || head.only.touch != touch {
+                return false;
+            }
+            held.remove();
+            return true;
+        }
+        let Entry::Occupied(mut listed) = self.shared.entry(hash) else {
+            return false;
+        };
+        let list = listed.get_mut();
+        let Ok(i) = find(head.mask, list, slot) else {
+            return false;
+        };
+        if list[i].touch != touch {
+            return false;
+        }
+        list.remove(i);
+        head.mask &= !bit(slot);
+        if list.len() <= 1 {
+            match list.first() {
+                Some(&last) => head.only = last,
+                None => {
+                    held.remove();
+                }
+            }
+            listed.remove();
+        }
+        true
     }
+}
 
-    /// Add `holder` at `at` (from [`find`](Self::find)).
-    pub(super) fn insert(&mut self, at: usize, holder: Holder) {
-        self.mask |= bit(holder.slot);
-        self.list.insert(at, holder);
+/// Where `slot` is in `list` (sorted by slot, `mask` the bits of those below 64), or would go.
+/// A slot below 64 is placed by counting the bits below its own, without reading the list.
+fn find(mask: u64, list: &[Holder], slot: u32) -> Result<usize, usize> {
+    let below = mask.count_ones() as usize;
+    if slot < 64 {
+        let index = (mask & (bit(slot) - 1)).count_ones() as usize;
+        return if mask & bit(slot) != 0 {
+            Ok(index)
+        } else {
+            Err(index)
+        };
     }
-
-    /// Take the holder at `at` off.
-    pub(super) fn remove(&mut self, at: usize) {
-        let gone = self.list.remove(at);
-        self.mask &= !bit(gone.slot);
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.list.is_empty()
+    let rest = list.get(below..).unwrap_or_default();
+    match rest.binary_search_by_key(&slot, |h| h.slot) {
+        Ok(i) => Ok(below + i),
+        Err(i) => Err(below + i),
     }
 }

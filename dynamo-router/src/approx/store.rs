@@ -8,13 +8,12 @@
 //! is left, comparing holders only where they change.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::time::Instant;
 
 use dynamo_core::{SequenceHash, WorkerId};
 use smallvec::SmallVec;
 
-use super::holders::{Holder, Holders, short};
+use super::holders::{Blocks, Holder, short};
 use super::records::{Records, Touch};
 use crate::index::{IndexError, Overlaps, TierOverlap};
 
@@ -32,7 +31,7 @@ struct Worker {
 /// Every worker's predictions.
 #[derive(Debug)]
 pub(super) struct Store {
-    blocks: HashMap<SequenceHash, Holders, foldhash::fast::RandomState>,
+    blocks: Blocks,
     workers: Vec<Option<Worker>>,
     slot_of: HashMap<WorkerId, u32, foldhash::fast::RandomState>,
     free: Vec<u32>,
@@ -45,7 +44,7 @@ pub(super) struct Store {
 impl Store {
     pub(super) fn new(slack: usize) -> Self {
         Store {
-            blocks: HashMap::default(),
+            blocks: Blocks::default(),
             workers: Vec::new(),
             slot_of: HashMap::default(),
             free: Vec::new(),
@@ -98,33 +97,15 @@ impl Store {
         let first = state.records.next_touch();
         for (touch, &hash) in (first..).zip(hashes) {
             let touch = short(touch);
-            let holder = Holder { slot, touch };
-            match self.blocks.entry(hash) {
-                Entry::Occupied(mut held) => {
-                    let holders = held.get_mut();
-                    match holders.find(slot) {
-                        Ok(_) => {
-                            if let Some(held) = holders.get_mut(slot) {
-                                held.touch = touch;
-                            }
-                        }
-                        Err(i) => {
-                            holders.insert(i, holder);
-                            state.blocks += 1;
-                        }
-                    }
-                }
-                Entry::Vacant(free) => {
-                    free.insert(Holders::one(holder));
-                    state.blocks += 1;
-                }
+            if self.blocks.touch(hash, Holder { slot, touch }) {
+                state.blocks += 1;
             }
         }
         state.records.push(hashes, at);
         if state.records.len() > 2 * state.blocks + self.slack {
             let blocks = &mut self.blocks;
             state.records.compact(|(hash, number), renumbered| {
-                match holder_mut(blocks, hash, slot) {
+                match blocks.holder_mut(&hash, slot) {
                     Some(holder) if holder.touch == short(number) => {
                         holder.touch = short(renumbered);
                         true
@@ -209,21 +190,27 @@ impl Store {
 
     /// How deep each worker's predicted prefix of `hashes` goes.
     pub(super) fn overlaps(&self, hashes: &[SequenceHash]) -> Overlaps {
-        let Some(first) = hashes.first().and_then(|hash| self.blocks.get(hash)) else {
+        let Some(first) = hashes.first() else {
             return Overlaps::default();
         };
         if self.workers.len() <= 64 {
-            self.overlaps_masked(first, &hashes[1..])
+            match self.blocks.mask(first) {
+                Some(mask) => self.overlaps_masked(mask, &hashes[1..]),
+                None => Overlaps::default(),
+            }
         } else {
-            self.overlaps_merged(first, &hashes[1..])
+            match self.blocks.holders(first) {
+                Some(holders) => self.overlaps_merged(holders, &hashes[1..]),
+                None => Overlaps::default(),
+            }
         }
     }
 
     /// [`overlaps`](Self::overlaps) when every slot is below 64: the workers still going are
     /// a bit mask, intersected with each block's.
-    fn overlaps_masked(&self, first: &Holders, rest: &[SequenceHash]) -> Overlaps {
+    fn overlaps_masked(&self, first: u64, rest: &[SequenceHash]) -> Overlaps {
         let mut answer = Overlaps::default();
-        let mut alive = first.mask();
+        let mut alive = first;
         let mut depth = 1;
         let end = |gone: u64, depth: u32, answer: &mut Overlaps| {
             let mut gone = gone;
@@ -234,10 +221,10 @@ impl Store {
             }
         };
         for hash in rest {
-            let Some(holders) = self.blocks.get(hash) else {
+            let Some(mask) = self.blocks.mask(hash) else {
                 break;
             };
-            let kept = alive & holders.mask();
+            let kept = alive & mask;
             if kept != alive {
                 end(alive & !kept, depth, &mut answer);
                 alive = kept;
@@ -252,16 +239,15 @@ impl Store {
     }
 
     /// [`overlaps`](Self::overlaps) for any slots: sorted lists, merged where they differ.
-    fn overlaps_merged(&self, first: &Holders, rest: &[SequenceHash]) -> Overlaps {
+    fn overlaps_merged(&self, first: &[Holder], rest: &[SequenceHash]) -> Overlaps {
         let mut answer = Overlaps::default();
         // The workers holding every block so far, sorted by slot.
-        let mut alive: SmallVec<[u32; 8]> = first.as_slice().iter().map(|h| h.slot).collect();
+        let mut alive: SmallVec<[u32; 8]> = first.iter().map(|h| h.slot).collect();
         let mut depth = 1;
         for hash in rest {
-            let Some(holders) = self.blocks.get(hash) else {
+            let Some(holders) = self.blocks.holders(hash) else {
                 break;
             };
-            let holders = holders.as_slice();
             let same = holders.len() == alive.len()
                 && holders.iter().zip(&alive).all(|(h, &slot)| h.slot == slot);
             if !same {
@@ -331,47 +317,13 @@ impl Store {
     }
 }
 
-fn holder_mut(
-    blocks: &mut HashMap<SequenceHash, Holders, foldhash::fast::RandomState>,
-    hash: SequenceHash,
-    slot: u32,
-) -> Option<&mut Holder> {
-    blocks.get_mut(&hash)?.get_mut(slot)
-}
-
 /// Whether `touch` is `slot`'s latest touch of its block.
-fn is_latest(
-    blocks: &HashMap<SequenceHash, Holders, foldhash::fast::RandomState>,
-    (hash, number): Touch,
-    slot: u32,
-) -> bool {
-    blocks.get(&hash).is_some_and(|holders| {
-        holders
-            .find(slot)
-            .is_ok_and(|i| holders.as_slice()[i].touch == short(number))
-    })
+fn is_latest(blocks: &Blocks, (hash, number): Touch, slot: u32) -> bool {
+    blocks.is_latest(&hash, slot, short(number))
 }
 
 /// If `touch` is `slot`'s latest touch of its block, take `slot` off the block (and the block
 /// off the map with its last holder); whether it was.
-fn forget(
-    blocks: &mut HashMap<SequenceHash, Holders, foldhash::fast::RandomState>,
-    (hash, number): Touch,
-    slot: u32,
-) -> bool {
-    let Entry::Occupied(mut held) = blocks.entry(hash) else {
-        return false;
-    };
-    let holders = held.get_mut();
-    let Ok(i) = holders.find(slot) else {
-        return false;
-    };
-    if holders.as_slice()[i].touch != short(number) {
-        return false;
-    }
-    holders.remove(i);
-    if holders.is_empty() {
-        held.remove();
-    }
-    true
+fn forget(blocks: &mut Blocks, (hash, number): Touch, slot: u32) -> bool {
+    blocks.forget(hash, slot, short(number))
 }
