@@ -1,7 +1,5 @@
 //! Our policy: route to the worker that will produce the first token soonest.
 
-use std::cell::Cell;
-
 use super::choose::{SharedRng, lowest_cost};
 use super::kv_cost::TierCredits;
 use super::{Decision, RouteContext, Router, WorkerState};
@@ -37,22 +35,32 @@ impl Default for PrefillTimeModel {
 impl PrefillTimeModel {
     /// The time to prefill `tokens`, in whole chunks and a remainder.
     pub fn time_ms(&self, tokens: u64) -> f64 {
-        let step = |n: u64| {
-            let n = n as f64;
-            self.a * n * n + self.b * n + self.c
-        };
+        let step = |n: u64| self.step_ms(n);
         let chunk = self.chunk_tokens.max(1);
         if tokens < chunk {
             // One partial chunk, without the divisions (the same sum as below).
             return if tokens > 0 { step(tokens) } else { 0.0 };
         }
-        let (full, rest) = if chunk.is_power_of_two() {
+        let (full, rest) = self.chunks(tokens, chunk);
+        full as f64 * step(chunk) + if rest > 0 { step(rest) } else { 0.0 }
+    }
+
+    /// The time of one step of `n` tokens.
+    #[inline]
+    fn step_ms(&self, n: u64) -> f64 {
+        let n = n as f64;
+        self.a * n * n + self.b * n + self.c
+    }
+
+    /// `tokens` in whole chunks of `chunk` and a remainder.
+    #[inline]
+    fn chunks(&self, tokens: u64, chunk: u64) -> (u64, u64) {
+        if chunk.is_power_of_two() {
             // The usual chunk sizes: a shift and a mask instead of a division.
             (tokens >> chunk.trailing_zeros(), tokens & (chunk - 1))
         } else {
             (tokens / chunk, tokens % chunk)
-        };
-        full as f64 * step(chunk) + if rest > 0 { step(rest) } else { 0.0 }
+        }
     }
 }
 
@@ -269,10 +277,8 @@ impl Default for ExpectedTtft {
 
 impl Router for ExpectedTtft {
     fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
-        // Most workers hold none of the prompt and many have no queue, so consecutive workers
-        // often ask for the same prefill time: remember the last one of each kind.
-        let work = Memo::new(&self.config.prefill);
-        let queue = Memo::new(&self.config.prefill);
+        // The time of a whole chunk is the same for every worker: computed once.
+        let prefill = Prepared::new(&self.config.prefill);
         let stall_cap = self.stall_cap(request);
         lowest_cost(
             workers,
@@ -281,8 +287,8 @@ impl Router for ExpectedTtft {
                     request,
                     w,
                     stall_cap,
-                    |t| work.time_ms(t),
-                    |t| queue.time_ms(t),
+                    |t| prefill.time_ms(t),
+                    |t| prefill.time_ms(t),
                 )
             },
             self.config.temperature,
@@ -291,36 +297,66 @@ impl Router for ExpectedTtft {
     }
 }
 
-/// A prefill time model that remembers its last answer.
-struct Memo<'a> {
+/// A prefill time model with the time of a whole chunk computed once: the same sums as
+/// [`PrefillTimeModel::time_ms`], without a branch on earlier answers.
+struct Prepared<'a> {
     model: &'a PrefillTimeModel,
-    last: Cell<Option<(u64, f64)>>,
+    chunk: u64,
+    /// The time of a whole chunk.
+    chunk_ms: f64,
 }
 
-impl<'a> Memo<'a> {
+impl<'a> Prepared<'a> {
     fn new(model: &'a PrefillTimeModel) -> Self {
-        Memo {
+        let chunk = model.chunk_tokens.max(1);
+        Prepared {
             model,
-            last: Cell::new(None),
+            chunk,
+            chunk_ms: model.step_ms(chunk),
         }
     }
 
     #[inline]
     fn time_ms(&self, tokens: u64) -> f64 {
-        match self.last.get() {
-            Some((last, ms)) if last == tokens => ms,
-            _ => {
-                let ms = self.model.time_ms(tokens);
-                self.last.set(Some((tokens, ms)));
-                ms
-            }
+        if tokens < self.chunk {
+            return if tokens > 0 {
+                self.model.step_ms(tokens)
+            } else {
+                0.0
+            };
         }
+        let (full, rest) = self.model.chunks(tokens, self.chunk);
+        full as f64 * self.chunk_ms
+            + if rest > 0 {
+                self.model.step_ms(rest)
+            } else {
+                0.0
+            }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prepared_model_gives_the_models_times_bit_for_bit() {
+        for chunk_tokens in [8192, 1000, 1] {
+            let model = PrefillTimeModel {
+                chunk_tokens,
+                ..PrefillTimeModel::default()
+            };
+            let prepared = Prepared::new(&model);
+            let edges = [0, 1, 999, 1000, 1001, 8191, 8192, 8193, 16_384, 100_003];
+            for tokens in (0..40_000).step_by(37).chain(edges) {
+                assert_eq!(
+                    prepared.time_ms(tokens).to_bits(),
+                    model.time_ms(tokens).to_bits(),
+                    "{tokens} tokens, chunks of {chunk_tokens}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn prefill_time_is_charged_per_chunk() {
