@@ -210,6 +210,8 @@ impl Store {
     /// a bit mask, intersected with each block's.
     fn overlaps_masked(&self, first: u64, rest: &[SequenceHash]) -> Overlaps {
         let mut answer = Overlaps::default();
+        // One allocation at most: the answer never lists more workers than hold the first block.
+        answer.workers.reserve(first.count_ones() as usize);
         let mut alive = first;
         let mut depth = 1;
         let end = |gone: u64, depth: u32, answer: &mut Overlaps| {
@@ -217,7 +219,9 @@ impl Store {
             while gone != 0 {
                 let slot = gone.trailing_zeros();
                 gone &= gone - 1;
-                answer.workers.extend(self.entry(slot, depth));
+                if let Some(entry) = self.entry(slot, depth) {
+                    answer.workers.push(entry);
+                }
             }
         };
         for hash in rest {
@@ -243,6 +247,7 @@ impl Store {
         let mut answer = Overlaps::default();
         // The workers holding every block so far, sorted by slot.
         let mut alive: SmallVec<[u32; 8]> = first.iter().map(|h| h.slot).collect();
+        answer.workers.reserve(alive.len());
         let mut depth = 1;
         for hash in rest {
             let Some(holders) = self.blocks.holders(hash) else {
