@@ -183,6 +183,22 @@ fn planner(registry: &str, nats: &LocalNats, flags: &[&str], worker: &[&str]) ->
     Process::start(&args)
 }
 
+/// Three streams of 256-token prompts, open: they fill a 64-block KV cache as they decode.
+async fn fill_kv_cache(frontend: &Frontend) -> Vec<hyper::Response<Incoming>> {
+    let bodies = [314, 271, 161].map(|token| {
+        json!({
+            "model": "smollm2", "prompt": vec![token; 256], "max_tokens": MAX_TOKENS,
+            "stream": true,
+        })
+    });
+    let posts = bodies
+        .iter()
+        .map(|body| frontend.post("/v1/completions", body));
+    let streams = futures::future::join_all(posts).await;
+    assert!(streams.iter().all(|s| s.status().as_u16() == 200));
+    streams
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_planner_command_grows_the_pool_under_load_and_shrinks_it_when_calm() {
     let nats = LocalNats::start().expect("nats-server starts");
@@ -205,17 +221,7 @@ async fn the_planner_command_grows_the_pool_under_load_and_shrinks_it_when_calm(
         .await;
 
     // Under load the planner starts a second worker, which joins the frontend.
-    let bodies = [314, 271, 161].map(|token| {
-        json!({
-            "model": "smollm2", "prompt": vec![token; 256], "max_tokens": MAX_TOKENS,
-            "stream": true,
-        })
-    });
-    let posts = bodies
-        .iter()
-        .map(|body| frontend.post("/v1/completions", body));
-    let streams = futures::future::join_all(posts).await;
-    assert!(streams.iter().all(|s| s.status().as_u16() == 200));
+    let streams = fill_kv_cache(&frontend).await;
     frontend_process
         .wait_for("worker 2/0 at", Duration::from_secs(60))
         .await;
@@ -359,17 +365,7 @@ async fn the_disaggregated_planner_sizes_prefill_and_decode_pools_registered_in_
     );
 
     // Long streams fill the decode worker's KV cache: the planner grows the decode pool.
-    let bodies = [314, 271, 161].map(|token| {
-        json!({
-            "model": "smollm2", "prompt": vec![token; 256], "max_tokens": MAX_TOKENS,
-            "stream": true,
-        })
-    });
-    let posts = bodies
-        .iter()
-        .map(|body| frontend.post("/v1/completions", body));
-    let streams = futures::future::join_all(posts).await;
-    assert!(streams.iter().all(|s| s.status().as_u16() == 200));
+    let streams = fill_kv_cache(&frontend).await;
     frontend_process
         .wait_for("worker 3/0 at", Duration::from_secs(60))
         .await;
