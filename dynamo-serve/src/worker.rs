@@ -4,7 +4,8 @@
 //! SIGTERM (or Ctrl-C) drains it: the worker leaves discovery first, so the frontend routes
 //! nothing new to it, answers the requests that still reach it `unavailable` (the frontend's
 //! migration sends them elsewhere), finishes its open streams for up to `--drain-timeout`
-//! seconds, and exits.
+//! seconds, and exits. With `--exit-with-parent` it does the same when the process that
+//! started it exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,9 @@ use crate::{deploy, disagg};
 
 /// How often the worker reports its load.
 const LOAD_PERIOD: Duration = Duration::from_secs(1);
+
+/// How often a `--exit-with-parent` worker checks that the process that started it lives.
+const PARENT_CHECK: Duration = Duration::from_millis(500);
 
 /// How the worker is registered; dropping it deregisters (a directory record at once, an etcd
 /// lease when its TTL runs out).
@@ -100,6 +104,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
 
     let signalled = tokio::select! {
         () = crate::shutdown_signal() => true,
+        () = parent_exit(options.exit_with_parent) => true,
         served = &mut serving => {
             served??;
             false
@@ -116,6 +121,24 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         drain(serving, &shutdown, &active, deadline).await?;
     }
     Ok(())
+}
+
+/// Resolves once the process that started this one has exited (this process is then
+/// reparented); never when `watch` is false. Polled, since Linux tells a child of its parent's
+/// death only through a signal tied to the thread that forked it.
+async fn parent_exit(watch: bool) {
+    if !watch {
+        return std::future::pending().await;
+    }
+    let parent = rustix::process::getppid();
+    let mut ticks = tokio::time::interval(PARENT_CHECK);
+    loop {
+        ticks.tick().await;
+        if rustix::process::getppid() != parent {
+            tracing::warn!("the process that started this worker exited; draining");
+            return;
+        }
+    }
 }
 
 /// Stop taking requests and wait until the open streams have ended, or `deadline` has passed

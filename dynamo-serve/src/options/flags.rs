@@ -9,9 +9,8 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use dynamo_candle::DiskTier;
 use dynamo_planner::policy::{PolicyKind, SlaTargets};
-use dynamo_transport::discovery::EtcdAccess;
-use dynamo_transport::events::NatsAccess;
 
+use super::deployment::{DeploymentArgs, PlaneTlsArgs};
 use super::values::{WorkerAddresses, at_least_one, number_workers, positive_number};
 use super::{
     Command, DiskAdmission, EngineKind, Options, PlacementKind, RoleKind, RouterKind,
@@ -108,6 +107,10 @@ struct WorkerArgs {
     /// before exiting (new requests are refused, and the frontend sends them elsewhere)
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_TIMEOUT)]
     drain_timeout: u64,
+    /// Drain and exit, as on SIGTERM, when the process that started this one exits
+    /// (`dynamo-serve planner` passes it: a planner killed outright leaves no workers behind)
+    #[arg(long)]
+    exit_with_parent: bool,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -192,7 +195,8 @@ struct PlannerArgs {
     #[command(flatten)]
     deployment: DeploymentArgs,
     /// Flags of every `dynamo-serve worker` started (after `--`); the planner adds --id,
-    /// --etcd or --registry, --nats, --namespace and, with --disaggregated, --role
+    /// --etcd or --registry, --nats, --namespace, --exit-with-parent and, with
+    /// --disaggregated, --role
     #[arg(last = true, value_name = "WORKER FLAGS")]
     worker_flags: Vec<OsString>,
 }
@@ -337,103 +341,6 @@ struct GatewayArgs {
     sampling_defaults: SamplingSource,
 }
 
-/// The flags that join processes: the worker and the frontend.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Deployment")]
-struct DeploymentArgs {
-    /// NATS for KV events and load reports (nats://HOST:PORT)
-    #[arg(long, value_name = "URL")]
-    nats: Option<String>,
-    /// Discovery through etcd (http://HOST:PORT)
-    #[arg(long, value_name = "URL", conflicts_with = "registry")]
-    etcd: Option<String>,
-    /// Discovery through a shared directory of JSON records
-    #[arg(long, value_name = "DIR")]
-    registry: Option<PathBuf>,
-    /// Deployment name: etcd key prefix and NATS subject prefix
-    #[arg(long, value_name = "NS", default_value = "dynamo")]
-    namespace: String,
-    /// NATS credentials file (a user JWT and NKey seed, as `nsc` writes). A user and password
-    /// or a token can instead go in --nats (nats://USER:PASSWORD@HOST:PORT); they are never
-    /// logged
-    #[arg(long, value_name = "FILE", requires = "nats")]
-    nats_creds: Option<PathBuf>,
-    /// A certificate authority (PEM) to trust for the NATS server's certificate; NATS is then
-    /// reached over TLS only
-    #[arg(long, value_name = "FILE", requires = "nats")]
-    nats_tls_ca: Option<PathBuf>,
-    /// A client certificate (PEM) for a NATS server that verifies clients
-    #[arg(long, value_name = "FILE", requires_all = ["nats", "nats_tls_key"])]
-    nats_tls_cert: Option<PathBuf>,
-    /// The key of --nats-tls-cert (PEM)
-    #[arg(long, value_name = "FILE", requires = "nats_tls_cert")]
-    nats_tls_key: Option<PathBuf>,
-    /// A certificate authority (PEM) to trust for etcd's certificate (an https:// --etcd). A
-    /// user and password go in --etcd (http://USER:PASSWORD@HOST:PORT); they are never logged
-    #[arg(long, value_name = "FILE", requires = "etcd")]
-    etcd_tls_ca: Option<PathBuf>,
-    /// A client certificate (PEM) for an etcd started with --client-cert-auth
-    #[arg(long, value_name = "FILE", requires_all = ["etcd_tls_ca", "etcd_tls_key"])]
-    etcd_tls_cert: Option<PathBuf>,
-    /// The key of --etcd-tls-cert (PEM)
-    #[arg(long, value_name = "FILE", requires = "etcd_tls_cert")]
-    etcd_tls_key: Option<PathBuf>,
-}
-
-impl DeploymentArgs {
-    fn nats_access(&self) -> NatsAccess {
-        NatsAccess {
-            credentials_file: self.nats_creds.clone(),
-            root_certificate: self.nats_tls_ca.clone(),
-            client_certificate: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
-            require_tls: self.nats_tls_ca.is_some(),
-        }
-    }
-
-    fn etcd_access(&self) -> EtcdAccess {
-        EtcdAccess {
-            root_certificate: self.etcd_tls_ca.clone(),
-            client_certificate: self.etcd_tls_cert.clone().zip(self.etcd_tls_key.clone()),
-        }
-    }
-}
-
-/// TLS between the frontend and its workers, and between prefill and decode workers' KV block
-/// transfers: the worker's and the frontend's flags.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Request-plane TLS")]
-struct PlaneTlsArgs {
-    /// The deployment's certificate authority (PEM): the request plane and KV block transfers
-    /// run over TLS, and only workers with a certificate it signed are used
-    #[arg(long, value_name = "FILE", requires_all = ["plane_tls_cert", "plane_tls_key"])]
-    plane_tls_ca: Option<PathBuf>,
-    /// This process's certificate chain (PEM), signed by --plane-tls-ca; a worker's must name
-    /// the address it registers (or --plane-tls-name)
-    #[arg(long, value_name = "FILE", requires = "plane_tls_ca")]
-    plane_tls_cert: Option<PathBuf>,
-    /// The private key of --plane-tls-cert (PEM)
-    #[arg(long, value_name = "FILE", requires = "plane_tls_ca")]
-    plane_tls_key: Option<PathBuf>,
-    /// Mutual TLS: a worker serves only clients with a certificate from --plane-tls-ca
-    #[arg(long, requires = "plane_tls_ca")]
-    plane_tls_mutual: bool,
-    /// Check this name in workers' certificates instead of their addresses
-    #[arg(long, value_name = "NAME", requires = "plane_tls_ca")]
-    plane_tls_name: Option<String>,
-}
-
-impl PlaneTlsArgs {
-    fn files(self) -> Option<crate::tls::PlaneFiles> {
-        Some(crate::tls::PlaneFiles {
-            ca: self.plane_tls_ca?,
-            cert: self.plane_tls_cert?,
-            key: self.plane_tls_key?,
-            mutual: self.plane_tls_mutual,
-            name: self.plane_tls_name,
-        })
-    }
-}
-
 /// The port of the gateway.
 const DEFAULT_PORT: u16 = 8000;
 
@@ -497,6 +404,7 @@ impl Cli {
                 options.role = args.role;
                 options.kv_port = args.kv_port;
                 options.drain_timeout = args.drain_timeout;
+                options.exit_with_parent = args.exit_with_parent;
                 options.plane_tls = args.plane_tls.files();
                 options
             }
@@ -577,6 +485,7 @@ fn options(
         stall_timeout: gateway.stall_timeout,
         request_timeout: gateway.request_timeout,
         drain_timeout: gateway.drain_timeout,
+        exit_with_parent: false,
         sampling_defaults: gateway.sampling_defaults,
         id: None,
         nats_access: deployment.nats_access(),

@@ -78,7 +78,7 @@ pub(crate) async fn run(
     let traffic = nats.subscribe::<TrafficReport>().await?;
     let listed = Listed::follow(registry.as_ref());
     let workers = WorkerTemplate::new(std::env::current_exe()?)
-        .arg("worker")
+        .args(["worker", "--exit-with-parent"])
         .args(&settings.worker_flags)
         .args(registry_flags(options))
         .args(["--nats", nats_url, "--namespace", &options.namespace])

@@ -1,0 +1,313 @@
+//! The command line's parsing and its refusals.
+
+use super::*;
+
+fn options(args: &str) -> Result<Options, clap::Error> {
+    Options::try_parse_from(std::iter::once("dynamo-serve").chain(args.split_whitespace()))
+}
+
+fn refused(args: &str) -> clap::Error {
+    options(args).expect_err("refused")
+}
+
+#[test]
+fn the_single_process_job_needs_no_flags() {
+    let serve = options("").expect("valid");
+    assert!(matches!(serve.command, Command::Serve));
+    assert_eq!(serve.port, Some(8000));
+    assert_eq!(serve.host, IpAddr::from([127, 0, 0, 1]));
+    assert_eq!((serve.workers, serve.block_size), (2, 16));
+    assert_eq!(
+        (serve.engine, serve.router, serve.sampling_defaults),
+        (EngineKind::Candle, RouterKind::Kv, SamplingSource::Model)
+    );
+    assert_eq!((serve.name.as_str(), serve.model), ("smollm2", None));
+    assert_eq!((serve.default_max_tokens, serve.max_in_flight), (256, 4096));
+    let openapi = options("openapi out.json").expect("valid");
+    assert!(matches!(openapi.command, Command::OpenApi(Some(path)) if path.ends_with("out.json")));
+    let serve = options("--engine echo --router round-robin --workers 3 --sampling-defaults none")
+        .expect("valid");
+    assert_eq!(
+        (serve.workers, serve.sampling_defaults),
+        (3, SamplingSource::Off)
+    );
+}
+
+#[test]
+fn each_command_takes_its_own_flags() {
+    let worker = options("worker --engine mocker --etcd http://e:2379 --id 3").expect("valid");
+    assert!(matches!(worker.command, Command::Worker));
+    assert_eq!((worker.id, worker.port), (Some(3), None));
+    assert_eq!((worker.engine, worker.lease_ttl), (EngineKind::Mocker, 5));
+
+    let error = refused("worker --workers 2");
+    assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+    let text = error.to_string();
+    assert!(text.contains("'--workers'"), "{text}");
+    assert!(text.contains("Usage: dynamo-serve worker"), "{text}");
+    assert!(
+        text.contains("--workers is a flag of `dynamo-serve` (the single process)"),
+        "{text}"
+    );
+
+    let error = refused("frontend --engine mocker --registry r");
+    assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+    assert!(
+        error.to_string().contains("dynamo-serve frontend"),
+        "{error}"
+    );
+    let error = refused("--etcd http://e:2379");
+    assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+    assert!(
+        error
+            .to_string()
+            .contains("--etcd is a flag of `dynamo-serve worker` and `dynamo-serve frontend`"),
+        "{error}"
+    );
+    let error = refused("--bogus 1");
+    assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+    assert!(!error.to_string().contains("is a flag of"), "{error}");
+    // The single process's flags go before no command.
+    assert_eq!(
+        refused("--workers 3 worker").kind(),
+        ErrorKind::ArgumentConflict
+    );
+}
+
+#[test]
+fn every_error_names_its_command() {
+    let error = refused("worker --engine bogus");
+    assert_eq!(error.kind(), ErrorKind::InvalidValue);
+    let text = error.to_string();
+    assert!(text.contains("candle, mocker, echo"), "{text}");
+    assert!(text.contains("Usage: dynamo-serve worker"), "{text}");
+    let text = refused("--port x").to_string();
+    assert!(text.contains("Usage: dynamo-serve [OPTIONS]"), "{text}");
+    let text = refused("frontend --registry r").to_string();
+    assert!(text.contains("Usage: dynamo-serve frontend"), "{text}");
+}
+
+#[test]
+fn candle_workers_take_host_and_disk_tiers() {
+    let serve = options("").expect("valid");
+    assert_eq!((serve.host_cache_blocks, serve.disk_cache), (0, None));
+    let serve = options("--host-cache-blocks 64 --disk-cache /tmp/kv").expect("valid");
+    assert_eq!(serve.host_cache_blocks, 64);
+    let disk = |dir: &str, blocks, repeats_only| DiskTier {
+        dir: PathBuf::from(dir),
+        blocks,
+        repeats_only,
+    };
+    assert_eq!(serve.disk_cache, Some(disk("/tmp/kv", 1024, false)));
+    let worker = options(
+        "worker --etcd http://e:2379 --disk-cache d --disk-cache-blocks 8 \
+         --disk-cache-admission seen-twice",
+    )
+    .expect("valid");
+    assert_eq!(worker.disk_cache, Some(disk("d", 8, true)));
+    let error = refused("--disk-cache-admission seen-twice");
+    assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+    let error = refused("--disk-cache-blocks 8");
+    assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
+    let error = refused("--disk-cache d --disk-cache-blocks 0");
+    assert_eq!(error.kind(), ErrorKind::ValueValidation);
+}
+
+#[test]
+fn disaggregated_serving_takes_pools_roles_and_a_placement() {
+    let serve = options("--prefill-workers 1 --decode-workers 2").expect("valid");
+    assert_eq!(
+        (serve.prefill_workers, serve.decode_workers, serve.workers),
+        (1, 2, 3)
+    );
+    assert_eq!(serve.placement, PlacementKind::AlwaysRemote);
+    let serve = options("--prefill-workers 2 --placement expected-ttft").expect("valid");
+    assert_eq!(
+        (serve.decode_workers, serve.placement),
+        (1, PlacementKind::ExpectedTtft)
+    );
+    let frontend =
+        options("frontend --registry r --router approx-kv --placement flexible").expect("valid");
+    assert_eq!(frontend.placement, PlacementKind::Flexible);
+    let serve = options("--prefill-workers 1 --placement router-cost").expect("valid");
+    assert_eq!(serve.placement, PlacementKind::RouterCost);
+    assert_eq!(
+        refused("--prefill-workers 1 --workers 2").kind(),
+        ErrorKind::ArgumentConflict
+    );
+    assert_eq!(
+        refused("--decode-workers 2").kind(),
+        ErrorKind::MissingRequiredArgument
+    );
+    let worker = options("worker --registry r --role prefill --kv-port 7100").expect("valid");
+    assert_eq!(
+        (worker.role, worker.kv_port),
+        (RoleKind::Prefill, Some(7100))
+    );
+    assert_eq!(options("").expect("valid").prefill_workers, 0);
+    let error = refused("frontend --registry r --router round-robin --role decode");
+    assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+}
+
+#[test]
+fn numbers_are_checked() {
+    for args in [
+        "--workers 0",
+        "--kv-blocks 0",
+        "--speedup 0",
+        "--speedup inf",
+        "worker --lease-ttl 0",
+        "--port 70000",
+        "--host localhost",
+    ] {
+        assert_eq!(refused(args).kind(), ErrorKind::ValueValidation, "{args}");
+    }
+    assert!(
+        refused("--workers 0")
+            .to_string()
+            .contains("must be at least 1")
+    );
+}
+
+#[test]
+fn a_frontend_needs_discovery_and_kv_routing_needs_nats() {
+    let error = refused("frontend --nats nats://n:4222");
+    assert!(
+        error
+            .to_string()
+            .contains("--etcd URL, --registry DIR or --worker-at"),
+        "{error}"
+    );
+    let error = refused("frontend --registry /tmp/r");
+    assert!(error.to_string().contains("--router kv needs"), "{error}");
+    let error = refused("frontend --registry /tmp/r --etcd http://e:2379 --nats n");
+    assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+    let error = refused("frontend --worker-at 127.0.0.1:9000 --etcd http://e:2379 --nats n");
+    assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+    let error = refused("worker --registry /tmp/r --etcd http://e:2379");
+    assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+    let error = refused("--engine echo");
+    assert!(
+        error
+            .to_string()
+            .contains("echo workers publish no KV events"),
+        "{error}"
+    );
+
+    let frontend = options(
+        "frontend --worker-at 7=127.0.0.1:9000,127.0.0.1:9001 --worker-at 127.0.0.1:9002 \
+         --router round-robin --sampling-defaults none",
+    )
+    .expect("valid");
+    assert_eq!(frontend.port, Some(8000));
+    assert_eq!(frontend.sampling_defaults, SamplingSource::Off);
+    let address = |text: &str| text.parse::<SocketAddr>().expect("an address");
+    assert_eq!(
+        frontend.worker_at,
+        [
+            (7, address("127.0.0.1:9000")),
+            (2, address("127.0.0.1:9001")),
+            (3, address("127.0.0.1:9002")),
+        ]
+    );
+    assert_eq!(
+        refused("frontend --worker-at 127.0.0.1 --router round-robin").kind(),
+        ErrorKind::ValueValidation
+    );
+}
+
+#[test]
+fn the_gateway_flags_set_keys_metrics_and_the_body_limit() {
+    let serve = options("").expect("valid");
+    assert_eq!(serve.migration_limit, 3);
+    let frontend =
+        options("frontend --registry r --router approx-kv --migration-limit 0").expect("valid");
+    assert_eq!(frontend.migration_limit, 0);
+    assert_eq!(serve.stall_timeout, 120);
+    assert_eq!(serve.request_timeout, 0);
+    let unwatched = options("frontend --registry r --router approx-kv --stall-timeout 0");
+    assert_eq!(unwatched.expect("valid").stall_timeout, 0);
+    assert_eq!(serve.drain_timeout, 30);
+    let worker = options("worker --registry r --drain-timeout 5").expect("valid");
+    let frontend = options("frontend --registry r --router approx-kv --drain-timeout 7");
+    assert_eq!(worker.drain_timeout, 5);
+    assert_eq!(frontend.expect("valid").drain_timeout, 7);
+    assert_eq!(
+        (serve.api_key_file, serve.open_metrics, serve.body_limit),
+        (None, false, 16 << 20)
+    );
+    for line in [
+        "--api-key-file keys.txt --open-metrics --body-limit 1024",
+        "frontend --registry r --router approx-kv --api-key-file keys.txt --open-metrics \
+         --body-limit 1024",
+    ] {
+        let options = options(line).expect("valid");
+        assert!(
+            options
+                .api_key_file
+                .is_some_and(|file| file.ends_with("keys.txt"))
+        );
+        assert_eq!((options.open_metrics, options.body_limit), (true, 1024));
+    }
+    let error = refused("worker --api-key-file keys.txt");
+    assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+}
+
+#[test]
+fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
+    let planner = options(
+        "planner --registry r --nats nats://n --interval 2 --max-workers 3 \
+                           -- --engine mocker --speedup 2",
+    )
+    .expect("valid");
+    let Command::Planner(settings) = planner.command else {
+        panic!("not the planner: {:?}", planner.command);
+    };
+    assert_eq!(
+        (
+            settings.interval_s,
+            settings.min_workers,
+            settings.max_workers
+        ),
+        (2.0, 1, 3)
+    );
+    assert_eq!(
+        settings.worker_flags,
+        ["--engine", "mocker", "--speedup", "2"]
+    );
+    assert!(!settings.disaggregated);
+    let missing = refused("planner --registry r");
+    assert_eq!(missing.kind(), ErrorKind::MissingRequiredArgument);
+    let unregistered = refused("planner --nats n");
+    assert_eq!(unregistered.kind(), ErrorKind::MissingRequiredArgument);
+    let etcd = options("planner --etcd http://e:2379 --nats n --disaggregated").expect("valid");
+    let Command::Planner(settings) = etcd.command else {
+        panic!("not the planner: {:?}", etcd.command);
+    };
+    assert!(settings.disaggregated);
+    let upside_down = refused("planner --registry r --nats n --min-workers 3 --max-workers 2");
+    assert_eq!(upside_down.kind(), ErrorKind::ArgumentConflict);
+    let no_profile = refused("planner --registry r --nats n --policy sla");
+    assert_eq!(no_profile.kind(), ErrorKind::MissingRequiredArgument);
+    let sla = options("planner --registry r --nats n --policy sla --profile p.json --ttft-ms 300")
+        .expect("valid");
+    let Command::Planner(settings) = sla.command else {
+        panic!("not the planner: {:?}", sla.command);
+    };
+    assert_eq!(
+        (settings.policy.as_str(), settings.targets.ttft_ms),
+        ("sla", 300.0)
+    );
+}
+
+#[test]
+fn only_a_worker_follows_its_parent_and_only_when_asked() {
+    assert!(!options("worker").expect("valid").exit_with_parent);
+    assert!(
+        options("worker --exit-with-parent")
+            .expect("valid")
+            .exit_with_parent
+    );
+    let error = refused("frontend --registry r --exit-with-parent");
+    assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+}
