@@ -1,5 +1,6 @@
 //! Choosing a worker and booking its load in one step.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -107,6 +108,9 @@ struct Membership {
     workers: Vec<WorkerId>,
     /// Each member's slot in the load tracker (same order).
     slots: Vec<u32>,
+    /// Each member's place in `workers`: the workers an overlap answer lists are found with
+    /// one probe each rather than a binary search.
+    places: HashMap<WorkerId, u32, foldhash::fast::RandomState>,
     /// Each member's `dynamo_router_decisions_total` key, made once rather than per decision.
     decision_keys: Vec<metrics::Key>,
     affinity: Option<SessionAffinity>,
@@ -121,6 +125,7 @@ impl Membership {
         Membership {
             workers: Vec::new(),
             slots: Vec::new(),
+            places: HashMap::default(),
             decision_keys: Vec::new(),
             affinity,
             states: StateCache::default(),
@@ -130,6 +135,14 @@ impl Membership {
 
     fn contains(&self, worker: WorkerId) -> bool {
         self.workers.binary_search(&worker).is_ok()
+    }
+
+    /// After a member joined or left: every member's place again.
+    fn reindex(&mut self) {
+        self.places.clear();
+        self.places
+            .extend((0..).zip(&self.workers).map(|(at, &w)| (w, at)));
+        self.states.invalidate();
     }
 }
 
@@ -231,7 +244,7 @@ impl WorkerSelector {
             membership.workers.insert(at, worker);
             membership.slots.insert(at, slot);
             membership.decision_keys.insert(at, key);
-            membership.states.invalidate();
+            membership.reindex();
         }
     }
 
@@ -250,7 +263,7 @@ impl WorkerSelector {
             membership.workers.remove(at);
             membership.slots.remove(at);
             membership.decision_keys.remove(at);
-            membership.states.invalidate();
+            membership.reindex();
         }
         if let Some(affinity) = &mut membership.affinity {
             affinity.remove_worker(worker);
@@ -299,6 +312,7 @@ impl WorkerSelector {
         let Membership {
             workers,
             slots,
+            places,
             decision_keys,
             affinity,
             states,
@@ -307,7 +321,7 @@ impl WorkerSelector {
         if workers.is_empty() {
             return Err(NotRouted::NoWorkers);
         }
-        self.snapshot(workers, slots, states, request, now);
+        self.snapshot(workers, slots, places, states, request, now);
         let states = states.states();
         let thresholds = inner.config.thresholds;
         let eligible: &[WorkerState] = if thresholds == BusyThresholds::default() {
@@ -381,6 +395,7 @@ impl WorkerSelector {
         &self,
         workers: &[WorkerId],
         slots: &[u32],
+        places: &HashMap<WorkerId, u32, foldhash::fast::RandomState>,
         states: &mut StateCache,
         request: &RouteRequest,
         now: Instant,
@@ -388,10 +403,10 @@ impl WorkerSelector {
         self.inner
             .load
             .snapshot(workers, slots, states, &request.blocks);
-        // Usually few workers hold the prefix: find each among the members.
+        // Find each worker that holds some of the prefix among the members.
         for (worker, overlap) in self.inner.source.overlaps(&request.blocks, now).iter() {
-            if let Ok(at) = workers.binary_search(&worker) {
-                states.set_cached(at, overlap);
+            if let Some(&at) = places.get(&worker) {
+                states.set_cached(at as usize, overlap);
             }
         }
     }
