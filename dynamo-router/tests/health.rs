@@ -244,7 +244,8 @@ async fn a_whole_answer_may_come_later_than_the_stall_timeout() {
         .policy(RoundRobin::new())
         .health(config())
         .build();
-    // A worker that sends its whole answer in one chunk, after ten stall timeouts.
+    // A worker that sends its whole answer in one chunk, after ten stall timeouts (of paused
+    // time, which tokio advances at once: the test waits for nothing real).
     let slow = tower::service_fn(|request: GenerateRequest| async move {
         let answer = futures::stream::once(async {
             tokio::time::sleep(STALL * 10).await;

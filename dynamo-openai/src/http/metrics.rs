@@ -93,25 +93,13 @@ impl ModelMetrics {
     }
 
     pub(crate) fn time_to_first_token(&self, model: &str, elapsed: Duration) {
-        self.time_to_first_token
-            .get_or_init(|| {
-                metrics::histogram!(
-                    "dynamo_frontend_time_to_first_token_seconds",
-                    "model" => model.to_owned()
-                )
-            })
-            .record(elapsed.as_secs_f64());
+        let name = "dynamo_frontend_time_to_first_token_seconds";
+        seconds(&self.time_to_first_token, name, model, elapsed);
     }
 
     pub(crate) fn inter_token_latency(&self, model: &str, elapsed: Duration) {
-        self.inter_token_latency
-            .get_or_init(|| {
-                metrics::histogram!(
-                    "dynamo_frontend_inter_token_latency_seconds",
-                    "model" => model.to_owned()
-                )
-            })
-            .record(elapsed.as_secs_f64());
+        let name = "dynamo_frontend_inter_token_latency_seconds";
+        seconds(&self.inter_token_latency, name, model, elapsed);
     }
 
     pub(crate) fn tokens(&self, model: &str, usage: &Usage) {
@@ -126,4 +114,15 @@ impl ModelMetrics {
             .get_or_init(|| counter("dynamo_frontend_cached_tokens_total"))
             .increment(u64::from(usage.cached_tokens));
     }
+}
+
+/// Record `elapsed` in `model`'s histogram `name`, resolved into `cell` on first use.
+fn seconds(
+    cell: &OnceLock<metrics::Histogram>,
+    name: &'static str,
+    model: &str,
+    elapsed: Duration,
+) {
+    cell.get_or_init(|| metrics::histogram!(name, "model" => model.to_owned()))
+        .record(elapsed.as_secs_f64());
 }

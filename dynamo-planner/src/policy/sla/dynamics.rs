@@ -95,12 +95,16 @@ fn bursty_traffic_is_planned_with_more_headroom() -> Result<(), crate::Error> {
     Ok(())
 }
 
+/// A burst every four minutes (one-minute intervals), quiet in between.
+fn bursts_four_minutes_apart() -> Vec<f64> {
+    (0..16)
+        .map(|i| if i % 4 == 0 { 30.0 } else { 1.0 })
+        .collect()
+}
+
 #[test]
 fn quiet_gaps_between_bursts_keep_the_workers() -> Result<(), crate::Error> {
-    // A burst every four minutes, quiet in between.
-    let rates: Vec<f64> = (0..16)
-        .map(|i| if i % 4 == 0 { 30.0 } else { 1.0 })
-        .collect();
+    let rates = bursts_four_minutes_apart();
     let held = run(&mut policy()?, 2, &rates, 3.0);
     let grown = held[0];
     assert!(grown > 2, "{held:?}");
@@ -147,9 +151,7 @@ fn a_predictable_fall_is_followed_sooner() -> Result<(), crate::Error> {
 
 #[test]
 fn bursts_are_misses_the_window_still_holds_for() -> Result<(), crate::Error> {
-    let rates: Vec<f64> = (0..16)
-        .map(|i| if i % 4 == 0 { 30.0 } else { 1.0 })
-        .collect();
+    let rates = bursts_four_minutes_apart();
     let sizes = run(&mut following()?, 2, &rates, 3.0);
     let grown = sizes[0];
     assert!(grown > 2, "{sizes:?}");
