@@ -130,6 +130,14 @@ fn the_planner_scales_up_under_a_burst_and_down_after_it() {
     assert_eq!(during(100_000.0, 190_000.0), 5, "{timeline:?}");
     let last = timeline.last().expect("points");
     assert_eq!((last.ready, last.desired), (1, 1), "{timeline:?}");
+    // Each planning step carries the policy's reason; the start and each join carry none.
+    assert_eq!(timeline[0].reason, None);
+    let steps: Vec<&str> = timeline
+        .iter()
+        .filter_map(|p| p.reason.as_deref())
+        .collect();
+    assert!(steps.len() >= 7, "{timeline:?}");
+    assert!(steps.iter().all(|r| r.ends_with("requests/s")), "{steps:?}");
     // Nothing lost on the way down.
     assert_eq!(outcome.summary.completed_requests, trace.len());
     let hours = outcome.summary.worker_hours.expect("worker-hours");
@@ -286,7 +294,7 @@ fn a_disaggregated_replay_scales_each_pool_and_loses_nothing() {
     assert_eq!(outcome.summary.completed_requests, trace.len());
     let timeline = outcome.summary.replicas.clone().expect("a timeline");
     let at = |i: usize| {
-        let p = timeline[i];
+        let p = &timeline[i];
         (
             p.at_ms,
             p.prefill_ready,

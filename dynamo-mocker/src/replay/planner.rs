@@ -86,7 +86,7 @@ impl Sla {
 /// The size of the worker pool at a moment of a planner replay: each planning step and each
 /// worker that joins adds a point. In a disaggregated replay `ready` and `desired` count the
 /// decode pool, and the prefill pool has its own two counts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplicaPoint {
     /// When, in ms of virtual time.
     pub at_ms: f64,
@@ -100,4 +100,8 @@ pub struct ReplicaPoint {
     /// In a disaggregated replay, the prefill workers asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefill_desired: Option<usize>,
+    /// At a planning step, the planner's reason for its decision (the log line a live
+    /// planner writes); `None` at the start and where a worker joined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

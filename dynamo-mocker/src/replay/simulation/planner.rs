@@ -81,7 +81,7 @@ impl PlannerState {
             pools,
             timeline: Vec::new(),
         };
-        state.point(0.0);
+        state.point(0.0, None);
         state
     }
 
@@ -100,7 +100,7 @@ impl PlannerState {
         }
     }
 
-    fn point(&mut self, at_ms: f64) {
+    fn point(&mut self, at_ms: f64, reason: Option<String>) {
         let last = self.pools.last();
         let prefill = (self.pools.len() == 2).then(|| &self.pools[0]);
         self.timeline.push(ReplicaPoint {
@@ -109,6 +109,7 @@ impl PlannerState {
             desired: last.map_or(0, PoolState::desired),
             prefill_ready: prefill.map(|p| p.ready.len()),
             prefill_desired: prefill.map(PoolState::desired),
+            reason,
         });
     }
 }
@@ -135,7 +136,7 @@ impl Simulation<'_> {
                 self.resize(&mut state, pool, target, now_ms);
             }
         }
-        state.point(now_ms);
+        state.point(now_ms, Some(decision.reason));
         state.since_ms = now_ms;
         if now_ms < state.last_arrival_ms || self.in_flight > 0 || !self.held_back.is_empty() {
             self.schedule(now_ms + state.interval_ms, Event::Plan);
@@ -263,7 +264,7 @@ impl Simulation<'_> {
             self.pools[pool]
                 .selector
                 .insert_worker(self.workers[slot].id);
-            state.point(now_ms);
+            state.point(now_ms, None);
         }
         self.planner = Some(state);
     }
