@@ -128,24 +128,61 @@ fn following() -> Result<SlaPolicy, crate::Error> {
     Ok(SlaPolicy::new(sample()?, config))
 }
 
-#[test]
-fn a_predictable_fall_is_followed_sooner() -> Result<(), crate::Error> {
-    // Ten minutes at 40 req/s, then a fall of 2 req/s a minute: each interval misses the
-    // plan by less than a worker.
-    let rates: Vec<f64> = (0..40)
+/// The policy that keeps the window's largest plan whatever the load does.
+fn holding() -> Result<SlaPolicy, crate::Error> {
+    let config = SlaConfig {
+        follow_falling: false,
+        ..SlaConfig::default()
+    };
+    Ok(SlaPolicy::new(sample()?, config))
+}
+
+/// Ten minutes at 40 req/s, then a fall of 2 req/s a minute: each interval misses the plan by
+/// less than a worker.
+fn a_steady_fall() -> Vec<f64> {
+    (0..40)
         .map(|i: i32| (40 - 2 * (i - 10).max(0)).max(4) as f64)
-        .collect();
-    let held = run(&mut policy()?, 2, &rates, 1.0);
-    let followed = run(&mut following()?, 2, &rates, 1.0);
-    // Both grow alike at first; the followed pool then settles and falls without waiting
-    // out the window, never above the held one.
+        .collect()
+}
+
+/// `policy`'s sizes fall sooner than `held`'s, never above them, after growing alike.
+fn falls_sooner(held: &[usize], followed: &[usize]) {
     assert_eq!(held[0], followed[0], "{held:?} {followed:?}");
     let (h, f): (usize, usize) = (held.iter().sum(), followed.iter().sum());
     assert!(f < h, "held {held:?} ({h}), followed {followed:?} ({f})");
     assert!(
-        followed.iter().zip(&held).all(|(f, h)| f <= h),
+        followed.iter().zip(held).all(|(f, h)| f <= h),
         "{held:?} {followed:?}"
     );
+}
+
+#[test]
+fn a_predictable_fall_is_followed_sooner() -> Result<(), crate::Error> {
+    let rates = a_steady_fall();
+    let held = run(&mut holding()?, 2, &rates, 1.0);
+    // By default: the plans fall along a trend.
+    falls_sooner(&held, &run(&mut policy()?, 2, &rates, 1.0));
+    // With `follow_predictable`, any predictable load is followed.
+    falls_sooner(&held, &run(&mut following()?, 2, &rates, 1.0));
+    Ok(())
+}
+
+#[test]
+fn a_steady_load_that_scatters_keeps_the_windows_largest_plan() -> Result<(), crate::Error> {
+    // 21 to 45 req/s about a level of 33, in no order that makes a trend: each interval
+    // misses its plan by less than a worker (12 req/s at a time; the sample profile prefills
+    // 20 a second per worker).
+    let rates: Vec<f64> = (0..40)
+        .map(|i: usize| [45.0, 33.0, 21.0, 33.0][i % 4])
+        .collect();
+    let held = run(&mut holding()?, 2, &rates, 1.0);
+    // By default the scatter, which recurs, is held for as the window holds it.
+    assert_eq!(run(&mut policy()?, 2, &rates, 1.0), held);
+    // Following any predictable load keeps only the largest rise above each plan, and goes
+    // lower: this is the load `follow_predictable` is off for.
+    let followed = run(&mut following()?, 2, &rates, 1.0);
+    let (h, f): (usize, usize) = (held.iter().sum(), followed.iter().sum());
+    assert!(f < h, "held {held:?}, followed {followed:?}");
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod model;
 mod pressure;
 mod recent;
 mod surge;
+mod trend;
 mod variability;
 
 use dynamo_core::WorkerRole;
@@ -61,10 +62,18 @@ use variability::Variability;
 ///    capacity, and the policy has seen at least `hold_s` seconds; after `calm_s` seconds of
 ///    such intervals in a row, one worker, then one more per `shrink_step_s` seconds while
 ///    that lasts. Load that comes back within the window (bursts a few minutes apart) finds
-///    the workers still there. With `follow_predictable`, a pool whose load has missed no
-///    plan of the window by a worker or more (up or down) keeps room only for the window's
-///    largest rise above the plan, and its calm keeps counting meanwhile: a smooth, periodic
-///    load is followed down without the window's lag.
+///    the workers still there. A pool whose load has missed no plan of the window by a
+///    worker or more (up or down) and whose plans fall along a trend (a least-squares slope
+///    below zero at 95% confidence, `follow_falling`) keeps room only for the window's
+///    largest rise above the plan, and its calm keeps counting meanwhile: a smooth fall (a
+///    periodic load's falling half) is followed down without the window's lag, while a
+///    steady load's scatter, which recurs, keeps the window's largest plan. With
+///    `follow_predictable` any such predictable load is followed.
+/// 6. **A decode pool needs no more than the prefill pool hands over**: in a disaggregated
+///    deployment its plan is capped by what the prefill pool (its size after this step)
+///    hands over at its profiled capacity, and when that cap fits fewer workers a calm decode
+///    pool shrinks to it at once, without the window or the calm time: no arrivals can fill
+///    the workers it removes.
 ///
 /// With `surge_window_s` set, the rate planned for also gets the `surge_quantile` of how far
 /// the arrival rate rose above the plan in that window (off by default).
@@ -88,6 +97,8 @@ pub struct SlaPolicy {
     /// Each pool's plans (fractional workers, headroom included) and reactive targets of the
     /// last `hold_s`.
     plans: [Recent; 3],
+    /// Each pool's plans alone over the same window: whether they fall along a trend.
+    planned: [Recent; 3],
     /// When each pool last saw the load miss its plan by a worker or more, up or down.
     surprised_at: [Option<f64>; 3],
     /// The learned burstiness of each prefilling pool's TTFT (by [`slot`]).
@@ -107,6 +118,9 @@ struct Plan {
     kept: f64,
     /// Whether the interval that ended missed its plan by a worker or more, up or down.
     surprised: bool,
+    /// For a decode pool, the most it can need whatever the arrivals: what the prefill pool
+    /// hands over when all its workers prefill at their profiled capacity.
+    ceiling: Option<f64>,
 }
 
 impl SlaPolicy {
@@ -125,6 +139,7 @@ impl SlaPolicy {
             clock_s: 0.0,
             missed: Surge::new(config.hold_s, 1.0),
             plans: std::array::from_fn(|_| Recent::new(config.hold_s)),
+            planned: std::array::from_fn(|_| Recent::new(config.hold_s)),
             surprised_at: [None; 3],
             ttft_variability: [Variability::new(config.variability_memory_s); 3],
             itl_variability: Variability::new(config.variability_memory_s),
@@ -162,19 +177,28 @@ impl SlaPolicy {
         let (calm_s, step_s) = (self.config.calm_s, self.config.shrink_step_s);
         let pool = slot(role);
         self.plans[pool].push(self.clock_s, exact);
+        self.planned[pool].push(self.clock_s, exact);
         if plan.surprised {
             self.surprised_at[pool] = Some(self.clock_s);
         }
-        // With `follow_predictable`, the load has been predictable when no interval of the
-        // last `hold_s` missed its plan by a worker or more, up or down: the pool then keeps room for the largest rise of the
-        // window above today's plan. Otherwise it keeps the largest plan of the window.
-        let predictable = self.config.follow_predictable
-            && self.surprised_at[pool].is_none_or(|at| self.clock_s - at >= self.config.hold_s);
-        let held = if predictable {
+        // The load has been predictable when no interval of the last `hold_s` missed its plan
+        // by a worker or more, up or down. A predictable load that falls along a trend (with
+        // `follow_falling`), or any predictable load (with `follow_predictable`), keeps room
+        // for the largest rise of the window above today's plan. Otherwise the pool keeps the
+        // largest plan of the window.
+        let unsurprised =
+            self.surprised_at[pool].is_none_or(|at| self.clock_s - at >= self.config.hold_s);
+        let predictable = unsurprised
+            && (self.config.follow_predictable
+                || (self.config.follow_falling && trend::falls(self.planned[pool].iter())));
+        let mut held = if predictable {
             plan.kept.max(exact)
         } else {
             self.plans[pool].quantile(1.0).unwrap_or(exact).max(exact)
         };
+        if let Some(ceiling) = plan.ceiling {
+            held = held.min(ceiling.max(exact));
+        }
         if let Some(step) = pressure.step(current, self.config.max_growth) {
             self.calm[pool] = 0.0;
             let queue = pressure.queue();
@@ -216,6 +240,19 @@ impl SlaPolicy {
                 pressure.describe_unsettled()
             );
             return (current, why);
+        }
+        if let Some(ceiling) = plan.ceiling {
+            // Whatever comes, the pool never needs more than the prefill pool hands over: it
+            // shrinks to that at once, without waiting for the window or the calm.
+            let most = whole(ceiling / self.config.shrink_below).max(planned);
+            if most < current {
+                *calm = 0.0;
+                let why = format!(
+                    "the plan wants {planned}, and what the prefill pool hands over at its \
+                     capacity needs {ceiling:.2}: shrink to {most}"
+                );
+                return (most, why);
+            }
         }
         if self.clock_s < self.config.hold_s {
             *calm += interval_s.max(0.0);
@@ -297,6 +334,9 @@ impl Policy for SlaPolicy {
         let surprise = self.need(self.missed.last(), isl, osl);
         let limits = self.limits(observed, isl);
         let mut parts = Vec::new();
+        // The prefill pool's size once this step is played out (it is sized first), counting
+        // the workers it removes, which prefill what they hold before they go.
+        let mut prefilling = None;
         let target = resize(current, |role, n| {
             let u = self.utilisation(role, &limits);
             let share = |n: &model::Need| match role {
@@ -310,13 +350,25 @@ impl Policy for SlaPolicy {
                 WorkerRole::Prefill => "prefill",
                 WorkerRole::Decode => "decode",
             };
+            // A decode pool decodes what the prefill pool hands over: at most what its workers
+            // prefill at full capacity, `need.prefill` of them for the planned rate.
+            let ceiling = match (role, prefilling) {
+                (WorkerRole::Decode, Some(p)) if need.prefill > 0.0 => {
+                    Some(planned * p as f64 / need.prefill)
+                }
+                _ => None,
+            };
             let plan = Plan {
                 exact: planned,
                 kept,
                 surprised: share(&surprise) >= 1.0,
+                ceiling,
             };
             let pressure = Pressure::of(role, n, observed, &limits);
             let (size, why) = self.size(role, n, plan, &pressure, observed.interval_s);
+            if role == WorkerRole::Prefill {
+                prefilling = Some(size.max(n));
+            }
             parts.push(format!(
                 "{} pool of {n}: {load} need {planned:.2} workers at {:.0}% utilisation; {why}",
                 role.as_str(),

@@ -38,6 +38,11 @@ impl Recent {
         }
     }
 
+    /// The window's `(at_s, figure)`, oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.figures.iter().copied()
+    }
+
     /// The figures in the window.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {

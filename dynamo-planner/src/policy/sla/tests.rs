@@ -317,3 +317,64 @@ fn a_draining_backlog_holds_the_pool_after_a_step() -> Result<(), crate::Error> 
     assert_eq!(third.target, Replicas::Aggregated(6), "{}", third.reason);
     Ok(())
 }
+
+/// `rate` req/s of 4000-token prompts and 20-token outputs: the sample profile prefills 2.5
+/// of them a second per worker, and decodes their outputs in a fraction of one worker.
+fn long_prompts(rate: f64) -> Observation {
+    Observation {
+        interval_s: 60.0,
+        requests: (rate * 60.0) as u64,
+        mean_input_tokens: 4000.0,
+        mean_output_tokens: 20.0,
+        ..Observation::default()
+    }
+}
+
+#[test]
+fn a_decode_pool_shrinks_at_once_to_what_the_prefill_pool_can_hand_over() -> Result<(), crate::Error>
+{
+    let forecast = Forecast {
+        requests_per_s: 1.0,
+        input_tokens: 4000.0,
+        output_tokens: 20.0,
+    };
+    let split = Replicas::Disaggregated {
+        prefill: 1,
+        decode: 3,
+    };
+    // One prefill worker hands over at most 2.5 req/s, whose 50 output tokens a second need
+    // a fifth of a decode worker: the first step, long before the hold window has been seen,
+    // leaves one.
+    let proposal = policy()?.plan(&long_prompts(1.0), &forecast, split);
+    assert_eq!(
+        proposal.target,
+        Replicas::Disaggregated {
+            prefill: 1,
+            decode: 1
+        },
+        "{}",
+        proposal.reason
+    );
+    assert!(
+        proposal.reason.contains("hands over"),
+        "{}",
+        proposal.reason
+    );
+    // An aggregated pool, whose prompts come from the arrivals themselves, waits out the
+    // window.
+    let aggregated = policy()?.plan(&long_prompts(1.0), &forecast, Replicas::Aggregated(3));
+    assert_eq!(aggregated.target, Replicas::Aggregated(3));
+    // So does the decode pool when long outputs make the prefill pool's capacity more than
+    // one decode worker fewer can take.
+    let long_outputs = Forecast {
+        output_tokens: 400.0,
+        ..forecast
+    };
+    let observed = Observation {
+        mean_output_tokens: 400.0,
+        ..long_prompts(1.0)
+    };
+    let proposal = policy()?.plan(&observed, &long_outputs, split);
+    assert_eq!(proposal.target, split, "{}", proposal.reason);
+    Ok(())
+}
