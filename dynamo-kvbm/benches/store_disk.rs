@@ -4,16 +4,17 @@
 //! SmolLM2-135M's KV in f32 (2,949,120 bytes) and of a 70B-class model in bf16 (20,971,520
 //! bytes).
 //!
-//! The file goes in `DYNAMO_KVBM_BENCH_DIR` (else the system's temporary directory) and the
-//! queue depth is `DYNAMO_KVBM_QUEUE_DEPTH` (else 4): `benches/vs_baselines.sh` sets both to run
-//! fio beside it on the same file system.
+//! The file goes in `DYNAMO_KVBM_BENCH_DIR` (else the system's temporary directory), the queue
+//! depth is `DYNAMO_KVBM_QUEUE_DEPTH` (else 4), and `DYNAMO_KVBM_BENCH_BLOCK` (a block's name
+//! below) sets up that block size alone: `benches/vs_baselines.sh` sets all three to run fio
+//! beside it on the same file system, case by case.
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use dynamo_core::SequenceHash;
 use dynamo_kvbm::{BlockStore, DiskConfig, DiskStore};
 
@@ -41,7 +42,11 @@ fn disk(c: &mut Criterion) {
         .ok()
         .and_then(|depth| depth.parse().ok())
         .unwrap_or(DiskConfig::DEFAULT_QUEUE_DEPTH);
+    let only = std::env::var("DYNAMO_KVBM_BENCH_BLOCK").unwrap_or_default();
     for (name, bytes, batch) in BLOCKS {
+        if !only.is_empty() && only != name {
+            continue;
+        }
         let path = dir.join(format!("kvbm-bench-{}-{name}.blocks", std::process::id()));
         let config = DiskConfig::new(&path, bytes, batch).queue_depth(depth);
         let store = DiskStore::open(config).expect("a disk store");
@@ -65,6 +70,9 @@ fn disk(c: &mut Criterion) {
 
         let mut group = c.benchmark_group(format!("disk_{name}"));
         group.throughput(Throughput::Bytes((batch * bytes) as u64));
+        // A batch takes 50–200 ms: the same number of batches in every sample keeps a short
+        // measurement time short.
+        group.sampling_mode(SamplingMode::Flat);
         let mut write = |label: &str, source: &[u8]| {
             let blocks: Vec<(SequenceHash, &[u8])> = hashes
                 .iter()
