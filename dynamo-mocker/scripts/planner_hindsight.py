@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""How far a planner could go on one trace, from the fixed pools' own requests.
+
+    planner_hindsight.py BINARY TRACE SPEEDUP [--max-workers 8] [--interval-s 60]
+                         [--ttft-ms 500] [--itl-ms 50]
+
+Replays the fixed pools of 1..MAX workers (KV router) and records which request met the SLA
+in each. The trace is cut into planning intervals (--interval-s of trace time, divided by the
+speed-up, as planner_tables.py plans). A pool chosen per interval is credited with the
+requests that arrived in that interval and met the SLA in the fixed pool of that size, and
+costs its size times the interval: scaling is free and instant, and a pool inherits no
+backlog from the interval before. Two kinds of planner are bounded that way:
+
+- clairvoyant: each interval gets, in hindsight, the size that best trades requests met for
+  worker-hours at a price per worker-hour (swept); the fewest worker-hours for each
+  attainment goal;
+- reactive: each interval gets the largest of those hindsight sizes over the k intervals
+  before it (k 1..10, every price), and never fewer than a floor of m workers (m 1..MAX):
+  a planner that knows exactly what each past interval needed, and nothing of the interval
+  to come. This is one family of such planners, not a bound on all of them.
+
+Beside them, the fixed pools themselves. Worker-hours count to the last arrival plus one
+interval, so they are a little below the replay's (which counts each pool to its last
+finish). Prints a Markdown table: for each attainment goal, the fewest worker-hours each kind
+needs and its attainment per worker-hour.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+
+
+def met_by_interval(args, workers, interval_ms):
+    """Requests met, by interval of arrival, in the fixed pool of `workers`; the request count."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "requests.jsonl")
+        subprocess.run([args.binary, "--trace", args.trace, "--speedup", str(args.speedup), "--router", "kv",
+                        "--workers", str(workers), "--requests-out", out, "--json"],
+                       check=True, capture_output=True)
+        met, count, last = {}, 0, 0.0
+        with open(out) as lines:
+            for line in lines:
+                r = json.loads(line)
+                count += 1
+                last = max(last, r["arrival_ms"])
+                first = r.get("first_token_ms")
+                ok = first is not None and first - r["arrival_ms"] <= args.ttft_ms
+                if ok and r["output_tokens"] > 1:
+                    ok = (r["finish_ms"] - first) / (r["output_tokens"] - 1) <= args.itl_ms
+                w = int(r["arrival_ms"] // interval_ms)
+                met[w] = met.get(w, 0) + ok
+    return met, count, int(last // interval_ms) + 1
+
+
+def cheapest(points, goal):
+    """The point of fewest worker-hours with at least `goal` attainment, or None."""
+    reached = [p for p in points if p[0] >= goal]
+    return min(reached, key=lambda p: p[1]) if reached else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("trace")
+    ap.add_argument("speedup", type=float)
+    ap.add_argument("--max-workers", type=int, default=8)
+    ap.add_argument("--interval-s", type=float, default=60.0)
+    ap.add_argument("--ttft-ms", type=float, default=500.0)
+    ap.add_argument("--itl-ms", type=float, default=50.0)
+    args = ap.parse_args()
+    interval_ms = args.interval_s / args.speedup * 1000.0
+    hours = interval_ms / 3.6e6
+    sizes = range(1, args.max_workers + 1)
+    met, count, intervals = {}, 0, 0
+    for n in sizes:
+        met[n], count, intervals = met_by_interval(args, n, interval_ms)
+    fixed = [(sum(met[n].values()) / count, n * intervals * hours) for n in sizes]
+    clairvoyant, reactive = [], []
+    # Prices of a worker for an interval, in requests: free, then from a thousandth of a
+    # request to a thousand, on a log scale.
+    for price in [0.0] + [10 ** (i / 50 - 3) for i in range(301)]:
+        pick = [max(sizes, key=lambda n: met[n].get(w, 0) - price * n) for w in range(intervals)]
+        clairvoyant.append((sum(met[n].get(w, 0) for w, n in enumerate(pick)) / count, sum(pick) * hours))
+        for k in range(1, 11):
+            held = [max(pick[max(0, w - k):w] or pick[:1]) for w in range(intervals)]
+            for floor in sizes:
+                pool = [max(n, floor) for n in held]
+                reactive.append((sum(met[n].get(w, 0) for w, n in enumerate(pool)) / count, sum(pool) * hours))
+
+    def cell(point):
+        return "not reached" if point is None else f"{point[0]:.3f} / {point[1]:.3f} ({point[0] / point[1]:.3f})"
+
+    print(f"{os.path.basename(args.trace)} ×{args.speedup:g}, intervals of {interval_ms / 1000:g} s, {count} requests")
+    print()
+    print("| attainment goal | clairvoyant | reactive | fixed pool |")
+    print("|---|---|---|---|")
+    for goal in [0.5, 0.6, 0.7, 0.8, 0.85, 0.9]:
+        print(f"| {goal} | {cell(cheapest(clairvoyant, goal))} | {cell(cheapest(reactive, goal))} | {cell(cheapest(fixed, goal))} |")
+    for name, points in [("clairvoyant", clairvoyant), ("reactive", reactive), ("fixed pool", fixed)]:
+        best = max(points, key=lambda p: p[0] / p[1] if p[1] > 0 else 0.0)
+        print(f"\n{name}, best per worker-hour: {cell(best)}", end="")
+    print()
+
+
+if __name__ == "__main__":
+    main()
