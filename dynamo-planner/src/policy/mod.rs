@@ -3,7 +3,7 @@
 //! | policy | needs | plans by |
 //! |---|---|---|
 //! | [`DynamoSla`] | a [`PerfProfile`](crate::perf::PerfProfile) | NVIDIA Dynamo's throughput-based SLA algorithm (the baseline) |
-//! | [`SlaPolicy`] | a [`PerfProfile`](crate::perf::PerfProfile) | capacity for the uncached load with the headroom a learned queueing model says the traffic's burstiness needs, reacting at once to SLA misses and queues, shrinking only when five minutes of plans fit |
+//! | [`SlaPolicy`] | a [`PerfProfile`](crate::perf::PerfProfile) | capacity for the uncached load with the headroom a learned queueing model says the traffic's burstiness needs, reacting at once to SLA misses and queues, shrinking only when five minutes of plans fit (or follow them when they fall along a trend), a disaggregated decode pool capped by what its prefill pool hands over |
 //! | [`LoadPolicy`] | nothing | per-worker queues and KV usage, with hysteresis |
 //!
 //! [`PolicyKind`] names them for a command line. Each handles [`Replicas::Aggregated`] and
