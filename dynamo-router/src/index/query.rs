@@ -105,7 +105,8 @@ impl Walk {
             alive: SmallVec::from_slice(first),
             counts: SmallVec::from_elem(TierOverlap::default(), first.len()),
             pending: blocks,
-            done: Answer::new(),
+            // Every worker of the answer holds the first block: one allocation at most.
+            done: Answer::with_capacity(first.len()),
         }
     }
 

@@ -34,10 +34,14 @@ pub(crate) struct Seg {
 }
 
 /// One run: its hashes and their segments (sorted by start, the first at 0).
+///
+/// Most runs have one or two segments: those live in the header, which fills one cache line,
+/// so a query that finds a block's run reads its residents without another dependent load.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub(crate) struct Run {
     pub(crate) hashes: Vec<SequenceHash>,
-    pub(crate) segs: Vec<Seg>,
+    pub(crate) segs: Segs,
     /// Positions in segments with residents.
     live: u32,
 }
@@ -84,6 +88,9 @@ impl Run {
         }
     }
 }
+
+/// A run's segments, the first two in the run's header.
+pub(crate) type Segs = SmallVec<[Seg; 2]>;
 
 /// A change to one worker's residency.
 #[derive(Debug, Clone, Copy)]
@@ -177,7 +184,7 @@ impl Runs {
         hashes.push(hash);
         let run = Run {
             hashes,
-            segs: vec![Seg {
+            segs: smallvec::smallvec![Seg {
                 start: 0,
                 residents: Residents::EMPTY,
             }],
@@ -303,7 +310,7 @@ impl Runs {
         let dead = r.hashes.len() as u32 - r.live;
         if dead >= MIN_DEAD && dead > r.live {
             let mut hashes = Vec::with_capacity(r.live as usize);
-            let mut segs = Vec::new();
+            let mut segs = Segs::new();
             for k in 0..r.segs.len() {
                 let seg = r.segs[k];
                 if seg.residents.is_empty() {
@@ -354,8 +361,13 @@ impl Runs {
             .runs
             .iter()
             .map(|r| {
+                let segs = if r.segs.spilled() {
+                    r.segs.capacity()
+                } else {
+                    0
+                };
                 r.hashes.capacity() * std::mem::size_of::<SequenceHash>()
-                    + r.segs.capacity() * std::mem::size_of::<Seg>()
+                    + segs * std::mem::size_of::<Seg>()
             })
             .sum();
         runs + self.runs.capacity() * std::mem::size_of::<Run>()
@@ -386,3 +398,15 @@ pub(crate) fn common_prefix(a: &[SequenceHash], b: &[SequenceHash]) -> usize {
 
 /// Runs a removal touched, to tidy once the removal is done.
 pub(crate) type Touched = SmallVec<[u32; 8]>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_header_with_two_segments_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Run>(), 64);
+        assert_eq!(std::mem::align_of::<Run>(), 64);
+        assert_eq!(Segs::new().inline_size(), 2);
+    }
+}

@@ -19,6 +19,9 @@ struct SlotState {
 pub(super) struct WorkerTable {
     by_id: HashMap<WorkerId, u32, foldhash::fast::RandomState>,
     slots: Vec<Option<SlotState>>,
+    /// Each slot's worker, beside `slots` and four to a cache line, for the queries' answers.
+    /// A released slot keeps its last worker: no block names a released slot.
+    ids: Vec<WorkerId>,
     free: Vec<u32>,
 }
 
@@ -39,10 +42,12 @@ impl WorkerTable {
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = state;
+                self.ids[slot as usize] = worker;
                 slot
             }
             None if self.slots.len() < MAX_SLOTS as usize => {
                 self.slots.push(state);
+                self.ids.push(worker);
                 (self.slots.len() - 1) as u32
             }
             None => return Err(IndexError::TooManyWorkers { max: MAX_SLOTS }),
@@ -66,8 +71,10 @@ impl WorkerTable {
         self.slots.get_mut(slot as usize).and_then(Option::as_mut)
     }
 
+    /// The worker of a slot in use. A released slot still answers its last worker: call this
+    /// only for slots that blocks name (no block names a released slot).
     pub(super) fn id(&self, slot: u32) -> Option<WorkerId> {
-        self.state(slot).map(|s| s.id)
+        self.ids.get(slot as usize).copied()
     }
 
     pub(super) fn next_event_id(&self, slot: u32) -> Option<u64> {
@@ -110,6 +117,7 @@ impl WorkerTable {
     pub(super) fn heap_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Option<SlotState>>()
             + self.by_id.capacity() * (std::mem::size_of::<(WorkerId, u32)>() + 1)
+            + self.ids.capacity() * std::mem::size_of::<WorkerId>()
             + self.free.capacity() * 4
     }
 }
