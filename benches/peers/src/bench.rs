@@ -61,6 +61,9 @@ pub struct Row {
     pub lookups_per_s_median: f64,
     pub p50_ns: u64,
     pub p99_ns: u64,
+    /// For each class of [`DEPTHS`], the requests in it and the mean of their median lookup
+    /// times in ns.
+    pub by_depth: [(usize, f64); DEPTHS.len()],
     pub bytes_per_resident: f64,
     /// Live bytes of the freshly built, empty index.
     pub empty_bytes: usize,
@@ -68,6 +71,18 @@ pub struct Row {
     pub wrong_answers: usize,
     /// Events the indexer rejected during ingest (`None`: its API does not say).
     pub rejected_events: Option<usize>,
+}
+
+/// Classes of requests by their deepest exact match in blocks (inclusive ranges): the first
+/// is the requests that no worker holds the first block of.
+pub const DEPTHS: [(u32, u32); 5] = [(0, 0), (1, 4), (5, 16), (17, 64), (65, u32::MAX)];
+
+/// The class of [`DEPTHS`] a request whose deepest match is `depth` blocks falls in.
+fn depth_class(depth: u32) -> usize {
+    DEPTHS
+        .iter()
+        .position(|&(lo, hi)| (lo..=hi).contains(&depth))
+        .unwrap_or(DEPTHS.len() - 1)
 }
 
 /// Measure `I` on `stream`, `runs` times for each timing.
@@ -78,13 +93,24 @@ pub fn measure<I: Indexer>(stream: &Stream, runs: usize) -> Row {
     let (latencies, wrong_answers) = lookups::<I>(stream, runs);
     let total: u64 = latencies.iter().sum();
     let requests = stream.steps.len();
-    let median_total: u64 = (0..requests)
+    let medians: Vec<u64> = (0..requests)
         .map(|i| {
             let mut times: Vec<u64> = (0..runs).map(|run| latencies[run * requests + i]).collect();
             times.sort_unstable();
             times[times.len() / 2]
         })
-        .sum();
+        .collect();
+    let median_total: u64 = medians.iter().sum();
+    let mut by_depth = [(0usize, 0.0f64); DEPTHS.len()];
+    for (median, expected) in medians.iter().zip(&stream.expected) {
+        let deepest = expected.iter().map(|&(_, depth)| depth).max().unwrap_or(0);
+        let class = &mut by_depth[depth_class(deepest)];
+        class.0 += 1;
+        class.1 += *median as f64;
+    }
+    for class in &mut by_depth {
+        class.1 /= class.0.max(1) as f64;
+    }
     Row {
         name: I::NAME,
         workers: stream.workers,
@@ -94,6 +120,7 @@ pub fn measure<I: Indexer>(stream: &Stream, runs: usize) -> Row {
         lookups_per_s_median: requests as f64 / (median_total as f64 * 1e-9),
         p50_ns: percentile(&latencies, 0.50),
         p99_ns: percentile(&latencies, 0.99),
+        by_depth,
         bytes_per_resident,
         empty_bytes,
         wrong_answers,

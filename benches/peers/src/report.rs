@@ -1,6 +1,6 @@
 //! The markdown output: one table of every measurement, then ours against the best peer.
 
-use crate::bench::{Indexer, Row};
+use crate::bench::{DEPTHS, Indexer, Row};
 use crate::indexers::ours::Ours;
 use crate::stream::Stream;
 
@@ -72,6 +72,8 @@ pub fn print(rows: &[Row], streams: &[Summary], scale: u64, lookups: usize) {
         );
     }
     println!();
+    print_depths(rows);
+    println!();
     println!(
         "Footprint detail: bytes/resident above includes the empty index's fixed allocations."
     );
@@ -122,6 +124,32 @@ pub fn print(rows: &[Row], streams: &[Summary], scale: u64, lookups: usize) {
             best(|r| r.lookups_per_s_median, false),
             best(|r| r.bytes_per_resident, true),
         );
+    }
+}
+
+/// The mean of the requests' median lookup times, by the request's deepest exact match.
+fn print_depths(rows: &[Row]) {
+    println!(
+        "Lookup time by deepest match (mean over requests of each request's median, ns; requests in brackets):"
+    );
+    println!();
+    let classes: Vec<String> = DEPTHS
+        .iter()
+        .map(|&(lo, hi)| match (lo, hi) {
+            (0, 0) => "0 (first block missed)".to_string(),
+            (lo, u32::MAX) => format!("{lo}+"),
+            (lo, hi) => format!("{lo}-{hi}"),
+        })
+        .collect();
+    println!("| indexer | W | {} |", classes.join(" | "));
+    println!("|---|---:|{}", "---:|".repeat(classes.len()));
+    for row in rows {
+        let cells: Vec<String> = row
+            .by_depth
+            .iter()
+            .map(|&(requests, mean)| format!("{mean:.0} ({requests})"))
+            .collect();
+        println!("| {} | {} | {} |", row.name, row.workers, cells.join(" | "));
     }
 }
 
