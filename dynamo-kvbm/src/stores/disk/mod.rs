@@ -4,6 +4,8 @@ mod aligned;
 mod batch;
 mod config;
 mod file;
+#[cfg(test)]
+mod tests;
 
 pub use config::DiskConfig;
 
@@ -18,6 +20,7 @@ use dynamo_core::{SequenceHash, StorageTier};
 use parking_lot::RwLock;
 
 use self::aligned::{BouncePool, is_aligned, round_up};
+use self::batch::Gate;
 use super::{check_shape, check_size};
 use crate::{BlockStore, Error};
 
@@ -31,14 +34,20 @@ const TIER: StorageTier = StorageTier::Disk;
 /// which slot is kept in memory only, so a store opened again on the same path starts empty; the
 /// file stays when the store is dropped.
 ///
-/// Direct I/O needs page-aligned memory. A block whose caller memory is page-aligned and a whole
-/// number of pages long goes to and from the disk as it is; any other is copied through an
-/// aligned bounce buffer. Where the file system refuses `O_DIRECT` (tmpfs, some network file
+/// Direct I/O needs page-aligned memory. A block written from caller memory that is page-aligned
+/// and a whole number of pages long goes to the disk as it is; any other is copied through an
+/// aligned bounce buffer. Reads are staged through those buffers too, whatever the caller's
+/// memory, unless [`DiskConfig::stage_reads`] turns that off for aligned memory: measured on a
+/// virtualised disk, reading into a few reused buffers and copying out was faster than reading
+/// straight into a batch's many distinct pages (`docs/kvbm.md`, "Measured against memcpy and
+/// fio"). Where the file system refuses `O_DIRECT` (tmpfs, some network file
 /// systems) the store says why once with `tracing::warn!` and uses the page cache;
 /// [`direct_io`](Self::direct_io) tells which mode is in effect.
 ///
 /// [`put_many`](BlockStore::put_many) and [`get_many`](BlockStore::get_many) keep up to
-/// [`DiskConfig::queue_depth`] reads or writes in flight, each on a scoped thread of the batch.
+/// [`DiskConfig::queue_depth`] reads or writes in flight, each on a scoped thread of the batch;
+/// when blocks are copied through buffers, one thread more copies while the others' I/O is
+/// under way, so the copies do not leave the queue short.
 /// Every call blocks its thread until the disk answers: call from a thread that may block
 /// (`tokio::task::spawn_blocking` or a thread of your own), never from an async task.
 ///
@@ -71,6 +80,8 @@ pub struct DiskStore {
     stride: usize,
     capacity: usize,
     queue_depth: usize,
+    /// Whether reads into aligned caller memory go through a bounce buffer all the same.
+    stage_reads: bool,
     index: RwLock<Index>,
     bounce: BouncePool,
 }
@@ -120,6 +131,7 @@ impl DiskStore {
             stride,
             capacity: config.capacity,
             queue_depth: config.queue_depth,
+            stage_reads: config.stage_reads,
             index: RwLock::new(Index {
                 slots: HashMap::with_capacity(config.capacity),
                 free: (0..config.capacity).rev().collect(),
@@ -157,33 +169,61 @@ impl DiskStore {
         }
     }
 
-    /// Write `block` (of `block_bytes`) into `slot`.
-    fn write_slot(&self, hash: SequenceHash, slot: usize, block: &[u8]) -> Result<(), Error> {
+    /// Whether writing `block` copies it through a bounce buffer.
+    fn copies_write(&self, block: &[u8]) -> bool {
+        self.direct && !is_aligned(block)
+    }
+
+    /// Whether reading into `into` copies through a bounce buffer.
+    fn copies_read(&self, into: &[u8]) -> bool {
+        self.direct && (self.stage_reads || !is_aligned(into))
+    }
+
+    /// Threads for a batch: one more than the queue depth when blocks are copied, so that a
+    /// copy overlaps the I/O of the others.
+    fn threads(&self, copies: bool) -> usize {
+        self.queue_depth + usize::from(copies)
+    }
+
+    /// Write `block` (of `block_bytes`) into `slot`, the write itself through `gate`.
+    fn write_slot(
+        &self,
+        hash: SequenceHash,
+        slot: usize,
+        block: &[u8],
+        gate: &Gate,
+    ) -> Result<(), Error> {
         let offset = self.offset(slot);
-        let written = if !self.direct || is_aligned(block) {
-            self.file.write_all_at(block, offset)
-        } else {
+        let written = if self.copies_write(block) {
             self.bounce.with(|buf| {
                 let buf = buf.as_bytes_mut();
                 buf[..block.len()].copy_from_slice(block);
-                self.file.write_all_at(buf, offset)
+                gate.io(|| self.file.write_all_at(buf, offset))
             })
+        } else {
+            gate.io(|| self.file.write_all_at(block, offset))
         };
         written.map_err(Self::io_error(hash))
     }
 
-    /// Read `slot` into `into` (of `block_bytes`).
-    fn read_slot(&self, hash: SequenceHash, slot: usize, into: &mut [u8]) -> Result<(), Error> {
+    /// Read `slot` into `into` (of `block_bytes`), the read itself through `gate`.
+    fn read_slot(
+        &self,
+        hash: SequenceHash,
+        slot: usize,
+        into: &mut [u8],
+        gate: &Gate,
+    ) -> Result<(), Error> {
         let offset = self.offset(slot);
-        let read = if !self.direct || is_aligned(into) {
-            self.file.read_exact_at(into, offset)
-        } else {
+        let read = if self.copies_read(into) {
             self.bounce.with(|buf| {
                 let buf = buf.as_bytes_mut();
-                self.file.read_exact_at(buf, offset)?;
+                gate.io(|| self.file.read_exact_at(buf, offset))?;
                 into.copy_from_slice(&buf[..into.len()]);
                 Ok(())
             })
+        } else {
+            gate.io(|| self.file.read_exact_at(into, offset))
         };
         read.map_err(Self::io_error(hash))
     }
@@ -249,7 +289,7 @@ impl BlockStore for DiskStore {
                 capacity: self.capacity,
             })?
         };
-        let written = self.write_slot(hash, slot, block);
+        let written = self.write_slot(hash, slot, block, &Gate::new(1));
         let mut index = self.index.write();
         match written {
             Ok(()) => Self::publish(&mut index, hash, slot),
@@ -264,7 +304,7 @@ impl BlockStore for DiskStore {
         let Some(&slot) = index.slots.get(&hash) else {
             return Ok(false);
         };
-        self.read_slot(hash, slot, into)?;
+        self.read_slot(hash, slot, into, &Gate::new(1))?;
         Ok(true)
     }
 
@@ -307,9 +347,15 @@ impl BlockStore for DiskStore {
                 });
             }
         }
-        batch::run(self.queue_depth, &mut jobs, |job| {
-            job.result = self.write_slot(job.hash, job.slot, job.block);
-        });
+        let copies = jobs.iter().any(|job| self.copies_write(job.block));
+        batch::run(
+            self.queue_depth,
+            self.threads(copies),
+            &mut jobs,
+            |job, gate| {
+                job.result = self.write_slot(job.hash, job.slot, job.block, gate);
+            },
+        );
         // Every block written is kept; a failed write gives its slot back.
         let mut index = self.index.write();
         let mut failed = None;
@@ -341,11 +387,17 @@ impl BlockStore for DiskStore {
                 result: Ok(()),
             })
             .collect();
-        batch::run(self.queue_depth, &mut jobs, |job| {
-            if let Some(slot) = job.slot {
-                job.result = self.read_slot(job.hash, slot, job.into);
-            }
-        });
+        let copies = jobs.iter().any(|job| self.copies_read(job.into));
+        batch::run(
+            self.queue_depth,
+            self.threads(copies),
+            &mut jobs,
+            |job, gate| {
+                if let Some(slot) = job.slot {
+                    job.result = self.read_slot(job.hash, slot, job.into, gate);
+                }
+            },
+        );
         jobs.into_iter()
             .map(|job| job.result.map(|()| job.slot.is_some()))
             .collect()
@@ -360,6 +412,7 @@ impl fmt::Debug for DiskStore {
             .field("block_bytes", &self.block_bytes)
             .field("capacity", &self.capacity)
             .field("queue_depth", &self.queue_depth)
+            .field("stage_reads", &self.stage_reads)
             .field("len", &self.len())
             .finish()
     }
