@@ -36,44 +36,49 @@ pub(crate) fn lowest_cost(
     temperature: f64,
     rng: &SharedRng,
 ) -> Decision {
-    let cost = |w: &WorkerState| {
-        let c = cost(w);
-        if c.is_nan() { f64::INFINITY } else { c }
-    };
+    lowest_of(workers, workers.iter().map(cost), temperature, rng)
+}
+
+/// [`lowest_cost`] with the workers' costs given in their order.
+pub(crate) fn lowest_of(
+    workers: &[WorkerState],
+    costs: impl Iterator<Item = f64>,
+    temperature: f64,
+    rng: &SharedRng,
+) -> Decision {
+    let costs = costs.map(|c| if c.is_nan() { f64::INFINITY } else { c });
     let index = rng.with(|rng| {
         if temperature > 0.0 {
             // Inline up to 128 workers: no allocation per decision.
-            let costs: SmallVec<[f64; 128]> = workers.iter().map(cost).collect();
+            let costs: SmallVec<[f64; 128]> = costs.collect();
             sample_softmax(&costs, temperature, rng)
         } else {
             // The lowest cost needs no list of costs: keep the best as they come.
-            min_with_random_ties(workers.iter().map(cost), rng)
+            min_with_random_ties(costs, rng)
         }
     });
-    index.map_or(Decision::Queue, |i| Decision::Route(workers[i].worker))
+    index
+        .and_then(|i| workers.get(i))
+        .map_or(Decision::Queue, |w| Decision::Route(w.worker))
 }
 
 /// The position of the lowest of `costs`, ties broken uniformly at random.
 fn min_with_random_ties(costs: impl Iterator<Item = f64>, rng: &mut SmallRng) -> Option<usize> {
-    let mut best: Option<(usize, f64)> = None;
-    let mut ties = 0u32;
-    for (i, c) in costs.enumerate() {
-        match best {
-            Some((_, b)) if c > b => {}
-            Some((_, b)) if c == b => {
-                // Reservoir sampling: the k-th tie replaces the pick with probability 1/k.
-                ties += 1;
-                if rng.random_range(0..ties) == 0 {
-                    best = Some((i, c));
-                }
-            }
-            _ => {
-                best = Some((i, c));
-                ties = 1;
+    let mut costs = costs.enumerate();
+    let (mut best, mut lowest) = costs.next()?;
+    let mut ties = 1u32;
+    for (i, c) in costs {
+        if c < lowest {
+            (best, lowest, ties) = (i, c, 1);
+        } else if c == lowest {
+            // Reservoir sampling: the k-th tie replaces the pick with probability 1/k.
+            ties += 1;
+            if rng.random_range(0..ties) == 0 {
+                best = i;
             }
         }
     }
-    best.map(|(i, _)| i)
+    Some(best)
 }
 
 fn sample_softmax(costs: &[f64], temperature: f64, rng: &mut SmallRng) -> Option<usize> {

@@ -1,7 +1,10 @@
 //! Our policy: route to the worker that will produce the first token soonest.
 
-use super::choose::{SharedRng, lowest_cost};
+use smallvec::{SmallVec, smallvec};
+
+use super::choose::{SharedRng, lowest_of};
 use super::kv_cost::TierCredits;
+use super::request_costs::{BATCH, RequestCosts};
 use super::{Decision, RouteContext, Router, WorkerState};
 
 /// How long an engine takes to prefill a number of tokens, in milliseconds.
@@ -47,14 +50,14 @@ impl PrefillTimeModel {
 
     /// The time of one step of `n` tokens.
     #[inline]
-    fn step_ms(&self, n: u64) -> f64 {
+    pub(super) fn step_ms(&self, n: u64) -> f64 {
         let n = n as f64;
         self.a * n * n + self.b * n + self.c
     }
 
     /// `tokens` in whole chunks of `chunk` and a remainder.
     #[inline]
-    fn chunks(&self, tokens: u64, chunk: u64) -> (u64, u64) {
+    pub(super) fn chunks(&self, tokens: u64, chunk: u64) -> (u64, u64) {
         if chunk.is_power_of_two() {
             // The usual chunk sizes: a shift and a mask instead of a division.
             (tokens >> chunk.trailing_zeros(), tokens & (chunk - 1))
@@ -204,68 +207,15 @@ impl ExpectedTtft {
         }
     }
 
-    /// The prompt tokens `worker` would have to compute for `request`.
-    fn uncached_tokens(&self, request: &RouteContext<'_>, worker: &WorkerState) -> u64 {
-        let cached = self
-            .config
-            .credits
-            .credit(&worker.cached)
-            .max(f64::from(worker.in_flight));
-        let cached_tokens = cached * f64::from(request.block_size.get());
-        (request.prompt_tokens as f64 - cached_tokens).max(0.0) as u64
-    }
-
-    /// The most the stalls of `request`'s prefill are charged on any worker: what computing
-    /// its whole prompt costs on an idle worker (its TTFT and its work). Past that, sending
-    /// it to a worker without its prefix is cheaper anyway, so a larger charge would only
-    /// reorder busy workers, which is the queue's part; and on a busy pool every worker
-    /// reaches the cap, so the queue decides, instead of long prompts gathering on the
-    /// workers with the fewest requests.
-    fn stall_cap(&self, request: &RouteContext<'_>) -> f64 {
-        (1.0 + self.config.compute_weight) * self.config.prefill.time_ms(request.prompt_tokens)
-    }
-
     /// The expected time to first token of `request` on `worker`, in ms.
     pub fn expected_ttft_ms(&self, request: &RouteContext<'_>, worker: &WorkerState) -> f64 {
-        let uncached = self.uncached_tokens(request, worker);
-        self.config
-            .prefill
-            .time_ms(worker.load.active_prefill_tokens + uncached)
+        RequestCosts::new(&self.config, request).ttft_ms(worker)
     }
 
     /// The cost of sending `request` to `worker`, in ms: expected time to first token, the
     /// prefill work added, the stalls of the worker's active requests, and decode pressure.
     pub fn cost(&self, request: &RouteContext<'_>, worker: &WorkerState) -> f64 {
-        let time = |tokens| self.config.prefill.time_ms(tokens);
-        self.cost_with(request, worker, self.stall_cap(request), time, time)
-    }
-
-    /// [`cost`](Self::cost), with the prefill times of the added work and of the queue taken
-    /// from `work_ms` and `queue_ms` (which may remember earlier answers).
-    #[inline]
-    fn cost_with(
-        &self,
-        request: &RouteContext<'_>,
-        worker: &WorkerState,
-        stall_cap: f64,
-        work_ms: impl Fn(u64) -> f64,
-        queue_ms: impl Fn(u64) -> f64,
-    ) -> f64 {
-        let uncached = self.uncached_tokens(request, worker);
-        let work = work_ms(uncached);
-        // `expected_ttft_ms`, without computing the uncached tokens again.
-        let ttft = queue_ms(worker.load.active_prefill_tokens + uncached);
-        let held = worker.decode_blocks_with(request) as f64;
-        let stalled = f64::from(worker.load.active_requests);
-        let stall = (self.config.stall_weight * stalled * work).min(stall_cap);
-        let overflow = self
-            .config
-            .kv_capacity_blocks
-            .map_or(0.0, |capacity| (held - capacity as f64).max(0.0));
-        ttft + self.config.compute_weight * work
-            + stall
-            + self.config.decode_ms_per_block * held
-            + self.config.overflow_ms_per_block * overflow
+        RequestCosts::new(&self.config, request).cost(worker)
     }
 }
 
@@ -277,86 +227,21 @@ impl Default for ExpectedTtft {
 
 impl Router for ExpectedTtft {
     fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
-        // The time of a whole chunk is the same for every worker: computed once.
-        let prefill = Prepared::new(&self.config.prefill);
-        let stall_cap = self.stall_cap(request);
-        lowest_cost(
+        // What does not depend on the worker is computed once.
+        let mut costs: SmallVec<[f64; BATCH]> = smallvec![0.0; workers.len()];
+        RequestCosts::new(&self.config, request).fill(workers, &mut costs);
+        lowest_of(
             workers,
-            |w| {
-                self.cost_with(
-                    request,
-                    w,
-                    stall_cap,
-                    |t| prefill.time_ms(t),
-                    |t| prefill.time_ms(t),
-                )
-            },
+            costs.iter().copied(),
             self.config.temperature,
             &self.rng,
         )
     }
 }
 
-/// A prefill time model with the time of a whole chunk computed once: the same sums as
-/// [`PrefillTimeModel::time_ms`], without a branch on earlier answers.
-struct Prepared<'a> {
-    model: &'a PrefillTimeModel,
-    chunk: u64,
-    /// The time of a whole chunk.
-    chunk_ms: f64,
-}
-
-impl<'a> Prepared<'a> {
-    fn new(model: &'a PrefillTimeModel) -> Self {
-        let chunk = model.chunk_tokens.max(1);
-        Prepared {
-            model,
-            chunk,
-            chunk_ms: model.step_ms(chunk),
-        }
-    }
-
-    #[inline]
-    fn time_ms(&self, tokens: u64) -> f64 {
-        if tokens < self.chunk {
-            return if tokens > 0 {
-                self.model.step_ms(tokens)
-            } else {
-                0.0
-            };
-        }
-        let (full, rest) = self.model.chunks(tokens, self.chunk);
-        full as f64 * self.chunk_ms
-            + if rest > 0 {
-                self.model.step_ms(rest)
-            } else {
-                0.0
-            }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_prepared_model_gives_the_models_times_bit_for_bit() {
-        for chunk_tokens in [8192, 1000, 1] {
-            let model = PrefillTimeModel {
-                chunk_tokens,
-                ..PrefillTimeModel::default()
-            };
-            let prepared = Prepared::new(&model);
-            let edges = [0, 1, 999, 1000, 1001, 8191, 8192, 8193, 16_384, 100_003];
-            for tokens in (0..40_000).step_by(37).chain(edges) {
-                assert_eq!(
-                    prepared.time_ms(tokens).to_bits(),
-                    model.time_ms(tokens).to_bits(),
-                    "{tokens} tokens, chunks of {chunk_tokens}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn prefill_time_is_charged_per_chunk() {

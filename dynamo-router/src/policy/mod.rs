@@ -8,6 +8,7 @@ mod balance;
 mod choose;
 mod expected_ttft;
 mod kv_cost;
+mod request_costs;
 
 use std::sync::Arc;
 
