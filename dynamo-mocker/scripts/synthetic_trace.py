@@ -11,6 +11,8 @@
 
 Poisson arrivals (seeded, reproducible), prompt lengths log-normal around 2,000 tokens, output
 lengths log-normal around 150 tokens, one fresh hash id per 512 prompt tokens (no sharing).
+`--seed N` after OUT draws another trace of the same shape (arrivals, lengths, and the bursts'
+and the diurnal minutes' random parts); without it, seed 0, the traces of docs/planner.md.
 """
 
 import json
@@ -19,9 +21,9 @@ import random
 import sys
 
 
-def schedule(shape):
+def schedule(shape, seed=0):
     """The random parts of the bursts and diurnal shapes, drawn once (seeded)."""
-    rng = random.Random(11)
+    rng = random.Random(11 + seed)
     if shape == "bursts":
         bursts, t = [], 0.0
         while t < 3600:
@@ -49,12 +51,16 @@ def rate(shape, t, plan=None):
 
 
 def main():
-    if len(sys.argv) != 3:
+    args = sys.argv[1:]
+    seed = 0
+    if len(args) == 4 and args[2] == "--seed":
+        seed, args = int(args[3]), args[:2]
+    if len(args) != 2:
         raise SystemExit(__doc__)
-    shape, out = sys.argv[1], sys.argv[2]
-    rng = random.Random(7)
+    shape, out = args
+    rng = random.Random(7 + seed)
     peak = 20.0 if shape == "bursts" else 16.0
-    plan = schedule(shape)
+    plan = schedule(shape, seed)
     t, next_id, lines = 0.0, 0, []
     # Thinning: candidates at the peak rate, kept with probability rate(t) / peak.
     while True:
