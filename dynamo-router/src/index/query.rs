@@ -36,6 +36,14 @@ impl KvIndex {
             let beyond = hashes
                 .get(next + matched)
                 .and_then(|hash| self.blocks.get(hash));
+            // Most matches lie in one segment of the first run they find: their answer is that
+            // segment's residents, each `matched` blocks deep, with no walk to keep.
+            if walk.is_none() && beyond.is_none() && run.seg_end(seg) >= end {
+                let residents = run.segs[seg].residents.as_slice(&self.runs.spill);
+                return Overlaps {
+                    workers: one_segment(residents, matched as u32, &self.workers),
+                };
+            }
             self.runs.touch_spilled(run, seg, end);
             let mut at = from;
             while at < end {
@@ -74,6 +82,19 @@ impl KvIndex {
             workers: walk.finish(&self.workers),
         }
     }
+}
+
+/// The answer of a match whose `blocks` blocks all have the same `residents`.
+fn one_segment(residents: &[Resident], blocks: u32, workers: &WorkerTable) -> Answer {
+    let mut answer = Answer::with_capacity(residents.len());
+    for &resident in residents {
+        if let Some(worker) = workers.id(slot_of(resident)) {
+            let mut overlap = TierOverlap::default();
+            overlap.add_n(fastest_tier(tiers_of(resident)), blocks);
+            answer.push((worker, overlap));
+        }
+    }
+    answer
 }
 
 /// The state of one walk down a request's blocks.
