@@ -62,29 +62,33 @@ impl Seen {
     }
 }
 
-/// The workers of a batch as columns.
+/// Workers holding some of the prompt whose costs are computed together: a decision usually
+/// has fewer, and their columns are set to zero first.
+const GROUP: usize = 16;
+
+/// A group of workers as columns.
 struct Columns {
-    device: [u32; BATCH],
-    host: [u32; BATCH],
-    disk: [u32; BATCH],
-    remote: [u32; BATCH],
-    in_flight: [u32; BATCH],
-    requests: [u32; BATCH],
-    prefill_tokens: [u64; BATCH],
-    decode_blocks: [u64; BATCH],
+    device: [u32; GROUP],
+    host: [u32; GROUP],
+    disk: [u32; GROUP],
+    remote: [u32; GROUP],
+    in_flight: [u32; GROUP],
+    requests: [u32; GROUP],
+    prefill_tokens: [u64; GROUP],
+    decode_blocks: [u64; GROUP],
 }
 
 impl Columns {
     fn new() -> Self {
         Columns {
-            device: [0; BATCH],
-            host: [0; BATCH],
-            disk: [0; BATCH],
-            remote: [0; BATCH],
-            in_flight: [0; BATCH],
-            requests: [0; BATCH],
-            prefill_tokens: [0; BATCH],
-            decode_blocks: [0; BATCH],
+            device: [0; GROUP],
+            host: [0; GROUP],
+            disk: [0; GROUP],
+            remote: [0; GROUP],
+            in_flight: [0; GROUP],
+            requests: [0; GROUP],
+            prefill_tokens: [0; GROUP],
+            decode_blocks: [0; GROUP],
         }
     }
 
@@ -213,24 +217,23 @@ impl<'a> RequestCosts<'a> {
             };
             *cost = self.cost_with(split, self.bare, seen);
         }
-        if holders == 0 {
-            return;
-        }
         // Then those that do, side by side.
-        let mut some = Columns::new();
-        for (j, &i) in holding.iter().take(holders).enumerate() {
-            if let Some(worker) = workers.get(usize::from(i)) {
-                some.set(j, Seen::of(worker));
+        for group in holding[..holders.min(BATCH)].chunks(GROUP) {
+            let mut some = Columns::new();
+            for (j, &i) in group.iter().enumerate() {
+                if let Some(worker) = workers.get(usize::from(i)) {
+                    some.set(j, Seen::of(worker));
+                }
             }
-        }
-        let mut theirs = [0.0; BATCH];
-        for (j, cost) in theirs.iter_mut().take(holders).enumerate() {
-            let seen = some.get(j);
-            *cost = self.cost_with(split, self.work(split, &seen), seen);
-        }
-        for (&i, &cost) in holding.iter().zip(&theirs).take(holders) {
-            if let Some(slot) = costs.get_mut(usize::from(i)) {
-                *slot = cost;
+            let mut theirs = [0.0; GROUP];
+            for (j, cost) in theirs.iter_mut().take(group.len()).enumerate() {
+                let seen = some.get(j);
+                *cost = self.cost_with(split, self.work(split, &seen), seen);
+            }
+            for (&i, &cost) in group.iter().zip(&theirs) {
+                if let Some(slot) = costs.get_mut(usize::from(i)) {
+                    *slot = cost;
+                }
             }
         }
     }
