@@ -380,3 +380,49 @@ fn a_pool_placed_by_the_router_s_cost_serves_as_one_aggregated_pool() {
         "{reuse} against {aggregated_reuse}"
     );
 }
+
+#[test]
+fn a_stall_free_pool_computes_prompts_only_on_decode_workers_that_decode_nothing() {
+    let trace = mooncake(600);
+    let ttft = || {
+        dynamo_router::ExpectedTtft::new(dynamo_router::ExpectedTtftConfig {
+            seed: Some(7),
+            ..dynamo_router::ExpectedTtftConfig::default()
+        })
+    };
+    let pools = Replay::new(&trace, &disagg(2, 3, TransferConfig::default()))
+        .policy(ttft())
+        .knowledge(events())
+        .decode_policy(ttft(), events())
+        .placement(dynamo_router::disagg::StallFreePlacement::default())
+        .run()
+        .unwrap();
+    assert_eq!(pools.summary.completed_requests, trace.len());
+    let records = &pools.records;
+    // Prefill workers (ids 0 and 1) only prefill.
+    assert!(records.iter().all(|r| r.worker >= 2));
+    let local: Vec<_> = records
+        .iter()
+        .filter(|r| r.prefill_worker.is_none())
+        .collect();
+    assert!(!local.is_empty() && local.len() < records.len());
+    // When a prompt stayed on its decode worker, nothing else was running there: each other
+    // request occupies its decode worker from its arrival there (its own arrival, or its KV's)
+    // to its last token.
+    for r in &local {
+        let busy = records
+            .iter()
+            .filter(|o| o.index != r.index && o.worker == r.worker);
+        for o in busy {
+            let start = o.kv_arrival_ms.unwrap_or(o.arrival_ms);
+            let finish = o.finish_ms.unwrap();
+            assert!(
+                !(start < r.arrival_ms && r.arrival_ms < finish),
+                "request {} computed on worker {} while request {} ran there",
+                r.index,
+                r.worker,
+                o.index
+            );
+        }
+    }
+}

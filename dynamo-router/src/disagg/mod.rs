@@ -5,6 +5,7 @@
 mod placement;
 mod router_cost;
 mod service;
+mod stall_free;
 
 pub use placement::{
     AlwaysRemote, BookedWorker, ExpectedTtftPlacement, Placement, PlacementContext,
@@ -12,3 +13,4 @@ pub use placement::{
 };
 pub use router_cost::{Candidates, RouterCostPlacement, Unbooked, draw};
 pub use service::{BlockSizeMismatch, DisaggRouter};
+pub use stall_free::StallFreePlacement;

@@ -344,6 +344,9 @@ pub(crate) enum PlacementName {
     /// A flexible prefill pool placed by the ttft router's cost (its --ttft-* weights): each
     /// request goes whole to the candidate that router prefers, as over one aggregated pool
     RouterCost,
+    /// Ours: a prompt stays on its decode worker only while that worker decodes nothing and
+    /// the ttft router's cost prefers it; every other prompt is handed over (no decode stalls)
+    StallFree,
 }
 
 impl fmt::Display for PlacementName {

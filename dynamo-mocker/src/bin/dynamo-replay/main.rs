@@ -21,7 +21,8 @@ use dynamo_mocker::{
     WorkloadConfig, generate, load_trace, write_mooncake,
 };
 use dynamo_router::disagg::{
-    AlwaysRemote, ExpectedTtftPlacement, PlacementPolicy, RouterCostPlacement, Threshold,
+    AlwaysRemote, ExpectedTtftPlacement, PlacementPolicy, RouterCostPlacement, StallFreePlacement,
+    Threshold,
 };
 use dynamo_router::{
     ApproxConfig, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LeastLoaded,
@@ -107,27 +108,30 @@ fn write_workload(
 
 /// The placement policy a name stands for; ours is told the replay's KV link.
 fn placement(name: PlacementName, cli: &Cli) -> Box<dyn PlacementPolicy> {
+    let transfer = cli.transfer();
+    // The hand-over of one block, without the link's latency.
+    let transfer_ms_per_block =
+        transfer.time_ms(u64::from(cli.block_size.get()), cli.block_size) - transfer.latency_ms;
+    let ttft = ExpectedTtftConfig {
+        compute_weight: cli.ttft_compute_weight,
+        decode_ms_per_block: cli.ttft_decode_ms_per_block,
+        stall_weight: cli.ttft_stall_weight,
+        ..ExpectedTtftConfig::default()
+    };
     match name {
         PlacementName::AlwaysRemote => Box::new(AlwaysRemote),
         PlacementName::Threshold => Box::new(Threshold::default()),
-        PlacementName::ExpectedTtft | PlacementName::Flexible => {
-            let transfer = cli.transfer();
-            let block = u64::from(cli.block_size.get());
-            Box::new(ExpectedTtftPlacement {
-                transfer_ms_per_block: transfer.time_ms(block, cli.block_size)
-                    - transfer.latency_ms,
-                transfer_latency_ms: transfer.latency_ms,
-                stall_weight: cli.stall_weight,
-                prefill_workers_decode: name == PlacementName::Flexible,
-                ..ExpectedTtftPlacement::default()
-            })
-        }
-        PlacementName::RouterCost => Box::new(RouterCostPlacement::new(ExpectedTtftConfig {
-            compute_weight: cli.ttft_compute_weight,
-            decode_ms_per_block: cli.ttft_decode_ms_per_block,
-            stall_weight: cli.ttft_stall_weight,
-            ..ExpectedTtftConfig::default()
-        })),
+        PlacementName::ExpectedTtft | PlacementName::Flexible => Box::new(ExpectedTtftPlacement {
+            transfer_ms_per_block,
+            transfer_latency_ms: transfer.latency_ms,
+            stall_weight: cli.stall_weight,
+            prefill_workers_decode: name == PlacementName::Flexible,
+            ..ExpectedTtftPlacement::default()
+        }),
+        PlacementName::RouterCost => Box::new(RouterCostPlacement::new(ttft)),
+        PlacementName::StallFree => Box::new(
+            StallFreePlacement::new(ttft).with_transfer(transfer_ms_per_block, transfer.latency_ms),
+        ),
     }
 }
 

@@ -150,6 +150,8 @@ fn prefill_and_decode_pools_make_a_disaggregated_replay() {
         "0.5",
         "--placement",
         "always-remote, expected-ttft,router-cost",
+        "--placement",
+        "stall-free",
     ])
     .expect("parses");
     let config = cli.config();
@@ -164,7 +166,8 @@ fn prefill_and_decode_pools_make_a_disaggregated_replay() {
         [
             PlacementName::AlwaysRemote,
             PlacementName::ExpectedTtft,
-            PlacementName::RouterCost
+            PlacementName::RouterCost,
+            PlacementName::StallFree
         ]
     );
     assert_eq!(cli.decode_router, RouterName::KvLoad);
