@@ -6,7 +6,7 @@
 //! [`LoadGuard`]; the load stays booked until the guard drops, whether the stream ends, errors
 //! or is abandoned.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use dynamo_core::{SequenceHash, WorkerId};
@@ -140,7 +140,13 @@ struct Books {
     loads: Vec<(u64, WorkerLoad)>,
     /// The version the next change gets (never reused, so a reused slot reads as changed).
     next_version: u64,
+    /// The latest changes, oldest first, by version and slot (consecutive versions): a
+    /// snapshot that saw every change before the oldest copies only these loads.
+    changes: VecDeque<(u64, u32)>,
 }
+
+/// At most this many changes are remembered for snapshots.
+const CHANGES: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 struct Head {
@@ -185,6 +191,10 @@ impl Books {
         }
         self.next_version += 1;
         self.loads[at] = (self.next_version, load);
+        if self.changes.len() == CHANGES {
+            self.changes.pop_front();
+        }
+        self.changes.push_back((self.next_version, slot));
     }
 
     fn get_slot(&self, slot: u32) -> Option<&WorkerBook> {

@@ -2,9 +2,10 @@
 //!
 //! Between two decisions few loads change (the last booking, a few first tokens and releases),
 //! and only the few workers the last request's prefix reached had a cached or in-flight prefix.
-//! So the states are not rebuilt: each one remembers the version of the load it copied and
-//! copies it again only when the tracker's version differs, and the prefixes set by the last
-//! decision are cleared before the next.
+//! So the states are not rebuilt: the tracker keeps its latest changes, and a cache that saw
+//! everything before them copies only the loads they changed; one that did not (more changes
+//! since than the tracker keeps) compares each state's version with the tracker's and copies
+//! those that differ. The prefixes set by the last decision are cleared before the next.
 
 use dynamo_core::{SequenceHash, WorkerId};
 use smallvec::SmallVec;
@@ -21,7 +22,14 @@ pub(crate) struct StateCache {
     seen: Vec<u64>,
     /// The states whose `cached` or `in_flight` the last decision set.
     marked: Vec<u32>,
+    /// The tracker's version the loads are up to date with.
+    version: u64,
+    /// The state of each tracker slot, by slot ([`NO_STATE`] for slots of no member).
+    state_of_slot: Vec<u32>,
 }
+
+/// The place in `state_of_slot` of a slot that is no member's.
+const NO_STATE: u32 = u32::MAX;
 
 impl StateCache {
     /// The states, sorted like the members they were made for.
@@ -34,6 +42,7 @@ impl StateCache {
         self.states.clear();
         self.seen.clear();
         self.marked.clear();
+        self.state_of_slot.clear();
     }
 
     /// Set the cached prefix of the state at `at` for this decision.
@@ -74,9 +83,10 @@ impl LoadTracker {
                 .copied()
                 .unwrap_or((0, WorkerLoad::default()))
         };
+        let missed = cache.version.saturating_add(1);
         if cache.states.len() != workers.len() {
             cache.invalidate();
-            for (&worker, &slot) in workers.iter().zip(slots) {
+            for (at, (&worker, &slot)) in workers.iter().zip(slots).enumerate() {
                 let (version, load) = load_of(slot);
                 cache.states.push(WorkerState {
                     worker,
@@ -85,6 +95,30 @@ impl LoadTracker {
                     load,
                 });
                 cache.seen.push(version);
+                let slot = slot as usize;
+                if cache.state_of_slot.len() <= slot {
+                    cache.state_of_slot.resize(slot + 1, NO_STATE);
+                }
+                cache.state_of_slot[slot] = at as u32;
+            }
+        } else if books
+            .changes
+            .front()
+            .is_some_and(|&(oldest, _)| oldest <= missed)
+        {
+            // Every change since the cache's version is in the list: copy only those loads.
+            cache.clear_marks();
+            let first = books
+                .changes
+                .partition_point(|&(version, _)| version < missed);
+            for &(_, slot) in books.changes.range(first..) {
+                let at = cache.state_of_slot.get(slot as usize).copied();
+                if let Some(at) = at.filter(|&at| at != NO_STATE).map(|at| at as usize)
+                    && let (Some(state), Some(seen)) =
+                        (cache.states.get_mut(at), cache.seen.get_mut(at))
+                {
+                    (*seen, state.load) = load_of(slot);
+                }
             }
         } else {
             cache.clear_marks();
@@ -96,6 +130,7 @@ impl LoadTracker {
                 }
             }
         }
+        cache.version = books.next_version;
         let Some(first) = blocks.first() else {
             return;
         };

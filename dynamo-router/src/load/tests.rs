@@ -67,6 +67,9 @@ enum Op {
     Release(usize),
     /// A decision: snapshot for this prompt, then mark the cached prefix of a worker.
     Decide(Vec<u32>, usize, u32),
+    /// This many requests booked on this worker and released, two changes each: more than
+    /// the tracker remembers, at times.
+    Burst(usize, usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -75,12 +78,14 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..8).prop_map(Op::FirstToken),
         2 => (0usize..8).prop_map(Op::Release),
         3 => (prompt(), 0usize..3, 0u32..4).prop_map(|(p, w, c)| Op::Decide(p, w, c)),
+        1 => (0usize..3, 0usize..50).prop_map(|(w, n)| Op::Burst(w, n)),
     ]
 }
 
 proptest! {
     /// A state cache kept from one decision to the next holds what a fresh snapshot holds,
-    /// whatever was booked, prefilled and released in between.
+    /// whatever was booked, prefilled and released in between (fewer changes than the tracker
+    /// remembers, or more).
     #[test]
     fn a_kept_snapshot_equals_a_fresh_one(ops in prop::collection::vec(op(), 1..40)) {
         let tracker = LoadTracker::new();
@@ -109,6 +114,12 @@ proptest! {
                     tracker.snapshot(&workers, &slots, &mut fresh, &query);
                     prop_assert_eq!(kept.states(), fresh.states());
                     kept.set_cached(w, TierOverlap { device: cached, ..TierOverlap::default() });
+                }
+                Op::Burst(w, n) => {
+                    let burst: Vec<LoadGuard> = (0..n)
+                        .map(|_| tracker.book(workers[w], Booking { prefill_tokens: 1, ..Booking::default() }))
+                        .collect();
+                    drop(burst);
                 }
                 _ => {}
             }
