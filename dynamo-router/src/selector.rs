@@ -354,9 +354,11 @@ impl WorkerSelector {
             }
         };
         let chosen = match decision {
+            // The eligible workers are sorted by id, as the members are.
             Decision::Route(worker) => eligible
-                .iter()
-                .find(|w| w.worker == worker)
+                .binary_search_by_key(&worker, |w| w.worker)
+                .ok()
+                .and_then(|at| eligible.get(at))
                 .ok_or(NotRouted::IneligibleChoice(worker))?,
             Decision::Queue => return Err(self.all_busy(request, eligible)),
             Decision::Overloaded => return Err(NotRouted::Overloaded),
