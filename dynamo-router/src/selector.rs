@@ -149,6 +149,8 @@ impl Membership {
 struct Inner {
     config: SelectorConfig,
     policy: Box<dyn Router>,
+    /// Whether the policy reads cached prefixes: if not, its decisions are not recorded.
+    reads_overlaps: bool,
     source: Box<dyn OverlapSource>,
     load: LoadTracker,
     /// Held from the snapshot to the booking, so that no two decisions see the same load.
@@ -214,6 +216,7 @@ impl WorkerSelector {
         WorkerSelector {
             inner: Arc::new(Inner {
                 config,
+                reads_overlaps: policy.reads_overlaps(),
                 policy: Box::new(policy),
                 source: Box::new(source),
                 load,
@@ -373,7 +376,10 @@ impl WorkerSelector {
             self.uncached_tokens(request, chosen),
             request.expected_output_tokens.map_or(0, u64::from),
         );
-        inner.source.routed(chosen.worker, &request.blocks, now);
+        if inner.reads_overlaps {
+            // Approximate mode learns from the decisions, for the policy's later ones.
+            inner.source.routed(chosen.worker, &request.blocks, now);
+        }
         if let (Some(affinity), Some(session)) = (affinity, &request.session_id) {
             affinity.bind(session, chosen.worker, now);
         }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use dynamo_core::{BlockSize, GenerateRequest, RoutingHints, WorkerId};
 use dynamo_router::{
     AffinityConfig, ApproxConfig, ApproxIndex, BusyThresholds, ExpectedTtft, KvCost, KvCostConfig,
-    NotRouted, RouteRequest, Router, SelectorConfig, SharedIndex, WorkerSelector,
+    NotRouted, Random, RoundRobin, RouteRequest, Router, SelectorConfig, SharedIndex,
+    WorkerSelector,
 };
 
 const BLOCK: u32 = 16;
@@ -86,6 +87,30 @@ fn a_shared_prefix_spreads_once_load_builds() {
     // Ours first follows the prefix the first request is computing, before spreading (with
     // a prefix of 1,024 tokens the stall of one more request there soon outweighs it).
     assert_eq!(first[1], first[0], "{first:?}");
+}
+
+/// The predictions an approximate selector holds after routing 8 requests sharing a prefix.
+fn predicted_after_routing(policy: impl Router) -> u64 {
+    let index = ApproxIndex::new(block_size(), ApproxConfig::default());
+    let selector = WorkerSelector::new(SelectorConfig::new(block_size()), policy, index.clone());
+    for w in 0..4 {
+        selector.insert_worker(WorkerId::new(w));
+    }
+    let now = Instant::now();
+    for i in 0..8 {
+        drop(selector.select(&request(i, 64, 16), now).unwrap());
+    }
+    index.predicted_blocks()
+}
+
+#[test]
+fn a_cache_blind_policy_records_no_predictions() {
+    // Round-robin and random do not read cached prefixes: nothing is recorded for them.
+    assert_eq!(predicted_after_routing(RoundRobin::new()), 0);
+    assert_eq!(predicted_after_routing(Random::new(Some(1))), 0);
+    // Cache-aware policies learn from their decisions (5 blocks per request on some worker).
+    assert!(predicted_after_routing(KvCost::default()) >= 5);
+    assert!(predicted_after_routing(ExpectedTtft::default()) >= 5);
 }
 
 #[test]

@@ -42,6 +42,10 @@ impl Router for RoundRobin {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         Decision::Route(workers[turn % workers.len()].worker)
     }
+
+    fn reads_overlaps(&self) -> bool {
+        false
+    }
 }
 
 /// A worker chosen uniformly at random.
@@ -72,6 +76,10 @@ impl Router for Random {
         }
         let i = self.rng.with(|rng| rng.random_range(0..workers.len()));
         Decision::Route(workers[i].worker)
+    }
+
+    fn reads_overlaps(&self) -> bool {
+        false
     }
 }
 

@@ -101,16 +101,32 @@ pub enum Decision {
 pub trait Router: std::fmt::Debug + Send + Sync + 'static {
     /// Choose a worker among `workers` for `request`.
     fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision;
+
+    /// Whether the policy reads the workers' cached prefixes ([`WorkerState::cached`]).
+    /// Default `true`. A policy that answers `false` ([`RoundRobin`], [`Random`]) has no
+    /// predictions recorded for it in approximate mode ([`ApproxIndex`](crate::ApproxIndex)),
+    /// which only its decisions would read.
+    fn reads_overlaps(&self) -> bool {
+        true
+    }
 }
 
 impl<R: Router + ?Sized> Router for Arc<R> {
     fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
         (**self).route(request, workers)
     }
+
+    fn reads_overlaps(&self) -> bool {
+        (**self).reads_overlaps()
+    }
 }
 
 impl<R: Router + ?Sized> Router for Box<R> {
     fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
         (**self).route(request, workers)
+    }
+
+    fn reads_overlaps(&self) -> bool {
+        (**self).reads_overlaps()
     }
 }
