@@ -1,6 +1,8 @@
 //! The cost of one routing decision (snapshot, policy, booking) on the Mooncake trace, at 8,
 //! 64 and 256 workers, per policy. The baseline, in the same run, is round-robin through the
-//! same selector: the difference is what the cache-aware policies add.
+//! same selector, its decisions recorded in the approximate index as a cache-aware policy's
+//! are: the difference is what the cache-aware policies add. `round_robin_unrecorded` is plain
+//! round-robin, for which nothing is recorded (it reads no cached prefixes).
 //!
 //! Each request of the trace is routed with its 512-token blocks; the last 64 requests' loads
 //! stay booked, as if they were still streaming, and the cache knowledge is the approximate
@@ -23,8 +25,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dynamo_core::{BlockSize, ReplicaId, SequenceHash, WorkerId};
 use dynamo_router::replicas::{ReplicaConfig, ReplicaState};
 use dynamo_router::{
-    ApproxConfig, ApproxIndex, ExpectedTtft, KvCost, LeastLoaded, LoadGuard, PowerOfTwoChoices,
-    RoundRobin, RouteRequest, Router, SelectorConfig, WorkerSelector,
+    ApproxConfig, ApproxIndex, Decision, ExpectedTtft, KvCost, LeastLoaded, LoadGuard,
+    PowerOfTwoChoices, RoundRobin, RouteContext, RouteRequest, Router, SelectorConfig,
+    WorkerSelector, WorkerState,
 };
 
 #[expect(
@@ -40,6 +43,22 @@ mod cpu_time;
 use cpu_time::ThreadCpuTime;
 
 type PolicyFactory = fn() -> Box<dyn Router>;
+
+/// Round-robin with its decisions recorded in the approximate index, as a cache-aware
+/// policy's are (plain round-robin reads no cached prefixes, so none are recorded for it):
+/// the baseline, the selector's work without a policy's.
+#[derive(Debug)]
+struct RecordedRoundRobin(RoundRobin);
+
+impl Router for RecordedRoundRobin {
+    fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
+        self.0.route(request, workers)
+    }
+}
+
+fn baseline() -> Box<dyn Router> {
+    Box::new(RecordedRoundRobin(RoundRobin::new()))
+}
 
 const IN_FLIGHT: usize = 64;
 const TRACE_BLOCK: u64 = 512;
@@ -109,7 +128,7 @@ fn routing(c: &mut Criterion<ThreadCpuTime>) {
         group.sample_size(10);
         group.throughput(Throughput::Elements(requests.len() as u64));
         let policies: [(&str, PolicyFactory); 5] = [
-            ("baseline_round_robin", || Box::new(RoundRobin::new())),
+            ("baseline_round_robin", baseline),
             ("least_loaded", || Box::new(LeastLoaded::new(Some(1)))),
             ("power_of_two", || Box::new(PowerOfTwoChoices::new(Some(1)))),
             ("kv_cost", || Box::new(KvCost::default())),
@@ -180,10 +199,11 @@ fn decision_w64_b32(c: &mut Criterion<ThreadCpuTime>) {
     let mut group = c.benchmark_group("decision_w64_b32");
     group.sample_size(10);
     group.throughput(Throughput::Elements(requests.len() as u64));
-    let policies: [(&str, PolicyFactory); 3] = [
-        ("baseline_round_robin", || Box::new(RoundRobin::new())),
+    let policies: [(&str, PolicyFactory); 4] = [
+        ("baseline_round_robin", baseline),
         ("kv_cost", || Box::new(KvCost::default())),
         ("expected_ttft", || Box::new(ExpectedTtft::default())),
+        ("round_robin_unrecorded", || Box::new(RoundRobin::new())),
     ];
     for (name, policy) in policies {
         group.bench_function(name, |b| {
