@@ -22,7 +22,8 @@ use dynamo_kvbm::{
 };
 use dynamo_router::RouterService;
 use dynamo_router::disagg::{
-    AlwaysRemote, DisaggRouter, ExpectedTtftPlacement, RouterCostPlacement, Threshold,
+    AlwaysRemote, DisaggRouter, ExpectedTtftPlacement, RouterCostPlacement, StallFreePlacement,
+    Threshold,
 };
 
 use crate::options::{EngineKind, Options, PlacementKind, RoleKind};
@@ -201,6 +202,13 @@ pub(crate) fn router(
         }
         PlacementKind::RouterCost => {
             DisaggRouter::new(prefill, decode, RouterCostPlacement::default())?
+        }
+        PlacementKind::StallFree => {
+            // The hand-over charged as expected-ttft charges it.
+            let link = ExpectedTtftPlacement::default();
+            let stall_free = StallFreePlacement::default()
+                .with_transfer(link.transfer_ms_per_block, link.transfer_latency_ms);
+            DisaggRouter::new(prefill, decode, stall_free)?
         }
     };
     Ok(router.boxed_engine())

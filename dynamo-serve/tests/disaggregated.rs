@@ -1,7 +1,7 @@
 //! Disaggregated serving in one process, as a user starts it: `dynamo-serve --prefill-workers 1
-//! --decode-workers 1 --placement flexible` (candle workers, SmolLM2-135M), driven over HTTP
-//! beside an aggregated `dynamo-serve --workers 1`. The split processes with the same placement
-//! are tested in `deployment.rs`.
+//! --decode-workers 1 --placement flexible` and `--placement stall-free` (candle workers,
+//! SmolLM2-135M), driven over HTTP beside an aggregated `dynamo-serve --workers 1`. The split
+//! processes with the flexible placement are tested in `deployment.rs`.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
@@ -72,6 +72,54 @@ async fn a_flexible_prefill_pool_serves_whole_requests_on_its_idle_worker_only()
     let metrics = flexible.metrics().await;
     assert_eq!(placed(&metrics, "prefill_worker"), whole + 2, "{metrics}");
     for never in ["remote", "no_prefill_worker", "fallback"] {
+        assert_eq!(placed(&metrics, never), 0, "{never}: {metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_free_pool_hands_prompts_over_only_while_the_decode_worker_decodes() {
+    let (_aggregated, reference) = serve(&["--workers", "1"]).await;
+    let pools = [
+        "--prefill-workers",
+        "1",
+        "--decode-workers",
+        "1",
+        "--placement",
+        "stall-free",
+    ];
+    let (_stall_free, stall_free) = serve(&pools).await;
+    let whole = GREEDY_PROMPTS.len() as u64;
+
+    // One request at a time: the decode worker decodes nothing when each arrives, and
+    // computing the prompt there costs no hand-over, so it serves them all, with the
+    // aggregated answers.
+    let texts = greedy_texts(&stall_free).await;
+    assert_eq!(texts, greedy_texts(&reference).await);
+    let metrics = stall_free.metrics().await;
+    assert_eq!(placed(&metrics, "local"), whole, "{metrics}");
+
+    // While it decodes a long answer, the next prompt would stall it: the prefill worker
+    // computes it and hands its KV over, and the answer is the same.
+    let long = json!({
+        "model": "smollm2", "prompt": "Count from one to a hundred:", "max_tokens": 64,
+        "ignore_eos": true, "temperature": 0,
+        "stream": true, "stream_options": { "include_usage": true },
+    });
+    let (stream, first) = first_events(&stall_free, &long).await;
+    assert_eq!(greedy_text(&stall_free, GREEDY_PROMPTS[0]).await, texts[0]);
+    let metrics = stall_free.metrics().await;
+    assert_eq!(placed(&metrics, "local"), whole + 1, "{metrics}");
+    assert_eq!(placed(&metrics, "remote"), 1, "{metrics}");
+    let events = first + &read_stream(stream, Duration::from_secs(600)).await;
+    let (_, usage, errors, done) = streamed_completion(&events);
+    assert!(done && errors == 0, "{events}");
+    assert_eq!(usage["completion_tokens"], 64, "{events}");
+
+    // Idle again: the decode worker computes the next prompt itself.
+    assert_eq!(greedy_text(&stall_free, GREEDY_PROMPTS[1]).await, texts[1]);
+    let metrics = stall_free.metrics().await;
+    assert_eq!(placed(&metrics, "local"), whole + 2, "{metrics}");
+    for never in ["prefill_worker", "no_prefill_worker", "fallback"] {
         assert_eq!(placed(&metrics, never), 0, "{never}: {metrics}");
     }
 }

@@ -75,6 +75,9 @@ pub(crate) enum PlacementKind {
     /// The whole request on the prefill or the decode candidate, whichever the router's
     /// expected-TTFT cost prefers: the two pools serve as one aggregated pool would
     RouterCost,
+    /// On the decode worker only while it decodes nothing and the router's expected-TTFT cost
+    /// prefers it; otherwise on a prefill worker, so no running decode is ever stalled
+    StallFree,
 }
 
 /// `--role`: what a worker does.
@@ -128,6 +131,7 @@ impl PlacementKind {
             PlacementKind::ExpectedTtft => "expected-TTFT",
             PlacementKind::Flexible => "flexible expected-TTFT",
             PlacementKind::RouterCost => "router-cost",
+            PlacementKind::StallFree => "stall-free",
         }
     }
 }

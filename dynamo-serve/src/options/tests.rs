@@ -131,6 +131,8 @@ fn disaggregated_serving_takes_pools_roles_and_a_placement() {
     assert_eq!(frontend.placement, PlacementKind::Flexible);
     let serve = options("--prefill-workers 1 --placement router-cost").expect("valid");
     assert_eq!(serve.placement, PlacementKind::RouterCost);
+    let serve = options("--prefill-workers 1 --placement stall-free").expect("valid");
+    assert_eq!(serve.placement, PlacementKind::StallFree);
     assert_eq!(
         refused("--prefill-workers 1 --workers 2").kind(),
         ErrorKind::ArgumentConflict
