@@ -1,9 +1,10 @@
 //! The disk tier's read and write bandwidth with direct I/O, at a configured queue depth, for
 //! batches of blocks in page-aligned memory and in ordinary memory (one byte off alignment,
 //! through the store's aligned bounce buffers). Writes from aligned memory go to the disk as
-//! they are; reads are staged through the store's buffers by default (`read`, `read_bounce`),
-//! and `read_unstaged` reads straight into aligned memory (`DiskConfig::stage_reads(false)`,
-//! from a second store with the same blocks). Two block sizes: 64 tokens of
+//! they are and reads are staged through the store's buffers (the defaults: `write`, `read`,
+//! and `*_bounce`); a second store with the opposite settings gives `write_staged` (through
+//! its buffers, `DiskConfig::stage_writes(true)`) and `read_unstaged` (straight into aligned
+//! memory, `DiskConfig::stage_reads(false)`). Two block sizes: 64 tokens of
 //! SmolLM2-135M's KV in f32 (2,949,120 bytes) and of a 70B-class model in bf16 (20,971,520
 //! bytes).
 //!
@@ -53,6 +54,12 @@ fn disk(c: &mut Criterion) {
         let path = dir.join(format!("kvbm-bench-{}-{name}.blocks", std::process::id()));
         let config = DiskConfig::new(&path, bytes, batch).queue_depth(depth);
         let store = DiskStore::open(config).expect("a disk store");
+        let other_path = dir.join(format!("kvbm-bench-{}-{name}-2.blocks", std::process::id()));
+        let other = DiskConfig::new(&other_path, bytes, batch)
+            .queue_depth(depth)
+            .stage_reads(false)
+            .stage_writes(true);
+        let other = DiskStore::open(other).expect("a disk store");
         eprintln!(
             "{name}: direct I/O {}, queue depth {depth}, file {}",
             store.direct_io(),
@@ -76,7 +83,7 @@ fn disk(c: &mut Criterion) {
         // A batch takes 50–200 ms: the same number of batches in every sample keeps a short
         // measurement time short.
         group.sampling_mode(SamplingMode::Flat);
-        let mut write = |label: &str, source: &[u8]| {
+        let mut write = |label: &str, store: &DiskStore, source: &[u8]| {
             let blocks: Vec<(SequenceHash, &[u8])> = hashes
                 .iter()
                 .copied()
@@ -91,8 +98,9 @@ fn disk(c: &mut Criterion) {
                 });
             });
         };
-        write("write", bytemuck::cast_slice(&aligned));
-        write("write_bounce", &plain[1..]);
+        write("write", &store, bytemuck::cast_slice(&aligned));
+        write("write_bounce", &store, &plain[1..]);
+        write("write_staged", &other, bytemuck::cast_slice(&aligned));
 
         let source: &[u8] = bytemuck::cast_slice(&aligned);
         let blocks: Vec<(SequenceHash, &[u8])> = hashes
@@ -101,15 +109,7 @@ fn disk(c: &mut Criterion) {
             .zip(source.chunks_exact(bytes))
             .collect();
         store.put_many(&blocks).expect("room");
-        let unstaged_path = dir.join(format!(
-            "kvbm-bench-{}-{name}-unstaged.blocks",
-            std::process::id()
-        ));
-        let unstaged = DiskConfig::new(&unstaged_path, bytes, batch)
-            .queue_depth(depth)
-            .stage_reads(false);
-        let unstaged = DiskStore::open(unstaged).expect("a disk store");
-        unstaged.put_many(&blocks).expect("room");
+        other.put_many(&blocks).expect("room");
         let into: &mut [u8] = bytemuck::cast_slice_mut(&mut aligned);
         group.bench_function("read", |b| {
             b.iter(|| {
@@ -120,7 +120,7 @@ fn disk(c: &mut Criterion) {
         });
         group.bench_function("read_unstaged", |b| {
             b.iter(|| {
-                unstaged
+                other
                     .get_many(&hashes, black_box(&mut *into))
                     .expect("read")
             });
@@ -133,9 +133,9 @@ fn disk(c: &mut Criterion) {
             });
         });
         group.finish();
-        drop((store, unstaged));
+        drop((store, other));
         let _ = std::fs::remove_file(&path);
-        let _ = std::fs::remove_file(&unstaged_path);
+        let _ = std::fs::remove_file(&other_path);
     }
 }
 

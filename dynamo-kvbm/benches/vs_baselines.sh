@@ -98,8 +98,8 @@ round() {
     psync=$(fio_bw "$op" "$bs" "$((total / QD))" --ioengine=psync --numjobs="$QD" --offset_increment="$((total / QD))")
   }
   if [ "$first" = ours ]; then run_ours; run_fio; else run_fio; run_ours; fi
-  local variants=("$op" "${op}_bounce")
-  [ "$op" = read ] && variants+=(read_unstaged)
+  local variants=("$op" "${op}_bounce" write_staged)
+  [ "$op" = read ] && variants[2]=read_unstaged
   for variant in "${variants[@]}"; do
     echo "$variant|$name|$bs|$batch $r $(ours "disk_$name" "$variant" "$total") $libaio $psync" >>"$RESULTS"
   done

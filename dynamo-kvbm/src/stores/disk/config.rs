@@ -18,6 +18,7 @@ pub struct DiskConfig {
     pub(super) queue_depth: usize,
     pub(super) direct_io: bool,
     pub(super) stage_reads: bool,
+    pub(super) stage_writes: bool,
 }
 
 impl DiskConfig {
@@ -35,6 +36,7 @@ impl DiskConfig {
             queue_depth: Self::DEFAULT_QUEUE_DEPTH,
             direct_io: true,
             stage_reads: true,
+            stage_writes: false,
         }
     }
 
@@ -61,6 +63,14 @@ impl DiskConfig {
     /// `docs/kvbm.md`). No effect without direct I/O.
     pub fn stage_reads(mut self, on: bool) -> Self {
         self.stage_reads = on;
+        self
+    }
+
+    /// Whether direct writes from page-aligned caller memory are copied into the store's own
+    /// buffers first, as writes from unaligned memory always are; off by default (writes go
+    /// from the caller's memory as they are). No effect without direct I/O.
+    pub fn stage_writes(mut self, on: bool) -> Self {
+        self.stage_writes = on;
         self
     }
 

@@ -82,6 +82,8 @@ pub struct DiskStore {
     queue_depth: usize,
     /// Whether reads into aligned caller memory go through a bounce buffer all the same.
     stage_reads: bool,
+    /// Whether writes from aligned caller memory go through a bounce buffer all the same.
+    stage_writes: bool,
     index: RwLock<Index>,
     bounce: BouncePool,
 }
@@ -132,6 +134,7 @@ impl DiskStore {
             capacity: config.capacity,
             queue_depth: config.queue_depth,
             stage_reads: config.stage_reads,
+            stage_writes: config.stage_writes,
             index: RwLock::new(Index {
                 slots: HashMap::with_capacity(config.capacity),
                 free: (0..config.capacity).rev().collect(),
@@ -171,7 +174,7 @@ impl DiskStore {
 
     /// Whether writing `block` copies it through a bounce buffer.
     fn copies_write(&self, block: &[u8]) -> bool {
-        self.direct && !is_aligned(block)
+        self.direct && (self.stage_writes || !is_aligned(block))
     }
 
     /// Whether reading into `into` copies through a bounce buffer.
@@ -348,6 +351,9 @@ impl BlockStore for DiskStore {
             }
         }
         let copies = jobs.iter().any(|job| self.copies_write(job.block));
+        // In file order, whatever order the free list gave the slots in: a batch then writes
+        // forward through the file as a sequential writer would.
+        jobs.sort_unstable_by_key(|job| job.slot);
         batch::run(
             self.queue_depth,
             self.threads(copies),
@@ -388,14 +394,18 @@ impl BlockStore for DiskStore {
             })
             .collect();
         let copies = jobs.iter().any(|job| self.copies_read(job.into));
+        // The blocks held, in file order (the answer stays in the order asked).
+        let mut held: Vec<(usize, &mut ReadJob<'_>)> = jobs
+            .iter_mut()
+            .filter_map(|job| job.slot.map(|slot| (slot, job)))
+            .collect();
+        held.sort_unstable_by_key(|&(slot, _)| slot);
         batch::run(
             self.queue_depth,
             self.threads(copies),
-            &mut jobs,
-            |job, gate| {
-                if let Some(slot) = job.slot {
-                    job.result = self.read_slot(job.hash, slot, job.into, gate);
-                }
+            &mut held,
+            |(slot, job), gate| {
+                job.result = self.read_slot(job.hash, *slot, job.into, gate);
             },
         );
         jobs.into_iter()
@@ -413,6 +423,7 @@ impl fmt::Debug for DiskStore {
             .field("capacity", &self.capacity)
             .field("queue_depth", &self.queue_depth)
             .field("stage_reads", &self.stage_reads)
+            .field("stage_writes", &self.stage_writes)
             .field("len", &self.len())
             .finish()
     }

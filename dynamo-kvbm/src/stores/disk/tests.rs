@@ -1,5 +1,5 @@
-//! Reads staged through the store's buffers and straight into the caller's memory give the
-//! same bytes, from aligned and unaligned memory, in batches and one by one.
+//! Reads and writes staged through the store's buffers and straight from or into the caller's
+//! memory give the same bytes, with aligned and unaligned memory, in batches and one by one.
 
 use dynamo_core::SequenceHash;
 
@@ -15,12 +15,14 @@ fn pattern(n: usize) -> impl Iterator<Item = u8> {
 }
 
 #[test]
-fn staged_and_unstaged_reads_return_the_blocks_written() {
+fn staged_and_unstaged_io_returns_the_blocks_written() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     for stage in [true, false] {
+        // Reads staged and writes not (the defaults), then the other way round.
         let config = DiskConfig::new(dir.path().join(format!("blocks-{stage}")), SIZE, BLOCKS)
             .queue_depth(3)
-            .stage_reads(stage);
+            .stage_reads(stage)
+            .stage_writes(!stage);
         let store = DiskStore::open(config).expect("a disk store");
         let mut source = AlignedBuf::new(BLOCKS * SIZE);
         for (n, chunk) in source.as_bytes_mut().chunks_exact_mut(SIZE).enumerate() {
