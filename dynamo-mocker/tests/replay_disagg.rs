@@ -337,15 +337,29 @@ fn a_flexible_prefill_pool_serves_whole_requests_and_counts_their_first_tokens()
     );
 }
 
+/// The expected-TTFT router, seeded.
+fn ttft() -> dynamo_router::ExpectedTtft {
+    dynamo_router::ExpectedTtft::new(dynamo_router::ExpectedTtftConfig {
+        seed: Some(7),
+        ..dynamo_router::ExpectedTtftConfig::default()
+    })
+}
+
+/// `trace` through 2 prefill and 3 decode workers, both pools routed by [`ttft`], placed by
+/// `placement`.
+fn ttft_pools(trace: &[TraceRequest], placement: impl PlacementPolicy) -> ReplayOutcome {
+    Replay::new(trace, &disagg(2, 3, TransferConfig::default()))
+        .policy(ttft())
+        .knowledge(events())
+        .decode_policy(ttft(), events())
+        .placement(placement)
+        .run()
+        .unwrap()
+}
+
 #[test]
 fn a_pool_placed_by_the_router_s_cost_serves_as_one_aggregated_pool() {
     let trace = mooncake(600);
-    let ttft = || {
-        dynamo_router::ExpectedTtft::new(dynamo_router::ExpectedTtftConfig {
-            seed: Some(7),
-            ..dynamo_router::ExpectedTtftConfig::default()
-        })
-    };
     let aggregated = Replay::new(
         &trace,
         &ReplayConfig {
@@ -357,13 +371,10 @@ fn a_pool_placed_by_the_router_s_cost_serves_as_one_aggregated_pool() {
     .knowledge(events())
     .run()
     .unwrap();
-    let pools = Replay::new(&trace, &disagg(2, 3, TransferConfig::default()))
-        .policy(ttft())
-        .knowledge(events())
-        .decode_policy(ttft(), events())
-        .placement(dynamo_router::disagg::RouterCostPlacement::default())
-        .run()
-        .unwrap();
+    let pools = ttft_pools(
+        &trace,
+        dynamo_router::disagg::RouterCostPlacement::default(),
+    );
     assert_eq!(pools.summary.completed_requests, trace.len());
     // Nothing is handed over; both pools serve whole requests.
     assert!(pools.records.iter().all(|r| r.prefill_worker.is_none()));
@@ -384,19 +395,7 @@ fn a_pool_placed_by_the_router_s_cost_serves_as_one_aggregated_pool() {
 #[test]
 fn a_stall_free_pool_computes_prompts_only_on_decode_workers_that_decode_nothing() {
     let trace = mooncake(600);
-    let ttft = || {
-        dynamo_router::ExpectedTtft::new(dynamo_router::ExpectedTtftConfig {
-            seed: Some(7),
-            ..dynamo_router::ExpectedTtftConfig::default()
-        })
-    };
-    let pools = Replay::new(&trace, &disagg(2, 3, TransferConfig::default()))
-        .policy(ttft())
-        .knowledge(events())
-        .decode_policy(ttft(), events())
-        .placement(dynamo_router::disagg::StallFreePlacement::default())
-        .run()
-        .unwrap();
+    let pools = ttft_pools(&trace, dynamo_router::disagg::StallFreePlacement::default());
     assert_eq!(pools.summary.completed_requests, trace.len());
     let records = &pools.records;
     // Prefill workers (ids 0 and 1) only prefill.

@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use serde_json::json;
 
 use dynamo_transport::local::free_port;
@@ -27,18 +28,35 @@ async fn serve(flags: &[&str]) -> (Process, Frontend) {
     (process, frontend)
 }
 
+/// `dynamo-serve` with one prefill and one decode worker, prompts placed by `placement`.
+async fn pools(placement: &str) -> (Process, Frontend) {
+    let flags = ["--prefill-workers", "1", "--decode-workers", "1"];
+    serve(&[&flags[..], &["--placement", placement]].concat()).await
+}
+
+/// Start a streamed greedy answer of 64 tokens, long enough to be decoding while the next
+/// requests come: its stream and first events.
+async fn start_long_answer(frontend: &Frontend) -> (Incoming, String) {
+    let long = json!({
+        "model": "smollm2", "prompt": "Count from one to a hundred:", "max_tokens": 64,
+        "ignore_eos": true, "temperature": 0,
+        "stream": true, "stream_options": { "include_usage": true },
+    });
+    first_events(frontend, &long).await
+}
+
+/// Read the rest of a long answer: complete, 64 tokens, no error.
+async fn finish_long_answer(stream: Incoming, first: String) {
+    let events = first + &read_stream(stream, Duration::from_secs(600)).await;
+    let (_, usage, errors, done) = streamed_completion(&events);
+    assert!(done && errors == 0, "{events}");
+    assert_eq!(usage["completion_tokens"], 64, "{events}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flexible_prefill_pool_serves_whole_requests_on_its_idle_worker_only() {
     let (_aggregated, reference) = serve(&["--workers", "1"]).await;
-    let pools = [
-        "--prefill-workers",
-        "1",
-        "--decode-workers",
-        "1",
-        "--placement",
-        "flexible",
-    ];
-    let (_flexible, flexible) = serve(&pools).await;
+    let (_flexible, flexible) = pools("flexible").await;
     let whole = GREEDY_PROMPTS.len() as u64;
 
     // One request at a time: each finds the prefill worker idle (the one before released its
@@ -51,20 +69,12 @@ async fn a_flexible_prefill_pool_serves_whole_requests_on_its_idle_worker_only()
     // While the prefill worker decodes a long answer it is not idle: the next request is not
     // given to it; on these idle workers a hand-over does not pay, so the decode worker
     // computes the prompt.
-    let long = json!({
-        "model": "smollm2", "prompt": "Count from one to a hundred:", "max_tokens": 64,
-        "ignore_eos": true, "temperature": 0,
-        "stream": true, "stream_options": { "include_usage": true },
-    });
-    let (stream, first) = first_events(&flexible, &long).await;
+    let (stream, first) = start_long_answer(&flexible).await;
     assert_eq!(greedy_text(&flexible, GREEDY_PROMPTS[0]).await, texts[0]);
     let metrics = flexible.metrics().await;
     assert_eq!(placed(&metrics, "prefill_worker"), whole + 1, "{metrics}");
     assert_eq!(placed(&metrics, "local"), 1, "{metrics}");
-    let events = first + &read_stream(stream, Duration::from_secs(600)).await;
-    let (_, usage, errors, done) = streamed_completion(&events);
-    assert!(done && errors == 0, "{events}");
-    assert_eq!(usage["completion_tokens"], 64, "{events}");
+    finish_long_answer(stream, first).await;
 
     // The long answer ended: nothing stays booked on the prefill worker, which serves the next
     // request whole again.
@@ -79,15 +89,7 @@ async fn a_flexible_prefill_pool_serves_whole_requests_on_its_idle_worker_only()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_free_pool_hands_prompts_over_only_while_the_decode_worker_decodes() {
     let (_aggregated, reference) = serve(&["--workers", "1"]).await;
-    let pools = [
-        "--prefill-workers",
-        "1",
-        "--decode-workers",
-        "1",
-        "--placement",
-        "stall-free",
-    ];
-    let (_stall_free, stall_free) = serve(&pools).await;
+    let (_stall_free, stall_free) = pools("stall-free").await;
     let whole = GREEDY_PROMPTS.len() as u64;
 
     // One request at a time: the decode worker decodes nothing when each arrives, and
@@ -100,20 +102,12 @@ async fn a_stall_free_pool_hands_prompts_over_only_while_the_decode_worker_decod
 
     // While it decodes a long answer, the next prompt would stall it: the prefill worker
     // computes it and hands its KV over, and the answer is the same.
-    let long = json!({
-        "model": "smollm2", "prompt": "Count from one to a hundred:", "max_tokens": 64,
-        "ignore_eos": true, "temperature": 0,
-        "stream": true, "stream_options": { "include_usage": true },
-    });
-    let (stream, first) = first_events(&stall_free, &long).await;
+    let (stream, first) = start_long_answer(&stall_free).await;
     assert_eq!(greedy_text(&stall_free, GREEDY_PROMPTS[0]).await, texts[0]);
     let metrics = stall_free.metrics().await;
     assert_eq!(placed(&metrics, "local"), whole + 1, "{metrics}");
     assert_eq!(placed(&metrics, "remote"), 1, "{metrics}");
-    let events = first + &read_stream(stream, Duration::from_secs(600)).await;
-    let (_, usage, errors, done) = streamed_completion(&events);
-    assert!(done && errors == 0, "{events}");
-    assert_eq!(usage["completion_tokens"], 64, "{events}");
+    finish_long_answer(stream, first).await;
 
     // Idle again: the decode worker computes the next prompt itself.
     assert_eq!(greedy_text(&stall_free, GREEDY_PROMPTS[1]).await, texts[1]);

@@ -100,6 +100,25 @@ impl RouterCostPlacement {
     }
 }
 
+/// `router`'s [`cost`](ExpectedTtft::cost) of `request`, a prompt of `prompt_blocks` full
+/// blocks, on each of `workers`.
+pub(super) fn costs<const N: usize>(
+    router: &ExpectedTtft,
+    request: &PlacementContext,
+    prompt_blocks: u32,
+    workers: [&WorkerState; N],
+) -> [f64; N] {
+    // The cost reads the prompt's hashes only for their number.
+    let blocks = vec![SequenceHash(0); prompt_blocks as usize];
+    let route = RouteContext {
+        blocks: &blocks,
+        prompt_tokens: request.prompt_tokens,
+        block_size: request.block_size,
+        expected_output_tokens: None,
+    };
+    workers.map(|worker| router.cost(&route, worker))
+}
+
 impl Default for RouterCostPlacement {
     fn default() -> Self {
         RouterCostPlacement::new(ExpectedTtftConfig::default())
@@ -111,16 +130,12 @@ impl PlacementPolicy for RouterCostPlacement {
         let Some(candidates) = request.candidates else {
             return Placement::Local;
         };
-        // The cost reads the prompt's hashes only for their number.
-        let blocks = vec![SequenceHash(0); candidates.prompt_blocks as usize];
-        let route = RouteContext {
-            blocks: &blocks,
-            prompt_tokens: request.prompt_tokens,
-            block_size: request.block_size,
-            expected_output_tokens: None,
-        };
-        let prefill = self.router.cost(&route, &candidates.prefill);
-        let decode = self.router.cost(&route, &candidates.decode);
+        let [prefill, decode] = costs(
+            &self.router,
+            request,
+            candidates.prompt_blocks,
+            [&candidates.prefill, &candidates.decode],
+        );
         let tie = (prefill - decode).abs() <= 1e-9 * prefill.abs().max(1.0);
         let to_prefill = if tie {
             candidates.draw < candidates.prefill_share
@@ -140,11 +155,12 @@ impl PlacementPolicy for RouterCostPlacement {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::disagg::placement::PrefillCandidate;
 
-    fn state(id: u64, cached: u32, requests: u32) -> WorkerState {
+    /// Worker `id` caching `cached` of the prompt's blocks, with `requests` active.
+    pub(in crate::disagg) fn state(id: u64, cached: u32, requests: u32) -> WorkerState {
         WorkerState {
             worker: WorkerId::new(id),
             cached: TierOverlap {

@@ -1,9 +1,8 @@
 //! [`StallFreePlacement`]: no prompt is computed on a worker that is decoding.
 
-use dynamo_core::SequenceHash;
-
 use super::placement::{Placement, PlacementContext, PlacementPolicy};
-use crate::policy::{ExpectedTtft, ExpectedTtftConfig, RouteContext};
+use super::router_cost::costs;
+use crate::policy::{ExpectedTtft, ExpectedTtftConfig};
 
 /// Conditional disaggregation that never stalls a decode: the decode worker computes a prompt
 /// only while it decodes nothing, and only when that is cheaper than the prefill worker by the
@@ -88,14 +87,6 @@ impl PlacementPolicy for StallFreePlacement {
                 Placement::Remote
             };
         };
-        // The cost reads the prompt's hashes only for their number.
-        let blocks = vec![SequenceHash(0); candidates.prompt_blocks as usize];
-        let route = RouteContext {
-            blocks: &blocks,
-            prompt_tokens: request.prompt_tokens,
-            block_size: request.block_size,
-            expected_output_tokens: None,
-        };
         // What a prefill worker has booked are prompts, already in its queued prompt tokens:
         // they neither wait for this prompt's steps nor decode beside it.
         let mut prefill = candidates.prefill;
@@ -103,9 +94,13 @@ impl PlacementPolicy for StallFreePlacement {
         prefill.load.active_decode_blocks = 0;
         let transfer =
             self.transfer_latency_ms + self.transfer_ms_per_block * request.full_blocks() as f64;
-        let remote = self.router.cost(&route, &prefill) + transfer;
-        let local = self.router.cost(&route, &candidates.decode);
-        if local < remote {
+        let [remote, local] = costs(
+            &self.router,
+            request,
+            candidates.prompt_blocks,
+            [&prefill, &candidates.decode],
+        );
+        if local < remote + transfer {
             Placement::Local
         } else {
             Placement::Remote
@@ -115,29 +110,12 @@ impl PlacementPolicy for StallFreePlacement {
 
 #[cfg(test)]
 mod tests {
-    use dynamo_core::{BlockSize, WorkerId};
+    use dynamo_core::BlockSize;
 
     use super::*;
+    use crate::disagg::router_cost::tests::state;
     use crate::disagg::{Candidates, PrefillCandidate};
-    use crate::index::TierOverlap;
-    use crate::load::WorkerLoad;
     use crate::policy::WorkerState;
-
-    fn state(id: u64, cached: u32, requests: u32) -> WorkerState {
-        WorkerState {
-            worker: WorkerId::new(id),
-            cached: TierOverlap {
-                device: cached,
-                ..TierOverlap::default()
-            },
-            in_flight: 0,
-            load: WorkerLoad {
-                active_requests: requests,
-                active_decode_blocks: 40 * u64::from(requests),
-                ..WorkerLoad::default()
-            },
-        }
-    }
 
     /// A prompt of 64 blocks of 64 tokens on the `prefill` and `decode` candidates.
     fn context(prefill: WorkerState, decode: WorkerState) -> PlacementContext {
