@@ -4,10 +4,11 @@ use super::placement::{Placement, PlacementContext, PlacementPolicy};
 use super::router_cost::costs;
 use crate::policy::{ExpectedTtft, ExpectedTtftConfig};
 
-/// Conditional disaggregation that never stalls a decode: the decode worker computes a prompt
-/// only while it decodes nothing, and only when that is cheaper than the prefill worker by the
-/// expected-TTFT router's [`cost`](ExpectedTtft::cost); every other prompt goes to the prefill
-/// worker and is handed over. Prefill workers only prefill.
+/// Conditional disaggregation that places no prompt on a decoding worker: the decode worker
+/// computes a prompt only while it decodes nothing, and only when that is cheaper than the
+/// prefill worker by the expected-TTFT router's [`cost`](ExpectedTtft::cost); every other
+/// prompt goes to the prefill worker and is handed over. Prefill workers only prefill. (A
+/// request handed to the decode worker while it computes a prompt still shares those steps.)
 ///
 /// With chunked prefill, a prompt computed on a worker shares its steps with every request
 /// decoding there, and each waits for those steps: that stall is what local prefill costs the

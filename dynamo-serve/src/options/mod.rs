@@ -76,7 +76,7 @@ pub(crate) enum PlacementKind {
     /// expected-TTFT cost prefers: the two pools serve as one aggregated pool would
     RouterCost,
     /// On the decode worker only while it decodes nothing and the router's expected-TTFT cost
-    /// prefers it; otherwise on a prefill worker, so no running decode is ever stalled
+    /// prefers it; otherwise on a prefill worker, so no prompt joins running decodes
     StallFree,
 }
 
