@@ -2,9 +2,10 @@
 
 use smallvec::{SmallVec, smallvec};
 
+use super::batch::BATCH;
 use super::choose::{SharedRng, lowest_of};
 use super::kv_cost::TierCredits;
-use super::request_costs::{BATCH, RequestCosts};
+use super::request_costs::RequestCosts;
 use super::{Decision, RouteContext, Router, WorkerState};
 
 /// How long an engine takes to prefill a number of tokens, in milliseconds.

@@ -5,6 +5,7 @@
 //! [`Decision`]; the caller ([`WorkerSelector`](crate::WorkerSelector)) does the bookkeeping.
 
 mod balance;
+mod batch;
 mod choose;
 mod expected_ttft;
 mod kv_cost;

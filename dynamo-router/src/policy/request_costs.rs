@@ -3,18 +3,14 @@
 //!
 //! Most workers of a decision hold none of the prompt (no cached or in-flight prefix), so they
 //! all compute the whole prompt: its uncached tokens and their prefill time are computed once,
-//! and only their loads differ. Their costs are computed in one pass over their loads copied
-//! side by side, without a branch, which the compiler makes vector instructions of; the few
-//! that hold some of the prompt are gathered and computed in a second such pass. Every cost is
-//! the same, bit for bit, as the formula computed worker by worker: the same operations on the
-//! same values, in the same order (a test holds them to it).
+//! and only their loads differ ([`batch`] costs them side by side, then the others). Every cost
+//! is the same, bit for bit, as the formula computed worker by worker: the same operations on
+//! the same values, in the same order (a test holds them to it).
 
+use super::batch::{self, Seen};
 use super::expected_ttft::{ExpectedTtftConfig, PrefillTimeModel};
 use super::{RouteContext, WorkerState};
 use crate::index::TierOverlap;
-
-/// Workers whose costs are computed together (their loads copied side by side on the stack).
-pub(super) const BATCH: usize = 64;
 
 /// The cost of one request on any worker.
 pub(super) struct RequestCosts<'a> {
@@ -37,88 +33,6 @@ pub(super) struct RequestCosts<'a> {
 struct Work {
     uncached: u64,
     ms: f64,
-}
-
-/// What a cost reads of one worker.
-#[derive(Debug, Clone, Copy, Default)]
-struct Seen {
-    cached: TierOverlap,
-    in_flight: u32,
-    requests: u32,
-    prefill_tokens: u64,
-    decode_blocks: u64,
-}
-
-impl Seen {
-    #[inline(always)]
-    fn of(worker: &WorkerState) -> Self {
-        Seen {
-            cached: worker.cached,
-            in_flight: worker.in_flight,
-            requests: worker.load.active_requests,
-            prefill_tokens: worker.load.active_prefill_tokens,
-            decode_blocks: worker.load.active_decode_blocks,
-        }
-    }
-}
-
-/// Workers holding some of the prompt whose costs are computed together: a decision usually
-/// has fewer, and their columns are set to zero first.
-const GROUP: usize = 16;
-
-/// A group of workers as columns.
-struct Columns {
-    device: [u32; GROUP],
-    host: [u32; GROUP],
-    disk: [u32; GROUP],
-    remote: [u32; GROUP],
-    in_flight: [u32; GROUP],
-    requests: [u32; GROUP],
-    prefill_tokens: [u64; GROUP],
-    decode_blocks: [u64; GROUP],
-}
-
-impl Columns {
-    fn new() -> Self {
-        Columns {
-            device: [0; GROUP],
-            host: [0; GROUP],
-            disk: [0; GROUP],
-            remote: [0; GROUP],
-            in_flight: [0; GROUP],
-            requests: [0; GROUP],
-            prefill_tokens: [0; GROUP],
-            decode_blocks: [0; GROUP],
-        }
-    }
-
-    #[inline(always)]
-    fn set(&mut self, i: usize, seen: Seen) {
-        self.device[i] = seen.cached.device;
-        self.host[i] = seen.cached.host;
-        self.disk[i] = seen.cached.disk;
-        self.remote[i] = seen.cached.remote;
-        self.in_flight[i] = seen.in_flight;
-        self.requests[i] = seen.requests;
-        self.prefill_tokens[i] = seen.prefill_tokens;
-        self.decode_blocks[i] = seen.decode_blocks;
-    }
-
-    #[inline(always)]
-    fn get(&self, i: usize) -> Seen {
-        Seen {
-            cached: TierOverlap {
-                device: self.device[i],
-                host: self.host[i],
-                disk: self.disk[i],
-                remote: self.remote[i],
-            },
-            in_flight: self.in_flight[i],
-            requests: self.requests[i],
-            prefill_tokens: self.prefill_tokens[i],
-            decode_blocks: self.decode_blocks[i],
-        }
-    }
 }
 
 impl<'a> RequestCosts<'a> {
@@ -167,75 +81,30 @@ impl<'a> RequestCosts<'a> {
 
     /// The costs of the request on `workers` into `costs` (as long), in their order.
     pub(super) fn fill(&self, workers: &[WorkerState], costs: &mut [f64]) {
-        for (workers, costs) in workers.chunks(BATCH).zip(costs.chunks_mut(BATCH)) {
-            if self.prefill.shift < 64 {
-                let (shift, mask) = (self.prefill.shift, self.prefill.chunk - 1);
-                self.fill_batch(|tokens| (tokens >> shift, tokens & mask), workers, costs);
-            } else {
-                let chunk = self.prefill.chunk;
-                self.fill_batch(|tokens| (tokens / chunk, tokens % chunk), workers, costs);
-            }
+        if self.prefill.shift < 64 {
+            let (shift, mask) = (self.prefill.shift, self.prefill.chunk - 1);
+            self.fill_with(|tokens| (tokens >> shift, tokens & mask), workers, costs);
+        } else {
+            let chunk = self.prefill.chunk;
+            self.fill_with(|tokens| (tokens / chunk, tokens % chunk), workers, costs);
         }
     }
 
-    /// [`fill`](Self::fill) for at most [`BATCH`] workers; `split` cuts tokens into whole
-    /// chunks and a remainder.
+    /// [`fill`](Self::fill), `split` cutting tokens into whole chunks and a remainder.
     #[inline(always)]
-    fn fill_batch(
+    fn fill_with(
         &self,
         split: impl Fn(u64) -> (u64, u64) + Copy,
         workers: &[WorkerState],
         costs: &mut [f64],
     ) {
-        let n = workers.len().min(costs.len()).min(BATCH);
-        let costs = &mut costs[..n];
-        // Every worker's load side by side, and the places of those that hold some of the
-        // prompt.
-        let mut requests = [0u32; BATCH];
-        let mut prefill_tokens = [0u64; BATCH];
-        let mut decode_blocks = [0u64; BATCH];
-        let mut holding = [0u8; BATCH];
-        let mut holders = 0;
-        for (i, worker) in workers.iter().take(n).enumerate() {
-            requests[i] = worker.load.active_requests;
-            prefill_tokens[i] = worker.load.active_prefill_tokens;
-            decode_blocks[i] = worker.load.active_decode_blocks;
-            // Without a branch: written at the next place, which moves on if it holds some.
-            holding[holders % BATCH] = i as u8;
-            let cached = &worker.cached;
-            let some = worker.in_flight | cached.device | cached.host | cached.disk | cached.remote;
-            holders += usize::from(some != 0);
-        }
-        // Every worker as if it held none of the prompt.
-        for (i, cost) in costs.iter_mut().enumerate() {
-            let seen = Seen {
-                cached: TierOverlap::default(),
-                in_flight: 0,
-                requests: requests[i],
-                prefill_tokens: prefill_tokens[i],
-                decode_blocks: decode_blocks[i],
-            };
-            *cost = self.cost_with(split, self.bare, seen);
-        }
-        // Then those that do, side by side.
-        for group in holding[..holders.min(BATCH)].chunks(GROUP) {
-            let mut some = Columns::new();
-            for (j, &i) in group.iter().enumerate() {
-                if let Some(worker) = workers.get(usize::from(i)) {
-                    some.set(j, Seen::of(worker));
-                }
-            }
-            let mut theirs = [0.0; GROUP];
-            for (j, cost) in theirs.iter_mut().take(group.len()).enumerate() {
-                let seen = some.get(j);
-                *cost = self.cost_with(split, self.work(split, &seen), seen);
-            }
-            for (&i, &cost) in group.iter().zip(&theirs) {
-                if let Some(slot) = costs.get_mut(usize::from(i)) {
-                    *slot = cost;
-                }
-            }
-        }
+        batch::fill(
+            workers,
+            costs,
+            // A worker holding none of the prompt computes what any other such worker does.
+            |seen| self.cost_with(split, self.bare, seen),
+            |seen| self.cost_with(split, self.work(split, &seen), seen),
+        );
     }
 
     /// The cost on a worker that would compute `work` (the formula of
@@ -246,9 +115,7 @@ impl<'a> RequestCosts<'a> {
         let ttft = self
             .prefill
             .time_with(seen.prefill_tokens + work.uncached, split);
-        // `WorkerState::decode_blocks_with`.
-        let shared = u64::from(seen.in_flight).min(self.blocks);
-        let held = (seen.decode_blocks + (self.blocks - shared) + 1) as f64;
+        let held = seen.decode_blocks_with(self.blocks) as f64;
         let stalled = f64::from(seen.requests);
         let stall = (config.stall_weight * stalled * work.ms).min(self.stall_cap);
         let overflow = (held - self.capacity).max(0.0);

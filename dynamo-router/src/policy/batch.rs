@@ -1,0 +1,172 @@
+//! Costing all the workers of a decision together.
+//!
+//! Most workers of a decision hold none of the prompt (no cached or in-flight prefix), so a
+//! cost policy's formula for them needs only their loads. Those are copied side by side and
+//! costed in one pass without a branch, which the compiler makes vector instructions of; the few
+//! workers that hold some of the prompt are gathered into columns and costed in a second such
+//! pass. The formulas are the policies' own, given what they read of a worker ([`Seen`]).
+
+use super::WorkerState;
+use crate::index::TierOverlap;
+
+/// Workers whose costs are computed together (their loads copied side by side on the stack).
+pub(super) const BATCH: usize = 64;
+
+/// Workers holding some of the prompt whose costs are computed together: a decision usually
+/// has fewer, and their columns are set to zero first.
+const GROUP: usize = 16;
+
+/// What a cost reads of one worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Seen {
+    pub(super) cached: TierOverlap,
+    pub(super) in_flight: u32,
+    pub(super) requests: u32,
+    pub(super) prefill_tokens: u64,
+    pub(super) decode_blocks: u64,
+}
+
+impl Seen {
+    #[inline(always)]
+    pub(super) fn of(worker: &WorkerState) -> Self {
+        Seen {
+            cached: worker.cached,
+            in_flight: worker.in_flight,
+            requests: worker.load.active_requests,
+            prefill_tokens: worker.load.active_prefill_tokens,
+            decode_blocks: worker.load.active_decode_blocks,
+        }
+    }
+
+    /// [`WorkerState::decode_blocks_with`] a request of `blocks` full blocks.
+    #[inline(always)]
+    pub(super) fn decode_blocks_with(&self, blocks: u64) -> u64 {
+        let shared = u64::from(self.in_flight).min(blocks);
+        self.decode_blocks + (blocks - shared) + 1
+    }
+}
+
+/// The costs of `workers` into `costs` (as long), in their order: `bare` for a worker that
+/// holds none of the prompt (given its load alone), `full` for any worker.
+#[inline(always)]
+pub(super) fn fill(
+    workers: &[WorkerState],
+    costs: &mut [f64],
+    bare: impl Fn(Seen) -> f64 + Copy,
+    full: impl Fn(Seen) -> f64 + Copy,
+) {
+    for (workers, costs) in workers.chunks(BATCH).zip(costs.chunks_mut(BATCH)) {
+        fill_batch(workers, costs, bare, full);
+    }
+}
+
+/// [`fill`] for at most [`BATCH`] workers.
+#[inline(always)]
+fn fill_batch(
+    workers: &[WorkerState],
+    costs: &mut [f64],
+    bare: impl Fn(Seen) -> f64,
+    full: impl Fn(Seen) -> f64,
+) {
+    let n = workers.len().min(costs.len()).min(BATCH);
+    let costs = &mut costs[..n];
+    // Every worker's load side by side, and the places of those that hold some of the prompt.
+    let mut requests = [0u32; BATCH];
+    let mut prefill_tokens = [0u64; BATCH];
+    let mut decode_blocks = [0u64; BATCH];
+    let mut holding = [0u8; BATCH];
+    let mut holders = 0;
+    for (i, worker) in workers.iter().take(n).enumerate() {
+        requests[i] = worker.load.active_requests;
+        prefill_tokens[i] = worker.load.active_prefill_tokens;
+        decode_blocks[i] = worker.load.active_decode_blocks;
+        // Without a branch: written at the next place, which moves on if it holds some.
+        holding[holders % BATCH] = i as u8;
+        let cached = &worker.cached;
+        let some = worker.in_flight | cached.device | cached.host | cached.disk | cached.remote;
+        holders += usize::from(some != 0);
+    }
+    // Every worker as if it held none of the prompt.
+    for (i, cost) in costs.iter_mut().enumerate() {
+        *cost = bare(Seen {
+            cached: TierOverlap::default(),
+            in_flight: 0,
+            requests: requests[i],
+            prefill_tokens: prefill_tokens[i],
+            decode_blocks: decode_blocks[i],
+        });
+    }
+    // Then those that do, side by side.
+    for group in holding[..holders.min(BATCH)].chunks(GROUP) {
+        let mut some = Columns::new();
+        for (j, &i) in group.iter().enumerate() {
+            if let Some(worker) = workers.get(usize::from(i)) {
+                some.set(j, Seen::of(worker));
+            }
+        }
+        let mut theirs = [0.0; GROUP];
+        for (j, cost) in theirs.iter_mut().take(group.len()).enumerate() {
+            *cost = full(some.get(j));
+        }
+        for (&i, &cost) in group.iter().zip(&theirs) {
+            if let Some(slot) = costs.get_mut(usize::from(i)) {
+                *slot = cost;
+            }
+        }
+    }
+}
+
+/// A group of workers as columns.
+struct Columns {
+    device: [u32; GROUP],
+    host: [u32; GROUP],
+    disk: [u32; GROUP],
+    remote: [u32; GROUP],
+    in_flight: [u32; GROUP],
+    requests: [u32; GROUP],
+    prefill_tokens: [u64; GROUP],
+    decode_blocks: [u64; GROUP],
+}
+
+impl Columns {
+    fn new() -> Self {
+        Columns {
+            device: [0; GROUP],
+            host: [0; GROUP],
+            disk: [0; GROUP],
+            remote: [0; GROUP],
+            in_flight: [0; GROUP],
+            requests: [0; GROUP],
+            prefill_tokens: [0; GROUP],
+            decode_blocks: [0; GROUP],
+        }
+    }
+
+    #[inline(always)]
+    fn set(&mut self, i: usize, seen: Seen) {
+        self.device[i] = seen.cached.device;
+        self.host[i] = seen.cached.host;
+        self.disk[i] = seen.cached.disk;
+        self.remote[i] = seen.cached.remote;
+        self.in_flight[i] = seen.in_flight;
+        self.requests[i] = seen.requests;
+        self.prefill_tokens[i] = seen.prefill_tokens;
+        self.decode_blocks[i] = seen.decode_blocks;
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> Seen {
+        Seen {
+            cached: TierOverlap {
+                device: self.device[i],
+                host: self.host[i],
+                disk: self.disk[i],
+                remote: self.remote[i],
+            },
+            in_flight: self.in_flight[i],
+            requests: self.requests[i],
+            prefill_tokens: self.prefill_tokens[i],
+            decode_blocks: self.decode_blocks[i],
+        }
+    }
+}
