@@ -40,9 +40,9 @@ const TIER: StorageTier = StorageTier::Disk;
 /// memory, unless [`DiskConfig::stage_reads`] turns that off for aligned memory: measured on a
 /// virtualised disk, reading into a few reused buffers and copying out was faster than reading
 /// straight into a batch's many distinct pages (`docs/kvbm.md`, "Measured against memcpy and
-/// fio"). Where the file system refuses `O_DIRECT` (tmpfs, some network file
-/// systems) the store says why once with `tracing::warn!` and uses the page cache;
-/// [`direct_io`](Self::direct_io) tells which mode is in effect.
+/// fio"). Where the file system refuses `O_DIRECT` (tmpfs, some network file systems) the store
+/// says why once with `tracing::warn!` and uses the page cache; [`direct_io`](Self::direct_io)
+/// tells which mode is in effect.
 ///
 /// [`put_many`](BlockStore::put_many) and [`get_many`](BlockStore::get_many) keep up to
 /// [`DiskConfig::queue_depth`] reads or writes in flight, each on a scoped thread of the batch;
