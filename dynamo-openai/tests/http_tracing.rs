@@ -17,7 +17,8 @@ use serde_json::json;
 use tower::ServiceExt;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata};
 
 /// An engine that fails every request with an internal error whose text must stay in the log.
 #[derive(Clone, Debug)]
@@ -63,6 +64,8 @@ struct Recorder(Arc<Recording>);
 
 #[derive(Debug, Default)]
 struct Recording {
+    /// Record only INFO and above, as a subscriber at the default level does.
+    info_only: bool,
     next: AtomicU64,
     spans: Mutex<Vec<(u64, Seen)>>,
     events: Mutex<Vec<Seen>>,
@@ -70,8 +73,13 @@ struct Recording {
 }
 
 impl tracing::Subscriber for Recorder {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        // Asked at every use: the tests' subscribers differ in what they record.
+        Interest::sometimes()
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        !self.0.info_only || *metadata.level() <= Level::INFO
     }
 
     fn new_span(&self, span: &Attributes<'_>) -> Id {
@@ -110,11 +118,9 @@ impl tracing::Subscriber for Recorder {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn requests_run_in_spans_and_internal_errors_are_logged_in_them() {
-    let recorder = Recorder::default();
-    let _guard = tracing::subscriber::set_default(recorder.clone());
-
+/// Send a request the [`Broken`] engine fails, with request id `trace-me-7`, and check that the
+/// client is not told the internal detail.
+async fn fail_one_request() {
     let app = common::app(BoxEngine::new(Broken), GatewayConfig::default());
     let request = Request::post("/v1/completions")
         .header("content-type", "application/json")
@@ -122,14 +128,21 @@ async fn requests_run_in_spans_and_internal_errors_are_logged_in_them() {
         .body(Body::from(
             json!({"model": "test", "prompt": "Hi", "max_tokens": 1}).to_string(),
         ))
-        .unwrap();
+        .expect("a request");
     let response = app.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
-        .unwrap();
-    let body = String::from_utf8(body.to_vec()).unwrap();
+        .expect("the body");
+    let body = String::from_utf8(body.to_vec()).expect("UTF-8");
     assert!(!body.contains("secret detail"), "{body}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn requests_run_in_spans_and_internal_errors_are_logged_in_them() {
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    fail_one_request().await;
 
     let spans = recorder.0.spans.lock().clone();
     let (span, seen) = spans
@@ -152,6 +165,28 @@ async fn requests_run_in_spans_and_internal_errors_are_logged_in_them() {
         .find(|event| event.fields.iter().any(|f| f.contains("secret detail")))
         .unwrap_or_else(|| panic!("the internal error is not logged: {events:?}"));
     assert_eq!(logged.inside, Some(*span), "{logged:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn at_info_there_is_no_span_and_an_internal_error_names_its_request() {
+    let recorder = Recorder(Arc::new(Recording {
+        info_only: true,
+        ..Recording::default()
+    }));
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    fail_one_request().await;
+
+    let spans = recorder.0.spans.lock().clone();
+    assert!(spans.is_empty(), "spans recorded at INFO: {spans:?}");
+    let events = recorder.0.events.lock().clone();
+    let logged = events
+        .iter()
+        .find(|event| event.fields.iter().any(|f| f.contains("secret detail")))
+        .unwrap_or_else(|| panic!("the internal error is not logged: {events:?}"));
+    assert!(
+        logged.fields.iter().any(|f| f == "request_id=trace-me-7"),
+        "{logged:?}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -202,10 +202,15 @@ impl From<dynamo_core::Error> for ApiError {
     }
 }
 
-/// Internal details go to the log (a `tracing` event, inside the request's span), never to the
-/// client.
+/// Internal details go to the log (a `tracing` event, inside the request's span, naming the
+/// request while its handler runs), never to the client.
 fn log_internal(error: &dynamo_core::Error) {
-    tracing::error!(%error, "internal error");
+    let named = super::CURRENT_REQUEST.try_with(
+        |request_id| tracing::error!(request_id = request_id.as_str(), %error, "internal error"),
+    );
+    if named.is_err() {
+        tracing::error!(%error, "internal error");
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockReadGuard};
 use tokenizers::Model;
 
 use crate::Error;
@@ -29,7 +29,7 @@ const WORD_CACHE_CAPACITY: usize = 65_536;
 pub(super) struct FastBpe {
     splitter: AsciiSplitter,
     /// The ids of words seen so far, up to [`WORD_CACHE_CAPACITY`] words.
-    words: RwLock<HashMap<Box<str>, Box<[u32]>>>,
+    words: RwLock<HashMap<Box<str>, Box<[u32]>, foldhash::fast::RandomState>>,
     /// The bytes of every id, and whether it is a special token.
     pieces: Vec<(Box<[u8]>, bool)>,
 }
@@ -61,22 +61,29 @@ impl FastBpe {
     pub(super) fn encode(&self, model: &impl Model, text: &str) -> Option<Result<Vec<u32>, Error>> {
         let pieces = self.splitter.split(text)?;
         let mut ids = Vec::with_capacity(pieces.len() * 2);
+        // One read lock for the whole text (a prompt has a word every few bytes, and each
+        // lock and unlock moves the lock's cache line between the cores serving requests),
+        // released only while a new word is learned.
+        let mut known = self.words.read();
         for piece in pieces {
             match piece {
                 Piece::Special(id) => ids.push(id),
                 Piece::Word(word) => {
-                    if let Some(known) = self.words.read().get(word) {
+                    if let Some(known) = known.get(word) {
                         ids.extend_from_slice(known);
                         continue;
                     }
-                    let learned = match bpe(model, word) {
-                        Ok(learned) => learned,
-                        Err(error) => return Some(Err(error)),
-                    };
-                    ids.extend_from_slice(&learned);
-                    let mut words = self.words.write();
-                    if words.len() < WORD_CACHE_CAPACITY {
-                        words.insert(word.into(), learned);
+                    let learned = RwLockReadGuard::unlocked(&mut known, || {
+                        let learned = bpe(model, word)?;
+                        ids.extend_from_slice(&learned);
+                        let mut words = self.words.write();
+                        if words.len() < WORD_CACHE_CAPACITY {
+                            words.insert(word.into(), learned);
+                        }
+                        Ok(())
+                    });
+                    if let Err(error) = learned {
+                        return Some(Err(error));
                     }
                 }
             }
