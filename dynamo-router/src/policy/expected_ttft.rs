@@ -98,6 +98,15 @@ pub struct ExpectedTtftConfig {
     /// The cost, in ms, of each block past [`kv_capacity_blocks`](Self::kv_capacity_blocks).
     /// Default 10.
     pub overflow_ms_per_block: f64,
+    /// How long, in ms, a request waits for memory on a worker whose memory is full, given
+    /// [`kv_capacity_blocks`](Self::kv_capacity_blocks): it is charged this times the chance
+    /// of finding the memory taken, `u^(capacity / (2 · prompt blocks))` at the worker's
+    /// booked share `u` of its capacity (this request's blocks included). A request that needs
+    /// a large share of a worker's memory finds it taken long before the worker is full; one
+    /// that needs a sliver, only when it is nearly full. Default 20,000 (a few request
+    /// lifetimes of ~200 output tokens at ~35 ms a step; chosen with `dynamo-replay` on long
+    /// conversations in small caches, `docs/router.md`).
+    pub memory_wait_ms: f64,
     /// 0.0 (the default) picks the lowest cost; above 0, a softmax sample at this temperature.
     pub temperature: f64,
     /// A seed for reproducible tie-breaks and samples; `None` seeds from the OS.
@@ -114,6 +123,7 @@ impl Default for ExpectedTtftConfig {
             decode_ms_per_block: 0.1,
             kv_capacity_blocks: None,
             overflow_ms_per_block: 10.0,
+            memory_wait_ms: 20_000.0,
             temperature: 0.0,
             seed: None,
         }
@@ -149,7 +159,11 @@ impl Default for ExpectedTtftConfig {
 ///
 /// Given each worker's KV capacity ([`ExpectedTtftConfig::kv_capacity_blocks`]), the blocks a
 /// request would hold past it are charged too: there it waits for memory however short its
-/// prefill, which the time model does not see (long conversations on small caches).
+/// prefill, which the time model does not see. So is the chance of waiting for memory before
+/// the booked blocks reach the capacity ([`ExpectedTtftConfig::memory_wait_ms`]), which grows
+/// with the worker's booked share of its memory, and the sooner the larger the prompt: long
+/// conversations on small caches then spread before their workers' memory is full, where
+/// each would otherwise stay on the worker that caches it and wait there.
 ///
 /// On the Mooncake trace replayed through 8 simulated workers (`docs/simulator.md`), it
 /// reaches a prefix-cache reuse of 0.540 and a p90 TTFT of 519 ms, against 0.503 and 546 ms
@@ -165,7 +179,9 @@ impl Default for ExpectedTtftConfig {
 ///                (1 + compute_weight) · prefill_ms(prompt_tokens))     (requests stalled)
 ///          + decode_ms_per_block · held                                (decode pressure)
 ///          + overflow_ms_per_block · max(0, held − kv_capacity_blocks) (memory, if known)
+///          + memory_wait_ms · min(1, held / kv_capacity_blocks)^n       (memory, if known)
 /// held     = active_decode_blocks + new blocks
+/// n        = round(kv_capacity_blocks / (2 · prompt blocks)), 1 to 4095
 /// ```
 ///
 /// ```
@@ -330,6 +346,45 @@ mod tests {
         let queue = ours.config.prefill.time_ms(request.prompt_tokens);
         let expected = queue + queue + cap + 0.1 * (1600 + 320 + 1) as f64;
         assert!((ours.cost(&request, &many) - expected).abs() < 1e-6);
+    }
+
+    /// A prompt of `blocks` full blocks, cached on worker 1 whose 3 requests hold 2,800
+    /// blocks of its 4,096, and worker 2, whose 3 requests hold 2,000 and which caches none.
+    fn mostly_booked_choice(policy: &ExpectedTtft, blocks: u64) -> Decision {
+        let blocks: Vec<_> = (0..blocks).map(dynamo_core::SequenceHash).collect();
+        let (request, mut other) = request_and_worker(&blocks, 2);
+        other.load.active_requests = 3;
+        other.load.active_decode_blocks = 2000;
+        let mut booked = WorkerState {
+            worker: dynamo_core::WorkerId::new(1),
+            ..other
+        };
+        booked.cached.device = blocks.len() as u32;
+        booked.load.active_decode_blocks = 2800;
+        policy.route(&request, &[booked, other])
+    }
+
+    #[test]
+    fn a_long_prompt_leaves_a_worker_whose_memory_is_mostly_booked() {
+        let knowing = ExpectedTtft::new(ExpectedTtftConfig {
+            kv_capacity_blocks: Some(4096),
+            ..ExpectedTtftConfig::default()
+        });
+        let booked = Decision::Route(dynamo_core::WorkerId::new(1));
+        let other = Decision::Route(dynamo_core::WorkerId::new(2));
+        // 1,000 blocks fit beside the 2,800 booked (no overflow), but with 93% of the memory
+        // booked a prompt of a quarter of it likely waits there: it is recomputed on the
+        // worker with more room (73% booked with it).
+        assert_eq!(mostly_booked_choice(&knowing, 1000), other);
+        // A prompt of 100 blocks waits only when the memory is nearly full: it stays with its
+        // cache.
+        assert_eq!(mostly_booked_choice(&knowing, 100), booked);
+        // Without the memory wait, the long one stays where it is cached, and waits there.
+        let overflow_only = ExpectedTtft::new(ExpectedTtftConfig {
+            memory_wait_ms: 0.0,
+            ..knowing.config
+        });
+        assert_eq!(mostly_booked_choice(&overflow_only, 1000), booked);
     }
 
     #[test]

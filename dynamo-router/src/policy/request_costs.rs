@@ -24,6 +24,10 @@ pub(super) struct RequestCosts<'a> {
     /// Whether the workers' KV capacity is known, and what it is.
     has_capacity: bool,
     capacity: f64,
+    /// `1 / capacity`, or 0 when it is not known (no memory wait is charged then).
+    per_capacity_block: f64,
+    /// The power of a worker's memory share that is the chance this request waits for memory.
+    memory_exponent: u32,
     /// What a worker holding none of the prompt would compute.
     bare: Work,
 }
@@ -46,6 +50,10 @@ impl<'a> RequestCosts<'a> {
             stall_cap: stall_cap(config, request),
             has_capacity: config.kv_capacity_blocks.is_some(),
             capacity: config.kv_capacity_blocks.unwrap_or(0) as f64,
+            per_capacity_block: config
+                .kv_capacity_blocks
+                .map_or(0.0, |capacity| 1.0 / capacity.max(1) as f64),
+            memory_exponent: memory_exponent(config, request),
             bare: Work {
                 uncached,
                 ms: prefill.time_ms(uncached),
@@ -120,10 +128,13 @@ impl<'a> RequestCosts<'a> {
         let stall = (config.stall_weight * stalled * work.ms).min(self.stall_cap);
         let overflow = (held - self.capacity).max(0.0);
         let overflow = if self.has_capacity { overflow } else { 0.0 };
+        let share = (held * self.per_capacity_block).min(1.0);
+        let waits = power(share, self.memory_exponent);
         ttft + config.compute_weight * work.ms
             + stall
             + config.decode_ms_per_block * held
             + config.overflow_ms_per_block * overflow
+            + config.memory_wait_ms * waits
     }
 }
 
@@ -149,6 +160,35 @@ fn uncached_tokens(
 /// requests.
 fn stall_cap(config: &ExpectedTtftConfig, request: &RouteContext<'_>) -> f64 {
     (1.0 + config.compute_weight) * config.prefill.time_ms(request.prompt_tokens)
+}
+
+/// The most bits of [`memory_exponent`]: a power past `2^12 - 1` is as good as 0 below a full
+/// memory and 1 at it.
+const EXPONENT_BITS: u32 = 12;
+
+/// The power `n` of a worker's booked memory share `u` (with `request`'s blocks) that is the
+/// chance `request` waits there for memory: `capacity / (2 · prompt blocks)`, half the number
+/// of such requests that fit. A request that needs a large share of the memory finds it taken
+/// long before the worker is full; one that needs a sliver, only when it is nearly full.
+fn memory_exponent(config: &ExpectedTtftConfig, request: &RouteContext<'_>) -> u32 {
+    let capacity = config.kv_capacity_blocks.unwrap_or(0) as f64;
+    let slots = capacity / (2.0 * request.blocks.len().max(1) as f64);
+    slots
+        .round()
+        .clamp(1.0, f64::from((1u32 << EXPONENT_BITS) - 1)) as u32
+}
+
+/// `base^n` for `n < 2^EXPONENT_BITS`, by squaring, in the same steps for every `n` (so that
+/// a batch of workers is computed without a branch).
+#[inline(always)]
+fn power(base: f64, n: u32) -> f64 {
+    let (mut result, mut square) = (1.0, base);
+    for bit in 0..EXPONENT_BITS {
+        let factor = if (n >> bit) & 1 == 1 { square } else { 1.0 };
+        result *= factor;
+        square *= square;
+    }
+    result
 }
 
 /// A prefill time model with the time of a whole chunk computed once: the same sums as
@@ -229,10 +269,29 @@ mod tests {
         let overflow = config
             .kv_capacity_blocks
             .map_or(0.0, |capacity| (held - capacity as f64).max(0.0));
+        let share = config.kv_capacity_blocks.map_or(0.0, |capacity| {
+            (held * (1.0 / capacity.max(1) as f64)).min(1.0)
+        });
+        let waits = power(share, memory_exponent(config, request));
         ttft + config.compute_weight * work
             + stall
             + config.decode_ms_per_block * held
             + config.overflow_ms_per_block * overflow
+            + config.memory_wait_ms * waits
+    }
+
+    #[test]
+    fn the_power_by_squaring_is_the_power() {
+        for base in [0.0, 0.1, 0.5, 0.9, 0.99, 1.0] {
+            for n in [1, 2, 3, 7, 64, 100, 1000, 4095] {
+                let expected = f64::powi(base, n as i32);
+                let got = power(base, n);
+                assert!(
+                    (got - expected).abs() <= 1e-12 * expected.max(1e-300),
+                    "{base}^{n}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -159,6 +159,12 @@ pub(crate) struct Cli {
           default_value_t = ExpectedTtftConfig::default().decode_ms_per_block)]
     pub(crate) ttft_decode_ms_per_block: f64,
 
+    /// ttft and approx-ttft: how long, in ms, a request waits for memory on a worker whose
+    /// KV cache is full (charged times the chance of finding it full)
+    #[arg(long, value_name = "MS", value_parser = not_negative,
+          default_value_t = ExpectedTtftConfig::default().memory_wait_ms)]
+    pub(crate) ttft_memory_wait_ms: f64,
+
     /// Step times from a profiling table instead of the polynomial model:
     /// {"prefill": [[tokens, ms], ...], "decode": [[kv_usage, ms], ...]}
     #[arg(long, value_name = "FILE", value_parser = timing_table)]

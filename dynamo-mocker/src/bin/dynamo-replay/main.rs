@@ -67,6 +67,7 @@ fn router(name: RouterName, config: &ReplayConfig, cli: &Cli) -> (Box<dyn Router
             stall_weight: weights.2,
             // The replay knows each worker's KV capacity; a deployment configures it.
             kv_capacity_blocks: Some(config.engine.num_gpu_blocks),
+            memory_wait_ms: cli.ttft_memory_wait_ms,
             ..Default::default()
         })) as Box<dyn Router>
     };
