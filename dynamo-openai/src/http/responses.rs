@@ -1,11 +1,10 @@
 //! `POST /v1/responses`: OpenAI's Responses API over the chat pipeline.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use dynamo_core::{FinishReason, Usage};
 use futures::TryStreamExt;
@@ -14,7 +13,7 @@ use serde_json::json;
 
 use super::generate::{self, TextEvent};
 use super::openapi::GenerationErrors;
-use super::{JsonBody, RequestId, Shared, chat, prepare};
+use super::{JsonBody, RequestId, Shared, chat, prepare, sse};
 use crate::ApiError;
 use crate::protocol::common::reject_unknown;
 use crate::protocol::{
@@ -410,11 +409,9 @@ fn stream_events(
             json!({ "type": "error", "message": format!("cannot serialise an event: {error}") })
                 .to_string()
         });
-        Ok::<_, Infallible>(Event::default().event(event.kind()).data(data))
+        Event::default().event(event.kind()).data(data)
     });
-    Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    sse::events_response(events)
 }
 
 #[cfg(test)]
