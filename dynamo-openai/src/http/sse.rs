@@ -51,9 +51,9 @@ where
 
 /// `events`, with a keep-alive comment after every [`KEEP_ALIVE`] without an event.
 ///
-/// axum's own keep-alive moves its timer at every event (a lock on the runtime's timer wheel
-/// and a clock read per streamed chunk); this one notes the time of the last event and moves
-/// the timer only when it fires, to the last event's time plus the interval.
+/// axum's own keep-alive resets its timer at every event (a lock on the runtime's timer wheel
+/// per streamed chunk); this one only notes the time of the last event (a clock read) and
+/// moves the timer when it fires, to the last event's time plus the interval.
 ///
 /// Cancel safety: dropping it drops `events`.
 struct KeepAlive {
