@@ -98,7 +98,7 @@ round() {
     psync=$(fio_bw "$op" "$bs" "$((total / QD))" --ioengine=psync --numjobs="$QD" --offset_increment="$((total / QD))")
   }
   if [ "$first" = ours ]; then run_ours; run_fio; else run_fio; run_ours; fi
-  local variants=("$op" "${op}_bounce" write_staged)
+  local variants=("$op" "${op}_bounce" write_unstaged)
   [ "$op" = read ] && variants[2]=read_unstaged
   for variant in "${variants[@]}"; do
     echo "$variant|$name|$bs|$batch $r $(ours "disk_$name" "$variant" "$total") $libaio $psync" >>"$RESULTS"

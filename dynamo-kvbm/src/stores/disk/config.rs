@@ -36,7 +36,7 @@ impl DiskConfig {
             queue_depth: Self::DEFAULT_QUEUE_DEPTH,
             direct_io: true,
             stage_reads: true,
-            stage_writes: false,
+            stage_writes: true,
         }
     }
 
@@ -67,8 +67,9 @@ impl DiskConfig {
     }
 
     /// Whether direct writes from page-aligned caller memory are copied into the store's own
-    /// buffers first, as writes from unaligned memory always are; off by default (writes go
-    /// from the caller's memory as they are). No effect without direct I/O.
+    /// buffers first, as writes from unaligned memory always are; on by default, for the same
+    /// measured reason as [`stage_reads`](Self::stage_reads). Off, they go to the disk from the
+    /// caller's memory as they are, saving the copy. No effect without direct I/O.
     pub fn stage_writes(mut self, on: bool) -> Self {
         self.stage_writes = on;
         self

@@ -34,13 +34,13 @@ const TIER: StorageTier = StorageTier::Disk;
 /// which slot is kept in memory only, so a store opened again on the same path starts empty; the
 /// file stays when the store is dropped.
 ///
-/// Direct I/O needs page-aligned memory. A block written from caller memory that is page-aligned
-/// and a whole number of pages long goes to the disk as it is; any other is copied through an
-/// aligned bounce buffer. Reads are staged through those buffers too, whatever the caller's
-/// memory, unless [`DiskConfig::stage_reads`] turns that off for aligned memory: measured on a
-/// virtualised disk, reading into a few reused buffers and copying out was faster than reading
-/// straight into a batch's many distinct pages (`docs/kvbm.md`, "Measured against memcpy and
-/// fio"). Where the file system refuses `O_DIRECT` (tmpfs, some network file systems) the store
+/// Direct I/O needs page-aligned memory. Blocks are staged: each is read into or written from
+/// one of the store's own reused, aligned buffers and copied out or in, whatever the caller's
+/// memory. [`DiskConfig::stage_reads`] and [`DiskConfig::stage_writes`] turn that off for
+/// caller memory that is page-aligned and a whole number of pages long, which then goes to and
+/// from the disk as it is (unaligned memory is always copied): measured on a virtualised disk,
+/// I/O through a few reused buffers plus the copy was faster than I/O straight into a batch's
+/// many distinct pages (`docs/kvbm.md`, "Measured against memcpy and fio"). Where the file system refuses `O_DIRECT` (tmpfs, some network file systems) the store
 /// says why once with `tracing::warn!` and uses the page cache; [`direct_io`](Self::direct_io)
 /// tells which mode is in effect.
 ///

@@ -18,7 +18,7 @@ fn pattern(n: usize) -> impl Iterator<Item = u8> {
 fn staged_and_unstaged_io_returns_the_blocks_written() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     for stage in [true, false] {
-        // Reads staged and writes not (the defaults), then the other way round.
+        // Reads staged and writes not, then the other way round.
         let config = DiskConfig::new(dir.path().join(format!("blocks-{stage}")), SIZE, BLOCKS)
             .queue_depth(3)
             .stage_reads(stage)
