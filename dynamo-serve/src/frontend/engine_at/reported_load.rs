@@ -110,6 +110,10 @@ impl<P: Router> Router for WithReportedLoad<P> {
             None => self.policy.route(request, workers),
         }
     }
+
+    fn reads_overlaps(&self) -> bool {
+        self.policy.reads_overlaps()
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +178,13 @@ mod tests {
             policy.route(&request, &workers),
             Decision::Route(WorkerId::new(2))
         );
+    }
+
+    #[test]
+    fn the_wrapper_reads_overlaps_only_if_its_policy_does() {
+        let loads = ReportedLoads::default();
+        assert!(WithReportedLoad::new(ExpectedTtft::default(), loads.clone()).reads_overlaps());
+        assert!(!WithReportedLoad::new(dynamo_router::RoundRobin::new(), loads).reads_overlaps());
     }
 
     #[test]
