@@ -1,96 +1,138 @@
 //! The `nixl` feature against a real NIXL: two agents in one process, each with a UCX backend,
-//! register host memory, exchange metadata, and one reads blocks from the other (one-sided READ,
-//! as a decode worker pulls a prefill worker's KV blocks).
+//! register host memory and exchange metadata, and one reads the other's blocks (a one-sided
+//! READ, as a decode worker pulls a prefill worker's KV blocks) or writes into them.
 //!
 //! Where NIXL is not loaded the tests say so and pass, unless `DYNAMO_REQUIRE_NIXL=1`, where they
-//! fail (CI sets it after unpacking NIXL's wheel, so that CI cannot skip them silently).
+//! fail (CI sets it after unpacking NIXL's wheel). `.ci/run` shows the environment they need.
 
-use std::time::{Duration, Instant};
+mod nixl_common;
 
-use nixl_sys::{
-    Agent, MemType, NixlRegistration, OptArgs, SystemStorage, XferDescList, XferOp, XferStatus,
-};
+use std::time::Duration;
 
-/// Whether NIXL is loaded; `false` means skip. Panics where `DYNAMO_REQUIRE_NIXL=1` and it is not.
-fn nixl_or_skip(test: &str) -> bool {
-    if dynamo_kvbm::is_nixl_loaded() {
-        return true;
+use nixl_common::{Peer, XferError, addr, nixl_or_skip};
+use nixl_sys::XferOp;
+
+/// SmolLM2-135M's KV for 64 tokens in f32, the disk tier's small block (docs/kvbm.md).
+const BLOCK: usize = 2_949_120;
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn a_peer_reads_a_batch_of_blocks_byte_exact() {
+    if !nixl_or_skip("a_peer_reads_a_batch_of_blocks_byte_exact") {
+        return;
     }
-    assert!(
-        std::env::var("DYNAMO_REQUIRE_NIXL").as_deref() != Ok("1"),
-        "DYNAMO_REQUIRE_NIXL=1 but libnixl_capi.so is not loaded (LD_LIBRARY_PATH)"
-    );
-    eprintln!("{test}: NIXL is not loaded in this process; skipped");
-    false
-}
-
-fn agent_with_ucx(name: &str) -> (Agent, OptArgs) {
-    let agent = Agent::new(name).expect("agent");
-    let (_mems, params) = agent
-        .get_plugin_params("UCX")
-        .expect("UCX plugin (NIXL_PLUGIN_DIR)");
-    let backend = agent.create_backend("UCX", &params).expect("UCX backend");
-    let mut args = OptArgs::new().expect("opt args");
-    args.add_backend(&backend).expect("add backend");
-    (agent, args)
-}
-
-fn addr(storage: &SystemStorage) -> usize {
-    storage.as_slice().as_ptr() as usize
+    let (owner, reader) = (Peer::ucx("owner-batch"), Peer::ucx("reader-batch"));
+    let blocks: Vec<_> = (1..=4u8).map(|i| owner.storage(BLOCK, 0x10 * i)).collect();
+    let landing = reader.storage(4 * BLOCK, 0);
+    reader.load(&owner);
+    // One request, one descriptor per block, landing in reverse order.
+    let ranges: Vec<_> = blocks
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(slot, block)| (addr(&landing) + slot * BLOCK, addr(block), BLOCK))
+        .collect();
+    reader
+        .transfer(XferOp::Read, "owner-batch", &ranges, LIMIT)
+        .expect("read");
+    for (slot, chunk) in landing.as_slice().chunks(BLOCK).enumerate() {
+        let want = 0x10 * (4 - slot as u8);
+        assert!(chunk.iter().all(|b| *b == want), "slot {slot}");
+    }
 }
 
 #[test]
-fn a_peer_reads_blocks_over_ucx_byte_exact() {
-    if !nixl_or_skip("a_peer_reads_blocks_over_ucx_byte_exact") {
+fn a_peer_reads_part_of_a_block_and_writes_into_one() {
+    if !nixl_or_skip("a_peer_reads_part_of_a_block_and_writes_into_one") {
         return;
     }
-    const BLOCK: usize = 2_949_120;
-    let (owner, owner_args) = agent_with_ucx("owner");
-    let (reader, reader_args) = agent_with_ucx("reader");
-    let mut blocks: Vec<SystemStorage> = (0..3u8)
-        .map(|i| {
-            let mut s = SystemStorage::new(BLOCK).expect("storage");
-            s.memset(0x11 * (i + 1));
-            s.register(&owner, Some(&owner_args))
-                .expect("register owner block");
-            s
-        })
-        .collect();
-    let mut landing = SystemStorage::new(3 * BLOCK).expect("landing");
-    landing
-        .register(&reader, Some(&reader_args))
-        .expect("register landing");
-    let md = owner.get_local_md().expect("owner md");
-    let remote = reader.load_remote_md(&md).expect("load owner md");
-    assert_eq!(remote, "owner");
-    let mut local = XferDescList::new(MemType::Dram).expect("local list");
-    let mut far = XferDescList::new(MemType::Dram).expect("remote list");
-    // Batch in reverse order, to show block granularity.
-    for (slot, block) in blocks.iter_mut().rev().enumerate() {
-        local.add_desc(addr(&landing) + slot * BLOCK, BLOCK, 0);
-        far.add_desc(addr(block), BLOCK, 0);
+    let (owner, peer) = (Peer::ucx("owner-rw"), Peer::ucx("peer-rw"));
+    let block = owner.storage(BLOCK, 0x5a);
+    let local = peer.storage(BLOCK, 0);
+    peer.load(&owner);
+    let half = BLOCK / 2;
+    peer.transfer(
+        XferOp::Read,
+        "owner-rw",
+        &[(addr(&local), addr(&block) + half, half)],
+        LIMIT,
+    )
+    .expect("read");
+    let (read, untouched) = local.as_slice().split_at(half);
+    assert!(read.iter().all(|b| *b == 0x5a));
+    assert!(untouched.iter().all(|b| *b == 0));
+
+    let source = peer.storage(BLOCK, 0xc3);
+    peer.transfer(
+        XferOp::Write,
+        "owner-rw",
+        &[(addr(&source), addr(&block), BLOCK)],
+        LIMIT,
+    )
+    .expect("written");
+    assert!(block.as_slice().iter().all(|b| *b == 0xc3));
+}
+
+#[test]
+fn a_range_past_the_owners_registered_block_is_refused() {
+    if !nixl_or_skip("a_range_past_the_owners_registered_block_is_refused") {
+        return;
     }
-    let req = reader
-        .create_xfer_req(XferOp::Read, &local, &far, "owner", Some(&reader_args))
-        .expect("xfer req");
-    let started = Instant::now();
-    let mut pending = reader
-        .post_xfer_req(&req, Some(&reader_args))
-        .expect("post");
-    while pending {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "transfer timed out"
-        );
-        pending = reader.get_xfer_status(&req).expect("status") == XferStatus::InProgress;
-        std::thread::yield_now();
+    let (owner, reader) = (Peer::ucx("owner-past"), Peer::ucx("reader-past"));
+    let block = owner.storage(BLOCK, 1);
+    let landing = reader.storage(BLOCK, 0);
+    reader.load(&owner);
+    let straddling = [(addr(&landing), addr(&block) + BLOCK / 2, BLOCK)];
+    let refused = reader.transfer(XferOp::Read, "owner-past", &straddling, LIMIT);
+    assert!(matches!(refused, Err(XferError::Refused(_))), "{refused:?}");
+    let unknown = reader.transfer(
+        XferOp::Read,
+        "nobody",
+        &[(addr(&landing), addr(&block), 8)],
+        LIMIT,
+    );
+    assert!(matches!(unknown, Err(XferError::Refused(_))), "{unknown:?}");
+    assert!(landing.as_slice().iter().all(|b| *b == 0));
+}
+
+#[test]
+fn a_block_the_owner_deregistered_is_refused_once_the_reader_reloads_metadata() {
+    if !nixl_or_skip("a_block_the_owner_deregistered_is_refused_once_the_reader_reloads_metadata") {
+        return;
     }
-    let got = landing.as_slice();
-    for (slot, want) in [0x33u8, 0x22, 0x11].into_iter().enumerate() {
-        assert!(
-            got[slot * BLOCK..(slot + 1) * BLOCK]
-                .iter()
-                .all(|b| *b == want)
-        );
-    }
+    let (owner, reader) = (Peer::ucx("owner-gone"), Peer::ucx("reader-gone"));
+    let kept = owner.storage(BLOCK, 7);
+    let removed = owner.storage(BLOCK, 9);
+    let landing = reader.storage(BLOCK, 0);
+    reader.load(&owner);
+    let at = addr(&removed);
+    reader
+        .transfer(
+            XferOp::Read,
+            "owner-gone",
+            &[(addr(&landing), at, BLOCK)],
+            LIMIT,
+        )
+        .expect("read while registered");
+    assert!(landing.as_slice().iter().all(|b| *b == 9));
+    // Dropping a `SystemStorage` deregisters it (and frees it). NIXL does not tell the reader:
+    // it refuses the range only once the reader has loaded the owner's metadata again.
+    drop(removed);
+    reader.load(&owner);
+    let refused = reader.transfer(
+        XferOp::Read,
+        "owner-gone",
+        &[(addr(&landing), at, BLOCK)],
+        LIMIT,
+    );
+    assert!(matches!(refused, Err(XferError::Refused(_))), "{refused:?}");
+    reader
+        .transfer(
+            XferOp::Read,
+            "owner-gone",
+            &[(addr(&landing), addr(&kept), BLOCK)],
+            LIMIT,
+        )
+        .expect("the kept block still reads");
+    assert!(landing.as_slice().iter().all(|b| *b == 7));
 }
