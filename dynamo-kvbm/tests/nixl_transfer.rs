@@ -118,6 +118,9 @@ fn a_block_the_owner_deregistered_is_refused_once_the_reader_reloads_metadata() 
     // Dropping a `SystemStorage` deregisters it (and frees it). NIXL does not tell the reader:
     // it refuses the range only once the reader has loaded the owner's metadata again.
     drop(removed);
+    let stale = reader.request(XferOp::Read, "owner-gone", &[(addr(&landing), at, BLOCK)]);
+    assert!(stale.is_ok(), "NIXL noticed by itself: {:?}", stale.err());
+    drop(stale); // never posted: the range is freed
     reader.load(&owner);
     let refused = reader.transfer(
         XferOp::Read,

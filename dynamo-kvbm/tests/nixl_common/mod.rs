@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nixl_sys::{
     Agent, MemType, NixlError, NixlRegistration, OptArgs, SystemStorage, XferDescList, XferOp,
-    XferStatus,
+    XferRequest, XferStatus,
 };
 
 /// Whether NIXL is loaded; `false` means skip. Panics where `DYNAMO_REQUIRE_NIXL=1` and it is
@@ -80,8 +80,26 @@ impl Peer {
         assert_eq!(self.agent.load_remote_md(&md).expect("loaded"), name);
     }
 
-    /// One request of `op` over the pairs of ranges `(local address, remote address, bytes)`,
-    /// posted and waited for.
+    /// A request of `op` over the pairs of ranges `(local address, remote address, bytes)`,
+    /// built but not posted.
+    pub(crate) fn request(
+        &self,
+        op: XferOp,
+        remote: &str,
+        ranges: &[(usize, usize, usize)],
+    ) -> Result<XferRequest, XferError> {
+        let mut local = XferDescList::new(MemType::Dram).map_err(XferError::Refused)?;
+        let mut far = XferDescList::new(MemType::Dram).map_err(XferError::Refused)?;
+        for &(here, there, bytes) in ranges {
+            local.add_desc(here, bytes, 0);
+            far.add_desc(there, bytes, 0);
+        }
+        self.agent
+            .create_xfer_req(op, &local, &far, remote, Some(&self.args))
+            .map_err(XferError::Refused)
+    }
+
+    /// [`Peer::request`], posted and waited for, at most `limit`.
     pub(crate) fn transfer(
         &self,
         op: XferOp,
@@ -89,16 +107,7 @@ impl Peer {
         ranges: &[(usize, usize, usize)],
         limit: Duration,
     ) -> Result<(), XferError> {
-        let mut local = XferDescList::new(MemType::Dram).map_err(XferError::Refused)?;
-        let mut far = XferDescList::new(MemType::Dram).map_err(XferError::Refused)?;
-        for &(here, there, bytes) in ranges {
-            local.add_desc(here, bytes, 0);
-            far.add_desc(there, bytes, 0);
-        }
-        let req = self
-            .agent
-            .create_xfer_req(op, &local, &far, remote, Some(&self.args))
-            .map_err(XferError::Refused)?;
+        let req = self.request(op, remote, ranges)?;
         let started = Instant::now();
         let mut pending = self
             .agent
