@@ -6,6 +6,11 @@
 //! call but one aborts the process (an `abort()` in C++, which no Rust code can catch). That one
 //! is the stub check behind [`is_nixl_loaded`], and every NIXL call this crate makes must come
 //! after it answers `true`.
+//!
+//! The libraries of PyPI's `nixl-cu12` wheel load this way on a machine without a GPU, and the
+//! crate's `nixl_transfer` tests and `nixl` bench move host memory between two NIXL agents over
+//! UCX with them (docs/kvbm.md, "GPU and NIXL", says how, and why this crate has no NIXL
+//! transfer API yet).
 
 /// Whether the real NIXL library (`libnixl_capi.so`, found through the dynamic loader's path,
 /// for example `LD_LIBRARY_PATH`) is loaded in this process.
