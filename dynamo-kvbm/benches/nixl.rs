@@ -13,7 +13,8 @@
 //! Both agents and the block server live in this process. UCX picks its transports itself
 //! (`UCX_TLS` chooses: `UCX_TLS=tcp` for its TCP transport). The environment NIXL needs is the
 //! one `.ci/run` sets; without NIXL the bench says so and stops. It prints the median GB/s of
-//! each way and the medians of the per-round ratios.
+//! each way and the medians of the per-round ratios. Run by `cargo test` (without `--bench`),
+//! it does one round, as a check that it still runs.
 
 #[path = "../tests/nixl_common/mod.rs"]
 mod nixl_common;
@@ -50,6 +51,11 @@ fn main() {
         eprintln!("NIXL is not loaded (LD_LIBRARY_PATH; see .ci/run): nothing to measure");
         return;
     }
+    let rounds = if std::env::args().any(|a| a == "--bench") {
+        ROUNDS
+    } else {
+        1
+    };
     let runtime = Runtime::new().expect("a runtime");
     for (case, (name, block, count)) in CASES.into_iter().enumerate() {
         let bytes = block * count;
@@ -85,7 +91,7 @@ fn main() {
         let mut into = vec![0u8; bytes];
 
         let mut gbps = vec![Vec::new(); WAYS.len()];
-        for round in 0..=ROUNDS {
+        for round in 0..=rounds {
             for k in 0..WAYS.len() {
                 let way = (round + k) % WAYS.len();
                 let started = Instant::now();
@@ -113,7 +119,7 @@ fn main() {
                 .all(|(i, c)| c[0] == i as u8)
         );
         std::hint::black_box(&into);
-        println!("{name} ({bytes} bytes per transfer), {ROUNDS} rounds:");
+        println!("{name} ({bytes} bytes per transfer), {rounds} rounds:");
         for (way, label) in WAYS.iter().enumerate() {
             let ratio = |base: usize| {
                 median(
