@@ -7,10 +7,13 @@
 //! - `memcpy`: the transfer's bytes copied from one buffer into another (the ceiling);
 //! - `nixl_read`: a reader agent READs the owner agent's blocks into its landing memory, one
 //!   request with a descriptor per block, built, posted and waited for;
+//! - `nixl_read_process`: the same READ from an owner agent in another process (a copy of the
+//!   bench started with `KVBM_NIXL_BENCH_OWNER` set, which sends its agent's metadata and its
+//!   blocks' addresses on its standard output);
 //! - `tcp_fetch`: `TcpFetch` pulls the same number of blocks from `KvExports` served over
 //!   loopback TCP by `serve_exports`, into its landing store.
 //!
-//! Both agents and the block server live in this process. UCX picks its transports itself
+//! The block server lives in this process. UCX picks its transports itself
 //! (`UCX_TLS` chooses: `UCX_TLS=tcp` for its TCP transport). The environment NIXL needs is the
 //! one `.ci/run` sets; without NIXL the bench says so and stops. It prints the median GB/s of
 //! each way and the medians of the per-round ratios. Run by `cargo test` (without `--bench`),
@@ -19,6 +22,8 @@
 #[path = "../tests/nixl_common/mod.rs"]
 mod nixl_common;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,11 +41,43 @@ const CASES: [(&str, usize, usize); 2] = [
     ("70B 21 MB x 4", 20_971_520, 4),
 ];
 const ROUNDS: usize = 11;
-const WAYS: [&str; 3] = ["memcpy", "nixl_read", "tcp_fetch"];
+const WAYS: [&str; 4] = ["memcpy", "nixl_read", "nixl_read_process", "tcp_fetch"];
+const TCP: usize = 3;
+const OWNER: &str = "KVBM_NIXL_BENCH_OWNER";
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// The other process: per case, an owner agent and its blocks, and a line on standard output
+/// (the agent's metadata in hex, then each block's address); then wait for stdin to close.
+fn own_blocks() {
+    let mut kept = Vec::new();
+    let mut out = std::io::stdout().lock();
+    for (case, (_, block, count)) in CASES.into_iter().enumerate() {
+        let owner = Peer::ucx(&format!("owner-process-{case}"));
+        let blocks: Vec<_> = (0..count).map(|i| owner.storage(block, i as u8)).collect();
+        let mut line = hex(&owner.agent.get_local_md().expect("metadata"));
+        for b in &blocks {
+            line.push_str(&format!(" {}", addr(b)));
+        }
+        writeln!(out, "{line}").expect("told the parent");
+        kept.push((owner, blocks));
+    }
+    out.flush().expect("told the parent");
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
 }
 
 fn main() {
@@ -56,6 +93,17 @@ fn main() {
     } else {
         1
     };
+    if std::env::var_os(OWNER).is_some() {
+        own_blocks();
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().expect("this bench"))
+        .env(OWNER, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the owner process");
+    let mut lines = BufReader::new(child.stdout.take().expect("its stdout")).lines();
     let runtime = Runtime::new().expect("a runtime");
     for (case, (name, block, count)) in CASES.into_iter().enumerate() {
         let bytes = block * count;
@@ -71,6 +119,19 @@ fn main() {
             .map(|(slot, b)| (addr(&landing) + slot * block, addr(b), block))
             .collect();
         let remote = owner.agent.name();
+        // The owner in the other process.
+        let line = lines.next().expect("a line").expect("read");
+        let mut words = line.split_whitespace();
+        let md = unhex(words.next().expect("metadata"));
+        let far = reader.agent.load_remote_md(&md).expect("loaded");
+        let far_ranges: Vec<_> = words
+            .enumerate()
+            .map(|(slot, at)| {
+                let at: usize = at.parse().expect("an address");
+                (addr(&landing) + slot * block, at, block)
+            })
+            .collect();
+        assert_eq!(far_ranges.len(), count);
         // TCP: the same blocks offered by a block server on loopback.
         let source: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
         let hashes: Vec<SequenceHash> = (1..=count as u64).map(SequenceHash).collect();
@@ -97,9 +158,16 @@ fn main() {
                 let started = Instant::now();
                 match way {
                     0 => into.copy_from_slice(&source),
-                    1 => reader
-                        .transfer(XferOp::Read, &remote, &ranges, Duration::from_secs(30))
-                        .expect("read over NIXL"),
+                    1 | 2 => {
+                        let (to, ranges) = if way == 1 {
+                            (&remote, &ranges)
+                        } else {
+                            (&far, &far_ranges)
+                        };
+                        reader
+                            .transfer(XferOp::Read, to, ranges, Duration::from_secs(30))
+                            .expect("read over NIXL");
+                    }
                     _ => {
                         let fetched = runtime.block_on(fetch.fetch(&handoff)).expect("pulled");
                         assert_eq!(fetched.blocks, count);
@@ -131,11 +199,13 @@ fn main() {
                 )
             };
             println!(
-                "  {label:>9}: {:6.2} GB/s; / memcpy {:4.0}%; / tcp_fetch {:4.0}%",
+                "  {label:>17}: {:6.2} GB/s; / memcpy {:4.0}%; / tcp_fetch {:4.0}%",
                 median(gbps[way].clone()),
                 100.0 * ratio(0),
-                100.0 * ratio(2)
+                100.0 * ratio(TCP)
             );
         }
     }
+    drop(child.stdin.take());
+    let _ = child.wait();
 }
