@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use dynamo_core::{KvHandoff, SequenceHash, WorkerId};
 use dynamo_kvbm::{KvExports, KvFetch, TcpFetch, TcpFetchConfig, serve_exports};
-use nixl_common::{Peer, addr};
+use nixl_common::{Peer, addr, random_bytes};
 use nixl_sys::XferOp;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
@@ -68,7 +68,9 @@ fn own_blocks() {
     let mut out = std::io::stdout().lock();
     for (case, (_, block, count)) in CASES.into_iter().enumerate() {
         let owner = Peer::ucx(&format!("owner-process-{case}"));
-        let blocks: Vec<_> = (0..count).map(|i| owner.storage(block, i as u8)).collect();
+        let blocks: Vec<_> = (0..count)
+            .map(|i| owner.storage(block, i as u64 + 1))
+            .collect();
         let mut line = hex(&owner.agent.get_local_md().expect("metadata"));
         for b in &blocks {
             line.push_str(&format!(" {}", addr(b)));
@@ -110,7 +112,9 @@ fn main() {
         // NIXL: the owner's blocks, each its own registration, and the reader's landing memory.
         let owner = Peer::ucx(&format!("owner-{case}"));
         let reader = Peer::ucx(&format!("reader-{case}"));
-        let blocks: Vec<_> = (0..count).map(|i| owner.storage(block, i as u8)).collect();
+        let blocks: Vec<_> = (0..count)
+            .map(|i| owner.storage(block, i as u64 + 1))
+            .collect();
         let landing = reader.storage(bytes, 0);
         reader.load(&owner);
         let ranges: Vec<_> = blocks
@@ -184,7 +188,7 @@ fn main() {
                 .as_slice()
                 .chunks(block)
                 .enumerate()
-                .all(|(i, c)| c[0] == i as u8)
+                .all(|(i, c)| c == random_bytes(block, i as u64 + 1))
         );
         std::hint::black_box(&into);
         println!("{name} ({bytes} bytes per transfer), {rounds} rounds:");

@@ -93,7 +93,7 @@
 //! |---|---|---|
 //! | `s3` | S3 and S3-compatible servers for [`ObjectStoreBlocks`] (`object_store`'s `aws`) | — |
 //! | `cuda` | `DeviceStore`, the device tier (G1) in GPU memory through `cudarc`, loaded at run time; opening one without a driver is an [`Error::Unavailable`] | a CUDA toolkit, a driver or a GPU |
-//! | `nixl` | `is_nixl_loaded`: whether NIXL's library is loaded (no transfers yet) | NIXL (it needs `libclang` to build) |
+//! | `nixl` | `is_nixl_loaded`, and `NixlRegion`: host memory registered with a NIXL agent | NIXL (it needs `libclang` to build) |
 //!
 //! `docs/kvbm.md` has the design, the choices where vLLM, SGLang and Dynamo differ, and the
 //! measurements.
@@ -114,7 +114,7 @@ pub mod transfer;
 pub use error::Error;
 pub use eviction::{AdmissionFilter, AdmitAll, EvictionPolicy, LeavesFirst, Lru, SeenTwice};
 #[cfg(feature = "nixl")]
-pub use nixl::is_nixl_loaded;
+pub use nixl::{NixlRegion, is_nixl_loaded};
 /// The `object_store` crate the remote tier is built on, to make its backends with.
 pub use object_store;
 pub use offload::{

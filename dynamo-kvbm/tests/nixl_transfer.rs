@@ -9,7 +9,7 @@ mod nixl_common;
 
 use std::time::Duration;
 
-use nixl_common::{Peer, XferError, addr, nixl_or_skip};
+use nixl_common::{Peer, XferError, addr, nixl_or_skip, random_bytes};
 use nixl_sys::XferOp;
 
 /// SmolLM2-135M's KV for 64 tokens in f32, the disk tier's small block (docs/kvbm.md).
@@ -22,7 +22,7 @@ fn a_peer_reads_a_batch_of_blocks_byte_exact() {
         return;
     }
     let (owner, reader) = (Peer::ucx("owner-batch"), Peer::ucx("reader-batch"));
-    let blocks: Vec<_> = (1..=4u8).map(|i| owner.storage(BLOCK, 0x10 * i)).collect();
+    let blocks: Vec<_> = (1..=4u64).map(|i| owner.storage(BLOCK, i)).collect();
     let landing = reader.storage(4 * BLOCK, 0);
     reader.load(&owner);
     // One request, one descriptor per block, landing in reverse order.
@@ -36,8 +36,8 @@ fn a_peer_reads_a_batch_of_blocks_byte_exact() {
         .transfer(XferOp::Read, "owner-batch", &ranges, LIMIT)
         .expect("read");
     for (slot, chunk) in landing.as_slice().chunks(BLOCK).enumerate() {
-        let want = 0x10 * (4 - slot as u8);
-        assert!(chunk.iter().all(|b| *b == want), "slot {slot}");
+        let seed = 4 - slot as u64;
+        assert!(chunk == random_bytes(BLOCK, seed), "slot {slot}");
     }
 }
 
@@ -48,6 +48,7 @@ fn a_peer_reads_part_of_a_block_and_writes_into_one() {
     }
     let (owner, peer) = (Peer::ucx("owner-rw"), Peer::ucx("peer-rw"));
     let block = owner.storage(BLOCK, 0x5a);
+    let written = random_bytes(BLOCK, 0x5a);
     let local = peer.storage(BLOCK, 0);
     peer.load(&owner);
     let half = BLOCK / 2;
@@ -59,7 +60,7 @@ fn a_peer_reads_part_of_a_block_and_writes_into_one() {
     )
     .expect("read");
     let (read, untouched) = local.as_slice().split_at(half);
-    assert!(read.iter().all(|b| *b == 0x5a));
+    assert!(read == &written[half..]);
     assert!(untouched.iter().all(|b| *b == 0));
 
     let source = peer.storage(BLOCK, 0xc3);
@@ -70,7 +71,7 @@ fn a_peer_reads_part_of_a_block_and_writes_into_one() {
         LIMIT,
     )
     .expect("written");
-    assert!(block.as_slice().iter().all(|b| *b == 0xc3));
+    assert!(block.as_slice() == random_bytes(BLOCK, 0xc3));
 }
 
 #[test]
@@ -114,8 +115,8 @@ fn a_block_the_owner_deregistered_is_refused_once_the_reader_reloads_metadata() 
             LIMIT,
         )
         .expect("read while registered");
-    assert!(landing.as_slice().iter().all(|b| *b == 9));
-    // Dropping a `SystemStorage` deregisters it (and frees it). NIXL does not tell the reader:
+    assert!(landing.as_slice() == random_bytes(BLOCK, 9));
+    // Dropping a `NixlRegion` deregisters it (and frees it). NIXL does not tell the reader:
     // it refuses the range only once the reader has loaded the owner's metadata again.
     drop(removed);
     let stale = reader.request(XferOp::Read, "owner-gone", &[(addr(&landing), at, BLOCK)]);
@@ -137,5 +138,5 @@ fn a_block_the_owner_deregistered_is_refused_once_the_reader_reloads_metadata() 
             LIMIT,
         )
         .expect("the kept block still reads");
-    assert!(landing.as_slice().iter().all(|b| *b == 7));
+    assert!(landing.as_slice() == random_bytes(BLOCK, 7));
 }

@@ -1,16 +1,16 @@
 //! Two NIXL agents with UCX backends in one process, for the `nixl` tests and bench.
 //!
-//! NIXL reads and writes only memory registered with an agent, and `nixl-sys` lets safe code
-//! register only its own `SystemStorage`, which safe code can fill with one byte (`memset`) and
-//! read (`as_slice`) but not write otherwise: so these blocks hold one repeated byte each.
+//! NIXL reads and writes only memory registered with an agent: the crate's [`NixlRegion`], whose
+//! blocks here hold pseudo-random bytes ([`random_bytes`]), so that a misplaced or partial copy
+//! shows.
 
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
+use dynamo_kvbm::NixlRegion;
 use nixl_sys::{
-    Agent, AgentConfig, MemType, NixlError, NixlRegistration, OptArgs, SystemStorage, XferDescList,
-    XferOp, XferRequest, XferStatus,
+    Agent, AgentConfig, MemType, NixlError, OptArgs, XferDescList, XferOp, XferRequest, XferStatus,
 };
 
 /// Whether NIXL is loaded; `false` means skip. Panics where `DYNAMO_REQUIRE_NIXL=1` and it is
@@ -68,14 +68,16 @@ impl Peer {
         Peer { agent, args }
     }
 
-    /// A registered host allocation of `bytes`, every byte `fill`.
-    pub(crate) fn storage(&self, bytes: usize, fill: u8) -> SystemStorage {
-        let mut storage = SystemStorage::new(bytes).expect("allocated");
-        storage.memset(fill);
-        storage
-            .register(&self.agent, Some(&self.args))
-            .expect("registered");
-        storage
+    /// A registered host region of `bytes`, holding [`random_bytes`]`(bytes, seed)`, or zeros
+    /// for seed 0.
+    pub(crate) fn storage(&self, bytes: usize, seed: u64) -> NixlRegion {
+        let mut region = NixlRegion::new(&self.agent, Some(&self.args), bytes).expect("registered");
+        if seed != 0 {
+            region
+                .as_mut_slice()
+                .copy_from_slice(&random_bytes(bytes, seed));
+        }
+        region
     }
 
     /// Loads `other`'s current metadata, forgetting what was loaded before.
@@ -136,7 +138,22 @@ impl Peer {
     }
 }
 
-/// The address NIXL knows `storage` by.
-pub(crate) fn addr(storage: &SystemStorage) -> usize {
-    storage.as_slice().as_ptr() as usize
+/// The address NIXL knows `region` by.
+pub(crate) fn addr(region: &NixlRegion) -> usize {
+    region.address()
+}
+
+/// `len` pseudo-random bytes from `seed` (splitmix64): block contents that differ byte by byte.
+pub(crate) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        bytes.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
 }

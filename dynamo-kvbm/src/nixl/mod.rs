@@ -1,5 +1,5 @@
 //! NIXL, the transfer library for moving KV blocks between GPUs, hosts and storage across
-//! nodes: for now only whether it is there.
+//! nodes: whether it is there, and host memory it can move ([`NixlRegion`]).
 //!
 //! `nixl-sys` is built with its stub API: a C++ shim that opens `libnixl_capi.so` on its first
 //! call and forwards every NIXL function to it. Where the library cannot be opened, any NIXL
@@ -9,15 +9,17 @@
 //!
 //! The libraries of PyPI's `nixl-cu12` wheel load this way on a machine without a GPU, and the
 //! crate's `nixl_transfer` tests and `nixl` bench move host memory between two NIXL agents over
-//! UCX with them (docs/kvbm.md, "GPU and NIXL", says how, and why this crate has no NIXL
-//! transfer API yet).
+//! UCX with them (docs/kvbm.md, "GPU and NIXL", says how).
+
+mod region;
+
+pub use region::NixlRegion;
 
 /// Whether the real NIXL library (`libnixl_capi.so`, found through the dynamic loader's path,
 /// for example `LD_LIBRARY_PATH`) is loaded in this process.
 ///
 /// The first call tries to open it; the answer is then fixed for the life of the process. It
-/// never aborts and never panics. This crate has no NIXL transfers yet, so `true` only says the
-/// library could be used.
+/// never aborts and never panics.
 ///
 /// ```
 /// // Without NIXL, blocks move through the local tiers only.
