@@ -67,6 +67,7 @@ fn reference(live: &[Live], worker: u64) -> WorkerLoad {
             .sum(),
         active_decode_blocks: distinct.len() as u64 + mine.len() as u64,
         expected_output_tokens: mine.iter().map(|l| l.booking.expected_output_tokens).sum(),
+        kv_capacity_blocks: None,
     }
 }
 

@@ -229,6 +229,7 @@ pub(super) mod tests {
                 active_prefill_tokens: 5000,
                 active_decode_blocks: 100,
                 expected_output_tokens: 0,
+                kv_capacity_blocks: None,
             },
         };
         // A prompt of 1,000 tokens past its 10 cached blocks, 26 full blocks of which 4 were

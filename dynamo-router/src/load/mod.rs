@@ -28,6 +28,10 @@ pub struct WorkerLoad {
     pub active_decode_blocks: u64,
     /// The output tokens active requests are expected to produce (from routing hints).
     pub expected_output_tokens: u64,
+    /// The KV blocks the worker's cache holds in all, in blocks of the router's size, when the
+    /// worker told ([`LoadTracker::set_kv_capacity`]); `None` (or 0) when it is not known.
+    /// Not booked: it stays until the worker reports another or is forgotten.
+    pub kv_capacity_blocks: Option<u64>,
 }
 
 /// What one request adds to its worker's load.
@@ -408,12 +412,56 @@ impl LoadTracker {
         self.books.lock().slot_or_insert(worker)
     }
 
-    /// Drop the book of a worker that left, if nothing is booked on it any more.
+    /// Set the KV capacity of a worker the router knows (one inserted and not forgotten), in
+    /// blocks of the router's block size: [`ExpectedTtft`](crate::ExpectedTtft) charges the
+    /// blocks a request would hold past it there. `None` or 0 makes it unknown again. A
+    /// worker the tracker does not know is left alone (a report that arrives before the
+    /// worker joins, or after it left, makes no book); its next report sets it.
+    ///
+    /// ```
+    /// use dynamo_core::{BlockSize, WorkerId};
+    /// use dynamo_router::{RoundRobin, SelectorConfig, SharedIndex, WorkerSelector};
+    ///
+    /// let block_size = BlockSize::new(16)?;
+    /// let config = SelectorConfig::new(block_size);
+    /// let selector = WorkerSelector::new(config, RoundRobin::new(), SharedIndex::new(block_size));
+    /// let worker = WorkerId::new(1);
+    /// selector.load().set_kv_capacity(worker, Some(512)); // not a member yet: ignored
+    /// assert_eq!(selector.load().load(worker).kv_capacity_blocks, None);
+    /// selector.insert_worker(worker);
+    /// selector.load().set_kv_capacity(worker, Some(512));
+    /// assert_eq!(selector.load().load(worker).kv_capacity_blocks, Some(512));
+    /// selector.remove_worker(worker); // it left: its capacity is forgotten with it
+    /// assert_eq!(selector.load().load(worker).kv_capacity_blocks, None);
+    /// # Ok::<(), dynamo_core::Error>(())
+    /// ```
+    pub fn set_kv_capacity(&self, worker: WorkerId, blocks: Option<u64>) {
+        let blocks = blocks.filter(|&blocks| blocks > 0);
+        let mut books = self.books.lock();
+        let Some(&slot) = books.slot_of.get(&worker) else {
+            return;
+        };
+        let Some(book) = books.book(slot) else {
+            return;
+        };
+        if book.load.kv_capacity_blocks != blocks {
+            book.load.kv_capacity_blocks = blocks;
+            books.publish(slot);
+        }
+    }
+
+    /// Drop the book of a worker that left, if nothing is booked on it any more (and its KV
+    /// capacity in any case).
     pub(crate) fn forget_idle(&self, worker: WorkerId) {
         let mut books = self.books.lock();
         let Some(&slot) = books.slot_of.get(&worker) else {
             return;
         };
+        if let Some(book) = books.book(slot)
+            && book.load.kv_capacity_blocks.take().is_some()
+        {
+            books.publish(slot);
+        }
         if books
             .book(slot)
             .is_some_and(|book| book.load.active_requests == 0)

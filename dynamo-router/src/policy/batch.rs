@@ -24,6 +24,8 @@ pub(super) struct Seen {
     pub(super) requests: u32,
     pub(super) prefill_tokens: u64,
     pub(super) decode_blocks: u64,
+    /// The worker's KV capacity in blocks, 0 when it is not known.
+    pub(super) capacity: u64,
 }
 
 impl Seen {
@@ -35,6 +37,7 @@ impl Seen {
             requests: worker.load.active_requests,
             prefill_tokens: worker.load.active_prefill_tokens,
             decode_blocks: worker.load.active_decode_blocks,
+            capacity: worker.load.kv_capacity_blocks.unwrap_or(0),
         }
     }
 
@@ -74,12 +77,14 @@ fn fill_batch(
     let mut requests = [0u32; BATCH];
     let mut prefill_tokens = [0u64; BATCH];
     let mut decode_blocks = [0u64; BATCH];
+    let mut capacity = [0u64; BATCH];
     let mut holding = [0u8; BATCH];
     let mut holders = 0;
     for (i, worker) in workers.iter().take(n).enumerate() {
         requests[i] = worker.load.active_requests;
         prefill_tokens[i] = worker.load.active_prefill_tokens;
         decode_blocks[i] = worker.load.active_decode_blocks;
+        capacity[i] = worker.load.kv_capacity_blocks.unwrap_or(0);
         // Without a branch: written at the next place, which moves on if it holds some.
         holding[holders % BATCH] = i as u8;
         let cached = &worker.cached;
@@ -94,6 +99,7 @@ fn fill_batch(
             requests: requests[i],
             prefill_tokens: prefill_tokens[i],
             decode_blocks: decode_blocks[i],
+            capacity: capacity[i],
         });
     }
     // Then those that do, side by side.
@@ -126,6 +132,7 @@ struct Columns {
     requests: [u32; GROUP],
     prefill_tokens: [u64; GROUP],
     decode_blocks: [u64; GROUP],
+    capacity: [u64; GROUP],
 }
 
 impl Columns {
@@ -139,6 +146,7 @@ impl Columns {
             requests: [0; GROUP],
             prefill_tokens: [0; GROUP],
             decode_blocks: [0; GROUP],
+            capacity: [0; GROUP],
         }
     }
 
@@ -152,6 +160,7 @@ impl Columns {
         self.requests[i] = seen.requests;
         self.prefill_tokens[i] = seen.prefill_tokens;
         self.decode_blocks[i] = seen.decode_blocks;
+        self.capacity[i] = seen.capacity;
     }
 
     #[inline(always)]
@@ -167,6 +176,7 @@ impl Columns {
             requests: self.requests[i],
             prefill_tokens: self.prefill_tokens[i],
             decode_blocks: self.decode_blocks[i],
+            capacity: self.capacity[i],
         }
     }
 }

@@ -259,6 +259,7 @@ impl Router for ExpectedTtft {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::WorkerLoad;
 
     #[test]
     fn prefill_time_is_charged_per_chunk() {
@@ -410,5 +411,51 @@ mod tests {
             knowing.route(&request, &[full, empty]),
             Decision::Route(dynamo_core::WorkerId::new(2))
         );
+    }
+
+    #[test]
+    fn each_worker_is_charged_against_the_capacity_it_reported() {
+        // Both workers hold 1,000 blocks for 3 requests; worker 1 caches the 64-block prompt.
+        let blocks: Vec<_> = (0..64).map(dynamo_core::SequenceHash).collect();
+        let (request, mut small) = request_and_worker(&blocks, 1);
+        small.cached.device = 64;
+        small.load.active_requests = 3;
+        small.load.active_decode_blocks = 1000;
+        let (_, mut large) = request_and_worker(&blocks, 2);
+        large.load.active_requests = 3;
+        large.load.active_decode_blocks = 1000;
+        let (to_small, to_large) = (
+            Decision::Route(dynamo_core::WorkerId::new(1)),
+            Decision::Route(dynamo_core::WorkerId::new(2)),
+        );
+        // No capacity known anywhere: the memory terms are off and the cache decides.
+        let blind = ExpectedTtft::default();
+        assert_eq!(blind.route(&request, &[small, large]), to_small);
+        // Worker 1 reports 1,024 blocks (nearly full), worker 2 16,384: the prompt leaves
+        // the small worker, with no capacity configured.
+        small.load.kv_capacity_blocks = Some(1024);
+        large.load.kv_capacity_blocks = Some(16_384);
+        assert_eq!(blind.route(&request, &[small, large]), to_large);
+        // A worker's own capacity is read before the configured one...
+        let configured_large = ExpectedTtft::new(ExpectedTtftConfig {
+            kv_capacity_blocks: Some(16_384),
+            ..ExpectedTtftConfig::default()
+        });
+        assert_eq!(configured_large.route(&request, &[small, large]), to_large);
+        // ... which stands in for a worker that reported none (0 is none), bit for bit.
+        let reported = blind.cost(&request, &large);
+        for unknown in [None, Some(0)] {
+            let silent = WorkerState {
+                load: WorkerLoad {
+                    kv_capacity_blocks: unknown,
+                    ..large.load
+                },
+                ..large
+            };
+            assert_eq!(configured_large.cost(&request, &silent), reported);
+        }
+        // The small worker silent again: nothing is charged there, the cache decides again.
+        small.load.kv_capacity_blocks = None;
+        assert_eq!(blind.route(&request, &[small, large]), to_small);
     }
 }

@@ -21,13 +21,16 @@ pub(super) struct RequestCosts<'a> {
     blocks: u64,
     /// The most a worker's stalled requests are charged.
     stall_cap: f64,
-    /// Whether the workers' KV capacity is known, and what it is.
+    /// For a worker whose own KV capacity is not known: whether the configured one is, and
+    /// what it is.
     has_capacity: bool,
     capacity: f64,
     /// `1 / capacity`, or 0 when it is not known (no memory wait is charged then).
     per_capacity_block: f64,
     /// The power of a worker's memory share that is the chance this request waits for memory.
     memory_exponent: u32,
+    /// Twice the prompt's full blocks (at least 1): a capacity over it is the exponent's base.
+    twice_blocks: f64,
     /// What a worker holding none of the prompt would compute.
     bare: Work,
 }
@@ -54,6 +57,7 @@ impl<'a> RequestCosts<'a> {
                 .kv_capacity_blocks
                 .map_or(0.0, |capacity| 1.0 / capacity.max(1) as f64),
             memory_exponent: memory_exponent(config, request),
+            twice_blocks: twice_blocks(request),
             bare: Work {
                 uncached,
                 ms: prefill.time_ms(uncached),
@@ -126,10 +130,28 @@ impl<'a> RequestCosts<'a> {
         let held = seen.decode_blocks_with(self.blocks) as f64;
         let stalled = f64::from(seen.requests);
         let stall = (config.stall_weight * stalled * work.ms).min(self.stall_cap);
-        let overflow = (held - self.capacity).max(0.0);
-        let overflow = if self.has_capacity { overflow } else { 0.0 };
-        let share = (held * self.per_capacity_block).min(1.0);
-        let waits = power(share, self.memory_exponent);
+        // The worker's own capacity where it reported one, else the configured one.
+        let own = seen.capacity;
+        let known = own != 0;
+        let own_capacity = own as f64;
+        let capacity = if known { own_capacity } else { self.capacity };
+        let has_capacity = known | self.has_capacity;
+        let per_block = 1.0 / own_capacity.max(1.0);
+        let per_block = if known {
+            per_block
+        } else {
+            self.per_capacity_block
+        };
+        let exponent = exponent_of(own_capacity, self.twice_blocks);
+        let exponent = if known {
+            exponent
+        } else {
+            self.memory_exponent
+        };
+        let overflow = (held - capacity).max(0.0);
+        let overflow = if has_capacity { overflow } else { 0.0 };
+        let share = (held * per_block).min(1.0);
+        let waits = power(share, exponent);
         ttft + config.compute_weight * work.ms
             + stall
             + config.decode_ms_per_block * held
@@ -172,7 +194,18 @@ const EXPONENT_BITS: u32 = 12;
 /// long before the worker is full; one that needs a sliver, only when it is nearly full.
 fn memory_exponent(config: &ExpectedTtftConfig, request: &RouteContext<'_>) -> u32 {
     let capacity = config.kv_capacity_blocks.unwrap_or(0) as f64;
-    let slots = capacity / (2.0 * request.blocks.len().max(1) as f64);
+    exponent_of(capacity, twice_blocks(request))
+}
+
+/// Twice `request`'s full blocks, at least 1.
+fn twice_blocks(request: &RouteContext<'_>) -> f64 {
+    2.0 * request.blocks.len().max(1) as f64
+}
+
+/// [`memory_exponent`] of a `capacity` for a prompt of `twice_blocks / 2` blocks.
+#[inline(always)]
+fn exponent_of(capacity: f64, twice_blocks: f64) -> u32 {
+    let slots = capacity / twice_blocks;
     slots
         .round()
         .clamp(1.0, f64::from((1u32 << EXPONENT_BITS) - 1)) as u32
@@ -266,6 +299,15 @@ mod tests {
         let cap = (1.0 + config.compute_weight) * config.prefill.time_ms(request.prompt_tokens);
         let stall = (config.stall_weight * f64::from(w.load.active_requests) * work).min(cap);
         let held = w.decode_blocks_with(request) as f64;
+        // The worker's own capacity where it reported one, else the configured one.
+        let config = &ExpectedTtftConfig {
+            kv_capacity_blocks: w
+                .load
+                .kv_capacity_blocks
+                .filter(|&blocks| blocks > 0)
+                .or(config.kv_capacity_blocks),
+            ..*config
+        };
         let overflow = config
             .kv_capacity_blocks
             .map_or(0.0, |capacity| (held - capacity as f64).max(0.0));
@@ -337,6 +379,9 @@ mod tests {
                                 active_prefill_tokens: next(3) * next(30_000),
                                 active_decode_blocks: next(600),
                                 expected_output_tokens: 0,
+                                // Some workers report their own capacity, some none.
+                                kv_capacity_blocks: [None, Some(0), Some(40), Some(2000)]
+                                    [next(4) as usize],
                             },
                         };
                         if next(4) == 0 {

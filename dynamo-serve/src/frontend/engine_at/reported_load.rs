@@ -87,6 +87,7 @@ fn floor(reported: &Reported, request: &RouteContext<'_>) -> WorkerLoad {
         active_prefill_tokens: u64::from(reported.waiting) * request.prompt_tokens,
         active_decode_blocks: u64::from(requests) * blocks_each,
         expected_output_tokens: 0,
+        kv_capacity_blocks: None,
     }
 }
 
