@@ -120,4 +120,15 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// NIXL refused or failed an operation: an agent, a registration, loading a peer's
+    /// metadata, or a transfer.
+    #[cfg(feature = "nixl")]
+    #[error("NIXL could not {operation}: {source}")]
+    Nixl {
+        /// What was being done.
+        operation: &'static str,
+        /// What NIXL said.
+        #[source]
+        source: nixl_sys::NixlError,
+    },
 }

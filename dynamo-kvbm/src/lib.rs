@@ -114,7 +114,7 @@ pub mod transfer;
 pub use error::Error;
 pub use eviction::{AdmissionFilter, AdmitAll, EvictionPolicy, LeavesFirst, Lru, SeenTwice};
 #[cfg(feature = "nixl")]
-pub use nixl::{NixlRegion, is_nixl_loaded};
+pub use nixl::{NixlAgent, NixlRegion, is_nixl_loaded};
 /// The `object_store` crate the remote tier is built on, to make its backends with.
 pub use object_store;
 pub use offload::{
@@ -132,3 +132,5 @@ pub use transfer::{
     BlockServerConfig, ExportCounters, Fetched, KvExports, KvFetch, KvFetcher, LocalExports,
     Offered, TcpFetch, TcpFetchConfig, serve_exports, serve_exports_with,
 };
+#[cfg(feature = "nixl")]
+pub use transfer::{NixlFetch, NixlSource};

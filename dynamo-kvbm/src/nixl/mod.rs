@@ -11,8 +11,11 @@
 //! crate's `nixl_transfer` tests and `nixl` bench move host memory between two NIXL agents over
 //! UCX with them (docs/kvbm.md, "GPU and NIXL", says how).
 
+mod agent;
 mod region;
 
+pub use agent::NixlAgent;
+pub(crate) use agent::nixl_error;
 pub use region::NixlRegion;
 
 /// Whether the real NIXL library (`libnixl_capi.so`, found through the dynamic loader's path,

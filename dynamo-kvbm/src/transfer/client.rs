@@ -117,6 +117,46 @@ impl TcpFetch {
     pub fn config(&self) -> &TcpFetchConfig {
         &self.inner.config
     }
+
+    /// Ask the block server at `address` to stage the leading `hashes` of `transfer` in its
+    /// NIXL slab; `None` when it serves no NIXL. On an I/O failure of a reused connection, once
+    /// more on a new one.
+    #[cfg(feature = "nixl")]
+    pub(crate) async fn stage(
+        &self,
+        address: &str,
+        transfer: u64,
+        hashes: &[SequenceHash],
+    ) -> Result<Option<Staged>, Error> {
+        let mut fresh = false;
+        loop {
+            let (mut connection, reused) = self.inner.connect(address, fresh).await?;
+            match self
+                .inner
+                .stage_on(&mut connection, address, transfer, hashes)
+                .await
+            {
+                Ok(staged) => {
+                    if staged.is_some() {
+                        self.inner.keep(address, connection);
+                    }
+                    return Ok(staged);
+                }
+                Err(Error::Transfer { .. }) if reused => fresh = true,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// What a block server staged for a NIXL READ.
+#[cfg(feature = "nixl")]
+#[derive(Debug)]
+pub(crate) struct Staged {
+    /// The server agent's metadata, to load.
+    pub(crate) metadata: Vec<u8>,
+    /// The address of each staged block (the leading ones asked for).
+    pub(crate) addresses: Vec<u64>,
 }
 
 impl KvFetch for TcpFetch {
@@ -269,6 +309,38 @@ impl Inner {
                 answer.found
             ))),
             Status::Malformed => Err(protocol("the server could not serve the request".into())),
+            Status::Unsupported => Err(protocol("the server does not serve this request".into())),
+        }
+    }
+
+    /// One stage request and its answer on `connection`.
+    #[cfg(feature = "nixl")]
+    async fn stage_on(
+        &self,
+        connection: &mut Connection,
+        address: &str,
+        transfer: u64,
+        hashes: &[SequenceHash],
+    ) -> Result<Option<Staged>, Error> {
+        let io = io_error(address);
+        let mut request = Vec::new();
+        Request::encode(Op::Stage, transfer, hashes, &mut request);
+        connection.write_all(&request).await.map_err(io)?;
+        connection.flush().await.map_err(io)?;
+        let answer = read_answer(connection, address).await?;
+        if matches!(answer.status, Status::Unsupported | Status::Malformed) {
+            return Ok(None);
+        }
+        let found = self.check(answer, address, transfer, hashes.len())?;
+        match wire::read_staged(connection, found).await.map_err(io)? {
+            Some((metadata, addresses)) => Ok(Some(Staged {
+                metadata,
+                addresses,
+            })),
+            None => Err(Error::Protocol {
+                address: address.to_owned(),
+                reason: "NIXL metadata longer than 1 MiB".into(),
+            }),
         }
     }
 

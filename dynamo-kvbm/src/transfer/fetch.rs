@@ -137,12 +137,14 @@ impl KvFetch for LocalExports {
 }
 
 /// Fetches each hand-over the best way there is: from [`LocalExports`] when its source is
-/// registered in this process, else over TCP ([`TcpFetch`]) when it has an address, else
-/// [`Error::NoRoute`].
+/// registered in this process, else (with the `nixl` feature and a `NixlFetch` set) over NIXL,
+/// else over TCP ([`TcpFetch`]) when it has an address, else [`Error::NoRoute`].
 #[derive(Debug, Clone)]
 pub struct KvFetcher {
     local: LocalExports,
     remote: Option<TcpFetch>,
+    #[cfg(feature = "nixl")]
+    nixl: Option<super::NixlFetch>,
 }
 
 impl KvFetcher {
@@ -151,7 +153,19 @@ impl KvFetcher {
         KvFetcher {
             local,
             remote: None,
+            #[cfg(feature = "nixl")]
+            nixl: None,
         }
+    }
+
+    /// Pull hand-overs from other processes over NIXL with `nixl` (preferred to
+    /// [`with_tcp`](Self::with_tcp)'s pull where both are set; it falls back to TCP itself
+    /// where a block server serves no NIXL). Set it where [`is_nixl_loaded`](crate::is_nixl_loaded).
+    #[cfg(feature = "nixl")]
+    #[must_use]
+    pub fn with_nixl(mut self, nixl: super::NixlFetch) -> Self {
+        self.nixl = Some(nixl);
+        self
     }
 
     /// Pull hand-overs from other processes with `remote`.
@@ -164,8 +178,13 @@ impl KvFetcher {
     /// Which fetch serves `handoff`.
     fn route(&self, handoff: &KvHandoff) -> Option<&dyn KvFetch> {
         if self.local.exports(handoff.source).is_some() {
-            Some(&self.local)
-        } else {
+            return Some(&self.local);
+        }
+        #[cfg(feature = "nixl")]
+        if let (Some(_), Some(nixl)) = (&handoff.address, &self.nixl) {
+            return Some(nixl);
+        }
+        {
             match (&handoff.address, &self.remote) {
                 (Some(_), Some(remote)) => Some(remote),
                 _ => None,

@@ -120,6 +120,8 @@ mod client;
 mod exports;
 mod fetch;
 mod landing;
+#[cfg(feature = "nixl")]
+mod nixl;
 mod refs;
 mod server;
 mod shelf;
@@ -132,5 +134,7 @@ mod tests;
 pub use client::{TcpFetch, TcpFetchConfig};
 pub use exports::{ExportCounters, KvExports, Offered};
 pub use fetch::{Fetched, KvFetch, KvFetcher, LocalExports};
+#[cfg(feature = "nixl")]
+pub use nixl::{NixlFetch, NixlSource};
 pub use server::{BlockServerConfig, serve_exports, serve_exports_with};
 pub use wrap::{BlockStream, SocketWrap};

@@ -3,6 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
+use dynamo_core::SequenceHash;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -25,7 +26,26 @@ pub struct BlockServerConfig {
     /// What every accepted connection is wrapped in before the protocol runs (TLS); none by
     /// default. A connection whose wrap fails is closed.
     pub wrap: Option<Arc<dyn SocketWrap>>,
+    /// Where blocks are staged for decode workers that READ them over NIXL
+    /// ([`NixlFetch`](super::NixlFetch)); none by default, and then such a request is answered
+    /// "unsupported" and the decode worker pulls over TCP.
+    #[cfg(feature = "nixl")]
+    pub nixl: Option<Arc<super::NixlSource>>,
 }
+
+/// The most hashes a stage request may list (512 KiB of them).
+const MAX_STAGED_HASHES: usize = 1 << 16;
+
+/// What a connection stages NIXL READs in.
+#[cfg(feature = "nixl")]
+type Nixl = Option<Arc<super::NixlSource>>;
+#[cfg(not(feature = "nixl"))]
+type Nixl = NoNixl;
+
+/// No NIXL to stage in (without the `nixl` feature).
+#[cfg(not(feature = "nixl"))]
+#[derive(Debug, Clone)]
+struct NoNixl;
 
 impl Default for BlockServerConfig {
     fn default() -> Self {
@@ -33,6 +53,8 @@ impl Default for BlockServerConfig {
             max_request_bytes: 16 << 20,
             max_connections: 64,
             wrap: None,
+            #[cfg(feature = "nixl")]
+            nixl: None,
         }
     }
 }
@@ -68,6 +90,10 @@ pub async fn serve_exports_with(
     config: BlockServerConfig,
 ) -> io::Result<()> {
     let max_blocks = wire::blocks_per_request(config.max_request_bytes, exports.block_bytes());
+    #[cfg(feature = "nixl")]
+    let nixl: Nixl = config.nixl.clone();
+    #[cfg(not(feature = "nixl"))]
+    let nixl: Nixl = NoNixl;
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -89,13 +115,14 @@ pub async fn serve_exports_with(
         };
         let _ = socket.set_nodelay(true);
         let exports = exports.clone();
+        let nixl = nixl.clone();
         match &config.wrap {
-            None => connections.spawn(serve_connection(socket, exports, max_blocks)),
+            None => connections.spawn(serve_connection(socket, exports, max_blocks, nixl)),
             Some(wrap) => {
                 let handshake = wrap.server(socket);
                 connections.spawn(async move {
                     match handshake.await {
-                        Ok(socket) => serve_connection(socket, exports, max_blocks).await,
+                        Ok(socket) => serve_connection(socket, exports, max_blocks, nixl).await,
                         Err(error) => {
                             tracing::debug!(%error, "a block server connection was refused");
                         }
@@ -111,6 +138,7 @@ async fn serve_connection(
     socket: impl AsyncRead + AsyncWrite + Unpin,
     exports: Arc<KvExports>,
     max_blocks: usize,
+    nixl: Nixl,
 ) {
     let block_bytes = u32::try_from(exports.block_bytes()).unwrap_or(u32::MAX);
     let answer = |status, found| {
@@ -133,7 +161,12 @@ async fn serve_connection(
             return;
         };
         let count = request.count as usize;
-        let blocks = if count > max_blocks {
+        // A stage sends no block bytes on the socket: it is bounded by its hashes only.
+        let limit = match request.op {
+            Op::Stage => MAX_STAGED_HASHES,
+            _ => max_blocks,
+        };
+        let blocks = if count > limit {
             // Skip the hashes so that the connection stays usable.
             let mut skipped = (&mut socket).take(count as u64 * 8);
             if tokio::io::copy(&mut skipped, &mut tokio::io::sink())
@@ -142,7 +175,7 @@ async fn serve_connection(
             {
                 return;
             }
-            Err(answer(Status::TooLarge, max_blocks as u32))
+            Err(answer(Status::TooLarge, limit as u32))
         } else if read_hashes(&mut socket, count, &mut scratch, &mut hashes)
             .await
             .is_err()
@@ -150,10 +183,24 @@ async fn serve_connection(
             return;
         } else {
             match request.op {
-                Op::Release => Err(answer(
-                    Status::Ok,
-                    u32::from(exports.release(request.transfer)),
-                )),
+                Op::Release => {
+                    #[cfg(feature = "nixl")]
+                    if let Some(source) = &nixl {
+                        source.unstage(request.transfer);
+                    }
+                    Err(answer(
+                        Status::Ok,
+                        u32::from(exports.release(request.transfer)),
+                    ))
+                }
+                Op::Stage => {
+                    let staged = stage(&nixl, &exports, request.transfer, &hashes).await;
+                    let sent = socket.write_all(&staged).await;
+                    if sent.is_err() || socket.flush().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 Op::Fetch => match exports.blocks(request.transfer, &hashes) {
                     Ok(blocks) => Ok(blocks),
                     Err(Error::UnknownTransfer { .. }) => Err(answer(Status::UnknownTransfer, 0)),
@@ -176,6 +223,58 @@ async fn serve_connection(
             return;
         }
     }
+}
+
+/// The whole answer to a stage request: the staged blocks' metadata and addresses, or why
+/// there are none.
+#[cfg(feature = "nixl")]
+async fn stage(
+    nixl: &Nixl,
+    exports: &Arc<KvExports>,
+    transfer: u64,
+    hashes: &[SequenceHash],
+) -> Vec<u8> {
+    let block_bytes = u32::try_from(exports.block_bytes()).unwrap_or(u32::MAX);
+    let header = |status, found| {
+        Answer {
+            status,
+            found,
+            block_bytes,
+        }
+        .encode()
+        .to_vec()
+    };
+    let Some(source) = nixl.clone() else {
+        return header(Status::Unsupported, 0);
+    };
+    let (exports, hashes) = (exports.clone(), hashes.to_vec());
+    let staged =
+        tokio::task::spawn_blocking(move || source.stage(&exports, transfer, &hashes)).await;
+    match staged {
+        Ok(Ok(staged)) => {
+            let mut answer = header(Status::Ok, staged.addresses.len() as u32);
+            wire::encode_staged(&staged.metadata, &staged.addresses, &mut answer);
+            answer
+        }
+        Ok(Err(Error::UnknownTransfer { .. })) => header(Status::UnknownTransfer, 0),
+        Ok(Err(error)) => {
+            tracing::debug!(transfer, %error, "a NIXL stage failed");
+            header(Status::Malformed, 0)
+        }
+        Err(_) => header(Status::Malformed, 0),
+    }
+}
+
+/// Without NIXL, a stage request is unsupported.
+#[cfg(not(feature = "nixl"))]
+async fn stage(_: &Nixl, exports: &Arc<KvExports>, _: u64, _: &[SequenceHash]) -> Vec<u8> {
+    Answer {
+        status: Status::Unsupported,
+        found: 0,
+        block_bytes: u32::try_from(exports.block_bytes()).unwrap_or(u32::MAX),
+    }
+    .encode()
+    .to_vec()
 }
 
 /// An answer header and its blocks.

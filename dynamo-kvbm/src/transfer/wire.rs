@@ -5,6 +5,12 @@
 //! each). An answer is a 12-byte header, `b"KV"`, version `1`, a status, a `u32` (blocks found,
 //! or the server's largest request when the status is "too large") and the server's block size
 //! (`u32`), followed by the found blocks' bytes. Every integer is little-endian.
+//!
+//! Op `3` (stage, for a NIXL READ) asks the server to copy the listed blocks into its
+//! NIXL-registered slab; its answer's body is the server agent's metadata (a `u32` length, then
+//! the bytes) and one `u64` address per found block. A server without NIXL answers status `4`
+//! (unsupported) and keeps the connection; a server from before op `3` answers "malformed" and
+//! closes it. Version 1 peers that never send op `3` see no change.
 
 use bytes::{Buf, BufMut};
 use dynamo_core::SequenceHash;
@@ -24,6 +30,8 @@ pub(crate) enum Op {
     Fetch,
     /// End the transfer.
     Release,
+    /// Copy the leading blocks into the server's NIXL slab and say where they are.
+    Stage,
 }
 
 /// A request header.
@@ -46,6 +54,8 @@ pub(crate) enum Status {
     TooLarge,
     /// The request could not be read; the server closes the connection.
     Malformed,
+    /// The server does not serve this op (a stage where it has no NIXL).
+    Unsupported,
 }
 
 /// An answer header.
@@ -64,6 +74,7 @@ impl Request {
         into.put_u8(match op {
             Op::Fetch => 1,
             Op::Release => 2,
+            Op::Stage => 3,
         });
         into.put_u32_le(u32::try_from(hashes.len()).unwrap_or(u32::MAX));
         into.put_u64_le(transfer);
@@ -83,6 +94,7 @@ impl Request {
         let op = match buf.get_u8() {
             1 => Op::Fetch,
             2 => Op::Release,
+            3 => Op::Stage,
             _ => return None,
         };
         let count = buf.get_u32_le();
@@ -106,6 +118,7 @@ impl Answer {
             Status::UnknownTransfer => 1,
             Status::TooLarge => 2,
             Status::Malformed => 3,
+            Status::Unsupported => 4,
         });
         buf.put_u32_le(self.found);
         buf.put_u32_le(self.block_bytes);
@@ -125,6 +138,7 @@ impl Answer {
             1 => Status::UnknownTransfer,
             2 => Status::TooLarge,
             3 => Status::Malformed,
+            4 => Status::Unsupported,
             _ => return None,
         };
         Some(Answer {
@@ -133,6 +147,40 @@ impl Answer {
             block_bytes: buf.get_u32_le(),
         })
     }
+}
+
+#[cfg(feature = "nixl")]
+/// The body of a stage answer: the agent's `metadata` and the staged blocks' `addresses`.
+pub(crate) fn encode_staged(metadata: &[u8], addresses: &[u64], into: &mut Vec<u8>) {
+    into.put_u32_le(u32::try_from(metadata.len()).unwrap_or(u32::MAX));
+    into.put_slice(metadata);
+    for address in addresses {
+        into.put_u64_le(*address);
+    }
+}
+
+#[cfg(feature = "nixl")]
+/// The most metadata bytes a client accepts in a stage answer.
+pub(crate) const MAX_METADATA: usize = 1 << 20;
+
+#[cfg(feature = "nixl")]
+/// Read a stage answer's body for `found` blocks: the metadata and the addresses; `None` when
+/// the metadata is longer than [`MAX_METADATA`].
+pub(crate) async fn read_staged<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    found: usize,
+) -> std::io::Result<Option<(Vec<u8>, Vec<u64>)>> {
+    let len = reader.read_u32_le().await? as usize;
+    if len > MAX_METADATA {
+        return Ok(None);
+    }
+    let mut metadata = vec![0; len];
+    reader.read_exact(&mut metadata).await?;
+    let mut addresses = Vec::with_capacity(found);
+    for _ in 0..found {
+        addresses.push(reader.read_u64_le().await?);
+    }
+    Ok(Some((metadata, addresses)))
 }
 
 /// Read `count` hashes into `into` (cleared first), through `scratch`.
@@ -186,6 +234,8 @@ mod tests {
             &bytes[REQUEST_HEADER..REQUEST_HEADER + 8],
             7u64.to_le_bytes()
         );
+        header[3] = 3;
+        assert_eq!(Request::decode(header).map(|r| r.op), Some(Op::Stage));
         header[3] = 9;
         assert_eq!(Request::decode(header), None, "an unknown op");
         assert_eq!(Request::decode([0; REQUEST_HEADER]), None);
@@ -196,6 +246,11 @@ mod tests {
             block_bytes: 737_280,
         };
         assert_eq!(Answer::decode(answer.encode()), Some(answer));
+        let unsupported = Answer {
+            status: Status::Unsupported,
+            ..answer
+        };
+        assert_eq!(Answer::decode(unsupported.encode()), Some(unsupported));
         let mut garbled = answer.encode();
         garbled[3] = 200;
         assert_eq!(Answer::decode(garbled), None);
