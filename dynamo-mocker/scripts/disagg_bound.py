@@ -5,7 +5,7 @@ cached prefix could be handed, for free, to the worker that computes a prompt
 
 Usage: disagg_bound.py TRACE [--splits 2:6,4:4] [--blocks 16384] [--block-size 64]
                        [--trace-block-size 512] [--cache-workers N] [--every-prompt-remote]
-                       [--stall-budget MS --stall-above MS]
+                       [--stall-budget MS --stall-above MS] [--deadline-ms MS]
 
 The replay's default engine, idealised in the placement's favour:
   cache     one least-recently-used cache of all the workers' blocks (--cache-workers, default
@@ -20,6 +20,9 @@ The replay's default engine, idealised in the placement's favour:
             --stall-above ms on the prefill pool may also go to a decoding decode worker (the
             one it stalls least), while the stalls so added (each decode sharing the prompt's
             steps waits for them) keep the mean TPOT within the budget of none;
+  order     with --deadline-ms D instead, placed event by event, and the prefill pool's
+            queue taken earliest deadline first (the latest start that gives the first token
+            within D ms), the prompts that can no longer make it last (no stalls);
   decode    prefill workers never decode; a handed-over request decodes on the decode worker
             whose decodes, as placed so far (their lengths known), overlap it least, weighted
             by their tokens; never one computing a prompt then: it waits for that prompt's end.
@@ -34,6 +37,7 @@ reach of an idea, not a proof over every schedule. With --every-prompt-remote an
 Standard library only.
 """
 import argparse
+import heapq
 import json
 import os
 import sys
@@ -127,6 +131,68 @@ def simulate(trace, uncached, pools, capacity, allow_local=True, stall=(0.0, 0.0
     return ttft, records, local
 
 
+def simulate_deadline(trace, uncached, pools, capacity, target):
+    """As `simulate` without stalls, but event by event, the prefill pool taking first the
+    waiting prompt that must start soonest to give its first token within `target` ms (earliest
+    deadline first), and last those that cannot any more (in arrival order)."""
+    prefill_workers, decode_workers = pools
+    prompts = [[] for _ in range(decode_workers)]
+    decodes = [[] for _ in range(decode_workers)]
+    ttft, records, local = [0.0] * len(trace), [None] * len(trace), 0
+    servers = [0.0] * prefill_workers
+    waiting, done = [], []  # heaps: (late, latest start, index); (end, index)
+
+    def decode(i, token):
+        r = trace[i]
+        out = r["output_length"]
+        span = own_floor(r["input_length"], out, capacity) * (out - 1) if out > 1 else 0.0
+
+        def busy(w):
+            end = token + span
+            shared = sum((min(end, e) - max(token, s)) * kv
+                         for s, e, kv, _ in overlaps(decodes[w], token, end))
+            return bool(overlaps(prompts[w], token, token + 1e-9)), shared
+        w = min(range(decode_workers), key=busy)
+        start = max([token] + [iv[1] for iv in overlaps(prompts[w], token, token + 1e-9)])
+        records[i] = {"worker": w, "input_tokens": r["input_length"], "output_tokens": out,
+                      "first_token_ms": start, "finish_ms": start + span}
+        decodes[w].append((start, start + span, r["input_length"] + out / 2, records[i]))
+
+    def run_until(now):
+        """Start queued prompts on free prefill workers and hand over prefills up to `now`."""
+        while True:
+            p = min(range(prefill_workers), key=lambda q: servers[q])
+            if waiting and servers[p] <= now:
+                late, key, i = heapq.heappop(waiting)
+                at = max(servers[p], float(trace[i]["timestamp"]))
+                if not late and key < at:  # it can no longer make the target: last
+                    heapq.heappush(waiting, (True, float(trace[i]["timestamp"]), i))
+                    continue
+                servers[p] = at + prefill_ms(uncached[i])
+                heapq.heappush(done, (servers[p], i))
+            elif done and done[0][0] <= now:
+                end, i = heapq.heappop(done)
+                ttft[i] = end - float(trace[i]["timestamp"])
+                decode(i, end)
+            else:
+                return
+
+    for i, r in enumerate(trace):
+        arrival, compute = float(r["timestamp"]), prefill_ms(uncached[i])
+        run_until(arrival)
+        idle = [w for w in range(decode_workers)
+                if not overlaps(prompts[w] + decodes[w], arrival, arrival + compute)]
+        if idle:  # never later than a prefill worker
+            prompts[idle[0]].append((arrival, arrival + compute))
+            ttft[i], local = compute, local + 1
+            decode(i, arrival + compute)
+        else:
+            latest = arrival + target - compute
+            heapq.heappush(waiting, (latest < arrival, max(latest, arrival), i))
+    run_until(float("inf"))
+    return ttft, records, local
+
+
 def main():
     a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a.add_argument("trace")
@@ -138,6 +204,10 @@ def main():
     a.add_argument("--every-prompt-remote", action="store_true",
                    help="no prompt on a decode worker (with --cache-workers P: a check of the"
                         " model against the replay's always-remote rows)")
+    a.add_argument("--deadline-ms", type=float, default=0.0,
+                   help="order the prefill pool's queue earliest deadline first, the deadline"
+                        " this TTFT (no stalls, no --every-prompt-remote); default: first come"
+                        " first served")
     a.add_argument("--stall-budget", type=float, default=0.0,
                    help="mean TPOT (ms) that prompts on decoding workers may add (default 0)")
     a.add_argument("--stall-above", type=float, default=0.0,
@@ -154,9 +224,13 @@ def main():
         workers = args.cache_workers or p + d
         uncached, reuse = uncached_tokens(trace, workers * args.blocks // per_trace_block,
                                           per_trace_block, args.block_size)
-        ttft, records, local = simulate(trace, uncached, (p, d), capacity,
-                                        not args.every_prompt_remote,
-                                        (args.stall_budget, args.stall_above))
+        if args.deadline_ms > 0:
+            ttft, records, local = simulate_deadline(trace, uncached, (p, d), capacity,
+                                                     args.deadline_ms)
+        else:
+            ttft, records, local = simulate(trace, uncached, (p, d), capacity,
+                                            not args.every_prompt_remote,
+                                            (args.stall_budget, args.stall_above))
         ttft.sort()
         pct = lambda q: ttft[min(len(ttft) - 1, int(q / 100 * len(ttft)))]  # noqa: E731
         _, measured, _, co_decode = parts(records, capacity)
