@@ -73,6 +73,26 @@ def overlaps(intervals, start, end):
     return [iv for iv in intervals if iv[0] < end and start < iv[1]]
 
 
+def start_decode(prompts, decodes, r, token, capacity, worker=None):
+    """Book request `r`'s decode from `token` on `worker`, else on the decode worker whose
+    decodes overlap it least (weighted by their tokens), never one computing a prompt then (it
+    waits for that prompt's end). Returns its record."""
+    out = r["output_length"]
+    span = own_floor(r["input_length"], out, capacity) * (out - 1) if out > 1 else 0.0
+
+    def busy(w):
+        end = token + span
+        shared = sum((min(end, e) - max(token, s)) * kv
+                     for s, e, kv, _ in overlaps(decodes[w], token, end))
+        return bool(overlaps(prompts[w], token, token + 1e-9)), shared
+    w = worker if worker is not None else min(range(len(decodes)), key=busy)
+    start = max([token] + [iv[1] for iv in overlaps(prompts[w], token, token + 1e-9)])
+    record = {"worker": w, "input_tokens": r["input_length"], "output_tokens": out,
+              "first_token_ms": start, "finish_ms": start + span}
+    decodes[w].append((start, start + span, r["input_length"] + out / 2, record))
+    return record
+
+
 def simulate(trace, uncached, pools, capacity, allow_local=True, stall=(0.0, 0.0)):
     """Place every request in arrival order; `stall` = (budget, above): a prompt whose first
     token would come later than `above` ms on the prefill pool may be computed on a decoding
@@ -88,8 +108,6 @@ def simulate(trace, uncached, pools, capacity, allow_local=True, stall=(0.0, 0.0
     ttft, records, local, spent = [], [], 0, 0.0
     for r, tokens in zip(trace, uncached):
         arrival, compute = float(r["timestamp"]), prefill_ms(tokens)
-        out = r["output_length"]
-        decode_ms = own_floor(r["input_length"], out, capacity) * (out - 1) if out > 1 else 0.0
         p = min(range(prefill_workers), key=lambda w: prefill_free[w])
         remote_end = max(arrival, prefill_free[p]) + compute
         free = [w for w in range(decode_workers)
@@ -111,21 +129,10 @@ def simulate(trace, uncached, pools, capacity, allow_local=True, stall=(0.0, 0.0
                 rec["finish_ms"] += min(e, arrival + compute) - max(s, arrival)
             token = arrival + compute
             prompts[w].append((arrival, token))
-            start, local = token, local + 1
+            local += 1
         else:
-            prefill_free[p], token = remote_end, remote_end
-
-            def busy(w):
-                end = token + decode_ms
-                shared = sum((min(end, e) - max(token, s)) * kv
-                             for s, e, kv, _ in overlaps(decodes[w], token, end))
-                return bool(overlaps(prompts[w], token, token + 1e-9)), shared
-            w = min(range(decode_workers), key=busy)
-            # A worker computing a prompt at `token` has it queued: the decode starts after.
-            start = max([token] + [iv[1] for iv in overlaps(prompts[w], token, token + 1e-9)])
-        record = {"worker": w, "input_tokens": r["input_length"], "output_tokens": out,
-                  "first_token_ms": start, "finish_ms": start + decode_ms}
-        decodes[w].append((start, start + decode_ms, r["input_length"] + out / 2, record))
+            prefill_free[p], token, w = remote_end, remote_end, None
+        record = start_decode(prompts, decodes, r, token, capacity, w)
         ttft.append(token - arrival)
         records.append(record)
     return ttft, records, local
@@ -142,22 +149,6 @@ def simulate_deadline(trace, uncached, pools, capacity, target):
     servers = [0.0] * prefill_workers
     waiting, done = [], []  # heaps: (late, latest start, index); (end, index)
 
-    def decode(i, token):
-        r = trace[i]
-        out = r["output_length"]
-        span = own_floor(r["input_length"], out, capacity) * (out - 1) if out > 1 else 0.0
-
-        def busy(w):
-            end = token + span
-            shared = sum((min(end, e) - max(token, s)) * kv
-                         for s, e, kv, _ in overlaps(decodes[w], token, end))
-            return bool(overlaps(prompts[w], token, token + 1e-9)), shared
-        w = min(range(decode_workers), key=busy)
-        start = max([token] + [iv[1] for iv in overlaps(prompts[w], token, token + 1e-9)])
-        records[i] = {"worker": w, "input_tokens": r["input_length"], "output_tokens": out,
-                      "first_token_ms": start, "finish_ms": start + span}
-        decodes[w].append((start, start + span, r["input_length"] + out / 2, records[i]))
-
     def run_until(now):
         """Start queued prompts on free prefill workers and hand over prefills up to `now`."""
         while True:
@@ -173,7 +164,7 @@ def simulate_deadline(trace, uncached, pools, capacity, target):
             elif done and done[0][0] <= now:
                 end, i = heapq.heappop(done)
                 ttft[i] = end - float(trace[i]["timestamp"])
-                decode(i, end)
+                records[i] = start_decode(prompts, decodes, trace[i], end, capacity)
             else:
                 return
 
@@ -185,7 +176,7 @@ def simulate_deadline(trace, uncached, pools, capacity, target):
         if idle:  # never later than a prefill worker
             prompts[idle[0]].append((arrival, arrival + compute))
             ttft[i], local = compute, local + 1
-            decode(i, arrival + compute)
+            records[i] = start_decode(prompts, decodes, r, arrival + compute, capacity, idle[0])
         else:
             latest = arrival + target - compute
             heapq.heappush(waiting, (latest < arrival, max(latest, arrival), i))
