@@ -54,6 +54,10 @@ pub struct Row {
     pub workers: u64,
     pub ingest_events_per_s: f64,
     pub ingest_blocks_per_s: f64,
+    /// Events per second of CPU time (this process's threads, from the scheduler's accounting):
+    /// the median run's CPU time, which a loaded machine's preemptions do not add to. `None`
+    /// where `/proc` does not say.
+    pub ingest_cpu_events_per_s: Option<f64>,
     pub lookups_per_s: f64,
     /// Lookups divided by the sum over requests of each request's median lookup time across
     /// runs: one lookup slowed by the scheduler (a shared machine) weighs as one sample of `runs`
@@ -89,7 +93,7 @@ fn depth_class(depth: u32) -> usize {
 pub fn measure<I: Indexer>(stream: &Stream, runs: usize) -> Row {
     let (empty_bytes, full_bytes) = footprint::<I>(stream);
     let bytes_per_resident = full_bytes as f64 / stream.resident_pairs.max(1) as f64;
-    let (ingest, rejected) = ingest::<I>(stream, runs);
+    let (ingest, ingest_cpu, rejected) = ingest::<I>(stream, runs);
     let (latencies, wrong_answers) = lookups::<I>(stream, runs);
     let total: u64 = latencies.iter().sum();
     let requests = stream.steps.len();
@@ -116,6 +120,7 @@ pub fn measure<I: Indexer>(stream: &Stream, runs: usize) -> Row {
         workers: stream.workers,
         ingest_events_per_s: stream.events as f64 / ingest.as_secs_f64(),
         ingest_blocks_per_s: stream.blocks as f64 / ingest.as_secs_f64(),
+        ingest_cpu_events_per_s: ingest_cpu.map(|cpu| stream.events as f64 / cpu.as_secs_f64()),
         lookups_per_s: latencies.len() as f64 / (total as f64 * 1e-9),
         lookups_per_s_median: requests as f64 / (median_total as f64 * 1e-9),
         p50_ns: percentile(&latencies, 0.50),
@@ -147,25 +152,44 @@ fn footprint<I: Indexer>(stream: &Stream) -> (usize, usize) {
     (empty, grown)
 }
 
-/// The median time to apply the whole stream to a fresh index, and the events it rejected.
-fn ingest<I: Indexer>(stream: &Stream, runs: usize) -> (Duration, Option<usize>) {
+/// The median time to apply the whole stream to a fresh index (wall clock, and the CPU time
+/// of this process's threads where `/proc` says), and the events it rejected.
+fn ingest<I: Indexer>(stream: &Stream, runs: usize) -> (Duration, Option<Duration>, Option<usize>) {
     let mut times = Vec::with_capacity(runs);
+    let mut cpu_times = Vec::with_capacity(runs);
     let mut rejected = 0;
     for _ in 0..runs {
         let mut index = I::new(stream.workers);
         let mut events: Vec<I::Event> = stream.events().map(|e| index.event(e)).collect();
         rejected = 0;
+        let cpu_start = cpu_time();
         let start = Instant::now();
         for event in &mut events {
             rejected += usize::from(!index.apply(event));
         }
         index.sync();
         times.push(start.elapsed());
+        if let (Some(from), Some(to)) = (cpu_start, cpu_time()) {
+            cpu_times.push(to.saturating_sub(from));
+        }
         drop(events);
         drop(index);
     }
     times.sort_unstable();
-    (times[times.len() / 2], Some(rejected))
+    cpu_times.sort_unstable();
+    let cpu = (cpu_times.len() == runs).then(|| cpu_times[runs / 2]);
+    (times[times.len() / 2], cpu, Some(rejected))
+}
+
+/// The CPU time this process's live threads have run, summed from the scheduler's per-thread
+/// accounting (`/proc/self/task/*/schedstat`, nanoseconds); `None` where it cannot be read.
+fn cpu_time() -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
 
 /// Replay the stream `runs` times, timing each lookup at its request's arrival. Returns every

@@ -29,15 +29,16 @@ impl Summary {
 /// `scale` is the number of trace copies replayed, `lookups` the requests of the replayed trace.
 pub fn print(rows: &[Row], streams: &[Summary], scale: u64, lookups: usize) {
     println!(
-        "| indexer | W | ingest events/s | ingest blocks/s | lookup/s | lookup/s (median per request) | p50 ns | p99 ns | bytes/resident | wrong answers |"
+        "| indexer | W | ingest events/s | ingest events/s (CPU time) | ingest blocks/s | lookup/s | lookup/s (median per request) | p50 ns | p99 ns | bytes/resident | wrong answers |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} / {lookups} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} / {lookups} |",
             row.name,
             row.workers,
             si(row.ingest_events_per_s),
+            row.ingest_cpu_events_per_s.map_or("-".to_string(), si),
             si(row.ingest_blocks_per_s),
             si(row.lookups_per_s),
             si(row.lookups_per_s_median),
@@ -99,8 +100,10 @@ pub fn print(rows: &[Row], streams: &[Summary], scale: u64, lookups: usize) {
         "Ours / best peer (ingest and lookups: above 1 is faster; bytes: below 1 is smaller):"
     );
     println!();
-    println!("| W | ingest events/s | lookup/s | lookup/s (median per request) | bytes/resident |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| W | ingest events/s | ingest events/s (CPU time) | lookup/s | lookup/s (median per request) | bytes/resident |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
     for stream in streams {
         let workers = stream.workers;
         let here: Vec<&Row> = rows.iter().filter(|r| r.workers == workers).collect();
@@ -118,8 +121,9 @@ pub fn print(rows: &[Row], streams: &[Summary], scale: u64, lookups: usize) {
             value(ours) / best
         };
         println!(
-            "| {workers} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {workers} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             best(|r| r.ingest_events_per_s, false),
+            best(|r| r.ingest_cpu_events_per_s.unwrap_or(f64::NAN), false),
             best(|r| r.lookups_per_s, false),
             best(|r| r.lookups_per_s_median, false),
             best(|r| r.bytes_per_resident, true),
