@@ -11,7 +11,12 @@
 //!   bench started with `KVBM_NIXL_BENCH_OWNER` set, which sends its agent's metadata and its
 //!   blocks' addresses on its standard output);
 //! - `tcp_fetch`: `TcpFetch` pulls the same number of blocks from `KvExports` served over
-//!   loopback TCP by `serve_exports`, into its landing store.
+//!   loopback TCP by `serve_exports`, into its landing store;
+//! - `nixl_fetch`: `NixlFetch` fetches the same hand-over from the same block server, which has
+//!   a `NixlSource`: the stage request over TCP (the server copies the blocks into its
+//!   registered slab and answers its agent's metadata and the addresses), one batched READ into
+//!   landing memory registered for the fetch, the `Fetched` dropped (the whole hand-over as a
+//!   decode worker sees it, but the release).
 //!
 //! The block server lives in this process. UCX picks its transports itself
 //! (`UCX_TLS` chooses: `UCX_TLS=tcp` for its TCP transport). The environment NIXL needs is the
@@ -28,7 +33,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamo_core::{KvHandoff, SequenceHash, WorkerId};
-use dynamo_kvbm::{KvExports, KvFetch, TcpFetch, TcpFetchConfig, serve_exports};
+use dynamo_kvbm::{
+    BlockServerConfig, KvExports, KvFetch, NixlAgent, NixlFetch, NixlSource, TcpFetch,
+    TcpFetchConfig, serve_exports_with,
+};
 use nixl_common::{Peer, addr, random_bytes};
 use nixl_sys::XferOp;
 use tokio::net::TcpListener;
@@ -41,7 +49,13 @@ const CASES: [(&str, usize, usize); 2] = [
     ("70B 21 MB x 4", 20_971_520, 4),
 ];
 const ROUNDS: usize = 11;
-const WAYS: [&str; 4] = ["memcpy", "nixl_read", "nixl_read_process", "tcp_fetch"];
+const WAYS: [&str; 5] = [
+    "memcpy",
+    "nixl_read",
+    "nixl_read_process",
+    "tcp_fetch",
+    "nixl_fetch",
+];
 const TCP: usize = 3;
 const OWNER: &str = "KVBM_NIXL_BENCH_OWNER";
 
@@ -151,8 +165,18 @@ fn main() {
             transfer,
             blocks: hashes,
         };
-        runtime.spawn(serve_exports(listener, exports));
+        let mut config = BlockServerConfig::default();
+        let slab_agent = NixlAgent::ucx(&format!("source-{case}")).expect("an agent");
+        config.nixl = Some(Arc::new(
+            NixlSource::new(slab_agent, block, count).expect("a slab"),
+        ));
+        runtime.spawn(serve_exports_with(listener, exports, config));
         let fetch = TcpFetch::new(TcpFetchConfig::new(block, count)).expect("a client");
+        let nixl_fetch = NixlFetch::new(
+            NixlAgent::ucx(&format!("fetch-{case}")).expect("an agent"),
+            TcpFetch::new(TcpFetchConfig::new(block, count)).expect("a client"),
+            count,
+        );
         let mut into = vec![0u8; bytes];
 
         let mut gbps = vec![Vec::new(); WAYS.len()];
@@ -172,9 +196,23 @@ fn main() {
                             .transfer(XferOp::Read, to, ranges, Duration::from_secs(30))
                             .expect("read over NIXL");
                     }
-                    _ => {
+                    TCP => {
                         let fetched = runtime.block_on(fetch.fetch(&handoff)).expect("pulled");
                         assert_eq!(fetched.blocks, count);
+                    }
+                    _ => {
+                        let fetched = runtime
+                            .block_on(nixl_fetch.fetch(&handoff))
+                            .expect("read over NIXL");
+                        assert_eq!(fetched.blocks, count);
+                        if round == 0 {
+                            let mut got = vec![0; bytes];
+                            let found = fetched
+                                .store
+                                .get_many(&handoff.blocks, &mut got)
+                                .expect("read");
+                            assert!(found.iter().all(|f| *f) && got == source);
+                        }
                     }
                 }
                 // Round 0 warms every way up and is not counted.

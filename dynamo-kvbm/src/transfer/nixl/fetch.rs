@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use nixl_sys::{MemType, XferDescList, XferOp, XferStatus};
 use parking_lot::Mutex;
 
-use super::landed::{Landed, Room};
+use super::landed::{Landed, Room, Spare};
 use crate::nixl::nixl_error;
 use crate::transfer::client::Staged;
 use crate::transfer::{Fetched, KvFetch, TcpFetch};
@@ -26,7 +26,8 @@ const STRAGGLER_WAIT: Duration = Duration::from_secs(60);
 /// Fetches a hand-over over NIXL: asks the prefill worker's block server (at
 /// [`KvHandoff::address`]) to stage the blocks in its [`NixlSource`](super::NixlSource), loads
 /// the source agent's metadata (once per block server, again when it changes), READs the
-/// blocks one-sided in one batched request into landing memory registered for the fetch, and
+/// blocks one-sided in one batched request into registered landing memory (kept for reuse
+/// once the [`Fetched`] store is dropped, up to `landing_blocks` blocks of it), and
 /// releases them at the source through the block server, as [`TcpFetch`] does.
 ///
 /// The control messages go over the [`TcpFetch`] it is made with (its connections, deadline,
@@ -51,6 +52,7 @@ struct Inner {
     tcp: TcpFetch,
     landing_blocks: usize,
     used: Arc<AtomicUsize>,
+    spare: Arc<Spare>,
     /// Block server address -> (agent name, the metadata loaded for it).
     loaded: Mutex<HashMap<String, (String, Vec<u8>)>>,
 }
@@ -59,12 +61,16 @@ impl NixlFetch {
     /// READs with `agent` into at most `landing_blocks` blocks of landing memory, the control
     /// over `tcp`.
     pub fn new(agent: NixlAgent, tcp: TcpFetch, landing_blocks: usize) -> Self {
+        let spare = Arc::new(Spare::new(
+            landing_blocks.saturating_mul(tcp.config().block_bytes),
+        ));
         NixlFetch {
             inner: Arc::new(Inner {
                 agent,
                 tcp,
                 landing_blocks,
                 used: Arc::new(AtomicUsize::new(0)),
+                spare,
                 loaded: Mutex::new(HashMap::new()),
             }),
         }
@@ -126,6 +132,7 @@ impl Inner {
                 region,
                 hashes: hashes.to_vec(),
                 block_bytes,
+                spare: self.spare.clone(),
                 _room: room,
             };
             Fetched::new(Arc::new(store), blocks)
@@ -161,8 +168,11 @@ impl Inner {
         let agent = self.agent.agent();
         let args = self.agent.args()?;
         let bytes = staged.addresses.len() * block_bytes;
-        let region = NixlRegion::new(agent, Some(&args), bytes)
-            .map_err(nixl_error("register landing memory"))?;
+        let region = match self.spare.take(bytes) {
+            Some(region) => region,
+            None => NixlRegion::new(agent, Some(&args), bytes)
+                .map_err(nixl_error("register landing memory"))?,
+        };
         let mut local = XferDescList::new(MemType::Dram).map_err(nixl_error("list descriptors"))?;
         let mut remote =
             XferDescList::new(MemType::Dram).map_err(nixl_error("list descriptors"))?;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dynamo_core::{SequenceHash, StorageTier};
+use parking_lot::Mutex;
 
 use crate::{BlockStore, Error, NixlRegion};
 
@@ -41,14 +42,62 @@ impl Drop for Room {
     }
 }
 
-/// Blocks read into one registered region, in the order of `hashes`; read-only.
+/// Registered landing regions no fetch holds, kept for the next ones (registering and
+/// faulting in fresh memory for every fetch costs more than the READ).
+#[derive(Debug)]
+pub(crate) struct Spare {
+    regions: Mutex<Vec<NixlRegion>>,
+    /// The most bytes kept.
+    limit: usize,
+}
+
+impl Spare {
+    pub(crate) fn new(limit: usize) -> Self {
+        Spare {
+            regions: Mutex::new(Vec::new()),
+            limit,
+        }
+    }
+
+    /// A kept region of at least `bytes`, the smallest such.
+    pub(crate) fn take(&self, bytes: usize) -> Option<NixlRegion> {
+        let mut regions = self.regions.lock();
+        let best = (regions.iter().enumerate())
+            .filter(|(_, region)| region.len() >= bytes)
+            .min_by_key(|(_, region)| region.len())
+            .map(|(at, _)| at)?;
+        Some(regions.swap_remove(best))
+    }
+
+    /// Keep `region` for later, dropping the largest kept ones past the limit.
+    pub(crate) fn keep(&self, region: NixlRegion) {
+        let mut regions = self.regions.lock();
+        regions.push(region);
+        regions.sort_by_key(NixlRegion::len);
+        while regions.iter().map(NixlRegion::len).sum::<usize>() > self.limit {
+            regions.pop();
+        }
+    }
+}
+
+/// Blocks read into one registered region, in the order of `hashes`; read-only. The region
+/// goes back to `spare` on drop.
 #[derive(Debug)]
 pub(crate) struct Landed {
     /// `None` when no block landed.
     pub(crate) region: Option<NixlRegion>,
     pub(crate) hashes: Vec<SequenceHash>,
     pub(crate) block_bytes: usize,
+    pub(crate) spare: Arc<Spare>,
     pub(crate) _room: Room,
+}
+
+impl Drop for Landed {
+    fn drop(&mut self) {
+        if let Some(region) = self.region.take() {
+            self.spare.keep(region);
+        }
+    }
 }
 
 impl Landed {
