@@ -27,6 +27,9 @@ use crate::{Error, NixlAgent, NixlRegion};
 #[derive(Debug)]
 pub struct NixlSource {
     agent: NixlAgent,
+    /// The agent's metadata, written once the slab is registered: the agent registers nothing
+    /// else (it is not handed out), so it does not change.
+    metadata: Vec<u8>,
     block_bytes: usize,
     slab: Mutex<Slab>,
 }
@@ -63,8 +66,13 @@ impl NixlSource {
         let args = agent.args()?;
         let region = NixlRegion::new(agent.agent(), Some(&args), bytes)
             .map_err(nixl_error("register the slab"))?;
+        let metadata = agent
+            .agent()
+            .get_local_md()
+            .map_err(nixl_error("write the agent's metadata"))?;
         Ok(NixlSource {
             agent,
+            metadata,
             block_bytes,
             slab: Mutex::new(Slab {
                 region,
@@ -74,9 +82,9 @@ impl NixlSource {
         })
     }
 
-    /// The agent.
-    pub fn agent(&self) -> &NixlAgent {
-        &self.agent
+    /// The agent's name.
+    pub fn name(&self) -> String {
+        self.agent.name()
     }
 
     /// Free slots.
@@ -128,13 +136,8 @@ impl NixlSource {
             .map(|slot| (base + slot * self.block_bytes) as u64)
             .collect();
         slab.staged.insert(transfer, slots);
-        let metadata = self
-            .agent
-            .agent()
-            .get_local_md()
-            .map_err(nixl_error("write the agent's metadata"))?;
         Ok(StagedBlocks {
-            metadata,
+            metadata: self.metadata.clone(),
             addresses,
         })
     }
