@@ -416,7 +416,8 @@ impl LoadTracker {
     /// blocks of the router's block size: [`ExpectedTtft`](crate::ExpectedTtft) charges the
     /// blocks a request would hold past it there. `None` or 0 makes it unknown again. A
     /// worker the tracker does not know is left alone (a report that arrives before the
-    /// worker joins, or after it left, makes no book); its next report sets it.
+    /// worker joins, or after it left, makes no book; its next report sets it): whether it
+    /// was known.
     ///
     /// ```
     /// use dynamo_core::{BlockSize, WorkerId};
@@ -426,28 +427,30 @@ impl LoadTracker {
     /// let config = SelectorConfig::new(block_size);
     /// let selector = WorkerSelector::new(config, RoundRobin::new(), SharedIndex::new(block_size));
     /// let worker = WorkerId::new(1);
-    /// selector.load().set_kv_capacity(worker, Some(512)); // not a member yet: ignored
+    /// // Not a member yet: ignored.
+    /// assert!(!selector.load().set_kv_capacity(worker, Some(512)));
     /// assert_eq!(selector.load().load(worker).kv_capacity_blocks, None);
     /// selector.insert_worker(worker);
-    /// selector.load().set_kv_capacity(worker, Some(512));
+    /// assert!(selector.load().set_kv_capacity(worker, Some(512)));
     /// assert_eq!(selector.load().load(worker).kv_capacity_blocks, Some(512));
     /// selector.remove_worker(worker); // it left: its capacity is forgotten with it
     /// assert_eq!(selector.load().load(worker).kv_capacity_blocks, None);
     /// # Ok::<(), dynamo_core::Error>(())
     /// ```
-    pub fn set_kv_capacity(&self, worker: WorkerId, blocks: Option<u64>) {
+    pub fn set_kv_capacity(&self, worker: WorkerId, blocks: Option<u64>) -> bool {
         let blocks = blocks.filter(|&blocks| blocks > 0);
         let mut books = self.books.lock();
         let Some(&slot) = books.slot_of.get(&worker) else {
-            return;
+            return false;
         };
         let Some(book) = books.book(slot) else {
-            return;
+            return false;
         };
         if book.load.kv_capacity_blocks != blocks {
             book.load.kv_capacity_blocks = blocks;
             books.publish(slot);
         }
+        true
     }
 
     /// Drop the book of a worker that left, if nothing is booked on it any more (and its KV

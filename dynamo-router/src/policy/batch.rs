@@ -50,22 +50,23 @@ impl Seen {
 }
 
 /// The costs of `workers` into `costs` (as long), in their order: `bare` for a worker that
-/// holds none of the prompt (given its load alone), `full` for any worker.
+/// holds none of the prompt (given its load alone), `full` for any worker. Their capacities
+/// are read only if `CAPACITY` (else they are seen as 0, unknown).
 #[inline(always)]
-pub(super) fn fill(
+pub(super) fn fill<const CAPACITY: bool>(
     workers: &[WorkerState],
     costs: &mut [f64],
     bare: impl Fn(Seen) -> f64 + Copy,
     full: impl Fn(Seen) -> f64 + Copy,
 ) {
     for (workers, costs) in workers.chunks(BATCH).zip(costs.chunks_mut(BATCH)) {
-        fill_batch(workers, costs, bare, full);
+        fill_batch::<CAPACITY>(workers, costs, bare, full);
     }
 }
 
 /// [`fill`] for at most [`BATCH`] workers.
 #[inline(always)]
-fn fill_batch(
+fn fill_batch<const CAPACITY: bool>(
     workers: &[WorkerState],
     costs: &mut [f64],
     bare: impl Fn(Seen) -> f64,
@@ -84,7 +85,9 @@ fn fill_batch(
         requests[i] = worker.load.active_requests;
         prefill_tokens[i] = worker.load.active_prefill_tokens;
         decode_blocks[i] = worker.load.active_decode_blocks;
-        capacity[i] = worker.load.kv_capacity_blocks.unwrap_or(0);
+        if CAPACITY {
+            capacity[i] = worker.load.kv_capacity_blocks.unwrap_or(0);
+        }
         // Without a branch: written at the next place, which moves on if it holds some.
         holding[holders % BATCH] = i as u8;
         let cached = &worker.cached;

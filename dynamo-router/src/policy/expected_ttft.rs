@@ -90,10 +90,13 @@ pub struct ExpectedTtftConfig {
     /// The cost, in ms, of each KV block the worker's active requests hold (and this request
     /// would add): decode pressure, which slows every step and fills the cache. Default 0.1.
     pub decode_ms_per_block: f64,
-    /// The KV blocks a worker holds, if known. A request whose blocks, with those of the
-    /// worker's active requests, would not fit waits there for memory (or is preempted), so
-    /// each block past the capacity costs [`overflow_ms_per_block`](Self::overflow_ms_per_block).
-    /// Default `None`: not charged.
+    /// The KV blocks a worker holds, for a worker whose own capacity the router's load view
+    /// does not know ([`WorkerLoad::kv_capacity_blocks`](crate::WorkerLoad::kv_capacity_blocks),
+    /// which a live frontend sets from its workers' load reports). A request whose blocks,
+    /// with those of the worker's active requests, would not fit waits there for memory (or
+    /// is preempted), so each block past the capacity costs
+    /// [`overflow_ms_per_block`](Self::overflow_ms_per_block). Default `None`: a worker that
+    /// reported no capacity is not charged.
     pub kv_capacity_blocks: Option<u64>,
     /// The cost, in ms, of each block past [`kv_capacity_blocks`](Self::kv_capacity_blocks).
     /// Default 10.
@@ -157,8 +160,9 @@ impl Default for ExpectedTtftConfig {
 ///    wait there, but not more than the stalls of a growing batch. The charge stops at what
 ///    the whole prompt costs on an idle worker, so that on a busy pool the queue decides.
 ///
-/// Given each worker's KV capacity ([`ExpectedTtftConfig::kv_capacity_blocks`]), the blocks a
-/// request would hold past it are charged too: there it waits for memory however short its
+/// Given a worker's KV capacity (its own, [`WorkerLoad::kv_capacity_blocks`](crate::WorkerLoad),
+/// else [`ExpectedTtftConfig::kv_capacity_blocks`]), the blocks a request would hold past it
+/// are charged too: there it waits for memory however short its
 /// prefill, which the time model does not see. So is the chance of waiting for memory before
 /// the booked blocks reach the capacity ([`ExpectedTtftConfig::memory_wait_ms`]), which grows
 /// with the worker's booked share of its memory, and the sooner the larger the prompt: long
@@ -178,10 +182,11 @@ impl Default for ExpectedTtftConfig {
 ///          + min(stall_weight · active_requests · prefill_ms(uncached),
 ///                (1 + compute_weight) · prefill_ms(prompt_tokens))     (requests stalled)
 ///          + decode_ms_per_block · held                                (decode pressure)
-///          + overflow_ms_per_block · max(0, held − kv_capacity_blocks) (memory, if known)
-///          + memory_wait_ms · min(1, held / kv_capacity_blocks)^n       (memory, if known)
+///          + overflow_ms_per_block · max(0, held − capacity)           (memory, if known)
+///          + memory_wait_ms · min(1, held / capacity)^n                (memory, if known)
 /// held     = active_decode_blocks + new blocks
-/// n        = round(kv_capacity_blocks / (2 · prompt blocks)), 1 to 4095
+/// capacity = the worker's kv_capacity_blocks, else the configured one
+/// n        = round(capacity / (2 · prompt blocks)), 1 to 4095
 /// ```
 ///
 /// ```

@@ -78,7 +78,7 @@ impl<'a> RequestCosts<'a> {
     pub(super) fn cost(&self, worker: &WorkerState) -> f64 {
         let split = |tokens| self.prefill.model.chunks(tokens, self.prefill.chunk);
         let seen = Seen::of(worker);
-        self.cost_with(split, self.work(split, &seen), seen)
+        self.cost_with::<true>(split, self.work(split, &seen), seen)
     }
 
     /// What a worker would compute.
@@ -93,36 +93,59 @@ impl<'a> RequestCosts<'a> {
 
     /// The costs of the request on `workers` into `costs` (as long), in their order.
     pub(super) fn fill(&self, workers: &[WorkerState], costs: &mut [f64]) {
+        // Workers' own capacities cost a division or two per worker: read only when some
+        // worker reported one (the same costs either way).
+        let reported = workers.iter().any(|worker| {
+            worker
+                .load
+                .kv_capacity_blocks
+                .is_some_and(|blocks| blocks > 0)
+        });
+        if reported {
+            self.fill_split::<true>(workers, costs);
+        } else {
+            self.fill_split::<false>(workers, costs);
+        }
+    }
+
+    /// [`fill`](Self::fill), reading the workers' own capacities if `OWN`.
+    fn fill_split<const OWN: bool>(&self, workers: &[WorkerState], costs: &mut [f64]) {
         if self.prefill.shift < 64 {
             let (shift, mask) = (self.prefill.shift, self.prefill.chunk - 1);
-            self.fill_with(|tokens| (tokens >> shift, tokens & mask), workers, costs);
+            self.fill_with::<OWN>(|tokens| (tokens >> shift, tokens & mask), workers, costs);
         } else {
             let chunk = self.prefill.chunk;
-            self.fill_with(|tokens| (tokens / chunk, tokens % chunk), workers, costs);
+            self.fill_with::<OWN>(|tokens| (tokens / chunk, tokens % chunk), workers, costs);
         }
     }
 
     /// [`fill`](Self::fill), `split` cutting tokens into whole chunks and a remainder.
     #[inline(always)]
-    fn fill_with(
+    fn fill_with<const OWN: bool>(
         &self,
         split: impl Fn(u64) -> (u64, u64) + Copy,
         workers: &[WorkerState],
         costs: &mut [f64],
     ) {
-        batch::fill(
+        batch::fill::<OWN>(
             workers,
             costs,
             // A worker holding none of the prompt computes what any other such worker does.
-            |seen| self.cost_with(split, self.bare, seen),
-            |seen| self.cost_with(split, self.work(split, &seen), seen),
+            |seen| self.cost_with::<OWN>(split, self.bare, seen),
+            |seen| self.cost_with::<OWN>(split, self.work(split, &seen), seen),
         );
     }
 
     /// The cost on a worker that would compute `work` (the formula of
-    /// [`ExpectedTtft`](super::ExpectedTtft)), without a branch.
+    /// [`ExpectedTtft`](super::ExpectedTtft)), without a branch. `OWN`: the worker's own
+    /// capacity is read (else only the configured one, as if it reported none).
     #[inline(always)]
-    fn cost_with(&self, split: impl Fn(u64) -> (u64, u64), work: Work, seen: Seen) -> f64 {
+    fn cost_with<const OWN: bool>(
+        &self,
+        split: impl Fn(u64) -> (u64, u64),
+        work: Work,
+        seen: Seen,
+    ) -> f64 {
         let config = self.config;
         let ttft = self
             .prefill
@@ -131,7 +154,7 @@ impl<'a> RequestCosts<'a> {
         let stalled = f64::from(seen.requests);
         let stall = (config.stall_weight * stalled * work.ms).min(self.stall_cap);
         // The worker's own capacity where it reported one, else the configured one.
-        let own = seen.capacity;
+        let own = if OWN { seen.capacity } else { 0 };
         let known = own != 0;
         let own_capacity = own as f64;
         let capacity = if known { own_capacity } else { self.capacity };
