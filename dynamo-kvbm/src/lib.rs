@@ -12,7 +12,7 @@
 //! | tier bookkeeping | which blocks a lower tier holds within its capacity, what it evicts ([`EvictionPolicy`]: [`Lru`], [`LeavesFirst`]), what it admits ([`AdmissionFilter`]: [`SeenTwice`] keeps one-off prefixes off a disk), tier-tagged events | [`TierIndex`] |
 //! | storage | the bytes: put / get / contains / remove fixed-size blocks by hash | [`BlockStore`]: [`HostStore`] (G2, one slab), [`DiskStore`] (G3, one preallocated file, `O_DIRECT`), [`ObjectStoreBlocks`] (G4, any `object_store` backend: S3, GCS, Azure, a local directory) |
 //! | the hierarchy | the tiers below a device pool: offload on eviction (host on the engine's thread, the tiers below through a bounded queue and a batching worker), onboard a request's continuation, counters | [`LowerTiers`], [`OffloadWorker`] |
-//! | the data plane | a prompt's blocks from a prefill worker to a decode worker: a bounded, leased outbox; reads in place within a process, pulls over TCP across processes | [`KvExports`], [`KvFetch`]: [`LocalExports`], [`TcpFetch`], [`KvFetcher`]; [`serve_exports`] |
+//! | the data plane | a prompt's blocks from a prefill worker to a decode worker: a bounded, leased outbox; reads in place within a process, pulls over TCP across processes (or NIXL READs of host memory, `nixl`: `NixlSource`, `NixlFetch`) | [`KvExports`], [`KvFetch`]: [`LocalExports`], [`TcpFetch`], [`KvFetcher`]; [`serve_exports`] |
 //!
 //! For disaggregated serving, a prefill worker [offers](KvExports::offer) a prompt's blocks to
 //! its exports and hands the transfer over ([`dynamo_core::KvHandoff`]); a decode worker

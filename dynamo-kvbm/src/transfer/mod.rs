@@ -15,8 +15,9 @@
 //!   [`release`](KvFetch::release), which frees them at the source.
 //!
 //! A failed or late pull is an error and never a failed request: the decode worker computes the
-//! blocks it did not get. Transfers run over TCP; NIXL transfers (RDMA, GPU to GPU) are
-//! planned, and the `nixl` feature only says whether the library is there.
+//! blocks it did not get. Transfers run over TCP, or with the `nixl` feature over NIXL between
+//! host memories (`NixlFetch` READs what the block server's `NixlSource` staged); NIXL
+//! transfers of GPU memory are planned.
 //!
 //! # In one process
 //!
