@@ -16,7 +16,8 @@
 //!   a `NixlSource`: the stage request over TCP (the server copies the blocks into its
 //!   registered slab and answers its agent's metadata and the addresses), one batched READ into
 //!   landing memory registered for the fetch, the `Fetched` dropped (the whole hand-over as a
-//!   decode worker sees it, but the release).
+//!   decode worker sees it, but the release);
+//! - `nixl_fetch_process`: the same from a block server in the other process.
 //!
 //! The block server lives in this process. UCX picks its transports itself
 //! (`UCX_TLS` chooses: `UCX_TLS=tcp` for its TCP transport). The environment NIXL needs is the
@@ -49,12 +50,13 @@ const CASES: [(&str, usize, usize); 2] = [
     ("70B 21 MB x 4", 20_971_520, 4),
 ];
 const ROUNDS: usize = 11;
-const WAYS: [&str; 5] = [
+const WAYS: [&str; 6] = [
     "memcpy",
     "nixl_read",
     "nixl_read_process",
     "tcp_fetch",
     "nixl_fetch",
+    "nixl_fetch_process",
 ];
 const TCP: usize = 3;
 const OWNER: &str = "KVBM_NIXL_BENCH_OWNER";
@@ -75,12 +77,49 @@ fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The transfer's bytes, as both processes offer them.
+fn source_bytes(bytes: usize) -> Vec<u8> {
+    (0..bytes).map(|i| (i % 251) as u8).collect()
+}
+
+/// `count` blocks of `block` bytes ([`source_bytes`]) offered by exports served on loopback by a
+/// block server with a `NixlSource` whose agent is `agent`: the hand-over.
+fn serve_blocks(runtime: &Runtime, agent: &str, block: usize, count: usize) -> KvHandoff {
+    let hashes: Vec<SequenceHash> = (1..=count as u64).map(SequenceHash).collect();
+    let exports =
+        Arc::new(KvExports::new(block, count, Duration::from_secs(3600)).expect("exports"));
+    let transfer = exports
+        .offer(&hashes, &source_bytes(block * count))
+        .expect("offered")
+        .transfer;
+    let listener = runtime
+        .block_on(TcpListener::bind("127.0.0.1:0"))
+        .expect("a port");
+    let mut config = BlockServerConfig::default();
+    let slab_agent = NixlAgent::ucx(agent).expect("an agent");
+    config.nixl = Some(Arc::new(
+        NixlSource::new(slab_agent, block, count).expect("a slab"),
+    ));
+    let address = listener.local_addr().expect("bound").to_string();
+    runtime.spawn(serve_exports_with(listener, exports, config));
+    KvHandoff {
+        source: WorkerId::new(1),
+        address: Some(address),
+        transfer,
+        blocks: hashes,
+    }
+}
+
 /// The other process: per case, an owner agent and its blocks, and a line on standard output
-/// (the agent's metadata in hex, then each block's address); then wait for stdin to close.
+/// (the agent's metadata in hex, then each block's address), and a block server with a
+/// `NixlSource` and a second line (its address and the transfer's id); then wait for stdin to
+/// close.
 fn own_blocks() {
     let mut kept = Vec::new();
+    let runtime = Runtime::new().expect("a runtime");
     let mut out = std::io::stdout().lock();
     for (case, (_, block, count)) in CASES.into_iter().enumerate() {
+        let handoff = serve_blocks(&runtime, &format!("source-process-{case}"), block, count);
         let owner = Peer::ucx(&format!("owner-process-{case}"));
         let blocks: Vec<_> = (0..count)
             .map(|i| owner.storage(block, i as u64 + 1))
@@ -90,6 +129,8 @@ fn own_blocks() {
             line.push_str(&format!(" {}", addr(b)));
         }
         writeln!(out, "{line}").expect("told the parent");
+        let address = handoff.address.expect("served");
+        writeln!(out, "{address} {}", handoff.transfer).expect("told the parent");
         kept.push((owner, blocks));
     }
     out.flush().expect("told the parent");
@@ -150,27 +191,17 @@ fn main() {
             })
             .collect();
         assert_eq!(far_ranges.len(), count);
-        // TCP: the same blocks offered by a block server on loopback.
-        let source: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
-        let hashes: Vec<SequenceHash> = (1..=count as u64).map(SequenceHash).collect();
-        let exports =
-            Arc::new(KvExports::new(block, count, Duration::from_secs(3600)).expect("exports"));
-        let transfer = exports.offer(&hashes, &source).expect("offered").transfer;
-        let listener = runtime
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("a port");
-        let handoff = KvHandoff {
-            source: WorkerId::new(1),
-            address: Some(listener.local_addr().expect("bound").to_string()),
-            transfer,
-            blocks: hashes,
+        // TCP and NIXL hand-overs: the same blocks offered by a block server on loopback, here
+        // and in the other process.
+        let source = source_bytes(bytes);
+        let handoff = serve_blocks(&runtime, &format!("source-{case}"), block, count);
+        let served = lines.next().expect("a line").expect("read");
+        let (address, transfer) = served.split_once(' ').expect("address and transfer");
+        let far_handoff = KvHandoff {
+            address: Some(address.to_owned()),
+            transfer: transfer.parse().expect("a transfer id"),
+            ..handoff.clone()
         };
-        let mut config = BlockServerConfig::default();
-        let slab_agent = NixlAgent::ucx(&format!("source-{case}")).expect("an agent");
-        config.nixl = Some(Arc::new(
-            NixlSource::new(slab_agent, block, count).expect("a slab"),
-        ));
-        runtime.spawn(serve_exports_with(listener, exports, config));
         let fetch = TcpFetch::new(TcpFetchConfig::new(block, count)).expect("a client");
         let nixl_fetch = NixlFetch::new(
             NixlAgent::ucx(&format!("fetch-{case}")).expect("an agent"),
@@ -201,8 +232,9 @@ fn main() {
                         assert_eq!(fetched.blocks, count);
                     }
                     _ => {
+                        let handoff = if way == 4 { &handoff } else { &far_handoff };
                         let fetched = runtime
-                            .block_on(nixl_fetch.fetch(&handoff))
+                            .block_on(nixl_fetch.fetch(handoff))
                             .expect("read over NIXL");
                         assert_eq!(fetched.blocks, count);
                         if round == 0 {
