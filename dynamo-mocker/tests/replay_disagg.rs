@@ -425,3 +425,114 @@ fn a_stall_free_pool_computes_prompts_only_on_decode_workers_that_decode_nothing
         }
     }
 }
+
+/// A long answer's prompt on the decode worker, every other prompt remote, with or without
+/// the prefill worker pulling the decode worker's cached prefix.
+#[derive(Debug)]
+struct FirstLocal {
+    pull: bool,
+}
+
+impl PlacementPolicy for FirstLocal {
+    fn place(&self, request: &PlacementContext) -> Placement {
+        if request.prompt_tokens == 2048 {
+            Placement::Local
+        } else {
+            Placement::Remote
+        }
+    }
+
+    fn pulls_prefix(&self) -> bool {
+        self.pull
+    }
+}
+
+#[test]
+fn a_prefill_worker_that_pulls_the_decode_worker_s_prefix_computes_only_the_rest() {
+    // The decode worker computes and caches four trace blocks, then decodes for seconds; the
+    // second prompt extends them by a block and is handed to the prefill worker.
+    let trace = vec![
+        TraceRequest {
+            timestamp: 0.0,
+            input_length: 2048,
+            output_length: 2000,
+            hash_ids: vec![1, 2, 3, 4],
+        },
+        TraceRequest {
+            timestamp: 1000.0,
+            input_length: 2560,
+            output_length: 10,
+            hash_ids: vec![1, 2, 3, 4, 5],
+        },
+    ];
+    let link = TransferConfig {
+        bandwidth_gb_per_s: 50.0,
+        ..TransferConfig::default()
+    };
+    let run = |pull| {
+        Replay::new(&trace, &disagg(1, 1, link))
+            .policy(kv())
+            .knowledge(events())
+            .placement(FirstLocal { pull })
+            .run()
+            .unwrap()
+    };
+    let (pulled, computed) = (run(true), run(false));
+    for outcome in [&pulled, &computed] {
+        assert_eq!(outcome.summary.completed_requests, 2);
+        assert_eq!(outcome.records[0].prefill_worker, None);
+        assert_eq!(outcome.records[1].prefill_worker, Some(0));
+    }
+    let (with, without) = (&pulled.records[1], &computed.records[1]);
+    // The pulled prefix counts as found; without it the prefill worker computes everything.
+    assert_eq!(with.cached_tokens, 2048);
+    assert_eq!(without.cached_tokens, 0);
+    let prefill = |r: &dynamo_mocker::RequestRecord| r.prefill_done_ms.unwrap() - r.arrival_ms;
+    assert!(
+        prefill(with) < 0.5 * prefill(without),
+        "{} against {} ms",
+        prefill(with),
+        prefill(without)
+    );
+    // The prefix's time on the link is added to the hand-over's.
+    let block = BlockSize::new(64).unwrap();
+    let on_link =
+        |r: &dynamo_mocker::RequestRecord| r.kv_arrival_ms.unwrap() - r.prefill_done_ms.unwrap();
+    let expected = link.time_ms(2560, block) + link.time_ms(2048, block);
+    assert!((on_link(with) - expected).abs() < 1e-6);
+    assert!((on_link(without) - link.time_ms(2560, block)).abs() < 1e-6);
+}
+
+#[test]
+fn a_stall_free_pool_that_pulls_prefixes_reuses_more_and_still_stalls_no_decode() {
+    let trace = mooncake(600);
+    let config = dynamo_router::ExpectedTtftConfig {
+        seed: Some(7),
+        ..dynamo_router::ExpectedTtftConfig::default()
+    };
+    let plain = ttft_pools(
+        &trace,
+        dynamo_router::disagg::StallFreePlacement::new(config),
+    );
+    let pulling = ttft_pools(
+        &trace,
+        dynamo_router::disagg::StallFreePlacement::new(config).pulling_prefix(),
+    );
+    assert_eq!(pulling.summary.completed_requests, trace.len());
+    let records = &pulling.records;
+    assert!(records.iter().all(|r| r.worker >= 2));
+    // No prompt computed on a decode worker while another request ran there.
+    for r in records.iter().filter(|r| r.prefill_worker.is_none()) {
+        assert!(!records.iter().any(|o| {
+            o.index != r.index
+                && o.worker == r.worker
+                && o.kv_arrival_ms.unwrap_or(o.arrival_ms) < r.arrival_ms
+                && r.arrival_ms < o.finish_ms.unwrap()
+        }));
+    }
+    let (reuse, plain_reuse) = (
+        pulling.summary.prefix_cache_reused_ratio,
+        plain.summary.prefix_cache_reused_ratio,
+    );
+    assert!(reuse > 1.05 * plain_reuse, "{reuse} against {plain_reuse}");
+}

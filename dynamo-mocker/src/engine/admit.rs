@@ -45,10 +45,16 @@ impl SimWorker {
                 hit -= 1;
             }
             found.truncate(hit);
+            // A pulled prefix longer than the hit arrives in fresh blocks; like a hit, it
+            // leaves at least one token to compute.
+            let mut pulled = sequence.pulled.min(full).max(hit);
+            while pulled > hit && pulled as u64 * block >= tokens {
+                pulled -= 1;
+            }
             let (computed, chunk) = if transferred {
                 (tokens, 1)
             } else {
-                let computed = hit as u64 * block;
+                let computed = pulled as u64 * block;
                 (computed, (tokens - computed).min(*budget))
             };
             let needed = (computed + chunk).div_ceil(block) - hit as u64;
@@ -96,6 +102,7 @@ impl SimWorker {
             sequence.host_cursor = sequence.host_cursor.max(hit);
             *budget -= chunk;
             plan.push((self.running.len(), chunk));
+            sequence.pulled = 0;
             self.running.push(sequence);
         }
     }

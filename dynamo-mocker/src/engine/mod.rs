@@ -74,6 +74,9 @@ struct Sequence {
     /// The prompt's KV was computed elsewhere and handed over
     /// ([`SimWorker::add_transferred_request`]): it is never computed here.
     handed_over: Option<HandedOverKv>,
+    /// Leading prompt blocks whose KV another worker sent before the first admission
+    /// ([`SimWorker::add_request_with_prefix`]): not computed here, cached after.
+    pulled: usize,
 }
 
 impl Sequence {
@@ -167,7 +170,7 @@ impl SimWorker {
 
     /// Queue a request.
     pub fn add_request(&mut self, request: SimRequest) {
-        self.queue(request, None);
+        self.queue(request, None, 0);
     }
 
     /// Queue a request whose prompt's KV another worker computed and handed over, as a
@@ -179,10 +182,18 @@ impl SimWorker {
     /// preemption, and reports no cache hit ([`SimWorker::drain_cache_hits`]): the worker
     /// that computed the prompt reports its own.
     pub fn add_transferred_request(&mut self, request: SimRequest, kv: HandedOverKv) {
-        self.queue(request, Some(kv));
+        self.queue(request, Some(kv), 0);
     }
 
-    fn queue(&mut self, mut request: SimRequest, handed_over: Option<HandedOverKv>) {
+    /// Queue a request whose first `pulled_blocks` prompt blocks another worker computed and
+    /// sent here (a decode worker's cached prefix pulled by a prefill worker): at its first
+    /// admission they count as cached, in fresh blocks that this worker's cache then keeps, and
+    /// it computes only the rest (at least one token). A preempted request recomputes them.
+    pub fn add_request_with_prefix(&mut self, request: SimRequest, pulled_blocks: usize) {
+        self.queue(request, None, pulled_blocks);
+    }
+
+    fn queue(&mut self, mut request: SimRequest, handed_over: Option<HandedOverKv>, pulled: usize) {
         // The next step may admit it: it is not quiet.
         self.quiet_ahead = 0;
         self.waiting.push_back(Sequence {
@@ -196,6 +207,7 @@ impl SimWorker {
             cached_tokens: None,
             host_cursor: 0,
             onboarding: None,
+            pulled,
         });
     }
 

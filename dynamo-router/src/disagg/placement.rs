@@ -153,6 +153,15 @@ pub trait PlacementPolicy: std::fmt::Debug + Send + Sync + 'static {
     fn prefill_workers_decode(&self) -> bool {
         false
     }
+
+    /// Whether the worker that computes a prompt (the prefill worker, or the decode worker for
+    /// [`Placement::Local`]) should pull the longest prefix of it that any worker of either
+    /// pool caches, when that is longer than its own, and compute only the rest. Only the
+    /// replay (`dynamo-mocker`) moves such a prefix today; [`DisaggRouter`](super::DisaggRouter)
+    /// does not. Default `false`.
+    fn pulls_prefix(&self) -> bool {
+        false
+    }
 }
 
 /// Every prompt on a prefill worker when one can take it: NVIDIA Dynamo's disaggregated
@@ -334,6 +343,10 @@ impl<P: PlacementPolicy + ?Sized> PlacementPolicy for std::sync::Arc<P> {
     fn prefill_workers_decode(&self) -> bool {
         (**self).prefill_workers_decode()
     }
+
+    fn pulls_prefix(&self) -> bool {
+        (**self).pulls_prefix()
+    }
 }
 
 impl<P: PlacementPolicy + ?Sized> PlacementPolicy for Box<P> {
@@ -343,6 +356,10 @@ impl<P: PlacementPolicy + ?Sized> PlacementPolicy for Box<P> {
 
     fn prefill_workers_decode(&self) -> bool {
         (**self).prefill_workers_decode()
+    }
+
+    fn pulls_prefix(&self) -> bool {
+        (**self).pulls_prefix()
     }
 }
 

@@ -47,6 +47,9 @@ pub struct StallFreePlacement {
     pub transfer_ms_per_block: f64,
     /// Fixed cost of a hand-over, ms. Default 0.
     pub transfer_latency_ms: f64,
+    /// Whether the worker that computes a prompt pulls its longest cached prefix from another
+    /// worker ([`pulling_prefix`](Self::pulling_prefix)). Default `false`.
+    pub pull_prefix: bool,
 }
 
 impl StallFreePlacement {
@@ -56,6 +59,23 @@ impl StallFreePlacement {
             router: ExpectedTtft::new(config),
             transfer_ms_per_block: 0.0,
             transfer_latency_ms: 0.0,
+            pull_prefix: false,
+        }
+    }
+
+    /// The same policy, with the worker that computes a prompt pulling its longest cached
+    /// prefix from whichever worker holds it ([`PlacementPolicy::pulls_prefix`]), so that a
+    /// busy decode worker's cache still serves the prompt without its decodes waiting for the
+    /// prefill (`dynamo-replay --placement stall-free-pull`). Both candidates are then weighed
+    /// with the longer of their two prefixes, and an idle decode worker keeps a prompt on a
+    /// tie. Only the replay moves such a prefix today (its time on the link is added to the
+    /// hand-over's for a prefill worker, and not charged for an idle decode worker);
+    /// [`DisaggRouter`](super::DisaggRouter) computes the prompt from the chosen worker's own
+    /// cache.
+    pub fn pulling_prefix(self) -> Self {
+        StallFreePlacement {
+            pull_prefix: true,
+            ..self
         }
     }
 
@@ -81,7 +101,10 @@ impl PlacementPolicy for StallFreePlacement {
             return Placement::Remote;
         }
         let Some(candidates) = request.candidates else {
-            let prefill_uncached = request.prefill.map_or(u64::MAX, |p| p.uncached_tokens);
+            let mut prefill_uncached = request.prefill.map_or(u64::MAX, |p| p.uncached_tokens);
+            if self.pull_prefix {
+                prefill_uncached = prefill_uncached.min(request.decode_uncached_tokens);
+            }
             return if request.decode_uncached_tokens < prefill_uncached {
                 Placement::Local
             } else {
@@ -95,17 +118,33 @@ impl PlacementPolicy for StallFreePlacement {
         prefill.load.active_decode_blocks = 0;
         let transfer =
             self.transfer_latency_ms + self.transfer_ms_per_block * request.full_blocks() as f64;
+        let mut decode = candidates.decode;
+        if self.pull_prefix {
+            // Either worker computes past the longer of the two prefixes, pulled from the
+            // other; the link's time for it is left out (the prefix is the same either way).
+            if decode.cached.total() > prefill.cached.total() {
+                prefill.cached = decode.cached;
+            } else {
+                decode.cached = prefill.cached;
+            }
+        }
         let [remote, local] = costs(
             &self.router,
             request,
             candidates.prompt_blocks,
-            [&prefill, &candidates.decode],
+            [&prefill, &decode],
         );
-        if local < remote + transfer {
+        // With the prefix pulled, an idle decode worker that caches as much as the prefill
+        // worker would have keeps the prompt on a tie: nothing to move, and its cache stays warm.
+        if local < remote + transfer || (self.pull_prefix && local <= remote + transfer) {
             Placement::Local
         } else {
             Placement::Remote
         }
+    }
+
+    fn pulls_prefix(&self) -> bool {
+        self.pull_prefix
     }
 }
 
@@ -182,6 +221,31 @@ mod tests {
         );
         let slow = StallFreePlacement::default().with_transfer(5.0, 1.0);
         assert_eq!(slow.place(&even), Placement::Local);
+    }
+
+    #[test]
+    fn a_pulling_prefill_worker_is_weighed_with_the_decode_worker_s_prefix() {
+        let policy = StallFreePlacement::default().pulling_prefix();
+        assert!(policy.pulls_prefix() && !StallFreePlacement::default().pulls_prefix());
+        // A decoding worker caching most of the prompt: handed over, and the policy asks for
+        // its prefix to be pulled.
+        assert_eq!(
+            policy.place(&context(state(0, 0, 0), state(1, 63, 1))),
+            Placement::Remote
+        );
+        // Idle, the same prefix on either worker: the same cost, kept local.
+        assert_eq!(
+            policy.place(&context(state(0, 0, 0), state(1, 60, 0))),
+            Placement::Local
+        );
+        // A prefill worker caching more: without pulling it wins; pulling, the idle decode
+        // worker computes past the same prefix, pulled from it, and keeps the prompt.
+        let deeper_remote = context(state(0, 40, 0), state(1, 10, 0));
+        assert_eq!(
+            StallFreePlacement::default().place(&deeper_remote),
+            Placement::Remote
+        );
+        assert_eq!(policy.place(&deeper_remote), Placement::Local);
     }
 
     #[test]

@@ -353,6 +353,9 @@ pub(crate) enum PlacementName {
     /// Ours: a prompt stays on its decode worker only while that worker decodes nothing and
     /// the ttft router's cost prefers it; every other prompt is handed over (no decode stalls)
     StallFree,
+    /// stall-free, and the worker that computes a prompt first pulls the longest prefix of it
+    /// any worker caches (over the link), computing only the rest
+    StallFreePull,
 }
 
 impl fmt::Display for PlacementName {

@@ -130,9 +130,15 @@ fn placement(name: PlacementName, cli: &Cli) -> Box<dyn PlacementPolicy> {
             ..ExpectedTtftPlacement::default()
         }),
         PlacementName::RouterCost => Box::new(RouterCostPlacement::new(ttft)),
-        PlacementName::StallFree => Box::new(
-            StallFreePlacement::new(ttft).with_transfer(transfer_ms_per_block, transfer.latency_ms),
-        ),
+        PlacementName::StallFree | PlacementName::StallFreePull => {
+            let policy = StallFreePlacement::new(ttft)
+                .with_transfer(transfer_ms_per_block, transfer.latency_ms);
+            if name == PlacementName::StallFreePull {
+                Box::new(policy.pulling_prefix())
+            } else {
+                Box::new(policy)
+            }
+        }
     }
 }
 

@@ -30,6 +30,9 @@ pub(super) struct Disagg {
     prefilled: HashSet<u64>,
     /// Requests whose KV is on its way, with their booked decode worker.
     in_transfer: HashMap<u64, (Routed, SimRequest)>,
+    /// The prefix blocks the worker computing each request's prompt pulled from another
+    /// ([`PlacementPolicy::pulls_prefix`]), by trace index.
+    pulled: HashMap<u64, u32>,
 }
 
 impl Disagg {
@@ -45,6 +48,7 @@ impl Disagg {
             prefilling: HashMap::new(),
             prefilled: HashSet::new(),
             in_transfer: HashMap::new(),
+            pulled: HashMap::new(),
         }
     }
 }
@@ -76,6 +80,7 @@ impl Simulation<'_> {
             (Placement::Remote, Some(prefill)) => {
                 drop(decode);
                 self.records[index].prefill_worker = Some(prefill.worker.worker);
+                self.pull_prefix(index, route, &prefill);
                 let prompt_only = SimRequest {
                     output_tokens: 1,
                     ..request.clone()
@@ -89,10 +94,37 @@ impl Simulation<'_> {
                 drop(decode);
                 self.dispatch(index, prefill, request, false, now_ms)
             }
-            _ => self.dispatch(index, decode, request, false, now_ms),
+            _ => {
+                self.pull_prefix(index, route, &decode);
+                self.dispatch(index, decode, request, false, now_ms)
+            }
         };
         if started {
             self.in_flight += 1;
+        }
+    }
+
+    /// With a placement that pulls prefixes, have `worker`, about to compute trace request
+    /// `index`'s prompt, pull the longest prefix of it that any worker of either pool caches,
+    /// if that is longer than its own.
+    fn pull_prefix(&mut self, index: usize, route: &RouteRequest, worker: &Routed) {
+        let Some(disagg) = &self.disagg else {
+            return;
+        };
+        if !disagg.placement.pulls_prefix() {
+            return;
+        }
+        let deepest = self
+            .pools
+            .iter()
+            .filter_map(|pool| pool.index.as_ref())
+            .map(|index| index.overlaps(&route.blocks).max_depth())
+            .max()
+            .unwrap_or(0);
+        if deepest > worker.cached.total().max(worker.in_flight)
+            && let Some(disagg) = &mut self.disagg
+        {
+            disagg.pulled.insert(index as u64, deepest);
         }
     }
 
@@ -149,6 +181,19 @@ impl Simulation<'_> {
             .is_some_and(|disagg| disagg.prefilling.contains_key(&id))
     }
 
+    /// The prefix blocks the worker computing request `id`'s prompt pulled from another, if
+    /// any. A prefill worker's pull is kept until the hand-over, which it lengthens; a
+    /// decode worker's costs no time (the replay charges only the hand-over's link).
+    pub(super) fn pulled_blocks(&mut self, id: u64) -> Option<usize> {
+        let disagg = self.disagg.as_mut()?;
+        let blocks = if disagg.prefilling.contains_key(&id) {
+            disagg.pulled.get(&id).copied()
+        } else {
+            disagg.pulled.remove(&id)
+        };
+        blocks.map(|blocks| blocks as usize)
+    }
+
     /// A prefill worker sampled the (unseen) token of request `id`: its prompt is computed.
     pub(super) fn prefilled(&mut self, id: u64) {
         if let Some(disagg) = &mut self.disagg {
@@ -171,7 +216,13 @@ impl Simulation<'_> {
         if !disagg.prefilled.remove(&id) {
             return false;
         }
-        let transfer_ms = disagg.transfer.time_ms(request.prompt_tokens, block_size);
+        let mut transfer_ms = disagg.transfer.time_ms(request.prompt_tokens, block_size);
+        if let Some(pulled) = disagg.pulled.remove(&id) {
+            // The pulled prefix's time on the link, added to the hand-over's: the prefill
+            // worker's steps are not delayed by it.
+            let tokens = u64::from(pulled) * u64::from(block_size.get());
+            transfer_ms += disagg.transfer.time_ms(tokens, block_size);
+        }
         let handing_over = disagg.handing_over.clone();
         let index = id as usize;
         let route = route(&self.trace[index], &request.prompt_blocks);

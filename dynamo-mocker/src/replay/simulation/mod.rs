@@ -366,8 +366,11 @@ impl Simulation<'_> {
     /// Queue `request` on `worker` (a slot) at `now_ms`, which starts stepping if it was idle.
     fn add_request(&mut self, worker: usize, request: SimRequest, transferred: bool, now_ms: f64) {
         self.cut_run(worker, now_ms);
+        let pulled = self.pulled_blocks(request.id).filter(|_| !transferred);
         let engine = &mut self.workers[worker].engine;
-        if transferred {
+        if let Some(pulled) = pulled {
+            engine.add_request_with_prefix(request, pulled);
+        } else if transferred {
             let kv = self
                 .config
                 .disagg

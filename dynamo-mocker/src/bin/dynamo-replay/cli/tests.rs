@@ -151,7 +151,7 @@ fn prefill_and_decode_pools_make_a_disaggregated_replay() {
         "--placement",
         "always-remote, expected-ttft,router-cost",
         "--placement",
-        "stall-free",
+        "stall-free,stall-free-pull",
     ])
     .expect("parses");
     let config = cli.config();
@@ -167,7 +167,8 @@ fn prefill_and_decode_pools_make_a_disaggregated_replay() {
             PlacementName::AlwaysRemote,
             PlacementName::ExpectedTtft,
             PlacementName::RouterCost,
-            PlacementName::StallFree
+            PlacementName::StallFree,
+            PlacementName::StallFreePull
         ]
     );
     assert_eq!(cli.decode_router, RouterName::KvLoad);
