@@ -7,7 +7,10 @@
 //! Each request of the trace is routed with its 512-token blocks; the last 64 requests' loads
 //! stay booked, as if they were still streaming, and the cache knowledge is the approximate
 //! index, fed by the decisions themselves. `decision_w64_b32` holds the decision cost to its
-//! target: 64 workers, prompts of 32 blocks, an approximate index in its steady state.
+//! target: 64 workers, prompts of 32 blocks, an approximate index in its steady state. Its
+//! `expected_ttft_reported_capacity` is `expected_ttft` with every worker's KV capacity known
+//! from its reports, as a live frontend's workers give it, so that each decision reads each
+//! worker's own.
 //!
 //! `decision_w64_b32_shared` is the same decision by a router replica that shares its state
 //! (`dynamo_router::replicas`): each decision also builds and queues its messages, which are
@@ -199,16 +202,34 @@ fn decision_w64_b32(c: &mut Criterion<ThreadCpuTime>) {
     let mut group = c.benchmark_group("decision_w64_b32");
     group.sample_size(10);
     group.throughput(Throughput::Elements(requests.len() as u64));
-    let policies: [(&str, PolicyFactory); 4] = [
-        ("baseline_round_robin", baseline),
-        ("kv_cost", || Box::new(KvCost::default())),
-        ("expected_ttft", || Box::new(ExpectedTtft::default())),
-        ("round_robin_unrecorded", || Box::new(RoundRobin::new())),
+    // The last: every worker has reported its KV capacity (16,384 blocks of 64 tokens), as
+    // a live frontend's workers do, so each decision reads each worker's own.
+    let policies: [(&str, PolicyFactory, Option<u64>); 5] = [
+        ("baseline_round_robin", baseline, None),
+        ("kv_cost", || Box::new(KvCost::default()), None),
+        ("expected_ttft", || Box::new(ExpectedTtft::default()), None),
+        (
+            "round_robin_unrecorded",
+            || Box::new(RoundRobin::new()),
+            None,
+        ),
+        (
+            "expected_ttft_reported_capacity",
+            || Box::new(ExpectedTtft::default()),
+            Some(16_384 * 64 / TRACE_BLOCK),
+        ),
     ];
-    for (name, policy) in policies {
+    for (name, policy, capacity) in policies {
+        let made = move || {
+            let selector = selector(64, policy());
+            for w in 0..64 {
+                selector.load().set_kv_capacity(WorkerId::new(w), capacity);
+            }
+            Run::new(selector)
+        };
         group.bench_function(name, |b| {
             b.iter_batched(
-                || route_all(Run::new(selector(64, policy())), &warm_up, ARRIVAL_GAP),
+                || route_all(made(), &warm_up, ARRIVAL_GAP),
                 |run| route_all(run, &requests, ARRIVAL_GAP),
                 criterion::BatchSize::LargeInput,
             )
