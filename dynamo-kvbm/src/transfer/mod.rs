@@ -99,6 +99,9 @@
 //! (`u64` each); an answer is a 12-byte header (`b"KV"`, version 1, status, blocks found `u32`,
 //! the server's block size `u32`) followed by the found blocks' raw bytes, in the order asked.
 //! All integers are little-endian. A fetch answers the leading blocks the transfer still has.
+//! With the `nixl` feature, op 3 (stage) asks the server's `NixlSource` to copy the leading
+//! blocks into its registered slab; its answer carries the agent's metadata and the blocks'
+//! addresses instead of their bytes, or status 4 (unsupported) where the server has no NIXL.
 //!
 //! The client asks for at most [`request_bytes`](TcpFetchConfig::request_bytes) of blocks per
 //! request and keeps at most [`window`](TcpFetchConfig::window) requests in flight, reading each

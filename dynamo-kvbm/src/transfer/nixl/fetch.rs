@@ -39,8 +39,9 @@ const STRAGGLER_WAIT: Duration = Duration::from_secs(60);
 ///
 /// At most `landing_blocks` blocks are landed at once, across fetches and not yet dropped
 /// [`Fetched`] stores; a fetch takes the leading blocks that fit (maybe none). A READ that
-/// passes its deadline keeps its landing memory (and room) until NIXL finishes with it, at
-/// most a minute more; then the memory is leaked rather than freed under NIXL, with a warning.
+/// passes its deadline (or whose fetch is dropped) keeps its landing memory until NIXL
+/// finishes with it, at most a minute more, outside that count; then the memory is leaked
+/// rather than freed under NIXL, with a warning.
 #[derive(Debug, Clone)]
 pub struct NixlFetch {
     inner: Arc<Inner>,
