@@ -54,9 +54,8 @@ pub struct Row {
     pub workers: u64,
     pub ingest_events_per_s: f64,
     pub ingest_blocks_per_s: f64,
-    /// Events per second of CPU time (this process's threads, from the scheduler's accounting):
-    /// the median run's CPU time, which a loaded machine's preemptions do not add to. `None`
-    /// where `/proc` does not say.
+    /// Events per second of CPU time (every thread of this process): the median run's CPU time,
+    /// which a loaded machine's preemptions do not add to. `None` where the clock cannot be read.
     pub ingest_cpu_events_per_s: Option<f64>,
     pub lookups_per_s: f64,
     /// Lookups divided by the sum over requests of each request's median lookup time across
@@ -153,7 +152,7 @@ fn footprint<I: Indexer>(stream: &Stream) -> (usize, usize) {
 }
 
 /// The median time to apply the whole stream to a fresh index (wall clock, and the CPU time
-/// of this process's threads where `/proc` says), and the events it rejected.
+/// of this process's threads where it can be read), and the events it rejected.
 fn ingest<I: Indexer>(stream: &Stream, runs: usize) -> (Duration, Option<Duration>, Option<usize>) {
     let mut times = Vec::with_capacity(runs);
     let mut cpu_times = Vec::with_capacity(runs);
@@ -181,15 +180,16 @@ fn ingest<I: Indexer>(stream: &Stream, runs: usize) -> (Duration, Option<Duratio
     (times[times.len() / 2], cpu, Some(rejected))
 }
 
-/// The CPU time this process's live threads have run, summed from the scheduler's per-thread
-/// accounting (`/proc/self/task/*/schedstat`, nanoseconds); `None` where it cannot be read.
+/// The CPU time of every thread of this process (`CLOCK_PROCESS_CPUTIME_ID`, which the kernel
+/// brings up to date when read, to the nanosecond); `None` where the clock cannot be read.
 fn cpu_time() -> Option<Duration> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(total))
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
+    (rc == 0).then(|| Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
 }
 
 /// Replay the stream `runs` times, timing each lookup at its request's arrival. Returns every
