@@ -4,6 +4,7 @@
 //!
 //! Skips where NIXL is not loaded, unless `DYNAMO_REQUIRE_NIXL=1` (CI's NIXL step).
 
+mod fetch_common;
 mod nixl_common;
 
 use std::sync::Arc;
@@ -11,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use dynamo_core::{KvHandoff, SequenceHash, WorkerId};
 use dynamo_kvbm::{
-    BlockServerConfig, Error, Fetched, KvExports, KvFetch, KvFetcher, LocalExports, NixlAgent,
-    NixlFetch, NixlSource, TcpFetch, TcpFetchConfig, serve_exports_with,
+    BlockServerConfig, Error, KvExports, KvFetch, KvFetcher, LocalExports, NixlAgent, NixlFetch,
+    NixlSource, TcpFetch, TcpFetchConfig, serve_exports_with,
 };
+use fetch_common::read_back;
 use nixl_common::{nixl_or_skip, random_bytes};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -69,16 +71,6 @@ fn decode(name: &str, deadline: Duration) -> NixlFetch {
     config.deadline = deadline;
     let tcp = TcpFetch::new(config).expect("a TCP client");
     NixlFetch::new(NixlAgent::ucx(name).expect("an agent"), tcp, 12)
-}
-
-fn read_back(fetched: &Fetched, handoff: &KvHandoff) -> Vec<u8> {
-    let mut bytes = vec![0; fetched.blocks * BLOCK];
-    let found = fetched
-        .store
-        .get_many(&handoff.blocks[..fetched.blocks], &mut bytes)
-        .expect("read");
-    assert!(found.iter().all(|found| *found));
-    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

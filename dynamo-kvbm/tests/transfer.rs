@@ -2,6 +2,8 @@
 //! a real TCP socket on loopback, pulled by `TcpFetch`, and read in process through
 //! `LocalExports`.
 
+mod fetch_common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use dynamo_kvbm::{
     BlockServerConfig, Error, KvExports, KvFetch, KvFetcher, LocalExports, TcpFetch,
     TcpFetchConfig, serve_exports, serve_exports_with,
 };
+use fetch_common::read_back;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::net::{TcpListener, TcpStream};
@@ -71,17 +74,6 @@ async fn served(block_bytes: usize, blocks: u64, config: BlockServerConfig) -> S
         bytes,
         server,
     }
-}
-
-/// The first `blocks` blocks of `handoff` as read from `fetched`.
-fn read_back(fetched: &dynamo_kvbm::Fetched, handoff: &KvHandoff) -> Vec<u8> {
-    let mut bytes = vec![0; fetched.blocks * fetched.store.block_bytes()];
-    let found = fetched
-        .store
-        .get_many(&handoff.blocks[..fetched.blocks], &mut bytes)
-        .expect("read");
-    assert!(found.iter().all(|found| *found));
-    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
