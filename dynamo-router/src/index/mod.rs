@@ -339,7 +339,6 @@ impl KvIndex {
     /// Remove `tier` from `slot`'s residency of every block in `blocks`; returns how many of
     /// them `slot` did not hold in `tier`.
     fn remove_all(&mut self, slot: u32, tier: u8, blocks: &[SequenceHash]) -> usize {
-        self.warm(blocks.iter().copied());
         let (mut removed, mut unknown, mut missing) = (0, 0, 0);
         let mut range: Option<(u32, u32, u32)> = None;
         let mut touched = Touched::new();
@@ -354,11 +353,24 @@ impl KvIndex {
                 touched.push(run);
             }
         };
-        for hash in blocks {
-            let Some(&loc) = self.blocks.get(hash) else {
-                missing += 1;
-                continue;
+        let mut cursor: Option<Loc> = None;
+        for &hash in blocks {
+            // An engine evicts a chain in the order it stored it: the block after the last one
+            // found is most often the next position of its run, found there without a probe.
+            let loc = match cursor {
+                Some(c) if self.runs.holds(c.run, c.offset + 1, hash) => Loc {
+                    run: c.run,
+                    offset: c.offset + 1,
+                },
+                _ => match self.blocks.get(&hash) {
+                    Some(&loc) => loc,
+                    None => {
+                        missing += 1;
+                        continue;
+                    }
+                },
             };
+            cursor = Some(loc);
             range = match range {
                 Some((run, start, end)) if run == loc.run && end == loc.offset => {
                     Some((run, start, end + 1))
@@ -380,15 +392,6 @@ impl KvIndex {
         self.workers.remove_blocks(slot, removed);
         self.shrink_when_sparse();
         unknown + missing
-    }
-
-    /// Look every one of `hashes` up at once, discarding the answers: their cache misses
-    /// overlap, and the updates that follow find the lines in cache.
-    fn warm(&self, hashes: impl Iterator<Item = SequenceHash>) {
-        let found = hashes.fold(0, |all, hash| {
-            all ^ self.blocks.get(&hash).map_or(0, |loc| loc.offset)
-        });
-        std::hint::black_box(found);
     }
 
     /// Give memory back after a wave of removals: when the map is less than a quarter full,

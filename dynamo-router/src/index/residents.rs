@@ -219,6 +219,20 @@ impl Residents {
         }
     }
 
+    /// Whether `self` and `other` name the same residents with the same tiers. A list is inline
+    /// exactly when it has at most two residents (a shorter spilled list is brought back), so
+    /// two inline lists compare as two words and an inline one never equals a spilled one.
+    pub(crate) fn same(&self, other: &Residents, spill: &SpillTable) -> bool {
+        match (self.0, other.0) {
+            ([NONE, a], [NONE, b]) if a != NONE && b != NONE => {
+                let (a, b) = (spill.list(a), spill.list(b));
+                // Element by element: the lists are short, and a call to memcmp cost more.
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+            }
+            (a, b) => a == b,
+        }
+    }
+
     /// Add `tiers` to `slot`'s residency.
     pub(crate) fn insert(&mut self, slot: u32, tiers: u8, spill: &mut SpillTable) -> Change {
         match self.0 {

@@ -80,7 +80,9 @@ impl Run {
     fn merge(&mut self, spill: &mut SpillTable, lo: usize, hi: usize) {
         let hi = hi.min(self.segs.len().saturating_sub(1));
         for k in (lo.max(1)..=hi).rev() {
-            if self.segs[k].residents.as_slice(spill) == self.segs[k - 1].residents.as_slice(spill)
+            if self.segs[k]
+                .residents
+                .same(&self.segs[k - 1].residents, spill)
             {
                 let gone = self.segs.remove(k);
                 gone.residents.release(spill);
