@@ -155,3 +155,22 @@ impl BlockStore for Landed {
         Err(Error::ReadOnly { tier: TIER })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_takes_what_fits_and_gives_it_back_on_drop() {
+        let used = Arc::new(AtomicUsize::new(0));
+        let first = Room::take(&used, 5, 3);
+        let second = Room::take(&used, 5, 4);
+        assert_eq!((first.blocks(), second.blocks()), (3, 2));
+        assert_eq!(Room::take(&used, 5, 1).blocks(), 0, "full");
+        drop(first);
+        assert_eq!(used.load(Ordering::Acquire), 2);
+        assert_eq!(Room::take(&used, 5, 9).blocks(), 3);
+        drop(second);
+        assert_eq!(used.load(Ordering::Acquire), 0);
+    }
+}
