@@ -210,3 +210,32 @@ async fn a_block_server_without_nixl_is_pulled_over_tcp_and_the_fetcher_prefers_
     assert_eq!(source.free_slots(), SLOTS);
     assert!(with_nixl.exports.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_source_slab_stages_what_fits_then_the_fetch_goes_over_tcp() {
+    if !nixl_or_skip("a_full_source_slab_stages_what_fits") {
+        return;
+    }
+    let prefill = prefill(Some("prefill-full")).await;
+    let source = prefill.source.clone().expect("NIXL");
+    let fetch = decode("decode-full", Duration::from_secs(30));
+    let (held, _) = prefill.offer(10, 100);
+    assert_eq!(fetch.fetch(&held).await.expect("fetched").blocks, 10);
+    // Six slots left: the next hand-over's six leading blocks are staged and read.
+    let (partial, bytes) = prefill.offer(8, 200);
+    let fetched = fetch.fetch(&partial).await.expect("fetched");
+    assert_eq!(fetched.blocks, 6);
+    assert!(read_back(&fetched, &partial) == bytes[..6 * BLOCK]);
+    drop(fetched);
+    assert_eq!(source.free_slots(), 0);
+    // None left: pulled over TCP, whole.
+    let (over_tcp, bytes) = prefill.offer(3, 300);
+    let fetched = fetch.fetch(&over_tcp).await.expect("pulled");
+    assert!(read_back(&fetched, &over_tcp) == bytes);
+    drop(fetched);
+    for handoff in [&held, &partial, &over_tcp] {
+        fetch.release(handoff).await;
+    }
+    assert_eq!(source.free_slots(), SLOTS);
+    assert!(prefill.exports.is_empty());
+}

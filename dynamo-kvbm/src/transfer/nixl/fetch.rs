@@ -31,7 +31,8 @@ const STRAGGLER_WAIT: Duration = Duration::from_secs(60);
 /// releases them at the source through the block server, as [`TcpFetch`] does.
 ///
 /// The control messages go over the [`TcpFetch`] it is made with (its connections, deadline,
-/// wrap and block size); where the block server serves no NIXL, the fetch is that TCP pull.
+/// wrap and block size); where the block server serves no NIXL, or could stage none of the
+/// blocks (its slab full), the fetch is that TCP pull.
 /// A fetch that does not finish within the deadline is an [`Error::TransferTimeout`]; NIXL
 /// failures are [`Error::Nixl`]; either way the decode worker computes the blocks itself.
 ///
@@ -147,7 +148,10 @@ impl Inner {
         };
         let found = staged.addresses.len();
         if found == 0 {
-            return Ok(landed(None, &[], room));
+            // The source's slab is full (or the transfer has no blocks left): TCP may still
+            // have room.
+            drop(room);
+            return self.tcp.fetch(handoff).await;
         }
         let this = self.clone();
         let address_owned = address.to_owned();

@@ -22,8 +22,8 @@ use crate::{Error, NixlAgent, NixlRegion};
 ///
 /// # When full
 ///
-/// A stage takes the leading blocks that fit in the free slots (maybe none: the decode worker
-/// then fetches nothing and computes the blocks itself).
+/// A stage takes the leading blocks that fit in the free slots; where none fit, the decode
+/// worker's [`NixlFetch`](super::NixlFetch) pulls over TCP instead.
 #[derive(Debug)]
 pub struct NixlSource {
     agent: NixlAgent,
