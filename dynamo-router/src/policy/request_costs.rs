@@ -225,13 +225,13 @@ fn twice_blocks(request: &RouteContext<'_>) -> f64 {
     2.0 * request.blocks.len().max(1) as f64
 }
 
-/// [`memory_exponent`] of a `capacity` for a prompt of `twice_blocks / 2` blocks.
+/// [`memory_exponent`] of a `capacity` for a prompt of `twice_blocks / 2` blocks, rounded half
+/// up: one half added and the fraction cut by the cast (which the compiler makes vector
+/// instructions of for a batch of workers, where `f64::round` is a library call each).
 #[inline(always)]
 fn exponent_of(capacity: f64, twice_blocks: f64) -> u32 {
-    let slots = capacity / twice_blocks;
-    slots
-        .round()
-        .clamp(1.0, f64::from((1u32 << EXPONENT_BITS) - 1)) as u32
+    let slots = (capacity / twice_blocks + 0.5) as u32;
+    slots.clamp(1, (1 << EXPONENT_BITS) - 1)
 }
 
 /// `base^n` for `n < 2^EXPONENT_BITS`, by squaring, in the same steps for every `n` (so that
