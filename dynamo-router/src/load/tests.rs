@@ -70,6 +70,8 @@ enum Op {
     /// This many requests booked on this worker and released, two changes each: more than
     /// the tracker remembers, at times.
     Burst(usize, usize),
+    /// This worker reports this KV capacity.
+    Capacity(usize, Option<u64>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -79,12 +81,13 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..8).prop_map(Op::Release),
         3 => (prompt(), 0usize..3, 0u32..4).prop_map(|(p, w, c)| Op::Decide(p, w, c)),
         1 => (0usize..3, 0usize..50).prop_map(|(w, n)| Op::Burst(w, n)),
+        1 => (0usize..3, prop::option::of(0u64..3)).prop_map(|(w, c)| Op::Capacity(w, c)),
     ]
 }
 
 proptest! {
     /// A state cache kept from one decision to the next holds what a fresh snapshot holds,
-    /// whatever was booked, prefilled and released in between (fewer changes than the tracker
+    /// whatever was booked, prefilled, released or reported in between (fewer changes than the tracker
     /// remembers, or more).
     #[test]
     fn a_kept_snapshot_equals_a_fresh_one(ops in prop::collection::vec(op(), 1..40)) {
@@ -113,6 +116,9 @@ proptest! {
                     let mut fresh = StateCache::default();
                     tracker.snapshot(&workers, &slots, &mut fresh, &query);
                     prop_assert_eq!(kept.states(), fresh.states());
+                    for (state, &worker) in kept.states().iter().zip(&workers) {
+                        prop_assert_eq!(state.load, tracker.load(worker));
+                    }
                     kept.set_cached(w, TierOverlap { device: cached, ..TierOverlap::default() });
                 }
                 Op::Burst(w, n) => {
@@ -120,6 +126,11 @@ proptest! {
                         .map(|_| tracker.book(workers[w], Booking { prefill_tokens: 1, ..Booking::default() }))
                         .collect();
                     drop(burst);
+                }
+                Op::Capacity(w, capacity) => {
+                    prop_assert!(tracker.set_kv_capacity(workers[w], capacity));
+                    let known = capacity.filter(|&blocks| blocks > 0);
+                    prop_assert_eq!(tracker.load(workers[w]).kv_capacity_blocks, known);
                 }
                 _ => {}
             }
