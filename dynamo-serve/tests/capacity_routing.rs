@@ -3,14 +3,20 @@
 //! Once the reports have reached the frontend's router (its gauge
 //! `dynamo_router_worker_kv_capacity_blocks` says so), the repeat leaves the small worker,
 //! whose memory the prompt would nearly fill, for the large one; without an event plane there
-//! are no reports, and the repeat stays with its cache.
+//! are no reports, and the repeat stays with its cache. An engine server that tells its cache's
+//! size (TensorRT-LLM) has it in the router too.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
 
+#[path = "../../engines/upstream/tests/support/replay.rs"]
+mod replay;
+
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dynamo_transport::local::LocalNats;
+use dynamo_transport::local::{LocalNats, free_port};
+use replay::Replay;
 use support::{Frontend, Process, decisions, directory_frontend_with, long_prompt};
 
 /// The small worker's KV blocks (of 16 tokens): the prompt's 15 or so blocks are half of them,
@@ -50,16 +56,21 @@ async fn join(
     let (process, frontend) = frontend;
     process.wait_for(&format!("worker {id}/0 at"), WITHIN).await;
     if nats.is_some() {
-        let deadline = Instant::now() + WITHIN;
-        while router_capacity(&frontend.metrics().await, id) != Some(blocks) {
-            assert!(
-                Instant::now() < deadline,
-                "the router never had worker {id}'s capacity"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_capacity(frontend, id, blocks).await;
     }
     worker
+}
+
+/// Wait until the frontend's router has `blocks` as worker `id`'s capacity.
+async fn wait_for_capacity(frontend: &Frontend, id: u64, blocks: u64) {
+    let deadline = Instant::now() + WITHIN;
+    while router_capacity(&frontend.metrics().await, id) != Some(blocks) {
+        assert!(
+            Instant::now() < deadline,
+            "the router never had worker {id}'s capacity"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Cache the long prompt on the small worker 1 while it is the only one, add the large worker
@@ -96,4 +107,20 @@ async fn reported_capacities_steer_a_long_prompt_off_the_nearly_full_small_worke
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_load_reports_the_long_prompt_stays_with_its_cache() {
     assert_eq!(repeat_goes_to(None, "unreported").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trtllm_servers_cache_size_reaches_the_router_in_its_blocks() {
+    // Its iteration statistics: 512 blocks of 32 tokens, 1,024 of the router's 16.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../engines/trtllm/tests/fixtures/metrics.http");
+    let metrics = std::fs::read(fixture).expect("the fixture");
+    let server = Replay::start(HashMap::from([("/metrics".to_owned(), metrics)])).await;
+    let port = free_port().expect("a free port").to_string();
+    let engine = format!("trtllm={},id=7", server.url());
+    let args = ["frontend", "--port", &port, "--router", "approx-kv"];
+    let _process = Process::start(&[&args[..], &["--engine-at", &engine]].concat());
+    let frontend = Frontend::new(port.parse().expect("a port"));
+    frontend.wait_ready().await;
+    wait_for_capacity(&frontend, 7, 1024).await;
 }

@@ -127,7 +127,7 @@ pub(crate) async fn attach(
                     .default_max_tokens(options.default_max_tokens)
                     .text_codec(codec()?);
                 router.insert_worker(worker, server.engine());
-                poll_load(worker, server.load_poller(), loads);
+                poll_load(worker, server.load_poller(), loads, (router, block_size));
                 if let Some(events) = &engine_at.events {
                     let source = server.kv_events(events.clone(), worker, block_size);
                     subscribe_events(engine_at, source, worker, index).await?;
@@ -136,7 +136,7 @@ pub(crate) async fn attach(
             UpstreamKind::Sglang => {
                 let server = SglangServer::new(&engine_at.url)?;
                 router.insert_worker(worker, server.engine());
-                poll_load(worker, server.load_poller(), loads);
+                poll_load(worker, server.load_poller(), loads, (router, block_size));
                 if let Some(events) = &engine_at.events {
                     let source = server.kv_events(events.clone(), worker, block_size);
                     subscribe_events(engine_at, source, worker, index).await?;
@@ -147,7 +147,7 @@ pub(crate) async fn attach(
                     .model(model)
                     .default_max_tokens(options.default_max_tokens);
                 router.insert_worker(worker, server.engine());
-                poll_load(worker, server.load_poller(), loads);
+                poll_load(worker, server.load_poller(), loads, (router, block_size));
             }
             UpstreamKind::Openai => {
                 let client = HttpClient::new(&engine_at.url, HttpConfig::default())?;
@@ -196,19 +196,31 @@ async fn subscribe_events(
     Ok(())
 }
 
-/// Poll a server's load with `poller`, into `loads` and the gateway's metrics.
-fn poll_load(worker: WorkerId, poller: MetricsPoller, loads: &ReportedLoads) {
+/// Poll a server's load with `poller`, into `loads`, the gateway's metrics and, where the
+/// server tells its KV cache's size, `router`'s load (in its blocks).
+fn poll_load(
+    worker: WorkerId,
+    poller: MetricsPoller,
+    loads: &ReportedLoads,
+    (router, block_size): (&RouterService, BlockSize),
+) {
     let (view, poll) = poller
         .interval(SCRAPE_INTERVAL)
         .staleness(SCRAPE_STALENESS)
         .start();
     tokio::spawn(poll);
-    tokio::spawn(record_load(worker, view, loads.clone()));
+    let capacity = (router.clone(), block_size);
+    tokio::spawn(record_load(worker, view, loads.clone(), capacity));
 }
 
 /// Keep an engine server's load in the router's reported loads (until it goes stale) and in
 /// the gateway's Prometheus metrics, labelled by worker.
-async fn record_load(worker: WorkerId, mut view: LoadView, loads: ReportedLoads) {
+async fn record_load(
+    worker: WorkerId,
+    mut view: LoadView,
+    loads: ReportedLoads,
+    (router, block_size): (RouterService, BlockSize),
+) {
     let label = worker.to_string();
     loop {
         // Wake at each scrape, or when the last one goes stale without a new one.
@@ -228,6 +240,18 @@ async fn record_load(worker: WorkerId, mut view: LoadView, loads: ReportedLoads)
             until,
         };
         loads.set(worker, Some(reported));
+        if let Some(tokens) = load.kv_capacity_tokens {
+            // The server's blocks may be of another size than the router's: counted in its.
+            let blocks = tokens / u64::from(block_size.get());
+            if router
+                .selector()
+                .load()
+                .set_kv_capacity(worker, Some(blocks))
+            {
+                metrics::gauge!("dynamo_router_worker_kv_capacity_blocks", "worker" => label.clone())
+                    .set(blocks as f64);
+            }
+        }
         let gauges = [
             ("dynamo_engine_running_requests", load.running_requests),
             ("dynamo_engine_waiting_requests", load.waiting_requests),

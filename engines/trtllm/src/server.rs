@@ -27,8 +27,9 @@ pub fn dialect() -> Dialect {
 
 /// The load in `trtllm-serve`'s `/metrics` answer, a JSON list of iteration statistics: the
 /// last entry's `numActiveRequests` (running), `numQueuedRequests` (waiting) and
-/// `kvCacheStats.usedNumBlocks / maxNumBlocks`. An empty list (no iteration since the last
-/// read: the server is idle) is no load.
+/// `kvCacheStats.usedNumBlocks / maxNumBlocks`, and the cache's size in tokens,
+/// `maxNumBlocks · tokensPerBlock`. An empty list (no iteration since the last read: the
+/// server is idle) is no load.
 ///
 /// # Errors
 ///
@@ -36,10 +37,11 @@ pub fn dialect() -> Dialect {
 ///
 /// ```
 /// let body = br#"[{"iter": 7, "numActiveRequests": 3, "numQueuedRequests": 1,
-///                  "kvCacheStats": {"maxNumBlocks": 100, "usedNumBlocks": 25}}]"#;
+///                  "kvCacheStats": {"maxNumBlocks": 100, "usedNumBlocks": 25, "tokensPerBlock": 32}}]"#;
 /// let load = dynamo_trtllm::read_iteration_stats(body)?;
 /// assert_eq!((load.running_requests, load.waiting_requests), (3.0, 1.0));
 /// assert_eq!(load.kv_cache_usage, Some(0.25));
+/// assert_eq!(load.kv_capacity_tokens, Some(3200));
 /// # Ok::<(), dynamo_core::Error>(())
 /// ```
 pub fn read_iteration_stats(body: &[u8]) -> Result<EngineLoad, Error> {
@@ -47,24 +49,32 @@ pub fn read_iteration_stats(body: &[u8]) -> Result<EngineLoad, Error> {
         Error::internal("the iteration statistics are not a JSON list").with_source(error)
     })?;
     let number = |stat: &Value, key: &str| stat.get(key).and_then(Value::as_f64);
-    let (running, waiting, kv) = match stats.last() {
+    let (running, waiting, kv, capacity) = match stats.last() {
         Some(last) => {
-            let kv = last.get("kvCacheStats").and_then(|kv| {
+            let stats = last.get("kvCacheStats");
+            let kv = stats.and_then(|kv| {
                 let max = number(kv, "maxNumBlocks").filter(|max| *max > 0.0)?;
                 Some((number(kv, "usedNumBlocks")? / max).clamp(0.0, 1.0))
+            });
+            let capacity = stats.and_then(|kv| {
+                let blocks = kv.get("maxNumBlocks")?.as_u64()?;
+                let tokens = kv.get("tokensPerBlock")?.as_u64()?;
+                blocks.checked_mul(tokens).filter(|&tokens| tokens > 0)
             });
             (
                 number(last, "numActiveRequests").unwrap_or(0.0),
                 number(last, "numQueuedRequests").unwrap_or(0.0),
                 kv,
+                capacity,
             )
         }
-        None => (0.0, 0.0, None),
+        None => (0.0, 0.0, None, None),
     };
     Ok(EngineLoad {
         running_requests: running,
         waiting_requests: waiting,
         kv_cache_usage: kv,
+        kv_capacity_tokens: capacity,
         scraped_at: tokio::time::Instant::now(),
     })
 }

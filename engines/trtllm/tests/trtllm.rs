@@ -98,6 +98,8 @@ async fn load_comes_from_the_last_iteration() {
         ),
         (3.0, 4.0, Some(0.5))
     );
+    // 512 blocks of 32 tokens.
+    assert_eq!(load.kv_capacity_tokens, Some(16_384));
     let idle = dynamo_trtllm::read_iteration_stats(b"[]").expect("an empty list");
     assert_eq!((idle.running_requests, idle.kv_cache_usage), (0.0, None));
 }

@@ -42,6 +42,9 @@ pub struct EngineLoad {
     pub waiting_requests: f64,
     /// KV cache usage as a fraction in `[0, 1]`, when the server exports it.
     pub kv_cache_usage: Option<f64>,
+    /// The KV cache's size in tokens, when the server exports it (TensorRT-LLM's iteration
+    /// statistics do; it is not read from Prometheus metrics).
+    pub kv_capacity_tokens: Option<u64>,
     /// When the scrape answered.
     pub scraped_at: Instant,
 }
@@ -83,6 +86,7 @@ impl EngineLoad {
             running_requests: running.unwrap_or(0.0),
             waiting_requests: waiting.unwrap_or(0.0),
             kv_cache_usage: kv.map(|usage| (usage * metrics.kv_usage_scale).clamp(0.0, 1.0)),
+            kv_capacity_tokens: None,
             scraped_at: Instant::now(),
         })
     }
