@@ -7,6 +7,10 @@
 //! | `worker --role prefill` / `--role decode` + `frontend` | `KvExports` served on `--kv-port` | `TcpFetch` from the address in the hand-over |
 //!
 //! Across processes, `--plane-tls-*` secures the block transfers as it does the request plane.
+//! With the `nixl` feature, where NIXL loads at run time and no `--plane-tls-*` is set, the
+//! blocks themselves move by NIXL READs of the prefill worker's registered slab
+//! (`dynamo_kvbm::NixlSource`, `NixlFetch`), the block server's TCP connection carrying only the
+//! control messages.
 //!
 //! Only candle workers move KV blocks; mocker and echo workers of either role hand nothing
 //! over, and their decode workers compute the prompt.
@@ -107,8 +111,8 @@ pub(crate) fn layout_of(
 }
 
 /// The part of a `dynamo-serve worker` of `--role`: a prefill worker serves its exports on
-/// `--kv-port` (on `--host`), a decode worker pulls over TCP into a landing store as large as
-/// its KV cache.
+/// `--kv-port` (on `--host`), a decode worker pulls over TCP (or NIXL, `nixl_plane`) into a
+/// landing store as large as its KV cache.
 pub(crate) async fn worker_part(
     options: &Options,
     layout: Option<&KvLayout>,
@@ -138,18 +142,33 @@ pub(crate) async fn worker_part(
             } else {
                 ""
             };
+            #[cfg(feature = "nixl")]
+            let plane = nixl_plane::serve(options, layout, &address, &mut server);
+            #[cfg(not(feature = "nixl"))]
+            let plane = "TCP";
             tokio::spawn(dynamo_kvbm::serve_exports_with(listener, exports, server));
-            tracing::info!("serving handed-over KV blocks on {address}{secure}");
+            tracing::info!(
+                "serving handed-over KV blocks on {address}{secure} (data plane: {plane})"
+            );
             part
         }
         WorkerRole::Decode => {
             let mut config = TcpFetchConfig::new(layout.block_bytes(), kv_blocks(options));
             config.wrap = crate::tls::kv_transfers(options.plane_tls.as_ref())?;
-            let fetch = KvFetcher::new(LocalExports::new()).with_tcp(TcpFetch::new(config)?);
-            Part::decode(Arc::new(fetch))
+            let tcp = TcpFetch::new(config)?;
+            let fetcher = KvFetcher::new(LocalExports::new()).with_tcp(tcp.clone());
+            #[cfg(feature = "nixl")]
+            let (fetch, plane) = nixl_plane::fetch(options, fetcher, tcp);
+            #[cfg(not(feature = "nixl"))]
+            let (fetch, plane): (Arc<dyn KvFetch>, _) = (Arc::new(fetcher), "TCP");
+            tracing::info!("pulling handed-over KV blocks (data plane: {plane})");
+            Part::decode(fetch)
         }
     })
 }
+
+#[cfg(feature = "nixl")]
+mod nixl_plane;
 
 /// The single process's parts: `--prefill-workers` exporting into one registry that the
 /// `--decode-workers` read. In worker-id order: prefill workers first.
