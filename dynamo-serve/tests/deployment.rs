@@ -17,9 +17,9 @@ use serde_json::json;
 use dynamo_transport::events::{EventPlane, NatsEvents, Subscription};
 use dynamo_transport::local::{LocalAuthority, LocalEtcd, LocalNats, free_port};
 use support::{
-    Frontend, GREEDY_PROMPTS, Process, cached_tokens, decisions, directory_frontend,
-    directory_frontend_with, first_events, greedy_texts, issue, long_prompt, placed, read_stream,
-    registry_worker, streamed_completion,
+    Frontend, GREEDY_PROMPTS, Process, aggregated_reference, cached_tokens, decisions,
+    directory_frontend, directory_frontend_with, first_events, greedy_texts, issue, long_prompt,
+    placed, read_stream, registry_worker, streamed_completion,
 };
 
 /// The etcd lease TTL the workers register with.
@@ -245,10 +245,7 @@ async fn a_directory_registry_joins_workers_and_a_stopped_worker_leaves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregated_process() {
-    // The reference: the single process with one aggregated candle worker.
-    let reference_port = free_port().expect("a free port");
-    let _reference = Process::start(&["--port", &reference_port.to_string(), "--workers", "1"]);
-    let reference = Frontend::new(reference_port);
+    let (_reference, reference) = aggregated_reference();
 
     let directory = std::env::temp_dir().join(format!("dynamo-split-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&directory);

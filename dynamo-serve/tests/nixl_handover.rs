@@ -13,7 +13,9 @@ mod support;
 use std::time::Duration;
 
 use dynamo_transport::local::free_port;
-use support::{Frontend, GREEDY_PROMPTS, Process, directory_frontend_with, greedy_texts, placed};
+use support::{
+    GREEDY_PROMPTS, Process, aggregated_reference, directory_frontend_with, greedy_texts, placed,
+};
 
 /// NIXL loads in this process (and so in the workers it starts); else skip, or fail under
 /// `DYNAMO_REQUIRE_NIXL=1`.
@@ -34,9 +36,7 @@ async fn split_workers_hand_kv_over_through_nixl_and_answer_as_one_aggregated_pr
     if !nixl_or_skip("split_workers_hand_kv_over_through_nixl") {
         return;
     }
-    let reference_port = free_port().expect("a free port");
-    let _reference = Process::start(&["--port", &reference_port.to_string(), "--workers", "1"]);
-    let reference = Frontend::new(reference_port);
+    let (_reference, reference) = aggregated_reference();
 
     let directory = std::env::temp_dir().join(format!("dynamo-nixl-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&directory);

@@ -233,6 +233,14 @@ pub(crate) async fn directory_frontend_with(registry: &str, flags: &[&str]) -> (
     (process, frontend)
 }
 
+/// The reference of the split deployments: the single process with one aggregated candle
+/// worker (not yet waited for: `wait_ready` on its frontend).
+pub(crate) fn aggregated_reference() -> (Process, Frontend) {
+    let port = free_port().expect("a free port");
+    let process = Process::start(&["--port", &port.to_string(), "--workers", "1"]);
+    (process, Frontend::new(port))
+}
+
 /// Read a stream to its end (or for `within`); its text.
 pub(crate) async fn read_stream(mut body: Incoming, within: Duration) -> String {
     let mut text = String::new();
