@@ -13,7 +13,7 @@ mod support;
 mod replay;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dynamo_transport::local::{LocalNats, free_port};
 use replay::Replay;
@@ -63,14 +63,12 @@ async fn join(
 
 /// Wait until the frontend's router has `blocks` as worker `id`'s capacity.
 async fn wait_for_capacity(frontend: &Frontend, id: u64, blocks: u64) {
-    let deadline = Instant::now() + WITHIN;
-    while router_capacity(&frontend.metrics().await, id) != Some(blocks) {
-        assert!(
-            Instant::now() < deadline,
-            "the router never had worker {id}'s capacity"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("the router never had worker {id}'s capacity");
+    frontend
+        .wait_for_metrics(&what, WITHIN, |text| {
+            router_capacity(text, id) == Some(blocks)
+        })
+        .await;
 }
 
 /// Cache the long prompt on the small worker 1 while it is the only one, add the large worker

@@ -2,6 +2,7 @@
 //! `nats-server` and `etcd-server`), two `dynamo-serve worker` processes running the mocker, and
 //! a `dynamo-serve frontend`, all on free loopback ports, driven over HTTP.
 
+#[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
 
 use std::process::Command;
@@ -18,8 +19,8 @@ use dynamo_transport::events::{EventPlane, NatsEvents, Subscription};
 use dynamo_transport::local::{LocalAuthority, LocalEtcd, LocalNats, free_port};
 use support::{
     Frontend, GREEDY_PROMPTS, Process, aggregated_reference, cached_tokens, decisions,
-    directory_frontend, directory_frontend_with, first_events, greedy_texts, issue, long_prompt,
-    placed, read_stream, registry_worker, streamed_completion,
+    directory_frontend, first_events, greedy_texts, issue, joined_frontend, long_prompt, placed,
+    read_stream, registry_worker, streamed_completion,
 };
 
 /// The etcd lease TTL the workers register with.
@@ -341,16 +342,6 @@ async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregat
         "{refused:?}"
     );
     let _ = std::fs::remove_dir_all(&directory);
-}
-
-/// A frontend over the workers registered in `registry`, with `flags`, once workers 1 and 2
-/// have joined it.
-async fn joined_frontend(registry: &str, flags: &[&str]) -> (Process, Frontend) {
-    let (process, frontend) = directory_frontend_with(registry, flags).await;
-    for joined in ["worker 1/0 at", "worker 2/0 at"] {
-        process.wait_for(joined, Duration::from_secs(120)).await;
-    }
-    (process, frontend)
 }
 
 /// Mocker workers 1 and 2 with `flags`, registered in `registry`, and a frontend over them once

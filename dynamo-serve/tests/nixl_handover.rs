@@ -10,11 +10,9 @@
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
 
-use std::time::Duration;
-
 use dynamo_transport::local::free_port;
 use support::{
-    GREEDY_PROMPTS, Process, aggregated_reference, directory_frontend_with, greedy_texts, placed,
+    GREEDY_PROMPTS, Process, aggregated_reference, greedy_texts, joined_frontend, placed,
 };
 
 /// NIXL loads in this process (and so in the workers it starts); else skip, or fail under
@@ -59,12 +57,7 @@ async fn split_workers_hand_kv_over_through_nixl_and_answer_as_one_aggregated_pr
     };
     let prefill = role("1", "prefill", &kv_port);
     let decode = role("2", "decode", "0");
-    let (frontend_process, frontend) = directory_frontend_with(&registry, &[]).await;
-    for joined in ["worker 1/0 at", "worker 2/0 at"] {
-        frontend_process
-            .wait_for(joined, Duration::from_secs(120))
-            .await;
-    }
+    let (_frontend, frontend) = joined_frontend(&registry, &[]).await;
     reference.wait_ready().await;
     assert!(prefill.logged(&format!(
         "KV blocks on 127.0.0.1:{kv_port} (data plane: NIXL"

@@ -193,6 +193,25 @@ impl Frontend {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Poll `/metrics` until `holds` says yes of its text (or fail after `within`, naming
+    /// `what`); that text.
+    pub(crate) async fn wait_for_metrics(
+        &self,
+        what: &str,
+        within: Duration,
+        holds: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.metrics().await;
+            if holds(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{what}: {text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Wait until the frontend answers.
     pub(crate) async fn wait_ready(&self) {
         let started = Instant::now();
@@ -230,6 +249,16 @@ pub(crate) async fn directory_frontend_with(registry: &str, flags: &[&str]) -> (
     let port = port.parse().expect("a port");
     let frontend = Frontend::new(port);
     frontend.wait_ready().await;
+    (process, frontend)
+}
+
+/// A frontend over the workers registered in `registry`, with `flags`, once workers 1 and 2
+/// have joined it.
+pub(crate) async fn joined_frontend(registry: &str, flags: &[&str]) -> (Process, Frontend) {
+    let (process, frontend) = directory_frontend_with(registry, flags).await;
+    for joined in ["worker 1/0 at", "worker 2/0 at"] {
+        process.wait_for(joined, Duration::from_secs(120)).await;
+    }
     (process, frontend)
 }
 
