@@ -7,7 +7,8 @@
 //!
 //! There is no pinned-host store (a G2 in page-locked memory) beside it: `cudarc` hands out
 //! page-locked memory only through `unsafe` functions (`CudaContext::alloc_pinned`, because the
-//! memory starts uninitialised), and this workspace forbids `unsafe` code. The host tier is
+//! memory starts uninitialised), and this crate allows no `unsafe` code but NIXL's one
+//! registration item (`src/nixl/region.rs`). The host tier is
 //! [`HostStore`](crate::HostStore)'s pageable slab; copies between it and a device store go
 //! through the driver's staging buffer.
 
@@ -124,7 +125,7 @@ type Opened = (Arc<CudaStream>, CudaSlice<u8>);
 ///
 /// With dynamic loading, `cudarc` loads `libcuda` on its first call and panics when the library
 /// cannot be found; it offers no safe way to ask first (its `is_culib_present` is an
-/// `unsafe fn`, and this crate forbids `unsafe`). So the first call, `cuInit`, runs under
+/// `unsafe fn`, and this crate keeps `unsafe` to NIXL's registration). So the first call, `cuInit`, runs under
 /// [`panic::catch_unwind`], and such a panic becomes [`Error::Unavailable`] carrying `cudarc`'s
 /// message. The process's panic hook still prints that message to standard error, once: the
 /// outcome is kept, so later opens answer the same without loading (or panicking) again.
