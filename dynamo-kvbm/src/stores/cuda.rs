@@ -125,9 +125,10 @@ type Opened = (Arc<CudaStream>, CudaSlice<u8>);
 ///
 /// With dynamic loading, `cudarc` loads `libcuda` on its first call and panics when the library
 /// cannot be found; it offers no safe way to ask first (its `is_culib_present` is an
-/// `unsafe fn`, and this crate keeps `unsafe` to NIXL's registration). So the first call, `cuInit`, runs under
-/// [`panic::catch_unwind`], and such a panic becomes [`Error::Unavailable`] carrying `cudarc`'s
-/// message. The process's panic hook still prints that message to standard error, once: the
+/// `unsafe fn`, and this crate keeps `unsafe` to NIXL's registration). So the first call,
+/// `cuInit`, runs under [`panic::catch_unwind`], and such a panic becomes
+/// [`Error::Unavailable`] carrying `cudarc`'s message. The process's panic hook still prints
+/// that message to standard error, once: the
 /// outcome is kept, so later opens answer the same without loading (or panicking) again.
 fn load_driver() -> Result<(), Error> {
     static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
