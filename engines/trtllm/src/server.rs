@@ -1,11 +1,13 @@
-//! One `trtllm-serve` process: its engine and its load.
+//! One `trtllm-serve` process: its engine, its load and its KV events.
 
-use dynamo_core::Error;
+use dynamo_core::{BlockSize, Error, WorkerId};
 use dynamo_upstream::{
     CompletionsEngine, Dialect, EngineLoad, Extensions, HttpClient, HttpConfig, MetricsPoller,
     OutputTokens,
 };
 use serde_json::Value;
+
+use crate::KvEventPoller;
 
 /// How `trtllm-serve`'s `/v1/completions` is spoken to: the extension fields its
 /// `CompletionRequest` defines, ids asked for with `"detokenize": false`.
@@ -137,5 +139,12 @@ impl TrtllmServer {
             "/metrics",
             read_iteration_stats,
         )
+    }
+
+    /// A poller of this server's KV events (`POST /kv_cache_events`) for `worker`, whose
+    /// blocks must be `block_size` tokens (the server's `tokens_per_block`). Each poll drains
+    /// the events the server buffered, so run one poller per server.
+    pub fn kv_event_poller(&self, worker: WorkerId, block_size: BlockSize) -> KvEventPoller {
+        KvEventPoller::new(self.engine.client().clone(), worker, block_size)
     }
 }

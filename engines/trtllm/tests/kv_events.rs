@@ -1,0 +1,280 @@
+//! TensorRT-LLM's KV events (`POST /kv_cache_events`) into the router's index, against a
+//! stand-in server replaying answers written from TensorRT-LLM's source.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dynamo_core::{
+    BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, Token, WorkerId,
+};
+use dynamo_router::SharedIndex;
+use dynamo_transport::engine_events::EngineEventDecoder;
+use dynamo_trtllm::{EventsError, TrtllmEventDecoder, TrtllmServer};
+use futures::StreamExt;
+use rmpv::Value;
+use support::server::{StandIn, fixture_body, trtllm_fixture};
+
+/// The fixtures' `tokens_per_block`.
+const BLOCK: u32 = 4;
+/// The full blocks of the fixtures' first two stored events (a partial block of 34, 35 after).
+const CHAIN: [Token; 12] = [1, 9690, 198, 2683, 359, 253, 3575, 282, 30, 31, 32, 33];
+/// The root block stored after the gap.
+const AFTER_GAP: [Token; 4] = [40, 41, 42, 43];
+
+fn block_size() -> BlockSize {
+    BlockSize::new(BLOCK).expect("a block size")
+}
+
+fn sequence(tokens: &[Token]) -> Vec<SequenceHash> {
+    BlockHasher::new(block_size()).sequence_hashes(tokens)
+}
+
+fn split(polled: Vec<Result<KvEvent, EventsError>>) -> (Vec<KvEvent>, Vec<EventsError>) {
+    let mut events = Vec::new();
+    let mut problems = Vec::new();
+    for item in polled {
+        match item {
+            Ok(event) => events.push(event),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    (events, problems)
+}
+
+fn stored_blocks(event: &KvEvent) -> (Option<SequenceHash>, Vec<HashedBlock>) {
+    match &event.data {
+        KvEventData::Stored { parent, blocks, .. } => (*parent, blocks.clone()),
+        other => panic!("not stored: {other:?}"),
+    }
+}
+
+/// vLLM's `BlockStored` for `tokens`' blocks, after `parent`, as its ZMQ publisher sends it.
+fn vllm_stored(
+    sequence: i64,
+    hashes: &[u64],
+    parent: Option<u64>,
+    tokens: &[Token],
+) -> Vec<Vec<u8>> {
+    let event = Value::Array(vec![
+        "BlockStored".into(),
+        Value::Array(hashes.iter().map(|&h| Value::from(h)).collect()),
+        parent.map_or(Value::Nil, Value::from),
+        Value::Array(tokens.iter().map(|&t| Value::from(t)).collect()),
+        Value::from(BLOCK),
+        Value::Nil,
+        "GPU".into(),
+    ]);
+    let batch = Value::Array(vec![
+        Value::from(1.0),
+        Value::Array(vec![event]),
+        Value::from(0),
+    ]);
+    let mut payload = Vec::new();
+    rmpv::encode::write_value(&mut payload, &batch).expect("msgpack");
+    vec![b"kv".to_vec(), sequence.to_be_bytes().to_vec(), payload]
+}
+
+#[test]
+fn stored_blocks_get_the_hashes_the_vllm_path_gives_them() {
+    let mut decoder = TrtllmEventDecoder::new(WorkerId::new(5), block_size());
+    let (events, problems) =
+        split(decoder.decode(fixture_body(&trtllm_fixture("kv_events_stored.http"))));
+    assert!(problems.is_empty(), "{problems:?}");
+    // created, then two stored events; the update is skipped.
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[0].data, KvEventData::Cleared);
+    assert_eq!(
+        events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    let (first_parent, first) = stored_blocks(&events[1]);
+    let (second_parent, second) = stored_blocks(&events[2]);
+    let ours = BlockHasher::new(block_size()).hash_blocks(&CHAIN);
+    assert_eq!((first_parent, first.as_slice()), (None, &ours[..2]));
+    assert_eq!(
+        (second_parent, second.as_slice()),
+        (Some(ours[1].sequence), &ours[2..])
+    );
+
+    // The same blocks announced in vLLM's layout, through the vLLM path's decoder.
+    let mut vllm = EngineEventDecoder::new(WorkerId::new(5), block_size());
+    let mut from_vllm = Vec::new();
+    for message in [
+        vllm_stored(0, &[11, 12], None, &CHAIN[..8]),
+        vllm_stored(1, &[13], Some(12), &CHAIN[8..]),
+    ] {
+        let frames: Vec<&[u8]> = message.iter().map(Vec::as_slice).collect();
+        from_vllm.extend(vllm.decode(&frames).expect("decoded").events);
+    }
+    assert_eq!(stored_blocks(&from_vllm[0]), (first_parent, first));
+    assert_eq!(stored_blocks(&from_vllm[1]), (second_parent, second));
+
+    let counts = decoder.counts();
+    assert_eq!((counts.events, counts.applied), (4, 3));
+    assert_eq!((counts.partial_blocks, counts.updated), (1, 1));
+}
+
+#[tokio::test]
+async fn the_index_follows_removals_gaps_bad_answers_and_a_restart() {
+    let server = StandIn::start(HashMap::new()).await;
+    for fixture in [
+        "kv_events_stored.http",
+        "kv_events_removed.http",
+        "kv_events_gap.http",
+        "kv_events_malformed.http",
+        "kv_events_restart.http",
+    ] {
+        server.push_events(trtllm_fixture(fixture));
+    }
+    let worker = WorkerId::new(5);
+    let mut poller = TrtllmServer::new(&server.url())
+        .expect("a URL")
+        .kv_event_poller(worker, block_size());
+    let index = SharedIndex::new(block_size());
+    let chain = sequence(&CHAIN);
+    let after_gap = sequence(&AFTER_GAP);
+    let mut poll = async || {
+        let (events, problems) = split(poller.poll_once().await.expect("an answer"));
+        for event in &events {
+            index.apply(event).expect("applied");
+        }
+        problems
+    };
+    let held = |hashes: &[SequenceHash]| index.overlaps(hashes).get(worker).device;
+
+    // Stored: the three full blocks of the chain.
+    assert!(poll().await.is_empty());
+    assert_eq!(held(&chain), 3);
+    // Removed: the third block (the partial one was never indexed); an unknown type skipped.
+    assert!(poll().await.is_empty());
+    assert_eq!(held(&chain), 2);
+    // Events 6 to 8 were lost: reported; the stored event whose parent was lost is skipped,
+    // the root block after it applies, and what the index knew stays.
+    let problems = poll().await;
+    assert!(
+        matches!(
+            problems.as_slice(),
+            [EventsError::Lost {
+                expected: 6,
+                received: 9
+            }]
+        ),
+        "{problems:?}"
+    );
+    assert_eq!((held(&chain), held(&after_gap)), (2, 1));
+    // An answer cut short: a typed error, nothing applied.
+    let problems = poll().await;
+    assert!(
+        matches!(problems.as_slice(), [EventsError::Malformed { .. }]),
+        "{problems:?}"
+    );
+    assert_eq!((held(&chain), held(&after_gap)), (2, 1));
+    // The server restarted (event ids from 0, a new cache): the index forgets its blocks.
+    assert!(poll().await.is_empty());
+    assert_eq!((held(&chain), held(&after_gap)), (0, 0));
+
+    let counts = poller.counts();
+    assert_eq!((counts.gaps, counts.lost, counts.restarts), (1, 3, 1));
+    assert_eq!((counts.unknown_parent, counts.unknown_removed), (1, 1));
+    assert_eq!((counts.unknown_types, counts.malformed), (1, 1));
+}
+
+#[tokio::test]
+async fn a_started_poller_goes_on_after_errors_and_stops_with_its_stream() {
+    let server = StandIn::start(HashMap::new()).await;
+    server.push_events(trtllm_fixture("kv_events_malformed.http"));
+    server.push_events(b"HTTP/1.1 500 Internal Server Error\ncontent-type: text/plain; charset=utf-8\n\nInternal Server Error".to_vec());
+    server.push_events(trtllm_fixture("kv_events_stored.http"));
+    let (mut events, poll) = TrtllmServer::new(&server.url())
+        .expect("a URL")
+        .kv_event_poller(WorkerId::new(5), block_size())
+        .interval(Duration::from_millis(10))
+        .start();
+    let poller = tokio::spawn(poll);
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an item within 10 s")
+            .expect("the stream goes on")
+    };
+    assert!(matches!(next().await, Err(EventsError::Malformed { .. })));
+    match next().await {
+        Err(EventsError::Poll(error)) => {
+            assert_eq!(error.class(), dynamo_core::ErrorClass::Internal, "{error}");
+        }
+        other => panic!("not the 500: {other:?}"),
+    }
+    assert_eq!(next().await.expect("created").data, KvEventData::Cleared);
+    assert!(matches!(
+        next().await.expect("stored").data,
+        KvEventData::Stored { .. }
+    ));
+    assert!(matches!(
+        next().await.expect("stored").data,
+        KvEventData::Stored { .. }
+    ));
+    let counts = events.counts_view();
+    drop(events);
+    tokio::time::timeout(Duration::from_secs(10), poller)
+        .await
+        .expect("the poller stops once its stream is dropped")
+        .expect("not panicked");
+    assert_eq!(counts.borrow().malformed, 1);
+}
+
+#[test]
+fn other_block_sizes_windows_and_multimodal_blocks_are_not_indexed() {
+    let token = |id: u32, extra: u32| {
+        format!(r#"{{"type":"unique_token","token_id":{id},"token_extra_id":{extra}}}"#)
+    };
+    let block = |hash: u64, tokens: &[(u32, u32)]| {
+        let tokens: Vec<String> = tokens.iter().map(|&(id, extra)| token(id, extra)).collect();
+        format!(
+            r#"{{"type":"stored_block","block_hash":{hash},"tokens":[{}],"cache_level":0,"priority":35}}"#,
+            tokens.join(",")
+        )
+    };
+    let stored = |id: u64, window: u64, blocks: &[String]| {
+        format!(
+            r#"{{"event_id":{id},"data":{{"type":"stored","parent_hash":null,"blocks":[{}]}},"window_size":{window}}}"#,
+            blocks.join(",")
+        )
+    };
+    let eight: Vec<(u32, u32)> = (0..8).map(|t| (t, 0)).collect();
+    let four: Vec<(u32, u32)> = (0..4).map(|t| (t, 0)).collect();
+    let image: Vec<(u32, u32)> = (0..4).map(|t| (t, 9)).collect();
+    let body = format!(
+        "[{},{},{},{}]",
+        stored(1, 4096, &[block(1, &eight)]),
+        stored(2, 4096, &[block(2, &four), block(3, &image)]),
+        stored(3, 512, &[block(4, &four)]),
+        r#"{"event_id":4,"data":{"type":"removed"},"window_size":4096}"#,
+    );
+    let mut decoder = TrtllmEventDecoder::new(WorkerId::new(1), block_size());
+    let (events, problems) = split(decoder.decode(body.as_bytes()));
+    assert!(
+        matches!(
+            problems.as_slice(),
+            [
+                EventsError::BlockSizeMismatch { engine: 8, ours: 4 },
+                EventsError::Malformed { .. }
+            ]
+        ),
+        "{problems:?}"
+    );
+    // Only the text block of the second event, before the image block.
+    assert_eq!(events.len(), 1);
+    assert_eq!(stored_blocks(&events[0]).1.len(), 1);
+    let counts = decoder.counts();
+    assert_eq!(
+        (
+            counts.multimodal_blocks,
+            counts.other_groups,
+            counts.block_size_mismatches
+        ),
+        (1, 1, 1)
+    );
+    assert!(decoder.decode(b"not json").iter().all(Result::is_err));
+}

@@ -1,0 +1,3 @@
+//! Shared by the TensorRT-LLM adapter tests.
+
+pub(crate) mod server;
