@@ -12,6 +12,7 @@ use dynamo_upstream::{
 use futures::future::BoxFuture;
 use tower::Service;
 
+use crate::logprobs;
 use crate::wire::{self, Event};
 
 /// The largest server-sent event accepted (1 MiB).
@@ -36,7 +37,10 @@ static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
 /// A request whose client reads the answer whole ([`Delivery::Whole`]) is sent with
 /// `"stream": false`, and its one answer object comes back as one chunk.
 /// The last chunk carries `meta_info`'s `prompt_tokens`, `cached_tokens` and
-/// `completion_tokens`. Errors map as in `dynamo_upstream` (an HTTP status by class; an
+/// `completion_tokens`. With log-probabilities asked for, each chunk carries its tokens'
+/// scores and alternatives, the last entries of `meta_info.output_token_logprobs` and
+/// `output_top_logprobs` (lists that hold every token so far or only the event's, by version
+/// and mode). Errors map as in `dynamo_upstream` (an HTTP status by class; an
 /// `{"error": …}` event mid-stream, which SGLang sends for a request it refuses, as
 /// `invalid_request`; a `finish_reason` of type `abort` by its `status_code`); a stream that
 /// ends before the answer finished is `unavailable`.
@@ -148,7 +152,18 @@ impl Answer {
             .and_then(|meta| meta.completion_tokens)
             .map(|total| total as usize);
         let mut new = self.new_ids(&ids, total);
-        // A matched stop token is not part of the answer (core's contract).
+        let mut log_probs = match &event.meta_info {
+            Some(meta) if !new.is_empty() => match &meta.output_token_logprobs {
+                Some(scores) => Some(logprobs::of_new(
+                    scores,
+                    meta.output_top_logprobs.as_deref(),
+                    &new,
+                )?),
+                None => None,
+            },
+            _ => None,
+        };
+        // A matched stop token is not part of the answer (core's contract), nor its score.
         let matched = event
             .meta_info
             .as_ref()
@@ -157,11 +172,16 @@ impl Answer {
             .and_then(serde_json::Value::as_u64);
         if matched.is_some_and(|stop| new.last().map(|&id| u64::from(id)) == Some(stop)) {
             new.pop();
+            if let Some(scores) = &mut log_probs {
+                scores.pop();
+            }
         }
-        if !new.is_empty() {
+        let pushed = !new.is_empty();
+        if pushed {
             self.emitted.extend_from_slice(&new);
             out.push_back(TokenChunk {
                 tokens: new,
+                log_probs,
                 ..TokenChunk::default()
             });
         }
@@ -172,7 +192,16 @@ impl Answer {
             let reason = wire::finish(reason)?;
             if !self.finished {
                 self.finished = true;
-                out.push_back(TokenChunk::finish(reason, Some(meta.usage())));
+                let usage = Some(meta.usage());
+                // The finish rides on this event's tokens when it has some, so that a whole
+                // answer is one chunk, scores and all.
+                match out.back_mut().filter(|_| pushed) {
+                    Some(last) => {
+                        last.finish_reason = Some(reason);
+                        last.usage = usage;
+                    }
+                    None => out.push_back(TokenChunk::finish(reason, usage)),
+                }
             }
         }
         Ok(())

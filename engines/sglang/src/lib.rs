@@ -6,15 +6,19 @@
 //!
 //! | what | how | from SGLang |
 //! |---|---|---|
-//! | an [`Engine`](dynamo_core::Engine) ([`SglangServer::engine`], a [`SglangEngine`]) | `POST /generate` with `input_ids`, `sampling_params` and `stream: true` (`false` when the client reads the answer whole: one answer object, one chunk); output ids from `output_ids`, usage and cached tokens from `meta_info` | the native API (`python/sglang/srt/entrypoints/http_server.py`) |
+//! | an [`Engine`](dynamo_core::Engine) ([`SglangServer::engine`], a [`SglangEngine`]) | `POST /generate` with `input_ids`, `sampling_params` and `stream: true` (`false` when the client reads the answer whole: one answer object, one chunk); output ids from `output_ids`, usage, cached tokens and log-probabilities from `meta_info` | the native API (`python/sglang/srt/entrypoints/http_server.py`) |
 //! | its load ([`SglangServer::load_poller`]) | `GET /metrics`: `sglang:num_running_reqs`, `sglang:num_queue_reqs`, `sglang:token_usage` | `--enable-metrics` |
 //! | its KV events (`SglangServer::kv_events`, feature `events`) | the ZMQ publisher, vLLM's layout, decoded by `dynamo-transport` | `--kv-events-config` |
 //!
 //! Sampling fields go in `sampling_params` under SGLang's names: `max_new_tokens`,
 //! `min_new_tokens`, `temperature`, `top_p`, `top_k`, `min_p`, `frequency_penalty`,
 //! `presence_penalty`, `repetition_penalty`, `stop_token_ids`, `ignore_eos`; a LoRA adapter
-//! goes in `lora_path`. A seed, log-probabilities and a cache salt are refused with
-//! `invalid_request` (not mapped yet), never dropped.
+//! goes in `lora_path`. A seed goes in `sampling_seed` (SGLang 0.5.3 and later; it changes
+//! the sampling only on a server started with `--enable-deterministic-inference`, and a seed
+//! above 2³¹ − 1 is refused, since 0.5.3 holds it in 32 bits). Log-probabilities are asked for
+//! with `return_logprob`, `top_logprobs_num` and `logprob_start_len: -1`, and each chunk's
+//! come from `meta_info.output_token_logprobs` and `output_top_logprobs`. A cache salt is
+//! refused with `invalid_request` naming it (not mapped yet), never dropped.
 //!
 //! # Example
 //!
@@ -40,6 +44,7 @@
 //! | `events` | `SglangServer::kv_events`, SGLang's ZMQ KV events through `dynamo-transport` | no |
 
 mod engine;
+mod logprobs;
 mod server;
 mod wire;
 

@@ -7,14 +7,26 @@ use dynamo_core::{Delivery, Disaggregation, Error, FinishReason, GenerateRequest
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::logprobs::Scored;
+
+/// The largest seed sent. SGLang 0.5.3 puts `sampling_seed` in a 32-bit tensor when it
+/// samples deterministically, where a larger value fails inside its scheduler rather than in
+/// its request checks (later versions take 64 bits), so larger seeds are refused here.
+pub(crate) const MAX_SEED: u64 = i32::MAX as u64;
+
 /// The `/generate` body for `request`, with request id `rid`: streamed, unless its client reads
 /// the answer whole ([`Delivery::Whole`]).
 ///
 /// # Errors
 ///
-/// [`Error::InvalidRequest`] for what SGLang's `/generate` does not take: a seed (not every
-/// version has `sampling_seed`), log-probabilities (returned in another shape, not mapped
-/// yet), a cache salt, or one phase of a disaggregated request.
+/// A seed goes in `sampling_params.sampling_seed` (SGLang 0.5.3 and later); log-probabilities
+/// are asked for with `return_logprob`, `top_logprobs_num` and `logprob_start_len: -1` (the
+/// output tokens' only).
+///
+/// # Errors
+///
+/// [`Error::InvalidRequest`], naming the field, for what SGLang's `/generate` does not take: a
+/// seed above [`MAX_SEED`], a cache salt, or one phase of a disaggregated request.
 pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, Value>, Error> {
     let refuse = |what: &str| {
         Err(Error::invalid_request(format!(
@@ -22,11 +34,8 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
         )))
     };
     let sampling = &request.sampling;
-    if sampling.seed.is_some() {
-        return refuse("seed");
-    }
-    if sampling.logprobs.is_some() {
-        return refuse("logprobs");
+    if sampling.seed.is_some_and(|seed| seed > MAX_SEED) {
+        return refuse("a seed above 2147483647");
     }
     if request.cache_salt.is_some() {
         return refuse("cache_salt");
@@ -60,6 +69,9 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
     if let Some(top_k) = sampling.top_k {
         put("top_k", json!(top_k));
     }
+    if let Some(seed) = sampling.seed {
+        put("sampling_seed", json!(seed));
+    }
     if !request.stop.stop_token_ids.is_empty() {
         put("stop_token_ids", json!(request.stop.stop_token_ids));
     }
@@ -76,6 +88,13 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
     );
     if let Some(lora) = &request.lora_name {
         body.insert("lora_path".into(), json!(lora));
+    }
+    if let Some(top) = sampling.logprobs {
+        body.insert("return_logprob".into(), json!(true));
+        body.insert("top_logprobs_num".into(), json!(top));
+        // The output tokens' only: -1 is also the default, said here so that no version
+        // computes the prompt's.
+        body.insert("logprob_start_len".into(), json!(-1));
     }
     Ok(body)
 }
@@ -101,6 +120,12 @@ pub(crate) struct MetaInfo {
     pub(crate) completion_tokens: Option<u32>,
     #[serde(default)]
     cached_tokens: u32,
+    /// With `return_logprob`: `[logprob, token_id, text]` per output token.
+    #[serde(default)]
+    pub(crate) output_token_logprobs: Option<Vec<Scored>>,
+    /// With `top_logprobs_num` > 0: per output token, its most likely alternatives, or `null`.
+    #[serde(default)]
+    pub(crate) output_top_logprobs: Option<Vec<Option<Vec<Scored>>>>,
 }
 
 impl MetaInfo {
@@ -165,10 +190,40 @@ mod tests {
                    "sampling_params": {"max_new_tokens": 3, "min_new_tokens": 1,
                    "temperature": 0.5, "top_k": 8, "stop_token_ids": [2]}})
         );
-        request.sampling.seed = Some(1);
-        let error = body(&request, "r-2").unwrap_err();
-        assert_eq!(error.class(), ErrorClass::InvalidRequest);
-        assert!(error.to_string().contains("seed"));
+        let refused = [
+            ("seed", {
+                let mut r = request.clone();
+                r.sampling.seed = Some(MAX_SEED + 1);
+                r
+            }),
+            ("cache_salt", {
+                let mut r = request.clone();
+                r.cache_salt = Some("tenant".into());
+                r
+            }),
+        ];
+        for (field, refused) in refused {
+            let error = body(&refused, "r-2").unwrap_err();
+            assert_eq!(error.class(), ErrorClass::InvalidRequest, "{field}");
+            assert!(error.to_string().contains(field), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_seed_and_log_probabilities_are_sent_under_sglang_names() {
+        let request = GenerateRequest::new("r", "m", vec![5]).with_sampling(SamplingOptions {
+            seed: Some(MAX_SEED),
+            logprobs: Some(0),
+            ..Default::default()
+        });
+        let sent = body(&request, "r-1").unwrap();
+        assert_eq!(
+            sent["sampling_params"],
+            json!({"sampling_seed": 2147483647})
+        );
+        assert_eq!(sent["return_logprob"], true);
+        assert_eq!(sent["top_logprobs_num"], 0);
+        assert_eq!(sent["logprob_start_len"], -1);
     }
 
     #[test]

@@ -6,7 +6,8 @@ mod replay;
 use std::collections::HashMap;
 
 use dynamo_core::{
-    Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions, Usage,
+    Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions, TokenLogProb,
+    Usage,
 };
 use dynamo_sglang::SglangServer;
 use futures::StreamExt;
@@ -140,4 +141,99 @@ async fn load_comes_from_sglang_gauges() {
         ),
         (6.0, 2.0, Some(0.42))
     );
+}
+
+/// The greedy request above, asking for each token's log-probability and two alternatives.
+fn scored_request() -> GenerateRequest {
+    let mut request = request();
+    request.sampling.logprobs = Some(2);
+    request
+}
+
+/// The scores of the fixtures' first three tokens (378, 3575, 282), as SGLang wrote them.
+fn expected_scores() -> Vec<TokenLogProb> {
+    let score = |token, logprob, top: &[(u32, f32)]| TokenLogProb {
+        token,
+        logprob,
+        top: top.to_vec(),
+    };
+    vec![
+        score(378, -0.125, &[(378, -0.125), (504, -2.25)]),
+        score(3575, -0.5, &[(3575, -0.5), (1421, -1.5)]),
+        score(282, -0.0625, &[(282, -0.0625), (314, -3.0)]),
+    ]
+}
+
+#[tokio::test]
+async fn streamed_log_probabilities_come_with_their_tokens() {
+    // SGLang 0.5.3 streams new ids with every score so far; 0.5.23 with
+    // --incremental-streaming-output slices the scores to the event's ids too.
+    for fixture in ["stream_logprobs.http", "stream_logprobs_incremental.http"] {
+        let server = Replay::one("/generate", fixture).await;
+        let sglang = SglangServer::new(&server.url()).expect("a URL");
+        let mut stream = sglang
+            .engine()
+            .generate(scored_request())
+            .await
+            .expect(fixture);
+        let mut answer = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.expect(fixture);
+            let scored = chunk.log_probs.clone().unwrap_or_default();
+            // Each chunk's scores are its own tokens'.
+            assert_eq!(
+                scored.iter().map(|s| s.token).collect::<Vec<_>>(),
+                chunk.tokens,
+                "{fixture}"
+            );
+            answer.extend(scored);
+        }
+        assert_eq!(answer, expected_scores(), "{fixture}");
+        let sent = server.request_json(0);
+        assert_eq!(sent["return_logprob"], true);
+        assert_eq!(sent["top_logprobs_num"], 2);
+        assert_eq!(sent["logprob_start_len"], -1);
+    }
+}
+
+#[tokio::test]
+async fn a_whole_answer_scores_every_token_but_the_matched_stop_token() {
+    let server = Replay::one("/generate", "generate_whole_logprobs.http").await;
+    let sglang = SglangServer::new(&server.url()).expect("a URL");
+    let mut request = scored_request();
+    request.delivery = Delivery::Whole;
+    let mut stream = sglang.engine().generate(request).await.expect("a stream");
+    let chunk = stream.next().await.expect("a chunk").expect("the answer");
+    assert!(stream.next().await.is_none(), "one chunk, scores and all");
+    assert_eq!(chunk.tokens, [378, 3575, 282]);
+    assert_eq!(chunk.finish_reason, Some(FinishReason::Stop));
+    let scored = chunk.log_probs.expect("log-probabilities");
+    assert_eq!(scored, expected_scores());
+    assert_eq!(server.request_json(0)["stream"], false);
+}
+
+#[tokio::test]
+async fn a_seed_is_sent_as_sampling_seed_and_one_sglang_cannot_hold_is_refused() {
+    let server = Replay::one("/generate", "stream_cumulative.http").await;
+    let sglang = SglangServer::new(&server.url()).expect("a URL");
+    let mut seeded = request();
+    seeded.sampling.seed = Some(1234);
+    sglang
+        .engine()
+        .generate_all(seeded.clone())
+        .await
+        .expect("an answer");
+    let sent = server.request_json(0);
+    assert_eq!(sent["sampling_params"]["sampling_seed"], 1234);
+
+    // SGLang 0.5.3 holds the seed in 32 bits; a larger one is refused before anything is sent.
+    seeded.sampling.seed = Some(1 << 31);
+    let error = sglang
+        .engine()
+        .generate_all(seeded)
+        .await
+        .expect_err("a seed above 2^31 - 1");
+    assert_eq!(error.class(), ErrorClass::InvalidRequest);
+    assert!(error.to_string().contains("seed"), "{error}");
+    assert_eq!(server.seen.requests.lock().expect("not poisoned").len(), 1);
 }
