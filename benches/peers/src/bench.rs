@@ -17,7 +17,7 @@ pub trait Indexer {
     /// An event in the indexer's own type.
     type Event;
     /// A query in the indexer's own type.
-    type Query;
+    type Query: Touch;
     /// What a lookup returns, in the indexer's own type.
     type Answer;
 
@@ -46,6 +46,20 @@ pub trait Indexer {
 
     /// `answer` as (worker, depth in blocks) pairs with a non-zero depth, in any order.
     fn depths(&self, answer: &Self::Answer, out: &mut Vec<(u64, u32)>);
+}
+
+/// Reading a query's hashes without timing it, so that its lookup finds them in the cache.
+pub trait Touch {
+    /// Read every hash of the query.
+    fn touch(&self);
+}
+
+impl<T: Copy> Touch for Vec<T> {
+    fn touch(&self) {
+        for &hash in self {
+            std::hint::black_box(hash);
+        }
+    }
 }
 
 /// One line of the table.
@@ -88,12 +102,13 @@ fn depth_class(depth: u32) -> usize {
         .unwrap_or(DEPTHS.len() - 1)
 }
 
-/// Measure `I` on `stream`, `runs` times for each timing.
-pub fn measure<I: Indexer>(stream: &Stream, runs: usize) -> Row {
+/// Measure `I` on `stream`, `runs` times for each timing; with `warm`, each query's hashes are
+/// read just before its lookup is timed.
+pub fn measure<I: Indexer>(stream: &Stream, runs: usize, warm: bool) -> Row {
     let (empty_bytes, full_bytes) = footprint::<I>(stream);
     let bytes_per_resident = full_bytes as f64 / stream.resident_pairs.max(1) as f64;
     let (ingest, ingest_cpu, rejected) = ingest::<I>(stream, runs);
-    let (latencies, wrong_answers) = lookups::<I>(stream, runs);
+    let (latencies, wrong_answers) = lookups::<I>(stream, runs, warm);
     let total: u64 = latencies.iter().sum();
     let requests = stream.steps.len();
     let medians: Vec<u64> = (0..requests)
@@ -192,10 +207,10 @@ fn cpu_time() -> Option<Duration> {
     (rc == 0).then(|| Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
 }
 
-/// Replay the stream `runs` times, timing each lookup at its request's arrival. Returns every
-/// lookup's latency in ns (run after run, each in request order) and the number of wrong
-/// answers of the first run.
-fn lookups<I: Indexer>(stream: &Stream, runs: usize) -> (Vec<u64>, usize) {
+/// Replay the stream `runs` times, timing each lookup at its request's arrival (with `warm`,
+/// after reading the query's hashes, untimed). Returns every lookup's latency in ns (run after
+/// run, each in request order) and the number of wrong answers of the first run.
+fn lookups<I: Indexer>(stream: &Stream, runs: usize, warm: bool) -> (Vec<u64>, usize) {
     let mut latencies = Vec::with_capacity(runs * stream.steps.len());
     let mut wrong = 0;
     let mut depths = Vec::new();
@@ -210,6 +225,9 @@ fn lookups<I: Indexer>(stream: &Stream, runs: usize) -> (Vec<u64>, usize) {
             .map(|s| s.events.iter().map(|e| index.event(e)).collect())
             .collect();
         for (i, query) in queries.iter_mut().enumerate() {
+            if warm {
+                query.touch();
+            }
             let start = Instant::now();
             let answer = index.lookup(query);
             latencies.push(start.elapsed().as_nanos() as u64);

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -- [--trace PATH] [--runs N] [--workers 8,64,256] [--scale N]
+//!     [--only NAME[,NAME...]] [--warm-queries]
 //! ```
 //!
 //! `--scale N` replays N copies of the trace, their hash ids in disjoint ranges and their
@@ -32,15 +33,17 @@ const DEFAULT_TRACE: &str = concat!(
     "/../../../shared/traces/mooncake-fast25/synthetic_trace.jsonl"
 );
 
-type Measurement = fn(&Stream, usize) -> Row;
+type Measurement = fn(&Stream, usize, bool) -> Row;
 
 struct Args {
     trace: PathBuf,
     runs: usize,
     workers: Vec<u64>,
     scale: u64,
-    /// Measure only the indexers whose name contains this.
+    /// Measure only the indexers whose name contains one of these (comma-separated).
     only: Option<String>,
+    /// Read each query's hashes just before its lookup is timed.
+    warm_queries: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -50,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
         workers: vec![8, 64, 256],
         scale: 1,
         only: None,
+        warm_queries: false,
     };
     let mut given = std::env::args().skip(1);
     while let Some(flag) = given.next() {
@@ -69,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--only" => args.only = Some(value()?),
+            "--warm-queries" => args.warm_queries = true,
             "--scale" => {
                 args.scale = value()?.parse().map_err(|e| format!("--scale: {e}"))?;
                 if args.scale == 0 {
@@ -77,7 +82,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: dynamo-peers-bench [--trace PATH] [--runs N] [--workers 8,64,256] [--scale N] [--only NAME]"
+                    "usage: dynamo-peers-bench [--trace PATH] [--runs N] [--workers 8,64,256] [--scale N] [--only NAME[,NAME...]] [--warm-queries]"
                 );
                 std::process::exit(0);
             }
@@ -99,11 +104,16 @@ fn main() {
     let requests = trace.len();
     let trace = stream::scaled(trace, args.scale);
     eprintln!(
-        "trace: {} ({requests} requests), scale {} ({} requests), {} runs per timing",
+        "trace: {} ({requests} requests), scale {} ({} requests), {} runs per timing{}",
         args.trace.display(),
         args.scale,
         trace.len(),
-        args.runs
+        args.runs,
+        if args.warm_queries {
+            ", queries read before their lookups are timed"
+        } else {
+            ""
+        }
     );
     let mut rows: Vec<Row> = Vec::new();
     let mut streams = Vec::new();
@@ -129,10 +139,10 @@ fn main() {
         let chosen = measurements.into_iter().filter(|(name, _)| {
             args.only
                 .as_ref()
-                .is_none_or(|only| name.contains(only.as_str()))
+                .is_none_or(|only| only.split(',').any(|part| name.contains(part.trim())))
         });
         for (_, measurement) in chosen {
-            let row = measurement(&stream, args.runs);
+            let row = measurement(&stream, args.runs, args.warm_queries);
             eprintln!("  measured {}", row.name);
             rows.push(row);
         }
