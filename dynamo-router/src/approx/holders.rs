@@ -21,6 +21,16 @@ pub(super) struct Holder {
     pub(super) touch: u32,
 }
 
+/// What a touch did to its block's holders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Touched {
+    /// The worker was added.
+    Added,
+    /// The worker held the block already: its touch of this (short) number is no longer its
+    /// latest.
+    Again(u32),
+}
+
 /// A touch number as a holder keeps it.
 pub(super) fn short(number: u64) -> u32 {
     number as u32
@@ -81,21 +91,21 @@ impl Blocks {
         }
     }
 
-    /// Set `holder` as its worker's latest touch of `hash`; whether the worker was added.
-    pub(super) fn touch(&mut self, hash: SequenceHash, holder: Holder) -> bool {
+    /// Set `holder` as its worker's latest touch of `hash`.
+    pub(super) fn touch(&mut self, hash: SequenceHash, holder: Holder) -> Touched {
         let head = match self.main.entry(hash) {
             Entry::Vacant(free) => {
                 free.insert(Head {
                     mask: bit(holder.slot),
                     only: holder,
                 });
-                return true;
+                return Touched::Added;
             }
             Entry::Occupied(held) => held.into_mut(),
         };
         if head.only.slot == holder.slot {
-            head.only.touch = holder.touch;
-            return false;
+            let earlier = std::mem::replace(&mut head.only.touch, holder.touch);
+            return Touched::Again(earlier);
         }
         let list = self.shared.entry(hash).or_default();
         if head.only.slot != SHARED {
@@ -104,14 +114,11 @@ impl Blocks {
             head.only.slot = SHARED;
         }
         match find(head.mask, list, holder.slot) {
-            Ok(i) => {
-                list[i].touch = holder.touch;
-                false
-            }
+            Ok(i) => Touched::Again(std::mem::replace(&mut list[i].touch, holder.touch)),
             Err(i) => {
                 list.insert(i, holder);
                 head.mask |= bit(holder.slot);
-                true
+                Touched::Added
             }
         }
     }

@@ -3,9 +3,10 @@
 //! Every block of every request routed to the worker is a touch, numbered in routing order;
 //! the touches' hashes are kept in one queue, and each request is one record (when it was
 //! routed, how many touches are its). Whether a touch is still its block's latest is for the
-//! caller to say (the block map keeps each holder's latest touch number): a stale touch is
-//! skipped when it reaches the front, and the queue is compacted when stale touches outnumber
-//! live blocks.
+//! caller to say (the block map keeps each holder's latest touch number), and the caller marks a
+//! touch stale when the worker touches its block again ([`Records::mark_stale`]): a stale touch
+//! is skipped when it reaches the front, or when its request expires, without a look-up in the
+//! block map, and the queue is compacted when stale touches outnumber live blocks.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -29,6 +30,9 @@ pub(super) struct Records {
     records: VecDeque<Record>,
     /// The hashes of every record's touches, in order: `hashes[k]` is touch `front + k`.
     hashes: VecDeque<SequenceHash>,
+    /// Whether each touch of `hashes` (at the same place) is known to be stale: its worker
+    /// touched its block again since.
+    stale: VecDeque<bool>,
     /// The number of the touch at the front of `hashes`.
     front: u64,
 }
@@ -51,21 +55,31 @@ impl Records {
             return;
         }
         self.hashes.extend(hashes.iter().copied());
+        self.stale.extend(std::iter::repeat_n(false, hashes.len()));
         self.records.push_back(Record {
             routed_at: at,
             touches: hashes.len() as u32,
         });
     }
 
-    /// The front touch, and when its request was routed.
-    pub(super) fn front(&self) -> Option<(Touch, Instant)> {
-        let record = self.records.front()?;
-        let hash = *self.hashes.front()?;
-        Some(((hash, self.front), record.routed_at))
+    /// Mark the touch whose number is `number` modulo 2^32 (as holders keep it) stale: its
+    /// worker touched its block again. A number not held is ignored.
+    pub(super) fn mark_stale(&mut self, number: u32) {
+        // The queue holds fewer than 2^32 touches, so the distance from the front is exact.
+        let at = number.wrapping_sub(self.front as u32) as usize;
+        if let Some(stale) = self.stale.get_mut(at) {
+            *stale = true;
+        }
     }
 
-    /// If the front request was routed at a time `expired` says so of, pop its touches into
-    /// `popped`; whether it was.
+    /// Whether the front touch is marked stale; `None` when there is none.
+    pub(super) fn front_is_stale(&self) -> Option<bool> {
+        self.records.front()?;
+        self.stale.front().copied()
+    }
+
+    /// If the front request was routed at a time `expired` says so of, pop its touches, and
+    /// push those not marked stale into `popped`; whether it was.
     pub(super) fn pop_record_if(
         &mut self,
         expired: impl Fn(Instant) -> bool,
@@ -79,22 +93,29 @@ impl Records {
         }
         let touches = record.touches as usize;
         self.records.pop_front();
-        popped.extend(self.hashes.drain(..touches).zip(self.front..));
+        let numbered = self.hashes.drain(..touches).zip(self.front..);
+        popped.extend(
+            numbered
+                .zip(self.stale.drain(..touches))
+                .filter(|&(_, stale)| !stale)
+                .map(|(touch, _)| touch),
+        );
         self.front += touches as u64;
         true
     }
 
-    /// Pop the front touch.
-    pub(super) fn pop(&mut self) -> Option<Touch> {
+    /// Pop the front touch, and whether it was marked stale.
+    pub(super) fn pop(&mut self) -> Option<(Touch, bool)> {
         let record = self.records.front_mut()?;
         let hash = self.hashes.pop_front()?;
+        let stale = self.stale.pop_front().unwrap_or(false);
         record.touches -= 1;
         if record.touches == 0 {
             self.records.pop_front();
         }
         let number = self.front;
         self.front += 1;
-        Some((hash, number))
+        Some(((hash, number), stale))
     }
 
     /// The touches, oldest first.
@@ -103,7 +124,7 @@ impl Records {
     }
 
     /// Keep only the touches `keep` says are live, renumbered without gaps: `keep` is told
-    /// each touch and the number it will have.
+    /// each touch not marked stale and the number it will have.
     pub(super) fn compact(&mut self, mut keep: impl FnMut(Touch, u64) -> bool) {
         let mut hashes = VecDeque::new();
         let mut records = VecDeque::with_capacity(self.records.len());
@@ -114,8 +135,9 @@ impl Records {
                 let Some(hash) = self.hashes.pop_front() else {
                     break;
                 };
+                let stale = self.stale.pop_front().unwrap_or(false);
                 let renumbered = self.front + hashes.len() as u64;
-                if keep((hash, number), renumbered) {
+                if !stale && keep((hash, number), renumbered) {
                     hashes.push_back(hash);
                     kept += 1;
                 }
@@ -128,6 +150,7 @@ impl Records {
                 });
             }
         }
+        self.stale = VecDeque::from(vec![false; hashes.len()]);
         self.hashes = hashes;
         self.records = records;
     }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use dynamo_core::{SequenceHash, WorkerId};
 use smallvec::SmallVec;
 
-use super::holders::{Blocks, Holder, short};
+use super::holders::{Blocks, Holder, Touched, short};
 use super::records::{Records, Touch};
 use crate::index::{IndexError, Overlaps, TierOverlap};
 
@@ -95,13 +95,16 @@ impl Store {
             return Ok(());
         };
         let first = state.records.next_touch();
+        // Queued first, so that a block the request holds twice marks its first touch stale.
+        state.records.push(hashes, at);
         for (touch, &hash) in (first..).zip(hashes) {
             let touch = short(touch);
-            if self.blocks.touch(hash, Holder { slot, touch }) {
-                state.blocks += 1;
+            match self.blocks.touch(hash, Holder { slot, touch }) {
+                Touched::Added => state.blocks += 1,
+                // The worker's earlier touch of the block will be skipped without a look-up.
+                Touched::Again(earlier) => state.records.mark_stale(earlier),
             }
         }
-        state.records.push(hashes, at);
         if state.records.len() > 2 * state.blocks + self.slack {
             let blocks = &mut self.blocks;
             state.records.compact(|(hash, number), renumbered| {
@@ -137,10 +140,10 @@ impl Store {
         let Some(state) = self.workers.get_mut(slot as usize).and_then(Option::as_mut) else {
             return false;
         };
-        let Some(touch) = state.records.pop() else {
+        let Some((touch, stale)) = state.records.pop() else {
             return false;
         };
-        if forget(&mut self.blocks, touch, slot) {
+        if !stale && forget(&mut self.blocks, touch, slot) {
             state.blocks -= 1;
         }
         true
@@ -155,7 +158,8 @@ impl Store {
                 continue;
             };
             // Whole requests that expired, and stale touches, up to the first live touch that
-            // did not expire.
+            // did not expire. Touches marked stale are no longer their blocks' latest, so they
+            // are dropped without a look-up.
             loop {
                 if state.records.pop_record_if(&expired, &mut popped) {
                     for touch in popped.drain(..) {
@@ -163,9 +167,7 @@ impl Store {
                             state.blocks -= 1;
                         }
                     }
-                } else if let Some((touch, _)) = state.records.front()
-                    && !is_latest(&self.blocks, touch, slot)
-                {
+                } else if state.records.front_is_stale() == Some(true) {
                     state.records.pop();
                 } else {
                     break;
