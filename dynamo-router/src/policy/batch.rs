@@ -1,10 +1,13 @@
 //! Costing all the workers of a decision together.
 //!
 //! Most workers of a decision hold none of the prompt (no cached or in-flight prefix), so a
-//! cost policy's formula for them needs only their loads. Those are copied side by side and
-//! costed in one pass without a branch, which the compiler makes vector instructions of; the few
-//! workers that hold some of the prompt are gathered into columns and costed in a second such
-//! pass. The formulas are the policies' own, given what they read of a worker ([`Seen`]).
+//! cost policy's formula for them needs only their loads. Those are copied side by side
+//! ([`Loads`]) and costed in one pass without a branch, which the compiler makes vector
+//! instructions of; the few workers that hold some of the prompt are gathered into columns and
+//! costed in a second such pass. The same copy says what the workers reported of their KV
+//! capacities ([`Reported`]), so that a policy picks the formula's cheapest exact form once per
+//! batch rather than scanning the workers again. The formulas are the policies' own, given what
+//! they read of a worker ([`Seen`]).
 
 use super::WorkerState;
 use crate::index::TierOverlap;
@@ -49,77 +52,117 @@ impl Seen {
     }
 }
 
-/// The costs of `workers` into `costs` (as long), in their order: `bare` for a worker that
-/// holds none of the prompt (given its load alone), `full` for any worker. Their capacities
-/// are read only if `CAPACITY` (else they are seen as 0, unknown).
-#[inline(always)]
-pub(super) fn fill<const CAPACITY: bool>(
-    workers: &[WorkerState],
-    costs: &mut [f64],
-    bare: impl Fn(Seen) -> f64 + Copy,
-    full: impl Fn(Seen) -> f64 + Copy,
-) {
-    for (workers, costs) in workers.chunks(BATCH).zip(costs.chunks_mut(BATCH)) {
-        fill_batch::<CAPACITY>(workers, costs, bare, full);
-    }
+/// What the workers of a batch reported of their KV capacities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reported {
+    /// None of them (`None` or 0 each).
+    Nothing,
+    /// Every one of them the same number of blocks (not 0).
+    Same(u64),
+    /// Different capacities, or some reported one and some did not.
+    Mixed,
 }
 
-/// [`fill`] for at most [`BATCH`] workers.
-#[inline(always)]
-fn fill_batch<const CAPACITY: bool>(
-    workers: &[WorkerState],
-    costs: &mut [f64],
-    bare: impl Fn(Seen) -> f64,
-    full: impl Fn(Seen) -> f64,
-) {
-    let n = workers.len().min(costs.len()).min(BATCH);
-    let costs = &mut costs[..n];
-    // Every worker's load side by side, and the places of those that hold some of the prompt.
-    let mut requests = [0u32; BATCH];
-    let mut prefill_tokens = [0u64; BATCH];
-    let mut decode_blocks = [0u64; BATCH];
-    let mut capacity = [0u64; BATCH];
-    let mut holding = [0u8; BATCH];
-    let mut holders = 0;
-    for (i, worker) in workers.iter().take(n).enumerate() {
-        requests[i] = worker.load.active_requests;
-        prefill_tokens[i] = worker.load.active_prefill_tokens;
-        decode_blocks[i] = worker.load.active_decode_blocks;
-        if CAPACITY {
-            capacity[i] = worker.load.kv_capacity_blocks.unwrap_or(0);
+/// The loads of at most [`BATCH`] workers side by side, the places of those that hold some of
+/// the prompt, and what they reported of their capacities.
+pub(super) struct Loads {
+    n: usize,
+    requests: [u32; BATCH],
+    prefill_tokens: [u64; BATCH],
+    decode_blocks: [u64; BATCH],
+    capacity: [u64; BATCH],
+    holding: [u8; BATCH],
+    holders: usize,
+    reported: Reported,
+}
+
+impl Loads {
+    /// The loads of the first [`BATCH`] of `workers`, in one pass.
+    #[inline(always)]
+    pub(super) fn of(workers: &[WorkerState]) -> Self {
+        let n = workers.len().min(BATCH);
+        let mut loads = Loads {
+            n,
+            requests: [0; BATCH],
+            prefill_tokens: [0; BATCH],
+            decode_blocks: [0; BATCH],
+            capacity: [0; BATCH],
+            holding: [0; BATCH],
+            holders: 0,
+            reported: Reported::Nothing,
+        };
+        let (mut lowest, mut highest) = (u64::MAX, 0);
+        for (i, worker) in workers.iter().take(n).enumerate() {
+            loads.requests[i] = worker.load.active_requests;
+            loads.prefill_tokens[i] = worker.load.active_prefill_tokens;
+            loads.decode_blocks[i] = worker.load.active_decode_blocks;
+            let capacity = worker.load.kv_capacity_blocks.unwrap_or(0);
+            loads.capacity[i] = capacity;
+            lowest = lowest.min(capacity);
+            highest = highest.max(capacity);
+            // Without a branch: written at the next place, which moves on if it holds some.
+            loads.holding[loads.holders % BATCH] = i as u8;
+            let cached = &worker.cached;
+            let some = worker.in_flight | cached.device | cached.host | cached.disk | cached.remote;
+            loads.holders += usize::from(some != 0);
         }
-        // Without a branch: written at the next place, which moves on if it holds some.
-        holding[holders % BATCH] = i as u8;
-        let cached = &worker.cached;
-        let some = worker.in_flight | cached.device | cached.host | cached.disk | cached.remote;
-        holders += usize::from(some != 0);
+        loads.reported = if highest == 0 {
+            Reported::Nothing
+        } else if lowest == highest {
+            Reported::Same(highest)
+        } else {
+            Reported::Mixed
+        };
+        loads
     }
-    // Every worker as if it held none of the prompt.
-    for (i, cost) in costs.iter_mut().enumerate() {
-        *cost = bare(Seen {
-            cached: TierOverlap::default(),
-            in_flight: 0,
-            requests: requests[i],
-            prefill_tokens: prefill_tokens[i],
-            decode_blocks: decode_blocks[i],
-            capacity: capacity[i],
-        });
+
+    /// What the workers reported of their capacities.
+    pub(super) fn reported(&self) -> Reported {
+        self.reported
     }
-    // Then those that do, side by side.
-    for group in holding[..holders.min(BATCH)].chunks(GROUP) {
-        let mut some = Columns::new();
-        for (j, &i) in group.iter().enumerate() {
-            if let Some(worker) = workers.get(usize::from(i)) {
-                some.set(j, Seen::of(worker));
+
+    /// Every worker's cost into `costs` (as long as the workers), as if it held none of the
+    /// prompt: `bare` given its load alone.
+    #[inline(always)]
+    pub(super) fn each_bare(&self, costs: &mut [f64], bare: impl Fn(Seen) -> f64) {
+        let n = self.n.min(costs.len());
+        for (i, cost) in costs[..n].iter_mut().enumerate() {
+            *cost = bare(Seen {
+                cached: TierOverlap::default(),
+                in_flight: 0,
+                requests: self.requests[i],
+                prefill_tokens: self.prefill_tokens[i],
+                decode_blocks: self.decode_blocks[i],
+                capacity: self.capacity[i],
+            });
+        }
+    }
+
+    /// The cost of each of `workers` (those [`of`](Self::of) was given) that holds some of
+    /// the prompt into its place in `costs`: `full` of what it holds and its load, side by
+    /// side.
+    #[inline(always)]
+    pub(super) fn each_holding(
+        &self,
+        workers: &[WorkerState],
+        costs: &mut [f64],
+        full: impl Fn(Seen) -> f64,
+    ) {
+        for group in self.holding[..self.holders.min(BATCH)].chunks(GROUP) {
+            let mut some = Columns::new();
+            for (j, &i) in group.iter().enumerate() {
+                if let Some(worker) = workers.get(usize::from(i)) {
+                    some.set(j, Seen::of(worker));
+                }
             }
-        }
-        let mut theirs = [0.0; GROUP];
-        for (j, cost) in theirs.iter_mut().take(group.len()).enumerate() {
-            *cost = full(some.get(j));
-        }
-        for (&i, &cost) in group.iter().zip(&theirs) {
-            if let Some(slot) = costs.get_mut(usize::from(i)) {
-                *slot = cost;
+            let mut theirs = [0.0; GROUP];
+            for (j, cost) in theirs.iter_mut().take(group.len()).enumerate() {
+                *cost = full(some.get(j));
+            }
+            for (&i, &cost) in group.iter().zip(&theirs) {
+                if let Some(slot) = costs.get_mut(usize::from(i)) {
+                    *slot = cost;
+                }
             }
         }
     }

@@ -7,7 +7,7 @@
 //! is the same, bit for bit, as the formula computed worker by worker: the same operations on
 //! the same values, in the same order (a test holds them to it).
 
-use super::batch::{self, Seen};
+use super::batch::{BATCH, Loads, Reported, Seen};
 use super::expected_ttft::{ExpectedTtftConfig, PrefillTimeModel};
 use super::{RouteContext, WorkerState};
 use crate::index::TierOverlap;
@@ -21,18 +21,36 @@ pub(super) struct RequestCosts<'a> {
     blocks: u64,
     /// The most a worker's stalled requests are charged.
     stall_cap: f64,
-    /// For a worker whose own KV capacity is not known: whether the configured one is, and
-    /// what it is.
-    has_capacity: bool,
-    capacity: f64,
-    /// `1 / capacity`, or 0 when it is not known (no memory wait is charged then).
-    per_capacity_block: f64,
-    /// The power of a worker's memory share that is the chance this request waits for memory.
-    memory_exponent: u32,
+    /// The memory terms' values for a worker whose own KV capacity is not known.
+    configured: Memory,
     /// Twice the prompt's full blocks (at least 1): a capacity over it is the exponent's base.
     twice_blocks: f64,
     /// What a worker holding none of the prompt would compute.
     bare: Work,
+}
+
+/// What the memory terms read of a worker's KV capacity, for one request.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    /// Whether the capacity is known, and what it is (0 when it is not).
+    has_capacity: bool,
+    capacity: f64,
+    /// `1 / capacity`, or 0 when it is not known (no memory wait is charged then).
+    per_block: f64,
+    /// The power of a worker's memory share that is the chance this request waits for memory.
+    exponent: u32,
+}
+
+/// Where a batch's memory terms take a worker's capacity from (the forms of
+/// [`RequestCosts::cost_with`], each the formula's exact value in its case).
+mod memory {
+    /// No capacity is known, neither reported nor configured: both terms are zero.
+    pub(super) const NONE: u8 = 0;
+    /// One capacity for every worker of the batch (the configured one, as none reported any,
+    /// or the one they all reported): its values are computed once.
+    pub(super) const FIXED: u8 = 1;
+    /// Each worker's own, else the configured one.
+    pub(super) const OWN: u8 = 2;
 }
 
 /// The prompt tokens a worker would compute, and their prefill time.
@@ -51,18 +69,32 @@ impl<'a> RequestCosts<'a> {
             request,
             blocks: request.blocks.len() as u64,
             stall_cap: stall_cap(config, request),
-            has_capacity: config.kv_capacity_blocks.is_some(),
-            capacity: config.kv_capacity_blocks.unwrap_or(0) as f64,
-            per_capacity_block: config
-                .kv_capacity_blocks
-                .map_or(0.0, |capacity| 1.0 / capacity.max(1) as f64),
-            memory_exponent: memory_exponent(config, request),
+            configured: Memory {
+                has_capacity: config.kv_capacity_blocks.is_some(),
+                capacity: config.kv_capacity_blocks.unwrap_or(0) as f64,
+                per_block: config
+                    .kv_capacity_blocks
+                    .map_or(0.0, |capacity| 1.0 / capacity.max(1) as f64),
+                exponent: memory_exponent(config, request),
+            },
             twice_blocks: twice_blocks(request),
             bare: Work {
                 uncached,
                 ms: prefill.time_ms(uncached),
             },
             prefill,
+        }
+    }
+
+    /// The memory terms' values for a worker that reported a capacity of `blocks` (not 0):
+    /// what [`cost_with`](Self::cost_with) computes for each such worker.
+    fn reported(&self, blocks: u64) -> Memory {
+        let capacity = blocks as f64;
+        Memory {
+            has_capacity: true,
+            capacity,
+            per_block: 1.0 / capacity.max(1.0),
+            exponent: exponent_of(capacity, self.twice_blocks),
         }
     }
 
@@ -78,7 +110,8 @@ impl<'a> RequestCosts<'a> {
     pub(super) fn cost(&self, worker: &WorkerState) -> f64 {
         let split = |tokens| self.prefill.model.chunks(tokens, self.prefill.chunk);
         let seen = Seen::of(worker);
-        self.cost_with::<true>(split, self.work(split, &seen), seen)
+        let work = self.work(split, &seen);
+        self.cost_with::<{ memory::OWN }>(split, work, seen, &self.configured)
     }
 
     /// What a worker would compute.
@@ -93,58 +126,86 @@ impl<'a> RequestCosts<'a> {
 
     /// The costs of the request on `workers` into `costs` (as long), in their order.
     pub(super) fn fill(&self, workers: &[WorkerState], costs: &mut [f64]) {
-        // Workers' own capacities cost a division or two per worker: read only when some
-        // worker reported one (the same costs either way).
-        let reported = workers.iter().any(|worker| {
-            worker
-                .load
-                .kv_capacity_blocks
-                .is_some_and(|blocks| blocks > 0)
-        });
-        if reported {
-            self.fill_split::<true>(workers, costs);
-        } else {
-            self.fill_split::<false>(workers, costs);
-        }
-    }
-
-    /// [`fill`](Self::fill), reading the workers' own capacities if `OWN`.
-    fn fill_split<const OWN: bool>(&self, workers: &[WorkerState], costs: &mut [f64]) {
         if self.prefill.shift < 64 {
             let (shift, mask) = (self.prefill.shift, self.prefill.chunk - 1);
-            self.fill_with::<OWN>(|tokens| (tokens >> shift, tokens & mask), workers, costs);
+            self.fill_with(|tokens| (tokens >> shift, tokens & mask), workers, costs);
         } else {
             let chunk = self.prefill.chunk;
-            self.fill_with::<OWN>(|tokens| (tokens / chunk, tokens % chunk), workers, costs);
+            self.fill_with(|tokens| (tokens / chunk, tokens % chunk), workers, costs);
         }
     }
 
-    /// [`fill`](Self::fill), `split` cutting tokens into whole chunks and a remainder.
+    /// [`fill`](Self::fill), `split` cutting tokens into whole chunks and a remainder: a batch
+    /// at a time, in the cheapest form of the memory terms that the batch's capacities allow
+    /// (the same costs in every form).
     #[inline(always)]
-    fn fill_with<const OWN: bool>(
+    fn fill_with(
         &self,
         split: impl Fn(u64) -> (u64, u64) + Copy,
         workers: &[WorkerState],
         costs: &mut [f64],
     ) {
-        batch::fill::<OWN>(
-            workers,
-            costs,
-            // A worker holding none of the prompt computes what any other such worker does.
-            |seen| self.cost_with::<OWN>(split, self.bare, seen),
-            |seen| self.cost_with::<OWN>(split, self.work(split, &seen), seen),
-        );
+        for (workers, costs) in workers.chunks(BATCH).zip(costs.chunks_mut(BATCH)) {
+            let loads = Loads::of(workers);
+            match loads.reported() {
+                Reported::Nothing if !self.configured.has_capacity => self
+                    .fill_batch::<{ memory::NONE }>(split, &loads, workers, costs, self.configured),
+                Reported::Nothing => self.fill_batch::<{ memory::FIXED }>(
+                    split,
+                    &loads,
+                    workers,
+                    costs,
+                    self.configured,
+                ),
+                Reported::Same(blocks) => self.fill_batch::<{ memory::FIXED }>(
+                    split,
+                    &loads,
+                    workers,
+                    costs,
+                    self.reported(blocks),
+                ),
+                Reported::Mixed => self.fill_batch::<{ memory::OWN }>(
+                    split,
+                    &loads,
+                    workers,
+                    costs,
+                    self.configured,
+                ),
+            }
+        }
+    }
+
+    /// One batch's costs, the memory terms in form `MEMORY` (`fixed`: the values of
+    /// [`memory::FIXED`]).
+    #[inline(always)]
+    fn fill_batch<const MEMORY: u8>(
+        &self,
+        split: impl Fn(u64) -> (u64, u64) + Copy,
+        loads: &Loads,
+        workers: &[WorkerState],
+        costs: &mut [f64],
+        fixed: Memory,
+    ) {
+        // A worker holding none of the prompt computes what any other such worker does.
+        loads.each_bare(costs, |seen| {
+            self.cost_with::<MEMORY>(split, self.bare, seen, &fixed)
+        });
+        loads.each_holding(workers, costs, |seen| {
+            self.cost_with::<MEMORY>(split, self.work(split, &seen), seen, &fixed)
+        });
     }
 
     /// The cost on a worker that would compute `work` (the formula of
-    /// [`ExpectedTtft`](super::ExpectedTtft)), without a branch. `OWN`: the worker's own
-    /// capacity is read (else only the configured one, as if it reported none).
+    /// [`ExpectedTtft`](super::ExpectedTtft)), without a branch. `MEMORY` says where the
+    /// memory terms take the worker's capacity from ([`memory`]); `fixed` is the capacity's
+    /// values for [`memory::FIXED`], and the configured ones for [`memory::OWN`].
     #[inline(always)]
-    fn cost_with<const OWN: bool>(
+    fn cost_with<const MEMORY: u8>(
         &self,
         split: impl Fn(u64) -> (u64, u64),
         work: Work,
         seen: Seen,
+        fixed: &Memory,
     ) -> f64 {
         let config = self.config;
         let ttft = self
@@ -153,33 +214,44 @@ impl<'a> RequestCosts<'a> {
         let held = seen.decode_blocks_with(self.blocks) as f64;
         let stalled = f64::from(seen.requests);
         let stall = (config.stall_weight * stalled * work.ms).min(self.stall_cap);
-        // The worker's own capacity where it reported one, else the configured one.
-        let own = if OWN { seen.capacity } else { 0 };
-        let known = own != 0;
-        let own_capacity = own as f64;
-        let capacity = if known { own_capacity } else { self.capacity };
-        let has_capacity = known | self.has_capacity;
-        let per_block = 1.0 / own_capacity.max(1.0);
-        let per_block = if known {
-            per_block
-        } else {
-            self.per_capacity_block
+        let (overflow, waits) = match MEMORY {
+            // With no capacity the overflow is 0, and so is the share (`held` times 0), whose
+            // power (the exponent is then 1) the wait is: both terms are exactly 0.
+            memory::NONE => (0.0, 0.0),
+            memory::FIXED => fixed.terms(held),
+            _ => {
+                // The worker's own capacity where it reported one, else the configured one.
+                let own = seen.capacity;
+                let known = own != 0;
+                let own_capacity = own as f64;
+                let per_block = 1.0 / own_capacity.max(1.0);
+                let exponent = exponent_of(own_capacity, self.twice_blocks);
+                Memory {
+                    has_capacity: known | fixed.has_capacity,
+                    capacity: if known { own_capacity } else { fixed.capacity },
+                    per_block: if known { per_block } else { fixed.per_block },
+                    exponent: if known { exponent } else { fixed.exponent },
+                }
+                .terms(held)
+            }
         };
-        let exponent = exponent_of(own_capacity, self.twice_blocks);
-        let exponent = if known {
-            exponent
-        } else {
-            self.memory_exponent
-        };
-        let overflow = (held - capacity).max(0.0);
-        let overflow = if has_capacity { overflow } else { 0.0 };
-        let share = (held * per_block).min(1.0);
-        let waits = power(share, exponent);
         ttft + config.compute_weight * work.ms
             + stall
             + config.decode_ms_per_block * held
             + config.overflow_ms_per_block * overflow
             + config.memory_wait_ms * waits
+    }
+}
+
+impl Memory {
+    /// The blocks past the capacity (0 when it is not known) and the chance of waiting for
+    /// memory, for a worker whose active requests would hold `held` blocks.
+    #[inline(always)]
+    fn terms(&self, held: f64) -> (f64, f64) {
+        let overflow = (held - self.capacity).max(0.0);
+        let overflow = if self.has_capacity { overflow } else { 0.0 };
+        let share = (held * self.per_block).min(1.0);
+        (overflow, power(share, self.exponent))
     }
 }
 
@@ -390,6 +462,10 @@ mod tests {
                     block_size: dynamo_core::BlockSize::new(64).expect("non-zero"),
                     expected_output_tokens: None,
                 };
+                // Every worker's capacity its own, none reported, or every one the same: each
+                // form of the memory terms (with a configured capacity or without).
+                let reports = next(3);
+                let same = [Some(40), Some(2000), Some(7)][next(3) as usize];
                 // Batches of workers, whole and cut, most holding none of the prompt.
                 let workers: Vec<WorkerState> = (0..next(150))
                     .map(|id| {
@@ -403,8 +479,11 @@ mod tests {
                                 active_decode_blocks: next(600),
                                 expected_output_tokens: 0,
                                 // Some workers report their own capacity, some none.
-                                kv_capacity_blocks: [None, Some(0), Some(40), Some(2000)]
-                                    [next(4) as usize],
+                                kv_capacity_blocks: match reports {
+                                    0 => [None, Some(0), Some(40), Some(2000)][next(4) as usize],
+                                    1 => [None, Some(0)][next(2) as usize],
+                                    _ => same,
+                                },
                             },
                         };
                         if next(4) == 0 {
