@@ -144,14 +144,18 @@ impl LoadTracker {
         sharing.sort_unstable();
         sharing.dedup();
         for slot in sharing {
+            // The member's state by its slot, in one look-up (a slot of no member has none).
+            let at = cache.state_of_slot.get(slot as usize).copied();
             let (Some(at), Some(Some((_, book)))) = (
-                slots.iter().position(|&s| s == slot),
+                at.filter(|&at| at != NO_STATE),
                 books.books.get(slot as usize),
             ) else {
                 continue;
             };
-            cache.states[at].in_flight = book.held_prefix(blocks) as u32;
-            cache.marked.push(at as u32);
+            if let Some(state) = cache.states.get_mut(at as usize) {
+                state.in_flight = book.held_prefix(blocks) as u32;
+                cache.marked.push(at);
+            }
         }
     }
 }
