@@ -1,10 +1,12 @@
 //! `--engine-at`: engine servers the frontend routes to directly, beside the workers that
 //! discovery reports: vLLM through `dynamo-vllm` and SGLang through `dynamo-sglang` (token
 //! ids, their `/metrics` load, their ZMQ KV events; an older vLLM's text without ids tokenized
-//! by the gateway's tokenizer), TensorRT-LLM through `dynamo-trtllm`
-//! (token ids, its iteration statistics; no KV events), any OpenAI-compatible server through `dynamo-upstream` (its text tokenized by the
-//! gateway's tokenizer, routed with the approximate index or by load).
+//! by the gateway's tokenizer), TensorRT-LLM through `dynamo-trtllm` (token ids, its
+//! iteration statistics, its KV events polled from `/kv_cache_events`), any OpenAI-compatible
+//! server through `dynamo-upstream` (its text tokenized by the gateway's tokenizer, routed
+//! with the approximate index or by load).
 
+use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +18,13 @@ use dynamo_router::{
 use dynamo_sglang::SglangServer;
 use dynamo_transport::engine_events::EngineEventSource;
 use dynamo_transport::events::{EventPlane, forward_resyncs};
-use dynamo_trtllm::TrtllmServer;
+use dynamo_trtllm::{EventsError, TrtllmServer};
 use dynamo_upstream::{
     CompletionsEngine, Dialect, HttpClient, HttpConfig, LoadView, MetricsPoller, OutputTokens,
     TextCodec,
 };
 use dynamo_vllm::VllmServer;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::options::{EngineAt, Options, RouterKind, UpstreamKind};
@@ -148,6 +150,9 @@ pub(crate) async fn attach(
                     .default_max_tokens(options.default_max_tokens);
                 router.insert_worker(worker, server.engine());
                 poll_load(worker, server.load_poller(), loads, (router, block_size));
+                if let Some(interval) = engine_at.poll {
+                    poll_events(&server, interval, worker, (index, block_size));
+                }
             }
             UpstreamKind::Openai => {
                 let client = HttpClient::new(&engine_at.url, HttpConfig::default())?;
@@ -183,17 +188,53 @@ async fn subscribe_events(
         source = source.with_replay(replay.clone());
     }
     let events = source.subscribe().await?;
-    let events = events.filter_map(move |event| {
+    tokio::spawn(index.apply_all(logged(worker, events, dynamo_transport::Error::name)));
+    Ok(())
+}
+
+/// Poll a TensorRT-LLM server's KV events every `interval` into `index` (when the router
+/// routes on events).
+fn poll_events(
+    server: &TrtllmServer,
+    interval: Duration,
+    worker: WorkerId,
+    (index, block_size): (Option<&SharedIndex>, BlockSize),
+) {
+    let Some(index) = index else {
+        tracing::warn!(%worker, "events= is ignored: --router is not kv");
+        return;
+    };
+    let (events, poll) = server
+        .kv_event_poller(worker, block_size)
+        .interval(interval)
+        .start();
+    tokio::spawn(poll);
+    tokio::spawn(index.apply_all(logged(worker, events, EventsError::name)));
+}
+
+/// An engine's events for the index, each problem logged and counted
+/// (`dynamo_engine_kv_event_errors_total`, by worker and `name` of the problem) on the way.
+fn logged<E: Display + 'static>(
+    worker: WorkerId,
+    events: impl Stream<Item = Result<KvEvent, E>> + Send + 'static,
+    name: fn(&E) -> &'static str,
+) -> impl Stream<Item = KvEvent> + Send + 'static {
+    let label = worker.to_string();
+    events.filter_map(move |event| {
         std::future::ready(match event {
             Ok(event) => Some(event),
             Err(error) => {
                 tracing::warn!(%worker, %error, "engine KV events");
+                metrics::counter!(
+                    "dynamo_engine_kv_event_errors_total",
+                    "worker" => label.clone(),
+                    "error" => name(&error)
+                )
+                .increment(1);
                 None
             }
         })
-    });
-    tokio::spawn(index.apply_all(events));
-    Ok(())
+    })
 }
 
 /// Poll a server's load with `poller`, into `loads`, the gateway's metrics and, where the

@@ -1,7 +1,13 @@
 //! `--engine-at KIND=URL[,events=ADDR][,replay=ADDR][,model=NAME][,id=N]`: an engine server
-//! the frontend routes to directly, beside the workers discovery reports.
+//! the frontend routes to directly, beside the workers discovery reports. A TensorRT-LLM
+//! server's events are polled from its own URL: `events=poll`, or `events=poll:MS` to poll
+//! every `MS` milliseconds.
 
 use std::str::FromStr;
+use std::time::Duration;
+
+/// How often a TensorRT-LLM server's KV events are polled without `events=poll:MS`.
+const DEFAULT_POLL: Duration = Duration::from_millis(100);
 
 /// Which adapter speaks to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +41,10 @@ pub(crate) struct EngineAt {
     pub(crate) kind: UpstreamKind,
     /// The server's base URL.
     pub(crate) url: String,
-    /// Its ZMQ KV-event publisher.
+    /// Its ZMQ KV-event publisher (vLLM, SGLang), or `poll[:MS]` (TensorRT-LLM).
     pub(crate) events: Option<String>,
+    /// How often its KV events are polled (TensorRT-LLM with `events=poll`).
+    pub(crate) poll: Option<Duration>,
     /// Its ZMQ replay socket.
     pub(crate) replay: Option<String>,
     /// The name it serves its model under (`None`: the frontend's `--name`).
@@ -74,6 +82,7 @@ impl FromStr for EngineAt {
             kind,
             url: url.to_owned(),
             events: None,
+            poll: None,
             replay: None,
             model: None,
             id: None,
@@ -99,15 +108,54 @@ impl FromStr for EngineAt {
                 }
             }
         }
-        if matches!(engine.kind, UpstreamKind::Openai | UpstreamKind::Trtllm)
-            && engine.events.is_some()
-        {
-            return Err(format!(
-                "events= is for vllm and sglang: a {} server publishes no ZMQ KV events",
-                engine.kind.describe()
-            ));
+        match (engine.kind, engine.events.as_deref()) {
+            (UpstreamKind::Openai, Some(_)) => {
+                return Err(
+                    "events= is for vllm, sglang and trtllm: an OpenAI-compatible server publishes no KV events"
+                        .to_owned(),
+                );
+            }
+            (UpstreamKind::Trtllm, Some(events)) => {
+                engine.poll = Some(poll_interval(events)?);
+                if engine.replay.is_some() {
+                    return Err(
+                        "replay= is for vllm and sglang: a TensorRT-LLM server's events are polled"
+                            .to_owned(),
+                    );
+                }
+            }
+            (UpstreamKind::Vllm | UpstreamKind::Sglang, Some(events))
+                if events == "poll" || events.starts_with("poll:") =>
+            {
+                return Err(format!(
+                    "events=poll is for trtllm: a {} server publishes its KV events on a ZMQ socket (events=tcp://HOST:PORT)",
+                    engine.kind.describe()
+                ));
+            }
+            _ => {}
         }
         Ok(engine)
+    }
+}
+
+/// `poll` or `poll:MS`: how often a TensorRT-LLM server's events are polled.
+fn poll_interval(events: &str) -> Result<Duration, String> {
+    let wrong = || {
+        format!(
+            "events={events:?}: a TensorRT-LLM server's KV events are polled from its URL: events=poll or events=poll:MS (milliseconds, at least 10)"
+        )
+    };
+    match events.strip_prefix("poll") {
+        Some("") => Ok(DEFAULT_POLL),
+        Some(rest) => {
+            let millis: u64 = rest
+                .strip_prefix(':')
+                .and_then(|ms| ms.parse().ok())
+                .filter(|&ms| ms >= 10)
+                .ok_or_else(wrong)?;
+            Ok(Duration::from_millis(millis))
+        }
+        None => Err(wrong()),
     }
 }
 
@@ -131,11 +179,30 @@ mod tests {
             ("tgi=http://h:8000", "engine kind"),
             ("vllm=https://h", "http://"),
             ("vllm=http://h,colour=blue", "colour"),
-            ("openai=http://h,events=tcp://h:1", "no ZMQ KV events"),
-            ("trtllm=http://h,events=tcp://h:1", "no ZMQ KV events"),
+            ("openai=http://h,events=tcp://h:1", "publishes no KV events"),
+            (
+                "trtllm=http://h,events=tcp://h:1",
+                "events=poll or events=poll:MS",
+            ),
+            ("trtllm=http://h,events=poll:5", "at least 10"),
+            ("trtllm=http://h,events=poll:x", "events=poll:MS"),
+            ("trtllm=http://h,events=poll,replay=tcp://h:2", "polled"),
+            ("vllm=http://h,events=poll", "events=poll is for trtllm"),
         ] {
             let error = bad.parse::<EngineAt>().unwrap_err();
             assert!(error.contains(says), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn trtllm_events_are_polled_every_100_ms_or_as_told() {
+        let engine: EngineAt = "trtllm=http://h:8000,events=poll".parse().unwrap();
+        assert_eq!(engine.poll, Some(Duration::from_millis(100)));
+        let engine: EngineAt = "trtllm=http://h:8000,events=poll:250".parse().unwrap();
+        assert_eq!(engine.poll, Some(Duration::from_millis(250)));
+        let engine: EngineAt = "trtllm=http://h:8000".parse().unwrap();
+        assert_eq!((engine.events, engine.poll), (None, None));
+        let engine: EngineAt = "vllm=http://h:8000,events=tcp://h:5557".parse().unwrap();
+        assert_eq!(engine.poll, None);
     }
 }
