@@ -11,6 +11,7 @@
 //! is exact even when an engine evicts a parent before its children: a hole is a segment the
 //! worker is not in, and ends the worker's prefix there.
 
+mod blockmap;
 mod error;
 mod overlap;
 mod query;
@@ -20,7 +21,6 @@ mod shared;
 mod snapshot;
 mod workers;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use dynamo_core::{
@@ -60,7 +60,7 @@ impl ResyncHook for tokio::sync::mpsc::Sender<ResyncRequest> {
     }
 }
 
-type BlockMap = HashMap<SequenceHash, Loc, foldhash::fast::RandomState>;
+use blockmap::BlockMap;
 
 /// The tiers `slot` holds in `residents` (0: none).
 fn tiers_in(residents: &[residents::Resident], slot: u32) -> u8 {
@@ -214,7 +214,7 @@ impl KvIndex {
         self.check_block_size(worker, block_size)?;
         let mut after = None;
         if let Some(parent) = parent {
-            let Some(&at) = self.blocks.get(&parent) else {
+            let Some(at) = self.blocks.get(&self.runs, parent) else {
                 return Err(IndexError::UnknownParent { worker, parent });
             };
             if tiers_in(self.runs.residents(at), slot) == 0 {
@@ -305,21 +305,20 @@ impl KvIndex {
         {
             return next;
         }
-        match self.blocks.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(held) => *held.get(),
-            std::collections::hash_map::Entry::Vacant(free) => {
-                let loc = match next {
-                    Some(next) if self.runs.names(next.run, next.offset, hash) => next,
-                    Some(next) if self.runs.ends_before(next.run, next.offset) => {
-                        self.runs.append(next.run, hash, left)
-                    }
-                    // A lone block (a snapshot replayed as events) shares a run with others.
-                    None if left == 0 => self.runs.open(hash),
-                    _ => self.runs.create(hash, left + 1),
-                };
-                *free.insert(loc)
-            }
+        if let Some(held) = self.blocks.get(&self.runs, hash) {
+            return held;
         }
+        let loc = match next {
+            Some(next) if self.runs.names(next.run, next.offset, hash) => next,
+            Some(next) if self.runs.ends_before(next.run, next.offset) => {
+                self.runs.append(next.run, hash, left)
+            }
+            // A lone block (a snapshot replayed as events) shares a run with others.
+            None if left == 0 => self.runs.open(hash),
+            _ => self.runs.create(hash, left + 1),
+        };
+        self.blocks.insert_new(&self.runs, hash, loc);
+        loc
     }
 
     fn remove(
@@ -362,8 +361,8 @@ impl KvIndex {
                     run: c.run,
                     offset: c.offset + 1,
                 },
-                _ => match self.blocks.get(&hash) {
-                    Some(&loc) => loc,
+                _ => match self.blocks.get(&self.runs, hash) {
+                    Some(loc) => loc,
                     None => {
                         missing += 1;
                         continue;
@@ -399,7 +398,8 @@ impl KvIndex {
     fn shrink_when_sparse(&mut self) {
         let capacity = self.blocks.capacity();
         if capacity > 1024 && self.blocks.len() < capacity / 4 {
-            self.blocks.shrink_to(self.blocks.len() * 2);
+            let len = self.blocks.len();
+            self.blocks.shrink_to(&self.runs, len * 2);
         }
     }
 
@@ -428,8 +428,8 @@ impl KvIndex {
     /// The tiers `slot` holds `hash` in, as a bit mask (0: none).
     fn tiers_of(&self, slot: u32, hash: SequenceHash) -> u8 {
         self.blocks
-            .get(&hash)
-            .map_or(0, |&loc| tiers_in(self.runs.residents(loc), slot))
+            .get(&self.runs, hash)
+            .map_or(0, |loc| tiers_in(self.runs.residents(loc), slot))
     }
 
     /// Whether `worker` holds the block `hash` in `tier`.
@@ -456,7 +456,7 @@ impl KvIndex {
 
     /// An estimate of the heap bytes the index holds.
     pub fn heap_bytes(&self) -> usize {
-        let bucket = std::mem::size_of::<(SequenceHash, Loc)>() + 1;
+        let bucket = std::mem::size_of::<Loc>() + 1;
         self.blocks.capacity() * bucket + self.runs.heap_bytes() + self.workers.heap_bytes()
     }
 }

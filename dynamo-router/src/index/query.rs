@@ -19,7 +19,10 @@ impl KvIndex {
     /// comparison, the segments and the next lookup do not wait on each other, so their cache
     /// misses overlap.
     pub fn overlaps(&self, hashes: &[SequenceHash]) -> Overlaps {
-        let Some(&first) = hashes.first().and_then(|hash| self.blocks.get(hash)) else {
+        let Some(first) = hashes
+            .first()
+            .and_then(|&hash| self.blocks.get(&self.runs, hash))
+        else {
             return Overlaps::default();
         };
         let mut walk: Option<Walk> = None;
@@ -35,7 +38,7 @@ impl KvIndex {
             // The block after the stretch, looked up before the segments are read.
             let beyond = hashes
                 .get(next + matched)
-                .and_then(|hash| self.blocks.get(hash));
+                .and_then(|&hash| self.blocks.get(&self.runs, hash));
             // Most matches lie in one segment of the first run they find: their answer is that
             // segment's residents, each `matched` blocks deep, with no walk to keep.
             if walk.is_none() && beyond.is_none() && run.seg_end(seg) >= end {
@@ -68,9 +71,11 @@ impl KvIndex {
             let found = if at == end {
                 beyond
             } else {
-                hashes.get(next).and_then(|hash| self.blocks.get(hash))
+                hashes
+                    .get(next)
+                    .and_then(|&hash| self.blocks.get(&self.runs, hash))
             };
-            let Some(&found) = found else {
+            let Some(found) = found else {
                 break;
             };
             loc = found;

@@ -148,6 +148,12 @@ impl Runs {
         std::hint::black_box(words);
     }
 
+    /// The hash at `loc` (a position that exists).
+    #[inline]
+    pub(crate) fn hash_at(&self, loc: Loc) -> SequenceHash {
+        self.runs[loc.run as usize].hashes[loc.offset as usize]
+    }
+
     /// Whether `offset` of `run` exists, holds `hash` and is alive.
     pub(crate) fn holds(&self, run: u32, offset: u32, hash: SequenceHash) -> bool {
         let run = &self.runs[run as usize];
@@ -261,8 +267,8 @@ impl Runs {
                 (true, false) => r.live += len,
                 (false, true) => {
                     r.live -= len;
-                    for hash in &r.hashes[from as usize..to as usize] {
-                        map.remove(hash);
+                    for (offset, hash) in (from..to).zip(&r.hashes[from as usize..to as usize]) {
+                        map.remove_at(*hash, Loc { run, offset });
                     }
                 }
                 _ => {}
@@ -319,10 +325,14 @@ impl Runs {
                     continue;
                 }
                 let start = hashes.len() as u32;
-                for hash in &r.hashes[seg.start as usize..r.seg_end(k) as usize] {
-                    if let Some(loc) = map.get_mut(hash) {
-                        loc.offset = hashes.len() as u32;
-                    }
+                for (offset, hash) in
+                    (seg.start..).zip(&r.hashes[seg.start as usize..r.seg_end(k) as usize])
+                {
+                    let to = Loc {
+                        run,
+                        offset: hashes.len() as u32,
+                    };
+                    map.relocate(*hash, Loc { run, offset }, to);
                     hashes.push(*hash);
                 }
                 segs.push(Seg {
