@@ -2,9 +2,10 @@
 //! query over at most 64 workers intersects blocks with one `and`.
 //!
 //! Most blocks have one holder (a request's own blocks), so a block's entry in the main map is 16
-//! bytes: the mask and that holder inline. A block held by two workers or more is marked there,
-//! and its holders, sorted by slot, are in a second map. Expiry probes the main map once per
-//! block; its smaller entries miss the cache less often.
+//! bytes: the mask and that holder inline. A block held by two workers or more is marked there
+//! with the place of its holders' list, sorted by slot, in a slab of lists: reaching them is an
+//! index, not a second hash probe. Expiry probes the main map once per block; its smaller
+//! entries miss the cache less often.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -41,11 +42,11 @@ pub(super) fn bit(slot: u32) -> u64 {
     1u64.checked_shl(slot).unwrap_or(0)
 }
 
-/// The slot of a main entry whose holders are in the shared map (no worker's slot: the store
-/// keeps fewer than 2^24 workers).
+/// The slot of a main entry whose holders are in a list (no worker's slot: the store keeps
+/// fewer than 2^24 workers); the entry's touch is then the list's place in the slab.
 const SHARED: u32 = u32::MAX;
 
-/// A block's entry in the main map: its only holder, or [`SHARED`].
+/// A block's entry in the main map: its only holder, or [`SHARED`] and its list's place.
 #[derive(Debug, Clone, Copy)]
 struct Head {
     /// The bits of the holders in slots below 64.
@@ -55,12 +56,17 @@ struct Head {
 
 type Map<V> = HashMap<SequenceHash, V, foldhash::fast::RandomState>;
 
+/// The holders of a block held by two workers or more, sorted by slot.
+type List = SmallVec<[Holder; 4]>;
+
 /// The holders of every block.
 #[derive(Debug, Default)]
 pub(super) struct Blocks {
     main: Map<Head>,
-    /// The holders of blocks held by two workers or more, sorted by slot.
-    shared: Map<SmallVec<[Holder; 4]>>,
+    /// The lists of the blocks held by two workers or more, at the places their main entries
+    /// name; the places in `free` are unused (their lists empty, kept for reuse).
+    lists: Vec<List>,
+    free: Vec<u32>,
 }
 
 impl Blocks {
@@ -73,7 +79,9 @@ impl Blocks {
     pub(super) fn holders(&self, hash: &SequenceHash) -> Option<&[Holder]> {
         let head = self.main.get(hash)?;
         if head.only.slot == SHARED {
-            self.shared.get(hash).map(|list| list.as_slice())
+            self.lists
+                .get(head.only.touch as usize)
+                .map(|list| list.as_slice())
         } else {
             Some(std::slice::from_ref(&head.only))
         }
@@ -83,7 +91,7 @@ impl Blocks {
     pub(super) fn holder_mut(&mut self, hash: &SequenceHash, slot: u32) -> Option<&mut Holder> {
         let head = self.main.get_mut(hash)?;
         if head.only.slot == SHARED {
-            let list = self.shared.get_mut(hash)?;
+            let list = self.lists.get_mut(head.only.touch as usize)?;
             let i = find(head.mask, list, slot).ok()?;
             list.get_mut(i)
         } else {
@@ -107,12 +115,24 @@ impl Blocks {
             let earlier = std::mem::replace(&mut head.only.touch, holder.touch);
             return Touched::Again(earlier);
         }
-        let list = self.shared.entry(hash).or_default();
         if head.only.slot != SHARED {
-            list.clear();
-            list.push(head.only);
-            head.only.slot = SHARED;
+            // A second holder: the block's holders move to a list.
+            let place = self.free.pop().unwrap_or_else(|| {
+                self.lists.push(List::new());
+                (self.lists.len() - 1) as u32
+            });
+            if let Some(list) = self.lists.get_mut(place as usize) {
+                list.clear();
+                list.push(head.only);
+            }
+            head.only = Holder {
+                slot: SHARED,
+                touch: place,
+            };
         }
+        let Some(list) = self.lists.get_mut(head.only.touch as usize) else {
+            return Touched::Added;
+        };
         match find(head.mask, list, holder.slot) {
             Ok(i) => Touched::Again(std::mem::replace(&mut list[i].touch, holder.touch)),
             Err(i) => {
@@ -131,13 +151,13 @@ impl Blocks {
         if head.only.slot != SHARED {
             return head.only == Holder { slot, touch };
         }
-        self.shared
-            .get(hash)
+        self.lists
+            .get(head.only.touch as usize)
             .is_some_and(|list| find(head.mask, list, slot).is_ok_and(|i| list[i].touch == touch))
     }
 
     /// If `touch` is `slot`'s latest touch of `hash`, take `slot` off the block (and the block
-    /// off the maps with its last holder); whether it was.
+    /// off the map with its last holder); whether it was.
     pub(super) fn forget(&mut self, hash: SequenceHash, slot: u32, touch: u32) -> bool {
         let Entry::Occupied(mut held) = self.main.entry(hash) else {
             return false;
@@ -150,10 +170,10 @@ impl Blocks {
             held.remove();
             return true;
         }
-        let Entry::Occupied(mut listed) = self.shared.entry(hash) else {
+        let place = head.only.touch;
+        let Some(list) = self.lists.get_mut(place as usize) else {
             return false;
         };
-        let list = listed.get_mut();
         let Ok(i) = find(head.mask, list, slot) else {
             return false;
         };
@@ -163,13 +183,15 @@ impl Blocks {
         list.remove(i);
         head.mask &= !bit(slot);
         if list.len() <= 1 {
+            // One holder left: back inline, and the list's place is free again.
             match list.first() {
                 Some(&last) => head.only = last,
                 None => {
                     held.remove();
                 }
             }
-            listed.remove();
+            list.clear();
+            self.free.push(place);
         }
         true
     }
