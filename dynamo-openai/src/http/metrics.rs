@@ -31,6 +31,11 @@ const LATENCY_BUCKETS: [f64; 16] = [
 /// Install a Prometheus recorder as the process's global `metrics` recorder, with latency
 /// buckets from 1 ms to 2 min, and return the handle that renders it for
 /// [`Gateway::with_metrics`](crate::Gateway::with_metrics). Call it once, from `main`.
+///
+/// The recorder keeps every histogram sample until a render of `/metrics` or
+/// [`PrometheusHandle::run_upkeep`] drains it, and this spawns nothing that would: call
+/// `run_upkeep` every few seconds (`dynamo-serve` does, every 5 s on a thread of its own), or
+/// a gateway nobody scrapes grows by a few hundred bytes a request.
 pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS)?
