@@ -1,7 +1,8 @@
 //! The generic adapter against an engine nobody here wrote: llama.cpp's HTTP server, from the
 //! prebuilt CPU wheel of the PyPI package `xllamacpp` (which CI installs in its virtual
 //! environment), serving the SmolLM2 GGUF file the other tests use, started here on a free
-//! loopback port.
+//! loopback port (`tests/support/llama_server.rs`, shared with `dynamo-serve`'s test of a
+//! frontend in front of it).
 //!
 //! Python is found at `DYNAMO_LLAMA_PYTHON`, else in CI's virtual environment
 //! (`~/.cache/dynamo-ci/venv/bin/python`). Without `xllamacpp` there the test fails and says how
@@ -9,9 +10,10 @@
 
 #![cfg(feature = "llama-cpp")]
 
-use std::io::{BufRead, BufReader};
+#[path = "support/llama_server.rs"]
+mod llama_server;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,73 +23,12 @@ use dynamo_upstream::{
 };
 use futures::StreamExt;
 
-/// Starts llama.cpp's server through `xllamacpp` and waits until it listens.
-const LAUNCHER: &str = r#"
-import sys, time
-import xllamacpp as xlc
-params = xlc.CommonParams()
-params.model.path = sys.argv[1]
-params.port = int(sys.argv[2])
-params.n_ctx = 1024
-params.cpuparams.n_threads = 2
-params.endpoint_metrics = True
-server = xlc.Server(params)
-print("listening", server.listening_address, flush=True)
-while True:
-    time.sleep(3600)
-"#;
-
-/// The server process; killed when dropped.
-struct LlamaServer {
-    child: Child,
-    url: String,
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// `DYNAMO_LLAMA_PYTHON`, else CI's virtual environment.
 fn python() -> PathBuf {
-    if let Some(path) = std::env::var_os("DYNAMO_LLAMA_PYTHON") {
-        return path.into();
-    }
-    let home = std::env::var_os("HOME").expect("HOME is set");
-    PathBuf::from(home).join(".cache/dynamo-ci/venv/bin/python")
-}
-
-fn start() -> LlamaServer {
-    let cache = dynamo_assets::cache_dir().expect("a cache directory");
-    let model = dynamo_assets::SMOLLM2_135M_INSTRUCT
-        .fetch(&cache)
-        .expect("the model file");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let python = python();
-    let mut child = Command::new(&python)
-        .args(["-c", LAUNCHER])
-        .arg(&model)
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{}: {error}", python.display()));
-    let stdout = child.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let listening = lines.next().and_then(Result::ok).unwrap_or_default();
-    assert!(
-        listening.starts_with("listening"),
-        "llama.cpp's server did not start: install it with `{} -m pip install xllamacpp==2026.10.11549`",
-        python.display()
-    );
-    LlamaServer {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
+    llama_server::python_from_env().unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").expect("HOME is set");
+        PathBuf::from(home).join(".cache/dynamo-ci/venv/bin/python")
+    })
 }
 
 /// The server's own tokenization of `text` (`POST /tokenize`).
@@ -115,7 +56,9 @@ fn greedy(tokens: Vec<u32>, max_tokens: u32) -> GenerateRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generic_adapter_serves_llama_cpp() {
-    let server = tokio::task::spawn_blocking(start).await.expect("started");
+    let server = tokio::task::spawn_blocking(|| llama_server::start(&python()))
+        .await
+        .expect("started");
     let client = HttpClient::new(&server.url, HttpConfig::default()).expect("a URL");
     let mut engine = CompletionsEngine::new(client.clone(), Dialect::openai());
     let prompt = tokenize(&client, "The capital of France is").await;
