@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use replay::Replay;
 use rmpv::Value;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use support::{Frontend, Process};
 use zeromq::{PubSocket, Socket, SocketSend, ZmqMessage};
 
@@ -105,15 +105,9 @@ async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
 
     let prompt = "The history of the city begins with a small settlement on the river, where \
                   traders met to exchange grain, salt and cloth in the early spring of each year.";
-    let response = frontend
-        .post("/tokenize", &json!({"model": "smollm2", "prompt": prompt}))
+    let tokens = frontend
+        .tokenize(&json!({"model": "smollm2", "prompt": prompt}))
         .await;
-    let bytes = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .expect("a body")
-        .to_bytes();
-    let answer: Json = serde_json::from_slice(&bytes).expect("JSON");
-    let tokens: Vec<u32> = serde_json::from_value(answer["tokens"].clone()).expect("token ids");
     assert!(tokens.len() >= 2 * BLOCK, "{} tokens", tokens.len());
     let body = json!({"model": "smollm2", "prompt": prompt, "max_tokens": 4});
 

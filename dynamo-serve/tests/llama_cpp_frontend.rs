@@ -15,7 +15,6 @@ mod llama_server;
 use std::time::Duration;
 
 use dynamo_transport::local::free_port;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use support::{Frontend, Process, read_stream};
 
@@ -51,7 +50,9 @@ async fn a_frontend_fronts_llama_cpp_for_whole_and_streamed_chat() {
     let _process = Process::start(&args);
     let frontend = Frontend::new(port.parse().expect("a port"));
     frontend.wait_ready().await;
-    let prompt_tokens = chat_prompt_len(&frontend).await;
+    let question = json!({"model": "smollm2", "messages": [{"role": "user", "content": QUESTION}]});
+    // The question's chat prompt, by the frontend's template and tokenizer.
+    let prompt_tokens = frontend.tokenize(&question).await.len() as u64;
 
     // The reference: llama.cpp's own chat endpoint, its template and tokenizer (the same as
     // the gateway's for this model: the same prompt ids).
@@ -61,14 +62,16 @@ async fn a_frontend_fronts_llama_cpp_for_whole_and_streamed_chat() {
         "max_tokens": 12,
         "temperature": 0
     });
-    let (status, own) = chat_completion(&Frontend::new(server.port), &body).await;
+    let (status, own) = Frontend::new(server.port)
+        .post_json("/v1/chat/completions", &body)
+        .await;
     assert_eq!(status, 200, "{own}");
     let own_content = own["choices"][0]["message"]["content"].as_str();
     assert!(own_content.is_some_and(|c| !c.is_empty()), "{own}");
     assert_eq!(own["usage"]["prompt_tokens"], prompt_tokens, "{own}");
 
     // Not streamed, through the frontend: one whole answer, llama.cpp's.
-    let (status, answer) = chat_completion(&frontend, &body).await;
+    let (status, answer) = frontend.post_json("/v1/chat/completions", &body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["object"], "chat.completion", "{answer}");
     let choice = &answer["choices"][0];
@@ -114,35 +117,6 @@ async fn a_frontend_fronts_llama_cpp_for_whole_and_streamed_chat() {
         .as_u64()
         .unwrap_or_default();
     assert!(cached > 0, "the repeated prompt is cached:\n{events}");
-}
-
-/// The status and JSON body of the chat completion `body` asks of `server`.
-async fn chat_completion(server: &Frontend, body: &Value) -> (u16, Value) {
-    let response = server.post("/v1/chat/completions", body).await;
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes();
-    (status, serde_json::from_slice(&bytes).expect("JSON"))
-}
-
-/// The number of tokens of the question's chat prompt, by the frontend's template and
-/// tokenizer.
-async fn chat_prompt_len(frontend: &Frontend) -> u64 {
-    let body = json!({"model": "smollm2", "messages": [{"role": "user", "content": QUESTION}]});
-    let response = frontend.post("/tokenize", &body).await;
-    assert_eq!(response.status().as_u16(), 200);
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes();
-    let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
-    answer["tokens"].as_array().expect("token ids").len() as u64
 }
 
 /// What a streamed chat completion's server-sent events say.

@@ -76,15 +76,9 @@ async fn kv_events_polled_from_a_trtllm_server_draw_its_prompts_to_it() {
 
     let prompt = "The history of the city begins with a small settlement on the river, where \
                   traders met to exchange grain, salt and cloth in the early spring of each year.";
-    let response = frontend
-        .post("/tokenize", &json!({"model": "smollm2", "prompt": prompt}))
+    let tokens = frontend
+        .tokenize(&json!({"model": "smollm2", "prompt": prompt}))
         .await;
-    let bytes = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .expect("a body")
-        .to_bytes();
-    let answer: Json = serde_json::from_slice(&bytes).expect("JSON");
-    let tokens: Vec<u32> = serde_json::from_value(answer["tokens"].clone()).expect("token ids");
     let blocks = tokens.len() / BLOCK;
     assert!(blocks >= 2, "{} tokens", tokens.len());
 

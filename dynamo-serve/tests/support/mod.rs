@@ -167,7 +167,12 @@ impl Frontend {
 
     /// The status and JSON body of the completion `body` asks for.
     pub(crate) async fn complete_with(&self, body: &Value) -> (u16, Value) {
-        let response = self.post("/v1/completions", body).await;
+        self.post_json("/v1/completions", body).await
+    }
+
+    /// The status and JSON body of the answer to `body` posted to `path`.
+    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.post(path, body).await;
         let status = response.status().as_u16();
         let bytes = response
             .into_body()
@@ -176,6 +181,13 @@ impl Frontend {
             .expect("a body")
             .to_bytes();
         (status, serde_json::from_slice(&bytes).expect("JSON"))
+    }
+
+    /// The token ids of `prompt` (`/tokenize` of `body`: a prompt or messages).
+    pub(crate) async fn tokenize(&self, body: &Value) -> Vec<u32> {
+        let (status, answer) = self.post_json("/tokenize", body).await;
+        assert_eq!(status, 200, "{answer}");
+        serde_json::from_value(answer["tokens"].clone()).expect("token ids")
     }
 
     /// The text of `/metrics`.
