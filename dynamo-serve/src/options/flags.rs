@@ -140,7 +140,8 @@ struct FrontendArgs {
     /// trtllm-serve's OpenAI-compatible API, its load from /metrics) or openai (any
     /// OpenAI-compatible /v1/completions; its text is tokenized by the gateway). events=ADDR
     /// is a vLLM or SGLang server's ZMQ KV-event publisher (replay=ADDR its replay socket);
-    /// for trtllm, events=poll[:MS] polls its POST /kv_cache_events (every 100 ms, or MS).
+    /// for trtllm, events=poll polls its POST /kv_cache_events every 100 ms (events=poll:MS:
+    /// every MS).
     /// model=NAME its --served-model-name (default: --name), id=N its worker id (default:
     /// 1000000 plus its position). Repeat for several.
     #[arg(long, value_name = "KIND=URL[,events=ADDR]")]
