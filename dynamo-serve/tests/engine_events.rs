@@ -15,7 +15,6 @@ use bytes::Bytes;
 use replay::Replay;
 use rmpv::Value;
 use serde_json::json;
-use support::{Frontend, Process};
 use zeromq::{PubSocket, Socket, SocketSend, ZmqMessage};
 
 /// The frontend's default `--block-size`.
@@ -90,18 +89,11 @@ async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
     let (plain, holder) = (vllm_server().await, vllm_server().await);
     let (_plain_events, plain_endpoint) = publisher().await;
     let (mut holder_events, holder_endpoint) = publisher().await;
-    let port = free_port();
     let engines = [
         format!("vllm={},id=1,events={plain_endpoint}", plain.url()),
         format!("vllm={},id=2,events={holder_endpoint}", holder.url()),
     ];
-    let mut args = vec!["frontend", "--port", &port, "--router", "kv"];
-    for engine in &engines {
-        args.extend(["--engine-at", engine.as_str()]);
-    }
-    let _process = Process::start(&args);
-    let frontend = Frontend::new(port.parse().expect("a port"));
-    frontend.wait_ready().await;
+    let (_process, frontend) = support::engine_frontend(&engines).await;
 
     let prompt = "The history of the city begins with a small settlement on the river, where \
                   traders met to exchange grain, salt and cloth in the early spring of each year.";
@@ -144,10 +136,4 @@ async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
     }
     assert_eq!(completions(&plain), 0, "none to the other server");
     assert_eq!(completions(&holder), 6);
-}
-
-fn free_port() -> String {
-    dynamo_transport::local::free_port()
-        .expect("a free port")
-        .to_string()
 }

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
-use support::{Frontend, Process};
 use trtllm::{StandIn, events_answer, trtllm_fixture};
 
 /// The frontend's default `--block-size`, and so the stand-ins' `tokens_per_block`.
@@ -59,20 +58,11 @@ fn stored(tokens: &[u32]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_events_polled_from_a_trtllm_server_draw_its_prompts_to_it() {
     let (plain, holder) = (trtllm_server().await, trtllm_server().await);
-    let port = dynamo_transport::local::free_port()
-        .expect("a free port")
-        .to_string();
     let engines = [
         format!("trtllm={},id=1,events=poll", plain.url()),
         format!("trtllm={},id=2,events=poll:20", holder.url()),
     ];
-    let mut args = vec!["frontend", "--port", &port, "--router", "kv"];
-    for engine in &engines {
-        args.extend(["--engine-at", engine.as_str()]);
-    }
-    let _process = Process::start(&args);
-    let frontend = Frontend::new(port.parse().expect("a port"));
-    frontend.wait_ready().await;
+    let (_process, frontend) = support::engine_frontend(&engines).await;
 
     let prompt = "The history of the city begins with a small settlement on the river, where \
                   traders met to exchange grain, salt and cloth in the early spring of each year.";

@@ -245,6 +245,20 @@ impl Frontend {
     }
 }
 
+/// A frontend routing with `--router kv` over the engine servers `engines` (each an
+/// `--engine-at` value), once it answers.
+pub(crate) async fn engine_frontend(engines: &[String]) -> (Process, Frontend) {
+    let port = free_port().expect("a free port").to_string();
+    let mut args = vec!["frontend", "--port", &port, "--router", "kv"];
+    for engine in engines {
+        args.extend(["--engine-at", engine.as_str()]);
+    }
+    let process = Process::start(&args);
+    let frontend = Frontend::new(port.parse().expect("a port"));
+    frontend.wait_ready().await;
+    (process, frontend)
+}
+
 /// A frontend over the workers registered in `registry`, routing without KV events, once it
 /// answers.
 pub(crate) async fn directory_frontend(registry: &str) -> (Process, Frontend) {

@@ -13,8 +13,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "../../../upstream/tests/support/http_request.rs"]
+mod http_request;
+use http_request::read_request;
 
 /// The answer of a server whose event buffer is empty.
 const NO_EVENTS: &[u8] = b"HTTP/1.1 200 OK\nserver: uvicorn\ncontent-type: application/json\n\n[]";
@@ -122,7 +126,7 @@ async fn serve(
     routes: Arc<HashMap<String, Vec<u8>>>,
     state: Arc<Mutex<State>>,
 ) {
-    while let Some(line) = read_request(&mut socket).await {
+    while let Some((line, _body)) = read_request(&mut socket).await {
         let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
         let answer = {
             let mut state = state.lock().expect("not poisoned");
@@ -165,38 +169,4 @@ fn http(fixture: &[u8]) -> Vec<u8> {
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(body);
     bytes
-}
-
-/// The request line of the next request (its body read and dropped), or `None` at the end of
-/// the connection.
-async fn read_request(socket: &mut TcpStream) -> Option<String> {
-    let mut data = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let n = socket.read(&mut buffer).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        data.extend_from_slice(&buffer[..n]);
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    while data.len() < head_end + length {
-        let n = socket.read(&mut buffer).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        data.extend_from_slice(&buffer[..n]);
-    }
-    Some(head.lines().next().unwrap_or("").to_owned())
 }

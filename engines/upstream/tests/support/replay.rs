@@ -18,6 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+#[path = "http_request.rs"]
+mod http_request;
+use http_request::read_request;
+
 /// What the server received and saw.
 #[derive(Default)]
 pub(crate) struct Seen {
@@ -162,38 +166,4 @@ async fn send(socket: &mut TcpStream, fixture: &[u8], seen: &Seen) -> bool {
         return false;
     }
     socket.write_all(b"0\r\n\r\n").await.is_ok()
-}
-
-/// The request line and the body of the next request, or `None` at the end of the connection.
-async fn read_request(socket: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut data = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let n = socket.read(&mut buffer).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        data.extend_from_slice(&buffer[..n]);
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    while data.len() < head_end + length {
-        let n = socket.read(&mut buffer).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        data.extend_from_slice(&buffer[..n]);
-    }
-    let request_line = head.lines().next().unwrap_or("").to_owned();
-    Some((request_line, data[head_end..head_end + length].to_vec()))
 }
