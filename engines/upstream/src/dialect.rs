@@ -31,6 +31,12 @@ pub struct Extensions {
     /// `logprobs` answered with token ids (`"return_tokens_as_token_ids": true`, tokens
     /// written `token_id:N`).
     pub token_id_logprobs: bool,
+    /// `logprobs` answered with tokens as text (TensorRT-LLM): only each chosen token's
+    /// log-probability is read, by its place beside the choice's `token_ids`. Alternatives are
+    /// refused, since their text does not say which token id is meant; `logprobs` is sent as 1,
+    /// since such a server reads 0 as none. Ignored when
+    /// [`token_id_logprobs`](Self::token_id_logprobs) is set.
+    pub chosen_logprobs: bool,
 }
 
 impl Extensions {
@@ -45,6 +51,7 @@ impl Extensions {
         cache_salt: true,
         lora_as_model: true,
         token_id_logprobs: true,
+        chosen_logprobs: false,
     };
 }
 
@@ -129,6 +136,13 @@ impl Dialect {
         &self.output
     }
 
+    /// Whether the answer to `request` carries only the chosen tokens' log-probabilities, to be
+    /// read beside its token ids ([`Extensions::chosen_logprobs`]).
+    pub(crate) fn scores_beside_ids(&self, request: &GenerateRequest) -> bool {
+        let ext = self.extensions;
+        ext.chosen_logprobs && !ext.token_id_logprobs && request.sampling.logprobs.is_some()
+    }
+
     /// The `/v1/completions` body for `request`: streamed, with the usage in the last event,
     /// unless its client reads the answer whole ([`Delivery::Whole`]).
     pub(crate) fn body(
@@ -189,9 +203,22 @@ impl Dialect {
             repetition,
         )?;
         if let Some(top) = sampling.logprobs {
-            self.require(ext.token_id_logprobs, "logprobs (as token ids)")?;
-            body.insert("logprobs".into(), json!(top));
-            body.insert("return_tokens_as_token_ids".into(), json!(true));
+            if ext.token_id_logprobs {
+                body.insert("logprobs".into(), json!(top));
+                body.insert("return_tokens_as_token_ids".into(), json!(true));
+            } else if ext.chosen_logprobs {
+                if top > 0 {
+                    return Err(Error::invalid_request(format!(
+                        "log-probabilities of alternative tokens (top_logprobs, or logprobs above \
+                         0) are not supported by this {} upstream: it names them by their text, \
+                         not by token id",
+                        self.name
+                    )));
+                }
+                body.insert("logprobs".into(), json!(1));
+            } else {
+                self.require(false, "logprobs (as token ids)")?;
+            }
         }
         let stop = &request.stop;
         let stop_ids = (!stop.stop_token_ids.is_empty()).then_some(&stop.stop_token_ids);
@@ -284,6 +311,46 @@ mod tests {
         let error = Dialect::openai().body(&request, "m", None).unwrap_err();
         assert_eq!(error.class(), ErrorClass::InvalidRequest);
         assert!(error.to_string().contains("top_k"), "{error}");
+    }
+
+    #[test]
+    fn chosen_logprobs_ask_for_one_and_refuse_alternatives() {
+        let chosen = Dialect::openai()
+            .named("TensorRT-LLM")
+            .extensions(Extensions {
+                chosen_logprobs: true,
+                ..Extensions::default()
+            });
+        let scored = |top| {
+            GenerateRequest::new("r", "m", vec![1]).with_sampling(SamplingOptions {
+                logprobs: Some(top),
+                ..Default::default()
+            })
+        };
+        let body = chosen.body(&scored(0), "m", None).unwrap();
+        // The server reads `logprobs: 0` as none.
+        assert_eq!(body["logprobs"], 1);
+        assert!(body.get("return_tokens_as_token_ids").is_none());
+        assert!(chosen.scores_beside_ids(&scored(0)));
+        assert!(!chosen.scores_beside_ids(&GenerateRequest::new("r", "m", vec![1])));
+        let error = chosen.body(&scored(2), "m", None).unwrap_err();
+        assert_eq!(error.class(), ErrorClass::InvalidRequest);
+        assert!(error.to_string().contains("top_logprobs"), "{error}");
+        // vLLM's ids win over the chosen-only reading.
+        let vllm = Dialect::openai().extensions(Extensions {
+            chosen_logprobs: true,
+            ..Extensions::VLLM
+        });
+        let body = vllm.body(&scored(2), "m", None).unwrap();
+        assert_eq!(
+            (
+                body["logprobs"].clone(),
+                body["return_tokens_as_token_ids"].clone()
+            ),
+            (json!(2), json!(true))
+        );
+        assert!(!vllm.scores_beside_ids(&scored(2)));
+        assert!(Dialect::openai().body(&scored(0), "m", None).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::codec::OutputTokens;
 use crate::dialect::Dialect;
 use crate::status::{error_of_answer, error_of_event};
 use crate::stream::{EventHandler, event_stream, whole_answer};
-use crate::wire::{Choice, Chunk};
+use crate::wire::{Choice, Chunk, chosen_beside_ids};
 
 /// The largest server-sent event accepted (1 MiB).
 const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -171,6 +171,7 @@ impl Inner {
         }
         let events = CompletionEvents {
             output: self.dialect.output_tokens().clone(),
+            scores_beside_ids: self.dialect.scores_beside_ids(&request),
             finish: None,
             usage: None,
         };
@@ -184,6 +185,9 @@ impl Inner {
 /// What a `/v1/completions` answer's events say, as they arrive.
 struct CompletionEvents {
     output: OutputTokens,
+    /// The answer's `logprobs` write tokens as text: read each chosen token's score beside
+    /// the choice's `token_ids` (`Extensions::chosen_logprobs`).
+    scores_beside_ids: bool,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
 }
@@ -237,6 +241,11 @@ impl CompletionEvents {
         out: &mut VecDeque<TokenChunk>,
     ) -> Result<(), Error> {
         let ids = choice.token_ids.take();
+        let mut log_probs = if self.scores_beside_ids {
+            chosen_beside_ids(choice.logprobs.as_ref(), ids.as_deref().unwrap_or_default())?
+        } else {
+            choice.logprobs.as_ref().and_then(|l| l.to_log_probs())
+        };
         let mut tokens = match (&self.output, ids) {
             (OutputTokens::TokenIdsField | OutputTokens::TokenIdsOrRetokenize(_), Some(ids)) => ids,
             (_, _) if choice.text.is_empty() => Vec::new(),
@@ -267,7 +276,6 @@ impl CompletionEvents {
             .stop_reason
             .as_ref()
             .and_then(serde_json::Value::as_u64);
-        let mut log_probs = choice.logprobs.as_ref().and_then(|l| l.to_log_probs());
         if stop_token.is_some_and(|stop| tokens.last().map(|&id| u64::from(id)) == Some(stop)) {
             tokens.pop();
             // Its log-probability goes with it (a whole answer lists every token's).

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use dynamo_core::{FinishReason, Token, TokenLogProb, Usage};
+use dynamo_core::{Error, FinishReason, Token, TokenLogProb, Usage};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -127,6 +127,80 @@ impl LogProbsWire {
     }
 }
 
+/// The chosen tokens' log-probabilities of a choice whose `logprobs` write tokens as text
+/// (TensorRT-LLM): `token_logprobs[i]` is the score of `ids[i]`, the choice's new token ids.
+/// Alternatives are left out: their text does not say which token id is meant. A `null` score
+/// (a server's not-a-number) reads as NaN. No ids, no scores: `None`.
+///
+/// # Errors
+///
+/// [`Error::Internal`] when there are not as many scores as ids (none at all included: they
+/// were asked for), rather than scores passed on for the wrong tokens.
+pub(crate) fn chosen_beside_ids(
+    log_probs: Option<&LogProbsWire>,
+    ids: &[Token],
+) -> Result<Option<Vec<TokenLogProb>>, Error> {
+    let scores = log_probs.map_or(&[][..], |l| l.token_logprobs.as_slice());
+    if scores.len() != ids.len() {
+        return Err(Error::internal(format!(
+            "the upstream's {} log-probabilities do not match its {} new token ids",
+            scores.len(),
+            ids.len()
+        )));
+    }
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let scored = ids.iter().zip(scores).map(|(&token, score)| TokenLogProb {
+        token,
+        logprob: score.unwrap_or(f32::NAN),
+        top: Vec::new(),
+    });
+    Ok(Some(scored.collect()))
+}
+
 fn token_id(token: &str) -> Option<Token> {
     token.strip_prefix("token_id:")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_core::ErrorClass;
+
+    use super::*;
+
+    fn wire(json: &str) -> LogProbsWire {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn chosen_scores_go_with_the_ids_by_place_without_alternatives() {
+        let log_probs = wire(
+            r#"{"text_offset":[0,3],"token_logprobs":[-1.25,null],"tokens":[" capital"," of"],
+                "top_logprobs":[{" capital":-1.25," city":-0.5},{" of":-0.0625}]}"#,
+        );
+        let scores = chosen_beside_ids(Some(&log_probs), &[3575, 282])
+            .unwrap()
+            .unwrap();
+        assert_eq!((scores[0].token, scores[0].logprob), (3575, -1.25));
+        assert_eq!(scores[1].token, 282);
+        assert!(scores[1].logprob.is_nan());
+        assert!(scores.iter().all(|s| s.top.is_empty()));
+        // Text tokens are not ids: vLLM's reading finds none.
+        assert!(log_probs.to_log_probs().is_none());
+        assert_eq!(chosen_beside_ids(None, &[]).unwrap(), None);
+    }
+
+    #[test]
+    fn scores_that_are_not_one_per_id_are_an_internal_error() {
+        let one = wire(r#"{"token_logprobs":[-0.5],"tokens":[" of"]}"#);
+        for (log_probs, ids) in [
+            (Some(&one), &[1, 2][..]),
+            (Some(&one), &[][..]),
+            (None, &[1][..]),
+        ] {
+            let error = chosen_beside_ids(log_probs, ids).unwrap_err();
+            assert_eq!(error.class(), ErrorClass::Internal, "{ids:?}");
+        }
+    }
 }
