@@ -10,7 +10,9 @@ use serde_json::Value;
 use crate::KvEventPoller;
 
 /// How `trtllm-serve`'s `/v1/completions` is spoken to: the extension fields its
-/// `CompletionRequest` defines, ids asked for with `"detokenize": false`.
+/// `CompletionRequest` defines, ids asked for with `"detokenize": false`, log-probabilities
+/// as `"logprobs": 1` with each chosen token's score read beside its id (the server writes
+/// tokens and alternatives as text, so alternatives are refused).
 pub fn dialect() -> Dialect {
     Dialect::openai()
         .named("TensorRT-LLM")
@@ -21,6 +23,7 @@ pub fn dialect() -> Dialect {
             stop_token_ids: true,
             ignore_eos: true,
             min_tokens: true,
+            chosen_logprobs: true,
             ..Extensions::default()
         })
         .output(OutputTokens::TokenIdsField)

@@ -65,6 +65,78 @@ async fn ids_from(fixture: &str, delivery: Delivery) {
     );
 }
 
+/// The request of the log-probability fixtures: the chosen tokens' scores, `top`
+/// alternatives each.
+fn scored(top: u32, delivery: Delivery) -> GenerateRequest {
+    let mut request = request();
+    request.sampling.logprobs = Some(top);
+    request.delivery = delivery;
+    request
+}
+
+#[tokio::test]
+async fn chosen_log_probabilities_are_read_beside_the_token_ids() {
+    for (fixture, delivery) in [
+        ("stream_logprobs.http", Delivery::Streamed),
+        ("whole_logprobs.http", Delivery::Whole),
+    ] {
+        let server = Replay::one("/v1/completions", fixture).await;
+        let trtllm = TrtllmServer::new(&server.url()).expect("a URL");
+        let answer = trtllm
+            .engine()
+            .generate_all(scored(0, delivery))
+            .await
+            .expect(fixture);
+        // The stop token goes, and its score with it.
+        assert_eq!(answer.tokens, [378, 3575, 282], "{fixture}");
+        let log_probs = answer.log_probs.expect("log-probabilities");
+        let read: Vec<_> = log_probs.iter().map(|s| (s.token, s.logprob)).collect();
+        assert_eq!(
+            read,
+            [(378, -0.125), (3575, -1.25), (282, -0.0625)],
+            "{fixture}"
+        );
+        // The server's alternatives are keyed by text: none are passed on.
+        assert!(log_probs.iter().all(|s| s.top.is_empty()), "{fixture}");
+        assert_eq!(answer.finish_reason, Some(FinishReason::Stop));
+        let sent = server.request_json(0);
+        // It reads `logprobs: 0` as none, so 1 is sent.
+        assert_eq!(sent["logprobs"], 1, "{fixture}");
+        assert!(sent.get("return_tokens_as_token_ids").is_none());
+        assert_eq!(sent["detokenize"], false);
+    }
+}
+
+#[tokio::test]
+async fn alternatives_are_refused_and_scores_that_miss_ids_are_an_error() {
+    let server = Replay::one("/v1/completions", "stream_logprobs_short.http").await;
+    let trtllm = TrtllmServer::new(&server.url()).expect("a URL");
+    let error = trtllm
+        .engine()
+        .generate(scored(2, Delivery::Streamed))
+        .await
+        .expect_err("alternatives refused");
+    assert_eq!(error.class(), ErrorClass::InvalidRequest);
+    assert!(error.to_string().contains("top_logprobs"), "{error}");
+    assert!(
+        server
+            .seen
+            .requests
+            .lock()
+            .expect("not poisoned")
+            .is_empty(),
+        "refused before anything is sent"
+    );
+    // Two new ids and one score: not passed on as if they matched.
+    let error = trtllm
+        .engine()
+        .generate_all(scored(0, Delivery::Streamed))
+        .await
+        .expect_err("a mismatch");
+    assert_eq!(error.class(), ErrorClass::Internal);
+    assert!(error.to_string().contains("log-probabilities"), "{error}");
+}
+
 #[tokio::test]
 async fn unsupported_fields_are_refused_and_errors_keep_their_message() {
     let trtllm = TrtllmServer::new("http://127.0.0.1:9").expect("a URL");
