@@ -16,7 +16,7 @@ use crate::codec::OutputTokens;
 use crate::dialect::Dialect;
 use crate::status::{error_of_answer, error_of_event};
 use crate::stream::{EventHandler, event_stream, whole_answer};
-use crate::wire::{Choice, Chunk, chosen_beside_ids};
+use crate::wire::{Choice, Chunk, LogProbsWire, chosen_beside_ids};
 
 /// The largest server-sent event accepted (1 MiB).
 const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -244,7 +244,11 @@ impl CompletionEvents {
         let mut log_probs = if self.scores_beside_ids {
             chosen_beside_ids(choice.logprobs.as_ref(), ids.as_deref().unwrap_or_default())?
         } else {
-            choice.logprobs.as_ref().and_then(|l| l.to_log_probs())
+            choice
+                .logprobs
+                .as_ref()
+                .map(LogProbsWire::to_log_probs)
+                .transpose()?
         };
         let mut tokens = match (&self.output, ids) {
             (OutputTokens::TokenIdsField | OutputTokens::TokenIdsOrRetokenize(_), Some(ids)) => ids,

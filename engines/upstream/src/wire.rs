@@ -100,26 +100,47 @@ impl Choice<'_> {
 }
 
 impl LogProbsWire {
-    /// One entry per token, when every token is written as an id.
-    pub(crate) fn to_log_probs(&self) -> Option<Vec<TokenLogProb>> {
+    /// One entry per token, every token and alternative written as an id
+    /// (`return_tokens_as_token_ids`). A `null` score (a server's not-a-number) reads as NaN,
+    /// as in [`chosen_beside_ids`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Internal`] when a token or an alternative is not written as an id, or when
+    /// there are not as many scores as tokens: the scores were asked for as ids, and passing
+    /// on some of them would lose the rest silently.
+    pub(crate) fn to_log_probs(&self) -> Result<Vec<TokenLogProb>, Error> {
+        if self.token_logprobs.len() != self.tokens.len() {
+            return Err(Error::internal(format!(
+                "the upstream returned {} log-probabilities for {} tokens",
+                self.token_logprobs.len(),
+                self.tokens.len()
+            )));
+        }
+        let id = |token: &str| {
+            token_id(token).ok_or_else(|| {
+                Error::internal(format!(
+                    "the upstream wrote a log-probability's token as {token:?}, not as \
+                     token_id:N (it ignores return_tokens_as_token_ids)"
+                ))
+            })
+        };
         self.tokens
             .iter()
+            .zip(&self.token_logprobs)
             .enumerate()
-            .map(|(at, token)| {
-                let mut top: Vec<(Token, f32)> = self
-                    .top_logprobs
-                    .get(at)
-                    .and_then(Option::as_ref)
-                    .map(|top| {
-                        top.iter()
-                            .filter_map(|(token, p)| Some((token_id(token)?, *p)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+            .map(|(at, (token, score))| {
+                let mut top = match self.top_logprobs.get(at).and_then(Option::as_ref) {
+                    Some(top) => top
+                        .iter()
+                        .map(|(token, p)| Ok((id(token)?, *p)))
+                        .collect::<Result<Vec<_>, Error>>()?,
+                    None => Vec::new(),
+                };
                 top.sort_by(|a, b| b.1.total_cmp(&a.1));
-                Some(TokenLogProb {
-                    token: token_id(token)?,
-                    logprob: self.token_logprobs.get(at).copied().flatten()?,
+                Ok(TokenLogProb {
+                    token: id(token)?,
+                    logprob: score.unwrap_or(f32::NAN),
                     top,
                 })
             })
@@ -186,8 +207,9 @@ mod tests {
         assert_eq!(scores[1].token, 282);
         assert!(scores[1].logprob.is_nan());
         assert!(scores.iter().all(|s| s.top.is_empty()));
-        // Text tokens are not ids: vLLM's reading finds none.
-        assert!(log_probs.to_log_probs().is_none());
+        // Text tokens are not ids: vLLM's reading refuses them.
+        let refused = log_probs.to_log_probs().unwrap_err();
+        assert_eq!(refused.class(), ErrorClass::Internal);
         assert_eq!(chosen_beside_ids(None, &[]).unwrap(), None);
     }
 
@@ -201,6 +223,29 @@ mod tests {
         ] {
             let error = chosen_beside_ids(log_probs, ids).unwrap_err();
             assert_eq!(error.class(), ErrorClass::Internal, "{ids:?}");
+        }
+    }
+
+    #[test]
+    fn token_id_log_probabilities_are_read_whole_or_refused() {
+        let read = wire(
+            r#"{"tokens":["token_id:3575","token_id:282"],"token_logprobs":[-1.25,null],
+                "top_logprobs":[{"token_id:3575":-1.25,"token_id:9":-0.5},null]}"#,
+        )
+        .to_log_probs()
+        .unwrap();
+        assert_eq!((read[0].token, read[0].logprob), (3575, -1.25));
+        assert_eq!(read[0].top, vec![(9, -0.5), (3575, -1.25)]);
+        assert_eq!(read[1].token, 282);
+        assert!(read[1].logprob.is_nan());
+        assert!(read[1].top.is_empty());
+        // An alternative written as text, or a score missing, loses nothing silently.
+        for refused in [
+            r#"{"tokens":["token_id:1"],"token_logprobs":[-0.5],"top_logprobs":[{" of":-0.5}]}"#,
+            r#"{"tokens":["token_id:1","token_id:2"],"token_logprobs":[-0.5]}"#,
+        ] {
+            let error = wire(refused).to_log_probs().unwrap_err();
+            assert_eq!(error.class(), ErrorClass::Internal, "{refused}");
         }
     }
 }
