@@ -21,8 +21,10 @@ use dynamo_router::{
     Decision, KvCost, KvCostConfig, KvIndex, RouteContext, Router, TierOverlap, WorkerLoad,
     WorkerState,
 };
-use dynamo_transport::engine_events::EngineEventDecoder;
-use rmpv::Value;
+
+#[path = "support/vllm_wire.rs"]
+mod vllm_wire;
+use vllm_wire::VllmWire;
 
 const WORKERS: usize = 4;
 const BLOCK: u32 = 16;
@@ -75,13 +77,10 @@ fn trace(requests: usize) -> Vec<Request> {
 /// How events reach the index.
 enum Path {
     Native,
-    /// Through vLLM's wire format: one decoder per worker, and the tokens of every prompt
-    /// block seen (an engine's events carry them; the mocker's carry only hashes).
+    /// Through vLLM's wire format, with the tokens of every prompt block seen.
     Vllm {
-        decoders: Vec<EngineEventDecoder>,
+        wire: VllmWire,
         tokens: HashMap<SequenceHash, Vec<u32>>,
-        /// Each worker's last message number.
-        sequences: Vec<i64>,
     },
 }
 
@@ -100,82 +99,21 @@ impl Path {
                     index.apply(&event).expect("a native event applies");
                 }
             }
-            Path::Vllm {
-                decoders,
-                tokens,
-                sequences,
-            } => {
-                if events.is_empty() {
-                    return;
-                }
-                sequences[worker] += 1;
-                let payload = vllm_batch(events, tokens);
-                let seq = sequences[worker].to_be_bytes();
-                let frames: [&[u8]; 3] = [b"kv-events", &seq, &payload];
-                let decoded = decoders[worker]
-                    .decode(&frames)
-                    .expect("vLLM's layout decodes");
-                assert_eq!(decoded.gap, None);
-                for event in &decoded.events {
-                    index.apply(event).expect("a decoded event applies");
+            Path::Vllm { wire, tokens } => {
+                // Output blocks hold the request's own tokens, never in a prompt: stand-ins
+                // that match nothing do the same.
+                let block_tokens = |hash: &SequenceHash| {
+                    tokens
+                        .get(hash)
+                        .cloned()
+                        .unwrap_or_else(|| vec![u32::MAX - (hash.0 % 1000) as u32; BLOCK as usize])
+                };
+                for event in wire.carry(worker, events, block_tokens) {
+                    index.apply(&event).expect("a decoded event applies");
                 }
             }
         }
     }
-}
-
-/// `[timestamp, [event, …], data_parallel_rank]`, each event as vLLM's publisher writes it
-/// (`vllm/distributed/kv_events.py`): `["BlockStored", hashes, parent, token_ids, block_size,
-/// lora_id, medium]`, `["BlockRemoved", hashes, medium]`, `["AllBlocksCleared"]`. The engine's
-/// block hashes are our sequence hashes, which it treats as opaque.
-fn vllm_batch(events: &[KvEventData], tokens: &HashMap<SequenceHash, Vec<u32>>) -> Vec<u8> {
-    let hash = |h: &SequenceHash| Value::from(h.0);
-    let encoded: Vec<Value> = events
-        .iter()
-        .map(|data| match data {
-            KvEventData::Stored {
-                parent,
-                block_size,
-                blocks,
-            } => {
-                let ids: Vec<Value> = blocks
-                    .iter()
-                    .flat_map(|block| {
-                        // Output blocks hold the request's own tokens, never in a prompt:
-                        // stand-ins that match nothing do the same.
-                        tokens.get(&block.sequence).cloned().unwrap_or_else(|| {
-                            vec![u32::MAX - (block.sequence.0 % 1000) as u32; BLOCK as usize]
-                        })
-                    })
-                    .map(Value::from)
-                    .collect();
-                Value::Array(vec![
-                    "BlockStored".into(),
-                    Value::Array(blocks.iter().map(|b| hash(&b.sequence)).collect()),
-                    parent.as_ref().map_or(Value::Nil, hash),
-                    Value::Array(ids),
-                    Value::from(block_size.get()),
-                    Value::Nil,
-                    "GPU".into(),
-                ])
-            }
-            KvEventData::Removed { blocks } => Value::Array(vec![
-                "BlockRemoved".into(),
-                Value::Array(blocks.iter().map(hash).collect()),
-                "GPU".into(),
-            ]),
-            KvEventData::Cleared => Value::Array(vec!["AllBlocksCleared".into()]),
-            other => panic!("the mocker does not publish {other:?}"),
-        })
-        .collect();
-    let batch = Value::Array(vec![
-        Value::from(0.0),
-        Value::Array(encoded),
-        Value::from(0),
-    ]);
-    let mut bytes = Vec::new();
-    rmpv::encode::write_value(&mut bytes, &batch).expect("msgpack");
-    bytes
 }
 
 /// The fraction of prompt tokens found cached, with events reaching the router by `path`.
@@ -296,11 +234,8 @@ fn routing_on_vllm_format_events_reuses_as_much_as_on_native_events() {
     let vllm = reuse(
         &trace,
         Path::Vllm {
-            decoders: (0..WORKERS)
-                .map(|w| EngineEventDecoder::new(WorkerId::new(w as u64), block_size))
-                .collect(),
+            wire: VllmWire::new(WORKERS, block_size),
             tokens: HashMap::new(),
-            sequences: vec![0; WORKERS],
         },
     );
     tracing::info!(native, vllm, "prompt tokens found cached");
