@@ -40,10 +40,12 @@ static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
 /// `completion_tokens`. With log-probabilities asked for, each chunk carries its tokens'
 /// scores and alternatives, the last entries of `meta_info.output_token_logprobs` and
 /// `output_top_logprobs` (lists that hold every token so far or only the event's, by version
-/// and mode). Errors map as in `dynamo_upstream` (an HTTP status by class; an
-/// `{"error": …}` event mid-stream, which SGLang sends for a request it refuses, as
-/// `invalid_request`; a `finish_reason` of type `abort` by its `status_code`); a stream that
-/// ends before the answer finished is `unavailable`.
+/// and mode). Errors take the class of the HTTP status SGLang gives, as `dynamo_upstream`
+/// maps statuses: an error answer's status, an `{"error": …}` event's `code` (SGLang sends
+/// one for a request it refuses after the stream began; `invalid_request` before 0.5.13,
+/// which sends no code), a `finish_reason` of type `abort`'s `status_code` (`unavailable`
+/// without one: the request was aborted from outside, not refused); a stream that ends before
+/// the answer finished is `unavailable`.
 ///
 /// # Cancel safety
 ///
@@ -139,11 +141,7 @@ impl Answer {
             Error::internal("SGLang sent an event that is not an answer").with_source(error)
         })?;
         if let Some(error) = &event.error {
-            let message = error
-                .get("message")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("SGLang refused the request");
-            return Err(Error::invalid_request(message));
+            return Err(wire::error_event(error));
         }
         let ids = event.output_ids.unwrap_or_default();
         let total = event

@@ -20,6 +20,11 @@
 //! come from `meta_info.output_token_logprobs` and `output_top_logprobs`. A cache salt is
 //! refused with `invalid_request` naming it (not mapped yet), never dropped.
 //!
+//! Errors take the class of the HTTP status SGLang gives (as `dynamo_upstream` maps statuses):
+//! an error answer's status, an `{"error": …}` event's `code` (`invalid_request` without one,
+//! before 0.5.13), an abort's `status_code`; an abort without one (`/abort_request`, a pause, a
+//! weight update) is `unavailable`, so the frontend may continue the request elsewhere.
+//!
 //! # Example
 //!
 //! ```no_run

@@ -140,7 +140,11 @@ impl MetaInfo {
 
 /// What a `finish_reason` object says: `{"type": "length", "length": n}`, `{"type": "stop",
 /// "matched": id or text}` (SGLang reports the end-of-sequence token this way too), or
-/// `{"type": "abort", "message": …, "status_code": …}`, which is an error.
+/// `{"type": "abort", "message": …, "status_code": …}`, which is an error: of its status's
+/// class (400 `invalid_request`, 500 `internal`, 503 `overloaded`, as
+/// [`dynamo_upstream::error_from_status`] maps them), or `unavailable` without a status, which
+/// SGLang leaves out when the request was aborted from outside (`/abort_request`, a pause or a
+/// weight update that aborts what runs), not refused.
 pub(crate) fn finish(reason: &Value) -> Result<FinishReason, Error> {
     match reason.get("type").and_then(Value::as_str) {
         Some("length") => Ok(FinishReason::Length),
@@ -152,17 +156,41 @@ pub(crate) fn finish(reason: &Value) -> Result<FinishReason, Error> {
             let status = reason
                 .get("status_code")
                 .and_then(Value::as_u64)
-                .and_then(|code| u16::try_from(code).ok())
-                .unwrap_or(503);
-            let body = json!({ "error": { "message": message } }).to_string();
-            Err(dynamo_upstream::error_from_status(
-                status,
-                None,
-                body.as_bytes(),
-            ))
+                .and_then(|code| u16::try_from(code).ok());
+            Err(match status {
+                Some(status) => error_with_status(status, message),
+                None => Error::unavailable(format!("SGLang aborted the request: {message}")),
+            })
         }
         _ => Ok(FinishReason::Stop),
     }
+}
+
+/// The error an `{"error": {…}}` event stands for, which SGLang sends when a request check
+/// fails after its stream began (a `ValueError` in `generate_request`): its `code` (SGLang
+/// 0.5.13 and later) is the HTTP status it would have answered with; without one (earlier
+/// versions), `invalid_request`, since only such checks end a stream this way.
+pub(crate) fn error_event(error: &Value) -> Error {
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| error.as_str())
+        .unwrap_or("SGLang refused the request");
+    let status = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .filter(|code| (400..600).contains(code))
+        .and_then(|code| u16::try_from(code).ok());
+    match status {
+        Some(status) => error_with_status(status, message),
+        None => Error::invalid_request(message),
+    }
+}
+
+/// The error an HTTP `status` with `message` stands for, classed once, by `dynamo_upstream`.
+fn error_with_status(status: u16, message: &str) -> Error {
+    let body = json!({ "error": { "message": message } }).to_string();
+    dynamo_upstream::error_from_status(status, None, body.as_bytes())
 }
 
 #[cfg(test)]
@@ -232,10 +260,43 @@ mod tests {
         assert_eq!(finish(&length).unwrap(), FinishReason::Length);
         let stop = json!({"type": "stop", "matched": 2});
         assert_eq!(finish(&stop).unwrap(), FinishReason::Stop);
-        let abort = json!({"type": "abort", "message": "too long", "status_code": 400});
-        assert_eq!(
-            finish(&abort).unwrap_err().class(),
-            ErrorClass::InvalidRequest
-        );
+        let aborts = [
+            (Some(400), ErrorClass::InvalidRequest),
+            (Some(500), ErrorClass::Internal),
+            (Some(503), ErrorClass::Overloaded),
+            (None, ErrorClass::Unavailable),
+        ];
+        for (status, class) in aborts {
+            let abort = json!({"type": "abort", "message": "too long", "status_code": status});
+            let error = finish(&abort).unwrap_err();
+            assert_eq!(error.class(), class, "{status:?}");
+            assert!(error.to_string().contains("too long"), "{error}");
+        }
+    }
+
+    #[test]
+    fn error_events_take_the_class_of_their_code() {
+        let events = [
+            (json!({"message": "bad"}), ErrorClass::InvalidRequest),
+            (
+                json!({"message": "bad", "code": 400}),
+                ErrorClass::InvalidRequest,
+            ),
+            (
+                json!({"message": "bad", "code": 503}),
+                ErrorClass::Overloaded,
+            ),
+            (json!({"message": "bad", "code": 500}), ErrorClass::Internal),
+            (
+                json!({"message": "bad", "code": 42}),
+                ErrorClass::InvalidRequest,
+            ),
+            (json!("bad"), ErrorClass::InvalidRequest),
+        ];
+        for (event, class) in events {
+            let error = error_event(&event);
+            assert_eq!(error.class(), class, "{event}");
+            assert!(error.to_string().contains("bad"), "{error}");
+        }
     }
 }

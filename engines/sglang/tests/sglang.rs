@@ -102,16 +102,45 @@ async fn a_whole_answer_is_one_call_without_streaming_and_one_chunk() {
 #[tokio::test]
 async fn refusals_and_aborts_keep_their_class() {
     let cases = [
+        // 0.5.3: an error event with only a message, which only a request check sends.
         (
             "stream_error_event.http",
             ErrorClass::InvalidRequest,
             "context length",
         ),
+        // 0.5.23: the event's code is the status.
+        (
+            "stream_error_event_coded.http",
+            ErrorClass::InvalidRequest,
+            "context length",
+        ),
+        // Aborts mid-stream, by their status_code, or without one.
         ("stream_abort.http", ErrorClass::Overloaded, "shutting down"),
+        (
+            "stream_abort_internal.http",
+            ErrorClass::Internal,
+            "Out of memory",
+        ),
+        (
+            "stream_abort_unstated.http",
+            ErrorClass::Unavailable,
+            "Abort in waiting queue",
+        ),
+        // Error answers, by their HTTP status.
         (
             "error_400.http",
             ErrorClass::InvalidRequest,
             "min_new_tokens",
+        ),
+        (
+            "error_400_contract.http",
+            ErrorClass::InvalidRequest,
+            "expected i64",
+        ),
+        (
+            "error_503_abort.http",
+            ErrorClass::Overloaded,
+            "decode memory pressure",
         ),
     ];
     for (fixture, class, message) in cases {
@@ -125,6 +154,19 @@ async fn refusals_and_aborts_keep_their_class() {
         assert_eq!(error.class(), class, "{fixture}: {error}");
         assert!(error.to_string().contains(message), "{fixture}: {error}");
     }
+}
+
+#[tokio::test]
+async fn tokens_before_an_abort_come_before_its_error() {
+    let server = Replay::one("/generate", "stream_abort_unstated.http").await;
+    let sglang = SglangServer::new(&server.url()).expect("a URL");
+    let mut stream = sglang.engine().generate(request()).await.expect("a stream");
+    let first = stream.next().await.expect("a chunk").expect("tokens");
+    assert_eq!(first.tokens, [378]);
+    let error = stream.next().await.expect("the end").expect_err("an abort");
+    // Unavailable: the frontend's migration may continue it on another server.
+    assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+    assert!(stream.next().await.is_none());
 }
 
 #[tokio::test]
