@@ -17,16 +17,15 @@ pub(crate) const MAX_SEED: u64 = i32::MAX as u64;
 /// The `/generate` body for `request`, with request id `rid`: streamed, unless its client reads
 /// the answer whole ([`Delivery::Whole`]).
 ///
-/// # Errors
-///
 /// A seed goes in `sampling_params.sampling_seed` (SGLang 0.5.3 and later); log-probabilities
 /// are asked for with `return_logprob`, `top_logprobs_num` and `logprob_start_len: -1` (the
-/// output tokens' only).
+/// output tokens' only); a cache salt goes in `cache_salt` (SGLang 0.5.18 and later; an empty
+/// one is not sent, as SGLang and the router's hasher both read it as no salt).
 ///
 /// # Errors
 ///
 /// [`Error::InvalidRequest`], naming the field, for what SGLang's `/generate` does not take: a
-/// seed above [`MAX_SEED`], a cache salt, or one phase of a disaggregated request.
+/// seed above [`MAX_SEED`], or one phase of a disaggregated request.
 pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, Value>, Error> {
     let refuse = |what: &str| {
         Err(Error::invalid_request(format!(
@@ -36,9 +35,6 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
     let sampling = &request.sampling;
     if sampling.seed.is_some_and(|seed| seed > MAX_SEED) {
         return refuse("a seed above 2147483647");
-    }
-    if request.cache_salt.is_some() {
-        return refuse("cache_salt");
     }
     if request.disaggregation != Disaggregation::None {
         return refuse("one phase of a disaggregated request");
@@ -88,6 +84,14 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
     );
     if let Some(lora) = &request.lora_name {
         body.insert("lora_path".into(), json!(lora));
+    }
+    // SGLang before 0.5.18 has no such field and drops it unread (see the crate docs).
+    if let Some(salt) = request
+        .cache_salt
+        .as_deref()
+        .filter(|salt| !salt.is_empty())
+    {
+        body.insert("cache_salt".into(), json!(salt));
     }
     if let Some(top) = sampling.logprobs {
         body.insert("return_logprob".into(), json!(true));
@@ -218,23 +222,21 @@ mod tests {
                    "sampling_params": {"max_new_tokens": 3, "min_new_tokens": 1,
                    "temperature": 0.5, "top_k": 8, "stop_token_ids": [2]}})
         );
-        let refused = [
-            ("seed", {
-                let mut r = request.clone();
-                r.sampling.seed = Some(MAX_SEED + 1);
-                r
-            }),
-            ("cache_salt", {
-                let mut r = request.clone();
-                r.cache_salt = Some("tenant".into());
-                r
-            }),
-        ];
-        for (field, refused) in refused {
-            let error = body(&refused, "r-2").unwrap_err();
-            assert_eq!(error.class(), ErrorClass::InvalidRequest, "{field}");
-            assert!(error.to_string().contains(field), "{error}");
-        }
+        let mut seeded = request.clone();
+        seeded.sampling.seed = Some(MAX_SEED + 1);
+        let error = body(&seeded, "r-2").unwrap_err();
+        assert_eq!(error.class(), ErrorClass::InvalidRequest);
+        assert!(error.to_string().contains("seed"), "{error}");
+    }
+
+    #[test]
+    fn a_cache_salt_is_sent_unless_empty() {
+        let mut request = GenerateRequest::new("r", "m", vec![5]);
+        assert!(!body(&request, "r-1").unwrap().contains_key("cache_salt"));
+        request.cache_salt = Some("tenant-a".into());
+        assert_eq!(body(&request, "r-1").unwrap()["cache_salt"], "tenant-a");
+        request.cache_salt = Some(String::new());
+        assert!(!body(&request, "r-1").unwrap().contains_key("cache_salt"));
     }
 
     #[test]

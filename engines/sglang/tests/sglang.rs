@@ -170,6 +170,24 @@ async fn tokens_before_an_abort_come_before_its_error() {
 }
 
 #[tokio::test]
+async fn a_cache_salt_is_sent_as_cache_salt_and_only_when_given() {
+    let server = Replay::one("/generate", "stream_cumulative.http").await;
+    let sglang = SglangServer::new(&server.url()).expect("a URL");
+    let mut salted = request();
+    salted.cache_salt = Some("tenant-a".into());
+    for request in [salted, request()] {
+        sglang
+            .engine()
+            .generate_all(request)
+            .await
+            .expect("an answer");
+    }
+    assert_eq!(server.request_json(0)["cache_salt"], "tenant-a");
+    let unsalted = server.request_json(1);
+    assert!(unsalted.get("cache_salt").is_none(), "{unsalted}");
+}
+
+#[tokio::test]
 async fn load_comes_from_sglang_gauges() {
     let routes = HashMap::from([("/metrics".to_owned(), fixture_bytes("metrics.http"))]);
     let server = Replay::start(routes).await;
