@@ -40,12 +40,12 @@ static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
 /// `completion_tokens`. With log-probabilities asked for, each chunk carries its tokens'
 /// scores and alternatives, the last entries of `meta_info.output_token_logprobs` and
 /// `output_top_logprobs` (lists that hold every token so far or only the event's, by version
-/// and mode). Errors take the class of the HTTP status SGLang gives, as `dynamo_upstream`
-/// maps statuses: an error answer's status, an `{"error": …}` event's `code` (SGLang sends
-/// one for a request it refuses after the stream began; `invalid_request` before 0.5.13,
-/// which sends no code), a `finish_reason` of type `abort`'s `status_code` (`unavailable`
-/// without one: the request was aborted from outside, not refused); a stream that ends before
-/// the answer finished is `unavailable`.
+/// and mode; only the new tokens' entries are parsed). Errors take the class of the HTTP status
+/// SGLang gives, as `dynamo_upstream` maps statuses: an error answer's status, an
+/// `{"error": …}` event's `code` (SGLang sends one for a request it refuses after the stream
+/// began; `invalid_request` before 0.5.13, which sends no code), a `finish_reason` of type
+/// `abort`'s `status_code` (`unavailable` without one: the request was aborted from outside,
+/// not refused); a stream that ends before the answer finished is `unavailable`.
 ///
 /// # Cancel safety
 ///
@@ -216,5 +216,150 @@ impl Answer {
             None => ids.len(),
         };
         ids[ids.len() - count..].to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::logprobs::PARSED;
+
+    /// The events of a streamed answer of `length` tokens as SGLang 0.5.3 sends them with
+    /// `return_logprob` and two alternatives: each event's `output_ids` holds its one new id,
+    /// its score lists every token so far. Token `i` is `1000 + i`, scored `-(i % 7) / 8`.
+    fn cumulative_scored_events(length: u32) -> Vec<String> {
+        // The lists' text grows by one entry an event (JSON built as text: a `Value` per
+        // event would cost what this measures).
+        let mut tokens = String::new();
+        let mut top = String::new();
+        (1..=length)
+            .map(|i| {
+                let (id, score, comma) = (1000 + i, -f64::from(i % 7) / 8.0, ",");
+                let comma = if i == 1 { "" } else { comma };
+                tokens += &format!("{comma}[{score:?},{id},null]");
+                top += &format!("{comma}[[{score:?},{id},null],[-4.0,{},null]]", 5000 + i);
+                let finish = if i == length {
+                    json!({"type": "length", "length": length}).to_string()
+                } else {
+                    "null".to_owned()
+                };
+                format!(
+                    r#"{{"text":"","output_ids":[{id}],"meta_info":{{"id":"r1-0","finish_reason":{finish},"prompt_tokens":6,"output_token_logprobs":[{tokens}],"output_top_logprobs":[{top}],"completion_tokens":{i},"cached_tokens":0}}}}"#
+                )
+            })
+            .collect()
+    }
+
+    fn answer() -> Answer {
+        Answer {
+            emitted: Vec::new(),
+            finished: false,
+        }
+    }
+
+    /// The chunks of `events`, read as the engine reads a stream.
+    fn read(events: &[String]) -> Vec<TokenChunk> {
+        let mut answer = answer();
+        let mut out = VecDeque::new();
+        for event in events {
+            answer.on_event(event, &mut out).expect("an answer event");
+        }
+        answer.on_event("[DONE]", &mut out).expect("the end");
+        out.into()
+    }
+
+    #[test]
+    fn a_long_scored_stream_parses_only_each_new_tokens_scores() {
+        let length = 1000;
+        let events = cumulative_scored_events(length);
+        let before = PARSED.get();
+        let chunks = read(&events);
+        let parsed = PARSED.get() - before;
+        let scores: Vec<_> = chunks
+            .iter()
+            .flat_map(|chunk| chunk.log_probs.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(scores.len(), length as usize);
+        for (i, score) in (1..=length).zip(&scores) {
+            assert_eq!(score.token, 1000 + i);
+            assert_eq!(score.logprob, -((i % 7) as f32) / 8.0);
+            assert_eq!(score.top[1], (5000 + i, -4.0));
+        }
+        // Entries the stream carries, each of which the engine parsed before: every event's
+        // two lists hold every token so far.
+        let sent: usize = events
+            .iter()
+            .map(|event| {
+                let event: wire::Event<'_> = serde_json::from_str(event).expect("an event");
+                let meta = event.meta_info.expect("meta_info");
+                meta.output_token_logprobs.map_or(0, |l| l.len())
+                    + meta.output_top_logprobs.map_or(0, |l| l.len())
+            })
+            .sum();
+        assert_eq!(sent, 1_001_000);
+        // Now one score and one list of alternatives per token: 500.5 times fewer.
+        assert_eq!(parsed, 2_000);
+    }
+
+    /// An event as the engine read it before: every entry of the lists parsed.
+    #[derive(serde::Deserialize)]
+    #[expect(dead_code, reason = "read only to be parsed, as the engine did")]
+    struct EveryEntryEvent {
+        output_ids: Option<Vec<Token>>,
+        meta_info: Option<EveryEntryMeta>,
+    }
+
+    type Scored = (Option<f32>, Token, serde::de::IgnoredAny);
+
+    #[derive(serde::Deserialize)]
+    #[expect(dead_code, reason = "read only to be parsed, as the engine did")]
+    struct EveryEntryMeta {
+        finish_reason: Option<serde_json::Value>,
+        prompt_tokens: u32,
+        completion_tokens: Option<u32>,
+        cached_tokens: u32,
+        output_token_logprobs: Option<Vec<Scored>>,
+        output_top_logprobs: Option<Vec<Option<Vec<Scored>>>>,
+    }
+
+    /// CPU time of this thread so far, in nanoseconds (Linux's schedstat).
+    fn cpu_ns() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The CPU time of reading a 1,000-token scored stream, against parsing its events as the
+    /// engine did before (only the parse, not the chunks: the baseline is favoured), five
+    /// times each, interleaved. Prints; asserts nothing about time.
+    #[test]
+    #[ignore = "a measurement: run with --release -- --ignored --nocapture"]
+    fn scored_stream_cost_against_parsing_every_entry() {
+        let events = cumulative_scored_events(1000);
+        let bytes: usize = events.iter().map(String::len).sum();
+        let mut ratios = Vec::new();
+        for round in 0..5 {
+            let start = cpu_ns();
+            for event in &events {
+                let parsed: EveryEntryEvent = serde_json::from_str(event).expect("an event");
+                std::hint::black_box(parsed);
+            }
+            let every_entry = cpu_ns() - start;
+            let start = cpu_ns();
+            std::hint::black_box(read(&events));
+            let new_only = cpu_ns() - start;
+            let ratio = every_entry as f64 / new_only.max(1) as f64;
+            println!(
+                "round {round}: {bytes} bytes of events, every entry parsed {:.1} ms, new \
+                 entries only {:.1} ms: {ratio:.2}x",
+                every_entry as f64 / 1e6,
+                new_only as f64 / 1e6
+            );
+            ratios.push(ratio);
+        }
+        println!("ratios {ratios:.2?}");
     }
 }

@@ -17,9 +17,10 @@
 //! the sampling only on a server started with `--enable-deterministic-inference`, and a seed
 //! above 2³¹ − 1 is refused, since 0.5.3 holds it in 32 bits). Log-probabilities are asked for
 //! with `return_logprob`, `top_logprobs_num` and `logprob_start_len: -1`, and each chunk's
-//! come from `meta_info.output_token_logprobs` and `output_top_logprobs`. A cache salt goes in
-//! `cache_salt`, which SGLang reads from 0.5.18 on; earlier versions drop the field unread, so
-//! their prefix cache is shared across salts.
+//! come from the last entries of `meta_info.output_token_logprobs` and `output_top_logprobs`
+//! (only those are parsed, though SGLang's default streams repeat every score so far). A cache
+//! salt goes in `cache_salt`, which SGLang reads from 0.5.18 on; earlier versions drop the
+//! field unread, so their prefix cache is shared across salts.
 //!
 //! Errors take the class of the HTTP status SGLang gives (as `dynamo_upstream` maps statuses):
 //! an error answer's status, an `{"error": …}` event's `code` (`invalid_request` without one,

@@ -9,30 +9,39 @@
 //!
 //! Depending on the version and `--incremental-streaming-output`, a streamed event's lists hold
 //! every token so far or only the event's new ones; either way their last entries are the new
-//! tokens', which is what [`of_new`] reads.
+//! tokens', which is what [`of_new`] reads. The lists come as each entry's raw text
+//! ([`crate::wire::MetaInfo`]), and only those last entries are parsed: a list that repeats every
+//! score so far costs a scan of its text per event, not a value built for each of its entries
+//! (which made a 0.5.3 stream's cost grow with the square of its length in values built).
 
 use dynamo_core::{Error, Token, TokenLogProb};
-use serde::de::IgnoredAny;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::value::RawValue;
 
 /// One `[logprob, token_id, text]` triple. `logprob` is `None` where SGLang's value was not
 /// finite (its orjson writes NaN and ±infinity as `null`), read as negative infinity.
-pub(crate) type Scored = (Option<f32>, Token, IgnoredAny);
+type Scored = (Option<f32>, Token, IgnoredAny);
+
+/// One token's alternatives: a list of triples, or `null`.
+type Alternatives = Option<Vec<Scored>>;
 
 fn logprob(scored: &Scored) -> f32 {
     scored.0.unwrap_or(f32::NEG_INFINITY)
 }
 
 /// The log-probabilities of `new`, the ids an event adds, from the event's `tokens`
-/// (`output_token_logprobs`) and `top` (`output_top_logprobs`): the last `new.len()` entries
-/// of each, one [`TokenLogProb`] per id, alternatives sorted most likely first.
+/// (`output_token_logprobs`) and `top` (`output_top_logprobs`) entries: the last `new.len()`
+/// of each, parsed (the others are not), one [`TokenLogProb`] per id, alternatives sorted most
+/// likely first.
 ///
 /// # Errors
 ///
-/// [`Error::Internal`] when the lists are shorter than `new` or name other tokens than `new`:
-/// log-probabilities that cannot be told apart from another token's are not passed on.
+/// [`Error::Internal`] when the lists are shorter than `new`, name other tokens than `new`, or
+/// hold entries that are not scores: log-probabilities that cannot be told apart from another
+/// token's are not passed on.
 pub(crate) fn of_new(
-    tokens: &[Scored],
-    top: Option<&[Option<Vec<Scored>>]>,
+    tokens: &[&RawValue],
+    top: Option<&[&RawValue]>,
     new: &[Token],
 ) -> Result<Vec<TokenLogProb>, Error> {
     let count = new.len();
@@ -41,9 +50,9 @@ pub(crate) fn of_new(
             "SGLang's log-probabilities do not match its {count} new output ids"
         ))
     };
-    let tokens = tail(tokens, count).ok_or_else(mismatch)?;
-    let top = match top {
-        Some(top) => Some(tail(top, count).ok_or_else(mismatch)?),
+    let tokens: Vec<Scored> = parse_all(tail(tokens, count).ok_or_else(mismatch)?)?;
+    let top: Option<Vec<Alternatives>> = match top {
+        Some(top) => Some(parse_all(tail(top, count).ok_or_else(mismatch)?)?),
         None => None,
     };
     tokens
@@ -55,6 +64,7 @@ pub(crate) fn of_new(
                 return Err(mismatch());
             }
             let mut alternatives: Vec<(Token, f32)> = top
+                .as_ref()
                 .and_then(|top| top[at].as_deref())
                 .unwrap_or_default()
                 .iter()
@@ -70,9 +80,30 @@ pub(crate) fn of_new(
         .collect()
 }
 
+/// Each entry of `entries`, parsed.
+fn parse_all<T: DeserializeOwned>(entries: &[&RawValue]) -> Result<Vec<T>, Error> {
+    #[cfg(test)]
+    PARSED.with(|parsed| parsed.set(parsed.get() + entries.len()));
+    entries
+        .iter()
+        .map(|entry| {
+            serde_json::from_str(entry.get()).map_err(|error| {
+                Error::internal("SGLang sent a log-probability entry that is not a score")
+                    .with_source(error)
+            })
+        })
+        .collect()
+}
+
 /// The last `count` entries of `list`, if it has that many.
 fn tail<T>(list: &[T], count: usize) -> Option<&[T]> {
     list.get(list.len().checked_sub(count)?..)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Entries parsed on this thread, for the tests that measure what a stream costs.
+    pub(crate) static PARSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
@@ -81,34 +112,36 @@ mod tests {
 
     use super::*;
 
-    fn scored(json: &str) -> Vec<Scored> {
+    fn entries(json: &str) -> Vec<&RawValue> {
         serde_json::from_str(json).unwrap()
     }
 
     #[test]
     fn cumulative_and_incremental_lists_give_the_new_tokens_scores() {
-        let cumulative = scored("[[-0.5,7,null],[-0.25,8,null],[-1.0,9,null]]");
-        let incremental = scored("[[-0.25,8,null],[-1.0,9,null]]");
+        let cumulative = entries("[[-0.5,7,null],[-0.25,8,null],[-1.0,9,null]]");
+        let incremental = entries("[[-0.25,8,null],[-1.0,9,null]]");
         for list in [cumulative, incremental] {
+            let before = PARSED.get();
             let scores = of_new(&list, None, &[8, 9]).unwrap();
             let read: Vec<_> = scores.iter().map(|s| (s.token, s.logprob)).collect();
             assert_eq!(read, [(8, -0.25), (9, -1.0)]);
             assert!(scores.iter().all(|s| s.top.is_empty()));
+            // The first token's entry in the cumulative list is not parsed.
+            assert_eq!(PARSED.get() - before, 2);
         }
     }
 
     #[test]
     fn alternatives_are_sorted_and_a_null_score_is_negative_infinity() {
-        let tokens = scored("[[null,4,null]]");
-        let top: Vec<Option<Vec<Scored>>> =
-            serde_json::from_str(r#"[[[-3.0,5," b"],[null,4,null],[-0.5,6,"c"]]]"#).unwrap();
+        let tokens = entries("[[null,4,null]]");
+        let top = entries(r#"[[[-3.0,5," b"],[null,4,null],[-0.5,6,"c"]]]"#);
         let scores = of_new(&tokens, Some(&top), &[4]).unwrap();
         assert_eq!(scores[0].logprob, f32::NEG_INFINITY);
         assert_eq!(
             scores[0].top,
             [(6, -0.5), (5, -3.0), (4, f32::NEG_INFINITY)]
         );
-        let none: Vec<Option<Vec<Scored>>> = serde_json::from_str("[null]").unwrap();
+        let none = entries("[null]");
         assert!(
             of_new(&tokens, Some(&none), &[4]).unwrap()[0]
                 .top
@@ -117,13 +150,20 @@ mod tests {
     }
 
     #[test]
-    fn short_or_misaligned_lists_are_refused() {
-        let list = scored("[[-0.5,7,null]]");
+    fn short_misaligned_or_malformed_lists_are_refused() {
+        let list = entries("[[-0.5,7,null]]");
         for new in [&[7, 8][..], &[9][..]] {
             let error = of_new(&list, None, new).unwrap_err();
             assert_eq!(error.class(), ErrorClass::Internal, "{new:?}");
         }
-        let top: Vec<Option<Vec<Scored>>> = Vec::new();
-        assert!(of_new(&list, Some(&top), &[7]).is_err());
+        assert!(of_new(&list, Some(&[]), &[7]).is_err());
+        let malformed = entries(r#"[{"logprob":-0.5},[-0.5,"seven",null]]"#);
+        for new in [&[7, 8][..], &[8][..]] {
+            let error = of_new(&malformed, None, new).unwrap_err();
+            assert_eq!(error.class(), ErrorClass::Internal, "{new:?}");
+        }
+        // A malformed entry before the new ones is not read.
+        let prefix = entries(r#"[{"logprob":-0.5},[-0.25,8,null]]"#);
+        assert_eq!(of_new(&prefix, None, &[8]).unwrap()[0].logprob, -0.25);
     }
 }

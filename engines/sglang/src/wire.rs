@@ -5,9 +5,8 @@
 
 use dynamo_core::{Delivery, Disaggregation, Error, FinishReason, GenerateRequest, Token, Usage};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
-
-use crate::logprobs::Scored;
 
 /// The largest seed sent. SGLang 0.5.3 puts `sampling_seed` in a 32-bit tensor when it
 /// samples deterministically, where a larger value fails inside its scheduler rather than in
@@ -103,19 +102,21 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
     Ok(body)
 }
 
-/// One streamed answer event, or an error.
+/// One streamed answer event, or an error. Log-probability lists are kept as the raw text of
+/// each entry: a streamed event may repeat every score so far, and only the new tokens' are
+/// parsed ([`crate::logprobs::of_new`]).
 #[derive(Debug, Deserialize)]
-pub(crate) struct Event {
+pub(crate) struct Event<'a> {
     #[serde(default)]
     pub(crate) output_ids: Option<Vec<Token>>,
-    #[serde(default)]
-    pub(crate) meta_info: Option<MetaInfo>,
+    #[serde(default, borrow)]
+    pub(crate) meta_info: Option<MetaInfo<'a>>,
     #[serde(default)]
     pub(crate) error: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct MetaInfo {
+pub(crate) struct MetaInfo<'a> {
     #[serde(default)]
     pub(crate) finish_reason: Option<Value>,
     #[serde(default)]
@@ -124,15 +125,16 @@ pub(crate) struct MetaInfo {
     pub(crate) completion_tokens: Option<u32>,
     #[serde(default)]
     cached_tokens: u32,
-    /// With `return_logprob`: `[logprob, token_id, text]` per output token.
-    #[serde(default)]
-    pub(crate) output_token_logprobs: Option<Vec<Scored>>,
-    /// With `top_logprobs_num` > 0: per output token, its most likely alternatives, or `null`.
-    #[serde(default)]
-    pub(crate) output_top_logprobs: Option<Vec<Option<Vec<Scored>>>>,
+    /// With `return_logprob`: `[logprob, token_id, text]` per output token, unparsed.
+    #[serde(default, borrow)]
+    pub(crate) output_token_logprobs: Option<Vec<&'a RawValue>>,
+    /// With `top_logprobs_num` > 0: per output token, its most likely alternatives or `null`,
+    /// unparsed.
+    #[serde(default, borrow)]
+    pub(crate) output_top_logprobs: Option<Vec<&'a RawValue>>,
 }
 
-impl MetaInfo {
+impl MetaInfo<'_> {
     pub(crate) fn usage(&self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_tokens,
