@@ -11,8 +11,9 @@
 //! every token so far or only the event's new ones; either way their last entries are the new
 //! tokens', which is what [`of_new`] reads. The lists come as each entry's raw text
 //! ([`crate::wire::MetaInfo`]), and only those last entries are parsed: a list that repeats every
-//! score so far costs a scan of its text per event, not a value built for each of its entries
-//! (which made a 0.5.3 stream's cost grow with the square of its length in values built).
+//! score so far costs a scan of its text and a reference to each entry per event, not a value
+//! built for each entry (which made a 0.5.3 stream's cost grow with the square of its length
+//! in values built).
 
 use dynamo_core::{Error, Token, TokenLogProb};
 use serde::de::{DeserializeOwned, IgnoredAny};
