@@ -78,6 +78,7 @@ pub(crate) fn engine_request(
             ..RoutingHints::default()
         });
     request.stop = stop;
+    request.cache_salt = fields.cache_salt.clone();
     request.limits = OutputLimits {
         max_tokens,
         min_tokens: fields.min_tokens,

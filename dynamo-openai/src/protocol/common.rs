@@ -96,7 +96,8 @@ impl From<Usage> for UsageBody {
     }
 }
 
-/// The sampling and stopping fields both request kinds share, with their checks.
+/// The sampling and stopping fields both request kinds share, with their checks, and the
+/// cache salt.
 ///
 /// `top_k`, `min_p`, `repetition_penalty`, `min_tokens` and `ignore_eos` are the vLLM
 /// extensions most clients know.
@@ -153,6 +154,31 @@ pub struct SamplingFields {
     /// The end user, for logs; passed on as the routing session when no other is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// A cache namespace (vLLM's extension, for example one per tenant): prompt blocks are
+    /// reused only by requests with the same salt, in the engine's prefix cache and in the
+    /// router's index. A non-empty string; `null` is the same as no salt.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "salt_string"
+    )]
+    #[schema(min_length = 1)]
+    pub cache_salt: Option<String>,
+}
+
+/// `cache_salt` as a string or `null`; any other type is refused with a message naming the
+/// field (the shared fields are flattened into each request, so serde's own message would not).
+fn salt_string<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(salt)) => Ok(Some(salt)),
+        Some(other) => Err(serde::de::Error::custom(format_args!(
+            "cache_salt must be a non-empty string, got {other}"
+        ))),
+    }
 }
 
 impl SamplingFields {
@@ -207,6 +233,12 @@ impl SamplingFields {
             return Err(ApiError::invalid_field(
                 "stop",
                 "stop strings must not be empty",
+            ));
+        }
+        if self.cache_salt.as_deref() == Some("") {
+            return Err(ApiError::invalid_field(
+                "cache_salt",
+                "cache_salt must be a non-empty string",
             ));
         }
         let sampling = SamplingOptions {
