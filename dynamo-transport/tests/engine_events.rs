@@ -74,9 +74,10 @@ fn stored_blocks_get_our_hashes_and_continue_their_chain() {
         }
     );
 
-    // A block after A, with a bytes hash, two unknown trailing fields, on the CPU tier.
+    // A block after A, with a bytes hash, no LoRA name and no extra keys (vLLM's fields 7
+    // and 8), two unknown trailing fields, on the CPU tier.
     let next = concat(&[
-        array(9),
+        array(11),
         string("BlockStored"),
         concat(&[array(1), binary(b"sglang-hash")]),
         uint(HASH_A),
@@ -84,6 +85,8 @@ fn stored_blocks_get_our_hashes_and_continue_their_chain() {
         small(4),
         vec![NIL],
         string("CPU"),
+        vec![NIL],
+        vec![NIL],
         string("future"),
         small(1),
     ]);

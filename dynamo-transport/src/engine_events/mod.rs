@@ -2,17 +2,31 @@
 //!
 //! The engines publish on a ZMQ PUB socket. Each message has three frames: a topic (UTF-8), a
 //! sequence number (8 bytes, big-endian, signed), and a msgpack payload, the batch
-//! `[timestamp, events, data_parallel_rank]`. An event is a tagged array:
+//! `[timestamp, events, data_parallel_rank]` (or a map with `events`, in vLLM's newer source).
+//! An event is a tagged array, or a map with its tag under `type` and its fields by name
+//! (vLLM's newer source, SGLang by 0.5.23):
 //!
 //! - `["BlockStored", block_hashes, parent_block_hash | nil, token_ids, block_size,
-//!   lora_id | nil, medium | nil, …]`
+//!   lora_id | nil, medium | nil, lora_name | nil, extra_keys | nil, …]` (vLLM), or with
+//!   `{"cache_salt": salt}` after `medium` (SGLang 0.5.18's salted blocks); as a map, the same
+//!   names, and SGLang's `cache_salt` and `lora_name`
 //! - `["BlockRemoved", block_hashes, medium | nil, …]`
 //! - `["AllBlocksCleared", …]`
 //!
-//! Fields past the ones named are ignored (newer engines add some). Hashes come as signed or
-//! unsigned 64-bit integers, or as bytes. They are the engine's own and opaque: the decoder
-//! recomputes our block hashes from the token ids (so a different hash seed in the engine cannot
-//! silently give 0% hits) and keeps the engine-to-ours map to resolve `BlockRemoved`.
+//! Fields past the ones named are ignored (newer engines add some), and so are unknown keys of
+//! a map. Hashes come as signed or unsigned 64-bit integers, or as bytes. They are the engine's
+//! own and opaque: the decoder recomputes our block hashes from the token ids (so a different
+//! hash seed in the engine cannot silently give 0% hits) and keeps the engine-to-ours map to
+//! resolve `BlockRemoved`.
+//!
+//! A stored block is hashed as the router hashes a request's prompt
+//! ([`GenerateRequest::block_hasher`](dynamo_core::GenerateRequest::block_hasher)): with its
+//! LoRA adapter (`lora_name`, or else the decimal form of `lora_id`) and its cache salt. SGLang
+//! names the salt on every salted event; vLLM only among the extra keys of a sequence's first
+//! block (the string left once the LoRA name is set aside), so a block stored after a known
+//! parent takes the parent's salt.
+
+mod fields;
 
 #[cfg(feature = "zmq")]
 mod zmq;
@@ -25,6 +39,7 @@ use dynamo_core::{
 use rmpv::Value;
 
 use crate::Error;
+use fields::{Event, LoraName};
 
 #[cfg(feature = "zmq")]
 pub use zmq::EngineEventSource;
@@ -54,6 +69,9 @@ pub struct EngineEventDecoder {
     hasher: BlockHasher,
     /// Engine block hash → our sequence hash, for the blocks the engine holds.
     blocks: HashMap<u64, SequenceHash>,
+    /// Engine block hash → our hasher with the block's cache salt (no LoRA adapter), for the
+    /// salted blocks among `blocks`: a vLLM block stored after one of them takes its salt.
+    salted: HashMap<u64, BlockHasher>,
     next_event_id: u64,
     last_sequence: Option<i64>,
 }
@@ -65,6 +83,7 @@ impl EngineEventDecoder {
             worker,
             hasher: BlockHasher::new(block_size),
             blocks: HashMap::new(),
+            salted: HashMap::new(),
             next_event_id: 0,
             last_sequence: None,
         }
@@ -104,29 +123,31 @@ impl EngineEventDecoder {
         let sequence = i64::from_be_bytes(sequence);
         let batch = rmpv::decode::read_value_with_max_depth(&mut &payload[..], MAX_NESTING)
             .map_err(|error| Error::malformed_engine_event(error.to_string()))?;
-        let events = match &batch {
-            Value::Array(fields) => fields.get(1).and_then(Value::as_array),
-            _ => None,
-        }
-        .ok_or_else(|| malformed("the batch is not [timestamp, events, rank]"))?;
+        let events = fields::batch_events(&batch)
+            .ok_or_else(|| malformed("the batch is not [timestamp, events, rank]"))?;
 
-        // Work on a copy of the block map, so that a bad event leaves no trace.
-        let mut blocks = self.blocks.clone();
+        // Work on a copy of the block maps, so that a bad event leaves no trace.
+        let mut known = Known {
+            blocks: self.blocks.clone(),
+            salted: self.salted.clone(),
+        };
         let mut changes = Vec::with_capacity(events.len());
         let mut unknown_removed = 0;
         for event in events {
-            let fields = event
-                .as_array()
-                .ok_or_else(|| malformed("an event is not an array"))?;
-            let kind = fields.first().and_then(Value::as_str);
-            match kind {
-                Some("BlockStored") => changes.push(self.stored(fields, &mut blocks)?),
+            let event = Event::new(event)
+                .ok_or_else(|| malformed("an event is neither an array nor a map"))?;
+            match event.kind() {
+                Some("BlockStored") => changes.push(self.stored(event, &mut known)?),
                 Some("BlockRemoved") => {
-                    let hashes = engine_hashes(fields.get(1))?;
-                    let tier = tier(fields.get(2));
+                    let hashes =
+                        engine_hashes(event.field("block_hashes", fields::removed::BLOCK_HASHES))?;
+                    let tier = tier(event.field("medium", fields::removed::MEDIUM));
                     let removed: Vec<SequenceHash> = hashes
                         .iter()
-                        .filter_map(|hash| blocks.remove(hash))
+                        .filter_map(|hash| {
+                            known.salted.remove(hash);
+                            known.blocks.remove(hash)
+                        })
                         .collect();
                     unknown_removed += hashes.len() - removed.len();
                     if !removed.is_empty() {
@@ -134,7 +155,8 @@ impl EngineEventDecoder {
                     }
                 }
                 Some("AllBlocksCleared") => {
-                    blocks.clear();
+                    known.blocks.clear();
+                    known.salted.clear();
                     changes.push((StorageTier::Device, KvEventData::Cleared));
                 }
                 other => return Err(malformed(&format!("unknown event kind {other:?}"))),
@@ -145,7 +167,8 @@ impl EngineEventDecoder {
             _ => None,
         };
         self.last_sequence = Some(sequence);
-        self.blocks = blocks;
+        self.blocks = known.blocks;
+        self.salted = known.salted;
         let events = changes
             .into_iter()
             .map(|(tier, data)| {
@@ -166,34 +189,38 @@ impl EngineEventDecoder {
         })
     }
 
-    /// `["BlockStored", hashes, parent, token_ids, block_size, lora_id, medium, …]`.
+    /// A `BlockStored` event (see the [module docs](self) for its fields).
     fn stored(
         &self,
-        fields: &[Value],
-        blocks: &mut HashMap<u64, SequenceHash>,
+        event: Event<'_>,
+        known: &mut Known,
     ) -> Result<(StorageTier, KvEventData), Error> {
-        let hashes = engine_hashes(fields.get(1))?;
-        let parent = match fields.get(2) {
+        use fields::stored::{BLOCK_HASHES, BLOCK_SIZE, MEDIUM, PARENT, TOKEN_IDS};
+
+        let hashes = engine_hashes(event.field("block_hashes", BLOCK_HASHES))?;
+        let parent_engine = match event.field("parent_block_hash", PARENT) {
             None | Some(Value::Nil) => None,
-            Some(value) => {
-                let engine = engine_hash(value)?;
-                Some(
-                    *blocks
-                        .get(&engine)
-                        .ok_or_else(|| malformed("the parent block was never stored"))?,
-                )
-            }
+            Some(value) => Some(engine_hash(value)?),
         };
-        let tokens: Vec<u32> = fields
-            .get(3)
+        let parent = parent_engine
+            .map(|engine| {
+                known
+                    .blocks
+                    .get(&engine)
+                    .copied()
+                    .ok_or_else(|| malformed("the parent block was never stored"))
+            })
+            .transpose()?;
+        let tokens: Vec<u32> = event
+            .field("token_ids", TOKEN_IDS)
             .and_then(Value::as_array)
             .ok_or_else(|| malformed("token_ids is not an array"))?
             .iter()
             .map(|token| token.as_u64().and_then(|t| u32::try_from(t).ok()))
             .collect::<Option<_>>()
             .ok_or_else(|| malformed("a token id is not a u32"))?;
-        let block_size = fields
-            .get(4)
+        let block_size = event
+            .field("block_size", BLOCK_SIZE)
             .and_then(Value::as_u64)
             .ok_or_else(|| malformed("block_size is not an integer"))?;
         let ours = self.hasher.block_size();
@@ -206,22 +233,36 @@ impl EngineEventDecoder {
         if tokens.len() != hashes.len() * ours.as_usize() {
             return Err(malformed("token_ids does not fill the stored blocks"));
         }
-        // A LoRA adapter is known here only by its id: its decimal form names it.
-        let hasher = match fields.get(5).and_then(Value::as_i64) {
-            Some(lora) => self.hasher.with_lora(&lora.to_string()),
-            None => self.hasher,
+        // The salt the event names, or else its parent's (vLLM names it on a sequence's first
+        // block only); the LoRA adapter, which every event names. Salt and LoRA parts of the
+        // seed add up, so their order does not matter.
+        let salted = match event.cache_salt(parent.is_none()) {
+            Some(salt) => self.hasher.with_salt(salt),
+            None => parent_engine
+                .and_then(|engine| known.salted.get(&engine).copied())
+                .unwrap_or(self.hasher),
+        };
+        let hasher = match event.lora_name() {
+            Some(LoraName::Name(name)) => salted.with_lora(name),
+            Some(LoraName::Id(id)) => salted.with_lora(&id.to_string()),
+            None => salted,
         };
         let mut chain = parent;
         let mut stored = Vec::with_capacity(hashes.len());
         for (engine, block) in hashes.iter().zip(tokens.chunks_exact(ours.as_usize())) {
             let local = hasher.local_hash(block);
             let sequence = SequenceHash::chain(chain, local);
-            blocks.insert(*engine, sequence);
+            known.blocks.insert(*engine, sequence);
+            if salted != self.hasher {
+                known.salted.insert(*engine, salted);
+            } else {
+                known.salted.remove(engine);
+            }
             stored.push(HashedBlock { local, sequence });
             chain = Some(sequence);
         }
         Ok((
-            tier(fields.get(6)),
+            tier(event.field("medium", MEDIUM)),
             KvEventData::Stored {
                 parent,
                 block_size: ours,
@@ -229,6 +270,12 @@ impl EngineEventDecoder {
             },
         ))
     }
+}
+
+/// What the decoder knows of the engine's blocks, worked on as a copy during one message.
+struct Known {
+    blocks: HashMap<u64, SequenceHash>,
+    salted: HashMap<u64, BlockHasher>,
 }
 
 fn malformed(what: &str) -> Error {

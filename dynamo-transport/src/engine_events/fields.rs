@@ -1,0 +1,154 @@
+//! One engine event's fields, read by name whichever way the engine wrote the event, and the
+//! namespace (LoRA adapter, cache salt) a stored block was hashed under.
+//!
+//! Engines write events with msgspec. Older ones write each event as a tagged array in the
+//! declaration order of its fields (`array_like`); newer ones as a map with the tag under
+//! `type` and each field under its name, fields at their default left out (vLLM since its
+//! June 2026 source, SGLang by 0.5.23). The batch itself is `[timestamp, events, rank]`, or a
+//! map with `events` in vLLM's newer source.
+
+use rmpv::Value;
+
+/// `BlockStored`'s fields in the array form, in the engines' declaration order: vLLM's
+/// `[tag, block_hashes, parent_block_hash, token_ids, block_size, lora_id, medium, lora_name,
+/// extra_keys, …]`; SGLang 0.5.18 puts `{"cache_salt": …}` at [`METADATA`] instead of a name.
+pub(super) mod stored {
+    pub(in super::super) const BLOCK_HASHES: usize = 1;
+    pub(in super::super) const PARENT: usize = 2;
+    pub(in super::super) const TOKEN_IDS: usize = 3;
+    pub(in super::super) const BLOCK_SIZE: usize = 4;
+    pub(in super::super) const LORA_ID: usize = 5;
+    pub(in super::super) const MEDIUM: usize = 6;
+    /// vLLM's `lora_name` (a string or nil) and SGLang 0.5.18's `metadata` (a map) share it.
+    pub(in super::super) const LORA_NAME: usize = 7;
+    /// See [`LORA_NAME`].
+    pub(in super::super) const METADATA: usize = 7;
+    pub(in super::super) const EXTRA_KEYS: usize = 8;
+}
+
+/// `BlockRemoved`'s fields in the array form: `[tag, block_hashes, medium, …]`.
+pub(super) mod removed {
+    pub(in super::super) const BLOCK_HASHES: usize = 1;
+    pub(in super::super) const MEDIUM: usize = 2;
+}
+
+/// The events of a batch: `[timestamp, events, rank]`, or a map with `events`.
+pub(super) fn batch_events(batch: &Value) -> Option<&[Value]> {
+    match batch {
+        Value::Array(fields) => fields.get(1),
+        Value::Map(entries) => lookup(entries, "events"),
+        _ => None,
+    }
+    .and_then(Value::as_array)
+    .map(Vec::as_slice)
+}
+
+/// One event, as a tagged array or as a map.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Event<'a> {
+    /// `[tag, field, …]`.
+    Array(&'a [Value]),
+    /// `{"type": tag, name: field, …}`.
+    Map(&'a [(Value, Value)]),
+}
+
+impl<'a> Event<'a> {
+    /// `None` when `value` is neither an array nor a map.
+    pub(super) fn new(value: &'a Value) -> Option<Self> {
+        match value {
+            Value::Array(fields) => Some(Event::Array(fields)),
+            Value::Map(entries) => Some(Event::Map(entries)),
+            _ => None,
+        }
+    }
+
+    /// The event's kind (`BlockStored`, …).
+    pub(super) fn kind(&self) -> Option<&'a str> {
+        match self {
+            Event::Array(fields) => fields.first(),
+            Event::Map(entries) => lookup(entries, "type"),
+        }
+        .and_then(Value::as_str)
+    }
+
+    /// The field `name`, found at `position` in the array form; `None` when the event does not
+    /// carry it (a shorter array, a map without the key).
+    pub(super) fn field(&self, name: &str, position: usize) -> Option<&'a Value> {
+        match self {
+            Event::Array(fields) => fields.get(position),
+            Event::Map(entries) => lookup(entries, name),
+        }
+    }
+
+    /// The LoRA adapter a stored block was hashed with: its name (`lora_name`: vLLM, SGLang
+    /// 0.5.23), or else the decimal form of its id (`lora_id`), the only name older engines
+    /// give.
+    pub(super) fn lora_name(&self) -> Option<LoraName<'a>> {
+        if let Some(name) = self
+            .field("lora_name", stored::LORA_NAME)
+            .and_then(Value::as_str)
+        {
+            return Some(LoraName::Name(name));
+        }
+        self.field("lora_id", stored::LORA_ID)
+            .and_then(Value::as_i64)
+            .map(LoraName::Id)
+    }
+
+    /// The cache salt the event names for its blocks: SGLang's `cache_salt` (a field of the
+    /// map from 0.5.23, `metadata.cache_salt` in 0.5.18's array), or vLLM's, which is among the
+    /// extra keys of a sequence's first block only (`first_block`: the event has no parent).
+    pub(super) fn cache_salt(&self, first_block: bool) -> Option<&'a str> {
+        let sglang = match self {
+            Event::Map(entries) => lookup(entries, "cache_salt"),
+            Event::Array(fields) => match fields.get(stored::METADATA) {
+                Some(Value::Map(metadata)) => lookup(metadata, "cache_salt"),
+                _ => None,
+            },
+        };
+        if let Some(salt) = sglang.and_then(Value::as_str) {
+            return Some(salt);
+        }
+        if !first_block {
+            return None;
+        }
+        let lora = self
+            .field("lora_name", stored::LORA_NAME)
+            .and_then(Value::as_str);
+        let keys = self.field("extra_keys", stored::EXTRA_KEYS)?.as_array()?;
+        vllm_salt(keys.first()?, lora)
+    }
+}
+
+/// A LoRA adapter as an event names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LoraName<'a> {
+    /// By name.
+    Name(&'a str),
+    /// By number only.
+    Id(i64),
+}
+
+/// The salt among a first block's vLLM extra keys. vLLM builds them as the LoRA name, the
+/// multimodal keys (`[identifier, offset]` pairs), the salt (first block only), and the prompt
+/// embeddings' hash (bytes): the salt is the one string left once the LoRA name is set aside.
+/// Two or more strings left (multimodal identifiers written as bare strings, as some vLLM
+/// versions did) are ambiguous and read as no salt.
+fn vllm_salt<'a>(keys: &'a Value, lora: Option<&str>) -> Option<&'a str> {
+    let mut strings = keys.as_array()?.iter().filter_map(Value::as_str);
+    let mut first = strings.next()?;
+    if lora.is_some_and(|lora| lora == first) {
+        first = strings.next()?;
+    }
+    match strings.next() {
+        None => Some(first),
+        Some(_) => None,
+    }
+}
+
+fn lookup<'a>(entries: &'a [(Value, Value)], name: &str) -> Option<&'a Value> {
+    entries
+        .iter()
+        .find(|(key, _)| key.as_str() == Some(name))
+        .map(|(_, value)| value)
+}
