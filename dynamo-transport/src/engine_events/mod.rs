@@ -303,18 +303,46 @@ fn engine_hash(value: &Value) -> Result<u64, Error> {
     }
 }
 
-/// The tier a `medium` names (`GPU` or absent: the device).
+/// The tier a `medium` names: vLLM's `CPU`, SGLang's `CPU_PINNED` (0.5.18 and later) the
+/// host; `DISK` the disk; SGLang's `EXTERNAL` (a shared or remote pool) the remote tier; `GPU`,
+/// anything else or none the device.
 fn tier(value: Option<&Value>) -> StorageTier {
-    match value.and_then(Value::as_str) {
-        Some(medium) if medium.eq_ignore_ascii_case("cpu") => StorageTier::Host,
-        Some(medium) if medium.eq_ignore_ascii_case("disk") => StorageTier::Disk,
-        _ => StorageTier::Device,
+    let Some(medium) = value.and_then(Value::as_str) else {
+        return StorageTier::Device;
+    };
+    let is = |name: &str| medium.eq_ignore_ascii_case(name);
+    if is("cpu") || is("cpu_pinned") {
+        StorageTier::Host
+    } else if is("disk") {
+        StorageTier::Disk
+    } else if is("external") {
+        StorageTier::Remote
+    } else {
+        StorageTier::Device
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_engine_medium_names_its_tier() {
+        let tiers: Vec<StorageTier> = [
+            Some("GPU"),
+            Some("CPU"),
+            Some("CPU_PINNED"),
+            Some("DISK"),
+            Some("EXTERNAL"),
+            Some("something-new"),
+            None,
+        ]
+        .into_iter()
+        .map(|medium| tier(medium.map(Value::from).as_ref()))
+        .collect();
+        use StorageTier::{Device, Disk, Host, Remote};
+        assert_eq!(tiers, [Device, Host, Host, Disk, Remote, Device, Device]);
+    }
 
     /// `[timestamp, [], rank]`: a batch without events.
     const EMPTY_BATCH: &[u8] = &[0x93, 0x00, 0x90, 0x00];
