@@ -4,8 +4,8 @@
 //! Engines write events with msgspec. Older ones write each event as a tagged array in the
 //! declaration order of its fields (`array_like`); newer ones as a map with the tag under
 //! `type` and each field under its name, fields at their default left out (vLLM since its
-//! June 2026 source, SGLang by 0.5.23). The batch itself is `[timestamp, events, rank]`, or a
-//! map with `events` in vLLM's newer source.
+//! PR #42892 of June 2026, SGLang by 0.5.23). The batch itself is `[timestamp, events, rank]`,
+//! or a map with `events` in vLLM's newer source.
 
 use rmpv::Value;
 
