@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dynamo_core::{
-    BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, Token, WorkerId,
+    BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, StorageTier, Token,
+    WorkerId,
 };
 use dynamo_router::SharedIndex;
 use dynamo_transport::engine_events::EngineEventDecoder;
@@ -22,6 +23,9 @@ const BLOCK: u32 = 4;
 const CHAIN: [Token; 12] = [1, 9690, 198, 2683, 359, 253, 3575, 282, 30, 31, 32, 33];
 /// The root block stored after the gap.
 const AFTER_GAP: [Token; 4] = [40, 41, 42, 43];
+/// The chain of the offload fixtures' second request: its root block, then one stored in host
+/// memory.
+const SECOND: [Token; 8] = [40, 41, 42, 43, 44, 45, 46, 47];
 
 fn block_size() -> BlockSize {
     BlockSize::new(BLOCK).expect("a block size")
@@ -114,6 +118,9 @@ fn stored_blocks_get_the_hashes_the_vllm_path_gives_them() {
     let counts = decoder.counts();
     assert_eq!((counts.events, counts.applied), (4, 3));
     assert_eq!((counts.partial_blocks, counts.updated), (1, 1));
+    // Every block at cache level 0: everything on the device, as before cache levels.
+    assert!(events.iter().all(|e| e.tier == StorageTier::Device));
+    assert_eq!((counts.moved, counts.unknown_levels), (0, 0));
 }
 
 #[tokio::test]
@@ -277,4 +284,188 @@ fn other_block_sizes_windows_and_multimodal_blocks_are_not_indexed() {
         (1, 1, 1)
     );
     assert!(decoder.decode(b"not json").iter().all(Result::is_err));
+}
+
+/// `(tier, data)` of each event, for comparing whole answers.
+fn changes(events: &[KvEvent]) -> Vec<(StorageTier, KvEventData)> {
+    events.iter().map(|e| (e.tier, e.data.clone())).collect()
+}
+
+fn stored_in(
+    tier: StorageTier,
+    parent: Option<SequenceHash>,
+    blocks: &[HashedBlock],
+) -> (StorageTier, KvEventData) {
+    let data = KvEventData::Stored {
+        parent,
+        block_size: block_size(),
+        blocks: blocks.to_vec(),
+    };
+    (tier, data)
+}
+
+fn removed_in(tier: StorageTier, blocks: &[HashedBlock]) -> (StorageTier, KvEventData) {
+    let blocks = blocks.iter().map(|b| b.sequence).collect();
+    (tier, KvEventData::Removed { blocks })
+}
+
+#[test]
+fn an_offloaded_block_moves_to_the_host_tier_after_its_parent() {
+    let mut decoder = TrtllmEventDecoder::new(WorkerId::new(5), block_size());
+    let (events, problems) =
+        split(decoder.decode(fixture_body(&trtllm_fixture("kv_events_offload.http"))));
+    assert!(problems.is_empty(), "{problems:?}");
+    let chain = BlockHasher::new(block_size()).hash_blocks(&CHAIN);
+    let second = BlockHasher::new(block_size()).hash_blocks(&SECOND);
+    use StorageTier::{Device, Host};
+    assert_eq!(
+        changes(&events),
+        [
+            (Device, KvEventData::Cleared),
+            stored_in(Device, None, &chain[..2]),
+            stored_in(Device, Some(chain[1].sequence), &chain[2..]),
+            // The third block offloaded (0 → 1): stored in host memory, then off the device.
+            stored_in(Host, Some(chain[1].sequence), &chain[2..]),
+            removed_in(Device, &chain[2..]),
+            // Then its parent.
+            stored_in(Host, Some(chain[0].sequence), &chain[1..2]),
+            removed_in(Device, &chain[1..2]),
+            stored_in(Device, None, &second[..1]),
+        ]
+    );
+    assert_eq!(
+        events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        (0..8).collect::<Vec<_>>()
+    );
+    let counts = decoder.counts();
+    assert_eq!((counts.events, counts.applied, counts.moved), (8, 8, 2));
+    // A priority change, and a level change of a block never seen stored.
+    assert_eq!((counts.updated, counts.unknown_updated), (1, 1));
+}
+
+#[tokio::test]
+async fn the_router_sees_blocks_offloaded_onboarded_and_cleared_in_their_tiers() {
+    let server = StandIn::start(HashMap::new()).await;
+    for fixture in [
+        "kv_events_offload.http",
+        "kv_events_onboard.http",
+        "kv_events_restart.http",
+    ] {
+        server.push_events(trtllm_fixture(fixture));
+    }
+    let worker = WorkerId::new(5);
+    let mut poller = TrtllmServer::new(&server.url())
+        .expect("a URL")
+        .kv_event_poller(worker, block_size());
+    let index = SharedIndex::new(block_size());
+    let chain = sequence(&CHAIN);
+    let second = sequence(&SECOND);
+    let mut poll = async || {
+        let (events, problems) = split(poller.poll_once().await.expect("an answer"));
+        assert!(problems.is_empty(), "{problems:?}");
+        for event in &events {
+            index.apply(event).expect("applied");
+        }
+        events
+    };
+    let held = |hashes: &[SequenceHash]| {
+        let overlap = index.overlaps(hashes).get(worker);
+        (overlap.device, overlap.host)
+    };
+
+    // Stored on the device, then the last two blocks of the chain offloaded to host memory:
+    // the whole prefix is still cached, its first block on the device.
+    poll().await;
+    assert_eq!(held(&chain), (1, 2));
+    assert_eq!(held(&second), (1, 0));
+    // The second request's root block offloaded, the chain's second block onboarded, its third
+    // dropped from host memory, and a block stored in host memory after the offloaded root.
+    poll().await;
+    assert_eq!(held(&chain), (2, 0));
+    assert_eq!(held(&second), (0, 2));
+    // A restarted server: both tiers cleared.
+    let events = poll().await;
+    assert_eq!(
+        changes(&events),
+        [
+            (StorageTier::Device, KvEventData::Cleared),
+            (StorageTier::Host, KvEventData::Cleared),
+            (StorageTier::Device, KvEventData::Cleared),
+        ]
+    );
+    assert_eq!((held(&chain), held(&second)), ((0, 0), (0, 0)));
+
+    let counts = poller.counts();
+    assert_eq!(
+        (counts.moved, counts.updated, counts.unknown_updated),
+        (4, 1, 1)
+    );
+    assert_eq!((counts.unknown_removed, counts.restarts), (0, 1));
+}
+
+#[test]
+fn chains_split_by_level_and_unknown_levels_are_not_indexed() {
+    let block = |hash: u64, first: u32, level: i64| {
+        let tokens: Vec<String> = (first..first + 4)
+            .map(|t| format!(r#"{{"type":"unique_token","token_id":{t},"token_extra_id":0}}"#))
+            .collect();
+        format!(
+            r#"{{"type":"stored_block","block_hash":{hash},"tokens":[{}],"cache_level":{level},"priority":35}}"#,
+            tokens.join(",")
+        )
+    };
+    let event = |id: u64, data: String| format!(r#"{{"event_id":{id},"data":{data}}}"#);
+    let stored = |parent: &str, blocks: &[String]| {
+        format!(
+            r#"{{"type":"stored","parent_hash":{parent},"blocks":[{}]}}"#,
+            blocks.join(",")
+        )
+    };
+    let updated = |hash: u64, old: i64, new: i64| {
+        format!(
+            r#"{{"type":"updated","block_hash":{hash},"cache_level":{{"type":"event_diff","new_value":{new},"old_value":{old}}},"priority":null}}"#
+        )
+    };
+    let body = format!(
+        "[{}]",
+        [
+            // A chain of blocks at levels 0, 1 and 2, then one at level 3, and one after it.
+            event(
+                1,
+                stored("null", &[block(1, 0, 0), block(2, 4, 1), block(3, 8, 2)])
+            ),
+            event(2, stored("3", &[block(4, 12, 3), block(5, 16, 0)])),
+            // Block 3 moved to a level with no tier: off the disk, and forgotten.
+            event(3, updated(3, 2, 7)),
+            event(4, r#"{"type":"removed","block_hashes":[3]}"#.to_owned()),
+            // Block 1 stored again, in host memory: it left the device.
+            event(5, stored("null", &[block(1, 0, 1)])),
+            // An update that says the block came from another level than it was known at.
+            event(6, updated(2, 0, 1)),
+        ]
+        .join(",")
+    );
+    let mut decoder = TrtllmEventDecoder::new(WorkerId::new(1), block_size());
+    let (events, problems) = split(decoder.decode(body.as_bytes()));
+    assert!(problems.is_empty(), "{problems:?}");
+    let tokens: Vec<Token> = (0..20).collect();
+    let ours = BlockHasher::new(block_size()).hash_blocks(&tokens);
+    use StorageTier::{Device, Disk, Host};
+    assert_eq!(
+        changes(&events),
+        [
+            stored_in(Device, None, &ours[..1]),
+            stored_in(Host, Some(ours[0].sequence), &ours[1..2]),
+            stored_in(Disk, Some(ours[1].sequence), &ours[2..3]),
+            removed_in(Disk, &ours[2..3]),
+            stored_in(Host, None, &ours[..1]),
+            removed_in(Device, &ours[..1]),
+        ]
+    );
+    let counts = decoder.counts();
+    assert_eq!(counts.unknown_levels, 2);
+    assert_eq!(
+        (counts.unknown_removed, counts.updated, counts.moved),
+        (1, 1, 0)
+    );
 }

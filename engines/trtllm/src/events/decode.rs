@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 
 use dynamo_core::{
-    BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, StorageTier, Token,
-    WorkerId,
+    BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, Token, WorkerId,
 };
 
 use super::EventsError;
-use super::wire::{EngineHash, Removed, Stored, StoredBlock, WireEvent};
+use super::levels::{Held, Level, Levels};
+use super::wire::{EngineHash, Removed, Stored, StoredBlock, Updated, WireEvent};
 
 /// Engine blocks the decoder remembers by default (their hashes map to ours).
 pub(super) const MAX_BLOCKS: usize = 1 << 22;
@@ -33,8 +33,19 @@ pub struct EventCounts {
     pub restarts: u64,
     /// Events of a `type` this decoder does not know, skipped.
     pub unknown_types: u64,
-    /// `updated` events (a block's priority or cache level changed), skipped.
+    /// `updated` events that moved no block between tiers (a priority change, or a cache
+    /// level the block was already known at), skipped.
     pub updated: u64,
+    /// `updated` events that moved a block between cache levels: each made a `Stored` of the
+    /// block in its new level's tier and a `Removed` in its old one.
+    pub moved: u64,
+    /// `updated` events of a cache level for a block never seen stored (stored before the
+    /// poller started, or in lost events), skipped.
+    pub unknown_updated: u64,
+    /// Blocks at a cache level with no tier here (not 0, 1 or 2): a `stored` chain is indexed
+    /// up to the first such block, and a block moved to such a level is removed from its
+    /// tier and forgotten.
+    pub unknown_levels: u64,
     /// Events of another attention window or layer group than the first one seen, skipped.
     pub other_groups: u64,
     /// `stored` events whose parent block was never seen stored (stored before the poller
@@ -61,9 +72,16 @@ pub struct EventCounts {
 /// Our block hashes are recomputed from each stored block's token ids with the router's
 /// [`BlockHasher`], chained from the parent block, exactly as the vLLM and SGLang events'
 /// decoder does (`dynamo_transport::engine_events`); the engine's own hashes are kept only
-/// to resolve parents and removals. The events produced are numbered from 0 without gaps, so
-/// the index sees one unbroken history; gaps in the server's own ids are reported as
+/// to resolve parents, removals and updates. The events produced are numbered from 0 without
+/// gaps, so the index sees one unbroken history; gaps in the server's own ids are reported as
 /// [`EventsError::Lost`] and counted.
+///
+/// Each block's cache level is its tier: level 0 (GPU memory) the device, 1 (host memory,
+/// where the server offloads blocks) [`StorageTier::Host`](dynamo_core::StorageTier::Host),
+/// 2 (the newer KV cache manager's disk tier) the disk; blocks at other levels are not indexed
+/// ([`EventCounts::unknown_levels`]). An `updated` event that changes a known block's level
+/// moves it: a `Stored` of the block in the new tier, after the parent it was stored with,
+/// then a `Removed` in the old tier. A `removed` block is removed from the tier it is in.
 ///
 /// ```
 /// use dynamo_core::{BlockSize, KvEventData, WorkerId};
@@ -83,8 +101,11 @@ pub struct EventCounts {
 pub struct TrtllmEventDecoder {
     worker: WorkerId,
     hasher: BlockHasher,
-    /// Engine block hash → our sequence hash, for the blocks the server holds.
-    blocks: HashMap<EngineHash, SequenceHash>,
+    /// Engine block hash → what we know of the block, for the blocks the server holds.
+    blocks: HashMap<EngineHash, Held>,
+    /// The levels besides the device's that may hold blocks in the index since the last
+    /// clear (each needs its own `Cleared`).
+    used: Levels,
     max_blocks: usize,
     next_event_id: u64,
     /// The last event id read, per attention data-parallel rank.
@@ -101,6 +122,7 @@ impl TrtllmEventDecoder {
             worker,
             hasher: BlockHasher::new(block_size),
             blocks: HashMap::new(),
+            used: Levels::default(),
             max_blocks: MAX_BLOCKS,
             next_event_id: 0,
             last_ids: HashMap::new(),
@@ -163,10 +185,8 @@ impl TrtllmEventDecoder {
                 Some(_) => {}
                 None => self.group = Some(group),
             }
-            match self.data(event.data) {
-                Ok(Some(data)) => out.push(Ok(self.numbered(data))),
-                Ok(None) => {}
-                Err(error) => out.push(Err(error)),
+            if let Err(error) = self.data(event.data, &mut out) {
+                out.push(Err(error));
             }
         }
         out
@@ -191,8 +211,7 @@ impl TrtllmEventDecoder {
                 );
                 self.counts.restarts += 1;
                 self.last_ids.clear();
-                self.forget();
-                out.push(Ok(self.numbered(KvEventData::Cleared)));
+                self.clear(out);
             }
             Some(last) if received > last.saturating_add(1) => {
                 self.counts.gaps += 1;
@@ -216,33 +235,34 @@ impl TrtllmEventDecoder {
         Ok(())
     }
 
-    /// The router's change for one event's `data`, if it makes one.
-    fn data(&mut self, data: serde_json::Value) -> Result<Option<KvEventData>, EventsError> {
+    /// The router's changes for one event's `data`, pushed on `out`.
+    fn data(
+        &mut self,
+        data: serde_json::Value,
+        out: &mut Vec<Result<KvEvent, EventsError>>,
+    ) -> Result<(), EventsError> {
         let kind = data.get("type").and_then(serde_json::Value::as_str);
         match kind {
             // A new cache is an empty one.
-            Some("created") => {
-                self.forget();
-                Ok(Some(KvEventData::Cleared))
-            }
+            Some("created") => self.clear(out),
             Some("stored") => {
                 let stored: Stored = self.parse(data, "a stored event")?;
-                self.stored(stored)
+                self.stored(stored, out)?;
             }
             Some("removed") => {
                 let removed: Removed = self.parse(data, "a removed event")?;
-                Ok(self.removed(&removed))
+                self.removed(&removed, out);
             }
             Some("updated") => {
-                self.counts.updated += 1;
-                Ok(None)
+                let updated: Updated = self.parse(data, "an updated event")?;
+                self.updated(&updated, out);
             }
             other => {
                 tracing::debug!(worker = %self.worker, kind = ?other, "unknown KV event type skipped");
                 self.counts.unknown_types += 1;
-                Ok(None)
             }
         }
+        Ok(())
     }
 
     fn parse<T: serde::de::DeserializeOwned>(
@@ -256,16 +276,20 @@ impl TrtllmEventDecoder {
         })
     }
 
-    /// A chain of stored blocks, hashed our way from their token ids; nothing is remembered
-    /// unless the whole event is good.
-    fn stored(&mut self, stored: Stored) -> Result<Option<KvEventData>, EventsError> {
+    /// A chain of stored blocks, hashed our way from their token ids: one `Stored` per run of
+    /// blocks at the same level; nothing is remembered unless the whole event is good.
+    fn stored(
+        &mut self,
+        stored: Stored,
+        out: &mut Vec<Result<KvEvent, EventsError>>,
+    ) -> Result<(), EventsError> {
         let parent = match &stored.parent_hash {
             None => None,
             Some(engine) => match self.blocks.get(engine) {
-                Some(&parent) => Some(parent),
+                Some(parent) => Some(parent.block.sequence),
                 None => {
                     self.counts.unknown_parent += 1;
-                    return Ok(None);
+                    return Ok(());
                 }
             },
         };
@@ -273,7 +297,6 @@ impl TrtllmEventDecoder {
         let size = block_size.as_usize();
         let last = stored.blocks.len().saturating_sub(1);
         let mut chain = parent;
-        let mut blocks = Vec::with_capacity(stored.blocks.len());
         let mut remembered = Vec::with_capacity(stored.blocks.len());
         for (at, block) in stored.blocks.iter().enumerate() {
             if block.tokens.len() != size {
@@ -296,26 +319,52 @@ impl TrtllmEventDecoder {
                 self.counts.multimodal_blocks += 1;
                 break;
             }
+            let Some(level) = Level::new(block.cache_level) else {
+                // As for a multimodal block: the chain stops here.
+                self.counts.unknown_levels += 1;
+                break;
+            };
             let hasher = self.hasher_for(block);
             let local = hasher.local_hash(&self.token_ids(block)?);
             let sequence = SequenceHash::chain(chain, local);
-            blocks.push(HashedBlock { local, sequence });
-            remembered.push((block.block_hash.clone(), sequence));
+            let held = Held {
+                block: HashedBlock { local, sequence },
+                parent: chain,
+                level,
+            };
+            remembered.push((block.block_hash.clone(), held));
             chain = Some(sequence);
         }
-        if blocks.is_empty() {
-            return Ok(None);
+        if remembered.is_empty() {
+            return Ok(());
         }
         if self.blocks.len().saturating_add(remembered.len()) > self.max_blocks {
             self.counts.over_capacity += 1;
-            return Ok(None);
+            return Ok(());
         }
-        self.blocks.extend(remembered);
-        Ok(Some(KvEventData::Stored {
-            parent,
-            block_size,
-            blocks,
-        }))
+        for run in remembered.chunk_by(|(_, a), (_, b)| a.level == b.level) {
+            let level = run[0].1.level;
+            self.used.insert(level);
+            let data = KvEventData::Stored {
+                parent: run[0].1.parent,
+                block_size,
+                blocks: run.iter().map(|(_, held)| held.block).collect(),
+            };
+            out.push(Ok(self.numbered(level, data)));
+        }
+        // A block stored again at another level than it was known at has left that one (a
+        // block is at one level at a time).
+        let mut left = Vec::new();
+        for (engine, held) in remembered {
+            if let Some(before) = self.blocks.insert(engine, held)
+                && before.level != held.level
+                && before.block.sequence == held.block.sequence
+            {
+                left.push((before.level, held.block.sequence));
+            }
+        }
+        self.removed_from(left, out);
+        Ok(())
     }
 
     /// A LoRA adapter is known here only by its id: its decimal form names it, as in the vLLM
@@ -339,25 +388,92 @@ impl TrtllmEventDecoder {
             })
     }
 
-    fn removed(&mut self, removed: &Removed) -> Option<KvEventData> {
-        let blocks: Vec<SequenceHash> = removed
+    /// Removed blocks, each from the tier it is in.
+    fn removed(&mut self, removed: &Removed, out: &mut Vec<Result<KvEvent, EventsError>>) {
+        let blocks: Vec<(Level, SequenceHash)> = removed
             .block_hashes
             .iter()
             .filter_map(|engine| self.blocks.remove(engine))
+            .map(|held| (held.level, held.block.sequence))
             .collect();
         self.counts.unknown_removed += (removed.block_hashes.len() - blocks.len()) as u64;
-        (!blocks.is_empty()).then_some(KvEventData::Removed { blocks })
+        self.removed_from(blocks, out);
     }
 
-    fn forget(&mut self) {
+    /// One `Removed` per level of `blocks`, fastest level first.
+    fn removed_from(
+        &mut self,
+        blocks: Vec<(Level, SequenceHash)>,
+        out: &mut Vec<Result<KvEvent, EventsError>>,
+    ) {
+        for level in Level::all() {
+            let at_level: Vec<SequenceHash> = blocks
+                .iter()
+                .filter(|(at, _)| *at == level)
+                .map(|(_, sequence)| *sequence)
+                .collect();
+            if !at_level.is_empty() {
+                let data = KvEventData::Removed { blocks: at_level };
+                out.push(Ok(self.numbered(level, data)));
+            }
+        }
+    }
+
+    /// A block's priority or cache level changed: a new level moves it between tiers.
+    fn updated(&mut self, updated: &Updated, out: &mut Vec<Result<KvEvent, EventsError>>) {
+        let Some(diff) = updated
+            .cache_level
+            .filter(|diff| diff.old_value != diff.new_value)
+        else {
+            self.counts.updated += 1;
+            return;
+        };
+        let Some(held) = self.blocks.get(&updated.block_hash).copied() else {
+            self.counts.unknown_updated += 1;
+            return;
+        };
+        let Some(level) = Level::new(diff.new_value) else {
+            self.counts.unknown_levels += 1;
+            self.blocks.remove(&updated.block_hash);
+            self.removed_from(vec![(held.level, held.block.sequence)], out);
+            return;
+        };
+        // The level the block is known at, whatever the event says it came from.
+        if level == held.level {
+            self.counts.updated += 1;
+            return;
+        }
+        self.counts.moved += 1;
+        self.used.insert(level);
+        // Stored first: the block stays held while it moves, for the index and its children.
+        let stored = KvEventData::Stored {
+            parent: held.parent,
+            block_size: self.hasher.block_size(),
+            blocks: vec![held.block],
+        };
+        out.push(Ok(self.numbered(level, stored)));
+        self.removed_from(vec![(held.level, held.block.sequence)], out);
+        self.blocks
+            .insert(updated.block_hash.clone(), Held { level, ..held });
+    }
+
+    /// Forget every block: a `Cleared` for the device's tier, and for each other tier that
+    /// may hold blocks of this server.
+    fn clear(&mut self, out: &mut Vec<Result<KvEvent, EventsError>>) {
         self.blocks.clear();
+        let used = std::mem::take(&mut self.used);
+        for level in Level::all() {
+            if level == Level::DEVICE || used.contains(level) {
+                out.push(Ok(self.numbered(level, KvEventData::Cleared)));
+            }
+        }
     }
 
-    fn numbered(&mut self, data: KvEventData) -> KvEvent {
+    fn numbered(&mut self, level: Level, data: KvEventData) -> KvEvent {
         let event = KvEvent {
             worker: self.worker,
             event_id: self.next_event_id,
-            tier: StorageTier::Device,
+            tier: level.tier(),
             data,
         };
         self.next_event_id += 1;

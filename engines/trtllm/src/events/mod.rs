@@ -6,12 +6,15 @@
 //! as a JSON list, to each `POST /kv_cache_events`, emptying it. [`KvEventPoller`] polls that
 //! endpoint; [`TrtllmEventDecoder`] turns each answer into events: `created` (a new, empty
 //! cache) clears what the index knew of the server, `stored` blocks are hashed our way from
-//! their token ids and chained from their parent, `removed` blocks are resolved through the
-//! engine hashes seen stored, `updated` (priority and cache level) and unknown types are
-//! skipped and counted. The layout is in `wire.rs`.
+//! their token ids and chained from their parent, in the tier of their cache level (0 the
+//! device, 1 host memory, 2 disk: `levels.rs`), `removed` blocks are resolved through the
+//! engine hashes seen stored and removed from the tier they are in, an `updated` cache level
+//! moves a block between tiers, and priority changes and unknown types are skipped and
+//! counted. The layout is in `wire.rs`.
 
 mod decode;
 mod error;
+mod levels;
 mod poll;
 mod wire;
 

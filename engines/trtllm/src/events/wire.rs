@@ -11,7 +11,8 @@
 //!
 //! and `data` is one of `created` (`num_blocks_per_cache_level`), `stored`, `removed`
 //! (`block_hashes`) or `updated` (`block_hash`, `cache_level`, `priority` as
-//! `{"type": "event_diff", "new_value", "old_value"}`). `attention_dp_rank` is present with
+//! `{"type": "event_diff", "new_value", "old_value"}`; the C++ event sets only the diff that
+//! changed, so either may be null). `attention_dp_rank` is present with
 //! attention data parallelism, `layer_group_id` in the newer KV cache manager's events. Fields
 //! not named here are ignored.
 
@@ -39,13 +40,16 @@ pub(super) struct Stored {
 }
 
 /// `{"type": "stored_block", "block_hash", "tokens", "cache_level", "priority"}`; `lora_id`
-/// only where a version writes it (the serializer has it commented out).
+/// only where a version writes it (the serializer has it commented out). A block without a
+/// `cache_level` is taken as level 0.
 #[derive(Debug, Deserialize)]
 pub(super) struct StoredBlock {
     pub(super) block_hash: EngineHash,
     pub(super) tokens: Vec<UniqueToken>,
     #[serde(default)]
     pub(super) lora_id: Option<u64>,
+    #[serde(default)]
+    pub(super) cache_level: i64,
 }
 
 /// `{"type": "unique_token", "token_id", "token_extra_id"}`.
@@ -60,6 +64,22 @@ pub(super) struct UniqueToken {
 #[derive(Debug, Deserialize)]
 pub(super) struct Removed {
     pub(super) block_hashes: Vec<EngineHash>,
+}
+
+/// `{"type": "updated", "block_hash", "cache_level", "priority"}`; a null or absent
+/// `cache_level` changed no level. The priority is not read.
+#[derive(Debug, Deserialize)]
+pub(super) struct Updated {
+    pub(super) block_hash: EngineHash,
+    #[serde(default)]
+    pub(super) cache_level: Option<EventDiff>,
+}
+
+/// `{"type": "event_diff", "old_value", "new_value"}`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(super) struct EventDiff {
+    pub(super) old_value: i64,
+    pub(super) new_value: i64,
 }
 
 /// An engine block hash, opaque: an integer (TensorRT-LLM's 64-bit hash, which Python may
