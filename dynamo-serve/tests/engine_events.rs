@@ -1,6 +1,7 @@
 //! `dynamo-serve frontend --router kv --engine-at vllm=URL,events=ADDR` end to end: two vLLM
 //! replay servers, each with a ZMQ PUB socket built here that publishes KV events in vLLM's
-//! layout; the blocks one server announces draw the requests for that prompt to it.
+//! layout; the blocks one server announces draw the requests for that prompt to it, and blocks
+//! announced under a cache salt only the requests with that salt.
 
 #[expect(dead_code, reason = "these tests use part of the shared support")]
 mod support;
@@ -76,6 +77,55 @@ fn stored(sequence: i64, tokens: &[u32]) -> ZmqMessage {
     ZmqMessage::try_from(frames).expect("frames")
 }
 
+/// The same blocks as [`stored`] in vLLM's newer layout (each event a map, since vLLM's PR
+/// #42892), stored by a request salted with `salt`: vLLM puts the salt among the extra keys of
+/// the sequence's first block only.
+fn stored_salted(sequence: i64, tokens: &[u32], salt: &str) -> ZmqMessage {
+    let blocks = tokens.len() / BLOCK;
+    let hashes: Vec<Value> = (0..blocks).map(|b| Value::from(7000 + b as u64)).collect();
+    let ids: Vec<Value> = tokens[..blocks * BLOCK]
+        .iter()
+        .map(|&t| Value::from(t))
+        .collect();
+    let mut extra_keys = vec![Value::Array(vec![salt.into()])];
+    extra_keys.resize(blocks, Value::Nil);
+    let event = Value::Map(vec![
+        ("type".into(), "BlockStored".into()),
+        ("block_hashes".into(), Value::Array(hashes)),
+        ("parent_block_hash".into(), Value::Nil),
+        ("token_ids".into(), Value::Array(ids)),
+        ("block_size".into(), Value::from(BLOCK as u64)),
+        ("lora_id".into(), Value::Nil),
+        ("medium".into(), "GPU".into()),
+        ("lora_name".into(), Value::Nil),
+        ("extra_keys".into(), Value::Array(extra_keys)),
+    ]);
+    let batch = Value::Array(vec![
+        Value::from(1.0),
+        Value::Array(vec![event]),
+        Value::from(0),
+    ]);
+    let mut payload = Vec::new();
+    rmpv::encode::write_value(&mut payload, &batch).expect("msgpack");
+    let frames = vec![
+        Bytes::from_static(b"kv"),
+        Bytes::copy_from_slice(&sequence.to_be_bytes()),
+        Bytes::from(payload),
+    ];
+    ZmqMessage::try_from(frames).expect("frames")
+}
+
+/// The number of blocks the frontend's index holds for worker `id`, from its metrics.
+async fn indexed(frontend: &support::Frontend, id: u64) -> f64 {
+    let metrics = frontend.metrics().await;
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("dynamo_router_indexed_blocks"))
+        .filter(|line| line.contains(&format!("worker=\"{id}/")))
+        .find_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 fn completions(server: &Replay) -> usize {
     let requests = server.seen.requests.lock().expect("not poisoned");
     requests
@@ -136,4 +186,77 @@ async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
     }
     assert_eq!(completions(&plain), 0, "none to the other server");
     assert_eq!(completions(&holder), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salted_kv_events_draw_only_the_requests_with_that_salt() {
+    // Both servers cache the same prompt: one for requests salted `tenant-a`, the other
+    // unsalted. Each request goes to the server whose blocks its own salt (or none) names.
+    let (unsalted, salted) = (vllm_server().await, vllm_server().await);
+    let (mut unsalted_events, unsalted_endpoint) = publisher().await;
+    let (mut salted_events, salted_endpoint) = publisher().await;
+    let engines = [
+        format!("vllm={},id=1,events={unsalted_endpoint}", unsalted.url()),
+        format!("vllm={},id=2,events={salted_endpoint}", salted.url()),
+    ];
+    let (_process, frontend) = support::engine_frontend(&engines).await;
+
+    let prompt = "The keeper of the lighthouse wrote down the tide, the wind and the ships that \
+                  passed each day, in a book that his daughter kept after him for forty years.";
+    let tokens = frontend
+        .tokenize(&json!({"model": "smollm2", "prompt": prompt}))
+        .await;
+    let blocks = (tokens.len() / BLOCK) as f64;
+    assert!(blocks >= 2.0, "{} tokens", tokens.len());
+
+    // Announce again, numbered on, until the index holds both servers' blocks (a subscriber
+    // that has just connected misses what was published before).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut sequence = 0;
+    loop {
+        sequence += 1;
+        unsalted_events
+            .send(stored(sequence, &tokens))
+            .await
+            .expect("published");
+        salted_events
+            .send(stored_salted(sequence, &tokens, "tenant-a"))
+            .await
+            .expect("published");
+        if indexed(&frontend, 1).await >= blocks && indexed(&frontend, 2).await >= blocks {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the events never reached the index: {}",
+            frontend.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for salt in [
+        json!("tenant-a"),
+        json!(null),
+        json!("tenant-a"),
+        json!(null),
+    ] {
+        let body =
+            json!({"model": "smollm2", "prompt": prompt, "max_tokens": 4, "cache_salt": salt});
+        let (status, answer) = frontend.complete_with(&body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!((completions(&salted), completions(&unsalted)), (2, 2));
+    // The salt went on to the server that holds its blocks, and none to the other.
+    let salts = |server: &Replay| -> Vec<serde_json::Value> {
+        let requests = server.seen.requests.lock().expect("not poisoned");
+        requests
+            .iter()
+            .filter(|(line, _)| line.starts_with("POST /v1/completions"))
+            .map(|(_, body)| {
+                let body: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+                body["cache_salt"].clone()
+            })
+            .collect()
+    };
+    assert_eq!(salts(&salted), [json!("tenant-a"), json!("tenant-a")]);
+    assert_eq!(salts(&unsalted), [json!(null), json!(null)]);
 }
