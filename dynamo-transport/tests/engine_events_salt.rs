@@ -15,10 +15,11 @@
 //! - vLLM, maps (the same file after `array_like` was dropped, source of June 2026 on): the
 //!   batch `{"ts", "events", "data_parallel_rank"}` and each event `{"type": "BlockStored", …}`
 //!   with the same names, defaults left out;
-//! - SGLang 0.5.18 (`sglang/srt/disaggregation/kv_events.py` in its wheel): arrays, medium
-//!   always written, and a salted block as `BlockStoredWithMetadata`, `{"cache_salt": salt}`
-//!   after `medium`;
-//! - SGLang 0.5.23 (its wheel's same file): maps, `cache_salt` and `lora_name` by name.
+//! - SGLang 0.5.18 (`sglang/srt/disaggregation/kv_events.py` in its wheel; 0.5.19 the
+//!   same): arrays, medium always written, and a salted block as `BlockStoredWithMetadata`,
+//!   `{"cache_salt": salt}` after `medium`;
+//! - SGLang 0.5.23 (its wheel's same file): maps, `cache_salt` (from 0.5.20) and `lora_name` (from
+//!   0.5.22) by name.
 
 use dynamo_core::{
     BlockHasher, BlockSize, GenerateRequest, HashedBlock, KvEvent, KvEventData, SequenceHash,

@@ -4,14 +4,15 @@
 //! Engines write events with msgspec. Older ones write each event as a tagged array in the
 //! declaration order of its fields (`array_like`); newer ones as a map with the tag under
 //! `type` and each field under its name, fields at their default left out (vLLM since its
-//! PR #42892 of June 2026, SGLang by 0.5.23). The batch itself is `[timestamp, events, rank]`,
-//! or a map with `events` in vLLM's newer source.
+//! PR #42892 of June 2026, SGLang from 0.5.20). The batch itself is
+//! `[timestamp, events, rank]`, or a map with `events` in vLLM's newer source.
 
 use rmpv::Value;
 
 /// `BlockStored`'s fields in the array form, in the engines' declaration order: vLLM's
 /// `[tag, block_hashes, parent_block_hash, token_ids, block_size, lora_id, medium, lora_name,
-/// extra_keys, …]`; SGLang 0.5.18 puts `{"cache_salt": …}` at [`METADATA`] instead of a name.
+/// extra_keys, …]`; SGLang 0.5.18 and 0.5.19 put `{"cache_salt": …}` at [`METADATA`]
+/// instead of a name.
 pub(super) mod stored {
     pub(in super::super) const BLOCK_HASHES: usize = 1;
     pub(in super::super) const PARENT: usize = 2;
@@ -81,7 +82,7 @@ impl<'a> Event<'a> {
     }
 
     /// The LoRA adapter a stored block was hashed with: its name (`lora_name`: vLLM, SGLang
-    /// 0.5.23), or else the decimal form of its id (`lora_id`), the only name older engines
+    /// from 0.5.22), or else the decimal form of its id (`lora_id`), the only name older engines
     /// give.
     pub(super) fn lora_name(&self) -> Option<LoraName<'a>> {
         if let Some(name) = self
@@ -96,8 +97,9 @@ impl<'a> Event<'a> {
     }
 
     /// The cache salt the event names for its blocks: SGLang's `cache_salt` (a field of the
-    /// map from 0.5.23, `metadata.cache_salt` in 0.5.18's array), or vLLM's, which is among the
-    /// extra keys of a sequence's first block only (`first_block`: the event has no parent).
+    /// map from 0.5.20, `metadata.cache_salt` in the arrays of 0.5.18 and 0.5.19), or vLLM's,
+    /// which is among the extra keys of a sequence's first block only (`first_block`: the event
+    /// has no parent).
     pub(super) fn cache_salt(&self, first_block: bool) -> Option<&'a str> {
         let sglang = match self {
             Event::Map(entries) => lookup(entries, "cache_salt"),

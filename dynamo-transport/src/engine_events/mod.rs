@@ -4,12 +4,12 @@
 //! sequence number (8 bytes, big-endian, signed), and a msgpack payload, the batch
 //! `[timestamp, events, data_parallel_rank]` (or a map with `events`, in vLLM's newer source).
 //! An event is a tagged array, or a map with its tag under `type` and its fields by name
-//! (vLLM's newer source, SGLang by 0.5.23):
+//! (vLLM's newer source, SGLang from 0.5.20):
 //!
 //! - `["BlockStored", block_hashes, parent_block_hash | nil, token_ids, block_size,
 //!   lora_id | nil, medium | nil, lora_name | nil, extra_keys | nil, …]` (vLLM), or with
-//!   `{"cache_salt": salt}` after `medium` (SGLang 0.5.18's salted blocks); as a map, the same
-//!   names, and SGLang's `cache_salt` and `lora_name`
+//!   `{"cache_salt": salt}` after `medium` (salted blocks of SGLang 0.5.18 and 0.5.19); as a
+//!   map, the same names, and SGLang's `cache_salt` and `lora_name`
 //! - `["BlockRemoved", block_hashes, medium | nil, …]`
 //! - `["AllBlocksCleared", …]`
 //!
