@@ -27,11 +27,13 @@
 //! parent takes the parent's salt.
 
 mod fields;
+mod known;
 
 #[cfg(feature = "zmq")]
 mod zmq;
 
 use std::collections::HashMap;
+use std::mem;
 
 use dynamo_core::{
     BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, StorageTier, WorkerId,
@@ -40,6 +42,7 @@ use rmpv::Value;
 
 use crate::Error;
 use fields::{Event, LoraName};
+use known::Known;
 
 #[cfg(feature = "zmq")]
 pub use zmq::EngineEventSource;
@@ -126,49 +129,22 @@ impl EngineEventDecoder {
         let events = fields::batch_events(&batch)
             .ok_or_else(|| malformed("the batch is not [timestamp, events, rank]"))?;
 
-        // Work on a copy of the block maps, so that a bad event leaves no trace.
-        let mut known = Known {
-            blocks: self.blocks.clone(),
-            salted: self.salted.clone(),
+        // Change the block maps in place with an undo journal, so that a bad event leaves no
+        // trace at the cost of the message's own changes (not a copy of every known block).
+        let mut known = Known::new(mem::take(&mut self.blocks), mem::take(&mut self.salted));
+        let changes = self.changes(events, &mut known);
+        let (blocks, salted) = match &changes {
+            Ok(_) => known.keep(),
+            Err(_) => known.roll_back(),
         };
-        let mut changes = Vec::with_capacity(events.len());
-        let mut unknown_removed = 0;
-        for event in events {
-            let event = Event::new(event)
-                .ok_or_else(|| malformed("an event is neither an array nor a map"))?;
-            match event.kind() {
-                Some("BlockStored") => changes.push(self.stored(event, &mut known)?),
-                Some("BlockRemoved") => {
-                    let hashes =
-                        engine_hashes(event.field("block_hashes", fields::removed::BLOCK_HASHES))?;
-                    let tier = tier(event.field("medium", fields::removed::MEDIUM));
-                    let removed: Vec<SequenceHash> = hashes
-                        .iter()
-                        .filter_map(|hash| {
-                            known.salted.remove(hash);
-                            known.blocks.remove(hash)
-                        })
-                        .collect();
-                    unknown_removed += hashes.len() - removed.len();
-                    if !removed.is_empty() {
-                        changes.push((tier, KvEventData::Removed { blocks: removed }));
-                    }
-                }
-                Some("AllBlocksCleared") => {
-                    known.blocks.clear();
-                    known.salted.clear();
-                    changes.push((StorageTier::Device, KvEventData::Cleared));
-                }
-                other => return Err(malformed(&format!("unknown event kind {other:?}"))),
-            }
-        }
+        self.blocks = blocks;
+        self.salted = salted;
+        let (changes, unknown_removed) = changes?;
         let gap = match self.expected_sequence() {
             Some(expected) if sequence != expected => Some((expected, sequence)),
             _ => None,
         };
         self.last_sequence = Some(sequence);
-        self.blocks = known.blocks;
-        self.salted = known.salted;
         let events = changes
             .into_iter()
             .map(|(tier, data)| {
@@ -189,6 +165,43 @@ impl EngineEventDecoder {
         })
     }
 
+    /// The router's changes for a message's `events`, and how many removed blocks were never
+    /// seen stored; `known` changed as they say.
+    fn changes(
+        &self,
+        events: &[Value],
+        known: &mut Known,
+    ) -> Result<(Vec<(StorageTier, KvEventData)>, usize), Error> {
+        let mut changes = Vec::with_capacity(events.len());
+        let mut unknown_removed = 0;
+        for event in events {
+            let event = Event::new(event)
+                .ok_or_else(|| malformed("an event is neither an array nor a map"))?;
+            match event.kind() {
+                Some("BlockStored") => changes.push(self.stored(event, known)?),
+                Some("BlockRemoved") => {
+                    let hashes =
+                        engine_hashes(event.field("block_hashes", fields::removed::BLOCK_HASHES))?;
+                    let tier = tier(event.field("medium", fields::removed::MEDIUM));
+                    let removed: Vec<SequenceHash> = hashes
+                        .iter()
+                        .filter_map(|&hash| known.remove(hash))
+                        .collect();
+                    unknown_removed += hashes.len() - removed.len();
+                    if !removed.is_empty() {
+                        changes.push((tier, KvEventData::Removed { blocks: removed }));
+                    }
+                }
+                Some("AllBlocksCleared") => {
+                    known.clear();
+                    changes.push((StorageTier::Device, KvEventData::Cleared));
+                }
+                other => return Err(malformed(&format!("unknown event kind {other:?}"))),
+            }
+        }
+        Ok((changes, unknown_removed))
+    }
+
     /// A `BlockStored` event (see the [module docs](self) for its fields).
     fn stored(
         &self,
@@ -205,9 +218,7 @@ impl EngineEventDecoder {
         let parent = parent_engine
             .map(|engine| {
                 known
-                    .blocks
-                    .get(&engine)
-                    .copied()
+                    .block(engine)
                     .ok_or_else(|| malformed("the parent block was never stored"))
             })
             .transpose()?;
@@ -239,7 +250,7 @@ impl EngineEventDecoder {
         let salted = match event.cache_salt(parent.is_none()) {
             Some(salt) => self.hasher.with_salt(salt),
             None => parent_engine
-                .and_then(|engine| known.salted.get(&engine).copied())
+                .and_then(|engine| known.salt(engine))
                 .unwrap_or(self.hasher),
         };
         let hasher = match event.lora_name() {
@@ -252,12 +263,7 @@ impl EngineEventDecoder {
         for (engine, block) in hashes.iter().zip(tokens.chunks_exact(ours.as_usize())) {
             let local = hasher.local_hash(block);
             let sequence = SequenceHash::chain(chain, local);
-            known.blocks.insert(*engine, sequence);
-            if salted != self.hasher {
-                known.salted.insert(*engine, salted);
-            } else {
-                known.salted.remove(engine);
-            }
+            known.insert(*engine, sequence, (salted != self.hasher).then_some(salted));
             stored.push(HashedBlock { local, sequence });
             chain = Some(sequence);
         }
@@ -270,12 +276,6 @@ impl EngineEventDecoder {
             },
         ))
     }
-}
-
-/// What the decoder knows of the engine's blocks, worked on as a copy during one message.
-struct Known {
-    blocks: HashMap<u64, SequenceHash>,
-    salted: HashMap<u64, BlockHasher>,
 }
 
 fn malformed(what: &str) -> Error {
