@@ -469,3 +469,124 @@ fn chains_split_by_level_and_unknown_levels_are_not_indexed() {
         (1, 1, 0)
     );
 }
+
+/// The branch of the subtree fixtures: the chain's first two blocks, then a block another
+/// request stored after them.
+const BRANCH: [Token; 12] = [1, 9690, 198, 2683, 359, 253, 3575, 282, 50, 51, 52, 53];
+
+/// `kv_events_branch.http` then `fixture` through a decoder: the changes `fixture` makes, and
+/// the decoder.
+fn after_branch(fixture: &str) -> (Vec<(StorageTier, KvEventData)>, TrtllmEventDecoder) {
+    let mut decoder = TrtllmEventDecoder::new(WorkerId::new(5), block_size());
+    for (name, expected) in [("kv_events_branch.http", 6), (fixture, 0)] {
+        let (events, problems) = split(decoder.decode(fixture_body(&trtllm_fixture(name))));
+        assert!(problems.is_empty(), "{name}: {problems:?}");
+        if expected == 0 {
+            return (changes(&events), decoder);
+        }
+        assert_eq!(events.len(), expected, "{name}: {events:?}");
+    }
+    unreachable!("the second fixture returns")
+}
+
+#[test]
+fn a_removed_block_takes_the_descendants_the_server_drops_without_events() {
+    let chain = BlockHasher::new(block_size()).hash_blocks(&CHAIN);
+    let branch = &BlockHasher::new(block_size()).hash_blocks(&BRANCH)[2..];
+    use StorageTier::{Device, Host};
+    let stored_again = stored_in(Device, Some(chain[0].sequence), &chain[1..2]);
+
+    // The current KV cache manager names the reclaimed block only: its children, one on the
+    // device and one offloaded to host memory, leave with it, each from its tier.
+    let (changes, decoder) = after_branch("kv_events_subtree.http");
+    assert_eq!(
+        changes,
+        [
+            removed_in(Device, &[chain[1], branch[0]]),
+            removed_in(Host, &chain[2..]),
+            stored_again.clone(),
+        ]
+    );
+    let counts = decoder.counts();
+    assert_eq!((counts.descendants_removed, counts.unknown_removed), (2, 0));
+
+    // Older versions name every block, children first, in one event: the same blocks leave.
+    let (changes, decoder) = after_branch("kv_events_subtree_named.http");
+    assert_eq!(
+        changes,
+        [
+            removed_in(Device, &[branch[0], chain[1]]),
+            removed_in(Host, &chain[2..]),
+            stored_again.clone(),
+        ]
+    );
+    let counts = decoder.counts();
+    assert_eq!((counts.descendants_removed, counts.unknown_removed), (0, 0));
+
+    // A child removed on its own first is not removed again with its parent.
+    let (changes, decoder) = after_branch("kv_events_leaf_first.http");
+    assert_eq!(
+        changes,
+        [
+            removed_in(Device, branch),
+            removed_in(Device, &chain[1..2]),
+            removed_in(Host, &chain[2..]),
+            stored_again,
+        ]
+    );
+    let counts = decoder.counts();
+    assert_eq!((counts.descendants_removed, counts.unknown_removed), (1, 0));
+}
+
+#[tokio::test]
+async fn the_router_lists_no_descendant_of_a_removed_block_once_it_is_stored_again() {
+    let chain = sequence(&CHAIN);
+    let branch = sequence(&BRANCH);
+    for (fixture, silent) in [
+        ("kv_events_subtree.http", 2),
+        ("kv_events_subtree_named.http", 0),
+        ("kv_events_leaf_first.http", 1),
+    ] {
+        let server = StandIn::start(HashMap::new()).await;
+        server.push_events(trtllm_fixture("kv_events_branch.http"));
+        server.push_events(trtllm_fixture(fixture));
+        let worker = WorkerId::new(5);
+        let mut poller = TrtllmServer::new(&server.url())
+            .expect("a URL")
+            .kv_event_poller(worker, block_size());
+        // A real index: a removal of a block it does not hold (one removed twice) would be
+        // `IndexError::UnknownRemoval`, and fail the test here.
+        let index = SharedIndex::new(block_size());
+        let mut poll = async || {
+            let (events, problems) = split(poller.poll_once().await.expect("an answer"));
+            assert!(problems.is_empty(), "{fixture}: {problems:?}");
+            for event in &events {
+                index.apply(event).expect("applied");
+            }
+        };
+        let held = |hashes: &[SequenceHash]| {
+            let overlap = index.overlaps(hashes).get(worker);
+            (overlap.device, overlap.host)
+        };
+
+        // The chain (its third block offloaded) and the branch after its second block.
+        poll().await;
+        assert_eq!((held(&chain), held(&branch)), ((2, 1), (3, 0)), "{fixture}");
+        // The second block reclaimed, its descendants with it, then stored again by a new
+        // request: the prefix is two blocks on the device, and neither descendant is listed,
+        // not even on its own.
+        poll().await;
+        assert_eq!((held(&chain), held(&branch)), ((2, 0), (2, 0)), "{fixture}");
+        assert_eq!(
+            (held(&chain[2..]), held(&branch[2..])),
+            ((0, 0), (0, 0)),
+            "{fixture}"
+        );
+        let counts = poller.counts();
+        assert_eq!(
+            (counts.descendants_removed, counts.unknown_removed),
+            (silent, 0),
+            "{fixture}"
+        );
+    }
+}

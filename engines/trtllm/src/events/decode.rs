@@ -1,12 +1,13 @@
 //! TensorRT-LLM's KV events, turned into the router's [`KvEvent`]s for one worker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use dynamo_core::{
     BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, Token, WorkerId,
 };
 
 use super::EventsError;
+use super::blocks::Blocks;
 use super::levels::{Held, Level, Levels};
 use super::wire::{EngineHash, Removed, Stored, StoredBlock, Updated, WireEvent};
 
@@ -53,6 +54,11 @@ pub struct EventCounts {
     pub unknown_parent: u64,
     /// Removed block hashes never seen stored, ignored.
     pub unknown_removed: u64,
+    /// Known blocks removed with an ancestor, a `removed` block or one moved to a cache level
+    /// with no tier, without being named themselves: TensorRT-LLM's KV cache manager frees a
+    /// reclaimed block's descendants with it, and since its lookup-tree rewrite (2026) sends
+    /// no `removed` event for them.
+    pub descendants_removed: u64,
     /// Partly filled last blocks of `stored` events, not indexed (the router indexes full
     /// blocks).
     pub partial_blocks: u64,
@@ -81,7 +87,11 @@ pub struct EventCounts {
 /// 2 (the newer KV cache manager's disk tier) the disk; blocks at other levels are not indexed
 /// ([`EventCounts::unknown_levels`]). An `updated` event that changes a known block's level
 /// moves it: a `Stored` of the block in the new tier, after the parent it was stored with,
-/// then a `Removed` in the old tier. A `removed` block is removed from the tier it is in.
+/// then a `Removed` in the old tier. A `removed` block is removed from the tier it is in, and
+/// so is every known block stored after it, each from its own tier: TensorRT-LLM's KV cache
+/// manager frees a reclaimed block's descendants with it, and since its lookup-tree rewrite
+/// (2026) names only the reclaimed block ([`EventCounts::descendants_removed`]); a block named
+/// after its ancestor in the same event, as older versions name them, is removed once.
 ///
 /// ```
 /// use dynamo_core::{BlockSize, KvEventData, WorkerId};
@@ -101,8 +111,8 @@ pub struct EventCounts {
 pub struct TrtllmEventDecoder {
     worker: WorkerId,
     hasher: BlockHasher,
-    /// Engine block hash → what we know of the block, for the blocks the server holds.
-    blocks: HashMap<EngineHash, Held>,
+    /// What we know of the blocks the server holds, by engine block hash, with their links.
+    blocks: Blocks,
     /// The levels besides the device's that may hold blocks in the index since the last
     /// clear (each needs its own `Cleared`).
     used: Levels,
@@ -121,7 +131,7 @@ impl TrtllmEventDecoder {
         TrtllmEventDecoder {
             worker,
             hasher: BlockHasher::new(block_size),
-            blocks: HashMap::new(),
+            blocks: Blocks::default(),
             used: Levels::default(),
             max_blocks: MAX_BLOCKS,
             next_event_id: 0,
@@ -131,8 +141,9 @@ impl TrtllmEventDecoder {
         }
     }
 
-    /// Remember at most `max_blocks` engine blocks (4,194,304 by default); `stored` events
-    /// past that are skipped and counted, so a server cannot grow the map without bound.
+    /// Remember at most `max_blocks` engine blocks (4,194,304 by default, about 150 bytes each
+    /// with the links to their parent and children); `stored` events past that are skipped
+    /// and counted, so a server cannot grow the map without bound.
     pub fn max_blocks(mut self, max_blocks: usize) -> Self {
         self.max_blocks = max_blocks;
         self
@@ -355,13 +366,15 @@ impl TrtllmEventDecoder {
         // A block stored again at another level than it was known at has left that one (a
         // block is at one level at a time).
         let mut left = Vec::new();
+        let mut after = stored.parent_hash;
         for (engine, held) in remembered {
-            if let Some(before) = self.blocks.insert(engine, held)
+            if let Some(before) = self.blocks.insert(engine.clone(), after.as_ref(), held)
                 && before.level != held.level
                 && before.block.sequence == held.block.sequence
             {
                 left.push((before.level, held.block.sequence));
             }
+            after = Some(engine);
         }
         self.removed_from(left, out);
         Ok(())
@@ -388,16 +401,26 @@ impl TrtllmEventDecoder {
             })
     }
 
-    /// Removed blocks, each from the tier it is in.
+    /// Removed blocks, each with its known descendants (which the server may have dropped
+    /// without naming them), each from the tier it is in.
     fn removed(&mut self, removed: &Removed, out: &mut Vec<Result<KvEvent, EventsError>>) {
-        let blocks: Vec<(Level, SequenceHash)> = removed
-            .block_hashes
+        let named = &removed.block_hashes;
+        let known: HashSet<&EngineHash> = named
             .iter()
-            .filter_map(|engine| self.blocks.remove(engine))
-            .map(|held| (held.level, held.block.sequence))
+            .filter(|engine| self.blocks.get(engine).is_some())
             .collect();
-        self.counts.unknown_removed += (removed.block_hashes.len() - blocks.len()) as u64;
-        self.removed_from(blocks, out);
+        self.counts.unknown_removed += named
+            .iter()
+            .filter(|engine| !known.contains(engine))
+            .count() as u64;
+        // A block named after one of its ancestors (or twice) went with the first.
+        let mut gone = Vec::new();
+        for engine in named {
+            self.blocks.remove_tree(engine, &mut gone);
+        }
+        // Every known block named is gone, and so are the descendants not named.
+        self.counts.descendants_removed += gone.len().saturating_sub(known.len()) as u64;
+        self.removed_from(to_levels(gone), out);
     }
 
     /// One `Removed` per level of `blocks`, fastest level first.
@@ -428,14 +451,18 @@ impl TrtllmEventDecoder {
             self.counts.updated += 1;
             return;
         };
-        let Some(held) = self.blocks.get(&updated.block_hash).copied() else {
+        let Some(held) = self.blocks.get(&updated.block_hash) else {
             self.counts.unknown_updated += 1;
             return;
         };
         let Some(level) = Level::new(diff.new_value) else {
+            // Forgotten, and its descendants with it: the router cannot reach them without
+            // it, and a later removal of it would not be recognised to take them.
             self.counts.unknown_levels += 1;
-            self.blocks.remove(&updated.block_hash);
-            self.removed_from(vec![(held.level, held.block.sequence)], out);
+            let mut gone = Vec::new();
+            self.blocks.remove_tree(&updated.block_hash, &mut gone);
+            self.counts.descendants_removed += gone.len().saturating_sub(1) as u64;
+            self.removed_from(to_levels(gone), out);
             return;
         };
         // The level the block is known at, whatever the event says it came from.
@@ -453,8 +480,7 @@ impl TrtllmEventDecoder {
         };
         out.push(Ok(self.numbered(level, stored)));
         self.removed_from(vec![(held.level, held.block.sequence)], out);
-        self.blocks
-            .insert(updated.block_hash.clone(), Held { level, ..held });
+        self.blocks.set_level(&updated.block_hash, level);
     }
 
     /// Forget every block: a `Cleared` for the device's tier, and for each other tier that
@@ -480,4 +506,12 @@ impl TrtllmEventDecoder {
         self.counts.applied += 1;
         event
     }
+}
+
+/// The level and sequence hash of each of `blocks`, for [`TrtllmEventDecoder::removed_from`].
+fn to_levels(blocks: Vec<(EngineHash, Held)>) -> Vec<(Level, SequenceHash)> {
+    blocks
+        .into_iter()
+        .map(|(_, held)| (held.level, held.block.sequence))
+        .collect()
 }

@@ -8,10 +8,12 @@
 //! cache) clears what the index knew of the server, `stored` blocks are hashed our way from
 //! their token ids and chained from their parent, in the tier of their cache level (0 the
 //! device, 1 host memory, 2 disk: `levels.rs`), `removed` blocks are resolved through the
-//! engine hashes seen stored and removed from the tier they are in, an `updated` cache level
+//! engine hashes seen stored and removed from the tier they are in with every known block
+//! stored after them (the server may not name those: `blocks.rs`), an `updated` cache level
 //! moves a block between tiers, and priority changes and unknown types are skipped and
 //! counted. The layout is in `wire.rs`.
 
+mod blocks;
 mod decode;
 mod error;
 mod levels;
