@@ -590,3 +590,26 @@ async fn the_router_lists_no_descendant_of_a_removed_block_once_it_is_stored_aga
         );
     }
 }
+
+#[test]
+fn a_block_moved_to_a_level_with_no_tier_leaves_with_its_descendants() {
+    let mut decoder = TrtllmEventDecoder::new(WorkerId::new(5), block_size());
+    let (_, problems) =
+        split(decoder.decode(fixture_body(&trtllm_fixture("kv_events_branch.http"))));
+    assert!(problems.is_empty(), "{problems:?}");
+    // The chain's second block moved to a level 7 no TensorRT-LLM has: made up.
+    let body = br#"[{"event_id":5,"data":{"type":"updated","block_hash":16045690984503098046,"cache_level":{"type":"event_diff","new_value":7,"old_value":0},"priority":null},"window_size":4096}]"#;
+    let (events, problems) = split(decoder.decode(body));
+    assert!(problems.is_empty(), "{problems:?}");
+    let chain = BlockHasher::new(block_size()).hash_blocks(&CHAIN);
+    let branch = &BlockHasher::new(block_size()).hash_blocks(&BRANCH)[2..];
+    assert_eq!(
+        changes(&events),
+        [
+            removed_in(StorageTier::Device, &[chain[1], branch[0]]),
+            removed_in(StorageTier::Host, &chain[2..]),
+        ]
+    );
+    let counts = decoder.counts();
+    assert_eq!((counts.unknown_levels, counts.descendants_removed), (1, 2));
+}

@@ -257,4 +257,77 @@ mod tests {
         assert_eq!(remove(&mut blocks, 5), [5]);
         assert_eq!(blocks.len(), 0);
     }
+
+    /// Each block's parent lists it at its index, and each child listed is known with that
+    /// parent: unlinking costs one step.
+    fn assert_links(blocks: &Blocks) {
+        for (engine, node) in &blocks.nodes {
+            if let Some(parent) = &node.parent {
+                let siblings = &blocks.nodes[parent].children;
+                assert_eq!(siblings.get(node.at as usize), Some(engine));
+            }
+            for child in &node.children {
+                assert_eq!(blocks.nodes[child].parent.as_ref(), Some(engine));
+            }
+        }
+    }
+
+    /// Random inserts (after a known block, an unknown one or none, moving known blocks, even
+    /// under their own descendants) and removals, against a model that only keeps each block's
+    /// parent: every removal takes the same blocks, each once.
+    #[test]
+    fn removals_match_a_model_of_parents() {
+        for seed in 1..=20u64 {
+            let mut state = seed;
+            let mut next = |below: u64| {
+                // xorshift64
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % below
+            };
+            let mut blocks = Blocks::default();
+            let mut parents: HashMap<u64, Option<u64>> = HashMap::new();
+            for _ in 0..3000 {
+                let n = next(40);
+                if next(3) == 0 {
+                    let mut gone = Vec::new();
+                    blocks.remove_tree(&hash(n), &mut gone);
+                    let mut got: Vec<u64> = gone.iter().map(|(_, h)| h.block.sequence.0).collect();
+                    let mut expected = Vec::new();
+                    if parents.remove(&n).is_some() {
+                        expected.push(n);
+                        let mut at = 0;
+                        while at < expected.len() {
+                            let parent = expected[at];
+                            let children: Vec<u64> = parents
+                                .iter()
+                                .filter(|(_, p)| **p == Some(parent))
+                                .map(|(c, _)| *c)
+                                .collect();
+                            for child in children {
+                                parents.remove(&child);
+                                expected.push(child);
+                            }
+                            at += 1;
+                        }
+                    }
+                    assert_eq!(got.first(), expected.first(), "seed {seed}");
+                    got.sort_unstable();
+                    expected.sort_unstable();
+                    assert_eq!(got, expected, "seed {seed}");
+                } else {
+                    let parent = match next(4) {
+                        0 => None,
+                        _ => Some(next(40)),
+                    };
+                    blocks.insert(hash(n), parent.map(hash).as_ref(), held(n));
+                    let parent = parent.filter(|p| parents.contains_key(p));
+                    parents.insert(n, parent);
+                }
+                assert_eq!(blocks.len(), parents.len(), "seed {seed}");
+                assert_links(&blocks);
+            }
+        }
+    }
 }
