@@ -12,7 +12,7 @@ use dynamo_core::{
 };
 use dynamo_router::SharedIndex;
 use dynamo_transport::engine_events::EngineEventDecoder;
-use dynamo_trtllm::{EventsError, TrtllmEventDecoder, TrtllmServer};
+use dynamo_trtllm::{EventsError, KvEventPoller, TrtllmEventDecoder, TrtllmServer};
 use futures::StreamExt;
 use rmpv::Value;
 use support::server::{StandIn, fixture_body, trtllm_fixture};
@@ -51,6 +51,57 @@ fn stored_blocks(event: &KvEvent) -> (Option<SequenceHash>, Vec<HashedBlock>) {
     match &event.data {
         KvEventData::Stored { parent, blocks, .. } => (*parent, blocks.clone()),
         other => panic!("not stored: {other:?}"),
+    }
+}
+
+/// A stand-in server that answers `fixtures` in turn, a poller of it for worker 5, and a real
+/// router index that the polled events go to.
+struct Indexed {
+    _server: StandIn,
+    poller: KvEventPoller,
+    index: SharedIndex,
+}
+
+impl Indexed {
+    const WORKER: u64 = 5;
+
+    async fn start(fixtures: &[&str]) -> Self {
+        let server = StandIn::start(HashMap::new()).await;
+        for fixture in fixtures {
+            server.push_events(trtllm_fixture(fixture));
+        }
+        let poller = TrtllmServer::new(&server.url())
+            .expect("a URL")
+            .kv_event_poller(WorkerId::new(Self::WORKER), block_size());
+        Indexed {
+            _server: server,
+            poller,
+            index: SharedIndex::new(block_size()),
+        }
+    }
+
+    /// One poll: its events, applied to the index (a removal of a block the index does not
+    /// hold fails here), and the problems it reported.
+    async fn poll(&mut self) -> (Vec<KvEvent>, Vec<EventsError>) {
+        let (events, problems) = split(self.poller.poll_once().await.expect("an answer"));
+        for event in &events {
+            self.index.apply(event).expect("applied");
+        }
+        (events, problems)
+    }
+
+    /// [`Indexed::poll`] that reports no problem: its events.
+    async fn poll_clean(&mut self) -> Vec<KvEvent> {
+        let (events, problems) = self.poll().await;
+        assert!(problems.is_empty(), "{problems:?}");
+        events
+    }
+
+    /// How many leading blocks of `hashes` the index lists for the worker: on the device, and
+    /// in host memory.
+    fn held(&self, hashes: &[SequenceHash]) -> (u32, u32) {
+        let overlap = self.index.overlaps(hashes).get(WorkerId::new(Self::WORKER));
+        (overlap.device, overlap.host)
     }
 }
 
@@ -125,41 +176,26 @@ fn stored_blocks_get_the_hashes_the_vllm_path_gives_them() {
 
 #[tokio::test]
 async fn the_index_follows_removals_gaps_bad_answers_and_a_restart() {
-    let server = StandIn::start(HashMap::new()).await;
-    for fixture in [
+    let mut indexed = Indexed::start(&[
         "kv_events_stored.http",
         "kv_events_removed.http",
         "kv_events_gap.http",
         "kv_events_malformed.http",
         "kv_events_restart.http",
-    ] {
-        server.push_events(trtllm_fixture(fixture));
-    }
-    let worker = WorkerId::new(5);
-    let mut poller = TrtllmServer::new(&server.url())
-        .expect("a URL")
-        .kv_event_poller(worker, block_size());
-    let index = SharedIndex::new(block_size());
+    ])
+    .await;
     let chain = sequence(&CHAIN);
     let after_gap = sequence(&AFTER_GAP);
-    let mut poll = async || {
-        let (events, problems) = split(poller.poll_once().await.expect("an answer"));
-        for event in &events {
-            index.apply(event).expect("applied");
-        }
-        problems
-    };
-    let held = |hashes: &[SequenceHash]| index.overlaps(hashes).get(worker).device;
 
     // Stored: the three full blocks of the chain.
-    assert!(poll().await.is_empty());
-    assert_eq!(held(&chain), 3);
+    assert!(indexed.poll().await.1.is_empty());
+    assert_eq!(indexed.held(&chain).0, 3);
     // Removed: the third block (the partial one was never indexed); an unknown type skipped.
-    assert!(poll().await.is_empty());
-    assert_eq!(held(&chain), 2);
+    assert!(indexed.poll().await.1.is_empty());
+    assert_eq!(indexed.held(&chain).0, 2);
     // Events 6 to 8 were lost: reported; the stored event whose parent was lost is skipped,
     // the root block after it applies, and what the index knew stays.
-    let problems = poll().await;
+    let problems = indexed.poll().await.1;
     assert!(
         matches!(
             problems.as_slice(),
@@ -170,19 +206,19 @@ async fn the_index_follows_removals_gaps_bad_answers_and_a_restart() {
         ),
         "{problems:?}"
     );
-    assert_eq!((held(&chain), held(&after_gap)), (2, 1));
+    assert_eq!((indexed.held(&chain).0, indexed.held(&after_gap).0), (2, 1));
     // An answer cut short: a typed error, nothing applied.
-    let problems = poll().await;
+    let problems = indexed.poll().await.1;
     assert!(
         matches!(problems.as_slice(), [EventsError::Malformed { .. }]),
         "{problems:?}"
     );
-    assert_eq!((held(&chain), held(&after_gap)), (2, 1));
+    assert_eq!((indexed.held(&chain).0, indexed.held(&after_gap).0), (2, 1));
     // The server restarted (event ids from 0, a new cache): the index forgets its blocks.
-    assert!(poll().await.is_empty());
-    assert_eq!((held(&chain), held(&after_gap)), (0, 0));
+    assert!(indexed.poll().await.1.is_empty());
+    assert_eq!((indexed.held(&chain).0, indexed.held(&after_gap).0), (0, 0));
 
-    let counts = poller.counts();
+    let counts = indexed.poller.counts();
     assert_eq!((counts.gaps, counts.lost, counts.restarts), (1, 3, 1));
     assert_eq!((counts.unknown_parent, counts.unknown_removed), (1, 1));
     assert_eq!((counts.unknown_types, counts.malformed), (1, 1));
@@ -345,46 +381,27 @@ fn an_offloaded_block_moves_to_the_host_tier_after_its_parent() {
 
 #[tokio::test]
 async fn the_router_sees_blocks_offloaded_onboarded_and_cleared_in_their_tiers() {
-    let server = StandIn::start(HashMap::new()).await;
-    for fixture in [
+    let mut indexed = Indexed::start(&[
         "kv_events_offload.http",
         "kv_events_onboard.http",
         "kv_events_restart.http",
-    ] {
-        server.push_events(trtllm_fixture(fixture));
-    }
-    let worker = WorkerId::new(5);
-    let mut poller = TrtllmServer::new(&server.url())
-        .expect("a URL")
-        .kv_event_poller(worker, block_size());
-    let index = SharedIndex::new(block_size());
+    ])
+    .await;
     let chain = sequence(&CHAIN);
     let second = sequence(&SECOND);
-    let mut poll = async || {
-        let (events, problems) = split(poller.poll_once().await.expect("an answer"));
-        assert!(problems.is_empty(), "{problems:?}");
-        for event in &events {
-            index.apply(event).expect("applied");
-        }
-        events
-    };
-    let held = |hashes: &[SequenceHash]| {
-        let overlap = index.overlaps(hashes).get(worker);
-        (overlap.device, overlap.host)
-    };
 
     // Stored on the device, then the last two blocks of the chain offloaded to host memory:
     // the whole prefix is still cached, its first block on the device.
-    poll().await;
-    assert_eq!(held(&chain), (1, 2));
-    assert_eq!(held(&second), (1, 0));
+    indexed.poll_clean().await;
+    assert_eq!(indexed.held(&chain), (1, 2));
+    assert_eq!(indexed.held(&second), (1, 0));
     // The second request's root block offloaded, the chain's second block onboarded, its third
     // dropped from host memory, and a block stored in host memory after the offloaded root.
-    poll().await;
-    assert_eq!(held(&chain), (2, 0));
-    assert_eq!(held(&second), (0, 2));
+    indexed.poll_clean().await;
+    assert_eq!(indexed.held(&chain), (2, 0));
+    assert_eq!(indexed.held(&second), (0, 2));
     // A restarted server: both tiers cleared.
-    let events = poll().await;
+    let events = indexed.poll_clean().await;
     assert_eq!(
         changes(&events),
         [
@@ -393,9 +410,12 @@ async fn the_router_sees_blocks_offloaded_onboarded_and_cleared_in_their_tiers()
             (StorageTier::Device, KvEventData::Cleared),
         ]
     );
-    assert_eq!((held(&chain), held(&second)), ((0, 0), (0, 0)));
+    assert_eq!(
+        (indexed.held(&chain), indexed.held(&second)),
+        ((0, 0), (0, 0))
+    );
 
-    let counts = poller.counts();
+    let counts = indexed.poller.counts();
     assert_eq!(
         (counts.moved, counts.updated, counts.unknown_updated),
         (4, 1, 1)
@@ -547,42 +567,32 @@ async fn the_router_lists_no_descendant_of_a_removed_block_once_it_is_stored_aga
         ("kv_events_subtree_named.http", 0),
         ("kv_events_leaf_first.http", 1),
     ] {
-        let server = StandIn::start(HashMap::new()).await;
-        server.push_events(trtllm_fixture("kv_events_branch.http"));
-        server.push_events(trtllm_fixture(fixture));
-        let worker = WorkerId::new(5);
-        let mut poller = TrtllmServer::new(&server.url())
-            .expect("a URL")
-            .kv_event_poller(worker, block_size());
         // A real index: a removal of a block it does not hold (one removed twice) would be
         // `IndexError::UnknownRemoval`, and fail the test here.
-        let index = SharedIndex::new(block_size());
-        let mut poll = async || {
-            let (events, problems) = split(poller.poll_once().await.expect("an answer"));
-            assert!(problems.is_empty(), "{fixture}: {problems:?}");
-            for event in &events {
-                index.apply(event).expect("applied");
-            }
-        };
-        let held = |hashes: &[SequenceHash]| {
-            let overlap = index.overlaps(hashes).get(worker);
-            (overlap.device, overlap.host)
-        };
+        let mut indexed = Indexed::start(&["kv_events_branch.http", fixture]).await;
 
         // The chain (its third block offloaded) and the branch after its second block.
-        poll().await;
-        assert_eq!((held(&chain), held(&branch)), ((2, 1), (3, 0)), "{fixture}");
+        indexed.poll_clean().await;
+        assert_eq!(
+            (indexed.held(&chain), indexed.held(&branch)),
+            ((2, 1), (3, 0)),
+            "{fixture}"
+        );
         // The second block reclaimed, its descendants with it, then stored again by a new
         // request: the prefix is two blocks on the device, and neither descendant is listed,
         // not even on its own.
-        poll().await;
-        assert_eq!((held(&chain), held(&branch)), ((2, 0), (2, 0)), "{fixture}");
+        indexed.poll_clean().await;
         assert_eq!(
-            (held(&chain[2..]), held(&branch[2..])),
+            (indexed.held(&chain), indexed.held(&branch)),
+            ((2, 0), (2, 0)),
+            "{fixture}"
+        );
+        assert_eq!(
+            (indexed.held(&chain[2..]), indexed.held(&branch[2..])),
             ((0, 0), (0, 0)),
             "{fixture}"
         );
-        let counts = poller.counts();
+        let counts = indexed.poller.counts();
         assert_eq!(
             (counts.descendants_removed, counts.unknown_removed),
             (silent, 0),
