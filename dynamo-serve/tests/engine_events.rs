@@ -62,19 +62,7 @@ fn stored(sequence: i64, tokens: &[u32]) -> ZmqMessage {
         Value::Nil,
         "GPU".into(),
     ]);
-    let batch = Value::Array(vec![
-        Value::from(1.0),
-        Value::Array(vec![event]),
-        Value::from(0),
-    ]);
-    let mut payload = Vec::new();
-    rmpv::encode::write_value(&mut payload, &batch).expect("msgpack");
-    let frames = vec![
-        Bytes::from_static(b"kv"),
-        Bytes::copy_from_slice(&sequence.to_be_bytes()),
-        Bytes::from(payload),
-    ];
-    ZmqMessage::try_from(frames).expect("frames")
+    message(sequence, event)
 }
 
 /// The same blocks as [`stored`] in vLLM's newer layout (each event a map, since vLLM's PR
@@ -100,6 +88,12 @@ fn stored_salted(sequence: i64, tokens: &[u32], salt: &str) -> ZmqMessage {
         ("lora_name".into(), Value::Nil),
         ("extra_keys".into(), Value::Array(extra_keys)),
     ]);
+    message(sequence, event)
+}
+
+/// One ZMQ message of vLLM's publisher: topic, sequence number, and the batch
+/// `[timestamp, [event], rank]` in msgpack.
+fn message(sequence: i64, event: Value) -> ZmqMessage {
     let batch = Value::Array(vec![
         Value::from(1.0),
         Value::Array(vec![event]),
