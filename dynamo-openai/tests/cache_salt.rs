@@ -1,5 +1,5 @@
-//! `cache_salt` on `/v1/chat/completions` and `/v1/completions`: checked as vLLM checks it,
-//! passed to the engine, and hashed with the prompt where the router hashes it.
+//! `cache_salt` on `/v1/chat/completions`, `/v1/completions` and `/v1/responses`: checked as
+//! vLLM checks it, passed to the engine, and hashed with the prompt where the router hashes it.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected shapes")]
 
@@ -41,6 +41,16 @@ fn completion(prompt: &str, salt: Value) -> Value {
     json!({"model": "test", "prompt": prompt, "max_tokens": 2, "cache_salt": salt})
 }
 
+fn response(salt: Value) -> Value {
+    json!({"model": "test", "input": "Hi", "max_output_tokens": 2, "cache_salt": salt})
+}
+
+/// `body` without its `cache_salt` key.
+fn unsalted(mut body: Value) -> Value {
+    body.as_object_mut().unwrap().remove("cache_salt");
+    body
+}
+
 /// Send each body to its path through one gateway; the requests its engine received, in order.
 async fn received(bodies: Vec<(&str, Value)>) -> Vec<dynamo_core::GenerateRequest> {
     let engine = RecordingEngine::default();
@@ -53,18 +63,30 @@ async fn received(bodies: Vec<(&str, Value)>) -> Vec<dynamo_core::GenerateReques
 }
 
 #[tokio::test]
-async fn the_salt_reaches_the_engine_from_both_endpoints() {
-    let mut unsalted = completion("Hi", json!(null));
-    unsalted.as_object_mut().unwrap().remove("cache_salt");
+async fn the_salt_reaches_the_engine_from_each_endpoint() {
     let requests = received(vec![
         ("/v1/chat/completions", chat(json!("tenant-a"))),
         ("/v1/completions", completion("Hi", json!("tenant-b"))),
+        ("/v1/responses", response(json!("tenant-c"))),
         ("/v1/chat/completions", chat(json!(null))),
-        ("/v1/completions", unsalted),
+        ("/v1/completions", unsalted(completion("Hi", json!(null)))),
+        ("/v1/responses", response(json!(null))),
+        ("/v1/responses", unsalted(response(json!(null)))),
     ])
     .await;
     let salts: Vec<Option<&str>> = requests.iter().map(|r| r.cache_salt.as_deref()).collect();
-    assert_eq!(salts, [Some("tenant-a"), Some("tenant-b"), None, None]);
+    assert_eq!(
+        salts,
+        [
+            Some("tenant-a"),
+            Some("tenant-b"),
+            Some("tenant-c"),
+            None,
+            None,
+            None,
+            None
+        ]
+    );
 }
 
 #[tokio::test]
@@ -125,6 +147,7 @@ async fn a_salt_that_is_empty_or_not_a_string_is_refused_by_name() {
         for (path, body) in [
             ("/v1/chat/completions", chat(salt.clone())),
             ("/v1/completions", completion("Hi", salt.clone())),
+            ("/v1/responses", response(salt.clone())),
         ] {
             let (status, answer) = post(app.clone(), path, body).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {answer}");

@@ -71,6 +71,7 @@ async fn serve(
         temperature: body.temperature,
         top_p: body.top_p,
         user: body.user.clone(),
+        cache_salt: body.cache_salt.clone(),
         ..SamplingFields::default()
     };
     let mut request = prepare::engine_request(

@@ -168,7 +168,8 @@ pub struct SamplingFields {
 
 /// `cache_salt` as a string or `null`; any other type is refused with a message naming the
 /// field (the shared fields are flattened into each request, so serde's own message would not).
-fn salt_string<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+/// `/v1/responses` reads its own `cache_salt` with it too.
+pub(super) fn salt_string<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {

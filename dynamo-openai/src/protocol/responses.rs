@@ -42,6 +42,16 @@ pub struct ResponsesRequest {
     /// The end user; passed on as the routing session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// A cache namespace (vLLM's extension), checked and used as on chat and text completions:
+    /// prompt blocks are reused only by requests with the same salt. A non-empty string; `null`
+    /// is the same as no salt.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::salt_string"
+    )]
+    #[schema(min_length = 1)]
+    pub cache_salt: Option<String>,
     /// Only `"disabled"`: a prompt over the context is refused, not truncated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncation: Option<String>,
