@@ -5,26 +5,16 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::RecordingEngine;
 use dynamo_core::{BlockSize, BoxEngine, KvEvent, KvEventData, StorageTier, WorkerId};
 use dynamo_openai::GatewayConfig;
 use dynamo_router::{KvIndex, RouteRequest};
 use insta::assert_json_snapshot;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 async fn post(app: axum::Router, path: &str, body: Value) -> (StatusCode, Value) {
-    let request = Request::post(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let response = app.oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
+    let (status, bytes) = common::post_json(app, path, &body).await;
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 

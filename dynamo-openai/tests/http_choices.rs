@@ -10,15 +10,13 @@ mod common;
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::{CHATML, RecordingEngine};
 use dynamo_core::{
     BoxEngine, FinishReason, GenerateRequest, TokenChunk, TokenLogProb, TokenStream, Usage,
 };
 use dynamo_openai::{ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, Tokenizer};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 /// insta's `assert_json_snapshot!` with map keys sorted (see `json_shapes.rs`).
 macro_rules! assert_json_snapshot {
@@ -95,15 +93,7 @@ fn forking_app() -> (axum::Router, Arc<parking_lot::Mutex<Vec<u32>>>) {
 }
 
 async fn post(app: axum::Router, path: &str, body: Value) -> (StatusCode, String) {
-    let request = Request::post(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let response = app.oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
-        .await
-        .unwrap();
+    let (status, bytes) = common::post_json(app, path, &body).await;
     (status, String::from_utf8(bytes.to_vec()).unwrap())
 }
 

@@ -6,12 +6,10 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use dynamo_core::{BoxEngine, EchoEngine};
 use dynamo_openai::GatewayConfig;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 /// insta's `assert_json_snapshot!` with map keys sorted (see `http_tokenize.rs`).
 macro_rules! assert_json_snapshot {
@@ -23,15 +21,7 @@ macro_rules! assert_json_snapshot {
 /// POST `body` to `/v1/responses` over the echo engine; the status and the body's bytes.
 async fn post(body: Value) -> (StatusCode, String) {
     let app = common::app(BoxEngine::new(EchoEngine::new()), GatewayConfig::default());
-    let request = Request::post("/v1/responses")
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let response = app.oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
+    let (status, bytes) = common::post_json(app, "/v1/responses", &body).await;
     (status, String::from_utf8(bytes.to_vec()).unwrap())
 }
 

@@ -9,13 +9,12 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use dynamo_core::{BoxEngine, EchoEngine, Error, GenerateRequest, OutputFormat, TokenStream};
 use dynamo_openai::GatewayConfig;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 /// An engine that records the requests it gets and answers as the echo engine (refusing a
 /// format, so the gateway's requests are seen before the refusal).
@@ -40,15 +39,7 @@ impl Service<GenerateRequest> for Recording {
 
 async fn post(engine: BoxEngine, body: Value) -> (StatusCode, Value) {
     let app = common::app(engine, GatewayConfig::default());
-    let request = Request::post("/v1/chat/completions")
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let response = app.oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
+    let (status, bytes) = common::post_json(app, "/v1/chat/completions", &body).await;
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 

@@ -5,15 +5,13 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::{CHATML, RecordingEngine};
 use dynamo_core::{BoxEngine, SamplingOptions};
 use dynamo_openai::{
     ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, SamplingDefaults, Tokenizer,
 };
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 /// A gateway serving `test` with `defaults`, and the engine behind it.
 fn gateway(defaults: SamplingDefaults) -> (axum::Router, RecordingEngine) {
@@ -36,15 +34,7 @@ const RECOMMENDED: SamplingDefaults = SamplingDefaults {
 /// The sampling options the engine saw for `body` sent to `path`.
 async fn sampling(defaults: SamplingDefaults, path: &str, body: Value) -> SamplingOptions {
     let (app, engine) = gateway(defaults);
-    let request = Request::post(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let response = app.oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
+    let (status, bytes) = common::post_json(app, path, &body).await;
     assert_eq!(
         status,
         StatusCode::OK,

@@ -34,6 +34,29 @@ pub(crate) fn app(engine: BoxEngine, config: GatewayConfig) -> axum::Router {
     Gateway::new(registry(engine), config).into_router()
 }
 
+/// POST `body` as JSON to `path` of `app`, in process: the answer's status and body.
+pub(crate) async fn post_json(
+    app: axum::Router,
+    path: &str,
+    body: &serde_json::Value,
+) -> (axum::http::StatusCode, axum::body::Bytes) {
+    use tower::ServiceExt;
+
+    let request = axum::http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .expect("a valid request");
+    let response = app
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .expect("the body fits");
+    (status, bytes)
+}
+
 /// Serve `app` on a free loopback port, with `TCP_NODELAY` as `dynamo-serve` does; the server stops when the test's runtime ends.
 pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
