@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use crate::affinity::{AffinityConfig, SessionAffinity};
 use crate::busy::BusyThresholds;
-use crate::index::TierOverlap;
+use crate::index::{Overlaps, TierOverlap};
 use crate::load::{LoadGuard, LoadTracker, StateCache};
 use crate::policy::{Decision, RouteContext, Router, WorkerState};
 use crate::source::OverlapSource;
@@ -118,6 +118,8 @@ struct Membership {
     states: StateCache,
     /// The members that are not busy, when thresholds are set.
     eligible: Vec<WorkerState>,
+    /// The overlap source's answer for the decision being made; its buffer is reused.
+    answer: Overlaps,
 }
 
 impl Membership {
@@ -130,6 +132,7 @@ impl Membership {
             affinity,
             states: StateCache::default(),
             eligible: Vec::new(),
+            answer: Overlaps::default(),
         }
     }
 
@@ -320,11 +323,13 @@ impl WorkerSelector {
             affinity,
             states,
             eligible,
+            answer,
         } = &mut *membership;
         if workers.is_empty() {
             return Err(NotRouted::NoWorkers);
         }
-        self.snapshot(workers, slots, places, states, request, now);
+        inner.source.overlaps_into(&request.blocks, now, answer);
+        self.snapshot(workers, slots, places, states, answer, request);
         let states = states.states();
         let thresholds = inner.config.thresholds;
         let eligible: &[WorkerState] = if thresholds == BusyThresholds::default() {
@@ -398,21 +403,21 @@ impl WorkerSelector {
     }
 
     /// Bring `states` up to date with every member's state for this request, sorted by
-    /// worker id.
+    /// worker id, `answer` the overlap source's for it.
     fn snapshot(
         &self,
         workers: &[WorkerId],
         slots: &[u32],
         places: &HashMap<WorkerId, u32, foldhash::fast::RandomState>,
         states: &mut StateCache,
+        answer: &Overlaps,
         request: &RouteRequest,
-        now: Instant,
     ) {
         self.inner
             .load
             .snapshot(workers, slots, states, &request.blocks);
         // Find each worker that holds some of the prefix among the members.
-        for (worker, overlap) in self.inner.source.overlaps(&request.blocks, now).iter() {
+        for (worker, overlap) in answer.iter() {
             if let Some(&at) = places.get(&worker) {
                 states.set_cached(at as usize, overlap);
             }

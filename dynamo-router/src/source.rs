@@ -15,6 +15,13 @@ pub trait OverlapSource: Send + Sync + 'static {
     /// How deep each worker's cached prefix goes for these sequence hashes, at `now`.
     fn overlaps(&self, blocks: &[SequenceHash], now: Instant) -> Overlaps;
 
+    /// [`overlaps`](Self::overlaps) written into `answer`, replacing what it held: a caller
+    /// that asks for every decision keeps one answer, whose buffer a source can reuse instead
+    /// of allocating when many workers hold a prefix. The default assigns `overlaps`' answer.
+    fn overlaps_into(&self, blocks: &[SequenceHash], now: Instant, answer: &mut Overlaps) {
+        *answer = self.overlaps(blocks, now);
+    }
+
     /// The router just sent a request with these prompt blocks to `worker`. Sources that learn
     /// from events ignore it.
     fn routed(&self, worker: WorkerId, blocks: &[SequenceHash], now: Instant);
@@ -46,6 +53,10 @@ impl OverlapSource for ApproxIndex {
         ApproxIndex::overlaps(self, blocks, now)
     }
 
+    fn overlaps_into(&self, blocks: &[SequenceHash], now: Instant, answer: &mut Overlaps) {
+        ApproxIndex::overlaps_into(self, blocks, now, answer);
+    }
+
     fn routed(&self, worker: WorkerId, blocks: &[SequenceHash], now: Instant) {
         // The only possible error is an index full of workers; the prediction is then skipped,
         // which costs cache hits, never correctness. It is counted for the operator.
@@ -64,6 +75,10 @@ impl<S: OverlapSource + ?Sized> OverlapSource for std::sync::Arc<S> {
         (**self).overlaps(blocks, now)
     }
 
+    fn overlaps_into(&self, blocks: &[SequenceHash], now: Instant, answer: &mut Overlaps) {
+        (**self).overlaps_into(blocks, now, answer);
+    }
+
     fn routed(&self, worker: WorkerId, blocks: &[SequenceHash], now: Instant) {
         (**self).routed(worker, blocks, now);
     }
@@ -76,6 +91,10 @@ impl<S: OverlapSource + ?Sized> OverlapSource for std::sync::Arc<S> {
 impl<S: OverlapSource + ?Sized> OverlapSource for Box<S> {
     fn overlaps(&self, blocks: &[SequenceHash], now: Instant) -> Overlaps {
         (**self).overlaps(blocks, now)
+    }
+
+    fn overlaps_into(&self, blocks: &[SequenceHash], now: Instant, answer: &mut Overlaps) {
+        (**self).overlaps_into(blocks, now, answer);
     }
 
     fn routed(&self, worker: WorkerId, blocks: &[SequenceHash], now: Instant) {

@@ -1,17 +1,16 @@
 //! The workers predicted to hold each block, with a bit mask of those in the first 64 slots: a
 //! query over at most 64 workers intersects blocks with one `and`.
 //!
-//! Most blocks have one holder (a request's own blocks), so a block's entry in the main map is 16
-//! bytes: the mask and that holder inline. A block held by two workers or more is marked there
-//! with the place of its holders' list, sorted by slot, in a slab of lists: reaching them is an
-//! index, not a second hash probe. Expiry probes the main map once per block; its smaller
-//! entries miss the cache less often.
-
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+//! Most blocks have one holder (a request's own blocks), so a block's place in the main map
+//! ([`Table`]) is 16 bytes: its hash and that holder (whose mask is its slot's bit). A block held
+//! by two workers or more is marked there with the place of its holders' list, sorted by slot,
+//! with their mask, in a slab of lists: reaching them is an index, not a second hash probe.
+//! Expiry probes the main map once per block; its small places miss the cache less often.
 
 use dynamo_core::SequenceHash;
 use smallvec::SmallVec;
+
+use super::table::Table;
 
 /// A worker predicted to hold a block, with the number of its latest touch of it, modulo
 /// 2^32: touch numbers are only compared for equality with touches still in the worker's
@@ -46,98 +45,139 @@ pub(super) fn bit(slot: u32) -> u64 {
 /// fewer than 2^24 workers); the entry's touch is then the list's place in the slab.
 const SHARED: u32 = u32::MAX;
 
-/// A block's entry in the main map: its only holder, or [`SHARED`] and its list's place.
-#[derive(Debug, Clone, Copy)]
-struct Head {
-    /// The bits of the holders in slots below 64.
-    mask: u64,
-    only: Holder,
-}
-
-type Map<V> = HashMap<SequenceHash, V, foldhash::fast::RandomState>;
-
 /// The holders of a block held by two workers or more, sorted by slot.
 type List = SmallVec<[Holder; 4]>;
+
+/// A block held by two workers or more.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The bits of the holders in slots below 64.
+    mask: u64,
+    holders: List,
+}
 
 /// The holders of every block.
 #[derive(Debug, Default)]
 pub(super) struct Blocks {
-    main: Map<Head>,
-    /// The lists of the blocks held by two workers or more, at the places their main entries
-    /// name; the places in `free` are unused (their lists empty, kept for reuse).
-    lists: Vec<List>,
+    /// Each block's only holder, or [`SHARED`] and the place of its holders in `lists`.
+    main: Table,
+    /// The holders of the blocks held by two workers or more, at the places their main
+    /// entries name; the places in `free` and `spilled` are unused (their lists empty, kept
+    /// for reuse).
+    lists: Vec<Shared>,
+    /// Unused places whose lists hold their holders inline.
     free: Vec<u32>,
+    /// Unused places whose lists have a buffer on the heap, for room for [`ROOM`] holders or
+    /// more: a list that outgrows its inline holders takes one of these buffers rather than
+    /// allocating, so that lists taken and freed in turn do not allocate in a steady state.
+    spilled: Vec<u32>,
 }
 
+/// The holders a list makes room for when it outgrows its inline ones (all the slots a mask
+/// covers), so that it does not grow again below 64 workers.
+const ROOM: usize = 64;
+
 impl Blocks {
+    /// The entry of `hash` in the main map.
+    fn head(&self, hash: &SequenceHash) -> Option<Holder> {
+        self.main
+            .find(*hash)
+            .and_then(|at| self.main.get(at))
+            .copied()
+    }
+
     /// The bits of `hash`'s holders in slots below 64; `None` when nobody holds it.
     pub(super) fn mask(&self, hash: &SequenceHash) -> Option<u64> {
-        self.main.get(hash).map(|head| head.mask)
+        let head = self.head(hash)?;
+        if head.slot == SHARED {
+            Some(self.lists.get(head.touch as usize).map_or(0, |l| l.mask))
+        } else {
+            Some(bit(head.slot))
+        }
     }
 
     /// `hash`'s holders, sorted by slot; `None` when nobody holds it.
     pub(super) fn holders(&self, hash: &SequenceHash) -> Option<&[Holder]> {
-        let head = self.main.get(hash)?;
-        if head.only.slot == SHARED {
+        let at = self.main.find(*hash)?;
+        let head = self.main.get(at)?;
+        if head.slot == SHARED {
             self.lists
-                .get(head.only.touch as usize)
-                .map(|list| list.as_slice())
+                .get(head.touch as usize)
+                .map(|list| list.holders.as_slice())
         } else {
-            Some(std::slice::from_ref(&head.only))
+            Some(std::slice::from_ref(head))
         }
+    }
+
+    /// Read the main entries of `hashes` ahead of the look-ups that follow (see
+    /// [`Table::read_ahead`]).
+    pub(super) fn read_ahead(&self, hashes: impl Iterator<Item = SequenceHash>) {
+        self.main.read_ahead(hashes);
     }
 
     /// `holder.slot`'s holder of `hash`, if it holds it.
     pub(super) fn holder_mut(&mut self, hash: &SequenceHash, slot: u32) -> Option<&mut Holder> {
-        let head = self.main.get_mut(hash)?;
-        if head.only.slot == SHARED {
-            let list = self.lists.get_mut(head.only.touch as usize)?;
-            let i = find(head.mask, list, slot).ok()?;
-            list.get_mut(i)
+        let at = self.main.find(*hash)?;
+        let head = self.main.get_mut(at)?;
+        if head.slot == SHARED {
+            let list = self.lists.get_mut(head.touch as usize)?;
+            let i = find(list.mask, &list.holders, slot).ok()?;
+            list.holders.get_mut(i)
         } else {
-            (head.only.slot == slot).then_some(&mut head.only)
+            (head.slot == slot).then_some(head)
         }
     }
 
     /// Set `holder` as its worker's latest touch of `hash`.
     pub(super) fn touch(&mut self, hash: SequenceHash, holder: Holder) -> Touched {
-        let head = match self.main.entry(hash) {
-            Entry::Vacant(free) => {
-                free.insert(Head {
-                    mask: bit(holder.slot),
-                    only: holder,
-                });
+        let at = match self.main.find_or_vacant(hash) {
+            Ok(at) => at,
+            Err(vacant) => {
+                self.main.fill(vacant, hash, holder);
                 return Touched::Added;
             }
-            Entry::Occupied(held) => held.into_mut(),
         };
-        if head.only.slot == holder.slot {
-            let earlier = std::mem::replace(&mut head.only.touch, holder.touch);
+        let Some(head) = self.main.get_mut(at) else {
+            return Touched::Added;
+        };
+        if head.slot == holder.slot {
+            let earlier = std::mem::replace(&mut head.touch, holder.touch);
             return Touched::Again(earlier);
         }
-        if head.only.slot != SHARED {
+        if head.slot != SHARED {
             // A second holder: the block's holders move to a list.
-            let place = self.free.pop().unwrap_or_else(|| {
-                self.lists.push(List::new());
-                (self.lists.len() - 1) as u32
-            });
+            let place = self
+                .free
+                .pop()
+                .or_else(|| self.spilled.pop())
+                .unwrap_or_else(|| {
+                    self.lists.push(Shared::default());
+                    (self.lists.len() - 1) as u32
+                });
             if let Some(list) = self.lists.get_mut(place as usize) {
-                list.clear();
-                list.push(head.only);
+                list.holders.clear();
+                list.holders.push(*head);
+                list.mask = bit(head.slot);
             }
-            head.only = Holder {
+            *head = Holder {
                 slot: SHARED,
                 touch: place,
             };
         }
-        let Some(list) = self.lists.get_mut(head.only.touch as usize) else {
+        let place = head.touch as usize;
+        let Some(list) = self.lists.get_mut(place) else {
             return Touched::Added;
         };
-        match find(head.mask, list, holder.slot) {
-            Ok(i) => Touched::Again(std::mem::replace(&mut list[i].touch, holder.touch)),
+        match find(list.mask, &list.holders, holder.slot) {
+            Ok(i) => Touched::Again(std::mem::replace(&mut list.holders[i].touch, holder.touch)),
             Err(i) => {
-                list.insert(i, holder);
-                head.mask |= bit(holder.slot);
+                if list.holders.len() == list.holders.capacity() {
+                    self.make_room(place);
+                }
+                if let Some(list) = self.lists.get_mut(place) {
+                    list.holders.insert(i, holder);
+                    list.mask |= bit(holder.slot);
+                }
                 Touched::Added
             }
         }
@@ -145,55 +185,98 @@ impl Blocks {
 
     /// Whether `touch` is `slot`'s latest touch of `hash`.
     pub(super) fn is_latest(&self, hash: &SequenceHash, slot: u32, touch: u32) -> bool {
-        let Some(head) = self.main.get(hash) else {
+        let Some(head) = self.head(hash) else {
             return false;
         };
-        if head.only.slot != SHARED {
-            return head.only == Holder { slot, touch };
+        if head.slot != SHARED {
+            return head == Holder { slot, touch };
         }
-        self.lists
-            .get(head.only.touch as usize)
-            .is_some_and(|list| find(head.mask, list, slot).is_ok_and(|i| list[i].touch == touch))
+        self.lists.get(head.touch as usize).is_some_and(|list| {
+            find(list.mask, &list.holders, slot).is_ok_and(|i| list.holders[i].touch == touch)
+        })
     }
 
     /// If `touch` is `slot`'s latest touch of `hash`, take `slot` off the block (and the block
     /// off the map with its last holder); whether it was.
     pub(super) fn forget(&mut self, hash: SequenceHash, slot: u32, touch: u32) -> bool {
-        let Entry::Occupied(mut held) = self.main.entry(hash) else {
+        let Some(at) = self.main.find(hash) else {
             return false;
         };
-        let head = held.get_mut();
-        if head.only.slot != SHARED {
-            if head.only.slot != slot || head.only.touch != touch {
+        let Some(head) = self.main.get_mut(at) else {
+            return false;
+        };
+        if head.slot != SHARED {
+            if head.slot != slot || head.touch != touch {
                 return false;
             }
-            held.remove();
+            self.main.remove(at);
             return true;
         }
-        let place = head.only.touch;
+        let place = head.touch;
         let Some(list) = self.lists.get_mut(place as usize) else {
             return false;
         };
-        let Ok(i) = find(head.mask, list, slot) else {
+        let Ok(i) = find(list.mask, &list.holders, slot) else {
             return false;
         };
-        if list[i].touch != touch {
+        if list.holders[i].touch != touch {
             return false;
         }
-        list.remove(i);
-        head.mask &= !bit(slot);
-        if list.len() <= 1 {
+        list.holders.remove(i);
+        list.mask &= !bit(slot);
+        if list.holders.len() <= 1 {
             // One holder left: back inline, and the list's place is free again.
-            match list.first() {
-                Some(&last) => head.only = last,
-                None => {
-                    held.remove();
-                }
+            match list.holders.first() {
+                Some(&last) => *head = last,
+                None => self.main.remove(at),
             }
-            list.clear();
-            self.free.push(place);
+            list.holders.clear();
+            list.mask = 0;
+            if list.holders.spilled() {
+                self.spilled.push(place);
+            } else {
+                self.free.push(place);
+            }
         }
         true
+    }
+
+    /// Room for one more holder in the full list at `place`: an unused list's heap buffer if
+    /// there is one, else one allocated for [`ROOM`] holders (or twice as many as it holds).
+    fn make_room(&mut self, place: usize) {
+        let held = self.lists.get(place).map_or(0, |list| list.holders.len());
+        let spare = self.spilled.pop();
+        let buffer = spare
+            .and_then(|spare| self.lists.get_mut(spare as usize))
+            .filter(|spare| spare.holders.capacity() > held)
+            .map(|spare| std::mem::take(&mut spare.holders));
+        let Some(list) = self.lists.get_mut(place) else {
+            return;
+        };
+        match (spare, buffer) {
+            (Some(spare), Some(mut buffer)) => {
+                // The spare's buffer takes the holders; the spare keeps the old one, empty.
+                buffer.extend_from_slice(&list.holders);
+                let mut old = std::mem::replace(&mut list.holders, buffer);
+                old.clear();
+                let spilled = old.spilled();
+                if let Some(spare_list) = self.lists.get_mut(spare as usize) {
+                    spare_list.holders = old;
+                }
+                if spilled {
+                    self.spilled.push(spare);
+                } else {
+                    self.free.push(spare);
+                }
+            }
+            (spare, _) => {
+                if let Some(spare) = spare {
+                    self.spilled.push(spare);
+                }
+                list.holders
+                    .reserve_exact(ROOM.saturating_sub(held).max(held));
+            }
+        }
     }
 }
 

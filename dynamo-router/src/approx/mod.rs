@@ -15,6 +15,7 @@
 mod holders;
 mod records;
 mod store;
+mod table;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,9 +116,23 @@ impl ApproxIndex {
 
     /// How deep each worker's predicted prefix goes at `now`, after forgetting what expired.
     pub fn overlaps(&self, blocks: &[SequenceHash], now: Instant) -> Overlaps {
+        let mut answer = Overlaps::default();
+        self.overlaps_into(blocks, now, &mut answer);
+        answer
+    }
+
+    /// [`overlaps`](Self::overlaps) written into `answer` (its earlier workers replaced), whose
+    /// buffer is reused: no allocation once it has held as many workers.
+    pub(crate) fn overlaps_into(
+        &self,
+        blocks: &[SequenceHash],
+        now: Instant,
+        answer: &mut Overlaps,
+    ) {
+        answer.workers.clear();
         let mut predictions = self.inner.lock();
         predictions.expire(now);
-        predictions.store.overlaps(blocks)
+        predictions.store.overlaps(blocks, answer);
     }
 
     /// Forget every prediction about `worker`.

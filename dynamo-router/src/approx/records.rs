@@ -124,34 +124,42 @@ impl Records {
     }
 
     /// Keep only the touches `keep` says are live, renumbered without gaps: `keep` is told
-    /// each touch not marked stale and the number it will have.
+    /// each touch not marked stale and the number it will have. In place: the queues keep
+    /// their buffers.
     pub(super) fn compact(&mut self, mut keep: impl FnMut(Touch, u64) -> bool) {
-        let mut hashes = VecDeque::new();
-        let mut records = VecDeque::with_capacity(self.records.len());
-        let mut number = self.front;
-        for record in std::mem::take(&mut self.records) {
+        let held = self.hashes.len();
+        // Touches are read at `read` and the kept ones written back at `written` (never
+        // ahead of `read`); records likewise.
+        let (mut read, mut written, mut records) = (0, 0, 0);
+        for r in 0..self.records.len() {
+            let record = self.records[r];
             let mut kept = 0;
             for _ in 0..record.touches {
-                let Some(hash) = self.hashes.pop_front() else {
+                if read == held {
                     break;
-                };
-                let stale = self.stale.pop_front().unwrap_or(false);
-                let renumbered = self.front + hashes.len() as u64;
+                }
+                let hash = self.hashes[read];
+                let number = self.front + read as u64;
+                let renumbered = self.front + written as u64;
+                let stale = self.stale.get(read).copied().unwrap_or(false);
                 if !stale && keep((hash, number), renumbered) {
-                    hashes.push_back(hash);
+                    self.hashes[written] = hash;
+                    written += 1;
                     kept += 1;
                 }
-                number += 1;
+                read += 1;
             }
             if kept > 0 {
-                records.push_back(Record {
+                self.records[records] = Record {
                     routed_at: record.routed_at,
                     touches: kept,
-                });
+                };
+                records += 1;
             }
         }
-        self.stale = VecDeque::from(vec![false; hashes.len()]);
-        self.hashes = hashes;
-        self.records = records;
+        self.hashes.truncate(written);
+        self.records.truncate(records);
+        self.stale.clear();
+        self.stale.resize(written, false);
     }
 }

@@ -95,6 +95,9 @@ impl Store {
             return Ok(());
         };
         let first = state.records.next_touch();
+        // Most of the blocks are new to the map and far apart in it: their places are read in
+        // one pass first, so that the misses overlap rather than come one per touch.
+        self.blocks.read_ahead(hashes.iter().copied());
         // Queued first, so that a block the request holds twice marks its first touch stale.
         state.records.push(hashes, at);
         for (touch, &hash) in (first..).zip(hashes) {
@@ -162,6 +165,7 @@ impl Store {
             // are dropped without a look-up.
             loop {
                 if state.records.pop_record_if(&expired, &mut popped) {
+                    self.blocks.read_ahead(popped.iter().map(|&(hash, _)| hash));
                     for touch in popped.drain(..) {
                         if forget(&mut self.blocks, touch, slot) {
                             state.blocks -= 1;
@@ -190,29 +194,29 @@ impl Store {
         self.free.push(slot);
     }
 
-    /// How deep each worker's predicted prefix of `hashes` goes.
-    pub(super) fn overlaps(&self, hashes: &[SequenceHash]) -> Overlaps {
+    /// How deep each worker's predicted prefix of `hashes` goes, added to `answer` (empty).
+    pub(super) fn overlaps(&self, hashes: &[SequenceHash], answer: &mut Overlaps) {
         let Some(first) = hashes.first() else {
-            return Overlaps::default();
+            return;
         };
+        // The query stops at the first block nobody holds, but the selector usually records
+        // the same blocks next: reading all their places now overlaps the misses of the
+        // record's new blocks with each other and with the policy's work.
+        self.blocks.read_ahead(hashes.iter().copied());
         if self.workers.len() <= 64 {
-            match self.blocks.mask(first) {
-                Some(mask) => self.overlaps_masked(mask, &hashes[1..]),
-                None => Overlaps::default(),
+            if let Some(mask) = self.blocks.mask(first) {
+                self.overlaps_masked(mask, &hashes[1..], answer);
             }
-        } else {
-            match self.blocks.holders(first) {
-                Some(holders) => self.overlaps_merged(holders, &hashes[1..]),
-                None => Overlaps::default(),
-            }
+        } else if let Some(holders) = self.blocks.holders(first) {
+            self.overlaps_merged(holders, &hashes[1..], answer);
         }
     }
 
     /// [`overlaps`](Self::overlaps) when every slot is below 64: the workers still going are
     /// a bit mask, intersected with each block's.
-    fn overlaps_masked(&self, first: u64, rest: &[SequenceHash]) -> Overlaps {
-        let mut answer = Overlaps::default();
-        // One allocation at most: the answer never lists more workers than hold the first block.
+    fn overlaps_masked(&self, first: u64, rest: &[SequenceHash], answer: &mut Overlaps) {
+        // One allocation at most, none if the buffer held as many before: the answer never
+        // lists more workers than hold the first block.
         answer.workers.reserve(first.count_ones() as usize);
         let mut alive = first;
         let mut depth = 1;
@@ -232,21 +236,19 @@ impl Store {
             };
             let kept = alive & mask;
             if kept != alive {
-                end(alive & !kept, depth, &mut answer);
+                end(alive & !kept, depth, answer);
                 alive = kept;
                 if alive == 0 {
-                    return answer;
+                    return;
                 }
             }
             depth += 1;
         }
-        end(alive, depth, &mut answer);
-        answer
+        end(alive, depth, answer);
     }
 
     /// [`overlaps`](Self::overlaps) for any slots: sorted lists, merged where they differ.
-    fn overlaps_merged(&self, first: &[Holder], rest: &[SequenceHash]) -> Overlaps {
-        let mut answer = Overlaps::default();
+    fn overlaps_merged(&self, first: &[Holder], rest: &[SequenceHash], answer: &mut Overlaps) {
         // The workers holding every block so far, sorted by slot.
         let mut alive: SmallVec<[u32; 8]> = first.iter().map(|h| h.slot).collect();
         answer.workers.reserve(alive.len());
@@ -270,7 +272,7 @@ impl Store {
                     kept
                 });
                 if alive.is_empty() {
-                    return answer;
+                    return;
                 }
             }
             depth += 1;
@@ -278,7 +280,6 @@ impl Store {
         for &slot in &alive {
             answer.workers.extend(self.entry(slot, depth));
         }
-        answer
     }
 
     /// The answer's entry for `slot`: its worker and a prefix of `depth` device blocks.

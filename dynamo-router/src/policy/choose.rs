@@ -89,7 +89,8 @@ fn sample_softmax(costs: &[f64], temperature: f64, rng: &mut SmallRng) -> Option
         return min_with_random_ties(costs.iter().copied(), rng);
     }
     let span = if max > min { max - min } else { 1.0 };
-    let weights: Vec<f64> = costs
+    // Inline up to 128 workers, as the costs are.
+    let weights: SmallVec<[f64; 128]> = costs
         .iter()
         .map(|&c| {
             if c.is_finite() {

@@ -325,6 +325,10 @@ impl OverlapSource for SharedPredictions {
         self.index.overlaps(blocks, now)
     }
 
+    fn overlaps_into(&self, blocks: &[SequenceHash], now: Instant, answer: &mut Overlaps) {
+        self.index.overlaps_into(blocks, now, answer);
+    }
+
     fn routed(&self, worker: WorkerId, blocks: &[SequenceHash], now: Instant) {
         OverlapSource::routed(&self.index, worker, blocks, now);
         self.state.inner.local.outbox.push(ReplicaUpdate::Routed {
