@@ -11,8 +11,8 @@ use rmpv::Value;
 
 /// `BlockStored`'s fields in the array form, in the engines' declaration order: vLLM's
 /// `[tag, block_hashes, parent_block_hash, token_ids, block_size, lora_id, medium, lora_name,
-/// extra_keys, …]`; SGLang 0.5.18 and 0.5.19 put `{"cache_salt": …}` at [`METADATA`]
-/// instead of a name.
+/// extra_keys, group_idx, kv_cache_spec_kind, …]`; SGLang 0.5.18 and 0.5.19 put
+/// `{"cache_salt": …}` at [`METADATA`] instead of a name.
 pub(super) mod stored {
     pub(in super::super) const BLOCK_HASHES: usize = 1;
     pub(in super::super) const PARENT: usize = 2;
@@ -25,12 +25,15 @@ pub(super) mod stored {
     /// See [`LORA_NAME`].
     pub(in super::super) const METADATA: usize = 7;
     pub(in super::super) const EXTRA_KEYS: usize = 8;
+    pub(in super::super) const GROUP_IDX: usize = 9;
+    pub(in super::super) const GROUP_KIND: usize = 10;
 }
 
-/// `BlockRemoved`'s fields in the array form: `[tag, block_hashes, medium, …]`.
+/// `BlockRemoved`'s fields in the array form: `[tag, block_hashes, medium, group_idx, …]`.
 pub(super) mod removed {
     pub(in super::super) const BLOCK_HASHES: usize = 1;
     pub(in super::super) const MEDIUM: usize = 2;
+    pub(in super::super) const GROUP_IDX: usize = 3;
 }
 
 /// The events of a batch: `[timestamp, events, rank]`, or a map with `events`.
@@ -79,6 +82,19 @@ impl<'a> Event<'a> {
             Event::Array(fields) => fields.get(position),
             Event::Map(entries) => lookup(entries, name),
         }
+    }
+
+    /// The KV cache group the event belongs to (vLLM's `group_idx`, found at `position` in the
+    /// array form); `None` when the event names none (an engine with one group, SGLang).
+    pub(super) fn group(&self, position: usize) -> Option<i64> {
+        self.field("group_idx", position).and_then(Value::as_i64)
+    }
+
+    /// The kind of a stored block's cache group (vLLM's `kv_cache_spec_kind`:
+    /// `full_attention`, `sliding_window`, `mamba`, …), when the engine names it.
+    pub(super) fn group_kind(&self) -> Option<&'a str> {
+        self.field("kv_cache_spec_kind", stored::GROUP_KIND)
+            .and_then(Value::as_str)
     }
 
     /// The LoRA adapter a stored block was hashed with: its name (`lora_name`: vLLM, SGLang

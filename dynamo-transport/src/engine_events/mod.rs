@@ -7,10 +7,11 @@
 //! (vLLM's newer source, SGLang from 0.5.20):
 //!
 //! - `["BlockStored", block_hashes, parent_block_hash | nil, token_ids, block_size,
-//!   lora_id | nil, medium | nil, lora_name | nil, extra_keys | nil, …]` (vLLM), or with
-//!   `{"cache_salt": salt}` after `medium` (salted blocks of SGLang 0.5.18 and 0.5.19); as a
-//!   map, the same names, and SGLang's `cache_salt` and `lora_name`
-//! - `["BlockRemoved", block_hashes, medium | nil, …]`
+//!   lora_id | nil, medium | nil, lora_name | nil, extra_keys | nil, group_idx | nil,
+//!   kv_cache_spec_kind | nil, …]` (vLLM), or with `{"cache_salt": salt}` after `medium`
+//!   (salted blocks of SGLang 0.5.18 and 0.5.19); as a map, the same names, and SGLang's
+//!   `cache_salt` and `lora_name`
+//! - `["BlockRemoved", block_hashes, medium | nil, group_idx | nil, …]`
 //! - `["AllBlocksCleared", …]`
 //!
 //! Fields past the ones named are ignored (newer engines add some), and so are unknown keys of
@@ -25,6 +26,9 @@
 //! names the salt on every salted event; vLLM only among the extra keys of a sequence's first
 //! block (the string left once the LoRA name is set aside), so a block stored after a known
 //! parent takes the parent's salt.
+//!
+//! Of a vLLM hybrid model's KV cache groups (`group_idx`), one is followed: see
+//! [`EngineEventDecoder::decode`].
 
 mod fields;
 mod known;
@@ -63,6 +67,10 @@ pub struct Decoded {
     pub gap: Option<(i64, i64)>,
     /// Removed blocks the decoder never saw stored (ignored).
     pub unknown_removed: usize,
+    /// Stored and removed events of KV cache groups the decoder does not follow (skipped): a
+    /// vLLM hybrid model's sliding-window, Mamba or other groups (see
+    /// [`EngineEventDecoder::decode`]).
+    pub other_groups: usize,
 }
 
 /// Turns one engine's messages into [`KvEvent`]s for one worker.
@@ -75,6 +83,8 @@ pub struct EngineEventDecoder {
     /// Engine block hash → our hasher with the block's cache salt (no LoRA adapter), for the
     /// salted blocks among `blocks`: a vLLM block stored after one of them takes its salt.
     salted: HashMap<u64, BlockHasher>,
+    /// The KV cache group (vLLM's `group_idx`) whose events are followed, once one is chosen.
+    followed: Option<i64>,
     next_event_id: u64,
     last_sequence: Option<i64>,
 }
@@ -87,6 +97,7 @@ impl EngineEventDecoder {
             hasher: BlockHasher::new(block_size),
             blocks: HashMap::new(),
             salted: HashMap::new(),
+            followed: None,
             next_event_id: 0,
             last_sequence: None,
         }
@@ -112,6 +123,20 @@ impl EngineEventDecoder {
     /// [`Error::MalformedEngineEvent`] for a message of the wrong shape, and
     /// [`Error::BlockSizeMismatch`] for one of another block size; nothing of it is applied,
     /// and the next message decodes as usual.
+    ///
+    /// # KV cache groups
+    ///
+    /// A vLLM model with several KV cache groups (attention with sliding-window or Mamba layers)
+    /// stores and removes blocks in each group, at the group's block size, naming it in
+    /// `group_idx`; the same engine hash can name a block in two groups. The decoder follows one
+    /// group, chosen once: the first, in the order of the stored events, of a full-attention
+    /// kind (`kv_cache_spec_kind` `full_attention`, `mla_attention` or `sink_full_attention`;
+    /// or `unknown`, or none named) at the router's block size, whose blocks hold the whole
+    /// prefix as the router hashes it. Every other group's events are skipped and counted in
+    /// [`Decoded::other_groups`], and removals resolve in the followed group only. A message
+    /// with a full-attention group at another block size, and none at ours followed or in it,
+    /// is [`Error::BlockSizeMismatch`]. Events that name no group are one group's, decoded as
+    /// they come.
     pub fn decode(&mut self, frames: &[&[u8]]) -> Result<Decoded, Error> {
         let [_topic, sequence, payload] = frames else {
             return Err(Error::EngineEventFrames {
@@ -139,7 +164,13 @@ impl EngineEventDecoder {
         };
         self.blocks = blocks;
         self.salted = salted;
-        let (changes, unknown_removed) = changes?;
+        let Changes {
+            changes,
+            unknown_removed,
+            other_groups,
+            followed,
+        } = changes?;
+        self.followed = followed;
         let gap = match self.expected_sequence() {
             Some(expected) if sequence != expected => Some((expected, sequence)),
             _ => None,
@@ -162,21 +193,28 @@ impl EngineEventDecoder {
             events,
             gap,
             unknown_removed,
+            other_groups,
         })
     }
 
-    /// The router's changes for a message's `events`, and how many removed blocks were never
-    /// seen stored; `known` changed as they say.
-    fn changes(
-        &self,
-        events: &[Value],
-        known: &mut Known,
-    ) -> Result<(Vec<(StorageTier, KvEventData)>, usize), Error> {
+    /// The router's changes for a message's `events`; `known` changed as they say.
+    fn changes(&self, events: &[Value], known: &mut Known) -> Result<Changes, Error> {
+        let followed = self.choose_group(events)?;
         let mut changes = Vec::with_capacity(events.len());
         let mut unknown_removed = 0;
+        let mut other_groups = 0;
         for event in events {
             let event = Event::new(event)
                 .ok_or_else(|| malformed("an event is neither an array nor a map"))?;
+            let group = match event.kind() {
+                Some("BlockStored") => event.group(fields::stored::GROUP_IDX),
+                Some("BlockRemoved") => event.group(fields::removed::GROUP_IDX),
+                _ => None,
+            };
+            if group.is_some() && group != followed {
+                other_groups += 1;
+                continue;
+            }
             match event.kind() {
                 Some("BlockStored") => changes.push(self.stored(event, known)?),
                 Some("BlockRemoved") => {
@@ -199,7 +237,51 @@ impl EngineEventDecoder {
                 other => return Err(malformed(&format!("unknown event kind {other:?}"))),
             }
         }
-        Ok((changes, unknown_removed))
+        Ok(Changes {
+            changes,
+            unknown_removed,
+            other_groups,
+            followed,
+        })
+    }
+
+    /// The KV cache group to follow (see [`decode`](Self::decode)): the one followed, or else
+    /// the first in `events` that can be; `None` while no event names one that can.
+    fn choose_group(&self, events: &[Value]) -> Result<Option<i64>, Error> {
+        use fields::stored::{BLOCK_SIZE, GROUP_IDX};
+
+        if self.followed.is_some() {
+            return Ok(self.followed);
+        }
+        let ours = self.hasher.block_size().get();
+        let mut mismatch = None;
+        for event in events.iter().filter_map(Event::new) {
+            if event.kind() != Some("BlockStored") {
+                continue;
+            }
+            let (Some(group), Some(size)) = (
+                event.group(GROUP_IDX),
+                event
+                    .field("block_size", BLOCK_SIZE)
+                    .and_then(Value::as_u64),
+            ) else {
+                continue;
+            };
+            match event.group_kind() {
+                None | Some("unknown") if size == u64::from(ours) => return Ok(Some(group)),
+                Some(kind) if FULL_PREFIX_KINDS.contains(&kind) => {
+                    if size == u64::from(ours) {
+                        return Ok(Some(group));
+                    }
+                    mismatch = mismatch.or(Some(size));
+                }
+                _ => {}
+            }
+        }
+        match mismatch {
+            Some(engine) => Err(Error::BlockSizeMismatch { engine, ours }),
+            None => Ok(None),
+        }
     }
 
     /// A `BlockStored` event (see the [module docs](self) for its fields).
@@ -276,6 +358,22 @@ impl EngineEventDecoder {
             },
         ))
     }
+}
+
+/// The kinds of vLLM's KV cache groups whose blocks hold a sequence's whole prefix
+/// (`vllm/v1/kv_cache_interface.py`, `KVCacheSpecKind`).
+const FULL_PREFIX_KINDS: [&str; 3] = ["full_attention", "mla_attention", "sink_full_attention"];
+
+/// What a message changes.
+struct Changes {
+    /// The router's changes, in order.
+    changes: Vec<(StorageTier, KvEventData)>,
+    /// Removed blocks never seen stored.
+    unknown_removed: usize,
+    /// Events of groups not followed.
+    other_groups: usize,
+    /// The group followed after this message.
+    followed: Option<i64>,
 }
 
 fn malformed(what: &str) -> Error {
