@@ -164,6 +164,38 @@ fn vllm_salt<'a>(keys: &'a Value, lora: Option<&str>) -> Option<&'a str> {
     }
 }
 
+/// A stored event's token ids: plain ids, or SGLang's pairs under EAGLE speculative decoding.
+///
+/// With EAGLE, SGLang's radix cache keys a position by the bigram `(t_i, t_i+1)` of its token
+/// and the next one, and its stored events carry a page's bigrams as `token_ids` (0.5.6 to
+/// 0.5.23: `[[t_s, t_s+1], [t_s+1, t_s+2], …]`, `block_size` the count of pairs). The page holds
+/// the KV of positions `s…` (the cache's value for bigram `i` is position `i`'s slot), so its
+/// tokens are the pairs' first elements. Pairs that do not chain (each one's second element the
+/// next one's first) are refused.
+pub(super) fn token_ids(value: &Value) -> Result<Vec<u32>, &'static str> {
+    let items = value.as_array().ok_or("token_ids is not an array")?;
+    let token = |value: &Value| value.as_u64().and_then(|t| u32::try_from(t).ok());
+    if !items.first().is_some_and(|first| first.is_array()) {
+        return items
+            .iter()
+            .map(token)
+            .collect::<Option<_>>()
+            .ok_or("a token id is not a u32");
+    }
+    let pairs: Vec<(u32, u32)> = items
+        .iter()
+        .map(|item| match item.as_array().map(Vec::as_slice) {
+            Some([first, second]) => Some((token(first)?, token(second)?)),
+            _ => None,
+        })
+        .collect::<Option<_>>()
+        .ok_or("a token pair is not two u32 token ids")?;
+    if pairs.windows(2).any(|two| two[0].1 != two[1].0) {
+        return Err("token pairs do not chain");
+    }
+    Ok(pairs.into_iter().map(|(first, _)| first).collect())
+}
+
 fn lookup<'a>(entries: &'a [(Value, Value)], name: &str) -> Option<&'a Value> {
     entries
         .iter()

@@ -14,6 +14,9 @@
 //! - `["BlockRemoved", block_hashes, medium | nil, group_idx | nil, …]`
 //! - `["AllBlocksCleared", …]`
 //!
+//! `token_ids` are plain ids, or, from SGLang under EAGLE speculative decoding, the pairs of
+//! each position's token and the next one, read as their first elements.
+//!
 //! Fields past the ones named are ignored (newer engines add some), and so are unknown keys of
 //! a map. Hashes come as signed or unsigned 64-bit integers, or as bytes. They are the engine's
 //! own and opaque: the decoder recomputes our block hashes from the token ids (so a different
@@ -304,14 +307,10 @@ impl EngineEventDecoder {
                     .ok_or_else(|| malformed("the parent block was never stored"))
             })
             .transpose()?;
-        let tokens: Vec<u32> = event
+        let tokens = event
             .field("token_ids", TOKEN_IDS)
-            .and_then(Value::as_array)
-            .ok_or_else(|| malformed("token_ids is not an array"))?
-            .iter()
-            .map(|token| token.as_u64().and_then(|t| u32::try_from(t).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| malformed("a token id is not a u32"))?;
+            .ok_or_else(|| malformed("token_ids is not an array"))
+            .and_then(|value| fields::token_ids(value).map_err(malformed))?;
         let block_size = event
             .field("block_size", BLOCK_SIZE)
             .and_then(Value::as_u64)
