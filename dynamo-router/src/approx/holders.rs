@@ -45,8 +45,10 @@ pub(super) fn bit(slot: u32) -> u64 {
 /// fewer than 2^24 workers); the entry's touch is then the list's place in the slab.
 const SHARED: u32 = u32::MAX;
 
-/// The holders of a block held by two workers or more, sorted by slot.
-type List = SmallVec<[Holder; 4]>;
+/// The holders of a block held by two workers or more, sorted by slot: up to eight beside
+/// their mask in the slab, so that a query's read of the mask brings them too (a prefix that
+/// `ExpectedTtft` keeps on a few workers is held by 2 to 13 of 64, mostly 4 to 8).
+type List = SmallVec<[Holder; 8]>;
 
 /// A block held by two workers or more.
 #[derive(Debug, Default)]
