@@ -5,7 +5,7 @@
 //! while it counts.
 //!
 //! What is left is buffers growing to a new peak (a worker's queue of touches, the number of
-//! blocks held by more than four workers at once), rarer the longer the router runs: after
+//! blocks held by more than eight workers at once), rarer the longer the router runs: after
 //! 16,384 decisions, a few dozen in the next 4,096. Before, every decision whose prompt was
 //! predicted on more than two workers allocated its overlap answer (1.04 per decision).
 
