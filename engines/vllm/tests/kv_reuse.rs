@@ -101,12 +101,16 @@ impl Path {
             }
             Path::Vllm { wire, tokens } => {
                 // Output blocks hold the request's own tokens, never in a prompt: stand-ins
-                // that match nothing do the same.
+                // that no prompt has (their tail is u32::MAX), keyed by the block's whole hash
+                // so that two output blocks never share them (a shared stand-in would make two
+                // of the engine's blocks one of ours, and the second removal unknown).
                 let block_tokens = |hash: &SequenceHash| {
-                    tokens
-                        .get(hash)
-                        .cloned()
-                        .unwrap_or_else(|| vec![u32::MAX - (hash.0 % 1000) as u32; BLOCK as usize])
+                    tokens.get(hash).cloned().unwrap_or_else(|| {
+                        let mut stand_in = vec![u32::MAX; BLOCK as usize];
+                        stand_in[0] = hash.0 as u32;
+                        stand_in[1] = (hash.0 >> 32) as u32;
+                        stand_in
+                    })
                 };
                 for event in wire.carry(worker, events, block_tokens) {
                     index.apply(&event).expect("a decoded event applies");
