@@ -535,7 +535,7 @@ impl SimWorker {
         // Output tokens fill blocks whose content is this request's own.
         while (sequence.blocks.len() as u64 + 1) * block <= sequence.tokens() {
             let position = sequence.blocks.len() as u64;
-            let local = LocalBlockHash(xxh3_64_with_seed(&position.to_le_bytes(), id));
+            let local = LocalBlockHash(output_block_hash(position, id));
             let parent = sequence.blocks.last().map(|b| b.sequence);
             sequence.blocks.push(HashedBlock {
                 local,
@@ -594,5 +594,47 @@ impl SimWorker {
         };
         report.finished.push(sequence.request.id);
         true
+    }
+}
+
+/// The content hash of the output block at `position` of request `request`: the position with
+/// a tag of its own, so that it never equals a prompt block's hash
+/// ([`engine_blocks`](crate::engine_blocks) hashes a position within a trace hash id, seeded by
+/// that id). Without the tag, a request numbered `n` whose prompt fills no block would store its
+/// first output block under the hash of trace hash id `n`'s first prompt block.
+fn output_block_hash(position: u64, request: u64) -> u64 {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&position.to_le_bytes());
+    bytes[8..].copy_from_slice(b"output\0\0");
+    xxh3_64_with_seed(&bytes, request)
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_core::BlockSize;
+
+    use super::output_block_hash;
+    use crate::{TraceRequest, engine_blocks};
+
+    #[test]
+    fn output_blocks_never_take_a_prompt_blocks_hash() {
+        let block_size = BlockSize::new(64).expect("non-zero");
+        for id in [0, 1, 4, 261, u64::MAX] {
+            // Trace hash id `id`'s prompt blocks, against request `id`'s output blocks.
+            let prompt = TraceRequest {
+                timestamp: 0.0,
+                input_length: 512,
+                output_length: 1,
+                hash_ids: vec![id],
+            };
+            let blocks = engine_blocks(&prompt, 512, block_size).expect("512 is 8 blocks of 64");
+            for (position, block) in blocks.iter().enumerate() {
+                assert_ne!(
+                    block.local.0,
+                    output_block_hash(position as u64, id),
+                    "{id}"
+                );
+            }
+        }
     }
 }
