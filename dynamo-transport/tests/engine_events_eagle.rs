@@ -22,32 +22,13 @@ use dynamo_core::{BlockHasher, BlockSize, KvEventData, WorkerId};
 use dynamo_transport::Error;
 use dynamo_transport::engine_events::{Decoded, EngineEventDecoder};
 
-#[expect(dead_code, reason = "the helpers other fixtures use")]
 mod msgpack;
 
-use msgpack::{NIL, array, float, small, string};
+use msgpack::{NIL, float, list, map, small, string};
 
 /// SGLang's page size and the router's block size.
 fn block_size() -> BlockSize {
     BlockSize::new(4).expect("not zero")
-}
-
-fn list(items: &[Vec<u8>]) -> Vec<u8> {
-    let mut bytes = array(items.len());
-    for item in items {
-        bytes.extend_from_slice(item);
-    }
-    bytes
-}
-
-fn map(fields: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    assert!(fields.len() < 16);
-    let mut bytes = vec![0x80 | fields.len() as u8];
-    for (key, value) in fields {
-        bytes.extend(string(key));
-        bytes.extend_from_slice(value);
-    }
-    bytes
 }
 
 /// The prompt: nine tokens, so eight bigrams, two pages of four.

@@ -29,7 +29,7 @@ use dynamo_transport::engine_events::EngineEventDecoder;
 
 mod msgpack;
 
-use msgpack::{NIL, array, batch, binary, float, int, small, string, tokens, uint};
+use msgpack::{NIL, batch, binary, float, int, list, map, small, string, tokens, uint};
 
 const FIRST: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 const NEXT: [u8; 4] = [9, 10, 11, 12];
@@ -44,24 +44,6 @@ fn router_hasher(lora: Option<&str>, salt: Option<&str>) -> BlockHasher {
     request.lora_name = lora.map(str::to_owned);
     request.cache_salt = salt.map(str::to_owned);
     request.block_hasher(block_size())
-}
-
-fn map(fields: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    assert!(fields.len() < 16);
-    let mut bytes = vec![0x80 | fields.len() as u8];
-    for (key, value) in fields {
-        bytes.extend(string(key));
-        bytes.extend_from_slice(value);
-    }
-    bytes
-}
-
-fn list(items: &[Vec<u8>]) -> Vec<u8> {
-    let mut bytes = array(items.len());
-    for item in items {
-        bytes.extend_from_slice(item);
-    }
-    bytes
 }
 
 /// vLLM's newer batch, a map.

@@ -1,5 +1,7 @@
 //! msgpack written by hand, byte by byte, for the engine KV event fixtures.
 
+#![allow(dead_code, reason = "each test file uses a different part")]
+
 pub(crate) fn array(n: usize) -> Vec<u8> {
     match u8::try_from(n) {
         Ok(n) if n < 16 => vec![0x90 | n],
@@ -41,6 +43,26 @@ pub(crate) fn binary(b: &[u8]) -> Vec<u8> {
     bytes
 }
 pub(crate) const NIL: u8 = 0xc0;
+
+/// An array of `items`, each already written.
+pub(crate) fn list(items: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = array(items.len());
+    for item in items {
+        bytes.extend_from_slice(item);
+    }
+    bytes
+}
+
+/// A map of up to 15 fields, keyed by name, each value already written.
+pub(crate) fn map(fields: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    assert!(fields.len() < 16);
+    let mut bytes = vec![0x80 | fields.len() as u8];
+    for (key, value) in fields {
+        bytes.extend(string(key));
+        bytes.extend_from_slice(value);
+    }
+    bytes
+}
 
 pub(crate) fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
     parts.concat()
