@@ -43,7 +43,11 @@ mod trace_events;
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
 
+#[path = "support/synthetic_requests.rs"]
+mod synthetic_requests;
+
 use cpu_time::ThreadCpuTime;
+use synthetic_requests::synthetic_requests;
 
 type PolicyFactory = fn() -> Box<dyn Router>;
 
@@ -150,41 +154,6 @@ fn routing(c: &mut Criterion<ThreadCpuTime>) {
     }
 }
 
-/// Requests of exactly `PROMPT_BLOCKS` blocks: a shared prefix of 4 to 28 blocks, one of 64,
-/// then blocks of the request's own; generated with a fixed linear congruential sequence.
-fn synthetic_requests(count: usize) -> Vec<RouteRequest> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        state >> 33
-    };
-    (0..count)
-        .map(|i| {
-            let prefix = next() % 64;
-            let shared = 4 + next() % 25;
-            let blocks = (0..PROMPT_BLOCKS)
-                .map(|b| {
-                    let id = if b < shared {
-                        (prefix << 32) | b
-                    } else {
-                        (1 << 63) | ((i as u64) << 8) | b
-                    };
-                    SequenceHash(id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                })
-                .collect();
-            RouteRequest {
-                blocks,
-                prompt_tokens: PROMPT_BLOCKS * TRACE_BLOCK,
-                expected_output_tokens: None,
-                session_id: None,
-                priority: 0,
-            }
-        })
-        .collect()
-}
-
 const PROMPT_BLOCKS: u64 = 32;
 
 /// The time between two requests of the decision bench: 16 requests a second, so that the
@@ -197,7 +166,7 @@ const ARRIVAL_GAP: Duration = Duration::from_millis(60);
 fn decision_w64_b32(c: &mut Criterion<ThreadCpuTime>) {
     // The first half (4 minutes of arrivals) warms the selector up, untimed, until its
     // approximate index holds what a running router holds; the second half is timed.
-    let mut requests = synthetic_requests(8192);
+    let mut requests = synthetic_requests(8192, PROMPT_BLOCKS, TRACE_BLOCK);
     let warm_up: Vec<RouteRequest> = requests.drain(..4096).collect();
     let mut group = c.benchmark_group("decision_w64_b32");
     group.sample_size(10);
@@ -276,7 +245,7 @@ fn shared_selector(policy: impl Router) -> (WorkerSelector, ReplicaState) {
 /// The decision of `decision_w64_b32` by a replica that shares its state, against the same
 /// policy alone.
 fn decision_w64_b32_shared(c: &mut Criterion<ThreadCpuTime>) {
-    let mut requests = synthetic_requests(8192);
+    let mut requests = synthetic_requests(8192, PROMPT_BLOCKS, TRACE_BLOCK);
     let warm_up: Vec<RouteRequest> = requests.drain(..4096).collect();
     let mut group = c.benchmark_group("decision_w64_b32_shared");
     group.sample_size(10);

@@ -13,12 +13,17 @@ use std::alloc::System;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use dynamo_core::{BlockSize, SequenceHash, WorkerId};
+use dynamo_core::{BlockSize, WorkerId};
 use dynamo_router::{
     ApproxConfig, ApproxIndex, ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LoadGuard,
     RouteRequest, Router, SelectorConfig, WorkerSelector,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+
+#[path = "../benches/support/synthetic_requests.rs"]
+mod synthetic_requests;
+
+use synthetic_requests::synthetic_requests;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -29,41 +34,6 @@ const BLOCK: u32 = 512;
 const IN_FLIGHT: usize = 64;
 /// 16 requests a second: predictions expire after the default 120 s, about 2,000 requests.
 const GAP: Duration = Duration::from_millis(60);
-
-/// Requests of 32 blocks: a prefix of 4 to 28 blocks shared with others (one of 64), then the
-/// request's own blocks (the bench's generator).
-fn requests(count: usize) -> Vec<RouteRequest> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        state >> 33
-    };
-    (0..count)
-        .map(|i| {
-            let prefix = next() % 64;
-            let shared = 4 + next() % 25;
-            let blocks = (0..PROMPT_BLOCKS)
-                .map(|b| {
-                    let id = if b < shared {
-                        (prefix << 32) | b
-                    } else {
-                        (1 << 63) | ((i as u64) << 8) | b
-                    };
-                    SequenceHash(id.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                })
-                .collect();
-            RouteRequest {
-                blocks,
-                prompt_tokens: PROMPT_BLOCKS * u64::from(BLOCK),
-                expected_output_tokens: None,
-                session_id: None,
-                priority: 0,
-            }
-        })
-        .collect()
-}
 
 /// Route `requests` one `GAP` apart from `*now`, the last `IN_FLIGHT` loads staying booked.
 fn route(
@@ -96,7 +66,7 @@ fn steady_allocations(policy: impl Router, capacity: Option<u64>) -> usize {
         selector.insert_worker(WorkerId::new(w));
         selector.load().set_kv_capacity(WorkerId::new(w), capacity);
     }
-    let mut requests = requests(WARM_UP + COUNTED);
+    let mut requests = synthetic_requests(WARM_UP + COUNTED, PROMPT_BLOCKS, u64::from(BLOCK));
     let timed = requests.split_off(WARM_UP);
     let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);
     let mut now = Instant::now();
