@@ -41,6 +41,10 @@ impl OverlapSource for SharedIndex {
         SharedIndex::overlaps(self, blocks)
     }
 
+    fn overlaps_into(&self, blocks: &[SequenceHash], _now: Instant, answer: &mut Overlaps) {
+        SharedIndex::overlaps_into(self, blocks, answer);
+    }
+
     fn routed(&self, _worker: WorkerId, _blocks: &[SequenceHash], _now: Instant) {}
 
     fn remove_worker(&self, worker: WorkerId) {

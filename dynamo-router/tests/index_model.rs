@@ -7,7 +7,7 @@ use dynamo_core::{
     BlockSize, HashedBlock, KvEvent, KvEventData, LocalBlockHash, SequenceHash, StorageTier,
     WorkerId,
 };
-use dynamo_router::{IndexError, KvIndex, TierOverlap};
+use dynamo_router::{IndexError, KvIndex, OverlapSource, Overlaps, SharedIndex, TierOverlap};
 use proptest::prelude::*;
 
 const BLOCK_SIZE: u32 = 16;
@@ -42,9 +42,14 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let worker = 0u64..6;
+    op_over(6, UNIVERSE)
+}
+
+/// An operation on one of `workers` workers, its blocks among `universe` hashes.
+fn op_over(workers: u64, universe: u64) -> impl Strategy<Value = Op> {
+    let worker = 0u64..workers;
     let tier = 0usize..3;
-    let hash = 0..UNIVERSE;
+    let hash = 0..universe;
     prop_oneof![
         6 => (worker.clone(), tier.clone(), prop::option::weighted(0.5, hash.clone()),
               prop::collection::vec(hash.clone(), 1..6), prop::bool::weighted(0.05))
@@ -179,6 +184,70 @@ fn index_overlaps(index: &KvIndex, query: &[u64]) -> BTreeMap<u64, TierOverlap> 
     result
 }
 
+/// The event `op` sends, numbered after the worker's last in `next_id`; or, for a worker's
+/// removal, the worker (its numbering forgotten).
+fn event_of(
+    op: Op,
+    block_size: BlockSize,
+    next_id: &mut HashMap<u64, u64>,
+) -> Result<KvEvent, u64> {
+    let (worker, tier, data, id_shift): (u64, usize, KvEventData, i64) = match op {
+        Op::Store {
+            worker,
+            tier,
+            parent,
+            blocks,
+            wrong_size,
+        } => {
+            let size = if wrong_size {
+                BlockSize::new(BLOCK_SIZE * 2).expect("non-zero")
+            } else {
+                block_size
+            };
+            let data = KvEventData::Stored {
+                parent: parent.map(SequenceHash),
+                block_size: size,
+                blocks: blocks.into_iter().map(block).collect(),
+            };
+            (worker, tier, data, 0)
+        }
+        Op::Remove {
+            worker,
+            tier,
+            blocks,
+        } => (
+            worker,
+            tier,
+            KvEventData::Removed {
+                blocks: hashes(&blocks),
+            },
+            0,
+        ),
+        Op::Clear { worker, tier } => (worker, tier, KvEventData::Cleared, 0),
+        Op::RemoveWorker { worker } => {
+            next_id.remove(&worker);
+            return Err(worker);
+        }
+        Op::Renumber { worker, skip } => {
+            // A cleared event, numbered as a duplicate or past a gap.
+            let shift = if skip { 1 } else { -1 };
+            (worker, 0, KvEventData::Cleared, shift)
+        }
+    };
+    let tier = StorageTier::ALL[tier];
+    let base = next_id.get(&worker).copied().unwrap_or(0) as i64;
+    let event_id = (base + id_shift).max(0) as u64;
+    if event_id >= base as u64 {
+        next_id.insert(worker, event_id + 1);
+    }
+    Ok(KvEvent {
+        worker: WorkerId::new(worker),
+        event_id,
+        tier,
+        data,
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -193,43 +262,19 @@ proptest! {
         let mut next_id: HashMap<u64, u64> = HashMap::new();
 
         for op in ops {
-            let (worker, tier, data, id_shift): (u64, usize, KvEventData, i64) = match op {
-                Op::Store { worker, tier, parent, blocks, wrong_size } => {
-                    let size = if wrong_size { BlockSize::new(BLOCK_SIZE * 2).unwrap() } else { block_size };
-                    let data = KvEventData::Stored {
-                        parent: parent.map(SequenceHash),
-                        block_size: size,
-                        blocks: blocks.into_iter().map(block).collect(),
-                    };
-                    (worker, tier, data, 0)
-                }
-                Op::Remove { worker, tier, blocks } => {
-                    (worker, tier, KvEventData::Removed { blocks: hashes(&blocks) }, 0)
-                }
-                Op::Clear { worker, tier } => (worker, tier, KvEventData::Cleared, 0),
-                Op::RemoveWorker { worker } => {
+            let event = match event_of(op, block_size, &mut next_id) {
+                Ok(event) => event,
+                Err(worker) => {
                     let held = index.remove_worker(WorkerId::new(worker));
                     let expected = model.held.remove(&worker).map(|tiers| {
                         tiers.values().flatten().collect::<HashSet<_>>().len() as u64
                     }).unwrap_or(0);
                     model.next_event_id.remove(&worker);
-                    next_id.remove(&worker);
                     prop_assert_eq!(held, expected);
                     continue;
                 }
-                Op::Renumber { worker, skip } => {
-                    // A cleared event, numbered as a duplicate or past a gap.
-                    let shift = if skip { 1 } else { -1 };
-                    (worker, 0, KvEventData::Cleared, shift)
-                }
             };
-            let tier = StorageTier::ALL[tier];
-            let base = next_id.get(&worker).copied().unwrap_or(0) as i64;
-            let event_id = (base + id_shift).max(0) as u64;
-            if event_id >= base as u64 {
-                next_id.insert(worker, event_id + 1);
-            }
-            let event = KvEvent { worker: WorkerId::new(worker), event_id, tier, data };
+            let (worker, event_id, tier) = (event.worker.worker, event.event_id, event.tier);
             let got = index.apply(&event).err().map(|e: IndexError| e.name());
             let want = model.apply(worker, event_id, tier, &event.data);
             prop_assert_eq!(got, want, "event {:?}", event);
@@ -254,6 +299,56 @@ proptest! {
         prop_assert_eq!(replayed.resident_blocks(), index.resident_blocks());
         for query in &queries {
             prop_assert_eq!(index_overlaps(&replayed, query), model.overlaps(query));
+        }
+    }
+
+    /// A query written into an answer that held another query's workers gives the same answer
+    /// as a fresh one, the same workers in the same order, and both agree with the reference
+    /// model; with 16 workers over 8 hashes, so that answers outgrow their two inline workers
+    /// and walks their eight (and take the thread's spare buffers).
+    #[test]
+    fn an_answer_written_into_a_used_one_is_the_fresh_answer(
+        ops in prop::collection::vec(op_over(16, 8), 1..200),
+        queries in prop::collection::vec(prop::collection::vec(0..8u64, 0..8), 1..12),
+    ) {
+        let block_size = BlockSize::new(BLOCK_SIZE).unwrap();
+        let index = SharedIndex::new(block_size);
+        let mut model = Model::default();
+        let mut next_id: HashMap<u64, u64> = HashMap::new();
+        // One answer for every query of the case, through the index and through the selector's
+        // trait, as a router keeps one.
+        let (mut answer, mut through_source) = (Overlaps::default(), Overlaps::default());
+        let now = std::time::Instant::now();
+        for op in ops {
+            // Besides the random queries: the chain a store has just extended, with its parent.
+            let mut stored = Vec::new();
+            match event_of(op, block_size, &mut next_id) {
+                Ok(event) => {
+                    if let KvEventData::Stored { parent, blocks, .. } = &event.data {
+                        stored.extend(parent.map(|p| p.0));
+                        stored.extend(blocks.iter().map(|b| b.sequence.0));
+                    }
+                    let got = index.apply(&event).err().map(|e| e.name());
+                    let want =
+                        model.apply(event.worker.worker, event.event_id, event.tier, &event.data);
+                    prop_assert_eq!(got, want, "event {:?}", event);
+                }
+                Err(worker) => {
+                    index.remove_worker(WorkerId::new(worker));
+                    model.held.remove(&worker);
+                    model.next_event_id.remove(&worker);
+                }
+            }
+            for query in queries.iter().chain([&stored]) {
+                let fresh = index.overlaps(&hashes(query));
+                let by_worker: BTreeMap<u64, TierOverlap> =
+                    fresh.iter().map(|(w, o)| (w.worker, o)).collect();
+                prop_assert_eq!(by_worker, model.overlaps(query), "query {:?}", query);
+                index.overlaps_into(&hashes(query), &mut answer);
+                prop_assert_eq!(&answer, &fresh, "query {:?}", query);
+                OverlapSource::overlaps_into(&index, &hashes(query), now, &mut through_source);
+                prop_assert_eq!(&through_source, &fresh, "query {:?}", query);
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The overlap query: how deep each worker's cached prefix goes for a request's blocks.
 
+use std::cell::Cell;
+
 use dynamo_core::SequenceHash;
 use smallvec::SmallVec;
 
@@ -19,11 +21,22 @@ impl KvIndex {
     /// comparison, the segments and the next lookup do not wait on each other, so their cache
     /// misses overlap.
     pub fn overlaps(&self, hashes: &[SequenceHash]) -> Overlaps {
+        let mut answer = Overlaps::default();
+        self.overlaps_into(hashes, &mut answer);
+        answer
+    }
+
+    /// [`overlaps`](Self::overlaps) written into `answer`, replacing what it held: the same
+    /// workers in the same order. Its buffer is reused, so a caller that keeps one answer for
+    /// its queries allocates none once it has held as many workers.
+    pub fn overlaps_into(&self, hashes: &[SequenceHash], answer: &mut Overlaps) {
+        let answer = &mut answer.workers;
+        answer.clear();
         let Some(first) = hashes
             .first()
             .and_then(|&hash| self.blocks.get(&self.runs, hash))
         else {
-            return Overlaps::default();
+            return;
         };
         let mut walk: Option<Walk> = None;
         // `loc` is where `hashes[next]` sits, a live position (the map has only those).
@@ -43,9 +56,8 @@ impl KvIndex {
             // segment's residents, each `matched` blocks deep, with no walk to keep.
             if walk.is_none() && beyond.is_none() && run.seg_end(seg) >= end {
                 let residents = run.segs[seg].residents.as_slice(&self.runs.spill);
-                return Overlaps {
-                    workers: one_segment(residents, matched as u32, &self.workers),
-                };
+                one_segment(residents, matched as u32, &self.workers, answer);
+                return;
             }
             self.runs.touch_spilled(run, seg, end);
             let mut at = from;
@@ -56,9 +68,9 @@ impl KvIndex {
                 }
                 let stop = run.seg_end(seg).min(end);
                 match &mut walk {
-                    None => walk = Some(Walk::start(residents, stop - at)),
+                    None => walk = Some(Walk::start(residents, stop - at, answer)),
                     Some(walk) => {
-                        if !walk.step(residents, stop - at, &self.workers) {
+                        if !walk.step(residents, stop - at, &self.workers, answer) {
                             break 'walk;
                         }
                     }
@@ -80,18 +92,16 @@ impl KvIndex {
             };
             loc = found;
         }
-        let Some(walk) = walk else {
-            return Overlaps::default();
-        };
-        Overlaps {
-            workers: walk.finish(&self.workers),
+        if let Some(walk) = walk {
+            walk.finish(&self.workers, answer);
         }
     }
 }
 
-/// The answer of a match whose `blocks` blocks all have the same `residents`.
-fn one_segment(residents: &[Resident], blocks: u32, workers: &WorkerTable) -> Answer {
-    let mut answer = Answer::with_capacity(residents.len());
+/// Write into the empty `answer` the workers of a match whose `blocks` blocks all have the
+/// same `residents`.
+fn one_segment(residents: &[Resident], blocks: u32, workers: &WorkerTable, answer: &mut Answer) {
+    answer.reserve(residents.len());
     for &resident in residents {
         if let Some(worker) = workers.id(slot_of(resident)) {
             let mut overlap = TierOverlap::default();
@@ -99,7 +109,6 @@ fn one_segment(residents: &[Resident], blocks: u32, workers: &WorkerTable) -> An
             answer.push((worker, overlap));
         }
     }
-    answer
 }
 
 /// The state of one walk down a request's blocks.
@@ -109,7 +118,11 @@ fn one_segment(residents: &[Resident], blocks: u32, workers: &WorkerTable) -> An
 /// added to every live worker's overlap when the residents change or the walk ends; so a prefix
 /// that 24 workers hold costs a comparison per segment, not 24 updates per block.
 ///
-/// A walk that starts with at most [`INLINE`] workers and ends with at most two allocates nothing.
+/// Workers whose prefix ended go into the answer as they end (`done`), the live ones when the
+/// walk finishes. A walk that starts with at most [`INLINE`] workers keeps them inline; one
+/// that starts with more takes its thread's [`SPARE`] buffers and gives them back when it
+/// finishes. So a walk allocates nothing but the answer's room for its workers, which an answer
+/// that held as many workers already has, once its thread has walked as many.
 struct Walk {
     /// The workers whose prefix is still going, as they hold the last block, sorted by slot.
     alive: SmallVec<[Resident; INLINE]>,
@@ -117,28 +130,66 @@ struct Walk {
     counts: SmallVec<[TierOverlap; INLINE]>,
     /// Blocks held by exactly `alive`, not yet added to `counts`.
     pending: u32,
-    /// Workers whose prefix ended, with their overlap: the answer.
-    done: Answer,
 }
 
 /// Live workers kept without allocating.
 const INLINE: usize = 8;
 
+/// The buffers of a walk that started with more than [`INLINE`] workers, kept for the next.
+#[derive(Debug, Default)]
+struct Spare {
+    alive: Vec<Resident>,
+    counts: Vec<TierOverlap>,
+}
+
+thread_local! {
+    /// Each thread's spare walk buffers: a router queries from a few threads, each of which
+    /// keeps room for the most workers that held a prompt's first block, 20 bytes a worker.
+    static SPARE: Cell<Spare> = const {
+        Cell::new(Spare {
+            alive: Vec::new(),
+            counts: Vec::new(),
+        })
+    };
+}
+
 impl Walk {
-    /// A walk whose first `blocks` blocks are held by `first`.
-    fn start(first: &[Resident], blocks: u32) -> Self {
+    /// A walk whose first `blocks` blocks are held by `first`, its answer the empty `done`.
+    fn start(first: &[Resident], blocks: u32, done: &mut Answer) -> Self {
+        // Every worker of the answer holds the first block: room for them all at once.
+        done.reserve(first.len());
+        if first.len() <= INLINE {
+            return Walk {
+                alive: SmallVec::from_slice(first),
+                counts: SmallVec::from_elem(TierOverlap::default(), first.len()),
+                pending: blocks,
+            };
+        }
+        let Spare {
+            mut alive,
+            mut counts,
+        } = SPARE.take();
+        alive.clear();
+        alive.extend_from_slice(first);
+        counts.clear();
+        counts.resize(first.len(), TierOverlap::default());
+        // Longer than `INLINE`: the vectors' buffers are kept, not copied.
         Walk {
-            alive: SmallVec::from_slice(first),
-            counts: SmallVec::from_elem(TierOverlap::default(), first.len()),
+            alive: SmallVec::from_vec(alive),
+            counts: SmallVec::from_vec(counts),
             pending: blocks,
-            // Every worker of the answer holds the first block: one allocation at most.
-            done: Answer::with_capacity(first.len()),
         }
     }
 
-    /// Go `blocks` blocks further, all held by `residents`; `false` when no worker's prefix
-    /// goes on.
-    fn step(&mut self, residents: &[Resident], blocks: u32, workers: &WorkerTable) -> bool {
+    /// Go `blocks` blocks further, all held by `residents`, the workers whose prefix ends going
+    /// into `done`; `false` when no worker's prefix goes on.
+    fn step(
+        &mut self,
+        residents: &[Resident],
+        blocks: u32,
+        workers: &WorkerTable,
+        done: &mut Answer,
+    ) -> bool {
         // Mostly one or two residents: compare inline rather than through `memcmp`.
         if residents.len() == self.alive.len()
             && residents.iter().zip(&self.alive).all(|(a, b)| a == b)
@@ -161,7 +212,7 @@ impl Walk {
                 self.counts[kept] = overlap;
                 kept += 1;
             } else if let Some(worker) = workers.id(slot) {
-                self.done.push((worker, overlap));
+                done.push((worker, overlap));
             }
         }
         self.alive.truncate(kept);
@@ -180,14 +231,20 @@ impl Walk {
         }
     }
 
-    /// Every worker with a non-empty prefix, and its overlap.
-    fn finish(mut self, workers: &WorkerTable) -> Answer {
+    /// Add the workers whose prefix went to the end to `done`, which then holds every worker
+    /// with a non-empty prefix, and its overlap.
+    fn finish(mut self, workers: &WorkerTable, done: &mut Answer) {
         self.flush();
-        for (resident, overlap) in self.alive.iter().zip(self.counts) {
+        for (resident, overlap) in self.alive.iter().zip(&self.counts) {
             if let Some(worker) = workers.id(slot_of(*resident)) {
-                self.done.push((worker, overlap));
+                done.push((worker, *overlap));
             }
         }
-        self.done
+        if self.alive.spilled() {
+            SPARE.set(Spare {
+                alive: self.alive.into_vec(),
+                counts: self.counts.into_vec(),
+            });
+        }
     }
 }

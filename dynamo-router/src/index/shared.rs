@@ -115,6 +115,12 @@ impl SharedIndex {
         self.inner.read().overlaps(hashes)
     }
 
+    /// [`overlaps`](Self::overlaps) written into `answer`, replacing what it held, as
+    /// [`KvIndex::overlaps_into`]: a caller that keeps one answer reuses its buffer.
+    pub fn overlaps_into(&self, hashes: &[SequenceHash], answer: &mut Overlaps) {
+        self.inner.read().overlaps_into(hashes, answer);
+    }
+
     /// Dump the index.
     pub fn snapshot(&self) -> IndexSnapshot {
         self.inner.read().snapshot()
