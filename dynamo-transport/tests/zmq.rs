@@ -316,6 +316,6 @@ async fn without_a_replay_socket_a_gap_is_reported_as_lost() {
 #[tokio::test]
 async fn a_bad_endpoint_is_an_error() {
     let source = EngineEventSource::new("not-an-endpoint", WorkerId::new(1), block_size());
-    let error = source.subscribe().await.err().expect("refused");
+    let error = source.subscribe().await.expect_err("refused");
     assert!(matches!(error, Error::Socket { .. }), "{error}");
 }

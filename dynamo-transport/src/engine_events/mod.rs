@@ -52,7 +52,7 @@ use fields::{Event, LoraName};
 use known::Known;
 
 #[cfg(feature = "zmq")]
-pub use zmq::EngineEventSource;
+pub use zmq::{EngineEventCounts, EngineEventSource, EngineEventStream};
 
 /// How deep a payload's arrays and maps may nest: a batch nests four levels (batch, events,
 /// event, hashes); rmpv's default of 1,024 recursive calls overflows a 2 MiB thread stack in a

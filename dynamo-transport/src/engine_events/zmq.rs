@@ -1,12 +1,14 @@
 //! The ZMQ sockets of an engine's KV events: the subscriber, and the replay request that
 //! recovers lost messages.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dynamo_core::{BlockSize, KvEvent, WorkerId};
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
 use super::EngineEventDecoder;
@@ -32,6 +34,8 @@ const END_OF_REPLAY: i64 = -1;
 /// Without a replay socket, or when the replay does not cover the gap, the stream yields
 /// [`Error::EngineEventsLost`] and goes on. A malformed message yields its error and is
 /// skipped; the connection and the messages after it are unaffected.
+///
+/// What the decoder skipped or refused is counted in the stream's [`EngineEventCounts`].
 ///
 /// Limitation: the ZMQ implementation (the pure-Rust `zeromq` crate) does not report a
 /// publisher that went away, so subscribe again when the engine restarts (a worker process
@@ -77,21 +81,70 @@ impl EngineEventSource {
     /// [`Error::Socket`] when the endpoint is not a ZMQ address or the connection
     /// fails other than by being refused (a refused connection is retried until the engine
     /// listens).
-    pub async fn subscribe(
-        self,
-    ) -> Result<impl Stream<Item = Result<KvEvent, Error>> + Send + 'static, Error> {
+    pub async fn subscribe(self) -> Result<EngineEventStream, Error> {
         let mut socket = SubSocket::new();
         socket.connect(&self.endpoint).await.map_err(socket_error)?;
         socket.subscribe(&self.topic).await.map_err(socket_error)?;
-        let (items, mut received) = mpsc::channel(BUFFER);
+        let (items, received) = mpsc::channel(BUFFER);
+        let (counts_sender, counts) = watch::channel(EngineEventCounts::default());
         let subscriber = Subscriber {
             decoder: EngineEventDecoder::new(self.worker, self.block_size),
             replay_endpoint: self.replay,
             replay: None,
             items,
+            counts: counts_sender,
         };
         tokio::spawn(subscriber.run(socket));
-        Ok(futures::stream::poll_fn(move |cx| received.poll_recv(cx)))
+        Ok(EngineEventStream { received, counts })
+    }
+}
+
+/// What an [`EngineEventSource`]'s subscriber skipped or refused since it subscribed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineEventCounts {
+    /// Stored and removed events of KV cache groups the decoder does not follow, skipped
+    /// ([`Decoded::other_groups`](super::Decoded::other_groups)).
+    pub other_groups: u64,
+    /// Removed blocks never seen stored (stored before the subscriber connected, or in lost
+    /// messages), ignored ([`Decoded::unknown_removed`](super::Decoded::unknown_removed)).
+    pub unknown_removed: u64,
+    /// Messages refused whole (each also yielded as its error on the stream).
+    pub refused: u64,
+}
+
+/// The events an [`EngineEventSource`] receives, in the engine's order, with the problems met
+/// on the way; the subscriber stops when this is dropped.
+///
+/// # Cancel safety
+///
+/// Polling it is cancel safe: an item not yet taken stays buffered for the next poll.
+#[derive(Debug)]
+pub struct EngineEventStream {
+    received: mpsc::Receiver<Result<KvEvent, Error>>,
+    counts: watch::Receiver<EngineEventCounts>,
+}
+
+impl EngineEventStream {
+    /// The subscriber's counts as of the last message it decoded (messages decoded but not
+    /// yet taken from the stream included).
+    pub fn counts(&self) -> EngineEventCounts {
+        *self.counts.borrow()
+    }
+
+    /// A handle on the counts that outlives the stream being consumed: it changes after each
+    /// message that skips or refuses something, and its `changed()` fails once the
+    /// subscriber has stopped.
+    pub fn counts_view(&self) -> watch::Receiver<EngineEventCounts> {
+        self.counts.clone()
+    }
+}
+
+impl Stream for EngineEventStream {
+    type Item = Result<KvEvent, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.received.poll_recv(context)
     }
 }
 
@@ -108,6 +161,7 @@ struct Subscriber {
     /// Connected on the first gap, dropped when it fails.
     replay: Option<DealerSocket>,
     items: mpsc::Sender<Result<KvEvent, Error>>,
+    counts: watch::Sender<EngineEventCounts>,
 }
 
 impl Subscriber {
@@ -149,6 +203,14 @@ impl Subscriber {
     async fn decode(&mut self, frames: &[&[u8]], sequence: Option<i64>) -> Result<(), Gone> {
         match self.decoder.decode(frames) {
             Ok(decoded) => {
+                let (other_groups, unknown_removed) =
+                    (decoded.other_groups as u64, decoded.unknown_removed as u64);
+                if other_groups > 0 || unknown_removed > 0 {
+                    self.counts.send_modify(|counts| {
+                        counts.other_groups += other_groups;
+                        counts.unknown_removed += unknown_removed;
+                    });
+                }
                 if let Some((expected, received)) = decoded.gap {
                     // Only when recovery fell short: say so before the events after the gap.
                     self.send(Err(Error::EngineEventsLost { expected, received }))
@@ -163,6 +225,7 @@ impl Subscriber {
                 if let Some(sequence) = sequence {
                     self.decoder.skip(sequence);
                 }
+                self.counts.send_modify(|counts| counts.refused += 1);
                 self.send(Err(error)).await
             }
         }
