@@ -1,13 +1,22 @@
 //! `dynamo-serve frontend --router kv --engine-at vllm=URL,events=ADDR` end to end: two vLLM
 //! replay servers, each with a ZMQ PUB socket built here that publishes KV events in vLLM's
 //! layout; the blocks one server announces draw the requests for that prompt to it, and blocks
-//! announced under a cache salt only the requests with that salt.
+//! announced under a cache salt only the requests with that salt; what the decoder skips or
+//! refuses shows on the frontend's `/metrics`, as what it skips of a TensorRT-LLM server's
+//! polled events does.
 
 #[expect(dead_code, reason = "these tests use part of the shared support")]
 mod support;
 
 #[path = "../../engines/upstream/tests/support/replay.rs"]
 mod replay;
+
+#[expect(
+    clippy::duplicate_mod,
+    reason = "the vLLM and TensorRT-LLM stand-ins each include the same request reader"
+)]
+#[path = "../../engines/trtllm/tests/support/server.rs"]
+mod trtllm;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -101,12 +110,40 @@ fn message(sequence: i64, event: Value) -> ZmqMessage {
     ]);
     let mut payload = Vec::new();
     rmpv::encode::write_value(&mut payload, &batch).expect("msgpack");
+    frames(sequence, payload)
+}
+
+/// A message of `payload` as it is, numbered `sequence`.
+fn frames(sequence: i64, payload: Vec<u8>) -> ZmqMessage {
     let frames = vec![
         Bytes::from_static(b"kv"),
         Bytes::copy_from_slice(&sequence.to_be_bytes()),
         Bytes::from(payload),
     ];
     ZmqMessage::try_from(frames).expect("frames")
+}
+
+/// One message of several events, each a map in vLLM's newer layout.
+fn message_of(sequence: i64, events: Vec<Vec<(&str, Value)>>) -> ZmqMessage {
+    let events = events
+        .into_iter()
+        .map(|fields| Value::Map(fields.into_iter().map(|(k, v)| (k.into(), v)).collect()))
+        .collect();
+    let batch = Value::Array(vec![Value::from(1.0), Value::Array(events), Value::from(0)]);
+    let mut payload = Vec::new();
+    rmpv::encode::write_value(&mut payload, &batch).expect("msgpack");
+    frames(sequence, payload)
+}
+
+/// A counter of the frontend's metrics for worker `id` with `label` (`name="value"`); 0 when
+/// absent.
+fn counter(metrics: &str, name: &str, id: u64, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .filter(|line| line.contains(&format!("worker=\"{id}/")) && line.contains(label))
+        .find_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
 
 /// The number of blocks the frontend's index holds for worker `id`, from its metrics.
@@ -253,4 +290,174 @@ async fn salted_kv_events_draw_only_the_requests_with_that_salt() {
     };
     assert_eq!(salts(&salted), [json!("tenant-a"), json!("tenant-a")]);
     assert_eq!(salts(&unsalted), [json!(null), json!(null)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
+    // A vLLM hybrid model's server: its full-attention group is followed, its sliding-window
+    // group's events skipped; a removal of blocks never stored is ignored; a message that is
+    // not msgpack is refused. Each shows on /metrics by worker and reason.
+    let server = vllm_server().await;
+    let (mut events, endpoint) = publisher().await;
+    let engines = [format!("vllm={},id=3,events={endpoint}", server.url())];
+    let (_process, frontend) = support::engine_frontend(&engines).await;
+    let tokens: Vec<u32> = (1..=2 * BLOCK as u32).collect();
+
+    // Announce plain blocks until the index holds them: the subscriber is connected and every
+    // message from here on reaches it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut sequence = 0;
+    loop {
+        sequence += 1;
+        events
+            .send(stored(sequence, &tokens))
+            .await
+            .expect("published");
+        if indexed(&frontend, 3).await >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the events never reached the index: {}",
+            frontend.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    const SKIPPED: &str = "dynamo_engine_kv_events_skipped_total";
+    const ERRORS: &str = "dynamo_engine_kv_event_errors_total";
+    let metrics = frontend.metrics().await;
+    let other_groups = r#"reason="other_groups""#;
+    let unknown_removed = r#"reason="unknown_removed""#;
+    let malformed = r#"error="malformed_engine_event""#;
+    assert_eq!(counter(&metrics, SKIPPED, 3, other_groups), 0.0);
+    assert_eq!(counter(&metrics, SKIPPED, 3, unknown_removed), 0.0);
+
+    // Another prompt's two blocks, stored by both groups.
+    let more: Vec<u32> = (100..100 + 2 * BLOCK as u32).collect();
+    let ids = Value::Array(more.iter().map(|&t| Value::from(t)).collect());
+    let stored_in = |group: i64, kind: &str| {
+        vec![
+            ("type", "BlockStored".into()),
+            ("block_hashes", Value::Array(vec![5001.into(), 5002.into()])),
+            ("parent_block_hash", Value::Nil),
+            ("token_ids", ids.clone()),
+            ("block_size", Value::from(BLOCK as u64)),
+            ("medium", "GPU".into()),
+            ("group_idx", Value::from(group)),
+            ("kv_cache_spec_kind", kind.into()),
+        ]
+    };
+    let removed_in = |group: i64, hashes: &[u64]| {
+        vec![
+            ("type", "BlockRemoved".into()),
+            (
+                "block_hashes",
+                Value::Array(hashes.iter().map(|&h| Value::from(h)).collect()),
+            ),
+            ("medium", "GPU".into()),
+            ("group_idx", Value::from(group)),
+        ]
+    };
+    // Two events of the sliding-window group (a store and a removal), skipped.
+    events
+        .send(message_of(
+            sequence + 1,
+            vec![
+                stored_in(0, "full_attention"),
+                stored_in(1, "sliding_window"),
+                removed_in(1, &[5001]),
+            ],
+        ))
+        .await
+        .expect("published");
+    // Three removed blocks never stored, ignored.
+    events
+        .send(message_of(sequence + 2, vec![removed_in(0, &[1, 2, 3])]))
+        .await
+        .expect("published");
+    // A payload that is not msgpack, refused.
+    events
+        .send(frames(sequence + 3, vec![0xc1]))
+        .await
+        .expect("published");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = frontend.metrics().await;
+        if counter(&metrics, ERRORS, 3, malformed) >= 1.0
+            && counter(&metrics, SKIPPED, 3, other_groups) >= 2.0
+            && counter(&metrics, SKIPPED, 3, unknown_removed) >= 3.0
+            && counter(&metrics, "dynamo_router_indexed_blocks", 3, "") >= 4.0
+        {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "not counted: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        counter(&metrics, SKIPPED, 3, other_groups),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, SKIPPED, 3, unknown_removed),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(counter(&metrics, ERRORS, 3, malformed), 1.0, "{metrics}");
+    // The followed group's blocks are indexed beside the first prompt's.
+    assert_eq!(indexed(&frontend, 3).await, 4.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_trtllm_kv_events_are_counted_on_the_metrics() {
+    // A `trtllm-serve` stand-in whose polled answer stores a block under a parent never seen
+    // (skipped) and removes two blocks never stored (ignored).
+    let server = trtllm::StandIn::start(HashMap::from([
+        (
+            "/v1/completions".to_owned(),
+            trtllm::trtllm_fixture("whole_token_ids.http"),
+        ),
+        ("/metrics".to_owned(), trtllm::events_answer("[]")),
+    ]))
+    .await;
+    let tokens: Vec<serde_json::Value> = (1..=BLOCK as u32)
+        .map(|id| json!({"type": "unique_token", "token_id": id, "token_extra_id": 0}))
+        .collect();
+    let events = json!([
+        {"event_id": 0, "data": {"type": "created", "num_blocks_per_cache_level": [512, 0]},
+         "window_size": 4096},
+        {"event_id": 1, "data": {"type": "stored", "parent_hash": 777, "blocks": [
+            {"type": "stored_block", "block_hash": 9100, "tokens": tokens, "cache_level": 0,
+             "priority": 35}]},
+         "window_size": 4096},
+        {"event_id": 2, "data": {"type": "removed", "block_hashes": [1, 2]}, "window_size": 4096},
+    ]);
+    server.push_events(trtllm::events_answer(&events.to_string()));
+    let engines = [format!("trtllm={},id=4,events=poll:20", server.url())];
+    let (_process, frontend) = support::engine_frontend(&engines).await;
+
+    const SKIPPED: &str = "dynamo_engine_kv_events_skipped_total";
+    let unknown_parent = r#"reason="unknown_parent""#;
+    let unknown_removed = r#"reason="unknown_removed""#;
+    let metrics = frontend
+        .wait_for_metrics("not counted", Duration::from_secs(30), |metrics| {
+            counter(metrics, SKIPPED, 4, unknown_parent) >= 1.0
+                && counter(metrics, SKIPPED, 4, unknown_removed) >= 2.0
+        })
+        .await;
+    assert_eq!(
+        counter(&metrics, SKIPPED, 4, unknown_parent),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, SKIPPED, 4, unknown_removed),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, SKIPPED, 4, r#"reason="other_groups""#),
+        0.0
+    );
 }

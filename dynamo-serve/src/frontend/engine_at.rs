@@ -6,7 +6,6 @@
 //! server through `dynamo-upstream` (its text tokenized by the gateway's tokenizer, routed
 //! with the approximate index or by load).
 
-use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,13 +23,15 @@ use dynamo_upstream::{
     TextCodec,
 };
 use dynamo_vllm::VllmServer;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::options::{EngineAt, Options, RouterKind, UpstreamKind};
 
+mod event_metrics;
 mod reported_load;
 
+use event_metrics::{export_skipped, logged, trtllm_skips, zmq_skips};
 pub(crate) use reported_load::ReportedLoads;
 use reported_load::{Reported, WithReportedLoad};
 
@@ -188,6 +189,7 @@ async fn subscribe_events(
         source = source.with_replay(replay.clone());
     }
     let events = source.subscribe().await?;
+    tokio::spawn(export_skipped(worker, events.counts_view(), zmq_skips));
     tokio::spawn(index.apply_all(logged(worker, events, dynamo_transport::Error::name)));
     Ok(())
 }
@@ -209,32 +211,8 @@ fn poll_events(
         .interval(interval)
         .start();
     tokio::spawn(poll);
+    tokio::spawn(export_skipped(worker, events.counts_view(), trtllm_skips));
     tokio::spawn(index.apply_all(logged(worker, events, EventsError::name)));
-}
-
-/// An engine's events for the index, each problem logged and counted
-/// (`dynamo_engine_kv_event_errors_total`, by worker and `name` of the problem) on the way.
-fn logged<E: Display + 'static>(
-    worker: WorkerId,
-    events: impl Stream<Item = Result<KvEvent, E>> + Send + 'static,
-    name: fn(&E) -> &'static str,
-) -> impl Stream<Item = KvEvent> + Send + 'static {
-    let label = worker.to_string();
-    events.filter_map(move |event| {
-        std::future::ready(match event {
-            Ok(event) => Some(event),
-            Err(error) => {
-                tracing::warn!(%worker, %error, "engine KV events");
-                metrics::counter!(
-                    "dynamo_engine_kv_event_errors_total",
-                    "worker" => label.clone(),
-                    "error" => name(&error)
-                )
-                .increment(1);
-                None
-            }
-        })
-    })
 }
 
 /// Poll a server's load with `poller`, into `loads`, the gateway's metrics and, where the
