@@ -17,6 +17,7 @@ use crate::options::Options;
 use crate::{deploy, disagg, engines};
 
 pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    let metrics = crate::install_metrics()?;
     let model_file = engines::model_file(options.model.as_deref()).await?;
     let metadata = GgufMetadata::open(&model_file)?;
     let block_size = BlockSize::new(options.block_size)?;
@@ -61,7 +62,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         Some(nats) => report_traffic(nats.clone(), engine),
         None => engine,
     };
-    crate::serve_gateway(&options, &metadata, engine, |base| {
+    crate::serve_gateway(&options, &metadata, engine, metrics, |base| {
         let found = if options.etcd.is_some() || options.registry.is_some() {
             format!("workers from {}", deploy::registry_name(&options))
         } else {

@@ -48,6 +48,7 @@ use dynamo_openai::{ApiKeys, Gateway, GatewayConfig, GgufMetadata, ModelEntry, M
 use dynamo_transport::InProcess;
 use dynamo_transport::discovery::StaticDiscovery;
 use dynamo_transport::events::LocalBus;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -105,6 +106,7 @@ fn write_openapi(path: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::er
 }
 
 async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    let metrics = install_metrics()?;
     let model_file = engines::model_file(options.model.as_deref()).await?;
     let metadata = GgufMetadata::open(&model_file)?;
     // The same assembly as the split deployment (`deploy`), with in-process parts.
@@ -153,7 +155,7 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         deploy::follow(&options, &router, transport, &workers, Pool::All)?;
         deploy::shed_load(&options, router)
     };
-    serve_gateway(&options, &metadata, engine, |base| {
+    serve_gateway(&options, &metadata, engine, metrics, |base| {
         print_welcome(&options, base);
     })
     .await
@@ -166,6 +168,7 @@ pub(crate) async fn serve_gateway(
     options: &Options,
     metadata: &GgufMetadata,
     engine: BoxEngine,
+    metrics: PrometheusHandle,
     welcome: impl FnOnce(&str),
 ) -> Result<(), Box<dyn std::error::Error>> {
     // The main job's own candle workers serve a request's `n` choices from one prefill; the
@@ -191,9 +194,6 @@ pub(crate) async fn serve_gateway(
         .with_body_limit(options.body_limit)
         .with_api_keys(keys)
         .with_open_metrics(options.open_metrics);
-    let metrics = dynamo_openai::install_prometheus()?;
-    let drained = metrics.clone();
-    keep_metrics_drained(METRICS_UPKEEP_EVERY, move || drained.run_upkeep())?;
     let gateway = Gateway::new(registry, config).with_metrics(metrics);
     let acceptor = options
         .edge_tls
@@ -224,6 +224,16 @@ pub(crate) async fn serve_gateway(
 }
 
 /// How often the gateway's [`keep_metrics_drained`] drains the recorder's histograms.
+/// The process's Prometheus recorder, drained every [`METRICS_UPKEEP_EVERY`]: installed before
+/// anything that records (routers, workers joining, engine servers' pollers), so that no
+/// series set during start-up is lost to the no-op recorder that stands before it.
+pub(crate) fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
+    let metrics = dynamo_openai::install_prometheus()?;
+    let drained = metrics.clone();
+    keep_metrics_drained(METRICS_UPKEEP_EVERY, move || drained.run_upkeep())?;
+    Ok(metrics)
+}
+
 const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Run `upkeep` (the Prometheus recorder's: it moves the samples that histograms recorded into
