@@ -148,13 +148,47 @@ fn counter(metrics: &str, name: &str, id: u64, label: &str) -> f64 {
 
 /// The number of blocks the frontend's index holds for worker `id`, from its metrics.
 async fn indexed(frontend: &support::Frontend, id: u64) -> f64 {
-    let metrics = frontend.metrics().await;
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("dynamo_router_indexed_blocks"))
-        .filter(|line| line.contains(&format!("worker=\"{id}/")))
-        .find_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
+    counter(
+        &frontend.metrics().await,
+        "dynamo_router_indexed_blocks",
+        id,
+        "",
+    )
+}
+
+/// A publisher, and the message it announces for a sequence number.
+type Announcer<'a> = (&'a mut PubSocket, &'a dyn Fn(i64) -> ZmqMessage);
+
+/// Publish each announcer's message, numbered on, until the frontend's index holds at least
+/// `blocks` blocks of each of `workers` (a subscriber that has just connected misses what was
+/// published before); the last sequence number used.
+async fn announce_until_indexed(
+    frontend: &support::Frontend,
+    announcers: &mut [Announcer<'_>],
+    workers: &[u64],
+    blocks: f64,
+) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut sequence = 0;
+    loop {
+        sequence += 1;
+        for (socket, message) in announcers.iter_mut() {
+            socket.send(message(sequence)).await.expect("published");
+        }
+        let mut held = true;
+        for &worker in workers {
+            held &= indexed(frontend, worker).await >= blocks;
+        }
+        if held {
+            return sequence;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the events never reached the index: {}",
+            frontend.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn completions(server: &Replay) -> usize {
@@ -184,32 +218,16 @@ async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
     assert!(tokens.len() >= 2 * BLOCK, "{} tokens", tokens.len());
     let body = json!({"model": "smollm2", "prompt": prompt, "max_tokens": 4});
 
-    // The second server announces the prompt's blocks. A subscriber that has just connected
-    // misses what was published before (ZMQ's PUB drops it), so announce again, numbered on,
-    // until the frontend's index holds them.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut sequence = 0;
-    loop {
-        sequence += 1;
-        holder_events
-            .send(stored(sequence, &tokens))
-            .await
-            .expect("published");
-        let metrics = frontend.metrics().await;
-        let indexed = metrics
-            .lines()
-            .filter(|line| line.starts_with("dynamo_router_indexed_blocks"))
-            .filter(|line| line.contains("worker=\"2/"))
-            .find_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
-        if indexed.is_some_and(|blocks| blocks >= (tokens.len() / BLOCK) as f64) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the events never reached the index: {metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The second server announces the prompt's blocks until the frontend's index holds them.
+    let blocks = (tokens.len() / BLOCK) as f64;
+    let announce = |sequence| stored(sequence, &tokens);
+    announce_until_indexed(
+        &frontend,
+        &mut [(&mut holder_events, &announce)],
+        &[2],
+        blocks,
+    )
+    .await;
     // Every request for the prompt goes to the server that caches it.
     for _ in 0..6 {
         let (status, answer) = frontend.complete_with(&body).await;
@@ -240,30 +258,14 @@ async fn salted_kv_events_draw_only_the_requests_with_that_salt() {
     let blocks = (tokens.len() / BLOCK) as f64;
     assert!(blocks >= 2.0, "{} tokens", tokens.len());
 
-    // Announce again, numbered on, until the index holds both servers' blocks (a subscriber
-    // that has just connected misses what was published before).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut sequence = 0;
-    loop {
-        sequence += 1;
-        unsalted_events
-            .send(stored(sequence, &tokens))
-            .await
-            .expect("published");
-        salted_events
-            .send(stored_salted(sequence, &tokens, "tenant-a"))
-            .await
-            .expect("published");
-        if indexed(&frontend, 1).await >= blocks && indexed(&frontend, 2).await >= blocks {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the events never reached the index: {}",
-            frontend.metrics().await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Both servers announce the prompt's blocks until the index holds them.
+    let unsalted_blocks = |sequence| stored(sequence, &tokens);
+    let salted_blocks = |sequence| stored_salted(sequence, &tokens, "tenant-a");
+    let announcers: &mut [Announcer<'_>] = &mut [
+        (&mut unsalted_events, &unsalted_blocks),
+        (&mut salted_events, &salted_blocks),
+    ];
+    announce_until_indexed(&frontend, announcers, &[1, 2], blocks).await;
     for salt in [
         json!("tenant-a"),
         json!(null),
@@ -305,24 +307,9 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
 
     // Announce plain blocks until the index holds them: the subscriber is connected and every
     // message from here on reaches it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut sequence = 0;
-    loop {
-        sequence += 1;
-        events
-            .send(stored(sequence, &tokens))
-            .await
-            .expect("published");
-        if indexed(&frontend, 3).await >= 2.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the events never reached the index: {}",
-            frontend.metrics().await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let announce = |sequence| stored(sequence, &tokens);
+    let sequence =
+        announce_until_indexed(&frontend, &mut [(&mut events, &announce)], &[3], 2.0).await;
     const SKIPPED: &str = "dynamo_engine_kv_events_skipped_total";
     const ERRORS: &str = "dynamo_engine_kv_event_errors_total";
     let metrics = frontend.metrics().await;
