@@ -173,6 +173,14 @@ impl EngineEventDecoder {
             other_groups,
             followed,
         } = changes?;
+        if let (None, Some(group)) = (self.followed, followed) {
+            tracing::info!(
+                worker = %self.worker,
+                group,
+                "following the engine's KV cache group {group} (the first of full attention, or \
+                 of no named kind, at the router's block size); other groups' events are skipped"
+            );
+        }
         self.followed = followed;
         let gap = match self.expected_sequence() {
             Some(expected) if sequence != expected => Some((expected, sequence)),
