@@ -100,7 +100,8 @@ async fn the_generic_adapter_and_a_frontend_front_a_real_openai_compatible_serve
 
     // A frontend with that server as an engine: the gateway's chat template and detokenizer,
     // the server's compute.
-    let (_frontend_process, frontend) = frontend_of(&[format!("openai={url}")], "approx-kv").await;
+    let (_frontend_process, frontend) =
+        support::engine_frontend_routed(&[format!("openai={url}")], "approx-kv").await;
     let body = json!({
         "model": "smollm2",
         "messages": [{"role": "user", "content": QUESTION}],
@@ -126,7 +127,7 @@ async fn a_frontend_fronts_a_vllm_server_with_token_ids_and_its_errors() {
     let stream = replay_of("vllm_whole_token_ids.http").await;
     let refusing = replay_of("vllm_error_400.http").await;
     let engine = format!("vllm={},model=served-smollm2", stream.url());
-    let (process, frontend) = frontend_of(&[engine], "round-robin").await;
+    let (process, frontend) = support::engine_frontend_routed(&[engine], "round-robin").await;
     process
         .wait_for("routing to an engine server", Duration::from_secs(10))
         .await;
@@ -147,27 +148,14 @@ async fn a_frontend_fronts_a_vllm_server_with_token_ids_and_its_errors() {
     assert_eq!(sent["stream"], false);
 
     let engine = format!("vllm={}", refusing.url());
-    let (_refusing_frontend, frontend) = frontend_of(&[engine], "round-robin").await;
+    let (_refusing_frontend, frontend) =
+        support::engine_frontend_routed(&[engine], "round-robin").await;
     let (status, answer) = frontend
         .complete_with(&json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 4}))
         .await;
     assert_eq!(status, 400, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("top_p must be in (0, 1]"), "{answer}");
-}
-
-/// A `dynamo-serve frontend` routing with `router` to the `--engine-at` servers `engines`, once
-/// it answers.
-async fn frontend_of(engines: &[String], router: &str) -> (Process, Frontend) {
-    let port = free_port().expect("a free port").to_string();
-    let mut args = vec!["frontend", "--port", &port, "--router", router];
-    for engine in engines {
-        args.extend(["--engine-at", engine.as_str()]);
-    }
-    let process = Process::start(&args);
-    let frontend = Frontend::new(port.parse().expect("a port"));
-    frontend.wait_ready().await;
-    (process, frontend)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,7 +188,7 @@ async fn the_router_steers_requests_away_from_a_server_that_reports_a_queue() {
         format!("vllm={},id=1", busy.url()),
         format!("vllm={},id=2", idle.url()),
     ];
-    let (_process, frontend) = frontend_of(&engines, "approx-kv").await;
+    let (_process, frontend) = support::engine_frontend_routed(&engines, "approx-kv").await;
     // Wait until both servers' loads have been read (the frontend exports them).
     let read = |text: &str, worker: &str| {
         text.lines()
@@ -262,7 +250,7 @@ async fn replay_at(adapter: &str, path: &str, fixture: &str) -> Replay {
 async fn a_frontend_fronts_an_sglang_server_with_token_ids() {
     let sglang = replay_at("sglang", "/generate", "stream_cumulative.http").await;
     let engine = format!("sglang={}", sglang.url());
-    let (_process, frontend) = frontend_of(&[engine], "round-robin").await;
+    let (_process, frontend) = support::engine_frontend_routed(&[engine], "round-robin").await;
     // The client streams, so does the frontend's call to the server.
     let body = json!({
         "model": "smollm2", "prompt": "Hi", "max_tokens": 3, "stream": true,

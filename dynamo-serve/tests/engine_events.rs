@@ -376,19 +376,14 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
         .await
         .expect("published");
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let metrics = loop {
-        let metrics = frontend.metrics().await;
-        if counter(&metrics, ERRORS, 3, malformed) >= 1.0
-            && counter(&metrics, SKIPPED, 3, other_groups) >= 2.0
-            && counter(&metrics, SKIPPED, 3, unknown_removed) >= 3.0
-            && counter(&metrics, "dynamo_router_indexed_blocks", 3, "") >= 4.0
-        {
-            break metrics;
-        }
-        assert!(Instant::now() < deadline, "not counted: {metrics}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let metrics = frontend
+        .wait_for_metrics("not counted", Duration::from_secs(30), |metrics| {
+            counter(metrics, ERRORS, 3, malformed) >= 1.0
+                && counter(metrics, SKIPPED, 3, other_groups) >= 2.0
+                && counter(metrics, SKIPPED, 3, unknown_removed) >= 3.0
+                && counter(metrics, "dynamo_router_indexed_blocks", 3, "") >= 4.0
+        })
+        .await;
     assert_eq!(
         counter(&metrics, SKIPPED, 3, other_groups),
         2.0,

@@ -248,8 +248,17 @@ impl Frontend {
 /// A frontend routing with `--router kv` over the engine servers `engines` (each an
 /// `--engine-at` value), once it answers.
 pub(crate) async fn engine_frontend(engines: &[String]) -> (Process, Frontend) {
+    engine_frontend_routed(engines, "kv").await
+}
+
+/// A frontend routing with `router` over the engine servers `engines` (each an `--engine-at`
+/// value), once it answers.
+pub(crate) async fn engine_frontend_routed(
+    engines: &[String],
+    router: &str,
+) -> (Process, Frontend) {
     let port = free_port().expect("a free port").to_string();
-    let mut args = vec!["frontend", "--port", &port, "--router", "kv"];
+    let mut args = vec!["frontend", "--port", &port, "--router", router];
     for engine in engines {
         args.extend(["--engine-at", engine.as_str()]);
     }
