@@ -24,12 +24,13 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use criterion::measurement::Measurement;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dynamo_core::{BlockSize, ReplicaId, SequenceHash, WorkerId};
+use dynamo_core::{BlockSize, KvEvent, ReplicaId, SequenceHash, WorkerId};
 use dynamo_router::replicas::{ReplicaConfig, ReplicaState};
 use dynamo_router::{
     ApproxConfig, ApproxIndex, Decision, ExpectedTtft, KvCost, LeastLoaded, LoadGuard,
-    PowerOfTwoChoices, RoundRobin, RouteContext, RouteRequest, Router, SelectorConfig,
+    PowerOfTwoChoices, RoundRobin, RouteContext, RouteRequest, Router, SelectorConfig, SharedIndex,
     WorkerSelector, WorkerState,
 };
 
@@ -46,8 +47,12 @@ mod cpu_time;
 #[path = "support/synthetic_requests.rs"]
 mod synthetic_requests;
 
+#[path = "support/worker_caches.rs"]
+mod worker_caches;
+
 use cpu_time::ThreadCpuTime;
 use synthetic_requests::synthetic_requests;
+use worker_caches::WorkerCaches;
 
 type PolicyFactory = fn() -> Box<dyn Router>;
 
@@ -207,6 +212,138 @@ fn decision_w64_b32(c: &mut Criterion<ThreadCpuTime>) {
     group.finish();
 }
 
+/// Blocks each worker's cache holds in `decision_w64_b32_events`: a few hundred requests'
+/// worth of the workload (as in `tests/selector_allocations_events.rs`).
+const CACHE_BLOCKS: usize = 1024;
+
+/// Decisions timed together in `decision_w64_b32_events`, the events of their chosen workers
+/// applied after them, untimed: reading the thread's CPU time costs about 0.7 µs here, too much
+/// to read it around each decision. A decision thus sees the events of the decisions before
+/// its batch, not yet those of the up to 31 before it in the batch (about 2 s of arrivals, as a
+/// worker reports a 16k-token prompt's blocks once it has computed them); their blocks are
+/// in flight on the chosen workers, which the load snapshot reports.
+const EVENTS_BATCH: usize = 32;
+
+/// A selector deciding on KV events: its run, its index and the workers' caches feeding it.
+struct EventsRun {
+    run: Run,
+    index: SharedIndex,
+    caches: WorkerCaches,
+    /// The chosen workers of the batch being routed.
+    chosen: Vec<WorkerId>,
+    /// The events of a batch (a buffer kept between batches).
+    events: Vec<KvEvent>,
+}
+
+impl EventsRun {
+    /// 64 workers, an empty index, each worker's KV capacity reported as `capacity`.
+    fn new(policy: Box<dyn Router>, capacity: Option<u64>) -> Self {
+        let block_size = BlockSize::new(TRACE_BLOCK as u32).expect("non-zero");
+        let index = SharedIndex::new(block_size);
+        let selector = WorkerSelector::new(SelectorConfig::new(block_size), policy, index.clone());
+        for w in 0..64 {
+            selector.insert_worker(WorkerId::new(w));
+            selector.load().set_kv_capacity(WorkerId::new(w), capacity);
+        }
+        EventsRun {
+            run: Run::new(selector),
+            index,
+            caches: WorkerCaches::new(64, CACHE_BLOCKS, block_size),
+            chosen: Vec::with_capacity(EVENTS_BATCH),
+            events: Vec::new(),
+        }
+    }
+
+    /// Route `requests` as [`route_all`] does, [`EVENTS_BATCH`] at a time, each batch's
+    /// events applied to the index after it. Returns the thread's CPU time spent in the
+    /// batches of decisions and in applying the events, apart.
+    fn route(&mut self, requests: &[RouteRequest], gap: Duration) -> (Duration, Duration) {
+        let clock = ThreadCpuTime;
+        let (mut deciding, mut applying) = (Duration::ZERO, Duration::ZERO);
+        for batch in requests.chunks(EVENTS_BATCH) {
+            let start = clock.start();
+            let run = &mut self.run;
+            for request in batch {
+                if run.in_flight.len() == IN_FLIGHT {
+                    run.in_flight.pop_front();
+                }
+                if let Ok(routed) = run.selector.select(black_box(request), run.now) {
+                    self.chosen.push(routed.worker);
+                    run.in_flight.push_back(routed.guard);
+                }
+                run.now += gap;
+            }
+            deciding += clock.end(start);
+            for (request, worker) in batch.iter().zip(self.chosen.drain(..)) {
+                self.events.extend(self.caches.run(worker, &request.blocks));
+            }
+            let start = clock.start();
+            let refused = self.index.apply_batch(&self.events);
+            applying += clock.end(start);
+            assert!(refused.is_empty(), "the index refused {refused:?}");
+            self.events.clear();
+        }
+        (deciding, applying)
+    }
+}
+
+/// The decision of `decision_w64_b32` in the router's main mode: its overlap source the
+/// index fed by the workers' KV events (`SharedIndex`) instead of the approximate index. Each
+/// worker is an LRU cache of [`CACHE_BLOCKS`] blocks that reports what it stores (the routed
+/// prompt's blocks it did not hold) and evicts. Only the decisions are timed, in batches of
+/// [`EVENTS_BATCH`], the events applied between them, except in `events_applied_expected_ttft`,
+/// which times the application of the events of `expected_ttft`'s decisions alone.
+fn decision_w64_b32_events(c: &mut Criterion<ThreadCpuTime>) {
+    let mut requests = synthetic_requests(8192, PROMPT_BLOCKS, TRACE_BLOCK);
+    let warm_up: Vec<RouteRequest> = requests.drain(..4096).collect();
+    let mut group = c.benchmark_group("decision_w64_b32_events");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(requests.len() as u64));
+    // Round-robin's decisions are recorded or not alike here: the index ignores them.
+    let policies: [(&str, PolicyFactory, Option<u64>); 4] = [
+        ("baseline_round_robin", baseline, None),
+        ("kv_cost", || Box::new(KvCost::default()), None),
+        ("expected_ttft", || Box::new(ExpectedTtft::default()), None),
+        (
+            "expected_ttft_reported_capacity",
+            || Box::new(ExpectedTtft::default()),
+            Some(16_384 * 64 / TRACE_BLOCK),
+        ),
+    ];
+    let made = |policy: PolicyFactory, capacity| {
+        let mut run = EventsRun::new(policy(), capacity);
+        run.route(&warm_up, ARRIVAL_GAP);
+        run
+    };
+    let warm = made(baseline, None);
+    eprintln!(
+        "decision_w64_b32_events: after the warm-up the workers' caches hold {} blocks of {}",
+        warm.caches.held(),
+        64 * CACHE_BLOCKS
+    );
+    drop(warm);
+    for (name, policy, capacity) in policies {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| made(policy, capacity).route(&requests, ARRIVAL_GAP).0)
+                    .sum()
+            })
+        });
+    }
+    group.bench_function("events_applied_expected_ttft", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let factory: PolicyFactory = || Box::new(ExpectedTtft::default());
+                    made(factory, None).route(&requests, ARRIVAL_GAP).1
+                })
+                .sum()
+        })
+    });
+    group.finish();
+}
+
 /// [`route_all`] by a replica that shares its state, its messages taken as they come.
 fn route_all_shared(
     mut run: Run,
@@ -277,6 +414,6 @@ fn decision_w64_b32_shared(c: &mut Criterion<ThreadCpuTime>) {
 criterion_group! {
     name = benches;
     config = Criterion::default().with_measurement(ThreadCpuTime);
-    targets = decision_w64_b32, decision_w64_b32_shared, routing
+    targets = decision_w64_b32, decision_w64_b32_events, decision_w64_b32_shared, routing
 }
 criterion_main!(benches);

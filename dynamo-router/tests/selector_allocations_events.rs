@@ -13,13 +13,10 @@
 //! every decision whose prompt's first block more than two workers held allocated it.
 
 use std::alloc::System;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use dynamo_core::{
-    BlockSize, HashedBlock, KvEvent, KvEventData, LocalBlockHash, SequenceHash, StorageTier,
-    WorkerId,
-};
+use dynamo_core::{BlockSize, WorkerId};
 use dynamo_router::{
     ExpectedTtft, ExpectedTtftConfig, KvCost, KvCostConfig, LoadGuard, RouteRequest, Router,
     SelectorConfig, SharedIndex, WorkerSelector,
@@ -29,7 +26,15 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 #[path = "../benches/support/synthetic_requests.rs"]
 mod synthetic_requests;
 
+#[expect(
+    dead_code,
+    reason = "the test counts allocations only; the bench reads how full the caches are"
+)]
+#[path = "../benches/support/worker_caches.rs"]
+mod worker_caches;
+
 use synthetic_requests::synthetic_requests;
+use worker_caches::WorkerCaches;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -42,97 +47,13 @@ const GAP: Duration = Duration::from_millis(60);
 /// Blocks each worker's cache holds: a few hundred requests' worth of the workload.
 const CACHE_BLOCKS: usize = 1024;
 
-/// One worker's cache: its blocks by last use, and its next event id.
-#[derive(Default)]
-struct WorkerCache {
-    used_at: HashMap<SequenceHash, u64>,
-    by_use: BTreeMap<u64, SequenceHash>,
-    next_event_id: u64,
-}
-
-/// Every worker's cache, on one clock of uses.
-struct Caches {
-    workers: Vec<WorkerCache>,
-    tick: u64,
-    block_size: BlockSize,
-}
-
-impl Caches {
-    fn new(block_size: BlockSize) -> Self {
-        Caches {
-            workers: (0..WORKERS).map(|_| WorkerCache::default()).collect(),
-            tick: 0,
-            block_size,
-        }
-    }
-
-    /// `worker` ran a prompt of `blocks`: the events it reports, a store for each stretch of
-    /// blocks it did not hold (continuing the block before it), then its evictions.
-    fn run(&mut self, worker: WorkerId, blocks: &[SequenceHash]) -> Vec<KvEvent> {
-        let block_size = self.block_size;
-        let stored = |parent, blocks| KvEventData::Stored {
-            parent,
-            block_size,
-            blocks,
-        };
-        let cache = &mut self.workers[worker.worker as usize];
-        let mut datas = Vec::new();
-        let mut stretch: Vec<HashedBlock> = Vec::new();
-        let mut parent = None;
-        for (at, &hash) in blocks.iter().enumerate() {
-            self.tick += 1;
-            cache.by_use.insert(self.tick, hash);
-            if let Some(old) = cache.used_at.insert(hash, self.tick) {
-                cache.by_use.remove(&old);
-                if !stretch.is_empty() {
-                    datas.push(stored(parent, std::mem::take(&mut stretch)));
-                }
-                continue;
-            }
-            if stretch.is_empty() {
-                parent = at.checked_sub(1).map(|p| blocks[p]);
-            }
-            stretch.push(HashedBlock {
-                local: LocalBlockHash(hash.0),
-                sequence: hash,
-            });
-        }
-        if !stretch.is_empty() {
-            datas.push(stored(parent, stretch));
-        }
-        let mut evicted = Vec::new();
-        while cache.used_at.len() > CACHE_BLOCKS {
-            let Some((_, hash)) = cache.by_use.pop_first() else {
-                break;
-            };
-            cache.used_at.remove(&hash);
-            evicted.push(hash);
-        }
-        if !evicted.is_empty() {
-            datas.push(KvEventData::Removed { blocks: evicted });
-        }
-        datas
-            .into_iter()
-            .map(|data| {
-                cache.next_event_id += 1;
-                KvEvent {
-                    worker,
-                    event_id: cache.next_event_id - 1,
-                    tier: StorageTier::Device,
-                    data,
-                }
-            })
-            .collect()
-    }
-}
-
 /// Route `requests` one `GAP` apart from `*now`, the last `IN_FLIGHT` loads staying booked,
 /// each chosen worker's events applied to `index` after its decision; returns the allocations
 /// (and reallocations) made by the decisions and the loads' release.
 fn route(
     selector: &WorkerSelector,
     index: &SharedIndex,
-    caches: &mut Caches,
+    caches: &mut WorkerCaches,
     requests: &[RouteRequest],
     in_flight: &mut VecDeque<LoadGuard>,
     now: &mut Instant,
@@ -171,7 +92,7 @@ fn steady_allocations(policy: impl Router) -> (usize, f64) {
     for w in 0..WORKERS {
         selector.insert_worker(WorkerId::new(w));
     }
-    let mut caches = Caches::new(block_size);
+    let mut caches = WorkerCaches::new(WORKERS, CACHE_BLOCKS, block_size);
     let mut requests = synthetic_requests(WARM_UP + COUNTED, PROMPT_BLOCKS, u64::from(BLOCK));
     let timed = requests.split_off(WARM_UP);
     let mut in_flight = VecDeque::with_capacity(IN_FLIGHT);
