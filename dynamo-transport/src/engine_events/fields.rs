@@ -7,7 +7,11 @@
 //! PR #42892 of June 2026, SGLang from 0.5.20). The batch itself is
 //! `[timestamp, events, rank]`, or a map with `events` in vLLM's newer source.
 
+use dynamo_core::StorageTier;
 use rmpv::Value;
+
+use super::malformed;
+use crate::Error;
 
 /// `BlockStored`'s fields in the array form, in the engines' declaration order: vLLM's
 /// `[tag, block_hashes, parent_block_hash, token_ids, block_size, lora_id, medium, lora_name,
@@ -201,4 +205,67 @@ fn lookup<'a>(entries: &'a [(Value, Value)], name: &str) -> Option<&'a Value> {
         .iter()
         .find(|(key, _)| key.as_str() == Some(name))
         .map(|(_, value)| value)
+}
+
+pub(super) fn engine_hashes(value: Option<&Value>) -> Result<Vec<u64>, Error> {
+    value
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("block_hashes is not an array"))?
+        .iter()
+        .map(engine_hash)
+        .collect()
+}
+
+/// An engine's block hash as a map key: integers as their 64 bits, bytes hashed down to 64.
+pub(super) fn engine_hash(value: &Value) -> Result<u64, Error> {
+    match value {
+        Value::Integer(int) => int
+            .as_u64()
+            .or_else(|| int.as_i64().map(|signed| signed as u64))
+            .ok_or_else(|| malformed("a block hash is out of range")),
+        Value::Binary(bytes) => Ok(xxhash_rust::xxh3::xxh3_64(bytes)),
+        _ => Err(malformed("a block hash is neither an integer nor bytes")),
+    }
+}
+
+/// The tier a `medium` names: vLLM's `CPU`, SGLang's `CPU_PINNED` (0.5.18 and later) the
+/// host; `DISK` the disk; SGLang's `EXTERNAL` (a shared or remote pool) the remote tier; `GPU`,
+/// anything else or none the device.
+pub(super) fn tier(value: Option<&Value>) -> StorageTier {
+    let Some(medium) = value.and_then(Value::as_str) else {
+        return StorageTier::Device;
+    };
+    let is = |name: &str| medium.eq_ignore_ascii_case(name);
+    if is("cpu") || is("cpu_pinned") {
+        StorageTier::Host
+    } else if is("disk") {
+        StorageTier::Disk
+    } else if is("external") {
+        StorageTier::Remote
+    } else {
+        StorageTier::Device
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_engine_medium_names_its_tier() {
+        let tiers: Vec<StorageTier> = [
+            Some("GPU"),
+            Some("CPU"),
+            Some("CPU_PINNED"),
+            Some("DISK"),
+            Some("EXTERNAL"),
+            Some("something-new"),
+            None,
+        ]
+        .into_iter()
+        .map(|medium| tier(medium.map(Value::from).as_ref()))
+        .collect();
+        use StorageTier::{Device, Disk, Host, Remote};
+        assert_eq!(tiers, [Device, Host, Host, Disk, Remote, Device, Device]);
+    }
 }

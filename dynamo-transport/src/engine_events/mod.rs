@@ -34,7 +34,9 @@
 //! [`EngineEventDecoder::decode`].
 
 mod fields;
+mod groups;
 mod known;
+mod stored;
 
 #[cfg(feature = "zmq")]
 mod zmq;
@@ -43,12 +45,12 @@ use std::collections::HashMap;
 use std::mem;
 
 use dynamo_core::{
-    BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, StorageTier, WorkerId,
+    BlockHasher, BlockSize, KvEvent, KvEventData, SequenceHash, StorageTier, WorkerId,
 };
 use rmpv::Value;
 
 use crate::Error;
-use fields::{Event, LoraName};
+use fields::{Event, engine_hashes, tier};
 use known::Known;
 
 #[cfg(feature = "zmq")]
@@ -255,121 +257,7 @@ impl EngineEventDecoder {
             followed,
         })
     }
-
-    /// The KV cache group to follow (see [`decode`](Self::decode)): the one followed, or else
-    /// the first in `events` that can be; `None` while no event names one that can.
-    fn choose_group(&self, events: &[Value]) -> Result<Option<i64>, Error> {
-        use fields::stored::{BLOCK_SIZE, GROUP_IDX};
-
-        if self.followed.is_some() {
-            return Ok(self.followed);
-        }
-        let ours = self.hasher.block_size().get();
-        let mut mismatch = None;
-        for event in events.iter().filter_map(Event::new) {
-            if event.kind() != Some("BlockStored") {
-                continue;
-            }
-            let (Some(group), Some(size)) = (
-                event.group(GROUP_IDX),
-                event
-                    .field("block_size", BLOCK_SIZE)
-                    .and_then(Value::as_u64),
-            ) else {
-                continue;
-            };
-            match event.group_kind() {
-                None | Some("unknown") if size == u64::from(ours) => return Ok(Some(group)),
-                Some(kind) if FULL_PREFIX_KINDS.contains(&kind) => {
-                    if size == u64::from(ours) {
-                        return Ok(Some(group));
-                    }
-                    mismatch = mismatch.or(Some(size));
-                }
-                _ => {}
-            }
-        }
-        match mismatch {
-            Some(engine) => Err(Error::BlockSizeMismatch { engine, ours }),
-            None => Ok(None),
-        }
-    }
-
-    /// A `BlockStored` event (see the [module docs](self) for its fields).
-    fn stored(
-        &self,
-        event: Event<'_>,
-        known: &mut Known,
-    ) -> Result<(StorageTier, KvEventData), Error> {
-        use fields::stored::{BLOCK_HASHES, BLOCK_SIZE, MEDIUM, PARENT, TOKEN_IDS};
-
-        let hashes = engine_hashes(event.field("block_hashes", BLOCK_HASHES))?;
-        let parent_engine = match event.field("parent_block_hash", PARENT) {
-            None | Some(Value::Nil) => None,
-            Some(value) => Some(engine_hash(value)?),
-        };
-        let parent = parent_engine
-            .map(|engine| {
-                known
-                    .block(engine)
-                    .ok_or_else(|| malformed("the parent block was never stored"))
-            })
-            .transpose()?;
-        let tokens = event
-            .field("token_ids", TOKEN_IDS)
-            .ok_or_else(|| malformed("token_ids is not an array"))
-            .and_then(|value| fields::token_ids(value).map_err(malformed))?;
-        let block_size = event
-            .field("block_size", BLOCK_SIZE)
-            .and_then(Value::as_u64)
-            .ok_or_else(|| malformed("block_size is not an integer"))?;
-        let ours = self.hasher.block_size();
-        if block_size != u64::from(ours.get()) {
-            return Err(Error::BlockSizeMismatch {
-                engine: block_size,
-                ours: ours.get(),
-            });
-        }
-        if tokens.len() != hashes.len() * ours.as_usize() {
-            return Err(malformed("token_ids does not fill the stored blocks"));
-        }
-        // The salt the event names, or else its parent's (vLLM names it on a sequence's first
-        // block only); the LoRA adapter, which every event names. Salt and LoRA parts of the
-        // seed add up, so their order does not matter.
-        let salted = match event.cache_salt(parent.is_none()) {
-            Some(salt) => self.hasher.with_salt(salt),
-            None => parent_engine
-                .and_then(|engine| known.salt(engine))
-                .unwrap_or(self.hasher),
-        };
-        let hasher = match event.lora_name() {
-            Some(LoraName::Name(name)) => salted.with_lora(name),
-            Some(LoraName::Id(id)) => salted.with_lora(&id.to_string()),
-            None => salted,
-        };
-        let mut chain = parent;
-        let mut stored = Vec::with_capacity(hashes.len());
-        for (engine, block) in hashes.iter().zip(tokens.chunks_exact(ours.as_usize())) {
-            let local = hasher.local_hash(block);
-            let sequence = SequenceHash::chain(chain, local);
-            known.insert(*engine, sequence, (salted != self.hasher).then_some(salted));
-            stored.push(HashedBlock { local, sequence });
-            chain = Some(sequence);
-        }
-        Ok((
-            tier(event.field("medium", MEDIUM)),
-            KvEventData::Stored {
-                parent,
-                block_size: ours,
-                blocks: stored,
-            },
-        ))
-    }
 }
-
-/// The kinds of vLLM's KV cache groups whose blocks hold a sequence's whole prefix
-/// (`vllm/v1/kv_cache_interface.py`, `KVCacheSpecKind`).
-const FULL_PREFIX_KINDS: [&str; 3] = ["full_attention", "mla_attention", "sink_full_attention"];
 
 /// What a message changes.
 struct Changes {
@@ -387,67 +275,9 @@ fn malformed(what: &str) -> Error {
     Error::malformed_engine_event(what)
 }
 
-fn engine_hashes(value: Option<&Value>) -> Result<Vec<u64>, Error> {
-    value
-        .and_then(Value::as_array)
-        .ok_or_else(|| malformed("block_hashes is not an array"))?
-        .iter()
-        .map(engine_hash)
-        .collect()
-}
-
-/// An engine's block hash as a map key: integers as their 64 bits, bytes hashed down to 64.
-fn engine_hash(value: &Value) -> Result<u64, Error> {
-    match value {
-        Value::Integer(int) => int
-            .as_u64()
-            .or_else(|| int.as_i64().map(|signed| signed as u64))
-            .ok_or_else(|| malformed("a block hash is out of range")),
-        Value::Binary(bytes) => Ok(xxhash_rust::xxh3::xxh3_64(bytes)),
-        _ => Err(malformed("a block hash is neither an integer nor bytes")),
-    }
-}
-
-/// The tier a `medium` names: vLLM's `CPU`, SGLang's `CPU_PINNED` (0.5.18 and later) the
-/// host; `DISK` the disk; SGLang's `EXTERNAL` (a shared or remote pool) the remote tier; `GPU`,
-/// anything else or none the device.
-fn tier(value: Option<&Value>) -> StorageTier {
-    let Some(medium) = value.and_then(Value::as_str) else {
-        return StorageTier::Device;
-    };
-    let is = |name: &str| medium.eq_ignore_ascii_case(name);
-    if is("cpu") || is("cpu_pinned") {
-        StorageTier::Host
-    } else if is("disk") {
-        StorageTier::Disk
-    } else if is("external") {
-        StorageTier::Remote
-    } else {
-        StorageTier::Device
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn each_engine_medium_names_its_tier() {
-        let tiers: Vec<StorageTier> = [
-            Some("GPU"),
-            Some("CPU"),
-            Some("CPU_PINNED"),
-            Some("DISK"),
-            Some("EXTERNAL"),
-            Some("something-new"),
-            None,
-        ]
-        .into_iter()
-        .map(|medium| tier(medium.map(Value::from).as_ref()))
-        .collect();
-        use StorageTier::{Device, Disk, Host, Remote};
-        assert_eq!(tiers, [Device, Host, Host, Disk, Remote, Device, Device]);
-    }
 
     /// `[timestamp, [], rank]`: a batch without events.
     const EMPTY_BATCH: &[u8] = &[0x93, 0x00, 0x90, 0x00];
