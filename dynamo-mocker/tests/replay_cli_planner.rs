@@ -78,6 +78,8 @@ fn a_planner_replay_reports_its_timeline_beside_the_fixed_pools() {
     assert!(planned["sla_attainment"].as_f64().is_some());
     for (i, fixed) in lines[1..].iter().enumerate() {
         assert_eq!(fixed["router"], format!("round-robin fixed {}", i + 1));
+        assert_eq!(fixed["workers"], i + 1);
+        assert!(fixed["frontier"].is_boolean());
         assert!(fixed.get("replicas").is_none());
         assert!(fixed["worker_hours"].as_f64().is_some_and(|h| h > 0.0));
     }
@@ -116,6 +118,121 @@ fn without_json_the_frontier_is_a_table_with_the_claims() {
     ] {
         assert!(stdout.contains(text), "{text} missing:\n{stdout}");
     }
+}
+
+/// Whether no other point has at least `p`'s attainment with no more worker-hours, and beats
+/// it on one of the two.
+fn undominated(p: (f64, f64), all: &[(f64, f64)]) -> bool {
+    !all.iter()
+        .any(|&(a, h)| a >= p.0 && h <= p.1 && (a > p.0 || h < p.1))
+}
+
+#[test]
+fn a_disaggregated_sweep_replays_every_split_within_the_budget() {
+    let trace = azure_trace("disagg_sweep");
+    let plots = tmp("disagg_plots");
+    let args = |json: bool| {
+        let mut args = vec![
+            "--trace",
+            trace.to_str().expect("utf-8 path"),
+            "--router",
+            "kv",
+            "--prefill-workers",
+            "1",
+            "--decode-workers",
+            "1",
+            "--planner",
+            "sla",
+            "--planner-interval-s",
+            "10",
+            "--startup-s",
+            "5",
+            "--max-workers",
+            "3",
+            "--fixed-sweep",
+        ];
+        if json {
+            args.extend(["--json", "--plot", plots.to_str().expect("utf-8 path")]);
+        }
+        replay(&args)
+    };
+    let lines = summaries(&args(true));
+    // The planner's run, then every split of 2 and of 3 workers.
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0]["router"], "kv/always-remote+sla");
+    let fixed = &lines[1..];
+    let splits: Vec<(u64, u64)> = fixed
+        .iter()
+        .map(|f| {
+            let p = f["prefill_workers"].as_u64().expect("prefill workers");
+            let d = f["decode_workers"].as_u64().expect("decode workers");
+            assert_eq!(f["router"], format!("kv/always-remote fixed {p}+{d}"));
+            assert!(f["disagg"].is_object(), "{f}");
+            assert_eq!(f["completed_requests"], f["num_requests"]);
+            (p, d)
+        })
+        .collect();
+    assert_eq!(splits, [(1, 1), (1, 2), (2, 1)]);
+    let points: Vec<(f64, f64)> = fixed
+        .iter()
+        .map(|f| {
+            let attainment = f["sla_attainment"].as_f64().expect("attainment");
+            (
+                attainment,
+                f["worker_hours"].as_f64().expect("worker-hours"),
+            )
+        })
+        .collect();
+    for (f, &point) in fixed.iter().zip(&points) {
+        assert_eq!(f["frontier"], undominated(point, &points), "{f}");
+    }
+    // The smallest deployment is on the frontier: nothing costs less.
+    assert_eq!(fixed[0]["frontier"], true);
+    let svg = std::fs::read_to_string(plots.join("frontier.svg")).expect("a plot");
+    for label in ["1+1", "1+2", "2+1", "kv/always-remote+sla"] {
+        assert!(
+            svg.contains(&format!(">{label}<")),
+            "{label} missing from the plot"
+        );
+    }
+
+    // Without --json: a row per split, the frontier, and the claims against the best split of
+    // the most workers.
+    let output = args(false);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for (f, (p, d)) in fixed.iter().zip(&splits) {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("fixed {p}+{d} ")))
+            .unwrap_or_else(|| panic!("no row for {p}+{d}:\n{stdout}"));
+        assert_eq!(row.ends_with('*'), f["frontier"] == true, "{row}");
+    }
+    // The planner's row in the frontier table gives its prefill and decode pools' ranges.
+    let frontier_table = stdout
+        .split_once("frontier\n")
+        .map(|(_, rest)| rest)
+        .expect("the frontier table");
+    let planner_row = frontier_table
+        .lines()
+        .find(|l| l.starts_with("kv/always-remote+sla "))
+        .expect("the planner's row");
+    let workers = planner_row.split_whitespace().nth(1).unwrap_or_default();
+    let pools: Vec<&str> = workers.split('+').collect();
+    assert!(
+        pools.len() == 2 && pools.iter().all(|p| p.contains('-')),
+        "the planner's prefill+decode ranges: {planner_row}"
+    );
+    let frontier = stdout
+        .lines()
+        .find(|l| l.starts_with("frontier"))
+        .expect("the frontier line");
+    assert!(frontier.contains("1+1"), "{frontier}");
+    let claims = stdout
+        .lines()
+        .find(|l| l.starts_with("kv/always-remote+sla: attainment"))
+        .expect("the claims line");
+    assert!(claims.contains("(the best split of 3 workers)"), "{claims}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! ```text
 //! dynamo-replay --trace FILE [--workers 8] [--router round-robin,kv,ttft] [--json] ...
 //! dynamo-replay --trace FILE --planner sla [--fixed-sweep] [--max-workers 8] ...
+//! dynamo-replay --trace FILE --prefill-workers 2 --decode-workers 2 --planner sla --fixed-sweep
 //! dynamo-replay [ENGINE FLAGS] profile --out profile.json
 //! ```
 //!
@@ -11,6 +12,7 @@
 mod cli;
 mod planning;
 mod plot;
+mod sweep;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -142,6 +144,22 @@ fn placement(name: PlacementName, cli: &Cli) -> Box<dyn PlacementPolicy> {
     }
 }
 
+/// A disaggregated replay's decode-pool routers (`--decode-router`, `--handoff-router`) and
+/// placement.
+fn disaggregated<'a>(
+    replay: Replay<'a, Box<dyn Router>>,
+    placement_name: PlacementName,
+    config: &ReplayConfig,
+    cli: &Cli,
+) -> Replay<'a, Box<dyn Router>> {
+    let (decode_policy, decode_knowledge) = router(cli.decode_router, config, cli);
+    let (handoff_policy, _) = router(cli.handoff_router, config, cli);
+    replay
+        .decode_policy(decode_policy, decode_knowledge)
+        .handoff_policy(handoff_policy)
+        .placement(placement(placement_name, cli))
+}
+
 /// Where the time went in disaggregated replays: placements, and the phases of remote
 /// requests (prefill = arrival to the end of the prefill; decode wait = the KV's arrival to
 /// the first token).
@@ -270,7 +288,7 @@ fn write_plots(
     dir: &PathBuf,
     runs: &[(String, Vec<RequestRecord>)],
     summaries: &[Summary],
-    fixed: &[(usize, Summary)],
+    fixed: &[sweep::FixedRun],
 ) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut charts = vec![
@@ -325,12 +343,7 @@ fn run(cli: &Cli) -> Result<(), String> {
         PlannerName::Sla | PlannerName::Dynamo => Some(planning::profile(cli, &config)?),
         PlannerName::None | PlannerName::Load => None,
     };
-    // A planner run starts within the planner's bounds; the fixed pools beside it are
-    // aggregated.
-    let fixed_config = ReplayConfig {
-        disagg: None,
-        ..config.clone()
-    };
+    // A planner run starts within the planner's bounds.
     if planned {
         config.workers = config.workers.clamp(
             cli.planner.min_workers,
@@ -378,12 +391,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             replay = replay.planner(planner, planner_config);
         }
         if let Some(p) = placement_name {
-            let (decode_policy, decode_knowledge) = router(cli.decode_router, &config, cli);
-            let (handoff_policy, _) = router(cli.handoff_router, &config, cli);
-            replay = replay
-                .decode_policy(decode_policy, decode_knowledge)
-                .handoff_policy(handoff_policy)
-                .placement(placement(p, cli));
+            replay = disaggregated(replay, p, &config, cli);
         }
         let outcome = replay
             .progress(progress(&label, trace.len()))
@@ -405,31 +413,11 @@ fn run(cli: &Cli) -> Result<(), String> {
     }
     let mut fixed = Vec::new();
     if cli.planner.fixed_sweep {
-        let name = cli
-            .routers
-            .first()
-            .copied()
-            .unwrap_or(RouterName::RoundRobin);
-        for workers in cli.planner.min_workers..=cli.planner.max_workers {
-            let config = ReplayConfig {
-                workers,
-                ..fixed_config.clone()
-            };
-            let label = format!("{name} fixed {workers}");
-            let (policy, knowledge) = router(name, &config, cli);
-            let outcome = Replay::new(&trace, &config)
-                .label(label.as_str())
-                .policy(policy)
-                .knowledge(knowledge)
-                .sla(sla)
-                .progress(progress(&label, trace.len()))
-                .run()
-                .map_err(|e| e.to_string())?;
-            if cli.json {
-                let line = serde_json::to_string(&outcome.summary).map_err(|e| e.to_string())?;
-                println!("{line}");
+        fixed = sweep::run(cli, &trace, &config, sla)?;
+        if cli.json {
+            for run in &fixed {
+                println!("{}", run.json_line()?);
             }
-            fixed.push((workers, outcome.summary));
         }
     }
     if !cli.json && (planned || !fixed.is_empty()) {
@@ -439,7 +427,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             .filter(|s| s.replicas.is_some())
             .cloned()
             .collect();
-        planning::print_frontier(&fixed, &planner_runs);
+        sweep::print_frontier(&fixed, &planner_runs);
     }
     if let Some(path) = &cli.requests_out {
         write_requests(path, &runs)?;

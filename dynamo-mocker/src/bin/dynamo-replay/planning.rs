@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
-use dynamo_mocker::{PlannerReplayConfig, ProfileSweep, ReplayConfig, Summary, profile_engine};
+use dynamo_mocker::{PlannerReplayConfig, ProfileSweep, ReplayConfig, profile_engine};
 use dynamo_planner::perf::PerfProfile;
 use dynamo_planner::policy::{
     DynamoSla, DynamoSlaConfig, LoadConfig, LoadPolicy, Policy, SlaConfig, SlaPolicy, SlaTargets,
@@ -18,8 +18,8 @@ use crate::cli::{Cli, at_least_one, not_negative, positive, write_name};
 /// The planner's flags.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PlannerArgs {
-    /// Let a planner size the pool during the replay, starting from --workers (aggregated
-    /// replays only)
+    /// Let a planner size the pool during the replay, starting from --workers (or from
+    /// --prefill-workers and --decode-workers)
     #[arg(long = "planner", value_name = "POLICY", default_value = "none")]
     pub(crate) policy: PlannerName,
 
@@ -67,8 +67,10 @@ pub(crate) struct PlannerArgs {
     #[arg(long, value_name = "JSON")]
     pub(crate) sla_config: Option<String>,
 
-    /// Also replay fixed aggregated pools of --min-workers to --max-workers workers (first
-    /// router) and print the attainment / worker-hours frontier beside the planner's point
+    /// Also replay fixed pools (first router, and first placement) and print the attainment /
+    /// worker-hours frontier beside the planner's point: --min-workers to --max-workers
+    /// workers, or with --prefill-workers and --decode-workers every P+D split with each pool
+    /// at least --min-workers and at most --max-workers workers in all
     #[arg(long)]
     pub(crate) fixed_sweep: bool,
 }
@@ -175,77 +177,4 @@ pub(crate) fn planner(
         startup_ms: args.startup_s * 1000.0,
     };
     Ok(Some((planner, replay)))
-}
-
-/// The fixed pools and the planner runs side by side: attainment against worker-hours.
-pub(crate) fn print_frontier(fixed: &[(usize, Summary)], planned: &[Summary]) {
-    let w = planned
-        .iter()
-        .map(|s| s.router.len())
-        .max()
-        .unwrap_or(0)
-        .max(16);
-    println!(
-        "{:<w$} {:>8} {:>10} {:>12} {:>9} {:>9} {:>9}",
-        "run", "workers", "attainment", "worker_hours", "ttft_p90", "tpot_p90", "wall_ms"
-    );
-    let row = |label: &str, workers: String, s: &Summary| {
-        println!(
-            "{:<w$} {:>8} {:>10.4} {:>12.3} {:>9.1} {:>9.2} {:>9.0}",
-            label,
-            workers,
-            s.sla_attainment.unwrap_or(0.0),
-            s.worker_hours.unwrap_or(0.0),
-            s.p90_ttft_ms,
-            s.p90_tpot_ms,
-            s.wall_time_ms
-        );
-    };
-    for (workers, s) in fixed {
-        row(&format!("fixed {workers}"), workers.to_string(), s);
-    }
-    for s in planned {
-        let (low, high) = s.replicas.as_deref().map_or((0, 0), |points| {
-            let ready = points.iter().map(|p| p.ready);
-            (ready.clone().min().unwrap_or(0), ready.max().unwrap_or(0))
-        });
-        row(&s.router, format!("{low}-{high}"), s);
-    }
-    // The claims of the issue, for each planner run: at least the attainment of the best
-    // fixed pool that uses no more worker-hours, and at least 0.9 of the largest pool's at
-    // no more than 0.7 of its worker-hours.
-    let Some((peak_workers, peak)) = fixed.last() else {
-        return;
-    };
-    for s in planned {
-        let hours = s.worker_hours.unwrap_or(f64::INFINITY);
-        let attainment = s.sla_attainment.unwrap_or(0.0);
-        let best_within = fixed
-            .iter()
-            .filter(|(_, f)| f.worker_hours.unwrap_or(f64::INFINITY) <= hours)
-            .map(|(_, f)| f.sla_attainment.unwrap_or(0.0))
-            .fold(0.0, f64::max);
-        let peak_attainment = peak.sla_attainment.unwrap_or(0.0);
-        let peak_hours = peak.worker_hours.unwrap_or(f64::INFINITY);
-        println!(
-            "{}: attainment {:.4} vs {:.4} for the best fixed pool within its worker-hours ({}); \
-             {:.2}x the attainment of fixed {} at {:.2}x its worker-hours ({})",
-            s.router,
-            attainment,
-            best_within,
-            if attainment >= best_within {
-                "met"
-            } else {
-                "missed"
-            },
-            attainment / peak_attainment.max(f64::MIN_POSITIVE),
-            peak_workers,
-            hours / peak_hours,
-            if attainment >= 0.9 * peak_attainment && hours <= 0.7 * peak_hours {
-                "met"
-            } else {
-                "missed"
-            }
-        );
-    }
 }

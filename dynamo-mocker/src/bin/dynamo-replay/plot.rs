@@ -4,6 +4,8 @@ use std::fmt::Write;
 
 use dynamo_mocker::{RequestRecord, Summary};
 
+use crate::sweep::FixedRun;
+
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 420.0;
 const LEFT: f64 = 70.0;
@@ -14,10 +16,26 @@ const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
-/// One named line.
+/// One named line, or a set of marks.
 pub(crate) struct Series {
     pub(crate) name: String,
     pub(crate) points: Vec<(f64, f64)>,
+    /// A text beside each point (none if empty).
+    pub(crate) labels: Vec<String>,
+    /// Marks only, no line through them.
+    pub(crate) marks_only: bool,
+}
+
+impl Series {
+    /// A line through `points`.
+    pub(crate) fn line(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            name: name.into(),
+            points,
+            labels: Vec::new(),
+            marks_only: false,
+        }
+    }
 }
 
 /// The distribution of time to first token per router, as a CDF over a logarithmic axis.
@@ -34,15 +52,14 @@ pub(crate) fn ttft_cdf(runs: &[(String, Vec<RequestRecord>)]) -> String {
             let n = ttft.len().max(1) as f64;
             // At most about 400 points a line: enough for the eye, small enough to commit.
             let every = (ttft.len() / 400).max(1);
-            Series {
-                name: name.clone(),
-                points: ttft
-                    .iter()
+            Series::line(
+                name.clone(),
+                ttft.iter()
                     .enumerate()
                     .filter(|(i, _)| i % every == 0 || *i + 1 == ttft.len())
                     .map(|(i, t)| (t.log10(), (i + 1) as f64 / n))
                     .collect(),
-            }
+            )
         })
         .collect();
     line_chart(
@@ -70,9 +87,9 @@ pub(crate) fn reuse_over_time(runs: &[(String, Vec<RequestRecord>)]) -> String {
                 windows[w].0 += record.cached_tokens;
                 windows[w].1 += record.input_tokens;
             }
-            Series {
-                name: name.clone(),
-                points: windows
+            Series::line(
+                name.clone(),
+                windows
                     .iter()
                     .enumerate()
                     .filter(|(_, (_, input))| *input > 0)
@@ -83,7 +100,7 @@ pub(crate) fn reuse_over_time(runs: &[(String, Vec<RequestRecord>)]) -> String {
                         )
                     })
                     .collect(),
-            }
+            )
         })
         .collect();
     line_chart(
@@ -114,17 +131,17 @@ pub(crate) fn replicas(runs: &[(String, Vec<RequestRecord>)], summaries: &[Summa
             let w = ((record.arrival_ms / 1000.0 / width) as usize).min(99);
             counts[w] += 1;
         }
-        load.push(Series {
-            name: format!("{} arrivals", name.split('+').next().unwrap_or(name)),
-            // Each window's rate from its start, and the last one's to the end, so that the two
-            // charts share their time axis.
-            points: counts
+        // Each window's rate from its start, and the last one's to the end, so that the two
+        // charts share their time axis.
+        load.push(Series::line(
+            format!("{} arrivals", name.split('+').next().unwrap_or(name)),
+            counts
                 .iter()
                 .enumerate()
                 .map(|(w, &n)| (w as f64 * width, n as f64 / width))
                 .chain(std::iter::once((end_s, counts[99] as f64 / width)))
                 .collect(),
-        });
+        ));
     }
     let mut sizes = Vec::new();
     for s in &planned {
@@ -143,19 +160,19 @@ pub(crate) fn replicas(runs: &[(String, Vec<RequestRecord>)], summaries: &[Summa
             }
             line
         };
-        sizes.push(Series {
-            name: format!("{} ready", s.router),
-            points: step(|p| p.ready),
-        });
-        sizes.push(Series {
-            name: format!("{} desired", s.router),
-            points: step(|p| p.desired),
-        });
+        sizes.push(Series::line(
+            format!("{} ready", s.router),
+            step(|p| p.ready),
+        ));
+        sizes.push(Series::line(
+            format!("{} desired", s.router),
+            step(|p| p.desired),
+        ));
         if points.iter().any(|p| p.prefill_ready.is_some()) {
-            sizes.push(Series {
-                name: format!("{} prefill ready", s.router),
-                points: step(|p| p.prefill_ready.unwrap_or(0)),
-            });
+            sizes.push(Series::line(
+                format!("{} prefill ready", s.router),
+                step(|p| p.prefill_ready.unwrap_or(0)),
+            ));
         }
     }
     let top = line_chart("Load", "time, s", "arrivals per s", &load, false);
@@ -171,23 +188,36 @@ pub(crate) fn replicas(runs: &[(String, Vec<RequestRecord>)], summaries: &[Summa
     )
 }
 
-/// SLA attainment against worker-hours: the fixed pools as a line, each planner run a point.
-pub(crate) fn frontier(fixed: &[(usize, Summary)], summaries: &[Summary]) -> String {
+/// SLA attainment against worker-hours: the fixed pools' frontier as a line and the pools it
+/// leaves behind as marks, each labelled with its size (`4`, or `3+1` prefill + decode), and
+/// each planner run a point.
+pub(crate) fn frontier(fixed: &[FixedRun], summaries: &[Summary]) -> String {
     let point = |s: &Summary| {
         (
             s.worker_hours.unwrap_or(0.0),
             s.sla_attainment.unwrap_or(0.0),
         )
     };
-    let mut series = vec![Series {
-        name: "fixed pools".into(),
-        points: fixed.iter().map(|(_, s)| point(s)).collect(),
-    }];
+    let pools = |on_frontier: bool, name: &str| {
+        let mut runs: Vec<&FixedRun> = fixed
+            .iter()
+            .filter(|r| r.on_frontier == on_frontier)
+            .collect();
+        runs.sort_by(|a, b| point(&a.summary).0.total_cmp(&point(&b.summary).0));
+        Series {
+            name: name.into(),
+            points: runs.iter().map(|r| point(&r.summary)).collect(),
+            labels: runs.iter().map(|r| r.size.to_string()).collect(),
+            marks_only: !on_frontier,
+        }
+    };
+    let mut series = vec![pools(true, "fixed pools: frontier")];
+    let behind = pools(false, "fixed pools: behind it");
+    if !behind.points.is_empty() {
+        series.push(behind);
+    }
     for s in summaries.iter().filter(|s| s.replicas.is_some()) {
-        series.push(Series {
-            name: s.router.clone(),
-            points: vec![point(s)],
-        });
+        series.push(Series::line(s.router.clone(), vec![point(s)]));
     }
     line_chart(
         "SLA attainment against worker-hours",
@@ -269,9 +299,10 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_
             .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
             .collect();
         let legend_y = TOP + 16.0 + 20.0 * i as f64;
+        let stroke = if s.marks_only { "none" } else { color };
         let _ = write!(
             svg,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{}"/><line x1="{:.1}" y1="{legend_y:.1}" x2="{:.1}" y2="{legend_y:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            r#"<polyline fill="none" stroke="{stroke}" stroke-width="1.8" points="{}"/><line x1="{:.1}" y1="{legend_y:.1}" x2="{:.1}" y2="{legend_y:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
             path.join(" "),
             LEFT + plot_w + 14.0,
             LEFT + plot_w + 34.0,
@@ -280,7 +311,7 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_
             s.name
         );
         // Few points (a frontier, a single run): mark each.
-        if s.points.len() <= 32 {
+        if s.points.len() <= 32 || s.marks_only {
             for &(x, y) in &s.points {
                 let _ = write!(
                     svg,
@@ -290,6 +321,17 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_
                     if s.points.len() == 1 { 6.0 } else { 3.5 }
                 );
             }
+        }
+    }
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        for (&(x, y), label) in s.points.iter().zip(&s.labels) {
+            let _ = write!(
+                svg,
+                r#"<text x="{:.1}" y="{:.1}" font-size="10" fill="{color}">{label}</text>"#,
+                sx(x) + 5.0,
+                sy(y) - 5.0
+            );
         }
     }
     svg.push_str("</svg>\n");
