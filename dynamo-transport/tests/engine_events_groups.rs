@@ -233,9 +233,9 @@ fn a_refused_message_chooses_no_group() {
     // included, so group 0 of the next message is followed.
     let bad = batch(&[
         stored(&H, None, &PROMPT, 4, 1, Some("full_attention")),
-        stored(&H, None, &PROMPT[..3], 4, 1, Some("full_attention")),
+        map(&[("type", string("BlockMoved"))]),
     ]);
-    let error = decode(&mut decoder, 0, &bad).expect_err("short token ids");
+    let error = decode(&mut decoder, 0, &bad).expect_err("an unknown event kind");
     assert!(
         matches!(error, Error::MalformedEngineEvent { .. }),
         "{error}"

@@ -229,8 +229,9 @@ pub(super) fn engine_hash(value: &Value) -> Result<u64, Error> {
 }
 
 /// The tier a `medium` names: vLLM's `CPU`, SGLang's `CPU_PINNED` (0.5.18 and later) the
-/// host; `DISK` the disk; SGLang's `EXTERNAL` (a shared or remote pool) the remote tier; `GPU`,
-/// anything else or none the device.
+/// host; `DISK`, and vLLM's `STORAGE` (its offloading connector's file-backed tier, 0.34.0)
+/// the disk; SGLang's `EXTERNAL` (a shared or remote pool) the remote tier; `GPU`, anything
+/// else or none the device.
 pub(super) fn tier(value: Option<&Value>) -> StorageTier {
     let Some(medium) = value.and_then(Value::as_str) else {
         return StorageTier::Device;
@@ -238,7 +239,7 @@ pub(super) fn tier(value: Option<&Value>) -> StorageTier {
     let is = |name: &str| medium.eq_ignore_ascii_case(name);
     if is("cpu") || is("cpu_pinned") {
         StorageTier::Host
-    } else if is("disk") {
+    } else if is("disk") || is("storage") {
         StorageTier::Disk
     } else if is("external") {
         StorageTier::Remote
@@ -258,6 +259,7 @@ mod tests {
             Some("CPU"),
             Some("CPU_PINNED"),
             Some("DISK"),
+            Some("STORAGE"),
             Some("EXTERNAL"),
             Some("something-new"),
             None,
@@ -266,6 +268,9 @@ mod tests {
         .map(|medium| tier(medium.map(Value::from).as_ref()))
         .collect();
         use StorageTier::{Device, Disk, Host, Remote};
-        assert_eq!(tiers, [Device, Host, Host, Disk, Remote, Device, Device]);
+        assert_eq!(
+            tiers,
+            [Device, Host, Host, Disk, Disk, Remote, Device, Device]
+        );
     }
 }

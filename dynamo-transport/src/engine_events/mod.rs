@@ -20,8 +20,23 @@
 //! Fields past the ones named are ignored (newer engines add some), and so are unknown keys of
 //! a map. Hashes come as signed or unsigned 64-bit integers, or as bytes. They are the engine's
 //! own and opaque: the decoder recomputes our block hashes from the token ids (so a different
-//! hash seed in the engine cannot silently give 0% hits) and keeps the engine-to-ours map to
-//! resolve `BlockRemoved`.
+//! hash seed in the engine cannot silently give 0% hits) and keeps the engine-to-ours map, with
+//! the tiers (`medium`) that hold each block, to resolve `BlockRemoved`: a removal takes the
+//! block from its medium's tier only, and `AllBlocksCleared` (vLLM's reset of its GPU block
+//! pool) clears the device tier, as the router does.
+//!
+//! What the decoder cannot index is skipped and counted in [`Decoded`], never guessed, and the
+//! rest of the message applies:
+//!
+//! - a `BlockStored` without token ids (vLLM's offloading connector names an offloaded chunk by
+//!   the hash of its last block alone, `block_size` 0): its blocks the map knows are stored in
+//!   the event's tier too; the others are [`Decoded::tokenless`]
+//! - a `BlockStored` after a parent the decoder does not know (stored before it subscribed, or
+//!   skipped): [`Decoded::unknown_parent`]
+//! - a `BlockStored` whose token ids do not fill its blocks, one block size each (a vLLM group
+//!   that lists only the blocks it keeps, SGLang's short page): [`Decoded::misaligned`]
+//!
+//! A message of the wrong shape, or with a block of another size, is refused whole.
 //!
 //! A stored block is hashed as the router hashes a request's prompt
 //! ([`GenerateRequest::block_hasher`](dynamo_core::GenerateRequest::block_hasher)): with its
@@ -41,7 +56,6 @@ mod stored;
 #[cfg(feature = "zmq")]
 mod zmq;
 
-use std::collections::HashMap;
 use std::mem;
 
 use dynamo_core::{
@@ -76,6 +90,17 @@ pub struct Decoded {
     /// vLLM hybrid model's sliding-window, Mamba or other groups (see
     /// [`EngineEventDecoder::decode`]).
     pub other_groups: usize,
+    /// Blocks of stored events without token ids (vLLM's offloading connector) that the
+    /// decoder never saw stored with them, so cannot name (skipped; see
+    /// [`EngineEventDecoder::decode`]).
+    pub tokenless: usize,
+    /// Stored blocks whose parent the decoder does not know (stored before it subscribed, in
+    /// lost messages, or in an event it skipped), so cannot hash (skipped).
+    pub unknown_parent: usize,
+    /// Blocks of stored events whose token ids do not fill them, one block size each (a
+    /// vLLM group that lists only the blocks it keeps, SGLang's short page), so cannot be
+    /// told apart (skipped).
+    pub misaligned: usize,
 }
 
 /// Turns one engine's messages into [`KvEvent`]s for one worker.
@@ -83,11 +108,10 @@ pub struct Decoded {
 pub struct EngineEventDecoder {
     worker: WorkerId,
     hasher: BlockHasher,
-    /// Engine block hash → our sequence hash, for the blocks the engine holds.
-    blocks: HashMap<u64, SequenceHash>,
-    /// Engine block hash → our hasher with the block's cache salt (no LoRA adapter), for the
-    /// salted blocks among `blocks`: a vLLM block stored after one of them takes its salt.
-    salted: HashMap<u64, BlockHasher>,
+    /// Engine block hash → our hashes, parent and tiers, for the blocks the engine holds; and
+    /// → our hasher with the block's cache salt (no LoRA adapter), for the salted blocks among
+    /// them: a vLLM block stored after one of them takes its salt.
+    known: known::Maps,
     /// The KV cache group (vLLM's `group_idx`) whose events are followed, once one is chosen.
     followed: Option<i64>,
     next_event_id: u64,
@@ -100,8 +124,7 @@ impl EngineEventDecoder {
         EngineEventDecoder {
             worker,
             hasher: BlockHasher::new(block_size),
-            blocks: HashMap::new(),
-            salted: HashMap::new(),
+            known: known::Maps::default(),
             followed: None,
             next_event_id: 0,
             last_sequence: None,
@@ -161,18 +184,19 @@ impl EngineEventDecoder {
 
         // Change the block maps in place with an undo journal, so that a bad event leaves no
         // trace at the cost of the message's own changes (not a copy of every known block).
-        let mut known = Known::new(mem::take(&mut self.blocks), mem::take(&mut self.salted));
+        let mut known = Known::new(mem::take(&mut self.known));
         let changes = self.changes(events, &mut known);
-        let (blocks, salted) = match &changes {
+        self.known = match &changes {
             Ok(_) => known.keep(),
             Err(_) => known.roll_back(),
         };
-        self.blocks = blocks;
-        self.salted = salted;
         let Changes {
             changes,
             unknown_removed,
             other_groups,
+            tokenless,
+            unknown_parent,
+            misaligned,
             followed,
         } = changes?;
         if let (None, Some(group)) = (self.followed, followed) {
@@ -207,15 +231,19 @@ impl EngineEventDecoder {
             gap,
             unknown_removed,
             other_groups,
+            tokenless,
+            unknown_parent,
+            misaligned,
         })
     }
 
     /// The router's changes for a message's `events`; `known` changed as they say.
     fn changes(&self, events: &[Value], known: &mut Known) -> Result<Changes, Error> {
-        let followed = self.choose_group(events)?;
-        let mut changes = Vec::with_capacity(events.len());
-        let mut unknown_removed = 0;
-        let mut other_groups = 0;
+        let mut out = Changes {
+            changes: Vec::with_capacity(events.len()),
+            followed: self.choose_group(events)?,
+            ..Changes::default()
+        };
         for event in events {
             let event = Event::new(event)
                 .ok_or_else(|| malformed("an event is neither an array nor a map"))?;
@@ -224,49 +252,50 @@ impl EngineEventDecoder {
                 Some("BlockRemoved") => event.group(fields::removed::GROUP_IDX),
                 _ => None,
             };
-            if group.is_some() && group != followed {
-                other_groups += 1;
+            if group.is_some() && group != out.followed {
+                out.other_groups += 1;
                 continue;
             }
             match event.kind() {
-                Some("BlockStored") => changes.push(self.stored(event, known)?),
+                Some("BlockStored") => self.stored(event, known, &mut out)?,
                 Some("BlockRemoved") => {
                     let hashes =
                         engine_hashes(event.field("block_hashes", fields::removed::BLOCK_HASHES))?;
                     let tier = tier(event.field("medium", fields::removed::MEDIUM));
                     let removed: Vec<SequenceHash> = hashes
                         .iter()
-                        .filter_map(|&hash| known.remove(hash))
+                        .filter_map(|&hash| known.remove(hash, tier))
                         .collect();
-                    unknown_removed += hashes.len() - removed.len();
+                    out.unknown_removed += hashes.len() - removed.len();
                     if !removed.is_empty() {
-                        changes.push((tier, KvEventData::Removed { blocks: removed }));
+                        out.changes
+                            .push((tier, KvEventData::Removed { blocks: removed }));
                     }
                 }
                 Some("AllBlocksCleared") => {
-                    known.clear();
-                    changes.push((StorageTier::Device, KvEventData::Cleared));
+                    // The engine's GPU block pool was reset (vLLM's `reset_prefix_cache`): the
+                    // device tier, as the router clears it; offloaded copies stay.
+                    known.clear(StorageTier::Device);
+                    out.changes
+                        .push((StorageTier::Device, KvEventData::Cleared));
                 }
                 other => return Err(malformed(&format!("unknown event kind {other:?}"))),
             }
         }
-        Ok(Changes {
-            changes,
-            unknown_removed,
-            other_groups,
-            followed,
-        })
+        Ok(out)
     }
 }
 
-/// What a message changes.
+/// What a message changes, and what of it the decoder skipped (the counts of [`Decoded`]).
+#[derive(Default)]
 struct Changes {
     /// The router's changes, in order.
     changes: Vec<(StorageTier, KvEventData)>,
-    /// Removed blocks never seen stored.
     unknown_removed: usize,
-    /// Events of groups not followed.
     other_groups: usize,
+    tokenless: usize,
+    unknown_parent: usize,
+    misaligned: usize,
     /// The group followed after this message.
     followed: Option<i64>,
 }

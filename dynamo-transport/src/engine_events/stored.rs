@@ -1,20 +1,23 @@
-//! A `BlockStored` event, hashed into our blocks.
+//! A `BlockStored` event, hashed into our blocks; or, without token ids, named through the
+//! blocks the decoder already knows.
 
 use dynamo_core::{HashedBlock, KvEventData, SequenceHash, StorageTier};
 use rmpv::Value;
 
 use super::fields::{self, Event, LoraName, engine_hash, engine_hashes, tier};
 use super::known::Known;
-use super::{EngineEventDecoder, malformed};
+use super::{Changes, EngineEventDecoder, malformed};
 use crate::Error;
 
 impl EngineEventDecoder {
-    /// A `BlockStored` event (see the [module docs](self) for its fields).
+    /// A `BlockStored` event (see the [module docs](super) for its fields): its changes added
+    /// to `out`, or its blocks counted there as skipped.
     pub(super) fn stored(
         &self,
         event: Event<'_>,
         known: &mut Known,
-    ) -> Result<(StorageTier, KvEventData), Error> {
+        out: &mut Changes,
+    ) -> Result<(), Error> {
         use fields::stored::{BLOCK_HASHES, BLOCK_SIZE, MEDIUM, PARENT, TOKEN_IDS};
 
         let hashes = engine_hashes(event.field("block_hashes", BLOCK_HASHES))?;
@@ -22,17 +25,17 @@ impl EngineEventDecoder {
             None | Some(Value::Nil) => None,
             Some(value) => Some(engine_hash(value)?),
         };
-        let parent = parent_engine
-            .map(|engine| {
-                known
-                    .block(engine)
-                    .ok_or_else(|| malformed("the parent block was never stored"))
-            })
-            .transpose()?;
         let tokens = event
             .field("token_ids", TOKEN_IDS)
             .ok_or_else(|| malformed("token_ids is not an array"))
             .and_then(|value| fields::token_ids(value).map_err(malformed))?;
+        let tier = tier(event.field("medium", MEDIUM));
+        if tokens.is_empty() && !hashes.is_empty() {
+            // vLLM's offloading connector names an offloaded block by its hash alone, with
+            // `block_size` 0 (or the size of its chunk): the tier is news, the block is not.
+            self.tokenless(&hashes, tier, known, out);
+            return Ok(());
+        }
         let block_size = event
             .field("block_size", BLOCK_SIZE)
             .and_then(Value::as_u64)
@@ -44,8 +47,17 @@ impl EngineEventDecoder {
                 ours: ours.get(),
             });
         }
+        let parent = match parent_engine.map(|engine| known.block(engine)) {
+            None => None,
+            Some(Some(parent)) => Some(parent),
+            Some(None) => {
+                out.unknown_parent += hashes.len();
+                return Ok(());
+            }
+        };
         if tokens.len() != hashes.len() * ours.as_usize() {
-            return Err(malformed("token_ids does not fill the stored blocks"));
+            out.misaligned += hashes.len();
+            return Ok(());
         }
         // The salt the event names, or else its parent's (vLLM names it on a sequence's first
         // block only); the LoRA adapter, which every event names. Salt and LoRA parts of the
@@ -61,22 +73,87 @@ impl EngineEventDecoder {
             Some(LoraName::Id(id)) => salted.with_lora(&id.to_string()),
             None => salted,
         };
+        let salt = (salted != self.hasher).then_some(salted);
         let mut chain = parent;
+        let mut engine_parent = parent_engine;
         let mut stored = Vec::with_capacity(hashes.len());
-        for (engine, block) in hashes.iter().zip(tokens.chunks_exact(ours.as_usize())) {
+        for (&engine, block) in hashes.iter().zip(tokens.chunks_exact(ours.as_usize())) {
             let local = hasher.local_hash(block);
-            let sequence = SequenceHash::chain(chain, local);
-            known.insert(*engine, sequence, (salted != self.hasher).then_some(salted));
-            stored.push(HashedBlock { local, sequence });
-            chain = Some(sequence);
+            let block = HashedBlock {
+                local,
+                sequence: SequenceHash::chain(chain, local),
+            };
+            known.insert(engine, block, engine_parent, salt, tier);
+            stored.push(block);
+            chain = Some(block.sequence);
+            engine_parent = Some(engine);
         }
-        Ok((
-            tier(event.field("medium", MEDIUM)),
+        out.changes.push((
+            tier,
             KvEventData::Stored {
                 parent,
                 block_size: ours,
                 blocks: stored,
             },
-        ))
+        ));
+        Ok(())
+    }
+
+    /// A `BlockStored` event without token ids: each block the decoder knows, in any tier,
+    /// is stored in `tier` too (as chains of the blocks that follow one another); one it does
+    /// not know, or whose parent it no longer knows, is skipped and counted.
+    fn tokenless(&self, hashes: &[u64], tier: StorageTier, known: &mut Known, out: &mut Changes) {
+        let mut run: Option<(Option<SequenceHash>, Vec<HashedBlock>)> = None;
+        for &engine in hashes {
+            let Some(entry) = known.entry(engine) else {
+                out.tokenless += 1;
+                flush(&mut run, tier, self, out);
+                continue;
+            };
+            let parent = match entry.parent.map(|parent| known.block(parent)) {
+                None => None,
+                Some(Some(parent)) => Some(parent),
+                Some(None) => {
+                    out.unknown_parent += 1;
+                    flush(&mut run, tier, self, out);
+                    continue;
+                }
+            };
+            if entry.held_in(tier) {
+                // Already there: nothing changes.
+                flush(&mut run, tier, self, out);
+                continue;
+            }
+            known.add_tier(engine, tier);
+            match &mut run {
+                Some((_, blocks)) if blocks.last().map(|last| last.sequence) == parent => {
+                    blocks.push(entry.block);
+                }
+                _ => {
+                    flush(&mut run, tier, self, out);
+                    run = Some((parent, vec![entry.block]));
+                }
+            }
+        }
+        flush(&mut run, tier, self, out);
+    }
+}
+
+/// The chain gathered so far, stored in `tier`.
+fn flush(
+    run: &mut Option<(Option<SequenceHash>, Vec<HashedBlock>)>,
+    tier: StorageTier,
+    decoder: &EngineEventDecoder,
+    out: &mut Changes,
+) {
+    if let Some((parent, blocks)) = run.take() {
+        out.changes.push((
+            tier,
+            KvEventData::Stored {
+                parent,
+                block_size: decoder.hasher.block_size(),
+                blocks,
+            },
+        ));
     }
 }

@@ -109,6 +109,15 @@ pub struct EngineEventCounts {
     /// Removed blocks never seen stored (stored before the subscriber connected, or in lost
     /// messages), ignored ([`Decoded::unknown_removed`](super::Decoded::unknown_removed)).
     pub unknown_removed: u64,
+    /// Blocks of stored events without token ids that the decoder never saw stored with them,
+    /// skipped ([`Decoded::tokenless`](super::Decoded::tokenless)).
+    pub tokenless: u64,
+    /// Stored blocks whose parent the decoder does not know, skipped
+    /// ([`Decoded::unknown_parent`](super::Decoded::unknown_parent)).
+    pub unknown_parent: u64,
+    /// Blocks of stored events whose token ids do not fill them, skipped
+    /// ([`Decoded::misaligned`](super::Decoded::misaligned)).
+    pub misaligned: u64,
     /// Messages refused whole (each also yielded as its error on the stream).
     pub refused: u64,
 }
@@ -203,12 +212,27 @@ impl Subscriber {
     async fn decode(&mut self, frames: &[&[u8]], sequence: Option<i64>) -> Result<(), Gone> {
         match self.decoder.decode(frames) {
             Ok(decoded) => {
-                let (other_groups, unknown_removed) =
-                    (decoded.other_groups as u64, decoded.unknown_removed as u64);
-                if other_groups > 0 || unknown_removed > 0 {
+                let skipped = [
+                    decoded.other_groups,
+                    decoded.unknown_removed,
+                    decoded.tokenless,
+                    decoded.unknown_parent,
+                    decoded.misaligned,
+                ];
+                if skipped.iter().any(|&count| count > 0) {
+                    let [
+                        other_groups,
+                        unknown_removed,
+                        tokenless,
+                        unknown_parent,
+                        misaligned,
+                    ] = skipped.map(|count| count as u64);
                     self.counts.send_modify(|counts| {
                         counts.other_groups += other_groups;
                         counts.unknown_removed += unknown_removed;
+                        counts.tokenless += tokenless;
+                        counts.unknown_parent += unknown_parent;
+                        counts.misaligned += misaligned;
                     });
                 }
                 if let Some((expected, received)) = decoded.gap {
