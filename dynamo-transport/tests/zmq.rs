@@ -319,3 +319,62 @@ async fn a_bad_endpoint_is_an_error() {
     let error = source.subscribe().await.expect_err("refused");
     assert!(matches!(error, Error::Socket { .. }), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_after_a_lost_parent_and_unknown_offloads_are_counted_not_refused() {
+    let mut engine = Engine::start().await;
+    let source = EngineEventSource::new(engine.endpoint.clone(), WorkerId::new(7), block_size());
+    let mut events = Box::pin(source.subscribe().await.expect("subscribed"));
+    engine.wait_for_subscriber(&mut events).await;
+    // The probes were refused, each counted.
+    let probes = events.counts().refused;
+
+    engine
+        .send(0, batch(&[stored(uint(100), None, &[1, 2, 3, 4])]), false)
+        .await;
+    engine
+        .send(
+            1,
+            batch(&[stored(uint(101), Some(uint(100)), &[5, 6, 7, 8])]),
+            true,
+        )
+        .await;
+    // After the lost message: a store under its block, a chunk offloaded by its hash alone
+    // (`["BlockStored", [hash], nil, [], 0, nil, "CPU"]`) that was never stored, and a removal.
+    let offloaded = concat(&[
+        array(7),
+        string("BlockStored"),
+        concat(&[array(1), uint(999)]),
+        vec![NIL],
+        tokens(&[]),
+        small(0),
+        vec![NIL],
+        string("CPU"),
+    ]);
+    let step = batch(&[
+        stored(uint(102), Some(uint(101)), &[9, 10, 11, 12]),
+        offloaded,
+        removed(100),
+    ]);
+    engine.send(2, step, false).await;
+    let all = chain();
+    assert_eq!(
+        stored_blocks(&next(&mut events).await.expect("an event")),
+        all[0..1]
+    );
+    let gap = next(&mut events).await.expect_err("a gap");
+    assert!(matches!(gap, Error::EngineEventsLost { .. }), "{gap}");
+    // The removal applies: the message was not refused.
+    let removal = next(&mut events).await.expect("the removal");
+    assert_eq!(
+        removal.data,
+        KvEventData::Removed {
+            blocks: vec![all[0].sequence]
+        }
+    );
+    let counts = events.counts();
+    assert_eq!(
+        (counts.unknown_parent, counts.tokenless, counts.refused),
+        (1, 1, probes)
+    );
+}
