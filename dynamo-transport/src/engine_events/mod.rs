@@ -91,8 +91,8 @@ pub struct Decoded {
     /// [`EngineEventDecoder::decode`]).
     pub other_groups: usize,
     /// Blocks of stored events without token ids (vLLM's offloading connector) that the
-    /// decoder never saw stored with them, so cannot name (skipped; see
-    /// [`EngineEventDecoder::decode`]).
+    /// decoder never saw stored with them, so cannot name (skipped; see the
+    /// [module docs](crate::engine_events)).
     pub tokenless: usize,
     /// Stored blocks whose parent the decoder does not know (stored before it subscribed, in
     /// lost messages, or in an event it skipped), so cannot hash (skipped).
