@@ -315,9 +315,19 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
     let metrics = frontend.metrics().await;
     let other_groups = r#"reason="other_groups""#;
     let unknown_removed = r#"reason="unknown_removed""#;
+    let tokenless = r#"reason="tokenless""#;
+    let unknown_parent = r#"reason="unknown_parent""#;
+    let misaligned = r#"reason="misaligned""#;
+    let reasons = [
+        other_groups,
+        unknown_removed,
+        tokenless,
+        unknown_parent,
+        misaligned,
+    ];
     let malformed = r#"error="malformed_engine_event""#;
     // Each reason's series is there from the start, at 0.
-    for reason in [other_groups, unknown_removed] {
+    for reason in reasons {
         let zero = metrics.lines().any(|line| {
             line.starts_with(&format!("{SKIPPED}{{"))
                 && line.contains("worker=\"3/")
@@ -375,15 +385,57 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
         .send(frames(sequence + 3, vec![0xc1]))
         .await
         .expect("published");
+    // Stores the decoder cannot hash, each skipped alone: an offloaded chunk named by a hash
+    // never stored with its tokens (vLLM's offloading connector), a block after a parent never
+    // stored, and two hashes over three blocks of tokens (vLLM issue #44451).
+    let store = |hashes: &[u64], parent: Option<u64>, tokens: &[u32], size: u64, medium: &str| {
+        vec![
+            ("type", "BlockStored".into()),
+            (
+                "block_hashes",
+                Value::Array(hashes.iter().map(|&h| Value::from(h)).collect()),
+            ),
+            ("parent_block_hash", parent.map_or(Value::Nil, Value::from)),
+            (
+                "token_ids",
+                Value::Array(tokens.iter().map(|&t| Value::from(t)).collect()),
+            ),
+            ("block_size", Value::from(size)),
+            ("medium", medium.into()),
+            ("group_idx", Value::from(0)),
+        ]
+    };
+    let three_blocks: Vec<u32> = (200..200 + 3 * BLOCK as u32).collect();
+    events
+        .send(message_of(
+            sequence + 4,
+            vec![
+                store(&[7001], None, &[], 0, "CPU"),
+                store(
+                    &[8001],
+                    Some(9999),
+                    &three_blocks[..BLOCK],
+                    BLOCK as u64,
+                    "GPU",
+                ),
+                store(&[8101, 8102], None, &three_blocks, BLOCK as u64, "GPU"),
+            ],
+        ))
+        .await
+        .expect("published");
 
     let metrics = frontend
         .wait_for_metrics("not counted", Duration::from_secs(30), |metrics| {
             counter(metrics, ERRORS, 3, malformed) >= 1.0
                 && counter(metrics, SKIPPED, 3, other_groups) >= 2.0
                 && counter(metrics, SKIPPED, 3, unknown_removed) >= 3.0
+                && counter(metrics, SKIPPED, 3, misaligned) >= 2.0
                 && counter(metrics, "dynamo_router_indexed_blocks", 3, "") >= 4.0
         })
         .await;
+    for (reason, count) in [(tokenless, 1.0), (unknown_parent, 1.0), (misaligned, 2.0)] {
+        assert_eq!(counter(&metrics, SKIPPED, 3, reason), count, "{metrics}");
+    }
     assert_eq!(
         counter(&metrics, SKIPPED, 3, other_groups),
         2.0,
