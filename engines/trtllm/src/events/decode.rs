@@ -1,77 +1,20 @@
 //! TensorRT-LLM's KV events, turned into the router's [`KvEvent`]s for one worker.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use dynamo_core::{
-    BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, SequenceHash, Token, WorkerId,
-};
+use dynamo_core::{BlockHasher, BlockSize, KvEvent, KvEventData, WorkerId};
 
 use super::EventsError;
 use super::blocks::Blocks;
-use super::levels::{Held, Level, Levels};
-use super::wire::{EngineHash, Removed, Stored, StoredBlock, Updated, WireEvent};
+use super::counts::EventCounts;
+use super::levels::{Level, Levels};
+use super::wire::{Removed, Stored, Updated, WireEvent};
 
 /// Engine blocks the decoder remembers by default (their hashes map to ours).
 pub(super) const MAX_BLOCKS: usize = 1 << 22;
 /// Attention data-parallel ranks followed for event-id gaps; events of further ranks are
 /// malformed (a server has a handful).
 const MAX_RANKS: usize = 1024;
-
-/// What a decoder has seen and done, since it was made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EventCounts {
-    /// Events read (each element of an answer that parsed as an event).
-    pub events: u64,
-    /// Router events produced.
-    pub applied: u64,
-    /// Jumps in the event ids ([`EventsError::Lost`]).
-    pub gaps: u64,
-    /// Event ids those jumps skipped.
-    pub lost: u64,
-    /// Times the event ids went back (the server restarted): what was known of it was
-    /// cleared.
-    pub restarts: u64,
-    /// Events of a `type` this decoder does not know, skipped.
-    pub unknown_types: u64,
-    /// `updated` events that moved no block between tiers (a priority change, or a cache
-    /// level the block was already known at), skipped.
-    pub updated: u64,
-    /// `updated` events that moved a block between cache levels: each made a `Stored` of the
-    /// block in its new level's tier and a `Removed` in its old one.
-    pub moved: u64,
-    /// `updated` events of a cache level for a block never seen stored (stored before the
-    /// poller started, or in lost events), skipped.
-    pub unknown_updated: u64,
-    /// Blocks at a cache level with no tier here (not 0, 1 or 2): a `stored` chain is indexed
-    /// up to the first such block, and a block moved to such a level is removed from its
-    /// tier and forgotten.
-    pub unknown_levels: u64,
-    /// Events of another attention window or layer group than the first one seen, skipped.
-    pub other_groups: u64,
-    /// `stored` events whose parent block was never seen stored (stored before the poller
-    /// started, or in lost events), skipped.
-    pub unknown_parent: u64,
-    /// Removed block hashes never seen stored, ignored.
-    pub unknown_removed: u64,
-    /// Known blocks removed with an ancestor, a `removed` block or one moved to a cache level
-    /// with no tier, without being named themselves: TensorRT-LLM's KV cache manager frees a
-    /// reclaimed block's descendants with it, and since its lookup-tree rewrite (2026) sends
-    /// no `removed` event for them.
-    pub descendants_removed: u64,
-    /// Partly filled last blocks of `stored` events, not indexed (the router indexes full
-    /// blocks).
-    pub partial_blocks: u64,
-    /// `stored` blocks with multimodal tokens (`token_extra_id` set), not indexed: the router
-    /// hashes token ids only.
-    pub multimodal_blocks: u64,
-    /// `stored` events skipped because the decoder already remembers its maximum of blocks.
-    pub over_capacity: u64,
-    /// Answers or events that did not parse ([`EventsError::Malformed`]).
-    pub malformed: u64,
-    /// `stored` events of another block size ([`EventsError::BlockSizeMismatch`]).
-    pub block_size_mismatches: u64,
-}
 
 /// Turns `trtllm-serve`'s `/kv_cache_events` answers into [`KvEvent`]s for one worker.
 ///
@@ -109,20 +52,20 @@ pub struct EventCounts {
 /// ```
 #[derive(Debug)]
 pub struct TrtllmEventDecoder {
-    worker: WorkerId,
-    hasher: BlockHasher,
+    pub(super) worker: WorkerId,
+    pub(super) hasher: BlockHasher,
     /// What we know of the blocks the server holds, by engine block hash, with their links.
-    blocks: Blocks,
+    pub(super) blocks: Blocks,
     /// The levels besides the device's that may hold blocks in the index since the last
     /// clear (each needs its own `Cleared`).
-    used: Levels,
-    max_blocks: usize,
+    pub(super) used: Levels,
+    pub(super) max_blocks: usize,
     next_event_id: u64,
     /// The last event id read, per attention data-parallel rank.
     last_ids: HashMap<u64, u64>,
     /// The attention window and layer group whose events are followed (the first seen).
     group: Option<(Option<u64>, Option<u64>)>,
-    counts: EventCounts,
+    pub(super) counts: EventCounts,
 }
 
 impl TrtllmEventDecoder {
@@ -287,202 +230,6 @@ impl TrtllmEventDecoder {
         })
     }
 
-    /// A chain of stored blocks, hashed our way from their token ids: one `Stored` per run of
-    /// blocks at the same level; nothing is remembered unless the whole event is good.
-    fn stored(
-        &mut self,
-        stored: Stored,
-        out: &mut Vec<Result<KvEvent, EventsError>>,
-    ) -> Result<(), EventsError> {
-        let parent = match &stored.parent_hash {
-            None => None,
-            Some(engine) => match self.blocks.get(engine) {
-                Some(parent) => Some(parent.block.sequence),
-                None => {
-                    self.counts.unknown_parent += 1;
-                    return Ok(());
-                }
-            },
-        };
-        let block_size = self.hasher.block_size();
-        let size = block_size.as_usize();
-        let last = stored.blocks.len().saturating_sub(1);
-        let mut chain = parent;
-        let mut remembered = Vec::with_capacity(stored.blocks.len());
-        for (at, block) in stored.blocks.iter().enumerate() {
-            if block.tokens.len() != size {
-                if block.tokens.len() < size && at == last {
-                    self.counts.partial_blocks += 1;
-                    break;
-                }
-                self.counts.block_size_mismatches += 1;
-                return Err(EventsError::BlockSizeMismatch {
-                    engine: block.tokens.len(),
-                    ours: block_size.get(),
-                });
-            }
-            if block
-                .tokens
-                .iter()
-                .any(|token| token.token_extra_id.is_some_and(|extra| extra != 0))
-            {
-                // Its children would chain from a block the index does not hold.
-                self.counts.multimodal_blocks += 1;
-                break;
-            }
-            let Some(level) = Level::new(block.cache_level) else {
-                // As for a multimodal block: the chain stops here.
-                self.counts.unknown_levels += 1;
-                break;
-            };
-            let hasher = self.hasher_for(block);
-            let local = hasher.local_hash(&self.token_ids(block)?);
-            let sequence = SequenceHash::chain(chain, local);
-            let held = Held {
-                block: HashedBlock { local, sequence },
-                parent: chain,
-                level,
-            };
-            remembered.push((block.block_hash.clone(), held));
-            chain = Some(sequence);
-        }
-        if remembered.is_empty() {
-            return Ok(());
-        }
-        if self.blocks.len().saturating_add(remembered.len()) > self.max_blocks {
-            self.counts.over_capacity += 1;
-            return Ok(());
-        }
-        for run in remembered.chunk_by(|(_, a), (_, b)| a.level == b.level) {
-            let level = run[0].1.level;
-            self.used.insert(level);
-            let data = KvEventData::Stored {
-                parent: run[0].1.parent,
-                block_size,
-                blocks: run.iter().map(|(_, held)| held.block).collect(),
-            };
-            out.push(Ok(self.numbered(level, data)));
-        }
-        // A block stored again at another level than it was known at has left that one (a
-        // block is at one level at a time).
-        let mut left = Vec::new();
-        let mut after = stored.parent_hash;
-        for (engine, held) in remembered {
-            if let Some(before) = self.blocks.insert(engine.clone(), after.as_ref(), held)
-                && before.level != held.level
-                && before.block.sequence == held.block.sequence
-            {
-                left.push((before.level, held.block.sequence));
-            }
-            after = Some(engine);
-        }
-        self.removed_from(left, out);
-        Ok(())
-    }
-
-    /// A LoRA adapter is known here only by its id: its decimal form names it, as in the vLLM
-    /// events' decoder.
-    fn hasher_for(&self, block: &StoredBlock) -> BlockHasher {
-        match block.lora_id {
-            Some(lora) => self.hasher.with_lora(&lora.to_string()),
-            None => self.hasher,
-        }
-    }
-
-    fn token_ids(&mut self, block: &StoredBlock) -> Result<Vec<Token>, EventsError> {
-        block
-            .tokens
-            .iter()
-            .map(|token| Token::try_from(token.token_id).ok())
-            .collect::<Option<Vec<Token>>>()
-            .ok_or_else(|| {
-                self.counts.malformed += 1;
-                EventsError::malformed("a token id is not a u32", None)
-            })
-    }
-
-    /// Removed blocks, each with its known descendants (which the server may have dropped
-    /// without naming them), each from the tier it is in.
-    fn removed(&mut self, removed: &Removed, out: &mut Vec<Result<KvEvent, EventsError>>) {
-        let named = &removed.block_hashes;
-        let known: HashSet<&EngineHash> = named
-            .iter()
-            .filter(|engine| self.blocks.get(engine).is_some())
-            .collect();
-        self.counts.unknown_removed += named
-            .iter()
-            .filter(|engine| !known.contains(engine))
-            .count() as u64;
-        // A block named after one of its ancestors (or twice) went with the first.
-        let mut gone = Vec::new();
-        for engine in named {
-            self.blocks.remove_tree(engine, &mut gone);
-        }
-        // Every known block named is gone, and so are the descendants not named.
-        self.counts.descendants_removed += gone.len().saturating_sub(known.len()) as u64;
-        self.removed_from(to_levels(gone), out);
-    }
-
-    /// One `Removed` per level of `blocks`, fastest level first.
-    fn removed_from(
-        &mut self,
-        blocks: Vec<(Level, SequenceHash)>,
-        out: &mut Vec<Result<KvEvent, EventsError>>,
-    ) {
-        for level in Level::all() {
-            let at_level: Vec<SequenceHash> = blocks
-                .iter()
-                .filter(|(at, _)| *at == level)
-                .map(|(_, sequence)| *sequence)
-                .collect();
-            if !at_level.is_empty() {
-                let data = KvEventData::Removed { blocks: at_level };
-                out.push(Ok(self.numbered(level, data)));
-            }
-        }
-    }
-
-    /// A block's priority or cache level changed: a new level moves it between tiers.
-    fn updated(&mut self, updated: &Updated, out: &mut Vec<Result<KvEvent, EventsError>>) {
-        let Some(diff) = updated
-            .cache_level
-            .filter(|diff| diff.old_value != diff.new_value)
-        else {
-            self.counts.updated += 1;
-            return;
-        };
-        let Some(held) = self.blocks.get(&updated.block_hash) else {
-            self.counts.unknown_updated += 1;
-            return;
-        };
-        let Some(level) = Level::new(diff.new_value) else {
-            // Forgotten, and its descendants with it: the router cannot reach them without
-            // it, and a later removal of it would not be recognised to take them.
-            self.counts.unknown_levels += 1;
-            let mut gone = Vec::new();
-            self.blocks.remove_tree(&updated.block_hash, &mut gone);
-            self.counts.descendants_removed += gone.len().saturating_sub(1) as u64;
-            self.removed_from(to_levels(gone), out);
-            return;
-        };
-        // The level the block is known at, whatever the event says it came from.
-        if level == held.level {
-            self.counts.updated += 1;
-            return;
-        }
-        self.counts.moved += 1;
-        self.used.insert(level);
-        // Stored first: the block stays held while it moves, for the index and its children.
-        let stored = KvEventData::Stored {
-            parent: held.parent,
-            block_size: self.hasher.block_size(),
-            blocks: vec![held.block],
-        };
-        out.push(Ok(self.numbered(level, stored)));
-        self.removed_from(vec![(held.level, held.block.sequence)], out);
-        self.blocks.set_level(&updated.block_hash, level);
-    }
-
     /// Forget every block: a `Cleared` for the device's tier, and for each other tier that
     /// may hold blocks of this server.
     fn clear(&mut self, out: &mut Vec<Result<KvEvent, EventsError>>) {
@@ -495,7 +242,7 @@ impl TrtllmEventDecoder {
         }
     }
 
-    fn numbered(&mut self, level: Level, data: KvEventData) -> KvEvent {
+    pub(super) fn numbered(&mut self, level: Level, data: KvEventData) -> KvEvent {
         let event = KvEvent {
             worker: self.worker,
             event_id: self.next_event_id,
@@ -506,12 +253,4 @@ impl TrtllmEventDecoder {
         self.counts.applied += 1;
         event
     }
-}
-
-/// The level and sequence hash of each of `blocks`, for [`TrtllmEventDecoder::removed_from`].
-fn to_levels(blocks: Vec<(EngineHash, Held)>) -> Vec<(Level, SequenceHash)> {
-    blocks
-        .into_iter()
-        .map(|(_, held)| (held.level, held.block.sequence))
-        .collect()
 }

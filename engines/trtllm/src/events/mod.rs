@@ -14,12 +14,15 @@
 //! counted. The layout is in `wire.rs`.
 
 mod blocks;
+mod changes;
+mod counts;
 mod decode;
 mod error;
 mod levels;
 mod poll;
 mod wire;
 
-pub use decode::{EventCounts, TrtllmEventDecoder};
+pub use counts::EventCounts;
+pub use decode::TrtllmEventDecoder;
 pub use error::EventsError;
 pub use poll::{KvEventPoller, KvEventStream};
