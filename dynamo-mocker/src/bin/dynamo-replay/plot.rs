@@ -9,7 +9,7 @@ use crate::sweep::FixedRun;
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 420.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 170.0;
+const RIGHT: f64 = 200.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 const COLORS: [&str; 8] = [
@@ -160,18 +160,25 @@ pub(crate) fn replicas(runs: &[(String, Vec<RequestRecord>)], summaries: &[Summa
             }
             line
         };
+        // In a disaggregated run `ready` and `desired` are the decode pool's.
+        let disaggregated = points.iter().any(|p| p.prefill_ready.is_some());
+        let pool = if disaggregated { " decode" } else { "" };
         sizes.push(Series::line(
-            format!("{} ready", s.router),
+            format!("{}{pool} ready", s.router),
             step(|p| p.ready),
         ));
         sizes.push(Series::line(
-            format!("{} desired", s.router),
+            format!("{}{pool} desired", s.router),
             step(|p| p.desired),
         ));
-        if points.iter().any(|p| p.prefill_ready.is_some()) {
+        if disaggregated {
             sizes.push(Series::line(
                 format!("{} prefill ready", s.router),
                 step(|p| p.prefill_ready.unwrap_or(0)),
+            ));
+            sizes.push(Series::line(
+                format!("{} prefill desired", s.router),
+                step(|p| p.prefill_desired.unwrap_or(0)),
             ));
         }
     }
@@ -300,9 +307,17 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_
             .collect();
         let legend_y = TOP + 16.0 + 20.0 * i as f64;
         let stroke = if s.marks_only { "none" } else { color };
+        // A long name gets a smaller font, to fit the room right of the chart (a character
+        // is about 0.55 of the font size wide).
+        let room = RIGHT - 45.0;
+        let fit = if s.name.len() as f64 * 0.55 * 12.0 > room {
+            format!(r#" font-size="{:.1}""#, room / (s.name.len() as f64 * 0.55))
+        } else {
+            String::new()
+        };
         let _ = write!(
             svg,
-            r#"<polyline fill="none" stroke="{stroke}" stroke-width="1.8" points="{}"/><line x1="{:.1}" y1="{legend_y:.1}" x2="{:.1}" y2="{legend_y:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            r#"<polyline fill="none" stroke="{stroke}" stroke-width="1.8" points="{}"/><line x1="{:.1}" y1="{legend_y:.1}" x2="{:.1}" y2="{legend_y:.1}" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="{:.1}"{fit}>{}</text>"#,
             path.join(" "),
             LEFT + plot_w + 14.0,
             LEFT + plot_w + 34.0,
