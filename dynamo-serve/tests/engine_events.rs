@@ -318,12 +318,14 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
     let tokenless = r#"reason="tokenless""#;
     let unknown_parent = r#"reason="unknown_parent""#;
     let misaligned = r#"reason="misaligned""#;
+    let unknown_medium = r#"reason="unknown_medium""#;
     let reasons = [
         other_groups,
         unknown_removed,
         tokenless,
         unknown_parent,
         misaligned,
+        unknown_medium,
     ];
     let malformed = r#"error="malformed_engine_event""#;
     // Each reason's series is there from the start, at 0.
@@ -423,6 +425,20 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
         ))
         .await
         .expect("published");
+    // Two blocks of a medium the decoder does not know (a store and a removal), skipped.
+    let elsewhere = store(
+        &[8301],
+        None,
+        &three_blocks[..BLOCK],
+        BLOCK as u64,
+        "NVME_POOL",
+    );
+    let mut removed_elsewhere = removed_in(0, &[8302]);
+    removed_elsewhere[2] = ("medium", "NVME_POOL".into());
+    events
+        .send(message_of(sequence + 5, vec![elsewhere, removed_elsewhere]))
+        .await
+        .expect("published");
 
     let metrics = frontend
         .wait_for_metrics("not counted", Duration::from_secs(30), |metrics| {
@@ -430,10 +446,16 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
                 && counter(metrics, SKIPPED, 3, other_groups) >= 2.0
                 && counter(metrics, SKIPPED, 3, unknown_removed) >= 3.0
                 && counter(metrics, SKIPPED, 3, misaligned) >= 2.0
+                && counter(metrics, SKIPPED, 3, unknown_medium) >= 2.0
                 && counter(metrics, "dynamo_router_indexed_blocks", 3, "") >= 4.0
         })
         .await;
-    for (reason, count) in [(tokenless, 1.0), (unknown_parent, 1.0), (misaligned, 2.0)] {
+    for (reason, count) in [
+        (tokenless, 1.0),
+        (unknown_parent, 1.0),
+        (misaligned, 2.0),
+        (unknown_medium, 2.0),
+    ] {
         assert_eq!(counter(&metrics, SKIPPED, 3, reason), count, "{metrics}");
     }
     assert_eq!(

@@ -335,3 +335,58 @@ fn a_store_whose_tokens_do_not_fill_its_blocks_is_skipped_with_its_children() {
     assert_eq!(skipped(&decoded), [0, 1, 2, 0]);
     assert_eq!(decoded.events.len(), 1);
 }
+
+#[test]
+fn blocks_of_an_unknown_medium_are_skipped_not_put_on_the_device() {
+    let mut decoder = decoder();
+    let ours = ours();
+    // A medium the decoder does not know: a store with token ids, an offloaded copy of a known
+    // block and a removal, each skipped for it; the rest of the step applies.
+    let unknown_store = map(&[
+        ("type", string("BlockStored")),
+        ("block_hashes", hashes(&[0x4001])),
+        ("parent_block_hash", vec![NIL]),
+        ("token_ids", tokens(&[21, 22, 23, 24])),
+        ("block_size", small(4)),
+        ("lora_id", vec![NIL]),
+        ("medium", string("NVME_POOL")),
+        ("lora_name", vec![NIL]),
+        ("group_idx", small(0)),
+    ]);
+    let step = batch(&[
+        stored(&H, None, &PROMPT),
+        unknown_store,
+        offloaded(H[1], "NVME_POOL"),
+        removed(&[H[2]], "NVME_POOL"),
+    ]);
+    let decoded = decode(&mut decoder, 0, &step).expect("decoded, not refused");
+    assert_eq!(
+        decoded.unknown_medium, 3,
+        "one block in each of three events"
+    );
+    assert_eq!(skipped(&decoded), [0; 4]);
+    assert_eq!(
+        changes(&decoded),
+        [(
+            StorageTier::Device,
+            KvEventData::Stored {
+                parent: None,
+                block_size: block_size(),
+                blocks: ours.clone(),
+            }
+        )]
+    );
+    // The device copy of H[2] is still known, and the unknown medium's block never was.
+    let after = batch(&[removed(&[H[2]], "GPU"), removed(&[0x4001], "GPU")]);
+    let after = decode(&mut decoder, 1, &after).expect("decoded");
+    assert_eq!(
+        changes(&after),
+        [(
+            StorageTier::Device,
+            KvEventData::Removed {
+                blocks: vec![ours[2].sequence]
+            }
+        )]
+    );
+    assert_eq!(after.unknown_removed, 1);
+}

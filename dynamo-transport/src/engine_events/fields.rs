@@ -228,23 +228,27 @@ pub(super) fn engine_hash(value: &Value) -> Result<u64, Error> {
     }
 }
 
-/// The tier a `medium` names: vLLM's `CPU`, SGLang's `CPU_PINNED` (0.5.18 and later) the
-/// host; `DISK`, and vLLM's `STORAGE` (its offloading connector's file-backed tier, 0.34.0)
-/// the disk; SGLang's `EXTERNAL` (a shared or remote pool) the remote tier; `GPU`, anything
-/// else or none the device.
-pub(super) fn tier(value: Option<&Value>) -> StorageTier {
-    let Some(medium) = value.and_then(Value::as_str) else {
-        return StorageTier::Device;
+/// The tier a `medium` names, in any case: `GPU`, or none (nil or no field), the device;
+/// vLLM's `CPU` and SGLang's `CPU_PINNED` (0.5.18 and later) the host; `DISK`, and vLLM's
+/// `STORAGE` (its offloading connector's file-backed tier, 0.34.0) the disk; SGLang's
+/// `EXTERNAL` (a shared or remote pool) the remote tier. `None` for any other medium, or one
+/// that is not a string: the decoder does not know where such blocks are.
+pub(super) fn tier(value: Option<&Value>) -> Option<StorageTier> {
+    let medium = match value {
+        None | Some(Value::Nil) => return Some(StorageTier::Device),
+        Some(value) => value.as_str()?,
     };
     let is = |name: &str| medium.eq_ignore_ascii_case(name);
-    if is("cpu") || is("cpu_pinned") {
-        StorageTier::Host
+    if is("gpu") {
+        Some(StorageTier::Device)
+    } else if is("cpu") || is("cpu_pinned") {
+        Some(StorageTier::Host)
     } else if is("disk") || is("storage") {
-        StorageTier::Disk
+        Some(StorageTier::Disk)
     } else if is("external") {
-        StorageTier::Remote
+        Some(StorageTier::Remote)
     } else {
-        StorageTier::Device
+        None
     }
 }
 
@@ -254,23 +258,38 @@ mod tests {
 
     #[test]
     fn each_engine_medium_names_its_tier() {
-        let tiers: Vec<StorageTier> = [
-            Some("GPU"),
-            Some("CPU"),
-            Some("CPU_PINNED"),
-            Some("DISK"),
-            Some("STORAGE"),
-            Some("EXTERNAL"),
-            Some("something-new"),
+        let tiers: Vec<Option<StorageTier>> = [
+            Some(Value::from("GPU")),
+            Some(Value::from("CPU")),
+            Some(Value::from("cpu")),
+            Some(Value::from("CPU_PINNED")),
+            Some(Value::from("DISK")),
+            Some(Value::from("STORAGE")),
+            Some(Value::from("EXTERNAL")),
+            Some(Value::Nil),
             None,
+            Some(Value::from("something-new")),
+            Some(Value::from(1)),
         ]
-        .into_iter()
-        .map(|medium| tier(medium.map(Value::from).as_ref()))
+        .iter()
+        .map(|medium| tier(medium.as_ref()))
         .collect();
         use StorageTier::{Device, Disk, Host, Remote};
         assert_eq!(
             tiers,
-            [Device, Host, Host, Disk, Disk, Remote, Device, Device]
+            [
+                Some(Device),
+                Some(Host),
+                Some(Host),
+                Some(Host),
+                Some(Disk),
+                Some(Disk),
+                Some(Remote),
+                Some(Device),
+                Some(Device),
+                None,
+                None,
+            ]
         );
     }
 }

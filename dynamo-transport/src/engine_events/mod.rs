@@ -23,7 +23,10 @@
 //! hash seed in the engine cannot silently give 0% hits) and keeps the engine-to-ours map, with
 //! the tiers (`medium`) that hold each block, to resolve `BlockRemoved`: a removal takes the
 //! block from its medium's tier only, and `AllBlocksCleared` (vLLM's reset of its GPU block
-//! pool) clears the device tier, as the router does.
+//! pool) clears the device tier, as the router does. The media known, in any case: `GPU` (or
+//! none) the device tier; `CPU` (vLLM) and `CPU_PINNED` (SGLang) host memory; `DISK`, and
+//! `STORAGE` (vLLM's file-backed offloading tier), the disk; `EXTERNAL` (SGLang's shared or
+//! remote pool) the remote tier.
 //!
 //! What the decoder cannot index is skipped and counted in [`Decoded`], never guessed, and the
 //! rest of the message applies:
@@ -35,6 +38,8 @@
 //!   skipped): [`Decoded::unknown_parent`]
 //! - a `BlockStored` whose token ids do not fill its blocks, one block size each (a vLLM group
 //!   that lists only the blocks it keeps, SGLang's short page): [`Decoded::misaligned`]
+//! - a `BlockStored` or `BlockRemoved` of a `medium` the decoder does not know (the tiers are
+//!   listed below): [`Decoded::unknown_medium`]
 //!
 //! A message of the wrong shape, or with a block of another size, is refused whole.
 //!
@@ -101,6 +106,10 @@ pub struct Decoded {
     /// vLLM group that lists only the blocks it keeps, SGLang's short page), so cannot be
     /// told apart (skipped).
     pub misaligned: usize,
+    /// Blocks of stored and removed events of a `medium` the decoder does not know (see the
+    /// [module docs](crate::engine_events) for those it knows), skipped: their tier is
+    /// unknown. The first such medium is logged once per decoder.
+    pub unknown_medium: usize,
 }
 
 /// Turns one engine's messages into [`KvEvent`]s for one worker.
@@ -116,6 +125,8 @@ pub struct EngineEventDecoder {
     followed: Option<i64>,
     next_event_id: u64,
     last_sequence: Option<i64>,
+    /// Whether an unknown medium was logged.
+    logged_medium: bool,
 }
 
 impl EngineEventDecoder {
@@ -128,6 +139,7 @@ impl EngineEventDecoder {
             followed: None,
             next_event_id: 0,
             last_sequence: None,
+            logged_medium: false,
         }
     }
 
@@ -197,8 +209,19 @@ impl EngineEventDecoder {
             tokenless,
             unknown_parent,
             misaligned,
+            unknown_medium,
+            medium,
             followed,
         } = changes?;
+        if let (false, Some(medium)) = (self.logged_medium, medium) {
+            tracing::warn!(
+                worker = %self.worker,
+                %medium,
+                "the engine's KV events name a medium the decoder does not know: their blocks \
+                 are skipped (counted as unknown_medium)"
+            );
+            self.logged_medium = true;
+        }
         if let (None, Some(group)) = (self.followed, followed) {
             tracing::info!(
                 worker = %self.worker,
@@ -234,6 +257,7 @@ impl EngineEventDecoder {
             tokenless,
             unknown_parent,
             misaligned,
+            unknown_medium,
         })
     }
 
@@ -261,7 +285,11 @@ impl EngineEventDecoder {
                 Some("BlockRemoved") => {
                     let hashes =
                         engine_hashes(event.field("block_hashes", fields::removed::BLOCK_HASHES))?;
-                    let tier = tier(event.field("medium", fields::removed::MEDIUM));
+                    let medium = event.field("medium", fields::removed::MEDIUM);
+                    let Some(tier) = tier(medium) else {
+                        out.skip_medium(hashes.len(), medium);
+                        continue;
+                    };
                     let removed: Vec<SequenceHash> = hashes
                         .iter()
                         .filter_map(|&hash| known.remove(hash, tier))
@@ -296,8 +324,26 @@ struct Changes {
     tokenless: usize,
     unknown_parent: usize,
     misaligned: usize,
+    unknown_medium: usize,
+    /// The first medium the decoder does not know, as the message names it.
+    medium: Option<String>,
     /// The group followed after this message.
     followed: Option<i64>,
+}
+
+impl Changes {
+    /// Count `blocks` skipped for their `medium`, which names no known tier.
+    fn skip_medium(&mut self, blocks: usize, medium: Option<&Value>) {
+        self.unknown_medium += blocks;
+        if self.medium.is_none()
+            && let Some(medium) = medium
+        {
+            self.medium = Some(match medium.as_str() {
+                Some(name) => name.to_owned(),
+                None => medium.to_string(),
+            });
+        }
+    }
 }
 
 fn malformed(what: &str) -> Error {

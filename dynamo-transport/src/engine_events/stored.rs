@@ -29,7 +29,11 @@ impl EngineEventDecoder {
             .field("token_ids", TOKEN_IDS)
             .ok_or_else(|| malformed("token_ids is not an array"))
             .and_then(|value| fields::token_ids(value).map_err(malformed))?;
-        let tier = tier(event.field("medium", MEDIUM));
+        let medium = event.field("medium", MEDIUM);
+        let Some(tier) = tier(medium) else {
+            out.skip_medium(hashes.len(), medium);
+            return Ok(());
+        };
         if tokens.is_empty() && !hashes.is_empty() {
             // vLLM's offloading connector names an offloaded block by its hash alone, with
             // `block_size` 0 (or the size of its chunk): the tier is news, the block is not.

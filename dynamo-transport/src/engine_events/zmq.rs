@@ -118,6 +118,9 @@ pub struct EngineEventCounts {
     /// Blocks of stored events whose token ids do not fill them, skipped
     /// ([`Decoded::misaligned`](super::Decoded::misaligned)).
     pub misaligned: u64,
+    /// Blocks of stored and removed events of a medium the decoder does not know, skipped
+    /// ([`Decoded::unknown_medium`](super::Decoded::unknown_medium)).
+    pub unknown_medium: u64,
     /// Messages refused whole (each also yielded as its error on the stream).
     pub refused: u64,
 }
@@ -218,6 +221,7 @@ impl Subscriber {
                     decoded.tokenless,
                     decoded.unknown_parent,
                     decoded.misaligned,
+                    decoded.unknown_medium,
                 ];
                 if skipped.iter().any(|&count| count > 0) {
                     let [
@@ -226,6 +230,7 @@ impl Subscriber {
                         tokenless,
                         unknown_parent,
                         misaligned,
+                        unknown_medium,
                     ] = skipped.map(|count| count as u64);
                     self.counts.send_modify(|counts| {
                         counts.other_groups += other_groups;
@@ -233,6 +238,7 @@ impl Subscriber {
                         counts.tokenless += tokenless;
                         counts.unknown_parent += unknown_parent;
                         counts.misaligned += misaligned;
+                        counts.unknown_medium += unknown_medium;
                     });
                 }
                 if let Some((expected, received)) = decoded.gap {
