@@ -318,6 +318,7 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
     let tokenless = r#"reason="tokenless""#;
     let unknown_parent = r#"reason="unknown_parent""#;
     let misaligned = r#"reason="misaligned""#;
+    let lookahead = r#"reason="lookahead""#;
     let unknown_medium = r#"reason="unknown_medium""#;
     let reasons = [
         other_groups,
@@ -325,6 +326,7 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
         tokenless,
         unknown_parent,
         misaligned,
+        lookahead,
         unknown_medium,
     ];
     let malformed = r#"error="malformed_engine_event""#;
@@ -425,7 +427,13 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
         ))
         .await
         .expect("published");
-    // Two blocks of a medium the decoder does not know (a store and a removal), skipped.
+    // A block hashed with the token after it (vLLM's lookahead hashing), and two of a medium
+    // the decoder does not know (a store and a removal), skipped.
+    let mut hashed_ahead = store(&[8201], None, &three_blocks[..BLOCK], BLOCK as u64, "GPU");
+    hashed_ahead.push((
+        "lookahead_token_ids",
+        Value::Array(vec![Value::Array(vec![three_blocks[BLOCK].into()])]),
+    ));
     let elsewhere = store(
         &[8301],
         None,
@@ -436,7 +444,10 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
     let mut removed_elsewhere = removed_in(0, &[8302]);
     removed_elsewhere[2] = ("medium", "NVME_POOL".into());
     events
-        .send(message_of(sequence + 5, vec![elsewhere, removed_elsewhere]))
+        .send(message_of(
+            sequence + 5,
+            vec![hashed_ahead, elsewhere, removed_elsewhere],
+        ))
         .await
         .expect("published");
 
@@ -454,6 +465,7 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
         (tokenless, 1.0),
         (unknown_parent, 1.0),
         (misaligned, 2.0),
+        (lookahead, 1.0),
         (unknown_medium, 2.0),
     ] {
         assert_eq!(counter(&metrics, SKIPPED, 3, reason), count, "{metrics}");

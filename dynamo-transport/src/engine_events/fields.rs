@@ -15,8 +15,9 @@ use crate::Error;
 
 /// `BlockStored`'s fields in the array form, in the engines' declaration order: vLLM's
 /// `[tag, block_hashes, parent_block_hash, token_ids, block_size, lora_id, medium, lora_name,
-/// extra_keys, group_idx, kv_cache_spec_kind, …]`; SGLang 0.5.18 and 0.5.19 put
-/// `{"cache_salt": …}` at [`METADATA`] instead of a name.
+/// extra_keys, group_idx, kv_cache_spec_kind, kv_cache_spec_sliding_window, locality,
+/// ownership, session_id, lookahead_token_ids]` (0.34.0, which writes maps); SGLang 0.5.18
+/// and 0.5.19 put `{"cache_salt": …}` at [`METADATA`] instead of a name.
 pub(super) mod stored {
     pub(in super::super) const BLOCK_HASHES: usize = 1;
     pub(in super::super) const PARENT: usize = 2;
@@ -31,6 +32,7 @@ pub(super) mod stored {
     pub(in super::super) const EXTRA_KEYS: usize = 8;
     pub(in super::super) const GROUP_IDX: usize = 9;
     pub(in super::super) const GROUP_KIND: usize = 10;
+    pub(in super::super) const LOOKAHEAD_TOKEN_IDS: usize = 15;
 }
 
 /// `BlockRemoved`'s fields in the array form: `[tag, block_hashes, medium, group_idx, …]`.
@@ -99,6 +101,21 @@ impl<'a> Event<'a> {
     pub(super) fn group_kind(&self) -> Option<&'a str> {
         self.field("kv_cache_spec_kind", stored::GROUP_KIND)
             .and_then(Value::as_str)
+    }
+
+    /// Whether the engine hashed the stored blocks with tokens past them: vLLM's
+    /// `lookahead_token_ids` (0.34.0), one list per block of the tokens after it that its hash
+    /// covers, set when the server hashes with lookahead (EAGLE-style speculative decoding with
+    /// prefix caching) and nil otherwise. Any list with a token, or a value of another shape,
+    /// says yes: such a block is reused only by a request whose next tokens match too.
+    pub(super) fn hashes_lookahead(&self) -> bool {
+        match self.field("lookahead_token_ids", stored::LOOKAHEAD_TOKEN_IDS) {
+            None | Some(Value::Nil) => false,
+            Some(Value::Array(lists)) => !lists
+                .iter()
+                .all(|list| list.as_array().is_some_and(Vec::is_empty)),
+            Some(_) => true,
+        }
     }
 
     /// The LoRA adapter a stored block was hashed with: its name (`lora_name`: vLLM, SGLang
@@ -255,6 +272,32 @@ pub(super) fn tier(value: Option<&Value>) -> Option<StorageTier> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookahead_is_any_token_past_a_block_or_a_shape_not_understood() {
+        let event = |lookahead: Value| {
+            Value::Map(vec![
+                (Value::from("type"), Value::from("BlockStored")),
+                (Value::from("lookahead_token_ids"), lookahead),
+            ])
+        };
+        let list = |items: Vec<Value>| Value::Array(items);
+        let cases = [
+            (Value::Nil, false),
+            (list(vec![]), false),
+            (list(vec![list(vec![]), list(vec![])]), false),
+            (list(vec![list(vec![]), list(vec![Value::from(9)])]), true),
+            (list(vec![Value::from(9)]), true),
+            (Value::from("yes"), true),
+        ];
+        for (lookahead, expected) in cases {
+            let value = event(lookahead.clone());
+            let event = Event::new(&value).expect("a map");
+            assert_eq!(event.hashes_lookahead(), expected, "{lookahead}");
+        }
+        let without = Value::Map(vec![(Value::from("type"), Value::from("BlockStored"))]);
+        assert!(!Event::new(&without).expect("a map").hashes_lookahead());
+    }
 
     #[test]
     fn each_engine_medium_names_its_tier() {

@@ -38,6 +38,9 @@
 //!   skipped): [`Decoded::unknown_parent`]
 //! - a `BlockStored` whose token ids do not fill its blocks, one block size each (a vLLM group
 //!   that lists only the blocks it keeps, SGLang's short page): [`Decoded::misaligned`]
+//! - a `BlockStored` hashed with tokens past its blocks (vLLM's `lookahead_token_ids`): the
+//!   server reuses such a block only for a request whose next tokens match too, which the
+//!   router cannot check: [`Decoded::lookahead`]
 //! - a `BlockStored` or `BlockRemoved` of a `medium` the decoder does not know (the tiers are
 //!   listed below): [`Decoded::unknown_medium`]
 //!
@@ -106,6 +109,12 @@ pub struct Decoded {
     /// vLLM group that lists only the blocks it keeps, SGLang's short page), so cannot be
     /// told apart (skipped).
     pub misaligned: usize,
+    /// Blocks of stored events hashed with tokens past them (vLLM's `lookahead_token_ids`,
+    /// when the server hashes with lookahead for EAGLE-style speculative decoding), skipped:
+    /// the server reuses such a block only for a request whose tokens after it match the
+    /// ones it was hashed with, and the router, which matches a request block by block, would
+    /// count it for any request that holds the block's own tokens.
+    pub lookahead: usize,
     /// Blocks of stored and removed events of a `medium` the decoder does not know (see the
     /// [module docs](crate::engine_events) for those it knows), skipped: their tier is
     /// unknown. The first such medium is logged once per decoder.
@@ -127,6 +136,8 @@ pub struct EngineEventDecoder {
     last_sequence: Option<i64>,
     /// Whether an unknown medium was logged.
     logged_medium: bool,
+    /// Whether stores hashed with lookahead were logged.
+    logged_lookahead: bool,
 }
 
 impl EngineEventDecoder {
@@ -140,6 +151,7 @@ impl EngineEventDecoder {
             next_event_id: 0,
             last_sequence: None,
             logged_medium: false,
+            logged_lookahead: false,
         }
     }
 
@@ -209,6 +221,7 @@ impl EngineEventDecoder {
             tokenless,
             unknown_parent,
             misaligned,
+            lookahead,
             unknown_medium,
             medium,
             followed,
@@ -221,6 +234,15 @@ impl EngineEventDecoder {
                  are skipped (counted as unknown_medium)"
             );
             self.logged_medium = true;
+        }
+        if lookahead > 0 && !self.logged_lookahead {
+            tracing::warn!(
+                worker = %self.worker,
+                "the engine hashes its blocks with the tokens after them (vLLM's lookahead \
+                 hashing): its stored blocks are skipped (counted as lookahead), since the \
+                 router cannot tell which requests the server would reuse them for"
+            );
+            self.logged_lookahead = true;
         }
         if let (None, Some(group)) = (self.followed, followed) {
             tracing::info!(
@@ -257,6 +279,7 @@ impl EngineEventDecoder {
             tokenless,
             unknown_parent,
             misaligned,
+            lookahead,
             unknown_medium,
         })
     }
@@ -324,6 +347,7 @@ struct Changes {
     tokenless: usize,
     unknown_parent: usize,
     misaligned: usize,
+    lookahead: usize,
     unknown_medium: usize,
     /// The first medium the decoder does not know, as the message names it.
     medium: Option<String>,

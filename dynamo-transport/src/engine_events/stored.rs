@@ -34,6 +34,10 @@ impl EngineEventDecoder {
             out.skip_medium(hashes.len(), medium);
             return Ok(());
         };
+        if event.hashes_lookahead() {
+            out.lookahead += hashes.len();
+            return Ok(());
+        }
         if tokens.is_empty() && !hashes.is_empty() {
             // vLLM's offloading connector names an offloaded block by its hash alone, with
             // `block_size` 0 (or the size of its chunk): the tier is news, the block is not.

@@ -64,6 +64,18 @@ pub(crate) fn map(fields: &[(&str, Vec<u8>)]) -> Vec<u8> {
     bytes
 }
 
+/// A map with a map16 header whatever its size, as msgspec writes a struct that may have more
+/// than 15 fields (vLLM 0.34.0's `BlockStored`, 16 with its tag), each value already written.
+pub(crate) fn map16(fields: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut bytes = vec![0xde];
+    bytes.extend_from_slice(&u16::try_from(fields.len()).expect("small").to_be_bytes());
+    for (key, value) in fields {
+        bytes.extend(string(key));
+        bytes.extend_from_slice(value);
+    }
+    bytes
+}
+
 pub(crate) fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
     parts.concat()
 }
