@@ -9,6 +9,7 @@ use std::hash::BuildHasher;
 
 use dynamo_core::SequenceHash;
 use hashbrown::HashTable;
+use hashbrown::hash_table::{Entry, VacantEntry};
 
 use super::runs::{Loc, Runs};
 
@@ -32,13 +33,23 @@ impl BlockMap {
             .copied()
     }
 
-    /// Record `hash` at `loc`, a place that holds it; the map must not hold `hash` yet.
-    pub(crate) fn insert_new(&mut self, runs: &Runs, hash: SequenceHash, loc: Loc) {
+    /// The place of `hash` if the index holds it, else the map's room for it: one probe for a
+    /// store that must both look a block up and, when no worker holds it, place it.
+    #[inline]
+    pub(crate) fn get_or_vacant(
+        &mut self,
+        runs: &Runs,
+        hash: SequenceHash,
+    ) -> Result<Loc, Vacant<'_>> {
         let hasher = &self.hasher;
-        self.table
-            .insert_unique(self.hasher.hash_one(hash), loc, |&at| {
-                hasher.hash_one(runs.hash_at(at))
-            });
+        match self.table.entry(
+            hasher.hash_one(hash),
+            |&loc| runs.hash_at(loc) == hash,
+            |&at| hasher.hash_one(runs.hash_at(at)),
+        ) {
+            Entry::Occupied(held) => Ok(*held.get()),
+            Entry::Vacant(room) => Err(Vacant(room)),
+        }
     }
 
     /// Forget `hash`, held at `loc` (nothing happens if it is held elsewhere or not at all).
@@ -68,6 +79,17 @@ impl BlockMap {
         let hasher = &self.hasher;
         self.table
             .shrink_to(min_capacity, |&at| hasher.hash_one(runs.hash_at(at)));
+    }
+}
+
+/// Room in the map for a block it does not hold, from [`BlockMap::get_or_vacant`].
+pub(crate) struct Vacant<'a>(VacantEntry<'a, Loc>);
+
+impl Vacant<'_> {
+    /// Record the block at `loc`, a place that holds its hash.
+    #[inline]
+    pub(crate) fn insert(self, loc: Loc) {
+        self.0.insert(loc);
     }
 }
 

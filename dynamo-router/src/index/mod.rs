@@ -305,9 +305,10 @@ impl KvIndex {
         {
             return next;
         }
-        if let Some(held) = self.blocks.get(&self.runs, hash) {
-            return held;
-        }
+        let room = match self.blocks.get_or_vacant(&self.runs, hash) {
+            Ok(held) => return held,
+            Err(room) => room,
+        };
         let loc = match next {
             Some(next) if self.runs.names(next.run, next.offset, hash) => next,
             Some(next) if self.runs.ends_before(next.run, next.offset) => {
@@ -317,7 +318,7 @@ impl KvIndex {
             None if left == 0 => self.runs.open(hash),
             _ => self.runs.create(hash, left + 1),
         };
-        self.blocks.insert_new(&self.runs, hash, loc);
+        room.insert(loc);
         loc
     }
 
@@ -352,33 +353,26 @@ impl KvIndex {
                 touched.push(run);
             }
         };
-        let mut cursor: Option<Loc> = None;
-        for &hash in blocks {
-            // An engine evicts a chain in the order it stored it: the block after the last one
-            // found is most often the next position of its run, found there without a probe.
-            let loc = match cursor {
-                Some(c) if self.runs.holds(c.run, c.offset + 1, hash) => Loc {
-                    run: c.run,
-                    offset: c.offset + 1,
-                },
-                _ => match self.blocks.get(&self.runs, hash) {
-                    Some(loc) => loc,
-                    None => {
-                        missing += 1;
-                        continue;
-                    }
-                },
+        let mut rest = blocks;
+        while let Some((&hash, after)) = rest.split_first() {
+            let Some(loc) = self.blocks.get(&self.runs, hash) else {
+                missing += 1;
+                rest = after;
+                continue;
             };
-            cursor = Some(loc);
+            // An engine evicts a chain in the order it stored it: the blocks after the one found
+            // are most often the next positions of its run, compared there as one array.
+            let len = self.runs.live_stretch(loc, after);
+            rest = &after[len as usize - 1..];
             range = match range {
                 Some((run, start, end)) if run == loc.run && end == loc.offset => {
-                    Some((run, start, end + 1))
+                    Some((run, start, end + len))
                 }
                 pending => {
                     if let Some(pending) = pending {
                         flush(self, pending);
                     }
-                    Some((loc.run, loc.offset, loc.offset + 1))
+                    Some((loc.run, loc.offset, loc.offset + len))
                 }
             };
         }

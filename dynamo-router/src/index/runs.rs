@@ -155,18 +155,43 @@ impl Runs {
     }
 
     /// Whether `offset` of `run` exists, holds `hash` and is alive.
+    #[inline]
     pub(crate) fn holds(&self, run: u32, offset: u32, hash: SequenceHash) -> bool {
         let run = &self.runs[run as usize];
         run.hashes.get(offset as usize) == Some(&hash)
             && !run.segs[run.seg_at(offset)].residents.is_empty()
     }
 
+    /// How many positions from `loc` (a live one) on are alive and hold `loc`'s hash then
+    /// `next`'s, in order: 1 and the length of the live stretch that follows it and matches.
+    pub(crate) fn live_stretch(&self, loc: Loc, next: &[SequenceHash]) -> u32 {
+        let run = &self.runs[loc.run as usize];
+        let ahead = run
+            .hashes
+            .get(loc.offset as usize + 1..)
+            .unwrap_or_default();
+        let end = loc.offset + 1 + common_prefix(next, ahead) as u32;
+        let mut seg = run.seg_at(loc.offset);
+        loop {
+            let seg_end = run.seg_end(seg);
+            if seg_end >= end {
+                return end - loc.offset;
+            }
+            seg += 1;
+            if run.segs[seg].residents.is_empty() {
+                return seg_end - loc.offset;
+            }
+        }
+    }
+
     /// Whether `offset` of `run` exists and holds `hash`, alive or not.
+    #[inline]
     pub(crate) fn names(&self, run: u32, offset: u32, hash: SequenceHash) -> bool {
         self.runs[run as usize].hashes.get(offset as usize) == Some(&hash)
     }
 
     /// Whether `offset` is one past the end of `run`.
+    #[inline]
     pub(crate) fn ends_before(&self, run: u32, offset: u32) -> bool {
         self.runs[run as usize].hashes.len() == offset as usize
     }
@@ -212,6 +237,7 @@ impl Runs {
     }
 
     /// Add `hash` at the end of `run`, dead until an insert.
+    #[inline]
     pub(crate) fn append(&mut self, run: u32, hash: SequenceHash, more: usize) -> Loc {
         let r = &mut self.runs[run as usize];
         let offset = r.hashes.len() as u32;
