@@ -318,7 +318,6 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
     let tokenless = r#"reason="tokenless""#;
     let unknown_parent = r#"reason="unknown_parent""#;
     let misaligned = r#"reason="misaligned""#;
-    let lookahead = r#"reason="lookahead""#;
     let unknown_medium = r#"reason="unknown_medium""#;
     let reasons = [
         other_groups,
@@ -326,7 +325,6 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
         tokenless,
         unknown_parent,
         misaligned,
-        lookahead,
         unknown_medium,
     ];
     let malformed = r#"error="malformed_engine_event""#;
@@ -427,8 +425,8 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
         ))
         .await
         .expect("published");
-    // A block hashed with the token after it (vLLM's lookahead hashing), and two of a medium
-    // the decoder does not know (a store and a removal), skipped.
+    // A block hashed with the token after it (vLLM's lookahead hashing), indexed on its own
+    // tokens, and two of a medium the decoder does not know (a store and a removal), skipped.
     let mut hashed_ahead = store(&[8201], None, &three_blocks[..BLOCK], BLOCK as u64, "GPU");
     hashed_ahead.push((
         "lookahead_token_ids",
@@ -458,14 +456,13 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
                 && counter(metrics, SKIPPED, 3, unknown_removed) >= 3.0
                 && counter(metrics, SKIPPED, 3, misaligned) >= 2.0
                 && counter(metrics, SKIPPED, 3, unknown_medium) >= 2.0
-                && counter(metrics, "dynamo_router_indexed_blocks", 3, "") >= 4.0
+                && counter(metrics, "dynamo_router_indexed_blocks", 3, "") >= 5.0
         })
         .await;
     for (reason, count) in [
         (tokenless, 1.0),
         (unknown_parent, 1.0),
         (misaligned, 2.0),
-        (lookahead, 1.0),
         (unknown_medium, 2.0),
     ] {
         assert_eq!(counter(&metrics, SKIPPED, 3, reason), count, "{metrics}");
@@ -481,8 +478,9 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
         "{metrics}"
     );
     assert_eq!(counter(&metrics, ERRORS, 3, malformed), 1.0, "{metrics}");
-    // The followed group's blocks are indexed beside the first prompt's.
-    assert_eq!(indexed(&frontend, 3).await, 4.0, "{metrics}");
+    // The followed group's blocks, and the block hashed with lookahead, are indexed beside the
+    // first prompt's.
+    assert_eq!(indexed(&frontend, 3).await, 5.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! vLLM's lookahead hashing: stored blocks whose engine hash covers tokens past them are
-//! skipped and counted, never indexed, and the rest of their message applies.
+//! indexed on their own tokens, as any other store.
 //!
 //! vLLM 0.34.0 hashes each block with the `L` tokens after it when it runs an EAGLE-style
 //! drafter (EAGLE, EAGLE3, MTP) with prefix caching and `disable_lookahead_block_hashes` unset
@@ -11,8 +11,9 @@
 //! `block_hashes` entry (`block_pool.py`, `cache_full_blocks` and `emit_cached_block_events`,
 //! `get_lookahead_token_ids`; the offloading connector's self-describing stores the same,
 //! `offloading/events.py` `_lookahead_tokens`). The router matches a request block by block
-//! on the block's own tokens, so it would count such a block for a request whose next tokens
-//! differ, which the server does not reuse.
+//! on the block's own tokens, so for a request whose tokens after its last matched block
+//! differ from those (or whose prompt ends there) it counts that one block more than the
+//! server reuses; the blocks before it the server reuses too.
 //!
 //! The fixtures are byte for byte what msgspec 0.23 writes for the 0.34.0 wheel's own
 //! `KVEventBatch` of these events (`vllm/distributed/kv_events.py`: the batch `array_like`,
@@ -20,7 +21,7 @@
 //! fields at their default left out; `extra_keys` one nil per block for a plain request, as
 //! `to_event_extra_keys` writes it).
 
-use dynamo_core::{BlockHasher, BlockSize, KvEventData, StorageTier, WorkerId};
+use dynamo_core::{BlockHasher, BlockSize, HashedBlock, KvEventData, StorageTier, WorkerId};
 use dynamo_transport::engine_events::{Decoded, EngineEventDecoder};
 
 mod msgpack;
@@ -146,42 +147,71 @@ fn the_fixtures_are_the_bytes_msgspec_writes() {
 }
 
 #[test]
-fn blocks_hashed_with_lookahead_are_skipped_and_the_rest_applies() {
+fn blocks_hashed_with_lookahead_are_indexed_on_their_own_tokens() {
     let mut decoder = EngineEventDecoder::new(WorkerId::new(1), block_size());
+    let hasher = BlockHasher::new(block_size());
+    let ours = hasher.hash_blocks(&(1..=16).collect::<Vec<u32>>());
+    let stored_in = |tier, parent, blocks: &[HashedBlock]| {
+        (
+            tier,
+            KvEventData::Stored {
+                parent,
+                block_size: block_size(),
+                blocks: blocks.to_vec(),
+            },
+        )
+    };
+    // The prompt stored with lookahead and a block stored without it, both indexed.
     let step = decode(&mut decoder, 0, &hex(STEP));
-    assert_eq!(step.lookahead, 3, "the prompt's three blocks");
-    // The block stored without lookahead is indexed as ever.
-    let plain = BlockHasher::new(block_size()).hash_blocks(&[21, 22, 23, 24]);
-    let changes: Vec<(StorageTier, KvEventData)> = step
+    assert_eq!(
+        changes(&step),
+        [
+            stored_in(StorageTier::Device, None, &ours[..3]),
+            stored_in(
+                StorageTier::Device,
+                None,
+                &hasher.hash_blocks(&[21, 22, 23, 24])
+            ),
+        ]
+    );
+    assert_eq!(
+        [
+            step.tokenless,
+            step.unknown_parent,
+            step.misaligned,
+            step.unknown_medium
+        ],
+        [0; 4]
+    );
+
+    // Its child follows it, the offloaded copy lands in host memory, and the eviction takes
+    // the first block from the GPU only.
+    let after = decode(&mut decoder, 1, &hex(AFTER));
+    assert_eq!(
+        changes(&after),
+        [
+            stored_in(StorageTier::Device, Some(ours[2].sequence), &ours[3..]),
+            stored_in(StorageTier::Host, None, &ours[..2]),
+            (
+                StorageTier::Device,
+                KvEventData::Removed {
+                    blocks: vec![ours[0].sequence],
+                }
+            ),
+        ]
+    );
+    assert_eq!(
+        [after.unknown_removed, after.unknown_parent, after.tokenless],
+        [0; 3]
+    );
+}
+
+fn changes(decoded: &Decoded) -> Vec<(StorageTier, KvEventData)> {
+    decoded
         .events
         .iter()
         .map(|event| (event.tier, event.data.clone()))
-        .collect();
-    assert_eq!(
-        changes,
-        [(
-            StorageTier::Device,
-            KvEventData::Stored {
-                parent: None,
-                block_size: block_size(),
-                blocks: plain,
-            }
-        )]
-    );
-    assert_eq!(
-        [step.unknown_parent, step.misaligned, step.unknown_medium],
-        [0; 3]
-    );
-
-    // Its child is skipped for its own lookahead (not as the child of a block never indexed),
-    // so is the offloaded copy, and the eviction names a block the decoder never took.
-    let after = decode(&mut decoder, 1, &hex(AFTER));
-    assert!(after.events.is_empty(), "{after:?}");
-    assert_eq!(after.lookahead, 3, "one child, two offloaded blocks");
-    assert_eq!(
-        [after.unknown_removed, after.unknown_parent, after.tokenless],
-        [1, 0, 0]
-    );
+        .collect()
 }
 
 #[test]
@@ -191,5 +221,5 @@ fn empty_lookahead_lists_hash_nothing_past_the_blocks() {
     let mut decoder = EngineEventDecoder::new(WorkerId::new(1), block_size());
     let empty = batch(&[stored(&H[..1], None, &[1, 2, 3, 4], Some(&[&[]]))]);
     let decoded = decode(&mut decoder, 0, &empty);
-    assert_eq!((decoded.lookahead, decoded.events.len()), (0, 1));
+    assert_eq!(decoded.events.len(), 1);
 }

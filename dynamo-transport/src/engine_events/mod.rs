@@ -38,11 +38,15 @@
 //!   skipped): [`Decoded::unknown_parent`]
 //! - a `BlockStored` whose token ids do not fill its blocks, one block size each (a vLLM group
 //!   that lists only the blocks it keeps, SGLang's short page): [`Decoded::misaligned`]
-//! - a `BlockStored` hashed with tokens past its blocks (vLLM's `lookahead_token_ids`): the
-//!   server reuses such a block only for a request whose next tokens match too, which the
-//!   router cannot check: [`Decoded::lookahead`]
 //! - a `BlockStored` or `BlockRemoved` of a `medium` the decoder does not know (the tiers are
 //!   listed below): [`Decoded::unknown_medium`]
+//!
+//! A `BlockStored` hashed with tokens past its blocks (vLLM's `lookahead_token_ids`, when the
+//! server hashes with lookahead for EAGLE-style speculative decoding) is indexed on its blocks'
+//! own tokens, and the first is logged. Such a server reuses a block only for a request whose
+//! next tokens match the ones it was hashed with, so for a request that diverges within those
+//! tokens after a block boundary, or whose prompt ends there, the router counts one block more
+//! than the server reuses: at most one block at the end of a match, never a gap before it.
 //!
 //! A message of the wrong shape, or with a block of another size, is refused whole.
 //!
@@ -109,12 +113,6 @@ pub struct Decoded {
     /// vLLM group that lists only the blocks it keeps, SGLang's short page), so cannot be
     /// told apart (skipped).
     pub misaligned: usize,
-    /// Blocks of stored events hashed with tokens past them (vLLM's `lookahead_token_ids`,
-    /// when the server hashes with lookahead for EAGLE-style speculative decoding), skipped:
-    /// the server reuses such a block only for a request whose tokens after it match the
-    /// ones it was hashed with, and the router, which matches a request block by block, would
-    /// count it for any request that holds the block's own tokens.
-    pub lookahead: usize,
     /// Blocks of stored and removed events of a `medium` the decoder does not know (see the
     /// [module docs](crate::engine_events) for those it knows), skipped: their tier is
     /// unknown. The first such medium is logged once per decoder.
@@ -239,8 +237,8 @@ impl EngineEventDecoder {
             tracing::warn!(
                 worker = %self.worker,
                 "the engine hashes its blocks with the tokens after them (vLLM's lookahead \
-                 hashing): its stored blocks are skipped (counted as lookahead), since the \
-                 router cannot tell which requests the server would reuse them for"
+                 hashing): they are indexed on their own tokens, so the router may count one \
+                 block more at the end of a match than the server reuses"
             );
             self.logged_lookahead = true;
         }
@@ -279,7 +277,6 @@ impl EngineEventDecoder {
             tokenless,
             unknown_parent,
             misaligned,
-            lookahead,
             unknown_medium,
         })
     }
@@ -347,6 +344,7 @@ struct Changes {
     tokenless: usize,
     unknown_parent: usize,
     misaligned: usize,
+    /// Blocks stored hashed with lookahead, indexed (only logged).
     lookahead: usize,
     unknown_medium: usize,
     /// The first medium the decoder does not know, as the message names it.

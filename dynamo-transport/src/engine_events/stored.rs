@@ -35,8 +35,9 @@ impl EngineEventDecoder {
             return Ok(());
         };
         if event.hashes_lookahead() {
+            // Indexed on the blocks' own tokens: the router may count one block more at the
+            // end of a match than the server reuses (see the module docs).
             out.lookahead += hashes.len();
-            return Ok(());
         }
         if tokens.is_empty() && !hashes.is_empty() {
             // vLLM's offloading connector names an offloaded block by its hash alone, with

@@ -118,9 +118,6 @@ pub struct EngineEventCounts {
     /// Blocks of stored events whose token ids do not fill them, skipped
     /// ([`Decoded::misaligned`](super::Decoded::misaligned)).
     pub misaligned: u64,
-    /// Blocks of stored events hashed with tokens past them (vLLM's lookahead hashing),
-    /// skipped ([`Decoded::lookahead`](super::Decoded::lookahead)).
-    pub lookahead: u64,
     /// Blocks of stored and removed events of a medium the decoder does not know, skipped
     /// ([`Decoded::unknown_medium`](super::Decoded::unknown_medium)).
     pub unknown_medium: u64,
@@ -224,7 +221,6 @@ impl Subscriber {
                     decoded.tokenless,
                     decoded.unknown_parent,
                     decoded.misaligned,
-                    decoded.lookahead,
                     decoded.unknown_medium,
                 ];
                 if skipped.iter().any(|&count| count > 0) {
@@ -234,7 +230,6 @@ impl Subscriber {
                         tokenless,
                         unknown_parent,
                         misaligned,
-                        lookahead,
                         unknown_medium,
                     ] = skipped.map(|count| count as u64);
                     self.counts.send_modify(|counts| {
@@ -243,7 +238,6 @@ impl Subscriber {
                         counts.tokenless += tokenless;
                         counts.unknown_parent += unknown_parent;
                         counts.misaligned += misaligned;
-                        counts.lookahead += lookahead;
                         counts.unknown_medium += unknown_medium;
                     });
                 }

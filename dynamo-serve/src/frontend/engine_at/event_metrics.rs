@@ -58,16 +58,14 @@ pub(super) fn logged<E: Display + 'static>(
 /// The skips of a vLLM or SGLang server's events: events of KV cache groups not followed,
 /// removed blocks never seen stored, stored blocks the decoder cannot hash (offloaded chunks
 /// named by a hash it never saw stored, blocks after an unknown parent, token ids that do not
-/// fill their blocks), blocks hashed with the tokens after them (vLLM's lookahead hashing), and
-/// blocks of a medium the decoder does not know.
-pub(super) fn zmq_skips(counts: &EngineEventCounts) -> [(&'static str, u64); 7] {
+/// fill their blocks), and blocks of a medium the decoder does not know.
+pub(super) fn zmq_skips(counts: &EngineEventCounts) -> [(&'static str, u64); 6] {
     [
         ("other_groups", counts.other_groups),
         ("unknown_removed", counts.unknown_removed),
         ("tokenless", counts.tokenless),
         ("unknown_parent", counts.unknown_parent),
         ("misaligned", counts.misaligned),
-        ("lookahead", counts.lookahead),
         ("unknown_medium", counts.unknown_medium),
     ]
 }
