@@ -108,10 +108,13 @@
 //! pool. A request books a decode worker, and a [`disagg::PlacementPolicy`] decides whether a
 //! free prefill worker computes its prompt (the prefill worker streams the first token and
 //! hands the prompt's KV blocks over; the decode worker continues from there) or the decode
-//! worker does. Three policies ship: NVIDIA Dynamo's behaviour ([`disagg::AlwaysRemote`]), its
-//! conditional rule ([`disagg::Threshold`]) and ours ([`disagg::ExpectedTtftPlacement`]). A
-//! request never fails for disaggregation: without a free prefill worker, or when the prefill
-//! fails, the decode worker computes the prompt.
+//! worker does. Five policies ship: NVIDIA Dynamo's behaviour ([`disagg::AlwaysRemote`]), its
+//! conditional rule ([`disagg::Threshold`]) and ours: [`disagg::ExpectedTtftPlacement`] (with
+//! `prefill_workers_decode`, an idle prefill worker may serve a whole request),
+//! [`disagg::RouterCostPlacement`] (each request whole on the candidate the router's cost
+//! prefers) and [`disagg::StallFreePlacement`] (no prompt joins running decodes). A request
+//! never fails for disaggregation: without a free prefill worker, or when the prefill fails,
+//! the decode worker computes the prompt.
 //!
 //! # Request migration
 //!
@@ -148,8 +151,8 @@
 //!
 //! # Concurrency
 //!
-//! The index is a reader-writer lock around one hash map ([`SharedIndex`]): lookups share the
-//! read lock, event batches take the write lock once. A routing decision (snapshot, policy,
+//! The index is a reader-writer lock around one [`KvIndex`] ([`SharedIndex`]): lookups share
+//! the read lock, event batches take the write lock once. A routing decision (snapshot, policy,
 //! booking) holds the selector's mutex for a few microseconds, so that two requests never
 //! decide on the same load. The crate has no lock-free structures, hence no loom models; a
 //! stress test runs readers against a writer.
