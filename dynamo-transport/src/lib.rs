@@ -21,9 +21,11 @@
 //! engines as a `Discover` stream for `dynamo_router::RouterService::discover`. [`local`]
 //! starts throwaway `nats-server` and `etcd` processes for tests and trials.
 //!
-//! Nothing here spawns a task behind your back except the TCP connections' reader and writer
-//! ([`tcp::RemoteEngine`]) and the etcd watch and lease keep-alive; every other background job
-//! is a future you run ([`Served::serving`], [`events::publish_all`], [`discovery::Connected`]).
+//! Nothing here spawns a task behind your back except the TCP client's (each connection's
+//! reader and writer, and a cancellation watcher per stream: [`tcp::RemoteEngine`]), the etcd
+//! watch and lease keep-alive, and the ZMQ subscriber behind
+//! `engine_events::EngineEventSource::subscribe`; every other background job is a future you
+//! run ([`Served::serving`], [`events::publish_all`], [`discovery::Connected`]).
 //!
 //! # Example
 //!
