@@ -93,7 +93,7 @@
 //! |---|---|---|
 //! | `s3` | S3 and S3-compatible servers for [`ObjectStoreBlocks`] (`object_store`'s `aws`) | — |
 //! | `cuda` | `DeviceStore`, the device tier (G1) in GPU memory through `cudarc`, loaded at run time; opening one without a driver is an [`Error::Unavailable`] | a CUDA toolkit, a driver or a GPU |
-//! | `nixl` | `is_nixl_loaded`, and `NixlRegion`: host memory registered with a NIXL agent | NIXL (it needs `libclang` to build) |
+//! | `nixl` | `is_nixl_loaded`; `NixlRegion`: host memory registered with a NIXL agent; the NIXL hand-over of host memory, `NixlSource` on the prefill side's block server and `NixlFetch` on the decode side | NIXL (it needs `libclang` to build) |
 //!
 //! `docs/kvbm.md` has the design, the choices where vLLM, SGLang and Dynamo differ, and the
 //! measurements.
