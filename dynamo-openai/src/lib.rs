@@ -4,7 +4,8 @@
 //! client and turns each request into a [`GenerateRequest`](dynamo_core::GenerateRequest) for an
 //! [`Engine`](dynamo_core::Engine): one worker, or a router in front of many. In between:
 //!
-//! - **Protocol** ([`protocol`]): chat completions, completions and the models list, with strict
+//! - **Protocol** ([`protocol`]): chat completions, completions, embeddings, the Responses API,
+//!   tokenize and detokenize, and the models list, with strict
 //!   validation: a field the gateway does not implement gets a 400 that names it.
 //! - **Preprocessing**: a [`Tokenizer`] from a `tokenizer.json` or from GGUF metadata
 //!   ([`GgufMetadata`]); [`ChatTemplate`]s rendered with minijinja like Hugging Face's; an
@@ -19,7 +20,8 @@
 //!   models ([`ModelRegistry::insert_embedding`]).
 //! - **The service** ([`Gateway`]): axum routes for `/v1/chat/completions`, `/v1/completions`,
 //!   `/v1/embeddings`, `/v1/responses` (OpenAI's Responses API, text in and out), `/v1/models`,
-//!   health probes, `/metrics` and `/openapi.json`; server-sent events with `[DONE]` and an
+//!   `/tokenize` and `/detokenize` (vLLM's shapes), health probes, `/metrics` and
+//!   `/openapi.json`; server-sent events with `[DONE]` and an
 //!   optional usage chunk (the Responses API's named events, without `[DONE]`); cancellation of the
 //!   engine when the client goes away; 503 with `Retry-After` under overload; optional API keys
 //!   ([`ApiKeys`], a 401 without one); every error mapped once by [`ApiError`]; a DEBUG-level
