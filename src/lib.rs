@@ -16,6 +16,7 @@
 //! | `dynamo-transport` | engines across processes (in-process and TCP transports), KV events over NATS, discovery | available as its own crate, not re-exported |
 //! | `dynamo-candle` | a reference engine running llama-family GGUF models on candle | available as its own crate, not re-exported |
 //! | `dynamo-kvbm` | the KV block manager: block pool, host, disk and object-store tiers, and the data plane that hands KV blocks from prefill to decode workers | available as its own crate, not re-exported |
+//! | `dynamo-upstream`, `dynamo-vllm`, `dynamo-sglang`, `dynamo-trtllm` | engines over other servers' HTTP APIs: any OpenAI-compatible server, vLLM, SGLang and TensorRT-LLM | available as their own crates, not re-exported |
 //! | `dynamo-planner` | an SLA-driven autoscaling planner: load predictors, performance profiles, planning policies, the `Scaler` trait with local-process and Kubernetes scalers | available as its own crate, not re-exported |
 //!
 //! # Example
