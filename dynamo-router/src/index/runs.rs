@@ -447,4 +447,28 @@ mod tests {
         assert_eq!(std::mem::align_of::<Run>(), 64);
         assert_eq!(Segs::new().inline_size(), 2);
     }
+
+    #[test]
+    fn a_live_stretch_ends_where_the_hashes_part_a_dead_segment_starts_or_the_run_ends() {
+        let h = |i: u64| SequenceHash(1000 + i);
+        let (mut runs, mut map) = (Runs::default(), BlockMap::default());
+        let first = runs.create(h(0), 6);
+        for i in 1..6 {
+            runs.append(first.run, h(i), 0);
+        }
+        runs.update(&mut map, first.run, 0, 6, Op::Insert(0, 1));
+        // Position 3 loses its only resident: its segment is dead.
+        runs.update(&mut map, first.run, 3, 4, Op::Remove(0, 1));
+        let at = |offset| Loc {
+            run: first.run,
+            offset,
+        };
+        assert_eq!(runs.live_stretch(at(0), &[h(1), h(2), h(3), h(4)]), 3);
+        assert_eq!(runs.live_stretch(at(0), &[h(1), h(9)]), 2);
+        assert_eq!(runs.live_stretch(at(1), &[]), 1);
+        assert_eq!(runs.live_stretch(at(4), &[h(5), h(6), h(7)]), 2);
+        // Another worker's residency splits the segments without ending the stretch.
+        runs.update(&mut map, first.run, 1, 2, Op::Insert(1, 1));
+        assert_eq!(runs.live_stretch(at(0), &[h(1), h(2), h(3)]), 3);
+    }
 }
