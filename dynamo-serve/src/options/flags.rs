@@ -178,8 +178,8 @@ struct PlannerArgs {
     /// and --profile
     #[arg(long, value_name = "POLICY", default_value = "load")]
     policy: PolicyKind,
-    /// What one worker achieves, for the SLA policies: a profile `dynamo-replay profile --out
-    /// FILE` writes
+    /// What one worker achieves, for the SLA policies: a profile `dynamo-serve profile --out
+    /// FILE` (a live engine) or `dynamo-replay profile --out FILE` (the mocker) writes
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
     /// The SLA policies' time-to-first-token target, in milliseconds
@@ -265,7 +265,7 @@ struct EngineArgs {
     #[arg(long, value_name = "N", value_parser = at_least_one::<u32>)]
     kv_blocks: Option<u32>,
     /// Candle workers keep blocks evicted from their KV cache in N blocks of host memory, and
-    /// onboard them for a returning prompt instead of recomputing it [default: 0, none]
+    /// onboard them for a returning prompt instead of recomputing it (0: no host tier)
     #[arg(long, value_name = "N", default_value_t = 0)]
     host_cache_blocks: u32,
     /// Candle workers keep blocks evicted from the host tier in a file in DIR, one per worker

@@ -282,7 +282,7 @@ impl Options {
                 Err(error_of(
                     "planner",
                     ErrorKind::MissingRequiredArgument,
-                    "the SLA policies plan from what one worker achieves: give --profile FILE (dynamo-replay profile --out FILE writes one)",
+                    "the SLA policies plan from what one worker achieves: give --profile FILE (dynamo-serve profile --out FILE or dynamo-replay profile --out FILE writes one)",
                 ))
             }
             Command::Serve if self.engine == EngineKind::Echo && self.router == RouterKind::Kv => {

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | [`StaticDiscovery`] | a fixed list, given to the router | never |
 //! | [`DirectoryDiscovery`] | one JSON file per worker in a shared directory ([`DirectoryRegistration`]) | its file is removed |
-//! | [`EtcdDiscovery`] | a key under a lease that the worker keeps alive ([`EtcdRegistration`]) | its lease expires (the TTL) |
+//! | `EtcdDiscovery` (feature `etcd`) | a key under a lease that the worker keeps alive (`EtcdRegistration`) | its lease expires (the TTL) |
 //!
 //! Membership speaks tower's vocabulary: the stream starts with a [`Change::Insert`] for every
 //! worker registered now, then reports changes (a record that changes comes as a `Remove` and

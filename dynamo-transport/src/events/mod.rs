@@ -9,11 +9,11 @@
 //! - [`LocalBus`], in process (the default for a single-process deployment): a bounded
 //!   broadcast per topic; a subscriber that falls behind by more than its capacity is told how
 //!   many messages it missed ([`Error::Lagged`](crate::Error::Lagged)).
-//! - [`NatsEvents`], across processes: each topic is the NATS subject `{namespace}.{topic}`,
-//!   one JSON message per event. The client reconnects (and resubscribes) by itself, so a
-//!   restarted NATS server costs the events published while it was down: the index sees the
-//!   gap in `event_id` at the worker's next event, asks it for a snapshot, and is exact again
-//!   once the snapshot arrives.
+//! - `NatsEvents` (feature `nats`), across processes: each topic is the NATS subject
+//!   `{namespace}.{topic}`, one JSON message per event. The client reconnects (and
+//!   resubscribes) by itself, so a restarted NATS server costs the events published while it
+//!   was down: the index sees the gap in `event_id` at the worker's next event, asks it for a
+//!   snapshot, and is exact again once the snapshot arrives.
 //!
 //! Router replicas share their load bookings and predictions as
 //! [`ReplicaMessage`](dynamo_core::ReplicaMessage)s on the topic `router_state`

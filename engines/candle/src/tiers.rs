@@ -16,7 +16,7 @@ use crate::forward::KvStore;
 /// A disk tier below the KV cache (and below the host tier, if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskTier {
-    /// The folder of the tier's file (`candle-worker-<id>.kv`, created or truncated, kept after
+    /// The folder of the tier's file (`candle-worker-<id>-<rank>.kv`, created or truncated, kept after
     /// the engine stops).
     pub dir: PathBuf,
     /// Its capacity in blocks.
