@@ -111,7 +111,7 @@ impl<'a> RequestCosts<'a> {
         let split = |tokens| self.prefill.model.chunks(tokens, self.prefill.chunk);
         let seen = Seen::of(worker);
         let work = self.work(split, &seen);
-        self.cost_with::<{ memory::OWN }>(split, work, seen, &self.configured)
+        self.cost_with::<{ memory::OWN }, EXPONENT_BITS>(split, work, seen, &self.configured)
     }
 
     /// What a worker would compute.
@@ -149,22 +149,20 @@ impl<'a> RequestCosts<'a> {
             let loads = Loads::of(workers);
             match loads.reported() {
                 Reported::Nothing if !self.configured.has_capacity => self
-                    .fill_batch::<{ memory::NONE }>(split, &loads, workers, costs, self.configured),
-                Reported::Nothing => self.fill_batch::<{ memory::FIXED }>(
-                    split,
-                    &loads,
-                    workers,
-                    costs,
-                    self.configured,
-                ),
-                Reported::Same(blocks) => self.fill_batch::<{ memory::FIXED }>(
-                    split,
-                    &loads,
-                    workers,
-                    costs,
-                    self.reported(blocks),
-                ),
-                Reported::Mixed => self.fill_batch::<{ memory::OWN }>(
+                    .fill_batch::<{ memory::NONE }, EXPONENT_BITS>(
+                        split,
+                        &loads,
+                        workers,
+                        costs,
+                        self.configured,
+                    ),
+                Reported::Nothing => {
+                    self.fill_fixed(split, &loads, workers, costs, self.configured);
+                }
+                Reported::Same(blocks) => {
+                    self.fill_fixed(split, &loads, workers, costs, self.reported(blocks));
+                }
+                Reported::Mixed => self.fill_batch::<{ memory::OWN }, EXPONENT_BITS>(
                     split,
                     &loads,
                     workers,
@@ -175,10 +173,31 @@ impl<'a> RequestCosts<'a> {
         }
     }
 
-    /// One batch's costs, the memory terms in form `MEMORY` (`fixed`: the values of
-    /// [`memory::FIXED`]).
+    /// One batch's costs with one capacity for every worker (`fixed`): the memory wait's power
+    /// takes only the squarings up to its exponent's highest bit (rounded up to 4, 6, 8 or 12),
+    /// as the steps past it would multiply the result by exactly 1.
     #[inline(always)]
-    fn fill_batch<const MEMORY: u8>(
+    fn fill_fixed(
+        &self,
+        split: impl Fn(u64) -> (u64, u64) + Copy,
+        loads: &Loads,
+        workers: &[WorkerState],
+        costs: &mut [f64],
+        fixed: Memory,
+    ) {
+        const FIXED: u8 = memory::FIXED;
+        match fixed.exponent {
+            0..16 => self.fill_batch::<FIXED, 4>(split, loads, workers, costs, fixed),
+            16..64 => self.fill_batch::<FIXED, 6>(split, loads, workers, costs, fixed),
+            64..256 => self.fill_batch::<FIXED, 8>(split, loads, workers, costs, fixed),
+            _ => self.fill_batch::<FIXED, EXPONENT_BITS>(split, loads, workers, costs, fixed),
+        }
+    }
+
+    /// One batch's costs, the memory terms in form `MEMORY` (`fixed`: the values of
+    /// [`memory::FIXED`]), the memory wait's power in `STEPS` squarings (see [`power`]).
+    #[inline(always)]
+    fn fill_batch<const MEMORY: u8, const STEPS: u32>(
         &self,
         split: impl Fn(u64) -> (u64, u64) + Copy,
         loads: &Loads,
@@ -188,19 +207,20 @@ impl<'a> RequestCosts<'a> {
     ) {
         // A worker holding none of the prompt computes what any other such worker does.
         loads.each_bare(costs, |seen| {
-            self.cost_with::<MEMORY>(split, self.bare, seen, &fixed)
+            self.cost_with::<MEMORY, STEPS>(split, self.bare, seen, &fixed)
         });
         loads.each_holding(workers, costs, |seen| {
-            self.cost_with::<MEMORY>(split, self.work(split, &seen), seen, &fixed)
+            self.cost_with::<MEMORY, STEPS>(split, self.work(split, &seen), seen, &fixed)
         });
     }
 
     /// The cost on a worker that would compute `work` (the formula of
     /// [`ExpectedTtft`](super::ExpectedTtft)), without a branch. `MEMORY` says where the
     /// memory terms take the worker's capacity from ([`memory`]); `fixed` is the capacity's
-    /// values for [`memory::FIXED`], and the configured ones for [`memory::OWN`].
+    /// values for [`memory::FIXED`], and the configured ones for [`memory::OWN`]. The memory
+    /// wait's power takes `STEPS` squarings: the exponent must be below `2^STEPS`.
     #[inline(always)]
-    fn cost_with<const MEMORY: u8>(
+    fn cost_with<const MEMORY: u8, const STEPS: u32>(
         &self,
         split: impl Fn(u64) -> (u64, u64),
         work: Work,
@@ -218,7 +238,7 @@ impl<'a> RequestCosts<'a> {
             // With no capacity the overflow is 0, and so is the share (`held` times 0), whose
             // power (the exponent is then 1) the wait is: both terms are exactly 0.
             memory::NONE => (0.0, 0.0),
-            memory::FIXED => fixed.terms(held),
+            memory::FIXED => fixed.terms::<STEPS>(held),
             _ => {
                 // The worker's own capacity where it reported one, else the configured one.
                 let own = seen.capacity;
@@ -232,7 +252,7 @@ impl<'a> RequestCosts<'a> {
                     per_block: if known { per_block } else { fixed.per_block },
                     exponent: if known { exponent } else { fixed.exponent },
                 }
-                .terms(held)
+                .terms::<EXPONENT_BITS>(held)
             }
         };
         ttft + config.compute_weight * work.ms
@@ -245,13 +265,14 @@ impl<'a> RequestCosts<'a> {
 
 impl Memory {
     /// The blocks past the capacity (0 when it is not known) and the chance of waiting for
-    /// memory, for a worker whose active requests would hold `held` blocks.
+    /// memory, for a worker whose active requests would hold `held` blocks; the exponent must be
+    /// below `2^STEPS`.
     #[inline(always)]
-    fn terms(&self, held: f64) -> (f64, f64) {
+    fn terms<const STEPS: u32>(&self, held: f64) -> (f64, f64) {
         let overflow = (held - self.capacity).max(0.0);
         let overflow = if self.has_capacity { overflow } else { 0.0 };
         let share = (held * self.per_block).min(1.0);
-        (overflow, power(share, self.exponent))
+        (overflow, power_in::<STEPS>(share, self.exponent))
     }
 }
 
@@ -308,10 +329,18 @@ fn exponent_of(capacity: f64, twice_blocks: f64) -> u32 {
 
 /// `base^n` for `n < 2^EXPONENT_BITS`, by squaring, in the same steps for every `n` (so that
 /// a batch of workers is computed without a branch).
-#[inline(always)]
+#[cfg(test)]
 fn power(base: f64, n: u32) -> f64 {
+    power_in::<EXPONENT_BITS>(base, n)
+}
+
+/// [`power`] for `n < 2^STEPS`, in `STEPS` steps: the same value, bit for bit, as the steps
+/// past `n`'s highest bit multiply the result by exactly 1 and square what nobody reads.
+#[inline(always)]
+fn power_in<const STEPS: u32>(base: f64, n: u32) -> f64 {
+    debug_assert!(STEPS >= 32 || n >> STEPS == 0);
     let (mut result, mut square) = (1.0, base);
-    for bit in 0..EXPONENT_BITS {
+    for bit in 0..STEPS {
         let factor = if (n >> bit) & 1 == 1 { square } else { 1.0 };
         result *= factor;
         square *= square;
@@ -432,6 +461,22 @@ mod tests {
     }
 
     #[test]
+    fn fewer_steps_give_the_same_power_bit_for_bit_below_their_bound() {
+        for base in [0.0, 1e-300, 0.1, 0.37, 0.5, 0.9, 0.999_999, 1.0] {
+            for n in 0..(1u32 << 8) {
+                let expected = power(base, n).to_bits();
+                if n < 16 {
+                    assert_eq!(power_in::<4>(base, n).to_bits(), expected, "{base}^{n}");
+                }
+                if n < 64 {
+                    assert_eq!(power_in::<6>(base, n).to_bits(), expected, "{base}^{n}");
+                }
+                assert_eq!(power_in::<8>(base, n).to_bits(), expected, "{base}^{n}");
+            }
+        }
+    }
+
+    #[test]
     fn costs_are_the_formulas_bit_for_bit_with_or_without_a_prefix() {
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move |below: u64| {
@@ -465,7 +510,8 @@ mod tests {
                 // Every worker's capacity its own, none reported, or every one the same: each
                 // form of the memory terms (with a configured capacity or without).
                 let reports = next(3);
-                let same = [Some(40), Some(2000), Some(7)][next(3) as usize];
+                // (Exponents of every width: 7 blocks to 1,000,000, clamped at 4,095.)
+                let same = [Some(40), Some(2000), Some(7), Some(1_000_000)][next(4) as usize];
                 // Batches of workers, whole and cut, most holding none of the prompt.
                 let workers: Vec<WorkerState> = (0..next(150))
                     .map(|id| {
