@@ -7,6 +7,7 @@
 )]
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use dynamo_core::{
     BlockHasher, BlockSize, BoxEngine, Disaggregation, EngineExt, Error, FinishReason,
@@ -27,7 +28,8 @@ fn block_size() -> BlockSize {
 
 /// A worker whose next token is the last one plus one: its answer depends on every token
 /// before it, as a model's does. A prefill-phase request ends with a hand-over of the prompt's
-/// full blocks. `fail` makes every request fail; `hold` keeps streams open until cancelled.
+/// full blocks. `fail` makes every request fail; `hold` keeps streams open until cancelled, and
+/// records each request's token, which dropping its stream cancels (as an engine's does).
 #[derive(Clone, Default)]
 struct Successor {
     seen: Seen,
@@ -51,13 +53,14 @@ impl Successor {
             return Err(Error::unavailable("this worker always fails"));
         }
         if let Some(hold) = &self.hold {
-            hold.lock().unwrap().push(request.cancellation().clone());
-            let cancel = request.cancellation().clone();
+            let cancel = request.cancellation().child_token();
+            hold.lock().unwrap().push(cancel.clone());
+            let watched = cancel.clone();
             let pending = futures::stream::once(async move {
-                cancel.cancelled().await;
+                watched.cancelled().await;
                 Ok(TokenChunk::finish(FinishReason::Cancelled, None))
             });
-            return Ok(TokenStream::new(pending, CancellationToken::new()));
+            return Ok(TokenStream::new(pending, cancel));
         }
         let prompt = request.tokens.as_slice();
         let max = request.limits.max_tokens.unwrap_or(8);
@@ -166,6 +169,107 @@ async fn a_failed_prefill_falls_back_to_the_decode_worker() {
         10,
         "the whole prompt, computed locally"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prefill_past_its_timeout_is_cancelled_and_the_decode_worker_computes_the_prompt() {
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let prefill = Successor {
+        hold: Some(held.clone()),
+        ..Successor::default()
+    };
+    let decode = Successor::default();
+    let (p, d) = pools(&prefill, &decode);
+    let router = DisaggRouter::new(p, d, AlwaysRemote)
+        .unwrap()
+        .prefill_timeout(Duration::from_secs(1));
+    let got = chunks(router.clone(), request(10, 4)).await;
+    let tokens: Vec<u32> = got.iter().flat_map(|c| c.tokens.clone()).collect();
+    assert_eq!(tokens, [11, 12, 13, 14], "the aggregated answer");
+    let decode_seen = decode.seen.lock().unwrap();
+    assert_eq!(decode_seen.len(), 1);
+    assert_eq!(decode_seen[0].disaggregation, Disaggregation::None);
+    assert_eq!(decode_seen[0].tokens.len(), 10, "the whole prompt");
+    // The prefill worker's request was given up: cancelled there, and neither pool keeps a
+    // booking.
+    let prefill_request = held.lock().unwrap().first().cloned().unwrap();
+    assert!(prefill_request.is_cancelled());
+    let (p, d) = (router.prefill().selector(), router.decode().selector());
+    assert_eq!(p.load().load(WorkerId::new(1)).active_requests, 0);
+    assert_eq!(d.load().load(WorkerId::new(2)).active_requests, 0);
+}
+
+/// Prefill workers 1 and 2 and decode workers 3 and 4 (each with its own record), every prompt
+/// remote.
+fn two_by_two() -> (DisaggRouter, [Successor; 4]) {
+    let workers: [Successor; 4] = Default::default();
+    let prefill = RouterService::builder(block_size()).build();
+    let decode = RouterService::builder(block_size()).build();
+    for (id, worker) in (1..).zip(&workers) {
+        let pool = if id <= 2 { &prefill } else { &decode };
+        pool.insert_worker(WorkerId::new(id), worker.engine(id));
+    }
+    (
+        DisaggRouter::new(prefill, decode, AlwaysRemote).unwrap(),
+        workers,
+    )
+}
+
+/// The worker (1 to 4) that was sent request `id`, in each pool.
+fn served(workers: &[Successor; 4], id: &str) -> (u64, u64) {
+    let saw = |range: std::ops::Range<usize>| {
+        let mut ids = range.filter(|&i| {
+            workers[i]
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.id.as_str() == id)
+        });
+        let found = ids.next().expect("a worker of the pool saw it") as u64 + 1;
+        assert!(ids.next().is_none(), "one worker of the pool saw {id}");
+        found
+    };
+    (saw(0..2), saw(2..4))
+}
+
+#[tokio::test]
+async fn the_prefill_pool_routes_by_cache_and_the_decode_pool_by_load() {
+    let (router, workers) = two_by_two();
+    let ask = |id: String, first: u32| {
+        let request = GenerateRequest::new(id, "m", (first..first + 32).collect::<Vec<_>>())
+            .with_max_tokens(3);
+        chunks(router.clone(), request)
+    };
+    // Each prompt sent again goes to the prefill worker that computed it, and to the decode
+    // worker that continued it (its own overlap), on idle pools.
+    for prompt in 0..4 {
+        let first = 1000 * (prompt + 1);
+        ask(format!("p{prompt}"), first).await;
+        ask(format!("p{prompt}-again"), first).await;
+        assert_eq!(
+            served(&workers, &format!("p{prompt}-again")),
+            served(&workers, &format!("p{prompt}")),
+            "prompt {prompt}"
+        );
+    }
+    // A new prompt's decode worker is the one without a long prompt queued, whichever it is.
+    for (busy, free) in [(3, 4), (4, 3), (3, 4)] {
+        let booking = Booking {
+            blocks: Vec::new(),
+            prefill_tokens: 4000,
+            expected_output_tokens: 0,
+        };
+        let guard = router
+            .decode()
+            .selector()
+            .load()
+            .book(WorkerId::new(busy), booking);
+        let id = format!("new-{busy}");
+        ask(id.clone(), 100_000 + 100 * busy as u32).await;
+        drop(guard);
+        assert_eq!(served(&workers, &id).1, free, "with worker {busy} loaded");
+    }
 }
 
 #[tokio::test]
@@ -281,7 +385,7 @@ async fn dropping_the_stream_cancels_the_decode() {
         tokio::task::yield_now().await;
     };
     drop(stream);
-    tokio::time::timeout(std::time::Duration::from_secs(10), decode_token.cancelled())
+    tokio::time::timeout(Duration::from_secs(10), decode_token.cancelled())
         .await
         .expect("the decode worker's request is cancelled");
 }
