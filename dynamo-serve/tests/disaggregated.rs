@@ -1,7 +1,8 @@
-//! Disaggregated serving in one process, as a user starts it: `dynamo-serve --prefill-workers 1
-//! --decode-workers 1 --placement flexible` and `--placement stall-free` (candle workers,
+//! Disaggregated serving in one process, as a user starts it: the README's `dynamo-serve
+//! --prefill-workers 1 --decode-workers 2` (every prompt remote), and `--prefill-workers 1
+//! --decode-workers 1` with `--placement flexible` and `--placement stall-free` (candle workers,
 //! SmolLM2-135M), driven over HTTP beside an aggregated `dynamo-serve --workers 1`. The split
-//! processes with the flexible placement are tested in `deployment.rs`.
+//! processes are tested in `deployment.rs`.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
@@ -51,6 +52,26 @@ async fn finish_long_answer(stream: Incoming, first: String) {
     let (_, usage, errors, done) = streamed_completion(&events);
     assert!(done && errors == 0, "{events}");
     assert_eq!(usage["completion_tokens"], 64, "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_s_pools_hand_every_prompt_over_and_answer_as_one_aggregated_worker() {
+    let (_aggregated, reference) = serve(&["--workers", "1"]).await;
+    let flags = ["--prefill-workers", "1", "--decode-workers", "2"];
+    let (split_process, split) = serve(&flags).await;
+    let texts = greedy_texts(&split).await;
+    assert_eq!(texts, greedy_texts(&reference).await);
+    let metrics = split.metrics().await;
+    let prompts = GREEDY_PROMPTS.len() as u64;
+    assert_eq!(placed(&metrics, "remote"), prompts, "{metrics}");
+    for never in ["local", "prefill_worker", "no_prefill_worker", "fallback"] {
+        assert_eq!(placed(&metrics, never), 0, "{never}: {metrics}");
+    }
+    // Every decode worker read its hand-over's blocks from the prefill worker's exports.
+    assert!(
+        !split_process.logged("could not be pulled"),
+        "a hand-over was computed instead of pulled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
