@@ -3,7 +3,9 @@
 //! `GenerateReqInput`, `python/sglang/srt/sampling/sampling_params.py`,
 //! `python/sglang/srt/entrypoints/http_server.py`).
 
-use dynamo_core::{Delivery, Disaggregation, Error, FinishReason, GenerateRequest, Token, Usage};
+use dynamo_core::{
+    Delivery, Disaggregation, Error, FinishReason, GenerateRequest, OutputFormat, Token, Usage,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -19,12 +21,16 @@ pub(crate) const MAX_SEED: u64 = i32::MAX as u64;
 /// A seed goes in `sampling_params.sampling_seed` (SGLang 0.5.3 and later); log-probabilities
 /// are asked for with `return_logprob`, `top_logprobs_num` and `logprob_start_len: -1` (the
 /// output tokens' only); a cache salt goes in `cache_salt` (SGLang 0.5.18 and later; an empty
-/// one is not sent, as SGLang and the router's hasher both read it as no salt).
+/// one is not sent, as SGLang and the router's hasher both read it as no salt); an output format
+/// goes in `sampling_params.json_schema`, the schema's text, or `{"type": "object"}` for any
+/// JSON object (as SGLang's own OpenAI layer writes `response_format`), for SGLang's grammar
+/// backend to enforce.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidRequest`], naming the field, for what SGLang's `/generate` does not take: a
-/// seed above [`MAX_SEED`], or one phase of a disaggregated request.
+/// seed above [`MAX_SEED`], one phase of a disaggregated request, a JSON schema that is not
+/// JSON, or a kind of output format this adapter cannot write.
 pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, Value>, Error> {
     let refuse = |what: &str| {
         Err(Error::invalid_request(format!(
@@ -72,6 +78,9 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
     }
     if request.stop.ignore_eos {
         put("ignore_eos", json!(true));
+    }
+    if let Some(format) = &request.format {
+        put("json_schema", json!(json_schema(format)?));
     }
     let mut body = Map::new();
     body.insert("rid".into(), json!(rid));
@@ -199,6 +208,22 @@ fn error_with_status(status: u16, message: &str) -> Error {
     dynamo_upstream::error_from_status(status, None, body.as_bytes())
 }
 
+/// The `json_schema` sampling parameter that holds generation to `format`: SGLang reads it as
+/// text (`SamplingParams.json_schema: Optional[str]`).
+fn json_schema(format: &OutputFormat) -> Result<&str, Error> {
+    match format {
+        OutputFormat::JsonObject => Ok(r#"{"type": "object"}"#),
+        OutputFormat::JsonSchema { schema } => {
+            let _: &RawValue = serde_json::from_str(schema).map_err(|error| {
+                Error::invalid_request("response_format: the JSON schema is not JSON")
+                    .with_source(error)
+            })?;
+            Ok(schema)
+        }
+        _ => Err(OutputFormat::unsupported("SGLang")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use dynamo_core::{ErrorClass, SamplingOptions};
@@ -229,6 +254,36 @@ mod tests {
         let error = body(&seeded, "r-2").unwrap_err();
         assert_eq!(error.class(), ErrorClass::InvalidRequest);
         assert!(error.to_string().contains("seed"), "{error}");
+    }
+
+    #[test]
+    fn an_output_format_goes_in_json_schema_as_text() {
+        let schema = r#"{"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}}"#;
+        let mut request = GenerateRequest::new("r", "m", vec![5]).with_max_tokens(2);
+        request.format = Some(OutputFormat::JsonSchema {
+            schema: schema.into(),
+        });
+        let sent = serde_json::to_string(&body(&request, "r-1").unwrap()).unwrap();
+        // The schema's text byte for byte, as one JSON string.
+        let quoted = serde_json::to_string(schema).unwrap();
+        assert_eq!(
+            sent,
+            format!(
+                r#"{{"input_ids":[5],"rid":"r-1","sampling_params":{{"json_schema":{quoted},"max_new_tokens":2}},"stream":true}}"#
+            )
+        );
+        request.format = Some(OutputFormat::JsonObject);
+        let sent = body(&request, "r-1").unwrap();
+        assert_eq!(
+            sent["sampling_params"]["json_schema"],
+            r#"{"type": "object"}"#
+        );
+        request.format = Some(OutputFormat::JsonSchema {
+            schema: "{not json".into(),
+        });
+        let error = body(&request, "r-1").unwrap_err();
+        assert_eq!(error.class(), ErrorClass::InvalidRequest);
+        assert!(error.to_string().contains("response_format"), "{error}");
     }
 
     #[test]

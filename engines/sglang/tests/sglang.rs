@@ -6,8 +6,8 @@ mod replay;
 use std::collections::HashMap;
 
 use dynamo_core::{
-    Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions, TokenLogProb,
-    Usage,
+    Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, OutputFormat, SamplingOptions,
+    TokenLogProb, Usage,
 };
 use dynamo_sglang::SglangServer;
 use futures::StreamExt;
@@ -167,6 +167,40 @@ async fn tokens_before_an_abort_come_before_its_error() {
     // Unavailable: the frontend's migration may continue it on another server.
     assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
     assert!(stream.next().await.is_none());
+}
+
+#[tokio::test]
+async fn an_output_format_goes_in_sampling_params_json_schema() {
+    let schema = r#"{"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}, "required": ["zeta", "alpha"]}"#;
+    let server = Replay::one("/generate", "stream_cumulative.http").await;
+    let sglang = SglangServer::new(&server.url()).expect("a URL");
+    let mut request = request();
+    request.format = Some(OutputFormat::JsonSchema {
+        schema: schema.into(),
+    });
+    sglang
+        .engine()
+        .generate_all(request.clone())
+        .await
+        .expect("an answer");
+    // `SamplingParams.json_schema` is text: the schema's, byte for byte.
+    let quoted = serde_json::to_string(schema).expect("a string");
+    let sent = server.request_text(0);
+    assert!(
+        sent.contains(&format!(r#""json_schema":{quoted}"#)),
+        "{sent}"
+    );
+    // Any JSON object: the schema SGLang's own OpenAI layer sends for `json_object`.
+    request.format = Some(OutputFormat::JsonObject);
+    sglang
+        .engine()
+        .generate_all(request)
+        .await
+        .expect("an answer");
+    assert_eq!(
+        server.request_json(1)["sampling_params"]["json_schema"],
+        r#"{"type": "object"}"#
+    );
 }
 
 #[tokio::test]

@@ -2,8 +2,8 @@
 
 use dynamo_core::{BlockSize, Error, WorkerId};
 use dynamo_upstream::{
-    CompletionsEngine, Dialect, EngineLoad, Extensions, HttpClient, HttpConfig, MetricsPoller,
-    OutputTokens,
+    CompletionsEngine, Dialect, EngineLoad, Extensions, FormatField, HttpClient, HttpConfig,
+    MetricsPoller, OutputTokens,
 };
 use serde_json::Value;
 
@@ -12,7 +12,9 @@ use crate::KvEventPoller;
 /// How `trtllm-serve`'s `/v1/completions` is spoken to: the extension fields its
 /// `CompletionRequest` defines, ids asked for with `"detokenize": false`, log-probabilities
 /// as `"logprobs": 1` with each chosen token's score read beside its id (the server writes
-/// tokens and alternatives as text, so alternatives are refused).
+/// tokens and alternatives as text, so alternatives are refused), an output format as
+/// `response_format` in its own form (`{"type": "json_object"}`, `{"type": "json", "schema":
+/// …}`), which the server enforces when it runs with a `guided_decoding_backend`.
 pub fn dialect() -> Dialect {
     Dialect::openai()
         .named("TensorRT-LLM")
@@ -24,6 +26,7 @@ pub fn dialect() -> Dialect {
             ignore_eos: true,
             min_tokens: true,
             chosen_logprobs: true,
+            response_format: FormatField::JsonWithSchema,
             ..Extensions::default()
         })
         .output(OutputTokens::TokenIdsField)

@@ -6,7 +6,7 @@ mod replay;
 use std::collections::HashMap;
 
 use dynamo_core::{
-    Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions,
+    Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, OutputFormat, SamplingOptions,
 };
 use dynamo_trtllm::TrtllmServer;
 use replay::{Replay, fixture_bytes};
@@ -62,6 +62,46 @@ async fn ids_from(fixture: &str, delivery: Delivery) {
     assert_eq!(
         (sent["top_k"].clone(), sent["seed"].clone()),
         (json!(4), json!(3))
+    );
+}
+
+/// A schema whose properties are not in alphabetical order, so a body that re-sorted them
+/// would show.
+const SCHEMA: &str = r#"{"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}, "required": ["zeta", "alpha"]}"#;
+
+#[tokio::test]
+async fn an_output_format_goes_as_its_response_format() {
+    let server = Replay::one("/v1/completions", "whole_token_ids.http").await;
+    let trtllm = TrtllmServer::new(&server.url())
+        .expect("a URL")
+        .model("llama");
+    let mut request = GenerateRequest::new("r1", "gateway", vec![1, 9690, 198]).with_max_tokens(8);
+    request.delivery = Delivery::Whole;
+    request.format = Some(OutputFormat::JsonSchema {
+        schema: SCHEMA.into(),
+    });
+    trtllm
+        .engine()
+        .generate_all(request.clone())
+        .await
+        .expect("an answer");
+    // `ResponseFormat` of `tensorrt_llm/serve/openai_protocol.py`: `type: "json"` with the
+    // schema in `schema`, byte for byte.
+    assert_eq!(
+        server.request_text(0),
+        format!(
+            r#"{{"detokenize":false,"max_tokens":8,"model":"llama","prompt":[1,9690,198],"stream":false,"response_format":{{"type":"json","schema":{SCHEMA}}}}}"#
+        )
+    );
+    request.format = Some(OutputFormat::JsonObject);
+    trtllm
+        .engine()
+        .generate_all(request)
+        .await
+        .expect("an answer");
+    assert_eq!(
+        server.request_json(1)["response_format"],
+        json!({"type": "json_object"})
     );
 }
 

@@ -2,9 +2,12 @@
 //! from a [`GenerateRequest`] for it, field by field.
 
 use dynamo_core::{Delivery, Disaggregation, Error, GenerateRequest};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::codec::{OutputTokens, PromptFormat};
+use crate::format::{FormatField, format_field};
 
 /// The request fields beyond OpenAI's that a server accepts, each named as vLLM names it.
 ///
@@ -37,6 +40,10 @@ pub struct Extensions {
     /// since such a server reads 0 as none. Ignored when
     /// [`token_id_logprobs`](Self::token_id_logprobs) is set.
     pub chosen_logprobs: bool,
+    /// How an output format ([`GenerateRequest::format`]) is sent, for the server to enforce;
+    /// [`FormatField::Refused`] (the default) refuses a request with one, since a server that
+    /// ignores the field would answer unconstrained.
+    pub response_format: FormatField,
 }
 
 impl Extensions {
@@ -52,6 +59,7 @@ impl Extensions {
         lora_as_model: true,
         token_id_logprobs: true,
         chosen_logprobs: false,
+        response_format: FormatField::OpenAi,
     };
 }
 
@@ -141,6 +149,29 @@ impl Dialect {
     pub(crate) fn scores_beside_ids(&self, request: &GenerateRequest) -> bool {
         let ext = self.extensions;
         ext.chosen_logprobs && !ext.token_id_logprobs && request.sampling.logprobs.is_some()
+    }
+
+    /// The `/v1/completions` body for `request` as bytes: the fields of [`body`](Self::body)
+    /// and, when the request has an output format, its field in the server's form
+    /// ([`Extensions::response_format`]) with the schema's text as it came.
+    pub(crate) fn encode(
+        &self,
+        request: &GenerateRequest,
+        model: &str,
+        default_max_tokens: Option<u32>,
+    ) -> Result<Vec<u8>, Error> {
+        let fields = self.body(request, model, default_max_tokens)?;
+        let format = request
+            .format
+            .as_ref()
+            .map(|format| format_field(self.extensions.response_format, format, self.name))
+            .transpose()?;
+        let body = Body {
+            fields: &fields,
+            format: format.as_ref().map(|(name, value)| (*name, &**value)),
+        };
+        serde_json::to_vec(&body)
+            .map_err(|error| Error::internal("cannot encode the request").with_source(error))
     }
 
     /// The `/v1/completions` body for `request`: streamed, with the usage in the last event,
@@ -266,6 +297,27 @@ impl Dialect {
     }
 }
 
+/// A request body: its fields, then the output format's field, its value written as its own
+/// text.
+struct Body<'a> {
+    fields: &'a Map<String, Value>,
+    format: Option<(&'static str, &'a RawValue)>,
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let extra = usize::from(self.format.is_some());
+        let mut map = serializer.serialize_map(Some(self.fields.len() + extra))?;
+        for (name, value) in self.fields {
+            map.serialize_entry(name, value)?;
+        }
+        if let Some((name, value)) = self.format {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
 fn put<T: serde::Serialize>(body: &mut Map<String, Value>, field: &str, value: Option<T>) {
     if let Some(value) = value {
         body.insert(field.into(), json!(value));
@@ -274,7 +326,7 @@ fn put<T: serde::Serialize>(body: &mut Map<String, Value>, field: &str, value: O
 
 #[cfg(test)]
 mod tests {
-    use dynamo_core::{ErrorClass, SamplingOptions};
+    use dynamo_core::{ErrorClass, OutputFormat, SamplingOptions};
 
     use super::*;
 
@@ -351,6 +403,38 @@ mod tests {
         );
         assert!(!vllm.scores_beside_ids(&scored(2)));
         assert!(Dialect::openai().body(&scored(0), "m", None).is_err());
+    }
+
+    #[test]
+    fn an_output_format_is_sent_byte_for_byte_or_refused() {
+        let schema = r#"{"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}}"#;
+        let mut request = GenerateRequest::new("r", "m", vec![1, 2]).with_max_tokens(4);
+        request.delivery = Delivery::Whole;
+        request.format = Some(OutputFormat::JsonSchema {
+            schema: schema.into(),
+        });
+        let vllm = Dialect::openai().extensions(Extensions::VLLM);
+        let sent = String::from_utf8(vllm.encode(&request, "served", None).unwrap()).unwrap();
+        // The schema's text as it came: its properties keep their order.
+        assert_eq!(
+            sent,
+            format!(
+                r#"{{"max_tokens":4,"model":"served","prompt":[1,2],"stream":false,"response_format":{{"type":"json_schema","json_schema":{{"name":"output","schema":{schema}}}}}}}"#
+            )
+        );
+        request.format = Some(OutputFormat::JsonObject);
+        let sent: Value =
+            serde_json::from_slice(&vllm.encode(&request, "m", None).unwrap()).unwrap();
+        assert_eq!(sent["response_format"], json!({"type": "json_object"}));
+        // A server that takes no format refuses it rather than answer without it.
+        let error = Dialect::openai().encode(&request, "m", None).unwrap_err();
+        assert_eq!(error.class(), ErrorClass::InvalidRequest);
+        assert!(error.to_string().contains("response_format"), "{error}");
+        // Without a format, no field.
+        request.format = None;
+        let sent: Value =
+            serde_json::from_slice(&vllm.encode(&request, "m", None).unwrap()).unwrap();
+        assert!(sent.get("response_format").is_none());
     }
 
     #[test]

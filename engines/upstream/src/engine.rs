@@ -156,9 +156,7 @@ impl Inner {
         let model = self.model.as_deref().unwrap_or(&request.model);
         let body = self
             .dialect
-            .body(&request, model, self.default_max_tokens)?;
-        let body = serde_json::to_vec(&body)
-            .map_err(|error| Error::internal("cannot encode the request").with_source(error))?;
+            .encode(&request, model, self.default_max_tokens)?;
         let cancel = request.cancellation().child_token();
         let response = tokio::select! {
             response = self.client.post_json(&self.path, Bytes::from(body)) => response?,

@@ -11,7 +11,7 @@
 //! |---|---|
 //! | [`HttpClient`] | hyper's pooled HTTP/1.1 client bound to one server; connection failures are `unavailable` |
 //! | [`CompletionsEngine`] | the generic adapter over `/v1/completions`: streamed, parsed incrementally ([`SseDecoder`]), cancelled by dropping the stream; one non-streamed call when the client reads the answer whole ([`Delivery::Whole`](dynamo_core::Delivery::Whole)) |
-//! | [`Dialect`] | what a server accepts beyond OpenAI's fields ([`Extensions`]), how prompts go ([`PromptFormat`]) and where output ids come from ([`OutputTokens`]); an unsupported field is refused, never dropped, except an output format ([`GenerateRequest::format`](dynamo_core::GenerateRequest::format)), which no adapter reads today: it is neither sent nor refused |
+//! | [`Dialect`] | what a server accepts beyond OpenAI's fields ([`Extensions`]), how prompts go ([`PromptFormat`]) and where output ids come from ([`OutputTokens`]); an unsupported field is refused, never dropped; an output format ([`GenerateRequest::format`](dynamo_core::GenerateRequest::format)) goes in the field and form the server reads ([`FormatField`]: OpenAI's `response_format`, TensorRT-LLM's, llama.cpp's `json_schema`), for the server to enforce, or is refused where the server takes none (the default) |
 //! | [`error_from_status`] | HTTP statuses and error bodies as our error classes (503 + `Retry-After` is `overloaded` with the hint) |
 //! | [`event_stream`] | the loop of every streamed answer: body frames to events ([`SseDecoder`]) to the chunks an engine's [`EventHandler`] makes, with cancellation and cut streams as errors |
 //! | [`whole_answer`] | the same handler over a non-streamed answer, read in one bounded body |
@@ -64,6 +64,7 @@ mod client;
 mod codec;
 mod dialect;
 mod engine;
+mod format;
 mod metrics;
 mod poller;
 mod sse;
@@ -75,6 +76,7 @@ pub use client::{HttpClient, HttpConfig, read_body};
 pub use codec::{OutputTokens, PromptFormat, TextCodec};
 pub use dialect::{Dialect, Extensions};
 pub use engine::CompletionsEngine;
+pub use format::FormatField;
 pub use metrics::{Sample, samples};
 pub use poller::{EngineLoad, LoadMetrics, LoadView, MetricsPoller};
 pub use sse::{SseDecoder, SseError, SseEvent};

@@ -17,9 +17,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynamo_core::{Delivery, EngineExt, GenerateRequest, SamplingOptions};
+use dynamo_core::{Delivery, EngineExt, GenerateRequest, OutputFormat, SamplingOptions};
 use dynamo_upstream::{
-    CompletionsEngine, Dialect, HttpClient, HttpConfig, LoadMetrics, MetricsPoller, read_body,
+    CompletionsEngine, Dialect, Extensions, FormatField, HttpClient, HttpConfig, LoadMetrics,
+    MetricsPoller, read_body,
 };
 use futures::StreamExt;
 
@@ -121,4 +122,32 @@ async fn the_generic_adapter_serves_llama_cpp() {
     };
     assert_eq!(load.waiting_requests, 0.0);
     assert!(load.running_requests <= 1.0, "{load:?}");
+
+    // An output format: sent as the `json_schema` field llama.cpp's server reads on
+    // `/v1/completions` (it ignores `response_format` there), and enforced by its grammar:
+    // the answers are JSON, an object, and the schema's.
+    let dialect = Dialect::openai().extensions(Extensions {
+        response_format: FormatField::JsonSchemaField,
+        ..Extensions::default()
+    });
+    let mut formatted = CompletionsEngine::new(client.clone(), dialect);
+    let mut request = greedy(prompt.clone(), 48);
+    request.format = Some(OutputFormat::JsonObject);
+    let answer = formatted.generate_all(request).await.expect("an answer");
+    let text = answer.text.unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(&text).expect("a JSON answer");
+    assert!(value.is_object(), "{text:?}");
+    let mut request = greedy(prompt.clone(), 48);
+    request.format = Some(OutputFormat::JsonSchema {
+        schema: r#"{"type": "object", "properties": {"capital": {"type": "string", "maxLength": 12}}, "required": ["capital"], "additionalProperties": false}"#.into(),
+    });
+    let answer = formatted.generate_all(request).await.expect("an answer");
+    let text = answer.text.unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(&text).expect("a JSON answer");
+    assert!(value["capital"].is_string(), "{text:?}");
+    // The plain dialect refuses a format: OpenAI's `/v1/completions` has none.
+    let mut request = greedy(prompt, 4);
+    request.format = Some(OutputFormat::JsonObject);
+    let error = engine.generate_all(request).await.expect_err("refused");
+    assert!(error.to_string().contains("response_format"), "{error}");
 }

@@ -7,10 +7,12 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dynamo_core::{Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, Usage};
+use dynamo_core::{
+    Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, OutputFormat, Usage,
+};
 use dynamo_upstream::{
-    CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, LoadMetrics, MetricsPoller,
-    OutputTokens,
+    CompletionsEngine, Dialect, Extensions, FormatField, HttpClient, HttpConfig, LoadMetrics,
+    MetricsPoller, OutputTokens,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -254,6 +256,38 @@ async fn unsupported_fields_are_refused_before_sending() {
             .lock()
             .expect("not poisoned")
             .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_output_format_is_refused_unless_the_server_takes_one() {
+    let server = Replay::one("/v1/completions", "vllm_whole_token_ids.http").await;
+    let client = HttpClient::new(&server.url(), HttpConfig::default()).expect("a URL");
+    let mut request = whole();
+    request.format = Some(OutputFormat::JsonObject);
+    // OpenAI's own `/v1/completions` takes no `response_format`: refused, nothing sent.
+    let mut plain = CompletionsEngine::new(client.clone(), Dialect::openai());
+    let error = plain.generate(request.clone()).await.expect_err("refused");
+    assert_eq!(error.class(), ErrorClass::InvalidRequest);
+    assert!(error.to_string().contains("response_format"), "{error}");
+    assert!(
+        server
+            .seen
+            .requests
+            .lock()
+            .expect("not poisoned")
+            .is_empty()
+    );
+    // A server said to enforce OpenAI's `response_format` gets it.
+    let dialect = Dialect::openai().extensions(Extensions {
+        response_format: FormatField::OpenAi,
+        ..Extensions::default()
+    });
+    let mut enforcing = CompletionsEngine::new(client, dialect);
+    enforcing.generate_all(request).await.expect("an answer");
+    assert_eq!(
+        server.request_json(0)["response_format"],
+        json!({"type": "json_object"})
     );
 }
 

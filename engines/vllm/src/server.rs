@@ -9,7 +9,9 @@ use dynamo_upstream::{
 };
 
 /// How vLLM's OpenAI-compatible server is spoken to: every extension field it accepts
-/// (`vllm/entrypoints/openai/completion/protocol.py`), ids out from `token_ids`.
+/// (`vllm/entrypoints/openai/completion/protocol.py`), ids out from `token_ids`, an output
+/// format as `response_format` (`json_object`, or `json_schema` with the schema), which vLLM
+/// enforces with its structured-output backend.
 pub fn dialect() -> Dialect {
     Dialect::openai()
         .named("vLLM")

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use dynamo_core::{
-    BoxError, Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, SamplingOptions,
-    Token,
+    BoxError, Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, OutputFormat,
+    SamplingOptions, Token,
 };
 use dynamo_upstream::TextCodec;
 use dynamo_vllm::VllmServer;
@@ -59,6 +59,43 @@ async fn sampling_fields_go_out_under_vllm_names_and_ids_come_back() {
             "frequency_penalty": -0.5, "top_k": 40, "min_p": 0.25, "repetition_penalty": 1.25,
             "stop_token_ids": [2], "ignore_eos": true, "min_tokens": 1, "cache_salt": "tenant-a"
         })
+    );
+}
+
+/// A schema whose properties are not in alphabetical order, so a body that re-sorted them
+/// would show.
+const SCHEMA: &str = r#"{"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}, "required": ["zeta", "alpha"]}"#;
+
+#[tokio::test]
+async fn an_output_format_goes_as_response_format_with_the_schema_text_as_it_came() {
+    let server = Replay::one("/v1/completions", "stream_token_ids.http").await;
+    let vllm = VllmServer::new(&server.url())
+        .expect("a URL")
+        .model("smollm2");
+    let mut request = GenerateRequest::new("r1", "gateway", vec![1, 9690, 198]).with_max_tokens(4);
+    request.format = Some(OutputFormat::JsonSchema {
+        schema: SCHEMA.into(),
+    });
+    vllm.engine()
+        .generate_all(request.clone())
+        .await
+        .expect("an answer");
+    // vLLM's `CompletionRequest.response_format` (`JsonSchemaResponseFormat`: `name`, and the
+    // schema under `schema`), byte for byte.
+    assert_eq!(
+        server.request_text(0),
+        format!(
+            r#"{{"max_tokens":4,"model":"smollm2","prompt":[1,9690,198],"return_token_ids":true,"stream":true,"stream_options":{{"include_usage":true}},"response_format":{{"type":"json_schema","json_schema":{{"name":"output","schema":{SCHEMA}}}}}}}"#
+        )
+    );
+    request.format = Some(OutputFormat::JsonObject);
+    vllm.engine()
+        .generate_all(request)
+        .await
+        .expect("an answer");
+    assert_eq!(
+        server.request_json(1)["response_format"],
+        json!({"type": "json_object"})
     );
 }
 

@@ -77,6 +77,12 @@ impl Replay {
         format!("http://{}", self.address)
     }
 
+    /// The body of the `n`th request, byte for byte, as text.
+    pub(crate) fn request_text(&self, n: usize) -> String {
+        let requests = self.seen.requests.lock().expect("not poisoned");
+        String::from_utf8(requests[n].1.clone()).expect("a UTF-8 request body")
+    }
+
     /// The JSON body of the `n`th request.
     pub(crate) fn request_json(&self, n: usize) -> serde_json::Value {
         let requests = self.seen.requests.lock().expect("not poisoned");
