@@ -275,6 +275,49 @@ async fn a_frontend_fronts_an_sglang_server_with_token_ids() {
     assert_eq!(sent["stream"], true);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_format_reaches_a_vllm_server_and_an_openai_one_refuses_it() {
+    let schema = json!({
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]
+    });
+    let chat = json!({
+        "model": "smollm2", "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": 4,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}}
+    });
+    // vLLM enforces it: the schema goes in its `response_format`.
+    let vllm = replay_of("vllm_whole_token_ids.http").await;
+    let engine = format!("vllm={}", vllm.url());
+    let (process, frontend) = support::engine_frontend_routed(&[engine], "round-robin").await;
+    process
+        .wait_for("routing to an engine server", Duration::from_secs(10))
+        .await;
+    let (status, answer) = frontend.post_json("/v1/chat/completions", &chat).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = posted(&vllm);
+    assert_eq!(sent["response_format"]["type"], "json_schema", "{sent}");
+    assert_eq!(sent["response_format"]["json_schema"]["schema"], schema);
+
+    // A plain OpenAI-compatible server may ignore it: refused, nothing sent.
+    let plain = replay_of("vllm_whole_token_ids.http").await;
+    let engine = format!("openai={}", plain.url());
+    let (process, frontend) = support::engine_frontend_routed(&[engine], "round-robin").await;
+    process
+        .wait_for("routing to an engine server", Duration::from_secs(10))
+        .await;
+    let (status, answer) = frontend.post_json("/v1/chat/completions", &chat).await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("response_format"), "{answer}");
+    let requests = plain.seen.requests.lock().expect("not poisoned");
+    assert!(
+        !requests
+            .iter()
+            .any(|(line, _)| line.starts_with("POST /v1/completions")),
+        "nothing is sent"
+    );
+}
+
 async fn frontend_detokenize(frontend: &Frontend, tokens: &[u32]) -> (u16, Value) {
     let response = frontend
         .post(
