@@ -20,7 +20,9 @@
 //! come from the last entries of `meta_info.output_token_logprobs` and `output_top_logprobs`
 //! (only those are parsed, though SGLang's default streams repeat every score so far). A cache
 //! salt goes in `cache_salt`, which SGLang reads from 0.5.18 on; earlier versions drop the
-//! field unread, so their prefix cache is shared across salts.
+//! field unread, so their prefix cache is shared across salts. An output format goes in
+//! `sampling_params.json_schema` as text (`{"type": "object"}` for any JSON object), which
+//! SGLang's grammar backend enforces.
 //!
 //! Errors take the class of the HTTP status SGLang gives (as `dynamo_upstream` maps statuses):
 //! an error answer's status, an `{"error": …}` event's `code` (`invalid_request` without one,
