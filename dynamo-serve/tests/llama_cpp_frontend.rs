@@ -119,6 +119,70 @@ async fn a_frontend_fronts_llama_cpp_for_whole_and_streamed_chat() {
     assert!(cached > 0, "the repeated prompt is cached:\n{events}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_cpp_enforces_a_response_format_named_by_format_json_schema() {
+    let Some(python) = llama_server::python_from_env() else {
+        eprintln!(
+            "skipped: set {} to a Python with `{}` installed to run this test",
+            llama_server::PYTHON_VARIABLE,
+            llama_server::XLLAMACPP
+        );
+        return;
+    };
+    let server = tokio::task::spawn_blocking(move || llama_server::start(&python))
+        .await
+        .expect("started");
+    // Two frontends in front of the same server: one told the field llama.cpp's
+    // `/v1/completions` enforces a format from, one told nothing.
+    let start = |setting: &str| {
+        let port = free_port().expect("a free port");
+        let engine = format!("openai={}{setting}", server.url);
+        let port_text = port.to_string();
+        let args = [
+            "frontend",
+            "--port",
+            &port_text,
+            "--router",
+            "approx-kv",
+            "--engine-at",
+            &engine,
+        ];
+        (Process::start(&args), Frontend::new(port))
+    };
+    let (_told, told) = start(",format=json_schema");
+    let (_untold, untold) = start("");
+    told.wait_ready().await;
+    untold.wait_ready().await;
+
+    let schema = json!({
+        "type": "object",
+        "properties": {"capital": {"type": "string"}},
+        "required": ["capital"]
+    });
+    let body = json!({
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": 48,
+        "temperature": 0,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}
+    });
+    let (status, answer) = told.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let content = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    let parsed: Value = serde_json::from_str(content)
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {content:?}\n{answer}"));
+    assert!(parsed["capital"].is_string(), "{answer}");
+
+    // Without format=, the same request is refused: a 400 naming the field, never an
+    // unconstrained answer.
+    let (status, refused) = untold.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 400, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("response_format"), "{refused}");
+}
+
 /// What a streamed chat completion's server-sent events say.
 struct StreamedChat {
     /// The deltas' content, joined.

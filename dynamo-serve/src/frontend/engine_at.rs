@@ -19,8 +19,8 @@ use dynamo_transport::engine_events::EngineEventSource;
 use dynamo_transport::events::{EventPlane, forward_resyncs};
 use dynamo_trtllm::{EventsError, TrtllmServer};
 use dynamo_upstream::{
-    CompletionsEngine, Dialect, HttpClient, HttpConfig, LoadView, MetricsPoller, OutputTokens,
-    TextCodec,
+    CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, LoadView, MetricsPoller,
+    OutputTokens, TextCodec,
 };
 use dynamo_vllm::VllmServer;
 use futures::StreamExt;
@@ -157,7 +157,12 @@ pub(crate) async fn attach(
             }
             UpstreamKind::Openai => {
                 let client = HttpClient::new(&engine_at.url, HttpConfig::default())?;
-                let dialect = Dialect::openai().output(OutputTokens::Retokenize(codec()?));
+                let dialect = Dialect::openai()
+                    .extensions(Extensions {
+                        response_format: engine_at.format,
+                        ..Extensions::default()
+                    })
+                    .output(OutputTokens::Retokenize(codec()?));
                 let engine = CompletionsEngine::new(client, dialect)
                     .model(model)
                     .default_max_tokens(options.default_max_tokens);

@@ -1,10 +1,14 @@
-//! `--engine-at KIND=URL[,events=ADDR][,replay=ADDR][,model=NAME][,id=N]`: an engine server
-//! the frontend routes to directly, beside the workers discovery reports. A TensorRT-LLM
-//! server's events are polled from its own URL: `events=poll`, or `events=poll:MS` to poll
-//! every `MS` milliseconds.
+//! `--engine-at KIND=URL[,events=ADDR][,replay=ADDR][,model=NAME][,id=N][,format=FIELD]`: an
+//! engine server the frontend routes to directly, beside the workers discovery reports. A
+//! TensorRT-LLM server's events are polled from its own URL: `events=poll`, or `events=poll:MS`
+//! to poll every `MS` milliseconds. An OpenAI-compatible server takes output formats only with
+//! `format=response_format` (OpenAI's field) or `format=json_schema` (llama.cpp's); without
+//! it a request with one is refused.
 
 use std::str::FromStr;
 use std::time::Duration;
+
+use dynamo_upstream::FormatField;
 
 /// How often a TensorRT-LLM server's KV events are polled without `events=poll:MS`.
 const DEFAULT_POLL: Duration = Duration::from_millis(100);
@@ -51,6 +55,8 @@ pub(crate) struct EngineAt {
     pub(crate) model: Option<String>,
     /// Its worker id in the router (`None`: numbered by position).
     pub(crate) id: Option<u64>,
+    /// How an OpenAI-compatible server takes an output format (`format=`; refused without).
+    pub(crate) format: FormatField,
 }
 
 impl FromStr for EngineAt {
@@ -86,6 +92,7 @@ impl FromStr for EngineAt {
             replay: None,
             model: None,
             id: None,
+            format: FormatField::Refused,
         };
         for part in parts.filter(|part| !part.is_empty()) {
             let (key, value) = part
@@ -101,9 +108,27 @@ impl FromStr for EngineAt {
                         .map_err(|_| format!("{value:?} is not a worker id"))?;
                     engine.id = Some(id);
                 }
+                "format" => {
+                    if engine.kind != UpstreamKind::Openai {
+                        return Err(format!(
+                            "format= is for openai: a {} server's output-format field is known",
+                            engine.kind.describe()
+                        ));
+                    }
+                    engine.format = match value {
+                        "response_format" => FormatField::OpenAi,
+                        "json_schema" => FormatField::JsonSchemaField,
+                        other => {
+                            return Err(format!(
+                                "format={other:?}: the field the server reads an output format \
+                                 from is response_format (OpenAI's) or json_schema (llama.cpp's)"
+                            ));
+                        }
+                    };
+                }
                 other => {
                     return Err(format!(
-                        "{other:?} is not an --engine-at setting (events, replay, model, id)"
+                        "{other:?} is not an --engine-at setting (events, replay, model, id, format)"
                     ));
                 }
             }
@@ -188,10 +213,30 @@ mod tests {
             ("trtllm=http://h,events=poll:x", "events=poll:MS"),
             ("trtllm=http://h,events=poll,replay=tcp://h:2", "polled"),
             ("vllm=http://h,events=poll", "events=poll is for trtllm"),
+            ("vllm=http://h,format=json_schema", "format= is for openai"),
+            (
+                "openai=http://h,format=xml",
+                "response_format (OpenAI's) or json_schema",
+            ),
         ] {
             let error = bad.parse::<EngineAt>().unwrap_err();
             assert!(error.contains(says), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn an_openai_server_takes_output_formats_only_in_the_field_named() {
+        let format = |setting: &str| {
+            format!("openai=http://h:8080{setting}")
+                .parse::<EngineAt>()
+                .map(|engine| engine.format)
+        };
+        assert_eq!(format(""), Ok(FormatField::Refused));
+        assert_eq!(format(",format=response_format"), Ok(FormatField::OpenAi));
+        assert_eq!(
+            format(",format=json_schema"),
+            Ok(FormatField::JsonSchemaField)
+        );
     }
 
     #[test]

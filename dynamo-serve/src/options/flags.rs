@@ -143,7 +143,9 @@ struct FrontendArgs {
     /// for trtllm, events=poll polls its POST /kv_cache_events every 100 ms (events=poll:MS:
     /// every MS).
     /// model=NAME its --served-model-name (default: --name), id=N its worker id (default:
-    /// 1000000 plus its position). Repeat for several.
+    /// 1000000 plus its position). For openai, format=response_format or format=json_schema
+    /// (llama.cpp's server) names the field it enforces an output format from; without it a
+    /// request with response_format is refused. Repeat for several.
     #[arg(long, value_name = "KIND=URL[,events=ADDR]")]
     engine_at: Vec<super::EngineAt>,
     #[command(flatten)]
