@@ -197,22 +197,35 @@ impl Walk {
             self.pending += blocks;
             return true;
         }
-        self.flush();
-        // Both lists are sorted by slot: a merge.
+        // Both lists are sorted by slot: a merge, over plain slices (no inline-or-spilled check
+        // per access), the pending blocks added to each live worker as it is visited rather
+        // than in a pass of their own.
+        let pending = self.pending;
+        let alive = self.alive.as_mut_slice();
+        let counts = &mut self.counts.as_mut_slice()[..alive.len()];
         let (mut kept, mut j) = (0, 0);
-        for k in 0..self.alive.len() {
-            let slot = slot_of(self.alive[k]);
+        for k in 0..alive.len() {
+            let live = alive[k];
+            let slot = slot_of(live);
+            let mut overlap = counts[k];
+            overlap.add_n(fastest_tier(tiers_of(live)), pending);
             while j < residents.len() && slot_of(residents[j]) < slot {
                 j += 1;
             }
-            let mut overlap = self.counts[k];
-            if j < residents.len() && slot_of(residents[j]) == slot {
-                overlap.add(fastest_tier(tiers_of(residents[j])));
-                self.alive[kept] = residents[j];
-                self.counts[kept] = overlap;
-                kept += 1;
-            } else if let Some(worker) = workers.id(slot) {
-                done.push((worker, overlap));
+            match residents.get(j) {
+                Some(&resident) if slot_of(resident) == slot => {
+                    overlap.add(fastest_tier(tiers_of(resident)));
+                    alive[kept] = resident;
+                    counts[kept] = overlap;
+                    kept += 1;
+                    // The next live worker's slot is higher: this resident is passed.
+                    j += 1;
+                }
+                _ => {
+                    if let Some(worker) = workers.id(slot) {
+                        done.push((worker, overlap));
+                    }
+                }
             }
         }
         self.alive.truncate(kept);
