@@ -22,17 +22,9 @@ const QUESTION: &str = "What is the capital of France?";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frontend_fronts_llama_cpp_for_whole_and_streamed_chat() {
-    let Some(python) = llama_server::python_from_env() else {
-        eprintln!(
-            "skipped: set {} to a Python with `{}` installed to run this test",
-            llama_server::PYTHON_VARIABLE,
-            llama_server::XLLAMACPP
-        );
+    let Some(server) = start_llama_server().await else {
         return;
     };
-    let server = tokio::task::spawn_blocking(move || llama_server::start(&python))
-        .await
-        .expect("started");
 
     // The gateway's tokenizer and chat template, llama.cpp's compute; its text is tokenized
     // again by the gateway (`openai` servers return no ids).
@@ -121,17 +113,9 @@ async fn a_frontend_fronts_llama_cpp_for_whole_and_streamed_chat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llama_cpp_enforces_a_response_format_named_by_format_json_schema() {
-    let Some(python) = llama_server::python_from_env() else {
-        eprintln!(
-            "skipped: set {} to a Python with `{}` installed to run this test",
-            llama_server::PYTHON_VARIABLE,
-            llama_server::XLLAMACPP
-        );
+    let Some(server) = start_llama_server().await else {
         return;
     };
-    let server = tokio::task::spawn_blocking(move || llama_server::start(&python))
-        .await
-        .expect("started");
     // Two frontends in front of the same server: one told the field llama.cpp's
     // `/v1/completions` enforces a format from, one told nothing.
     let start = |setting: &str| {
@@ -181,6 +165,23 @@ async fn llama_cpp_enforces_a_response_format_named_by_format_json_schema() {
     assert_eq!(status, 400, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("response_format"), "{refused}");
+}
+
+/// llama.cpp's server, started where `DYNAMO_LLAMA_PYTHON` names a Python with `xllamacpp`;
+/// elsewhere `None`, and the test says it is skipped.
+async fn start_llama_server() -> Option<llama_server::LlamaServer> {
+    let Some(python) = llama_server::python_from_env() else {
+        eprintln!(
+            "skipped: set {} to a Python with `{}` installed to run this test",
+            llama_server::PYTHON_VARIABLE,
+            llama_server::XLLAMACPP
+        );
+        return None;
+    };
+    let server = tokio::task::spawn_blocking(move || llama_server::start(&python))
+        .await
+        .expect("started");
+    Some(server)
 }
 
 /// What a streamed chat completion's server-sent events say.
