@@ -1,6 +1,5 @@
 //! Choosing a worker and booking its load in one step.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -110,7 +109,7 @@ struct Membership {
     slots: Vec<u32>,
     /// Each member's place in `workers`: the workers an overlap answer lists are found with
     /// one probe each rather than a binary search.
-    places: HashMap<WorkerId, u32, foldhash::fast::RandomState>,
+    places: Places,
     /// Each member's `dynamo_router_decisions_total` key, made once rather than per decision.
     decision_keys: Vec<metrics::Key>,
     affinity: Option<SessionAffinity>,
@@ -127,7 +126,7 @@ impl Membership {
         Membership {
             workers: Vec::new(),
             slots: Vec::new(),
-            places: HashMap::default(),
+            places: Places::default(),
             decision_keys: Vec::new(),
             affinity,
             states: StateCache::default(),
@@ -142,10 +141,62 @@ impl Membership {
 
     /// After a member joined or left: every member's place again.
     fn reindex(&mut self) {
-        self.places.clear();
-        self.places
-            .extend((0..).zip(&self.workers).map(|(at, &w)| (w, at)));
+        self.places.rebuild(&self.workers);
         self.states.invalidate();
+    }
+}
+
+/// Each member's place among the members, by worker id: an open-addressed table at most half
+/// full, whose slot for an id is a multiplication of the id away, so that a look-up is usually
+/// one read. The mix is fixed (worker ids are the cluster's, not chosen by clients); it was a
+/// `HashMap` whose hashing and group probe cost more, once per worker of each overlap answer.
+#[derive(Debug, Default)]
+struct Places {
+    /// Each entry's worker and its place plus one; 0 marks an empty entry.
+    entries: Vec<(WorkerId, u32)>,
+    /// 64 less the log2 of the entries' number: the mix's top bits name the home entry.
+    shift: u32,
+}
+
+impl Places {
+    /// The places of `workers`, each its position.
+    fn rebuild(&mut self, workers: &[WorkerId]) {
+        let size = (workers.len() * 2).next_power_of_two().max(8);
+        self.entries.clear();
+        self.entries.resize(size, (WorkerId::new(0), 0));
+        self.shift = 64 - size.trailing_zeros();
+        let mask = size - 1;
+        for (place, &worker) in (1..).zip(workers) {
+            let mut at = self.home(worker);
+            while self.entries[at].1 != 0 {
+                at = (at + 1) & mask;
+            }
+            self.entries[at] = (worker, place);
+        }
+    }
+
+    /// Where `worker`'s look-up starts.
+    #[inline(always)]
+    fn home(&self, worker: WorkerId) -> usize {
+        let id = worker.worker ^ u64::from(worker.dp_rank).rotate_right(16);
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// `worker`'s place, if it is a member.
+    #[inline(always)]
+    fn get(&self, worker: WorkerId) -> Option<u32> {
+        let mask = self.entries.len().checked_sub(1)?;
+        let mut at = self.home(worker);
+        loop {
+            let (id, place) = *self.entries.get(at)?;
+            if place == 0 {
+                return None;
+            }
+            if id == worker {
+                return Some(place - 1);
+            }
+            at = (at + 1) & mask;
+        }
     }
 }
 
@@ -408,7 +459,7 @@ impl WorkerSelector {
         &self,
         workers: &[WorkerId],
         slots: &[u32],
-        places: &HashMap<WorkerId, u32, foldhash::fast::RandomState>,
+        places: &Places,
         states: &mut StateCache,
         answer: &Overlaps,
         request: &RouteRequest,
@@ -418,7 +469,7 @@ impl WorkerSelector {
             .snapshot(workers, slots, states, &request.blocks);
         // Find each worker that holds some of the prefix among the members.
         for (worker, overlap) in answer.iter() {
-            if let Some(&at) = places.get(&worker) {
+            if let Some(at) = places.get(worker) {
                 states.set_cached(at as usize, overlap);
             }
         }
@@ -465,5 +516,44 @@ fn record_decision(
             (u64::from(cached) * u64::from(block_size.get())).min(request.prompt_tokens);
         metrics::histogram!("dynamo_router_cache_hit_ratio")
             .record(cached_tokens as f64 / request.prompt_tokens as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_find_every_member_and_no_one_else() {
+        let mut state = 0x853C_49E6_748F_EA9Bu64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 11
+        };
+        let mut places = Places::default();
+        assert_eq!(places.get(WorkerId::new(0)), None);
+        for n in [0usize, 1, 2, 3, 7, 8, 9, 64, 65, 300] {
+            // Dense ids, ids far apart, and data-parallel ranks of one instance.
+            let mut workers: Vec<WorkerId> = (0..n as u64)
+                .map(|i| match i % 3 {
+                    0 => WorkerId::new(i),
+                    1 => WorkerId::new(next()),
+                    _ => WorkerId::new(7).with_dp_rank(i as u32),
+                })
+                .collect();
+            workers.sort();
+            workers.dedup();
+            places.rebuild(&workers);
+            for (at, &worker) in workers.iter().enumerate() {
+                assert_eq!(places.get(worker), Some(at as u32), "{worker}");
+            }
+            for _ in 0..100 {
+                let stranger = WorkerId::new(next()).with_dp_rank(next() as u32 % 4);
+                let expected = workers.binary_search(&stranger).ok().map(|at| at as u32);
+                assert_eq!(places.get(stranger), expected);
+            }
+        }
     }
 }

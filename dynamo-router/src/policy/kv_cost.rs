@@ -1,6 +1,8 @@
 //! The incumbent's KV-aware cost, our baseline.
 
-use super::choose::{SharedRng, lowest_cost};
+use smallvec::SmallVec;
+
+use super::choose::{SharedRng, lowest_of};
 use super::{Decision, RouteContext, Router, WorkerState};
 use crate::index::TierOverlap;
 
@@ -129,7 +131,54 @@ impl KvCost {
             + decode
             + self.config.request_weight * f64::from(load.active_requests)
     }
+
+    /// Every worker's [`cost`](Self::cost), in their order, appended to `costs`: the same
+    /// operations on the same values in the same order as `cost` (so the same costs bit for
+    /// bit), in a pass without a branch, whose divisions by the block size are multiplications
+    /// by its reciprocal when it is a power of two (exact then).
+    fn fill(&self, request: &RouteContext<'_>, workers: &[WorkerState], costs: &mut Costs) {
+        if request.block_size.get().is_power_of_two() {
+            self.fill_with::<true>(request, workers, costs);
+        } else {
+            self.fill_with::<false>(request, workers, costs);
+        }
+    }
+
+    #[inline(always)]
+    fn fill_with<const POWER_OF_TWO: bool>(
+        &self,
+        request: &RouteContext<'_>,
+        workers: &[WorkerState],
+        costs: &mut Costs,
+    ) {
+        let KvCostConfig {
+            credits,
+            prefill_scale,
+            request_weight,
+            ..
+        } = self.config;
+        let block_size = f64::from(request.block_size.get());
+        let per_token = 1.0 / block_size;
+        let prompt_tokens = request.prompt_tokens;
+        let blocks = request.blocks.len();
+        costs.extend(workers.iter().map(|worker| {
+            let load = &worker.load;
+            let tokens = (load.active_prefill_tokens + prompt_tokens) as f64;
+            let queued = if POWER_OF_TWO {
+                tokens * per_token
+            } else {
+                tokens / block_size
+            };
+            let prefill = (queued - credits.credit(&worker.cached)).max(0.0);
+            let shared = (worker.in_flight as usize).min(blocks);
+            let decode = (load.active_decode_blocks + (blocks - shared) as u64 + 1) as f64;
+            prefill_scale * prefill + decode + request_weight * f64::from(load.active_requests)
+        }));
+    }
 }
+
+/// A decision's costs, inline up to 128 workers.
+type Costs = SmallVec<[f64; 128]>;
 
 impl Default for KvCost {
     fn default() -> Self {
@@ -139,11 +188,92 @@ impl Default for KvCost {
 
 impl Router for KvCost {
     fn route(&self, request: &RouteContext<'_>, workers: &[WorkerState]) -> Decision {
-        lowest_cost(
+        // Computed first, then compared: the comparisons' branches do not wait on each
+        // worker's arithmetic.
+        let mut costs = Costs::new();
+        self.fill(request, workers, &mut costs);
+        lowest_of(
             workers,
-            |w| self.cost(request, w),
+            costs.iter().copied(),
             self.config.temperature,
             &self.rng,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WorkerLoad;
+    use dynamo_core::{BlockSize, SequenceHash, WorkerId};
+
+    #[test]
+    fn costs_side_by_side_are_each_workers_cost_bit_for_bit() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |below: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % below
+        };
+        let blocks: Vec<_> = (0..40).map(SequenceHash).collect();
+        let policies = [
+            KvCost::default(),
+            KvCost::new(KvCostConfig {
+                credits: TierCredits {
+                    device: 0.9,
+                    host: 0.6,
+                    disk: 0.3,
+                    remote: 0.1,
+                },
+                prefill_scale: 1.7,
+                request_weight: 0.35,
+                ..KvCostConfig::default()
+            }),
+        ];
+        for policy in &policies {
+            for _ in 0..300 {
+                let len = next(41) as usize;
+                let request = RouteContext {
+                    blocks: &blocks[..len],
+                    prompt_tokens: len as u64 * 64 + next(64),
+                    block_size: BlockSize::new([16, 64, 100][next(3) as usize]).expect("non-zero"),
+                    expected_output_tokens: None,
+                };
+                // Batches whole and cut (up to two and a half of them), most workers holding
+                // some of the prompt, in every tier.
+                let workers: Vec<WorkerState> = (0..next(170))
+                    .map(|id| {
+                        let mut worker = WorkerState {
+                            worker: WorkerId::new(id),
+                            cached: TierOverlap::default(),
+                            in_flight: 0,
+                            load: WorkerLoad {
+                                active_requests: next(50) as u32,
+                                active_prefill_tokens: next(3) * next(30_000),
+                                active_decode_blocks: next(600),
+                                expected_output_tokens: 0,
+                                kv_capacity_blocks: [None, Some(300)][next(2) as usize],
+                            },
+                        };
+                        if next(4) != 0 {
+                            worker.in_flight = next(45) as u32;
+                            worker.cached.device = next(45) as u32;
+                            worker.cached.host = next(3) as u32;
+                            worker.cached.disk = next(2) as u32;
+                            worker.cached.remote = next(2) as u32;
+                        }
+                        worker
+                    })
+                    .collect();
+                let mut costs = Costs::new();
+                policy.fill(&request, &workers, &mut costs);
+                assert_eq!(costs.len(), workers.len());
+                for (worker, cost) in workers.iter().zip(costs) {
+                    let expected = policy.cost(&request, worker);
+                    assert_eq!(cost.to_bits(), expected.to_bits(), "{worker:?}");
+                }
+            }
+        }
     }
 }
