@@ -1,6 +1,7 @@
 //! Where requests wait while every worker is busy, and how they are woken.
 
 use std::pin::pin;
+use std::sync::OnceLock;
 use std::task::Waker;
 
 use dynamo_core::Error;
@@ -18,6 +19,10 @@ pub(super) struct WaitingRoom {
     queue: Mutex<WaitQueue<oneshot::Sender<()>>>,
     /// Woken, all of them, whenever capacity may have come back.
     readiness: Mutex<Vec<Waker>>,
+    /// The `dynamo_router_queue_depth` gauge, resolved from the recorder at the queue's first
+    /// change (as `metrics::gauge!` would resolve it then) and reused after, so that a change
+    /// sets it without a look-up in the recorder's registry.
+    depth: OnceLock<metrics::Gauge>,
 }
 
 impl WaitingRoom {
@@ -25,6 +30,7 @@ impl WaitingRoom {
         WaitingRoom {
             queue: Mutex::new(WaitQueue::new(order, capacity)),
             readiness: Mutex::new(Vec::new()),
+            depth: OnceLock::new(),
         }
     }
 
@@ -75,7 +81,7 @@ impl WaitingRoom {
             None => queue.push(priority, uncached_tokens, wake).ok()?,
         };
         *ticket = Some(position);
-        set_depth(queue.len());
+        self.set_depth(queue.len());
         Some(Waiting {
             room: self,
             position,
@@ -94,14 +100,16 @@ impl WaitingRoom {
                     break;
                 }
             }
-            set_depth(queue.len());
+            self.set_depth(queue.len());
         }
         self.wake_ready();
     }
-}
 
-fn set_depth(depth: usize) {
-    metrics::gauge!("dynamo_router_queue_depth").set(depth as f64);
+    fn set_depth(&self, depth: usize) {
+        self.depth
+            .get_or_init(|| metrics::gauge!("dynamo_router_queue_depth"))
+            .set(depth as f64);
+    }
 }
 
 /// One request's place in the queue.
@@ -144,7 +152,7 @@ impl Drop for Waiting<'_> {
         let still_waiting = {
             let mut queue = self.room.queue.lock();
             let removed = queue.remove(self.position).is_some();
-            set_depth(queue.len());
+            self.room.set_depth(queue.len());
             removed
         };
         // Popped and signalled, but leaving without retrying: pass the wake-up on.
@@ -154,5 +162,63 @@ impl Drop for Waiting<'_> {
         } else {
             self.room.wake_next();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::*;
+
+    /// A recorder with one gauge, that counts how often a gauge was resolved from it.
+    #[derive(Default)]
+    struct OneGauge {
+        value: Arc<AtomicU64>,
+        resolved: AtomicUsize,
+    }
+
+    impl Recorder for OneGauge {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            assert_eq!(key.name(), "dynamo_router_queue_depth");
+            self.resolved.fetch_add(1, Ordering::Relaxed);
+            Gauge::from_arc(Arc::clone(&self.value))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    fn depth(recorder: &OneGauge) -> f64 {
+        f64::from_bits(recorder.value.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn the_depth_gauge_is_resolved_at_the_first_change_and_kept() {
+        let recorder = OneGauge::default();
+        let room = WaitingRoom::new(QueueOrder::Fcfs, 4);
+        let (mut first, mut second) = (None, None);
+        // The recorder of the first change is the one the gauge stays with.
+        let waiting = metrics::with_local_recorder(&recorder, || {
+            room.enter(0, 10, &mut first).expect("room for one")
+        });
+        assert_eq!(depth(&recorder), 1.0);
+        let other = room.enter(0, 20, &mut second).expect("room for two");
+        assert_eq!(depth(&recorder), 2.0);
+        drop(waiting);
+        drop(other);
+        assert_eq!(depth(&recorder), 0.0);
+        assert_eq!(recorder.resolved.load(Ordering::Relaxed), 1);
     }
 }
