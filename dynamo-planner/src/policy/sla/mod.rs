@@ -34,8 +34,10 @@ use variability::Variability;
 ///    most of their prompt.
 /// 3. **Keep the headroom the traffic needs**: each pool needs `load / (capacity per worker ×
 ///    u)` workers. Prefill capacity is the profile's at the uncached prompt length; decode
-///    capacity is the profile's best throughput within the ITL target (divided by a smoothed
-///    ITL correction of at least 1) at context `ISL + OSL/2`. An aggregated worker does both,
+///    capacity, at context `ISL + OSL/2`, is the profile's best throughput among the batches
+///    whose ITL times a smoothed ITL correction `c` (observed over profiled, at least 1) is
+///    within the ITL target, divided by `c`: steps `c` times longer make `c` times fewer
+///    tokens a second. An aggregated worker does both,
 ///    so its pool needs the sum of the two shares. The utilisation `u` is `utilisation`, or
 ///    less where the traffic has shown itself bursty: a queueing model (Kingman's, `latency /
 ///    unloaded − 1 = k × ρ / (1 − ρ)`) fitted to the intervals seen (each interval's

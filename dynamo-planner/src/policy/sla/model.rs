@@ -157,6 +157,11 @@ impl SlaPolicy {
     }
 
     /// Fractional workers the forecast needs for prefill and for decode, before headroom.
+    ///
+    /// A decode worker whose steps take `c` (the ITL correction) times the profile's runs the
+    /// batch whose profiled ITL is within the target over `c`, and makes `c` times fewer
+    /// tokens a second than the profile says for that batch: its tokens per second are its
+    /// batch over its ITL.
     pub(super) fn need(&self, rate: f64, isl: f64, osl: f64) -> Need {
         let uncached = isl * (1.0 - self.hit_rate());
         let prefill = if uncached > 0.0 {
@@ -164,8 +169,9 @@ impl SlaPolicy {
         } else {
             0.0
         };
-        let itl = self.config.targets.itl_ms / self.itl_correction();
-        let decode = rate * osl
+        let correction = self.itl_correction();
+        let itl = self.config.targets.itl_ms / correction;
+        let decode = rate * osl * correction
             / self
                 .profile
                 .decode_tokens_per_s_within(itl, isl + osl / 2.0);

@@ -378,3 +378,49 @@ fn a_decode_pool_shrinks_at_once_to_what_the_prefill_pool_can_hand_over() -> Res
     assert_eq!(proposal.target, split, "{}", proposal.reason);
     Ok(())
 }
+
+#[test]
+fn a_decode_worker_slower_than_its_profile_makes_fewer_tokens() -> Result<(), crate::Error> {
+    // Decode workers running 8 requests each, at context 1000 + 200 / 2 = 1100, where the
+    // sample profile says 20.5 ms; they show 41 ms: the ITL correction is 2.
+    let slow = Observation {
+        mean_itl_ms: Some(41.0),
+        workers: (0..2)
+            .map(|_| WorkerLoad {
+                role: WorkerRole::Decode,
+                running: 8,
+                ..WorkerLoad::default()
+            })
+            .collect(),
+        ..interval(4.0, 0.0)
+    };
+    let mut p = policy()?;
+    p.learn(&slow, SPLIT);
+    assert!((p.itl_correction() - 2.0).abs() < 1e-9);
+    // Within 50 ms / 2 = 25 ms the profile's best is 416.67 tokens/s at context 1000 (where
+    // the line from 20 ms, 400 to 60 ms, 533.3 crosses 25 ms) and 215.74 at 3000 (from
+    // 12 ms, 83.3 to 30 ms, 266.7): 406.62 at 1100. The workers' steps take twice as long,
+    // so each makes 203.31 tokens a second: 4 req/s × 200 tokens need 3.935 workers (1.967
+    // if their throughput were the profile's).
+    let within =
+        0.95 * (400.0 + 400.0 / 3.0 / 8.0) + 0.05 * (250.0 / 3.0 + 550.0 / 3.0 * 13.0 / 18.0);
+    let need = p.need(4.0, 1000.0, 200.0);
+    assert!(
+        (need.decode - 4.0 * 200.0 * 2.0 / within).abs() < 1e-9,
+        "{}",
+        need.decode
+    );
+    assert!((need.decode - 3.935).abs() < 1e-3, "{}", need.decode);
+    // The next calm interval (no latencies, no queue) plans 3.935 / 0.8 → 5 decode workers.
+    let proposal = p.plan(&interval(4.0, 0.0), &forecast(4.0), SPLIT);
+    assert_eq!(
+        proposal.target,
+        Replicas::Disaggregated {
+            prefill: 1,
+            decode: 5
+        },
+        "{}",
+        proposal.reason
+    );
+    Ok(())
+}
