@@ -4,13 +4,12 @@
 use dynamo_core::layers::Traffic;
 use dynamo_core::{BlockSize, BoxEngine, EngineExt, WorkerId};
 use dynamo_openai::GgufMetadata;
-use dynamo_router::RouterService;
 use dynamo_transport::discovery::{Discovery, StaticDiscovery, WorkerRecord};
-use dynamo_transport::events::{EventPlane, LoadReport, Subscription};
-use futures::StreamExt;
+use dynamo_transport::events::{EventPlane, LoadReport};
 use tower::Layer;
 
 mod engine_at;
+mod load_metrics;
 
 use crate::deploy::Pool;
 use crate::options::Options;
@@ -49,7 +48,8 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     };
     if let Some(nats) = &nats {
         let reports = nats.subscribe::<LoadReport>().await?;
-        tokio::spawn(record_load(reports, [prefill.clone(), decode.clone()]));
+        let routers = [prefill.clone(), decode.clone()];
+        tokio::spawn(load_metrics::record_load(reports, routers));
     }
     let discovery = discovery(&options, block_size)?;
     let pool = Pool::Prefill(layout.clone());
@@ -128,42 +128,6 @@ async fn publish_traffic<P: EventPlane>(plane: P, traffic: Traffic) {
         }
         if let Err(error) = plane.publish(&report).await {
             tracing::debug!(%error, "a traffic report was not published");
-        }
-    }
-}
-
-/// Keep the workers' reported load in the gateway's Prometheus metrics, and their KV capacity
-/// in the routers' load (which the expected-TTFT policy charges a request's blocks against).
-///
-/// A report's blocks are the worker's, and discovery admits only workers whose block size is
-/// the router's (`--block-size`), so they are the router's blocks as they are. A worker that
-/// reports 0 (an engine that does not know its cache) has no capacity known; one that leaves
-/// routing has its capacity forgotten with it.
-async fn record_load(mut reports: Subscription<LoadReport>, routers: [RouterService; 2]) {
-    while let Some(report) = reports.next().await {
-        let Ok(report) = report else { continue };
-        let worker = report.worker.to_string();
-        let capacity = Some(report.kv_blocks_total);
-        let mut known = false;
-        for router in &routers {
-            known |= router
-                .selector()
-                .load()
-                .set_kv_capacity(report.worker, capacity);
-        }
-        if known {
-            // What the router routes with, once it has it (0: none known).
-            metrics::gauge!("dynamo_router_worker_kv_capacity_blocks", "worker" => worker.clone())
-                .set(report.kv_blocks_total as f64);
-        }
-        let gauges = [
-            ("dynamo_worker_active_requests", report.active_requests),
-            ("dynamo_worker_waiting_requests", report.waiting_requests),
-            ("dynamo_worker_kv_blocks_in_use", report.kv_blocks_in_use),
-            ("dynamo_worker_kv_blocks_total", report.kv_blocks_total),
-        ];
-        for (name, value) in gauges {
-            metrics::gauge!(name, "worker" => worker.clone()).set(value as f64);
         }
     }
 }

@@ -1,0 +1,66 @@
+//! A worker's load on the frontend's `/metrics`: the series its NATS load reports set show
+//! while the frontend routes to it, and read 0 once it leaves.
+
+#[expect(dead_code, reason = "this test uses a part of the shared helpers")]
+mod support;
+
+use std::time::Duration;
+
+use dynamo_transport::local::LocalNats;
+use support::{directory_frontend_with, registry_worker};
+
+/// How long a worker may take to join or leave, or its report to arrive (one a second).
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// The series a load report sets, by worker.
+const SERIES: [&str; 5] = [
+    "dynamo_worker_active_requests",
+    "dynamo_worker_waiting_requests",
+    "dynamo_worker_kv_blocks_in_use",
+    "dynamo_worker_kv_blocks_total",
+    "dynamo_router_worker_kv_capacity_blocks",
+];
+
+/// The value of `name`'s series for `worker` in `metrics`, if there is one.
+fn value(metrics: &str, name: &str, worker: &str) -> Option<f64> {
+    let (series, label) = (format!("{name}{{"), format!("worker=\"{worker}\""));
+    metrics
+        .lines()
+        .find(|line| line.starts_with(&series) && line.contains(&label))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_load_series_show_while_it_is_routed_and_read_zero_once_it_leaves() {
+    let nats = LocalNats::start().expect("nats-server starts");
+    let url = nats.url();
+    let directory = std::env::temp_dir().join(format!("dynamo-load-series-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    let (process, frontend) = directory_frontend_with(&registry, &["--nats", &url]).await;
+    let flags = ["--nats", &url, "--kv-blocks", "64"];
+    let mut worker = registry_worker("mocker", 5, &registry, &flags);
+    process.wait_for("worker 5/0 at", WITHIN).await;
+    let shown = |text: &str| {
+        value(text, "dynamo_worker_kv_blocks_total", "5/0") == Some(64.0)
+            && value(text, "dynamo_router_worker_kv_capacity_blocks", "5/0") == Some(64.0)
+            && SERIES.iter().all(|name| value(text, name, "5/0").is_some())
+    };
+    frontend
+        .wait_for_metrics("worker 5's load series", WITHIN, shown)
+        .await;
+
+    // It stops (and deregisters): the frontend lets it go, and its series go to 0.
+    worker.terminate();
+    worker.wait_exit(WITHIN).await;
+    process.wait_for("worker 5/0 left", WITHIN).await;
+    let zero = |text: &str| {
+        SERIES
+            .iter()
+            .all(|name| value(text, name, "5/0") == Some(0.0))
+    };
+    frontend
+        .wait_for_metrics("worker 5's load series at 0", WITHIN, zero)
+        .await;
+    let _ = std::fs::remove_dir_all(&directory);
+}
