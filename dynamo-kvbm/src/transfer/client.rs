@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use super::landing::{Landing, Reservation};
 use super::wire::{self, ANSWER_HEADER, Answer, Op, Request, Status};
 use super::{BlockStream, Fetched, KvFetch, SocketWrap};
-use crate::{BlockStore, Error};
+use crate::Error;
 
 /// How a [`TcpFetch`] pulls.
 #[derive(Debug, Clone)]
@@ -213,9 +213,9 @@ impl Inner {
         transfer: u64,
         mut reservation: Reservation,
     ) -> Result<Fetched, Error> {
-        let store: Arc<dyn BlockStore> = self.landing.store();
+        let store = self.landing.store();
         if reservation.hashes().is_empty() {
-            return Ok(Fetched::new(store, 0));
+            return Ok(Fetched::on_shelf(store, 0));
         }
         let mut fresh = false;
         let found = loop {

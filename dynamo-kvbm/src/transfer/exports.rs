@@ -15,14 +15,17 @@ use crate::{BlockStore, Error};
 /// A prefill worker's outbox: copies of the KV blocks it handed over, kept in host memory (a
 /// buffer per block, reused) until the decode worker releases them or their lease runs out.
 ///
-/// [`offer`](Self::offer) copies a prompt's blocks in and names them with a transfer id;
+/// [`offer`](Self::offer) copies a prompt's blocks in and names them with a transfer id
+/// ([`offer_with`](Self::offer_with) lets the caller write each block straight into its buffer
+/// here, from its own KV memory);
 /// [`read`](Self::read) copies them out (the block server does, for a decode worker in another
 /// process); [`release`](Self::release) ends the transfer. Blocks are kept once per sequence
 /// hash and counted per transfer: two transfers of the same prefix share its blocks, and a block
 /// leaves when no transfer holds it.
 ///
 /// An in-process decode worker reads the exports themselves as a [`BlockStore`]
-/// ([`store`](Self::store), which [`LocalExports`](super::LocalExports) hands out): one copy,
+/// ([`store`](Self::store), which [`LocalExports`](super::LocalExports) hands out), and
+/// [`Fetched::read_each`](super::Fetched::read_each) lends it each block in place: one copy,
 /// from here into its KV memory. The block server sends the blocks from here with no copy. As
 /// a store, the exports can be read but not written ([`Error::ReadOnly`]).
 ///
@@ -172,6 +175,11 @@ impl KvExports {
         self.store.clone()
     }
 
+    /// The same blocks as a shelf, whose buffers a reader here borrows with no copy.
+    pub(crate) fn shelf(&self) -> Arc<ShelfStore> {
+        self.store.clone()
+    }
+
     /// Keep a prompt's `blocks`, whose bytes are `bytes`: one block of
     /// [`block_bytes`](Self::block_bytes) after another, in order. Drops expired transfers,
     /// then the oldest ones while the offer does not fit; keeps the leading blocks that fit
@@ -192,6 +200,58 @@ impl KvExports {
     ) -> Result<Offered, Error> {
         let size = self.block_bytes();
         self.store.check_span(blocks.len(), bytes.len())?;
+        Ok(self.offer_with_at(now, blocks, |i, into| {
+            into.copy_from_slice(&bytes[i * size..(i + 1) * size]);
+        }))
+    }
+
+    /// Keep a prompt's `blocks`, each written by `fill(i, into)` straight into its buffer here
+    /// (`i` its position in `blocks`, `into` [`block_bytes`](Self::block_bytes) long): a caller
+    /// whose blocks are in memory of its own (a KV cache) copies each once, with no staging
+    /// buffer. `fill` is called, in order, only for the kept blocks the exports do not hold
+    /// already (a prefix another live transfer offered keeps its bytes, which are a function of
+    /// its hash), under the exports' lock: it should copy and return. Otherwise as
+    /// [`offer`](Self::offer).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use dynamo_core::SequenceHash;
+    /// use dynamo_kvbm::KvExports;
+    ///
+    /// let exports = KvExports::new(4, 8, Duration::from_secs(30))?;
+    /// let cache: Vec<u8> = (0..12).collect(); // three blocks of 4 bytes
+    /// let prompt = [SequenceHash(1), SequenceHash(2), SequenceHash(3)];
+    /// let first = exports.offer_with(&prompt[..2], |i, into| {
+    ///     into.copy_from_slice(&cache[i * 4..(i + 1) * 4]);
+    /// });
+    /// // The first two blocks are held already: only the third is written.
+    /// let mut written = Vec::new();
+    /// let second = exports.offer_with(&prompt, |i, into| {
+    ///     written.push(i);
+    ///     into.copy_from_slice(&cache[i * 4..(i + 1) * 4]);
+    /// });
+    /// assert_eq!(written, [2]);
+    /// let mut bytes = [0; 12];
+    /// assert_eq!(exports.read(second.transfer, &second.blocks, &mut bytes)?, 3);
+    /// assert_eq!(bytes[..], cache[..]);
+    /// # let _ = first;
+    /// # Ok::<(), dynamo_kvbm::Error>(())
+    /// ```
+    pub fn offer_with(
+        &self,
+        blocks: &[SequenceHash],
+        fill: impl FnMut(usize, &mut [u8]),
+    ) -> Offered {
+        self.offer_with_at(Instant::now(), blocks, fill)
+    }
+
+    fn offer_with_at(
+        &self,
+        now: Instant,
+        blocks: &[SequenceHash],
+        mut fill: impl FnMut(usize, &mut [u8]),
+    ) -> Offered {
         let mut state = self.state.lock();
         self.expire_locked(&mut state, now);
         let capacity = self.store.capacity();
@@ -207,7 +267,7 @@ impl KvExports {
         let (fit, new) = shelf.acquire(blocks);
         for i in new {
             let mut buffer = shelf.buffer();
-            buffer.copy_from_slice(&bytes[i * size..(i + 1) * size]);
+            fill(i, &mut buffer);
             shelf.place(blocks[i], buffer.freeze());
         }
         drop(shelf);
@@ -222,10 +282,10 @@ impl KvExports {
             };
             state.transfers.insert(transfer, export);
         }
-        Ok(Offered {
+        Offered {
             transfer,
             blocks: kept,
-        })
+        }
     }
 
     /// Copy the blocks of `hashes` of a live `transfer` into consecutive
@@ -276,14 +336,9 @@ impl KvExports {
         transfer: u64,
         hashes: &[SequenceHash],
     ) -> Result<Vec<Bytes>, Error> {
-        let blocks: Vec<Bytes> = {
-            let mut state = self.state.lock();
-            self.check_live(&mut state, now, transfer)?;
-            let shelf = self.store.lock();
-            hashes.iter().map_while(|hash| shelf.get(*hash)).collect()
-        };
-        self.store.count_read(blocks.len());
-        Ok(blocks)
+        let mut state = self.state.lock();
+        self.check_live(&mut state, now, transfer)?;
+        Ok(self.store.leading(hashes))
     }
 
     /// How many leading `hashes` of a live `transfer` the exports hold (for a reader in this

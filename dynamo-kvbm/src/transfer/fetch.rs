@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use dynamo_core::{KvHandoff, WorkerId};
+use dynamo_core::{KvHandoff, SequenceHash, WorkerId};
 use futures::FutureExt;
 use futures::future::{self, BoxFuture};
 use parking_lot::RwLock;
 
 use super::landing::Reservation;
+use super::shelf::ShelfStore;
 use super::{KvExports, TcpFetch};
 use crate::{BlockStore, Error};
 
@@ -39,7 +40,8 @@ pub trait KvFetch: Send + Sync + fmt::Debug {
 }
 
 /// What a [`KvFetch::fetch`] made readable: the first [`blocks`](Self::blocks) of the
-/// hand-over's [`KvHandoff::blocks`], in [`store`](Self::store).
+/// hand-over's [`KvHandoff::blocks`], in [`store`](Self::store), or in place with
+/// [`read_each`](Self::read_each).
 ///
 /// Drop it once the blocks are copied: a pull over the network holds landing room until then.
 pub struct Fetched {
@@ -48,6 +50,9 @@ pub struct Fetched {
     /// How many of the hand-over's leading blocks are there (at the time of the fetch: blocks
     /// read straight from a source's exports can still expire).
     pub blocks: usize,
+    /// The same store as a shelf, when it is one (a source's exports, a landing store): its
+    /// blocks are lent in place.
+    shelf: Option<Arc<ShelfStore>>,
     /// The landing room the blocks take, given back on drop.
     landing: Option<Reservation>,
 }
@@ -59,17 +64,63 @@ impl Fetched {
         Fetched {
             store,
             blocks,
+            shelf: None,
             landing: None,
         }
     }
 
-    /// Blocks pulled into a landing store, held by `reservation`.
-    pub(crate) fn landed(store: Arc<dyn BlockStore>, reservation: Reservation) -> Self {
+    /// `blocks` leading blocks of a hand-over on `shelf`.
+    pub(crate) fn on_shelf(shelf: Arc<ShelfStore>, blocks: usize) -> Self {
         Fetched {
-            store,
+            store: shelf.clone(),
+            blocks,
+            shelf: Some(shelf),
+            landing: None,
+        }
+    }
+
+    /// Blocks pulled onto a landing store's `shelf`, held by `reservation`.
+    pub(crate) fn landed(shelf: Arc<ShelfStore>, reservation: Reservation) -> Self {
+        Fetched {
             blocks: reservation.hashes().len(),
             landing: Some(reservation),
+            ..Fetched::on_shelf(shelf, 0)
         }
+    }
+
+    /// Hand the leading `hashes` that are here to `each(i, bytes)`, in order (`i` the
+    /// position in `hashes`, `bytes` the block, [`BlockStore::block_bytes`] long); how many.
+    /// A decode worker copies each straight into its KV memory: the blocks of a source's
+    /// exports in this process ([`LocalExports`]) and of a landing store ([`TcpFetch`]) are
+    /// lent in place, with no copy; another [`store`](Self::store) is read block by block
+    /// through one buffer.
+    ///
+    /// `each` runs outside any lock; a block that leaves the exports meanwhile (its lease ran
+    /// out) stays readable until `each` returns.
+    ///
+    /// # Errors
+    ///
+    /// What the store's [`BlockStore::get`] fails with, for a store that is not a shelf.
+    pub fn read_each(
+        &self,
+        hashes: &[SequenceHash],
+        mut each: impl FnMut(usize, &[u8]),
+    ) -> Result<usize, Error> {
+        if let Some(shelf) = &self.shelf {
+            let blocks = shelf.leading(hashes);
+            for (i, block) in blocks.iter().enumerate() {
+                each(i, block);
+            }
+            return Ok(blocks.len());
+        }
+        let mut buffer = vec![0; self.store.block_bytes()];
+        for (i, hash) in hashes.iter().enumerate() {
+            if !self.store.get(*hash, &mut buffer)? {
+                return Ok(i);
+            }
+            each(i, &buffer);
+        }
+        Ok(hashes.len())
     }
 }
 
@@ -115,7 +166,8 @@ impl LocalExports {
 }
 
 impl KvFetch for LocalExports {
-    /// Answers at once with the source's exports as the store: nothing is copied.
+    /// Answers at once with the source's exports as the store: nothing is copied, and
+    /// [`Fetched::read_each`] lends their blocks in place.
     fn fetch(&self, handoff: &KvHandoff) -> BoxFuture<'static, Result<Fetched, Error>> {
         let fetched = match self.exports(handoff.source) {
             None => Err(Error::NoRoute {
@@ -123,7 +175,7 @@ impl KvFetch for LocalExports {
             }),
             Some(exports) => exports
                 .available(handoff.transfer, &handoff.blocks)
-                .map(|blocks| Fetched::new(exports.store(), blocks)),
+                .map(|blocks| Fetched::on_shelf(exports.shelf(), blocks)),
         };
         future::ready(fetched).boxed()
     }

@@ -5,14 +5,16 @@
 //! continues. This module is the data plane between them:
 //!
 //! - the prefill side copies the prompt's blocks into its [`KvExports`] with
-//!   [`offer`](KvExports::offer), which names them with a transfer id and keeps them, bounded,
-//!   until they are released or their lease ends;
+//!   [`offer`](KvExports::offer) (or [`offer_with`](KvExports::offer_with), writing each
+//!   straight from its KV memory), which names them with a transfer id and keeps them,
+//!   bounded, until they are released or their lease ends;
 //! - the decode side makes them readable with a [`KvFetch`]: [`LocalExports`] reads another
 //!   worker's exports in the same process with no copy of its own; [`TcpFetch`] pulls them from
 //!   the prefill worker's block server ([`serve_exports`]) into a bounded landing store;
 //!   [`KvFetcher`] picks one of the two for each hand-over;
-//! - the decode worker copies the blocks into its KV memory, drops the [`Fetched`] and calls
-//!   [`release`](KvFetch::release), which frees them at the source.
+//! - the decode worker copies the blocks into its KV memory (with
+//!   [`read_each`](Fetched::read_each), straight from the exports or landing buffers), drops
+//!   the [`Fetched`] and calls [`release`](KvFetch::release), which frees them at the source.
 //!
 //! A failed or late pull is an error and never a failed request: the decode worker computes the
 //! blocks it did not get. Transfers run over TCP, or with the `nixl` feature over NIXL between

@@ -135,6 +135,16 @@ impl ShelfStore {
         self.read.load(Ordering::Relaxed)
     }
 
+    /// The leading `hashes` on the shelf, shared (no copy), counted as read.
+    pub(crate) fn leading(&self, hashes: &[SequenceHash]) -> Vec<Bytes> {
+        let blocks: Vec<Bytes> = {
+            let shelf = self.lock();
+            hashes.iter().map_while(|hash| shelf.get(*hash)).collect()
+        };
+        self.count_read(blocks.len());
+        blocks
+    }
+
     pub(crate) fn count_read(&self, blocks: usize) {
         self.read.fetch_add(blocks as u64, Ordering::Relaxed);
     }

@@ -242,3 +242,107 @@ fn a_lease_ends_a_transfer_that_was_not_released() {
     assert!(!exports.release(offered.transfer));
     assert_eq!(exports.counters().expired, 1);
 }
+
+#[test]
+fn offer_with_writes_each_kept_block_it_does_not_hold_once_in_place() {
+    let exports = KvExports::new(BLOCK, 4, Duration::from_secs(10)).expect("exports");
+    let mut written = Vec::new();
+    let mut fill = |i: usize, into: &mut [u8]| {
+        written.push(i);
+        into.fill(10 + i as u8);
+    };
+    let first = exports.offer_with(&hashes(&[1, 2]), &mut fill);
+    // Blocks 1 and 2 are held: only 3 is written.
+    let second = exports.offer_with(&hashes(&[1, 2, 3]), &mut fill);
+    assert_eq!(second.blocks, hashes(&[1, 2, 3]));
+    let mut bytes = [0; 3 * BLOCK];
+    assert_eq!(
+        exports
+            .read(second.transfer, &second.blocks, &mut bytes)
+            .ok(),
+        Some(3)
+    );
+    let expected: Vec<u8> = [10u8, 11, 12].iter().flat_map(|&b| [b; BLOCK]).collect();
+    assert_eq!(bytes[..], expected[..]);
+    // Five blocks do not fit even alone: the older transfers go, the leading four are kept,
+    // and the fifth is never asked for.
+    let third = exports.offer_with(&hashes(&[5, 6, 7, 8, 9]), &mut fill);
+    assert_eq!(written, [0, 1, 2, 0, 1, 2, 3]);
+    assert_eq!(third.blocks, hashes(&[5, 6, 7, 8]));
+    assert_eq!(exports.counters().refused_blocks, 1);
+    assert!(!exports.release(first.transfer) && !exports.release(second.transfer));
+    assert!(exports.release(third.transfer));
+    assert!(exports.is_empty());
+}
+
+/// Each block `read_each` handed over: its position, address and bytes.
+type Lent = Vec<(usize, *const u8, Vec<u8>)>;
+
+/// The blocks `fetched` hands to `read_each` for `asked`, and how many it says it handed.
+fn lent(fetched: &Fetched, asked: &[SequenceHash]) -> (Lent, usize) {
+    let mut seen = Vec::new();
+    let count = fetched
+        .read_each(asked, |i, bytes| {
+            seen.push((i, bytes.as_ptr(), bytes.to_vec()))
+        })
+        .expect("read");
+    (seen, count)
+}
+
+#[test]
+fn read_each_lends_the_exports_blocks_in_place() {
+    let exports = Arc::new(KvExports::new(BLOCK, 4, Duration::from_secs(10)).expect("exports"));
+    let prompt = hashes(&[1, 2, 3]);
+    let handoff = exports
+        .offer(&prompt, &bytes_of(&prompt))
+        .expect("offered")
+        .handoff(dynamo_core::WorkerId::new(1), None);
+    let local = LocalExports::new();
+    local.register(handoff.source, exports.clone());
+    // Answered at once: the exports themselves.
+    let fetched = futures::FutureExt::now_or_never(local.fetch(&handoff))
+        .expect("ready")
+        .expect("fetched");
+    let held = exports.blocks(handoff.transfer, &prompt).expect("held");
+    // Block 9 is not there: the leading two come, no further.
+    let (seen, count) = lent(&fetched, &hashes(&[2, 3, 9, 1]));
+    assert_eq!(count, 2);
+    let expected = [
+        (0, held[1].as_ptr(), vec![2; BLOCK]),
+        (1, held[2].as_ptr(), vec![3; BLOCK]),
+    ];
+    assert_eq!(seen, expected, "the exports' own buffers, not copies");
+    assert_eq!(exports.counters().pulled_blocks, 3 + 2);
+}
+
+#[test]
+fn read_each_lends_landed_blocks_in_place_and_reads_other_stores_through_a_buffer() {
+    let landing = Arc::new(Landing::new(BLOCK, 4).expect("landing"));
+    let reservation = landing.reserve(&hashes(&[5, 6]));
+    let mut pointers = Vec::new();
+    for hash in hashes(&[5, 6]) {
+        let mut block = landing.buffer();
+        block.fill(hash.0 as u8);
+        let block = block.freeze();
+        pointers.push(block.as_ptr());
+        landing.place(hash, block);
+    }
+    let landed = Fetched::landed(landing.store(), reservation);
+    let (seen, count) = lent(&landed, &hashes(&[5, 6]));
+    assert_eq!(count, 2);
+    let at: Vec<*const u8> = seen.iter().map(|(_, at, _)| *at).collect();
+    assert_eq!(at, pointers);
+    drop(landed);
+    assert_eq!(landing.reserved(), 0);
+
+    // A store that is not a shelf: the same blocks, through a buffer of the caller's.
+    let host = Arc::new(crate::HostStore::new(BLOCK, 4).expect("host"));
+    for hash in hashes(&[7, 8]) {
+        host.put(hash, &[hash.0 as u8; BLOCK]).expect("put");
+    }
+    let other = Fetched::new(host, 2);
+    let (seen, count) = lent(&other, &hashes(&[7, 8, 9]));
+    assert_eq!(count, 2);
+    let bytes: Vec<(usize, Vec<u8>)> = seen.into_iter().map(|(i, _, b)| (i, b)).collect();
+    assert_eq!(bytes, [(0, vec![7; BLOCK]), (1, vec![8; BLOCK])]);
+}

@@ -53,13 +53,12 @@ impl Arrivals {
     }
 }
 
-/// The model thread's side of hand-overs: the exports it offers to, and a buffer.
+/// The model thread's side of hand-overs: the exports it offers to, and what arrived.
 #[derive(Debug)]
 pub(crate) struct Handoffs {
     export: Option<KvExport>,
     pub(crate) arrivals: Arrivals,
     worker: WorkerId,
-    buffer: Vec<u8>,
 }
 
 impl Handoffs {
@@ -68,46 +67,43 @@ impl Handoffs {
             export,
             arrivals,
             worker,
-            buffer: Vec::new(),
         }
     }
 
     /// Copy `pinned`'s blocks (whose hashes are `hashes`) into the exports and name them in a
     /// hand-over; `None` without exports, or when they kept no block (the decode worker then
-    /// computes the prompt).
+    /// computes the prompt). Each block is copied once, from the cache straight into its
+    /// export buffer, and only when the exports do not hold it already.
     pub(crate) fn export(
-        &mut self,
+        &self,
         hashes: &[HashedBlock],
         pinned: &[PinnedBlock],
         store: &KvStore,
     ) -> Option<KvHandoff> {
         let export = self.export.as_ref()?;
-        let size = store.block_bytes();
+        if export.exports.block_bytes() != store.block_bytes() {
+            tracing::warn!(
+                "the prompt's blocks could not be exported: blocks of {} bytes, exports of {}",
+                store.block_bytes(),
+                export.exports.block_bytes()
+            );
+            return None;
+        }
         let count = hashes.len().min(pinned.len());
-        self.buffer.resize(count * size, 0);
-        for (block, into) in pinned[..count]
-            .iter()
-            .zip(self.buffer.chunks_exact_mut(size))
-        {
-            store.read_block(block.id(), into);
-        }
         let sequence: Vec<SequenceHash> = hashes[..count].iter().map(|h| h.sequence).collect();
-        match export.exports.offer(&sequence, &self.buffer) {
-            Ok(offered) if !offered.blocks.is_empty() => {
-                Some(offered.handoff(self.worker, export.address.clone()))
-            }
-            Ok(_) => None,
-            Err(error) => {
-                tracing::warn!("the prompt's blocks could not be exported: {error}");
-                None
-            }
+        let offered = export
+            .exports
+            .offer_with(&sequence, |i, into| store.read_block(pinned[i].id(), into));
+        if offered.blocks.is_empty() {
+            return None;
         }
+        Some(offered.handoff(self.worker, export.address.clone()))
     }
 
     /// Copy the leading `blocks` that arrived for `request` (matching its hashes position by
     /// position) into `into`'s blocks in `store`; how many.
     pub(crate) fn onboard(
-        &mut self,
+        &self,
         request: &RequestId,
         first: usize,
         blocks: &[HashedBlock],
@@ -130,18 +126,19 @@ impl Handoffs {
             return 0;
         }
         let hashes: Vec<SequenceHash> = blocks[..matching].iter().map(|b| b.sequence).collect();
-        self.buffer.resize(matching * size, 0);
-        let found = match source.get_many(&hashes, &mut self.buffer) {
-            Ok(found) => found.iter().take_while(|&&held| held).count(),
+        // Each block straight from where it arrived into the cache: one copy.
+        let written = arrived
+            .fetched
+            .read_each(&hashes, |i, bytes| store.write_block(into[i].id(), bytes));
+        match written {
+            Ok(found) => found,
             Err(error) => {
+                // The blocks written before the error are in the cache but not counted: the
+                // request computes them again.
                 tracing::warn!("the handed-over blocks could not be read: {error}");
-                return 0;
+                0
             }
-        };
-        for (bytes, block) in self.buffer.chunks_exact(size).zip(into).take(found) {
-            store.write_block(block.id(), bytes);
         }
-        found
     }
 }
 
