@@ -5,6 +5,9 @@
 //! the source's blocks. The pull is scripted ([`Scripted`]); the real pulls (in process, over
 //! TCP, their deadline and landing room) are tested in `dynamo-kvbm` and `dynamo-candle`.
 
+#[expect(dead_code, reason = "this test uses a part of the shared helpers")]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,6 +19,7 @@ use dynamo_router::RouterService;
 use dynamo_router::disagg::{AlwaysRemote, DisaggRouter};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use support::eventually;
 
 const BLOCK: u32 = 8;
 
@@ -163,16 +167,8 @@ fn split(pull: Pull) -> Split {
     }
 }
 
-/// Wait (at most 60 s) until `done`.
-async fn until(what: &str, done: impl Fn() -> bool) {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what}"));
-}
+/// How long a test waits for a condition.
+const WITHIN: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_that_times_out_frees_the_source_and_the_decode_worker_computes_the_prompt() {
@@ -191,12 +187,14 @@ async fn a_pull_that_times_out_frees_the_source_and_the_decode_worker_computes_t
     assert_eq!(got.tokens, expected.tokens);
     assert_eq!(split.started.load(Ordering::SeqCst), 1, "one pull, failed");
     let exports = Arc::clone(&split.exports);
-    until("the source frees the failed hand-over", || {
-        exports.is_empty()
-    })
+    eventually(
+        "the source frees the failed hand-over",
+        WITHIN,
+        async || exports.is_empty(),
+    )
     .await;
     let decode = split.decode.clone();
-    until("the decode engine holds no block", || {
+    eventually("the decode engine holds no block", WITHIN, async || {
         decode.counters().in_use == 0
     })
     .await;
@@ -214,7 +212,7 @@ async fn a_client_that_hangs_up_during_the_pull_frees_both_sides_and_the_pull_ho
     let first = stream.next().await.expect("a chunk").expect("no error");
     assert_eq!(first.tokens.len(), 1, "the prefill worker's token");
     let started = Arc::clone(&split.started);
-    until("the decode engine pulls", || {
+    eventually("the decode engine pulls", WITHIN, async || {
         started.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -232,16 +230,22 @@ async fn a_client_that_hangs_up_during_the_pull_frees_both_sides_and_the_pull_ho
     // The client hangs up: the pull is abandoned and the source frees the blocks.
     drop(stream);
     let abandoned = Arc::clone(&split.abandoned);
-    until("the pull is abandoned", || abandoned.load(Ordering::SeqCst)).await;
+    eventually("the pull is abandoned", WITHIN, async || {
+        abandoned.load(Ordering::SeqCst)
+    })
+    .await;
     let exports = Arc::clone(&split.exports);
-    until("the source frees the hand-over", || exports.is_empty()).await;
+    eventually("the source frees the hand-over", WITHIN, async || {
+        exports.is_empty()
+    })
+    .await;
     let decode = split.decode.clone();
-    until("the decode engine holds no block", || {
+    eventually("the decode engine holds no block", WITHIN, async || {
         decode.counters().in_use == 0
     })
     .await;
     let prefill = split.prefill.clone();
-    until("the prefill engine holds no block", || {
+    eventually("the prefill engine holds no block", WITHIN, async || {
         prefill.counters().in_use == 0
     })
     .await;

@@ -5,11 +5,12 @@
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dynamo_transport::local::LocalNats;
 use support::{
-    Frontend, Process, cached_tokens, directory_frontend_with, long_prompt, registry_worker,
+    Frontend, Process, cached_tokens, directory_frontend_with, eventually, long_prompt,
+    registry_worker,
 };
 
 /// The messages of kind `update` that `frontend` has applied from other frontends.
@@ -49,11 +50,9 @@ async fn a_prompt_routed_by_one_frontend_is_found_cached_through_the_other() {
         assert_eq!(status, 200, "{first}");
         assert_eq!(cached_tokens(&first), 0, "{first}");
         // B has applied A's prediction for this prompt, and the end of A's request.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while applied(&b, "routed").await < round + 1 || applied(&b, "released").await < round + 1 {
-            assert!(Instant::now() < deadline, "B never heard of A's decision");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let heard =
+            async || applied(&b, "routed").await > round && applied(&b, "released").await > round;
+        eventually("B hears of A's decision", Duration::from_secs(10), heard).await;
         let (status, second) = b.complete(&prompt, 2).await;
         assert_eq!(status, 200, "{second}");
         assert!(cached_tokens(&second) > 0, "round {round}: {second}");

@@ -2,6 +2,9 @@
 //! is exact again: the parts `dynamo-serve` wires together (a worker's `KvPublisher`, the
 //! index's resync hook, `forward_resyncs` and `answer_resyncs` on an in-process bus).
 
+#[expect(dead_code, reason = "this test uses a part of the shared helpers")]
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,17 +14,12 @@ use dynamo_transport::events::{
     EventPlane, LocalBus, answer_resyncs, forward_resyncs, publish_all,
 };
 use futures::StreamExt;
+use support::eventually;
 
 const WORKER: WorkerId = WorkerId::new(7);
 
-/// Wait until `check` holds, failing after a generous deadline.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+/// How long a test waits for a condition.
+const WITHIN: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn an_index_that_missed_events_is_made_exact_by_the_workers_snapshot() {
@@ -64,11 +62,13 @@ async fn an_index_that_missed_events_is_made_exact_by_the_workers_snapshot() {
 
     let holds = |n: u32| index.overlaps(&[block(n).sequence]).get(WORKER).device == 1;
     // The first event got through; the gap shows at the worker's next event.
-    eventually("the first block is indexed", || holds(0)).await;
+    eventually("the first block is indexed", WITHIN, async || holds(0)).await;
     publisher.publish(StorageTier::Device, store(100));
 
-    eventually("the index holds exactly what the worker holds", || {
-        (0..20).all(|n| holds(n) == (n % 2 == 1)) && holds(100)
-    })
+    eventually(
+        "the index holds exactly what the worker holds",
+        WITHIN,
+        async || (0..20).all(|n| holds(n) == (n % 2 == 1)) && holds(100),
+    )
     .await;
 }

@@ -445,3 +445,16 @@ pub(crate) fn placed(metrics: &str, placement: &str) -> u64 {
         .find_map(|line| line.strip_prefix(&label)?.parse().ok())
         .unwrap_or(0)
 }
+
+/// Wait until `check` holds, asking again every few milliseconds; panics naming `what` when it
+/// has not held within `within` (a check still running then is dropped).
+pub(crate) async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let holds = async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    if tokio::time::timeout(within, holds).await.is_err() {
+        panic!("never within {within:?}: {what}");
+    }
+}
