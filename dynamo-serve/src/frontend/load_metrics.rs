@@ -92,8 +92,15 @@ fn record(report: &LoadReport, routers: &[RouterService], shown: &mut HashSet<Wo
 /// Set the series of the workers in `shown` that no router routes to any more to 0, and
 /// forget them.
 fn zero_departed(routers: &[RouterService], shown: &mut HashSet<WorkerId>) {
-    shown.retain(|&worker| {
-        if routed(routers, worker) {
+    if shown.is_empty() {
+        return;
+    }
+    let routed: HashSet<WorkerId> = routers
+        .iter()
+        .flat_map(|router| router.selector().workers())
+        .collect();
+    shown.retain(|worker| {
+        if routed.contains(worker) {
             return true;
         }
         let label = worker.to_string();
