@@ -7,7 +7,9 @@
 //! ```
 //!
 //! `--scale N` replays N copies of the trace, their hash ids in disjoint ranges and their
-//! requests interleaved, as one longer trace (see [`stream::scaled`]).
+//! requests interleaved, as one longer trace (see [`stream::scaled`]). `--only diag` (with other
+//! names, e.g. `--only ours,diag`) adds the diagnostic stand-ins of [`indexers::diag`], which
+//! split a lookup's time; they are never measured otherwise.
 
 mod alloc;
 mod bench;
@@ -19,8 +21,12 @@ use std::path::PathBuf;
 
 use bench::{Indexer, Row, measure};
 use indexers::{
-    dynamo_crtc::DynamoCrtc, dynamo_positional::DynamoPositional, dynamo_radix::DynamoRadix,
-    kv_index_chain::KvIndexChain, ours::Ours,
+    diag::{Diag, FirstHash, TimerOnly},
+    dynamo_crtc::DynamoCrtc,
+    dynamo_positional::DynamoPositional,
+    dynamo_radix::DynamoRadix,
+    kv_index_chain::KvIndexChain,
+    ours::Ours,
 };
 use stream::Stream;
 
@@ -136,7 +142,16 @@ fn main() {
             (DynamoCrtc::NAME, measure::<DynamoCrtc>),
             (KvIndexChain::NAME, measure::<KvIndexChain>),
         ];
-        let chosen = measurements.into_iter().filter(|(name, _)| {
+        // Diagnostic stand-ins, only when `--only` names them ("diag").
+        let diagnostics: [(&str, Measurement); 2] = [
+            (Diag::<TimerOnly>::NAME, measure::<Diag<TimerOnly>>),
+            (Diag::<FirstHash>::NAME, measure::<Diag<FirstHash>>),
+        ];
+        let diagnose = args.only.as_ref().is_some_and(|only| only.contains("diag"));
+        let measurements = measurements
+            .into_iter()
+            .chain(diagnostics.into_iter().filter(|_| diagnose));
+        let chosen = measurements.filter(|(name, _)| {
             args.only
                 .as_ref()
                 .is_none_or(|only| only.split(',').any(|part| name.contains(part.trim())))

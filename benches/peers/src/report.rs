@@ -1,6 +1,7 @@
 //! The markdown output: one table of every measurement, then ours against the best peer.
 
 use crate::bench::{DEPTHS, Indexer, Row};
+use crate::indexers::diag::DIAG_PREFIX;
 use crate::indexers::ours::Ours;
 use crate::stream::Stream;
 
@@ -110,7 +111,10 @@ pub fn print(rows: &[Row], streams: &[Summary], scale: u64, lookups: usize) {
         let Some(ours) = here.iter().find(|r| r.name == Ours::NAME) else {
             continue;
         };
-        let peers = here.iter().filter(|r| r.name != Ours::NAME);
+        // The diagnostic stand-ins are ours in part, not peers.
+        let peers = here
+            .iter()
+            .filter(|r| r.name != Ours::NAME && !r.name.starts_with(DIAG_PREFIX));
         let best = |value: fn(&Row) -> f64, lowest: bool| {
             let values = peers.clone().map(|r| value(r));
             let best = if lowest {

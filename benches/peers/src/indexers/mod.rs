@@ -1,5 +1,6 @@
 //! One adapter per indexer, each putting its API behind [`crate::bench::Indexer`].
 
+pub mod diag;
 pub mod dynamo_crtc;
 pub mod dynamo_positional;
 pub mod dynamo_radix;
