@@ -1,17 +1,21 @@
-//! The HTTP client every upstream engine shares: hyper's pooled HTTP/1.1 client bound to one
-//! server's base URL, with bounded bodies and connection failures mapped to our errors.
+//! The HTTP client every upstream engine shares: HTTP/1.1 connections to one server's base
+//! URL, each driven by the task that reads its answer, with bounded bodies and connection
+//! failures mapped to our errors.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dynamo_core::Error;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper::{Request, Response, Uri};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use tower::Service;
+
+use crate::connection::{Link, Pool, ResponseBody};
 
 /// How the client connects; [`Default`] suits a server on the same network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +41,13 @@ impl Default for HttpConfig {
     }
 }
 
-/// A pooled HTTP/1.1 client for one server, named by its base URL (`http://host:port`, with an
-/// optional path prefix); cheap to clone.
+/// An HTTP/1.1 client for one server, named by its base URL (`http://host:port`, with an
+/// optional path prefix); cheap to clone, and its clones share one pool of idle connections.
+///
+/// A request runs its connection in the task that awaits the answer and reads its body
+/// ([`ResponseBody`]), not in a task of its own: the bytes the server sent are decoded as the
+/// body is read, without a wake-up between tasks per frame. A connection whose answer was read
+/// to its end goes back to the pool; one dropped before that is closed.
 ///
 /// Only `http://` is supported: put a TLS-terminating proxy in front of a server that speaks
 /// only HTTPS.
@@ -53,9 +62,16 @@ impl Default for HttpConfig {
 /// ```
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    connector: HttpConnector,
+    /// `http://host:port`, what the connector dials.
+    server: Uri,
+    /// The `Host` header.
+    host: hyper::header::HeaderValue,
+    /// The base URL's path, without a trailing slash (empty for none).
+    prefix: Arc<str>,
     base: Arc<str>,
     authorization: Option<Arc<str>>,
+    pool: Arc<Pool>,
 }
 
 impl HttpClient {
@@ -66,26 +82,42 @@ impl HttpClient {
     /// [`Error::InvalidRequest`] when `base_url` is not an `http://` URL with a host.
     pub fn new(base_url: &str, config: HttpConfig) -> Result<Self, Error> {
         let base = base_url.trim_end_matches('/');
-        let uri: Uri = base
-            .parse()
-            .map_err(|error| Error::invalid_request(format!("bad URL {base_url:?}: {error}")))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(Error::invalid_request(format!(
-                "the upstream URL {base_url:?} must be http://host[:port] (no TLS here: put a \
-                 TLS-terminating proxy in front of an https-only server)"
-            )));
-        }
+        let bad = |error: &dyn fmt::Display| {
+            Error::invalid_request(format!("bad URL {base_url:?}: {error}"))
+        };
+        let uri: Uri = base.parse().map_err(|error| bad(&error))?;
+        let authority = match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(authority)) if !authority.host().is_empty() => authority.clone(),
+            _ => {
+                return Err(Error::invalid_request(format!(
+                    "the upstream URL {base_url:?} must be http://host[:port] (no TLS here: put \
+                     a TLS-terminating proxy in front of an https-only server)"
+                )));
+            }
+        };
+        let server = Uri::builder()
+            .scheme("http")
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|error| bad(&error))?;
+        let host = hyper::header::HeaderValue::from_str(authority.as_str())
+            .map_err(|error| bad(&error))?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .build(connector);
         Ok(HttpClient {
-            client,
+            connector,
+            server,
+            host,
+            prefix: uri.path().trim_end_matches('/').into(),
             base: base.into(),
             authorization: config.api_key.map(|key| format!("Bearer {key}").into()),
+            pool: Arc::new(Pool {
+                idle: Mutex::new(VecDeque::new()),
+                max_idle: config.pool_max_idle,
+                idle_timeout: config.pool_idle_timeout,
+            }),
         })
     }
 
@@ -101,13 +133,12 @@ impl HttpClient {
     ///
     /// [`Error::Unavailable`] when the server cannot be reached or the connection fails
     /// before a response head arrives.
-    pub async fn post_json(&self, path: &str, body: Bytes) -> Result<Response<Incoming>, Error> {
-        let request = self
-            .request(hyper::Method::POST, path)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|error| Error::internal(format!("bad request to {path}: {error}")))?;
-        self.send(request).await
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response<ResponseBody>, Error> {
+        self.send(hyper::Method::POST, path, body).await
     }
 
     /// `GET` `path` (relative to the base URL).
@@ -115,34 +146,75 @@ impl HttpClient {
     /// # Errors
     ///
     /// As [`post_json`](Self::post_json).
-    pub async fn get(&self, path: &str) -> Result<Response<Incoming>, Error> {
-        let request = self
-            .request(hyper::Method::GET, path)
-            .body(Full::new(Bytes::new()))
-            .map_err(|error| Error::internal(format!("bad request to {path}: {error}")))?;
-        self.send(request).await
+    pub async fn get(&self, path: &str) -> Result<Response<ResponseBody>, Error> {
+        self.send(hyper::Method::GET, path, Bytes::new()).await
     }
 
-    fn request(&self, method: hyper::Method, path: &str) -> hyper::http::request::Builder {
-        let builder = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        match &self.authorization {
-            Some(value) => builder.header(hyper::header::AUTHORIZATION, value.as_ref()),
-            None => builder,
+    fn request(
+        &self,
+        method: &hyper::Method,
+        path: &str,
+        body: &Bytes,
+    ) -> Result<Request<Full<Bytes>>, Error> {
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", self.prefix))
+            .header(hyper::header::HOST, self.host.clone());
+        if *method == hyper::Method::POST {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(value) = &self.authorization {
+            builder = builder.header(hyper::header::AUTHORIZATION, value.as_ref());
+        }
+        builder
+            .body(Full::new(body.clone()))
+            .map_err(|error| Error::internal(format!("bad request to {path}: {error}")))
+    }
+
+    async fn send(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let url = || format!("{}{path}", self.base);
+        loop {
+            let request = self.request(&method, path, &body)?;
+            let (link, reused) = match self.pool.checkout() {
+                Some(link) => (link, true),
+                None => (
+                    self.connect().await.map_err(|error| {
+                        Error::unavailable(format!("cannot connect to {}", url()))
+                            .with_source(error)
+                    })?,
+                    false,
+                ),
+            };
+            match link.send(request).await {
+                Ok((head, link)) => {
+                    return Ok(head.map(|body| ResponseBody {
+                        body,
+                        link: link.map(|link| (link, Arc::clone(&self.pool))),
+                    }));
+                }
+                // A pooled connection the server had closed before the request went out: the
+                // request was not sent, so it goes on a new connection.
+                Err(error) if reused && error.is_canceled() => continue,
+                Err(error) => {
+                    return Err(
+                        Error::unavailable(format!("no answer from {}", url())).with_source(error)
+                    );
+                }
+            }
         }
     }
 
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
-        let uri = request.uri().clone();
-        self.client.request(request).await.map_err(|error| {
-            let what = if error.is_connect() {
-                format!("cannot connect to {uri}")
-            } else {
-                format!("no answer from {uri}")
-            };
-            Error::unavailable(what).with_source(error)
-        })
+    async fn connect(&self) -> Result<Link, Box<dyn std::error::Error + Send + Sync>> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+        let io = connector.call(self.server.clone()).await?;
+        let (sender, connection) = http1::handshake(io).await?;
+        Ok(Link { sender, connection })
     }
 }
 
@@ -152,7 +224,7 @@ impl HttpClient {
 ///
 /// [`Error::Unavailable`] when the connection fails mid-body; [`Error::Internal`] when the body
 /// is larger than `limit`.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Error> {
+pub async fn read_body(body: ResponseBody, limit: usize) -> Result<Bytes, Error> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Error::internal(

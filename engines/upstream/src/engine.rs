@@ -52,7 +52,7 @@ static RETOKENIZED: AtomicBool = AtomicBool::new(false);
 /// # Cancel safety
 ///
 /// Dropping the returned [`TokenStream`], or cancelling the request's token, drops the
-/// response body: hyper closes that connection, and the server (vLLM, SGLang, TensorRT-LLM,
+/// response body, which closes its connection, and the server (vLLM, SGLang, TensorRT-LLM,
 /// llama.cpp alike) aborts a request whose client has gone.
 ///
 /// ```no_run

@@ -9,7 +9,7 @@
 //!
 //! | part | what it does |
 //! |---|---|
-//! | [`HttpClient`] | hyper's pooled HTTP/1.1 client bound to one server; connection failures are `unavailable` |
+//! | [`HttpClient`] | HTTP/1.1 connections to one server, each driven by the task that reads its answer ([`ResponseBody`]) and pooled while idle; connection failures are `unavailable` |
 //! | [`CompletionsEngine`] | the generic adapter over `/v1/completions`: streamed, parsed incrementally ([`SseDecoder`]), cancelled by dropping the stream; one non-streamed call when the client reads the answer whole ([`Delivery::Whole`](dynamo_core::Delivery::Whole)) |
 //! | [`Dialect`] | what a server accepts beyond OpenAI's fields ([`Extensions`]), how prompts go ([`PromptFormat`]) and where output ids come from ([`OutputTokens`]); an unsupported field is refused, never dropped; an output format ([`GenerateRequest::format`](dynamo_core::GenerateRequest::format)) goes in the field and form the server reads ([`FormatField`]: OpenAI's `response_format`, TensorRT-LLM's, llama.cpp's `json_schema`), for the server to enforce, or is refused where the server takes none (the default) |
 //! | [`error_from_status`] | HTTP statuses and error bodies as our error classes (503 + `Retry-After` is `overloaded` with the hint) |
@@ -62,6 +62,7 @@
 
 mod client;
 mod codec;
+mod connection;
 mod dialect;
 mod engine;
 mod format;
@@ -74,6 +75,7 @@ mod wire;
 
 pub use client::{HttpClient, HttpConfig, read_body};
 pub use codec::{OutputTokens, PromptFormat, TextCodec};
+pub use connection::ResponseBody;
 pub use dialect::{Dialect, Extensions};
 pub use engine::CompletionsEngine;
 pub use format::FormatField;

@@ -8,10 +8,10 @@ use std::collections::VecDeque;
 use dynamo_core::{Error, TokenChunk, TokenStream};
 use futures::StreamExt;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::read_body;
+use crate::connection::ResponseBody;
 use crate::sse::SseDecoder;
 
 /// What an engine does with its server's events.
@@ -57,7 +57,7 @@ pub trait EventHandler: Send + 'static {
 /// A connection that fails mid-body, or a body that ends inside an event, ends the stream with
 /// `unavailable`; an event larger than `max_event` with `internal`.
 pub fn event_stream<H: EventHandler>(
-    body: Incoming,
+    body: ResponseBody,
     handler: H,
     max_event: usize,
     cancel: CancellationToken,
@@ -87,7 +87,7 @@ pub fn event_stream<H: EventHandler>(
 /// body over `max_body` bytes, or not UTF-8, with `internal`; an error the handler finds, with
 /// that error and no chunk.
 pub fn whole_answer<H: EventHandler>(
-    body: Incoming,
+    body: ResponseBody,
     mut handler: H,
     max_body: usize,
     cancel: CancellationToken,
@@ -159,7 +159,7 @@ fn merge(chunk: &mut TokenChunk, next: TokenChunk) {
 }
 
 struct Reader<H> {
-    body: Incoming,
+    body: ResponseBody,
     decoder: SseDecoder,
     handler: H,
     pending: VecDeque<TokenChunk>,
