@@ -84,7 +84,7 @@ mod registry;
 
 pub use embedding::EmbeddingModel;
 pub use error::Error;
-pub use http::metrics::install_prometheus;
+pub use http::metrics::{WorkerGauges, install_prometheus};
 pub use http::{
     ApiError, ApiKeys, ErrorBody, ErrorDetail, Gateway, GatewayConfig, NoDelayListener, no_delay,
     openapi_document,

@@ -12,6 +12,8 @@
 //! | `dynamo_frontend_cached_tokens_total` | counter | `model` |
 //!
 //! A router in front of the workers adds its own (`dynamo_router_*`, see `dynamo-router`).
+//! Series by worker that must leave `/metrics` with their worker go in [`WorkerGauges`]
+//! instead, which `/metrics` renders after the exporter's output ([`render`]).
 //!
 //! A served model resolves its handles once, at first use ([`ModelMetrics`]), rather than
 //! looking its label set up in the recorder on every request; the process's recorder must be
@@ -23,6 +25,10 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use dynamo_core::Usage;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+mod worker_gauges;
+
+pub use worker_gauges::WorkerGauges;
 
 const LATENCY_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -40,6 +46,13 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS)?
         .install_recorder()
+}
+
+/// The text of `/metrics`: `handle`'s series, then those of [`WorkerGauges::global`].
+pub(crate) fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    WorkerGauges::global().render_into(&mut text);
+    text
 }
 
 pub(crate) fn request_done(model: &str, endpoint: &'static str, status: StatusCode) {
@@ -130,4 +143,31 @@ fn seconds(
 ) {
     cell.get_or_init(|| metrics::histogram!(name, "model" => model.to_owned()))
         .record(elapsed.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_puts_the_worker_gauges_after_the_exporters_series() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::gauge!("dynamo_frontend_inflight_requests", "model" => "m").set(2.0);
+        });
+        let gauges = WorkerGauges::global();
+        gauges.set("dynamo_test_render_blocks", "render/0", 64.0);
+        let text = render(&handle);
+        let exporter = text
+            .find("dynamo_frontend_inflight_requests{model=\"m\"} 2\n")
+            .expect("the exporter's series");
+        let ours = text
+            .find("# TYPE dynamo_test_render_blocks gauge\ndynamo_test_render_blocks{worker=\"render/0\"} 64\n")
+            .expect("the worker gauge");
+        assert!(exporter < ours, "{text}");
+
+        gauges.remove("render/0");
+        assert!(!render(&handle).contains("dynamo_test_render_blocks"));
+    }
 }

@@ -141,7 +141,7 @@ pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4",
             )],
-            handle.render(),
+            super::metrics::render(handle),
         )
             .into_response(),
         None => ApiError::from(dynamo_core::Error::not_found("a metrics recorder")).into_response(),
