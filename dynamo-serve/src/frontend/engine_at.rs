@@ -272,8 +272,13 @@ async fn record_load(
                 .load()
                 .set_kv_capacity(worker, Some(blocks))
             {
-                metrics::gauge!("dynamo_router_worker_kv_capacity_blocks", "worker" => label.clone())
-                    .set(blocks as f64);
+                // Kept where the NATS load reports keep it (`load_metrics`), not in the
+                // exporter: one family on `/metrics`.
+                dynamo_openai::WorkerGauges::global().set(
+                    "dynamo_router_worker_kv_capacity_blocks",
+                    &label,
+                    blocks as f64,
+                );
             }
         }
         let gauges = [

@@ -5,11 +5,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use dynamo_core::WorkerId;
+use dynamo_openai::WorkerGauges;
 use dynamo_router::RouterService;
 use dynamo_transport::events::{LoadReport, Subscription};
 use futures::StreamExt;
 
-/// The gauges a load report sets, by `worker`.
+/// The gauges a load report sets, by `worker`: kept in [`WorkerGauges`], not through the
+/// `metrics` facade, so that they can leave `/metrics`.
 const GAUGES: [&str; 4] = [
     "dynamo_worker_active_requests",
     "dynamo_worker_waiting_requests",
@@ -20,7 +22,7 @@ const GAUGES: [&str; 4] = [
 /// The capacity the router charges a worker's requests against, by `worker`.
 const CAPACITY: &str = "dynamo_router_worker_kv_capacity_blocks";
 
-/// How often the frontend looks for workers that left routing, to zero their series.
+/// How often the frontend looks for workers that left routing, to remove their series.
 const DEPARTURES_EVERY: Duration = Duration::from_secs(1);
 
 /// Keep the reported load of the workers `routers` route to in the gateway's Prometheus
@@ -30,9 +32,9 @@ const DEPARTURES_EVERY: Duration = Duration::from_secs(1);
 /// A report's blocks are the worker's, and discovery admits only workers whose block size is
 /// the router's (`--block-size`), so they are the router's blocks as they are. A worker that
 /// reports 0 (an engine that does not know its cache) has no capacity known; one that leaves
-/// routing has its capacity forgotten with it, and its series are set to 0 within
-/// [`DEPARTURES_EVERY`] (the exporter cannot remove a series). A report of a worker that no
-/// router routes to (not yet joined, or gone) sets nothing.
+/// routing has its capacity forgotten with it, and its series leave `/metrics` within
+/// [`DEPARTURES_EVERY`]. A report of a worker that no router routes to (not yet joined, or
+/// gone) sets nothing.
 pub(super) async fn record_load(
     mut reports: Subscription<LoadReport>,
     routers: [RouterService; 2],
@@ -47,7 +49,7 @@ pub(super) async fn record_load(
                 Some(Ok(report)) => record(&report, &routers, &mut shown),
                 Some(Err(_)) => {}
             },
-            _ = every.tick() => zero_departed(&routers, &mut shown),
+            _ = every.tick() => remove_departed(&routers, &mut shown),
         }
     }
 }
@@ -65,6 +67,7 @@ fn record(report: &LoadReport, routers: &[RouterService], shown: &mut HashSet<Wo
         return;
     }
     let worker = report.worker.to_string();
+    let gauges = WorkerGauges::global();
     let capacity = Some(report.kv_blocks_total);
     let mut known = false;
     for router in routers {
@@ -75,7 +78,7 @@ fn record(report: &LoadReport, routers: &[RouterService], shown: &mut HashSet<Wo
     }
     if known {
         // What the router routes with, once it has it (0: none known).
-        metrics::gauge!(CAPACITY, "worker" => worker.clone()).set(report.kv_blocks_total as f64);
+        gauges.set(CAPACITY, &worker, report.kv_blocks_total as f64);
     }
     let values = [
         report.active_requests,
@@ -84,14 +87,14 @@ fn record(report: &LoadReport, routers: &[RouterService], shown: &mut HashSet<Wo
         report.kv_blocks_total,
     ];
     for (name, value) in GAUGES.into_iter().zip(values) {
-        metrics::gauge!(name, "worker" => worker.clone()).set(value as f64);
+        gauges.set(name, &worker, value as f64);
     }
     shown.insert(report.worker);
 }
 
-/// Set the series of the workers in `shown` that no router routes to any more to 0, and
-/// forget them.
-fn zero_departed(routers: &[RouterService], shown: &mut HashSet<WorkerId>) {
+/// Remove the series of the workers in `shown` that no router routes to any more, and forget
+/// them.
+fn remove_departed(routers: &[RouterService], shown: &mut HashSet<WorkerId>) {
     if shown.is_empty() {
         return;
     }
@@ -103,10 +106,7 @@ fn zero_departed(routers: &[RouterService], shown: &mut HashSet<WorkerId>) {
         if routed.contains(worker) {
             return true;
         }
-        let label = worker.to_string();
-        for name in GAUGES.into_iter().chain([CAPACITY]) {
-            metrics::gauge!(name, "worker" => label.clone()).set(0.0);
-        }
+        WorkerGauges::global().remove(&worker.to_string());
         false
     });
 }
