@@ -111,20 +111,27 @@ pub fn profile_engine(
     let mut decode = Vec::new();
     for &context in contexts.iter().filter(|&&c| c > 0) {
         for &batch in batches.iter().filter(|&&b| b > 0) {
-            let blocks_each = (context + u64::from(steps) + 1).div_ceil(block);
+            // The prompts go in over several steps (at most the step's token budget each, and
+            // one prompt at least): the first ones decode meanwhile, and must still be
+            // running, with every other, when the timed steps begin.
+            let budget = engine.max_num_batched_tokens.max(1);
+            let filling = (u64::from(batch) * context).div_ceil(budget) + u64::from(batch);
+            let output = filling + u64::from(steps) + 2;
+            let blocks_each = (context + output).div_ceil(block);
             let fits = blocks_each * u64::from(batch) <= engine.num_gpu_blocks;
             if !fits || batch as usize > engine.max_num_seqs {
                 continue;
             }
             let mut worker = SimWorker::new(engine, timing.clone());
             for id in 0..u64::from(batch) {
-                worker.add_request(request(id, context, u64::from(steps) + 2));
+                worker.add_request(request(id, context, output));
             }
             // Prefill every prompt, then time the steps that only decode.
-            let mut started = 0;
+            let (mut started, mut filled) = (0, 0u64);
             while started < batch as usize {
                 let Some(step) = worker.step() else { break };
                 started += step.first_tokens.len();
+                filled += 1;
             }
             let (mut elapsed_ms, mut timed) = (0.0, 0u32);
             while timed < steps {
@@ -137,8 +144,11 @@ pub fn profile_engine(
             }
             let itl_ms = elapsed_ms / f64::from(timed);
             // The tokens the batch attends to, midway through the timed steps, as a share of
-            // the cache's token capacity (what the step-time model reads as KV usage).
-            let attended = f64::from(batch) * (context as f64 + f64::from(timed) / 2.0);
+            // the cache's token capacity (what the step-time model reads as KV usage): the
+            // prompts, what the batch decoded while the prompts went in (half the filling
+            // steps each, on average), and half the timed steps.
+            let decoded = filled as f64 / 2.0 + f64::from(timed) / 2.0;
+            let attended = f64::from(batch) * (context as f64 + decoded);
             let kv_usage = attended / (engine.num_gpu_blocks.max(1) * block) as f64;
             decode.push(DecodePoint {
                 context_tokens: context,
@@ -151,4 +161,48 @@ pub fn profile_engine(
     }
     let profile = PerfProfile::new(prefill, decode).map_err(|source| Error::Profile { source })?;
     Ok(profile.with_engine("dynamo-mocker"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timing::{PolynomialTiming, StepShape, StepTiming};
+
+    /// A decode point is timed on the batch it names: its ITL is the step-time model's at the
+    /// KV usage it reports, however many steps the batch's prompts take to go in (256 prompts
+    /// of 2,048 tokens take 64 steps at the default token budget).
+    #[test]
+    fn large_decode_batches_are_timed_on_every_request() {
+        let model = PolynomialTiming::default();
+        let sweep = ProfileSweep {
+            input_tokens: vec![512],
+            context_tokens: vec![512, 2048],
+            concurrency: vec![1, 64, 256],
+            decode_steps: 16,
+        };
+        let engine = EngineConfig::default();
+        let profile = profile_engine(engine, &TimingModel::Polynomial(model), &sweep)
+            .expect("the sweep measures points");
+        let mut large = 0;
+        for point in profile.decode() {
+            let shape = StepShape {
+                prefill_tokens: 0,
+                decode_sequences: point.concurrency,
+                kv_usage: point.kv_usage,
+            };
+            let expected = model.step_ms(&shape);
+            let off = (point.itl_ms / expected - 1.0).abs();
+            assert!(
+                off < 0.03,
+                "batch {} context {}: ITL {:.2} ms, the model says {:.2} ms at KV usage {:.3}",
+                point.concurrency,
+                point.context_tokens,
+                point.itl_ms,
+                expected,
+                point.kv_usage
+            );
+            large += usize::from(point.concurrency == 256);
+        }
+        assert_eq!(large, 2, "both contexts fit a batch of 256");
+    }
 }
