@@ -40,12 +40,12 @@ use variability::Variability;
 ///    tokens a second. An aggregated worker does both,
 ///    so its pool needs the sum of the two shares. The utilisation `u` is `utilisation`, or
 ///    less where the traffic has shown itself bursty: a queueing model (Kingman's, `latency /
-///    unloaded − 1 = k × ρ / (1 − ρ)`) fitted to the intervals seen (each interval's
-///    utilisation against its mean TTFT, and for an aggregated pool its mean ITL) gives the
-///    utilisation at which the mean latency sits at `setpoint` of the share of the room that
-///    makes a pool grow. Poisson-like traffic (`k` about 1) plans near `utilisation`; traffic
-///    that arrives in bursts within an interval (`k` 3–8 on the Azure code trace at ×4)
-///    plans at a third of it or less.
+///    unloaded − 1 = k × ρ / (1 − ρ)`) fitted to the intervals seen as a ratio of sums (each
+///    interval's utilisation against its mean TTFT, and for an aggregated pool its mean ITL)
+///    gives the utilisation at which the mean latency sits at `setpoint` of the share of the
+///    room that makes a pool grow. Poisson-like traffic (`k` about 1) plans near
+///    `utilisation`; traffic that arrives in bursts within an interval plans at well under it
+///    (an aggregated pool on the Azure code trace at ×4: 33–40% utilisation most of the time).
 /// 4. **React at once** when the interval missed a target or queued: a pool whose mean TTFT
 ///    (prefill, aggregated) or ITL (decode, aggregated) took more than its share (from
 ///    `attainment_goal`) of the room between what one unloaded worker shows and its limit

@@ -25,17 +25,23 @@ const RANGE: (f64, f64) = (0.05, 1000.0);
 /// latency / unloaded latency − 1 = k × ρ / (1 − ρ)
 /// ```
 ///
-/// by least squares through the origin over the intervals seen, each weighed down by
-/// `memory` per second of age, and turns a latency target into the utilisation that meets it:
+/// as the ratio of the sums of both sides over the intervals seen (`Σy / Σx`), each interval
+/// weighed down by `memory` per second of age, and turns a latency target into the utilisation that meets it:
 /// `ρ = x / (1 + x)` with `x = allowed excess / k`. Before any usable interval it knows
 /// nothing, and sets no utilisation. The first interval joins a prior of a Poisson queue
 /// (`k` 1) observed once at `ρ / (1 − ρ)` 0.5, which fades like any interval: one odd interval at a
 /// low load cannot make the traffic look a hundred times burstier than a Poisson stream.
+///
+/// Why a ratio and not least squares: an interval's mean latency scatters more the nearer the
+/// queue is to saturation, so the intervals at high `ρ` say the least about `k` per interval.
+/// Least squares through the origin weighs each interval by `x²` and lets one near-saturated
+/// interval (`x` 8.7 at `ρ` 0.897) outweigh one at `ρ` 0.43 a hundred to one; the ratio of
+/// sums weighs them by `x`, the weights that suit a scatter growing in proportion to `x`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Variability {
     memory_s: f64,
-    sxx: f64,
-    sxy: f64,
+    sx: f64,
+    sy: f64,
 }
 
 impl Variability {
@@ -44,8 +50,8 @@ impl Variability {
     pub(super) fn new(memory_s: f64) -> Self {
         Variability {
             memory_s,
-            sxx: 0.0,
-            sxy: 0.0,
+            sx: 0.0,
+            sy: 0.0,
         }
     }
 
@@ -67,17 +73,17 @@ impl Variability {
         } else {
             0.0
         };
-        if self.sxx == 0.0 {
-            // The prior: k = 1 at ρ / (1 − ρ) = 1.
-            (self.sxx, self.sxy) = (PRIOR_X * PRIOR_X, PRIOR_X * PRIOR_X);
+        if self.sx == 0.0 {
+            // The prior: k = 1 at ρ / (1 − ρ) = PRIOR_X.
+            (self.sx, self.sy) = (PRIOR_X, PRIOR_X);
         }
-        self.sxx = keep * self.sxx + x * x;
-        self.sxy = keep * self.sxy + x * y;
+        self.sx = keep * self.sx + x;
+        self.sy = keep * self.sy + y;
     }
 
     /// The learned factor (`None` before any usable interval).
     pub(super) fn k(&self) -> Option<f64> {
-        (self.sxx > 0.0).then(|| (self.sxy / self.sxx).clamp(RANGE.0, RANGE.1))
+        (self.sx > 0.0).then(|| (self.sy / self.sx).clamp(RANGE.0, RANGE.1))
     }
 
     /// The utilisation at which the model expects the mean latency to exceed the unloaded
@@ -128,10 +134,10 @@ mod tests {
         let mut v = Variability::new(600.0);
         // Five times the unloaded latency at 10% load: alone it would say k = 36; with the
         // prior (k = 1 at ρ / (1 − ρ) = 0.5, faded by e^−0.1 over the interval) it says
-        // (0.226 + 4 / 9) / (0.226 + 1 / 81) = 2.81.
+        // (0.452 + 4) / (0.452 + 1 / 9) = 7.90.
         v.observe(60.0, 0.1, 500.0, 100.0);
         let k = v.k().unwrap_or(0.0);
-        assert!((k - 2.81).abs() < 0.01, "{k}");
+        assert!((k - 7.90).abs() < 0.01, "{k}");
     }
 
     #[test]
