@@ -147,6 +147,28 @@ fn json_prints_one_summary_per_router_and_nothing_on_a_non_terminal() {
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_the_replay_quietly() {
+    // `dynamo-replay ... | head -0`: the reading end is closed before anything is written.
+    let path = trace("closed_pipe", &TINY);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-replay"))
+        .args([
+            "--trace",
+            path.to_str().expect("utf-8 path"),
+            "--workers",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dynamo-replay runs");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("dynamo-replay ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn without_json_prints_a_table_and_writes_the_records() {
     let path = trace("table", &TINY);
     let records = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("replay_cli_records.jsonl");

@@ -9,6 +9,18 @@
 //!
 //! `dynamo-replay --help` lists every flag and its default.
 
+/// `println!` for the replay's results: a reader that has gone (`dynamo-replay ... | head`) ends
+/// the program quietly with status 0, as a closed pipe ends most command-line tools, instead of
+/// `println!`'s panic; any other failure to write ends it with status 2 and the reason.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(error);
+        }
+    }};
+}
+
 mod cli;
 mod planning;
 mod plot;
@@ -165,7 +177,7 @@ fn disaggregated<'a>(
 /// the first token).
 fn print_phases(summaries: &[Summary]) {
     let w = label_width(summaries);
-    println!(
+    say!(
         "{:<w$} {:>7} {:>6} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "router/placement",
         "remote",
@@ -182,7 +194,7 @@ fn print_phases(summaries: &[Summary]) {
     );
     for s in summaries {
         let Some(d) = &s.disagg else { continue };
-        println!(
+        say!(
             "{:<w$} {:>7} {:>6} {:>11.1} {:>11.1} {:>10.2} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.2} {:>10.2}",
             s.router,
             d.remote_requests,
@@ -212,7 +224,7 @@ fn label_width(summaries: &[Summary]) -> usize {
 
 fn print_table(summaries: &[Summary]) {
     let w = label_width(summaries);
-    println!(
+    say!(
         "{:<w$} {:>9} {:>8} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "router",
         "completed",
@@ -227,7 +239,7 @@ fn print_table(summaries: &[Summary]) {
         "wall_ms"
     );
     for s in summaries {
-        println!(
+        say!(
             "{:<w$} {:>9} {:>8.3} {:>11.1} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>9.1} {:>10.0} {:>9.0}",
             s.router,
             s.completed_requests,
@@ -306,6 +318,15 @@ fn write_plots(
         std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Where `say!` goes when standard output cannot be written.
+fn stdout_failed(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("dynamo-replay: cannot write the results: {error}");
+    std::process::exit(2);
 }
 
 fn main() {
@@ -399,7 +420,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         if cli.json {
             let line = serde_json::to_string(&outcome.summary).map_err(|e| e.to_string())?;
-            println!("{line}");
+            say!("{line}");
         }
         summaries.push(outcome.summary);
         runs.push((label, outcome.records));
@@ -407,7 +428,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     if !cli.json {
         print_table(&summaries);
         if config.disagg.is_some() {
-            println!();
+            say!();
             print_phases(&summaries);
         }
     }
@@ -416,12 +437,12 @@ fn run(cli: &Cli) -> Result<(), String> {
         fixed = sweep::run(cli, &trace, &config, sla)?;
         if cli.json {
             for run in &fixed {
-                println!("{}", run.json_line()?);
+                say!("{}", run.json_line()?);
             }
         }
     }
     if !cli.json && (planned || !fixed.is_empty()) {
-        println!();
+        say!();
         let planner_runs: Vec<Summary> = summaries
             .iter()
             .filter(|s| s.replicas.is_some())

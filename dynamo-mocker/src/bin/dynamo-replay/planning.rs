@@ -116,7 +116,7 @@ pub(crate) fn write_profile(cli: &Cli, out: &Path) -> Result<(), String> {
     let profile = profile_engine(config.engine, &config.timing, &ProfileSweep::default())
         .map_err(|e| e.to_string())?;
     std::fs::write(out, profile.to_json()).map_err(|e| format!("{}: {e}", out.display()))?;
-    println!(
+    say!(
         "wrote {} prefill and {} decode points to {}",
         profile.prefill().len(),
         profile.decode().len(),

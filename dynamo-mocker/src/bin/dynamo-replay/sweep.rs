@@ -221,7 +221,7 @@ pub(crate) fn print_frontier(fixed: &[FixedRun], planned: &[Summary]) {
         .max()
         .unwrap_or(0)
         .max(16);
-    println!(
+    say!(
         "{:<w$} {:>8} {:>10} {:>12} {:>9} {:>9} {:>9} {:>8}",
         "run",
         "workers",
@@ -233,7 +233,7 @@ pub(crate) fn print_frontier(fixed: &[FixedRun], planned: &[Summary]) {
         "frontier"
     );
     let row = |label: &str, workers: String, s: &Summary, frontier: &str| {
-        println!(
+        say!(
             "{:<w$} {:>8} {:>10.4} {:>12.4} {:>9.1} {:>9.2} {:>9.0} {:>8}",
             label,
             workers,
@@ -263,7 +263,7 @@ pub(crate) fn print_frontier(fixed: &[FixedRun], planned: &[Summary]) {
     let mut front: Vec<&FixedRun> = fixed.iter().filter(|r| r.on_frontier).collect();
     front.sort_by(|a, b| a.hours().total_cmp(&b.hours()));
     let names: Vec<String> = front.iter().map(|r| r.size.to_string()).collect();
-    println!(
+    say!(
         "frontier (no other fixed pool reaches their attainment with no more worker-hours): {}",
         names.join(", ")
     );
@@ -286,7 +286,7 @@ pub(crate) fn print_frontier(fixed: &[FixedRun], planned: &[Summary]) {
             attainment / peak.attainment().max(f64::MIN_POSITIVE),
             hours / peak.hours(),
         );
-        println!(
+        say!(
             "{}: attainment {attainment:.4} vs {within:.4} for the best fixed pool within its \
              worker-hours, {within_name} ({}); {ratio:.2}x the attainment of {peak_name} at \
              {hours_ratio:.2}x its worker-hours ({})",
