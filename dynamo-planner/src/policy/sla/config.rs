@@ -81,7 +81,8 @@ pub struct SlaConfig {
     /// last `hold_s` missed the rate planned for it by a worker or more (up or down), a pool
     /// keeps room only for the largest rise above the plan seen in the window, and its calm
     /// time keeps counting while that room holds it. Any miss of a worker or more brings back
-    /// the whole window. Off by default: on the Mooncake trace at ×1, whose steady load is
+    /// the whole window, except a miss below the plan while the window's plans already fall
+    /// along a trend (the fall quickening). Off by default: on the Mooncake trace at ×1, whose steady load is
     /// predictable, it shrinks to three workers, which miss claim B of docs/planner.md;
     /// `follow_falling` (on) follows only a load that falls along a trend.
     pub follow_predictable: bool,
@@ -89,7 +90,9 @@ pub struct SlaConfig {
     /// last `hold_s` missed its plan by a worker or more and the window's plans fall along a
     /// line more steeply than their scatter explains (a least-squares slope below zero at 95%
     /// confidence), a pool keeps room only for the largest rise above the plan seen in the
-    /// window, as with `follow_predictable`. A steady load's scatter recurs within the window
+    /// window, as with `follow_predictable`. A miss below the plan while the plans already
+    /// fell along such a line carries the fall on and does not count; one that begins a fall
+    /// (a burst's end) does. A steady load's scatter recurs within the window
     /// and keeps the window's largest plan. Default on: on the generated sine it spends 9%
     /// fewer worker-hours for 3% less attainment, and the steady Mooncake trace keeps its
     /// pool (docs/planner.md).

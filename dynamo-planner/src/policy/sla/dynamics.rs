@@ -195,3 +195,42 @@ fn bursts_are_misses_the_window_still_holds_for() -> Result<(), crate::Error> {
     assert!(sizes.iter().all(|&n| n >= grown), "{sizes:?}");
     Ok(())
 }
+
+/// Ten minutes at 64 req/s, then a fall of 8 req/s a minute that quickens to 16 for one
+/// minute (a miss of more than a worker: the sample profile prefills 20 a second per worker,
+/// at most 16 at the default utilisation), then goes on at 8 a minute to 8 req/s.
+fn a_fall_that_quickens() -> Vec<f64> {
+    let mut rates = vec![64.0; 10];
+    rates.extend([56.0, 48.0, 40.0, 24.0, 16.0, 8.0]);
+    rates.extend([8.0; 14]);
+    rates
+}
+
+#[test]
+fn a_fall_that_quickens_is_still_followed() -> Result<(), crate::Error> {
+    let rates = a_fall_that_quickens();
+    // The miss below the plan at minute 14 carries on the fall the plans showed since minute
+    // 11: the pool goes on following it down, one worker a minute from that minute.
+    let mut expected = vec![6; 13];
+    expected.extend([5, 4, 3, 2]);
+    expected.extend([1; 13]);
+    assert_eq!(run(&mut policy()?, 2, &rates, 1.0), expected);
+    // Holding the window's largest plan keeps 6 workers four minutes longer.
+    let held = run(&mut holding()?, 2, &rates, 1.0);
+    assert_eq!(&held[13..18], &[6, 6, 6, 6, 5]);
+    Ok(())
+}
+
+#[test]
+fn a_fall_that_begins_with_the_miss_is_held_for() -> Result<(), crate::Error> {
+    // A burst's end over two minutes, from a level: the first miss below the plan begins the
+    // fall and is a surprise, so the window's largest plan holds the pool as when no fall is
+    // followed, though the window's plans then fall along a line.
+    let mut rates = vec![64.0; 10];
+    rates.extend([40.0, 8.0]);
+    rates.extend([8.0; 18]);
+    let held = run(&mut holding()?, 2, &rates, 1.0);
+    assert_eq!(run(&mut policy()?, 2, &rates, 1.0), held);
+    assert_eq!(&held[10..15], &[6; 5]);
+    Ok(())
+}

@@ -69,8 +69,10 @@ use variability::Variability;
 ///    below zero at 95% confidence, `follow_falling`) keeps room only for the window's
 ///    largest rise above the plan, and its calm keeps counting meanwhile: a smooth fall (a
 ///    periodic load's falling half) is followed down without the window's lag, while a
-///    steady load's scatter, which recurs, keeps the window's largest plan. With
-///    `follow_predictable` any such predictable load is followed.
+///    steady load's scatter, which recurs, keeps the window's largest plan. A miss below the
+///    plan while the window's plans already fell along a trend (the fall quickening) carries
+///    the trend on and is not counted; a miss below the plan that begins a fall (a burst's
+///    end) is. With `follow_predictable` any such predictable load is followed.
 /// 6. **A decode pool needs no more than the prefill pool hands over**: in a disaggregated
 ///    deployment its plan is capped by what the prefill pool (its size after this step)
 ///    hands over at its profiled capacity, and when that cap fits fewer workers a calm decode
@@ -101,7 +103,8 @@ pub struct SlaPolicy {
     plans: [Recent; 3],
     /// Each pool's plans alone over the same window: whether they fall along a trend.
     planned: [Recent; 3],
-    /// When each pool last saw the load miss its plan by a worker or more, up or down.
+    /// When each pool last saw the load miss its plan by a worker or more, up or down, other
+    /// than below the plan while its plans already fell along a trend.
     surprised_at: [Option<f64>; 3],
     /// The learned burstiness of each prefilling pool's TTFT (by [`slot`]).
     ttft_variability: [Variability; 3],
@@ -120,6 +123,8 @@ struct Plan {
     kept: f64,
     /// Whether the interval that ended missed its plan by a worker or more, up or down.
     surprised: bool,
+    /// Whether that interval's load was below its plan.
+    fell: bool,
     /// For a decode pool, the most it can need whatever the arrivals: what the prefill pool
     /// hands over when all its workers prefill at their profiled capacity.
     ceiling: Option<f64>,
@@ -178,13 +183,17 @@ impl SlaPolicy {
         let planned = whole(exact);
         let (calm_s, step_s) = (self.config.calm_s, self.config.shrink_step_s);
         let pool = slot(role);
+        // A miss below the plan that carries on a fall the window's plans already showed
+        // (a periodic load's falling half, falling faster) is the trend going on, not a
+        // surprise; a fall that begins with the miss (a burst's end) is one.
+        let continues_fall = plan.fell && trend::falls(self.planned[pool].iter());
         self.plans[pool].push(self.clock_s, exact);
         self.planned[pool].push(self.clock_s, exact);
-        if plan.surprised {
+        if plan.surprised && !continues_fall {
             self.surprised_at[pool] = Some(self.clock_s);
         }
         // The load has been predictable when no interval of the last `hold_s` missed its plan
-        // by a worker or more, up or down. A predictable load that falls along a trend (with
+        // by a worker or more, up or down (a fall quickening excepted). A predictable load that falls along a trend (with
         // `follow_falling`), or any predictable load (with `follow_predictable`), keeps room
         // for the largest rise of the window above today's plan. Otherwise the pool keeps the
         // largest plan of the window.
@@ -364,6 +373,7 @@ impl Policy for SlaPolicy {
                 exact: planned,
                 kept,
                 surprised: share(&surprise) >= 1.0,
+                fell: self.missed.fell(),
                 ceiling,
             };
             let pressure = Pressure::of(role, n, observed, &limits);

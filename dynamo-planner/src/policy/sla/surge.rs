@@ -17,6 +17,8 @@ pub(super) struct Surge {
     base: Option<f64>,
     /// How far the last interval's rate was from its plan (0 when it had none).
     last: f64,
+    /// Whether the last interval's rate was below its plan.
+    fell: bool,
 }
 
 impl Surge {
@@ -27,6 +29,7 @@ impl Surge {
             errors: Recent::new(window_s),
             base: None,
             last: 0.0,
+            fell: false,
         }
     }
 
@@ -34,6 +37,7 @@ impl Surge {
     pub(super) fn observe(&mut self, at_s: f64, rate: f64) {
         let error = self.base.map_or(f64::NAN, |base| rate - base);
         self.last = if error.is_finite() { error.abs() } else { 0.0 };
+        self.fell = error < 0.0;
         self.errors.push(at_s, error);
     }
 
@@ -41,6 +45,11 @@ impl Surge {
     /// requests per second (0 when it had no plan).
     pub(super) fn last(&self) -> f64 {
         self.last
+    }
+
+    /// Whether the last interval's rate was below the rate planned for it.
+    pub(super) fn fell(&self) -> bool {
+        self.fell
     }
 
     /// Remember the base rate the policy plans for now; the next interval is judged by it.
@@ -100,8 +109,10 @@ mod tests {
         s.observe(120.0, 8.0);
         assert_eq!(s.last(), 3.0);
         s.planned(8.0);
+        assert!(!s.fell());
         s.observe(180.0, 2.0);
         assert_eq!(s.last(), 6.0);
+        assert!(s.fell());
         // Only the rise stays in the margin.
         assert_eq!(s.margin(), 3.0);
     }
