@@ -123,8 +123,19 @@ impl KvCost {
     /// The cost of sending `request` to `worker`, in blocks.
     pub fn cost(&self, request: &RouteContext<'_>, worker: &WorkerState) -> f64 {
         let block_size = f64::from(request.block_size.get());
+        self.cost_with(request, worker, |tokens| tokens / block_size)
+    }
+
+    /// [`cost`](Self::cost), with `blocks_of` turning tokens into blocks.
+    #[inline(always)]
+    fn cost_with(
+        &self,
+        request: &RouteContext<'_>,
+        worker: &WorkerState,
+        blocks_of: impl Fn(f64) -> f64,
+    ) -> f64 {
         let load = &worker.load;
-        let queued = (load.active_prefill_tokens + request.prompt_tokens) as f64 / block_size;
+        let queued = blocks_of((load.active_prefill_tokens + request.prompt_tokens) as f64);
         let prefill = (queued - self.config.credits.credit(&worker.cached)).max(0.0);
         let decode = worker.decode_blocks_with(request) as f64;
         self.config.prefill_scale * prefill
@@ -132,48 +143,21 @@ impl KvCost {
             + self.config.request_weight * f64::from(load.active_requests)
     }
 
-    /// Every worker's [`cost`](Self::cost), in their order, appended to `costs`: the same
-    /// operations on the same values in the same order as `cost` (so the same costs bit for
-    /// bit), in a pass without a branch, whose divisions by the block size are multiplications
-    /// by its reciprocal when it is a power of two (exact then).
+    /// Every worker's [`cost`](Self::cost), in their order, appended to `costs`, in a pass
+    /// without a branch, whose divisions by the block size are multiplications by its
+    /// reciprocal when it is a power of two (exact then, so the same costs bit for bit).
     fn fill(&self, request: &RouteContext<'_>, workers: &[WorkerState], costs: &mut Costs) {
-        if request.block_size.get().is_power_of_two() {
-            self.fill_with::<true>(request, workers, costs);
-        } else {
-            self.fill_with::<false>(request, workers, costs);
-        }
-    }
-
-    #[inline(always)]
-    fn fill_with<const POWER_OF_TWO: bool>(
-        &self,
-        request: &RouteContext<'_>,
-        workers: &[WorkerState],
-        costs: &mut Costs,
-    ) {
-        let KvCostConfig {
-            credits,
-            prefill_scale,
-            request_weight,
-            ..
-        } = self.config;
         let block_size = f64::from(request.block_size.get());
-        let per_token = 1.0 / block_size;
-        let prompt_tokens = request.prompt_tokens;
-        let blocks = request.blocks.len();
-        costs.extend(workers.iter().map(|worker| {
-            let load = &worker.load;
-            let tokens = (load.active_prefill_tokens + prompt_tokens) as f64;
-            let queued = if POWER_OF_TWO {
-                tokens * per_token
-            } else {
-                tokens / block_size
-            };
-            let prefill = (queued - credits.credit(&worker.cached)).max(0.0);
-            let shared = (worker.in_flight as usize).min(blocks);
-            let decode = (load.active_decode_blocks + (blocks - shared) as u64 + 1) as f64;
-            prefill_scale * prefill + decode + request_weight * f64::from(load.active_requests)
-        }));
+        if request.block_size.get().is_power_of_two() {
+            let per_token = 1.0 / block_size;
+            costs.extend(
+                workers
+                    .iter()
+                    .map(|worker| self.cost_with(request, worker, |tokens| tokens * per_token)),
+            );
+        } else {
+            costs.extend(workers.iter().map(|worker| self.cost(request, worker)));
+        }
     }
 }
 

@@ -61,6 +61,7 @@ impl WorkerState {
     /// The KV blocks the worker's active requests would hold with `request` added: its active
     /// decode blocks, the prompt blocks no active request holds yet, and one for the request's
     /// partial tail and output (blocks shared by concurrent requests count once).
+    #[inline]
     pub fn decode_blocks_with(&self, request: &RouteContext<'_>) -> u64 {
         let shared = (self.in_flight as usize).min(request.blocks.len());
         self.load.active_decode_blocks + (request.blocks.len() - shared) as u64 + 1
