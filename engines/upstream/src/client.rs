@@ -197,9 +197,15 @@ impl HttpClient {
                         link: link.map(|link| (link, Arc::clone(&self.pool))),
                     }));
                 }
-                // A pooled connection the server had closed before the request went out: the
-                // request was not sent, so it goes on a new connection.
-                Err(error) if reused && error.is_canceled() => continue,
+                // A pooled connection the server closed before the request went out (canceled),
+                // or while it was on its way, before any of an answer (an incomplete message: a
+                // server that closes a kept-alive connection soon after an answer, as llama.cpp's
+                // does after a streamed one, races the next request). The server answered
+                // nothing on it, so the request goes on a new connection, as curl and Go's
+                // client retry a reused connection that died before an answer.
+                Err(error) if reused && (error.is_canceled() || error.is_incomplete_message()) => {
+                    continue;
+                }
                 Err(error) => {
                     return Err(
                         Error::unavailable(format!("no answer from {}", url())).with_source(error)

@@ -1,6 +1,7 @@
 //! The client's connections: an answer read to its end leaves its connection for the next
-//! request (streamed answers too, whose reader stops at `[DONE]`), and a pooled connection the
-//! server has closed while idle is not used again.
+//! request (streamed answers too, whose reader stops at `[DONE]`), a pooled connection the
+//! server has closed while idle is not used again, and a request on a pooled connection that
+//! the server closes without an answer goes on a new one.
 
 #[path = "support/http_request.rs"]
 mod http_request;
@@ -28,9 +29,20 @@ const EVENTS: [&str; 4] = [
 
 const WHOLE: &str = r#"{"choices":[{"index":0,"text":" a b","finish_reason":"length","token_ids":[7,8]}],"usage":{"prompt_tokens":2,"total_tokens":4,"completion_tokens":2}}"#;
 
+/// When the test server closes a connection.
+#[derive(Debug, Clone, Copy)]
+enum Closes {
+    Never,
+    /// After its first answer.
+    AfterAnswer,
+    /// When its second request has arrived, without answering it: the race between a server
+    /// closing a kept-alive connection and the client's next request on it.
+    OnSecondRequest,
+}
+
 /// A server answering every completion, streamed (one event an HTTP chunk, each its own
-/// write) or whole as the request asks; it counts the connections it accepts, and closes each
-/// after one answer when `close_after_answer`.
+/// write) or whole as the request asks; it counts the connections it accepts, and closes them
+/// as `closes` says.
 struct Server {
     address: SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -46,7 +58,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    async fn start(close_after_answer: bool) -> Server {
+    async fn start(closes: Closes) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let address = listener.local_addr().expect("bound");
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -57,7 +69,7 @@ impl Server {
             while let Ok((socket, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 let notify = Arc::clone(&notify);
-                connections.spawn(serve(socket, close_after_answer, notify));
+                connections.spawn(serve(socket, closes, notify));
             }
         });
         Server {
@@ -82,8 +94,13 @@ impl Server {
     }
 }
 
-async fn serve(mut socket: TcpStream, close_after_answer: bool, closed: Arc<Notify>) {
+async fn serve(mut socket: TcpStream, closes: Closes, closed: Arc<Notify>) {
+    let mut requests = 0;
     while let Some((_, body)) = read_request(&mut socket).await {
+        requests += 1;
+        if matches!(closes, Closes::OnSecondRequest) && requests == 2 {
+            return;
+        }
         let streamed = String::from_utf8_lossy(&body).contains(r#""stream":true"#);
         let written = if streamed {
             stream(&mut socket).await
@@ -97,7 +114,7 @@ async fn serve(mut socket: TcpStream, close_after_answer: bool, closed: Arc<Noti
         if written.is_err() {
             return;
         }
-        if close_after_answer {
+        if matches!(closes, Closes::AfterAnswer) {
             drop(socket);
             closed.notify_one();
             return;
@@ -139,7 +156,7 @@ async fn answer(engine: &mut CompletionsEngine, delivery: Delivery) -> Vec<u32> 
 
 #[tokio::test]
 async fn answers_read_to_their_end_leave_their_connection_for_the_next_request() {
-    let server = Server::start(false).await;
+    let server = Server::start(Closes::Never).await;
     let mut engine = server.engine();
     for delivery in [
         Delivery::Streamed,
@@ -158,7 +175,7 @@ async fn answers_read_to_their_end_leave_their_connection_for_the_next_request()
 
 #[tokio::test]
 async fn a_connection_the_server_closed_while_idle_is_not_used_again() {
-    let server = Server::start(true).await;
+    let server = Server::start(Closes::AfterAnswer).await;
     let mut engine = server.engine();
     for (n, delivery) in [Delivery::Streamed, Delivery::Whole, Delivery::Streamed]
         .into_iter()
@@ -169,6 +186,21 @@ async fn a_connection_the_server_closed_while_idle_is_not_used_again() {
         tokio::time::timeout(Duration::from_secs(10), closed)
             .await
             .expect("the server closes the connection");
+        assert_eq!(server.accepted(), n + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_request_on_a_connection_closed_without_an_answer_goes_on_a_new_one() {
+    let server = Server::start(Closes::OnSecondRequest).await;
+    let mut engine = server.engine();
+    for (n, delivery) in [Delivery::Streamed, Delivery::Whole, Delivery::Streamed]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(answer(&mut engine, delivery).await, [7, 8], "{delivery:?}");
+        // The first request opens a connection; each later one finds the pooled connection
+        // closed under it and is answered as the first request of a new one.
         assert_eq!(server.accepted(), n + 1);
     }
 }
