@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynamo_core::{BlockSize, BoxError, KvEvent, ResyncRequest, Token, WorkerId};
-use dynamo_openai::{GgufMetadata, Tokenizer};
+use dynamo_openai::{GgufMetadata, Tokenizer, WorkerGauges};
 use dynamo_router::{
     ApproxConfig, ExpectedTtft, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex,
 };
@@ -237,8 +237,22 @@ fn poll_load(
     tokio::spawn(record_load(worker, view, loads.clone(), capacity));
 }
 
-/// Keep an engine server's load in the router's reported loads (until it goes stale) and in
-/// the gateway's Prometheus metrics, labelled by worker.
+/// The series a fresh scrape sets, by worker. Kept in [`WorkerGauges`], not through the
+/// `metrics` facade, so that they can leave `/metrics` while the scrape is stale.
+const LOAD_SERIES: [&str; 3] = [
+    "dynamo_engine_running_requests",
+    "dynamo_engine_waiting_requests",
+    "dynamo_engine_kv_cache_usage",
+];
+
+/// 1 while a server's last scrape is within the staleness limit, else 0 (before the first
+/// scrape too), by worker: the series that stays while [`LOAD_SERIES`] leave.
+const SCRAPED: &str = "dynamo_engine_metrics_up";
+
+/// Keep an engine server's load in the router's reported loads and in the gateway's
+/// Prometheus metrics, labelled by worker, while it is fresh: when the last scrape goes stale
+/// both forget it (its series leave `/metrics`, [`SCRAPED`] turns 0), and the next good scrape
+/// brings it back.
 async fn record_load(
     worker: WorkerId,
     mut view: LoadView,
@@ -246,15 +260,19 @@ async fn record_load(
     (router, block_size): (RouterService, BlockSize),
 ) {
     let label = worker.to_string();
+    let gauges = WorkerGauges::global();
+    gauges.set(SCRAPED, &label, 0.0);
     loop {
         // Wake at each scrape, or when the last one goes stale without a new one.
         let changed = tokio::time::timeout(SCRAPE_STALENESS, view.changed()).await;
         if changed == Ok(false) {
             loads.set(worker, None);
+            hide_load(gauges, &label);
             return;
         }
         let Some(load) = view.current() else {
             loads.set(worker, None);
+            hide_load(gauges, &label);
             continue;
         };
         let until = load.scraped_at.into_std() + SCRAPE_STALENESS;
@@ -274,25 +292,32 @@ async fn record_load(
             {
                 // Kept where the NATS load reports keep it (`load_metrics`), not in the
                 // exporter: one family on `/metrics`.
-                dynamo_openai::WorkerGauges::global().set(
+                gauges.set(
                     "dynamo_router_worker_kv_capacity_blocks",
                     &label,
                     blocks as f64,
                 );
             }
         }
-        let gauges = [
-            ("dynamo_engine_running_requests", load.running_requests),
-            ("dynamo_engine_waiting_requests", load.waiting_requests),
-            (
-                "dynamo_engine_kv_cache_usage",
-                load.kv_cache_usage.unwrap_or(f64::NAN),
-            ),
+        let values = [
+            load.running_requests,
+            load.waiting_requests,
+            load.kv_cache_usage.unwrap_or(f64::NAN),
         ];
-        for (name, value) in gauges {
-            metrics::gauge!(name, "worker" => label.clone()).set(value);
+        for (name, value) in LOAD_SERIES.into_iter().zip(values) {
+            gauges.set(name, &label, value);
         }
+        gauges.set(SCRAPED, &label, 1.0);
     }
+}
+
+/// Take a server's load series off `/metrics` (its KV capacity, a property of the server that
+/// the router keeps routing with, stays) and mark it not scraped.
+fn hide_load(gauges: &WorkerGauges, label: &str) {
+    for name in LOAD_SERIES {
+        gauges.remove_series(name, label);
+    }
+    gauges.set(SCRAPED, label, 0.0);
 }
 
 /// A reported request count as a whole number (gauges are floats; NaN and negatives are 0).

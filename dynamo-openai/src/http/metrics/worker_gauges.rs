@@ -64,6 +64,20 @@ impl WorkerGauges {
         removed
     }
 
+    /// Remove the series `name{worker="worker"}` alone (the worker's other series stay);
+    /// whether it was there.
+    pub fn remove_series(&self, name: &str, worker: &str) -> bool {
+        let mut families = self.families.lock();
+        let Some(family) = families.get_mut(name) else {
+            return false;
+        };
+        let removed = family.remove(worker).is_some();
+        if family.is_empty() {
+            families.remove(name);
+        }
+        removed
+    }
+
     /// Append the series in the Prometheus text format to `out`: per name a `# TYPE` line,
     /// its series, and a blank line, as the exporter writes its own.
     pub(crate) fn render_into(&self, out: &mut String) {
@@ -159,6 +173,20 @@ mod tests {
         );
         assert!(gauges.remove("2/0"));
         assert_eq!(rendered(&gauges), "");
+    }
+
+    #[test]
+    fn remove_series_takes_one_series_and_its_family_once_empty() {
+        let gauges = WorkerGauges::default();
+        gauges.set("a_requests", "1/0", 1.0);
+        gauges.set("b_blocks", "1/0", 2.0);
+        assert!(gauges.remove_series("a_requests", "1/0"));
+        assert!(!gauges.remove_series("a_requests", "1/0"));
+        assert!(!gauges.remove_series("c_unknown", "1/0"));
+        assert_eq!(
+            rendered(&gauges),
+            "# TYPE b_blocks gauge\nb_blocks{worker=\"1/0\"} 2\n\n"
+        );
     }
 
     #[test]

@@ -1,0 +1,147 @@
+//! An engine server's load on the frontend's `/metrics` (`--engine-at`): its series show while
+//! its `/metrics` scrape is fresh, leave while the scrape is stale, and come back with the next
+//! good scrape; `dynamo_engine_metrics_up` says which, all along.
+
+#[expect(dead_code, reason = "this test uses a part of the shared helpers")]
+mod support;
+
+#[path = "../../engines/upstream/tests/support/http_request.rs"]
+mod http_request;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use support::{Frontend, eventually};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long a scrape may take to land, or to go stale (the frontend's limit is 5 s).
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// The series a scrape sets, by worker.
+const LOAD: [&str; 3] = [
+    "dynamo_engine_running_requests",
+    "dynamo_engine_waiting_requests",
+    "dynamo_engine_kv_cache_usage",
+];
+
+/// Whether the server is scraped.
+const UP: &str = "dynamo_engine_metrics_up";
+
+/// A vLLM server's `/metrics` that answers (3 running, 2 waiting, KV cache half used) while
+/// `answers` holds and with 503 otherwise; stops when dropped.
+struct FakeEngine {
+    url: String,
+    answers: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeEngine {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeEngine {
+    async fn start() -> FakeEngine {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let answers = Arc::new(AtomicBool::new(true));
+        let shared = Arc::clone(&answers);
+        // Connections live in the accept task's set: stopping the server closes them all.
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                connections.spawn(serve(socket, Arc::clone(&shared)));
+            }
+        });
+        FakeEngine { url, answers, task }
+    }
+
+    fn answer(&self, answers: bool) {
+        self.answers.store(answers, Ordering::SeqCst);
+    }
+}
+
+async fn serve(mut socket: TcpStream, answers: Arc<AtomicBool>) {
+    const BODY: &str = "vllm:num_requests_running{engine=\"0\"} 3\n\
+                        vllm:num_requests_waiting{engine=\"0\"} 2\n\
+                        vllm:kv_cache_usage_perc{engine=\"0\"} 0.5\n";
+    while let Some((line, _)) = http_request::read_request(&mut socket).await {
+        let metrics = line.split_whitespace().nth(1) == Some("/metrics");
+        let answer = if metrics && answers.load(Ordering::SeqCst) {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n\
+                 content-length: {}\r\n\r\n{BODY}",
+                BODY.len()
+            )
+        } else {
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_owned()
+        };
+        if socket.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The value of `name`'s series for `worker` in `metrics`, if there is one.
+fn value(metrics: &str, name: &str, worker: &str) -> Option<f64> {
+    let (series, label) = (format!("{name}{{"), format!("worker=\"{worker}\""));
+    metrics
+        .lines()
+        .find(|line| line.starts_with(&series) && line.contains(&label))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// Whether worker 1's load series show its server's figures and it is marked scraped.
+fn shown(text: &str) -> bool {
+    value(text, "dynamo_engine_running_requests", "1/0") == Some(3.0)
+        && value(text, "dynamo_engine_waiting_requests", "1/0") == Some(2.0)
+        && value(text, "dynamo_engine_kv_cache_usage", "1/0") == Some(0.5)
+        && value(text, UP, "1/0") == Some(1.0)
+}
+
+/// Whether worker 1's load series are gone and it is marked not scraped.
+fn hidden(text: &str) -> bool {
+    LOAD.iter().all(|name| value(text, name, "1/0").is_none())
+        && value(text, UP, "1/0") == Some(0.0)
+}
+
+/// Wait until `/metrics` holds what `holds` asks (named `what`); its text.
+async fn wait_until(frontend: &Frontend, what: &str, holds: fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    eventually(what, WITHIN, async || {
+        text = frontend.metrics().await;
+        holds(&text)
+    })
+    .await;
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engines_load_series_leave_while_its_scrape_is_stale_and_come_back_with_it() {
+    let engine = FakeEngine::start().await;
+    let engines = [format!("vllm={},id=1", engine.url)];
+    let (_process, frontend) = support::engine_frontend_routed(&engines, "approx-kv").await;
+
+    let text = wait_until(&frontend, "worker 1's load series", shown).await;
+    // Each name is one family: the series are not also recorded through the exporter.
+    for name in LOAD.iter().chain([&UP]) {
+        let families = text
+            .lines()
+            .filter(|line| *line == format!("# TYPE {name} gauge"))
+            .count();
+        assert_eq!(families, 1, "{name} in\n{text}");
+    }
+
+    // Its scrape fails past the staleness limit: the dead figures leave /metrics.
+    engine.answer(false);
+    wait_until(&frontend, "worker 1's load series gone while stale", hidden).await;
+
+    // The next good scrape brings them back.
+    engine.answer(true);
+    wait_until(&frontend, "worker 1's load series back", shown).await;
+}
