@@ -22,7 +22,7 @@ use dynamo_router::disagg::ExpectedTtftPlacement;
 /// standard error when it is a terminal.
 #[derive(Debug, Parser)]
 // The defaults are read from `ReplayConfig::default()`, so the two cannot drift apart.
-// A flag given twice keeps its last value (`--router` adds up instead).
+// A flag given twice keeps its last value (`--router` and `--placement` add up instead).
 #[command(
     name = "dynamo-replay",
     args_override_self = true,
@@ -185,8 +185,9 @@ pub(crate) struct Cli {
     pub(crate) max_in_flight: Option<usize>,
 
     /// Route with N router replicas (arrivals dealt round-robin); a list runs each count
+    // `Set`, not a list's default `Append`: given twice, the last list replaces the first.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = at_least_one,
-          default_value = "1")]
+          action = clap::ArgAction::Set, default_value = "1")]
     pub(crate) router_replicas: Vec<usize>,
 
     /// Router replicas' messages reach the others this late

@@ -135,6 +135,28 @@ fn a_repeated_flag_keeps_its_last_value() {
 }
 
 #[test]
+fn a_repeated_router_replicas_keeps_its_last_list() {
+    let cli = Cli::try_parse_from([
+        "dynamo-replay",
+        "--trace",
+        "t.jsonl",
+        "--router-replicas",
+        "1,2",
+        "--router-replicas",
+        "4,8",
+        "--num-gpu-blocks",
+        "100",
+        "--num-gpu-blocks",
+        "200",
+    ])
+    .expect("parses");
+    assert_eq!(cli.router_replicas, [4, 8]);
+    assert_eq!(cli.num_gpu_blocks, 200);
+    let cli = Cli::try_parse_from(["dynamo-replay", "--trace", "t.jsonl"]).expect("parses");
+    assert_eq!(cli.router_replicas, [1]);
+}
+
+#[test]
 fn prefill_and_decode_pools_make_a_disaggregated_replay() {
     let cli = Cli::try_parse_from([
         "dynamo-replay",
