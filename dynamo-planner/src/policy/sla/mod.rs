@@ -56,8 +56,9 @@ use variability::Variability;
 ///    by the square root of the worst figure's ratio to its limit, at least one worker, at
 ///    most `max_growth` times, less the workers asked for earlier that have not joined yet
 ///    (when the observation lists the workers, those missing from it are still starting);
-///    while the pressure lasts after a step, the pool grows again only if its queue did not
-///    fall since, since a falling queue is the last step's workers draining a backlog.
+///    while the pressure lasts after a step and its queue fell since, the pool grows no
+///    further than its plan: a falling queue is the last step's workers draining a backlog,
+///    and the latencies measure that backlog rather than the arrivals.
 /// 5. **Shrink slowly**: only when the interval was calm — each latency within half of its
 ///    share of the room, queues within half of their limit —, the largest plan (or reactive
 ///    target) of the last `hold_s` seconds fits in one worker fewer at `shrink_below` of their
@@ -215,17 +216,23 @@ impl SlaPolicy {
             let queue = pressure.queue();
             if let Some(before) = self.grew_at_queue[pool]
                 && queue < before
-                && planned <= current
             {
                 // The workers of the last step are draining the backlog that the latencies
-                // still show: give them time.
+                // still show: give them time. The latencies measure that backlog, not the
+                // arrivals, so the pool grows no further than the plan for the arrivals.
                 self.grew_at_queue[pool] = Some(queue);
+                let target = planned.max(current);
+                let action = if target > current {
+                    format!("grow to the plan, {target}")
+                } else {
+                    format!("keep {current}")
+                };
                 let why = format!(
                     "{}, but the queue fell from {before} to {queue} requests since the pool \
-                     last grew: keep {current}",
+                     last grew: {action}",
                     pressure.describe()
                 );
-                return (current, why);
+                return (target, why);
             }
             let target = planned.max(current + step);
             // The hold window keeps what the pressure asked for, as it keeps what was planned.

@@ -318,6 +318,48 @@ fn a_draining_backlog_holds_the_pool_after_a_step() -> Result<(), crate::Error> 
     Ok(())
 }
 
+#[test]
+fn a_draining_backlog_grows_the_pool_only_to_its_plan() -> Result<(), crate::Error> {
+    // Planned at `utilisation` alone (nothing learned), so the plan is known: at 10 req/s
+    // an aggregated worker's share is 10 × 1000 / 20 000 = 0.5 prefill and 10 × 200 / 489.1
+    // = 4.09 decode, 4.59 / 0.8 = 5.74 workers: 6.
+    let config = SlaConfig {
+        variability_memory_s: 0.0,
+        ..SlaConfig::default()
+    };
+    let mut p = SlaPolicy::new(sample()?, config);
+    let at = |rate: f64, workers_n: usize, waiting: u64, ttft_ms: Option<f64>| {
+        let mut o = interval(rate, 0.0);
+        o.workers = workers(WorkerRole::Aggregated, workers_n, waiting);
+        o.mean_ttft_ms = ttft_ms;
+        o
+    };
+    // 40 waiting on each of 2 (limit 10): grow to 4.
+    let first = p.plan(
+        &at(0.1, 2, 40, None),
+        &forecast(0.1),
+        Replicas::Aggregated(2),
+    );
+    assert_eq!(first.target, Replicas::Aggregated(4), "{}", first.reason);
+    // The queue fell from 80 to 20, but the requests that waited in it took 5 s to their
+    // first token: the TTFT alone would grow the 4 by the most one step allows (to 16).
+    // It measures the backlog being drained; the arrivals need 6.
+    let second = p.plan(
+        &at(10.0, 4, 5, Some(5000.0)),
+        &forecast(10.0),
+        Replicas::Aggregated(4),
+    );
+    assert_eq!(second.target, Replicas::Aggregated(6), "{}", second.reason);
+    assert!(
+        second.reason.contains(
+            "the queue fell from 80 to 20 requests since the pool last grew: grow to the plan, 6"
+        ),
+        "{}",
+        second.reason
+    );
+    Ok(())
+}
+
 /// `rate` req/s of 4000-token prompts and 20-token outputs: the sample profile prefills 2.5
 /// of them a second per worker, and decodes their outputs in a fraction of one worker.
 fn long_prompts(rate: f64) -> Observation {
