@@ -51,11 +51,11 @@ impl Answer {
         self.forced.is_some() && reason == dynamo_core::FinishReason::Length
     }
 
-    pub(crate) fn push(&mut self, text: &str, id: &str) -> AnswerDelta {
+    pub(crate) fn push(&mut self, text: String, id: &str) -> AnswerDelta {
         let split = match &mut self.reasoning {
-            Some(splitter) => splitter.push(text),
+            Some(splitter) => splitter.push(&text),
             None => crate::preprocess::SplitText {
-                content: text.to_owned(),
+                content: text,
                 reasoning: String::new(),
             },
         };

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::answer::Answer;
+use super::chat_chunk::ChunkHead;
 use super::choices::{self, ChoiceStream, Choices};
 use super::generate::TextEvent;
 use super::openapi::GenerationErrors;
@@ -113,7 +114,7 @@ async fn serve(
         let include_usage = body
             .stream_options
             .is_some_and(|options| options.include_usage);
-        return Ok(stream(header, text, answers, include_usage));
+        return stream(header, text, answers, include_usage);
     }
     collect(header, text, answers).await
 }
@@ -282,10 +283,10 @@ struct Said {
 
 /// The id tool calls of choice `index` are named after: the completion's, and the choice's
 /// index after the first.
-fn call_id(id: &str, index: u32) -> String {
+fn call_id(id: &str, index: u32) -> Cow<'_, str> {
     match index {
-        0 => id.to_owned(),
-        _ => format!("{id}-{index}"),
+        0 => Cow::Borrowed(id),
+        _ => Cow::Owned(format!("{id}-{index}")),
     }
 }
 
@@ -308,7 +309,7 @@ async fn collect(
         let delta = match event {
             TextEvent::Delta { text, log_probs } => {
                 said.log_probs.extend(log_probs);
-                answer.push(&text, &id)
+                answer.push(text, &id)
             }
             TextEvent::Done { reason, usage } => {
                 choices::add_usage(&mut total, usage, index == 0);
@@ -365,29 +366,45 @@ struct Streaming {
     held: Vec<TokenLogProb>,
 }
 
+/// The chunks one step of a stream sends, in this order: new text, the choice's finish, and
+/// the usage chunk after the last choice's finish.
+#[derive(Default)]
+struct Step {
+    delta: Option<ChatChunkChoice>,
+    finish: Option<ChatChunkChoice>,
+    usage: Option<UsageBody>,
+}
+
+impl Step {
+    fn write(&self, head: &ChunkHead, events: &mut sse::EventWriter<'_>) {
+        for choice in [&self.delta, &self.finish].into_iter().flatten() {
+            events.json_with(|out| head.write(Some(choice), None, out));
+        }
+        if let Some(usage) = &self.usage {
+            events.json_with(|out| head.write(None, Some(usage), out));
+        }
+    }
+}
+
 fn stream(
     header: Header,
     text: ChoiceStream,
     answers: Vec<Answer>,
     include_usage: bool,
-) -> Response {
+) -> Result<Response, ApiError> {
+    let head = ChunkHead::new(&header.id, header.created, &header.model).map_err(|error| {
+        dynamo_core::Error::internal(format!("cannot serialise a chunk: {error}"))
+    })?;
     let shaper = header.clone();
-    let id = header.id.clone();
-    let chunk = move |index: u32,
-                      delta: ChatDelta,
-                      logprobs: Option<ChatLogProbs>,
-                      finish_reason: Option<String>| ChatCompletionChunk {
-        id: header.id.clone(),
-        object: "chat.completion.chunk".to_owned(),
-        created: header.created,
-        model: header.model.clone(),
-        choices: vec![ChatChunkChoice {
-            index,
-            delta,
-            logprobs,
-            finish_reason,
-        }],
-        usage: None,
+    let id = header.id;
+    let choice = |index: u32,
+                  delta: ChatDelta,
+                  logprobs: Option<ChatLogProbs>,
+                  finish_reason: Option<String>| ChatChunkChoice {
+        index,
+        delta,
+        logprobs,
+        finish_reason,
     };
     let n = u32::try_from(answers.len()).unwrap_or(u32::MAX);
     let firsts: Vec<_> = (0..n)
@@ -397,7 +414,10 @@ fn stream(
                 content: Some(String::new()),
                 ..ChatDelta::default()
             };
-            Ok(chunk(index, role, None, None))
+            Ok(Step {
+                delta: Some(choice(index, role, None, None)),
+                ..Step::default()
+            })
         })
         .collect();
     let mut choices: Vec<Streaming> = answers
@@ -409,28 +429,28 @@ fn stream(
         })
         .collect();
     let (mut total, mut finished) = (Usage::default(), 0);
-    let chunks = text.map_ok(move |(index, event)| {
-        let Some(choice) = choices.get_mut(index as usize) else {
-            return stream::iter(Vec::new());
+    let steps = text.map(move |item| {
+        let (index, event) = item?;
+        let mut step = Step::default();
+        let Some(streaming) = choices.get_mut(index as usize) else {
+            return Ok(step);
         };
         let id = call_id(&id, index);
         let (delta, done) = match event {
             TextEvent::Delta { text, log_probs } => {
-                choice.held.extend(log_probs);
-                (choice.answer.push(&text, &id), None)
+                streaming.held.extend(log_probs);
+                (streaming.answer.push(text, &id), None)
             }
-            TextEvent::Done { reason, usage } => (choice.answer.finish(&id), Some((reason, usage))),
+            TextEvent::Done { reason, usage } => {
+                (streaming.answer.finish(&id), Some((reason, usage)))
+            }
         };
-        let mut out = Vec::new();
         let has_text =
             !delta.content.is_empty() || !delta.reasoning.is_empty() || !delta.calls.is_empty();
-        if has_text || (done.is_some() && !choice.held.is_empty()) {
-            let logprobs = match shaper.shape(&choice.held) {
-                Ok(logprobs) => logprobs,
-                Err(error) => return stream::iter(vec![Err(error)]),
-            };
-            choice.held.clear();
-            choice.made_calls |= !delta.calls.is_empty();
+        if has_text || (done.is_some() && !streaming.held.is_empty()) {
+            let logprobs = shaper.shape(&streaming.held)?;
+            streaming.held.clear();
+            streaming.made_calls |= !delta.calls.is_empty();
             let tool_calls = (!delta.calls.is_empty()).then(|| {
                 delta
                     .calls
@@ -449,26 +469,29 @@ fn stream(
                 reasoning_content: (!delta.reasoning.is_empty()).then_some(delta.reasoning),
                 tool_calls,
             };
-            out.push(chunk(index, delta, logprobs, None));
+            step.delta = Some(choice(index, delta, logprobs, None));
         }
         if let Some((reason, usage)) = done {
-            let reason = match choice.made_calls && !choice.answer.cut_short(reason) {
+            let reason = match streaming.made_calls && !streaming.answer.cut_short(reason) {
                 true => "tool_calls".to_owned(),
                 false => reason.as_openai_str().to_owned(),
             };
-            out.push(chunk(index, ChatDelta::default(), None, Some(reason)));
+            step.finish = Some(choice(index, ChatDelta::default(), None, Some(reason)));
             choices::add_usage(&mut total, usage, index == 0);
             finished += 1;
             if include_usage && finished == n {
-                let mut last = chunk(0, ChatDelta::default(), None, None);
-                last.choices.clear();
-                last.usage = Some(UsageBody::from(total));
-                out.push(last);
+                step.usage = Some(UsageBody::from(total));
             }
         }
-        stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>())
+        Ok(step)
     });
-    sse::respond(stream::iter(firsts).chain(chunks.try_flatten()))
+    Ok(sse::respond_with(
+        stream::iter(firsts).chain(steps),
+        move |step: Result<Step, ApiError>, events| match step {
+            Ok(step) => step.write(&head, events),
+            Err(error) => events.error(&error),
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 mod answer;
 mod auth;
 mod chat;
+mod chat_chunk;
 mod choices;
 mod completions;
 mod embeddings;

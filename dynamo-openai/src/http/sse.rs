@@ -1,6 +1,6 @@
 //! Server-sent events: one `data:` line of JSON per chunk, then `data: [DONE]`, with a comment
 //! (`:`) after every 15 s of silence. The events ready when the body is polled leave together,
-//! in one HTTP chunk (see [`Coalesce`]).
+//! in one HTTP chunk (see [`SseFrames`] and [`Coalesce`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,10 +9,11 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::http::header;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt, stream};
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
@@ -24,26 +25,169 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The most bytes of ready events joined into one body frame.
 const MAX_FRAME: usize = 64 << 10;
 
+/// The room a body frame starts with, at least.
+const MIN_CAPACITY: usize = 512;
+
+/// The keep-alive comment, as axum writes it.
+const COMMENT: &[u8] = b":\n\n";
+
+/// The event that ends every stream.
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
 /// An SSE response of `chunks`. An error mid-stream is sent as one `data:` event holding an
 /// OpenAI error body, and the stream then ends with `[DONE]` as usual.
 pub(crate) fn respond<T, S>(chunks: S) -> Response
 where
-    T: Serialize,
+    T: Serialize + 'static,
     S: Stream<Item = Result<T, ApiError>> + Send + 'static,
 {
-    let events = chunks
-        .map(|chunk| {
-            let data = match chunk {
-                Ok(chunk) => serde_json::to_string(&chunk),
-                Err(error) => serde_json::to_string(&error.body()),
-            };
-            let data = data.unwrap_or_else(|error| {
-                format!("{{\"error\":{{\"message\":\"cannot serialise a chunk: {error}\",\"type\":\"server_error\"}}}}")
-            });
-            Event::default().data(data)
-        })
-        .chain(stream::once(async { Event::default().data("[DONE]") }));
-    events_response(events)
+    respond_with(chunks, |chunk, events| match chunk {
+        Ok(chunk) => events.json(&chunk),
+        Err(error) => events.error(&error),
+    })
+}
+
+/// An SSE response of `items`, each written as zero or more `data:` events by `write`, then
+/// `data: [DONE]`; the same bytes as [`Sse`] of those events with axum's headers, built without
+/// an [`Event`] (and its buffer) per event.
+pub(crate) fn respond_with<I, S, W>(items: S, write: W) -> Response
+where
+    I: 'static,
+    S: Stream<Item = I> + Send + 'static,
+    W: FnMut(I, &mut EventWriter<'_>) + Send + Unpin + 'static,
+{
+    let frames = SseFrames::new(items.boxed(), write, MAX_FRAME);
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(frames),
+    )
+        .into_response()
+}
+
+/// Appends `data:` events to a body frame.
+pub(crate) struct EventWriter<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl EventWriter<'_> {
+    /// One event of the JSON `write` appends (compact JSON has no line breaks, so it is one
+    /// `data:` line). If `write` fails, what it wrote is taken back and the event holds an
+    /// error body instead.
+    pub(crate) fn json_with(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>,
+    ) {
+        let start = self.out.len();
+        self.out.extend_from_slice(b"data: ");
+        if let Err(error) = write(self.out) {
+            self.out.truncate(start + b"data: ".len());
+            let message = format!(
+                "{{\"error\":{{\"message\":\"cannot serialise a chunk: {error}\",\"type\":\"server_error\"}}}}"
+            );
+            self.out.extend_from_slice(message.as_bytes());
+        }
+        self.out.extend_from_slice(b"\n\n");
+    }
+
+    /// One event of `value` as JSON.
+    pub(crate) fn json<T: Serialize>(&mut self, value: &T) {
+        self.json_with(|out| serde_json::to_writer(out, value));
+    }
+
+    /// One event of `error`'s OpenAI error body.
+    pub(crate) fn error(&mut self, error: &ApiError) {
+        self.json(&error.body());
+    }
+}
+
+/// The body of [`respond_with`]: each poll takes the first item (waiting for it), writes its
+/// events, then writes those of every item after it that is ready without waiting, up to
+/// `limit` bytes, and yields them as one frame; `data: [DONE]` joins the frame in which the
+/// items end. After [`KEEP_ALIVE`] without an event it yields a comment.
+///
+/// It does at once what axum's `Sse` body under [`KeepAlive`] and [`Coalesce`] did, with the
+/// same bytes at the same times: one buffer per frame instead of a string, an event buffer and
+/// a copy per event, and one clock read per frame.
+///
+/// Cancel safety: dropping it drops `items`; nothing it has taken is held across a poll.
+struct SseFrames<I, W> {
+    items: BoxStream<'static, I>,
+    write: W,
+    limit: usize,
+    timer: Pin<Box<Sleep>>,
+    /// When the last frame left.
+    last: Instant,
+    /// The items have ended (and `[DONE]` has been written).
+    ended: bool,
+    /// The length of the last frame, which the next one starts with room for (a stream's
+    /// frames are alike: one event each, or a whole answer each).
+    last_length: usize,
+}
+
+impl<I, W> SseFrames<I, W> {
+    fn new(items: BoxStream<'static, I>, write: W, limit: usize) -> Self {
+        let last = Instant::now();
+        SseFrames {
+            items,
+            write,
+            limit,
+            timer: Box::pin(tokio::time::sleep_until(last + KEEP_ALIVE)),
+            last,
+            ended: false,
+            last_length: 0,
+        }
+    }
+}
+
+impl<I, W> Stream for SseFrames<I, W>
+where
+    W: FnMut(I, &mut EventWriter<'_>) + Unpin,
+{
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let mut out = Vec::new();
+        while out.len() < this.limit {
+            match this.items.poll_next_unpin(cx) {
+                Poll::Ready(Some(item)) => {
+                    if out.capacity() == 0 {
+                        out.reserve(this.last_length.clamp(MIN_CAPACITY, this.limit));
+                    }
+                    (this.write)(item, &mut EventWriter { out: &mut out });
+                }
+                Poll::Ready(None) => {
+                    out.extend_from_slice(DONE);
+                    this.ended = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        // An item may write no event (a step that releases no text): wait for the next.
+        if !out.is_empty() {
+            this.last = Instant::now();
+            this.last_length = out.len();
+            return Poll::Ready(Some(Ok(Bytes::from(out))));
+        }
+        loop {
+            ready!(this.timer.as_mut().poll(cx));
+            let due = this.last + KEEP_ALIVE;
+            let now = Instant::now();
+            if now >= due {
+                this.last = now;
+                this.timer.as_mut().reset(now + KEEP_ALIVE);
+                return Poll::Ready(Some(Ok(Bytes::from_static(COMMENT))));
+            }
+            this.timer.as_mut().reset(due);
+        }
+    }
 }
 
 /// An SSE response of `events`, with keep-alive comments, the events that are ready together
@@ -193,6 +337,8 @@ impl Stream for KeepAlive {
 
 #[cfg(test)]
 mod tests {
+    use futures::stream;
+
     use super::*;
 
     /// The body's frames as they arrive, each with the time it came.
@@ -295,5 +441,52 @@ mod tests {
             .map(|(when, text)| (*when, text.as_str()))
             .collect();
         assert_eq!(seen, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn written_events_get_the_same_comments_and_an_item_without_events_sends_nothing() {
+        let secs = Duration::from_secs;
+        // Items at 0, 20 and 40 s; the one at 20 s writes no event, so the silence from 0 to
+        // 40 s gets comments at 15 and 30 s, and no empty frame leaves at 20 s.
+        let start = Instant::now();
+        let items = stream::iter([0u64, 20, 40]).then(move |second| async move {
+            tokio::time::sleep_until(start + secs(second)).await;
+            second
+        });
+        let response = respond_with(items, |second, events| {
+            if second != 20 {
+                events.json(&second);
+            }
+        });
+        let seen = frames(response).await;
+        let expected = [
+            (secs(0), "data: 0\n\n"),
+            (secs(15), ":\n\n"),
+            (secs(30), ":\n\n"),
+            (secs(40), "data: 40\n\ndata: [DONE]\n\n"),
+        ];
+        let seen: Vec<(Duration, &str)> = seen
+            .iter()
+            .map(|(when, text)| (*when, text.as_str()))
+            .collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_cannot_be_serialised_is_an_error_event() {
+        /// Serialisation that always fails.
+        struct Broken;
+        impl Serialize for Broken {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("broken"))
+            }
+        }
+        let response = respond(stream::iter([Ok::<_, ApiError>(Broken)]));
+        let seen = frames(response).await;
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            seen[0].1,
+            "data: {\"error\":{\"message\":\"cannot serialise a chunk: broken\",\"type\":\"server_error\"}}\n\ndata: [DONE]\n\n"
+        );
     }
 }
