@@ -6,6 +6,8 @@
 //! when the connection ends in the middle of an event (a stream cut mid-chunk is a failed
 //! attempt to retry elsewhere, never a short answer).
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BytesMut};
 
 /// Why the byte stream is not a well-formed event stream.
@@ -52,6 +54,9 @@ pub struct SseEvent {
 pub struct SseDecoder {
     buffer: BytesMut,
     limit: usize,
+    /// Bytes at the front of `buffer` that belong to an event already handed out by
+    /// [`next_data`](Self::next_data), dropped at the next call.
+    consumed: usize,
 }
 
 impl SseDecoder {
@@ -60,6 +65,7 @@ impl SseDecoder {
         SseDecoder {
             buffer: BytesMut::new(),
             limit,
+            consumed: 0,
         }
     }
 
@@ -69,6 +75,7 @@ impl SseDecoder {
     ///
     /// [`SseError::TooLarge`] when the unfinished event would pass the limit.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), SseError> {
+        self.drop_consumed();
         self.buffer.extend_from_slice(bytes);
         if self.buffer.len() > self.limit && self.event_end().is_none() {
             return Err(SseError::TooLarge { limit: self.limit });
@@ -79,12 +86,36 @@ impl SseDecoder {
     /// The next complete event, if one has arrived. Events with no `data:` line (comments,
     /// keep-alives) are skipped.
     pub fn next_event(&mut self) -> Option<SseEvent> {
+        self.drop_consumed();
         loop {
             let (end, separator) = self.event_end()?;
-            let raw = self.buffer.split_to(end);
-            self.buffer.advance(separator);
-            if let Some(event) = parse_event(&raw) {
-                return Some(event);
+            let event = parse_event(&self.buffer[..end]);
+            self.buffer.advance(end + separator);
+            if event.is_some() {
+                return event;
+            }
+        }
+    }
+
+    /// The `data` of the next complete event, as [`next_event`](Self::next_event) gives it
+    /// (without its `event:` name), borrowed from the decoder's buffer where it can be: an
+    /// event of one `data:` line in UTF-8, as servers send JSON, is not copied.
+    pub fn next_data(&mut self) -> Option<Cow<'_, str>> {
+        self.drop_consumed();
+        loop {
+            let (end, separator) = self.event_end()?;
+            if let Some(range) = single_data_line(&self.buffer[..end]) {
+                self.consumed = end + separator;
+                let line = &self.buffer[range];
+                return Some(match std::str::from_utf8(line) {
+                    Ok(text) => Cow::Borrowed(text),
+                    Err(_) => String::from_utf8_lossy(line),
+                });
+            }
+            let event = parse_event(&self.buffer[..end]);
+            self.buffer.advance(end + separator);
+            if let Some(event) = event {
+                return Some(Cow::Owned(event.data));
             }
         }
     }
@@ -95,20 +126,25 @@ impl SseDecoder {
     ///
     /// [`SseError::Truncated`] when bytes other than whitespace follow the last event.
     pub fn finish(&self) -> Result<(), SseError> {
-        if self.buffer.iter().all(u8::is_ascii_whitespace) {
+        let pending = &self.buffer[self.consumed..];
+        if pending.iter().all(u8::is_ascii_whitespace) {
             Ok(())
         } else {
             Err(SseError::Truncated {
-                pending: self.buffer.len(),
+                pending: pending.len(),
             })
         }
+    }
+
+    fn drop_consumed(&mut self) {
+        self.buffer.advance(std::mem::take(&mut self.consumed));
     }
 
     /// Where the first complete event ends, and the length of the blank line after it.
     fn event_end(&self) -> Option<(usize, usize)> {
         let bytes = &self.buffer[..];
         let mut at = 0;
-        while let Some(offset) = bytes[at..].iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(offset) = line_break(&bytes[at..]) {
             let line_end = at + offset;
             let after = line_end + newline_len(&bytes[line_end..])?;
             match bytes.get(after) {
@@ -124,6 +160,35 @@ impl SseDecoder {
     }
 }
 
+/// Where the first `\n` or `\r` of `bytes` is. Eight bytes at a time: an event is a line of
+/// JSON a few hundred bytes long, and a byte-by-byte search was most of the decoder's time.
+fn line_break(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// A word whose bytes that are zero have their high bit set; the lowest set bit is the
+    /// first zero byte (a borrow only sets bits above it).
+    fn zeros(word: u64) -> u64 {
+        word.wrapping_sub(ONES) & !word & HIGHS
+    }
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let mut eight = [0; 8];
+        eight.copy_from_slice(word);
+        let word = u64::from_le_bytes(eight);
+        let found =
+            zeros(word ^ (ONES * u64::from(b'\n'))) | zeros(word ^ (ONES * u64::from(b'\r')));
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    let rest = words.remainder();
+    rest.iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .map(|offset| at + offset)
+}
+
 /// The length of the line ending at the start of `bytes`: 1 or 2 (`\r\n`), or `None` when a
 /// `\r` is the last byte so far (a `\n` may follow).
 fn newline_len(bytes: &[u8]) -> Option<usize> {
@@ -132,6 +197,17 @@ fn newline_len(bytes: &[u8]) -> Option<usize> {
         [b'\r'] => None,
         _ => Some(1),
     }
+}
+
+/// Where the value of `raw`'s one line is, when that line is a `data:` field: the common
+/// event, whose data is that value as it stands.
+fn single_data_line(raw: &[u8]) -> Option<std::ops::Range<usize>> {
+    let value = raw.strip_prefix(b"data:")?;
+    if line_break(value).is_some() {
+        return None;
+    }
+    let skip = usize::from(value.first() == Some(&b' '));
+    Some(raw.len() - value.len() + skip..raw.len())
 }
 
 fn parse_event(raw: &[u8]) -> Option<SseEvent> {
@@ -177,6 +253,84 @@ mod tests {
             got.extend(events(&mut decoder));
             assert_eq!(got, ["one", "two\nlines", "[DONE]"], "cut at {cut}");
             assert!(decoder.finish().is_ok());
+        }
+    }
+
+    #[test]
+    fn borrowed_data_is_the_events_data_wherever_the_stream_is_cut() {
+        let stream = "data: {\"a\":1}\n\n: keep-alive\n\ndata:x\r\n\r\nevent: x\ndata: two\ndata: lines\n\n\
+                      data\n\ndata: caf\u{e9} \u{1f600}\n\ndata: [DONE]\n\n";
+        let mut bytes = stream.as_bytes().to_vec();
+        // Bytes that are not UTF-8 read as U+FFFD, as in `next_event`.
+        bytes.extend_from_slice(b"data: \xff\xfe!\n\n");
+        let expected = [
+            "{\"a\":1}",
+            "x",
+            "two\nlines",
+            "",
+            "caf\u{e9} \u{1f600}",
+            "[DONE]",
+            "\u{fffd}\u{fffd}!",
+        ];
+        for cut in 0..bytes.len() {
+            let mut decoder = SseDecoder::new(1024);
+            let mut got = Vec::new();
+            decoder.push(&bytes[..cut]).unwrap();
+            while let Some(data) = decoder.next_data() {
+                got.push(data.into_owned());
+            }
+            decoder.push(&bytes[cut..]).unwrap();
+            while let Some(data) = decoder.next_data() {
+                got.push(data.into_owned());
+            }
+            assert_eq!(got, expected, "cut at {cut}");
+            assert!(decoder.finish().is_ok());
+            // The same events, one way or the other in turn.
+            let mut decoder = SseDecoder::new(1024);
+            decoder.push(&bytes).unwrap();
+            let mut alternate = Vec::new();
+            for turn in 0.. {
+                let data = match turn % 2 {
+                    0 => decoder.next_data().map(Cow::into_owned),
+                    _ => decoder.next_event().map(|event| event.data),
+                };
+                let Some(data) = data else { break };
+                alternate.push(data);
+            }
+            assert_eq!(alternate, expected);
+        }
+        // A cut after a borrowed event still counts only what follows it.
+        let mut decoder = SseDecoder::new(1024);
+        decoder.push(b"data: 1\n\ndata: 2").unwrap();
+        assert_eq!(decoder.next_data().as_deref(), Some("1"));
+        assert!(decoder.next_data().is_none());
+        assert_eq!(decoder.finish(), Err(SseError::Truncated { pending: 7 }));
+    }
+
+    #[test]
+    fn a_line_break_is_found_at_every_place_among_bytes_close_to_it() {
+        // Bytes that differ from a line break by one bit, or by the high bit, and zeros.
+        let others = [b'a', 0x0b, 0x09, 0x0c, 0x8a, 0x8d, 0x00, 0xff, 0x0e, 0x2a];
+        for length in 0..40 {
+            for (turn, &other) in others.iter().enumerate() {
+                let filler: Vec<u8> = (0..length)
+                    .map(|i| others[(i + turn) % others.len()].max(other))
+                    .collect();
+                assert_eq!(
+                    line_break(&filler),
+                    filler.iter().position(|&b| b == b'\n' || b == b'\r')
+                );
+                for at in 0..length {
+                    for line_end in [b'\n', b'\r'] {
+                        let mut bytes = filler.clone();
+                        bytes[at] = line_end;
+                        if at + 1 < length {
+                            bytes[at + 1] = b'\n';
+                        }
+                        assert_eq!(line_break(&bytes), Some(at), "{bytes:?}");
+                    }
+                }
+            }
         }
     }
 

@@ -4,11 +4,14 @@
 //! [`whole_answer`], the same handler over an answer that comes in one body.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use dynamo_core::{Error, TokenChunk, TokenStream};
-use futures::StreamExt;
-use http_body_util::BodyExt;
-use tokio_util::sync::CancellationToken;
+use futures::{Stream, StreamExt};
+use hyper::body::Body;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::client::read_body;
 use crate::connection::ResponseBody;
@@ -62,7 +65,7 @@ pub fn event_stream<H: EventHandler>(
     max_event: usize,
     cancel: CancellationToken,
 ) -> TokenStream {
-    let state = Reader {
+    let reader = Reader {
         body,
         decoder: SseDecoder::new(max_event),
         handler,
@@ -70,12 +73,9 @@ pub fn event_stream<H: EventHandler>(
         done: false,
         error: None,
         cancel: cancel.clone(),
+        cancelled: None,
     };
-    let stream = futures::stream::unfold(state, |mut state| async move {
-        let item = state.next().await?;
-        Some((item, state))
-    });
-    TokenStream::new(stream, cancel)
+    TokenStream::new(reader, cancel)
 }
 
 /// The [`TokenStream`] of an answer that comes whole in `body` (at most `max_body` bytes),
@@ -158,6 +158,9 @@ fn merge(chunk: &mut TokenChunk, next: TokenChunk) {
     chunk.usage = next.usage;
 }
 
+/// The stream of [`event_stream`], polled in place: a loop over `async` reads (with
+/// `futures::stream::unfold`) moved the reader, whose response body holds its connection,
+/// into and out of a future at every chunk.
 struct Reader<H> {
     body: ResponseBody,
     decoder: SseDecoder,
@@ -168,55 +171,85 @@ struct Reader<H> {
     /// The error that ended the answer, passed on after the queued chunks.
     error: Option<Error>,
     cancel: CancellationToken,
+    /// Wakes the reader when `cancel` fires while it waits for the body; made the first time
+    /// it waits.
+    cancelled: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
-impl<H: EventHandler> Reader<H> {
-    async fn next(&mut self) -> Option<Result<TokenChunk, Error>> {
+// Nothing of a reader is pinned in place: it is only ever polled through `&mut`, its fields
+// included (the cancellation future is pinned in its own box).
+impl<H> Unpin for Reader<H> {}
+
+impl<H: EventHandler> Stream for Reader<H> {
+    type Item = Result<TokenChunk, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            if let Some(chunk) = take_merged(&mut self.pending) {
-                return Some(Ok(chunk));
+            if let Some(chunk) = take_merged(&mut this.pending) {
+                return Poll::Ready(Some(Ok(chunk)));
             }
             // The chunks queued before an error go first, then the error.
-            if let Some(error) = self.error.take() {
-                return Some(Err(error));
+            if let Some(error) = this.error.take() {
+                return Poll::Ready(Some(Err(error)));
             }
-            if self.done {
-                return None;
+            if this.done {
+                return Poll::Ready(None);
             }
-            if let Err(error) = self.read().await {
-                self.done = true;
-                self.error = Some(error);
+            if let Err(error) = ready!(this.poll_read(cx)) {
+                this.done = true;
+                this.error = Some(error);
             }
         }
     }
+}
 
-    /// Read one frame of the body and hand the events it completes to the handler.
-    async fn read(&mut self) -> Result<(), Error> {
-        let frame = tokio::select! {
-            frame = self.body.frame() => frame,
-            () = self.cancel.cancelled() => return Err(Error::Cancelled),
+impl<H: EventHandler> Reader<H> {
+    /// Read one frame of the body and hand the events it completes to the handler; a
+    /// cancelled request reads nothing more.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.cancel.is_cancelled() {
+            return Poll::Ready(Err(Error::Cancelled));
+        }
+        let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                let cancel = &self.cancel;
+                let cancelled = self
+                    .cancelled
+                    .get_or_insert_with(|| Box::pin(cancel.clone().cancelled_owned()));
+                return match cancelled.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(Error::Cancelled)),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
         };
         let data = match frame {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
-                Err(_trailers) => return Ok(()),
+                Err(_trailers) => return Poll::Ready(Ok(())),
             },
             Some(Err(error)) => {
-                return Err(Error::unavailable("the upstream stream failed").with_source(error));
+                let error = Error::unavailable("the upstream stream failed").with_source(error);
+                return Poll::Ready(Err(error));
             }
             None => {
                 self.done = true;
                 if let Err(cut) = self.decoder.finish() {
-                    return Err(Error::unavailable(cut.to_string()));
+                    return Poll::Ready(Err(Error::unavailable(cut.to_string())));
                 }
-                return self.handler.on_end(&mut self.pending);
+                return Poll::Ready(self.handler.on_end(&mut self.pending));
             }
         };
+        Poll::Ready(self.on_data(&data))
+    }
+
+    fn on_data(&mut self, data: &[u8]) -> Result<(), Error> {
         self.decoder
-            .push(&data)
+            .push(data)
             .map_err(|error| Error::internal(error.to_string()))?;
-        while let Some(event) = self.decoder.next_event() {
-            if self.handler.on_event(&event.data, &mut self.pending)? {
+        while let Some(data) = self.decoder.next_data() {
+            if self.handler.on_event(&data, &mut self.pending)? {
                 self.done = true;
                 break;
             }
