@@ -91,21 +91,25 @@ impl Loads {
             holders: 0,
             reported: Reported::Nothing,
         };
-        let (mut lowest, mut highest) = (u64::MAX, 0);
+        // The holders are counted in a local, not in `loads`' field, and the capacities' range
+        // is taken in a pass of its own: a count read back from memory at each worker (for
+        // want of registers) put a store and a load in the copy's chain.
+        let mut holders = 0usize;
         for (i, worker) in workers.iter().take(n).enumerate() {
             loads.requests[i] = worker.load.active_requests;
             loads.prefill_tokens[i] = worker.load.active_prefill_tokens;
             loads.decode_blocks[i] = worker.load.active_decode_blocks;
-            let capacity = worker.load.kv_capacity_blocks.unwrap_or(0);
-            loads.capacity[i] = capacity;
-            lowest = lowest.min(capacity);
-            highest = highest.max(capacity);
+            loads.capacity[i] = worker.load.kv_capacity_blocks.unwrap_or(0);
             // Without a branch: written at the next place, which moves on if it holds some.
-            loads.holding[loads.holders % BATCH] = i as u8;
+            loads.holding[holders % BATCH] = i as u8;
             let cached = &worker.cached;
             let some = worker.in_flight | cached.device | cached.host | cached.disk | cached.remote;
-            loads.holders += usize::from(some != 0);
+            holders += usize::from(some != 0);
         }
+        loads.holders = holders;
+        let capacities = &loads.capacity[..n];
+        let lowest = capacities.iter().copied().fold(u64::MAX, u64::min);
+        let highest = capacities.iter().copied().fold(0, u64::max);
         loads.reported = if highest == 0 {
             Reported::Nothing
         } else if lowest == highest {
