@@ -12,7 +12,7 @@
 //! | part | trait | implementations |
 //! |---|---|---|
 //! | request plane | [`Transport`]: serve an engine at an address, reach one as an engine | [`InProcess`] (one process), [`Tcp`] (framed TCP, [`tcp`]; TLS and mutual TLS with [`tcp::PlaneTls`]) |
-//! | event plane | [`events::EventPlane`]: publish and subscribe to KV events and load reports | [`events::LocalBus`] (in process), `events::NatsEvents` (feature `nats`) |
+//! | event plane | [`events::EventPlane`]: publish and subscribe to KV events, workers' load reports, frontends' traffic reports, resync requests and router replicas' messages | [`events::LocalBus`] (in process), `events::NatsEvents` (feature `nats`) |
 //! | discovery | [`discovery::Discovery`]: the registered workers, as tower `Change`s | [`discovery::StaticDiscovery`], [`discovery::DirectoryDiscovery`], `discovery::EtcdDiscovery` (feature `etcd`) |
 //! | engine events | — | [`engine_events`]: vLLM / SGLang KV events decoded from their msgpack batches; `engine_events::EngineEventSource` reads them over ZMQ with replay (feature `zmq`) |
 //!
