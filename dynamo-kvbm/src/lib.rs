@@ -4,13 +4,13 @@
 //! An LLM engine keeps each sequence's keys and values (its KV cache) in fixed-size blocks of
 //! `block_size` tokens. A block is identified by the sequence hash of its tokens and everything
 //! before them ([`dynamo_core::BlockHasher`]), so two requests that share a prompt prefix share
-//! its blocks. This crate owns those blocks in four layers, each usable alone:
+//! its blocks. This crate owns those blocks in five layers, each usable alone:
 //!
 //! | layer | what it does | types |
 //! |---|---|---|
 //! | device pool | which of the engine's `N` device blocks holds what; prefix reuse; eviction of released blocks, least recently released first; `Stored`/`Removed` events | [`BlockPool`], with type-state handles [`PrivateBlock`] and [`PinnedBlock`] |
 //! | tier bookkeeping | which blocks a lower tier holds within its capacity, what it evicts ([`EvictionPolicy`]: [`Lru`], [`LeavesFirst`]), what it admits ([`AdmissionFilter`]: [`SeenTwice`] keeps one-off prefixes off a disk), tier-tagged events | [`TierIndex`] |
-//! | storage | the bytes: put / get / contains / remove fixed-size blocks by hash | [`BlockStore`]: [`HostStore`] (G2, one slab), [`DiskStore`] (G3, one preallocated file, `O_DIRECT`), [`ObjectStoreBlocks`] (G4, any `object_store` backend: S3, GCS, Azure, a local directory) |
+//! | storage | the bytes: put / get / contains / remove fixed-size blocks by hash | [`BlockStore`]: [`HostStore`] (G2, one slab), [`DiskStore`] (G3, one preallocated file, `O_DIRECT`), [`ObjectStoreBlocks`] (G4, any `object_store` backend: S3, GCS, Azure, a local directory); `DeviceStore` (G1, GPU memory, feature `cuda`) |
 //! | the hierarchy | the tiers below a device pool: offload on eviction (host on the engine's thread, the tiers below through a bounded queue and a batching worker), onboard a request's continuation, counters | [`LowerTiers`], [`OffloadWorker`] |
 //! | the data plane | a prompt's blocks from a prefill worker to a decode worker: a bounded, leased outbox; reads in place within a process, pulls over TCP across processes (or NIXL READs of host memory, `nixl`: `NixlSource`, `NixlFetch`) | [`KvExports`], [`KvFetch`]: [`LocalExports`], [`TcpFetch`], [`KvFetcher`]; [`serve_exports`] |
 //!
@@ -20,7 +20,7 @@
 //! from the prefill worker's block server over TCP into a bounded landing store, and releases
 //! them. The [`transfer`] module shows both.
 //!
-//! The candle engine (`dynamo-candle`) uses all four with real bytes. The simulator
+//! The candle engine (`dynamo-candle`) uses all five with real bytes. The simulator
 //! (`dynamo-mocker`) uses the pool and the bookkeeping with a transfer-time model instead of
 //! bytes, which is how `dynamo-replay --host-blocks N` answers "what would a host tier of N
 //! blocks buy on this trace?".
