@@ -1,7 +1,8 @@
 //! A reference LLM engine on [candle](https://github.com/huggingface/candle): it runs a
-//! llama-family GGUF model (SmolLM2-135M-Instruct in our tests and demo) on the CPU, or on an
-//! NVIDIA GPU with the `cuda` feature, behind the same [`Engine`](dynamo_core::Engine) interface
-//! as every other engine, so that the gateway, the router and the KV events see a real model.
+//! llama-family GGUF model (SmolLM2-135M-Instruct in our tests and demo) on the CPU (the `cuda`
+//! feature moves its matrix products to an NVIDIA GPU; not yet run on one), behind the same
+//! [`Engine`](dynamo_core::Engine) interface as every other engine, so that the gateway, the
+//! router and the KV events see a real model.
 //!
 //! - **Many requests per worker.** Requests queue in a bounded
 //!   [`QueuedEngine`](dynamo_core::QueuedEngine): while it is full the engine is not ready
@@ -27,7 +28,8 @@
 //!   over TCP from the prefill worker's block server) before it is queued, onboards them as
 //!   prefix-cache hits and computes only the tokens after the last full block. Greedy answers
 //!   are token for token the aggregated ones (`tests/disaggregated.rs`).
-//! - **Sampling**: greedy, temperature, top-k, top-p, seeded; stop tokens (and the model's EOS
+//! - **Sampling**: greedy, temperature, top-k, top-p, seeded (min-p and the presence,
+//!   frequency and repetition penalties are not applied); stop tokens (and the model's EOS
 //!   unless `ignore_eos`), `min_tokens`, `max_tokens`; dropping the stream frees the sequence's
 //!   blocks at the next step.
 //! - **Output formats.** A request with a [`format`](dynamo_core::GenerateRequest::format) (a
@@ -57,7 +59,7 @@
 //!
 //! | feature | what it enables | default |
 //! |---|---|---|
-//! | `cuda` | runs the model on an NVIDIA GPU (candle's CUDA backend); needs `nvcc` and `CUDA_COMPUTE_CAP` at build time, see `docs/engines.md` | no |
+//! | `cuda` | candle's CUDA backend: the matrix products on an NVIDIA GPU (`Device::new_cuda`), while the KV store and attention stay on the CPU; needs `nvcc` and `CUDA_COMPUTE_CAP` at build time; not built in CI nor run on a GPU yet, see `docs/engines.md` | no |
 
 mod config;
 mod embed;
