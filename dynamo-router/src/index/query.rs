@@ -132,6 +132,10 @@ struct Walk {
     pending: u32,
 }
 
+/// The device tier's bit in a resident's tier mask (`tier_bit(StorageTier::Device)`; the fastest
+/// tier, when it is set).
+const DEVICE: u8 = 1;
+
 /// Live workers kept without allocating.
 const INLINE: usize = 8;
 
@@ -208,13 +212,19 @@ impl Walk {
             let live = alive[k];
             let slot = slot_of(live);
             let mut overlap = counts[k];
-            overlap.add_n(fastest_tier(tiers_of(live)), pending);
             while j < residents.len() && slot_of(residents[j]) < slot {
                 j += 1;
             }
             match residents.get(j) {
                 Some(&resident) if slot_of(resident) == slot => {
-                    overlap.add(fastest_tier(tiers_of(resident)));
+                    if tiers_of(live) & tiers_of(resident) & DEVICE != 0 {
+                        // The usual case, in one addition: the pending blocks and this one
+                        // are all in device memory, the fastest tier.
+                        overlap.device += pending + 1;
+                    } else {
+                        overlap.add_n(fastest_tier(tiers_of(live)), pending);
+                        overlap.add(fastest_tier(tiers_of(resident)));
+                    }
                     alive[kept] = resident;
                     counts[kept] = overlap;
                     kept += 1;
@@ -222,6 +232,7 @@ impl Walk {
                     j += 1;
                 }
                 _ => {
+                    overlap.add_n(fastest_tier(tiers_of(live)), pending);
                     if let Some(worker) = workers.id(slot) {
                         done.push((worker, overlap));
                     }
