@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use dynamo_core::{FinishReason, Usage};
 use futures::TryStreamExt;
@@ -399,20 +398,21 @@ fn stream_events(
         ended: false,
     };
     let opening = streamed.opening();
-    let steps = text
-        .scan(streamed, |streamed, event| {
-            let events = (!streamed.ended).then(|| streamed.step(event));
-            futures::future::ready(events)
-        })
-        .flat_map(stream::iter);
-    let events = stream::iter(opening).chain(steps).map(|event| {
-        let data = serde_json::to_string(&event).unwrap_or_else(|error| {
-            json!({ "type": "error", "message": format!("cannot serialise an event: {error}") })
-                .to_string()
-        });
-        Event::default().event(event.kind()).data(data)
+    let steps = text.scan(streamed, |streamed, event| {
+        let events = (!streamed.ended).then(|| streamed.step(event));
+        futures::future::ready(events)
     });
-    sse::events_response(events)
+    sse::respond_unmarked(
+        stream::iter([opening]).chain(steps),
+        |events: Vec<ResponseStreamEvent>, out| {
+            for event in &events {
+                out.named(event.kind(), event, |error| {
+                    json!({ "type": "error", "message": format!("cannot serialise an event: {error}") })
+                        .to_string()
+                });
+            }
+        },
+    )
 }
 
 #[cfg(test)]

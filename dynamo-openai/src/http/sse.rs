@@ -1,6 +1,7 @@
-//! Server-sent events: one `data:` line of JSON per chunk, then `data: [DONE]`, with a comment
-//! (`:`) after every 15 s of silence. The events ready when the body is polled leave together,
-//! in one HTTP chunk (see [`SseFrames`] and [`Coalesce`]).
+//! Server-sent events: one `data:` line of JSON per chunk, then `data: [DONE]` (or, for the
+//! Responses API, events named by an `event:` line and no end marker), with a comment (`:`)
+//! after every 15 s of silence. The events ready when the body is polled leave together, in one
+//! HTTP chunk (see [`SseFrames`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,7 +11,6 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::header;
-use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -48,15 +48,34 @@ where
 }
 
 /// An SSE response of `items`, each written as zero or more `data:` events by `write`, then
-/// `data: [DONE]`; the same bytes as [`Sse`] of those events with axum's headers, built without
-/// an [`Event`] (and its buffer) per event.
+/// `data: [DONE]`; the same bytes and headers as axum's `Sse` of those events, built without an
+/// `Event` (and its buffer) per event.
 pub(crate) fn respond_with<I, S, W>(items: S, write: W) -> Response
 where
     I: 'static,
     S: Stream<Item = I> + Send + 'static,
     W: FnMut(I, &mut EventWriter<'_>) + Send + Unpin + 'static,
 {
-    let frames = SseFrames::new(items.boxed(), write, MAX_FRAME);
+    frames_response(SseFrames::new(items.boxed(), write, MAX_FRAME, DONE))
+}
+
+/// An SSE response of `items`, each written as zero or more events by `write`, with no end
+/// marker: the stream's last event says it is the last (the Responses API's way).
+pub(crate) fn respond_unmarked<I, S, W>(items: S, write: W) -> Response
+where
+    I: 'static,
+    S: Stream<Item = I> + Send + 'static,
+    W: FnMut(I, &mut EventWriter<'_>) + Send + Unpin + 'static,
+{
+    frames_response(SseFrames::new(items.boxed(), write, MAX_FRAME, b""))
+}
+
+/// The response whose body is `frames`, with axum's SSE headers.
+fn frames_response<I, W>(frames: SseFrames<I, W>) -> Response
+where
+    I: 'static,
+    W: FnMut(I, &mut EventWriter<'_>) + Send + Unpin + 'static,
+{
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -67,7 +86,7 @@ where
         .into_response()
 }
 
-/// Appends `data:` events to a body frame.
+/// Appends events to a body frame.
 pub(crate) struct EventWriter<'a> {
     out: &'a mut Vec<u8>,
 }
@@ -80,14 +99,47 @@ impl EventWriter<'_> {
         &mut self,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>,
     ) {
-        let start = self.out.len();
-        self.out.extend_from_slice(b"data: ");
-        if let Err(error) = write(self.out) {
-            self.out.truncate(start + b"data: ".len());
-            let message = format!(
+        self.event(None, write, |error| {
+            format!(
                 "{{\"error\":{{\"message\":\"cannot serialise a chunk: {error}\",\"type\":\"server_error\"}}}}"
-            );
-            self.out.extend_from_slice(message.as_bytes());
+            )
+        });
+    }
+
+    /// One event named `name` (an `event:` line before its `data:` line) of `value` as JSON;
+    /// if `value` cannot be serialised, of the text `fallback` makes of the error instead.
+    pub(crate) fn named<T: Serialize>(
+        &mut self,
+        name: &str,
+        value: &T,
+        fallback: impl FnOnce(serde_json::Error) -> String,
+    ) {
+        self.event(
+            Some(name),
+            |out| serde_json::to_writer(out, value),
+            fallback,
+        );
+    }
+
+    /// One event, named or not, of what `write` appends as its data, or of `fallback`'s text
+    /// when it fails (what it wrote taken back). The bytes axum's `Event` writes: `event:`
+    /// first, then `data:`, then a blank line.
+    fn event(
+        &mut self,
+        name: Option<&str>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>,
+        fallback: impl FnOnce(serde_json::Error) -> String,
+    ) {
+        if let Some(name) = name {
+            self.out.extend_from_slice(b"event: ");
+            self.out.extend_from_slice(name.as_bytes());
+            self.out.push(b'\n');
+        }
+        self.out.extend_from_slice(b"data: ");
+        let data = self.out.len();
+        if let Err(error) = write(self.out) {
+            self.out.truncate(data);
+            self.out.extend_from_slice(fallback(error).as_bytes());
         }
         self.out.extend_from_slice(b"\n\n");
     }
@@ -103,24 +155,30 @@ impl EventWriter<'_> {
     }
 }
 
-/// The body of [`respond_with`]: each poll takes the first item (waiting for it), writes its
-/// events, then writes those of every item after it that is ready without waiting, up to
-/// `limit` bytes, and yields them as one frame; `data: [DONE]` joins the frame in which the
-/// items end. After [`KEEP_ALIVE`] without an event it yields a comment.
+/// The body of [`respond_with`] and [`respond_unmarked`]: each poll takes the first item
+/// (waiting for it), writes its events, then writes those of every item after it that is ready
+/// without waiting, up to `limit` bytes, and yields them as one frame; the end marker
+/// (`data: [DONE]`, or nothing) joins the frame in which the items end. After [`KEEP_ALIVE`]
+/// without an event it yields a comment.
 ///
-/// It does at once what axum's `Sse` body under [`KeepAlive`] and [`Coalesce`] did, with the
-/// same bytes at the same times: one buffer per frame instead of a string, an event buffer and
-/// a copy per event, and one clock read per frame.
+/// Every event leaves in the same order and no later than one frame per event would send it
+/// (the joining never waits); only the boundaries between HTTP chunks change, so hyper writes
+/// one chunk, with one system call, where it would write one per event. The bytes are those of
+/// axum's `Sse` body with its keep-alive, built in one buffer per frame (not a string, an event
+/// buffer and a copy per event), with one clock read per frame: axum's keep-alive resets its
+/// timer at every event, this one moves the timer only when it fires.
 ///
 /// Cancel safety: dropping it drops `items`; nothing it has taken is held across a poll.
 struct SseFrames<I, W> {
     items: BoxStream<'static, I>,
     write: W,
     limit: usize,
+    /// Written after the last item's events.
+    end: &'static [u8],
     timer: Pin<Box<Sleep>>,
     /// When the last frame left.
     last: Instant,
-    /// The items have ended (and `[DONE]` has been written).
+    /// The items have ended (and the end marker has been written).
     ended: bool,
     /// The length of the last frame, which the next one starts with room for (a stream's
     /// frames are alike: one event each, or a whole answer each).
@@ -128,12 +186,13 @@ struct SseFrames<I, W> {
 }
 
 impl<I, W> SseFrames<I, W> {
-    fn new(items: BoxStream<'static, I>, write: W, limit: usize) -> Self {
+    fn new(items: BoxStream<'static, I>, write: W, limit: usize, end: &'static [u8]) -> Self {
         let last = Instant::now();
         SseFrames {
             items,
             write,
             limit,
+            end,
             timer: Box::pin(tokio::time::sleep_until(last + KEEP_ALIVE)),
             last,
             ended: false,
@@ -158,17 +217,20 @@ where
             match this.items.poll_next_unpin(cx) {
                 Poll::Ready(Some(item)) => {
                     if out.capacity() == 0 {
-                        out.reserve(this.last_length.clamp(MIN_CAPACITY, this.limit));
+                        out.reserve(this.last_length.max(MIN_CAPACITY).min(this.limit));
                     }
                     (this.write)(item, &mut EventWriter { out: &mut out });
                 }
                 Poll::Ready(None) => {
-                    out.extend_from_slice(DONE);
+                    out.extend_from_slice(this.end);
                     this.ended = true;
                     break;
                 }
                 Poll::Pending => break,
             }
+        }
+        if out.is_empty() && this.ended {
+            return Poll::Ready(None);
         }
         // An item may write no event (a step that releases no text): wait for the next.
         if !out.is_empty() {
@@ -184,151 +246,6 @@ where
                 this.last = now;
                 this.timer.as_mut().reset(now + KEEP_ALIVE);
                 return Poll::Ready(Some(Ok(Bytes::from_static(COMMENT))));
-            }
-            this.timer.as_mut().reset(due);
-        }
-    }
-}
-
-/// An SSE response of `events`, with keep-alive comments, the events that are ready together
-/// written as one body frame.
-pub(crate) fn events_response<S>(events: S) -> Response
-where
-    S: Stream<Item = Event> + Send + 'static,
-{
-    Sse::new(KeepAlive::new(events.boxed()))
-        .into_response()
-        .map(|body| Body::from_stream(Coalesce::new(body.into_data_stream(), MAX_FRAME)))
-}
-
-/// A byte stream whose items are joined while the next is ready: each poll takes the first
-/// item (waiting for it as the inner stream does), then every one after it that the inner
-/// stream has ready without waiting, up to `limit` bytes, and yields them as one.
-///
-/// Every byte leaves in the same order and no later than without it (the joining never
-/// waits); only the boundaries between frames change, so hyper writes one chunk, with one
-/// system call, where it wrote one per event. An error after joined bytes is yielded on the
-/// next poll, after them.
-///
-/// Cancel safety: dropping it drops the inner stream; nothing it has taken is held across a
-/// poll.
-struct Coalesce<S, E> {
-    inner: S,
-    limit: usize,
-    /// An error the inner stream gave after bytes already taken, yielded next.
-    error: Option<E>,
-    /// The inner stream has ended.
-    ended: bool,
-}
-
-impl<S, E> Coalesce<S, E> {
-    fn new(inner: S, limit: usize) -> Self {
-        Coalesce {
-            inner,
-            limit,
-            error: None,
-            ended: false,
-        }
-    }
-}
-
-impl<S, E> Stream for Coalesce<S, E>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: Unpin,
-{
-    type Item = Result<Bytes, E>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if let Some(error) = this.error.take() {
-            return Poll::Ready(Some(Err(error)));
-        }
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        let first = match ready!(this.inner.poll_next_unpin(cx)) {
-            Some(Ok(bytes)) => bytes,
-            Some(Err(error)) => return Poll::Ready(Some(Err(error))),
-            None => {
-                this.ended = true;
-                return Poll::Ready(None);
-            }
-        };
-        // The first item alone is passed on as it is; a copy only once a second one is ready.
-        let mut joined: Option<Vec<u8>> = None;
-        let mut length = first.len();
-        while length < this.limit {
-            match this.inner.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(bytes))) => {
-                    let buffer = joined.get_or_insert_with(|| {
-                        let mut buffer = Vec::with_capacity(4 * (first.len() + bytes.len()));
-                        buffer.extend_from_slice(&first);
-                        buffer
-                    });
-                    buffer.extend_from_slice(&bytes);
-                    length += bytes.len();
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    this.error = Some(error);
-                    break;
-                }
-                Poll::Ready(None) => {
-                    this.ended = true;
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-        Poll::Ready(Some(Ok(joined.map_or(first, Bytes::from))))
-    }
-}
-
-/// `events`, with a keep-alive comment after every [`KEEP_ALIVE`] without an event.
-///
-/// axum's own keep-alive resets its timer at every event (a lock on the runtime's timer wheel
-/// per streamed chunk); this one only notes the time of the last event (a clock read) and
-/// moves the timer when it fires, to the last event's time plus the interval.
-///
-/// Cancel safety: dropping it drops `events`.
-struct KeepAlive {
-    events: BoxStream<'static, Event>,
-    timer: Pin<Box<Sleep>>,
-    last: Instant,
-}
-
-impl KeepAlive {
-    fn new(events: BoxStream<'static, Event>) -> Self {
-        let last = Instant::now();
-        KeepAlive {
-            events,
-            timer: Box::pin(tokio::time::sleep_until(last + KEEP_ALIVE)),
-            last,
-        }
-    }
-}
-
-impl Stream for KeepAlive {
-    type Item = Result<Event, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        match this.events.poll_next_unpin(cx) {
-            Poll::Ready(Some(event)) => {
-                this.last = Instant::now();
-                return Poll::Ready(Some(Ok(event)));
-            }
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {}
-        }
-        loop {
-            ready!(this.timer.as_mut().poll(cx));
-            let due = this.last + KEEP_ALIVE;
-            let now = Instant::now();
-            if now >= due {
-                this.last = now;
-                this.timer.as_mut().reset(now + KEEP_ALIVE);
-                return Poll::Ready(Some(Ok(Event::DEFAULT_KEEP_ALIVE)));
             }
             this.timer.as_mut().reset(due);
         }
@@ -397,23 +314,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_frame_stops_joining_at_the_limit_and_an_error_follows_the_bytes_before_it() {
-        let items = ["abcd", "efgh", "ijkl", "mnop", "qr"]
-            .map(|text| Ok::<_, &str>(Bytes::from_static(text.as_bytes())));
-        let frames: Vec<_> = Coalesce::new(stream::iter(items), 8).collect().await;
-        let expected =
-            ["abcdefgh", "ijklmnop", "qr"].map(|text| Ok(Bytes::from_static(text.as_bytes())));
-        assert_eq!(frames, expected);
-        let items = [
-            Ok(Bytes::from_static(b"a")),
-            Err("cut"),
-            Ok(Bytes::from_static(b"b")),
-        ];
-        let frames: Vec<_> = Coalesce::new(stream::iter(items), 8).collect().await;
+    async fn a_frame_stops_joining_at_the_limit() {
+        // Each item writes 9 bytes (`data: N\n\n`); a frame takes items while it holds fewer
+        // than 16 bytes, so two each, and the end marker joins the last.
+        let write = |item: u32, events: &mut EventWriter<'_>| events.json(&item);
+        let frames = SseFrames::new(stream::iter(1..=5).boxed(), write, 16, DONE);
+        let frames: Vec<_> = frames
+            .map(|frame| String::from_utf8(frame.expect("a frame").to_vec()).expect("UTF-8"))
+            .collect()
+            .await;
         let expected = [
-            Ok(Bytes::from_static(b"a")),
-            Err("cut"),
-            Ok(Bytes::from_static(b"b")),
+            "data: 1\n\ndata: 2\n\n",
+            "data: 3\n\ndata: 4\n\n",
+            "data: 5\n\ndata: [DONE]\n\n",
         ];
         assert_eq!(frames, expected);
     }
@@ -424,17 +337,21 @@ mod tests {
         // Events at 0, 10 and 45 s: no comment in the first 10 s of silence, two in the 35 s
         // after it (15 s after the last event, then 15 s after that comment).
         let start = Instant::now();
-        let events = stream::iter([0, 10, 45]).then(move |second| async move {
+        // Named events without an end marker, as the Responses API sends them.
+        let items = stream::iter([0u64, 10, 45]).then(move |second| async move {
             tokio::time::sleep_until(start + secs(second)).await;
-            Event::default().data(second.to_string())
+            second
         });
-        let seen = frames(events_response(events)).await;
+        let response = respond_unmarked(items, |second, events| {
+            events.named("tick", &second, |error| error.to_string());
+        });
+        let seen = frames(response).await;
         let expected = [
-            (secs(0), "data: 0\n\n"),
-            (secs(10), "data: 10\n\n"),
+            (secs(0), "event: tick\ndata: 0\n\n"),
+            (secs(10), "event: tick\ndata: 10\n\n"),
             (secs(25), ":\n\n"),
             (secs(40), ":\n\n"),
-            (secs(45), "data: 45\n\n"),
+            (secs(45), "event: tick\ndata: 45\n\n"),
         ];
         let seen: Vec<(Duration, &str)> = seen
             .iter()
@@ -470,6 +387,34 @@ mod tests {
             .map(|(when, text)| (*when, text.as_str()))
             .collect();
         assert_eq!(seen, expected);
+    }
+
+    #[tokio::test]
+    async fn named_and_unnamed_events_are_the_bytes_axum_writes() {
+        use axum::response::sse::{Event, Sse};
+        let axum_events = [
+            Event::default().event("response.created").data("{\"a\":1}"),
+            Event::default().data("{\"b\":\"x y\"}"),
+        ];
+        let axum_body =
+            Sse::new(stream::iter(axum_events.map(Ok::<_, Infallible>))).into_response();
+        let axum_bytes: String = frames(axum_body)
+            .await
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect();
+        let ours = respond_unmarked(stream::iter([()]), |(), events| {
+            events.named("response.created", &serde_json::json!({"a": 1}), |e| {
+                e.to_string()
+            });
+            events.json(&serde_json::json!({"b": "x y"}));
+        });
+        let our_bytes: String = frames(ours)
+            .await
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect();
+        assert_eq!(our_bytes, axum_bytes);
     }
 
     #[tokio::test]
