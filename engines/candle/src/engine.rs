@@ -341,6 +341,7 @@ impl ModelThread {
                 cancel,
             } = submission;
             let fork = Fork::of(&request, resumed);
+            let sampler = crate::fork::sampler(&request.sampling, 0, &prompt, resumed.len());
             self.running.push(Sequence {
                 index: 0,
                 fork,
@@ -358,7 +359,7 @@ impl ModelThread {
                 max_tokens: request.limits.max_tokens.unwrap_or(u32::MAX),
                 min_tokens: request.limits.min_tokens.unwrap_or(0),
                 stop: stop_tokens(&request, self.weights.config().eos_token_id),
-                sampler: crate::fork::sampler(&request.sampling, 0),
+                sampler,
                 logprobs: request.sampling.logprobs,
                 grammar,
                 output,

@@ -60,15 +60,21 @@ impl Live {
     }
 }
 
-/// The sampler of choice `index`: the request's options with the seed moved by the index.
-pub(crate) fn sampler(sampling: &SamplingOptions, index: u32) -> Sampler {
+/// The sampler of choice `index`: the request's options with the seed moved by the index. Its
+/// penalties count `tokens`, the last `generated` of them output (a continuation's).
+pub(crate) fn sampler(
+    sampling: &SamplingOptions,
+    index: u32,
+    tokens: &[u32],
+    generated: usize,
+) -> Sampler {
     let options = SamplingOptions {
         seed: sampling
             .seed
             .map(|seed| seed.wrapping_add(u64::from(index))),
         ..sampling.clone()
     };
-    Sampler::new(&options)
+    Sampler::new(&options, tokens, generated)
 }
 
 /// The other `n - 1` choices of `first`, whose prompt has just been computed. They pin the
@@ -130,7 +136,8 @@ pub(crate) fn fork(
             hashes: first.hashes.clone(),
             hasher: first.hasher,
             stop: first.stop.clone(),
-            sampler: sampler(&fork.sampling, index),
+            // The first choice has sampled nothing yet: its tokens are the prompt.
+            sampler: sampler(&fork.sampling, index, &first.tokens, fork.resumed.len()),
             grammar,
             output: first.output.clone(),
             cancel: first.cancel.clone(),

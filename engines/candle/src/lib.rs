@@ -28,10 +28,11 @@
 //!   over TCP from the prefill worker's block server) before it is queued, onboards them as
 //!   prefix-cache hits and computes only the tokens after the last full block. Greedy answers
 //!   are token for token the aggregated ones (`tests/disaggregated.rs`).
-//! - **Sampling**: greedy, temperature, top-k, top-p, seeded (min-p and the presence,
-//!   frequency and repetition penalties are not applied); stop tokens (and the model's EOS
-//!   unless `ignore_eos`), `min_tokens`, `max_tokens`; dropping the stream frees the sequence's
-//!   blocks at the next step.
+//! - **Sampling**, in vLLM's order: the repetition penalty (prompt and output tokens),
+//!   frequency and presence penalties (output tokens) on the logits, then greedy, or
+//!   temperature with min-p, top-k and top-p, seeded; stop tokens (and the model's EOS unless
+//!   `ignore_eos`), `min_tokens`, `max_tokens`; dropping the stream frees the sequence's blocks
+//!   at the next step.
 //! - **Output formats.** A request with a [`format`](dynamo_core::GenerateRequest::format) (a
 //!   JSON object, or JSON valid against a JSON schema) is held to it while sampling by
 //!   [llguidance](https://docs.rs/llguidance): each step masks the tokens that would leave the

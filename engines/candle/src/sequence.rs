@@ -105,6 +105,7 @@ pub(crate) fn advance(
     }
     sequence.generated += 1;
     sequence.tokens.push(token);
+    sequence.sampler.record(token);
     if complete {
         return Ok(Some(FinishReason::Stop));
     }
