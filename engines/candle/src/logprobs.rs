@@ -1,7 +1,7 @@
 //! Log-probabilities of a sampled token and of the most likely alternatives.
 //!
 //! They are those of the model's own distribution: `log_softmax` of the raw logits, before
-//! temperature, top-k or top-p shape what the sampler draws from. This is what vLLM reports by
+//! the penalties, temperature, min-p, top-k or top-p shape what the sampler draws from. This is what vLLM reports by
 //! default and what OpenAI documents; a greedy token is therefore always the most likely one.
 //! An output format's grammar is the exception: it masks the logits first, so the
 //! log-probabilities are those of the distribution the token was drawn from (renormalised over
