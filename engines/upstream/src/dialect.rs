@@ -2,9 +2,10 @@
 //! from a [`GenerateRequest`] for it, field by field.
 
 use dynamo_core::{Delivery, Disaggregation, Error, GenerateRequest};
-use serde_json::{Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
 
-use crate::body::{Prompt, RequestBody};
 use crate::codec::{OutputTokens, PromptFormat};
 use crate::format::{FormatField, format_field};
 
@@ -150,29 +151,39 @@ impl Dialect {
         ext.chosen_logprobs && !ext.token_id_logprobs && request.sampling.logprobs.is_some()
     }
 
-    /// The `/v1/completions` body for `request` as bytes: the fields of [`body`](Self::body).
+    /// The `/v1/completions` body for `request` as bytes: the fields of [`body`](Self::body)
+    /// and, when the request has an output format, its field in the server's form
+    /// ([`Extensions::response_format`]) with the schema's text as it came.
     pub(crate) fn encode(
         &self,
         request: &GenerateRequest,
         model: &str,
         default_max_tokens: Option<u32>,
     ) -> Result<Vec<u8>, Error> {
-        self.body(request, model, default_max_tokens)?
-            .to_vec()
+        let fields = self.body(request, model, default_max_tokens)?;
+        let format = request
+            .format
+            .as_ref()
+            .map(|format| format_field(self.extensions.response_format, format, self.name))
+            .transpose()?;
+        let body = Body {
+            fields: &fields,
+            format: format.as_ref().map(|(name, value)| (*name, &**value)),
+        };
+        serde_json::to_vec(&body)
             .map_err(|error| Error::internal("cannot encode the request").with_source(error))
     }
 
     /// The `/v1/completions` body for `request`: streamed, with the usage in the last event,
-    /// unless its client reads the answer whole ([`Delivery::Whole`]); and, when the request
-    /// has an output format, its field in the server's form ([`Extensions::response_format`])
-    /// with the schema's text as it came.
-    fn body<'a>(
-        &'a self,
-        request: &'a GenerateRequest,
-        model: &'a str,
+    /// unless its client reads the answer whole ([`Delivery::Whole`]).
+    pub(crate) fn body(
+        &self,
+        request: &GenerateRequest,
+        model: &str,
         default_max_tokens: Option<u32>,
-    ) -> Result<RequestBody<'a>, Error> {
+    ) -> Result<Map<String, Value>, Error> {
         let ext = self.extensions;
+        let mut body = self.extra.clone();
         let model = match &request.lora_name {
             Some(lora) => {
                 self.require(ext.lora_as_model, "a LoRA adapter (lora_name)")?;
@@ -180,53 +191,52 @@ impl Dialect {
             }
             None => model,
         };
+        body.insert("model".into(), json!(model));
         let prompt = match &self.prompt {
-            PromptFormat::TokenIds => Prompt::Ids(request.tokens.as_slice()),
+            PromptFormat::TokenIds => json!(request.tokens.as_slice()),
             PromptFormat::Text(codec) => {
                 let text = codec.decode(&request.tokens).map_err(|error| {
                     Error::internal("cannot decode the prompt to text").with_source(error)
                 })?;
-                Prompt::Text(text)
+                json!(text)
             }
         };
-        let ids_request = matches!(
+        body.insert("prompt".into(), prompt);
+        if request.delivery == Delivery::Whole {
+            body.insert("stream".into(), json!(false));
+        } else {
+            body.insert("stream".into(), json!(true));
+            body.insert("stream_options".into(), json!({ "include_usage": true }));
+        }
+        if let Some(max) = request.limits.max_tokens.or(default_max_tokens) {
+            body.insert("max_tokens".into(), json!(max));
+        }
+        if matches!(
             self.output,
             OutputTokens::TokenIdsField | OutputTokens::TokenIdsOrRetokenize(_)
-        )
-        .then(|| (self.ids_request.0.as_str(), &self.ids_request.1));
+        ) {
+            let (field, value) = &self.ids_request;
+            body.insert(field.clone(), value.clone());
+        }
         let sampling = &request.sampling;
-        let stop = &request.stop;
-        let mut body = RequestBody {
-            extra: &self.extra,
-            model,
-            prompt,
-            stream: request.delivery != Delivery::Whole,
-            max_tokens: request.limits.max_tokens.or(default_max_tokens),
-            ids_request,
-            temperature: sampling.temperature,
-            top_p: sampling.top_p,
-            seed: sampling.seed,
-            presence_penalty: sampling.presence_penalty,
-            frequency_penalty: sampling.frequency_penalty,
-            top_k: self.extension("top_k", ext.top_k, sampling.top_k)?,
-            min_p: self.extension("min_p", ext.min_p, sampling.min_p)?,
-            repetition_penalty: self.extension(
-                "repetition_penalty",
-                ext.repetition_penalty,
-                sampling.repetition_penalty,
-            )?,
-            logprobs: None,
-            return_tokens_as_token_ids: false,
-            stop_token_ids: &[],
-            ignore_eos: false,
-            min_tokens: None,
-            cache_salt: None,
-            format: None,
-        };
+        put(&mut body, "temperature", sampling.temperature);
+        put(&mut body, "top_p", sampling.top_p);
+        put(&mut body, "seed", sampling.seed);
+        put(&mut body, "presence_penalty", sampling.presence_penalty);
+        put(&mut body, "frequency_penalty", sampling.frequency_penalty);
+        self.extension(&mut body, "top_k", ext.top_k, sampling.top_k)?;
+        self.extension(&mut body, "min_p", ext.min_p, sampling.min_p)?;
+        let repetition = sampling.repetition_penalty;
+        self.extension(
+            &mut body,
+            "repetition_penalty",
+            ext.repetition_penalty,
+            repetition,
+        )?;
         if let Some(top) = sampling.logprobs {
             if ext.token_id_logprobs {
-                body.logprobs = Some(top);
-                body.return_tokens_as_token_ids = true;
+                body.insert("logprobs".into(), json!(top));
+                body.insert("return_tokens_as_token_ids".into(), json!(true));
             } else if ext.chosen_logprobs {
                 if top > 0 {
                     return Err(Error::invalid_request(format!(
@@ -236,23 +246,20 @@ impl Dialect {
                         self.name
                     )));
                 }
-                body.logprobs = Some(1);
+                body.insert("logprobs".into(), json!(1));
             } else {
                 self.require(false, "logprobs (as token ids)")?;
             }
         }
-        let stop_ids = (!stop.stop_token_ids.is_empty()).then_some(&stop.stop_token_ids[..]);
-        body.stop_token_ids = self
-            .extension("stop_token_ids", ext.stop_token_ids, stop_ids)?
-            .unwrap_or_default();
+        let stop = &request.stop;
+        let stop_ids = (!stop.stop_token_ids.is_empty()).then_some(&stop.stop_token_ids);
+        self.extension(&mut body, "stop_token_ids", ext.stop_token_ids, stop_ids)?;
         let ignore_eos = stop.ignore_eos.then_some(true);
-        body.ignore_eos = self
-            .extension("ignore_eos", ext.ignore_eos, ignore_eos)?
-            .is_some();
+        self.extension(&mut body, "ignore_eos", ext.ignore_eos, ignore_eos)?;
         let min_tokens = request.limits.min_tokens;
-        body.min_tokens = self.extension("min_tokens", ext.min_tokens, min_tokens)?;
+        self.extension(&mut body, "min_tokens", ext.min_tokens, min_tokens)?;
         let salt = request.cache_salt.as_deref();
-        body.cache_salt = self.extension("cache_salt", ext.cache_salt, salt)?;
+        self.extension(&mut body, "cache_salt", ext.cache_salt, salt)?;
         // Stop strings are matched by the gateway's detokenizer (core's `StopConditions`), so
         // they are not sent: the server would cut the text where the gateway cuts it anyway.
         if request.disaggregation != Disaggregation::None {
@@ -261,25 +268,21 @@ impl Dialect {
                 self.name
             )));
         }
-        body.format = request
-            .format
-            .as_ref()
-            .map(|format| format_field(ext.response_format, format, self.name))
-            .transpose()?;
         Ok(body)
     }
 
-    /// `value`, refused when the server does not take `field`.
-    fn extension<T>(
+    fn extension<T: serde::Serialize>(
         &self,
+        body: &mut Map<String, Value>,
         field: &str,
         supported: bool,
         value: Option<T>,
-    ) -> Result<Option<T>, Error> {
-        if value.is_some() {
+    ) -> Result<(), Error> {
+        if let Some(value) = value {
             self.require(supported, field)?;
+            body.insert(field.into(), json!(value));
         }
-        Ok(value)
+        Ok(())
     }
 
     fn require(&self, supported: bool, what: &str) -> Result<(), Error> {
@@ -294,24 +297,38 @@ impl Dialect {
     }
 }
 
+/// A request body: its fields, then the output format's field, its value written as its own
+/// text.
+struct Body<'a> {
+    fields: &'a Map<String, Value>,
+    format: Option<(&'static str, &'a RawValue)>,
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let extra = usize::from(self.format.is_some());
+        let mut map = serializer.serialize_map(Some(self.fields.len() + extra))?;
+        for (name, value) in self.fields {
+            map.serialize_entry(name, value)?;
+        }
+        if let Some((name, value)) = self.format {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+fn put<T: serde::Serialize>(body: &mut Map<String, Value>, field: &str, value: Option<T>) {
+    if let Some(value) = value {
+        body.insert(field.into(), json!(value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use dynamo_core::{ErrorClass, OutputFormat, SamplingOptions};
 
-    use serde_json::json;
-
     use super::*;
-
-    /// The body `dialect` sends for `request`, read back.
-    fn sent(
-        dialect: &Dialect,
-        request: &GenerateRequest,
-        model: &str,
-        default_max_tokens: Option<u32>,
-    ) -> Result<Value, Error> {
-        let bytes = dialect.encode(request, model, default_max_tokens)?;
-        Ok(serde_json::from_slice(&bytes).expect("the body is JSON"))
-    }
 
     #[test]
     fn vllm_gets_every_field_and_openai_refuses_extensions() {
@@ -332,7 +349,7 @@ mod tests {
             .named("vLLM")
             .extensions(Extensions::VLLM)
             .output(OutputTokens::TokenIdsField);
-        let body = sent(&vllm, &request, "served", None).unwrap();
+        let body = Value::Object(vllm.body(&request, "served", None).unwrap());
         assert_eq!(
             body,
             json!({
@@ -343,7 +360,7 @@ mod tests {
                 "ignore_eos": true, "min_tokens": 2
             })
         );
-        let error = sent(&Dialect::openai(), &request, "m", None).unwrap_err();
+        let error = Dialect::openai().body(&request, "m", None).unwrap_err();
         assert_eq!(error.class(), ErrorClass::InvalidRequest);
         assert!(error.to_string().contains("top_k"), "{error}");
     }
@@ -362,13 +379,13 @@ mod tests {
                 ..Default::default()
             })
         };
-        let body = sent(&chosen, &scored(0), "m", None).unwrap();
+        let body = chosen.body(&scored(0), "m", None).unwrap();
         // The server reads `logprobs: 0` as none.
         assert_eq!(body["logprobs"], 1);
         assert!(body.get("return_tokens_as_token_ids").is_none());
         assert!(chosen.scores_beside_ids(&scored(0)));
         assert!(!chosen.scores_beside_ids(&GenerateRequest::new("r", "m", vec![1])));
-        let error = sent(&chosen, &scored(2), "m", None).unwrap_err();
+        let error = chosen.body(&scored(2), "m", None).unwrap_err();
         assert_eq!(error.class(), ErrorClass::InvalidRequest);
         assert!(error.to_string().contains("top_logprobs"), "{error}");
         // vLLM's ids win over the chosen-only reading.
@@ -376,7 +393,7 @@ mod tests {
             chosen_logprobs: true,
             ..Extensions::VLLM
         });
-        let body = sent(&vllm, &scored(2), "m", None).unwrap();
+        let body = vllm.body(&scored(2), "m", None).unwrap();
         assert_eq!(
             (
                 body["logprobs"].clone(),
@@ -385,7 +402,7 @@ mod tests {
             (json!(2), json!(true))
         );
         assert!(!vllm.scores_beside_ids(&scored(2)));
-        assert!(sent(&Dialect::openai(), &scored(0), "m", None).is_err());
+        assert!(Dialect::openai().body(&scored(0), "m", None).is_err());
     }
 
     #[test]
@@ -398,11 +415,20 @@ mod tests {
         });
         let vllm = Dialect::openai().extensions(Extensions::VLLM);
         let sent = String::from_utf8(vllm.encode(&request, "served", None).unwrap()).unwrap();
-        // The schema's text as it came: its properties keep their order.
-        let expected = format!(
-            r#"{{"model":"served","prompt":[1,2],"stream":false,"max_tokens":4,"response_format":{{"type":"json_schema","json_schema":{{"name":"output","schema":{schema}}}}}}}"#
+        // The schema's text as it came: its properties keep their order. (The body's own keys
+        // are compared as values: their order depends on serde_json's `preserve_order`, which
+        // the workspace's other crates turn on.)
+        let field = format!(
+            r#""response_format":{{"type":"json_schema","json_schema":{{"name":"output","schema":{schema}}}}}"#
         );
-        assert_eq!(sent, expected);
+        assert!(sent.contains(&field), "{sent}");
+        let parsed: Value = serde_json::from_str(&sent).unwrap();
+        let mut rest = parsed.as_object().unwrap().clone();
+        rest.remove("response_format");
+        assert_eq!(
+            Value::Object(rest),
+            json!({"max_tokens": 4, "model": "served", "prompt": [1, 2], "stream": false})
+        );
         request.format = Some(OutputFormat::JsonObject);
         let sent: Value =
             serde_json::from_slice(&vllm.encode(&request, "m", None).unwrap()).unwrap();
@@ -419,48 +445,15 @@ mod tests {
     }
 
     #[test]
-    fn the_body_is_written_in_a_fixed_order_with_the_values_widened() {
-        let mut request = GenerateRequest::new("r", "m", vec![7, 8])
-            .with_max_tokens(3)
-            .with_stop_tokens(vec![2])
-            .with_sampling(SamplingOptions {
-                temperature: Some(0.5),
-                min_p: Some(0.1),
-                seed: Some(1),
-                logprobs: Some(2),
-                ..Default::default()
-            });
-        request.cache_salt = Some("a\"b".into());
-        let vllm = Dialect::openai()
-            .extensions(Extensions::VLLM)
-            .output(OutputTokens::TokenIdsField)
-            .with_field("priority", json!(3))
-            .with_field("max_tokens", json!(99));
-        let sent = String::from_utf8(vllm.encode(&request, "served", None).unwrap()).unwrap();
-        // The fixed fields first, but for one the body writes itself (its value wins); an `f32`
-        // as the `f64` it widens to, as when the body was a map of `serde_json` values.
-        assert_eq!(
-            sent,
-            r#"{"priority":3,"model":"served","prompt":[7,8],"stream":true,"stream_options":{"include_usage":true},"max_tokens":3,"return_token_ids":true,"temperature":0.5,"seed":1,"min_p":0.10000000149011612,"logprobs":2,"return_tokens_as_token_ids":true,"stop_token_ids":[2],"cache_salt":"a\"b"}"#
-        );
-    }
-
-    #[test]
     fn lora_salt_and_phases_are_refused_where_unsupported() {
         let mut request = GenerateRequest::new("r", "m", vec![1]);
         request.lora_name = Some("adapter".into());
         let vllm = Dialect::openai().extensions(Extensions::VLLM);
-        assert_eq!(
-            sent(&vllm, &request, "m", None).unwrap()["model"],
-            "adapter"
-        );
-        assert!(sent(&Dialect::openai(), &request, "m", None).is_err());
+        assert_eq!(vllm.body(&request, "m", None).unwrap()["model"], "adapter");
+        assert!(Dialect::openai().body(&request, "m", None).is_err());
         let mut request = GenerateRequest::new("r", "m", vec![1]);
         request.cache_salt = Some("tenant".into());
-        assert!(sent(&Dialect::openai(), &request, "m", None).is_err());
-        assert_eq!(
-            sent(&vllm, &request, "m", Some(4)).unwrap()["max_tokens"],
-            4
-        );
+        assert!(Dialect::openai().body(&request, "m", None).is_err());
+        assert_eq!(vllm.body(&request, "m", Some(4)).unwrap()["max_tokens"], 4);
     }
 }

@@ -60,7 +60,6 @@
 //! Only `http://` is spoken; put a TLS-terminating proxy in front of a server that accepts only
 //! HTTPS.
 
-mod body;
 mod client;
 mod codec;
 mod connection;
