@@ -2,12 +2,12 @@
 
 use std::cell::Cell;
 
-use dynamo_core::SequenceHash;
+use dynamo_core::{SequenceHash, StorageTier};
 use smallvec::SmallVec;
 
 use super::KvIndex;
 use super::overlap::{Answer, Overlaps, TierOverlap};
-use super::residents::{Resident, fastest_tier, slot_of, tiers_of};
+use super::residents::{Resident, fastest_tier, slot_of, tier_bit, tiers_of};
 use super::runs::common_prefix;
 use super::workers::WorkerTable;
 
@@ -132,9 +132,8 @@ struct Walk {
     pending: u32,
 }
 
-/// The device tier's bit in a resident's tier mask (`tier_bit(StorageTier::Device)`; the fastest
-/// tier, when it is set).
-const DEVICE: u8 = 1;
+/// The device tier's bit in a resident's tier mask (the fastest tier, when it is set).
+const DEVICE: u8 = tier_bit(StorageTier::Device);
 
 /// Live workers kept without allocating.
 const INLINE: usize = 8;

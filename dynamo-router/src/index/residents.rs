@@ -31,7 +31,7 @@ pub(crate) fn tiers_of(resident: Resident) -> u8 {
     (resident & TIER_MASK) as u8
 }
 
-pub(crate) fn tier_bit(tier: StorageTier) -> u8 {
+pub(crate) const fn tier_bit(tier: StorageTier) -> u8 {
     match tier {
         StorageTier::Device => 1,
         StorageTier::Host => 2,
