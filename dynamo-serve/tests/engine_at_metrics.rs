@@ -87,27 +87,19 @@ async fn serve(mut socket: TcpStream, answers: Arc<AtomicBool>) {
     }
 }
 
-/// The value of `name`'s series for `worker` in `metrics`, if there is one.
-fn value(metrics: &str, name: &str, worker: &str) -> Option<f64> {
-    let (series, label) = (format!("{name}{{"), format!("worker=\"{worker}\""));
-    metrics
-        .lines()
-        .find(|line| line.starts_with(&series) && line.contains(&label))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
 /// Whether worker 1's load series show its server's figures and it is marked scraped.
 fn shown(text: &str) -> bool {
-    value(text, "dynamo_engine_running_requests", "1/0") == Some(3.0)
-        && value(text, "dynamo_engine_waiting_requests", "1/0") == Some(2.0)
-        && value(text, "dynamo_engine_kv_cache_usage", "1/0") == Some(0.5)
-        && value(text, UP, "1/0") == Some(1.0)
+    support::series_value(text, "dynamo_engine_running_requests", "1/0") == Some(3.0)
+        && support::series_value(text, "dynamo_engine_waiting_requests", "1/0") == Some(2.0)
+        && support::series_value(text, "dynamo_engine_kv_cache_usage", "1/0") == Some(0.5)
+        && support::series_value(text, UP, "1/0") == Some(1.0)
 }
 
 /// Whether worker 1's load series are gone and it is marked not scraped.
 fn hidden(text: &str) -> bool {
-    LOAD.iter().all(|name| value(text, name, "1/0").is_none())
-        && value(text, UP, "1/0") == Some(0.0)
+    LOAD.iter()
+        .all(|name| support::series_value(text, name, "1/0").is_none())
+        && support::series_value(text, UP, "1/0") == Some(0.0)
 }
 
 /// Wait until `/metrics` holds what `holds` asks (named `what`); its text.

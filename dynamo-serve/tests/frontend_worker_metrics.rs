@@ -21,15 +21,6 @@ const SERIES: [&str; 5] = [
     "dynamo_router_worker_kv_capacity_blocks",
 ];
 
-/// The value of `name`'s series for `worker` in `metrics`, if there is one.
-fn value(metrics: &str, name: &str, worker: &str) -> Option<f64> {
-    let (series, label) = (format!("{name}{{"), format!("worker=\"{worker}\""));
-    metrics
-        .lines()
-        .find(|line| line.starts_with(&series) && line.contains(&label))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_load_series_show_while_it_is_routed_and_go_once_it_leaves() {
     let nats = LocalNats::start().expect("nats-server starts");
@@ -42,9 +33,12 @@ async fn a_workers_load_series_show_while_it_is_routed_and_go_once_it_leaves() {
     let mut worker = registry_worker("mocker", 5, &registry, &flags);
     process.wait_for("worker 5/0 at", WITHIN).await;
     let shown = |text: &str| {
-        value(text, "dynamo_worker_kv_blocks_total", "5/0") == Some(64.0)
-            && value(text, "dynamo_router_worker_kv_capacity_blocks", "5/0") == Some(64.0)
-            && SERIES.iter().all(|name| value(text, name, "5/0").is_some())
+        support::series_value(text, "dynamo_worker_kv_blocks_total", "5/0") == Some(64.0)
+            && support::series_value(text, "dynamo_router_worker_kv_capacity_blocks", "5/0")
+                == Some(64.0)
+            && SERIES
+                .iter()
+                .all(|name| support::series_value(text, name, "5/0").is_some())
     };
     let text = frontend
         .wait_for_metrics("worker 5's load series", WITHIN, shown)

@@ -458,3 +458,12 @@ pub(crate) async fn eventually(what: &str, within: Duration, mut check: impl Asy
         panic!("never within {within:?}: {what}");
     }
 }
+
+/// The value of `name`'s series for `worker` in the Prometheus text `metrics`, if there is one.
+pub(crate) fn series_value(metrics: &str, name: &str, worker: &str) -> Option<f64> {
+    let (series, label) = (format!("{name}{{"), format!("worker=\"{worker}\""));
+    metrics
+        .lines()
+        .find(|line| line.starts_with(&series) && line.contains(&label))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
