@@ -271,6 +271,23 @@ mod tests {
         out
     }
 
+    /// Items that are each their second, each ready at that second from now (virtual time).
+    fn at_seconds<const N: usize>(seconds: [u64; N]) -> impl Stream<Item = u64> + Send {
+        let start = Instant::now();
+        stream::iter(seconds).then(move |second| async move {
+            tokio::time::sleep_until(start + Duration::from_secs(second)).await;
+            second
+        })
+    }
+
+    /// `frames` with their text borrowed, to compare with literals.
+    fn borrowed(frames: &[(Duration, String)]) -> Vec<(Duration, &str)> {
+        frames
+            .iter()
+            .map(|(when, text)| (*when, text.as_str()))
+            .collect()
+    }
+
     /// The frames of the SSE body of `events`, each as it comes, within a minute of virtual
     /// time each (a frame that never comes fails the test instead of hanging it).
     struct Frames(axum::body::BodyDataStream);
@@ -336,13 +353,8 @@ mod tests {
         let secs = Duration::from_secs;
         // Events at 0, 10 and 45 s: no comment in the first 10 s of silence, two in the 35 s
         // after it (15 s after the last event, then 15 s after that comment).
-        let start = Instant::now();
         // Named events without an end marker, as the Responses API sends them.
-        let items = stream::iter([0u64, 10, 45]).then(move |second| async move {
-            tokio::time::sleep_until(start + secs(second)).await;
-            second
-        });
-        let response = respond_unmarked(items, |second, events| {
+        let response = respond_unmarked(at_seconds([0, 10, 45]), |second, events| {
             events.named("tick", &second, |error| error.to_string());
         });
         let seen = frames(response).await;
@@ -353,11 +365,7 @@ mod tests {
             (secs(40), ":\n\n"),
             (secs(45), "event: tick\ndata: 45\n\n"),
         ];
-        let seen: Vec<(Duration, &str)> = seen
-            .iter()
-            .map(|(when, text)| (*when, text.as_str()))
-            .collect();
-        assert_eq!(seen, expected);
+        assert_eq!(borrowed(&seen), expected);
     }
 
     #[tokio::test(start_paused = true)]
@@ -365,12 +373,7 @@ mod tests {
         let secs = Duration::from_secs;
         // Items at 0, 20 and 40 s; the one at 20 s writes no event, so the silence from 0 to
         // 40 s gets comments at 15 and 30 s, and no empty frame leaves at 20 s.
-        let start = Instant::now();
-        let items = stream::iter([0u64, 20, 40]).then(move |second| async move {
-            tokio::time::sleep_until(start + secs(second)).await;
-            second
-        });
-        let response = respond_with(items, |second, events| {
+        let response = respond_with(at_seconds([0, 20, 40]), |second, events| {
             if second != 20 {
                 events.json(&second);
             }
@@ -382,11 +385,7 @@ mod tests {
             (secs(30), ":\n\n"),
             (secs(40), "data: 40\n\ndata: [DONE]\n\n"),
         ];
-        let seen: Vec<(Duration, &str)> = seen
-            .iter()
-            .map(|(when, text)| (*when, text.as_str()))
-            .collect();
-        assert_eq!(seen, expected);
+        assert_eq!(borrowed(&seen), expected);
     }
 
     #[tokio::test]
