@@ -6,6 +6,7 @@
 use dynamo_core::{
     Delivery, Disaggregation, Error, FinishReason, GenerateRequest, OutputFormat, Token, Usage,
 };
+use dynamo_upstream::json_float;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -64,7 +65,8 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
     ];
     for (name, value) in floats {
         if let Some(value) = value {
-            put(name, json!(value));
+            // As the client wrote it, not widened to the nearest f64 (`json_float`).
+            put(name, json_float(value));
         }
     }
     if let Some(top_k) = sampling.top_k {
@@ -236,7 +238,8 @@ mod tests {
             .with_max_tokens(3)
             .with_stop_tokens(vec![2])
             .with_sampling(SamplingOptions {
-                temperature: Some(0.5),
+                temperature: Some(0.7),
+                top_p: Some(0.95),
                 top_k: Some(8),
                 ..Default::default()
             });
@@ -247,7 +250,7 @@ mod tests {
             sent,
             json!({"rid": "r-1", "input_ids": [5, 6], "stream": true, "lora_path": "adapter",
                    "sampling_params": {"max_new_tokens": 3, "min_new_tokens": 1,
-                   "temperature": 0.5, "top_k": 8, "stop_token_ids": [2]}})
+                   "temperature": 0.7, "top_p": 0.95, "top_k": 8, "stop_token_ids": [2]}})
         );
         let mut seeded = request.clone();
         seeded.sampling.seed = Some(MAX_SEED + 1);

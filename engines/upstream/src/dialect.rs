@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::codec::{OutputTokens, PromptFormat};
 use crate::format::{FormatField, format_field};
+use crate::number::json_float;
 
 /// The request fields beyond OpenAI's that a server accepts, each named as vLLM names it.
 ///
@@ -219,14 +220,24 @@ impl Dialect {
             body.insert(field.clone(), value.clone());
         }
         let sampling = &request.sampling;
-        put(&mut body, "temperature", sampling.temperature);
-        put(&mut body, "top_p", sampling.top_p);
+        // The floats as the client wrote them (`json_float`), not widened to the nearest f64.
+        let float = |value: Option<f32>| value.map(json_float);
+        put(&mut body, "temperature", float(sampling.temperature));
+        put(&mut body, "top_p", float(sampling.top_p));
         put(&mut body, "seed", sampling.seed);
-        put(&mut body, "presence_penalty", sampling.presence_penalty);
-        put(&mut body, "frequency_penalty", sampling.frequency_penalty);
+        put(
+            &mut body,
+            "presence_penalty",
+            float(sampling.presence_penalty),
+        );
+        put(
+            &mut body,
+            "frequency_penalty",
+            float(sampling.frequency_penalty),
+        );
         self.extension(&mut body, "top_k", ext.top_k, sampling.top_k)?;
-        self.extension(&mut body, "min_p", ext.min_p, sampling.min_p)?;
-        let repetition = sampling.repetition_penalty;
+        self.extension(&mut body, "min_p", ext.min_p, float(sampling.min_p))?;
+        let repetition = float(sampling.repetition_penalty);
         self.extension(
             &mut body,
             "repetition_penalty",
@@ -336,7 +347,7 @@ mod tests {
             .with_max_tokens(8)
             .with_stop_tokens(vec![2])
             .with_sampling(SamplingOptions {
-                temperature: Some(0.5),
+                temperature: Some(0.7),
                 top_k: Some(20),
                 min_p: Some(0.1),
                 repetition_penalty: Some(1.1),
@@ -355,8 +366,8 @@ mod tests {
             json!({
                 "model": "served", "prompt": [1, 2, 3], "stream": true,
                 "stream_options": {"include_usage": true}, "max_tokens": 8,
-                "return_token_ids": true, "temperature": 0.5, "seed": 7, "top_k": 20,
-                "min_p": 0.1f32, "repetition_penalty": 1.1f32, "stop_token_ids": [2],
+                "return_token_ids": true, "temperature": 0.7, "seed": 7, "top_k": 20,
+                "min_p": 0.1, "repetition_penalty": 1.1, "stop_token_ids": [2],
                 "ignore_eos": true, "min_tokens": 2
             })
         );
