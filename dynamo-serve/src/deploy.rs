@@ -15,6 +15,7 @@ use dynamo_core::layers::DeadlineLayer;
 use dynamo_core::{
     BlockSize, BoxEngine, EngineExt, Error, KvEvent, KvLayout, ResyncRequest, WorkerId, WorkerRole,
 };
+use dynamo_openai::WorkerGauges;
 use dynamo_router::migrate::{MigrateLayer, MigrationConfig};
 use dynamo_router::{
     ApproxConfig, ApproxIndex, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex,
@@ -166,9 +167,12 @@ async fn build_router<P: EventPlane>(
 }
 
 /// Every [`INDEX_SIZES_EVERY`], the gauge `dynamo_router_indexed_blocks{worker}`: the blocks the
-/// index says each worker holds (0 once it forgets the worker), to compare with the workers' own
-/// view (a snapshot) after faults.
+/// index says each worker holds, to compare with the workers' own view (a snapshot) after
+/// faults. A worker's series leaves `/metrics` once the index forgets it (the gauge is kept in
+/// [`WorkerGauges`] for that), so workers that come and go under new ids leave no series behind.
 pub(crate) async fn report_index_sizes(index: SharedIndex) {
+    const INDEXED: &str = "dynamo_router_indexed_blocks";
+    let gauges = WorkerGauges::global();
     let mut known: Vec<WorkerId> = Vec::new();
     let mut every = tokio::time::interval(INDEX_SIZES_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,12 +183,10 @@ pub(crate) async fn report_index_sizes(index: SharedIndex) {
             .iter()
             .filter(|id| sizes.iter().all(|(w, _)| w != *id))
         {
-            metrics::gauge!("dynamo_router_indexed_blocks", "worker" => forgotten.to_string())
-                .set(0.0);
+            gauges.remove_series(INDEXED, &forgotten.to_string());
         }
         for (worker, blocks) in &sizes {
-            metrics::gauge!("dynamo_router_indexed_blocks", "worker" => worker.to_string())
-                .set(*blocks as f64);
+            gauges.set(INDEXED, &worker.to_string(), *blocks as f64);
         }
         known = sizes.into_iter().map(|(worker, _)| worker).collect();
     }

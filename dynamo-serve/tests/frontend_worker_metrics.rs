@@ -1,13 +1,14 @@
-//! A worker's load on the frontend's `/metrics`: the series its NATS load reports set show
-//! while the frontend routes to it, and leave `/metrics` once it leaves.
+//! A worker's series on the frontend's `/metrics`: the ones its NATS load reports set show
+//! while the frontend routes to it and leave once it leaves; the index's leaves once the index
+//! forgets it.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
 
 use std::time::Duration;
 
-use dynamo_transport::local::LocalNats;
-use support::{directory_frontend_with, registry_worker};
+use dynamo_transport::local::{LocalNats, free_port};
+use support::{Frontend, Process, directory_frontend_with, registry_worker};
 
 /// How long a worker may take to join or leave, or its report to arrive (one a second).
 const WITHIN: Duration = Duration::from_secs(60);
@@ -60,6 +61,44 @@ async fn a_workers_load_series_show_while_it_is_routed_and_go_once_it_leaves() {
     let gone = |text: &str| SERIES.iter().all(|name| !text.contains(name));
     frontend
         .wait_for_metrics("worker 5's load series gone", WITHIN, gone)
+        .await;
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// With KV events, `dynamo_router_indexed_blocks` shows the blocks the index holds for a worker
+/// and leaves `/metrics` once the index forgets the worker (30 s after it left), so workers that
+/// come and go under new ids leave no series behind. It stayed at 0 before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_index_series_goes_once_the_index_forgets_it() {
+    const INDEXED: &str = "dynamo_router_indexed_blocks";
+    let nats = LocalNats::start().expect("nats-server starts");
+    let url = nats.url();
+    let directory =
+        std::env::temp_dir().join(format!("dynamo-index-series-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    let port = free_port().expect("a free port").to_string();
+    let args = ["frontend", "--port", &port, "--registry", &registry];
+    let process = Process::start(&[&args[..], &["--router", "kv", "--nats", &url]].concat());
+    let frontend = Frontend::new(port.parse().expect("a port"));
+    frontend.wait_ready().await;
+    let flags = ["--nats", &url, "--kv-blocks", "64"];
+    let mut worker = registry_worker("mocker", 6, &registry, &flags);
+    process.wait_for("worker 6/0 at", WITHIN).await;
+    let prompt = support::GREEDY_PROMPTS[2];
+    let (status, _) = frontend.complete(prompt, 4).await;
+    assert_eq!(status, 200);
+    let indexed = |text: &str| support::series_value(text, INDEXED, "6/0").is_some_and(|v| v > 0.0);
+    frontend
+        .wait_for_metrics("worker 6's indexed blocks", WITHIN, indexed)
+        .await;
+
+    worker.terminate();
+    worker.wait_exit(WITHIN).await;
+    process.wait_for("worker 6/0 left", WITHIN).await;
+    let gone = |text: &str| support::series_value(text, INDEXED, "6/0").is_none();
+    frontend
+        .wait_for_metrics("worker 6's indexed blocks gone", WITHIN, gone)
         .await;
     let _ = std::fs::remove_dir_all(&directory);
 }
