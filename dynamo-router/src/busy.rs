@@ -4,6 +4,11 @@ use crate::load::WorkerLoad;
 
 /// Limits on a worker's booked load; a worker at or over any of them is busy.
 ///
+/// The load compared is the one the policy sees: what the router booked, raised to what the
+/// worker's engine last reported when the caller tells it
+/// ([`RouterService::report_load`](crate::RouterService::report_load), for engines that other
+/// clients share), so a server whose own queue is over a limit is busy too.
+///
 /// Busy workers are left out of routing. When every worker is busy the request waits in the
 /// router's queue (or is refused as overloaded when the queue is full). `None` means no limit;
 /// the default has none.

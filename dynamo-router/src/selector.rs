@@ -1,5 +1,6 @@
 //! Choosing a worker and booking its load in one step.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,8 +9,9 @@ use parking_lot::Mutex;
 
 use crate::affinity::{AffinityConfig, SessionAffinity};
 use crate::busy::BusyThresholds;
+use crate::health::ReportedLoad;
 use crate::index::{Overlaps, TierOverlap};
-use crate::load::{LoadGuard, LoadTracker, StateCache};
+use crate::load::{LoadGuard, LoadTracker, StateCache, WorkerLoad};
 use crate::policy::{Decision, RouteContext, Router, WorkerState};
 use crate::source::OverlapSource;
 
@@ -119,6 +121,12 @@ struct Membership {
     eligible: Vec<WorkerState>,
     /// The overlap source's answer for the decision being made; its buffer is reused.
     answer: Overlaps,
+    /// Each member's last reported load, in the members' order; empty while no member has
+    /// one, so that a decision then reads nothing more.
+    reported: Vec<Option<ReportedLoad>>,
+    /// The last reported load of every worker that has one, member or not (a withdrawn
+    /// worker's counts again when it returns); as many as the caller reports on.
+    reports: HashMap<WorkerId, ReportedLoad>,
 }
 
 impl Membership {
@@ -132,6 +140,8 @@ impl Membership {
             states: StateCache::default(),
             eligible: Vec::new(),
             answer: Overlaps::default(),
+            reported: Vec::new(),
+            reports: HashMap::new(),
         }
     }
 
@@ -143,6 +153,17 @@ impl Membership {
     fn reindex(&mut self) {
         self.places.rebuild(&self.workers);
         self.states.invalidate();
+        self.place_reports();
+    }
+
+    /// Each member's report in `reported`, or nothing there when no member has one.
+    fn place_reports(&mut self) {
+        self.reported.clear();
+        if self.workers.iter().any(|w| self.reports.contains_key(w)) {
+            let reports = &self.reports;
+            let placed = self.workers.iter().map(|w| reports.get(w).copied());
+            self.reported.extend(placed);
+        }
     }
 }
 
@@ -340,17 +361,59 @@ impl WorkerSelector {
     }
 
     /// Whether some worker is not busy, or there is no worker at all (a request then fails at
-    /// once rather than waiting).
+    /// once rather than waiting). A worker's fresh [`ReportedLoad`] counts by its requests
+    /// alone here (no request is being routed, so none gives them a size).
     pub fn has_free_worker(&self) -> bool {
         let membership = self.inner.membership.lock();
         let thresholds = self.inner.config.thresholds;
         if membership.workers.is_empty() || thresholds == BusyThresholds::default() {
             return true;
         }
-        membership
-            .workers
-            .iter()
-            .any(|&worker| !thresholds.is_busy(&self.inner.load.load(worker)))
+        let free = |load: &WorkerLoad| !thresholds.is_busy(load);
+        if membership.reported.is_empty() {
+            let load = |&worker| self.inner.load.load(worker);
+            return membership.workers.iter().map(load).any(|l| free(&l));
+        }
+        // Tokio's clock, which the router's service reads too (paused-time tests set it).
+        let now = tokio::time::Instant::now().into_std();
+        let sizeless = RouteContext {
+            blocks: &[],
+            prompt_tokens: 0,
+            block_size: self.inner.config.block_size,
+            expected_output_tokens: None,
+        };
+        membership.workers.iter().enumerate().any(|(at, &worker)| {
+            let mut load = self.inner.load.load(worker);
+            let report = membership.reported.get(at).copied().flatten();
+            if let Some(report) = report.filter(|r| r.is_fresh(now)) {
+                report.raise(&mut load, &sizeless);
+            }
+            free(&load)
+        })
+    }
+
+    /// Record `worker`'s reported load, or forget it (`None`); see
+    /// [`RouterService::report_load`](crate::RouterService::report_load), which also wakes a
+    /// waiting request to look again.
+    pub fn report_load(&self, worker: WorkerId, report: Option<ReportedLoad>) {
+        let mut membership = self.inner.membership.lock();
+        let replaced = match report {
+            Some(report) => membership.reports.insert(worker, report).is_some(),
+            None => membership.reports.remove(&worker).is_some(),
+        };
+        if let Ok(at) = membership.workers.binary_search(&worker) {
+            match membership.reported.get_mut(at) {
+                // The usual case: a member's report replaced by its next one.
+                Some(place) if replaced && report.is_some() => *place = report,
+                // A member's first report, or its last one forgotten: every place again.
+                _ => membership.place_reports(),
+            }
+        }
+    }
+
+    /// `worker`'s last reported load, fresh or not.
+    pub(crate) fn reported_load(&self, worker: WorkerId) -> Option<ReportedLoad> {
+        self.inner.membership.lock().reports.get(&worker).copied()
     }
 
     /// The workers eligible for routing, by id.
@@ -375,6 +438,8 @@ impl WorkerSelector {
             states,
             eligible,
             answer,
+            reported,
+            reports: _,
         } = &mut *membership;
         if workers.is_empty() {
             return Err(NotRouted::NoWorkers);
@@ -383,7 +448,11 @@ impl WorkerSelector {
         self.snapshot(workers, slots, places, states, answer, request);
         let states = states.states();
         let thresholds = inner.config.thresholds;
-        let eligible: &[WorkerState] = if thresholds == BusyThresholds::default() {
+        let eligible: &[WorkerState] = if !reported.is_empty() {
+            let context = self.context(request);
+            raise_reported(states, reported, (thresholds, &context, now), eligible);
+            eligible
+        } else if thresholds == BusyThresholds::default() {
             // No limit: no worker is ever busy.
             states
         } else {
@@ -402,15 +471,7 @@ impl WorkerSelector {
         };
         let decision = match bound {
             Some(worker) => Decision::Route(worker),
-            None => {
-                let context = RouteContext {
-                    blocks: &request.blocks,
-                    prompt_tokens: request.prompt_tokens,
-                    block_size: inner.config.block_size,
-                    expected_output_tokens: request.expected_output_tokens,
-                };
-                inner.policy.route(&context, eligible)
-            }
+            None => inner.policy.route(&self.context(request), eligible),
         };
         let chosen = match decision {
             // The eligible workers are sorted by id, as the members are.
@@ -475,6 +536,16 @@ impl WorkerSelector {
         }
     }
 
+    /// What the policy knows of `request`.
+    fn context<'a>(&self, request: &'a RouteRequest) -> RouteContext<'a> {
+        RouteContext {
+            blocks: &request.blocks,
+            prompt_tokens: request.prompt_tokens,
+            block_size: self.inner.config.block_size,
+            expected_output_tokens: request.expected_output_tokens,
+        }
+    }
+
     /// The request must wait; it is queued by the least work any of `workers` would do for it.
     fn all_busy(&self, request: &RouteRequest, workers: &[WorkerState]) -> NotRouted {
         let uncached_tokens = workers
@@ -490,6 +561,28 @@ impl WorkerSelector {
         let held = worker.cached.total().max(worker.in_flight);
         let held_tokens = u64::from(held) * u64::from(self.inner.config.block_size.get());
         request.prompt_tokens.saturating_sub(held_tokens)
+    }
+}
+
+/// Fill `eligible` with the members of `states` that are not busy once each one's booked load
+/// is raised to its fresh report in `reported` (same order), raised so for the policy too. Out
+/// of line: a decision takes this path only while some member has a report.
+#[inline(never)]
+fn raise_reported(
+    states: &[WorkerState],
+    reported: &[Option<ReportedLoad>],
+    (thresholds, context, now): (BusyThresholds, &RouteContext<'_>, Instant),
+    eligible: &mut Vec<WorkerState>,
+) {
+    eligible.clear();
+    for (state, report) in states.iter().zip(reported) {
+        let mut state = *state;
+        if let Some(report) = report.filter(|r| r.is_fresh(now)) {
+            report.raise(&mut state.load, context);
+        }
+        if !thresholds.is_busy(&state.load) {
+            eligible.push(state);
+        }
     }
 }
 

@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynamo_core::{
-    BlockSize, BoxEngine, Delivery, EngineExt, Error, ErrorClass, FinishReason, GenerateRequest,
-    TokenChunk, TokenStream, WorkerId,
+    BlockSize, BoxEngine, Delivery, EchoEngine, EngineExt, Error, ErrorClass, FinishReason,
+    GenerateRequest, TokenChunk, TokenStream, WorkerId,
 };
-use dynamo_router::health::{HealthConfig, Stalled};
+use dynamo_router::health::{HealthConfig, ReportedLoad, Stalled};
 use dynamo_router::migrate::{Migrate, MigrationConfig};
-use dynamo_router::{RoundRobin, RouterService};
+use dynamo_router::{BusyThresholds, QueueOrder, RoundRobin, RouterService};
 use futures::StreamExt;
 use tokio::time::Instant;
 
@@ -313,6 +313,81 @@ async fn an_idle_worker_that_hangs_is_ejected_by_a_canary() {
         .unwrap();
     assert_eq!(workers.routed(), [2]);
     checks.abort();
+}
+
+/// A report that an engine runs `running` and queues `waiting` requests, read now, trusted
+/// for `fresh_for`.
+fn report(running: u32, waiting: u32, fresh_for: Duration) -> ReportedLoad {
+    ReportedLoad::new(running, waiting, Instant::now().into_std(), fresh_for)
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(start_paused = true)]
+async fn a_late_idle_canary_does_not_eject_a_worker_whose_engine_reports_other_work() {
+    let workers = Workers::new(config().probe_idle(true), Fault::Hang { after: 0 });
+    workers.insert(1);
+    workers.insert(2);
+    let one = WorkerId::new(1);
+    // Its engine (shared with other clients) runs 3 requests and queues 1: a canary waits
+    // behind them.
+    workers.router.report_load(one, Some(report(3, 1, HOUR)));
+    let checks = tokio::spawn(workers.router.health_checks());
+    // Three canaries sent: the first two have missed their deadline (1 s, sent 5 s apart).
+    until("three canaries", || workers.canaries(1) >= 3).await;
+    assert!(!workers.router.is_ejected(one));
+    assert!(workers.router.selector().workers().contains(&one));
+    // Once it reports itself idle, a silent canary is a hang again, and ejects it.
+    workers.router.report_load(one, Some(report(0, 0, HOUR)));
+    until("the ejection", || workers.router.is_ejected(one)).await;
+    assert!(!workers.router.selector().workers().contains(&one));
+    assert!(!workers.router.is_ejected(WorkerId::new(2)));
+    checks.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_report_of_other_work_does_not_excuse_a_late_canary() {
+    let workers = Workers::new(config().probe_idle(true), Fault::Hang { after: 0 });
+    workers.insert(1);
+    // Trusted for 2 s: stale when the first canary's deadline passes (at 6 s).
+    workers
+        .router
+        .report_load(WorkerId::new(1), Some(report(3, 1, Duration::from_secs(2))));
+    let checks = tokio::spawn(workers.router.health_checks());
+    until("the ejection", || {
+        workers.router.is_ejected(WorkerId::new(1))
+    })
+    .await;
+    assert_eq!(workers.canaries(1), 1);
+    checks.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_waits_while_its_only_worker_is_busy_by_report_and_goes_when_it_frees() {
+    let router = RouterService::builder(BlockSize::new(4).unwrap())
+        .thresholds(BusyThresholds {
+            max_active_requests: Some(2),
+            ..BusyThresholds::default()
+        })
+        .queue(QueueOrder::Fcfs, 8)
+        .build();
+    router.insert_worker(WorkerId::new(1), EchoEngine::new());
+    // Nothing booked, but its server runs one request and queues another: busy at 2.
+    router.report_load(WorkerId::new(1), Some(report(1, 1, HOUR)));
+    let waiting = tokio::spawn({
+        let mut router = router.clone();
+        async move { router.generate_all(request("r")).await }
+    });
+    until("the request queued", || router.queued() == 1).await;
+    // However long it waits (virtual time), it is not placed while the report stands.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(router.queued(), 1);
+    assert!(!waiting.is_finished());
+    // The server's queue drains: the report wakes the request, which goes.
+    router.report_load(WorkerId::new(1), Some(report(1, 0, HOUR)));
+    let answer = waiting.await.unwrap().unwrap();
+    assert_eq!(answer.tokens.len(), 10);
+    assert_eq!(router.queued(), 0);
 }
 
 /// Wait, on the paused clock, until `done` holds; fail after a minute of virtual time.

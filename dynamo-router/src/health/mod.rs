@@ -26,12 +26,22 @@
 //!   worker that answers (any answer but `unavailable`) returns to routing.
 //! - **Idle canaries.** The same future probes a routed worker that has had no request for
 //!   `probe_interval`, so a worker that hangs while idle is ejected before a client's
-//!   request finds it. A canary that times out ejects it at once.
+//!   request finds it. A canary that times out ejects it at once, unless the worker's engine
+//!   is shared with other clients and says it is busy: when its fresh [`ReportedLoad`]
+//!   (given to [`RouterService::report_load`](crate::RouterService::report_load)) counts
+//!   more requests than the canary itself (a report read after the canary was sent may
+//!   count it), the canary was queued behind that work, and the worker stays routed (logged
+//!   at info, counted in `dynamo_router_canaries_excused_total`). A worker with no report,
+//!   a stale one, or one that says it is idle is ejected as before.
+//!
+//! A fresh [`ReportedLoad`] also raises the worker's booked load before the busy thresholds
+//! and the policy see it; see [`ReportedLoad`].
 //!
 //! Every worker may be ejected, the last one too: a router whose workers all hang refuses
 //! requests with `unavailable` at once rather than letting them wait for a deadline.
 
 mod probe;
+mod report;
 mod tracker;
 mod watch;
 
@@ -39,6 +49,7 @@ use std::time::Duration;
 
 use dynamo_core::WorkerId;
 
+pub use report::ReportedLoad;
 pub(crate) use tracker::HealthTracker;
 pub(crate) use watch::Watched;
 

@@ -1,9 +1,11 @@
 //! Canaries: the future that probes ejected and idle workers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use dynamo_core::{EngineExt, ErrorClass, GenerateRequest, WorkerId};
 
+use super::ReportedLoad;
 use super::tracker::Failure;
 use crate::RouterService;
 
@@ -16,8 +18,8 @@ enum Answer {
     Answered,
     /// It answered `unavailable`.
     Unavailable(String),
-    /// It did not answer within the deadline.
-    Silent,
+    /// It did not answer within the deadline; the canary was sent then.
+    Silent(Instant),
 }
 
 impl RouterService {
@@ -66,9 +68,10 @@ impl RouterService {
             vec![1],
         )
         .with_max_tokens(1);
+        let sent = now();
         let answer =
             match tokio::time::timeout(config.probe_timeout, engine.generate_all(request)).await {
-                Err(_elapsed) => Answer::Silent,
+                Err(_elapsed) => Answer::Silent(sent),
                 Ok(Err(error)) if error.class() == ErrorClass::Unavailable => {
                     Answer::Unavailable(error.to_string())
                 }
@@ -91,9 +94,19 @@ impl RouterService {
                     health.failed(worker, Failure::Failed, &format!("canary: {cause}"));
                 }
             }
-            Some(Answer::Silent) => {
+            Some(Answer::Silent(sent)) => {
                 if ejected {
                     tracing::debug!("ejected worker {worker} did not answer a canary");
+                } else if let Some(report) = self.busy_beside_canary(worker, sent) {
+                    // Queued behind other clients' work on a shared engine: not a hang.
+                    tracing::info!(
+                        "worker {worker} did not answer a canary within {:?}, but its engine \
+                         reports {} running and {} waiting requests: it stays routed",
+                        health.config().probe_timeout,
+                        report.running,
+                        report.waiting
+                    );
+                    metrics::counter!("dynamo_router_canaries_excused_total").increment(1);
                 } else {
                     let cause = format!(
                         "it did not answer a canary within {:?}",
@@ -104,4 +117,18 @@ impl RouterService {
             }
         }
     }
+}
+
+impl RouterService {
+    /// `worker`'s fresh reported load, if it counts requests beside a canary sent at `sent`.
+    fn busy_beside_canary(&self, worker: WorkerId, sent: Instant) -> Option<ReportedLoad> {
+        self.selector()
+            .reported_load(worker)
+            .filter(|report| report.is_fresh(now()) && report.is_busy_beside_canary(sent))
+    }
+}
+
+/// The current time, from tokio's clock so that paused-time tests control it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
