@@ -1,6 +1,8 @@
 //! An engine server's load on the frontend's `/metrics` (`--engine-at`): its series show while
 //! its `/metrics` scrape is fresh, leave while the scrape is stale, and come back with the next
-//! good scrape; `dynamo_engine_metrics_up` says which, all along.
+//! good scrape; `dynamo_engine_metrics_up` says which, all along. And the same load in the
+//! router's health checks: a server busy with other clients' work is not ejected for a late
+//! canary, an idle one that does not answer is.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
@@ -29,12 +31,21 @@ const LOAD: [&str; 3] = [
 /// Whether the server is scraped.
 const UP: &str = "dynamo_engine_metrics_up";
 
-/// A vLLM server's `/metrics` that answers (3 running, 2 waiting, KV cache half used) while
-/// `answers` holds and with 503 otherwise; stops when dropped.
+/// A vLLM server's `/metrics` that answers (3 running, 2 waiting, KV cache half used; nothing
+/// running or waiting once `idle`) while `answers` holds and with 503 otherwise; every other
+/// request is answered 503, or never when the server `hangs`. Stops when dropped.
 struct FakeEngine {
     url: String,
     answers: Arc<AtomicBool>,
+    idle: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What a [`FakeEngine`] does with a request that is not a `/metrics` scrape.
+#[derive(Clone, Copy, PartialEq)]
+enum Others {
+    Refuse,
+    Hang,
 }
 
 impl Drop for FakeEngine {
@@ -44,40 +55,65 @@ impl Drop for FakeEngine {
 }
 
 impl FakeEngine {
-    async fn start() -> FakeEngine {
+    async fn start(others: Others) -> FakeEngine {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
         let url = format!("http://{}", listener.local_addr().expect("bound"));
         let answers = Arc::new(AtomicBool::new(true));
-        let shared = Arc::clone(&answers);
+        let idle = Arc::new(AtomicBool::new(false));
+        let state = (Arc::clone(&answers), Arc::clone(&idle), others);
         // Connections live in the accept task's set: stopping the server closes them all.
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((socket, _)) = listener.accept().await {
-                connections.spawn(serve(socket, Arc::clone(&shared)));
+                connections.spawn(serve(socket, state.clone()));
             }
         });
-        FakeEngine { url, answers, task }
+        FakeEngine {
+            url,
+            answers,
+            idle,
+            task,
+        }
     }
 
     fn answer(&self, answers: bool) {
         self.answers.store(answers, Ordering::SeqCst);
     }
+
+    fn go_idle(&self) {
+        self.idle.store(true, Ordering::SeqCst);
+    }
 }
 
-async fn serve(mut socket: TcpStream, answers: Arc<AtomicBool>) {
-    const BODY: &str = "vllm:num_requests_running{engine=\"0\"} 3\n\
+async fn serve(
+    mut socket: TcpStream,
+    (answers, idle, others): (Arc<AtomicBool>, Arc<AtomicBool>, Others),
+) {
+    const BUSY: &str = "vllm:num_requests_running{engine=\"0\"} 3\n\
                         vllm:num_requests_waiting{engine=\"0\"} 2\n\
                         vllm:kv_cache_usage_perc{engine=\"0\"} 0.5\n";
+    const IDLE: &str = "vllm:num_requests_running{engine=\"0\"} 0\n\
+                        vllm:num_requests_waiting{engine=\"0\"} 0\n\
+                        vllm:kv_cache_usage_perc{engine=\"0\"} 0\n";
     while let Some((line, _)) = http_request::read_request(&mut socket).await {
         let metrics = line.split_whitespace().nth(1) == Some("/metrics");
         let answer = if metrics && answers.load(Ordering::SeqCst) {
+            let body = if idle.load(Ordering::SeqCst) {
+                IDLE
+            } else {
+                BUSY
+            };
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n\
-                 content-length: {}\r\n\r\n{BODY}",
-                BODY.len()
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
             )
+        } else if !metrics && others == Others::Hang {
+            // Queued behind other work, or wedged: the connection stays open, unanswered.
+            std::future::pending::<()>().await;
+            return;
         } else {
             "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_owned()
         };
@@ -115,7 +151,7 @@ async fn wait_until(frontend: &Frontend, what: &str, holds: fn(&str) -> bool) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engines_load_series_leave_while_its_scrape_is_stale_and_come_back_with_it() {
-    let engine = FakeEngine::start().await;
+    let engine = FakeEngine::start(Others::Refuse).await;
     let engines = [format!("vllm={},id=1", engine.url)];
     let (_process, frontend) = support::engine_frontend_routed(&engines, "approx-kv").await;
 
@@ -136,4 +172,36 @@ async fn an_engines_load_series_leave_while_its_scrape_is_stale_and_come_back_wi
     // The next good scrape brings them back.
     engine.answer(true);
     wait_until(&frontend, "worker 1's load series back", shown).await;
+}
+
+/// The value of the series named exactly `series` (name and labels) in `text`; 0 without one.
+fn counted(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+const EXCUSED: &str = "dynamo_router_canaries_excused_total";
+const EJECTED: &str = "dynamo_router_ejections_total{reason=\"canary\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_canary_does_not_eject_a_server_that_reports_other_work_and_does_once_it_is_idle() {
+    // The server answers no completion: each idle canary (every 5 s) misses its 5 s deadline.
+    let engine = FakeEngine::start(Others::Hang).await;
+    let engines = [format!("vllm={},id=1", engine.url)];
+    let (_process, frontend) = support::engine_frontend_routed(&engines, "approx-kv").await;
+
+    // Its /metrics says it runs 3 requests and queues 2 of other clients': not held against it.
+    let text = wait_until(&frontend, "a late canary excused", |text| {
+        counted(text, EXCUSED) >= 1.0
+    })
+    .await;
+    assert_eq!(counted(&text, EJECTED), 0.0, "{text}");
+
+    // Once it says it is idle, a late canary is a hang: it leaves routing.
+    engine.go_idle();
+    wait_until(&frontend, "the ejection by a canary", |text| {
+        counted(text, EJECTED) == 1.0
+    })
+    .await;
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use dynamo_core::{BlockSize, BoxError, KvEvent, ResyncRequest, Token, WorkerId};
 use dynamo_openai::{GgufMetadata, Tokenizer, WorkerGauges};
+use dynamo_router::health::ReportedLoad;
 use dynamo_router::{
     ApproxConfig, ExpectedTtft, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex,
 };
@@ -33,7 +34,6 @@ mod reported_load;
 
 use event_metrics::{export_skipped, logged, trtllm_skips, zmq_skips};
 pub(crate) use reported_load::ReportedLoads;
-use reported_load::{Reported, WithReportedLoad};
 
 /// Worker ids of `--engine-at` servers without `id=` start here (then count by position), far
 /// from the small ids of `--worker-at` and clear of nothing else in particular: give `id=` when
@@ -49,8 +49,8 @@ const SCRAPE_STALENESS: Duration = Duration::from_secs(5);
 
 /// A router of the kind `--router` names, as `deploy::start_router` builds it, except that
 /// its KV index (kind `kv`) is returned so that engine servers' ZMQ events can feed it too
-/// (NATS events feed it when there is a plane), and that its policy (kinds `kv` and
-/// `approx-kv`) sees each engine server's load raised to what the server reports in `loads`.
+/// (NATS events feed it when there is a plane), and that `loads` tells it what each engine
+/// server reports of its load (which its busy thresholds, its policy and its canaries read).
 pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
@@ -63,7 +63,7 @@ pub(crate) async fn start_router<P: EventPlane>(
         .stall_timeout(stall_timeout)
         .canary_model(options.name.clone());
     let builder = RouterService::builder(block_size).health(health);
-    let policy = WithReportedLoad::new(ExpectedTtft::default(), loads.clone());
+    let policy = ExpectedTtft::default();
     let (router, index) = match options.router {
         RouterKind::Kv => {
             let index = match plane {
@@ -91,12 +91,13 @@ pub(crate) async fn start_router<P: EventPlane>(
         RouterKind::RoundRobin => (builder.policy(RoundRobin::new()).build(), None),
     };
     tokio::spawn(router.health_checks());
+    loads.tell(router.clone());
     Ok((router, index))
 }
 
 /// Add every `--engine-at` server to `router` as a worker, with its KV events into `index`
 /// (when the router routes on events) and its load polled into the gateway's metrics and into
-/// `loads`, which the router's policy reads.
+/// `loads`, which tells the routers.
 pub(crate) async fn attach(
     options: &Options,
     metadata: &GgufMetadata,
@@ -275,12 +276,12 @@ async fn record_load(
             hide_load(gauges, &label);
             continue;
         };
-        let until = load.scraped_at.into_std() + SCRAPE_STALENESS;
-        let reported = Reported {
-            running: count(load.running_requests),
-            waiting: count(load.waiting_requests),
-            until,
-        };
+        let reported = ReportedLoad::new(
+            count(load.running_requests),
+            count(load.waiting_requests),
+            load.scraped_at.into_std(),
+            SCRAPE_STALENESS,
+        );
         loads.set(worker, Some(reported));
         if let Some(tokens) = load.kv_capacity_tokens {
             // The server's blocks may be of another size than the router's: counted in its.
