@@ -32,7 +32,8 @@ const LOAD: [&str; 3] = [
 const UP: &str = "dynamo_engine_metrics_up";
 
 /// A vLLM server's `/metrics` that answers (3 running, 2 waiting, KV cache half used; nothing
-/// running or waiting once `idle`) while `answers` holds and with 503 otherwise; every other
+/// running or waiting once `idle`), and llama.cpp's beside it (one request processing, one
+/// deferred; none once `idle`), while `answers` holds and with 503 otherwise; every other
 /// request is answered 503, or never when the server `hangs`. Stops when dropped.
 struct FakeEngine {
     url: String,
@@ -93,10 +94,14 @@ async fn serve(
 ) {
     const BUSY: &str = "vllm:num_requests_running{engine=\"0\"} 3\n\
                         vllm:num_requests_waiting{engine=\"0\"} 2\n\
-                        vllm:kv_cache_usage_perc{engine=\"0\"} 0.5\n";
+                        vllm:kv_cache_usage_perc{engine=\"0\"} 0.5\n\
+                        llamacpp:requests_processing 1\n\
+                        llamacpp:requests_deferred 1\n";
     const IDLE: &str = "vllm:num_requests_running{engine=\"0\"} 0\n\
                         vllm:num_requests_waiting{engine=\"0\"} 0\n\
-                        vllm:kv_cache_usage_perc{engine=\"0\"} 0\n";
+                        vllm:kv_cache_usage_perc{engine=\"0\"} 0\n\
+                        llamacpp:requests_processing 0\n\
+                        llamacpp:requests_deferred 0\n";
     while let Some((line, _)) = http_request::read_request(&mut socket).await {
         let metrics = line.split_whitespace().nth(1) == Some("/metrics");
         let answer = if metrics && answers.load(Ordering::SeqCst) {
@@ -185,20 +190,31 @@ const EXCUSED: &str = "dynamo_router_canaries_excused_total";
 const EJECTED: &str = "dynamo_router_ejections_total{reason=\"canary\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_canary_does_not_eject_a_server_that_reports_other_work_and_does_once_it_is_idle() {
-    // The server answers no completion: each idle canary (every 5 s) misses its 5 s deadline.
+async fn a_late_canary_does_not_eject_a_vllm_server_that_reports_other_work_until_it_is_idle() {
+    late_canaries("vllm").await;
+}
+
+/// The same through an `openai` server that exports llama.cpp's metrics (its server with
+/// `--metrics`): one request processing, one deferred.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_canary_does_not_eject_a_llama_cpp_server_that_reports_other_work_until_idle() {
+    late_canaries("openai").await;
+}
+
+/// A server of `kind` that answers no completion, so that each idle canary (every 5 s) misses
+/// its 5 s deadline: not held against it while its `/metrics` says it runs or queues other
+/// clients' requests, and ejecting it once that says it is idle.
+async fn late_canaries(kind: &str) {
     let engine = FakeEngine::start(Others::Hang).await;
-    let engines = [format!("vllm={},id=1", engine.url)];
+    let engines = [format!("{kind}={},id=1", engine.url)];
     let (_process, frontend) = support::engine_frontend_routed(&engines, "approx-kv").await;
 
-    // Its /metrics says it runs 3 requests and queues 2 of other clients': not held against it.
     let text = wait_until(&frontend, "a late canary excused", |text| {
         counted(text, EXCUSED) >= 1.0
     })
     .await;
     assert_eq!(counted(&text, EJECTED), 0.0, "{text}");
 
-    // Once it says it is idle, a late canary is a hang: it leaves routing.
     engine.go_idle();
     wait_until(&frontend, "the ejection by a canary", |text| {
         counted(text, EJECTED) == 1.0

@@ -3,8 +3,9 @@
 //! ids, their `/metrics` load, their ZMQ KV events; an older vLLM's text without ids tokenized
 //! by the gateway's tokenizer), TensorRT-LLM through `dynamo-trtllm` (token ids, its
 //! iteration statistics, its KV events polled from `/kv_cache_events`), any OpenAI-compatible
-//! server through `dynamo-upstream` (its text tokenized by the gateway's tokenizer, routed
-//! with the approximate index or by load).
+//! server through `dynamo-upstream` (its text tokenized by the gateway's tokenizer, its load
+//! read from `/metrics` under llama.cpp's names when it exports them, routed with the
+//! approximate index or by load).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,8 @@ use dynamo_transport::engine_events::EngineEventSource;
 use dynamo_transport::events::{EventPlane, forward_resyncs};
 use dynamo_trtllm::{EventsError, TrtllmServer};
 use dynamo_upstream::{
-    CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, LoadView, MetricsPoller,
-    OutputTokens, TextCodec,
+    CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, LoadMetrics, LoadView,
+    MetricsPoller, OutputTokens, TextCodec,
 };
 use dynamo_vllm::VllmServer;
 use futures::StreamExt;
@@ -164,10 +165,12 @@ pub(crate) async fn attach(
                         ..Extensions::default()
                     })
                     .output(OutputTokens::Retokenize(codec()?));
+                let poller = MetricsPoller::new(client.clone(), llama_cpp_metrics());
                 let engine = CompletionsEngine::new(client, dialect)
                     .model(model)
                     .default_max_tokens(options.default_max_tokens);
                 router.insert_worker(worker, engine);
+                poll_load(worker, poller, loads, (router, block_size));
             }
         }
         tracing::info!(
@@ -236,6 +239,18 @@ fn poll_load(
     tokio::spawn(poll);
     let capacity = (router.clone(), block_size);
     tokio::spawn(record_load(worker, view, loads.clone(), capacity));
+}
+
+/// An `openai` server's load, read as llama.cpp's server exports it (with `--metrics`): the
+/// slots processing a request, and the requests deferred until one frees. Another server's
+/// `/metrics` without these names gives no reading (as one that answers none).
+fn llama_cpp_metrics() -> LoadMetrics {
+    LoadMetrics {
+        running: vec!["llamacpp:requests_processing".to_owned()],
+        waiting: vec!["llamacpp:requests_deferred".to_owned()],
+        kv_usage: Vec::new(),
+        kv_usage_scale: 1.0,
+    }
 }
 
 /// The series a fresh scrape sets, by worker. Kept in [`WorkerGauges`], not through the
