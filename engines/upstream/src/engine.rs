@@ -40,8 +40,10 @@ static RETOKENIZED: AtomicBool = AtomicBool::new(false);
 /// server-sent events as they arrive. A request whose client reads the answer whole
 /// ([`Delivery::Whole`]) is posted with `"stream": false` instead and its answer read in one
 /// body, which costs both sides less, and comes back as one chunk. The last chunk carries the
-/// finish reason and the usage, with the cached prompt tokens from
-/// `usage.prompt_tokens_details.cached_tokens`.
+/// tokens of the event that finished the answer with the finish reason and the usage, with
+/// the cached prompt tokens from `usage.prompt_tokens_details.cached_tokens` (held until
+/// `data: [DONE]`: a reader that stops at a stop token, as the gateway does, still gets the
+/// usage that the server sends after it).
 ///
 /// Errors: the answer's HTTP status becomes an error class (see [`error_from_status`]); a
 /// connection that cannot be made is `unavailable`; an error event mid-stream is mapped by its
@@ -172,6 +174,7 @@ impl Inner {
             scores_beside_ids: self.dialect.scores_beside_ids(&request),
             finish: None,
             usage: None,
+            last: None,
         };
         Ok(match request.delivery {
             Delivery::Whole => whole_answer(body, events, MAX_ANSWER_BYTES, cancel),
@@ -188,15 +191,49 @@ struct CompletionEvents {
     scores_beside_ids: bool,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
+    /// The tokens of the event that carried the finish reason, held until `[DONE]` so that
+    /// they go out with the finish and the usage, which comes in an event of its own: the
+    /// gateway stops reading at a stop token (vLLM's end-of-sequence token is in that
+    /// event's `token_ids`), so a usage sent after it would be lost.
+    last: Option<TokenChunk>,
 }
 
 impl EventHandler for CompletionEvents {
     fn on_event(&mut self, data: &str, out: &mut VecDeque<TokenChunk>) -> Result<bool, Error> {
         if data.trim() == "[DONE]" {
-            let reason = self.finish.unwrap_or(FinishReason::Stop);
-            out.push_back(TokenChunk::finish(reason, self.usage));
+            let mut last = self.last.take().unwrap_or_default();
+            last.finish_reason = Some(self.finish.unwrap_or(FinishReason::Stop));
+            last.usage = self.usage;
+            out.push_back(last);
             return Ok(true);
         }
+        if let Err(error) = self.on_chunk(data, out) {
+            // The tokens that came go out before the error, as they would have without the
+            // hold.
+            out.extend(self.last.take());
+            return Err(error);
+        }
+        Ok(false)
+    }
+
+    fn on_end(&mut self, out: &mut VecDeque<TokenChunk>) -> Result<(), Error> {
+        out.extend(self.last.take());
+        Err(Error::unavailable(
+            "the upstream stream ended before [DONE]",
+        ))
+    }
+
+    /// A whole completion has the shape of one event, with its usage: that event, then the
+    /// end the `[DONE]` of a stream stands for.
+    fn on_whole(&mut self, body: &str, out: &mut VecDeque<TokenChunk>) -> Result<(), Error> {
+        self.on_event(body, out)?;
+        self.on_event("[DONE]", out).map(|_| ())
+    }
+}
+
+impl CompletionEvents {
+    /// One event that is not `[DONE]`.
+    fn on_chunk(&mut self, data: &str, out: &mut VecDeque<TokenChunk>) -> Result<(), Error> {
         let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|error| {
             Error::internal("the upstream sent an event that is not a completion chunk")
                 .with_source(error)
@@ -215,24 +252,9 @@ impl EventHandler for CompletionEvents {
         for choice in chunk.choices.into_iter().filter(|choice| choice.index == 0) {
             self.on_choice(choice, out)?;
         }
-        Ok(false)
+        Ok(())
     }
 
-    fn on_end(&mut self, _out: &mut VecDeque<TokenChunk>) -> Result<(), Error> {
-        Err(Error::unavailable(
-            "the upstream stream ended before [DONE]",
-        ))
-    }
-
-    /// A whole completion has the shape of one event, with its usage: that event, then the
-    /// end the `[DONE]` of a stream stands for.
-    fn on_whole(&mut self, body: &str, out: &mut VecDeque<TokenChunk>) -> Result<(), Error> {
-        self.on_event(body, out)?;
-        self.on_event("[DONE]", out).map(|_| ())
-    }
-}
-
-impl CompletionEvents {
     fn on_choice(
         &mut self,
         mut choice: Choice<'_>,
@@ -287,16 +309,24 @@ impl CompletionEvents {
                 scores.pop();
             }
         }
-        if let Some(reason) = choice.finish() {
-            self.finish = Some(reason);
-        }
+        let finish = choice.finish();
         if !tokens.is_empty() || !choice.text.is_empty() {
-            out.push_back(TokenChunk {
+            let chunk = TokenChunk {
                 tokens,
                 text: (!choice.text.is_empty()).then(|| choice.text.into_owned()),
                 log_probs,
                 ..TokenChunk::default()
-            });
+            };
+            // Tokens after a finish (no server sends them) keep their order.
+            out.extend(self.last.take());
+            if finish.is_some() {
+                self.last = Some(chunk);
+            } else {
+                out.push_back(chunk);
+            }
+        }
+        if finish.is_some() {
+            self.finish = finish;
         }
         Ok(())
     }

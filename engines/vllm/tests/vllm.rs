@@ -15,6 +15,7 @@ use dynamo_core::{
 };
 use dynamo_upstream::TextCodec;
 use dynamo_vllm::VllmServer;
+use futures::StreamExt;
 use replay::{Replay, fixture_bytes};
 use serde_json::json;
 
@@ -59,6 +60,56 @@ async fn sampling_fields_go_out_under_vllm_names_and_ids_come_back() {
             "frequency_penalty": -0.5, "top_k": 40, "min_p": 0.25, "repetition_penalty": 1.25,
             "stop_token_ids": [2], "ignore_eos": true, "min_tokens": 1, "cache_salt": "tenant-a"
         })
+    );
+}
+
+/// The prompt of `live_stream_eos_usage.http`: SmolLM2's chat template around "What is the
+/// capital of France?".
+const FRANCE: [u32; 37] = [
+    1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
+    19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531,
+    198,
+];
+
+#[tokio::test]
+async fn the_end_of_sequence_token_comes_with_the_finish_and_the_usage() {
+    // Recorded from a live vLLM 0.32.0: its end-of-sequence token (2) in `token_ids` of the
+    // event that finishes, then the usage (32 cached tokens) in an event of its own. The
+    // gateway stops reading at a stop token, so a usage that came after it was lost.
+    let server = Replay::one("/v1/completions", "live_stream_eos_usage.http").await;
+    let vllm = VllmServer::new(&server.url())
+        .expect("a URL")
+        .model("smollm2");
+    let request = GenerateRequest::new("r1", "gateway", FRANCE.to_vec())
+        .with_max_tokens(20)
+        .with_stop_tokens(vec![2]);
+    let mut stream = vllm.engine().generate(request).await.expect("a stream");
+    let mut tokens = Vec::new();
+    // As the gateway reads: until a chunk holds a stop token, then the stream is dropped.
+    let last = loop {
+        let chunk = stream
+            .next()
+            .await
+            .expect("a chunk before the stream ends")
+            .expect("no error");
+        tokens.extend_from_slice(&chunk.tokens);
+        if chunk.tokens.contains(&2) {
+            break chunk;
+        }
+    };
+    drop(stream);
+    assert_eq!(tokens, [504, 3575, 282, 4649, 314, 7042, 30, 2]);
+    assert_eq!(last.finish_reason, Some(FinishReason::Eos));
+    let usage = last
+        .usage
+        .expect("the usage with the end-of-sequence token");
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.cached_tokens,
+            usage.completion_tokens
+        ),
+        (37, 32, 8)
     );
 }
 
