@@ -1,6 +1,7 @@
 //! `dynamo-serve frontend --engine-at openai=…` in front of an engine nobody here wrote:
 //! llama.cpp's HTTP server from the PyPI package `xllamacpp`, serving the SmolLM2 GGUF file
-//! the frontend tokenizes with (start-up shared with `dynamo-upstream`'s `tests/llama_cpp.rs`).
+//! the frontend tokenizes with (start-up shared with `dynamo-upstream`'s `tests/llama_cpp.rs`):
+//! whole and streamed chat, a response format, and the server's load read from its metrics.
 //!
 //! Runs when `DYNAMO_LLAMA_PYTHON` names a Python with `xllamacpp` installed (CI's virtual
 //! environment); without it the test says so and passes without running. Run with
@@ -168,6 +169,33 @@ async fn llama_cpp_enforces_a_response_format_named_by_format_json_schema() {
     assert_eq!(status, 400, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("response_format"), "{refused}");
+}
+
+/// The frontend reads the server's load under llama.cpp's names (`llamacpp:requests_processing`,
+/// `llamacpp:requests_deferred`), which is what lets the router excuse a canary queued behind
+/// another client's answer there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_llama_cpp_servers_load_is_read_from_its_metrics() {
+    let Some(server) = start_llama_server().await else {
+        return;
+    };
+    let engines = [format!("openai={},id=1", server.url)];
+    let (_process, frontend) = support::engine_frontend_routed(&engines, "approx-kv").await;
+
+    // Idle, the server processes and defers nothing; its scrape is fresh.
+    support::eventually(
+        "the llama.cpp server's load read",
+        Duration::from_secs(30),
+        async || {
+            let text = frontend.metrics().await;
+            support::series_value(&text, "dynamo_engine_metrics_up", "1/0") == Some(1.0)
+                && support::series_value(&text, "dynamo_engine_running_requests", "1/0")
+                    == Some(0.0)
+                && support::series_value(&text, "dynamo_engine_waiting_requests", "1/0")
+                    == Some(0.0)
+        },
+    )
+    .await;
 }
 
 /// llama.cpp's server, started where `DYNAMO_LLAMA_PYTHON` names a Python with `xllamacpp`;
