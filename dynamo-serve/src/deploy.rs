@@ -18,7 +18,8 @@ use dynamo_core::{
 use dynamo_openai::WorkerGauges;
 use dynamo_router::migrate::{MigrateLayer, MigrationConfig};
 use dynamo_router::{
-    ApproxConfig, ApproxIndex, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex,
+    ApproxConfig, ApproxIndex, HealthConfig, KvIndex, RoundRobin, RouterBuilder, RouterService,
+    SharedIndex,
 };
 use dynamo_transport::discovery::{
     ConnectConfig, DirectoryDiscovery, Discovery, EtcdDiscovery, WorkerRecord, connect,
@@ -98,7 +99,10 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
 ///
 /// Its workers are watched as [`HealthConfig`] says: an attempt with no token for
 /// `--stall-timeout` seconds ends (and migrates), its worker leaves routing until it answers a
-/// canary; the canaries run on a spawned task.
+/// canary; the canaries run on a spawned task. A worker over a busy threshold
+/// (`--active-*-threshold`) takes no new request; while every one is, a request waits in the
+/// router's queue (`--router-queue-size`, `--router-queue-policy`) or, the queue full, is
+/// refused as overloaded.
 pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
@@ -129,7 +133,7 @@ async fn build_router<P: EventPlane>(
     let health = HealthConfig::default()
         .stall_timeout(stall_timeout)
         .canary_model(options.name.clone());
-    let mut builder = RouterService::builder(block_size).health(health);
+    let mut builder = busy_router(options, health)?;
     if let Some(replica) = &replica {
         builder = builder.load_tracker(replica.load());
     }
@@ -164,6 +168,21 @@ async fn build_router<P: EventPlane>(
     }
     tokio::spawn(router.health_checks());
     Ok(router)
+}
+
+/// A router builder with `health`, and the busy thresholds and the wait queue of
+/// `--active-*-threshold` and `--router-queue-*` (none set: no worker is ever busy, as the
+/// router's default).
+pub(crate) fn busy_router(
+    options: &Options,
+    health: HealthConfig,
+) -> Result<RouterBuilder, Box<dyn std::error::Error>> {
+    let block_size = BlockSize::new(options.block_size)?;
+    let (order, size) = options.busy.queue();
+    Ok(RouterService::builder(block_size)
+        .health(health)
+        .thresholds(options.busy_thresholds()?)
+        .queue(order, size))
 }
 
 /// Every [`INDEX_SIZES_EVERY`], the gauge `dynamo_router_indexed_blocks{worker}`: the blocks the

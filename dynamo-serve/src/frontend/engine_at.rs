@@ -63,7 +63,7 @@ pub(crate) async fn start_router<P: EventPlane>(
     let health = HealthConfig::default()
         .stall_timeout(stall_timeout)
         .canary_model(options.name.clone());
-    let builder = RouterService::builder(block_size).health(health);
+    let builder = crate::deploy::busy_router(options, health)?;
     let policy = ExpectedTtft::default();
     let (router, index) = match options.router {
         RouterKind::Kv => {

@@ -10,6 +10,7 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 use dynamo_candle::DiskTier;
 use dynamo_planner::policy::{PolicyKind, SlaTargets};
 
+use super::busy::{Busy, BusyArgs};
 use super::deployment::{DeploymentArgs, PlaneTlsArgs};
 use super::values::{WorkerAddresses, at_least_one, number_workers, positive_number};
 use super::{
@@ -78,6 +79,8 @@ struct ServeArgs {
     engine: EngineArgs,
     #[command(flatten)]
     gateway: GatewayArgs,
+    #[command(flatten)]
+    busy: BusyArgs,
 }
 
 /// The flags of `dynamo-serve worker`.
@@ -150,6 +153,8 @@ struct FrontendArgs {
     engine_at: Vec<super::EngineAt>,
     #[command(flatten)]
     gateway: GatewayArgs,
+    #[command(flatten)]
+    busy: BusyArgs,
     #[command(flatten)]
     deployment: DeploymentArgs,
     #[command(flatten)]
@@ -425,6 +430,7 @@ impl Cli {
                 options.worker_at = number_workers(&args.worker_at);
                 options.engine_at = args.engine_at;
                 options.plane_tls = args.plane_tls.files();
+                options.busy = args.busy.into();
                 options
             }
         }
@@ -435,6 +441,7 @@ fn serve(command: Command, args: ServeArgs) -> Options {
     let mut options = options(command, args.model, args.engine, args.gateway, defaults());
     options.port = Some(args.port);
     options.workers = args.workers;
+    options.busy = args.busy.into();
     if let Some(prefill) = args.prefill_workers {
         options.prefill_workers = prefill;
         options.decode_workers = args.decode_workers;
@@ -501,6 +508,7 @@ fn options(
         lease_ttl: DEFAULT_LEASE_TTL,
         worker_at: Vec::new(),
         engine_at: Vec::new(),
+        busy: Busy::default(),
     }
 }
 

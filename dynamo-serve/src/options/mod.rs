@@ -6,6 +6,7 @@
 //! it (`errors.rs`). The parsed command then becomes one [`Options`], the shape the rest of
 //! the binary reads, with the defaults where a command has no such flag.
 
+mod busy;
 mod deployment;
 mod engine_at;
 mod errors;
@@ -20,6 +21,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, ValueEnum};
 use dynamo_candle::DiskTier;
 
+pub(crate) use busy::Busy;
 pub(crate) use engine_at::{EngineAt, UpstreamKind};
 use errors::{error_of, named_command, with_owners, with_usage};
 use flags::Cli;
@@ -214,6 +216,8 @@ pub(crate) struct Options {
     pub(crate) worker_at: Vec<(u64, SocketAddr)>,
     /// Engine servers routed to directly (`--engine-at`).
     pub(crate) engine_at: Vec<EngineAt>,
+    /// The routers' busy thresholds and wait queue.
+    pub(crate) busy: Busy,
 }
 
 impl Options {
@@ -240,8 +244,36 @@ impl Options {
             })
     }
 
+    /// The routers' busy thresholds, for this command's workers.
+    pub(crate) fn busy_thresholds(&self) -> Result<dynamo_router::BusyThresholds, String> {
+        self.busy.thresholds(self.kv_blocks_per_worker())
+    }
+
+    /// Each in-process worker's KV blocks, as `engines::start_engine` sizes its cache; `None`
+    /// where the workers are elsewhere (their caches are known only at run time) or hold none.
+    fn kv_blocks_per_worker(&self) -> Option<u64> {
+        if !matches!(self.command, Command::Serve) {
+            return None;
+        }
+        match self.engine {
+            EngineKind::Candle => Some(u64::from(
+                self.kv_blocks
+                    .unwrap_or(dynamo_candle::CandleConfig::default().blocks),
+            )),
+            EngineKind::Mocker => Some(self.kv_blocks.map_or(16_384, u64::from)),
+            EngineKind::Echo => None,
+        }
+    }
+
     /// Reject combinations that cannot work, saying what would.
     fn validate(&self) -> Result<(), clap::Error> {
+        if let Err(message) = self.busy_thresholds() {
+            let name = match self.command {
+                Command::Frontend => "frontend",
+                _ => "",
+            };
+            return Err(error_of(name, ErrorKind::ArgumentConflict, &message));
+        }
         let discovered = self.etcd.is_some() || self.registry.is_some();
         match self.command {
             Command::Frontend

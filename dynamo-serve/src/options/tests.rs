@@ -313,3 +313,91 @@ fn only_a_worker_follows_its_parent_and_only_when_asked() {
     let error = refused("frontend --registry r --exit-with-parent");
     assert_eq!(error.kind(), ErrorKind::UnknownArgument);
 }
+
+#[test]
+fn busy_thresholds_and_the_wait_queue_are_off_until_given() {
+    use dynamo_router::{BusyThresholds, QueueOrder};
+
+    for args in ["", "frontend --registry r --router approx-kv"] {
+        let parsed = options(args).expect("valid");
+        assert_eq!(parsed.busy_thresholds(), Ok(BusyThresholds::default()));
+        assert_eq!(parsed.busy.queue(), (QueueOrder::Fcfs, 1024), "{args}");
+    }
+    let serve = options(
+        "--engine mocker --kv-blocks 1000 --active-requests-threshold 8 \
+         --active-prefill-tokens-threshold 10000 --active-decode-blocks-threshold 0.85 \
+         --router-queue-size 0 --router-queue-policy shortest-uncached-first",
+    )
+    .expect("valid");
+    assert_eq!(
+        serve.busy_thresholds(),
+        Ok(BusyThresholds {
+            max_active_requests: Some(8),
+            max_prefill_tokens: Some(10_001),
+            max_decode_blocks: Some(851),
+        })
+    );
+    assert_eq!(serve.busy.queue(), (QueueOrder::ShortestUncachedFirst, 0));
+    // Candle workers' default cache is 512 blocks.
+    let candle = options("--active-decode-blocks-threshold 0.5").expect("valid");
+    let blocks = candle.busy_thresholds().map(|t| t.max_decode_blocks);
+    assert_eq!(blocks, Ok(Some(257)));
+    let frontend = options(
+        "frontend --registry r --router approx-kv --active-decode-blocks-threshold 400 \
+         --active-requests-threshold 1 --router-queue-size 16",
+    )
+    .expect("valid");
+    let thresholds = frontend.busy_thresholds().expect("blocks, not a fraction");
+    assert_eq!(
+        (thresholds.max_active_requests, thresholds.max_decode_blocks),
+        (Some(1), Some(401))
+    );
+    assert_eq!(frontend.busy.queue().1, 16);
+}
+
+#[test]
+fn busy_thresholds_refuse_what_cannot_work() {
+    for args in [
+        "--active-requests-threshold 0",
+        "--active-prefill-tokens-threshold 0",
+        "--active-decode-blocks-threshold 0",
+        "--active-decode-blocks-threshold 1.5",
+        "--active-decode-blocks-threshold=-1",
+        "--router-queue-size=-1",
+        "frontend --registry r --active-requests-threshold 0",
+    ] {
+        assert_eq!(refused(args).kind(), ErrorKind::ValueValidation, "{args}");
+    }
+    let error = refused("--active-decode-blocks-threshold 1.5").to_string();
+    assert!(
+        error.contains("a fraction above 0 and at most 1"),
+        "{error}"
+    );
+    assert_eq!(
+        refused("--router-queue-policy lifo").kind(),
+        ErrorKind::InvalidValue
+    );
+    // A frontend's workers' caches are known only at run time: a fraction is refused there,
+    // and so with echo workers, which hold no cache.
+    for args in [
+        "frontend --registry r --router approx-kv --active-decode-blocks-threshold 0.85",
+        "--engine echo --router approx-kv --active-decode-blocks-threshold 0.85",
+    ] {
+        let error = refused(args);
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict, "{args}");
+        assert!(
+            error.to_string().contains("give a number of blocks"),
+            "{error}"
+        );
+    }
+    assert!(
+        refused("frontend --registry r --active-decode-blocks-threshold 0.85")
+            .to_string()
+            .contains("Usage: dynamo-serve frontend")
+    );
+    // Flags of the routers: a worker has none.
+    assert_eq!(
+        refused("worker --active-requests-threshold 1").kind(),
+        ErrorKind::UnknownArgument
+    );
+}
