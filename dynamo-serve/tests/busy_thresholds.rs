@@ -247,15 +247,14 @@ async fn serve(mut socket: TcpStream, idle: Arc<AtomicBool>) {
     }
 }
 
-/// A frontend over `engine` with a request threshold of 4 and `flags`, once the engine's first
-/// report (5 requests) has landed; and its port.
+/// A frontend over `engine` with `flags`, once the engine's first report (5 requests) has
+/// landed; and its port.
 async fn frontend_over(engine: &SharedEngine, flags: &[&str]) -> (Process, Frontend, u16) {
     let port = free_port().expect("a free port");
     let port_text = port.to_string();
     let engine_at = format!("vllm={},id=1", engine.url);
     let mut args = vec!["frontend", "--port", &port_text, "--router", "approx-kv"];
     args.extend(["--engine-at", &engine_at, "--embedding-model", "none"]);
-    args.extend(["--active-requests-threshold", "4"]);
     args.extend_from_slice(flags);
     let process = Process::start(&args);
     let frontend = Frontend::new(port);
@@ -282,26 +281,50 @@ fn from_the_engine((status, _, body): &(u16, Option<String>, Value)) -> bool {
             .is_some_and(|message| message.contains(REACHED))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_engine_server_busy_with_other_clients_work_refuses_by_its_report_alone() {
+/// With `threshold` and no room to wait: a request is refused while `engine` reports 5
+/// requests of other clients, and reaches it once it reports itself idle.
+async fn refused_by_the_report_alone(threshold: [&str; 2]) {
     let engine = SharedEngine::start().await;
-    let (_process, frontend, _) = frontend_over(&engine, &["--router-queue-size", "0"]).await;
+    let mut flags = vec!["--router-queue-size", "0"];
+    flags.extend(threshold);
+    let (_process, frontend, _) = frontend_over(&engine, &flags).await;
 
-    // The router has sent it nothing; its report of 5 requests makes it busy.
+    // The router has sent it nothing; its report makes it busy.
     let answer = one_token(&frontend, "while it is busy").await;
-    assert!(refused_as_overloaded(&answer), "{answer:?}");
+    assert!(refused_as_overloaded(&answer), "{threshold:?}: {answer:?}");
 
     // Once it reports itself idle a request reaches it.
     engine.go_idle();
     reported_waiting(&frontend, 0.0).await;
     let answer = one_token(&frontend, "once it is idle").await;
-    assert!(from_the_engine(&answer), "{answer:?}");
+    assert!(from_the_engine(&answer), "{threshold:?}: {answer:?}");
+}
+
+/// 5 requests reported, a threshold of 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_server_busy_with_other_clients_work_refuses_by_its_report_alone() {
+    refused_by_the_report_alone(["--active-requests-threshold", "4"]).await;
+}
+
+/// 2 waiting requests, each counted as this request's prompt (a few tokens, 2 at least): 4
+/// tokens or more, above 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_servers_reported_queue_is_over_a_prefill_token_threshold() {
+    refused_by_the_report_alone(["--active-prefill-tokens-threshold", "3"]).await;
+}
+
+/// 5 requests, each counted as this request's blocks (a prompt shorter than a block, plus one):
+/// 5 blocks, above 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_servers_reported_requests_are_over_a_decode_block_threshold() {
+    refused_by_the_report_alone(["--active-decode-blocks-threshold", "4"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waits_while_an_engine_server_reports_itself_busy_and_goes_once_it_is_idle() {
     let engine = SharedEngine::start().await;
-    let (_process, frontend, port) = frontend_over(&engine, &[]).await;
+    let flags = ["--active-requests-threshold", "4"];
+    let (_process, frontend, port) = frontend_over(&engine, &flags).await;
 
     let waiting = tokio::spawn(async move { one_token(&Frontend::new(port), "waits").await });
     queue_depth(&frontend, 1.0).await;
