@@ -113,6 +113,35 @@ async fn the_end_of_sequence_token_comes_with_the_finish_and_the_usage() {
     );
 }
 
+#[tokio::test]
+async fn a_live_vllms_refusals_keep_their_class_and_message() {
+    // Recorded from a live vLLM 0.32.0: a prompt over --max-model-len, an unknown model.
+    for (fixture, class, message) in [
+        (
+            "live_error_400_context_length.http",
+            ErrorClass::InvalidRequest,
+            "This model's maximum context length is 2048 tokens. However, your prompt contains \
+             2050 input tokens, which exceeds this limit even without any output tokens. Please \
+             reduce the length of the input prompt. (parameter=input_tokens, value=2050)",
+        ),
+        (
+            "live_error_404_model.http",
+            ErrorClass::NotFound,
+            "The model `nope` does not exist. Valid aliases: smollm2.",
+        ),
+    ] {
+        let server = Replay::one("/v1/completions", fixture).await;
+        let vllm = VllmServer::new(&server.url()).expect("a URL");
+        let error = vllm
+            .engine()
+            .generate_all(GenerateRequest::new("r1", "nope", vec![1, 198]).with_max_tokens(4))
+            .await
+            .expect_err(fixture);
+        assert_eq!(error.class(), class, "{fixture}: {error}");
+        assert!(error.to_string().contains(message), "{fixture}: {error}");
+    }
+}
+
 /// A schema whose properties are not in alphabetical order, so a body that re-sorted them
 /// would show.
 const SCHEMA: &str = r#"{"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}, "required": ["zeta", "alpha"]}"#;
@@ -226,6 +255,9 @@ async fn load_comes_from_current_and_older_metric_names() {
     for (fixture, running, waiting, kv) in [
         ("metrics_v1.http", 5.0, 4.0, 0.625),
         ("metrics_v0_gpu_cache.http", 7.0, 1.0, 0.875),
+        // Recorded from a live vLLM 0.32.0 during one long answer: beside the gauges read,
+        // `vllm:num_requests_waiting_by_reason`, histograms and `_created` series.
+        ("live_metrics.http", 1.0, 0.0, 0.000_687_285_223_367_695_2),
     ] {
         let routes = HashMap::from([("/metrics".to_owned(), fixture_bytes(fixture))]);
         let server = Replay::start(routes).await;
