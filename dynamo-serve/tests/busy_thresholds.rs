@@ -1,8 +1,9 @@
 //! Busy thresholds and the router's wait queue, as a user sets them on the command line
 //! (`--active-requests-threshold`, `--router-queue-size`): a request that finds every worker
 //! busy waits for one to free up, or is refused 503 with `Retry-After` when there is no room to
-//! wait; an `--engine-at` server's reported load alone makes it busy; and without a threshold
-//! nothing waits.
+//! wait; an `--engine-at` server's reported load alone makes it busy, and so does a worker's
+//! NATS load report of another frontend's requests; a decode-block fraction in the frontend is
+//! a share of each worker's reported cache; and without a threshold nothing waits.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
@@ -334,4 +335,119 @@ async fn a_request_waits_while_an_engine_server_reports_itself_busy_and_goes_onc
     let answer = waiting.await.expect("the waiting request's task");
     assert!(from_the_engine(&answer), "{answer:?}");
     queue_depth(&frontend, 0.0).await;
+}
+
+/// The frontend `frontend --router round-robin` (which shares no bookings with other
+/// frontends) over the workers registered in `registry`, their load reports from NATS `nats`,
+/// with `flags`.
+async fn nats_frontend(registry: &str, nats: &str, flags: &[&str]) -> (Process, Frontend) {
+    let port = free_port().expect("a free port");
+    let port_text = port.to_string();
+    let mut args = vec!["frontend", "--port", &port_text, "--registry", registry];
+    args.extend(["--router", "round-robin", "--nats", nats]);
+    args.extend(["--embedding-model", "none"]);
+    args.extend_from_slice(flags);
+    let process = Process::start(&args);
+    let frontend = Frontend::new(port);
+    frontend.wait_ready().await;
+    (process, frontend)
+}
+
+/// Wait until `frontend` has read `worker`'s report of `active` requests from NATS.
+async fn reported_active(frontend: &Frontend, worker: &str, active: f64) {
+    let what = format!("worker {worker}'s report of {active} active requests");
+    frontend
+        .wait_for_metrics(&what, WITHIN, |text| {
+            support::series_value(text, "dynamo_worker_active_requests", worker) == Some(active)
+        })
+        .await;
+}
+
+/// Two frontends in front of one slow worker found through discovery: the second's request
+/// holds it, and the first, at a threshold of 1 request, refuses a request by the worker's NATS
+/// report alone (it booked nothing against it); once the report says idle, it routes again.
+/// Before the frontend gave NATS reports to its router, the first routed the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_busy_with_another_frontends_request_is_busy_by_its_nats_report() {
+    let nats = dynamo_transport::local::LocalNats::start().expect("nats-server starts");
+    let url = nats.url();
+    let directory = std::env::temp_dir().join(format!("dynamo-nats-busy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    let flags = [
+        "--active-requests-threshold",
+        "1",
+        "--router-queue-size",
+        "0",
+    ];
+    let (first_process, first) = nats_frontend(&registry, &url, &flags).await;
+    let (second_process, second) = nats_frontend(&registry, &url, &[]).await;
+    let worker_flags = ["--nats", &url, "--speedup", "0.05"];
+    let _worker = support::registry_worker("mocker", 7, &registry, &worker_flags);
+    first_process.wait_for("worker 7/0 at", WITHIN).await;
+    second_process.wait_for("worker 7/0 at", WITHIN).await;
+    reported_active(&first, "7/0", 0.0).await;
+
+    // The second frontend's request holds the worker; the first has booked nothing.
+    let held = hold_the_worker(&second).await;
+    reported_active(&first, "7/0", 1.0).await;
+    let answer = one_token(&first, "while the other frontend's request runs").await;
+    assert!(refused_as_overloaded(&answer), "{answer:?}");
+
+    // The held request ends: the worker reports itself idle, and the first routes to it.
+    let events = support::read_stream(held, WITHIN).await;
+    assert!(events.contains("data: [DONE]"), "{events}");
+    reported_active(&first, "7/0", 0.0).await;
+    let (status, _, body) = one_token(&first, "once the worker is idle").await;
+    assert_eq!(status, 200, "{body}");
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// `--active-decode-blocks-threshold` as a fraction in the frontend: a share of each worker's
+/// KV cache as its NATS load reports give it. A worker of 64 blocks at 0.02 (1.28 blocks) is
+/// busy while it holds a request of a few prompt blocks, and a request with no room to wait is
+/// refused; once that request ends it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decode_block_fraction_in_the_frontend_is_a_share_of_each_workers_reported_cache() {
+    let nats = dynamo_transport::local::LocalNats::start().expect("nats-server starts");
+    let url = nats.url();
+    let directory = std::env::temp_dir().join(format!("dynamo-share-busy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    let registry = directory.display().to_string();
+    let flags = [
+        "--nats",
+        &url,
+        "--active-decode-blocks-threshold",
+        "0.02",
+        "--router-queue-size",
+        "0",
+    ];
+    let (process, frontend) = support::directory_frontend_with(&registry, &flags).await;
+    let worker_flags = ["--nats", &url, "--speedup", "0.05", "--kv-blocks", "64"];
+    let _worker = support::registry_worker("mocker", 8, &registry, &worker_flags);
+    process.wait_for("worker 8/0 at", WITHIN).await;
+    frontend
+        .wait_for_metrics("worker 8's reported cache size", WITHIN, |text| {
+            support::series_value(text, "dynamo_router_worker_kv_capacity_blocks", "8/0")
+                == Some(64.0)
+        })
+        .await;
+
+    // A prompt of a few blocks (of 16 tokens), held for seconds: over 2% of 64 blocks.
+    let prompt = "hold the worker with a prompt of several blocks ".repeat(8);
+    let body = json!({
+        "model": "smollm2", "prompt": prompt, "max_tokens": 150,
+        "ignore_eos": true, "stream": true,
+    });
+    let held = support::first_events(&frontend, &body).await.0;
+    let answer = one_token(&frontend, "while the worker holds its share").await;
+    assert!(refused_as_overloaded(&answer), "{answer:?}");
+
+    let events = support::read_stream(held, WITHIN).await;
+    assert!(events.contains("data: [DONE]"), "{events}");
+    // Its report of the request, which counts too, lapses with the next one.
+    reported_active(&frontend, "8/0", 0.0).await;
+    let (status, _, body) = one_token(&frontend, "once it is free").await;
+    assert_eq!(status, 200, "{body}");
+    let _ = std::fs::remove_dir_all(&directory);
 }

@@ -1,12 +1,13 @@
-//! The workers' load reports on the gateway's `/metrics`, by `worker`, while the frontend
-//! routes to them.
+//! The workers' load reports: on the gateway's `/metrics`, by `worker`, and to the routers
+//! (`RouterService::report_load`), while the frontend routes to them.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use dynamo_core::WorkerId;
 use dynamo_openai::WorkerGauges;
 use dynamo_router::RouterService;
+use dynamo_router::health::ReportedLoad;
 use dynamo_transport::events::{LoadReport, Subscription};
 use futures::StreamExt;
 
@@ -22,12 +23,27 @@ const GAUGES: [&str; 4] = [
 /// The capacity the router charges a worker's requests against, by `worker`.
 const CAPACITY: &str = "dynamo_router_worker_kv_capacity_blocks";
 
-/// How often the frontend looks for workers that left routing, to remove their series.
+/// How often the frontend looks for workers that left routing, to remove their series, and
+/// for reports that lapsed.
 const DEPARTURES_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a worker's report counts in the routers: three of the workers' report periods
+/// (one a second), so that a report or two lost on the way do not drop the worker's load.
+const REPORT_FRESH_FOR: Duration = Duration::from_secs(3);
+
 /// Keep the reported load of the workers `routers` route to in the gateway's Prometheus
-/// metrics, and their KV capacity in the routers' load (which the expected-TTFT policy charges
-/// a request's blocks against), until `reports` ends.
+/// metrics, their KV capacity in the routers' load (which the expected-TTFT policy charges
+/// a request's blocks against), and their requests in the routers' view of their load
+/// ([`RouterService::report_load`]), until `reports` ends.
+///
+/// The routers book only this frontend's requests; a worker that other frontends also route
+/// to runs theirs too, and its report counts them all. Each report is given to the routers as
+/// a [`ReportedLoad`] read when it arrived, trusted for [`REPORT_FRESH_FOR`]: its requests
+/// raise the worker's booked load before the busy thresholds and the policy see it (never
+/// lowering it: this frontend's own requests are part of the report), its waiting requests
+/// count as prompts to prefill, and a canary that is late while it counts other requests does
+/// not eject the worker. A worker whose reports stop coming has its report forgotten (`None`)
+/// within [`DEPARTURES_EVERY`] of it lapsing, as is one that leaves routing.
 ///
 /// A report's blocks are the worker's, and discovery admits only workers whose block size is
 /// the router's (`--block-size`), so they are the router's blocks as they are. A worker that
@@ -40,16 +56,24 @@ pub(super) async fn record_load(
     routers: [RouterService; 2],
 ) {
     let mut shown = HashSet::new();
+    let mut reported = HashMap::new();
     let mut every = tokio::time::interval(DEPARTURES_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             report = reports.next() => match report {
                 None => return,
-                Some(Ok(report)) => record(&report, &routers, &mut shown),
+                Some(Ok(report)) => {
+                    if record(&report, &routers, &mut shown) {
+                        reported.insert(report.worker, Instant::now() + REPORT_FRESH_FOR);
+                    }
+                }
                 Some(Err(_)) => {}
             },
-            _ = every.tick() => remove_departed(&routers, &mut shown),
+            _ = every.tick() => {
+                remove_departed(&routers, &mut shown);
+                forget_lapsed(&routers, &shown, &mut reported);
+            }
         }
     }
 }
@@ -61,10 +85,15 @@ fn routed(routers: &[RouterService], worker: WorkerId) -> bool {
         .any(|router| router.selector().workers().contains(&worker))
 }
 
-/// Set `report`'s worker's capacity in the routers and its series, if a router routes to it.
-fn record(report: &LoadReport, routers: &[RouterService], shown: &mut HashSet<WorkerId>) {
+/// Give `report` to the routers and set its worker's capacity in them and its series, if a
+/// router routes to it; whether one does.
+fn record(report: &LoadReport, routers: &[RouterService], shown: &mut HashSet<WorkerId>) -> bool {
     if !routed(routers, report.worker) {
-        return;
+        return false;
+    }
+    let reported = Some(reported_load(report, Instant::now()));
+    for router in routers {
+        router.report_load(report.worker, reported);
     }
     let worker = report.worker.to_string();
     let gauges = WorkerGauges::global();
@@ -90,6 +119,35 @@ fn record(report: &LoadReport, routers: &[RouterService], shown: &mut HashSet<Wo
         gauges.set(name, &worker, value as f64);
     }
     shown.insert(report.worker);
+    true
+}
+
+/// `report` as the routers read it, arrived at `now`. A worker's active requests are the
+/// streams open on it, queued ones included: the ones it runs are those not waiting.
+fn reported_load(report: &LoadReport, now: Instant) -> ReportedLoad {
+    let count = |value: u64| u32::try_from(value).unwrap_or(u32::MAX);
+    let waiting = count(report.waiting_requests);
+    let running = count(report.active_requests).saturating_sub(waiting);
+    ReportedLoad::new(running, waiting, now, REPORT_FRESH_FOR)
+}
+
+/// Have the routers forget the reports in `reported` that lapsed, or whose worker left routing
+/// (not in `shown` any more).
+fn forget_lapsed(
+    routers: &[RouterService],
+    shown: &HashSet<WorkerId>,
+    reported: &mut HashMap<WorkerId, Instant>,
+) {
+    let now = Instant::now();
+    reported.retain(|worker, until| {
+        if now <= *until && shown.contains(worker) {
+            return true;
+        }
+        for router in routers {
+            router.report_load(*worker, None);
+        }
+        false
+    });
 }
 
 /// Remove the series of the workers in `shown` that no router routes to any more, and forget
@@ -109,4 +167,31 @@ fn remove_departed(routers: &[RouterService], shown: &mut HashSet<WorkerId>) {
         WorkerGauges::global().remove(&worker.to_string());
         false
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reports_queued_requests_are_waiting_and_the_rest_of_its_streams_running() {
+        let report = |active_requests, waiting_requests| LoadReport {
+            worker: WorkerId::new(1),
+            active_requests,
+            waiting_requests,
+            kv_blocks_in_use: 0,
+            kv_blocks_total: 64,
+        };
+        let now = Instant::now();
+        let load = reported_load(&report(5, 2), now);
+        assert_eq!((load.running, load.waiting), (3, 2));
+        assert_eq!(load.requests(), 5);
+        assert!(load.is_fresh(now + REPORT_FRESH_FOR));
+        assert!(!load.is_fresh(now + REPORT_FRESH_FOR + Duration::from_millis(1)));
+        // More waiting than open streams (read apart): none running, never fewer than waiting.
+        let load = reported_load(&report(1, 2), now);
+        assert_eq!((load.running, load.waiting), (0, 2));
+        let load = reported_load(&report(u64::MAX, 0), now);
+        assert_eq!(load.running, u32::MAX);
+    }
 }

@@ -28,8 +28,8 @@ pub(super) struct BusyArgs {
     active_prefill_tokens_threshold: Option<u64>,
     /// A worker holding more KV blocks than this for its requests is busy (off by default): a
     /// FRACTION above 0 and at most 1 of each worker's KV blocks, as in NVIDIA Dynamo (the
-    /// single process only, whose workers' --kv-blocks are known), or a number of BLOCKS (2 or
-    /// more). The blocks counted are the router's estimate: the distinct prompt blocks of the
+    /// frontend reads each worker's size from its load reports, and one that reports none is
+    /// never busy by it; echo workers have none), or a number of BLOCKS (2 or more). The blocks counted are the router's estimate: the distinct prompt blocks of the
     /// requests it sent, plus one for each (output beyond that is not counted)
     #[arg(long, value_name = "FRACTION|BLOCKS")]
     active_decode_blocks_threshold: Option<DecodeBlocks>,
@@ -118,32 +118,49 @@ impl From<BusyArgs> for Busy {
     }
 }
 
+/// What a command's routers know of their workers' KV caches when they start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KvCaches {
+    /// Every worker's cache holds this many blocks (the single process's candle and mocker
+    /// workers, sized by `--kv-blocks`).
+    Each(u64),
+    /// Each worker's size comes at run time, from its load reports (the frontend's: the NATS
+    /// load reports of the workers it finds, and the `--engine-at` servers' `/metrics`).
+    Reported,
+    /// Not known (the single process's echo workers, which hold no cache).
+    Unknown,
+}
+
 impl Busy {
-    /// The router's thresholds, for workers of `kv_blocks` KV blocks each where that is known.
+    /// The router's thresholds, for workers whose KV caches are `caches`.
     ///
     /// A worker is busy at `--active-requests-threshold` requests, and above the prefill-token
     /// and decode-block thresholds (as NVIDIA Dynamo reads them; the router's limits are "at or
-    /// over", hence the one added). A decode-block fraction needs `kv_blocks`.
-    pub(crate) fn thresholds(&self, kv_blocks: Option<u64>) -> Result<BusyThresholds, String> {
-        let decode_blocks = match self.decode_blocks {
-            None => None,
-            Some(DecodeBlocks::Blocks(blocks)) => Some(blocks.saturating_add(1)),
-            Some(DecodeBlocks::Fraction(fraction)) => {
-                let Some(capacity) = kv_blocks else {
-                    return Err(
-                        "--active-decode-blocks-threshold as a fraction needs each worker's KV cache size, which only the single process with candle or mocker workers knows (--kv-blocks): give a number of blocks (2 or more)"
-                            .to_owned(),
-                    );
-                };
+    /// over", hence the one added). A decode-block fraction of caches of one known size is that
+    /// number of blocks; of caches reported at run time it is a share of each worker's own
+    /// (busy above it too; a worker that reports no size is never busy by it).
+    pub(crate) fn thresholds(&self, caches: KvCaches) -> Result<BusyThresholds, String> {
+        let (decode_blocks, decode_share) = match (self.decode_blocks, caches) {
+            (None, _) => (None, None),
+            (Some(DecodeBlocks::Blocks(blocks)), _) => (Some(blocks.saturating_add(1)), None),
+            (Some(DecodeBlocks::Fraction(fraction)), KvCaches::Each(capacity)) => {
                 // Busy above `fraction` of the cache: at the first whole block past it.
                 let allowed = (fraction * capacity as f64).floor() as u64;
-                Some(allowed.saturating_add(1))
+                (Some(allowed.saturating_add(1)), None)
+            }
+            (Some(DecodeBlocks::Fraction(fraction)), KvCaches::Reported) => (None, Some(fraction)),
+            (Some(DecodeBlocks::Fraction(_)), KvCaches::Unknown) => {
+                return Err(
+                    "--active-decode-blocks-threshold as a fraction needs each worker's KV cache size, which echo workers do not have: give a number of blocks (2 or more)"
+                        .to_owned(),
+                );
             }
         };
         Ok(BusyThresholds {
             max_active_requests: self.active_requests,
             max_prefill_tokens: self.prefill_tokens.map(|tokens| tokens.saturating_add(1)),
             max_decode_blocks: decode_blocks,
+            max_decode_share: decode_share,
         })
     }
 
@@ -180,30 +197,31 @@ mod tests {
             decode_blocks: Some(DecodeBlocks::Blocks(400)),
             ..Busy::default()
         };
-        let thresholds = busy.thresholds(None).expect("no fraction");
+        let thresholds = busy.thresholds(KvCaches::Unknown).expect("no fraction");
         assert_eq!(
             thresholds,
             BusyThresholds {
                 max_active_requests: Some(4),
                 max_prefill_tokens: Some(10_001),
                 max_decode_blocks: Some(401),
+                max_decode_share: None,
             }
         );
         assert_eq!(
-            Busy::default().thresholds(None),
+            Busy::default().thresholds(KvCaches::Unknown),
             Ok(BusyThresholds::default())
         );
     }
 
     #[test]
-    fn a_fraction_of_the_cache_needs_its_size() {
+    fn a_fraction_is_blocks_of_a_known_cache_a_share_of_reported_ones_and_needs_one() {
         let busy = |fraction| Busy {
             decode_blocks: Some(DecodeBlocks::Fraction(fraction)),
             ..Busy::default()
         };
         let blocks = |fraction, capacity| {
             busy(fraction)
-                .thresholds(Some(capacity))
+                .thresholds(KvCaches::Each(capacity))
                 .expect("a size")
                 .max_decode_blocks
         };
@@ -211,7 +229,16 @@ mod tests {
         assert_eq!(blocks(0.85, 512), Some(436));
         assert_eq!(blocks(0.5, 512), Some(257));
         assert_eq!(blocks(1.0, 512), Some(513));
-        let error = busy(0.85).thresholds(None).expect_err("no size");
+        let reported = busy(0.85)
+            .thresholds(KvCaches::Reported)
+            .expect("reported sizes");
+        assert_eq!(
+            (reported.max_decode_blocks, reported.max_decode_share),
+            (None, Some(0.85))
+        );
+        let error = busy(0.85)
+            .thresholds(KvCaches::Unknown)
+            .expect_err("no size");
         assert!(error.contains("give a number of blocks"), "{error}");
     }
 }

@@ -246,22 +246,24 @@ impl Options {
 
     /// The routers' busy thresholds, for this command's workers.
     pub(crate) fn busy_thresholds(&self) -> Result<dynamo_router::BusyThresholds, String> {
-        self.busy.thresholds(self.kv_blocks_per_worker())
+        self.busy.thresholds(self.kv_caches())
     }
 
-    /// Each in-process worker's KV blocks, as `engines::start_engine` sizes its cache; `None`
-    /// where the workers are elsewhere (their caches are known only at run time) or hold none.
-    fn kv_blocks_per_worker(&self) -> Option<u64> {
-        if !matches!(self.command, Command::Serve) {
-            return None;
-        }
-        match self.engine {
-            EngineKind::Candle => Some(u64::from(
+    /// What the routers know of their workers' KV caches: in the single process, each
+    /// in-process worker's blocks, as `engines::start_engine` sizes its cache (none for echo
+    /// workers); in the frontend, each worker's as it reports it at run time.
+    fn kv_caches(&self) -> busy::KvCaches {
+        use busy::KvCaches;
+        match (&self.command, self.engine) {
+            (Command::Frontend, _) => KvCaches::Reported,
+            (Command::Serve, EngineKind::Candle) => KvCaches::Each(u64::from(
                 self.kv_blocks
                     .unwrap_or(dynamo_candle::CandleConfig::default().blocks),
             )),
-            EngineKind::Mocker => Some(self.kv_blocks.map_or(16_384, u64::from)),
-            EngineKind::Echo => None,
+            (Command::Serve, EngineKind::Mocker) => {
+                KvCaches::Each(self.kv_blocks.map_or(16_384, u64::from))
+            }
+            _ => KvCaches::Unknown,
         }
     }
 

@@ -335,6 +335,7 @@ fn busy_thresholds_and_the_wait_queue_are_off_until_given() {
             max_active_requests: Some(8),
             max_prefill_tokens: Some(10_001),
             max_decode_blocks: Some(851),
+            max_decode_share: None,
         })
     );
     assert_eq!(serve.busy.queue(), (QueueOrder::ShortestUncachedFirst, 0));
@@ -353,6 +354,15 @@ fn busy_thresholds_and_the_wait_queue_are_off_until_given() {
         (Some(1), Some(401))
     );
     assert_eq!(frontend.busy.queue().1, 16);
+    // A frontend's workers' caches are known only at run time: a fraction is a share of each.
+    let frontend =
+        options("frontend --registry r --router approx-kv --active-decode-blocks-threshold 0.85")
+            .expect("valid");
+    let thresholds = frontend.busy_thresholds().expect("a share");
+    assert_eq!(
+        (thresholds.max_decode_blocks, thresholds.max_decode_share),
+        (None, Some(0.85))
+    );
 }
 
 #[test]
@@ -377,23 +387,12 @@ fn busy_thresholds_refuse_what_cannot_work() {
         refused("--router-queue-policy lifo").kind(),
         ErrorKind::InvalidValue
     );
-    // A frontend's workers' caches are known only at run time: a fraction is refused there,
-    // and so with echo workers, which hold no cache.
-    for args in [
-        "frontend --registry r --router approx-kv --active-decode-blocks-threshold 0.85",
-        "--engine echo --router approx-kv --active-decode-blocks-threshold 0.85",
-    ] {
-        let error = refused(args);
-        assert_eq!(error.kind(), ErrorKind::ArgumentConflict, "{args}");
-        assert!(
-            error.to_string().contains("give a number of blocks"),
-            "{error}"
-        );
-    }
+    // Echo workers hold no cache: a fraction is refused with them.
+    let error = refused("--engine echo --router approx-kv --active-decode-blocks-threshold 0.85");
+    assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
     assert!(
-        refused("frontend --registry r --active-decode-blocks-threshold 0.85")
-            .to_string()
-            .contains("Usage: dynamo-serve frontend")
+        error.to_string().contains("give a number of blocks"),
+        "{error}"
     );
     // Flags of the routers: a worker has none.
     assert_eq!(
