@@ -85,14 +85,7 @@ async fn one_token(frontend: &Frontend, prompt: &str) -> (u16, Option<String>, V
         .get("retry-after")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes();
-    let body = serde_json::from_slice(&bytes).expect("JSON");
-    (status, retry_after, body)
+    (status, retry_after, support::json_body(response).await)
 }
 
 /// Whether `answer` is the router's refusal: overloaded, retry after 1 s.

@@ -174,13 +174,7 @@ impl Frontend {
     pub(crate) async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         let response = self.post(path, body).await;
         let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        (status, serde_json::from_slice(&bytes).expect("JSON"))
+        (status, json_body(response).await)
     }
 
     /// The token ids of `prompt` (`/tokenize` of `body`: a prompt or messages).
@@ -243,6 +237,17 @@ impl Frontend {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A response's body read whole as JSON.
+pub(crate) async fn json_body(response: hyper::Response<Incoming>) -> Value {
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    serde_json::from_slice(&bytes).expect("JSON")
 }
 
 /// A frontend routing with `--router kv` over the engine servers `engines` (each an
