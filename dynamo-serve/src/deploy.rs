@@ -93,9 +93,14 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
     })
 }
 
-/// The router of the kind `--router` names. When it routes on KV events, its index is fed from
-/// `plane` (subscribed before any worker starts, so no event is missed), and a gap in a
-/// worker's event ids asks that worker for a snapshot over the same plane.
+/// The router of the kind `--router` names. When it routes on KV events, its index is `index`
+/// when given (the index of the deployment's other pool, returned by the call that built that
+/// router), else a new one fed from `plane` (subscribed before any worker starts, so no event
+/// is missed), where a gap in a worker's event ids asks that worker for a snapshot over the
+/// same plane; the index is returned. The two pools of a disaggregated deployment share one
+/// index: every worker's events are applied once, and a worker is forgotten by the router of
+/// its pool when it leaves (a second index, subscribed to the same events, kept the blocks of
+/// the workers outside its pool for good and reported them under the same gauge).
 ///
 /// Its workers are watched as [`HealthConfig`] says: an attempt with no token for
 /// `--stall-timeout` seconds ends (and migrates), its worker leaves routing until it answers a
@@ -106,8 +111,9 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
 pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
-) -> Result<RouterService, Box<dyn std::error::Error>> {
-    build_router(options, plane, false).await
+    index: Option<SharedIndex>,
+) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
+    build_router(options, plane, false, index).await
 }
 
 /// [`start_router`], and the router shares its state (its load bookings, and in approximate
@@ -116,15 +122,17 @@ pub(crate) async fn start_router<P: EventPlane>(
 pub(crate) async fn start_shared_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
-) -> Result<RouterService, Box<dyn std::error::Error>> {
-    build_router(options, plane, true).await
+    index: Option<SharedIndex>,
+) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
+    build_router(options, plane, true, index).await
 }
 
 async fn build_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
     share: bool,
-) -> Result<RouterService, Box<dyn std::error::Error>> {
+    index: Option<SharedIndex>,
+) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
     let replica = (share && plane.is_some() && options.router != RouterKind::RoundRobin)
         .then(crate::share::replica);
     let block_size = BlockSize::new(options.block_size)?;
@@ -137,17 +145,14 @@ async fn build_router<P: EventPlane>(
     if let Some(replica) = &replica {
         builder = builder.load_tracker(replica.load());
     }
+    let mut kv_index = None;
     let router = match (options.router, plane) {
         (RouterKind::Kv, Some(plane)) => {
-            let (resyncs, requested) = mpsc::channel::<ResyncRequest>(RESYNC_CAPACITY);
-            tokio::spawn(forward_resyncs(plane.clone(), requested));
-            let index = KvIndex::new(block_size).with_resync_hook(Arc::new(resyncs));
-            let index = SharedIndex::from_index(index);
-            let events = plane.subscribe::<KvEvent>().await?;
-            // A message that does not parse, or a lag, is a gap in event ids the index sees.
-            let events = events.filter_map(|event| std::future::ready(event.ok()));
-            tokio::spawn(index.apply_all(events));
-            tokio::spawn(report_index_sizes(index.clone()));
+            let index = match index {
+                Some(index) => index,
+                None => events_index(plane, block_size).await?,
+            };
+            kv_index = Some(index.clone());
             builder.kv_events(index).build()
         }
         (RouterKind::Kv, None) => {
@@ -167,7 +172,25 @@ async fn build_router<P: EventPlane>(
         crate::share::share(plane, replica, router.clone()).await?;
     }
     tokio::spawn(router.health_checks());
-    Ok(router)
+    Ok((router, kv_index))
+}
+
+/// A KV index fed from `plane`'s KV events, a gap in a worker's event ids asking that worker
+/// for a snapshot over the same plane, its sizes kept in `dynamo_router_indexed_blocks`.
+pub(crate) async fn events_index<P: EventPlane>(
+    plane: &P,
+    block_size: BlockSize,
+) -> Result<SharedIndex, Box<dyn std::error::Error>> {
+    let (resyncs, requested) = mpsc::channel::<ResyncRequest>(RESYNC_CAPACITY);
+    tokio::spawn(forward_resyncs(plane.clone(), requested));
+    let index = KvIndex::new(block_size).with_resync_hook(Arc::new(resyncs));
+    let index = SharedIndex::from_index(index);
+    let events = plane.subscribe::<KvEvent>().await?;
+    // A message that does not parse, or a lag, is a gap in event ids the index sees.
+    let events = events.filter_map(|event| std::future::ready(event.ok()));
+    tokio::spawn(index.apply_all(events));
+    tokio::spawn(report_index_sizes(index.clone()));
+    Ok(index)
 }
 
 /// A router builder with `health`, and the busy thresholds and the wait queue of

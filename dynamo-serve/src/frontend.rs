@@ -32,17 +32,18 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     // Two pools: prefill workers, and the decode and aggregated workers. With no prefill
     // worker registered every request goes to the second, as in aggregated serving.
     let layout = disagg::layout_of_file(&options, &model_file)?;
+    // The two pools' routers read one KV index (`deploy::start_router`).
     let (prefill, decode) = if options.engine_at.is_empty() {
-        let prefill = deploy::start_router(&options, nats.as_ref()).await?;
-        (
-            prefill,
-            deploy::start_shared_router(&options, nats.as_ref()).await?,
-        )
+        let (decode, index) = deploy::start_shared_router(&options, nats.as_ref(), None).await?;
+        let (prefill, _) = deploy::start_router(&options, nats.as_ref(), index).await?;
+        (prefill, decode)
     } else {
-        // Engine servers join the decode pool, their KV events into its index.
+        // Engine servers join the decode pool, their KV events into the index.
         let loads = engine_at::ReportedLoads::default();
-        let (prefill, _) = engine_at::start_router(&options, nats.as_ref(), &loads).await?;
-        let (decode, index) = engine_at::start_router(&options, nats.as_ref(), &loads).await?;
+        let (decode, index) =
+            engine_at::start_router(&options, nats.as_ref(), &loads, None).await?;
+        let (prefill, _) =
+            engine_at::start_router(&options, nats.as_ref(), &loads, index.clone()).await?;
         engine_at::attach(&options, &metadata, &decode, index.as_ref(), &loads).await?;
         (prefill, decode)
     };

@@ -112,7 +112,7 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     // The same assembly as the split deployment (`deploy`), with in-process parts.
     let transport = InProcess::new();
     let bus = (options.router == RouterKind::Kv).then(LocalBus::new);
-    let router = deploy::start_router(&options, bus.as_ref()).await?;
+    let (router, index) = deploy::start_router(&options, bus.as_ref(), None).await?;
     let weights = engines::shared_weights(&options, &model_file)?;
     let disaggregated = options.prefill_workers > 0;
     let parts = if disaggregated {
@@ -141,7 +141,7 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let workers = StaticDiscovery::new(records);
     let engine = if disaggregated {
         // The in-process workers' layouts were made here: the roles are the only filter.
-        let prefill = deploy::start_router(&options, bus.as_ref()).await?;
+        let (prefill, _) = deploy::start_router(&options, bus.as_ref(), index).await?;
         deploy::follow(
             &options,
             &prefill,

@@ -10,23 +10,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dynamo_core::{BlockSize, BoxError, KvEvent, ResyncRequest, Token, WorkerId};
+use dynamo_core::{BlockSize, BoxError, Token, WorkerId};
 use dynamo_openai::{GgufMetadata, Tokenizer, WorkerGauges};
 use dynamo_router::health::ReportedLoad;
 use dynamo_router::{
-    ApproxConfig, ExpectedTtft, HealthConfig, KvIndex, RoundRobin, RouterService, SharedIndex,
+    ApproxConfig, ExpectedTtft, HealthConfig, RoundRobin, RouterService, SharedIndex,
 };
 use dynamo_sglang::SglangServer;
 use dynamo_transport::engine_events::EngineEventSource;
-use dynamo_transport::events::{EventPlane, forward_resyncs};
+use dynamo_transport::events::EventPlane;
 use dynamo_trtllm::{EventsError, TrtllmServer};
 use dynamo_upstream::{
     CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, LoadMetrics, LoadView,
     MetricsPoller, OutputTokens, TextCodec,
 };
 use dynamo_vllm::VllmServer;
-use futures::StreamExt;
-use tokio::sync::mpsc;
 
 use crate::options::{EngineAt, Options, RouterKind, UpstreamKind};
 
@@ -41,21 +39,20 @@ pub(crate) use reported_load::ReportedLoads;
 /// discovery's ids could collide.
 const FIRST_ID: u64 = 1_000_000;
 
-/// Resync requests waiting to be published to NATS workers (as `deploy` keeps them).
-const RESYNC_CAPACITY: usize = 256;
-
 /// How often each server's `/metrics` is read, and how long a reading is trusted.
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 const SCRAPE_STALENESS: Duration = Duration::from_secs(5);
 
-/// A router of the kind `--router` names, as `deploy::start_router` builds it, except that
-/// its KV index (kind `kv`) is returned so that engine servers' ZMQ events can feed it too
-/// (NATS events feed it when there is a plane), and that `loads` tells it what each engine
-/// server reports of its load (which its busy thresholds, its policy and its canaries read).
+/// A router of the kind `--router` names, as `deploy::start_router` builds it (its KV index
+/// `index` when given, the other pool's, else a new one, returned), except that engine
+/// servers' ZMQ events can feed the index too (NATS events feed it when there is a plane), and
+/// that `loads` tells it what each engine server reports of its load (which its busy
+/// thresholds, its policy and its canaries read).
 pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
     loads: &ReportedLoads,
+    index: Option<SharedIndex>,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
     let stall_timeout =
@@ -67,21 +64,17 @@ pub(crate) async fn start_router<P: EventPlane>(
     let policy = ExpectedTtft::default();
     let (router, index) = match options.router {
         RouterKind::Kv => {
-            let index = match plane {
-                Some(plane) => {
-                    let (resyncs, requested) = mpsc::channel::<ResyncRequest>(RESYNC_CAPACITY);
-                    tokio::spawn(forward_resyncs(plane.clone(), requested));
-                    let index = KvIndex::new(block_size).with_resync_hook(Arc::new(resyncs));
-                    let index = SharedIndex::from_index(index);
-                    let events = plane.subscribe::<KvEvent>().await?;
-                    let events = events.filter_map(|event| std::future::ready(event.ok()));
-                    tokio::spawn(index.apply_all(events));
+            let index = match (index, plane) {
+                (Some(index), _) => index,
+                (None, Some(plane)) => crate::deploy::events_index(plane, block_size).await?,
+                (None, None) => {
+                    let index = SharedIndex::new(block_size);
+                    // The gauge the main job keeps too: the blocks the index says each server
+                    // holds.
+                    tokio::spawn(crate::deploy::report_index_sizes(index.clone()));
                     index
                 }
-                None => SharedIndex::new(block_size),
             };
-            // The gauge the main job keeps too: the blocks the index says each server holds.
-            tokio::spawn(crate::deploy::report_index_sizes(index.clone()));
             let builder = builder.policy(policy).kv_events(index.clone());
             (builder.build(), Some(index))
         }
