@@ -8,22 +8,13 @@
 mod support;
 
 use dynamo_transport::local::free_port;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use support::{Frontend, Process};
 
 const REFERENCE: &str = include_str!("../../engines/candle/tests/data/minilm_reference.json");
 
 async fn embeddings(frontend: &Frontend, body: &Value) -> (u16, Value) {
-    let response = frontend.post("/v1/embeddings", body).await;
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes();
-    (status, serde_json::from_slice(&bytes).expect("JSON"))
+    frontend.post_json("/v1/embeddings", body).await
 }
 
 fn vector(value: &Value) -> Vec<f32> {

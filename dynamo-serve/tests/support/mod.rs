@@ -190,13 +190,7 @@ impl Frontend {
             .body(Full::new(Bytes::new()))
             .expect("a request");
         let response = self.http.request(request).await.expect("metrics");
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a body")
-            .to_bytes();
-        String::from_utf8_lossy(&bytes).into_owned()
+        String::from_utf8_lossy(&body_bytes(response).await).into_owned()
     }
 
     /// Poll `/metrics` until `holds` says yes of its text (or fail after `within`, naming
@@ -239,15 +233,19 @@ impl Frontend {
     }
 }
 
-/// A response's body read whole as JSON.
-pub(crate) async fn json_body(response: hyper::Response<Incoming>) -> Value {
-    let bytes = response
+/// A response's body read whole.
+async fn body_bytes(response: hyper::Response<Incoming>) -> Bytes {
+    response
         .into_body()
         .collect()
         .await
         .expect("a body")
-        .to_bytes();
-    serde_json::from_slice(&bytes).expect("JSON")
+        .to_bytes()
+}
+
+/// A response's body read whole as JSON.
+pub(crate) async fn json_body(response: hyper::Response<Incoming>) -> Value {
+    serde_json::from_slice(&body_bytes(response).await).expect("JSON")
 }
 
 /// A frontend routing with `--router kv` over the engine servers `engines` (each an
