@@ -99,8 +99,8 @@ pub(crate) async fn start_worker<T: Transport, P: EventPlane>(
 /// is missed), where a gap in a worker's event ids asks that worker for a snapshot over the
 /// same plane; the index is returned. The two pools of a disaggregated deployment share one
 /// index: every worker's events are applied once, and a worker is forgotten by the router of
-/// its pool when it leaves (a second index, subscribed to the same events, kept the blocks of
-/// the workers outside its pool for good and reported them under the same gauge).
+/// its pool when it leaves (an index of one pool's own would keep the other pool's workers'
+/// blocks for good, never routing to them, so never forgetting them).
 ///
 /// Its workers are watched as [`HealthConfig`] says: an attempt with no token for
 /// `--stall-timeout` seconds ends (and migrates), its worker leaves routing until it answers a
