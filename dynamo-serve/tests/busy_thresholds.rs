@@ -364,8 +364,11 @@ async fn reported_active(frontend: &Frontend, worker: &str, active: f64) {
 async fn a_worker_busy_with_another_frontends_request_is_busy_by_its_nats_report() {
     let nats = dynamo_transport::local::LocalNats::start().expect("nats-server starts");
     let url = nats.url();
-    let directory = std::env::temp_dir().join(format!("dynamo-nats-busy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-nats-busy-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     let flags = [
         "--active-requests-threshold",
@@ -393,7 +396,6 @@ async fn a_worker_busy_with_another_frontends_request_is_busy_by_its_nats_report
     reported_active(&first, "7/0", 0.0).await;
     let (status, _, body) = one_token(&first, "once the worker is idle").await;
     assert_eq!(status, 200, "{body}");
-    let _ = std::fs::remove_dir_all(&directory);
 }
 
 /// `--active-decode-blocks-threshold` as a fraction in the frontend: a share of each worker's
@@ -404,8 +406,11 @@ async fn a_worker_busy_with_another_frontends_request_is_busy_by_its_nats_report
 async fn a_decode_block_fraction_in_the_frontend_is_a_share_of_each_workers_reported_cache() {
     let nats = dynamo_transport::local::LocalNats::start().expect("nats-server starts");
     let url = nats.url();
-    let directory = std::env::temp_dir().join(format!("dynamo-share-busy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-share-busy-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     let flags = [
         "--nats",
@@ -442,5 +447,4 @@ async fn a_decode_block_fraction_in_the_frontend_is_a_share_of_each_workers_repo
     reported_active(&frontend, "8/0", 0.0).await;
     let (status, _, body) = one_token(&frontend, "once it is free").await;
     assert_eq!(status, 200, "{body}");
-    let _ = std::fs::remove_dir_all(&directory);
 }

@@ -74,8 +74,11 @@ async fn wait_for_capacity(frontend: &Frontend, id: u64, blocks: u64) {
 /// Cache the long prompt on the small worker 1 while it is the only one, add the large worker
 /// 2, and send the prompt again: the worker the repeat went to.
 async fn repeat_goes_to(nats: Option<&str>, tag: &str) -> u64 {
-    let directory = std::env::temp_dir().join(format!("dynamo-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix(&format!("dynamo-{tag}-"))
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     let flags: Vec<&str> = nats.map(|url| vec!["--nats", url]).unwrap_or_default();
     let (process, frontend) = directory_frontend_with(&registry, &flags).await;
@@ -88,7 +91,6 @@ async fn repeat_goes_to(nats: Option<&str>, tag: &str) -> u64 {
     let (status, body) = frontend.complete(&prompt, 2).await;
     assert_eq!(status, 200, "{body}");
     let metrics = frontend.metrics().await;
-    let _ = std::fs::remove_dir_all(&directory);
     match (decisions(&metrics, 1), decisions(&metrics, 2)) {
         (2, 0) => 1,
         (1, 1) => 2,

@@ -345,8 +345,11 @@ fn signal(process: &Process, signal: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_hangs_with_its_socket_open_loses_no_request() {
-    let directory = std::env::temp_dir().join(format!("dynamo-hang-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-hang-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     // A worker that sends no token for 2 s has its requests continued elsewhere.
     let (workers, _process, frontend) =
@@ -398,7 +401,6 @@ async fn a_worker_that_hangs_with_its_socket_open_loses_no_request() {
         stopped.elapsed()
     );
     signal(&workers[0], "CONT");
-    let _ = std::fs::remove_dir_all(&directory);
 }
 
 /// The resident memory of `process`, in kB (`VmRSS` of `/proc/PID/status`).
@@ -414,8 +416,11 @@ fn resident_kb(process: &Process) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_times_more_load_than_capacity_is_refused_with_retry_after_and_recovers() {
-    let directory = std::env::temp_dir().join(format!("dynamo-overload-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-overload-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     let capacity = 16;
     let flags = ["--max-in-flight", "16"];
@@ -482,5 +487,4 @@ async fn ten_times_more_load_than_capacity_is_refused_with_retry_after_and_recov
         "overload: {served} served, {refused} refused with Retry-After; resident {before} kB \
          before, {peak} kB at the peak (sampled every 100 ms), {after} kB after"
     );
-    let _ = std::fs::remove_dir_all(&directory);
 }

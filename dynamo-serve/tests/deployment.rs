@@ -209,8 +209,11 @@ async fn a_frontend_routes_to_two_worker_processes_through_nats_and_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_registry_joins_workers_and_a_stopped_worker_leaves() {
-    let directory = std::env::temp_dir().join(format!("dynamo-registry-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-registry-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     let mut workers: Vec<Process> = (1..=2)
         .map(|id| registry_worker("echo", id, &registry, &[]))
@@ -241,16 +244,17 @@ async fn a_directory_registry_joins_workers_and_a_stopped_worker_leaves() {
     let (status, _) = frontend.complete("still here", 2).await;
     assert_eq!(status, 200);
     workers.clear();
-    let _ = std::fs::remove_dir_all(&directory);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregated_process() {
     let (_reference, reference) = aggregated_reference();
 
-    let directory = std::env::temp_dir().join(format!("dynamo-split-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).expect("a directory");
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-split-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.join("registry").display().to_string();
     // Every process of the deployment has a certificate from one authority: the request plane
     // and the KV block transfers run over mutual TLS.
@@ -259,7 +263,7 @@ async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregat
     std::fs::write(&ca, authority.pem()).expect("written");
     let ca = ca.display().to_string();
     let plane = |name: &str, names: &[&str]| {
-        let [cert, key] = issue(&authority, &directory, name, names);
+        let [cert, key] = issue(&authority, directory, name, names);
         [
             "--plane-tls-ca",
             &ca,
@@ -341,7 +345,6 @@ async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregat
         matches!(refused, Err(KvError::Transfer { .. })),
         "{refused:?}"
     );
-    let _ = std::fs::remove_dir_all(&directory);
 }
 
 /// Mocker workers 1 and 2 with `flags`, registered in `registry`, and a frontend over them once
@@ -356,8 +359,11 @@ async fn mocker_deployment(registry: &str, flags: &[&str]) -> (Vec<Process>, Pro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_whose_worker_is_killed_mid_stream_continues_on_the_other_worker() {
-    let directory = std::env::temp_dir().join(format!("dynamo-migration-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-migration-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     let (mut workers, _frontend_process, frontend) = mocker_deployment(&registry, &[]).await;
     // The mocker echoes its prompt: one repeated token makes the answer the same however the
@@ -408,13 +414,15 @@ async fn a_stream_whose_worker_is_killed_mid_stream_continues_on_the_other_worke
     assert_eq!(status, 200, "{answer}");
     assert_eq!(text, answer["choices"][0]["text"].as_str().expect("a text"));
     workers.clear();
-    let _ = std::fs::remove_dir_all(&directory);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_by_sigterm_leaves_routing_and_finishes_its_stream() {
-    let directory = std::env::temp_dir().join(format!("dynamo-drain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-drain-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     let flags = ["--speedup", "0.2", "--drain-timeout", "60"];
     let (mut workers, frontend_process, frontend) = mocker_deployment(&registry, &flags).await;
@@ -487,7 +495,6 @@ async fn a_worker_stopped_by_sigterm_leaves_routing_and_finishes_its_stream() {
     let status = frontend_process.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success() && frontend_process.logged("drained"));
     workers.clear();
-    let _ = std::fs::remove_dir_all(&directory);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,11 @@ use support::{directory_frontend_with, registry_worker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_whose_kv_blocks_could_not_be_handed_over_are_refused_at_join_time() {
-    let directory = std::env::temp_dir().join(format!("dynamo-disagg-join-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).expect("a directory");
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-disagg-join-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     // The frontend's candle layout: blocks of 16 tokens of SmolLM2-135M.
     let _workers = [
@@ -51,5 +53,4 @@ async fn workers_whose_kv_blocks_could_not_be_handed_over_are_refused_at_join_ti
         !frontend_process.logged("worker 1/0 at") && !frontend_process.logged("worker 2/0 at"),
         "a refused worker joined"
     );
-    let _ = std::fs::remove_dir_all(&directory);
 }

@@ -26,8 +26,11 @@ const SERIES: [&str; 5] = [
 async fn a_workers_load_series_show_while_it_is_routed_and_go_once_it_leaves() {
     let nats = LocalNats::start().expect("nats-server starts");
     let url = nats.url();
-    let directory = std::env::temp_dir().join(format!("dynamo-load-series-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-load-series-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     let (process, frontend) = directory_frontend_with(&registry, &["--nats", &url]).await;
     let flags = ["--nats", &url, "--kv-blocks", "64"];
@@ -62,7 +65,6 @@ async fn a_workers_load_series_show_while_it_is_routed_and_go_once_it_leaves() {
     frontend
         .wait_for_metrics("worker 5's load series gone", WITHIN, gone)
         .await;
-    let _ = std::fs::remove_dir_all(&directory);
 }
 
 /// With KV events, `dynamo_router_indexed_blocks` shows the blocks the index holds for a worker
@@ -73,9 +75,11 @@ async fn a_workers_index_series_goes_once_the_index_forgets_it() {
     const INDEXED: &str = "dynamo_router_indexed_blocks";
     let nats = LocalNats::start().expect("nats-server starts");
     let url = nats.url();
-    let directory =
-        std::env::temp_dir().join(format!("dynamo-index-series-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-index-series-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     let port = free_port().expect("a free port").to_string();
     let args = ["frontend", "--port", &port, "--registry", &registry];
@@ -100,5 +104,4 @@ async fn a_workers_index_series_goes_once_the_index_forgets_it() {
     frontend
         .wait_for_metrics("worker 6's indexed blocks gone", WITHIN, gone)
         .await;
-    let _ = std::fs::remove_dir_all(&directory);
 }

@@ -36,9 +36,11 @@ async fn split_workers_hand_kv_over_through_nixl_and_answer_as_one_aggregated_pr
     }
     let (_reference, reference) = aggregated_reference();
 
-    let directory = std::env::temp_dir().join(format!("dynamo-nixl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).expect("a directory");
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-nixl-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.join("registry").display().to_string();
     let kv_port = free_port().expect("a free port").to_string();
     let role = |id: &str, role: &str, kv_port: &str| {
@@ -78,5 +80,4 @@ async fn split_workers_hand_kv_over_through_nixl_and_answer_as_one_aggregated_pr
     );
     assert_eq!(decode.count(&["blocks landed over TCP"]), 0);
     assert!(!decode.logged("could not be pulled"));
-    let _ = std::fs::remove_dir_all(&directory);
 }

@@ -77,8 +77,11 @@ fn log_of(logs: &Path, id: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_process_scaler_adds_a_routed_worker_and_drains_a_removed_one() {
-    let directory = std::env::temp_dir().join(format!("dynamo-scaling-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-scaling-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let (registry, logs) = (directory.join("registry"), directory.join("logs"));
     let workers = WorkerTemplate::new(env!("CARGO_BIN_EXE_dynamo-serve"))
         .args(["worker", "--engine", "mocker", "--speedup", "0.2"])
@@ -158,7 +161,6 @@ async fn the_local_process_scaler_adds_a_routed_worker_and_drains_a_removed_one(
 
     scaler.shutdown(Duration::from_secs(10)).await;
     drop(frontend_process);
-    let _ = std::fs::remove_dir_all(&directory);
 }
 
 /// The records in the registry `directory`.
@@ -202,8 +204,11 @@ async fn fill_kv_cache(frontend: &Frontend) -> Vec<hyper::Response<Incoming>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_planner_command_grows_the_pool_under_load_and_shrinks_it_when_calm() {
     let nats = LocalNats::start().expect("nats-server starts");
-    let directory = std::env::temp_dir().join(format!("dynamo-planner-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-planner-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     // Small KV caches (64 blocks of 16 tokens): three long prompts fill one worker's.
     let worker = [
@@ -240,8 +245,7 @@ async fn the_planner_command_grows_the_pool_under_load_and_shrinks_it_when_calm(
     planner.terminate();
     let status = planner.wait_exit(Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}");
-    assert_eq!(registered(&directory), 0);
-    let _ = std::fs::remove_dir_all(&directory);
+    assert_eq!(registered(directory), 0);
 }
 
 /// A profile of a slow worker: 400 prompt tokens a second, one request at a time.
@@ -262,9 +266,11 @@ const SLOW_WORKER: &str = r#"{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
     let nats = LocalNats::start().expect("nats-server starts");
-    let directory = std::env::temp_dir().join(format!("dynamo-sla-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).expect("a directory");
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-sla-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let profile = directory.join("profile.json");
     std::fs::write(&profile, SLOW_WORKER).expect("written");
     let registry = directory.join("registry").display().to_string();
@@ -320,7 +326,6 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
     planner.terminate();
     let status = planner.wait_exit(Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}");
-    let _ = std::fs::remove_dir_all(&directory);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,11 @@ use dynamo_planner::perf::PerfProfile;
 
 #[test]
 fn the_profile_command_writes_the_tables_of_the_engine_it_measured() {
-    let directory = std::env::temp_dir().join(format!("dynamo-profile-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).expect("a directory");
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-profile-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let out = directory.join("mocker.json");
     let run = Command::new(env!("CARGO_BIN_EXE_dynamo-serve"))
         .args(["profile", "--engine", "mocker", "--out"])
@@ -52,5 +55,4 @@ fn the_profile_command_writes_the_tables_of_the_engine_it_measured() {
         "{decode:?}"
     );
     assert!(decode[1].kv_usage > decode[0].kv_usage, "{decode:?}");
-    let _ = std::fs::remove_dir_all(&directory);
 }

@@ -30,8 +30,11 @@ async fn applied(frontend: &Frontend, update: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_routed_by_one_frontend_is_found_cached_through_the_other() {
     let nats = LocalNats::start().expect("nats-server starts");
-    let directory = std::env::temp_dir().join(format!("dynamo-replicas-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-replicas-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
     let registry = directory.display().to_string();
     let _workers: Vec<Process> = (1..=2)
         .map(|id| registry_worker("mocker", id, &registry, &[]))
@@ -57,5 +60,4 @@ async fn a_prompt_routed_by_one_frontend_is_found_cached_through_the_other() {
         assert_eq!(status, 200, "{second}");
         assert!(cached_tokens(&second) > 0, "round {round}: {second}");
     }
-    let _ = std::fs::remove_dir_all(&directory);
 }

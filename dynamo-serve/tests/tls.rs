@@ -38,16 +38,20 @@ fn post(agent: &ureq::Agent, url: &str, body: &Value) -> Result<(u16, Value), ur
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frontend_serves_https_and_reaches_its_worker_over_mutual_tls() {
-    let dir = std::env::temp_dir().join(format!("dynamo-tls-{}", std::process::id()));
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-tls-")
+        .tempdir()
+        .expect("a temporary directory");
+    let dir = temporary.path();
     let registry = dir.join("registry");
     std::fs::create_dir_all(&registry).expect("a directory");
     let authority = LocalAuthority::new().expect("an authority");
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, authority.pem()).expect("written");
     let ca = ca.display().to_string();
-    let [worker_cert, worker_key] = issue(&authority, &dir, "worker", &["127.0.0.1"]);
-    let [frontend_cert, frontend_key] = issue(&authority, &dir, "frontend", &["frontend"]);
-    let [edge_cert, edge_key] = issue(&authority, &dir, "edge", &["127.0.0.1", "localhost"]);
+    let [worker_cert, worker_key] = issue(&authority, dir, "worker", &["127.0.0.1"]);
+    let [frontend_cert, frontend_key] = issue(&authority, dir, "frontend", &["frontend"]);
+    let [edge_cert, edge_key] = issue(&authority, dir, "edge", &["127.0.0.1", "localhost"]);
     let registry = registry.display().to_string();
 
     let plane = |cert: &str, key: &str| {
@@ -113,5 +117,4 @@ async fn a_frontend_serves_https_and_reaches_its_worker_over_mutual_tls() {
     .expect("joined");
     assert!(plain_result.is_err(), "{plain_result:?}");
     assert!(distrust_result.is_err(), "{distrust_result:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
