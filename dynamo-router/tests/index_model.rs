@@ -311,44 +311,77 @@ proptest! {
         ops in prop::collection::vec(op_over(16, 8), 1..200),
         queries in prop::collection::vec(prop::collection::vec(0..8u64, 0..8), 1..12),
     ) {
-        let block_size = BlockSize::new(BLOCK_SIZE).unwrap();
-        let index = SharedIndex::new(block_size);
-        let mut model = Model::default();
-        let mut next_id: HashMap<u64, u64> = HashMap::new();
-        // One answer for every query of the case, through the index and through the selector's
-        // trait, as a router keeps one.
-        let (mut answer, mut through_source) = (Overlaps::default(), Overlaps::default());
-        let now = std::time::Instant::now();
-        for op in ops {
-            // Besides the random queries: the chain a store has just extended, with its parent.
-            let mut stored = Vec::new();
-            match event_of(op, block_size, &mut next_id) {
-                Ok(event) => {
-                    if let KvEventData::Stored { parent, blocks, .. } = &event.data {
-                        stored.extend(parent.map(|p| p.0));
-                        stored.extend(blocks.iter().map(|b| b.sequence.0));
-                    }
-                    let got = index.apply(&event).err().map(|e| e.name());
-                    let want =
-                        model.apply(event.worker.worker, event.event_id, event.tier, &event.data);
-                    prop_assert_eq!(got, want, "event {:?}", event);
+        answers_agree(ops, &queries, 0)?;
+    }
+
+    /// The same, the 16 workers' slots 58 to 73 (58 other workers hold one unrelated block
+    /// each): a walk whose workers all have slots below 64 follows them as a word's bits, one
+    /// with a larger slot by merges, and a walk by bits meets segments with larger slots.
+    #[test]
+    fn answers_agree_when_slots_straddle_64(
+        ops in prop::collection::vec(op_over(16, 8), 1..200),
+        queries in prop::collection::vec(prop::collection::vec(0..8u64, 0..8), 1..12),
+    ) {
+        answers_agree(ops, &queries, 58)?;
+    }
+}
+
+/// The case of `an_answer_written_into_a_used_one_is_the_fresh_answer`, after `fillers` other
+/// workers (ids from 10,000) have each stored one block that no query names.
+fn answers_agree(ops: Vec<Op>, queries: &[Vec<u64>], fillers: u64) -> Result<(), TestCaseError> {
+    let block_size = BlockSize::new(BLOCK_SIZE).expect("non-zero");
+    let index = SharedIndex::new(block_size);
+    let mut model = Model::default();
+    let mut next_id: HashMap<u64, u64> = HashMap::new();
+    for filler in 10_000..10_000 + fillers {
+        let data = KvEventData::Stored {
+            parent: None,
+            block_size,
+            blocks: vec![block(1_000_000 + filler)],
+        };
+        let event = KvEvent {
+            worker: WorkerId::new(filler),
+            event_id: 0,
+            tier: StorageTier::Device,
+            data,
+        };
+        prop_assert_eq!(index.apply(&event), Ok(()));
+        model.apply(filler, 0, StorageTier::Device, &event.data);
+    }
+    // One answer for every query of the case, through the index and through the selector's
+    // trait, as a router keeps one.
+    let (mut answer, mut through_source) = (Overlaps::default(), Overlaps::default());
+    let now = std::time::Instant::now();
+    for op in ops {
+        // Besides the random queries: the chain a store has just extended, with its parent.
+        let mut stored = Vec::new();
+        match event_of(op, block_size, &mut next_id) {
+            Ok(event) => {
+                if let KvEventData::Stored { parent, blocks, .. } = &event.data {
+                    stored.extend(parent.map(|p| p.0));
+                    stored.extend(blocks.iter().map(|b| b.sequence.0));
                 }
-                Err(worker) => {
-                    index.remove_worker(WorkerId::new(worker));
-                    model.held.remove(&worker);
-                    model.next_event_id.remove(&worker);
-                }
+                let got = index.apply(&event).err().map(|e| e.name());
+                let want =
+                    model.apply(event.worker.worker, event.event_id, event.tier, &event.data);
+                prop_assert_eq!(got, want, "event {:?}", event);
             }
-            for query in queries.iter().chain([&stored]) {
-                let fresh = index.overlaps(&hashes(query));
-                let by_worker: BTreeMap<u64, TierOverlap> =
-                    fresh.iter().map(|(w, o)| (w.worker, o)).collect();
-                prop_assert_eq!(by_worker, model.overlaps(query), "query {:?}", query);
-                index.overlaps_into(&hashes(query), &mut answer);
-                prop_assert_eq!(&answer, &fresh, "query {:?}", query);
-                OverlapSource::overlaps_into(&index, &hashes(query), now, &mut through_source);
-                prop_assert_eq!(&through_source, &fresh, "query {:?}", query);
+            Err(worker) => {
+                index.remove_worker(WorkerId::new(worker));
+                model.held.remove(&worker);
+                model.next_event_id.remove(&worker);
             }
         }
+        for query in queries.iter().chain([&stored]) {
+            let fresh = index.overlaps(&hashes(query));
+            let by_worker: BTreeMap<u64, TierOverlap> =
+                fresh.iter().map(|(w, o)| (w.worker, o)).collect();
+            prop_assert_eq!(by_worker, model.overlaps(query), "query {:?}", query);
+            index.overlaps_into(&hashes(query), &mut answer);
+            prop_assert_eq!(&answer, &fresh, "query {:?}", query);
+            OverlapSource::overlaps_into(&index, &hashes(query), now, &mut through_source);
+            prop_assert_eq!(&through_source, &fresh, "query {:?}", query);
+        }
     }
+    Ok(())
 }

@@ -13,12 +13,14 @@
 
 mod blockmap;
 mod error;
+mod merge;
 mod overlap;
 mod query;
 mod residents;
 mod runs;
 mod shared;
 mod snapshot;
+mod walk;
 mod workers;
 
 use std::sync::Arc;
