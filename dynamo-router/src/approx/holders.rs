@@ -5,11 +5,18 @@
 //! ([`Table`]) is 16 bytes: its hash and that holder (whose mask is its slot's bit). A block held
 //! by two workers or more is marked there with the place of its holders' list, sorted by slot,
 //! with their mask, in a slab of lists: reaching them is an index, not a second hash probe.
-//! Expiry probes the main map once per block; its small places miss the cache less often.
+//!
+//! A block's only holder is forgotten lazily: it is dead once its touch has left its worker's
+//! queue (the touch number is outside the worker's [`Span`]), so that expiry need not look up a
+//! request's own blocks, far apart in a table of megabytes, two minutes after recording them.
+//! A dead holder reads as no holder; a touch replaces it; the dead are swept from the table
+//! when it fills ([`Blocks::reserve`]). A listed holder is forgotten when its touch leaves, by
+//! a look-up, as a list must stay sorted with its mask.
 
 use dynamo_core::SequenceHash;
 use smallvec::SmallVec;
 
+use super::records::Span;
 use super::table::Table;
 
 /// A worker predicted to hold a block, with the number of its latest touch of it, modulo
@@ -24,11 +31,28 @@ pub(super) struct Holder {
 /// What a touch did to its block's holders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Touched {
-    /// The worker was added.
+    /// The worker was added as the block's only holder (inline: forgotten lazily).
     Added,
+    /// The worker was added to the block's list of holders; `moved` is the block's earlier
+    /// only holder, moved into the list with it, whose touch must now be forgotten by a
+    /// look-up too.
+    Listed { moved: Option<Holder> },
     /// The worker held the block already: its touch of this (short) number is no longer its
-    /// latest.
-    Again(u32),
+    /// latest; `listed` if the block's holders are in a list.
+    Again { earlier: u32, listed: bool },
+}
+
+/// Whether a place of the main map holds a live entry: a list, or an inline holder alive
+/// (not a vacant place, whose slot is no worker's).
+fn live(spans: &[Span], holder: &Holder) -> bool {
+    holder.slot == SHARED || alive(spans, holder)
+}
+
+/// Whether an inline holder is alive: its touch still in its worker's queue.
+fn alive(spans: &[Span], holder: &Holder) -> bool {
+    spans
+        .get(holder.slot as usize)
+        .is_some_and(|span| span.holds(holder.touch))
 }
 
 /// A touch number as a holder keeps it.
@@ -88,27 +112,47 @@ impl Blocks {
             .copied()
     }
 
-    /// The bits of `hash`'s holders in slots below 64; `None` when nobody holds it.
-    pub(super) fn mask(&self, hash: &SequenceHash) -> Option<u64> {
+    /// The bits of `hash`'s holders in slots below 64; `None` or 0 when nobody holds it.
+    pub(super) fn mask(&self, hash: &SequenceHash, spans: &[Span]) -> Option<u64> {
         let head = self.head(hash)?;
         if head.slot == SHARED {
             Some(self.lists.get(head.touch as usize).map_or(0, |l| l.mask))
-        } else {
+        } else if alive(spans, &head) {
             Some(bit(head.slot))
+        } else {
+            Some(0)
         }
     }
 
-    /// `hash`'s holders, sorted by slot; `None` when nobody holds it.
-    pub(super) fn holders(&self, hash: &SequenceHash) -> Option<&[Holder]> {
+    /// `hash`'s holders, sorted by slot; `None` or empty when nobody holds it.
+    pub(super) fn holders(&self, hash: &SequenceHash, spans: &[Span]) -> Option<&[Holder]> {
         let at = self.main.find(*hash)?;
         let head = self.main.get(at)?;
         if head.slot == SHARED {
             self.lists
                 .get(head.touch as usize)
                 .map(|list| list.holders.as_slice())
-        } else {
+        } else if alive(spans, head) {
             Some(std::slice::from_ref(head))
+        } else {
+            Some(&[])
         }
+    }
+
+    /// Room for `more` new blocks: when the table would be over half full, the live holders
+    /// are placed again in a table where they and `more` fill at most a quarter, the dead
+    /// left behind. A touch number is compared modulo 2^32, so the store sweeps at least
+    /// every 2^30 touches too ([`sweep`](Self::sweep)), before a dead holder's number could
+    /// come round again.
+    pub(super) fn reserve(&mut self, more: usize, spans: &[Span]) {
+        if !self.main.has_room(more) {
+            self.main.rebuild(more, |holder| live(spans, holder));
+        }
+    }
+
+    /// Take the dead holders off the table.
+    pub(super) fn sweep(&mut self, spans: &[Span]) {
+        self.main.retain(|holder| live(spans, holder));
     }
 
     /// Read the main entries of `hashes` ahead of the look-ups that follow (see
@@ -130,8 +174,9 @@ impl Blocks {
         }
     }
 
-    /// Set `holder` as its worker's latest touch of `hash`.
-    pub(super) fn touch(&mut self, hash: SequenceHash, holder: Holder) -> Touched {
+    /// Set `holder` as its worker's latest touch of `hash` (`spans`: every worker's touches,
+    /// to tell a dead inline holder, which the touch replaces).
+    pub(super) fn touch(&mut self, hash: SequenceHash, holder: Holder, spans: &[Span]) -> Touched {
         let at = match self.main.find_or_vacant(hash) {
             Ok(at) => at,
             Err(vacant) => {
@@ -142,11 +187,20 @@ impl Blocks {
         let Some(head) = self.main.get_mut(at) else {
             return Touched::Added;
         };
-        if head.slot == holder.slot {
-            let earlier = std::mem::replace(&mut head.touch, holder.touch);
-            return Touched::Again(earlier);
-        }
+        let mut moved = None;
         if head.slot != SHARED {
+            if !alive(spans, head) {
+                *head = holder;
+                return Touched::Added;
+            }
+            if head.slot == holder.slot {
+                let earlier = std::mem::replace(&mut head.touch, holder.touch);
+                return Touched::Again {
+                    earlier,
+                    listed: false,
+                };
+            }
+            moved = Some(*head);
             // A second holder: the block's holders move to a list.
             let place = self
                 .free
@@ -171,7 +225,10 @@ impl Blocks {
             return Touched::Added;
         };
         match find(list.mask, &list.holders, holder.slot) {
-            Ok(i) => Touched::Again(std::mem::replace(&mut list.holders[i].touch, holder.touch)),
+            Ok(i) => Touched::Again {
+                earlier: std::mem::replace(&mut list.holders[i].touch, holder.touch),
+                listed: true,
+            },
             Err(i) => {
                 if list.holders.len() == list.holders.capacity() {
                     self.make_room(place);
@@ -180,7 +237,7 @@ impl Blocks {
                     list.holders.insert(i, holder);
                     list.mask |= bit(holder.slot);
                 }
-                Touched::Added
+                Touched::Listed { moved }
             }
         }
     }

@@ -10,7 +10,9 @@
 //! one map from a block to the workers predicted to hold it, each with its latest touch, and
 //! each worker's requests as one record each ([`records`]). Recording a request is one map
 //! update per block and one record; a touch is forgotten, when its request expires or its
-//! worker is over capacity, only if it is still the worker's latest touch of the block.
+//! worker is over capacity, only if it is still the worker's latest touch of the block: a
+//! block's only holder without a look-up (the map reads it as dead once its touch has left the
+//! worker's queue, and sweeps the dead when it fills), a listed holder by one.
 
 mod holders;
 mod records;

@@ -2,16 +2,44 @@
 //!
 //! Every block of every request routed to the worker is a touch, numbered in routing order;
 //! the touches' hashes are kept in one queue, and each request is one record (when it was
-//! routed, how many touches are its). Whether a touch is still its block's latest is for the
-//! caller to say (the block map keeps each holder's latest touch number), and the caller marks a
-//! touch stale when the worker touches its block again ([`Records::mark_stale`]): a stale touch
-//! is skipped when it reaches the front, or when its request expires, without a look-up in the
-//! block map, and the queue is compacted when stale touches outnumber live blocks.
+//! routed, how many touches are its). Beside each touch is its [`Kind`]: whether the block map
+//! must be told when it goes. The caller marks a touch stale when the worker touches its block
+//! again ([`Records::mark_stale`]): a stale touch is skipped when it reaches the front, or when
+//! its request expires, without a look-up in the block map, and the queue is compacted when
+//! stale touches outnumber live blocks. A touch whose block the map holds inline needs no
+//! look-up either: the map reads it as gone once it leaves the queue ([`Records::span`]).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use dynamo_core::SequenceHash;
+
+/// What becomes of a touch's block when the touch leaves the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// The block's only holder, inline in the map: it is gone with the touch, no look-up
+    /// needed (the map finds it dead; see [`Span`]).
+    Inline,
+    /// One of the block's listed holders: the worker is taken off the list by a look-up.
+    Listed,
+    /// No longer the block's latest touch: dropped without a look-up.
+    Stale,
+}
+
+/// The touch numbers a worker's queue holds, modulo 2^32: `front` and the `len` after it. A
+/// holder whose touch number is outside is gone (expired, trimmed, or its worker removed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Span {
+    pub(super) front: u32,
+    pub(super) len: u32,
+}
+
+impl Span {
+    /// Whether the touch numbered `touch` (modulo 2^32) is in the queue.
+    pub(super) fn holds(self, touch: u32) -> bool {
+        touch.wrapping_sub(self.front) < self.len
+    }
+}
 
 /// The touches of one request.
 #[derive(Debug, Clone, Copy)]
@@ -30,14 +58,30 @@ pub(super) struct Records {
     records: VecDeque<Record>,
     /// The hashes of every record's touches, in order: `hashes[k]` is touch `front + k`.
     hashes: VecDeque<SequenceHash>,
-    /// Whether each touch of `hashes` (at the same place) is known to be stale: its worker
-    /// touched its block again since.
-    stale: VecDeque<bool>,
+    /// The kind of each touch of `hashes` (at the same place).
+    kinds: VecDeque<Kind>,
     /// The number of the touch at the front of `hashes`.
     front: u64,
 }
 
 impl Records {
+    /// No records, the first touch numbered `front` (a reused worker slot continues its
+    /// numbering, so that the map's dead holders of the slot stay dead).
+    pub(super) fn starting_at(front: u64) -> Self {
+        Records {
+            front,
+            ..Records::default()
+        }
+    }
+
+    /// The touch numbers held, as the map compares them.
+    pub(super) fn span(&self) -> Span {
+        Span {
+            front: self.front as u32,
+            len: self.hashes.len() as u32,
+        }
+    }
+
     /// The number the next touch gets.
     pub(super) fn next_touch(&self) -> u64 {
         self.front + self.hashes.len() as u64
@@ -48,14 +92,15 @@ impl Records {
         self.hashes.len()
     }
 
-    /// Append a request of `hashes` routed at `at`; its first touch is
-    /// [`next_touch`](Self::next_touch) as it was before.
+    /// Append a request of `hashes` routed at `at`, each touch [`Kind::Inline`] until marked
+    /// otherwise; its first touch is [`next_touch`](Self::next_touch) as it was before.
     pub(super) fn push(&mut self, hashes: &[SequenceHash], at: Instant) {
         if hashes.is_empty() {
             return;
         }
         self.hashes.extend(hashes.iter().copied());
-        self.stale.extend(std::iter::repeat_n(false, hashes.len()));
+        self.kinds
+            .extend(std::iter::repeat_n(Kind::Inline, hashes.len()));
         self.records.push_back(Record {
             routed_at: at,
             touches: hashes.len() as u32,
@@ -65,57 +110,72 @@ impl Records {
     /// Mark the touch whose number is `number` modulo 2^32 (as holders keep it) stale: its
     /// worker touched its block again. A number not held is ignored.
     pub(super) fn mark_stale(&mut self, number: u32) {
+        self.mark(number, Kind::Stale);
+    }
+
+    /// Mark the touch whose number is `number` modulo 2^32 [`Kind::Listed`]: its block's
+    /// holders moved to a list. A number not held is ignored.
+    pub(super) fn mark_listed(&mut self, number: u32) {
+        self.mark(number, Kind::Listed);
+    }
+
+    fn mark(&mut self, number: u32, kind: Kind) {
         // The queue holds fewer than 2^32 touches, so the distance from the front is exact.
         let at = number.wrapping_sub(self.front as u32) as usize;
-        if let Some(stale) = self.stale.get_mut(at) {
-            *stale = true;
+        if let Some(held) = self.kinds.get_mut(at) {
+            *held = kind;
         }
     }
 
     /// Whether the front touch is marked stale; `None` when there is none.
     pub(super) fn front_is_stale(&self) -> Option<bool> {
         self.records.front()?;
-        self.stale.front().copied()
+        self.kinds.front().map(|&kind| kind == Kind::Stale)
     }
 
-    /// If the front request was routed at a time `expired` says so of, pop its touches, and
-    /// push those not marked stale into `popped`; whether it was.
+    /// If the front request was routed at a time `expired` says so of, pop its touches: push
+    /// its [`Kind::Listed`] touches into `popped`, and count its [`Kind::Inline`] ones, which
+    /// need no look-up; `None` if it was not.
     pub(super) fn pop_record_if(
         &mut self,
         expired: impl Fn(Instant) -> bool,
         popped: &mut Vec<Touch>,
-    ) -> bool {
-        let Some(record) = self.records.front() else {
-            return false;
-        };
+    ) -> Option<usize> {
+        let record = self.records.front()?;
         if !expired(record.routed_at) {
-            return false;
+            return None;
         }
         let touches = record.touches as usize;
         self.records.pop_front();
-        let numbered = self.hashes.drain(..touches).zip(self.front..);
-        popped.extend(
-            numbered
-                .zip(self.stale.drain(..touches))
-                .filter(|&(_, stale)| !stale)
-                .map(|(touch, _)| touch),
-        );
+        let mut inline = 0;
+        for (k, kind) in self.kinds.drain(..touches).enumerate() {
+            match kind {
+                Kind::Inline => inline += 1,
+                Kind::Listed => {
+                    if let Some(&hash) = self.hashes.get(k) {
+                        popped.push((hash, self.front + k as u64));
+                    }
+                }
+                Kind::Stale => {}
+            }
+        }
+        self.hashes.drain(..touches);
         self.front += touches as u64;
-        true
+        Some(inline)
     }
 
-    /// Pop the front touch, and whether it was marked stale.
-    pub(super) fn pop(&mut self) -> Option<(Touch, bool)> {
+    /// Pop the front touch, and its kind.
+    pub(super) fn pop(&mut self) -> Option<(Touch, Kind)> {
         let record = self.records.front_mut()?;
         let hash = self.hashes.pop_front()?;
-        let stale = self.stale.pop_front().unwrap_or(false);
+        let kind = self.kinds.pop_front().unwrap_or(Kind::Stale);
         record.touches -= 1;
         if record.touches == 0 {
             self.records.pop_front();
         }
         let number = self.front;
         self.front += 1;
-        Some(((hash, number), stale))
+        Some(((hash, number), kind))
     }
 
     /// The touches, oldest first.
@@ -123,9 +183,9 @@ impl Records {
         self.hashes.iter().copied().zip(self.front..)
     }
 
-    /// Keep only the touches `keep` says are live, renumbered without gaps: `keep` is told
-    /// each touch not marked stale and the number it will have. In place: the queues keep
-    /// their buffers.
+    /// Keep only the touches `keep` says are live, renumbered without gaps, with their kinds:
+    /// `keep` is told each touch not marked stale and the number it will have. In place: the
+    /// queues keep their buffers.
     pub(super) fn compact(&mut self, mut keep: impl FnMut(Touch, u64) -> bool) {
         let held = self.hashes.len();
         // Touches are read at `read` and the kept ones written back at `written` (never
@@ -141,9 +201,10 @@ impl Records {
                 let hash = self.hashes[read];
                 let number = self.front + read as u64;
                 let renumbered = self.front + written as u64;
-                let stale = self.stale.get(read).copied().unwrap_or(false);
-                if !stale && keep((hash, number), renumbered) {
+                let kind = self.kinds.get(read).copied().unwrap_or(Kind::Stale);
+                if kind != Kind::Stale && keep((hash, number), renumbered) {
                     self.hashes[written] = hash;
+                    self.kinds[written] = kind;
                     written += 1;
                     kept += 1;
                 }
@@ -158,8 +219,7 @@ impl Records {
             }
         }
         self.hashes.truncate(written);
+        self.kinds.truncate(written);
         self.records.truncate(records);
-        self.stale.clear();
-        self.stale.resize(written, false);
     }
 }

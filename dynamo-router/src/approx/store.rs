@@ -2,7 +2,9 @@
 //! latest touch, and each worker's requests in routing order.
 //!
 //! Recording a request is one map update per block (the worker's touch number set, or the
-//! worker added); the request itself is one record. Forgetting a touch checks, in the same map
+//! worker added); the request itself is one record. A block's only holder is kept inline and
+//! forgotten lazily: it is dead once its touch leaves the worker's queue, which the map reads
+//! from the workers' [`Span`]s. Forgetting a listed holder's touch checks, in the same map
 //! entry, that it is still the worker's latest touch of the block; if so the worker leaves the
 //! block, and the entry goes with its last worker. A query looks each block up until no worker
 //! is left, comparing holders only where they change.
@@ -14,11 +16,15 @@ use dynamo_core::{SequenceHash, WorkerId};
 use smallvec::SmallVec;
 
 use super::holders::{Blocks, Holder, Touched, short};
-use super::records::{Records, Touch};
+use super::records::{Kind, Records, Span, Touch};
 use crate::index::{IndexError, Overlaps, TierOverlap};
 
 /// The most workers the predictions track (as many as the event-fed index).
 const MAX_WORKERS: usize = 1 << 24;
+
+/// Touches after which dead holders are swept even if the table has room: a touch number is
+/// compared modulo 2^32, so a dead holder must go before its worker's numbers come round.
+const SWEEP_TOUCHES: u64 = 1 << 30;
 
 #[derive(Debug)]
 struct Worker {
@@ -33,6 +39,11 @@ struct Worker {
 pub(super) struct Store {
     blocks: Blocks,
     workers: Vec<Option<Worker>>,
+    /// Each slot's touch numbers in its queue (empty for a free slot, whose numbering a new
+    /// worker continues): an inline holder outside its slot's span is dead.
+    spans: Vec<Span>,
+    /// Touches recorded since the dead holders were last swept.
+    since_sweep: u64,
     slot_of: HashMap<WorkerId, u32, foldhash::fast::RandomState>,
     free: Vec<u32>,
     /// Stale touches a worker may carry beyond its live blocks before its records are compacted.
@@ -46,6 +57,8 @@ impl Store {
         Store {
             blocks: Blocks::default(),
             workers: Vec::new(),
+            spans: Vec::new(),
+            since_sweep: 0,
             slot_of: HashMap::default(),
             free: Vec::new(),
             slack,
@@ -57,18 +70,21 @@ impl Store {
         if let Some(&slot) = self.slot_of.get(&worker) {
             return Ok(slot);
         }
-        let entry = Some(Worker {
+        let worker_with = |front: u32| Worker {
             id: worker,
-            records: Records::default(),
+            records: Records::starting_at(u64::from(front)),
             blocks: 0,
-        });
+        };
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.workers[slot as usize] = entry;
+                // The slot's numbering goes on: its dead holders stay dead.
+                let front = self.spans.get(slot as usize).map_or(0, |span| span.front);
+                self.workers[slot as usize] = Some(worker_with(front));
                 slot
             }
             None if self.workers.len() < MAX_WORKERS => {
-                self.workers.push(entry);
+                self.workers.push(Some(worker_with(0)));
+                self.spans.push(Span::default());
                 (self.workers.len() - 1) as u32
             }
             None => {
@@ -100,14 +116,48 @@ impl Store {
         self.blocks.read_ahead(hashes.iter().copied());
         // Queued first, so that a block the request holds twice marks its first touch stale.
         state.records.push(hashes, at);
+        self.spans[slot as usize] = state.records.span();
+        self.since_sweep += hashes.len() as u64;
+        if self.since_sweep > SWEEP_TOUCHES {
+            self.since_sweep = 0;
+            self.blocks.sweep(&self.spans);
+        }
+        self.blocks.reserve(hashes.len(), &self.spans);
+        let workers = &mut self.workers;
         for (touch, &hash) in (first..).zip(hashes) {
             let touch = short(touch);
-            match self.blocks.touch(hash, Holder { slot, touch }) {
+            let touched = self.blocks.touch(hash, Holder { slot, touch }, &self.spans);
+            if let Touched::Listed { moved: Some(moved) } = touched {
+                // The block's earlier only holder is listed now: forgotten by a look-up.
+                if let Some(other) = workers
+                    .get_mut(moved.slot as usize)
+                    .and_then(Option::as_mut)
+                {
+                    other.records.mark_listed(moved.touch);
+                }
+            }
+            let Some(state) = workers.get_mut(slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            match touched {
                 Touched::Added => state.blocks += 1,
-                // The worker's earlier touch of the block will be skipped without a look-up.
-                Touched::Again(earlier) => state.records.mark_stale(earlier),
+                Touched::Listed { .. } => {
+                    state.blocks += 1;
+                    state.records.mark_listed(touch);
+                }
+                Touched::Again { earlier, listed } => {
+                    // The worker's earlier touch of the block will be skipped without a
+                    // look-up.
+                    state.records.mark_stale(earlier);
+                    if listed {
+                        state.records.mark_listed(touch);
+                    }
+                }
             }
         }
+        let Some(state) = self.workers[slot as usize].as_mut() else {
+            return Ok(());
+        };
         if state.records.len() > 2 * state.blocks + self.slack {
             let blocks = &mut self.blocks;
             state.records.compact(|(hash, number), renumbered| {
@@ -119,6 +169,7 @@ impl Store {
                     _ => false,
                 }
             });
+            self.spans[slot as usize] = state.records.span();
         }
         if let Some(capacity) = capacity {
             while self.held_by(slot) > capacity {
@@ -143,11 +194,19 @@ impl Store {
         let Some(state) = self.workers.get_mut(slot as usize).and_then(Option::as_mut) else {
             return false;
         };
-        let Some((touch, stale)) = state.records.pop() else {
+        let Some((touch, kind)) = state.records.pop() else {
             return false;
         };
-        if !stale && forget(&mut self.blocks, touch, slot) {
-            state.blocks -= 1;
+        self.spans[slot as usize] = state.records.span();
+        match kind {
+            // Dead now that its touch has left the queue.
+            Kind::Inline => state.blocks -= 1,
+            Kind::Listed => {
+                if forget(&mut self.blocks, touch, slot) {
+                    state.blocks -= 1;
+                }
+            }
+            Kind::Stale => {}
         }
         true
     }
@@ -161,10 +220,11 @@ impl Store {
                 continue;
             };
             // Whole requests that expired, and stale touches, up to the first live touch that
-            // did not expire. Touches marked stale are no longer their blocks' latest, so they
-            // are dropped without a look-up.
+            // did not expire. Touches marked stale are no longer their blocks' latest, and
+            // inline ones are dead once they leave the queue, so neither is looked up.
             loop {
-                if state.records.pop_record_if(&expired, &mut popped) {
+                if let Some(inline) = state.records.pop_record_if(&expired, &mut popped) {
+                    state.blocks -= inline;
                     self.blocks.read_ahead(popped.iter().map(|&(hash, _)| hash));
                     for touch in popped.drain(..) {
                         if forget(&mut self.blocks, touch, slot) {
@@ -177,6 +237,7 @@ impl Store {
                     break;
                 }
             }
+            self.spans[slot as usize] = state.records.span();
         }
         self.popped = popped;
     }
@@ -190,6 +251,12 @@ impl Store {
             for touch in state.records.iter() {
                 forget(&mut self.blocks, touch, slot);
             }
+            // Empty: the slot's holders left in the map are dead; a new worker in the slot
+            // numbers its touches on from here.
+            self.spans[slot as usize] = Span {
+                front: short(state.records.next_touch()),
+                len: 0,
+            };
         }
         self.free.push(slot);
     }
@@ -204,10 +271,18 @@ impl Store {
         // record's new blocks with each other and with the policy's work.
         self.blocks.read_ahead(hashes.iter().copied());
         if self.workers.len() <= 64 {
-            if let Some(mask) = self.blocks.mask(first) {
+            if let Some(mask) = self
+                .blocks
+                .mask(first, &self.spans)
+                .filter(|&mask| mask != 0)
+            {
                 self.overlaps_masked(mask, &hashes[1..], answer);
             }
-        } else if let Some(holders) = self.blocks.holders(first) {
+        } else if let Some(holders) = self
+            .blocks
+            .holders(first, &self.spans)
+            .filter(|holders| !holders.is_empty())
+        {
             self.overlaps_merged(holders, &hashes[1..], answer);
         }
     }
@@ -231,7 +306,7 @@ impl Store {
             }
         };
         for hash in rest {
-            let Some(mask) = self.blocks.mask(hash) else {
+            let Some(mask) = self.blocks.mask(hash, &self.spans) else {
                 break;
             };
             let kept = alive & mask;
@@ -254,7 +329,7 @@ impl Store {
         answer.workers.reserve(alive.len());
         let mut depth = 1;
         for hash in rest {
-            let Some(holders) = self.blocks.holders(hash) else {
+            let Some(holders) = self.blocks.holders(hash, &self.spans) else {
                 break;
             };
             let same = holders.len() == alive.len()
@@ -313,6 +388,13 @@ impl Store {
     /// The number of (worker, block) predictions held.
     pub(super) fn predicted_blocks(&self) -> u64 {
         self.workers.iter().flatten().map(|w| w.blocks as u64).sum()
+    }
+
+    /// Take the dead holders off the map now (for tests: the store does it every 2^30
+    /// touches).
+    #[cfg(test)]
+    pub(super) fn sweep(&mut self) {
+        self.blocks.sweep(&self.spans);
     }
 
     /// The touches `worker` carries and its live blocks (for tests).

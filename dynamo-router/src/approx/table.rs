@@ -152,6 +152,51 @@ impl Table {
         self.len -= 1;
     }
 
+    /// Keep only the keys whose holder `keep` accepts, in place: each place is visited once,
+    /// from just after a vacant one (so that no run crosses the start), and a removal shifts
+    /// the rest of its run back as [`remove`](Self::remove) does, the place then visited again.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Holder) -> bool) {
+        let size = self.places.len();
+        let Some(start) = self.places.iter().position(Place::is_vacant) else {
+            return;
+        };
+        let mask = size - 1;
+        for step in 1..size {
+            let at = (start + step) & mask;
+            while let Some(place) = self.places.get(at).filter(|place| !place.is_vacant()) {
+                if keep(&place.value) {
+                    break;
+                }
+                self.remove(at);
+            }
+        }
+    }
+
+    /// Whether `more` keys fit without the table going over half full.
+    pub(super) fn has_room(&self, more: usize) -> bool {
+        (self.len + more) * 2 <= self.places.len()
+    }
+
+    /// Keep only the keys whose holder `keep` accepts (never a vacant place's), placed again
+    /// in a table where `more` keys fit with it at most a quarter full: the old places are
+    /// read in order, the kept ones written to the new table.
+    pub(super) fn rebuild(&mut self, more: usize, keep: impl Fn(&Holder) -> bool) {
+        let kept = self
+            .places
+            .iter()
+            .filter(|place| keep(&place.value))
+            .count();
+        let mut size = self.places.len().max(FIRST_PLACES);
+        while (kept + more) * 4 > size {
+            size *= 2;
+        }
+        let old = std::mem::replace(&mut self.places, vec![Place::EMPTY; size]);
+        self.len = 0;
+        for place in old.into_iter().filter(|place| keep(&place.value)) {
+            self.place(place);
+        }
+    }
+
     /// Read the home place of every key, so that the look-ups that follow find their lines in
     /// the cache: the reads do not depend on each other nor branch on what they find, so the
     /// processor overlaps their misses.
@@ -172,14 +217,21 @@ impl Table {
     fn grow(&mut self) {
         let size = (self.places.len() * 2).max(FIRST_PLACES);
         let old = std::mem::replace(&mut self.places, vec![Place::EMPTY; size]);
-        let mask = size - 1;
+        self.len = 0;
         for place in old.into_iter().filter(|place| !place.is_vacant()) {
-            let mut at = self.home(place.key);
-            while !self.places[at].is_vacant() {
-                at = (at + 1) & mask;
-            }
-            self.places[at] = place;
+            self.place(place);
         }
+    }
+
+    /// Put `place` in the first vacant place from its home (its key not in the table).
+    fn place(&mut self, place: Place) {
+        let mask = self.places.len() - 1;
+        let mut at = self.home(place.key);
+        while !self.places[at].is_vacant() {
+            at = (at + 1) & mask;
+        }
+        self.places[at] = place;
+        self.len += 1;
     }
 
     /// The keys held.
@@ -231,6 +283,16 @@ mod tests {
                         }
                         None => prop_assert_eq!(model.remove(&key), None),
                     }
+                }
+                if i % 7 == 6 {
+                    // Drop the keys with odd touches, as a sweep of dead holders does.
+                    table.retain(|h| h.touch % 2 == 0);
+                    model.retain(|_, touch| *touch % 2 == 0);
+                } else if i % 5 == 4 {
+                    // The same by placing the kept keys again.
+                    table.rebuild(i % 3, |h| h.slot != VACANT && h.touch % 3 != 0);
+                    model.retain(|_, touch| *touch % 3 != 0);
+                    prop_assert!((table.len() + i % 3) * 4 <= table.places.len());
                 }
                 prop_assert_eq!(table.len(), model.len());
                 table.read_ahead((0..48).map(SequenceHash));

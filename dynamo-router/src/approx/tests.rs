@@ -189,3 +189,39 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn forgotten_inline_holders_stay_dead_when_their_slot_is_reused_and_swept() {
+    let config = ApproxConfig {
+        ttl: Some(Duration::from_secs(10)),
+        capacity_blocks: None,
+    };
+    let index = ApproxIndex::new(BlockSize::new(4).unwrap(), config);
+    let (first, second) = (WorkerId::new(1), WorkerId::new(2));
+    let start = Instant::now();
+    // Expired, not looked up: the block's inline holder is left dead in the map.
+    index.record(first, &hashes(&[1, 2, 3]), start).unwrap();
+    let later = start + Duration::from_secs(11);
+    assert!(index.overlaps(&hashes(&[1]), later).is_empty());
+    assert_eq!(index.predicted_blocks(), 0);
+    // The worker leaves and another takes its slot, numbering its touches on from the first
+    // worker's: the dead holders stay dead.
+    index.remove_worker(first);
+    index.record(second, &hashes(&[9]), later).unwrap();
+    assert!(index.overlaps(&hashes(&[1, 2]), later).is_empty());
+    // A touch replaces a dead holder.
+    index.record(second, &hashes(&[1]), later).unwrap();
+    assert_eq!(
+        index.overlaps(&hashes(&[1, 2]), later).get(second).device,
+        1
+    );
+    assert_eq!(index.predicted_blocks(), 2);
+    // A forced sweep (as every 2^30 touches) drops the dead and keeps the live.
+    index.inner.lock().store.sweep();
+    assert_eq!(
+        index.overlaps(&hashes(&[1, 2]), later).get(second).device,
+        1
+    );
+    assert_eq!(index.overlaps(&hashes(&[9]), later).get(second).device, 1);
+    assert!(index.overlaps(&hashes(&[2, 3]), later).is_empty());
+}
