@@ -46,6 +46,10 @@ use crate::policy::RouteContext;
 /// assert_eq!(floor.active_requests, 5);
 /// assert_eq!(floor.active_prefill_tokens, 2 * 40);
 /// assert_eq!(floor.active_decode_blocks, 5 * 3);
+/// // An engine that tells the KV blocks its running requests hold: those, and the waiting
+/// // requests' estimate.
+/// let floor = report.with_kv_blocks_in_use(100).floor(&request);
+/// assert_eq!(floor.active_decode_blocks, 100 + 2 * 3);
 /// # Ok::<(), dynamo_core::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,8 @@ pub struct ReportedLoad {
     pub running: u32,
     /// Requests it queues.
     pub waiting: u32,
+    /// KV blocks (of the router's block size) its running requests hold, when it says.
+    pub kv_blocks_in_use: Option<u64>,
     /// When the engine was read.
     pub read_at: Instant,
     /// The last instant the report is trusted.
@@ -66,8 +72,19 @@ impl ReportedLoad {
         ReportedLoad {
             running,
             waiting,
+            kv_blocks_in_use: None,
             read_at,
             until: read_at + fresh_for,
+        }
+    }
+
+    /// The same report with the KV blocks, of the router's block size, that the engine's
+    /// running requests hold: they stand in [`floor`](Self::floor) for the running requests'
+    /// estimated decode blocks.
+    pub fn with_kv_blocks_in_use(self, blocks: u64) -> Self {
+        ReportedLoad {
+            kv_blocks_in_use: Some(blocks),
+            ..self
         }
     }
 
@@ -83,14 +100,20 @@ impl ReportedLoad {
 
     /// The load the report stands for when `request` is routed. The engine reports requests,
     /// not their sizes, so each counts as one like `request`: every one as its prompt's blocks
-    /// plus one (decode blocks), each waiting one as its prompt still to compute.
+    /// plus one (decode blocks), each waiting one as its prompt still to compute. Where the
+    /// engine told the blocks its running requests hold
+    /// ([`kv_blocks_in_use`](Self::kv_blocks_in_use)), those count for the running ones.
     pub fn floor(&self, request: &RouteContext<'_>) -> WorkerLoad {
         let requests = self.requests();
         let blocks_each = request.blocks.len() as u64 + 1;
+        let running_blocks = self
+            .kv_blocks_in_use
+            .unwrap_or(u64::from(self.running) * blocks_each);
         WorkerLoad {
             active_requests: requests,
             active_prefill_tokens: u64::from(self.waiting) * request.prompt_tokens,
-            active_decode_blocks: u64::from(requests) * blocks_each,
+            active_decode_blocks: running_blocks
+                .saturating_add(u64::from(self.waiting) * blocks_each),
             expected_output_tokens: 0,
             kv_capacity_blocks: None,
         }
@@ -289,6 +312,16 @@ mod tests {
             ..WorkerLoad::default()
         };
         assert_eq!(loads(), [WorkerLoad::default(), raised]);
+        // An engine that tells its running requests' blocks: those, and the 8 waiting ones'.
+        let told = report.with_kv_blocks_in_use(500);
+        selector.report_load(WorkerId::new(2), Some(told));
+        drop(selector.select(&request(), now).expect("routed"));
+        let raised_by_blocks = WorkerLoad {
+            active_decode_blocks: 500 + 8 * 3,
+            ..raised
+        };
+        assert_eq!(loads()[1], raised_by_blocks);
+        selector.report_load(WorkerId::new(2), Some(report));
         // Worker 1's booking is above its own small report: kept.
         selector.report_load(WorkerId::new(1), Some(ReportedLoad::new(0, 0, now, FRESH)));
         let booked = selector.load().load(WorkerId::new(1));

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use dynamo_core::{BlockSize, BoxError, Token, WorkerId};
 use dynamo_openai::{GgufMetadata, Tokenizer, WorkerGauges};
-use dynamo_router::health::ReportedLoad;
 use dynamo_router::{
     ApproxConfig, ExpectedTtft, HealthConfig, RoundRobin, RouterService, SharedIndex,
 };
@@ -33,6 +32,7 @@ mod reported_load;
 
 use event_metrics::{export_skipped, logged, trtllm_skips, zmq_skips};
 pub(crate) use reported_load::ReportedLoads;
+use reported_load::reported_load;
 
 /// Worker ids of `--engine-at` servers without `id=` start here (then count by position), far
 /// from the small ids of `--worker-at` and clear of nothing else in particular: give `id=` when
@@ -284,13 +284,10 @@ async fn record_load(
             hide_load(gauges, &label);
             continue;
         };
-        let reported = ReportedLoad::new(
-            count(load.running_requests),
-            count(load.waiting_requests),
-            load.scraped_at.into_std(),
-            SCRAPE_STALENESS,
+        loads.set(
+            worker,
+            Some(reported_load(&load, block_size, SCRAPE_STALENESS)),
         );
-        loads.set(worker, Some(reported));
         if let Some(tokens) = load.kv_capacity_tokens {
             // The server's blocks may be of another size than the router's: counted in its.
             let blocks = tokens / u64::from(block_size.get());
@@ -327,15 +324,6 @@ fn hide_load(gauges: &WorkerGauges, label: &str) {
         gauges.remove_series(name, label);
     }
     gauges.set(SCRAPED, label, 0.0);
-}
-
-/// A reported request count as a whole number (gauges are floats; NaN and negatives are 0).
-fn count(value: f64) -> u32 {
-    if value.is_finite() && value > 0.0 {
-        value.round().min(f64::from(u32::MAX)) as u32
-    } else {
-        0
-    }
 }
 
 /// The gateway's tokenizer, for servers that answer in text.

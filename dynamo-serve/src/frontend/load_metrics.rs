@@ -123,12 +123,19 @@ fn record(report: &LoadReport, routers: &[RouterService], shown: &mut HashSet<Wo
 }
 
 /// `report` as the routers read it, arrived at `now`. A worker's active requests are the
-/// streams open on it, queued ones included: the ones it runs are those not waiting.
+/// streams open on it, queued ones included: the ones it runs are those not waiting. Its KV
+/// blocks in use count where its engine keeps a cache (a total above 0; discovery admits only
+/// workers of the routers' block size).
 fn reported_load(report: &LoadReport, now: Instant) -> ReportedLoad {
     let count = |value: u64| u32::try_from(value).unwrap_or(u32::MAX);
     let waiting = count(report.waiting_requests);
     let running = count(report.active_requests).saturating_sub(waiting);
-    ReportedLoad::new(running, waiting, now, REPORT_FRESH_FOR)
+    let load = ReportedLoad::new(running, waiting, now, REPORT_FRESH_FOR);
+    if report.kv_blocks_total > 0 {
+        load.with_kv_blocks_in_use(report.kv_blocks_in_use)
+    } else {
+        load
+    }
 }
 
 /// Have the routers forget the reports in `reported` that lapsed, or whose worker left routing
@@ -193,5 +200,24 @@ mod tests {
         assert_eq!((load.running, load.waiting), (0, 2));
         let load = reported_load(&report(u64::MAX, 0), now);
         assert_eq!(load.running, u32::MAX);
+    }
+
+    #[test]
+    fn a_reports_blocks_in_use_count_where_its_engine_keeps_a_cache() {
+        let report = |kv_blocks_in_use, kv_blocks_total| LoadReport {
+            worker: WorkerId::new(1),
+            active_requests: 3,
+            waiting_requests: 0,
+            kv_blocks_in_use,
+            kv_blocks_total,
+        };
+        let now = Instant::now();
+        assert_eq!(
+            reported_load(&report(40, 64), now).kv_blocks_in_use,
+            Some(40)
+        );
+        assert_eq!(reported_load(&report(0, 64), now).kv_blocks_in_use, Some(0));
+        // An engine without a KV cache (echo) reports 0 of 0: no count.
+        assert_eq!(reported_load(&report(0, 0), now).kv_blocks_in_use, None);
     }
 }
