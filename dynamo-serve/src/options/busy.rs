@@ -29,8 +29,10 @@ pub(super) struct BusyArgs {
     /// A worker holding more KV blocks than this for its requests is busy (off by default): a
     /// FRACTION above 0 and at most 1 of each worker's KV blocks, as in NVIDIA Dynamo (the
     /// frontend reads each worker's size from its load reports, and one that reports none is
-    /// never busy by it; echo workers have none), or a number of BLOCKS (2 or more). The blocks counted are the router's estimate: the distinct prompt blocks of the
-    /// requests it sent, plus one for each (output beyond that is not counted)
+    /// never busy by it; echo workers have none), or a number of BLOCKS (2 or more). The blocks
+    /// counted are the distinct prompt blocks of the requests the router sent, plus one for
+    /// each (output beyond that is not counted), raised to the blocks a worker reports in use
+    /// where it reports them (NATS load reports, TensorRT-LLM servers)
     #[arg(long, value_name = "FRACTION|BLOCKS")]
     active_decode_blocks_threshold: Option<DecodeBlocks>,
     /// Requests that wait in the router while every worker is busy; when it is full a new
