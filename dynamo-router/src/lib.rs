@@ -175,6 +175,8 @@ pub mod replicas;
 mod selector;
 mod service;
 mod source;
+#[cfg(test)]
+mod test_rng;
 
 pub use affinity::AffinityConfig;
 pub use approx::{ApproxConfig, ApproxIndex};

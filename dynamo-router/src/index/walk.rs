@@ -210,13 +210,7 @@ mod tests {
                 .slot_or_insert(WorkerId::new(1000 + id))
                 .expect("few workers");
         }
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |below: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) % below
-        };
+        let mut next = crate::test_rng::below_from(0x9E37_79B9_7F4A_7C15);
         let (mut by_bits, mut by_merges) = (0, 0);
         for _ in 0..4000 {
             // Segments whose residents mostly keep the previous ones, sometimes dropping or

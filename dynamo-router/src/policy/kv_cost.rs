@@ -193,13 +193,7 @@ mod tests {
 
     #[test]
     fn costs_side_by_side_are_each_workers_cost_bit_for_bit() {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move |below: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) % below
-        };
+        let mut next = crate::test_rng::below_from(0x2545_F491_4F6C_DD1D);
         let blocks: Vec<_> = (0..40).map(SequenceHash).collect();
         let policies = [
             KvCost::default(),

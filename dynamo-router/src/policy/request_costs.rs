@@ -478,13 +478,7 @@ mod tests {
 
     #[test]
     fn costs_are_the_formulas_bit_for_bit_with_or_without_a_prefix() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |below: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) % below
-        };
+        let mut next = crate::test_rng::below_from(0x9E37_79B9_7F4A_7C15);
         let blocks: Vec<_> = (0..40).map(dynamo_core::SequenceHash).collect();
         let configs = [
             ExpectedTtftConfig::default(),
