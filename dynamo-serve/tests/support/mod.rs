@@ -20,6 +20,9 @@ use dynamo_transport::local::{LocalAuthority, free_port};
 pub(crate) struct Process {
     pub(crate) child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// The thread that collects standard error: finished once the pipe closed, so that
+    /// everything the process wrote is in `log`.
+    collector: std::thread::JoinHandle<()>,
 }
 
 impl Process {
@@ -39,12 +42,16 @@ impl Process {
         let log = Arc::new(Mutex::new(Vec::new()));
         let lines = BufReader::new(child.stderr.take().expect("piped"));
         let collected = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let collector = std::thread::spawn(move || {
             for line in lines.lines().map_while(Result::ok) {
                 collected.lock().expect("not poisoned").push(line);
             }
         });
-        Process { child, log }
+        Process {
+            child,
+            log,
+            collector,
+        }
     }
 
     pub(crate) fn logged(&self, text: &str) -> bool {
@@ -106,11 +113,14 @@ impl Process {
         assert!(sent.success());
     }
 
-    /// Wait until the process has exited; its status.
+    /// Wait until the process has exited and its last lines of standard error are in the log
+    /// (the collecting thread reads them after the exit, until the pipe closes); its status.
     pub(crate) async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().expect("the child can be waited on") {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited on")
+                && self.collector.is_finished()
+            {
                 return status;
             }
             let log = self.log.lock().expect("not poisoned").join("\n");
