@@ -31,8 +31,9 @@ pub(super) struct BusyArgs {
     /// frontend reads each worker's size from its load reports, and one that reports none is
     /// never busy by it; echo workers have none), or a number of BLOCKS (2 or more). The blocks
     /// counted are the distinct prompt blocks of the requests the router sent, plus one for
-    /// each (output beyond that is not counted), raised to the blocks a worker reports in use
-    /// where it reports them (NATS load reports, TensorRT-LLM servers)
+    /// each (output beyond that is not counted), raised to what a worker reports where that is
+    /// more: its requests counted like this one, or the blocks it says are in use where it
+    /// says (NATS load reports, TensorRT-LLM servers)
     #[arg(long, value_name = "FRACTION|BLOCKS")]
     active_decode_blocks_threshold: Option<DecodeBlocks>,
     /// Requests that wait in the router while every worker is busy; when it is full a new
