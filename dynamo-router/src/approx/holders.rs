@@ -139,14 +139,15 @@ impl Blocks {
         }
     }
 
-    /// Room for `more` new blocks: when the table would be over half full, the live holders
-    /// are placed again in a table where they and `more` fill at most a quarter, the dead
-    /// left behind. A touch number is compared modulo 2^32, so the store sweeps at least
+    /// Room for `more` new blocks: when the table would be over half full, the dead holders
+    /// are swept from it in place, and it grows if they and `more` would then fill more than
+    /// a quarter of it. A touch number is compared modulo 2^32, so the store sweeps at least
     /// every 2^30 touches too ([`sweep`](Self::sweep)), before a dead holder's number could
     /// come round again.
     pub(super) fn reserve(&mut self, more: usize, spans: &[Span]) {
         if !self.main.has_room(more) {
-            self.main.rebuild(more, |holder| live(spans, holder));
+            self.sweep(spans);
+            self.main.reserve(more);
         }
     }
 

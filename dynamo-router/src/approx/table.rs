@@ -152,22 +152,41 @@ impl Table {
         self.len -= 1;
     }
 
-    /// Keep only the keys whose holder `keep` accepts, in place: each place is visited once,
-    /// from just after a vacant one (so that no run crosses the start), and a removal shifts
-    /// the rest of its run back as [`remove`](Self::remove) does, the place then visited again.
+    /// Keep only the keys whose holder `keep` accepts, in place and in one pass. The pass
+    /// starts just after a vacant place, so that no run crosses its start, and reads each place
+    /// once: a rejected key leaves its place vacant, and a kept key that a vacated place now
+    /// precedes in its run moves back to the first vacant place from its home (never past where
+    /// it was, so that the places ahead of the pass are as they were). A key is hashed only if
+    /// it may move.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&Holder) -> bool) {
         let size = self.places.len();
         let Some(start) = self.places.iter().position(Place::is_vacant) else {
             return;
         };
         let mask = size - 1;
+        // Whether a place of the run being read has been vacated: until one is, the kept
+        // keys stay where they are.
+        let mut vacated = false;
         for step in 1..size {
             let at = (start + step) & mask;
-            while let Some(place) = self.places.get(at).filter(|place| !place.is_vacant()) {
-                if keep(&place.value) {
-                    break;
+            let place = self.places[at];
+            if place.is_vacant() {
+                vacated = false;
+                continue;
+            }
+            if !keep(&place.value) {
+                self.places[at] = Place::EMPTY;
+                self.len -= 1;
+                vacated = true;
+                continue;
+            }
+            if vacated {
+                self.places[at] = Place::EMPTY;
+                let mut to = self.home(place.key);
+                while !self.places[to].is_vacant() {
+                    to = (to + 1) & mask;
                 }
-                self.remove(at);
+                self.places[to] = place;
             }
         }
     }
@@ -177,23 +196,15 @@ impl Table {
         (self.len + more) * 2 <= self.places.len()
     }
 
-    /// Keep only the keys whose holder `keep` accepts (never a vacant place's), placed again
-    /// in a table where `more` keys fit with it at most a quarter full: the old places are
-    /// read in order, the kept ones written to the new table.
-    pub(super) fn rebuild(&mut self, more: usize, keep: impl Fn(&Holder) -> bool) {
-        let kept = self
-            .places
-            .iter()
-            .filter(|place| keep(&place.value))
-            .count();
+    /// Room for `more` keys with the table at most a quarter full: if they do not fit, the
+    /// places are doubled until they do and every key is placed again.
+    pub(super) fn reserve(&mut self, more: usize) {
         let mut size = self.places.len().max(FIRST_PLACES);
-        while (kept + more) * 4 > size {
+        while (self.len + more) * 4 > size {
             size *= 2;
         }
-        let old = std::mem::replace(&mut self.places, vec![Place::EMPTY; size]);
-        self.len = 0;
-        for place in old.into_iter().filter(|place| keep(&place.value)) {
-            self.place(place);
+        if size != self.places.len() {
+            self.resize(size);
         }
     }
 
@@ -215,7 +226,11 @@ impl Table {
 
     /// Twice the places (16 at first), every key placed again.
     fn grow(&mut self) {
-        let size = (self.places.len() * 2).max(FIRST_PLACES);
+        self.resize((self.places.len() * 2).max(FIRST_PLACES));
+    }
+
+    /// `size` places (a power of two, room for every key), every key placed again.
+    fn resize(&mut self, size: usize) {
         let old = std::mem::replace(&mut self.places, vec![Place::EMPTY; size]);
         self.len = 0;
         for place in old.into_iter().filter(|place| !place.is_vacant()) {
@@ -289,9 +304,11 @@ mod tests {
                     table.retain(|h| h.touch % 2 == 0);
                     model.retain(|_, touch| *touch % 2 == 0);
                 } else if i % 5 == 4 {
-                    // The same by placing the kept keys again.
-                    table.rebuild(i % 3, |h| h.slot != VACANT && h.touch % 3 != 0);
+                    // Another cut, then room for a few more keys, as the store makes when
+                    // the table fills: the kept keys are placed again if it grows.
+                    table.retain(|h| h.touch % 3 != 0);
                     model.retain(|_, touch| *touch % 3 != 0);
+                    table.reserve(i % 3);
                     prop_assert!((table.len() + i % 3) * 4 <= table.places.len());
                 }
                 prop_assert_eq!(table.len(), model.len());
