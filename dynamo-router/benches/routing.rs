@@ -176,10 +176,10 @@ const ARRIVAL_GAP: Duration = Duration::from_millis(60);
 const WARM_UP_DECISIONS: usize = 4096;
 
 /// Decisions timed (34 minutes of arrivals): long enough that the approximate index's table,
-/// rebuilt without its expired predictions when they fill it (about every 6,000 decisions
-/// here), is rebuilt several times inside the window, so that each decision carries its share
-/// of the rebuilds, as in a router that runs for hours. (A window of 4,096 saw no rebuild
-/// and gave 15-25% less.)
+/// swept of its expired predictions when they fill it (about every 6,000 decisions here), is
+/// swept several times inside the window, so that each decision carries its share of the
+/// sweeps, as in a router that runs for hours. (A window of 4,096 saw none and gave 15-25%
+/// less.)
 const TIMED_DECISIONS: usize = 32_768;
 
 /// The decision bench's requests: the untimed warm-up's and the timed ones.
