@@ -176,7 +176,10 @@ impl Blocks {
     }
 
     /// Set `holder` as its worker's latest touch of `hash` (`spans`: every worker's touches,
-    /// to tell a dead inline holder, which the touch replaces).
+    /// to tell a dead inline holder, which the touch replaces). Inlined into the record's loop
+    /// for a block with no other live holder; a block with several takes
+    /// [`touch_listed`](Self::touch_listed).
+    #[inline]
     pub(super) fn touch(&mut self, hash: SequenceHash, holder: Holder, spans: &[Span]) -> Touched {
         let at = match self.main.find_or_vacant(hash) {
             Ok(at) => at,
@@ -188,7 +191,6 @@ impl Blocks {
         let Some(head) = self.main.get_mut(at) else {
             return Touched::Added;
         };
-        let mut moved = None;
         if head.slot != SHARED {
             if !alive(spans, head) {
                 *head = holder;
@@ -201,6 +203,19 @@ impl Blocks {
                     listed: false,
                 };
             }
+        }
+        self.touch_listed(at, holder)
+    }
+
+    /// [`touch`](Self::touch) of the block at `at` in the main map, whose holders are listed,
+    /// or whose only holder is another worker's, alive (the two move to a list).
+    #[inline(never)]
+    fn touch_listed(&mut self, at: usize, holder: Holder) -> Touched {
+        let Some(head) = self.main.get_mut(at) else {
+            return Touched::Added;
+        };
+        let mut moved = None;
+        if head.slot != SHARED {
             moved = Some(*head);
             // A second holder: the block's holders move to a list.
             let place = self

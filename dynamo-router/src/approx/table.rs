@@ -79,6 +79,7 @@ impl Table {
 
     /// Where `key` is (`Ok`), or the vacant place where it would go (`Err`); the table grows
     /// first if one more key would make it more than half full.
+    #[inline]
     pub(super) fn find_or_vacant(&mut self, key: SequenceHash) -> Result<usize, usize> {
         if (self.len + 1) * 2 > self.places.len() {
             self.grow();
