@@ -3,12 +3,16 @@
 //! through its harness, none of them allowed to panic. Included by path, from a crate one
 //! directory below the repository's root.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 /// Every input of `target` (`fuzz/corpus/<target>/`, `fuzz/regressions/<target>/`), by file
 /// name.
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    // The package folder cargo gives the running test (see `package_dir` in
+    // engines/upstream/tests/support/replay.rs).
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("../fuzz");
     let mut inputs = Vec::new();
     for kind in ["corpus", "regressions"] {
         let Ok(entries) = std::fs::read_dir(root.join(kind).join(target)) else {

@@ -40,7 +40,10 @@ fn disagg(prefill: usize, decode: usize, transfer: TransferConfig) -> ReplayConf
 
 /// The first `n` requests of the shared Mooncake trace.
 fn mooncake(n: usize) -> Vec<TraceRequest> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The package folder cargo gives the running test (see `package_dir` in
+    // engines/upstream/tests/support/replay.rs).
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("../../shared/traces/mooncake-fast25/synthetic_trace.jsonl");
     let mut trace = load_mooncake(path).unwrap();
     trace.truncate(n);

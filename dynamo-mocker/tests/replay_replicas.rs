@@ -16,7 +16,10 @@ use dynamo_mocker::{
 use dynamo_router::{ApproxConfig, KvCost, KvCostConfig, SharedIndex};
 
 fn trace() -> Vec<TraceRequest> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The package folder cargo gives the running test (see `package_dir` in
+    // engines/upstream/tests/support/replay.rs).
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("../../shared/traces/mooncake-fast25/synthetic_trace.jsonl");
     let mut trace = load_mooncake(path).unwrap();
     trace.truncate(1200);

@@ -19,7 +19,10 @@ use dynamo_router::{
 use tower::discover::Change;
 
 fn trace() -> Vec<TraceRequest> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The package folder cargo gives the running test (see `package_dir` in
+    // engines/upstream/tests/support/replay.rs).
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("../../shared/traces/mooncake-fast25/synthetic_trace.jsonl");
     load_mooncake(path).unwrap()
 }

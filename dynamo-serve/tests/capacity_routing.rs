@@ -112,8 +112,7 @@ async fn without_load_reports_the_long_prompt_stays_with_its_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trtllm_servers_cache_size_reaches_the_router_in_its_blocks() {
     // Its iteration statistics: 512 blocks of 32 tokens, 1,024 of the router's 16.
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../engines/trtllm/tests/fixtures/metrics.http");
+    let fixture = replay::package_dir().join("../engines/trtllm/tests/fixtures/metrics.http");
     let metrics = std::fs::read(fixture).expect("the fixture");
     let server = Replay::start(HashMap::from([("/metrics".to_owned(), metrics)])).await;
     let port = free_port().expect("a free port").to_string();

@@ -172,8 +172,7 @@ async fn the_router_steers_requests_away_from_a_server_that_reports_a_queue() {
         .into_bytes()
     };
     let answer = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../engines/upstream/tests/fixtures/vllm_whole_token_ids.http"),
+        replay::package_dir().join("../engines/upstream/tests/fixtures/vllm_whole_token_ids.http"),
     )
     .expect("the fixture");
     let server = |load: Vec<u8>| {
@@ -237,7 +236,7 @@ async fn replay_of(fixture: &str) -> Replay {
 
 /// A server replaying `engines/<adapter>/tests/fixtures/<fixture>` on `path`.
 async fn replay_at(adapter: &str, path: &str, fixture: &str) -> Replay {
-    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let file = replay::package_dir()
         .join("../engines")
         .join(adapter)
         .join("tests/fixtures")

@@ -34,8 +34,7 @@ const BLOCK: usize = 16;
 /// for whole answers: its clients here do not stream).
 async fn vllm_server() -> Replay {
     let answer = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../engines/upstream/tests/fixtures/vllm_whole_token_ids.http"),
+        replay::package_dir().join("../engines/upstream/tests/fixtures/vllm_whole_token_ids.http"),
     )
     .expect("the fixture");
     Replay::start(HashMap::from([("/v1/completions".to_owned(), answer)])).await

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
@@ -96,7 +96,9 @@ impl StandIn {
 /// The bytes of `engines/trtllm/tests/fixtures/<name>`, from this crate's tests or another
 /// workspace member's (which include this file).
 pub(crate) fn trtllm_fixture(name: &str) -> Vec<u8> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read when the test runs, as `package_dir` in the upstream adapter's `replay.rs` does.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     let fixtures = if manifest.ends_with("engines/trtllm") {
         manifest.join("tests/fixtures")
     } else {

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,11 +90,19 @@ impl Replay {
     }
 }
 
+/// The folder of the package whose test is running, as cargo tells the running test (it sets
+/// `CARGO_MANIFEST_DIR` when it runs a test as well as when it builds one), else as it was at
+/// build time. A test binary that cargo reuses from a target folder shared with another
+/// checkout of the same sources then reads this checkout's files, not the other's (which may
+/// be gone).
+pub(crate) fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// The bytes of `tests/fixtures/<name>` of the crate under test.
 pub(crate) fn fixture_bytes(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = package_dir().join("tests/fixtures").join(name);
     std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 

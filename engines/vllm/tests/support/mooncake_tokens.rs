@@ -17,7 +17,10 @@ const VOCABULARY: u64 = 128_256;
 
 /// The shared Mooncake synthetic trace (`docs/simulator.md`).
 pub(crate) fn load_trace() -> Vec<TraceRequest> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The package folder cargo gives the running test (see `package_dir` in
+    // engines/upstream/tests/support/replay.rs).
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("../../../shared/traces/mooncake-fast25/synthetic_trace.jsonl");
     load_mooncake(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
