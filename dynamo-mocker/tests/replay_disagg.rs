@@ -5,7 +5,8 @@
     reason = "test helpers panic on failure by design"
 )]
 
-use std::path::PathBuf;
+#[path = "support/shared_trace.rs"]
+mod shared_trace;
 
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
@@ -40,11 +41,7 @@ fn disagg(prefill: usize, decode: usize, transfer: TransferConfig) -> ReplayConf
 
 /// The first `n` requests of the shared Mooncake trace.
 fn mooncake(n: usize) -> Vec<TraceRequest> {
-    // The package folder cargo gives the running test (see `package_dir` in
-    // engines/upstream/tests/support/replay.rs).
-    let path = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("../../shared/traces/mooncake-fast25/synthetic_trace.jsonl");
+    let path = shared_trace::mooncake_trace_path();
     let mut trace = load_mooncake(path).unwrap();
     trace.truncate(n);
     trace

@@ -8,6 +8,9 @@
 
 use std::path::PathBuf;
 
+#[path = "support/shared_trace.rs"]
+mod shared_trace;
+
 use dynamo_core::BlockSize;
 use dynamo_mocker::{
     CacheKnowledge, DisaggConfig, Error, HandedOverKv, Replay, ReplayConfig, ReplayOutcome,
@@ -16,11 +19,7 @@ use dynamo_mocker::{
 use dynamo_router::{ApproxConfig, KvCost, KvCostConfig, SharedIndex};
 
 fn trace() -> Vec<TraceRequest> {
-    // The package folder cargo gives the running test (see `package_dir` in
-    // engines/upstream/tests/support/replay.rs).
-    let path = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("../../shared/traces/mooncake-fast25/synthetic_trace.jsonl");
+    let path = shared_trace::mooncake_trace_path();
     let mut trace = load_mooncake(path).unwrap();
     trace.truncate(1200);
     trace

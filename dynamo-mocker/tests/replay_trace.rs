@@ -6,7 +6,8 @@
     reason = "test helpers panic on failure by design"
 )]
 
-use std::path::PathBuf;
+#[path = "support/shared_trace.rs"]
+mod shared_trace;
 
 use dynamo_core::{BlockSize, WorkerId};
 use dynamo_mocker::{
@@ -19,11 +20,7 @@ use dynamo_router::{
 use tower::discover::Change;
 
 fn trace() -> Vec<TraceRequest> {
-    // The package folder cargo gives the running test (see `package_dir` in
-    // engines/upstream/tests/support/replay.rs).
-    let path = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("../../shared/traces/mooncake-fast25/synthetic_trace.jsonl");
+    let path = shared_trace::mooncake_trace_path();
     load_mooncake(path).unwrap()
 }
 
