@@ -34,8 +34,10 @@ pub struct SlaConfig {
     /// request spends beyond what one unloaded worker needs (queueing, interference) is
     /// roughly exponential, a share `g` of requests stays within the target when that mean
     /// excess is at most `room / ln(1 / (1 − g))` (room: the target less the unloaded time).
-    /// Past that mean a pool grows; it is calm, and may shrink, below half of it. Default
-    /// 0.9 (grow past 43% of the room, calm below 22%).
+    /// Past that mean a pool grows; it is calm, and may shrink, when one worker fewer would
+    /// keep it below that mean, the excess growing as a queue's wait `ρ / (1 − ρ)` at the
+    /// interval's load (below half of it where the load is unknown). Default 0.9 (grow past
+    /// 43% of the room; five workers at 40% of their capacity are calm below 29% of it).
     pub attainment_goal: f64,
     /// Seconds a pool must stay calm, with a plan that wants fewer workers, before it
     /// shrinks by one worker. In seconds rather than intervals, so that a shorter planning

@@ -59,10 +59,12 @@ use variability::Variability;
 ///    while the pressure lasts after a step and its queue fell since, the pool grows no
 ///    further than its plan: a falling queue is the last step's workers draining a backlog,
 ///    and the latencies measure that backlog rather than the arrivals.
-/// 5. **Shrink slowly**: only when the interval was calm — each latency within half of its
-///    share of the room, queues within half of their limit —, the largest plan (or reactive
-///    target) of the last `hold_s` seconds fits in one worker fewer at `shrink_below` of their
-///    capacity, and the policy has seen at least `hold_s` seconds; after `calm_s` seconds of
+/// 5. **Shrink slowly**: only when the interval was calm — each mean latency low enough
+///    that one worker fewer would keep it within its share of the room, with its excess
+///    over the unloaded figure grown as a queue's wait, `ρ / (1 − ρ)`, at the interval's
+///    load (within half the share where the load is unknown); queues within half of their
+///    limit —, the largest plan (or reactive target) of the last `hold_s` seconds fits in
+///    one worker fewer at `shrink_below` of their capacity, and the policy has seen at least `hold_s` seconds; after `calm_s` seconds of
 ///    such intervals in a row, one worker, then one more per `shrink_step_s` seconds while
 ///    that lasts. Load that comes back within the window (bursts a few minutes apart) finds
 ///    the workers still there. A pool whose load has missed no plan of the window by a
@@ -350,6 +352,15 @@ impl Policy for SlaPolicy {
         let need = self.need(rate, isl, osl);
         let risen = self.need(rate + rise, isl, osl);
         let surprise = self.need(self.missed.last(), isl, osl);
+        // What the interval that ended asked of the workers, for how its latencies would grow
+        // with one worker fewer.
+        let shown = (observed.requests > 0).then(|| {
+            self.need(
+                last_rate,
+                observed.mean_input_tokens,
+                observed.mean_output_tokens,
+            )
+        });
         let limits = self.limits(observed, isl);
         let mut parts = Vec::new();
         // The prefill pool's size once this step is played out (it is sized first), counting
@@ -383,7 +394,8 @@ impl Policy for SlaPolicy {
                 fell: self.missed.fell(),
                 ceiling,
             };
-            let pressure = Pressure::of(role, n, observed, &limits);
+            let busy = shown.as_ref().map(|asked| share(asked) * u);
+            let pressure = Pressure::of(role, n, observed, &limits, busy);
             let (size, why) = self.size(role, n, plan, &pressure, observed.interval_s);
             if role == WorkerRole::Prefill {
                 prefilling = Some(size.max(n));

@@ -30,6 +30,23 @@ pub(super) struct Limits {
     pub(super) calm_share: f64,
 }
 
+/// How many times a queue's mean wait grows when a pool of `serving` workers at
+/// `utilisation` loses one worker, by Kingman's `ρ / (1 − ρ)` (infinite when the rest would
+/// be saturated); `None` when the pool cannot lose a worker or its load is unknown.
+fn fewer_worker_growth(utilisation: Option<f64>, serving: usize) -> Option<f64> {
+    let rho = utilisation.filter(|r| r.is_finite() && *r > 0.0)?;
+    if serving < 2 {
+        return None;
+    }
+    let after = rho * serving as f64 / (serving - 1) as f64;
+    let wait = |r: f64| r / (1.0 - r);
+    Some(if after < 1.0 {
+        wait(after) / wait(rho)
+    } else {
+        f64::INFINITY
+    })
+}
+
 /// The figures of one pool that passed their limits, each as figure over limit.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Pressure {
@@ -47,12 +64,14 @@ pub(super) struct Pressure {
 }
 
 impl Pressure {
-    /// The pressure on the `role` pool of `current` workers in `observed`.
+    /// The pressure on the `role` pool of `current` workers in `observed`, whose load would
+    /// keep `busy` workers busy at their profiled capacity (when known).
     pub(super) fn of(
         role: WorkerRole,
         current: usize,
         observed: &Observation,
         limits: &Limits,
+        busy: Option<f64>,
     ) -> Self {
         let load = PoolLoad::of(observed, role);
         let ready = (!observed.workers.is_empty()).then_some(load.workers);
@@ -75,11 +94,15 @@ impl Pressure {
             let floor = floor.min(limit);
             floor + share * (limit - floor)
         };
+        let serving = ready.unwrap_or(current);
+        let utilisation = busy.map(|busy| busy / serving.max(1) as f64);
         let latency = |limit: f64, floor: f64| {
-            (
-                room(limit, floor, limits.grow_share),
-                room(limit, floor, limits.calm_share),
-            )
+            let grow = room(limit, floor, limits.grow_share);
+            let calm = match fewer_worker_growth(utilisation, serving) {
+                Some(growth) => floor.min(grow) + (grow - floor).max(0.0) / growth,
+                None => room(limit, floor, limits.calm_share),
+            };
+            (grow, calm)
         };
         if prefills && let Some(ttft) = observed.mean_ttft_ms {
             let (grow, calm) = latency(limits.ttft_ms, limits.unloaded_ttft_ms);
@@ -167,5 +190,28 @@ impl Pressure {
             0 => parts.join(", "),
             n => format!("{} ({n} worker(s) still starting)", parts.join(", ")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fewer_worker_growth;
+
+    #[test]
+    fn one_worker_fewer_lengthens_the_wait_more_the_smaller_the_pool() {
+        let close = |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() < 1e-9);
+        // 5 workers at 40% would run at 50%: ρ / (1 − ρ) goes from 2/3 to 1.
+        assert!(close(fewer_worker_growth(Some(0.4), 5), 1.5));
+        // 2 at 40% would run at 80%: from 2/3 to 4.
+        assert!(close(fewer_worker_growth(Some(0.4), 2), 6.0));
+        // At a light load the wait grows as the load per worker: n / (n − 1).
+        let light = fewer_worker_growth(Some(1e-6), 8).unwrap_or(0.0);
+        assert!((light - 8.0 / 7.0).abs() < 1e-5, "{light}");
+        // 2 at 50% would saturate the one left.
+        assert_eq!(fewer_worker_growth(Some(0.5), 2), Some(f64::INFINITY));
+        // No worker to lose, or no load known.
+        assert_eq!(fewer_worker_growth(Some(0.4), 1), None);
+        assert_eq!(fewer_worker_growth(None, 5), None);
+        assert_eq!(fewer_worker_growth(Some(0.0), 5), None);
     }
 }

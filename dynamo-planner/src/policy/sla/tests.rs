@@ -255,10 +255,12 @@ fn a_ttft_that_only_a_long_prompt_explains_is_no_miss() -> Result<(), crate::Err
 fn latencies_inside_the_target_but_not_calm_hold_the_size() -> Result<(), crate::Error> {
     let mut p = policy()?;
     // One unloaded worker shows 10.1 ms at this context: the pool grows past 43% of the room
-    // up to 50 ms (27.4 ms) and is calm below half that share (18.8 ms). 22 ms is neither.
+    // up to 50 ms (27.4 ms). Two workers at a light load would make a request wait about
+    // twice as long with one fewer, so the pool is calm only below about half that room
+    // (18 ms with the ITL correction this latency teaches). 22 ms is neither.
     let mut observed = interval(0.1, 0.0);
     observed.mean_itl_ms = Some(22.0);
-    let mut current = Replicas::Aggregated(5);
+    let mut current = Replicas::Aggregated(2);
     for _ in 0..5 {
         let proposal = p.plan(&observed, &forecast(0.1), current);
         assert!(
@@ -268,7 +270,7 @@ fn latencies_inside_the_target_but_not_calm_hold_the_size() -> Result<(), crate:
         );
         current = proposal.target;
     }
-    assert_eq!(current, Replicas::Aggregated(5));
+    assert_eq!(current, Replicas::Aggregated(2));
     observed.mean_itl_ms = Some(15.0);
     let sizes: Vec<usize> = (0..4)
         .map(|_| {
@@ -276,7 +278,31 @@ fn latencies_inside_the_target_but_not_calm_hold_the_size() -> Result<(), crate:
             current.total()
         })
         .collect();
-    assert_eq!(sizes, [5, 5, 4, 3]);
+    assert_eq!(sizes, [2, 2, 1, 1]);
+    Ok(())
+}
+
+#[test]
+fn a_large_pool_is_calm_nearer_its_limit_than_a_small_one() -> Result<(), crate::Error> {
+    // The same 22 ms and the same light load from 5 workers: one worker fewer would make a
+    // request wait about 5/4 as long, so the pool is calm (below 10.1 + 17.3 / 1.27) and
+    // shrinks; from 4 likewise (4/3); from 3 one fewer would make it wait 3/2 as long
+    // (calm below 21.4 ms) and the pool keeps its size.
+    let mut p = policy()?;
+    let mut observed = interval(0.1, 0.0);
+    observed.mean_itl_ms = Some(22.0);
+    let mut current = Replicas::Aggregated(5);
+    let mut last = String::new();
+    let sizes: Vec<usize> = (0..8)
+        .map(|_| {
+            let proposal = p.plan(&observed, &forecast(0.1), current);
+            (current, last) = (proposal.target, proposal.reason);
+            current.total()
+        })
+        .collect();
+    // The hold window (300 s), then one worker a minute, down to 3.
+    assert_eq!(sizes, [5, 5, 5, 5, 4, 3, 3, 3]);
+    assert!(last.contains("above the calm 21.4"), "{last}");
     Ok(())
 }
 
