@@ -64,18 +64,18 @@ use variability::Variability;
 ///    over the unloaded figure grown as a queue's wait, `ρ / (1 − ρ)`, at the interval's
 ///    load (within half the share where the load is unknown); queues within half of their
 ///    limit —, the largest plan (or reactive target) of the last `hold_s` seconds fits in
-///    one worker fewer at `shrink_below` of their capacity, and the policy has seen at least `hold_s` seconds; after `calm_s` seconds of
-///    such intervals in a row, one worker, then one more per `shrink_step_s` seconds while
-///    that lasts. Load that comes back within the window (bursts a few minutes apart) finds
-///    the workers still there. A pool whose load has missed no plan of the window by a
-///    worker or more (up or down) and whose plans fall along a trend (a least-squares slope
-///    below zero at 95% confidence, `follow_falling`) keeps room only for the window's
-///    largest rise above the plan, and its calm keeps counting meanwhile: a smooth fall (a
-///    periodic load's falling half) is followed down without the window's lag, while a
-///    steady load's scatter, which recurs, keeps the window's largest plan. A miss below the
-///    plan while the window's plans already fell along a trend (the fall quickening) carries
-///    the trend on and is not counted; a miss below the plan that begins a fall (a burst's
-///    end) is. With `follow_predictable` any such predictable load is followed.
+///    one worker fewer at `shrink_below` of their capacity, and the policy has seen at least
+///    `hold_s` seconds; after `calm_s` seconds of such intervals in a row, one worker, then
+///    one more per `shrink_step_s` seconds while that lasts. Load that comes back within the window
+///    (bursts a few minutes apart) finds the workers still there. A pool whose load has missed no
+///    plan of the window by a worker or more (up or down) and whose plans fall along a trend (a
+///    least-squares slope below zero at 95% confidence, `follow_falling`) keeps room only for the
+///    window's largest rise above the plan, and its calm keeps counting meanwhile: a smooth fall (a
+///    periodic load's falling half) is followed down without the window's lag, while a steady
+///    load's scatter, which recurs, keeps the window's largest plan. A miss below the plan while
+///    the window's plans already fell along a trend (the fall quickening) carries the trend on and
+///    is not counted; a miss below the plan that begins a fall (a burst's end) is. With
+///    `follow_predictable` any such predictable load is followed.
 /// 6. **A decode pool needs no more than the prefill pool hands over**: in a disaggregated
 ///    deployment its plan is capped by what the prefill pool (its size after this step)
 ///    hands over at its profiled capacity, and when that cap fits fewer workers a calm decode
