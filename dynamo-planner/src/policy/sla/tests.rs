@@ -251,6 +251,33 @@ fn a_ttft_that_only_a_long_prompt_explains_is_no_miss() -> Result<(), crate::Err
     Ok(())
 }
 
+/// An interval at 0.1 req/s (a light load) whose mean ITL was `itl_ms`.
+fn light_load_at_itl(itl_ms: f64) -> Observation {
+    Observation {
+        mean_itl_ms: Some(itl_ms),
+        ..interval(0.1, 0.0)
+    }
+}
+
+/// The pool's sizes over `steps` intervals like `observed`, from `current`, and the last
+/// step's reason.
+fn sizes_from(
+    p: &mut SlaPolicy,
+    observed: &Observation,
+    current: &mut Replicas,
+    steps: usize,
+) -> (Vec<usize>, String) {
+    let mut reason = String::new();
+    let sizes = (0..steps)
+        .map(|_| {
+            let proposal = p.plan(observed, &forecast(0.1), *current);
+            (*current, reason) = (proposal.target, proposal.reason);
+            current.total()
+        })
+        .collect();
+    (sizes, reason)
+}
+
 #[test]
 fn latencies_inside_the_target_but_not_calm_hold_the_size() -> Result<(), crate::Error> {
     let mut p = policy()?;
@@ -258,26 +285,13 @@ fn latencies_inside_the_target_but_not_calm_hold_the_size() -> Result<(), crate:
     // up to 50 ms (27.4 ms). Two workers at a light load would make a request wait about
     // twice as long with one fewer, so the pool is calm only below about half that room
     // (18 ms with the ITL correction this latency teaches). 22 ms is neither.
-    let mut observed = interval(0.1, 0.0);
-    observed.mean_itl_ms = Some(22.0);
     let mut current = Replicas::Aggregated(2);
     for _ in 0..5 {
-        let proposal = p.plan(&observed, &forecast(0.1), current);
-        assert!(
-            proposal.reason.contains("above the calm"),
-            "{}",
-            proposal.reason
-        );
-        current = proposal.target;
+        let (sizes, reason) = sizes_from(&mut p, &light_load_at_itl(22.0), &mut current, 1);
+        assert!(reason.contains("above the calm"), "{reason}");
+        assert_eq!(sizes, [2]);
     }
-    assert_eq!(current, Replicas::Aggregated(2));
-    observed.mean_itl_ms = Some(15.0);
-    let sizes: Vec<usize> = (0..4)
-        .map(|_| {
-            current = p.plan(&observed, &forecast(0.1), current).target;
-            current.total()
-        })
-        .collect();
+    let (sizes, _) = sizes_from(&mut p, &light_load_at_itl(15.0), &mut current, 4);
     assert_eq!(sizes, [2, 2, 1, 1]);
     Ok(())
 }
@@ -289,17 +303,8 @@ fn a_large_pool_is_calm_nearer_its_limit_than_a_small_one() -> Result<(), crate:
     // shrinks; from 4 likewise (4/3); from 3 one fewer would make it wait 3/2 as long
     // (calm below 21.4 ms) and the pool keeps its size.
     let mut p = policy()?;
-    let mut observed = interval(0.1, 0.0);
-    observed.mean_itl_ms = Some(22.0);
     let mut current = Replicas::Aggregated(5);
-    let mut last = String::new();
-    let sizes: Vec<usize> = (0..8)
-        .map(|_| {
-            let proposal = p.plan(&observed, &forecast(0.1), current);
-            (current, last) = (proposal.target, proposal.reason);
-            current.total()
-        })
-        .collect();
+    let (sizes, last) = sizes_from(&mut p, &light_load_at_itl(22.0), &mut current, 8);
     // The hold window (300 s), then one worker a minute, down to 3.
     assert_eq!(sizes, [5, 5, 5, 5, 4, 3, 3, 3]);
     assert!(last.contains("above the calm 21.4"), "{last}");
