@@ -16,8 +16,8 @@ the sla policy's periods, each divided by the speed-up), KV router, SLA 500 ms /
 Prints one line per run, the claims met of each group, and the runs' attainment per
 worker-hour beside NVIDIA Dynamo 1.6.1's planner in its own replay (the runs recorded in
 docs/planner.md). The fixed sweeps do not depend on the planner: with --cache they are kept
-there and reused (about two minutes the first time, a minute after). --sla-config adds settings to every
-sla run. --json writes each run's attainment, worker-hours and claims, for comparing two
+there and reused (all of it takes about two minutes on an idle 2-core machine). --sla-config
+adds settings to every sla run. --json writes each run's attainment, worker-hours and claims, for comparing two
 builds. Standard library only.
 """
 import argparse
