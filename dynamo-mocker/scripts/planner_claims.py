@@ -28,9 +28,9 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
+from planner_figures import trace_time
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The sla policy's periods at their defaults, in seconds of trace (SlaConfig).
-SLA_SECONDS = {"calm_s": 180, "shrink_step_s": 60, "hold_s": 300, "variability_memory_s": 1800}
 # NVIDIA Dynamo 1.6.1's planner in its own replay, attainment per GPU-hour, lowest and highest
 # of its runs (docs/planner.md; its replay is not deterministic). From 4 workers, and 2 + 2.
 DYNAMO = {("azure x2", "agg"): (0.790, 0.791), ("azure x4", "agg"): (0.595, 0.604),
@@ -109,7 +109,7 @@ def fixed_sweep(name, trace, x, mode):
 
 
 def planned(trace, x, mode, n):
-    config = {**{k: v / x for k, v in SLA_SECONDS.items()}, **EXTRA}
+    config = {**trace_time(x), **EXTRA}
     s = replay(base(trace, x) + start(mode, n) + ["--planner", "sla", "--sla-config", json.dumps(config)])[0]
     return s["sla_attainment"], s["worker_hours"]
 

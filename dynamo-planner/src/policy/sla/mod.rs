@@ -368,11 +368,7 @@ impl Policy for SlaPolicy {
         let mut prefilling = None;
         let target = resize(current, |role, n| {
             let u = self.utilisation(role, &limits);
-            let share = |n: &model::Need| match role {
-                WorkerRole::Aggregated => (n.prefill + n.decode) / u,
-                WorkerRole::Prefill => n.prefill / u,
-                WorkerRole::Decode => n.decode / u,
-            };
+            let share = |n: &model::Need| n.of(role) / u;
             let (planned, kept) = (share(&need), share(&risen));
             let load = match role {
                 WorkerRole::Aggregated => "prefill and decode",
@@ -394,7 +390,7 @@ impl Policy for SlaPolicy {
                 fell: self.missed.fell(),
                 ceiling,
             };
-            let busy = shown.as_ref().map(|asked| share(asked) * u);
+            let busy = shown.as_ref().map(|asked| asked.of(role));
             let pressure = Pressure::of(role, n, observed, &limits, busy);
             let (size, why) = self.size(role, n, plan, &pressure, observed.interval_s);
             if role == WorkerRole::Prefill {

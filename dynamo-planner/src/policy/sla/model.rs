@@ -26,6 +26,17 @@ pub(super) struct Need {
     pub(super) decode: f64,
 }
 
+impl Need {
+    /// The workers a pool of `role` needs: an aggregated worker does both.
+    pub(super) fn of(&self, role: WorkerRole) -> f64 {
+        match role {
+            WorkerRole::Aggregated => self.prefill + self.decode,
+            WorkerRole::Prefill => self.prefill,
+            WorkerRole::Decode => self.decode,
+        }
+    }
+}
+
 impl SlaPolicy {
     /// Learn the hit rate and the ITL correction from the interval that ended.
     pub(super) fn learn(&mut self, observed: &Observation, current: Replicas) {
@@ -104,11 +115,7 @@ impl SlaPolicy {
                 continue;
             }
             let serving = if load.workers > 0 { load.workers } else { n }.max(1) as f64;
-            let rho = match role {
-                WorkerRole::Aggregated => need.prefill + need.decode,
-                WorkerRole::Prefill => need.prefill,
-                WorkerRole::Decode => need.decode,
-            } / serving;
+            let rho = need.of(role) / serving;
             if role != WorkerRole::Decode
                 && let Some(ttft) = observed.mean_ttft_ms
             {
