@@ -16,8 +16,9 @@ pub struct ProfileSweep {
     pub input_tokens: Vec<u64>,
     /// Context lengths of the decode table. Default 512 to 16,384 by powers of two.
     pub context_tokens: Vec<u64>,
-    /// Batch sizes of the decode table; a batch whose contexts do not fit in the KV cache is
-    /// left out. Default 1 to 256 by powers of two.
+    /// Batch sizes of the decode table; a batch whose contexts do not fit in the KV cache (or
+    /// past the engine's `max_num_seqs`) is left out, and each context's row also gets the
+    /// largest batch that fits. Default 1 to 256 by powers of two.
     pub concurrency: Vec<u32>,
     /// Decode steps timed at each point. Default 16.
     pub decode_steps: u32,
@@ -104,24 +105,34 @@ pub fn profile_engine(
     let mut contexts = sweep.context_tokens.clone();
     contexts.sort_unstable();
     contexts.dedup();
-    let mut batches = sweep.concurrency.clone();
-    batches.sort_unstable();
-    batches.dedup();
     let steps = sweep.decode_steps.max(1);
+    // The tokens each request of a batch generates: the prompts go in over several steps (at
+    // most the step's token budget each, and one prompt at least), the first ones decode
+    // meanwhile, and all must still be running when the timed steps begin.
+    let output = |context: u64, batch: u32| {
+        let budget = engine.max_num_batched_tokens.max(1);
+        let filling = (u64::from(batch) * context).div_ceil(budget) + u64::from(batch);
+        filling + u64::from(steps) + 2
+    };
+    let fits = |context: u64, batch: u32| {
+        let blocks_each = (context + output(context, batch)).div_ceil(block);
+        batch as usize <= engine.max_num_seqs
+            && blocks_each.saturating_mul(u64::from(batch)) <= engine.num_gpu_blocks
+    };
     let mut decode = Vec::new();
     for &context in contexts.iter().filter(|&&c| c > 0) {
+        let mut batches: Vec<u32> = sweep.concurrency.clone();
+        // Each row ends at the largest batch the KV cache holds, as Dynamo's profiler sweeps
+        // decode up to the requests the cache can hold: without it a long context's capacity
+        // is the largest listed batch that fits, up to half the real one.
+        batches.extend(largest_batch(|batch| fits(context, batch)));
+        batches.sort_unstable();
+        batches.dedup();
         for &batch in batches.iter().filter(|&&b| b > 0) {
-            // The prompts go in over several steps (at most the step's token budget each, and
-            // one prompt at least): the first ones decode meanwhile, and must still be
-            // running, with every other, when the timed steps begin.
-            let budget = engine.max_num_batched_tokens.max(1);
-            let filling = (u64::from(batch) * context).div_ceil(budget) + u64::from(batch);
-            let output = filling + u64::from(steps) + 2;
-            let blocks_each = (context + output).div_ceil(block);
-            let fits = blocks_each * u64::from(batch) <= engine.num_gpu_blocks;
-            if !fits || batch as usize > engine.max_num_seqs {
+            if !fits(context, batch) {
                 continue;
             }
+            let output = output(context, batch);
             let mut worker = SimWorker::new(engine, timing.clone());
             for id in 0..u64::from(batch) {
                 worker.add_request(request(id, context, output));
@@ -161,6 +172,32 @@ pub fn profile_engine(
     }
     let profile = PerfProfile::new(prefill, decode).map_err(|source| Error::Profile { source })?;
     Ok(profile.with_engine("dynamo-mocker"))
+}
+
+/// The largest batch for which `fits` holds, if one request fits: `fits` holds for every
+/// batch up to some size and for none past it.
+fn largest_batch(fits: impl Fn(u32) -> bool) -> Option<u32> {
+    if !fits(1) {
+        return None;
+    }
+    // Double until a batch does not fit, then halve the gap.
+    let mut fitting = 1u32;
+    let mut too_large = loop {
+        match fitting.checked_mul(2) {
+            Some(next) if fits(next) => fitting = next,
+            Some(next) => break next,
+            None => return Some(fitting),
+        }
+    };
+    while too_large - fitting > 1 {
+        let middle = fitting + (too_large - fitting) / 2;
+        if fits(middle) {
+            fitting = middle;
+        } else {
+            too_large = middle;
+        }
+    }
+    Some(fitting)
 }
 
 #[cfg(test)]
@@ -204,5 +241,49 @@ mod tests {
             large += usize::from(point.concurrency == 256);
         }
         assert_eq!(large, 2, "both contexts fit a batch of 256");
+    }
+
+    #[test]
+    fn the_largest_batch_is_the_last_that_fits() {
+        assert_eq!(largest_batch(|b| b <= 37), Some(37));
+        assert_eq!(largest_batch(|b| b <= 64), Some(64));
+        assert_eq!(largest_batch(|b| b <= 1), Some(1));
+        assert_eq!(largest_batch(|_| false), None);
+        assert_eq!(largest_batch(|_| true), Some(1 << 31));
+    }
+
+    /// A long context's row goes past the listed batches that fit, to the largest batch the
+    /// KV cache holds: one request more would not fit.
+    #[test]
+    fn each_decode_row_ends_at_the_largest_batch_the_cache_holds() {
+        let engine = EngineConfig::default();
+        let sweep = ProfileSweep {
+            input_tokens: vec![512],
+            context_tokens: vec![16_384],
+            concurrency: vec![1, 8],
+            decode_steps: 4,
+        };
+        let profile = profile_engine(engine, &TimingModel::default(), &sweep)
+            .expect("the sweep measures points");
+        let batches: Vec<u32> = profile.decode().iter().map(|p| p.concurrency).collect();
+        let largest = *batches.last().expect("a decode row");
+        assert_eq!(&batches[..2], &[1, 8]);
+        assert!(largest > 8, "batches {batches:?}");
+        let usage = profile.decode().last().map_or(0.0, |p| p.kv_usage);
+        let per_request = usage / f64::from(largest);
+        assert!(
+            usage + per_request > 0.95,
+            "batch {largest} uses {usage:.3} of the cache; one more would fit"
+        );
+        // A row whose listed batches fill the cache gains nothing.
+        let short = ProfileSweep {
+            context_tokens: vec![512],
+            concurrency: vec![1, 256],
+            ..sweep
+        };
+        let profile = profile_engine(engine, &TimingModel::default(), &short)
+            .expect("the sweep measures points");
+        let batches: Vec<u32> = profile.decode().iter().map(|p| p.concurrency).collect();
+        assert_eq!(batches, [1, 256], "max_num_seqs is 256");
     }
 }
