@@ -78,9 +78,9 @@ use variability::Variability;
 ///    `follow_predictable` any such predictable load is followed.
 /// 6. **A decode pool needs no more than the prefill pool hands over**: in a disaggregated
 ///    deployment its plan is capped by what the prefill pool (its size after this step)
-///    hands over at its profiled capacity, and when that cap fits fewer workers a calm decode
-///    pool shrinks to it at once, without the window or the calm time: no arrivals can fill
-///    the workers it removes.
+///    hands over at its profiled capacity, and when the decode workers that take that much at
+///    their full capacity are fewer, a calm decode pool shrinks to them at once, without the
+///    window or the calm time: no arrivals can fill the workers it removes.
 ///
 /// With `surge_window_s` set, the rate planned for also gets the `surge_quantile` of how far
 /// the arrival rate rose above the plan in that window (off by default).
@@ -131,6 +131,8 @@ struct Plan {
     /// For a decode pool, the most it can need whatever the arrivals: what the prefill pool
     /// hands over when all its workers prefill at their profiled capacity.
     ceiling: Option<f64>,
+    /// The share of its capacity the plan uses.
+    utilisation: f64,
 }
 
 impl SlaPolicy {
@@ -262,14 +264,16 @@ impl SlaPolicy {
             return (current, why);
         }
         if let Some(ceiling) = plan.ceiling {
-            // Whatever comes, the pool never needs more than the prefill pool hands over: it
-            // shrinks to that at once, without waiting for the window or the calm.
-            let most = whole(ceiling / self.config.shrink_below).max(planned);
+            // Whatever comes, the pool never decodes more than the prefill pool hands over:
+            // it shrinks at once, without waiting for the window or the calm, to the workers
+            // that decode that at their full capacity.
+            let full = ceiling * plan.utilisation;
+            let most = whole(full).max(planned);
             if most < current {
                 *calm = 0.0;
                 let why = format!(
                     "the plan wants {planned}, and what the prefill pool hands over at its \
-                     capacity needs {ceiling:.2}: shrink to {most}"
+                     capacity needs {full:.2} at full capacity: shrink to {most}"
                 );
                 return (most, why);
             }
@@ -389,6 +393,7 @@ impl Policy for SlaPolicy {
                 surprised: share(&surprise) >= 1.0,
                 fell: self.missed.fell(),
                 ceiling,
+                utilisation: u,
             };
             let busy = shown.as_ref().map(|asked| asked.of(role));
             let pressure = Pressure::of(role, n, observed, &limits, busy);

@@ -433,6 +433,26 @@ fn a_decode_pool_shrinks_at_once_to_what_the_prefill_pool_can_hand_over() -> Res
         "{}",
         proposal.reason
     );
+    // The bound counts decode workers at their full capacity: it is already the most that
+    // can come, so the plan's headroom has nothing to add. Outputs of 100 tokens need 0.44
+    // decode workers at the plan's 80%, and at most 0.89 at full capacity whatever arrives:
+    // one is left. Outputs of 150 tokens need at most 1.33: two.
+    for (osl, left) in [(100.0, 1), (150.0, 2)] {
+        let observed = Observation {
+            mean_output_tokens: osl,
+            ..long_prompts(1.0)
+        };
+        let forecast = Forecast {
+            output_tokens: osl,
+            ..forecast
+        };
+        let proposal = policy()?.plan(&observed, &forecast, split);
+        let expected = Replicas::Disaggregated {
+            prefill: 1,
+            decode: left,
+        };
+        assert_eq!(proposal.target, expected, "{}", proposal.reason);
+    }
     // An aggregated pool, whose prompts come from the arrivals themselves, waits out the
     // window.
     let aggregated = policy()?.plan(&long_prompts(1.0), &forecast, Replicas::Aggregated(3));
