@@ -174,8 +174,8 @@ pub fn profile_engine(
     Ok(profile.with_engine("dynamo-mocker"))
 }
 
-/// The largest batch for which `fits` holds, if one request fits: `fits` holds for every
-/// batch up to some size and for none past it.
+/// The largest batch for which `fits` holds (at most 2³¹), if one request fits: `fits` holds
+/// for every batch up to some size and for none past it.
 fn largest_batch(fits: impl Fn(u32) -> bool) -> Option<u32> {
     if !fits(1) {
         return None;
