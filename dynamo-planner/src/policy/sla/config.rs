@@ -45,9 +45,12 @@ pub struct SlaConfig {
     pub calm_s: f64,
     /// Seconds of further calm between one shrinking step and the next. Default 60.
     pub shrink_step_s: f64,
-    /// A pool shrinks only when its plan fits in one worker fewer at this share of them, so
-    /// that a load that wavers around a whole number of workers does not make the pool
-    /// waver too. Default 0.85.
+    /// A pool whose plan's share of capacity the learned burstiness set (below
+    /// `utilisation`) shrinks only when its plan fits in one worker fewer at this share of
+    /// them: at that plan it runs at the latencies that make it grow, and a load that wavers
+    /// around a whole number of workers would make it waver too. A pool planned at
+    /// `utilisation` runs below them and shrinks when its plan fits in one worker fewer.
+    /// Default 0.85.
     pub shrink_below: f64,
     /// The most one reactive step multiplies a pool by (it always adds at least one
     /// worker). Default 4.

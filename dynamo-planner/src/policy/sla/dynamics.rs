@@ -234,3 +234,39 @@ fn a_fall_that_begins_with_the_miss_is_held_for() -> Result<(), crate::Error> {
     assert_eq!(&held[10..15], &[6; 5]);
     Ok(())
 }
+
+#[test]
+fn only_a_pool_planned_below_the_cap_keeps_a_worker_spare() -> Result<(), crate::Error> {
+    // With the cap at 50%, Poisson-like traffic plans at the cap (its latencies would allow
+    // 67%): 35 req/s need 3.78 workers. The pool runs below the latencies that make it grow,
+    // and it settles at 4, though 3.78 is above 85% of 4.
+    let capped = || {
+        let config = SlaConfig {
+            utilisation: 0.5,
+            ..SlaConfig::default()
+        };
+        sample().map(|profile| SlaPolicy::new(profile, config))
+    };
+    let smooth = run(&mut capped()?, 8, &[35.0; 16], 1.0);
+    assert_eq!(smooth[8..], [4; 8], "{smooth:?}");
+    assert_eq!(turns(&smooth), 0, "{smooth:?}");
+    // Three times as bursty, the same load plans at the 42% its latencies allow: 4.80
+    // workers, at the mean latencies that make the pool grow. It keeps a worker more than
+    // the plan, since 4.80 is above 85% of 5.
+    let mut p = capped()?;
+    let bursty = run(&mut p, 8, &[35.0; 16], 3.0);
+    assert_eq!(bursty[8..], [6; 8], "{bursty:?}");
+    let reason = p
+        .plan(
+            &served(35.0, 6, 3.0),
+            &Forecast {
+                requests_per_s: 35.0,
+                input_tokens: 1000.0,
+                output_tokens: 2.0,
+            },
+            Replicas::Aggregated(6),
+        )
+        .reason;
+    assert!(reason.contains("85% of one worker fewer"), "{reason}");
+    Ok(())
+}

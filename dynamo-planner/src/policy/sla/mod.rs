@@ -64,8 +64,10 @@ use variability::Variability;
 ///    over the unloaded figure grown as a queue's wait, `ρ / (1 − ρ)`, at the interval's
 ///    load (within half the share where the load is unknown); queues within half of their
 ///    limit —, the largest plan (or reactive target) of the last `hold_s` seconds fits in
-///    one worker fewer at `shrink_below` of their capacity, and the policy has seen at least
-///    `hold_s` seconds; after `calm_s` seconds of such intervals in a row, one worker, then
+///    one worker fewer (at `shrink_below` of their capacity where the learned burstiness,
+///    not `utilisation`, set the plan's share: such a pool runs at the latencies that make
+///    it grow, and keeps part of a worker spare), and the policy has seen at least `hold_s`
+///    seconds; after `calm_s` seconds of such intervals in a row, one worker, then
 ///    one more per `shrink_step_s` seconds while that lasts. Load that comes back within the window
 ///    (bursts a few minutes apart) finds the workers still there. A pool whose load has missed no
 ///    plan of the window by a worker or more (up or down) and whose plans fall along a trend (a
@@ -133,6 +135,9 @@ struct Plan {
     ceiling: Option<f64>,
     /// The share of its capacity the plan uses.
     utilisation: f64,
+    /// Whether the traffic's learned burstiness, not the `utilisation` cap, set that share:
+    /// a pool at such a plan runs at the mean latencies that make it grow.
+    bursty: bool,
 }
 
 impl SlaPolicy {
@@ -287,7 +292,16 @@ impl SlaPolicy {
             );
             return (current, why);
         }
-        let fits = (current - 1) as f64 * self.config.shrink_below;
+        // A pool planned at the cap runs below the latencies that make it grow, so it may
+        // shrink once the window's largest plan fits in one worker fewer. One planned at
+        // what its burstiness allows runs at them: it keeps part of a worker spare, so that a
+        // load that wavers around a whole number of workers does not make it waver too.
+        let share = if plan.bursty {
+            self.config.shrink_below
+        } else {
+            1.0
+        };
+        let fits = (current - 1) as f64 * share;
         if held > fits {
             // A predictable load's calm still counts while the room kept holds the pool: it
             // shrinks as soon as that room fits fewer workers. After a surprise the calm
@@ -306,7 +320,7 @@ impl SlaPolicy {
                 "the plan wants {planned}, but {held:.2} ({kept}, in the last {:.0} s) is above \
                  {fits:.2}, {:.0}% of one worker fewer: keep {current}",
                 self.config.hold_s,
-                self.config.shrink_below * 100.0
+                share * 100.0
             );
             return (current, why);
         }
@@ -394,6 +408,7 @@ impl Policy for SlaPolicy {
                 fell: self.missed.fell(),
                 ceiling,
                 utilisation: u,
+                bursty: u < self.config.utilisation,
             };
             let busy = shown.as_ref().map(|asked| asked.of(role));
             let pressure = Pressure::of(role, n, observed, &limits, busy);
