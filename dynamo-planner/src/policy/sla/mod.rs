@@ -67,17 +67,18 @@ use variability::Variability;
 ///    one worker fewer (at `shrink_below` of their capacity where the learned burstiness,
 ///    not `utilisation`, set the plan's share: such a pool runs at the latencies that make
 ///    it grow, and keeps part of a worker spare), and the policy has seen at least `hold_s`
-///    seconds; after `calm_s` seconds of such intervals in a row, one worker, then
-///    one more per `shrink_step_s` seconds while that lasts. Load that comes back within the window
-///    (bursts a few minutes apart) finds the workers still there. A pool whose load has missed no
-///    plan of the window by a worker or more (up or down) and whose plans fall along a trend (a
-///    least-squares slope below zero at 95% confidence, `follow_falling`) keeps room only for the
-///    window's largest rise above the plan, and its calm keeps counting meanwhile: a smooth fall (a
-///    periodic load's falling half) is followed down without the window's lag, while a steady
-///    load's scatter, which recurs, keeps the window's largest plan. A miss below the plan while
-///    the window's plans already fell along a trend (the fall quickening) carries the trend on and
-///    is not counted; a miss below the plan that begins a fall (a burst's end) is. With
-///    `follow_predictable` any such predictable load is followed.
+///    seconds; after `calm_s` seconds of such intervals in a row, one worker, then one more
+///    per `shrink_step_s` seconds while that lasts. Load that comes back within the window
+///    (bursts a few minutes apart) finds the workers still there. A pool whose load has
+///    missed no plan of the window by a worker or more (up or down) and whose plans fall
+///    along a trend (a least-squares slope below zero at 95% confidence, `follow_falling`)
+///    keeps room only for the window's largest rise above the plan, and its calm keeps
+///    counting meanwhile: a smooth fall (a periodic load's falling half) is followed down
+///    without the window's lag, while a steady load's scatter, which recurs, keeps the
+///    window's largest plan. A miss below the plan while the window's plans already fell
+///    along a trend (the fall quickening) carries the trend on and is not counted; a miss
+///    below the plan that begins a fall (a burst's end) is. With `follow_predictable` any
+///    such predictable load is followed.
 /// 6. **A decode pool needs no more than the prefill pool hands over**: in a disaggregated
 ///    deployment its plan is capped by what the prefill pool (its size after this step)
 ///    hands over at its profiled capacity, and when the decode workers that take that much at
@@ -133,11 +134,10 @@ struct Plan {
     /// For a decode pool, the most it can need whatever the arrivals: what the prefill pool
     /// hands over when all its workers prefill at their profiled capacity.
     ceiling: Option<f64>,
-    /// The share of its capacity the plan uses.
+    /// The share of its capacity the plan uses: the `utilisation` cap, or less where the
+    /// traffic's learned burstiness set it (a pool at such a plan runs at the mean latencies
+    /// that make it grow).
     utilisation: f64,
-    /// Whether the traffic's learned burstiness, not the `utilisation` cap, set that share:
-    /// a pool at such a plan runs at the mean latencies that make it grow.
-    bursty: bool,
 }
 
 impl SlaPolicy {
@@ -296,7 +296,7 @@ impl SlaPolicy {
         // shrink once the window's largest plan fits in one worker fewer. One planned at
         // what its burstiness allows runs at them: it keeps part of a worker spare, so that a
         // load that wavers around a whole number of workers does not make it waver too.
-        let share = if plan.bursty {
+        let share = if plan.utilisation < self.config.utilisation {
             self.config.shrink_below
         } else {
             1.0
@@ -408,7 +408,6 @@ impl Policy for SlaPolicy {
                 fell: self.missed.fell(),
                 ceiling,
                 utilisation: u,
-                bursty: u < self.config.utilisation,
             };
             let busy = shown.as_ref().map(|asked| asked.of(role));
             let pressure = Pressure::of(role, n, observed, &limits, busy);
