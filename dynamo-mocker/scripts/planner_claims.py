@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The issue's claims A and B for the sla planner on every run docs/planner.md counts them on.
 
-    planner_claims.py BINARY [--traces DIR] [--cache DIR] [--sla-config JSON] [--json OUT]
+    planner_claims.py BINARY [--traces DIR] [--held-out DIR] [--cache DIR] [--sla-config JSON]
+                      [--json OUT]
 
 BINARY is a release build of dynamo-replay. The runs: the 32 of the figure tables (Azure code
 x2 and x4, Mooncake x1 and x2, and the generated step, ramp, sine, bursts and diurnal x4,
@@ -12,6 +13,12 @@ most 8), as `--fixed-sweep` does: claim A, attainment at least the best fixed po
 the run's worker-hours; claim B, at least 0.9x the attainment of the pool sized for the peak
 at no more than 0.7x its worker-hours. Periods in trace time (interval 60 s, start-up 30 s and
 the sla policy's periods, each divided by the speed-up), KV router, SLA 500 ms / 50 ms.
+
+--held-out DIR adds, as a group of their own, production traces that are not in the tree and
+were not used to write the policy: the Mooncake conversation trace at x1 (DIR/
+conversation_trace.jsonl, from kvcache-ai/Mooncake, FAST25-release/traces) and the Azure 2023
+conversation trace at x8 and x16 (DIR/AzureLLMInferenceTrace_conv.csv, from
+Azure/AzurePublicDataset, data/), in both modes from both starts.
 
 Prints one line per run, the claims met of each group, and the runs' attainment per
 worker-hour beside NVIDIA Dynamo 1.6.1's planner in its own replay (the runs recorded in
@@ -38,13 +45,19 @@ DYNAMO = {("azure x2", "agg"): (0.790, 0.791), ("azure x4", "agg"): (0.595, 0.60
           ("step x4", "agg"): (0.750, 0.772), ("ramp x4", "agg"): (0.763, 0.780),
           ("sine x4", "agg"): (0.660, 0.699), ("bursts x4", "agg"): (0.510, 0.542),
           ("diurnal x4", "agg"): (0.712, 0.814), ("sine s1 x4", "agg"): (0.698, 0.716),
-          ("sine s3 x4", "agg"): (0.673, 0.673), ("moon x1", "dis"): (0.676, 0.689)}
+          ("sine s3 x4", "agg"): (0.673, 0.673), ("moon x1", "dis"): (0.676, 0.689),
+          # The held-out traces (--held-out): three runs of Mooncake conv and five of each Azure conv
+          # workload aggregated, two of each disaggregated (docs/planner.md, 2026-12-06).
+          ("moon conv x1", "agg"): (0.141, 0.143), ("azure conv x8", "agg"): (2.466, 2.714),
+          ("azure conv x16", "agg"): (2.307, 2.713), ("moon conv x1", "dis"): (0.084, 0.084),
+          ("azure conv x8", "dis"): (2.537, 2.537), ("azure conv x16", "dis"): (0.821, 0.877)}
 
 
 def arguments():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("binary")
     p.add_argument("--traces", default=os.path.join(HERE, "..", "..", "..", "shared", "traces"))
+    p.add_argument("--held-out", default=None)
     p.add_argument("--cache", default=None)
     p.add_argument("--sla-config", default="{}")
     p.add_argument("--json", default=None)
@@ -74,6 +87,11 @@ def workloads():
     out = [(*w, "agg", "tables") for w in named + list(shapes.values())]
     out += [(*w, "dis", "tables") for w in named + [shapes[s] for s in ["step", "sine", "bursts"]]]
     out += [(*w, mode, "draws") for mode in ["agg", "dis"] for w in draws]
+    if ARGS.held_out:
+        conv = os.path.join(ARGS.held_out, "conversation_trace.jsonl")
+        azure_conv = os.path.join(ARGS.held_out, "AzureLLMInferenceTrace_conv.csv")
+        held = [("moon conv x1", conv, 1), ("azure conv x8", azure_conv, 8), ("azure conv x16", azure_conv, 16)]
+        out += [(*w, mode, "held-out") for mode in ["agg", "dis"] for w in held]
     return out
 
 
@@ -142,13 +160,15 @@ def main():
         met.setdefault(key, [0, 0, 0])
         met[key] = [met[key][0] + 1, met[key][1] + a, met[key][2] + b]
         record[f"{name}|{mode}|{n}"] = [att, hours, a, b]
-        lines.append(f"{group:6} {mode} {name:12} from {n}: {att:.3f} / {hours:.3f} ({att / hours:.3f} per "
+        lines.append(f"{group:8} {mode} {name:14} from {n}: {att:.3f} / {hours:.3f} ({att / hours:.3f} per "
                      f"worker-hour)  A {'met' if a else 'missed'} ({within[0]}: {within[1]:.3f})  "
                      f"B {'met' if b else 'missed'} ({att / top[1]:.3f}x, {hours / top[2]:.3f}x of {top[0]})")
     print("\n".join(sorted(lines)))
     print()
-    for group in ["tables", "draws"]:
+    for group in ["tables", "draws", "held-out"]:
         keys = sorted(k for k in met if k.startswith(group))
+        if not keys:
+            continue
         for k in keys:
             runs_, a, b = met[k]
             print(f"{k}: claim A {a} of {runs_}, claim B {b}")
@@ -156,10 +176,12 @@ def main():
               f"{2 * sum(met[k][0] for k in keys)}")
     print()
     for (name, mode), (lo, hi) in DYNAMO.items():
+        if f"{name}|{mode}|{2 if mode == 'dis' else 4}" not in record:
+            continue
         att, hours, _, _ = record[f"{name}|{mode}|{2 if mode == 'dis' else 4}"]
         ours = att / hours
         verdict = "ahead" if ours > hi else "behind" if ours < lo else "within"
-        print(f"against Dynamo's planner: {mode} {name:12} {ours:.3f} per worker-hour, its runs "
+        print(f"against Dynamo's planner: {mode} {name:14} {ours:.3f} per worker-hour, its runs "
               f"{lo:.3f}-{hi:.3f}: {verdict}")
     if ARGS.json:
         with open(ARGS.json, "w") as f:
