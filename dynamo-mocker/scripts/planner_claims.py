@@ -176,9 +176,10 @@ def main():
               f"{2 * sum(met[k][0] for k in keys)}")
     print()
     for (name, mode), (lo, hi) in DYNAMO.items():
-        if f"{name}|{mode}|{2 if mode == 'dis' else 4}" not in record:
+        key = f"{name}|{mode}|{2 if mode == 'dis' else 4}"
+        if key not in record:
             continue
-        att, hours, _, _ = record[f"{name}|{mode}|{2 if mode == 'dis' else 4}"]
+        att, hours, _, _ = record[key]
         ours = att / hours
         verdict = "ahead" if ours > hi else "behind" if ours < lo else "within"
         print(f"against Dynamo's planner: {mode} {name:14} {ours:.3f} per worker-hour, its runs "
