@@ -1,25 +1,36 @@
-//! The scaler's bookkeeping over `sh` processes that stand in for workers.
+//! The scaler's bookkeeping over `sh` processes that stand in for workers and join a directory
+//! registry as `dynamo-serve worker` does.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-use dynamo_core::WorkerId;
 
 use super::*;
 
-/// Lists every worker id: each worker counts as joined once started.
-struct Everyone;
-
-impl Membership for Everyone {
-    fn members(&self, _: WorkerRole) -> BoxFuture<'_, Result<Vec<WorkerId>, Error>> {
-        Box::pin(async { Ok((1..100).map(WorkerId::new).collect()) })
-    }
+/// A fresh registry directory for the test `name`.
+fn registry(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("planner-local-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a registry directory");
+    dir
 }
 
-/// A worker (its `-- ID` arguments are the script's `$0` and `$1`) that exits 0 a moment after
-/// SIGTERM.
-fn sleeper() -> WorkerTemplate {
-    let script = "trap 'sleep 0.2; exit 0' TERM; while :; do sleep 0.05; done";
-    WorkerTemplate::new("sh").args(["-c", script]).id_flag("--")
+/// A `role` worker (its `-- ID` arguments are the script's `$0` and `$1`) that, once it handles
+/// SIGTERM, registers in `registry`; on SIGTERM it leaves the registry and exits 0 a
+/// second later.
+fn sleeper(registry: &std::path::Path, role: WorkerRole) -> WorkerTemplate {
+    let script = r#"record="$REGISTRY/worker-$1-0.json"
+trap 'rm -f "$record"; sleep 1; exit 0' TERM
+printf '{"id": {"worker": %s, "dp_rank": 0}, "role": %s}' "$1" "$ROLE" > "$REGISTRY/.$1.tmp"
+mv "$REGISTRY/.$1.tmp" "$record"
+while :; do sleep 0.05; done"#;
+    WorkerTemplate::new("sh")
+        .args(["-c", script])
+        .env("REGISTRY", registry.as_os_str())
+        .env(
+            "ROLE",
+            serde_json::to_string(&role).expect("a role in JSON"),
+        )
+        .id_flag("--")
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -30,14 +41,26 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Wait until `pool` has `ready` workers ready.
+async fn until_ready(scaler: &LocalProcesses, pool: WorkerRole, ready: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scaler.size(pool).await.expect("a size").ready != ready {
+        assert!(Instant::now() < deadline, "never {ready} ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn workers_start_and_the_newest_drain_on_the_way_down() {
     let pool = WorkerRole::Aggregated;
-    let scaler = LocalProcesses::new(Everyone).with_pool(pool, sleeper());
+    let dir = registry("drain");
+    let scaler =
+        LocalProcesses::new(RegistryDirectory::new(&dir)).with_pool(pool, sleeper(&dir, pool));
     assert_eq!(scaler.size(pool).await.ok(), Some(PoolSize::default()));
     scaler.scale(pool, 3).await.expect("started");
-    let size = scaler.size(pool).await.expect("a size");
-    assert_eq!((size.desired, size.ready), (3, 3));
+    assert_eq!(scaler.size(pool).await.expect("a size").desired, 3);
+    // Workers count once they have joined, which each does after it can take SIGTERM.
+    until_ready(&scaler, pool, 3).await;
 
     scaler.scale(pool, 1).await.expect("stopped");
     // Stopped workers stop counting at once, while they drain.
@@ -60,35 +83,39 @@ async fn workers_start_and_the_newest_drain_on_the_way_down() {
         .map(|w| w.id)
         .collect();
     assert_eq!(ids, [1, 4]);
+    until_ready(&scaler, pool, 2).await;
     scaler.shutdown(Duration::from_secs(5)).await;
     let size = scaler.size(pool).await.expect("a size");
     assert_eq!((size.desired, size.ready, scaler.draining(pool)), (0, 0, 0));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_worker_that_dies_stops_counting_and_is_replaced_on_the_next_scale() {
     let pool = WorkerRole::Decode;
-    let scaler = LocalProcesses::new(Everyone).with_pool(pool, sleeper());
+    let dir = registry("dies");
+    let scaler =
+        LocalProcesses::new(RegistryDirectory::new(&dir)).with_pool(pool, sleeper(&dir, pool));
     scaler.scale(pool, 2).await.expect("started");
+    until_ready(&scaler, pool, 2).await;
     let pid = scaler.lock().pools[0].serving[0]
         .child
         .id()
         .expect("running");
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("killed");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while scaler.size(pool).await.expect("a size").ready != 1 {
-        assert!(Instant::now() < deadline, "the dead worker still counts");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The dead worker stops counting although its record stays in the registry.
+    until_ready(&scaler, pool, 1).await;
     scaler.scale(pool, 2).await.expect("replaced");
-    let size = scaler.size(pool).await.expect("a size");
-    assert_eq!((size.desired, size.ready), (2, 2));
+    until_ready(&scaler, pool, 2).await;
+    assert_eq!(scaler.size(pool).await.expect("a size").desired, 2);
+    scaler.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_pool_without_a_template_is_an_error() {
-    let scaler = LocalProcesses::new(Everyone);
+    let scaler = LocalProcesses::new(RegistryDirectory::new("/nonexistent/registry"));
     let refused = scaler.scale(WorkerRole::Prefill, 1).await;
     assert!(matches!(
         refused,
