@@ -19,7 +19,17 @@ fn linear(points: impl Iterator<Item = (f64, f64)> + Clone, x: f64) -> f64 {
 
 impl PerfProfile {
     /// Time to first token of a lone prompt of `input_tokens` uncached tokens, in milliseconds.
+    ///
+    /// Past the longest profiled prompt it adds the tokens beyond it at that prompt's
+    /// throughput.
     pub fn prefill_ttft_ms(&self, input_tokens: f64) -> f64 {
+        if let Some(last) = self.prefill.last()
+            && input_tokens > last.input_tokens as f64
+            && last.tokens_per_s > 0.0
+        {
+            let beyond = input_tokens - last.input_tokens as f64;
+            return last.ttft_ms + 1000.0 * beyond / last.tokens_per_s;
+        }
         let points = self
             .prefill
             .iter()

@@ -9,8 +9,10 @@
 //!
 //! The planner reads it through [`PerfProfile::prefill_tokens_per_s`],
 //! [`PerfProfile::decode_tokens_per_s_within`] and their kin, which interpolate linearly
-//! between measured points (bilinearly for decode) and clamp at the table's edges. What it
-//! observes corrects the model through [`Correction`] factors.
+//! between measured points (bilinearly for decode) and clamp at the table's edges, with one
+//! exception: past the longest profiled prompt, the time to first token grows at that prompt's
+//! throughput (a prompt twice as long takes about twice as long, where a clamp would say it
+//! takes no longer). What it observes corrects the model through [`Correction`] factors.
 //!
 //! The JSON format, as [`PerfProfile::to_json`] writes it:
 //!

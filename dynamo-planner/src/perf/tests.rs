@@ -41,12 +41,14 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 #[test]
-fn prefill_interpolates_and_clamps() -> Result<(), Error> {
+fn prefill_interpolates_clamps_and_extends_the_ttft_past_the_longest_prompt() -> Result<(), Error> {
     let p = sample()?;
     assert!(close(p.prefill_ttft_ms(550.0), 30.0));
     assert!(close(p.prefill_ttft_ms(10.0), 10.0));
-    assert!(close(p.prefill_ttft_ms(1e6), 400.0));
+    // 6,000 tokens past the longest prompt, at its 10,000 tokens a second.
+    assert!(close(p.prefill_ttft_ms(10_000.0), 400.0 + 600.0));
     assert!(close(p.prefill_tokens_per_s(2500.0), 15_000.0));
+    assert!(close(p.prefill_tokens_per_s(1e6), 10_000.0));
     Ok(())
 }
 
