@@ -346,18 +346,27 @@ pub(crate) fn log_nats_connection(who: &'static str, nats: &dynamo_transport::ev
     });
 }
 
-/// Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = async {
-            match terminate.as_mut() {
-                Some(terminate) => { terminate.recv().await; }
-                None => std::future::pending().await,
+/// Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: a worker that calls it before it registers catches a SIGTERM that
+/// comes right after, and deregisters, where the default action would end it with its record
+/// left behind.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn received(stream: Option<&mut Signal>) {
+        match stream {
+            Some(stream) => {
+                stream.recv().await;
             }
-        } => {}
+            None => std::future::pending().await,
+        }
+    }
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            () = received(interrupt.as_mut()) => {}
+            () = received(terminate.as_mut()) => {}
+        }
     }
 }
 

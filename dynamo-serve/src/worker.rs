@@ -84,6 +84,8 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         tokio::spawn(report_load(nats, id, worker.load, Arc::clone(&active)));
     }
     let record = worker.record;
+    // Catch SIGTERM from before the worker is listed: a scaler may stop it as soon as it is.
+    let signal = crate::shutdown_signal();
     let registration = if let Some(url) = &options.etcd {
         let ttl = Duration::from_secs(options.lease_ttl);
         let registration = EtcdRegistration::register_with(
@@ -103,7 +105,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     print_welcome(&options, &record);
 
     let signalled = tokio::select! {
-        () = crate::shutdown_signal() => true,
+        () = signal => true,
         () = parent_exit(options.exit_with_parent) => true,
         served = &mut serving => {
             served??;

@@ -247,6 +247,33 @@ async fn a_directory_registry_joins_workers_and_a_stopped_worker_leaves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_the_moment_it_is_listed_removes_its_record() {
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-registry-")
+        .tempdir()
+        .expect("a temporary directory");
+    let directory = temporary.path();
+    let records = || {
+        std::fs::read_dir(directory)
+            .expect("the registry is readable")
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    };
+    let mut worker = registry_worker("echo", 1, &directory.display().to_string(), &[]);
+    // A scaler counts a worker ready once its record is listed, and may stop it at once.
+    let listed = Instant::now();
+    while records() == 0 {
+        assert!(listed.elapsed() < Duration::from_secs(60), "never listed");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    worker.terminate();
+    let status = worker.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
+    assert_eq!(records(), 0, "the record is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_prefill_and_decode_workers_over_mutual_tls_answer_as_one_aggregated_process() {
     let (_reference, reference) = aggregated_reference();
 
