@@ -5,7 +5,8 @@
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dynamo_core::{KvEvent, KvEventData, KvHandoff, SequenceHash, WorkerId};
@@ -260,15 +261,44 @@ async fn a_worker_stopped_the_moment_it_is_listed_removes_its_record() {
             .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
             .count()
     };
-    let mut worker = registry_worker("echo", 1, &directory.display().to_string(), &[]);
-    // A scaler counts a worker ready once its record is listed, and may stop it at once.
-    let listed = Instant::now();
-    while records() == 0 {
-        assert!(listed.elapsed() < Duration::from_secs(60), "never listed");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    let registry = directory.display().to_string();
+    let args = [
+        "worker",
+        "--engine",
+        "echo",
+        "--id",
+        "1",
+        "--registry",
+        &registry,
+    ];
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_dynamo-serve"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dynamo-serve runs");
+    let stdout = worker.stdout.take().expect("piped");
+    // Its welcome line comes right after its record is written: a scaler counts it ready then,
+    // and may stop it at once.
+    let welcome = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("registered in"))
+    });
+    let welcomed = tokio::time::timeout(Duration::from_secs(60), welcome).await;
+    if !matches!(welcomed, Ok(Ok(true))) {
+        let _ = worker.kill();
+        panic!("the worker never said it registered");
     }
-    worker.terminate();
-    let status = worker.wait_exit(Duration::from_secs(30)).await;
+    let pid = worker.id().to_string();
+    let signal = |name: &str| Command::new("kill").args([name, &pid]).status();
+    assert!(signal("-TERM").is_ok_and(|sent| sent.success()));
+    let exit = tokio::task::spawn_blocking(move || worker.wait());
+    let Ok(Ok(Ok(status))) = tokio::time::timeout(Duration::from_secs(30), exit).await else {
+        let _ = signal("-KILL");
+        panic!("the worker did not exit within 30 s of SIGTERM");
+    };
     assert!(status.success(), "{status}");
     assert_eq!(records(), 0, "the record is removed");
 }
