@@ -49,7 +49,14 @@ impl PerfProfile {
 
     /// Time between output tokens of one worker decoding `concurrency` requests of
     /// `context_tokens` tokens each, in milliseconds.
+    ///
+    /// Past the longest profiled context it reads that context's row at the batch that holds
+    /// as many tokens (see [`PerfProfile::decode_tokens_per_s_within`]).
     pub fn decode_itl_ms(&self, concurrency: f64, context_tokens: f64) -> f64 {
+        if let Some((points, stretch)) = self.beyond_rows(context_tokens) {
+            let points = points.iter().map(|p| (f64::from(p.concurrency), p.itl_ms));
+            return linear(points, concurrency * stretch);
+        }
         self.across_rows(context_tokens, |points| {
             linear(
                 points.iter().map(|p| (f64::from(p.concurrency), p.itl_ms)),
@@ -60,7 +67,15 @@ impl PerfProfile {
 
     /// Decode throughput of one worker decoding `concurrency` requests of `context_tokens`
     /// tokens each, in output tokens per second.
+    ///
+    /// Past the longest profiled context: as [`PerfProfile::decode_itl_ms`].
     pub fn decode_tokens_per_s(&self, concurrency: f64, context_tokens: f64) -> f64 {
+        if let Some((points, stretch)) = self.beyond_rows(context_tokens) {
+            let points = points
+                .iter()
+                .map(|p| (f64::from(p.concurrency), p.tokens_per_s));
+            return linear(points, concurrency * stretch) / stretch;
+        }
         self.across_rows(context_tokens, |points| {
             let points = points
                 .iter()
@@ -77,8 +92,26 @@ impl PerfProfile {
     /// between context lengths it interpolates linearly. Where no batch size meets the
     /// target, it gives the throughput at the lowest measured ITL: the worker cannot do
     /// better, and a planner using it then counts every worker at its best.
+    ///
+    /// Past the longest profiled context, `s` times longer, it gives that context's figure
+    /// over `s`: a decode step's cost and the KV cache both go by the tokens the batch holds,
+    /// so a batch of contexts `s` times longer runs `s` times fewer requests in the same
+    /// time. (Read flat, the last row would count a worker of 32k-token contexts as fast as
+    /// one of 16k-token contexts, with twice the requests in its cache.)
     pub fn decode_tokens_per_s_within(&self, itl_ms: f64, context_tokens: f64) -> f64 {
+        if let Some((points, stretch)) = self.beyond_rows(context_tokens) {
+            return best_within(points, itl_ms) / stretch;
+        }
         self.across_rows(context_tokens, |points| best_within(points, itl_ms))
+    }
+
+    /// The longest context's decode points, and how many times longer `context_tokens` is,
+    /// when it is past them.
+    fn beyond_rows(&self, context_tokens: f64) -> Option<(&[DecodePoint], f64)> {
+        let last = self.rows.last()?;
+        let longest = last.context_tokens as f64;
+        (context_tokens > longest)
+            .then(|| (&self.decode[last.start..last.end], context_tokens / longest))
     }
 
     /// `f` of the decode rows around `context_tokens`, interpolated between them.

@@ -9,10 +9,12 @@
 //!
 //! The planner reads it through [`PerfProfile::prefill_tokens_per_s`],
 //! [`PerfProfile::decode_tokens_per_s_within`] and their kin, which interpolate linearly
-//! between measured points (bilinearly for decode) and clamp at the table's edges, with one
-//! exception: past the longest profiled prompt, the time to first token grows at that prompt's
+//! between measured points (bilinearly for decode) and clamp at the table's edges, with two
+//! exceptions: past the longest profiled prompt, the time to first token grows at that prompt's
 //! throughput (a prompt twice as long takes about twice as long, where a clamp would say it
-//! takes no longer). What it observes corrects the model through [`Correction`] factors.
+//! takes no longer); past the longest profiled context, a batch reads as the batch of that
+//! context which holds as many tokens (twice the context, half the requests at the same pace).
+//! What it observes corrects the model through [`Correction`] factors.
 //!
 //! The JSON format, as [`PerfProfile::to_json`] writes it:
 //!

@@ -63,6 +63,27 @@ fn decode_interpolates_bilinearly() -> Result<(), Error> {
 }
 
 #[test]
+fn past_the_longest_context_a_batch_reads_as_one_holding_as_many_tokens() -> Result<(), Error> {
+    let p = sample()?;
+    // 4 requests of 6,000 tokens hold what 8 of 3,000 do: 30 ms a step, 4 tokens a step.
+    assert!(close(p.decode_itl_ms(4.0, 6000.0), 30.0));
+    assert!(close(p.decode_tokens_per_s(4.0, 6000.0), 4.0 / 0.030));
+    assert!(close(
+        p.decode_tokens_per_s_within(30.0, 6000.0),
+        4.0 / 0.030
+    ));
+    // One request of 6,000 tokens is a batch of 2 at 3,000, between the points 1 and 8.
+    assert!(close(p.decode_itl_ms(1.0, 6000.0), 12.0 + 18.0 / 7.0));
+    // At the longest context itself, and just inside it, the row as it is.
+    assert!(close(
+        p.decode_tokens_per_s_within(30.0, 3000.0),
+        800.0 / 3.0
+    ));
+    assert!(p.decode_tokens_per_s_within(30.0, 3000.5) < 800.0 / 3.0);
+    Ok(())
+}
+
+#[test]
 fn best_throughput_within_an_itl_target() -> Result<(), Error> {
     let p = sample()?;
     assert!(close(p.decode_tokens_per_s_within(20.0, 1000.0), 400.0));
