@@ -5,19 +5,21 @@ use futures::{Stream, StreamExt};
 
 use crate::{Decision, Error, Observation, Planner, Replicas, Scaler};
 
-/// Drive `planner` on a live deployment until `observations` ends.
+/// Drive `planner` on a live deployment, one step per observation, yielding each decision.
 ///
 /// For each [`Observation`] (one per planning interval: the source paces the loop, for example
 /// a stream that gathers the workers' load reports and the gateway's counters and yields every
-/// [`PlannerConfig::interval_s`](crate::PlannerConfig::interval_s)), the loop reads the pools'
-/// sizes from `scaler`, takes one [`Planner::tick`], and, when the decision says to act and
-/// differs from the current sizes, asks `scaler` for the target. `shape` names the pools: an
-/// aggregated deployment (one pool), or a disaggregated one (prefill and decode); its counts
-/// are not used. A scaler that fails is logged and tried again at the next interval. Returns
-/// the decisions, in order.
+/// [`PlannerConfig::interval_s`](crate::PlannerConfig::interval_s)), the returned stream reads
+/// the pools' sizes from `scaler`, takes one [`Planner::tick`], and, when the decision says to
+/// act and differs from the current sizes, asks `scaler` for the target before it yields the
+/// decision. `shape` names the pools: an aggregated deployment (one pool), or a disaggregated
+/// one (prefill and decode); its counts are not used. A scaler that fails is logged and tried
+/// again at the next interval. The stream ends when `observations` does, and keeps nothing:
+/// a planner that runs for months holds no more than one step's state (each decision is
+/// already a log line and gauges, [`Planner::tick`]).
 ///
-/// Cancel safety: dropping the future loses no observation already taken, but a scale call in
-/// progress may or may not have been made.
+/// Nothing happens unless the stream is polled. Cancel safety: dropping it loses no
+/// observation already taken, but a scale call in progress may or may not have been made.
 ///
 /// ```no_run
 /// # async fn run(
@@ -26,38 +28,42 @@ use crate::{Decision, Error, Observation, Planner, Replicas, Scaler};
 /// #     observations: futures::stream::BoxStream<'static, dynamo_planner::Observation>,
 /// # ) {
 /// use dynamo_planner::Replicas;
+/// use futures::StreamExt;
 ///
-/// let decisions = dynamo_planner::run(&mut planner, observations, scaler, Replicas::Aggregated(1)).await;
-/// tracing::info!("{} planning steps", decisions.len());
+/// let steps = dynamo_planner::run(&mut planner, observations, scaler, Replicas::Aggregated(1))
+///     .count()
+///     .await;
+/// tracing::info!("{steps} planning steps");
 /// # }
 /// ```
-pub async fn run(
-    planner: &mut Planner,
-    observations: impl Stream<Item = Observation>,
-    scaler: &dyn Scaler,
+pub fn run<'a>(
+    planner: &'a mut Planner,
+    observations: impl Stream<Item = Observation> + 'a,
+    scaler: &'a dyn Scaler,
     shape: Replicas,
-) -> Vec<Decision> {
-    let mut observations = std::pin::pin!(observations);
-    let mut decisions = Vec::new();
-    while let Some(observed) = observations.next().await {
-        let current = match sizes(scaler, shape).await {
-            Ok(current) => current,
-            Err(error) => {
-                tracing::warn!(%error, "planner: cannot read the pools' sizes; skipping a step");
-                continue;
-            }
-        };
-        let decision = planner.tick(&observed, current);
-        if decision.act && decision.target != current {
-            for (pool, replicas) in pools(decision.target) {
-                if let Err(error) = scaler.scale(pool, replicas).await {
-                    tracing::warn!(%error, "planner: scaling failed; the next step tries again");
+) -> impl Stream<Item = Decision> + 'a {
+    let state = (planner, Box::pin(observations));
+    futures::stream::unfold(state, move |(planner, mut observations)| async move {
+        loop {
+            let observed = observations.next().await?;
+            let current = match sizes(scaler, shape).await {
+                Ok(current) => current,
+                Err(error) => {
+                    tracing::warn!(%error, "planner: cannot read the pools' sizes; skipping a step");
+                    continue;
+                }
+            };
+            let decision = planner.tick(&observed, current);
+            if decision.act && decision.target != current {
+                for (pool, replicas) in pools(decision.target) {
+                    if let Err(error) = scaler.scale(pool, replicas).await {
+                        tracing::warn!(%error, "planner: scaling failed; the next step tries again");
+                    }
                 }
             }
+            return Some((decision, (planner, observations)));
         }
-        decisions.push(decision);
-    }
-    decisions
+    })
 }
 
 /// The pools of `replicas` with their counts.
@@ -163,7 +169,10 @@ mod tests {
             ..Recorder::default()
         };
         let load = futures::stream::iter([2, 6, 6, 3, 30].map(interval));
-        let decisions = run(&mut planner(false), load, &scaler, Replicas::Aggregated(1)).await;
+        let mut planner = planner(false);
+        let decisions: Vec<Decision> = run(&mut planner, load, &scaler, Replicas::Aggregated(1))
+            .collect()
+            .await;
         let targets: Vec<Replicas> = decisions.iter().map(|d| d.target).collect();
         let expected = [1, 3, 3, 2, 8].map(Replicas::Aggregated);
         assert_eq!(targets, expected, "within the default bounds (1..=8)");
@@ -179,7 +188,10 @@ mod tests {
             ..Recorder::default()
         };
         let load = futures::stream::iter([10, 20].map(interval));
-        let decisions = run(&mut planner(true), load, &scaler, Replicas::Aggregated(1)).await;
+        let mut planner = planner(true);
+        let decisions: Vec<Decision> = run(&mut planner, load, &scaler, Replicas::Aggregated(1))
+            .collect()
+            .await;
         assert_eq!(decisions.len(), 2);
         assert!(scaler.calls.lock().expect("not poisoned").is_empty());
     }

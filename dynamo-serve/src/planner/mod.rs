@@ -125,7 +125,7 @@ pub(crate) async fn run(
     let interval = Duration::from_secs_f64(settings.interval_s);
     let observations = observations(reports, traffic, listed, interval);
     tokio::select! {
-        _ = dynamo_planner::run(&mut planner, observations, &scaler, shape) => {}
+        _ = dynamo_planner::run(&mut planner, observations, &scaler, shape).count() => {}
         () = crate::shutdown_signal() => tracing::info!("stopping the planner and its workers"),
     }
     let grace = Duration::from_secs(options.drain_timeout.saturating_add(5));
