@@ -25,6 +25,12 @@ use crate::{deploy, disagg};
 /// How often the worker reports its load.
 const LOAD_PERIOD: Duration = Duration::from_secs(1);
 
+/// How long a worker's load report counts, in the frontend's routers and in the planner: three
+/// report periods, so that a report or two lost on the way do not drop the worker's load, while
+/// a worker that stopped reporting (hung, or cut off from NATS) is not counted at its last
+/// queue for ever.
+pub(crate) const REPORT_FRESH_FOR: Duration = LOAD_PERIOD.saturating_mul(3);
+
 /// How often a `--exit-with-parent` worker checks that the process that started it lives.
 const PARENT_CHECK: Duration = Duration::from_millis(500);
 

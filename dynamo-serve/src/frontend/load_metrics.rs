@@ -11,6 +11,8 @@ use dynamo_router::health::ReportedLoad;
 use dynamo_transport::events::{LoadReport, Subscription};
 use futures::StreamExt;
 
+use crate::worker::REPORT_FRESH_FOR;
+
 /// The gauges a load report sets, by `worker`: kept in [`WorkerGauges`], not through the
 /// `metrics` facade, so that they can leave `/metrics`.
 const GAUGES: [&str; 4] = [
@@ -26,10 +28,6 @@ const CAPACITY: &str = "dynamo_router_worker_kv_capacity_blocks";
 /// How often the frontend looks for workers that left routing, to remove their series, and
 /// for reports that lapsed.
 const DEPARTURES_EVERY: Duration = Duration::from_secs(1);
-
-/// How long a worker's report counts in the routers: three of the workers' report periods
-/// (one a second), so that a report or two lost on the way do not drop the worker's load.
-const REPORT_FRESH_FOR: Duration = Duration::from_secs(3);
 
 /// Keep the reported load of the workers `routers` route to in the gateway's Prometheus
 /// metrics, their KV capacity in the routers' load (which the expected-TTFT policy charges

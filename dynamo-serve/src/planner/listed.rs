@@ -29,6 +29,14 @@ impl Listed {
         listed
     }
 
+    /// A fixed list, followed by nothing.
+    #[cfg(test)]
+    pub(crate) fn of(workers: impl IntoIterator<Item = (WorkerId, WorkerRole)>) -> Self {
+        Listed {
+            roles: Arc::new(Mutex::new(workers.into_iter().collect())),
+        }
+    }
+
     /// The role `worker` registered with, while it is listed.
     pub(crate) fn role(&self, worker: WorkerId) -> Option<WorkerRole> {
         self.roles().get(&worker).copied()

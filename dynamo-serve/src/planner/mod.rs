@@ -30,8 +30,10 @@ use dynamo_planner::predict::{Constant, Predictor};
 use dynamo_planner::{Bounds, Observation, Planner, PlannerConfig, Replicas, Scaler, WorkerLoad};
 use dynamo_transport::events::{EventPlane, LoadReport, Subscription};
 use futures::{Stream, StreamExt};
+use tokio::time::Instant;
 
 use crate::options::Options;
+use crate::worker::REPORT_FRESH_FOR;
 use listed::Listed;
 
 /// The settings of `dynamo-serve planner` beyond the deployment's.
@@ -160,7 +162,9 @@ fn pools(shape: Replicas) -> Vec<(WorkerRole, Option<&'static str>)> {
 }
 
 /// One observation per `interval`: the traffic the frontends reported in it, and the last load
-/// report of each worker the registry lists, in the pool it registered in.
+/// report of each worker the registry lists, in the pool it registered in, if that report is
+/// fresh ([`REPORT_FRESH_FOR`]): a listed worker whose reports stopped is left out of its
+/// pool's load rather than counted at its last queue.
 fn observations(
     reports: Subscription<LoadReport>,
     traffic: Subscription<TrafficReport>,
@@ -187,7 +191,7 @@ fn observations(
             tokio::select! {
                 _ = seen.ticks.tick() => break,
                 report = seen.reports.next() => match report {
-                    Some(Ok(report)) => { seen.latest.insert(report.worker, report); }
+                    Some(Ok(report)) => { seen.latest.insert(report.worker, (report, Instant::now())); }
                     Some(Err(error)) => tracing::debug!(%error, "unreadable load report"),
                     None => return None,
                 },
@@ -199,12 +203,14 @@ fn observations(
             }
         }
         let listed = &seen.listed;
-        seen.latest
-            .retain(|&worker, _| listed.role(worker).is_some());
+        let now = Instant::now();
+        seen.latest.retain(|&worker, (_, arrived)| {
+            listed.role(worker).is_some() && now.duration_since(*arrived) <= REPORT_FRESH_FOR
+        });
         let workers = seen
             .latest
             .values()
-            .filter_map(|report| Some(load(report, listed.role(report.worker)?)))
+            .filter_map(|(report, _)| Some(load(report, listed.role(report.worker)?)))
             .collect();
         let observed = Observation {
             interval_s: interval.as_secs_f64(),
@@ -222,8 +228,8 @@ struct Seen {
     traffic: Subscription<TrafficReport>,
     listed: Listed,
     ticks: tokio::time::Interval,
-    /// Each worker's last load report.
-    latest: HashMap<WorkerId, LoadReport>,
+    /// Each worker's last load report, and when it arrived.
+    latest: HashMap<WorkerId, (LoadReport, Instant)>,
     /// The interval's traffic reports, summed.
     summed: TrafficReport,
     first: bool,
@@ -282,4 +288,56 @@ fn nats_access_flags(access: &dynamo_transport::events::NatsAccess) -> Vec<std::
         flag("--nats-tls-key", key);
     }
     flags
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_transport::events::LocalBus;
+
+    use super::*;
+
+    fn report(worker: u64, waiting: u64) -> LoadReport {
+        LoadReport {
+            worker: WorkerId::new(worker),
+            active_requests: waiting,
+            waiting_requests: waiting,
+            kv_blocks_in_use: 0,
+            kv_blocks_total: 0,
+        }
+    }
+
+    /// `worker` reports `waiting` requests every second, `times` times from now.
+    fn reports_every_second(bus: &LocalBus, worker: u64, waiting: u64, times: usize) {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            for _ in 0..times {
+                every.tick().await;
+                let _ = bus.publish(&report(worker, waiting)).await;
+            }
+        });
+    }
+
+    /// Two listed workers report every second; one stops after ten seconds (hung, or cut off
+    /// from NATS) with 50 requests waiting. The first interval counts both; the second counts
+    /// only the one that still reports, not the other's last queue.
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_whose_reports_stop_leaves_its_pool_s_load()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let bus = LocalBus::new();
+        let reports = bus.subscribe::<LoadReport>().await?;
+        let traffic = bus.subscribe::<TrafficReport>().await?;
+        let listed = Listed::of([1, 2].map(|w| (WorkerId::new(w), WorkerRole::Aggregated)));
+        let interval = Duration::from_secs(10);
+        let mut observed = std::pin::pin!(observations(reports, traffic, listed, interval));
+        reports_every_second(&bus, 1, 0, usize::MAX);
+        reports_every_second(&bus, 2, 50, 10);
+        let waiting = |o: &Observation| o.workers.iter().map(|w| w.waiting).sum::<u64>();
+
+        let first = observed.next().await.ok_or("the stream ended")?;
+        assert_eq!((first.workers.len(), waiting(&first)), (2, 50));
+        let second = observed.next().await.ok_or("the stream ended")?;
+        assert_eq!((second.workers.len(), waiting(&second)), (1, 0));
+        Ok(())
+    }
 }
