@@ -8,8 +8,11 @@
 //! stopped worker stops counting as ready at once and loses none of its requests. Exited
 //! workers are reaped, without blocking, inside [`size`](Scaler::size) and
 //! [`scale`](Scaler::scale) calls and [`LocalProcesses::draining`]: the scaler runs no task of
-//! its own. A worker that exits by itself stops counting; the next `scale` call starts a
-//! replacement. Dropping the scaler kills the workers left (SIGKILL);
+//! its own. A worker that exits by itself stops counting, and the next `size` or `scale` call
+//! starts a replacement, as a Deployment's controller would: the pool keeps its desired size
+//! without the planner having to ask again (a planner asks for a size only when its target
+//! changes, and reads `size` every step). A worker that cannot start, or dies at once, is so
+//! retried once a step, each time logged. Dropping the scaler kills the workers left (SIGKILL);
 //! [`LocalProcesses::shutdown`] stops them gracefully first.
 
 mod membership;
@@ -221,8 +224,13 @@ impl Scaler for LocalProcesses {
         Box::pin(async move {
             let listed = self.membership.members(pool).await?;
             let mut state = self.lock();
-            let pool = find(&mut state.pools, pool)?;
+            let State { next_id, pools } = &mut *state;
+            let pool = find(pools, pool)?;
             pool.reap();
+            if let Err(error) = pool.start(pool.desired, next_id) {
+                // The size is still known; the next call tries again.
+                tracing::warn!(pool = %pool.role, %error, "cannot replace an exited worker");
+            }
             let ready = pool
                 .serving
                 .iter()

@@ -91,7 +91,7 @@ async fn workers_start_and_the_newest_drain_on_the_way_down() {
 }
 
 #[tokio::test]
-async fn a_worker_that_dies_stops_counting_and_is_replaced_on_the_next_scale() {
+async fn a_worker_that_dies_stops_counting_and_is_replaced_without_a_scale_call() {
     let pool = WorkerRole::Decode;
     let dir = registry("dies");
     let scaler =
@@ -104,10 +104,16 @@ async fn a_worker_that_dies_stops_counting_and_is_replaced_on_the_next_scale() {
         .expect("running");
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("killed");
-    // The dead worker stops counting although its record stays in the registry.
+    // The dead worker stops counting although its record stays in the registry, and the
+    // size call that finds it gone starts a replacement, which counts once it has joined.
     until_ready(&scaler, pool, 1).await;
-    scaler.scale(pool, 2).await.expect("replaced");
     until_ready(&scaler, pool, 2).await;
+    let ids: Vec<u64> = scaler.lock().pools[0]
+        .serving
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(ids, [2, 3]);
     assert_eq!(scaler.size(pool).await.expect("a size").desired, 2);
     scaler.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);
