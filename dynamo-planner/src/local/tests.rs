@@ -50,6 +50,15 @@ async fn until_ready(scaler: &LocalProcesses, pool: WorkerRole, ready: usize) {
     }
 }
 
+/// The ids of the first pool's serving workers, oldest first.
+fn serving(scaler: &LocalProcesses) -> Vec<u64> {
+    scaler.lock().pools[0]
+        .serving
+        .iter()
+        .map(|w| w.id)
+        .collect()
+}
+
 #[tokio::test]
 async fn workers_start_and_the_newest_drain_on_the_way_down() {
     let pool = WorkerRole::Aggregated;
@@ -68,21 +77,11 @@ async fn workers_start_and_the_newest_drain_on_the_way_down() {
     assert_eq!((size.desired, size.ready), (1, 1));
     assert_eq!(scaler.draining(pool), 2);
     eventually("drained", || scaler.draining(pool) == 0).await;
-    let kept: Vec<u64> = scaler.lock().pools[0]
-        .serving
-        .iter()
-        .map(|w| w.id)
-        .collect();
-    assert_eq!(kept, [1], "the oldest is kept");
+    assert_eq!(serving(&scaler), [1], "the oldest is kept");
 
     // Ids are not reused.
     scaler.scale(pool, 2).await.expect("started");
-    let ids: Vec<u64> = scaler.lock().pools[0]
-        .serving
-        .iter()
-        .map(|w| w.id)
-        .collect();
-    assert_eq!(ids, [1, 4]);
+    assert_eq!(serving(&scaler), [1, 4]);
     until_ready(&scaler, pool, 2).await;
     scaler.shutdown(Duration::from_secs(5)).await;
     let size = scaler.size(pool).await.expect("a size");
@@ -108,12 +107,7 @@ async fn a_worker_that_dies_stops_counting_and_is_replaced_without_a_scale_call(
     // size call that finds it gone starts a replacement, which counts once it has joined.
     until_ready(&scaler, pool, 1).await;
     until_ready(&scaler, pool, 2).await;
-    let ids: Vec<u64> = scaler.lock().pools[0]
-        .serving
-        .iter()
-        .map(|w| w.id)
-        .collect();
-    assert_eq!(ids, [2, 3]);
+    assert_eq!(serving(&scaler), [2, 3]);
     assert_eq!(scaler.size(pool).await.expect("a size").desired, 2);
     scaler.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);

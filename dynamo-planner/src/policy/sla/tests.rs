@@ -434,10 +434,11 @@ fn a_decode_pool_shrinks_at_once_to_what_the_prefill_pool_can_hand_over() -> Res
         proposal.reason
     );
     // The bound counts decode workers at their full capacity: it is already the most that
-    // can come, so the plan's headroom has nothing to add. Outputs of 100 tokens need 0.44
-    // decode workers at the plan's 80%, and at most 0.89 at full capacity whatever arrives:
-    // one is left. Outputs of 150 tokens need at most 1.33: two.
-    for (osl, left) in [(100.0, 1), (150.0, 2)] {
+    // can come, so the plan's headroom has nothing to add. Outputs of 60 tokens need 0.36
+    // decode workers at the plan's 80%, and at most 0.71 at full capacity whatever arrives:
+    // one is left. Outputs of 150 tokens need at most 1.81: two. (Contexts of about 4,000
+    // tokens are past the profile's longest, 3,000: a worker holds 3,000/4,030 as many.)
+    for (osl, left) in [(60.0, 1), (150.0, 2)] {
         let observed = Observation {
             mean_output_tokens: osl,
             ..long_prompts(1.0)
