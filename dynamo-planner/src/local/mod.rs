@@ -11,8 +11,9 @@
 //! its own. A worker that exits by itself stops counting, and the next `size` or `scale` call
 //! starts a replacement, as a Deployment's controller would: the pool keeps its desired size
 //! without the planner having to ask again (a planner asks for a size only when its target
-//! changes, and reads `size` every step). A worker that cannot start, or dies at once, is so
-//! retried once a step, each time logged. Dropping the scaler kills the workers left (SIGKILL);
+//! changes, and reads `size` every step). A worker that cannot start, or dies at once, is
+//! tried again at each step, and each try is logged. Dropping the scaler kills the workers left
+//! (SIGKILL);
 //! [`LocalProcesses::shutdown`] stops them gracefully first.
 
 mod membership;

@@ -4,8 +4,9 @@
 //! Each interval it gathers, from NATS, the workers' load reports (the typed `LoadReport` each
 //! worker publishes every second) and the frontends' traffic reports (the `TrafficReport` each
 //! frontend publishes every second: arrivals, prompt and output lengths, cache hits, time to
-//! first token and between tokens), keeps the reports of the workers the deployment's registry
-//! (`--etcd` or `--registry`) lists, each in the pool of the role it registered with, and hands
+//! first token and between tokens), keeps the fresh reports (3 s) of the workers the
+//! deployment's registry (`--etcd` or `--registry`) lists, each in the pool of the role it
+//! registered with, and hands
 //! them to `dynamo_planner::run` as one `Observation`. The load policy (the default) grows a
 //! pool when its queues deepen or its KV caches fill, and shrinks it after calm intervals; the
 //! SLA policies (`--policy sla|dynamo_sla --profile FILE`) plan from the traffic and what one
