@@ -254,13 +254,6 @@ async fn a_worker_stopped_the_moment_it_is_listed_removes_its_record() {
         .tempdir()
         .expect("a temporary directory");
     let directory = temporary.path();
-    let records = || {
-        std::fs::read_dir(directory)
-            .expect("the registry is readable")
-            .filter_map(Result::ok)
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
-            .count()
-    };
     let registry = directory.display().to_string();
     let args = [
         "worker",
@@ -300,7 +293,7 @@ async fn a_worker_stopped_the_moment_it_is_listed_removes_its_record() {
         panic!("the worker did not exit within 30 s of SIGTERM");
     };
     assert!(status.success(), "{status}");
-    assert_eq!(records(), 0, "the record is removed");
+    assert_eq!(support::registered(directory), 0, "the record is removed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
 use support::{
     Frontend, Process, decisions, directory_frontend, directory_frontend_with, first_events,
-    read_stream, streamed_completion,
+    read_stream, registered, streamed_completion,
 };
 
 const POOL: WorkerRole = WorkerRole::Aggregated;
@@ -161,16 +161,6 @@ async fn the_local_process_scaler_adds_a_routed_worker_and_drains_a_removed_one(
 
     scaler.shutdown(Duration::from_secs(10)).await;
     drop(frontend_process);
-}
-
-/// The records in the registry `directory`.
-fn registered(directory: &Path) -> usize {
-    std::fs::read_dir(directory).map_or(0, |entries| {
-        entries
-            .filter_map(Result::ok)
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
-            .count()
-    })
 }
 
 /// `dynamo-serve planner` over `registry` and `nats`, a step a second, one or two workers, with

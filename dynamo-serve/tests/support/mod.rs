@@ -402,6 +402,16 @@ pub(crate) fn long_prompt(tag: &str) -> String {
     (0..100).map(|i| format!("{tag}{i} ")).collect()
 }
 
+/// The records in the registry `directory`.
+pub(crate) fn registered(directory: &std::path::Path) -> usize {
+    std::fs::read_dir(directory).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".json"))
+            .count()
+    })
+}
+
 /// `dynamo-serve worker --engine ENGINE --id ID --registry REGISTRY` with `flags`.
 pub(crate) fn registry_worker(engine: &str, id: u64, registry: &str, flags: &[&str]) -> Process {
     let id = id.to_string();
