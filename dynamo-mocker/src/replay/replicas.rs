@@ -13,7 +13,7 @@
 ///
 /// ```
 /// use dynamo_mocker::{CacheKnowledge, Replay, ReplayConfig, RouterReplicas, TraceRequest};
-/// use dynamo_router::{ApproxConfig, KvCost};
+/// use dynamo_router::{ApproxConfig, KvCost, KvCostConfig};
 ///
 /// // Four requests that share a prefix, a second apart.
 /// let trace: Vec<TraceRequest> = (0..4)
@@ -27,7 +27,9 @@
 /// let config = ReplayConfig { workers: 4, ..ReplayConfig::default() };
 /// let run = |share| {
 ///     Replay::new(&trace, &config)
-///         .policy(KvCost::default())
+///         // Seeded tie-breaks: four replicas that break their ties at random could, by
+///         // chance, all pick the same idle worker.
+///         .policy(KvCost::new(KvCostConfig { seed: Some(1), ..KvCostConfig::default() }))
 ///         .knowledge(CacheKnowledge::Approximate(ApproxConfig::default()))
 ///         .router_replicas(RouterReplicas { count: 4, share, delay_ms: 1.0 })
 ///         .run()
