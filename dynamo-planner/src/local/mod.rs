@@ -11,11 +11,14 @@
 //! its own. A worker that exits by itself stops counting, and the next `size` or `scale` call
 //! starts a replacement, as a Deployment's controller would: the pool keeps its desired size
 //! without the planner having to ask again (a planner asks for a size only when its target
-//! changes, and reads `size` every step). A worker that cannot start, or dies at once, is
-//! tried again at each step, and each try is logged. Dropping the scaler kills the workers left
-//! (SIGKILL);
-//! [`LocalProcesses::shutdown`] stops them gracefully first.
+//! changes, and reads `size` every step). A worker that cannot be spawned, or exits before
+//! discovery lists it, is a failed start: the pool waits before it starts another, 10 seconds
+//! doubling to 5 minutes ([`RestartBackoff`], a kubelet's crash-loop back-off), and each
+//! failure and wait is logged; a worker that joins ends the back-off. A worker that exits
+//! after it joined is replaced at the next call. Dropping the scaler kills the workers left
+//! (SIGKILL); [`LocalProcesses::shutdown`] stops them gracefully first.
 
+mod backoff;
 mod membership;
 mod template;
 
@@ -25,7 +28,10 @@ use std::time::Duration;
 use dynamo_core::WorkerRole;
 use futures::future::BoxFuture;
 use tokio::process::Child;
+use tokio::time::Instant;
 
+use backoff::Failures;
+pub use backoff::RestartBackoff;
 pub use membership::{Membership, RegistryDirectory};
 pub use template::WorkerTemplate;
 
@@ -61,6 +67,7 @@ pub struct LocalProcesses {
 #[derive(Debug)]
 struct State {
     next_id: u64,
+    backoff: RestartBackoff,
     pools: Vec<Pool>,
 }
 
@@ -74,12 +81,16 @@ struct Pool {
     serving: Vec<Worker>,
     /// Sent SIGTERM; not yet exited.
     draining: Vec<Worker>,
+    /// Failed starts in a row, and the wait they impose.
+    failures: Failures,
 }
 
 #[derive(Debug)]
 struct Worker {
     id: u64,
     child: Child,
+    /// Discovery has listed it: it started well.
+    joined: bool,
 }
 
 impl std::fmt::Debug for dyn Membership {
@@ -95,6 +106,7 @@ impl LocalProcesses {
             membership: Box::new(membership),
             state: Mutex::new(State {
                 next_id: 1,
+                backoff: RestartBackoff::default(),
                 pools: Vec::new(),
             }),
         }
@@ -111,6 +123,7 @@ impl LocalProcesses {
                 desired: 0,
                 serving: Vec::new(),
                 draining: Vec::new(),
+                failures: Failures::default(),
             });
         }
         self
@@ -123,18 +136,22 @@ impl LocalProcesses {
         self
     }
 
+    /// Space the tries after failed starts by `backoff` (default: 10 seconds doubling to 5
+    /// minutes).
+    pub fn with_restart_backoff(self, backoff: RestartBackoff) -> Self {
+        self.lock().backoff = backoff;
+        self
+    }
+
     /// The workers of `pool` that were stopped and have not exited yet (reaping those that
     /// have).
     pub fn draining(&self, pool: WorkerRole) -> usize {
         let mut state = self.lock();
-        state
-            .pools
-            .iter_mut()
-            .find(|p| p.role == pool)
-            .map_or(0, |pool| {
-                pool.reap();
-                pool.draining.len()
-            })
+        let State { backoff, pools, .. } = &mut *state;
+        pools.iter_mut().find(|p| p.role == pool).map_or(0, |pool| {
+            pool.reap(backoff);
+            pool.draining.len()
+        })
     }
 
     /// Stop every worker with SIGTERM, wait up to `grace` for them to exit, and kill those
@@ -178,20 +195,28 @@ fn find(pools: &mut [Pool], role: WorkerRole) -> Result<&mut Pool, Error> {
 }
 
 impl Pool {
-    /// Forget the workers that have exited, logging how.
-    fn reap(&mut self) {
+    /// Forget the workers that have exited, logging how; one that exited before it joined is a
+    /// failed start.
+    fn reap(&mut self, backoff: &RestartBackoff) {
         let role = self.role;
-        self.serving.retain_mut(|worker| match worker.child.try_wait() {
-            Ok(None) => true,
-            Ok(Some(status)) => {
-                tracing::warn!(pool = %role, worker = worker.id, %status, "worker exited by itself");
-                false
+        let mut failed_start = false;
+        self.serving.retain_mut(|worker| {
+            let exit = match worker.child.try_wait() {
+                Ok(None) => return true,
+                Ok(Some(status)) => status.to_string(),
+                Err(error) => format!("cannot be waited on: {error}"),
+            };
+            if worker.joined {
+                tracing::warn!(pool = %role, worker = worker.id, %exit, "worker exited by itself");
+            } else {
+                tracing::warn!(pool = %role, worker = worker.id, %exit, "worker exited before it joined");
+                failed_start = true;
             }
-            Err(error) => {
-                tracing::warn!(pool = %role, worker = worker.id, %error, "worker cannot be waited on");
-                false
-            }
+            false
         });
+        if failed_start {
+            self.failed(backoff);
+        }
         self.draining.retain_mut(|worker| match worker.child.try_wait() {
             Ok(None) => true,
             Ok(Some(status)) => {
@@ -225,18 +250,24 @@ impl Scaler for LocalProcesses {
         Box::pin(async move {
             let listed = self.membership.members(pool).await?;
             let mut state = self.lock();
-            let State { next_id, pools } = &mut *state;
+            let State {
+                next_id,
+                backoff,
+                pools,
+            } = &mut *state;
             let pool = find(pools, pool)?;
-            pool.reap();
-            if let Err(error) = pool.start(pool.desired, next_id) {
-                // The size is still known; the next call tries again.
+            for worker in &mut pool.serving {
+                if !worker.joined && listed.iter().any(|id| id.worker == worker.id) {
+                    worker.joined = true;
+                    pool.failures.succeeded();
+                }
+            }
+            pool.reap(backoff);
+            if let Err(error) = pool.start(pool.desired, next_id, backoff) {
+                // The size is still known; a later call tries again.
                 tracing::warn!(pool = %pool.role, %error, "cannot replace an exited worker");
             }
-            let ready = pool
-                .serving
-                .iter()
-                .filter(|worker| listed.iter().any(|id| id.worker == worker.id))
-                .count();
+            let ready = pool.serving.iter().filter(|worker| worker.joined).count();
             Ok(PoolSize {
                 desired: pool.desired,
                 ready,
@@ -247,9 +278,13 @@ impl Scaler for LocalProcesses {
     fn scale(&self, pool: WorkerRole, replicas: usize) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let mut state = self.lock();
-            let State { next_id, pools } = &mut *state;
+            let State {
+                next_id,
+                backoff,
+                pools,
+            } = &mut *state;
             let pool = find(pools, pool)?;
-            pool.reap();
+            pool.reap(backoff);
             pool.desired = replicas;
             while pool.serving.len() > replicas {
                 // The newest first: the oldest have the warmest caches.
@@ -259,31 +294,59 @@ impl Scaler for LocalProcesses {
                 terminate(pool.role, &mut worker);
                 pool.draining.push(worker);
             }
-            pool.start(replicas, next_id)
+            pool.start(replicas, next_id, backoff)
         })
     }
 }
 
 impl Pool {
-    /// Start workers until `replicas` serve, numbering them from `next_id`.
-    fn start(&mut self, replicas: usize, next_id: &mut u64) -> Result<(), Error> {
+    /// Start workers until `replicas` serve, numbering them from `next_id`, unless the pool is
+    /// waiting after a failed start (then a later call starts them).
+    fn start(
+        &mut self,
+        replicas: usize,
+        next_id: &mut u64,
+        backoff: &RestartBackoff,
+    ) -> Result<(), Error> {
+        if self.serving.len() < replicas
+            && let Some(left) = self.failures.waiting(Instant::now())
+        {
+            tracing::debug!(pool = %self.role, wait = ?left, "waiting after a failed start");
+            return Ok(());
+        }
         while self.serving.len() < replicas {
             let id = *next_id;
-            let failed = |error: std::io::Error| Error::Scale {
-                pool: self.role,
-                message: format!("cannot start worker {id}"),
-                source: Some(error.into()),
-            };
-            let child = self
+            let spawned = self
                 .template
                 .command(self.role, id)
-                .and_then(|mut command| command.spawn())
-                .map_err(failed)?;
+                .and_then(|mut command| command.spawn());
+            let child = match spawned {
+                Ok(child) => child,
+                Err(error) => {
+                    self.failed(backoff);
+                    return Err(Error::Scale {
+                        pool: self.role,
+                        message: format!("cannot start worker {id}"),
+                        source: Some(error.into()),
+                    });
+                }
+            };
             *next_id += 1;
             tracing::info!(pool = %self.role, worker = id, pid = child.id(), "started worker");
-            self.serving.push(Worker { id, child });
+            self.serving.push(Worker {
+                id,
+                child,
+                joined: false,
+            });
         }
         Ok(())
+    }
+
+    /// Count a failed start: the pool waits before its next.
+    fn failed(&mut self, backoff: &RestartBackoff) {
+        if let Some(wait) = self.failures.failed(backoff, Instant::now()) {
+            tracing::warn!(pool = %self.role, wait = ?wait, "a worker failed to start; waiting before the next");
+        }
     }
 }
 

@@ -16,9 +16,10 @@ fn registry(name: &str) -> PathBuf {
 
 /// A `role` worker (its `-- ID` arguments are the script's `$0` and `$1`) that, once it handles
 /// SIGTERM, registers in `registry`; on SIGTERM it leaves the registry and exits 0 a
-/// second later.
+/// second later. While a file `broken` is in the registry it exits 1 at once.
 fn sleeper(registry: &std::path::Path, role: WorkerRole) -> WorkerTemplate {
-    let script = r#"record="$REGISTRY/worker-$1-0.json"
+    let script = r#"if [ -e "$REGISTRY/broken" ]; then exit 1; fi
+record="$REGISTRY/worker-$1-0.json"
 trap 'rm -f "$record"; sleep 1; exit 0' TERM
 printf '{"id": {"worker": %s, "dp_rank": 0}, "role": %s}' "$1" "$ROLE" > "$REGISTRY/.$1.tmp"
 mv "$REGISTRY/.$1.tmp" "$record"
@@ -113,6 +114,78 @@ async fn a_worker_that_dies_stops_counting_and_is_replaced_without_a_scale_call(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Wait until every serving worker of the first pool has exited (without reaping them).
+async fn all_exited(scaler: &LocalProcesses) {
+    eventually("exited", || {
+        let mut state = scaler.lock();
+        let serving = &mut state.pools[0].serving;
+        serving
+            .iter_mut()
+            .all(|worker| matches!(worker.child.try_wait(), Ok(Some(_))))
+    })
+    .await;
+}
+
+/// How long the first pool still waits before it starts a worker.
+fn waiting(scaler: &LocalProcesses) -> Duration {
+    let state = scaler.lock();
+    let now = tokio::time::Instant::now();
+    state.pools[0].failures.waiting(now).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_worker_that_fails_to_start_is_tried_again_only_after_a_growing_wait() {
+    let pool = WorkerRole::Prefill;
+    let dir = registry("backoff");
+    let broken = dir.join("broken");
+    std::fs::write(&broken, "").expect("a flag");
+    let scaler =
+        LocalProcesses::new(RegistryDirectory::new(&dir)).with_pool(pool, sleeper(&dir, pool));
+    scaler.scale(pool, 1).await.expect("started");
+    assert_eq!(serving(&scaler), [1]);
+    all_exited(&scaler).await;
+    // The size call that finds it gone before it joined counts a failed start: 10 s to wait.
+    let size = scaler.size(pool).await.expect("a size");
+    assert_eq!((size.desired, size.ready), (1, 0));
+    assert!(serving(&scaler).is_empty());
+    assert!(
+        waiting(&scaler) > Duration::from_secs(5),
+        "{:?}",
+        waiting(&scaler)
+    );
+    // While the pool waits, neither a size call nor a scale call starts a worker.
+    scaler.scale(pool, 2).await.expect("a new target");
+    let size = scaler.size(pool).await.expect("a size");
+    assert_eq!((size.desired, size.ready), (2, 0));
+    assert!(serving(&scaler).is_empty());
+
+    // Once the wait is over the next call tries again; two that fail together are one more
+    // failed try, and the wait doubles.
+    scaler.lock().pools[0].failures.expire();
+    scaler.size(pool).await.expect("a size");
+    assert_eq!(serving(&scaler), [2, 3]);
+    all_exited(&scaler).await;
+    scaler.size(pool).await.expect("a size");
+    assert!(serving(&scaler).is_empty());
+    assert!(
+        waiting(&scaler) > Duration::from_secs(15),
+        "{:?}",
+        waiting(&scaler)
+    );
+
+    // Workers that join end the back-off: the next failure waits 10 s again.
+    std::fs::remove_file(&broken).expect("mended");
+    scaler.lock().pools[0].failures.expire();
+    until_ready(&scaler, pool, 2).await;
+    assert_eq!(serving(&scaler), [4, 5]);
+    let first = scaler.lock().pools[0]
+        .failures
+        .failed(&RestartBackoff::default(), tokio::time::Instant::now());
+    assert_eq!(first, Some(Duration::from_secs(10)));
+    scaler.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_pool_without_a_template_is_an_error() {
     let scaler = LocalProcesses::new(RegistryDirectory::new("/nonexistent/registry"));
@@ -137,4 +210,8 @@ async fn a_pool_without_a_template_is_an_error() {
         ),
         "{failed:?}"
     );
+    // A worker that cannot be spawned is a failed start too: the pool waits before the next.
+    assert!(waiting(&scaler) > Duration::from_secs(5));
+    let size = scaler.size(WorkerRole::Prefill).await.expect("a size");
+    assert_eq!((size.desired, size.ready), (1, 0));
 }
