@@ -69,6 +69,8 @@ pub(crate) fn shared_weights(
 pub(crate) struct Started {
     pub(crate) engine: BoxEngine,
     pub(crate) load: LoadProbe,
+    /// Requests the engine runs at once (none for an engine without a limit).
+    pub(crate) max_running: Option<usize>,
 }
 
 /// Where an engine's queue and KV usage can be read.
@@ -130,16 +132,19 @@ pub(crate) fn start_engine(
                 fetch: part.fetch.clone(),
                 ..CandleConfig::default()
             };
+            let max_running = config.max_running;
             let engine = CandleEngine::start(weights.clone(), config, events)?;
             Started {
                 engine: engine.clone().boxed_engine(),
                 load: LoadProbe::Candle(engine),
+                max_running: Some(max_running),
             }
         }
         (EngineKind::Candle, None) => return Err("the candle engine needs the weights".into()),
         (EngineKind::Echo, _) => Started {
             engine: EchoEngine::new().repeating().boxed_engine(),
             load: LoadProbe::Nothing,
+            max_running: None,
         },
         (EngineKind::Mocker, _) => {
             let config = LiveConfig {
@@ -152,11 +157,13 @@ pub(crate) fn start_engine(
                 worker,
                 ..LiveConfig::default()
             };
+            let max_running = config.engine.max_num_seqs;
             let (engine, run) = LiveEngine::new(config, PolynomialTiming::default(), events);
             tokio::spawn(run);
             Started {
                 engine: engine.clone().boxed_engine(),
                 load: LoadProbe::Mocker(engine),
+                max_running: Some(max_running),
             }
         }
     })

@@ -3,12 +3,14 @@
 //!
 //! The engine is the one a `dynamo-serve worker` with the same flags runs (the candle engine by
 //! default); `dynamo_planner::perf::measure_engine` sends it the requests and times them on the
-//! wall clock, reading its KV usage from the engine while a batch decodes.
+//! wall clock, reading its KV usage from the engine while a batch decodes. Each context's
+//! decode row ends at the largest batch the engine holds: its KV blocks over each request's,
+//! at most the requests it runs at once.
 
 use std::path::PathBuf;
 
 use dynamo_core::{BlockSize, WorkerId};
-use dynamo_planner::perf::{LiveSweep, measure_engine};
+use dynamo_planner::perf::{BatchLimits, LiveSweep, measure_engine};
 
 use crate::disagg::Part;
 use crate::engines;
@@ -40,15 +42,28 @@ pub(crate) async fn run(
         None,
         &Part::default(),
     )?;
+    // Each decode row ends at the largest batch the engine holds, as the simulator's
+    // profile rows do.
+    let (_, _, kv_blocks) = started.load.read();
+    let limits = started
+        .max_running
+        .filter(|_| kv_blocks > 0)
+        .map(|max_running| BatchLimits {
+            kv_blocks,
+            block_size: block_size.get(),
+            max_running: u32::try_from(max_running).unwrap_or(u32::MAX),
+        });
     let sweep = LiveSweep {
         input_tokens: settings.input_tokens.clone(),
         context_tokens: settings.context_tokens.clone(),
         concurrency: settings.concurrency.clone(),
+        limits,
         decode_steps: settings.decode_steps,
         ..LiveSweep::new(options.name.clone())
     };
     tracing::info!(
-        "profiling the {} engine: prompts of {:?} tokens, contexts of {:?} at batch sizes {:?}",
+        "profiling the {} engine: prompts of {:?} tokens, contexts of {:?} at batch sizes {:?} \
+         and the largest that fits ({limits:?})",
         options.engine.describe(),
         sweep.input_tokens,
         sweep.context_tokens,

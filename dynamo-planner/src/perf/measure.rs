@@ -21,6 +21,12 @@ pub struct LiveSweep {
     pub context_tokens: Vec<u64>,
     /// Batch sizes of the decode table. Default 1 to 8 by powers of two.
     pub concurrency: Vec<u32>,
+    /// What the engine holds at once, if the caller knows: then each context's decode row
+    /// also gets the largest batch that fits, and listed batches past it are skipped, as the
+    /// simulator's profile rows end (and NVIDIA Dynamo's profiler sweeps decode up to what the
+    /// cache holds). Default none: only the listed batches, those the engine refuses as
+    /// overloaded left out.
+    pub limits: Option<BatchLimits>,
     /// Output tokens each decode request generates (end of sequence ignored). Default 16.
     pub decode_steps: u32,
     /// Token ids the prompts are drawn from: `first..last` (default 1,000..30,000), so that no
@@ -36,9 +42,42 @@ impl LiveSweep {
             input_tokens: vec![128, 256, 512, 1024, 2048],
             context_tokens: vec![256, 1024, 2048],
             concurrency: vec![1, 2, 4, 8],
+            limits: None,
             decode_steps: 16,
             token_range: (1_000, 30_000),
         }
+    }
+}
+
+/// What one engine holds at once: its KV cache and the requests it runs together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// KV blocks in the cache.
+    pub kv_blocks: u64,
+    /// Tokens per block.
+    pub block_size: u32,
+    /// Requests the engine runs at once.
+    pub max_running: u32,
+}
+
+impl BatchLimits {
+    /// The largest batch of requests of `tokens_each` tokens (prompt and output) that runs at
+    /// once with every request's blocks in the cache; none if one request does not fit.
+    ///
+    /// ```
+    /// use dynamo_planner::perf::BatchLimits;
+    ///
+    /// let limits = BatchLimits { kv_blocks: 512, block_size: 16, max_running: 16 };
+    /// assert_eq!(limits.largest_batch(256 + 16), Some(16)); // 17 blocks each: 30 fit, 16 run
+    /// assert_eq!(limits.largest_batch(2048 + 16), Some(3)); // 129 blocks each
+    /// assert_eq!(limits.largest_batch(9000), None);
+    /// ```
+    pub fn largest_batch(&self, tokens_each: u64) -> Option<u32> {
+        let blocks_each = tokens_each
+            .div_ceil(u64::from(self.block_size.max(1)))
+            .max(1);
+        let fit = (self.kv_blocks / blocks_each).min(u64::from(self.max_running));
+        u32::try_from(fit).ok().filter(|&fit| fit > 0)
     }
 }
 
@@ -108,8 +147,18 @@ where
         });
     }
     let mut decode = Vec::new();
+    let output_tokens = sweep.decode_steps.max(2);
     for &context_tokens in &sweep.context_tokens {
-        for &concurrency in &sweep.concurrency {
+        let mut batches = sweep.concurrency.clone();
+        if let Some(limits) = sweep.limits {
+            let largest = limits.largest_batch(context_tokens + u64::from(output_tokens));
+            batches.retain(|&batch| largest.is_some_and(|largest| batch <= largest));
+            batches.extend(largest);
+        }
+        batches.sort_unstable();
+        batches.dedup();
+        batches.retain(|&batch| batch > 0);
+        for concurrency in batches {
             // The batch's prompts are computed first, one request each, so that the batch
             // itself finds them cached and its time is decode time.
             let batch_prompts: Vec<Vec<Token>> = (0..concurrency)
@@ -133,15 +182,9 @@ where
                         .unwrap_or_else(std::sync::PoisonError::into_inner) = kv_usage();
                 }
             };
-            let batch = batch_prompts.into_iter().map(|prompt| {
-                timed(
-                    engine.clone(),
-                    sweep,
-                    prompt,
-                    sweep.decode_steps.max(2),
-                    &all_decoding,
-                )
-            });
+            let batch = batch_prompts
+                .into_iter()
+                .map(|prompt| timed(engine.clone(), sweep, prompt, output_tokens, &all_decoding));
             let batch = match warmed {
                 Ok(_) => futures::future::join_all(batch)
                     .await
@@ -268,5 +311,48 @@ impl Prompts {
                 token
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_core::EchoEngine;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn with_limits_each_decode_row_ends_at_the_largest_batch_that_fits() {
+        let sweep = LiveSweep {
+            input_tokens: vec![64],
+            context_tokens: vec![128, 1024],
+            concurrency: vec![8, 1, 4, 4],
+            decode_steps: 4,
+            // 132 tokens take 9 blocks: 7 requests fit; 1,028 take 65: none does.
+            limits: Some(BatchLimits {
+                kv_blocks: 64,
+                block_size: 16,
+                max_running: 100,
+            }),
+            ..LiveSweep::new("echo")
+        };
+        let profile = measure_engine(EchoEngine::new(), &sweep, || None)
+            .await
+            .expect("a profile");
+        let rows: Vec<(u64, u32)> = profile
+            .decode()
+            .iter()
+            .map(|point| (point.context_tokens, point.concurrency))
+            .collect();
+        assert_eq!(rows, [(128, 1), (128, 4), (128, 7)]);
+
+        // Without limits, the listed batches, each once.
+        let listed = LiveSweep {
+            limits: None,
+            ..sweep
+        };
+        let profile = measure_engine(EchoEngine::new(), &listed, || None)
+            .await
+            .expect("a profile");
+        assert_eq!(profile.decode().len(), 6);
     }
 }

@@ -39,7 +39,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use correction::Correction;
-pub use measure::{LiveSweep, measure_engine};
+pub use measure::{BatchLimits, LiveSweep, measure_engine};
 
 use crate::Error;
 

@@ -224,7 +224,8 @@ struct ProfileArgs {
     #[arg(long, value_name = "N,...", value_delimiter = ',',
           default_values_t = [256_u64, 1024, 2048])]
     context_tokens: Vec<u64>,
-    /// Batch sizes of the decode table
+    /// Batch sizes of the decode table; each context's row also ends at the largest batch the
+    /// engine holds (its KV blocks, and the requests it runs at once)
     #[arg(long, value_name = "N,...", value_delimiter = ',',
           default_values_t = [1_u32, 2, 4, 8])]
     concurrency: Vec<u32>,
