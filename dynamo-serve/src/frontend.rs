@@ -108,7 +108,9 @@ fn discovery(
 }
 
 /// `engine`, its requests counted and published on the event plane every
-/// [`TRAFFIC_EVERY`] as a `TrafficReport`: the planner's view of the traffic.
+/// [`TRAFFIC_EVERY`] as a `TrafficReport`: the planner's view of the traffic. An idle
+/// frontend publishes empty reports: a planner that hears no frontend at all can tell that
+/// from a frontend with no requests.
 fn report_traffic<P: EventPlane>(plane: P, engine: BoxEngine) -> BoxEngine {
     let traffic = Traffic::new();
     tokio::spawn(publish_traffic(plane, traffic.clone()));
@@ -124,9 +126,6 @@ async fn publish_traffic<P: EventPlane>(plane: P, traffic: Traffic) {
     loop {
         every.tick().await;
         let report = traffic.take();
-        if report.is_empty() {
-            continue;
-        }
         if let Err(error) = plane.publish(&report).await {
             tracing::debug!(%error, "a traffic report was not published");
         }

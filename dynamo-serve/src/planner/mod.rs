@@ -10,7 +10,10 @@
 //! them to `dynamo_planner::run` as one `Observation`. The load policy (the default) grows a
 //! pool when its queues deepen or its KV caches fill, and shrinks it after calm intervals; the
 //! SLA policies (`--policy sla|dynamo_sla --profile FILE`) plan from the traffic and what one
-//! worker achieves.
+//! worker achieves. Every frontend reports each second, idle or not, so an interval in which
+//! no frontend was heard while the workers hold requests is traffic unheard (frontends cut off
+//! from NATS), not an idle deployment: the SLA policies skip that step, holding the pools, where
+//! they would read no arrivals and shrink.
 //! Workers are started and stopped (SIGTERM: they leave discovery, then drain) by
 //! `LocalProcesses`, and counted ready once the registry lists them. Ctrl-C or SIGTERM stops
 //! the planner and its workers gracefully.
@@ -126,7 +129,8 @@ pub(crate) async fn run(
         if settings.advisory { " (advisory)" } else { "" }
     );
     let interval = Duration::from_secs_f64(settings.interval_s);
-    let observations = observations(reports, traffic, listed, interval);
+    let needs_traffic = settings.policy != PolicyKind::Load;
+    let observations = observations(reports, traffic, listed, interval, needs_traffic);
     tokio::select! {
         _ = dynamo_planner::run(&mut planner, observations, &scaler, shape).count() => {}
         () = crate::shutdown_signal() => tracing::info!("stopping the planner and its workers"),
@@ -165,12 +169,16 @@ fn pools(shape: Replicas) -> Vec<(WorkerRole, Option<&'static str>)> {
 /// One observation per `interval`: the traffic the frontends reported in it, and the last load
 /// report of each worker the registry lists, in the pool it registered in, if that report is
 /// fresh ([`REPORT_FRESH_FOR`]): a listed worker whose reports stopped is left out of its
-/// pool's load rather than counted at its last queue.
+/// pool's load rather than counted at its last queue. With `needs_traffic` (a policy that
+/// plans from the traffic), an interval in which no frontend reported while the workers held
+/// requests is skipped, with a warning: its traffic was not heard, and reading it as no
+/// arrivals would shrink the pools under load.
 fn observations(
     reports: Subscription<LoadReport>,
     traffic: Subscription<TrafficReport>,
     listed: Listed,
     interval: Duration,
+    needs_traffic: bool,
 ) -> impl Stream<Item = Observation> {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -181,6 +189,7 @@ fn observations(
         ticks,
         latest: HashMap::new(),
         summed: TrafficReport::default(),
+        heard: 0,
         first: true,
     };
     futures::stream::unfold(seen, move |mut seen| async move {
@@ -189,37 +198,19 @@ fn observations(
             seen.ticks.tick().await;
         }
         loop {
-            tokio::select! {
-                _ = seen.ticks.tick() => break,
-                report = seen.reports.next() => match report {
-                    Some(Ok(report)) => { seen.latest.insert(report.worker, (report, Instant::now())); }
-                    Some(Err(error)) => tracing::debug!(%error, "unreadable load report"),
-                    None => return None,
-                },
-                report = seen.traffic.next() => match report {
-                    Some(Ok(report)) => seen.summed.merge(&report),
-                    Some(Err(error)) => tracing::debug!(%error, "unreadable traffic report"),
-                    None => return None,
-                },
+            seen.interval().await?;
+            let observed = seen.observation(interval);
+            let heard = std::mem::take(&mut seen.heard);
+            let busy = observed.workers.iter().any(|w| w.running + w.waiting > 0);
+            if needs_traffic && heard == 0 && busy {
+                tracing::warn!(
+                    "planner: no frontend reported traffic in the interval while the workers \
+                     hold requests; skipping the step (are the frontends on this NATS?)"
+                );
+                continue;
             }
+            return Some((observed, seen));
         }
-        let listed = &seen.listed;
-        let now = Instant::now();
-        seen.latest.retain(|&worker, (_, arrived)| {
-            listed.role(worker).is_some() && now.duration_since(*arrived) <= REPORT_FRESH_FOR
-        });
-        let workers = seen
-            .latest
-            .values()
-            .filter_map(|(report, _)| Some(load(report, listed.role(report.worker)?)))
-            .collect();
-        let observed = Observation {
-            interval_s: interval.as_secs_f64(),
-            workers,
-            ..Observation::default()
-        }
-        .with_traffic(&std::mem::take(&mut seen.summed));
-        Some((observed, seen))
     })
 }
 
@@ -233,7 +224,53 @@ struct Seen {
     latest: HashMap<WorkerId, (LoadReport, Instant)>,
     /// The interval's traffic reports, summed.
     summed: TrafficReport,
+    /// How many traffic reports came in the interval.
+    heard: u64,
     first: bool,
+}
+
+impl Seen {
+    /// Gather the reports until the interval ends; none when a subscription ended.
+    async fn interval(&mut self) -> Option<()> {
+        loop {
+            tokio::select! {
+                _ = self.ticks.tick() => return Some(()),
+                report = self.reports.next() => match report {
+                    Some(Ok(report)) => { self.latest.insert(report.worker, (report, Instant::now())); }
+                    Some(Err(error)) => tracing::debug!(%error, "unreadable load report"),
+                    None => return None,
+                },
+                report = self.traffic.next() => match report {
+                    Some(Ok(report)) => {
+                        self.summed.merge(&report);
+                        self.heard += 1;
+                    }
+                    Some(Err(error)) => tracing::debug!(%error, "unreadable traffic report"),
+                    None => return None,
+                },
+            }
+        }
+    }
+
+    /// The interval that ended: its summed traffic, and the fresh load of each listed worker.
+    fn observation(&mut self, interval: Duration) -> Observation {
+        let listed = &self.listed;
+        let now = Instant::now();
+        self.latest.retain(|&worker, (_, arrived)| {
+            listed.role(worker).is_some() && now.duration_since(*arrived) <= REPORT_FRESH_FOR
+        });
+        let workers = self
+            .latest
+            .values()
+            .filter_map(|(report, _)| Some(load(report, listed.role(report.worker)?)))
+            .collect();
+        Observation {
+            interval_s: interval.as_secs_f64(),
+            workers,
+            ..Observation::default()
+        }
+        .with_traffic(&std::mem::take(&mut self.summed))
+    }
 }
 
 /// A worker's report as the planner reads it, in the pool of `role`.
@@ -330,7 +367,7 @@ mod tests {
         let traffic = bus.subscribe::<TrafficReport>().await?;
         let listed = Listed::of([1, 2].map(|w| (WorkerId::new(w), WorkerRole::Aggregated)));
         let interval = Duration::from_secs(10);
-        let mut observed = std::pin::pin!(observations(reports, traffic, listed, interval));
+        let mut observed = std::pin::pin!(observations(reports, traffic, listed, interval, false));
         reports_every_second(&bus, 1, 0, usize::MAX);
         reports_every_second(&bus, 2, 50, 10);
         let waiting = |o: &Observation| o.workers.iter().map(|w| w.waiting).sum::<u64>();
@@ -339,6 +376,59 @@ mod tests {
         assert_eq!((first.workers.len(), waiting(&first)), (2, 50));
         let second = observed.next().await.ok_or("the stream ended")?;
         assert_eq!((second.workers.len(), waiting(&second)), (1, 0));
+        Ok(())
+    }
+
+    /// A busy worker reports every second; no frontend is heard for the first interval, then
+    /// one reports 3 arrivals a second. A planner that plans from the traffic skips the
+    /// unheard interval rather than read it as no arrivals; one that plans from the load alone
+    /// takes it.
+    #[tokio::test(start_paused = true)]
+    async fn an_interval_with_busy_workers_and_no_frontend_heard_is_skipped_for_traffic()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let bus = LocalBus::new();
+        let listed = Listed::of([(WorkerId::new(1), WorkerRole::Aggregated)]);
+        let interval = Duration::from_secs(10);
+        let stream = |needs_traffic: bool| {
+            let (bus, listed) = (bus.clone(), listed.clone());
+            async move {
+                let reports = bus.subscribe::<LoadReport>().await?;
+                let traffic = bus.subscribe::<TrafficReport>().await?;
+                Ok::<_, Box<dyn std::error::Error>>(observations(
+                    reports,
+                    traffic,
+                    listed,
+                    interval,
+                    needs_traffic,
+                ))
+            }
+        };
+        let mut traffic_planner = std::pin::pin!(stream(true).await?);
+        let mut load_planner = std::pin::pin!(stream(false).await?);
+        reports_every_second(&bus, 1, 5, usize::MAX);
+        let frontend = bus.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10_500)).await;
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let arrivals = TrafficReport {
+                    requests: 3,
+                    prompt_tokens: 300,
+                    ..TrafficReport::default()
+                };
+                let _ = frontend.publish(&arrivals).await;
+            }
+        });
+        let started = Instant::now();
+
+        let (unheard, first) = tokio::join!(load_planner.next(), traffic_planner.next());
+        let unheard = unheard.ok_or("the stream ended")?;
+        assert_eq!((unheard.requests, unheard.workers.len()), (0, 1));
+        // The traffic planner's first step is the second interval, the frontend's ten reports.
+        let first = first.ok_or("the stream ended")?;
+        assert_eq!(first.requests, 30, "{first:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(20));
         Ok(())
     }
 }
