@@ -267,7 +267,12 @@ impl Scaler for LocalProcesses {
                 // The size is still known; a later call tries again.
                 tracing::warn!(pool = %pool.role, %error, "cannot replace an exited worker");
             }
-            let ready = pool.serving.iter().filter(|worker| worker.joined).count();
+            // Ready is listed now: a worker that left discovery while it runs stops counting.
+            let ready = pool
+                .serving
+                .iter()
+                .filter(|worker| listed.iter().any(|id| id.worker == worker.id))
+                .count();
             Ok(PoolSize {
                 desired: pool.desired,
                 ready,
