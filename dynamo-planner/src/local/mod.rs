@@ -146,9 +146,7 @@ impl LocalProcesses {
     /// The workers of `pool` that were stopped and have not exited yet (reaping those that
     /// have).
     pub fn draining(&self, pool: WorkerRole) -> usize {
-        let mut state = self.lock();
-        let State { backoff, pools, .. } = &mut *state;
-        pools.iter_mut().find(|p| p.role == pool).map_or(0, |pool| {
+        self.lock().pool(pool).map_or(0, |(pool, _, backoff)| {
             pool.reap(backoff);
             pool.draining.len()
         })
@@ -182,22 +180,26 @@ impl LocalProcesses {
     }
 }
 
-/// The `role` pool of `pools`.
-fn find(pools: &mut [Pool], role: WorkerRole) -> Result<&mut Pool, Error> {
-    pools
-        .iter_mut()
-        .find(|pool| pool.role == role)
-        .ok_or_else(|| Error::Scale {
-            pool: role,
-            message: "no worker template for this pool".to_owned(),
-            source: None,
-        })
+impl State {
+    /// The `role` pool, with the id counter and the back-off its starts go by.
+    fn pool(&mut self, role: WorkerRole) -> Result<(&mut Pool, &mut u64, RestartBackoff), Error> {
+        let pool = self
+            .pools
+            .iter_mut()
+            .find(|pool| pool.role == role)
+            .ok_or_else(|| Error::Scale {
+                pool: role,
+                message: "no worker template for this pool".to_owned(),
+                source: None,
+            })?;
+        Ok((pool, &mut self.next_id, self.backoff))
+    }
 }
 
 impl Pool {
     /// Forget the workers that have exited, logging how; one that exited before it joined is a
     /// failed start.
-    fn reap(&mut self, backoff: &RestartBackoff) {
+    fn reap(&mut self, backoff: RestartBackoff) {
         let role = self.role;
         let mut failed_start = false;
         self.serving.retain_mut(|worker| {
@@ -250,12 +252,7 @@ impl Scaler for LocalProcesses {
         Box::pin(async move {
             let listed = self.membership.members(pool).await?;
             let mut state = self.lock();
-            let State {
-                next_id,
-                backoff,
-                pools,
-            } = &mut *state;
-            let pool = find(pools, pool)?;
+            let (pool, next_id, backoff) = state.pool(pool)?;
             for worker in &mut pool.serving {
                 if !worker.joined && listed.iter().any(|id| id.worker == worker.id) {
                     worker.joined = true;
@@ -283,12 +280,7 @@ impl Scaler for LocalProcesses {
     fn scale(&self, pool: WorkerRole, replicas: usize) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let mut state = self.lock();
-            let State {
-                next_id,
-                backoff,
-                pools,
-            } = &mut *state;
-            let pool = find(pools, pool)?;
+            let (pool, next_id, backoff) = state.pool(pool)?;
             pool.reap(backoff);
             pool.desired = replicas;
             while pool.serving.len() > replicas {
@@ -311,7 +303,7 @@ impl Pool {
         &mut self,
         replicas: usize,
         next_id: &mut u64,
-        backoff: &RestartBackoff,
+        backoff: RestartBackoff,
     ) -> Result<(), Error> {
         if self.serving.len() < replicas
             && let Some(left) = self.failures.waiting(Instant::now())
@@ -348,8 +340,8 @@ impl Pool {
     }
 
     /// Count a failed start: the pool waits before its next.
-    fn failed(&mut self, backoff: &RestartBackoff) {
-        if let Some(wait) = self.failures.failed(backoff, Instant::now()) {
+    fn failed(&mut self, backoff: RestartBackoff) {
+        if let Some(wait) = self.failures.failed(&backoff, Instant::now()) {
             tracing::warn!(pool = %self.role, wait = ?wait, "a worker failed to start; waiting before the next");
         }
     }
