@@ -5,7 +5,7 @@ use dynamo_core::layers::Traffic;
 use dynamo_core::{BlockSize, BoxEngine, EngineExt, WorkerId};
 use dynamo_openai::GgufMetadata;
 use dynamo_transport::discovery::{Discovery, StaticDiscovery, WorkerRecord};
-use dynamo_transport::events::{EventPlane, LoadReport};
+use dynamo_transport::events::{EventPlane, FrontendTraffic, LoadReport};
 use tower::Layer;
 
 mod engine_at;
@@ -108,24 +108,27 @@ fn discovery(
 }
 
 /// `engine`, its requests counted and published on the event plane every
-/// [`TRAFFIC_EVERY`] as a `TrafficReport`: the planner's view of the traffic. An idle
-/// frontend publishes empty reports: a planner that hears no frontend at all can tell that
-/// from a frontend with no requests.
+/// [`TRAFFIC_EVERY`] as `FrontendTraffic`, under an id drawn here: the planner's view of the
+/// traffic. An idle frontend publishes empty reports: a planner can tell a frontend it no
+/// longer hears from one with no requests.
 fn report_traffic<P: EventPlane>(plane: P, engine: BoxEngine) -> BoxEngine {
     let traffic = Traffic::new();
-    tokio::spawn(publish_traffic(plane, traffic.clone()));
+    tokio::spawn(publish_traffic(plane, rand::random(), traffic.clone()));
     traffic.layer().layer(engine).boxed_engine()
 }
 
 /// How often a frontend publishes its traffic.
-const TRAFFIC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const TRAFFIC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn publish_traffic<P: EventPlane>(plane: P, traffic: Traffic) {
+async fn publish_traffic<P: EventPlane>(plane: P, frontend: u64, traffic: Traffic) {
     let mut every = tokio::time::interval(TRAFFIC_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let report = traffic.take();
+        let report = FrontendTraffic {
+            frontend,
+            traffic: traffic.take(),
+        };
         if let Err(error) = plane.publish(&report).await {
             tracing::debug!(%error, "a traffic report was not published");
         }

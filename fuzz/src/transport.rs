@@ -10,12 +10,11 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use dynamo_core::layers::TrafficReport;
 use dynamo_core::{BlockSize, KvEvent, ResyncRequest, WorkerId};
 use dynamo_router::KvIndex;
 use dynamo_transport::discovery::decode_record;
 use dynamo_transport::engine_events::EngineEventDecoder;
-use dynamo_transport::events::{LoadReport, decode_message};
+use dynamo_transport::events::{FrontendTraffic, LoadReport, decode_message};
 use dynamo_transport::tcp::{Frame, read_frame};
 
 /// Run a future over in-memory input to completion. Reading from a byte slice never waits, so
@@ -130,7 +129,8 @@ pub fn nats_payload(data: &[u8]) {
             let _ = decode_message::<ResyncRequest>("dynamo.kv_resync", payload);
         }
         _ => {
-            if let Ok(report) = decode_message::<TrafficReport>("dynamo.traffic", payload) {
+            if let Ok(report) = decode_message::<FrontendTraffic>("dynamo.traffic", payload) {
+                let report = report.traffic;
                 let mut sum = report.clone();
                 sum.merge(&report);
                 let _ = sum.is_empty();

@@ -2,22 +2,23 @@
 //! and stops on this machine (with `--disaggregated`, a prefill pool and a decode pool).
 //!
 //! Each interval it gathers, from NATS, the workers' load reports (the typed `LoadReport` each
-//! worker publishes every second) and the frontends' traffic reports (the `TrafficReport` each
-//! frontend publishes every second: arrivals, prompt and output lengths, cache hits, time to
-//! first token and between tokens), keeps the fresh reports (3 s) of the workers the
+//! worker publishes every second) and the frontends' traffic reports (the `FrontendTraffic`
+//! each frontend publishes every second: arrivals, prompt and output lengths, cache hits, time
+//! to first token and between tokens), keeps the fresh reports (3 s) of the workers the
 //! deployment's registry (`--etcd` or `--registry`) lists, each in the pool of the role it
-//! registered with, and hands
-//! them to `dynamo_planner::run` as one `Observation`. The load policy (the default) grows a
-//! pool when its queues deepen or its KV caches fill, and shrinks it after calm intervals; the
-//! SLA policies (`--policy sla|dynamo_sla --profile FILE`) plan from the traffic and what one
-//! worker achieves. Every frontend reports each second, idle or not, so an interval in which
-//! no frontend was heard while the workers hold requests is traffic unheard (frontends cut off
-//! from NATS), not an idle deployment: the SLA policies skip that step, holding the pools, where
-//! they would read no arrivals and shrink.
-//! Workers are started and stopped (SIGTERM: they leave discovery, then drain) by
-//! `LocalProcesses`, and counted ready once the registry lists them. Ctrl-C or SIGTERM stops
+//! registered with, and hands them to `dynamo_planner::run` as one `Observation`. The load
+//! policy (the default) grows a pool when its queues deepen or its KV caches fill, and shrinks
+//! it after calm intervals; the SLA policies (`--policy sla|dynamo_sla --profile FILE`) plan
+//! from the traffic and what one worker achieves. Every frontend reports each second, idle or
+//! not, under an id of its own, so a step at which a frontend heard before has gone quiet (or
+//! none is heard) while the workers hold requests has traffic unheard (a frontend cut off from
+//! NATS), not less of it: the SLA policies skip that step, holding the pools, where they would
+//! read fewer arrivals and shrink. A frontend still quiet after three steps is taken as gone
+//! ([`frontends`]). Workers are started and stopped (SIGTERM: they leave discovery, then drain)
+//! by `LocalProcesses`, and counted ready once the registry lists them. Ctrl-C or SIGTERM stops
 //! the planner and its workers gracefully.
 
+mod frontends;
 mod listed;
 
 use std::collections::HashMap;
@@ -32,12 +33,13 @@ use dynamo_planner::perf::PerfProfile;
 use dynamo_planner::policy::{PolicyKind, SlaTargets};
 use dynamo_planner::predict::{Constant, Predictor};
 use dynamo_planner::{Bounds, Observation, Planner, PlannerConfig, Replicas, Scaler, WorkerLoad};
-use dynamo_transport::events::{EventPlane, LoadReport, Subscription};
+use dynamo_transport::events::{EventPlane, FrontendTraffic, LoadReport, Subscription};
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::options::Options;
 use crate::worker::REPORT_FRESH_FOR;
+use frontends::{Frontends, Heard};
 use listed::Listed;
 
 /// The settings of `dynamo-serve planner` beyond the deployment's.
@@ -81,7 +83,7 @@ pub(crate) async fn run(
     };
     let policy = settings.policy.build(profile, settings.targets)?;
     let reports = nats.subscribe::<LoadReport>().await?;
-    let traffic = nats.subscribe::<TrafficReport>().await?;
+    let traffic = nats.subscribe::<FrontendTraffic>().await?;
     let listed = Listed::follow(registry.as_ref());
     let workers = WorkerTemplate::new(std::env::current_exe()?)
         .args(["worker", "--exit-with-parent"])
@@ -170,12 +172,12 @@ fn pools(shape: Replicas) -> Vec<(WorkerRole, Option<&'static str>)> {
 /// report of each worker the registry lists, in the pool it registered in, if that report is
 /// fresh ([`REPORT_FRESH_FOR`]): a listed worker whose reports stopped is left out of its
 /// pool's load rather than counted at its last queue. With `needs_traffic` (a policy that
-/// plans from the traffic), an interval in which no frontend reported while the workers held
-/// requests is skipped, with a warning: its traffic was not heard, and reading it as no
-/// arrivals would shrink the pools under load.
+/// plans from the traffic), an interval at whose end a frontend heard before was quiet, or no
+/// frontend was heard, while the workers held requests is skipped, with a warning: its traffic
+/// was not all heard, and reading it as fewer arrivals would shrink the pools under load.
 fn observations(
     reports: Subscription<LoadReport>,
-    traffic: Subscription<TrafficReport>,
+    traffic: Subscription<FrontendTraffic>,
     listed: Listed,
     interval: Duration,
     needs_traffic: bool,
@@ -189,7 +191,7 @@ fn observations(
         ticks,
         latest: HashMap::new(),
         summed: TrafficReport::default(),
-        heard: 0,
+        frontends: Frontends::default(),
         first: true,
     };
     futures::stream::unfold(seen, move |mut seen| async move {
@@ -200,16 +202,23 @@ fn observations(
         loop {
             seen.interval().await?;
             let observed = seen.observation(interval);
-            let heard = std::mem::take(&mut seen.heard);
+            let heard = seen.frontends.step(Instant::now());
             let busy = observed.workers.iter().any(|w| w.running + w.waiting > 0);
-            if needs_traffic && heard == 0 && busy {
-                tracing::warn!(
-                    "planner: no frontend reported traffic in the interval while the workers \
-                     hold requests; skipping the step (are the frontends on this NATS?)"
-                );
-                continue;
+            if !needs_traffic || !busy {
+                return Some((observed, seen));
             }
-            return Some((observed, seen));
+            match heard {
+                Heard::All => return Some((observed, seen)),
+                Heard::None => tracing::warn!(
+                    "planner: no frontend reported traffic lately while the workers hold \
+                     requests; skipping the step (are the frontends on this NATS?)"
+                ),
+                Heard::Missing(frontends) => tracing::warn!(
+                    ?frontends,
+                    "planner: frontends heard before reported no traffic lately while the \
+                     workers hold requests; skipping the step (cut off from NATS?)"
+                ),
+            }
         }
     })
 }
@@ -217,15 +226,15 @@ fn observations(
 /// What [`observations`] has seen of the current interval.
 struct Seen {
     reports: Subscription<LoadReport>,
-    traffic: Subscription<TrafficReport>,
+    traffic: Subscription<FrontendTraffic>,
     listed: Listed,
     ticks: tokio::time::Interval,
     /// Each worker's last load report, and when it arrived.
     latest: HashMap<WorkerId, (LoadReport, Instant)>,
     /// The interval's traffic reports, summed.
     summed: TrafficReport,
-    /// How many traffic reports came in the interval.
-    heard: u64,
+    /// The frontends heard, and when.
+    frontends: Frontends,
     first: bool,
 }
 
@@ -242,8 +251,8 @@ impl Seen {
                 },
                 report = self.traffic.next() => match report {
                     Some(Ok(report)) => {
-                        self.summed.merge(&report);
-                        self.heard += 1;
+                        self.summed.merge(&report.traffic);
+                        self.frontends.heard(report.frontend, Instant::now());
                     }
                     Some(Err(error)) => tracing::debug!(%error, "unreadable traffic report"),
                     None => return None,
@@ -356,6 +365,49 @@ mod tests {
         });
     }
 
+    /// `frontend` reports `requests` arrivals of 100 prompt tokens every second, `times` times,
+    /// from `after` on.
+    fn traffic_every_second(
+        bus: &LocalBus,
+        frontend: u64,
+        requests: u64,
+        after: Duration,
+        times: usize,
+    ) {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            for _ in 0..times {
+                every.tick().await;
+                let traffic = TrafficReport {
+                    requests,
+                    prompt_tokens: 100 * requests,
+                    ..TrafficReport::default()
+                };
+                let _ = bus.publish(&FrontendTraffic { frontend, traffic }).await;
+            }
+        });
+    }
+
+    /// The observations of the workers `listed` from what `bus` carries, one every 10 s.
+    async fn observed(
+        bus: &LocalBus,
+        listed: &Listed,
+        needs_traffic: bool,
+    ) -> Result<impl Stream<Item = Observation> + use<>, Box<dyn std::error::Error>> {
+        let reports = bus.subscribe::<LoadReport>().await?;
+        let traffic = bus.subscribe::<FrontendTraffic>().await?;
+        let interval = Duration::from_secs(10);
+        Ok(observations(
+            reports,
+            traffic,
+            listed.clone(),
+            interval,
+            needs_traffic,
+        ))
+    }
+
     /// Two listed workers report every second; one stops after ten seconds (hung, or cut off
     /// from NATS) with 50 requests waiting. The first interval counts both; the second counts
     /// only the one that still reports, not the other's last queue.
@@ -363,11 +415,8 @@ mod tests {
     async fn a_worker_whose_reports_stop_leaves_its_pool_s_load()
     -> Result<(), Box<dyn std::error::Error>> {
         let bus = LocalBus::new();
-        let reports = bus.subscribe::<LoadReport>().await?;
-        let traffic = bus.subscribe::<TrafficReport>().await?;
         let listed = Listed::of([1, 2].map(|w| (WorkerId::new(w), WorkerRole::Aggregated)));
-        let interval = Duration::from_secs(10);
-        let mut observed = std::pin::pin!(observations(reports, traffic, listed, interval, false));
+        let mut observed = std::pin::pin!(observed(&bus, &listed, false).await?);
         reports_every_second(&bus, 1, 0, usize::MAX);
         reports_every_second(&bus, 2, 50, 10);
         let waiting = |o: &Observation| o.workers.iter().map(|w| w.waiting).sum::<u64>();
@@ -388,38 +437,10 @@ mod tests {
     -> Result<(), Box<dyn std::error::Error>> {
         let bus = LocalBus::new();
         let listed = Listed::of([(WorkerId::new(1), WorkerRole::Aggregated)]);
-        let interval = Duration::from_secs(10);
-        let stream = |needs_traffic: bool| {
-            let (bus, listed) = (bus.clone(), listed.clone());
-            async move {
-                let reports = bus.subscribe::<LoadReport>().await?;
-                let traffic = bus.subscribe::<TrafficReport>().await?;
-                Ok::<_, Box<dyn std::error::Error>>(observations(
-                    reports,
-                    traffic,
-                    listed,
-                    interval,
-                    needs_traffic,
-                ))
-            }
-        };
-        let mut traffic_planner = std::pin::pin!(stream(true).await?);
-        let mut load_planner = std::pin::pin!(stream(false).await?);
+        let mut traffic_planner = std::pin::pin!(observed(&bus, &listed, true).await?);
+        let mut load_planner = std::pin::pin!(observed(&bus, &listed, false).await?);
         reports_every_second(&bus, 1, 5, usize::MAX);
-        let frontend = bus.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(10_500)).await;
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                let arrivals = TrafficReport {
-                    requests: 3,
-                    prompt_tokens: 300,
-                    ..TrafficReport::default()
-                };
-                let _ = frontend.publish(&arrivals).await;
-            }
-        });
+        traffic_every_second(&bus, 1, 3, Duration::from_millis(10_500), usize::MAX);
         let started = Instant::now();
 
         let (unheard, first) = tokio::join!(load_planner.next(), traffic_planner.next());
@@ -429,6 +450,32 @@ mod tests {
         let first = first.ok_or("the stream ended")?;
         assert_eq!(first.requests, 30, "{first:?}");
         assert_eq!(started.elapsed(), Duration::from_secs(20));
+        Ok(())
+    }
+
+    /// Two frontends report 1 arrival a second each to a busy worker's planner; one goes quiet
+    /// after ten seconds (cut off from NATS, or stopped). The steps that would read half the
+    /// traffic are skipped, three of them; then the quiet frontend is taken as gone and the
+    /// plan goes on from the other's traffic.
+    #[tokio::test(start_paused = true)]
+    async fn steps_with_a_frontend_gone_quiet_are_skipped_until_it_is_taken_as_gone()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let bus = LocalBus::new();
+        let listed = Listed::of([(WorkerId::new(1), WorkerRole::Aggregated)]);
+        let mut planner = std::pin::pin!(observed(&bus, &listed, true).await?);
+        reports_every_second(&bus, 1, 5, usize::MAX);
+        let half_a_second = Duration::from_millis(500);
+        traffic_every_second(&bus, 1, 1, half_a_second, usize::MAX);
+        traffic_every_second(&bus, 2, 1, half_a_second, 10);
+        let started = Instant::now();
+
+        let both = planner.next().await.ok_or("the stream ended")?;
+        assert_eq!(both.requests, 20, "{both:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        // The steps at 20, 30 and 40 s hear frontend 2 no more; the one at 50 s takes it as gone.
+        let one = planner.next().await.ok_or("the stream ended")?;
+        assert_eq!(one.requests, 10, "{one:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(50));
         Ok(())
     }
 }

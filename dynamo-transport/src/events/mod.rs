@@ -4,7 +4,7 @@
 //! workers' caches, [`LoadReport`]s, which tell it how busy each worker is, and
 //! [`ResyncRequest`](dynamo_core::ResyncRequest)s, by which a router asks a worker whose events
 //! it missed for a snapshot ([`forward_resyncs`], [`answer_resyncs`]), and frontends'
-//! [`TrafficReport`](dynamo_core::layers::TrafficReport)s for the planner. Two planes:
+//! [`FrontendTraffic`] for the planner. Two planes:
 //!
 //! - [`LocalBus`], in process (the default for a single-process deployment): a bounded
 //!   broadcast per topic; a subscriber that falls behind by more than its capacity is told how
@@ -99,8 +99,17 @@ impl Topic for LoadReport {
     const NAME: &'static str = "load_metrics";
 }
 
-/// A frontend's traffic of the last interval (about a second), for the planner.
-impl Topic for dynamo_core::layers::TrafficReport {
+/// A frontend's traffic of the last interval (about a second), for the planner. The id lets a
+/// planner that hears several frontends tell which of them went quiet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrontendTraffic {
+    /// The frontend: a number it draws when it starts.
+    pub frontend: u64,
+    /// The requests that passed through it.
+    pub traffic: dynamo_core::layers::TrafficReport,
+}
+
+impl Topic for FrontendTraffic {
     const NAME: &'static str = "traffic";
 }
 
