@@ -50,14 +50,17 @@ pub fn run<'a>(
                 Ok(current) => current,
                 Err(error) => {
                     tracing::warn!(%error, "planner: cannot read the pools' sizes; skipping a step");
+                    record_skipped_step("sizes_unreadable");
                     continue;
                 }
             };
             let decision = planner.tick(&observed, current);
             if decision.act && decision.target != current {
-                for (pool, replicas) in pools(decision.target) {
+                for (pool, replicas) in decision.target.pools() {
                     if let Err(error) = scaler.scale(pool, replicas).await {
                         tracing::warn!(%error, "planner: scaling failed; the next step tries again");
+                        metrics::counter!("dynamo_planner_scale_errors_total", "pool" => pool.as_str())
+                            .increment(1);
                     }
                 }
             }
@@ -66,27 +69,32 @@ pub fn run<'a>(
     })
 }
 
-/// The pools of `replicas` with their counts.
-fn pools(replicas: Replicas) -> Vec<(WorkerRole, usize)> {
-    match replicas {
-        Replicas::Aggregated(n) => vec![(WorkerRole::Aggregated, n)],
-        Replicas::Disaggregated { prefill, decode } => {
-            vec![(WorkerRole::Prefill, prefill), (WorkerRole::Decode, decode)]
-        }
-    }
-}
-
 /// The sizes `scaler` was asked for, in the pools of `shape`.
 async fn sizes(scaler: &dyn Scaler, shape: Replicas) -> Result<Replicas, Error> {
     Ok(match shape {
         Replicas::Aggregated(_) => {
-            Replicas::Aggregated(scaler.size(WorkerRole::Aggregated).await?.desired)
+            Replicas::Aggregated(desired(scaler, WorkerRole::Aggregated).await?)
         }
         Replicas::Disaggregated { .. } => Replicas::Disaggregated {
-            prefill: scaler.size(WorkerRole::Prefill).await?.desired,
-            decode: scaler.size(WorkerRole::Decode).await?.desired,
+            prefill: desired(scaler, WorkerRole::Prefill).await?,
+            decode: desired(scaler, WorkerRole::Decode).await?,
         },
     })
+}
+
+/// The size `scaler` was asked for in `pool`; its ready workers go to the gauge
+/// `dynamo_planner_ready_replicas`.
+async fn desired(scaler: &dyn Scaler, pool: WorkerRole) -> Result<usize, Error> {
+    let size = scaler.size(pool).await?;
+    metrics::gauge!("dynamo_planner_ready_replicas", "pool" => pool.as_str())
+        .set(size.ready as f64);
+    Ok(size.desired)
+}
+
+/// Count a step skipped for `reason` (`dynamo_planner_skipped_steps_total`): a caller whose
+/// observations leave out an interval counts it here too.
+pub fn record_skipped_step(reason: &'static str) {
+    metrics::counter!("dynamo_planner_skipped_steps_total", "reason" => reason).increment(1);
 }
 
 #[cfg(test)]

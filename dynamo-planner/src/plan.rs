@@ -1,5 +1,6 @@
 //! One planning step: predict, ask the policy, respect the bounds, say why.
 
+use dynamo_core::WorkerRole;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -28,6 +29,25 @@ impl Replicas {
         match self {
             Replicas::Aggregated(workers) => workers,
             Replicas::Disaggregated { prefill, decode } => prefill + decode,
+        }
+    }
+
+    /// Each pool with its count: the aggregated pool, or the prefill pool then the decode
+    /// pool.
+    ///
+    /// ```
+    /// use dynamo_core::WorkerRole;
+    /// use dynamo_planner::Replicas;
+    ///
+    /// let split = Replicas::Disaggregated { prefill: 2, decode: 3 };
+    /// assert_eq!(split.pools(), [(WorkerRole::Prefill, 2), (WorkerRole::Decode, 3)]);
+    /// ```
+    pub fn pools(self) -> Vec<(WorkerRole, usize)> {
+        match self {
+            Replicas::Aggregated(n) => vec![(WorkerRole::Aggregated, n)],
+            Replicas::Disaggregated { prefill, decode } => {
+                vec![(WorkerRole::Prefill, prefill), (WorkerRole::Decode, decode)]
+            }
         }
     }
 }
@@ -222,13 +242,14 @@ impl Planner {
             reason: proposal.reason,
             act: !self.config.advisory,
         };
-        record(self.policy.name(), &decision);
+        record(self.policy.name(), observed, &decision);
         decision
     }
 }
 
-/// The decision as a log line and as gauges.
-fn record(policy: &str, decision: &Decision) {
+/// The decision as a log line and as metrics: the step counted, what was observed and
+/// forecast, and each pool's count at the step's start and its target.
+fn record(policy: &'static str, observed: &Observation, decision: &Decision) {
     tracing::info!(
         policy,
         current = ?decision.current,
@@ -240,13 +261,31 @@ fn record(policy: &str, decision: &Decision) {
         "planner: {}",
         decision.reason
     );
-    let pools: &[(&'static str, usize)] = match decision.target {
-        Replicas::Aggregated(n) => &[("aggregated", n)],
-        Replicas::Disaggregated { prefill, decode } => &[("prefill", prefill), ("decode", decode)],
-    };
-    for &(pool, replicas) in pools {
-        metrics::gauge!("dynamo_planner_target_replicas", "pool" => pool).set(replicas as f64);
+    metrics::counter!("dynamo_planner_steps_total", "policy" => policy).increment(1);
+    for (pool, replicas) in decision.current.pools() {
+        metrics::gauge!("dynamo_planner_current_replicas", "pool" => pool.as_str())
+            .set(replicas as f64);
     }
-    metrics::gauge!("dynamo_planner_predicted_requests_per_second")
-        .set(decision.forecast.requests_per_s);
+    for (pool, replicas) in decision.target.pools() {
+        metrics::gauge!("dynamo_planner_target_replicas", "pool" => pool.as_str())
+            .set(replicas as f64);
+    }
+    let forecast = &decision.forecast;
+    metrics::gauge!("dynamo_planner_predicted_requests_per_second").set(forecast.requests_per_s);
+    metrics::gauge!("dynamo_planner_predicted_input_tokens").set(forecast.input_tokens);
+    metrics::gauge!("dynamo_planner_predicted_output_tokens").set(forecast.output_tokens);
+    metrics::gauge!("dynamo_planner_observed_requests_per_second").set(observed.requests_per_s());
+    metrics::gauge!("dynamo_planner_observed_kv_hit_rate").set(observed.kv_hit_rate);
+    let latencies = [
+        (
+            "dynamo_planner_observed_ttft_seconds",
+            observed.mean_ttft_ms,
+        ),
+        ("dynamo_planner_observed_itl_seconds", observed.mean_itl_ms),
+    ];
+    for (name, mean_ms) in latencies {
+        if let Some(ms) = mean_ms {
+            metrics::gauge!(name).set(ms / 1000.0);
+        }
+    }
 }

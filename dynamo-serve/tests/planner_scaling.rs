@@ -265,6 +265,8 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
     std::fs::write(&profile, SLOW_WORKER).expect("written");
     let registry = directory.join("registry").display().to_string();
     let profile = profile.display().to_string();
+    let metrics_port = free_port().expect("a free port");
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let sla = [
         "--policy",
         "sla",
@@ -272,6 +274,8 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
         &profile,
         "--ttft-ms",
         "1000",
+        "--metrics-addr",
+        &metrics_addr,
     ];
     let mut planner = planner(&registry, &nats, &sla, &["--engine", "mocker"]);
     // The frontend reports its traffic on NATS.
@@ -312,6 +316,20 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
     eprintln!("{grown:?}");
     assert!(!grown.is_empty(), "the SLA policy grew the pool");
     assert!(planner.logged("started worker"));
+    // Its metrics say so too: the target, the two workers ready, the traffic it planned from.
+    let metrics = Frontend::new(metrics_port)
+        .wait_for_metrics("two workers ready", Duration::from_secs(30), |text| {
+            text.contains("dynamo_planner_ready_replicas{pool=\"aggregated\"} 2")
+        })
+        .await;
+    assert!(metrics.contains("dynamo_planner_target_replicas{pool=\"aggregated\"} 2"));
+    let stepped = |line: &str| line.starts_with("dynamo_planner_steps_total{policy=\"sla\"}");
+    assert!(metrics.lines().any(stepped), "{metrics}");
+    let observed = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("dynamo_planner_observed_requests_per_second "))
+        .and_then(|rate| rate.parse::<f64>().ok());
+    assert!(observed.is_some_and(|rate| rate > 0.0), "{metrics}");
 
     planner.terminate();
     let status = planner.wait_exit(Duration::from_secs(60)).await;

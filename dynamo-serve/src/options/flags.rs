@@ -201,6 +201,10 @@ struct PlannerArgs {
     /// Seconds a stopped worker is given to drain when the planner stops
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_TIMEOUT)]
     drain_timeout: u64,
+    /// Serve the planner's metrics (its decisions, forecasts, ready workers and skipped steps)
+    /// as Prometheus text on http://ADDR/metrics, for example 127.0.0.1:9090
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     deployment: DeploymentArgs,
     /// Flags of every `dynamo-serve worker` started (after `--`); the planner adds --id,
@@ -390,6 +394,7 @@ impl Cli {
                         itl_ms: args.itl_ms,
                     },
                     first_id: args.first_id,
+                    metrics_addr: args.metrics_addr,
                     worker_flags: args.worker_flags,
                     disaggregated: args.disaggregated,
                 };

@@ -20,6 +20,7 @@
 
 mod frontends;
 mod listed;
+mod metrics;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -55,6 +56,8 @@ pub(crate) struct Settings {
     pub(crate) profile: Option<PathBuf>,
     pub(crate) targets: SlaTargets,
     pub(crate) first_id: u64,
+    /// Where to serve the planner's metrics, if anywhere.
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// The flags of every worker started, before the deployment's own.
     pub(crate) worker_flags: Vec<OsString>,
     /// Plan a prefill pool and a decode pool (workers started with `--role prefill` and
@@ -82,6 +85,10 @@ pub(crate) async fn run(
         None => None,
     };
     let policy = settings.policy.build(profile, settings.targets)?;
+    if let Some(address) = settings.metrics_addr {
+        let address = metrics::serve(address).await?;
+        println!("dynamo planner metrics on http://{address}/metrics");
+    }
     let reports = nats.subscribe::<LoadReport>().await?;
     let traffic = nats.subscribe::<FrontendTraffic>().await?;
     let listed = Listed::follow(registry.as_ref());
@@ -209,15 +216,21 @@ fn observations(
             }
             match heard {
                 Heard::All => return Some((observed, seen)),
-                Heard::None => tracing::warn!(
-                    "planner: no frontend reported traffic lately while the workers hold \
-                     requests; skipping the step (are the frontends on this NATS?)"
-                ),
-                Heard::Missing(frontends) => tracing::warn!(
-                    ?frontends,
-                    "planner: frontends heard before reported no traffic lately while the \
-                     workers hold requests; skipping the step (cut off from NATS?)"
-                ),
+                Heard::None => {
+                    tracing::warn!(
+                        "planner: no frontend reported traffic lately while the workers hold \
+                         requests; skipping the step (are the frontends on this NATS?)"
+                    );
+                    dynamo_planner::record_skipped_step("no_frontend_heard");
+                }
+                Heard::Missing(frontends) => {
+                    tracing::warn!(
+                        ?frontends,
+                        "planner: frontends heard before reported no traffic lately while the \
+                         workers hold requests; skipping the step (cut off from NATS?)"
+                    );
+                    dynamo_planner::record_skipped_step("frontend_quiet");
+                }
             }
         }
     })

@@ -98,13 +98,7 @@ impl SlaPolicy {
         let need = self.need(observed.requests_per_s(), isl, osl);
         let uncached = (isl * (1.0 - self.hit_rate())).max(1.0);
         let unloaded_ttft = self.profile.prefill_ttft_ms(uncached);
-        let pools = match current {
-            Replicas::Aggregated(n) => vec![(WorkerRole::Aggregated, n)],
-            Replicas::Disaggregated { prefill, decode } => {
-                vec![(WorkerRole::Prefill, prefill), (WorkerRole::Decode, decode)]
-            }
-        };
-        for (role, n) in pools {
+        for (role, n) in current.pools() {
             let load = PoolLoad::of(observed, role);
             let pool = slot(role);
             // An interval that began with a backlog shows how long the backlog took to drain,
