@@ -9,6 +9,7 @@ use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use dynamo_candle::DiskTier;
 use dynamo_planner::policy::{PolicyKind, SlaTargets};
+use dynamo_planner::predict::PredictorKind;
 
 use super::busy::{Busy, BusyArgs};
 use super::deployment::{DeploymentArgs, PlaneTlsArgs};
@@ -173,6 +174,13 @@ struct PlannerArgs {
     /// Most workers
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = at_least_one::<usize>)]
     max_workers: usize,
+    /// Most workers in all pools together [default: --max-workers for each pool]
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>)]
+    budget: Option<usize>,
+    /// The load predictor: constant, moving_average (moving_average:N averages N intervals),
+    /// kalman, or holt_winters (holt_winters:N for a season of N intervals)
+    #[arg(long, value_name = "NAME", default_value = "constant")]
+    predictor: PredictorKind,
     /// Only log the decisions; start no worker beyond --min-workers
     #[arg(long)]
     advisory: bool,
@@ -386,6 +394,8 @@ impl Cli {
                     interval_s: args.interval,
                     min_workers: args.min_workers,
                     max_workers: args.max_workers,
+                    budget: args.budget,
+                    predictor: args.predictor,
                     advisory: args.advisory,
                     policy: args.policy,
                     profile: args.profile,

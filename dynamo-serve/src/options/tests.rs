@@ -1,5 +1,7 @@
 //! The command line's parsing and its refusals.
 
+use dynamo_planner::predict::PredictorKind;
+
 use super::*;
 
 fn options(args: &str) -> Result<Options, clap::Error> {
@@ -278,6 +280,10 @@ fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
         ["--engine", "mocker", "--speedup", "2"]
     );
     assert!(!settings.disaggregated);
+    assert_eq!(
+        (settings.budget, settings.predictor),
+        (None, PredictorKind::Constant)
+    );
     let missing = refused("planner --registry r");
     assert_eq!(missing.kind(), ErrorKind::MissingRequiredArgument);
     let unregistered = refused("planner --nats n");
@@ -287,6 +293,20 @@ fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
         panic!("not the planner: {:?}", etcd.command);
     };
     assert!(settings.disaggregated);
+    let budgeted = options(
+        "planner --etcd http://e:2379 --nats n --disaggregated --max-workers 4 --budget 6 \
+         --predictor kalman",
+    )
+    .expect("valid");
+    let Command::Planner(settings) = budgeted.command else {
+        panic!("not the planner: {:?}", budgeted.command);
+    };
+    assert_eq!(
+        (settings.budget, settings.predictor),
+        (Some(6), PredictorKind::Kalman)
+    );
+    let unknown = refused("planner --registry r --nats n --predictor prophet");
+    assert_eq!(unknown.kind(), ErrorKind::ValueValidation);
     let upside_down = refused("planner --registry r --nats n --min-workers 3 --max-workers 2");
     assert_eq!(upside_down.kind(), ErrorKind::ArgumentConflict);
     let no_profile = refused("planner --registry r --nats n --policy sla");

@@ -32,7 +32,7 @@ use dynamo_core::{WorkerId, WorkerRole};
 use dynamo_planner::local::{LocalProcesses, WorkerTemplate};
 use dynamo_planner::perf::PerfProfile;
 use dynamo_planner::policy::{PolicyKind, SlaTargets};
-use dynamo_planner::predict::{Constant, Predictor};
+use dynamo_planner::predict::PredictorKind;
 use dynamo_planner::{Bounds, Observation, Planner, PlannerConfig, Replicas, Scaler, WorkerLoad};
 use dynamo_transport::events::{EventPlane, FrontendTraffic, LoadReport, Subscription};
 use futures::{Stream, StreamExt};
@@ -50,6 +50,9 @@ pub(crate) struct Settings {
     pub(crate) interval_s: f64,
     pub(crate) min_workers: usize,
     pub(crate) max_workers: usize,
+    /// Most workers in all pools together, if fewer than `max_workers` for each.
+    pub(crate) budget: Option<usize>,
+    pub(crate) predictor: PredictorKind,
     pub(crate) advisory: bool,
     pub(crate) policy: PolicyKind,
     /// What one worker achieves, for the SLA policies.
@@ -113,24 +116,30 @@ pub(crate) async fn run(
         bounds: Bounds {
             min_per_pool: settings.min_workers,
             max_per_pool: settings.max_workers,
-            budget: settings.max_workers * pool_count,
+            budget: settings.budget.unwrap_or(settings.max_workers * pool_count),
         },
         advisory: settings.advisory,
     };
-    let constant = || Box::new(Constant::default()) as Box<dyn Predictor>;
-    let mut planner = Planner::new(config, policy, constant)?;
+    let predictor = settings.predictor;
+    let mut planner = Planner::new(config, policy, move || predictor.build())?;
     for (pool, _) in pools(shape) {
         scaler.scale(pool, settings.min_workers).await?;
     }
     println!(
-        "dynamo planner ({}): {} to {} {} registered in {}, load from NATS {}, a step every {} s{}",
+        "dynamo planner ({}, {} predictor): {} to {} {}{} registered in {}, load from NATS {}, \
+         a step every {} s{}",
         settings.policy,
+        settings.predictor,
         settings.min_workers,
         settings.max_workers,
         if pool_count == 1 {
             "workers"
         } else {
             "prefill and as many decode workers"
+        },
+        match settings.budget {
+            Some(budget) => format!(" ({budget} in all at most)"),
+            None => String::new(),
         },
         crate::deploy::registry_name(options),
         dynamo_transport::events::url_without_credentials(nats_url),
