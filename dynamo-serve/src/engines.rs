@@ -130,6 +130,9 @@ pub(crate) fn start_engine(
                 disk: options.disk_cache.clone(),
                 export: part.export.clone(),
                 fetch: part.fetch.clone(),
+                max_running: options
+                    .max_running
+                    .unwrap_or(CandleConfig::default().max_running),
                 ..CandleConfig::default()
             };
             let max_running = config.max_running;
@@ -151,6 +154,9 @@ pub(crate) fn start_engine(
                 engine: EngineConfig {
                     num_gpu_blocks: options.kv_blocks.map_or(16_384, u64::from),
                     block_size,
+                    max_num_seqs: options
+                        .max_running
+                        .unwrap_or(EngineConfig::default().max_num_seqs),
                     ..EngineConfig::default()
                 },
                 speedup: options.speedup,

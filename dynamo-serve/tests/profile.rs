@@ -59,3 +59,31 @@ fn the_profile_command_writes_the_tables_of_the_engine_it_measured() {
     }
     assert!(decode[2].kv_usage > 0.9, "{decode:?}");
 }
+
+/// With `--max-running 12` the engine runs 12 requests at once, and the decode row ends
+/// there, though the cache holds 30.
+#[test]
+fn a_decode_row_ends_at_the_requests_a_worker_runs_at_once() {
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-profile-")
+        .tempdir()
+        .expect("a temporary directory");
+    let out = temporary.path().join("mocker.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_dynamo-serve"))
+        .args(["profile", "--engine", "mocker", "--out"])
+        .arg(&out)
+        .args(["--input-tokens", "64", "--context-tokens", "256"])
+        .args(["--concurrency", "1,8", "--decode-steps", "4"])
+        .args(["--kv-blocks", "512", "--max-running", "12"])
+        .output()
+        .expect("dynamo-serve runs");
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let profile = PerfProfile::from_json_file(&out).expect("a profile the planner reads");
+    let batches: Vec<u32> = profile.decode().iter().map(|p| p.concurrency).collect();
+    assert_eq!(batches, [1, 8, 12]);
+}

@@ -284,6 +284,10 @@ struct EngineArgs {
     /// KV blocks per worker [default: candle 512, mocker 16384]
     #[arg(long, value_name = "N", value_parser = at_least_one::<u32>)]
     kv_blocks: Option<u32>,
+    /// The most requests a worker runs at once, as vLLM's --max-num-seqs; the rest wait
+    /// [default: candle 16, mocker 256]
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>)]
+    max_running: Option<usize>,
     /// Candle workers keep blocks evicted from their KV cache in N blocks of host memory, and
     /// onboard them for a returning prompt instead of recomputing it (0: no host tier)
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -491,6 +495,7 @@ fn options(
         name: model.name,
         block_size: model.block_size,
         kv_blocks: engine.kv_blocks,
+        max_running: engine.max_running,
         host_cache_blocks: engine.host_cache_blocks,
         disk_cache: engine.disk_cache.map(|dir| DiskTier {
             dir,

@@ -173,6 +173,8 @@ pub(crate) struct Options {
     pub(crate) name: String,
     pub(crate) block_size: u32,
     pub(crate) kv_blocks: Option<u32>,
+    /// The most requests each worker runs at once, if not its engine's default.
+    pub(crate) max_running: Option<usize>,
     /// Blocks of each candle worker's host tier (0: none).
     pub(crate) host_cache_blocks: u32,
     /// Each candle worker's disk tier.

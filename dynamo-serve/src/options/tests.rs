@@ -158,6 +158,7 @@ fn numbers_are_checked() {
     for args in [
         "--workers 0",
         "--kv-blocks 0",
+        "worker --max-running 0",
         "--speedup 0",
         "--speedup inf",
         "worker --lease-ttl 0",
@@ -171,6 +172,9 @@ fn numbers_are_checked() {
             .to_string()
             .contains("must be at least 1")
     );
+    let worker = options("worker --engine mocker --max-running 12").expect("valid");
+    assert_eq!(worker.max_running, Some(12));
+    assert_eq!(options("").expect("valid").max_running, None);
 }
 
 #[test]
