@@ -1,19 +1,20 @@
 //! `dynamo-serve frontend`: the gateway and router over the workers that discovery reports,
 //! with their KV events and load from NATS.
 
-use dynamo_core::layers::Traffic;
-use dynamo_core::{BlockSize, BoxEngine, EngineExt, WorkerId};
+use dynamo_core::{BlockSize, WorkerId};
 use dynamo_openai::GgufMetadata;
 use dynamo_transport::discovery::{Discovery, StaticDiscovery, WorkerRecord};
-use dynamo_transport::events::{EventPlane, FrontendTraffic, LoadReport};
-use tower::Layer;
+use dynamo_transport::events::{EventPlane, LoadReport};
 
 mod engine_at;
 mod load_metrics;
+mod traffic_reports;
 
 use crate::deploy::Pool;
 use crate::options::Options;
 use crate::{deploy, disagg, engines};
+pub(crate) use traffic_reports::TRAFFIC_EVERY;
+use traffic_reports::TrafficReports;
 
 pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = crate::install_metrics()?;
@@ -59,11 +60,12 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let pool = Pool::Decode(layout);
     deploy::follow(&options, &decode, plane, discovery.as_ref(), pool)?;
     let engine = deploy::shed_load(&options, disagg::router(&options, prefill, decode)?);
-    let engine = match &nats {
-        Some(nats) => report_traffic(nats.clone(), engine),
+    let traffic = nats.clone().map(TrafficReports::start);
+    let engine = match &traffic {
+        Some(traffic) => traffic.count(engine),
         None => engine,
     };
-    crate::serve_gateway(&options, &metadata, engine, metrics, |base| {
+    let served = crate::serve_gateway(&options, &metadata, engine, metrics, |base| {
         let found = if options.etcd.is_some() || options.registry.is_some() {
             format!("workers from {}", deploy::registry_name(&options))
         } else {
@@ -80,7 +82,11 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         );
         crate::print_examples(&options.name, base);
     })
-    .await
+    .await;
+    if let Some(traffic) = traffic {
+        traffic.finish().await;
+    }
+    served
 }
 
 /// The registry `--etcd`, `--registry` or `--worker-at` names.
@@ -105,32 +111,4 @@ fn discovery(
                 .collect(),
         )),
     })
-}
-
-/// `engine`, its requests counted and published on the event plane every
-/// [`TRAFFIC_EVERY`] as `FrontendTraffic`, under an id drawn here: the planner's view of the
-/// traffic. An idle frontend publishes empty reports: a planner can tell a frontend it no
-/// longer hears from one with no requests.
-fn report_traffic<P: EventPlane>(plane: P, engine: BoxEngine) -> BoxEngine {
-    let traffic = Traffic::new();
-    tokio::spawn(publish_traffic(plane, rand::random(), traffic.clone()));
-    traffic.layer().layer(engine).boxed_engine()
-}
-
-/// How often a frontend publishes its traffic.
-pub(crate) const TRAFFIC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-async fn publish_traffic<P: EventPlane>(plane: P, frontend: u64, traffic: Traffic) {
-    let mut every = tokio::time::interval(TRAFFIC_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        let report = FrontendTraffic {
-            frontend,
-            traffic: traffic.take(),
-        };
-        if let Err(error) = plane.publish(&report).await {
-            tracing::debug!(%error, "a traffic report was not published");
-        }
-    }
 }

@@ -19,7 +19,9 @@ use dynamo_planner::{PoolSize, Scaler};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use dynamo_transport::events::{EventPlane, FrontendTraffic, NatsEvents};
 use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
+use futures::StreamExt;
 use support::{
     Frontend, Process, decisions, directory_frontend, directory_frontend_with, first_events,
     read_stream, registered, streamed_completion,
@@ -330,6 +332,27 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
         .find_map(|line| line.strip_prefix("dynamo_planner_observed_requests_per_second "))
         .and_then(|rate| rate.parse::<f64>().ok());
     assert!(observed.is_some_and(|rate| rate > 0.0), "{metrics}");
+
+    // A frontend that stops says so in its last traffic report, so the planner does not wait
+    // to hear from it again.
+    let events = NatsEvents::connect(&nats.url(), "dynamo")
+        .await
+        .expect("NATS");
+    let mut reports = events
+        .subscribe::<FrontendTraffic>()
+        .await
+        .expect("subscribed");
+    frontend_process.terminate();
+    let last = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(report) = reports.next().await {
+            if report.is_ok_and(|report| report.last) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(last, Ok(true), "the frontend's last report");
 
     planner.terminate();
     let status = planner.wait_exit(Duration::from_secs(60)).await;

@@ -50,6 +50,11 @@ impl Frontends {
         );
     }
 
+    /// `frontend` said it stops (its last report): forget it now rather than wait for it.
+    pub(crate) fn left(&mut self, frontend: u64) {
+        self.known.remove(&frontend);
+    }
+
     /// At a planning step at `now`: which frontends were heard lately. A frontend unheard
     /// at more than [`STEPS_UNHEARD_BEFORE_GONE`] steps in a row is forgotten (with a
     /// warning) and counts as heard no more.
@@ -112,6 +117,19 @@ mod tests {
             Heard::Missing(vec![2]),
             "2 known again"
         );
+    }
+
+    /// A frontend that said it stops is not waited for.
+    #[test]
+    fn a_frontend_that_left_is_not_missing() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut frontends = Frontends::default();
+        frontends.heard(1, at(0));
+        frontends.heard(2, at(0));
+        frontends.left(2);
+        frontends.heard(1, at(9));
+        assert_eq!(frontends.step(at(10)), Heard::All);
     }
 
     /// Every frontend quiet is no frontend heard, until they are gone; a frontend heard again

@@ -274,7 +274,11 @@ impl Seen {
                 report = self.traffic.next() => match report {
                     Some(Ok(report)) => {
                         self.summed.merge(&report.traffic);
-                        self.frontends.heard(report.frontend, Instant::now());
+                        if report.last {
+                            self.frontends.left(report.frontend);
+                        } else {
+                            self.frontends.heard(report.frontend, Instant::now());
+                        }
                     }
                     Some(Err(error)) => tracing::debug!(%error, "unreadable traffic report"),
                     None => return None,
@@ -407,7 +411,12 @@ mod tests {
                     prompt_tokens: 100 * requests,
                     ..TrafficReport::default()
                 };
-                let _ = bus.publish(&FrontendTraffic { frontend, traffic }).await;
+                let report = FrontendTraffic {
+                    frontend,
+                    traffic,
+                    last: false,
+                };
+                let _ = bus.publish(&report).await;
             }
         });
     }
@@ -475,13 +484,13 @@ mod tests {
         Ok(())
     }
 
-    /// Two frontends report 1 arrival a second each to a busy worker's planner; one goes quiet
-    /// after ten seconds (cut off from NATS, or stopped). The steps that would read half the
-    /// traffic are skipped, three of them; then the quiet frontend is taken as gone and the
-    /// plan goes on from the other's traffic.
-    #[tokio::test(start_paused = true)]
-    async fn steps_with_a_frontend_gone_quiet_are_skipped_until_it_is_taken_as_gone()
-    -> Result<(), Box<dyn std::error::Error>> {
+    /// Two frontends report 1 arrival a second each to a busy worker's planner, a step every
+    /// 10 s; after ten seconds the second stops reporting, and says so in a last report if
+    /// `says_so`. The first step reads both frontends' arrivals; the time from the start to
+    /// the next step taken, which reads the first frontend's alone.
+    async fn next_step_after_a_frontend_stops(
+        says_so: bool,
+    ) -> Result<Duration, Box<dyn std::error::Error>> {
         let bus = LocalBus::new();
         let listed = Listed::of([(WorkerId::new(1), WorkerRole::Aggregated)]);
         let mut planner = std::pin::pin!(observed(&bus, &listed, true).await?);
@@ -489,15 +498,46 @@ mod tests {
         let half_a_second = Duration::from_millis(500);
         traffic_every_second(&bus, 1, 1, half_a_second, usize::MAX);
         traffic_every_second(&bus, 2, 1, half_a_second, 10);
+        if says_so {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10_200)).await;
+                let traffic = TrafficReport::default();
+                let last = FrontendTraffic {
+                    frontend: 2,
+                    traffic,
+                    last: true,
+                };
+                let _ = bus.publish(&last).await;
+            });
+        }
         let started = Instant::now();
 
         let both = planner.next().await.ok_or("the stream ended")?;
         assert_eq!(both.requests, 20, "{both:?}");
         assert_eq!(started.elapsed(), Duration::from_secs(10));
-        // The steps at 20, 30 and 40 s hear frontend 2 no more; the one at 50 s takes it as gone.
         let one = planner.next().await.ok_or("the stream ended")?;
         assert_eq!(one.requests, 10, "{one:?}");
-        assert_eq!(started.elapsed(), Duration::from_secs(50));
+        Ok(started.elapsed())
+    }
+
+    /// A frontend that goes quiet (cut off from NATS, or killed): the steps that would read
+    /// half the traffic, at 20, 30 and 40 s, are skipped; the one at 50 s takes it as gone and
+    /// plans from the other's traffic.
+    #[tokio::test(start_paused = true)]
+    async fn steps_with_a_frontend_gone_quiet_are_skipped_until_it_is_taken_as_gone()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let next = next_step_after_a_frontend_stops(false).await?;
+        assert_eq!(next, Duration::from_secs(50));
+        Ok(())
+    }
+
+    /// A frontend that says it stops (its last report): no step waits for it.
+    #[tokio::test(start_paused = true)]
+    async fn a_frontend_that_says_it_stops_is_not_waited_for()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let next = next_step_after_a_frontend_stops(true).await?;
+        assert_eq!(next, Duration::from_secs(20));
         Ok(())
     }
 }

@@ -107,6 +107,10 @@ pub struct FrontendTraffic {
     pub frontend: u64,
     /// The requests that passed through it.
     pub traffic: dynamo_core::layers::TrafficReport,
+    /// Its last report: the frontend is stopping, and a planner need not wait to hear from it
+    /// again.
+    #[serde(default)]
+    pub last: bool,
 }
 
 impl Topic for FrontendTraffic {
