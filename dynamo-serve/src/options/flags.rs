@@ -209,6 +209,14 @@ struct PlannerArgs {
     /// Seconds a stopped worker is given to drain when the planner stops
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_TIMEOUT)]
     drain_timeout: u64,
+    /// Seconds a pool waits before it starts workers again after one failed to start (it
+    /// could not be spawned, or exited before discovery listed it), twice as long after each
+    /// further failed try; 0 tries again at the next step
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    restart_backoff: u64,
+    /// The longest of those waits, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    restart_backoff_max: u64,
     /// Serve the planner's metrics (its decisions, forecasts, ready workers and skipped steps)
     /// as Prometheus text on http://ADDR/metrics, for example 127.0.0.1:9090
     #[arg(long, value_name = "ADDR")]
@@ -409,6 +417,10 @@ impl Cli {
                     },
                     first_id: args.first_id,
                     metrics_addr: args.metrics_addr,
+                    restart_backoff: dynamo_planner::local::RestartBackoff::new(
+                        std::time::Duration::from_secs(args.restart_backoff),
+                        std::time::Duration::from_secs(args.restart_backoff_max),
+                    ),
                     worker_flags: args.worker_flags,
                     disaggregated: args.disaggregated,
                 };

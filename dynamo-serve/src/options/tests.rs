@@ -1,5 +1,6 @@
 //! The command line's parsing and its refusals.
 
+use dynamo_planner::local::RestartBackoff;
 use dynamo_planner::predict::PredictorKind;
 
 use super::*;
@@ -288,6 +289,7 @@ fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
         (settings.budget, settings.predictor),
         (None, PredictorKind::Constant)
     );
+    assert_eq!(settings.restart_backoff, RestartBackoff::default());
     let missing = refused("planner --registry r");
     assert_eq!(missing.kind(), ErrorKind::MissingRequiredArgument);
     let unregistered = refused("planner --nats n");
@@ -308,6 +310,17 @@ fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
     assert_eq!(
         (settings.budget, settings.predictor),
         (Some(6), PredictorKind::Kalman)
+    );
+    let quick =
+        options("planner --registry r --nats n --restart-backoff 2 --restart-backoff-max 8")
+            .expect("valid");
+    let Command::Planner(settings) = quick.command else {
+        panic!("not the planner: {:?}", quick.command);
+    };
+    let seconds = |s| std::time::Duration::from_secs(s);
+    assert_eq!(
+        [1, 2, 3, 4].map(|failures| settings.restart_backoff.wait_after(failures)),
+        [seconds(2), seconds(4), seconds(8), seconds(8)]
     );
     let unknown = refused("planner --registry r --nats n --predictor prophet");
     assert_eq!(unknown.kind(), ErrorKind::ValueValidation);

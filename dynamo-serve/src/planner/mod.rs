@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use dynamo_core::layers::TrafficReport;
 use dynamo_core::{WorkerId, WorkerRole};
-use dynamo_planner::local::{LocalProcesses, WorkerTemplate};
+use dynamo_planner::local::{LocalProcesses, RestartBackoff, WorkerTemplate};
 use dynamo_planner::perf::PerfProfile;
 use dynamo_planner::policy::{PolicyKind, SlaTargets};
 use dynamo_planner::predict::PredictorKind;
@@ -61,6 +61,8 @@ pub(crate) struct Settings {
     pub(crate) first_id: u64,
     /// Where to serve the planner's metrics, if anywhere.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// How long a pool waits to start workers again after one failed to start.
+    pub(crate) restart_backoff: RestartBackoff,
     /// The flags of every worker started, before the deployment's own.
     pub(crate) worker_flags: Vec<OsString>,
     /// Plan a prefill pool and a decode pool (workers started with `--role prefill` and
@@ -102,7 +104,9 @@ pub(crate) async fn run(
         .args(["--nats", nats_url, "--namespace", &options.namespace])
         .args(nats_access_flags(&options.nats_access));
     let shape = settings.shape();
-    let mut scaler = LocalProcesses::new(listed.clone()).with_first_id(settings.first_id);
+    let mut scaler = LocalProcesses::new(listed.clone())
+        .with_first_id(settings.first_id)
+        .with_restart_backoff(settings.restart_backoff);
     for (pool, role) in pools(shape) {
         let template = match role {
             Some(role) => workers.clone().args(["--role", role]),
