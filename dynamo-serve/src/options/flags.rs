@@ -214,7 +214,7 @@ struct PlannerArgs {
     /// further failed try; 0 tries again at the next step
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     restart_backoff: u64,
-    /// The longest of those waits, in seconds
+    /// The longest of those waits, in seconds (at least --restart-backoff)
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     restart_backoff_max: u64,
     /// Serve the planner's metrics (its decisions, forecasts, ready workers and skipped steps)
