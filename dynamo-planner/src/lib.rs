@@ -67,14 +67,15 @@
 //! | series | kind | what |
 //! |---|---|---|
 //! | `dynamo_planner_steps_total{policy}` | counter | steps taken |
+//! | `dynamo_planner_traffic_unheard_steps_total` | counter | steps after an interval whose traffic was not all heard ([`Observation::traffic_unheard`]) |
 //! | `dynamo_planner_current_replicas{pool}`, `dynamo_planner_target_replicas{pool}` | gauge | each pool's count at the step's start and the count decided (`pool`: `aggregated`, `prefill`, `decode`) |
 //! | `dynamo_planner_predicted_requests_per_second`, `_input_tokens`, `_output_tokens` | gauge | the forecast of the next interval |
 //! | `dynamo_planner_observed_requests_per_second`, `_kv_hit_rate`, `_ttft_seconds`, `_itl_seconds` | gauge | the interval observed (the latencies' means, when some came) |
 //!
 //! [`run`] adds `dynamo_planner_ready_replicas{pool}` (gauge: workers ready, as the
 //! [`Scaler`] counts them), `dynamo_planner_scale_errors_total{pool}` and
-//! `dynamo_planner_skipped_steps_total{reason}` (counters; a caller counts its own skips with
-//! [`record_skipped_step`]).
+//! `dynamo_planner_skipped_steps_total{reason}` (counters; `reason`: `sizes_unreadable`, a
+//! step skipped because the scaler could not read the pools' sizes).
 //!
 //! # Features
 //!
@@ -99,7 +100,7 @@ pub mod predict;
 mod scaler;
 
 pub use error::Error;
-pub use live::{record_skipped_step, run};
+pub use live::run;
 pub use observe::{Observation, WorkerLoad};
 pub use plan::{Bounds, Decision, Planner, PlannerConfig, Replicas};
 pub use scaler::{PoolSize, Scaler};

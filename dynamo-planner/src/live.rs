@@ -50,7 +50,8 @@ pub fn run<'a>(
                 Ok(current) => current,
                 Err(error) => {
                     tracing::warn!(%error, "planner: cannot read the pools' sizes; skipping a step");
-                    record_skipped_step("sizes_unreadable");
+                    metrics::counter!("dynamo_planner_skipped_steps_total", "reason" => "sizes_unreadable")
+                        .increment(1);
                     continue;
                 }
             };
@@ -89,12 +90,6 @@ async fn desired(scaler: &dyn Scaler, pool: WorkerRole) -> Result<usize, Error> 
     metrics::gauge!("dynamo_planner_ready_replicas", "pool" => pool.as_str())
         .set(size.ready as f64);
     Ok(size.desired)
-}
-
-/// Count a step skipped for `reason` (`dynamo_planner_skipped_steps_total`): a caller whose
-/// observations leave out an interval counts it here too.
-pub fn record_skipped_step(reason: &'static str) {
-    metrics::counter!("dynamo_planner_skipped_steps_total", "reason" => reason).increment(1);
 }
 
 #[cfg(test)]

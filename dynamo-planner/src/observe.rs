@@ -24,6 +24,12 @@ pub struct Observation {
     pub mean_itl_ms: Option<f64>,
     /// Each routed worker at the end of the interval.
     pub workers: Vec<WorkerLoad>,
+    /// Whether some of the interval's traffic went unheard while the workers held requests
+    /// (a frontend cut off from the planner): the traffic figures above then count only part
+    /// of it, and a policy that plans from them acts on the workers' load alone
+    /// ([`Policy::plan_unheard`](crate::policy::Policy::plan_unheard)).
+    #[serde(default)]
+    pub traffic_unheard: bool,
 }
 
 impl Observation {

@@ -221,19 +221,29 @@ impl Planner {
 
     /// One planning step: learn from `observed`, forecast the next interval, and decide the
     /// pools' sizes, starting from `current`. Logs the decision and records it as metrics.
+    ///
+    /// An interval whose traffic was not all heard ([`Observation::traffic_unheard`]) teaches
+    /// the predictors nothing, and goes to [`Policy::plan_unheard`] with the last forecast.
     pub fn tick(&mut self, observed: &Observation, current: Replicas) -> Decision {
-        let rate = observed.requests_per_s();
-        self.requests.observe(rate);
-        if observed.requests > 0 {
-            self.input_tokens.observe(observed.mean_input_tokens);
-            self.output_tokens.observe(observed.mean_output_tokens);
+        if observed.traffic_unheard {
+            metrics::counter!("dynamo_planner_traffic_unheard_steps_total").increment(1);
+        } else {
+            self.requests.observe(observed.requests_per_s());
+            if observed.requests > 0 {
+                self.input_tokens.observe(observed.mean_input_tokens);
+                self.output_tokens.observe(observed.mean_output_tokens);
+            }
         }
         let forecast = Forecast {
             requests_per_s: self.requests.predict().max(0.0),
             input_tokens: self.input_tokens.predict().max(0.0),
             output_tokens: self.output_tokens.predict().max(0.0),
         };
-        let proposal = self.policy.plan(observed, &forecast, current);
+        let proposal = if observed.traffic_unheard {
+            self.policy.plan_unheard(observed, &forecast, current)
+        } else {
+            self.policy.plan(observed, &forecast, current)
+        };
         let target = self.config.bounds.apply(proposal.target);
         let decision = Decision {
             target,

@@ -75,6 +75,7 @@ fn interval(rate: f64, workers: usize, waiting: u64, ttft_ms: f64) -> Observatio
             };
             workers
         ],
+        traffic_unheard: false,
     }
 }
 
@@ -97,6 +98,51 @@ fn a_steady_noisy_load_keeps_a_steady_size() {
     }
     let settled = &sizes[5..];
     assert!(settled.iter().all(|&n| n == settled[0]), "{sizes:?}");
+}
+
+/// A frontend cut off from the planner: its intervals show the workers busy and few of the
+/// arrivals. Read as heard, they shrink the pool; marked unheard, the `sla` policy keeps it
+/// while the workers' queues stay within their limits, grows it when they pass them, and its
+/// forecast does not move.
+#[test]
+fn intervals_with_traffic_unheard_never_shrink_and_grow_on_the_workers_queues() {
+    let settle = |p: &mut Planner| {
+        let mut current = Replicas::Aggregated(1);
+        for _ in 0..10 {
+            current = p
+                .tick(&interval(8.0, current.total(), 0, 150.0), current)
+                .target;
+        }
+        current
+    };
+    let quiet = |current: Replicas, waiting: u64, unheard: bool| Observation {
+        traffic_unheard: unheard,
+        ..interval(0.0, current.total(), waiting, 150.0)
+    };
+
+    let mut heard = planner(sla());
+    let mut current = settle(&mut heard);
+    let settled = current.total();
+    assert!(settled >= 3, "{settled}");
+    for _ in 0..10 {
+        current = heard.tick(&quiet(current, 0, false), current).target;
+    }
+    assert!(current.total() < settled, "{settled} → {current:?}");
+
+    let mut unheard = planner(sla());
+    let mut current = settle(&mut unheard);
+    let forecast = unheard
+        .tick(&interval(8.0, current.total(), 0, 150.0), current)
+        .forecast;
+    for _ in 0..10 {
+        let decision = unheard.tick(&quiet(current, 0, true), current);
+        assert_eq!(decision.target, current, "{}", decision.reason);
+        assert_eq!(decision.forecast, forecast);
+        current = decision.target;
+    }
+    let queued = unheard.tick(&quiet(current, 10, true), current);
+    assert!(queued.target.total() > current.total(), "{}", queued.reason);
+    assert!(queued.reason.contains("not all heard"), "{}", queued.reason);
 }
 
 #[test]

@@ -71,9 +71,10 @@ fn observations() -> impl Strategy<Value = Observation> {
             prop::option::of(0.0f64..500.0),
         ),
         prop::collection::vec(worker, 0..12),
+        prop::bool::weighted(0.2),
     )
         .prop_map(
-            |((requests, isl, osl, hit), (ttft, itl), workers)| Observation {
+            |((requests, isl, osl, hit), (ttft, itl), workers, traffic_unheard)| Observation {
                 interval_s: 60.0,
                 requests,
                 mean_input_tokens: isl,
@@ -82,6 +83,7 @@ fn observations() -> impl Strategy<Value = Observation> {
                 mean_ttft_ms: ttft,
                 mean_itl_ms: itl,
                 workers,
+                traffic_unheard,
             },
         )
 }
@@ -138,11 +140,20 @@ proptest! {
         for policy in &mut policies {
             let mut current = start;
             for o in &history {
-                let proposal = policy.plan(o, &forecast_of(o), current);
+                let proposal = if o.traffic_unheard {
+                    policy.plan_unheard(o, &forecast_of(o), current)
+                } else {
+                    policy.plan(o, &forecast_of(o), current)
+                };
                 prop_assert!(same_shape(proposal.target, current));
                 prop_assert!(proposal.reason.chars().any(|c| c.is_ascii_digit()), "{}", proposal.reason);
                 let (before, after) = (sizes(current), sizes(proposal.target));
                 for (b, a) in before.iter().zip(&after) {
+                    // No policy that plans from the traffic shrinks a pool after an interval
+                    // whose traffic went partly unheard.
+                    if o.traffic_unheard && policy.name() != "load" {
+                        prop_assert!(a >= b, "{}", proposal.reason);
+                    }
                     // Ours and the load policy shrink one worker at a time (ours except a
                     // decode pool above what the prefill pool can hand over, which shrinks to
                     // that at once); the load policy also grows one at a time.

@@ -139,6 +139,17 @@ impl Policy for LoadPolicy {
             reason: parts.join("; "),
         }
     }
+
+    /// The workers' queues and KV usage are all it reads: an interval whose traffic went
+    /// unheard is planned as any other.
+    fn plan_unheard(
+        &mut self,
+        observed: &Observation,
+        forecast: &Forecast,
+        current: Replicas,
+    ) -> Proposal {
+        self.plan(observed, forecast, current)
+    }
 }
 
 #[cfg(test)]

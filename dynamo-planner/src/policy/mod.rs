@@ -53,6 +53,36 @@ pub trait Policy: Send {
 
     /// The pools' sizes for the next interval, starting from `current`.
     fn plan(&mut self, observed: &Observation, forecast: &Forecast, current: Replicas) -> Proposal;
+
+    /// The pools' sizes after an interval whose traffic was not all heard
+    /// ([`Observation::traffic_unheard`]): its arrivals, lengths and latencies count only
+    /// part of it, and `forecast` is the one before it. By default the pools keep their
+    /// sizes; a policy that can act on the workers' own figures says how.
+    fn plan_unheard(
+        &mut self,
+        observed: &Observation,
+        forecast: &Forecast,
+        current: Replicas,
+    ) -> Proposal {
+        let _ = (observed, forecast);
+        Proposal {
+            target: current,
+            reason: format!(
+                "the interval's traffic was not all heard: keep {}",
+                describe(current)
+            ),
+        }
+    }
+}
+
+/// Replica counts in words: `3 workers`, or `2 prefill and 4 decode workers`.
+fn describe(replicas: Replicas) -> String {
+    match replicas {
+        Replicas::Aggregated(n) => format!("{n} workers"),
+        Replicas::Disaggregated { prefill, decode } => {
+            format!("{prefill} prefill and {decode} decode workers")
+        }
+    }
 }
 
 /// A boxed policy is a policy, so one chosen at run time ([`PolicyKind::build`]) goes
@@ -64,6 +94,15 @@ impl<P: Policy + ?Sized> Policy for Box<P> {
 
     fn plan(&mut self, observed: &Observation, forecast: &Forecast, current: Replicas) -> Proposal {
         (**self).plan(observed, forecast, current)
+    }
+
+    fn plan_unheard(
+        &mut self,
+        observed: &Observation,
+        forecast: &Forecast,
+        current: Replicas,
+    ) -> Proposal {
+        (**self).plan_unheard(observed, forecast, current)
     }
 }
 

@@ -217,8 +217,8 @@ struct PlannerArgs {
     /// The longest of those waits, in seconds (at least --restart-backoff)
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     restart_backoff_max: u64,
-    /// Serve the planner's metrics (its decisions, forecasts, ready workers and skipped steps)
-    /// as Prometheus text on http://ADDR/metrics, for example 127.0.0.1:9090
+    /// Serve the planner's metrics (its decisions, forecasts, ready workers, and steps unheard
+    /// or skipped) as Prometheus text on http://ADDR/metrics, for example 127.0.0.1:9090
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]

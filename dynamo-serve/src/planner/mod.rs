@@ -12,9 +12,10 @@
 //! from the traffic and what one worker achieves. Every frontend reports each second, idle or
 //! not, under an id of its own, so a step at which a frontend heard before has gone quiet (or
 //! none is heard) while the workers hold requests has traffic unheard (a frontend cut off from
-//! NATS), not less of it: the SLA policies skip that step, holding the pools, where they would
-//! read fewer arrivals and shrink. A frontend still quiet after three steps is taken as gone
-//! ([`frontends`]). Workers are started and stopped (SIGTERM: they leave discovery, then drain)
+//! NATS), not less of it: the SLA policies plan that step from the workers' load alone
+//! (`sla` grows a pool whose queues or KV usage pass their limits, and shrinks none;
+//! `dynamo_sla` holds the pools), where they would read fewer arrivals and shrink. A frontend
+//! still quiet after three steps is taken as gone ([`frontends`]). Workers are started and stopped (SIGTERM: they leave discovery, then drain)
 //! by `LocalProcesses`, and counted ready once the registry lists them. Ctrl-C or SIGTERM stops
 //! the planner and its workers gracefully.
 
@@ -193,8 +194,9 @@ fn pools(shape: Replicas) -> Vec<(WorkerRole, Option<&'static str>)> {
 /// fresh ([`REPORT_FRESH_FOR`]): a listed worker whose reports stopped is left out of its
 /// pool's load rather than counted at its last queue. With `needs_traffic` (a policy that
 /// plans from the traffic), an interval at whose end a frontend heard before was quiet, or no
-/// frontend was heard, while the workers held requests is skipped, with a warning: its traffic
-/// was not all heard, and reading it as fewer arrivals would shrink the pools under load.
+/// frontend was heard, while the workers held requests is marked
+/// [`Observation::traffic_unheard`], with a warning: reading it as fewer arrivals would shrink
+/// the pools under load, so the policy acts on the workers' load alone.
 fn observations(
     reports: Subscription<LoadReport>,
     traffic: Subscription<FrontendTraffic>,
@@ -219,33 +221,28 @@ fn observations(
             // An interval's first tick is at once.
             seen.ticks.tick().await;
         }
-        loop {
-            seen.interval().await?;
-            let observed = seen.observation(interval);
-            let heard = seen.frontends.step(Instant::now());
-            let busy = observed.workers.iter().any(|w| w.running + w.waiting > 0);
-            if !needs_traffic || !busy {
-                return Some((observed, seen));
+        seen.interval().await?;
+        let mut observed = seen.observation(interval);
+        let heard = seen.frontends.step(Instant::now());
+        let busy = observed.workers.iter().any(|w| w.running + w.waiting > 0);
+        if needs_traffic && busy {
+            match &heard {
+                Heard::All => {}
+                Heard::None => tracing::warn!(
+                    "planner: no frontend reported traffic lately while the workers hold \
+                     requests; planning from the workers' load alone (are the frontends on \
+                     this NATS?)"
+                ),
+                Heard::Missing(frontends) => tracing::warn!(
+                    ?frontends,
+                    "planner: frontends heard before reported no traffic lately while the \
+                     workers hold requests; planning from the workers' load alone (cut off \
+                     from NATS?)"
+                ),
             }
-            match heard {
-                Heard::All => return Some((observed, seen)),
-                Heard::None => {
-                    tracing::warn!(
-                        "planner: no frontend reported traffic lately while the workers hold \
-                         requests; skipping the step (are the frontends on this NATS?)"
-                    );
-                    dynamo_planner::record_skipped_step("no_frontend_heard");
-                }
-                Heard::Missing(frontends) => {
-                    tracing::warn!(
-                        ?frontends,
-                        "planner: frontends heard before reported no traffic lately while the \
-                         workers hold requests; skipping the step (cut off from NATS?)"
-                    );
-                    dynamo_planner::record_skipped_step("frontend_quiet");
-                }
-            }
+            observed.traffic_unheard = heard != Heard::All;
         }
+        Some((observed, seen))
     })
 }
 
@@ -464,11 +461,11 @@ mod tests {
     }
 
     /// A busy worker reports every second; no frontend is heard for the first interval, then
-    /// one reports 3 arrivals a second. A planner that plans from the traffic skips the
-    /// unheard interval rather than read it as no arrivals; one that plans from the load alone
-    /// takes it.
+    /// one reports 3 arrivals a second. A planner that plans from the traffic gets the unheard
+    /// interval marked as such, not as an interval without arrivals; one that plans from the
+    /// load alone gets it unmarked.
     #[tokio::test(start_paused = true)]
-    async fn an_interval_with_busy_workers_and_no_frontend_heard_is_skipped_for_traffic()
+    async fn an_interval_with_busy_workers_and_no_frontend_heard_is_marked_unheard()
     -> Result<(), Box<dyn std::error::Error>> {
         let bus = LocalBus::new();
         let listed = Listed::of([(WorkerId::new(1), WorkerRole::Aggregated)]);
@@ -478,20 +475,39 @@ mod tests {
         traffic_every_second(&bus, 1, 3, Duration::from_millis(10_500), usize::MAX);
         let started = Instant::now();
 
-        let (unheard, first) = tokio::join!(load_planner.next(), traffic_planner.next());
-        let unheard = unheard.ok_or("the stream ended")?;
-        assert_eq!((unheard.requests, unheard.workers.len()), (0, 1));
-        // The traffic planner's first step is the second interval, the frontend's ten reports.
-        let first = first.ok_or("the stream ended")?;
-        assert_eq!(first.requests, 30, "{first:?}");
-        assert_eq!(started.elapsed(), Duration::from_secs(20));
+        let (load, traffic) = tokio::join!(load_planner.next(), traffic_planner.next());
+        let (load, traffic) = (
+            load.ok_or("the stream ended")?,
+            traffic.ok_or("the stream ended")?,
+        );
+        assert_eq!(
+            (load.requests, load.workers.len(), load.traffic_unheard),
+            (0, 1, false)
+        );
+        assert_eq!(
+            (
+                traffic.requests,
+                traffic.workers.len(),
+                traffic.traffic_unheard
+            ),
+            (0, 1, true)
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        // The second interval holds the frontend's ten reports.
+        let heard = traffic_planner.next().await.ok_or("the stream ended")?;
+        assert_eq!(
+            (heard.requests, heard.traffic_unheard),
+            (30, false),
+            "{heard:?}"
+        );
         Ok(())
     }
 
     /// Two frontends report 1 arrival a second each to a busy worker's planner, a step every
     /// 10 s; after ten seconds the second stops reporting, and says so in a last report if
-    /// `says_so`. The first step reads both frontends' arrivals; the time from the start to
-    /// the next step taken, which reads the first frontend's alone.
+    /// `says_so`. The first step reads both frontends' arrivals, the next ones the first
+    /// frontend's alone; the time from the start to the first of those whose traffic is
+    /// taken as whole.
     async fn next_step_after_a_frontend_stops(
         says_so: bool,
     ) -> Result<Duration, Box<dyn std::error::Error>> {
@@ -520,23 +536,27 @@ mod tests {
         let both = planner.next().await.ok_or("the stream ended")?;
         assert_eq!(both.requests, 20, "{both:?}");
         assert_eq!(started.elapsed(), Duration::from_secs(10));
-        let one = planner.next().await.ok_or("the stream ended")?;
-        assert_eq!(one.requests, 10, "{one:?}");
-        Ok(started.elapsed())
+        loop {
+            let one = planner.next().await.ok_or("the stream ended")?;
+            assert_eq!(one.requests, 10, "{one:?}");
+            if !one.traffic_unheard {
+                return Ok(started.elapsed());
+            }
+        }
     }
 
-    /// A frontend that goes quiet (cut off from NATS, or killed): the steps that would read
-    /// half the traffic, at 20, 30 and 40 s, are skipped; the one at 50 s takes it as gone and
-    /// plans from the other's traffic.
+    /// A frontend that goes quiet (cut off from NATS, or killed): the steps that read half
+    /// the traffic, at 20, 30 and 40 s, are marked unheard; the one at 50 s takes it as gone
+    /// and the other's traffic as whole.
     #[tokio::test(start_paused = true)]
-    async fn steps_with_a_frontend_gone_quiet_are_skipped_until_it_is_taken_as_gone()
+    async fn steps_with_a_frontend_gone_quiet_are_unheard_until_it_is_taken_as_gone()
     -> Result<(), Box<dyn std::error::Error>> {
         let next = next_step_after_a_frontend_stops(false).await?;
         assert_eq!(next, Duration::from_secs(50));
         Ok(())
     }
 
-    /// A frontend that says it stops (its last report): no step waits for it.
+    /// A frontend that says it stops (its last report): no step counts it as unheard.
     #[tokio::test(start_paused = true)]
     async fn a_frontend_that_says_it_stops_is_not_waited_for()
     -> Result<(), Box<dyn std::error::Error>> {

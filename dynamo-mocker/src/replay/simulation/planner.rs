@@ -203,6 +203,8 @@ impl Simulation<'_> {
             mean_ttft_ms: (first_tokens > 0).then(|| ttft / first_tokens as f64),
             mean_itl_ms: (finished > 0).then(|| itl / finished as f64),
             workers,
+            // The replay hears every request.
+            traffic_unheard: false,
         }
     }
 

@@ -433,6 +433,58 @@ impl Policy for SlaPolicy {
         );
         Proposal { target, reason }
     }
+
+    /// Grows a pool whose own figures — its queues and KV usage — pass their limits, as
+    /// [`plan`](Policy::plan) would, and otherwise keeps it: the arrivals, lengths and
+    /// latencies were not all heard, so the policy learns nothing from the interval, does
+    /// not plan from it, and counts it as no calm time (no pool shrinks after it). The limits
+    /// are those of the forecast's prompts.
+    fn plan_unheard(
+        &mut self,
+        observed: &Observation,
+        forecast: &Forecast,
+        current: Replicas,
+    ) -> Proposal {
+        if observed.interval_s.is_finite() && observed.interval_s > 0.0 {
+            self.clock_s += observed.interval_s;
+        }
+        let workers_only = Observation {
+            interval_s: observed.interval_s,
+            mean_input_tokens: forecast.input_tokens,
+            mean_output_tokens: forecast.output_tokens,
+            kv_hit_rate: self.hit_rate(),
+            workers: observed.workers.clone(),
+            ..Observation::default()
+        };
+        let limits = self.limits(&workers_only, forecast.input_tokens);
+        let mut parts = Vec::new();
+        let target = resize(current, |role, n| {
+            self.calm[slot(role)] = 0.0;
+            let pressure = Pressure::of(role, n, &workers_only, &limits, None);
+            let (size, action) = match pressure.step(n, self.config.max_growth) {
+                Some(step) if step > 0 => (
+                    n + step,
+                    format!("{}: grow to {}", pressure.describe(), n + step),
+                ),
+                Some(_) => (
+                    n,
+                    format!("{}: keep {n} until they join", pressure.describe()),
+                ),
+                None => (
+                    n,
+                    format!("queues and KV usage within their limits: keep {n}"),
+                ),
+            };
+            parts.push(format!("{} pool of {n}: {action}", role.as_str()));
+            size
+        });
+        let reason = format!(
+            "the interval's traffic was not all heard: planning from the workers' queues and KV \
+             usage alone; {}",
+            parts.join("; ")
+        );
+        Proposal { target, reason }
+    }
 }
 
 #[cfg(test)]
