@@ -15,9 +15,10 @@
 //! NATS), not less of it: the SLA policies plan that step from the workers' load alone
 //! (`sla` grows a pool whose queues or KV usage pass their limits, and shrinks none;
 //! `dynamo_sla` holds the pools), where they would read fewer arrivals and shrink. A frontend
-//! still quiet after three steps is taken as gone ([`frontends`]). Workers are started and stopped (SIGTERM: they leave discovery, then drain)
-//! by `LocalProcesses`, and counted ready once the registry lists them. Ctrl-C or SIGTERM stops
-//! the planner and its workers gracefully.
+//! still quiet after three steps is taken as gone ([`frontends`]). Workers are started and
+//! stopped (SIGTERM: they leave discovery, then drain) by `LocalProcesses`, and counted ready
+//! once the registry lists them. Ctrl-C or SIGTERM stops the planner and its workers
+//! gracefully.
 
 mod frontends;
 mod listed;
