@@ -11,7 +11,7 @@ use crate::frontend::TRAFFIC_EVERY;
 /// How long a frontend counts as heard after its last traffic report: three of its periods.
 const HEARD_FOR: Duration = TRAFFIC_EVERY.saturating_mul(3);
 
-/// Planning steps at which a frontend may go unheard, each skipped, before it is taken as
+/// Planning steps at which a frontend may go unheard, each marked unheard, before it is taken as
 /// gone (stopped, or scaled down) and the plan goes on from the others' traffic.
 const STEPS_UNHEARD_BEFORE_GONE: u32 = 3;
 
