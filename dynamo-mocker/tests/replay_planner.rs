@@ -49,11 +49,7 @@ impl Policy for Script {
 fn planner(policy: impl Policy + 'static, interval_s: f64) -> Planner {
     let config = PlannerConfig {
         interval_s,
-        bounds: Bounds {
-            min_per_pool: 1,
-            max_per_pool: 8,
-            budget: 8,
-        },
+        bounds: Bounds::default(),
         advisory: false,
     };
     Planner::new(config, policy, || Box::new(Constant::default())).expect("valid settings")

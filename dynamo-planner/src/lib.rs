@@ -18,7 +18,9 @@
 //!    ([`LoadPolicy`](policy::LoadPolicy)); the SLA policies read what one worker achieves
 //!    from a measured [`PerfProfile`](perf::PerfProfile) ([`perf`]: the simulator's profile,
 //!    or a live engine's through [`perf::measure_engine`]);
-//! 3. **bounds** the answer ([`Bounds`]: least and most workers per pool, a total budget);
+//! 3. **bounds** the answer ([`Bounds`]: least and most workers per pool, a total budget of
+//!    GPUs, each worker counting its role's [`WorkerGpus`]), and says so in the reason when
+//!    they cut it;
 //! 4. **logs and records** the [`Decision`] with the sentence that explains it, and says
 //!    whether to act on it (not in advisory mode).
 //!
@@ -86,6 +88,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bounds;
 mod error;
 #[cfg(feature = "kube")]
 pub mod kube;
@@ -99,8 +102,9 @@ pub mod policy;
 pub mod predict;
 mod scaler;
 
+pub use bounds::{Bounds, WorkerGpus};
 pub use error::Error;
 pub use live::run;
 pub use observe::{Observation, WorkerLoad};
-pub use plan::{Bounds, Decision, Planner, PlannerConfig, Replicas};
+pub use plan::{Decision, Planner, PlannerConfig, Replicas};
 pub use scaler::{PoolSize, Scaler};

@@ -3,10 +3,10 @@
 use dynamo_core::WorkerRole;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::observe::Observation;
 use crate::policy::{Forecast, Policy};
 use crate::predict::Predictor;
+use crate::{Bounds, Error};
 
 /// The replica counts of a deployment's worker pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,18 @@ pub enum Replicas {
         /// Decode workers.
         decode: usize,
     },
+}
+
+impl std::fmt::Display for Replicas {
+    /// `3 workers`, or `2 prefill and 4 decode workers`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Replicas::Aggregated(workers) => write!(f, "{workers} workers"),
+            Replicas::Disaggregated { prefill, decode } => {
+                write!(f, "{prefill} prefill and {decode} decode workers")
+            }
+        }
+    }
 }
 
 impl Replicas {
@@ -47,86 +59,6 @@ impl Replicas {
             Replicas::Aggregated(n) => vec![(WorkerRole::Aggregated, n)],
             Replicas::Disaggregated { prefill, decode } => {
                 vec![(WorkerRole::Prefill, prefill), (WorkerRole::Decode, decode)]
-            }
-        }
-    }
-}
-
-/// The limits every decision respects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bounds {
-    /// Fewest workers per pool. Default 1.
-    pub min_per_pool: usize,
-    /// Most workers per pool. Default 8.
-    pub max_per_pool: usize,
-    /// Most workers in all pools together. Default 8.
-    pub budget: usize,
-}
-
-impl Default for Bounds {
-    fn default() -> Self {
-        Bounds {
-            min_per_pool: 1,
-            max_per_pool: 8,
-            budget: 8,
-        }
-    }
-}
-
-impl Bounds {
-    /// Check that the bounds can all be met.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Setting`] when the minimum is 0 or above the maximum, or the budget is below
-    /// the minimum.
-    pub fn check(&self) -> Result<(), Error> {
-        let reason = if self.min_per_pool == 0 {
-            Some("each pool needs at least one worker".to_string())
-        } else if self.min_per_pool > self.max_per_pool {
-            Some(format!(
-                "the minimum {} is above the maximum {}",
-                self.min_per_pool, self.max_per_pool
-            ))
-        } else if self.budget < self.min_per_pool {
-            Some(format!(
-                "the budget {} is below the minimum {}",
-                self.budget, self.min_per_pool
-            ))
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => Err(Error::Setting {
-                setting: "bounds",
-                reason,
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// `wanted` within the bounds: each pool clamped to its range, then, over the budget,
-    /// every pool shrunk in proportion (never below the minimum). Two pools cannot both keep
-    /// their minimum within a budget under twice the minimum; they then keep the minimum.
-    pub fn apply(&self, wanted: Replicas) -> Replicas {
-        let clamp = |n: usize| n.clamp(self.min_per_pool, self.max_per_pool);
-        match wanted {
-            Replicas::Aggregated(n) => Replicas::Aggregated(clamp(n).min(self.budget)),
-            Replicas::Disaggregated { prefill, decode } => {
-                let (mut prefill, mut decode) = (clamp(prefill), clamp(decode));
-                if prefill + decode > self.budget {
-                    let scale = self.budget as f64 / (prefill + decode) as f64;
-                    // Leave the decode pool its minimum within the budget.
-                    let most = self.budget.saturating_sub(self.min_per_pool);
-                    let most = most.max(self.min_per_pool);
-                    prefill =
-                        ((prefill as f64 * scale).floor() as usize).clamp(self.min_per_pool, most);
-                    decode = self
-                        .budget
-                        .saturating_sub(prefill)
-                        .clamp(self.min_per_pool, decode);
-                }
-                Replicas::Disaggregated { prefill, decode }
             }
         }
     }
@@ -245,11 +177,16 @@ impl Planner {
             self.policy.plan(observed, &forecast, current)
         };
         let target = self.config.bounds.apply(proposal.target);
+        let mut reason = proposal.reason;
+        if target != proposal.target {
+            let bounds = self.config.bounds.describe(target);
+            reason = format!("{reason}; within the bounds ({bounds}): {target}");
+        }
         let decision = Decision {
             target,
             current,
             forecast,
-            reason: proposal.reason,
+            reason,
             act: !self.config.advisory,
         };
         record(self.policy.name(), observed, &decision);

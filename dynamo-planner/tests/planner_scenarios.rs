@@ -2,9 +2,13 @@
 
 use dynamo_core::WorkerRole;
 use dynamo_planner::perf::{DecodePoint, PerfProfile, PrefillPoint};
-use dynamo_planner::policy::{DynamoSla, DynamoSlaConfig, Policy, SlaConfig, SlaPolicy};
+use dynamo_planner::policy::{
+    DynamoSla, DynamoSlaConfig, Forecast, Policy, Proposal, SlaConfig, SlaPolicy,
+};
 use dynamo_planner::predict::PredictorKind;
-use dynamo_planner::{Bounds, Observation, Planner, PlannerConfig, Replicas, WorkerLoad};
+use dynamo_planner::{
+    Bounds, Observation, Planner, PlannerConfig, Replicas, WorkerGpus, WorkerLoad,
+};
 
 /// One worker: 10 000 prompt tokens/s; 600 output tokens/s within 50 ms ITL at 2k context.
 fn profile() -> PerfProfile {
@@ -49,6 +53,7 @@ fn planner(policy: impl Policy + 'static) -> Planner {
             min_per_pool: 1,
             max_per_pool: 16,
             budget: 16,
+            ..Bounds::default()
         },
         advisory: false,
     };
@@ -201,4 +206,60 @@ fn ours_plans_less_prefill_than_dynamo_for_cached_prompts() {
         a.reason,
         b.reason
     );
+}
+
+/// A policy that always asks for the same pools.
+struct Asks(Replicas);
+
+impl Policy for Asks {
+    fn name(&self) -> &'static str {
+        "asks"
+    }
+
+    fn plan(&mut self, _: &Observation, _: &Forecast, _: Replicas) -> Proposal {
+        Proposal {
+            target: self.0,
+            reason: format!("asks for {}", self.0),
+        }
+    }
+}
+
+#[test]
+fn a_decision_the_budget_cuts_says_so_and_fits_the_gpus() {
+    let bounds = Bounds {
+        budget: 12,
+        gpus: WorkerGpus {
+            decode: 4,
+            ..WorkerGpus::default()
+        },
+        ..Bounds::default()
+    };
+    let config = PlannerConfig {
+        bounds,
+        ..PlannerConfig::default()
+    };
+    let asked = Replicas::Disaggregated {
+        prefill: 6,
+        decode: 3,
+    };
+    let kind = PredictorKind::Constant;
+    let mut planner = Planner::new(config, Asks(asked), move || kind.build())
+        .unwrap_or_else(|e| panic!("valid: {e}"));
+    let decision = planner.tick(&interval(5.0, 2, 0, 200.0), asked);
+    // 6 + 3 × 4 = 18 GPUs over 12: prefill 6 × 12/18 = 4, decode the 8 left, 2.
+    let cut = Replicas::Disaggregated {
+        prefill: 4,
+        decode: 2,
+    };
+    assert_eq!(decision.target, cut);
+    assert_eq!(
+        decision.reason,
+        "asks for 6 prefill and 3 decode workers; within the bounds (1 to 8 workers a pool, 12 \
+         GPUs in all at 1 a prefill worker and 4 a decode worker): 4 prefill and 2 decode workers"
+    );
+    // Within the bounds, the policy's reason stands alone.
+    let mut planner = Planner::new(config, Asks(cut), move || kind.build())
+        .unwrap_or_else(|e| panic!("valid: {e}"));
+    let decision = planner.tick(&interval(5.0, 2, 0, 200.0), cut);
+    assert_eq!(decision.reason, "asks for 4 prefill and 2 decode workers");
 }

@@ -5,7 +5,7 @@ use dynamo_planner::perf::{DecodePoint, PerfProfile, PrefillPoint};
 use dynamo_planner::policy::{
     DynamoSla, DynamoSlaConfig, Forecast, LoadConfig, LoadPolicy, Policy, SlaConfig, SlaPolicy,
 };
-use dynamo_planner::{Bounds, Observation, Replicas, WorkerLoad};
+use dynamo_planner::{Bounds, Observation, Replicas, WorkerGpus, WorkerLoad};
 use proptest::prelude::*;
 
 fn profile() -> PerfProfile {
@@ -116,14 +116,30 @@ fn same_shape(a: Replicas, b: Replicas) -> bool {
 
 proptest! {
     #[test]
-    fn bounds_are_always_met(wanted in replicas(), min in 1usize..4, extra in 0usize..8, spare in 0usize..10) {
-        let bounds = Bounds { min_per_pool: min, max_per_pool: min + extra, budget: 2 * min + spare };
+    fn bounds_are_always_met(
+        wanted in replicas(),
+        min in 1usize..4,
+        extra in 0usize..8,
+        spare in 0usize..24,
+        (aggregated, prefill, decode) in (1usize..5, 1usize..5, 1usize..5),
+    ) {
+        let gpus = WorkerGpus { aggregated, prefill, decode };
+        let least = gpus.of_pools(match wanted {
+            Replicas::Aggregated(_) => Replicas::Aggregated(min),
+            Replicas::Disaggregated { .. } => Replicas::Disaggregated { prefill: min, decode: min },
+        });
+        let bounds = Bounds { min_per_pool: min, max_per_pool: min + extra, budget: least + spare, gpus };
         prop_assert!(bounds.check().is_ok());
         let got = bounds.apply(wanted);
         prop_assert!(same_shape(got, wanted));
-        prop_assert!(got.total() <= bounds.budget);
+        prop_assert!(gpus.of_pools(got) <= bounds.budget, "{got} cost {} GPUs", gpus.of_pools(got));
         for n in sizes(got) {
             prop_assert!(n >= bounds.min_per_pool && n <= bounds.max_per_pool);
+        }
+        // Within the bounds already, nothing changes.
+        let clamped = sizes(wanted).iter().all(|&n| n >= min && n <= min + extra);
+        if clamped && gpus.of_pools(wanted) <= bounds.budget {
+            prop_assert_eq!(got, wanted);
         }
     }
 

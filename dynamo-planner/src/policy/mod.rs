@@ -67,20 +67,7 @@ pub trait Policy: Send {
         let _ = (observed, forecast);
         Proposal {
             target: current,
-            reason: format!(
-                "the interval's traffic was not all heard: keep {}",
-                describe(current)
-            ),
-        }
-    }
-}
-
-/// Replica counts in words: `3 workers`, or `2 prefill and 4 decode workers`.
-fn describe(replicas: Replicas) -> String {
-    match replicas {
-        Replicas::Aggregated(n) => format!("{n} workers"),
-        Replicas::Disaggregated { prefill, decode } => {
-            format!("{prefill} prefill and {decode} decode workers")
+            reason: format!("the interval's traffic was not all heard: keep {current}"),
         }
     }
 }

@@ -174,9 +174,19 @@ struct PlannerArgs {
     /// Most workers
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = at_least_one::<usize>)]
     max_workers: usize,
-    /// Most workers in all pools together [default: --max-workers for each pool]
-    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>)]
+    /// Most GPUs in all pools together, each worker counting its --worker-gpus (or
+    /// --prefill-gpus, --decode-gpus) [default: --max-workers of each pool]
+    #[arg(long, value_name = "GPUS", value_parser = at_least_one::<usize>)]
     budget: Option<usize>,
+    /// GPUs one aggregated worker holds (its tensor-parallel size), against --budget
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one::<usize>)]
+    worker_gpus: usize,
+    /// GPUs one prefill worker holds, against --budget
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one::<usize>)]
+    prefill_gpus: usize,
+    /// GPUs one decode worker holds, against --budget
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one::<usize>)]
+    decode_gpus: usize,
     /// The load predictor: constant, moving_average (moving_average:N averages N intervals),
     /// kalman, or holt_winters (holt_winters:N for a season of N intervals)
     #[arg(long, value_name = "NAME", default_value = "constant")]
@@ -407,6 +417,11 @@ impl Cli {
                     min_workers: args.min_workers,
                     max_workers: args.max_workers,
                     budget: args.budget,
+                    gpus: dynamo_planner::WorkerGpus {
+                        aggregated: args.worker_gpus,
+                        prefill: args.prefill_gpus,
+                        decode: args.decode_gpus,
+                    },
                     predictor: args.predictor,
                     advisory: args.advisory,
                     policy: args.policy,

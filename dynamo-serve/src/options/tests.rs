@@ -1,5 +1,6 @@
 //! The command line's parsing and its refusals.
 
+use dynamo_planner::WorkerGpus;
 use dynamo_planner::local::RestartBackoff;
 use dynamo_planner::predict::PredictorKind;
 
@@ -286,8 +287,8 @@ fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
     );
     assert!(!settings.disaggregated);
     assert_eq!(
-        (settings.budget, settings.predictor),
-        (None, PredictorKind::Constant)
+        (settings.budget, settings.gpus, settings.predictor),
+        (None, WorkerGpus::default(), PredictorKind::Constant)
     );
     assert_eq!(settings.restart_backoff, RestartBackoff::default());
     let missing = refused("planner --registry r");
@@ -301,7 +302,7 @@ fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
     assert!(settings.disaggregated);
     let budgeted = options(
         "planner --etcd http://e:2379 --nats n --disaggregated --max-workers 4 --budget 6 \
-         --predictor kalman",
+         --predictor kalman --decode-gpus 2",
     )
     .expect("valid");
     let Command::Planner(settings) = budgeted.command else {
@@ -311,6 +312,13 @@ fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
         (settings.budget, settings.predictor),
         (Some(6), PredictorKind::Kalman)
     );
+    let gpus = WorkerGpus {
+        decode: 2,
+        ..WorkerGpus::default()
+    };
+    assert_eq!(settings.gpus, gpus);
+    let no_gpu = refused("planner --registry r --nats n --prefill-gpus 0");
+    assert_eq!(no_gpu.kind(), ErrorKind::ValueValidation);
     let quick =
         options("planner --registry r --nats n --restart-backoff 2 --restart-backoff-max 8")
             .expect("valid");

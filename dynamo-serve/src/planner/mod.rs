@@ -35,7 +35,9 @@ use dynamo_planner::local::{LocalProcesses, RestartBackoff, WorkerTemplate};
 use dynamo_planner::perf::PerfProfile;
 use dynamo_planner::policy::{PolicyKind, SlaTargets};
 use dynamo_planner::predict::PredictorKind;
-use dynamo_planner::{Bounds, Observation, Planner, PlannerConfig, Replicas, Scaler, WorkerLoad};
+use dynamo_planner::{
+    Bounds, Observation, Planner, PlannerConfig, Replicas, Scaler, WorkerGpus, WorkerLoad,
+};
 use dynamo_transport::events::{EventPlane, FrontendTraffic, LoadReport, Subscription};
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
@@ -52,8 +54,10 @@ pub(crate) struct Settings {
     pub(crate) interval_s: f64,
     pub(crate) min_workers: usize,
     pub(crate) max_workers: usize,
-    /// Most workers in all pools together, if fewer than `max_workers` for each.
+    /// Most GPUs in all pools together, if fewer than `max_workers` of each pool hold.
     pub(crate) budget: Option<usize>,
+    /// GPUs one worker of each role holds.
+    pub(crate) gpus: WorkerGpus,
     pub(crate) predictor: PredictorKind,
     pub(crate) advisory: bool,
     pub(crate) policy: PolicyKind,
@@ -117,12 +121,20 @@ pub(crate) async fn run(
         scaler = scaler.with_pool(pool, template);
     }
     let pool_count = pools(shape).len();
+    let most = match shape {
+        Replicas::Aggregated(_) => Replicas::Aggregated(settings.max_workers),
+        Replicas::Disaggregated { .. } => Replicas::Disaggregated {
+            prefill: settings.max_workers,
+            decode: settings.max_workers,
+        },
+    };
     let config = PlannerConfig {
         interval_s: settings.interval_s,
         bounds: Bounds {
             min_per_pool: settings.min_workers,
             max_per_pool: settings.max_workers,
-            budget: settings.budget.unwrap_or(settings.max_workers * pool_count),
+            budget: settings.budget.unwrap_or(settings.gpus.of_pools(most)),
+            gpus: settings.gpus,
         },
         advisory: settings.advisory,
     };
@@ -144,7 +156,7 @@ pub(crate) async fn run(
             "prefill and as many decode workers"
         },
         match settings.budget {
-            Some(budget) => format!(" ({budget} in all at most)"),
+            Some(budget) => format!(" ({budget} GPUs in all at most)"),
             None => String::new(),
         },
         crate::deploy::registry_name(options),

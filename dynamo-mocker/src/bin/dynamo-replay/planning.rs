@@ -167,6 +167,7 @@ pub(crate) fn planner(
             min_per_pool: args.min_workers,
             max_per_pool: args.max_workers,
             budget: args.max_workers,
+            ..Bounds::default()
         },
         advisory: false,
     };
