@@ -23,7 +23,8 @@ use crate::plan::Replicas;
 /// };
 /// let wanted = Replicas::Disaggregated { prefill: 6, decode: 4 };
 /// assert_eq!(bounds.gpus.of_pools(wanted), 22);
-/// // Over the budget, both pools shrink in proportion; decode takes what prefill leaves.
+/// // Over the budget the prefill pool shrinks in proportion (6 × 16 / 22: 4 workers) and
+/// // the decode pool takes the 12 GPUs it leaves (3 workers).
 /// assert_eq!(bounds.apply(wanted), Replicas::Disaggregated { prefill: 4, decode: 3 });
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -179,13 +179,16 @@ struct PlannerArgs {
     #[arg(long, value_name = "GPUS", value_parser = at_least_one::<usize>)]
     budget: Option<usize>,
     /// GPUs one aggregated worker holds (its tensor-parallel size), against --budget
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one::<usize>)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one::<usize>,
+          conflicts_with = "disaggregated")]
     worker_gpus: usize,
-    /// GPUs one prefill worker holds, against --budget
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one::<usize>)]
+    /// GPUs one prefill worker holds, against --budget (with --disaggregated)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one::<usize>,
+          requires = "disaggregated")]
     prefill_gpus: usize,
-    /// GPUs one decode worker holds, against --budget
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one::<usize>)]
+    /// GPUs one decode worker holds, against --budget (with --disaggregated)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one::<usize>,
+          requires = "disaggregated")]
     decode_gpus: usize,
     /// The load predictor: constant, moving_average (moving_average:N averages N intervals),
     /// kalman, or holt_winters (holt_winters:N for a season of N intervals)

@@ -317,8 +317,14 @@ fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
         ..WorkerGpus::default()
     };
     assert_eq!(settings.gpus, gpus);
-    let no_gpu = refused("planner --registry r --nats n --prefill-gpus 0");
+    let no_gpu = refused("planner --registry r --nats n --disaggregated --prefill-gpus 0");
     assert_eq!(no_gpu.kind(), ErrorKind::ValueValidation);
+    // A role's GPUs only where the deployment has that role.
+    let no_prefill_pool = refused("planner --registry r --nats n --prefill-gpus 2");
+    assert_eq!(no_prefill_pool.kind(), ErrorKind::MissingRequiredArgument);
+    let no_aggregated_pool =
+        refused("planner --registry r --nats n --disaggregated --worker-gpus 2");
+    assert_eq!(no_aggregated_pool.kind(), ErrorKind::ArgumentConflict);
     let quick =
         options("planner --registry r --nats n --restart-backoff 2 --restart-backoff-max 8")
             .expect("valid");
