@@ -109,7 +109,7 @@ pub(crate) async fn run(
         .args(registry_flags(options))
         .args(["--nats", nats_url, "--namespace", &options.namespace])
         .args(nats_access_flags(&options.nats_access));
-    let shape = settings.shape();
+    let shape = settings.shape(settings.min_workers);
     let mut scaler = LocalProcesses::new(listed.clone())
         .with_first_id(settings.first_id)
         .with_restart_backoff(settings.restart_backoff);
@@ -121,19 +121,14 @@ pub(crate) async fn run(
         scaler = scaler.with_pool(pool, template);
     }
     let pool_count = pools(shape).len();
-    let most = match shape {
-        Replicas::Aggregated(_) => Replicas::Aggregated(settings.max_workers),
-        Replicas::Disaggregated { .. } => Replicas::Disaggregated {
-            prefill: settings.max_workers,
-            decode: settings.max_workers,
-        },
-    };
     let config = PlannerConfig {
         interval_s: settings.interval_s,
         bounds: Bounds {
             min_per_pool: settings.min_workers,
             max_per_pool: settings.max_workers,
-            budget: settings.budget.unwrap_or(settings.gpus.of_pools(most)),
+            budget: settings
+                .budget
+                .unwrap_or_else(|| settings.gpus.of_pools(settings.shape(settings.max_workers))),
             gpus: settings.gpus,
         },
         advisory: settings.advisory,
@@ -177,15 +172,15 @@ pub(crate) async fn run(
 }
 
 impl Settings {
-    /// The pools the planner sizes, at their smallest.
-    fn shape(&self) -> Replicas {
+    /// The pools the planner sizes, each of `workers` workers.
+    fn shape(&self, workers: usize) -> Replicas {
         if self.disaggregated {
             Replicas::Disaggregated {
-                prefill: self.min_workers,
-                decode: self.min_workers,
+                prefill: workers,
+                decode: workers,
             }
         } else {
-            Replicas::Aggregated(self.min_workers)
+            Replicas::Aggregated(workers)
         }
     }
 }
