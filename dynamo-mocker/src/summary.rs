@@ -110,6 +110,12 @@ pub struct Summary {
     /// drained), starting and draining workers included.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_hours: Option<f64>,
+    /// GPUs held over the replay, in hours: each worker's share of
+    /// [`worker_hours`](Self::worker_hours) times the GPUs of its role
+    /// ([`ReplayConfig::worker_gpus`](crate::ReplayConfig::worker_gpus)). The same as
+    /// `worker_hours` where every worker holds one GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_hours: Option<f64>,
     /// In a planner replay, the pool's size over time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Vec<ReplicaPoint>>,
@@ -164,6 +170,7 @@ impl Summary {
             disagg: None,
             sla_attainment: None,
             worker_hours: None,
+            gpu_hours: None,
             replicas: None,
         }
     }

@@ -232,7 +232,106 @@ fn a_disaggregated_sweep_replays_every_split_within_the_budget() {
         .lines()
         .find(|l| l.starts_with("kv/always-remote+sla: attainment"))
         .expect("the claims line");
-    assert!(claims.contains("(the best split of 3 workers)"), "{claims}");
+    assert!(claims.contains("(the best split of 3 GPUs)"), "{claims}");
+}
+
+#[test]
+fn workers_of_several_gpus_count_against_the_budget_and_in_gpu_hours() {
+    let trace = azure_trace("gpus");
+    let path = trace.to_str().expect("utf-8 path");
+    let planner = [
+        "--router",
+        "kv",
+        "--planner",
+        "sla",
+        "--planner-interval-s",
+        "10",
+        "--startup-s",
+        "5",
+        "--max-workers",
+        "3",
+        "--fixed-sweep",
+        "--json",
+    ];
+    // Aggregated workers of 2 GPUs each, 5 GPUs in all: the sweep stops at 2 workers and
+    // every hour of a worker is 2 GPU-hours.
+    let mut args = vec!["--trace", path, "--worker-gpus", "2", "--budget", "5"];
+    args.extend(planner);
+    let lines = summaries(&replay(&args));
+    let sizes: Vec<u64> = lines[1..]
+        .iter()
+        .map(|f| f["workers"].as_u64().expect("workers"))
+        .collect();
+    assert_eq!(sizes, [1, 2]);
+    for line in &lines {
+        let workers = line["worker_hours"].as_f64().expect("worker-hours");
+        let gpus = line["gpu_hours"].as_f64().expect("GPU-hours");
+        assert!((gpus - 2.0 * workers).abs() < 1e-9, "{line}");
+    }
+    let most_desired = |line: &serde_json::Value, key: &str| {
+        let points = line["replicas"].as_array().expect("a timeline");
+        points.iter().filter_map(|p| p[key].as_u64()).max()
+    };
+    assert_eq!(most_desired(&lines[0], "desired"), Some(2), "{}", lines[0]);
+
+    // Decode workers of 2 GPUs, prefill workers of 1, 5 GPUs in all: every split that fits,
+    // by GPUs; a decode worker's hour is 2 GPU-hours, a prefill worker's 1.
+    let mut args = vec![
+        "--trace",
+        path,
+        "--prefill-workers",
+        "1",
+        "--decode-workers",
+        "1",
+        "--decode-gpus",
+        "2",
+        "--budget",
+        "5",
+    ];
+    args.extend(planner);
+    let lines = summaries(&replay(&args));
+    let splits: Vec<(u64, u64)> = lines[1..]
+        .iter()
+        .map(|f| {
+            let p = f["prefill_workers"].as_u64().expect("prefill workers");
+            let d = f["decode_workers"].as_u64().expect("decode workers");
+            let workers = f["worker_hours"].as_f64().expect("worker-hours");
+            let gpus = f["gpu_hours"].as_f64().expect("GPU-hours");
+            // Every worker of a fixed pool lives the whole replay.
+            let each = workers / (p + d) as f64;
+            assert!((gpus - each * (p + 2 * d) as f64).abs() < 1e-9, "{f}");
+            (p, d)
+        })
+        .collect();
+    assert_eq!(splits, [(1, 1), (2, 1), (1, 2), (3, 1)]);
+    let timeline = lines[0]["replicas"].as_array().expect("a timeline");
+    for point in timeline {
+        let prefill = point["prefill_desired"].as_u64().expect("prefill workers");
+        let decode = point["desired"].as_u64().expect("decode workers");
+        assert!(prefill + 2 * decode <= 5, "over the budget: {point}");
+    }
+
+    // A role's GPUs only where the replay has that role.
+    for flags in [
+        ["--decode-gpus", "2"],
+        ["--prefill-gpus", "2"],
+        ["--worker-gpus", "0"],
+    ] {
+        let mut args = vec!["--trace", path];
+        args.extend(flags);
+        assert_eq!(replay(&args).status.code(), Some(2), "{flags:?}");
+    }
+    let both = replay(&[
+        "--trace",
+        path,
+        "--prefill-workers",
+        "1",
+        "--decode-workers",
+        "1",
+        "--worker-gpus",
+        "2",
+    ]);
+    assert_eq!(both.status.code(), Some(2));
 }
 
 #[test]

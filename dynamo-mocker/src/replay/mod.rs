@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use dynamo_core::WorkerId;
-use dynamo_planner::Planner;
+use dynamo_planner::{Planner, WorkerGpus};
 use dynamo_router::disagg::{AlwaysRemote, PlacementPolicy};
 use dynamo_router::{ApproxConfig, OverlapSource, RoundRobin, Router, SharedIndex};
 use tower::discover::Change;
@@ -54,6 +54,10 @@ pub struct ReplayConfig {
     /// Workers added or removed during the replay (a planner's decisions, say); see
     /// [`MembershipChange`].
     pub membership: Vec<MembershipChange>,
+    /// The GPUs each worker holds, by role: what [`Summary::gpu_hours`] counts. The replay's
+    /// engine times a worker's steps the same whatever its GPUs; give it the timing of the
+    /// deployment's worker (a `--timing-table` measured on it, say). Default one each.
+    pub worker_gpus: WorkerGpus,
 }
 
 /// A change to the set of workers at a point of the replay.
@@ -110,6 +114,7 @@ impl Default for ReplayConfig {
             event_lag_ms: 0.0,
             max_in_flight: None,
             membership: Vec::new(),
+            worker_gpus: WorkerGpus::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use dynamo_mocker::{
     DisaggConfig, DiskTierConfig, EngineConfig, HandedOverKv, HostTierConfig, InterpolatedTiming,
     ReplayConfig, SharingPattern, TimingModel, TransferConfig,
 };
+use dynamo_planner::WorkerGpus;
 use dynamo_router::ExpectedTtftConfig;
 use dynamo_router::disagg::ExpectedTtftPlacement;
 
@@ -50,6 +51,23 @@ pub(crate) struct Cli {
     /// Decode workers of a disaggregated replay (with --prefill-workers)
     #[arg(long, value_name = "D", requires = "prefill_workers", value_parser = at_least_one)]
     pub(crate) decode_workers: Option<usize>,
+
+    /// GPUs one aggregated worker holds (its tensor-parallel size): what it costs in
+    /// gpu_hours and against --budget. Its steps take what --timing-table says whatever its
+    /// GPUs
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one,
+          conflicts_with = "prefill_workers")]
+    pub(crate) worker_gpus: usize,
+
+    /// GPUs one prefill worker holds (with --prefill-workers)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one,
+          requires = "prefill_workers")]
+    pub(crate) prefill_gpus: usize,
+
+    /// GPUs one decode worker holds (with --decode-workers)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one,
+          requires = "decode_workers")]
+    pub(crate) decode_gpus: usize,
 
     /// Where prompts are computed in a disaggregated replay, comma-separated to compare;
     /// repeatable
@@ -321,7 +339,17 @@ impl Cli {
             arrival_speedup: self.speedup,
             event_lag_ms: self.event_lag_ms,
             max_in_flight: self.max_in_flight,
+            worker_gpus: self.worker_gpus(),
             ..defaults
+        }
+    }
+
+    /// The GPUs of each role's workers.
+    pub(crate) fn worker_gpus(&self) -> WorkerGpus {
+        WorkerGpus {
+            aggregated: self.worker_gpus,
+            prefill: self.prefill_gpus,
+            decode: self.decode_gpus,
         }
     }
 }

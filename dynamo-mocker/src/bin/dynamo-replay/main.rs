@@ -364,12 +364,8 @@ fn run(cli: &Cli) -> Result<(), String> {
         PlannerName::Sla | PlannerName::Dynamo => Some(planning::profile(cli, &config)?),
         PlannerName::None | PlannerName::Load => None,
     };
-    // A planner run starts within the planner's bounds.
     if planned {
-        config.workers = config.workers.clamp(
-            cli.planner.min_workers,
-            cli.planner.max_workers.max(cli.planner.min_workers),
-        );
+        planning::start_within_bounds(cli, &mut config)?;
     }
     let mut summaries = Vec::new();
     let mut runs = Vec::new();

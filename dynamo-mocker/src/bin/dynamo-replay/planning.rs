@@ -11,7 +11,7 @@ use dynamo_planner::policy::{
     DynamoSla, DynamoSlaConfig, LoadConfig, LoadPolicy, Policy, SlaConfig, SlaPolicy, SlaTargets,
 };
 use dynamo_planner::predict::PredictorKind;
-use dynamo_planner::{Bounds, Planner, PlannerConfig};
+use dynamo_planner::{Bounds, Planner, PlannerConfig, Replicas};
 
 use crate::cli::{Cli, at_least_one, not_negative, positive, write_name};
 
@@ -42,6 +42,12 @@ pub(crate) struct PlannerArgs {
     /// Most workers the planner asks for (and the last size of --fixed-sweep)
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = at_least_one)]
     pub(crate) max_workers: usize,
+
+    /// Most GPUs the planner's pools hold together (and the largest deployment of
+    /// --fixed-sweep), each worker counting its --worker-gpus (or --prefill-gpus,
+    /// --decode-gpus) [default: --max-workers workers of the role with the most GPUs]
+    #[arg(long, value_name = "GPUS", value_parser = at_least_one)]
+    pub(crate) budget: Option<usize>,
 
     /// Seconds from asking for a worker to routing to it (model load)
     #[arg(long, value_name = "S", default_value_t = 30.0, value_parser = not_negative)]
@@ -125,6 +131,54 @@ pub(crate) fn write_profile(cli: &Cli, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The planner's bounds, which the fixed pools of `--fixed-sweep` keep too: `--min-workers`
+/// to `--max-workers` workers a pool, `--budget` GPUs in all (by default `--max-workers`
+/// workers of the role whose workers hold the most of them), each worker holding its role's
+/// GPUs.
+pub(crate) fn bounds(cli: &Cli) -> Bounds {
+    let args = &cli.planner;
+    let gpus = cli.worker_gpus();
+    let most_gpus = gpus.aggregated.max(gpus.prefill).max(gpus.decode);
+    Bounds {
+        min_per_pool: args.min_workers,
+        max_per_pool: args.max_workers,
+        budget: args
+            .budget
+            .unwrap_or(args.max_workers.saturating_mul(most_gpus)),
+        gpus,
+    }
+}
+
+/// Starts a planner replay's pools within the planner's [`bounds`], as the planner would cut
+/// them.
+///
+/// # Errors
+///
+/// When the bounds contradict themselves (a minimum above the maximum, say).
+pub(crate) fn start_within_bounds(cli: &Cli, config: &mut ReplayConfig) -> Result<(), String> {
+    let bounds = bounds(cli);
+    bounds.check().map_err(|e| e.to_string())?;
+    match &mut config.disagg {
+        None => {
+            if let Replicas::Aggregated(workers) =
+                bounds.apply(Replicas::Aggregated(config.workers))
+            {
+                config.workers = workers;
+            }
+        }
+        Some(pools) => {
+            let wanted = Replicas::Disaggregated {
+                prefill: pools.prefill_workers,
+                decode: pools.decode_workers,
+            };
+            if let Replicas::Disaggregated { prefill, decode } = bounds.apply(wanted) {
+                (pools.prefill_workers, pools.decode_workers) = (prefill, decode);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A fresh planner as the flags say, and how the replay plays its decisions out; `None`
 /// with `--planner none`.
 pub(crate) fn planner(
@@ -163,12 +217,7 @@ pub(crate) fn planner(
     };
     let config = PlannerConfig {
         interval_s: args.planner_interval_s,
-        bounds: Bounds {
-            min_per_pool: args.min_workers,
-            max_per_pool: args.max_workers,
-            budget: args.max_workers,
-            ..Bounds::default()
-        },
+        bounds: bounds(cli),
         advisory: false,
     };
     let predictor = args.predictor;

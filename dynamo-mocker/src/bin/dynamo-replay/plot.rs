@@ -195,16 +195,11 @@ pub(crate) fn replicas(runs: &[(String, Vec<RequestRecord>)], summaries: &[Summa
     )
 }
 
-/// SLA attainment against worker-hours: the fixed pools' frontier as a line and the pools it
+/// SLA attainment against GPU-hours: the fixed pools' frontier as a line and the pools it
 /// leaves behind as marks, each labelled with its size (`4`, or `3+1` prefill + decode), and
 /// each planner run a point.
 pub(crate) fn frontier(fixed: &[FixedRun], summaries: &[Summary]) -> String {
-    let point = |s: &Summary| {
-        (
-            s.worker_hours.unwrap_or(0.0),
-            s.sla_attainment.unwrap_or(0.0),
-        )
-    };
+    let point = |s: &Summary| (s.gpu_hours.unwrap_or(0.0), s.sla_attainment.unwrap_or(0.0));
     let pools = |on_frontier: bool, name: &str| {
         let mut runs: Vec<&FixedRun> = fixed
             .iter()
@@ -227,8 +222,8 @@ pub(crate) fn frontier(fixed: &[FixedRun], summaries: &[Summary]) -> String {
         series.push(Series::line(s.router.clone(), vec![point(s)]));
     }
     line_chart(
-        "SLA attainment against worker-hours",
-        "worker-hours",
+        "SLA attainment against GPU-hours",
+        "GPU-hours",
         "share of requests within the SLA",
         &series,
         false,

@@ -1,14 +1,17 @@
 //! `--fixed-sweep`: fixed pools replayed beside the planner runs, and the frontier of SLA
-//! attainment against worker-hours that a planner's point is judged against.
+//! attainment against GPU-hours that a planner's point is judged against (worker-hours where
+//! each worker holds one GPU).
 
 use std::fmt;
 
 use dynamo_mocker::{DisaggConfig, Replay, ReplayConfig, Sla, Summary, TraceRequest};
+use dynamo_planner::{Bounds, Replicas};
 
 use crate::cli::{Cli, RouterName};
 
 /// The size of one fixed pool of the sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered by prefill workers, then decode workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum PoolSize {
     /// One pool of this many workers.
     Aggregated(usize),
@@ -17,11 +20,13 @@ pub(crate) enum PoolSize {
 }
 
 impl PoolSize {
-    /// Every worker of the deployment.
-    pub(crate) fn total(self) -> usize {
+    /// The deployment as the planner counts it.
+    pub(crate) fn replicas(self) -> Replicas {
         match self {
-            PoolSize::Aggregated(workers) => workers,
-            PoolSize::Disaggregated { prefill, decode } => prefill + decode,
+            PoolSize::Aggregated(workers) => Replicas::Aggregated(workers),
+            PoolSize::Disaggregated { prefill, decode } => {
+                Replicas::Disaggregated { prefill, decode }
+            }
         }
     }
 }
@@ -36,23 +41,27 @@ impl fmt::Display for PoolSize {
     }
 }
 
-/// The pools the sweep replays: the fixed deployments the planner's bounds allow. Aggregated,
-/// every size from `min` to `max`; disaggregated, every prefill/decode split with each pool
-/// at least `min` and at most `max` workers in all (the planner's budget), by total, then by
-/// prefill workers.
-pub(crate) fn sizes(min: usize, max: usize, disaggregated: bool) -> Vec<PoolSize> {
-    if !disaggregated {
-        return (min..=max).map(PoolSize::Aggregated).collect();
-    }
-    let mut sizes = Vec::new();
-    for total in min.saturating_mul(2)..=max {
-        for prefill in min..=total - min {
-            sizes.push(PoolSize::Disaggregated {
-                prefill,
-                decode: total - prefill,
-            });
-        }
-    }
+/// The pools the sweep replays: the fixed deployments the planner's `bounds` allow, each pool
+/// of `min_per_pool` to `max_per_pool` workers and all of them within the GPU `budget`.
+/// Aggregated, by size; disaggregated, every prefill/decode split, by GPUs, then by prefill
+/// workers.
+pub(crate) fn sizes(bounds: &Bounds, disaggregated: bool) -> Vec<PoolSize> {
+    let range = bounds.min_per_pool..=bounds.max_per_pool;
+    let gpus = |size: &PoolSize| bounds.gpus.of_pools(size.replicas());
+    let mut sizes: Vec<PoolSize> = if disaggregated {
+        range
+            .clone()
+            .flat_map(|prefill| {
+                range
+                    .clone()
+                    .map(move |decode| PoolSize::Disaggregated { prefill, decode })
+            })
+            .collect()
+    } else {
+        range.map(PoolSize::Aggregated).collect()
+    };
+    sizes.retain(|size| gpus(size) <= bounds.budget);
+    sizes.sort_by_key(|size| (gpus(size), *size));
     sizes
 }
 
@@ -60,8 +69,10 @@ pub(crate) fn sizes(min: usize, max: usize, disaggregated: bool) -> Vec<PoolSize
 #[derive(Debug, Clone)]
 pub(crate) struct FixedRun {
     pub(crate) size: PoolSize,
+    /// The GPUs its workers hold.
+    pub(crate) gpus: usize,
     pub(crate) summary: Summary,
-    /// No other fixed pool reaches at least its attainment with no more worker-hours (and
+    /// No other fixed pool reaches at least its attainment with no more GPU-hours (and
     /// beats it on one of the two).
     pub(crate) on_frontier: bool,
 }
@@ -72,7 +83,7 @@ impl FixedRun {
     }
 
     fn hours(&self) -> f64 {
-        self.summary.worker_hours.unwrap_or(f64::INFINITY)
+        gpu_hours(&self.summary)
     }
 
     /// The summary as a JSON line, with the pool's size (`workers`, or `prefill_workers` and
@@ -105,9 +116,9 @@ pub(crate) fn run(
         .copied()
         .unwrap_or(RouterName::RoundRobin);
     let placement = config.disagg.as_ref().and(cli.placements.first().copied());
-    let bounds = (cli.planner.min_workers, cli.planner.max_workers);
+    let bounds = crate::planning::bounds(cli);
     let mut runs = Vec::new();
-    for size in sizes(bounds.0, bounds.1, placement.is_some()) {
+    for size in sizes(&bounds, placement.is_some()) {
         let (config, label) = match (size, &config.disagg, placement) {
             (PoolSize::Disaggregated { prefill, decode }, Some(disagg), Some(p)) => {
                 let disagg = DisaggConfig {
@@ -123,7 +134,7 @@ pub(crate) fn run(
             }
             _ => {
                 let config = ReplayConfig {
-                    workers: size.total(),
+                    workers: size.replicas().total(),
                     disagg: None,
                     ..config.clone()
                 };
@@ -145,6 +156,7 @@ pub(crate) fn run(
             .map_err(|e| e.to_string())?;
         runs.push(FixedRun {
             size,
+            gpus: bounds.gpus.of_pools(size.replicas()),
             summary: outcome.summary,
             on_frontier: false,
         });
@@ -154,7 +166,7 @@ pub(crate) fn run(
 }
 
 /// Marks the runs that no other dominates: none has at least their attainment at no more
-/// worker-hours while beating them on one of the two.
+/// GPU-hours while beating them on one of the two.
 fn mark_frontier(runs: &mut [FixedRun]) {
     let points: Vec<(f64, f64)> = runs.iter().map(|r| (r.attainment(), r.hours())).collect();
     for (run, &(attainment, hours)) in runs.iter_mut().zip(&points) {
@@ -165,21 +177,19 @@ fn mark_frontier(runs: &mut [FixedRun]) {
 }
 
 /// The fixed deployment sized for the peak, claim B's reference: among the pools with the
-/// most workers, the one with the highest attainment (with fewer worker-hours among equals).
-/// Aggregated, that is the largest pool; disaggregated, the best split of the largest total.
+/// most GPUs, the one with the highest attainment (with fewer GPU-hours among equals).
+/// Aggregated, that is the largest pool; disaggregated, the best split of the most GPUs.
 pub(crate) fn peak(runs: &[FixedRun]) -> Option<&FixedRun> {
-    let most = runs.iter().map(|r| r.size.total()).max()?;
-    runs.iter()
-        .filter(|r| r.size.total() == most)
-        .reduce(|best, r| {
-            let better = r.attainment() > best.attainment()
-                || (r.attainment() == best.attainment() && r.hours() < best.hours());
-            if better { r } else { best }
-        })
+    let most = runs.iter().map(|r| r.gpus).max()?;
+    runs.iter().filter(|r| r.gpus == most).reduce(|best, r| {
+        let better = r.attainment() > best.attainment()
+            || (r.attainment() == best.attainment() && r.hours() < best.hours());
+        if better { r } else { best }
+    })
 }
 
-/// The best fixed pool that uses no more worker-hours than `hours`, claim A's reference: the
-/// highest attainment among them (fewer worker-hours among equals).
+/// The best fixed pool that uses no more GPU-hours than `hours`, claim A's reference: the
+/// highest attainment among them (fewer GPU-hours among equals).
 pub(crate) fn best_within(runs: &[FixedRun], hours: f64) -> Option<&FixedRun> {
     runs.iter()
         .filter(|r| r.hours() <= hours)
@@ -209,10 +219,15 @@ fn ready_range(s: &Summary) -> String {
     }
 }
 
-/// The fixed pools and the planner runs side by side (attainment against worker-hours), the
+/// A run's GPU-hours; infinite when it has none.
+fn gpu_hours(s: &Summary) -> f64 {
+    s.gpu_hours.unwrap_or(f64::INFINITY)
+}
+
+/// The fixed pools and the planner runs side by side (attainment against GPU-hours), the
 /// frontier, and for each planner run the issue's two claims: at least the attainment of the
-/// best fixed pool that uses no more worker-hours, and at least 0.9 of the attainment of the
-/// pool sized for the peak at no more than 0.7 of its worker-hours.
+/// best fixed pool that uses no more GPU-hours, and at least 0.9 of the attainment of the
+/// pool sized for the peak at no more than 0.7 of its GPU-hours.
 pub(crate) fn print_frontier(fixed: &[FixedRun], planned: &[Summary]) {
     let w = planned
         .iter()
@@ -222,11 +237,12 @@ pub(crate) fn print_frontier(fixed: &[FixedRun], planned: &[Summary]) {
         .unwrap_or(0)
         .max(16);
     say!(
-        "{:<w$} {:>8} {:>10} {:>12} {:>9} {:>9} {:>9} {:>8}",
+        "{:<w$} {:>8} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9} {:>8}",
         "run",
         "workers",
         "attainment",
         "worker_hours",
+        "gpu_hours",
         "ttft_p90",
         "tpot_p90",
         "wall_ms",
@@ -234,11 +250,12 @@ pub(crate) fn print_frontier(fixed: &[FixedRun], planned: &[Summary]) {
     );
     let row = |label: &str, workers: String, s: &Summary, frontier: &str| {
         say!(
-            "{:<w$} {:>8} {:>10.4} {:>12.4} {:>9.1} {:>9.2} {:>9.0} {:>8}",
+            "{:<w$} {:>8} {:>10.4} {:>12.4} {:>9.4} {:>9.1} {:>9.2} {:>9.0} {:>8}",
             label,
             workers,
             s.sla_attainment.unwrap_or(0.0),
             s.worker_hours.unwrap_or(0.0),
+            s.gpu_hours.unwrap_or(0.0),
             s.p90_ttft_ms,
             s.p90_tpot_ms,
             s.wall_time_ms,
@@ -264,19 +281,17 @@ pub(crate) fn print_frontier(fixed: &[FixedRun], planned: &[Summary]) {
     front.sort_by(|a, b| a.hours().total_cmp(&b.hours()));
     let names: Vec<String> = front.iter().map(|r| r.size.to_string()).collect();
     say!(
-        "frontier (no other fixed pool reaches their attainment with no more worker-hours): {}",
+        "frontier (no other fixed pool reaches their attainment with no more GPU-hours): {}",
         names.join(", ")
     );
     let peak_name = match peak.size {
         PoolSize::Aggregated(workers) => format!("fixed {workers}"),
-        PoolSize::Disaggregated { .. } => format!(
-            "fixed {} (the best split of {} workers)",
-            peak.size,
-            peak.size.total()
-        ),
+        PoolSize::Disaggregated { .. } => {
+            format!("fixed {} (the best split of {} GPUs)", peak.size, peak.gpus)
+        }
     };
     for s in planned {
-        let hours = s.worker_hours.unwrap_or(f64::INFINITY);
+        let hours = gpu_hours(s);
         let attainment = s.sla_attainment.unwrap_or(0.0);
         let (within, within_name) = best_within(fixed, hours)
             .map_or((0.0, "none".to_string()), |r| {
@@ -288,8 +303,8 @@ pub(crate) fn print_frontier(fixed: &[FixedRun], planned: &[Summary]) {
         );
         say!(
             "{}: attainment {attainment:.4} vs {within:.4} for the best fixed pool within its \
-             worker-hours, {within_name} ({}); {ratio:.2}x the attainment of {peak_name} at \
-             {hours_ratio:.2}x its worker-hours ({})",
+             GPU-hours, {within_name} ({}); {ratio:.2}x the attainment of {peak_name} at \
+             {hours_ratio:.2}x its GPU-hours ({})",
             s.router,
             if attainment >= within {
                 "met"
@@ -307,16 +322,19 @@ pub(crate) fn print_frontier(fixed: &[FixedRun], planned: &[Summary]) {
 
 #[cfg(test)]
 mod tests {
+    use dynamo_planner::WorkerGpus;
+
     use super::*;
 
-    fn fixed(size: PoolSize, attainment: f64, hours: f64) -> FixedRun {
+    fn fixed(size: PoolSize, gpus: usize, attainment: f64, hours: f64) -> FixedRun {
         let summary = Summary {
             sla_attainment: Some(attainment),
-            worker_hours: Some(hours),
+            gpu_hours: Some(hours),
             ..Summary::of("", &[], 0.0, 0)
         };
         FixedRun {
             size,
+            gpus,
             summary,
             on_frontier: false,
         }
@@ -326,29 +344,74 @@ mod tests {
         PoolSize::Disaggregated { prefill, decode }
     }
 
+    /// Pools of `min` to `max` workers, one GPU each, `max` GPUs in all.
+    fn bounds(min: usize, max: usize) -> Bounds {
+        Bounds {
+            min_per_pool: min,
+            max_per_pool: max,
+            budget: max,
+            gpus: WorkerGpus::default(),
+        }
+    }
+
     #[test]
     fn a_disaggregated_sweep_covers_every_split_within_the_budget() {
-        let all = sizes(1, 4, true);
+        let all = sizes(&bounds(1, 4), true);
         let names: Vec<String> = all.iter().map(ToString::to_string).collect();
         assert_eq!(names, ["1+1", "1+2", "2+1", "1+3", "2+2", "3+1"]);
-        assert_eq!(sizes(1, 8, true).len(), 28);
-        assert_eq!(sizes(2, 5, true), [split(2, 2), split(2, 3), split(3, 2)]);
-        assert!(sizes(3, 5, true).is_empty());
+        assert_eq!(sizes(&bounds(1, 8), true).len(), 28);
         assert_eq!(
-            sizes(2, 4, false),
+            sizes(&bounds(2, 5), true),
+            [split(2, 2), split(2, 3), split(3, 2)]
+        );
+        assert!(sizes(&bounds(3, 5), true).is_empty());
+        assert_eq!(
+            sizes(&bounds(2, 4), false),
             [2, 3, 4].map(PoolSize::Aggregated).to_vec()
+        );
+    }
+
+    #[test]
+    fn the_sweep_counts_each_role_s_gpus_against_the_budget() {
+        // Decode workers of 4 GPUs, 12 GPUs in all, at most 6 workers a pool.
+        let tp4 = Bounds {
+            budget: 12,
+            gpus: WorkerGpus {
+                decode: 4,
+                ..WorkerGpus::default()
+            },
+            ..bounds(1, 6)
+        };
+        let names: Vec<String> = sizes(&tp4, true).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "1+1", "2+1", "3+1", "4+1", "1+2", "5+1", "2+2", "6+1", "3+2", "4+2"
+            ]
+        );
+        let aggregated = Bounds {
+            budget: 7,
+            gpus: WorkerGpus {
+                aggregated: 2,
+                ..WorkerGpus::default()
+            },
+            ..bounds(1, 6)
+        };
+        assert_eq!(
+            sizes(&aggregated, false),
+            [1, 2, 3].map(PoolSize::Aggregated).to_vec()
         );
     }
 
     #[test]
     fn the_frontier_keeps_the_undominated_pools_and_the_peak_is_the_best_largest_split() {
         let mut runs = vec![
-            fixed(split(1, 1), 0.2, 1.0),
-            fixed(split(2, 1), 0.6, 1.5),
-            fixed(split(1, 2), 0.3, 1.5), // dominated by 2+1
-            fixed(split(2, 2), 0.6, 2.0), // dominated by 2+1: same attainment, more hours
-            fixed(split(3, 1), 0.7, 2.0),
-            fixed(split(1, 3), 0.25, 2.0), // dominated
+            fixed(split(1, 1), 2, 0.2, 1.0),
+            fixed(split(2, 1), 3, 0.6, 1.5),
+            fixed(split(1, 2), 3, 0.3, 1.5), // dominated by 2+1
+            fixed(split(2, 2), 4, 0.6, 2.0), // dominated by 2+1: same attainment, more hours
+            fixed(split(3, 1), 4, 0.7, 2.0),
+            fixed(split(1, 3), 4, 0.25, 2.0), // dominated
         ];
         mark_frontier(&mut runs);
         let front: Vec<String> = runs
@@ -360,5 +423,14 @@ mod tests {
         assert_eq!(peak(&runs).map(|r| r.size), Some(split(3, 1)));
         assert_eq!(best_within(&runs, 1.9).map(|r| r.size), Some(split(2, 1)));
         assert_eq!(best_within(&runs, 0.5).map(|r| r.size), None);
+        // The peak is the best of the most GPUs, not of the most workers: with decode
+        // workers of 2 GPUs, 1+2 and 3+1 hold 5 GPUs each and 1+2 reaches more; 2+1, better
+        // still, holds fewer.
+        let runs = [
+            fixed(split(2, 1), 4, 0.9, 1.0),
+            fixed(split(3, 1), 5, 0.5, 1.2),
+            fixed(split(1, 2), 5, 0.8, 1.3),
+        ];
+        assert_eq!(peak(&runs).map(|r| r.size), Some(split(1, 2)));
     }
 }

@@ -11,7 +11,7 @@ mod setup;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use dynamo_core::{KvEvent, StorageTier, WorkerId};
+use dynamo_core::{KvEvent, StorageTier, WorkerId, WorkerRole};
 use dynamo_router::{LoadGuard, Routed, Router, SharedIndex};
 use tower::discover::Change;
 
@@ -151,8 +151,12 @@ pub(super) fn run<P: Router>(replay: Replay<'_, P>) -> ReplayOutcome {
         .flat_map(|r| [r.arrival_ms, r.finish_ms.unwrap_or(f64::NAN)])
         .filter(|t| !t.is_nan())
         .fold(0.0, f64::max);
-    let seconds = planner::worker_seconds(&sim.workers, &sim.records, end_ms);
-    summary.worker_hours = Some(seconds / 3600.0);
+    let alive = planner::alive_seconds(&sim.workers, &sim.records, end_ms);
+    let gpu_seconds: f64 = (sim.workers.iter().zip(&alive))
+        .map(|(worker, seconds)| seconds * config.worker_gpus.of(sim.role(worker.pool)) as f64)
+        .sum();
+    summary.worker_hours = Some(alive.iter().sum::<f64>() / 3600.0);
+    summary.gpu_hours = Some(gpu_seconds / 3600.0);
     summary.sla_attainment = sla.map(|sla| sla.attainment(&sim.records));
     summary.replicas = sim.planner.map(|state| state.timeline);
     if sim.disagg.is_some() {
@@ -223,6 +227,15 @@ struct Simulation<'a> {
 }
 
 impl Simulation<'_> {
+    /// The role of the workers of `pool`.
+    fn role(&self, pool: usize) -> WorkerRole {
+        match (self.disagg.is_some(), pool) {
+            (false, _) => WorkerRole::Aggregated,
+            (true, 0) => WorkerRole::Prefill,
+            (true, _) => WorkerRole::Decode,
+        }
+    }
+
     fn schedule(&mut self, at_ms: f64, event: Event) {
         self.order += 1;
         self.queue.push(Scheduled {

@@ -1,7 +1,7 @@
 //! The planner in the simulation: each planning step observes the interval that ended, asks
 //! the [`Planner`], and plays its decision out as a simulated scaler (start-up delay for a
 //! worker added, graceful drain for one removed), on the aggregated pool or on the prefill and
-//! decode pools of a disaggregated replay. Also the worker-time of a replay.
+//! decode pools of a disaggregated replay. Also how long each worker of a replay was alive.
 //!
 //! The replay applies decisions itself rather than through a [`dynamo_planner::Scaler`]: the
 //! scaler's futures would need an executor and state shared behind locks inside a
@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use dynamo_core::{WorkerId, WorkerRole};
+use dynamo_core::WorkerId;
 use dynamo_planner::{Observation, Planner, Replicas, WorkerLoad};
 
 use super::events::{Event, IDLE};
@@ -173,7 +173,6 @@ impl Simulation<'_> {
             }
         }
         let per = |sum: u64, n: u64| if n > 0 { sum as f64 / n as f64 } else { 0.0 };
-        let disaggregated = state.pools.len() == 2;
         let workers = state
             .pools
             .iter()
@@ -181,13 +180,8 @@ impl Simulation<'_> {
             .flat_map(|(pool, p)| p.ready.iter().map(move |&slot| (pool, slot)))
             .map(|(pool, slot)| {
                 let metrics = self.workers[slot].engine.metrics();
-                let role = match (disaggregated, pool) {
-                    (false, _) => WorkerRole::Aggregated,
-                    (true, 0) => WorkerRole::Prefill,
-                    (true, _) => WorkerRole::Decode,
-                };
                 WorkerLoad {
-                    role,
+                    role: self.role(pool),
                     waiting: metrics.waiting as u64,
                     running: metrics.running as u64,
                     kv_usage: per(metrics.blocks_in_use, metrics.blocks_total),
@@ -272,10 +266,15 @@ impl Simulation<'_> {
     }
 }
 
-/// Worker-seconds of a replay that ends at `end_ms`: each worker counts from the moment it
-/// was asked for until it left (a removed worker leaves when the last request routed to it is
-/// done with it, or at once when it had none; one still serving at the end counts to the end).
-pub(super) fn worker_seconds(workers: &[Worker], records: &[RequestRecord], end_ms: f64) -> f64 {
+/// How long each worker of a replay that ends at `end_ms` was alive, in seconds, in the order
+/// of `workers`: from the moment it was asked for until it left (a removed worker leaves when
+/// the last request routed to it is done with it, or at once when it had none; one still
+/// serving at the end counts to the end).
+pub(super) fn alive_seconds(
+    workers: &[Worker],
+    records: &[RequestRecord],
+    end_ms: f64,
+) -> Vec<f64> {
     // When each worker is done with its requests; infinity while one is not. A decode (or
     // aggregated) worker is done with a request when it finishes, a prefill worker when the
     // prompt is computed and handed over.
@@ -293,7 +292,7 @@ pub(super) fn worker_seconds(workers: &[Worker], records: &[RequestRecord], end_
             done(prefill, record.prefill_done_ms);
         }
     }
-    let alive_ms: f64 = workers
+    workers
         .iter()
         .map(|worker| {
             let gone = match worker.removed_ms {
@@ -303,8 +302,7 @@ pub(super) fn worker_seconds(workers: &[Worker], records: &[RequestRecord], end_
                     removed.max(drained)
                 }
             };
-            (gone.min(end_ms) - worker.asked_ms).max(0.0)
+            (gone.min(end_ms) - worker.asked_ms).max(0.0) / 1000.0
         })
-        .sum();
-    alive_ms / 1000.0
+        .collect()
 }
