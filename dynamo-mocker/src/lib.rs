@@ -23,9 +23,9 @@
 //!   goes: each planning interval of virtual time it observes the interval and its decision is
 //!   played out with a start-up delay for new workers and a graceful drain for removed ones
 //!   ([`PlannerReplayConfig`]); the summary reports the SLA attainment ([`Sla`]), the
-//!   worker-hours and the replica timeline ([`ReplicaPoint`]). [`profile_engine`] measures the
-//!   performance profile the planner's SLA policies plan from. `docs/planner.md` has the
-//!   design and the figures. Azure CSV traces read with [`load_azure`].
+//!   worker-hours and GPU-hours, and the replica timeline ([`ReplicaPoint`]).
+//!   [`profile_engine`] measures the performance profile the planner's SLA policies plan
+//!   from. `docs/planner.md` has the design and the figures. Azure CSV traces read with [`load_azure`].
 //! - [`generate`] writes seeded synthetic traces in chosen [`SharingPattern`]s (short or long
 //!   conversations, a hot system prompt, shared documents, no sharing), to judge routers on
 //!   more than one trace (`dynamo-replay generate`).
