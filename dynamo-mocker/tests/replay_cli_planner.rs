@@ -32,6 +32,19 @@ fn azure_trace(name: &str) -> PathBuf {
     path
 }
 
+/// The `sla` planner on short steps, with the fixed pools of up to 3 workers beside it.
+const SLA_BESIDE_THE_SWEEP: [&str; 9] = [
+    "--planner",
+    "sla",
+    "--planner-interval-s",
+    "10",
+    "--startup-s",
+    "5",
+    "--max-workers",
+    "3",
+    "--fixed-sweep",
+];
+
 fn summaries(output: &Output) -> Vec<serde_json::Value> {
     assert_eq!(
         output.status.code(),
@@ -141,16 +154,8 @@ fn a_disaggregated_sweep_replays_every_split_within_the_budget() {
             "1",
             "--decode-workers",
             "1",
-            "--planner",
-            "sla",
-            "--planner-interval-s",
-            "10",
-            "--startup-s",
-            "5",
-            "--max-workers",
-            "3",
-            "--fixed-sweep",
         ];
+        args.extend(SLA_BESIDE_THE_SWEEP);
         if json {
             args.extend(["--json", "--plot", plots.to_str().expect("utf-8 path")]);
         }
@@ -239,24 +244,12 @@ fn a_disaggregated_sweep_replays_every_split_within_the_budget() {
 fn workers_of_several_gpus_count_against_the_budget_and_in_gpu_hours() {
     let trace = azure_trace("gpus");
     let path = trace.to_str().expect("utf-8 path");
-    let planner = [
-        "--router",
-        "kv",
-        "--planner",
-        "sla",
-        "--planner-interval-s",
-        "10",
-        "--startup-s",
-        "5",
-        "--max-workers",
-        "3",
-        "--fixed-sweep",
-        "--json",
-    ];
+    let mut planner = vec!["--router", "kv", "--json"];
+    planner.extend(SLA_BESIDE_THE_SWEEP);
     // Aggregated workers of 2 GPUs each, 5 GPUs in all: the sweep stops at 2 workers and
     // every hour of a worker is 2 GPU-hours.
     let mut args = vec!["--trace", path, "--worker-gpus", "2", "--budget", "5"];
-    args.extend(planner);
+    args.extend(&planner);
     let lines = summaries(&replay(&args));
     let sizes: Vec<u64> = lines[1..]
         .iter()
@@ -288,7 +281,7 @@ fn workers_of_several_gpus_count_against_the_budget_and_in_gpu_hours() {
         "--budget",
         "5",
     ];
-    args.extend(planner);
+    args.extend(&planner);
     let lines = summaries(&replay(&args));
     let splits: Vec<(u64, u64)> = lines[1..]
         .iter()
