@@ -53,8 +53,8 @@ pub(crate) struct Cli {
     pub(crate) decode_workers: Option<usize>,
 
     /// GPUs one aggregated worker holds (its tensor-parallel size): what it costs in
-    /// gpu_hours and against --budget. Its steps take what --timing-table says whatever its
-    /// GPUs
+    /// gpu_hours and against --budget. Its steps are timed as --timing-table (or the default
+    /// model) says, whatever its GPUs
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one,
           conflicts_with = "prefill_workers")]
     pub(crate) worker_gpus: usize,

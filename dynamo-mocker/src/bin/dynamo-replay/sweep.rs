@@ -9,8 +9,8 @@ use dynamo_planner::{Bounds, Replicas};
 
 use crate::cli::{Cli, RouterName};
 
-/// The size of one fixed pool of the sweep.
-/// Ordered by prefill workers, then decode workers.
+/// The size of one fixed pool of the sweep: aggregated ones ordered by size, disaggregated
+/// ones by prefill workers, then decode workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum PoolSize {
     /// One pool of this many workers.
