@@ -105,21 +105,14 @@ fn a_planner_replay_reports_its_timeline_beside_the_fixed_pools() {
 #[test]
 fn without_json_the_frontier_is_a_table_with_the_claims() {
     let trace = azure_trace("table");
-    let output = replay(&[
+    let mut args = vec![
         "--trace",
         trace.to_str().expect("utf-8 path"),
         "--router",
         "round-robin",
-        "--planner",
-        "sla",
-        "--planner-interval-s",
-        "10",
-        "--startup-s",
-        "5",
-        "--max-workers",
-        "2",
-        "--fixed-sweep",
-    ]);
+    ];
+    args.extend(SLA_BESIDE_THE_SWEEP);
+    let output = replay(&args);
     assert_eq!(output.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&output.stdout);
     for text in [
@@ -127,13 +120,14 @@ fn without_json_the_frontier_is_a_table_with_the_claims() {
         "fixed 2",
         "round-robin+sla",
         "worker_hours",
+        "gpu_hours",
         "attainment",
     ] {
         assert!(stdout.contains(text), "{text} missing:\n{stdout}");
     }
 }
 
-/// Whether no other point has at least `p`'s attainment with no more worker-hours, and beats
+/// Whether no other point has at least `p`'s attainment with no more GPU-hours, and beats
 /// it on one of the two.
 fn undominated(p: (f64, f64), all: &[(f64, f64)]) -> bool {
     !all.iter()
@@ -182,10 +176,7 @@ fn a_disaggregated_sweep_replays_every_split_within_the_budget() {
         .iter()
         .map(|f| {
             let attainment = f["sla_attainment"].as_f64().expect("attainment");
-            (
-                attainment,
-                f["worker_hours"].as_f64().expect("worker-hours"),
-            )
+            (attainment, f["gpu_hours"].as_f64().expect("GPU-hours"))
         })
         .collect();
     for (f, &point) in fixed.iter().zip(&points) {
