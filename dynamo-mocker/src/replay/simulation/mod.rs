@@ -491,7 +491,7 @@ impl Simulation<'_> {
             }
         }
         // A prefill worker's first tokens are nobody's; its requests go on elsewhere.
-        let prefill = self.disagg.is_some() && self.workers[worker].pool == 0;
+        let prefill = self.role(self.workers[worker].pool) == WorkerRole::Prefill;
         for &id in &report.first_tokens {
             if let Some(guard) = self.guards.get_mut(&id) {
                 guard.first_token();
