@@ -5,7 +5,10 @@
 
 BINARY is a release build of dynamo-replay; TRACES_DIR holds azure-2023/ and mooncake-fast25/
 (default ../shared/traces from the workspace root). The step, ramp, sine, bursts and diurnal
-workloads are generated into a temporary directory by synthetic_trace.py. Takes a minute or two.
+workloads are generated into a temporary directory by synthetic_trace.py. Prints the fixed
+pools, the planner runs of every policy aggregated from 1 and 4 workers, the comparison with
+Dynamo's planner, and seven workloads disaggregated (their P+D frontiers and the planner runs
+from 2 + 2 and 1 + 1). Takes about two minutes on an idle 2-core machine.
 As planner_figures.py --trace-time, the planning interval, the start-up delay and the sla
 policy's periods are divided by the speed-up; --sla-config adds settings to every sla run (for
 example '{"follow_predictable": true}').
@@ -144,15 +147,55 @@ for name in names:
     versus(name, planned[(name, 4, "sla")])
 print("sla replay wall (ms, in the binary / whole process):",
       {f"{k[0]}/{k[1]}": (round(planned[k]["wall_time_ms"]), round(walls[k] * 1000)) for k in planned if k[2] == "sla"})
-# Disaggregated: Mooncake ×1 from 2 + 2.
-for policy in POLICIES:
-    config = sla_config(1) if policy == "sla" else []
-    s = run(["--trace", M, "--router", "kv", "--prefill-workers", "2", "--decode-workers", "2", "--planner", policy,
-             "--planner-interval-s", "60", "--startup-s", "30"] + config)[0]
+# Disaggregated: seven workloads, each against every split P+D of at most 8 workers.
+DIS = ["Mooncake ×1", "Azure code ×4", "Azure code ×2", "Mooncake ×2", "step ×4", "sine ×4", "bursts ×4"]
+PATHS = {name: (path, x) for name, path, x in TRACES}
+
+
+def label(s):
+    return f"{s['prefill_workers']}+{s['decode_workers']}"
+
+
+def dis_claims(splits, s):
+    hours, att = s["worker_hours"], s["sla_attainment"]
+    within = max((f for f in splits if f["worker_hours"] <= hours), key=lambda f: f["sla_attainment"], default=None)
+    most = max(f["prefill_workers"] + f["decode_workers"] for f in splits)
+    peak = max((f for f in splits if f["prefill_workers"] + f["decode_workers"] == most), key=lambda f: f["sla_attainment"])
+    w = within["sla_attainment"] if within else 0.0
+    a = f"{'met' if att >= w else 'missed'} ({label(within) + ': ' if within else ''}{w:.3f})"
+    ra, rh = att / max(peak["sla_attainment"], 1e-9), hours / peak["worker_hours"]
+    b = f"{'met' if ra >= 0.9 and rh <= 0.7 else 'missed'} ({ra:.3f}×, {rh:.2f}× of {label(peak)})"
+    return a, b
+
+
+def dis_cell(s):
     r = s["replicas"]
-    if policy == "sla":
-        versus(DISAGG, s)
-    print(f"disagg {policy}: {s['sla_attainment']:.3f} / {s['worker_hours']:.3f} prefill {min(p['prefill_ready'] for p in r)}–{max(p['prefill_ready'] for p in r)} decode {min(p['ready'] for p in r)}–{max(p['ready'] for p in r)}")
-for p, d in [(2, 2), (4, 4)]:
-    s = run(["--trace", M, "--router", "kv", "--prefill-workers", str(p), "--decode-workers", str(d)])[0]
-    print(f"disagg fixed {p}+{d}: {s['sla_attainment']:.3f} / {s['worker_hours']:.3f}")
+    pre, dec = [p["prefill_ready"] for p in r], [p["ready"] for p in r]
+    return f"{s['sla_attainment']:.3f} / {s['worker_hours']:.3f} ({min(pre)}–{max(pre)} + {min(dec)}–{max(dec)})"
+
+
+splits, dis = {}, {}
+for name in DIS:
+    path, x = PATHS[name]
+    pools = lambda n: ["--prefill-workers", str(n), "--decode-workers", str(n)]
+    splits[name] = [s for s in run(base(path, x) + pools(1) + ["--fixed-sweep"]) if " fixed " in s["router"]]
+    for start in [2, 1]:
+        for policy in POLICIES:
+            config = sla_config(x) if policy == "sla" else []
+            dis[(name, start, policy)] = run(base(path, x) + pools(start) + ["--planner", policy] + config)[0]
+versus(DISAGG, dis[("Mooncake ×1", 2, "sla")])
+print()
+print("| trace | frontier: P+D attainment / worker-hours |")
+print("|---|---|")
+for name in DIS:
+    front = sorted((f for f in splits[name] if f["frontier"]), key=lambda f: f["worker_hours"])
+    print(f"| {name} | " + ", ".join(f"{label(f)} {f['sla_attainment']:.3f} / {f['worker_hours']:.3f}" for f in front) + " |")
+print()
+print("| trace | policy | from 2+2 | A | B | from 1+1 | A | B |")
+print("|---|---|---|---|---|---|---|---|")
+for name in DIS:
+    for i, policy in enumerate(POLICIES):
+        two, one = dis[(name, 2, policy)], dis[(name, 1, policy)]
+        ta, tb = dis_claims(splits[name], two)
+        oa, ob = dis_claims(splits[name], one)
+        print(f"| {name if i == 0 else ''} | {policy} | {dis_cell(two)} | {ta} | {tb} | {dis_cell(one)} | {oa} | {ob} |")
