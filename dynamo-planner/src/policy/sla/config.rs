@@ -62,7 +62,7 @@ pub struct SlaConfig {
     /// interval's arrival rate rose above the rate planned for it) the plan keeps headroom
     /// for; 0 (the default) plans for the forecast alone. Off by default: it keeps capacity
     /// for bursts between them, which bought attainment on bursty traces but cost more
-    /// worker-hours than the fixed pools that reach it (docs/planner.md).
+    /// worker-hours than the fixed pools that reach it (docs/planner-journal.md).
     pub surge_window_s: f64,
     /// The quantile of those surges the plan adds to the rate it plans for, in `(0, 1]`.
     /// Default 0.9.
@@ -75,7 +75,7 @@ pub struct SlaConfig {
     /// grows (the rest of the room is headroom), in `(0, 1]`: the learned burstiness turns
     /// it into the utilisation the plan may use. Default 1: the mean that `attainment_goal`
     /// allows. (0.75, midway between the calm limit and the grow limit, met the same number
-    /// of the figures' claims across nine workloads; docs/planner.md.)
+    /// of the figures' claims across nine workloads; docs/planner-journal.md.)
     pub setpoint: f64,
     /// A pool shrinks only when the largest of its plans of this many seconds past fits in
     /// one worker fewer, and never before the policy has seen this many seconds: load that
@@ -100,7 +100,7 @@ pub struct SlaConfig {
     /// (a burst's end) does. A steady load's scatter recurs within the window
     /// and keeps the window's largest plan. Default on: on the generated sine it spends 9%
     /// fewer worker-hours for 3% less attainment, and the steady Mooncake trace keeps its
-    /// pool (docs/planner.md).
+    /// pool (docs/planner-journal.md).
     pub follow_falling: bool,
 }
 
