@@ -316,6 +316,28 @@ fn workers_of_several_gpus_count_against_the_budget_and_in_gpu_hours() {
         "2",
     ]);
     assert_eq!(both.status.code(), Some(2));
+
+    // One prefill worker and one decode worker of four GPUs need 5: a budget of 4 is refused,
+    // for a planner run and for a sweep alike, rather than overspent.
+    for run in [["--planner", "sla"], ["--planner", "none"]] {
+        let mut args = vec![
+            "--trace",
+            path,
+            "--prefill-workers",
+            "1",
+            "--decode-workers",
+            "1",
+        ];
+        args.extend(["--decode-gpus", "4", "--budget", "4", "--fixed-sweep"]);
+        args.extend(run);
+        let refused = replay(&args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_ne!(refused.status.code(), Some(0), "{run:?}");
+        assert!(
+            stderr.contains("below the 5 GPUs of the least pools"),
+            "{run:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -130,6 +130,54 @@ impl Bounds {
         }
     }
 
+    /// [`check`](Self::check), and that the budget pays for the least pools of `shape`'s
+    /// kind: `min_per_pool` aggregated workers, or `min_per_pool` prefill and as many decode
+    /// workers, each at its role's GPUs (the counts in `shape` are not read). Where it does
+    /// not, [`apply`](Self::apply) keeps those pools over the budget.
+    ///
+    /// ```
+    /// use dynamo_planner::{Bounds, Replicas, WorkerGpus};
+    ///
+    /// // One prefill worker of one GPU and one decode worker of four: 5 GPUs at the least.
+    /// let bounds = Bounds {
+    ///     budget: 4,
+    ///     gpus: WorkerGpus { decode: 4, ..WorkerGpus::default() },
+    ///     ..Bounds::default()
+    /// };
+    /// assert!(bounds.check_for(Replicas::Aggregated(1)).is_ok());
+    /// let split = Replicas::Disaggregated { prefill: 1, decode: 1 };
+    /// assert!(bounds.check_for(split).is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] as [`check`](Self::check), or when the least pools need more GPUs
+    /// than the budget.
+    pub fn check_for(&self, shape: Replicas) -> Result<(), Error> {
+        self.check()?;
+        let min = self.min_per_pool;
+        let least = match shape {
+            Replicas::Aggregated(_) => Replicas::Aggregated(min),
+            Replicas::Disaggregated { .. } => Replicas::Disaggregated {
+                prefill: min,
+                decode: min,
+            },
+        };
+        let needed = self.gpus.of_pools(least);
+        if needed > self.budget {
+            return Err(Error::Setting {
+                setting: "bounds",
+                reason: format!(
+                    "the budget of {} GPUs is below the {needed} GPUs of the least pools, \
+                     {least} ({})",
+                    self.budget,
+                    self.describe(least)
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// `wanted` within the bounds: each pool clamped to its range, then, over the budget,
     /// the prefill pool shrunk in proportion and the decode pool given what GPUs it leaves
     /// (never below the minimum). Pools whose minimum costs more than the budget keep the
@@ -242,6 +290,15 @@ mod tests {
             ..Bounds::default()
         };
         assert!(bounds.check().is_ok());
+        // Two aggregated workers of four GPUs cost 8; two prefill and two decode of two, 8.
+        let error = bounds.check_for(Replicas::Aggregated(1)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("below the 8 GPUs of the least pools"),
+            "{error}"
+        );
+        // Checked or not, `apply` keeps the minimum.
         assert_eq!(
             bounds.apply(Replicas::Aggregated(5)),
             Replicas::Aggregated(2)
@@ -250,6 +307,7 @@ mod tests {
             prefill: 2,
             decode: 2,
         };
+        assert!(bounds.check_for(split).is_err());
         assert_eq!(bounds.apply(split), split);
     }
 

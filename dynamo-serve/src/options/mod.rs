@@ -278,6 +278,11 @@ impl Options {
             };
             return Err(error_of(name, ErrorKind::ArgumentConflict, &message));
         }
+        if let Command::Planner(ref settings) = self.command
+            && let Some(message) = settings.unaffordable()
+        {
+            return Err(error_of("planner", ErrorKind::ArgumentConflict, &message));
+        }
         let discovered = self.etcd.is_some() || self.registry.is_some();
         match self.command {
             Command::Frontend

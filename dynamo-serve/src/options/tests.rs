@@ -317,6 +317,16 @@ fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
         ..WorkerGpus::default()
     };
     assert_eq!(settings.gpus, gpus);
+    // One prefill and one decode worker of four GPUs need 5: a budget of 4 cannot pay.
+    let unaffordable =
+        refused("planner --registry r --nats n --disaggregated --decode-gpus 4 --budget 4");
+    assert_eq!(unaffordable.kind(), ErrorKind::ArgumentConflict);
+    assert!(
+        unaffordable
+            .to_string()
+            .contains("below the 5 GPUs of the least pools"),
+        "{unaffordable}"
+    );
     let no_gpu = refused("planner --registry r --nats n --disaggregated --prefill-gpus 0");
     assert_eq!(no_gpu.kind(), ErrorKind::ValueValidation);
     // A role's GPUs only where the deployment has that role.

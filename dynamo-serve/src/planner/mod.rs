@@ -80,6 +80,8 @@ pub(crate) async fn run(
     options: &Options,
     settings: &Settings,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let shape = settings.shape(settings.min_workers);
+    let config = settings.planner_config();
     let Some(nats_url) = &options.nats else {
         return Err("the planner needs --nats URL".into());
     };
@@ -109,7 +111,6 @@ pub(crate) async fn run(
         .args(registry_flags(options))
         .args(["--nats", nats_url, "--namespace", &options.namespace])
         .args(nats_access_flags(&options.nats_access));
-    let shape = settings.shape(settings.min_workers);
     let mut scaler = LocalProcesses::new(listed.clone())
         .with_first_id(settings.first_id)
         .with_restart_backoff(settings.restart_backoff);
@@ -121,18 +122,6 @@ pub(crate) async fn run(
         scaler = scaler.with_pool(pool, template);
     }
     let pool_count = pools(shape).len();
-    let config = PlannerConfig {
-        interval_s: settings.interval_s,
-        bounds: Bounds {
-            min_per_pool: settings.min_workers,
-            max_per_pool: settings.max_workers,
-            budget: settings
-                .budget
-                .unwrap_or_else(|| settings.gpus.of_pools(settings.shape(settings.max_workers))),
-            gpus: settings.gpus,
-        },
-        advisory: settings.advisory,
-    };
     let predictor = settings.predictor;
     let mut planner = Planner::new(config, policy, move || predictor.build())?;
     for (pool, _) in pools(shape) {
@@ -172,6 +161,31 @@ pub(crate) async fn run(
 }
 
 impl Settings {
+    /// Why the budget cannot pay for the least pools (`--min-workers` in each, at their
+    /// roles' GPUs), if it cannot.
+    pub(crate) fn unaffordable(&self) -> Option<String> {
+        let bounds = self.planner_config().bounds;
+        let error = bounds.check_for(self.shape(self.min_workers)).err()?;
+        Some(format!("--budget: {error}"))
+    }
+
+    /// The planner's interval, bounds and mode as the flags give them; the budget, unless
+    /// given, pays for `max_workers` in each pool.
+    fn planner_config(&self) -> PlannerConfig {
+        PlannerConfig {
+            interval_s: self.interval_s,
+            bounds: Bounds {
+                min_per_pool: self.min_workers,
+                max_per_pool: self.max_workers,
+                budget: self
+                    .budget
+                    .unwrap_or_else(|| self.gpus.of_pools(self.shape(self.max_workers))),
+                gpus: self.gpus,
+            },
+            advisory: self.advisory,
+        }
+    }
+
     /// The pools the planner sizes, each of `workers` workers.
     fn shape(&self, workers: usize) -> Replicas {
         if self.disaggregated {

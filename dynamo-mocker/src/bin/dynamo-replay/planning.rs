@@ -149,15 +149,34 @@ pub(crate) fn bounds(cli: &Cli) -> Bounds {
     }
 }
 
+/// The planner's [`bounds`], checked for the replay's shape (aggregated, or prefill and
+/// decode pools).
+///
+/// # Errors
+///
+/// When the bounds contradict themselves (a minimum above the maximum, say) or the budget
+/// cannot pay for the least pools.
+pub(crate) fn checked_bounds(cli: &Cli, config: &ReplayConfig) -> Result<Bounds, String> {
+    let bounds = bounds(cli);
+    let shape = match config.disagg {
+        None => Replicas::Aggregated(config.workers),
+        Some(pools) => Replicas::Disaggregated {
+            prefill: pools.prefill_workers,
+            decode: pools.decode_workers,
+        },
+    };
+    bounds.check_for(shape).map_err(|e| e.to_string())?;
+    Ok(bounds)
+}
+
 /// Starts a planner replay's pools within the planner's [`bounds`], as the planner would cut
 /// them.
 ///
 /// # Errors
 ///
-/// When the bounds contradict themselves (a minimum above the maximum, say).
+/// As [`checked_bounds`].
 pub(crate) fn start_within_bounds(cli: &Cli, config: &mut ReplayConfig) -> Result<(), String> {
-    let bounds = bounds(cli);
-    bounds.check().map_err(|e| e.to_string())?;
+    let bounds = checked_bounds(cli, config)?;
     match &mut config.disagg {
         None => {
             if let Replicas::Aggregated(workers) =

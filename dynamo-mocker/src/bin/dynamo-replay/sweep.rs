@@ -116,7 +116,7 @@ pub(crate) fn run(
         .copied()
         .unwrap_or(RouterName::RoundRobin);
     let placement = config.disagg.as_ref().and(cli.placements.first().copied());
-    let bounds = crate::planning::bounds(cli);
+    let bounds = crate::planning::checked_bounds(cli, config)?;
     let mut runs = Vec::new();
     for size in sizes(&bounds, placement.is_some()) {
         let (config, label) = match (size, &config.disagg, placement) {
