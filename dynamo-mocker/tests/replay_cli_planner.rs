@@ -237,6 +237,14 @@ fn workers_of_several_gpus_count_against_the_budget_and_in_gpu_hours() {
     let path = trace.to_str().expect("utf-8 path");
     let mut planner = vec!["--router", "kv", "--json"];
     planner.extend(SLA_BESIDE_THE_SWEEP);
+    let one_and_one = [
+        "--trace",
+        path,
+        "--prefill-workers",
+        "1",
+        "--decode-workers",
+        "1",
+    ];
     // Aggregated workers of 2 GPUs each, 5 GPUs in all: the sweep stops at 2 workers and
     // every hour of a worker is 2 GPU-hours.
     let mut args = vec!["--trace", path, "--worker-gpus", "2", "--budget", "5"];
@@ -260,18 +268,8 @@ fn workers_of_several_gpus_count_against_the_budget_and_in_gpu_hours() {
 
     // Decode workers of 2 GPUs, prefill workers of 1, 5 GPUs in all: every split that fits,
     // by GPUs; a decode worker's hour is 2 GPU-hours, a prefill worker's 1.
-    let mut args = vec![
-        "--trace",
-        path,
-        "--prefill-workers",
-        "1",
-        "--decode-workers",
-        "1",
-        "--decode-gpus",
-        "2",
-        "--budget",
-        "5",
-    ];
+    let mut args = one_and_one.to_vec();
+    args.extend(["--decode-gpus", "2", "--budget", "5"]);
     args.extend(&planner);
     let lines = summaries(&replay(&args));
     let splits: Vec<(u64, u64)> = lines[1..]
@@ -305,29 +303,13 @@ fn workers_of_several_gpus_count_against_the_budget_and_in_gpu_hours() {
         args.extend(flags);
         assert_eq!(replay(&args).status.code(), Some(2), "{flags:?}");
     }
-    let both = replay(&[
-        "--trace",
-        path,
-        "--prefill-workers",
-        "1",
-        "--decode-workers",
-        "1",
-        "--worker-gpus",
-        "2",
-    ]);
+    let both = replay(&[one_and_one.as_slice(), &["--worker-gpus", "2"]].concat());
     assert_eq!(both.status.code(), Some(2));
 
     // One prefill worker and one decode worker of four GPUs need 5: a budget of 4 is refused,
     // for a planner run and for a sweep alike, rather than overspent.
     for run in [["--planner", "sla"], ["--planner", "none"]] {
-        let mut args = vec![
-            "--trace",
-            path,
-            "--prefill-workers",
-            "1",
-            "--decode-workers",
-            "1",
-        ];
+        let mut args = one_and_one.to_vec();
         args.extend(["--decode-gpus", "4", "--budget", "4", "--fixed-sweep"]);
         args.extend(run);
         let refused = replay(&args);
