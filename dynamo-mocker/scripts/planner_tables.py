@@ -174,10 +174,13 @@ def dis_cell(s):
     return f"{s['sla_attainment']:.3f} / {s['worker_hours']:.3f} ({min(pre)}–{max(pre)} + {min(dec)}–{max(dec)})"
 
 
+def pools(n):
+    return ["--prefill-workers", str(n), "--decode-workers", str(n)]
+
+
 splits, dis = {}, {}
 for name in DIS:
     path, x = PATHS[name]
-    pools = lambda n: ["--prefill-workers", str(n), "--decode-workers", str(n)]
     splits[name] = [s for s in run(base(path, x) + pools(1) + ["--fixed-sweep"]) if " fixed " in s["router"]]
     for start in [2, 1]:
         for policy in POLICIES:

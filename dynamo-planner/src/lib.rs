@@ -67,12 +67,12 @@
 //! every fixed-size deployment, on a virtual clock (an hour of trace in 0.1–0.7 s on a 2-core
 //! machine). With the SLA (TTFT 500 ms, ITL 50 ms) and 1 to 8 workers, on nine
 //! workloads (the Azure code and Mooncake traces and five generated shapes),
-//! [`SlaPolicy`](policy::SlaPolicy) from 4 workers reaches at least the attainment of the best fixed pool that uses no more
-//! worker-hours on all nine, and at least 0.9× the attainment of the pool sized for the peak
-//! at no more than 0.7× its worker-hours on eight (not bursts). Against NVIDIA Dynamo 1.6.1's
-//! planner in its own replay it is ahead on attainment per worker-hour on 7 of 10 runs,
-//! within Dynamo's range on 2 and behind on 1 (the Azure code trace at ×2), with more
-//! requests within the SLA on all ten. Every table, the disaggregated runs, two production
+//! [`SlaPolicy`](policy::SlaPolicy) from 4 workers reaches at least the attainment of the
+//! best fixed pool that uses no more worker-hours on all nine, and at least 0.9× the
+//! attainment of the pool sized for the peak at no more than 0.7× its worker-hours on eight
+//! (not bursts). Against NVIDIA Dynamo 1.6.1's planner in its own replay it is ahead on
+//! attainment per worker-hour on 7 of 10 runs, within Dynamo's range on 2 and behind on 1
+//! (the Azure code trace at ×2), with more requests within the SLA on all ten. Every table, the disaggregated runs, two production
 //! traces that are not in the tree, and where it falls short: `docs/planner.md`.
 //!
 //! # Metrics

@@ -350,6 +350,11 @@ fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
     assert_eq!(unknown.kind(), ErrorKind::ValueValidation);
     let upside_down = refused("planner --registry r --nats n --min-workers 3 --max-workers 2");
     assert_eq!(upside_down.kind(), ErrorKind::ArgumentConflict);
+    let message = upside_down.to_string();
+    assert!(
+        message.contains("--min-workers is above --max-workers"),
+        "{message}"
+    );
     let no_profile = refused("planner --registry r --nats n --policy sla");
     assert_eq!(no_profile.kind(), ErrorKind::MissingRequiredArgument);
     let sla = options("planner --registry r --nats n --policy sla --profile p.json --ttft-ms 300")

@@ -162,9 +162,11 @@ pub(crate) async fn run(
 
 impl Settings {
     /// Why the budget cannot pay for the least pools (`--min-workers` in each, at their
-    /// roles' GPUs), if it cannot.
+    /// roles' GPUs), if it cannot. Bounds that contradict themselves otherwise (a minimum
+    /// above the maximum) are left to the checks that name their flags.
     pub(crate) fn unaffordable(&self) -> Option<String> {
         let bounds = self.planner_config().bounds;
+        bounds.check().ok()?;
         let error = bounds.check_for(self.shape(self.min_workers)).err()?;
         Some(format!("--budget: {error}"))
     }
