@@ -149,6 +149,17 @@ pub(crate) fn bounds(cli: &Cli) -> Bounds {
     }
 }
 
+/// The pools a replay starts with: its aggregated workers, or its prefill and decode pools.
+fn starting_pools(config: &ReplayConfig) -> Replicas {
+    match config.disagg {
+        None => Replicas::Aggregated(config.workers),
+        Some(pools) => Replicas::Disaggregated {
+            prefill: pools.prefill_workers,
+            decode: pools.decode_workers,
+        },
+    }
+}
+
 /// The planner's [`bounds`], checked for the replay's shape (aggregated, or prefill and
 /// decode pools).
 ///
@@ -158,14 +169,9 @@ pub(crate) fn bounds(cli: &Cli) -> Bounds {
 /// cannot pay for the least pools.
 pub(crate) fn checked_bounds(cli: &Cli, config: &ReplayConfig) -> Result<Bounds, String> {
     let bounds = bounds(cli);
-    let shape = match config.disagg {
-        None => Replicas::Aggregated(config.workers),
-        Some(pools) => Replicas::Disaggregated {
-            prefill: pools.prefill_workers,
-            decode: pools.decode_workers,
-        },
-    };
-    bounds.check_for(shape).map_err(|e| e.to_string())?;
+    bounds
+        .check_for(starting_pools(config))
+        .map_err(|e| e.to_string())?;
     Ok(bounds)
 }
 
@@ -177,23 +183,13 @@ pub(crate) fn checked_bounds(cli: &Cli, config: &ReplayConfig) -> Result<Bounds,
 /// As [`checked_bounds`].
 pub(crate) fn start_within_bounds(cli: &Cli, config: &mut ReplayConfig) -> Result<(), String> {
     let bounds = checked_bounds(cli, config)?;
-    match &mut config.disagg {
-        None => {
-            if let Replicas::Aggregated(workers) =
-                bounds.apply(Replicas::Aggregated(config.workers))
-            {
-                config.workers = workers;
-            }
+    // `Bounds::apply` keeps the shape it is given.
+    match (bounds.apply(starting_pools(config)), &mut config.disagg) {
+        (Replicas::Aggregated(workers), None) => config.workers = workers,
+        (Replicas::Disaggregated { prefill, decode }, Some(pools)) => {
+            (pools.prefill_workers, pools.decode_workers) = (prefill, decode);
         }
-        Some(pools) => {
-            let wanted = Replicas::Disaggregated {
-                prefill: pools.prefill_workers,
-                decode: pools.decode_workers,
-            };
-            if let Replicas::Disaggregated { prefill, decode } = bounds.apply(wanted) {
-                (pools.prefill_workers, pools.decode_workers) = (prefill, decode);
-            }
-        }
+        _ => {}
     }
     Ok(())
 }
