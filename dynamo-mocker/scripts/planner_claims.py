@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The issue's claims A and B for the sla planner on every run docs/planner.md counts them on.
 
-    planner_claims.py BINARY [--traces DIR] [--held-out DIR] [--cache DIR] [--sla-config JSON]
-                      [--json OUT]
+    planner_claims.py BINARY [--traces DIR] [--held-out DIR] [--speed-ups] [--cache DIR]
+                      [--sla-config JSON] [--json OUT]
 
 BINARY is a release build of dynamo-replay. The runs: the 32 of the figure tables (Azure code
 x2 and x4, Mooncake x1 and x2, and the generated step, ramp, sine, bursts and diurnal x4,
@@ -19,6 +19,10 @@ were not used to write the policy: the Mooncake conversation trace at x1 (DIR/
 conversation_trace.jsonl, from kvcache-ai/Mooncake, FAST25-release/traces) and the Azure 2023
 conversation trace at x8 and x16 (DIR/AzureLLMInferenceTrace_conv.csv, from
 Azure/AzurePublicDataset, data/), in both modes from both starts.
+
+--speed-ups adds, as another group, the recorded traces at speed-ups no rule was written at:
+Azure code x1 and x3, Mooncake x1.5, and with --held-out the Azure conversation trace at x12
+and the Mooncake conversation trace at x0.5, in both modes from both starts.
 
 Prints one line per run, the claims met of each group, and the runs' attainment per
 worker-hour beside NVIDIA Dynamo 1.6.1's planner in its own replay (the runs recorded in
@@ -50,7 +54,13 @@ DYNAMO = {("azure x2", "agg"): (0.790, 0.791), ("azure x4", "agg"): (0.595, 0.60
           # workload aggregated, two of each disaggregated (docs/planner.md, 2026-12-06).
           ("moon conv x1", "agg"): (0.141, 0.143), ("azure conv x8", "agg"): (2.466, 2.714),
           ("azure conv x16", "agg"): (2.307, 2.713), ("moon conv x1", "dis"): (0.084, 0.084),
-          ("azure conv x8", "dis"): (2.537, 2.537), ("azure conv x16", "dis"): (0.821, 0.877)}
+          ("azure conv x8", "dis"): (2.537, 2.537), ("azure conv x16", "dis"): (0.821, 0.877),
+          # The other speed-ups (--speed-ups): four runs of each (docs/planner.md, 2026-12-06).
+          ("azure x1", "agg"): (0.7053, 0.7057), ("azure x1", "dis"): (0.4356, 0.4356),
+          ("azure x3", "agg"): (0.8166, 0.8401), ("azure x3", "dis"): (0.6944, 0.6947),
+          ("moon x1.5", "agg"): (0.8014, 0.8234), ("moon x1.5", "dis"): (0.7154, 0.7432),
+          ("azure conv x12", "agg"): (2.3727, 2.7485), ("azure conv x12", "dis"): (1.6484, 1.7026),
+          ("moon conv x0.5", "agg"): (0.0717, 0.0719), ("moon conv x0.5", "dis"): (0.0449, 0.0449)}
 
 
 def arguments():
@@ -58,6 +68,7 @@ def arguments():
     p.add_argument("binary")
     p.add_argument("--traces", default=os.path.join(HERE, "..", "..", "..", "shared", "traces"))
     p.add_argument("--held-out", default=None)
+    p.add_argument("--speed-ups", action="store_true")
     p.add_argument("--cache", default=None)
     p.add_argument("--sla-config", default="{}")
     p.add_argument("--json", default=None)
@@ -92,6 +103,11 @@ def workloads():
         azure_conv = os.path.join(ARGS.held_out, "AzureLLMInferenceTrace_conv.csv")
         held = [("moon conv x1", conv, 1), ("azure conv x8", azure_conv, 8), ("azure conv x16", azure_conv, 16)]
         out += [(*w, mode, "held-out") for mode in ["agg", "dis"] for w in held]
+    if ARGS.speed_ups:
+        other = [("azure x1", azure, 1), ("azure x3", azure, 3), ("moon x1.5", moon, 1.5)]
+        if ARGS.held_out:
+            other += [("azure conv x12", azure_conv, 12), ("moon conv x0.5", conv, 0.5)]
+        out += [(*w, mode, "speed-ups") for mode in ["agg", "dis"] for w in other]
     return out
 
 
@@ -160,12 +176,12 @@ def main():
         met.setdefault(key, [0, 0, 0])
         met[key] = [met[key][0] + 1, met[key][1] + a, met[key][2] + b]
         record[f"{name}|{mode}|{n}"] = [att, hours, a, b]
-        lines.append(f"{group:8} {mode} {name:14} from {n}: {att:.3f} / {hours:.3f} ({att / hours:.3f} per "
+        lines.append(f"{group:9} {mode} {name:14} from {n}: {att:.3f} / {hours:.3f} ({att / hours:.3f} per "
                      f"worker-hour)  A {'met' if a else 'missed'} ({within[0]}: {within[1]:.3f})  "
                      f"B {'met' if b else 'missed'} ({att / top[1]:.3f}x, {hours / top[2]:.3f}x of {top[0]})")
     print("\n".join(sorted(lines)))
     print()
-    for group in ["tables", "draws", "held-out"]:
+    for group in ["tables", "draws", "held-out", "speed-ups"]:
         keys = sorted(k for k in met if k.startswith(group))
         if not keys:
             continue

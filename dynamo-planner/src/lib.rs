@@ -72,8 +72,11 @@
 //! attainment of the pool sized for the peak at no more than 0.7× its worker-hours on eight
 //! (not bursts). Against NVIDIA Dynamo 1.6.1's planner in its own replay it is ahead on
 //! attainment per worker-hour on 7 of 10 runs, within Dynamo's range on 2 and behind on 1
-//! (the Azure code trace at ×2), with more requests within the SLA on all ten. Every table, the disaggregated runs, two production
-//! traces that are not in the tree, and where it falls short: `docs/planner.md`.
+//! (the Azure code trace at ×2), with more requests within the SLA on all ten. It is behind
+//! on 3 of 6 runs of two production traces that are not in the tree and on 6 of 10 at
+//! speed-ups that no rule was written at, where Dynamo's planner runs smaller pools and keeps
+//! fewer requests within the SLA. Every table, the disaggregated runs, those traces and
+//! speed-ups, and where it falls short: `docs/planner.md`.
 //!
 //! # Metrics
 //!
