@@ -18,8 +18,8 @@ backlog from the interval before. Three kinds of planner are measured that way:
   a planner that knows exactly what each past interval needed, and nothing of the interval
   to come. This is one family of such planners, not a bound on all of them;
 - reactive with start-up: the same pools, but a worker added for an interval serves only
-  after the start-up (--startup-s of trace time, 30 as planner_tables.py, a whole fraction of
-  the interval): until then the interval is credited with the requests that met the SLA, in
+  after the start-up (--startup-s of trace time, 30 as planner_tables.py, dividing the
+  interval): until then the interval is credited with the requests that met the SLA, in
   that part of it, in the pool of the interval before. The workers starting are paid for, as
   the replay pays for them. Still free of backlog, so still optimistic.
 
@@ -100,9 +100,9 @@ def main():
         """Requests met by `pool` when a worker added serves only after the start-up's part."""
         total = 0
         for w, n in enumerate(pool):
-            before = min(n, pool[w - 1]) if w > 0 else n
-            total += by_part[before].get((w, 0), 0) if parts > 1 else 0
-            total += sum(by_part[n].get((w, p), 0) for p in range(1 if parts > 1 else 0, parts))
+            first = min(n, pool[w - 1]) if w > 0 and parts > 1 else n
+            total += by_part[first].get((w, 0), 0)
+            total += sum(by_part[n].get((w, p), 0) for p in range(1, parts))
         return total
 
     fixed = [(sum(met[n].values()) / count, n * intervals * hours) for n in sizes]
