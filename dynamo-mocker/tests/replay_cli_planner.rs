@@ -88,6 +88,17 @@ fn a_planner_replay_reports_its_timeline_beside_the_fixed_pools() {
     assert_eq!(planned["router"], "round-robin+load");
     assert_eq!(planned["completed_requests"], planned["num_requests"]);
     assert!(planned["replicas"].as_array().is_some_and(|r| r.len() > 2));
+    // Each planning step (a point with a reason) names the rule that set the pool's size.
+    for point in planned["replicas"].as_array().into_iter().flatten() {
+        let rules = point["rules"].as_array().cloned().unwrap_or_default();
+        if point.get("reason").is_some() {
+            assert_eq!(rules.len(), 1, "{point}");
+            assert_eq!(rules[0]["pool"], "aggregated", "{point}");
+            assert!(rules[0]["rule"].is_string(), "{point}");
+        } else {
+            assert!(rules.is_empty(), "{point}");
+        }
+    }
     assert!(planned["sla_attainment"].as_f64().is_some());
     for (i, fixed) in lines[1..].iter().enumerate() {
         assert_eq!(fixed["router"], format!("round-robin fixed {}", i + 1));

@@ -18,10 +18,10 @@ impl Policy for PerRate {
 
     fn plan(&mut self, _: &Observation, forecast: &Forecast, _: Replicas) -> Proposal {
         let workers = (forecast.requests_per_s / self.per_worker).ceil() as usize;
-        Proposal {
-            target: Replicas::Aggregated(workers),
-            reason: format!("{:.1} requests/s", forecast.requests_per_s),
-        }
+        Proposal::new(
+            Replicas::Aggregated(workers),
+            format!("{:.1} requests/s", forecast.requests_per_s),
+        )
     }
 }
 
@@ -39,10 +39,7 @@ impl Policy for Script {
         } else {
             self.0.first().copied().unwrap_or(1)
         };
-        Proposal {
-            target: Replicas::Aggregated(target),
-            reason: "scripted".into(),
-        }
+        Proposal::new(Replicas::Aggregated(target), "scripted")
     }
 }
 
@@ -249,13 +246,11 @@ impl Policy for Pools {
     }
 
     fn plan(&mut self, _: &Observation, _: &Forecast, _: Replicas) -> Proposal {
-        Proposal {
-            target: Replicas::Disaggregated {
-                prefill: self.prefill,
-                decode: self.decode,
-            },
-            reason: "fixed targets".into(),
-        }
+        let target = Replicas::Disaggregated {
+            prefill: self.prefill,
+            decode: self.decode,
+        };
+        Proposal::new(target, "fixed targets")
     }
 }
 

@@ -21,8 +21,9 @@
 //! 3. **bounds** the answer ([`Bounds`]: least and most workers per pool, a total budget of
 //!    GPUs, each worker counting its role's [`WorkerGpus`]), and says so in the reason when
 //!    they cut it;
-//! 4. **logs and records** the [`Decision`] with the sentence that explains it, and says
-//!    whether to act on it (not in advisory mode).
+//! 4. **logs and records** the [`Decision`] with the sentence that explains it and, for each
+//!    pool, the [`Rule`](policy::Rule) that set its size, and says whether to act on it (not
+//!    in advisory mode).
 //!
 //! What reads the metrics and what acts on the decision are the caller's: the trace replay
 //! (`dynamo-replay --planner`) drives the planner on its virtual clock, and a live
@@ -91,6 +92,7 @@
 //! | `dynamo_planner_steps_total{policy}` | counter | steps taken |
 //! | `dynamo_planner_traffic_unheard_steps_total` | counter | steps after an interval whose traffic was not all heard ([`Observation::traffic_unheard`]) |
 //! | `dynamo_planner_current_replicas{pool}`, `dynamo_planner_target_replicas{pool}` | gauge | each pool's count at the step's start and the count decided (`pool`: `aggregated`, `prefill`, `decode`) |
+//! | `dynamo_planner_rule_steps_total{pool, rule}` | counter | each pool's steps by the rule that set its target ([`policy::Rule`]: `plan`, `window`, `bounds`, …) |
 //! | `dynamo_planner_predicted_requests_per_second`, `_input_tokens`, `_output_tokens` | gauge | the forecast of the next interval |
 //! | `dynamo_planner_observed_requests_per_second`, `_kv_hit_rate`, `_ttft_seconds`, `_itl_seconds` | gauge | the interval observed (the latencies' means, when some came) |
 //!

@@ -113,10 +113,7 @@ mod tests {
 
         fn plan(&mut self, _: &Observation, forecast: &Forecast, _: Replicas) -> Proposal {
             let workers = (forecast.requests_per_s / 2.0).ceil() as usize;
-            Proposal {
-                target: Replicas::Aggregated(workers),
-                reason: format!("{workers} workers"),
-            }
+            Proposal::new(Replicas::Aggregated(workers), format!("{workers} workers"))
         }
     }
 

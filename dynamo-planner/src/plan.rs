@@ -4,7 +4,7 @@ use dynamo_core::WorkerRole;
 use serde::{Deserialize, Serialize};
 
 use crate::observe::Observation;
-use crate::policy::{Forecast, Policy};
+use crate::policy::{Forecast, Policy, PoolRule, Proposal, Rule};
 use crate::predict::Predictor;
 use crate::{Bounds, Error};
 
@@ -96,6 +96,9 @@ pub struct Decision {
     pub forecast: Forecast,
     /// Why, in a sentence.
     pub reason: String,
+    /// The rule that set each pool's target, in [`Replicas::pools`]'s order: the policy's,
+    /// or [`Rule::Bounds`] where the bounds changed what it proposed.
+    pub rules: Vec<PoolRule>,
     /// Whether the caller should act on it (false in advisory mode).
     pub act: bool,
 }
@@ -177,6 +180,7 @@ impl Planner {
             self.policy.plan(observed, &forecast, current)
         };
         let target = self.config.bounds.apply(proposal.target);
+        let rules = rules(&proposal, target);
         let mut reason = proposal.reason;
         if target != proposal.target {
             let bounds = self.config.bounds.describe(target);
@@ -187,6 +191,7 @@ impl Planner {
             current,
             forecast,
             reason,
+            rules,
             act: !self.config.advisory,
         };
         record(self.policy.name(), observed, &decision);
@@ -194,13 +199,38 @@ impl Planner {
     }
 }
 
+/// The rule that set each pool of `target`: the proposal's, or the bounds' where they
+/// changed the pool's count (or the proposal had no such pool).
+fn rules(proposal: &Proposal, target: Replicas) -> Vec<PoolRule> {
+    let proposed = proposal.target.pools();
+    target
+        .pools()
+        .into_iter()
+        .map(|(pool, n)| {
+            let kept = proposed.contains(&(pool, n));
+            let rule = if kept {
+                proposal.rule(pool)
+            } else {
+                Rule::Bounds
+            };
+            PoolRule::new(pool, rule)
+        })
+        .collect()
+}
+
 /// The decision as a log line and as metrics: the step counted, what was observed and
-/// forecast, and each pool's count at the step's start and its target.
+/// forecast, each pool's count at the step's start and its target, and the rule that set it.
 fn record(policy: &'static str, observed: &Observation, decision: &Decision) {
+    let rules: Vec<String> = decision
+        .rules
+        .iter()
+        .map(|r| format!("{}={}", r.pool.as_str(), r.rule.as_str()))
+        .collect();
     tracing::info!(
         policy,
         current = ?decision.current,
         target = ?decision.target,
+        rules = %rules.join(","),
         requests_per_s = decision.forecast.requests_per_s,
         input_tokens = decision.forecast.input_tokens,
         output_tokens = decision.forecast.output_tokens,
@@ -216,6 +246,14 @@ fn record(policy: &'static str, observed: &Observation, decision: &Decision) {
     for (pool, replicas) in decision.target.pools() {
         metrics::gauge!("dynamo_planner_target_replicas", "pool" => pool.as_str())
             .set(replicas as f64);
+    }
+    for PoolRule { pool, rule } in &decision.rules {
+        metrics::counter!(
+            "dynamo_planner_rule_steps_total",
+            "pool" => pool.as_str(),
+            "rule" => rule.as_str()
+        )
+        .increment(1);
     }
     let forecast = &decision.forecast;
     metrics::gauge!("dynamo_planner_predicted_requests_per_second").set(forecast.requests_per_s);

@@ -3,7 +3,7 @@
 use dynamo_core::WorkerRole;
 use dynamo_planner::perf::{DecodePoint, PerfProfile, PrefillPoint};
 use dynamo_planner::policy::{
-    DynamoSla, DynamoSlaConfig, Forecast, Policy, Proposal, SlaConfig, SlaPolicy,
+    DynamoSla, DynamoSlaConfig, Forecast, Policy, PoolRule, Proposal, Rule, SlaConfig, SlaPolicy,
 };
 use dynamo_planner::predict::PredictorKind;
 use dynamo_planner::{
@@ -143,11 +143,15 @@ fn intervals_with_traffic_unheard_never_shrink_and_grow_on_the_workers_queues() 
         let decision = unheard.tick(&quiet(current, 0, true), current);
         assert_eq!(decision.target, current, "{}", decision.reason);
         assert_eq!(decision.forecast, forecast);
+        let kept = [PoolRule::new(WorkerRole::Aggregated, Rule::Unheard)];
+        assert_eq!(decision.rules, kept);
         current = decision.target;
     }
     let queued = unheard.tick(&quiet(current, 10, true), current);
     assert!(queued.target.total() > current.total(), "{}", queued.reason);
     assert!(queued.reason.contains("not all heard"), "{}", queued.reason);
+    let grown = [PoolRule::new(WorkerRole::Aggregated, Rule::Pressure)];
+    assert_eq!(queued.rules, grown);
 }
 
 #[test]
@@ -168,15 +172,27 @@ fn a_burst_is_met_at_once_and_its_end_slowly() {
         burst.target.total(),
         burst.reason
     );
+    assert_eq!(burst.rules[0].rule, Rule::Pressure, "{}", burst.reason);
     current = burst.target;
     let peak = current.total();
-    let mut sizes = Vec::new();
+    let (mut sizes, mut rules) = (Vec::new(), Vec::new());
     for _ in 0..10 {
-        current = p
-            .tick(&interval(2.0, current.total(), 0, 150.0), current)
-            .target;
+        let decision = p.tick(&interval(2.0, current.total(), 0, 150.0), current);
+        current = decision.target;
         sizes.push(current.total());
+        rules.push(decision.rules[0].rule);
     }
+    // The burst's plan holds the pool for the window, then the calm time counts, then one
+    // worker goes at each step that shrinks it.
+    assert_eq!(rules[0], Rule::Window, "{rules:?}");
+    for (pair, rule) in sizes.windows(2).zip(&rules[1..]) {
+        assert_eq!(
+            pair[1] < pair[0],
+            *rule == Rule::Shrink,
+            "{sizes:?} {rules:?}"
+        );
+    }
+    assert!(rules.contains(&Rule::Calming), "{rules:?}");
     // Down one at a time, never below the calm size's plan.
     for pair in sizes.windows(2) {
         assert!(pair[1] + 1 >= pair[0], "{sizes:?}");
@@ -217,10 +233,7 @@ impl Policy for Asks {
     }
 
     fn plan(&mut self, _: &Observation, _: &Forecast, _: Replicas) -> Proposal {
-        Proposal {
-            target: self.0,
-            reason: format!("asks for {}", self.0),
-        }
+        Proposal::new(self.0, format!("asks for {}", self.0))
     }
 }
 
@@ -252,6 +265,11 @@ fn a_decision_the_budget_cuts_says_so_and_fits_the_gpus() {
         decode: 2,
     };
     assert_eq!(decision.target, cut);
+    let by_bounds = [
+        PoolRule::new(WorkerRole::Prefill, Rule::Bounds),
+        PoolRule::new(WorkerRole::Decode, Rule::Bounds),
+    ];
+    assert_eq!(decision.rules, by_bounds);
     assert_eq!(
         decision.reason,
         "asks for 6 prefill and 3 decode workers; within the bounds (1 to 8 workers a pool, 12 \
@@ -262,4 +280,9 @@ fn a_decision_the_budget_cuts_says_so_and_fits_the_gpus() {
         .unwrap_or_else(|e| panic!("valid: {e}"));
     let decision = planner.tick(&interval(5.0, 2, 0, 200.0), cut);
     assert_eq!(decision.reason, "asks for 4 prefill and 2 decode workers");
+    let planned = [
+        PoolRule::new(WorkerRole::Prefill, Rule::Plan),
+        PoolRule::new(WorkerRole::Decode, Rule::Plan),
+    ];
+    assert_eq!(decision.rules, planned);
 }

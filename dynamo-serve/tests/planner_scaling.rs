@@ -317,6 +317,11 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
     let grown = planner.lines(&["policy=\"sla\"", "target=Aggregated(2)"]);
     eprintln!("{grown:?}");
     assert!(!grown.is_empty(), "the SLA policy grew the pool");
+    // Each decision's line names the rule that set the pool's size.
+    assert!(
+        grown.iter().all(|line| line.contains("rules=aggregated=")),
+        "{grown:?}"
+    );
     assert!(planner.logged("started worker"));
     // Its metrics say so too: the target, the two workers ready, the traffic it planned from.
     let metrics = Frontend::new(metrics_port)
@@ -327,6 +332,17 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
     assert!(metrics.contains("dynamo_planner_target_replicas{pool=\"aggregated\"} 2"));
     let stepped = |line: &str| line.starts_with("dynamo_planner_steps_total{policy=\"sla\"}");
     assert!(metrics.lines().any(stepped), "{metrics}");
+    // The rule that grew the pool is counted, by pool: its plan, the pressure, or the
+    // bounds where the policy asked for more than two.
+    let grew = ["plan", "pressure", "bounds"];
+    let ruled = |line: &str| {
+        line.starts_with("dynamo_planner_rule_steps_total{")
+            && line.contains("pool=\"aggregated\"")
+            && grew
+                .iter()
+                .any(|rule| line.contains(&format!("rule=\"{rule}\"")))
+    };
+    assert!(metrics.lines().any(ruled), "{metrics}");
     let observed = metrics
         .lines()
         .find_map(|line| line.strip_prefix("dynamo_planner_observed_requests_per_second "))

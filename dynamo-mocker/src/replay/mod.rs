@@ -304,7 +304,7 @@ impl<'a, P> Replay<'a, P> {
     ///     fn name(&self) -> &'static str { "per-request" }
     ///     fn plan(&mut self, _: &Observation, forecast: &Forecast, _: Replicas) -> Proposal {
     ///         let target = Replicas::Aggregated(forecast.requests_per_s.ceil() as usize);
-    ///         Proposal { target, reason: "one worker per request a second".into() }
+    ///         Proposal::new(target, "one worker per request a second")
     ///     }
     /// }
     ///

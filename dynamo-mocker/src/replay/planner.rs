@@ -1,6 +1,7 @@
 //! The planner in the replay: its settings, the SLA a replay is judged by, and the replica
 //! timeline it reports.
 
+use dynamo_planner::policy::PoolRule;
 use serde::Serialize;
 
 use crate::summary::RequestRecord;
@@ -104,4 +105,8 @@ pub struct ReplicaPoint {
     /// planner writes); `None` at the start and where a worker joined.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// At a planning step, the rule that set each pool's target
+    /// ([`Decision::rules`](dynamo_planner::Decision::rules)); empty elsewhere.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<PoolRule>,
 }

@@ -130,7 +130,7 @@ impl Policy for DynamoSla {
                 Replicas::Disaggregated { .. } => String::new(),
             }
         );
-        Proposal { target, reason }
+        Proposal::new(target, reason)
     }
 }
 

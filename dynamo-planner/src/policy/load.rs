@@ -4,7 +4,7 @@ use dynamo_core::WorkerRole;
 use serde::{Deserialize, Serialize};
 
 use super::pool::{PoolLoad, resize, slot};
-use super::{Forecast, Policy, Proposal};
+use super::{Forecast, Policy, PoolRule, Proposal, Rule};
 use crate::observe::Observation;
 use crate::plan::Replicas;
 
@@ -62,7 +62,7 @@ impl LoadPolicy {
         &self.config
     }
 
-    fn size(&mut self, role: WorkerRole, current: usize, load: &PoolLoad) -> (usize, String) {
+    fn size(&mut self, role: WorkerRole, current: usize, load: &PoolLoad) -> (usize, Rule, String) {
         let c = self.config;
         let calm = &mut self.calm[slot(role)];
         let figures = format!(
@@ -77,6 +77,7 @@ impl LoadPolicy {
             *calm = 0;
             return (
                 current,
+                Rule::Unheard,
                 format!(
                     "{} pool of {current}: no worker reported; keep it",
                     role.as_str()
@@ -87,13 +88,14 @@ impl LoadPolicy {
             *calm = 0;
             return (
                 current + 1,
+                Rule::Pressure,
                 format!("{figures}: grow by one to {}", current + 1),
             );
         }
         let quiet = load.max_waiting as f64 <= c.waiting_down && load.max_kv <= c.kv_down;
         if !quiet {
             *calm = 0;
-            return (current, format!("{figures}: keep it"));
+            return (current, Rule::Unsettled, format!("{figures}: keep it"));
         }
         *calm += 1;
         let needed = c.calm_intervals.max(1);
@@ -101,6 +103,7 @@ impl LoadPolicy {
             *calm = 0;
             (
                 current - 1,
+                Rule::Shrink,
                 format!(
                     "{figures}; every worker at most {} waiting and {:.2} KV usage for {needed} intervals: shrink by one to {}",
                     c.waiting_down,
@@ -111,6 +114,7 @@ impl LoadPolicy {
         } else {
             (
                 current,
+                Rule::Calming,
                 format!("{figures}; calm for {} of {needed} intervals", *calm),
             )
         }
@@ -128,15 +132,17 @@ impl Policy for LoadPolicy {
         _forecast: &Forecast,
         current: Replicas,
     ) -> Proposal {
-        let mut parts = Vec::new();
+        let (mut parts, mut rules) = (Vec::new(), Vec::new());
         let target = resize(current, |role, n| {
-            let (size, why) = self.size(role, n, &PoolLoad::of(observed, role));
+            let (size, rule, why) = self.size(role, n, &PoolLoad::of(observed, role));
             parts.push(why);
+            rules.push(PoolRule::new(role, rule));
             size
         });
         Proposal {
             target,
             reason: parts.join("; "),
+            rules,
         }
     }
 

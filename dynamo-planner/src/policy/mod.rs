@@ -7,20 +7,23 @@
 //! | [`LoadPolicy`] | nothing | per-worker queues and KV usage, with hysteresis |
 //!
 //! [`PolicyKind`] names them for a command line. Each handles [`Replicas::Aggregated`] and
-//! [`Replicas::Disaggregated`], and says in [`Proposal::reason`] which figures drove its
-//! choice.
+//! [`Replicas::Disaggregated`], says in [`Proposal::reason`] which figures drove its choice,
+//! and names in [`Proposal::rules`] the [`Rule`] that set each pool's size.
 
 mod dynamo;
 mod kind;
 mod load;
 mod pool;
+mod rule;
 mod sla;
 
+use dynamo_core::WorkerRole;
 use serde::{Deserialize, Serialize};
 
 pub use dynamo::{DynamoSla, DynamoSlaConfig};
 pub use kind::PolicyKind;
 pub use load::{LoadConfig, LoadPolicy};
+pub use rule::{PoolRule, Rule};
 pub use sla::{SlaConfig, SlaPolicy};
 
 use crate::observe::Observation;
@@ -44,6 +47,28 @@ pub struct Proposal {
     pub target: Replicas,
     /// Why, in a sentence a person reading the log understands.
     pub reason: String,
+    /// The rule that set each pool's size; a pool not named here counts as [`Rule::Plan`].
+    pub rules: Vec<PoolRule>,
+}
+
+impl Proposal {
+    /// `target` for `reason`, every pool set by its plan ([`Rule::Plan`]): what a policy that
+    /// has one rule proposes.
+    pub fn new(target: Replicas, reason: impl Into<String>) -> Self {
+        Proposal {
+            target,
+            reason: reason.into(),
+            rules: Vec::new(),
+        }
+    }
+
+    /// The rule that set `pool`'s size.
+    pub fn rule(&self, pool: WorkerRole) -> Rule {
+        self.rules
+            .iter()
+            .find(|r| r.pool == pool)
+            .map_or(Rule::Plan, |r| r.rule)
+    }
 }
 
 /// Turns what was observed and what is forecast into replica counts.
@@ -68,6 +93,11 @@ pub trait Policy: Send {
         Proposal {
             target: current,
             reason: format!("the interval's traffic was not all heard: keep {current}"),
+            rules: current
+                .pools()
+                .into_iter()
+                .map(|(pool, _)| PoolRule::new(pool, Rule::Unheard))
+                .collect(),
         }
     }
 }

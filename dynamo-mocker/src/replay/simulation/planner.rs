@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use dynamo_core::WorkerId;
+use dynamo_planner::policy::PoolRule;
 use dynamo_planner::{Observation, Planner, Replicas, WorkerLoad};
 
 use super::events::{Event, IDLE};
@@ -81,7 +82,7 @@ impl PlannerState {
             pools,
             timeline: Vec::new(),
         };
-        state.point(0.0, None);
+        state.point(0.0, None, Vec::new());
         state
     }
 
@@ -100,7 +101,7 @@ impl PlannerState {
         }
     }
 
-    fn point(&mut self, at_ms: f64, reason: Option<String>) {
+    fn point(&mut self, at_ms: f64, reason: Option<String>, rules: Vec<PoolRule>) {
         let last = self.pools.last();
         let prefill = (self.pools.len() == 2).then(|| &self.pools[0]);
         self.timeline.push(ReplicaPoint {
@@ -110,6 +111,7 @@ impl PlannerState {
             prefill_ready: prefill.map(|p| p.ready.len()),
             prefill_desired: prefill.map(PoolState::desired),
             reason,
+            rules,
         });
     }
 }
@@ -136,7 +138,7 @@ impl Simulation<'_> {
                 self.resize(&mut state, pool, target, now_ms);
             }
         }
-        state.point(now_ms, Some(decision.reason));
+        state.point(now_ms, Some(decision.reason), decision.rules);
         state.since_ms = now_ms;
         if now_ms < state.last_arrival_ms || self.in_flight > 0 || !self.held_back.is_empty() {
             self.schedule(now_ms + state.interval_ms, Event::Plan);
@@ -260,7 +262,7 @@ impl Simulation<'_> {
             self.pools[pool]
                 .selector
                 .insert_worker(self.workers[slot].id);
-            state.point(now_ms, None);
+            state.point(now_ms, None, Vec::new());
         }
         self.planner = Some(state);
     }

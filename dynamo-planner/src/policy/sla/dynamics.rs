@@ -270,3 +270,25 @@ fn only_a_pool_planned_below_the_cap_keeps_a_worker_spare() -> Result<(), crate:
     assert!(reason.contains("85% of one worker fewer"), "{reason}");
     Ok(())
 }
+
+#[test]
+fn a_pool_above_its_plan_waits_out_the_first_window_then_shrinks() -> Result<(), crate::Error> {
+    // 2 req/s plan one worker; the pool of two keeps both for the first five minutes, whose
+    // calm counts, then sheds one at each step.
+    let mut p = policy()?;
+    let forecast = Forecast {
+        requests_per_s: 2.0,
+        input_tokens: 1000.0,
+        output_tokens: 2.0,
+    };
+    let rules: Vec<Rule> = (0..6)
+        .map(|_| {
+            let proposal = p.plan(&served(2.0, 2, 1.0), &forecast, Replicas::Aggregated(2));
+            proposal.rule(WorkerRole::Aggregated)
+        })
+        .collect();
+    let mut expected = vec![Rule::Warmup; 4];
+    expected.extend([Rule::Shrink; 2]);
+    assert_eq!(rules, expected);
+    Ok(())
+}

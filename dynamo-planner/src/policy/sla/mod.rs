@@ -12,7 +12,7 @@ mod variability;
 use dynamo_core::WorkerRole;
 
 use super::pool::{resize, slot, whole};
-use super::{Forecast, Policy, Proposal};
+use super::{Forecast, Policy, PoolRule, Proposal, Rule};
 use crate::observe::Observation;
 use crate::perf::{Correction, PerfProfile};
 use crate::plan::Replicas;
@@ -188,7 +188,7 @@ impl SlaPolicy {
         plan: Plan,
         pressure: &Pressure,
         interval_s: f64,
-    ) -> (usize, String) {
+    ) -> (usize, Rule, String) {
         let exact = plan.exact;
         let planned = whole(exact);
         let (calm_s, step_s) = (self.config.calm_s, self.config.shrink_step_s);
@@ -241,7 +241,7 @@ impl SlaPolicy {
                      last grew: {action}",
                     pressure.describe()
                 );
-                return (target, why);
+                return (target, Rule::Draining, why);
             }
             let target = planned.max(current + step);
             // The hold window keeps what the pressure asked for, as it keeps what was planned.
@@ -252,13 +252,17 @@ impl SlaPolicy {
             } else {
                 format!("keep {current} until they join")
             };
-            return (target, format!("{}: {action}", pressure.describe()));
+            return (
+                target,
+                Rule::Pressure,
+                format!("{}: {action}", pressure.describe()),
+            );
         }
         self.grew_at_queue[pool] = None;
         let calm = &mut self.calm[pool];
         if planned >= current {
             *calm = 0.0;
-            return (planned, format!("the plan wants {planned}"));
+            return (planned, Rule::Plan, format!("the plan wants {planned}"));
         }
         if !pressure.is_calm() {
             *calm = 0.0;
@@ -266,7 +270,7 @@ impl SlaPolicy {
                 "the plan wants {planned}, but {}: keep {current}",
                 pressure.describe_unsettled()
             );
-            return (current, why);
+            return (current, Rule::Unsettled, why);
         }
         if let Some(ceiling) = plan.ceiling {
             // Whatever comes, the pool never decodes more than the prefill pool hands over:
@@ -280,7 +284,7 @@ impl SlaPolicy {
                     "the plan wants {planned}, and what the prefill pool hands over at its \
                      capacity needs {full:.2} at full capacity: shrink to {most}"
                 );
-                return (most, why);
+                return (most, Rule::Ceiling, why);
             }
         }
         if self.clock_s < self.config.hold_s {
@@ -290,7 +294,7 @@ impl SlaPolicy {
                  load will stay low: keep {current}",
                 self.clock_s, self.config.hold_s
             );
-            return (current, why);
+            return (current, Rule::Warmup, why);
         }
         // A pool planned at the cap runs below the latencies that make it grow, so it may
         // shrink once the window's largest plan fits in one worker fewer. One planned at
@@ -322,7 +326,12 @@ impl SlaPolicy {
                 self.config.hold_s,
                 share * 100.0
             );
-            return (current, why);
+            let rule = if predictable {
+                Rule::RiseRoom
+            } else {
+                Rule::Window
+            };
+            return (current, rule, why);
         }
         *calm += interval_s.max(0.0);
         if *calm >= calm_s {
@@ -333,13 +342,13 @@ impl SlaPolicy {
             );
             // The next step needs `shrink_step_s` more of calm.
             *calm = (calm_s - step_s).max(0.0);
-            (target, why)
+            (target, Rule::Shrink, why)
         } else {
             let why = format!(
                 "the plan wants {planned}; calm for {:.0} of {calm_s:.0} s before shrinking",
                 *calm
             );
-            (current, why)
+            (current, Rule::Calming, why)
         }
     }
 }
@@ -380,7 +389,7 @@ impl Policy for SlaPolicy {
             )
         });
         let limits = self.limits(observed, isl);
-        let mut parts = Vec::new();
+        let (mut parts, mut rules) = (Vec::new(), Vec::new());
         // The prefill pool's size once this step is played out (it is sized first), counting
         // the workers it removes, which prefill what they hold before they go.
         let mut prefilling = None;
@@ -411,7 +420,8 @@ impl Policy for SlaPolicy {
             };
             let busy = shown.as_ref().map(|asked| asked.of(role));
             let pressure = Pressure::of(role, n, observed, &limits, busy);
-            let (size, why) = self.size(role, n, plan, &pressure, observed.interval_s);
+            let (size, rule, why) = self.size(role, n, plan, &pressure, observed.interval_s);
+            rules.push(PoolRule::new(role, rule));
             if role == WorkerRole::Prefill {
                 prefilling = Some(size.max(n));
             }
@@ -431,7 +441,11 @@ impl Policy for SlaPolicy {
             self.itl_correction(),
             parts.join("; ")
         );
-        Proposal { target, reason }
+        Proposal {
+            target,
+            reason,
+            rules,
+        }
     }
 
     /// Grows a pool whose own figures — its queues and KV usage — pass their limits, as
@@ -457,25 +471,29 @@ impl Policy for SlaPolicy {
             ..Observation::default()
         };
         let limits = self.limits(&workers_only, forecast.input_tokens);
-        let mut parts = Vec::new();
+        let (mut parts, mut rules) = (Vec::new(), Vec::new());
         let target = resize(current, |role, n| {
             self.calm[slot(role)] = 0.0;
             let pressure = Pressure::of(role, n, &workers_only, &limits, None);
-            let (size, action) = match pressure.step(n, self.config.max_growth) {
+            let (size, rule, action) = match pressure.step(n, self.config.max_growth) {
                 Some(step) if step > 0 => (
                     n + step,
+                    Rule::Pressure,
                     format!("{}: grow to {}", pressure.describe(), n + step),
                 ),
                 Some(_) => (
                     n,
+                    Rule::Pressure,
                     format!("{}: keep {n} until they join", pressure.describe()),
                 ),
                 None => (
                     n,
+                    Rule::Unheard,
                     format!("queues and KV usage within their limits: keep {n}"),
                 ),
             };
             parts.push(format!("{} pool of {n}: {action}", role.as_str()));
+            rules.push(PoolRule::new(role, rule));
             size
         });
         let reason = format!(
@@ -483,7 +501,11 @@ impl Policy for SlaPolicy {
              usage alone; {}",
             parts.join("; ")
         );
-        Proposal { target, reason }
+        Proposal {
+            target,
+            reason,
+            rules,
+        }
     }
 }
 
