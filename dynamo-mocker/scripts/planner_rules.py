@@ -19,10 +19,9 @@ they are, in the replay's virtual seconds.
 
 import argparse
 import json
-import subprocess
 import sys
 
-from planner_figures import trace_time
+from planner_figures import replay, trace_time
 
 
 def arguments():
@@ -47,12 +46,11 @@ def main():
         start = ["--workers", str(args.workers)]
     else:
         start = ["--prefill-workers", str(args.prefill_workers), "--decode-workers", str(args.decode_workers)]
-    out = subprocess.run([args.binary, "--trace", args.trace, "--speedup", str(x), "--router", "kv",
-                          "--max-workers", "8", "--ttft-ms", "500", "--itl-ms", "50",
-                          "--planner-interval-s", str(60 / x), "--startup-s", str(30 / x), *start,
-                          "--planner", "sla", "--sla-config", json.dumps(config), "--json"],
-                         check=True, capture_output=True, text=True)
-    summary = json.loads(out.stdout.splitlines()[0])
+    summaries, _ = replay(args.binary, ["--trace", args.trace, "--speedup", str(x), "--router", "kv",
+                                        "--max-workers", "8", "--ttft-ms", "500", "--itl-ms", "50",
+                                        "--planner-interval-s", str(60 / x), "--startup-s", str(30 / x),
+                                        *start, "--planner", "sla", "--sla-config", json.dumps(config)])
+    summary = summaries[0]
     steps = [p for p in summary["replicas"] if p.get("rules")]
     ends = [p["at_ms"] for p in steps[1:]] + [summary["duration_ms"]]
     hours = {}
