@@ -1,10 +1,10 @@
 //! `KubernetesScaler` against recorded Kubernetes API responses.
 //!
-//! No Kubernetes API server can be started here, so a small HTTP server on a loopback port
-//! answers the requests the scaler should make with recorded responses
-//! (`tests/fixtures/kube/`) and keeps what it received; a real `kube::Client`, without TLS or
-//! authentication, talks to it. What this does and does not cover: `docs/scaling.md`,
-//! "Kubernetes".
+//! A small HTTP server on a loopback port answers the requests the scaler should make with
+//! recorded responses (`tests/fixtures/kube/`) and keeps what it received, so that each request
+//! is checked to the byte; a real `kube::Client`, without TLS or authentication, talks to it.
+//! `tests/kube_api_server.rs` runs the scaler against a real control plane. What the two cover:
+//! `docs/scaling.md`, "Kubernetes".
 #![cfg(feature = "kube")]
 
 use std::sync::{Arc, Mutex, PoisonError};
