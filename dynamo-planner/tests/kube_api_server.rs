@@ -1,8 +1,8 @@
 //! `KubernetesScaler` against a real Kubernetes control plane: `kube-apiserver` and
-//! `kube-controller-manager` 1.20.2 (built by `.ci/run` from Debian's `kubernetes` source
+//! `kube-controller-manager` 1.20.2 (built by `.ci/kubernetes` from Debian's `kubernetes` source
 //! package) over an `etcd` (Debian's `etcd-server`), on loopback ports, with TLS, bearer tokens
 //! and RBAC. The planner authenticates as a service account whose only grant is the Role that
-//! `docs/scaling.md` documents.
+//! `docs/scaling.md` documents; the live loop (`dynamo_planner::run`) drives a Deployment.
 //!
 //! There are no nodes: pods stay pending until the test marks them ready through their status,
 //! as a kubelet would once a worker has loaded its model; a custom resource's ready count is set
@@ -19,8 +19,13 @@ use std::time::{Duration, Instant};
 
 use dynamo_core::WorkerRole;
 use dynamo_planner::kube::KubernetesScaler;
-use dynamo_planner::{Error, PoolSize, Scaler};
+use dynamo_planner::policy::{LoadConfig, LoadPolicy};
+use dynamo_planner::predict::PredictorKind;
+use dynamo_planner::{
+    Bounds, Error, Observation, Planner, PlannerConfig, PoolSize, Replicas, Scaler, WorkerLoad,
+};
 use dynamo_transport::local::{LocalAuthority, LocalEtcd, free_port};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -272,11 +277,34 @@ async fn grant_the_documented_role(admin: &kube::Client) {
     .await;
 }
 
-/// Creates the namespace and the service account `dynamo-planner`, and returns the token the
-/// token controller issues for it (what a pod of that account would mount).
-async fn planner_service_account(admin: &kube::Client) -> String {
+/// Creates the namespace and in it the Deployment, one replica of a pod that never runs.
+async fn deployment_of_one(admin: &kube::Client) {
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     create(&namespaces, json!({"metadata": {"name": NAMESPACE}})).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), NAMESPACE);
+    create(
+        &deployments,
+        json!({
+            "metadata": {"name": DEPLOYMENT},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": DEPLOYMENT}},
+                "template": {
+                    "metadata": {"labels": {"app": DEPLOYMENT}},
+                    "spec": {
+                        "automountServiceAccountToken": false,
+                        "containers": [{"name": "worker", "image": "registry.k8s.io/pause:3.10"}],
+                    },
+                },
+            },
+        }),
+    )
+    .await;
+}
+
+/// Creates the service account `dynamo-planner` in the namespace, and returns the token the
+/// token controller issues for it (what a pod of that account would mount).
+async fn planner_service_account(admin: &kube::Client) -> String {
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), NAMESPACE);
     create(&accounts, json!({"metadata": {"name": "dynamo-planner"}})).await;
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), NAMESPACE);
@@ -359,26 +387,9 @@ async fn decode_becomes(scaler: &KubernetesScaler, desired: usize, ready: usize)
 async fn a_deployment_is_scaled_up_and_down_by_a_planner_that_holds_only_the_documented_role() {
     let plane = ControlPlane::start(true).await;
     let admin = plane.admin().await;
+    deployment_of_one(&admin).await;
     let token = planner_service_account(&admin).await;
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), NAMESPACE);
-    create(
-        &deployments,
-        json!({
-            "metadata": {"name": DEPLOYMENT},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": DEPLOYMENT}},
-                "template": {
-                    "metadata": {"labels": {"app": DEPLOYMENT}},
-                    "spec": {
-                        "automountServiceAccountToken": false,
-                        "containers": [{"name": "worker", "image": "registry.k8s.io/pause:3.10"}],
-                    },
-                },
-            },
-        }),
-    )
-    .await;
     let scaler = KubernetesScaler::new(plane.client("dynamo-planner", &token).await, NAMESPACE)
         .with_deployment(WorkerRole::Decode, DEPLOYMENT)
         .with_deployment(WorkerRole::Aggregated, "llama-missing");
@@ -436,6 +447,53 @@ async fn a_deployment_is_scaled_up_and_down_by_a_planner_that_holds_only_the_doc
         message,
         r#"deployment `dynamo/llama-missing` not found: deployments.apps "llama-missing" not found"#
     );
+}
+
+#[tokio::test]
+async fn the_live_planner_loop_grows_and_shrinks_a_deployment() {
+    let plane = ControlPlane::start(false).await;
+    let admin = plane.admin().await;
+    deployment_of_one(&admin).await;
+    let scaler = KubernetesScaler::new(admin.clone(), NAMESPACE)
+        .with_deployment(WorkerRole::Aggregated, DEPLOYMENT);
+    let config = PlannerConfig {
+        interval_s: 60.0,
+        bounds: Bounds {
+            min_per_pool: 1,
+            max_per_pool: 4,
+            budget: 4,
+            ..Bounds::default()
+        },
+        advisory: false,
+    };
+    let policy = LoadPolicy::new(LoadConfig::default());
+    let mut planner =
+        Planner::new(config, policy, || PredictorKind::Constant.build()).expect("a planner");
+    // Two intervals with ten requests waiting per worker, then three quiet ones.
+    let intervals = [10, 10, 0, 0, 0].map(|waiting| Observation {
+        interval_s: 60.0,
+        workers: vec![WorkerLoad {
+            role: WorkerRole::Aggregated,
+            waiting,
+            running: 4,
+            kv_usage: 0.1,
+        }],
+        ..Observation::default()
+    });
+    // Each step reads the size the previous one set from the Deployment.
+    let targets: Vec<Replicas> = dynamo_planner::run(
+        &mut planner,
+        futures::stream::iter(intervals),
+        &scaler,
+        Replicas::Aggregated(1),
+    )
+    .map(|decision| decision.target)
+    .collect()
+    .await;
+    assert_eq!(targets, [2, 3, 3, 3, 2].map(Replicas::Aggregated));
+    let deployments: Api<Deployment> = Api::namespaced(admin, NAMESPACE);
+    let deployment = deployments.get(DEPLOYMENT).await.expect("the deployment");
+    assert_eq!(deployment.spec.and_then(|spec| spec.replicas), Some(2));
 }
 
 #[tokio::test]
