@@ -80,7 +80,7 @@ impl Drop for Process {
 struct ControlPlane {
     // Dropped in this order: the controllers, the API server, then etcd.
     _controllers: Option<Process>,
-    _api_server: Process,
+    api_server: Process,
     _etcd: LocalEtcd,
     dir: tempfile::TempDir,
     url: String,
@@ -132,22 +132,14 @@ impl ControlPlane {
             &dir.path().join("kube-apiserver.log"),
         );
         let admin_config = kubeconfig(&url, Path::new(&ca), "admin", ADMIN_TOKEN);
-        let plane = ControlPlane {
+        let mut plane = ControlPlane {
             _controllers: None,
-            _api_server: api_server,
+            api_server,
             _etcd: etcd,
             url,
             dir,
         };
-        let admin = plane.client("admin", ADMIN_TOKEN).await;
-        wait_for("the API server to be ready", async || {
-            let ready = admin
-                .request_text(axum::http::Request::get("/readyz").body(Vec::new()).ok()?)
-                .await
-                .ok()?;
-            (ready == "ok").then_some(())
-        })
-        .await;
+        plane.until_ready().await;
         if !controllers {
             return plane;
         }
@@ -184,6 +176,33 @@ impl ControlPlane {
                 .await
                 .expect("a client configuration");
         kube::Client::try_from(config).expect("a client")
+    }
+
+    /// Waits until the API server answers `/readyz` with `ok`; fails with its log if it exits
+    /// or takes longer than [`PATIENCE`].
+    async fn until_ready(&mut self) {
+        let admin = self.admin().await;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let request = axum::http::Request::get("/readyz").body(Vec::new());
+            if let Ok(request) = request
+                && admin
+                    .request_text(request)
+                    .await
+                    .is_ok_and(|body| body == "ok")
+            {
+                return;
+            }
+            let exited = self.api_server.0.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(self.dir.path().join("kube-apiserver.log"))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                panic!("the API server is not ready ({exited:?}); the end of its log:\n{tail}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn admin(&self) -> kube::Client {
