@@ -265,8 +265,8 @@ where
         .expect("created");
 }
 
-/// The Role and RoleBinding of `docs/scaling.md`, verbatim, for the service account
-/// `dynamo-planner`.
+/// The Role and RoleBinding of `docs/scaling.md` (the same rules and subject, written out here
+/// as JSON; keep the two alike), for the service account `dynamo-planner`.
 async fn grant_the_documented_role(admin: &kube::Client) {
     let roles: Api<Role> = Api::namespaced(admin.clone(), NAMESPACE);
     create(
