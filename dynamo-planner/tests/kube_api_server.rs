@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dynamo_core::WorkerRole;
 use dynamo_planner::kube::KubernetesScaler;
@@ -36,6 +36,7 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 const NAMESPACE: &str = "dynamo";
 /// The Deployment of the decode pool, whose pods carry the label `app=llama-decode`.
@@ -178,12 +179,12 @@ impl ControlPlane {
         kube::Client::try_from(config).expect("a client")
     }
 
-    /// Waits until the API server answers `/readyz` with `ok`; fails with its log if it exits
-    /// or takes longer than [`PATIENCE`].
+    /// Waits until the API server answers `/readyz` with `ok`; fails with the end of its log if
+    /// it exits or takes longer than [`PATIENCE`].
     async fn until_ready(&mut self) {
         let admin = self.admin().await;
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        let api_server = &mut self.api_server.0;
+        let outcome = poll(async || {
             let request = axum::http::Request::get("/readyz").body(Vec::new());
             if let Ok(request) = request
                 && admin
@@ -191,17 +192,20 @@ impl ControlPlane {
                     .await
                     .is_ok_and(|body| body == "ok")
             {
-                return;
+                return Ok(());
             }
-            let exited = self.api_server.0.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
-                let log = std::fs::read_to_string(self.dir.path().join("kube-apiserver.log"))
-                    .unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-                panic!("the API server is not ready ({exited:?}); the end of its log:\n{tail}");
+            match api_server.try_wait() {
+                Ok(Some(status)) => Err(Some(status)),
+                _ => Err(None),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        })
+        .await;
+        if let Err(exited) = outcome {
+            let log = std::fs::read_to_string(self.dir.path().join("kube-apiserver.log"))
+                .unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            panic!("the API server is not ready ({exited:?}); the end of its log:\n{tail}");
         }
     }
 
@@ -240,16 +244,27 @@ fn kubeconfig(url: &str, ca: &Path, user: &str, token: &str) -> String {
     )
 }
 
+/// Calls `attempt` every 100 ms until it gives `Ok`, or until it gives `Err(Some(_))` (a
+/// failure that waiting cannot mend), or for at most [`PATIENCE`]; returns its last answer.
+async fn poll<T, E>(
+    mut attempt: impl AsyncFnMut() -> Result<T, Option<E>>,
+) -> Result<T, Option<E>> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        every.tick().await;
+        let answer = attempt().await;
+        if !matches!(answer, Err(None)) || Instant::now() >= deadline {
+            return answer;
+        }
+    }
+}
+
 /// Calls `attempt` until it gives a value, for at most [`PATIENCE`].
 async fn wait_for<T>(what: &str, mut attempt: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = attempt().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll::<T, ()>(async || attempt().await.ok_or(None))
+        .await
+        .unwrap_or_else(|_| panic!("waited {PATIENCE:?} for {what}"))
 }
 
 fn from_json<T: DeserializeOwned>(value: Value) -> T {
@@ -385,19 +400,17 @@ async fn pods_become(admin: &kube::Client, count: usize) {
 async fn decode_becomes(scaler: &KubernetesScaler, desired: usize, ready: usize) {
     let want = PoolSize { desired, ready };
     let mut last = None;
-    let found = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let size = scaler.size(WorkerRole::Decode).await;
-            if matches!(size, Ok(size) if size == want) {
-                return;
-            }
-            last = Some(size);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let outcome = poll::<(), ()>(async || {
+        let size = scaler.size(WorkerRole::Decode).await;
+        if matches!(size, Ok(size) if size == want) {
+            return Ok(());
         }
+        last = Some(size);
+        Err(None)
     })
     .await;
     assert!(
-        found.is_ok(),
+        outcome.is_ok(),
         "waited {PATIENCE:?} for the decode pool to be {want:?}; it was {last:?}"
     );
 }
