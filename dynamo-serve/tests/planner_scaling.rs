@@ -23,8 +23,8 @@ use dynamo_transport::events::{EventPlane, FrontendTraffic, NatsEvents};
 use dynamo_transport::local::{LocalEtcd, LocalNats, free_port};
 use futures::StreamExt;
 use support::{
-    Frontend, Process, decisions, directory_frontend, directory_frontend_with, first_events,
-    read_stream, registered, streamed_completion,
+    Frontend, Process, decisions, directory_frontend, directory_frontend_with, fill_kv_cache,
+    first_events, read_stream, registered, streamed_completion,
 };
 
 const POOL: WorkerRole = WorkerRole::Aggregated;
@@ -177,22 +177,6 @@ fn planner(registry: &str, nats: &LocalNats, flags: &[&str], worker: &[&str]) ->
     Process::start(&args)
 }
 
-/// Three streams of 256-token prompts, open: they fill a 64-block KV cache as they decode.
-async fn fill_kv_cache(frontend: &Frontend) -> Vec<hyper::Response<Incoming>> {
-    let bodies = [314, 271, 161].map(|token| {
-        json!({
-            "model": "smollm2", "prompt": vec![token; 256], "max_tokens": MAX_TOKENS,
-            "stream": true,
-        })
-    });
-    let posts = bodies
-        .iter()
-        .map(|body| frontend.post("/v1/completions", body));
-    let streams = futures::future::join_all(posts).await;
-    assert!(streams.iter().all(|s| s.status().as_u16() == 200));
-    streams
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_planner_command_grows_the_pool_under_load_and_shrinks_it_when_calm() {
     let nats = LocalNats::start().expect("nats-server starts");
@@ -218,7 +202,7 @@ async fn the_planner_command_grows_the_pool_under_load_and_shrinks_it_when_calm(
         .await;
 
     // Under load the planner starts a second worker, which joins the frontend.
-    let streams = fill_kv_cache(&frontend).await;
+    let streams = fill_kv_cache(&frontend, MAX_TOKENS).await;
     frontend_process
         .wait_for("worker 2/0 at", Duration::from_secs(60))
         .await;
@@ -417,7 +401,7 @@ async fn the_disaggregated_planner_sizes_prefill_and_decode_pools_registered_in_
     );
 
     // Long streams fill the decode worker's KV cache: the planner grows the decode pool.
-    let streams = fill_kv_cache(&frontend).await;
+    let streams = fill_kv_cache(&frontend, MAX_TOKENS).await;
     frontend_process
         .wait_for("worker 3/0 at", Duration::from_secs(60))
         .await;

@@ -11,6 +11,8 @@ use dynamo_candle::DiskTier;
 use dynamo_planner::policy::{PolicyKind, SlaTargets};
 use dynamo_planner::predict::PredictorKind;
 
+use crate::planner::kubernetes::{Kubernetes, PoolDeployment};
+
 use super::busy::{Busy, BusyArgs};
 use super::deployment::{DeploymentArgs, PlaneTlsArgs};
 use super::values::{WorkerAddresses, at_least_one, number_workers, positive_number};
@@ -234,12 +236,26 @@ struct PlannerArgs {
     /// or skipped) as Prometheus text on http://ADDR/metrics, for example 127.0.0.1:9090
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Scale Kubernetes Deployments rather than start workers: NAME for the aggregated pool,
+    /// prefill=NAME and decode=NAME with --disaggregated. Their pods run `dynamo-serve worker`
+    /// registered in --etcd and reporting to --nats; the client is configured as kubectl's
+    /// (KUBECONFIG, ~/.kube/config or the pod's service account). Needs a dynamo-serve built
+    /// with --features kube
+    #[arg(long, value_name = "[POOL=]NAME")]
+    kubernetes_deployment: Vec<PoolDeployment>,
+    /// The Deployments' namespace [default: the kubeconfig's, or the pod's]
+    #[arg(long, value_name = "NAME", requires = "kubernetes_deployment")]
+    kubernetes_namespace: Option<String>,
     #[command(flatten)]
     deployment: DeploymentArgs,
     /// Flags of every `dynamo-serve worker` started (after `--`); the planner adds --id,
     /// --etcd or --registry, --nats, --namespace, --exit-with-parent and, with
     /// --disaggregated, --role
-    #[arg(last = true, value_name = "WORKER FLAGS")]
+    #[arg(
+        last = true,
+        value_name = "WORKER FLAGS",
+        conflicts_with = "kubernetes_deployment"
+    )]
     worker_flags: Vec<OsString>,
 }
 
@@ -441,6 +457,10 @@ impl Cli {
                     ),
                     worker_flags: args.worker_flags,
                     disaggregated: args.disaggregated,
+                    kubernetes: (!args.kubernetes_deployment.is_empty()).then_some(Kubernetes {
+                        namespace: args.kubernetes_namespace,
+                        deployments: args.kubernetes_deployment,
+                    }),
                 };
                 let command = Command::Planner(Box::new(settings));
                 let mut options =

@@ -283,6 +283,11 @@ impl Options {
         {
             return Err(error_of("planner", ErrorKind::ArgumentConflict, &message));
         }
+        if let Command::Planner(ref settings) = self.command
+            && let Some(message) = settings.kubernetes_unusable()
+        {
+            return Err(error_of("planner", ErrorKind::ArgumentConflict, &message));
+        }
         let discovered = self.etcd.is_some() || self.registry.is_some();
         match self.command {
             Command::Frontend

@@ -466,3 +466,38 @@ fn busy_thresholds_refuse_what_cannot_work() {
         ErrorKind::UnknownArgument
     );
 }
+
+#[test]
+fn the_planner_scales_kubernetes_deployments_one_per_pool_and_starts_no_workers() {
+    let planner = "planner --etcd http://e:2379 --nats n";
+    let refusal = |flags: &str| refused(&format!("{planner} {flags}")).to_string();
+    if cfg!(feature = "kube") {
+        let options = options(&format!(
+            "{planner} --disaggregated --kubernetes-namespace dynamo \
+             --kubernetes-deployment prefill=p --kubernetes-deployment decode=d"
+        ))
+        .expect("valid");
+        let Command::Planner(settings) = options.command else {
+            panic!("not the planner: {:?}", options.command);
+        };
+        let kubernetes = settings.kubernetes.as_ref().expect("the Deployments");
+        assert_eq!(kubernetes.namespace.as_deref(), Some("dynamo"));
+        assert_eq!(kubernetes.deployments.len(), 2);
+        let one_each = refusal("--disaggregated --kubernetes-deployment p");
+        assert!(one_each.contains("prefill=NAME"), "{one_each}");
+        let one = refusal("--kubernetes-deployment a --kubernetes-deployment b");
+        assert!(one.contains("one --kubernetes-deployment NAME"), "{one}");
+    } else {
+        let without = refusal("--kubernetes-deployment llama");
+        assert!(without.contains("--features kube"), "{without}");
+    }
+    // Workers are the Deployments' pods: the planner takes no flags for workers of its own.
+    let worker_flags = refused(&format!(
+        "{planner} --kubernetes-deployment llama -- --engine mocker"
+    ));
+    assert_eq!(worker_flags.kind(), ErrorKind::ArgumentConflict);
+    let unknown = refusal("--kubernetes-deployment mixed=llama");
+    assert!(unknown.contains("`mixed` is not a pool"), "{unknown}");
+    let namespace = refused(&format!("{planner} --kubernetes-namespace dynamo"));
+    assert_eq!(namespace.kind(), ErrorKind::MissingRequiredArgument);
+}

@@ -21,6 +21,7 @@
 //! gracefully.
 
 mod frontends;
+pub(crate) mod kubernetes;
 mod listed;
 mod metrics;
 
@@ -74,6 +75,8 @@ pub(crate) struct Settings {
     /// Plan a prefill pool and a decode pool (workers started with `--role prefill` and
     /// `--role decode`), each between `min_workers` and `max_workers`.
     pub(crate) disaggregated: bool,
+    /// Scale these Kubernetes Deployments rather than start worker processes.
+    pub(crate) kubernetes: Option<kubernetes::Kubernetes>,
 }
 
 pub(crate) async fn run(
@@ -105,13 +108,22 @@ pub(crate) async fn run(
     let reports = nats.subscribe::<LoadReport>().await?;
     let traffic = nats.subscribe::<FrontendTraffic>().await?;
     let listed = Listed::follow(registry.as_ref());
+    let predictor = settings.predictor;
+    let mut planner = Planner::new(config, policy, move || predictor.build())?;
+    let interval = Duration::from_secs_f64(settings.interval_s);
+    let needs_traffic = settings.policy != PolicyKind::Load;
+    let observations = observations(reports, traffic, listed.clone(), interval, needs_traffic);
+    let announce = |scaled: &str| settings.announce(options, nats_url, scaled);
+    if let Some(kubernetes) = &settings.kubernetes {
+        return kubernetes::plan(kubernetes, settings, &mut planner, observations, announce).await;
+    }
     let workers = WorkerTemplate::new(std::env::current_exe()?)
         .args(["worker", "--exit-with-parent"])
         .args(&settings.worker_flags)
         .args(registry_flags(options))
         .args(["--nats", nats_url, "--namespace", &options.namespace])
         .args(nats_access_flags(&options.nats_access));
-    let mut scaler = LocalProcesses::new(listed.clone())
+    let mut scaler = LocalProcesses::new(listed)
         .with_first_id(settings.first_id)
         .with_restart_backoff(settings.restart_backoff);
     for (pool, role) in pools(shape) {
@@ -121,46 +133,58 @@ pub(crate) async fn run(
         };
         scaler = scaler.with_pool(pool, template);
     }
-    let pool_count = pools(shape).len();
-    let predictor = settings.predictor;
-    let mut planner = Planner::new(config, policy, move || predictor.build())?;
     for (pool, _) in pools(shape) {
         scaler.scale(pool, settings.min_workers).await?;
     }
-    println!(
-        "dynamo planner ({}, {} predictor): {} to {} {}{} registered in {}, load from NATS {}, \
-         a step every {} s{}",
-        settings.policy,
-        settings.predictor,
-        settings.min_workers,
-        settings.max_workers,
-        if pool_count == 1 {
-            "workers"
-        } else {
-            "prefill and as many decode workers"
-        },
-        match settings.budget {
-            Some(budget) => format!(" ({budget} GPUs in all at most)"),
-            None => String::new(),
-        },
-        crate::deploy::registry_name(options),
-        dynamo_transport::events::url_without_credentials(nats_url),
-        settings.interval_s,
-        if settings.advisory { " (advisory)" } else { "" }
-    );
-    let interval = Duration::from_secs_f64(settings.interval_s);
-    let needs_traffic = settings.policy != PolicyKind::Load;
-    let observations = observations(reports, traffic, listed, interval, needs_traffic);
-    tokio::select! {
-        _ = dynamo_planner::run(&mut planner, observations, &scaler, shape).count() => {}
-        () = crate::shutdown_signal() => tracing::info!("stopping the planner and its workers"),
-    }
+    announce("as worker processes on this machine");
+    drive(&mut planner, observations, &scaler, shape).await;
     let grace = Duration::from_secs(options.drain_timeout.saturating_add(5));
     scaler.shutdown(grace).await;
     Ok(())
 }
 
+/// Plans `shape`'s pools through `scaler`, one step per observation, until the observations
+/// end or Ctrl-C or SIGTERM stops the planner.
+async fn drive(
+    planner: &mut Planner,
+    observations: impl Stream<Item = Observation>,
+    scaler: &dyn Scaler,
+    shape: Replicas,
+) {
+    tokio::select! {
+        _ = dynamo_planner::run(planner, observations, scaler, shape).count() => {}
+        () = crate::shutdown_signal() => tracing::info!("stopping the planner"),
+    }
+}
+
 impl Settings {
+    /// Says on standard output what the planner plans, where its workers are (`scaled`), and
+    /// what it observes them by.
+    fn announce(&self, options: &Options, nats_url: &str, scaled: &str) {
+        let pool_count = pools(self.shape(self.min_workers)).len();
+        println!(
+            "dynamo planner ({}, {} predictor): {} to {} {}{} {scaled}, registered in {}, load \
+             from NATS {}, a step every {} s{}",
+            self.policy,
+            self.predictor,
+            self.min_workers,
+            self.max_workers,
+            if pool_count == 1 {
+                "workers"
+            } else {
+                "prefill and as many decode workers"
+            },
+            match self.budget {
+                Some(budget) => format!(" ({budget} GPUs in all at most)"),
+                None => String::new(),
+            },
+            crate::deploy::registry_name(options),
+            dynamo_transport::events::url_without_credentials(nats_url),
+            self.interval_s,
+            if self.advisory { " (advisory)" } else { "" }
+        );
+    }
+
     /// Why the budget cannot pay for the least pools (`--min-workers` in each, at their
     /// roles' GPUs), if it cannot. Bounds that contradict themselves otherwise (a minimum
     /// above the maximum) are left to the checks that name their flags.
@@ -169,6 +193,16 @@ impl Settings {
         bounds.check().ok()?;
         let error = bounds.check_for(self.shape(self.min_workers)).err()?;
         Some(format!("--budget: {error}"))
+    }
+
+    /// Why the Kubernetes Deployments cannot be planned as the flags name them (one for each
+    /// pool, in a build with the `kube` feature), if they cannot.
+    pub(crate) fn kubernetes_unusable(&self) -> Option<String> {
+        let kubernetes = self.kubernetes.as_ref()?;
+        if !cfg!(feature = "kube") {
+            return Some(kubernetes::WITHOUT_KUBE.to_owned());
+        }
+        kubernetes.pools(self.shape(self.min_workers)).err()
     }
 
     /// The planner's interval, bounds and mode as the flags give them; the budget, unless

@@ -300,6 +300,26 @@ pub(crate) async fn directory_frontend_with(registry: &str, flags: &[&str]) -> (
     (process, frontend)
 }
 
+/// Three streams of 256-token prompts and `max_tokens` tokens each, open: they fill a 64-block
+/// KV cache as they decode.
+pub(crate) async fn fill_kv_cache(
+    frontend: &Frontend,
+    max_tokens: u64,
+) -> Vec<hyper::Response<Incoming>> {
+    let bodies = [314, 271, 161].map(|token| {
+        json!({
+            "model": "smollm2", "prompt": vec![token; 256], "max_tokens": max_tokens,
+            "stream": true,
+        })
+    });
+    let posts = bodies
+        .iter()
+        .map(|body| frontend.post("/v1/completions", body));
+    let streams = futures::future::join_all(posts).await;
+    assert!(streams.iter().all(|s| s.status().as_u16() == 200));
+    streams
+}
+
 /// A frontend over the workers registered in `registry`, with `flags`, once workers 1 and 2
 /// have joined it.
 pub(crate) async fn joined_frontend(registry: &str, flags: &[&str]) -> (Process, Frontend) {

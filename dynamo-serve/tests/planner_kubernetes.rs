@@ -1,0 +1,196 @@
+//! `dynamo-serve planner --kubernetes-deployment` against a real Kubernetes API server (the
+//! control plane of `dynamo-planner/tests/control_plane`, shared by its path): the planner
+//! reads its kubeconfig from `KUBECONFIG`, observes real mocker workers through NATS and a
+//! directory registry, and grows and shrinks their Deployment through the API server.
+//!
+//! There are no nodes, so the test plays them: it keeps as many worker processes running as the
+//! Deployment asks for (through the planner crate's local-process scaler) and writes how many
+//! are ready into the Deployment's status, as the Deployment controller and the kubelets
+//! would. Built with the `kube` feature; the Kubernetes binaries are found as
+//! `control_plane` says.
+#![cfg(feature = "kube")]
+
+#[expect(dead_code, reason = "this test uses a part of the shared helpers")]
+mod support;
+
+#[path = "../../dynamo-planner/tests/control_plane/mod.rs"]
+mod control_plane;
+
+use std::time::Duration;
+
+use dynamo_core::WorkerRole;
+use dynamo_planner::Scaler;
+use dynamo_planner::local::{LocalProcesses, RegistryDirectory, WorkerTemplate};
+use dynamo_transport::local::LocalNats;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use control_plane::{ADMIN_TOKEN, ControlPlane, create, wait_for};
+use support::{Process, directory_frontend, fill_kv_cache};
+
+const NAMESPACE: &str = "dynamo";
+const DEPLOYMENT: &str = "llama";
+const POOL: WorkerRole = WorkerRole::Aggregated;
+
+/// The namespace's Deployments, read as JSON.
+fn deployments(client: kube::Client) -> Api<DynamicObject> {
+    let kind = GroupVersionKind::gvk("apps", "v1", "Deployment");
+    let resource = ApiResource::from_gvk_with_plural(&kind, "deployments");
+    Api::namespaced_with(client, NAMESPACE, &resource)
+}
+
+/// The replicas the Deployment asks for.
+async fn replicas(deployments: &Api<DynamicObject>) -> Option<u64> {
+    let deployment = deployments.get(DEPLOYMENT).await.ok()?;
+    deployment.data["spec"]["replicas"].as_u64()
+}
+
+/// Waits until the Deployment asks for `count` replicas.
+async fn replicas_become(deployments: &Api<DynamicObject>, count: u64) {
+    wait_for(&format!("{count} replicas"), async || {
+        (replicas(deployments).await == Some(count)).then_some(())
+    })
+    .await;
+}
+
+/// Plays the Deployment controller and the kubelets until `stop`: every 100 ms, keeps as many
+/// workers running as the Deployment asks for, and writes how many are ready (registered) into
+/// its status; then stops the workers.
+async fn play_the_nodes(
+    deployments: Api<DynamicObject>,
+    workers: LocalProcesses,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    let mut running = 0;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = &mut stop => break,
+        }
+        let Some(wanted) = replicas(&deployments).await else {
+            continue;
+        };
+        let wanted = usize::try_from(wanted).expect("a replica count");
+        if wanted != running {
+            workers.scale(POOL, wanted).await.expect("workers start");
+            running = wanted;
+        }
+        let ready = workers.size(POOL).await.expect("the registry").ready;
+        let status = json!({"status": {"replicas": running, "readyReplicas": ready}});
+        deployments
+            .patch_status(DEPLOYMENT, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("the Deployment's status written");
+    }
+    workers.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planner_command_grows_and_shrinks_a_kubernetes_deployment() {
+    let plane = ControlPlane::start(false).await;
+    let admin = plane.admin().await;
+    let namespaces = Api::<DynamicObject>::all_with(
+        admin.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Namespace")),
+    );
+    create(
+        &namespaces,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+    )
+    .await;
+    let deployments = deployments(admin);
+    // No replicas yet: the planner brings the Deployment up to --min-workers.
+    create(
+        &deployments,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": DEPLOYMENT},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": DEPLOYMENT}},
+                "template": {
+                    "metadata": {"labels": {"app": DEPLOYMENT}},
+                    "spec": {"containers": [{"name": "worker", "image": "dynamo-serve"}]},
+                },
+            },
+        }),
+    )
+    .await;
+
+    let nats = LocalNats::start().expect("nats-server starts");
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-kubernetes-")
+        .tempdir()
+        .expect("a temporary directory");
+    let registry = temporary.path().join("registry").display().to_string();
+    // Small KV caches (64 blocks of 16 tokens): three long prompts fill one worker's.
+    let workers = WorkerTemplate::new(env!("CARGO_BIN_EXE_dynamo-serve"))
+        .args(["worker", "--engine", "mocker", "--speedup", "0.2"])
+        .args([
+            "--kv-blocks",
+            "64",
+            "--drain-timeout",
+            "30",
+            "--exit-with-parent",
+        ])
+        .args(["--registry", &registry, "--nats", &nats.url()])
+        .log_dir(temporary.path().join("logs"));
+    let (stop, stopped) = oneshot::channel();
+    let workers = LocalProcesses::new(RegistryDirectory::new(&registry)).with_pool(POOL, workers);
+    let nodes = tokio::spawn(play_the_nodes(deployments.clone(), workers, stopped));
+
+    let kubeconfig = plane.kubeconfig_file("admin", ADMIN_TOKEN);
+    let url = nats.url();
+    let mut planner = Process::start_with_env(
+        &[
+            "planner",
+            "--kubernetes-deployment",
+            DEPLOYMENT,
+            "--kubernetes-namespace",
+            NAMESPACE,
+            "--registry",
+            &registry,
+            "--nats",
+            &url,
+            "--interval",
+            "1",
+            "--max-workers",
+            "2",
+        ],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    replicas_become(&deployments, 1).await;
+    let (frontend_process, frontend) = directory_frontend(&registry).await;
+    frontend_process
+        .wait_for("worker 1/0 at", Duration::from_secs(60))
+        .await;
+
+    // Under load the planner asks the Deployment for a second replica; its worker joins.
+    let streams = fill_kv_cache(&frontend, 400).await;
+    replicas_become(&deployments, 2).await;
+    frontend_process
+        .wait_for("worker 2/0 at", Duration::from_secs(60))
+        .await;
+    assert!(planner.logged("grow by one to 2"));
+
+    // Without load (the streams dropped, which cancels them) it asks for one again.
+    drop(streams);
+    replicas_become(&deployments, 1).await;
+    frontend_process
+        .wait_for("worker 2/0 left", Duration::from_secs(60))
+        .await;
+    assert!(planner.logged("shrink by one to 1"));
+
+    // SIGTERM stops the planner; the Deployment keeps its replica, and its worker serves.
+    planner.terminate();
+    let status = planner.wait_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(replicas(&deployments).await, Some(1));
+    let (status, body) = frontend.complete("after the planner", 2).await;
+    assert_eq!(status, 200, "{body}");
+
+    stop.send(()).expect("the nodes still play");
+    nodes.await.expect("the nodes stop");
+}
