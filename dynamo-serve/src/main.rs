@@ -2,7 +2,8 @@
 //! KV-aware routing across in-process workers, with embedded defaults and no external services;
 //! or the same split into processes: `worker`s serving engines over TCP and a `frontend`,
 //! joined by NATS (events) and etcd or a directory (discovery); and a `planner` that starts and
-//! stops such workers as their load or the frontends' traffic asks.
+//! stops such workers as their load or the frontends' traffic asks (or, built with the `kube`
+//! feature, scales the Kubernetes Deployments that run them: `--kubernetes-deployment NAME`).
 //!
 //! ```text
 //! cargo run --release -p dynamo-serve [-- --port 8000 --workers 2 --model FILE.gguf]

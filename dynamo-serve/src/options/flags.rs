@@ -44,8 +44,8 @@ enum CommandArgs {
     /// The gateway and router over the workers that discovery reports, with their KV events
     /// and load from NATS
     Frontend(FrontendArgs),
-    /// The planner: starts and stops `dynamo-serve worker` processes on this machine as their
-    /// load reports or the frontends' traffic reports (NATS) ask
+    /// The planner: starts and stops `dynamo-serve worker` processes on this machine (or scales
+    /// Kubernetes Deployments) as their load reports or the frontends' traffic reports (NATS) ask
     Planner(PlannerArgs),
     /// Measure one worker's engine (prefill by prompt length, decode by context and batch size)
     /// and write the performance profile the SLA planners plan from
