@@ -21,13 +21,10 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::json;
 
-use control_plane::{ControlPlane, PATIENCE, create, from_json, poll, wait_for};
+use control_plane::{ControlPlane, PATIENCE, create, define_graph_deployments, poll, wait_for};
 
 const NAMESPACE: &str = "dynamo";
 /// The Deployment of the decode pool, whose pods carry the label `app=llama-decode`.
@@ -287,52 +284,17 @@ async fn a_custom_resource_with_a_scale_subresource_is_scaled_and_its_ready_coun
     let admin = plane.admin().await;
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     create(&namespaces, json!({"metadata": {"name": NAMESPACE}})).await;
-    // A DynamoGraphDeployment-like resource whose definition declares the `scale` subresource
-    // as docs/scaling.md asks: desired at `.spec.replicas`, ready at `.status.readyReplicas`.
-    let definitions: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let resource = define_graph_deployments(&admin).await;
+    let graphs: Api<DynamicObject> = Api::namespaced_with(admin.clone(), NAMESPACE, &resource);
     create(
-        &definitions,
+        &graphs,
         json!({
-            "metadata": {"name": "dynamographdeployments.nvidia.com"},
-            "spec": {
-                "group": "nvidia.com",
-                "scope": "Namespaced",
-                "names": {"plural": "dynamographdeployments", "singular": "dynamographdeployment",
-                          "kind": "DynamoGraphDeployment"},
-                "versions": [{
-                    "name": "v1alpha1",
-                    "served": true,
-                    "storage": true,
-                    "schema": {"openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": true,
-                    }},
-                    "subresources": {
-                        "status": {},
-                        "scale": {"specReplicasPath": ".spec.replicas",
-                                  "statusReplicasPath": ".status.readyReplicas"},
-                    },
-                }],
-            },
+            "apiVersion": "nvidia.com/v1alpha1",
+            "kind": "DynamoGraphDeployment",
+            "metadata": {"name": "llama-prefill"},
+            "spec": {"replicas": 1},
         }),
     )
-    .await;
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("nvidia.com", "v1alpha1", "DynamoGraphDeployment"),
-        "dynamographdeployments",
-    );
-    let graphs: Api<DynamicObject> = Api::namespaced_with(admin.clone(), NAMESPACE, &resource);
-    let graph = json!({
-        "apiVersion": "nvidia.com/v1alpha1",
-        "kind": "DynamoGraphDeployment",
-        "metadata": {"name": "llama-prefill"},
-        "spec": {"replicas": 1},
-    });
-    // The definition is served once the API server has established it.
-    wait_for("the custom resource definition", async || {
-        let object: DynamicObject = from_json(graph.clone());
-        graphs.create(&PostParams::default(), &object).await.ok()
-    })
     .await;
     let scaler = KubernetesScaler::new(admin.clone(), NAMESPACE).with_custom_resource(
         WorkerRole::Prefill,

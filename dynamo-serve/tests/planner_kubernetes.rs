@@ -1,12 +1,13 @@
 //! `dynamo-serve planner --kubernetes-deployment` against a real Kubernetes API server (the
 //! control plane of `dynamo-planner/tests/control_plane`, shared by its path): the planner
 //! reads its kubeconfig from `KUBECONFIG`, observes real mocker workers through NATS and a
-//! directory registry, and grows and shrinks their Deployment through the API server.
+//! directory registry, and grows and shrinks their Deployment, or a custom resource with a
+//! `scale` subresource (`--kubernetes-resource`), through the API server.
 //!
 //! There are no nodes, so the test plays them: it keeps as many worker processes running as the
-//! Deployment asks for (through the planner crate's local-process scaler) and writes how many
-//! are ready into the Deployment's status, as the Deployment controller and the kubelets
-//! would. Built with the `kube` feature; the Kubernetes binaries are found as
+//! object asks for (through the planner crate's local-process scaler) and writes how many are
+//! ready into its status, as the Deployment controller (or the resource's operator) and the
+//! kubelets would. Built with the `kube` feature; the Kubernetes binaries are found as
 //! `control_plane` says.
 #![cfg(feature = "kube")]
 
@@ -26,11 +27,12 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use control_plane::{ADMIN_TOKEN, ControlPlane, create, wait_for};
+use control_plane::{ADMIN_TOKEN, ControlPlane, create, define_graph_deployments, wait_for};
 use support::{Process, directory_frontend, fill_kv_cache};
 
 const NAMESPACE: &str = "dynamo";
-const DEPLOYMENT: &str = "llama";
+/// The name of the Deployment or custom resource.
+const NAME: &str = "llama";
 const POOL: WorkerRole = WorkerRole::Aggregated;
 
 /// The namespace's Deployments, read as JSON.
@@ -40,25 +42,25 @@ fn deployments(client: kube::Client) -> Api<DynamicObject> {
     Api::namespaced_with(client, NAMESPACE, &resource)
 }
 
-/// The replicas the Deployment asks for.
-async fn replicas(deployments: &Api<DynamicObject>) -> Option<u64> {
-    let deployment = deployments.get(DEPLOYMENT).await.ok()?;
-    deployment.data["spec"]["replicas"].as_u64()
+/// The replicas the object (Deployment or custom resource) asks for.
+async fn replicas(objects: &Api<DynamicObject>) -> Option<u64> {
+    let object = objects.get(NAME).await.ok()?;
+    object.data["spec"]["replicas"].as_u64()
 }
 
-/// Waits until the Deployment asks for `count` replicas.
-async fn replicas_become(deployments: &Api<DynamicObject>, count: u64) {
+/// Waits until the object asks for `count` replicas.
+async fn replicas_become(objects: &Api<DynamicObject>, count: u64) {
     wait_for(&format!("{count} replicas"), async || {
-        (replicas(deployments).await == Some(count)).then_some(())
+        (replicas(objects).await == Some(count)).then_some(())
     })
     .await;
 }
 
-/// Plays the Deployment controller and the kubelets until `stop`: every 100 ms, keeps as many
-/// workers running as the Deployment asks for, and writes how many are ready (registered) into
-/// its status; then stops the workers.
+/// Plays the Deployment controller (or the custom resource's operator) and the kubelets until
+/// `stop`: every 100 ms, keeps as many workers running as the object asks for, and writes how
+/// many are ready (registered) into its status; then stops the workers.
 async fn play_the_nodes(
-    deployments: Api<DynamicObject>,
+    objects: Api<DynamicObject>,
     workers: LocalProcesses,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -69,7 +71,7 @@ async fn play_the_nodes(
             _ = every.tick() => {}
             _ = &mut stop => break,
         }
-        let Some(wanted) = replicas(&deployments).await else {
+        let Some(wanted) = replicas(&objects).await else {
             continue;
         };
         let wanted = usize::try_from(wanted).expect("a replica count");
@@ -79,10 +81,10 @@ async fn play_the_nodes(
         }
         let ready = workers.size(POOL).await.expect("the registry").ready;
         let status = json!({"status": {"replicas": running, "readyReplicas": ready}});
-        deployments
-            .patch_status(DEPLOYMENT, &PatchParams::default(), &Patch::Merge(&status))
+        objects
+            .patch_status(NAME, &PatchParams::default(), &Patch::Merge(&status))
             .await
-            .expect("the Deployment's status written");
+            .expect("the status written");
     }
     workers.shutdown(Duration::from_secs(10)).await;
 }
@@ -90,35 +92,56 @@ async fn play_the_nodes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_planner_command_grows_and_shrinks_a_kubernetes_deployment() {
     let plane = ControlPlane::start(false).await;
-    let admin = plane.admin().await;
-    let namespaces = Api::<DynamicObject>::all_with(
-        admin.clone(),
-        &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Namespace")),
-    );
-    create(
-        &namespaces,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-    )
-    .await;
+    let admin = in_a_namespace(&plane).await;
     let deployments = deployments(admin);
     // No replicas yet: the planner brings the Deployment up to --min-workers.
-    create(
-        &deployments,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": DEPLOYMENT},
-            "spec": {
-                "replicas": 0,
-                "selector": {"matchLabels": {"app": DEPLOYMENT}},
-                "template": {
-                    "metadata": {"labels": {"app": DEPLOYMENT}},
-                    "spec": {"containers": [{"name": "worker", "image": "dynamo-serve"}]},
-                },
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": NAME},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": NAME}},
+            "template": {
+                "metadata": {"labels": {"app": NAME}},
+                "spec": {"containers": [{"name": "worker", "image": "dynamo-serve"}]},
             },
-        }),
-    )
-    .await;
+        },
+    });
+    create(&deployments, deployment).await;
+    grows_and_shrinks(&plane, deployments, &[]).await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planner_command_grows_and_shrinks_a_custom_resource_with_a_scale_subresource() {
+    let plane = ControlPlane::start(false).await;
+    let admin = in_a_namespace(&plane).await;
+    let resource = define_graph_deployments(&admin).await;
+    let graphs = Api::namespaced_with(admin, NAMESPACE, &resource);
+    let graph = json!({
+        "apiVersion": "nvidia.com/v1alpha1", "kind": "DynamoGraphDeployment",
+        "metadata": {"name": NAME},
+        "spec": {"replicas": 0},
+    });
+    create(&graphs, graph).await;
+    let kind = "dynamographdeployments.v1alpha1.nvidia.com";
+    grows_and_shrinks(&plane, graphs, &["--kubernetes-resource", kind]).await;
+}
+
+/// The administrator's client, once it has created the namespace.
+async fn in_a_namespace(plane: &ControlPlane) -> kube::Client {
+    let admin = plane.admin().await;
+    let namespace = GroupVersionKind::gvk("", "v1", "Namespace");
+    let namespaces =
+        Api::<DynamicObject>::all_with(admin.clone(), &ApiResource::from_gvk(&namespace));
+    let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
+    create(&namespaces, object).await;
+    admin
+}
+
+/// `dynamo-serve planner --kubernetes-deployment NAME` with `flags`, over mocker workers that
+/// the test runs as `objects` asks (the nodes): it brings the object from 0 replicas to 1,
+/// grows it to 2 under load and shrinks it to 1 when calm; stopped, it leaves it at 1.
+async fn grows_and_shrinks(plane: &ControlPlane, objects: Api<DynamicObject>, flags: &[&str]) {
     let nats = LocalNats::start().expect("nats-server starts");
     let temporary = tempfile::Builder::new()
         .prefix("dynamo-kubernetes-")
@@ -139,37 +162,24 @@ async fn the_planner_command_grows_and_shrinks_a_kubernetes_deployment() {
         .log_dir(temporary.path().join("logs"));
     let (stop, stopped) = oneshot::channel();
     let workers = LocalProcesses::new(RegistryDirectory::new(&registry)).with_pool(POOL, workers);
-    let nodes = tokio::spawn(play_the_nodes(deployments.clone(), workers, stopped));
+    let nodes = tokio::spawn(play_the_nodes(objects.clone(), workers, stopped));
 
     let kubeconfig = plane.kubeconfig_file("admin", ADMIN_TOKEN);
     let url = nats.url();
-    let mut planner = Process::start_with_env(
-        &[
-            "planner",
-            "--kubernetes-deployment",
-            DEPLOYMENT,
-            "--kubernetes-namespace",
-            NAMESPACE,
-            "--registry",
-            &registry,
-            "--nats",
-            &url,
-            "--interval",
-            "1",
-            "--max-workers",
-            "2",
-        ],
-        &[("KUBECONFIG", &kubeconfig)],
-    );
-    replicas_become(&deployments, 1).await;
+    let mut args = vec!["planner", "--kubernetes-deployment", NAME];
+    args.extend(["--kubernetes-namespace", NAMESPACE, "--registry", &registry]);
+    args.extend(["--nats", &url, "--interval", "1", "--max-workers", "2"]);
+    args.extend_from_slice(flags);
+    let mut planner = Process::start_with_env(&args, &[("KUBECONFIG", &kubeconfig)]);
+    replicas_become(&objects, 1).await;
     let (frontend_process, frontend) = directory_frontend(&registry).await;
     frontend_process
         .wait_for("worker 1/0 at", Duration::from_secs(60))
         .await;
 
-    // Under load the planner asks the Deployment for a second replica; its worker joins.
+    // Under load the planner asks for a second replica; its worker joins.
     let streams = fill_kv_cache(&frontend, 400).await;
-    replicas_become(&deployments, 2).await;
+    replicas_become(&objects, 2).await;
     frontend_process
         .wait_for("worker 2/0 at", Duration::from_secs(60))
         .await;
@@ -177,17 +187,17 @@ async fn the_planner_command_grows_and_shrinks_a_kubernetes_deployment() {
 
     // Without load (the streams dropped, which cancels them) it asks for one again.
     drop(streams);
-    replicas_become(&deployments, 1).await;
+    replicas_become(&objects, 1).await;
     frontend_process
         .wait_for("worker 2/0 left", Duration::from_secs(60))
         .await;
     assert!(planner.logged("shrink by one to 1"));
 
-    // SIGTERM stops the planner; the Deployment keeps its replica, and its worker serves.
+    // SIGTERM stops the planner; the object keeps its replica, and its worker serves.
     planner.terminate();
     let status = planner.wait_exit(Duration::from_secs(60)).await;
     assert!(status.success(), "{status:?}");
-    assert_eq!(replicas(&deployments).await, Some(1));
+    assert_eq!(replicas(&objects).await, Some(1));
     let (status, body) = frontend.complete("after the planner", 2).await;
     assert_eq!(status, 200, "{body}");
 

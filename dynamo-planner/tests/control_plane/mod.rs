@@ -13,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use dynamo_transport::local::{LocalAuthority, LocalEtcd, free_port};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 /// The token of the cluster's administrator (group `system:masters`), which the test and the
 /// controller manager use.
@@ -250,7 +250,7 @@ pub(crate) async fn wait_for<T>(what: &str, mut attempt: impl AsyncFnMut() -> Op
         .unwrap_or_else(|_| panic!("waited {PATIENCE:?} for {what}"))
 }
 
-pub(crate) fn from_json<T: DeserializeOwned>(value: Value) -> T {
+fn from_json<T: DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).expect("a well-formed object")
 }
 
@@ -261,4 +261,54 @@ where
     api.create(&PostParams::default(), &from_json(object))
         .await
         .expect("created");
+}
+
+/// Defines `dynamographdeployments.nvidia.com`, a DynamoGraphDeployment-like resource whose
+/// definition declares the `scale` subresource as docs/scaling.md asks (desired at
+/// `.spec.replicas`, ready at `.status.readyReplicas`), and waits until the API server serves
+/// it; returns the resource.
+pub(crate) async fn define_graph_deployments(admin: &kube::Client) -> ApiResource {
+    let definitions = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        "customresourcedefinitions",
+    );
+    create(
+        &Api::<DynamicObject>::all_with(admin.clone(), &definitions),
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "dynamographdeployments.nvidia.com"},
+            "spec": {
+                "group": "nvidia.com",
+                "scope": "Namespaced",
+                "names": {"plural": "dynamographdeployments", "singular": "dynamographdeployment",
+                          "kind": "DynamoGraphDeployment"},
+                "versions": [{
+                    "name": "v1alpha1",
+                    "served": true,
+                    "storage": true,
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true,
+                    }},
+                    "subresources": {
+                        "status": {},
+                        "scale": {"specReplicasPath": ".spec.replicas",
+                                  "statusReplicasPath": ".status.readyReplicas"},
+                    },
+                }],
+            },
+        }),
+    )
+    .await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("nvidia.com", "v1alpha1", "DynamoGraphDeployment"),
+        "dynamographdeployments",
+    );
+    let graphs = Api::<DynamicObject>::all_with(admin.clone(), &resource);
+    wait_for("the custom resource definition", async || {
+        graphs.list(&ListParams::default()).await.ok()
+    })
+    .await;
+    resource
 }

@@ -11,7 +11,7 @@ use dynamo_candle::DiskTier;
 use dynamo_planner::policy::{PolicyKind, SlaTargets};
 use dynamo_planner::predict::PredictorKind;
 
-use crate::planner::kubernetes::{Kubernetes, PoolDeployment};
+use crate::planner::kubernetes::{Kubernetes, PoolDeployment, ResourceKind};
 
 use super::busy::{Busy, BusyArgs};
 use super::deployment::{DeploymentArgs, PlaneTlsArgs};
@@ -246,6 +246,15 @@ struct PlannerArgs {
     /// The Deployments' namespace [default: the kubeconfig's, or the pod's]
     #[arg(long, value_name = "NAME", requires = "kubernetes_deployment")]
     kubernetes_namespace: Option<String>,
+    /// Scale custom resources of this kind through their scale subresource rather than
+    /// Deployments: the --kubernetes-deployment names are of objects of this kind, given as
+    /// PLURAL.VERSION.GROUP (dynamographdeployments.v1alpha1.nvidia.com)
+    #[arg(
+        long,
+        value_name = "PLURAL.VERSION.GROUP",
+        requires = "kubernetes_deployment"
+    )]
+    kubernetes_resource: Option<ResourceKind>,
     #[command(flatten)]
     deployment: DeploymentArgs,
     /// Flags of every `dynamo-serve worker` started (after `--`); the planner adds --id,
@@ -460,6 +469,7 @@ impl Cli {
                     kubernetes: (!args.kubernetes_deployment.is_empty()).then_some(Kubernetes {
                         namespace: args.kubernetes_namespace,
                         deployments: args.kubernetes_deployment,
+                        resource: args.kubernetes_resource,
                     }),
                 };
                 let command = Command::Planner(Box::new(settings));

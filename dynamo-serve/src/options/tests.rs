@@ -483,6 +483,7 @@ fn the_planner_scales_kubernetes_deployments_one_per_pool_and_starts_no_workers(
         let kubernetes = settings.kubernetes.as_ref().expect("the Deployments");
         assert_eq!(kubernetes.namespace.as_deref(), Some("dynamo"));
         assert_eq!(kubernetes.deployments.len(), 2);
+        assert_eq!(kubernetes.resource, None);
         let one_each = refusal("--disaggregated --kubernetes-deployment p");
         assert!(one_each.contains("prefill=NAME"), "{one_each}");
         let one = refusal("--kubernetes-deployment a --kubernetes-deployment b");
@@ -500,4 +501,12 @@ fn the_planner_scales_kubernetes_deployments_one_per_pool_and_starts_no_workers(
     assert!(unknown.contains("`mixed` is not a pool"), "{unknown}");
     let namespace = refused(&format!("{planner} --kubernetes-namespace dynamo"));
     assert_eq!(namespace.kind(), ErrorKind::MissingRequiredArgument);
+    let kind = "--kubernetes-resource dynamographdeployments.v1alpha1.nvidia.com";
+    let resource = refused(&format!("{planner} {kind}"));
+    assert_eq!(resource.kind(), ErrorKind::MissingRequiredArgument);
+    let unqualified = refusal("--kubernetes-deployment llama --kubernetes-resource graphs");
+    assert!(
+        unqualified.contains("PLURAL.VERSION.GROUP"),
+        "{unqualified}"
+    );
 }

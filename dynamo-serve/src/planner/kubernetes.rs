@@ -53,7 +53,48 @@ impl FromStr for PoolDeployment {
     }
 }
 
-/// The Deployments the planner scales, and their namespace.
+/// `--kubernetes-resource PLURAL.VERSION.GROUP`: the kind of the objects the pools are, where
+/// they are not Deployments, in `kubectl`'s fully qualified form
+/// (`dynamographdeployments.v1alpha1.nvidia.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResourceKind {
+    pub(crate) plural: String,
+    pub(crate) version: String,
+    pub(crate) group: String,
+}
+
+impl FromStr for ResourceKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let parts = text
+            .split_once('.')
+            .and_then(|(plural, rest)| Some((plural, rest.split_once('.')?)));
+        match parts {
+            Some((plural, (version, group)))
+                if !plural.is_empty() && !version.is_empty() && !group.is_empty() =>
+            {
+                Ok(Self {
+                    plural: plural.to_owned(),
+                    version: version.to_owned(),
+                    group: group.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "`{text}`: give the resource as PLURAL.VERSION.GROUP, as in \
+                 dynamographdeployments.v1alpha1.nvidia.com"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.plural, self.version, self.group)
+    }
+}
+
+/// The Deployments (or custom resources) the planner scales, and their namespace.
 #[derive(Debug)]
 pub(crate) struct Kubernetes {
     /// The namespace given; else the kubeconfig's, or the pod's.
@@ -66,6 +107,8 @@ pub(crate) struct Kubernetes {
     )]
     pub(crate) namespace: Option<String>,
     pub(crate) deployments: Vec<PoolDeployment>,
+    /// The kind of the objects named, where they are not Deployments.
+    pub(crate) resource: Option<ResourceKind>,
 }
 
 impl Kubernetes {
@@ -105,10 +148,12 @@ impl Kubernetes {
     }
 }
 
-/// The Deployments of `pools` in `namespace`, as the planner's banner names them.
+/// The objects of `pools` in `namespace`, as the planner's banner names them.
 pub(crate) struct Named<'a> {
     pub(crate) namespace: &'a str,
     pub(crate) pools: &'a [(WorkerRole, &'a str)],
+    /// Their kind, where they are not Deployments.
+    pub(crate) resource: Option<&'a ResourceKind>,
 }
 
 impl fmt::Display for Named<'_> {
@@ -121,10 +166,10 @@ impl fmt::Display for Named<'_> {
                 pool => format!("{}/{name} ({pool})", self.namespace),
             })
             .collect();
-        let noun = if names.len() == 1 {
-            "Deployment"
-        } else {
-            "Deployments"
+        let noun = match self.resource {
+            Some(resource) => resource.to_string(),
+            None if names.len() == 1 => "Deployment".to_owned(),
+            None => "Deployments".to_owned(),
         };
         write!(
             f,
@@ -150,13 +195,13 @@ pub(crate) async fn plan(
         into_bounds(&*scaler, &pools, settings.min_workers, settings.max_workers).await?;
     }
     let namespace = namespace.as_str();
-    announce(
-        &Named {
-            namespace,
-            pools: &pools,
-        }
-        .to_string(),
-    );
+    let resource = kubernetes.resource.as_ref();
+    let named = Named {
+        namespace,
+        pools: &pools,
+        resource,
+    };
+    announce(&named.to_string());
     super::drive(planner, observations, &*scaler, shape).await;
     tracing::info!("the planner stops; the Deployments keep the replicas they have");
     Ok(())
@@ -181,7 +226,16 @@ async fn connect(
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let scaler = pools.iter().fold(
         dynamo_planner::kube::KubernetesScaler::new(client, namespace.clone()),
-        |scaler, (pool, name)| scaler.with_deployment(*pool, *name),
+        |scaler, &(pool, name)| match &kubernetes.resource {
+            None => scaler.with_deployment(pool, name),
+            // Named in the scaler's messages by its plural: the flag gives no kind.
+            Some(kind) => {
+                let gvk =
+                    kube::api::GroupVersionKind::gvk(&kind.group, &kind.version, &kind.plural);
+                let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &kind.plural);
+                scaler.with_custom_resource(pool, resource, name)
+            }
+        },
     );
     Ok((Box::new(scaler), namespace))
 }
@@ -230,6 +284,7 @@ mod tests {
         Kubernetes {
             namespace: None,
             deployments,
+            resource: None,
         }
     }
 
@@ -301,15 +356,53 @@ mod tests {
     }
 
     #[test]
-    fn the_banner_names_namespace_and_deployments() {
+    fn the_banner_names_namespace_and_objects() {
         let pools = [(WorkerRole::Prefill, "p"), (WorkerRole::Decode, "d")];
         let named = Named {
             namespace: "dynamo",
             pools: &pools,
+            resource: None,
         };
         assert_eq!(
             named.to_string(),
             "as the replicas of Kubernetes Deployments dynamo/p (prefill) and dynamo/d (decode)"
         );
+        let graphs: ResourceKind = "dynamographdeployments.v1alpha1.nvidia.com"
+            .parse()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let named = Named {
+            namespace: "dynamo",
+            pools: &pools[..1],
+            resource: Some(&graphs),
+        };
+        assert_eq!(
+            named.to_string(),
+            "as the replicas of Kubernetes dynamographdeployments.v1alpha1.nvidia.com dynamo/p \
+             (prefill)"
+        );
+    }
+
+    #[test]
+    fn a_resource_is_plural_version_and_group() {
+        let graphs: ResourceKind = "dynamographdeployments.v1alpha1.nvidia.com"
+            .parse()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            (
+                graphs.plural.as_str(),
+                graphs.version.as_str(),
+                graphs.group.as_str()
+            ),
+            ("dynamographdeployments", "v1alpha1", "nvidia.com")
+        );
+        for wrong in [
+            "dynamographdeployments",
+            "graphs.v1",
+            "graphs..nvidia.com",
+            ".v1.x",
+        ] {
+            let error = wrong.parse::<ResourceKind>().expect_err("refused");
+            assert!(error.contains("PLURAL.VERSION.GROUP"), "{error}");
+        }
     }
 }
