@@ -1,6 +1,7 @@
 //! `dynamo-serve planner --kubernetes-deployment`: the planner scales one Kubernetes Deployment
-//! per pool (`dynamo_planner::kube::KubernetesScaler`, through the API server's `scale`
-//! subresource) instead of starting worker processes.
+//! per pool (or, with `--kubernetes-resource`, one custom resource that declares a `scale`
+//! subresource) through the API server (`dynamo_planner::kube::KubernetesScaler`) instead of
+//! starting worker processes.
 //!
 //! The workers are the Deployments' pods. They register in the deployment's etcd and report
 //! their load on NATS as any `dynamo-serve worker` does, so the planner observes them as it
@@ -179,8 +180,8 @@ impl fmt::Display for Named<'_> {
     }
 }
 
-/// Plans the Deployments `kubernetes` names, one step per observation, until the stream ends
-/// or the planner is stopped; `announce` is given the Deployments, as the banner names them.
+/// Plans the objects `kubernetes` names, one step per observation, until the stream ends or
+/// the planner is stopped; `announce` is given the objects, as the banner names them.
 pub(crate) async fn plan(
     kubernetes: &Kubernetes,
     settings: &super::Settings,
@@ -203,12 +204,12 @@ pub(crate) async fn plan(
     };
     announce(&named.to_string());
     super::drive(planner, observations, &*scaler, shape).await;
-    tracing::info!("the planner stops; the Deployments keep the replicas they have");
+    tracing::info!("the planner stops; the Kubernetes objects keep the replicas they have");
     Ok(())
 }
 
-/// A scaler over the Deployments of `pools`, with a client configured as `kubectl`'s is, and
-/// the namespace it scales in.
+/// A scaler over the Deployments (or custom resources) of `pools`, with a client configured as
+/// `kubectl`'s is, and the namespace it scales in.
 #[cfg(feature = "kube")]
 async fn connect(
     kubernetes: &Kubernetes,

@@ -1,5 +1,6 @@
 //! `dynamo-serve planner`: a planner over a pool of `dynamo-serve worker` processes it starts
-//! and stops on this machine (with `--disaggregated`, a prefill pool and a decode pool).
+//! and stops on this machine (with `--disaggregated`, a prefill pool and a decode pool), or
+//! over the pods of Kubernetes Deployments it scales ([`kubernetes`]).
 //!
 //! Each interval it gathers, from NATS, the workers' load reports (the typed `LoadReport` each
 //! worker publishes every second) and the frontends' traffic reports (the `FrontendTraffic`
@@ -18,7 +19,7 @@
 //! still quiet after three steps is taken as gone ([`frontends`]). Workers are started and
 //! stopped (SIGTERM: they leave discovery, then drain) by `LocalProcesses`, and counted ready
 //! once the registry lists them. Ctrl-C or SIGTERM stops the planner and its workers
-//! gracefully.
+//! gracefully (Kubernetes objects keep their replicas).
 
 mod frontends;
 pub(crate) mod kubernetes;
@@ -75,7 +76,8 @@ pub(crate) struct Settings {
     /// Plan a prefill pool and a decode pool (workers started with `--role prefill` and
     /// `--role decode`), each between `min_workers` and `max_workers`.
     pub(crate) disaggregated: bool,
-    /// Scale these Kubernetes Deployments rather than start worker processes.
+    /// Scale these Kubernetes Deployments (or custom resources) rather than start worker
+    /// processes.
     pub(crate) kubernetes: Option<kubernetes::Kubernetes>,
 }
 
