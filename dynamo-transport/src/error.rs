@@ -82,6 +82,15 @@ pub enum Error {
         /// The address given.
         endpoint: String,
     },
+    /// A deployment's name cannot name Kubernetes objects (the Leases of
+    /// `KubernetesRegistry`).
+    #[error(
+        "{name:?} cannot name a deployment in Kubernetes: use 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+    )]
+    BadDeploymentName {
+        /// The name given.
+        name: String,
+    },
     /// An engine's KV event message does not have the three frames.
     #[error("a KV event message has {count} frames, not 3")]
     EngineEventFrames {
@@ -180,6 +189,7 @@ impl Error {
             Error::BadRecord { .. } => "bad_record",
             Error::RegistryUnavailable { .. } => "registry_unavailable",
             Error::BadEndpoint { .. } => "bad_endpoint",
+            Error::BadDeploymentName { .. } => "bad_deployment_name",
             Error::EngineEventFrames { .. } => "engine_event_frames",
             Error::EngineEventSequence { .. } => "engine_event_sequence",
             Error::MalformedEngineEvent { .. } => "malformed_engine_event",
@@ -224,6 +234,7 @@ impl Error {
             Error::Connection { .. }
             | Error::RegistryUnavailable { .. }
             | Error::BadEndpoint { .. }
+            | Error::BadDeploymentName { .. }
             | Error::Socket { .. }
             | Error::CannotRun { .. }
             | Error::NotListening { .. }

@@ -21,6 +21,10 @@ use tokio::time::Instant;
 /// The token of the cluster's administrator (group `system:masters`), which the test and the
 /// controller manager use.
 pub(crate) const ADMIN_TOKEN: &str = "dynamo-test-admin-token";
+/// The token of a user with no group and no rights but those a test binds to [`USER`].
+pub(crate) const USER_TOKEN: &str = "dynamo-test-user-token";
+/// The name of the user of [`USER_TOKEN`], for a RoleBinding's subject.
+pub(crate) const USER: &str = "dynamo-user";
 /// How long the control plane, a controller or a token may take to appear.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -86,7 +90,7 @@ impl ControlPlane {
         let sa_cert = file("sa.pem", &signer.cert);
         let tokens = file(
             "tokens.csv",
-            &format!("{ADMIN_TOKEN},admin,admin,\"system:masters\"\n"),
+            &format!("{ADMIN_TOKEN},admin,admin,\"system:masters\"\n{USER_TOKEN},{USER},{USER}\n"),
         );
         let port = free_port().expect("a free port");
         let url = format!("https://127.0.0.1:{port}");
@@ -126,8 +130,9 @@ impl ControlPlane {
             &[
                 format!("--kubeconfig={admin_file}"),
                 // Deployments and their ReplicaSets; each namespace's `default` service
-                // account; and the service-account tokens the planner authenticates with.
-                "--controllers=deployment,replicaset,serviceaccount,serviceaccount-token".into(),
+                // account; the service-account tokens the planner authenticates with; and the
+                // garbage collector, which deletes what a deleted object owned.
+                "--controllers=deployment,replicaset,serviceaccount,serviceaccount-token,garbagecollector".into(),
                 format!("--service-account-private-key-file={sa_key}"),
                 format!("--root-ca-file={ca}"),
                 "--leader-elect=false".into(),

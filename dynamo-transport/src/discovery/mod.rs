@@ -4,13 +4,14 @@
 //! size and role, and the layout of its KV blocks when it hands them over) with a registry; a router [`watch`](Discovery::watch)es the registry, and
 //! [`connect`] turns what it sees into a [`tower::discover::Discover`] of worker engines,
 //! reached through any [`Transport`](crate::Transport), that a router service consumes
-//! (`dynamo_router::RouterService::discover`). Three registries:
+//! (`dynamo_router::RouterService::discover`). Four registries:
 //!
 //! | registry | registration | a dead worker leaves when |
 //! |---|---|---|
 //! | [`StaticDiscovery`] | a fixed list, given to the router | never |
 //! | [`DirectoryDiscovery`] | one JSON file per worker in a shared directory ([`DirectoryRegistration`]) | its file is removed |
 //! | `EtcdDiscovery` (feature `etcd`) | a key under a lease that the worker keeps alive (`EtcdRegistration`) | its lease expires (the TTL) |
+//! | `KubernetesRegistry` (feature `kube`) | a Kubernetes Lease that the worker renews (`KubernetesRegistration`) | no renewal is seen for the Lease's duration, or the Lease is deleted (with its pod, when the pod owns it) |
 //!
 //! Membership speaks tower's vocabulary: the stream starts with a [`Change::Insert`] for every
 //! worker registered now, then reports changes (a record that changes comes as a `Remove` and
@@ -23,6 +24,8 @@ mod connect;
 mod directory;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "kube")]
+mod kubernetes;
 
 use std::pin::Pin;
 
@@ -37,6 +40,8 @@ pub use connect::{ConnectConfig, Connected, connect};
 pub use directory::{DirectoryDiscovery, DirectoryRegistration};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdAccess, EtcdDiscovery, EtcdRegistration};
+#[cfg(feature = "kube")]
+pub use kubernetes::{KubernetesRegistration, KubernetesRegistry};
 
 /// What a worker tells the registry about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
