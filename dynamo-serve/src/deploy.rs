@@ -234,32 +234,33 @@ pub(crate) async fn report_index_sizes(index: SharedIndex) {
     }
 }
 
-/// The registry `--etcd` or `--registry` names, if either does.
-pub(crate) fn registry(
+/// The registry `--etcd`, `--registry` or `--kubernetes-discovery` names, if one does, and
+/// where it looks, for the start-up line (etcd's URL without credentials).
+pub(crate) async fn registry(
     options: &Options,
-) -> Result<Option<Box<dyn Discovery>>, Box<dyn std::error::Error>> {
+) -> Result<Option<(Box<dyn Discovery>, String)>, Box<dyn std::error::Error>> {
+    if options.kubernetes_discovery {
+        return Ok(Some(crate::kubernetes::discovery(options).await?));
+    }
     Ok(match (&options.etcd, &options.registry) {
-        (Some(url), _) => Some(Box::new(EtcdDiscovery::new_with(
-            url,
-            &options.namespace,
-            &options.etcd_access,
-        )?)),
-        (_, Some(directory)) => Some(Box::new(DirectoryDiscovery::new(directory))),
+        (Some(url), _) => Some((
+            Box::new(EtcdDiscovery::new_with(
+                url,
+                &options.namespace,
+                &options.etcd_access,
+            )?),
+            format!(
+                "etcd {} ({}/workers/)",
+                dynamo_transport::events::url_without_credentials(url),
+                options.namespace
+            ),
+        )),
+        (_, Some(directory)) => Some((
+            Box::new(DirectoryDiscovery::new(directory)),
+            directory.display().to_string(),
+        )),
         _ => None,
     })
-}
-
-/// Where [`registry`] looks, for the start-up line (etcd's URL without credentials).
-pub(crate) fn registry_name(options: &Options) -> String {
-    match (&options.etcd, &options.registry) {
-        (Some(url), _) => format!(
-            "etcd {} ({}/workers/)",
-            dynamo_transport::events::url_without_credentials(url),
-            options.namespace
-        ),
-        (_, Some(directory)) => directory.display().to_string(),
-        _ => "no registry".to_owned(),
-    }
 }
 
 /// Which of the workers discovery reports a router takes.

@@ -53,7 +53,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         let routers = [prefill.clone(), decode.clone()];
         tokio::spawn(load_metrics::record_load(reports, routers));
     }
-    let discovery = discovery(&options, block_size)?;
+    let (discovery, found) = discovery(&options, block_size).await?;
     let pool = Pool::Prefill(layout.clone());
     let plane = crate::tls::request_plane(options.plane_tls.as_ref())?;
     deploy::follow(&options, &prefill, plane.clone(), discovery.as_ref(), pool)?;
@@ -66,11 +66,6 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         None => engine,
     };
     let served = crate::serve_gateway(&options, &metadata, engine, metrics, |base| {
-        let found = if options.etcd.is_some() || options.registry.is_some() {
-            format!("workers from {}", deploy::registry_name(&options))
-        } else {
-            format!("{} workers given with --worker-at", options.worker_at.len())
-        };
         let found = match options.engine_at.len() {
             0 => found,
             servers => format!("{found} and {servers} engine servers given with --engine-at"),
@@ -89,26 +84,31 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     served
 }
 
-/// The registry `--etcd`, `--registry` or `--worker-at` names.
-fn discovery(
+/// The registry `--etcd`, `--registry`, `--kubernetes-discovery` or `--worker-at` names, and
+/// how the start-up line names the workers it finds.
+async fn discovery(
     options: &Options,
     block_size: BlockSize,
-) -> Result<Box<dyn Discovery>, Box<dyn std::error::Error>> {
-    Ok(match deploy::registry(options)? {
-        Some(registry) => registry,
-        None => Box::new(StaticDiscovery::new(
-            options
-                .worker_at
-                .iter()
-                .map(|&(id, address)| WorkerRecord {
-                    id: WorkerId::new(id),
-                    address: address.to_string(),
-                    model: options.name.clone(),
-                    block_size: block_size.get(),
-                    role: dynamo_core::WorkerRole::Aggregated,
-                    kv_layout: None,
-                })
-                .collect(),
-        )),
+) -> Result<(Box<dyn Discovery>, String), Box<dyn std::error::Error>> {
+    let static_workers = format!("{} workers given with --worker-at", options.worker_at.len());
+    Ok(match deploy::registry(options).await? {
+        Some((registry, name)) => (registry, format!("workers from {name}")),
+        None => (
+            Box::new(StaticDiscovery::new(
+                options
+                    .worker_at
+                    .iter()
+                    .map(|&(id, address)| WorkerRecord {
+                        id: WorkerId::new(id),
+                        address: address.to_string(),
+                        model: options.name.clone(),
+                        block_size: block_size.get(),
+                        role: dynamo_core::WorkerRole::Aggregated,
+                        kv_layout: None,
+                    })
+                    .collect(),
+            )),
+            static_workers,
+        ),
     })
 }

@@ -32,6 +32,7 @@ mod disagg;
 mod embedding;
 mod engines;
 mod frontend;
+mod kubernetes;
 mod options;
 mod planner;
 mod profile;

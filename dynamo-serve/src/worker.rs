@@ -35,11 +35,12 @@ pub(crate) const REPORT_FRESH_FOR: Duration = LOAD_PERIOD.saturating_mul(3);
 const PARENT_CHECK: Duration = Duration::from_millis(500);
 
 /// How the worker is registered; dropping it deregisters (a directory record at once, an etcd
-/// lease when its TTL runs out).
+/// lease or a Kubernetes Lease when its TTL runs out).
 enum Registration {
     /// Boxed: an etcd client is large, the other variants small.
     Etcd(Box<EtcdRegistration>),
     Directory(DirectoryRegistration),
+    Kubernetes(Box<crate::kubernetes::Registration>),
     Unregistered,
 }
 
@@ -105,6 +106,10 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         Registration::Etcd(Box::new(registration))
     } else if let Some(directory) = &options.registry {
         Registration::Directory(DirectoryRegistration::register(directory, &record)?)
+    } else if options.kubernetes_discovery {
+        let ttl = Duration::from_secs(options.lease_ttl);
+        let registration = crate::kubernetes::register(&options, &record, ttl).await?;
+        Registration::Kubernetes(Box::new(registration))
     } else {
         Registration::Unregistered
     };
@@ -122,6 +127,9 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     match registration {
         Registration::Etcd(registration) => (*registration).deregister().await?,
         Registration::Directory(registration) => drop(registration),
+        Registration::Kubernetes(registration) => {
+            crate::kubernetes::deregister(*registration).await?
+        }
         Registration::Unregistered => {}
     }
     if signalled {
@@ -240,6 +248,10 @@ fn print_welcome(options: &Options, record: &WorkerRecord) {
             options.lease_ttl
         ),
         (_, Some(directory)) => format!("registered in {}", directory.display()),
+        _ if options.kubernetes_discovery => format!(
+            "registered as a Kubernetes Lease dynamo/deployment={} (TTL {} s)",
+            options.namespace, options.lease_ttl
+        ),
         _ => format!(
             "not registered: start the frontend with --worker-at {}",
             record.address

@@ -1,8 +1,10 @@
 //! `dynamo-serve planner --kubernetes-deployment` against a real Kubernetes API server (the
 //! control plane of `dynamo-planner/tests/control_plane`, shared by its path): the planner
-//! reads its kubeconfig from `KUBECONFIG`, observes real mocker workers through NATS and a
-//! directory registry, and grows and shrinks their Deployment, or a custom resource with a
-//! `scale` subresource (`--kubernetes-resource`), through the API server.
+//! reads its kubeconfig from `KUBECONFIG`, observes real mocker workers through NATS and their
+//! registry, and grows and shrinks their Deployment, or a custom resource with a `scale`
+//! subresource (`--kubernetes-resource`), through the API server. The workers register in a
+//! directory beside the Deployment, and as Kubernetes Leases beside the custom resource
+//! (`--kubernetes-discovery`, which the frontend and the planner watch too).
 //!
 //! There are no nodes, so the test plays them: it keeps as many worker processes running as the
 //! object asks for (through the planner crate's local-process scaler) and writes how many are
@@ -21,14 +23,15 @@ use std::time::Duration;
 
 use dynamo_core::WorkerRole;
 use dynamo_planner::Scaler;
-use dynamo_planner::local::{LocalProcesses, RegistryDirectory, WorkerTemplate};
+use dynamo_planner::local::{Listed, LocalProcesses, RegistryDirectory, WorkerTemplate};
+use dynamo_transport::discovery::KubernetesRegistry;
 use dynamo_transport::local::LocalNats;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::json;
 use tokio::sync::oneshot;
 
 use control_plane::{ADMIN_TOKEN, ControlPlane, create, define_graph_deployments, wait_for};
-use support::{Process, directory_frontend, fill_kv_cache};
+use support::{Process, fill_kv_cache, frontend_with_env};
 
 const NAMESPACE: &str = "dynamo";
 /// The name of the Deployment or custom resource.
@@ -108,7 +111,7 @@ async fn the_planner_command_grows_and_shrinks_a_kubernetes_deployment() {
         },
     });
     create(&deployments, deployment).await;
-    grows_and_shrinks(&plane, deployments, &[]).await;
+    grows_and_shrinks(&plane, deployments, &[], Registry::Directory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +127,8 @@ async fn the_planner_command_grows_and_shrinks_a_custom_resource_with_a_scale_su
     });
     create(&graphs, graph).await;
     let kind = "dynamographdeployments.v1alpha1.nvidia.com";
-    grows_and_shrinks(&plane, graphs, &["--kubernetes-resource", kind]).await;
+    let flags = ["--kubernetes-resource", kind];
+    grows_and_shrinks(&plane, graphs, &flags, Registry::KubernetesLeases).await;
 }
 
 /// The administrator's client, once it has created the namespace.
@@ -138,16 +142,47 @@ async fn in_a_namespace(plane: &ControlPlane) -> kube::Client {
     admin
 }
 
+/// Where the workers register, and the frontend and the planner find them.
+enum Registry {
+    /// `--registry DIR`.
+    Directory,
+    /// `--kubernetes-discovery`: Leases in the namespace.
+    KubernetesLeases,
+}
+
 /// `dynamo-serve planner --kubernetes-deployment NAME` with `flags`, over mocker workers that
-/// the test runs as `objects` asks (the nodes): it brings the object from 0 replicas to 1,
-/// grows it to 2 under load and shrinks it to 1 when calm; stopped, it leaves it at 1.
-async fn grows_and_shrinks(plane: &ControlPlane, objects: Api<DynamicObject>, flags: &[&str]) {
+/// the test runs as `objects` asks (the nodes) and that register in `registry`: it brings the
+/// object from 0 replicas to 1, grows it to 2 under load and shrinks it to 1 when calm;
+/// stopped, it leaves it at 1.
+async fn grows_and_shrinks(
+    plane: &ControlPlane,
+    objects: Api<DynamicObject>,
+    flags: &[&str],
+    registry: Registry,
+) {
     let nats = LocalNats::start().expect("nats-server starts");
     let temporary = tempfile::Builder::new()
         .prefix("dynamo-kubernetes-")
         .tempdir()
         .expect("a temporary directory");
-    let registry = temporary.path().join("registry").display().to_string();
+    let kubeconfig = plane.kubeconfig_file("admin", ADMIN_TOKEN);
+    let directory = temporary.path().join("registry").display().to_string();
+    // Where the workers register and the frontend finds them; the planner's flags name the
+    // namespace already, for the object.
+    let (discovery, planner_discovery) = match registry {
+        Registry::Directory => {
+            let flags = vec!["--registry", directory.as_str()];
+            (flags.clone(), flags)
+        }
+        Registry::KubernetesLeases => (
+            vec![
+                "--kubernetes-discovery",
+                "--kubernetes-namespace",
+                NAMESPACE,
+            ],
+            vec!["--kubernetes-discovery"],
+        ),
+    };
     // Small KV caches (64 blocks of 16 tokens): three long prompts fill one worker's.
     let workers = WorkerTemplate::new(env!("CARGO_BIN_EXE_dynamo-serve"))
         .args(["worker", "--engine", "mocker", "--speedup", "0.2"])
@@ -158,21 +193,33 @@ async fn grows_and_shrinks(plane: &ControlPlane, objects: Api<DynamicObject>, fl
             "30",
             "--exit-with-parent",
         ])
-        .args(["--registry", &registry, "--nats", &nats.url()])
+        .args(&discovery)
+        .args(["--nats", &nats.url()])
+        .env("KUBECONFIG", &kubeconfig)
         .log_dir(temporary.path().join("logs"));
     let (stop, stopped) = oneshot::channel();
-    let workers = LocalProcesses::new(RegistryDirectory::new(&registry)).with_pool(POOL, workers);
+    // The nodes count a worker ready once it is listed where the frontend finds it.
+    let nodes = match registry {
+        Registry::Directory => LocalProcesses::new(RegistryDirectory::new(&directory)),
+        Registry::KubernetesLeases => {
+            let leases = KubernetesRegistry::new(plane.admin().await, NAMESPACE, "dynamo")
+                .expect("the default deployment name labels Leases");
+            LocalProcesses::new(Listed::follow(&leases))
+        }
+    };
+    let workers = nodes.with_pool(POOL, workers);
     let nodes = tokio::spawn(play_the_nodes(objects.clone(), workers, stopped));
 
-    let kubeconfig = plane.kubeconfig_file("admin", ADMIN_TOKEN);
     let url = nats.url();
     let mut args = vec!["planner", "--kubernetes-deployment", NAME];
-    args.extend(["--kubernetes-namespace", NAMESPACE, "--registry", &registry]);
+    args.extend(["--kubernetes-namespace", NAMESPACE]);
+    args.extend_from_slice(&planner_discovery);
     args.extend(["--nats", &url, "--interval", "1", "--max-workers", "2"]);
     args.extend_from_slice(flags);
     let mut planner = Process::start_with_env(&args, &[("KUBECONFIG", &kubeconfig)]);
     replicas_become(&objects, 1).await;
-    let (frontend_process, frontend) = directory_frontend(&registry).await;
+    let env = [("KUBECONFIG", kubeconfig.as_str())];
+    let (frontend_process, frontend) = frontend_with_env(&discovery, &env).await;
     frontend_process
         .wait_for("worker 1/0 at", Duration::from_secs(60))
         .await;

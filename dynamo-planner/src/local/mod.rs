@@ -19,6 +19,7 @@
 //! (SIGKILL); [`LocalProcesses::shutdown`] stops them gracefully first.
 
 mod backoff;
+mod listed;
 mod membership;
 mod template;
 
@@ -32,6 +33,7 @@ use tokio::time::Instant;
 
 use backoff::Failures;
 pub use backoff::RestartBackoff;
+pub use listed::Listed;
 pub use membership::{Membership, RegistryDirectory};
 pub use template::WorkerTemplate;
 

@@ -18,9 +18,19 @@ pub(super) struct DeploymentArgs {
     #[arg(long, value_name = "URL", conflicts_with = "registry")]
     pub(super) etcd: Option<String>,
     /// Discovery through a shared directory of JSON records
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "kubernetes_discovery")]
     pub(super) registry: Option<PathBuf>,
-    /// Deployment name: etcd key prefix and NATS subject prefix
+    /// Discovery through Kubernetes: each worker keeps a Lease labelled
+    /// dynamo/deployment=NS (the --namespace), owned by its pod when POD_NAME and POD_UID are
+    /// set. The client is configured as kubectl's (KUBECONFIG, ~/.kube/config or the pod's
+    /// service account). Needs a dynamo-serve built with --features kube
+    #[arg(long, conflicts_with = "etcd")]
+    pub(super) kubernetes_discovery: bool,
+    /// The Kubernetes namespace of the Leases (--kubernetes-discovery) and of the planner's
+    /// --kubernetes-deployment objects [default: the kubeconfig's, or the pod's]
+    #[arg(long, value_name = "NAME")]
+    pub(super) kubernetes_namespace: Option<String>,
+    /// Deployment name: etcd key prefix, NATS subject prefix and the Kubernetes Leases' label
     #[arg(long, value_name = "NS", default_value = "dynamo")]
     pub(super) namespace: String,
     /// NATS credentials file (a user JWT and NKey seed, as `nsc` writes). A user and password

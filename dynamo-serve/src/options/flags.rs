@@ -97,7 +97,8 @@ struct WorkerArgs {
     /// Worker id, unique in the deployment [default: random]
     #[arg(long, value_name = "N")]
     id: Option<u64>,
-    /// etcd lease: a worker that dies leaves routing after this many seconds
+    /// etcd lease or Kubernetes Lease: a worker that dies leaves routing after this many
+    /// seconds
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_LEASE_TTL,
           value_parser = at_least_one::<u64>)]
     lease_ttl: u64,
@@ -137,7 +138,8 @@ struct FrontendArgs {
     ///
     /// Repeat, or separate with commas, for several. ID is the worker's --id (KV events name
     /// it); without it workers count from 1.
-    #[arg(long, value_name = "[ID=]ADDR", conflicts_with_all = ["etcd", "registry"])]
+    #[arg(long, value_name = "[ID=]ADDR",
+          conflicts_with_all = ["etcd", "registry", "kubernetes_discovery"])]
     worker_at: Vec<WorkerAddresses>,
     /// An engine server to route to directly, beside the discovered workers
     ///
@@ -243,9 +245,6 @@ struct PlannerArgs {
     /// with --features kube
     #[arg(long, value_name = "[POOL=]NAME")]
     kubernetes_deployment: Vec<PoolDeployment>,
-    /// The Deployments' namespace [default: the kubeconfig's, or the pod's]
-    #[arg(long, value_name = "NAME", requires = "kubernetes_deployment")]
-    kubernetes_namespace: Option<String>,
     /// Scale custom resources of this kind through their scale subresource rather than
     /// Deployments: the --kubernetes-deployment names are of objects of this kind, given as
     /// PLURAL.VERSION.GROUP (dynamographdeployments.v1alpha1.nvidia.com)
@@ -467,7 +466,7 @@ impl Cli {
                     worker_flags: args.worker_flags,
                     disaggregated: args.disaggregated,
                     kubernetes: (!args.kubernetes_deployment.is_empty()).then_some(Kubernetes {
-                        namespace: args.kubernetes_namespace,
+                        namespace: args.deployment.kubernetes_namespace.clone(),
                         deployments: args.kubernetes_deployment,
                         resource: args.kubernetes_resource,
                     }),
@@ -585,6 +584,8 @@ fn options(
         nats: deployment.nats,
         etcd: deployment.etcd,
         registry: deployment.registry,
+        kubernetes_discovery: deployment.kubernetes_discovery,
+        kubernetes_namespace: deployment.kubernetes_namespace,
         namespace: deployment.namespace,
         lease_ttl: DEFAULT_LEASE_TTL,
         worker_at: Vec::new(),

@@ -212,6 +212,10 @@ pub(crate) struct Options {
     /// etcd TLS beyond what the URL says.
     pub(crate) etcd_access: dynamo_transport::discovery::EtcdAccess,
     pub(crate) registry: Option<PathBuf>,
+    /// Workers register as Kubernetes Leases (`--kubernetes-discovery`).
+    pub(crate) kubernetes_discovery: bool,
+    /// The namespace of the Leases and of the planner's Kubernetes objects.
+    pub(crate) kubernetes_namespace: Option<String>,
     pub(crate) namespace: String,
     pub(crate) lease_ttl: u64,
     /// Static workers: (id, request-plane address).
@@ -288,7 +292,30 @@ impl Options {
         {
             return Err(error_of("planner", ErrorKind::ArgumentConflict, &message));
         }
-        let discovered = self.etcd.is_some() || self.registry.is_some();
+        let command = match self.command {
+            Command::Worker => "worker",
+            Command::Frontend => "frontend",
+            Command::Planner(_) => "planner",
+            _ => "",
+        };
+        if self.kubernetes_discovery && !cfg!(feature = "kube") {
+            return Err(error_of(
+                command,
+                ErrorKind::InvalidValue,
+                crate::kubernetes::WITHOUT_KUBE,
+            ));
+        }
+        let planned_objects = matches!(&self.command,
+            Command::Planner(settings) if settings.kubernetes.is_some());
+        if self.kubernetes_namespace.is_some() && !self.kubernetes_discovery && !planned_objects {
+            return Err(error_of(
+                command,
+                ErrorKind::MissingRequiredArgument,
+                "--kubernetes-namespace names the namespace of --kubernetes-discovery's Leases or of the planner's --kubernetes-deployment objects: give one of them",
+            ));
+        }
+        let discovered =
+            self.etcd.is_some() || self.registry.is_some() || self.kubernetes_discovery;
         match self.command {
             Command::Frontend
                 if !discovered && self.worker_at.is_empty() && self.engine_at.is_empty() =>
@@ -296,7 +323,7 @@ impl Options {
                 Err(error_of(
                     "frontend",
                     ErrorKind::MissingRequiredArgument,
-                    "a frontend finds its workers through --etcd URL, --registry DIR or --worker-at ADDR, or routes to engine servers given with --engine-at",
+                    "a frontend finds its workers through --etcd URL, --registry DIR, --kubernetes-discovery or --worker-at ADDR, or routes to engine servers given with --engine-at",
                 ))
             }
             Command::Frontend
@@ -313,7 +340,7 @@ impl Options {
             Command::Planner(_) if !discovered || self.nats.is_none() => Err(error_of(
                 "planner",
                 ErrorKind::MissingRequiredArgument,
-                "the planner counts the workers registered in --etcd URL or --registry DIR and reads their load from --nats URL",
+                "the planner counts the workers registered in --etcd URL, --registry DIR or --kubernetes-discovery and reads their load from --nats URL",
             )),
             Command::Planner(ref settings) if settings.min_workers > settings.max_workers => {
                 Err(error_of(

@@ -185,7 +185,7 @@ fn a_frontend_needs_discovery_and_kv_routing_needs_nats() {
     assert!(
         error
             .to_string()
-            .contains("--etcd URL, --registry DIR or --worker-at"),
+            .contains("--etcd URL, --registry DIR, --kubernetes-discovery or --worker-at"),
         "{error}"
     );
     let error = refused("frontend --registry /tmp/r");
@@ -509,4 +509,37 @@ fn the_planner_scales_kubernetes_deployments_one_per_pool_and_starts_no_workers(
         unqualified.contains("PLURAL.VERSION.GROUP"),
         "{unqualified}"
     );
+}
+
+#[test]
+fn kubernetes_discovery_replaces_etcd_and_the_directory_for_every_process() {
+    let processes = [
+        "worker --engine mocker",
+        "frontend --router approx-kv",
+        "planner --nats n",
+    ];
+    for process in processes {
+        let flags = format!("{process} --kubernetes-discovery --kubernetes-namespace serving");
+        if cfg!(feature = "kube") {
+            let options = options(&flags).expect("valid");
+            assert!(options.kubernetes_discovery, "{flags}");
+            assert_eq!(options.kubernetes_namespace.as_deref(), Some("serving"));
+        } else {
+            let without = refused(&flags).to_string();
+            assert!(without.contains("--features kube"), "{without}");
+        }
+        for other in ["--etcd http://e:2379", "--registry /tmp/workers"] {
+            let both = refused(&format!("{process} --kubernetes-discovery {other}"));
+            assert_eq!(
+                both.kind(),
+                ErrorKind::ArgumentConflict,
+                "{process} {other}"
+            );
+        }
+    }
+    let static_too = refused("frontend --kubernetes-discovery --worker-at 127.0.0.1:9000");
+    assert_eq!(static_too.kind(), ErrorKind::ArgumentConflict);
+    // The namespace alone names nothing to look in.
+    let alone = refused("frontend --worker-at 127.0.0.1:9000 --kubernetes-namespace serving");
+    assert_eq!(alone.kind(), ErrorKind::MissingRequiredArgument);
 }

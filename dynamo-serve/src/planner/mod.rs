@@ -23,7 +23,6 @@
 
 mod frontends;
 pub(crate) mod kubernetes;
-mod listed;
 mod metrics;
 
 use std::collections::HashMap;
@@ -46,8 +45,8 @@ use tokio::time::Instant;
 
 use crate::options::Options;
 use crate::worker::REPORT_FRESH_FOR;
+use dynamo_planner::local::Listed;
 use frontends::{Frontends, Heard};
-use listed::Listed;
 
 /// The settings of `dynamo-serve planner` beyond the deployment's.
 #[derive(Debug)]
@@ -90,8 +89,10 @@ pub(crate) async fn run(
     let Some(nats_url) = &options.nats else {
         return Err("the planner needs --nats URL".into());
     };
-    let Some(registry) = crate::deploy::registry(options)? else {
-        return Err("the planner needs --etcd URL or --registry DIR".into());
+    let Some((registry, registry_name)) = crate::deploy::registry(options).await? else {
+        return Err(
+            "the planner needs --etcd URL, --registry DIR or --kubernetes-discovery".into(),
+        );
     };
     let nats = crate::connect_nats(options, nats_url).await?;
     crate::log_nats_connection("planner", &nats);
@@ -115,7 +116,7 @@ pub(crate) async fn run(
     let interval = Duration::from_secs_f64(settings.interval_s);
     let needs_traffic = settings.policy != PolicyKind::Load;
     let observations = observations(reports, traffic, listed.clone(), interval, needs_traffic);
-    let announce = |scaled: &str| settings.announce(options, nats_url, scaled);
+    let announce = |scaled: &str| settings.announce(&registry_name, nats_url, scaled);
     if let Some(kubernetes) = &settings.kubernetes {
         return kubernetes::plan(kubernetes, settings, &mut planner, observations, announce).await;
     }
@@ -162,7 +163,7 @@ async fn drive(
 impl Settings {
     /// Says on standard output what the planner plans, where its workers are (`scaled`), and
     /// what it observes them by.
-    fn announce(&self, options: &Options, nats_url: &str, scaled: &str) {
+    fn announce(&self, registry: &str, nats_url: &str, scaled: &str) {
         let pool_count = pools(self.shape(self.min_workers)).len();
         println!(
             "dynamo planner ({}, {} predictor): {} to {} {}{} {scaled}, registered in {}, load \
@@ -180,7 +181,7 @@ impl Settings {
                 Some(budget) => format!(" ({budget} GPUs in all at most)"),
                 None => String::new(),
             },
-            crate::deploy::registry_name(options),
+            registry,
             dynamo_transport::events::url_without_credentials(nats_url),
             self.interval_s,
             if self.advisory { " (advisory)" } else { "" }
@@ -385,7 +386,7 @@ fn load(report: &LoadReport, role: WorkerRole) -> WorkerLoad {
 }
 
 /// The flags that register a started worker where the planner counts it: `--etcd` (with
-/// etcd's TLS files) or `--registry`.
+/// etcd's TLS files), `--registry` or `--kubernetes-discovery` (with its namespace).
 fn registry_flags(options: &Options) -> Vec<OsString> {
     let mut flags: Vec<OsString> = Vec::new();
     if let Some(url) = &options.etcd {
@@ -400,6 +401,11 @@ fn registry_flags(options: &Options) -> Vec<OsString> {
         }
     } else if let Some(directory) = &options.registry {
         flags.extend(["--registry".into(), directory.into()]);
+    } else if options.kubernetes_discovery {
+        flags.push("--kubernetes-discovery".into());
+        if let Some(namespace) = &options.kubernetes_namespace {
+            flags.extend(["--kubernetes-namespace".into(), namespace.into()]);
+        }
     }
     flags
 }

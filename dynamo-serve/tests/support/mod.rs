@@ -289,11 +289,18 @@ pub(crate) async fn directory_frontend(registry: &str) -> (Process, Frontend) {
 
 /// [`directory_frontend`] with more flags.
 pub(crate) async fn directory_frontend_with(registry: &str, flags: &[&str]) -> (Process, Frontend) {
+    let mut all = vec!["--registry", registry];
+    all.extend_from_slice(flags);
+    frontend_with_env(&all, &[]).await
+}
+
+/// A frontend (approximate KV routing) on a free port with `flags` (its discovery among them)
+/// and `env`, once it serves.
+pub(crate) async fn frontend_with_env(flags: &[&str], env: &[(&str, &str)]) -> (Process, Frontend) {
     let port = free_port().expect("a free port").to_string();
-    let mut args = vec!["frontend", "--port", &port, "--registry", registry];
-    args.extend(["--router", "approx-kv"]);
+    let mut args = vec!["frontend", "--port", &port, "--router", "approx-kv"];
     args.extend_from_slice(flags);
-    let process = Process::start(&args);
+    let process = Process::start_with_env(&args, env);
     let port = port.parse().expect("a port");
     let frontend = Frontend::new(port);
     frontend.wait_ready().await;

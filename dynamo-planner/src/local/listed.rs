@@ -1,44 +1,69 @@
-//! [`Listed`]: the workers the deployment's registry (etcd or a directory) lists, with their
-//! roles, as the planner's [`Membership`].
+//! [`Listed`]: the workers a deployment's discovery lists, with their roles, as a
+//! [`Membership`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use dynamo_core::{WorkerId, WorkerRole};
-use dynamo_planner::local::Membership;
 use dynamo_transport::discovery::{Discovery, MembershipStream};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use tower::discover::Change;
 
-/// The workers a registry lists now, by id, with the role each registered with; a task follows
-/// the registry's changes (etcd's watch, or the directory's polls) for as long as a clone lives.
+use super::Membership;
+
+/// The workers a registry (any [`Discovery`]: etcd, a directory, Kubernetes Leases) lists now,
+/// by id, with the role each registered with; a task follows the registry's changes for as
+/// long as a clone lives.
 ///
-/// The scaler counts a worker it started as ready once it is listed here, and the planner reads
-/// each worker's pool from it (load reports carry no role).
-#[derive(Clone, Default)]
-pub(crate) struct Listed {
+/// The [`LocalProcesses`](super::LocalProcesses) scaler counts a worker it started as ready once
+/// it is listed here, and `dynamo-serve planner` reads each worker's pool from it (load reports
+/// carry no role). Needs a Tokio runtime.
+///
+/// ```
+/// use dynamo_core::{WorkerId, WorkerRole};
+/// use dynamo_planner::local::{Listed, Membership};
+/// use dynamo_transport::discovery::{StaticDiscovery, WorkerRecord};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let record = WorkerRecord {
+///     id: WorkerId::new(7),
+///     address: "127.0.0.1:9000".into(),
+///     model: "smollm2".into(),
+///     block_size: 16,
+///     role: WorkerRole::Decode,
+///     kv_layout: None,
+/// };
+/// let listed = Listed::follow(&StaticDiscovery::new(vec![record]));
+/// while listed.role(WorkerId::new(7)).is_none() {
+///     tokio::task::yield_now().await; // the follower task takes the registry's changes
+/// }
+/// assert_eq!(listed.members(WorkerRole::Decode).await.unwrap(), [WorkerId::new(7)]);
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
     roles: Arc<Mutex<HashMap<WorkerId, WorkerRole>>>,
 }
 
 impl Listed {
     /// Follow `discovery` from now on.
-    pub(crate) fn follow(discovery: &dyn Discovery) -> Self {
+    pub fn follow(discovery: &dyn Discovery) -> Self {
         let listed = Listed::default();
         tokio::spawn(apply(discovery.watch(), Arc::downgrade(&listed.roles)));
         listed
     }
 
     /// A fixed list, followed by nothing.
-    #[cfg(test)]
-    pub(crate) fn of(workers: impl IntoIterator<Item = (WorkerId, WorkerRole)>) -> Self {
+    pub fn of(workers: impl IntoIterator<Item = (WorkerId, WorkerRole)>) -> Self {
         Listed {
             roles: Arc::new(Mutex::new(workers.into_iter().collect())),
         }
     }
 
     /// The role `worker` registered with, while it is listed.
-    pub(crate) fn role(&self, worker: WorkerId) -> Option<WorkerRole> {
+    pub fn role(&self, worker: WorkerId) -> Option<WorkerRole> {
         self.roles().get(&worker).copied()
     }
 
@@ -48,10 +73,7 @@ impl Listed {
 }
 
 impl Membership for Listed {
-    fn members(
-        &self,
-        pool: WorkerRole,
-    ) -> BoxFuture<'_, Result<Vec<WorkerId>, dynamo_planner::Error>> {
+    fn members(&self, pool: WorkerRole) -> BoxFuture<'_, Result<Vec<WorkerId>, crate::Error>> {
         let members = self
             .roles()
             .iter()
@@ -77,7 +99,7 @@ async fn apply(mut changes: MembershipStream, roles: Weak<Mutex<HashMap<WorkerId
             Ok(Change::Remove(worker)) => {
                 roles.remove(&worker);
             }
-            Err(error) => tracing::warn!(%error, "planner: a registry change could not be read"),
+            Err(error) => tracing::warn!(%error, "a registry change could not be read"),
         }
     }
 }
