@@ -1,6 +1,6 @@
 //! Engines across processes and machines: the same engines and router as in one process,
 //! joined by infrastructure users already run — plain TCP for requests, NATS for events, etcd
-//! (or a shared directory) for discovery. `dynamo-serve` assembles both of its deployments,
+//! (or Kubernetes Leases, or a shared directory) for discovery. `dynamo-serve` assembles both of its deployments,
 //! one process or many, from these parts; `docs/transport.md` walks through them with their
 //! figures.
 //!
@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | request plane | [`Transport`]: serve an engine at an address, reach one as an engine | [`InProcess`] (one process), [`Tcp`] (framed TCP, [`tcp`]; TLS and mutual TLS with [`tcp::PlaneTls`]) |
 //! | event plane | [`events::EventPlane`]: publish and subscribe to KV events, workers' load reports, frontends' traffic reports, resync requests and router replicas' messages | [`events::LocalBus`] (in process), `events::NatsEvents` (feature `nats`) |
-//! | discovery | [`discovery::Discovery`]: the registered workers, as tower `Change`s | [`discovery::StaticDiscovery`], [`discovery::DirectoryDiscovery`], `discovery::EtcdDiscovery` (feature `etcd`) |
+//! | discovery | [`discovery::Discovery`]: the registered workers, as tower `Change`s | [`discovery::StaticDiscovery`], [`discovery::DirectoryDiscovery`], `discovery::EtcdDiscovery` (feature `etcd`), `discovery::KubernetesRegistry` (feature `kube`) |
 //! | engine events | — | [`engine_events`]: vLLM / SGLang KV events decoded from their msgpack batches; `engine_events::EngineEventSource` reads them over ZMQ with replay (feature `zmq`) |
 //!
 //! [`discovery::connect`] joins the last two ends: it watches a registry and connects to each
@@ -79,6 +79,7 @@
 //! | `nats` | `events::NatsEvents`, the event plane over NATS (async-nats) | no |
 //! | `etcd` | `discovery::EtcdDiscovery` and `EtcdRegistration`, over etcd's JSON gateway (hyper) | no |
 //! | `zmq` | `engine_events::EngineEventSource`, vLLM / SGLang events over ZMQ (zeromq) | no |
+//! | `kube` | `discovery::KubernetesRegistry` and `KubernetesRegistration`, workers as Kubernetes Leases (kube) | no |
 
 pub mod discovery;
 pub mod engine_events;

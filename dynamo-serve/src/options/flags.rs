@@ -240,9 +240,9 @@ struct PlannerArgs {
     metrics_addr: Option<std::net::SocketAddr>,
     /// Scale Kubernetes Deployments rather than start workers: NAME for the aggregated pool,
     /// prefill=NAME and decode=NAME with --disaggregated. Their pods run `dynamo-serve worker`
-    /// registered in --etcd and reporting to --nats; the client is configured as kubectl's
-    /// (KUBECONFIG, ~/.kube/config or the pod's service account). Needs a dynamo-serve built
-    /// with --features kube
+    /// registered in --etcd (or --kubernetes-discovery) and reporting to --nats; the client is
+    /// configured as kubectl's (KUBECONFIG, ~/.kube/config or the pod's service account). Needs
+    /// a dynamo-serve built with --features kube
     #[arg(long, value_name = "[POOL=]NAME")]
     kubernetes_deployment: Vec<PoolDeployment>,
     /// Scale custom resources of this kind through their scale subresource rather than
