@@ -74,7 +74,7 @@ async fn grant_documented_role(admin: &kube::Client) {
         json!({
             "metadata": {"name": "dynamo-discovery"},
             "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                       "verbs": ["get", "list", "watch", "create", "patch", "delete"]}],
+                       "verbs": ["list", "watch", "create", "patch", "delete"]}],
         }),
     )
     .await;

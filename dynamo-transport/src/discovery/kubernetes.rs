@@ -5,8 +5,7 @@
 //! labelled `dynamo/deployment=NAME`, with its [`WorkerRecord`] as JSON in the annotation
 //! `dynamo/worker-record`, and renews it every third of its duration. Nothing is installed in
 //! the cluster for it (no custom resource, no operator), and the rights it needs are a Role's
-//! on `leases`: `get`, `list`, `watch` to discover; `get`, `create`, `patch`, `delete` to
-//! register.
+//! on `leases`: `list` and `watch` to discover; `create`, `patch` and `delete` to register.
 //!
 //! A worker leaves when its Lease is deleted (the worker deregisters; or its pod is deleted and
 //! the Lease was owned by the pod) or when the watcher has seen no renewal for the Lease's
