@@ -29,7 +29,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::discover::Change;
 
-use super::{Discovery, MembershipStream, WorkerChange, WorkerRecord, decode_record};
+use super::{
+    Discovery, Gone, MembershipStream, WorkerChange, WorkerRecord, decode_record, spawn_watcher,
+};
 use crate::Error;
 
 /// The label that names a Lease's deployment.
@@ -40,8 +42,6 @@ const RECORD_ANNOTATION: &str = "dynamo/worker-record";
 const FIELD_MANAGER: &str = "dynamo-worker";
 /// How long the watcher waits before it lists again after losing the API server.
 const RETRY: Duration = Duration::from_millis(500);
-/// Membership changes buffered for a slow consumer before the watcher waits for it.
-const CHANGES: usize = 256;
 /// How long one watch request lasts before the watcher renews it (the API server's own limit
 /// is longer; kube's default is 290 s).
 const WATCH_SECONDS: u32 = 290;
@@ -313,8 +313,7 @@ fn unavailable(registry: &str, error: &kube::Error) -> Error {
 
 impl Discovery for KubernetesRegistry {
     fn watch(&self) -> MembershipStream {
-        let (changes, mut received) = mpsc::channel(CHANGES);
-        let watcher = Watcher {
+        let watcher = |changes| Watcher {
             leases: self.leases.clone(),
             selector: format!("{DEPLOYMENT_LABEL}={}", self.deployment),
             namespace: self.namespace.clone(),
@@ -323,14 +322,7 @@ impl Discovery for KubernetesRegistry {
             reported_bad: HashMap::new(),
             changes,
         };
-        tokio::spawn(async move {
-            let closed = watcher.changes.clone();
-            tokio::select! {
-                () = watcher.run() => {}
-                () = closed.closed() => {}
-            }
-        });
-        Box::pin(futures::stream::poll_fn(move |cx| received.poll_recv(cx)))
+        spawn_watcher(|changes| watcher(changes).run())
     }
 }
 
@@ -344,9 +336,6 @@ struct Tracked {
     /// Whether the worker has been reported as joined (and not since as departed).
     joined: bool,
 }
-
-/// The consumer is gone; stop watching.
-struct Gone;
 
 /// The watcher's task: what it has reported, and where it reports.
 struct Watcher {

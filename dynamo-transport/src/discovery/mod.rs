@@ -90,6 +90,36 @@ pub type WorkerChange = Change<WorkerId, WorkerRecord>;
 pub type MembershipStream =
     Pin<Box<dyn Stream<Item = Result<WorkerChange, Error>> + Send + 'static>>;
 
+/// Membership changes buffered for a slow consumer before a registry's watcher waits for it.
+#[cfg(any(feature = "etcd", feature = "kube"))]
+const CHANGES: usize = 256;
+
+/// The consumer of a watch is gone; its watcher stops.
+#[cfg(any(feature = "etcd", feature = "kube"))]
+struct Gone;
+
+/// Runs the watcher that `watch` makes, on a task, sending into the returned stream (at most
+/// [`CHANGES`] changes ahead of its consumer), until the watcher returns or the stream is
+/// dropped.
+#[cfg(any(feature = "etcd", feature = "kube"))]
+fn spawn_watcher<W>(
+    watch: impl FnOnce(tokio::sync::mpsc::Sender<Result<WorkerChange, Error>>) -> W,
+) -> MembershipStream
+where
+    W: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (changes, mut received) = tokio::sync::mpsc::channel(CHANGES);
+    let closed = changes.clone();
+    let watching = watch(changes);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = watching => {}
+            () = closed.closed() => {}
+        }
+    });
+    Box::pin(futures::stream::poll_fn(move |cx| received.poll_recv(cx)))
+}
+
 /// A registry of workers that can be watched.
 pub trait Discovery: Send + Sync + 'static {
     /// The workers registered now, as [`Change::Insert`]s, then every change, until the

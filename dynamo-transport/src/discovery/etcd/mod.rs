@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use tower::discover::Change;
 
-use super::{Discovery, MembershipStream, WorkerChange, WorkerRecord};
+use super::{Discovery, Gone, MembershipStream, WorkerChange, WorkerRecord, spawn_watcher};
 use crate::Error;
 
 mod client;
@@ -28,8 +28,6 @@ use client::{Etcd, key_value};
 
 /// How long the watcher waits before it reconnects after losing etcd.
 const RETRY: Duration = Duration::from_millis(500);
-/// Membership changes buffered for a slow consumer before the watcher waits for it.
-const CHANGES: usize = 256;
 
 fn workers_prefix(namespace: &str) -> String {
     format!("{namespace}/workers/")
@@ -73,21 +71,16 @@ impl EtcdDiscovery {
 
 impl Discovery for EtcdDiscovery {
     fn watch(&self) -> MembershipStream {
-        let (changes, mut received) = mpsc::channel(CHANGES);
-        let watcher = Watcher {
-            etcd: self.etcd.clone(),
-            prefix: self.prefix.clone(),
-            known: HashMap::new(),
-            changes,
-        };
-        tokio::spawn(async move {
-            let closed = watcher.changes.clone();
-            tokio::select! {
-                () = watcher.run() => {}
-                () = closed.closed() => {}
+        let (etcd, prefix) = (self.etcd.clone(), self.prefix.clone());
+        spawn_watcher(|changes| {
+            Watcher {
+                etcd,
+                prefix,
+                known: HashMap::new(),
+                changes,
             }
-        });
-        Box::pin(futures::stream::poll_fn(move |cx| received.poll_recv(cx)))
+            .run()
+        })
     }
 }
 
@@ -99,9 +92,6 @@ struct Watcher {
     known: HashMap<String, WorkerRecord>,
     changes: mpsc::Sender<Result<WorkerChange, Error>>,
 }
-
-/// The consumer is gone; stop watching.
-struct Gone;
 
 impl Watcher {
     async fn run(mut self) {
