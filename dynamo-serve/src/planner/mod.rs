@@ -6,10 +6,10 @@
 //! worker publishes every second) and the frontends' traffic reports (the `FrontendTraffic`
 //! each frontend publishes every second: arrivals, prompt and output lengths, cache hits, time
 //! to first token and between tokens), keeps the fresh reports (3 s) of the workers the
-//! deployment's registry (`--etcd` or `--registry`) lists, each in the pool of the role it
-//! registered with, and hands them to `dynamo_planner::run` as one `Observation`. The load
-//! policy (the default) grows a pool when its queues deepen or its KV caches fill, and shrinks
-//! it after calm intervals; the SLA policies (`--policy sla|dynamo_sla --profile FILE`) plan
+//! deployment's registry (`--etcd`, `--registry` or `--kubernetes-discovery`) lists, each in
+//! the pool of the role it registered with, and hands them to `dynamo_planner::run` as one
+//! `Observation`. The load policy (the default) grows a pool when its queues deepen or its KV
+//! caches fill, and shrinks it after calm intervals; the SLA policies (`--policy sla|dynamo_sla --profile FILE`) plan
 //! from the traffic and what one worker achieves. Every frontend reports each second, idle or
 //! not, under an id of its own, so a step at which a frontend heard before has gone quiet (or
 //! none is heard) while the workers hold requests has traffic unheard (a frontend cut off from
