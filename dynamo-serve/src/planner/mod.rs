@@ -3,23 +3,22 @@
 //! over the pods of Kubernetes Deployments it scales ([`kubernetes`]).
 //!
 //! Each interval it gathers, from NATS, the workers' load reports (the typed `LoadReport` each
-//! worker publishes every second) and the frontends' traffic reports (the `FrontendTraffic`
-//! each frontend publishes every second: arrivals, prompt and output lengths, cache hits, time
-//! to first token and between tokens), keeps the fresh reports (3 s) of the workers the
-//! deployment's registry (`--etcd`, `--registry` or `--kubernetes-discovery`) lists, each in
-//! the pool of the role it registered with, and hands them to `dynamo_planner::run` as one
-//! `Observation`. The load policy (the default) grows a pool when its queues deepen or its KV
-//! caches fill, and shrinks it after calm intervals; the SLA policies (`--policy sla|dynamo_sla --profile FILE`) plan
-//! from the traffic and what one worker achieves. Every frontend reports each second, idle or
-//! not, under an id of its own, so a step at which a frontend heard before has gone quiet (or
-//! none is heard) while the workers hold requests has traffic unheard (a frontend cut off from
-//! NATS), not less of it: the SLA policies plan that step from the workers' load alone
-//! (`sla` grows a pool whose queues or KV usage pass their limits, and shrinks none;
-//! `dynamo_sla` holds the pools), where they would read fewer arrivals and shrink. A frontend
-//! still quiet after three steps is taken as gone ([`frontends`]). Workers are started and
-//! stopped (SIGTERM: they leave discovery, then drain) by `LocalProcesses`, and counted ready
-//! once the registry lists them. Ctrl-C or SIGTERM stops the planner and its workers
-//! gracefully (Kubernetes objects keep their replicas).
+//! worker publishes every second) and the frontends' traffic reports (the `FrontendTraffic` each
+//! frontend publishes every second: arrivals, prompt and output lengths, cache hits, time to first
+//! token and between tokens), keeps the fresh reports (3 s) of the workers the deployment's
+//! registry (`--etcd`, `--registry` or `--kubernetes-discovery`) lists, each in the pool of the
+//! role it registered with, and hands them to `dynamo_planner::run` as one `Observation`. The load
+//! policy (the default) grows a pool when its queues deepen or its KV caches fill, and shrinks it
+//! after calm intervals; the SLA policies (`--policy sla|dynamo_sla --profile FILE`) plan from the
+//! traffic and what one worker achieves. Every frontend reports each second, idle or not, under an
+//! id of its own, so a step at which a frontend heard before has gone quiet (or none is heard)
+//! while the workers hold requests has traffic unheard (a frontend cut off from NATS), not less of
+//! it: the SLA policies plan that step from the workers' load alone (`sla` grows a pool whose
+//! queues or KV usage pass their limits, and shrinks none; `dynamo_sla` holds the pools), where
+//! they would read fewer arrivals and shrink. A frontend still quiet after three steps is taken as
+//! gone ([`frontends`]). Workers are started and stopped (SIGTERM: they leave discovery, then
+//! drain) by `LocalProcesses`, and counted ready once the registry lists them. Ctrl-C or SIGTERM
+//! stops the planner and its workers gracefully (Kubernetes objects keep their replicas).
 
 mod frontends;
 pub(crate) mod kubernetes;
