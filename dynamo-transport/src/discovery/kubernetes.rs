@@ -156,7 +156,7 @@ impl KubernetesRegistry {
             self.deployment, record.id.worker, record.id.dp_rank
         );
         let json = serde_json::to_string(record).map_err(|error| Error::BadRecord {
-            origin: self.origin(&name),
+            origin: lease_origin(&self.namespace, &name),
             reason: error.to_string(),
         })?;
         let acquired = MicroTime(Timestamp::now());
@@ -199,13 +199,10 @@ impl KubernetesRegistry {
         });
         Ok(KubernetesRegistration {
             leases,
+            origin: lease_origin(&self.namespace, &name),
             name,
             keeper,
         })
-    }
-
-    fn origin(&self, lease: &str) -> String {
-        format!("Lease {}/{lease}", self.namespace)
     }
 
     fn origin_of_registry(&self) -> String {
@@ -214,6 +211,11 @@ impl KubernetesRegistry {
             self.deployment, self.namespace
         )
     }
+}
+
+/// How errors name one Lease.
+fn lease_origin(namespace: &str, name: &str) -> String {
+    format!("Lease {namespace}/{name}")
 }
 
 /// The deployment's name is a label value and the start of Lease names (DNS subdomains).
@@ -269,6 +271,8 @@ impl Renewer {
 pub struct KubernetesRegistration {
     leases: Api<Lease>,
     name: String,
+    /// How errors name the Lease.
+    origin: String,
     keeper: JoinHandle<()>,
 }
 
@@ -293,7 +297,7 @@ impl KubernetesRegistration {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(error) => Err(unavailable(&format!("Lease {}", self.name), &error)),
+            Err(error) => Err(unavailable(&self.origin, &error)),
         }
     }
 }
@@ -313,16 +317,18 @@ fn unavailable(registry: &str, error: &kube::Error) -> Error {
 
 impl Discovery for KubernetesRegistry {
     fn watch(&self) -> MembershipStream {
-        let watcher = |changes| Watcher {
-            leases: self.leases.clone(),
-            selector: format!("{DEPLOYMENT_LABEL}={}", self.deployment),
-            namespace: self.namespace.clone(),
-            registry: self.origin_of_registry(),
-            known: HashMap::new(),
-            reported_bad: HashMap::new(),
-            changes,
-        };
-        spawn_watcher(|changes| watcher(changes).run())
+        spawn_watcher(|changes| {
+            Watcher {
+                leases: self.leases.clone(),
+                selector: format!("{DEPLOYMENT_LABEL}={}", self.deployment),
+                namespace: self.namespace.clone(),
+                registry: self.origin_of_registry(),
+                known: HashMap::new(),
+                reported_bad: HashMap::new(),
+                changes,
+            }
+            .run()
+        })
     }
 }
 
@@ -484,7 +490,7 @@ impl Watcher {
         let duration = spec
             .and_then(|spec| spec.lease_duration_seconds)
             .filter(|&seconds| seconds > 0);
-        let origin = format!("Lease {}/{name}", self.namespace);
+        let origin = lease_origin(&self.namespace, &name);
         let parsed = match (annotation, duration) {
             (None, _) => Err(Error::BadRecord {
                 origin,
