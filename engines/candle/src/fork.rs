@@ -129,6 +129,7 @@ pub(crate) fn fork(
             store.write_block(to.id(), &bytes);
         }
         forks.push(Sequence {
+            request: first.request.clone(),
             index,
             tokens: first.tokens.clone(),
             pinned,

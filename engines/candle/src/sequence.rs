@@ -4,9 +4,9 @@
 use std::collections::{HashSet, VecDeque};
 
 use dynamo_core::{
-    BlockHasher, Error, FinishReason, GenerateRequest, HashedBlock, TokenChunk, Usage,
+    BlockHasher, Error, FinishReason, GenerateRequest, HashedBlock, RequestId, TokenChunk, Usage,
 };
-use dynamo_kvbm::{BlockId, Held, PinnedBlock, PrivateBlock};
+use dynamo_kvbm::{BlockId, BlockPool, Held, PinnedBlock, PrivateBlock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +17,8 @@ use crate::sampler::Sampler;
 
 /// One choice of a request on the model thread.
 pub(crate) struct Sequence {
+    /// The request it answers.
+    pub(crate) request: RequestId,
     /// The choice, in `0..n`.
     pub(crate) index: u32,
     pub(crate) tokens: Vec<u32>,
@@ -56,6 +58,13 @@ impl Sequence {
     pub(crate) fn table(&self) -> Vec<BlockId> {
         let pinned = self.pinned.iter().map(Held::id);
         pinned.chain(self.private.iter().map(Held::id)).collect()
+    }
+
+    /// Give its blocks back to `pool`.
+    pub(crate) fn release(&mut self, pool: &mut BlockPool) {
+        pool.release(&mut self.pinned);
+        let mut private: Vec<PrivateBlock> = self.private.drain(..).collect();
+        pool.release(&mut private);
     }
 }
 

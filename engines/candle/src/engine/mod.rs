@@ -1,6 +1,9 @@
 //! The engine: requests in through a bounded queue, one model thread that batches every running
 //! sequence into each step, tokens out through each request's stream.
 
+mod admit;
+mod preempt;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,12 +21,13 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tower::Service;
 
+use self::admit::{Waiting, end_cancelled};
 use crate::engine_config::CandleConfig;
-use crate::fork::{Fork, Live, check_choices, fork};
+use crate::fork::{check_choices, fork};
 use crate::forward::{KvStore, Rope, Row, forward};
 use crate::grammar::Grammars;
 use crate::handoff::{Arrivals, Handoffs, pull_then_queue};
-use crate::sequence::{Sequence, advance, finish, stop_tokens};
+use crate::sequence::{Sequence, advance, finish};
 use crate::tiers::Tiers;
 use crate::weights::LlamaWeights;
 
@@ -39,6 +43,7 @@ pub struct CandleEngine {
     queue: QueuedEngine,
     counters: Arc<Mutex<PoolCounters>>,
     prefilled: Arc<AtomicU64>,
+    preemptions: Arc<AtomicU64>,
     publisher: KvPublisher,
     tiers: Option<LowerTiers>,
     fetch: Option<Arc<dyn KvFetch>>,
@@ -94,6 +99,7 @@ impl CandleEngine {
             arrivals.clone(),
         );
         model.prefilled = Arc::clone(&prefilled);
+        let preemptions = Arc::clone(&model.preemptions);
         model.tiers = Tiers::start(
             model.config.host_blocks,
             model.config.disk.as_ref(),
@@ -110,6 +116,7 @@ impl CandleEngine {
             queue,
             counters,
             prefilled,
+            preemptions,
             publisher,
             tiers,
             fetch,
@@ -132,6 +139,12 @@ impl CandleEngine {
     /// a cache are not computed, and the choices of one request share one prompt).
     pub fn prefilled_tokens(&self) -> u64 {
         self.prefilled.load(Ordering::Relaxed)
+    }
+
+    /// How many times a running sequence was preempted (its blocks freed for another's decode
+    /// step, its tokens computed again when it resumes) since the engine started.
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions.load(Ordering::Relaxed)
     }
 
     /// The lower tiers' counters (blocks and bytes offloaded and onboarded per tier, offloads
@@ -172,7 +185,9 @@ struct ModelThread {
     config: CandleConfig,
     publisher: KvPublisher,
     counters: Arc<Mutex<PoolCounters>>,
-    waiting: VecDeque<Submission>,
+    /// Waiting to start, in order: preempted sequences first.
+    waiting: VecDeque<Waiting>,
+    /// Running, in the order they started (the newest is preempted first).
     running: Vec<Sequence>,
     /// The tiers below the pool, if configured.
     tiers: Option<Tiers>,
@@ -182,6 +197,8 @@ struct ModelThread {
     grammars: Grammars,
     /// Prompt tokens computed, for [`CandleEngine::prefilled_tokens`].
     prefilled: Arc<AtomicU64>,
+    /// For [`CandleEngine::preemptions`].
+    preemptions: Arc<AtomicU64>,
 }
 
 impl ModelThread {
@@ -214,6 +231,7 @@ impl ModelThread {
             handoffs,
             grammars,
             prefilled: Arc::default(),
+            preemptions: Arc::default(),
         }
     }
 
@@ -225,7 +243,7 @@ impl ModelThread {
         loop {
             if self.running.is_empty() && self.waiting.is_empty() {
                 match submissions.blocking_recv() {
-                    Some(submission) => self.waiting.push_back(submission),
+                    Some(submission) => self.waiting.push_back(Waiting::New(Box::new(submission))),
                     None => return,
                 }
             }
@@ -235,7 +253,7 @@ impl ModelThread {
                 let Ok(submission) = submissions.try_recv() else {
                     break;
                 };
-                self.waiting.push_back(submission);
+                self.waiting.push_back(Waiting::New(Box::new(submission)));
             }
             self.drop_cancelled();
             self.admit();
@@ -246,7 +264,7 @@ impl ModelThread {
                     let _ = sequence
                         .output
                         .try_send(Err(Error::internal(message.clone())));
-                    self.release(&mut sequence);
+                    sequence.release(&mut self.pool);
                 }
                 self.publish();
             }
@@ -254,14 +272,17 @@ impl ModelThread {
     }
 
     fn drop_cancelled(&mut self) {
-        self.waiting
-            .retain(|s| !s.cancel.is_cancelled() && !s.chunks.is_closed());
+        let (cancelled, waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(Waiting::is_cancelled);
+        self.waiting = waiting;
+        cancelled.into_iter().for_each(end_cancelled);
         let (mut gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
             .into_iter()
             .partition(|s| s.cancel.is_cancelled() || s.output.is_closed());
         self.running = kept;
         for sequence in &mut gone {
-            self.release(sequence);
+            sequence.release(&mut self.pool);
         }
         if !gone.is_empty() {
             self.publish();
@@ -273,101 +294,6 @@ impl ModelThread {
         }
     }
 
-    /// Start waiting requests while there is room, in arrival order.
-    fn admit(&mut self) {
-        let block_size = self.block_size();
-        while self.running.len() < self.config.max_running {
-            let Some(submission) = self.waiting.pop_front() else {
-                return;
-            };
-            // Room for every choice once the request forks.
-            if self.running.len() + submission.request.n as usize > self.config.max_running {
-                self.waiting.push_front(submission);
-                return;
-            }
-            let request = &submission.request;
-            let hasher = request.block_hasher(self.config.block_size);
-            let prompt: Vec<u32> = request.tokens.to_vec();
-            let mut hashes = hasher.hash_blocks(&prompt);
-            // The last prompt token is always computed, for its logits.
-            hashes.truncate((prompt.len() - 1) / block_size);
-            let needed = prompt.len().div_ceil(block_size);
-            if needed > self.config.blocks as usize {
-                let _ = submission
-                    .chunks
-                    .try_send(Err(Error::invalid_request(format!(
-                        "the prompt needs {needed} KV blocks; this engine has {}",
-                        self.config.blocks
-                    ))));
-                continue;
-            }
-            let mut found = Vec::new();
-            self.pool.cached_prefix(&hashes, &mut found);
-            let mut pinned: Vec<PinnedBlock> = found
-                .into_iter()
-                .filter_map(|id| self.pool.pin(id))
-                .collect();
-            let cached = pinned.len();
-            let mut private = Vec::new();
-            if !self.pool.take(needed - cached, &mut private) {
-                self.pool.release(&mut pinned);
-                self.waiting.push_front(submission);
-                return;
-            }
-            // A continuation's output so far ends its prompt: the grammar reads it first.
-            let resumed =
-                &prompt[prompt.len() - (request.resumed_tokens as usize).min(prompt.len())..];
-            let grammar = match request.format.as_ref().map(|format| {
-                let mut grammar = self.grammars.start(format)?;
-                grammar.resume(resumed)?;
-                Ok::<_, Error>(grammar)
-            }) {
-                None => None,
-                Some(Ok(grammar)) => Some(grammar),
-                Some(Err(error)) => {
-                    self.pool.release(&mut pinned);
-                    self.pool.release(&mut private);
-                    let _ = submission.chunks.try_send(Err(error));
-                    continue;
-                }
-            };
-            self.offload_evicted();
-            let onboarded = self.onboard(&request.id, cached, &hashes, &mut pinned, &mut private);
-            let cached = cached + onboarded;
-            hashes.truncate(cached);
-            let Submission {
-                request,
-                chunks: output,
-                cancel,
-            } = submission;
-            let fork = Fork::of(&request, resumed);
-            let sampler = crate::fork::sampler(&request.sampling, 0, &prompt, resumed.len());
-            self.running.push(Sequence {
-                index: 0,
-                fork,
-                live: Live::one(),
-                prompt_len: prompt.len(),
-                computed: cached * block_size,
-                cached_tokens: cached * block_size,
-                tokens: prompt,
-                pinned,
-                private: private.into(),
-                hands_over: request.disaggregation == Disaggregation::Prefill,
-                hashes,
-                hasher,
-                generated: 0,
-                max_tokens: request.limits.max_tokens.unwrap_or(u32::MAX),
-                min_tokens: request.limits.min_tokens.unwrap_or(0),
-                stop: stop_tokens(&request, self.weights.config().eos_token_id),
-                sampler,
-                logprobs: request.sampling.logprobs,
-                grammar,
-                output,
-                cancel,
-            });
-        }
-    }
-
     /// One forward pass over every running sequence's next tokens.
     fn step(&mut self) -> Result<(), crate::CandleError> {
         let block_size = self.block_size();
@@ -375,7 +301,7 @@ impl ModelThread {
         let mut want = Vec::new();
         let mut budget = self.config.max_step_tokens;
         let mut planned = vec![0; self.running.len()];
-        let mut failed = Vec::new();
+        let mut preempted = Vec::new();
         // Decoding sequences first (one token each), then prompt chunks with the budget left.
         let decoding = |s: &Sequence| s.tokens.len() - s.computed == 1;
         let order: Vec<usize> = (0..self.running.len())
@@ -383,7 +309,10 @@ impl ModelThread {
             .chain((0..self.running.len()).filter(|&i| !decoding(&self.running[i])))
             .collect();
         for index in order {
-            let sequence = &mut self.running[index];
+            if preempted.contains(&index) {
+                continue;
+            }
+            let sequence = &self.running[index];
             let pending = sequence.tokens.len() - sequence.computed;
             let take = pending.min(budget);
             if take == 0 {
@@ -394,10 +323,10 @@ impl ModelThread {
             let held = sequence.pinned.len() + sequence.private.len();
             let opening = (last / block_size + 1).saturating_sub(held);
             let mut opened = Vec::new();
-            if !self.pool.take(opening, &mut opened) {
-                failed.push(index);
+            if !self.make_room(index, opening, &mut opened, &mut preempted) {
                 continue;
             }
+            let sequence = &mut self.running[index];
             sequence.private.extend(opened);
             budget -= take;
             let prompt_rows = sequence
@@ -438,15 +367,8 @@ impl ModelThread {
         for (&row, row_logits) in want.iter().zip(logits) {
             per_sequence[rows[row].sequence] = Some(row_logits);
         }
-        let mut finished: Vec<(usize, Result<FinishReason, Error>)> = failed
-            .into_iter()
-            .map(|index| {
-                (
-                    index,
-                    Err(Error::overloaded("the KV cache is full; retry the request")),
-                )
-            })
-            .collect();
+        let most_tokens = self.most_tokens();
+        let mut finished: Vec<(usize, Result<FinishReason, Error>)> = Vec::new();
         let mut forks = Vec::new();
         for (index, sequence) in self.running.iter_mut().enumerate() {
             let take = planned[index];
@@ -492,7 +414,7 @@ impl ModelThread {
                     }
                 }
             }
-            let outcome = advance(sequence, &mut row_logits, self.rope.positions());
+            let outcome = advance(sequence, &mut row_logits, most_tokens);
             if let Some(outcome) = outcome.transpose() {
                 finished.push((index, outcome));
             }
@@ -501,23 +423,34 @@ impl ModelThread {
             self.running.push(sequence);
             let index = self.running.len() - 1;
             let sequence = &mut self.running[index];
-            let outcome = advance(sequence, &mut row_logits, self.rope.positions());
+            let outcome = advance(sequence, &mut row_logits, most_tokens);
             if let Some(outcome) = outcome.transpose() {
                 finished.push((index, outcome));
             }
         }
-        // Remove from the back, so that earlier indices stay valid.
-        finished.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
-        let mut last_chunks = Vec::with_capacity(finished.len());
-        for (index, outcome) in finished {
-            let mut sequence = self.running.swap_remove(index);
+        // Remove from the back, so that earlier indices stay valid and the rest keep their order.
+        let mut leaving: Vec<(usize, Option<Result<FinishReason, Error>>)> = finished
+            .into_iter()
+            .map(|(index, outcome)| (index, Some(outcome)))
+            .chain(preempted.into_iter().map(|index| (index, None)))
+            .collect();
+        leaving.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
+        let mut last_chunks = Vec::with_capacity(leaving.len());
+        for (index, outcome) in leaving {
+            let mut sequence = self.running.remove(index);
+            let Some(outcome) = outcome else {
+                // Back to the front of the queue, the oldest first.
+                self.waiting
+                    .push_front(Waiting::Preempted(Box::new(sequence)));
+                continue;
+            };
             let handoff = match outcome {
                 Ok(FinishReason::Length) if sequence.hands_over && sequence.generated == 1 => self
                     .handoffs
                     .export(&sequence.hashes, &sequence.pinned, &self.store),
                 _ => None,
             };
-            self.release(&mut sequence);
+            sequence.release(&mut self.pool);
             last_chunks.push((
                 outcome.map(|reason| TokenChunk {
                     kv_handoff: handoff,
@@ -534,11 +467,12 @@ impl ModelThread {
         Ok(())
     }
 
-    /// Give a sequence's blocks back to the pool.
-    fn release(&mut self, sequence: &mut Sequence) {
-        self.pool.release(&mut sequence.pinned);
-        let mut private: Vec<PrivateBlock> = sequence.private.drain(..).collect();
-        self.pool.release(&mut private);
+    /// The most tokens a sequence reaches (its prompt's and its output's): the model's context
+    /// or what the KV cache holds, whichever is less, as vLLM's `max_model_len`. A sequence
+    /// alone in the cache can then always grow to its end.
+    fn most_tokens(&self) -> usize {
+        let cache = self.config.blocks as usize * self.block_size();
+        self.rope.positions().min(cache)
     }
 
     /// Offload the blocks the pool evicted since the last call to the lower tiers, if any.

@@ -1,0 +1,92 @@
+//! Preemption by recompute on the real SmolLM2-135M-Instruct: a KV cache too small for every
+//! running sequence to grow preempts the newest, which later computes its tokens again and
+//! ends with the answer it gives alone; a sequence alone ends at what the cache holds.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod support;
+
+use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
+use dynamo_core::{BlockSize, EngineExt, FinishReason, GenerateRequest, Generation};
+use support::chat_prompt;
+
+const BLOCK: usize = 8;
+
+fn engine(blocks: u32) -> CandleEngine {
+    let weights = LlamaWeights::load(support::model_path(), &candle_core::Device::Cpu).unwrap();
+    let config = CandleConfig {
+        blocks,
+        block_size: BlockSize::new(BLOCK as u32).unwrap(),
+        ..CandleConfig::default()
+    };
+    CandleEngine::start(weights, config, None).unwrap()
+}
+
+/// `max_tokens` tokens whatever the model says; greedy, or sampled with `seed`.
+fn request(id: &str, question: &str, max_tokens: u32, seed: Option<u64>) -> GenerateRequest {
+    let mut request =
+        GenerateRequest::new(id, "smollm2", chat_prompt(question)).with_max_tokens(max_tokens);
+    request.stop.ignore_eos = true;
+    request.sampling.temperature = Some(if seed.is_some() { 0.8 } else { 0.0 });
+    request.sampling.seed = seed;
+    request
+}
+
+fn requests() -> Vec<GenerateRequest> {
+    vec![
+        request("greedy-1", "Name three rivers.", 24, None),
+        request("seeded", "Write a line about the sea.", 24, Some(7)),
+        request("greedy-2", "What is a prime number?", 24, None),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preempted_sequences_end_with_the_answers_they_give_alone() {
+    let mut roomy = engine(512);
+    let mut alone = Vec::new();
+    for request in requests() {
+        alone.push(roomy.generate_all(request).await.unwrap().tokens);
+    }
+    assert_eq!(roomy.preemptions(), 0);
+
+    // Room for every prompt and one block more, so the sequences cannot all grow.
+    let prompts: usize = requests()
+        .iter()
+        .map(|r| r.tokens.len().div_ceil(BLOCK))
+        .sum();
+    let grown: usize = requests()
+        .iter()
+        .map(|r| (r.tokens.len() + 24).div_ceil(BLOCK))
+        .sum();
+    assert!(prompts + 1 < grown);
+    let tight = engine(u32::try_from(prompts + 1).unwrap());
+    let together: Vec<Generation> =
+        futures::future::join_all(requests().into_iter().map(|request| {
+            let mut engine = tight.clone();
+            async move { engine.generate_all(request).await.unwrap() }
+        }))
+        .await;
+    assert!(
+        tight.preemptions() > 0,
+        "the cache was too small to run all three"
+    );
+    for (generation, alone) in together.iter().zip(&alone) {
+        assert_eq!(generation.finish_reason, Some(FinishReason::Length));
+        assert_eq!(&generation.tokens, alone);
+    }
+    assert_eq!(tight.counters().in_use, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_alone_ends_with_length_when_the_cache_is_full() {
+    let blocks = 6;
+    let mut engine = engine(blocks);
+    let request = request("long", "Tell me a long story.", 1000, None);
+    let prompt = request.tokens.len();
+    assert!(prompt < blocks as usize * BLOCK);
+    let generation = engine.generate_all(request).await.unwrap();
+    assert_eq!(generation.finish_reason, Some(FinishReason::Length));
+    // As vLLM's max_model_len: prompt and output together fill the cache, no more.
+    assert_eq!(generation.tokens.len(), blocks as usize * BLOCK - prompt);
+    assert_eq!(engine.preemptions(), 0);
+}
