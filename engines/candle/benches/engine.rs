@@ -6,6 +6,8 @@
 //!   default (dequantized matrices).
 //! - `ttft`: the first token of a 512-token prompt with 0, 25, 50 or 90% of it already cached.
 //! - `concurrency`: 1, 4 or 8 requests of 32 tokens at once (throughput in output tokens).
+//! - `kv_pressure_8_requests`: 8 such requests in a cache of 64 blocks (room for all) and of 28
+//!   (room for their prompts, not for all their output: preemption by recompute).
 //!
 //! Every measured request carries its own cache salt, so it reuses exactly what the bench put in
 //! the cache for it and nothing else.
@@ -137,6 +139,41 @@ fn benches(c: &mut Criterion) {
         );
     }
     concurrency.finish();
+
+    // Eight requests at once in a cache with room for all of them, and in one with room for
+    // their prompts and about half their growth, where the newest are preempted and compute
+    // their tokens again.
+    let mut pressure = c.benchmark_group("kv_pressure_8_requests");
+    pressure
+        .sample_size(10)
+        .throughput(Throughput::Elements(8 * u64::from(OUTPUT)));
+    for blocks in [64u32, 28] {
+        let config = CandleConfig {
+            blocks,
+            ..CandleConfig::default()
+        };
+        let ours = CandleEngine::start(f32_weights.clone(), config, None).unwrap();
+        let mut requests = 0;
+        pressure.bench_with_input(
+            BenchmarkId::new("ours_f32_kv_blocks", blocks),
+            &blocks,
+            |b, _| {
+                b.iter(|| {
+                    requests += 8;
+                    runtime.block_on(futures::future::join_all((0..8).map(|_| {
+                        let mut engine = ours.clone();
+                        let request = request(&prompt, OUTPUT, &salt());
+                        async move { engine.generate_all(request).await.unwrap() }
+                    })))
+                });
+            },
+        );
+        println!(
+            "{blocks} blocks: {} preemptions in {requests} requests",
+            ours.preemptions()
+        );
+    }
+    pressure.finish();
 }
 
 criterion_group!(engine_benches, benches);

@@ -12,7 +12,9 @@ use crate::tiers::DiskTier;
 /// How a [`CandleEngine`](crate::CandleEngine) runs.
 #[derive(Debug, Clone)]
 pub struct CandleConfig {
-    /// KV blocks (each holds `block_size` tokens of K and V for every layer).
+    /// KV blocks (each holds `block_size` tokens of K and V for every layer). A sequence's
+    /// prompt and output together end at `blocks × block_size` tokens when that is less than
+    /// the model's context (finish reason `Length`).
     pub blocks: u32,
     /// Tokens per KV block; also the block size of the KV events.
     pub block_size: BlockSize,

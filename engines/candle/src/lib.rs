@@ -15,6 +15,11 @@
 //!   first. Every block filled is announced with a `Stored` KV event (the core block hashing),
 //!   every eviction with `Removed`, so the KV router sees the real cache; a router that missed
 //!   some asks for a snapshot, which [`CandleEngine::kv_publisher`] sends.
+//! - **Preemption by recompute.** When a decode step needs a block and the cache has none to give,
+//!   the newest running sequence frees its blocks and waits at the front of the queue; it starts
+//!   again as a prompt of its tokens so far (what is still cached is reused) and goes on sampling
+//!   where it stopped, as vLLM does. A sequence ends with `Length` at the model's context or at
+//!   what the cache holds, whichever is less; [`CandleEngine::preemptions`] counts them.
 //! - **Host and disk tiers.** With [`CandleConfig::host_blocks`] and [`CandleConfig::disk`],
 //!   a block evicted from the cache keeps its bytes in host memory, and what that tier evicts
 //!   goes to a file on disk in the background (through a bounded queue that drops offloads when
