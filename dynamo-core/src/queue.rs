@@ -89,6 +89,15 @@ impl QueuedEngine {
         self.queue.is_closed()
     }
 
+    /// Requests in the queue that the worker has not taken yet, counting the slots callers
+    /// have reserved with `poll_ready` for the requests they are about to send; 0 once the
+    /// worker has stopped.
+    pub fn queued(&self) -> usize {
+        self.queue
+            .get_ref()
+            .map_or(0, |sender| sender.max_capacity() - sender.capacity())
+    }
+
     fn stopped() -> Error {
         Error::unavailable("the engine's worker has stopped")
     }

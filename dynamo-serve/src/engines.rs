@@ -95,7 +95,11 @@ impl LoadProbe {
         match self {
             LoadProbe::Candle(engine) => {
                 let counters = engine.counters();
-                (0, counters.in_use as u64, counters.capacity as u64)
+                (
+                    engine.waiting_requests() as u64,
+                    counters.in_use as u64,
+                    counters.capacity as u64,
+                )
             }
             LoadProbe::Mocker(engine) => {
                 let metrics = engine.metrics();

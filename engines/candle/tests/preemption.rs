@@ -1,10 +1,13 @@
 //! Preemption by recompute on the real SmolLM2-135M-Instruct: a KV cache too small for every
 //! running sequence to grow preempts the newest, which later computes its tokens again and
-//! ends with the answer it gives alone; a sequence alone ends at what the cache holds.
+//! ends with the answer it gives alone; a sequence alone ends at what the cache holds; requests
+//! held for room count as waiting.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod support;
+
+use std::time::Duration;
 
 use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
 use dynamo_core::{BlockSize, EngineExt, FinishReason, GenerateRequest, Generation};
@@ -13,10 +16,15 @@ use support::chat_prompt;
 const BLOCK: usize = 8;
 
 fn engine(blocks: u32) -> CandleEngine {
+    engine_running(blocks, CandleConfig::default().max_running)
+}
+
+fn engine_running(blocks: u32, max_running: usize) -> CandleEngine {
     let weights = LlamaWeights::load(support::model_path(), &candle_core::Device::Cpu).unwrap();
     let config = CandleConfig {
         blocks,
         block_size: BlockSize::new(BLOCK as u32).unwrap(),
+        max_running,
         ..CandleConfig::default()
     };
     CandleEngine::start(weights, config, None).unwrap()
@@ -89,4 +97,34 @@ async fn a_sequence_alone_ends_with_length_when_the_cache_is_full() {
     // As vLLM's max_model_len: prompt and output together fill the cache, no more.
     assert_eq!(generation.tokens.len(), blocks as usize * BLOCK - prompt);
     assert_eq!(engine.preemptions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_for_room_count_as_waiting() {
+    // Room for one sequence's blocks, and two running at most: the second request waits on the
+    // model thread for blocks, the third in the queue for a running slot.
+    let engine = engine_running(8, 2);
+    assert_eq!(engine.waiting_requests(), 0);
+    let questions = ["Name three rivers.", "Name a fruit.", "Say hello."];
+    let all = futures::future::join_all(questions.iter().enumerate().map(|(i, question)| {
+        let mut engine = engine.clone();
+        let request = request(&format!("r{i}"), question, 20, None);
+        async move { engine.generate_all(request).await.unwrap() }
+    }));
+    let watch = async {
+        let mut most = 0;
+        let mut ticks = tokio::time::interval(Duration::from_millis(5));
+        while most < 2 {
+            ticks.tick().await;
+            most = most.max(engine.waiting_requests());
+        }
+        most
+    };
+    let (generations, most) =
+        tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(all, watch) })
+            .await
+            .unwrap();
+    assert_eq!(most, 2);
+    assert!(generations.iter().all(|g| g.tokens.len() == 20));
+    assert_eq!(engine.waiting_requests(), 0);
 }

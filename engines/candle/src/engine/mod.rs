@@ -5,7 +5,7 @@ mod admit;
 mod preempt;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -44,6 +44,7 @@ pub struct CandleEngine {
     counters: Arc<Mutex<PoolCounters>>,
     prefilled: Arc<AtomicU64>,
     preemptions: Arc<AtomicU64>,
+    waiting: Arc<AtomicUsize>,
     publisher: KvPublisher,
     tiers: Option<LowerTiers>,
     fetch: Option<Arc<dyn KvFetch>>,
@@ -100,6 +101,7 @@ impl CandleEngine {
         );
         model.prefilled = Arc::clone(&prefilled);
         let preemptions = Arc::clone(&model.preemptions);
+        let waiting = Arc::clone(&model.waiting_count);
         model.tiers = Tiers::start(
             model.config.host_blocks,
             model.config.disk.as_ref(),
@@ -117,6 +119,7 @@ impl CandleEngine {
             counters,
             prefilled,
             preemptions,
+            waiting,
             publisher,
             tiers,
             fetch,
@@ -145,6 +148,13 @@ impl CandleEngine {
     /// step, its tokens computed again when it resumes) since the engine started.
     pub fn preemptions(&self) -> u64 {
         self.preemptions.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting to start: those in the queue and those the model thread holds until
+    /// the KV cache or the running limit has room, preempted sequences among them (counted
+    /// once a step).
+    pub fn waiting_requests(&self) -> usize {
+        self.queue.queued() + self.waiting.load(Ordering::Relaxed)
     }
 
     /// The lower tiers' counters (blocks and bytes offloaded and onboarded per tier, offloads
@@ -199,6 +209,8 @@ struct ModelThread {
     prefilled: Arc<AtomicU64>,
     /// For [`CandleEngine::preemptions`].
     preemptions: Arc<AtomicU64>,
+    /// `waiting.len()` after the last admission, for [`CandleEngine::waiting_requests`].
+    waiting_count: Arc<AtomicUsize>,
 }
 
 impl ModelThread {
@@ -232,6 +244,7 @@ impl ModelThread {
             grammars,
             prefilled: Arc::default(),
             preemptions: Arc::default(),
+            waiting_count: Arc::default(),
         }
     }
 
@@ -257,6 +270,8 @@ impl ModelThread {
             }
             self.drop_cancelled();
             self.admit();
+            self.waiting_count
+                .store(self.waiting.len(), Ordering::Relaxed);
             if let Err(error) = self.step() {
                 // A failed step leaves the store in an unknown state for its sequences: end them.
                 let message = error.to_string();
