@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
 use dynamo_core::{BlockSize, EngineExt, FinishReason, GenerateRequest, Generation};
+use futures::StreamExt;
 use support::chat_prompt;
 
 const BLOCK: usize = 8;
@@ -127,4 +128,46 @@ async fn requests_held_for_room_count_as_waiting() {
     assert_eq!(most, 2);
     assert!(generations.iter().all(|g| g.tokens.len() == 20));
     assert_eq!(engine.waiting_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preempted_sequence_whose_client_leaves_stops_waiting() {
+    let first = request("first", "Name three rivers.", 45, None);
+    let second = request("second", "Name a fruit.", 45, None);
+    // Room for both prompts and one block more: as they grow the second (the newest) is
+    // preempted, and it cannot start again before the first ends.
+    let prompts = first.tokens.len().div_ceil(BLOCK) + second.tokens.len().div_ceil(BLOCK);
+    let first_grown = (first.tokens.len() + 45).div_ceil(BLOCK);
+    assert!(first_grown + second.tokens.len().div_ceil(BLOCK) > prompts + 1);
+    let engine = engine(u32::try_from(prompts + 1).unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut ticks = tokio::time::interval(Duration::from_millis(5));
+    let first = tokio::spawn({
+        let mut engine = engine.clone();
+        async move { engine.generate_all(first).await.unwrap() }
+    });
+    while engine.counters().in_use == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first never started"
+        );
+        ticks.tick().await;
+    }
+    let mut stream = engine.clone().generate(second).await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    while engine.preemptions() == 0 || engine.waiting_requests() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never preempted");
+        ticks.tick().await;
+    }
+    drop(stream);
+    while engine.waiting_requests() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "still waiting");
+        ticks.tick().await;
+    }
+    assert!(
+        !first.is_finished(),
+        "the second should have left while the first ran"
+    );
+    assert_eq!(first.await.unwrap().tokens.len(), 45);
+    assert_eq!(engine.preemptions(), 1);
 }

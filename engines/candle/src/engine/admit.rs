@@ -2,13 +2,13 @@
 //! their blocks can be had without taking those the running sequences' next step needs.
 
 use dynamo_core::{
-    BlockHasher, Disaggregation, Error, HashedBlock, RequestId, Submission, TokenChunk,
+    BlockHasher, Disaggregation, Error, FinishReason, HashedBlock, RequestId, Submission,
 };
 use dynamo_kvbm::{PinnedBlock, PrivateBlock};
 
 use super::ModelThread;
 use crate::fork::{Fork, Live};
-use crate::sequence::{Sequence, stop_tokens};
+use crate::sequence::{Sequence, finish, stop_tokens};
 
 /// What waits for the model thread: a request that has not started, or a sequence that was
 /// preempted and starts again (at the front of the queue).
@@ -228,8 +228,8 @@ impl ModelThread {
 /// Send a preempted sequence whose client went away its last chunk.
 pub(super) fn end_cancelled(waiting: Waiting) {
     if let Waiting::Preempted(sequence) = waiting {
-        let chunk: TokenChunk =
-            crate::sequence::finish(&sequence, dynamo_core::FinishReason::Cancelled);
-        let _ = sequence.output.try_send(Ok(chunk));
+        let _ = sequence
+            .output
+            .try_send(Ok(finish(&sequence, FinishReason::Cancelled)));
     }
 }
