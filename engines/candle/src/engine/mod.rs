@@ -287,11 +287,15 @@ impl ModelThread {
     }
 
     fn drop_cancelled(&mut self) {
-        let (cancelled, waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .partition(Waiting::is_cancelled);
-        self.waiting = waiting;
-        cancelled.into_iter().for_each(end_cancelled);
+        // Rebuilt only when a client has gone, not at every step.
+        if self.waiting.iter().any(Waiting::is_cancelled) {
+            let (cancelled, waiting): (VecDeque<_>, VecDeque<_>) =
+                std::mem::take(&mut self.waiting)
+                    .into_iter()
+                    .partition(Waiting::is_cancelled);
+            self.waiting = waiting;
+            cancelled.into_iter().for_each(end_cancelled);
+        }
         let (mut gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
             .into_iter()
             .partition(|s| s.cancel.is_cancelled() || s.output.is_closed());
