@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamo_core::{Error, OutputFormat};
-use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{ApproximateTokEnv, TokRxInfo, TokTrie};
 use llguidance::{Matcher, ParserFactory};
-use serde_json::{Value, json};
 
 use crate::vocab::TokenBytes;
 
@@ -46,20 +44,14 @@ impl Grammars {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidRequest`] when the schema does not compile (naming `response_format`),
-    /// or when the model's vocabulary could not be read.
+    /// [`Error::InvalidRequest`] when the format does not compile (naming its field), or when
+    /// the model's vocabulary could not be read.
     pub(crate) fn start(&mut self, format: &OutputFormat) -> Result<Grammar, Error> {
         let factory = self.factory()?;
-        let schema = match format {
-            OutputFormat::JsonObject => json!({"type": "object"}),
-            OutputFormat::JsonSchema { schema } => serde_json::from_str(schema).map_err(|e| {
-                Error::invalid_request(format!("response_format: the schema is not JSON: {e}"))
-            })?,
-            _ => return Err(OutputFormat::unsupported("candle")),
-        };
-        let matcher = Matcher::new(factory.create_parser(grammar(schema)));
+        let grammar = format.grammar()?;
+        let matcher = Matcher::new(factory.create_parser(grammar));
         if let Some(error) = matcher.get_error() {
-            return Err(Error::invalid_request(format!("response_format: {error}")));
+            return Err(Error::invalid_request(format!("{}: {error}", format.field())));
         }
         Ok(Grammar {
             matcher,
@@ -89,18 +81,6 @@ impl Grammars {
         self.factory = Some(Arc::clone(&factory));
         Ok(factory)
     }
-}
-
-/// The grammar a JSON schema compiles to: compact JSON (no whitespace between tokens), so a
-/// small model cannot wander off into endless blank space.
-fn grammar(mut schema: Value) -> TopLevelGrammar {
-    if let Value::Object(object) = &mut schema {
-        object.insert(
-            "x-guidance".to_owned(),
-            json!({"whitespace_flexible": false, "lenient": false}),
-        );
-    }
-    TopLevelGrammar::from_json_schema(schema)
 }
 
 /// The grammar of one sequence.

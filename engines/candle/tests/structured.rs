@@ -1,7 +1,9 @@
 //! Output formats on the real SmolLM2-135M-Instruct: every answer to a request with a JSON
 //! schema parses and validates against it (a property over generated schemas, validated by the
-//! `jsonschema` crate), `json_object` gives an object, and a schema the grammar engine cannot
-//! compile is an invalid request.
+//! `jsonschema` crate), every answer to one with a regular expression matches it (a property
+//! over generated expressions, checked by the `regex` crate), a choice answers with one of its
+//! texts, a Lark grammar with a text of its language, `json_object` gives an object, and a
+//! format the grammar engine cannot compile is an invalid request.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -211,4 +213,122 @@ async fn a_continuation_reads_its_output_so_far_before_going_on() {
     wrong.resumed_tokens = 2;
     let error = engine.generate_all(wrong).await.unwrap_err();
     assert_eq!(error.class(), ErrorClass::InvalidRequest, "{error}");
+}
+
+/// Runs `formats` at once (so the engine batches them), each with its question, the first
+/// greedy and the others sampled from `seed`; the answers' texts, each checked to have stopped.
+fn answers(formats: &[(String, OutputFormat)], seed: u64) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = engine();
+    let generations = runtime.block_on(join_all(formats.iter().enumerate().map(
+        |(i, (question, format))| {
+            let mut engine = engine.clone();
+            let seed = (i > 0).then_some(seed.wrapping_add(i as u64));
+            let request = request(&format!("f{i}"), question, format.clone(), seed);
+            async move { engine.generate_all(request).await }
+        },
+    )));
+    generations
+        .into_iter()
+        .map(|generation| {
+            let generation = generation.unwrap();
+            let answer = text(&generation.tokens);
+            assert_eq!(generation.finish_reason, Some(FinishReason::Stop), "{answer}");
+            answer
+        })
+        .collect()
+}
+
+/// A regular expression of the kind applications send (codes, dates, labels), built of pieces
+/// with no special meaning between them.
+fn pattern() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[a-z]{1,5}",
+        Just("[0-9]{1,3}".to_owned()),
+        Just("[A-Z][a-z]{1,6}".to_owned()),
+        Just("(yes|no|maybe)".to_owned()),
+        Just("[0-9]{4}-[0-9]{2}-[0-9]{2}".to_owned()),
+    ];
+    (
+        prop::collection::vec(piece, 1..4),
+        prop_oneof![Just("-"), Just(": "), Just(", "), Just(" ")],
+    )
+        .prop_map(|(pieces, separator)| pieces.join(separator))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3, max_shrink_iters: 4, ..ProptestConfig::default() })]
+
+    /// Every answer matches its regular expression whole, sampled answers included.
+    #[test]
+    fn every_answer_matches_its_regex(patterns in prop::collection::vec(pattern(), 4), seed in any::<u64>()) {
+        let formats: Vec<(String, OutputFormat)> = patterns
+            .iter()
+            .map(|pattern| {
+                let question = format!("Reply with text matching the regular expression {pattern}");
+                (question, OutputFormat::Regex { pattern: pattern.clone() })
+            })
+            .collect();
+        for (pattern, answer) in patterns.iter().zip(answers(&formats, seed)) {
+            let whole = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+            prop_assert!(whole.is_match(&answer), "{:?} against {}", answer, pattern);
+        }
+    }
+}
+
+#[test]
+fn a_choice_answers_with_one_of_its_texts_and_a_grammar_with_a_text_of_its_language() {
+    let cities: Vec<String> = ["Paris", "London", "Berlin", "Rome, Italy"]
+        .map(String::from)
+        .to_vec();
+    let lark = "start: \"(\" NUMBER (\",\" NUMBER){0,3} \")\"\nNUMBER: /[0-9]{1,3}/";
+    let choice = OutputFormat::Choice {
+        choices: cities.clone(),
+    };
+    let list = OutputFormat::Grammar { lark: lark.into() };
+    let formats = vec![
+        ("What is the capital of France?".to_owned(), choice.clone()),
+        ("What is the capital of France?".to_owned(), choice),
+        ("Write a list of numbers in parentheses.".to_owned(), list.clone()),
+        ("Write a list of numbers in parentheses.".to_owned(), list),
+    ];
+    let answers = answers(&formats, 7);
+    for answer in &answers[..2] {
+        assert!(cities.contains(answer), "{answer:?}");
+    }
+    let language = regex::Regex::new(r"^\([0-9]{1,3}(,[0-9]{1,3}){0,3}\)$").unwrap();
+    for answer in &answers[2..] {
+        assert!(language.is_match(answer), "{answer:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regex_or_grammar_that_does_not_compile_is_an_invalid_request_naming_its_field() {
+    let mut engine = engine();
+    for (format, field) in [
+        (
+            OutputFormat::Regex {
+                pattern: "[0-9".into(),
+            },
+            "structured_outputs.regex",
+        ),
+        (
+            OutputFormat::Grammar {
+                lark: "start: undefined_rule".into(),
+            },
+            "structured_outputs.grammar",
+        ),
+        (OutputFormat::Choice { choices: vec![] }, "structured_outputs.choice"),
+    ] {
+        let error = engine
+            .generate_all(request("bad", "Hi", format, None))
+            .await
+            .unwrap_err();
+        assert_eq!(error.class(), ErrorClass::InvalidRequest, "{error}");
+        assert!(error.to_string().contains(field), "{error}");
+    }
 }
