@@ -126,7 +126,8 @@ impl OutputFormat {
             OutputFormat::Choice { choices } => {
                 // Lark's string literals are JSON strings, so each text is matched byte for
                 // byte, whatever it holds.
-                let literals: Vec<String> = choices.iter().map(|text| json!(text).to_string()).collect();
+                let literals: Vec<String> =
+                    choices.iter().map(|text| json!(text).to_string()).collect();
                 Ok(TopLevelGrammar::from_lark(format!(
                     "start: {}",
                     literals.join(" | ")

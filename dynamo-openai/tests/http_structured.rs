@@ -1,6 +1,6 @@
-//! Structured outputs at the HTTP edge: what `response_format` and a forced `tool_choice` send
-//! to the engine, and the 400s (naming the field) for what the gateway or the grammar engine
-//! cannot do.
+//! Structured outputs at the HTTP edge: what `response_format`, vLLM's `structured_outputs`
+//! and a forced `tool_choice` send to the engine, on chat and text completions, and the 400s
+//! (naming the field) for what the gateway or the grammar engine cannot do.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -38,13 +38,21 @@ impl Service<GenerateRequest> for Recording {
 }
 
 async fn post(engine: BoxEngine, body: Value) -> (StatusCode, Value) {
+    let path = match body.get("prompt") {
+        Some(_) => "/v1/completions",
+        None => "/v1/chat/completions",
+    };
     let app = common::app(engine, GatewayConfig::default());
-    let (status, bytes) = common::post_json(app, "/v1/chat/completions", &body).await;
+    let (status, bytes) = common::post_json(app, path, &body).await;
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
 fn chat() -> Value {
     json!({"model": "test", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+}
+
+fn completion() -> Value {
+    json!({"model": "test", "prompt": "Hi", "max_tokens": 4})
 }
 
 const SCHEMA: &str =
@@ -173,6 +181,110 @@ async fn what_cannot_be_done_is_a_400_naming_the_field() {
         ),
         (forced_and_format, "response_format"),
         (bad_parameters, "tools[0].function.parameters"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = post(BoxEngine::new(EchoEngine::new()), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["error"]["param"], json!(field), "{body}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn structured_outputs_reach_the_engine_from_chat_and_text_completions() {
+    let lark = "start: \"a\"+";
+    let cases = [
+        (
+            json!({"regex": "[0-9]{3}"}),
+            OutputFormat::Regex {
+                pattern: "[0-9]{3}".into(),
+            },
+        ),
+        (
+            json!({"choice": ["yes", "no"]}),
+            OutputFormat::Choice {
+                choices: vec!["yes".into(), "no".into()],
+            },
+        ),
+        (
+            json!({"grammar": lark}),
+            OutputFormat::Grammar { lark: lark.into() },
+        ),
+        (json!({"json_object": true}), OutputFormat::JsonObject),
+        // A schema as an object or as its text, as vLLM takes it.
+        (
+            json!({"json": serde_json::from_str::<Value>(SCHEMA).unwrap()}),
+            OutputFormat::JsonSchema {
+                schema: serde_json::from_str::<Value>(SCHEMA).unwrap().to_string(),
+            },
+        ),
+        (
+            json!({"json": SCHEMA, "regex": null}),
+            OutputFormat::JsonSchema {
+                schema: serde_json::from_str::<Value>(SCHEMA).unwrap().to_string(),
+            },
+        ),
+    ];
+    for (structured, expected) in cases {
+        for mut body in [chat(), completion()] {
+            body["structured_outputs"] = structured.clone();
+            let (format, status, answer) = sent_format(body.clone()).await;
+            assert_eq!(format.as_ref(), Some(&expected), "{body}");
+            // The echo engine cannot enforce it: a 400, never an answer that ignores it.
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        }
+    }
+    let mut body = completion();
+    body["response_format"] = json!({"type": "json_object"});
+    assert_eq!(sent_format(body).await.0, Some(OutputFormat::JsonObject));
+}
+
+#[tokio::test]
+async fn a_structured_output_that_cannot_be_done_is_a_400_naming_the_field() {
+    let with = |base: Value, structured: Value| {
+        let mut body = base;
+        body["structured_outputs"] = structured;
+        body
+    };
+    let mut with_format = with(chat(), json!({"regex": "a"}));
+    with_format["response_format"] = json!({"type": "json_object"});
+    let mut with_forced = with(chat(), json!({"regex": "a"}));
+    with_forced["tools"] = tools();
+    with_forced["tool_choice"] = json!({"type": "function", "function": {"name": "weather"}});
+    let mut completion_format = completion();
+    completion_format["response_format"] = json!({"type": "regex"});
+    let cases = [
+        (with(chat(), json!({})), "structured_outputs"),
+        (
+            with(completion(), json!({"regex": "a", "choice": ["a"]})),
+            "structured_outputs",
+        ),
+        (
+            with(chat(), json!({"structural_tag": "{}"})),
+            "structured_outputs.structural_tag",
+        ),
+        (
+            with(completion(), json!({"regex": "[0-9"})),
+            "structured_outputs.regex",
+        ),
+        (
+            with(chat(), json!({"grammar": "start: missing_rule"})),
+            "structured_outputs.grammar",
+        ),
+        (
+            with(chat(), json!({"choice": []})),
+            "structured_outputs.choice",
+        ),
+        (
+            with(completion(), json!({"json": "{not json"})),
+            "structured_outputs.json",
+        ),
+        (
+            with(chat(), json!({"json": {"type": "no-such-type"}})),
+            "structured_outputs.json",
+        ),
+        (with_format, "structured_outputs"),
+        (with_forced, "structured_outputs"),
+        (completion_format, "response_format.type"),
     ];
     for (body, field) in cases {
         let (status, answer) = post(BoxEngine::new(EchoEngine::new()), body.clone()).await;

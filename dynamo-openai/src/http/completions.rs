@@ -12,7 +12,7 @@ use super::choices::{self, ChoiceStream, Choices};
 use super::generate::TextEvent;
 use super::logprobs::{self, CompletionShaper};
 use super::openapi::GenerationErrors;
-use super::{JsonBody, RequestId, Shared, prepare, sse};
+use super::{JsonBody, RequestId, Shared, prepare, sse, structured};
 use crate::ApiError;
 use crate::preprocess::Tokenizer;
 use crate::protocol::common::reject_unknown;
@@ -88,6 +88,10 @@ async fn serve(
             "best_of above n needs the whole answer; it does not work with stream: true",
         ));
     }
+    let format = structured::requested_format(
+        body.response_format.as_ref(),
+        body.structured_outputs.as_ref(),
+    )?;
     let prompts = prompt_tokens(&entry, &body.prompt)?;
     let mut streams = Vec::with_capacity(prompts.len());
     for (index, tokens) in prompts.into_iter().enumerate() {
@@ -109,6 +113,7 @@ async fn serve(
         )?;
         // Ranking candidates needs each token's log-probability.
         request.sampling.logprobs = body.logprobs.or(choices.ranks().then_some(0));
+        request.format = format.clone();
         request.delivery = prepare::delivery(body.stream);
         let slot = shared
             .in_flight

@@ -1,16 +1,18 @@
-//! Structured outputs: `response_format` (`json_object`, `json_schema`) and a `tool_choice` that
-//! forces a function, turned into the engine's [`OutputFormat`] once the grammar engine
-//! (llguidance, the one the candle engine enforces it with) has compiled the schema, so that a
-//! schema it cannot follow is a 400 naming the field rather than an error mid-answer.
+//! Structured outputs: `response_format` (`json_object`, `json_schema`), vLLM's
+//! `structured_outputs` (`json`, `json_object`, `regex`, `choice`, `grammar`) and a
+//! `tool_choice` that forces a function, turned into the engine's [`OutputFormat`] once the
+//! grammar engine (llguidance, the one the candle engine enforces it with) has compiled it, so
+//! that a format it cannot follow is a 400 naming the field rather than an error mid-answer.
 
 use dynamo_core::OutputFormat;
 use llguidance::ParserFactory;
-use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::ApproximateTokEnv;
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::protocol::{ChatCompletionRequest, FunctionDefinition};
+use crate::protocol::{
+    ChatCompletionRequest, FunctionDefinition, ResponseFormat, StructuredOutputs,
+};
 
 /// What a chat request asks of the answer's shape.
 #[derive(Debug, Default)]
@@ -25,17 +27,25 @@ pub(crate) struct Structured {
 ///
 /// # Errors
 ///
-/// A 400 naming the field: an unknown `response_format.type`, a `json_schema` without its
-/// name, a schema the grammar engine cannot compile, a `tool_choice` naming a function not in
-/// `tools` or asking for `required`, or both a JSON format and a forced function.
+/// A 400 naming the field: what [`requested_format`] refuses, a `tool_choice` naming a
+/// function not in `tools` or asking for `required`, or both a format and a forced function.
 pub(crate) fn plan(body: &ChatCompletionRequest) -> Result<Structured, ApiError> {
     let forced = forced_function(body)?;
-    let format = response_format(body)?;
+    let format = requested_format(
+        body.response_format.as_ref(),
+        body.structured_outputs.as_ref(),
+    )?;
     match (forced, format) {
-        (Some(_), Some(_)) => Err(ApiError::invalid_field(
-            "response_format",
-            "response_format cannot be combined with a tool_choice that forces a function",
-        )),
+        (Some(_), Some(_)) => {
+            let field = match body.structured_outputs {
+                Some(_) => "structured_outputs",
+                None => "response_format",
+            };
+            Err(ApiError::invalid_field(
+                field,
+                format!("{field} cannot be combined with a tool_choice that forces a function"),
+            ))
+        }
         (Some((index, function)), None) => {
             let field = format!("tools[{index}].function.parameters");
             let format = match &function.parameters {
@@ -99,11 +109,34 @@ fn forced_function(
         })
 }
 
-/// The format `response_format` asks for; `None` for text.
-fn response_format(body: &ChatCompletionRequest) -> Result<Option<OutputFormat>, ApiError> {
-    let Some(format) = &body.response_format else {
-        return Ok(None);
+/// The format `response_format` or `structured_outputs` asks for (at most one of them may);
+/// `None` for text.
+///
+/// # Errors
+///
+/// A 400 naming the field: an unknown `response_format.type`, a `json_schema` without its
+/// name, a `structured_outputs` that sets no constraint or several, or an option this server
+/// does not know, or a format the grammar engine cannot compile.
+pub(crate) fn requested_format(
+    response_format: Option<&ResponseFormat>,
+    structured: Option<&StructuredOutputs>,
+) -> Result<Option<OutputFormat>, ApiError> {
+    let from_response_format = match response_format {
+        Some(format) => response_format_of(format)?,
+        None => None,
     };
+    let from_structured = structured.map(structured_outputs).transpose()?;
+    match (from_response_format, from_structured) {
+        (Some(_), Some(_)) => Err(ApiError::invalid_field(
+            "structured_outputs",
+            "structured_outputs cannot be combined with a response_format other than text",
+        )),
+        (format, other) => Ok(format.or(other)),
+    }
+}
+
+/// The format `response_format` asks for; `None` for text.
+fn response_format_of(format: &ResponseFormat) -> Result<Option<OutputFormat>, ApiError> {
     match format.kind.as_str() {
         "text" => Ok(None),
         "json_object" => Ok(Some(OutputFormat::JsonObject)),
@@ -129,10 +162,67 @@ fn response_format(body: &ChatCompletionRequest) -> Result<Option<OutputFormat>,
         other => Err(ApiError::invalid_field(
             "response_format.type",
             format!(
-                "response_format type `{other}` is not supported; use text, json_object or json_schema"
+                "response_format type `{other}` is not supported; use text, json_object or \
+                 json_schema (or structured_outputs for a regex, a choice or a grammar)"
             ),
         )),
     }
+}
+
+/// The one constraint `structured_outputs` sets, compiled.
+fn structured_outputs(structured: &StructuredOutputs) -> Result<OutputFormat, ApiError> {
+    if let Some((name, _)) = structured.extra.iter().find(|(_, value)| !value.is_null()) {
+        return Err(ApiError::invalid_field(
+            format!("structured_outputs.{name}"),
+            format!("structured_outputs.{name} is not supported by this server"),
+        ));
+    }
+    let mut set: Vec<(&str, OutputFormat)> = Vec::new();
+    if let Some(schema) = &structured.json {
+        set.push(("json", json_schema(schema)?));
+    }
+    if structured.json_object == Some(true) {
+        set.push(("json_object", OutputFormat::JsonObject));
+    }
+    if let Some(pattern) = &structured.regex {
+        let pattern = pattern.clone();
+        set.push(("regex", OutputFormat::Regex { pattern }));
+    }
+    if let Some(choices) = &structured.choice {
+        let choices = choices.clone();
+        set.push(("choice", OutputFormat::Choice { choices }));
+    }
+    if let Some(lark) = &structured.grammar {
+        let lark = lark.clone();
+        set.push(("grammar", OutputFormat::Grammar { lark }));
+    }
+    match set.as_slice() {
+        [] => Err(ApiError::invalid_field(
+            "structured_outputs",
+            "structured_outputs sets none of json, json_object, regex, choice and grammar",
+        )),
+        [(name, format)] => checked(format.clone(), &format!("structured_outputs.{name}")),
+        [(first, _), (second, _), ..] => Err(ApiError::invalid_field(
+            "structured_outputs",
+            format!("structured_outputs sets both {first} and {second}; set one of them"),
+        )),
+    }
+}
+
+/// `structured_outputs.json`: a schema, or its text.
+fn json_schema(schema: &Value) -> Result<OutputFormat, ApiError> {
+    const FIELD: &str = "structured_outputs.json";
+    let parsed;
+    let schema = match schema {
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text).map_err(|error| {
+                ApiError::invalid_field(FIELD, format!("{FIELD} is not a JSON schema: {error}"))
+            })?;
+            &parsed
+        }
+        schema => schema,
+    };
+    compiled(schema, FIELD)
 }
 
 /// `schema` as an output format, once the grammar engine has compiled it as the engine will.
@@ -143,26 +233,27 @@ fn compiled(schema: &Value, field: &str) -> Result<OutputFormat, ApiError> {
             "a JSON schema is an object (or true / false)",
         ));
     }
+    checked(
+        OutputFormat::JsonSchema {
+            schema: schema.to_string(),
+        },
+        field,
+    )
+}
+
+/// `format`, once the grammar engine has compiled it as the engine will (over a vocabulary of
+/// single bytes, so that what does not compile is found before any model's tables are built).
+fn checked(format: OutputFormat, field: &str) -> Result<OutputFormat, ApiError> {
+    let grammar = format
+        .grammar()
+        .map_err(|error| ApiError::invalid_field(field, error.to_string()))?;
     let env = ApproximateTokEnv::single_byte_env();
     let mut factory = ParserFactory::new_simple(&env)
         .map_err(|error| dynamo_core::Error::internal(format!("the grammar engine: {error}")))?;
     // Its log lines would go to stderr; the error comes back as the 400's message.
     factory.quiet();
     factory
-        .create_parser(grammar(schema.clone()))
+        .create_parser(grammar)
         .map_err(|error| ApiError::invalid_field(field, format!("{field}: {error}")))?;
-    Ok(OutputFormat::JsonSchema {
-        schema: schema.to_string(),
-    })
-}
-
-/// The grammar of `schema` with the options the candle engine compiles it with.
-fn grammar(mut schema: Value) -> TopLevelGrammar {
-    if let Value::Object(object) = &mut schema {
-        object.insert(
-            "x-guidance".to_owned(),
-            json!({"whitespace_flexible": false, "lenient": false}),
-        );
-    }
-    TopLevelGrammar::from_json_schema(schema)
+    Ok(format)
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::common::{SamplingFields, StreamOptions, UsageBody};
-use super::format::ResponseFormat;
+use super::format::{ResponseFormat, StructuredOutputs};
 use super::logprobs::ChatLogProbs;
 use super::schema;
 
@@ -51,6 +51,10 @@ pub struct ChatCompletionRequest {
     /// The answer's format: `text`, `json_object` or `json_schema`, enforced while sampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
+    /// vLLM's other formats (a regular expression, a choice of texts, a Lark grammar) or
+    /// JSON, enforced while sampling; not with `response_format` or a forced function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured_outputs: Option<StructuredOutputs>,
     /// Accepted for compatibility: several tool calls in one answer are always allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,

@@ -5,6 +5,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::common::{SamplingFields, StreamOptions, UsageBody};
+use super::format::{ResponseFormat, StructuredOutputs};
 use super::logprobs::CompletionLogProbs;
 use super::schema;
 
@@ -41,6 +42,14 @@ pub struct CompletionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub best_of: Option<u32>,
+    /// The answer's format, as vLLM takes it on text completions: `text`, `json_object` or
+    /// `json_schema`, enforced while sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+    /// vLLM's other formats (a regular expression, a choice of texts, a Lark grammar) or
+    /// JSON, enforced while sampling; not with `response_format`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured_outputs: Option<StructuredOutputs>,
     /// Sampling and stopping.
     #[serde(flatten)]
     pub sampling: SamplingFields,

@@ -1,13 +1,13 @@
-//! `response_format`: the shape the answer must have.
+//! `response_format` and `structured_outputs`: the shape the answer must have.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-/// The format of a chat answer: `text` (the default), `json_object` (any JSON object) or
+/// The format of an answer: `text` (the default), `json_object` (any JSON object) or
 /// `json_schema` (JSON valid against a schema). JSON formats are enforced while sampling by
 /// engines that can (the candle engine); other types are refused with a 400 naming
-/// `response_format.type`.
+/// `response_format.type` (vLLM's other formats come in [`StructuredOutputs`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResponseFormat {
     /// `text`, `json_object` or `json_schema`.
@@ -33,4 +33,32 @@ pub struct JsonSchemaFormat {
     /// Accepted as `true` or `false`: the schema is enforced either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
+}
+
+/// vLLM's `structured_outputs`: one constraint on the answer's text, enforced while sampling by
+/// engines that can. Exactly one of its fields is set; vLLM's other options
+/// (`structural_tag`, `whitespace_pattern`, …) are refused with a 400 naming them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StructuredOutputs {
+    /// A JSON schema the answer follows (an object, or its text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub json: Option<Value>,
+    /// `true`: the answer is any JSON object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_object: Option<bool>,
+    /// A regular expression the whole answer matches (the `regex` crate's syntax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The answer is exactly one of these texts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1)]
+    pub choice: Option<Vec<String>>,
+    /// A context-free grammar in llguidance's Lark syntax; its `start` rule is the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<String>,
+    /// Options this server does not know; any non-null one is rejected.
+    #[serde(flatten, skip_serializing)]
+    #[schema(ignore)]
+    pub extra: serde_json::Map<String, Value>,
 }

@@ -28,7 +28,7 @@ pub use embeddings::{
     Embedding, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage,
     EmbeddingVector, EncodingFormat,
 };
-pub use format::{JsonSchemaFormat, ResponseFormat};
+pub use format::{JsonSchemaFormat, ResponseFormat, StructuredOutputs};
 pub use logprobs::{ChatLogProbs, ChatTokenLogProb, CompletionLogProbs, TopLogProb};
 pub use models::{ModelCard, ModelList};
 pub use responses::{

@@ -51,7 +51,10 @@ impl Grammars {
         let grammar = format.grammar()?;
         let matcher = Matcher::new(factory.create_parser(grammar));
         if let Some(error) = matcher.get_error() {
-            return Err(Error::invalid_request(format!("{}: {error}", format.field())));
+            return Err(Error::invalid_request(format!(
+                "{}: {error}",
+                format.field()
+            )));
         }
         Ok(Grammar {
             matcher,

@@ -170,34 +170,19 @@ async fn wait_for_free_pool(engine: &CandleEngine) {
 /// from one forked request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_serves_n_choices_from_one_prefill() {
-    use dynamo_openai::{Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegistry};
-
     let engine = engine();
-    let metadata = GgufMetadata::open(support::model_path()).unwrap();
-    let boxed = dynamo_core::BoxEngine::new(engine.clone());
-    let entry = ModelEntry::from_gguf("smollm2", boxed, &metadata)
-        .unwrap()
-        .with_forking(true);
-    let registry = ModelRegistry::default();
-    registry.insert(entry);
-    let app = Gateway::new(registry, GatewayConfig::default()).into_router();
+    let app = support::gateway(&engine);
     let ask = |n: u32| {
-        let body = serde_json::json!({"model": "smollm2", "n": n, "max_tokens": 8,
-            "temperature": 0, "messages": [{"role": "user", "content": "Name a colour."}]});
-        axum::http::Request::post("/v1/chat/completions")
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(body.to_string()))
-            .unwrap()
+        serde_json::json!({"model": "smollm2", "n": n, "max_tokens": 8,
+            "temperature": 0, "messages": [{"role": "user", "content": "Name a colour."}]})
     };
-    let answer = |response: axum::response::Response| async move {
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
-    };
-    let three = answer(app.clone().oneshot(ask(3)).await.unwrap()).await;
+    let three = support::post_json(&app, "/v1/chat/completions", &ask(3))
+        .await
+        .1;
     let prefilled = engine.prefilled_tokens();
-    let one = answer(app.oneshot(ask(1)).await.unwrap()).await;
+    let one = support::post_json(&app, "/v1/chat/completions", &ask(1))
+        .await
+        .1;
     let choices = three["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 3, "{three}");
     for choice in choices {

@@ -237,7 +237,11 @@ fn answers(formats: &[(String, OutputFormat)], seed: u64) -> Vec<String> {
         .map(|generation| {
             let generation = generation.unwrap();
             let answer = text(&generation.tokens);
-            assert_eq!(generation.finish_reason, Some(FinishReason::Stop), "{answer}");
+            assert_eq!(
+                generation.finish_reason,
+                Some(FinishReason::Stop),
+                "{answer}"
+            );
             answer
         })
         .collect()
@@ -293,7 +297,10 @@ fn a_choice_answers_with_one_of_its_texts_and_a_grammar_with_a_text_of_its_langu
     let formats = vec![
         ("What is the capital of France?".to_owned(), choice.clone()),
         ("What is the capital of France?".to_owned(), choice),
-        ("Write a list of numbers in parentheses.".to_owned(), list.clone()),
+        (
+            "Write a list of numbers in parentheses.".to_owned(),
+            list.clone(),
+        ),
         ("Write a list of numbers in parentheses.".to_owned(), list),
     ];
     let answers = answers(&formats, 7);
@@ -322,7 +329,10 @@ async fn a_regex_or_grammar_that_does_not_compile_is_an_invalid_request_naming_i
             },
             "structured_outputs.grammar",
         ),
-        (OutputFormat::Choice { choices: vec![] }, "structured_outputs.choice"),
+        (
+            OutputFormat::Choice { choices: vec![] },
+            "structured_outputs.choice",
+        ),
     ] {
         let error = engine
             .generate_all(request("bad", "Hi", format, None))
@@ -331,4 +341,34 @@ async fn a_regex_or_grammar_that_does_not_compile_is_an_invalid_request_naming_i
         assert_eq!(error.class(), ErrorClass::InvalidRequest, "{error}");
         assert!(error.to_string().contains(field), "{error}");
     }
+}
+
+/// Through the gateway, as the main job serves it: vLLM's `structured_outputs` on a chat with
+/// `n` sampled choices (each one of the texts) and on a text completion (a regular expression).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_takes_vllm_structured_outputs() {
+    let app = support::gateway(&engine());
+    let chat = json!({"model": "smollm2", "n": 3, "temperature": 1.0, "seed": 11,
+        "messages": [{"role": "user", "content": "Is the sky blue? Answer yes or no."}],
+        "structured_outputs": {"choice": ["yes", "no", "I am not sure"]}});
+    let (status, answer) = support::post_json(&app, "/v1/chat/completions", &chat).await;
+    assert_eq!(status, 200, "{answer}");
+    let choices = answer["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{answer}");
+    for choice in choices {
+        let content = choice["message"]["content"].as_str().unwrap();
+        assert!(
+            ["yes", "no", "I am not sure"].contains(&content),
+            "{answer}"
+        );
+        assert_eq!(choice["finish_reason"], "stop", "{answer}");
+    }
+    let pattern = "[0-9]{4}-[0-9]{2}-[0-9]{2}";
+    let completion = json!({"model": "smollm2", "prompt": "The first moon landing was on",
+        "max_tokens": 30, "temperature": 0, "structured_outputs": {"regex": pattern}});
+    let (status, answer) = support::post_json(&app, "/v1/completions", &completion).await;
+    assert_eq!(status, 200, "{answer}");
+    let text = answer["choices"][0]["text"].as_str().unwrap();
+    let whole = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+    assert!(whole.is_match(text), "{answer}");
 }

@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 
 use candle_core::{Device, IndexOp, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use dynamo_openai::{GgufMetadata, ModelEntry};
+use dynamo_openai::{Gateway, GatewayConfig, GgufMetadata, ModelEntry, ModelRegistry};
+use tower::ServiceExt;
 
 /// SmolLM2-135M-Instruct's GGUF file, fetched once into the cache.
 pub(crate) fn model_path() -> &'static PathBuf {
@@ -29,6 +30,36 @@ pub(crate) fn preprocessing() -> &'static ModelEntry {
         let engine = dynamo_core::BoxEngine::new(dynamo_core::EchoEngine::new());
         ModelEntry::from_gguf("smollm2", engine, &metadata).expect("a model entry")
     })
+}
+
+/// The gateway over `engine`, as the main job serves it (`n` choices forked from one request).
+pub(crate) fn gateway(engine: &dynamo_candle::CandleEngine) -> axum::Router {
+    let metadata = GgufMetadata::open(model_path()).expect("GGUF metadata");
+    let boxed = dynamo_core::BoxEngine::new(engine.clone());
+    let entry = ModelEntry::from_gguf("smollm2", boxed, &metadata)
+        .expect("a model entry")
+        .with_forking(true);
+    let registry = ModelRegistry::default();
+    registry.insert(entry);
+    Gateway::new(registry, GatewayConfig::default()).into_router()
+}
+
+/// `body` posted to `path` of `app`: the answer's status and JSON body.
+pub(crate) async fn post_json(
+    app: &axum::Router,
+    path: &str,
+    body: &serde_json::Value,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    let request = axum::http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .expect("a request");
+    let response = app.clone().oneshot(request).await.expect("an answer");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("the body");
+    (status, serde_json::from_slice(&bytes).expect("JSON"))
 }
 
 /// The token ids of a one-message chat, rendered with the model's template.
