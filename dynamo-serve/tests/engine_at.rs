@@ -218,12 +218,13 @@ async fn the_router_steers_requests_away_from_a_server_that_reports_a_queue() {
     assert_eq!(completions(&busy), 0);
 }
 
-/// The body of the first completion posted to `server` (its load poller also reads
+/// The body of the last completion posted to `server` (its load poller also reads
 /// `/metrics`).
 fn posted(server: &Replay) -> Value {
     let requests = server.seen.requests.lock().expect("not poisoned");
     let (_, body) = requests
         .iter()
+        .rev()
         .find(|(line, _)| line.starts_with("POST /v1/completions"))
         .expect("a completion was posted");
     serde_json::from_slice(body).expect("a JSON body")
@@ -275,7 +276,7 @@ async fn a_frontend_fronts_an_sglang_server_with_token_ids() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_response_format_reaches_a_vllm_server_and_an_openai_one_refuses_it() {
+async fn output_formats_reach_a_vllm_server_and_an_openai_one_refuses_them() {
     let schema = json!({
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]
     });
@@ -296,6 +297,19 @@ async fn a_response_format_reaches_a_vllm_server_and_an_openai_one_refuses_it() 
     let sent = posted(&vllm);
     assert_eq!(sent["response_format"]["type"], "json_schema", "{sent}");
     assert_eq!(sent["response_format"]["json_schema"]["schema"], schema);
+    // vLLM's other formats go in its `structured_outputs`, as its own clients send them.
+    let mut choice = chat.clone();
+    choice["response_format"] = Value::Null;
+    choice["structured_outputs"] = json!({"choice": ["Paris", "Lyon"]});
+    let (status, answer) = frontend.post_json("/v1/chat/completions", &choice).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = posted(&vllm);
+    assert_eq!(
+        sent["structured_outputs"],
+        json!({"choice": ["Paris", "Lyon"]}),
+        "{sent}"
+    );
+    assert!(sent.get("response_format").is_none(), "{sent}");
 
     // A plain OpenAI-compatible server may ignore it: refused, nothing sent.
     let plain = replay_of("vllm_whole_token_ids.http").await;

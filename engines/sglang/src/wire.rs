@@ -24,8 +24,10 @@ pub(crate) const MAX_SEED: u64 = i32::MAX as u64;
 /// output tokens' only); a cache salt goes in `cache_salt` (SGLang 0.5.18 and later; an empty
 /// one is not sent, as SGLang and the router's hasher both read it as no salt); an output format
 /// goes in `sampling_params.json_schema`, the schema's text, or `{"type": "object"}` for any
-/// JSON object (as SGLang's own OpenAI layer writes `response_format`), for SGLang's grammar
-/// backend to enforce.
+/// JSON object (as SGLang's own OpenAI layer writes `response_format`), a regular expression in
+/// `sampling_params.regex`, and a choice there too, as the alternation of its texts, for
+/// SGLang's grammar backend to enforce (a Lark grammar is refused: SGLang's `ebnf` is another
+/// syntax).
 ///
 /// # Errors
 ///
@@ -82,7 +84,8 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
         put("ignore_eos", json!(true));
     }
     if let Some(format) = &request.format {
-        put("json_schema", json!(json_schema(format)?));
+        let (name, value) = format_param(format)?;
+        put(name, json!(value));
     }
     let mut body = Map::new();
     body.insert("rid".into(), json!(rid));
@@ -210,20 +213,41 @@ fn error_with_status(status: u16, message: &str) -> Error {
     dynamo_upstream::error_from_status(status, None, body.as_bytes())
 }
 
-/// The `json_schema` sampling parameter that holds generation to `format`: SGLang reads it as
-/// text (`SamplingParams.json_schema: Optional[str]`).
-fn json_schema(format: &OutputFormat) -> Result<&str, Error> {
+/// The sampling parameter that holds generation to `format`, and its text (SGLang reads
+/// `json_schema` and `regex` as text: `SamplingParams.json_schema: Optional[str]`).
+fn format_param(format: &OutputFormat) -> Result<(&'static str, String), Error> {
     match format {
-        OutputFormat::JsonObject => Ok(r#"{"type": "object"}"#),
+        OutputFormat::JsonObject => Ok(("json_schema", r#"{"type": "object"}"#.to_owned())),
         OutputFormat::JsonSchema { schema } => {
             let _: &RawValue = serde_json::from_str(schema).map_err(|error| {
                 Error::invalid_request("response_format: the JSON schema is not JSON")
                     .with_source(error)
             })?;
-            Ok(schema)
+            Ok(("json_schema", schema.clone()))
+        }
+        OutputFormat::Regex { pattern } => Ok(("regex", pattern.clone())),
+        OutputFormat::Choice { choices } if choices.is_empty() => Err(Error::invalid_request(
+            "structured_outputs.choice: a choice needs at least one text",
+        )),
+        OutputFormat::Choice { choices } => {
+            let texts: Vec<String> = choices.iter().map(|text| escaped(text)).collect();
+            Ok(("regex", format!("({})", texts.join("|"))))
         }
         _ => Err(OutputFormat::unsupported("SGLang")),
     }
+}
+
+/// `text` as a regular expression that matches it alone: each character with a meaning in
+/// regular expressions (in Python's, Rust's and xgrammar's alike) behind a backslash.
+fn escaped(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
 }
 
 #[cfg(test)]
@@ -287,6 +311,34 @@ mod tests {
         let error = body(&request, "r-1").unwrap_err();
         assert_eq!(error.class(), ErrorClass::InvalidRequest);
         assert!(error.to_string().contains("response_format"), "{error}");
+    }
+
+    #[test]
+    fn a_regex_goes_in_regex_and_a_choice_as_the_alternation_of_its_texts() {
+        let mut request = GenerateRequest::new("r", "m", vec![5]).with_max_tokens(2);
+        request.format = Some(OutputFormat::Regex {
+            pattern: "[0-9]{3}".into(),
+        });
+        let sent = body(&request, "r-1").unwrap();
+        assert_eq!(sent["sampling_params"]["regex"], "[0-9]{3}");
+        request.format = Some(OutputFormat::Choice {
+            choices: vec!["yes".into(), "1+1=2 (so?)".into(), r"a\b|c".into()],
+        });
+        let sent = body(&request, "r-1").unwrap();
+        assert_eq!(
+            sent["sampling_params"]["regex"],
+            r"(yes|1\+1=2 \(so\?\)|a\\b\|c)"
+        );
+        for refused in [
+            OutputFormat::Choice { choices: vec![] },
+            OutputFormat::Grammar {
+                lark: "start: \"a\"".into(),
+            },
+        ] {
+            request.format = Some(refused);
+            let error = body(&request, "r-1").unwrap_err();
+            assert_eq!(error.class(), ErrorClass::InvalidRequest);
+        }
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl Extensions {
         lora_as_model: true,
         token_id_logprobs: true,
         chosen_logprobs: false,
-        response_format: FormatField::OpenAi,
+        response_format: FormatField::Vllm,
     };
 }
 

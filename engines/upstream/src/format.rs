@@ -2,6 +2,7 @@
 //! schema's text kept byte for byte (its property order is the order the answer follows).
 
 use dynamo_core::{Error, OutputFormat};
+use serde_json::json;
 use serde_json::value::RawValue;
 
 /// How a server takes an output format ([`GenerateRequest::format`]) on `/v1/completions`.
@@ -21,6 +22,10 @@ pub enum FormatField {
     /// OpenAI's chat form, as vLLM reads it on `/v1/completions`: `{"type": "json_object"}`, or
     /// `{"type": "json_schema", "json_schema": {"name": "output", "schema": …}}`.
     OpenAi,
+    /// vLLM's: JSON as [`OpenAi`](Self::OpenAi), and a regular expression, a choice or a Lark
+    /// grammar in `structured_outputs` (`{"regex": …}`, `{"choice": […]}`, `{"grammar": …}`;
+    /// vLLM 0.10.2 or later, which its token ids need anyway).
+    Vllm,
     /// TensorRT-LLM's: `{"type": "json_object"}`, or `{"type": "json", "schema": …}` (the
     /// form every `trtllm-serve` version with `response_format` reads; `json_schema` came later).
     JsonWithSchema,
@@ -42,22 +47,27 @@ pub(crate) fn format_field(
     format: &OutputFormat,
     server: &str,
 ) -> Result<(&'static str, Box<RawValue>), Error> {
-    let name = match field {
-        FormatField::JsonSchemaField => "json_schema",
+    let name = match (field, format) {
+        (FormatField::JsonSchemaField, _) => "json_schema",
+        (
+            FormatField::Vllm,
+            OutputFormat::Regex { .. } | OutputFormat::Choice { .. } | OutputFormat::Grammar { .. },
+        ) => "structured_outputs",
         _ => "response_format",
     };
     let text = match (field, format) {
         (FormatField::Refused, _) => return Err(OutputFormat::unsupported(server)),
-        (FormatField::OpenAi | FormatField::JsonWithSchema, OutputFormat::JsonObject) => {
-            r#"{"type":"json_object"}"#.to_owned()
-        }
+        (
+            FormatField::OpenAi | FormatField::Vllm | FormatField::JsonWithSchema,
+            OutputFormat::JsonObject,
+        ) => r#"{"type":"json_object"}"#.to_owned(),
         (FormatField::JsonSchemaField, OutputFormat::JsonObject) => {
             r#"{"type":"object"}"#.to_owned()
         }
         (FormatField::JsonSchemaField, OutputFormat::JsonSchema { schema }) => {
             schema_text(schema)?.to_owned()
         }
-        (FormatField::OpenAi, OutputFormat::JsonSchema { schema }) => {
+        (FormatField::OpenAi | FormatField::Vllm, OutputFormat::JsonSchema { schema }) => {
             let schema = schema_text(schema)?;
             format!(
                 r#"{{"type":"json_schema","json_schema":{{"name":"output","schema":{schema}}}}}"#
@@ -67,6 +77,13 @@ pub(crate) fn format_field(
             let schema = schema_text(schema)?;
             format!(r#"{{"type":"json","schema":{schema}}}"#)
         }
+        (FormatField::Vllm, OutputFormat::Regex { pattern }) => {
+            json!({"regex": pattern}).to_string()
+        }
+        (FormatField::Vllm, OutputFormat::Choice { choices }) => {
+            json!({"choice": choices}).to_string()
+        }
+        (FormatField::Vllm, OutputFormat::Grammar { lark }) => json!({"grammar": lark}).to_string(),
         (_, _) => return Err(OutputFormat::unsupported(server)),
     };
     let value = RawValue::from_string(text)
@@ -124,6 +141,47 @@ mod tests {
             written(FormatField::JsonSchemaField, &OutputFormat::JsonObject),
             r#"json_schema={"type":"object"}"#
         );
+    }
+
+    #[test]
+    fn vllm_takes_json_in_response_format_and_the_others_in_structured_outputs() {
+        let schema = OutputFormat::JsonSchema {
+            schema: SCHEMA.into(),
+        };
+        assert_eq!(
+            written(FormatField::Vllm, &schema),
+            written(FormatField::OpenAi, &schema)
+        );
+        let regex = OutputFormat::Regex {
+            pattern: r"[0-9]+\.\d".into(),
+        };
+        assert_eq!(
+            written(FormatField::Vllm, &regex),
+            r#"structured_outputs={"regex":"[0-9]+\\.\\d"}"#
+        );
+        let choice = OutputFormat::Choice {
+            choices: vec!["yes".into(), "a \"quote\"".into()],
+        };
+        assert_eq!(
+            written(FormatField::Vllm, &choice),
+            r#"structured_outputs={"choice":["yes","a \"quote\""]}"#
+        );
+        let grammar = OutputFormat::Grammar {
+            lark: "start: \"a\"+".into(),
+        };
+        assert_eq!(
+            written(FormatField::Vllm, &grammar),
+            r#"structured_outputs={"grammar":"start: \"a\"+"}"#
+        );
+        // Other servers' forms have no such field: refused, never sent where it is ignored.
+        for field in [
+            FormatField::OpenAi,
+            FormatField::JsonWithSchema,
+            FormatField::JsonSchemaField,
+        ] {
+            let error = format_field(field, &regex, "other").expect_err("refused");
+            assert_eq!(error.class(), ErrorClass::InvalidRequest);
+        }
     }
 
     #[test]
