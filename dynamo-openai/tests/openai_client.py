@@ -7,6 +7,7 @@ about the log-probabilities of greedy answers on the real model.
 """
 
 import json
+import re
 import sys
 
 import openai
@@ -167,7 +168,8 @@ class Capital(pydantic.BaseModel):
 
 def check_structured_outputs(client: OpenAI, model: str) -> None:
     """response_format json_schema (whole, streamed, and through the client's own parse()),
-    json_object, and a forced function call: every answer parses and validates."""
+    json_object, vLLM's structured_outputs (a choice, a regex, a Lark grammar) as a vLLM user
+    sends them, in extra_body, and a forced function call: every answer parses and validates."""
     messages = [{"role": "user", "content":
                  "Give the capital of France as JSON: city, country, population in millions."}]
     schema = {"type": "object", "additionalProperties": False,
@@ -198,6 +200,26 @@ def check_structured_outputs(client: OpenAI, model: str) -> None:
         temperature=0, response_format={"type": "json_object"})
     assert obj.choices[0].finish_reason == "stop", obj
     assert isinstance(json.loads(obj.choices[0].message.content), dict), obj
+
+    # vLLM's other formats, in extra_body as its documentation shows; sampled, on chat and text
+    # completions.
+    sampled = {"model": model, "max_tokens": 40, "temperature": 1.0, "seed": 5}
+    sentiment = [{"role": "user", "content": "Classify this sentiment: dynamo is wonderful!"}]
+    labels = ["positive", "negative", "neutral"]
+    chosen = client.chat.completions.create(
+        **sampled, messages=sentiment, n=3, extra_body={"structured_outputs": {"choice": labels}})
+    assert [c.message.content in labels for c in chosen.choices] == [True] * 3, chosen
+    date = r"(19|20)[0-9]{2}-(0[1-9]|1[0-2])-[0-3][0-9]"
+    text = client.completions.create(
+        **sampled, prompt="The first moon landing was on",
+        extra_body={"structured_outputs": {"regex": date}})
+    assert re.fullmatch(date, text.choices[0].text), text
+    lark = 'start: "[" WORD ("," WORD){0,2} "]"\nWORD: /[a-z]{1,8}/'
+    listed = client.chat.completions.create(
+        **sampled, messages=[{"role": "user", "content": "List three fruits."}],
+        extra_body={"structured_outputs": {"grammar": lark}})
+    assert re.fullmatch(r"\[[a-z]{1,8}(,[a-z]{1,8}){0,2}\]", listed.choices[0].message.content), \
+        listed
 
     weather = {"type": "function", "function": {
         "name": "weather", "description": "The weather in a city",

@@ -39,12 +39,14 @@
 //!   `ignore_eos`), `min_tokens`, `max_tokens`; dropping the stream frees the sequence's blocks
 //!   at the next step.
 //! - **Output formats.** A request with a [`format`](dynamo_core::GenerateRequest::format) (a
-//!   JSON object, or JSON valid against a JSON schema) is held to it while sampling by
+//!   JSON object, JSON valid against a JSON schema, text matching a regular expression, one of
+//!   a list of texts, or text of a Lark grammar) is held to it while sampling by
 //!   [llguidance](https://docs.rs/llguidance): each step masks the tokens that would leave the
 //!   format before sampling and log-probabilities, each sampled token advances the grammar, and
 //!   the sequence stops (`Stop`) as soon as the format is complete. The grammar engine reads the
 //!   token bytes from the GGUF tokenizer metadata and builds its tables on the first such
-//!   request; a schema it cannot compile is an invalid request naming `response_format`.
+//!   request; a format it cannot compile is an invalid request naming its field
+//!   (`response_format` or `structured_outputs.…`).
 //!
 //! ```no_run
 //! use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};

@@ -20,9 +20,11 @@
 //! come from the last entries of `meta_info.output_token_logprobs` and `output_top_logprobs`
 //! (only those are parsed, though SGLang's default streams repeat every score so far). A cache
 //! salt goes in `cache_salt`, which SGLang reads from 0.5.18 on; earlier versions drop the
-//! field unread, so their prefix cache is shared across salts. An output format goes in
-//! `sampling_params.json_schema` as text (`{"type": "object"}` for any JSON object), which
-//! SGLang's grammar backend enforces.
+//! field unread, so their prefix cache is shared across salts. A JSON format goes in
+//! `sampling_params.json_schema` as text (`{"type": "object"}` for any JSON object), a
+//! regular expression in `sampling_params.regex`, and a choice there too (the alternation of
+//! its texts, each escaped), which SGLang's grammar backend enforces; a Lark grammar is refused
+//! (SGLang's `ebnf` is another syntax).
 //!
 //! Errors take the class of the HTTP status SGLang gives (as `dynamo_upstream` maps statuses):
 //! an error answer's status, an `{"error": …}` event's `code` (`invalid_request` without one,

@@ -16,7 +16,8 @@
 //! `ignore_eos`, `min_tokens`, `cache_salt`; `logprobs` with `return_tokens_as_token_ids`; a
 //! LoRA adapter goes in `model`, as vLLM serves adapters under their own names); an output
 //! format goes in `response_format` (`json_object`, or `json_schema` with the schema's text as
-//! it came), which vLLM enforces with its structured-output backend. Stop strings
+//! it came), and a regular expression, a choice or a Lark grammar in `structured_outputs`,
+//! which vLLM enforces with its structured-output backend. Stop strings
 //! stay with the gateway's detokenizer. Cached prompt tokens come from
 //! `usage.prompt_tokens_details.cached_tokens`, which vLLM fills when started with
 //! `--enable-prompt-tokens-details`.
