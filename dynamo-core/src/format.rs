@@ -58,7 +58,8 @@ impl OutputFormat {
     /// The error of an engine that cannot enforce output formats.
     pub fn unsupported(engine: &str) -> Error {
         Error::invalid_request(format!(
-            "response_format: the {engine} engine cannot enforce output formats"
+            "response_format, structured_outputs: the {engine} engine cannot enforce output \
+             formats"
         ))
     }
 
@@ -71,6 +72,41 @@ impl OutputFormat {
             OutputFormat::Regex { .. } => "structured_outputs.regex",
             OutputFormat::Choice { .. } => "structured_outputs.choice",
             OutputFormat::Grammar { .. } => "structured_outputs.grammar",
+        }
+    }
+
+    /// The regular expression a regex or choice format is, for servers that take regular
+    /// expressions but no choices: a choice becomes the alternation of its texts, each
+    /// character with a meaning in regular expressions (in Rust's, Python's and xgrammar's
+    /// alike) behind a backslash. `None` for the other kinds, and for a choice of no texts.
+    ///
+    /// ```
+    /// use dynamo_core::OutputFormat;
+    ///
+    /// let choice = OutputFormat::Choice { choices: vec!["yes".into(), "1+1 (two)".into()] };
+    /// assert_eq!(choice.as_regex().as_deref(), Some(r"(yes|1\+1 \(two\))"));
+    /// assert_eq!(OutputFormat::JsonObject.as_regex(), None);
+    /// ```
+    pub fn as_regex(&self) -> Option<String> {
+        match self {
+            OutputFormat::Regex { pattern } => Some(pattern.clone()),
+            OutputFormat::Choice { choices } if !choices.is_empty() => {
+                let mut pattern = String::from("(");
+                for (index, text) in choices.iter().enumerate() {
+                    if index > 0 {
+                        pattern.push('|');
+                    }
+                    for c in text.chars() {
+                        if "\\.+*?()|[]{}^$".contains(c) {
+                            pattern.push('\\');
+                        }
+                        pattern.push(c);
+                    }
+                }
+                pattern.push(')');
+                Some(pattern)
+            }
+            _ => None,
         }
     }
 

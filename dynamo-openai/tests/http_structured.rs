@@ -292,3 +292,49 @@ async fn a_structured_output_that_cannot_be_done_is_a_400_naming_the_field() {
         assert_eq!(answer["error"]["param"], json!(field), "{body}: {answer}");
     }
 }
+
+#[tokio::test]
+async fn required_tool_calls_are_an_array_of_calls_of_the_tools() {
+    let mut body = chat();
+    body["tools"] = json!([
+        {"type": "function", "function": {"name": "weather",
+            "parameters": serde_json::from_str::<Value>(SCHEMA).unwrap()}},
+        {"type": "function", "function": {"name": "time"}},
+    ]);
+    body["tool_choice"] = json!("required");
+    let schema = |format: Option<OutputFormat>| match format {
+        Some(OutputFormat::JsonSchema { schema }) => {
+            serde_json::from_str::<Value>(&schema).unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let sent = schema(sent_format(body.clone()).await.0);
+    let call = |name: &str, arguments: Value| {
+        json!({"type": "object", "properties": {"name": {"const": name}, "arguments": arguments},
+            "required": ["name", "arguments"], "additionalProperties": false})
+    };
+    assert_eq!(
+        sent,
+        json!({"type": "array", "minItems": 1, "items": {"anyOf": [
+            call("weather", serde_json::from_str(SCHEMA).unwrap()),
+            call("time", json!({"type": "object"})),
+        ]}})
+    );
+    // One call at most when the client says so.
+    body["parallel_tool_calls"] = json!(false);
+    assert_eq!(schema(sent_format(body.clone()).await.0)["maxItems"], 1);
+
+    // A tool whose parameters do not compile is named; so is a format beside the calls.
+    let mut bad = body.clone();
+    bad["tools"][1]["function"]["parameters"] = json!({"type": "no-such-type"});
+    let mut with_format = body;
+    with_format["response_format"] = json!({"type": "json_object"});
+    for (body, field) in [
+        (bad, "tools[1].function.parameters"),
+        (with_format, "response_format"),
+    ] {
+        let (status, answer) = post(BoxEngine::new(EchoEngine::new()), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["error"]["param"], json!(field), "{body}: {answer}");
+    }
+}

@@ -228,19 +228,24 @@ fn chat_forcing_a_call() -> Value {
 /// A model `test` whose engine writes what a forced call's format holds it to (the arguments
 /// alone, byte tokens), then stops as an engine does once the format is complete.
 fn forced_arguments() -> axum::Router {
-    const ARGUMENTS: &str = r#"{"city":"Paris"}"#;
-    let engine = tower::service_fn(|request: GenerateRequest| async move {
+    writing_under_a_format(r#"{"city":"Paris"}"#, FinishReason::Stop)
+}
+
+/// A model `test` whose engine, asked for a format, writes `text` (byte tokens) and finishes
+/// with `reason`.
+fn writing_under_a_format(text: &'static str, reason: FinishReason) -> axum::Router {
+    let engine = tower::service_fn(move |request: GenerateRequest| async move {
         assert!(request.format.is_some(), "the format reaches the engine");
-        let mut chunks: Vec<_> = ARGUMENTS
+        let mut chunks: Vec<_> = text
             .bytes()
             .map(|b| Ok(TokenChunk::token(b.into())))
             .collect();
         let usage = Usage {
             prompt_tokens: 1,
             cached_tokens: 0,
-            completion_tokens: ARGUMENTS.len() as u32,
+            completion_tokens: text.len() as u32,
         };
-        chunks.push(Ok(TokenChunk::finish(FinishReason::Stop, Some(usage))));
+        chunks.push(Ok(TokenChunk::finish(reason, Some(usage))));
         Ok::<_, dynamo_core::Error>(TokenStream::from_chunks(chunks))
     });
     common::app(BoxEngine::new(engine), GatewayConfig::default())
@@ -270,5 +275,32 @@ async fn chat_stream_chunks_with_a_forced_tool_call() {
         "[].id" => "[id]",
         "[].created" => "[created]",
         "[].choices[].delta.tool_calls[].id" => "[call id]",
+    });
+}
+
+/// `tool_choice: "required"`: the array of calls the format holds the answer to becomes the
+/// message's `tool_calls`, arguments as JSON text; cut short by the length limit, the text
+/// comes back as it came, with `finish_reason: "length"`.
+#[tokio::test]
+async fn chat_completion_with_required_tool_calls() {
+    let calls = r#"[{"name":"weather","arguments":{"city":"Paris"}},{"name":"weather","arguments":{"city":"Lyon"}}]"#;
+    let mut request = chat_with_tools();
+    request["tool_choice"] = json!("required");
+    let whole = answer(
+        writing_under_a_format(calls, FinishReason::Stop),
+        "/v1/chat/completions",
+        request.clone(),
+    )
+    .await;
+    let cut = answer(
+        writing_under_a_format(r#"[{"name":"weather","argu"#, FinishReason::Length),
+        "/v1/chat/completions",
+        request,
+    )
+    .await;
+    assert_json_snapshot!(json!({"whole": whole, "cut_short": cut}), {
+        ".*.id" => "[id]",
+        ".*.created" => "[created]",
+        ".*.choices[].message.tool_calls[].id" => "[call id]",
     });
 }

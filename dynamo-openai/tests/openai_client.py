@@ -233,6 +233,14 @@ def check_structured_outputs(client: OpenAI, model: str) -> None:
     assert calls and calls[0].function.name == "weather", forced
     assert set(json.loads(calls[0].function.arguments)) == {"city"}, forced
 
+    required = client.chat.completions.create(
+        model=model, max_tokens=80, temperature=0, tools=[weather], tool_choice="required",
+        messages=[{"role": "user", "content": "What is the weather in Lyon?"}])
+    assert required.choices[0].finish_reason == "tool_calls", required
+    for call in required.choices[0].message.tool_calls:
+        assert call.function.name == "weather", required
+        assert set(json.loads(call.function.arguments)) == {"city"}, required
+
     for bad, param in [
         ({"type": "regex", "regex": "a+"}, "response_format.type"),
         ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such"}}},

@@ -1,6 +1,10 @@
 //! One chat choice's answer text, with reasoning and tool calls taken out as the model's
 //! parsers say.
 
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::structured::Forced;
 use crate::preprocess::{ReasoningSplitter, ToolCallParser};
 use crate::protocol::{FunctionCall, ToolCall};
 use crate::registry::ModelEntry;
@@ -10,9 +14,16 @@ pub(crate) struct Answer {
     reasoning: Option<ReasoningSplitter>,
     tools: Option<ToolCallParser>,
     calls: u32,
-    /// A call `tool_choice` forced: the function's name and the arguments so far (the whole
-    /// answer text is the arguments, which the output format held to the parameters' schema).
-    forced: Option<(String, String)>,
+    /// The calls `tool_choice` forced, and the answer so far, which the output format held to
+    /// them: one function's arguments, or the array of calls of `"required"`.
+    forced: Option<(Forced, String)>,
+}
+
+/// One call of the array `tool_choice: "required"` holds the answer to.
+#[derive(Deserialize)]
+struct RequiredCall {
+    name: String,
+    arguments: Value,
 }
 
 /// What one step of the answer released.
@@ -25,13 +36,13 @@ pub(crate) struct AnswerDelta {
 }
 
 impl Answer {
-    pub(crate) fn new(entry: &ModelEntry, offers_tools: bool, forced: Option<String>) -> Self {
-        if let Some(name) = forced {
+    pub(crate) fn new(entry: &ModelEntry, offers_tools: bool, forced: Option<Forced>) -> Self {
+        if let Some(forced) = forced {
             return Answer {
                 reasoning: None,
                 tools: None,
                 calls: 0,
-                forced: Some((name, String::new())),
+                forced: Some((forced, String::new())),
             };
         }
         Answer {
@@ -45,8 +56,8 @@ impl Answer {
         }
     }
 
-    /// Whether a forced call's arguments were cut short by the length limit (its finish reason
-    /// is then `length`, not `tool_calls`).
+    /// Whether forced calls were cut short by the length limit (the finish reason is then
+    /// `length`, not `tool_calls`).
     pub(crate) fn cut_short(&self, reason: dynamo_core::FinishReason) -> bool {
         self.forced.is_some() && reason == dynamo_core::FinishReason::Length
     }
@@ -78,22 +89,35 @@ impl Answer {
         id: &str,
         last: bool,
     ) -> AnswerDelta {
-        if let Some((name, arguments)) = &mut self.forced {
-            arguments.push_str(&content);
-            let call = last.then(|| {
-                let function = FunctionCall {
-                    name: name.clone(),
-                    arguments: std::mem::take(arguments),
-                };
-                let id = format!("call-{id}-0");
-                let kind = "function".to_owned();
-                (0, ToolCall { id, kind, function })
-            });
-            return AnswerDelta {
+        if let Some((forced, text)) = &mut self.forced {
+            text.push_str(&content);
+            let mut delta = AnswerDelta {
                 content: String::new(),
                 reasoning,
-                calls: call.into_iter().collect(),
+                calls: Vec::new(),
             };
+            if !last {
+                return delta;
+            }
+            let text = std::mem::take(text);
+            match forced {
+                // Arguments cut short by the length limit are a call all the same (`length`).
+                Forced::Function(name) => delta.calls.push(tool_call(id, 0, name.clone(), text)),
+                Forced::Calls => match serde_json::from_str::<Vec<RequiredCall>>(&text) {
+                    Ok(calls) => {
+                        delta.calls = (0..)
+                            .zip(calls)
+                            .map(|(index, call)| {
+                                let arguments = call.arguments.to_string();
+                                tool_call(id, index, call.name, arguments)
+                            })
+                            .collect();
+                    }
+                    // Cut short by the length limit: no whole call, the text as it came.
+                    Err(_) => delta.content = text,
+                },
+            }
+            return delta;
         }
         let Some(parser) = &mut self.tools else {
             return AnswerDelta {
@@ -114,15 +138,7 @@ impl Answer {
             .map(|call| {
                 let index = self.calls;
                 self.calls += 1;
-                let call = ToolCall {
-                    id: format!("call-{id}-{index}"),
-                    kind: "function".to_owned(),
-                    function: FunctionCall {
-                        name: call.name,
-                        arguments: call.arguments,
-                    },
-                };
-                (index, call)
+                tool_call(id, index, call.name, call.arguments)
             })
             .collect();
         AnswerDelta {
@@ -131,4 +147,12 @@ impl Answer {
             calls,
         }
     }
+}
+
+/// Call `index` of the answer `id`: function `name` with `arguments`.
+fn tool_call(id: &str, index: u32, name: String, arguments: String) -> (u32, ToolCall) {
+    let id = format!("call-{id}-{index}");
+    let kind = "function".to_owned();
+    let function = FunctionCall { name, arguments };
+    (index, ToolCall { id, kind, function })
 }

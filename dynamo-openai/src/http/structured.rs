@@ -1,6 +1,6 @@
 //! Structured outputs: `response_format` (`json_object`, `json_schema`), vLLM's
 //! `structured_outputs` (`json`, `json_object`, `regex`, `choice`, `grammar`) and a
-//! `tool_choice` that forces a function, turned into the engine's [`OutputFormat`] once the
+//! `tool_choice` that forces calls (of one function, or `required`), turned into the engine's [`OutputFormat`] once the
 //! grammar engine (llguidance, the one the candle engine enforces it with) has compiled it, so
 //! that a format it cannot follow is a 400 naming the field rather than an error mid-answer.
 
@@ -10,17 +10,25 @@ use llguidance::toktrie::ApproximateTokEnv;
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::protocol::{
-    ChatCompletionRequest, FunctionDefinition, ResponseFormat, StructuredOutputs,
-};
+use crate::protocol::{ChatCompletionRequest, ResponseFormat, StructuredOutputs};
 
 /// What a chat request asks of the answer's shape.
 #[derive(Debug, Default)]
 pub(crate) struct Structured {
     /// The format the engine must enforce, if any.
     pub(crate) format: Option<OutputFormat>,
-    /// The function whose call the answer is (its arguments are the generated JSON).
-    pub(crate) forced: Option<String>,
+    /// The calls `tool_choice` forces (the format holds the answer to them).
+    pub(crate) forced: Option<Forced>,
+}
+
+/// What `tool_choice` forces the answer to be.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Forced {
+    /// A call of the named function: the whole answer is its arguments.
+    Function(String),
+    /// `"required"`: one call or more of the offered functions, the whole answer a JSON array
+    /// of `{"name": …, "arguments": …}` objects.
+    Calls,
 }
 
 /// The structured output `body` asks for, checked.
@@ -28,9 +36,9 @@ pub(crate) struct Structured {
 /// # Errors
 ///
 /// A 400 naming the field: what [`requested_format`] refuses, a `tool_choice` naming a
-/// function not in `tools` or asking for `required`, or both a format and a forced function.
+/// function not in `tools`, `required` without tools, or both a format and forced calls.
 pub(crate) fn plan(body: &ChatCompletionRequest) -> Result<Structured, ApiError> {
-    let forced = forced_function(body)?;
+    let forced = forced_calls(body)?;
     let format = requested_format(
         body.response_format.as_ref(),
         body.structured_outputs.as_ref(),
@@ -43,20 +51,13 @@ pub(crate) fn plan(body: &ChatCompletionRequest) -> Result<Structured, ApiError>
             };
             Err(ApiError::invalid_field(
                 field,
-                format!("{field} cannot be combined with a tool_choice that forces a function"),
+                format!("{field} cannot be combined with a tool_choice that forces calls"),
             ))
         }
-        (Some((index, function)), None) => {
-            let field = format!("tools[{index}].function.parameters");
-            let format = match &function.parameters {
-                None => OutputFormat::JsonObject,
-                Some(schema) => compiled(schema, &field)?,
-            };
-            Ok(Structured {
-                format: Some(format),
-                forced: Some(function.name.clone()),
-            })
-        }
+        (Some((forced, format)), None) => Ok(Structured {
+            format: Some(format),
+            forced: Some(forced),
+        }),
         (None, format) => Ok(Structured {
             format,
             forced: None,
@@ -64,19 +65,13 @@ pub(crate) fn plan(body: &ChatCompletionRequest) -> Result<Structured, ApiError>
     }
 }
 
-/// The function `tool_choice` forces, with its index in `tools`.
-fn forced_function(
-    body: &ChatCompletionRequest,
-) -> Result<Option<(usize, &FunctionDefinition)>, ApiError> {
+/// The calls `tool_choice` forces, and the format that holds the answer to them.
+fn forced_calls(body: &ChatCompletionRequest) -> Result<Option<(Forced, OutputFormat)>, ApiError> {
     let name = match &body.tool_choice {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(choice)) if choice == "auto" || choice == "none" => return Ok(None),
         Some(Value::String(choice)) if choice == "required" => {
-            return Err(ApiError::invalid_field(
-                "tool_choice",
-                "tool_choice \"required\" is not supported; name the function to force with \
-                 {\"type\": \"function\", \"function\": {\"name\": …}}",
-            ));
+            return required_calls(body).map(|format| Some((Forced::Calls, format)));
         }
         Some(Value::Object(choice)) if choice.get("type") == Some(&json!("function")) => choice
             .get("function")
@@ -91,22 +86,67 @@ fn forced_function(
         Some(_) => {
             return Err(ApiError::invalid_field(
                 "tool_choice",
-                "tool_choice must be \"auto\", \"none\" or {\"type\": \"function\", \"function\": {\"name\": …}}",
+                "tool_choice must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": …}}",
             ));
         }
     };
-    body.tools
+    let (index, function) = body
+        .tools
         .iter()
         .flatten()
         .enumerate()
         .find(|(_, tool)| tool.function.name == name)
-        .map(|(index, tool)| Some((index, &tool.function)))
+        .map(|(index, tool)| (index, &tool.function))
         .ok_or_else(|| {
             ApiError::invalid_field(
                 "tool_choice.function.name",
                 format!("tool_choice names `{name}`, which is not among the tools"),
             )
-        })
+        })?;
+    let format = match &function.parameters {
+        None => OutputFormat::JsonObject,
+        Some(schema) => compiled(schema, &parameters_field(index))?,
+    };
+    Ok(Some((Forced::Function(function.name.clone()), format)))
+}
+
+/// The format of `tool_choice: "required"`: a JSON array of one call or more (one at most when
+/// `parallel_tool_calls` is false), each `{"name": N, "arguments": A}` with `N` one of the
+/// tools and `A` valid against its parameters.
+fn required_calls(body: &ChatCompletionRequest) -> Result<OutputFormat, ApiError> {
+    let tools = body.tools.as_deref().unwrap_or_default();
+    if tools.is_empty() {
+        return Err(ApiError::invalid_field(
+            "tool_choice",
+            "tool_choice \"required\" needs tools to call",
+        ));
+    }
+    let mut calls = Vec::with_capacity(tools.len());
+    for (index, tool) in tools.iter().enumerate() {
+        let arguments = match &tool.function.parameters {
+            None => json!({"type": "object"}),
+            Some(schema) => {
+                compiled(schema, &parameters_field(index))?;
+                schema.clone()
+            }
+        };
+        calls.push(json!({
+            "type": "object",
+            "properties": {"name": {"const": tool.function.name}, "arguments": arguments},
+            "required": ["name", "arguments"],
+            "additionalProperties": false,
+        }));
+    }
+    let mut schema = json!({"type": "array", "minItems": 1, "items": {"anyOf": calls}});
+    if body.parallel_tool_calls == Some(false) {
+        schema["maxItems"] = json!(1);
+    }
+    compiled(&schema, "tools")
+}
+
+/// The field of the parameters of `tools[index]`.
+fn parameters_field(index: usize) -> String {
+    format!("tools[{index}].function.parameters")
 }
 
 /// The format `response_format` or `structured_outputs` asks for (at most one of them may);

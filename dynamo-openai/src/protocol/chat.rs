@@ -43,9 +43,9 @@ pub struct ChatCompletionRequest {
     /// Functions the model may call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Tool>>,
-    /// `"none"`, `"auto"`, or `{"type": "function", "function": {"name": …}}` to force a call
-    /// of that function (its arguments then follow its parameters' schema); `"required"` is
-    /// refused.
+    /// `"none"`, `"auto"`, `"required"` (one call or more of the tools, each with arguments
+    /// that follow its parameters' schema), or `{"type": "function", "function": {"name": …}}`
+    /// to force a call of that function (its arguments then follow its parameters' schema).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
     /// The answer's format: `text`, `json_object` or `json_schema`, enforced while sampling.
@@ -55,7 +55,8 @@ pub struct ChatCompletionRequest {
     /// JSON, enforced while sampling; not with `response_format` or a forced function.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structured_outputs: Option<StructuredOutputs>,
-    /// Accepted for compatibility: several tool calls in one answer are always allowed.
+    /// With `tool_choice: "required"`, `false` holds the answer to one call; otherwise accepted
+    /// for compatibility (several tool calls in one answer are always allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
     /// Sampling and stopping.

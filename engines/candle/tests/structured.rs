@@ -372,3 +372,36 @@ async fn the_gateway_takes_vllm_structured_outputs() {
     let whole = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
     assert!(whole.is_match(text), "{answer}");
 }
+
+/// Through the gateway: `tool_choice: "required"` answers with calls of the offered tools, each
+/// with arguments valid against its parameters, whole and with `n` sampled choices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_tool_calls_call_the_offered_tools_with_valid_arguments() {
+    let app = support::gateway(&engine());
+    let weather = json!({"type": "object", "additionalProperties": false, "required": ["city"],
+        "properties": {"city": {"type": "string", "maxLength": 20}}});
+    let time = json!({"type": "object", "additionalProperties": false, "required": ["zone"],
+        "properties": {"zone": {"type": "string", "enum": ["UTC", "CET", "PST"]}}});
+    let chat = json!({"model": "smollm2", "n": 3, "temperature": 1.0, "seed": 3,
+        "max_tokens": 120, "tool_choice": "required",
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": weather}},
+                  {"type": "function", "function": {"name": "time", "parameters": time}}]});
+    let (status, answer) = support::post_json(&app, "/v1/chat/completions", &chat).await;
+    assert_eq!(status, 200, "{answer}");
+    for choice in answer["choices"].as_array().unwrap() {
+        assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
+        let calls = choice["message"]["tool_calls"].as_array().unwrap();
+        assert!(!calls.is_empty(), "{answer}");
+        for call in calls {
+            let schema = match call["function"]["name"].as_str().unwrap() {
+                "weather" => &weather,
+                "time" => &time,
+                other => panic!("{other} is not a tool: {answer}"),
+            };
+            let text = call["function"]["arguments"].as_str().unwrap();
+            let arguments: Value = serde_json::from_str(text).unwrap();
+            assert!(jsonschema::is_valid(schema, &arguments), "{answer}");
+        }
+    }
+}

@@ -225,29 +225,16 @@ fn format_param(format: &OutputFormat) -> Result<(&'static str, String), Error> 
             })?;
             Ok(("json_schema", schema.clone()))
         }
-        OutputFormat::Regex { pattern } => Ok(("regex", pattern.clone())),
-        OutputFormat::Choice { choices } if choices.is_empty() => Err(Error::invalid_request(
-            "structured_outputs.choice: a choice needs at least one text",
-        )),
-        OutputFormat::Choice { choices } => {
-            let texts: Vec<String> = choices.iter().map(|text| escaped(text)).collect();
-            Ok(("regex", format!("({})", texts.join("|"))))
-        }
+        OutputFormat::Regex { .. } | OutputFormat::Choice { .. } => format
+            .as_regex()
+            .map(|pattern| ("regex", pattern))
+            .ok_or_else(|| {
+                Error::invalid_request(
+                    "structured_outputs.choice: a choice needs at least one text",
+                )
+            }),
         _ => Err(OutputFormat::unsupported("SGLang")),
     }
-}
-
-/// `text` as a regular expression that matches it alone: each character with a meaning in
-/// regular expressions (in Python's, Rust's and xgrammar's alike) behind a backslash.
-fn escaped(text: &str) -> String {
-    let mut pattern = String::with_capacity(text.len());
-    for c in text.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@
 //! The request is validated strictly by the server (`extra="forbid"`): only the fields it
 //! defines are sent — OpenAI's, plus `top_k`, `min_p`, `repetition_penalty`,
 //! `stop_token_ids`, `ignore_eos`, `min_tokens`, `logprobs` and `response_format` (an output
-//! format in the server's own form, `{"type": "json_object"}` or `{"type": "json", "schema":
-//! …}`, enforced by a server run with a `guided_decoding_backend`). A cache salt, a LoRA adapter
+//! format in the server's own form, `{"type": "json_object"}`, `{"type": "json", "schema":
+//! …}` or `{"type": "regex", "regex": …}` for a regular expression or a choice, enforced by a
+//! server run with a `guided_decoding_backend`). A cache salt, a LoRA adapter
 //! (the server takes a `lora_request` object, not a name) and log-probabilities of alternative
 //! tokens (`top_logprobs`, or a completion's `logprobs` above 0) are refused with
 //! `invalid_request`: the server names alternatives by their text, and two tokens with the same

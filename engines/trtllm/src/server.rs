@@ -14,7 +14,8 @@ use crate::KvEventPoller;
 /// as `"logprobs": 1` with each chosen token's score read beside its id (the server writes
 /// tokens and alternatives as text, so alternatives are refused), an output format as
 /// `response_format` in its own form (`{"type": "json_object"}`, `{"type": "json", "schema":
-/// …}`), which the server enforces when it runs with a `guided_decoding_backend`.
+/// …}`, `{"type": "regex", "regex": …}` for a regular expression or a choice), which the server
+/// enforces when it runs with a `guided_decoding_backend`.
 pub fn dialect() -> Dialect {
     Dialect::openai()
         .named("TensorRT-LLM")

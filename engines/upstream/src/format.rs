@@ -27,7 +27,9 @@ pub enum FormatField {
     /// vLLM 0.10.2 or later, which its token ids need anyway).
     Vllm,
     /// TensorRT-LLM's: `{"type": "json_object"}`, or `{"type": "json", "schema": …}` (the
-    /// form every `trtllm-serve` version with `response_format` reads; `json_schema` came later).
+    /// form every `trtllm-serve` version with `response_format` reads; `json_schema` came later),
+    /// and `{"type": "regex", "regex": …}` for a regular expression or a choice (the
+    /// alternation of its texts, [`OutputFormat::as_regex`]).
     JsonWithSchema,
     /// Not `response_format` but a `json_schema` field beside the others, holding the schema
     /// itself, `{"type": "object"}` for any JSON object: llama.cpp's server, whose
@@ -76,6 +78,12 @@ pub(crate) fn format_field(
         (FormatField::JsonWithSchema, OutputFormat::JsonSchema { schema }) => {
             let schema = schema_text(schema)?;
             format!(r#"{{"type":"json","schema":{schema}}}"#)
+        }
+        (FormatField::JsonWithSchema, OutputFormat::Regex { .. } | OutputFormat::Choice { .. }) => {
+            let pattern = format
+                .as_regex()
+                .ok_or_else(|| OutputFormat::unsupported(server))?;
+            json!({"type": "regex", "regex": pattern}).to_string()
         }
         (FormatField::Vllm, OutputFormat::Regex { pattern }) => {
             json!({"regex": pattern}).to_string()
@@ -173,13 +181,22 @@ mod tests {
             written(FormatField::Vllm, &grammar),
             r#"structured_outputs={"grammar":"start: \"a\"+"}"#
         );
+        // TensorRT-LLM takes regular expressions, and a choice as one.
+        assert_eq!(
+            written(FormatField::JsonWithSchema, &regex),
+            r#"response_format={"type":"regex","regex":"[0-9]+\\.\\d"}"#
+        );
+        assert_eq!(
+            written(FormatField::JsonWithSchema, &choice),
+            r#"response_format={"type":"regex","regex":"(yes|a \"quote\")"}"#
+        );
         // Other servers' forms have no such field: refused, never sent where it is ignored.
-        for field in [
-            FormatField::OpenAi,
-            FormatField::JsonWithSchema,
-            FormatField::JsonSchemaField,
+        for (field, format) in [
+            (FormatField::OpenAi, &regex),
+            (FormatField::JsonSchemaField, &regex),
+            (FormatField::JsonWithSchema, &grammar),
         ] {
-            let error = format_field(field, &regex, "other").expect_err("refused");
+            let error = format_field(field, format, "other").expect_err("refused");
             assert_eq!(error.class(), ErrorClass::InvalidRequest);
         }
     }
