@@ -232,6 +232,15 @@ def check_structured_outputs(client: OpenAI, model: str) -> None:
     calls = forced.choices[0].message.tool_calls
     assert calls and calls[0].function.name == "weather", forced
     assert set(json.loads(calls[0].function.arguments)) == {"city"}, forced
+    # Streamed, the arguments come piece by piece, the id and name with the first.
+    stream = client.chat.completions.create(
+        model=model, max_tokens=60, temperature=0, tools=[weather], stream=True,
+        tool_choice={"type": "function", "function": {"name": "weather"}},
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}])
+    pieces = [c.choices[0].delta.tool_calls[0] for c in stream
+              if c.choices and c.choices[0].delta.tool_calls]
+    assert len(pieces) > 1 and pieces[0].id and pieces[0].function.name == "weather", pieces
+    assert "".join(p.function.arguments for p in pieces) == calls[0].function.arguments, pieces
 
     required = client.chat.completions.create(
         model=model, max_tokens=80, temperature=0, tools=[weather], tool_choice="required",

@@ -1,12 +1,11 @@
 //! One chat choice's answer text, with reasoning and tool calls taken out as the model's
-//! parsers say.
+//! parsers say, or held to the calls `tool_choice` forced.
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::structured::Forced;
 use crate::preprocess::{ReasoningSplitter, ToolCallParser};
-use crate::protocol::{FunctionCall, ToolCall};
 use crate::registry::ModelEntry;
 
 /// Reasoning and tool calls taken out of the answer text, as the model's parsers say.
@@ -14,9 +13,17 @@ pub(crate) struct Answer {
     reasoning: Option<ReasoningSplitter>,
     tools: Option<ToolCallParser>,
     calls: u32,
-    /// The calls `tool_choice` forced, and the answer so far, which the output format held to
-    /// them: one function's arguments, or the array of calls of `"required"`.
-    forced: Option<(Forced, String)>,
+    /// The calls `tool_choice` forced, which the output format held the answer to.
+    forced: Option<ForcedAnswer>,
+}
+
+/// An answer held to forced calls, so far.
+enum ForcedAnswer {
+    /// The whole answer is the arguments of a call of `name`, passed on piece by piece;
+    /// `started` once its first piece (with the call's id and name) went out.
+    Function { name: String, started: bool },
+    /// The whole answer is an array of calls (`"required"`), read once it is complete.
+    Calls { text: String },
 }
 
 /// One call of the array `tool_choice: "required"` holds the answer to.
@@ -31,18 +38,38 @@ struct RequiredCall {
 pub(crate) struct AnswerDelta {
     pub(crate) content: String,
     pub(crate) reasoning: String,
-    /// Calls with their position among the answer's calls.
-    pub(crate) calls: Vec<(u32, ToolCall)>,
+    /// Tool calls, whole or in pieces, in the order the answer made them.
+    pub(crate) calls: Vec<CallPiece>,
+}
+
+/// A tool call, or a piece of one: the call's first piece has its id and function name, and
+/// each piece the next part of its arguments.
+pub(crate) struct CallPiece {
+    /// The call's position among the answer's calls.
+    pub(crate) index: u32,
+    /// The call id and the function's name, on the call's first piece.
+    pub(crate) head: Option<(String, String)>,
+    /// The next part of the arguments' JSON text.
+    pub(crate) arguments: String,
 }
 
 impl Answer {
     pub(crate) fn new(entry: &ModelEntry, offers_tools: bool, forced: Option<Forced>) -> Self {
         if let Some(forced) = forced {
+            let forced = match forced {
+                Forced::Function(name) => ForcedAnswer::Function {
+                    name,
+                    started: false,
+                },
+                Forced::Calls => ForcedAnswer::Calls {
+                    text: String::new(),
+                },
+            };
             return Answer {
                 reasoning: None,
                 tools: None,
                 calls: 0,
-                forced: Some((forced, String::new())),
+                forced: Some(forced),
             };
         }
         Answer {
@@ -89,33 +116,45 @@ impl Answer {
         id: &str,
         last: bool,
     ) -> AnswerDelta {
-        if let Some((forced, text)) = &mut self.forced {
-            text.push_str(&content);
+        if let Some(forced) = &mut self.forced {
             let mut delta = AnswerDelta {
                 content: String::new(),
                 reasoning,
                 calls: Vec::new(),
             };
-            if !last {
-                return delta;
-            }
-            let text = std::mem::take(text);
             match forced {
-                // Arguments cut short by the length limit are a call all the same (`length`).
-                Forced::Function(name) => delta.calls.push(tool_call(id, 0, name.clone(), text)),
-                Forced::Calls => match serde_json::from_str::<Vec<RequiredCall>>(&text) {
-                    Ok(calls) => {
-                        delta.calls = (0..)
-                            .zip(calls)
-                            .map(|(index, call)| {
-                                let arguments = call.arguments.to_string();
-                                tool_call(id, index, call.name, arguments)
-                            })
-                            .collect();
+                ForcedAnswer::Function { name, started } => {
+                    // Arguments cut short by the length limit are a call all the same
+                    // (`length`); a call with no arguments yet goes out at the end.
+                    if !content.is_empty() || (last && !*started) {
+                        let head = (!*started).then(|| (call_id(id, 0), name.clone()));
+                        *started = true;
+                        delta.calls.push(CallPiece {
+                            index: 0,
+                            head,
+                            arguments: content,
+                        });
                     }
-                    // Cut short by the length limit: no whole call, the text as it came.
-                    Err(_) => delta.content = text,
-                },
+                }
+                ForcedAnswer::Calls { text } => {
+                    text.push_str(&content);
+                    if last {
+                        let text = std::mem::take(text);
+                        match serde_json::from_str::<Vec<RequiredCall>>(&text) {
+                            Ok(calls) => {
+                                delta.calls = (0..)
+                                    .zip(calls)
+                                    .map(|(index, call)| {
+                                        let arguments = call.arguments.to_string();
+                                        whole_call(id, index, call.name, arguments)
+                                    })
+                                    .collect();
+                            }
+                            // Cut short by the length limit: no whole call, the text as it came.
+                            Err(_) => delta.content = text,
+                        }
+                    }
+                }
             }
             return delta;
         }
@@ -138,7 +177,7 @@ impl Answer {
             .map(|call| {
                 let index = self.calls;
                 self.calls += 1;
-                tool_call(id, index, call.name, call.arguments)
+                whole_call(id, index, call.name, call.arguments)
             })
             .collect();
         AnswerDelta {
@@ -149,10 +188,16 @@ impl Answer {
     }
 }
 
-/// Call `index` of the answer `id`: function `name` with `arguments`.
-fn tool_call(id: &str, index: u32, name: String, arguments: String) -> (u32, ToolCall) {
-    let id = format!("call-{id}-{index}");
-    let kind = "function".to_owned();
-    let function = FunctionCall { name, arguments };
-    (index, ToolCall { id, kind, function })
+/// The id of call `index` of the answer `id`.
+fn call_id(id: &str, index: u32) -> String {
+    format!("call-{id}-{index}")
+}
+
+/// Call `index` of the answer `id`, whole: function `name` with `arguments`.
+fn whole_call(id: &str, index: u32, name: String, arguments: String) -> CallPiece {
+    CallPiece {
+        index,
+        head: Some((call_id(id, index), name)),
+        arguments,
+    }
 }

@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::answer::Answer;
+use super::answer::{Answer, CallPiece};
 use super::chat_chunk::ChunkHead;
 use super::choices::{self, ChoiceStream, Choices};
 use super::generate::TextEvent;
@@ -22,8 +22,8 @@ use crate::preprocess::Tokenizer;
 use crate::protocol::common::reject_unknown;
 use crate::protocol::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatCompletionRequest, ChatDelta, ChatLogProbs, ChatMessage, MessageContent, Role, ToolCall,
-    ToolCallDelta, UsageBody,
+    ChatCompletionRequest, ChatDelta, ChatLogProbs, ChatMessage, FunctionCall, FunctionCallDelta,
+    MessageContent, Role, ToolCall, ToolCallDelta, UsageBody,
 };
 use crate::registry::ModelEntry;
 
@@ -281,6 +281,23 @@ struct Said {
     finish: Option<String>,
 }
 
+/// Add `piece` to `calls`: a new call, or the next part of the arguments of call
+/// `piece.index` (a piece without a head always follows its call's first piece).
+fn join(calls: &mut Vec<ToolCall>, piece: CallPiece) {
+    match (piece.head, calls.get_mut(piece.index as usize)) {
+        (Some((id, name)), _) => calls.push(ToolCall {
+            id,
+            kind: "function".to_owned(),
+            function: FunctionCall {
+                name,
+                arguments: piece.arguments,
+            },
+        }),
+        (None, Some(call)) => call.function.arguments.push_str(&piece.arguments),
+        (None, None) => {}
+    }
+}
+
 /// The id tool calls of choice `index` are named after: the completion's, and the choice's
 /// index after the first.
 fn call_id(id: &str, index: u32) -> Cow<'_, str> {
@@ -324,8 +341,9 @@ async fn collect(
         };
         said.content.push_str(&delta.content);
         said.reasoning.push_str(&delta.reasoning);
-        said.calls
-            .extend(delta.calls.into_iter().map(|(_, call)| call));
+        for piece in delta.calls {
+            join(&mut said.calls, piece);
+        }
     }
     let mut out = Vec::with_capacity(said.len());
     for (index, said) in (0..).zip(said) {
@@ -455,11 +473,17 @@ fn stream(
                 delta
                     .calls
                     .into_iter()
-                    .map(|(index, call)| ToolCallDelta {
-                        index,
-                        id: Some(call.id),
-                        kind: Some(call.kind),
-                        function: call.function,
+                    .map(|piece| {
+                        let (id, name) = piece.head.unzip();
+                        ToolCallDelta {
+                            index: piece.index,
+                            kind: id.as_ref().map(|_| "function".to_owned()),
+                            id,
+                            function: FunctionCallDelta {
+                                name,
+                                arguments: piece.arguments,
+                            },
+                        }
                     })
                     .collect()
             });

@@ -89,7 +89,8 @@ mod tests {
 
     use super::*;
     use crate::protocol::{
-        ChatDelta, ChatLogProbs, ChatTokenLogProb, FunctionCall, Role, ToolCallDelta, TopLogProb,
+        ChatDelta, ChatLogProbs, ChatTokenLogProb, FunctionCallDelta, Role, ToolCallDelta,
+        TopLogProb,
     };
 
     /// Text with what JSON must escape: quotes, backslashes, control characters, and
@@ -117,7 +118,10 @@ mod tests {
                         index,
                         id: Some(format!("call-{index}")),
                         kind: Some("function".to_owned()),
-                        function: FunctionCall { name, arguments },
+                        function: FunctionCallDelta {
+                            name: Some(name),
+                            arguments,
+                        },
                     }]
                 }),
             })

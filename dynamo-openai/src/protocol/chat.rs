@@ -195,8 +195,19 @@ pub struct ToolCallDelta {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = schema::function)]
     pub kind: Option<String>,
-    /// The function and (part of) its arguments.
-    pub function: FunctionCall,
+    /// The function (its name on the call's first delta) and part of its arguments.
+    pub function: FunctionCallDelta,
+}
+
+/// The function of a call in a stream chunk: its name on the call's first delta, and the next
+/// piece of its arguments (a client joins the pieces of each `index`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FunctionCallDelta {
+    /// The function's name (on the call's first delta).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The next piece of its arguments' JSON text.
+    pub arguments: String,
 }
 
 /// A finished chat completion.

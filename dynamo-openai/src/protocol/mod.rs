@@ -19,8 +19,8 @@ mod tokenize;
 
 pub use chat::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatCompletionRequest, ChatDelta, ChatMessage, ContentPart, FunctionCall, FunctionDefinition,
-    MessageContent, Role, Tool, ToolCall, ToolCallDelta,
+    ChatCompletionRequest, ChatDelta, ChatMessage, ContentPart, FunctionCall, FunctionCallDelta,
+    FunctionDefinition, MessageContent, Role, Tool, ToolCall, ToolCallDelta,
 };
 pub use common::{PromptTokensDetails, SamplingFields, StopSequences, StreamOptions, UsageBody};
 pub use completion::{Completion, CompletionChoice, CompletionChunk, CompletionRequest, Prompt};
