@@ -63,6 +63,15 @@ fn tools() -> Value {
         "parameters": serde_json::from_str::<Value>(SCHEMA).unwrap()}}])
 }
 
+/// Each body is a 400 whose `param` names its field.
+async fn assert_refused(cases: impl IntoIterator<Item = (Value, &str)>) {
+    for (body, field) in cases {
+        let (status, answer) = post(BoxEngine::new(EchoEngine::new()), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["error"]["param"], json!(field), "{body}: {answer}");
+    }
+}
+
 /// The format the engine was asked for, and the status of the answer.
 async fn sent_format(body: Value) -> (Option<OutputFormat>, StatusCode, Value) {
     let recording = Recording::default();
@@ -182,11 +191,7 @@ async fn what_cannot_be_done_is_a_400_naming_the_field() {
         (forced_and_format, "response_format"),
         (bad_parameters, "tools[0].function.parameters"),
     ];
-    for (body, field) in cases {
-        let (status, answer) = post(BoxEngine::new(EchoEngine::new()), body.clone()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
-        assert_eq!(answer["error"]["param"], json!(field), "{body}: {answer}");
-    }
+    assert_refused(cases).await;
 }
 
 #[tokio::test]
@@ -286,11 +291,7 @@ async fn a_structured_output_that_cannot_be_done_is_a_400_naming_the_field() {
         (with_forced, "structured_outputs"),
         (completion_format, "response_format.type"),
     ];
-    for (body, field) in cases {
-        let (status, answer) = post(BoxEngine::new(EchoEngine::new()), body.clone()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
-        assert_eq!(answer["error"]["param"], json!(field), "{body}: {answer}");
-    }
+    assert_refused(cases).await;
 }
 
 #[tokio::test]
@@ -329,12 +330,9 @@ async fn required_tool_calls_are_an_array_of_calls_of_the_tools() {
     bad["tools"][1]["function"]["parameters"] = json!({"type": "no-such-type"});
     let mut with_format = body;
     with_format["response_format"] = json!({"type": "json_object"});
-    for (body, field) in [
+    assert_refused([
         (bad, "tools[1].function.parameters"),
         (with_format, "response_format"),
-    ] {
-        let (status, answer) = post(BoxEngine::new(EchoEngine::new()), body.clone()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
-        assert_eq!(answer["error"]["param"], json!(field), "{body}: {answer}");
-    }
+    ])
+    .await;
 }

@@ -40,6 +40,38 @@ fn text(tokens: &[u32]) -> String {
         .unwrap()
 }
 
+/// Runs `formats` at once (so the engine batches them), each with its question, the first
+/// greedy and the others sampled from `seed`; the answers' texts, each checked to have stopped.
+fn answers(formats: &[(String, OutputFormat)], seed: u64) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = engine();
+    let generations = runtime.block_on(join_all(formats.iter().enumerate().map(
+        |(i, (question, format))| {
+            let mut engine = engine.clone();
+            let seed = (i > 0).then_some(seed.wrapping_add(i as u64));
+            let request = request(&format!("f{i}"), question, format.clone(), seed);
+            async move { engine.generate_all(request).await }
+        },
+    )));
+    generations
+        .into_iter()
+        .map(|generation| {
+            let generation = generation.unwrap();
+            let answer = text(&generation.tokens);
+            assert_eq!(
+                generation.finish_reason,
+                Some(FinishReason::Stop),
+                "{answer}"
+            );
+            answer
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_object_answers_with_an_object_and_stops() {
     let mut engine = engine();
@@ -157,23 +189,14 @@ proptest! {
         schemas in prop::collection::vec(schema(), 4),
         seed in any::<u64>(),
     ) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let engine = engine();
-        let answers = runtime.block_on(join_all(schemas.iter().enumerate().map(|(i, schema)| {
-            let mut engine = engine.clone();
-            let question = format!("Reply with JSON following this schema: {schema}");
-            let format = OutputFormat::JsonSchema { schema: schema.to_string() };
-            let seed = (i > 0).then_some(seed.wrapping_add(i as u64));
-            async move { engine.generate_all(request(&format!("s{i}"), &question, format, seed)).await }
-        })));
-        for (schema, generation) in schemas.iter().zip(answers) {
-            let generation = generation.unwrap();
-            let answer = text(&generation.tokens);
-            prop_assert_eq!(generation.finish_reason, Some(FinishReason::Stop), "{}", answer);
+        let formats: Vec<(String, OutputFormat)> = schemas
+            .iter()
+            .map(|schema| {
+                let question = format!("Reply with JSON following this schema: {schema}");
+                (question, OutputFormat::JsonSchema { schema: schema.to_string() })
+            })
+            .collect();
+        for (schema, answer) in schemas.iter().zip(answers(&formats, seed)) {
             let value: Value = serde_json::from_str(&answer)
                 .map_err(|e| TestCaseError::fail(format!("{answer:?} is not JSON: {e}")))?;
             let validator = jsonschema::validator_for(schema).unwrap();
@@ -213,38 +236,6 @@ async fn a_continuation_reads_its_output_so_far_before_going_on() {
     wrong.resumed_tokens = 2;
     let error = engine.generate_all(wrong).await.unwrap_err();
     assert_eq!(error.class(), ErrorClass::InvalidRequest, "{error}");
-}
-
-/// Runs `formats` at once (so the engine batches them), each with its question, the first
-/// greedy and the others sampled from `seed`; the answers' texts, each checked to have stopped.
-fn answers(formats: &[(String, OutputFormat)], seed: u64) -> Vec<String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let engine = engine();
-    let generations = runtime.block_on(join_all(formats.iter().enumerate().map(
-        |(i, (question, format))| {
-            let mut engine = engine.clone();
-            let seed = (i > 0).then_some(seed.wrapping_add(i as u64));
-            let request = request(&format!("f{i}"), question, format.clone(), seed);
-            async move { engine.generate_all(request).await }
-        },
-    )));
-    generations
-        .into_iter()
-        .map(|generation| {
-            let generation = generation.unwrap();
-            let answer = text(&generation.tokens);
-            assert_eq!(
-                generation.finish_reason,
-                Some(FinishReason::Stop),
-                "{answer}"
-            );
-            answer
-        })
-        .collect()
 }
 
 /// A regular expression of the kind applications send (codes, dates, labels), built of pieces
