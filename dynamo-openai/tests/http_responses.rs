@@ -122,7 +122,6 @@ async fn what_is_not_implemented_is_a_400_naming_the_field() {
         ("tools", json!([{"type": "web_search"}])),
         ("previous_response_id", json!("resp_1")),
         ("reasoning", json!({"effort": "low"})),
-        ("text", json!({"format": {"type": "json_object"}})),
     ] {
         let mut body = json!({"model": "test", "input": "Hi"});
         body[field] = value;

@@ -1,6 +1,7 @@
-//! Structured outputs at the HTTP edge: what `response_format`, vLLM's `structured_outputs`
-//! and a forced `tool_choice` send to the engine, on chat and text completions, and the 400s
-//! (naming the field) for what the gateway or the grammar engine cannot do.
+//! Structured outputs at the HTTP edge: what `response_format`, vLLM's `structured_outputs`,
+//! the Responses API's `text.format` and a forced `tool_choice` send to the engine, on chat and
+//! text completions and responses, and the 400s (naming the field) for what the gateway or the
+//! grammar engine cannot do.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -38,9 +39,12 @@ impl Service<GenerateRequest> for Recording {
 }
 
 async fn post(engine: BoxEngine, body: Value) -> (StatusCode, Value) {
-    let path = match body.get("prompt") {
-        Some(_) => "/v1/completions",
-        None => "/v1/chat/completions",
+    let path = if body.get("prompt").is_some() {
+        "/v1/completions"
+    } else if body.get("input").is_some() {
+        "/v1/responses"
+    } else {
+        "/v1/chat/completions"
     };
     let app = common::app(engine, GatewayConfig::default());
     let (status, bytes) = common::post_json(app, path, &body).await;
@@ -333,6 +337,49 @@ async fn required_tool_calls_are_an_array_of_calls_of_the_tools() {
     assert_refused([
         (bad, "tools[1].function.parameters"),
         (with_format, "response_format"),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn the_responses_text_format_reaches_the_engine_and_its_faults_are_named() {
+    let response =
+        |format: Value| json!({"model": "test", "input": "Hi", "text": {"format": format}});
+    let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+    let (format, _, _) = sent_format(response(
+        json!({"type": "json_schema", "name": "city", "schema": schema, "strict": true}),
+    ))
+    .await;
+    assert_eq!(
+        format,
+        Some(OutputFormat::JsonSchema {
+            schema: schema.to_string()
+        })
+    );
+    let (format, _, _) = sent_format(response(json!({"type": "json_object"}))).await;
+    assert_eq!(format, Some(OutputFormat::JsonObject));
+    let (format, status, _) = sent_format(response(json!({"type": "text"}))).await;
+    assert_eq!((format, status), (None, StatusCode::OK));
+
+    let mut verbose = response(json!({"type": "text"}));
+    verbose["text"]["verbosity"] = json!("low");
+    assert_refused([
+        (response(json!({"type": "regex"})), "text.format.type"),
+        (
+            response(json!({"type": "json_schema", "schema": schema})),
+            "text.format.name",
+        ),
+        (
+            response(json!({"type": "json_schema", "name": "x"})),
+            "text.format.schema",
+        ),
+        (
+            response(
+                json!({"type": "json_schema", "name": "x", "schema": {"type": "no-such-type"}}),
+            ),
+            "text.format.schema",
+        ),
+        (verbose, "text.verbosity"),
     ])
     .await;
 }

@@ -65,7 +65,7 @@ def main(base_url: str, model: str) -> None:
 
     print(f"openai {openai.__version__}: models, chat (whole and streamed), completions "
           f"(batched and streamed), several choices (n, best_of), log-probabilities, structured "
-          f"outputs, embeddings, responses (whole and streamed) and errors all parse")
+          f"outputs, embeddings, responses (whole, streamed and parsed) and errors all parse")
 
 
 def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
@@ -296,7 +296,8 @@ def check_embeddings(client: OpenAI) -> None:
 
 def check_responses(client: OpenAI, model: str) -> None:
     """The Responses API: text in, one assistant message out, whole and streamed, greedy so that
-    both agree; what is not implemented is a 400 naming the field."""
+    both agree; a JSON schema output parsed by the client; what is not implemented is a 400
+    naming the field."""
     question = "What is the capital of France?"
     whole = client.responses.create(
         model=model, input=question, instructions="Answer in one sentence.",
@@ -316,6 +317,14 @@ def check_responses(client: OpenAI, model: str) -> None:
                 deltas.append(event.delta)
         final = stream.get_final_response()
     assert "".join(deltas) == final.output_text == whole.output_text, (deltas, final, whole)
+
+    # Structured output through the client's own path: the schema from the pydantic model, in
+    # text.format, and the output parsed back into it.
+    parsed = client.responses.parse(
+        model=model, input="Give the capital of France as JSON: city, country, population in "
+        "millions.", max_output_tokens=120, temperature=0, text_format=Capital)
+    assert isinstance(parsed.output_parsed, Capital), parsed
+    assert parsed.text.format.type == "json_schema", parsed.text
 
     try:
         client.responses.create(model=model, input=question, store=True)

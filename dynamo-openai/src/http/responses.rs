@@ -5,14 +5,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use dynamo_core::{FinishReason, Usage};
+use dynamo_core::{FinishReason, OutputFormat, Usage};
 use futures::TryStreamExt;
 use futures::{Stream, StreamExt, stream};
 use serde_json::json;
 
 use super::generate::{self, TextEvent};
 use super::openapi::GenerationErrors;
-use super::{JsonBody, RequestId, Shared, chat, prepare, sse};
+use super::{JsonBody, RequestId, Shared, chat, prepare, sse, structured};
 use crate::ApiError;
 use crate::protocol::common::reject_unknown;
 use crate::protocol::{
@@ -61,6 +61,7 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let entry = shared.model(&body.model)?;
     check(&body)?;
+    let format = output_format(&body)?;
     let prompt = chat::render(&entry, &messages(&body)?, None, true)?;
     let tokens = entry
         .tokenizer
@@ -82,6 +83,7 @@ async fn serve(
         body.max_output_tokens,
         "max_output_tokens",
     )?;
+    request.format = format;
     request.delivery = prepare::delivery(body.stream);
     let slot = shared
         .in_flight
@@ -117,6 +119,23 @@ fn check(body: &ResponsesRequest) -> Result<(), ApiError> {
         return refuse("truncation", "only \"disabled\": a long prompt is refused");
     }
     Ok(())
+}
+
+/// The format `text.format` asks for; `None` for text.
+fn output_format(body: &ResponsesRequest) -> Result<Option<OutputFormat>, ApiError> {
+    let Some(text) = &body.text else {
+        return Ok(None);
+    };
+    if let Some((name, _)) = text.extra.iter().find(|(_, value)| !value.is_null()) {
+        return Err(ApiError::invalid_field(
+            format!("text.{name}"),
+            format!("text.{name} is not supported by this server"),
+        ));
+    }
+    match &text.format {
+        Some(format) => structured::text_format(format),
+        None => Ok(None),
+    }
 }
 
 /// The conversation the chat template renders: the instructions, then the input.
@@ -196,7 +215,10 @@ fn skeleton(body: &ResponsesRequest, model: &str, request_id: &str) -> ResponseO
         top_p: body.top_p,
         tool_choice: body.tool_choice.clone().unwrap_or_else(|| json!("auto")),
         tools: Vec::new(),
-        text: json!({ "format": { "type": "text" } }),
+        text: match body.text.as_ref().and_then(|text| text.format.as_ref()) {
+            Some(format) => json!({ "format": format }),
+            None => json!({ "format": { "type": "text" } }),
+        },
         truncation: "disabled".to_owned(),
         usage: None,
         metadata: body.metadata.clone().unwrap_or_else(|| json!({})),

@@ -10,7 +10,7 @@ use llguidance::toktrie::ApproximateTokEnv;
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::protocol::{ChatCompletionRequest, ResponseFormat, StructuredOutputs};
+use crate::protocol::{ChatCompletionRequest, ResponseFormat, StructuredOutputs, TextFormat};
 
 /// What a chat request asks of the answer's shape.
 #[derive(Debug, Default)]
@@ -187,13 +187,7 @@ fn response_format_of(format: &ResponseFormat) -> Result<Option<OutputFormat>, A
                     "response_format of type json_schema needs json_schema",
                 )
             })?;
-            let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-            if spec.name.is_empty() || spec.name.len() > 64 || !spec.name.chars().all(valid) {
-                return Err(ApiError::invalid_field(
-                    "response_format.json_schema.name",
-                    "the schema's name must be 1 to 64 letters, digits, `_` or `-`",
-                ));
-            }
+            check_name(&spec.name, "response_format.json_schema.name")?;
             match &spec.schema {
                 None => Ok(Some(OutputFormat::JsonObject)),
                 Some(schema) => compiled(schema, "response_format.json_schema.schema").map(Some),
@@ -207,6 +201,45 @@ fn response_format_of(format: &ResponseFormat) -> Result<Option<OutputFormat>, A
             ),
         )),
     }
+}
+
+/// The format a Responses request's `text.format` asks for; `None` for text.
+pub(crate) fn text_format(format: &TextFormat) -> Result<Option<OutputFormat>, ApiError> {
+    match format.kind.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(OutputFormat::JsonObject)),
+        "json_schema" => {
+            check_name(
+                format.name.as_deref().unwrap_or_default(),
+                "text.format.name",
+            )?;
+            let schema = format.schema.as_ref().ok_or_else(|| {
+                ApiError::invalid_field(
+                    "text.format.schema",
+                    "a text format of type json_schema needs its schema",
+                )
+            })?;
+            compiled(schema, "text.format.schema").map(Some)
+        }
+        other => Err(ApiError::invalid_field(
+            "text.format.type",
+            format!(
+                "text format type `{other}` is not supported; use text, json_object or json_schema"
+            ),
+        )),
+    }
+}
+
+/// A JSON schema's `name`: 1 to 64 letters, digits, `_` or `-`, as OpenAI asks.
+fn check_name(name: &str, field: &str) -> Result<(), ApiError> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
+        return Err(ApiError::invalid_field(
+            field,
+            "the schema's name must be 1 to 64 letters, digits, `_` or `-`",
+        ));
+    }
+    Ok(())
 }
 
 /// The one constraint `structured_outputs` sets, compiled.

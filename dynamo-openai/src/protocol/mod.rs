@@ -34,6 +34,6 @@ pub use models::{ModelCard, ModelList};
 pub use responses::{
     IncompleteDetails, InputContent, InputItem, InputPart, InputTokensDetails, OutputMessage,
     OutputText, OutputTokensDetails, ResponseObject, ResponseStreamEvent, ResponseUsage,
-    ResponsesInput, ResponsesRequest,
+    ResponsesInput, ResponsesRequest, ResponsesText, TextFormat,
 };
 pub use tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};

@@ -8,9 +8,9 @@ use super::chat::Role;
 
 /// A Responses API request.
 ///
-/// The text subset: a string or a list of messages in, one assistant message out. Tools,
-/// reasoning, stored responses (`store: true`, `previous_response_id`) and output formats are
-/// refused with a 400 naming the field, never ignored.
+/// The text subset: a string or a list of messages in, one assistant message out, in a JSON
+/// format when `text.format` asks for one. Tools, reasoning and stored responses (`store:
+/// true`, `previous_response_id`) are refused with a 400 naming the field, never ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResponsesRequest {
     /// The model name, as listed by `/v1/models`.
@@ -64,10 +64,47 @@ pub struct ResponsesRequest {
     /// Only an empty list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Value>>,
+    /// The output's format, enforced while sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<ResponsesText>,
     /// Fields this server does not know; any non-null one is rejected.
     #[serde(flatten, skip_serializing)]
     #[schema(ignore)]
     pub extra: serde_json::Map<String, Value>,
+}
+
+/// `text` of a Responses request: the output's format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResponsesText {
+    /// `text` (the default), `json_object`, or `json_schema` with its schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<TextFormat>,
+    /// Options this server does not know (`verbosity`, …); any non-null one is rejected.
+    #[serde(flatten, skip_serializing)]
+    #[schema(ignore)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// The Responses API's output format: as chat's `response_format`, with a JSON schema's fields
+/// beside `type` rather than under `json_schema`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TextFormat {
+    /// `text`, `json_object` or `json_schema`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// With `json_schema`: the schema's name (letters, digits, `_` and `-`, at most 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What the format is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// With `json_schema`: the JSON schema the output follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+    /// Accepted as `true` or `false`: the schema is enforced either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// What a Responses request reads: text, or messages.
