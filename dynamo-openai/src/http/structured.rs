@@ -1,8 +1,9 @@
 //! Structured outputs: `response_format` (`json_object`, `json_schema`), vLLM's
-//! `structured_outputs` (`json`, `json_object`, `regex`, `choice`, `grammar`) and a
-//! `tool_choice` that forces calls (of one function, or `required`), turned into the engine's [`OutputFormat`] once the
-//! grammar engine (llguidance, the one the candle engine enforces it with) has compiled it, so
-//! that a format it cannot follow is a 400 naming the field rather than an error mid-answer.
+//! `structured_outputs` (`json`, `json_object`, `regex`, `choice`, `grammar`), the Responses
+//! API's `text.format`, and a `tool_choice` that forces calls (of one function, or
+//! `"required"`), turned into the engine's [`OutputFormat`] once the grammar engine
+//! (llguidance, the one the candle engine enforces it with) has compiled it, so that a format
+//! it cannot follow is a 400 naming the field rather than an error mid-answer.
 
 use dynamo_core::OutputFormat;
 use llguidance::ParserFactory;
