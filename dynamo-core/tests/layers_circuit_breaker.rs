@@ -1,5 +1,5 @@
-//! The circuit breaker: opens after failures in a row, refuses while open, probes once after
-//! the cool-down. Virtual time throughout.
+//! The circuit breaker: opens after failures in a row or a failure-rate window's failures,
+//! refuses while open, probes once after the cool-down. Virtual time throughout.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -121,6 +121,45 @@ async fn a_success_resets_the_count_and_invalid_requests_do_not_count() {
         let _ = engine.generate_all(request()).await;
     }
     assert_eq!(engine.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_rate_window_opens_on_failures_that_never_come_in_a_row() {
+    let worker = Worker::new();
+    let config = CircuitBreakerConfig::default()
+        .failure_threshold(3)
+        .failure_rate(4, 8)
+        .cool_down(COOL_DOWN);
+    let mut with_window = CircuitBreaker::new(worker.clone(), config);
+    let mut in_a_row_only = breaker(&worker);
+    // One request in two fails: never three in a row, half of every eight.
+    for step in 0..8 {
+        assert_eq!(with_window.state(), CircuitState::Closed, "step {step}");
+        worker.set(if step % 2 == 0 {
+            Mode::Failing
+        } else {
+            Mode::Healthy
+        });
+        let _ = with_window.generate_all(request()).await;
+        let _ = in_a_row_only.generate_all(request()).await;
+    }
+    assert_eq!(with_window.state(), CircuitState::Open);
+    assert_eq!(in_a_row_only.state(), CircuitState::Closed);
+
+    // After the cool-down a successful probe closes it with an empty window.
+    tokio::time::advance(COOL_DOWN).await;
+    worker.set(Mode::Healthy);
+    with_window.generate_all(request()).await.unwrap();
+    assert_eq!(with_window.state(), CircuitState::Closed);
+    worker.set(Mode::Failing);
+    for _ in 0..2 {
+        let _ = with_window.generate_all(request()).await;
+    }
+    assert_eq!(
+        with_window.state(),
+        CircuitState::Closed,
+        "2 failures, 3 outcomes"
+    );
 }
 
 #[tokio::test(start_paused = true)]

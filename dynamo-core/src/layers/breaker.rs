@@ -20,15 +20,33 @@ pub struct CircuitBreakerConfig {
     /// Retryable failures in a row (overloaded, unavailable, timeout) that open the circuit.
     /// At least 1.
     pub failure_threshold: u32,
+    /// Also open when this many of the last outcomes failed, whether in a row or not (a
+    /// worker failing one request in two never fails five in a row); `None` (the default):
+    /// only failures in a row count.
+    pub failure_rate: Option<FailureRate>,
     /// How long an open circuit refuses every request before it lets one probe through.
     pub cool_down: Duration,
 }
 
+/// A failure-rate window: the circuit opens once `failures` of the last `window` outcomes
+/// (successes and retryable failures; invalid and cancelled requests do not count) were
+/// failures. The window starts empty whenever the circuit closes, so it opens no earlier
+/// than `window` outcomes later (or after [`CircuitBreakerConfig::failure_threshold`]
+/// failures in a row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureRate {
+    /// Failures among the last `window` outcomes that open the circuit; 1 to `window`.
+    pub failures: u32,
+    /// How many of the latest outcomes are counted; at least 1.
+    pub window: u32,
+}
+
 impl Default for CircuitBreakerConfig {
-    /// Open after 5 failures in a row, probe again after 5 s.
+    /// Open after 5 failures in a row, probe again after 5 s; no failure-rate window.
     fn default() -> Self {
         CircuitBreakerConfig {
             failure_threshold: 5,
+            failure_rate: None,
             cool_down: Duration::from_secs(5),
         }
     }
@@ -38,6 +56,24 @@ impl CircuitBreakerConfig {
     /// Open after `failures` retryable failures in a row.
     pub fn failure_threshold(mut self, failures: u32) -> Self {
         self.failure_threshold = failures.max(1);
+        self
+    }
+
+    /// Also open once `failures` of the last `window` outcomes failed (for example 10 of 20:
+    /// a failure rate of 50%). `window` is at least 1 and `failures` between 1 and `window`.
+    ///
+    /// ```
+    /// use dynamo_core::layers::{CircuitBreakerConfig, FailureRate};
+    ///
+    /// let config = CircuitBreakerConfig::default().failure_rate(10, 20);
+    /// assert_eq!(config.failure_rate, Some(FailureRate { failures: 10, window: 20 }));
+    /// ```
+    pub fn failure_rate(mut self, failures: u32, window: u32) -> Self {
+        let window = window.max(1);
+        self.failure_rate = Some(FailureRate {
+            failures: failures.clamp(1, window),
+            window,
+        });
         self
     }
 
@@ -104,7 +140,8 @@ impl<S> Layer<S> for CircuitBreakerLayer {
 ///
 /// Closed, it passes requests and counts retryable failures in a row (a call that fails, or a
 /// stream whose first item is an error); a success (a first chunk) resets the count. After
-/// [`CircuitBreakerConfig::failure_threshold`] of them it opens: every call fails at once with
+/// [`CircuitBreakerConfig::failure_threshold`] of them, or once the failures among the latest
+/// outcomes reach a [`CircuitBreakerConfig::failure_rate`] window's, it opens: every call fails at once with
 /// [`Error::Unavailable`], without reaching the worker, for
 /// [`CircuitBreakerConfig::cool_down`]. Then it is half-open: one request goes through as a
 /// probe; a success closes the circuit, a failure opens it for another cool-down. Invalid and

@@ -1,6 +1,7 @@
 //! The circuit breaker's state machine, and the ticket each admitted request carries until its
 //! outcome is known.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
@@ -12,13 +13,52 @@ use crate::error::Error;
 use crate::response::TokenChunk;
 use crate::stream::TokenStream;
 
-use super::{CircuitBreakerConfig, CircuitState};
+use super::{CircuitBreakerConfig, CircuitState, FailureRate};
 
 #[derive(Debug)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    Closed {
+        /// Failures in a row.
+        failures: u32,
+        /// The latest outcomes, `true` for a failure, when a failure-rate window is set.
+        recent: Recent,
+    },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        probing: bool,
+    },
+}
+
+impl State {
+    fn closed() -> Self {
+        State::Closed {
+            failures: 0,
+            recent: Recent::default(),
+        }
+    }
+}
+
+/// The latest outcomes of a closed circuit, at most a failure-rate window's.
+#[derive(Debug, Default)]
+struct Recent {
+    outcomes: VecDeque<bool>,
+    failures: u32,
+}
+
+impl Recent {
+    /// Add an outcome (`true` for a failure), keeping the last `window`; whether `failures`
+    /// of them failed, once `window` are known.
+    fn push(&mut self, failed: bool, rate: FailureRate) -> bool {
+        self.outcomes.push_back(failed);
+        self.failures += u32::from(failed);
+        while self.outcomes.len() > rate.window as usize {
+            let oldest = self.outcomes.pop_front().unwrap_or(false);
+            self.failures -= u32::from(oldest);
+        }
+        self.outcomes.len() == rate.window as usize && self.failures >= rate.failures
+    }
 }
 
 /// What happened to an admitted request, as far as the breaker cares.
@@ -54,7 +94,7 @@ impl Breaker {
     pub(crate) fn new(config: CircuitBreakerConfig) -> Self {
         Breaker {
             config,
-            state: Mutex::new(State::Closed { failures: 0 }),
+            state: Mutex::new(State::closed()),
         }
     }
 
@@ -95,17 +135,25 @@ impl Breaker {
         let open = State::Open {
             until: Instant::now() + self.config.cool_down,
         };
-        *state = match (&*state, outcome) {
-            (State::Closed { .. }, Outcome::Success) => State::Closed { failures: 0 },
-            (State::Closed { failures }, Outcome::Failure) => {
-                let failures = failures.saturating_add(1);
-                if failures >= self.config.failure_threshold {
+        *state = match (&mut *state, outcome) {
+            (State::Closed { failures, recent }, Outcome::Success | Outcome::Failure) => {
+                let failed = outcome == Outcome::Failure;
+                *failures = if failed {
+                    failures.saturating_add(1)
+                } else {
+                    0
+                };
+                let too_many = match self.config.failure_rate {
+                    Some(rate) => recent.push(failed, rate),
+                    None => false,
+                };
+                if *failures >= self.config.failure_threshold || too_many {
                     open
                 } else {
-                    State::Closed { failures }
+                    return;
                 }
             }
-            (State::HalfOpen { .. }, Outcome::Success) if probe => State::Closed { failures: 0 },
+            (State::HalfOpen { .. }, Outcome::Success) if probe => State::closed(),
             (State::HalfOpen { .. }, Outcome::Failure) if probe => open,
             (State::HalfOpen { .. }, Outcome::Neutral) if probe => {
                 State::HalfOpen { probing: false }
@@ -175,5 +223,68 @@ impl Stream for Watched {
             self.ticket.decide(outcome);
         }
         Poll::Ready(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The step at which a closed circuit opens, by the definition itself: `threshold`
+    /// failures in a row, or `rate.failures` failures among the last `rate.window` outcomes,
+    /// neutral outcomes not counted.
+    fn opens_at(outcomes: &[Outcome], threshold: u32, rate: FailureRate) -> Option<usize> {
+        let mut counted: Vec<bool> = Vec::new();
+        for (step, outcome) in outcomes.iter().enumerate() {
+            if *outcome == Outcome::Neutral {
+                continue;
+            }
+            counted.push(*outcome == Outcome::Failure);
+            let in_a_row = counted.iter().rev().take_while(|failed| **failed).count();
+            let last = &counted[counted.len().saturating_sub(rate.window as usize)..];
+            let failed = last.iter().filter(|failed| **failed).count();
+            let full = last.len() == rate.window as usize;
+            if in_a_row >= threshold as usize || (full && failed >= rate.failures as usize) {
+                return Some(step);
+            }
+        }
+        None
+    }
+
+    proptest! {
+        /// A closed breaker opens exactly where the definition says, whatever the mix.
+        #[test]
+        fn a_closed_circuit_opens_where_the_definition_says(
+            outcomes in proptest::collection::vec(
+                prop_oneof![Just(Outcome::Success), Just(Outcome::Failure), Just(Outcome::Neutral)],
+                0..60,
+            ),
+            threshold in 1u32..8,
+            window in 1u32..12,
+            share in 0.0f64..=1.0,
+        ) {
+            let failures = ((share * f64::from(window)).ceil() as u32).clamp(1, window);
+            let config = CircuitBreakerConfig::default()
+                .failure_threshold(threshold)
+                .failure_rate(failures, window)
+                .cool_down(Duration::from_secs(3600));
+            let breaker = Arc::new(Breaker::new(config));
+            let expected = opens_at(&outcomes, threshold, FailureRate { failures, window });
+            for (step, outcome) in outcomes.iter().enumerate() {
+                let Some(mut ticket) = breaker.admit() else {
+                    return Err(TestCaseError::fail(format!("refused at {step}")));
+                };
+                ticket.decide(*outcome);
+                let open = breaker.state() == CircuitState::Open;
+                prop_assert_eq!(open, expected == Some(step), "step {}", step);
+                if open {
+                    break;
+                }
+            }
+        }
     }
 }

@@ -12,8 +12,8 @@
 //!   request (a share of recent requests plus a floor), so a failing fleet sees no retry storm.
 //!   Failures after the first token are request migration's business (`dynamo-router`).
 //! - [`CircuitBreakerLayer`]: around one worker's engine, stop sending it requests after a few
-//!   failures in a row, refusing at once with `unavailable`, and let one probe through after a
-//!   cool-down.
+//!   failures in a row (or, optionally, a share of its latest outcomes), refusing at once with
+//!   `unavailable`, and let one probe through after a cool-down.
 //! - [`DeadlineLayer`]: end a request that runs past its
 //!   [`timeout`](crate::GenerateRequest::timeout) with a `timeout` error, and cancel its work,
 //!   there and on the worker.
@@ -61,7 +61,9 @@ mod policy;
 mod retry;
 mod traffic;
 
-pub use breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitState};
+pub use breaker::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitState, FailureRate,
+};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use policy::is_retried;
 pub use retry::{ResponseFuture as RetryFuture, Retry, RetryConfig, RetryLayer};
