@@ -4,7 +4,8 @@
 //! `dynamo_router_worker_kv_capacity_blocks` says so), the repeat leaves the small worker,
 //! whose memory the prompt would nearly fill, for the large one; without an event plane there
 //! are no reports, and the repeat stays with its cache. An engine server that tells its cache's
-//! size (TensorRT-LLM) has it in the router too.
+//! size (TensorRT-LLM in its iteration statistics, vLLM in `vllm:cache_config_info`) has it in
+//! the router too.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
@@ -112,14 +113,32 @@ async fn without_load_reports_the_long_prompt_stays_with_its_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trtllm_servers_cache_size_reaches_the_router_in_its_blocks() {
     // Its iteration statistics: 512 blocks of 32 tokens, 1,024 of the router's 16.
-    let fixture = replay::package_dir().join("../engines/trtllm/tests/fixtures/metrics.http");
-    let metrics = std::fs::read(fixture).expect("the fixture");
+    capacity_reaches_the_router(
+        "trtllm",
+        "../engines/trtllm/tests/fixtures/metrics.http",
+        1024,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vllm_servers_cache_size_reaches_the_router_in_its_blocks() {
+    // Recorded from a live vLLM 0.32.0: `vllm:cache_config_info` says 1,456 blocks of 32
+    // tokens, 2,912 of the router's 16.
+    let fixture = "../engines/vllm/tests/fixtures/live_metrics.http";
+    capacity_reaches_the_router("vllm", fixture, 2912).await;
+}
+
+/// A frontend in front of a `kind` server whose `/metrics` answers the fixture at `path`
+/// (from this package's folder) gives the server `blocks` of capacity in its router.
+async fn capacity_reaches_the_router(kind: &str, path: &str, blocks: u64) {
+    let metrics = std::fs::read(replay::package_dir().join(path)).expect("the fixture");
     let server = Replay::start(HashMap::from([("/metrics".to_owned(), metrics)])).await;
     let port = free_port().expect("a free port").to_string();
-    let engine = format!("trtllm={},id=7", server.url());
+    let engine = format!("{kind}={},id=7", server.url());
     let args = ["frontend", "--port", &port, "--router", "approx-kv"];
     let _process = Process::start(&[&args[..], &["--engine-at", &engine]].concat());
     let frontend = Frontend::new(port.parse().expect("a port"));
     frontend.wait_ready().await;
-    wait_for_capacity(&frontend, 7, 1024).await;
+    wait_for_capacity(&frontend, 7, blocks).await;
 }

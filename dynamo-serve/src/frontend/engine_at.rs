@@ -243,6 +243,7 @@ fn llama_cpp_metrics() -> LoadMetrics {
         waiting: vec!["llamacpp:requests_deferred".to_owned()],
         kv_usage: Vec::new(),
         kv_usage_scale: 1.0,
+        kv_capacity: Vec::new(),
     }
 }
 

@@ -33,7 +33,7 @@ pub(super) struct BusyArgs {
     /// counted are the distinct prompt blocks of the requests the router sent, plus one for
     /// each (output beyond that is not counted), raised to what a worker reports where that is
     /// more: its requests counted like this one, or the blocks it says are in use where it
-    /// says (NATS load reports, TensorRT-LLM servers)
+    /// says (NATS load reports, TensorRT-LLM, vLLM and SGLang servers)
     #[arg(long, value_name = "FRACTION|BLOCKS")]
     active_decode_blocks_threshold: Option<DecodeBlocks>,
     /// Requests that wait in the router while every worker is busy; when it is full a new

@@ -1,19 +1,21 @@
 //! One SGLang server: its engine, its load and its KV events.
 
 use dynamo_core::Error;
-use dynamo_upstream::{HttpClient, HttpConfig, LoadMetrics, MetricsPoller};
+use dynamo_upstream::{HttpClient, HttpConfig, KvCapacity, LoadMetrics, MetricsPoller};
 
 use crate::engine::SglangEngine;
 
 /// SGLang's load gauges (`python/sglang/srt/metrics/collector.py`, served with
-/// `--enable-metrics`): running requests, queued requests, and `token_usage`, the fraction of
-/// KV cache tokens in use.
+/// `--enable-metrics`): running requests, queued requests, `token_usage`, the fraction of KV
+/// cache tokens in use, and `max_total_num_tokens`, the cache's size in tokens (summed over
+/// data-parallel ranks).
 pub fn load_metrics() -> LoadMetrics {
     LoadMetrics {
         running: vec!["sglang:num_running_reqs".into()],
         waiting: vec!["sglang:num_queue_reqs".into()],
         kv_usage: vec!["sglang:token_usage".into()],
         kv_usage_scale: 1.0,
+        kv_capacity: vec![KvCapacity::Tokens("sglang:max_total_num_tokens".into())],
     }
 }
 

@@ -231,9 +231,10 @@ async fn load_comes_from_sglang_gauges() {
         (
             load.running_requests,
             load.waiting_requests,
-            load.kv_cache_usage
+            load.kv_cache_usage,
+            load.kv_capacity_tokens
         ),
-        (6.0, 2.0, Some(0.42))
+        (6.0, 2.0, Some(0.42), Some(163_840))
     );
 }
 

@@ -83,7 +83,7 @@ pub(crate) fn format_field(
             let pattern = format
                 .as_regex()
                 .ok_or_else(|| OutputFormat::unsupported(server))?;
-            json!({"type": "regex", "regex": pattern}).to_string()
+            format!(r#"{{"type":"regex","regex":{}}}"#, json!(pattern))
         }
         (FormatField::Vllm, OutputFormat::Regex { pattern }) => {
             json!({"regex": pattern}).to_string()

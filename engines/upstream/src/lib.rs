@@ -82,7 +82,7 @@ pub use engine::CompletionsEngine;
 pub use format::FormatField;
 pub use metrics::{Sample, samples};
 pub use number::json_float;
-pub use poller::{EngineLoad, LoadMetrics, LoadView, MetricsPoller};
+pub use poller::{EngineLoad, KvCapacity, LoadMetrics, LoadView, MetricsPoller};
 pub use sse::{SseDecoder, SseError, SseEvent};
 pub use status::{error_from_status, retry_after};
 pub use stream::{EventHandler, event_stream, whole_answer};

@@ -24,6 +24,54 @@ pub struct LoadMetrics {
     pub kv_usage: Vec<String>,
     /// Multiply the KV usage by this to get a fraction (1 for a fraction, 0.01 for percent).
     pub kv_usage_scale: f64,
+    /// Where the KV cache's size is read; the first source found is used, summed over its
+    /// series (data-parallel ranks, engines). Empty: the size is not read.
+    pub kv_capacity: Vec<KvCapacity>,
+}
+
+/// Where a server's `/metrics` tells its KV cache's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KvCapacity {
+    /// A gauge whose value is the size in tokens (SGLang's `sglang:max_total_num_tokens`).
+    Tokens(String),
+    /// An info metric whose labels give the number of blocks and the tokens a block holds
+    /// (vLLM's `vllm:cache_config_info`, labels `num_gpu_blocks` and `block_size`). A series
+    /// whose labels are not numbers (vLLM writes `None` before it has sized its cache) counts
+    /// as none.
+    BlockLabels {
+        /// The metric's name.
+        metric: String,
+        /// The label holding the number of blocks.
+        blocks: String,
+        /// The label holding the tokens per block.
+        block_size: String,
+    },
+}
+
+impl KvCapacity {
+    /// The size in tokens this source finds in `text`, summed over its series.
+    fn tokens(&self, text: &str) -> Option<u64> {
+        let sizes = samples(text).filter_map(|sample| match self {
+            KvCapacity::Tokens(name) => {
+                (sample.name == name && sample.value.is_finite() && sample.value >= 1.0)
+                    .then_some(sample.value as u64)
+            }
+            KvCapacity::BlockLabels {
+                metric,
+                blocks,
+                block_size,
+            } => {
+                let number = |label: &str| sample.label(label)?.parse::<u64>().ok();
+                (sample.name == metric)
+                    .then(|| number(blocks)?.checked_mul(number(block_size)?))
+                    .flatten()
+            }
+        });
+        sizes
+            .reduce(u64::saturating_add)
+            .filter(|tokens| *tokens > 0)
+    }
 }
 
 /// How a scrape's body becomes a load.
@@ -42,8 +90,9 @@ pub struct EngineLoad {
     pub waiting_requests: f64,
     /// KV cache usage as a fraction in `[0, 1]`, when the server exports it.
     pub kv_cache_usage: Option<f64>,
-    /// The KV cache's size in tokens, when the server exports it (TensorRT-LLM's iteration
-    /// statistics do; it is not read from Prometheus metrics).
+    /// The KV cache's size in tokens, when the server exports it: from Prometheus metrics as
+    /// [`LoadMetrics::kv_capacity`] says (vLLM's and SGLang's), or from TensorRT-LLM's
+    /// iteration statistics.
     pub kv_capacity_tokens: Option<u64>,
     /// When the scrape answered.
     pub scraped_at: Instant,
@@ -57,19 +106,26 @@ impl EngineLoad {
     /// [`Error::Internal`] when neither the running nor the waiting figure is in the text.
     ///
     /// ```
-    /// use dynamo_upstream::{EngineLoad, LoadMetrics};
+    /// use dynamo_upstream::{EngineLoad, KvCapacity, LoadMetrics};
     ///
     /// let metrics = LoadMetrics {
     ///     running: vec!["vllm:num_requests_running".into()],
     ///     waiting: vec!["vllm:num_requests_waiting".into()],
     ///     kv_usage: vec!["vllm:kv_cache_usage_perc".into()],
     ///     kv_usage_scale: 1.0,
+    ///     kv_capacity: vec![KvCapacity::BlockLabels {
+    ///         metric: "vllm:cache_config_info".into(),
+    ///         blocks: "num_gpu_blocks".into(),
+    ///         block_size: "block_size".into(),
+    ///     }],
     /// };
     /// let text = "vllm:num_requests_running{engine=\"0\"} 2\nvllm:num_requests_running{engine=\"1\"} 1\n\
-    ///             vllm:num_requests_waiting{engine=\"0\"} 4\nvllm:kv_cache_usage_perc{engine=\"0\"} 0.5\n";
+    ///             vllm:num_requests_waiting{engine=\"0\"} 4\nvllm:kv_cache_usage_perc{engine=\"0\"} 0.5\n\
+    ///             vllm:cache_config_info{block_size=\"16\",engine=\"0\",num_gpu_blocks=\"1000\"} 1.0\n";
     /// let load = EngineLoad::from_text(text, &metrics)?;
     /// assert_eq!((load.running_requests, load.waiting_requests), (3.0, 4.0));
     /// assert_eq!(load.kv_cache_usage, Some(0.5));
+    /// assert_eq!(load.kv_capacity_tokens, Some(16_000));
     /// # Ok::<(), dynamo_core::Error>(())
     /// ```
     pub fn from_text(text: &str, metrics: &LoadMetrics) -> Result<Self, Error> {
@@ -86,7 +142,10 @@ impl EngineLoad {
             running_requests: running.unwrap_or(0.0),
             waiting_requests: waiting.unwrap_or(0.0),
             kv_cache_usage: kv.map(|usage| (usage * metrics.kv_usage_scale).clamp(0.0, 1.0)),
-            kv_capacity_tokens: None,
+            kv_capacity_tokens: metrics
+                .kv_capacity
+                .iter()
+                .find_map(|source| source.tokens(text)),
             scraped_at: Instant::now(),
         })
     }
@@ -257,5 +316,59 @@ impl MetricsPoller {
             }
         };
         (view, poll)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(kv_capacity: Vec<KvCapacity>) -> LoadMetrics {
+        LoadMetrics {
+            running: vec!["running".into()],
+            waiting: vec![],
+            kv_usage: vec![],
+            kv_usage_scale: 1.0,
+            kv_capacity,
+        }
+    }
+
+    fn vllm_info() -> KvCapacity {
+        KvCapacity::BlockLabels {
+            metric: "vllm:cache_config_info".into(),
+            blocks: "num_gpu_blocks".into(),
+            block_size: "block_size".into(),
+        }
+    }
+
+    fn capacity(text: &str, sources: Vec<KvCapacity>) -> Option<u64> {
+        let text = format!("running 1\n{text}");
+        EngineLoad::from_text(&text, &with(sources))
+            .expect("a load")
+            .kv_capacity_tokens
+    }
+
+    #[test]
+    fn a_cache_size_is_summed_over_engines_and_unknown_until_it_is_a_number() {
+        let two_engines = "vllm:cache_config_info{block_size=\"16\",engine=\"0\",num_gpu_blocks=\"100\"} 1.0\n\
+                           vllm:cache_config_info{block_size=\"16\",engine=\"1\",num_gpu_blocks=\"50\"} 1.0\n";
+        assert_eq!(capacity(two_engines, vec![vllm_info()]), Some(2_400));
+        let not_sized_yet =
+            "vllm:cache_config_info{block_size=\"16\",num_gpu_blocks=\"None\"} 1.0\n";
+        assert_eq!(capacity(not_sized_yet, vec![vllm_info()]), None);
+        let ranks = "sglang:max_total_num_tokens{tp_rank=\"0\"} 1000\n\
+                     sglang:max_total_num_tokens{tp_rank=\"1\"} 24.0\n";
+        let tokens = KvCapacity::Tokens("sglang:max_total_num_tokens".into());
+        assert_eq!(capacity(ranks, vec![tokens.clone()]), Some(1_024));
+        assert_eq!(
+            capacity("sglang:max_total_num_tokens 0\n", vec![tokens.clone()]),
+            None
+        );
+        // The first source found wins; none named or none given: unknown.
+        assert_eq!(
+            capacity(&format!("{two_engines}{ranks}"), vec![tokens, vllm_info()]),
+            Some(1_024)
+        );
+        assert_eq!(capacity(two_engines, vec![]), None);
     }
 }

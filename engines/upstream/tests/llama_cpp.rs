@@ -108,6 +108,7 @@ async fn the_generic_adapter_serves_llama_cpp() {
         waiting: vec!["llamacpp:requests_deferred".into()],
         kv_usage: vec![],
         kv_usage_scale: 1.0,
+        kv_capacity: vec![],
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     let load = loop {

@@ -301,6 +301,7 @@ fn vllm_metrics() -> LoadMetrics {
             "vllm:gpu_cache_usage_perc".into(),
         ],
         kv_usage_scale: 1.0,
+        kv_capacity: vec![],
     }
 }
 

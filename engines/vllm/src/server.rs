@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use dynamo_core::Error;
 use dynamo_upstream::{
-    CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, LoadMetrics, MetricsPoller,
-    OutputTokens, TextCodec,
+    CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, KvCapacity, LoadMetrics,
+    MetricsPoller, OutputTokens, TextCodec,
 };
 
 /// How vLLM's OpenAI-compatible server is spoken to: every extension field it accepts
@@ -20,7 +20,9 @@ pub fn dialect() -> Dialect {
 }
 
 /// vLLM's load gauges (`vllm/v1/metrics/loggers.py`): the KV usage under its current name
-/// first, then the name it had before (`gpu_cache_usage_perc`); both are fractions.
+/// first, then the name it had before (`gpu_cache_usage_perc`); both are fractions. The
+/// cache's size is the labels `num_gpu_blocks` × `block_size` of `vllm:cache_config_info`
+/// (summed over data-parallel engines).
 pub fn load_metrics() -> LoadMetrics {
     LoadMetrics {
         running: vec!["vllm:num_requests_running".into()],
@@ -30,6 +32,11 @@ pub fn load_metrics() -> LoadMetrics {
             "vllm:gpu_cache_usage_perc".into(),
         ],
         kv_usage_scale: 1.0,
+        kv_capacity: vec![KvCapacity::BlockLabels {
+            metric: "vllm:cache_config_info".into(),
+            blocks: "num_gpu_blocks".into(),
+            block_size: "block_size".into(),
+        }],
     }
 }
 

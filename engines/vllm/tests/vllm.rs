@@ -252,12 +252,20 @@ async fn a_whole_answer_drops_its_stop_token_with_its_log_probability() {
 
 #[tokio::test]
 async fn load_comes_from_current_and_older_metric_names() {
-    for (fixture, running, waiting, kv) in [
-        ("metrics_v1.http", 5.0, 4.0, 0.625),
-        ("metrics_v0_gpu_cache.http", 7.0, 1.0, 0.875),
+    for (fixture, running, waiting, kv, capacity) in [
+        ("metrics_v1.http", 5.0, 4.0, 0.625, None),
+        ("metrics_v0_gpu_cache.http", 7.0, 1.0, 0.875, None),
         // Recorded from a live vLLM 0.32.0 during one long answer: beside the gauges read,
-        // `vllm:num_requests_waiting_by_reason`, histograms and `_created` series.
-        ("live_metrics.http", 1.0, 0.0, 0.000_687_285_223_367_695_2),
+        // `vllm:num_requests_waiting_by_reason`, histograms and `_created` series, and
+        // `vllm:cache_config_info` with 1,456 blocks of 32 tokens (its `kv_cache_size_tokens`
+        // says 46,592 too).
+        (
+            "live_metrics.http",
+            1.0,
+            0.0,
+            0.000_687_285_223_367_695_2,
+            Some(46_592),
+        ),
     ] {
         let routes = HashMap::from([("/metrics".to_owned(), fixture_bytes(fixture))]);
         let server = Replay::start(routes).await;
@@ -267,9 +275,10 @@ async fn load_comes_from_current_and_older_metric_names() {
             (
                 load.running_requests,
                 load.waiting_requests,
-                load.kv_cache_usage
+                load.kv_cache_usage,
+                load.kv_capacity_tokens
             ),
-            (running, waiting, Some(kv)),
+            (running, waiting, Some(kv), capacity),
             "{fixture}"
         );
     }

@@ -49,8 +49,10 @@ impl ReportedLoads {
 
 /// A server's scraped `load` as the router reads it, trusted for `fresh_for` after the scrape.
 /// The KV blocks its running requests hold count where the server tells both its cache's use
-/// and size (TensorRT-LLM's iteration statistics), in the router's `block_size`: the share of
-/// its tokens in use, over the router's block.
+/// and size (TensorRT-LLM's iteration statistics, vLLM's and SGLang's metrics), in the router's
+/// `block_size`: the share of its tokens in use, over the router's block. (For data-parallel
+/// engines the share is the fullest engine's and the size their sum, so the count is an upper
+/// bound.)
 pub(super) fn reported_load(
     load: &EngineLoad,
     block_size: BlockSize,
