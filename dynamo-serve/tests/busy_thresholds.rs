@@ -3,7 +3,8 @@
 //! busy waits for one to free up, or is refused 503 with `Retry-After` when there is no room to
 //! wait; an `--engine-at` server's reported load alone makes it busy, and so does a worker's
 //! NATS load report of another frontend's requests; a decode-block fraction in the frontend is
-//! a share of each worker's reported cache; and without a threshold nothing waits.
+//! a share of each worker's reported cache (a NATS worker's, or a vLLM server's from its
+//! metrics); and without a threshold nothing waits.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
@@ -172,7 +173,8 @@ async fn without_a_threshold_a_second_request_is_served_beside_the_first() {
 }
 
 /// A vLLM server that answers `/metrics` with 3 requests running and 2 waiting (other clients'
-/// work), or none once `idle`; and every other request with 400, so that a request that
+/// work) holding a tenth of its cache of 100 blocks of 16 tokens, or none once `idle`; and
+/// every other request with 400, so that a request that
 /// reaches it is told so by the engine, not by the router. Stops when dropped.
 struct SharedEngine {
     url: String,
@@ -214,16 +216,17 @@ const REACHED: &str = "reached the engine";
 
 async fn serve(mut socket: TcpStream, idle: Arc<AtomicBool>) {
     while let Some((line, _)) = http_request::read_request(&mut socket).await {
-        let (running, waiting) = if idle.load(Ordering::SeqCst) {
-            (0, 0)
+        let (running, waiting, usage) = if idle.load(Ordering::SeqCst) {
+            (0, 0, 0.0)
         } else {
-            (3, 2)
+            (3, 2, 0.1)
         };
         let (status, kind, body) = if line.split_whitespace().nth(1) == Some("/metrics") {
             let body = format!(
                 "vllm:num_requests_running{{engine=\"0\"}} {running}\n\
                  vllm:num_requests_waiting{{engine=\"0\"}} {waiting}\n\
-                 vllm:kv_cache_usage_perc{{engine=\"0\"}} 0.1\n"
+                 vllm:kv_cache_usage_perc{{engine=\"0\"}} {usage}\n\
+                 vllm:cache_config_info{{block_size=\"16\",engine=\"0\",num_gpu_blocks=\"100\"}} 1.0\n"
             );
             ("200 OK", "text/plain; version=0.0.4", body)
         } else {
@@ -312,6 +315,13 @@ async fn an_engine_servers_reported_queue_is_over_a_prefill_token_threshold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_servers_reported_requests_are_over_a_decode_block_threshold() {
     refused_by_the_report_alone(["--active-decode-blocks-threshold", "4"]).await;
+}
+
+/// A tenth of 100 blocks in use, as the server's metrics tell both: 10 blocks, above a
+/// twentieth of its cache (5 blocks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_servers_reported_cache_use_is_over_a_decode_share_threshold() {
+    refused_by_the_report_alone(["--active-decode-blocks-threshold", "0.05"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
