@@ -279,8 +279,9 @@ async fn chat_stream_chunks_with_a_forced_tool_call() {
 }
 
 /// `tool_choice: "required"`: the array of calls the format holds the answer to becomes the
-/// message's `tool_calls`, arguments as JSON text; cut short by the length limit, the text
-/// comes back as it came, with `finish_reason: "length"`.
+/// message's `tool_calls`, arguments as JSON text; cut short by the length limit, a call whose
+/// name was whole comes back with the arguments so far, text before that as it came, with
+/// `finish_reason: "length"`.
 #[tokio::test]
 async fn chat_completion_with_required_tool_calls() {
     let calls = r#"[{"name":"weather","arguments":{"city":"Paris"}},{"name":"weather","arguments":{"city":"Lyon"}}]"#;
@@ -293,12 +294,21 @@ async fn chat_completion_with_required_tool_calls() {
     )
     .await;
     let cut = answer(
-        writing_under_a_format(r#"[{"name":"weather","argu"#, FinishReason::Length),
+        writing_under_a_format(
+            r#"[{"name":"weather","arguments":{"ci"#,
+            FinishReason::Length,
+        ),
+        "/v1/chat/completions",
+        request.clone(),
+    )
+    .await;
+    let cut_before_a_name = answer(
+        writing_under_a_format(r#"[{"name":"wea"#, FinishReason::Length),
         "/v1/chat/completions",
         request,
     )
     .await;
-    assert_json_snapshot!(json!({"whole": whole, "cut_short": cut}), {
+    assert_json_snapshot!(json!({"whole": whole, "cut_short": cut, "cut_before_a_name": cut_before_a_name}), {
         ".*.id" => "[id]",
         ".*.created" => "[created]",
         ".*.choices[].message.tool_calls[].id" => "[call id]",

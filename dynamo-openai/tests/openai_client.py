@@ -249,6 +249,18 @@ def check_structured_outputs(client: OpenAI, model: str) -> None:
     for call in required.choices[0].message.tool_calls:
         assert call.function.name == "weather", required
         assert set(json.loads(call.function.arguments)) == {"city"}, required
+    # Streamed, each call starts once its name is whole and its arguments follow in pieces.
+    stream = client.chat.completions.create(
+        model=model, max_tokens=80, temperature=0, tools=[weather], tool_choice="required",
+        stream=True, messages=[{"role": "user", "content": "What is the weather in Lyon?"}])
+    joined = {}
+    for chunk in stream:
+        for piece in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            call = joined.setdefault(piece.index, {"name": piece.function.name, "arguments": ""})
+            call["arguments"] += piece.function.arguments or ""
+    assert [(c["name"], c["arguments"]) for c in joined.values()] == \
+        [(c.function.name, c.function.arguments) for c in required.choices[0].message.tool_calls], \
+        (joined, required)
 
     for bad, param in [
         ({"type": "regex", "regex": "a+"}, "response_format.type"),

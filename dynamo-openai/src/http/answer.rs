@@ -1,9 +1,7 @@
 //! One chat choice's answer text, with reasoning and tool calls taken out as the model's
 //! parsers say, or held to the calls `tool_choice` forced.
 
-use serde::Deserialize;
-use serde_json::Value;
-
+use super::required_calls::RequiredCalls;
 use super::structured::Forced;
 use crate::preprocess::{ReasoningSplitter, ToolCallParser};
 use crate::registry::ModelEntry;
@@ -22,15 +20,8 @@ enum ForcedAnswer {
     /// The whole answer is the arguments of a call of `name`, passed on piece by piece;
     /// `started` once its first piece (with the call's id and name) went out.
     Function { name: String, started: bool },
-    /// The whole answer is an array of calls (`"required"`), read once it is complete.
-    Calls { text: String },
-}
-
-/// One call of the array `tool_choice: "required"` holds the answer to.
-#[derive(Deserialize)]
-struct RequiredCall {
-    name: String,
-    arguments: Value,
+    /// The whole answer is an array of calls (`"required"`), passed on as it is read.
+    Calls(RequiredCalls),
 }
 
 /// What one step of the answer released.
@@ -61,9 +52,7 @@ impl Answer {
                     name,
                     started: false,
                 },
-                Forced::Calls => ForcedAnswer::Calls {
-                    text: String::new(),
-                },
+                Forced::Calls => ForcedAnswer::Calls(RequiredCalls::default()),
             };
             return Answer {
                 reasoning: None,
@@ -136,23 +125,12 @@ impl Answer {
                         });
                     }
                 }
-                ForcedAnswer::Calls { text } => {
-                    text.push_str(&content);
+                ForcedAnswer::Calls(reader) => {
+                    delta.calls = reader.push(&content, id);
                     if last {
-                        let text = std::mem::take(text);
-                        match serde_json::from_str::<Vec<RequiredCall>>(&text) {
-                            Ok(calls) => {
-                                delta.calls = (0..)
-                                    .zip(calls)
-                                    .map(|(index, call)| {
-                                        let arguments = call.arguments.to_string();
-                                        whole_call(id, index, call.name, arguments)
-                                    })
-                                    .collect();
-                            }
-                            // Cut short by the length limit: no whole call, the text as it came.
-                            Err(_) => delta.content = text,
-                        }
+                        let (text, calls) = reader.finish(id);
+                        delta.content = text;
+                        delta.calls.extend(calls);
                     }
                 }
             }
@@ -189,12 +167,12 @@ impl Answer {
 }
 
 /// The id of call `index` of the answer `id`.
-fn call_id(id: &str, index: u32) -> String {
+pub(super) fn call_id(id: &str, index: u32) -> String {
     format!("call-{id}-{index}")
 }
 
 /// Call `index` of the answer `id`, whole: function `name` with `arguments`.
-fn whole_call(id: &str, index: u32, name: String, arguments: String) -> CallPiece {
+pub(super) fn whole_call(id: &str, index: u32, name: String, arguments: String) -> CallPiece {
     CallPiece {
         index,
         head: Some((call_id(id, index), name)),

@@ -15,6 +15,7 @@ pub(crate) mod metrics;
 mod models;
 mod openapi;
 mod prepare;
+mod required_calls;
 mod responses;
 mod sse;
 mod structured;
