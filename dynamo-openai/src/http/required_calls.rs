@@ -26,17 +26,18 @@ pub(crate) struct RequiredCalls {
     text: String,
     /// Calls whose first piece went out.
     started: u32,
-    /// Where the reader stands.
+    /// How deep in objects and arrays the reader is (1 in the array, 2 in a call).
     depth: u32,
+    /// Whether it is in a string, and just after a backslash there.
     in_string: bool,
     escaped: bool,
     /// The current string's text, with its quotes, while it is a key or a name.
     string: String,
     /// The key the next value of the current call belongs to.
     key: Option<String>,
-    /// The current call's name, once whole.
-    name: Option<String>,
-    /// The arguments' nesting depth where the reader is inside them.
+    /// Whether the current call's name is whole (and the call started).
+    named: bool,
+    /// While the reader is in the current call's arguments: the depth at which they end.
     arguments: Option<u32>,
     /// Whether the reader lost its way; [`finish`](Self::finish) then parses the whole text.
     lost: bool,
@@ -74,10 +75,10 @@ impl RequiredCalls {
                 // A call object opens.
                 (1, '{') => {
                     self.key = None;
-                    self.name = None;
+                    self.named = false;
                 }
                 (2, '{' | '[') if self.key.as_deref() == Some("arguments") => {
-                    if self.name.is_none() {
+                    if !self.named {
                         self.lost = true;
                         return pieces;
                     }
@@ -144,10 +145,10 @@ impl RequiredCalls {
                 self.started += 1;
                 pieces.push(CallPiece {
                     index,
-                    head: Some((super::answer::call_id(id, index), value.clone())),
+                    head: Some((super::answer::call_id(id, index), value)),
                     arguments: String::new(),
                 });
-                self.name = Some(value);
+                self.named = true;
             }
             // Arguments as a string, or another key's value: read whole at the end.
             Some(_) => self.lost = true,
