@@ -14,7 +14,7 @@ use super::generate::{self, TextEvent};
 use super::openapi::GenerationErrors;
 use super::{JsonBody, RequestId, Shared, chat, prepare, sse, structured};
 use crate::ApiError;
-use crate::protocol::common::reject_unknown;
+use crate::protocol::common::{reject_unknown, reject_unknown_in};
 use crate::protocol::{
     ChatMessage, IncompleteDetails, InputContent, InputItem, InputTokensDetails, MessageContent,
     OutputMessage, OutputText, OutputTokensDetails, ResponseObject, ResponseStreamEvent,
@@ -126,12 +126,7 @@ fn output_format(body: &ResponsesRequest) -> Result<Option<OutputFormat>, ApiErr
     let Some(text) = &body.text else {
         return Ok(None);
     };
-    if let Some((name, _)) = text.extra.iter().find(|(_, value)| !value.is_null()) {
-        return Err(ApiError::invalid_field(
-            format!("text.{name}"),
-            format!("text.{name} is not supported by this server"),
-        ));
-    }
+    reject_unknown_in("text", &text.extra)?;
     match &text.format {
         Some(format) => structured::text_format(format),
         None => Ok(None),

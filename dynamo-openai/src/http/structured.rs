@@ -11,6 +11,7 @@ use llguidance::toktrie::ApproximateTokEnv;
 use serde_json::{Value, json};
 
 use crate::ApiError;
+use crate::protocol::common::reject_unknown_in;
 use crate::protocol::{ChatCompletionRequest, ResponseFormat, StructuredOutputs, TextFormat};
 
 /// What a chat request asks of the answer's shape.
@@ -245,12 +246,7 @@ fn check_name(name: &str, field: &str) -> Result<(), ApiError> {
 
 /// The one constraint `structured_outputs` sets, compiled.
 fn structured_outputs(structured: &StructuredOutputs) -> Result<OutputFormat, ApiError> {
-    if let Some((name, _)) = structured.extra.iter().find(|(_, value)| !value.is_null()) {
-        return Err(ApiError::invalid_field(
-            format!("structured_outputs.{name}"),
-            format!("structured_outputs.{name} is not supported by this server"),
-        ));
-    }
+    reject_unknown_in("structured_outputs", &structured.extra)?;
     let mut set: Vec<(&str, OutputFormat)> = Vec::new();
     if let Some(schema) = &structured.json {
         set.push(("json", json_schema(schema)?));

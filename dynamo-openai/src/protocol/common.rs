@@ -274,11 +274,24 @@ fn in_range(name: &str, value: Option<f32>, low: f32, high: f32) -> Result<(), A
 
 /// Reject the first field of `extra` (the fields serde did not recognise) by name.
 pub(crate) fn reject_unknown(extra: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    reject_unknown_in("", extra)
+}
+
+/// Reject the first field of `extra`, the unknown fields of the object at `parent` (`""` for
+/// the body), by its path (`parent.name`).
+pub(crate) fn reject_unknown_in(
+    parent: &str,
+    extra: &serde_json::Map<String, Value>,
+) -> Result<(), ApiError> {
     match extra.iter().find(|(_, value)| !value.is_null()) {
-        Some((name, _)) => Err(ApiError::invalid_field(
-            name.as_str(),
-            format!("the field `{name}` is not supported by this server"),
-        )),
+        Some((name, _)) => {
+            let path = match parent {
+                "" => name.clone(),
+                parent => format!("{parent}.{name}"),
+            };
+            let message = format!("the field `{path}` is not supported by this server");
+            Err(ApiError::invalid_field(path, message))
+        }
         None => Ok(()),
     }
 }

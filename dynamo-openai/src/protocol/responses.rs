@@ -186,7 +186,7 @@ pub struct ResponseObject {
     pub tool_choice: Value,
     /// Always empty.
     pub tools: Vec<Value>,
-    /// `{"format": {"type": "text"}}`.
+    /// `{"format": …}`: the request's `text.format`, `{"type": "text"}` without one.
     pub text: Value,
     /// Always `disabled`.
     pub truncation: String,
