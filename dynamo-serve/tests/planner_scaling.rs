@@ -296,8 +296,8 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
     frontend_process
         .wait_for("worker 2/0 at", Duration::from_secs(60))
         .await;
-    load.abort();
-    // The SLA policy decided it, from the traffic: a forecast of requests a second.
+    // The SLA policy decided it, from the traffic: a forecast of requests a second. (The load
+    // goes on until the metrics are read: a planner step after it ends observes no traffic.)
     let grown = planner.lines(&["policy=\"sla\"", "target=Aggregated(2)"]);
     eprintln!("{grown:?}");
     assert!(!grown.is_empty(), "the SLA policy grew the pool");
@@ -332,6 +332,7 @@ async fn the_sla_planner_grows_the_pool_from_the_frontends_traffic_reports() {
         .find_map(|line| line.strip_prefix("dynamo_planner_observed_requests_per_second "))
         .and_then(|rate| rate.parse::<f64>().ok());
     assert!(observed.is_some_and(|rate| rate > 0.0), "{metrics}");
+    load.abort();
 
     // A frontend that stops says so in its last traffic report, so the planner does not wait
     // to hear from it again.
