@@ -227,6 +227,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// A choice written as a regular expression matches each of its texts whole, and
+        /// nothing else (the list itself the reference), whatever characters they hold.
+        #[test]
+        fn a_choice_as_a_regex_matches_exactly_its_texts(
+            choices in proptest::collection::vec("[a-c.+*?()|\\[\\]{}^$\\\\ é-]{1,4}", 1..5),
+            other in "[a-c.+*?()|\\[\\]{}^$\\\\ é-]{0,5}",
+        ) {
+            let format = OutputFormat::Choice { choices: choices.clone() };
+            let pattern = format.as_regex().unwrap();
+            let whole = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+            for text in &choices {
+                proptest::prop_assert!(whole.is_match(text), "{text:?} by {pattern}");
+            }
+            proptest::prop_assert_eq!(whole.is_match(&other), choices.contains(&other));
+        }
+    }
+
     #[cfg(feature = "grammar")]
     #[test]
     fn a_regex_and_a_grammar_hold_the_whole_answer() {
