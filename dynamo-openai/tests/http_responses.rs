@@ -1,14 +1,23 @@
-//! `/v1/responses` as an agent framework calls it: text or messages in, one assistant message
-//! out, whole or as the named server-sent events of OpenAI's Responses API, and a 400 naming
-//! every field this gateway does not implement.
+//! `/v1/responses` as an agent framework calls it: text, messages, function calls and their
+//! outputs in; an assistant message and the calls the model made out, whole or as the named
+//! server-sent events of OpenAI's Responses API; and a 400 naming every field this gateway
+//! does not implement.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected shapes")]
 
 mod common;
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
-use dynamo_core::{BoxEngine, EchoEngine};
-use dynamo_openai::GatewayConfig;
+use dynamo_core::{
+    BoxEngine, EchoEngine, FinishReason, GenerateRequest, OutputFormat, TokenChunk, TokenStream,
+    Usage,
+};
+use dynamo_openai::{
+    ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, Tokenizer, ToolCallFormat,
+};
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 /// insta's `assert_json_snapshot!` with map keys sorted (see `http_tokenize.rs`).
@@ -119,7 +128,6 @@ async fn a_streamed_response_is_the_named_events_in_order() {
 async fn what_is_not_implemented_is_a_400_naming_the_field() {
     for (field, value) in [
         ("store", json!(true)),
-        ("tools", json!([{"type": "web_search"}])),
         ("previous_response_id", json!("resp_1")),
         ("reasoning", json!({"effort": "low"})),
     ] {
@@ -130,8 +138,277 @@ async fn what_is_not_implemented_is_a_400_naming_the_field() {
         let error: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(error["error"]["param"], field, "{text}");
     }
+    let (status, text) =
+        post(json!({"model": "test", "input": "Hi", "tools": [{"type": "web_search"}]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains(r#""param":"tools[0].type""#), "{text}");
     let (status, _) = post(json!({"model": "elsewhere", "input": "Hi"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = post(json!({"model": "test", "input": []})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// A model `test` (byte tokens, ChatML, Hermes tool calls) whose engine writes `text` and
+/// finishes with `reason`; the requests it was given.
+fn writing(
+    text: &'static str,
+    reason: FinishReason,
+) -> (axum::Router, Arc<Mutex<Vec<GenerateRequest>>>) {
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    let engine = tower::service_fn(move |request: GenerateRequest| {
+        seen.lock().push(request);
+        async move {
+            let mut chunks: Vec<_> = text
+                .bytes()
+                .map(|b| Ok(TokenChunk::token(b.into())))
+                .collect();
+            let usage = Usage {
+                prompt_tokens: 1,
+                cached_tokens: 0,
+                completion_tokens: text.len() as u32,
+            };
+            chunks.push(Ok(TokenChunk::finish(reason, Some(usage))));
+            Ok::<_, dynamo_core::Error>(TokenStream::from_chunks(chunks))
+        }
+    });
+    let registry = ModelRegistry::default();
+    let entry = ModelEntry::new("test", BoxEngine::new(engine), Tokenizer::bytes())
+        .with_chat_template(ChatTemplate::new(common::CHATML).unwrap())
+        .with_tool_calls(ToolCallFormat::Hermes);
+    registry.insert(entry);
+    let app = Gateway::new(registry, GatewayConfig::default()).into_router();
+    (app, requests)
+}
+
+/// POST `body` to `/v1/responses` of `app`: the status and the body as JSON (a stream's events
+/// as a list).
+async fn respond(app: axum::Router, body: &Value) -> (StatusCode, Value) {
+    let (status, bytes) = common::post_json(app, "/v1/responses", body).await;
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    if body["stream"] == true {
+        let events = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(|data| serde_json::from_str(data).unwrap())
+            .collect();
+        return (status, Value::Array(events));
+    }
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+/// A request offering the `weather` function.
+fn asking_for_weather() -> Value {
+    json!({"model": "test", "input": "Weather in Paris?", "tools": [{"type": "function", "name": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]})
+}
+
+const HERMES_ANSWER: &str =
+    r#"Let me check.<tool_call>{"name": "weather", "arguments": {"city": "Paris"}}</tool_call>"#;
+
+/// What an output item says, without its ids: the text of a message, the name and arguments
+/// of a call.
+fn said(output: &Value) -> Vec<Value> {
+    let items = output.as_array().unwrap();
+    items
+        .iter()
+        .map(|item| match item["type"].as_str().unwrap() {
+            "message" => json!(["message", item["content"][0]["text"], item["status"]]),
+            "function_call" => json!([item["name"], item["arguments"], item["status"]]),
+            other => panic!("an item of type {other}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_call_the_model_makes_is_a_function_call_item_after_its_text() {
+    let (app, _) = writing(HERMES_ANSWER, FinishReason::Stop);
+    let (status, whole) = respond(app, &asking_for_weather()).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    assert_eq!(
+        said(&whole["output"]),
+        [
+            json!(["message", "Let me check.", "completed"]),
+            json!(["weather", r#"{"city":"Paris"}"#, "completed"]),
+        ]
+    );
+    let call = &whole["output"][1];
+    assert!(call["call_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(whole["tools"][0]["name"], "weather");
+    insta::with_settings!({sort_maps => true}, {
+        insta::assert_json_snapshot!(whole, {".id" => "[id]", ".created_at" => "[created]",
+            ".output[].id" => "[id]", ".output[].call_id" => "[call id]"})
+    });
+
+    // Streamed: the same output, the arguments' deltas adding up to the call's arguments.
+    let (app, _) = writing(HERMES_ANSWER, FinishReason::Stop);
+    let mut request = asking_for_weather();
+    request["stream"] = json!(true);
+    let (_, events) = respond(app, &request).await;
+    let events = events.as_array().unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(said(&last["response"]["output"]), said(&whole["output"]));
+    let arguments: String = events
+        .iter()
+        .filter(|event| event["type"] == "response.function_call_arguments.delta")
+        .map(|event| event["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(arguments, r#"{"city":"Paris"}"#);
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .filter(|kind| !kind.ends_with(".delta"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    let indexes: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["type"] == "response.output_item.added")
+        .map(|event| &event["output_index"])
+        .collect();
+    assert_eq!(indexes, [0, 1]);
+}
+
+#[tokio::test]
+async fn a_forced_call_is_the_whole_output_held_to_the_parameters() {
+    let (app, requests) = writing(r#"{"city":"Paris"}"#, FinishReason::Stop);
+    let mut request = asking_for_weather();
+    request["tool_choice"] = json!({"type": "function", "name": "weather"});
+    let (status, whole) = respond(app, &request).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    assert_eq!(
+        said(&whole["output"]),
+        [json!(["weather", r#"{"city":"Paris"}"#, "completed"])]
+    );
+    let format = requests.lock()[0].format.clone();
+    let Some(OutputFormat::JsonSchema { schema }) = format else {
+        panic!("the parameters' schema reaches the engine: {format:?}");
+    };
+    assert!(schema.contains(r#""required":["city"]"#), "{schema}");
+
+    // Cut short by the output limit: the call so far, incomplete.
+    let (app, _) = writing(r#"{"city":"Pa"#, FinishReason::Length);
+    let (_, cut) = respond(app, &request).await;
+    assert_eq!(cut["status"], "incomplete");
+    assert_eq!(
+        said(&cut["output"]),
+        [json!(["weather", r#"{"city":"Pa"#, "incomplete"])]
+    );
+
+    // "required": the calls of the array the format holds the answer to, one item each.
+    let calls = r#"[{"name":"weather","arguments":{"city":"Paris"}},{"name":"weather","arguments":{"city":"Oslo"}}]"#;
+    let (app, _) = writing(calls, FinishReason::Stop);
+    request["tool_choice"] = json!("required");
+    let (_, required) = respond(app, &request).await;
+    assert_eq!(
+        said(&required["output"]),
+        [
+            json!(["weather", r#"{"city":"Paris"}"#, "completed"]),
+            json!(["weather", r#"{"city":"Oslo"}"#, "completed"]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn with_tool_choice_none_a_call_is_only_text() {
+    let (app, _) = writing(HERMES_ANSWER, FinishReason::Stop);
+    let mut request = asking_for_weather();
+    request["tool_choice"] = json!("none");
+    let (_, whole) = respond(app, &request).await;
+    assert_eq!(
+        said(&whole["output"]),
+        [json!(["message", HERMES_ANSWER, "completed"])]
+    );
+}
+
+#[tokio::test]
+async fn a_function_call_and_its_output_go_back_in_as_input() {
+    let (app, requests) = writing("18 C in Paris.", FinishReason::Stop);
+    let mut request = asking_for_weather();
+    request["input"] = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": "call-1", "name": "weather", "arguments": "{\"city\":\"Paris\"}",
+         "id": "fc_1", "status": "completed"},
+        {"type": "function_call_output", "call_id": "call-1", "output": "18 C"},
+    ]);
+    let (status, whole) = respond(app, &request).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    assert_eq!(
+        said(&whole["output"]),
+        [json!(["message", "18 C in Paris.", "completed"])]
+    );
+    // The test's ChatML template shows each message's role and content.
+    let prompt: Vec<u8> = requests.lock()[0]
+        .tokens
+        .iter()
+        .map(|&token| token as u8)
+        .collect();
+    let prompt = String::from_utf8(prompt).unwrap();
+    assert!(
+        prompt.contains("<|im_start|>tool\n18 C<|im_end|>"),
+        "{prompt}"
+    );
+
+    let mut request = asking_for_weather();
+    request["input"] =
+        json!([{"type": "function_call_output", "call_id": "call-9", "output": "18 C"}]);
+    let (app, _) = writing("", FinishReason::Stop);
+    let (status, error) = respond(app, &request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["error"]["param"], "input[0].call_id", "{error}");
+}
+
+#[tokio::test]
+async fn tools_the_request_cannot_use_are_a_400_naming_the_field() {
+    for (change, field) in [
+        (
+            json!({"tool_choice": {"type": "function", "name": "news"}}),
+            "tool_choice.name",
+        ),
+        (
+            json!({"tool_choice": {"type": "function"}}),
+            "tool_choice.name",
+        ),
+        (
+            json!({"tool_choice": {"type": "allowed_tools", "tools": []}}),
+            "tool_choice",
+        ),
+        (
+            json!({"tool_choice": "required", "text": {"format": {"type": "json_object"}}}),
+            "text.format",
+        ),
+        (
+            json!({"tools": [{"type": "function", "name": "weather", "parameters": {"type": 7}}],
+                "tool_choice": "required"}),
+            "tools[0].parameters",
+        ),
+        (
+            json!({"tools": [{"type": "function", "description": "no name"}]}),
+            "tools[0].name",
+        ),
+    ] {
+        let mut request = asking_for_weather();
+        for (key, value) in change.as_object().unwrap() {
+            request[key] = value.clone();
+        }
+        let (app, _) = writing("", FinishReason::Stop);
+        let (status, error) = respond(app, &request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{change}");
+        assert_eq!(error["error"]["param"], field, "{change}: {error}");
+    }
 }

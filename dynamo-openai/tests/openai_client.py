@@ -65,7 +65,8 @@ def main(base_url: str, model: str) -> None:
 
     print(f"openai {openai.__version__}: models, chat (whole and streamed), completions "
           f"(batched and streamed), several choices (n, best_of), log-probabilities, structured "
-          f"outputs, embeddings, responses (whole, streamed and parsed) and errors all parse")
+          f"outputs, embeddings, responses (whole, streamed and parsed, with function calls) "
+          f"and errors all parse")
 
 
 def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
@@ -338,11 +339,58 @@ def check_responses(client: OpenAI, model: str) -> None:
     assert isinstance(parsed.output_parsed, Capital), parsed
     assert parsed.text.format.type == "json_schema", parsed.text
 
+    check_responses_tools(client, model)
+
     try:
         client.responses.create(model=model, input=question, store=True)
         raise AssertionError("store=True was accepted")
     except openai.BadRequestError as error:
         assert error.body["param"] == "store", error.body
+
+
+def check_responses_tools(client: OpenAI, model: str) -> None:
+    """Function tools on the Responses API: a forced call comes back as a function_call item,
+    whole and streamed (the client's own accumulator rebuilds it from the events), and its
+    output goes back in as input for the answer."""
+    weather = {"type": "function", "name": "weather", "description": "The weather in a city",
+               "strict": True,
+               "parameters": {"type": "object", "additionalProperties": False,
+                              "required": ["city"],
+                              "properties": {"city": {"type": "string", "maxLength": 24}}}}
+    asked = [{"role": "user", "content": "What is the weather in Paris?"}]
+    forced = {"type": "function", "name": "weather"}
+    whole = client.responses.create(model=model, input=asked, tools=[weather],
+                                    tool_choice=forced, max_output_tokens=60, temperature=0)
+    calls = [item for item in whole.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "weather" and calls[0].call_id, whole
+    assert set(json.loads(calls[0].arguments)) == {"city"}, whole
+    assert whole.tools[0].name == "weather", whole.tools
+
+    deltas = []
+    with client.responses.stream(model=model, input=asked, tools=[weather], tool_choice=forced,
+                                 max_output_tokens=60, temperature=0) as stream:
+        for event in stream:
+            if event.type == "response.function_call_arguments.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    [streamed] = [item for item in final.output if item.type == "function_call"]
+    assert len(deltas) > 1 and "".join(deltas) == streamed.arguments == calls[0].arguments, \
+        (deltas, final)
+
+    # The call and its output go back in; the answer is text.
+    follow = asked + [calls[0].model_dump(exclude_none=True),
+                      {"type": "function_call_output", "call_id": calls[0].call_id,
+                       "output": "18 degrees and sunny"}]
+    answer = client.responses.create(model=model, input=follow, tools=[weather],
+                                     tool_choice="none", max_output_tokens=24, temperature=0)
+    assert answer.output[0].type == "message" and answer.output_text, answer
+
+    try:
+        client.responses.create(model=model, input=asked, tools=[weather],
+                                tool_choice={"type": "function", "name": "news"})
+        raise AssertionError("a call of a function not among the tools was accepted")
+    except openai.BadRequestError as error:
+        assert error.body["param"] == "tool_choice.name", error.body
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ impl GatewayConfig {
 /// | `POST /v1/chat/completions` | chat, streaming (SSE) or not |
 /// | `POST /v1/completions` | text completion, streaming or not |
 /// | `POST /v1/embeddings` | vectors from an embedding model ([`ModelRegistry::insert_embedding`]) |
-/// | `POST /v1/responses` | OpenAI's Responses API, text in and out, streaming or not |
+/// | `POST /v1/responses` | OpenAI's Responses API, text and function calls, streaming or not |
 /// | `GET /v1/models` | the served models, embedding models included |
 /// | `POST /tokenize`, `/detokenize` | the model's tokenizer, as vLLM serves it |
 /// | `GET /health`, `/live`, `/ready` | liveness and readiness (ready: at least one model) |

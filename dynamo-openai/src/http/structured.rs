@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::ApiError;
 use crate::protocol::common::reject_unknown_in;
-use crate::protocol::{ChatCompletionRequest, ResponseFormat, StructuredOutputs, TextFormat};
+use crate::protocol::{ChatCompletionRequest, ResponseFormat, StructuredOutputs, TextFormat, Tool};
 
 /// What a chat request asks of the answer's shape.
 #[derive(Debug, Default)]
@@ -37,25 +37,38 @@ pub(crate) enum Forced {
 ///
 /// # Errors
 ///
-/// A 400 naming the field: what [`requested_format`] refuses, a `tool_choice` naming a
-/// function not in `tools`, `required` without tools, or both a format and forced calls.
+/// A 400 naming the field: what [`requested_format`] refuses, what [`forced_calls`] refuses,
+/// or both a format and forced calls.
 pub(crate) fn plan(body: &ChatCompletionRequest) -> Result<Structured, ApiError> {
-    let forced = forced_calls(body)?;
+    let forced = forced_calls(
+        body.tool_choice.as_ref(),
+        body.tools.as_deref().unwrap_or_default(),
+        body.parallel_tool_calls,
+        ToolFields::Chat,
+    )?;
     let format = requested_format(
         body.response_format.as_ref(),
         body.structured_outputs.as_ref(),
     )?;
+    let format_field = match body.structured_outputs {
+        Some(_) => "structured_outputs",
+        None => "response_format",
+    };
+    combined(forced, format, format_field)
+}
+
+/// The forced calls and the requested format together: at most one of them, since the format
+/// of forced calls is theirs. `format_field` names the requested format in the 400.
+pub(crate) fn combined(
+    forced: Option<(Forced, OutputFormat)>,
+    format: Option<OutputFormat>,
+    format_field: &str,
+) -> Result<Structured, ApiError> {
     match (forced, format) {
-        (Some(_), Some(_)) => {
-            let field = match body.structured_outputs {
-                Some(_) => "structured_outputs",
-                None => "response_format",
-            };
-            Err(ApiError::invalid_field(
-                field,
-                format!("{field} cannot be combined with a tool_choice that forces calls"),
-            ))
-        }
+        (Some(_), Some(_)) => Err(ApiError::invalid_field(
+            format_field,
+            format!("{format_field} cannot be combined with a tool_choice that forces calls"),
+        )),
         (Some((forced, format)), None) => Ok(Structured {
             format: Some(format),
             forced: Some(forced),
@@ -67,47 +80,102 @@ pub(crate) fn plan(body: &ChatCompletionRequest) -> Result<Structured, ApiError>
     }
 }
 
-/// The calls `tool_choice` forces, and the format that holds the answer to them.
-fn forced_calls(body: &ChatCompletionRequest) -> Result<Option<(Forced, OutputFormat)>, ApiError> {
-    let name = match &body.tool_choice {
+/// Where a request's tool fields sit, for the 400s that name them: chat nests a function's
+/// name and parameters under `function`, the Responses API does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ToolFields {
+    /// `/v1/chat/completions`: `tools[i].function.parameters`, `tool_choice.function.name`.
+    Chat,
+    /// `/v1/responses`: `tools[i].parameters`, `tool_choice.name`.
+    Responses,
+}
+
+impl ToolFields {
+    /// The function a forced `tool_choice` names, if it names one.
+    fn forced_name(self, choice: &serde_json::Map<String, Value>) -> Option<&str> {
+        let name = match self {
+            ToolFields::Chat => choice.get("function")?.get("name"),
+            ToolFields::Responses => choice.get("name"),
+        };
+        name?.as_str()
+    }
+
+    /// The field of a forced `tool_choice`'s function name.
+    fn name_field(self) -> &'static str {
+        match self {
+            ToolFields::Chat => "tool_choice.function.name",
+            ToolFields::Responses => "tool_choice.name",
+        }
+    }
+
+    /// The field of the parameters of `tools[index]`.
+    fn parameters_field(self, index: usize) -> String {
+        match self {
+            ToolFields::Chat => format!("tools[{index}].function.parameters"),
+            ToolFields::Responses => format!("tools[{index}].parameters"),
+        }
+    }
+
+    /// How a forced `tool_choice` is written.
+    fn forced_shape(self) -> &'static str {
+        match self {
+            ToolFields::Chat => "{\"type\": \"function\", \"function\": {\"name\": …}}",
+            ToolFields::Responses => "{\"type\": \"function\", \"name\": …}",
+        }
+    }
+}
+
+/// The calls `tool_choice` forces among `tools`, and the format that holds the answer to them.
+///
+/// # Errors
+///
+/// A 400 naming the field: a `tool_choice` of another shape, one naming a function not in
+/// `tools`, `"required"` without tools, or parameters the grammar engine cannot compile.
+pub(crate) fn forced_calls(
+    tool_choice: Option<&Value>,
+    tools: &[Tool],
+    parallel_tool_calls: Option<bool>,
+    fields: ToolFields,
+) -> Result<Option<(Forced, OutputFormat)>, ApiError> {
+    let name = match tool_choice {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(choice)) if choice == "auto" || choice == "none" => return Ok(None),
         Some(Value::String(choice)) if choice == "required" => {
-            return required_calls(body).map(|format| Some((Forced::Calls, format)));
+            return required_calls(tools, parallel_tool_calls, fields)
+                .map(|format| Some((Forced::Calls, format)));
         }
-        Some(Value::Object(choice)) if choice.get("type") == Some(&json!("function")) => choice
-            .get("function")
-            .and_then(|function| function.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
+        Some(Value::Object(choice)) if choice.get("type") == Some(&json!("function")) => {
+            fields.forced_name(choice).ok_or_else(|| {
                 ApiError::invalid_field(
-                    "tool_choice.function.name",
+                    fields.name_field(),
                     "a forced tool_choice names its function",
                 )
-            })?,
+            })?
+        }
         Some(_) => {
             return Err(ApiError::invalid_field(
                 "tool_choice",
-                "tool_choice must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": …}}",
+                format!(
+                    "tool_choice must be \"auto\", \"none\", \"required\" or {}",
+                    fields.forced_shape()
+                ),
             ));
         }
     };
-    let (index, function) = body
-        .tools
+    let (index, function) = tools
         .iter()
-        .flatten()
         .enumerate()
         .find(|(_, tool)| tool.function.name == name)
         .map(|(index, tool)| (index, &tool.function))
         .ok_or_else(|| {
             ApiError::invalid_field(
-                "tool_choice.function.name",
+                fields.name_field(),
                 format!("tool_choice names `{name}`, which is not among the tools"),
             )
         })?;
     let format = match &function.parameters {
         None => OutputFormat::JsonObject,
-        Some(schema) => compiled(schema, &parameters_field(index))?,
+        Some(schema) => compiled(schema, &fields.parameters_field(index))?,
     };
     Ok(Some((Forced::Function(function.name.clone()), format)))
 }
@@ -115,8 +183,11 @@ fn forced_calls(body: &ChatCompletionRequest) -> Result<Option<(Forced, OutputFo
 /// The format of `tool_choice: "required"`: a JSON array of one call or more (one at most when
 /// `parallel_tool_calls` is false), each `{"name": N, "arguments": A}` with `N` one of the
 /// tools and `A` valid against its parameters.
-fn required_calls(body: &ChatCompletionRequest) -> Result<OutputFormat, ApiError> {
-    let tools = body.tools.as_deref().unwrap_or_default();
+fn required_calls(
+    tools: &[Tool],
+    parallel_tool_calls: Option<bool>,
+    fields: ToolFields,
+) -> Result<OutputFormat, ApiError> {
     if tools.is_empty() {
         return Err(ApiError::invalid_field(
             "tool_choice",
@@ -128,7 +199,7 @@ fn required_calls(body: &ChatCompletionRequest) -> Result<OutputFormat, ApiError
         let arguments = match &tool.function.parameters {
             None => json!({"type": "object"}),
             Some(schema) => {
-                compiled(schema, &parameters_field(index))?;
+                compiled(schema, &fields.parameters_field(index))?;
                 schema.clone()
             }
         };
@@ -140,15 +211,10 @@ fn required_calls(body: &ChatCompletionRequest) -> Result<OutputFormat, ApiError
         }));
     }
     let mut schema = json!({"type": "array", "minItems": 1, "items": {"anyOf": calls}});
-    if body.parallel_tool_calls == Some(false) {
+    if parallel_tool_calls == Some(false) {
         schema["maxItems"] = json!(1);
     }
     compiled(&schema, "tools")
-}
-
-/// The field of the parameters of `tools[index]`.
-fn parameters_field(index: usize) -> String {
-    format!("tools[{index}].function.parameters")
 }
 
 /// The format `response_format` or `structured_outputs` asks for (at most one of them may);

@@ -32,8 +32,9 @@ pub use format::{JsonSchemaFormat, ResponseFormat, StructuredOutputs};
 pub use logprobs::{ChatLogProbs, ChatTokenLogProb, CompletionLogProbs, TopLogProb};
 pub use models::{ModelCard, ModelList};
 pub use responses::{
-    IncompleteDetails, InputContent, InputItem, InputPart, InputTokensDetails, OutputMessage,
-    OutputText, OutputTokensDetails, ResponseObject, ResponseStreamEvent, ResponseUsage,
-    ResponsesInput, ResponsesRequest, ResponsesText, TextFormat,
+    FunctionCallItem, IncompleteDetails, InputContent, InputItem, InputPart, InputTokensDetails,
+    OutputItem, OutputMessage, OutputText, OutputTokensDetails, ResponseObject,
+    ResponseStreamEvent, ResponseUsage, ResponsesInput, ResponsesRequest, ResponsesText,
+    ResponsesTool, TextFormat,
 };
 pub use tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};

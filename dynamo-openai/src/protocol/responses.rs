@@ -1,4 +1,4 @@
-//! `/v1/responses`: OpenAI's Responses API, for text in and text out.
+//! `/v1/responses`: OpenAI's Responses API: text and function calls.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -8,9 +8,11 @@ use super::chat::Role;
 
 /// A Responses API request.
 ///
-/// The text subset: a string or a list of messages in, one assistant message out, in a JSON
-/// format when `text.format` asks for one. Tools, reasoning and stored responses (`store:
-/// true`, `previous_response_id`) are refused with a 400 naming the field, never ignored.
+/// A string or a list of items in (messages, earlier function calls and their outputs); out,
+/// an assistant message, in a JSON format when `text.format` asks for one, and the calls the
+/// model made of the offered functions. Built-in tools (web search, files, …), reasoning and
+/// stored responses (`store: true`, `previous_response_id`) are refused with a 400 naming the
+/// field, never ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResponsesRequest {
     /// The model name, as listed by `/v1/models`.
@@ -55,18 +57,48 @@ pub struct ResponsesRequest {
     /// Only `"disabled"`: a prompt over the context is refused, not truncated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncation: Option<String>,
-    /// Accepted and echoed; no tools are called.
+    /// With `tool_choice: "required"`, `false` holds the answer to one call; otherwise accepted
+    /// and echoed (several calls in one answer are always allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
-    /// Only `"auto"` or `"none"`, with no tools.
+    /// `"auto"` (the default), `"none"`, `"required"` (one call or more of the tools, each
+    /// with arguments that follow its parameters' schema), or `{"type": "function", "name": …}`
+    /// to force a call of that function (its arguments then follow its parameters' schema).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
-    /// Only an empty list.
+    /// Functions the model may call; other tool types are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Value>>,
+    pub tools: Option<Vec<ResponsesTool>>,
     /// The output's format, enforced while sampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<ResponsesText>,
+    /// Fields this server does not know; any non-null one is rejected.
+    #[serde(flatten, skip_serializing)]
+    #[schema(ignore)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// A tool of a Responses request: a function, its name and parameters beside `type` rather than
+/// under `function` as in chat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResponsesTool {
+    /// `function`; other types are refused.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The name the model calls it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON schema of its arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// Accepted as `true` or `false`: a forced call's arguments follow the schema either way,
+    /// and a call the model makes unforced is not checked against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
     /// Fields this server does not know; any non-null one is rejected.
     #[serde(flatten, skip_serializing)]
     #[schema(ignore)]
@@ -107,7 +139,7 @@ pub struct TextFormat {
     pub strict: Option<bool>,
 }
 
-/// What a Responses request reads: text, or messages.
+/// What a Responses request reads: text, or items.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ResponsesInput {
@@ -117,17 +149,34 @@ pub enum ResponsesInput {
     Items(Vec<InputItem>),
 }
 
-/// One message of a Responses input.
+/// One item of a Responses input: a message (`role` and `content`), a function call the model
+/// made (`call_id`, `name`, `arguments`), or its output (`call_id`, `output`). Earlier output
+/// items may be sent back as they came; their `id` and `status` are ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InputItem {
-    /// `"message"` (the default); other item types (function calls and their outputs) are
-    /// refused.
+    /// `message` (the default), `function_call` or `function_call_output`; other item types
+    /// are refused.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// The author.
-    pub role: Role,
-    /// Text, or parts of type `input_text` (and `output_text` in earlier assistant messages).
-    pub content: InputContent,
+    /// A message's author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// A message's text, or parts of type `input_text` (and `output_text` in earlier assistant
+    /// messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<InputContent>,
+    /// A function call's id, quoted by the output that answers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// The function a call called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A call's arguments, as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+    /// A function's output: text, or parts of type `input_text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<InputContent>,
 }
 
 /// A message's content.
@@ -172,8 +221,9 @@ pub struct ResponseObject {
     pub max_output_tokens: Option<u32>,
     /// The model that answered.
     pub model: String,
-    /// The answer: one assistant message (none yet while in progress).
-    pub output: Vec<OutputMessage>,
+    /// The answer: an assistant message, function calls, or both, in the order the model made
+    /// them (none yet while in progress).
+    pub output: Vec<OutputItem>,
     /// As the request said (default true).
     pub parallel_tool_calls: bool,
     /// Always null.
@@ -182,10 +232,10 @@ pub struct ResponseObject {
     pub temperature: Option<f32>,
     /// The request's top_p.
     pub top_p: Option<f32>,
-    /// `auto` or `none`, as the request said.
+    /// As the request said (`auto` without one).
     pub tool_choice: Value,
-    /// Always empty.
-    pub tools: Vec<Value>,
+    /// The request's tools.
+    pub tools: Vec<ResponsesTool>,
     /// `{"format": …}`: the request's `text.format`, `{"type": "text"}` without one.
     pub text: Value,
     /// Always `disabled`.
@@ -208,13 +258,32 @@ pub struct IncompleteDetails {
     pub reason: String,
 }
 
-/// The assistant's message.
+/// One item of a response's output, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type")]
+pub enum OutputItem {
+    /// An assistant message.
+    #[serde(rename = "message")]
+    Message(OutputMessage),
+    /// A call of one of the request's functions.
+    #[serde(rename = "function_call")]
+    FunctionCall(FunctionCallItem),
+}
+
+impl OutputItem {
+    /// The item's id.
+    pub fn id(&self) -> &str {
+        match self {
+            OutputItem::Message(message) => &message.id,
+            OutputItem::FunctionCall(call) => &call.id,
+        }
+    }
+}
+
+/// An assistant message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OutputMessage {
-    /// Always `message`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// `msg_` and the request id.
+    /// `msg_` and the request id (and the message's place among several, after the first).
     pub id: String,
     /// `in_progress`, `completed` or `incomplete`.
     pub status: String,
@@ -222,6 +291,21 @@ pub struct OutputMessage {
     pub role: String,
     /// Its text (none yet while in progress).
     pub content: Vec<OutputText>,
+}
+
+/// A function call the model made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FunctionCallItem {
+    /// `fc_`, the request id and the call's place among the response's calls.
+    pub id: String,
+    /// The id a `function_call_output` input item quotes to answer the call.
+    pub call_id: String,
+    /// The function called.
+    pub name: String,
+    /// Its arguments, as JSON text (empty while in progress).
+    pub arguments: String,
+    /// `in_progress`, `completed` or `incomplete` (cut short by the output limit).
+    pub status: String,
 }
 
 /// A text part of the answer.
@@ -267,11 +351,14 @@ pub struct OutputTokensDetails {
 
 /// One server-sent event of a streamed response; its `type` is also the SSE event name.
 ///
-/// A stream runs `response.created`, `response.in_progress`, `response.output_item.added`,
-/// `response.content_part.added`, any number of `response.output_text.delta`, then
-/// `response.output_text.done`, `response.content_part.done`, `response.output_item.done` and
-/// `response.completed` (or `response.incomplete` at the output limit); an error mid-stream is
-/// an `error` event, and ends it.
+/// A stream runs `response.created` and `response.in_progress`, then each output item in turn,
+/// then `response.completed` (or `response.incomplete` at the output limit). A message runs
+/// `response.output_item.added`, `response.content_part.added`, any number of
+/// `response.output_text.delta`, then `response.output_text.done`, `response.content_part.done`
+/// and `response.output_item.done`; a function call runs `response.output_item.added`, any
+/// number of `response.function_call_arguments.delta`, then
+/// `response.function_call_arguments.done` and `response.output_item.done`. An error
+/// mid-stream is an `error` event, and ends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type")]
 pub enum ResponseStreamEvent {
@@ -291,15 +378,15 @@ pub enum ResponseStreamEvent {
         /// The response so far.
         response: Box<ResponseObject>,
     },
-    /// The assistant message begins.
+    /// An output item begins.
     #[serde(rename = "response.output_item.added")]
     OutputItemAdded {
         /// The event's place in the stream.
         sequence_number: u64,
-        /// Always 0.
+        /// The item's place in the output.
         output_index: u32,
-        /// The message, empty.
-        item: OutputMessage,
+        /// The item, empty.
+        item: OutputItem,
     },
     /// Its text part begins.
     #[serde(rename = "response.content_part.added")]
@@ -308,7 +395,7 @@ pub enum ResponseStreamEvent {
         sequence_number: u64,
         /// The message's id.
         item_id: String,
-        /// Always 0.
+        /// The message's place in the output.
         output_index: u32,
         /// Always 0.
         content_index: u32,
@@ -322,7 +409,7 @@ pub enum ResponseStreamEvent {
         sequence_number: u64,
         /// The message's id.
         item_id: String,
-        /// Always 0.
+        /// The message's place in the output.
         output_index: u32,
         /// Always 0.
         content_index: u32,
@@ -338,7 +425,7 @@ pub enum ResponseStreamEvent {
         sequence_number: u64,
         /// The message's id.
         item_id: String,
-        /// Always 0.
+        /// The message's place in the output.
         output_index: u32,
         /// Always 0.
         content_index: u32,
@@ -354,22 +441,48 @@ pub enum ResponseStreamEvent {
         sequence_number: u64,
         /// The message's id.
         item_id: String,
-        /// Always 0.
+        /// The message's place in the output.
         output_index: u32,
         /// Always 0.
         content_index: u32,
         /// The whole part.
         part: OutputText,
     },
-    /// The message is whole.
+    /// More of a function call's arguments.
+    #[serde(rename = "response.function_call_arguments.delta")]
+    FunctionCallArgumentsDelta {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The call's item id.
+        item_id: String,
+        /// The call's place in the output.
+        output_index: u32,
+        /// The next part of the arguments' JSON text.
+        delta: String,
+    },
+    /// A function call's arguments are whole.
+    #[serde(rename = "response.function_call_arguments.done")]
+    FunctionCallArgumentsDone {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The call's item id.
+        item_id: String,
+        /// The call's place in the output.
+        output_index: u32,
+        /// The function called.
+        name: String,
+        /// The whole arguments.
+        arguments: String,
+    },
+    /// An output item is whole.
     #[serde(rename = "response.output_item.done")]
     OutputItemDone {
         /// The event's place in the stream.
         sequence_number: u64,
-        /// Always 0.
+        /// The item's place in the output.
         output_index: u32,
-        /// The whole message.
-        item: OutputMessage,
+        /// The whole item.
+        item: OutputItem,
     },
     /// The response is whole.
     #[serde(rename = "response.completed")]
@@ -412,6 +525,12 @@ impl ResponseStreamEvent {
             ResponseStreamEvent::OutputTextDelta { .. } => "response.output_text.delta",
             ResponseStreamEvent::OutputTextDone { .. } => "response.output_text.done",
             ResponseStreamEvent::ContentPartDone { .. } => "response.content_part.done",
+            ResponseStreamEvent::FunctionCallArgumentsDelta { .. } => {
+                "response.function_call_arguments.delta"
+            }
+            ResponseStreamEvent::FunctionCallArgumentsDone { .. } => {
+                "response.function_call_arguments.done"
+            }
             ResponseStreamEvent::OutputItemDone { .. } => "response.output_item.done",
             ResponseStreamEvent::Completed { .. } => "response.completed",
             ResponseStreamEvent::Incomplete { .. } => "response.incomplete",

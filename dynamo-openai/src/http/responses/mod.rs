@@ -1,0 +1,355 @@
+//! `POST /v1/responses`: OpenAI's Responses API over the chat pipeline.
+
+mod input;
+mod output;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
+use dynamo_core::{FinishReason, Usage};
+use futures::TryStreamExt;
+use futures::{Stream, StreamExt, stream};
+use serde_json::{Value, json};
+
+use self::output::{Events, Items};
+use super::answer::Answer;
+use super::generate::{self, TextEvent};
+use super::openapi::GenerationErrors;
+use super::structured::{self, Structured, ToolFields};
+use super::{JsonBody, RequestId, Shared, chat, prepare, sse};
+use crate::ApiError;
+use crate::protocol::common::{reject_unknown, reject_unknown_in};
+use crate::protocol::{
+    IncompleteDetails, InputTokensDetails, OutputTokensDetails, ResponseObject,
+    ResponseStreamEvent, ResponseUsage, ResponsesRequest, SamplingFields, Tool,
+};
+
+/// The endpoint label of this route's metrics.
+const ENDPOINT: &str = "responses";
+
+/// Response (OpenAI's Responses API)
+///
+/// The input (text, or items: messages, function calls and their outputs) goes through the
+/// model's chat template, with `instructions` as a system message first and the function tools
+/// offered; the output is an assistant message, the calls the model made, or both. With
+/// `stream: true` it comes as server-sent events named by their `type`, from
+/// `response.created` to `response.completed`. Responses are not stored.
+#[utoipa::path(
+    post,
+    path = "/v1/responses",
+    operation_id = "createResponse",
+    tag = "openai",
+    request_body = ResponsesRequest,
+    responses(
+        (status = 200, description = "The response; with `stream: true`, server-sent events from `response.created` to `response.completed`", content(
+            (ResponseObject = "application/json"),
+            (ResponseStreamEvent = "text/event-stream"),
+        )),
+        GenerationErrors,
+    ),
+)]
+pub(crate) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    JsonBody(body): JsonBody<ResponsesRequest>,
+) -> Response {
+    let model = body.model.clone();
+    let result = serve(shared.clone(), request_id, body).await;
+    super::respond(&shared, &model, ENDPOINT, result)
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    request_id: String,
+    body: ResponsesRequest,
+) -> Result<Response, ApiError> {
+    let entry = shared.model(&body.model)?;
+    check(&body)?;
+    let tools = input::function_tools(body.tools.as_deref().unwrap_or_default())?;
+    let structured = plan(&body, &tools)?;
+    let offers_tools =
+        !tools.is_empty() && body.tool_choice.as_ref().and_then(Value::as_str) != Some("none");
+    let offered: Vec<Value> = tools.iter().map(|tool| json!(tool)).collect();
+    let offered = offers_tools.then_some(offered.as_slice());
+    let prompt = chat::render(&entry, &input::messages(&body)?, offered, true)?;
+    let tokens = entry
+        .tokenizer
+        .encode(&prompt)
+        .map_err(|error| ApiError::invalid_field("input", error.to_string()))?;
+    let fields = SamplingFields {
+        temperature: body.temperature,
+        top_p: body.top_p,
+        user: body.user.clone(),
+        cache_salt: body.cache_salt.clone(),
+        ..SamplingFields::default()
+    };
+    let mut request = prepare::engine_request(
+        &shared,
+        &entry,
+        request_id.clone(),
+        tokens,
+        &fields,
+        body.max_output_tokens,
+        "max_output_tokens",
+    )?;
+    request.format = structured.format;
+    request.delivery = prepare::delivery(body.stream);
+    let slot = shared
+        .in_flight
+        .acquire(entry.metrics.in_flight(&entry.name))?;
+    let text = generate::start(entry.clone(), request, Some(slot), ENDPOINT)
+        .await?
+        .map_ok(|(_, event)| event);
+    let answer = Answer::new(&entry, offers_tools, structured.forced).with_reasoning_in_text();
+    let responder = Responder {
+        response: skeleton(&body, &entry.name, &request_id),
+        request_id: request_id.clone(),
+        answer,
+        items: Items::new(&request_id),
+        events: Events::default(),
+        ended: false,
+    };
+    if body.stream {
+        return Ok(stream_events(responder, text));
+    }
+    collect(responder, text).await
+}
+
+/// Refuse what this gateway does not implement, naming the field.
+fn check(body: &ResponsesRequest) -> Result<(), ApiError> {
+    reject_unknown(&body.extra)?;
+    let refuse = |field: &str, why: &str| Err(ApiError::invalid_field(field, why));
+    if body.store == Some(true) {
+        return refuse("store", "responses are not stored here; send store: false");
+    }
+    if let Some(truncation) = &body.truncation
+        && truncation != "disabled"
+    {
+        return refuse("truncation", "only \"disabled\": a long prompt is refused");
+    }
+    Ok(())
+}
+
+/// What `text.format` and `tool_choice` ask of the answer's shape, checked.
+fn plan(body: &ResponsesRequest, tools: &[Tool]) -> Result<Structured, ApiError> {
+    let forced = structured::forced_calls(
+        body.tool_choice.as_ref(),
+        tools,
+        body.parallel_tool_calls,
+        ToolFields::Responses,
+    )?;
+    let format = match &body.text {
+        Some(text) => {
+            reject_unknown_in("text", &text.extra)?;
+            match &text.format {
+                Some(format) => structured::text_format(format)?,
+                None => None,
+            }
+        }
+        None => None,
+    };
+    structured::combined(forced, format, "text.format")
+}
+
+/// The response as it stands before any output: in progress.
+fn skeleton(body: &ResponsesRequest, model: &str, request_id: &str) -> ResponseObject {
+    ResponseObject {
+        id: format!("resp_{request_id}"),
+        object: "response".to_owned(),
+        created_at: crate::unix_seconds(),
+        status: "in_progress".to_owned(),
+        error: None,
+        incomplete_details: None,
+        instructions: body.instructions.clone(),
+        max_output_tokens: body.max_output_tokens,
+        model: model.to_owned(),
+        output: Vec::new(),
+        parallel_tool_calls: body.parallel_tool_calls.unwrap_or(true),
+        previous_response_id: None,
+        temperature: body.temperature,
+        top_p: body.top_p,
+        tool_choice: body.tool_choice.clone().unwrap_or_else(|| json!("auto")),
+        tools: body.tools.clone().unwrap_or_default(),
+        text: match body.text.as_ref().and_then(|text| text.format.as_ref()) {
+            Some(format) => json!({ "format": format }),
+            None => json!({ "format": { "type": "text" } }),
+        },
+        truncation: "disabled".to_owned(),
+        usage: None,
+        metadata: body.metadata.clone().unwrap_or_else(|| json!({})),
+        store: false,
+        user: body.user.clone(),
+    }
+}
+
+/// A response on its way: the answer's parsers, the output items, and the events so far.
+struct Responder {
+    response: ResponseObject,
+    /// What the ids of the output items and calls are made of.
+    request_id: String,
+    answer: Answer,
+    items: Items,
+    events: Events,
+    ended: bool,
+}
+
+impl Responder {
+    /// The events that open the stream.
+    fn opening(&mut self) -> Vec<ResponseStreamEvent> {
+        let response = &self.response;
+        self.events
+            .push(|sequence_number| ResponseStreamEvent::Created {
+                sequence_number,
+                response: Box::new(response.clone()),
+            });
+        self.events
+            .push(|sequence_number| ResponseStreamEvent::InProgress {
+                sequence_number,
+                response: Box::new(response.clone()),
+            });
+        self.events.take()
+    }
+
+    /// Take in one step of the answer; the events it makes. At the answer's end the response
+    /// is whole: completed, or incomplete at the output limit.
+    fn step(&mut self, event: Result<TextEvent, ApiError>) -> Vec<ResponseStreamEvent> {
+        match event {
+            Ok(TextEvent::Delta { text, .. }) => {
+                let delta = self.answer.push(text, &self.request_id);
+                self.items.push(delta, &mut self.events);
+            }
+            Ok(TextEvent::Done { reason, usage }) => {
+                self.ended = true;
+                let delta = self.answer.finish(&self.request_id);
+                self.items.push(delta, &mut self.events);
+                let incomplete = reason == FinishReason::Length;
+                let status = if incomplete {
+                    "incomplete"
+                } else {
+                    "completed"
+                };
+                let response = &mut self.response;
+                response.status = status.to_owned();
+                response.incomplete_details = incomplete.then(|| IncompleteDetails {
+                    reason: "max_output_tokens".to_owned(),
+                });
+                response.output = self.items.finish(status, &mut self.events);
+                response.usage = Some(usage_of(usage));
+                let response = Box::new(response.clone());
+                self.events.push(|sequence_number| match incomplete {
+                    true => ResponseStreamEvent::Incomplete {
+                        sequence_number,
+                        response,
+                    },
+                    false => ResponseStreamEvent::Completed {
+                        sequence_number,
+                        response,
+                    },
+                });
+            }
+            Err(error) => {
+                self.ended = true;
+                let body = error.body().error;
+                self.events
+                    .push(|sequence_number| ResponseStreamEvent::Error {
+                        sequence_number,
+                        code: body.code,
+                        message: body.message,
+                        param: body.param,
+                    });
+            }
+        }
+        self.events.take()
+    }
+}
+
+/// The response's `usage` of the engine's.
+fn usage_of(usage: Usage) -> ResponseUsage {
+    ResponseUsage {
+        input_tokens: usage.prompt_tokens,
+        input_tokens_details: InputTokensDetails {
+            cached_tokens: usage.cached_tokens,
+        },
+        output_tokens: usage.completion_tokens,
+        output_tokens_details: OutputTokensDetails::default(),
+        total_tokens: usage.total_tokens(),
+    }
+}
+
+async fn collect(
+    mut responder: Responder,
+    text: impl Stream<Item = Result<TextEvent, ApiError>>,
+) -> Result<Response, ApiError> {
+    let mut text = std::pin::pin!(text);
+    while let Some(event) = text.next().await {
+        responder.step(Ok(event?));
+        if responder.ended {
+            return Ok(Json(responder.response).into_response());
+        }
+    }
+    Err(dynamo_core::Error::internal("the generation ended without a finish").into())
+}
+
+/// The SSE response of a streamed answer: each event named by its type, no `[DONE]`.
+fn stream_events(
+    mut responder: Responder,
+    text: impl Stream<Item = Result<TextEvent, ApiError>> + Send + 'static,
+) -> Response {
+    let opening = responder.opening();
+    let steps = text.scan(responder, |responder, event| {
+        let events = (!responder.ended).then(|| responder.step(event));
+        futures::future::ready(events)
+    });
+    sse::respond_unmarked(
+        stream::iter([opening]).chain(steps),
+        |events: Vec<ResponseStreamEvent>, out| {
+            for event in &events {
+                out.named(event.kind(), event, |error| {
+                    json!({ "type": "error", "message": format!("cannot serialise an event: {error}") })
+                        .to_string()
+                });
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_not_supported_is_refused_by_name() {
+        for (field, value, param) in [
+            ("store", json!(true), "store"),
+            ("truncation", json!("auto"), "truncation"),
+            (
+                "previous_response_id",
+                json!("resp_1"),
+                "previous_response_id",
+            ),
+            ("reasoning", json!({ "effort": "low" }), "reasoning"),
+            ("text", json!({ "verbosity": "low" }), "text.verbosity"),
+            (
+                "tool_choice",
+                json!({ "type": "web_search_preview" }),
+                "tool_choice",
+            ),
+            (
+                "tool_choice",
+                json!({ "type": "function", "name": "nope" }),
+                "tool_choice.name",
+            ),
+            ("tool_choice", json!("required"), "tool_choice"),
+        ] {
+            let body: ResponsesRequest =
+                serde_json::from_value(json!({ "model": "m", "input": "x", field: value }))
+                    .expect("a request");
+            let error = check(&body)
+                .and_then(|()| plan(&body, &[]))
+                .expect_err(field);
+            assert_eq!(error.body().error.param.as_deref(), Some(param), "{field}");
+        }
+    }
+}
