@@ -15,7 +15,8 @@ use dynamo_core::{
     Usage,
 };
 use dynamo_openai::{
-    ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, Tokenizer, ToolCallFormat,
+    ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, ReasoningFormat, Tokenizer,
+    ToolCallFormat,
 };
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -148,7 +149,8 @@ async fn what_is_not_implemented_is_a_400_naming_the_field() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-/// A model `test` (byte tokens, ChatML, Hermes tool calls) whose engine writes `text` and
+/// A model `test` (byte tokens, ChatML, Hermes tool calls, `<think>` reasoning) whose engine
+/// writes `text` and
 /// finishes with `reason`; the requests it was given.
 fn writing(
     text: &'static str,
@@ -175,7 +177,8 @@ fn writing(
     let registry = ModelRegistry::default();
     let entry = ModelEntry::new("test", BoxEngine::new(engine), Tokenizer::bytes())
         .with_chat_template(ChatTemplate::new(common::CHATML).unwrap())
-        .with_tool_calls(ToolCallFormat::Hermes);
+        .with_tool_calls(ToolCallFormat::Hermes)
+        .with_reasoning(ReasoningFormat::Think);
     registry.insert(entry);
     let app = Gateway::new(registry, GatewayConfig::default()).into_router();
     (app, requests)
@@ -206,14 +209,16 @@ fn asking_for_weather() -> Value {
 const HERMES_ANSWER: &str =
     r#"Let me check.<tool_call>{"name": "weather", "arguments": {"city": "Paris"}}</tool_call>"#;
 
-/// What an output item says, without its ids: the text of a message, the name and arguments
-/// of a call.
+/// What an output item says, without its ids: the text of a message or of reasoning, the name
+/// and arguments of a call.
 fn said(output: &Value) -> Vec<Value> {
     let items = output.as_array().unwrap();
     items
         .iter()
         .map(|item| match item["type"].as_str().unwrap() {
-            "message" => json!(["message", item["content"][0]["text"], item["status"]]),
+            "message" | "reasoning" => {
+                json!([item["type"], item["content"][0]["text"], item["status"]])
+            }
             "function_call" => json!([item["name"], item["arguments"], item["status"]]),
             other => panic!("an item of type {other}"),
         })
@@ -411,4 +416,40 @@ async fn tools_the_request_cannot_use_are_a_400_naming_the_field() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{change}");
         assert_eq!(error["error"]["param"], field, "{change}: {error}");
     }
+}
+
+#[tokio::test]
+async fn reasoning_is_an_item_of_its_own_before_the_message_and_the_call() {
+    const THINKING: &str = r#"<think>The user wants weather.</think>Let me check.<tool_call>{"name": "weather", "arguments": {"city": "Paris"}}</tool_call>"#;
+    let (app, _) = writing(THINKING, FinishReason::Stop);
+    let (_, whole) = respond(app, &asking_for_weather()).await;
+    assert_eq!(
+        said(&whole["output"]),
+        [
+            json!(["reasoning", "The user wants weather.", "completed"]),
+            json!(["message", "Let me check.", "completed"]),
+            json!(["weather", r#"{"city":"Paris"}"#, "completed"]),
+        ]
+    );
+    assert_eq!(whole["output"][0]["summary"], json!([]));
+
+    let (app, _) = writing(THINKING, FinishReason::Stop);
+    let mut request = asking_for_weather();
+    request["stream"] = json!(true);
+    let (_, events) = respond(app, &request).await;
+    let events = events.as_array().unwrap();
+    let reasoning: String = events
+        .iter()
+        .filter(|event| event["type"] == "response.reasoning_text.delta")
+        .map(|event| event["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasoning, "The user wants weather.");
+    let opened: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["type"] == "response.content_part.added")
+        .map(|event| &event["part"]["type"])
+        .collect();
+    assert_eq!(opened, ["reasoning_text", "output_text"]);
+    let last = events.last().unwrap();
+    assert_eq!(said(&last["response"]["output"]), said(&whole["output"]));
 }

@@ -72,12 +72,6 @@ impl Answer {
         }
     }
 
-    /// The answer with any reasoning left in its text, for an API with no place for it.
-    pub(crate) fn with_reasoning_in_text(mut self) -> Self {
-        self.reasoning = None;
-        self
-    }
-
     /// Whether forced calls were cut short by the length limit (the finish reason is then
     /// `length`, not `tool_calls`).
     pub(crate) fn cut_short(&self, reason: dynamo_core::FinishReason) -> bool {

@@ -33,8 +33,8 @@ pub use logprobs::{ChatLogProbs, ChatTokenLogProb, CompletionLogProbs, TopLogPro
 pub use models::{ModelCard, ModelList};
 pub use responses::{
     FunctionCallItem, IncompleteDetails, InputContent, InputItem, InputPart, InputTokensDetails,
-    OutputItem, OutputMessage, OutputText, OutputTokensDetails, ResponseObject,
-    ResponseStreamEvent, ResponseUsage, ResponsesInput, ResponsesRequest, ResponsesText,
-    ResponsesTool, TextFormat,
+    OutputItem, OutputMessage, OutputPart, OutputText, OutputTokensDetails, ReasoningItem,
+    ReasoningText, ResponseObject, ResponseStreamEvent, ResponseUsage, ResponsesInput,
+    ResponsesRequest, ResponsesText, ResponsesTool, TextFormat,
 };
 pub use tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};

@@ -150,12 +150,13 @@ pub enum ResponsesInput {
 }
 
 /// One item of a Responses input: a message (`role` and `content`), a function call the model
-/// made (`call_id`, `name`, `arguments`), or its output (`call_id`, `output`). Earlier output
-/// items may be sent back as they came; their `id` and `status` are ignored.
+/// made (`call_id`, `name`, `arguments`), its output (`call_id`, `output`), or the model's
+/// reasoning (left out of the prompt). Earlier output items may be sent back as they came;
+/// their `id` and `status` are ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InputItem {
-    /// `message` (the default), `function_call` or `function_call_output`; other item types
-    /// are refused.
+    /// `message` (the default), `function_call`, `function_call_output` or `reasoning`; other
+    /// item types are refused.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// A message's author.
@@ -221,8 +222,8 @@ pub struct ResponseObject {
     pub max_output_tokens: Option<u32>,
     /// The model that answered.
     pub model: String,
-    /// The answer: an assistant message, function calls, or both, in the order the model made
-    /// them (none yet while in progress).
+    /// The answer: reasoning, an assistant message, function calls, in the order the model
+    /// made them (none yet while in progress).
     pub output: Vec<OutputItem>,
     /// As the request said (default true).
     pub parallel_tool_calls: bool,
@@ -262,6 +263,9 @@ pub struct IncompleteDetails {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type")]
 pub enum OutputItem {
+    /// The model's reasoning, for models whose reasoning the gateway splits out.
+    #[serde(rename = "reasoning")]
+    Reasoning(ReasoningItem),
     /// An assistant message.
     #[serde(rename = "message")]
     Message(OutputMessage),
@@ -274,10 +278,44 @@ impl OutputItem {
     /// The item's id.
     pub fn id(&self) -> &str {
         match self {
+            OutputItem::Reasoning(reasoning) => &reasoning.id,
             OutputItem::Message(message) => &message.id,
             OutputItem::FunctionCall(call) => &call.id,
         }
     }
+}
+
+/// The model's reasoning, as it wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReasoningItem {
+    /// `rs_`, the request id and the item's place among the response's reasoning items.
+    pub id: String,
+    /// Always empty: the reasoning is given whole, in `content`, not summarised.
+    pub summary: Vec<Value>,
+    /// Its text (none yet while in progress).
+    pub content: Vec<ReasoningText>,
+    /// `in_progress`, `completed` or `incomplete`.
+    pub status: String,
+}
+
+/// The text part of a reasoning item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReasoningText {
+    /// Always `reasoning_text`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text.
+    pub text: String,
+}
+
+/// A content part in a stream event: a message's text or a reasoning item's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum OutputPart {
+    /// An `output_text` part.
+    Output(OutputText),
+    /// A `reasoning_text` part.
+    Reasoning(ReasoningText),
 }
 
 /// An assistant message.
@@ -345,7 +383,7 @@ pub struct InputTokensDetails {
 /// `usage.output_tokens_details`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OutputTokensDetails {
-    /// Always 0.
+    /// Always 0: reasoning tokens are not counted apart here.
     pub reasoning_tokens: u32,
 }
 
@@ -355,7 +393,8 @@ pub struct OutputTokensDetails {
 /// then `response.completed` (or `response.incomplete` at the output limit). A message runs
 /// `response.output_item.added`, `response.content_part.added`, any number of
 /// `response.output_text.delta`, then `response.output_text.done`, `response.content_part.done`
-/// and `response.output_item.done`; a function call runs `response.output_item.added`, any
+/// and `response.output_item.done`; a reasoning item the same with `response.reasoning_text.*`
+/// events in place of `response.output_text.*`; a function call runs `response.output_item.added`, any
 /// number of `response.function_call_arguments.delta`, then
 /// `response.function_call_arguments.done` and `response.output_item.done`. An error
 /// mid-stream is an `error` event, and ends it.
@@ -400,7 +439,7 @@ pub enum ResponseStreamEvent {
         /// Always 0.
         content_index: u32,
         /// The part, empty.
-        part: OutputText,
+        part: OutputPart,
     },
     /// More text.
     #[serde(rename = "response.output_text.delta")]
@@ -446,7 +485,7 @@ pub enum ResponseStreamEvent {
         /// Always 0.
         content_index: u32,
         /// The whole part.
-        part: OutputText,
+        part: OutputPart,
     },
     /// More of a function call's arguments.
     #[serde(rename = "response.function_call_arguments.delta")]
@@ -459,6 +498,34 @@ pub enum ResponseStreamEvent {
         output_index: u32,
         /// The next part of the arguments' JSON text.
         delta: String,
+    },
+    /// More reasoning.
+    #[serde(rename = "response.reasoning_text.delta")]
+    ReasoningTextDelta {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The reasoning item's id.
+        item_id: String,
+        /// The item's place in the output.
+        output_index: u32,
+        /// Always 0.
+        content_index: u32,
+        /// The new text.
+        delta: String,
+    },
+    /// The reasoning is whole.
+    #[serde(rename = "response.reasoning_text.done")]
+    ReasoningTextDone {
+        /// The event's place in the stream.
+        sequence_number: u64,
+        /// The reasoning item's id.
+        item_id: String,
+        /// The item's place in the output.
+        output_index: u32,
+        /// Always 0.
+        content_index: u32,
+        /// The whole text.
+        text: String,
     },
     /// A function call's arguments are whole.
     #[serde(rename = "response.function_call_arguments.done")]
@@ -525,6 +592,8 @@ impl ResponseStreamEvent {
             ResponseStreamEvent::OutputTextDelta { .. } => "response.output_text.delta",
             ResponseStreamEvent::OutputTextDone { .. } => "response.output_text.done",
             ResponseStreamEvent::ContentPartDone { .. } => "response.content_part.done",
+            ResponseStreamEvent::ReasoningTextDelta { .. } => "response.reasoning_text.delta",
+            ResponseStreamEvent::ReasoningTextDone { .. } => "response.reasoning_text.done",
             ResponseStreamEvent::FunctionCallArgumentsDelta { .. } => {
                 "response.function_call_arguments.delta"
             }

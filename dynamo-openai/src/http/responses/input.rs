@@ -18,7 +18,9 @@ use crate::protocol::{
 ///
 /// A 400 naming the item's field: a message without its role or content, a call without its
 /// id, name or arguments, an output quoting no earlier call, a content part other than text,
-/// an item of another type, or an input with no message besides the instructions.
+/// an item of another type, or an input with no message besides the instructions. Reasoning
+/// items are left out, as the chat templates of reasoning models leave earlier turns'
+/// reasoning out.
 pub(super) fn messages(body: &ResponsesRequest) -> Result<Vec<ChatMessage>, ApiError> {
     let mut messages: Vec<ChatMessage> = body
         .instructions
@@ -101,12 +103,15 @@ fn add_item(
                 ..message(Role::Tool, text(output, &field("output"))?)
             });
         }
+        // The model's reasoning of an earlier turn, sent back as it came: chat templates of
+        // reasoning models (Qwen3's, DeepSeek-R1's) leave earlier turns' reasoning out.
+        "reasoning" => {}
         kind => {
             return Err(ApiError::invalid_field(
                 field("type"),
                 format!(
                     "input items of type `{kind}` are not supported; send messages, \
-                     function_call and function_call_output items"
+                     function_call, function_call_output and reasoning items"
                 ),
             ));
         }
@@ -225,6 +230,7 @@ mod tests {
             { "type": "function_call", "call_id": "b", "name": "weather", "arguments": "{\"city\":\"Oslo\"}" },
             { "type": "function_call_output", "call_id": "a", "output": "18 C" },
             { "type": "function_call_output", "call_id": "b", "output": [{ "type": "input_text", "text": "9 C" }] },
+            { "type": "reasoning", "id": "rs_1", "summary": [], "content": [{ "type": "reasoning_text", "text": "Both." }] },
         ]));
         let messages = messages(&body).expect("messages");
         let roles: Vec<Role> = messages.iter().map(|message| message.role).collect();
@@ -283,7 +289,7 @@ mod tests {
                 "input[1].output",
             ),
             (
-                json!([{ "type": "reasoning", "summary": [] }]),
+                json!([{ "type": "web_search_call", "id": "ws_1" }]),
                 "input[0].type",
             ),
         ] {

@@ -102,7 +102,7 @@ async fn serve(
     let text = generate::start(entry.clone(), request, Some(slot), ENDPOINT)
         .await?
         .map_ok(|(_, event)| event);
-    let answer = Answer::new(&entry, offers_tools, structured.forced).with_reasoning_in_text();
+    let answer = Answer::new(&entry, offers_tools, structured.forced);
     let responder = Responder {
         response: skeleton(&body, &entry.name, &request_id),
         request_id: request_id.clone(),

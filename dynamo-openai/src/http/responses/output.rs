@@ -1,10 +1,12 @@
-//! A response's output items as the answer comes, and the stream events that say so: an
-//! assistant message while text comes and a function call for each call the model makes, each
-//! item closed when the next begins, the last when the answer ends.
+//! A response's output items as the answer comes, and the stream events that say so: a
+//! reasoning item while reasoning comes, an assistant message while text comes, and a function
+//! call for each call the model makes, each item closed when the next begins, the last when the
+//! answer ends.
 
 use crate::http::answer::{AnswerDelta, CallPiece};
 use crate::protocol::{
-    FunctionCallItem, OutputItem, OutputMessage, OutputText, ResponseStreamEvent,
+    FunctionCallItem, OutputItem, OutputMessage, OutputPart, OutputText, ReasoningItem,
+    ReasoningText, ResponseStreamEvent,
 };
 
 /// Stream events as they are made, numbered in order from 0.
@@ -27,11 +29,19 @@ impl Events {
     }
 }
 
+/// The two kinds of item that hold text as it comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Text {
+    Reasoning,
+    Message,
+}
+
 /// The output items so far; the last may be open.
 pub(super) struct Items {
     request_id: String,
     items: Vec<OutputItem>,
     open: bool,
+    reasonings: u32,
     messages: u32,
     calls: u32,
 }
@@ -42,15 +52,20 @@ impl Items {
             request_id: request_id.to_owned(),
             items: Vec::new(),
             open: false,
+            reasonings: 0,
             messages: 0,
             calls: 0,
         }
     }
 
-    /// Add what one step of the answer released, with its events.
+    /// Add what one step of the answer released (reasoning, then text, then calls: the order
+    /// the parsers release them in), with its events.
     pub(super) fn push(&mut self, delta: AnswerDelta, events: &mut Events) {
+        if !delta.reasoning.is_empty() {
+            self.text(Text::Reasoning, delta.reasoning, events);
+        }
         if !delta.content.is_empty() {
-            self.text(delta.content, events);
+            self.text(Text::Message, delta.content, events);
         }
         for piece in delta.calls {
             self.call(piece, events);
@@ -61,7 +76,7 @@ impl Items {
     /// return the whole output.
     pub(super) fn finish(&mut self, status: &str, events: &mut Events) -> Vec<OutputItem> {
         if self.items.is_empty() {
-            self.open_message(events);
+            self.open_text(Text::Message, events);
         }
         self.close(status, events);
         self.items.clone()
@@ -76,26 +91,41 @@ impl Items {
             .map(|item| (index, item))
     }
 
-    /// More text: into the open message, or a new one.
-    fn text(&mut self, text: String, events: &mut Events) {
-        if !matches!(self.open_item(), Some((_, OutputItem::Message(_)))) {
+    /// More text of `kind`: into the open item of that kind, or a new one.
+    fn text(&mut self, kind: Text, text: String, events: &mut Events) {
+        let open_kind = match self.open_item() {
+            Some((_, OutputItem::Reasoning(_))) => Some(Text::Reasoning),
+            Some((_, OutputItem::Message(_))) => Some(Text::Message),
+            _ => None,
+        };
+        if open_kind != Some(kind) {
             self.close("completed", events);
-            self.open_message(events);
+            self.open_text(kind, events);
         }
-        if let Some((output_index, OutputItem::Message(message))) = self.open_item()
-            && let Some(part) = message.content.first_mut()
-        {
-            part.text.push_str(&text);
-            let item_id = message.id.clone();
-            events.push(|sequence_number| ResponseStreamEvent::OutputTextDelta {
+        let Some((output_index, item)) = self.open_item() else {
+            return;
+        };
+        let Some((item_id, said)) = text_of(item) else {
+            return;
+        };
+        said.push_str(&text);
+        events.push(|sequence_number| match kind {
+            Text::Reasoning => ResponseStreamEvent::ReasoningTextDelta {
+                sequence_number,
+                item_id,
+                output_index,
+                content_index: 0,
+                delta: text,
+            },
+            Text::Message => ResponseStreamEvent::OutputTextDelta {
                 sequence_number,
                 item_id,
                 output_index,
                 content_index: 0,
                 delta: text,
                 logprobs: Vec::new(),
-            });
-        }
+            },
+        });
     }
 
     /// A call's first piece opens its item; each piece adds to its arguments.
@@ -129,30 +159,52 @@ impl Items {
         }
     }
 
-    /// Open a message with one text part, empty.
-    fn open_message(&mut self, events: &mut Events) {
-        let id = match self.messages {
-            0 => format!("msg_{}", self.request_id),
-            later => format!("msg_{}-{later}", self.request_id),
+    /// Open a reasoning item or a message, with one text part, empty.
+    fn open_text(&mut self, kind: Text, events: &mut Events) {
+        let (item, part) = match kind {
+            Text::Reasoning => {
+                let id = format!("rs_{}-{}", self.request_id, self.reasonings);
+                self.reasonings += 1;
+                let item = OutputItem::Reasoning(ReasoningItem {
+                    id,
+                    summary: Vec::new(),
+                    content: Vec::new(),
+                    status: "in_progress".to_owned(),
+                });
+                (item, OutputPart::Reasoning(reasoning_text("")))
+            }
+            Text::Message => {
+                let id = match self.messages {
+                    0 => format!("msg_{}", self.request_id),
+                    later => format!("msg_{}-{later}", self.request_id),
+                };
+                self.messages += 1;
+                let item = OutputItem::Message(OutputMessage {
+                    id,
+                    status: "in_progress".to_owned(),
+                    role: "assistant".to_owned(),
+                    content: Vec::new(),
+                });
+                (item, OutputPart::Output(output_text("")))
+            }
         };
-        self.messages += 1;
-        let message = OutputMessage {
-            id: id.clone(),
-            status: "in_progress".to_owned(),
-            role: "assistant".to_owned(),
-            content: Vec::new(),
+        let item_id = item.id().to_owned();
+        self.open(item, events);
+        let Some((output_index, item)) = self.open_item() else {
+            return;
         };
-        self.open(OutputItem::Message(message), events);
-        if let Some((output_index, OutputItem::Message(message))) = self.open_item() {
-            message.content.push(output_text(""));
-            events.push(|sequence_number| ResponseStreamEvent::ContentPartAdded {
-                sequence_number,
-                item_id: id,
-                output_index,
-                content_index: 0,
-                part: output_text(""),
-            });
+        match item {
+            OutputItem::Reasoning(reasoning) => reasoning.content.push(reasoning_text("")),
+            OutputItem::Message(message) => message.content.push(output_text("")),
+            OutputItem::FunctionCall(_) => return,
         }
+        events.push(|sequence_number| ResponseStreamEvent::ContentPartAdded {
+            sequence_number,
+            item_id,
+            output_index,
+            content_index: 0,
+            part,
+        });
     }
 
     /// Add `item`, empty and in progress, as the open one.
@@ -172,20 +224,38 @@ impl Items {
         let Some((output_index, item)) = self.open_item() else {
             return;
         };
+        let reasoning = matches!(item, OutputItem::Reasoning(_));
         match item {
-            OutputItem::Message(message) => {
-                message.status = status.to_owned();
-                let part = message.content.first().cloned().unwrap_or(output_text(""));
-                let item_id = message.id.clone();
-                let text = part.text.clone();
-                events.push(|sequence_number| ResponseStreamEvent::OutputTextDone {
-                    sequence_number,
-                    item_id: item_id.clone(),
-                    output_index,
-                    content_index: 0,
-                    text,
-                    logprobs: Vec::new(),
+            OutputItem::Reasoning(ReasoningItem { status: said, .. })
+            | OutputItem::Message(OutputMessage { status: said, .. }) => {
+                *said = status.to_owned();
+                let Some((item_id, text)) = text_of(item) else {
+                    return;
+                };
+                let text = text.clone();
+                let done_id = item_id.clone();
+                let done_text = text.clone();
+                events.push(|sequence_number| match reasoning {
+                    true => ResponseStreamEvent::ReasoningTextDone {
+                        sequence_number,
+                        item_id: done_id,
+                        output_index,
+                        content_index: 0,
+                        text: done_text,
+                    },
+                    false => ResponseStreamEvent::OutputTextDone {
+                        sequence_number,
+                        item_id: done_id,
+                        output_index,
+                        content_index: 0,
+                        text: done_text,
+                        logprobs: Vec::new(),
+                    },
                 });
+                let part = match reasoning {
+                    true => OutputPart::Reasoning(reasoning_text(&text)),
+                    false => OutputPart::Output(output_text(&text)),
+                };
                 events.push(|sequence_number| ResponseStreamEvent::ContentPartDone {
                     sequence_number,
                     item_id,
@@ -217,12 +287,38 @@ impl Items {
     }
 }
 
-/// A text part saying `text`.
+/// The id and the text so far of a reasoning item or a message.
+fn text_of(item: &mut OutputItem) -> Option<(String, &mut String)> {
+    match item {
+        OutputItem::Reasoning(reasoning) => {
+            let id = reasoning.id.clone();
+            reasoning
+                .content
+                .first_mut()
+                .map(|part| (id, &mut part.text))
+        }
+        OutputItem::Message(message) => {
+            let id = message.id.clone();
+            message.content.first_mut().map(|part| (id, &mut part.text))
+        }
+        OutputItem::FunctionCall(_) => None,
+    }
+}
+
+/// A message's text part saying `text`.
 pub(super) fn output_text(text: &str) -> OutputText {
     OutputText {
         kind: "output_text".to_owned(),
         text: text.to_owned(),
         annotations: Vec::new(),
+    }
+}
+
+/// A reasoning item's text part saying `text`.
+fn reasoning_text(text: &str) -> ReasoningText {
+    ReasoningText {
+        kind: "reasoning_text".to_owned(),
+        text: text.to_owned(),
     }
 }
 
@@ -232,219 +328,241 @@ mod tests {
 
     use super::*;
 
-    /// One step of an answer: text, a call's first piece, more of the last call's arguments,
-    /// or text and a call in one step (as a parser releases them).
-    #[derive(Debug, Clone)]
-    enum Step {
-        Text(String),
-        Call(String, String),
-        Arguments(String),
-        TextThenCall(String, String, String),
-    }
+    /// One step of an answer as the parsers release it: reasoning, text, and a call's first
+    /// piece (`Some(name)`) or more of the last call's arguments (`None`), each maybe empty.
+    type Step = (String, String, Option<(Option<String>, String)>);
 
     fn step() -> impl Strategy<Value = Step> {
-        prop_oneof![
-            "[a-z ]{0,4}".prop_map(Step::Text),
-            ("[a-z]{1,3}", "[{}:a-z]{0,3}")
-                .prop_map(|(name, arguments)| Step::Call(name, arguments)),
-            "[{}:a-z]{0,3}".prop_map(Step::Arguments),
-            ("[a-z ]{0,4}", "[a-z]{1,3}", "[{}:a-z]{0,3}")
-                .prop_map(|(text, name, arguments)| Step::TextThenCall(text, name, arguments)),
-        ]
+        let text = prop_oneof!["", "[a-z ]{1,4}"];
+        let call = prop::option::of((prop::option::of("[a-z]{1,3}"), "[{}:a-z]{0,3}"));
+        (text.clone(), text, call)
     }
 
-    /// The steps as the answer's deltas: each call's pieces carry its index among the calls.
-    /// As an answer does, more arguments come only right after their call's last piece.
-    fn deltas(steps: &[Step]) -> Vec<AnswerDelta> {
+    /// The steps as the answer's deltas: each call's pieces carry its index among the calls,
+    /// and more arguments come only right after their call's last piece, as in an answer.
+    fn deltas(steps: Vec<Step>) -> Vec<AnswerDelta> {
         let mut calls = 0_u32;
         let mut in_call = false;
         let mut deltas = Vec::new();
-        for step in steps {
-            let mut delta = AnswerDelta::default();
-            match step {
-                Step::Text(text) => {
-                    in_call &= text.is_empty();
-                    delta.content = text.clone();
-                }
-                Step::TextThenCall(text, name, arguments) => {
-                    delta.content = text.clone();
+        for (reasoning, content, call) in steps {
+            in_call &= reasoning.is_empty() && content.is_empty();
+            let mut delta = AnswerDelta {
+                content,
+                reasoning,
+                calls: Vec::new(),
+            };
+            match call {
+                Some((Some(name), arguments)) => {
                     delta.calls.push(CallPiece {
                         index: calls,
-                        head: Some((format!("call-{calls}"), name.clone())),
-                        arguments: arguments.clone(),
+                        head: Some((format!("call-{calls}"), name)),
+                        arguments,
                     });
                     calls += 1;
                     in_call = true;
                 }
-                Step::Call(name, arguments) => {
-                    in_call = true;
-                    delta.calls.push(CallPiece {
-                        index: calls,
-                        head: Some((format!("call-{calls}"), name.clone())),
-                        arguments: arguments.clone(),
-                    });
-                    calls += 1;
-                }
-                Step::Arguments(arguments) if in_call => delta.calls.push(CallPiece {
+                Some((None, arguments)) if in_call => delta.calls.push(CallPiece {
                     index: calls - 1,
                     head: None,
-                    arguments: arguments.clone(),
+                    arguments,
                 }),
-                Step::Arguments(_) => {}
+                _ => {}
             }
             deltas.push(delta);
         }
         deltas
     }
 
-    /// What the steps say, by a naive reading: runs of text as messages, each call with its
-    /// arguments, in order (`None` for a message's text, the name for a call).
-    fn expected(steps: &[Step]) -> Vec<(Option<String>, String)> {
-        fn text(said: &mut Vec<(Option<String>, String)>, text: &str) {
+    /// What the deltas say, by a naive reading: runs of reasoning and of text, each call with
+    /// its arguments, in order (`reasoning`, `message`, or `call` and the name, with the text).
+    fn expected(deltas: &[AnswerDelta]) -> Vec<(String, String)> {
+        fn say(said: &mut Vec<(String, String)>, kind: &str, text: &str) {
             match said.last_mut() {
                 _ if text.is_empty() => {}
-                Some((None, joined)) => joined.push_str(text),
-                _ => said.push((None, text.to_owned())),
+                Some((last, joined)) if last == kind => joined.push_str(text),
+                _ => said.push((kind.to_owned(), text.to_owned())),
             }
         }
-        let mut said: Vec<(Option<String>, String)> = Vec::new();
-        for step in steps {
-            match step {
-                Step::Text(said_text) => text(&mut said, said_text),
-                Step::Call(name, arguments) => said.push((Some(name.clone()), arguments.clone())),
-                Step::Arguments(arguments) => {
-                    if let Some((Some(_), call)) = said.last_mut() {
-                        call.push_str(arguments);
-                    }
-                }
-                Step::TextThenCall(said_text, name, arguments) => {
-                    text(&mut said, said_text);
-                    said.push((Some(name.clone()), arguments.clone()));
+        let mut said: Vec<(String, String)> = Vec::new();
+        for delta in deltas {
+            say(&mut said, "reasoning", &delta.reasoning);
+            say(&mut said, "message", &delta.content);
+            for piece in &delta.calls {
+                match &piece.head {
+                    Some((_, name)) => said.push((format!("call {name}"), piece.arguments.clone())),
+                    None => said
+                        .last_mut()
+                        .expect("a call")
+                        .1
+                        .push_str(&piece.arguments),
                 }
             }
         }
         if said.is_empty() {
-            said.push((None, String::new()));
+            said.push(("message".to_owned(), String::new()));
         }
         said
     }
 
+    /// What an item says, as [`expected`] writes it.
+    fn said_by(item: &OutputItem) -> (String, String) {
+        match item {
+            OutputItem::Reasoning(reasoning) => {
+                ("reasoning".to_owned(), reasoning.content[0].text.clone())
+            }
+            OutputItem::Message(message) => ("message".to_owned(), message.content[0].text.clone()),
+            OutputItem::FunctionCall(call) => {
+                (format!("call {}", call.name), call.arguments.clone())
+            }
+        }
+    }
+
     /// The output as a client rebuilds it from the events alone, checking on the way that
-    /// they are numbered in order, that one item at a time is open, and that each `done`
-    /// repeats what the deltas built.
+    /// they are numbered in order, that one item at a time is open, that each delta and part
+    /// goes to an item of its kind, and that each `done` repeats what the deltas built.
     fn replay(events: &[ResponseStreamEvent]) -> Vec<OutputItem> {
+        use ResponseStreamEvent as Event;
         let mut items: Vec<OutputItem> = Vec::new();
         let mut open = false;
         for (number, event) in (0..).zip(events) {
-            match event {
-                ResponseStreamEvent::OutputItemAdded {
+            let (sequence_number, index) = match event {
+                Event::OutputItemAdded {
                     sequence_number,
                     output_index,
-                    item,
-                } => {
-                    assert_eq!(*sequence_number, number);
-                    assert!(!open, "an item opened before the last was done");
-                    assert_eq!(*output_index as usize, items.len());
-                    items.push(item.clone());
-                    open = true;
-                }
-                ResponseStreamEvent::ContentPartAdded {
-                    sequence_number,
-                    output_index,
-                    part,
                     ..
-                } => {
-                    assert_eq!(*sequence_number, number);
-                    let Some(OutputItem::Message(message)) = items.get_mut(*output_index as usize)
-                    else {
-                        panic!("a part added to no message");
-                    };
+                }
+                | Event::ContentPartAdded {
+                    sequence_number,
+                    output_index,
+                    ..
+                }
+                | Event::OutputTextDelta {
+                    sequence_number,
+                    output_index,
+                    ..
+                }
+                | Event::OutputTextDone {
+                    sequence_number,
+                    output_index,
+                    ..
+                }
+                | Event::ReasoningTextDelta {
+                    sequence_number,
+                    output_index,
+                    ..
+                }
+                | Event::ReasoningTextDone {
+                    sequence_number,
+                    output_index,
+                    ..
+                }
+                | Event::ContentPartDone {
+                    sequence_number,
+                    output_index,
+                    ..
+                }
+                | Event::FunctionCallArgumentsDelta {
+                    sequence_number,
+                    output_index,
+                    ..
+                }
+                | Event::FunctionCallArgumentsDone {
+                    sequence_number,
+                    output_index,
+                    ..
+                }
+                | Event::OutputItemDone {
+                    sequence_number,
+                    output_index,
+                    ..
+                } => (*sequence_number, *output_index as usize),
+                other => panic!("an event items do not make: {other:?}"),
+            };
+            assert_eq!(sequence_number, number);
+            if let Event::OutputItemAdded { item, .. } = event {
+                assert!(!open, "an item opened before the last was done");
+                assert_eq!(index, items.len());
+                items.push(item.clone());
+                open = true;
+                continue;
+            }
+            assert!(
+                open && index + 1 == items.len(),
+                "an event for an item not open"
+            );
+            let item = &mut items[index];
+            match (event, item) {
+                (
+                    Event::ContentPartAdded {
+                        part: OutputPart::Output(part),
+                        ..
+                    },
+                    OutputItem::Message(message),
+                ) => {
                     message.content.push(part.clone());
                 }
-                ResponseStreamEvent::OutputTextDelta {
-                    sequence_number,
-                    output_index,
-                    delta,
-                    ..
-                } => {
-                    assert_eq!(*sequence_number, number);
-                    let Some(OutputItem::Message(message)) = items.get_mut(*output_index as usize)
-                    else {
-                        panic!("text for no message");
-                    };
+                (
+                    Event::ContentPartAdded {
+                        part: OutputPart::Reasoning(part),
+                        ..
+                    },
+                    OutputItem::Reasoning(reasoning),
+                ) => {
+                    reasoning.content.push(part.clone());
+                }
+                (Event::OutputTextDelta { delta, .. }, OutputItem::Message(message)) => {
                     message.content[0].text.push_str(delta);
                 }
-                ResponseStreamEvent::FunctionCallArgumentsDelta {
-                    sequence_number,
-                    output_index,
-                    delta,
-                    item_id,
-                } => {
-                    assert_eq!(*sequence_number, number);
-                    let Some(OutputItem::FunctionCall(call)) =
-                        items.get_mut(*output_index as usize)
-                    else {
-                        panic!("arguments for no call");
-                    };
+                (Event::ReasoningTextDelta { delta, .. }, OutputItem::Reasoning(reasoning)) => {
+                    reasoning.content[0].text.push_str(delta);
+                }
+                (
+                    Event::FunctionCallArgumentsDelta { delta, item_id, .. },
+                    OutputItem::FunctionCall(call),
+                ) => {
                     assert_eq!(&call.id, item_id);
                     call.arguments.push_str(delta);
                 }
-                ResponseStreamEvent::OutputTextDone {
-                    sequence_number,
-                    output_index,
-                    text,
-                    ..
-                } => {
-                    assert_eq!(*sequence_number, number);
-                    let Some(OutputItem::Message(message)) = items.get(*output_index as usize)
-                    else {
-                        panic!("text done for no message");
-                    };
+                (Event::OutputTextDone { text, .. }, OutputItem::Message(message)) => {
                     assert_eq!(&message.content[0].text, text);
                 }
-                ResponseStreamEvent::ContentPartDone {
-                    sequence_number, ..
-                } => assert_eq!(*sequence_number, number),
-                ResponseStreamEvent::FunctionCallArgumentsDone {
-                    sequence_number,
-                    output_index,
-                    arguments,
-                    ..
-                } => {
-                    assert_eq!(*sequence_number, number);
-                    let Some(OutputItem::FunctionCall(call)) = items.get(*output_index as usize)
-                    else {
-                        panic!("arguments done for no call");
-                    };
+                (Event::ReasoningTextDone { text, .. }, OutputItem::Reasoning(reasoning)) => {
+                    assert_eq!(&reasoning.content[0].text, text);
+                }
+                (
+                    Event::ContentPartDone {
+                        part: OutputPart::Output(part),
+                        ..
+                    },
+                    OutputItem::Message(message),
+                ) => {
+                    assert_eq!(&message.content[0].text, &part.text);
+                }
+                (
+                    Event::ContentPartDone {
+                        part: OutputPart::Reasoning(part),
+                        ..
+                    },
+                    OutputItem::Reasoning(reasoning),
+                ) => {
+                    assert_eq!(&reasoning.content[0].text, &part.text);
+                }
+                (
+                    Event::FunctionCallArgumentsDone { arguments, .. },
+                    OutputItem::FunctionCall(call),
+                ) => {
                     assert_eq!(&call.arguments, arguments);
                 }
-                ResponseStreamEvent::OutputItemDone {
-                    sequence_number,
-                    output_index,
-                    item,
-                } => {
-                    assert_eq!(*sequence_number, number);
-                    assert!(open && *output_index as usize + 1 == items.len());
-                    let built = &items[*output_index as usize];
-                    assert_eq!(built.id(), item.id());
-                    let (built, done) = (said_by(built), said_by(item));
-                    assert_eq!(built, done);
-                    items[*output_index as usize] = item.clone();
+                (Event::OutputItemDone { item: done, .. }, item) => {
+                    assert_eq!((item.id(), said_by(item)), (done.id(), said_by(done)));
+                    *item = done.clone();
                     open = false;
                 }
-                other => panic!("an event items do not make: {other:?}"),
+                (event, item) => panic!("{event:?} for {item:?}"),
             }
         }
         assert!(!open, "an item left open");
         items
-    }
-
-    /// What an item says: `None` and the text for a message, the name and arguments for a call.
-    fn said_by(item: &OutputItem) -> (Option<String>, String) {
-        match item {
-            OutputItem::Message(message) => (None, message.content[0].text.clone()),
-            OutputItem::FunctionCall(call) => (Some(call.name.clone()), call.arguments.clone()),
-        }
     }
 
     proptest! {
@@ -455,17 +573,20 @@ mod tests {
             steps in prop::collection::vec(step(), 0..12),
             incomplete in any::<bool>(),
         ) {
+            let deltas = deltas(steps);
+            let expected = expected(&deltas);
             let mut items = Items::new("r");
             let mut events = Events::default();
-            for delta in deltas(&steps) {
+            for delta in deltas {
                 items.push(delta, &mut events);
             }
             let status = if incomplete { "incomplete" } else { "completed" };
             let output = items.finish(status, &mut events);
             let said: Vec<_> = output.iter().map(said_by).collect();
-            prop_assert_eq!(&said, &expected(&steps));
+            prop_assert_eq!(&said, &expected);
             prop_assert_eq!(&replay(&events.take()), &output);
             let statuses: Vec<&str> = output.iter().map(|item| match item {
+                OutputItem::Reasoning(reasoning) => reasoning.status.as_str(),
                 OutputItem::Message(message) => message.status.as_str(),
                 OutputItem::FunctionCall(call) => call.status.as_str(),
             }).collect();
