@@ -128,7 +128,6 @@ async fn a_streamed_response_is_the_named_events_in_order() {
 #[tokio::test]
 async fn what_is_not_implemented_is_a_400_naming_the_field() {
     for (field, value) in [
-        ("store", json!(true)),
         ("previous_response_id", json!("resp_1")),
         ("reasoning", json!({"effort": "low"})),
     ] {
@@ -156,6 +155,15 @@ fn writing(
     text: &'static str,
     reason: FinishReason,
 ) -> (axum::Router, Arc<Mutex<Vec<GenerateRequest>>>) {
+    writing_with(text, reason, GatewayConfig::default())
+}
+
+/// [`writing`], behind a gateway of `config`.
+fn writing_with(
+    text: &'static str,
+    reason: FinishReason,
+    config: GatewayConfig,
+) -> (axum::Router, Arc<Mutex<Vec<GenerateRequest>>>) {
     let requests = Arc::new(Mutex::new(Vec::new()));
     let seen = requests.clone();
     let engine = tower::service_fn(move |request: GenerateRequest| {
@@ -180,7 +188,7 @@ fn writing(
         .with_tool_calls(ToolCallFormat::Hermes)
         .with_reasoning(ReasoningFormat::Think);
     registry.insert(entry);
-    let app = Gateway::new(registry, GatewayConfig::default()).into_router();
+    let app = Gateway::new(registry, config).into_router();
     (app, requests)
 }
 
@@ -358,12 +366,7 @@ async fn a_function_call_and_its_output_go_back_in_as_input() {
         [json!(["message", "18 C in Paris.", "completed"])]
     );
     // The test's ChatML template shows each message's role and content.
-    let prompt: Vec<u8> = requests.lock()[0]
-        .tokens
-        .iter()
-        .map(|&token| token as u8)
-        .collect();
-    let prompt = String::from_utf8(prompt).unwrap();
+    let prompt = prompt_of(&requests.lock()[0]);
     assert!(
         prompt.contains("<|im_start|>tool\n18 C<|im_end|>"),
         "{prompt}"
@@ -452,4 +455,165 @@ async fn reasoning_is_an_item_of_its_own_before_the_message_and_the_call() {
     assert_eq!(opened, ["reasoning_text", "output_text"]);
     let last = events.last().unwrap();
     assert_eq!(said(&last["response"]["output"]), said(&whole["output"]));
+}
+
+/// The prompt the engine was given, as text (byte tokens).
+fn prompt_of(request: &GenerateRequest) -> String {
+    let bytes: Vec<u8> = request.tokens.iter().map(|&token| token as u8).collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// `method` `path` of `app` with no body, as the caller with `key` (if any): the status and
+/// the body as JSON.
+async fn call(
+    app: axum::Router,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+) -> (StatusCode, Value) {
+    use tower::ServiceExt;
+
+    let mut request = axum::http::Request::builder().method(method).uri(path);
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let request = request.body(axum::body::Body::empty()).unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn a_stored_response_is_retrieved_continued_from_and_deleted() {
+    let (app, requests) = writing("Paris.", FinishReason::Stop);
+    let ask = json!({"model": "test", "input": "Capital of France?", "instructions": "Be brief."});
+    let (status, first) = respond(app.clone(), &ask).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["store"], true);
+    let id = first["id"].as_str().unwrap();
+    let path = format!("/v1/responses/{id}");
+    let (status, stored) = call(app.clone(), "GET", &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stored, first);
+
+    // Continued: the earlier turn and its answer come before the new input; its instructions
+    // are not carried over.
+    let follow = json!({"model": "test", "input": "And of Italy?", "previous_response_id": id});
+    let (status, second) = respond(app.clone(), &follow).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["previous_response_id"], id);
+    assert_eq!(
+        prompt_of(&requests.lock()[1]),
+        "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\nParis.<|im_end|>\n\
+         <|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // The chain goes on: the third turn sees both earlier ones.
+    let third =
+        json!({"model": "test", "input": "And of Spain?", "previous_response_id": second["id"]});
+    respond(app.clone(), &third).await;
+    assert_eq!(
+        prompt_of(&requests.lock()[2])
+            .matches("<|im_start|>user")
+            .count(),
+        3
+    );
+
+    let (status, deleted) = call(app.clone(), "DELETE", &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        deleted,
+        json!({"id": id, "object": "response.deleted", "deleted": true})
+    );
+    let (status, _) = call(app.clone(), "GET", &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(app.clone(), "DELETE", &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, error) = respond(app.clone(), &follow).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["error"]["code"], "previous_response_not_found");
+    assert_eq!(error["error"]["param"], "previous_response_id");
+
+    // `store: false`: answered, not kept.
+    let mut unstored = ask.clone();
+    unstored["store"] = json!(false);
+    let (_, answer) = respond(app.clone(), &unstored).await;
+    assert_eq!(answer["store"], false);
+    let path = format!("/v1/responses/{}", answer["id"].as_str().unwrap());
+    let (status, _) = call(app, "GET", &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_streamed_response_is_stored_as_its_last_event_gives_it() {
+    let (app, _) = writing(HERMES_ANSWER, FinishReason::Stop);
+    let mut request = asking_for_weather();
+    request["stream"] = json!(true);
+    let (_, events) = respond(app.clone(), &request).await;
+    let last = &events.as_array().unwrap().last().unwrap()["response"];
+    let path = format!("/v1/responses/{}", last["id"].as_str().unwrap());
+    let (status, stored) = call(app.clone(), "GET", &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&stored, last);
+
+    // Its call's output, sent after it, answers the call it stored.
+    let (_, answered) = respond(
+        app,
+        &json!({"model": "test", "previous_response_id": last["id"],
+                "input": [{"type": "function_call_output", "call_id": last["output"][1]["call_id"], "output": "18 C"}]}),
+    )
+    .await;
+    assert_eq!(answered["status"], "completed", "{answered}");
+}
+
+#[tokio::test]
+async fn a_response_stored_with_one_key_is_not_found_with_another() {
+    let keys = dynamo_openai::ApiKeys::new(["sk-one", "sk-two"]);
+    let (app, _) = writing_with(
+        "Paris.",
+        FinishReason::Stop,
+        GatewayConfig::default().with_api_keys(keys),
+    );
+    let request = axum::http::Request::post("/v1/responses")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-one")
+        .body(axum::body::Body::from(
+            json!({"model": "test", "input": "Hi"}).to_string(),
+        ))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(app.clone(), request)
+        .await
+        .unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let first: Value = serde_json::from_slice(&bytes).unwrap();
+    let path = format!("/v1/responses/{}", first["id"].as_str().unwrap());
+    let (status, _) = call(app.clone(), "GET", &path, Some("sk-one")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(app.clone(), "GET", &path, Some("sk-two")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(app, "DELETE", &path, Some("sk-two")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn with_the_store_off_store_and_previous_response_id_are_refused() {
+    let config = GatewayConfig::default().with_response_store_bytes(0);
+    for (field, value) in [
+        ("store", json!(true)),
+        ("previous_response_id", json!("resp_1")),
+    ] {
+        let (app, _) = writing_with("Paris.", FinishReason::Stop, config.clone());
+        let mut request = json!({"model": "test", "input": "Hi"});
+        request[field] = value;
+        let (status, error) = respond(app, &request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(error["error"]["param"], field, "{error}");
+    }
+    let (app, _) = writing_with("Paris.", FinishReason::Stop, config);
+    let (_, answer) = respond(app, &json!({"model": "test", "input": "Hi"})).await;
+    assert_eq!(answer["store"], false);
 }

@@ -65,8 +65,8 @@ def main(base_url: str, model: str) -> None:
 
     print(f"openai {openai.__version__}: models, chat (whole and streamed), completions "
           f"(batched and streamed), several choices (n, best_of), log-probabilities, structured "
-          f"outputs, embeddings, responses (whole, streamed and parsed, with function calls) "
-          f"and errors all parse")
+          f"outputs, embeddings, responses (whole, streamed and parsed, with "
+          f"function calls, stored and continued) and errors all parse")
 
 
 def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
@@ -309,8 +309,7 @@ def check_embeddings(client: OpenAI) -> None:
 
 def check_responses(client: OpenAI, model: str) -> None:
     """The Responses API: text in, one assistant message out, whole and streamed, greedy so that
-    both agree; a JSON schema output parsed by the client; what is not implemented is a 400
-    naming the field."""
+    both agree; a JSON schema output parsed by the client; function calls; stored responses."""
     question = "What is the capital of France?"
     whole = client.responses.create(
         model=model, input=question, instructions="Answer in one sentence.",
@@ -340,12 +339,30 @@ def check_responses(client: OpenAI, model: str) -> None:
     assert parsed.text.format.type == "json_schema", parsed.text
 
     check_responses_tools(client, model)
+    check_stored_responses(client, model, whole)
 
+
+def check_stored_responses(client: OpenAI, model: str, stored) -> None:
+    """A stored response: retrieved as it was returned, continued from by
+    previous_response_id, deleted; then neither retrieved nor continued from."""
+    assert stored.store, stored
+    assert client.responses.retrieve(stored.id) == stored
+    follow = client.responses.create(
+        model=model, input="And the capital of Italy?", previous_response_id=stored.id,
+        max_output_tokens=16, temperature=0)
+    assert follow.previous_response_id == stored.id and follow.output_text, follow
+    assert follow.usage.input_tokens > stored.usage.input_tokens, (follow.usage, stored.usage)
+    client.responses.delete(stored.id)
     try:
-        client.responses.create(model=model, input=question, store=True)
-        raise AssertionError("store=True was accepted")
+        client.responses.retrieve(stored.id)
+        raise AssertionError("a deleted response was retrieved")
+    except openai.NotFoundError:
+        pass
+    try:
+        client.responses.create(model=model, input="And of Spain?", previous_response_id=stored.id)
+        raise AssertionError("a deleted response was continued from")
     except openai.BadRequestError as error:
-        assert error.body["param"] == "store", error.body
+        assert error.body["code"] == "previous_response_not_found", error.body
 
 
 def check_responses_tools(client: OpenAI, model: str) -> None:

@@ -194,6 +194,7 @@ pub(crate) async fn serve_gateway(
         .with_default_max_tokens(options.default_max_tokens)
         .with_max_in_flight(options.max_in_flight)
         .with_body_limit(options.body_limit)
+        .with_response_store_bytes(options.response_store_bytes)
         .with_api_keys(keys)
         .with_open_metrics(options.open_metrics);
     let gateway = Gateway::new(registry, config).with_metrics(metrics);

@@ -97,14 +97,21 @@ impl Guard {
     }
 }
 
+/// Who sent a request: the digest of its API key, or `None` on an open gateway. Stored
+/// responses belong to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Caller(pub(crate) Option<[u8; 32]>);
+
 /// Refuse a request without a valid key with a 401 (and `WWW-Authenticate: Bearer`), as OpenAI
-/// does. The presented key is never logged nor echoed back.
+/// does. The presented key is never logged nor echoed back. A request let through carries its
+/// [`Caller`].
 pub(crate) async fn require_key(
     State(guard): State<Arc<Guard>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if guard.keys.is_empty() || guard.is_open(request.uri().path()) {
+        request.extensions_mut().insert(Caller(None));
         return next.run(request).await;
     }
     let presented = request
@@ -116,7 +123,11 @@ pub(crate) async fn require_key(
             scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
         });
     let refusal = match presented {
-        Some(key) if guard.keys.accepts(key) => return next.run(request).await,
+        Some(key) if guard.keys.accepts(key) => {
+            let caller = Caller(Some(digest(key)));
+            request.extensions_mut().insert(caller);
+            return next.run(request).await;
+        }
         Some(_) => ApiError::invalid_api_key(),
         None => ApiError::missing_api_key(),
     };

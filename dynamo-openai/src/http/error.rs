@@ -97,6 +97,31 @@ impl ApiError {
         }
     }
 
+    /// A 400 for a `previous_response_id` that names no stored response, as OpenAI's
+    /// (`previous_response_not_found`).
+    pub(crate) fn previous_response_not_found(id: &str) -> Self {
+        ApiError {
+            param: Some("previous_response_id".to_owned()),
+            code: Some("previous_response_not_found".to_owned()),
+            ..ApiError::from_class(
+                ErrorClass::InvalidRequest,
+                format!("previous response with id `{id}` not found"),
+            )
+        }
+    }
+
+    /// A 404 for a response that is not stored (never was, was deleted or dropped for room,
+    /// or was stored with another API key).
+    pub(crate) fn response_not_found(id: &str) -> Self {
+        ApiError {
+            code: Some("response_not_found".to_owned()),
+            ..ApiError::from_class(
+                ErrorClass::NotFound,
+                format!("no stored response has the id `{id}`"),
+            )
+        }
+    }
+
     /// A 413 for a body over the size limit.
     pub fn payload_too_large(limit: usize) -> Self {
         ApiError {

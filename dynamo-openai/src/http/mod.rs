@@ -62,6 +62,10 @@ pub struct GatewayConfig {
     /// The most choices one chat or text completion may ask for (`n`, and `best_of`); more
     /// get a 400 naming the field. Default 16.
     pub max_choices: u32,
+    /// The memory kept for stored responses (`/v1/responses` with `store` true or unset), in
+    /// bytes of their JSON; the oldest are dropped to make room. 0 stores none (`store: true`
+    /// and `previous_response_id` are then refused). Default 64 MiB.
+    pub response_store_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -73,6 +77,7 @@ impl Default for GatewayConfig {
             max_in_flight: 4096,
             default_max_tokens: None,
             max_choices: 16,
+            response_store_bytes: 64 << 20,
         }
     }
 }
@@ -108,6 +113,12 @@ impl GatewayConfig {
         self
     }
 
+    /// Set [`GatewayConfig::response_store_bytes`].
+    pub fn with_response_store_bytes(mut self, bytes: usize) -> Self {
+        self.response_store_bytes = bytes;
+        self
+    }
+
     /// Set [`GatewayConfig::max_choices`] (at least 1).
     pub fn with_max_choices(mut self, choices: u32) -> Self {
         self.max_choices = choices.max(1);
@@ -125,6 +136,7 @@ impl GatewayConfig {
 /// | `POST /v1/completions` | text completion, streaming or not |
 /// | `POST /v1/embeddings` | vectors from an embedding model ([`ModelRegistry::insert_embedding`]) |
 /// | `POST /v1/responses` | OpenAI's Responses API, text and function calls, streaming or not |
+/// | `GET`, `DELETE /v1/responses/{id}` | a stored response ([`GatewayConfig::response_store_bytes`]) |
 /// | `GET /v1/models` | the served models, embedding models included |
 /// | `POST /tokenize`, `/detokenize` | the model's tokenizer, as vLLM serves it |
 /// | `GET /health`, `/live`, `/ready` | liveness and readiness (ready: at least one model) |
@@ -167,6 +179,8 @@ pub(crate) struct Shared {
     pub(crate) config: GatewayConfig,
     pub(crate) metrics: Option<PrometheusHandle>,
     pub(crate) in_flight: Arc<InFlight>,
+    /// Stored responses.
+    pub(crate) responses: responses::ResponseStore,
     next_id: AtomicU64,
     /// Distinguishes ids across restarts.
     id_prefix: String,
@@ -216,6 +230,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             registry: self.registry,
             in_flight: Arc::new(InFlight::new(self.config.max_in_flight.max(1))),
+            responses: responses::ResponseStore::new(self.config.response_store_bytes),
             config: self.config,
             metrics: self.metrics,
             next_id: AtomicU64::new(0),
@@ -226,6 +241,10 @@ impl Gateway {
             .route("/v1/completions", post(completions::handle))
             .route("/v1/embeddings", post(embeddings::handle))
             .route("/v1/responses", post(responses::handle))
+            .route(
+                "/v1/responses/{id}",
+                get(responses::retrieve).delete(responses::delete),
+            )
             .route("/v1/models", get(models::list))
             .route("/tokenize", post(tokenize::tokenize))
             .route("/detokenize", post(tokenize::detokenize))

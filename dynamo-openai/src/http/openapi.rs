@@ -31,6 +31,8 @@ use crate::ErrorBody;
         completions::handle,
         embeddings::handle,
         responses::handle,
+        responses::retrieve,
+        responses::delete,
         models::list,
         tokenize::tokenize,
         tokenize::detokenize,

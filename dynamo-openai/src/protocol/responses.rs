@@ -10,9 +10,10 @@ use super::chat::Role;
 ///
 /// A string or a list of items in (messages, earlier function calls and their outputs); out,
 /// an assistant message, in a JSON format when `text.format` asks for one, and the calls the
-/// model made of the offered functions. Built-in tools (web search, files, …), reasoning and
-/// stored responses (`store: true`, `previous_response_id`) are refused with a 400 naming the
-/// field, never ignored.
+/// model made of the offered functions; a response is stored unless `store` is false, and a
+/// later request continues its conversation with `previous_response_id`. Built-in tools (web
+/// search, files, …) and `reasoning` options are refused with a 400 naming the field, never
+/// ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResponsesRequest {
     /// The model name, as listed by `/v1/models`.
@@ -35,9 +36,14 @@ pub struct ResponsesRequest {
     /// Stream the answer as server-sent events (`response.output_text.delta` and the rest).
     #[serde(default)]
     pub stream: bool,
-    /// Only `false`: responses are not stored.
+    /// Whether the response is kept for `GET /v1/responses/{id}` and a later
+    /// `previous_response_id` (default true, when the gateway's store is on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<bool>,
+    /// A stored response whose conversation this request continues: its input and output
+    /// items go before this request's input (its instructions do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_response_id: Option<String>,
     /// Echoed in the response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
@@ -153,7 +159,7 @@ pub enum ResponsesInput {
 /// made (`call_id`, `name`, `arguments`), its output (`call_id`, `output`), or the model's
 /// reasoning (left out of the prompt). Earlier output items may be sent back as they came;
 /// their `id` and `status` are ignored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InputItem {
     /// `message` (the default), `function_call`, `function_call_output` or `reasoning`; other
     /// item types are refused.
@@ -227,7 +233,7 @@ pub struct ResponseObject {
     pub output: Vec<OutputItem>,
     /// As the request said (default true).
     pub parallel_tool_calls: bool,
-    /// Always null.
+    /// The request's `previous_response_id`.
     pub previous_response_id: Option<String>,
     /// The request's temperature.
     pub temperature: Option<f32>,
@@ -245,7 +251,7 @@ pub struct ResponseObject {
     pub usage: Option<ResponseUsage>,
     /// The request's metadata (an empty object without).
     pub metadata: Value,
-    /// Always false.
+    /// Whether the response is stored.
     pub store: bool,
     /// The request's user.
     #[serde(default, skip_serializing_if = "Option::is_none")]

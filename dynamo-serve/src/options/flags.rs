@@ -385,6 +385,10 @@ struct GatewayArgs {
     /// The largest request body accepted, in bytes (413 beyond)
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     body_limit: usize,
+    /// Memory for stored responses (/v1/responses, for previous_response_id and GET), in MiB
+    /// of their JSON: the oldest are dropped to make room; 0 stores none
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    response_store_mib: usize,
     /// The model served at /v1/embeddings: `all-minilm-l6-v2` (all-MiniLM-L6-v2, fetched once
     /// into the dynamo cache), a BERT model's directory (config.json, model.safetensors,
     /// tokenizer.json; served under the directory's name), or `none`
@@ -571,6 +575,7 @@ fn options(
             .map(|(cert, key)| crate::tls::EdgeFiles { cert, key }),
         plane_tls: None,
         body_limit: gateway.body_limit,
+        response_store_bytes: gateway.response_store_mib.saturating_mul(1 << 20),
         embedding_model: gateway.embedding_model,
         migration_limit: gateway.migration_limit,
         stall_timeout: gateway.stall_timeout,

@@ -191,6 +191,8 @@ pub(crate) struct Options {
     pub(crate) plane_tls: Option<crate::tls::PlaneFiles>,
     /// The largest request body, in bytes.
     pub(crate) body_limit: usize,
+    /// Memory for stored responses, in bytes.
+    pub(crate) response_store_bytes: usize,
     /// The model served at `/v1/embeddings`.
     pub(crate) embedding_model: crate::embedding::EmbeddingSource,
     /// Continuations of a request whose worker fails mid-stream.

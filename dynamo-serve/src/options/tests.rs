@@ -227,7 +227,7 @@ fn a_frontend_needs_discovery_and_kv_routing_needs_nats() {
 }
 
 #[test]
-fn the_gateway_flags_set_keys_metrics_and_the_body_limit() {
+fn the_gateway_flags_set_keys_metrics_the_body_limit_and_the_response_store() {
     let serve = options("").expect("valid");
     assert_eq!(serve.migration_limit, 3);
     let frontend =
@@ -246,10 +246,11 @@ fn the_gateway_flags_set_keys_metrics_and_the_body_limit() {
         (serve.api_key_file, serve.open_metrics, serve.body_limit),
         (None, false, 16 << 20)
     );
+    assert_eq!(serve.response_store_bytes, 64 << 20);
     for line in [
-        "--api-key-file keys.txt --open-metrics --body-limit 1024",
+        "--api-key-file keys.txt --open-metrics --body-limit 1024 --response-store-mib 0",
         "frontend --registry r --router approx-kv --api-key-file keys.txt --open-metrics \
-         --body-limit 1024",
+         --body-limit 1024 --response-store-mib 0",
     ] {
         let options = options(line).expect("valid");
         assert!(
@@ -258,6 +259,7 @@ fn the_gateway_flags_set_keys_metrics_and_the_body_limit() {
                 .is_some_and(|file| file.ends_with("keys.txt"))
         );
         assert_eq!((options.open_metrics, options.body_limit), (true, 1024));
+        assert_eq!(options.response_store_bytes, 0);
     }
     let error = refused("worker --api-key-file keys.txt");
     assert_eq!(error.kind(), ErrorKind::UnknownArgument);

@@ -7,10 +7,11 @@ use crate::ApiError;
 use crate::protocol::common::reject_unknown_in;
 use crate::protocol::{
     ChatMessage, FunctionCall, FunctionDefinition, InputContent, InputItem, MessageContent,
-    ResponsesInput, ResponsesRequest, ResponsesTool, Role, Tool, ToolCall,
+    OutputItem, ResponsesInput, ResponsesTool, Role, Tool, ToolCall,
 };
 
-/// The conversation the chat template renders: the instructions, then the input. A function
+/// The conversation the chat template renders: the instructions, then the conversation a
+/// `previous_response_id` continues (`earlier`), then the input. A function
 /// call joins the assistant message before it (or starts one, with empty text), and its output
 /// is a `tool` message quoting its `call_id`.
 ///
@@ -21,25 +22,66 @@ use crate::protocol::{
 /// an item of another type, or an input with no message besides the instructions. Reasoning
 /// items are left out, as the chat templates of reasoning models leave earlier turns'
 /// reasoning out.
-pub(super) fn messages(body: &ResponsesRequest) -> Result<Vec<ChatMessage>, ApiError> {
-    let mut messages: Vec<ChatMessage> = body
-        .instructions
+pub(super) fn messages(
+    instructions: Option<&str>,
+    earlier: &[InputItem],
+    input: &[InputItem],
+) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut messages: Vec<ChatMessage> = instructions
         .iter()
-        .map(|text| message(Role::System, text.clone()))
+        .map(|text| message(Role::System, (*text).to_owned()))
         .collect();
-    match &body.input {
-        ResponsesInput::Text(text) => messages.push(message(Role::User, text.clone())),
-        ResponsesInput::Items(items) => {
-            let mut calls = HashSet::new();
-            for (index, item) in items.iter().enumerate() {
-                add_item(&mut messages, &mut calls, index, item)?;
-            }
-        }
+    let mut calls = HashSet::new();
+    // A stored conversation's items were checked when they came, and pass again.
+    for (index, item) in earlier.iter().chain(input).enumerate() {
+        let index = index.checked_sub(earlier.len()).unwrap_or(index);
+        add_item(&mut messages, &mut calls, index, item)?;
     }
     if messages.iter().all(|message| message.role == Role::System) {
         return Err(ApiError::invalid_field("input", "input must not be empty"));
     }
     Ok(messages)
+}
+
+/// The request's input as items: a string is one user message.
+pub(super) fn items(input: &ResponsesInput) -> Vec<InputItem> {
+    match input {
+        ResponsesInput::Text(text) => vec![InputItem {
+            role: Some(Role::User),
+            content: Some(InputContent::Text(text.clone())),
+            ..InputItem::default()
+        }],
+        ResponsesInput::Items(items) => items.clone(),
+    }
+}
+
+/// An output item as the input item that sends it back.
+pub(super) fn sent_back(item: &OutputItem) -> InputItem {
+    match item {
+        OutputItem::Reasoning(_) => InputItem {
+            kind: Some("reasoning".to_owned()),
+            ..InputItem::default()
+        },
+        OutputItem::Message(message) => InputItem {
+            kind: Some("message".to_owned()),
+            role: Some(Role::Assistant),
+            content: Some(InputContent::Text(
+                message
+                    .content
+                    .iter()
+                    .map(|part| part.text.as_str())
+                    .collect(),
+            )),
+            ..InputItem::default()
+        },
+        OutputItem::FunctionCall(call) => InputItem {
+            kind: Some("function_call".to_owned()),
+            call_id: Some(call.call_id.clone()),
+            name: Some(call.name.clone()),
+            arguments: Some(call.arguments.clone()),
+            ..InputItem::default()
+        },
+    }
 }
 
 /// Add input item `index` to `messages`; `calls` holds the call ids seen so far.
@@ -191,13 +233,19 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::protocol::ResponsesRequest;
 
     fn request(input: Value) -> ResponsesRequest {
         serde_json::from_value(json!({ "model": "m", "input": input })).expect("a request")
     }
 
+    /// The messages of `body` alone.
+    fn rendered(body: &ResponsesRequest) -> Result<Vec<ChatMessage>, ApiError> {
+        messages(body.instructions.as_deref(), &[], &items(&body.input))
+    }
+
     fn refused_at(input: Value) -> Option<String> {
-        messages(&request(input))
+        rendered(&request(input))
             .expect_err("refused")
             .body()
             .error
@@ -211,7 +259,7 @@ mod tests {
             { "type": "message", "role": "assistant", "content": "Hi" },
         ]));
         body.instructions = Some("Be brief.".to_owned());
-        let messages = messages(&body).expect("messages");
+        let messages = rendered(&body).expect("messages");
         let roles: Vec<Role> = messages.iter().map(|message| message.role).collect();
         assert_eq!(roles, [Role::System, Role::User, Role::Assistant]);
         assert_eq!(
@@ -232,7 +280,7 @@ mod tests {
             { "type": "function_call_output", "call_id": "b", "output": [{ "type": "input_text", "text": "9 C" }] },
             { "type": "reasoning", "id": "rs_1", "summary": [], "content": [{ "type": "reasoning_text", "text": "Both." }] },
         ]));
-        let messages = messages(&body).expect("messages");
+        let messages = rendered(&body).expect("messages");
         let roles: Vec<Role> = messages.iter().map(|message| message.role).collect();
         assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::Tool]);
         let calls = messages[1].tool_calls.as_ref().expect("the calls");
@@ -250,7 +298,7 @@ mod tests {
             { "role": "user", "content": "Weather?" },
             { "type": "function_call", "call_id": "a", "name": "weather", "arguments": "{}" },
         ]));
-        let started = super::messages(&body).expect("messages");
+        let started = rendered(&body).expect("messages");
         assert_eq!(started[1].role, Role::Assistant);
         assert_eq!(
             started[1].content,

@@ -2,11 +2,14 @@
 
 mod input;
 mod output;
+mod store;
+
+pub(crate) use store::ResponseStore;
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use dynamo_core::{FinishReason, Usage};
 use futures::TryStreamExt;
@@ -14,15 +17,17 @@ use futures::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
 
 use self::output::{Events, Items};
+use self::store::Stored;
 use super::answer::Answer;
+use super::auth::Caller;
 use super::generate::{self, TextEvent};
-use super::openapi::GenerationErrors;
+use super::openapi::{ErrorResponse, GenerationErrors};
 use super::structured::{self, Structured, ToolFields};
 use super::{JsonBody, RequestId, Shared, chat, prepare, sse};
 use crate::ApiError;
 use crate::protocol::common::{reject_unknown, reject_unknown_in};
 use crate::protocol::{
-    IncompleteDetails, InputTokensDetails, OutputTokensDetails, ResponseObject,
+    IncompleteDetails, InputItem, InputTokensDetails, OutputTokensDetails, ResponseObject,
     ResponseStreamEvent, ResponseUsage, ResponsesRequest, SamplingFields, Tool,
 };
 
@@ -35,7 +40,9 @@ const ENDPOINT: &str = "responses";
 /// model's chat template, with `instructions` as a system message first and the function tools
 /// offered; the output is an assistant message, the calls the model made, or both. With
 /// `stream: true` it comes as server-sent events named by their `type`, from
-/// `response.created` to `response.completed`. Responses are not stored.
+/// `response.created` to `response.completed`. Unless `store` is false the response is kept in
+/// the gateway's memory, for `GET /v1/responses/{id}` and for a later request's
+/// `previous_response_id` to continue from.
 #[utoipa::path(
     post,
     path = "/v1/responses",
@@ -53,27 +60,41 @@ const ENDPOINT: &str = "responses";
 pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<ResponsesRequest>,
 ) -> Response {
     let model = body.model.clone();
-    let result = serve(shared.clone(), request_id, body).await;
+    let result = serve(shared.clone(), request_id, caller, body).await;
     super::respond(&shared, &model, ENDPOINT, result)
 }
 
 async fn serve(
     shared: Arc<Shared>,
     request_id: String,
+    caller: Caller,
     body: ResponsesRequest,
 ) -> Result<Response, ApiError> {
     let entry = shared.model(&body.model)?;
-    check(&body)?;
+    check(&body, shared.responses.is_on())?;
+    let earlier = match &body.previous_response_id {
+        Some(id) => {
+            shared
+                .responses
+                .get(caller, id)
+                .ok_or_else(|| ApiError::previous_response_not_found(id))?
+                .conversation
+        }
+        None => Vec::new(),
+    };
+    let input = input::items(&body.input);
     let tools = input::function_tools(body.tools.as_deref().unwrap_or_default())?;
     let structured = plan(&body, &tools)?;
     let offers_tools =
         !tools.is_empty() && body.tool_choice.as_ref().and_then(Value::as_str) != Some("none");
     let offered: Vec<Value> = tools.iter().map(|tool| json!(tool)).collect();
     let offered = offers_tools.then_some(offered.as_slice());
-    let prompt = chat::render(&entry, &input::messages(&body)?, offered, true)?;
+    let messages = input::messages(body.instructions.as_deref(), &earlier, &input)?;
+    let prompt = chat::render(&entry, &messages, offered, true)?;
     let tokens = entry
         .tokenizer
         .encode(&prompt)
@@ -103,8 +124,15 @@ async fn serve(
         .await?
         .map_ok(|(_, event)| event);
     let answer = Answer::new(&entry, offers_tools, structured.forced);
+    let storing = shared.responses.is_on() && body.store != Some(false);
+    let keep = storing.then(|| Keep {
+        shared: shared.clone(),
+        caller,
+        conversation: earlier.into_iter().chain(input).collect(),
+    });
     let responder = Responder {
-        response: skeleton(&body, &entry.name, &request_id),
+        response: skeleton(&body, &entry.name, &request_id, storing),
+        keep,
         request_id: request_id.clone(),
         answer,
         items: Items::new(&request_id),
@@ -117,12 +145,17 @@ async fn serve(
     collect(responder, text).await
 }
 
-/// Refuse what this gateway does not implement, naming the field.
-fn check(body: &ResponsesRequest) -> Result<(), ApiError> {
+/// Refuse what this gateway does not implement, naming the field; `storing` says whether its
+/// response store is on.
+fn check(body: &ResponsesRequest, storing: bool) -> Result<(), ApiError> {
     reject_unknown(&body.extra)?;
     let refuse = |field: &str, why: &str| Err(ApiError::invalid_field(field, why));
-    if body.store == Some(true) {
-        return refuse("store", "responses are not stored here; send store: false");
+    let off = "this gateway stores no responses (its store is off)";
+    if !storing && body.store == Some(true) {
+        return refuse("store", &format!("{off}; send store: false"));
+    }
+    if !storing && body.previous_response_id.is_some() {
+        return refuse("previous_response_id", off);
     }
     if let Some(truncation) = &body.truncation
         && truncation != "disabled"
@@ -154,7 +187,7 @@ fn plan(body: &ResponsesRequest, tools: &[Tool]) -> Result<Structured, ApiError>
 }
 
 /// The response as it stands before any output: in progress.
-fn skeleton(body: &ResponsesRequest, model: &str, request_id: &str) -> ResponseObject {
+fn skeleton(body: &ResponsesRequest, model: &str, request_id: &str, store: bool) -> ResponseObject {
     ResponseObject {
         id: format!("resp_{request_id}"),
         object: "response".to_owned(),
@@ -167,7 +200,7 @@ fn skeleton(body: &ResponsesRequest, model: &str, request_id: &str) -> ResponseO
         model: model.to_owned(),
         output: Vec::new(),
         parallel_tool_calls: body.parallel_tool_calls.unwrap_or(true),
-        previous_response_id: None,
+        previous_response_id: body.previous_response_id.clone(),
         temperature: body.temperature,
         top_p: body.top_p,
         tool_choice: body.tool_choice.clone().unwrap_or_else(|| json!("auto")),
@@ -179,14 +212,42 @@ fn skeleton(body: &ResponsesRequest, model: &str, request_id: &str) -> ResponseO
         truncation: "disabled".to_owned(),
         usage: None,
         metadata: body.metadata.clone().unwrap_or_else(|| json!({})),
-        store: false,
+        store,
         user: body.user.clone(),
     }
 }
 
-/// A response on its way: the answer's parsers, the output items, and the events so far.
+/// Where a finished response is kept, with the conversation it ends.
+struct Keep {
+    shared: Arc<Shared>,
+    caller: Caller,
+    /// The conversation's items up to the request's input; the output's go after them.
+    conversation: Vec<InputItem>,
+}
+
+impl Keep {
+    /// Store `response`, ending the conversation.
+    fn store(self, response: &ResponseObject) {
+        let mut conversation = self.conversation;
+        conversation.extend(response.output.iter().map(input::sent_back));
+        let stored = Stored {
+            response: response.clone(),
+            conversation,
+        };
+        if !self.shared.responses.insert(self.caller, stored) {
+            tracing::warn!(
+                id = %response.id,
+                "a response is larger than the whole response store, and was not stored"
+            );
+        }
+    }
+}
+
+/// A response on its way: the answer's parsers, the output items, the events so far, and
+/// where it is kept once done.
 struct Responder {
     response: ResponseObject,
+    keep: Option<Keep>,
     /// What the ids of the output items and calls are made of.
     request_id: String,
     answer: Answer,
@@ -237,6 +298,9 @@ impl Responder {
                 });
                 response.output = self.items.finish(status, &mut self.events);
                 response.usage = Some(usage_of(usage));
+                if let Some(keep) = self.keep.take() {
+                    keep.store(response);
+                }
                 let response = Box::new(response.clone());
                 self.events.push(|sequence_number| match incomplete {
                     true => ResponseStreamEvent::Incomplete {
@@ -315,6 +379,59 @@ fn stream_events(
     )
 }
 
+/// Retrieve a stored response
+///
+/// The response as it was returned, if it is still stored and was stored with the same API
+/// key; a 404 otherwise.
+#[utoipa::path(
+    get,
+    path = "/v1/responses/{id}",
+    operation_id = "getResponse",
+    tag = "openai",
+    params(("id" = String, Path, description = "The response's id (`resp_…`)")),
+    responses(
+        (status = 200, description = "The stored response", body = ResponseObject),
+        (status = 404, response = ErrorResponse),
+    ),
+)]
+pub(crate) async fn retrieve(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<ResponseObject>, ApiError> {
+    let stored = shared.responses.get(caller, &id);
+    stored
+        .map(|stored| Json(stored.response))
+        .ok_or_else(|| ApiError::response_not_found(&id))
+}
+
+/// Delete a stored response
+///
+/// Forget a stored response (stored with the same API key); a 404 if there is none.
+#[utoipa::path(
+    delete,
+    path = "/v1/responses/{id}",
+    operation_id = "deleteResponse",
+    tag = "openai",
+    params(("id" = String, Path, description = "The response's id (`resp_…`)")),
+    responses(
+        (status = 200, description = "`{\"id\": …, \"object\": \"response.deleted\", \"deleted\": true}`", body = Object),
+        (status = 404, response = ErrorResponse),
+    ),
+)]
+pub(crate) async fn delete(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !shared.responses.delete(caller, &id) {
+        return Err(ApiError::response_not_found(&id));
+    }
+    Ok(Json(
+        json!({ "id": id, "object": "response.deleted", "deleted": true }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,7 +463,7 @@ mod tests {
             let body: ResponsesRequest =
                 serde_json::from_value(json!({ "model": "m", "input": "x", field: value }))
                     .expect("a request");
-            let error = check(&body)
+            let error = check(&body, false)
                 .and_then(|()| plan(&body, &[]))
                 .expect_err(field);
             assert_eq!(error.body().error.param.as_deref(), Some(param), "{field}");
