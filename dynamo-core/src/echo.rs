@@ -30,7 +30,10 @@ use crate::tokens::{Token, Tokens};
 /// - with [`SamplingOptions::logprobs`](crate::SamplingOptions::logprobs) set, each token comes
 ///   with synthetic log-probabilities: the token itself at `ln(1/2)`, and as its `i`-th
 ///   alternative the token `token ^ i` at `ln(1/2^(i+1))` (made up, but shaped as a real
-///   distribution: sorted, the chosen token first, probabilities summing below 1).
+///   distribution: sorted, the chosen token first, probabilities summing below 1);
+/// - with [`SamplingOptions::prompt_logprobs`](crate::SamplingOptions::prompt_logprobs) set,
+///   a first chunk carries the prompt's tokens after the first with the same synthetic
+///   log-probabilities.
 ///
 /// With a token delay ([`EchoEngine::with_token_delay`]) the stream waits between tokens, like a
 /// decode step; it then needs a tokio runtime with the time driver enabled.
@@ -124,6 +127,7 @@ impl Service<GenerateRequest> for EchoEngine {
             min_tokens: request.limits.min_tokens.unwrap_or(0) as usize,
             stop_tokens: request.stop.stop_token_ids.iter().copied().collect(),
             logprobs: request.sampling.logprobs,
+            prompt_logprobs: request.sampling.prompt_logprobs,
             prompt: request.tokens,
             emitted: 0,
             delay: self.token_delay,
@@ -149,6 +153,8 @@ struct Echo {
     stop_tokens: HashSet<Token>,
     /// How many alternatives to report per token, when log-probabilities are asked for.
     logprobs: Option<u32>,
+    /// How many alternatives to report per prompt token, until they are sent.
+    prompt_logprobs: Option<u32>,
     emitted: usize,
     delay: Duration,
     cancel: CancellationToken,
@@ -159,6 +165,16 @@ impl Echo {
     async fn next_chunk(&mut self) -> Option<TokenChunk> {
         if self.finished {
             return None;
+        }
+        if let Some(alternatives) = self.prompt_logprobs.take() {
+            let entries = self.prompt.iter().skip(1);
+            let log_probs = entries
+                .map(|&token| log_prob(token, alternatives))
+                .collect();
+            return Some(TokenChunk {
+                prompt_log_probs: Some(log_probs),
+                ..TokenChunk::default()
+            });
         }
         if !self.delay.is_zero() {
             tokio::select! {
@@ -202,17 +218,22 @@ impl Echo {
     }
 }
 
+/// The synthetic log-probabilities of `token`, with `alternatives` made-up alternatives.
+fn log_prob(token: Token, alternatives: u32) -> TokenLogProb {
+    let logprob = |rank: u32| -(rank as f32 + 1.0) * std::f32::consts::LN_2;
+    TokenLogProb {
+        token,
+        logprob: logprob(0),
+        top: (0..alternatives).map(|i| (token ^ i, logprob(i))).collect(),
+    }
+}
+
 impl Echo {
     /// A chunk of `token`, with its synthetic log-probabilities when asked for.
     fn chunk(&self, token: Token) -> TokenChunk {
         let mut chunk = TokenChunk::token(token);
         if let Some(alternatives) = self.logprobs {
-            let logprob = |rank: u32| -(rank as f32 + 1.0) * std::f32::consts::LN_2;
-            chunk.log_probs = Some(vec![TokenLogProb {
-                token,
-                logprob: logprob(0),
-                top: (0..alternatives).map(|i| (token ^ i, logprob(i))).collect(),
-            }]);
+            chunk.log_probs = Some(vec![log_prob(token, alternatives)]);
         }
         chunk
     }

@@ -75,6 +75,12 @@ pub struct SamplingOptions {
     /// Return the log-probability of each sampled token and of this many most likely
     /// alternatives (`Some(0)`: the sampled token only).
     pub logprobs: Option<u32>,
+    /// Return the log-probability of each prompt token after the first (given the tokens
+    /// before it) and of this many most likely alternatives, in
+    /// [`TokenChunk::prompt_log_probs`](crate::TokenChunk::prompt_log_probs). Only the candle
+    /// engine computes them; the others leave them out (the gateway asks only models it was
+    /// told compute them).
+    pub prompt_logprobs: Option<u32>,
 }
 
 /// When generation stops, besides the output limits.

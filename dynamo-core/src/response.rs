@@ -51,10 +51,11 @@ impl Usage {
     }
 }
 
-/// The log-probability of one generated token, with the most likely alternatives.
+/// The log-probability of one token (generated, or of the prompt), with the most likely
+/// alternatives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenLogProb {
-    /// The generated token.
+    /// The token.
     pub token: Token,
     /// Its natural-log probability.
     pub logprob: f32,
@@ -89,6 +90,11 @@ pub struct TokenChunk {
     /// Log-probabilities of `tokens`, one entry per token, when requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_probs: Option<Vec<TokenLogProb>>,
+    /// Log-probabilities of the prompt's tokens after the first, each given the tokens before
+    /// it, when [`SamplingOptions::prompt_logprobs`](crate::SamplingOptions::prompt_logprobs)
+    /// asks for them: on one chunk of the first choice, before its first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_log_probs: Option<Vec<TokenLogProb>>,
     /// Set on the last chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<FinishReason>,
@@ -145,6 +151,8 @@ pub struct Generation {
     pub text: Option<String>,
     /// Log-probabilities of every token, when requested.
     pub log_probs: Option<Vec<TokenLogProb>>,
+    /// Log-probabilities of the prompt's tokens after the first, when requested.
+    pub prompt_log_probs: Option<Vec<TokenLogProb>>,
     /// Why generation ended; `None` if the stream ended without saying.
     pub finish_reason: Option<FinishReason>,
     /// The last usage the stream reported.
@@ -162,6 +170,9 @@ impl Generation {
             self.log_probs
                 .get_or_insert_with(Vec::new)
                 .extend(log_probs);
+        }
+        if let Some(log_probs) = chunk.prompt_log_probs {
+            self.prompt_log_probs = Some(log_probs);
         }
         if chunk.finish_reason.is_some() {
             self.finish_reason = chunk.finish_reason;

@@ -30,6 +30,7 @@ pub struct ModelEntry {
     pub(crate) created: u64,
     pub(crate) sampling_defaults: SamplingDefaults,
     pub(crate) forks: bool,
+    pub(crate) prompt_logprobs: bool,
     /// Its metric handles, shared by the entry's clones.
     pub(crate) metrics: Arc<crate::http::metrics::ModelMetrics>,
 }
@@ -101,6 +102,7 @@ impl ModelEntry {
             created: crate::unix_seconds(),
             sampling_defaults: SamplingDefaults::default(),
             forks: false,
+            prompt_logprobs: false,
             metrics: Arc::default(),
         }
     }
@@ -201,6 +203,20 @@ impl ModelEntry {
     /// Whether the engine serves several choices of one request itself.
     pub fn forks(&self) -> bool {
         self.forks
+    }
+
+    /// Say whether the engine computes the log-probabilities of a prompt's tokens
+    /// ([`SamplingOptions::prompt_logprobs`](dynamo_core::SamplingOptions::prompt_logprobs)),
+    /// as the candle engine does. Off by default: a text completion with `echo` and `logprobs`
+    /// is then refused with a 400.
+    pub fn with_prompt_logprobs(mut self, computes: bool) -> Self {
+        self.prompt_logprobs = computes;
+        self
+    }
+
+    /// Whether the engine computes the log-probabilities of a prompt's tokens.
+    pub fn computes_prompt_logprobs(&self) -> bool {
+        self.prompt_logprobs
     }
 
     /// The model's name.

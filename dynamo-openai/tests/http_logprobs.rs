@@ -107,3 +107,61 @@ async fn completion_logprobs_are_parallel_lists_with_offsets() {
     let whole: Value = serde_json::from_str(&post("/v1/completions", request).await).unwrap();
     assert!(whole["choices"][0]["logprobs"].is_null());
 }
+
+/// A text completion's `echo` with `logprobs`, from a model whose engine computes the prompt's
+/// log-probabilities: the prompt's tokens first (the first with null log-probabilities: it
+/// follows nothing), then the generated ones, offsets running on through both; every choice
+/// gets them. Served whole only; from an engine that does not compute them, a 400.
+#[tokio::test]
+async fn echo_with_logprobs_puts_the_prompts_tokens_first() {
+    let registry = dynamo_openai::ModelRegistry::default();
+    let engine = BoxEngine::new(EchoEngine::new());
+    let entry = dynamo_openai::ModelEntry::new("test", engine, dynamo_openai::Tokenizer::bytes())
+        .with_prompt_logprobs(true);
+    registry.insert(entry);
+    let app = dynamo_openai::Gateway::new(registry, GatewayConfig::default()).into_router();
+    let request = json!({"model": "test", "prompt": "abc", "max_tokens": 2, "echo": true,
+        "logprobs": 1, "n": 2});
+    let (status, bytes) = common::post_json(app.clone(), "/v1/completions", &request).await;
+    assert_eq!(status, StatusCode::OK);
+    let whole: Value = serde_json::from_slice(&bytes).unwrap();
+    let half = -std::f64::consts::LN_2;
+    for choice in whole["choices"].as_array().unwrap() {
+        assert_eq!(choice["text"], "abcab");
+        let logprobs = &choice["logprobs"];
+        assert_eq!(
+            logprobs["tokens"],
+            json!(["a", "b", "c", "a", "b"]),
+            "{whole}"
+        );
+        assert_eq!(logprobs["text_offset"], json!([0, 1, 2, 3, 4]));
+        let values: Vec<Option<f64>> = logprobs["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(Value::as_f64)
+            .collect();
+        let expected = [None, Some(half), Some(half), Some(half), Some(half)];
+        assert!(
+            values.iter().zip(expected).all(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => (a - b).abs() < 1e-6,
+                (a, b) => a.is_none() && b.is_none(),
+            }),
+            "{values:?}"
+        );
+        assert!(logprobs["top_logprobs"][0].is_null());
+        assert_eq!(logprobs["top_logprobs"][1].as_object().unwrap().len(), 1);
+    }
+
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let (status, bytes) = common::post_json(app, "/v1/completions", &streamed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error["error"]["param"], "stream");
+
+    let (status, bytes) = common::post_json(echo_app(), "/v1/completions", &request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error["error"]["param"], "echo");
+}

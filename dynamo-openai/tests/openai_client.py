@@ -98,6 +98,17 @@ def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
     assert all(len(top) <= 2 for top in logprobs.top_logprobs), logprobs
     assert logprobs.text_offset[0] == 0 and logprobs.text_offset == sorted(logprobs.text_offset)
 
+    # echo with logprobs, as lm-evaluation-harness scores a continuation: the prompt's tokens
+    # first, the first with no log-probability, then the generated one.
+    scored = client.completions.create(model=model, prompt="The capital of France is Paris",
+                                       max_tokens=1, temperature=0, logprobs=1, echo=True)
+    logprobs = scored.choices[0].logprobs
+    assert scored.choices[0].text.startswith("The capital of France is Paris"), scored
+    assert len(logprobs.tokens) == scored.usage.prompt_tokens + 1, scored
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None, logprobs
+    assert all(lp <= 0 for lp in logprobs.token_logprobs[1:]), logprobs
+    assert "".join(logprobs.tokens) == scored.choices[0].text, logprobs
+
     try:
         client.chat.completions.create(**greedy, logprobs=True, top_logprobs=21)
         raise AssertionError("top_logprobs=21 was accepted")

@@ -47,6 +47,8 @@ struct Workers {
     attempts: Arc<Mutex<Vec<Attempt>>>,
     /// Workers that died and have not left the router yet.
     dead: Arc<Mutex<Vec<u64>>>,
+    /// Whether each attempt asked for the prompt's log-probabilities.
+    asked_prompt_logprobs: Arc<Mutex<Vec<bool>>>,
 }
 
 impl Workers {
@@ -58,6 +60,7 @@ impl Workers {
             faults_left: Arc::new(AtomicUsize::new(faults)),
             attempts: Arc::default(),
             dead: Arc::default(),
+            asked_prompt_logprobs: Arc::default(),
         };
         for id in 1..=count {
             workers
@@ -102,6 +105,15 @@ impl Workers {
         let tokens = answer(&prompt, max_tokens);
         let mut chunks: Vec<Result<TokenChunk, Error>> =
             tokens.iter().map(|&t| Ok(TokenChunk::token(t))).collect();
+        let asked = request.sampling.prompt_logprobs.is_some();
+        self.asked_prompt_logprobs.lock().unwrap().push(asked);
+        if asked {
+            let prompt_log_probs = TokenChunk {
+                prompt_log_probs: Some(Vec::new()),
+                ..TokenChunk::default()
+            };
+            chunks.insert(0, Ok(prompt_log_probs));
+        }
         let faulty = self
             .faults_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -184,6 +196,22 @@ async fn a_worker_that_dies_mid_stream_is_replaced_and_the_client_sees_one_answe
             assert_ne!(attempts[0].worker, attempts[1].worker, "another worker");
         }
     }
+}
+
+/// The prompt's log-probabilities came with the first attempt: the continuation does not ask
+/// for them again (its prompt is longer, and the client has them).
+#[tokio::test]
+async fn a_continuation_does_not_ask_for_the_prompts_log_probabilities_again() {
+    let workers = Workers::new(2, Fault::Die { after: 6 }, 1);
+    let mut asking = request(12);
+    asking.sampling.prompt_logprobs = Some(0);
+    let generation = workers.migrate(3).generate_all(asking).await.unwrap();
+    assert_eq!(generation.prompt_log_probs, Some(Vec::new()));
+    assert_eq!(generation.tokens.len(), 12);
+    assert_eq!(
+        *workers.asked_prompt_logprobs.lock().unwrap(),
+        [true, false]
+    );
 }
 
 #[tokio::test]

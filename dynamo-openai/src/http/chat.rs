@@ -328,6 +328,8 @@ async fn collect(
                 said.log_probs.extend(log_probs);
                 answer.push(text, &id)
             }
+            // Chat asks for none.
+            TextEvent::Prompt { .. } => continue,
             TextEvent::Done { reason, usage } => {
                 choices::add_usage(&mut total, usage, index == 0);
                 let delta = answer.finish(&id);
@@ -462,6 +464,7 @@ fn stream(
             TextEvent::Done { reason, usage } => {
                 (streaming.answer.finish(&id), Some((reason, usage)))
             }
+            TextEvent::Prompt { .. } => return Ok(step),
         };
         let has_text =
             !delta.content.is_empty() || !delta.reasoning.is_empty() || !delta.calls.is_empty();

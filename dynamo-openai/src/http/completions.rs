@@ -74,13 +74,24 @@ async fn serve(
                 ),
             ));
         }
-        if body.echo {
+        if body.echo && !entry.computes_prompt_logprobs() {
             return Err(ApiError::invalid_field(
                 "echo",
-                "echo with logprobs (log-probabilities of the prompt) is not supported",
+                format!(
+                    "echo with logprobs needs the log-probabilities of the prompt, which the \
+                     engine of `{}` does not compute",
+                    entry.name
+                ),
+            ));
+        }
+        if body.echo && body.stream {
+            return Err(ApiError::invalid_field(
+                "stream",
+                "echo with logprobs is served whole; it does not work with stream: true",
             ));
         }
     }
+    let prompt_logprobs = body.logprobs.filter(|_| body.echo);
     let choices = Choices::of(body.sampling.n, body.best_of, shared.config.max_choices)?;
     if choices.ranks() && body.stream {
         return Err(ApiError::invalid_field(
@@ -95,12 +106,18 @@ async fn serve(
     let prompts = prompt_tokens(&entry, &body.prompt)?;
     let mut streams = Vec::with_capacity(prompts.len());
     for (index, tokens) in prompts.into_iter().enumerate() {
-        let echo = match body.echo {
-            true => entry
-                .tokenizer
-                .decode(&tokens, false)
-                .map_err(|error| ApiError::invalid_field("prompt", error.to_string()))?,
-            false => String::new(),
+        let echo = Echo {
+            text: match body.echo {
+                true => entry
+                    .tokenizer
+                    .decode(&tokens, false)
+                    .map_err(|error| ApiError::invalid_field("prompt", error.to_string()))?,
+                false => String::new(),
+            },
+            first_token: tokens
+                .first()
+                .copied()
+                .filter(|_| prompt_logprobs.is_some()),
         };
         let mut request = prepare::engine_request(
             &shared,
@@ -113,6 +130,7 @@ async fn serve(
         )?;
         // Ranking candidates needs each token's log-probability.
         request.sampling.logprobs = body.logprobs.or(choices.ranks().then_some(0));
+        request.sampling.prompt_logprobs = prompt_logprobs;
         request.format = format.clone();
         request.delivery = prepare::delivery(body.stream);
         let slot = shared
@@ -163,6 +181,13 @@ fn prompt_tokens(entry: &ModelEntry, prompt: &Prompt) -> Result<Vec<Vec<u32>>, A
     Ok(prompts)
 }
 
+/// What a choice's text starts with: the prompt, echoed (empty without `echo`), and with
+/// `echo` and `logprobs` the prompt's first token, whose log-probabilities open the choice's.
+struct Echo {
+    text: String,
+    first_token: Option<u32>,
+}
+
 struct Header {
     id: String,
     created: u64,
@@ -205,7 +230,7 @@ struct Collected {
 
 async fn collect(
     header: Header,
-    streams: Vec<(String, ChoiceStream)>,
+    streams: Vec<(Echo, ChoiceStream)>,
     choices: Choices,
 ) -> Result<Response, ApiError> {
     let generated = choices.generated as usize;
@@ -220,11 +245,12 @@ async fn collect(
     for (prompt, (echo, events)) in (0u32..).zip(results) {
         let mut candidates: Vec<Collected> = (0..generated)
             .map(|_| Collected {
-                text: echo.clone(),
+                text: echo.text.clone(),
                 log_probs: Vec::new(),
                 finish_reason: None,
             })
             .collect();
+        let mut prompt_log_probs = None;
         for (index, event) in events? {
             let Some(candidate) = candidates.get_mut(index as usize) else {
                 continue;
@@ -237,6 +263,11 @@ async fn collect(
                 TextEvent::Done { reason, usage } => {
                     candidate.finish_reason = Some(reason.as_openai_str().to_owned());
                     choices::add_usage(&mut total, usage, index == 0);
+                }
+                // One prompt, one set: the first to come (each choice's engine request may
+                // send the same).
+                TextEvent::Prompt { log_probs } => {
+                    prompt_log_probs.get_or_insert(log_probs);
                 }
             }
         }
@@ -251,7 +282,26 @@ async fn collect(
             false => candidates,
         };
         for (choice, candidate) in (0..).zip(kept) {
-            let logprobs = header.shape(&mut CompletionShaper::default(), &candidate.log_probs)?;
+            let mut shaper = CompletionShaper::default();
+            let echoed = match (echo.first_token, &header.logprobs) {
+                (Some(first), Some(tokenizer)) => {
+                    let computed = prompt_log_probs.as_deref().ok_or_else(|| {
+                        dynamo_core::Error::internal(
+                            "the engine sent no log-probabilities of the prompt",
+                        )
+                    })?;
+                    Some(shaper.push_prompt(tokenizer, first, computed)?)
+                }
+                _ => None,
+            };
+            let generated = header.shape(&mut shaper, &candidate.log_probs)?;
+            let logprobs = match (echoed, generated) {
+                (Some(mut echoed), Some(generated)) => {
+                    echoed.append(generated);
+                    Some(echoed)
+                }
+                (echoed, generated) => echoed.or(generated),
+            };
             out.push(CompletionChoice {
                 index: prompt * choices.n + choice,
                 text: candidate.text,
@@ -273,7 +323,7 @@ async fn collect(
 
 fn stream(
     header: Header,
-    streams: Vec<(String, ChoiceStream)>,
+    streams: Vec<(Echo, ChoiceStream)>,
     n: u32,
     include_usage: bool,
 ) -> Response {
@@ -283,10 +333,10 @@ fn stream(
         .into_iter()
         .zip(0u32..)
         .map(|((echo, text), prompt)| {
-            if !echo.is_empty() {
+            if !echo.text.is_empty() {
                 echoes.extend((0..n).map(|choice| {
                     let delta = TextEvent::Delta {
-                        text: echo.clone(),
+                        text: echo.text.clone(),
                         log_probs: Vec::new(),
                     };
                     Ok((prompt * n + choice, delta))
@@ -333,6 +383,8 @@ fn stream(
                     out.push(header.chunk(Vec::new(), Some(UsageBody::from(total))));
                 }
             }
+            // Asked for only by a whole answer (`echo` with `logprobs`).
+            TextEvent::Prompt { .. } => {}
         }
         stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>())
     });

@@ -30,6 +30,9 @@ pub(crate) enum TextEvent {
     },
     /// The end, with the OpenAI finish reason and the token counts.
     Done { reason: FinishReason, usage: Usage },
+    /// The log-probabilities of the prompt's tokens after the first, before any text, when
+    /// the request asked for them.
+    Prompt { log_probs: Vec<TokenLogProb> },
 }
 
 /// Counts requests in flight; a request holds one slot until its stream is dropped.
@@ -159,7 +162,7 @@ pub(crate) struct TextStream {
 }
 
 impl TextStream {
-    fn on_chunk(&mut self, chunk: TokenChunk) -> Result<(), ApiError> {
+    fn on_chunk(&mut self, mut chunk: TokenChunk) -> Result<(), ApiError> {
         let index = chunk.index;
         match self.choices.get(index as usize) {
             None => {
@@ -170,6 +173,10 @@ impl TextStream {
             // A choice the stop strings ended while the engine went on.
             Some(choice) if choice.done => return Ok(()),
             Some(_) => {}
+        }
+        if let Some(log_probs) = chunk.prompt_log_probs.take() {
+            self.pending
+                .push_back((index, TextEvent::Prompt { log_probs }));
         }
         if index == 0 {
             self.note_timing(chunk.tokens.len());

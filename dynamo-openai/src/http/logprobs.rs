@@ -78,18 +78,63 @@ impl CompletionShaper {
     ) -> Result<CompletionLogProbs, ApiError> {
         let mut shaped = CompletionLogProbs::default();
         for entry in log_probs {
-            let (token, bytes) = token_text(tokenizer, entry.token)?;
-            shaped.text_offset.push(self.offsets.next(&bytes));
-            shaped.tokens.push(token);
-            shaped.token_logprobs.push(entry.logprob);
-            let mut top = BTreeMap::new();
-            for &(id, logprob) in &entry.top {
-                // Tokens with the same text keep the likelier one (the first: `top` is sorted).
-                top.entry(token_text(tokenizer, id)?.0).or_insert(logprob);
-            }
-            shaped.top_logprobs.push(top);
+            self.add(&mut shaped, tokenizer, entry.token, Some(entry))?;
         }
         Ok(shaped)
+    }
+
+    /// The `logprobs` of an echoed prompt: its first token (`first`, which follows nothing, so
+    /// with null log-probabilities), then the others' as the engine computed them.
+    pub(crate) fn push_prompt(
+        &mut self,
+        tokenizer: &Tokenizer,
+        first: u32,
+        log_probs: &[TokenLogProb],
+    ) -> Result<CompletionLogProbs, ApiError> {
+        let mut shaped = CompletionLogProbs::default();
+        self.add(&mut shaped, tokenizer, first, None)?;
+        for entry in log_probs {
+            self.add(&mut shaped, tokenizer, entry.token, Some(entry))?;
+        }
+        Ok(shaped)
+    }
+
+    /// Add `token` with its log-probabilities (`None`: null) to `shaped`.
+    fn add(
+        &mut self,
+        shaped: &mut CompletionLogProbs,
+        tokenizer: &Tokenizer,
+        token: u32,
+        entry: Option<&TokenLogProb>,
+    ) -> Result<(), ApiError> {
+        let (text, bytes) = token_text(tokenizer, token)?;
+        shaped.text_offset.push(self.offsets.next(&bytes));
+        shaped.tokens.push(text);
+        shaped.token_logprobs.push(entry.map(|entry| entry.logprob));
+        let top = match entry {
+            Some(entry) => {
+                let mut top = BTreeMap::new();
+                for &(id, logprob) in &entry.top {
+                    // Tokens with the same text keep the likelier one (the first: `top` is
+                    // sorted).
+                    top.entry(token_text(tokenizer, id)?.0).or_insert(logprob);
+                }
+                Some(top)
+            }
+            None => None,
+        };
+        shaped.top_logprobs.push(top);
+        Ok(())
+    }
+}
+
+impl CompletionLogProbs {
+    /// Add `more`'s tokens after these.
+    pub(crate) fn append(&mut self, more: CompletionLogProbs) {
+        self.tokens.extend(more.tokens);
+        self.token_logprobs.extend(more.token_logprobs);
+        self.top_logprobs.extend(more.top_logprobs);
+        self.text_offset.extend(more.text_offset);
     }
 }
 

@@ -252,6 +252,7 @@ impl SamplingFields {
             frequency_penalty: self.frequency_penalty,
             repetition_penalty: self.repetition_penalty,
             logprobs: None,
+            prompt_logprobs: None,
         };
         let stop = StopConditions {
             stop_token_ids: self.stop_token_ids.clone().unwrap_or_default(),

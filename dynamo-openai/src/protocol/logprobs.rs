@@ -49,10 +49,12 @@ pub struct TopLogProb {
 pub struct CompletionLogProbs {
     /// The tokens' texts.
     pub tokens: Vec<String>,
-    /// Their natural-log probabilities.
-    pub token_logprobs: Vec<f32>,
-    /// The `logprobs` most likely tokens at each position, as token text to log-probability.
-    pub top_logprobs: Vec<BTreeMap<String, f32>>,
+    /// Their natural-log probabilities; null for the first token of an echoed prompt, which
+    /// follows nothing.
+    pub token_logprobs: Vec<Option<f32>>,
+    /// The `logprobs` most likely tokens at each position, as token text to log-probability;
+    /// null for the first token of an echoed prompt.
+    pub top_logprobs: Vec<Option<BTreeMap<String, f32>>>,
     /// Where each token starts in the choice's text, in characters.
     pub text_offset: Vec<u32>,
 }

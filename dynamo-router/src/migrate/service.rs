@@ -100,6 +100,10 @@ impl Migration {
     /// Note a chunk of the current attempt and make it the client's.
     fn record(&mut self, mut chunk: TokenChunk) -> TokenChunk {
         self.generated.extend_from_slice(&chunk.tokens);
+        if chunk.prompt_log_probs.is_some() {
+            // Given once: a continuation elsewhere does not ask for them again.
+            self.request.sampling.prompt_logprobs = None;
+        }
         if self.carried > 0
             && let Some(usage) = &mut chunk.usage
         {

@@ -144,6 +144,7 @@ pub(crate) fn fork(
             cancel: first.cancel.clone(),
             fork: None,
             live: first.live.clone(),
+            prompt_log_probs: None,
             ..*first
         });
     }

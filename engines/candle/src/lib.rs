@@ -38,6 +38,10 @@
 //!   temperature with min-p, top-k and top-p, seeded; stop tokens (and the model's EOS unless
 //!   `ignore_eos`), `min_tokens`, `max_tokens`; dropping the stream frees the sequence's blocks
 //!   at the next step.
+//! - **Log-probabilities** of each sampled token and its alternatives (the raw distribution's),
+//!   and of the prompt's tokens: a request for those computes its whole prompt (no cached
+//!   prefix), keeps every prompt row's logits, and sends them in one chunk before its first
+//!   token.
 //! - **Output formats.** A request with a [`format`](dynamo_core::GenerateRequest::format) (a
 //!   JSON object, JSON valid against a JSON schema, text matching a regular expression, one of
 //!   a list of texts, or text of a Lark grammar) is held to it while sampling by

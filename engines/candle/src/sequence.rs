@@ -4,7 +4,8 @@
 use std::collections::{HashSet, VecDeque};
 
 use dynamo_core::{
-    BlockHasher, Error, FinishReason, GenerateRequest, HashedBlock, RequestId, TokenChunk, Usage,
+    BlockHasher, Error, FinishReason, GenerateRequest, HashedBlock, RequestId, TokenChunk,
+    TokenLogProb, Usage,
 };
 use dynamo_kvbm::{BlockId, BlockPool, Held, PinnedBlock, PrivateBlock};
 use tokio::sync::mpsc;
@@ -42,6 +43,9 @@ pub(crate) struct Sequence {
     pub(crate) sampler: Sampler,
     /// How many alternatives to report with each token's log-probability, when asked for.
     pub(crate) logprobs: Option<u32>,
+    /// The prompt tokens' log-probabilities, when asked for: collected as the prompt is
+    /// computed, then sent (and `None` from then on).
+    pub(crate) prompt_log_probs: Option<PromptLogProbs>,
     /// The output format's grammar, when the request has one.
     pub(crate) grammar: Option<Grammar>,
     pub(crate) output: mpsc::Sender<Result<TokenChunk, Error>>,
@@ -53,7 +57,48 @@ pub(crate) struct Sequence {
     pub(crate) live: Live,
 }
 
+/// The log-probabilities of a prompt's tokens after the first, as they are computed.
+pub(crate) struct PromptLogProbs {
+    /// How many alternatives to report with each.
+    pub(crate) top: u32,
+    /// Those computed so far: entry `p` is the token at position `p + 1`'s.
+    pub(crate) collected: Vec<TokenLogProb>,
+}
+
+impl PromptLogProbs {
+    /// Take in the logits at prompt position `position`, which give the next token's
+    /// log-probability; a position already taken in (a preempted sequence computes its
+    /// prompt again) is skipped.
+    pub(crate) fn take_in(&mut self, tokens: &[u32], position: usize, logits: &[f32]) {
+        if position == self.collected.len()
+            && let Some(&next) = tokens.get(position + 1)
+        {
+            let entry = token_log_prob(logits, next, self.top as usize);
+            self.collected.push(entry);
+        }
+    }
+}
+
 impl Sequence {
+    /// Whether its prompt rows at `position` are wanted for their log-probabilities.
+    pub(crate) fn wants_prompt_row(&self, position: usize) -> bool {
+        self.prompt_log_probs.is_some() && position + 1 < self.prompt_len
+    }
+
+    /// Send the prompt's log-probabilities, once they are all computed; whether the client
+    /// is still there.
+    pub(crate) fn send_prompt_log_probs(&mut self) -> bool {
+        let Some(prompt) = self.prompt_log_probs.take() else {
+            return true;
+        };
+        let chunk = TokenChunk {
+            index: self.index,
+            prompt_log_probs: Some(prompt.collected),
+            ..TokenChunk::default()
+        };
+        self.output.try_send(Ok(chunk)).is_ok()
+    }
+
     /// Where its blocks are, in order.
     pub(crate) fn table(&self) -> Vec<BlockId> {
         let pinned = self.pinned.iter().map(Held::id);

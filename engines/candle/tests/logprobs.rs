@@ -47,3 +47,140 @@ async fn greedy_tokens_have_the_largest_logprob_of_a_sorted_top() {
     let plain = engine.generate_all(greedy("plain", 2, None)).await.unwrap();
     assert!(plain.log_probs.is_none());
 }
+
+/// A greedy request for one token of `prompt` (whatever it is), with the top 5 alternatives.
+fn one_token_of(id: &str, prompt: &[u32]) -> GenerateRequest {
+    let mut request = GenerateRequest::new(id, "smollm2", prompt.to_vec()).with_max_tokens(1);
+    request.sampling.temperature = Some(0.0);
+    request.sampling.logprobs = Some(5);
+    request.stop.ignore_eos = true;
+    request
+}
+
+/// Two sets of alternatives agree: the same tokens in the same order (where their
+/// log-probabilities are apart), each within `1e-3` (one request's rows are computed in
+/// another batch than the other's).
+fn agree(ours: &[(u32, f32)], theirs: &[(u32, f32)]) -> bool {
+    ours.len() == theirs.len()
+        && ours
+            .iter()
+            .zip(theirs)
+            .all(|(a, b)| (a.1 - b.1).abs() < 1e-3 && (a.0 == b.0 || (a.1 - b.1).abs() < 1e-3))
+}
+
+/// The prompt's log-probabilities against the model's own next-token distributions: entry `k`
+/// is the token at `k + 1`, and its alternatives are the ones a request for one token of the
+/// prompt's first `k + 1` tokens reports. Computed in chunks (a step of 7 rows), and again
+/// once the prompt is in the prefix cache: the same, every entry there (the cache is not used
+/// for them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_log_probs_are_the_next_token_distributions_of_each_prefix() {
+    let weights = LlamaWeights::load(support::model_path(), &candle_core::Device::Cpu).unwrap();
+    let config = CandleConfig {
+        max_step_tokens: 7,
+        ..CandleConfig::default()
+    };
+    let mut engine = CandleEngine::start(weights, config, None).unwrap();
+    let prompt = chat_prompt("What is the capital of France?");
+    let mut request = one_token_of("prompt", &prompt);
+    request.sampling.prompt_logprobs = Some(5);
+    let first = engine.generate_all(request.clone()).await.unwrap();
+    let computed = first.prompt_log_probs.clone().unwrap();
+    assert_eq!(computed.len(), prompt.len() - 1);
+    for (k, entry) in computed.iter().enumerate() {
+        assert_eq!(
+            entry.token,
+            prompt[k + 1],
+            "entry {k} is the next prompt token's"
+        );
+        assert!(entry.logprob <= 0.0);
+        assert_eq!(entry.top.len(), 5);
+    }
+    // Every 5th prefix, and the last, asked for alone.
+    for k in (0..prompt.len() - 1).step_by(5).chain([prompt.len() - 2]) {
+        let alone = engine
+            .generate_all(one_token_of(&format!("prefix-{k}"), &prompt[..=k]))
+            .await
+            .unwrap();
+        let theirs = &alone.log_probs.unwrap()[0].top;
+        assert!(
+            agree(&computed[k].top, theirs),
+            "position {k}: {:?} against {theirs:?}",
+            computed[k].top
+        );
+        if let Some(&(_, logprob)) = theirs.iter().find(|(id, _)| *id == prompt[k + 1]) {
+            assert!((computed[k].logprob - logprob).abs() < 1e-3, "position {k}");
+        }
+    }
+    // Now the prompt's blocks are cached: asked again, every entry comes, and the same.
+    let again = engine.generate_all(request).await.unwrap();
+    let recomputed = again.prompt_log_probs.unwrap();
+    assert_eq!(recomputed.len(), computed.len());
+    for (k, (a, b)) in recomputed.iter().zip(&computed).enumerate() {
+        assert!(
+            (a.logprob - b.logprob).abs() < 1e-4 && agree(&a.top, &b.top),
+            "position {k}"
+        );
+    }
+    assert_eq!(again.tokens, first.tokens);
+    // Without the option, none travel.
+    let plain = engine
+        .generate_all(one_token_of("plain", &prompt))
+        .await
+        .unwrap();
+    assert!(plain.prompt_log_probs.is_none());
+}
+
+/// `echo` with `logprobs` on a text completion, as lm-evaluation-harness scores a continuation:
+/// the prompt's tokens come first in `logprobs`, the first with null log-probabilities, each
+/// other one as the engine computed it; the generated token follows; the tokens' texts make
+/// the choice's text, and each offset is where its token starts in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_with_logprobs_scores_the_prompt_on_a_text_completion() {
+    let app = support::gateway(&engine());
+    let body = serde_json::json!({"model": "smollm2", "prompt": "The capital of France is Paris",
+        "max_tokens": 1, "temperature": 0, "echo": true, "logprobs": 2});
+    let (status, answer) = support::post_json(&app, "/v1/completions", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let choice = &answer["choices"][0];
+    let text = choice["text"].as_str().unwrap();
+    assert!(text.starts_with("The capital of France is Paris"), "{text}");
+    let logprobs = &choice["logprobs"];
+    let tokens: Vec<&str> = logprobs["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|token| token.as_str().unwrap())
+        .collect();
+    let prompt_tokens = answer["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    assert_eq!(tokens.len(), prompt_tokens + 1, "{logprobs}");
+    assert_eq!(tokens.concat(), text);
+    let token_logprobs = logprobs["token_logprobs"].as_array().unwrap();
+    assert!(token_logprobs[0].is_null() && logprobs["top_logprobs"][0].is_null());
+    for (k, logprob) in token_logprobs.iter().enumerate().skip(1) {
+        let logprob = logprob.as_f64().unwrap();
+        assert!(logprob <= 0.0, "token {k}: {logprob}");
+        let top = logprobs["top_logprobs"][k].as_object().unwrap();
+        assert!(!top.is_empty() && top.len() <= 2, "token {k}: {top:?}");
+    }
+    let offsets: Vec<u64> = logprobs["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|offset| offset.as_u64().unwrap())
+        .collect();
+    let mut at = 0;
+    for (token, offset) in tokens.iter().zip(&offsets) {
+        assert_eq!(*offset, at, "{tokens:?} {offsets:?}");
+        at += token.chars().count() as u64;
+    }
+    // "Paris" after "The capital of France is" is likely: more than one in ten.
+    let paris = tokens
+        .iter()
+        .position(|token| token.trim() == "Paris")
+        .unwrap();
+    assert!(
+        token_logprobs[paris].as_f64().unwrap() > (0.1_f64).ln(),
+        "{logprobs}"
+    );
+}

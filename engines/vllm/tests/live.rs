@@ -191,6 +191,7 @@ async fn the_adapter_answers_as_a_live_vllm_does() {
             frequency_penalty: Some(0.2),
             repetition_penalty: Some(1.1),
             logprobs: Some(2),
+            prompt_logprobs: None,
         });
     request.limits.min_tokens = Some(4);
     request.stop.ignore_eos = true;

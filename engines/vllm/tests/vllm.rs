@@ -38,6 +38,7 @@ async fn sampling_fields_go_out_under_vllm_names_and_ids_come_back() {
             frequency_penalty: Some(-0.5),
             repetition_penalty: Some(1.25),
             logprobs: None,
+            prompt_logprobs: None,
         });
     request.limits.min_tokens = Some(1);
     request.stop.ignore_eos = true;

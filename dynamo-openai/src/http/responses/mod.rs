@@ -281,6 +281,8 @@ impl Responder {
                 let delta = self.answer.push(text, &self.request_id);
                 self.items.push(delta, &mut self.events);
             }
+            // The Responses API asks for none.
+            Ok(TextEvent::Prompt { .. }) => {}
             Ok(TextEvent::Done { reason, usage }) => {
                 self.ended = true;
                 let delta = self.answer.finish(&self.request_id);

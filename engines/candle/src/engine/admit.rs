@@ -8,7 +8,7 @@ use dynamo_kvbm::{PinnedBlock, PrivateBlock};
 
 use super::ModelThread;
 use crate::fork::{Fork, Live};
-use crate::sequence::{Sequence, finish, stop_tokens};
+use crate::sequence::{PromptLogProbs, Sequence, finish, stop_tokens};
 
 /// What waits for the model thread: a request that has not started, or a sequence that was
 /// preempted and starts again (at the front of the queue).
@@ -90,7 +90,9 @@ impl ModelThread {
         }
         let hasher = request.block_hasher(self.config.block_size);
         let prompt: Vec<u32> = request.tokens.to_vec();
-        let Some(mut placed) = self.place(hasher, &prompt) else {
+        // Log-probabilities of the prompt need all of it computed: no cached prefix then.
+        let reuse = request.sampling.prompt_logprobs.is_none();
+        let Some(mut placed) = self.place(hasher, &prompt, reuse) else {
             return Some(submission);
         };
         // A continuation's output so far ends its prompt: the grammar reads it first.
@@ -138,6 +140,10 @@ impl ModelThread {
             stop: stop_tokens(&request, self.weights.config().eos_token_id),
             sampler,
             logprobs: request.sampling.logprobs,
+            prompt_log_probs: request.sampling.prompt_logprobs.map(|top| PromptLogProbs {
+                top,
+                collected: Vec::new(),
+            }),
             grammar,
             output,
             cancel,
@@ -149,7 +155,8 @@ impl ModelThread {
     /// cache and the lower tiers still hold. The sequence back when its blocks cannot be had
     /// yet.
     fn resume(&mut self, mut sequence: Box<Sequence>) -> Option<Box<Sequence>> {
-        let Some(mut placed) = self.place(sequence.hasher, &sequence.tokens) else {
+        let reuse = sequence.prompt_log_probs.is_none();
+        let Some(mut placed) = self.place(sequence.hasher, &sequence.tokens, reuse) else {
             return Some(sequence);
         };
         let cached = self.fill(&sequence.request, &mut placed);
@@ -161,14 +168,18 @@ impl ModelThread {
         None
     }
 
-    /// The blocks to compute `tokens` in: the cached prefix of their full blocks, pinned, and
-    /// private blocks for the rest, leaving the blocks the running sequences' next step needs.
-    /// `None`, holding nothing, when there are not enough.
-    fn place(&mut self, hasher: BlockHasher, tokens: &[u32]) -> Option<Placed> {
+    /// The blocks to compute `tokens` in: the cached prefix of their full blocks (with
+    /// `reuse`), pinned, and private blocks for the rest, leaving the blocks the running
+    /// sequences' next step needs. `None`, holding nothing, when there are not enough.
+    fn place(&mut self, hasher: BlockHasher, tokens: &[u32], reuse: bool) -> Option<Placed> {
         let block_size = self.block_size();
         let mut hashes = hasher.hash_blocks(tokens);
         // The last token is always computed, for its logits.
-        hashes.truncate((tokens.len() - 1) / block_size);
+        hashes.truncate(if reuse {
+            (tokens.len() - 1) / block_size
+        } else {
+            0
+        });
         let needed = tokens.len().div_ceil(block_size);
         let mut found = Vec::new();
         self.pool.cached_prefix(&hashes, &mut found);

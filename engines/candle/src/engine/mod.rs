@@ -80,7 +80,8 @@ impl CandleEngine {
                 .limits
                 .max_tokens
                 .map_or(context_length, |n| n as usize);
-            Ok((most.min(context_length) + 2) * request.n as usize)
+            let prompt = usize::from(request.sampling.prompt_logprobs.is_some());
+            Ok((most.min(context_length) + 2) * request.n as usize + prompt)
         });
         // Before the first step: every block free.
         let prefilled = Arc::new(AtomicU64::new(0));
@@ -360,6 +361,10 @@ impl ModelThread {
                     sequence: index,
                     position,
                 });
+                // A prompt row's logits give the next prompt token's log-probability.
+                if sequence.wants_prompt_row(position) {
+                    want.push(rows.len() - 1);
+                }
             }
             if take == pending {
                 want.push(rows.len() - 1);
@@ -384,7 +389,14 @@ impl ModelThread {
         };
         let mut per_sequence: Vec<Option<Vec<f32>>> = vec![None; self.running.len()];
         for (&row, row_logits) in want.iter().zip(logits) {
-            per_sequence[rows[row].sequence] = Some(row_logits);
+            let (sequence, position) = (rows[row].sequence, rows[row].position);
+            let running = &mut self.running[sequence];
+            match &mut running.prompt_log_probs {
+                Some(prompt) if position + 1 < running.prompt_len => {
+                    prompt.take_in(&running.tokens, position, &row_logits);
+                }
+                _ => per_sequence[sequence] = Some(row_logits),
+            }
         }
         let most_tokens = self.most_tokens();
         let mut finished: Vec<(usize, Result<FinishReason, Error>)> = Vec::new();
@@ -418,6 +430,10 @@ impl ModelThread {
             let Some(mut row_logits) = per_sequence[index].take() else {
                 continue;
             };
+            if !sequence.send_prompt_log_probs() {
+                finished.push((index, Ok(FinishReason::Cancelled)));
+                continue;
+            }
             if sequence.fork.is_some() {
                 // The prompt is computed: the other choices start from the same logits.
                 match fork(

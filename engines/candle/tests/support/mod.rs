@@ -38,7 +38,8 @@ pub(crate) fn gateway(engine: &dynamo_candle::CandleEngine) -> axum::Router {
     let boxed = dynamo_core::BoxEngine::new(engine.clone());
     let entry = ModelEntry::from_gguf("smollm2", boxed, &metadata)
         .expect("a model entry")
-        .with_forking(true);
+        .with_forking(true)
+        .with_prompt_logprobs(true);
     let registry = ModelRegistry::default();
     registry.insert(entry);
     Gateway::new(registry, GatewayConfig::default()).into_router()
