@@ -119,6 +119,35 @@ fn benches(c: &mut Criterion) {
     }
     ttft.finish();
 
+    // Attention across rayon's pool against the model thread alone: the chat prompt's 32
+    // tokens (short rows, little to attend to), and a 1,024-token prompt's first token and 32
+    // tokens after it (each decode step attends to 1,024 positions and more).
+    let long: Vec<u32> = prompt.iter().copied().cycle().take(1024).collect();
+    let mut attention = c.benchmark_group("attention");
+    attention.sample_size(10);
+    for parallel in [true, false] {
+        let config = CandleConfig {
+            parallel_attention: parallel,
+            ..CandleConfig::default()
+        };
+        let mut ours = CandleEngine::start(f32_weights.clone(), config, None).unwrap();
+        let threads = if parallel { "parallel" } else { "one_thread" };
+        for (case, tokens, output) in [
+            ("chat_prompt_32_tokens", &prompt, OUTPUT),
+            ("prompt_1024_first_token", &long, 1),
+            ("prompt_1024_33_tokens", &long, 33),
+        ] {
+            attention.bench_function(BenchmarkId::new(threads, case), |b| {
+                b.iter(|| {
+                    runtime
+                        .block_on(ours.generate_all(request(tokens, output, &salt())))
+                        .unwrap()
+                });
+            });
+        }
+    }
+    attention.finish();
+
     let mut concurrency = c.benchmark_group("concurrency");
     concurrency.sample_size(10);
     let ours = engine(&f32_weights);

@@ -24,6 +24,10 @@ pub struct CandleConfig {
     pub max_running: usize,
     /// Requests waiting to start; while that many wait, the engine is not ready.
     pub queue_capacity: usize,
+    /// Run attention (each row's and head's scores over its sequence's KV blocks) across
+    /// rayon's thread pool, the one candle's matrix products use, rather than on the model
+    /// thread alone. Default `true`.
+    pub parallel_attention: bool,
     /// The worker id KV events carry.
     pub worker: WorkerId,
     /// Blocks of a host-memory tier below the KV cache (0: none). A block evicted from the
@@ -57,6 +61,7 @@ impl Default for CandleConfig {
             max_step_tokens: 512,
             max_running: 16,
             queue_capacity: 256,
+            parallel_attention: true,
             worker: WorkerId::new(0),
             host_blocks: 0,
             disk: None,

@@ -7,6 +7,7 @@
 //! [`KvStore`], so blocks can be shared between sequences and reused across requests.
 
 use candle_core::{DType, Module, Tensor};
+use rayon::prelude::*;
 
 use crate::error::CandleError;
 use crate::weights::LlamaWeights;
@@ -135,8 +136,18 @@ impl Rope {
     }
 }
 
+/// The positions a layer's attention must read (over every row and head) before it runs across
+/// the thread pool. Below it handing the tasks out costs more than it saves: the chat prompt's
+/// decode steps (about 700) ran 9% slower across the pool than on the model thread. At 8,192 a
+/// short prompt's steps stay on the model thread, and the decode steps of a 1,024-token context
+/// (9,216 and up) go across the pool (docs/engines.md).
+pub(crate) const PARALLEL_ATTENTION_WORK: usize = 8192;
+
 /// Run `rows` through the model, writing their K and V into `store` at the blocks that
 /// `tables[row.sequence]` lists, and return the logits of the rows listed in `want` (in order).
+/// With `parallel`, each layer's attention runs across rayon's thread pool, one task per row
+/// and head, when there is enough of it to pay for handing it out
+/// ([`PARALLEL_ATTENTION_WORK`]).
 ///
 /// Every sequence's table must cover every position up to its rows' positions; rows of one
 /// sequence must come in position order, and every earlier position must already be in the
@@ -148,6 +159,7 @@ pub(crate) fn forward(
     tables: &[&[BlockId]],
     rows: &[Row],
     want: &[usize],
+    parallel: bool,
 ) -> Result<Vec<Vec<f32>>, CandleError> {
     let config = weights.config();
     let (heads, kv_heads, head_dim) = (config.heads, config.kv_heads, config.head_dim);
@@ -165,6 +177,8 @@ pub(crate) fn forward(
     let ids = Tensor::new(ids.as_slice(), device)?;
     let mut x = weights.embeddings.index_select(&ids, 0)?;
     let scale = 1.0 / (head_dim as f32).sqrt();
+    // Positions each layer's attention reads, over every row and head.
+    let work: usize = rows.iter().map(|row| (row.position + 1) * heads).sum();
     let group = heads / kv_heads;
     let mut scores = Vec::new();
     for (layer_index, layer) in weights.layers.iter().enumerate() {
@@ -191,26 +205,36 @@ pub(crate) fn forward(
             }
         }
         let mut attended = vec![0.0f32; rows.len() * heads * head_dim];
-        for (r, row) in rows.iter().enumerate() {
+        let kv: &KvStore = store;
+        // Output `index` is row `index / heads`'s head `index % heads`; `scores` is scratch.
+        let attend = |index: usize, out: &mut [f32], scores: &mut Vec<f32>| {
+            let row = &rows[index / heads];
             let table = tables[row.sequence];
-            for head in 0..heads {
-                let kv_head = head / group;
-                let query = &q[(r * heads + head) * head_dim..][..head_dim];
-                scores.clear();
-                for position in 0..=row.position {
-                    let block = table[position / store.block_size];
-                    let at = store.offset(block, layer_index, kv_head, position % store.block_size);
-                    scores.push(dot(query, &store.keys[at..at + head_dim]) * scale);
+            let kv_head = index % heads / group;
+            let query = &q[index * head_dim..][..head_dim];
+            scores.clear();
+            for position in 0..=row.position {
+                let block = table[position / kv.block_size];
+                let at = kv.offset(block, layer_index, kv_head, position % kv.block_size);
+                scores.push(dot(query, &kv.keys[at..at + head_dim]) * scale);
+            }
+            softmax(scores);
+            for (position, &weight) in scores.iter().enumerate() {
+                let block = table[position / kv.block_size];
+                let at = kv.offset(block, layer_index, kv_head, position % kv.block_size);
+                for (o, &value) in out.iter_mut().zip(&kv.values[at..at + head_dim]) {
+                    *o += weight * value;
                 }
-                softmax(&mut scores);
-                let out = &mut attended[(r * heads + head) * head_dim..][..head_dim];
-                for (position, &weight) in scores.iter().enumerate() {
-                    let block = table[position / store.block_size];
-                    let at = store.offset(block, layer_index, kv_head, position % store.block_size);
-                    for (o, &value) in out.iter_mut().zip(&store.values[at..at + head_dim]) {
-                        *o += weight * value;
-                    }
-                }
+            }
+        };
+        if parallel && work >= PARALLEL_ATTENTION_WORK {
+            attended
+                .par_chunks_mut(head_dim)
+                .enumerate()
+                .for_each_init(Vec::new, |scores, (index, out)| attend(index, out, scores));
+        } else {
+            for (index, out) in attended.chunks_mut(head_dim).enumerate() {
+                attend(index, out, &mut scores);
             }
         }
         let attended = Tensor::from_vec(attended, (rows.len(), heads * head_dim), device)?;

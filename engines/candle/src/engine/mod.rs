@@ -385,6 +385,7 @@ impl ModelThread {
                 &tables,
                 &rows,
                 &want,
+                self.config.parallel_attention,
             )?
         };
         let mut per_sequence: Vec<Option<Vec<f32>>> = vec![None; self.running.len()];
