@@ -225,6 +225,7 @@ fn log_prob(token: Token, alternatives: u32) -> TokenLogProb {
         token,
         logprob: logprob(0),
         top: (0..alternatives).map(|i| (token ^ i, logprob(i))).collect(),
+        rank: Some(1),
     }
 }
 

@@ -62,6 +62,10 @@ pub struct TokenLogProb {
     /// The most likely tokens at this position with their log-probabilities, most likely first.
     #[serde(default)]
     pub top: Vec<(Token, f32)>,
+    /// The token's rank among every token at this position, from 1 (the most likely), where
+    /// the engine computes it (the candle engine does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u32>,
 }
 
 /// One piece of a streamed generation.
@@ -219,6 +223,7 @@ mod tests {
                 token: 7,
                 logprob: -0.125,
                 top: vec![(7, -0.125), (9, -2.5)],
+                rank: Some(1),
             }]),
             ..TokenChunk::token(7)
         };

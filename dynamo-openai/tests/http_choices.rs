@@ -52,6 +52,7 @@ fn forking(seen: Arc<parking_lot::Mutex<Vec<u32>>>) -> BoxEngine {
                             token: byte.into(),
                             logprob: -((n - index) as f32) / 4.0,
                             top: Vec::new(),
+                            rank: None,
                         }]
                     });
                     chunks.push(Ok(chunk));

@@ -91,7 +91,13 @@ async fn serve(
             ));
         }
     }
-    let prompt_logprobs = body.logprobs.filter(|_| body.echo);
+    if let Some(top) = body.prompt_logprobs {
+        check_prompt_logprobs(&entry, top, body.stream)?;
+    }
+    // The prompt's log-probabilities, for the echo or in vLLM's shape: enough alternatives for
+    // both.
+    let echo_logprobs = body.logprobs.filter(|_| body.echo);
+    let prompt_logprobs = echo_logprobs.max(body.prompt_logprobs);
     let choices = Choices::of(body.sampling.n, body.best_of, shared.config.max_choices)?;
     if choices.ranks() && body.stream {
         return Err(ApiError::invalid_field(
@@ -114,10 +120,7 @@ async fn serve(
                     .map_err(|error| ApiError::invalid_field("prompt", error.to_string()))?,
                 false => String::new(),
             },
-            first_token: tokens
-                .first()
-                .copied()
-                .filter(|_| prompt_logprobs.is_some()),
+            first_token: tokens.first().copied().filter(|_| echo_logprobs.is_some()),
         };
         let mut request = prepare::engine_request(
             &shared,
@@ -145,6 +148,10 @@ async fn serve(
         created: crate::unix_seconds(),
         model: entry.name.clone(),
         logprobs: body.logprobs.map(|_| entry.tokenizer.clone()),
+        echo_top: echo_logprobs.unwrap_or(0) as usize,
+        prompt_logprobs: body
+            .prompt_logprobs
+            .map(|top| (entry.tokenizer.clone(), top as usize)),
     };
     if body.stream {
         let include_usage = body
@@ -153,6 +160,35 @@ async fn serve(
         return Ok(stream(header, streams, choices.n, include_usage));
     }
     collect(header, streams, choices).await
+}
+
+/// Refuse vLLM's `prompt_logprobs` above 20, for a model whose engine does not compute the
+/// prompt's log-probabilities, or streamed.
+fn check_prompt_logprobs(entry: &ModelEntry, top: u32, stream: bool) -> Result<(), ApiError> {
+    let refuse = |field: &str, message: String| Err(ApiError::invalid_field(field, message));
+    if top > logprobs::MAX_TOP_LOGPROBS {
+        let most = logprobs::MAX_TOP_LOGPROBS;
+        return refuse(
+            "prompt_logprobs",
+            format!("prompt_logprobs must be at most {most}, got {top}"),
+        );
+    }
+    if !entry.computes_prompt_logprobs() {
+        return refuse(
+            "prompt_logprobs",
+            format!(
+                "the engine of `{}` does not compute the log-probabilities of the prompt",
+                entry.name
+            ),
+        );
+    }
+    if stream {
+        return refuse(
+            "stream",
+            "prompt_logprobs are served whole; they do not work with stream: true".to_owned(),
+        );
+    }
+    Ok(())
 }
 
 /// Every prompt of the request as token ids.
@@ -194,6 +230,10 @@ struct Header {
     model: String,
     /// The tokenizer to write log-probabilities with, when the request asks for them.
     logprobs: Option<Arc<Tokenizer>>,
+    /// The alternatives of an echoed prompt's tokens (`logprobs` with `echo`).
+    echo_top: usize,
+    /// The tokenizer and the alternatives of vLLM's `prompt_logprobs`, when asked for.
+    prompt_logprobs: Option<(Arc<Tokenizer>, usize)>,
 }
 
 impl Header {
@@ -281,16 +321,22 @@ async fn collect(
             ),
             false => candidates,
         };
+        let computed = || {
+            prompt_log_probs.as_deref().ok_or_else(|| {
+                ApiError::from(dynamo_core::Error::internal(
+                    "the engine sent no log-probabilities of the prompt",
+                ))
+            })
+        };
+        let vllm_shaped = match &header.prompt_logprobs {
+            Some((tokenizer, top)) => Some(logprobs::prompt(tokenizer, computed()?, *top)?),
+            None => None,
+        };
         for (choice, candidate) in (0..).zip(kept) {
             let mut shaper = CompletionShaper::default();
             let echoed = match (echo.first_token, &header.logprobs) {
                 (Some(first), Some(tokenizer)) => {
-                    let computed = prompt_log_probs.as_deref().ok_or_else(|| {
-                        dynamo_core::Error::internal(
-                            "the engine sent no log-probabilities of the prompt",
-                        )
-                    })?;
-                    Some(shaper.push_prompt(tokenizer, first, computed)?)
+                    Some(shaper.push_prompt(tokenizer, first, computed()?, header.echo_top)?)
                 }
                 _ => None,
             };
@@ -307,6 +353,7 @@ async fn collect(
                 text: candidate.text,
                 logprobs,
                 finish_reason: candidate.finish_reason,
+                prompt_logprobs: vllm_shaped.clone(),
             });
         }
     }
@@ -357,6 +404,7 @@ fn stream(
             text,
             logprobs,
             finish_reason,
+            prompt_logprobs: None,
         };
         match event {
             TextEvent::Delta { text, log_probs } => {

@@ -8,7 +8,7 @@ use dynamo_core::TokenLogProb;
 
 use crate::ApiError;
 use crate::preprocess::Tokenizer;
-use crate::protocol::{ChatTokenLogProb, CompletionLogProbs, TopLogProb};
+use crate::protocol::{ChatTokenLogProb, CompletionLogProbs, PromptTokenLogProb, TopLogProb};
 
 /// The most alternatives a chat request may ask for (`top_logprobs`), as OpenAI allows.
 pub(crate) const MAX_TOP_LOGPROBS: u32 = 20;
@@ -84,17 +84,23 @@ impl CompletionShaper {
     }
 
     /// The `logprobs` of an echoed prompt: its first token (`first`, which follows nothing, so
-    /// with null log-probabilities), then the others' as the engine computed them.
+    /// with null log-probabilities), then the others' as the engine computed them, each with
+    /// at most `top` alternatives.
     pub(crate) fn push_prompt(
         &mut self,
         tokenizer: &Tokenizer,
         first: u32,
         log_probs: &[TokenLogProb],
+        top: usize,
     ) -> Result<CompletionLogProbs, ApiError> {
         let mut shaped = CompletionLogProbs::default();
         self.add(&mut shaped, tokenizer, first, None)?;
         for entry in log_probs {
-            self.add(&mut shaped, tokenizer, entry.token, Some(entry))?;
+            let kept = TokenLogProb {
+                top: entry.top.iter().take(top).copied().collect(),
+                ..entry.clone()
+            };
+            self.add(&mut shaped, tokenizer, entry.token, Some(&kept))?;
         }
         Ok(shaped)
     }
@@ -126,6 +132,40 @@ impl CompletionShaper {
         shaped.top_logprobs.push(top);
         Ok(())
     }
+}
+
+/// vLLM's `prompt_logprobs` of a prompt's tokens after the first (`log_probs`), each with at
+/// most `top` alternatives: `null` for the first token, then by token id the token's entry
+/// and its alternatives' (ranked by their place).
+pub(crate) fn prompt(
+    tokenizer: &Tokenizer,
+    log_probs: &[TokenLogProb],
+    top: usize,
+) -> Result<Vec<Option<BTreeMap<String, PromptTokenLogProb>>>, ApiError> {
+    let entry = |token: u32, logprob: f32, rank: Option<u32>| -> Result<_, ApiError> {
+        let decoded_token = token_text(tokenizer, token)?.0;
+        Ok((
+            token.to_string(),
+            PromptTokenLogProb {
+                logprob,
+                rank,
+                decoded_token,
+            },
+        ))
+    };
+    let mut shaped = vec![None];
+    for scored in log_probs {
+        let mut tokens = BTreeMap::new();
+        for (place, &(token, logprob)) in (1..).zip(scored.top.iter().take(top)) {
+            let (id, alternative) = entry(token, logprob, Some(place))?;
+            tokens.insert(id, alternative);
+        }
+        // The token's own entry, whatever its place among the alternatives.
+        let (id, own) = entry(scored.token, scored.logprob, scored.rank)?;
+        tokens.insert(id, own);
+        shaped.push(Some(tokens));
+    }
+    Ok(shaped)
 }
 
 impl CompletionLogProbs {

@@ -14,7 +14,7 @@ use crate::ApiError;
 use crate::protocol::common::reject_unknown_in;
 use crate::protocol::{ChatCompletionRequest, ResponseFormat, StructuredOutputs, TextFormat, Tool};
 
-/// What a chat request asks of the answer's shape.
+/// What a chat or Responses request asks of the answer's shape.
 #[derive(Debug, Default)]
 pub(crate) struct Structured {
     /// The format the engine must enforce, if any.

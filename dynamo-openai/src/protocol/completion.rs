@@ -1,12 +1,14 @@
 //! `/v1/completions`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::common::{SamplingFields, StreamOptions, UsageBody};
 use super::format::{ResponseFormat, StructuredOutputs};
-use super::logprobs::CompletionLogProbs;
+use super::logprobs::{CompletionLogProbs, PromptTokenLogProb};
 use super::schema;
 
 /// A text completion request.
@@ -36,6 +38,12 @@ pub struct CompletionRequest {
     /// Put the prompt's text before the answer.
     #[serde(default)]
     pub echo: bool,
+    /// vLLM's extension: return the log-probability of each prompt token after the first, with
+    /// this many alternatives (in `[0, 20]`), as `choices[i].prompt_logprobs`. For models whose
+    /// engine computes them; not with `stream: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 20)]
+    pub prompt_logprobs: Option<u32>,
     /// Generate this many candidates per prompt and return the `n` with the highest
     /// cumulative log-probability; at least `n`. Not with `stream: true`. Usage counts every
     /// candidate's tokens.
@@ -105,6 +113,10 @@ pub struct CompletionChoice {
     /// Set on the choice's last chunk.
     #[schema(required)]
     pub finish_reason: Option<String>,
+    /// With `prompt_logprobs` (vLLM's shape): per prompt token, `null` for the first, else
+    /// the token's and its alternatives' entries by token id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<Vec<Option<BTreeMap<String, PromptTokenLogProb>>>>,
 }
 
 /// One server-sent event of a streamed text completion.

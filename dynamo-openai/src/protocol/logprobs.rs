@@ -43,6 +43,18 @@ pub struct TopLogProb {
     pub bytes: Option<Vec<u8>>,
 }
 
+/// One token's entry in vLLM's `prompt_logprobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PromptTokenLogProb {
+    /// Its natural-log probability.
+    pub logprob: f32,
+    /// Its rank at this position, from 1 (the most likely), where the engine computes it.
+    #[schema(required)]
+    pub rank: Option<u32>,
+    /// Its text.
+    pub decoded_token: String,
+}
+
 /// The log-probabilities of a text completion choice (or of one chunk's tokens), as parallel
 /// lists with one entry per token.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

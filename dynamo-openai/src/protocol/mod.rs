@@ -29,7 +29,9 @@ pub use embeddings::{
     EmbeddingVector, EncodingFormat,
 };
 pub use format::{JsonSchemaFormat, ResponseFormat, StructuredOutputs};
-pub use logprobs::{ChatLogProbs, ChatTokenLogProb, CompletionLogProbs, TopLogProb};
+pub use logprobs::{
+    ChatLogProbs, ChatTokenLogProb, CompletionLogProbs, PromptTokenLogProb, TopLogProb,
+};
 pub use models::{ModelCard, ModelList};
 pub use responses::{
     FunctionCallItem, IncompleteDetails, InputContent, InputItem, InputPart, InputTokensDetails,

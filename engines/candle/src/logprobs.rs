@@ -10,16 +10,26 @@
 use dynamo_core::TokenLogProb;
 
 /// The log-probability of `token` under `logits`, with the `top` most likely tokens, most
-/// likely first (ties by the lower id).
+/// likely first (ties by the lower id), and `token`'s rank in that order, from 1.
 pub(crate) fn token_log_prob(logits: &[f32], token: u32, top: usize) -> TokenLogProb {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // log Σ exp(l - max), summed in f64 so that a 50k-entry vocabulary loses nothing.
     let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
     let log_norm = max + sum.ln() as f32;
     let logprob = |id: usize| logits.get(id).map_or(f32::NEG_INFINITY, |&l| l - log_norm);
+    let own = logits
+        .get(token as usize)
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY);
+    let ahead = logits
+        .iter()
+        .enumerate()
+        .filter(|&(id, &l)| l > own || (l == own && id < token as usize))
+        .count();
     TokenLogProb {
         token,
         logprob: logprob(token as usize),
+        rank: u32::try_from(ahead + 1).ok(),
         top: top_ids(logits, top)
             .into_iter()
             .map(|id| (id as u32, logprob(id)))
@@ -64,5 +74,14 @@ mod tests {
             .sum();
         assert!((mass - 1.0).abs() < 1e-5);
         assert!(token_log_prob(&logits, 0, 0).top.is_empty());
+    }
+
+    #[test]
+    fn a_tokens_rank_is_its_place_among_the_alternatives() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0, -5.0];
+        let order = token_log_prob(&logits, 0, 5).top;
+        for (place, &(token, _)) in (1..).zip(&order) {
+            assert_eq!(token_log_prob(&logits, token, 0).rank, Some(place));
+        }
     }
 }

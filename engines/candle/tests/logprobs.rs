@@ -40,6 +40,7 @@ async fn greedy_tokens_have_the_largest_logprob_of_a_sorted_top() {
         let best = entry.top[0].1;
         assert_eq!(entry.logprob, best, "greedy picks the most likely token");
         assert_eq!(entry.top[0].0, token);
+        assert_eq!(entry.rank, Some(1));
         let mass: f32 = entry.top.iter().map(|t| t.1.exp()).sum();
         assert!(mass <= 1.0 + 1e-4, "{mass}");
     }
@@ -183,4 +184,29 @@ async fn echo_with_logprobs_scores_the_prompt_on_a_text_completion() {
         token_logprobs[paris].as_f64().unwrap() > (0.1_f64).ln(),
         "{logprobs}"
     );
+
+    // vLLM's shape: by token id, the prompt token's entry with its rank, and the most likely
+    // one's (the same entry where the prompt token is the most likely).
+    let body = serde_json::json!({"model": "smollm2", "prompt": "The capital of France is Paris",
+        "max_tokens": 1, "temperature": 0, "prompt_logprobs": 1});
+    let (status, answer) = support::post_json(&app, "/v1/completions", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let entries = answer["choices"][0]["prompt_logprobs"].as_array().unwrap();
+    assert_eq!(entries.len(), prompt_tokens);
+    assert!(entries[0].is_null());
+    for (k, entry) in entries.iter().enumerate().skip(1) {
+        let entry = entry.as_object().unwrap();
+        let own = entry
+            .values()
+            .find(|scored| scored["decoded_token"] == tokens[k])
+            .unwrap_or_else(|| panic!("token {k}'s own entry: {entry:?}"));
+        let rank = own["rank"].as_u64().unwrap();
+        let logprob = own["logprob"].as_f64().unwrap();
+        assert!((logprob - token_logprobs[k].as_f64().unwrap()).abs() < 1e-3);
+        assert_eq!(
+            entry.len(),
+            if rank == 1 { 1 } else { 2 },
+            "token {k}: {entry:?}"
+        );
+    }
 }

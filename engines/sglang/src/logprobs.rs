@@ -76,6 +76,7 @@ pub(crate) fn of_new(
                 token: id,
                 logprob: logprob(scored),
                 top: alternatives,
+                rank: None,
             })
         })
         .collect()

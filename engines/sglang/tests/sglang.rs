@@ -251,6 +251,7 @@ fn expected_scores() -> Vec<TokenLogProb> {
         token,
         logprob,
         top: top.to_vec(),
+        rank: None,
     };
     vec![
         score(378, -0.125, &[(378, -0.125), (504, -2.25)]),

@@ -300,6 +300,7 @@ mod tests {
             token: 2,
             logprob: -0.5,
             top: Vec::new(),
+            rank: None,
         }]);
         assert!(absorb(&mut chunk, scored).is_err());
         let mut text = TokenChunk::token(2);

@@ -142,6 +142,7 @@ impl LogProbsWire {
                     token: id(token)?,
                     logprob: score.unwrap_or(f32::NAN),
                     top,
+                    rank: None,
                 })
             })
             .collect()
@@ -176,6 +177,7 @@ pub(crate) fn chosen_beside_ids(
         token,
         logprob: score.unwrap_or(f32::NAN),
         top: Vec::new(),
+        rank: None,
     });
     Ok(Some(scored.collect()))
 }

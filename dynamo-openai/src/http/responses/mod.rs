@@ -145,16 +145,16 @@ async fn serve(
     collect(responder, text).await
 }
 
-/// Refuse what this gateway does not implement, naming the field; `storing` says whether its
+/// Refuse what this gateway does not implement, naming the field; `store_on` says whether its
 /// response store is on.
-fn check(body: &ResponsesRequest, storing: bool) -> Result<(), ApiError> {
+fn check(body: &ResponsesRequest, store_on: bool) -> Result<(), ApiError> {
     reject_unknown(&body.extra)?;
     let refuse = |field: &str, why: &str| Err(ApiError::invalid_field(field, why));
     let off = "this gateway stores no responses (its store is off)";
-    if !storing && body.store == Some(true) {
+    if !store_on && body.store == Some(true) {
         return refuse("store", &format!("{off}; send store: false"));
     }
-    if !storing && body.previous_response_id.is_some() {
+    if !store_on && body.previous_response_id.is_some() {
         return refuse("previous_response_id", off);
     }
     if let Some(truncation) = &body.truncation
