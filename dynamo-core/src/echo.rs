@@ -28,7 +28,7 @@ use crate::tokens::{Token, Tokens};
 /// - it stops with [`FinishReason::Cancelled`] when the request is cancelled, and dropping the
 ///   stream cancels the work;
 /// - with [`SamplingOptions::logprobs`](crate::SamplingOptions::logprobs) set, each token comes
-///   with synthetic log-probabilities: the token itself at `ln(1/2)`, and as its `i`-th
+///   with synthetic log-probabilities: the token itself at `ln(1/2)` (rank 1), and as its `i`-th
 ///   alternative the token `token ^ i` at `ln(1/2^(i+1))` (made up, but shaped as a real
 ///   distribution: sorted, the chosen token first, probabilities summing below 1);
 /// - with [`SamplingOptions::prompt_logprobs`](crate::SamplingOptions::prompt_logprobs) set,

@@ -77,9 +77,9 @@ pub struct SamplingOptions {
     pub logprobs: Option<u32>,
     /// Return the log-probability of each prompt token after the first (given the tokens
     /// before it) and of this many most likely alternatives, in
-    /// [`TokenChunk::prompt_log_probs`](crate::TokenChunk::prompt_log_probs). Only the candle
-    /// engine computes them; the others leave them out (the gateway asks only models it was
-    /// told compute them).
+    /// [`TokenChunk::prompt_log_probs`](crate::TokenChunk::prompt_log_probs). The candle
+    /// engine computes them and the echo engine makes synthetic ones; the others leave them out
+    /// (the gateway asks only models it was told compute them).
     pub prompt_logprobs: Option<u32>,
 }
 

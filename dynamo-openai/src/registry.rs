@@ -207,8 +207,8 @@ impl ModelEntry {
 
     /// Say whether the engine computes the log-probabilities of a prompt's tokens
     /// ([`SamplingOptions::prompt_logprobs`](dynamo_core::SamplingOptions::prompt_logprobs)),
-    /// as the candle engine does. Off by default: a text completion with `echo` and `logprobs`
-    /// is then refused with a 400.
+    /// as the candle engine does. Off by default: a text completion asking for them (`echo`
+    /// with `logprobs`, or vLLM's `prompt_logprobs`) is then refused with a 400.
     pub fn with_prompt_logprobs(mut self, computes: bool) -> Self {
         self.prompt_logprobs = computes;
         self

@@ -80,7 +80,7 @@ impl PromptLogProbs {
 }
 
 impl Sequence {
-    /// Whether its prompt rows at `position` are wanted for their log-probabilities.
+    /// Whether its row at `position` is wanted for the next prompt token's log-probability.
     pub(crate) fn wants_prompt_row(&self, position: usize) -> bool {
         self.prompt_log_probs.is_some() && position + 1 < self.prompt_len
     }

@@ -11,9 +11,9 @@ use crate::protocol::{
 };
 
 /// The conversation the chat template renders: the instructions, then the conversation a
-/// `previous_response_id` continues (`earlier`), then the input. A function
-/// call joins the assistant message before it (or starts one, with empty text), and its output
-/// is a `tool` message quoting its `call_id`.
+/// `previous_response_id` continues (`earlier`), then the input. A function call joins the
+/// assistant message before it (or starts one, with empty text), and its output is a `tool`
+/// message quoting its `call_id`.
 ///
 /// # Errors
 ///
@@ -32,7 +32,8 @@ pub(super) fn messages(
         .map(|text| message(Role::System, (*text).to_owned()))
         .collect();
     let mut calls = HashSet::new();
-    // A stored conversation's items were checked when they came, and pass again.
+    // A stored conversation's items were checked when they came and pass again, so an error
+    // names an item of the input, counted from the input's start.
     for (index, item) in earlier.iter().chain(input).enumerate() {
         let index = index.checked_sub(earlier.len()).unwrap_or(index);
         add_item(&mut messages, &mut calls, index, item)?;

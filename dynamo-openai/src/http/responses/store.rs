@@ -28,7 +28,7 @@ pub(crate) struct ResponseStore {
 #[derive(Debug, Default)]
 struct Kept {
     entries: HashMap<String, (Caller, Stored, usize)>,
-    /// Ids in the order they were stored; some may have been deleted since.
+    /// The kept ids, in the order they were stored.
     order: VecDeque<String>,
     bytes: usize,
 }

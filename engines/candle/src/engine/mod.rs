@@ -392,11 +392,12 @@ impl ModelThread {
         for (&row, row_logits) in want.iter().zip(logits) {
             let (sequence, position) = (rows[row].sequence, rows[row].position);
             let running = &mut self.running[sequence];
-            match &mut running.prompt_log_probs {
-                Some(prompt) if position + 1 < running.prompt_len => {
-                    prompt.take_in(&running.tokens, position, &row_logits);
-                }
-                _ => per_sequence[sequence] = Some(row_logits),
+            if running.wants_prompt_row(position)
+                && let Some(prompt) = &mut running.prompt_log_probs
+            {
+                prompt.take_in(&running.tokens, position, &row_logits);
+            } else {
+                per_sequence[sequence] = Some(row_logits);
             }
         }
         let most_tokens = self.most_tokens();
