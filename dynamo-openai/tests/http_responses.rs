@@ -10,10 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use dynamo_core::{
-    BoxEngine, EchoEngine, FinishReason, GenerateRequest, OutputFormat, TokenChunk, TokenStream,
-    Usage,
-};
+use dynamo_core::{BoxEngine, EchoEngine, FinishReason, GenerateRequest, OutputFormat};
 use dynamo_openai::{
     ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, ReasoningFormat, Tokenizer,
     ToolCallFormat,
@@ -166,24 +163,11 @@ fn writing_with(
 ) -> (axum::Router, Arc<Mutex<Vec<GenerateRequest>>>) {
     let requests = Arc::new(Mutex::new(Vec::new()));
     let seen = requests.clone();
-    let engine = tower::service_fn(move |request: GenerateRequest| {
-        seen.lock().push(request);
-        async move {
-            let mut chunks: Vec<_> = text
-                .bytes()
-                .map(|b| Ok(TokenChunk::token(b.into())))
-                .collect();
-            let usage = Usage {
-                prompt_tokens: 1,
-                cached_tokens: 0,
-                completion_tokens: text.len() as u32,
-            };
-            chunks.push(Ok(TokenChunk::finish(reason, Some(usage))));
-            Ok::<_, dynamo_core::Error>(TokenStream::from_chunks(chunks))
-        }
+    let engine = common::writing(text, reason, move |request| {
+        seen.lock().push(request.clone());
     });
     let registry = ModelRegistry::default();
-    let entry = ModelEntry::new("test", BoxEngine::new(engine), Tokenizer::bytes())
+    let entry = ModelEntry::new("test", engine, Tokenizer::bytes())
         .with_chat_template(ChatTemplate::new(common::CHATML).unwrap())
         .with_tool_calls(ToolCallFormat::Hermes)
         .with_reasoning(ReasoningFormat::Think);

@@ -13,9 +13,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Request;
 use common::{CHATML, TickingEngine};
-use dynamo_core::{
-    BoxEngine, EchoEngine, FinishReason, GenerateRequest, TokenChunk, TokenStream, Usage,
-};
+use dynamo_core::{BoxEngine, EchoEngine, FinishReason};
 use dynamo_openai::{
     ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, ReasoningFormat, Tokenizer,
     ToolCallFormat,
@@ -234,21 +232,10 @@ fn forced_arguments() -> axum::Router {
 /// A model `test` whose engine, asked for a format, writes `text` (byte tokens) and finishes
 /// with `reason`.
 fn writing_under_a_format(text: &'static str, reason: FinishReason) -> axum::Router {
-    let engine = tower::service_fn(move |request: GenerateRequest| async move {
+    let engine = common::writing(text, reason, |request| {
         assert!(request.format.is_some(), "the format reaches the engine");
-        let mut chunks: Vec<_> = text
-            .bytes()
-            .map(|b| Ok(TokenChunk::token(b.into())))
-            .collect();
-        let usage = Usage {
-            prompt_tokens: 1,
-            cached_tokens: 0,
-            completion_tokens: text.len() as u32,
-        };
-        chunks.push(Ok(TokenChunk::finish(reason, Some(usage))));
-        Ok::<_, dynamo_core::Error>(TokenStream::from_chunks(chunks))
     });
-    common::app(BoxEngine::new(engine), GatewayConfig::default())
+    common::app(engine, GatewayConfig::default())
 }
 
 #[tokio::test]

@@ -67,6 +67,29 @@ pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
     address
 }
 
+/// An engine that writes `text` (byte tokens) and finishes with `reason`, whatever it is asked,
+/// after showing `look` each request.
+pub(crate) fn writing(
+    text: &'static str,
+    reason: FinishReason,
+    look: impl Fn(&GenerateRequest) + Clone + Send + Sync + 'static,
+) -> BoxEngine {
+    BoxEngine::new(tower::service_fn(move |request: GenerateRequest| {
+        look(&request);
+        let mut chunks: Vec<_> = text
+            .bytes()
+            .map(|b| Ok(TokenChunk::token(b.into())))
+            .collect();
+        let usage = Usage {
+            prompt_tokens: 1,
+            cached_tokens: 0,
+            completion_tokens: text.len() as u32,
+        };
+        chunks.push(Ok(TokenChunk::finish(reason, Some(usage))));
+        ready(Ok::<_, Error>(TokenStream::from_chunks(chunks)))
+    }))
+}
+
 /// An engine that records every request it is given, then answers as the echo engine does.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RecordingEngine {
