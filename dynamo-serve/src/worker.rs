@@ -4,7 +4,8 @@
 //! SIGTERM (or Ctrl-C) drains it: the worker leaves discovery first, so the frontend routes
 //! nothing new to it, answers the requests that still reach it `unavailable` (the frontend's
 //! migration sends them elsewhere), finishes its open streams for up to `--drain-timeout`
-//! seconds, and exits. With `--exit-with-parent` it does the same when the process that
+//! seconds, and exits. A prefill worker also keeps serving the KV blocks it handed over until
+//! the decode workers have pulled them (or their lease has run out), within the same deadline. With `--exit-with-parent` it does the same when the process that
 //! started it exits.
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dynamo_core::{BoxEngine, EngineExt, TokenStream, WorkerId};
+use dynamo_kvbm::KvExports;
 use dynamo_transport::discovery::{DirectoryRegistration, EtcdRegistration, WorkerRecord};
 use dynamo_transport::events::{EventPlane, LoadReport, NatsEvents};
 use futures::StreamExt;
@@ -76,6 +78,10 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     let counting = Arc::clone(&active);
     let layout = disagg::layout_of(&options, weights.as_ref())?;
     let part = disagg::worker_part(&options, layout.as_ref()).await?;
+    let exports = part
+        .export
+        .as_ref()
+        .map(|export| Arc::clone(&export.exports));
     let worker = deploy::start_worker(
         &options,
         weights.as_ref(),
@@ -134,7 +140,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     }
     if signalled {
         let deadline = Duration::from_secs(options.drain_timeout);
-        drain(serving, &shutdown, &active, deadline).await?;
+        drain(serving, &shutdown, &active, exports.as_deref(), deadline).await?;
     }
     Ok(())
 }
@@ -157,31 +163,53 @@ async fn parent_exit(watch: bool) {
     }
 }
 
-/// Stop taking requests and wait until the open streams have ended, or `deadline` has passed
-/// (the streams left are then cut when the process exits).
+/// Stop taking requests and wait until the open streams have ended and then, on a prefill
+/// worker (which has `exports`), until every hand-over has been released or has expired, or
+/// until `deadline` has passed (what is left is then cut when the process exits).
 async fn drain(
     serving: tokio::task::JoinHandle<Result<(), dynamo_core::Error>>,
     shutdown: &CancellationToken,
     active: &AtomicU64,
+    exports: Option<&KvExports>,
     deadline: Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(
-        "deregistered; draining {} streams (up to {} s)",
+        "deregistered; draining {} streams{} (up to {} s)",
         active.load(Ordering::Relaxed),
+        held(exports),
         deadline.as_secs()
     );
     shutdown.cancel();
-    match tokio::time::timeout(deadline, serving).await {
-        Ok(served) => {
-            served??;
+    let finished = async {
+        serving.await??;
+        if let Some(exports) = exports.filter(|exports| exports.transfers() > 0) {
+            tracing::info!(
+                "streams ended; serving {} hand-overs until the decode workers pull them",
+                exports.transfers()
+            );
+            exports.settled().await;
+        }
+        Ok::<(), Box<dyn std::error::Error>>(())
+    };
+    match tokio::time::timeout(deadline, finished).await {
+        Ok(finished) => {
+            finished?;
             tracing::info!("drained");
         }
         Err(_) => tracing::warn!(
-            "drain deadline passed with {} streams",
-            active.load(Ordering::Relaxed)
+            "drain deadline passed with {} streams{}",
+            active.load(Ordering::Relaxed),
+            held(exports)
         ),
     }
     Ok(())
+}
+
+/// `" and N hand-overs"` on a prefill worker, nothing on the others.
+fn held(exports: Option<&KvExports>) -> String {
+    exports.map_or_else(String::new, |exports| {
+        format!(" and {} hand-overs", exports.transfers())
+    })
 }
 
 /// `engine`, counting its open streams in `active`.

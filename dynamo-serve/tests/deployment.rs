@@ -9,7 +9,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dynamo_core::{KvEvent, KvEventData, KvHandoff, SequenceHash, WorkerId};
+use dynamo_candle::LlamaConfig;
+use dynamo_core::{
+    BlockSize, Disaggregation, EngineExt, GenerateRequest, KvEvent, KvEventData, KvHandoff,
+    SequenceHash, WorkerId,
+};
 use dynamo_kvbm::{Error as KvError, KvFetch, TcpFetch, TcpFetchConfig};
 use futures::StreamExt;
 use http_body_util::BodyExt;
@@ -18,10 +22,11 @@ use serde_json::json;
 
 use dynamo_transport::events::{EventPlane, NatsEvents, Subscription};
 use dynamo_transport::local::{LocalAuthority, LocalEtcd, LocalNats, free_port};
+use dynamo_transport::tcp::RemoteEngine;
 use support::{
     Frontend, GREEDY_PROMPTS, Process, aggregated_reference, cached_tokens, decisions,
-    directory_frontend, first_events, greedy_texts, issue, joined_frontend, long_prompt, placed,
-    read_stream, registry_worker, streamed_completion,
+    directory_frontend, eventually, first_events, greedy_texts, issue, joined_frontend,
+    long_prompt, placed, read_stream, registry_worker, streamed_completion,
 };
 
 /// The etcd lease TTL the workers register with.
@@ -545,6 +550,85 @@ async fn a_worker_stopped_by_sigterm_leaves_routing_and_finishes_its_stream() {
     let status = frontend_process.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success() && frontend_process.logged("drained"));
     workers.clear();
+}
+
+/// A prefill worker stopped right after it handed a prompt over: it keeps serving the blocks
+/// until the decode worker has pulled and released them, then exits. The test plays the
+/// frontend and the decode worker: it sends the prefill request over the request plane and
+/// pulls the hand-over over TCP after the SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_prefill_worker_serves_its_hand_overs_until_they_are_pulled() {
+    let temporary = tempfile::Builder::new()
+        .prefix("dynamo-prefill-drain-")
+        .tempdir()
+        .expect("a temporary directory");
+    let registry = temporary.path().display().to_string();
+    let port = free_port().expect("a free port");
+    let flags = [
+        "--role",
+        "prefill",
+        "--block-size",
+        "16",
+        "--drain-timeout",
+        "60",
+    ];
+    let port_flag = ["--port".to_owned(), port.to_string()];
+    let mut worker = registry_worker(
+        "candle",
+        1,
+        &registry,
+        &[&flags[..], &port_flag.each_ref().map(String::as_str)].concat(),
+    );
+    eventually(
+        "the worker is listed",
+        Duration::from_secs(300),
+        async || support::registered(temporary.path()) == 1,
+    )
+    .await;
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut plane = RemoteEngine::connect(address).await.expect("connected");
+    let prompt: Vec<u32> = (0..40).map(|i| 1000 + 37 * i).collect();
+    let mut request = GenerateRequest::new("r1", "smollm2", prompt).with_max_tokens(1);
+    request.disaggregation = Disaggregation::Prefill;
+    let mut stream = plane.generate(request).await.expect("prefilling");
+    let mut handoff = None;
+    while let Some(chunk) = stream.next().await {
+        handoff = chunk.expect("a chunk").kv_handoff.or(handoff);
+    }
+    let handoff = handoff.expect("a hand-over in the last chunk");
+    assert_eq!(handoff.blocks.len(), 2, "the prompt's two full blocks");
+
+    // Stopped with the hand-over not yet pulled: the stream has ended, the blocks stay.
+    worker.terminate();
+    worker
+        .wait_for(
+            "streams ended; serving 1 hand-overs until the decode workers pull them",
+            Duration::from_secs(10),
+        )
+        .await;
+    let assets = dynamo_assets::cache_dir().expect("a cache directory");
+    let model = dynamo_assets::SMOLLM2_135M_INSTRUCT
+        .fetch(&assets)
+        .expect("the model file");
+    let block_size = BlockSize::new(16).expect("not zero");
+    let layout = LlamaConfig::read(model)
+        .expect("the model's configuration")
+        .kv_layout("smollm2", block_size);
+    let decode = TcpFetch::new(TcpFetchConfig::new(layout.block_bytes(), 8)).expect("a client");
+    let fetched = decode
+        .fetch(&handoff)
+        .await
+        .expect("pulled after the SIGTERM");
+    assert_eq!(fetched.blocks, 2);
+    drop(fetched);
+    assert!(worker.child.try_wait().expect("waited on").is_none());
+    decode.release(&handoff).await;
+
+    // Released: the worker has nothing left to serve and exits 0.
+    let status = worker.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}");
+    assert!(worker.logged("drained"));
+    assert!(!worker.logged("drain deadline passed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

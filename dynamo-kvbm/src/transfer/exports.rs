@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dynamo_core::{KvHandoff, SequenceHash, WorkerId};
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use super::shelf::ShelfStore;
 use crate::{BlockStore, Error};
@@ -61,6 +62,8 @@ use crate::{BlockStore, Error};
 /// ```
 pub struct KvExports {
     lease: Duration,
+    /// Woken whenever a transfer ends, for [`settled`](Self::settled).
+    ended: Notify,
     /// The blocks; locked after `state` when both are.
     store: Arc<ShelfStore>,
     state: Mutex<State>,
@@ -135,6 +138,7 @@ impl KvExports {
     pub fn new(block_bytes: usize, capacity_blocks: usize, lease: Duration) -> Result<Self, Error> {
         Ok(KvExports {
             lease,
+            ended: Notify::new(),
             store: Arc::new(ShelfStore::new(block_bytes, capacity_blocks)?),
             state: Mutex::new(State {
                 transfers: BTreeMap::new(),
@@ -373,6 +377,50 @@ impl KvExports {
         self.expire_locked(&mut self.state.lock(), now)
     }
 
+    /// Resolves once no transfer is live: each one released, expired or dropped for room. A
+    /// prefill worker that is stopping waits for it (within its drain deadline), so that the
+    /// decode workers can still pull what it handed over; a transfer nobody releases ends with
+    /// its lease.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// use dynamo_core::SequenceHash;
+    /// use dynamo_kvbm::KvExports;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dynamo_kvbm::Error> {
+    /// let exports = Arc::new(KvExports::new(4, 8, Duration::from_secs(30))?);
+    /// let offered = exports.offer(&[SequenceHash(1)], &[7; 4])?;
+    /// let decode_worker = Arc::clone(&exports);
+    /// tokio::spawn(async move { decode_worker.release(offered.transfer) });
+    /// exports.settled().await;
+    /// assert_eq!(exports.transfers(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn settled(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check, so an end between the two still wakes us.
+            ended.as_mut().enable();
+            let first_expiry = {
+                let mut state = self.state.lock();
+                self.expire_locked(&mut state, Instant::now());
+                // Ids grow and leases are equal: the first transfer expires first.
+                match state.transfers.first_key_value() {
+                    Some((_, export)) => export.expires,
+                    None => return,
+                }
+            };
+            // Woken by an end, or at the first lease's end: either way, look again.
+            let lease_end = tokio::time::Instant::from_std(first_expiry);
+            let _ = tokio::time::timeout_at(lease_end, ended).await;
+        }
+    }
+
     /// What the exports have done so far.
     pub fn counters(&self) -> ExportCounters {
         let mut counters = self.state.lock().counters;
@@ -416,6 +464,7 @@ impl KvExports {
             return false;
         };
         self.store.lock().release(&export.blocks);
+        self.ended.notify_waiters();
         true
     }
 }

@@ -243,6 +243,40 @@ fn a_lease_ends_a_transfer_that_was_not_released() {
     assert_eq!(exports.counters().expired, 1);
 }
 
+#[tokio::test]
+async fn settled_waits_for_the_last_live_transfer_to_be_released() {
+    let exports = KvExports::new(BLOCK, 4, Duration::from_secs(60)).expect("exports");
+    let first = exports.offer(&hashes(&[1]), &bytes_of(&hashes(&[1])));
+    let second = exports.offer(&hashes(&[1, 2]), &bytes_of(&hashes(&[1, 2])));
+    let (first, second) = (first.expect("offered"), second.expect("offered"));
+    let settled = exports.settled();
+    tokio::pin!(settled);
+    assert!(futures::poll!(settled.as_mut()).is_pending());
+    assert!(exports.release(first.transfer));
+    assert!(futures::poll!(settled.as_mut()).is_pending(), "one is left");
+    assert!(exports.release(second.transfer));
+    tokio::time::timeout(Duration::from_secs(10), settled)
+        .await
+        .expect("settled once both are released");
+    assert!(exports.is_empty());
+}
+
+#[tokio::test]
+async fn settled_ends_with_the_lease_of_a_transfer_nobody_releases() {
+    let lease = Duration::from_millis(50);
+    let exports = KvExports::new(BLOCK, 4, lease).expect("exports");
+    exports.settled().await;
+    let start = Instant::now();
+    exports
+        .offer(&hashes(&[1]), &bytes_of(&hashes(&[1])))
+        .expect("offered");
+    tokio::time::timeout(Duration::from_secs(10), exports.settled())
+        .await
+        .expect("settled when the lease ends");
+    assert!(start.elapsed() >= lease, "{:?}", start.elapsed());
+    assert_eq!(exports.counters().expired, 1);
+}
+
 #[test]
 fn offer_with_writes_each_kept_block_it_does_not_hold_once_in_place() {
     let exports = KvExports::new(BLOCK, 4, Duration::from_secs(10)).expect("exports");

@@ -110,8 +110,9 @@ struct WorkerArgs {
     /// hands over [default: any free port]
     #[arg(long, value_name = "N")]
     kv_port: Option<u16>,
-    /// On SIGTERM: leave discovery, then finish the open streams for up to this many seconds
-    /// before exiting (new requests are refused, and the frontend sends them elsewhere)
+    /// On SIGTERM: leave discovery, then finish the open streams (and, on a prefill worker,
+    /// serve its hand-overs until they are pulled) for up to this many seconds before exiting
+    /// (new requests are refused, and the frontend sends them elsewhere)
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_TIMEOUT)]
     drain_timeout: u64,
     /// Drain and exit, as on SIGTERM, when the process that started this one exits
