@@ -136,6 +136,8 @@
 //! times in a row). Spawn the future of [`RouterService::health_checks`]: it sends ejected
 //! workers a one-token canary each probe interval and brings back those that answer, and
 //! probes idle workers so that one that hangs while idle is ejected before a client finds it.
+//! A cap on the share of workers ejected at once
+//! ([`HealthConfig::max_ejected_percent`]) keeps an overload from ejecting them all.
 //! [`HealthConfig`] holds the settings; [`health`] explains them.
 //!
 //! # Router replicas

@@ -42,14 +42,20 @@ enum Fault {
 struct Workers {
     router: RouterService,
     fault: Fault,
-    /// Worker 1 misbehaves while this is set.
+    /// Workers 1 to `failing` misbehave while this is set.
     faulty: Arc<AtomicBool>,
+    failing: u64,
     attempts: Arc<Mutex<Vec<Attempt>>>,
 }
 
 impl Workers {
     /// A router watched as `health` says, with no workers yet; worker 1 fails as `fault` says.
     fn new(health: HealthConfig, fault: Fault) -> Self {
+        Self::failing(health, fault, 1)
+    }
+
+    /// [`new`](Self::new), with workers 1 to `failing` failing.
+    fn failing(health: HealthConfig, fault: Fault, failing: u64) -> Self {
         Workers {
             // Round robin, so that a worker back in routing is chosen again for sure (a
             // cache-aware policy may keep the repeated prompt where it is cached).
@@ -59,6 +65,7 @@ impl Workers {
                 .build(),
             fault,
             faulty: Arc::new(AtomicBool::new(true)),
+            failing,
             attempts: Arc::default(),
         }
     }
@@ -92,7 +99,7 @@ impl Workers {
             .map(|t| Ok(TokenChunk::token(t)))
             .collect();
         chunks.push(Ok(TokenChunk::finish(FinishReason::Length, None)));
-        if id != 1 || !self.faulty.load(Ordering::SeqCst) {
+        if id > self.failing || !self.faulty.load(Ordering::SeqCst) {
             return Ok(TokenStream::new(futures::stream::iter(chunks), cancel));
         }
         match self.fault {
@@ -290,6 +297,44 @@ async fn a_worker_that_refuses_in_a_row_is_ejected_after_the_limit() {
     }
     assert!(workers.router.is_ejected(WorkerId::new(1)));
     assert_eq!(workers.routed(), [1, 1, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejection_stops_at_the_cap_and_goes_on_once_an_ejected_worker_leaves() {
+    // Three of four workers refuse; at most half of the workers may be out.
+    let health = config().eject_after(1).max_ejected_percent(50);
+    let workers = Workers::failing(health, Fault::Refuse, 3);
+    for id in 1..=4 {
+        workers.insert(id);
+    }
+    let ejected = |id| workers.router.is_ejected(WorkerId::new(id));
+    let mut served = 0;
+    for n in 0..8 {
+        let mut router = workers.router.clone();
+        let answer = router.generate_all(request(&format!("r{n}"))).await;
+        served += usize::from(answer.is_ok());
+    }
+    // Two of the failing workers are ejected; the third stays routed, since 2 of 4 are out,
+    // and is asked again and again; every request to the healthy one is served.
+    let out: Vec<u64> = (1..=4).filter(|&id| ejected(id)).collect();
+    assert_eq!(out.len(), 2, "{out:?}");
+    let kept = (1..=3).find(|id| !out.contains(id)).unwrap();
+    let asked = |id| workers.routed().iter().filter(|&&w| w == id).count();
+    assert!(asked(kept) >= 2, "{:?}", workers.routed());
+    assert_eq!(served, asked(4));
+
+    // One ejected worker leaves: 1 of 3 is out, below the cap, and the kept one's next refusal
+    // ejects it.
+    workers.router.remove_worker(WorkerId::new(out[0]));
+    let before = asked(kept);
+    for n in 0..2 {
+        let mut router = workers.router.clone();
+        let answer = router.generate_all(request(&format!("s{n}"))).await;
+        served += usize::from(answer.is_ok());
+    }
+    assert_eq!(asked(kept), before + 1, "{:?}", workers.routed());
+    assert!(ejected(out[1]) && ejected(kept) && !ejected(4));
+    assert_eq!(served, asked(4));
 }
 
 #[tokio::test(start_paused = true)]

@@ -136,12 +136,7 @@ async fn build_router<P: EventPlane>(
     let replica = (share && plane.is_some() && options.router != RouterKind::RoundRobin)
         .then(crate::share::replica);
     let block_size = BlockSize::new(options.block_size)?;
-    let stall_timeout =
-        (options.stall_timeout > 0).then(|| Duration::from_secs(options.stall_timeout));
-    let health = HealthConfig::default()
-        .stall_timeout(stall_timeout)
-        .canary_model(options.name.clone());
-    let mut builder = busy_router(options, health)?;
+    let mut builder = busy_router(options, options.health())?;
     if let Some(replica) = &replica {
         builder = builder.load_tracker(replica.load());
     }

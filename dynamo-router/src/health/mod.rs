@@ -19,6 +19,14 @@
 //!   withdrawn from routing. What the router knows of its cache is kept. The log says
 //!   `worker X ejected: ...` and `dynamo_router_ejections_total{reason}` counts it, with
 //!   `reason` one of `stalled`, `failed`, `canary`.
+//! - **A cap on ejection.** [`max_ejected_percent`](HealthConfig::max_ejected_percent) (as
+//!   Envoy's `max_ejection_percent`) keeps a share of the workers routed whatever happens: a
+//!   worker is ejected only while fewer than that share of the workers are ejected (one always
+//!   may be). Without a cap, an overload that makes every worker slow can eject them one after
+//!   the other, each ejection loading the others more, until none is left; with one, a worker
+//!   due for ejection past the cap stays routed (logged `worker X would be ejected ... it stays
+//!   routed`, counted in `dynamo_router_ejections_capped_total{reason}`), and its next failure
+//!   tries again, once another worker has returned. 100 (the default) lets every worker go.
 //! - **Return.** The future of [`RouterService::health_checks`](crate::RouterService::health_checks)
 //!   (spawn it; the library starts no task of its own) sends every ejected worker a canary each
 //!   [`probe_interval`](HealthConfig::probe_interval): a generate request of one prompt token and
@@ -37,8 +45,9 @@
 //! A fresh [`ReportedLoad`] also raises the worker's booked load before the busy thresholds
 //! and the policy see it; see [`ReportedLoad`].
 //!
-//! Every worker may be ejected, the last one too: a router whose workers all hang refuses
-//! requests with `unavailable` at once rather than letting them wait for a deadline.
+//! Without a cap, every worker may be ejected, the last one too: a router whose workers all
+//! hang refuses requests with `unavailable` at once rather than letting them wait for a
+//! deadline.
 
 mod probe;
 mod report;
@@ -70,11 +79,14 @@ pub struct HealthConfig {
     pub canary_model: String,
     /// Whether routed workers with no request for `probe_interval` get canaries too.
     pub probe_idle: bool,
+    /// A worker is ejected only while fewer than this share of the workers, in percent, are
+    /// ejected; one always may be. 100 lets every worker be ejected.
+    pub max_ejected_percent: u32,
 }
 
 impl Default for HealthConfig {
     /// Stalls after 30 s, ejection after 3 failures in a row, canaries each 5 s with a 5 s
-    /// deadline, idle workers probed.
+    /// deadline, idle workers probed, no cap on the share ejected.
     fn default() -> Self {
         HealthConfig {
             stall_timeout: Some(Duration::from_secs(30)),
@@ -83,6 +95,7 @@ impl Default for HealthConfig {
             probe_timeout: Duration::from_secs(5),
             canary_model: "canary".to_owned(),
             probe_idle: true,
+            max_ejected_percent: 100,
         }
     }
 }
@@ -117,6 +130,30 @@ impl HealthConfig {
     pub fn probe_idle(mut self, probe: bool) -> Self {
         self.probe_idle = probe;
         self
+    }
+
+    /// Eject a worker only while fewer than `percent`% of the workers are ejected (one always
+    /// may be); 100 or more lets every worker be ejected.
+    ///
+    /// ```
+    /// use dynamo_router::health::HealthConfig;
+    ///
+    /// let config = HealthConfig::default().max_ejected_percent(50);
+    /// // Of four workers, a second may be ejected (1 of 4 is below 50%), a third may not.
+    /// assert!(config.may_eject(1, 4));
+    /// assert!(!config.may_eject(2, 4));
+    /// // The first always may, however few workers there are.
+    /// assert!(HealthConfig::default().max_ejected_percent(10).may_eject(0, 3));
+    /// ```
+    pub fn max_ejected_percent(mut self, percent: u32) -> Self {
+        self.max_ejected_percent = percent;
+        self
+    }
+
+    /// Whether one more worker may be ejected when `ejected` of `workers` are.
+    pub fn may_eject(&self, ejected: usize, workers: usize) -> bool {
+        ejected == 0
+            || (ejected as u128) * 100 < (workers as u128) * u128::from(self.max_ejected_percent)
     }
 }
 

@@ -94,6 +94,8 @@ impl HealthTracker {
     /// or a failed canary at once). Returns whether it was ejected now.
     pub(crate) fn failed(&self, worker: WorkerId, failure: Failure, cause: &str) -> bool {
         let mut workers = self.workers.lock();
+        let ejected = workers.values().filter(|health| health.ejected).count();
+        let total = workers.len();
         let Some(health) = workers.get_mut(&worker) else {
             return false;
         };
@@ -105,8 +107,19 @@ impl HealthTracker {
         if health.ejected || self.config.eject_after == 0 || health.failures < limit {
             return false;
         }
-        health.ejected = true;
         let failures = health.failures;
+        if !self.config.may_eject(ejected, total) {
+            drop(workers);
+            tracing::warn!(
+                "worker {worker} would be ejected: {cause} ({failures} in a row), but {ejected} \
+                 of {total} workers are ejected already (at most {}%): it stays routed",
+                self.config.max_ejected_percent
+            );
+            metrics::counter!("dynamo_router_ejections_capped_total", "reason" => failure.name())
+                .increment(1);
+            return false;
+        }
+        health.ejected = true;
         // Withdrawn under the lock, so a canary's return cannot come between.
         self.selector.withdraw_worker(worker);
         drop(workers);

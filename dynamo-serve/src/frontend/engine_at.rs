@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use dynamo_core::{BlockSize, BoxError, Token, WorkerId};
 use dynamo_openai::{GgufMetadata, Tokenizer, WorkerGauges};
-use dynamo_router::{
-    ApproxConfig, ExpectedTtft, HealthConfig, RoundRobin, RouterService, SharedIndex,
-};
+use dynamo_router::{ApproxConfig, ExpectedTtft, RoundRobin, RouterService, SharedIndex};
 use dynamo_sglang::SglangServer;
 use dynamo_transport::engine_events::EngineEventSource;
 use dynamo_transport::events::EventPlane;
@@ -55,12 +53,7 @@ pub(crate) async fn start_router<P: EventPlane>(
     index: Option<SharedIndex>,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
-    let stall_timeout =
-        (options.stall_timeout > 0).then(|| Duration::from_secs(options.stall_timeout));
-    let health = HealthConfig::default()
-        .stall_timeout(stall_timeout)
-        .canary_model(options.name.clone());
-    let builder = crate::deploy::busy_router(options, health)?;
+    let builder = crate::deploy::busy_router(options, options.health())?;
     let policy = ExpectedTtft::default();
     let (router, index) = match options.router {
         RouterKind::Kv => {

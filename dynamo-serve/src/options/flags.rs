@@ -404,6 +404,12 @@ struct GatewayArgs {
     /// Above the longest honest wait: a CPU model's first token under load can take a minute
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     stall_timeout: u64,
+    /// A stalled or failing worker leaves routing only while fewer than this share of the
+    /// workers, in percent, are out (one always may be): an overload that slows every worker
+    /// cannot eject them all
+    #[arg(long, value_name = "PERCENT", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    max_ejected_percent: u32,
     /// Each request ends with a 504 (`timeout`) after this many seconds, migrations included,
     /// and its work is cancelled on the worker, which is told the time left (0: no limit)
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
@@ -580,6 +586,7 @@ fn options(
         embedding_model: gateway.embedding_model,
         migration_limit: gateway.migration_limit,
         stall_timeout: gateway.stall_timeout,
+        max_ejected_percent: gateway.max_ejected_percent,
         request_timeout: gateway.request_timeout,
         drain_timeout: gateway.drain_timeout,
         exit_with_parent: false,

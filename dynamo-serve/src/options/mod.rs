@@ -199,6 +199,8 @@ pub(crate) struct Options {
     pub(crate) migration_limit: u32,
     /// Seconds without a token before an attempt ends and its worker is ejected (0: never).
     pub(crate) stall_timeout: u64,
+    /// The share of the workers, in percent, past which no more are ejected.
+    pub(crate) max_ejected_percent: u32,
     /// Seconds before a request ends with a timeout, its work cancelled (0: never).
     pub(crate) request_timeout: u64,
     /// Seconds a process stopped by SIGTERM finishes its open streams.
@@ -250,6 +252,17 @@ impl Options {
                 options.validate()?;
                 Ok(options)
             })
+    }
+
+    /// How the routers watch their workers: `--stall-timeout`, `--max-ejected-percent`, and
+    /// canaries for the served model.
+    pub(crate) fn health(&self) -> dynamo_router::HealthConfig {
+        let stall_timeout =
+            (self.stall_timeout > 0).then(|| std::time::Duration::from_secs(self.stall_timeout));
+        dynamo_router::HealthConfig::default()
+            .stall_timeout(stall_timeout)
+            .max_ejected_percent(self.max_ejected_percent)
+            .canary_model(self.name.clone())
     }
 
     /// The routers' busy thresholds, for this command's workers.

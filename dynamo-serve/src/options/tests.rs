@@ -237,6 +237,11 @@ fn the_gateway_flags_set_keys_metrics_the_body_limit_and_the_response_store() {
     assert_eq!(serve.request_timeout, 0);
     let unwatched = options("frontend --registry r --router approx-kv --stall-timeout 0");
     assert_eq!(unwatched.expect("valid").stall_timeout, 0);
+    assert_eq!(serve.health().max_ejected_percent, 100);
+    let capped = options("--max-ejected-percent 50").expect("valid");
+    assert_eq!(capped.health().max_ejected_percent, 50);
+    let over = refused("--max-ejected-percent 101");
+    assert_eq!(over.kind(), ErrorKind::ValueValidation);
     assert_eq!(serve.drain_timeout, 30);
     let worker = options("worker --registry r --drain-timeout 5").expect("valid");
     let frontend = options("frontend --registry r --router approx-kv --drain-timeout 7");
