@@ -343,7 +343,7 @@ async fn a_function_call_and_its_output_go_back_in_as_input() {
          "id": "fc_1", "status": "completed"},
         {"type": "function_call_output", "call_id": "call-1", "output": "18 C"},
     ]);
-    let (status, whole) = respond(app, &request).await;
+    let (status, whole) = respond(app.clone(), &request).await;
     assert_eq!(status, StatusCode::OK, "{whole}");
     assert_eq!(
         said(&whole["output"]),
@@ -355,6 +355,48 @@ async fn a_function_call_and_its_output_go_back_in_as_input() {
         prompt.contains("<|im_start|>tool\n18 C<|im_end|>"),
         "{prompt}"
     );
+
+    // The three input items are listed, two to a page, in the order they were sent.
+    let items = format!(
+        "/v1/responses/{}/input_items",
+        whole["id"].as_str().unwrap()
+    );
+    let suffix = whole["id"].as_str().unwrap().strip_prefix("resp_").unwrap();
+    let (status, first) = call(
+        app.clone(),
+        "GET",
+        &format!("{items}?order=asc&limit=2"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(
+        first["data"],
+        json!([
+            {"id": format!("msg_{suffix}-in0"), "type": "message", "role": "user",
+             "content": [{"type": "input_text", "text": "Weather in Paris?"}], "status": "completed"},
+            {"id": format!("fc_{suffix}-in1"), "type": "function_call", "call_id": "call-1",
+             "name": "weather", "arguments": "{\"city\":\"Paris\"}", "status": "completed"},
+        ])
+    );
+    assert_eq!(first["has_more"], true);
+    assert_eq!(first["first_id"], format!("msg_{suffix}-in0"));
+    let after = first["last_id"].as_str().unwrap();
+    let next = format!("{items}?order=asc&limit=2&after={after}");
+    let (_, second) = call(app.clone(), "GET", &next, None).await;
+    assert_eq!(
+        second["data"],
+        json!([{"id": format!("fco_{suffix}-in2"), "type": "function_call_output",
+                "call_id": "call-1", "output": "18 C"}])
+    );
+    assert_eq!(second["has_more"], false);
+    // Newest first by default.
+    let (_, newest) = call(app.clone(), "GET", &items, None).await;
+    assert_eq!(newest["first_id"], format!("fco_{suffix}-in2"));
+    assert_eq!(newest["data"].as_array().unwrap().len(), 3);
+    let (status, error) = call(app, "GET", &format!("{items}?limit=500"), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["error"]["param"], "limit", "{error}");
 
     let mut request = asking_for_weather();
     request["input"] =
@@ -489,6 +531,20 @@ async fn a_stored_response_is_retrieved_continued_from_and_deleted() {
     let (status, second) = respond(app.clone(), &follow).await;
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_eq!(second["previous_response_id"], id);
+    // Its input items are its own input, not the earlier turn's.
+    let items = format!(
+        "/v1/responses/{}/input_items",
+        second["id"].as_str().unwrap()
+    );
+    let (status, listed) = call(app.clone(), "GET", &items, None).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let texts: Vec<&Value> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["content"][0]["text"])
+        .collect();
+    assert_eq!(texts, [&json!("And of Italy?")]);
     assert_eq!(
         prompt_of(&requests.lock()[1]),
         "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\nParis.<|im_end|>\n\
@@ -515,6 +571,9 @@ async fn a_stored_response_is_retrieved_continued_from_and_deleted() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = call(app.clone(), "DELETE", &path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, error) = call(app.clone(), "GET", &format!("{path}/input_items"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error["error"]["code"], "response_not_found");
     let (status, error) = respond(app.clone(), &follow).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error["error"]["code"], "previous_response_not_found");
@@ -579,8 +638,13 @@ async fn a_response_stored_with_one_key_is_not_found_with_another() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = call(app.clone(), "GET", &path, Some("sk-two")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = call(app, "DELETE", &path, Some("sk-two")).await;
+    let (status, _) = call(app.clone(), "DELETE", &path, Some("sk-two")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let items = format!("{path}/input_items");
+    let (status, _) = call(app.clone(), "GET", &items, Some("sk-two")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(app, "GET", &items, Some("sk-one")).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

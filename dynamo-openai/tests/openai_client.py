@@ -355,7 +355,8 @@ def check_responses(client: OpenAI, model: str) -> None:
 
 def check_stored_responses(client: OpenAI, model: str, stored) -> None:
     """A stored response: retrieved as it was returned, continued from by
-    previous_response_id, deleted; then neither retrieved nor continued from."""
+    previous_response_id, its input items listed, deleted; then neither retrieved nor continued
+    from."""
     assert stored.store, stored
     assert client.responses.retrieve(stored.id) == stored
     follow = client.responses.create(
@@ -363,6 +364,16 @@ def check_stored_responses(client: OpenAI, model: str, stored) -> None:
         max_output_tokens=16, temperature=0)
     assert follow.previous_response_id == stored.id and follow.output_text, follow
     assert follow.usage.input_tokens > stored.usage.input_tokens, (follow.usage, stored.usage)
+    # Its input items are its own input; the client follows the pages one item at a time.
+    listed = client.responses.input_items.list(follow.id)
+    assert [item.type for item in listed.data] == ["message"], listed
+    assert listed.data[0].content[0].text == "And the capital of Italy?", listed
+    two = client.responses.create(
+        model=model, input=[{"role": "user", "content": "One"}, {"role": "user", "content": "Two"}],
+        max_output_tokens=1)
+    paged = [item.content[0].text for item in
+             client.responses.input_items.list(two.id, limit=1, order="asc")]
+    assert paged == ["One", "Two"], paged
     client.responses.delete(stored.id)
     try:
         client.responses.retrieve(stored.id)

@@ -36,17 +36,11 @@ impl Contract {
     fn new() -> Self {
         let document = openapi_document();
         let mut schemas = document["components"]["schemas"].clone();
-        // Components used as a part of an `allOf` (flattened structs) must stay open: the
-        // composing schema closes them with `unevaluatedProperties`.
-        let parts: Vec<String> = schemas
-            .as_object()
-            .unwrap()
-            .values()
-            .filter_map(|schema| schema["allOf"].as_array())
-            .flatten()
-            .filter_map(|part| part["$ref"].as_str())
-            .map(|reference| reference.rsplit('/').next().unwrap().to_owned())
-            .collect();
+        // Components used as a part of an `allOf` (flattened structs, and the variants of an
+        // enum tagged by a field), wherever it is, must stay open: the composing schema closes
+        // them with `unevaluatedProperties`.
+        let mut parts = Vec::new();
+        composed_parts(&schemas, &mut parts);
         for (name, schema) in schemas.as_object_mut().unwrap() {
             close(schema, parts.contains(name));
         }
@@ -119,6 +113,23 @@ impl Contract {
             "{what} does not conform to {schema}:\n{}\n{instance:#}",
             violations.join("\n")
         );
+    }
+}
+
+/// The names of the components that `schema`, or any schema under it, composes with `allOf`.
+fn composed_parts(schema: &Value, parts: &mut Vec<String>) {
+    match schema {
+        Value::Object(object) => {
+            if let Some(Value::Array(composed)) = object.get("allOf") {
+                let references = composed.iter().filter_map(|part| part["$ref"].as_str());
+                parts.extend(references.map(|to| to.rsplit('/').next().unwrap().to_owned()));
+            }
+            object
+                .values()
+                .for_each(|value| composed_parts(value, parts));
+        }
+        Value::Array(values) => values.iter().for_each(|value| composed_parts(value, parts)),
+        _ => {}
     }
 }
 
@@ -504,6 +515,55 @@ async fn models_probes_and_the_document_conform() {
     }
     let models = get(echo(), "/v1/models").await.json();
     assert_eq!(models["data"][0]["id"], "test");
+}
+
+#[tokio::test]
+async fn a_stored_response_and_its_input_items_conform() {
+    let contract = Contract::new();
+    let app = answering("18 C in Paris.");
+    let ask = json!({"model": "test", "input": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": "call-1", "name": "weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call-1", "output": "18 C"},
+        {"role": "user", "content": [{"type": "input_text", "text": "And tomorrow?"}]},
+    ]});
+    let answer = exchange(&contract, app.clone(), "/v1/responses", ask).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let id = answer.json()["id"].as_str().unwrap().to_owned();
+    let items = "/v1/responses/{id}/input_items";
+    let cases = [
+        (
+            format!("/v1/responses/{id}"),
+            "/v1/responses/{id}",
+            StatusCode::OK,
+        ),
+        (
+            format!("/v1/responses/{id}/input_items"),
+            items,
+            StatusCode::OK,
+        ),
+        (
+            format!("/v1/responses/{id}/input_items?order=asc&limit=1"),
+            items,
+            StatusCode::OK,
+        ),
+        (
+            format!("/v1/responses/{id}/input_items?order=up"),
+            items,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/responses/resp_gone/input_items".to_owned(),
+            items,
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (path, documented, status) in cases {
+        let answer = get(app.clone(), &path).await;
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        let schema = contract.response_schema("get", documented, status, "application/json");
+        contract.assert_conforms(&schema, &answer.json(), &format!("the {status} of {path}"));
+    }
 }
 
 /// A change to a JSON object.

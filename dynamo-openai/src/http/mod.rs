@@ -137,6 +137,7 @@ impl GatewayConfig {
 /// | `POST /v1/embeddings` | vectors from an embedding model ([`ModelRegistry::insert_embedding`]) |
 /// | `POST /v1/responses` | OpenAI's Responses API, text and function calls, streaming or not |
 /// | `GET`, `DELETE /v1/responses/{id}` | a stored response ([`GatewayConfig::response_store_bytes`]) |
+/// | `GET /v1/responses/{id}/input_items` | a stored response's input items, a page at a time |
 /// | `GET /v1/models` | the served models, embedding models included |
 /// | `POST /tokenize`, `/detokenize` | the model's tokenizer, as vLLM serves it |
 /// | `GET /health`, `/live`, `/ready` | liveness and readiness (ready: at least one model) |
@@ -244,6 +245,10 @@ impl Gateway {
             .route(
                 "/v1/responses/{id}",
                 get(responses::retrieve).delete(responses::delete),
+            )
+            .route(
+                "/v1/responses/{id}/input_items",
+                get(responses::input_items::list),
             )
             .route("/v1/models", get(models::list))
             .route("/tokenize", post(tokenize::tokenize))

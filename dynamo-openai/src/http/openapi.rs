@@ -33,6 +33,7 @@ use crate::ErrorBody;
         responses::handle,
         responses::retrieve,
         responses::delete,
+        responses::input_items::list,
         models::list,
         tokenize::tokenize,
         tokenize::detokenize,

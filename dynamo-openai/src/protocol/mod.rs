@@ -34,9 +34,9 @@ pub use logprobs::{
 };
 pub use models::{ModelCard, ModelList};
 pub use responses::{
-    FunctionCallItem, IncompleteDetails, InputContent, InputItem, InputPart, InputTokensDetails,
-    OutputItem, OutputMessage, OutputPart, OutputText, OutputTokensDetails, ReasoningItem,
-    ReasoningText, ResponseObject, ResponseStreamEvent, ResponseUsage, ResponsesInput,
-    ResponsesRequest, ResponsesText, ResponsesTool, TextFormat,
+    FunctionCallItem, IncompleteDetails, InputContent, InputItem, InputItemList, InputPart,
+    InputTokensDetails, ListedInputItem, OutputItem, OutputMessage, OutputPart, OutputText,
+    OutputTokensDetails, ReasoningItem, ReasoningText, ResponseObject, ResponseStreamEvent,
+    ResponseUsage, ResponsesInput, ResponsesRequest, ResponsesText, ResponsesTool, TextFormat,
 };
 pub use tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};

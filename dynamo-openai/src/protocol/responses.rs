@@ -207,6 +207,41 @@ pub struct InputPart {
     pub text: Option<String>,
 }
 
+/// One input item of a stored response, as `GET /v1/responses/{id}/input_items` lists it: the
+/// item as it was sent, with a `type` always, a message's text as one part (`input_text`, or
+/// `output_text` in an assistant's message), an id, and the `status` of messages and calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ListedInputItem {
+    /// The item's id, the same at every listing: `msg_`, `fc_`, `fco_` or `rs_` by type, then
+    /// the response's id without its `resp_` and the item's place in the input.
+    pub id: String,
+    /// The item.
+    #[serde(flatten)]
+    pub item: InputItem,
+    /// `completed`, on messages and function calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// A reasoning item's summary: empty (the gateway does not keep reasoning sent back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub summary: Option<Vec<Value>>,
+}
+
+/// A page of a stored response's input items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InputItemList {
+    /// Always `list`.
+    pub object: String,
+    /// The items of the page, in the order asked for.
+    pub data: Vec<ListedInputItem>,
+    /// The first item's id (null on an empty page).
+    pub first_id: Option<String>,
+    /// The last item's id, to ask for the next page `after` (null on an empty page).
+    pub last_id: Option<String>,
+    /// Whether more items follow the page.
+    pub has_more: bool,
+}
+
 /// A response, whole or (in stream events) as it stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResponseObject {

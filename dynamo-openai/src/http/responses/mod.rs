@@ -1,11 +1,13 @@
 //! `POST /v1/responses`: OpenAI's Responses API over the chat pipeline.
 
 mod input;
+pub(crate) mod input_items;
 mod output;
 mod store;
 
 pub(crate) use store::ResponseStore;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use axum::Json;
@@ -128,6 +130,7 @@ async fn serve(
     let keep = storing.then(|| Keep {
         shared: shared.clone(),
         caller,
+        input: earlier.len()..earlier.len() + input.len(),
         conversation: earlier.into_iter().chain(input).collect(),
     });
     let responder = Responder {
@@ -223,6 +226,8 @@ struct Keep {
     caller: Caller,
     /// The conversation's items up to the request's input; the output's go after them.
     conversation: Vec<InputItem>,
+    /// Where the request's input is in `conversation`.
+    input: Range<usize>,
 }
 
 impl Keep {
@@ -233,6 +238,7 @@ impl Keep {
         let stored = Stored {
             response: response.clone(),
             conversation,
+            input: self.input,
         };
         if !self.shared.responses.insert(self.caller, stored) {
             tracing::warn!(

@@ -2,6 +2,7 @@
 //! returns, kept in the gateway's memory within a budget of bytes, the oldest dropped first.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 
 use parking_lot::Mutex;
 
@@ -16,6 +17,9 @@ pub(crate) struct Stored {
     /// The input items of the whole conversation, its output items included (the instructions
     /// are not: they are not carried from one response to the next).
     pub(crate) conversation: Vec<InputItem>,
+    /// Where the request's own input is in `conversation` (after the earlier responses' items,
+    /// before its output's).
+    pub(crate) input: Range<usize>,
 }
 
 /// Responses kept within a budget of bytes (their JSON's size), dropped oldest first.
@@ -153,6 +157,7 @@ mod tests {
         Stored {
             response,
             conversation,
+            input: 0..1,
         }
     }
 
