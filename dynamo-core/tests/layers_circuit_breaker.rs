@@ -164,6 +164,10 @@ async fn a_failure_rate_window_opens_on_failures_that_never_come_in_a_row() {
 
 #[tokio::test(start_paused = true)]
 async fn half_open_lets_one_probe_through_and_closes_on_success() {
+    // The test runs on one thread: the recorder sees every change of the breaker.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
     let worker = Worker::new();
     let mut engine = breaker(&worker);
     worker.set(Mode::Failing);
@@ -185,6 +189,21 @@ async fn half_open_lets_one_probe_through_and_closes_on_success() {
     let mut probe = engine.generate(request()).await.unwrap();
     assert!(probe.next().await.unwrap().is_ok());
     assert_eq!(engine.state(), CircuitState::Closed);
+
+    // Opened once, half-opened once (the second probe took the slot the first freed), closed
+    // once; one request refused.
+    let text = metrics.render();
+    for series in [
+        "dynamo_circuit_breaker_transitions_total{to=\"open\"} 1",
+        "dynamo_circuit_breaker_transitions_total{to=\"half_open\"} 1",
+        "dynamo_circuit_breaker_transitions_total{to=\"closed\"} 1",
+        "dynamo_circuit_breaker_refused_total 1",
+    ] {
+        assert!(
+            text.lines().any(|line| line == series),
+            "{series} in\n{text}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -160,6 +160,10 @@ async fn the_budget_caps_retries_under_a_total_outage() {
     let engine = Flaky::new(u32::MAX, || Error::unavailable("everything is down"));
     let layer = RetryLayer::new(config().max_attempts(10).budget(ratio, floor_per_sec));
     let requests = 500u32;
+    // The test runs on one thread: the recorder sees every retry decision.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
     for id in 0..requests {
         let mut retried = layer.layer(engine.clone());
         assert!(retried.generate_all(request(id)).await.is_err());
@@ -172,5 +176,19 @@ async fn the_budget_caps_retries_under_a_total_outage() {
     assert!(
         attempts > f64::from(requests),
         "the budget allows some retries"
+    );
+    // Each attempt after a request's first is a retry counted; a request the budget stopped
+    // short is counted too.
+    let text = metrics.render();
+    let counted = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let retried = counted("dynamo_retries_total{outcome=\"retried\"}");
+    assert_eq!(retried, attempts - f64::from(requests), "{text}");
+    assert!(
+        counted("dynamo_retries_total{outcome=\"no_budget\"}") > 0.0,
+        "{text}"
     );
 }

@@ -188,19 +188,23 @@ pub(crate) async fn events_index<P: EventPlane>(
     Ok(index)
 }
 
-/// A router builder with `health`, and the busy thresholds and the wait queue of
+/// A router builder with `health`, the busy thresholds and the wait queue of
 /// `--active-*-threshold` and `--router-queue-*` (none set: no worker is ever busy, as the
-/// router's default).
+/// router's default), and the circuit breaker on each worker of `--breaker-*` (none by default).
 pub(crate) fn busy_router(
     options: &Options,
     health: HealthConfig,
 ) -> Result<RouterBuilder, Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
     let (order, size) = options.busy.queue();
-    Ok(RouterService::builder(block_size)
+    let builder = RouterService::builder(block_size)
         .health(health)
         .thresholds(options.busy_thresholds()?)
-        .queue(order, size))
+        .queue(order, size);
+    Ok(match options.breaker {
+        Some(breaker) => builder.circuit_breaker(breaker),
+        None => builder,
+    })
 }
 
 /// Every [`INDEX_SIZES_EVERY`], the gauge `dynamo_router_indexed_blocks{worker}`: the blocks the

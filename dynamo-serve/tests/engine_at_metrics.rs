@@ -2,7 +2,8 @@
 //! its `/metrics` scrape is fresh, leave while the scrape is stale, and come back with the next
 //! good scrape; `dynamo_engine_metrics_up` says which, all along. And the same load in the
 //! router's health checks: a server busy with other clients' work is not ejected for a late
-//! canary, an idle one that does not answer is.
+//! canary, an idle one that does not answer is. And a circuit breaker on each server
+//! (`--breaker-failures`) that spares a failing one the requests after its limit.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
@@ -11,7 +12,7 @@ mod support;
 mod http_request;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::{Frontend, eventually};
@@ -39,6 +40,8 @@ struct FakeEngine {
     url: String,
     answers: Arc<AtomicBool>,
     idle: Arc<AtomicBool>,
+    /// The requests other than `/metrics` scrapes it got.
+    others: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -63,7 +66,13 @@ impl FakeEngine {
         let url = format!("http://{}", listener.local_addr().expect("bound"));
         let answers = Arc::new(AtomicBool::new(true));
         let idle = Arc::new(AtomicBool::new(false));
-        let state = (Arc::clone(&answers), Arc::clone(&idle), others);
+        let seen = Arc::new(AtomicUsize::new(0));
+        let state = State {
+            answers: Arc::clone(&answers),
+            idle: Arc::clone(&idle),
+            others,
+            seen: Arc::clone(&seen),
+        };
         // Connections live in the accept task's set: stopping the server closes them all.
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
@@ -75,6 +84,7 @@ impl FakeEngine {
             url,
             answers,
             idle,
+            others: seen,
             task,
         }
     }
@@ -88,10 +98,22 @@ impl FakeEngine {
     }
 }
 
-async fn serve(
-    mut socket: TcpStream,
-    (answers, idle, others): (Arc<AtomicBool>, Arc<AtomicBool>, Others),
-) {
+/// What a [`FakeEngine`]'s connections share.
+#[derive(Clone)]
+struct State {
+    answers: Arc<AtomicBool>,
+    idle: Arc<AtomicBool>,
+    others: Others,
+    seen: Arc<AtomicUsize>,
+}
+
+async fn serve(mut socket: TcpStream, state: State) {
+    let State {
+        answers,
+        idle,
+        others,
+        seen,
+    } = state;
     const BUSY: &str = "vllm:num_requests_running{engine=\"0\"} 3\n\
                         vllm:num_requests_waiting{engine=\"0\"} 2\n\
                         vllm:kv_cache_usage_perc{engine=\"0\"} 0.5\n\
@@ -104,6 +126,9 @@ async fn serve(
                         llamacpp:requests_deferred 0\n";
     while let Some((line, _)) = http_request::read_request(&mut socket).await {
         let metrics = line.split_whitespace().nth(1) == Some("/metrics");
+        if !metrics {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
         let answer = if metrics && answers.load(Ordering::SeqCst) {
             let body = if idle.load(Ordering::SeqCst) {
                 IDLE
@@ -220,4 +245,36 @@ async fn late_canaries(kind: &str) {
         counted(text, EJECTED) == 1.0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_spares_a_failing_server_every_request_after_its_limit() {
+    let engine = FakeEngine::start(Others::Refuse).await;
+    let engine_at = format!("vllm={},id=1", engine.url);
+    let flags = [
+        "--engine-at",
+        &engine_at,
+        "--breaker-failures",
+        "2",
+        "--breaker-cool-down",
+        "600",
+    ];
+    let (process, frontend) = support::frontend_with_env(&flags, &[]).await;
+    for n in 0..6 {
+        let (status, body) = frontend.complete(&format!("request {n}"), 4).await;
+        assert!(status >= 500, "{status}: {body}");
+    }
+    // Two failures (client requests, or an idle canary among them) opened the breaker: every
+    // later attempt, migrations and canaries included, was refused without reaching the server
+    // (until the router ejected it, after which none was sent there).
+    assert_eq!(engine.others.load(Ordering::SeqCst), 2);
+    let text = frontend.metrics().await;
+    let opened = "dynamo_circuit_breaker_transitions_total{to=\"open\"}";
+    assert_eq!(counted(&text, opened), 1.0, "{text}");
+    let refused = counted(&text, "dynamo_circuit_breaker_refused_total");
+    assert!(refused >= 1.0, "{text}");
+    // The breaker's refusals are the worker's failures to the router, which ejects it.
+    let ejected = "dynamo_router_ejections_total{reason=\"failed\"}";
+    assert_eq!(counted(&text, ejected), 1.0, "{text}");
+    assert!(process.logged("circuit breaker of worker 1/0 opened: 2 failures in a row"));
 }

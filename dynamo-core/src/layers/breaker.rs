@@ -161,7 +161,24 @@ impl<S> CircuitBreaker<S> {
     pub fn new(inner: S, config: CircuitBreakerConfig) -> Self {
         CircuitBreaker {
             inner,
-            breaker: Arc::new(Breaker::new(config)),
+            breaker: Arc::new(Breaker::new(config, None)),
+        }
+    }
+
+    /// [`new`](Self::new), with a name for its log lines (`circuit breaker of worker 3
+    /// opened: …`), such as the worker it guards.
+    ///
+    /// ```
+    /// use dynamo_core::layers::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
+    /// use dynamo_core::EchoEngine;
+    ///
+    /// let worker = CircuitBreaker::named(EchoEngine::new(), CircuitBreakerConfig::default(), "worker 3");
+    /// assert_eq!(worker.state(), CircuitState::Closed);
+    /// ```
+    pub fn named(inner: S, config: CircuitBreakerConfig, name: impl Into<Arc<str>>) -> Self {
+        CircuitBreaker {
+            inner,
+            breaker: Arc::new(Breaker::new(config, Some(name.into()))),
         }
     }
 
@@ -191,6 +208,7 @@ where
 
     fn call(&mut self, request: GenerateRequest) -> Self::Future {
         let Some(mut ticket) = self.breaker.admit() else {
+            metrics::counter!(super::breaker_state::REFUSED).increment(1);
             let refusal = Error::unavailable("the worker's circuit breaker is open");
             return futures::future::ready(Err(refusal)).boxed();
         };

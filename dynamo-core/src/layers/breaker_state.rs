@@ -87,14 +87,48 @@ impl Outcome {
 #[derive(Debug)]
 pub(crate) struct Breaker {
     config: CircuitBreakerConfig,
+    /// What its log lines call it (`of worker 3`), if anything.
+    name: Option<Arc<str>>,
     state: Mutex<State>,
 }
 
+/// The counter of breakers' changes of state, labelled `to` (`open`, `half_open`, `closed`).
+const TRANSITIONS: &str = "dynamo_circuit_breaker_transitions_total";
+
+/// The counter of requests an open breaker refused.
+pub(crate) const REFUSED: &str = "dynamo_circuit_breaker_refused_total";
+
 impl Breaker {
-    pub(crate) fn new(config: CircuitBreakerConfig) -> Self {
+    pub(crate) fn new(config: CircuitBreakerConfig, name: Option<Arc<str>>) -> Self {
         Breaker {
             config,
+            name,
             state: Mutex::new(State::closed()),
+        }
+    }
+
+    /// ` of NAME`, or nothing for an unnamed breaker, for log lines.
+    fn of(&self) -> String {
+        self.name
+            .as_deref()
+            .map_or_else(String::new, |name| format!(" of {name}"))
+    }
+
+    /// A change of state: counted, and logged at `warn` when it opens, `info` otherwise.
+    fn moved(&self, to: CircuitState, why: &str) {
+        let label = match to {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        };
+        metrics::counter!(TRANSITIONS, "to" => label).increment(1);
+        match to {
+            CircuitState::Open => tracing::warn!(
+                "circuit breaker{} opened: {why}; it refuses requests for {:?}",
+                self.of(),
+                self.config.cool_down
+            ),
+            _ => tracing::info!("circuit breaker{} {why}", self.of()),
         }
     }
 
@@ -117,7 +151,13 @@ impl Breaker {
         let probe = match &mut *state {
             State::Closed { .. } => false,
             State::Open { until } if Instant::now() < *until => return None,
-            State::Open { .. } | State::HalfOpen { probing: false } => {
+            State::Open { .. } => {
+                *state = State::HalfOpen { probing: true };
+                drop(state);
+                self.moved(CircuitState::HalfOpen, "lets a probe through");
+                true
+            }
+            State::HalfOpen { probing: false } => {
                 *state = State::HalfOpen { probing: true };
                 true
             }
@@ -135,7 +175,7 @@ impl Breaker {
         let open = State::Open {
             until: Instant::now() + self.config.cool_down,
         };
-        *state = match (&mut *state, outcome) {
+        let (next, moved) = match (&mut *state, outcome) {
             (State::Closed { failures, recent }, Outcome::Success | Outcome::Failure) => {
                 let failed = outcome == Outcome::Failure;
                 *failures = if failed {
@@ -143,24 +183,43 @@ impl Breaker {
                 } else {
                     0
                 };
+                // The outcome joins the window; the window, if its failures are now too many.
                 let too_many = match self.config.failure_rate {
-                    Some(rate) => recent.push(failed, rate),
-                    None => false,
+                    Some(rate) => recent.push(failed, rate).then_some(rate),
+                    None => None,
                 };
-                if *failures >= self.config.failure_threshold || too_many {
-                    open
+                if *failures >= self.config.failure_threshold {
+                    let why = format!("{failures} failures in a row");
+                    (open, Some((CircuitState::Open, why)))
+                } else if let Some(rate) = too_many {
+                    let why = format!(
+                        "{} of the last {} outcomes failed",
+                        recent.failures, rate.window
+                    );
+                    (open, Some((CircuitState::Open, why)))
                 } else {
                     return;
                 }
             }
-            (State::HalfOpen { .. }, Outcome::Success) if probe => State::closed(),
-            (State::HalfOpen { .. }, Outcome::Failure) if probe => open,
+            (State::HalfOpen { .. }, Outcome::Success) if probe => {
+                let why = "closed: its probe was answered".to_owned();
+                (State::closed(), Some((CircuitState::Closed, why)))
+            }
+            (State::HalfOpen { .. }, Outcome::Failure) if probe => (
+                open,
+                Some((CircuitState::Open, "its probe failed".to_owned())),
+            ),
             (State::HalfOpen { .. }, Outcome::Neutral) if probe => {
-                State::HalfOpen { probing: false }
+                (State::HalfOpen { probing: false }, None)
             }
             // Late outcomes of requests admitted before the breaker opened change nothing.
             _ => return,
         };
+        *state = next;
+        drop(state);
+        if let Some((to, why)) = moved {
+            self.moved(to, &why);
+        }
     }
 }
 
@@ -272,7 +331,7 @@ mod tests {
                 .failure_threshold(threshold)
                 .failure_rate(failures, window)
                 .cool_down(Duration::from_secs(3600));
-            let breaker = Arc::new(Breaker::new(config));
+            let breaker = Arc::new(Breaker::new(config, None));
             let expected = opens_at(&outcomes, threshold, FailureRate { failures, window });
             for (step, outcome) in outcomes.iter().enumerate() {
                 let Some(mut ticket) = breaker.admit() else {

@@ -48,10 +48,17 @@
 //! ```
 //!
 //! In front of a `dynamo_router::RouterService`, put the deadline and the retries above the
-//! router and a breaker on each worker's engine as it joins (`insert_worker`, or by mapping
-//! the services of the discover stream); the router's own health checks eject a worker whose
-//! attempts fail and bring it back with canaries, and the breaker adds an immediate refusal
-//! that costs the worker nothing while it is open. The design is in `docs/reliability.md`.
+//! router and a breaker on each worker's engine as it joins (`RouterBuilder::circuit_breaker`
+//! does it, naming each breaker after its worker); the router's own health checks eject a
+//! worker whose attempts fail and bring it back with canaries, and the breaker adds an
+//! immediate refusal that costs the worker nothing while it is open. The design is in
+//! `docs/reliability.md`.
+//!
+//! Metrics (through the `metrics` facade, for whatever recorder the process installs):
+//! `dynamo_retries_total{outcome}` (`retried`, or `no_budget` when the budget stopped one),
+//! `dynamo_circuit_breaker_transitions_total{to}` (`open`, `half_open`, `closed`) and
+//! `dynamo_circuit_breaker_refused_total`. A breaker's changes are also logged through
+//! `tracing`, with its name when it has one ([`CircuitBreaker::named`]).
 
 mod breaker;
 mod breaker_state;

@@ -14,6 +14,10 @@ use crate::stream::TokenStream;
 
 use super::RetryConfig;
 
+/// The counter of retries decided, labelled `outcome`: `retried` when one is sent, `no_budget`
+/// when a failure that would have been retried was not, the retry budget being spent.
+const RETRIES: &str = "dynamo_retries_total";
+
 /// Whether a failure before the first token is worth another attempt: the engine was
 /// overloaded or unavailable. Invalid requests, cancellations, timeouts (the deadline has
 /// passed), missing models and internal errors are not retried.
@@ -109,8 +113,10 @@ impl Policy<GenerateRequest, TokenStream, Error> for RetryPolicy {
             return None;
         }
         if !self.budget.withdraw() {
+            metrics::counter!(RETRIES, "outcome" => "no_budget").increment(1);
             return None;
         }
+        metrics::counter!(RETRIES, "outcome" => "retried").increment(1);
         // The engine's own `retry_after` hint is meant for clients; retries stay on the
         // configured backoff, bounded by the budget rather than by waiting.
         Some(tokio::time::sleep(self.backoff))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynamo_core::BlockSize;
+use dynamo_core::layers::CircuitBreakerConfig;
 use parking_lot::{Mutex, RwLock};
 
 use super::waiting::WaitingRoom;
@@ -32,6 +33,7 @@ use crate::source::OverlapSource;
 /// | [`load_tracker`](Self::load_tracker) | a tracker of its own (no other replica's load) |
 /// | [`forget_after`](Self::forget_after) | 30 s |
 /// | [`health`](Self::health), [`stall_timeout`](Self::stall_timeout) | [`HealthConfig::default`]: stalls after 30 s, ejection after 3 failures in a row |
+/// | [`circuit_breaker`](Self::circuit_breaker) | none |
 ///
 /// ```
 /// use dynamo_core::BlockSize;
@@ -58,6 +60,7 @@ pub struct RouterBuilder {
     forget_after: Duration,
     health: HealthConfig,
     load: Option<LoadTracker>,
+    breaker: Option<CircuitBreakerConfig>,
 }
 
 impl RouterBuilder {
@@ -71,6 +74,7 @@ impl RouterBuilder {
             forget_after: Duration::from_secs(30),
             health: HealthConfig::default(),
             load: None,
+            breaker: None,
         }
     }
 
@@ -145,6 +149,28 @@ impl RouterBuilder {
         self
     }
 
+    /// Put a [`CircuitBreaker`](dynamo_core::layers::CircuitBreaker) following `config` on
+    /// each worker's engine as it joins (named `worker ID` in its log lines): a worker that
+    /// keeps failing is refused at once, without being called, for the cool-down, and one
+    /// request (a client's or a canary) probes it after. The router's own health checks still
+    /// apply: the breaker's refusals count as the worker's failures.
+    ///
+    /// ```
+    /// use dynamo_core::layers::CircuitBreakerConfig;
+    /// use dynamo_core::{BlockSize, EchoEngine, WorkerId};
+    /// use dynamo_router::RouterService;
+    ///
+    /// let router = RouterService::builder(BlockSize::new(16)?)
+    ///     .circuit_breaker(CircuitBreakerConfig::default().failure_rate(10, 20))
+    ///     .build();
+    /// router.insert_worker(WorkerId::new(1), EchoEngine::new());
+    /// # Ok::<(), dynamo_core::Error>(())
+    /// ```
+    pub fn circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
     /// The router, with no workers yet.
     pub fn build(self) -> RouterService {
         let block_size = self.config.block_size;
@@ -165,6 +191,7 @@ impl RouterBuilder {
                 departed: Mutex::new(HashMap::new()),
                 forget_after: self.forget_after,
                 health,
+                breaker: self.breaker,
             }),
         }
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use dynamo_core::layers::{CircuitBreaker, CircuitBreakerConfig};
 use dynamo_core::{
     BoxEngine, Delivery, Engine, EngineExt, Error, GenerateRequest, TokenStream, WorkerId,
 };
@@ -90,6 +91,8 @@ struct Inner {
     departed: Mutex<HashMap<WorkerId, Instant>>,
     forget_after: Duration,
     health: Arc<HealthTracker>,
+    /// The circuit breaker each worker's engine wears, if any.
+    breaker: Option<CircuitBreakerConfig>,
 }
 
 impl RouterService {
@@ -137,10 +140,13 @@ impl RouterService {
         E: Engine + Clone + Send + Sync + 'static,
         E::Future: Send + 'static,
     {
-        self.inner
-            .engines
-            .write()
-            .insert(worker, engine.boxed_engine());
+        let engine = match self.inner.breaker {
+            Some(config) => {
+                CircuitBreaker::named(engine, config, format!("worker {worker}")).boxed_engine()
+            }
+            None => engine.boxed_engine(),
+        };
+        self.inner.engines.write().insert(worker, engine);
         self.inner.departed.lock().remove(&worker);
         self.inner.health.insert(worker);
         self.inner.selector.insert_worker(worker);

@@ -15,7 +15,7 @@ use crate::planner::kubernetes::{Kubernetes, PoolDeployment, ResourceKind};
 
 use super::busy::{Busy, BusyArgs};
 use super::deployment::{DeploymentArgs, PlaneTlsArgs};
-use super::values::{WorkerAddresses, at_least_one, number_workers, positive_number};
+use super::values::{self, WorkerAddresses, at_least_one, number_workers, positive_number};
 use super::{
     Command, DiskAdmission, EngineKind, Options, PlacementKind, RoleKind, RouterKind,
     SamplingSource,
@@ -410,6 +410,18 @@ struct GatewayArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(0..=100))]
     max_ejected_percent: u32,
+    /// Put a circuit breaker on each worker: after this many failures in a row it refuses the
+    /// worker's requests at once for `--breaker-cool-down` seconds, then lets one probe through
+    /// [default: no breaker]
+    #[arg(long, value_name = "N", value_parser = at_least_one::<u32>)]
+    breaker_failures: Option<u32>,
+    /// Open the breaker too once FAILURES of a worker's last WINDOW outcomes failed, in a row or
+    /// not (a worker failing one request in two), such as 10/20
+    #[arg(long, value_name = "FAILURES/WINDOW", value_parser = values::failure_rate)]
+    breaker_failure_rate: Option<dynamo_core::layers::FailureRate>,
+    /// How long an open breaker refuses its worker's requests
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    breaker_cool_down: u64,
     /// Each request ends with a 504 (`timeout`) after this many seconds, migrations included,
     /// and its work is cancelled on the worker, which is told the time left (0: no limit)
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
@@ -587,6 +599,11 @@ fn options(
         migration_limit: gateway.migration_limit,
         stall_timeout: gateway.stall_timeout,
         max_ejected_percent: gateway.max_ejected_percent,
+        breaker: breaker(
+            gateway.breaker_failures,
+            gateway.breaker_failure_rate,
+            gateway.breaker_cool_down,
+        ),
         request_timeout: gateway.request_timeout,
         drain_timeout: gateway.drain_timeout,
         exit_with_parent: false,
@@ -605,6 +622,26 @@ fn options(
         engine_at: Vec::new(),
         busy: Busy::default(),
     }
+}
+
+/// The circuit breaker of `--breaker-failures`, `--breaker-failure-rate` and
+/// `--breaker-cool-down`: none unless one of the first two is given.
+fn breaker(
+    in_a_row: Option<u32>,
+    rate: Option<dynamo_core::layers::FailureRate>,
+    cool_down: u64,
+) -> Option<dynamo_core::layers::CircuitBreakerConfig> {
+    if in_a_row.is_none() && rate.is_none() {
+        return None;
+    }
+    let config = dynamo_core::layers::CircuitBreakerConfig::default()
+        // With a rate alone, failures in a row open it only by filling the window.
+        .failure_threshold(in_a_row.unwrap_or(u32::MAX))
+        .cool_down(std::time::Duration::from_secs(cool_down));
+    Some(match rate {
+        Some(rate) => config.failure_rate(rate.failures, rate.window),
+        None => config,
+    })
 }
 
 /// A group's flags as they are when none is given.

@@ -201,6 +201,8 @@ pub(crate) struct Options {
     pub(crate) stall_timeout: u64,
     /// The share of the workers, in percent, past which no more are ejected.
     pub(crate) max_ejected_percent: u32,
+    /// The circuit breaker on each worker's engine, if any.
+    pub(crate) breaker: Option<dynamo_core::layers::CircuitBreakerConfig>,
     /// Seconds before a request ends with a timeout, its work cancelled (0: never).
     pub(crate) request_timeout: u64,
     /// Seconds a process stopped by SIGTERM finishes its open streams.

@@ -271,6 +271,37 @@ fn the_gateway_flags_set_keys_metrics_the_body_limit_and_the_response_store() {
 }
 
 #[test]
+fn a_breaker_is_put_on_each_worker_only_when_asked_for() {
+    use std::time::Duration;
+
+    use dynamo_core::layers::{CircuitBreakerConfig, FailureRate};
+
+    assert_eq!(options("").expect("valid").breaker, None);
+    let in_a_row = options("--breaker-failures 3 --breaker-cool-down 9").expect("valid");
+    let expected = CircuitBreakerConfig::default()
+        .failure_threshold(3)
+        .cool_down(Duration::from_secs(9));
+    assert_eq!(in_a_row.breaker, Some(expected));
+    let args = "frontend --registry r --router approx-kv --breaker-failure-rate 4/8";
+    let rate = options(args).expect("valid").breaker.expect("a breaker");
+    let expected = FailureRate {
+        failures: 4,
+        window: 8,
+    };
+    assert_eq!(rate.failure_rate, Some(expected));
+    assert_eq!(rate.failure_threshold, u32::MAX, "only the window opens it");
+    assert_eq!(rate.cool_down, Duration::from_secs(5));
+    for args in [
+        "--breaker-failures 0",
+        "--breaker-failure-rate 9/8",
+        "--breaker-failure-rate 0/8",
+        "--breaker-failure-rate half",
+    ] {
+        assert_eq!(refused(args).kind(), ErrorKind::ValueValidation, "{args}");
+    }
+}
+
+#[test]
 fn the_planner_passes_the_flags_after_a_double_dash_to_its_workers() {
     let planner = options(
         "planner --registry r --nats nats://n --interval 2 --max-workers 3 \

@@ -55,6 +55,19 @@ pub(super) fn at_least_one<T: FromStr + PartialEq + From<u8>>(value: &str) -> Re
     }
 }
 
+/// A failure rate `FAILURES/WINDOW`: at least one failure, no more than the window.
+pub(super) fn failure_rate(value: &str) -> Result<dynamo_core::layers::FailureRate, String> {
+    let parsed = value
+        .split_once('/')
+        .and_then(|(failures, window)| Some((failures.parse().ok()?, window.parse().ok()?)));
+    match parsed {
+        Some((failures, window)) if 1 <= failures && failures <= window => {
+            Ok(dynamo_core::layers::FailureRate { failures, window })
+        }
+        _ => Err("must be FAILURES/WINDOW, such as 10/20, with 1 <= FAILURES <= WINDOW".to_owned()),
+    }
+}
+
 /// A finite number above 0.
 pub(super) fn positive_number(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
