@@ -165,3 +165,54 @@ async fn echo_with_logprobs_puts_the_prompts_tokens_first() {
     let error: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(error["error"]["param"], "echo");
 }
+
+/// vLLM's `prompt_logprobs` on chat: one entry per token of the rendered prompt (the chat
+/// template's output), the first `null`, each other holding the prompt token's own entry (rank
+/// 1 from the echo engine) and the alternatives asked for. Served whole only, and only from an
+/// engine that computes them.
+#[tokio::test]
+async fn chat_prompt_logprobs_score_the_rendered_prompt() {
+    let registry = common::registry(BoxEngine::new(EchoEngine::new()));
+    let entry = registry.get("test").unwrap().as_ref().clone();
+    registry.insert(entry.with_prompt_logprobs(true));
+    let app = dynamo_openai::Gateway::new(registry, GatewayConfig::default()).into_router();
+    let request = json!({"model": "test", "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2, "prompt_logprobs": 2});
+    let (status, bytes) = common::post_json(app.clone(), "/v1/chat/completions", &request).await;
+    assert_eq!(status, StatusCode::OK);
+    let whole: Value = serde_json::from_slice(&bytes).unwrap();
+    let entries = whole["prompt_logprobs"].as_array().unwrap();
+    assert_eq!(
+        entries.len() as u64,
+        whole["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
+    assert!(entries[0].is_null());
+    // The byte tokenizer: the rendered prompt is `<|im_start|>user\nhi<|im_end|>...`.
+    let rendered = "<|im_start|>user\nhi";
+    for (k, byte) in rendered.bytes().enumerate().skip(1) {
+        let entry = entries[k].as_object().unwrap();
+        let own = &entry[&byte.to_string()];
+        assert_eq!(
+            own["decoded_token"],
+            (byte as char).to_string(),
+            "token {k}"
+        );
+        assert_eq!(own["rank"], 1);
+        assert!(
+            entry.len() <= 2,
+            "the token and one other alternative: {entry:?}"
+        );
+    }
+
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let (status, bytes) = common::post_json(app, "/v1/chat/completions", &streamed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error["error"]["param"], "stream");
+
+    let (status, bytes) = common::post_json(echo_app(), "/v1/chat/completions", &request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error["error"]["param"], "prompt_logprobs");
+}

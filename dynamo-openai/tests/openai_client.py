@@ -109,6 +109,15 @@ def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
     assert all(lp <= 0 for lp in logprobs.token_logprobs[1:]), logprobs
     assert "".join(logprobs.tokens) == scored.choices[0].text, logprobs
 
+    # vLLM's prompt_logprobs on chat: one entry per token of the rendered conversation, the
+    # first null, each other holding the prompt token's own entry with its rank.
+    rated = client.chat.completions.create(**greedy, extra_body={"prompt_logprobs": 1})
+    entries = rated.model_extra["prompt_logprobs"]
+    assert len(entries) == rated.usage.prompt_tokens and entries[0] is None, entries[:3]
+    assert all(1 <= len(entry) <= 2 for entry in entries[1:]), entries
+    assert all(scored["logprob"] <= 0 and scored["rank"] >= 1
+               for entry in entries[1:] for scored in entry.values()), entries
+
     try:
         client.chat.completions.create(**greedy, logprobs=True, top_logprobs=21)
         raise AssertionError("top_logprobs=21 was accepted")

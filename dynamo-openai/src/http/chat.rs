@@ -94,6 +94,10 @@ async fn serve(
     )?;
     let wants_logprobs = body.logprobs == Some(true);
     request.sampling.logprobs = wants_logprobs.then(|| body.top_logprobs.unwrap_or(0));
+    if let Some(top) = body.prompt_logprobs {
+        logprobs::check_prompt(&entry, top, body.stream)?;
+    }
+    request.sampling.prompt_logprobs = body.prompt_logprobs;
     request.format = structured.format;
     request.delivery = prepare::delivery(body.stream);
     let n = Choices::of(body.sampling.n, None, shared.config.max_choices)?.n;
@@ -109,6 +113,9 @@ async fn serve(
         created: crate::unix_seconds(),
         model: entry.name.clone(),
         logprobs: wants_logprobs.then(|| entry.tokenizer.clone()),
+        prompt_logprobs: body
+            .prompt_logprobs
+            .map(|top| (entry.tokenizer.clone(), top as usize)),
     };
     if body.stream {
         let include_usage = body
@@ -256,6 +263,8 @@ struct Header {
     model: String,
     /// The tokenizer to write log-probabilities with, when the request asks for them.
     logprobs: Option<Arc<Tokenizer>>,
+    /// The tokenizer and the alternatives of vLLM's `prompt_logprobs`, when asked for.
+    prompt_logprobs: Option<(Arc<Tokenizer>, usize)>,
 }
 
 impl Header {
@@ -315,6 +324,7 @@ async fn collect(
     let events: Vec<(u32, TextEvent)> = text.try_collect().await?;
     let mut said: Vec<Said> = answers.iter().map(|_| Said::default()).collect();
     let mut total = Usage::default();
+    let mut prompt_log_probs = None;
     for (index, event) in events {
         let (Some(answer), Some(said)) = (
             answers.get_mut(index as usize),
@@ -328,8 +338,11 @@ async fn collect(
                 said.log_probs.extend(log_probs);
                 answer.push(text, &id)
             }
-            // Chat asks for none.
-            TextEvent::Prompt { .. } => continue,
+            // One prompt, one set: the first to come (each choice may send the same).
+            TextEvent::Prompt { log_probs } => {
+                prompt_log_probs.get_or_insert(log_probs);
+                continue;
+            }
             TextEvent::Done { reason, usage } => {
                 choices::add_usage(&mut total, usage, index == 0);
                 let delta = answer.finish(&id);
@@ -366,6 +379,13 @@ async fn collect(
             finish_reason,
         });
     }
+    let prompt_logprobs = match &header.prompt_logprobs {
+        Some((tokenizer, top)) => {
+            let computed = logprobs::sent(prompt_log_probs.as_deref())?;
+            Some(logprobs::prompt(tokenizer, computed, *top)?)
+        }
+        None => None,
+    };
     Ok(Json(ChatCompletion {
         id: header.id,
         object: "chat.completion".to_owned(),
@@ -373,6 +393,7 @@ async fn collect(
         model: header.model,
         choices: out,
         usage: UsageBody::from(total),
+        prompt_logprobs,
     })
     .into_response())
 }
@@ -464,6 +485,7 @@ fn stream(
             TextEvent::Done { reason, usage } => {
                 (streaming.answer.finish(&id), Some((reason, usage)))
             }
+            // Asked for only by a whole answer (`prompt_logprobs`).
             TextEvent::Prompt { .. } => return Ok(step),
         };
         let has_text =

@@ -92,7 +92,7 @@ async fn serve(
         }
     }
     if let Some(top) = body.prompt_logprobs {
-        check_prompt_logprobs(&entry, top, body.stream)?;
+        logprobs::check_prompt(&entry, top, body.stream)?;
     }
     // The prompt's log-probabilities, for the echo or in vLLM's shape: enough alternatives for
     // both.
@@ -160,35 +160,6 @@ async fn serve(
         return Ok(stream(header, streams, choices.n, include_usage));
     }
     collect(header, streams, choices).await
-}
-
-/// Refuse vLLM's `prompt_logprobs` above 20, for a model whose engine does not compute the
-/// prompt's log-probabilities, or streamed.
-fn check_prompt_logprobs(entry: &ModelEntry, top: u32, stream: bool) -> Result<(), ApiError> {
-    let refuse = |field: &str, message: String| Err(ApiError::invalid_field(field, message));
-    if top > logprobs::MAX_TOP_LOGPROBS {
-        let most = logprobs::MAX_TOP_LOGPROBS;
-        return refuse(
-            "prompt_logprobs",
-            format!("prompt_logprobs must be at most {most}, got {top}"),
-        );
-    }
-    if !entry.computes_prompt_logprobs() {
-        return refuse(
-            "prompt_logprobs",
-            format!(
-                "the engine of `{}` does not compute the log-probabilities of the prompt",
-                entry.name
-            ),
-        );
-    }
-    if stream {
-        return refuse(
-            "stream",
-            "prompt_logprobs are served whole; they do not work with stream: true".to_owned(),
-        );
-    }
-    Ok(())
 }
 
 /// Every prompt of the request as token ids.
@@ -321,13 +292,7 @@ async fn collect(
             ),
             false => candidates,
         };
-        let computed = || {
-            prompt_log_probs.as_deref().ok_or_else(|| {
-                ApiError::from(dynamo_core::Error::internal(
-                    "the engine sent no log-probabilities of the prompt",
-                ))
-            })
-        };
+        let computed = || logprobs::sent(prompt_log_probs.as_deref());
         let vllm_shaped = match &header.prompt_logprobs {
             Some((tokenizer, top)) => Some(logprobs::prompt(tokenizer, computed()?, *top)?),
             None => None,

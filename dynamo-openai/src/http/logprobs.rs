@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use dynamo_core::TokenLogProb;
 
 use crate::ApiError;
+use crate::ModelEntry;
 use crate::preprocess::Tokenizer;
 use crate::protocol::{ChatTokenLogProb, CompletionLogProbs, PromptTokenLogProb, TopLogProb};
 
@@ -132,6 +133,45 @@ impl CompletionShaper {
         shaped.top_logprobs.push(top);
         Ok(())
     }
+}
+
+/// Refuse vLLM's `prompt_logprobs` above 20, for a model whose engine does not compute the
+/// prompt's log-probabilities, or streamed.
+pub(crate) fn check_prompt(entry: &ModelEntry, top: u32, stream: bool) -> Result<(), ApiError> {
+    let refuse = |field: &str, message: String| Err(ApiError::invalid_field(field, message));
+    if top > MAX_TOP_LOGPROBS {
+        let most = MAX_TOP_LOGPROBS;
+        return refuse(
+            "prompt_logprobs",
+            format!("prompt_logprobs must be at most {most}, got {top}"),
+        );
+    }
+    if !entry.computes_prompt_logprobs() {
+        return refuse(
+            "prompt_logprobs",
+            format!(
+                "the engine of `{}` does not compute the log-probabilities of the prompt",
+                entry.name
+            ),
+        );
+    }
+    if stream {
+        return refuse(
+            "stream",
+            "prompt_logprobs are served whole; they do not work with stream: true".to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// The prompt's log-probabilities the engine sent; an internal error if it sent none though
+/// asked.
+pub(crate) fn sent(log_probs: Option<&[TokenLogProb]>) -> Result<&[TokenLogProb], ApiError> {
+    log_probs.ok_or_else(|| {
+        ApiError::from(dynamo_core::Error::internal(
+            "the engine sent no log-probabilities of the prompt",
+        ))
+    })
 }
 
 /// vLLM's `prompt_logprobs` of a prompt's tokens after the first (`log_probs`), each with at

@@ -1,12 +1,14 @@
 //! `/v1/chat/completions`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::common::{SamplingFields, StreamOptions, UsageBody};
 use super::format::{ResponseFormat, StructuredOutputs};
-use super::logprobs::ChatLogProbs;
+use super::logprobs::{ChatLogProbs, PromptTokenLogProb};
 use super::schema;
 
 /// A chat completion request.
@@ -40,6 +42,13 @@ pub struct ChatCompletionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(maximum = 20)]
     pub top_logprobs: Option<u32>,
+    /// vLLM's extension: return the log-probability of each token of the rendered prompt (the
+    /// chat template's output) after the first, with this many alternatives (in `[0, 20]`), as
+    /// the top-level `prompt_logprobs`. For models whose engine computes them; not with
+    /// `stream: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 20)]
+    pub prompt_logprobs: Option<u32>,
     /// Functions the model may call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Tool>>,
@@ -226,6 +235,10 @@ pub struct ChatCompletion {
     pub choices: Vec<ChatChoice>,
     /// Token counts.
     pub usage: UsageBody,
+    /// With `prompt_logprobs` (vLLM's shape): per token of the rendered prompt, `null` for the
+    /// first, else the token's and its alternatives' entries by token id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<Vec<Option<BTreeMap<String, PromptTokenLogProb>>>>,
 }
 
 /// A choice of a finished chat completion.
