@@ -113,6 +113,12 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
         // computes the prompt's.
         body.insert("logprob_start_len".into(), json!(-1));
     }
+    if sampling.prompt_logprobs.is_some() {
+        return Err(Error::invalid_request(
+            "prompt_logprobs are not supported by the SGLang adapter (its input_token_logprobs \
+             are not read)",
+        ));
+    }
     Ok(body)
 }
 
@@ -268,6 +274,11 @@ mod tests {
         let error = body(&seeded, "r-2").unwrap_err();
         assert_eq!(error.class(), ErrorClass::InvalidRequest);
         assert!(error.to_string().contains("seed"), "{error}");
+        let mut scored = request.clone();
+        scored.sampling.prompt_logprobs = Some(1);
+        let error = body(&scored, "r-3").unwrap_err();
+        assert_eq!(error.class(), ErrorClass::InvalidRequest);
+        assert!(error.to_string().contains("prompt_logprobs"), "{error}");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct Extensions {
     /// since such a server reads 0 as none. Ignored when
     /// [`token_id_logprobs`](Self::token_id_logprobs) is set.
     pub chosen_logprobs: bool,
+    /// `prompt_logprobs` (vLLM's): the prompt's log-probabilities, read from a whole answer's
+    /// `choices[0].prompt_logprobs` (vLLM refuses them streamed, and so does the adapter).
+    pub prompt_logprobs: bool,
     /// How an output format ([`GenerateRequest::format`]) is sent, for the server to enforce;
     /// [`FormatField::Refused`] (the default) refuses a request with one, since a server that
     /// ignores the field would answer unconstrained.
@@ -60,6 +63,7 @@ impl Extensions {
         lora_as_model: true,
         token_id_logprobs: true,
         chosen_logprobs: false,
+        prompt_logprobs: true,
         response_format: FormatField::Vllm,
     };
 }
@@ -262,6 +266,17 @@ impl Dialect {
                 self.require(false, "logprobs (as token ids)")?;
             }
         }
+        if let Some(top) = sampling.prompt_logprobs {
+            self.require(ext.prompt_logprobs, "prompt_logprobs")?;
+            if request.delivery != Delivery::Whole {
+                return Err(Error::invalid_request(format!(
+                    "prompt_logprobs come only with a whole answer: a {} server does not \
+                     stream them",
+                    self.name
+                )));
+            }
+            body.insert("prompt_logprobs".into(), json!(top));
+        }
         let stop = &request.stop;
         let stop_ids = (!stop.stop_token_ids.is_empty()).then_some(&stop.stop_token_ids);
         self.extension(&mut body, "stop_token_ids", ext.stop_token_ids, stop_ids)?;
@@ -374,6 +389,27 @@ mod tests {
         let error = Dialect::openai().body(&request, "m", None).unwrap_err();
         assert_eq!(error.class(), ErrorClass::InvalidRequest);
         assert!(error.to_string().contains("top_k"), "{error}");
+    }
+
+    #[test]
+    fn prompt_logprobs_go_to_vllm_with_a_whole_answer_and_are_refused_elsewhere() {
+        let mut request =
+            GenerateRequest::new("r", "m", vec![1, 2]).with_sampling(SamplingOptions {
+                prompt_logprobs: Some(3),
+                ..Default::default()
+            });
+        request.delivery = Delivery::Whole;
+        let vllm = Dialect::openai().extensions(Extensions::VLLM);
+        assert_eq!(
+            vllm.body(&request, "m", None).unwrap()["prompt_logprobs"],
+            3
+        );
+        let error = Dialect::openai().body(&request, "m", None).unwrap_err();
+        assert_eq!(error.class(), ErrorClass::InvalidRequest);
+        assert!(error.to_string().contains("prompt_logprobs"), "{error}");
+        request.delivery = Delivery::Streamed;
+        let error = vllm.body(&request, "m", None).unwrap_err();
+        assert!(error.to_string().contains("whole answer"), "{error}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use dynamo_core::{Delivery, Error, FinishReason, GenerateRequest, TokenChunk, TokenStream, Usage};
+use dynamo_core::{
+    Delivery, Error, FinishReason, GenerateRequest, TokenChunk, TokenStream, Tokens, Usage,
+};
 use futures::future::BoxFuture;
 use tower::Service;
 
@@ -16,7 +18,7 @@ use crate::codec::OutputTokens;
 use crate::dialect::Dialect;
 use crate::status::{error_of_answer, error_of_event};
 use crate::stream::{EventHandler, event_stream, whole_answer};
-use crate::wire::{Choice, Chunk, LogProbsWire, chosen_beside_ids};
+use crate::wire::{Choice, Chunk, LogProbsWire, chosen_beside_ids, prompt_log_probs};
 
 /// The largest server-sent event accepted (1 MiB).
 const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -175,6 +177,10 @@ impl Inner {
             finish: None,
             usage: None,
             last: None,
+            prompt: request
+                .sampling
+                .prompt_logprobs
+                .map(|top| (request.tokens.clone(), top as usize)),
         };
         Ok(match request.delivery {
             Delivery::Whole => whole_answer(body, events, MAX_ANSWER_BYTES, cancel),
@@ -196,6 +202,9 @@ struct CompletionEvents {
     /// gateway stops reading at a stop token (vLLM's end-of-sequence token is in that
     /// event's `token_ids`), so a usage sent after it would be lost.
     last: Option<TokenChunk>,
+    /// The prompt and the alternatives asked for, when the request asks for the prompt's
+    /// log-probabilities (`prompt_logprobs`).
+    prompt: Option<(Tokens, usize)>,
 }
 
 impl EventHandler for CompletionEvents {
@@ -260,6 +269,18 @@ impl CompletionEvents {
         mut choice: Choice<'_>,
         out: &mut VecDeque<TokenChunk>,
     ) -> Result<(), Error> {
+        if let Some((prompt, top)) = &self.prompt {
+            let entries = choice.prompt_logprobs.take().ok_or_else(|| {
+                Error::internal("the upstream sent no prompt log-probabilities, though asked")
+            })?;
+            let scored = prompt_log_probs(&entries, prompt.as_slice(), *top)?;
+            // Once: on the first choice's chunk before its tokens.
+            self.prompt = None;
+            out.push_back(TokenChunk {
+                prompt_log_probs: Some(scored),
+                ..TokenChunk::default()
+            });
+        }
         let ids = choice.token_ids.take();
         let mut log_probs = if self.scores_beside_ids {
             chosen_beside_ids(choice.logprobs.as_ref(), ids.as_deref().unwrap_or_default())?

@@ -135,11 +135,16 @@ fn take_merged(pending: &mut VecDeque<TokenChunk>) -> Option<TokenChunk> {
 /// end the answer).
 fn mergeable(chunk: &TokenChunk, next: &TokenChunk) -> bool {
     let plain = |c: &TokenChunk| {
-        c.log_probs.is_none() && c.kv_handoff.is_none() && !c.more_choices && c.usage.is_none()
+        c.log_probs.is_none()
+            && c.prompt_log_probs.is_none()
+            && c.kv_handoff.is_none()
+            && !c.more_choices
+            && c.usage.is_none()
     };
     !(!plain(chunk)
         || chunk.finish_reason.is_some()
         || next.log_probs.is_some()
+        || next.prompt_log_probs.is_some()
         || next.kv_handoff.is_some()
         || next.more_choices
         || next.index != chunk.index

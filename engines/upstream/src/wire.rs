@@ -42,6 +42,20 @@ pub(crate) struct Choice<'a> {
     pub(crate) token_ids: Option<Vec<Token>>,
     #[serde(default)]
     pub(crate) logprobs: Option<LogProbsWire>,
+    /// vLLM with `prompt_logprobs` (a whole answer): per prompt token, `null` for the first,
+    /// else entries by token id.
+    #[serde(default)]
+    pub(crate) prompt_logprobs: Option<Vec<Option<HashMap<String, PromptScoreWire>>>>,
+}
+
+/// One entry of vLLM's `prompt_logprobs`: a token's score and its rank at that position.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PromptScoreWire {
+    /// A `null` (a server's not-a-number) reads as NaN, as in [`chosen_beside_ids`].
+    #[serde(default)]
+    logprob: Option<f32>,
+    #[serde(default)]
+    rank: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +111,70 @@ impl Choice<'_> {
             _ => FinishReason::Stop,
         })
     }
+}
+
+/// The log-probabilities of `prompt`'s tokens after the first from vLLM's `prompt_logprobs`
+/// (`entries`, one per prompt token, the first `null`), with at most `top` alternatives each:
+/// each position's entry of the prompt token, and the others by rank (the prompt token among
+/// them when its rank is within `top`).
+///
+/// # Errors
+///
+/// [`Error::Internal`] when there is not one entry per prompt token, or a position lacks the
+/// prompt token's own entry or has a key that is not a token id.
+pub(crate) fn prompt_log_probs(
+    entries: &[Option<HashMap<String, PromptScoreWire>>],
+    prompt: &[Token],
+    top: usize,
+) -> Result<Vec<TokenLogProb>, Error> {
+    if entries.len() != prompt.len() {
+        return Err(Error::internal(format!(
+            "the upstream returned prompt log-probabilities for {} of {} prompt tokens",
+            entries.len(),
+            prompt.len()
+        )));
+    }
+    let score = |scored: &PromptScoreWire| scored.logprob.unwrap_or(f32::NAN);
+    let mut out = Vec::with_capacity(prompt.len().saturating_sub(1));
+    for (at, (entry, &token)) in entries.iter().zip(prompt).enumerate().skip(1) {
+        let Some(entry) = entry else {
+            return Err(Error::internal(format!(
+                "the upstream returned no prompt log-probabilities for prompt token {at}"
+            )));
+        };
+        let own = entry.get(&token.to_string()).ok_or_else(|| {
+            Error::internal(format!(
+                "the upstream's prompt log-probabilities at {at} lack the prompt token {token}"
+            ))
+        })?;
+        let mut ranked = entry
+            .iter()
+            .map(|(id, scored)| {
+                let id = id.parse::<Token>().map_err(|_| {
+                    Error::internal(format!(
+                        "the upstream's prompt log-probabilities name {id:?}, not a token id"
+                    ))
+                })?;
+                Ok((scored.rank.unwrap_or(u32::MAX), id, score(scored)))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        ranked.sort_unstable_by_key(|&(rank, id, _)| (rank, id));
+        // The prompt token's entry comes whatever its rank; among the alternatives only
+        // within `top`.
+        let top: Vec<(Token, f32)> = ranked
+            .iter()
+            .filter(|&&(rank, id, _)| id != token || rank as usize <= top)
+            .take(top)
+            .map(|&(_, id, p)| (id, p))
+            .collect();
+        out.push(TokenLogProb {
+            token,
+            logprob: score(own),
+            top,
+            rank: own.rank,
+        });
+    }
+    Ok(out)
 }
 
 impl LogProbsWire {

@@ -13,7 +13,8 @@
 //! Every sampling field of a [`GenerateRequest`](dynamo_core::GenerateRequest) maps to the
 //! vLLM field of the same name (`temperature`, `top_p`, `top_k`, `min_p`, `seed`,
 //! `presence_penalty`, `frequency_penalty`, `repetition_penalty`, `stop_token_ids`,
-//! `ignore_eos`, `min_tokens`, `cache_salt`; `logprobs` with `return_tokens_as_token_ids`; a
+//! `ignore_eos`, `min_tokens`, `cache_salt`; `logprobs` with `return_tokens_as_token_ids`;
+//! `prompt_logprobs`, with a whole answer only, as vLLM takes them; a
 //! LoRA adapter goes in `model`, as vLLM serves adapters under their own names); an output
 //! format goes in `response_format` (`json_object`, or `json_schema` with the schema's text as
 //! it came), and a regular expression, a choice or a Lark grammar in `structured_outputs`,

@@ -1,6 +1,6 @@
 //! The vLLM adapter against a server replaying vLLM's wire format (`tests/fixtures`): every
-//! sampling field sent under vLLM's name, token ids and token-id log-probabilities back, a
-//! stop token's finish, an older server's text without ids tokenized by the gateway's
+//! sampling field sent under vLLM's name, token ids and token-id log-probabilities back, the
+//! prompt's log-probabilities from a whole answer, a stop token's finish, an older server's text without ids tokenized by the gateway's
 //! tokenizer, and the load from both generations of its metrics.
 
 #[path = "../../upstream/tests/support/replay.rs"]
@@ -249,6 +249,53 @@ async fn a_whole_answer_drops_its_stop_token_with_its_log_probability() {
     assert_eq!(log_probs.len(), 1, "one score a token");
     assert_eq!((log_probs[0].token, log_probs[0].logprob), (7042, -0.125));
     assert_eq!(server.request_json(0)["stream"], false);
+}
+
+/// vLLM's `prompt_logprobs`, asked for with a whole answer: per prompt token after the first,
+/// the prompt token's own entry with its rank, and the alternatives asked for (the prompt
+/// token among them only within the number asked for).
+#[tokio::test]
+async fn the_prompts_log_probabilities_come_with_a_whole_answer() {
+    let server = Replay::one("/v1/completions", "whole_prompt_logprobs.http").await;
+    let vllm = VllmServer::new(&server.url()).expect("a URL");
+    let mut request = GenerateRequest::new("r1", "smollm2", vec![1, 9690, 198])
+        .with_max_tokens(1)
+        .with_sampling(SamplingOptions {
+            prompt_logprobs: Some(1),
+            ..Default::default()
+        });
+    request.delivery = Delivery::Whole;
+    let answer = vllm
+        .engine()
+        .generate_all(request.clone())
+        .await
+        .expect("an answer");
+    assert_eq!(answer.tokens, [7042]);
+    let scored = answer
+        .prompt_log_probs
+        .expect("the prompt's log-probabilities");
+    assert_eq!(scored.len(), 2, "one per prompt token after the first");
+    // Token 9690 ranks 4th: its own entry, and the most likely token as the one alternative.
+    assert_eq!(
+        (scored[0].token, scored[0].logprob, scored[0].rank),
+        (9690, -3.5, Some(4))
+    );
+    assert_eq!(scored[0].top, [(28, -0.25)]);
+    // Token 198 is the most likely: it is its own alternative.
+    assert_eq!((scored[1].token, scored[1].rank), (198, Some(1)));
+    assert_eq!(scored[1].top, [(198, -0.0625)]);
+    let sent = server.request_json(0);
+    assert_eq!(sent["prompt_logprobs"], 1);
+    assert_eq!(sent["stream"], false);
+
+    // Streamed, vLLM would refuse them: refused here before anything is sent.
+    request.delivery = Delivery::Streamed;
+    let refused = vllm.engine().generate(request).await;
+    assert!(
+        matches!(&refused, Err(error) if error.class() == ErrorClass::InvalidRequest),
+        "{:?}",
+        refused.err()
+    );
 }
 
 #[tokio::test]
