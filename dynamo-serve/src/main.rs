@@ -173,16 +173,16 @@ pub(crate) async fn serve_gateway(
     metrics: PrometheusHandle,
     welcome: impl FnOnce(&str),
 ) -> Result<(), Box<dyn std::error::Error>> {
-    // The main job's own candle workers serve a request's `n` choices from one prefill and
-    // compute the log-probabilities of a prompt; the gateway sends any other engine one request
-    // per choice, and refuses `echo` with `logprobs` (docs/gateway.md).
+    // The main job's own candle workers serve a request's `n` choices from one prefill; the
+    // gateway sends any other engine one request per choice. Where not every engine computes
+    // the log-probabilities of a prompt, it refuses `echo` with `logprobs` (docs/gateway.md).
     let own_candle = matches!(options.command, Command::Serve)
         && options.engine == EngineKind::Candle
         && options.prefill_workers == 0;
     let entry = ModelEntry::from_gguf(options.name.clone(), engine, metadata)?
         .with_sampling_defaults(sampling::defaults(options, metadata))
         .with_forking(own_candle)
-        .with_prompt_logprobs(own_candle);
+        .with_prompt_logprobs(options.computes_prompt_logprobs());
     let registry = ModelRegistry::default();
     registry.insert(entry);
     if let Some(model) = embedding::load(&options.embedding_model).await? {

@@ -1,7 +1,7 @@
 //! `dynamo-serve frontend --engine-at`, and the upstream adapters under it, against real
 //! processes: our own main job (the real SmolLM2 model behind an OpenAI-compatible server) as
 //! the upstream of the generic adapter, and a server replaying vLLM's wire format
-//! (`engines/upstream/tests/fixtures`) as a vLLM server.
+//! (`engines/upstream/tests/fixtures`, `engines/vllm/tests/fixtures`) as a vLLM server.
 
 #[expect(dead_code, reason = "these tests use part of the shared support")]
 mod support;
@@ -220,6 +220,32 @@ async fn the_router_steers_requests_away_from_a_server_that_reports_a_queue() {
 
 /// The body of the last completion posted to `server` (its load poller also reads
 /// `/metrics`).
+/// A frontend whose only engines are vLLM servers offers vLLM's `prompt_logprobs`, read from
+/// the server's whole answer: here a server replaying a fixture for the prompt `[1, 9690,
+/// 198]`, sent as token ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_over_vllm_servers_passes_the_prompts_log_probabilities_on() {
+    let server = replay_at("vllm", "/v1/completions", "whole_prompt_logprobs.http").await;
+    let engine = format!("vllm={}", server.url());
+    let (_process, frontend) = support::engine_frontend_routed(&[engine], "round-robin").await;
+    let request = json!({"model": "smollm2", "prompt": [1, 9690, 198], "max_tokens": 1,
+        "prompt_logprobs": 1});
+    let (status, answer) = frontend.complete_with(&request).await;
+    assert_eq!(status, 200, "{answer}");
+    let entries = &answer["choices"][0]["prompt_logprobs"];
+    assert!(entries[0].is_null(), "{answer}");
+    assert_eq!(entries[1]["9690"]["rank"], 4, "{answer}");
+    assert_eq!(entries[1]["9690"]["logprob"], -3.5);
+    assert_eq!(entries[1]["28"]["rank"], 1);
+    assert_eq!(entries[2].as_object().map(|entry| entry.len()), Some(1));
+    assert_eq!(entries[2]["198"]["logprob"], -0.0625);
+    let sent = posted(&server);
+    assert_eq!(
+        (sent["prompt_logprobs"].clone(), sent["stream"].clone()),
+        (json!(1), json!(false))
+    );
+}
+
 fn posted(server: &Replay) -> Value {
     let requests = server.seen.requests.lock().expect("not poisoned");
     let (_, body) = requests

@@ -267,6 +267,28 @@ impl Options {
             .canary_model(self.name.clone())
     }
 
+    /// Whether every engine behind this gateway computes the log-probabilities of a prompt, so
+    /// that it may offer `echo` with `logprobs` and `prompt_logprobs`: the single process's own
+    /// candle workers (not behind prefill workers), or a frontend whose only engines are vLLM
+    /// servers (`--engine-at vllm=…`, and no workers from discovery or `--worker-at`).
+    pub(crate) fn computes_prompt_logprobs(&self) -> bool {
+        let own_candle = matches!(self.command, Command::Serve)
+            && self.engine == EngineKind::Candle
+            && self.prefill_workers == 0;
+        let discovered = self.etcd.is_some()
+            || self.registry.is_some()
+            || self.kubernetes_discovery
+            || !self.worker_at.is_empty();
+        let only_vllm = matches!(self.command, Command::Frontend)
+            && !discovered
+            && !self.engine_at.is_empty()
+            && self
+                .engine_at
+                .iter()
+                .all(|server| server.kind == UpstreamKind::Vllm);
+        own_candle || only_vllm
+    }
+
     /// The routers' busy thresholds, for this command's workers.
     pub(crate) fn busy_thresholds(&self) -> Result<dynamo_router::BusyThresholds, String> {
         self.busy.thresholds(self.kv_caches())

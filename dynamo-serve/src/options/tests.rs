@@ -581,3 +581,28 @@ fn kubernetes_discovery_replaces_etcd_and_the_directory_for_every_process() {
     let alone = refused("frontend --worker-at 127.0.0.1:9000 --kubernetes-namespace serving");
     assert_eq!(alone.kind(), ErrorKind::MissingRequiredArgument);
 }
+
+#[test]
+fn prompt_logprobs_are_offered_only_where_every_engine_computes_them() {
+    let offered = |args: &str| {
+        options(args)
+            .unwrap_or_else(|error| panic!("{args}: {error}"))
+            .computes_prompt_logprobs()
+    };
+    assert!(offered(""), "the main job's own candle workers");
+    assert!(!offered("--engine mocker"));
+    assert!(!offered("--prefill-workers 1 --decode-workers 1"));
+    let vllm = "frontend --router approx-kv --engine-at vllm=http://127.0.0.1:8001";
+    assert!(offered(vllm));
+    assert!(offered(&format!(
+        "{vllm} --engine-at vllm=http://127.0.0.1:8002"
+    )));
+    assert!(!offered(&format!(
+        "{vllm} --engine-at openai=http://127.0.0.1:8002"
+    )));
+    assert!(
+        !offered(&format!("{vllm} --registry r")),
+        "workers may join"
+    );
+    assert!(!offered("frontend --router approx-kv --registry r"));
+}
