@@ -20,14 +20,15 @@
 //!   models ([`ModelRegistry::insert_embedding`]).
 //! - **The service** ([`Gateway`]): axum routes for `/v1/chat/completions`, `/v1/completions`,
 //!   `/v1/embeddings`, `/v1/responses` (OpenAI's Responses API, text and function calls; stored
-//!   responses under `/v1/responses/{id}`, their input items under `…/input_items`), `/v1/models`, `/tokenize` and `/detokenize` (vLLM's
-//!   shapes), health probes, `/metrics` and `/openapi.json`; server-sent events with `[DONE]` and
-//!   an optional usage chunk (the Responses API's named events, without `[DONE]`); cancellation of
-//!   the engine when the client goes away; 503 with `Retry-After` under overload; optional API keys
-//!   ([`ApiKeys`], a 401 without one); every error mapped once by [`ApiError`]; a DEBUG-level
-//!   `tracing` span per request; [`no_delay`], the listener that sends each streamed chunk at once.
-//!   The OpenAPI document ([`openapi_document`]) is derived from the [`protocol`] types, so it
-//!   describes exactly what the handlers parse and write.
+//!   responses under `/v1/responses/{id}`, their input items under `…/input_items`), `/v1/models`,
+//!   `/tokenize` and `/detokenize` (vLLM's shapes), health probes, `/metrics` and `/openapi.json`;
+//!   server-sent events with `[DONE]` and an optional usage chunk (the Responses API's named
+//!   events, without `[DONE]`); cancellation of the engine when the client goes away; 503 with
+//!   `Retry-After` under overload; optional API keys ([`ApiKeys`], a 401 without one); every error
+//!   mapped once by [`ApiError`]; a DEBUG-level `tracing` span per request; [`no_delay`], the
+//!   listener that sends each streamed chunk at once. The OpenAPI document ([`openapi_document`])
+//!   is derived from the [`protocol`] types, so it describes exactly what the handlers parse and
+//!   write.
 //!
 //! # Example
 //!

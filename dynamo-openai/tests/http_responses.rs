@@ -374,7 +374,8 @@ async fn a_function_call_and_its_output_go_back_in_as_input() {
         first["data"],
         json!([
             {"id": format!("msg_{suffix}-in0"), "type": "message", "role": "user",
-             "content": [{"type": "input_text", "text": "Weather in Paris?"}], "status": "completed"},
+             "content": [{"type": "input_text", "text": "Weather in Paris?"}],
+             "status": "completed"},
             {"id": format!("fc_{suffix}-in1"), "type": "function_call", "call_id": "call-1",
              "name": "weather", "arguments": "{\"city\":\"Paris\"}", "status": "completed"},
         ])

@@ -5,8 +5,8 @@
 //! nothing new to it, answers the requests that still reach it `unavailable` (the frontend's
 //! migration sends them elsewhere), finishes its open streams for up to `--drain-timeout`
 //! seconds, and exits. A prefill worker also keeps serving the KV blocks it handed over until
-//! the decode workers have pulled them (or their lease has run out), within the same deadline. With `--exit-with-parent` it does the same when the process that
-//! started it exits.
+//! the decode workers have pulled them (or their lease has run out), within the same deadline.
+//! With `--exit-with-parent` it does the same when the process that started it exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -172,7 +172,8 @@ impl<S> CircuitBreaker<S> {
     /// use dynamo_core::layers::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
     /// use dynamo_core::EchoEngine;
     ///
-    /// let worker = CircuitBreaker::named(EchoEngine::new(), CircuitBreakerConfig::default(), "worker 3");
+    /// let config = CircuitBreakerConfig::default();
+    /// let worker = CircuitBreaker::named(EchoEngine::new(), config, "worker 3");
     /// assert_eq!(worker.state(), CircuitState::Closed);
     /// ```
     pub fn named(inner: S, config: CircuitBreakerConfig, name: impl Into<Arc<str>>) -> Self {

@@ -1,7 +1,8 @@
 //! The vLLM adapter against a server replaying vLLM's wire format (`tests/fixtures`): every
 //! sampling field sent under vLLM's name, token ids and token-id log-probabilities back, the
-//! prompt's log-probabilities from a whole answer, a stop token's finish, an older server's text without ids tokenized by the gateway's
-//! tokenizer, and the load from both generations of its metrics.
+//! prompt's log-probabilities from a whole answer, a stop token's finish, an older server's
+//! text without ids tokenized by the gateway's tokenizer, and the load from both generations of
+//! its metrics.
 
 #[path = "../../upstream/tests/support/replay.rs"]
 mod replay;

@@ -32,9 +32,9 @@ const MAX_LIMIT: usize = 100;
     tag = "openai",
     params(
         ("id" = String, Path, description = "The response's id (`resp_…`)"),
-        ("after" = Option<String>, Query, description = "List the items after the one with this id"),
+        ("after" = Option<String>, Query, description = "List the items after this item id"),
         ("limit" = Option<u32>, Query, description = "Items to a page, 1 to 100 (default 20)"),
-        ("order" = Option<String>, Query, description = "`desc` (newest first, the default) or `asc`"),
+        ("order" = Option<String>, Query, description = "`desc` (newest first, default) or `asc`"),
     ),
     responses(
         (status = 200, description = "A page of the response's input items", body = InputItemList),
