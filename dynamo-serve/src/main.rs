@@ -176,12 +176,9 @@ pub(crate) async fn serve_gateway(
     // The main job's own candle workers serve a request's `n` choices from one prefill; the
     // gateway sends any other engine one request per choice. Where not every engine computes
     // the log-probabilities of a prompt, it refuses `echo` with `logprobs` (docs/gateway.md).
-    let own_candle = matches!(options.command, Command::Serve)
-        && options.engine == EngineKind::Candle
-        && options.prefill_workers == 0;
     let entry = ModelEntry::from_gguf(options.name.clone(), engine, metadata)?
         .with_sampling_defaults(sampling::defaults(options, metadata))
-        .with_forking(own_candle)
+        .with_forking(options.own_candle_workers())
         .with_prompt_logprobs(options.computes_prompt_logprobs());
     let registry = ModelRegistry::default();
     registry.insert(entry);

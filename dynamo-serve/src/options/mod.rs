@@ -267,14 +267,20 @@ impl Options {
             .canary_model(self.name.clone())
     }
 
+    /// Whether the gateway's engines are the single process's own candle workers (not behind
+    /// prefill workers): they fork a request's choices from one prefill and compute the
+    /// log-probabilities of a prompt.
+    pub(crate) fn own_candle_workers(&self) -> bool {
+        matches!(self.command, Command::Serve)
+            && self.engine == EngineKind::Candle
+            && self.prefill_workers == 0
+    }
+
     /// Whether every engine behind this gateway computes the log-probabilities of a prompt, so
     /// that it may offer `echo` with `logprobs` and `prompt_logprobs`: the single process's own
     /// candle workers (not behind prefill workers), or a frontend whose only engines are vLLM
     /// servers (`--engine-at vllm=…`, and no workers from discovery or `--worker-at`).
     pub(crate) fn computes_prompt_logprobs(&self) -> bool {
-        let own_candle = matches!(self.command, Command::Serve)
-            && self.engine == EngineKind::Candle
-            && self.prefill_workers == 0;
         let discovered = self.etcd.is_some()
             || self.registry.is_some()
             || self.kubernetes_discovery
@@ -286,7 +292,7 @@ impl Options {
                 .engine_at
                 .iter()
                 .all(|server| server.kind == UpstreamKind::Vllm);
-        own_candle || only_vllm
+        self.own_candle_workers() || only_vllm
     }
 
     /// The routers' busy thresholds, for this command's workers.
