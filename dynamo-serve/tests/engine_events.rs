@@ -234,6 +234,21 @@ async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
     }
     assert_eq!(completions(&plain), 0, "none to the other server");
     assert_eq!(completions(&holder), 6);
+
+    // The second server's engine stops: its publisher goes, and so do its blocks.
+    let errors = holder_events.close().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let metrics = frontend
+        .wait_for_metrics("not cleared", Duration::from_secs(30), |metrics| {
+            counter(metrics, "dynamo_engine_restarts_total", 2, "") == 1.0
+                && counter(metrics, "dynamo_router_indexed_blocks", 2, "") == 0.0
+        })
+        .await;
+    assert_eq!(
+        counter(&metrics, "dynamo_engine_restarts_total", 1, ""),
+        0.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,7 @@
 //! | `etcd` | `discovery::EtcdDiscovery` and `EtcdRegistration`, over etcd's JSON gateway (hyper) | no |
 //! | `zmq` | `engine_events::EngineEventSource`, vLLM / SGLang events over ZMQ (zeromq) | no |
 //! | `kube` | `discovery::KubernetesRegistry` and `KubernetesRegistration`, workers as Kubernetes Leases (kube) | no |
+//! | `libzmq` | only a test: `tests/zmq.rs`'s subscriber against libzmq (a Python with pyzmq) | no |
 
 pub mod discovery;
 pub mod engine_events;

@@ -1,15 +1,20 @@
 //! The ZMQ subscriber against an engine-side PUB socket and ROUTER replay socket built here,
-//! sending messages written byte by byte from the documented vLLM / SGLang format.
+//! sending messages written byte by byte from the documented vLLM / SGLang format: on the
+//! `zeromq` crate, and (with the feature `libzmq`, a Python with pyzmq at hand) on libzmq, the
+//! C library the engines publish with.
 
 mod msgpack;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dynamo_core::{BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, WorkerId};
+use dynamo_core::{
+    BlockHasher, BlockSize, HashedBlock, KvEvent, KvEventData, StorageTier, WorkerId,
+};
 use dynamo_transport::Error;
-use dynamo_transport::engine_events::EngineEventSource;
+use dynamo_transport::engine_events::{EngineEventSource, EngineEventStream};
 use futures::{Stream, StreamExt};
 use msgpack::{NIL, array, batch, binary, concat, int, small, string, tokens, uint};
 use parking_lot::Mutex;
@@ -58,11 +63,11 @@ struct Engine {
     sent: Sent,
 }
 
-impl Engine {
-    async fn start() -> Self {
+impl EngineSide for Engine {
+    async fn start(at: Option<&str>) -> Self {
         let mut publisher = PubSocket::new();
         let endpoint = publisher
-            .bind("tcp://127.0.0.1:0")
+            .bind(at.unwrap_or("tcp://127.0.0.1:0"))
             .await
             .expect("bound")
             .to_string();
@@ -109,43 +114,15 @@ impl Engine {
         }
     }
 
-    /// Wait until a subscriber's subscription has reached the PUB socket (until then ZMQ
-    /// drops what is published), by publishing probes until one comes out of `events`.
-    ///
-    /// A probe's sequence frame is not 8 bytes: the subscriber yields
-    /// [`Error::EngineEventSequence`] for it and leaves its decoder as it was, so the test's
-    /// messages still start the sequence. A last probe of another length fences off the probes
-    /// still in flight: ZMQ keeps one connection's messages in order.
-    async fn wait_for_subscriber(
-        &mut self,
-        events: &mut (impl Stream<Item = Result<KvEvent, Error>> + Unpin),
-    ) {
-        const PROBE: usize = 1;
-        const FENCE: usize = 2;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            self.probe(PROBE).await;
-            // The pace of the probes; the loop ends on the condition, not on this wait.
-            match tokio::time::timeout(Duration::from_millis(20), events.next()).await {
-                Ok(Some(Err(Error::EngineEventSequence { length: PROBE }))) => break,
-                Ok(other) => panic!("a probe, not {other:?}"),
-                Err(_) => assert!(
-                    Instant::now() < deadline,
-                    "no subscription reached the publisher within 10 s"
-                ),
-            }
-        }
-        self.probe(FENCE).await;
-        loop {
-            match next(events).await {
-                Err(Error::EngineEventSequence { length: FENCE }) => return,
-                Err(Error::EngineEventSequence { length: PROBE }) => continue,
-                other => panic!("a probe, not {other:?}"),
-            }
-        }
+    fn endpoints(&self) -> (&str, &str) {
+        (&self.endpoint, &self.replay_endpoint)
     }
 
-    /// A message on the test's topic whose sequence frame is `length` bytes, not 8.
+    async fn stop(self) {
+        let errors = self.publisher.close().await;
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
     async fn probe(&mut self, length: usize) {
         let frames = vec![
             Bytes::from_static(b"kv-events"),
@@ -158,7 +135,6 @@ impl Engine {
             .expect("published");
     }
 
-    /// Keep message `sequence` for replay, and publish it unless it is to be lost.
     async fn send(&mut self, sequence: i64, payload: Vec<u8>, lost: bool) {
         self.sent.lock().push((sequence, payload.clone()));
         if !lost {
@@ -173,6 +149,74 @@ impl Engine {
                 .expect("published");
         }
     }
+}
+
+/// An engine's side of the sockets, as a test drives it.
+trait EngineSide: Sized {
+    /// An engine publishing at `at`, else on a free loopback port; its replay socket on one.
+    async fn start(at: Option<&str>) -> Self;
+
+    /// Where it publishes, and where it answers replay requests.
+    fn endpoints(&self) -> (&str, &str);
+
+    /// Stop it as its process ending does: its sockets close.
+    async fn stop(self);
+
+    /// A message on the test's topic whose sequence frame is `length` bytes, not 8.
+    async fn probe(&mut self, length: usize);
+
+    /// Keep message `sequence` for replay, and publish it unless it is to be lost.
+    async fn send(&mut self, sequence: i64, payload: Vec<u8>, lost: bool);
+}
+
+/// Wait until a subscriber's subscription has reached the PUB socket (until then ZMQ
+/// drops what is published), by publishing probes until one comes out of `events`.
+///
+/// A probe's sequence frame is not 8 bytes: the subscriber yields
+/// [`Error::EngineEventSequence`] for it and leaves its decoder as it was, so the test's
+/// messages still start the sequence. A last probe of another length fences off the probes
+/// still in flight: ZMQ keeps one connection's messages in order.
+async fn wait_for_subscriber(
+    engine: &mut impl EngineSide,
+    events: &mut (impl Stream<Item = Result<KvEvent, Error>> + Unpin),
+) {
+    const PROBE: usize = 1;
+    const FENCE: usize = 2;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        engine.probe(PROBE).await;
+        // The pace of the probes; the loop ends on the condition, not on this wait.
+        match tokio::time::timeout(Duration::from_millis(20), events.next()).await {
+            Ok(Some(Err(Error::EngineEventSequence { length: PROBE }))) => break,
+            Ok(other) => panic!("a probe, not {other:?}"),
+            Err(_) => assert!(
+                Instant::now() < deadline,
+                "no subscription reached the publisher within 10 s"
+            ),
+        }
+    }
+    engine.probe(FENCE).await;
+    loop {
+        match next(events).await {
+            Err(Error::EngineEventSequence { length: FENCE }) => return,
+            Err(Error::EngineEventSequence { length: PROBE }) => continue,
+            other => panic!("a probe, not {other:?}"),
+        }
+    }
+}
+
+/// Worker 7's events from `engine` on the test's topic (replayed from its replay socket when
+/// `replay`), once the subscription has reached it.
+async fn subscribe(engine: &mut impl EngineSide, replay: bool) -> Pin<Box<EngineEventStream>> {
+    let (endpoint, replay_endpoint) = engine.endpoints();
+    let mut source =
+        EngineEventSource::new(endpoint, WorkerId::new(7), block_size()).with_topic("kv-events");
+    if replay {
+        source = source.with_replay(replay_endpoint);
+    }
+    let mut events = Box::pin(source.subscribe().expect("subscribed"));
+    wait_for_subscriber(engine, &mut events).await;
+    events
 }
 
 async fn next(
@@ -199,12 +243,8 @@ fn chain() -> Vec<HashedBlock> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_messages_are_replayed_in_order_and_malformed_ones_skipped() {
-    let mut engine = Engine::start().await;
-    let source = EngineEventSource::new(engine.endpoint.clone(), WorkerId::new(7), block_size())
-        .with_replay(engine.replay_endpoint.clone())
-        .with_topic("kv-events");
-    let mut events = Box::pin(source.subscribe().await.expect("subscribed"));
-    engine.wait_for_subscriber(&mut events).await;
+    let mut engine = Engine::start(None).await;
+    let mut events = subscribe(&mut engine, true).await;
 
     // Hashes as the engines send them: unsigned, signed, bytes.
     engine
@@ -275,10 +315,8 @@ async fn lost_messages_are_replayed_in_order_and_malformed_ones_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_replay_socket_a_gap_is_reported_as_lost() {
-    let mut engine = Engine::start().await;
-    let source = EngineEventSource::new(engine.endpoint.clone(), WorkerId::new(7), block_size());
-    let mut events = Box::pin(source.subscribe().await.expect("subscribed"));
-    engine.wait_for_subscriber(&mut events).await;
+    let mut engine = Engine::start(None).await;
+    let mut events = subscribe(&mut engine, false).await;
 
     engine
         .send(10, batch(&[stored(uint(100), None, &[1, 2, 3, 4])]), false)
@@ -316,16 +354,14 @@ async fn without_a_replay_socket_a_gap_is_reported_as_lost() {
 #[tokio::test]
 async fn a_bad_endpoint_is_an_error() {
     let source = EngineEventSource::new("not-an-endpoint", WorkerId::new(1), block_size());
-    let error = source.subscribe().await.expect_err("refused");
+    let error = source.subscribe().expect_err("refused");
     assert!(matches!(error, Error::Socket { .. }), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_after_a_lost_parent_and_unknown_offloads_are_counted_not_refused() {
-    let mut engine = Engine::start().await;
-    let source = EngineEventSource::new(engine.endpoint.clone(), WorkerId::new(7), block_size());
-    let mut events = Box::pin(source.subscribe().await.expect("subscribed"));
-    engine.wait_for_subscriber(&mut events).await;
+    let mut engine = Engine::start(None).await;
+    let mut events = subscribe(&mut engine, false).await;
     // The probes were refused, each counted.
     let probes = events.counts().refused;
 
@@ -377,4 +413,202 @@ async fn stores_after_a_lost_parent_and_unknown_offloads_are_counted_not_refused
         (counts.unknown_parent, counts.tokenless, counts.refused),
         (1, 1, probes)
     );
+}
+
+/// The next four items: the clears of every tier that follow an engine restart.
+async fn expect_cleared(events: &mut (impl Stream<Item = Result<KvEvent, Error>> + Unpin)) {
+    let mut tiers = Vec::new();
+    for _ in StorageTier::ALL {
+        let event = next(events).await.expect("a clear");
+        assert_eq!(event.data, KvEventData::Cleared, "{event:?}");
+        tiers.push(event.tier);
+    }
+    assert_eq!(tiers, StorageTier::ALL);
+}
+
+/// Three messages with the second lost on the way, fetched from the replay socket; then the
+/// engine stops, its blocks are cleared, and a new one on the same port is followed afresh.
+async fn replayed_then_restarted<E: EngineSide>() {
+    let mut engine = E::start(None).await;
+    let mut events = subscribe(&mut engine, true).await;
+    engine
+        .send(0, batch(&[stored(uint(100), None, &[1, 2, 3, 4])]), false)
+        .await;
+    engine
+        .send(
+            1,
+            batch(&[stored(uint(101), Some(uint(100)), &[5, 6, 7, 8])]),
+            true,
+        )
+        .await;
+    engine.send(2, batch(&[removed(100)]), false).await;
+    let all = chain();
+    let stored_first = next(&mut events).await.expect("stored");
+    assert_eq!(stored_blocks(&stored_first), all[0..1]);
+    let replayed = next(&mut events).await.expect("replayed");
+    assert_eq!(
+        stored_blocks(&replayed),
+        all[1..2],
+        "from the replay socket"
+    );
+    let removal = next(&mut events).await.expect("the removal");
+    assert_eq!(
+        removal.data,
+        KvEventData::Removed {
+            blocks: vec![all[0].sequence]
+        }
+    );
+
+    // The engine stops: its blocks are gone, and the stream says so.
+    let endpoint = engine.endpoints().0.to_owned();
+    engine.stop().await;
+    expect_cleared(&mut events).await;
+    assert_eq!(events.counts().restarts, 1);
+
+    // A new engine on the same port: the subscriber reconnects, and the new engine's messages,
+    // numbered from 0 again, are decoded afresh (block 102 under 101 would have been known
+    // before; now its parent is unknown and it is skipped, not indexed under a stale chain).
+    let mut engine = E::start(Some(&endpoint)).await;
+    wait_for_subscriber(&mut engine, &mut events).await;
+    engine
+        .send(
+            0,
+            batch(&[stored(uint(102), Some(uint(101)), &[9, 10, 11, 12])]),
+            false,
+        )
+        .await;
+    engine
+        .send(1, batch(&[stored(uint(200), None, &[1, 2, 3, 4])]), false)
+        .await;
+    let event = next(&mut events).await.expect("the new engine's store");
+    assert_eq!(stored_blocks(&event), all[0..1]);
+    let counts = events.counts();
+    assert_eq!((counts.restarts, counts.unknown_parent), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_restarts_is_cleared_and_followed_again() {
+    replayed_then_restarted::<Engine>().await;
+}
+
+/// The same against libzmq's PUB and ROUTER sockets, the engine killed with SIGKILL.
+#[cfg(feature = "libzmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_libzmq_a_lost_message_is_replayed_and_a_killed_engine_cleared() {
+    replayed_then_restarted::<LibzmqEngine>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_numbers_that_go_back_are_a_restart() {
+    let mut engine = Engine::start(None).await;
+    let mut events = subscribe(&mut engine, true).await;
+    for sequence in [5, 6] {
+        engine.send(sequence, batch(&[removed(1)]), false).await;
+    }
+    // A message numbered below the last one: a new engine behind the same address, met before
+    // the old one was seen to go. No replay is asked for; the blocks are cleared.
+    engine
+        .send(0, batch(&[stored(uint(100), None, &[1, 2, 3, 4])]), false)
+        .await;
+    expect_cleared(&mut events).await;
+    let event = next(&mut events).await.expect("the store");
+    assert_eq!(stored_blocks(&event), chain()[0..1]);
+    let counts = events.counts();
+    assert_eq!((counts.restarts, counts.unknown_removed), (1, 2));
+}
+
+/// The engine's sockets on libzmq: `tests/libzmq_engine.py`, under the Python that
+/// `DYNAMO_ZMQ_PYTHON` names, else CI's (`~/.cache/dynamo-ci/venv/bin/python`), which must
+/// have pyzmq.
+#[cfg(feature = "libzmq")]
+struct LibzmqEngine {
+    process: tokio::process::Child,
+    commands: tokio::process::ChildStdin,
+    answers: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    endpoint: String,
+    replay_endpoint: String,
+}
+
+#[cfg(feature = "libzmq")]
+impl EngineSide for LibzmqEngine {
+    async fn start(at: Option<&str>) -> Self {
+        use std::path::PathBuf;
+        use std::process::Stdio;
+        use tokio::io::{AsyncBufReadExt, BufReader};
+
+        let python = std::env::var_os("DYNAMO_ZMQ_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let home = std::env::var_os("HOME").expect("HOME is set");
+                PathBuf::from(home).join(".cache/dynamo-ci/venv/bin/python")
+            });
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/libzmq_engine.py");
+        let mut process = tokio::process::Command::new(&python)
+            .arg("-B")
+            .arg(script)
+            .args(at)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| panic!("{} does not start: {error}", python.display()));
+        let commands = process.stdin.take().expect("piped");
+        let mut answers = BufReader::new(process.stdout.take().expect("piped")).lines();
+        let addresses = tokio::time::timeout(Duration::from_secs(30), answers.next_line())
+            .await
+            .expect("the engine's addresses in time")
+            .expect("its output")
+            .unwrap_or_else(|| {
+                panic!(
+                    "the libzmq engine did not start: {} needs pyzmq (`pip install \
+                     pyzmq==27.2.0`; DYNAMO_ZMQ_PYTHON names another Python)",
+                    python.display()
+                )
+            });
+        let (endpoint, replay_endpoint) = addresses.split_once(' ').expect("two addresses");
+        LibzmqEngine {
+            endpoint: endpoint.to_owned(),
+            replay_endpoint: replay_endpoint.to_owned(),
+            process,
+            commands,
+            answers,
+        }
+    }
+
+    fn endpoints(&self) -> (&str, &str) {
+        (&self.endpoint, &self.replay_endpoint)
+    }
+
+    /// Killed as a crash kills it (SIGKILL).
+    async fn stop(mut self) {
+        self.process.kill().await.expect("killed");
+    }
+
+    async fn probe(&mut self, length: usize) {
+        self.command(format!("probe {length}")).await;
+    }
+
+    async fn send(&mut self, sequence: i64, payload: Vec<u8>, lost: bool) {
+        let hex: String = payload.iter().map(|byte| format!("{byte:02x}")).collect();
+        let command = if lost { "keep" } else { "publish" };
+        self.command(format!("{command} {sequence} {hex}")).await;
+    }
+}
+
+#[cfg(feature = "libzmq")]
+impl LibzmqEngine {
+    /// Send the Python side one command and wait for its `ok`.
+    async fn command(&mut self, line: String) {
+        use tokio::io::AsyncWriteExt;
+
+        self.commands
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("the engine takes commands");
+        let answer = tokio::time::timeout(Duration::from_secs(10), self.answers.next_line())
+            .await
+            .expect("an answer in time")
+            .expect("its output");
+        assert_eq!(answer.as_deref(), Some("ok"), "to {line}");
+    }
 }

@@ -28,7 +28,7 @@ use crate::options::{EngineAt, Options, RouterKind, UpstreamKind};
 mod event_metrics;
 mod reported_load;
 
-use event_metrics::{export_skipped, logged, trtllm_skips, zmq_skips};
+use event_metrics::{export_restarts, export_skipped, logged, trtllm_skips, zmq_skips};
 pub(crate) use reported_load::ReportedLoads;
 use reported_load::reported_load;
 
@@ -183,8 +183,9 @@ async fn subscribe_events(
     if let Some(replay) = &engine_at.replay {
         source = source.with_replay(replay.clone());
     }
-    let events = source.subscribe().await?;
+    let events = source.subscribe()?;
     tokio::spawn(export_skipped(worker, events.counts_view(), zmq_skips));
+    tokio::spawn(export_restarts(worker, events.counts_view()));
     tokio::spawn(index.apply_all(logged(worker, events, dynamo_transport::Error::name)));
     Ok(())
 }

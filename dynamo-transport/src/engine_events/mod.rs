@@ -165,6 +165,31 @@ impl EngineEventDecoder {
         self.last_sequence = Some(sequence);
     }
 
+    /// Forget the engine's cache: the engine restarted (its publisher went away, or its
+    /// sequence numbers began again), and the blocks it held went with the old process.
+    /// Returns the events that tell the index, a [`KvEventData::Cleared`] for every tier; the
+    /// next message starts the sequence afresh, with no gap to replay.
+    pub fn engine_restarted(&mut self) -> Vec<KvEvent> {
+        self.known = known::Maps::default();
+        self.last_sequence = None;
+        StorageTier::ALL
+            .into_iter()
+            .map(|tier| self.event(tier, KvEventData::Cleared))
+            .collect()
+    }
+
+    /// The next event of the worker, numbered.
+    fn event(&mut self, tier: StorageTier, data: KvEventData) -> KvEvent {
+        let event = KvEvent {
+            worker: self.worker,
+            event_id: self.next_event_id,
+            tier,
+            data,
+        };
+        self.next_event_id += 1;
+        event
+    }
+
     /// Decode one ZMQ message (topic, sequence number, payload).
     ///
     /// # Errors
@@ -258,16 +283,7 @@ impl EngineEventDecoder {
         self.last_sequence = Some(sequence);
         let events = changes
             .into_iter()
-            .map(|(tier, data)| {
-                let event = KvEvent {
-                    worker: self.worker,
-                    event_id: self.next_event_id,
-                    tier,
-                    data,
-                };
-                self.next_event_id += 1;
-                event
-            })
+            .map(|(tier, data)| self.event(tier, data))
             .collect();
         Ok(Decoded {
             events,

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dynamo_core::{BlockSize, KvEvent, WorkerId};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
-use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
+use zeromq::{
+    DealerSocket, Endpoint, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend, SubSocket,
+    ZmqMessage,
+};
 
 use super::EngineEventDecoder;
 use crate::Error;
@@ -37,9 +40,17 @@ const END_OF_REPLAY: i64 = -1;
 ///
 /// What the decoder skipped or refused is counted in the stream's [`EngineEventCounts`].
 ///
-/// Limitation: the ZMQ implementation (the pure-Rust `zeromq` crate) does not report a
-/// publisher that went away, so subscribe again when the engine restarts (a worker process
-/// that runs next to its engine restarts with it).
+/// # Engine restarts
+///
+/// When the engine's publisher goes away (the engine stopped, crashed or is restarting), the
+/// stream yields a [`KvEventData::Cleared`](dynamo_core::KvEventData::Cleared) for every
+/// tier, since the blocks went with the process, and the subscriber reconnects, retrying with
+/// a backoff that grows to 30 s, until the engine publishes again; what it publishes then is
+/// decoded afresh. A message whose sequence number goes back (a new engine, counting from 0
+/// again, met before its predecessor was seen to go) clears the same way. Each is counted in
+/// [`EngineEventCounts::restarts`]. A connection that drops while the engine lives on (rare:
+/// ZMQ connections close when a process does) costs the same clear: the index forgets blocks
+/// the engine still holds until they are stored again, rather than keep blocks it may not.
 #[derive(Debug, Clone)]
 pub struct EngineEventSource {
     endpoint: String,
@@ -74,27 +85,27 @@ impl EngineEventSource {
         self
     }
 
-    /// Connect and subscribe; the events follow on the stream until it is dropped.
+    /// Subscribe: a task connects (retrying while the engine is not listening) and the events
+    /// follow on the stream until it is dropped. Call it within a Tokio runtime.
     ///
     /// # Errors
     ///
-    /// [`Error::Socket`] when the endpoint is not a ZMQ address or the connection
-    /// fails other than by being refused (a refused connection is retried until the engine
-    /// listens).
-    pub async fn subscribe(self) -> Result<EngineEventStream, Error> {
-        let mut socket = SubSocket::new();
-        socket.connect(&self.endpoint).await.map_err(socket_error)?;
-        socket.subscribe(&self.topic).await.map_err(socket_error)?;
+    /// [`Error::Socket`] when the endpoint is not a ZMQ address. A connection that fails other
+    /// than by being refused is the stream's last item.
+    pub fn subscribe(self) -> Result<EngineEventStream, Error> {
+        self.endpoint.parse::<Endpoint>().map_err(socket_error)?;
         let (items, received) = mpsc::channel(BUFFER);
         let (counts_sender, counts) = watch::channel(EngineEventCounts::default());
         let subscriber = Subscriber {
             decoder: EngineEventDecoder::new(self.worker, self.block_size),
+            worker: self.worker,
+            endpoint: self.endpoint,
             replay_endpoint: self.replay,
             replay: None,
             items,
             counts: counts_sender,
         };
-        tokio::spawn(subscriber.run(socket));
+        tokio::spawn(subscriber.run(self.topic));
         Ok(EngineEventStream { received, counts })
     }
 }
@@ -123,6 +134,9 @@ pub struct EngineEventCounts {
     pub unknown_medium: u64,
     /// Messages refused whole (each also yielded as its error on the stream).
     pub refused: u64,
+    /// Times the engine was found restarted, each clearing every block the stream had told
+    /// of: its publisher went away, or a message's sequence number went back.
+    pub restarts: u64,
 }
 
 /// The events an [`EngineEventSource`] receives, in the engine's order, with the problems met
@@ -145,8 +159,8 @@ impl EngineEventStream {
     }
 
     /// A handle on the counts that outlives the stream being consumed: it changes after each
-    /// message that skips or refuses something, and its `changed()` fails once the
-    /// subscriber has stopped.
+    /// message that skips or refuses something and at each restart, and its `changed()` fails
+    /// once the subscriber has stopped.
     pub fn counts_view(&self) -> watch::Receiver<EngineEventCounts> {
         self.counts.clone()
     }
@@ -160,7 +174,7 @@ impl Stream for EngineEventStream {
     }
 }
 
-fn socket_error(error: zeromq::ZmqError) -> Error {
+fn socket_error(error: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::socket(error)
 }
 
@@ -169,6 +183,8 @@ struct Gone;
 
 struct Subscriber {
     decoder: EngineEventDecoder,
+    worker: WorkerId,
+    endpoint: String,
     replay_endpoint: Option<String>,
     /// Connected on the first gap, dropped when it fails.
     replay: Option<DealerSocket>,
@@ -177,20 +193,74 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    async fn run(mut self, mut socket: SubSocket) {
+    async fn run(mut self, topic: String) {
+        // The connection waits as long as the engine takes to listen, and the socket reconnects
+        // by itself when the engine goes.
+        let mut options = SocketOptions::default();
+        options.no_connect_timeout();
+        let mut socket = SubSocket::with_options(options);
+        let mut monitor = socket.monitor();
+        let connected = tokio::select! {
+            connected = connect(&mut socket, &self.endpoint, &topic) => connected,
+            () = self.items.closed() => return,
+        };
+        if let Err(error) = connected {
+            let _ = self.send(Err(error)).await;
+            return;
+        }
+        let mut watching = true;
+        // Whether the publisher went away and has not come back yet.
+        let mut away = false;
         loop {
-            let message = tokio::select! {
-                message = socket.recv() => message,
+            let outcome = tokio::select! {
+                // What the old connection delivered comes before the news that it went.
+                biased;
+                message = socket.recv() => match message {
+                    Ok(message) => self.receive(message.into_vec()).await,
+                    Err(error) => self.send(Err(socket_error(error))).await,
+                },
+                event = monitor.next(), if watching => match event {
+                    Some(SocketEvent::Disconnected(_)) if !away => {
+                        away = true;
+                        self.restarted("the engine's KV event publisher went away").await
+                    }
+                    Some(SocketEvent::Connected(..)) if away => {
+                        away = false;
+                        tracing::info!(
+                            worker = %self.worker,
+                            endpoint = self.endpoint,
+                            "reconnected to the engine's KV event publisher"
+                        );
+                        Ok(())
+                    }
+                    Some(_) => Ok(()),
+                    None => {
+                        watching = false;
+                        Ok(())
+                    }
+                },
                 () = self.items.closed() => return,
-            };
-            let outcome = match message {
-                Ok(message) => self.receive(message.into_vec()).await,
-                Err(error) => self.send(Err(socket_error(error))).await,
             };
             if outcome.is_err() {
                 return;
             }
         }
+    }
+
+    /// The engine restarted, or is restarting: the index drops its blocks, and its messages
+    /// are decoded afresh.
+    async fn restarted(&mut self, why: &str) -> Result<(), Gone> {
+        tracing::warn!(
+            worker = %self.worker,
+            endpoint = self.endpoint,
+            "{why}: the engine restarted or stopped, so its blocks leave the index until it \
+             stores them again"
+        );
+        self.counts.send_modify(|counts| counts.restarts += 1);
+        for event in self.decoder.engine_restarted() {
+            self.send(Ok(event)).await?;
+        }
+        Ok(())
     }
 
     async fn send(&self, item: Result<KvEvent, Error>) -> Result<(), Gone> {
@@ -203,10 +273,13 @@ impl Subscriber {
             .get(1)
             .and_then(|frame| <[u8; 8]>::try_from(&frame[..]).ok());
         let sequence = sequence.map(i64::from_be_bytes);
-        if let (Some(received), Some(expected)) = (sequence, self.decoder.expected_sequence())
-            && received > expected
-        {
-            self.recover(expected, received).await?;
+        if let (Some(received), Some(expected)) = (sequence, self.decoder.expected_sequence()) {
+            if received > expected {
+                self.recover(expected, received).await?;
+            } else if received < expected {
+                self.restarted("the engine's KV event sequence numbers began again")
+                    .await?;
+            }
         }
         let frames: Vec<&[u8]> = frames.iter().map(|frame| &frame[..]).collect();
         self.decode(&frames, sequence).await
@@ -333,4 +406,10 @@ impl Subscriber {
             replies.push((sequence, payload.clone()));
         }
     }
+}
+
+/// Connect `socket` to the engine at `endpoint` and subscribe to `topic`.
+async fn connect(socket: &mut SubSocket, endpoint: &str, topic: &str) -> Result<(), Error> {
+    socket.connect(endpoint).await.map_err(socket_error)?;
+    socket.subscribe(topic).await.map_err(socket_error)
 }

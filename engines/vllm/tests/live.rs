@@ -308,7 +308,6 @@ async fn events(live: &Live) {
         .vllm
         .kv_events(endpoint, WorkerId::new(1), block_size)
         .subscribe()
-        .await
         .expect("subscribed");
     let hasher = BlockHasher::new(block_size);
     // A subscriber misses what is published before it has joined: send fresh prompts until

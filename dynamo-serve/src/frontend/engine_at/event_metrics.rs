@@ -1,6 +1,7 @@
 //! What an engine server's KV events lose, on the frontend's `/metrics`: the problems
-//! (`dynamo_engine_kv_event_errors_total{worker, error}`) and what the decoder skips
-//! (`dynamo_engine_kv_events_skipped_total{worker, reason}`).
+//! (`dynamo_engine_kv_event_errors_total{worker, error}`), what the decoder skips
+//! (`dynamo_engine_kv_events_skipped_total{worker, reason}`), and the restarts that clear the
+//! server's blocks (`dynamo_engine_restarts_total{worker}`).
 //!
 //! Each counter is resolved once per worker and name (the frontend installs its recorder
 //! before it attaches the engine servers), so counting allocates nothing. The skipped counts
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 
 const ERRORS: &str = "dynamo_engine_kv_event_errors_total";
 const SKIPPED: &str = "dynamo_engine_kv_events_skipped_total";
+const RESTARTS: &str = "dynamo_engine_restarts_total";
 
 /// `name`'s counter for `worker`, labelled `label` = `value`.
 fn counter(name: &'static str, worker: &str, label: &'static str, value: &'static str) -> Counter {
@@ -106,5 +108,18 @@ pub(super) async fn export_skipped<T, const N: usize>(
         for (counter, (_, value)) in counters.iter().zip(now) {
             counter.absolute(value);
         }
+    }
+}
+
+/// Export how often a vLLM or SGLang server was found restarted, its blocks cleared from the
+/// index (`dynamo_engine_restarts_total`, by worker), whenever its subscriber's `counts`
+/// change; ends when the subscriber stops.
+pub(super) async fn export_restarts(
+    worker: WorkerId,
+    mut counts: watch::Receiver<EngineEventCounts>,
+) {
+    let restarts = metrics::counter!(RESTARTS, "worker" => worker.to_string());
+    while counts.changed().await.is_ok() {
+        restarts.absolute(counts.borrow_and_update().restarts);
     }
 }
