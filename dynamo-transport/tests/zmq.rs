@@ -359,6 +359,41 @@ async fn a_bad_endpoint_is_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_fails_other_than_refused_is_yielded_and_tried_again() {
+    // Where the engine will publish, something that is not ZMQ accepts and hangs up: the
+    // handshake fails, which the socket does not retry by itself.
+    let impostor = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let endpoint = format!("tcp://{}", impostor.local_addr().expect("an address"));
+    let hanging_up = tokio::spawn(async move {
+        while let Ok((connection, _)) = impostor.accept().await {
+            drop(connection);
+        }
+    });
+    let source = EngineEventSource::new(endpoint.clone(), WorkerId::new(7), block_size())
+        .with_topic("kv-events");
+    let mut events = Box::pin(source.subscribe().expect("subscribed"));
+    let error = next(&mut events).await.expect_err("the failed handshake");
+    assert!(matches!(error, Error::Socket { .. }), "{error}");
+
+    // The engine comes up on that port: the subscriber gets there (a failure met before the
+    // impostor left may still be in the stream).
+    hanging_up.abort();
+    let _ = hanging_up.await;
+    let mut engine = Engine::start(Some(&endpoint)).await;
+    let mut events = events
+        .as_mut()
+        .filter(|item| std::future::ready(!matches!(item, Err(Error::Socket { .. }))));
+    wait_for_subscriber(&mut engine, &mut events).await;
+    engine
+        .send(0, batch(&[stored(uint(100), None, &[1, 2, 3, 4])]), false)
+        .await;
+    let event = next(&mut events).await.expect("the store");
+    assert_eq!(stored_blocks(&event), chain()[0..1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_after_a_lost_parent_and_unknown_offloads_are_counted_not_refused() {
     let mut engine = Engine::start(None).await;
     let mut events = subscribe(&mut engine, false).await;

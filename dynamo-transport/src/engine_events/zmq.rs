@@ -21,6 +21,10 @@ use crate::Error;
 /// stops reading, the engine's publisher drops messages at its high-water mark, and the
 /// sequence gap that follows is replayed.
 const BUFFER: usize = 1024;
+/// The pause after the first connection attempt that failed other than by being refused; it
+/// doubles after each such failure, up to [`LAST_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(30);
 /// How long a replay reply may take before the replay is given up.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The sequence number that ends a replay.
@@ -91,7 +95,8 @@ impl EngineEventSource {
     /// # Errors
     ///
     /// [`Error::Socket`] when the endpoint is not a ZMQ address. A connection that fails other
-    /// than by being refused is the stream's last item.
+    /// than by being refused is yielded on the stream, and tried again after a pause (100 ms,
+    /// doubling to 30 s).
     pub fn subscribe(self) -> Result<EngineEventStream, Error> {
         self.endpoint.parse::<Endpoint>().map_err(socket_error)?;
         let (items, received) = mpsc::channel(BUFFER);
@@ -200,13 +205,28 @@ impl Subscriber {
         options.no_connect_timeout();
         let mut socket = SubSocket::with_options(options);
         let mut monitor = socket.monitor();
-        let connected = tokio::select! {
-            connected = connect(&mut socket, &self.endpoint, &topic) => connected,
-            () = self.items.closed() => return,
-        };
-        if let Err(error) = connected {
-            let _ = self.send(Err(error)).await;
+        // Kept by the socket, and sent to each connection it makes.
+        if let Err(error) = socket.subscribe(&topic).await {
+            let _ = self.send(Err(socket_error(error))).await;
             return;
+        }
+        // A refused connection is retried within `connect`; another failure (a name that does
+        // not resolve yet, a host not reachable yet) is yielded, and tried again after a pause.
+        let mut pause = FIRST_RETRY;
+        loop {
+            let connected = tokio::select! {
+                connected = socket.connect(&self.endpoint) => connected,
+                () = self.items.closed() => return,
+            };
+            let Err(error) = connected else { break };
+            if self.send(Err(socket_error(error))).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.items.closed() => return,
+            }
+            pause = (pause * 2).min(LAST_RETRY);
         }
         let mut watching = true;
         // Whether the publisher went away and has not come back yet.
@@ -406,10 +426,4 @@ impl Subscriber {
             replies.push((sequence, payload.clone()));
         }
     }
-}
-
-/// Connect `socket` to the engine at `endpoint` and subscribe to `topic`.
-async fn connect(socket: &mut SubSocket, endpoint: &str, topic: &str) -> Result<(), Error> {
-    socket.connect(endpoint).await.map_err(socket_error)?;
-    socket.subscribe(topic).await.map_err(socket_error)
 }
