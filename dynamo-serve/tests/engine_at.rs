@@ -218,8 +218,6 @@ async fn the_router_steers_requests_away_from_a_server_that_reports_a_queue() {
     assert_eq!(completions(&busy), 0);
 }
 
-/// The body of the last completion posted to `server` (its load poller also reads
-/// `/metrics`).
 /// A frontend whose only engines are vLLM servers offers vLLM's `prompt_logprobs`, read from
 /// the server's whole answer: here a server replaying a fixture for the prompt `[1, 9690,
 /// 198]`, sent as token ids.
@@ -246,13 +244,20 @@ async fn a_frontend_over_vllm_servers_passes_the_prompts_log_probabilities_on() 
     );
 }
 
+/// The body of the last completion posted to `server` (its load poller also reads
+/// `/metrics`).
 fn posted(server: &Replay) -> Value {
+    posted_to(server, "/v1/completions")
+}
+
+/// The body of the last request posted to `server` on `path`.
+fn posted_to(server: &Replay, path: &str) -> Value {
     let requests = server.seen.requests.lock().expect("not poisoned");
     let (_, body) = requests
         .iter()
         .rev()
-        .find(|(line, _)| line.starts_with("POST /v1/completions"))
-        .expect("a completion was posted");
+        .find(|(line, _)| line.starts_with(&format!("POST {path} ")))
+        .expect("a request was posted");
     serde_json::from_slice(body).expect("a JSON body")
 }
 
@@ -270,6 +275,40 @@ async fn replay_at(adapter: &str, path: &str, fixture: &str) -> Replay {
         .join(fixture);
     let bytes = std::fs::read(&file).expect("the fixture");
     Replay::start(HashMap::from([(path.to_owned(), bytes)])).await
+}
+
+/// A frontend whose only engines are SGLang servers offers the prompt's log-probabilities too,
+/// from SGLang's whole answer (`input_token_logprobs`, fixture written from its source): `echo`
+/// with `logprobs`, as lm-evaluation-harness asks, and vLLM's `prompt_logprobs`, whose rank
+/// SGLang does not give for a token outside its alternatives (`null`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_over_sglang_servers_passes_the_prompts_log_probabilities_on() {
+    let server = replay_at("sglang", "/generate", "generate_whole_prompt_logprobs.http").await;
+    let engine = format!("sglang={}", server.url());
+    let (_process, frontend) = support::engine_frontend_routed(&[engine], "round-robin").await;
+    let request = json!({"model": "smollm2", "prompt": [1, 9690, 198, 2683, 359, 253],
+        "max_tokens": 3, "echo": true, "logprobs": 1, "prompt_logprobs": 2});
+    let (status, answer) = frontend.complete_with(&request).await;
+    assert_eq!(status, 200, "{answer}");
+    let choice = &answer["choices"][0];
+    // The six prompt tokens, the first unscored, then the three generated.
+    let scores = &choice["logprobs"]["token_logprobs"];
+    assert_eq!(scores.as_array().map(Vec::len), Some(9), "{answer}");
+    assert!(scores[0].is_null(), "{answer}");
+    assert_eq!([&scores[1], &scores[6]], [&json!(-9.5), &json!(-0.125)]);
+    let entries = &choice["prompt_logprobs"];
+    assert!(entries[0].is_null(), "{answer}");
+    assert!(entries[1]["9690"]["rank"].is_null(), "{answer}");
+    assert_eq!(entries[2]["198"]["rank"], 1, "{answer}");
+    let sent = posted_to(&server, "/generate");
+    assert_eq!(
+        [
+            &sent["logprob_start_len"],
+            &sent["top_logprobs_num"],
+            &sent["stream"]
+        ],
+        [&json!(0), &json!(2), &json!(false)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

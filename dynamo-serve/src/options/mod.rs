@@ -279,20 +279,21 @@ impl Options {
     /// Whether every engine behind this gateway computes the log-probabilities of a prompt, so
     /// that it may offer `echo` with `logprobs` and `prompt_logprobs`: the single process's own
     /// candle workers (not behind prefill workers), or a frontend whose only engines are vLLM
-    /// servers (`--engine-at vllm=…`, and no workers from discovery or `--worker-at`).
+    /// and SGLang servers (`--engine-at vllm=…`, `sglang=…`, and no workers from discovery or
+    /// `--worker-at`).
     pub(crate) fn computes_prompt_logprobs(&self) -> bool {
         let discovered = self.etcd.is_some()
             || self.registry.is_some()
             || self.kubernetes_discovery
             || !self.worker_at.is_empty();
-        let only_vllm = matches!(self.command, Command::Frontend)
+        let only_scoring_servers = matches!(self.command, Command::Frontend)
             && !discovered
             && !self.engine_at.is_empty()
             && self
                 .engine_at
                 .iter()
-                .all(|server| server.kind == UpstreamKind::Vllm);
-        self.own_candle_workers() || only_vllm
+                .all(|server| matches!(server.kind, UpstreamKind::Vllm | UpstreamKind::Sglang));
+        self.own_candle_workers() || only_scoring_servers
     }
 
     /// The routers' busy thresholds, for this command's workers.

@@ -597,8 +597,14 @@ fn prompt_logprobs_are_offered_only_where_every_engine_computes_them() {
     assert!(offered(&format!(
         "{vllm} --engine-at vllm=http://127.0.0.1:8002"
     )));
+    assert!(offered(&format!(
+        "{vllm} --engine-at sglang=http://127.0.0.1:8002"
+    )));
     assert!(!offered(&format!(
         "{vllm} --engine-at openai=http://127.0.0.1:8002"
+    )));
+    assert!(!offered(&format!(
+        "{vllm} --engine-at trtllm=http://127.0.0.1:8002"
     )));
     assert!(
         !offered(&format!("{vllm} --registry r")),

@@ -40,7 +40,9 @@ static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
 /// `completion_tokens`. With log-probabilities asked for, each chunk carries its tokens'
 /// scores and alternatives, the last entries of `meta_info.output_token_logprobs` and
 /// `output_top_logprobs` (lists that hold every token so far or only the event's, by version
-/// and mode; only the new tokens' entries are parsed). Errors take the class of the HTTP status
+/// and mode; only the new tokens' entries are parsed). With the prompt's asked for
+/// (`prompt_logprobs`, a whole answer only), the answer's chunk carries them too, from
+/// `meta_info.input_token_logprobs` and `input_top_logprobs`. Errors take the class of the HTTP status
 /// SGLang gives, as `dynamo_upstream` maps statuses: an error answer's status, an
 /// `{"error": …}` event's `code` (SGLang sends one for a request it refuses after the stream
 /// began; `invalid_request` before 0.5.13, which sends no code), a `finish_reason` of type
@@ -95,9 +97,14 @@ async fn start(client: HttpClient, request: GenerateRequest) -> Result<TokenStre
         let hint = retry_after(&head.headers);
         return Err(error_from_status(head.status.as_u16(), hint, &bytes));
     }
+    let sampling = &request.sampling;
     let answer = Answer {
         emitted: Vec::new(),
         finished: false,
+        output_top: sampling.logprobs.map(|top| top as usize),
+        prompt: sampling
+            .prompt_logprobs
+            .map(|_| request.tokens.as_slice().to_vec()),
     };
     Ok(match request.delivery {
         // One answer object, the shape of a stream's last event: every id and the usage.
@@ -112,6 +119,11 @@ struct Answer {
     emitted: Vec<Token>,
     /// A `finish_reason` arrived: the last chunk is queued.
     finished: bool,
+    /// The alternatives asked for of each output token, when its log-probabilities are: SGLang
+    /// sends as many as the prompt's need, which may be more.
+    output_top: Option<usize>,
+    /// The prompt's tokens, while its log-probabilities are asked for and not yet passed on.
+    prompt: Option<Vec<Token>>,
 }
 
 impl EventHandler for Answer {
@@ -150,17 +162,35 @@ impl Answer {
             .and_then(|meta| meta.completion_tokens)
             .map(|total| total as usize);
         let mut new = self.new_ids(&ids, total);
-        let mut log_probs = match &event.meta_info {
-            Some(meta) if !new.is_empty() => match &meta.output_token_logprobs {
-                Some(scores) => Some(logprobs::of_new(
-                    scores,
-                    meta.output_top_logprobs.as_deref(),
-                    &new,
-                )?),
+        let mut log_probs = match (&event.meta_info, self.output_top) {
+            (Some(meta), Some(keep)) if !new.is_empty() => match &meta.output_token_logprobs {
+                Some(scores) => {
+                    let mut scores =
+                        logprobs::of_new(scores, meta.output_top_logprobs.as_deref(), &new)?;
+                    for score in &mut scores {
+                        score.top.truncate(keep);
+                    }
+                    Some(scores)
+                }
                 None => None,
             },
             _ => None,
         };
+        let prompt_log_probs = match (&event.meta_info, self.prompt.take()) {
+            (Some(meta), Some(prompt)) => match &meta.input_token_logprobs {
+                Some(scores) => Some(logprobs::of_prompt(
+                    scores,
+                    meta.input_top_logprobs.as_deref(),
+                    &prompt,
+                )?),
+                None => None,
+            },
+            (_, prompt) => {
+                self.prompt = prompt;
+                None
+            }
+        };
+        let first_chunk = out.len();
         // A matched stop token is not part of the answer (core's contract), nor its score.
         let matched = event
             .meta_info
@@ -183,10 +213,9 @@ impl Answer {
                 ..TokenChunk::default()
             });
         }
-        let Some(meta) = event.meta_info else {
-            return Ok(());
-        };
-        if let Some(reason) = meta.finish_reason.as_ref().filter(|r| !r.is_null()) {
+        if let Some(meta) = &event.meta_info
+            && let Some(reason) = meta.finish_reason.as_ref().filter(|r| !r.is_null())
+        {
             let reason = wire::finish(reason)?;
             if !self.finished {
                 self.finished = true;
@@ -200,6 +229,16 @@ impl Answer {
                     }
                     None => out.push_back(TokenChunk::finish(reason, usage)),
                 }
+            }
+        }
+        // The prompt's scores ride on the event's first chunk (one of their own without one).
+        if prompt_log_probs.is_some() {
+            match out.get_mut(first_chunk) {
+                Some(chunk) => chunk.prompt_log_probs = prompt_log_probs,
+                None => out.push_back(TokenChunk {
+                    prompt_log_probs,
+                    ..TokenChunk::default()
+                }),
             }
         }
         Ok(())
@@ -252,10 +291,13 @@ mod tests {
             .collect()
     }
 
+    /// An answer asked for two alternatives of each output token's log-probability.
     fn answer() -> Answer {
         Answer {
             emitted: Vec::new(),
             finished: false,
+            output_top: Some(2),
+            prompt: None,
         }
     }
 

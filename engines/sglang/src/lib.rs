@@ -18,7 +18,9 @@
 //! above 2³¹ − 1 is refused, since 0.5.3 holds it in 32 bits). Log-probabilities are asked for
 //! with `return_logprob`, `top_logprobs_num` and `logprob_start_len: -1`, and each chunk's
 //! come from the last entries of `meta_info.output_token_logprobs` and `output_top_logprobs`
-//! (only those are parsed, though SGLang's default streams repeat every score so far). A cache
+//! (only those are parsed, though SGLang's default streams repeat every score so far). The
+//! prompt's (`prompt_logprobs`, with a whole answer only) are asked for with
+//! `logprob_start_len: 0` and come from `input_token_logprobs` and `input_top_logprobs`. A cache
 //! salt goes in `cache_salt`, which SGLang reads from 0.5.18 on; earlier versions drop the
 //! field unread, so their prefix cache is shared across salts. A JSON format goes in
 //! `sampling_params.json_schema` as text (`{"type": "object"}` for any JSON object), a

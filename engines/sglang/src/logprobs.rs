@@ -82,6 +82,30 @@ pub(crate) fn of_new(
         .collect()
 }
 
+/// The log-probabilities of `prompt`'s tokens after the first (the first follows nothing), from a
+/// whole answer's `input_token_logprobs` (`tokens`) and `input_top_logprobs` (`top`), asked for
+/// from the first prompt token (`logprob_start_len: 0`): one [`TokenLogProb`] per token, its
+/// alternatives most likely first, and its rank where it is among them (SGLang gives no rank).
+///
+/// # Errors
+///
+/// As [`of_new`]: lists shorter than the prompt's tokens after the first, or naming others.
+pub(crate) fn of_prompt(
+    tokens: &[&RawValue],
+    top: Option<&[&RawValue]>,
+    prompt: &[Token],
+) -> Result<Vec<TokenLogProb>, Error> {
+    let after_first = prompt.get(1..).unwrap_or_default();
+    let mut scores = of_new(tokens, top, after_first)?;
+    for score in &mut scores {
+        score.rank = (1..)
+            .zip(&score.top)
+            .find(|(_, (token, _))| *token == score.token)
+            .map(|(rank, _)| rank);
+    }
+    Ok(scores)
+}
+
 /// Each entry of `entries`, parsed.
 fn parse_all<T: DeserializeOwned>(entries: &[&RawValue]) -> Result<Vec<T>, Error> {
     #[cfg(test)]
@@ -149,6 +173,24 @@ mod tests {
                 .top
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn the_prompts_tokens_after_the_first_are_scored_and_ranked_among_their_alternatives() {
+        let tokens = entries("[[null,1,null],[-2.5,2,null],[-0.75,3,null]]");
+        let top = entries("[null,[[-0.5,9,null],[-1.25,8,null]],[[-1.0,11,null],[-0.75,3,null]]]");
+        let before = PARSED.get();
+        let scores = of_prompt(&tokens, Some(&top), &[1, 2, 3]).unwrap();
+        let read: Vec<_> = scores
+            .iter()
+            .map(|s| (s.token, s.logprob, s.rank))
+            .collect();
+        assert_eq!(read, [(2, -2.5, None), (3, -0.75, Some(1))]);
+        assert_eq!(scores[1].top, [(3, -0.75), (11, -1.0)]);
+        // The first token's entries (it follows nothing) are not parsed.
+        assert_eq!(PARSED.get() - before, 4);
+        assert!(of_prompt(&tokens, None, &[1]).unwrap().is_empty());
+        assert!(of_prompt(&tokens, None, &[1, 2, 4]).is_err());
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub(crate) const MAX_SEED: u64 = i32::MAX as u64;
 ///
 /// A seed goes in `sampling_params.sampling_seed` (SGLang 0.5.3 and later); log-probabilities
 /// are asked for with `return_logprob`, `top_logprobs_num` and `logprob_start_len: -1` (the
-/// output tokens' only); a cache salt goes in `cache_salt` (SGLang 0.5.18 and later; an empty
+/// output tokens' only), or `0` with the prompt's (`prompt_logprobs`, a whole answer only), the
+/// alternatives as many as either asks for; a cache salt goes in `cache_salt` (SGLang 0.5.18 and later; an empty
 /// one is not sent, as SGLang and the router's hasher both read it as no salt); an output format
 /// goes in `sampling_params.json_schema`, the schema's text, or `{"type": "object"}` for any
 /// JSON object (as SGLang's own OpenAI layer writes `response_format`), a regular expression in
@@ -32,8 +33,9 @@ pub(crate) const MAX_SEED: u64 = i32::MAX as u64;
 /// # Errors
 ///
 /// [`Error::InvalidRequest`], naming the field, for what SGLang's `/generate` does not take: a
-/// seed above [`MAX_SEED`], one phase of a disaggregated request, a JSON schema that is not
-/// JSON, or a kind of output format this adapter cannot write.
+/// seed above [`MAX_SEED`], one phase of a disaggregated request, the prompt's
+/// log-probabilities streamed, a JSON schema that is not JSON, or a kind of output format this
+/// adapter cannot write.
 pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, Value>, Error> {
     let refuse = |what: &str| {
         Err(Error::invalid_request(format!(
@@ -106,18 +108,25 @@ pub(crate) fn body(request: &GenerateRequest, rid: &str) -> Result<Map<String, V
     {
         body.insert("cache_salt".into(), json!(salt));
     }
-    if let Some(top) = sampling.logprobs {
+    if sampling.prompt_logprobs.is_some() && request.delivery == Delivery::Streamed {
+        return Err(Error::invalid_request(
+            "prompt_logprobs come only with a whole answer from the SGLang adapter: the request \
+             must not be streamed",
+        ));
+    }
+    // One count of alternatives for the output and the prompt: as many as either asks for (the
+    // engine keeps the output's to what it asked).
+    if let Some(top) = sampling.logprobs.max(sampling.prompt_logprobs) {
         body.insert("return_logprob".into(), json!(true));
         body.insert("top_logprobs_num".into(), json!(top));
-        // The output tokens' only: -1 is also the default, said here so that no version
-        // computes the prompt's.
-        body.insert("logprob_start_len".into(), json!(-1));
-    }
-    if sampling.prompt_logprobs.is_some() {
-        return Err(Error::invalid_request(
-            "prompt_logprobs are not supported by the SGLang adapter (its input_token_logprobs \
-             are not read)",
-        ));
+        // From the first prompt token, or the output tokens' only: -1 is also the default,
+        // said here so that no version computes the prompt's.
+        let start = if sampling.prompt_logprobs.is_some() {
+            0
+        } else {
+            -1
+        };
+        body.insert("logprob_start_len".into(), json!(start));
     }
     Ok(body)
 }
@@ -152,6 +161,14 @@ pub(crate) struct MetaInfo<'a> {
     /// unparsed.
     #[serde(default, borrow)]
     pub(crate) output_top_logprobs: Option<Vec<&'a RawValue>>,
+    /// With `return_logprob`: `[logprob, token_id, text]` per prompt token from
+    /// `logprob_start_len` (the first's `logprob` `null`), unparsed.
+    #[serde(default, borrow)]
+    pub(crate) input_token_logprobs: Option<Vec<&'a RawValue>>,
+    /// With `top_logprobs_num` > 0: per prompt token, its most likely alternatives or `null`,
+    /// unparsed.
+    #[serde(default, borrow)]
+    pub(crate) input_top_logprobs: Option<Vec<&'a RawValue>>,
 }
 
 impl MetaInfo<'_> {
@@ -279,6 +296,24 @@ mod tests {
         let error = body(&scored, "r-3").unwrap_err();
         assert_eq!(error.class(), ErrorClass::InvalidRequest);
         assert!(error.to_string().contains("prompt_logprobs"), "{error}");
+    }
+
+    #[test]
+    fn log_probabilities_of_the_prompt_start_at_its_first_token() {
+        let mut request = GenerateRequest::new("r", "m", vec![5, 6]).with_max_tokens(2);
+        request.delivery = Delivery::Whole;
+        let asked = |logprobs, prompt_logprobs| {
+            let mut request = request.clone();
+            request.sampling.logprobs = logprobs;
+            request.sampling.prompt_logprobs = prompt_logprobs;
+            let sent = body(&request, "r-1").unwrap();
+            ["return_logprob", "top_logprobs_num", "logprob_start_len"]
+                .map(|field| sent.get(field).cloned().unwrap_or(Value::Null))
+        };
+        assert_eq!(asked(None, None), [Value::Null, Value::Null, Value::Null]);
+        assert_eq!(asked(Some(2), None), [json!(true), json!(2), json!(-1)]);
+        assert_eq!(asked(None, Some(3)), [json!(true), json!(3), json!(0)]);
+        assert_eq!(asked(Some(5), Some(1)), [json!(true), json!(5), json!(0)]);
     }
 
     #[test]

@@ -308,6 +308,67 @@ async fn a_whole_answer_scores_every_token_but_the_matched_stop_token() {
     assert_eq!(server.request_json(0)["stream"], false);
 }
 
+/// The prompt's log-probabilities (`prompt_logprobs`), from SGLang 0.5.23's whole answer to a
+/// request from the first prompt token (`logprob_start_len: 0`): its tokens after the first,
+/// each with its score, its two alternatives and its rank where it is among them; the output's
+/// scores only when asked for, with the alternatives asked for (SGLang sends as many as the
+/// prompt's need).
+#[tokio::test]
+async fn a_whole_answer_scores_the_prompt_when_asked() {
+    let score = |token, logprob, top: &[(u32, f32)], rank| TokenLogProb {
+        token,
+        logprob,
+        top: top.to_vec(),
+        rank,
+    };
+    let prompt_scores = vec![
+        score(9690, -9.5, &[(28, -1.25), (504, -2.0)], None),
+        score(198, -0.25, &[(198, -0.25), (216, -2.5)], Some(1)),
+        score(2683, -6.0, &[(314, -0.5), (1421, -3.0)], None),
+        score(359, -1.5, &[(30, -1.0), (359, -1.5)], Some(2)),
+        score(253, -0.75, &[(253, -0.75), (260, -1.75)], Some(1)),
+    ];
+    let server = Replay::one("/generate", "generate_whole_prompt_logprobs.http").await;
+    let sglang = SglangServer::new(&server.url()).expect("a URL");
+    for (logprobs, at) in [(None, 0), (Some(1), 1)] {
+        let mut request = request();
+        request.delivery = Delivery::Whole;
+        request.sampling.prompt_logprobs = Some(2);
+        request.sampling.logprobs = logprobs;
+        let mut stream = sglang.engine().generate(request).await.expect("a stream");
+        let chunk = stream.next().await.expect("a chunk").expect("the answer");
+        assert!(stream.next().await.is_none(), "one chunk, scores and all");
+        assert_eq!(chunk.tokens, [378, 3575, 282]);
+        assert_eq!(chunk.prompt_log_probs.as_ref(), Some(&prompt_scores));
+        let sent = server.request_json(at);
+        assert_eq!(
+            [&sent["logprob_start_len"], &sent["top_logprobs_num"]],
+            [&json!(0), &json!(2)]
+        );
+        match logprobs {
+            None => assert_eq!(chunk.log_probs, None, "not asked for"),
+            Some(_) => {
+                let mut expected = expected_scores();
+                for score in &mut expected {
+                    score.top.truncate(1);
+                }
+                assert_eq!(chunk.log_probs, Some(expected));
+            }
+        }
+    }
+
+    // Streamed, they are refused before anything is sent.
+    let mut streamed = request();
+    streamed.sampling.prompt_logprobs = Some(2);
+    let error = sglang
+        .engine()
+        .generate_all(streamed)
+        .await
+        .expect_err("streamed");
+    assert_eq!(error.class(), ErrorClass::InvalidRequest);
+    assert_eq!(server.seen.requests.lock().expect("not poisoned").len(), 2);
+}
+
 #[tokio::test]
 async fn a_seed_is_sent_as_sampling_seed_and_one_sglang_cannot_hold_is_refused() {
     let server = Replay::one("/generate", "stream_cumulative.http").await;
