@@ -105,6 +105,7 @@ impl EngineEventSource {
             decoder: EngineEventDecoder::new(self.worker, self.block_size),
             worker: self.worker,
             endpoint: self.endpoint,
+            away: false,
             replay_endpoint: self.replay,
             replay: None,
             items,
@@ -190,6 +191,8 @@ struct Subscriber {
     decoder: EngineEventDecoder,
     worker: WorkerId,
     endpoint: String,
+    /// The publisher went away and has not come back yet.
+    away: bool,
     replay_endpoint: Option<String>,
     /// Connected on the first gap, dropped when it fails.
     replay: Option<DealerSocket>,
@@ -205,32 +208,10 @@ impl Subscriber {
         options.no_connect_timeout();
         let mut socket = SubSocket::with_options(options);
         let mut monitor = socket.monitor();
-        // Kept by the socket, and sent to each connection it makes.
-        if let Err(error) = socket.subscribe(&topic).await {
-            let _ = self.send(Err(socket_error(error))).await;
+        if self.connect(&mut socket, &topic).await.is_err() {
             return;
         }
-        // A refused connection is retried within `connect`; another failure (a name that does
-        // not resolve yet, a host not reachable yet) is yielded, and tried again after a pause.
-        let mut pause = FIRST_RETRY;
-        loop {
-            let connected = tokio::select! {
-                connected = socket.connect(&self.endpoint) => connected,
-                () = self.items.closed() => return,
-            };
-            let Err(error) = connected else { break };
-            if self.send(Err(socket_error(error))).await.is_err() {
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = self.items.closed() => return,
-            }
-            pause = (pause * 2).min(LAST_RETRY);
-        }
         let mut watching = true;
-        // Whether the publisher went away and has not come back yet.
-        let mut away = false;
         loop {
             let outcome = tokio::select! {
                 // What the old connection delivered comes before the news that it went.
@@ -240,20 +221,7 @@ impl Subscriber {
                     Err(error) => self.send(Err(socket_error(error))).await,
                 },
                 event = monitor.next(), if watching => match event {
-                    Some(SocketEvent::Disconnected(_)) if !away => {
-                        away = true;
-                        self.restarted("the engine's KV event publisher went away").await
-                    }
-                    Some(SocketEvent::Connected(..)) if away => {
-                        away = false;
-                        tracing::info!(
-                            worker = %self.worker,
-                            endpoint = self.endpoint,
-                            "reconnected to the engine's KV event publisher"
-                        );
-                        Ok(())
-                    }
-                    Some(_) => Ok(()),
+                    Some(event) => self.on_connection(event).await,
                     None => {
                         watching = false;
                         Ok(())
@@ -264,6 +232,57 @@ impl Subscriber {
             if outcome.is_err() {
                 return;
             }
+        }
+    }
+
+    /// Subscribe `socket` to `topic` and connect it. A refused connection is retried within
+    /// the socket's `connect`; another failure (a handshake that fails, a name that does not
+    /// resolve yet) is yielded, and tried again after a pause. Fails only when the consumer is
+    /// gone, or the subscription cannot be kept.
+    async fn connect(&self, socket: &mut SubSocket, topic: &str) -> Result<(), Gone> {
+        // Kept by the socket, and sent to each connection it makes.
+        if let Err(error) = socket.subscribe(topic).await {
+            self.send(Err(socket_error(error))).await?;
+            return Err(Gone);
+        }
+        let mut pause = FIRST_RETRY;
+        loop {
+            let connected = tokio::select! {
+                connected = socket.connect(&self.endpoint) => connected,
+                () = self.items.closed() => return Err(Gone),
+            };
+            let Err(error) = connected else {
+                return Ok(());
+            };
+            self.send(Err(socket_error(error))).await?;
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.items.closed() => return Err(Gone),
+            }
+            pause = (pause * 2).min(LAST_RETRY);
+        }
+    }
+
+    /// What the socket's monitor says of the connection to the engine's publisher: when it
+    /// goes, the engine has stopped or is restarting; when it comes back, the socket has
+    /// reconnected.
+    async fn on_connection(&mut self, event: SocketEvent) -> Result<(), Gone> {
+        match event {
+            SocketEvent::Disconnected(_) if !self.away => {
+                self.away = true;
+                self.restarted("the engine's KV event publisher went away")
+                    .await
+            }
+            SocketEvent::Connected(..) if self.away => {
+                self.away = false;
+                tracing::info!(
+                    worker = %self.worker,
+                    endpoint = self.endpoint,
+                    "reconnected to the engine's KV event publisher"
+                );
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use dynamo_core::{Delivery, Error, GenerateRequest, Token, TokenChunk, TokenStream};
+use dynamo_core::{Delivery, Error, GenerateRequest, Token, TokenChunk, TokenLogProb, TokenStream};
 use dynamo_upstream::{
     EventHandler, HttpClient, error_from_status, event_stream, read_body, retry_after, whole_answer,
 };
@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use tower::Service;
 
 use crate::logprobs;
-use crate::wire::{self, Event};
+use crate::wire::{self, Event, MetaInfo};
 
 /// The largest server-sent event accepted (1 MiB).
 const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -42,8 +42,8 @@ static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
 /// `output_top_logprobs` (lists that hold every token so far or only the event's, by version
 /// and mode; only the new tokens' entries are parsed). With the prompt's asked for
 /// (`prompt_logprobs`, a whole answer only), the answer's chunk carries them too, from
-/// `meta_info.input_token_logprobs` and `input_top_logprobs`. Errors take the class of the HTTP status
-/// SGLang gives, as `dynamo_upstream` maps statuses: an error answer's status, an
+/// `meta_info.input_token_logprobs` and `input_top_logprobs`. Errors take the class of the
+/// HTTP status SGLang gives, as `dynamo_upstream` maps statuses: an error answer's status, an
 /// `{"error": …}` event's `code` (SGLang sends one for a request it refuses after the stream
 /// began; `invalid_request` before 0.5.13, which sends no code), a `finish_reason` of type
 /// `abort`'s `status_code` (`unavailable` without one: the request was aborted from outside,
@@ -162,34 +162,8 @@ impl Answer {
             .and_then(|meta| meta.completion_tokens)
             .map(|total| total as usize);
         let mut new = self.new_ids(&ids, total);
-        let mut log_probs = match (&event.meta_info, self.output_top) {
-            (Some(meta), Some(keep)) if !new.is_empty() => match &meta.output_token_logprobs {
-                Some(scores) => {
-                    let mut scores =
-                        logprobs::of_new(scores, meta.output_top_logprobs.as_deref(), &new)?;
-                    for score in &mut scores {
-                        score.top.truncate(keep);
-                    }
-                    Some(scores)
-                }
-                None => None,
-            },
-            _ => None,
-        };
-        let prompt_log_probs = match (&event.meta_info, self.prompt.take()) {
-            (Some(meta), Some(prompt)) => match &meta.input_token_logprobs {
-                Some(scores) => Some(logprobs::of_prompt(
-                    scores,
-                    meta.input_top_logprobs.as_deref(),
-                    &prompt,
-                )?),
-                None => None,
-            },
-            (_, prompt) => {
-                self.prompt = prompt;
-                None
-            }
-        };
+        let mut log_probs = self.output_log_probs(event.meta_info.as_ref(), &new)?;
+        let prompt_log_probs = self.prompt_log_probs(event.meta_info.as_ref())?;
         let first_chunk = out.len();
         // A matched stop token is not part of the answer (core's contract), nor its score.
         let matched = event
@@ -242,6 +216,45 @@ impl Answer {
             }
         }
         Ok(())
+    }
+
+    /// The scores of `new`, an event's new ids, when they are asked for, with the alternatives
+    /// asked for.
+    fn output_log_probs(
+        &self,
+        meta: Option<&MetaInfo>,
+        new: &[Token],
+    ) -> Result<Option<Vec<TokenLogProb>>, Error> {
+        let (Some(meta), Some(keep)) = (meta, self.output_top) else {
+            return Ok(None);
+        };
+        let Some(scores) = meta
+            .output_token_logprobs
+            .as_deref()
+            .filter(|_| !new.is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut scores = logprobs::of_new(scores, meta.output_top_logprobs.as_deref(), new)?;
+        for score in &mut scores {
+            score.top.truncate(keep);
+        }
+        Ok(Some(scores))
+    }
+
+    /// The prompt's scores, from the first event that carries them while they are asked for.
+    fn prompt_log_probs(
+        &mut self,
+        meta: Option<&MetaInfo>,
+    ) -> Result<Option<Vec<TokenLogProb>>, Error> {
+        let Some(scores) = meta.and_then(|meta| meta.input_token_logprobs.as_deref()) else {
+            return Ok(None);
+        };
+        let Some(prompt) = self.prompt.take() else {
+            return Ok(None);
+        };
+        let top = meta.and_then(|meta| meta.input_top_logprobs.as_deref());
+        logprobs::of_prompt(scores, top, &prompt).map(Some)
     }
 
     /// The ids of `ids` not passed on yet: the last `total − emitted` when the server says how

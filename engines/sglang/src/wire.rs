@@ -19,15 +19,15 @@ pub(crate) const MAX_SEED: u64 = i32::MAX as u64;
 /// The `/generate` body for `request`, with request id `rid`: streamed, unless its client reads
 /// the answer whole ([`Delivery::Whole`]).
 ///
-/// A seed goes in `sampling_params.sampling_seed` (SGLang 0.5.3 and later); log-probabilities
-/// are asked for with `return_logprob`, `top_logprobs_num` and `logprob_start_len: -1` (the
-/// output tokens' only), or `0` with the prompt's (`prompt_logprobs`, a whole answer only), the
-/// alternatives as many as either asks for; a cache salt goes in `cache_salt` (SGLang 0.5.18 and later; an empty
-/// one is not sent, as SGLang and the router's hasher both read it as no salt); an output format
-/// goes in `sampling_params.json_schema`, the schema's text, or `{"type": "object"}` for any
-/// JSON object (as SGLang's own OpenAI layer writes `response_format`), a regular expression in
-/// `sampling_params.regex`, and a choice there too, as the alternation of its texts, for
-/// SGLang's grammar backend to enforce (a Lark grammar is refused: SGLang's `ebnf` is another
+/// A seed goes in `sampling_params.sampling_seed` (SGLang 0.5.3 and later); log-probabilities are
+/// asked for with `return_logprob`, `top_logprobs_num` and `logprob_start_len: -1` (the output
+/// tokens' only), or `0` with the prompt's (`prompt_logprobs`, a whole answer only), the
+/// alternatives as many as either asks for; a cache salt goes in `cache_salt` (SGLang 0.5.18 and
+/// later; an empty one is not sent, as SGLang and the router's hasher both read it as no salt); an
+/// output format goes in `sampling_params.json_schema`, the schema's text, or `{"type": "object"}`
+/// for any JSON object (as SGLang's own OpenAI layer writes `response_format`), a regular
+/// expression in `sampling_params.regex`, and a choice there too, as the alternation of its texts,
+/// for SGLang's grammar backend to enforce (a Lark grammar is refused: SGLang's `ebnf` is another
 /// syntax).
 ///
 /// # Errors
