@@ -1,9 +1,9 @@
 """An engine's KV event sockets on libzmq, the C library vLLM and SGLang publish with (through
 pyzmq), for tests/zmq.rs's `libzmq` tests.
 
-It binds a PUB socket (at the address given as the first argument, else on a free loopback
-port) and a ROUTER replay socket on a free loopback port, as vLLM's publisher does, prints both
-addresses on one line, and then takes one command a line from stdin, answering `ok` to each:
+It binds a PUB socket and a ROUTER replay socket, as vLLM's publisher does (at the addresses
+given as the first two arguments, else on free loopback ports), prints both addresses on one
+line, and then takes one command a line from stdin, answering `ok` to each:
 
     publish SEQUENCE HEX   keep message SEQUENCE (payload in hex) for replay, and publish it
     keep SEQUENCE HEX      keep it for replay only: a message lost on the way
@@ -50,10 +50,11 @@ def main():
     context = zmq.Context()
     publisher = context.socket(zmq.PUB)
     publisher.setsockopt(zmq.LINGER, 0)
-    address = bind(publisher, sys.argv[1] if len(sys.argv) > 1 else None)
+    given = sys.argv[1:3] if len(sys.argv) > 2 else [None, None]
+    address = bind(publisher, given[0])
     replay = context.socket(zmq.ROUTER)
     replay.setsockopt(zmq.LINGER, 0)
-    replay_address = bind(replay, None)
+    replay_address = bind(replay, given[1])
     kept = {}
     lock = threading.Lock()
     threading.Thread(target=serve_replays, args=(replay, kept, lock), daemon=True).start()

@@ -61,26 +61,33 @@ struct Engine {
     endpoint: String,
     replay_endpoint: String,
     sent: Sent,
+    /// The task that answers on the replay socket, and what stops it.
+    replays: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
+/// A free loopback port.
+const ANY_PORT: &str = "tcp://127.0.0.1:0";
+
 impl EngineSide for Engine {
-    async fn start(at: Option<&str>) -> Self {
+    async fn start(at: Option<(&str, &str)>) -> Self {
+        let (at, replay_at) = at.unwrap_or((ANY_PORT, ANY_PORT));
         let mut publisher = PubSocket::new();
-        let endpoint = publisher
-            .bind(at.unwrap_or("tcp://127.0.0.1:0"))
-            .await
-            .expect("bound")
-            .to_string();
+        let endpoint = publisher.bind(at).await.expect("bound").to_string();
         let mut router = RouterSocket::new();
-        let replay_endpoint = router
-            .bind("tcp://127.0.0.1:0")
-            .await
-            .expect("bound")
-            .to_string();
+        let replay_endpoint = router.bind(replay_at).await.expect("bound").to_string();
         let sent: Sent = Arc::default();
         let buffer = Arc::clone(&sent);
-        tokio::spawn(async move {
-            while let Ok(request) = router.recv().await {
+        let (stop_replays, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let replays = tokio::spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    request = router.recv() => request,
+                    _ = &mut stopped => break,
+                };
+                let Ok(request) = request else { break };
                 // [identity, empty delimiter, first sequence number]
                 let frames = request.into_vec();
                 let [identity, _, start] = &frames[..] else {
@@ -105,12 +112,15 @@ impl EngineSide for Engine {
                     }
                 }
             }
+            let errors = router.close().await;
+            assert!(errors.is_empty(), "{errors:?}");
         });
         Engine {
             publisher,
             endpoint,
             replay_endpoint,
             sent,
+            replays: Some((stop_replays, replays)),
         }
     }
 
@@ -118,7 +128,11 @@ impl EngineSide for Engine {
         (&self.endpoint, &self.replay_endpoint)
     }
 
-    async fn stop(self) {
+    async fn stop(mut self) {
+        if let Some((stop, replays)) = self.replays.take() {
+            let _ = stop.send(());
+            replays.await.expect("the replay socket closed");
+        }
         let errors = self.publisher.close().await;
         assert!(errors.is_empty(), "{errors:?}");
     }
@@ -153,8 +167,9 @@ impl EngineSide for Engine {
 
 /// An engine's side of the sockets, as a test drives it.
 trait EngineSide: Sized {
-    /// An engine publishing at `at`, else on a free loopback port; its replay socket on one.
-    async fn start(at: Option<&str>) -> Self;
+    /// An engine publishing at `at`'s first address and answering replays at its second, else
+    /// on free loopback ports.
+    async fn start(at: Option<(&str, &str)>) -> Self;
 
     /// Where it publishes, and where it answers replay requests.
     fn endpoints(&self) -> (&str, &str);
@@ -381,7 +396,7 @@ async fn a_connection_that_fails_other_than_refused_is_yielded_and_tried_again()
     // impostor left may still be in the stream).
     hanging_up.abort();
     let _ = hanging_up.await;
-    let mut engine = Engine::start(Some(&endpoint)).await;
+    let mut engine = Engine::start(Some((&endpoint, ANY_PORT))).await;
     let mut events = events
         .as_mut()
         .filter(|item| std::future::ready(!matches!(item, Err(Error::Socket { .. }))));
@@ -495,15 +510,17 @@ async fn replayed_then_restarted<E: EngineSide>() {
     );
 
     // The engine stops: its blocks are gone, and the stream says so.
-    let endpoint = engine.endpoints().0.to_owned();
+    let (endpoint, replay_endpoint) = engine.endpoints();
+    let (endpoint, replay_endpoint) = (endpoint.to_owned(), replay_endpoint.to_owned());
     engine.stop().await;
     expect_cleared(&mut events).await;
     assert_eq!(events.counts().restarts, 1);
 
-    // A new engine on the same port: the subscriber reconnects, and the new engine's messages,
-    // numbered from 0 again, are decoded afresh (block 102 under 101 would have been known
-    // before; now its parent is unknown and it is skipped, not indexed under a stale chain).
-    let mut engine = E::start(Some(&endpoint)).await;
+    // A new engine on the same ports: the subscriber reconnects, and the new engine's
+    // messages, numbered from 0 again, are decoded afresh (block 102 under 101 would have been
+    // known before; now its parent is unknown and it is skipped, not indexed under a stale
+    // chain); a message it loses is fetched from its own replay socket.
+    let mut engine = E::start(Some((&endpoint, &replay_endpoint))).await;
     wait_for_subscriber(&mut engine, &mut events).await;
     engine
         .send(
@@ -515,8 +532,25 @@ async fn replayed_then_restarted<E: EngineSide>() {
     engine
         .send(1, batch(&[stored(uint(200), None, &[1, 2, 3, 4])]), false)
         .await;
+    engine
+        .send(
+            2,
+            batch(&[stored(uint(201), Some(uint(200)), &[5, 6, 7, 8])]),
+            true,
+        )
+        .await;
+    engine.send(3, batch(&[removed(200)]), false).await;
     let event = next(&mut events).await.expect("the new engine's store");
     assert_eq!(stored_blocks(&event), all[0..1]);
+    let replayed = next(&mut events).await.expect("replayed by the new engine");
+    assert_eq!(stored_blocks(&replayed), all[1..2]);
+    let removal = next(&mut events).await.expect("the removal");
+    assert_eq!(
+        removal.data,
+        KvEventData::Removed {
+            blocks: vec![all[0].sequence]
+        }
+    );
     let counts = events.counts();
     assert_eq!((counts.restarts, counts.unknown_parent), (1, 1));
 }
@@ -566,7 +600,7 @@ struct LibzmqEngine {
 
 #[cfg(feature = "libzmq")]
 impl EngineSide for LibzmqEngine {
-    async fn start(at: Option<&str>) -> Self {
+    async fn start(at: Option<(&str, &str)>) -> Self {
         use std::path::PathBuf;
         use std::process::Stdio;
         use tokio::io::{AsyncBufReadExt, BufReader};
@@ -581,7 +615,7 @@ impl EngineSide for LibzmqEngine {
         let mut process = tokio::process::Command::new(&python)
             .arg("-B")
             .arg(script)
-            .args(at)
+            .args(at.into_iter().flat_map(|(at, replay_at)| [at, replay_at]))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

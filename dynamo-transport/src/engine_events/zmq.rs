@@ -296,6 +296,8 @@ impl Subscriber {
              stores them again"
         );
         self.counts.send_modify(|counts| counts.restarts += 1);
+        // The replay socket's peer went with the old engine: the next gap connects afresh.
+        self.replay = None;
         for event in self.decoder.engine_restarted() {
             self.send(Ok(event)).await?;
         }
@@ -421,7 +423,12 @@ impl Subscriber {
             Bytes::copy_from_slice(&start.to_be_bytes()),
         ])
         .map_err(|error| Error::socket(error.to_string()))?;
-        socket.send(request).await.map_err(socket_error)?;
+        tokio::time::timeout(REPLAY_TIMEOUT, socket.send(request))
+            .await
+            .map_err(|_| {
+                Error::socket(format!("the replay socket at {endpoint} takes no request"))
+            })?
+            .map_err(socket_error)?;
         let mut replies = Vec::new();
         loop {
             let reply = tokio::time::timeout(REPLAY_TIMEOUT, socket.recv())
