@@ -1,9 +1,10 @@
 //! `dynamo-serve frontend --router kv --engine-at vllm=URL,events=ADDR` end to end: two vLLM
 //! replay servers, each with a ZMQ PUB socket built here that publishes KV events in vLLM's
 //! layout; the blocks one server announces draw the requests for that prompt to it, and blocks
-//! announced under a cache salt only the requests with that salt; what the decoder skips or
-//! refuses shows on the frontend's `/metrics`, as what it skips of a TensorRT-LLM server's
-//! polled events does.
+//! announced under a cache salt only the requests with that salt; a server whose publisher
+//! closes leaves the index and is followed again when it comes back, and one that starts after
+//! the frontend is followed; what the decoder skips or refuses shows on the frontend's
+//! `/metrics`, as what it skips of a TensorRT-LLM server's polled events does.
 
 #[expect(dead_code, reason = "these tests use part of the shared support")]
 mod support;
@@ -249,6 +250,37 @@ async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
         0.0,
         "{metrics}"
     );
+
+    // It comes back on the same port, numbering its messages from the start again: the
+    // frontend reconnects and indexes what it announces.
+    let mut holder_events = PubSocket::new();
+    holder_events.bind(&holder_endpoint).await.expect("bound");
+    announce_until_indexed(
+        &frontend,
+        &mut [(&mut holder_events, &announce)],
+        &[2],
+        blocks,
+    )
+    .await;
+}
+
+/// The frontend serves before an engine's publisher listens (the server may start after it),
+/// and follows the publisher once it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_starts_after_the_frontend_is_followed() {
+    let server = vllm_server().await;
+    // A free port, closed again: nothing listens there when the frontend starts.
+    let (socket, endpoint) = publisher().await;
+    let errors = socket.close().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    let engines = [format!("vllm={},id=1,events={endpoint}", server.url())];
+    let (_process, frontend) = support::engine_frontend(&engines).await;
+
+    let mut late = PubSocket::new();
+    late.bind(&endpoint).await.expect("bound");
+    let tokens: Vec<u32> = (1..=2 * BLOCK as u32).collect();
+    let announce = |sequence| stored(sequence, &tokens);
+    announce_until_indexed(&frontend, &mut [(&mut late, &announce)], &[1], 2.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
