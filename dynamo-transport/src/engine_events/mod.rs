@@ -94,7 +94,9 @@ pub struct Decoded {
     pub events: Vec<KvEvent>,
     /// Sequence numbers skipped before this message (`Some((expected, received))`): messages
     /// were lost, so the index is missing events; ask the engine's replay socket from
-    /// `expected`.
+    /// `expected`. A `received` below `expected` is an engine that restarted, counting from 0
+    /// again: call [`EngineEventDecoder::engine_restarted`] before decoding its messages (as
+    /// `EngineEventSource` does, feature `zmq`).
     pub gap: Option<(i64, i64)>,
     /// Removed blocks the decoder never saw stored (ignored).
     pub unknown_removed: usize,
