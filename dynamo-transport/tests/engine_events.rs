@@ -132,6 +132,38 @@ fn removed_and_cleared_resolve_through_the_engine_hashes() {
 }
 
 #[test]
+fn a_restarted_engine_is_forgotten_and_its_sequence_starts_afresh() {
+    let mut decoder = EngineEventDecoder::new(WorkerId::new(1), block_size());
+    decode(
+        &mut decoder,
+        &message(7, batch(&[stored_first_two_blocks()])),
+    )
+    .expect("decoded");
+    // Every tier cleared, numbered on from the events before.
+    let cleared = decoder.engine_restarted();
+    let read: Vec<_> = cleared
+        .iter()
+        .map(|event| (event.event_id, event.tier, event.data.clone()))
+        .collect();
+    let expected: Vec<_> = (1..)
+        .zip(StorageTier::ALL)
+        .map(|(id, tier)| (id, tier, KvEventData::Cleared))
+        .collect();
+    assert_eq!(read, expected);
+    // The new engine's first message, numbered 0, is no gap; the old blocks are unknown.
+    let removed = concat(&[
+        array(3),
+        string("BlockRemoved"),
+        concat(&[array(1), uint(HASH_A)]),
+        vec![NIL],
+    ]);
+    let decoded = decode(&mut decoder, &message(0, batch(&[removed]))).expect("decoded");
+    assert_eq!(decoded.gap, None);
+    assert!(decoded.events.is_empty());
+    assert_eq!(decoded.unknown_removed, 1);
+}
+
+#[test]
 fn a_skipped_sequence_number_is_reported_as_a_gap() {
     let mut decoder = EngineEventDecoder::new(WorkerId::new(1), block_size());
     decode(&mut decoder, &message(0, batch(&[]))).expect("decoded");
