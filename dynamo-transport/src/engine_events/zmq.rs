@@ -184,7 +184,8 @@ fn socket_error(error: impl std::error::Error + Send + Sync + 'static) -> Error 
     Error::socket(error)
 }
 
-/// The consumer dropped the stream.
+/// The subscriber stops: the consumer dropped the stream (or, before the first connection,
+/// the socket could not keep the subscription).
 struct Gone;
 
 struct Subscriber {

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use dynamo_core::{Delivery, Error, GenerateRequest, Token, TokenChunk, TokenLogProb, TokenStream};
+use dynamo_core::{
+    Delivery, Error, GenerateRequest, Token, TokenChunk, TokenLogProb, TokenStream, Tokens,
+};
 use dynamo_upstream::{
     EventHandler, HttpClient, error_from_status, event_stream, read_body, retry_after, whole_answer,
 };
@@ -102,9 +104,7 @@ async fn start(client: HttpClient, request: GenerateRequest) -> Result<TokenStre
         emitted: Vec::new(),
         finished: false,
         output_top: sampling.logprobs.map(|top| top as usize),
-        prompt: sampling
-            .prompt_logprobs
-            .map(|_| request.tokens.as_slice().to_vec()),
+        prompt: sampling.prompt_logprobs.map(|_| request.tokens.clone()),
     };
     Ok(match request.delivery {
         // One answer object, the shape of a stream's last event: every id and the usage.
@@ -123,7 +123,7 @@ struct Answer {
     /// sends as many as the prompt's need, which may be more.
     output_top: Option<usize>,
     /// The prompt's tokens, while its log-probabilities are asked for and not yet passed on.
-    prompt: Option<Vec<Token>>,
+    prompt: Option<Tokens>,
 }
 
 impl EventHandler for Answer {
@@ -254,7 +254,7 @@ impl Answer {
             return Ok(None);
         };
         let top = meta.and_then(|meta| meta.input_top_logprobs.as_deref());
-        logprobs::of_prompt(scores, top, &prompt).map(Some)
+        logprobs::of_prompt(scores, top, prompt.as_slice()).map(Some)
     }
 
     /// The ids of `ids` not passed on yet: the last `total − emitted` when the server says how
