@@ -3,8 +3,9 @@
 //! layout; the blocks one server announces draw the requests for that prompt to it, and blocks
 //! announced under a cache salt only the requests with that salt; a server whose publisher
 //! closes leaves the index and is followed again when it comes back, and one that starts after
-//! the frontend is followed; what the decoder skips or refuses shows on the frontend's
-//! `/metrics`, as what it skips of a TensorRT-LLM server's polled events does.
+//! the frontend is followed; each data-parallel engine of a server (`dp=2`) is a worker of its
+//! own, its events from its own port; what the decoder skips or refuses shows on the
+//! frontend's `/metrics`, as what it skips of a TensorRT-LLM server's polled events does.
 
 #[expect(dead_code, reason = "these tests use part of the shared support")]
 mod support;
@@ -135,23 +136,28 @@ fn message_of(sequence: i64, events: Vec<Vec<(&str, Value)>>) -> ZmqMessage {
     frames(sequence, payload)
 }
 
-/// A counter of the frontend's metrics for worker `id` with `label` (`name="value"`); 0 when
-/// absent.
-fn counter(metrics: &str, name: &str, id: u64, label: &str) -> f64 {
+/// A counter of the frontend's metrics for `worker` with `label` (`name="value"`); 0 when
+/// absent. `worker` is an id (any data-parallel rank; the first series found) or `ID/RANK`.
+fn counter(metrics: &str, name: &str, worker: &str, label: &str) -> f64 {
+    let named = |line: &str| {
+        line.contains(&format!("worker=\"{worker}/"))
+            || line.contains(&format!("worker=\"{worker}\""))
+    };
     metrics
         .lines()
         .filter(|line| line.starts_with(&format!("{name}{{")))
-        .filter(|line| line.contains(&format!("worker=\"{id}/")) && line.contains(label))
+        .filter(|line| named(line) && line.contains(label))
         .find_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0)
 }
 
-/// The number of blocks the frontend's index holds for worker `id`, from its metrics.
-async fn indexed(frontend: &support::Frontend, id: u64) -> f64 {
+/// The number of blocks the frontend's index holds for `worker` (as [`counter`] names it),
+/// from its metrics.
+async fn indexed(frontend: &support::Frontend, worker: &str) -> f64 {
     counter(
         &frontend.metrics().await,
         "dynamo_router_indexed_blocks",
-        id,
+        worker,
         "",
     )
 }
@@ -165,7 +171,7 @@ type Announcer<'a> = (&'a mut PubSocket, &'a dyn Fn(i64) -> ZmqMessage);
 async fn announce_until_indexed(
     frontend: &support::Frontend,
     announcers: &mut [Announcer<'_>],
-    workers: &[u64],
+    workers: &[&str],
     blocks: f64,
 ) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -224,7 +230,7 @@ async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
     announce_until_indexed(
         &frontend,
         &mut [(&mut holder_events, &announce)],
-        &[2],
+        &["2"],
         blocks,
     )
     .await;
@@ -241,12 +247,12 @@ async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
     assert!(errors.is_empty(), "{errors:?}");
     let metrics = frontend
         .wait_for_metrics("not cleared", Duration::from_secs(30), |metrics| {
-            counter(metrics, "dynamo_engine_restarts_total", 2, "") == 1.0
-                && counter(metrics, "dynamo_router_indexed_blocks", 2, "") == 0.0
+            counter(metrics, "dynamo_engine_restarts_total", "2", "") == 1.0
+                && counter(metrics, "dynamo_router_indexed_blocks", "2", "") == 0.0
         })
         .await;
     assert_eq!(
-        counter(&metrics, "dynamo_engine_restarts_total", 1, ""),
+        counter(&metrics, "dynamo_engine_restarts_total", "1", ""),
         0.0,
         "{metrics}"
     );
@@ -258,10 +264,59 @@ async fn kv_events_from_a_vllm_server_draw_its_prompts_to_it() {
     announce_until_indexed(
         &frontend,
         &mut [(&mut holder_events, &announce)],
-        &[2],
+        &["2"],
         blocks,
     )
     .await;
+}
+
+/// Two PUB sockets on consecutive free loopback ports, as the publishers of a data-parallel
+/// vLLM server's ranks 0 and 1 take them, and the first's address.
+async fn consecutive_publishers() -> ([PubSocket; 2], String) {
+    for _ in 0..50 {
+        let (first, endpoint) = publisher().await;
+        let port: u16 = endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("a port");
+        let mut second = PubSocket::new();
+        let next = format!("tcp://127.0.0.1:{}", port.saturating_add(1));
+        if second.bind(&next).await.is_ok() {
+            return ([first, second], endpoint);
+        }
+    }
+    panic!("no two consecutive free ports in 50 tries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_data_parallel_engine_of_a_vllm_server_is_a_worker() {
+    // One vLLM server of two data-parallel engines, whose publishers take the configured port
+    // and the next: engine 1 announces the prompt's blocks, and every request for it goes to
+    // engine 1, pinned there with its rank.
+    let server = vllm_server().await;
+    let ([_rank_0, mut rank_1], endpoint) = consecutive_publishers().await;
+    let engines = [format!("vllm={},id=5,events={endpoint},dp=2", server.url())];
+    let (_process, frontend) = support::engine_frontend(&engines).await;
+
+    let prompt = "The miller's daughter counted the sacks of flour that left the mill each \
+                  morning, and wrote the names of the bakers who came for them in a blue book.";
+    let tokens = frontend
+        .tokenize(&json!({"model": "smollm2", "prompt": prompt}))
+        .await;
+    let blocks = (tokens.len() / BLOCK) as f64;
+    assert!(blocks >= 2.0, "{} tokens", tokens.len());
+    let announce = |sequence| stored(sequence, &tokens);
+    announce_until_indexed(&frontend, &mut [(&mut rank_1, &announce)], &["5/1"], blocks).await;
+    assert_eq!(indexed(&frontend, "5/0").await, 0.0);
+
+    let body = json!({"model": "smollm2", "prompt": prompt, "max_tokens": 4});
+    for _ in 0..4 {
+        let (status, answer) = frontend.complete_with(&body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let ranks = server.header_of_each("POST /v1/completions", "x-data-parallel-rank");
+    assert_eq!(ranks, vec![Some("1".to_owned()); 4]);
 }
 
 /// The frontend serves before an engine's publisher listens (the server may start after it),
@@ -280,7 +335,7 @@ async fn a_publisher_that_starts_after_the_frontend_is_followed() {
     late.bind(&endpoint).await.expect("bound");
     let tokens: Vec<u32> = (1..=2 * BLOCK as u32).collect();
     let announce = |sequence| stored(sequence, &tokens);
-    announce_until_indexed(&frontend, &mut [(&mut late, &announce)], &[1], 2.0).await;
+    announce_until_indexed(&frontend, &mut [(&mut late, &announce)], &["1"], 2.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,7 +366,7 @@ async fn salted_kv_events_draw_only_the_requests_with_that_salt() {
         (&mut unsalted_events, &unsalted_blocks),
         (&mut salted_events, &salted_blocks),
     ];
-    announce_until_indexed(&frontend, announcers, &[1, 2], blocks).await;
+    announce_until_indexed(&frontend, announcers, &["1", "2"], blocks).await;
     for salt in [
         json!("tenant-a"),
         json!(null),
@@ -355,7 +410,7 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
     // message from here on reaches it.
     let announce = |sequence| stored(sequence, &tokens);
     let sequence =
-        announce_until_indexed(&frontend, &mut [(&mut events, &announce)], &[3], 2.0).await;
+        announce_until_indexed(&frontend, &mut [(&mut events, &announce)], &["3"], 2.0).await;
     const SKIPPED: &str = "dynamo_engine_kv_events_skipped_total";
     const ERRORS: &str = "dynamo_engine_kv_event_errors_total";
     let metrics = frontend.metrics().await;
@@ -497,12 +552,12 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
 
     let metrics = frontend
         .wait_for_metrics("not counted", Duration::from_secs(30), |metrics| {
-            counter(metrics, ERRORS, 3, malformed) >= 1.0
-                && counter(metrics, SKIPPED, 3, other_groups) >= 2.0
-                && counter(metrics, SKIPPED, 3, unknown_removed) >= 3.0
-                && counter(metrics, SKIPPED, 3, misaligned) >= 2.0
-                && counter(metrics, SKIPPED, 3, unknown_medium) >= 2.0
-                && counter(metrics, "dynamo_router_indexed_blocks", 3, "") >= 5.0
+            counter(metrics, ERRORS, "3", malformed) >= 1.0
+                && counter(metrics, SKIPPED, "3", other_groups) >= 2.0
+                && counter(metrics, SKIPPED, "3", unknown_removed) >= 3.0
+                && counter(metrics, SKIPPED, "3", misaligned) >= 2.0
+                && counter(metrics, SKIPPED, "3", unknown_medium) >= 2.0
+                && counter(metrics, "dynamo_router_indexed_blocks", "3", "") >= 5.0
         })
         .await;
     for (reason, count) in [
@@ -511,22 +566,22 @@ async fn skipped_and_refused_kv_events_are_counted_on_the_metrics() {
         (misaligned, 2.0),
         (unknown_medium, 2.0),
     ] {
-        assert_eq!(counter(&metrics, SKIPPED, 3, reason), count, "{metrics}");
+        assert_eq!(counter(&metrics, SKIPPED, "3", reason), count, "{metrics}");
     }
     assert_eq!(
-        counter(&metrics, SKIPPED, 3, other_groups),
+        counter(&metrics, SKIPPED, "3", other_groups),
         2.0,
         "{metrics}"
     );
     assert_eq!(
-        counter(&metrics, SKIPPED, 3, unknown_removed),
+        counter(&metrics, SKIPPED, "3", unknown_removed),
         3.0,
         "{metrics}"
     );
-    assert_eq!(counter(&metrics, ERRORS, 3, malformed), 1.0, "{metrics}");
+    assert_eq!(counter(&metrics, ERRORS, "3", malformed), 1.0, "{metrics}");
     // The followed group's blocks, and the block hashed with lookahead, are indexed beside the
     // first prompt's.
-    assert_eq!(indexed(&frontend, 3).await, 5.0, "{metrics}");
+    assert_eq!(indexed(&frontend, "3").await, 5.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,22 +617,22 @@ async fn skipped_trtllm_kv_events_are_counted_on_the_metrics() {
     let unknown_removed = r#"reason="unknown_removed""#;
     let metrics = frontend
         .wait_for_metrics("not counted", Duration::from_secs(30), |metrics| {
-            counter(metrics, SKIPPED, 4, unknown_parent) >= 1.0
-                && counter(metrics, SKIPPED, 4, unknown_removed) >= 2.0
+            counter(metrics, SKIPPED, "4", unknown_parent) >= 1.0
+                && counter(metrics, SKIPPED, "4", unknown_removed) >= 2.0
         })
         .await;
     assert_eq!(
-        counter(&metrics, SKIPPED, 4, unknown_parent),
+        counter(&metrics, SKIPPED, "4", unknown_parent),
         1.0,
         "{metrics}"
     );
     assert_eq!(
-        counter(&metrics, SKIPPED, 4, unknown_removed),
+        counter(&metrics, SKIPPED, "4", unknown_removed),
         2.0,
         "{metrics}"
     );
     assert_eq!(
-        counter(&metrics, SKIPPED, 4, r#"reason="other_groups""#),
+        counter(&metrics, SKIPPED, "4", r#"reason="other_groups""#),
         0.0
     );
 }

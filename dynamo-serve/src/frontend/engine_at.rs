@@ -23,7 +23,7 @@ use dynamo_upstream::{
 };
 use dynamo_vllm::VllmServer;
 
-use crate::options::{EngineAt, Options, RouterKind, UpstreamKind};
+use crate::options::{Options, RouterKind, UpstreamKind};
 
 mod event_metrics;
 mod reported_load;
@@ -117,11 +117,27 @@ pub(crate) async fn attach(
                     .model(model)
                     .default_max_tokens(options.default_max_tokens)
                     .text_codec(codec()?);
-                router.insert_worker(worker, server.engine());
-                poll_load(worker, server.load_poller(), loads, (router, block_size));
-                if let Some(events) = &engine_at.events {
-                    let source = server.kv_events(events.clone(), worker, block_size);
-                    subscribe_events(engine_at, source, worker, index).await?;
+                // With dp=N, each data-parallel engine is a worker of its own.
+                let ranks: Vec<Option<u32>> = match engine_at.data_parallel_size {
+                    None => vec![None],
+                    Some(size) => (0..size).map(Some).collect(),
+                };
+                for rank in ranks {
+                    let (server, worker) = match rank {
+                        None => (server.clone(), worker),
+                        Some(rank) => (
+                            server.clone().data_parallel_rank(rank)?,
+                            worker.with_dp_rank(rank),
+                        ),
+                    };
+                    router.insert_worker(worker, server.engine());
+                    poll_load(worker, server.load_poller(), loads, (router, block_size));
+                    if let Some(events) = &engine_at.events {
+                        let source = server.kv_events(events, worker, block_size)?;
+                        let replay = engine_at.replay.as_deref();
+                        let replay = replay.map(|at| server.rank_endpoint(at)).transpose()?;
+                        subscribe_events(source, replay, worker, index)?;
+                    }
                 }
             }
             UpstreamKind::Sglang => {
@@ -130,7 +146,7 @@ pub(crate) async fn attach(
                 poll_load(worker, server.load_poller(), loads, (router, block_size));
                 if let Some(events) = &engine_at.events {
                     let source = server.kv_events(events.clone(), worker, block_size);
-                    subscribe_events(engine_at, source, worker, index).await?;
+                    subscribe_events(source, engine_at.replay.clone(), worker, index)?;
                 }
             }
             UpstreamKind::Trtllm => {
@@ -164,15 +180,18 @@ pub(crate) async fn attach(
             url = engine_at.url,
             kind = engine_at.kind.describe(),
             events = engine_at.events.as_deref().unwrap_or("none"),
+            data_parallel_size = engine_at.data_parallel_size,
             "routing to an engine server"
         );
     }
     Ok(())
 }
 
-async fn subscribe_events(
-    engine_at: &EngineAt,
+/// Follow `source` (and its replay socket at `replay`) into `index`, when the router routes
+/// on events.
+fn subscribe_events(
     mut source: EngineEventSource,
+    replay: Option<String>,
     worker: WorkerId,
     index: Option<&SharedIndex>,
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -180,8 +199,8 @@ async fn subscribe_events(
         tracing::warn!(%worker, "events= is ignored: --router is not kv");
         return Ok(());
     };
-    if let Some(replay) = &engine_at.replay {
-        source = source.with_replay(replay.clone());
+    if let Some(replay) = replay {
+        source = source.with_replay(replay);
     }
     let events = source.subscribe()?;
     tokio::spawn(export_skipped(worker, events.counts_view(), zmq_skips));
@@ -238,6 +257,7 @@ fn llama_cpp_metrics() -> LoadMetrics {
         kv_usage: Vec::new(),
         kv_usage_scale: 1.0,
         kv_capacity: Vec::new(),
+        series: None,
     }
 }
 

@@ -1,5 +1,7 @@
-//! `--engine-at KIND=URL[,events=ADDR][,replay=ADDR][,model=NAME][,id=N][,format=FIELD]`: an
-//! engine server the frontend routes to directly, beside the workers discovery reports. A
+//! `--engine-at KIND=URL[,events=ADDR][,replay=ADDR][,model=NAME][,id=N][,format=FIELD][,dp=N]`:
+//! an engine server the frontend routes to directly, beside the workers discovery reports. A
+//! vLLM server with `--data-parallel-size N` is N workers with `dp=N`, one a data-parallel
+//! engine (ids `ID/0` to `ID/N-1`, events from the configured port plus the rank). A
 //! TensorRT-LLM server's events are polled from its own URL: `events=poll`, or `events=poll:MS`
 //! to poll every `MS` milliseconds. An OpenAI-compatible server takes output formats only with
 //! `format=response_format` (OpenAI's field) or `format=json_schema` (llama.cpp's); without
@@ -9,6 +11,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use dynamo_upstream::FormatField;
+
+/// The most data-parallel engines one `--engine-at` names (vLLM's ranks take consecutive
+/// ports, and a deployment with more runs several servers).
+const MAX_DATA_PARALLEL: u32 = 1024;
 
 /// How often a TensorRT-LLM server's KV events are polled without `events=poll:MS`.
 const DEFAULT_POLL: Duration = Duration::from_millis(100);
@@ -57,6 +63,9 @@ pub(crate) struct EngineAt {
     pub(crate) id: Option<u64>,
     /// How an OpenAI-compatible server takes an output format (`format=`; refused without).
     pub(crate) format: FormatField,
+    /// The data-parallel engines of a vLLM server, each routed to as a worker (`dp=`; `None`:
+    /// the server as one worker, its own balancer choosing the engine).
+    pub(crate) data_parallel_size: Option<u32>,
 }
 
 impl FromStr for EngineAt {
@@ -93,6 +102,7 @@ impl FromStr for EngineAt {
             model: None,
             id: None,
             format: FormatField::Refused,
+            data_parallel_size: None,
         };
         for part in parts.filter(|part| !part.is_empty()) {
             let (key, value) = part
@@ -107,6 +117,26 @@ impl FromStr for EngineAt {
                         .parse()
                         .map_err(|_| format!("{value:?} is not a worker id"))?;
                     engine.id = Some(id);
+                }
+                "dp" => {
+                    if engine.kind != UpstreamKind::Vllm {
+                        return Err(format!(
+                            "dp= is for vllm: a {} server's data-parallel engines are not \
+                             addressed one by one here",
+                            engine.kind.describe()
+                        ));
+                    }
+                    let size = value
+                        .parse()
+                        .ok()
+                        .filter(|size| (1..=MAX_DATA_PARALLEL).contains(size))
+                        .ok_or_else(|| {
+                            format!(
+                                "dp={value:?}: the server's --data-parallel-size, 1 to \
+                                 {MAX_DATA_PARALLEL}"
+                            )
+                        })?;
+                    engine.data_parallel_size = Some(size);
                 }
                 "format" => {
                     if engine.kind != UpstreamKind::Openai {
@@ -128,7 +158,7 @@ impl FromStr for EngineAt {
                 }
                 other => {
                     return Err(format!(
-                        "{other:?} is not an --engine-at setting (events, replay, model, id, format)"
+                        "{other:?} is not an --engine-at setting (events, replay, model, id, format, dp)"
                     ));
                 }
             }
@@ -199,6 +229,9 @@ mod tests {
         assert_eq!(engine.events.as_deref(), Some("tcp://h:5557"));
         assert_eq!(engine.replay.as_deref(), Some("tcp://h:5558"));
         assert_eq!((engine.model.as_deref(), engine.id), (Some("m"), Some(9)));
+        assert_eq!(engine.data_parallel_size, None);
+        let engine: EngineAt = "vllm=http://h:8000,dp=4".parse().unwrap();
+        assert_eq!(engine.data_parallel_size, Some(4));
         for (bad, says) in [
             ("http://h:8000", "KIND=URL"),
             ("tgi=http://h:8000", "engine kind"),
@@ -214,6 +247,9 @@ mod tests {
             ("trtllm=http://h,events=poll,replay=tcp://h:2", "polled"),
             ("vllm=http://h,events=poll", "events=poll is for trtllm"),
             ("vllm=http://h,format=json_schema", "format= is for openai"),
+            ("sglang=http://h,dp=2", "dp= is for vllm"),
+            ("vllm=http://h,dp=0", "1 to 1024"),
+            ("vllm=http://h,dp=two", "--data-parallel-size"),
             (
                 "openai=http://h,format=xml",
                 "response_format (OpenAI's) or json_schema",

@@ -154,7 +154,10 @@ struct FrontendArgs {
     /// model=NAME its --served-model-name (default: --name), id=N its worker id (default:
     /// 1000000 plus its position). For openai, format=response_format or format=json_schema
     /// (llama.cpp's server) names the field it enforces an output format from; without it a
-    /// request with response_format is refused. Repeat for several.
+    /// request with response_format is refused. For vllm, dp=N routes to each engine of a
+    /// server started with --data-parallel-size N as a worker of its own (ID/0 to ID/N-1;
+    /// requests pinned with X-data-parallel-rank, each engine's load and KV events, from
+    /// the events port plus its rank). Repeat for several.
     #[arg(long, value_name = "KIND=URL[,events=ADDR]")]
     engine_at: Vec<super::EngineAt>,
     #[command(flatten)]

@@ -16,6 +16,7 @@ pub fn load_metrics() -> LoadMetrics {
         kv_usage: vec!["sglang:token_usage".into()],
         kv_usage_scale: 1.0,
         kv_capacity: vec![KvCapacity::Tokens("sglang:max_total_num_tokens".into())],
+        series: None,
     }
 }
 

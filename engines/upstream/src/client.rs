@@ -71,6 +71,8 @@ pub struct HttpClient {
     prefix: Arc<str>,
     base: Arc<str>,
     authorization: Option<Arc<str>>,
+    /// Headers this client adds to every request ([`header`](HttpClient::header)).
+    headers: Arc<[(hyper::header::HeaderName, hyper::header::HeaderValue)]>,
     pool: Arc<Pool>,
 }
 
@@ -113,6 +115,7 @@ impl HttpClient {
             prefix: uri.path().trim_end_matches('/').into(),
             base: base.into(),
             authorization: config.api_key.map(|key| format!("Bearer {key}").into()),
+            headers: Arc::new([]),
             pool: Arc::new(Pool {
                 idle: Mutex::new(VecDeque::new()),
                 max_idle: config.pool_max_idle,
@@ -124,6 +127,41 @@ impl HttpClient {
     /// The base URL, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// This client, sending `name: value` with every request as well (for example vLLM's
+    /// `X-data-parallel-rank`, which pins a request to one data-parallel engine), in place of
+    /// any value it gave `name` before. The client it came from is unchanged; the two share
+    /// their pool of idle connections, since a connection carries no header of its own.
+    ///
+    /// ```
+    /// use dynamo_upstream::{HttpClient, HttpConfig};
+    ///
+    /// let client = HttpClient::new("http://127.0.0.1:8000", HttpConfig::default())?;
+    /// let rank_1 = client.header("x-data-parallel-rank", "1")?;
+    /// assert_eq!(rank_1.base_url(), client.base_url());
+    /// assert!(client.header("bad name", "1").is_err());
+    /// # Ok::<(), dynamo_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when `name` is not a header name or `value` not a header value.
+    pub fn header(&self, name: &str, value: &str) -> Result<Self, Error> {
+        let name = hyper::header::HeaderName::try_from(name)
+            .map_err(|error| Error::invalid_request(format!("header {name:?}: {error}")))?;
+        let value = hyper::header::HeaderValue::try_from(value)
+            .map_err(|error| Error::invalid_request(format!("header {name} value: {error}")))?;
+        let mut client = self.clone();
+        let mut headers: Vec<_> = self
+            .headers
+            .iter()
+            .filter(|(other, _)| *other != name)
+            .cloned()
+            .collect();
+        headers.push((name, value));
+        client.headers = headers.into();
+        Ok(client)
     }
 
     /// `POST` a JSON body to `path` (relative to the base URL); the response head, with its
@@ -165,6 +203,9 @@ impl HttpClient {
         }
         if let Some(value) = &self.authorization {
             builder = builder.header(hyper::header::AUTHORIZATION, value.as_ref());
+        }
+        for (name, value) in self.headers.iter() {
+            builder = builder.header(name, value);
         }
         builder
             .body(Full::new(body.clone()))

@@ -129,6 +129,12 @@ impl CompletionsEngine {
         &self.inner.client
     }
 
+    /// The same engine, sending its requests through `client` (for example one from
+    /// [`HttpClient::header`]).
+    pub fn with_client(self, client: HttpClient) -> Self {
+        self.map(|inner| inner.client = client)
+    }
+
     fn map(self, change: impl FnOnce(&mut Inner)) -> Self {
         let mut inner = Arc::unwrap_or_clone(self.inner);
         change(&mut inner);

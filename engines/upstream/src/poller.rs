@@ -8,12 +8,13 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::client::{HttpClient, read_body};
-use crate::metrics::samples;
+use crate::metrics::{Sample, samples};
 use crate::status::error_of_answer;
 
 /// Which metrics hold the load figures. For each figure the first name found in a scrape is
 /// used, summed over its label sets (data-parallel ranks, engines); the KV usage takes the
-/// largest value instead.
+/// largest value instead. With [`series`](Self::series) set, only the series that carry that
+/// label count (one data-parallel engine's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadMetrics {
     /// Requests running in the engine's batch.
@@ -27,6 +28,18 @@ pub struct LoadMetrics {
     /// Where the KV cache's size is read; the first source found is used, summed over its
     /// series (data-parallel ranks, engines). Empty: the size is not read.
     pub kv_capacity: Vec<KvCapacity>,
+    /// Only the series whose label (the first) has this value (the second), for every figure:
+    /// `("engine", "1")` reads one of vLLM's data-parallel engines. `None`: every series.
+    pub series: Option<(String, String)>,
+}
+
+impl LoadMetrics {
+    /// Whether `sample` is one of the series these metrics read.
+    fn reads(&self, sample: &Sample<'_>) -> bool {
+        self.series
+            .as_ref()
+            .is_none_or(|(label, value)| sample.label(label).as_deref() == Some(value.as_str()))
+    }
 }
 
 /// Where a server's `/metrics` tells its KV cache's size.
@@ -51,23 +64,25 @@ pub enum KvCapacity {
 
 impl KvCapacity {
     /// The size in tokens this source finds in `text`, summed over its series.
-    fn tokens(&self, text: &str) -> Option<u64> {
-        let sizes = samples(text).filter_map(|sample| match self {
-            KvCapacity::Tokens(name) => {
-                (sample.name == name && sample.value.is_finite() && sample.value >= 1.0)
-                    .then_some(sample.value as u64)
-            }
-            KvCapacity::BlockLabels {
-                metric,
-                blocks,
-                block_size,
-            } => {
-                let number = |label: &str| sample.label(label)?.parse::<u64>().ok();
-                (sample.name == metric)
-                    .then(|| number(blocks)?.checked_mul(number(block_size)?))
-                    .flatten()
-            }
-        });
+    fn tokens(&self, text: &str, metrics: &LoadMetrics) -> Option<u64> {
+        let sizes = samples(text)
+            .filter(|sample| metrics.reads(sample))
+            .filter_map(|sample| match self {
+                KvCapacity::Tokens(name) => {
+                    (sample.name == name && sample.value.is_finite() && sample.value >= 1.0)
+                        .then_some(sample.value as u64)
+                }
+                KvCapacity::BlockLabels {
+                    metric,
+                    blocks,
+                    block_size,
+                } => {
+                    let number = |label: &str| sample.label(label)?.parse::<u64>().ok();
+                    (sample.name == metric)
+                        .then(|| number(blocks)?.checked_mul(number(block_size)?))
+                        .flatten()
+                }
+            });
         sizes
             .reduce(u64::saturating_add)
             .filter(|tokens| *tokens > 0)
@@ -118,6 +133,7 @@ impl EngineLoad {
     ///         blocks: "num_gpu_blocks".into(),
     ///         block_size: "block_size".into(),
     ///     }],
+    ///     series: None,
     /// };
     /// let text = "vllm:num_requests_running{engine=\"0\"} 2\nvllm:num_requests_running{engine=\"1\"} 1\n\
     ///             vllm:num_requests_waiting{engine=\"0\"} 4\nvllm:kv_cache_usage_perc{engine=\"0\"} 0.5\n\
@@ -129,9 +145,9 @@ impl EngineLoad {
     /// # Ok::<(), dynamo_core::Error>(())
     /// ```
     pub fn from_text(text: &str, metrics: &LoadMetrics) -> Result<Self, Error> {
-        let running = first_found(text, &metrics.running, |a, b| a + b);
-        let waiting = first_found(text, &metrics.waiting, |a, b| a + b);
-        let kv = first_found(text, &metrics.kv_usage, f64::max);
+        let running = first_found(text, metrics, &metrics.running, |a, b| a + b);
+        let waiting = first_found(text, metrics, &metrics.waiting, |a, b| a + b);
+        let kv = first_found(text, metrics, &metrics.kv_usage, f64::max);
         if running.is_none() && waiting.is_none() {
             return Err(Error::internal(format!(
                 "the metrics name none of {:?} or {:?}",
@@ -145,17 +161,24 @@ impl EngineLoad {
             kv_capacity_tokens: metrics
                 .kv_capacity
                 .iter()
-                .find_map(|source| source.tokens(text)),
+                .find_map(|source| source.tokens(text, metrics)),
             scraped_at: Instant::now(),
         })
     }
 }
 
-/// The value of the first of `names` present in `text`, its series combined with `combine`.
-fn first_found(text: &str, names: &[String], combine: fn(f64, f64) -> f64) -> Option<f64> {
+/// The value of the first of `names` present in `text` among the series `metrics` reads, its
+/// series combined with `combine`.
+fn first_found(
+    text: &str,
+    metrics: &LoadMetrics,
+    names: &[String],
+    combine: fn(f64, f64) -> f64,
+) -> Option<f64> {
     names.iter().find_map(|name| {
         samples(text)
             .filter(|sample| sample.name == name && sample.value.is_finite())
+            .filter(|sample| metrics.reads(sample))
             .map(|sample| sample.value)
             .reduce(combine)
     })
@@ -330,6 +353,7 @@ mod tests {
             kv_usage: vec![],
             kv_usage_scale: 1.0,
             kv_capacity,
+            series: None,
         }
     }
 

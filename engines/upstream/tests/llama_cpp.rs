@@ -109,6 +109,7 @@ async fn the_generic_adapter_serves_llama_cpp() {
         kv_usage: vec![],
         kv_usage_scale: 1.0,
         kv_capacity: vec![],
+        series: None,
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     let load = loop {

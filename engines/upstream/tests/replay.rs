@@ -302,6 +302,7 @@ fn vllm_metrics() -> LoadMetrics {
         ],
         kv_usage_scale: 1.0,
         kv_capacity: vec![],
+        series: None,
     }
 }
 

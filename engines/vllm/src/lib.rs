@@ -23,6 +23,14 @@
 //! `usage.prompt_tokens_details.cached_tokens`, which vLLM fills when started with
 //! `--enable-prompt-tokens-details`.
 //!
+//! A server started with `--data-parallel-size N` keeps N KV caches behind one URL; vLLM's
+//! own balancer spreads requests over them by queue length alone.
+//! [`VllmServer::data_parallel_rank`] names one of them: its requests carry
+//! `X-data-parallel-rank`, its load is that engine's series of `/metrics`, and its KV events
+//! come from the port vLLM gives that rank's publisher (the configured port plus the rank).
+//! Given one handle per rank, each as a worker `WorkerId::new(id).with_dp_rank(rank)`, the
+//! router chooses the engine whose cache holds the prompt.
+//!
 //! Errors map as `dynamo_upstream::error_from_status` says: 400 is `invalid_request`, 404 (an
 //! unknown model) `not_found`, 503 `overloaded`, a refused connection `unavailable`.
 //!
@@ -60,4 +68,4 @@
 
 mod server;
 
-pub use server::{VllmServer, dialect, load_metrics};
+pub use server::{DATA_PARALLEL_RANK_HEADER, VllmServer, dialect, load_metrics};

@@ -306,7 +306,8 @@ async fn events(live: &Live) {
     let block_size = BlockSize::new(size).expect("a block size");
     let mut events = live
         .vllm
-        .kv_events(endpoint, WorkerId::new(1), block_size)
+        .kv_events(&endpoint, WorkerId::new(1), block_size)
+        .expect("an endpoint")
         .subscribe()
         .expect("subscribed");
     let hasher = BlockHasher::new(block_size);

@@ -390,3 +390,70 @@ async fn an_older_vllm_answering_text_is_tokenized_by_the_gateway() {
         assert_eq!(sent["stream"], delivery == Delivery::Streamed, "{fixture}");
     }
 }
+
+#[tokio::test]
+async fn a_data_parallel_engine_is_asked_by_rank_and_read_alone() {
+    // A server of two data-parallel engines: each handle's requests carry its rank, its load
+    // is its engine's series of the metrics, and its events come from the rank's port.
+    let routes = HashMap::from([
+        (
+            "/v1/completions".to_owned(),
+            fixture_bytes("stream_token_ids.http"),
+        ),
+        ("/metrics".to_owned(), fixture_bytes("metrics_v1.http")),
+    ]);
+    let server = Replay::start(routes).await;
+    let whole = VllmServer::new(&server.url()).expect("a URL");
+    for (rank, running, waiting, kv) in [(0, 3.0, 4.0, 0.625), (1, 2.0, 0.0, 0.25)] {
+        let engine = whole.clone().data_parallel_rank(rank).expect("a rank");
+        assert_eq!(engine.rank(), Some(rank));
+        let load = engine.load_poller().scrape().await.expect("a scrape");
+        assert_eq!(
+            (
+                load.running_requests,
+                load.waiting_requests,
+                load.kv_cache_usage
+            ),
+            (running, waiting, Some(kv)),
+            "rank {rank}"
+        );
+        let request = GenerateRequest::new("r1", "m", vec![1, 2, 3]).with_max_tokens(4);
+        engine
+            .engine()
+            .generate_all(request)
+            .await
+            .expect("an answer");
+    }
+    // The whole server's handle sends no rank and reads every engine.
+    let load = whole.load_poller().scrape().await.expect("a scrape");
+    assert_eq!((load.running_requests, load.waiting_requests), (5.0, 4.0));
+    whole
+        .engine()
+        .generate_all(GenerateRequest::new("r2", "m", vec![1, 2, 3]).with_max_tokens(4))
+        .await
+        .expect("an answer");
+    let ranks = server.header_of_each("POST /v1/completions", "x-data-parallel-rank");
+    assert_eq!(ranks, [Some("0".into()), Some("1".into()), None]);
+    // The metrics were asked without a rank.
+    let scrapes = server.header_of_each("GET /metrics", "x-data-parallel-rank");
+    assert_eq!(scrapes, [None, None, None]);
+
+    // vLLM's ports: the rank added to a TCP port, a suffix on an IPC path, rank 0 unchanged.
+    let rank = |r| whole.clone().data_parallel_rank(r).expect("a rank");
+    assert_eq!(
+        rank(3).rank_endpoint("tcp://10.0.0.7:5557").expect("tcp"),
+        "tcp://10.0.0.7:5560"
+    );
+    assert_eq!(
+        rank(3).rank_endpoint("ipc:///tmp/kv").expect("ipc"),
+        "ipc:///tmp/kv_dp3"
+    );
+    assert_eq!(
+        rank(0).rank_endpoint("tcp://*:5557").expect("rank 0"),
+        "tcp://*:5557"
+    );
+    for bad in ["tcp://10.0.0.7", "udp://h:1", "tcp://h:65535"] {
+        let error = rank(1).rank_endpoint(bad).expect_err(bad);
+        assert_eq!(error.class(), ErrorClass::InvalidRequest, "{bad}");
+    }
+}

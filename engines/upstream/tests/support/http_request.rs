@@ -6,6 +6,13 @@ use tokio::net::TcpStream;
 
 /// The request line and the body of the next request, or `None` at the end of the connection.
 pub(crate) async fn read_request(socket: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let (head, body) = read_request_head(socket).await?;
+    Some((head.lines().next().unwrap_or("").to_owned(), body))
+}
+
+/// The head (request line and headers) and the body of the next request, or `None` at the end
+/// of the connection.
+pub(crate) async fn read_request_head(socket: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let mut data = Vec::new();
     let mut buffer = [0u8; 4096];
     let head_end = loop {
@@ -34,6 +41,5 @@ pub(crate) async fn read_request(socket: &mut TcpStream) -> Option<(String, Vec<
         }
         data.extend_from_slice(&buffer[..n]);
     }
-    let request_line = head.lines().next().unwrap_or("").to_owned();
-    Some((request_line, data[head_end..head_end + length].to_vec()))
+    Some((head, data[head_end..head_end + length].to_vec()))
 }

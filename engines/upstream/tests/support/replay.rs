@@ -20,13 +20,15 @@ use tokio::sync::Notify;
 
 #[path = "http_request.rs"]
 mod http_request;
-use http_request::read_request;
+use http_request::read_request_head;
 
 /// What the server received and saw.
 #[derive(Default)]
 pub(crate) struct Seen {
     /// Each request: method and path, and its body.
     pub(crate) requests: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Each request's headers, one `name: value` a line, as sent.
+    pub(crate) headers: Mutex<Vec<String>>,
     /// Notified when a held connection is closed by the client.
     pub(crate) closed: Notify,
 }
@@ -83,6 +85,26 @@ impl Replay {
         String::from_utf8(requests[n].1.clone()).expect("a UTF-8 request body")
     }
 
+    /// The value of header `name` (any case) in each request whose request line starts with
+    /// `request` (`"POST /v1/completions"`), in order.
+    pub(crate) fn header_of_each(&self, request: &str, name: &str) -> Vec<Option<String>> {
+        let requests = self.seen.requests.lock().expect("not poisoned");
+        let headers = self.seen.headers.lock().expect("not poisoned");
+        let value = |head: &String| {
+            head.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
+            })
+        };
+        requests
+            .iter()
+            .zip(headers.iter())
+            .filter(|((line, _), _)| line.starts_with(request))
+            .map(|(_, head)| value(head))
+            .collect()
+    }
+
     /// The JSON body of the `n`th request.
     pub(crate) fn request_json(&self, n: usize) -> serde_json::Value {
         let requests = self.seen.requests.lock().expect("not poisoned");
@@ -108,9 +130,15 @@ pub(crate) fn fixture_bytes(name: &str) -> Vec<u8> {
 
 async fn serve(mut socket: TcpStream, routes: Arc<HashMap<String, Vec<u8>>>, seen: Arc<Seen>) {
     loop {
-        let Some((target, body)) = read_request(&mut socket).await else {
+        let Some((head, body)) = read_request_head(&mut socket).await else {
             return;
         };
+        let (target, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+        let target = target.to_owned();
+        seen.headers
+            .lock()
+            .expect("not poisoned")
+            .push(headers.trim_end().to_owned());
         let path = target.split_whitespace().nth(1).unwrap_or("").to_owned();
         seen.requests
             .lock()
