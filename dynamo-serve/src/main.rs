@@ -73,13 +73,23 @@ async fn main() {
     }
 }
 
-/// Log to standard error, filtered by `RUST_LOG` (default: `info`).
+/// Log to standard error, filtered by `RUST_LOG` (default: `info`, and errors only from the
+/// `zeromq` crate, which warns at each attempt to reconnect to a stopped engine's publisher,
+/// where our own subscriber has said once that it went away; `RUST_LOG=info,zeromq=debug`
+/// shows them). Dependencies' `log` records come out as events too.
 fn init_logging() {
     let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into());
-    let filter = filter.from_env().unwrap_or_else(|error| {
-        eprintln!("dynamo-serve: RUST_LOG: {error}; logging at info");
-        EnvFilter::new("info")
-    });
+    let quiet_zeromq = |filter: EnvFilter| match "zeromq=error".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
+    let filter = match std::env::var_os(EnvFilter::DEFAULT_ENV) {
+        None => quiet_zeromq(filter.parse_lossy("")),
+        Some(_) => filter.from_env().unwrap_or_else(|error| {
+            eprintln!("dynamo-serve: RUST_LOG: {error}; logging at info");
+            quiet_zeromq(EnvFilter::new("info"))
+        }),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
