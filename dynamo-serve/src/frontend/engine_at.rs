@@ -21,9 +21,9 @@ use dynamo_upstream::{
     CompletionsEngine, Dialect, Extensions, HttpClient, HttpConfig, LoadMetrics, LoadView,
     MetricsPoller, OutputTokens, TextCodec,
 };
-use dynamo_vllm::VllmServer;
+use dynamo_vllm::{ENGINE_LABEL, VllmServer};
 
-use crate::options::{Options, RouterKind, UpstreamKind};
+use crate::options::{EngineAt, Options, RouterKind, UpstreamKind};
 
 mod event_metrics;
 mod reported_load;
@@ -117,27 +117,23 @@ pub(crate) async fn attach(
                     .model(model)
                     .default_max_tokens(options.default_max_tokens)
                     .text_codec(codec()?);
-                // With dp=N, each data-parallel engine is a worker of its own.
-                let ranks: Vec<Option<u32>> = match engine_at.data_parallel_size {
-                    None => vec![None],
-                    Some(size) => (0..size).map(Some).collect(),
-                };
-                for rank in ranks {
-                    let (server, worker) = match rank {
-                        None => (server.clone(), worker),
-                        Some(rank) => (
-                            server.clone().data_parallel_rank(rank)?,
-                            worker.with_dp_rank(rank),
-                        ),
-                    };
-                    router.insert_worker(worker, server.engine());
-                    poll_load(worker, server.load_poller(), loads, (router, block_size));
-                    if let Some(events) = &engine_at.events {
-                        let source = server.kv_events(events, worker, block_size)?;
-                        let replay = engine_at.replay.as_deref();
-                        let replay = replay.map(|at| server.rank_endpoint(at)).transpose()?;
-                        subscribe_events(source, replay, worker, index)?;
+                let capacity = (router, block_size);
+                match engine_at.data_parallel_size {
+                    None => {
+                        router.insert_worker(worker, server.engine());
+                        poll_load(worker, server.load_poller(), loads, capacity);
+                        if let Some(events) = &engine_at.events {
+                            let source = server.kv_events(events, worker, block_size)?;
+                            subscribe_events(source, engine_at.replay.clone(), worker, index)?;
+                        }
                     }
+                    Some(size) => attach_engines(
+                        &server,
+                        size,
+                        engine_at,
+                        (worker, capacity),
+                        (index, loads),
+                    )?,
                 }
             }
             UpstreamKind::Sglang => {
@@ -183,6 +179,35 @@ pub(crate) async fn attach(
             data_parallel_size = engine_at.data_parallel_size,
             "routing to an engine server"
         );
+    }
+    Ok(())
+}
+
+/// Add each of the `size` data-parallel engines of a vLLM `server` to `router` as a worker of
+/// its own (`worker`'s id, the engine's rank), with its KV events; one scrape of the server's
+/// metrics an interval gives every engine's load.
+fn attach_engines(
+    server: &VllmServer,
+    size: u32,
+    engine_at: &EngineAt,
+    (worker, (router, block_size)): (WorkerId, (&RouterService, BlockSize)),
+    (index, loads): (Option<&SharedIndex>, &ReportedLoads),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ranks: Vec<String> = (0..size).map(|rank| rank.to_string()).collect();
+    let ranks: Vec<&str> = ranks.iter().map(String::as_str).collect();
+    let (views, poll) = scraped(server.load_poller()).start_per_series(ENGINE_LABEL, &ranks);
+    tokio::spawn(poll);
+    for (rank, view) in (0..size).zip(views) {
+        let engine = server.clone().data_parallel_rank(rank)?;
+        let worker = worker.with_dp_rank(rank);
+        router.insert_worker(worker, engine.engine());
+        record_load_of(worker, view, loads, (router, block_size));
+        if let Some(events) = &engine_at.events {
+            let source = engine.kv_events(events, worker, block_size)?;
+            let replay = engine_at.replay.as_deref();
+            let replay = replay.map(|at| engine.rank_endpoint(at)).transpose()?;
+            subscribe_events(source, replay, worker, index)?;
+        }
     }
     Ok(())
 }
@@ -236,13 +261,26 @@ fn poll_load(
     worker: WorkerId,
     poller: MetricsPoller,
     loads: &ReportedLoads,
+    capacity: (&RouterService, BlockSize),
+) {
+    let (view, poll) = scraped(poller).start();
+    tokio::spawn(poll);
+    record_load_of(worker, view, loads, capacity);
+}
+
+/// `poller` at the frontend's interval and staleness limit.
+fn scraped(poller: MetricsPoller) -> MetricsPoller {
+    poller.interval(SCRAPE_INTERVAL).staleness(SCRAPE_STALENESS)
+}
+
+/// Record each reading of `view` as `worker`'s load, into `loads`, the gateway's metrics and
+/// `router`'s load.
+fn record_load_of(
+    worker: WorkerId,
+    view: LoadView,
+    loads: &ReportedLoads,
     (router, block_size): (&RouterService, BlockSize),
 ) {
-    let (view, poll) = poller
-        .interval(SCRAPE_INTERVAL)
-        .staleness(SCRAPE_STALENESS)
-        .start();
-    tokio::spawn(poll);
     let capacity = (router.clone(), block_size);
     tokio::spawn(record_load(worker, view, loads.clone(), capacity));
 }

@@ -96,6 +96,17 @@ enum Reader {
     Custom(fn(&[u8]) -> Result<EngineLoad, Error>),
 }
 
+impl Reader {
+    fn read(&self, body: &[u8]) -> Result<EngineLoad, Error> {
+        match self {
+            Reader::Prometheus(metrics) => {
+                EngineLoad::from_text(&String::from_utf8_lossy(body), metrics)
+            }
+            Reader::Custom(read) => read(body),
+        }
+    }
+}
+
 /// The load one scrape found.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EngineLoad {
@@ -295,50 +306,116 @@ impl MetricsPoller {
     /// The server's error class when it answers with an error status, `unavailable` when it
     /// cannot be reached, `internal` when the body is too large or names no load figure.
     pub async fn scrape(&self) -> Result<EngineLoad, Error> {
+        let body = self.fetch().await?;
+        self.reader.read(&body)
+    }
+
+    /// The body of one scrape.
+    async fn fetch(&self) -> Result<bytes::Bytes, Error> {
         let response = self.client.get(&self.path).await?;
         let (head, body) = response.into_parts();
         let bytes = read_body(body, self.max_body).await?;
         if !head.status.is_success() {
             return Err(error_of_answer(head.status, &head.headers, &bytes));
         }
-        match &self.reader {
-            Reader::Prometheus(metrics) => {
-                EngineLoad::from_text(&String::from_utf8_lossy(&bytes), metrics)
-            }
-            Reader::Custom(read) => read(&bytes),
-        }
+        Ok(bytes)
     }
 
     /// The view of the load, and the future that keeps it fresh: spawn it on your runtime;
     /// it ends when every [`LoadView`] has been dropped.
     pub fn start(self) -> (LoadView, impl Future<Output = ()> + Send + 'static) {
-        let (sender, latest) = watch::channel(None);
-        let view = LoadView {
-            latest,
-            staleness: self.staleness,
-        };
+        let reader = self.reader.clone();
+        let (mut views, poll) = self.start_readers(vec![reader]);
+        let view = views.pop().expect("one view for the one reader");
+        (view, poll)
+    }
+
+    /// One view for each of `values` of `label`, each the load of the series that carry that
+    /// value (as [`LoadMetrics::series`] reads them), all kept fresh by one scrape: a vLLM
+    /// server's data-parallel engines (label `engine`) share one `/metrics` page, read once
+    /// an interval however many engines it has. A poller [`with_reader`](Self::with_reader)
+    /// gives every view the whole reading. The future ends when every view has been dropped.
+    ///
+    /// ```no_run
+    /// use dynamo_upstream::{HttpClient, HttpConfig, LoadMetrics, MetricsPoller};
+    ///
+    /// # async fn run(metrics: LoadMetrics) -> Result<(), dynamo_core::Error> {
+    /// let client = HttpClient::new("http://127.0.0.1:8000", HttpConfig::default())?;
+    /// let (engines, poll) = MetricsPoller::new(client, metrics).start_per_series("engine", &["0", "1"]);
+    /// tokio::spawn(poll);
+    /// let busiest = engines.iter().filter_map(|view| view.current()).map(|load| load.waiting_requests);
+    /// tracing::info!(most_waiting = busiest.fold(0.0, f64::max), "two engines");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start_per_series(
+        self,
+        label: &str,
+        values: &[&str],
+    ) -> (Vec<LoadView>, impl Future<Output = ()> + Send + 'static) {
+        let readers = values
+            .iter()
+            .map(|value| match &self.reader {
+                Reader::Prometheus(metrics) => Reader::Prometheus(LoadMetrics {
+                    series: Some((label.to_owned(), (*value).to_owned())),
+                    ..metrics.clone()
+                }),
+                Reader::Custom(read) => Reader::Custom(*read),
+            })
+            .collect();
+        self.start_readers(readers)
+    }
+
+    /// A view for each of `readers`, all fed by one scrape an interval.
+    fn start_readers(
+        self,
+        readers: Vec<Reader>,
+    ) -> (Vec<LoadView>, impl Future<Output = ()> + Send + 'static) {
+        let (senders, views): (Vec<_>, Vec<_>) = readers
+            .iter()
+            .map(|_| {
+                let (sender, latest) = watch::channel(None);
+                let view = LoadView {
+                    latest,
+                    staleness: self.staleness,
+                };
+                (sender, view)
+            })
+            .unzip();
         let poll = async move {
             let mut ticks = tokio::time::interval(self.interval);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let all_dropped = futures::future::join_all(senders.iter().map(watch::Sender::closed));
+            tokio::pin!(all_dropped);
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
-                    () = sender.closed() => return,
+                    _ = &mut all_dropped => return,
                 }
-                match tokio::time::timeout(self.interval, self.scrape()).await {
-                    Ok(Ok(load)) => {
-                        sender.send_replace(Some(load));
-                    }
+                let body = match tokio::time::timeout(self.interval, self.fetch()).await {
+                    Ok(Ok(body)) => body,
                     Ok(Err(error)) => {
                         tracing::debug!(url = self.client.base_url(), %error, "metrics scrape failed");
+                        continue;
                     }
                     Err(_elapsed) => {
                         tracing::debug!(url = self.client.base_url(), "metrics scrape timed out");
+                        continue;
+                    }
+                };
+                for (reader, sender) in readers.iter().zip(&senders) {
+                    match reader.read(&body) {
+                        Ok(load) => {
+                            sender.send_replace(Some(load));
+                        }
+                        Err(error) => {
+                            tracing::debug!(url = self.client.base_url(), %error, "metrics scrape failed");
+                        }
                     }
                 }
             }
         };
-        (view, poll)
+        (views, poll)
     }
 }
 

@@ -68,4 +68,4 @@
 
 mod server;
 
-pub use server::{DATA_PARALLEL_RANK_HEADER, VllmServer, dialect, load_metrics};
+pub use server::{DATA_PARALLEL_RANK_HEADER, ENGINE_LABEL, VllmServer, dialect, load_metrics};

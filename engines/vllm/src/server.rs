@@ -45,6 +45,10 @@ pub fn load_metrics() -> LoadMetrics {
 /// (`vllm/entrypoints/openai/api_server.py`; SGLang honours it too).
 pub const DATA_PARALLEL_RANK_HEADER: &str = "x-data-parallel-rank";
 
+/// The label of vLLM's metrics that names the data-parallel engine a series is of (its rank),
+/// for [`MetricsPoller::start_per_series`] and [`LoadMetrics::series`].
+pub const ENGINE_LABEL: &str = "engine";
+
 /// One `vllm serve` process, by its base URL; cheap to clone.
 ///
 /// A server started with `--data-parallel-size N` runs N engines behind one URL, each with its
@@ -166,12 +170,14 @@ impl VllmServer {
     }
 
     /// A poller of this server's `/metrics` (every second, stale after 5 s; change both on the
-    /// poller): the whole server's load, or one data-parallel engine's.
+    /// poller): the whole server's load, or one data-parallel engine's. To follow every engine
+    /// of a server with one scrape an interval, start the whole server's poller with
+    /// [`MetricsPoller::start_per_series`] over [`ENGINE_LABEL`].
     pub fn load_poller(&self) -> MetricsPoller {
         let mut metrics = load_metrics();
         metrics.series = self
             .rank
-            .map(|rank| ("engine".to_owned(), rank.to_string()));
+            .map(|rank| (ENGINE_LABEL.to_owned(), rank.to_string()));
         MetricsPoller::new(self.client.clone(), metrics)
     }
 

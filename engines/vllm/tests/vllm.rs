@@ -9,13 +9,14 @@ mod replay;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dynamo_core::{
     BoxError, Delivery, EngineExt, ErrorClass, FinishReason, GenerateRequest, OutputFormat,
     SamplingOptions, Token,
 };
 use dynamo_upstream::TextCodec;
-use dynamo_vllm::VllmServer;
+use dynamo_vllm::{ENGINE_LABEL, VllmServer};
 use futures::StreamExt;
 use replay::{Replay, fixture_bytes};
 use serde_json::json;
@@ -456,4 +457,32 @@ async fn a_data_parallel_engine_is_asked_by_rank_and_read_alone() {
         let error = rank(1).rank_endpoint(bad).expect_err(bad);
         assert_eq!(error.class(), ErrorClass::InvalidRequest, "{bad}");
     }
+}
+
+#[tokio::test]
+async fn one_scrape_gives_every_data_parallel_engine_its_load() {
+    let server = Replay::one("/metrics", "metrics_v1.http").await;
+    let whole = VllmServer::new(&server.url()).expect("a URL");
+    // One scrape now, the next in an hour: every view is fed by the first.
+    let (mut views, poll) = whole
+        .load_poller()
+        .interval(Duration::from_secs(3600))
+        .start_per_series(ENGINE_LABEL, &["0", "1", "2"]);
+    let poll = tokio::spawn(poll);
+    assert!(views[0].changed().await && views[1].changed().await);
+    let read = |view: &dynamo_upstream::LoadView| {
+        view.last()
+            .map(|load| (load.running_requests, load.waiting_requests))
+    };
+    assert_eq!(read(&views[0]), Some((3.0, 4.0)));
+    assert_eq!(read(&views[1]), Some((2.0, 0.0)));
+    // The server has no engine 2: its view gets no reading.
+    assert_eq!(read(&views[2]), None);
+    assert_eq!(server.seen.requests.lock().expect("not poisoned").len(), 1);
+    // The poller stops once every view is dropped.
+    drop(views);
+    tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the poller stopped")
+        .expect("it did not panic");
 }
