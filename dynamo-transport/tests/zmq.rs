@@ -611,7 +611,12 @@ impl EngineSide for LibzmqEngine {
                 let home = std::env::var_os("HOME").expect("HOME is set");
                 PathBuf::from(home).join(".cache/dynamo-ci/venv/bin/python")
             });
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/libzmq_engine.py");
+        // The package's folder as cargo tells the running test, else as it was at build time:
+        // a binary reused from a target folder that another checkout shares finds this one's
+        // script, not the other's (which may be gone).
+        let package = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let script = package.join("tests/libzmq_engine.py");
         let mut process = tokio::process::Command::new(&python)
             .arg("-B")
             .arg(script)
