@@ -341,10 +341,12 @@ impl MetricsPoller {
     ///
     /// # async fn run(metrics: LoadMetrics) -> Result<(), dynamo_core::Error> {
     /// let client = HttpClient::new("http://127.0.0.1:8000", HttpConfig::default())?;
-    /// let (engines, poll) = MetricsPoller::new(client, metrics).start_per_series("engine", &["0", "1"]);
+    /// let poller = MetricsPoller::new(client, metrics);
+    /// let (engines, poll) = poller.start_per_series("engine", &["0", "1"]);
     /// tokio::spawn(poll);
-    /// let busiest = engines.iter().filter_map(|view| view.current()).map(|load| load.waiting_requests);
-    /// tracing::info!(most_waiting = busiest.fold(0.0, f64::max), "two engines");
+    /// let loads = engines.iter().filter_map(|view| view.current());
+    /// let waiting = loads.map(|load| load.waiting_requests);
+    /// tracing::info!(most_waiting = waiting.fold(0.0, f64::max), "two engines");
     /// # Ok(())
     /// # }
     /// ```
@@ -409,7 +411,7 @@ impl MetricsPoller {
                             sender.send_replace(Some(load));
                         }
                         Err(error) => {
-                            tracing::debug!(url = self.client.base_url(), %error, "metrics scrape failed");
+                            tracing::debug!(url = self.client.base_url(), %error, "no load in the metrics");
                         }
                     }
                 }
