@@ -31,6 +31,7 @@ pub struct ModelEntry {
     pub(crate) sampling_defaults: SamplingDefaults,
     pub(crate) forks: bool,
     pub(crate) prompt_logprobs: bool,
+    pub(crate) streamed_prompt_logprobs: bool,
     /// Its metric handles, shared by the entry's clones.
     pub(crate) metrics: Arc<crate::http::metrics::ModelMetrics>,
 }
@@ -103,6 +104,7 @@ impl ModelEntry {
             sampling_defaults: SamplingDefaults::default(),
             forks: false,
             prompt_logprobs: false,
+            streamed_prompt_logprobs: false,
             metrics: Arc::default(),
         }
     }
@@ -208,7 +210,9 @@ impl ModelEntry {
     /// Say whether the engine computes the log-probabilities of a prompt's tokens
     /// ([`SamplingOptions::prompt_logprobs`](dynamo_core::SamplingOptions::prompt_logprobs)),
     /// as the candle engine does. Off by default: a text completion asking for them (`echo`
-    /// with `logprobs`, or vLLM's `prompt_logprobs`) is then refused with a 400.
+    /// with `logprobs`, or vLLM's `prompt_logprobs`) is then refused with a 400, and so is a
+    /// streamed one unless [`with_streamed_prompt_logprobs`](Self::with_streamed_prompt_logprobs)
+    /// says the engine streams them too.
     pub fn with_prompt_logprobs(mut self, computes: bool) -> Self {
         self.prompt_logprobs = computes;
         self
@@ -217,6 +221,21 @@ impl ModelEntry {
     /// Whether the engine computes the log-probabilities of a prompt's tokens.
     pub fn computes_prompt_logprobs(&self) -> bool {
         self.prompt_logprobs
+    }
+
+    /// Say whether the engine also sends the prompt's log-probabilities when the answer is
+    /// streamed (before the first token, as the candle engine does), so that a streamed text
+    /// completion may ask for `echo` with `logprobs`. Off by default: the vLLM and SGLang
+    /// adapters read them only from whole answers. Counts only with
+    /// [`with_prompt_logprobs`](Self::with_prompt_logprobs).
+    pub fn with_streamed_prompt_logprobs(mut self, streams: bool) -> Self {
+        self.streamed_prompt_logprobs = streams;
+        self
+    }
+
+    /// Whether the engine sends the prompt's log-probabilities when the answer is streamed.
+    pub fn streams_prompt_logprobs(&self) -> bool {
+        self.prompt_logprobs && self.streamed_prompt_logprobs
     }
 
     /// The model's name.

@@ -111,7 +111,8 @@ async fn completion_logprobs_are_parallel_lists_with_offsets() {
 /// A text completion's `echo` with `logprobs`, from a model whose engine computes the prompt's
 /// log-probabilities: the prompt's tokens first (the first with null log-probabilities: it
 /// follows nothing), then the generated ones, offsets running on through both; every choice
-/// gets them. Served whole only; from an engine that does not compute them, a 400.
+/// gets them. Streamed only from an engine that sends them with a stream (in pieces that add up
+/// to the whole answer); from an engine that does not compute them, a 400.
 #[tokio::test]
 async fn echo_with_logprobs_puts_the_prompts_tokens_first() {
     let registry = dynamo_openai::ModelRegistry::default();
@@ -153,12 +154,61 @@ async fn echo_with_logprobs_puts_the_prompts_tokens_first() {
         assert_eq!(logprobs["top_logprobs"][1].as_object().unwrap().len(), 1);
     }
 
+    // Streamed from an engine said to send the prompt's scores only with a whole answer: a 400.
     let mut streamed = request.clone();
     streamed["stream"] = json!(true);
     let (status, bytes) = common::post_json(app, "/v1/completions", &streamed).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let error: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(error["error"]["param"], "stream");
+
+    // From one that sends them before its first token (as candle does), each choice's chunks
+    // add up to the whole answer's text and log-probabilities: the echo, scored, first.
+    let registry = dynamo_openai::ModelRegistry::default();
+    let engine = BoxEngine::new(EchoEngine::new());
+    let entry = dynamo_openai::ModelEntry::new("test", engine, dynamo_openai::Tokenizer::bytes())
+        .with_prompt_logprobs(true)
+        .with_streamed_prompt_logprobs(true);
+    registry.insert(entry);
+    let app = dynamo_openai::Gateway::new(registry, GatewayConfig::default()).into_router();
+    let (status, bytes) = common::post_json(app, "/v1/completions", &streamed).await;
+    assert_eq!(status, StatusCode::OK);
+    let body = String::from_utf8(bytes.to_vec()).unwrap();
+    let mut added = vec![(String::new(), json!({})); 2];
+    let mut first_chunks = Vec::new();
+    for data in body.lines().filter_map(|line| line.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        for choice in chunk["choices"].as_array().unwrap() {
+            let index = choice["index"].as_u64().unwrap() as usize;
+            let (text, logprobs) = &mut added[index];
+            if text.is_empty() {
+                first_chunks.push(choice["text"].clone());
+            }
+            text.push_str(choice["text"].as_str().unwrap());
+            let Some(fields) = choice["logprobs"].as_object() else {
+                continue;
+            };
+            for (field, values) in fields {
+                let all = logprobs
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(field)
+                    .or_insert(json!([]));
+                all.as_array_mut()
+                    .unwrap()
+                    .extend(values.as_array().unwrap().iter().cloned());
+            }
+        }
+    }
+    assert_eq!(first_chunks, [json!("abc"), json!("abc")], "{body}");
+    for (index, (text, logprobs)) in added.iter().enumerate() {
+        let whole_choice = &whole["choices"][index];
+        assert_eq!(text, whole_choice["text"].as_str().unwrap(), "{body}");
+        assert_eq!(logprobs, &whole_choice["logprobs"], "{body}");
+    }
 
     let (status, bytes) = common::post_json(echo_app(), "/v1/completions", &request).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -108,6 +108,16 @@ def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
     assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None, logprobs
     assert all(lp <= 0 for lp in logprobs.token_logprobs[1:]), logprobs
     assert "".join(logprobs.tokens) == scored.choices[0].text, logprobs
+    # Streamed, the echo comes first with the same scores, and the chunks add up to the answer.
+    chunks = list(client.completions.create(model=model, prompt="The capital of France is Paris",
+                                            max_tokens=1, temperature=0, logprobs=1, echo=True,
+                                            stream=True))
+    echoed = chunks[0].choices[0]
+    assert echoed.text == "The capital of France is Paris", chunks[0]
+    assert echoed.logprobs.tokens == logprobs.tokens[:-1], echoed.logprobs
+    assert echoed.logprobs.token_logprobs[0] is None, echoed.logprobs
+    streamed = "".join(chunk.choices[0].text for chunk in chunks if chunk.choices)
+    assert streamed == scored.choices[0].text, chunks
 
     # vLLM's prompt_logprobs on chat: one entry per token of the rendered conversation, the
     # first null, each other holding the prompt token's own entry with its rank.

@@ -185,11 +185,13 @@ pub(crate) async fn serve_gateway(
 ) -> Result<(), Box<dyn std::error::Error>> {
     // The main job's own candle workers serve a request's `n` choices from one prefill; the
     // gateway sends any other engine one request per choice. Where not every engine computes
-    // the log-probabilities of a prompt, it refuses `echo` with `logprobs` (docs/gateway.md).
+    // the log-probabilities of a prompt, it refuses `echo` with `logprobs` (docs/gateway.md),
+    // and streamed where not every engine sends them with a stream (the adapters do not).
     let entry = ModelEntry::from_gguf(options.name.clone(), engine, metadata)?
         .with_sampling_defaults(sampling::defaults(options, metadata))
         .with_forking(options.own_candle_workers())
-        .with_prompt_logprobs(options.computes_prompt_logprobs());
+        .with_prompt_logprobs(options.computes_prompt_logprobs())
+        .with_streamed_prompt_logprobs(options.own_candle_workers());
     let registry = ModelRegistry::default();
     registry.insert(entry);
     if let Some(model) = embedding::load(&options.embedding_model).await? {

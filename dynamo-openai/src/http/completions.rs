@@ -84,10 +84,14 @@ async fn serve(
                 ),
             ));
         }
-        if body.echo && body.stream {
+        if body.echo && body.stream && !entry.streams_prompt_logprobs() {
             return Err(ApiError::invalid_field(
                 "stream",
-                "echo with logprobs is served whole; it does not work with stream: true",
+                format!(
+                    "echo with logprobs is served whole by the engine of `{}`; it does not \
+                     work with stream: true",
+                    entry.name
+                ),
             ));
         }
     }
@@ -341,23 +345,32 @@ fn stream(
 ) -> Response {
     let choices = streams.len() * n as usize;
     let mut echoes = Vec::new();
-    let tagged = streams
+    // With `logprobs`, a prompt's echo waits for the prompt's log-probabilities, which the
+    // engine sends before the first token; without, it goes first.
+    let mut scored_echoes: Vec<Option<Echo>> = Vec::with_capacity(streams.len());
+    let tagged: Vec<_> = streams
         .into_iter()
         .zip(0u32..)
         .map(|((echo, text), prompt)| {
-            if !echo.text.is_empty() {
-                echoes.extend((0..n).map(|choice| {
-                    let delta = TextEvent::Delta {
-                        text: echo.text.clone(),
-                        log_probs: Vec::new(),
-                    };
-                    Ok((prompt * n + choice, delta))
-                }));
+            if echo.first_token.is_some() {
+                scored_echoes.push(Some(echo));
+            } else {
+                scored_echoes.push(None);
+                if !echo.text.is_empty() {
+                    echoes.extend((0..n).map(|choice| {
+                        let delta = TextEvent::Delta {
+                            text: echo.text.clone(),
+                            log_probs: Vec::new(),
+                        };
+                        Ok((prompt * n + choice, delta))
+                    }));
+                }
             }
             text.map_ok(move |(choice, event)| (prompt * n + choice, event))
                 .boxed()
-        });
-    let merged = stream::select_all(tagged.collect::<Vec<_>>());
+        })
+        .collect();
+    let merged = stream::select_all(tagged);
     let events = stream::iter(echoes).chain(merged);
     let (mut total, mut finished) = (Usage::default(), 0);
     let mut shapers: Vec<CompletionShaper> =
@@ -371,6 +384,39 @@ fn stream(
             finish_reason,
             prompt_logprobs: None,
         };
+        let prompt = (index / n) as usize;
+        if let TextEvent::Prompt { log_probs } = &event {
+            // The first of the prompt's choices to send them opens every choice's echo.
+            let echoed = scored_echoes.get_mut(prompt).and_then(Option::take);
+            if let (Some(echo), Some(tokenizer)) = (echoed, &header.logprobs) {
+                let first = echo.first_token.unwrap_or_default();
+                for choice in 0..n {
+                    let index = prompt as u32 * n + choice;
+                    let Some(shaper) = shapers.get_mut(index as usize) else {
+                        continue;
+                    };
+                    let shaped = shaper.push_prompt(tokenizer, first, log_probs, header.echo_top);
+                    match shaped {
+                        Ok(logprobs) => out.push(header.chunk(
+                            vec![CompletionChoice {
+                                index,
+                                text: echo.text.clone(),
+                                logprobs: Some(logprobs),
+                                finish_reason: None,
+                                prompt_logprobs: None,
+                            }],
+                            None,
+                        )),
+                        Err(error) => return stream::iter(vec![Err(error)]),
+                    }
+                }
+            }
+            return stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>());
+        }
+        // A choice's tokens before its prompt's scores: the engine sent none though asked.
+        if scored_echoes.get(prompt).is_some_and(Option::is_some) {
+            return stream::iter(vec![Err(logprobs::none_sent())]);
+        }
         match event {
             TextEvent::Delta { text, log_probs } => {
                 let shaper = shapers.get_mut(index as usize);
@@ -396,7 +442,6 @@ fn stream(
                     out.push(header.chunk(Vec::new(), Some(UsageBody::from(total))));
                 }
             }
-            // Asked for only by a whole answer (`echo` with `logprobs`).
             TextEvent::Prompt { .. } => {}
         }
         stream::iter(out.into_iter().map(Ok).collect::<Vec<_>>())

@@ -167,11 +167,14 @@ pub(crate) fn check_prompt(entry: &ModelEntry, top: u32, stream: bool) -> Result
 /// The prompt's log-probabilities the engine sent; an internal error if it sent none though
 /// asked.
 pub(crate) fn sent(log_probs: Option<&[TokenLogProb]>) -> Result<&[TokenLogProb], ApiError> {
-    log_probs.ok_or_else(|| {
-        ApiError::from(dynamo_core::Error::internal(
-            "the engine sent no log-probabilities of the prompt",
-        ))
-    })
+    log_probs.ok_or_else(none_sent)
+}
+
+/// The error of an engine that sent no log-probabilities of the prompt though asked.
+pub(crate) fn none_sent() -> ApiError {
+    ApiError::from(dynamo_core::Error::internal(
+        "the engine sent no log-probabilities of the prompt",
+    ))
 }
 
 /// vLLM's `prompt_logprobs` of a prompt's tokens after the first (`log_probs`), each with at

@@ -135,7 +135,8 @@ async fn prompt_log_probs_are_the_next_token_distributions_of_each_prefix() {
 /// `echo` with `logprobs` on a text completion, as lm-evaluation-harness scores a continuation:
 /// the prompt's tokens come first in `logprobs`, the first with null log-probabilities, each
 /// other one as the engine computed it; the generated token follows; the tokens' texts make
-/// the choice's text, and each offset is where its token starts in it.
+/// the choice's text, and each offset is where its token starts in it. Streamed, the echo and
+/// its scores come first, as in the whole answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_with_logprobs_scores_the_prompt_on_a_text_completion() {
     let app = support::gateway(&engine());
@@ -184,6 +185,59 @@ async fn echo_with_logprobs_scores_the_prompt_on_a_text_completion() {
         token_logprobs[paris].as_f64().unwrap() > (0.1_f64).ln(),
         "{logprobs}"
     );
+
+    // Streamed: the echo comes first, scored as in the whole answer (the engine sends the
+    // prompt's scores before its first token), then the generated token with its own.
+    let mut streamed = body.clone();
+    streamed["stream"] = serde_json::json!(true);
+    let request = axum::http::Request::post("/v1/completions")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(streamed.to_string()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(app.clone(), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sse = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let sse = String::from_utf8(sse.to_vec()).unwrap();
+    let choices: Vec<serde_json::Value> = sse
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str::<serde_json::Value>(data).unwrap())
+        .filter_map(|chunk| chunk["choices"].get(0).cloned())
+        .collect();
+    let echoed = &choices[0]["logprobs"];
+    assert_eq!(
+        choices[0]["text"], "The capital of France is Paris",
+        "{sse}"
+    );
+    assert_eq!(
+        echoed["tokens"].as_array().unwrap()[..],
+        tokens
+            .iter()
+            .map(|t| serde_json::json!(t))
+            .collect::<Vec<_>>()[..prompt_tokens],
+        "{sse}"
+    );
+    for (k, logprob) in echoed["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        match (logprob.as_f64(), token_logprobs[k].as_f64()) {
+            (Some(streamed), Some(whole)) => assert!((streamed - whole).abs() < 1e-4, "token {k}"),
+            (streamed, whole) => assert!(streamed.is_none() && whole.is_none(), "token {k}"),
+        }
+    }
+    let text: String = choices
+        .iter()
+        .filter_map(|choice| choice["text"].as_str())
+        .collect();
+    assert_eq!(text, choice["text"].as_str().unwrap(), "{sse}");
 
     // vLLM's shape: by token id, the prompt token's entry with its rank, and the most likely
     // one's (the same entry where the prompt token is the most likely).

@@ -32,14 +32,16 @@ pub(crate) fn preprocessing() -> &'static ModelEntry {
     })
 }
 
-/// The gateway over `engine`, as the main job serves it (`n` choices forked from one request).
+/// The gateway over `engine`, as the main job serves it (`n` choices forked from one request,
+/// the prompt's log-probabilities whole and streamed).
 pub(crate) fn gateway(engine: &dynamo_candle::CandleEngine) -> axum::Router {
     let metadata = GgufMetadata::open(model_path()).expect("GGUF metadata");
     let boxed = dynamo_core::BoxEngine::new(engine.clone());
     let entry = ModelEntry::from_gguf("smollm2", boxed, &metadata)
         .expect("a model entry")
         .with_forking(true)
-        .with_prompt_logprobs(true);
+        .with_prompt_logprobs(true)
+        .with_streamed_prompt_logprobs(true);
     let registry = ModelRegistry::default();
     registry.insert(entry);
     Gateway::new(registry, GatewayConfig::default()).into_router()
