@@ -2,10 +2,12 @@
 //! worker process.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use dynamo_candle::{CandleConfig, CandleEngine, LlamaWeights};
 use dynamo_core::{BlockSize, BoxEngine, EchoEngine, EngineExt, KvEvent, KvPublisher, WorkerId};
 use dynamo_mocker::{EngineConfig, LiveConfig, LiveEngine, PolynomialTiming};
+use dynamo_openai::WorkerGauges;
 use tokio::sync::mpsc;
 
 use crate::disagg::Part;
@@ -90,26 +92,92 @@ impl LoadProbe {
         }
     }
 
-    /// (requests waiting, KV blocks in use, KV blocks in all).
-    pub(crate) fn read(&self) -> (u64, u64, u64) {
+    /// What the engine says of its load now.
+    pub(crate) fn read(&self) -> EngineReading {
         match self {
             LoadProbe::Candle(engine) => {
                 let counters = engine.counters();
-                (
-                    engine.waiting_requests() as u64,
-                    counters.in_use as u64,
-                    counters.capacity as u64,
-                )
+                EngineReading {
+                    waiting_requests: engine.waiting_requests() as u64,
+                    kv_blocks_in_use: counters.in_use as u64,
+                    kv_blocks_total: counters.capacity as u64,
+                    preemptions: engine.preemptions(),
+                }
             }
             LoadProbe::Mocker(engine) => {
                 let metrics = engine.metrics();
-                (
-                    metrics.waiting as u64,
-                    metrics.blocks_in_use,
-                    metrics.blocks_total,
-                )
+                EngineReading {
+                    waiting_requests: metrics.waiting as u64,
+                    kv_blocks_in_use: metrics.blocks_in_use,
+                    kv_blocks_total: metrics.blocks_total,
+                    preemptions: metrics.preemptions,
+                }
             }
-            LoadProbe::Nothing => (0, 0, 0),
+            LoadProbe::Nothing => EngineReading::default(),
+        }
+    }
+}
+
+/// An engine's load, as [`LoadProbe::read`] finds it (zeros for an engine that keeps no queue
+/// or cache).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct EngineReading {
+    /// Requests queued, not started.
+    pub(crate) waiting_requests: u64,
+    /// KV blocks held by running requests.
+    pub(crate) kv_blocks_in_use: u64,
+    /// KV blocks in the cache.
+    pub(crate) kv_blocks_total: u64,
+    /// Sequences preempted since the engine started.
+    pub(crate) preemptions: u64,
+}
+
+impl EngineReading {
+    /// Set `worker`'s series of this reading on the gateway's `/metrics`: three gauges and the
+    /// preemptions as a counter, kept in [`WorkerGauges`] so that they can leave with the
+    /// worker.
+    pub(crate) fn show(&self, worker: &str) {
+        let gauges = WorkerGauges::global();
+        let values = [
+            self.waiting_requests,
+            self.kv_blocks_in_use,
+            self.kv_blocks_total,
+        ];
+        for (name, value) in READING_GAUGES.into_iter().zip(values) {
+            gauges.set(name, worker, value as f64);
+        }
+        gauges.set_total(PREEMPTIONS, worker, self.preemptions as f64);
+    }
+}
+
+/// The gauges of an [`EngineReading`] on `/metrics`, by `worker`.
+const READING_GAUGES: [&str; 3] = [
+    "dynamo_worker_waiting_requests",
+    "dynamo_worker_kv_blocks_in_use",
+    "dynamo_worker_kv_blocks_total",
+];
+
+/// The counter of an [`EngineReading`]'s preemptions on `/metrics`, by `worker`.
+const PREEMPTIONS: &str = "dynamo_worker_preemptions_total";
+
+/// How often the single process reads its own workers' engines for `/metrics`.
+const SHOW_EVERY: Duration = Duration::from_secs(1);
+
+/// Show the single process's own workers' engine readings on its `/metrics`, every second,
+/// as a frontend shows its workers' load reports.
+pub(crate) async fn show_readings(probes: Vec<(WorkerId, LoadProbe)>) {
+    // An engine that keeps no queue or cache (echo) has nothing to show.
+    let workers: Vec<(String, LoadProbe)> = probes
+        .into_iter()
+        .filter(|(_, probe)| !matches!(probe, LoadProbe::Nothing))
+        .map(|(worker, probe)| (worker.to_string(), probe))
+        .collect();
+    let mut ticks = tokio::time::interval(SHOW_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for (worker, probe) in &workers {
+            probe.read().show(worker);
         }
     }
 }

@@ -136,6 +136,7 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
             .collect()
     };
     let mut records = Vec::new();
+    let mut probes = Vec::new();
     for (id, part) in parts {
         let worker = deploy::start_worker(
             &options,
@@ -148,8 +149,12 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
         tokio::spawn(worker.served.serving);
+        probes.push((worker.record.id, worker.load));
         records.push(worker.record);
     }
+    // Each worker's queue, KV blocks and preemptions on `/metrics`, as a frontend shows its
+    // workers' load reports.
+    tokio::spawn(engines::show_readings(probes));
     let workers = StaticDiscovery::new(records);
     let engine = if disaggregated {
         // The in-process workers' layouts were made here: the roles are the only filter.

@@ -44,7 +44,7 @@ pub(crate) async fn run(
     )?;
     // Each decode row ends at the largest batch the engine holds, as the simulator's
     // profile rows do.
-    let (_, _, kv_blocks) = started.load.read();
+    let kv_blocks = started.load.read().kv_blocks_total;
     let limits = started
         .max_running
         .filter(|_| kv_blocks > 0)
@@ -70,7 +70,8 @@ pub(crate) async fn run(
         sweep.concurrency
     );
     let kv_usage = || {
-        let (_, in_use, total) = started.load.read();
+        let reading = started.load.read();
+        let (in_use, total) = (reading.kv_blocks_in_use, reading.kv_blocks_total);
         (total > 0).then(|| in_use as f64 / total as f64)
     };
     let profile = measure_engine(started.engine.clone(), &sweep, kv_usage)

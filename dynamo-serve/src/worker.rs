@@ -254,13 +254,14 @@ async fn report_load(nats: NatsEvents, worker: WorkerId, probe: LoadProbe, activ
     let mut ticks = tokio::time::interval(LOAD_PERIOD);
     loop {
         ticks.tick().await;
-        let (waiting_requests, kv_blocks_in_use, kv_blocks_total) = probe.read();
+        let reading = probe.read();
         let report = LoadReport {
             worker,
             active_requests: active.load(Ordering::Relaxed),
-            waiting_requests,
-            kv_blocks_in_use,
-            kv_blocks_total,
+            waiting_requests: reading.waiting_requests,
+            kv_blocks_in_use: reading.kv_blocks_in_use,
+            kv_blocks_total: reading.kv_blocks_total,
+            preemptions: reading.preemptions,
         };
         // A report NATS cannot take is superseded by the next one.
         let _ = nats.publish(&report).await;

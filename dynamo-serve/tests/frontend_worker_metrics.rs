@@ -1,6 +1,7 @@
 //! A worker's series on the frontend's `/metrics`: the ones its NATS load reports set show
 //! while the frontend routes to it and leave once it leaves; the index's leaves once the index
-//! forgets it.
+//! forgets it. The single process shows its own workers' engines the same way, their
+//! preemptions under KV pressure among them.
 
 #[expect(dead_code, reason = "this test uses a part of the shared helpers")]
 mod support;
@@ -12,6 +13,9 @@ use support::{Frontend, Process, directory_frontend_with, registry_worker};
 
 /// How long a worker may take to join or leave, or its report to arrive (one a second).
 const WITHIN: Duration = Duration::from_secs(60);
+
+/// The counter of a worker's preemptions, by worker.
+const PREEMPTIONS: &str = "dynamo_worker_preemptions_total";
 
 /// The series a load report sets, by worker.
 const SERIES: [&str; 5] = [
@@ -55,13 +59,22 @@ async fn a_workers_load_series_show_while_it_is_routed_and_go_once_it_leaves() {
             .count();
         assert_eq!(families, 1, "{name} in\n{text}");
     }
+    // The engine's preemptions since it started, a counter (none yet).
+    let counters = format!("# TYPE {PREEMPTIONS} counter");
+    assert_eq!(
+        text.lines().filter(|line| *line == counters).count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(support::series_value(&text, PREEMPTIONS, "5/0"), Some(0.0));
 
     // It stops (and deregisters): the frontend lets it go, and its series leave /metrics.
     worker.terminate();
     worker.wait_exit(WITHIN).await;
     process.wait_for("worker 5/0 left", WITHIN).await;
     // Its series and, with no other worker left, the families' `# TYPE` lines.
-    let gone = |text: &str| SERIES.iter().all(|name| !text.contains(name));
+    let gone =
+        |text: &str| SERIES.iter().all(|name| !text.contains(name)) && !text.contains(PREEMPTIONS);
     frontend
         .wait_for_metrics("worker 5's load series gone", WITHIN, gone)
         .await;
@@ -104,4 +117,41 @@ async fn a_workers_index_series_goes_once_the_index_forgets_it() {
     frontend
         .wait_for_metrics("worker 6's indexed blocks gone", WITHIN, gone)
         .await;
+}
+
+/// The single process shows its own workers' queue and KV blocks on `/metrics`, and counts the
+/// sequences their engines preempt when three long answers outgrow a 64-block cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_main_jobs_workers_show_their_cache_and_count_their_preemptions() {
+    let port = free_port().expect("a free port").to_string();
+    let args = [
+        "--port",
+        &port,
+        "--engine",
+        "mocker",
+        "--workers",
+        "1",
+        "--kv-blocks",
+        "64",
+    ];
+    let _process = Process::start(&args);
+    let frontend = Frontend::new(port.parse().expect("a port"));
+    frontend.wait_ready().await;
+    // 3 prompts of 256 tokens hold 48 of the 64 blocks; 300 tokens more each need 57 more.
+    let _streams = support::fill_kv_cache(&frontend, 300).await;
+    let preempted = |text: &str| {
+        support::series_value(text, PREEMPTIONS, "0/0").is_some_and(|count| count >= 1.0)
+            && support::series_value(text, "dynamo_worker_kv_blocks_total", "0/0") == Some(64.0)
+            && support::series_value(text, "dynamo_worker_waiting_requests", "0/0").is_some()
+            && support::series_value(text, "dynamo_worker_kv_blocks_in_use", "0/0").is_some()
+    };
+    let text = frontend
+        .wait_for_metrics("a preemption on worker 0", WITHIN, preempted)
+        .await;
+    let counters = format!("# TYPE {PREEMPTIONS} counter");
+    assert_eq!(
+        text.lines().filter(|line| *line == counters).count(),
+        1,
+        "{text}"
+    );
 }

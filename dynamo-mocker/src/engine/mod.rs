@@ -121,6 +121,8 @@ pub struct SimWorker {
     quiet_ahead: u64,
     /// The running sequences' tokens when they were last brought up to date.
     quiet_tokens: u64,
+    /// Sequences preempted since the worker started.
+    preemptions: u64,
 }
 
 impl SimWorker {
@@ -151,6 +153,7 @@ impl SimWorker {
             quiet_steps: 0,
             quiet_ahead: 0,
             quiet_tokens: 0,
+            preemptions: 0,
         }
     }
 
@@ -268,6 +271,7 @@ impl SimWorker {
             running: self.running.len(),
             blocks_in_use: self.pool.in_use() as u64,
             blocks_total: self.pool.capacity() as u64,
+            preemptions: self.preemptions,
         }
     }
 
@@ -497,6 +501,7 @@ impl SimWorker {
         let mut sequence = self.running.remove(index);
         self.release(&mut sequence);
         sequence.computed = 0;
+        self.preemptions += 1;
         report.preempted.push(sequence.request.id);
         self.waiting.push_front(sequence);
     }

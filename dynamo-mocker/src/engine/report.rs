@@ -64,6 +64,9 @@ pub struct WorkerMetrics {
     pub blocks_in_use: u64,
     /// KV blocks in the cache.
     pub blocks_total: u64,
+    /// Sequences preempted since the worker started (their KV freed, to be recomputed), as
+    /// vLLM's `vllm:num_preemptions` counts them.
+    pub preemptions: u64,
 }
 
 /// The prompt tokens a request found in the lower tiers at its first admission.

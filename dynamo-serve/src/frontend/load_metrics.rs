@@ -11,16 +11,13 @@ use dynamo_router::health::ReportedLoad;
 use dynamo_transport::events::{LoadReport, Subscription};
 use futures::StreamExt;
 
+use crate::engines::EngineReading;
 use crate::worker::REPORT_FRESH_FOR;
 
-/// The gauges a load report sets, by `worker`: kept in [`WorkerGauges`], not through the
-/// `metrics` facade, so that they can leave `/metrics`.
-const GAUGES: [&str; 4] = [
-    "dynamo_worker_active_requests",
-    "dynamo_worker_waiting_requests",
-    "dynamo_worker_kv_blocks_in_use",
-    "dynamo_worker_kv_blocks_total",
-];
+/// The gauge of a load report's open streams, by `worker`, beside its engine's reading
+/// ([`EngineReading::show`]): kept in [`WorkerGauges`], not through the `metrics` facade, so
+/// that they can leave `/metrics`.
+const ACTIVE: &str = "dynamo_worker_active_requests";
 
 /// The capacity the router charges a worker's requests against, by `worker`.
 const CAPACITY: &str = "dynamo_router_worker_kv_capacity_blocks";
@@ -107,15 +104,14 @@ fn record(report: &LoadReport, routers: &[RouterService], shown: &mut HashSet<Wo
         // What the router routes with, once it has it (0: none known).
         gauges.set(CAPACITY, &worker, report.kv_blocks_total as f64);
     }
-    let values = [
-        report.active_requests,
-        report.waiting_requests,
-        report.kv_blocks_in_use,
-        report.kv_blocks_total,
-    ];
-    for (name, value) in GAUGES.into_iter().zip(values) {
-        gauges.set(name, &worker, value as f64);
-    }
+    gauges.set(ACTIVE, &worker, report.active_requests as f64);
+    let reading = EngineReading {
+        waiting_requests: report.waiting_requests,
+        kv_blocks_in_use: report.kv_blocks_in_use,
+        kv_blocks_total: report.kv_blocks_total,
+        preemptions: report.preemptions,
+    };
+    reading.show(&worker);
     shown.insert(report.worker);
     true
 }
@@ -186,6 +182,7 @@ mod tests {
             waiting_requests,
             kv_blocks_in_use: 0,
             kv_blocks_total: 64,
+            preemptions: 0,
         };
         let now = Instant::now();
         let load = reported_load(&report(5, 2), now);
@@ -208,6 +205,7 @@ mod tests {
             waiting_requests: 0,
             kv_blocks_in_use,
             kv_blocks_total,
+            preemptions: 0,
         };
         let now = Instant::now();
         assert_eq!(

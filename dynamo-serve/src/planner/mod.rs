@@ -442,6 +442,7 @@ mod tests {
             waiting_requests: waiting,
             kv_blocks_in_use: 0,
             kv_blocks_total: 0,
+            preemptions: 0,
         }
     }
 

@@ -93,6 +93,10 @@ pub struct LoadReport {
     pub kv_blocks_in_use: u64,
     /// KV blocks in its cache.
     pub kv_blocks_total: u64,
+    /// Sequences its engine preempted since it started (their KV freed under pressure, to be
+    /// recomputed); 0 from a worker that predates the field or whose engine does not say.
+    #[serde(default)]
+    pub preemptions: u64,
 }
 
 impl Topic for LoadReport {

@@ -166,6 +166,7 @@ fn nats_payload() -> Seeds {
         waiting_requests: 1,
         kv_blocks_in_use: 10,
         kv_blocks_total: 100,
+        preemptions: 0,
     };
     let resync = ResyncRequest {
         worker: WorkerId::new(3),

@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 /// facade so that [`remove`](Self::remove) can take a worker's series off `/metrics`.
 ///
 /// A gateway's `/metrics` renders the process's store, [`WorkerGauges::global`], after the
-/// exporter's series, each name as one gauge family with its `# TYPE` line, in name and
-/// worker order. A name kept here must not also be recorded through the `metrics` facade
+/// exporter's series, each name as one family with its `# TYPE` line (a gauge, or a counter
+/// set with [`set_total`](Self::set_total)), in name and worker order. A name kept here must not also be recorded through the `metrics` facade
 /// (the output would hold two families of that name), and must be a valid Prometheus metric
 /// name (`[a-zA-Z_:][a-zA-Z0-9_:]*`); worker labels may hold any text (escaped on render).
 ///
@@ -25,8 +25,15 @@ use parking_lot::Mutex;
 /// ```
 #[derive(Debug, Default)]
 pub struct WorkerGauges {
-    /// The value of each series, by name, then by worker.
-    families: Mutex<BTreeMap<&'static str, BTreeMap<String, f64>>>,
+    /// Each family by name.
+    families: Mutex<BTreeMap<&'static str, Family>>,
+}
+
+/// One name's series, by worker, and whether they are counters.
+#[derive(Debug, Default)]
+struct Family {
+    counter: bool,
+    series: BTreeMap<String, f64>,
 }
 
 impl WorkerGauges {
@@ -39,16 +46,29 @@ impl WorkerGauges {
 
     /// Set the series `name{worker="worker"}` to `value`, adding it if it is not there.
     pub fn set(&self, name: &'static str, worker: &str, value: f64) {
+        self.put(name, worker, value, false);
+    }
+
+    /// Set the counter `name{worker="worker"}` to `value`: a total that the worker counts
+    /// itself and reports (as its preemptions since it started), rendered with `# TYPE name
+    /// counter`. A worker that restarts starts again from 0, which Prometheus reads as a
+    /// counter reset.
+    pub fn set_total(&self, name: &'static str, worker: &str, value: f64) {
+        self.put(name, worker, value, true);
+    }
+
+    fn put(&self, name: &'static str, worker: &str, value: f64, counter: bool) {
         debug_assert!(
             is_metric_name(name),
             "not a Prometheus metric name: {name:?}"
         );
         let mut families = self.families.lock();
         let family = families.entry(name).or_default();
-        match family.get_mut(worker) {
+        family.counter = counter;
+        match family.series.get_mut(worker) {
             Some(kept) => *kept = value,
             None => {
-                family.insert(worker.to_owned(), value);
+                family.series.insert(worker.to_owned(), value);
             }
         }
     }
@@ -58,8 +78,8 @@ impl WorkerGauges {
         let mut families = self.families.lock();
         let mut removed = false;
         families.retain(|_, family| {
-            removed |= family.remove(worker).is_some();
-            !family.is_empty()
+            removed |= family.series.remove(worker).is_some();
+            !family.series.is_empty()
         });
         removed
     }
@@ -71,8 +91,8 @@ impl WorkerGauges {
         let Some(family) = families.get_mut(name) else {
             return false;
         };
-        let removed = family.remove(worker).is_some();
-        if family.is_empty() {
+        let removed = family.series.remove(worker).is_some();
+        if family.series.is_empty() {
             families.remove(name);
         }
         removed
@@ -83,8 +103,9 @@ impl WorkerGauges {
     pub(crate) fn render_into(&self, out: &mut String) {
         let families = self.families.lock();
         for (name, family) in families.iter() {
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for (worker, value) in family {
+            let kind = if family.counter { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (worker, value) in &family.series {
                 out.push_str(name);
                 out.push_str("{worker=\"");
                 escape_label_value(worker, out);
@@ -155,6 +176,19 @@ mod tests {
              # TYPE b_blocks gauge\n\
              b_blocks{worker=\"1/0\"} 0.5\n\
              b_blocks{worker=\"2/0\"} 32\n\
+             \n"
+        );
+    }
+
+    #[test]
+    fn a_total_renders_as_a_counter() {
+        let gauges = WorkerGauges::default();
+        gauges.set_total("c_preemptions_total", "1/0", 3.0);
+        gauges.set_total("c_preemptions_total", "1/0", 5.0);
+        assert_eq!(
+            rendered(&gauges),
+            "# TYPE c_preemptions_total counter\n\
+             c_preemptions_total{worker=\"1/0\"} 5\n\
              \n"
         );
     }
