@@ -12,9 +12,10 @@ use parking_lot::Mutex;
 ///
 /// A gateway's `/metrics` renders the process's store, [`WorkerGauges::global`], after the
 /// exporter's series, each name as one family with its `# TYPE` line (a gauge, or a counter
-/// set with [`set_total`](Self::set_total)), in name and worker order. A name kept here must not also be recorded through the `metrics` facade
-/// (the output would hold two families of that name), and must be a valid Prometheus metric
-/// name (`[a-zA-Z_:][a-zA-Z0-9_:]*`); worker labels may hold any text (escaped on render).
+/// set with [`set_total`](Self::set_total)), in name and worker order. A name kept here must
+/// not also be recorded through the `metrics` facade (the output would hold two families of
+/// that name), and must be a valid Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`);
+/// worker labels may hold any text (escaped on render).
 ///
 /// ```
 /// use dynamo_openai::WorkerGauges;
