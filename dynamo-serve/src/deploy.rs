@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynamo_candle::LlamaWeights;
-use dynamo_core::layers::DeadlineLayer;
+use dynamo_core::layers::{DeadlineLayer, RetryConfig, RetryLayer};
 use dynamo_core::{
     BlockSize, BoxEngine, EngineExt, Error, KvEvent, KvLayout, ResyncRequest, WorkerId, WorkerRole,
 };
@@ -40,6 +40,9 @@ const EVENT_CAPACITY: usize = 4096;
 /// Resync requests waiting to be published; when it is full a request is dropped, and the
 /// worker's next gap asks again.
 const RESYNC_CAPACITY: usize = 256;
+
+/// The pause before each retry of a refused request (`--retries`).
+const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How often the frontend sets `dynamo_router_indexed_blocks` from its index.
 const INDEX_SIZES_EVERY: Duration = Duration::from_millis(250);
@@ -299,11 +302,13 @@ pub(crate) fn follow<T: Transport>(
     Ok(())
 }
 
-/// `engine` (a router) behind request migration, a deadline and tower's load shedding: a
-/// request whose worker fails mid-stream continues on another (`--migration-limit` times at
-/// most), a request still running after `--request-timeout` ends with a timeout and its work
-/// is cancelled, and when the router has no capacity (every worker busy and its wait queue
-/// full), a request is answered at once (503 with `Retry-After`) instead of waiting.
+/// `engine` (a router) behind request migration, retries, a deadline and tower's load
+/// shedding: a request whose worker fails mid-stream continues on another (`--migration-limit`
+/// times at most), one a worker refused before its first token is sent again (`--retries`
+/// times at most, within the retry budget), a request still running after `--request-timeout` ends with
+/// a timeout and its work is cancelled (retries share its time), and when the router has no
+/// capacity (every worker busy and its wait queue full), a request is answered at once (503
+/// with `Retry-After`) instead of waiting.
 pub(crate) fn shed_load<E>(options: &Options, engine: E) -> BoxEngine
 where
     E: dynamo_core::Engine + Clone + Send + Sync + 'static,
@@ -317,10 +322,17 @@ where
     if options.request_timeout > 0 {
         deadline = deadline.default_timeout(Duration::from_secs(options.request_timeout));
     }
+    let retries = (options.retries > 0).then(|| {
+        let config = RetryConfig::default()
+            .max_attempts(options.retries.saturating_add(1))
+            .backoff(RETRY_BACKOFF);
+        RetryLayer::new(config)
+    });
     tower::ServiceBuilder::new()
         .map_err(Error::from_boxed)
         .load_shed()
         .layer(deadline)
+        .option_layer(retries)
         .layer(MigrateLayer::new(migration))
         .service(engine)
         .boxed_engine()

@@ -410,3 +410,52 @@ async fn frontend_detokenize(frontend: &Frontend, tokens: &[u32]) -> (u16, Value
         .to_bytes();
     (status, serde_json::from_slice(&bytes).expect("JSON"))
 }
+
+/// `--retries 1`: a request that one vLLM server refuses with a 503 (`overloaded`, before any
+/// token) is sent again after a pause, and round robin gives it to the other server; every
+/// client request is answered, and the retries are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_one_server_refuses_is_retried_and_answered_by_the_other() {
+    let refusing = replay_of("overloaded_503.http").await;
+    let answering = replay_of("vllm_whole_token_ids.http").await;
+    let port = free_port().expect("a free port").to_string();
+    let (first, second) = (
+        format!("vllm={},id=1", refusing.url()),
+        format!("vllm={},id=2", answering.url()),
+    );
+    let args = [
+        "frontend",
+        "--port",
+        &port,
+        "--router",
+        "round-robin",
+        "--retries",
+        "1",
+        "--engine-at",
+        &first,
+        "--engine-at",
+        &second,
+    ];
+    let _process = Process::start(&args);
+    let frontend = Frontend::new(port.parse().expect("a port"));
+    frontend.wait_ready().await;
+    for n in 0..4 {
+        let (status, body) = frontend.complete(&format!("request {n}"), 4).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let asked = |server: &Replay| {
+        let requests = server.seen.requests.lock().expect("not poisoned");
+        requests
+            .iter()
+            .filter(|(line, _)| line.starts_with("POST /v1/completions"))
+            .count()
+    };
+    let refused = asked(&refusing);
+    assert!(refused >= 1, "round robin never chose the refusing server");
+    let metrics = frontend.metrics().await;
+    let retried = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("dynamo_retries_total{outcome=\"retried\"} "))
+        .and_then(|value| value.parse::<f64>().ok());
+    assert_eq!(retried, Some(refused as f64), "{metrics}");
+}

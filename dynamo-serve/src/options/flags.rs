@@ -402,6 +402,11 @@ struct GatewayArgs {
     /// (0: never)
     #[arg(long, value_name = "N", default_value_t = 3)]
     migration_limit: u32,
+    /// Send a request that a worker refused before its first token (overloaded, such as an
+    /// engine server's 503) through the router again, up to N more times, 50 ms apart, within
+    /// a budget of a fifth of the requests plus 10 a second (0: no retries)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    retries: u32,
     /// A worker that sends no token for this many seconds (first token or between tokens) has
     /// its request continued elsewhere and leaves routing until it answers a canary (0: never).
     /// Above the longest honest wait: a CPU model's first token under load can take a minute
@@ -600,6 +605,7 @@ fn options(
         response_store_bytes: gateway.response_store_mib.saturating_mul(1 << 20),
         embedding_model: gateway.embedding_model,
         migration_limit: gateway.migration_limit,
+        retries: gateway.retries,
         stall_timeout: gateway.stall_timeout,
         max_ejected_percent: gateway.max_ejected_percent,
         breaker: breaker(

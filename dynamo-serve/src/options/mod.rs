@@ -197,6 +197,8 @@ pub(crate) struct Options {
     pub(crate) embedding_model: crate::embedding::EmbeddingSource,
     /// Continuations of a request whose worker fails mid-stream.
     pub(crate) migration_limit: u32,
+    /// Retries of a request refused before its first token (0: none).
+    pub(crate) retries: u32,
     /// Seconds without a token before an attempt ends and its worker is ejected (0: never).
     pub(crate) stall_timeout: u64,
     /// The share of the workers, in percent, past which no more are ejected.

@@ -233,6 +233,9 @@ fn the_gateway_flags_set_keys_metrics_the_body_limit_and_the_response_store() {
     let frontend =
         options("frontend --registry r --router approx-kv --migration-limit 0").expect("valid");
     assert_eq!(frontend.migration_limit, 0);
+    assert_eq!(serve.retries, 0);
+    let retrying = options("frontend --registry r --router approx-kv --retries 2").expect("valid");
+    assert_eq!(retrying.retries, 2);
     assert_eq!(serve.stall_timeout, 120);
     assert_eq!(serve.request_timeout, 0);
     let unwatched = options("frontend --registry r --router approx-kv --stall-timeout 0");
