@@ -163,6 +163,7 @@ impl FromStr for EngineAt {
                 }
             }
         }
+        ranks_apart(&engine)?;
         match (engine.kind, engine.events.as_deref()) {
             (UpstreamKind::Openai, Some(_)) => {
                 return Err(
@@ -190,6 +191,34 @@ impl FromStr for EngineAt {
             _ => {}
         }
         Ok(engine)
+    }
+}
+
+/// Refuse a data-parallel server's `events=` and `replay=` TCP ports closer than its size:
+/// vLLM adds the rank to both, so rank `r`'s publisher would take another rank's replay port.
+fn ranks_apart(engine: &EngineAt) -> Result<(), String> {
+    let (Some(size), Some(events), Some(replay)) = (
+        engine.data_parallel_size,
+        engine.events.as_deref(),
+        engine.replay.as_deref(),
+    ) else {
+        return Ok(());
+    };
+    let port = |endpoint: &str| -> Option<(String, u32)> {
+        let (host, port) = endpoint.strip_prefix("tcp://")?.rsplit_once(':')?;
+        Some((host.to_owned(), port.parse().ok()?))
+    };
+    match (port(events), port(replay)) {
+        (Some((host, first)), Some((replay_host, replay_port)))
+            if host == replay_host && first.abs_diff(replay_port) < size =>
+        {
+            Err(format!(
+                "events={events} and replay={replay} with dp={size}: vLLM adds each rank to \
+                 both ports, so the ranks' sockets would collide; put the replay port at least \
+                 {size} away (and set the server's replay_endpoint to it)"
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -232,6 +261,13 @@ mod tests {
         assert_eq!(engine.data_parallel_size, None);
         let engine: EngineAt = "vllm=http://h:8000,dp=4".parse().unwrap();
         assert_eq!(engine.data_parallel_size, Some(4));
+        // Replay ports as many apart as the ranks, or one server's alone: no collision.
+        for apart in [
+            "vllm=http://h,events=tcp://h:5557,replay=tcp://h:5561,dp=4",
+            "vllm=http://h,events=tcp://h:5557,replay=tcp://h:5558",
+        ] {
+            assert!(apart.parse::<EngineAt>().is_ok(), "{apart}");
+        }
         for (bad, says) in [
             ("http://h:8000", "KIND=URL"),
             ("tgi=http://h:8000", "engine kind"),
@@ -250,6 +286,10 @@ mod tests {
             ("sglang=http://h,dp=2", "dp= is for vllm"),
             ("vllm=http://h,dp=0", "1 to 1024"),
             ("vllm=http://h,dp=two", "--data-parallel-size"),
+            (
+                "vllm=http://h,events=tcp://h:5557,replay=tcp://h:5558,dp=2",
+                "at least 2 away",
+            ),
             (
                 "openai=http://h,format=xml",
                 "response_format (OpenAI's) or json_schema",
