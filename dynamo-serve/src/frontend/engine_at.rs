@@ -118,22 +118,16 @@ pub(crate) async fn attach(
                     .default_max_tokens(options.default_max_tokens)
                     .text_codec(codec()?);
                 let capacity = (router, block_size);
+                let shared = (index, loads);
                 match engine_at.data_parallel_size {
                     None => {
-                        router.insert_worker(worker, server.engine());
-                        poll_load(worker, server.load_poller(), loads, capacity);
-                        if let Some(events) = &engine_at.events {
-                            let source = server.kv_events(events, worker, block_size)?;
-                            subscribe_events(source, engine_at.replay.clone(), worker, index)?;
-                        }
+                        let (view, poll) = scraped(server.load_poller()).start();
+                        tokio::spawn(poll);
+                        follow_vllm(&server, worker, view, engine_at, capacity, shared)?;
                     }
-                    Some(size) => attach_engines(
-                        &server,
-                        size,
-                        engine_at,
-                        (worker, capacity),
-                        (index, loads),
-                    )?,
+                    Some(size) => {
+                        attach_engines(&server, size, engine_at, (worker, capacity), shared)?
+                    }
                 }
             }
             UpstreamKind::Sglang => {
@@ -190,8 +184,8 @@ fn attach_engines(
     server: &VllmServer,
     size: u32,
     engine_at: &EngineAt,
-    (worker, (router, block_size)): (WorkerId, (&RouterService, BlockSize)),
-    (index, loads): (Option<&SharedIndex>, &ReportedLoads),
+    (worker, capacity): (WorkerId, (&RouterService, BlockSize)),
+    shared: (Option<&SharedIndex>, &ReportedLoads),
 ) -> Result<(), Box<dyn std::error::Error>> {
     let ranks: Vec<String> = (0..size).map(|rank| rank.to_string()).collect();
     let ranks: Vec<&str> = ranks.iter().map(String::as_str).collect();
@@ -199,15 +193,35 @@ fn attach_engines(
     tokio::spawn(poll);
     for (rank, view) in (0..size).zip(views) {
         let engine = server.clone().data_parallel_rank(rank)?;
-        let worker = worker.with_dp_rank(rank);
-        router.insert_worker(worker, engine.engine());
-        record_load_of(worker, view, loads, (router, block_size));
-        if let Some(events) = &engine_at.events {
-            let source = engine.kv_events(events, worker, block_size)?;
-            let replay = engine_at.replay.as_deref();
-            let replay = replay.map(|at| engine.rank_endpoint(at)).transpose()?;
-            subscribe_events(source, replay, worker, index)?;
-        }
+        follow_vllm(
+            &engine,
+            worker.with_dp_rank(rank),
+            view,
+            engine_at,
+            capacity,
+            shared,
+        )?;
+    }
+    Ok(())
+}
+
+/// Route to a vLLM server (or one of its data-parallel engines) as `worker`: its load as `view`
+/// reads it, its KV events (and their replay) from where it publishes them.
+fn follow_vllm(
+    server: &VllmServer,
+    worker: WorkerId,
+    view: LoadView,
+    engine_at: &EngineAt,
+    (router, block_size): (&RouterService, BlockSize),
+    (index, loads): (Option<&SharedIndex>, &ReportedLoads),
+) -> Result<(), Box<dyn std::error::Error>> {
+    router.insert_worker(worker, server.engine());
+    record_load_of(worker, view, loads, (router, block_size));
+    if let Some(events) = &engine_at.events {
+        let source = server.kv_events(events, worker, block_size)?;
+        let replay = engine_at.replay.as_deref();
+        let replay = replay.map(|at| server.rank_endpoint(at)).transpose()?;
+        subscribe_events(source, replay, worker, index)?;
     }
     Ok(())
 }
