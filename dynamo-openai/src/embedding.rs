@@ -28,9 +28,8 @@ use crate::Error;
 ///     let vectors = request.inputs.iter().map(|input| vec![input.len() as f32]).collect();
 ///     Ok::<_, Error>(Embeddings::new(vectors, count))
 /// });
-/// # let dir = std::env::temp_dir().join(format!("embedding-doc-{}", std::process::id()));
-/// # std::fs::create_dir_all(&dir)?;
-/// # let tokenizer_json = dir.join("tokenizer.json");
+/// # let dir = tempfile::tempdir()?;
+/// # let tokenizer_json = dir.path().join("tokenizer.json");
 /// # std::fs::write(&tokenizer_json, r#"{"version":"1.0","truncation":null,"padding":null,
 /// #   "added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},
 /// #   "post_processor":null,"decoder":null,"model":{"type":"WordLevel",

@@ -283,9 +283,8 @@ fn chat_with_tools() -> Value {
 /// A gateway serving the embedding model `vectors`: a word-level tokenizer of three words, and
 /// vectors of two numbers (the input's length and its first id).
 fn embedding() -> axum::Router {
-    let dir = std::env::temp_dir().join(format!("conformance-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let tokenizer = dir.join("tokenizer.json");
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = dir.path().join("tokenizer.json");
     let json = json!({"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
         "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
         "decoder": null, "model": {"type": "WordLevel",
