@@ -37,6 +37,13 @@ pub struct SharedBooking {
     pub prefill_tokens: u64,
     /// Output tokens the request is expected to produce.
     pub expected_output_tokens: u64,
+    /// The sequences it decodes: its `n` where the engine forks it into `n` choices, else 1
+    /// (and 1 when a message leaves the field out).
+    #[serde(
+        default = "crate::request::one",
+        skip_serializing_if = "crate::request::is_one"
+    )]
+    pub sequences: u32,
     /// Whether the prefill has ended (the first token came).
     pub prefilled: bool,
 }
@@ -90,4 +97,36 @@ pub enum ReplicaUpdate {
         /// The replica asked.
         of: Option<ReplicaId>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_booking_of_one_sequence_leaves_the_field_out_and_reads_back_as_one() {
+        let booking = SharedBooking {
+            booking: 7,
+            worker: WorkerId::new(2),
+            blocks: vec![SequenceHash(5)],
+            prefill_tokens: 64,
+            expected_output_tokens: 0,
+            sequences: 1,
+            prefilled: false,
+        };
+        let json = serde_json::to_value(&booking).expect("serializes");
+        assert!(
+            json.get("sequences").is_none(),
+            "as replicas before the field wrote it"
+        );
+        let back: SharedBooking = serde_json::from_value(json).expect("parses");
+        assert_eq!(back, booking);
+        let forked = SharedBooking {
+            sequences: 4,
+            ..booking
+        };
+        let json = serde_json::to_string(&forked).expect("serializes");
+        let back: SharedBooking = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back.sequences, 4);
+    }
 }

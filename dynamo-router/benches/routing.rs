@@ -90,6 +90,7 @@ fn requests(trace: &[Vec<u64>]) -> Vec<RouteRequest> {
                 .collect(),
             prompt_tokens: ids.len() as u64 * TRACE_BLOCK,
             expected_output_tokens: None,
+            sequences: 1,
             session_id: None,
             priority: 0,
         })

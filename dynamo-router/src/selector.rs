@@ -11,7 +11,7 @@ use crate::affinity::{AffinityConfig, SessionAffinity};
 use crate::busy::BusyThresholds;
 use crate::health::ReportedLoad;
 use crate::index::{Overlaps, TierOverlap};
-use crate::load::{LoadGuard, LoadTracker, StateCache, WorkerLoad};
+use crate::load::{Charge, LoadGuard, LoadTracker, StateCache, WorkerLoad};
 use crate::policy::{Decision, RouteContext, Router, WorkerState};
 use crate::source::OverlapSource;
 
@@ -22,8 +22,12 @@ pub struct RouteRequest {
     pub blocks: Vec<SequenceHash>,
     /// The prompt's length in tokens.
     pub prompt_tokens: u64,
-    /// The expected number of output tokens, if hinted.
+    /// The expected number of output tokens, if hinted (of each sequence).
     pub expected_output_tokens: Option<u32>,
+    /// The sequences it decodes: its `n` where the engine forks it into `n` choices after one
+    /// prefill ([`GenerateRequest::n`]), else 1. The worker's load counts each (0 counts
+    /// as 1).
+    pub sequences: u32,
     /// The session the request belongs to, for session affinity.
     pub session_id: Option<String>,
     /// The scheduling priority if it must wait; lower is served first.
@@ -40,6 +44,7 @@ impl RouteRequest {
                 .sequence_hashes(&request.tokens),
             prompt_tokens: request.tokens.len() as u64,
             expected_output_tokens: request.routing.expected_output_tokens,
+            sequences: request.n.max(1),
             session_id: request.routing.session_id.clone(),
             priority: request.routing.priority,
         }
@@ -486,13 +491,17 @@ impl WorkerSelector {
         let member = workers
             .binary_search(&chosen.worker)
             .map_err(|_| NotRouted::IneligibleChoice(chosen.worker))?;
-        let guard = inner.load.book_slot(
-            chosen.worker,
-            slots[member],
-            &request.blocks,
+        let sequences = request.sequences.max(1);
+        let expected_output_tokens =
+            request.expected_output_tokens.map_or(0, u64::from) * u64::from(sequences);
+        let charge = Charge::new(
             self.uncached_tokens(request, chosen),
-            request.expected_output_tokens.map_or(0, u64::from),
+            expected_output_tokens,
+            sequences,
         );
+        let guard = inner
+            .load
+            .book_slot(chosen.worker, slots[member], &request.blocks, charge);
         if inner.reads_overlaps {
             // Approximate mode learns from the decisions, for the policy's later ones.
             inner.source.routed(chosen.worker, &request.blocks, now);

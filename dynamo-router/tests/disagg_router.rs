@@ -258,7 +258,7 @@ async fn the_prefill_pool_routes_by_cache_and_the_decode_pool_by_load() {
         let booking = Booking {
             blocks: Vec::new(),
             prefill_tokens: 4000,
-            expected_output_tokens: 0,
+            ..Booking::default()
         };
         let guard = router
             .decode()
@@ -331,7 +331,7 @@ async fn the_router_s_cost_sends_the_whole_request_to_the_less_loaded_pool() {
         let booking = Booking {
             blocks: Vec::new(),
             prefill_tokens: 4000,
-            expected_output_tokens: 0,
+            ..Booking::default()
         };
         pool.selector().load().book(WorkerId::new(id), booking)
     };

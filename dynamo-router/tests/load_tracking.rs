@@ -1,7 +1,7 @@
 //! Load bookkeeping against a reference recomputed from the live bookings.
 //!
 //! Prompts are chains of a few distinct blocks each, so that bookings often share prefixes
-//! of every length.
+//! of every length; some requests fork into several sequences, each holding its own tail.
 
 use std::collections::HashSet;
 
@@ -16,6 +16,7 @@ enum Op {
         blocks: Vec<u32>,
         prefill: u64,
         output: u64,
+        sequences: u32,
     },
     FirstToken(usize),
     Drop(usize),
@@ -27,13 +28,15 @@ fn op() -> impl Strategy<Value = Op> {
             0u64..3,
             prop::collection::vec(0u32..3, 0..6),
             0u64..1000,
-            0u64..50
+            0u64..50,
+            prop_oneof![3 => Just(1u32), 1 => 0u32..5],
         )
-            .prop_map(|(worker, blocks, prefill, output)| Op::Book {
+            .prop_map(|(worker, blocks, prefill, output, sequences)| Op::Book {
                 worker,
                 blocks,
                 prefill,
-                output
+                output,
+                sequences,
             }),
         any::<usize>().prop_map(Op::FirstToken),
         any::<usize>().prop_map(Op::Drop),
@@ -58,14 +61,16 @@ fn reference(live: &[Live], worker: u64) -> WorkerLoad {
         .iter()
         .flat_map(|l| l.booking.blocks.iter().copied())
         .collect();
+    // A booking of 0 sequences counts as one.
+    let sequences: u32 = mine.iter().map(|l| l.booking.sequences.max(1)).sum();
     WorkerLoad {
-        active_requests: mine.len() as u32,
+        active_requests: sequences,
         active_prefill_tokens: mine
             .iter()
             .filter(|l| l.prefilling)
             .map(|l| l.booking.prefill_tokens)
             .sum(),
-        active_decode_blocks: distinct.len() as u64 + mine.len() as u64,
+        active_decode_blocks: distinct.len() as u64 + u64::from(sequences),
         expected_output_tokens: mine.iter().map(|l| l.booking.expected_output_tokens).sum(),
         kv_capacity_blocks: None,
     }
@@ -78,11 +83,12 @@ proptest! {
         let mut live: Vec<Live> = Vec::new();
         for op in ops {
             match op {
-                Op::Book { worker, blocks, prefill, output } => {
+                Op::Book { worker, blocks, prefill, output, sequences } => {
                     let booking = Booking {
                         blocks: chain(&blocks),
                         prefill_tokens: prefill,
                         expected_output_tokens: output,
+                        sequences,
                     };
                     let guard = tracker.book(WorkerId::new(worker), booking.clone());
                     live.push(Live { guard, worker, booking, prefilling: true });

@@ -14,8 +14,9 @@ const WORKERS: u64 = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Replica `.0` books a request on worker `.1` with prompt blocks `.2` (a chain's length).
-    Book(usize, u64, u64),
+    /// Replica `.0` books a request on worker `.1` with prompt blocks `.2` (a chain's length),
+    /// forked into `.3` sequences.
+    Book(usize, u64, u64, u32),
     /// Replica `.0`'s request `.1` (modulo its active ones) produces its first token.
     FirstToken(usize, usize),
     /// Replica `.0`'s request `.1` (modulo its active ones) ends.
@@ -29,7 +30,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..REPLICAS, 0..WORKERS, 0u64..4).prop_map(|(r, w, b)| Op::Book(r, w, b)),
+        4 => (0..REPLICAS, 0..WORKERS, 0u64..4, 1u32..4)
+            .prop_map(|(r, w, b, n)| Op::Book(r, w, b, n)),
         2 => (0..REPLICAS, 0usize..8).prop_map(|(r, i)| Op::FirstToken(r, i)),
         3 => (0..REPLICAS, 0usize..8).prop_map(|(r, i)| Op::Release(r, i)),
         1 => (0..REPLICAS).prop_map(Op::Tick),
@@ -39,7 +41,9 @@ fn op() -> impl Strategy<Value = Op> {
 
 struct Cluster {
     states: Vec<ReplicaState>,
-    guards: Vec<Vec<(LoadGuard, u64, bool)>>,
+    /// Each replica's bookings: the guard, its prefill tokens, whether it prefilled, its
+    /// sequences.
+    guards: Vec<Vec<(LoadGuard, u64, bool, u32)>>,
     /// Messages held back on their way to each replica.
     held: Vec<Vec<ReplicaMessage>>,
     now: Instant,
@@ -125,7 +129,7 @@ proptest! {
         for op in ops {
             cluster.now += Duration::from_millis(10);
             match op {
-                Op::Book(r, w, blocks) => {
+                Op::Book(r, w, blocks, sequences) => {
                     let chain: Vec<SequenceHash> = (0..blocks)
                         .map(|i| SequenceHash(next_block * 16 + i))
                         .collect();
@@ -134,14 +138,15 @@ proptest! {
                     let booking = Booking {
                         blocks: chain,
                         prefill_tokens: prefill,
-                        expected_output_tokens: 0,
+                        sequences,
+                        ..Booking::default()
                     };
                     let guard = cluster.states[r].load().book(WorkerId::new(w), booking);
-                    cluster.guards[r].push((guard, prefill, false));
+                    cluster.guards[r].push((guard, prefill, false, sequences));
                 }
                 Op::FirstToken(r, i) if !cluster.guards[r].is_empty() => {
                     let at = i % cluster.guards[r].len();
-                    let (guard, _, prefilled) = &mut cluster.guards[r][at];
+                    let (guard, _, prefilled, _) = &mut cluster.guards[r][at];
                     guard.first_token();
                     *prefilled = true;
                 }
@@ -174,9 +179,10 @@ proptest! {
                 .iter()
                 .flatten()
                 .filter(|(guard, ..)| guard.worker() == worker);
-            let (requests, prefill) = active.fold((0, 0), |(n, p), (_, tokens, prefilled)| {
-                (n + 1, p + if *prefilled { 0 } else { *tokens })
-            });
+            let (requests, prefill) =
+                active.fold((0, 0), |(n, p), (_, tokens, prefilled, sequences)| {
+                    (n + sequences, p + if *prefilled { 0 } else { *tokens })
+                });
             let views: Vec<WorkerLoad> = cluster.states.iter().map(|s| s.load().load(worker)).collect();
             for view in &views {
                 prop_assert_eq!(view.active_requests, requests);
@@ -195,7 +201,7 @@ fn a_replica_that_joins_catches_up_from_a_snapshot() {
     let booking = Booking {
         blocks: vec![SequenceHash(1), SequenceHash(2)],
         prefill_tokens: 128,
-        expected_output_tokens: 0,
+        ..Booking::default()
     };
     let _guard = a.load().book(worker, booking);
     // Nobody heard the booking.

@@ -135,6 +135,45 @@ fn thresholds_exclude_busy_workers_and_then_ask_to_queue() {
 }
 
 #[test]
+fn a_forked_request_books_each_of_its_sequences() {
+    let mut config = SelectorConfig::new(block_size());
+    config.thresholds = BusyThresholds {
+        max_active_requests: Some(4),
+        ..Default::default()
+    };
+    let selector = selector(1, config, KvCost::default());
+    let worker = WorkerId::new(0);
+    let now = Instant::now();
+    // Four choices forked after one prefill of a 64-token prompt (four full blocks).
+    let mut forked = GenerateRequest::new("forked", "m", (0..64).collect::<Vec<u32>>());
+    forked.n = 4;
+    forked.routing.expected_output_tokens = Some(100);
+    let route = RouteRequest::new(&forked, block_size());
+    assert_eq!(route.sequences, 4);
+    let mut routed = selector.select(&route, now).unwrap();
+    let load = selector.load().load(worker);
+    assert_eq!(load.active_requests, 4);
+    assert_eq!(
+        load.active_prefill_tokens, 64,
+        "the prompt is computed once"
+    );
+    assert_eq!(load.expected_output_tokens, 400);
+    assert_eq!(
+        load.active_decode_blocks,
+        4 + 4,
+        "shared prompt blocks, a tail each"
+    );
+    // The worker runs four sequences: at its limit of four, the next request waits.
+    let err = selector.select(&request(1, 0, 16), now).unwrap_err();
+    assert!(matches!(err, NotRouted::AllBusy { .. }));
+    routed.guard.first_token();
+    assert_eq!(selector.load().load(worker).active_prefill_tokens, 0);
+    drop(routed);
+    assert_eq!(selector.load().load(worker).active_requests, 0);
+    assert!(selector.select(&request(1, 0, 16), now).is_ok());
+}
+
+#[test]
 fn sessions_stick_to_their_worker_until_the_binding_expires() {
     let mut config = SelectorConfig::new(block_size());
     config.affinity = Some(AffinityConfig {

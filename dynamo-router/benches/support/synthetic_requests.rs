@@ -37,6 +37,7 @@ pub(crate) fn synthetic_requests(
                 blocks,
                 prompt_tokens: prompt_blocks * block_tokens,
                 expected_output_tokens: None,
+                sequences: 1,
                 session_id: None,
                 priority: 0,
             }

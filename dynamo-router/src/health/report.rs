@@ -204,6 +204,7 @@ mod tests {
             blocks: vec![SequenceHash(1), SequenceHash(2)],
             prompt_tokens: 40,
             expected_output_tokens: None,
+            sequences: 1,
             session_id: None,
             priority: 0,
         }

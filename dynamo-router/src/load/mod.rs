@@ -19,12 +19,14 @@ pub(crate) use snapshot::StateCache;
 /// The load of one worker, as booked by the router.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerLoad {
-    /// Requests dispatched and not yet finished.
+    /// Sequences dispatched and not yet finished: one per request, or `n` for a request that
+    /// its engine forks into `n` choices ([`Booking::sequences`]), as vLLM counts a request's
+    /// parallel samples among its running requests.
     pub active_requests: u32,
     /// Prompt tokens of requests that have not produced their first token.
     pub active_prefill_tokens: u64,
     /// KV blocks held by active requests; a prompt block shared by concurrent requests counts
-    /// once, and each request adds one block for its partial tail and output.
+    /// once, and each sequence adds one block for its partial tail and output.
     pub active_decode_blocks: u64,
     /// The output tokens active requests are expected to produce (from routing hints).
     pub expected_output_tokens: u64,
@@ -35,7 +37,7 @@ pub struct WorkerLoad {
 }
 
 /// What one request adds to its worker's load.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Booking {
     /// The request's prompt blocks, by sequence hash: a chain, in which each hash stands for its
     /// block and every block before it (as [`SequenceHash::chain`] makes them), so that two
@@ -43,8 +45,51 @@ pub struct Booking {
     pub blocks: Vec<SequenceHash>,
     /// Prompt tokens the worker must prefill (the whole prompt, or the part not cached).
     pub prefill_tokens: u64,
-    /// Expected output tokens, if a hint says.
+    /// Expected output tokens, if a hint says (of all its sequences together).
     pub expected_output_tokens: u64,
+    /// The sequences the request decodes: 1, or `n` where the engine forks it into `n`
+    /// choices after one prefill (they share the prompt's blocks; each holds its own tail).
+    /// 0 counts as 1.
+    pub sequences: u32,
+}
+
+impl Default for Booking {
+    /// No blocks and no tokens, one sequence.
+    fn default() -> Self {
+        Booking {
+            blocks: Vec::new(),
+            prefill_tokens: 0,
+            expected_output_tokens: 0,
+            sequences: 1,
+        }
+    }
+}
+
+/// What a booking adds to its worker's counts, besides its blocks: what its guard takes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Charge {
+    pub(crate) prefill_tokens: u64,
+    pub(crate) expected_output_tokens: u64,
+    /// At least 1.
+    pub(crate) sequences: u32,
+}
+
+impl Charge {
+    fn of(booking: &Booking) -> Self {
+        Charge::new(
+            booking.prefill_tokens,
+            booking.expected_output_tokens,
+            booking.sequences,
+        )
+    }
+
+    pub(crate) fn new(prefill_tokens: u64, expected_output_tokens: u64, sequences: u32) -> Self {
+        Charge {
+            prefill_tokens,
+            expected_output_tokens,
+            sequences: sequences.max(1),
+        }
+    }
 }
 
 /// The load booked on one worker.
@@ -218,19 +263,13 @@ impl Books {
         self.books[slot as usize].as_ref().map(|(_, book)| book)
     }
 
-    fn book_chain(
-        &mut self,
-        slot: u32,
-        blocks: Vec<SequenceHash>,
-        prefill: u64,
-        output: u64,
-    ) -> u64 {
+    fn book_chain(&mut self, slot: u32, blocks: Vec<SequenceHash>, charge: Charge) -> u64 {
         let Some(book) = self.book(slot) else {
             return 0;
         };
-        book.load.active_requests += 1;
-        book.load.active_prefill_tokens += prefill;
-        book.load.expected_output_tokens += output;
+        book.load.active_requests = book.load.active_requests.saturating_add(charge.sequences);
+        book.load.active_prefill_tokens += charge.prefill_tokens;
+        book.load.expected_output_tokens += charge.expected_output_tokens;
         let first = blocks.first().copied();
         let booking = book.add_chain(blocks);
         book.refresh_blocks();
@@ -254,7 +293,7 @@ impl Books {
 ///
 /// let tracker = LoadTracker::new();
 /// let worker = WorkerId::new(1);
-/// let booking = Booking { blocks: vec![SequenceHash(7)], prefill_tokens: 100, expected_output_tokens: 0 };
+/// let booking = Booking { blocks: vec![SequenceHash(7)], prefill_tokens: 100, ..Booking::default() };
 /// let mut guard = tracker.book(worker, booking);
 /// assert_eq!(tracker.load(worker).active_prefill_tokens, 100);
 /// guard.first_token(); // prefill is done
@@ -273,13 +312,7 @@ pub struct LoadTracker {
 /// Told of a tracker's bookings, outside its lock (see [`crate::replicas`]).
 pub(crate) trait LoadObserver: std::fmt::Debug + Send + Sync + 'static {
     /// A request was booked on `worker`; returns the key its later calls carry.
-    fn booked(
-        &self,
-        worker: WorkerId,
-        blocks: &[SequenceHash],
-        prefill_tokens: u64,
-        expected_output_tokens: u64,
-    ) -> u64;
+    fn booked(&self, worker: WorkerId, blocks: &[SequenceHash], charge: Charge) -> u64;
     /// The request of `key` produced its first token.
     fn prefilled(&self, key: u64);
     /// The request of `key` ended.
@@ -302,35 +335,20 @@ impl LoadTracker {
 
     /// Book a request on `worker` without telling the observer: another replica's booking.
     pub(crate) fn book_unobserved(&self, worker: WorkerId, booking: Booking) -> LoadGuard {
-        let Booking {
-            blocks,
-            prefill_tokens,
-            expected_output_tokens,
-        } = booking;
+        let charge = Charge::of(&booking);
         let mut books = self.books.lock();
         let slot = books.slot_or_insert(worker);
-        let number = books.book_chain(slot, blocks, prefill_tokens, expected_output_tokens);
+        let number = books.book_chain(slot, booking.blocks, charge);
         drop(books);
-        self.guard(
-            worker,
-            slot,
-            number,
-            prefill_tokens,
-            expected_output_tokens,
-            None,
-        )
+        self.guard(worker, slot, number, charge, None)
     }
 
     /// Book a request on `worker`; the load is released when the returned guard drops.
     pub fn book(&self, worker: WorkerId, booking: Booking) -> LoadGuard {
-        let key = self.observer.as_ref().map(|observer| {
-            observer.booked(
-                worker,
-                &booking.blocks,
-                booking.prefill_tokens,
-                booking.expected_output_tokens,
-            )
-        });
+        let key = self
+            .observer
+            .as_ref()
+            .map(|observer| observer.booked(worker, &booking.blocks, Charge::of(&booking)));
         let mut guard = self.book_unobserved(worker, booking);
         guard.key = key;
         guard
@@ -343,25 +361,18 @@ impl LoadTracker {
         worker: WorkerId,
         slot: u32,
         blocks: &[SequenceHash],
-        prefill_tokens: u64,
-        expected_output_tokens: u64,
+        charge: Charge,
     ) -> LoadGuard {
         let mut books = self.books.lock();
         let mut chain = books.spare.pop().unwrap_or_default();
         chain.extend_from_slice(blocks);
-        let number = books.book_chain(slot, chain, prefill_tokens, expected_output_tokens);
+        let number = books.book_chain(slot, chain, charge);
         drop(books);
-        let key = self.observer.as_ref().map(|observer| {
-            observer.booked(worker, blocks, prefill_tokens, expected_output_tokens)
-        });
-        self.guard(
-            worker,
-            slot,
-            number,
-            prefill_tokens,
-            expected_output_tokens,
-            key,
-        )
+        let key = self
+            .observer
+            .as_ref()
+            .map(|observer| observer.booked(worker, blocks, charge));
+        self.guard(worker, slot, number, charge, key)
     }
 
     fn guard(
@@ -369,8 +380,7 @@ impl LoadTracker {
         worker: WorkerId,
         slot: u32,
         booking: u64,
-        prefill_tokens: u64,
-        expected_output_tokens: u64,
+        charge: Charge,
         key: Option<u64>,
     ) -> LoadGuard {
         LoadGuard {
@@ -379,8 +389,7 @@ impl LoadTracker {
             worker,
             slot,
             booking,
-            prefill_tokens,
-            expected_output_tokens,
+            charge,
             prefilling: true,
         }
     }
@@ -492,15 +501,16 @@ impl LoadTracker {
             return;
         };
         let load = &mut book.load;
-        load.active_requests = load.active_requests.saturating_sub(1);
+        let charge = guard.charge;
+        load.active_requests = load.active_requests.saturating_sub(charge.sequences);
         if guard.prefilling {
             load.active_prefill_tokens = load
                 .active_prefill_tokens
-                .saturating_sub(guard.prefill_tokens);
+                .saturating_sub(charge.prefill_tokens);
         }
         load.expected_output_tokens = load
             .expected_output_tokens
-            .saturating_sub(guard.expected_output_tokens);
+            .saturating_sub(charge.expected_output_tokens);
         let removed = book.remove_chain(guard.booking);
         book.refresh_blocks();
         books.publish(guard.slot);
@@ -535,8 +545,7 @@ pub struct LoadGuard {
     slot: u32,
     /// The booking's number in its worker's book.
     booking: u64,
-    prefill_tokens: u64,
-    expected_output_tokens: u64,
+    charge: Charge,
     prefilling: bool,
     /// The observer's key for the booking, when the tracker has an observer and it saw it.
     key: Option<u64>,
@@ -552,7 +561,8 @@ impl LoadGuard {
     /// again does nothing.
     pub fn first_token(&mut self) {
         if std::mem::take(&mut self.prefilling) {
-            self.tracker.end_prefill(self.slot, self.prefill_tokens);
+            self.tracker
+                .end_prefill(self.slot, self.charge.prefill_tokens);
             if let (Some(observer), Some(key)) = (&self.tracker.observer, self.key) {
                 observer.prefilled(key);
             }

@@ -7,7 +7,7 @@ use dynamo_core::{ReplicaUpdate, SequenceHash, SharedBooking, WorkerId};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::load::LoadObserver;
+use crate::load::{Charge, LoadObserver};
 
 /// Updates waiting for the transport, at most `capacity`; an update that finds it full is
 /// dropped and counted (the next digest repairs what it would have said).
@@ -109,20 +109,15 @@ impl Local {
 }
 
 impl LoadObserver for Local {
-    fn booked(
-        &self,
-        worker: WorkerId,
-        blocks: &[SequenceHash],
-        prefill_tokens: u64,
-        expected_output_tokens: u64,
-    ) -> u64 {
+    fn booked(&self, worker: WorkerId, blocks: &[SequenceHash], charge: Charge) -> u64 {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let booking = SharedBooking {
             booking: key,
             worker,
             blocks: blocks.to_vec(),
-            prefill_tokens,
-            expected_output_tokens,
+            prefill_tokens: charge.prefill_tokens,
+            expected_output_tokens: charge.expected_output_tokens,
+            sequences: charge.sequences,
             prefilled: false,
         };
         let mut bookings = self.bookings.lock();

@@ -71,6 +71,7 @@ impl Peers {
                 blocks: booking.blocks,
                 prefill_tokens: booking.prefill_tokens,
                 expected_output_tokens: booking.expected_output_tokens,
+                sequences: booking.sequences,
             },
         );
         if prefilled {

@@ -69,6 +69,7 @@ pub(super) fn route(trace: &TraceRequest, blocks: &[dynamo_core::HashedBlock]) -
         blocks: blocks.iter().map(|b| b.sequence).collect(),
         prompt_tokens: trace.input_length,
         expected_output_tokens: None,
+        sequences: 1,
         session_id: None,
         priority: 0,
     }

@@ -152,6 +152,7 @@ pub(crate) fn run(
                 blocks: blocks.iter().map(|b| b.sequence).collect(),
                 prompt_tokens: request.input_length,
                 expected_output_tokens: None,
+                sequences: 1,
                 session_id: None,
                 priority: 0,
             };
