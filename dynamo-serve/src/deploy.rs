@@ -136,13 +136,9 @@ async fn build_router<P: EventPlane>(
     share: bool,
     index: Option<SharedIndex>,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
-    let replica = (share && plane.is_some() && options.router != RouterKind::RoundRobin)
-        .then(crate::share::replica);
+    let replica = crate::share::replica(options, share, plane.is_some());
     let block_size = BlockSize::new(options.block_size)?;
-    let mut builder = busy_router(options, options.health())?;
-    if let Some(replica) = &replica {
-        builder = builder.load_tracker(replica.load());
-    }
+    let builder = crate::share::book_on(busy_router(options, options.health())?, replica.as_ref());
     let mut kv_index = None;
     let router = match (options.router, plane) {
         (RouterKind::Kv, Some(plane)) => {
@@ -158,11 +154,7 @@ async fn build_router<P: EventPlane>(
         }
         (RouterKind::ApproxKv, _) => {
             let index = ApproxIndex::new(block_size, ApproxConfig::default());
-            match &replica {
-                Some(replica) => builder.overlap_source(replica.predictions(index)),
-                None => builder.overlap_source(index),
-            }
-            .build()
+            crate::share::approximate(builder, replica.as_ref(), index).build()
         }
         (RouterKind::RoundRobin, _) => builder.policy(RoundRobin::new()).build(),
     };

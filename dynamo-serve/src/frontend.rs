@@ -42,7 +42,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
         // Engine servers join the decode pool, their KV events into the index.
         let loads = engine_at::ReportedLoads::default();
         let (decode, index) =
-            engine_at::start_router(&options, nats.as_ref(), &loads, None).await?;
+            engine_at::start_shared_router(&options, nats.as_ref(), &loads, None).await?;
         let (prefill, _) =
             engine_at::start_router(&options, nats.as_ref(), &loads, index.clone()).await?;
         engine_at::attach(&options, &metadata, &decode, index.as_ref(), &loads).await?;

@@ -5,13 +5,39 @@
 use std::time::Instant;
 
 use dynamo_core::{Error, ReplicaId, ReplicaUpdate};
-use dynamo_router::RouterService;
 use dynamo_router::replicas::{ReplicaConfig, ReplicaState};
+use dynamo_router::{ApproxIndex, RouterBuilder, RouterService};
 use dynamo_transport::events::{EventPlane, exchange_replica_messages};
 
-/// A replica state under a random id.
-pub(crate) fn replica() -> ReplicaState {
-    ReplicaState::new(ReplicaConfig::new(ReplicaId(rand::random())))
+use crate::options::{Options, RouterKind};
+
+/// The replica state, under a random id, of a router that shares: one asked to (`share`) with
+/// an event plane to share on, and state worth sharing (round robin has none); else `None`.
+pub(crate) fn replica(options: &Options, share: bool, has_plane: bool) -> Option<ReplicaState> {
+    (share && has_plane && options.router != RouterKind::RoundRobin)
+        .then(|| ReplicaState::new(ReplicaConfig::new(ReplicaId(rand::random()))))
+}
+
+/// `builder` booking load on `replica`'s tracker, which the other replicas' bookings reach,
+/// when there is one.
+pub(crate) fn book_on(builder: RouterBuilder, replica: Option<&ReplicaState>) -> RouterBuilder {
+    match replica {
+        Some(replica) => builder.load_tracker(replica.load()),
+        None => builder,
+    }
+}
+
+/// `builder` predicting the workers' caches from its own decisions, and with a replica from
+/// the other replicas' too.
+pub(crate) fn approximate(
+    builder: RouterBuilder,
+    replica: Option<&ReplicaState>,
+    index: ApproxIndex,
+) -> RouterBuilder {
+    match replica {
+        Some(replica) => builder.overlap_source(replica.predictions(index)),
+        None => builder.overlap_source(index),
+    }
 }
 
 /// Publish `state`'s messages on `plane`, apply the other replicas' (waking `router`'s

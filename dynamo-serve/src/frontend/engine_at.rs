@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use dynamo_core::{BlockSize, BoxError, Token, WorkerId};
 use dynamo_openai::{GgufMetadata, Tokenizer, WorkerGauges};
-use dynamo_router::{ApproxConfig, ExpectedTtft, RoundRobin, RouterService, SharedIndex};
+use dynamo_router::{
+    ApproxConfig, ApproxIndex, ExpectedTtft, RoundRobin, RouterService, SharedIndex,
+};
 use dynamo_sglang::SglangServer;
 use dynamo_transport::engine_events::EngineEventSource;
 use dynamo_transport::events::EventPlane;
@@ -52,8 +54,34 @@ pub(crate) async fn start_router<P: EventPlane>(
     loads: &ReportedLoads,
     index: Option<SharedIndex>,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
+    build_router(options, plane, loads, index, false).await
+}
+
+/// [`start_router`], and with a plane the router shares its state (its load bookings, and in
+/// approximate mode its predictions) with the other frontends' routers there, as
+/// `deploy::start_shared_router`'s does: frontends behind one load balancer in front of the
+/// same engine servers (each named by the same id in every frontend) route on each other's
+/// requests too.
+pub(crate) async fn start_shared_router<P: EventPlane>(
+    options: &Options,
+    plane: Option<&P>,
+    loads: &ReportedLoads,
+    index: Option<SharedIndex>,
+) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
+    build_router(options, plane, loads, index, true).await
+}
+
+async fn build_router<P: EventPlane>(
+    options: &Options,
+    plane: Option<&P>,
+    loads: &ReportedLoads,
+    index: Option<SharedIndex>,
+    share: bool,
+) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
+    let replica = crate::share::replica(options, share, plane.is_some());
     let builder = crate::deploy::busy_router(options, options.health())?;
+    let builder = crate::share::book_on(builder, replica.as_ref());
     let policy = ExpectedTtft::default();
     let (router, index) = match options.router {
         RouterKind::Kv => {
@@ -72,11 +100,16 @@ pub(crate) async fn start_router<P: EventPlane>(
             (builder.build(), Some(index))
         }
         RouterKind::ApproxKv => {
-            let builder = builder.policy(policy).approximate(ApproxConfig::default());
+            let index = ApproxIndex::new(block_size, ApproxConfig::default());
+            let builder = builder.policy(policy);
+            let builder = crate::share::approximate(builder, replica.as_ref(), index);
             (builder.build(), None)
         }
         RouterKind::RoundRobin => (builder.policy(RoundRobin::new()).build(), None),
     };
+    if let (Some(replica), Some(plane)) = (replica, plane) {
+        crate::share::share(plane, replica, router.clone()).await?;
+    }
     tokio::spawn(router.health_checks());
     loads.tell(router.clone());
     Ok((router, index))

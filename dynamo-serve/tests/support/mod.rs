@@ -270,11 +270,21 @@ pub(crate) async fn engine_frontend_routed(
     engines: &[String],
     router: &str,
 ) -> (Process, Frontend) {
+    engine_frontend_with(engines, router, &[]).await
+}
+
+/// [`engine_frontend_routed`] with more flags.
+pub(crate) async fn engine_frontend_with(
+    engines: &[String],
+    router: &str,
+    flags: &[&str],
+) -> (Process, Frontend) {
     let port = free_port().expect("a free port").to_string();
     let mut args = vec!["frontend", "--port", &port, "--router", router];
     for engine in engines {
         args.extend(["--engine-at", engine.as_str()]);
     }
+    args.extend_from_slice(flags);
     let process = Process::start(&args);
     let frontend = Frontend::new(port.parse().expect("a port"));
     frontend.wait_ready().await;
