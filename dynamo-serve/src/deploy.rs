@@ -116,27 +116,29 @@ pub(crate) async fn start_router<P: EventPlane>(
     plane: Option<&P>,
     index: Option<SharedIndex>,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
-    build_router(options, plane, false, index).await
+    build_router(options, plane, None, index).await
 }
 
 /// [`start_router`], and the router shares its state (its load bookings, and in approximate
-/// mode its predictions) with the other frontends' routers on `plane` (see
-/// `dynamo_router::replicas`): what a frontend replica behind a load balancer runs.
+/// mode its predictions) with the other frontends' routers of its pool on `share_on`'s plane,
+/// the pool named in the log (see `dynamo_router::replicas`): what a frontend replica behind
+/// a load balancer runs.
 pub(crate) async fn start_shared_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
+    share_on: Option<(&P, &str)>,
     index: Option<SharedIndex>,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
-    build_router(options, plane, true, index).await
+    build_router(options, plane, share_on, index).await
 }
 
 async fn build_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
-    share: bool,
+    share_on: Option<(&P, &str)>,
     index: Option<SharedIndex>,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
-    let replica = crate::share::replica(options, share, plane.is_some());
+    let replica = crate::share::replica(options, share_on.is_some());
     let block_size = BlockSize::new(options.block_size)?;
     let builder = crate::share::book_on(busy_router(options, options.health())?, replica.as_ref());
     let mut kv_index = None;
@@ -158,8 +160,8 @@ async fn build_router<P: EventPlane>(
         }
         (RouterKind::RoundRobin, _) => builder.policy(RoundRobin::new()).build(),
     };
-    if let (Some(replica), Some(plane)) = (replica, plane) {
-        crate::share::share(plane, replica, router.clone()).await?;
+    if let (Some(replica), Some((plane, pool))) = (replica, share_on) {
+        crate::share::share(plane, replica, router.clone(), pool).await?;
     }
     tokio::spawn(router.health_checks());
     Ok((router, kv_index))

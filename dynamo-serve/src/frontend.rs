@@ -33,18 +33,26 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     // Two pools: prefill workers, and the decode and aggregated workers. With no prefill
     // worker registered every request goes to the second, as in aggregated serving.
     let layout = disagg::layout_of_file(&options, &model_file)?;
-    // The two pools' routers read one KV index (`deploy::start_router`).
+    // The two pools' routers read one KV index (`deploy::start_router`). Each shares its state
+    // with the same pool's routers of the other frontends: the decode pool's in the namespace,
+    // the prefill pool's within it, so that neither books the other's requests.
+    let prefill_plane = nats.as_ref().map(|nats| nats.within("prefill"));
+    let decode_share = nats.as_ref().map(|nats| (nats, "decode"));
+    let prefill_share = prefill_plane.as_ref().map(|plane| (plane, "prefill"));
+    let events = nats.as_ref();
     let (prefill, decode) = if options.engine_at.is_empty() {
-        let (decode, index) = deploy::start_shared_router(&options, nats.as_ref(), None).await?;
-        let (prefill, _) = deploy::start_router(&options, nats.as_ref(), index).await?;
+        let (decode, index) =
+            deploy::start_shared_router(&options, events, decode_share, None).await?;
+        let (prefill, _) =
+            deploy::start_shared_router(&options, events, prefill_share, index).await?;
         (prefill, decode)
     } else {
         // Engine servers join the decode pool, their KV events into the index.
         let loads = engine_at::ReportedLoads::default();
         let (decode, index) =
-            engine_at::start_shared_router(&options, nats.as_ref(), &loads, None).await?;
+            engine_at::start_router(&options, events, decode_share, &loads, None).await?;
         let (prefill, _) =
-            engine_at::start_router(&options, nats.as_ref(), &loads, index.clone()).await?;
+            engine_at::start_router(&options, events, prefill_share, &loads, index.clone()).await?;
         engine_at::attach(&options, &metadata, &decode, index.as_ref(), &loads).await?;
         (prefill, decode)
     };

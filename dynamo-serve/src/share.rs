@@ -11,10 +11,10 @@ use dynamo_transport::events::{EventPlane, exchange_replica_messages};
 
 use crate::options::{Options, RouterKind};
 
-/// The replica state, under a random id, of a router that shares: one asked to (`share`) with
-/// an event plane to share on, and state worth sharing (round robin has none); else `None`.
-pub(crate) fn replica(options: &Options, share: bool, has_plane: bool) -> Option<ReplicaState> {
-    (share && has_plane && options.router != RouterKind::RoundRobin)
+/// The replica state, under a random id, of a router that shares: one with a plane to share
+/// on (`has_plane`) and state worth sharing (round robin has none); else `None`.
+pub(crate) fn replica(options: &Options, has_plane: bool) -> Option<ReplicaState> {
+    (has_plane && options.router != RouterKind::RoundRobin)
         .then(|| ReplicaState::new(ReplicaConfig::new(ReplicaId(rand::random()))))
 }
 
@@ -42,11 +42,12 @@ pub(crate) fn approximate(
 
 /// Publish `state`'s messages on `plane`, apply the other replicas' (waking `router`'s
 /// waiting requests when one releases load), publish a digest every digest interval, and ask
-/// the others for their state; on spawned tasks.
+/// the others for their state; on spawned tasks. `pool` names the router in the log.
 pub(crate) async fn share<P: EventPlane>(
     plane: &P,
     state: ReplicaState,
     router: RouterService,
+    pool: &str,
 ) -> Result<(), Error> {
     let outgoing = futures::stream::unfold(state.clone(), |state| async move {
         Some((state.next_message().await, state))
@@ -74,6 +75,6 @@ pub(crate) async fn share<P: EventPlane>(
         }
     });
     state.join();
-    tracing::info!("router replica {} shares its state", state.id());
+    tracing::info!("{pool} router replica {} shares its state", state.id());
     Ok(())
 }

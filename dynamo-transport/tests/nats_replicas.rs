@@ -1,6 +1,7 @@
 //! Router replicas sharing their state over a real NATS server (started here on a free
 //! loopback port): one replica's bookings and predictions reach the other, its releases too,
-//! and a replica that joins mid-stream catches up from a snapshot.
+//! a replica that joins mid-stream catches up from a snapshot, and replicas of another pool,
+//! sharing within the namespace (`NatsEvents::within`), hear none of it.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,12 @@ struct Replica {
 /// Start replica `id`, sharing its state over the NATS server at `url`, and ask the others for
 /// theirs.
 async fn replica(url: &str, id: u64) -> Replica {
+    let nats = NatsEvents::connect(url, "test").await.expect("connected");
+    replica_on(nats, id).await
+}
+
+/// Start replica `id`, sharing its state on `nats`.
+async fn replica_on(nats: NatsEvents, id: u64) -> Replica {
     let state = ReplicaState::new(ReplicaConfig::new(ReplicaId(id)));
     let approx = ApproxIndex::new(block_size(), ApproxConfig::default());
     let router = RouterService::builder(block_size())
@@ -34,7 +41,6 @@ async fn replica(url: &str, id: u64) -> Replica {
     for worker in 1..=2 {
         router.insert_worker(WorkerId::new(worker), EchoEngine::new());
     }
-    let nats = NatsEvents::connect(url, "test").await.expect("connected");
     let outgoing = futures::stream::unfold(state.clone(), |state| async move {
         Some((state.next_message().await, state))
     });
@@ -191,4 +197,56 @@ async fn replicas_converge_again_after_nats_restarts() {
         b.state.remote_bookings().is_empty()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_another_pool_share_among_themselves_only() {
+    let server = LocalNats::start().expect("nats-server starts");
+    let nats = NatsEvents::connect(&server.url(), "test")
+        .await
+        .expect("connected");
+    let decode = replica_on(nats.clone(), 1).await;
+    let decode_peer = replica(&server.url(), 2).await;
+    let prefill = replica_on(nats.within("prefill"), 3).await;
+    let prefill_peer = replica_on(nats.within("prefill"), 4).await;
+
+    let held = decode
+        .router
+        .clone()
+        .generate(request("r1"))
+        .await
+        .expect("routed");
+    until("the decode peer sees the booking", || {
+        decode_peer.state.remote_bookings() == [(ReplicaId(1), vec![0])]
+    })
+    .await;
+    let held_prefill = prefill
+        .router
+        .clone()
+        .generate(request("p1"))
+        .await
+        .expect("routed");
+    until("the prefill peer sees its pool's booking", || {
+        prefill_peer.state.remote_bookings() == [(ReplicaId(3), vec![0])]
+    })
+    .await;
+    // One connection published the decode booking before the prefill one, and NATS keeps a
+    // publisher's order: had the decode booking reached the prefill pool, it would be there.
+    assert_eq!(
+        prefill_peer.state.remote_bookings(),
+        [(ReplicaId(3), vec![0])]
+    );
+    // The decode release, published after the prefill booking, reaches the decode peer: had
+    // the prefill booking reached it, it would be there still.
+    drop(held);
+    until("the decode peer sees the release", || {
+        !decode_peer
+            .state
+            .remote_bookings()
+            .iter()
+            .any(|(replica, _)| *replica == ReplicaId(1))
+    })
+    .await;
+    assert_eq!(decode_peer.state.remote_bookings(), []);
+    drop(held_prefill);
 }

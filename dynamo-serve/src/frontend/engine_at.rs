@@ -48,38 +48,21 @@ const SCRAPE_STALENESS: Duration = Duration::from_secs(5);
 /// servers' ZMQ events can feed the index too (NATS events feed it when there is a plane), and
 /// that `loads` tells it what each engine server reports of its load (which its busy
 /// thresholds, its policy and its canaries read).
+///
+/// With `share_on` (a plane and the pool's name), the router shares its state (its load
+/// bookings, and in approximate mode its predictions) with the other frontends' routers of its
+/// pool there, as `deploy::start_shared_router`'s does: frontends behind one load balancer in
+/// front of the same engine servers (each named by the same id in every frontend) route on
+/// each other's requests too.
 pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
+    share_on: Option<(&P, &str)>,
     loads: &ReportedLoads,
     index: Option<SharedIndex>,
-) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
-    build_router(options, plane, loads, index, false).await
-}
-
-/// [`start_router`], and with a plane the router shares its state (its load bookings, and in
-/// approximate mode its predictions) with the other frontends' routers there, as
-/// `deploy::start_shared_router`'s does: frontends behind one load balancer in front of the
-/// same engine servers (each named by the same id in every frontend) route on each other's
-/// requests too.
-pub(crate) async fn start_shared_router<P: EventPlane>(
-    options: &Options,
-    plane: Option<&P>,
-    loads: &ReportedLoads,
-    index: Option<SharedIndex>,
-) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
-    build_router(options, plane, loads, index, true).await
-}
-
-async fn build_router<P: EventPlane>(
-    options: &Options,
-    plane: Option<&P>,
-    loads: &ReportedLoads,
-    index: Option<SharedIndex>,
-    share: bool,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
-    let replica = crate::share::replica(options, share, plane.is_some());
+    let replica = crate::share::replica(options, share_on.is_some());
     let builder = crate::deploy::busy_router(options, options.health())?;
     let builder = crate::share::book_on(builder, replica.as_ref());
     let policy = ExpectedTtft::default();
@@ -107,8 +90,8 @@ async fn build_router<P: EventPlane>(
         }
         RouterKind::RoundRobin => (builder.policy(RoundRobin::new()).build(), None),
     };
-    if let (Some(replica), Some(plane)) = (replica, plane) {
-        crate::share::share(plane, replica, router.clone()).await?;
+    if let (Some(replica), Some((plane, pool))) = (replica, share_on) {
+        crate::share::share(plane, replica, router.clone(), pool).await?;
     }
     tokio::spawn(router.health_checks());
     loads.tell(router.clone());

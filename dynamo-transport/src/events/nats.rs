@@ -118,6 +118,29 @@ impl NatsEvents {
         self.connected.clone()
     }
 
+    /// The same connection, publishing and subscribing under `part` within this namespace
+    /// (`NAMESPACE.part.TOPIC`): a plane of its own for messages that must not reach the
+    /// namespace's own subscribers, such as the state of one worker pool's router replicas.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), dynamo_core::Error> {
+    /// use dynamo_core::ReplicaMessage;
+    /// use dynamo_transport::events::NatsEvents;
+    ///
+    /// let nats = NatsEvents::connect("nats://127.0.0.1:4222", "dynamo").await?;
+    /// let prefill = nats.within("prefill");
+    /// assert_eq!(prefill.subject::<ReplicaMessage>(), "dynamo.prefill.router_state");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn within(&self, part: &str) -> NatsEvents {
+        NatsEvents {
+            client: self.client.clone(),
+            namespace: format!("{}.{part}", self.namespace),
+            connected: self.connected.clone(),
+        }
+    }
+
     /// The subject topic `T` travels on.
     pub fn subject<T: Topic>(&self) -> String {
         format!("{}.{}", self.namespace, T::NAME)
