@@ -116,7 +116,7 @@ pub(crate) async fn start_router<P: EventPlane>(
     plane: Option<&P>,
     index: Option<SharedIndex>,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
-    build_router(options, plane, None, index).await
+    start_shared_router(options, plane, None, index).await
 }
 
 /// [`start_router`], and the router shares its state (its load bookings, and in approximate
@@ -124,15 +124,6 @@ pub(crate) async fn start_router<P: EventPlane>(
 /// the pool named in the log (see `dynamo_router::replicas`): what a frontend replica behind
 /// a load balancer runs.
 pub(crate) async fn start_shared_router<P: EventPlane>(
-    options: &Options,
-    plane: Option<&P>,
-    share_on: Option<(&P, &str)>,
-    index: Option<SharedIndex>,
-) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
-    build_router(options, plane, share_on, index).await
-}
-
-async fn build_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
     share_on: Option<(&P, &str)>,

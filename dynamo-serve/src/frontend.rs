@@ -37,7 +37,7 @@ pub(crate) async fn run(options: Options) -> Result<(), Box<dyn std::error::Erro
     // with the same pool's routers of the other frontends: the decode pool's in the namespace,
     // the prefill pool's within it, so that neither books the other's requests.
     let prefill_plane = nats.as_ref().map(|nats| nats.within("prefill"));
-    let decode_share = nats.as_ref().map(|nats| (nats, "decode"));
+    let decode_share = nats.as_ref().map(|nats| (nats, "aggregated/decode"));
     let prefill_share = prefill_plane.as_ref().map(|plane| (plane, "prefill"));
     let events = nats.as_ref();
     let (prefill, decode) = if options.engine_at.is_empty() {

@@ -293,7 +293,11 @@ impl Books {
 ///
 /// let tracker = LoadTracker::new();
 /// let worker = WorkerId::new(1);
-/// let booking = Booking { blocks: vec![SequenceHash(7)], prefill_tokens: 100, ..Booking::default() };
+/// let booking = Booking {
+///     blocks: vec![SequenceHash(7)],
+///     prefill_tokens: 100,
+///     ..Booking::default()
+/// };
 /// let mut guard = tracker.book(worker, booking);
 /// assert_eq!(tracker.load(worker).active_prefill_tokens, 100);
 /// guard.first_token(); // prefill is done

@@ -99,7 +99,12 @@ proptest! {
         for op in ops {
             match op {
                 Op::Book(w, prompt, prefill_tokens) => {
-                    let booking = Booking { blocks: chain(&prompt), prefill_tokens, expected_output_tokens: 1, sequences: 1 };
+                    let booking = Booking {
+                        blocks: chain(&prompt),
+                        prefill_tokens,
+                        expected_output_tokens: 1,
+                        ..Booking::default()
+                    };
                     guards.push(tracker.book(workers[w], booking));
                 }
                 Op::FirstToken(i) if !guards.is_empty() => {
