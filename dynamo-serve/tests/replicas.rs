@@ -111,7 +111,7 @@ async fn frontends_in_front_of_the_same_engine_servers_send_a_prompt_where_the_o
     let (b_process, b) = engine_frontend_with(&engines, "approx-kv", &flags).await;
     for process in [&a_process, &b_process] {
         process
-            .wait_for("shares its state", Duration::from_secs(30))
+            .wait_for("aggregated/decode router replica", Duration::from_secs(30))
             .await;
     }
     for round in 0..6 {
