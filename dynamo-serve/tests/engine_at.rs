@@ -203,13 +203,7 @@ async fn the_router_steers_requests_away_from_a_server_that_reports_a_queue() {
         let (status, answer) = frontend.complete_with(&body).await;
         assert_eq!(status, 200, "{answer}");
     }
-    let completions = |server: &Replay| {
-        let requests = server.seen.requests.lock().expect("not poisoned");
-        requests
-            .iter()
-            .filter(|(line, _)| line.starts_with("POST /v1/completions"))
-            .count()
-    };
+    let completions = |server: &Replay| server.requests_to("POST /v1/completions");
     assert_eq!(
         completions(&idle),
         8,
@@ -443,14 +437,7 @@ async fn a_request_one_server_refuses_is_retried_and_answered_by_the_other() {
         let (status, body) = frontend.complete(&format!("request {n}"), 4).await;
         assert_eq!(status, 200, "{body}");
     }
-    let asked = |server: &Replay| {
-        let requests = server.seen.requests.lock().expect("not poisoned");
-        requests
-            .iter()
-            .filter(|(line, _)| line.starts_with("POST /v1/completions"))
-            .count()
-    };
-    let refused = asked(&refusing);
+    let refused = refusing.requests_to("POST /v1/completions");
     assert!(refused >= 1, "round robin never chose the refusing server");
     let metrics = frontend.metrics().await;
     let retried = metrics

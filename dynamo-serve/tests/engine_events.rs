@@ -198,11 +198,7 @@ async fn announce_until_indexed(
 }
 
 fn completions(server: &Replay) -> usize {
-    let requests = server.seen.requests.lock().expect("not poisoned");
-    requests
-        .iter()
-        .filter(|(line, _)| line.starts_with("POST /v1/completions"))
-        .count()
+    server.requests_to("POST /v1/completions")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,13 +72,7 @@ async fn a_prompt_routed_by_one_frontend_is_found_cached_through_the_other() {
 fn completions(servers: &[Replay]) -> Vec<usize> {
     servers
         .iter()
-        .map(|server| {
-            let requests = server.seen.requests.lock().expect("not poisoned");
-            requests
-                .iter()
-                .filter(|(line, _)| line.starts_with("POST /v1/completions"))
-                .count()
-        })
+        .map(|server| server.requests_to("POST /v1/completions"))
         .collect()
 }
 

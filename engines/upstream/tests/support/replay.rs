@@ -85,6 +85,15 @@ impl Replay {
         String::from_utf8(requests[n].1.clone()).expect("a UTF-8 request body")
     }
 
+    /// How many requests' request lines start with `request` (`"POST /v1/completions"`).
+    pub(crate) fn requests_to(&self, request: &str) -> usize {
+        let requests = self.seen.requests.lock().expect("not poisoned");
+        requests
+            .iter()
+            .filter(|(line, _)| line.starts_with(request))
+            .count()
+    }
+
     /// The value of header `name` (any case) in each request whose request line starts with
     /// `request` (`"POST /v1/completions"`), in order.
     pub(crate) fn header_of_each(&self, request: &str, name: &str) -> Vec<Option<String>> {
