@@ -83,6 +83,9 @@ mod preprocess;
 pub mod protocol;
 mod registry;
 
+/// The `object_store` crate that [`Gateway::with_shared_responses`] takes a store of.
+pub use object_store;
+
 pub use embedding::EmbeddingModel;
 pub use error::Error;
 pub use http::metrics::{WorkerGauges, install_prometheus};

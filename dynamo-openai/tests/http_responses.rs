@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use dynamo_core::{BoxEngine, EchoEngine, FinishReason, GenerateRequest, OutputFormat};
+use dynamo_openai::object_store::ObjectStore;
+use dynamo_openai::object_store::local::LocalFileSystem;
 use dynamo_openai::{
     ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, ReasoningFormat, Tokenizer,
     ToolCallFormat,
@@ -161,6 +163,15 @@ fn writing_with(
     reason: FinishReason,
     config: GatewayConfig,
 ) -> (axum::Router, Arc<Mutex<Vec<GenerateRequest>>>) {
+    let (registry, requests) = registry_writing(text, reason);
+    (Gateway::new(registry, config).into_router(), requests)
+}
+
+/// The registry of [`writing`]'s model, and the requests its engine is given.
+fn registry_writing(
+    text: &'static str,
+    reason: FinishReason,
+) -> (ModelRegistry, Arc<Mutex<Vec<GenerateRequest>>>) {
     let requests = Arc::new(Mutex::new(Vec::new()));
     let seen = requests.clone();
     let engine = common::writing(text, reason, move |request| {
@@ -172,8 +183,7 @@ fn writing_with(
         .with_tool_calls(ToolCallFormat::Hermes)
         .with_reasoning(ReasoningFormat::Think);
     registry.insert(entry);
-    let app = Gateway::new(registry, config).into_router();
-    (app, requests)
+    (registry, requests)
 }
 
 /// POST `body` to `/v1/responses` of `app`: the status and the body as JSON (a stream's events
@@ -665,4 +675,141 @@ async fn with_the_store_off_store_and_previous_response_id_are_refused() {
     let (app, _) = writing_with("Paris.", FinishReason::Stop, config);
     let (_, answer) = respond(app, &json!({"model": "test", "input": "Hi"})).await;
     assert_eq!(answer["store"], false);
+}
+
+/// [`writing`], behind a gateway of `config` that keeps its responses in `store`.
+fn writing_into(
+    text: &'static str,
+    config: GatewayConfig,
+    store: Arc<dyn ObjectStore>,
+) -> (axum::Router, Arc<Mutex<Vec<GenerateRequest>>>) {
+    let (registry, requests) = registry_writing(text, FinishReason::Stop);
+    let gateway = Gateway::new(registry, config).with_shared_responses(store, "responses".into());
+    (gateway.into_router(), requests)
+}
+
+/// [`respond`] as the caller with `key`.
+async fn respond_as(app: axum::Router, key: &str, body: &Value) -> (StatusCode, Value) {
+    let request = axum::http::Request::post("/v1/responses")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn gateways_sharing_a_store_continue_each_others_conversations() {
+    // A directory both gateways write to, as frontends on one shared volume would.
+    let folder = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(folder.path()).unwrap());
+    let (first, _) = writing_into("Paris.", GatewayConfig::default(), store.clone());
+    let (second, requests) = writing_into("Rome.", GatewayConfig::default(), store.clone());
+
+    let ask = json!({"model": "test", "input": "Capital of France?"});
+    let (status, asked) = respond(first.clone(), &ask).await;
+    assert_eq!(status, StatusCode::OK, "{asked}");
+    assert_eq!(asked["store"], true);
+    let path = format!("/v1/responses/{}", asked["id"].as_str().unwrap());
+    let (status, stored) = call(second.clone(), "GET", &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stored, asked);
+
+    // Continued on the other gateway, streamed: its prompt holds the first gateway's turn, and
+    // its last event comes once it is stored, so the first gateway has it at once.
+    let follow = json!({"model": "test", "input": "And of Italy?", "stream": true,
+        "previous_response_id": asked["id"]});
+    let (_, events) = respond(second.clone(), &follow).await;
+    assert_eq!(
+        prompt_of(&requests.lock()[0]),
+        "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\nParis.<|im_end|>\n\
+         <|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let last = &events.as_array().unwrap().last().unwrap()["response"];
+    assert_eq!(last["status"], "completed");
+    let items = format!("/v1/responses/{}/input_items", last["id"].as_str().unwrap());
+    let (status, listed) = call(first.clone(), "GET", &items, None).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["data"][0]["content"][0]["text"], "And of Italy?");
+
+    // Deleted through one, gone from both.
+    let (status, _) = call(second.clone(), "DELETE", &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for app in [first.clone(), second.clone()] {
+        let (status, _) = call(app.clone(), "GET", &path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = call(app, "DELETE", &path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let mut follow = follow;
+    follow["stream"] = json!(false);
+    let (status, error) = respond(first, &follow).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["error"]["code"], "previous_response_not_found");
+}
+
+#[tokio::test]
+async fn in_a_shared_store_a_response_is_found_only_with_the_key_that_stored_it() {
+    let folder = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(folder.path()).unwrap());
+    let keys = || dynamo_openai::ApiKeys::new(["sk-one", "sk-two"]);
+    let config = GatewayConfig::default().with_api_keys(keys());
+    let (first, _) = writing_into("Paris.", config.clone(), store.clone());
+    let (second, _) = writing_into("Rome.", config, store);
+    let (status, first_answer) =
+        respond_as(first, "sk-one", &json!({"model": "test", "input": "Hi"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/v1/responses/{}", first_answer["id"].as_str().unwrap());
+    let (status, _) = call(second.clone(), "GET", &path, Some("sk-two")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(second.clone(), "DELETE", &path, Some("sk-two")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let follow =
+        json!({"model": "test", "input": "More", "previous_response_id": first_answer["id"]});
+    let (status, error) = respond_as(second.clone(), "sk-two", &follow).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["error"]["code"], "previous_response_not_found");
+    let (status, _) = call(second, "GET", &path, Some("sk-one")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_store_that_fails_is_a_503_and_the_response_says_it_was_not_stored() {
+    // A store rooted under a plain file: every write and read fails, as an unreachable bucket's.
+    let folder = tempfile::tempdir().unwrap();
+    let file = folder.path().join("not-a-folder");
+    std::fs::write(&file, b"").unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&file).unwrap());
+    let (app, _) = writing_into("Paris.", GatewayConfig::default(), store);
+
+    let ask = json!({"model": "test", "input": "Capital of France?"});
+    let (status, answer) = respond(app.clone(), &ask).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["store"], false);
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let (_, events) = respond(app.clone(), &streamed).await;
+    let last = events.as_array().unwrap().last().unwrap();
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(last["response"]["store"], false);
+
+    let path = format!("/v1/responses/{}", answer["id"].as_str().unwrap());
+    for method in ["GET", "DELETE"] {
+        let (status, error) = call(app.clone(), method, &path, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{method}");
+        assert_eq!(
+            error["error"]["type"], "service_unavailable_error",
+            "{error}"
+        );
+    }
+    let follow = json!({"model": "test", "input": "More", "previous_response_id": answer["id"]});
+    let (status, _) = respond(app, &follow).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }

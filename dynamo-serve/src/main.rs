@@ -37,6 +37,7 @@ mod options;
 mod planner;
 mod profile;
 mod progress;
+mod response_store;
 mod sampling;
 mod share;
 mod tls;
@@ -213,7 +214,12 @@ pub(crate) async fn serve_gateway(
         .with_response_store_bytes(options.response_store_bytes)
         .with_api_keys(keys)
         .with_open_metrics(options.open_metrics);
-    let gateway = Gateway::new(registry, config).with_metrics(metrics);
+    let mut gateway = Gateway::new(registry, config).with_metrics(metrics);
+    if let Some(url) = &options.response_store {
+        let (store, prefix) = response_store::open(url)?;
+        tracing::info!(%url, "stored responses are kept in the shared store");
+        gateway = gateway.with_shared_responses(store, prefix);
+    }
     let acceptor = options
         .edge_tls
         .as_ref()

@@ -1,6 +1,7 @@
-//! Throwaway `nats-server` and `etcd` processes on free loopback ports, for tests and local
-//! trials: each is started from the program on `PATH` (Debian packages `nats-server` and
-//! `etcd-server`), waits until its port answers, and is killed when dropped.
+//! Throwaway `nats-server`, `etcd` and S3 ([`LocalS3`]) processes on free loopback ports, for
+//! tests and local trials: each is started from the program on `PATH` (Debian packages
+//! `nats-server` and `etcd-server`, PyPI's `moto[server]`), waits until its port answers, and
+//! is killed when dropped.
 //!
 //! ```no_run
 //! use dynamo_transport::local::{LocalEtcd, LocalNats};
@@ -72,6 +73,17 @@ static STARTED: AtomicUsize = AtomicUsize::new(0);
 
 impl Server {
     fn start(program: &'static str, port: u16, args: &[String]) -> Result<Self, Error> {
+        Self::start_at(program, Path::new(program), port, args)
+    }
+
+    /// [`start`](Self::start) with the program at `command` (a path, or a name on `PATH`);
+    /// `program` names it in errors and logs.
+    fn start_at(
+        program: &'static str,
+        command: &Path,
+        port: u16,
+        args: &[String],
+    ) -> Result<Self, Error> {
         let cannot_run = |error: std::io::Error| Error::CannotRun {
             program,
             source: error.into(),
@@ -82,7 +94,7 @@ impl Server {
             STARTED.fetch_add(1, Ordering::Relaxed)
         ));
         let output = File::create(&log).map_err(cannot_run)?;
-        let child = Command::new(program)
+        let child = Command::new(command)
             .args(args)
             .stdout(output.try_clone().map_err(cannot_run)?)
             .stderr(output)
@@ -350,6 +362,75 @@ impl Drop for LocalEtcd {
     fn drop(&mut self) {
         self.server.stop();
         let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// A `moto_server` on a loopback port: an S3-compatible server that keeps its objects in
+/// memory (the PyPI package `moto[server]`), for the object-store tests. The program is
+/// `DYNAMO_S3_SERVER` when set, else `moto_server` in CI's virtual environment
+/// (`~/.cache/dynamo-ci/venv/bin`), else `moto_server` on `PATH`. It takes any credentials.
+#[derive(Debug)]
+pub struct LocalS3 {
+    server: Server,
+}
+
+impl LocalS3 {
+    /// Start one on a free port, holding one empty bucket called `bucket`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CannotRun`] when it cannot be run or makes no bucket,
+    /// [`Error::NotListening`] when it does not listen, and [`Error::NoFreePort`] when no port
+    /// is free.
+    pub fn start(bucket: &str) -> Result<Self, Error> {
+        let command = Self::program();
+        let server = retry_not_listening(|| {
+            let port = free_port()?;
+            let args = ["-H", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned);
+            Server::start_at("moto_server", &command, port, &args)
+        })?;
+        let s3 = LocalS3 { server };
+        s3.create_bucket(bucket).map_err(|error| Error::CannotRun {
+            program: "moto_server",
+            source: format!("the bucket `{bucket}` was not made: {error}").into(),
+        })?;
+        Ok(s3)
+    }
+
+    /// Where the server is: `DYNAMO_S3_SERVER`, CI's virtual environment, or `PATH`.
+    fn program() -> PathBuf {
+        if let Some(path) = std::env::var_os("DYNAMO_S3_SERVER") {
+            return path.into();
+        }
+        std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".cache/dynamo-ci/venv/bin/moto_server"))
+            .filter(|candidate| candidate.is_file())
+            .unwrap_or_else(|| PathBuf::from("moto_server"))
+    }
+
+    /// `PUT /{bucket}`: the server takes unsigned requests, and object stores make no buckets.
+    fn create_bucket(&self, bucket: &str) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let port = self.server.port;
+        let mut socket = TcpStream::connect(("127.0.0.1", port))?;
+        socket.set_read_timeout(Some(START_TIMEOUT))?;
+        write!(
+            socket,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer)?;
+        if answer.starts_with("HTTP/1.1 200") {
+            return Ok(());
+        }
+        let status = answer.lines().next().unwrap_or("no answer").to_owned();
+        Err(std::io::Error::other(status))
+    }
+
+    /// Its endpoint, `http://127.0.0.1:PORT` (plain HTTP: a client must allow it).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port)
     }
 }
 

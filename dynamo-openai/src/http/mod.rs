@@ -30,6 +30,8 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
 use serde::de::DeserializeOwned;
 use tower_http::trace::TraceLayer;
 
@@ -64,7 +66,8 @@ pub struct GatewayConfig {
     pub max_choices: u32,
     /// The memory kept for stored responses (`/v1/responses` with `store` true or unset), in
     /// bytes of their JSON; the oldest are dropped to make room. 0 stores none (`store: true`
-    /// and `previous_response_id` are then refused). Default 64 MiB.
+    /// and `previous_response_id` are then refused). Default 64 MiB. Not used by a gateway
+    /// whose responses go to a shared store ([`Gateway::with_shared_responses`]).
     pub response_store_bytes: usize,
 }
 
@@ -171,6 +174,8 @@ pub struct Gateway {
     registry: ModelRegistry,
     config: GatewayConfig,
     metrics: Option<PrometheusHandle>,
+    /// Where stored responses go instead of memory, and under which prefix.
+    shared_responses: Option<(Arc<dyn ObjectStore>, ObjectPath)>,
 }
 
 /// What every handler sees.
@@ -209,12 +214,43 @@ impl Gateway {
             registry,
             config,
             metrics: None,
+            shared_responses: None,
         }
     }
 
     /// Serve `/metrics` from `handle` (see [`install_prometheus`](crate::install_prometheus)).
     pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
         self.metrics = Some(handle);
+        self
+    }
+
+    /// Keep stored responses (`/v1/responses`) under `prefix` in `store` instead of this
+    /// gateway's memory, so that every gateway given the same store and prefix serves
+    /// `previous_response_id`, `GET` and `DELETE` for the responses any of them stored (one
+    /// JSON object a response, read only by the API key that stored it; nothing is dropped:
+    /// how long they are kept is the store's own lifecycle rule).
+    /// [`GatewayConfig::response_store_bytes`] no longer applies.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use dynamo_openai::object_store::{memory::InMemory, path::Path};
+    /// use dynamo_openai::{Gateway, GatewayConfig, ModelRegistry};
+    ///
+    /// // One store for every frontend: S3 or a shared directory in a deployment.
+    /// let shared = Arc::new(InMemory::new());
+    /// let first = Gateway::new(ModelRegistry::default(), GatewayConfig::default())
+    ///     .with_shared_responses(shared.clone(), Path::from("responses"));
+    /// let second = Gateway::new(ModelRegistry::default(), GatewayConfig::default())
+    ///     .with_shared_responses(shared, Path::from("responses"));
+    /// # let _ = (first.into_router(), second.into_router());
+    /// ```
+    pub fn with_shared_responses(
+        mut self,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    ) -> Self {
+        self.shared_responses = Some((store, prefix));
         self
     }
 
@@ -231,7 +267,10 @@ impl Gateway {
         let shared = Arc::new(Shared {
             registry: self.registry,
             in_flight: Arc::new(InFlight::new(self.config.max_in_flight.max(1))),
-            responses: responses::ResponseStore::new(self.config.response_store_bytes),
+            responses: match self.shared_responses {
+                Some((store, prefix)) => responses::ResponseStore::in_objects(store, prefix),
+                None => responses::ResponseStore::in_memory(self.config.response_store_bytes),
+            },
             config: self.config,
             metrics: self.metrics,
             next_id: AtomicU64::new(0),

@@ -393,6 +393,12 @@ struct GatewayArgs {
     /// of their JSON: the oldest are dropped to make room; 0 stores none
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     response_store_mib: usize,
+    /// Keep stored responses in this object store instead of memory, shared by every frontend
+    /// given the same one: file:///a/shared/folder, or s3://bucket/prefix (with the s3
+    /// feature; credentials, region and endpoint from the AWS_* variables)
+    #[arg(long, value_name = "URL", conflicts_with = "response_store_mib",
+          value_parser = |text: &str| crate::response_store::parse_url(text).map(Box::new))]
+    response_store: Option<Box<url::Url>>,
     /// The model served at /v1/embeddings: `all-minilm-l6-v2` (all-MiniLM-L6-v2, fetched once
     /// into the dynamo cache), a BERT model's directory (config.json, model.safetensors,
     /// tokenizer.json; served under the directory's name), or `none`
@@ -603,6 +609,7 @@ fn options(
         plane_tls: None,
         body_limit: gateway.body_limit,
         response_store_bytes: gateway.response_store_mib.saturating_mul(1 << 20),
+        response_store: gateway.response_store.map(|url| *url),
         embedding_model: gateway.embedding_model,
         migration_limit: gateway.migration_limit,
         retries: gateway.retries,

@@ -193,6 +193,8 @@ pub(crate) struct Options {
     pub(crate) body_limit: usize,
     /// Memory for stored responses, in bytes.
     pub(crate) response_store_bytes: usize,
+    /// The object store for stored responses, instead of memory.
+    pub(crate) response_store: Option<url::Url>,
     /// The model served at `/v1/embeddings`.
     pub(crate) embedding_model: crate::embedding::EmbeddingSource,
     /// Continuations of a request whose worker fails mid-stream.

@@ -271,6 +271,14 @@ fn the_gateway_flags_set_keys_metrics_the_body_limit_and_the_response_store() {
     }
     let error = refused("worker --api-key-file keys.txt");
     assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+    assert_eq!(serve.response_store, None);
+    let shared = options("frontend --registry r --router approx-kv --response-store file:///srv/r");
+    let url = shared.expect("valid").response_store.map(String::from);
+    assert_eq!(url.as_deref(), Some("file:///srv/r"));
+    let both = refused("--response-store file:///srv/r --response-store-mib 8");
+    assert_eq!(both.kind(), ErrorKind::ArgumentConflict);
+    let unknown = refused("--response-store gs://bucket/r");
+    assert_eq!(unknown.kind(), ErrorKind::ValueValidation);
 }
 
 #[test]

@@ -53,6 +53,7 @@ pub(crate) async fn list(
     let stored = shared
         .responses
         .get(caller, &id)
+        .await?
         .ok_or_else(|| ApiError::response_not_found(&id))?;
     Ok(Json(paging.page(listed(&stored))?))
 }

@@ -42,9 +42,9 @@ const ENDPOINT: &str = "responses";
 /// model's chat template, with `instructions` as a system message first and the function tools
 /// offered; the output is an assistant message, the calls the model made, or both. With
 /// `stream: true` it comes as server-sent events named by their `type`, from
-/// `response.created` to `response.completed`. Unless `store` is false the response is kept in
-/// the gateway's memory, for `GET /v1/responses/{id}` and for a later request's
-/// `previous_response_id` to continue from.
+/// `response.created` to `response.completed`. Unless `store` is false the response is kept (in
+/// the gateway's memory, or in a store it shares with other gateways), for
+/// `GET /v1/responses/{id}` and for a later request's `previous_response_id` to continue from.
 #[utoipa::path(
     post,
     path = "/v1/responses",
@@ -83,6 +83,7 @@ async fn serve(
             shared
                 .responses
                 .get(caller, id)
+                .await?
                 .ok_or_else(|| ApiError::previous_response_not_found(id))?
                 .conversation
         }
@@ -231,8 +232,8 @@ struct Keep {
 }
 
 impl Keep {
-    /// Store `response`, ending the conversation.
-    fn store(self, response: &ResponseObject) {
+    /// Store `response`, ending the conversation; whether it was stored.
+    async fn store(self, response: &ResponseObject) -> bool {
         let mut conversation = self.conversation;
         conversation.extend(response.output.iter().map(input::sent_back));
         let stored = Stored {
@@ -240,12 +241,7 @@ impl Keep {
             conversation,
             input: self.input,
         };
-        if !self.shared.responses.insert(self.caller, stored) {
-            tracing::warn!(
-                id = %response.id,
-                "a response is larger than the whole response store, and was not stored"
-            );
-        }
+        self.shared.responses.insert(self.caller, stored).await
     }
 }
 
@@ -280,8 +276,10 @@ impl Responder {
     }
 
     /// Take in one step of the answer; the events it makes. At the answer's end the response
-    /// is whole: completed, or incomplete at the output limit.
-    fn step(&mut self, event: Result<TextEvent, ApiError>) -> Vec<ResponseStreamEvent> {
+    /// is whole: completed, or incomplete at the output limit; it is stored before its last
+    /// event is made (so a client that has it may continue from it through any gateway that
+    /// shares the store), and says `store: false` if storing it failed.
+    async fn step(&mut self, event: Result<TextEvent, ApiError>) -> Vec<ResponseStreamEvent> {
         match event {
             Ok(TextEvent::Delta { text, .. }) => {
                 let delta = self.answer.push(text, &self.request_id);
@@ -306,8 +304,10 @@ impl Responder {
                 });
                 response.output = self.items.finish(status, &mut self.events);
                 response.usage = Some(usage_of(usage));
-                if let Some(keep) = self.keep.take() {
-                    keep.store(response);
+                if let Some(keep) = self.keep.take()
+                    && !keep.store(response).await
+                {
+                    response.store = false;
                 }
                 let response = Box::new(response.clone());
                 self.events.push(|sequence_number| match incomplete {
@@ -356,7 +356,7 @@ async fn collect(
 ) -> Result<Response, ApiError> {
     let mut text = std::pin::pin!(text);
     while let Some(event) = text.next().await {
-        responder.step(Ok(event?));
+        responder.step(Ok(event?)).await;
         if responder.ended {
             return Ok(Json(responder.response).into_response());
         }
@@ -370,9 +370,11 @@ fn stream_events(
     text: impl Stream<Item = Result<TextEvent, ApiError>> + Send + 'static,
 ) -> Response {
     let opening = responder.opening();
-    let steps = text.scan(responder, |responder, event| {
-        let events = (!responder.ended).then(|| responder.step(event));
-        futures::future::ready(events)
+    let steps = stream::unfold(Some((responder, Box::pin(text))), |state| async move {
+        let (mut responder, mut text) = state?;
+        let events = responder.step(text.next().await?).await;
+        let more = (!responder.ended).then_some((responder, text));
+        Some((events, more))
     });
     sse::respond_unmarked(
         stream::iter([opening]).chain(steps),
@@ -407,7 +409,7 @@ pub(crate) async fn retrieve(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<ResponseObject>, ApiError> {
-    let stored = shared.responses.get(caller, &id);
+    let stored = shared.responses.get(caller, &id).await?;
     stored
         .map(|stored| Json(stored.response))
         .ok_or_else(|| ApiError::response_not_found(&id))
@@ -432,7 +434,7 @@ pub(crate) async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if !shared.responses.delete(caller, &id) {
+    if !shared.responses.delete(caller, &id).await? {
         return Err(ApiError::response_not_found(&id));
     }
     Ok(Json(

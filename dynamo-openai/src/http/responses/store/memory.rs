@@ -1,30 +1,16 @@
-//! Stored responses: what `previous_response_id` continues from and `GET /v1/responses/{id}`
-//! returns, kept in the gateway's memory within a budget of bytes, the oldest dropped first.
+//! Responses kept in the gateway's own memory within a budget of bytes, the oldest dropped
+//! first.
 
 use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
 
 use parking_lot::Mutex;
 
-use super::super::auth::Caller;
-use crate::protocol::{InputItem, ResponseObject};
-
-/// A stored response and the conversation it ends.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Stored {
-    /// The response as it was returned.
-    pub(crate) response: ResponseObject,
-    /// The input items of the whole conversation, its output items included (the instructions
-    /// are not: they are not carried from one response to the next).
-    pub(crate) conversation: Vec<InputItem>,
-    /// Where the request's own input is in `conversation` (after the earlier responses' items,
-    /// before its output's).
-    pub(crate) input: Range<usize>,
-}
+use super::Stored;
+use crate::http::auth::Caller;
 
 /// Responses kept within a budget of bytes (their JSON's size), dropped oldest first.
 #[derive(Debug)]
-pub(crate) struct ResponseStore {
+pub(crate) struct MemoryStore {
     budget: usize,
     inner: Mutex<Kept>,
 }
@@ -37,10 +23,10 @@ struct Kept {
     bytes: usize,
 }
 
-impl ResponseStore {
+impl MemoryStore {
     /// A store of at most `budget` bytes; 0 stores nothing.
     pub(crate) fn new(budget: usize) -> Self {
-        ResponseStore {
+        MemoryStore {
             budget,
             inner: Mutex::new(Kept::default()),
         }
@@ -188,7 +174,7 @@ mod tests {
             budget in 0..4_000_usize,
             ops in prop::collection::vec(op(), 1..40),
         ) {
-            let store = ResponseStore::new(budget);
+            let store = MemoryStore::new(budget);
             // The reference: (id, caller, bytes), oldest first.
             let mut model: Vec<(u32, bool, usize)> = Vec::new();
             for op in ops {

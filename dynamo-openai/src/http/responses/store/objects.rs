@@ -1,0 +1,135 @@
+//! Responses kept in an object store (S3, GCS, Azure Blob, a shared directory): every gateway
+//! given the same store and prefix sees every response the others stored, so a conversation's
+//! turns may land on any frontend behind a load balancer.
+//!
+//! Each response is one JSON object at `<prefix>/<caller>/<id>.json`, where `<caller>` names
+//! the API key that stored it (`open` on a gateway without keys; otherwise 32 hex digits of a
+//! SHA-256 of the key's digest, never the key) and `<id>` is the response's id, its characters
+//! that object stores refuse percent-encoded. A caller reads only under its own name, so a
+//! response stored with one key is not found with another. Nothing is dropped here: how long
+//! responses are kept is the bucket's lifecycle rule (OpenAI keeps them 30 days).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sha2::{Digest, Sha256};
+
+use super::Stored;
+use crate::ApiError;
+use crate::http::auth::Caller;
+
+/// Stored responses under `prefix` in `backend`.
+#[derive(Debug)]
+pub(crate) struct ObjectResponses {
+    backend: Arc<dyn ObjectStore>,
+    prefix: Path,
+}
+
+impl ObjectResponses {
+    pub(crate) fn new(backend: Arc<dyn ObjectStore>, prefix: Path) -> Self {
+        ObjectResponses { backend, prefix }
+    }
+
+    /// Write `stored` for `caller`, replacing a response of the same id; whether it was
+    /// written (a failure is logged).
+    pub(crate) async fn insert(&self, caller: Caller, stored: &Stored) -> bool {
+        let id = &stored.response.id;
+        let written = match serde_json::to_vec(stored) {
+            Ok(json) => self
+                .backend
+                .put(&self.key(caller, id), PutPayload::from(json))
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = &written {
+            tracing::error!(%id, %error, "a response could not be written to the response store");
+        }
+        written.is_ok()
+    }
+
+    /// The response `id` that `caller` stored, if there is one.
+    pub(crate) async fn get(&self, caller: Caller, id: &str) -> Result<Option<Stored>, ApiError> {
+        let found = match self.backend.get(&self.key(caller, id)).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(unreachable(id, &error)),
+        };
+        let json = found
+            .bytes()
+            .await
+            .map_err(|error| unreachable(id, &error))?;
+        serde_json::from_slice(&json).map(Some).map_err(|error| {
+            dynamo_core::Error::internal(format!("the stored response `{id}` is not one: {error}"))
+                .into()
+        })
+    }
+
+    /// Delete the response `id` that `caller` stored; whether there was one.
+    pub(crate) async fn delete(&self, caller: Caller, id: &str) -> Result<bool, ApiError> {
+        let key = self.key(caller, id);
+        // S3 answers a delete of a missing key as a success, so ask first.
+        match self.backend.head(&key).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(error) => return Err(unreachable(id, &error)),
+        }
+        match self.backend.delete(&key).await {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(error) => Err(unreachable(id, &error)),
+        }
+    }
+
+    /// Where `caller`'s response `id` is kept.
+    fn key(&self, caller: Caller, id: &str) -> Path {
+        self.prefix
+            .clone()
+            .join(scope(caller))
+            .join(format!("{id}.json"))
+    }
+}
+
+/// The folder of `caller`'s responses.
+fn scope(caller: Caller) -> String {
+    let Some(digest) = caller.0 else {
+        return "open".to_owned();
+    };
+    let named = Sha256::new()
+        .chain_update(b"dynamo-openai stored responses\0")
+        .chain_update(digest)
+        .finalize();
+    named[..16].iter().fold(String::new(), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    })
+}
+
+/// The 503 of a store that failed to answer; its detail goes to the log.
+fn unreachable(id: &str, error: &object_store::Error) -> ApiError {
+    tracing::error!(%id, %error, "the response store failed");
+    dynamo_core::Error::unavailable("the response store cannot be reached; try again later").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_one_part_per_id_whatever_the_id_holds() {
+        let store = ObjectResponses::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            Path::from("responses"),
+        );
+        let open = store.key(Caller(None), "resp_1");
+        assert_eq!(open.as_ref(), "responses/open/resp_1.json");
+        let odd = store.key(Caller(None), "resp_../../x");
+        assert_eq!(odd.parts().count(), 3, "{odd}");
+        let keyed = store.key(Caller(Some([7; 32])), "resp_1");
+        let parts: Vec<_> = keyed.parts().collect();
+        assert_eq!(parts[1].as_ref().len(), 32);
+        assert_ne!(scope(Caller(Some([7; 32]))), scope(Caller(Some([8; 32]))));
+    }
+}
