@@ -508,13 +508,35 @@ async fn call(
     path: &str,
     key: Option<&str>,
 ) -> (StatusCode, Value) {
+    send(app, method, path, key, None).await
+}
+
+/// [`respond`] (not streamed) as the caller with `key`.
+async fn respond_as(app: axum::Router, key: &str, body: &Value) -> (StatusCode, Value) {
+    send(app, "POST", "/v1/responses", Some(key), Some(body)).await
+}
+
+/// [`call`] with a JSON `body`, if any.
+async fn send(
+    app: axum::Router,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
     use tower::ServiceExt;
 
     let mut request = axum::http::Request::builder().method(method).uri(path);
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
     }
-    let request = request.body(axum::body::Body::empty()).unwrap();
+    let request = match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string())),
+        None => request.body(axum::body::Body::empty()),
+    }
+    .unwrap();
     let response = app.oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -630,20 +652,12 @@ async fn a_response_stored_with_one_key_is_not_found_with_another() {
         FinishReason::Stop,
         GatewayConfig::default().with_api_keys(keys),
     );
-    let request = axum::http::Request::post("/v1/responses")
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer sk-one")
-        .body(axum::body::Body::from(
-            json!({"model": "test", "input": "Hi"}).to_string(),
-        ))
-        .unwrap();
-    let response = tower::ServiceExt::oneshot(app.clone(), request)
-        .await
-        .unwrap();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let first: Value = serde_json::from_slice(&bytes).unwrap();
+    let (_, first) = respond_as(
+        app.clone(),
+        "sk-one",
+        &json!({"model": "test", "input": "Hi"}),
+    )
+    .await;
     let path = format!("/v1/responses/{}", first["id"].as_str().unwrap());
     let (status, _) = call(app.clone(), "GET", &path, Some("sk-one")).await;
     assert_eq!(status, StatusCode::OK);
@@ -686,21 +700,6 @@ fn writing_into(
     let (registry, requests) = registry_writing(text, FinishReason::Stop);
     let gateway = Gateway::new(registry, config).with_shared_responses(store, "responses".into());
     (gateway.into_router(), requests)
-}
-
-/// [`respond`] as the caller with `key`.
-async fn respond_as(app: axum::Router, key: &str, body: &Value) -> (StatusCode, Value) {
-    let request = axum::http::Request::post("/v1/responses")
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {key}"))
-        .body(axum::body::Body::from(body.to_string()))
-        .unwrap();
-    let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap())
 }
 
 #[tokio::test]
