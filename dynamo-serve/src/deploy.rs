@@ -126,10 +126,10 @@ pub(crate) async fn start_router<P: EventPlane>(
 pub(crate) async fn start_shared_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
-    share_on: Option<(&P, &str)>,
+    share_on: Option<(&P, &'static str)>,
     index: Option<SharedIndex>,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
-    let replica = crate::share::replica(options, share_on.is_some());
+    let replica = crate::share::replica(options, share_on.map(|(_, pool)| pool));
     let block_size = BlockSize::new(options.block_size)?;
     let builder = crate::share::book_on(busy_router(options, options.health())?, replica.as_ref());
     let mut kv_index = None;
@@ -151,8 +151,8 @@ pub(crate) async fn start_shared_router<P: EventPlane>(
         }
         (RouterKind::RoundRobin, _) => builder.policy(RoundRobin::new()).build(),
     };
-    if let (Some(replica), Some((plane, pool))) = (replica, share_on) {
-        crate::share::share(plane, replica, router.clone(), pool).await?;
+    if let (Some(replica), Some((plane, _))) = (replica, share_on) {
+        crate::share::share(plane, replica, router.clone()).await?;
     }
     tokio::spawn(router.health_checks());
     Ok((router, kv_index))

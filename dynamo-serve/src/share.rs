@@ -11,11 +11,12 @@ use dynamo_transport::events::{EventPlane, exchange_replica_messages};
 
 use crate::options::{Options, RouterKind};
 
-/// The replica state, under a random id, of a router that shares: one with a plane to share
-/// on (`has_plane`) and state worth sharing (round robin has none); else `None`.
-pub(crate) fn replica(options: &Options, has_plane: bool) -> Option<ReplicaState> {
-    (has_plane && options.router != RouterKind::RoundRobin)
-        .then(|| ReplicaState::new(ReplicaConfig::new(ReplicaId(rand::random()))))
+/// The replica state, under a random id, of a router that shares: one of a `pool` with a
+/// plane to share on and state worth sharing (round robin has none); else `None`.
+pub(crate) fn replica(options: &Options, pool: Option<&'static str>) -> Option<ReplicaState> {
+    let pool = pool.filter(|_| options.router != RouterKind::RoundRobin)?;
+    let config = ReplicaConfig::new(ReplicaId(rand::random())).with_pool(pool);
+    Some(ReplicaState::new(config))
 }
 
 /// `builder` booking load on `replica`'s tracker, which the other replicas' bookings reach,
@@ -42,12 +43,11 @@ pub(crate) fn approximate(
 
 /// Publish `state`'s messages on `plane`, apply the other replicas' (waking `router`'s
 /// waiting requests when one releases load), publish a digest every digest interval, and ask
-/// the others for their state; on spawned tasks. `pool` names the router in the log.
+/// the others for their state; on spawned tasks.
 pub(crate) async fn share<P: EventPlane>(
     plane: &P,
     state: ReplicaState,
     router: RouterService,
-    pool: &str,
 ) -> Result<(), Error> {
     let outgoing = futures::stream::unfold(state.clone(), |state| async move {
         Some((state.next_message().await, state))
@@ -75,6 +75,7 @@ pub(crate) async fn share<P: EventPlane>(
         }
     });
     state.join();
+    let pool = state.config().pool;
     tracing::info!("{pool} router replica {} shares its state", state.id());
     Ok(())
 }

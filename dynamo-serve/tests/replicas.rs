@@ -19,7 +19,8 @@ use support::{
     long_prompt, registry_worker,
 };
 
-/// The messages of kind `update` that `frontend` has applied from other frontends.
+/// The messages of kind `update` that `frontend`'s aggregated/decode router has applied from
+/// other frontends.
 async fn applied(frontend: &Frontend, update: &str) -> u64 {
     let label = format!("update=\"{update}\"");
     frontend
@@ -27,7 +28,9 @@ async fn applied(frontend: &Frontend, update: &str) -> u64 {
         .await
         .lines()
         .find(|line| {
-            line.starts_with("dynamo_router_replica_applied_total{") && line.contains(&label)
+            line.starts_with("dynamo_router_replica_applied_total{")
+                && line.contains(&label)
+                && line.contains("pool=\"aggregated/decode\"")
         })
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0)

@@ -16,7 +16,7 @@
 //! Loss tolerance:
 //! - The outbox holds at most [`ReplicaConfig::outbox_capacity`] updates; when it is full an
 //!   update is dropped and counted ([`ReplicaState::dropped`],
-//!   `dynamo_router_replica_dropped_total`).
+//!   `dynamo_router_replica_dropped_total{pool}`).
 //! - Every [`ReplicaConfig::digest_interval`] the transport calls [`ReplicaState::tick`],
 //!   which publishes a digest of the replica's active bookings: a receiver drops the bookings
 //!   it holds for that replica that are not listed (a lost release) and asks for a snapshot
@@ -27,11 +27,11 @@
 //! - A replica that joins calls [`ReplicaState::join`]: the others answer with a snapshot of
 //!   their bookings and their predictions.
 //! - At most [`ReplicaConfig::max_remote_bookings`] remote bookings are held (more are
-//!   refused and counted, `dynamo_router_replica_refused_total`).
+//!   refused and counted, `dynamo_router_replica_refused_total{pool}`).
 //!
 //! Each message applied from another replica counts in
-//! `dynamo_router_replica_applied_total{update}` (`booked`, `prefilled`, `released`, `routed`,
-//! `digest`, `snapshot_request`).
+//! `dynamo_router_replica_applied_total{pool, update}` (`booked`, `prefilled`, `released`,
+//! `routed`, `digest`, `snapshot_request`). `pool` is [`ReplicaConfig::pool`].
 //!
 //! ```
 //! use std::time::Instant;
@@ -88,6 +88,9 @@ pub struct ReplicaConfig {
     pub booking_ttl: Duration,
     /// Remote bookings held, at most, over all replicas. Default 65,536.
     pub max_remote_bookings: usize,
+    /// The pool of workers the replica routes to, the `pool` label of its metrics (a frontend
+    /// with a prefill and a decode router runs a replica for each). Default `"default"`.
+    pub pool: &'static str,
 }
 
 impl ReplicaConfig {
@@ -99,7 +102,14 @@ impl ReplicaConfig {
             digest_interval: Duration::from_secs(1),
             booking_ttl: Duration::from_secs(10),
             max_remote_bookings: 65_536,
+            pool: "default",
         }
+    }
+
+    /// Set [`ReplicaConfig::pool`].
+    pub fn with_pool(mut self, pool: &'static str) -> Self {
+        self.pool = pool;
+        self
     }
 
     fn limits(&self) -> Limits {
@@ -107,6 +117,7 @@ impl ReplicaConfig {
             ttl: self.booking_ttl,
             max_bookings: self.max_remote_bookings,
             ask_pause: self.digest_interval,
+            pool: self.pool,
         }
     }
 }
@@ -135,7 +146,7 @@ pub struct ReplicaState {
 impl ReplicaState {
     /// A replica with nothing booked.
     pub fn new(config: ReplicaConfig) -> Self {
-        let local = Arc::new(Local::new(config.outbox_capacity));
+        let local = Arc::new(Local::new(config.outbox_capacity, config.pool));
         let load = LoadTracker::observed(local.clone());
         ReplicaState {
             inner: Arc::new(Inner {
@@ -231,7 +242,8 @@ impl ReplicaState {
             return;
         }
         let limits = inner.config.limits();
-        metrics::counter!("dynamo_router_replica_applied_total", "update" => kind(&message.update))
+        let update = kind(&message.update);
+        metrics::counter!("dynamo_router_replica_applied_total", "pool" => inner.config.pool, "update" => update)
             .increment(1);
         match &message.update {
             ReplicaUpdate::Booked(booking) => {

@@ -15,15 +15,18 @@ use crate::load::{Charge, LoadObserver};
 pub(super) struct Outbox {
     queue: Mutex<VecDeque<ReplicaUpdate>>,
     capacity: usize,
+    /// The `pool` label of its metric.
+    pool: &'static str,
     ready: Notify,
     dropped: AtomicU64,
 }
 
 impl Outbox {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize, pool: &'static str) -> Self {
         Outbox {
             queue: Mutex::new(VecDeque::new()),
             capacity,
+            pool,
             ready: Notify::new(),
             dropped: AtomicU64::new(0),
         }
@@ -34,7 +37,8 @@ impl Outbox {
         if queue.len() >= self.capacity {
             drop(queue);
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("dynamo_router_replica_dropped_total").increment(1);
+            metrics::counter!("dynamo_router_replica_dropped_total", "pool" => self.pool)
+                .increment(1);
             return;
         }
         queue.push_back(update);
@@ -73,9 +77,9 @@ pub(super) struct Local {
 }
 
 impl Local {
-    pub(super) fn new(outbox_capacity: usize) -> Self {
+    pub(super) fn new(outbox_capacity: usize, pool: &'static str) -> Self {
         Local {
-            outbox: Outbox::new(outbox_capacity),
+            outbox: Outbox::new(outbox_capacity, pool),
             bookings: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
         }

@@ -37,6 +37,8 @@ pub(super) struct Limits {
     pub(super) ttl: Duration,
     pub(super) max_bookings: usize,
     pub(super) ask_pause: Duration,
+    /// The `pool` label of the metrics.
+    pub(super) pool: &'static str,
 }
 
 impl Peers {
@@ -60,7 +62,8 @@ impl Peers {
             return;
         }
         if held >= limits.max_bookings {
-            metrics::counter!("dynamo_router_replica_refused_total").increment(1);
+            metrics::counter!("dynamo_router_replica_refused_total", "pool" => limits.pool)
+                .increment(1);
             return;
         }
         let number = booking.booking;

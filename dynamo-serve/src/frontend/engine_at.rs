@@ -57,12 +57,12 @@ const SCRAPE_STALENESS: Duration = Duration::from_secs(5);
 pub(crate) async fn start_router<P: EventPlane>(
     options: &Options,
     plane: Option<&P>,
-    share_on: Option<(&P, &str)>,
+    share_on: Option<(&P, &'static str)>,
     loads: &ReportedLoads,
     index: Option<SharedIndex>,
 ) -> Result<(RouterService, Option<SharedIndex>), Box<dyn std::error::Error>> {
     let block_size = BlockSize::new(options.block_size)?;
-    let replica = crate::share::replica(options, share_on.is_some());
+    let replica = crate::share::replica(options, share_on.map(|(_, pool)| pool));
     let builder = crate::deploy::busy_router(options, options.health())?;
     let builder = crate::share::book_on(builder, replica.as_ref());
     let policy = ExpectedTtft::default();
@@ -90,8 +90,8 @@ pub(crate) async fn start_router<P: EventPlane>(
         }
         RouterKind::RoundRobin => (builder.policy(RoundRobin::new()).build(), None),
     };
-    if let (Some(replica), Some((plane, pool))) = (replica, share_on) {
-        crate::share::share(plane, replica, router.clone(), pool).await?;
+    if let (Some(replica), Some((plane, _))) = (replica, share_on) {
+        crate::share::share(plane, replica, router.clone()).await?;
     }
     tokio::spawn(router.health_checks());
     loads.tell(router.clone());
