@@ -20,7 +20,9 @@
 //!   models ([`ModelRegistry::insert_embedding`]).
 //! - **The service** ([`Gateway`]): axum routes for `/v1/chat/completions`, `/v1/completions`,
 //!   `/v1/embeddings`, `/v1/responses` (OpenAI's Responses API, text and function calls; stored
-//!   responses under `/v1/responses/{id}`, their input items under `…/input_items`), `/v1/models`,
+//!   responses under `/v1/responses/{id}`, in memory or in an object store that several
+//!   gateways share ([`Gateway::with_shared_responses`]), their input items under
+//!   `…/input_items`; background responses, cancelled with `…/cancel`), `/v1/models`,
 //!   `/tokenize` and `/detokenize` (vLLM's shapes), health probes, `/metrics` and `/openapi.json`;
 //!   server-sent events with `[DONE]` and an optional usage chunk (the Responses API's named
 //!   events, without `[DONE]`); cancellation of the engine when the client goes away; 503 with

@@ -508,41 +508,12 @@ async fn call(
     path: &str,
     key: Option<&str>,
 ) -> (StatusCode, Value) {
-    send(app, method, path, key, None).await
+    common::send(app, method, path, key, None).await
 }
 
 /// [`respond`] (not streamed) as the caller with `key`.
 async fn respond_as(app: axum::Router, key: &str, body: &Value) -> (StatusCode, Value) {
-    send(app, "POST", "/v1/responses", Some(key), Some(body)).await
-}
-
-/// [`call`] with a JSON `body`, if any.
-async fn send(
-    app: axum::Router,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<&Value>,
-) -> (StatusCode, Value) {
-    use tower::ServiceExt;
-
-    let mut request = axum::http::Request::builder().method(method).uri(path);
-    if let Some(key) = key {
-        request = request.header("authorization", format!("Bearer {key}"));
-    }
-    let request = match body {
-        Some(body) => request
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(body.to_string())),
-        None => request.body(axum::body::Body::empty()),
-    }
-    .unwrap();
-    let response = app.oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    common::send(app, "POST", "/v1/responses", Some(key), Some(body)).await
 }
 
 #[tokio::test]

@@ -99,7 +99,7 @@ impl Guard {
 
 /// Who sent a request: the digest of its API key, or `None` on an open gateway. Stored
 /// responses belong to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Caller(pub(crate) Option<[u8; 32]>);
 
 /// Refuse a request without a valid key with a 401 (and `WWW-Authenticate: Bearer`), as OpenAI

@@ -141,6 +141,7 @@ impl GatewayConfig {
 /// | `POST /v1/responses` | OpenAI's Responses API, text and function calls, streaming or not |
 /// | `GET`, `DELETE /v1/responses/{id}` | a stored response ([`GatewayConfig::response_store_bytes`]) |
 /// | `GET /v1/responses/{id}/input_items` | a stored response's input items, a page at a time |
+/// | `POST /v1/responses/{id}/cancel` | stop a background response (`background: true`) |
 /// | `GET /v1/models` | the served models, embedding models included |
 /// | `POST /tokenize`, `/detokenize` | the model's tokenizer, as vLLM serves it |
 /// | `GET /health`, `/live`, `/ready` | liveness and readiness (ready: at least one model) |
@@ -187,6 +188,8 @@ pub(crate) struct Shared {
     pub(crate) in_flight: Arc<InFlight>,
     /// Stored responses.
     pub(crate) responses: responses::ResponseStore,
+    /// The background responses this gateway generates.
+    pub(crate) background: responses::background::Running,
     next_id: AtomicU64,
     /// Distinguishes ids across restarts.
     id_prefix: String,
@@ -271,6 +274,7 @@ impl Gateway {
                 Some((store, prefix)) => responses::ResponseStore::in_objects(store, prefix),
                 None => responses::ResponseStore::in_memory(self.config.response_store_bytes),
             },
+            background: responses::background::Running::default(),
             config: self.config,
             metrics: self.metrics,
             next_id: AtomicU64::new(0),
@@ -284,6 +288,10 @@ impl Gateway {
             .route(
                 "/v1/responses/{id}",
                 get(responses::retrieve).delete(responses::delete),
+            )
+            .route(
+                "/v1/responses/{id}/cancel",
+                post(responses::background::cancel),
             )
             .route(
                 "/v1/responses/{id}/input_items",

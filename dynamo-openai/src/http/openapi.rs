@@ -34,6 +34,7 @@ use crate::ErrorBody;
         responses::retrieve,
         responses::delete,
         responses::input_items::list,
+        responses::background::cancel,
         models::list,
         tokenize::tokenize,
         tokenize::detokenize,

@@ -44,6 +44,11 @@ pub struct ResponsesRequest {
     /// items go before this request's input (its instructions do not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_response_id: Option<String>,
+    /// Answer at once with the response `in_progress`, and go on generating it: poll
+    /// `GET /v1/responses/{id}` for the result, `POST /v1/responses/{id}/cancel` to stop it.
+    /// Needs the store; not with `stream: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<bool>,
     /// Echoed in the response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
@@ -251,9 +256,11 @@ pub struct ResponseObject {
     pub object: String,
     /// Unix seconds.
     pub created_at: u64,
-    /// `in_progress`, `completed`, or `incomplete` (the output limit was reached).
+    /// `in_progress`, `completed`, or `incomplete` (the output limit was reached); a background
+    /// response may also end `failed` or `cancelled`.
     pub status: String,
-    /// Always null: an error ends the stream with an `error` event instead.
+    /// Null, but on a background response that `failed`: `{"code", "message"}` (a response
+    /// answered directly ends its stream with an `error` event, or is an error itself).
     pub error: Option<Value>,
     /// Why it is incomplete.
     pub incomplete_details: Option<IncompleteDetails>,
@@ -288,6 +295,9 @@ pub struct ResponseObject {
     pub metadata: Value,
     /// Whether the response is stored.
     pub store: bool,
+    /// As the request said, when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<bool>,
     /// The request's user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,

@@ -40,21 +40,7 @@ pub(crate) async fn post_json(
     path: &str,
     body: &serde_json::Value,
 ) -> (axum::http::StatusCode, axum::body::Bytes) {
-    use tower::ServiceExt;
-
-    let request = axum::http::Request::post(path)
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body.to_string()))
-        .expect("a valid request");
-    let response = app
-        .oneshot(request)
-        .await
-        .expect("the router is infallible");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
-        .await
-        .expect("the body fits");
-    (status, bytes)
+    exchange(app, "POST", path, None, Some(body)).await
 }
 
 /// Serve `app` on a free loopback port, with `TCP_NODELAY` as `dynamo-serve` does; the server stops when the test's runtime ends.
@@ -65,6 +51,51 @@ pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
     let address = listener.local_addr().expect("bound");
     tokio::spawn(async move { axum::serve(dynamo_openai::no_delay(listener), app).await });
     address
+}
+
+/// `method` `path` of `app`, in process, as the caller with `key` (if any) and with a JSON
+/// `body` (if any): the answer's status and JSON body.
+pub(crate) async fn send(
+    app: axum::Router,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    let (status, bytes) = exchange(app, method, path, key, body).await;
+    (status, serde_json::from_slice(&bytes).expect("a JSON body"))
+}
+
+/// [`send`]'s request; the answer's status and bytes.
+async fn exchange(
+    app: axum::Router,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (axum::http::StatusCode, axum::body::Bytes) {
+    use tower::ServiceExt;
+
+    let mut request = axum::http::Request::builder().method(method).uri(path);
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let request = match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string())),
+        None => request.body(axum::body::Body::empty()),
+    }
+    .expect("a valid request");
+    let response = app
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .expect("the body fits");
+    (status, bytes)
 }
 
 /// An engine that writes `text` (byte tokens) and finishes with `reason`, whatever it is asked,

@@ -1,5 +1,6 @@
 //! `POST /v1/responses`: OpenAI's Responses API over the chat pipeline.
 
+pub(crate) mod background;
 mod input;
 pub(crate) mod input_items;
 mod output;
@@ -80,12 +81,16 @@ async fn serve(
     check(&body, shared.responses.is_on())?;
     let earlier = match &body.previous_response_id {
         Some(id) => {
-            shared
+            let previous = shared
                 .responses
                 .get(caller, id)
                 .await?
-                .ok_or_else(|| ApiError::previous_response_not_found(id))?
-                .conversation
+                .ok_or_else(|| ApiError::previous_response_not_found(id))?;
+            if previous.response.status == "in_progress" {
+                let why = format!("the response `{id}` is still in progress");
+                return Err(ApiError::invalid_field("previous_response_id", why));
+            }
+            previous.conversation
         }
         None => Vec::new(),
     };
@@ -143,6 +148,9 @@ async fn serve(
         events: Events::default(),
         ended: false,
     };
+    if body.background == Some(true) {
+        return background::start(responder, text).await;
+    }
     if body.stream {
         return Ok(stream_events(responder, text));
     }
@@ -160,6 +168,20 @@ fn check(body: &ResponsesRequest, store_on: bool) -> Result<(), ApiError> {
     }
     if !store_on && body.previous_response_id.is_some() {
         return refuse("previous_response_id", off);
+    }
+    if body.background == Some(true) {
+        if body.stream {
+            return refuse(
+                "background",
+                "not with stream: true; poll GET /v1/responses/{id} instead",
+            );
+        }
+        if !store_on || body.store == Some(false) {
+            return refuse(
+                "background",
+                "a background response is stored: it needs the store",
+            );
+        }
     }
     if let Some(truncation) = &body.truncation
         && truncation != "disabled"
@@ -217,6 +239,7 @@ fn skeleton(body: &ResponsesRequest, model: &str, request_id: &str, store: bool)
         usage: None,
         metadata: body.metadata.clone().unwrap_or_else(|| json!({})),
         store,
+        background: body.background,
         user: body.user.clone(),
     }
 }
@@ -232,14 +255,16 @@ struct Keep {
 }
 
 impl Keep {
-    /// Store `response`, ending the conversation; whether it was stored.
-    async fn store(self, response: &ResponseObject) -> bool {
-        let mut conversation = self.conversation;
+    /// Store `response`, ending the conversation (`running_at`: a background response still
+    /// generated, said at that time); whether it was stored.
+    async fn store(&self, response: &ResponseObject, running_at: Option<u64>) -> bool {
+        let mut conversation = self.conversation.clone();
         conversation.extend(response.output.iter().map(input::sent_back));
         let stored = Stored {
             response: response.clone(),
             conversation,
-            input: self.input,
+            input: self.input.clone(),
+            running_at,
         };
         self.shared.responses.insert(self.caller, stored).await
     }
@@ -305,7 +330,7 @@ impl Responder {
                 response.output = self.items.finish(status, &mut self.events);
                 response.usage = Some(usage_of(usage));
                 if let Some(keep) = self.keep.take()
-                    && !keep.store(response).await
+                    && !keep.store(response, None).await
                 {
                     response.store = false;
                 }

@@ -66,6 +66,16 @@ impl MemoryStore {
         (*owner == caller).then(|| stored.clone())
     }
 
+    /// Set the `running_at` of `caller`'s response `id`, if it is kept.
+    pub(crate) fn beat(&self, caller: Caller, id: &str, at: u64) {
+        let mut kept = self.inner.lock();
+        if let Some((owner, stored, _)) = kept.entries.get_mut(id)
+            && *owner == caller
+        {
+            stored.running_at = Some(at);
+        }
+    }
+
     /// Forget the response `id`, if it is kept and `caller` stored it; whether it was.
     pub(crate) fn delete(&self, caller: Caller, id: &str) -> bool {
         let mut kept = self.inner.lock();
@@ -122,30 +132,9 @@ impl std::io::Write for Counter {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use serde_json::json;
 
+    use super::super::tests::stored;
     use super::*;
-
-    /// A stored response `id` whose size grows with `words`.
-    fn stored(id: u32, words: usize) -> Stored {
-        let response = serde_json::from_value(json!({
-            "id": format!("resp_{id}"), "object": "response", "created_at": 0, "status": "completed",
-            "error": null, "incomplete_details": null, "instructions": null, "max_output_tokens": null,
-            "model": "m", "output": [], "parallel_tool_calls": true, "previous_response_id": null,
-            "temperature": null, "top_p": null, "tool_choice": "auto", "tools": [],
-            "text": {"format": {"type": "text"}}, "truncation": "disabled", "usage": null,
-            "metadata": {}, "store": true,
-        }))
-        .expect("a response");
-        let conversation =
-            serde_json::from_value(json!([{"role": "user", "content": "word ".repeat(words)}]))
-                .expect("items");
-        Stored {
-            response,
-            conversation,
-            input: 0..1,
-        }
-    }
 
     #[derive(Debug, Clone)]
     enum Op {

@@ -8,10 +8,15 @@
 //! that object stores refuse percent-encoded. A caller reads only under its own name, so a
 //! response stored with one key is not found with another. Nothing is dropped here: how long
 //! responses are kept is the bucket's lifecycle rule (OpenAI keeps them 30 days).
+//!
+//! A background response that runs has a second object beside it, `<id>.running`, the last
+//! time (unix seconds) its gateway said so: its beats never rewrite the response, so a cancel
+//! stored by another gateway meanwhile stays. It is removed when the response ends.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
@@ -47,24 +52,62 @@ impl ObjectResponses {
         if let Err(error) = &written {
             tracing::error!(%id, %error, "a response could not be written to the response store");
         }
+        let ended = stored.response.background == Some(true) && stored.running_at.is_none();
+        if ended && written.is_ok() {
+            let _ = self.backend.delete(&self.beat_key(caller, id)).await;
+        }
         written.is_ok()
     }
 
-    /// The response `id` that `caller` stored, if there is one.
-    pub(crate) async fn get(&self, caller: Caller, id: &str) -> Result<Option<Stored>, ApiError> {
-        let found = match self.backend.get(&self.key(caller, id)).await {
+    /// Write the time `at` of `caller`'s running background response `id`.
+    pub(crate) async fn beat(&self, caller: Caller, id: &str, at: u64) {
+        let key = self.beat_key(caller, id);
+        if let Err(error) = self
+            .backend
+            .put(&key, PutPayload::from(at.to_string()))
+            .await
+        {
+            tracing::warn!(%id, %error, "a running background response's beat was not written");
+        }
+    }
+
+    /// The last beat of `caller`'s background response `id`, if there is one.
+    async fn last_beat(&self, caller: Caller, id: &str) -> Result<Option<u64>, ApiError> {
+        let Some(text) = self.read(&self.beat_key(caller, id), id).await? else {
+            return Ok(None);
+        };
+        Ok(std::str::from_utf8(&text)
+            .ok()
+            .and_then(|text| text.parse().ok()))
+    }
+
+    /// The bytes at `key` (of the response `id`), if there are any.
+    async fn read(&self, key: &Path, id: &str) -> Result<Option<Bytes>, ApiError> {
+        let found = match self.backend.get(key).await {
             Ok(found) => found,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(error) => return Err(unreachable(id, &error)),
         };
-        let json = found
-            .bytes()
-            .await
-            .map_err(|error| unreachable(id, &error))?;
-        serde_json::from_slice(&json).map(Some).map_err(|error| {
-            dynamo_core::Error::internal(format!("the stored response `{id}` is not one: {error}"))
-                .into()
-        })
+        let bytes = found.bytes().await;
+        bytes.map(Some).map_err(|error| unreachable(id, &error))
+    }
+
+    /// The response `id` that `caller` stored, if there is one.
+    pub(crate) async fn get(&self, caller: Caller, id: &str) -> Result<Option<Stored>, ApiError> {
+        let Some(json) = self.read(&self.key(caller, id), id).await? else {
+            return Ok(None);
+        };
+        let mut stored: Stored = serde_json::from_slice(&json).map_err(|error| {
+            ApiError::from(dynamo_core::Error::internal(format!(
+                "the stored response `{id}` is not one: {error}"
+            )))
+        })?;
+        if stored.response.status == "in_progress"
+            && let Some(at) = self.last_beat(caller, id).await?
+        {
+            stored.running_at = stored.running_at.max(Some(at));
+        }
+        Ok(Some(stored))
     }
 
     /// Delete the response `id` that `caller` stored; whether there was one.
@@ -76,6 +119,7 @@ impl ObjectResponses {
             Err(object_store::Error::NotFound { .. }) => return Ok(false),
             Err(error) => return Err(unreachable(id, &error)),
         }
+        let _ = self.backend.delete(&self.beat_key(caller, id)).await;
         match self.backend.delete(&key).await {
             Ok(()) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -89,6 +133,14 @@ impl ObjectResponses {
             .clone()
             .join(scope(caller))
             .join(format!("{id}.json"))
+    }
+
+    /// Where the beats of `caller`'s background response `id` are kept.
+    fn beat_key(&self, caller: Caller, id: &str) -> Path {
+        self.prefix
+            .clone()
+            .join(scope(caller))
+            .join(format!("{id}.running"))
     }
 }
 
