@@ -215,6 +215,10 @@ pub struct GenerateRequest {
     pub delivery: Delivery,
     #[serde(skip)]
     cancel: CancellationToken,
+    /// A token per choice, where the frontend may end one choice alone
+    /// ([`choice_tokens`](Self::choice_tokens)); empty otherwise.
+    #[serde(skip)]
+    choice_cancels: Arc<[CancellationToken]>,
 }
 
 impl GenerateRequest {
@@ -241,6 +245,7 @@ impl GenerateRequest {
             n: 1,
             delivery: Delivery::Streamed,
             cancel: CancellationToken::new(),
+            choice_cancels: Arc::from([]),
         }
     }
 
@@ -295,6 +300,31 @@ impl GenerateRequest {
     /// Whether the request has been cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Give each of the request's [`n`](Self::n) choices a cancellation token of its own, kept
+    /// in the request, and return them: a frontend that ends a choice itself (a stop string it
+    /// matched) cancels that choice's token, and an engine that forks stops that choice alone
+    /// ([`choice_cancellation`](Self::choice_cancellation)). The request's own token still
+    /// stops every choice. Local to a process, as that token is.
+    ///
+    /// ```
+    /// use dynamo_core::GenerateRequest;
+    ///
+    /// let mut request = GenerateRequest::new("req-1", "smollm2", vec![1, 2, 3]).with_n(2);
+    /// let choices = request.choice_tokens();
+    /// choices[1].cancel();
+    /// assert!(request.choice_cancellation(1).is_some_and(|token| token.is_cancelled()));
+    /// assert!(!request.is_cancelled() && request.choice_cancellation(2).is_none());
+    /// ```
+    pub fn choice_tokens(&mut self) -> Arc<[CancellationToken]> {
+        self.choice_cancels = (0..self.n).map(|_| CancellationToken::new()).collect();
+        self.choice_cancels.clone()
+    }
+
+    /// The token of the choice `index`, where [`choice_tokens`](Self::choice_tokens) made one.
+    pub fn choice_cancellation(&self, index: u32) -> Option<&CancellationToken> {
+        self.choice_cancels.get(index as usize)
     }
 
     /// The block hasher for this request: `block_size`, with the request's LoRA adapter and

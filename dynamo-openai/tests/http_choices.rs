@@ -126,6 +126,67 @@ async fn chat_with_three_choices_from_one_forked_request() {
     assert_json_snapshot!(body, {".id" => "[id]", ".created" => "[created]"});
 }
 
+/// An engine that forks into two choices and goes on with the first only once the gateway has
+/// stopped the second: "Ly" for choice 1, then, when choice 1's own token is cancelled, its
+/// finish and the whole of choice 0.
+fn waiting_for_a_stopped_choice() -> BoxEngine {
+    BoxEngine::new(tower::service_fn(|request: GenerateRequest| async move {
+        let Some(stopped) = request.choice_cancellation(1).cloned() else {
+            return Err(dynamo_core::Error::invalid_request("no choice tokens"));
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let tokens = |index: u32, text: &'static [u8]| {
+                text.iter().map(move |&byte| TokenChunk {
+                    index,
+                    ..TokenChunk::token(byte.into())
+                })
+            };
+            let finish = |index: u32, reason, more_choices| TokenChunk {
+                index,
+                more_choices,
+                ..TokenChunk::finish(reason, None)
+            };
+            for chunk in tokens(1, b"Ly") {
+                let _ = sender.send(Ok(chunk)).await;
+            }
+            stopped.cancelled().await;
+            let rest = std::iter::once(finish(1, FinishReason::Cancelled, true))
+                .chain(tokens(0, b"Paris."))
+                .chain([finish(0, FinishReason::Eos, false)]);
+            for chunk in rest {
+                let _ = sender.send(Ok(chunk)).await;
+            }
+        });
+        Ok(TokenStream::from_receiver(
+            receiver,
+            request.cancellation().clone(),
+        ))
+    }))
+}
+
+#[tokio::test]
+async fn a_stop_string_that_ends_a_forked_choice_stops_it_on_the_engine() {
+    let app = app(
+        waiting_for_a_stopped_choice(),
+        true,
+        GatewayConfig::default(),
+    );
+    let mut body = chat(2);
+    body["stop"] = json!(["y"]);
+    // Were choice 1 not stopped on the engine, choice 0 would never come.
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        answer(app, "/v1/chat/completions", body),
+    )
+    .await
+    .expect("the gateway stops the choice its stop string ended");
+    let choices = &answered["choices"];
+    assert_eq!(choices[1]["message"]["content"], "L", "{answered}");
+    assert_eq!(choices[1]["finish_reason"], "stop");
+    assert_eq!(choices[0]["message"]["content"], "Paris.");
+}
+
 #[tokio::test]
 async fn chat_stream_with_three_choices() {
     let (app, _) = forking_app();

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use dynamo_core::{FinishReason, GenerateRequest, TokenChunk, TokenLogProb, TokenStream, Usage};
 use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::metrics;
@@ -92,7 +93,7 @@ impl Drop for InFlightSlot {
 /// status.
 pub(crate) async fn start(
     entry: Arc<ModelEntry>,
-    request: GenerateRequest,
+    mut request: GenerateRequest,
     slot: Option<InFlightSlot>,
     endpoint: &'static str,
 ) -> Result<TextStream, ApiError> {
@@ -102,8 +103,14 @@ pub(crate) async fn start(
     if !request.stop.ignore_eos {
         stop_tokens.extend_from_slice(entry.tokenizer.eos_token_ids());
     }
+    // A choice a stop string ends stops on the engine too (one that forks), not only here.
+    let cancels = match request.n {
+        0 | 1 => Arc::from([]),
+        _ => request.choice_tokens(),
+    };
     let choices: Vec<ChoiceText> = (0..request.n)
-        .map(|_| ChoiceText {
+        .map(|index| ChoiceText {
+            cancel: cancels.get(index as usize).cloned(),
             decoder: IncrementalDecoder::default(),
             stops: StopMatcher::new(request.stop.stop_strings.clone()),
             usage: Usage {
@@ -137,6 +144,9 @@ struct ChoiceText {
     /// Log-probabilities of tokens whose text has not been released yet.
     log_probs: Vec<TokenLogProb>,
     done: bool,
+    /// Stops this choice alone on an engine that forks (see
+    /// [`GenerateRequest::choice_tokens`]).
+    cancel: Option<CancellationToken>,
 }
 
 /// The text of one engine call's choices, as a stream of `(choice, TextEvent)` ending with a
@@ -259,6 +269,9 @@ impl TextStream {
     fn done(&mut self, index: u32, reason: FinishReason) {
         let choice = &mut self.choices[index as usize];
         choice.done = true;
+        if let Some(cancel) = &choice.cancel {
+            cancel.cancel();
+        }
         if !choice.log_probs.is_empty() {
             let log_probs = std::mem::take(&mut choice.log_probs);
             let delta = TextEvent::Delta {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use dynamo_core::{Disaggregation, Error, GenerateRequest, OutputFormat, SamplingOptions};
 use dynamo_kvbm::{BlockPool, Held, PinnedBlock, PrivateBlock};
+use tokio_util::sync::CancellationToken;
 
 use crate::forward::KvStore;
 use crate::grammar::Grammars;
@@ -22,6 +23,8 @@ pub(crate) struct Fork {
     pub(crate) format: Option<OutputFormat>,
     /// The continuation's output so far, which a fresh grammar reads first.
     pub(crate) resumed: Vec<u32>,
+    /// A token per choice that stops it alone, where the frontend made them.
+    pub(crate) choice_cancels: Vec<CancellationToken>,
 }
 
 impl Fork {
@@ -34,6 +37,9 @@ impl Fork {
                 sampling: request.sampling.clone(),
                 format: request.format.clone(),
                 resumed: resumed.to_vec(),
+                choice_cancels: (0..request.n)
+                    .map_while(|index| request.choice_cancellation(index).cloned())
+                    .collect(),
             })
         })
     }
@@ -142,6 +148,7 @@ pub(crate) fn fork(
             grammar,
             output: first.output.clone(),
             cancel: first.cancel.clone(),
+            choice_cancel: fork.choice_cancels.get(index as usize).cloned(),
             fork: None,
             live: first.live.clone(),
             prompt_log_probs: None,

@@ -50,6 +50,8 @@ pub(crate) struct Sequence {
     pub(crate) grammar: Option<Grammar>,
     pub(crate) output: mpsc::Sender<Result<TokenChunk, Error>>,
     pub(crate) cancel: CancellationToken,
+    /// Its own choice's token, where the frontend may end the choice alone.
+    pub(crate) choice_cancel: Option<CancellationToken>,
     /// On the first choice of a request for several, until its prompt is computed: how to make
     /// the others.
     pub(crate) fork: Option<Box<Fork>>,
@@ -80,6 +82,17 @@ impl PromptLogProbs {
 }
 
 impl Sequence {
+    /// Whether it is to stop: its request cancelled, its client gone, or its own choice ended
+    /// by the frontend.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.cancel.is_cancelled()
+            || self.output.is_closed()
+            || self
+                .choice_cancel
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled)
+    }
+
     /// Whether its row at `position` is wanted for the next prompt token's log-probability.
     pub(crate) fn wants_prompt_row(&self, position: usize) -> bool {
         self.prompt_log_probs.is_some() && position + 1 < self.prompt_len

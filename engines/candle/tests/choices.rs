@@ -30,8 +30,21 @@ struct Choice {
 /// Every chunk of `request`, sorted by choice; checks that only the stream's last chunk is
 /// final and that each choice finishes once.
 async fn choices(engine: &CandleEngine, request: GenerateRequest) -> BTreeMap<u32, Choice> {
+    choices_seen(engine, request, |_| {}).await
+}
+
+/// [`choices`], showing `look` each chunk as it comes.
+async fn choices_seen(
+    engine: &CandleEngine,
+    request: GenerateRequest,
+    mut look: impl FnMut(&TokenChunk),
+) -> BTreeMap<u32, Choice> {
     let stream = engine.clone().oneshot(request).await.unwrap();
-    let chunks: Vec<TokenChunk> = stream.map(Result::unwrap).collect().await;
+    let chunks: Vec<TokenChunk> = stream
+        .map(Result::unwrap)
+        .inspect(|chunk| look(chunk))
+        .collect()
+        .await;
     let finals = chunks.iter().filter(|c| c.is_final()).count();
     assert_eq!(finals, 1, "{chunks:?}");
     assert!(chunks.last().unwrap().is_final());
@@ -151,6 +164,29 @@ async fn too_many_choices_and_a_disaggregated_phase_are_refused() {
     prefill.disaggregation = dynamo_core::Disaggregation::Prefill;
     let error = engine.clone().oneshot(prefill).await.unwrap_err();
     assert!(error.to_string().contains("n > 1"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_choice_cancelled_alone_stops_while_the_others_go_on() {
+    let engine = engine();
+    let mut request = request("alone", 3, 0.0, 32);
+    request.stop.ignore_eos = true;
+    // The gateway cancels a choice's token when a stop string ends that choice.
+    let cancels = request.choice_tokens();
+    let forked = choices_seen(&engine, request, |chunk| {
+        if chunk.index == 1 && !chunk.tokens.is_empty() {
+            cancels[1].cancel();
+        }
+    })
+    .await;
+    let stopped = &forked[&1];
+    assert_eq!(stopped.finish, Some(FinishReason::Cancelled));
+    assert!(stopped.completion_tokens < 16, "{stopped:?}");
+    for index in [0, 2] {
+        assert_eq!(forked[&index].finish, Some(FinishReason::Length));
+        assert_eq!(forked[&index].completion_tokens, 32);
+    }
+    wait_for_free_pool(&engine).await;
 }
 
 /// Every block back in the pool (pins of shared blocks balanced), within a deadline.

@@ -34,9 +34,7 @@ impl Waiting {
             Waiting::New(submission) => {
                 submission.cancel.is_cancelled() || submission.chunks.is_closed()
             }
-            Waiting::Preempted(sequence) => {
-                sequence.cancel.is_cancelled() || sequence.output.is_closed()
-            }
+            Waiting::Preempted(sequence) => sequence.is_gone(),
         }
     }
 }
@@ -147,6 +145,7 @@ impl ModelThread {
             grammar,
             output,
             cancel,
+            choice_cancel: request.choice_cancellation(0).cloned(),
         });
         None
     }

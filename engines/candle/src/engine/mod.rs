@@ -299,7 +299,7 @@ impl ModelThread {
         }
         let (mut gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
             .into_iter()
-            .partition(|s| s.cancel.is_cancelled() || s.output.is_closed());
+            .partition(|s| s.is_gone());
         self.running = kept;
         for sequence in &mut gone {
             sequence.release(&mut self.pool);
