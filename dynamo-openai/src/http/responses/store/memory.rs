@@ -42,6 +42,12 @@ impl MemoryStore {
     pub(crate) fn insert(&self, caller: Caller, stored: Stored) -> bool {
         let bytes = size_of(&stored);
         if bytes > self.budget {
+            if self.is_on() {
+                tracing::warn!(
+                    id = %stored.response.id,
+                    "a response is larger than the whole response store, and was not stored"
+                );
+            }
             return false;
         }
         let id = stored.response.id.clone();
