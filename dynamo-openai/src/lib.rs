@@ -92,8 +92,8 @@ pub use embedding::EmbeddingModel;
 pub use error::Error;
 pub use http::metrics::{WorkerGauges, install_prometheus};
 pub use http::{
-    ApiError, ApiKeys, ErrorBody, ErrorDetail, Gateway, GatewayConfig, NoDelayListener, no_delay,
-    openapi_document,
+    ApiError, ApiKeys, BackgroundResponses, ErrorBody, ErrorDetail, Gateway, GatewayConfig,
+    NoDelayListener, no_delay, openapi_document,
 };
 pub use preprocess::{
     ChatTemplate, Decode, GgufMetadata, GgufValue, IncrementalDecoder, ParsedToolCall,

@@ -130,6 +130,25 @@ async fn a_cancel_through_another_gateway_reaches_the_runner_at_its_next_beat() 
 }
 
 #[tokio::test]
+async fn a_draining_server_waits_for_its_background_responses() {
+    let engine = TickingEngine::new("Paris. ", Duration::from_millis(2));
+    let gateway = Gateway::new(
+        common::registry(BoxEngine::new(engine)),
+        GatewayConfig::default(),
+    );
+    let background = gateway.background_responses();
+    let app = gateway.into_router();
+    let (_, started) = respond(&app, &in_background(50)).await;
+    assert_eq!(background.running(), 1);
+    // What `dynamo-serve` does once its connections are closed.
+    background.finished().await;
+    assert_eq!(background.running(), 0);
+    let done = get(&app, &started["id"]).await;
+    assert_eq!(done["status"], "incomplete", "{done}");
+    assert_eq!(done["usage"]["output_tokens"], 50);
+}
+
+#[tokio::test]
 async fn a_background_response_needs_the_store_and_is_not_streamed() {
     let engine = || common::writing("Paris.", FinishReason::Stop, |_| {});
     let app = common::app(engine(), GatewayConfig::default());

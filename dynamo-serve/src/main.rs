@@ -230,11 +230,15 @@ pub(crate) async fn serve_gateway(
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     welcome(&format!("{scheme}://{}", listener.local_addr()?));
     let deadline = std::time::Duration::from_secs(options.drain_timeout);
+    let background = gateway.background_responses();
     let router = gateway.into_router();
     // Streamed answers are many small writes: without TCP_NODELAY each waits for the client's
     // delayed acknowledgement of the one before (about 40 ms).
     match acceptor {
-        None => serve_until_drained(dynamo_openai::no_delay(listener), router, deadline).await,
+        None => {
+            let listener = dynamo_openai::no_delay(listener);
+            serve_until_drained(listener, router, background, deadline).await
+        }
         Some(acceptor) => {
             use axum::serve::ListenerExt;
             let listener = tls_listener::builder(acceptor)
@@ -243,7 +247,7 @@ pub(crate) async fn serve_gateway(
                 .tap_io(|stream: &mut tls_listener::rustls::server::TlsStream<_>| {
                     let _ = stream.get_ref().0.set_nodelay(true);
                 });
-            serve_until_drained(listener, router, deadline).await
+            serve_until_drained(listener, router, background, deadline).await
         }
     }
 }
@@ -287,10 +291,11 @@ fn keep_metrics_drained(
 }
 
 /// Serve `router` on `listener` until Ctrl-C or SIGTERM; then stop accepting connections and
-/// finish the open streams for up to `deadline`.
+/// finish the open streams and the `background` responses for up to `deadline`.
 async fn serve_until_drained<L>(
     listener: L,
     router: axum::Router,
+    background: dynamo_openai::BackgroundResponses,
     deadline: std::time::Duration,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
@@ -304,20 +309,29 @@ where
     let served = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!(
-            "stopping: no new connections; finishing open streams (up to {} s)",
+            "stopping: no new connections; finishing open streams and background responses \
+             (up to {} s)",
             deadline.as_secs()
         );
         stopping.notify_one();
     });
+    let drained = async {
+        served.await?;
+        background.finished().await;
+        Ok::<(), std::io::Error>(())
+    };
     tokio::select! {
-        served = served => {
-            served?;
+        drained = drained => {
+            drained?;
             tracing::info!("drained");
         }
         () = async {
             signalled.notified().await;
             tokio::time::sleep(deadline).await;
-        } => tracing::warn!("drain deadline passed with streams still open"),
+        } => tracing::warn!(
+            background = background.running(),
+            "drain deadline passed with streams or background responses still open"
+        ),
     }
     Ok(())
 }

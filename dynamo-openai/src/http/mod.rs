@@ -39,6 +39,7 @@ pub use auth::ApiKeys;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use listener::{NoDelayListener, no_delay};
 pub use openapi::openapi_document;
+pub use responses::background::BackgroundResponses;
 
 use crate::registry::{ModelEntry, ModelRegistry};
 use generate::InFlight;
@@ -177,6 +178,7 @@ pub struct Gateway {
     metrics: Option<PrometheusHandle>,
     /// Where stored responses go instead of memory, and under which prefix.
     shared_responses: Option<(Arc<dyn ObjectStore>, ObjectPath)>,
+    background: BackgroundResponses,
 }
 
 /// What every handler sees.
@@ -218,7 +220,15 @@ impl Gateway {
             config,
             metrics: None,
             shared_responses: None,
+            background: BackgroundResponses::default(),
         }
+    }
+
+    /// The background responses its routes will generate, for a server that drains before it
+    /// exits: once it accepts no new connection, [`BackgroundResponses::finished`] waits for
+    /// them (`dynamo-serve` does, within its drain timeout).
+    pub fn background_responses(&self) -> BackgroundResponses {
+        self.background.clone()
     }
 
     /// Serve `/metrics` from `handle` (see [`install_prometheus`](crate::install_prometheus)).
@@ -274,7 +284,7 @@ impl Gateway {
                 Some((store, prefix)) => responses::ResponseStore::in_objects(store, prefix),
                 None => responses::ResponseStore::in_memory(self.config.response_store_bytes),
             },
-            background: responses::background::Running::default(),
+            background: responses::background::Running::new(self.background),
             config: self.config,
             metrics: self.metrics,
             next_id: AtomicU64::new(0),

@@ -20,6 +20,7 @@ use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::super::Shared;
 use super::super::auth::Caller;
@@ -35,10 +36,47 @@ pub(super) const BEAT: Duration = Duration::from_secs(5);
 /// A background response not said to run for this long (seconds) is read as `failed`.
 pub(super) const STALE_AFTER_S: u64 = 30;
 
-/// The background responses this gateway is generating, by caller and id, so that a cancel
-/// reaches them at once. At most one per request in flight.
-#[derive(Debug, Default)]
-pub(crate) struct Running(Mutex<HashMap<(Caller, String), CancellationToken>>);
+/// The background responses this gateway is generating: their tasks, and their cancels by
+/// caller and id, so that a cancel reaches them at once. At most one per request in flight.
+#[derive(Debug)]
+pub(crate) struct Running {
+    cancels: Mutex<HashMap<(Caller, String), CancellationToken>>,
+    tasks: BackgroundResponses,
+}
+
+impl Running {
+    pub(crate) fn new(tasks: BackgroundResponses) -> Self {
+        Running {
+            cancels: Mutex::default(),
+            tasks,
+        }
+    }
+}
+
+/// The background responses (`background: true`) a [`Gateway`](crate::Gateway) is generating,
+/// for a server that drains before it exits ([`Gateway::background_responses`]): each is
+/// generated on a task of its own, not on a connection, so waiting for the connections to
+/// close does not wait for them.
+///
+/// [`Gateway::background_responses`]: crate::Gateway::background_responses
+#[derive(Debug, Clone, Default)]
+pub struct BackgroundResponses {
+    tasks: TaskTracker,
+}
+
+impl BackgroundResponses {
+    /// How many are being generated now.
+    pub fn running(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Wait until every background response being generated has ended and been stored (call
+    /// it once no new request comes in: it also waits for any that start meanwhile).
+    pub async fn finished(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
 
 /// Store `responder`'s response `in_progress` and generate it from `text` on a task of its own;
 /// the response as it stands now.
@@ -60,9 +98,11 @@ pub(super) async fn start(
     }
     let token = CancellationToken::new();
     let key = (keep.caller, responder.response.id.clone());
-    keep.shared.background.0.lock().insert(key, token.clone());
+    let background = &keep.shared.background;
+    background.cancels.lock().insert(key, token.clone());
+    let tasks = background.tasks.tasks.clone();
     let answer = responder.response.clone();
-    tokio::spawn(run(keep, responder, text, token));
+    tasks.spawn(run(keep, responder, text, token));
     Ok(Json(answer).into_response())
 }
 
@@ -100,11 +140,8 @@ async fn run(
             }
         }
     };
-    keep.shared
-        .background
-        .0
-        .lock()
-        .remove(&(keep.caller, id.clone()));
+    let cancels = &keep.shared.background.cancels;
+    cancels.lock().remove(&(keep.caller, id.clone()));
     let cancelled = cancelled || token.is_cancelled() || cancelled_elsewhere(&keep, &id).await;
     if !cancelled && !keep.store(&responder.response, None).await {
         tracing::error!(%id, "a background response ended but was not stored");
@@ -160,7 +197,12 @@ pub(crate) async fn cancel(
     if stored.response.status != "in_progress" {
         return Ok(Json(stored.response));
     }
-    if let Some(token) = shared.background.0.lock().remove(&(caller, id.clone())) {
+    let running = shared
+        .background
+        .cancels
+        .lock()
+        .remove(&(caller, id.clone()));
+    if let Some(token) = running {
         token.cancel();
     }
     stored.response.status = "cancelled".to_owned();
