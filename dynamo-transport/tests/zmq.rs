@@ -376,13 +376,16 @@ async fn a_bad_endpoint_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_fails_other_than_refused_is_yielded_and_tried_again() {
     // Where the engine will publish, something that is not ZMQ accepts and hangs up: the
-    // handshake fails, which the socket does not retry by itself.
+    // handshake fails, which the socket does not retry by itself. It resets each connection
+    // rather than closing it, so that no closed connection waits on the port (TIME_WAIT) and
+    // the engine can bind it next.
     let impostor = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bound");
     let endpoint = format!("tcp://{}", impostor.local_addr().expect("an address"));
     let hanging_up = tokio::spawn(async move {
         while let Ok((connection, _)) = impostor.accept().await {
+            let _ = connection.set_zero_linger();
             drop(connection);
         }
     });
