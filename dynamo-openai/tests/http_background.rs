@@ -35,7 +35,8 @@ async fn cancel(app: &axum::Router, id: &str) -> (StatusCode, Value) {
     send(app.clone(), "POST", &path, None, None).await
 }
 
-/// Wait (up to a minute) until `check` holds.
+/// Wait (up to a minute) until `check` holds. The tests run on a paused clock, so the pauses
+/// between checks are the runtime's own idle time, never wall-clock time.
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !check().await {
@@ -50,7 +51,7 @@ fn in_background(tokens: u32) -> Value {
         "max_output_tokens": tokens})
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_background_response_is_answered_at_once_and_stored_when_done() {
     let engine = common::writing("Paris.", FinishReason::Stop, |_| {});
     let app = common::app(engine, GatewayConfig::default());
@@ -82,7 +83,7 @@ async fn a_background_response_is_answered_at_once_and_stored_when_done() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_cancel_stops_the_generation_and_is_what_is_stored() {
     let engine = TickingEngine::new("Paris. ", Duration::from_millis(5));
     let app = common::app(BoxEngine::new(engine.clone()), GatewayConfig::default());
@@ -129,7 +130,7 @@ async fn a_cancel_through_another_gateway_reaches_the_runner_at_its_next_beat() 
     assert_eq!(get(&runner, &started["id"]).await["status"], "cancelled");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_draining_server_waits_for_its_background_responses() {
     let engine = TickingEngine::new("Paris. ", Duration::from_millis(2));
     let gateway = Gateway::new(
@@ -148,7 +149,7 @@ async fn a_draining_server_waits_for_its_background_responses() {
     assert_eq!(done["usage"]["output_tokens"], 50);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_background_response_needs_the_store_and_is_not_streamed() {
     let engine = || common::writing("Paris.", FinishReason::Stop, |_| {});
     let app = common::app(engine(), GatewayConfig::default());
