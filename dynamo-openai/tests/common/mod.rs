@@ -16,6 +16,8 @@ use dynamo_core::{
 use dynamo_openai::{ChatTemplate, Gateway, GatewayConfig, ModelEntry, ModelRegistry, Tokenizer};
 use tokio::sync::mpsc;
 
+pub(crate) mod responses;
+
 /// A ChatML template, as SmolLM2 and Qwen use.
 pub(crate) const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n\
                           {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
@@ -67,7 +69,7 @@ pub(crate) async fn send(
 }
 
 /// [`send`]'s request; the answer's status and bytes.
-async fn exchange(
+pub(crate) async fn exchange(
     app: axum::Router,
     method: &str,
     path: &str,
