@@ -22,8 +22,9 @@
 //!   `/v1/embeddings`, `/v1/responses` (OpenAI's Responses API, text and function calls; stored
 //!   responses under `/v1/responses/{id}`, in memory or in an object store that several
 //!   gateways share ([`Gateway::with_shared_responses`]), their input items under
-//!   `…/input_items`; background responses, cancelled with `…/cancel`), `/v1/models`,
-//!   `/tokenize` and `/detokenize` (vLLM's shapes), health probes, `/metrics` and `/openapi.json`;
+//!   `…/input_items`; background responses, cancelled with `…/cancel`, the streamed ones
+//!   followed again with `?stream=true&starting_after=N`), `/v1/models`, `/tokenize` and
+//!   `/detokenize` (vLLM's shapes), health probes, `/metrics` and `/openapi.json`;
 //!   server-sent events with `[DONE]` and an optional usage chunk (the Responses API's named
 //!   events, without `[DONE]`); cancellation of the engine when the client goes away; 503 with
 //!   `Retry-After` under overload; optional API keys ([`ApiKeys`], a 401 without one); every error

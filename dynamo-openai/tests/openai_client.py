@@ -66,7 +66,8 @@ def main(base_url: str, model: str) -> None:
     print(f"openai {openai.__version__}: models, chat (whole and streamed), completions "
           f"(batched and streamed), several choices (n, best_of), log-probabilities, structured "
           f"outputs, embeddings, responses (whole, streamed and parsed, with "
-          f"function calls, stored and continued) and errors all parse")
+          f"function calls, stored and continued, a background stream picked up again) and "
+          f"errors all parse")
 
 
 def check_logprobs(client: OpenAI, model: str, messages: list) -> None:
@@ -370,6 +371,7 @@ def check_responses(client: OpenAI, model: str) -> None:
 
     check_responses_tools(client, model)
     check_stored_responses(client, model, whole)
+    check_background_stream(client, model, whole)
 
 
 def check_stored_responses(client: OpenAI, model: str, stored) -> None:
@@ -404,6 +406,33 @@ def check_stored_responses(client: OpenAI, model: str, stored) -> None:
         raise AssertionError("a deleted response was continued from")
     except openai.BadRequestError as error:
         assert error.body["code"] == "previous_response_not_found", error.body
+
+
+def check_background_stream(client: OpenAI, model: str, whole) -> None:
+    """A streamed background response whose stream the client closes after a few events: the
+    generation goes on, and the client picks the events up again after the last it had; the text
+    of both parts is the greedy answer's."""
+    stream = client.responses.create(
+        model=model, input="What is the capital of France?",
+        instructions="Answer in one sentence.", max_output_tokens=16, temperature=0,
+        background=True, stream=True)
+    seen = []
+    for event in stream:
+        seen.append(event)
+        if len(seen) == 4:
+            break
+    stream.close()
+    assert seen[0].type == "response.created" and seen[0].response.background, seen[0]
+    rest = list(client.responses.retrieve(
+        seen[0].response.id, stream=True, starting_after=seen[-1].sequence_number))
+    events = seen + rest
+    assert [event.sequence_number for event in events] == list(range(len(events))), events
+    final = events[-1]
+    assert final.type == f"response.{whole.status}" and final.response.background, final
+    text = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert text == final.response.output_text == whole.output_text, (text, final, whole)
+    again = list(client.responses.retrieve(seen[0].response.id, stream=True))
+    assert again == events, again
 
 
 def check_responses_tools(client: OpenAI, model: str) -> None:

@@ -140,7 +140,7 @@ impl GatewayConfig {
 /// | `POST /v1/completions` | text completion, streaming or not |
 /// | `POST /v1/embeddings` | vectors from an embedding model ([`ModelRegistry::insert_embedding`]) |
 /// | `POST /v1/responses` | OpenAI's Responses API, text and function calls, streaming or not |
-/// | `GET`, `DELETE /v1/responses/{id}` | a stored response ([`GatewayConfig::response_store_bytes`]) |
+/// | `GET`, `DELETE /v1/responses/{id}` | a stored response ([`GatewayConfig::response_store_bytes`]); a streamed background one's events with `?stream=true` |
 /// | `GET /v1/responses/{id}/input_items` | a stored response's input items, a page at a time |
 /// | `POST /v1/responses/{id}/cancel` | stop a background response (`background: true`) |
 /// | `GET /v1/models` | the served models, embedding models included |

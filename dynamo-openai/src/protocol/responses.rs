@@ -633,6 +633,16 @@ pub enum ResponseStreamEvent {
 }
 
 impl ResponseStreamEvent {
+    /// Whether the event ends its stream: `response.completed`, `response.incomplete` or `error`.
+    pub fn is_last(&self) -> bool {
+        matches!(
+            self,
+            ResponseStreamEvent::Completed { .. }
+                | ResponseStreamEvent::Incomplete { .. }
+                | ResponseStreamEvent::Error { .. }
+        )
+    }
+
     /// The event's `type`, which is also its SSE event name.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -7,6 +7,12 @@
 //! belongs to a gateway that stopped, and is read as `failed`. A cancel through the gateway that
 //! runs it stops it at once; through another gateway sharing the store, the runner finds the
 //! response cancelled at its next beat, and before it stores how the response ended.
+//!
+//! One made with `stream: true` is answered with its events instead, as they come; they are also
+//! written to an [`EventLog`] that `GET /v1/responses/{id}?stream=true` follows, so that a client
+//! whose stream broke (the generation goes on without it) picks it up again after the last event
+//! it had; and to a shared store, for the other gateways' followers ([`relay`](super::relay)). A
+//! cancel ends the events with an `error` event, code `response_cancelled`.
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -25,10 +31,12 @@ use tokio_util::task::TaskTracker;
 use super::super::Shared;
 use super::super::auth::Caller;
 use super::super::openapi::ErrorResponse;
+use super::event_log::EventLogs;
 use super::generate::TextEvent;
+use super::relay::{self, Streamed};
 use super::{Keep, Responder};
 use crate::ApiError;
-use crate::protocol::ResponseObject;
+use crate::protocol::{ResponseObject, ResponseStreamEvent};
 
 /// How often a running background response's gateway says in the store that it still runs.
 pub(super) const BEAT: Duration = Duration::from_secs(5);
@@ -38,10 +46,12 @@ pub(super) const STALE_AFTER_S: u64 = 30;
 
 /// The background responses this gateway is generating: their tasks, and their cancels by
 /// caller and id, so that a cancel reaches them at once. At most one per request in flight.
+/// The streamed ones' events too.
 #[derive(Debug)]
 pub(crate) struct Running {
     cancels: Mutex<HashMap<(Caller, String), CancellationToken>>,
     tasks: BackgroundResponses,
+    pub(super) logs: EventLogs,
 }
 
 impl Running {
@@ -49,6 +59,7 @@ impl Running {
         Running {
             cancels: Mutex::default(),
             tasks,
+            logs: EventLogs::default(),
         }
     }
 }
@@ -79,10 +90,11 @@ impl BackgroundResponses {
 }
 
 /// Store `responder`'s response `in_progress` and generate it from `text` on a task of its own;
-/// the response as it stands now.
+/// the response as it stands now, or (`stream`) its events as they come.
 pub(super) async fn start(
     mut responder: Responder,
     text: impl Stream<Item = Result<TextEvent, ApiError>> + Send + 'static,
+    stream: bool,
 ) -> Result<Response, ApiError> {
     let Some(keep) = responder.keep.take() else {
         return Err(dynamo_core::Error::internal("a background response without a store").into());
@@ -99,24 +111,42 @@ pub(super) async fn start(
     let token = CancellationToken::new();
     let key = (keep.caller, responder.response.id.clone());
     let background = &keep.shared.background;
-    background.cancels.lock().insert(key, token.clone());
-    let tasks = background.tasks.tasks.clone();
-    let answer = responder.response.clone();
-    tasks.spawn(run(keep, responder, text, token));
-    Ok(Json(answer).into_response())
+    background.cancels.lock().insert(key.clone(), token.clone());
+    let mut streamed = stream.then(|| {
+        let log = background.logs.open(key);
+        log.extend(responder.opening());
+        Streamed::new(log, &keep.shared.responses)
+    });
+    let answer = match &mut streamed {
+        Some(streamed) => {
+            let id = &responder.response.id;
+            streamed
+                .write(&keep.shared.responses, keep.caller, id)
+                .await;
+            super::respond_events(streamed.log.clone().follow(None))
+        }
+        None => Json(responder.response.clone()).into_response(),
+    };
+    let tasks = keep.shared.background.tasks.tasks.clone();
+    tasks.spawn(run(keep, responder, text, token, streamed));
+    Ok(answer)
 }
 
 /// Generate the response to its end, a cancel, or a failure, and store how it ended (unless
-/// it was cancelled: the cancel stored that).
+/// it was cancelled: the cancel stored that); a streamed one's events go to its log, and at
+/// each beat and at the end to a shared store.
 async fn run(
     keep: Keep,
     mut responder: Responder,
     text: impl Stream<Item = Result<TextEvent, ApiError>>,
     token: CancellationToken,
+    mut streamed: Option<Streamed>,
 ) {
     let id = responder.response.id.clone();
     let mut text = pin!(text);
     let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + BEAT, BEAT);
+    // The events that end the response, written once it is stored (or cancelled).
+    let mut last = Vec::new();
     let cancelled = loop {
         tokio::select! {
             () = token.cancelled() => break true,
@@ -127,9 +157,13 @@ async fn run(
                 if let Err(error) = &event {
                     failed(&mut responder.response, error);
                 }
-                responder.step(event).await;
+                let events = responder.step(event).await;
                 if responder.ended {
+                    last = events;
                     break false;
+                }
+                if let Some(streamed) = &streamed {
+                    streamed.log.extend(events);
                 }
             }
             _ = beats.tick() => {
@@ -137,6 +171,9 @@ async fn run(
                     break true;
                 }
                 keep.shared.responses.beat(keep.caller, &id, crate::unix_seconds()).await;
+                if let Some(streamed) = &mut streamed {
+                    streamed.write(&keep.shared.responses, keep.caller, &id).await;
+                }
             }
         }
     };
@@ -145,6 +182,33 @@ async fn run(
     let cancelled = cancelled || token.is_cancelled() || cancelled_elsewhere(&keep, &id).await;
     if !cancelled && !keep.store(&responder.response, None).await {
         tracing::error!(%id, "a background response ended but was not stored");
+    }
+    if let Some(mut streamed) = streamed {
+        if cancelled {
+            responder
+                .events
+                .push(|sequence_number| self::cancelled(&id, sequence_number));
+            streamed.log.extend(responder.events.take());
+        } else {
+            streamed.log.extend(last);
+        }
+        streamed
+            .write(&keep.shared.responses, keep.caller, &id)
+            .await;
+        keep.shared
+            .background
+            .logs
+            .end((keep.caller, id), &streamed.log);
+    }
+}
+
+/// The event numbered `sequence_number` that ends the stream of the response `id`, cancelled.
+pub(super) fn cancelled(id: &str, sequence_number: u64) -> ResponseStreamEvent {
+    ResponseStreamEvent::Error {
+        sequence_number,
+        code: Some("response_cancelled".to_owned()),
+        message: format!("the response `{id}` was cancelled"),
+        param: None,
     }
 }
 
@@ -156,6 +220,76 @@ fn failed(response: &mut ResponseObject, error: &ApiError) {
         "code": body.code.unwrap_or_else(|| "server_error".to_owned()),
         "message": body.message,
     }));
+}
+
+/// What `GET /v1/responses/{id}` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retrieval {
+    /// The response as it stands.
+    Response,
+    /// Its events after the one numbered `after` (all of them with `None`), as they come.
+    Events { after: Option<u64> },
+}
+
+impl Retrieval {
+    /// The retrieval a query's `stream` and `starting_after` ask for; any other parameter is
+    /// refused, naming it.
+    pub(super) fn parse(query: &[(String, String)]) -> Result<Self, ApiError> {
+        let mut stream = false;
+        let mut after = None;
+        for (name, value) in query {
+            match name.as_str() {
+                "stream" => {
+                    stream = value.parse().map_err(|_| {
+                        ApiError::invalid_field("stream", format!("`{value}` is not true or false"))
+                    })?;
+                }
+                "starting_after" => {
+                    after = Some(value.parse().map_err(|_| {
+                        let why = format!("`{value}` is not an event's sequence number");
+                        ApiError::invalid_field("starting_after", why)
+                    })?);
+                }
+                other => {
+                    return Err(ApiError::invalid_field(other, "not supported"));
+                }
+            }
+        }
+        Ok(if stream {
+            Retrieval::Events { after }
+        } else {
+            Retrieval::Response
+        })
+    }
+}
+
+/// The events of the response `id` after the one numbered `after`: from this gateway's log,
+/// or as another gateway writes them to the shared store.
+pub(super) async fn follow(
+    shared: &Arc<Shared>,
+    caller: Caller,
+    id: String,
+    after: Option<u64>,
+) -> Result<Response, ApiError> {
+    if let Some(log) = shared.background.logs.get(&(caller, id.clone())) {
+        return Ok(super::respond_events(log.follow(after)));
+    }
+    let from = after.map_or(0, |after| after.saturating_add(1));
+    if let Some(first) = shared.responses.events_since(caller, &id, from).await? {
+        let events = relay::follow(shared.clone(), caller, id, from, first);
+        return Ok(super::respond_events(events));
+    }
+    if shared.responses.get(caller, &id).await?.is_none() {
+        return Err(ApiError::response_not_found(&id));
+    }
+    Err(ApiError::invalid_field(
+        "stream",
+        format!(
+            "no events of `{id}` are kept: only a background response made with stream: true \
+             is streamed again (by the frontend that generates it until five minutes after it \
+             ends, and by any frontend sharing its object store); GET it without stream"
+        ),
+    ))
 }
 
 /// Whether another gateway has cancelled the response `id` in the store.

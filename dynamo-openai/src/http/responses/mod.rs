@@ -1,9 +1,11 @@
 //! `POST /v1/responses`: OpenAI's Responses API over the chat pipeline.
 
 pub(crate) mod background;
+mod event_log;
 mod input;
 pub(crate) mod input_items;
 mod output;
+mod relay;
 mod store;
 
 pub(crate) use store::ResponseStore;
@@ -12,7 +14,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use dynamo_core::{FinishReason, Usage};
 use futures::TryStreamExt;
@@ -149,7 +152,7 @@ async fn serve(
         ended: false,
     };
     if body.background == Some(true) {
-        return background::start(responder, text).await;
+        return background::start(responder, text, body.stream).await;
     }
     if body.stream {
         return Ok(stream_events(responder, text));
@@ -169,19 +172,11 @@ fn check(body: &ResponsesRequest, store_on: bool) -> Result<(), ApiError> {
     if !store_on && body.previous_response_id.is_some() {
         return refuse("previous_response_id", off);
     }
-    if body.background == Some(true) {
-        if body.stream {
-            return refuse(
-                "background",
-                "not with stream: true; poll GET /v1/responses/{id} instead",
-            );
-        }
-        if !store_on || body.store == Some(false) {
-            return refuse(
-                "background",
-                "a background response is stored: it needs the store",
-            );
-        }
+    if body.background == Some(true) && (!store_on || body.store == Some(false)) {
+        return refuse(
+            "background",
+            "a background response is stored: it needs the store",
+        );
     }
     if let Some(truncation) = &body.truncation
         && truncation != "disabled"
@@ -389,7 +384,7 @@ async fn collect(
     Err(dynamo_core::Error::internal("the generation ended without a finish").into())
 }
 
-/// The SSE response of a streamed answer: each event named by its type, no `[DONE]`.
+/// The SSE response of a streamed answer.
 fn stream_events(
     mut responder: Responder,
     text: impl Stream<Item = Result<TextEvent, ApiError>> + Send + 'static,
@@ -401,31 +396,46 @@ fn stream_events(
         let more = (!responder.ended).then_some((responder, text));
         Some((events, more))
     });
-    sse::respond_unmarked(
-        stream::iter([opening]).chain(steps),
-        |events: Vec<ResponseStreamEvent>, out| {
-            for event in &events {
-                out.named(event.kind(), event, |error| {
-                    json!({ "type": "error", "message": format!("cannot serialise an event: {error}") })
-                        .to_string()
-                });
-            }
-        },
-    )
+    respond_events(stream::iter([opening]).chain(steps))
+}
+
+/// The SSE response of `events`: each named by its type, no `[DONE]`.
+fn respond_events(
+    events: impl Stream<Item = Vec<ResponseStreamEvent>> + Send + 'static,
+) -> Response {
+    sse::respond_unmarked(events, |events: Vec<ResponseStreamEvent>, out| {
+        for event in &events {
+            out.named(event.kind(), event, |error| {
+                json!({ "type": "error", "message": format!("cannot serialise an event: {error}") })
+                    .to_string()
+            });
+        }
+    })
 }
 
 /// Retrieve a stored response
 ///
 /// The response as it was returned, if it is still stored and was stored with the same API
-/// key; a 404 otherwise.
+/// key; a 404 otherwise. With `stream=true`, the events of a background response made with
+/// `stream: true`, after the one numbered `starting_after` (all of them without it), as they
+/// come: through the frontend that generates it, while it runs and for five minutes after (a
+/// 400 naming `stream` otherwise).
 #[utoipa::path(
     get,
     path = "/v1/responses/{id}",
     operation_id = "getResponse",
     tag = "openai",
-    params(("id" = String, Path, description = "The response's id (`resp_…`)")),
+    params(
+        ("id" = String, Path, description = "The response's id (`resp_…`)"),
+        ("stream" = Option<bool>, Query, description = "Follow a streamed background response's events"),
+        ("starting_after" = Option<u64>, Query, description = "With `stream=true`, the events after this `sequence_number`"),
+    ),
     responses(
-        (status = 200, description = "The stored response", body = ResponseObject),
+        (status = 200, description = "The stored response; with `stream=true`, server-sent events", content(
+            (ResponseObject = "application/json"),
+            (ResponseStreamEvent = "text/event-stream"),
+        )),
+        (status = 400, response = ErrorResponse),
         (status = 404, response = ErrorResponse),
     ),
 )]
@@ -433,10 +443,15 @@ pub(crate) async fn retrieve(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<ResponseObject>, ApiError> {
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|refused| ApiError::invalid_request(refused.body_text()))?;
+    if let background::Retrieval::Events { after } = background::Retrieval::parse(&query)? {
+        return background::follow(&shared, caller, id, after).await;
+    }
     let stored = shared.responses.get(caller, &id).await?;
     stored
-        .map(|stored| Json(stored.response))
+        .map(|stored| Json(stored.response).into_response())
         .ok_or_else(|| ApiError::response_not_found(&id))
 }
 

@@ -20,7 +20,7 @@ use self::objects::ObjectResponses;
 use super::super::auth::Caller;
 use super::background::STALE_AFTER_S;
 use crate::ApiError;
-use crate::protocol::{InputItem, ResponseObject};
+use crate::protocol::{InputItem, ResponseObject, ResponseStreamEvent};
 
 /// A stored response and the conversation it ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +86,11 @@ impl ResponseStore {
         }
     }
 
+    /// Whether other gateways may share it (an object store).
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, ResponseStore::Objects(_))
+    }
+
     /// Keep `stored` for `caller`; whether it was kept. A response larger than a memory
     /// store's whole budget is not, nor one the object store failed to take (the failure is
     /// logged).
@@ -113,6 +118,35 @@ impl ResponseStore {
         match self {
             ResponseStore::Memory(memory) => memory.beat(caller, id, at),
             ResponseStore::Objects(objects) => objects.beat(caller, id, at).await,
+        }
+    }
+
+    /// Keep `events` of `caller`'s streamed background response `id`, the first numbered
+    /// `first`, for the other gateways sharing an object store to follow; a memory store keeps
+    /// none (its gateway's own event log serves its followers).
+    pub(crate) async fn append_events(
+        &self,
+        caller: Caller,
+        id: &str,
+        first: u64,
+        events: &[ResponseStreamEvent],
+    ) {
+        if let ResponseStore::Objects(objects) = self {
+            objects.append_events(caller, id, first, events).await;
+        }
+    }
+
+    /// The kept events of `caller`'s streamed background response `id` from the one numbered
+    /// `from` on; `None` where none are kept.
+    pub(crate) async fn events_since(
+        &self,
+        caller: Caller,
+        id: &str,
+        from: u64,
+    ) -> Result<Option<Vec<ResponseStreamEvent>>, ApiError> {
+        match self {
+            ResponseStore::Memory(_) => Ok(None),
+            ResponseStore::Objects(objects) => objects.events_since(caller, id, from).await,
         }
     }
 

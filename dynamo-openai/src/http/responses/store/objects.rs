@@ -11,12 +11,16 @@
 //!
 //! A background response that runs has a second object beside it, `<id>.running`, the last
 //! time (unix seconds) its gateway said so: its beats never rewrite the response, so a cancel
-//! stored by another gateway meanwhile stays. It is removed when the response ends.
+//! stored by another gateway meanwhile stays. It is removed when the response ends. A streamed
+//! one's events are kept too, for the other gateways to follow: a folder `<id>.events` of JSON
+//! arrays, each named by the `sequence_number` of its first event (20 digits, so that the names
+//! sort as the numbers), removed with the response.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
@@ -24,6 +28,7 @@ use sha2::{Digest, Sha256};
 use super::Stored;
 use crate::ApiError;
 use crate::http::auth::Caller;
+use crate::protocol::ResponseStreamEvent;
 
 /// Stored responses under `prefix` in `backend`.
 #[derive(Debug)]
@@ -69,6 +74,90 @@ impl ObjectResponses {
         {
             tracing::warn!(%id, %error, "a running background response's beat was not written");
         }
+    }
+
+    /// Keep `events` of `caller`'s streamed background response `id`, the first numbered
+    /// `first`. A failure is logged: the other gateways' followers then wait for the response
+    /// to end, and end their streams as it did.
+    pub(crate) async fn append_events(
+        &self,
+        caller: Caller,
+        id: &str,
+        first: u64,
+        events: &[ResponseStreamEvent],
+    ) {
+        let key = self
+            .events_folder(caller, id)
+            .join(format!("{first:020}.json"));
+        let written = match serde_json::to_vec(events) {
+            Ok(json) => self
+                .backend
+                .put(&key, PutPayload::from(json))
+                .await
+                .map(drop)
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = written {
+            tracing::warn!(%id, %error, "a streamed background response's events were not written");
+        }
+    }
+
+    /// The events of `caller`'s streamed background response `id` from the one numbered `from`
+    /// on, as far as they are written; `None` if none ever were (a response not streamed in the
+    /// background, or not stored).
+    pub(crate) async fn events_since(
+        &self,
+        caller: Caller,
+        id: &str,
+        from: u64,
+    ) -> Result<Option<Vec<ResponseStreamEvent>>, ApiError> {
+        let folder = self.events_folder(caller, id);
+        let listed = match self
+            .backend
+            .list(Some(&folder))
+            .try_collect::<Vec<_>>()
+            .await
+        {
+            Ok(listed) => listed,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(error) => return Err(unreachable(id, &error)),
+        };
+        let mut parts: Vec<(u64, Path)> = listed
+            .into_iter()
+            .filter_map(|meta| {
+                let first = meta
+                    .location
+                    .filename()?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()?;
+                Some((first, meta.location))
+            })
+            .collect();
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        parts.sort_unstable_by_key(|(first, _)| *first);
+        let mut events = Vec::new();
+        for (at, (first, key)) in parts.iter().enumerate() {
+            // A part wholly before `from` is not read.
+            if parts.get(at + 1).is_some_and(|(next, _)| *next <= from) {
+                continue;
+            }
+            let Some(json) = self.read(key, id).await? else {
+                continue;
+            };
+            let part: Vec<ResponseStreamEvent> =
+                serde_json::from_slice(&json).map_err(|error| {
+                    ApiError::from(dynamo_core::Error::internal(format!(
+                        "the stored events of `{id}` are not events: {error}"
+                    )))
+                })?;
+            let skip = usize::try_from(from.saturating_sub(*first)).unwrap_or(usize::MAX);
+            events.extend(part.into_iter().skip(skip));
+        }
+        Ok(Some(events))
     }
 
     /// The last beat of `caller`'s background response `id`, if there is one.
@@ -120,6 +209,15 @@ impl ObjectResponses {
             Err(error) => return Err(unreachable(id, &error)),
         }
         let _ = self.backend.delete(&self.beat_key(caller, id)).await;
+        let events = self
+            .backend
+            .list(Some(&self.events_folder(caller, id)))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_or_default();
+        for event in events {
+            let _ = self.backend.delete(&event.location).await;
+        }
         match self.backend.delete(&key).await {
             Ok(()) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -133,6 +231,14 @@ impl ObjectResponses {
             .clone()
             .join(scope(caller))
             .join(format!("{id}.json"))
+    }
+
+    /// Where the events of `caller`'s streamed background response `id` are kept.
+    fn events_folder(&self, caller: Caller, id: &str) -> Path {
+        self.prefix
+            .clone()
+            .join(scope(caller))
+            .join(format!("{id}.events"))
     }
 
     /// Where the beats of `caller`'s background response `id` are kept.
