@@ -187,6 +187,20 @@ impl Frontend {
         (status, json_body(response).await)
     }
 
+    /// The status and JSON body of `GET path`.
+    pub(crate) async fn get_json(&self, path: &str) -> (u16, Value) {
+        let request = hyper::Request::get(format!("{}{path}", self.base))
+            .body(Full::new(Bytes::new()))
+            .expect("a request");
+        let response = self
+            .http
+            .request(request)
+            .await
+            .expect("the frontend answers");
+        let status = response.status().as_u16();
+        (status, json_body(response).await)
+    }
+
     /// The token ids of `prompt` (`/tokenize` of `body`: a prompt or messages).
     pub(crate) async fn tokenize(&self, body: &Value) -> Vec<u32> {
         let (status, answer) = self.post_json("/tokenize", body).await;
