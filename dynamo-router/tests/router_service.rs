@@ -333,3 +333,63 @@ async fn two_hundred_concurrent_requests_with_one_prefix_spread_over_the_workers
     assert!(counts.iter().all(|&n| n >= 20), "{counts:?}");
     assert!(counts.iter().all(|&n| n <= 100), "{counts:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_forked_request_gives_back_each_choice_as_it_ends_but_the_last() {
+    use dynamo_core::{FinishReason, TokenChunk};
+
+    let (send, receive) = futures::channel::mpsc::unbounded::<Result<TokenChunk>>();
+    let receive = Arc::new(Mutex::new(Some(receive)));
+    let engine = tower::service_fn(move |_: GenerateRequest| {
+        let chunks = receive.lock().unwrap().take().unwrap();
+        async move {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            Ok::<_, dynamo_core::Error>(TokenStream::new(chunks, cancel))
+        }
+    })
+    .boxed_engine();
+    let router = RouterService::builder(block_size()).build();
+    router.insert_worker(WorkerId::new(1), engine);
+    let mut request = prompt("forked", 0..10).with_n(3);
+    let choices = request.choice_tokens();
+    let mut stream = generate(router.clone(), request).await.unwrap();
+    let sequences = || {
+        router
+            .selector()
+            .load()
+            .load(WorkerId::new(1))
+            .active_requests
+    };
+    let token = |index| TokenChunk {
+        index,
+        ..TokenChunk::token(5)
+    };
+    let finish = |index, more_choices| TokenChunk {
+        index,
+        more_choices,
+        ..TokenChunk::finish(FinishReason::Length, None)
+    };
+    let mut next = async |chunk: TokenChunk| {
+        send.unbounded_send(Ok(chunk)).unwrap();
+        stream.next().await.unwrap().unwrap();
+    };
+    assert_eq!(sequences(), 3);
+    next(token(0)).await;
+    assert_eq!(sequences(), 3);
+    // Choice 1 finishes first: its sequence is given back at once.
+    next(finish(1, true)).await;
+    assert_eq!(sequences(), 2);
+    // The frontend ends choice 2 itself (a stop string it matched): given back at the next chunk,
+    // and not again when the engine's finish for it comes.
+    choices[2].cancel();
+    next(token(0)).await;
+    assert_eq!(sequences(), 1);
+    next(finish(2, true)).await;
+    assert_eq!(sequences(), 1);
+    // The last choice keeps the booking until the stream ends.
+    next(finish(0, false)).await;
+    assert_eq!(sequences(), 1);
+    drop(send);
+    assert!(stream.next().await.is_none());
+    assert_eq!(sequences(), 0);
+}

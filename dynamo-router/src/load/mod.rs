@@ -489,6 +489,16 @@ impl LoadTracker {
         }
     }
 
+    /// `ended` sequences of a forked request on the worker of `slot` ended before the rest.
+    fn end_sequences(&self, slot: u32, ended: u32) {
+        let mut books = self.books.lock();
+        if let Some(book) = books.book(slot) {
+            book.load.active_requests = book.load.active_requests.saturating_sub(ended);
+            book.refresh_blocks();
+            books.publish(slot);
+        }
+    }
+
     fn end_prefill(&self, slot: u32, tokens: u64) {
         let mut books = self.books.lock();
         if let Some(book) = books.book(slot) {
@@ -570,6 +580,17 @@ impl LoadGuard {
             if let (Some(observer), Some(key)) = (&self.tracker.observer, self.key) {
                 observer.prefilled(key);
             }
+        }
+    }
+
+    /// `ended` of a forked request's sequences ended before the others: release their tails
+    /// now. The last sequence stays booked until the guard drops. Other router replicas are not
+    /// told; they see the request's sequences until it ends.
+    pub(crate) fn end_sequences(&mut self, ended: u32) {
+        let ended = ended.min(self.charge.sequences.saturating_sub(1));
+        if ended > 0 {
+            self.charge.sequences -= ended;
+            self.tracker.end_sequences(self.slot, ended);
         }
     }
 }

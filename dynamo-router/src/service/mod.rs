@@ -25,7 +25,7 @@ use crate::index::TierOverlap;
 use crate::selector::{NotRouted, RouteRequest, WorkerSelector};
 
 pub use builder::RouterBuilder;
-use stream::{Booked, GuardedStream};
+use stream::{Booked, GuardedStream, OpenChoices};
 use waiting::WaitingRoom;
 
 /// A KV-aware router in front of worker engines; itself an [`Engine`], so it nests.
@@ -247,6 +247,7 @@ impl Inner {
         };
         self.health.dispatched(worker);
         let whole = request.delivery == Delivery::Whole;
+        let choices = OpenChoices::of(&request);
         let call = engine.generate(request);
         let stream = match self.health.config().stall_timeout {
             Some(timeout) => match tokio::time::timeout(timeout, call).await {
@@ -260,7 +261,7 @@ impl Inner {
             None => call.await,
         };
         let stream = stream.inspect_err(|error| self.health.refused(worker, error))?;
-        let guarded = GuardedStream::new(stream, booked);
+        let guarded = GuardedStream::new(stream, booked, choices);
         let mut watched = Watched::new(guarded, worker, self.health.clone());
         if whole {
             // The engine may hold the answer until it is complete (an upstream adapter's
