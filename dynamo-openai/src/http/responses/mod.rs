@@ -418,8 +418,8 @@ fn respond_events(
 /// The response as it was returned, if it is still stored and was stored with the same API
 /// key; a 404 otherwise. With `stream=true`, the events of a background response made with
 /// `stream: true`, after the one numbered `starting_after` (all of them without it), as they
-/// come: through the frontend that generates it, while it runs and for five minutes after (a
-/// 400 naming `stream` otherwise).
+/// come: from the frontend that generates it (while it runs and for five minutes after), or
+/// from the store that frontend shares; a 400 naming `stream` where none are kept.
 #[utoipa::path(
     get,
     path = "/v1/responses/{id}",
