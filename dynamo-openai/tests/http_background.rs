@@ -250,10 +250,10 @@ async fn body_stream(
 async fn a_streamed_background_response_is_followed_again_from_any_event() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let gateway = || {
-        let engine = common::writing("Paris.", FinishReason::Stop, |_| {});
-        Gateway::new(common::registry(engine), GatewayConfig::default())
-            .with_shared_responses(store.clone(), "responses".into())
-            .into_router()
+        sharing(
+            common::writing("Paris.", FinishReason::Stop, |_| {}),
+            &store,
+        )
     };
     let (runner, other) = (gateway(), gateway());
     let request = streamed_in_background(16);
